@@ -1,0 +1,85 @@
+"""gpuport: the same WGSL compute kernels on browser WebGPU (Pyodide), native WebGPU (wgpu-py) and NumPy.
+
+    rt = await gpuport.open()            # or gpuport.open_sync() natively
+    y = rt.ops.gelu(rt.ops.matmul(rt.tensor(x), rt.tensor(w)))
+    print(rt.backend, rt.tier, await y.read())
+"""
+
+from __future__ import annotations
+
+from .backends import Backend, available
+from .backends.cpu import CPUBackend
+from .errors import (BackendUnavailable, CompileMessage, DeviceLost, GpuportError, GpuValidationError,
+                     LimitExceeded, LoadError, OutOfMemory, RuntimeClosed, ShaderCompileError,
+                     UnsupportedFeature)
+from .platform import IN_PYODIDE
+from .runtime import Kernel, Runtime
+from .tensor import Tensor
+
+__version__ = "0.1.0"
+
+BACKENDS = ("auto", "webgpu", "cpu")
+
+
+def _check_args(backend: str, tier: str | None) -> None:
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
+    if backend == "webgpu" and tier == "cpu":
+        raise ValueError("backend='webgpu' with tier='cpu' is contradictory: pick one")
+
+
+def _finish(gpu: Backend | None, tier: str | None, why: str | None) -> Runtime:
+    device: Backend = gpu if gpu is not None else CPUBackend()
+    rt = Runtime(device, tier, note=why)
+    if rt.tier == "cpu" and device.name != "cpu":
+        device.close()
+        rt = Runtime(CPUBackend(), "cpu", note=f"tier {tier!r} requested")
+    return rt
+
+
+async def open(backend: str = "auto", tier: str | None = None, limits: str = "default") -> Runtime:
+    """Open a runtime: WebGPU (the browser's in a page, wgpu-py natively) or NumPy.
+
+    backend: "auto" (WebGPU when an adapter exists, else NumPy), "webgpu" (fail if none) or "cpu".
+    tier: force "full", "core", "constrained" or "cpu" (a tier the device lacks steps down).
+    limits: "default" (WebGPU spec defaults, like a browser) or "adapter" (all the adapter offers).
+    """
+    _check_args(backend, tier)
+    gpu, why = None, None
+    if backend != "cpu" and tier != "cpu":
+        try:
+            if IN_PYODIDE:
+                from .backends.browser import BrowserBackend
+                gpu = await BrowserBackend.create(limits)
+            else:
+                from .backends.native import NativeBackend
+                gpu = NativeBackend(limits)
+        except BackendUnavailable as exc:
+            if backend == "webgpu":
+                raise
+            why = f"webgpu unavailable: {exc}"
+    return _finish(gpu, tier, why)
+
+
+def open_sync(backend: str = "auto", tier: str | None = None, limits: str = "default") -> Runtime:
+    """`open()` for native scripts that do not use asyncio. Not available in a page."""
+    if IN_PYODIDE:
+        raise UnsupportedFeature("in the browser use `await gpuport.open()`: WebGPU set-up is asynchronous")
+    _check_args(backend, tier)
+    gpu, why = None, None
+    if backend != "cpu" and tier != "cpu":
+        try:
+            from .backends.native import NativeBackend
+            gpu = NativeBackend(limits)
+        except BackendUnavailable as exc:
+            if backend == "webgpu":
+                raise
+            why = f"webgpu unavailable: {exc}"
+    return _finish(gpu, tier, why)
+
+
+__all__ = [
+    "BackendUnavailable", "CompileMessage", "DeviceLost", "GpuValidationError", "GpuportError", "IN_PYODIDE",
+    "Kernel", "LimitExceeded", "LoadError", "OutOfMemory", "Runtime", "RuntimeClosed", "ShaderCompileError",
+    "Tensor", "UnsupportedFeature", "available", "open", "open_sync",
+]

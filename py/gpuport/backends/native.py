@@ -1,0 +1,160 @@
+"""The native webgpu backend: wgpu-py (Vulkan/Metal/DX12; lavapipe on a machine with no GPU)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import numpy as np
+
+from ..capabilities import SPEC_DEFAULT_LIMITS, normalise_features
+from ..errors import BackendUnavailable, GpuValidationError, OutOfMemory, ShaderCompileError
+from . import Dispatch, GPUBackend
+
+try:
+    import wgpu
+except ImportError:  # the package works without wgpu; only this backend needs it
+    wgpu = None
+
+_BUFFER_TYPES = {"read": "read-only-storage", "rw": "storage", "uniform": "uniform"}
+_WANTED_FEATURES = ("shader-f16", "subgroup", "timestamp-query")
+
+
+def _kebab(name: str) -> str:
+    return re.sub(r"([A-Z])", lambda m: "-" + m.group(1).lower(), name)
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("-")
+    return head + "".join(part.capitalize() for part in rest)
+
+
+class NativeBackend(GPUBackend):
+    """wgpu-py device. `limits="default"` asks for the WebGPU spec defaults so native runs fail
+    where a browser would; `limits="adapter"` takes everything the adapter offers."""
+
+    def __init__(self, limits: str = "default", power_preference: str = "high-performance") -> None:
+        super().__init__()
+        if wgpu is None:
+            raise BackendUnavailable("the webgpu backend needs wgpu-py: pip install wgpu")
+        if limits not in ("default", "adapter"):
+            raise ValueError(f"limits must be 'default' or 'adapter', not {limits!r}")
+        try:
+            adapter = wgpu.gpu.request_adapter_sync(power_preference=power_preference)
+        except Exception as exc:  # wgpu-native raises a plain RuntimeError when no driver loads
+            raise BackendUnavailable(f"no WebGPU adapter: {exc}") from None
+        if adapter is None:
+            raise BackendUnavailable("no WebGPU adapter (is a Vulkan driver such as lavapipe installed?)")
+        features = [f for f in _WANTED_FEATURES if f in adapter.features]
+        required = {}
+        if limits == "default":
+            adapter_limits = {_camel(k): v for k, v in adapter.limits.items()}
+            required = {_kebab(k): min(v, adapter_limits.get(k, v)) for k, v in SPEC_DEFAULT_LIMITS.items()}
+        self._device = adapter.request_device_sync(required_features=features, required_limits=required)
+        self._queue = self._device.queue
+        info = adapter.info
+        self.adapter_info = {
+            "vendor": info.get("vendor", ""), "architecture": info.get("architecture", ""),
+            "device": info.get("device", ""), "description": info.get("description", ""),
+            "is_fallback": info.get("adapter_type", "") == "CPU",
+            "backend_type": info.get("backend_type", ""),
+        }
+        self.features = normalise_features(self._device.features)
+        self.limits = {_camel(k): int(v) for k, v in self._device.limits.items() if isinstance(v, int)}
+        self._staging = None
+        self._layouts: dict[tuple[str, ...], tuple[Any, Any]] = {}
+        self._usage = wgpu.BufferUsage.STORAGE | wgpu.BufferUsage.COPY_SRC | wgpu.BufferUsage.COPY_DST
+
+    # -- raw calls -------------------------------------------------------------------------------
+    def _create_buffer(self, nbytes: int, data: np.ndarray | None) -> Any:
+        try:
+            if data is not None and data.nbytes > 0:
+                return self._device.create_buffer_with_data(data=memoryview(data).cast("B"), usage=self._usage)
+            return self._device.create_buffer(size=max(4, nbytes), usage=self._usage)
+        except wgpu.GPUOutOfMemoryError as exc:
+            raise OutOfMemory(f"allocating {nbytes:,} bytes failed: {exc}") from None
+        except wgpu.GPUValidationError as exc:
+            raise GpuValidationError(f"allocating {nbytes:,} bytes: {exc}") from None
+
+    def _layout(self, bindings: tuple[str, ...]) -> tuple[Any, Any]:
+        found = self._layouts.get(bindings)
+        if found is None:
+            bgl = self._device.create_bind_group_layout(entries=[
+                {"binding": i, "visibility": wgpu.ShaderStage.COMPUTE, "buffer": {"type": _BUFFER_TYPES[b]}}
+                for i, b in enumerate(bindings)])
+            found = (bgl, self._device.create_pipeline_layout(bind_group_layouts=[bgl]))
+            self._layouts[bindings] = found
+        return found
+
+    def _create_pipeline(self, source: str, entry_point: str, constants: dict[str, float],
+                         bindings: tuple[str, ...] | None, label: str) -> Any:
+        try:
+            module = self._device.create_shader_module(code=source, label=label)
+        except wgpu.GPUValidationError as exc:
+            raise ShaderCompileError(label, _compiler_text(exc), source=source) from None
+        if bindings is None:
+            layout, bgl = "auto", None
+        else:
+            bgl, layout = self._layout(bindings)
+        try:
+            pipe = self._device.create_compute_pipeline(
+                layout=layout, label=label,
+                compute={"module": module, "entry_point": entry_point, "constants": constants})
+        except (wgpu.GPUValidationError, wgpu.GPUPipelineError) as exc:
+            text = _compiler_text(exc)
+            if "entry point" in text.lower() or "override" in text.lower():
+                raise ShaderCompileError(label, text, source=source) from None
+            raise GpuValidationError(f"creating pipeline {label!r}: {text}") from None
+        return (pipe, bgl if bgl is not None else pipe.get_bind_group_layout(0))
+
+    def _submit(self, batch: list[Dispatch]) -> None:
+        encoder = self._device.create_command_encoder()
+        cpass = encoder.begin_compute_pass()
+        try:
+            for d in batch:
+                pipe, bgl = d.pipeline.raw
+                buffers = list(d.handles)
+                if d.uniforms is not None:
+                    buffers.append(self._device.create_buffer_with_data(
+                        data=d.uniforms, usage=wgpu.BufferUsage.UNIFORM))
+                bind_group = self._device.create_bind_group(layout=bgl, entries=[
+                    {"binding": i, "resource": {"buffer": b, "offset": 0, "size": b.size}}
+                    for i, b in enumerate(buffers)])
+                cpass.set_pipeline(pipe)
+                cpass.set_bind_group(0, bind_group)
+                cpass.dispatch_workgroups(*d.workgroups)
+            cpass.end()
+            self._queue.submit([encoder.finish()])
+        except wgpu.GPUValidationError as exc:
+            raise GpuValidationError(f"submitting {len(batch)} dispatches: {_compiler_text(exc)}") from None
+
+    async def _read(self, handle: Any, nbytes: int) -> memoryview:
+        return self._read_blocking(handle, nbytes)
+
+    def _read_blocking(self, handle: Any, nbytes: int) -> memoryview:
+        # One MAP_READ staging buffer, grown on demand: much faster than queue.read_buffer's fresh one.
+        if self._staging is None or self._staging.size < nbytes:
+            size = max(nbytes, 1 << 16)
+            self._staging = self._device.create_buffer(
+                size=size, usage=wgpu.BufferUsage.MAP_READ | wgpu.BufferUsage.COPY_DST)
+        encoder = self._device.create_command_encoder()
+        encoder.copy_buffer_to_buffer(handle, 0, self._staging, 0, nbytes)
+        self._queue.submit([encoder.finish()])
+        self._staging.map_sync(wgpu.MapMode.READ, 0, nbytes)
+        try:
+            return memoryview(bytes(self._staging.read_mapped(0, nbytes, copy=False)))
+        finally:
+            self._staging.unmap()
+
+    def close(self) -> None:
+        self._pending.clear()
+        self._pipelines.clear()
+        self._device.destroy()
+
+
+def _compiler_text(exc: Exception) -> str:
+    """wgpu-py's message minus its boilerplate header, keeping naga's full text (with wgsl:LINE:COL)."""
+    text = str(exc)
+    text = re.sub(r"^Validation Error\s*\n\s*Caused by:\s*\n\s*In wgpu\w+\s*\n", "", text)
+    return text.strip()
+

@@ -1,0 +1,189 @@
+"""Op registry: each op names its WGSL file in shaders/, its binding layout and its NumPy reference.
+
+The references are the CPU tier and the oracle every GPU result is tested against; they compute in
+float32 where the shaders do, so the two differ only by summation order and the erf polynomial.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+# Binding kinds, in binding order; the last storage binding of a built-in op is its output.
+READ, WRITE, UNIFORM = "read", "rw", "uniform"
+
+
+@dataclass(frozen=True)
+class KernelDef:
+    """A built-in op: its shader file, bind group layout and NumPy reference."""
+
+    name: str
+    shader: str
+    bindings: tuple[str, ...]
+    reference: Callable[..., np.ndarray]
+    entry_point: str = "main"
+
+    @property
+    def source(self) -> str:
+        return shader_source(self.shader)
+
+
+@dataclass
+class Launch:
+    """One op call, planned for every backend: GPU (workgroups, uniforms, constants) and CPU (params)."""
+
+    kernel: KernelDef
+    inputs: list[Any]            # Tensors (None where an optional input is absent)
+    output: Any                  # Tensor
+    workgroups: tuple[int, int, int]
+    uniforms: bytes
+    constants: dict[str, float] = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+def shaders_dir() -> Path:
+    """shaders/ inside an installed wheel, else the repository's shaders/ (editable install)."""
+    inside = Path(__file__).parent / "shaders"
+    return inside if inside.is_dir() else Path(__file__).resolve().parents[2] / "shaders"
+
+
+@cache
+def shader_source(name: str) -> str:
+    return (shaders_dir() / name).read_text(encoding="utf-8")
+
+
+def pack_uniforms(*fields: int | float) -> bytes:
+    """Pack scalars as a WGSL uniform struct: Python int -> u32, float -> f32, padded to 16 bytes."""
+    fmt = "".join("I" if isinstance(v, (int, np.integer)) and not isinstance(v, bool) else "f" for v in fields)
+    data = struct.pack("<" + fmt, *fields)
+    return data + b"\0" * (-len(data) % 16)
+
+
+def grid(groups: int, max_per_dim: int = 65535) -> tuple[int, int, int]:
+    """Spread a 1-D workgroup count over x and y so no dimension exceeds the device limit."""
+    if groups <= max_per_dim:
+        return (max(groups, 1), 1, 1)
+    return (max_per_dim, math.ceil(groups / max_per_dim), 1)
+
+
+# --- NumPy references ----------------------------------------------------------------------------
+
+def _f32(x: np.ndarray) -> np.ndarray:
+    return np.asarray(x, dtype=np.float32)
+
+
+def add_ref(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return _f32(a + b)
+
+
+def mul_ref(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return _f32(a * b)
+
+
+def scale_ref(x: np.ndarray, *, a: float, b: float) -> np.ndarray:
+    return _f32(x * np.float32(a) + np.float32(b))
+
+
+def erf(x: np.ndarray) -> np.ndarray:
+    """erf in float64 by Abramowitz & Stegun 7.1.26 (|error| <= 1.5e-7, under float32's ulp at 1).
+
+    NumPy has no erf and math.erf is scalar-only: too slow for the CPU tier's GELU on real layers.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    a = np.abs(x)
+    t = 1.0 / (1.0 + 0.3275911 * a)
+    poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))))
+    return np.sign(x) * (1.0 - poly * np.exp(-a * a))
+
+
+def gelu_ref(x: np.ndarray) -> np.ndarray:
+    x64 = np.asarray(x, dtype=np.float64)
+    return _f32(0.5 * x64 * (1.0 + erf(x64 / math.sqrt(2.0))))
+
+
+def matmul_ref(a: np.ndarray, b: np.ndarray, bias: np.ndarray | None = None, *,
+               transpose_b: bool = False) -> np.ndarray:
+    bb = np.swapaxes(b, -1, -2) if transpose_b else b
+    out = np.matmul(a, bb)
+    if bias is not None:
+        out = out + bias
+    return _f32(out)
+
+
+def softmax_ref(x: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+    z = x if mask is None else x + mask
+    z = z - z.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return _f32(e / e.sum(axis=-1, keepdims=True))
+
+
+def layer_norm_ref(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, *, eps: float = 1e-5) -> np.ndarray:
+    mean = x.mean(axis=-1, keepdims=True)
+    var = ((x - mean) ** 2).mean(axis=-1, keepdims=True)
+    return _f32((x - mean) / np.sqrt(var + np.float32(eps)) * gamma + beta)
+
+
+def sum_ref(x: np.ndarray) -> np.ndarray:
+    return _f32(x.sum(axis=-1))
+
+
+def mean_ref(x: np.ndarray) -> np.ndarray:
+    return _f32(x.mean(axis=-1))
+
+
+def embedding_ref(ids: np.ndarray, table: np.ndarray) -> np.ndarray:
+    return _f32(table[ids.astype(np.int64)])
+
+
+def attention_ref(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: np.ndarray | None = None, *,
+                  num_heads: int) -> np.ndarray:
+    batch, sq, hidden = q.shape
+    sk = k.shape[1]
+    d = hidden // num_heads
+    qh = q.reshape(batch, sq, num_heads, d).transpose(0, 2, 1, 3)
+    kh = k.reshape(batch, sk, num_heads, d).transpose(0, 2, 1, 3)
+    vh = v.reshape(batch, sk, num_heads, d).transpose(0, 2, 1, 3)
+    scores = (qh @ kh.transpose(0, 1, 3, 2)) * np.float32(1.0 / math.sqrt(d))
+    if mask is not None:
+        scores = scores + mask[:, None, None, :]
+    probs = softmax_ref(scores)
+    return _f32((probs @ vh).transpose(0, 2, 1, 3).reshape(batch, sq, hidden))
+
+
+def mean_pool_ref(x: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    m = mask[..., None]
+    return _f32((x * m).sum(axis=1) / np.maximum(m.sum(axis=1), np.float32(1e-9)))
+
+
+def l2_normalize_ref(x: np.ndarray) -> np.ndarray:
+    norm = np.sqrt((x.astype(np.float32) ** 2).sum(axis=-1, keepdims=True))
+    return _f32(x / np.maximum(norm, np.float32(1e-12)))
+
+
+_R, _W, _U = READ, WRITE, UNIFORM
+
+KERNELS: dict[str, KernelDef] = {k.name: k for k in [
+    KernelDef("add", "binary.wgsl", (_R, _R, _W, _U), add_ref),
+    KernelDef("mul", "binary.wgsl", (_R, _R, _W, _U), mul_ref),
+    KernelDef("scale", "scale.wgsl", (_R, _W, _U), scale_ref),
+    KernelDef("gelu", "gelu.wgsl", (_R, _W, _U), gelu_ref),
+    KernelDef("matmul", "matmul.wgsl", (_R, _R, _R, _W, _U), matmul_ref),
+    KernelDef("softmax", "softmax.wgsl", (_R, _R, _W, _U), softmax_ref),
+    KernelDef("layer_norm", "layer_norm.wgsl", (_R, _R, _R, _W, _U), layer_norm_ref),
+    KernelDef("sum", "reduce.wgsl", (_R, _W, _U), sum_ref),
+    KernelDef("mean", "reduce.wgsl", (_R, _W, _U), mean_ref),
+    KernelDef("embedding", "embedding.wgsl", (_R, _R, _W, _U), embedding_ref),
+    KernelDef("attention", "attention.wgsl", (_R, _R, _R, _R, _W, _U), attention_ref),
+    KernelDef("mean_pool", "mean_pool.wgsl", (_R, _R, _W, _U), mean_pool_ref),
+    KernelDef("l2_normalize", "l2_normalize.wgsl", (_R, _W, _U), l2_normalize_ref),
+]}
+
+ELEMENTWISE_WG = 256
+ROW_WG = 64
+ATTENTION_MAX_HEAD_DIM = 256

@@ -1,0 +1,61 @@
+"""Tensor: an array that lives on one runtime's backend."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from .runtime import Runtime
+
+
+class Tensor:
+    """A device array. Ops queue work on it without waiting; `await read()` brings it back."""
+
+    __slots__ = ("_rt", "handle", "shape", "dtype", "_host", "__weakref__")
+
+    def __init__(self, rt: "Runtime", handle: Any, shape: tuple[int, ...], dtype: np.dtype,
+                 host: np.ndarray | None = None) -> None:
+        self._rt = rt
+        self.handle = handle
+        self.shape = tuple(int(s) for s in shape)
+        self.dtype = np.dtype(dtype)
+        # The host array it was made from (read-only), if any: lets ops check values such as ids
+        # without a readback, and lets recovery restore the tensor after a device loss.
+        self._host = host
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+    @property
+    def nbytes(self) -> int:
+        return self.size * self.dtype.itemsize
+
+    @property
+    def runtime(self) -> "Runtime":
+        return self._rt
+
+    async def read(self) -> np.ndarray:
+        """The values, once every queued op that writes them has run."""
+        self._rt._check_open()
+        return await self._rt._device.download(self.handle, self.shape, self.dtype)
+
+    def numpy(self) -> np.ndarray:
+        """Blocking read (native only; in a page use `await read()`)."""
+        self._rt._check_open()
+        return self._rt._device.download_sync(self.handle, self.shape, self.dtype)
+
+    def known_values(self) -> np.ndarray | None:
+        """The values if the host already has them (made from an array, or on the cpu backend)."""
+        if self._host is not None:
+            return self._host
+        return self.handle if isinstance(self.handle, np.ndarray) else None
+
+    def __repr__(self) -> str:
+        return f"Tensor(shape={self.shape}, dtype={self.dtype}, backend={self._rt.backend!r})"

@@ -1,0 +1,88 @@
+// Multi-head attention: out = softmax(Q K^T * scale + mask) V per (batch, head, query row).
+// q: (B, Sq, H*D), k and v: (B, Sk, H*D), mask: (B, Sk) additive, out: (B, Sq, H*D).
+// One workgroup per (query, head, batch) walks the keys in blocks of WG with an online softmax
+// (running max and sum, rescaled per block), so no (Sq, Sk) score matrix is ever stored and any Sk works.
+override HAS_MASK: bool = false;
+const WG: u32 = 64u;
+const MAX_D: u32 = 256u;   // head_dim limit: each invocation owns MAX_D / WG output dims
+const PER: u32 = 4u;
+
+struct Params { sq: u32, sk: u32, heads: u32, head_dim: u32, scale: f32, mask_batch_stride: u32, _p0: u32, _p1: u32 }
+
+@group(0) @binding(0) var<storage, read> q: array<f32>;
+@group(0) @binding(1) var<storage, read> k: array<f32>;
+@group(0) @binding(2) var<storage, read> v: array<f32>;
+@group(0) @binding(3) var<storage, read> mask: array<f32>;
+@group(0) @binding(4) var<storage, read_write> out: array<f32>;
+@group(0) @binding(5) var<uniform> p: Params;
+
+var<workgroup> qs: array<f32, MAX_D>;
+var<workgroup> probs: array<f32, WG>;
+var<workgroup> red: array<f32, WG>;
+
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+  let i = wid.x;
+  let h = wid.y;
+  let b = wid.z;
+  let hd = p.heads * p.head_dim;
+  let q_base = (b * p.sq + i) * hd + h * p.head_dim;
+  for (var d = li; d < p.head_dim; d += WG) { qs[d] = q[q_base + d] * p.scale; }
+  workgroupBarrier();
+
+  var m = -3.402823e38;
+  var l = 0.0;
+  var acc: array<f32, PER>;
+  for (var r = 0u; r < PER; r++) { acc[r] = 0.0; }
+
+  let nblocks = (p.sk + WG - 1u) / WG;
+  for (var blk = 0u; blk < nblocks; blk++) {
+    let j = blk * WG + li;
+    let valid = j < p.sk;
+    var s = -3.402823e38;
+    if (valid) {
+      let k_base = (b * p.sk + j) * hd + h * p.head_dim;
+      var dot = 0.0;
+      for (var d = 0u; d < p.head_dim; d++) { dot = fma(qs[d], k[k_base + d], dot); }
+      s = dot;
+      if (HAS_MASK) { s = s + mask[b * p.mask_batch_stride + j]; }
+    }
+    red[li] = s;
+    workgroupBarrier();
+    for (var t = WG / 2u; t > 0u; t >>= 1u) {
+      if (li < t) { red[li] = max(red[li], red[li + t]); }
+      workgroupBarrier();
+    }
+    let m_new = max(m, red[0]);
+    workgroupBarrier();
+
+    var e = 0.0;
+    if (valid) { e = exp(s - m_new); }
+    probs[li] = e;
+    red[li] = e;
+    workgroupBarrier();
+    for (var t = WG / 2u; t > 0u; t >>= 1u) {
+      if (li < t) { red[li] = red[li] + red[li + t]; }
+      workgroupBarrier();
+    }
+    let corr = exp(m - m_new);
+    l = l * corr + red[0];
+    let nj = min(WG, p.sk - blk * WG);
+    for (var r = 0u; r < PER; r++) {
+      let d = li + r * WG;
+      if (d < p.head_dim) {
+        var a = acc[r] * corr;
+        let v_base = (b * p.sk + blk * WG) * hd + h * p.head_dim + d;
+        for (var jj = 0u; jj < nj; jj++) { a = fma(probs[jj], v[v_base + jj * hd], a); }
+        acc[r] = a;
+      }
+    }
+    m = m_new;
+    workgroupBarrier();
+  }
+
+  for (var r = 0u; r < PER; r++) {
+    let d = li + r * WG;
+    if (d < p.head_dim) { out[q_base + d] = acc[r] / l; }
+  }
+}

@@ -1,0 +1,48 @@
+// Row-wise softmax over the last axis, stable (max subtracted), with an optional additive mask.
+// One workgroup per row; mask_row_stride is 0 when one mask row is shared by every row.
+override HAS_MASK: bool = false;
+const WG: u32 = 64u;
+
+struct Params { rows: u32, n: u32, mask_row_stride: u32, _p0: u32 }
+
+@group(0) @binding(0) var<storage, read> x: array<f32>;
+@group(0) @binding(1) var<storage, read> mask: array<f32>;
+@group(0) @binding(2) var<storage, read_write> out: array<f32>;
+@group(0) @binding(3) var<uniform> p: Params;
+
+var<workgroup> red: array<f32, WG>;
+
+fn value(row: u32, j: u32) -> f32 {
+  var v = x[row * p.n + j];
+  if (HAS_MASK) { v = v + mask[row * p.mask_row_stride + j]; }
+  return v;
+}
+
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) li: u32) {
+  let row = wid.y * nwg.x + wid.x;
+  if (row >= p.rows) { return; }
+
+  var m = -3.402823e38;
+  for (var j = li; j < p.n; j += WG) { m = max(m, value(row, j)); }
+  red[li] = m;
+  workgroupBarrier();
+  for (var s = WG / 2u; s > 0u; s >>= 1u) {
+    if (li < s) { red[li] = max(red[li], red[li + s]); }
+    workgroupBarrier();
+  }
+  let row_max = red[0];
+  workgroupBarrier();
+
+  var total = 0.0;
+  for (var j = li; j < p.n; j += WG) { total += exp(value(row, j) - row_max); }
+  red[li] = total;
+  workgroupBarrier();
+  for (var s = WG / 2u; s > 0u; s >>= 1u) {
+    if (li < s) { red[li] = red[li] + red[li + s]; }
+    workgroupBarrier();
+  }
+  let inv = 1.0 / red[0];
+  for (var j = li; j < p.n; j += WG) { out[row * p.n + j] = exp(value(row, j) - row_max) * inv; }
+}
