@@ -1,0 +1,370 @@
+"""Kernel parity and error cases, written once: pytest runs them natively (tests/test_kernels.py) and the
+e2e lane runs the very same source inside Pyodide in each browser (e2e/test_page.py).
+
+Each case is `async def name(rt)`; it raises AssertionError (or the wrong error) on failure.
+Only numpy and gpuport are imported, so the module runs unchanged in a page.
+
+Tolerances (float32, u = 2**-24 unit roundoff):
+- add, mul, scale, embedding: the GPU does the same single f32 operation (scale may fuse to one fma):
+  within 1 ulp, checked as rtol 2e-7.
+- matmul: Higham's bound for a K-term dot product, |err| <= K*u*(|a| @ |b|) elementwise, doubled since
+  the reference rounds too; summation order is all that differs, so this bound must hold.
+- gelu: erf by A&S 7.1.26 (1.5e-7 abs) plus f32 exp: atol 1e-6.
+- softmax, attention: exp and a sum over n keys in a different order: rtol 1e-5, atol 1e-6 (outputs <= 1).
+- layer_norm, l2_normalize, sum, mean, mean_pool: n-term sums in a different order: relative error
+  <= n*u; stated per case as atol proportional to n*u times the output's scale.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+import gpuport as gp
+from gpuport import kernels as K
+
+U = 2.0 ** -24
+CASES: dict[str, "Case"] = {}
+
+
+class Case:
+    def __init__(self, fn, backends: tuple[str, ...]) -> None:
+        self.fn, self.name, self.backends = fn, fn.__name__, backends
+
+    async def __call__(self, rt):
+        return await self.fn(rt)
+
+
+def case(*, backends: tuple[str, ...] = ("webgpu", "cpu")):
+    def register(fn):
+        CASES[fn.__name__] = Case(fn, backends)
+        return fn
+    return register
+
+
+def names_for(backend: str) -> list[str]:
+    return [n for n, c in CASES.items() if backend in c.backends]
+
+
+def rng(seed: int) -> np.random.Generator:
+    return np.random.default_rng(seed)
+
+
+def close(got: np.ndarray, want: np.ndarray, *, rtol: float = 0.0, atol: float | np.ndarray = 0.0,
+          what: str = "") -> None:
+    assert got.shape == want.shape, f"{what}: shape {got.shape} != {want.shape}"
+    assert got.dtype == want.dtype, f"{what}: dtype {got.dtype} != {want.dtype}"
+    err = np.abs(got.astype(np.float64) - want.astype(np.float64))
+    bound = atol + rtol * np.abs(want.astype(np.float64))
+    bad = ~(err <= bound)
+    if bad.any():
+        i = np.unravel_index(int(np.argmax(np.where(bad, err - bound, -np.inf))), err.shape)
+        raise AssertionError(f"{what}: {int(bad.sum())} of {err.size} values out of tolerance; worst at {i}: "
+                             f"got {got[i]!r}, want {want[i]!r} (max abs err {err.max():.3g})")
+
+
+async def expect(exc_type, fn, *needles: str):
+    """Run fn (sync or async, reading results if it returns a Tensor) and require exc_type with needles."""
+    try:
+        result = fn()
+        if hasattr(result, "__await__"):
+            result = await result
+        if isinstance(result, gp.Tensor):
+            await result.read()
+    except exc_type as exc:
+        text = str(exc)
+        for needle in needles:
+            assert needle in text, f"{exc_type.__name__} message lacks {needle!r}: {text}"
+        return exc
+    raise AssertionError(f"expected {exc_type.__name__}, nothing was raised")
+
+
+# -- elementwise ------------------------------------------------------------------------------------
+
+for _shape_a, _shape_b in [((1,), (1,)), ((7, 13), (7, 13)), ((7, 13), (13,)), ((3, 17, 33), (33,)),
+                           ((3, 17, 33), (17, 33)), ((13,), (5, 13))]:
+    for _op in ("add", "mul"):
+        def _make(op=_op, sa=_shape_a, sb=_shape_b):
+            async def fn(rt):
+                r = rng(1)
+                a = r.standard_normal(sa).astype(np.float32)
+                b = r.standard_normal(sb).astype(np.float32)
+                got = await getattr(rt.ops, op)(rt.tensor(a), rt.tensor(b)).read()
+                close(got, getattr(K, f"{op}_ref")(a, b), rtol=2e-7, what=f"{op} {sa} {sb}")
+            fn.__name__ = f"{op}_{'x'.join(map(str, sa))}_by_{'x'.join(map(str, sb))}"
+            return fn
+        case()(_make())
+
+
+@case()
+async def scale_odd(rt):
+    x = rng(2).standard_normal((37, 129)).astype(np.float32)
+    got = await rt.ops.scale(rt.tensor(x), 1.5, -0.25).read()
+    close(got, K.scale_ref(x, a=1.5, b=-0.25), rtol=2e-7, atol=1e-7, what="scale")
+
+
+@case()
+async def scale_large_two_dimensional_grid(rt):
+    # 2**24 + 4097 elements need more than 65535 workgroups of 256: the grid spills into y.
+    n = (1 << 24) + 4097
+    x = np.arange(n, dtype=np.float32) % 1021
+    got = await rt.ops.scale(rt.tensor(x), 2.0, 1.0).read()
+    close(got, K.scale_ref(x, a=2.0, b=1.0), rtol=2e-7, what="scale large")
+
+
+for _shape in [(1,), (1, 1), (7, 13), (37, 129), (3, 17, 33)]:
+    def _make(shape=_shape):
+        async def fn(rt):
+            x = (rng(3).standard_normal(shape) * 3).astype(np.float32)
+            got = await rt.ops.gelu(rt.tensor(x)).read()
+            close(got, K.gelu_ref(x), atol=1e-6, what=f"gelu {shape}")
+        fn.__name__ = f"gelu_{'x'.join(map(str, shape))}"
+        return fn
+    case()(_make())
+
+
+@case(backends=("cpu",))
+async def gelu_reference_matches_exact_erf(rt):
+    # The oracle itself: its vectorised erf against math.erf, so a GPU match means a true GELU.
+    x = np.linspace(-8, 8, 4001)
+    exact = np.array([0.5 * v * (1 + math.erf(v / math.sqrt(2))) for v in x])
+    assert np.abs(K.gelu_ref(x.astype(np.float32)) - exact).max() < 1e-6
+
+
+# -- matmul -----------------------------------------------------------------------------------------
+
+def _matmul_case(name, a_shape, b_shape, *, bias=False, transpose_b=False, seed=4):
+    async def fn(rt):
+        r = rng(seed)
+        a = r.uniform(-1, 1, a_shape).astype(np.float32)
+        b = r.uniform(-1, 1, b_shape).astype(np.float32)
+        n = b_shape[-2] if transpose_b else b_shape[-1]
+        k = a_shape[-1]
+        bv = r.uniform(-1, 1, (n,)).astype(np.float32) if bias else None
+        got = await rt.ops.matmul(rt.tensor(a), rt.tensor(b), bias=rt.tensor(bv) if bias else None,
+                                  transpose_b=transpose_b).read()
+        want = K.matmul_ref(a, b, bv, transpose_b=transpose_b)
+        bb = np.swapaxes(b, -1, -2) if transpose_b else b
+        bound = 2 * (k + 1) * U * (np.abs(a) @ np.abs(bb) + (np.abs(bv) if bias else 0)) + 1e-30
+        close(got, want, atol=bound, what=name)
+    fn.__name__ = name
+    case()(fn)
+
+
+_matmul_case("matmul_1x1_by_1x1", (1, 1), (1, 1))
+_matmul_case("matmul_7x13_by_13x5", (7, 13), (13, 5))
+_matmul_case("matmul_37x129_by_129x65_bias", (37, 129), (129, 65), bias=True)
+_matmul_case("matmul_37x129_by_65x129_transposed", (37, 129), (65, 129), transpose_b=True)
+_matmul_case("matmul_batched_3x17x33_by_33x19", (3, 17, 33), (33, 19), bias=True)
+_matmul_case("matmul_batched_both_3x17x33_by_3x33x19", (3, 17, 33), (3, 33, 19))
+_matmul_case("matmul_batched_both_transposed_2x3x9x40_by_2x3x11x40", (2, 3, 9, 40), (2, 3, 11, 40),
+             transpose_b=True)
+_matmul_case("matmul_large_256x384_by_384x1536_bias", (256, 384), (384, 1536), bias=True)
+
+
+# -- row-wise ---------------------------------------------------------------------------------------
+
+for _shape in [(1,), (7, 13), (37, 129), (3, 17, 33), (5, 1000)]:
+    def _make(shape=_shape):
+        async def fn(rt):
+            r = rng(5)
+            x = (r.standard_normal(shape) * 4).astype(np.float32)
+            m = np.where(r.random(shape[-1:]) < 0.3, -1e9, 0).astype(np.float32)
+            full = np.where(r.random(shape) < 0.2, -1e4, 0).astype(np.float32)
+            close(await rt.ops.softmax(rt.tensor(x)).read(), K.softmax_ref(x), rtol=1e-5, atol=1e-6,
+                  what=f"softmax {shape}")
+            close(await rt.ops.softmax(rt.tensor(x), mask=rt.tensor(m)).read(), K.softmax_ref(x, m),
+                  rtol=1e-5, atol=1e-6, what=f"softmax row mask {shape}")
+            close(await rt.ops.softmax(rt.tensor(x), mask=rt.tensor(full)).read(), K.softmax_ref(x, full),
+                  rtol=1e-5, atol=1e-6, what=f"softmax full mask {shape}")
+        fn.__name__ = f"softmax_{'x'.join(map(str, shape))}"
+        return fn
+    case()(_make())
+
+
+for _shape in [(1,), (1, 1), (7, 13), (37, 129), (3, 17, 33), (4, 384)]:
+    def _make(shape=_shape):
+        async def fn(rt):
+            r = rng(6)
+            n = shape[-1]
+            x = (r.standard_normal(shape) * 2 + 1).astype(np.float32)
+            g = r.standard_normal(n).astype(np.float32)
+            b = r.standard_normal(n).astype(np.float32)
+            got = await rt.ops.layer_norm(rt.tensor(x), rt.tensor(g), rt.tensor(b), eps=1e-5).read()
+            # normalised values are O(1) (scaled by |gamma|): n-term sums give ~n*u relative error
+            close(got, K.layer_norm_ref(x, g, b, eps=1e-5), atol=1e-5 + 8 * n * U * (np.abs(g) + 1),
+                  rtol=1e-5, what=f"layer_norm {shape}")
+            s = (await rt.ops.sum(rt.tensor(x)).read(), await rt.ops.mean(rt.tensor(x)).read())
+            scale_ = np.abs(x).sum(axis=-1)
+            close(s[0], K.sum_ref(x), atol=2 * n * U * scale_, what=f"sum {shape}")
+            close(s[1], K.mean_ref(x), atol=2 * n * U * scale_ / n + 1e-7, what=f"mean {shape}")
+            close(await rt.ops.l2_normalize(rt.tensor(x)).read(), K.l2_normalize_ref(x),
+                  atol=4 * n * U + 1e-7, what=f"l2_normalize {shape}")
+        fn.__name__ = f"rowwise_{'x'.join(map(str, shape))}"
+        return fn
+    case()(_make())
+
+
+@case()
+async def l2_normalize_zero_row_stays_zero(rt):
+    x = np.zeros((2, 5), np.float32)
+    x[1] = 3.0
+    close(await rt.ops.l2_normalize(rt.tensor(x)).read(), K.l2_normalize_ref(x), atol=1e-7, what="l2 zero row")
+
+
+# -- model ops --------------------------------------------------------------------------------------
+
+for _ids_shape, _vocab, _hidden in [((1,), 1, 1), ((7,), 13, 5), ((3, 17), 101, 33), ((2, 128), 30522, 384)]:
+    def _make(ids_shape=_ids_shape, vocab=_vocab, hidden=_hidden):
+        async def fn(rt):
+            r = rng(7)
+            ids = r.integers(0, vocab, ids_shape).astype(np.int32)
+            table = r.standard_normal((vocab, hidden)).astype(np.float32)
+            got = await rt.ops.embedding(rt.tensor(ids), rt.tensor(table)).read()
+            close(got, K.embedding_ref(ids, table), what=f"embedding {ids_shape} {vocab}x{hidden}")
+        fn.__name__ = f"embedding_{'x'.join(map(str, ids_shape))}_vocab{vocab}x{hidden}"
+        return fn
+    case()(_make())
+
+
+for _b, _sq, _sk, _heads, _d, _mask in [(1, 1, 1, 1, 1, False), (1, 7, 13, 1, 5, True), (2, 17, 33, 3, 11, True),
+                                        (2, 12, 12, 12, 32, True), (1, 5, 300, 2, 64, True),
+                                        (1, 3, 70, 1, 256, False)]:
+    def _make(b=_b, sq=_sq, sk=_sk, heads=_heads, d=_d, use_mask=_mask):
+        async def fn(rt):
+            r = rng(8)
+            q = r.standard_normal((b, sq, heads * d)).astype(np.float32)
+            k = r.standard_normal((b, sk, heads * d)).astype(np.float32)
+            v = r.standard_normal((b, sk, heads * d)).astype(np.float32)
+            mask = None
+            if use_mask:
+                valid = r.integers(1, sk + 1, b)
+                mask = np.where(np.arange(sk)[None, :] < valid[:, None], 0.0, -1e9).astype(np.float32)
+            got = await rt.ops.attention(rt.tensor(q), rt.tensor(k), rt.tensor(v), heads,
+                                         mask=rt.tensor(mask) if use_mask else None).read()
+            close(got, K.attention_ref(q, k, v, mask, num_heads=heads), rtol=1e-4, atol=2e-5 * math.sqrt(d),
+                  what=f"attention b{b} sq{sq} sk{sk} h{heads} d{d}")
+        fn.__name__ = f"attention_b{b}_q{sq}_k{sk}_h{heads}_d{d}{'_masked' if use_mask else ''}"
+        return fn
+    case()(_make())
+
+
+for _b, _s, _h in [(1, 1, 1), (2, 7, 13), (3, 17, 384)]:
+    def _make(b=_b, s=_s, h=_h):
+        async def fn(rt):
+            r = rng(9)
+            x = r.standard_normal((b, s, h)).astype(np.float32)
+            lengths = r.integers(1, s + 1, b)
+            m = (np.arange(s)[None, :] < lengths[:, None]).astype(np.float32)
+            got = await rt.ops.mean_pool(rt.tensor(x), rt.tensor(m)).read()
+            close(got, K.mean_pool_ref(x, m), atol=4 * s * U * np.abs(x).max() + 1e-7, what=f"mean_pool {b}x{s}x{h}")
+        fn.__name__ = f"mean_pool_{b}x{s}x{h}"
+        return fn
+    case()(_make())
+
+
+@case()
+async def chained_ops_queue_and_read_once(rt):
+    # Nothing waits between ops: one read at the end sees the whole chain.
+    r = rng(10)
+    x = r.standard_normal((9, 48)).astype(np.float32)
+    w = r.standard_normal((48, 31)).astype(np.float32)
+    b = r.standard_normal(31).astype(np.float32)
+    y = rt.ops.l2_normalize(rt.ops.gelu(rt.ops.matmul(rt.tensor(x), rt.tensor(w), bias=rt.tensor(b))))
+    want = K.l2_normalize_ref(K.gelu_ref(K.matmul_ref(x, w, b)))
+    close(await y.read(), want, atol=1e-5, what="chain")
+
+
+# -- user kernels -----------------------------------------------------------------------------------
+
+USER_WGSL = """
+override WG: u32 = 64u;
+override FACTOR: f32 = 1.0;
+struct Params { n: u32, offset: f32 }
+@group(0) @binding(0) var<storage, read> src: array<f32>;
+@group(0) @binding(1) var<storage, read_write> dst: array<f32>;
+@group(0) @binding(2) var<uniform> p: Params;
+@compute @workgroup_size(WG)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+  if (gid.x < p.n) { dst[gid.x] = src[gid.x] * src[gid.x] * FACTOR + p.offset; }
+}
+"""
+
+
+@case(backends=("webgpu",))
+async def user_kernel_with_override_constant(rt):
+    n = 1000
+    x = rng(11).standard_normal(n).astype(np.float32)
+    k = rt.kernel(USER_WGSL, entry_point="main", constants={"WG": 32, "FACTOR": 3.0})
+    src, dst = rt.tensor(x), rt.empty(n)
+    k.dispatch((math.ceil(n / 32), 1, 1), src, dst, uniforms=[n, 0.5])
+    close(await dst.read(), (x * x * np.float32(3.0) + np.float32(0.5)).astype(np.float32), rtol=3e-7,
+          what="user kernel")
+
+
+@case(backends=("cpu",))
+async def user_kernel_on_cpu_says_it_needs_webgpu(rt):
+    await expect(gp.UnsupportedFeature, lambda: rt.kernel(USER_WGSL), "WebGPU")
+
+
+# -- errors -----------------------------------------------------------------------------------------
+
+BROKEN_WGSL = """@group(0) @binding(0) var<storage, read_write> d: array<f32>;
+@compute @workgroup_size(1)
+fn main() {
+  d[0] = undefined_name + 1.0;
+}
+"""
+
+
+@case(backends=("webgpu",))
+async def compile_error_names_line_and_column(rt):
+    async def build_and_run():
+        k = rt.kernel(BROKEN_WGSL)
+        out = rt.empty(4)
+        k.dispatch(1, out)
+        return out
+    exc = await expect(gp.ShaderCompileError, build_and_run, "undefined_name")
+    assert exc.line == 4, f"line {exc.line} != 4: {exc}"
+    assert exc.column is not None and exc.column >= 3, exc
+    assert "line 4:" in str(exc), str(exc)
+
+
+@case()
+async def shape_mismatch_names_both_shapes(rt):
+    a, b = rt.tensor(np.ones((4, 5), np.float32)), rt.tensor(np.ones((6, 3), np.float32))
+    await expect(ValueError, lambda: rt.ops.matmul(a, b), "(4, 5)", "(6, 3)")
+    await expect(ValueError, lambda: rt.ops.add(a, b), "(4, 5)", "(6, 3)")
+
+
+@case()
+async def dtype_mismatch_names_the_dtype(rt):
+    a = rt.tensor(np.ones((4, 5), np.float32))
+    i = rt.tensor(np.ones((4, 5), np.int32))
+    await expect(TypeError, lambda: rt.ops.add(a, i), "int32", "float32")
+    await expect(TypeError, lambda: rt.tensor(np.ones(3)), "float64")
+
+
+@case()
+async def embedding_id_out_of_range(rt):
+    table = rt.tensor(np.ones((10, 4), np.float32))
+    await expect(IndexError, lambda: rt.ops.embedding(rt.tensor(np.array([3, 10], np.int32)), table), "10", "10 rows")
+
+
+@case(backends=("webgpu",))
+async def tensor_beyond_binding_limit_names_the_limit(rt):
+    limit = rt.info()["limits"]["maxStorageBufferBindingSize"]
+    exc = await expect(gp.LimitExceeded, lambda: rt.empty(limit // 4 + 1), "maxStorageBufferBindingSize",
+                       f"{limit:,}")
+    assert exc.limit == "maxStorageBufferBindingSize" and exc.value == limit
+
+
+@case()
+async def use_after_close_is_refused(rt):
+    other = await gp.open(backend=rt.backend)
+    t = other.tensor(np.ones(3, np.float32))
+    other.close()
+    await expect(gp.RuntimeClosed, lambda: other.tensor(np.ones(3, np.float32)), "closed")
+    await expect(gp.RuntimeClosed, t.read, "closed")
+    await expect(gp.RuntimeClosed, lambda: other.ops.gelu(t), "closed")
