@@ -368,3 +368,31 @@ async def use_after_close_is_refused(rt):
     await expect(gp.RuntimeClosed, lambda: other.tensor(np.ones(3, np.float32)), "closed")
     await expect(gp.RuntimeClosed, t.read, "closed")
     await expect(gp.RuntimeClosed, lambda: other.ops.gelu(t), "closed")
+
+
+@case(backends=("webgpu",))
+async def batch_of_dispatches_crosses_the_boundary_a_constant_number_of_times(rt):
+    # N queued ops cost one submit and one read, whatever N is; in a page the JS bridge's own call
+    # counter must agree (it counts every call that crosses from Python into JS).
+    def counters():
+        js_calls = None
+        if gp.IN_PYODIDE:
+            import gpuport_bridge
+            js_calls = gpuport_bridge.stats.calls
+        s = rt._device.stats
+        return s["submits"] + s["reads"], js_calls
+
+    x = rt.tensor(np.ones((4, 8), np.float32))
+    await rt.ops.scale(x, 1.0, 0.0).read()  # compile outside the measured window
+    costs = {}
+    for n in (1, 10, 100):
+        before, js_before = counters()
+        y = x
+        for _ in range(n):
+            y = rt.ops.scale(y, 1.0, 1.0)
+        got = await y.read()
+        after, js_after = counters()
+        close(got, np.full((4, 8), 1.0 + n, np.float32), what=f"chain of {n}")
+        costs[n] = (after - before, None if js_before is None else js_after - js_before)
+    assert costs[1] == costs[10] == costs[100], f"boundary crossings grow with the batch: {costs}"
+    assert costs[1][0] == 2, f"expected one submit and one read per batch, got {costs}"

@@ -106,6 +106,8 @@ class GPUBackend(Backend):
         self._pipelines: dict[str, Pipeline] = {}
         self._pending: list[Dispatch] = []
         self._dummy: Any = None
+        # Crossings of the backend boundary: a batch of N dispatches costs one submit, not N.
+        self.stats = {"dispatches": 0, "submits": 0, "reads": 0, "bridge_calls": 0}
 
     # -- raw calls each WebGPU backend implements ------------------------------------------------
     @abstractmethod
@@ -147,6 +149,7 @@ class GPUBackend(Backend):
         if count == 0:
             return np.empty(shape, dtype)
         self.flush()
+        self.stats["reads"] += 1
         return _as_array(await self._read(handle, count * np.dtype(dtype).itemsize), shape, dtype, count)
 
     def download_sync(self, handle: Any, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
@@ -154,6 +157,7 @@ class GPUBackend(Backend):
         if count == 0:
             return np.empty(shape, dtype)
         self.flush()
+        self.stats["reads"] += 1
         return _as_array(self._read_blocking(handle, count * np.dtype(dtype).itemsize), shape, dtype, count)
 
     def compile(self, source: str, entry_point: str = "main", constants: dict[str, float] | None = None,
@@ -180,6 +184,7 @@ class GPUBackend(Backend):
         if 0 in wg:
             return
         self._pending.append(Dispatch(pipeline, wg, list(handles), uniforms, pipeline.bindings))
+        self.stats["dispatches"] += 1
         if len(self._pending) >= self.max_batch:
             self.flush()
 
@@ -197,9 +202,13 @@ class GPUBackend(Backend):
             self._dummy = self._create_buffer(16, None)
         return self._dummy
 
+    def _has_work(self) -> bool:
+        return bool(self._pending)
+
     def flush(self) -> None:
-        if self._pending:
+        if self._has_work():
             batch, self._pending = self._pending, []
+            self.stats["submits"] += 1
             self._submit(batch)
 
     @property

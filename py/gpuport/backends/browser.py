@@ -1,0 +1,147 @@
+"""The browser webgpu backend: Python in Pyodide over web/bridge.js. The only module importing js/pyodide.
+
+Handles are small Python objects holding the bridge's integer ids. Dispatches are recorded in Python and
+cross to JS once per batch; arrays cross as views of Pyodide memory (the bridge copies them straight
+into a mapped GPU buffer). JS errors become gpuport's typed errors here, at the boundary.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+import gpuport_bridge as bridge  # registered by web/host.js before gpuport is imported
+import js
+from pyodide.ffi import JsException, to_js
+
+from ..capabilities import normalise_features
+from ..errors import (BackendUnavailable, CompileMessage, DeviceLost, GpuValidationError, OutOfMemory,
+                      ShaderCompileError)
+from . import Dispatch, GPUBackend
+
+UNIFORM_ALIGN = 256  # minUniformBufferOffsetAlignment's spec default
+
+
+def _js(value: Any) -> Any:
+    return to_js(value, dict_converter=js.Object.fromEntries)
+
+
+class BufferHandle:
+    """A GPU buffer owned by the bridge; when Python drops it, the id is released with the next submit."""
+
+    __slots__ = ("id", "nbytes", "_backend")
+
+    def __init__(self, backend: "BrowserBackend", buffer_id: int, nbytes: int) -> None:
+        self.id, self.nbytes, self._backend = buffer_id, nbytes, backend
+
+    def __del__(self) -> None:
+        self._backend._released.append(self.id)
+
+
+class BrowserBackend(GPUBackend):
+    """navigator.gpu through the bridge (in a Web Worker or on the page's main thread)."""
+
+    @classmethod
+    async def create(cls, limits: str = "default") -> "BrowserBackend":
+        if limits not in ("default", "adapter"):
+            raise ValueError(f"limits must be 'default' or 'adapter', not {limits!r}")
+        try:
+            opened = (await bridge.open(_js({"limits": limits}))).to_py()
+        except JsException as exc:
+            raise BackendUnavailable(f"WebGPU device request failed: {exc}") from None
+        if "error" in opened:
+            raise BackendUnavailable(opened["error"])
+        return cls(opened)
+
+    def __init__(self, opened: dict[str, Any]) -> None:
+        super().__init__()
+        self._dev = opened["handle"]
+        self.adapter_info = dict(opened["adapter"])
+        self.features = normalise_features(opened["features"])
+        self.limits = {k: int(v) for k, v in opened["limits"].items()}
+        self.browser = dict(opened["browser"])
+        self._released: list[int] = []
+        self._creates: list[list[int]] = []  # output buffers not yet made in JS: they ride the next submit
+        self._next_buffer = 1
+        self._sources: dict[str, str] = {}
+        self._closed = False
+
+    def _call(self, name: str, *args: Any) -> Any:
+        self.stats["bridge_calls"] += 1
+        try:
+            return getattr(bridge, name)(*args)
+        except JsException as exc:
+            raise _translate_js(exc) from None
+
+    # -- raw calls -------------------------------------------------------------------------------
+    def _create_buffer(self, nbytes: int, data: np.ndarray | None) -> BufferHandle:
+        buffer_id, self._next_buffer = self._next_buffer, self._next_buffer + 1
+        if data is not None and data.nbytes:
+            self._call("createBuffer", self._dev, buffer_id, nbytes, data.reshape(-1).view(np.uint8))
+        else:
+            self._creates.append([buffer_id, nbytes])
+        return BufferHandle(self, buffer_id, nbytes)
+
+    def _has_work(self) -> bool:
+        return bool(self._pending or self._creates)
+
+    def _create_pipeline(self, source: str, entry_point: str, constants: dict[str, float],
+                         bindings: tuple[str, ...] | None, label: str) -> int:
+        self._sources[label] = source
+        return self._call("createPipeline", self._dev, source, entry_point, _js(constants),
+                          _js(list(bindings)) if bindings is not None else None, label)
+
+    def _submit(self, batch: list[Dispatch]) -> None:
+        rows, blob = [], bytearray()
+        for d in batch:
+            ids = [h.id for h in d.handles]
+            if d.uniforms is None:
+                rows.append([d.pipeline.raw, *d.workgroups, ids, -1, 0])
+            else:
+                offset = len(blob)
+                blob += d.uniforms
+                blob += b"\0" * (-len(blob) % UNIFORM_ALIGN)
+                rows.append([d.pipeline.raw, *d.workgroups, ids, offset, len(d.uniforms)])
+        released, self._released = self._released, []
+        creates, self._creates = self._creates, []
+        self._call("submit", self._dev, _js(creates), _js(rows), bytes(blob) if blob else None, _js(released))
+
+    async def _read(self, handle: BufferHandle, nbytes: int) -> bytes:
+        self.stats["bridge_calls"] += 1
+        try:
+            result = await bridge.read(self._dev, handle.id, nbytes)
+        except JsException as exc:
+            raise _translate_js(exc) from None
+        errors = result.errors.to_py()
+        if errors:
+            raise self._typed(errors)
+        return result.data.to_bytes()
+
+    def _typed(self, errors: list[dict[str, Any]]) -> Exception:
+        """The most telling error first: a compile error explains the validation errors it causes."""
+        order = {"compile": 0, "device-lost": 1, "out-of-memory": 2, "validation": 3}
+        first = sorted(errors, key=lambda e: order.get(e["kind"], 9))[0]
+        kind, label, text = first["kind"], first["label"], first["text"]
+        if kind == "compile":
+            messages = [CompileMessage(int(m["line"]), int(m["column"]), m["text"]) for m in first["messages"]]
+            return ShaderCompileError(label, text, messages, source=self._sources.get(label))
+        if kind == "device-lost":
+            return DeviceLost(f"the GPU device was lost: {text}")
+        if kind == "out-of-memory":
+            return OutOfMemory(f"{label}: {text}")
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        return GpuValidationError(f"{label}: {text}{more}")
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._pending.clear()
+            bridge.close(self._dev)
+
+
+def _translate_js(exc: JsException) -> Exception:
+    text = str(exc)
+    if "DeviceLost" in text or "device lost" in text.lower():
+        return DeviceLost(text)
+    return GpuValidationError(f"WebGPU call failed: {text}")

@@ -1,0 +1,92 @@
+"""The kernel table: every op on MiniLM-sized inputs, its max error against NumPy and its time.
+
+`gpuport demo` prints it natively for each backend; the demo page runs the same `kernel_table` in Pyodide.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any, Callable
+
+import numpy as np
+
+from . import kernels as K
+from .runtime import Runtime
+
+
+def _samples(r: np.random.Generator) -> list[tuple[str, dict[str, np.ndarray], Callable, Callable]]:
+    f = lambda *shape: r.standard_normal(shape).astype(np.float32)  # noqa: E731
+    seq, hidden, heads = 128, 384, 12
+    mask = (np.arange(seq)[None, :] < np.array([[100], [seq]])).astype(np.float32)
+    additive = ((1.0 - mask) * -1e9).astype(np.float32)
+    return [
+        ("add", {"a": f(seq, hidden), "b": f(hidden)}, lambda o, t: o.add(t["a"], t["b"]), K.add_ref),
+        ("mul", {"a": f(seq, hidden), "b": f(seq, hidden)}, lambda o, t: o.mul(t["a"], t["b"]), K.mul_ref),
+        ("scale", {"x": f(seq, hidden)}, lambda o, t: o.scale(t["x"], 0.5, 1.0),
+         lambda x: K.scale_ref(x, a=0.5, b=1.0)),
+        ("gelu", {"x": f(seq, 4 * hidden)}, lambda o, t: o.gelu(t["x"]), K.gelu_ref),
+        ("matmul", {"a": f(seq, hidden), "b": f(hidden, 4 * hidden), "bias": f(4 * hidden)},
+         lambda o, t: o.matmul(t["a"], t["b"], bias=t["bias"]), K.matmul_ref),
+        ("softmax", {"x": f(heads * seq, seq)}, lambda o, t: o.softmax(t["x"]), K.softmax_ref),
+        ("layer_norm", {"x": f(seq, hidden), "g": f(hidden), "b": f(hidden)},
+         lambda o, t: o.layer_norm(t["x"], t["g"], t["b"], eps=1e-12),
+         lambda x, g, b: K.layer_norm_ref(x, g, b, eps=1e-12)),
+        ("sum", {"x": f(seq, hidden)}, lambda o, t: o.sum(t["x"]), K.sum_ref),
+        ("mean", {"x": f(seq, hidden)}, lambda o, t: o.mean(t["x"]), K.mean_ref),
+        ("embedding", {"ids": r.integers(0, 30522, (2, seq)).astype(np.int32), "table": f(30522, hidden)},
+         lambda o, t: o.embedding(t["ids"], t["table"]), K.embedding_ref),
+        ("attention", {"q": f(2, seq, hidden), "k": f(2, seq, hidden), "v": f(2, seq, hidden), "m": additive},
+         lambda o, t: o.attention(t["q"], t["k"], t["v"], heads, mask=t["m"]),
+         lambda q, k, v, m: K.attention_ref(q, k, v, m, num_heads=heads)),
+        ("mean_pool", {"x": f(2, seq, hidden), "m": mask}, lambda o, t: o.mean_pool(t["x"], t["m"]),
+         K.mean_pool_ref),
+        ("l2_normalize", {"x": f(seq, hidden)}, lambda o, t: o.l2_normalize(t["x"]), K.l2_normalize_ref),
+    ]
+
+
+async def kernel_table(rt: Runtime, seed: int = 0, repeats: int = 3) -> list[dict[str, Any]]:
+    """Run every op; report max abs error vs NumPy, first-call ms (includes compile) and best warm ms."""
+    rows = []
+    for name, arrays, call, reference in _samples(np.random.default_rng(seed)):
+        tensors = {k: rt.tensor(v) for k, v in arrays.items()}
+        want = reference(*arrays.values())
+        t0 = time.perf_counter()
+        got = await call(rt.ops, tensors).read()
+        first = (time.perf_counter() - t0) * 1e3
+        warm = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            await call(rt.ops, tensors).read()
+            warm.append((time.perf_counter() - t0) * 1e3)
+        err = float(np.abs(got.astype(np.float64) - want).max())
+        rows.append({"op": name, "shape": list(got.shape), "max_abs_err": err,
+                     "first_ms": round(first, 2), "ms": round(min(warm), 2)})
+    return rows
+
+
+def format_table(rt: Runtime, rows: list[dict[str, Any]]) -> str:
+    info = rt.info()
+    a = info["adapter"]
+    lines = [f"backend={rt.backend} tier={rt.tier} adapter={a.get('vendor')} / {a.get('device') or a.get('description')}"
+             f" fallback={a.get('is_fallback')}",
+             f"  {'op':<13} {'output':<14} {'max |err|':>10} {'first ms':>9} {'warm ms':>8}"]
+    for r in rows:
+        lines.append(f"  {r['op']:<13} {str(tuple(r['shape'])):<14} {r['max_abs_err']:>10.2e} "
+                     f"{r['first_ms']:>9.1f} {r['ms']:>8.2f}")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    """Print the kernel table for every backend this machine has, and the cross-backend agreement."""
+    from . import available, open_sync
+    results = {}
+    for backend in available():
+        with open_sync(backend=backend) as rt:
+            rows = asyncio.run(kernel_table(rt))
+            results[backend] = rows
+            print(format_table(rt, rows), flush=True)
+            print()
+    worst = max(r["max_abs_err"] for rows in results.values() for r in rows)
+    print(f"backends: {', '.join(results)}; worst error against NumPy over all ops: {worst:.2e}")
+    return 0

@@ -1,0 +1,58 @@
+// Boots Pyodide with NumPy, micropip and the gpuport wheel, opens a runtime, and runs Python.
+// The same code serves the Web Worker (worker.js) and the main-thread mode (gpuport.js).
+import * as bridge from "./bridge.js";
+
+function plain(value) {
+  // Python results cross as plain JS data (dicts -> objects); anything else stays a string.
+  if (value && typeof value.toJs === "function") {
+    try {
+      return value.toJs({ dict_converter: Object.fromEntries, create_pyproxies: false });
+    } catch (e) {
+      return String(value);
+    } finally {
+      value.destroy();
+    }
+  }
+  return value;
+}
+
+export class Host {
+  constructor(pyodide, timings) {
+    this.pyodide = pyodide;
+    this.timings = timings;
+    this.namespace = pyodide.globals;
+  }
+
+  async runPython(src) {
+    try {
+      return plain(await this.pyodide.runPythonAsync(src, { globals: this.namespace }));
+    } catch (e) {
+      // PythonError carries the Python type name and the traceback text.
+      throw Object.assign(new Error(e.message), { name: e.type || e.name || "Error" });
+    }
+  }
+
+  info() {
+    return this.runPython("rt.info()");
+  }
+}
+
+export async function boot({ pyodideURL, wheelURL, backend = "auto", tier = null, limits = "default" }) {
+  const t0 = performance.now();
+  const mark = {};
+  const { loadPyodide } = await import(new URL("pyodide.mjs", pyodideURL).href);
+  const pyodide = await loadPyodide({ indexURL: pyodideURL });
+  mark.pyodide_ms = performance.now() - t0;
+  await pyodide.loadPackage(["numpy", "micropip"], { messageCallback: () => {} });
+  mark.numpy_ms = performance.now() - t0 - mark.pyodide_ms;
+  pyodide.registerJsModule("gpuport_bridge", bridge);
+  const micropip = pyodide.pyimport("micropip");
+  await micropip.install(wheelURL);
+  micropip.destroy();
+  mark.wheel_ms = performance.now() - t0 - mark.pyodide_ms - mark.numpy_ms;
+  pyodide.globals.set("_gpuport_open_args", pyodide.toPy({ backend, tier, limits }));
+  await pyodide.runPythonAsync("import gpuport\nrt = await gpuport.open(**_gpuport_open_args)\ndel _gpuport_open_args");
+  mark.open_ms = performance.now() - t0 - mark.pyodide_ms - mark.numpy_ms - mark.wheel_ms;
+  mark.total_ms = performance.now() - t0;
+  return new Host(pyodide, mark);
+}
