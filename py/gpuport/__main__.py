@@ -1,0 +1,7 @@
+"""`python -m gpuport ...` is the `gpuport` command."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

