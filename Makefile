@@ -28,7 +28,7 @@ apt:
 	@if dpkg -s $(APT_PKGS) >/dev/null 2>&1; then \
 	  echo "apt: $(APT_PKGS) already installed"; \
 	else \
-	  $(SUDO) apt-get update && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-install-recommends $(APT_PKGS); \
+	  $(SUDO) apt-get update && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y $(APT_PKGS); \
 	fi
 
 $(PY):
