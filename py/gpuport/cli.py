@@ -1,4 +1,4 @@
-"""`gpuport` command line: serve | demo | pyodide (argparse subcommands; add more with `_add_*`)."""
+"""`gpuport` command line: serve | demo | pyodide | doctor (argparse subcommands; add more with `_add_*`)."""
 
 from __future__ import annotations
 
@@ -35,6 +35,21 @@ def _add_pyodide(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=_pyodide)
 
 
+def _add_doctor(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("doctor", help="report the hardware, tier and per-op plan (JSON or Markdown)")
+    p.add_argument("--format", choices=("json", "markdown"), default="markdown")
+    p.add_argument("--backend", choices=("auto", "webgpu", "cpu"), default="auto")
+    p.add_argument("--tier", choices=("full", "core", "constrained", "cpu"), default=None)
+    p.set_defaults(run=_doctor)
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    from . import open_sync
+    with open_sync(backend=args.backend, tier=args.tier) as rt:
+        print(rt.report(format=args.format))
+    return 0
+
+
 def _serve(args: argparse.Namespace) -> int:
     from .server import serve
     serve(host=args.host, port=args.port, root=args.root, models_dir=args.models)
@@ -57,7 +72,7 @@ def _pyodide(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gpuport", description="Same WGSL kernels natively and in the browser.")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_serve, _add_demo, _add_pyodide):
+    for add in (_add_serve, _add_demo, _add_pyodide, _add_doctor):
         add(sub)
     return parser
 

@@ -78,6 +78,12 @@ class Runtime:
         self._check_open()
         return Kernel(self, self._device.compile(source, entry_point, constants, None, label=entry_point))
 
+    def report(self, format: str = "dict") -> dict[str, Any] | str:
+        """The compatibility report (`gpuport doctor`): "dict", "json" or "markdown"."""
+        from .report import build_report, render
+        data = build_report(self.info())
+        return data if format == "dict" else render(data, format)
+
     def flush(self) -> None:
         """Submit queued dispatches now (reads do this themselves)."""
         self._check_open()

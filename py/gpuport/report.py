@@ -1,0 +1,115 @@
+"""The compatibility report behind `gpuport doctor` and `rt.report()`: hardware, tier, per-op plan, problems.
+
+Plain data first (`build_report`), then two renderings (JSON, Markdown). Problems carry a severity
+(info, warning, error) and a recommendation a person can act on.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from .capabilities import SPEC_DEFAULT_LIMITS, TIERS
+from .kernels import KERNELS
+
+SEVERITIES = ("info", "warning", "error")
+KEY_LIMITS = ("maxStorageBufferBindingSize", "maxBufferSize", "maxComputeWorkgroupStorageSize",
+              "maxComputeInvocationsPerWorkgroup", "maxComputeWorkgroupsPerDimension")
+
+
+def _problem(severity: str, code: str, message: str, recommendation: str) -> dict[str, str]:
+    return {"severity": severity, "code": code, "message": message, "recommendation": recommendation}
+
+
+def find_problems(info: dict[str, Any]) -> list[dict[str, str]]:
+    """What limits this runtime, most severe first."""
+    problems = []
+    adapter = info.get("adapter", {})
+    if info["backend"] == "cpu":
+        note = info.get("note", "")
+        if "unavailable" in note:
+            problems.append(_problem(
+                "warning", "no-webgpu", f"running on NumPy: {note}",
+                "In a browser enable WebGPU (Chromium: --enable-unsafe-webgpu; Firefox: dom.webgpu.enabled). "
+                "Natively install wgpu and a driver (Debian: mesa-vulkan-drivers libvulkan1 for lavapipe)."))
+        else:
+            problems.append(_problem("info", "cpu-tier", "running on NumPy by request", "none"))
+    else:
+        if adapter.get("is_fallback"):
+            problems.append(_problem(
+                "warning", "software-adapter",
+                f"the adapter ({adapter.get('vendor')} {adapter.get('device') or adapter.get('architecture')}) "
+                "is a software rasteriser: NumPy is usually faster here",
+                "Use backend='auto' so each op goes where it measured fastest; on real hardware check drivers."))
+        if "shader-f16" not in info.get("features", []):
+            problems.append(_problem("info", "no-f16", "shader-f16 is missing: f16 kernels are not used",
+                                     "Nothing to do: f32 kernels serve this tier with the same results."))
+        limits = info.get("limits", {})
+        for name in KEY_LIMITS:
+            have, spec = limits.get(name), SPEC_DEFAULT_LIMITS.get(name)
+            if have is not None and spec is not None and have < spec:
+                problems.append(_problem("warning", f"limit-{name}",
+                                         f"{name} is {have:,}, below the WebGPU default {spec:,}",
+                                         "Large tensors run through chunked strategies (slower)."))
+    if info.get("tier") != info.get("detected_tier") and info.get("detected_tier") in TIERS:
+        problems.append(_problem("info", "tier-forced",
+                                 f"tier {info.get('tier')!r} was requested; the device offers {info.get('detected_tier')!r}",
+                                 "Open without tier= to use the best tier."))
+    return sorted(problems, key=lambda p: -SEVERITIES.index(p["severity"]))
+
+
+def build_report(info: dict[str, Any], backends_per_op: dict[str, str] | None = None) -> dict[str, Any]:
+    """The report as plain data (JSON-ready)."""
+    strategies = info.get("strategies", {})
+    ops = {name: {"strategy": strategies.get(name, "native kernel" if info["backend"] != "cpu" else "numpy reference"),
+                  "backend": (backends_per_op or {}).get(name, info["backend"]),
+                  "shader": KERNELS[name].shader}
+           for name in KERNELS}
+    return {
+        "gpuport": info.get("version"),
+        "platform": info.get("platform"),
+        "browser": info.get("browser"),
+        "backend": info["backend"],
+        "tier": info["tier"],
+        "detected_tier": info.get("detected_tier"),
+        "adapter": info.get("adapter", {}),
+        "features": info.get("features", []),
+        "limits": {k: info.get("limits", {}).get(k) for k in KEY_LIMITS if k in info.get("limits", {})},
+        "ops": ops,
+        "problems": find_problems(info),
+    }
+
+
+def to_json(report: dict[str, Any]) -> str:
+    return json.dumps(report, indent=2, sort_keys=False, default=str)
+
+
+def to_markdown(report: dict[str, Any]) -> str:
+    a = report["adapter"]
+    lines = [
+        "# gpuport doctor", "",
+        f"- **backend**: {report['backend']}  ",
+        f"- **tier**: {report['tier']} (device offers {report['detected_tier']})  ",
+        f"- **adapter**: {' / '.join(p for p in (a.get('vendor'), a.get('architecture'), a.get('device') or a.get('description')) if p) or 'unknown'}"
+        f"{' (fallback adapter)' if a.get('is_fallback') else ''}  ",
+        f"- **platform**: {report['platform']}  ",
+        f"- **features**: {', '.join(report['features']) or 'none'}", "",
+    ]
+    if report["limits"]:
+        lines += ["| limit | value |", "|---|---:|"] + [f"| {k} | {v:,} |" for k, v in report["limits"].items()] + [""]
+    lines += ["| op | strategy | backend | shader |", "|---|---|---|---|"]
+    lines += [f"| {op} | {o['strategy']} | {o['backend']} | {o['shader']} |" for op, o in report["ops"].items()]
+    lines += ["", "## Problems", ""]
+    if not report["problems"]:
+        lines.append("None found.")
+    for p in report["problems"]:
+        lines.append(f"- **{p['severity']}** `{p['code']}`: {p['message']}. *Recommendation:* {p['recommendation']}")
+    return "\n".join(lines) + "\n"
+
+
+def render(report: dict[str, Any], format: str = "json") -> str:
+    if format == "json":
+        return to_json(report)
+    if format in ("markdown", "md"):
+        return to_markdown(report)
+    raise ValueError(f"format must be 'json' or 'markdown', not {format!r}")

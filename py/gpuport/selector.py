@@ -1,0 +1,247 @@
+"""BackendSelector: picks a backend per op from a calibrated cost model, then from measured timings.
+
+Software adapters lose to NumPy on most work, real GPUs win on large work; a fixed size threshold is
+wrong on one of them. The selector starts from a cost model calibrated at open (FLOP rate, memory and
+transfer bandwidth, dispatch overhead per backend), keeps an exponentially weighted average of measured
+times per (op, size bucket, backend), and explores a backend it has not measured only while the model
+says it could plausibly win, and only a bounded number of times.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+from .errors import GpuportError
+
+ENV_FORCE = "GPUPORT_BACKEND"      # force one backend for every op ("cpu" or "webgpu")
+ENV_DISABLE = "GPUPORT_DISABLE"    # comma-separated backends never to select
+
+
+def _prod(shape: Sequence[int]) -> int:
+    n = 1
+    for s in shape:
+        n *= int(s)
+    return n
+
+
+def op_flops(op: str, shapes: Sequence[Sequence[int]]) -> float:
+    """Floating-point operations of one op call (multiply-add = 2)."""
+    if not shapes:
+        return 0.0
+    first = shapes[0]
+    if op == "matmul" and len(shapes) >= 2:
+        *batch, m, k = first
+        b = shapes[1]
+        n = b[-1] if len(b) >= 2 else 1
+        return 2.0 * _prod(batch) * m * k * n
+    if op == "attention" and len(shapes) >= 2:
+        batch, sq, hidden = first
+        sk = shapes[1][1]
+        return 4.0 * batch * sq * sk * hidden
+    per_element = {"gelu": 20, "softmax": 8, "layer_norm": 8, "l2_normalize": 4}.get(op, 1)
+    return float(per_element * _prod(first))
+
+
+@dataclass(frozen=True)
+class WorkloadCharacteristics:
+    """What an op call costs: its shapes, bytes moved, FLOPs, and where each input lives now."""
+
+    op: str
+    shapes: tuple[tuple[int, ...], ...]
+    dtype: str = "float32"
+    bytes: int = 0
+    flops: float = 0.0
+    inputs_on: tuple[str, ...] = ()
+    input_bytes: tuple[int, ...] = ()
+
+    @classmethod
+    def of(cls, op: str, shapes: Iterable[Sequence[int]], inputs_on: Iterable[str] = (),
+           itemsize: int = 4, output_shape: Sequence[int] | None = None) -> "WorkloadCharacteristics":
+        shapes_t = tuple(tuple(int(d) for d in s) for s in shapes)
+        in_bytes = tuple(_prod(s) * itemsize for s in shapes_t)
+        out = _prod(output_shape if output_shape is not None else (shapes_t[0] if shapes_t else ())) * itemsize
+        return cls(op, shapes_t, "float32" if itemsize == 4 else f"{itemsize * 8}-bit", sum(in_bytes) + out,
+                   op_flops(op, shapes_t), tuple(inputs_on), in_bytes)
+
+    @property
+    def bucket(self) -> int:
+        """Size class: work within a factor of two shares its measurements."""
+        return int(math.log2(self.flops + self.bytes + 1))
+
+
+@dataclass
+class BackendCosts:
+    """A backend's calibrated rates: FLOP/s, its memory bandwidth, host<->device bandwidth, fixed cost."""
+
+    flops_per_s: float
+    bytes_per_s: float
+    transfer_bytes_per_s: float = math.inf   # host<->this backend; inf for the host itself (NumPy)
+    overhead_s: float = 0.0
+
+
+@dataclass
+class _Stat:
+    mean_s: float = 0.0
+    count: int = 0
+    failures: int = 0
+
+    def add(self, seconds: float, alpha: float) -> None:
+        self.mean_s = seconds if self.count == 0 else (1 - alpha) * self.mean_s + alpha * seconds
+        self.count += 1
+
+
+@dataclass
+class SelectorConfig:
+    min_samples: int = 3          # measurements before a backend's own timing replaces the model
+    explore_ratio: float = 4.0    # explore an unmeasured backend only if its estimate is within this factor
+    explore_budget: int = 3       # at most this many exploratory picks per (op, bucket, backend)
+    alpha: float = 0.3            # weight of the newest measurement
+    disabled: tuple[str, ...] = field(default_factory=tuple)
+    forced: str | None = None
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> "SelectorConfig":
+        env = os.environ if environ is None else environ
+        disabled = tuple(b.strip() for b in env.get(ENV_DISABLE, "").split(",") if b.strip())
+        return cls(disabled=disabled, forced=env.get(ENV_FORCE) or None)
+
+
+class BackendSelector:
+    """Chooses among the backends of one runtime, per op call, and learns from what it measures."""
+
+    def __init__(self, costs: dict[str, BackendCosts], config: SelectorConfig | None = None) -> None:
+        self.config = config or SelectorConfig.from_env()
+        self.costs = dict(costs)
+        self.backends = [b for b in costs if b not in self.config.disabled]
+        if not self.backends:
+            raise GpuportError(f"every backend is disabled ({ENV_DISABLE}={','.join(self.config.disabled)})")
+        if self.config.forced and self.config.forced not in self.backends:
+            raise GpuportError(f"{ENV_FORCE}={self.config.forced!r} is not one of {self.backends}")
+        self._stats: dict[tuple[str, int, str], _Stat] = {}
+        self._explored: dict[tuple[str, int, str], int] = {}
+        self.decisions = {"model": 0, "measured": 0, "explore": 0, "forced": 0, "preferred": 0}
+
+    def estimate(self, w: WorkloadCharacteristics, backend: str) -> float:
+        """Model seconds for `w` on `backend`, moving each input that lives elsewhere (slower end's rate)."""
+        c = self.costs[backend]
+        seconds = c.overhead_s + w.flops / c.flops_per_s + w.bytes / c.bytes_per_s
+        for nbytes, where in zip(w.input_bytes, w.inputs_on):
+            if where != backend:
+                src = self.costs.get(where)
+                rate = min(c.transfer_bytes_per_s, src.transfer_bytes_per_s if src else math.inf)
+                seconds += nbytes / rate if rate != math.inf else 0.0
+        return seconds
+
+    def select_backend(self, workload: WorkloadCharacteristics, preferred_backend: str | None = None) -> str:
+        """The backend expected to finish this call soonest (inputs' transfer included)."""
+        if self.config.forced:
+            self.decisions["forced"] += 1
+            return self.config.forced
+        if preferred_backend in self.backends:
+            self.decisions["preferred"] += 1
+            return preferred_backend
+        op, bucket = workload.op, workload.bucket
+        best, best_cost, measured_all = None, math.inf, True
+        estimates = {}
+        for b in self.backends:
+            st = self._stats.get((op, bucket, b))
+            est = self.estimate(workload, b)
+            estimates[b] = est
+            if st is not None and st.count >= self.config.min_samples:
+                cost = st.mean_s
+            else:
+                measured_all = False
+                cost = est
+            if cost < best_cost:
+                best, best_cost = b, cost
+        if not measured_all:
+            for b in self.backends:
+                key = (op, bucket, b)
+                st = self._stats.get(key)
+                if (b != best and (st is None or st.count < self.config.min_samples)
+                        and self._explored.get(key, 0) < self.config.explore_budget
+                        and estimates[b] <= self.config.explore_ratio * best_cost):
+                    self._explored[key] = self._explored.get(key, 0) + 1
+                    self.decisions["explore"] += 1
+                    return b
+            self.decisions["model"] += 1
+        else:
+            self.decisions["measured"] += 1
+        return best
+
+    def record(self, workload: WorkloadCharacteristics, backend: str, seconds: float) -> None:
+        """Learn from one measured call."""
+        key = (workload.op, workload.bucket, backend)
+        self._stats.setdefault(key, _Stat()).add(seconds, self.config.alpha)
+
+    def execute_with_monitoring(self, operation_name: str, backend: str, func: Callable[[str], Any],
+                                workload: WorkloadCharacteristics,
+                                fallback_backends: Sequence[str] = ()) -> Any:
+        """Run func(backend), timing it; on a gpuport error try each fallback backend in turn."""
+        tried = []
+        for b in [backend, *[f for f in fallback_backends if f != backend]]:
+            if b not in self.backends:
+                continue
+            t0 = time.perf_counter()
+            try:
+                result = func(b)
+            except GpuportError as exc:
+                self._stats.setdefault((workload.op, workload.bucket, b), _Stat()).failures += 1
+                tried.append(f"{b}: {exc}")
+                continue
+            self.record(workload, b, time.perf_counter() - t0)
+            return result
+        raise GpuportError(f"{operation_name} failed on every backend: " + "; ".join(tried))
+
+    def get_performance_summary(self) -> dict[str, Any]:
+        """Measured means per op, bucket and backend, decision counts and calibrated costs."""
+        table: dict[str, dict[str, dict[str, Any]]] = {}
+        for (op, bucket, b), st in sorted(self._stats.items()):
+            table.setdefault(op, {}).setdefault(str(bucket), {})[b] = {
+                "mean_ms": round(st.mean_s * 1e3, 4), "count": st.count, "failures": st.failures}
+        return {"backends": list(self.backends), "decisions": dict(self.decisions), "ops": table,
+                "costs": {b: asdict(c) for b, c in self.costs.items()}}
+
+    def reset_performance_history(self) -> None:
+        self._stats.clear()
+        self._explored.clear()
+        for k in self.decisions:
+            self.decisions[k] = 0
+
+    # -- persistence ------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {"version": 1, "stats": [[op, bucket, b, st.mean_s, st.count, st.failures]
+                                        for (op, bucket, b), st in self._stats.items()]}
+
+    def load_dict(self, data: dict[str, Any]) -> int:
+        """Merge saved measurements; anything malformed is ignored. Returns how many were taken."""
+        taken = 0
+        if not isinstance(data, dict) or data.get("version") != 1:
+            return 0
+        for row in data.get("stats", []):
+            try:
+                op, bucket, b, mean_s, count, failures = row
+                if b in self.costs and float(mean_s) >= 0:
+                    self._stats[(str(op), int(bucket), str(b))] = _Stat(float(mean_s), int(count), int(failures))
+                    taken += 1
+            except (TypeError, ValueError):
+                continue
+        return taken
+
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.to_dict()))
+        tmp.replace(path)
+
+    def load(self, path: Path) -> int:
+        try:
+            return self.load_dict(json.loads(path.read_text()))
+        except (OSError, ValueError):
+            return 0
