@@ -1,0 +1,150 @@
+"""Pipeline manifest: every pipeline a runtime creates, remembered so the next start can build them all
+up front (createComputePipelineAsync in the page, a thread pool natively) before the first op needs them.
+
+A page cannot store compiled pipelines (the browser's own per-origin cache does that); what we keep is
+the recipe: the specialised WGSL, entry point, constants, layout and first-use order. The manifest is
+scoped to the adapter, the browser version, the enabled features and the gpuport version, so none of
+those changing can ever reuse a stale entry; an entry whose WGSL no longer matches the shipped shader is
+dropped; a corrupt or foreign record is ignored and rewritten.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+FORMAT = 1
+MAX_ENTRIES = 256
+
+
+def sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def scope_key(adapter: dict[str, Any], browser: dict[str, Any] | None, features: Any, version: str) -> str:
+    """Identity of everything that makes a compiled pipeline valid or not."""
+    ident = {"adapter": {k: adapter.get(k) for k in ("vendor", "architecture", "device", "description")},
+             "browser": (browser or {}).get("userAgent"), "features": sorted(features), "gpuport": version}
+    return sha256(json.dumps(ident, sort_keys=True))[:24]
+
+
+@dataclass
+class ManifestEntry:
+    """How to rebuild one pipeline."""
+
+    key: str
+    label: str
+    source: str
+    source_sha256: str
+    entry_point: str
+    constants: dict[str, float]
+    bindings: list[str] | None
+    order: int
+    compile_ms: float = 0.0
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ManifestEntry":
+        entry = cls(key=str(d["key"]), label=str(d["label"]), source=str(d["source"]),
+                    source_sha256=str(d["source_sha256"]), entry_point=str(d["entry_point"]),
+                    constants={str(k): float(v) for k, v in dict(d["constants"]).items()},
+                    bindings=None if d["bindings"] is None else [str(b) for b in d["bindings"]],
+                    order=int(d["order"]), compile_ms=float(d.get("compile_ms", 0.0)))
+        if sha256(entry.source) != entry.source_sha256:
+            raise ValueError(f"entry {entry.label!r}: source does not match its hash")
+        return entry
+
+
+@dataclass
+class PipelineManifest:
+    """The pipelines of one scope, in first-use order."""
+
+    scope: str
+    entries: dict[str, ManifestEntry] = field(default_factory=dict)
+    loaded: int = 0          # entries that came from storage
+    repaired: bool = False   # storage held something unusable; it will be rewritten
+    dirty: bool = False
+
+    def record(self, key: str, label: str, source: str, entry_point: str, constants: dict[str, float],
+               bindings: tuple[str, ...] | None, compile_ms: float) -> None:
+        """Remember a pipeline the first time it is created (later creations keep the first order)."""
+        if key in self.entries:
+            return
+        if len(self.entries) >= MAX_ENTRIES:
+            # Keep the pipelines needed first (start-up matters most): give up the last-used one.
+            last = max(self.entries.values(), key=lambda e: e.order)
+            del self.entries[last.key]
+        order = max((e.order for e in self.entries.values()), default=-1) + 1
+        self.entries[key] = ManifestEntry(key, label, source, sha256(source), entry_point, dict(constants),
+                                          None if bindings is None else list(bindings), order, round(compile_ms, 3))
+        self.dirty = True
+
+    def ordered(self, labels: set[str] | None = None) -> list[ManifestEntry]:
+        found = [e for e in self.entries.values() if labels is None or e.label in labels]
+        return sorted(found, key=lambda e: e.order)
+
+    def drop_stale(self, current_sources: dict[str, str]) -> int:
+        """Drop built-in entries whose WGSL changed since they were recorded (label -> current source)."""
+        stale = [k for k, e in self.entries.items()
+                 if e.label in current_sources and sha256(current_sources[e.label]) != e.source_sha256]
+        for k in stale:
+            del self.entries[k]
+        if stale:
+            self.dirty = True
+        return len(stale)
+
+    def to_json(self) -> str:
+        return json.dumps({"format": FORMAT, "scope": self.scope,
+                           "entries": [asdict(e) for e in self.ordered()]})
+
+    @classmethod
+    def from_json(cls, scope: str, text: str | None) -> "PipelineManifest":
+        """Parse a stored manifest; anything corrupt, foreign or of another format yields an empty,
+        repaired manifest (never an exception at start-up)."""
+        manifest = cls(scope)
+        if text is None:
+            return manifest
+        try:
+            data = json.loads(text)
+            if data.get("format") != FORMAT or data.get("scope") != scope:
+                raise ValueError("foreign or outdated manifest")
+            for d in data["entries"]:
+                entry = ManifestEntry.from_dict(d)
+                manifest.entries[entry.key] = entry
+        except (ValueError, TypeError, KeyError, AttributeError):
+            manifest = cls(scope, repaired=True, dirty=True)
+        manifest.loaded = len(manifest.entries)
+        return manifest
+
+
+def cache_dir() -> Path:
+    """Where native runs keep manifests: $GPUPORT_CACHE, else $XDG_CACHE_HOME/gpuport, else ~/.cache/gpuport."""
+    if os.environ.get("GPUPORT_CACHE"):
+        return Path(os.environ["GPUPORT_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "gpuport"
+
+
+class FileStore:
+    """Manifests as JSON files, written atomically (native)."""
+
+    def __init__(self, directory: Path | None = None) -> None:
+        self.directory = directory or cache_dir() / "pipelines"
+
+    def _path(self, scope: str) -> Path:
+        return self.directory / f"{scope}.json"
+
+    async def load(self, scope: str) -> str | None:
+        try:
+            return self._path(scope).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            return None
+
+    async def save(self, scope: str, text: str) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        tmp = self._path(scope).with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(self._path(scope))
