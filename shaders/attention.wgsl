@@ -2,12 +2,19 @@
 // q: (B, Sq, H*D), k and v: (B, Sk, H*D), mask: (B, Sk) additive, out: (B, Sq, H*D).
 // One workgroup per (query, head, batch) walks the keys in blocks of WG with an online softmax
 // (running max and sum, rescaled per block), so no (Sq, Sk) score matrix is ever stored and any Sk works.
+// q0, h0, b0 offset the grid: one dispatch may cover a range of queries, heads or batches (the chunked
+// attention and head partitioning strategies). q and out may hold only some rows of (B*Sq): row_base is the
+// first row they hold (a block of a tensor the constrained tier stores as several buffers).
 override HAS_MASK: bool = false;
 const WG: u32 = 64u;
 const MAX_D: u32 = 256u;   // head_dim limit: each invocation owns MAX_D / WG output dims
 const PER: u32 = 4u;
 
-struct Params { sq: u32, sk: u32, heads: u32, head_dim: u32, scale: f32, mask_batch_stride: u32, _p0: u32, _p1: u32 }
+struct Params {
+  sq: u32, sk: u32, heads: u32, head_dim: u32,
+  scale: f32, mask_batch_stride: u32, q0: u32, h0: u32,
+  b0: u32, row_base: u32, _p0: u32, _p1: u32,
+}
 
 @group(0) @binding(0) var<storage, read> q: array<f32>;
 @group(0) @binding(1) var<storage, read> k: array<f32>;
@@ -22,11 +29,11 @@ var<workgroup> red: array<f32, WG>;
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
-  let i = wid.x;
-  let h = wid.y;
-  let b = wid.z;
+  let i = wid.x + p.q0;
+  let h = wid.y + p.h0;
+  let b = wid.z + p.b0;
   let hd = p.heads * p.head_dim;
-  let q_base = (b * p.sq + i) * hd + h * p.head_dim;
+  let q_base = (b * p.sq + i - p.row_base) * hd + h * p.head_dim;
   for (var d = li; d < p.head_dim; d += WG) { qs[d] = q[q_base + d] * p.scale; }
   workgroupBarrier();
 

@@ -396,3 +396,174 @@ async def batch_of_dispatches_crosses_the_boundary_a_constant_number_of_times(rt
         costs[n] = (after - before, None if js_before is None else js_after - js_before)
     assert costs[1] == costs[10] == costs[100], f"boundary crossings grow with the batch: {costs}"
     assert costs[1][0] == 2, f"expected one submit and one read per batch, got {costs}"
+
+
+# -- tiers and fallback strategies (issue 4) ---------------------------------------------------------
+# Each case opens its own runtime in the tier it needs and closes it. f16 tolerances (the full tier's
+# kernels, precision="f16"; h = 2**-11, f16's unit roundoff):
+# - matmul_f16: operands rounded to f16, products and sums in f32: |err| <= 2h (|a| @ |b|) + the f32 bound.
+# - gelu_f16: erf in f16: |err| <= 2.5e-3 |x| + 1e-5.
+# - softmax_f16: exp in f16 of z = x - max (z < -16 -> 0): atol 1e-3 (outputs <= 1), rtol 1e-2.
+# - layer_norm_f16: statistics in f32, affine in f16: |err| <= 4h (|x_hat * gamma| + |beta|) + 1e-6.
+
+async def _metrics_of(rt):
+    return rt.fallback.get_performance_metrics()
+
+
+@case(backends=("webgpu",))
+async def constrained_matmul_weight_over_binding_budget(rt):
+    # The acceptance case: a (384, 1536) weight (2.25 MiB) over a 1 MiB binding budget is stored as blocks;
+    # layer decomposition runs one launch per block (row blocks: split-K, accumulating; a transposed
+    # weight's row blocks: column blocks of C) and the answer is the reference's.
+    budget = {"maxStorageBufferBindingSize": 1 << 20, "maxBufferSize": 1 << 20}
+    crt = await gp.open(backend=rt.backend, tier="constrained", budget=budget)
+    try:
+        assert crt.tier == "constrained", crt.tier
+        assert crt.info()["limits"]["maxStorageBufferBindingSize"] == 1 << 20
+        r = rng(40)
+        for tb in (False, True):
+            a = r.uniform(-1, 1, (100, 384)).astype(np.float32)
+            w = r.uniform(-1, 1, (1536, 384) if tb else (384, 1536)).astype(np.float32)
+            bias = r.uniform(-1, 1, (1536,)).astype(np.float32)
+            wt = crt.tensor(w)
+            assert wt.blocked and len(wt.handle) >= 3, wt
+            crt.fallback.reset_metrics()
+            got = await crt.ops.matmul(crt.tensor(a), wt, bias=crt.tensor(bias), transpose_b=tb).read()
+            m = await _metrics_of(crt)
+            assert m["last_strategy"]["matmul"] == "layer_decomposition", m
+            assert m["layer_operations"] >= len(wt.handle), m
+            assert m["memory_usage"]["largest_binding_bytes"] <= 1 << 20, m
+            bb = w.T if tb else w
+            bound = 2 * (384 + 1) * U * (np.abs(a) @ np.abs(bb) + np.abs(bias)) + 1e-30
+            close(got, K.matmul_ref(a, w, bias, transpose_b=tb), atol=bound, what=f"layer decomposition tb={tb}")
+    finally:
+        crt.close()
+
+
+@case(backends=("webgpu",))
+async def constrained_tiled_ops_over_binding_budget(rt):
+    # A (600, 1000) activation (2.3 MiB) over a 1 MiB budget: elementwise and row-wise ops run per tile.
+    crt = await gp.open(backend=rt.backend, tier="constrained",
+                        budget={"maxStorageBufferBindingSize": 1 << 20, "maxBufferSize": 1 << 20})
+    try:
+        r = rng(41)
+        x = (r.standard_normal((600, 1000)) * 2).astype(np.float32)
+        g = r.standard_normal(1000).astype(np.float32)
+        b = r.standard_normal(1000).astype(np.float32)
+        xt = crt.tensor(x)
+        assert xt.blocked, xt
+        crt.fallback.reset_metrics()
+        close(await crt.ops.gelu(xt).read(), K.gelu_ref(x), atol=1e-6, what="tiled gelu")
+        close(await crt.ops.add(xt, crt.tensor(b)).read(), K.add_ref(x, b), rtol=2e-7, what="tiled add")
+        close(await crt.ops.softmax(xt).read(), K.softmax_ref(x), rtol=1e-5, atol=1e-6, what="tiled softmax")
+        close(await crt.ops.layer_norm(xt, crt.tensor(g), crt.tensor(b)).read(), K.layer_norm_ref(x, g, b),
+              rtol=1e-5, atol=1e-5 + 8 * 1000 * U * (np.abs(g) + 1), what="tiled layer_norm")
+        close(await crt.ops.sum(xt).read(), K.sum_ref(x), atol=2 * 1000 * U * np.abs(x).sum(-1), what="tiled sum")
+        m = await _metrics_of(crt)
+        assert m["strategies"].get("tiled") == 5 and m["tiles"] >= 10, m
+    finally:
+        crt.close()
+
+
+@case(backends=("webgpu",))
+async def constrained_attention_chunks_and_head_groups(rt):
+    # The per-dispatch score budget splits attention: heads in groups when one head fits, query chunks
+    # when it does not; a q over the binding budget runs per block. Every split matches the reference.
+    r = rng(42)
+    b_, sq, sk, heads, d = 2, 96, 80, 4, 16
+    q = r.standard_normal((b_, sq, heads * d)).astype(np.float32)
+    k = r.standard_normal((b_, sk, heads * d)).astype(np.float32)
+    v = r.standard_normal((b_, sk, heads * d)).astype(np.float32)
+    valid = np.array([sk, sk // 2])
+    mask = np.where(np.arange(sk)[None, :] < valid[:, None], 0.0, -1e9).astype(np.float32)
+    want = K.attention_ref(q, k, v, mask, num_heads=heads)
+    for scores, strategy, binding in ((2 * sq * sk, "head_partitioning", 1 << 20),
+                                      (sk * 10, "chunked_attention", 1 << 20),
+                                      (1 << 30, "chunked_attention", 44 * 1024)):  # q blocked, k/v not
+        crt = await gp.open(backend=rt.backend, tier="constrained",
+                            budget={"maxAttentionScoresPerDispatch": scores, "maxStorageBufferBindingSize": binding,
+                                    "maxBufferSize": binding})
+        try:
+            qt, kt = crt.tensor(q), crt.tensor(k)
+            assert qt.blocked == (binding < 1 << 20) and not kt.blocked, (qt, kt)
+            got = await crt.ops.attention(qt, kt, crt.tensor(v), heads, mask=crt.tensor(mask)).read()
+            m = await _metrics_of(crt)
+            assert m["last_strategy"]["attention"] == strategy, (scores, m)
+            assert m["attention_dispatches"] > 1, m
+            close(got, want, rtol=1e-4, atol=2e-5 * math.sqrt(d), what=f"{strategy} scores={scores}")
+        finally:
+            crt.close()
+
+
+@case(backends=("webgpu",))
+async def constrained_embedding_table_over_budget_uses_cpu_on_known_values(rt):
+    # A 30522 x 64 table (7.5 MiB) over the default 4 MiB budget has no GPU gather strategy; its values
+    # and the ids are known on the host, so the cpu strategy serves it (no readback: none is needed).
+    crt = await gp.open(backend=rt.backend, tier="constrained")
+    try:
+        r = rng(43)
+        ids = r.integers(0, 30522, (2, 16)).astype(np.int32)
+        table = r.standard_normal((30522, 64)).astype(np.float32)
+        got = await crt.ops.embedding(crt.tensor(ids), crt.tensor(table)).read()
+        m = await _metrics_of(crt)
+        assert m["last_strategy"]["embedding"] == "cpu" and m["cpu_fallbacks"] == 1, m
+        close(got, K.embedding_ref(ids, table), what="cpu strategy embedding")
+    finally:
+        crt.close()
+
+
+@case(backends=("webgpu",))
+async def constrained_simplified_shaders_small_workgroups(rt):
+    # The constrained budget allows 64 invocations and 4 KiB of workgroup memory: matmul runs the 8x8
+    # matmul_small.wgsl, elementwise ops a 64-wide workgroup.
+    crt = await gp.open(backend=rt.backend, tier="constrained")
+    try:
+        plan = crt.info()["strategies"]
+        assert plan["matmul"] == "simplified_shader" and plan["gelu"] == "simplified_shader", plan
+        r = rng(44)
+        a = r.uniform(-1, 1, (2, 37, 129)).astype(np.float32)
+        w = r.uniform(-1, 1, (2, 129, 65)).astype(np.float32)
+        got = await crt.ops.matmul(crt.tensor(a), crt.tensor(w)).read()
+        close(got, K.matmul_ref(a, w), atol=2 * 130 * U * (np.abs(a) @ np.abs(w)) + 1e-30, what="matmul_small")
+        x = (r.standard_normal((37, 129)) * 3).astype(np.float32)
+        close(await crt.ops.gelu(crt.tensor(x)).read(), K.gelu_ref(x), atol=1e-6, what="gelu WG=64")
+        m = await _metrics_of(crt)
+        assert m["strategies"] == {"simplified_shader": 2}, m
+    finally:
+        crt.close()
+
+
+@case(backends=("webgpu",))
+async def full_tier_f16_kernels_or_f32_step_down(rt):
+    # precision="f16": the f16 variants where the adapter has shader-f16 (the full tier), else f32 with
+    # the f32 results. Either way no error, and the stated tolerances hold.
+    frt = await gp.open(backend=rt.backend, precision="f16")
+    try:
+        f16 = frt.tier == "full"
+        assert frt.precision == ("f16" if f16 else "f32"), frt.info()
+        r = rng(45)
+        h = 2.0 ** -11
+        a = r.uniform(-1, 1, (37, 129)).astype(np.float32)
+        w = r.uniform(-1, 1, (129, 65)).astype(np.float32)
+        ab = np.abs(a) @ np.abs(w)
+        got = await frt.ops.matmul(frt.tensor(a), frt.tensor(w)).read()
+        close(got, K.matmul_ref(a, w), atol=(2 * h if f16 else 0) * ab + 2 * 130 * U * ab + 1e-30, what="matmul f16")
+        x = (r.standard_normal((37, 129)) * 3).astype(np.float32)
+        close(await frt.ops.gelu(frt.tensor(x)).read(), K.gelu_ref(x),
+              atol=(2.5e-3 * np.abs(x) + 1e-5) if f16 else 1e-6, what="gelu f16")
+        m_ = np.where(r.random(129) < 0.3, -1e9, 0).astype(np.float32)
+        close(await frt.ops.softmax(frt.tensor(x), mask=frt.tensor(m_)).read(), K.softmax_ref(x, m_),
+              rtol=1e-2 if f16 else 1e-5, atol=1e-3 if f16 else 1e-6, what="softmax f16")
+        n = 384
+        x2 = (r.standard_normal((4, n)) * 2 + 1).astype(np.float32)
+        g = r.standard_normal(n).astype(np.float32)
+        b = r.standard_normal(n).astype(np.float32)
+        mean = x2.mean(-1, keepdims=True)
+        xh = (x2 - mean) / np.sqrt(((x2 - mean) ** 2).mean(-1, keepdims=True) + 1e-5)
+        tol = 4 * h * (np.abs(xh * g) + np.abs(b)) + 1e-6 if f16 else 1e-5 + 8 * n * U * (np.abs(g) + 1)
+        close(await frt.ops.layer_norm(frt.tensor(x2), frt.tensor(g), frt.tensor(b)).read(),
+              K.layer_norm_ref(x2, g, b), atol=tol, rtol=0 if f16 else 1e-5, what="layer_norm f16")
+        m = await _metrics_of(frt)
+        assert m["strategies"] == ({"f16": 4} if f16 else {"native": 4}), m
+    finally:
+        frt.close()

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from .backends import Backend, available
 from .backends.cpu import CPUBackend
+from .capabilities import Capabilities
+from .fallback import FallbackManager, create_optimal_fallback_strategy
 from .errors import (BackendUnavailable, CompileMessage, DeviceLost, GpuportError, GpuValidationError,
                      LimitExceeded, LoadError, OutOfMemory, RuntimeClosed, ShaderCompileError,
                      UnsupportedFeature)
@@ -28,21 +30,32 @@ def _check_args(backend: str, tier: str | None) -> None:
         raise ValueError("backend='webgpu' with tier='cpu' is contradictory: pick one")
 
 
-def _finish(gpu: Backend | None, tier: str | None, why: str | None) -> Runtime:
+def _finish(gpu: Backend | None, tier: str | None, why: str | None, budget: dict[str, int] | None = None,
+            precision: str = "f32") -> Runtime:
     device: Backend = gpu if gpu is not None else CPUBackend()
-    rt = Runtime(device, tier, note=why)
+    try:
+        rt = Runtime(device, tier, note=why, budget=budget, precision=precision)
+    except Exception:
+        device.close()
+        raise
     if rt.tier == "cpu" and device.name != "cpu":
         device.close()
-        rt = Runtime(CPUBackend(), "cpu", note=f"tier {tier!r} requested")
+        rt = Runtime(CPUBackend(), "cpu", note=f"tier {tier!r} requested", precision=precision)
     return rt
 
 
-async def open(backend: str = "auto", tier: str | None = None, limits: str = "default") -> Runtime:
+async def open(backend: str = "auto", tier: str | None = None, limits: str = "default",
+               budget: dict[str, int] | None = None, precision: str = "f32") -> Runtime:
     """Open a runtime: WebGPU (the browser's in a page, wgpu-py natively) or NumPy.
 
     backend: "auto" (WebGPU when an adapter exists, else NumPy), "webgpu" (fail if none) or "cpu".
     tier: force "full", "core", "constrained" or "cpu" (a tier the device lacks steps down).
     limits: "default" (WebGPU spec defaults, like a browser) or "adapter" (all the adapter offers).
+    budget: limits to plan against, below the device's (e.g. {"maxStorageBufferBindingSize": 4 << 20});
+        the constrained tier has a default one (capabilities.CONSTRAINED_BUDGET). Tensors over the
+        binding budget are stored as blocks and served by the fallback strategies.
+    precision: "f32" (default) or "f16": the full tier's f16 kernels (matmul, gelu, layer_norm, softmax;
+        tolerances in tests/cases.py); without shader-f16 it steps down to f32.
     """
     _check_args(backend, tier)
     gpu, why = None, None
@@ -58,10 +71,11 @@ async def open(backend: str = "auto", tier: str | None = None, limits: str = "de
             if backend == "webgpu":
                 raise
             why = f"webgpu unavailable: {exc}"
-    return _finish(gpu, tier, why)
+    return _finish(gpu, tier, why, budget, precision)
 
 
-def open_sync(backend: str = "auto", tier: str | None = None, limits: str = "default") -> Runtime:
+def open_sync(backend: str = "auto", tier: str | None = None, limits: str = "default",
+              budget: dict[str, int] | None = None, precision: str = "f32") -> Runtime:
     """`open()` for native scripts that do not use asyncio. Not available in a page."""
     if IN_PYODIDE:
         raise UnsupportedFeature("in the browser use `await gpuport.open()`: WebGPU set-up is asynchronous")
@@ -75,11 +89,11 @@ def open_sync(backend: str = "auto", tier: str | None = None, limits: str = "def
             if backend == "webgpu":
                 raise
             why = f"webgpu unavailable: {exc}"
-    return _finish(gpu, tier, why)
+    return _finish(gpu, tier, why, budget, precision)
 
 
 __all__ = [
-    "BackendUnavailable", "CompileMessage", "DeviceLost", "GpuValidationError", "GpuportError", "IN_PYODIDE",
+    "BackendUnavailable", "Capabilities", "CompileMessage", "FallbackManager", "create_optimal_fallback_strategy", "DeviceLost", "GpuValidationError", "GpuportError", "IN_PYODIDE",
     "Kernel", "LimitExceeded", "LoadError", "OutOfMemory", "Runtime", "RuntimeClosed", "ShaderCompileError",
     "Tensor", "UnsupportedFeature", "available", "open", "open_sync",
 ]

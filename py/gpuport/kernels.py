@@ -184,6 +184,26 @@ KERNELS: dict[str, KernelDef] = {k.name: k for k in [
     KernelDef("l2_normalize", "l2_normalize.wgsl", (_R, _W, _U), l2_normalize_ref),
 ]}
 
+# Variant shaders of some ops: same bindings and reference, another WGSL file. Not ops themselves (KERNELS
+# lists the ops); the fallback manager picks them: "f16" for the full tier, "small" for tight budgets.
+VARIANTS: dict[tuple[str, str], KernelDef] = {
+    ("matmul", "f16"): KernelDef("matmul_f16", "matmul_f16.wgsl", (_R, _R, _R, _W, _U), matmul_ref),
+    ("gelu", "f16"): KernelDef("gelu_f16", "gelu_f16.wgsl", (_R, _W, _U), gelu_ref),
+    ("softmax", "f16"): KernelDef("softmax_f16", "softmax_f16.wgsl", (_R, _R, _W, _U), softmax_ref),
+    ("layer_norm", "f16"): KernelDef("layer_norm_f16", "layer_norm_f16.wgsl", (_R, _R, _R, _W, _U), layer_norm_ref),
+    # 8x8 invocations, 4 KiB of workgroup memory, strides and offsets: the simplified matmul and the block
+    # kernel of layer decomposition.
+    ("matmul", "small"): KernelDef("matmul_small", "matmul_small.wgsl", (_R, _R, _R, _W, _U), matmul_ref),
+}
+F16_OPS = frozenset(op for op, kind in VARIANTS if kind == "f16")
+
+# What each kernel needs of the device: (invocations per workgroup, workgroup memory bytes).
+KERNEL_NEEDS: dict[str, tuple[int, int]] = {
+    "matmul": (256, 8192), "matmul_f16": (256, 4096), "matmul_small": (64, 4096),
+    "softmax": (64, 256), "softmax_f16": (64, 256), "layer_norm": (64, 256), "layer_norm_f16": (64, 256),
+    "sum": (64, 256), "mean": (64, 256), "l2_normalize": (64, 256), "attention": (64, 1536),
+}
+
 ELEMENTWISE_WG = 256
 ROW_WG = 64
 ATTENTION_MAX_HEAD_DIM = 256

@@ -1,16 +1,18 @@
-"""The ops users call as `rt.ops.<name>(...)`: check shapes and dtypes, then plan one kernel launch.
+"""The ops users call as `rt.ops.<name>(...)`: check shapes and dtypes, then hand the call to the
+runtime's FallbackManager (fallback.py), which runs the native kernel or a strategy (several launches,
+a variant shader, or the NumPy reference).
 
 Every op returns a new Tensor at once; the work is queued on the backend and runs when read.
 """
 
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .kernels import ATTENTION_MAX_HEAD_DIM, ELEMENTWISE_WG, KERNELS, Launch, grid, pack_uniforms
+from .fallback import OpCall
+from .kernels import ATTENTION_MAX_HEAD_DIM
 from .tensor import Tensor
 
 if TYPE_CHECKING:
@@ -33,15 +35,11 @@ class Ops:
             raise TypeError(f"{op}: {what} must be float32, got {t.dtype}")
         return t
 
-    def _grid(self, groups: int) -> tuple[int, int, int]:
-        return grid(groups, self._rt._device.limits.get("maxComputeWorkgroupsPerDimension", 65535))
-
-    def _flat(self, n: int) -> tuple[int, int, int]:
-        return self._grid(math.ceil(n / ELEMENTWISE_WG))
-
-    def _launch(self, name: str, inputs: list[Tensor | None], out: Tensor, workgroups: tuple[int, int, int],
-                uniforms: bytes, constants: dict[str, float] | None = None, **params: object) -> Tensor:
-        return self._rt._launch(Launch(KERNELS[name], inputs, out, workgroups, uniforms, constants or {}, params))
+    def _run(self, op: str, names: tuple[str, ...], inputs: list[Tensor | None], out_shape: tuple[int, ...],
+             **attrs: object) -> Tensor:
+        """Validated call -> the runtime's FallbackManager (native kernel or a strategy)."""
+        self._rt._check_open()
+        return self._rt.fallback._execute(OpCall(op, names, inputs, tuple(out_shape), dict(attrs)))
 
     @staticmethod
     def _rows(x: Tensor, op: str) -> tuple[int, int]:
@@ -59,9 +57,7 @@ class Ops:
             else:
                 raise ValueError(f"{name}: shapes {a.shape} and {b.shape} do not broadcast: the smaller must "
                                  "match the trailing axes of the larger")
-        out = self._rt.empty(a.shape)
-        return self._launch(name, [a, b], out, self._flat(a.size), pack_uniforms(a.size, max(b.size, 1)),
-                            {"OP": 0 if name == "add" else 1})
+        return self._run(name, ("a", "b"), [a, b], a.shape)
 
     def add(self, a: Tensor, b: Tensor) -> Tensor:
         """a + b; the smaller operand broadcasts over the leading axes of the larger."""
@@ -74,15 +70,12 @@ class Ops:
     def scale(self, x: Tensor, a: float = 1.0, b: float = 0.0) -> Tensor:
         """x * a + b."""
         x = self._f32(x, "scale", "x")
-        out = self._rt.empty(x.shape)
-        return self._launch("scale", [x], out, self._flat(x.size), pack_uniforms(x.size, float(a), float(b)),
-                            a=float(a), b=float(b))
+        return self._run("scale", ("x",), [x], x.shape, a=float(a), b=float(b))
 
     def gelu(self, x: Tensor) -> Tensor:
         """Exact (erf) GELU, as BERT and PyTorch's default."""
         x = self._f32(x, "gelu", "x")
-        out = self._rt.empty(x.shape)
-        return self._launch("gelu", [x], out, self._flat(x.size), pack_uniforms(x.size))
+        return self._run("gelu", ("x",), [x], x.shape)
 
     # -- matmul ------------------------------------------------------------------------------------
     def matmul(self, a: Tensor, b: Tensor, bias: Tensor | None = None, transpose_b: bool = False) -> Tensor:
@@ -102,28 +95,19 @@ class Ops:
             bias = self._f32(bias, "matmul", "bias")
             if bias.shape != (n,):
                 raise ValueError(f"matmul: bias shape {bias.shape} must be ({n},) for output width N={n}")
-        batch = int(np.prod(batch_shape, dtype=np.int64))
-        out = self._rt.empty(batch_shape + (m, n))
-        uniforms = pack_uniforms(m, n, k, m * k, k * n if b.ndim > 2 else 0)
-        return self._launch("matmul", [a, b, bias], out, (math.ceil(n / 64), math.ceil(m / 64), batch), uniforms,
-                            {"TRANSPOSE_B": int(transpose_b), "HAS_BIAS": int(bias is not None)},
-                            transpose_b=transpose_b)
+        return self._run("matmul", ("a", "b", "bias"), [a, b, bias], batch_shape + (m, n),
+                         transpose_b=bool(transpose_b))
 
     # -- row-wise ----------------------------------------------------------------------------------
     def softmax(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         """Softmax over the last axis; `mask` is added first (shape x.shape, or x.shape[-1:] shared by rows)."""
         x = self._f32(x, "softmax", "x")
         rows, n = self._rows(x, "softmax")
-        stride = 0
         if mask is not None:
             mask = self._f32(mask, "softmax", "mask")
-            if mask.shape == x.shape:
-                stride = n
-            elif mask.shape != (n,):
+            if mask.shape != x.shape and mask.shape != (n,):
                 raise ValueError(f"softmax: mask shape {mask.shape} must be {x.shape} or ({n},)")
-        out = self._rt.empty(x.shape)
-        return self._launch("softmax", [x, mask], out, self._grid(rows), pack_uniforms(rows, n, stride),
-                            {"HAS_MASK": int(mask is not None)})
+        return self._run("softmax", ("x", "mask"), [x, mask], x.shape)
 
     def layer_norm(self, x: Tensor, gamma: Tensor, beta: Tensor, eps: float = 1e-5) -> Tensor:
         """LayerNorm over the last axis with weight `gamma` and bias `beta` (biased variance)."""
@@ -133,15 +117,12 @@ class Ops:
             t = self._f32(t, "layer_norm", name)
             if t.shape != (n,):
                 raise ValueError(f"layer_norm: {name} shape {t.shape} must be ({n},) to match x {x.shape}")
-        out = self._rt.empty(x.shape)
-        return self._launch("layer_norm", [x, gamma, beta], out, self._grid(rows),
-                            pack_uniforms(rows, n, float(eps)), eps=float(eps))
+        return self._run("layer_norm", ("x", "gamma", "beta"), [x, gamma, beta], x.shape, eps=float(eps))
 
     def _reduce(self, name: str, x: Tensor) -> Tensor:
         x = self._f32(x, name, "x")
-        rows, n = self._rows(x, name)
-        out = self._rt.empty(x.shape[:-1])
-        return self._launch(name, [x], out, self._grid(rows), pack_uniforms(rows, n), {"MEAN": int(name == "mean")})
+        self._rows(x, name)
+        return self._run(name, ("x",), [x], x.shape[:-1])
 
     def sum(self, x: Tensor) -> Tensor:
         """Sum over the last axis."""
@@ -154,9 +135,8 @@ class Ops:
     def l2_normalize(self, x: Tensor) -> Tensor:
         """x / max(||x||, 1e-12) over the last axis."""
         x = self._f32(x, "l2_normalize", "x")
-        rows, n = self._rows(x, "l2_normalize")
-        out = self._rt.empty(x.shape)
-        return self._launch("l2_normalize", [x], out, self._grid(rows), pack_uniforms(rows, n))
+        self._rows(x, "l2_normalize")
+        return self._run("l2_normalize", ("x",), [x], x.shape)
 
     # -- model ops ---------------------------------------------------------------------------------
     def embedding(self, ids: Tensor, table: Tensor) -> Tensor:
@@ -174,9 +154,7 @@ class Ops:
             if lo < 0 or hi >= vocab:
                 bad = lo if lo < 0 else hi
                 raise IndexError(f"embedding: id {bad} is outside the table's {vocab} rows")
-        out = self._rt.empty(ids.shape + (hidden,))
-        n = out.size
-        return self._launch("embedding", [ids, table], out, self._flat(n), pack_uniforms(n, hidden, vocab))
+        return self._run("embedding", ("ids", "table"), [ids, table], ids.shape + (hidden,))
 
     def attention(self, q: Tensor, k: Tensor, v: Tensor, num_heads: int, mask: Tensor | None = None) -> Tensor:
         """softmax(QK^T / sqrt(d) + mask) V per head. q: (B, Sq, H*d); k, v: (B, Sk, H*d); mask: (B, Sk) additive."""
@@ -197,10 +175,7 @@ class Ops:
             mask = self._f32(mask, "attention", "mask")
             if mask.shape != (batch, sk):
                 raise ValueError(f"attention: mask shape {mask.shape} must be (batch, Sk) = {(batch, sk)}")
-        out = self._rt.empty(q.shape)
-        uniforms = pack_uniforms(sq, sk, num_heads, head_dim, 1.0 / math.sqrt(head_dim), sk)
-        return self._launch("attention", [q, k, v, mask], out, (sq, num_heads, batch), uniforms,
-                            {"HAS_MASK": int(mask is not None)}, num_heads=num_heads)
+        return self._run("attention", ("q", "k", "v", "mask"), [q, k, v, mask], q.shape, num_heads=int(num_heads))
 
     def mean_pool(self, x: Tensor, mask: Tensor) -> Tensor:
         """Masked mean over the sequence axis: x (B, S, H), mask (B, S) of 0/1 -> (B, H)."""
@@ -208,9 +183,7 @@ class Ops:
         if x.ndim != 3 or mask.shape != x.shape[:2]:
             raise ValueError(f"mean_pool: x must be (B, S, H) and mask (B, S); got x {x.shape}, mask {mask.shape}")
         batch, seq, hidden = x.shape
-        out = self._rt.empty((batch, hidden))
-        return self._launch("mean_pool", [x, mask], out, self._flat(batch * hidden),
-                            pack_uniforms(batch, seq, hidden))
+        return self._run("mean_pool", ("x", "mask"), [x, mask], (batch, hidden))
 
 
 def _is_suffix(small: tuple[int, ...], big: tuple[int, ...]) -> bool:

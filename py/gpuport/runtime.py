@@ -7,22 +7,43 @@ from typing import Any, Sequence
 import numpy as np
 
 from .backends import DTYPES, Backend
-from .capabilities import resolve_tier, detect_tier
-from .errors import RuntimeClosed
+from .capabilities import detect, effective_limits, resolve_tier
+from .errors import LimitExceeded, RuntimeClosed
 from .kernels import Launch, pack_uniforms
-from .tensor import Tensor
+from .tensor import Blocks, Tensor
+
+PRECISIONS = ("f32", "f16")
 
 
 class Runtime:
     """An open device. Create it with `await gpuport.open()` or `gpuport.open_sync()`."""
 
-    def __init__(self, device: Backend, tier: str | None = None, note: str | None = None) -> None:
+    def __init__(self, device: Backend, tier: str | None = None, note: str | None = None,
+                 budget: dict[str, int] | None = None, precision: str = "f32",
+                 fallback_config: dict[str, Any] | None = None) -> None:
+        from .fallback import FallbackManager
         from .ops import Ops
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
         self._device = device
-        self.detected_tier = detect_tier(device.name, device.features, device.limits)
+        self.capabilities = detect(device.name, device.features, device.limits, device.adapter_info,
+                                   getattr(device, "browser", None))
+        self.detected_tier = self.capabilities.tier
         self.tier = resolve_tier(self.detected_tier, tier)
+        # The limits ops plan against: the device's, lowered by the constrained tier's budget, quirks and
+        # the caller's `budget`. Where they are lower than the device's, tensors over the binding budget
+        # are stored as blocks (tensor.Blocks) and the fallback manager's strategies serve them.
+        self.limits = effective_limits(self.capabilities, self.tier, budget)
+        self.budget = dict(budget or {})
+        self._blocking = self.backend != "cpu" and (
+            self.tier == "constrained" or bool(budget) or bool(self.capabilities.quirks.get("budget")))
+        # f16 kernels are opt-in: they trade accuracy (stated per kernel) for speed and memory. Asked for on
+        # a device without shader-f16 (or outside the full tier) they step down to f32, never raise.
+        self.precision_requested = precision
+        self.precision = "f16" if precision == "f16" and self.tier == "full" and self.capabilities.has_f16 else "f32"
         self._note = note
         self._closed = False
+        self.fallback = FallbackManager(config=fallback_config, runtime=self)
         self.ops = Ops(self)
 
     @property
@@ -40,10 +61,23 @@ class Runtime:
             "detected_tier": self.detected_tier,
             "adapter": dict(self._device.adapter_info),
             "features": sorted(self._device.features),
-            "limits": dict(self._device.limits),
+            "limits": dict(self.limits),
             "platform": "pyodide" if IN_PYODIDE else "native",
             "browser": getattr(self._device, "browser", None),
+            "identity": self.capabilities.browser.as_dict() if self.capabilities.browser else None,
+            "quirks": dict(self.capabilities.quirks),
+            "tier_reasons": list(self.capabilities.reasons),
+            "precision": self.precision,
+            "strategies": self.fallback.strategies(),
         }
+        if self.limits != dict(self._device.limits):
+            info["device_limits"] = dict(self._device.limits)
+            info["budget"] = {k: v for k, v in self.limits.items() if v != self._device.limits.get(k)}
+        if self._blocking:
+            info["over_budget_strategies"] = self.fallback.over_budget_strategies()
+        if self.precision != self.precision_requested:
+            info["precision_note"] = (f"precision {self.precision_requested!r} asked for; tier {self.tier!r} "
+                                      f"{'has' if self.capabilities.has_f16 else 'lacks'} shader-f16: f32 kernels")
         if self._note:
             info["note"] = self._note
         return info
@@ -58,7 +92,7 @@ class Runtime:
                             f"convert with .astype('float32') or pass dtype=")
         host = np.array(arr, order="C", copy=True)
         host.flags.writeable = False
-        return Tensor(self, self._device.upload(host), host.shape, host.dtype, host)
+        return self._alloc(host.shape, host.dtype, host=host)
 
     def empty(self, shape: Sequence[int] | int, dtype: str | np.dtype = "float32") -> Tensor:
         """An uninitialised tensor, for outputs of ops and kernels."""
@@ -69,7 +103,7 @@ class Runtime:
         dt = np.dtype(dtype)
         if dt not in DTYPES:
             raise TypeError(f"gpuport tensors are float32, int32 or uint32, got {dt}")
-        return Tensor(self, self._device.alloc(shape, dt), shape, dt)
+        return self._alloc(shape, dt)
 
     # -- kernels -----------------------------------------------------------------------------------
     def kernel(self, source: str, entry_point: str = "main",
@@ -117,6 +151,34 @@ class Runtime:
             raise ValueError(f"{what} belongs to another runtime ({t._rt!r})")
         return t
 
+    def _needs_blocks(self, nbytes: int) -> bool:
+        """Whether a tensor of this size is stored as blocks (only under a budget, i.e. constrained)."""
+        return self._blocking and nbytes > self.limits.get("maxStorageBufferBindingSize", nbytes)
+
+    def _alloc(self, shape: tuple[int, ...], dtype: np.dtype, host: np.ndarray | None = None,
+               bounds: list[int] | None = None) -> Tensor:
+        """A tensor on the device: one buffer, or blocks of whole rows when it exceeds the binding budget."""
+        dtype = np.dtype(dtype)
+        size = int(np.prod(shape, dtype=np.int64))
+        nbytes = size * dtype.itemsize
+        if bounds is None and not self._needs_blocks(nbytes):
+            handle = self._device.upload(host) if host is not None else self._device.alloc(shape, dtype)
+            return Tensor(self, handle, shape, dtype, host)
+        limit = min(self.limits.get("maxStorageBufferBindingSize", nbytes), self.limits.get("maxBufferSize", nbytes))
+        if bounds is None:
+            per = limit // dtype.itemsize
+            unit = shape[-1] if len(shape) >= 2 and 0 < shape[-1] <= per else 1
+            step = max(unit, per // unit * unit)
+            bounds = list(range(0, size, step)) + [size]
+        for s, e in zip(bounds, bounds[1:]):
+            if (e - s) * dtype.itemsize > limit:
+                raise LimitExceeded("maxStorageBufferBindingSize", limit, (e - s) * dtype.itemsize,
+                                    f"a block of a {dtype} tensor of shape {tuple(shape)}")
+        flat = host.reshape(-1) if host is not None else None
+        handles = [self._device.upload(np.ascontiguousarray(flat[s:e])) if flat is not None
+                   else self._device.alloc((e - s,), dtype) for s, e in zip(bounds, bounds[1:])]
+        return Tensor(self, Blocks(bounds, handles), shape, dtype, host)
+
     def _launch(self, launch: Launch) -> Tensor:
         self._check_open()
         if launch.output.size:
@@ -141,7 +203,13 @@ class Kernel:
         wg = (int(workgroups),) if isinstance(workgroups, (int, np.integer)) else tuple(int(w) for w in workgroups)
         if not 1 <= len(wg) <= 3:
             raise ValueError(f"workgroups must have 1 to 3 dimensions, got {wg}")
-        handles = [self._rt._own(t, f"tensor {i}").handle for i, t in enumerate(tensors)]
+        owned = [self._rt._own(t, f"tensor {i}") for i, t in enumerate(tensors)]
+        for i, t in enumerate(owned):
+            if t.blocked:
+                raise LimitExceeded("maxStorageBufferBindingSize", self._rt.limits["maxStorageBufferBindingSize"],
+                                    t.nbytes, f"tensor {i} (shape {t.shape}, stored as {len(t.handle)} blocks "
+                                    "under this runtime's budget; a user kernel binds whole buffers)")
+        handles = [t.handle for t in owned]
         self._rt._device.dispatch(self.pipeline, wg, handles, _uniform_bytes(uniforms))
 
 

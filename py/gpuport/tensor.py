@@ -10,6 +10,37 @@ if TYPE_CHECKING:
     from .runtime import Runtime
 
 
+class Blocks:
+    """A tensor stored as consecutive runs of its flat (row-major) elements, one buffer per run.
+
+    The constrained tier stores a tensor this way when it exceeds the binding budget; the boundaries
+    fall on whole rows of the last axis where a row fits. Ops plan per block (layer decomposition,
+    tiled processing, chunked attention); a read concatenates the blocks.
+    """
+
+    __slots__ = ("bounds", "handles")
+
+    def __init__(self, bounds: list[int], handles: list[Any]) -> None:
+        assert len(bounds) == len(handles) + 1 and bounds[0] == 0
+        self.bounds = tuple(int(b) for b in bounds)
+        self.handles = list(handles)
+
+    def __len__(self) -> int:
+        return len(self.handles)
+
+    def chunks(self):
+        """(first element, end element, handle) per block."""
+        for i, h in enumerate(self.handles):
+            yield self.bounds[i], self.bounds[i + 1], h
+
+    def aligned(self, unit: int) -> bool:
+        """Every boundary falls on a multiple of `unit` elements (whole rows of that length)."""
+        return unit > 0 and all(b % unit == 0 for b in self.bounds)
+
+    def __repr__(self) -> str:
+        return f"Blocks({len(self)} blocks, bounds={self.bounds[:4]}{'...' if len(self) > 3 else ''})"
+
+
 class Tensor:
     """A device array. Ops queue work on it without waiting; `await read()` brings it back."""
 
@@ -38,17 +69,28 @@ class Tensor:
         return self.size * self.dtype.itemsize
 
     @property
+    def blocked(self) -> bool:
+        """True when the constrained tier stores this tensor as several buffers (see Blocks)."""
+        return isinstance(self.handle, Blocks)
+
+    @property
     def runtime(self) -> "Runtime":
         return self._rt
 
     async def read(self) -> np.ndarray:
         """The values, once every queued op that writes them has run."""
         self._rt._check_open()
+        if self.blocked:
+            parts = [await self._rt._device.download(h, (e - s,), self.dtype) for s, e, h in self.handle.chunks()]
+            return np.concatenate(parts).reshape(self.shape)
         return await self._rt._device.download(self.handle, self.shape, self.dtype)
 
     def numpy(self) -> np.ndarray:
         """Blocking read (native only; in a page use `await read()`)."""
         self._rt._check_open()
+        if self.blocked:
+            parts = [self._rt._device.download_sync(h, (e - s,), self.dtype) for s, e, h in self.handle.chunks()]
+            return np.concatenate(parts).reshape(self.shape)
         return self._rt._device.download_sync(self.handle, self.shape, self.dtype)
 
     def known_values(self) -> np.ndarray | None:
@@ -58,4 +100,5 @@ class Tensor:
         return self.handle if isinstance(self.handle, np.ndarray) else None
 
     def __repr__(self) -> str:
-        return f"Tensor(shape={self.shape}, dtype={self.dtype}, backend={self._rt.backend!r})"
+        blocks = f", blocks={len(self.handle)}" if self.blocked else ""
+        return f"Tensor(shape={self.shape}, dtype={self.dtype}, backend={self._rt.backend!r}{blocks})"

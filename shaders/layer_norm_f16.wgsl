@@ -1,0 +1,50 @@
+enable f16;
+// The full tier's LayerNorm: mean and variance in f32 (two passes, as layer_norm.wgsl: the statistics are
+// where cancellation hurts), the affine step in f16: y = f16(x_hat) * f16(gamma) + f16(beta), where
+// x_hat = (x - mean) * rstd is formed in f32 and is bounded by sqrt(n), so it never overflows f16.
+// |error| <= 4 * 2^-11 * (|x_hat * gamma| + |beta|) + 1e-6.
+// Same bindings as layer_norm.wgsl.
+const WG: u32 = 64u;
+
+struct Params { rows: u32, n: u32, eps: f32, _p0: u32 }
+
+@group(0) @binding(0) var<storage, read> x: array<f32>;
+@group(0) @binding(1) var<storage, read> gamma: array<f32>;
+@group(0) @binding(2) var<storage, read> beta: array<f32>;
+@group(0) @binding(3) var<storage, read_write> out: array<f32>;
+@group(0) @binding(4) var<uniform> p: Params;
+
+var<workgroup> red: array<f32, WG>;
+
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) li: u32) {
+  let row = wid.y * nwg.x + wid.x;
+  if (row >= p.rows) { return; }
+  let base = row * p.n;
+
+  var s = 0.0;
+  for (var j = li; j < p.n; j += WG) { s += x[base + j]; }
+  red[li] = s;
+  workgroupBarrier();
+  for (var k = WG / 2u; k > 0u; k >>= 1u) {
+    if (li < k) { red[li] = red[li] + red[li + k]; }
+    workgroupBarrier();
+  }
+  let mean = red[0] / f32(p.n);
+  workgroupBarrier();
+
+  var q = 0.0;
+  for (var j = li; j < p.n; j += WG) { let d = x[base + j] - mean; q += d * d; }
+  red[li] = q;
+  workgroupBarrier();
+  for (var k = WG / 2u; k > 0u; k >>= 1u) {
+    if (li < k) { red[li] = red[li] + red[li + k]; }
+    workgroupBarrier();
+  }
+  let inv = inverseSqrt(red[0] / f32(p.n) + p.eps);
+  for (var j = li; j < p.n; j += WG) {
+    let y = f16((x[base + j] - mean) * inv) * f16(gamma[j]) + f16(beta[j]);
+    out[base + j] = f32(y);
+  }
+}
