@@ -567,3 +567,31 @@ async def full_tier_f16_kernels_or_f32_step_down(rt):
         assert m["strategies"] == ({"f16": 4} if f16 else {"native": 4}), m
     finally:
         frt.close()
+
+
+@case(backends=("webgpu",))
+async def ops_during_precompilation_match_the_reference(rt):
+    # Nothing waits for compilation: while precompile() runs, an op whose pipelines are not ready and
+    # whose inputs the host knows answers on NumPy; afterwards the same ops run on the GPU. Same results.
+    import asyncio
+    fresh = await gp.open(backend=rt.backend)
+    try:
+        r = rng(12)
+        x = r.standard_normal((33, 40)).astype(np.float32)
+        w = r.standard_normal((40, 17)).astype(np.float32)
+        want = K.gelu_ref(K.matmul_ref(x, w))
+        progress = []
+        task = asyncio.ensure_future(fresh.precompile(on_progress=progress.append))
+        await asyncio.sleep(0)
+        during = await fresh.ops.gelu(fresh.ops.matmul(fresh.tensor(x), fresh.tensor(w))).read()
+        report = await task
+        after = await fresh.ops.gelu(fresh.ops.matmul(fresh.tensor(x), fresh.tensor(w))).read()
+        used = fresh.fallback.get_performance_metrics()["strategies"]
+        bound = 2 * 41 * U * (np.abs(x) @ np.abs(w)) + 1e-6
+        close(during, want, atol=bound, what="during precompilation")
+        close(after, want, atol=bound, what="after precompilation")
+        assert used.get("cpu", 0) >= 1 and used.get("native", 0) >= 2, used
+        assert report["pipelines"] + report["already"] >= 18 and not report["failed"], report
+        assert progress and progress[-1]["done"] == progress[-1]["total"], progress[-1:]
+    finally:
+        fresh.close()

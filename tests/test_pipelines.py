@@ -51,7 +51,7 @@ def test_changed_shader_drops_its_entries():
 def test_file_store_roundtrip(tmp_path):
     store = FileStore(tmp_path / "p")
     m = manifest_with("gelu")
-    asyncio.run(store.save("s1", m.to_json()))
+    store.save_soon("s1", m.to_json())
     assert PipelineManifest.from_json("scope", asyncio.run(store.load("s1"))).loaded == 1
     assert asyncio.run(store.load("missing")) is None
     assert sha256("x") == sha256("x") != sha256("y")

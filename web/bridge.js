@@ -141,6 +141,39 @@ export function createPipeline(dev, source, entryPoint, constants, bindings, lab
   return id;
 }
 
+// The same, with createComputePipelineAsync (precompilation: many in flight at once, off the main
+// path). Resolves to {id} or {id: null, error} with the compiler's messages; never rejects.
+export async function createPipelineAsync(dev, source, entryPoint, constants, bindings, label) {
+  count("createPipelineAsync");
+  const s = state(dev);
+  const module = s.device.createShaderModule({ code: source, label });
+  let bgl = null;
+  let layout = "auto";
+  if (bindings) {
+    bgl = s.device.createBindGroupLayout({
+      entries: bindings.map((b, i) => ({ binding: i, visibility: GPUShaderStage.COMPUTE, buffer: { type: bufferTypes[b] } })),
+    });
+    layout = s.device.createPipelineLayout({ bindGroupLayouts: [bgl] });
+  }
+  try {
+    const pipeline = await s.device.createComputePipelineAsync({ layout, label, compute: { module, entryPoint, constants } });
+    const id = s.nextId++;
+    s.pipelines.set(id, { pipeline, bgl: bgl || pipeline.getBindGroupLayout(0) });
+    return { id };
+  } catch (e) {
+    const info = await module.getCompilationInfo();
+    const errors = info.messages.filter((m) => m.type === "error");
+    return {
+      id: null,
+      error: {
+        kind: errors.length ? "compile" : "validation", label,
+        text: errors.length ? errors.map((m) => `${label}:${m.lineNum}:${m.linePos}: ${m.message}`).join("\n") : e.message,
+        messages: errors.map((m) => ({ line: m.lineNum, column: m.linePos, text: m.message })),
+      },
+    };
+  }
+}
+
 // Encodes and submits a batch: [[pipelineId, x, y, z, [bufferIds], uniformOffset (-1: none), uniformSize], ...].
 // `creates` ([[id, nbytes], ...]) are the output buffers Python allocated since the last submit; all
 // the batch's uniforms arrive as one byte array, each struct at a 256-byte aligned offset; `release`

@@ -1,6 +1,7 @@
 // Boots Pyodide with NumPy, micropip and the gpuport wheel, opens a runtime, and runs Python.
 // The same code serves the Web Worker (worker.js) and the main-thread mode (gpuport.js).
 import * as bridge from "./bridge.js";
+import * as idb from "./idb.js";
 
 function plain(value) {
   // Python results cross as plain JS data (dicts -> objects); anything else stays a string.
@@ -46,6 +47,7 @@ export async function boot({ pyodideURL, wheelURL, backend = "auto", tier = null
   await pyodide.loadPackage(["numpy", "micropip"], { messageCallback: () => {} });
   mark.numpy_ms = performance.now() - t0 - mark.pyodide_ms;
   pyodide.registerJsModule("gpuport_bridge", bridge);
+  pyodide.registerJsModule("gpuport_idb", idb);
   const micropip = pyodide.pyimport("micropip");
   await micropip.install(wheelURL);
   micropip.destroy();

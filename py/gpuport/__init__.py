@@ -71,7 +71,9 @@ async def open(backend: str = "auto", tier: str | None = None, limits: str = "de
             if backend == "webgpu":
                 raise
             why = f"webgpu unavailable: {exc}"
-    return _finish(gpu, tier, why, budget, precision)
+    rt = _finish(gpu, tier, why, budget, precision)
+    await rt._load_manifest()
+    return rt
 
 
 def open_sync(backend: str = "auto", tier: str | None = None, limits: str = "default",
@@ -89,7 +91,9 @@ def open_sync(backend: str = "auto", tier: str | None = None, limits: str = "def
             if backend == "webgpu":
                 raise
             why = f"webgpu unavailable: {exc}"
-    return _finish(gpu, tier, why, budget, precision)
+    rt = _finish(gpu, tier, why, budget, precision)
+    rt._load_manifest_sync()
+    return rt
 
 
 __all__ = [

@@ -40,6 +40,7 @@ from .kernels import (ELEMENTWISE_WG, F16_OPS, KERNEL_NEEDS, KERNELS, VARIANTS, 
 from .tensor import Blocks, Tensor
 
 if TYPE_CHECKING:
+    from .pipelines import PipelineSpec
     from .runtime import Runtime
 
 STRATEGIES = ("native", "f16", "simplified_shader", "layer_decomposition", "tiled", "chunked_attention",
@@ -317,6 +318,48 @@ class FallbackManager:
     def strategies(self) -> dict[str, str]:
         return {op: self.strategy_for(op) for op in KERNELS}
 
+    def pipeline_specs(self, op: str) -> list["PipelineSpec"]:
+        """Every pipeline a call of `op` can need under the current plan (each flag combination), built by
+        the same launch planning the calls use, so precompiled pipelines are exactly the ones ops create."""
+        from .pipelines import PipelineSpec
+        strategy = self.strategy_for(op)
+        if strategy == "cpu" or self.backend == "cpu":
+            return []
+        f = lambda *shape: Part(None, shape)  # noqa: E731
+        kernel = VARIANTS[(op, "f16")] if strategy == "f16" else None
+        wg = self._wg() if strategy == "simplified_shader" else ELEMENTWISE_WG
+        calls: list[tuple[list[Any], Any, dict[str, Any]]] = []
+        if op in ("add", "mul"):
+            calls = [([f(4), f(4)], f(4), {})]
+        elif op in ("scale", "gelu", "sum", "mean", "l2_normalize"):
+            calls = [([f(4, 4)], f(4, 4), {"a": 1.0, "b": 0.0} if op == "scale" else {})]
+        elif op == "layer_norm":
+            calls = [([f(4, 4), f(4), f(4)], f(4, 4), {"eps": 1e-5})]
+        elif op == "softmax":
+            calls = [([f(4, 4), m], f(4, 4), {}) for m in (None, f(4))]
+        elif op == "embedding":
+            calls = [([f(4), f(8, 4)], f(4, 4), {})]
+        elif op == "mean_pool":
+            calls = [([f(2, 3, 4), f(2, 3)], f(2, 4), {})]
+        elif op == "attention":
+            calls = [([f(1, 2, 8), f(1, 2, 8), f(1, 2, 8), m], f(1, 2, 8), {"num_heads": 2}) for m in (None, f(1, 2))]
+        elif op == "matmul":
+            for tb in (False, True):
+                for bias in (None, f(4)):
+                    if strategy == "simplified_shader":
+                        launch = small_matmul_launch(f(4, 4), f(4, 4), bias, f(4, 4), transpose_b=tb, M=4, N=4,
+                                                     K=4, lda=4, ldb=4, ldc=4)
+                        calls.append(launch)
+                    else:
+                        calls.append(([f(4, 4), f(4, 4), bias], f(4, 4), {"transpose_b": tb}))
+        specs = []
+        for c in calls:
+            launch = c if isinstance(c, Launch) else launch_for(op, c[0], c[1], c[2], kernel=kernel, wg=wg)
+            k = launch.kernel
+            specs.append(PipelineSpec(k.name, k.source, k.entry_point,
+                                      tuple(sorted((n, float(v)) for n, v in launch.constants.items())), k.bindings))
+        return specs
+
     def over_budget_strategies(self) -> dict[str, str]:
         """What runs when an operand exceeds the binding budget (the constrained tier stores it in blocks)."""
         out = {}
@@ -362,6 +405,10 @@ class FallbackManager:
                                 f"know the values (the cpu strategy needs them);")
         if forced and forced != "cpu":
             return Plan(forced, "forced by config")
+        if known and op in getattr(rt._device, "precompiling", ()):
+            # Nothing waits for compilation: this op's pipelines are still being built, the host has the
+            # inputs, so NumPy answers now and the GPU takes over once they resolve.
+            return Plan("cpu", "pipelines still precompiling")
         if op == "attention":
             split = self._attention_split(call)
             if split != "native":

@@ -32,6 +32,21 @@ def scope_key(adapter: dict[str, Any], browser: dict[str, Any] | None, features:
     return sha256(json.dumps(ident, sort_keys=True))[:24]
 
 
+@dataclass(frozen=True)
+class PipelineSpec:
+    """Everything needed to create one pipeline: what precompilation hands the backend."""
+
+    label: str
+    source: str
+    entry_point: str
+    constants: tuple[tuple[str, float], ...]
+    bindings: tuple[str, ...] | None
+
+    @property
+    def constants_dict(self) -> dict[str, float]:
+        return dict(self.constants)
+
+
 @dataclass
 class ManifestEntry:
     """How to rebuild one pipeline."""
@@ -81,6 +96,10 @@ class PipelineManifest:
         self.entries[key] = ManifestEntry(key, label, source, sha256(source), entry_point, dict(constants),
                                           None if bindings is None else list(bindings), order, round(compile_ms, 3))
         self.dirty = True
+
+    def spec_of(self, entry: ManifestEntry) -> PipelineSpec:
+        return PipelineSpec(entry.label, entry.source, entry.entry_point, tuple(sorted(entry.constants.items())),
+                            None if entry.bindings is None else tuple(entry.bindings))
 
     def ordered(self, labels: set[str] | None = None) -> list[ManifestEntry]:
         found = [e for e in self.entries.values() if labels is None or e.label in labels]
@@ -137,14 +156,38 @@ class FileStore:
     def _path(self, scope: str) -> Path:
         return self.directory / f"{scope}.json"
 
-    async def load(self, scope: str) -> str | None:
+    def read(self, scope: str) -> str | None:
         try:
             return self._path(scope).read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError):
             return None
 
-    async def save(self, scope: str, text: str) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        tmp = self._path(scope).with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(self._path(scope))
+    async def load(self, scope: str) -> str | None:
+        return self.read(scope)
+
+    def save_soon(self, scope: str, text: str) -> None:
+        """Write now (a small file); a failure (read-only home, full disk) only loses the optimisation."""
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            tmp = self._path(scope).with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(text, encoding="utf-8")
+            tmp.replace(self._path(scope))
+        except OSError:
+            pass
+
+
+ESSENTIAL_OPS = ("matmul", "add", "gelu", "layer_norm", "softmax", "attention")
+
+
+class ShaderPrecompiler:
+    """The seed's precompiler surface over `Runtime.precompile`."""
+
+    def __init__(self, rt: Any) -> None:
+        self.rt = rt
+
+    async def precompile_essential_shaders(self, on_progress: Any = None) -> dict[str, Any]:
+        """The pipelines of the ops every transformer needs, plus what the manifest remembers of them."""
+        return await self.rt.precompile(ops=ESSENTIAL_OPS, on_progress=on_progress)
+
+    async def precompile_operation(self, name: str, on_progress: Any = None) -> dict[str, Any]:
+        return await self.rt.precompile(ops=[name], on_progress=on_progress)

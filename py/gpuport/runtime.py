@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+import time
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -111,6 +112,114 @@ class Runtime:
         """Compile a user's WGSL compute shader (errors raise ShaderCompileError with line:column)."""
         self._check_open()
         return Kernel(self, self._device.compile(source, entry_point, constants, None, label=entry_point))
+
+    # -- pipelines -----------------------------------------------------------------------------------
+    def _manifest_scope(self) -> str:
+        from . import __version__
+        from .pipelines import scope_key
+        d = self._device
+        return scope_key(d.adapter_info, getattr(d, "browser", None), d.features, __version__)
+
+    def _attach_manifest(self, text: str | None, store: Any) -> None:
+        """Adopt the stored manifest (corrupt, foreign or stale parts are dropped and rewritten)."""
+        from .kernels import KERNELS, VARIANTS
+        from .pipelines import PipelineManifest
+        manifest = PipelineManifest.from_json(self._manifest_scope(), text)
+        manifest.drop_stale({k.name: k.source for k in [*KERNELS.values(), *VARIANTS.values()]})
+        manifest.loaded = len(manifest.entries)
+        self._device.manifest, self._device.manifest_store = manifest, store
+        self._device.save_manifest()
+
+    async def _load_manifest(self) -> None:
+        if self.backend == "cpu":
+            return
+        from .platform import IN_PYODIDE
+        if IN_PYODIDE:
+            from .backends.browser import IndexedDBStore
+            store: Any = IndexedDBStore()
+        else:
+            from .pipelines import FileStore
+            store = FileStore()
+        self._attach_manifest(await store.load(self._manifest_scope()), store)
+
+    def _load_manifest_sync(self) -> None:
+        if self.backend == "cpu":
+            return
+        from .pipelines import FileStore
+        store = FileStore()
+        self._attach_manifest(store.read(self._manifest_scope()), store)
+
+    async def precompile(self, ops: Sequence[str] | None = None,
+                         on_progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+        """Create every pipeline the manifest remembers (or those of `ops`) plus each op's own, in
+        first-use order, before they are needed. Ops called meanwhile run on NumPy where the host has
+        their inputs, and move to the GPU as their pipelines resolve. Returns a report: pipelines
+        (created now), from_manifest, already (existed), failed, ms, recorded_ms (their stored compile
+        time: far above ms means the browser's shader cache was warm), order."""
+        self._check_open()
+        from .fallback import ALIASES
+        from .kernels import KERNELS, VARIANTS
+        t0 = time.perf_counter()
+        report: dict[str, Any] = {"pipelines": 0, "from_manifest": 0, "already": 0, "failed": [], "ms": 0.0,
+                                  "recorded_ms": 0.0, "order": []}
+        if self.backend == "cpu":
+            return report
+        names = list(KERNELS) if ops is None else [ALIASES.get(o, o) for o in ops]
+        unknown = [n for n in names if n not in KERNELS]
+        if unknown:
+            raise ValueError(f"precompile: unknown ops {unknown}; known: {sorted(KERNELS)}")
+        op_of = {k.name: k.name for k in KERNELS.values()} | {k.name: op for (op, _), k in VARIANTS.items()}
+        dev, manifest = self._device, self._device.manifest
+        specs: dict[str, Any] = {}
+        stored: set[str] = set()
+        if manifest is not None:
+            for entry in manifest.ordered():
+                if ops is None or op_of.get(entry.label) in names:
+                    specs[entry.key] = manifest.spec_of(entry)
+                    stored.add(entry.key)
+                    report["recorded_ms"] += entry.compile_ms
+        from .backends import pipeline_key
+        for op in names:
+            for spec in self.fallback.pipeline_specs(op):
+                specs.setdefault(pipeline_key(spec.source, spec.entry_point, spec.constants_dict, spec.bindings), spec)
+        todo = [(k, s) for k, s in specs.items() if k not in dev.pipelines]
+        report["already"] = len(specs) - len(todo)
+        left: dict[str, int] = {}
+        for _, spec in todo:
+            op = op_of.get(spec.label)
+            if op:
+                left[op] = left.get(op, 0) + 1
+        dev.precompiling = set(left)
+        from_manifest = {k for k, _ in todo if k in stored}
+        done = 0
+
+        def on_done(spec: Any, ms: float, error: Exception | None) -> None:
+            nonlocal done
+            done += 1
+            op = op_of.get(spec.label)
+            if op in left:
+                left[op] -= 1
+                if not left[op]:
+                    dev.precompiling.discard(op)
+            if error is None:
+                report["pipelines"] += 1
+                report["order"].append(spec.label)
+            else:
+                report["failed"].append({"label": spec.label, "error": str(error)})
+            if on_progress is not None:
+                on_progress({"stage": "compile", "done": done, "total": len(todo), "label": spec.label,
+                             "ms": round(ms, 2), "error": None if error is None else str(error)})
+
+        try:
+            await dev.precompile([s for _, s in todo], on_done)
+        finally:
+            dev.precompiling = set()
+        report["from_manifest"] = len(from_manifest) - sum(
+            1 for f in report["failed"] for k in from_manifest if specs[k].label == f["label"])
+        report["ms"] = round((time.perf_counter() - t0) * 1e3, 2)
+        report["recorded_ms"] = round(report["recorded_ms"], 2)
+        dev.save_manifest()
+        return report
 
     def report(self, format: str = "dict") -> dict[str, Any] | str:
         """The compatibility report (`gpuport doctor`): "dict", "json" or "markdown"."""

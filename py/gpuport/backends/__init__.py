@@ -7,8 +7,10 @@ caches, limit checks, dispatch batching); a WebGPU backend only supplies the raw
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
+import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -108,6 +110,9 @@ class GPUBackend(Backend):
         self._dummy: Any = None
         # Crossings of the backend boundary: a batch of N dispatches costs one submit, not N.
         self.stats = {"dispatches": 0, "submits": 0, "reads": 0, "bridge_calls": 0}
+        self.manifest: Any = None        # pipelines.PipelineManifest, attached by the runtime once loaded
+        self.manifest_store: Any = None  # where it is saved (a file natively, IndexedDB in a page)
+        self.precompiling: set[str] = set()  # ops whose pipelines precompile() is still building
 
     # -- raw calls each WebGPU backend implements ------------------------------------------------
     @abstractmethod
@@ -166,12 +171,39 @@ class GPUBackend(Backend):
         key = pipeline_key(source, entry_point, constants, bindings)
         found = self._pipelines.get(key)
         if found is None:
-            import time
             t0 = time.perf_counter()
             raw = self._create_pipeline(source, entry_point, constants, bindings, label)
-            found = Pipeline(raw, bindings, key, label, (time.perf_counter() - t0) * 1e3)
-            self._pipelines[key] = found
+            found = self._register(raw, source, entry_point, constants, bindings, label, key,
+                                   (time.perf_counter() - t0) * 1e3)
         return found
+
+    def _register(self, raw: Any, source: str, entry_point: str, constants: dict[str, float],
+                  bindings: tuple[str, ...] | None, label: str, key: str, ms: float) -> Pipeline:
+        found = Pipeline(raw, bindings, key, label, ms)
+        self._pipelines[key] = found
+        if self.manifest is not None:
+            self.manifest.record(key, label, source, entry_point, constants, bindings, ms)
+        return found
+
+    async def precompile(self, specs: Sequence[Any], on_done: Any) -> None:
+        """Create the pipelines of `specs` (pipelines.PipelineSpec) ahead of use, calling
+        on_done(spec, ms, error) as each resolves. wgpu-py creates pipelines synchronously, so natively
+        they are built one after another, yielding to the event loop in between."""
+        for spec in specs:
+            t0 = time.perf_counter()
+            error = None
+            try:
+                self.compile(spec.source, spec.entry_point, spec.constants_dict, spec.bindings, spec.label)
+            except Exception as exc:  # a bad entry must not stop the others
+                error = exc
+            on_done(spec, (time.perf_counter() - t0) * 1e3, error)
+            await asyncio.sleep(0)
+
+    def save_manifest(self) -> None:
+        """Persist the manifest if it gained pipelines (called at each flush; cheap when unchanged)."""
+        if self.manifest is not None and self.manifest.dirty and self.manifest_store is not None:
+            self.manifest.dirty = False
+            self.manifest_store.save_soon(self.manifest.scope, self.manifest.to_json())
 
     def dispatch(self, pipeline: Pipeline, workgroups: tuple[int, int, int], handles: Sequence[Any],
                  uniforms: bytes | None = None) -> None:
@@ -210,6 +242,7 @@ class GPUBackend(Backend):
             batch, self._pending = self._pending, []
             self.stats["submits"] += 1
             self._submit(batch)
+        self.save_manifest()
 
     @property
     def pipelines(self) -> dict[str, Pipeline]:

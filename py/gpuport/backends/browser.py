@@ -7,11 +7,14 @@ into a mapped GPU buffer). JS errors become gpuport's typed errors here, at the 
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+import time
+from typing import Any, Sequence
 
 import numpy as np
 
 import gpuport_bridge as bridge  # registered by web/host.js before gpuport is imported
+import gpuport_idb as idb        # web/idb.js, registered beside the bridge
 import js
 from pyodide.ffi import JsException, to_js
 
@@ -118,6 +121,34 @@ class BrowserBackend(GPUBackend):
             raise self._typed(errors)
         return result.data.to_bytes()
 
+    async def precompile(self, specs: Sequence[Any], on_done: Any) -> None:
+        """All of `specs` in flight at once through createComputePipelineAsync, started in first-use
+        order; each is registered (and usable) the moment it resolves."""
+        async def one(spec: Any) -> None:
+            t0 = time.perf_counter()
+            constants = spec.constants_dict
+            self._sources[spec.label] = spec.source
+            self.stats["bridge_calls"] += 1
+            try:
+                result = (await bridge.createPipelineAsync(
+                    self._dev, spec.source, spec.entry_point, _js(constants),
+                    _js(list(spec.bindings)) if spec.bindings is not None else None, spec.label)).to_py()
+            except JsException as exc:
+                on_done(spec, (time.perf_counter() - t0) * 1e3, _translate_js(exc))
+                return
+            ms = (time.perf_counter() - t0) * 1e3
+            if result.get("id") is None:
+                on_done(spec, ms, self._typed([result["error"]]))
+                return
+            from . import pipeline_key
+            key = pipeline_key(spec.source, spec.entry_point, constants, spec.bindings)
+            if key not in self._pipelines:
+                self._register(result["id"], spec.source, spec.entry_point, constants, spec.bindings, spec.label,
+                               key, ms)
+            on_done(spec, ms, None)
+
+        await asyncio.gather(*(one(spec) for spec in specs))
+
     def _typed(self, errors: list[dict[str, Any]]) -> Exception:
         """The most telling error first: a compile error explains the validation errors it causes."""
         order = {"compile": 0, "device-lost": 1, "out-of-memory": 2, "validation": 3}
@@ -138,6 +169,26 @@ class BrowserBackend(GPUBackend):
             self._closed = True
             self._pending.clear()
             bridge.close(self._dev)
+
+
+class IndexedDBStore:
+    """Pipeline manifests in IndexedDB (web/idb.js). Storage failing (quota, private mode) only loses
+    the optimisation: loads give None, saves are dropped."""
+
+    async def load(self, scope: str) -> str | None:
+        try:
+            value = await idb.get("manifests", scope)
+        except JsException:
+            return None
+        return value if isinstance(value, str) else None
+
+    def save_soon(self, scope: str, text: str) -> None:
+        async def save() -> None:
+            try:
+                await idb.put("manifests", scope, text)
+            except JsException:
+                pass
+        asyncio.ensure_future(save())
 
 
 def _translate_js(exc: JsException) -> Exception:

@@ -1,0 +1,83 @@
+"""Precompilation natively: the manifest survives the process, corrupt files are repaired, ops don't wait."""
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import gpuport as gp
+from gpuport.pipelines import ShaderPrecompiler
+
+SCRIPT = textwrap.dedent("""
+    import asyncio, json, gpuport as gp
+    async def main():
+        rt = await gp.open(backend="webgpu")
+        report = await rt.precompile(ops=["gelu", "matmul"])
+        print(json.dumps({k: v for k, v in report.items() if k != "order"}))
+        rt.close()
+    asyncio.run(main())
+""")
+
+
+def run_process(cache):
+    env = dict(os.environ, GPUPORT_CACHE=str(cache))
+    out = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_second_process_reuses_the_disk_manifest(tmp_path):
+    first = run_process(tmp_path)
+    assert first["from_manifest"] == 0 and first["pipelines"] == 5, first   # gelu + 4 matmul variants
+    second = run_process(tmp_path)
+    assert second["from_manifest"] == 5 and second["recorded_ms"] > 0, second
+
+
+def test_corrupt_manifest_file_is_ignored_and_rewritten(tmp_path):
+    run_process(tmp_path)
+    (path,) = (tmp_path / "pipelines").glob("*.json")
+    path.write_text("{corrupt")
+    report = run_process(tmp_path)
+    assert report["from_manifest"] == 0 and report["pipelines"] == 5
+    assert json.loads(path.read_text())["format"] == 1
+
+
+def test_changed_shader_is_never_reused(tmp_path, monkeypatch):
+    monkeypatch.setenv("GPUPORT_CACHE", str(tmp_path))
+    rt = gp.open_sync(backend="webgpu")
+    asyncio.run(rt.precompile(ops=["gelu"]))
+    rt.close()
+    (path,) = (tmp_path / "pipelines").glob("*.json")
+    data = json.loads(path.read_text())
+    data["entries"][0]["source"] += "\n// edited"
+    data["entries"][0]["source_sha256"] = __import__("hashlib").sha256(
+        data["entries"][0]["source"].encode()).hexdigest()
+    path.write_text(json.dumps(data))
+    rt = gp.open_sync(backend="webgpu")
+    report = asyncio.run(rt.precompile(ops=["gelu"]))
+    rt.close()
+    assert report["from_manifest"] == 0 and report["pipelines"] == 1, report
+
+
+def test_shader_precompiler_helpers(tmp_path, monkeypatch):
+    monkeypatch.setenv("GPUPORT_CACHE", str(tmp_path))
+    with gp.open_sync(backend="webgpu") as rt:
+        pre = ShaderPrecompiler(rt)
+        essential = asyncio.run(pre.precompile_essential_shaders())
+        assert essential["pipelines"] >= 6 and not essential["failed"]
+        again = asyncio.run(pre.precompile_operation("matmul"))
+        assert again["pipelines"] == 0 and again["already"] == 4
+    with gp.open_sync(backend="cpu") as cpu:
+        assert asyncio.run(cpu.precompile())["pipelines"] == 0
+
+
+def test_unknown_op_is_named(tmp_path):
+    with gp.open_sync(backend="webgpu") as rt:
+        try:
+            asyncio.run(rt.precompile(ops=["convolution"]))
+        except ValueError as exc:
+            assert "convolution" in str(exc)
+        else:
+            raise AssertionError("no error")
