@@ -61,7 +61,7 @@ async def kernel_table(rt: Runtime, seed: int = 0, repeats: int = 3) -> list[dic
             warm.append((time.perf_counter() - t0) * 1e3)
         err = float(np.abs(got.astype(np.float64) - want).max())
         rows.append({"op": name, "shape": list(got.shape), "max_abs_err": err,
-                     "first_ms": round(first, 2), "ms": round(min(warm), 2)})
+                     "first_ms": round(first, 2), "ms": round(min(warm, default=first), 2)})
     return rows
 
 
