@@ -595,3 +595,13 @@ async def ops_during_precompilation_match_the_reference(rt):
         assert progress and progress[-1]["done"] == progress[-1]["total"], progress[-1:]
     finally:
         fresh.close()
+
+
+@case()
+async def reshape_is_a_view_with_a_clear_error(rt):
+    x = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
+    t = rt.tensor(x)
+    close(await rt.ops.scale(t.reshape(6, 4), 2.0, 0.0).read(), (x.reshape(6, 4) * 2).astype(np.float32),
+          what="reshape")
+    close(await t.reshape((4, 6)).read(), x.reshape(4, 6), what="reshape read")
+    await expect(ValueError, lambda: t.reshape(5, 5), "(2, 3, 4)", "(5, 5)")

@@ -17,6 +17,7 @@ from .errors import (BackendUnavailable, CompileMessage, DeviceLost, GpuportErro
 from .platform import IN_PYODIDE
 from .runtime import Kernel, Runtime
 from .tensor import Tensor
+from . import models  # noqa: E402  (gp.models.load)
 
 __version__ = "0.1.0"
 
@@ -99,5 +100,5 @@ def open_sync(backend: str = "auto", tier: str | None = None, limits: str = "def
 __all__ = [
     "BackendUnavailable", "Capabilities", "CompileMessage", "FallbackManager", "create_optimal_fallback_strategy", "DeviceLost", "GpuValidationError", "GpuportError", "IN_PYODIDE",
     "Kernel", "LimitExceeded", "LoadError", "OutOfMemory", "Runtime", "RuntimeClosed", "ShaderCompileError",
-    "Tensor", "UnsupportedFeature", "available", "open", "open_sync",
+    "Tensor", "UnsupportedFeature", "available", "models", "open", "open_sync",
 ]

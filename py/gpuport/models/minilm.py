@@ -1,0 +1,224 @@
+"""all-MiniLM-L6-v2 (a 6-layer uncased BERT, hidden 384, 12 heads) as sentence embeddings on gpuport ops.
+
+The forward pass uses only `rt.ops` (the host builds ids, positions and masks), so the very same code
+runs on native WebGPU, on NumPy, and inside a page. Weights go to the device once, at construction.
+
+    model = MiniLM(rt, weights, tokenizer)        # weights: {name: np.ndarray} from any loader
+    emb = await model.embed(["a sentence", ...])  # (n, 384) float32, L2-normalised
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from ..errors import LoadError
+from ..tensor import Tensor
+from .tokenizer import WordPieceTokenizer
+
+MASK_NEG = -1e9  # additive attention mask for padding keys: exp() of it underflows to exactly 0
+
+
+@dataclass(frozen=True)
+class BertConfig:
+    vocab_size: int = 30522
+    hidden_size: int = 384
+    num_hidden_layers: int = 6
+    num_attention_heads: int = 12
+    intermediate_size: int = 1536
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    layer_norm_eps: float = 1e-12
+    hidden_act: str = "gelu"
+    max_seq_length: int = 256  # sentence-transformers' truncation (sentence_bert_config.json)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], max_seq_length: int | None = None) -> "BertConfig":
+        fields = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
+        if max_seq_length is not None:
+            fields["max_seq_length"] = int(max_seq_length)
+        cfg = cls(**fields)
+        if cfg.hidden_act != "gelu":
+            raise LoadError(f"MiniLM: hidden_act {cfg.hidden_act!r} is not supported (exact 'gelu' only)")
+        if cfg.max_seq_length > cfg.max_position_embeddings:
+            raise LoadError(f"MiniLM: max_seq_length {cfg.max_seq_length} exceeds the "
+                            f"{cfg.max_position_embeddings} position embeddings")
+        return cfg
+
+
+def weight_names(cfg: BertConfig) -> list[str]:
+    """The tensors the encoder uses (the checkpoint also has pooler.* and position_ids: not needed)."""
+    names = ["embeddings.word_embeddings.weight", "embeddings.position_embeddings.weight",
+             "embeddings.token_type_embeddings.weight", "embeddings.LayerNorm.weight", "embeddings.LayerNorm.bias"]
+    for i in range(cfg.num_hidden_layers):
+        p = f"encoder.layer.{i}."
+        for sub in ("attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense",
+                    "intermediate.dense", "output.dense"):
+            names += [p + sub + ".weight", p + sub + ".bias"]
+        for ln in ("attention.output.LayerNorm", "output.LayerNorm"):
+            names += [p + ln + ".weight", p + ln + ".bias"]
+    return names
+
+
+class _Layer:
+    __slots__ = ("wq", "bq", "wk", "bk", "wv", "bv", "wo", "bo", "ln1_g", "ln1_b", "wi", "bi", "wo2", "bo2",
+                 "ln2_g", "ln2_b")
+
+
+class MiniLM:
+    """The BERT encoder + mean pooling + L2 normalisation of all-MiniLM-L6-v2, on one runtime.
+
+    `pretranspose`: False (default) keeps PyTorch's (out, in) layout and uses matmul(transpose_b=True):
+    measured as fast as a pre-transposed (in, out) copy on lavapipe, and it lets a loader upload each
+    tensor's bytes exactly as they arrive. True transposes each linear weight once on the host at load.
+    """
+
+    name = "minilm-l6-v2"
+
+    def __init__(self, rt: Any, weights: Mapping[str, np.ndarray], tokenizer: WordPieceTokenizer,
+                 config: BertConfig | None = None, *, pretranspose: bool = False,
+                 on_upload: Callable[[str, int], None] | None = None) -> None:
+        self.rt = rt
+        self.config = cfg = config or BertConfig()
+        self.tokenizer = tokenizer
+        self.pretranspose = pretranspose
+        missing = [n for n in weight_names(cfg) if n not in weights]
+        if missing:
+            raise LoadError(f"MiniLM: weight {missing[0]!r} is missing ({len(missing)} missing in all)")
+        self.dim = cfg.hidden_size
+
+        def up(name: str, shape: tuple[int, ...], linear: bool = False) -> Tensor:
+            arr = np.asarray(weights[name])
+            if arr.dtype != np.float32:
+                raise LoadError(f"MiniLM: weight {name!r} is {arr.dtype}, expected float32")
+            if arr.shape != shape:
+                raise LoadError(f"MiniLM: weight {name!r} has shape {arr.shape}, expected {shape}")
+            if linear and pretranspose:
+                arr = np.ascontiguousarray(arr.T)
+            t = rt.tensor(arr)
+            if on_upload is not None:
+                on_upload(name, arr.nbytes)
+            return t
+
+        h, f = cfg.hidden_size, cfg.intermediate_size
+        self.word = up("embeddings.word_embeddings.weight", (cfg.vocab_size, h))
+        pos = up("embeddings.position_embeddings.weight", (cfg.max_position_embeddings, h))
+        types = np.asarray(weights["embeddings.token_type_embeddings.weight"], dtype=np.float32)
+        if types.shape != (cfg.type_vocab_size, h):
+            raise LoadError(f"MiniLM: token_type_embeddings has shape {types.shape}, expected "
+                            f"{(cfg.type_vocab_size, h)}")
+        # Every token is type 0: fold that row into the position table once, on the device.
+        self.pos_type = rt.ops.add(pos, rt.tensor(types[0]))
+        if on_upload is not None:
+            on_upload("embeddings.token_type_embeddings.weight", types.nbytes)
+        self.emb_ln_g = up("embeddings.LayerNorm.weight", (h,))
+        self.emb_ln_b = up("embeddings.LayerNorm.bias", (h,))
+        self.layers: list[_Layer] = []
+        for i in range(cfg.num_hidden_layers):
+            p = f"encoder.layer.{i}."
+            L = _Layer()
+            L.wq, L.bq = up(p + "attention.self.query.weight", (h, h), True), up(p + "attention.self.query.bias", (h,))
+            L.wk, L.bk = up(p + "attention.self.key.weight", (h, h), True), up(p + "attention.self.key.bias", (h,))
+            L.wv, L.bv = up(p + "attention.self.value.weight", (h, h), True), up(p + "attention.self.value.bias", (h,))
+            L.wo, L.bo = (up(p + "attention.output.dense.weight", (h, h), True),
+                          up(p + "attention.output.dense.bias", (h,)))
+            L.ln1_g = up(p + "attention.output.LayerNorm.weight", (h,))
+            L.ln1_b = up(p + "attention.output.LayerNorm.bias", (h,))
+            L.wi, L.bi = up(p + "intermediate.dense.weight", (f, h), True), up(p + "intermediate.dense.bias", (f,))
+            L.wo2, L.bo2 = up(p + "output.dense.weight", (h, f), True), up(p + "output.dense.bias", (h,))
+            L.ln2_g = up(p + "output.LayerNorm.weight", (h,))
+            L.ln2_b = up(p + "output.LayerNorm.bias", (h,))
+            self.layers.append(L)
+
+    # -- forward ---------------------------------------------------------------------------------------
+    def _linear(self, x: Tensor, w: Tensor, b: Tensor) -> Tensor:
+        return self.rt.ops.matmul(x, w, bias=b, transpose_b=not self.pretranspose)
+
+    def forward(self, ids: np.ndarray, mask: np.ndarray) -> Tensor:
+        """Queue the encoder for one padded batch: ids, mask (B, S) -> embeddings (B, hidden), normalised.
+
+        Nothing waits: read the result with `await out.read()`.
+        """
+        rt, ops, cfg = self.rt, self.rt.ops, self.config
+        ids = np.ascontiguousarray(ids, dtype=np.int32)
+        mask = np.asarray(mask)
+        if ids.ndim != 2 or mask.shape != ids.shape:
+            raise ValueError(f"forward: ids and mask must both be (batch, seq), got {ids.shape} and {mask.shape}")
+        batch, seq = ids.shape
+        if seq > cfg.max_position_embeddings:
+            raise ValueError(f"forward: {seq} tokens exceed the {cfg.max_position_embeddings} positions")
+        h, eps = cfg.hidden_size, cfg.layer_norm_eps
+        n = batch * seq
+        # Host-built inputs: ids as one (1, B*S) row so every linear layer is one (B*S, K) matmul,
+        # positions 0..S-1 (broadcast over the batch), the additive key mask and the pooling mask.
+        x = ops.embedding(rt.tensor(ids.reshape(1, n)), self.word)                      # (1, B*S, H)
+        x = x.reshape((batch, seq, h))
+        x = ops.add(x, ops.embedding(rt.tensor(np.arange(seq, dtype=np.int32)), self.pos_type))
+        x = ops.layer_norm(x, self.emb_ln_g, self.emb_ln_b, eps)
+        x = x.reshape((1, n, h))
+        key_mask = rt.tensor(np.where(mask > 0, 0.0, MASK_NEG).astype(np.float32))      # (B, S)
+        for L in self.layers:
+            q = self._linear(x, L.wq, L.bq).reshape((batch, seq, h))
+            k = self._linear(x, L.wk, L.bk).reshape((batch, seq, h))
+            v = self._linear(x, L.wv, L.bv).reshape((batch, seq, h))
+            a = ops.attention(q, k, v, cfg.num_attention_heads, key_mask).reshape((1, n, h))
+            x = ops.layer_norm(ops.add(self._linear(a, L.wo, L.bo), x), L.ln1_g, L.ln1_b, eps)
+            f = ops.gelu(self._linear(x, L.wi, L.bi))
+            x = ops.layer_norm(ops.add(self._linear(f, L.wo2, L.bo2), x), L.ln2_g, L.ln2_b, eps)
+        x = x.reshape((batch, seq, h))
+        pooled = ops.mean_pool(x, rt.tensor((mask > 0).astype(np.float32)))
+        return ops.l2_normalize(pooled)
+
+    def plan_batches(self, lengths: Sequence[int], batch_size: int = 32,
+                     max_padding: float = 0.5) -> list[list[int]]:
+        """Group text indices into batches: sorted by token count, at most `batch_size` texts, and a new
+        batch whenever padding to the longest would exceed `max_padding` of the real tokens (attention
+        and every matmul pay for padded tokens too)."""
+        order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+        batches: list[list[int]] = []
+        cur: list[int] = []
+        real = 0
+        for i in order:
+            n = lengths[i]
+            if cur and (len(cur) >= batch_size or (len(cur) + 1) * n > (1.0 + max_padding) * (real + n)):
+                batches.append(cur)
+                cur, real = [], 0
+            cur.append(i)
+            real += n
+        if cur:
+            batches.append(cur)
+        return batches
+
+    async def embed(self, texts: Sequence[str], batch_size: int = 32, max_padding: float = 0.5) -> np.ndarray:
+        """Sentence embeddings (len(texts), hidden) float32, unit length, in the order of `texts`.
+
+        Texts are tokenized (truncated to max_seq_length tokens as sentence-transformers does), grouped
+        by length into padded batches (see plan_batches), all queued before the first read, and put back
+        in the caller's order.
+        """
+        if isinstance(texts, str):
+            raise TypeError("embed takes a list of strings; wrap one sentence as [text]")
+        texts = list(texts)
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        if not texts:
+            return out
+        enc = [self.tokenizer.encode(t, self.config.max_seq_length) for t in texts]
+        pending = []
+        for idx in self.plan_batches([len(e) for e in enc], batch_size, max_padding):
+            width = max(len(enc[i]) for i in idx)
+            ids = np.full((len(idx), width), self.tokenizer.pad_id, dtype=np.int32)
+            mask = np.zeros((len(idx), width), dtype=np.float32)
+            for r, i in enumerate(idx):
+                ids[r, :len(enc[i])] = enc[i]
+                mask[r, :len(enc[i])] = 1.0
+            pending.append((idx, self.forward(ids, mask)))
+        for idx, t in pending:
+            out[idx] = await t.read()
+        return out
+
+    def __repr__(self) -> str:
+        return f"MiniLM({self.name!r}, backend={self.rt.backend!r}, layers={self.config.num_hidden_layers})"

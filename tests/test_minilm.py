@@ -1,0 +1,72 @@
+"""all-MiniLM-L6-v2 on gpuport ops against sentence-transformers (fixtures/minilm_reference.json), natively
+on both backends. The case bodies live in model_cases.py so a page can run them too."""
+
+import asyncio
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import gpuport as gp
+from gpuport import models
+
+import model_cases as mc
+
+FIXTURE = json.loads((Path(__file__).parent / "fixtures" / "minilm_reference.json").read_text(encoding="utf-8"))
+BACKENDS = ("webgpu", "cpu")
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def loaded(request):
+    rt = gp.open_sync(backend=request.param)
+    model = asyncio.run(models.load("minilm-l6-v2", rt))
+    yield rt, model
+    rt.close()
+
+
+def test_matches_sentence_transformers(loaded):
+    rt, model = loaded
+    stats = asyncio.run(mc.minilm_matches_reference(rt, FIXTURE, model))
+    print(f"\n{stats}")
+
+
+def test_batch_equals_single(loaded):
+    rt, model = loaded
+    texts = ["Hi", "A man is eating food.", "The quick brown fox jumps over the lazy dog!!!", "?"]
+    asyncio.run(mc.minilm_batch_equals_single(rt, texts, model))
+
+
+def test_order_preserved(loaded):
+    rt, model = loaded
+    asyncio.run(mc.minilm_order_preserved(rt, FIXTURE, model))
+
+
+def test_load_progress_and_errors(tmp_path):
+    rt = gp.open_sync(backend="cpu")
+    events = []
+    model = asyncio.run(models.load("minilm-l6-v2", rt, on_progress=events.append))
+    stages = [e["stage"] for e in events]
+    assert stages[0] == "download" and stages[-1] == "ready" and "upload" in stages
+    ups = [e["done"] for e in events if e["stage"] == "upload"]
+    assert ups == sorted(ups) and ups[-1] == events[-1]["total"]
+    assert model.dim == 384 and model.config.max_seq_length == 256
+    with pytest.raises(ValueError, match="unknown model"):
+        asyncio.run(models.load("gpt-17", rt))
+    with pytest.raises(gp.UnsupportedFeature, match="URL"):
+        asyncio.run(models.load("minilm-l6-v2", rt, source="https://example.org/models/minilm-l6-v2/"))
+    with pytest.raises(gp.LoadError):
+        asyncio.run(models.load("minilm-l6-v2", rt, source=str(tmp_path)))
+    with pytest.raises(TypeError):
+        asyncio.run(model.embed("one string"))
+
+
+def test_plan_batches():
+    rt = gp.open_sync(backend="cpu")
+    model = asyncio.run(models.load("minilm-l6-v2", rt))
+    lengths = [256, 5, 6, 5, 30, 256, 7]
+    batches = model.plan_batches(lengths, batch_size=2)
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+    assert all(len(b) <= 2 for b in batches)
+    assert [lengths[i] for i in batches[-1]] == [256, 256]
+    assert model.plan_batches(lengths, batch_size=32, max_padding=1e9) == [[1, 3, 2, 6, 4, 0, 5]]
