@@ -1,49 +1,55 @@
-"""The kernel parity matrix and the error cases, run in the page: the very bodies of tests/cases.py."""
+"""The browser matrix: each lane (a real browser and a page query) detects its backend and tier, then runs
+the kernel parity matrix and the error cases in the page: the very bodies of tests/cases.py.
+
+Test ids read `test_parity[<lane>-<case>]`, e.g. `test_parity[firefox-webgpu-matmul_7x13_by_13x5]`.
+The lanes are in conftest.py (LANES); e2e/report/compatibility.{json,md} is written at session end.
+"""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
+from e2e_matrix import LANES, lane_cases
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from cases import names_for  # noqa: E402
-
-SMOKE = ["matmul_37x129_by_129x65_bias", "attention_b2_q17_k33_h3_d11_masked", "compile_error_names_line_and_column",
-         "batch_of_dispatches_crosses_the_boundary_a_constant_number_of_times", "user_kernel_with_override_constant"]
+PAIRS = [(lane, case) for lane in LANES for case in lane_cases(lane)]
 
 
-@pytest.mark.parametrize("name", names_for("webgpu"))
-def test_webgpu_in_worker(lane_factory, name):
-    lane = lane_factory("chromium-webgpu-worker")
-    assert lane.info["backend"] == "webgpu"
-    lane.case(name)
+@pytest.mark.parametrize("lane", list(LANES))
+def test_lane_detects(lane_factory, lane):
+    """The page reports the backend, tier and mode the lane stands for (auto-detected or forced)."""
+    spec, page = LANES[lane], lane_factory(lane)
+    info = page.info
+    got = {"backend": info.get("backend"), "tier": info.get("tier"), "mode": page.mode}
+    want = {"backend": spec.backend, "tier": spec.tier, "mode": spec.mode}
+    assert got == want, f"{lane}: detected {got}, expected {want}; note: {info.get('note')}; adapter: {info.get('adapter')}"
+    assert info["platform"] == "pyodide", info
+    if spec.adapter:
+        assert spec.adapter in str(info["adapter"]).lower(), info["adapter"]
+    missing = [f for f in spec.features if f not in info["features"]]
+    assert not missing, f"{lane}: adapter lacks {missing}; it offers {info['features']}"
+    if spec.backend == "cpu":
+        assert info["features"] == [] and info["adapter"]["vendor"] == "numpy", info
 
 
-@pytest.mark.parametrize("name", names_for("cpu"))
-def test_cpu_in_worker(lane_factory, name):
-    lane = lane_factory("chromium-cpu-worker")
-    assert lane.info["backend"] == "cpu"
-    lane.case(name)
+@pytest.mark.parametrize("lane,case", PAIRS, ids=[f"{lane}-{case}" for lane, case in PAIRS])
+def test_parity(lane_factory, lane, case):
+    page = lane_factory(lane)
+    backend = page.info.get("backend")
+    if backend != LANES[lane].backend:
+        pytest.fail(f"{lane} runs on backend {backend!r}, not {LANES[lane].backend!r} "
+                    f"(note: {page.info.get('note')}): its {LANES[lane].backend} parity list does not apply",
+                    pytrace=False)
+    page.case(case)
 
 
-@pytest.mark.parametrize("name", SMOKE)
-def test_webgpu_on_main_thread(lane_factory, name):
-    lane = lane_factory("chromium-webgpu-main")
-    assert lane.info["backend"] == "webgpu"
-    lane.case(name)
-
-
-def test_page_reports_swiftshader_adapter(lane_factory):
-    info = lane_factory("chromium-webgpu-worker").info
-    assert info["platform"] == "pyodide"
+def test_chromium_adapter_is_swiftshader(lane_factory):
+    info = lane_factory("chromium-webgpu").info
     assert info["adapter"]["vendor"] == "google" or "swiftshader" in str(info["adapter"]).lower(), info["adapter"]
-    assert info["tier"] in ("core", "full"), info
+    assert info["adapter"]["is_fallback"] is True, info["adapter"]
+    assert "subgroups" in info["features"] and "shader-f16" not in info["features"], info["features"]
 
 
 def test_numpy_needs_await_in_the_page(lane_factory):
-    lane = lane_factory("chromium-webgpu-worker")
+    lane = lane_factory("chromium-webgpu")
     msg = lane.run("import numpy as np\n"
                    "try:\n    rt.tensor(np.ones(3, np.float32)).numpy()\nexcept gpuport.UnsupportedFeature as e:\n"
                    "    m = str(e)\nm")
