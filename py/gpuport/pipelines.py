@@ -97,6 +97,12 @@ class PipelineManifest:
                                           None if bindings is None else list(bindings), order, round(compile_ms, 3))
         self.dirty = True
 
+    def forget(self, label: str) -> None:
+        """Drop the entries of a pipeline that failed (it must not be retried at every start)."""
+        for key in [k for k, e in self.entries.items() if e.label == label]:
+            del self.entries[key]
+            self.dirty = True
+
     def spec_of(self, entry: ManifestEntry) -> PipelineSpec:
         return PipelineSpec(entry.label, entry.source, entry.entry_point, tuple(sorted(entry.constants.items())),
                             None if entry.bindings is None else tuple(entry.bindings))

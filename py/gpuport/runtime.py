@@ -111,7 +111,10 @@ class Runtime:
                constants: dict[str, float] | None = None) -> "Kernel":
         """Compile a user's WGSL compute shader (errors raise ShaderCompileError with line:column)."""
         self._check_open()
-        return Kernel(self, self._device.compile(source, entry_point, constants, None, label=entry_point))
+        from .pipelines import sha256
+        # A label per source: a page learns of compile errors later, and forgets just that pipeline.
+        label = f"{entry_point}@{sha256(source)[:8]}"
+        return Kernel(self, self._device.compile(source, entry_point, constants, None, label=label))
 
     # -- pipelines -----------------------------------------------------------------------------------
     def _manifest_scope(self) -> str:
@@ -206,6 +209,7 @@ class Runtime:
                 report["order"].append(spec.label)
             else:
                 report["failed"].append({"label": spec.label, "error": str(error)})
+                dev.forget(spec.label)
             if on_progress is not None:
                 on_progress({"stage": "compile", "done": done, "total": len(todo), "label": spec.label,
                              "ms": round(ms, 2), "error": None if error is None else str(error)})

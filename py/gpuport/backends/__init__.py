@@ -185,6 +185,13 @@ class GPUBackend(Backend):
             self.manifest.record(key, label, source, entry_point, constants, bindings, ms)
         return found
 
+    def forget(self, label: str) -> None:
+        """Drop a pipeline that turned out not to compile: from the cache and from the manifest."""
+        for key in [k for k, p in self._pipelines.items() if p.label == label]:
+            del self._pipelines[key]
+        if self.manifest is not None:
+            self.manifest.forget(label)
+
     async def precompile(self, specs: Sequence[Any], on_done: Any) -> None:
         """Create the pipelines of `specs` (pipelines.PipelineSpec) ahead of use, calling
         on_done(spec, ms, error) as each resolves. wgpu-py creates pipelines synchronously, so natively

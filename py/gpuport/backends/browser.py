@@ -154,6 +154,9 @@ class BrowserBackend(GPUBackend):
         order = {"compile": 0, "device-lost": 1, "out-of-memory": 2, "validation": 3}
         first = sorted(errors, key=lambda e: order.get(e["kind"], 9))[0]
         kind, label, text = first["kind"], first["label"], first["text"]
+        for e in errors:
+            if e["kind"] == "compile":
+                self.forget(e["label"])
         if kind == "compile":
             messages = [CompileMessage(int(m["line"]), int(m["column"]), m["text"]) for m in first["messages"]]
             return ShaderCompileError(label, text, messages, source=self._sources.get(label))
