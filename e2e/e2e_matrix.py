@@ -29,22 +29,22 @@ class LaneSpec:
 
 
 LANES: dict[str, LaneSpec] = {
-    "chromium-webgpu": LaneSpec("chromium-webgpu", "table=0", "webgpu", "core", adapter="swiftshader",
+    "chromium-webgpu": LaneSpec("chromium-webgpu", "table=0&precompile=off", "webgpu", "core", adapter="swiftshader",
                                 note="Chromium/SwiftShader, backend auto, Pyodide in a Web Worker"),
-    "chromium-webgpu-main": LaneSpec("chromium-webgpu", "backend=webgpu&worker=0&table=0", "webgpu", "core",
+    "chromium-webgpu-main": LaneSpec("chromium-webgpu", "backend=webgpu&worker=0&table=0&precompile=off", "webgpu", "core",
                                      mode="main", adapter="swiftshader",
                                      note="Chromium/SwiftShader, Pyodide on the main thread"),
-    "chromium-cpu": LaneSpec("chromium-webgpu", "backend=cpu&table=0", "cpu", "cpu",
+    "chromium-cpu": LaneSpec("chromium-webgpu", "backend=cpu&table=0&precompile=off", "cpu", "cpu",
                              note="Chromium with WebGPU available, backend forced to cpu"),
-    "chromium-tier-core": LaneSpec("chromium-webgpu", "tier=core&table=0", "webgpu", "core", adapter="swiftshader",
+    "chromium-tier-core": LaneSpec("chromium-webgpu", "tier=core&table=0&precompile=off", "webgpu", "core", adapter="swiftshader",
                                    note="Chromium/SwiftShader, ?tier=core"),
-    "chromium-tier-constrained": LaneSpec("chromium-webgpu", "tier=constrained&table=0", "webgpu", "constrained",
+    "chromium-tier-constrained": LaneSpec("chromium-webgpu", "tier=constrained&table=0&precompile=off", "webgpu", "constrained",
                                           adapter="swiftshader", note="Chromium/SwiftShader, ?tier=constrained"),
-    "chromium-noflag": LaneSpec("chromium-noflag", "table=0", "cpu", "cpu",
+    "chromium-noflag": LaneSpec("chromium-noflag", "table=0&precompile=off", "cpu", "cpu",
                                 note="Chromium without --enable-unsafe-webgpu, backend auto must fall back"),
-    "firefox-webgpu": LaneSpec("firefox", "table=0", "webgpu", "full", features=("shader-f16",),
+    "firefox-webgpu": LaneSpec("firefox", "table=0&precompile=off", "webgpu", "full", features=("shader-f16",),
                                note="Firefox ESR/lavapipe (WebDriver BiDi), backend auto"),
-    "webkit-cpu": LaneSpec("webkit", "table=0", "cpu", "cpu",
+    "webkit-cpu": LaneSpec("webkit", "table=0&precompile=off", "cpu", "cpu",
                            note="WebKitGTK MiniBrowser (Selenium, Xvfb): navigator.gpu is null"),
 }
 

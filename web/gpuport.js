@@ -60,13 +60,17 @@ async function onMainThread(args) {
 /**
  * Start gpuport. Options: worker (default true), pyodideURL (default the server's /pyodide/; pass
  * PYODIDE_CDN or cdn: true for the official CDN), wheelURL, backend ("auto"|"webgpu"|"cpu"),
- * tier, limits ("default"|"adapter"). Resolves to {mode, timings, runPython(src), info(), close()}.
+ * tier, limits ("default"|"adapter"), precompile ("background" (default): build the manifest's pipelines
+ * while the first ops run on NumPy; "await": before resolving; "off"). Resolves to
+ * {mode, timings, runPython(src), info(), close()}.
  */
 export async function start(options = {}) {
   const {
     worker = true, cdn = false, pyodideURL = cdn ? PYODIDE_CDN : "/pyodide/",
-    backend = "auto", tier = null, limits = "default",
+    backend = "auto", tier = null, limits = "default", precompile = "background",
   } = options;
-  const args = { pyodideURL: absolute(pyodideURL), wheelURL: await wheelURL(options.wheelURL), backend, tier, limits };
+  const args = {
+    pyodideURL: absolute(pyodideURL), wheelURL: await wheelURL(options.wheelURL), backend, tier, limits, precompile,
+  };
   return worker ? viaWorker(args) : onMainThread(args);
 }

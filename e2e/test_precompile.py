@@ -1,0 +1,80 @@
+"""Precompilation in the page: the manifest lives in IndexedDB, a reload precompiles from it before the first
+op, and a corrupted record neither breaks start-up nor survives it."""
+
+from __future__ import annotations
+
+import json
+
+SCOPE_AND_REPORT = """
+import json
+report = await rt_precompile
+{"report": {k: v for k, v in report.items() if k != "order"}, "scope": rt._manifest_scope()}
+"""
+
+STORED = """
+import gpuport_idb
+text = await gpuport_idb.get("manifests", rt._manifest_scope())
+text
+"""
+
+
+def _run(page, src):
+    return page.evaluate("async (src) => (await window.gpuportReady).runPython(src)", src)
+
+
+def _wait_saved(page, entries: int) -> str:
+    """The page saves the manifest in the background; wait (bounded) until it holds `entries`."""
+    return _run(page, f"""
+import asyncio, json, gpuport_idb
+text = None
+for _ in range(100):
+    text = await gpuport_idb.get("manifests", rt._manifest_scope())
+    if text and len(json.loads(text).get("entries", [])) >= {entries}:
+        break
+    await asyncio.sleep(0.05)
+text
+""")
+
+
+def test_reload_precompiles_from_indexeddb_before_the_first_op(chromium_webgpu, server_url):
+    context = chromium_webgpu.new_context()   # a fresh profile
+    try:
+        page = context.new_page()
+        page.goto(server_url + "/?table=0&precompile=await")
+        first = _run(page, SCOPE_AND_REPORT)
+        assert first["report"]["from_manifest"] == 0 and first["report"]["pipelines"] >= 18, first
+        assert not first["report"]["failed"], first
+        stored = json.loads(_wait_saved(page, first["report"]["pipelines"]))
+        assert stored["scope"] == first["scope"]
+
+        page.reload()                          # same profile: IndexedDB persists
+        second = _run(page, SCOPE_AND_REPORT)
+        assert second["scope"] == first["scope"]
+        assert second["report"]["from_manifest"] == first["report"]["pipelines"], second
+        # "await" mode: start() resolved only after every pipeline was built, i.e. before any op ran.
+        timings = page.evaluate("async () => (await window.gpuportReady).timings")
+        assert timings["precompile_ms"] > 0
+        # and the kernels give the reference results on the precompiled pipelines
+        rows = _run(page, "from gpuport.demo import kernel_table\nawait kernel_table(rt, repeats=0)")
+        assert max(r["max_abs_err"] for r in rows) < 1e-3
+    finally:
+        context.close()
+
+
+def test_corrupted_manifest_record_is_ignored_and_repaired(chromium_webgpu, server_url):
+    context = chromium_webgpu.new_context()
+    try:
+        page = context.new_page()
+        page.goto(server_url + "/?table=0&precompile=await")
+        first = _run(page, SCOPE_AND_REPORT)
+        _wait_saved(page, first["report"]["pipelines"])
+        _run(page, "import gpuport_idb\nawait gpuport_idb.put('manifests', rt._manifest_scope(), '{corrupt')")
+        assert _run(page, STORED) == "{corrupt"
+
+        page.reload()
+        second = _run(page, SCOPE_AND_REPORT)   # start-up survived
+        assert second["report"]["from_manifest"] == 0 and not second["report"]["failed"], second
+        repaired = json.loads(_wait_saved(page, second["report"]["pipelines"]))
+        assert repaired["format"] == 1 and len(repaired["entries"]) >= 18
+    finally:
+        context.close()
