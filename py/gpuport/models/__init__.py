@@ -35,6 +35,10 @@ class ModelFiles:
     source: str
     read_text: Callable[[str], Awaitable[str]]                      # file name -> text
     load_weights: Callable[[Sequence[str]], Awaitable[Mapping[str, np.ndarray]]]  # names -> arrays
+    # Optional: names, rt -> {name: Tensor already on rt} (the progressive loader uploads each tensor as
+    # soon as its bytes are verified); when present, load() uses it instead of load_weights.
+    load_tensors: Callable[[Sequence[str], Any], Awaitable[Mapping[str, Any]]] | None = None
+    loader: Any = None
 
 
 def _is_url(source: str) -> bool:
@@ -86,6 +90,32 @@ def local_files(directory: str, progress: Callable[..., None] | None = None) -> 
 _SOURCES: list[tuple[Callable[[str], bool], Callable[..., ModelFiles]]] = []
 
 
+def http_files(source: str, progress: Callable[..., None] | None = None,
+               chunk_size_mb: float | None = None, **loader_options: Any) -> ModelFiles:
+    """A URL (or a local directory) through gpuport.loader.ProgressiveModelLoader: Range requests, chunk
+    manifest, verification, cache (IndexedDB in a page), progressive upload."""
+    from ..loader import ProgressiveModelLoader
+
+    def forward(event: dict) -> None:
+        if progress is not None:
+            progress(**event)
+
+    loader = ProgressiveModelLoader(source, chunk_size_mb=chunk_size_mb, on_progress=forward, **loader_options)
+
+    async def read_text(fname: str) -> str:
+        await loader.load_manifest()   # so listed files are verified against it
+        return await loader.read_text(fname)
+
+    async def load_weights(names: Sequence[str]) -> Mapping[str, np.ndarray]:
+        return await loader.load_tensors(names, upload=False)
+
+    async def load_tensors(names: Sequence[str], rt: Any) -> Mapping[str, Any]:
+        loader.rt = rt
+        return await loader.load_tensors(names, upload=True)
+
+    return ModelFiles(source, read_text, load_weights, load_tensors, loader)
+
+
 def register_source(matches: Callable[[str], bool], factory: Callable[..., ModelFiles]) -> None:
     """Let another loader (e.g. progressive HTTP Range) serve sources that `matches`; newest first."""
     _SOURCES.insert(0, (matches, factory))
@@ -97,8 +127,7 @@ def resolve_files(source: str, progress: Callable[..., None] | None = None,
         if matches(source):
             return factory(source, progress=progress, chunk_size_mb=chunk_size_mb)
     if _is_url(source):
-        raise UnsupportedFeature(f"loading a model from a URL ({source}) is not implemented yet: pass a local "
-                                 "directory as source (the progressive HTTP loader is still to come)")
+        return http_files(source, progress, chunk_size_mb)
     return local_files(source, progress)
 
 
@@ -107,21 +136,36 @@ async def load(name: str, rt: Any, source: str | None = None, on_progress: Progr
     """Load a model onto runtime `rt`. name: "minilm-l6-v2".
 
     source: a local model directory (default: the installed package natively, "/models/<name>/" in a
-    page) or a URL (needs the HTTP loader). on_progress(event: dict) gets events with "stage"
-    ("download", "upload", "ready"), "done", "total" (bytes) and "elapsed_s".
-    Extra options go to the model (e.g. pretranspose=False for MiniLM).
+    page) or a URL (http(s)://... or /models/... in a page): the progressive loader (gpuport.loader)
+    fetches it in verified Range chunks and uploads each tensor as it completes. on_progress(event: dict)
+    gets one stream: "stage" (manifest, header, cache, download, verify, retry, upload, compile, ready),
+    "bytes_done"/"bytes_total" (also as "done"/"total"), "percent", "layer", "tensor", "t_ms", "elapsed_s".
+    Extra options go to the model (e.g. pretranspose=False for MiniLM); `loader_options` (a dict) to
+    the loader (concurrency, retries, cache, transport).
     """
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; available: {', '.join(MODELS)}")
     t0 = time.perf_counter()
+    loader_options = options.pop("loader_options", None) or {}
 
     def progress(**event: Any) -> None:
         if on_progress is not None:
             event.setdefault("model", name)
             event["elapsed_s"] = round(time.perf_counter() - t0, 4)
+            event.setdefault("t_ms", round(event["elapsed_s"] * 1e3, 2))
+            if "bytes_done" in event:
+                event.setdefault("done", event["bytes_done"])
+                event.setdefault("total", event["bytes_total"])
+            else:
+                event.setdefault("bytes_done", event.get("done", 0))
+                event.setdefault("bytes_total", event.get("total", 0))
             on_progress(event)
 
-    files = resolve_files(source if source is not None else default_source(name), progress, chunk_size_mb)
+    src = source if source is not None else default_source(name)
+    if loader_options:
+        files = http_files(src, progress, chunk_size_mb, **loader_options)
+    else:
+        files = resolve_files(src, progress, chunk_size_mb)
     from .minilm import BertConfig, MiniLM, weight_names
     from .tokenizer import WordPieceTokenizer, parse_vocab
 
@@ -132,8 +176,12 @@ async def load(name: str, rt: Any, source: str | None = None, on_progress: Progr
         st_config = {}
     cfg = BertConfig.from_dict(config_json, st_config.get("max_seq_length", 256))
     tokenizer = WordPieceTokenizer(parse_vocab(await files.read_text("vocab.txt")), max_length=cfg.max_seq_length)
-    weights = await files.load_weights(weight_names(cfg))
-    total = sum(int(np.asarray(w).nbytes) for w in weights.values())
+    if files.load_tensors is not None:
+        weights = await files.load_tensors(weight_names(cfg), rt)
+    else:
+        weights = await files.load_weights(weight_names(cfg))
+    total = sum(int(np.asarray(w).nbytes) if isinstance(w, np.ndarray) else int(np.prod(w.shape)) * w.dtype.itemsize
+                for w in weights.values())
     done = 0
 
     def uploaded(tensor_name: str, nbytes: int) -> None:
@@ -142,9 +190,13 @@ async def load(name: str, rt: Any, source: str | None = None, on_progress: Progr
         layer = tensor_name.split(".")[2] if tensor_name.startswith("encoder.layer.") else None
         progress(stage="upload", done=done, total=total, tensor=tensor_name, layer=layer)
 
+    progress(stage="compile", done=0, total=total, percent=100.0 if files.load_tensors else None)
     model = MiniLM(rt, weights, tokenizer, cfg, on_upload=uploaded if on_progress else None, **options)
-    progress(stage="ready", done=total, total=total)
+    model.load_stats = files.loader.stats() if files.loader is not None else {"source": files.source}
+    progress(stage="compile", done=total, total=total, percent=100.0 if files.load_tensors else None)
+    progress(stage="ready", done=total, total=total, percent=100.0)
     return model
 
 
-__all__ = ["MODELS", "ModelFiles", "default_source", "load", "local_files", "register_source", "resolve_files"]
+__all__ = ["MODELS", "ModelFiles", "default_source", "http_files", "load", "local_files", "register_source",
+           "resolve_files"]

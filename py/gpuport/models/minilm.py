@@ -90,7 +90,15 @@ class MiniLM:
         self.dim = cfg.hidden_size
 
         def up(name: str, shape: tuple[int, ...], linear: bool = False) -> Tensor:
-            arr = np.asarray(weights[name])
+            given = weights[name]
+            if isinstance(given, Tensor):   # already on the device (the progressive loader uploaded it)
+                if given.dtype != np.float32 or given.shape != shape:
+                    raise LoadError(f"MiniLM: weight {name!r} is {given.dtype} {given.shape}, expected float32 {shape}")
+                if linear and pretranspose:
+                    raise ValueError("pretranspose=True needs host arrays; the progressive loader uploads "
+                                     "weights as stored (use pretranspose=False)")
+                return given
+            arr = np.asarray(given)
             if arr.dtype != np.float32:
                 raise LoadError(f"MiniLM: weight {name!r} is {arr.dtype}, expected float32")
             if arr.shape != shape:
@@ -105,14 +113,23 @@ class MiniLM:
         h, f = cfg.hidden_size, cfg.intermediate_size
         self.word = up("embeddings.word_embeddings.weight", (cfg.vocab_size, h))
         pos = up("embeddings.position_embeddings.weight", (cfg.max_position_embeddings, h))
-        types = np.asarray(weights["embeddings.token_type_embeddings.weight"], dtype=np.float32)
-        if types.shape != (cfg.type_vocab_size, h):
-            raise LoadError(f"MiniLM: token_type_embeddings has shape {types.shape}, expected "
-                            f"{(cfg.type_vocab_size, h)}")
-        # Every token is type 0: fold that row into the position table once, on the device.
-        self.pos_type = rt.ops.add(pos, rt.tensor(types[0]))
-        if on_upload is not None:
-            on_upload("embeddings.token_type_embeddings.weight", types.nbytes)
+        types_given = weights["embeddings.token_type_embeddings.weight"]
+        if isinstance(types_given, Tensor):
+            if types_given.shape != (cfg.type_vocab_size, h):
+                raise LoadError(f"MiniLM: token_type_embeddings has shape {types_given.shape}, expected "
+                                f"{(cfg.type_vocab_size, h)}")
+            # row 0 picked on the device (an embedding lookup of id 0)
+            row0 = rt.ops.embedding(rt.tensor(np.zeros(1, dtype=np.int32)), types_given).reshape((h,))
+            self.pos_type = rt.ops.add(pos, row0)
+        else:
+            types = np.asarray(types_given, dtype=np.float32)
+            if types.shape != (cfg.type_vocab_size, h):
+                raise LoadError(f"MiniLM: token_type_embeddings has shape {types.shape}, expected "
+                                f"{(cfg.type_vocab_size, h)}")
+            # Every token is type 0: fold that row into the position table once, on the device.
+            self.pos_type = rt.ops.add(pos, rt.tensor(types[0]))
+            if on_upload is not None:
+                on_upload("embeddings.token_type_embeddings.weight", types.nbytes)
         self.emb_ln_g = up("embeddings.LayerNorm.weight", (h,))
         self.emb_ln_b = up("embeddings.LayerNorm.bias", (h,))
         self.layers: list[_Layer] = []

@@ -1,0 +1,772 @@
+"""Progressive, chunked loading of safetensors weights over HTTP Range (or from a local file), verified
+against a chunk manifest, uploaded tensor by tensor as their bytes complete, with one progress stream.
+
+    loader = ProgressiveModelLoader("http://127.0.0.1:8000/models/minilm-l6-v2/", rt, chunk_size_mb=4)
+    loader.register_progress_callback(print)
+    tensors = await loader.load_tensors(names)        # {name: Tensor on rt}, layer 0 first
+
+The manifest (``gpuport pack-model`` writes it as ``manifest.json`` beside the model) cuts the file into
+fixed *chunks* (1 MiB by default) and records each chunk's sha256, the file's size and sha256, the header
+and which chunks each tensor spans. A fetch asks for a *span* of consecutive chunks (``chunk_size_mb``
+rounded to whole chunks) with one Range request; spans run ``concurrency`` at a time in file order, so the
+first layers arrive first. Every chunk is hashed before anything uses it: a mismatch, a short or wrong
+Range answer, an HTTP error or a dropped connection is retried with exponential backoff, then raises
+``LoadError`` naming the URL and the chunk. Only verified chunks reach the cache and the device.
+
+Progress events (dicts, in order): ``stage`` ("manifest", "header", "cache", "download", "verify",
+"upload", then the model's "compile" and "ready"), ``bytes_done``/``bytes_total`` for that stage, ``percent``
+(overall, monotone), ``layer``, ``tensor``, ``chunk``, ``t_ms`` (since the load began) and ``note`` for
+things a user should know (cache fallback to memory, retries).
+
+Transports: natively ``UrllibTransport`` (urllib in a thread; no extra dependency) and ``FileTransport``
+(a local path, Range emulated); in a page ``gpuport.backends.browser.PyfetchTransport``. Caches:
+``MemoryChunkCache`` natively (tests, resume), ``IndexedDBChunkCache`` in a page.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from .errors import LoadError
+from .platform import IN_PYODIDE
+
+MANIFEST_NAME = "manifest.json"
+MANIFEST_FORMAT = 1
+WEIGHTS_NAME = "model.safetensors"
+MANIFEST_CHUNK = 1 << 20          # pack-model's chunk size: the unit of hashing, caching and resuming
+# Fetch span default: measured (bench/model.py --chunk-sweep, the loader over the dev server on loopback,
+# natively and in Chromium): see DEFAULT_CHUNK_NOTE.
+DEFAULT_CHUNK_MB = 4.0
+DEFAULT_CHUNK_NOTE = "4 MiB spans: see bench/results/model.json chunk_sweep"
+DEFAULT_CONCURRENCY = 4
+DEFAULT_RETRIES = 3
+DEFAULT_BACKOFF_S = 0.1
+
+ProgressFn = Callable[[dict], Any]
+
+
+# -- errors the retry loop understands ---------------------------------------------------------------
+
+class FetchError(Exception):
+    """One failed attempt (retried): HTTP status, Range mismatch, short body, hash mismatch, dropped link."""
+
+    def __init__(self, message: str, retriable: bool = True) -> None:
+        super().__init__(message)
+        self.retriable = retriable
+
+
+class TransportError(FetchError):
+    """The connection failed or dropped mid-transfer."""
+
+
+class QuotaExceeded(Exception):
+    """The cache has no room (IndexedDB QuotaExceededError): the loader keeps chunks in memory instead."""
+
+
+# -- transports --------------------------------------------------------------------------------------
+
+@dataclass
+class Response:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+    url: str = ""
+
+
+class Transport:
+    """`await get(url, headers)` -> Response; raises TransportError when the connection fails."""
+
+    async def get(self, url: str, headers: Mapping[str, str] | None = None) -> Response:  # pragma: no cover
+        raise NotImplementedError
+
+
+class UrllibTransport(Transport):
+    """Native HTTP(S): urllib in a worker thread (bounded by the loader's semaphore)."""
+
+    def __init__(self, timeout_s: float = 30.0) -> None:
+        self.timeout_s = timeout_s
+
+    def _get(self, url: str, headers: Mapping[str, str]) -> Response:
+        import http.client
+        import urllib.error
+        import urllib.request
+
+        req = urllib.request.Request(url, headers=dict(headers or {}))
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout_s) as r:
+                body = r.read()
+                return Response(r.status, {k.lower(): v for k, v in r.headers.items()}, body, url)
+        except urllib.error.HTTPError as exc:
+            try:
+                body = exc.read()
+            except Exception:
+                body = b""
+            return Response(exc.code, {k.lower(): v for k, v in (exc.headers or {}).items()}, body, url)
+        except (urllib.error.URLError, http.client.HTTPException, ConnectionError, TimeoutError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise TransportError(f"connection failed: {type(exc).__name__}: {reason}") from None
+
+    async def get(self, url: str, headers: Mapping[str, str] | None = None) -> Response:
+        return await asyncio.to_thread(self._get, url, headers or {})
+
+
+class FileTransport(Transport):
+    """A local directory: the same loader code reads files, Range emulated (206 + Content-Range)."""
+
+    async def get(self, url: str, headers: Mapping[str, str] | None = None) -> Response:
+        path = url[len("file://"):] if url.startswith("file://") else url
+        try:
+            size = os.path.getsize(path)
+            with open(path, "rb") as f:
+                rng = (headers or {}).get("Range") or (headers or {}).get("range")
+                if not rng:
+                    return Response(200, {"content-length": str(size)}, f.read(), url)
+                m = re.fullmatch(r"bytes=(\d+)-(\d+)", rng.strip())
+                if not m:
+                    return Response(400, {}, b"", url)
+                start, end = int(m.group(1)), min(int(m.group(2)), size - 1)
+                if start >= size:
+                    return Response(416, {"content-range": f"bytes */{size}"}, b"", url)
+                f.seek(start)
+                body = f.read(end - start + 1)
+                return Response(206, {"content-range": f"bytes {start}-{end}/{size}",
+                                      "content-length": str(len(body))}, body, url)
+        except FileNotFoundError:
+            return Response(404, {}, b"", url)
+        except OSError as exc:
+            raise TransportError(f"{path}: {exc}") from None
+
+
+def default_transport(source: str) -> Transport:
+    if IN_PYODIDE:
+        from .backends.browser import PyfetchTransport
+        return PyfetchTransport()
+    if source.startswith(("http://", "https://")):
+        return UrllibTransport()
+    return FileTransport()
+
+
+# -- caches ------------------------------------------------------------------------------------------
+
+class ChunkCache:
+    """Verified chunks keyed "<file sha256>:<chunk index>"; the model's current sha under "model:<url>"."""
+
+    async def estimate(self) -> dict | None:
+        return None
+
+    async def get(self, key: str) -> bytes | None:  # pragma: no cover
+        raise NotImplementedError
+
+    async def put(self, key: str, data: bytes) -> None:  # pragma: no cover
+        raise NotImplementedError
+
+    async def remove(self, key: str) -> None:  # pragma: no cover
+        raise NotImplementedError
+
+    async def keys(self) -> list[str]:  # pragma: no cover
+        raise NotImplementedError
+
+    async def get_meta(self, key: str) -> str | None:
+        return None
+
+    async def put_meta(self, key: str, value: str) -> None:
+        return None
+
+
+class MemoryChunkCache(ChunkCache):
+    """A dict (natively: resume within a process, and the tests). `quota_bytes` emulates a full disk."""
+
+    def __init__(self, quota_bytes: int | None = None) -> None:
+        self.chunks: dict[str, bytes] = {}
+        self.meta: dict[str, str] = {}
+        self.quota_bytes = quota_bytes
+
+    def usage(self) -> int:
+        return sum(len(v) for v in self.chunks.values())
+
+    async def estimate(self) -> dict | None:
+        return None if self.quota_bytes is None else {"usage": self.usage(), "quota": self.quota_bytes}
+
+    async def get(self, key: str) -> bytes | None:
+        return self.chunks.get(key)
+
+    async def put(self, key: str, data: bytes) -> None:
+        if self.quota_bytes is not None and self.usage() + len(data) > self.quota_bytes:
+            raise QuotaExceeded(f"memory cache quota {self.quota_bytes} bytes exceeded")
+        self.chunks[key] = bytes(data)
+
+    async def remove(self, key: str) -> None:
+        self.chunks.pop(key, None)
+
+    async def keys(self) -> list[str]:
+        return list(self.chunks)
+
+    async def get_meta(self, key: str) -> str | None:
+        return self.meta.get(key)
+
+    async def put_meta(self, key: str, value: str) -> None:
+        self.meta[key] = value
+
+
+def default_cache() -> ChunkCache | None:
+    if IN_PYODIDE:
+        from .backends.browser import IndexedDBChunkCache
+        return IndexedDBChunkCache()
+    return None
+
+
+# -- the manifest ------------------------------------------------------------------------------------
+
+def sha256(data: bytes | memoryview) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _layer_of(name: str) -> str | None:
+    """"encoder.layer.3.attention..." -> "3"; embeddings -> "embeddings"; else None."""
+    m = re.search(r"(?:^|\.)layers?\.(\d+)\.", name)
+    if m:
+        return m.group(1)
+    return name.split(".")[0] if name.startswith("embeddings") else None
+
+
+def build_manifest(path: str | os.PathLike, chunk_size: int = MANIFEST_CHUNK, model: str | None = None,
+                   files: Iterable[str] = ()) -> dict:
+    """The chunk manifest of a local safetensors file (what `gpuport pack-model` writes)."""
+    from .models.safetensors import check_layout, read_header, tensor_entries
+
+    path = os.fspath(path)
+    if chunk_size < 4096:
+        raise ValueError(f"chunk_size {chunk_size} is too small (at least 4096 bytes)")
+    size = os.path.getsize(path)
+    whole = hashlib.sha256()
+    chunks = []
+    with open(path, "rb") as f:
+        header, data_start = read_header(f, os.path.basename(path))
+        check_layout(header, data_start, size, os.path.basename(path))
+        f.seek(0)
+        head_bytes = f.read(data_start)
+        f.seek(0)
+        start = 0
+        while start < size:
+            block = f.read(min(chunk_size, size - start))
+            whole.update(block)
+            chunks.append({"start": start, "end": start + len(block), "sha256": sha256(block)})
+            start += len(block)
+    tensors = {}
+    for name, info in tensor_entries(header).items():
+        b, e = data_start + info["data_offsets"][0], data_start + info["data_offsets"][1]
+        last = max(b, e - 1)
+        tensors[name] = {"start": b, "end": e, "dtype": info["dtype"], "shape": info["shape"],
+                         "chunks": [b // chunk_size, last // chunk_size], "layer": _layer_of(name)}
+    directory = os.path.dirname(path)
+    extra = {}
+    for fname in files:
+        p = os.path.join(directory, fname)
+        if os.path.isfile(p):
+            with open(p, "rb") as fh:
+                extra[fname] = {"size": os.path.getsize(p), "sha256": sha256(fh.read())}
+    return {"format": MANIFEST_FORMAT, "model": model, "file": os.path.basename(path), "size": size,
+            "sha256": whole.hexdigest(), "header_len": data_start - 8, "data_start": data_start,
+            "header_sha256": sha256(head_bytes), "chunk_size": chunk_size, "chunks": chunks,
+            "tensors": tensors, "files": extra}
+
+
+def check_manifest(m: Any, where: str) -> dict:
+    """A manifest that is well formed (else LoadError saying what is wrong)."""
+    try:
+        if not isinstance(m, dict) or m.get("format") != MANIFEST_FORMAT:
+            raise ValueError(f"format {m.get('format') if isinstance(m, dict) else m!r}, expected {MANIFEST_FORMAT}")
+        size, cs = int(m["size"]), int(m["chunk_size"])
+        pos = 0
+        for i, c in enumerate(m["chunks"]):
+            if c["start"] != pos or not (0 < c["end"] - c["start"] <= cs) or len(c["sha256"]) != 64:
+                raise ValueError(f"chunk {i} is malformed: {c}")
+            pos = c["end"]
+        if pos != size:
+            raise ValueError(f"chunks cover {pos} bytes, the file has {size}")
+        for name, t in m["tensors"].items():
+            if not (m["data_start"] <= t["start"] <= t["end"] <= size):
+                raise ValueError(f"tensor {name!r} lies outside the file")
+    except (KeyError, TypeError, ValueError) as exc:
+        raise LoadError(f"{where}: not a valid gpuport chunk manifest: {exc}") from None
+    return m
+
+
+# -- the loader --------------------------------------------------------------------------------------
+
+@dataclass
+class _State:
+    t0: float
+    bytes_total: int = 0          # bytes of the chunks this load needs
+    tensor_total: int = 0         # bytes of the tensors it uploads
+    downloaded: int = 0
+    verified: int = 0
+    uploaded: int = 0
+    cached_chunks: int = 0
+    fetched_chunks: int = 0
+    retries: int = 0
+    requests: int = 0
+    memory_only: bool = False
+    memory_reason: str | None = None
+    timeline: list[dict] = field(default_factory=list)
+
+
+class ProgressiveModelLoader:
+    """Chunked, verified, progressive loading of one safetensors file and its small text files.
+
+    source: a base URL ("http://host/models/minilm-l6-v2/", or "/models/..." in a page) or a local
+    directory. The weights are `<source>/model.safetensors`, the manifest `<source>/manifest.json`
+    (`manifest_url` overrides; a local directory without one gets it computed in memory).
+    """
+
+    def __init__(self, source: str, rt: Any = None, *, chunk_size_mb: float | None = None,
+                 concurrency: int = DEFAULT_CONCURRENCY, retries: int = DEFAULT_RETRIES,
+                 backoff_s: float = DEFAULT_BACKOFF_S, transport: Transport | None = None,
+                 cache: ChunkCache | None | str = "default", on_progress: ProgressFn | None = None,
+                 parallel_components: bool = True, weights: str = WEIGHTS_NAME,
+                 manifest_url: str | None = None) -> None:
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be >= 1, got {concurrency}")
+        if chunk_size_mb is not None and chunk_size_mb <= 0:
+            raise ValueError(f"chunk_size_mb must be > 0, got {chunk_size_mb}")
+        self.source = source
+        self.is_local = not source.startswith(("http://", "https://", "/", "file://")) or (
+            not IN_PYODIDE and os.path.isdir(source))
+        base = source if source.endswith("/") or self.is_local else source + "/"
+        self.base = base
+        self.rt = rt
+        self.chunk_size_mb = DEFAULT_CHUNK_MB if chunk_size_mb is None else float(chunk_size_mb)
+        self.concurrency, self.retries, self.backoff_s = concurrency, retries, backoff_s
+        self.transport = transport or default_transport(source)
+        self.cache = default_cache() if cache == "default" else cache
+        self.parallel_components = parallel_components
+        self.weights_url = self._url(weights)
+        self.manifest_url = manifest_url or self._url(MANIFEST_NAME)
+        self._callbacks: list[ProgressFn] = [on_progress] if on_progress else []
+        self.manifest: dict | None = None
+        self.state = _State(time.perf_counter())
+
+    # -- public ----------------------------------------------------------------------------------
+    def register_progress_callback(self, callback: ProgressFn) -> None:
+        self._callbacks.append(callback)
+
+    @property
+    def timeline(self) -> list[dict]:
+        return self.state.timeline
+
+    def stats(self) -> dict:
+        s = self.state
+        return {"requests": s.requests, "fetched_chunks": s.fetched_chunks, "cached_chunks": s.cached_chunks,
+                "retries": s.retries, "bytes_downloaded": s.downloaded, "memory_only": s.memory_only,
+                "memory_reason": s.memory_reason, "chunk_size_mb": self.chunk_size_mb,
+                "concurrency": self.concurrency, "elapsed_ms": round((time.perf_counter() - s.t0) * 1e3, 1)}
+
+    async def read_text(self, fname: str) -> str:
+        """A small file beside the weights (config.json, vocab.txt), verified when the manifest lists it."""
+        url = self._url(fname)
+        body = await self._fetch_whole(url, what=fname)
+        listed = (self.manifest or {}).get("files", {}).get(fname)
+        if listed and sha256(body) != listed["sha256"]:
+            raise LoadError(f"{url}: sha256 {sha256(body)[:12]}... does not match the manifest's "
+                            f"{listed['sha256'][:12]}...")
+        try:
+            return body.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise LoadError(f"{url}: not UTF-8 text: {exc}") from None
+
+    async def load_manifest(self) -> dict:
+        if self.manifest is not None:
+            return self.manifest
+        self._emit("manifest", 0, 0)
+        try:
+            text = (await self._fetch_whole(self.manifest_url, what="manifest", missing_ok=self.is_local))
+        except LoadError:
+            raise
+        if text is None:   # local directory without a manifest: compute it (hashes the file once)
+            path = self.weights_url
+            if not os.path.isfile(path):
+                raise LoadError(f"{path}: no such file")
+            self.manifest = build_manifest(path)
+        else:
+            try:
+                parsed = json.loads(text)
+            except ValueError as exc:
+                raise LoadError(f"{self.manifest_url}: manifest is not JSON: {exc}") from None
+            self.manifest = check_manifest(parsed, self.manifest_url)
+        m = self.manifest
+        self._emit("manifest", m["size"], m["size"], note=f"{len(m['chunks'])} chunks of "
+                   f"{m['chunk_size'] / 2**20:g} MiB, file sha256 {m['sha256'][:12]}")
+        return m
+
+    async def read_header(self) -> tuple[dict, int]:
+        """The safetensors header through two Range requests (8 bytes, then the JSON), checked against
+        the manifest's header hash."""
+        from .models.safetensors import read_header
+
+        m = await self.load_manifest()
+        first = await self._fetch_range(0, 8, "header length")
+        (n,) = np.frombuffer(first, dtype="<u8", count=1)
+        if 8 + int(n) != m["data_start"]:
+            raise LoadError(f"{self.weights_url}: header length {int(n)} disagrees with the manifest's "
+                            f"{m['header_len']} (the manifest is stale: run `gpuport pack-model`)")
+        rest = await self._fetch_range(8, 8 + int(n), "header")
+        head = first + rest
+        if sha256(head) != m["header_sha256"]:
+            raise LoadError(f"{self.weights_url}: header sha256 does not match the manifest (stale manifest "
+                            f"or corrupt file)")
+        header, data_start = read_header(head, self.weights_url)
+        self._emit("header", len(head), len(head), note=f"{len(header) - ('__metadata__' in header)} tensors")
+        return header, data_start
+
+    async def load_tensors(self, names: Sequence[str] | None = None, upload: bool = True,
+                           components: Mapping[str, Sequence[str]] | None = None) -> dict[str, Any]:
+        """{name: Tensor on rt} (or NumPy arrays with upload=False) for `names` (default: all).
+
+        `components` groups names into independent parts (default: by layer) loaded in parallel with
+        asyncio.gather; each tensor is uploaded the moment its chunks are verified."""
+        from .models.safetensors import DTYPES, tensor_from_buffer
+
+        m = await self.load_manifest()
+        header, data_start = await self.read_header()
+        entries = {k: v for k, v in header.items() if k != "__metadata__"}
+        names = list(names) if names is not None else sorted(entries, key=lambda k: entries[k]["data_offsets"][0])
+        for n in names:
+            if n not in entries:
+                raise LoadError(f"{self.weights_url}: no tensor named {n!r}")
+            if entries[n]["dtype"] not in DTYPES:
+                raise LoadError(f"{self.weights_url}: tensor {n!r} has dtype {entries[n]['dtype']}, "
+                                "which gpuport cannot load")
+            mt = m["tensors"].get(n)
+            if mt is None or mt["start"] != data_start + entries[n]["data_offsets"][0]:
+                raise LoadError(f"{self.weights_url}: tensor {n!r} is not where the manifest says (stale manifest)")
+        if upload and self.rt is None:
+            raise ValueError("load_tensors(upload=True) needs a runtime: ProgressiveModelLoader(source, rt)")
+        names.sort(key=lambda k: entries[k]["data_offsets"][0])
+        cs = m["chunk_size"]
+        need = sorted({i for n in names for i in range(m["tensors"][n]["chunks"][0], m["tensors"][n]["chunks"][1] + 1)})
+        st = self.state
+        st.bytes_total = sum(m["chunks"][i]["end"] - m["chunks"][i]["start"] for i in need)
+        st.tensor_total = sum(m["tensors"][n]["end"] - m["tensors"][n]["start"] for n in names)
+
+        data: dict[int, bytes] = {}                   # verified chunk bytes, by index
+        ready: dict[int, asyncio.Future] = {}
+        loop = asyncio.get_running_loop()
+        for i in need:
+            ready[i] = loop.create_future()
+
+        await self._prepare_cache(m)
+        missing = []
+        for i in need:
+            blob = await self._cache_get(m, i)
+            if blob is not None:
+                data[i] = blob
+                st.cached_chunks += 1
+                st.verified += len(blob)
+                ready[i].set_result(True)
+                self._emit("verify", st.verified, st.bytes_total, chunk=i, cached=True)
+            else:
+                missing.append(i)
+        if st.cached_chunks:
+            self._emit("cache", st.cached_chunks, len(need), note=f"{st.cached_chunks} of {len(need)} chunks "
+                       f"from the cache, {len(missing)} to download")
+
+        per_span = max(1, int(round(self.chunk_size_mb * 2**20 / cs)))
+        spans: list[list[int]] = []
+        for i in missing:
+            if spans and spans[-1][-1] == i - 1 and len(spans[-1]) < per_span:
+                spans[-1].append(i)
+            else:
+                spans.append([i])
+        sem = asyncio.Semaphore(self.concurrency)
+
+        async def run_span(span: list[int]) -> None:
+            try:
+                async with sem:
+                    chunks = await self._fetch_span(m, span)
+                for i, blob in zip(span, chunks):
+                    data[i] = blob
+                    await self._cache_put(m, i, blob)
+                    ready[i].set_result(True)
+            except BaseException as exc:
+                for i in span:
+                    if not ready[i].done():
+                        ready[i].set_exception(exc)
+                raise
+
+        out: dict[str, Any] = {}
+
+        def assemble(n: str) -> np.ndarray:
+            t = m["tensors"][n]
+            a, b = t["chunks"]
+            if a == b:
+                buf, base = data[a], m["chunks"][a]["start"]
+            else:
+                buf, base = b"".join(data[i] for i in range(a, b + 1)), m["chunks"][a]["start"]
+            info = dict(entries[n])
+            info["data_offsets"] = [t["start"] - base, t["end"] - base]
+            return tensor_from_buffer(n, info, memoryview(buf), 0, self.weights_url)
+
+        async def component(part: Sequence[str]) -> None:
+            for n in part:
+                t = m["tensors"][n]
+                for i in range(t["chunks"][0], t["chunks"][1] + 1):
+                    await ready[i]
+                arr = assemble(n)
+                nbytes = t["end"] - t["start"]
+                if upload:
+                    if arr.dtype == np.float64 or arr.dtype == np.int64:
+                        out[n] = arr   # 64-bit buffers (position_ids) stay on the host
+                    else:
+                        out[n] = self.rt.tensor(arr)
+                else:
+                    out[n] = arr
+                st.uploaded += nbytes
+                self._emit("upload", st.uploaded, st.tensor_total, tensor=n, layer=t.get("layer", _layer_of(n)))
+                # a chunk whose tensors are all done can go (memory: the whole file never sits twice)
+                for i in range(t["chunks"][0], t["chunks"][1] + 1):
+                    if all(n2 in out for n2 in owners[i]):
+                        data.pop(i, None)
+
+        owners: dict[int, list[str]] = {i: [] for i in need}
+        for n in names:
+            t = m["tensors"][n]
+            for i in range(t["chunks"][0], t["chunks"][1] + 1):
+                owners[i].append(n)
+
+        if components is None:
+            groups: dict[str, list[str]] = {}
+            for n in names:
+                groups.setdefault(str(m["tensors"][n].get("layer", _layer_of(n))), []).append(n)
+            parts = list(groups.values()) if self.parallel_components else [names]
+        else:
+            parts = [list(v) for v in components.values()]
+        span_tasks = [asyncio.ensure_future(run_span(s)) for s in spans]
+        part_tasks = [asyncio.ensure_future(component(p)) for p in parts]
+        try:
+            await asyncio.gather(*part_tasks, *span_tasks)
+        except BaseException:
+            for t in span_tasks + part_tasks:
+                t.cancel()
+            await asyncio.gather(*span_tasks, *part_tasks, return_exceptions=True)
+            for f in ready.values():
+                if f.done() and not f.cancelled():
+                    f.exception()  # mark retrieved
+            raise
+        return out
+
+    # -- fetching --------------------------------------------------------------------------------
+    def _url(self, fname: str) -> str:
+        if self.is_local:
+            return os.path.join(self.source, fname)
+        return self.base + fname
+
+    async def _fetch_whole(self, url: str, what: str, missing_ok: bool = False) -> bytes | None:
+        last = ""
+        for attempt in range(self.retries + 1):
+            if attempt:
+                await self._backoff(attempt, url, what, last)
+            try:
+                self.state.requests += 1
+                r = await self.transport.get(url)
+            except FetchError as exc:
+                last = str(exc)
+                continue
+            if r.status == 200:
+                return r.body
+            if r.status == 404 and missing_ok:
+                return None
+            last = f"HTTP {r.status}"
+            if r.status in (404, 410, 403, 401):
+                break
+        raise LoadError(f"{url}: {what}: {last} (after {attempt + 1} attempt{'s' if attempt else ''})")
+
+    async def _fetch_range(self, start: int, end: int, what: str) -> bytes:
+        """Bytes [start, end) of the weights, checked (206, Content-Range, length), retried."""
+        last = ""
+        for attempt in range(self.retries + 1):
+            if attempt:
+                await self._backoff(attempt, self.weights_url, what, last)
+            try:
+                return await self._range_once(start, end)
+            except FetchError as exc:
+                last = str(exc)
+                if not exc.retriable:
+                    break
+        raise LoadError(f"{self.weights_url}: {what} (bytes {start}-{end - 1}): {last} "
+                        f"(after {attempt + 1} attempt{'s' if attempt else ''})")
+
+    async def _range_once(self, start: int, end: int) -> bytes:
+        self.state.requests += 1
+        r = await self.transport.get(self.weights_url, {"Range": f"bytes={start}-{end - 1}"})
+        size = (self.manifest or {}).get("size")
+        if r.status == 200 and start == 0 and size is not None and len(r.body) == size:
+            return r.body[:end]  # a server without Range support answering the whole file: still exact
+        if r.status != 206:
+            raise FetchError(f"HTTP {r.status} (expected 206 Partial Content)",
+                             retriable=r.status not in (404, 410, 403, 401, 416))
+        cr = r.headers.get("content-range", "")
+        m = re.fullmatch(r"bytes (\d+)-(\d+)/(\d+|\*)", cr.strip())
+        if not m or int(m.group(1)) != start or int(m.group(2)) != end - 1:
+            raise FetchError(f"wrong Content-Range {cr!r} (asked for bytes {start}-{end - 1})")
+        if size is not None and m.group(3) != "*" and int(m.group(3)) != size:
+            raise FetchError(f"Content-Range says the file has {m.group(3)} bytes, the manifest {size} "
+                             "(the file changed: re-run `gpuport pack-model`)", retriable=False)
+        if len(r.body) != end - start:
+            raise FetchError(f"short body: {len(r.body)} of {end - start} bytes")
+        return r.body
+
+    async def _fetch_span(self, m: dict, span: list[int]) -> list[bytes]:
+        """Consecutive chunks in one Range request; every chunk verified, else the span is retried."""
+        start, end = m["chunks"][span[0]]["start"], m["chunks"][span[-1]]["end"]
+        what = f"chunk {span[0]}" if len(span) == 1 else f"chunks {span[0]}-{span[-1]}"
+        st = self.state
+        last = ""
+        for attempt in range(self.retries + 1):
+            if attempt:
+                await self._backoff(attempt, self.weights_url, what, last)
+            try:
+                body = await self._range_once(start, end)
+            except FetchError as exc:
+                last = str(exc)
+                if not exc.retriable:
+                    break
+                continue
+            st.downloaded += len(body)
+            self._emit("download", st.downloaded, st.bytes_total, chunk=span[-1])
+            out, bad = [], None
+            for i in span:
+                c = m["chunks"][i]
+                blob = body[c["start"] - start:c["end"] - start]
+                if sha256(blob) != c["sha256"]:
+                    bad = i
+                    break
+                out.append(blob)
+            if bad is None:
+                for i, blob in zip(span, out):
+                    st.verified += len(blob)
+                    st.fetched_chunks += 1
+                    self._emit("verify", st.verified, st.bytes_total, chunk=i)
+                return out
+            last = f"chunk {bad} failed its sha256 check (corrupt bytes)"
+            what = f"chunk {bad}" + (f" (of chunks {span[0]}-{span[-1]})" if len(span) > 1 else "")
+        raise LoadError(f"{self.weights_url}: {what} (bytes {start}-{end - 1}): {last} "
+                        f"(after {attempt + 1} attempt{'s' if attempt else ''}; nothing was cached or used)")
+
+    async def _backoff(self, attempt: int, url: str, what: str, reason: str) -> None:
+        self.state.retries += 1
+        delay = self.backoff_s * (2 ** (attempt - 1))
+        self._emit("retry", 0, 0, note=f"{url}: {what}: {reason}; retry {attempt}/{self.retries} in "
+                   f"{delay * 1e3:.0f} ms")
+        await asyncio.sleep(delay)
+
+    # -- cache -----------------------------------------------------------------------------------
+    def _key(self, m: dict, i: int) -> str:
+        return f"{m['sha256']}:{i}"
+
+    async def _prepare_cache(self, m: dict) -> None:
+        """Invalidate chunks of an older manifest; decide from storage.estimate() whether to cache."""
+        st = self.state
+        if self.cache is None:
+            st.memory_only, st.memory_reason = True, "no cache"
+            return
+        try:
+            meta_key = f"model:{self.weights_url}"
+            previous = await self.cache.get_meta(meta_key)
+            if previous and previous != m["sha256"]:
+                stale = [k for k in await self.cache.keys() if k.startswith(previous + ":")]
+                for k in stale:
+                    await self.cache.remove(k)
+                self._emit("cache", 0, 0, note=f"new manifest (sha256 {m['sha256'][:12]}): {len(stale)} chunks "
+                           f"of {previous[:12]} removed")
+            if previous != m["sha256"]:
+                await self.cache.put_meta(meta_key, m["sha256"])
+            est = await self.cache.estimate()
+        except Exception as exc:  # storage unusable (private mode, blocked): memory only
+            self._memory(f"cache unavailable: {exc}")
+            return
+        if est and est.get("quota"):
+            free = int(est["quota"]) - int(est.get("usage") or 0)
+            cached = 0
+            for i in range(len(m["chunks"])):
+                if self._key(m, i) in await self._keys_once():
+                    cached += m["chunks"][i]["end"] - m["chunks"][i]["start"]
+            need = m["size"] - cached
+            if free < need:
+                self._memory(f"storage estimate: {free / 2**20:.1f} MiB free of {int(est['quota']) / 2**20:.1f} "
+                             f"MiB quota, {need / 2**20:.1f} MiB needed")
+
+    async def _keys_once(self) -> set[str]:
+        if not hasattr(self, "_key_set"):
+            self._key_set = set(await self.cache.keys())
+        return self._key_set
+
+    def _memory(self, reason: str) -> None:
+        st = self.state
+        if not st.memory_only:
+            st.memory_only, st.memory_reason = True, reason
+            self._emit("cache", 0, 0, note=f"falling back to memory: {reason}", memory_only=True)
+
+    async def _cache_get(self, m: dict, i: int) -> bytes | None:
+        if self.cache is None:
+            return None
+        key = self._key(m, i)
+        try:
+            blob = await self.cache.get(key)
+        except Exception:
+            return None
+        if blob is None:
+            return None
+        blob = bytes(blob)
+        if sha256(blob) != m["chunks"][i]["sha256"]:   # corrupt or tampered record: drop and refetch
+            self._emit("cache", 0, 0, note=f"cached chunk {i} failed its sha256 check: dropped, refetching")
+            try:
+                await self.cache.remove(key)
+            except Exception:
+                pass
+            return None
+        return blob
+
+    async def _cache_put(self, m: dict, i: int, blob: bytes) -> None:
+        """Only verified chunks come here."""
+        if self.cache is None or self.state.memory_only:
+            return
+        try:
+            await self.cache.put(self._key(m, i), blob)
+        except QuotaExceeded as exc:
+            self._memory(f"quota exceeded while caching chunk {i}: {exc}")
+        except Exception as exc:
+            self._memory(f"cache write failed at chunk {i}: {type(exc).__name__}: {exc}")
+
+    # -- progress --------------------------------------------------------------------------------
+    def _emit(self, stage: str, done: int, total: int, **extra: Any) -> None:
+        st = self.state
+        denom = st.bytes_total + st.tensor_total
+        percent = 100.0 * (st.verified + st.uploaded) / denom if denom else 0.0
+        event = {"stage": stage, "bytes_done": int(done), "bytes_total": int(total),
+                 "percent": round(min(percent, 100.0), 2), "t_ms": round((time.perf_counter() - st.t0) * 1e3, 2),
+                 "layer": None, "tensor": None}
+        event.update(extra)
+        st.timeline.append(event)
+        for cb in self._callbacks:
+            cb(dict(event))
+
+
+async def gather_components(loaders: Mapping[str, Awaitable[Any]]) -> dict[str, Any]:
+    """Independent components (e.g. a text and a vision tower) loaded at the same time."""
+    keys = list(loaders)
+    values = await asyncio.gather(*(loaders[k] for k in keys))
+    return dict(zip(keys, values))
+
+
+__all__ = ["DEFAULT_CHUNK_MB", "ChunkCache", "FetchError", "FileTransport", "MANIFEST_CHUNK", "MANIFEST_NAME",
+           "MemoryChunkCache", "ProgressiveModelLoader", "QuotaExceeded", "Response", "Transport",
+           "TransportError", "UrllibTransport", "build_manifest", "check_manifest", "gather_components"]

@@ -1,0 +1,446 @@
+"""gpuport.loader natively: a small safetensors file behind our own fault-injecting HTTP server on
+127.0.0.1 (404, 500, short/wrong Range answers, corrupt chunks, dropped connections), the cache (resume,
+invalidation, quota, corrupt records), local paths, pack-model, and MiniLM from the dev server's URL."""
+
+from __future__ import annotations
+
+import asyncio
+import http.server
+import json
+import re
+import struct
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import gpuport as gp
+from gpuport import loader as L
+from gpuport.cli import main as cli_main
+
+CHUNK = 64 * 1024
+
+
+def write_safetensors(path: Path, tensors: dict[str, np.ndarray]) -> None:
+    header, blobs, off = {}, [], 0
+    for name, arr in tensors.items():
+        b = np.ascontiguousarray(arr).tobytes()
+        header[name] = {"dtype": {"float32": "F32", "int32": "I32"}[str(arr.dtype)], "shape": list(arr.shape),
+                        "data_offsets": [off, off + len(b)]}
+        blobs.append(b)
+        off += len(b)
+    raw = json.dumps(header).encode()
+    raw += b" " * (-len(raw) % 8)
+    path.write_bytes(struct.pack("<Q", len(raw)) + raw + b"".join(blobs))
+
+
+def make_model(folder: Path, seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    tensors = {"embeddings.word.weight": rng.standard_normal((700, 64)).astype(np.float32)}   # 175 KiB
+    for i in range(3):
+        tensors[f"encoder.layer.{i}.dense.weight"] = rng.standard_normal((128, 96)).astype(np.float32)
+        tensors[f"encoder.layer.{i}.dense.bias"] = rng.standard_normal(96).astype(np.float32)
+    tensors["extra.ids"] = np.arange(10, dtype=np.int32)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_safetensors(folder / "model.safetensors", tensors)
+    (folder / "config.json").write_text('{"ok": true}')
+    manifest = L.build_manifest(folder / "model.safetensors", CHUNK, model="tiny", files=("config.json",))
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    return tensors
+
+
+class Faults:
+    """Faults for the next matching requests: (kind, path suffix, first byte of the Range or None, times)."""
+
+    def __init__(self) -> None:
+        self.rules: list[dict] = []
+        self.log: list[tuple[str, str | None]] = []
+        self.lock = threading.Lock()
+
+    def add(self, kind: str, path: str = "model.safetensors", start: int | None = None, times: int = 10**6) -> None:
+        self.rules.append({"kind": kind, "path": path, "start": start, "times": times})
+
+    def take(self, path: str, start: int | None) -> str | None:
+        with self.lock:
+            self.log.append((path, None if start is None else str(start)))
+            for r in self.rules:
+                if path.endswith(r["path"]) and r["times"] > 0 and (r["start"] is None or r["start"] == start):
+                    r["times"] -= 1
+                    return r["kind"]
+        return None
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    root: Path
+    faults: Faults
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        rel = self.path.lstrip("/")
+        target = self.root / rel
+        rng = self.headers.get("Range")
+        m = re.fullmatch(r"bytes=(\d+)-(\d+)", rng or "")
+        start = int(m.group(1)) if m else None
+        fault = self.faults.take(rel, start)
+        if fault in ("404", "500") or not target.is_file():
+            code = 404 if fault == "404" or not target.is_file() else 500
+            self.send_response(code)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        data = target.read_bytes()
+        size = len(data)
+        if m and fault != "ignore_range":
+            s, e = int(m.group(1)), min(int(m.group(2)), size - 1)
+            body, status = data[s:e + 1], 206
+            cr = f"bytes {s}-{e}/{size}"
+            if fault == "wrong_range":
+                cr = f"bytes {s + 1}-{e + 1}/{size}"
+            if fault == "short":
+                body = body[: len(body) // 2]
+            if fault == "corrupt":
+                body = bytes([body[0] ^ 0xFF]) + body[1:]
+        else:
+            body, status, cr = data, 200, None
+        self.send_response(status)
+        if cr:
+            self.send_header("Content-Range", cr)
+        length = len(body)
+        self.send_header("Content-Length", str(length))
+        self.end_headers()
+        if fault == "drop":
+            self.wfile.write(body[: length // 3])
+            self.wfile.flush()
+            self.close_connection = True
+            try:
+                self.connection.shutdown(2)
+            except OSError:
+                pass
+            return
+        self.wfile.write(body)
+
+
+class Server:
+    def __init__(self, root: Path) -> None:
+        self.faults = Faults()
+        handler = type("H", (Handler,), {"root": root, "faults": self.faults})
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self.thread.start()
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/tiny/"
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture()
+def tiny(tmp_path):
+    tensors = make_model(tmp_path / "tiny")
+    srv = Server(tmp_path)
+    yield srv, tensors, tmp_path / "tiny"
+    srv.close()
+
+
+def load(url_or_dir, names=None, rt=None, **kw):
+    kw.setdefault("backoff_s", 0.001)
+    kw.setdefault("cache", None)
+    kw.setdefault("chunk_size_mb", 2 * CHUNK / 2**20)   # 2 chunks per Range request
+    events = []
+    ld = L.ProgressiveModelLoader(url_or_dir, rt, on_progress=events.append, **kw)
+    out = asyncio.run(ld.load_tensors(names, upload=rt is not None))
+    return out, events, ld
+
+
+def check_same(out, tensors):
+    assert set(out) == set(tensors)
+    for k, v in tensors.items():
+        got = out[k] if isinstance(out[k], np.ndarray) else out[k].numpy()
+        np.testing.assert_array_equal(got, v)
+
+
+# -- the happy path ----------------------------------------------------------------------------------
+
+def test_loads_every_tensor_with_range_requests(tiny):
+    srv, tensors, _ = tiny
+    out, events, ld = load(srv.url)
+    check_same(out, tensors)
+    ranges = [s for p, s in srv.faults.log if p.endswith("model.safetensors")]
+    assert ranges[:2] == ["0", "8"], ranges            # the header: 8 bytes, then the JSON
+    n_chunks = len(ld.manifest["chunks"])
+    assert len(ranges) == 2 + (n_chunks + 1) // 2       # then one request per 2-chunk span
+    stages = [e["stage"] for e in events]
+    assert stages[0] == "manifest" and {"header", "download", "verify", "upload"} <= set(stages)
+    pct = [e["percent"] for e in events]
+    assert pct == sorted(pct) and pct[-1] == 100.0
+    t = [e["t_ms"] for e in events]
+    assert t == sorted(t)
+    last = [e for e in events if e["stage"] == "verify"][-1]
+    assert last["bytes_done"] == last["bytes_total"] == ld.manifest["size"]
+
+
+def test_uploads_to_the_runtime_as_tensors_complete(tiny):
+    srv, tensors, _ = tiny
+    rt = gp.open_sync(backend="cpu")
+    out, events, ld = load(srv.url, rt=rt, concurrency=1)
+    check_same(out, tensors)
+    assert all(isinstance(t, gp.Tensor) for t in out.values())
+    # with one request at a time, layer 0 is uploaded before the last chunk has even been requested
+    first_layer0 = next(i for i, e in enumerate(events) if e["stage"] == "upload" and e["layer"] == "0")
+    last_download = max(i for i, e in enumerate(events) if e["stage"] == "download")
+    assert first_layer0 < last_download
+    ups = [e["tensor"] for e in events if e["stage"] == "upload"]
+    assert sorted(ups) == sorted(tensors)
+
+
+def test_subset_fetches_only_its_chunks(tiny):
+    srv, tensors, _ = tiny
+    out, _, ld = load(srv.url, names=["encoder.layer.2.dense.weight"])
+    np.testing.assert_array_equal(out["encoder.layer.2.dense.weight"], tensors["encoder.layer.2.dense.weight"])
+    assert ld.stats()["bytes_downloaded"] < ld.manifest["size"] // 2
+
+
+def test_local_directory_with_and_without_manifest(tiny):
+    _, tensors, folder = tiny
+    out, _, _ = load(str(folder))
+    check_same(out, tensors)
+    (folder / "manifest.json").unlink()
+    out, events, ld = load(str(folder))
+    check_same(out, tensors)
+    assert ld.manifest["sha256"]
+
+
+def test_read_text_is_verified(tiny):
+    srv, _, folder = tiny
+    ld = L.ProgressiveModelLoader(srv.url, cache=None)
+    assert asyncio.run(ld.load_manifest())["files"]["config.json"]
+    assert json.loads(asyncio.run(ld.read_text("config.json"))) == {"ok": True}
+    (folder / "config.json").write_text('{"ok": false}')
+    with pytest.raises(gp.LoadError, match="config.json.*sha256"):
+        asyncio.run(ld.read_text("config.json"))
+
+
+# -- faults ------------------------------------------------------------------------------------------
+
+def second_span_start(ld_manifest) -> int:
+    return ld_manifest["chunks"][2]["start"]
+
+
+@pytest.mark.parametrize("kind", ["500", "short", "wrong_range", "ignore_range", "corrupt", "drop"])
+def test_transient_fault_is_retried(tiny, kind):
+    srv, tensors, folder = tiny
+    m = json.loads((folder / "manifest.json").read_text())
+    srv.faults.add(kind, start=second_span_start(m), times=2)
+    out, events, ld = load(srv.url)
+    check_same(out, tensors)
+    assert ld.stats()["retries"] == 2
+    notes = [e["note"] for e in events if e["stage"] == "retry"]
+    assert len(notes) == 2 and "chunks 2-3" in notes[0], notes
+
+
+@pytest.mark.parametrize("kind,words", [
+    ("500", "HTTP 500"), ("short", "short body"), ("wrong_range", "wrong Content-Range"),
+    ("ignore_range", "HTTP 200"), ("corrupt", "chunk 2 failed its sha256 check"), ("drop", "connection"),
+])
+def test_persistent_fault_raises_load_error_naming_url_and_chunk(tiny, kind, words):
+    srv, _, folder = tiny
+    m = json.loads((folder / "manifest.json").read_text())
+    srv.faults.add(kind, start=second_span_start(m))
+    cache = L.MemoryChunkCache()
+    with pytest.raises(gp.LoadError) as info:
+        load(srv.url, retries=2, cache=cache)
+    msg = str(info.value)
+    assert srv.url + "model.safetensors" in msg and "chunk" in msg and words in msg, msg
+    assert "after 3 attempts" in msg, msg
+    # nothing corrupt was cached: every cached chunk is one the manifest vouches for, and not chunk 2 or 3
+    sha = m["sha256"]
+    for key, blob in cache.chunks.items():
+        i = int(key.split(":")[1])
+        assert key.startswith(sha) and L.sha256(blob) == m["chunks"][i]["sha256"]
+    assert f"{sha}:2" not in cache.chunks and f"{sha}:3" not in cache.chunks
+
+
+def test_404_fails_at_once(tiny):
+    srv, _, _ = tiny
+    srv.faults.add("404", path="manifest.json")
+    with pytest.raises(gp.LoadError, match=r"/tiny/manifest.json: manifest: HTTP 404 \(after 1 attempt\)"):
+        load(srv.url)
+    srv.faults.rules.clear()
+    srv.faults.add("404", start=second_span_start(json.loads((tiny[2] / "manifest.json").read_text())))
+    with pytest.raises(gp.LoadError, match=r"model.safetensors: chunks 2-3 .*HTTP 404"):
+        load(srv.url)
+
+
+def test_backoff_is_exponential(tiny, monkeypatch):
+    srv, _, folder = tiny
+    m = json.loads((folder / "manifest.json").read_text())
+    srv.faults.add("500", start=second_span_start(m))
+    delays = []
+    real_sleep = asyncio.sleep
+
+    async def fake_sleep(d, *a):
+        delays.append(d)
+        await real_sleep(0)
+    monkeypatch.setattr(L.asyncio, "sleep", fake_sleep)
+    with pytest.raises(gp.LoadError):
+        load(srv.url, retries=3, backoff_s=0.1)
+    assert delays == [0.1, 0.2, 0.4]
+
+
+def test_stale_manifest_is_refused(tiny):
+    srv, _, folder = tiny
+    make_model(folder, seed=1)                           # a new file ...
+    (folder / "manifest.json").write_text(json.dumps(    # ... with the old header but new data
+        {**json.loads((folder / "manifest.json").read_text()), "header_sha256": "0" * 64}))
+    with pytest.raises(gp.LoadError, match="header sha256 does not match"):
+        load(srv.url)
+    (folder / "manifest.json").write_text("{not json")
+    with pytest.raises(gp.LoadError, match="manifest is not JSON"):
+        load(srv.url)
+
+
+def test_unreachable_server():
+    with pytest.raises(gp.LoadError, match="connection failed"):
+        load("http://127.0.0.1:9/tiny/", retries=1)
+
+
+# -- the cache ---------------------------------------------------------------------------------------
+
+def test_interrupted_load_resumes_from_verified_chunks(tiny):
+    srv, tensors, folder = tiny
+    m = json.loads((folder / "manifest.json").read_text())
+    last = m["chunks"][-1]["start"] if len(m["chunks"]) % 2 else m["chunks"][-2]["start"]
+    srv.faults.add("drop", start=last)
+    cache = L.MemoryChunkCache()
+    with pytest.raises(gp.LoadError):
+        load(srv.url, cache=cache, retries=1, concurrency=1)
+    cached_before = len(cache.chunks)
+    assert 0 < cached_before < len(m["chunks"])
+    srv.faults.rules.clear()
+    srv.faults.log.clear()
+    out, events, ld = load(srv.url, cache=cache)
+    check_same(out, tensors)
+    assert ld.stats()["cached_chunks"] == cached_before
+    assert ld.stats()["fetched_chunks"] == len(m["chunks"]) - cached_before
+    assert len(cache.chunks) == len(m["chunks"])
+    # a third load downloads no model bytes at all (only the manifest and the header)
+    srv.faults.log.clear()
+    out, _, ld = load(srv.url, cache=cache)
+    check_same(out, tensors)
+    assert ld.stats()["fetched_chunks"] == 0 and ld.stats()["bytes_downloaded"] == 0
+    assert [s for p, s in srv.faults.log if p.endswith("model.safetensors")] == ["0", "8"]
+
+
+def test_new_manifest_invalidates_old_chunks(tiny):
+    srv, _, folder = tiny
+    cache = L.MemoryChunkCache()
+    load(srv.url, cache=cache)
+    old_sha = json.loads((folder / "manifest.json").read_text())["sha256"]
+    assert all(k.startswith(old_sha) for k in cache.chunks)
+    tensors = make_model(folder, seed=2)
+    out, events, _ = load(srv.url, cache=cache)
+    check_same(out, tensors)
+    assert not any(k.startswith(old_sha) for k in cache.chunks)
+    assert any("removed" in (e.get("note") or "") for e in events)
+
+
+def test_quota_exceeded_falls_back_to_memory(tiny):
+    srv, tensors, folder = tiny
+    size = json.loads((folder / "manifest.json").read_text())["size"]
+    # the estimate says there is not enough room: memory from the start, said in the stream
+    cache = L.MemoryChunkCache(quota_bytes=size // 3)
+    out, events, ld = load(srv.url, cache=cache)
+    check_same(out, tensors)
+    assert ld.stats()["memory_only"] and not cache.chunks
+    assert any(e.get("memory_only") and "storage estimate" in e["note"] for e in events)
+
+    # the estimate is unknown, the write itself fails with a quota error part way
+    class NoEstimate(L.MemoryChunkCache):
+        async def estimate(self):
+            return None
+    cache = NoEstimate(quota_bytes=size // 3)
+    out, events, ld = load(srv.url, cache=cache)
+    check_same(out, tensors)
+    notes = [e["note"] for e in events if e.get("memory_only")]
+    assert len(notes) == 1 and "quota exceeded" in notes[0], notes
+    assert 0 < len(cache.chunks) and cache.usage() <= size // 3
+
+
+def test_corrupt_cache_record_is_dropped_and_refetched(tiny):
+    srv, tensors, folder = tiny
+    cache = L.MemoryChunkCache()
+    load(srv.url, cache=cache)
+    key = sorted(cache.chunks)[0]
+    cache.chunks[key] = b"\0" + cache.chunks[key][1:]
+    out, events, ld = load(srv.url, cache=cache)
+    check_same(out, tensors)
+    assert ld.stats()["fetched_chunks"] == 1
+    assert any("failed its sha256 check: dropped" in (e.get("note") or "") for e in events)
+    assert L.sha256(cache.chunks[key]) == json.loads((folder / "manifest.json").read_text())["chunks"][
+        int(key.split(":")[1])]["sha256"]
+
+
+def test_parallel_components(tiny):
+    srv, tensors, _ = tiny
+
+    async def both():
+        a = L.ProgressiveModelLoader(srv.url, cache=None, backoff_s=0.001)
+        b = L.ProgressiveModelLoader(srv.url, cache=None, backoff_s=0.001)
+        return await L.gather_components({"text": a.load_tensors(["encoder.layer.0.dense.weight"], upload=False),
+                                          "vision": b.load_tensors(["encoder.layer.1.dense.weight"], upload=False)})
+    got = asyncio.run(both())
+    np.testing.assert_array_equal(got["text"]["encoder.layer.0.dense.weight"], tensors["encoder.layer.0.dense.weight"])
+    np.testing.assert_array_equal(got["vision"]["encoder.layer.1.dense.weight"], tensors["encoder.layer.1.dense.weight"])
+
+
+# -- pack-model --------------------------------------------------------------------------------------
+
+def test_pack_model_cli_is_idempotent(tiny, tmp_path, capsys):
+    _, _, folder = tiny
+    out = tmp_path / "packed"
+    assert cli_main(["pack-model", "--model", "tiny", "--source", str(folder), "--out", str(out), "--chunk-kb", "64"]) == 0
+    m = json.loads((out / "manifest.json").read_text())
+    assert m == {**L.build_manifest(folder / "model.safetensors", CHUNK, model="tiny",
+                                    files=("config.json",)), "source_mtime_ns": m["source_mtime_ns"]}
+    assert m["tensors"]["encoder.layer.1.dense.weight"]["layer"] == "1"
+    assert cli_main(["pack-model", "--model", "tiny", "--source", str(folder), "--out", str(out), "--chunk-kb", "64"]) == 0
+    assert "up to date" in capsys.readouterr().out
+    assert cli_main(["pack-model", "--source", str(tmp_path / "nowhere"), "--out", str(out)]) == 1
+
+
+# -- the real model from the dev server --------------------------------------------------------------
+
+FIXTURE = json.loads((Path(__file__).parent / "fixtures" / "minilm_reference.json").read_text(encoding="utf-8"))
+
+
+@pytest.fixture(scope="module")
+def dev_url():
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    from _harness import dev_server
+    with dev_server() as url:
+        yield url
+
+
+@pytest.mark.parametrize("backend", ["cpu", "webgpu"])
+def test_minilm_from_the_dev_server_matches_the_fixture(dev_url, backend):
+    import model_cases as mc
+    from gpuport import models
+
+    rt = gp.open_sync(backend=backend)
+    events = []
+    model = asyncio.run(models.load("minilm-l6-v2", rt, source=dev_url + "/models/minilm-l6-v2/",
+                                    on_progress=events.append))
+    stats = asyncio.run(mc.minilm_matches_reference(rt, FIXTURE, model))
+    assert stats["min_cosine"] >= 0.9999
+    assert model.load_stats["fetched_chunks"] == 87 and model.load_stats["retries"] == 0
+    first_layer0 = min(e["t_ms"] for e in events if e["stage"] == "upload" and e["layer"] == "0")
+    last_chunk = max(e["t_ms"] for e in events if e["stage"] == "download")
+    assert first_layer0 < last_chunk, (first_layer0, last_chunk)
+    assert events[-1]["stage"] == "ready" and events[-1]["percent"] == 100.0
+    rt.close()
