@@ -612,3 +612,39 @@ async def reshape_is_a_view_with_a_clear_error(rt):
           what="reshape")
     close(await t.reshape((4, 6)).read(), x.reshape(4, 6), what="reshape read")
     await expect(ValueError, lambda: t.reshape(5, 5), "(2, 3, 4)", "(5, 5)")
+
+
+# -- recovery (issue 7) ------------------------------------------------------------------------------
+
+@case(backends=("webgpu",))
+async def device_destroyed_mid_workload_is_recovered(rt):
+    # A workload on its own runtime; halfway through, the device is destroyed (natively wgpu's
+    # device.destroy(), in a page the bridge's loseDevice hook: GPUDevice.destroy()). The runtime opens a
+    # new device, rebuilds its pipelines, re-uploads host-backed tensors and replays op outputs: the
+    # results equal the reference, and the statistics show exactly one device-loss recovery.
+    wrt = await gp.open(backend=rt.backend)
+    try:
+        r = rng(71)
+        x = r.standard_normal((24, 48)).astype(np.float32)
+        w = r.standard_normal((48, 32)).astype(np.float32)
+        b = r.standard_normal(32).astype(np.float32)
+        tx, tw, tb = wrt.tensor(x), wrt.tensor(w), wrt.tensor(b)
+        h = wrt.ops.gelu(wrt.ops.matmul(tx, tw, bias=tb))
+        first = await h.read()                       # the device has done real work before the loss
+        s = wrt.ops.softmax(wrt.ops.scale(h, 0.5, 0.0))   # queued, not yet run
+        wrt._device.destroy_for_test()
+        y = wrt.ops.add(s, wrt.ops.scale(s, 1.0, 1.0))    # issued after the loss
+        got = await y.read()
+        again = await h.read()
+        hr = K.gelu_ref(K.matmul_ref(x, w) + b)
+        sr = K.softmax_ref((hr * 0.5).astype(np.float32))
+        want = (sr + (sr + 1.0)).astype(np.float32)
+        bound = 2 * 49 * U * (np.abs(x) @ np.abs(w) + np.abs(b)) + 1e-6
+        close(first, hr, atol=bound, what="before the loss")
+        close(again, hr, atol=bound, what="replayed after the loss")
+        close(got, want, rtol=1e-5, atol=1e-5, what="workload across the loss")
+        st = wrt.recovery.stats()
+        assert st["device_losses"] == 1 and st["recoveries"] == 1 and st["failed_recoveries"] == 0, st
+        assert st["restored_tensors"] >= 3, st
+    finally:
+        wrt.close()

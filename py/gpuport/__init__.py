@@ -11,7 +11,7 @@ from .backends import Backend, available
 from .backends.cpu import CPUBackend
 from .capabilities import Capabilities
 from .fallback import FallbackManager, create_optimal_fallback_strategy
-from .errors import (BackendUnavailable, CompileMessage, DeviceLost, GpuportError, GpuValidationError,
+from .errors import (BackendUnavailable, CompileMessage, DeviceLost, GpuportError, GpuTimeout, GpuValidationError,
                      LimitExceeded, LoadError, OutOfMemory, RuntimeClosed, ShaderCompileError,
                      UnsupportedFeature)
 from .platform import IN_PYODIDE
@@ -32,10 +32,11 @@ def _check_args(backend: str, tier: str | None) -> None:
 
 
 def _finish(gpu: Backend | None, tier: str | None, why: str | None, budget: dict[str, int] | None = None,
-            precision: str = "f32") -> Runtime:
+            precision: str = "f32", limits: str = "default", memory_budget: int | None = None) -> Runtime:
     device: Backend = gpu if gpu is not None else CPUBackend()
     try:
-        rt = Runtime(device, tier, note=why, budget=budget, precision=precision)
+        rt = Runtime(device, tier, note=why, budget=budget, precision=precision, memory_budget=memory_budget,
+                     open_limits=limits)
     except Exception:
         device.close()
         raise
@@ -46,7 +47,8 @@ def _finish(gpu: Backend | None, tier: str | None, why: str | None, budget: dict
 
 
 async def open(backend: str = "auto", tier: str | None = None, limits: str = "default",
-               budget: dict[str, int] | None = None, precision: str = "f32") -> Runtime:
+               budget: dict[str, int] | None = None, precision: str = "f32",
+               memory_budget: int | None = None) -> Runtime:
     """Open a runtime: WebGPU (the browser's in a page, wgpu-py natively) or NumPy.
 
     backend: "auto" (WebGPU when an adapter exists, else NumPy), "webgpu" (fail if none) or "cpu".
@@ -57,6 +59,8 @@ async def open(backend: str = "auto", tier: str | None = None, limits: str = "de
         binding budget are stored as blocks and served by the fallback strategies.
     precision: "f32" (default) or "f16": the full tier's f16 kernels (matmul, gelu, layer_norm, softmax;
         tolerances in tests/cases.py); without shader-f16 it steps down to f32.
+    memory_budget: bytes of GPU memory this runtime may hold; beyond it allocations are out of memory
+        and recovery steps down (blocks, then host residency). See recovery.py.
     """
     _check_args(backend, tier)
     gpu, why = None, None
@@ -72,13 +76,14 @@ async def open(backend: str = "auto", tier: str | None = None, limits: str = "de
             if backend == "webgpu":
                 raise
             why = f"webgpu unavailable: {exc}"
-    rt = _finish(gpu, tier, why, budget, precision)
+    rt = _finish(gpu, tier, why, budget, precision, limits, memory_budget)
     await rt._load_manifest()
     return rt
 
 
 def open_sync(backend: str = "auto", tier: str | None = None, limits: str = "default",
-              budget: dict[str, int] | None = None, precision: str = "f32") -> Runtime:
+              budget: dict[str, int] | None = None, precision: str = "f32",
+              memory_budget: int | None = None) -> Runtime:
     """`open()` for native scripts that do not use asyncio. Not available in a page."""
     if IN_PYODIDE:
         raise UnsupportedFeature("in the browser use `await gpuport.open()`: WebGPU set-up is asynchronous")
@@ -92,13 +97,13 @@ def open_sync(backend: str = "auto", tier: str | None = None, limits: str = "def
             if backend == "webgpu":
                 raise
             why = f"webgpu unavailable: {exc}"
-    rt = _finish(gpu, tier, why, budget, precision)
+    rt = _finish(gpu, tier, why, budget, precision, limits, memory_budget)
     rt._load_manifest_sync()
     return rt
 
 
 __all__ = [
-    "BackendUnavailable", "Capabilities", "CompileMessage", "FallbackManager", "create_optimal_fallback_strategy", "DeviceLost", "GpuValidationError", "GpuportError", "IN_PYODIDE",
+    "BackendUnavailable", "Capabilities", "CompileMessage", "FallbackManager", "create_optimal_fallback_strategy", "DeviceLost", "GpuTimeout", "GpuValidationError", "GpuportError", "IN_PYODIDE",
     "Kernel", "LimitExceeded", "LoadError", "OutOfMemory", "Runtime", "RuntimeClosed", "ShaderCompileError",
     "Tensor", "UnsupportedFeature", "available", "models", "open", "open_sync",
 ]

@@ -68,6 +68,10 @@ class DeviceLost(GpuportError):
     """The GPU device was lost (driver reset, destroy(), tab in background too long)."""
 
 
+class GpuTimeout(GpuportError):
+    """A GPU operation (a readback, a map) did not finish in time: transient, retried with backoff."""
+
+
 class UnsupportedFeature(GpuportError):
     """The backend or tier lacks a feature this call needs (shader-f16, custom WGSL on CPU...)."""
 
@@ -87,7 +91,7 @@ class LoadError(GpuportError):
 
 
 __all__ = [
-    "BackendUnavailable", "CompileMessage", "DeviceLost", "GpuValidationError", "GpuportError",
+    "BackendUnavailable", "CompileMessage", "DeviceLost", "GpuTimeout", "GpuValidationError", "GpuportError",
     "LimitExceeded", "LoadError", "OutOfMemory", "RuntimeClosed", "ShaderCompileError",
     "UnsupportedFeature",
 ]

@@ -39,7 +39,7 @@ class Ops:
              **attrs: object) -> Tensor:
         """Validated call -> the runtime's FallbackManager (native kernel or a strategy)."""
         self._rt._check_open()
-        return self._rt.fallback._execute(OpCall(op, names, inputs, tuple(out_shape), dict(attrs)))
+        return self._rt._op(OpCall(op, names, inputs, tuple(out_shape), dict(attrs)))
 
     @staticmethod
     def _rows(x: Tensor, op: str) -> tuple[int, int]:

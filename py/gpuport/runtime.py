@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import time
+import weakref
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from .backends import DTYPES, Backend
 from .capabilities import detect, effective_limits, resolve_tier
-from .errors import LimitExceeded, RuntimeClosed
+from .errors import DeviceLost, LimitExceeded, OutOfMemory, RuntimeClosed
 from .kernels import Launch, pack_uniforms
 from .tensor import Blocks, Tensor
 
@@ -21,9 +22,11 @@ class Runtime:
 
     def __init__(self, device: Backend, tier: str | None = None, note: str | None = None,
                  budget: dict[str, int] | None = None, precision: str = "f32",
-                 fallback_config: dict[str, Any] | None = None) -> None:
+                 fallback_config: dict[str, Any] | None = None, memory_budget: int | None = None,
+                 open_limits: str = "default") -> None:
         from .fallback import FallbackManager
         from .ops import Ops
+        from .recovery import RecoveryManager
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
         self._device = device
@@ -46,6 +49,17 @@ class Runtime:
         self._closed = False
         self.fallback = FallbackManager(config=fallback_config, runtime=self)
         self.ops = Ops(self)
+        # Recovery (recovery.py): live GPU tensors (restored after a device loss), the loss state, and a
+        # device memory budget (bytes of live GPU tensors; beyond it an allocation is out of memory).
+        self._live: "weakref.WeakSet[Tensor]" = weakref.WeakSet()
+        self._lost = False
+        self._lost_error: Exception | None = None
+        self._generation = 0
+        self._op_depth = 0
+        self._open_limits = open_limits
+        self.memory_budget = int(memory_budget) if memory_budget else None
+        self.recovery = RecoveryManager(self)
+        self.selector: Any = None        # a BackendSelector when opened with backend="auto"
 
     @property
     def backend(self) -> str:
@@ -104,7 +118,11 @@ class Runtime:
         dt = np.dtype(dtype)
         if dt not in DTYPES:
             raise TypeError(f"gpuport tensors are float32, int32 or uint32, got {dt}")
-        return self._alloc(shape, dt)
+        t = self._alloc(shape, dt)
+        if self.backend != "cpu":
+            from .recovery import Fresh
+            t._recipe = Fresh(shape, dt)
+        return t
 
     # -- kernels -----------------------------------------------------------------------------------
     def kernel(self, source: str, entry_point: str = "main",
@@ -114,7 +132,8 @@ class Runtime:
         from .pipelines import sha256
         # A label per source: a page learns of compile errors later, and forgets just that pipeline.
         label = f"{entry_point}@{sha256(source)[:8]}"
-        return Kernel(self, self._device.compile(source, entry_point, constants, None, label=label))
+        return Kernel(self, self._device.compile(source, entry_point, constants, None, label=label),
+                      (source, entry_point, constants, label))
 
     # -- pipelines -----------------------------------------------------------------------------------
     def _manifest_scope(self) -> str:
@@ -234,7 +253,11 @@ class Runtime:
     def flush(self) -> None:
         """Submit queued dispatches now (reads do this themselves)."""
         self._check_open()
-        self._device.flush()
+        if self.backend == "cpu" or (self._lost and not self.recovery.can_recover_sync()):
+            return
+        if self._lost:
+            self.recovery.recover()
+        self.recovery.call(self._device.flush, "flush")
 
     def close(self) -> None:
         """Release the device. Tensors of this runtime become unusable."""
@@ -268,8 +291,51 @@ class Runtime:
         """Whether a tensor of this size is stored as blocks (only under a budget, i.e. constrained)."""
         return self._blocking and nbytes > self.limits.get("maxStorageBufferBindingSize", nbytes)
 
+    def _track(self, t: Tensor) -> Tensor:
+        if self.backend != "cpu" and not isinstance(t.handle, np.ndarray):
+            self._live.add(t)
+        return t
+
+    def _device_bytes(self) -> int:
+        """Bytes of GPU buffers held by live tensors (views share their source's buffers)."""
+        from .recovery import Deferred, LostHandle
+        seen: set[int] = set()
+        total = 0
+        for t in list(self._live):
+            h = t.handle
+            if isinstance(h, (np.ndarray, LostHandle, Deferred)) or id(h) in seen:
+                continue
+            seen.add(id(h))
+            total += t.nbytes
+        return total
+
     def _alloc(self, shape: tuple[int, ...], dtype: np.dtype, host: np.ndarray | None = None,
-               bounds: list[int] | None = None) -> Tensor:
+               bounds: list[int] | None = None, oom: bool = True) -> Tensor:
+        """A GPU tensor (tracked for recovery). Out of memory: recovery's ladder (retry, blocks, host)."""
+        if self.backend == "cpu":
+            return self._alloc_raw(shape, dtype, host, bounds)
+        if self._lost and not self.recovery.can_recover_sync():
+            from .recovery import DEFERRED   # a page waiting for its new device: built on recovery
+            return self._track(Tensor(self, DEFERRED, shape, np.dtype(dtype), host))
+        if self._lost and self._op_depth == 0:
+            self.recovery.recover()
+        try:
+            if self.memory_budget is not None:
+                nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+                used = self._device_bytes()
+                if used + nbytes > self.memory_budget:
+                    raise OutOfMemory(f"allocating {nbytes:,} bytes would exceed the runtime's memory budget of "
+                                      f"{self.memory_budget:,} bytes ({used:,} in use)")
+            t = self.recovery.call(lambda: self._alloc_raw(shape, dtype, host, bounds), "allocation",
+                                   recover=self._op_depth == 0)
+        except OutOfMemory as exc:
+            if not oom:
+                raise
+            t = self.recovery.on_oom(exc, tuple(int(s) for s in shape), np.dtype(dtype), host)
+        return self._track(t)
+
+    def _alloc_raw(self, shape: tuple[int, ...], dtype: np.dtype, host: np.ndarray | None = None,
+                   bounds: list[int] | None = None) -> Tensor:
         """A tensor on the device: one buffer, or blocks of whole rows when it exceeds the binding budget."""
         dtype = np.dtype(dtype)
         size = int(np.prod(shape, dtype=np.int64))
@@ -292,6 +358,123 @@ class Runtime:
                    else self._device.alloc((e - s,), dtype) for s, e in zip(bounds, bounds[1:])]
         return Tensor(self, Blocks(bounds, handles), shape, dtype, host)
 
+    # -- ops: placement, recovery, lineage ------------------------------------------------------------
+    def _host_values(self, t: Tensor) -> np.ndarray | None:
+        """t's values on the host: known, or (natively) read back; None where only an await could."""
+        known = t.known_values()
+        if known is not None:
+            return known
+        from .platform import IN_PYODIDE
+        if IN_PYODIDE or self.backend == "cpu":
+            return None
+        return t.numpy()
+
+    def _run_host(self, call: Any, why: str) -> Tensor:
+        """The op's NumPy reference on the host; the result stays on the host (cpu residency)."""
+        from .fallback import Plan
+        from .kernels import KERNELS
+        t0 = time.perf_counter()
+        arrays = [None if t is None else self._host_values(t) for t in call.inputs]
+        if any(a is None and t is not None for a, t in zip(arrays, call.inputs)):
+            raise DeviceLost(f"{call.op}: an input lives only on the GPU and this platform cannot read it back "
+                             "synchronously")
+        result = np.ascontiguousarray(KERNELS[call.op].reference(*arrays, **call.attrs), dtype=np.float32)
+        out = Tensor(self, result.reshape(call.out_shape), call.out_shape, np.float32)
+        self.fallback._count(call.op, Plan("cpu", why), t0)
+        return out
+
+    def _to_device(self, t: Tensor) -> None:
+        """Move a host-resident tensor onto the GPU (it keeps its host values: known_values still works)."""
+        host = t.handle
+        moved = self._alloc(t.shape, t.dtype, host=np.ascontiguousarray(host), oom=False)
+        if isinstance(moved.handle, np.ndarray):
+            raise OutOfMemory("no room on the device for a host-resident input")
+        t.handle = moved.handle
+        if t._host is None:
+            t._host = host
+        self._track(t)
+
+    def _op(self, call: Any) -> Tensor:
+        """Run one validated op call: choose where (host residency, the selector in auto mode), recover from
+        device loss (retry the whole call on the new device), step down on out-of-memory, record lineage."""
+        from .recovery import DEFERRED, LostHandle, TensorLost, recipe_of
+        if self.backend == "cpu":
+            return self.fallback._execute(call)
+        for name, t in zip(call.names, call.inputs):
+            if t is not None and isinstance(t.handle, LostHandle):
+                raise TensorLost(f"{call.op}: input {name!r} (shape {t.shape}) was lost with its GPU device and "
+                                 f"cannot be rebuilt: {t.handle.reason}")
+        if self._lost and not self.recovery.can_recover_sync():
+            out = self._track(Tensor(self, DEFERRED, call.out_shape, np.float32))
+            out._recipe = recipe_of(call)
+            self.recovery._stats["deferred_ops"] += 1
+            return out
+        target = self._place(call)
+        if target == "cpu":
+            return self._run_host(call, "selected" if self.selector is not None else "host-resident input")
+        for t in call.inputs:
+            if t is not None and isinstance(t.handle, np.ndarray):
+                try:
+                    self._to_device(t)
+                except OutOfMemory:
+                    return self._oom_host(call)
+
+        def run() -> Tensor:
+            for t in call.inputs:
+                if t is not None:
+                    t._usable()   # a recovery just now may have found it unrebuildable
+            self._op_depth += 1
+            try:
+                return self.fallback._execute(call)
+            finally:
+                self._op_depth -= 1
+
+        try:
+            out = self.recovery.call(run, call.op)
+        except OutOfMemory:
+            return self._oom_host(call)
+        except DeviceLost:
+            if self.recovery.can_recover_sync() or not self._lost:
+                raise
+            out = self._track(Tensor(self, DEFERRED, call.out_shape, np.float32))   # page: replay on recovery
+            self.recovery._stats["deferred_ops"] += 1
+        out._recipe = recipe_of(call)
+        return out
+
+    def _oom_host(self, call: Any) -> Tensor:
+        arrays_known = all(t is None or t.known_values() is not None for t in call.inputs)
+        from .platform import IN_PYODIDE
+        if not arrays_known and IN_PYODIDE:
+            raise OutOfMemory(f"{call.op}: out of device memory, and its inputs live only on the GPU (a page "
+                              "cannot read them back inside a synchronous op)")
+        self.recovery._stats["oom_lower_tier"] += 1
+        self.recovery._event("oom_lower_tier", op=call.op)
+        return self._run_host(call, "out of device memory: lower tier")
+
+    def _place(self, call: Any) -> str:
+        """"webgpu" or "cpu" for this call (the selector in auto mode; else the GPU unless an input already
+        lives on the host and every input's values are there)."""
+        if self.selector is not None:
+            return self._select(call)
+        on_host = [t for t in call.inputs if t is not None and isinstance(t.handle, np.ndarray)]
+        if on_host and all(t is None or t.known_values() is not None for t in call.inputs):
+            return "cpu"
+        return "webgpu"
+
+    def _select(self, call: Any) -> str:
+        return "webgpu"
+
+    def _reopen_sync(self) -> Backend:
+        from .backends.native import NativeBackend
+        return NativeBackend(self._open_limits)
+
+    async def _reopen_async(self) -> Backend:
+        from .platform import IN_PYODIDE
+        if IN_PYODIDE:
+            from .backends.browser import BrowserBackend
+            return await BrowserBackend.create(self._open_limits)
+        return self._reopen_sync()
+
     def _launch(self, launch: Launch) -> Tensor:
         self._check_open()
         if launch.output.size:
@@ -302,9 +485,12 @@ class Runtime:
 class Kernel:
     """A compiled user WGSL entry point."""
 
-    def __init__(self, rt: Runtime, pipeline: Any) -> None:
+    def __init__(self, rt: Runtime, pipeline: Any, spec: tuple[Any, ...] | None = None) -> None:
         self._rt = rt
         self.pipeline = pipeline
+        self._spec = spec
+        self._generation = rt._generation
+        self._written = _written_bindings(spec[0]) if spec else None
 
     def dispatch(self, workgroups: Sequence[int] | int, *tensors: Tensor,
                  uniforms: bytes | np.ndarray | Sequence[int | float] | None = None) -> None:
@@ -322,8 +508,45 @@ class Kernel:
                 raise LimitExceeded("maxStorageBufferBindingSize", self._rt.limits["maxStorageBufferBindingSize"],
                                     t.nbytes, f"tensor {i} (shape {t.shape}, stored as {len(t.handle)} blocks "
                                     "under this runtime's budget; a user kernel binds whole buffers)")
-        handles = [t.handle for t in owned]
-        self._rt._device.dispatch(self.pipeline, wg, handles, _uniform_bytes(uniforms))
+        rt = self._rt
+        ubytes = _uniform_bytes(uniforms)
+        if rt.backend == "cpu":
+            rt._device.dispatch(self.pipeline, wg, [t.handle for t in owned], ubytes)
+            return
+        from .recovery import Unrecoverable
+        for i, t in enumerate(owned):
+            t._usable()
+            if isinstance(t.handle, np.ndarray):
+                rt._to_device(t)
+            if self._written is None or i in self._written:
+                # the kernel may write it: neither its host copy nor its lineage describes it any more
+                t._host = None
+                t._recipe = Unrecoverable(f"written by the user kernel {self._spec[3] if self._spec else ''!r}")
+
+        def run() -> None:
+            if rt._lost:
+                rt.recovery.recover()
+            if self._generation != rt._generation and self._spec:
+                source, entry, constants, label = self._spec
+                self.pipeline = rt._device.compile(source, entry, constants, None, label=label)
+                self._generation = rt._generation
+            for t in owned:
+                t._usable()
+            rt._device.dispatch(self.pipeline, wg, [t.handle for t in owned], ubytes)
+
+        rt.recovery.call(run, "dispatch")
+
+
+def _written_bindings(source: str) -> set[int] | None:
+    """Binding indices a WGSL shader declares read_write (None: not parseable, assume all)."""
+    import re
+    found = set()
+    for m in re.finditer(r"((?:@\w+\s*\(\s*\w+\s*\)\s*)+)var\s*<\s*storage\s*,\s*read_write\s*>", source):
+        b = re.search(r"@binding\s*\(\s*(\d+)\s*\)", m.group(1))
+        if b is None:
+            return None
+        found.add(int(b.group(1)))
+    return found
 
 
 def _uniform_bytes(uniforms: bytes | np.ndarray | Sequence[int | float] | None) -> bytes | None:

@@ -44,7 +44,7 @@ class Blocks:
 class Tensor:
     """A device array. Ops queue work on it without waiting; `await read()` brings it back."""
 
-    __slots__ = ("_rt", "handle", "shape", "dtype", "_host", "__weakref__")
+    __slots__ = ("_rt", "handle", "shape", "dtype", "_host", "_recipe", "__weakref__")
 
     def __init__(self, rt: "Runtime", handle: Any, shape: tuple[int, ...], dtype: np.dtype,
                  host: np.ndarray | None = None) -> None:
@@ -55,6 +55,9 @@ class Tensor:
         # The host array it was made from (read-only), if any: lets ops check values such as ids
         # without a readback, and lets recovery restore the tensor after a device loss.
         self._host = host
+        # How recovery rebuilds it after a device loss (recovery.Recipe/View/Fresh/Unrecoverable); None:
+        # from `_host` (or lost when there is none).
+        self._recipe: Any = None
 
     @property
     def ndim(self) -> int:
@@ -90,11 +93,33 @@ class Tensor:
             raise ValueError(f"cannot reshape {self.shape} to {dims}: its blocks (stored over the binding "
                              f"budget) do not hold whole rows of {dims[-1]}")
         host = None if self._host is None else self._host.reshape(dims)
-        return Tensor(self._rt, handle, dims, self.dtype, host)
+        view = Tensor(self._rt, handle, dims, self.dtype, host)
+        if self._recipe is not None:
+            from .recovery import View
+            view._recipe = View(self._recipe, dims)
+        self._rt._track(view)
+        return view
+
+    @property
+    def device(self) -> str:
+        """Where the values live now: the runtime's GPU ("webgpu") or the host ("cpu")."""
+        return "cpu" if isinstance(self.handle, np.ndarray) else self._rt.backend
 
     async def read(self) -> np.ndarray:
         """The values, once every queued op that writes them has run."""
         self._rt._check_open()
+        return await self._rt.recovery.call_async(self._read_once, "read")
+
+    def _usable(self) -> None:
+        from .recovery import LostHandle, TensorLost
+        if isinstance(self.handle, LostHandle):
+            raise TensorLost(f"tensor of shape {self.shape} ({self.dtype}) was lost with its GPU device and cannot "
+                             f"be rebuilt: {self.handle.reason}")
+
+    async def _read_once(self) -> np.ndarray:
+        self._usable()
+        if isinstance(self.handle, np.ndarray):
+            return self.handle.copy()
         if self.blocked:
             parts = [await self._rt._device.download(h, (e - s,), self.dtype) for s, e, h in self.handle.chunks()]
             return np.concatenate(parts).reshape(self.shape)
@@ -103,6 +128,12 @@ class Tensor:
     def numpy(self) -> np.ndarray:
         """Blocking read (native only; in a page use `await read()`)."""
         self._rt._check_open()
+        return self._rt.recovery.call(self._numpy_once, "read")
+
+    def _numpy_once(self) -> np.ndarray:
+        self._usable()
+        if isinstance(self.handle, np.ndarray):
+            return self.handle.copy()
         if self.blocked:
             parts = [self._rt._device.download_sync(h, (e - s,), self.dtype) for s, e, h in self.handle.chunks()]
             return np.concatenate(parts).reshape(self.shape)
@@ -116,4 +147,4 @@ class Tensor:
 
     def __repr__(self) -> str:
         blocks = f", blocks={len(self.handle)}" if self.blocked else ""
-        return f"Tensor(shape={self.shape}, dtype={self.dtype}, backend={self._rt.backend!r}{blocks})"
+        return f"Tensor(shape={self.shape}, dtype={self.dtype}, backend={self.device!r}{blocks})"

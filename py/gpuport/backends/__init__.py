@@ -103,6 +103,7 @@ class GPUBackend(Backend):
 
     name = "webgpu"
     max_batch = 256  # a flush bounds host memory held by recorded dispatches
+    fault: Any = None  # recovery's fault-injection hook: fault(point, nbytes) may raise (tests)
 
     def __init__(self) -> None:
         self._pipelines: dict[str, Pipeline] = {}
@@ -135,13 +136,23 @@ class GPUBackend(Backend):
             if value is not None and nbytes > value:
                 raise LimitExceeded(limit, value, nbytes, f"{what} of {nbytes:,} bytes")
 
+    def _fault(self, point: str, nbytes: int = 0) -> None:
+        if self.fault is not None:
+            self.fault(point, nbytes)
+
+    def destroy_for_test(self) -> None:
+        """Lose the device as a driver reset would (recovery tests)."""
+        raise NotImplementedError
+
     def alloc(self, shape: tuple[int, ...], dtype: np.dtype) -> Any:
         nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
         self._check_size(nbytes, f"a {dtype} tensor of shape {shape}")
+        self._fault("alloc", nbytes)
         return self._create_buffer(nbytes, None)
 
     def upload(self, array: np.ndarray) -> Any:
         self._check_size(array.nbytes, f"a {array.dtype} tensor of shape {array.shape}")
+        self._fault("alloc", array.nbytes)
         return self._create_buffer(array.nbytes, array)
 
     def _read_blocking(self, handle: Any, nbytes: int) -> bytes | memoryview:
@@ -154,6 +165,7 @@ class GPUBackend(Backend):
         if count == 0:
             return np.empty(shape, dtype)
         self.flush()
+        self._fault("read", count)
         self.stats["reads"] += 1
         return _as_array(await self._read(handle, count * np.dtype(dtype).itemsize), shape, dtype, count)
 
@@ -162,6 +174,7 @@ class GPUBackend(Backend):
         if count == 0:
             return np.empty(shape, dtype)
         self.flush()
+        self._fault("read", count)
         self.stats["reads"] += 1
         return _as_array(self._read_blocking(handle, count * np.dtype(dtype).itemsize), shape, dtype, count)
 
@@ -179,7 +192,8 @@ class GPUBackend(Backend):
 
     def _register(self, raw: Any, source: str, entry_point: str, constants: dict[str, float],
                   bindings: tuple[str, ...] | None, label: str, key: str, ms: float) -> Pipeline:
-        found = Pipeline(raw, bindings, key, label, ms)
+        found = Pipeline(raw, bindings, key, label, ms,
+                         {"spec": (source, entry_point, dict(constants), bindings, label)})
         self._pipelines[key] = found
         if self.manifest is not None:
             self.manifest.record(key, label, source, entry_point, constants, bindings, ms)
@@ -246,6 +260,8 @@ class GPUBackend(Backend):
 
     def flush(self) -> None:
         if self._has_work():
+            if self._pending:
+                self._fault("submit")
             batch, self._pending = self._pending, []
             self.stats["submits"] += 1
             self._submit(batch)

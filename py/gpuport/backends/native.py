@@ -74,7 +74,7 @@ class NativeBackend(GPUBackend):
         except wgpu.GPUOutOfMemoryError as exc:
             raise OutOfMemory(f"allocating {nbytes:,} bytes failed: {exc}") from None
         except wgpu.GPUValidationError as exc:
-            raise GpuValidationError(f"allocating {nbytes:,} bytes: {exc}") from None
+            raise _typed(exc, f"allocating {nbytes:,} bytes") from None
 
     def _layout(self, bindings: tuple[str, ...]) -> tuple[Any, Any]:
         found = self._layouts.get(bindings)
@@ -126,12 +126,18 @@ class NativeBackend(GPUBackend):
             cpass.end()
             self._queue.submit([encoder.finish()])
         except wgpu.GPUValidationError as exc:
-            raise GpuValidationError(f"submitting {len(batch)} dispatches: {_compiler_text(exc)}") from None
+            raise _typed(exc, f"submitting {len(batch)} dispatches") from None
 
     async def _read(self, handle: Any, nbytes: int) -> memoryview:
         return self._read_blocking(handle, nbytes)
 
     def _read_blocking(self, handle: Any, nbytes: int) -> memoryview:
+        try:
+            return self._read_staged(handle, nbytes)
+        except Exception as exc:  # noqa: BLE001 - wgpu raises plain errors on a lost device
+            raise _typed(exc, f"reading {nbytes:,} bytes") from None
+
+    def _read_staged(self, handle: Any, nbytes: int) -> memoryview:
         # One MAP_READ staging buffer, grown on demand: much faster than queue.read_buffer's fresh one.
         if self._staging is None or self._staging.size < nbytes:
             size = max(nbytes, 1 << 16)
@@ -146,10 +152,22 @@ class NativeBackend(GPUBackend):
         finally:
             self._staging.unmap()
 
+    def destroy_for_test(self) -> None:
+        self._device.destroy()
+
     def close(self) -> None:
         self._pending.clear()
         self._pipelines.clear()
         self._device.destroy()
+
+
+def _typed(exc: Exception, what: str) -> Exception:
+    """wgpu's exception as gpuport's typed error (device lost, out of memory, timeout, validation)."""
+    from ..recovery import classify
+    typed = classify(exc, what)
+    if typed is exc:
+        return GpuValidationError(f"{what}: {_compiler_text(exc)}")
+    return typed
 
 
 def _compiler_text(exc: Exception) -> str:
