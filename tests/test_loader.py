@@ -329,12 +329,15 @@ def test_interrupted_load_resumes_from_verified_chunks(tiny):
     assert ld.stats()["cached_chunks"] == cached_before
     assert ld.stats()["fetched_chunks"] == len(m["chunks"]) - cached_before
     assert len(cache.chunks) == len(m["chunks"])
-    # a third load downloads no model bytes at all (only the manifest and the header)
+    # a third load downloads no model bytes at all: only the manifest (the header is in cached chunk 0,
+    # config.json is cached by its sha256)
     srv.faults.log.clear()
     out, _, ld = load(srv.url, cache=cache)
+    assert asyncio.run(ld.read_text("config.json")) == '{"ok": true}'
+    assert asyncio.run(ld.read_text("config.json")) == '{"ok": true}'
     check_same(out, tensors)
     assert ld.stats()["fetched_chunks"] == 0 and ld.stats()["bytes_downloaded"] == 0
-    assert [s for p, s in srv.faults.log if p.endswith("model.safetensors")] == ["0", "8"]
+    assert [p for p, s in srv.faults.log] == ["tiny/manifest.json", "tiny/config.json"]
 
 
 def test_new_manifest_invalidates_old_chunks(tiny):

@@ -373,8 +373,21 @@ class ProgressiveModelLoader:
     async def read_text(self, fname: str) -> str:
         """A small file beside the weights (config.json, vocab.txt), verified when the manifest lists it."""
         url = self._url(fname)
-        body = await self._fetch_whole(url, what=fname)
         listed = (self.manifest or {}).get("files", {}).get(fname)
+        key = f"file:{listed['sha256']}" if listed else None
+        if key and self.cache is not None:     # content-addressed: a hit is verified, never stale
+            try:
+                hit = await self.cache.get(key)
+            except Exception:
+                hit = None
+            if hit is not None and sha256(hit) == listed["sha256"]:
+                return bytes(hit).decode("utf-8")
+        body = await self._fetch_whole(url, what=fname)
+        if listed and sha256(body) == listed["sha256"] and self.cache is not None and not self.state.memory_only:
+            try:
+                await self.cache.put(key, body)
+            except Exception:
+                pass
         if listed and sha256(body) != listed["sha256"]:
             raise LoadError(f"{url}: sha256 {sha256(body)[:12]}... does not match the manifest's "
                             f"{listed['sha256'][:12]}...")
@@ -413,6 +426,13 @@ class ProgressiveModelLoader:
         from .models.safetensors import read_header
 
         m = await self.load_manifest()
+        cached = await self._cache_get(m, 0) if m["data_start"] <= m["chunks"][0]["end"] else None
+        if cached is not None:   # the header lies in chunk 0: a cached, verified chunk 0 has it
+            head = cached[:m["data_start"]]
+            if sha256(head) == m["header_sha256"]:
+                header, data_start = read_header(head, self.weights_url)
+                self._emit("header", len(head), len(head), note="from the cache")
+                return header, data_start
         first = await self._fetch_range(0, 8, "header length")
         (n,) = np.frombuffer(first, dtype="<u8", count=1)
         if 8 + int(n) != m["data_start"]:
@@ -458,10 +478,44 @@ class ProgressiveModelLoader:
         st.tensor_total = sum(m["tensors"][n]["end"] - m["tensors"][n]["start"] for n in names)
 
         data: dict[int, bytes] = {}                   # verified chunk bytes, by index
-        ready: dict[int, asyncio.Future] = {}
+        out: dict[str, Any] = {}
         loop = asyncio.get_running_loop()
-        for i in need:
-            ready[i] = loop.create_future()
+        done: dict[str, asyncio.Future] = {n: loop.create_future() for n in names}
+        owners: dict[int, list[str]] = {i: [] for i in need}
+        for n in names:
+            t = m["tensors"][n]
+            for i in range(t["chunks"][0], t["chunks"][1] + 1):
+                owners[i].append(n)
+
+        def assemble(n: str) -> np.ndarray:
+            t = m["tensors"][n]
+            a, b = t["chunks"]
+            if a == b:
+                buf, base = data[a], m["chunks"][a]["start"]
+            else:
+                buf, base = b"".join(data[i] for i in range(a, b + 1)), m["chunks"][a]["start"]
+            info = dict(entries[n])
+            info["data_offsets"] = [t["start"] - base, t["end"] - base]
+            return tensor_from_buffer(n, info, memoryview(buf), 0, self.weights_url)
+
+        def arrived(i: int) -> None:
+            """Chunk i is verified: upload, right now, every tensor it completes (file order)."""
+            for n in owners[i]:
+                t = m["tensors"][n]
+                if n in out or any(j not in data for j in range(t["chunks"][0], t["chunks"][1] + 1)):
+                    continue
+                arr = assemble(n)
+                if upload and arr.dtype not in (np.float64, np.int64):
+                    out[n] = self.rt.tensor(arr)
+                else:
+                    out[n] = arr   # upload=False, or 64-bit buffers (position_ids): stay on the host
+                st.uploaded += t["end"] - t["start"]
+                self._emit("upload", st.uploaded, st.tensor_total, tensor=n, layer=t.get("layer", _layer_of(n)))
+                done[n].set_result(True)
+                # a chunk whose tensors are all done can go: the whole file never sits in memory twice
+                for j in range(t["chunks"][0], t["chunks"][1] + 1):
+                    if all(n2 in out for n2 in owners[j]):
+                        data.pop(j, None)
 
         await self._prepare_cache(m)
         missing = []
@@ -471,8 +525,8 @@ class ProgressiveModelLoader:
                 data[i] = blob
                 st.cached_chunks += 1
                 st.verified += len(blob)
-                ready[i].set_result(True)
                 self._emit("verify", st.verified, st.bytes_total, chunk=i, cached=True)
+                arrived(i)
             else:
                 missing.append(i)
         if st.cached_chunks:
@@ -489,58 +543,17 @@ class ProgressiveModelLoader:
         sem = asyncio.Semaphore(self.concurrency)
 
         async def run_span(span: list[int]) -> None:
-            try:
-                async with sem:
-                    chunks = await self._fetch_span(m, span)
-                for i, blob in zip(span, chunks):
-                    data[i] = blob
-                    await self._cache_put(m, i, blob)
-                    ready[i].set_result(True)
-            except BaseException as exc:
-                for i in span:
-                    if not ready[i].done():
-                        ready[i].set_exception(exc)
-                raise
-
-        out: dict[str, Any] = {}
-
-        def assemble(n: str) -> np.ndarray:
-            t = m["tensors"][n]
-            a, b = t["chunks"]
-            if a == b:
-                buf, base = data[a], m["chunks"][a]["start"]
-            else:
-                buf, base = b"".join(data[i] for i in range(a, b + 1)), m["chunks"][a]["start"]
-            info = dict(entries[n])
-            info["data_offsets"] = [t["start"] - base, t["end"] - base]
-            return tensor_from_buffer(n, info, memoryview(buf), 0, self.weights_url)
+            async with sem:   # acquired in file order: the first layers' spans go first
+                chunks = await self._fetch_span(m, span)
+            for i, blob in zip(span, chunks):
+                data[i] = blob
+                arrived(i)
+            for i, blob in zip(span, chunks):
+                await self._cache_put(m, i, blob)
 
         async def component(part: Sequence[str]) -> None:
             for n in part:
-                t = m["tensors"][n]
-                for i in range(t["chunks"][0], t["chunks"][1] + 1):
-                    await ready[i]
-                arr = assemble(n)
-                nbytes = t["end"] - t["start"]
-                if upload:
-                    if arr.dtype == np.float64 or arr.dtype == np.int64:
-                        out[n] = arr   # 64-bit buffers (position_ids) stay on the host
-                    else:
-                        out[n] = self.rt.tensor(arr)
-                else:
-                    out[n] = arr
-                st.uploaded += nbytes
-                self._emit("upload", st.uploaded, st.tensor_total, tensor=n, layer=t.get("layer", _layer_of(n)))
-                # a chunk whose tensors are all done can go (memory: the whole file never sits twice)
-                for i in range(t["chunks"][0], t["chunks"][1] + 1):
-                    if all(n2 in out for n2 in owners[i]):
-                        data.pop(i, None)
-
-        owners: dict[int, list[str]] = {i: [] for i in need}
-        for n in names:
-            t = m["tensors"][n]
-            for i in range(t["chunks"][0], t["chunks"][1] + 1):
-                owners[i].append(n)
+                await done[n]
 
         if components is None:
             groups: dict[str, list[str]] = {}
@@ -552,14 +565,12 @@ class ProgressiveModelLoader:
         span_tasks = [asyncio.ensure_future(run_span(s)) for s in spans]
         part_tasks = [asyncio.ensure_future(component(p)) for p in parts]
         try:
-            await asyncio.gather(*part_tasks, *span_tasks)
+            await asyncio.gather(*span_tasks)
+            await asyncio.gather(*part_tasks)   # independent components, each done when its tensors are
         except BaseException:
             for t in span_tasks + part_tasks:
                 t.cancel()
             await asyncio.gather(*span_tasks, *part_tasks, return_exceptions=True)
-            for f in ready.values():
-                if f.done() and not f.cancelled():
-                    f.exception()  # mark retrieved
             raise
         return out
 

@@ -199,3 +199,87 @@ def _translate_js(exc: JsException) -> Exception:
     if "DeviceLost" in text or "device lost" in text.lower():
         return DeviceLost(text)
     return GpuValidationError(f"WebGPU call failed: {text}")
+
+# -- the progressive model loader's page half (gpuport.loader) -------------------------------------------
+
+class PyfetchTransport:
+    """gpuport.loader's transport in a page: pyodide.http.pyfetch (fetch) with Range headers. `no-store`
+    keeps the browser's HTTP cache out of it: the verified-chunk cache in IndexedDB is the only cache, and
+    every byte that did come over the network is counted."""
+
+    def __init__(self, cache_mode: str = "no-store") -> None:
+        self.cache_mode = cache_mode
+
+    async def get(self, url: str, headers: Any = None) -> Any:
+        from pyodide.http import pyfetch
+
+        from ..loader import Response, TransportError
+        try:
+            r = await pyfetch(url, headers=dict(headers or {}), cache=self.cache_mode)
+            body = await r.bytes()
+        except (JsException, OSError, ValueError) as exc:   # network error, connection dropped mid-body
+            raise TransportError(f"connection failed: {exc}") from None
+        return Response(int(r.status), {str(k).lower(): str(v) for k, v in dict(r.headers).items()}, body, url)
+
+
+class IndexedDBChunkCache:
+    """Verified chunks in IndexedDB (web/idb.js store "chunks"), the model's current sha in "meta".
+    A QuotaExceededError becomes gpuport.loader.QuotaExceeded (the loader then keeps chunks in memory)."""
+
+    def __init__(self, use_estimate: bool = True) -> None:
+        self.use_estimate = use_estimate
+
+    @staticmethod
+    def _raise(exc: JsException) -> None:
+        from ..loader import QuotaExceeded
+        text = str(exc)
+        if "QuotaExceeded" in text or "quota" in text.lower():
+            raise QuotaExceeded(text) from None
+        raise exc
+
+    async def estimate(self) -> dict | None:
+        if not self.use_estimate:
+            return None
+        try:
+            est = await idb.estimate()
+        except JsException:
+            return None
+        if est is None:
+            return None
+        est = est.to_py() if hasattr(est, "to_py") else est
+        return {"usage": int(est.get("usage") or 0), "quota": int(est.get("quota") or 0)}
+
+    async def get(self, key: str) -> bytes | None:
+        value = await idb.get("chunks", key)
+        if value is None:
+            return None
+        if hasattr(value, "to_bytes"):
+            try:
+                return value.to_bytes()
+            except Exception:
+                return js.Uint8Array.new(value).to_bytes()
+        return None
+
+    async def put(self, key: str, data: bytes) -> None:
+        arr = js.Uint8Array.new(len(data))
+        arr.assign(data)
+        try:
+            await idb.put("chunks", key, arr)
+        except JsException as exc:
+            self._raise(exc)
+
+    async def remove(self, key: str) -> None:
+        await idb.remove("chunks", key)
+
+    async def keys(self) -> list[str]:
+        return [str(k) for k in (await idb.keys("chunks")).to_py()]
+
+    async def get_meta(self, key: str) -> str | None:
+        value = await idb.get("meta", key)
+        return value if isinstance(value, str) else None
+
+    async def put_meta(self, key: str, value: str) -> None:
+        try:
+            await idb.put("meta", key, value)
+        except JsException as exc:
+            self._raise(exc)

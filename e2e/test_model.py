@@ -1,0 +1,278 @@
+"""MiniLM in the page: parity with sentence-transformers in Chromium (webgpu and cpu lanes), the progressive
+loader's progress stream and timeline, the IndexedDB chunk cache (second load: no model bytes over the
+network), and faults injected with Playwright routing (Chromium routes a Web Worker's fetches too):
+corrupt chunk, truncated body, 500, dropped connection, quota exceeded; nothing corrupt is cached."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURE_TEXT = (ROOT / "tests" / "fixtures" / "minilm_reference.json").read_text(encoding="utf-8")
+MODEL_CASES = (ROOT / "tests" / "model_cases.py").read_text(encoding="utf-8")
+MODEL_URL = "/models/minilm-l6-v2/"
+WEIGHTS = "/models/minilm-l6-v2/model.safetensors"
+
+INSTALL_CASES = ("import sys, types, json\n"
+                 "_m = types.ModuleType('model_cases')\n"
+                 f"exec(compile({MODEL_CASES!r}, 'tests/model_cases.py', 'exec'), _m.__dict__)\n"
+                 "sys.modules['model_cases'] = _m\n"
+                 f"MODEL_FIXTURE = json.loads({FIXTURE_TEXT!r})\n")
+
+LOAD = """
+import time
+from gpuport import models
+_events = []
+_t0 = time.perf_counter()
+model = await models.load("minilm-l6-v2", rt, on_progress=_events.append)
+{"seconds": time.perf_counter() - _t0, "stats": model.load_stats, "events": _events}
+"""
+
+# every cached chunk checked against the manifest, from inside the page
+AUDIT_CACHE = """
+import json, hashlib, gpuport_idb
+from pyodide.http import pyfetch
+_m = json.loads(await (await pyfetch("/models/minilm-l6-v2/manifest.json")).string())
+_keys = [str(k) for k in (await gpuport_idb.keys("chunks")).to_py()]
+_bad, _idx = [], []
+for _k in _keys:
+    if _k.startswith("file:"):
+        continue
+    _sha, _i = _k.split(":")
+    _blob = (await gpuport_idb.get("chunks", _k)).to_bytes()
+    _idx.append(int(_i))
+    if _sha != _m["sha256"] or hashlib.sha256(_blob).hexdigest() != _m["chunks"][int(_i)]["sha256"]:
+        _bad.append(_k)
+{"chunks": sorted(_idx), "bad": _bad, "total": len(_m["chunks"])}
+"""
+
+CLEAR_CACHE = """
+import gpuport_idb
+for _k in (await gpuport_idb.keys("chunks")).to_py():
+    await gpuport_idb.remove("chunks", _k)
+len((await gpuport_idb.keys("chunks")).to_py())
+"""
+
+
+def _run(page, src):
+    return page.evaluate("async (src) => (await window.gpuportReady).runPython(src)", src)
+
+
+def _loader(retries=1, cache="default"):
+    return ("from gpuport.loader import ProgressiveModelLoader\n"
+            f"_ld = ProgressiveModelLoader({MODEL_URL!r}, None, retries={retries}, backoff_s=0.01"
+            + (f", cache={cache}" if cache != "default" else "") + ")\n"
+            "_ev = []\n_ld.register_progress_callback(_ev.append)\n")
+
+
+LOAD_RAW = """
+try:
+    await _ld.load_tensors(upload=False)
+    _out = {"ok": True}
+except gpuport.LoadError as _e:
+    _out = {"ok": False, "error": str(_e)}
+_out.update(stats=_ld.stats(), notes=[e["note"] for e in _ev if e.get("note")])
+_out
+"""
+
+
+# -- parity ------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("lane", ["chromium-webgpu", "chromium-cpu"])
+def test_minilm_matches_sentence_transformers_in_the_page(lane_factory, lane):
+    page = lane_factory(lane)
+    page.run(INSTALL_CASES)
+    stats = page.run("import model_cases\nfrom gpuport import models\n"
+                     "_model = await models.load('minilm-l6-v2', rt)\n"
+                     "await model_cases.minilm_matches_reference(rt, MODEL_FIXTURE, _model)")
+    print(f"\n{lane}: {stats}")
+    assert stats["backend"] == page.info["backend"]
+    assert stats["min_cosine"] >= 0.9999, stats
+
+
+# -- progress, timeline, cache -----------------------------------------------------------------------
+
+@pytest.fixture()
+def fresh(chromium_webgpu, server_url):
+    """A fresh profile (empty IndexedDB), a page with Pyodide in its Web Worker, and the model requests
+    it makes (Playwright sees the worker's fetches in Chromium)."""
+    context = chromium_webgpu.new_context()
+    requests: list[tuple[str, str | None]] = []
+    context.on("request", lambda r: requests.append((r.url, r.headers.get("range")))
+               if "/models/" in r.url else None)
+    page = context.new_page()
+    page.goto(server_url + "/?table=0&precompile=off")
+    _run(page, "1")
+    yield context, page, requests
+    context.close()
+
+
+def test_progress_timeline_and_second_load_from_cache(fresh):
+    context, page, requests = fresh
+    first = _run(page, LOAD)
+    events = first["events"]
+    stages = [e["stage"] for e in events]
+    assert stages[0] == "manifest" and stages[-1] == "ready", stages
+    t = [e["t_ms"] for e in events]
+    pct = [e["percent"] for e in events if e["percent"] is not None]
+    assert t == sorted(t) and pct == sorted(pct) and pct[-1] == 100, (t, pct)
+    verify = [e for e in events if e["stage"] == "verify"]
+    assert verify[-1]["bytes_done"] == verify[-1]["bytes_total"] == 90_868_376
+    # the timeline: layer 0's tensors were on the GPU before the last chunk had arrived
+    downloads = [e for e in events if e["stage"] == "download"]
+    layer0 = [e for e in events if e["stage"] == "upload" and e["layer"] == "0"]
+    last_layer0, last_chunk = max(e["t_ms"] for e in layer0), downloads[-1]["t_ms"]
+    print("\ntimeline (ms): first chunk %.0f, embeddings uploaded %.0f, layer 0 uploaded %.0f, last chunk %.0f, "
+          "layer 5 uploaded %.0f, ready %.0f" % (
+              downloads[0]["t_ms"], max(e["t_ms"] for e in events if e["stage"] == "upload" and e["layer"] == "embeddings"),
+              last_layer0, last_chunk, max(e["t_ms"] for e in events if e["stage"] == "upload" and e["layer"] == "5"),
+              events[-1]["t_ms"]))
+    assert last_layer0 < last_chunk, (last_layer0, last_chunk)
+    assert first["stats"]["fetched_chunks"] == 87 and not first["stats"]["memory_only"], first["stats"]
+    weights_requests = [r for r in requests if r[0].endswith(WEIGHTS)]
+    assert len(weights_requests) == 2 + 22 and all(r[1] for r in weights_requests)  # header x2, 22 spans
+    assert _run(page, AUDIT_CACHE) == {"chunks": list(range(87)), "bad": [], "total": 87}
+
+    # the same profile, a reload: chunks come from IndexedDB, only the manifest goes over the network
+    requests.clear()
+    page.reload()
+    second = _run(page, LOAD)
+    assert second["stats"]["cached_chunks"] == 87 and second["stats"]["fetched_chunks"] == 0, second["stats"]
+    assert second["stats"]["bytes_downloaded"] == 0
+    assert [u for u, _ in requests] == [requests[0][0]] and requests[0][0].endswith("/manifest.json"), requests
+    print(f"load: network {first['seconds']:.2f} s, cache {second['seconds']:.2f} s")
+    # and the cached model computes the same embeddings
+    emb = _run(page, "import numpy as np\n(await model.embed(['A man is eating food.'])).tolist()")
+    ref = json.loads(FIXTURE_TEXT)
+    i = ref["sentences"].index("A man is eating food.") if "A man is eating food." in ref["sentences"] else None
+    if i is not None:
+        import numpy as np
+        a, b = np.array(emb[0]), np.array(ref["embeddings"][i])
+        assert a @ b / np.linalg.norm(a) / np.linalg.norm(b) >= 0.9999
+
+
+def test_interrupted_load_resumes_and_new_manifest_invalidates(fresh, server_url):
+    context, page, requests = fresh
+    # the connection drops on every request from byte 40 MiB on: the load fails, verified chunks stay
+    context.route("**" + WEIGHTS, lambda route: route.abort("connectionreset")
+                  if int((route.request.headers.get("range") or "bytes=0-").split("=")[1].split("-")[0]) >= 40 << 20
+                  else route.continue_())
+    first = _run(page, _loader(retries=1) + LOAD_RAW)
+    assert not first["ok"] and "model.safetensors" in first["error"] and "chunk" in first["error"], first
+    audit = _run(page, AUDIT_CACHE)
+    assert audit["bad"] == [] and 0 < len(audit["chunks"]) <= 40, audit
+    context.unroute("**" + WEIGHTS)
+    requests.clear()
+    second = _run(page, _loader() + LOAD_RAW)
+    assert second["ok"], second
+    assert second["stats"]["cached_chunks"] == len(audit["chunks"]), (second["stats"], audit)
+    assert second["stats"]["fetched_chunks"] == 87 - len(audit["chunks"])
+    assert _run(page, AUDIT_CACHE)["chunks"] == list(range(87))
+
+    # a new manifest (another file sha256): the old chunks go
+    def new_manifest(route):
+        r = route.fetch()
+        m = r.json()
+        m["sha256"] = "f" * 64
+        route.fulfill(response=r, body=json.dumps(m))
+    context.route("**/models/minilm-l6-v2/manifest.json", new_manifest)
+    third = _run(page, _loader() + LOAD_RAW)
+    context.unroute("**/models/minilm-l6-v2/manifest.json")
+    assert third["ok"] and any("removed" in n for n in third["notes"]), third
+    keys = _run(page, "import gpuport_idb\n[str(k) for k in (await gpuport_idb.keys('chunks')).to_py()]")
+    assert not any(k.startswith("53aa51172d14") for k in keys) and sum(k.startswith("ffff") for k in keys) == 87
+
+
+FAULT_START = 8 << 20   # the span that starts at 8 MiB (chunks 8-11)
+
+
+def _fault(kind: str, times: int):
+    left = {"n": times}
+
+    def handler(route):
+        rng = route.request.headers.get("range") or ""
+        if left["n"] <= 0 or not rng.startswith(f"bytes={FAULT_START}-"):
+            return route.continue_()
+        left["n"] -= 1
+        if kind == "500":
+            return route.fulfill(status=500, body="boom")
+        if kind == "dropped":
+            return route.abort("connectionreset")
+        r = route.fetch()
+        body = r.body()
+        if kind == "corrupt":
+            body = body[:100] + bytes([body[100] ^ 0x55]) + body[101:]
+            return route.fulfill(response=r, body=body)
+        if kind == "truncated":   # the promised Content-Range, half the bytes
+            return route.fulfill(status=206, headers={**r.headers, "content-length": str(len(body) // 2)},
+                                 body=body[: len(body) // 2])
+        raise AssertionError(kind)
+    return handler
+
+
+@pytest.mark.parametrize("kind", ["corrupt", "truncated", "500", "dropped"])
+def test_faults_retry_then_fail_naming_the_chunk_and_nothing_corrupt_is_cached(fresh, kind):
+    context, page, _ = fresh
+    # persistent: 1 try + 1 retry, then LoadError naming the URL and the chunk; nothing bad cached
+    context.route("**" + WEIGHTS, _fault(kind, times=10**6))
+    failed = _run(page, _loader(retries=1) + LOAD_RAW)
+    assert not failed["ok"], failed
+    assert WEIGHTS in failed["error"] and "chunk" in failed["error"] and "after 2 attempts" in failed["error"], failed
+    if kind == "corrupt":
+        assert "chunk 8 failed its sha256 check" in failed["error"], failed
+    audit = _run(page, AUDIT_CACHE)
+    assert audit["bad"] == [] and not set(audit["chunks"]) & {8, 9, 10, 11}, audit
+    context.unroute("**" + WEIGHTS)
+    # transient: one bad answer, the retry succeeds, the cache ends complete and clean
+    _run(page, CLEAR_CACHE)
+    context.route("**" + WEIGHTS, _fault(kind, times=1))
+    ok = _run(page, _loader(retries=2) + LOAD_RAW)
+    context.unroute("**" + WEIGHTS)
+    assert ok["ok"] and ok["stats"]["retries"] == 1, ok
+    assert _run(page, AUDIT_CACHE) == {"chunks": list(range(87)), "bad": [], "total": 87}
+
+
+SMALL_DISK = """
+import js
+from pyodide.ffi import JsException
+from gpuport.backends.browser import IndexedDBChunkCache
+
+class SmallDisk(IndexedDBChunkCache):
+    # IndexedDB with a 20 MiB budget: the estimate reports it, and a write past it fails with a real
+    # DOMException QuotaExceededError (Playwright's Chromium contexts ignore CDP's
+    # Storage.overrideQuotaForOrigin: estimate() kept reporting 10 GiB)
+    def __init__(self, quota, use_estimate):
+        super().__init__(use_estimate=use_estimate)
+        self.quota, self.used = quota, 0
+
+    async def estimate(self):
+        return {"usage": self.used, "quota": self.quota} if self.use_estimate else None
+
+    async def put(self, key, data):
+        if self.used + len(data) > self.quota:
+            try:
+                await js.eval("Promise.reject(new DOMException('The quota has been exceeded.', 'QuotaExceededError'))")
+            except JsException as exc:
+                self._raise(exc)
+        self.used += len(data)
+        await super().put(key, data)
+"""
+
+
+def test_quota_exceeded_falls_back_to_memory(fresh):
+    context, page, _ = fresh
+    _run(page, SMALL_DISK)
+    # the estimate says 20 MiB are free, the model needs 87: no caching at all, said in the stream
+    by_estimate = _run(page, _loader(cache="SmallDisk(20 << 20, True)") + LOAD_RAW)
+    assert by_estimate["ok"] and by_estimate["stats"]["memory_only"], by_estimate
+    assert any("falling back to memory: storage estimate" in n for n in by_estimate["notes"]), by_estimate["notes"]
+    assert _run(page, AUDIT_CACHE)["chunks"] == []
+    # no estimate: the write itself fails with QuotaExceededError part way; memory from then on
+    by_error = _run(page, _loader(cache="SmallDisk(20 << 20, False)") + LOAD_RAW)
+    assert by_error["ok"] and by_error["stats"]["memory_only"], by_error
+    assert any("quota exceeded" in n and "QuotaExceededError" in n for n in by_error["notes"]), by_error["notes"]
+    audit = _run(page, AUDIT_CACHE)
+    assert audit["bad"] == [] and 0 < len(audit["chunks"]) <= 20, audit
