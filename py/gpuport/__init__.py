@@ -51,7 +51,9 @@ async def open(backend: str = "auto", tier: str | None = None, limits: str = "de
                memory_budget: int | None = None) -> Runtime:
     """Open a runtime: WebGPU (the browser's in a page, wgpu-py natively) or NumPy.
 
-    backend: "auto" (WebGPU when an adapter exists, else NumPy), "webgpu" (fail if none) or "cpu".
+    backend: "auto" (WebGPU when an adapter exists, else NumPy; with a device, each op goes to the GPU or
+        NumPy as the BackendSelector chooses: see auto.py), "webgpu" (every op on the device; fail if
+        none) or "cpu".
     tier: force "full", "core", "constrained" or "cpu" (a tier the device lacks steps down).
     limits: "default" (WebGPU spec defaults, like a browser) or "adapter" (all the adapter offers).
     budget: limits to plan against, below the device's (e.g. {"maxStorageBufferBindingSize": 4 << 20});
@@ -78,6 +80,9 @@ async def open(backend: str = "auto", tier: str | None = None, limits: str = "de
             why = f"webgpu unavailable: {exc}"
     rt = _finish(gpu, tier, why, budget, precision, limits, memory_budget)
     await rt._load_manifest()
+    if backend == "auto" and rt.backend == "webgpu":
+        from .auto import attach_async
+        await attach_async(rt)
     return rt
 
 
@@ -99,6 +104,9 @@ def open_sync(backend: str = "auto", tier: str | None = None, limits: str = "def
             why = f"webgpu unavailable: {exc}"
     rt = _finish(gpu, tier, why, budget, precision, limits, memory_budget)
     rt._load_manifest_sync()
+    if backend == "auto" and rt.backend == "webgpu":
+        from .auto import attach_sync
+        attach_sync(rt)
     return rt
 
 

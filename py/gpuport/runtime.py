@@ -95,6 +95,10 @@ class Runtime:
                                       f"{'has' if self.capabilities.has_f16 else 'lacks'} shader-f16: f32 kernels")
         if self._note:
             info["note"] = self._note
+        if self.selector is not None:
+            info["selection"] = self.selector.info()
+        rs = self.recovery.stats()
+        info["recovery"] = {k: v for k, v in rs.items() if k != "events"}
         return info
 
     # -- tensors -----------------------------------------------------------------------------------
@@ -107,6 +111,9 @@ class Runtime:
                             f"convert with .astype('float32') or pass dtype=")
         host = np.array(arr, order="C", copy=True)
         host.flags.writeable = False
+        if self.selector is not None and not self._lost:
+            # auto: it stays on the host until an op placed on the GPU needs it (uploaded once, then on both)
+            return Tensor(self, host, host.shape, host.dtype, host)
         return self._alloc(host.shape, host.dtype, host=host)
 
     def empty(self, shape: Sequence[int] | int, dtype: str | np.dtype = "float32") -> Tensor:
@@ -247,7 +254,8 @@ class Runtime:
     def report(self, format: str = "dict") -> dict[str, Any] | str:
         """The compatibility report (`gpuport doctor`): "dict", "json" or "markdown"."""
         from .report import build_report, render
-        data = build_report(self.info())
+        info = self.info()
+        data = build_report(info, (info.get("selection") or {}).get("chosen") or None)
         return data if format == "dict" else render(data, format)
 
     def flush(self) -> None:
@@ -262,6 +270,8 @@ class Runtime:
     def close(self) -> None:
         """Release the device. Tensors of this runtime become unusable."""
         if not self._closed:
+            if self.selector is not None:
+                self.selector.save_soon()
             self._closed = True
             self._device.close()
 
@@ -367,7 +377,10 @@ class Runtime:
         from .platform import IN_PYODIDE
         if IN_PYODIDE or self.backend == "cpu":
             return None
-        return t.numpy()
+        values = t.numpy()          # a move to the host: from now on known on both sides
+        values.flags.writeable = False
+        t._host = values
+        return values
 
     def _run_host(self, call: Any, why: str) -> Tensor:
         """The op's NumPy reference on the host; the result stays on the host (cpu residency)."""
@@ -410,8 +423,18 @@ class Runtime:
             self.recovery._stats["deferred_ops"] += 1
             return out
         target = self._place(call)
+        auto = self.selector
         if target == "cpu":
-            return self._run_host(call, "selected" if self.selector is not None else "host-resident input")
+            if auto is None:
+                return self._run_host(call, "host-resident input")
+            t0 = time.perf_counter()
+            out = self._run_host(call, "selected")
+            auto.selector.record(call.attrs_workload, "cpu", time.perf_counter() - t0)
+            return out
+        timing = auto is not None and auto.should_time_gpu(call.attrs_workload)
+        if timing:
+            self.flush()
+            t0 = time.perf_counter()
         for t in call.inputs:
             if t is not None and isinstance(t.handle, np.ndarray):
                 try:
@@ -431,6 +454,9 @@ class Runtime:
 
         try:
             out = self.recovery.call(run, call.op)
+            if timing:
+                self._sync(out)
+                auto.selector.record(call.attrs_workload, "webgpu", time.perf_counter() - t0)
         except OutOfMemory:
             return self._oom_host(call)
         except DeviceLost:
@@ -440,6 +466,12 @@ class Runtime:
             self.recovery._stats["deferred_ops"] += 1
         out._recipe = recipe_of(call)
         return out
+
+    def _sync(self, t: Tensor) -> None:
+        """Wait until the device has run everything queued (natively): a 4-byte read of t."""
+        h = t.handle.handles[-1] if t.blocked else t.handle
+        if t.size and not isinstance(h, np.ndarray):
+            self.recovery.call(lambda: self._device.download_sync(h, (1,), t.dtype), "read")
 
     def _oom_host(self, call: Any) -> Tensor:
         arrays_known = all(t is None or t.known_values() is not None for t in call.inputs)
@@ -462,7 +494,7 @@ class Runtime:
         return "webgpu"
 
     def _select(self, call: Any) -> str:
-        return "webgpu"
+        return self.selector.place(call)
 
     def _reopen_sync(self) -> Backend:
         from .backends.native import NativeBackend

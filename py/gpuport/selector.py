@@ -72,7 +72,8 @@ class WorkloadCharacteristics:
     @property
     def bucket(self) -> int:
         """Size class: work within a factor of two shares its measurements."""
-        return int(math.log2(self.flops + self.bytes + 1))
+        cached = self.__dict__.get("_bucket")
+        return cached if cached is not None else int(math.log2(self.flops + self.bytes + 1))
 
 
 @dataclass
