@@ -276,3 +276,24 @@ def test_quota_exceeded_falls_back_to_memory(fresh):
     assert any("quota exceeded" in n and "QuotaExceededError" in n for n in by_error["notes"]), by_error["notes"]
     audit = _run(page, AUDIT_CACHE)
     assert audit["bad"] == [] and 0 < len(audit["chunks"]) <= 20, audit
+
+
+def test_demo_page_model_section(chromium_webgpu, server_url):
+    """The demo page's model section: progress bar to 100 %, stage timings, a 6x6 heatmap, the tier."""
+    from playwright.sync_api import expect
+
+    context = chromium_webgpu.new_context()
+    try:
+        page = context.new_page()
+        page.goto(server_url + "/?table=0&model=1")
+        expect(page.locator("#model")).to_have_attribute("data-state", "done", timeout=180_000)
+        assert page.locator("#model-progress").evaluate("p => p.value") == 100
+        stages = page.locator("#model-stages tbody td:first-child").all_inner_texts()
+        assert stages[0] == "manifest" and stages[-1] == "ready" and "upload" in stages, stages
+        assert page.locator("#heatmap td.cell").count() == 36
+        assert "tier core (webgpu)" in page.locator("#model-summary").inner_text()
+        diag = page.locator("#heatmap tr:nth-child(2) td.cell").first.inner_text()
+        assert diag == "1.00"
+        assert page.locator("body").get_attribute("data-state") == "ready"   # the kernel side is untouched
+    finally:
+        context.close()
