@@ -219,10 +219,18 @@ function releaseBuffers(s, ids) {
 async function drainErrors(s) {
   const found = [];
   while (s.pending.length) {
-    const batch = s.pending.splice(0);
+    // A lost device may reject its error scopes: that is a device loss, not a failed read.
+    const batch = s.pending.splice(0).map((p) => p.catch((e) => ({ kind: "device-lost", label: "device", text: String(e && e.message || e) })));
     for (const e of await Promise.all(batch)) if (e) found.push(e);
   }
   return found;
+}
+
+// After a call on a destroyed device failed: was it lost? (device.lost resolves shortly after destroy()).
+async function settledLost(s) {
+  if (s.lost) return true;
+  await Promise.race([s.device.lost, new Promise((r) => setTimeout(r, 250))]);
+  return Boolean(s.lost);
 }
 
 // MAP_READ staging buffers are pooled per device: each read owns one until it is unmapped, so reads
@@ -259,10 +267,18 @@ export async function read(dev, id, nbytes) {
       });
       errors.push(...await drainErrors(s));
       if (!errors.length) {
-        await staging.mapAsync(GPUMapMode.READ, 0, size);
-        data = new Uint8Array(staging.getMappedRange(0, size).slice(0, nbytes));
-        staging.unmap();
+        try {
+          await staging.mapAsync(GPUMapMode.READ, 0, size);
+        } catch (e) {
+          if (!(await settledLost(s))) throw e;
+        }
+        if (!s.lost) {
+          data = new Uint8Array(staging.getMappedRange(0, size).slice(0, nbytes));
+          staging.unmap();
+        }
       }
+    } catch (e) {
+      if (!(await settledLost(s))) throw e;
     } finally {
       giveStaging(s, staging);
     }

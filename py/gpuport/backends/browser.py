@@ -167,6 +167,9 @@ class BrowserBackend(GPUBackend):
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
         return GpuValidationError(f"{label}: {text}{more}")
 
+    def destroy_for_test(self) -> None:
+        bridge.loseDevice(self._dev)
+
     def close(self) -> None:
         if not self._closed:
             self._closed = True
