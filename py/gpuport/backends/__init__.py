@@ -205,6 +205,7 @@ class GPUBackend(Backend):
             del self._pipelines[key]
         if self.manifest is not None:
             self.manifest.forget(label)
+            self.save_manifest()   # now: a runtime that never flushes again (auto on NumPy) must not keep it
 
     async def precompile(self, specs: Sequence[Any], on_done: Any) -> None:
         """Create the pipelines of `specs` (pipelines.PipelineSpec) ahead of use, calling
