@@ -19,6 +19,12 @@ function state(dev) {
   return s;
 }
 
+// Some implementations (Firefox/wgpu) report calls on a destroyed device as validation or even shader
+// compilation errors whose text says so: those are a device loss.
+function lostOr(kind, message) {
+  return /device (is |was |has been )?lost|devicelost/i.test(String(message || "")) ? "device-lost" : kind;
+}
+
 function scoped(s, what, fn) {
   s.device.pushErrorScope("out-of-memory");
   s.device.pushErrorScope("validation");
@@ -28,8 +34,8 @@ function scoped(s, what, fn) {
   } finally {
     const validation = s.device.popErrorScope();
     const oom = s.device.popErrorScope();
-    s.pending.push(validation.then((e) => e && { kind: "validation", label: what, text: e.message }));
-    s.pending.push(oom.then((e) => e && { kind: "out-of-memory", label: what, text: e.message }));
+    s.pending.push(validation.then((e) => e && { kind: lostOr("validation", e.message), label: what, text: e.message }));
+    s.pending.push(oom.then((e) => e && { kind: lostOr("out-of-memory", e.message), label: what, text: e.message }));
   }
   return result;
 }
@@ -120,6 +126,9 @@ export function createPipeline(dev, source, entryPoint, constants, bindings, lab
     s.pending.push(module.getCompilationInfo().then((info) => {
       const errors = info.messages.filter((m) => m.type === "error");
       if (!errors.length) return null;
+      if (errors.every((m) => lostOr("compile", m.message) === "device-lost")) {
+        return { kind: "device-lost", label, text: errors[0].message };
+      }
       return {
         kind: "compile", label,
         text: errors.map((m) => `${label}:${m.lineNum}:${m.linePos}: ${m.message}`).join("\n"),

@@ -128,6 +128,12 @@ class Tensor:
     def numpy(self) -> np.ndarray:
         """Blocking read (native only; in a page use `await read()`)."""
         self._rt._check_open()
+        from .platform import IN_PYODIDE
+        if IN_PYODIDE and self._rt.backend != "cpu":
+            # the same answer wherever the values happen to live (auto keeps some on the host)
+            from .errors import UnsupportedFeature
+            raise UnsupportedFeature("the webgpu backend here cannot read back synchronously: "
+                                     "use `await tensor.read()`")
         return self._rt.recovery.call(self._numpy_once, "read")
 
     def _numpy_once(self) -> np.ndarray:
