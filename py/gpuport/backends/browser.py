@@ -203,6 +203,7 @@ def _translate_js(exc: JsException) -> Exception:
         return DeviceLost(text)
     return GpuValidationError(f"WebGPU call failed: {text}")
 
+
 # -- the progressive model loader's page half (gpuport.loader) -------------------------------------------
 
 class PyfetchTransport:
