@@ -24,11 +24,24 @@ __version__ = "0.1.0"
 BACKENDS = ("auto", "webgpu", "cpu")
 
 
-def _check_args(backend: str, tier: str | None) -> None:
+def _wants_webgpu(backend: str, tier: str | None) -> bool:
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
     if backend == "webgpu" and tier == "cpu":
         raise ValueError("backend='webgpu' with tier='cpu' is contradictory: pick one")
+    return backend != "cpu" and tier != "cpu"
+
+
+def _native(limits: str) -> Backend:
+    from .backends.native import NativeBackend
+    return NativeBackend(limits)
+
+
+def _unavailable(backend: str, exc: BackendUnavailable) -> str:
+    """An explicit backend="webgpu" fails loudly; "auto" steps down to NumPy and says why."""
+    if backend == "webgpu":
+        raise exc
+    return f"webgpu unavailable: {exc}"
 
 
 def _finish(gpu: Backend | None, tier: str | None, why: str | None, budget: dict[str, int] | None = None,
@@ -64,20 +77,16 @@ async def open(backend: str = "auto", tier: str | None = None, limits: str = "de
     memory_budget: bytes of GPU memory this runtime may hold; beyond it allocations are out of memory
         and recovery steps down (blocks, then host residency). See recovery.py.
     """
-    _check_args(backend, tier)
     gpu, why = None, None
-    if backend != "cpu" and tier != "cpu":
+    if _wants_webgpu(backend, tier):
         try:
             if IN_PYODIDE:
                 from .backends.browser import BrowserBackend
                 gpu = await BrowserBackend.create(limits)
             else:
-                from .backends.native import NativeBackend
-                gpu = NativeBackend(limits)
+                gpu = _native(limits)
         except BackendUnavailable as exc:
-            if backend == "webgpu":
-                raise
-            why = f"webgpu unavailable: {exc}"
+            why = _unavailable(backend, exc)
     rt = _finish(gpu, tier, why, budget, precision, limits, memory_budget)
     await rt._load_manifest()
     if backend == "auto" and rt.backend == "webgpu":
@@ -92,16 +101,12 @@ def open_sync(backend: str = "auto", tier: str | None = None, limits: str = "def
     """`open()` for native scripts that do not use asyncio. Not available in a page."""
     if IN_PYODIDE:
         raise UnsupportedFeature("in the browser use `await gpuport.open()`: WebGPU set-up is asynchronous")
-    _check_args(backend, tier)
     gpu, why = None, None
-    if backend != "cpu" and tier != "cpu":
+    if _wants_webgpu(backend, tier):
         try:
-            from .backends.native import NativeBackend
-            gpu = NativeBackend(limits)
+            gpu = _native(limits)
         except BackendUnavailable as exc:
-            if backend == "webgpu":
-                raise
-            why = f"webgpu unavailable: {exc}"
+            why = _unavailable(backend, exc)
     rt = _finish(gpu, tier, why, budget, precision, limits, memory_budget)
     rt._load_manifest_sync()
     if backend == "auto" and rt.backend == "webgpu":

@@ -160,23 +160,22 @@ class GPUBackend(Backend):
         raise UnsupportedFeature(f"the {self.name} backend here cannot read back synchronously: "
                                  "use `await tensor.read()`")
 
-    async def download(self, handle: Any, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    def _begin_read(self, shape: tuple[int, ...], dtype: np.dtype) -> int:
+        """Bytes to read back (0 for an empty tensor), after submitting everything recorded."""
         count = int(np.prod(shape, dtype=np.int64))
-        if count == 0:
-            return np.empty(shape, dtype)
-        self.flush()
-        self._fault("read", count)
-        self.stats["reads"] += 1
-        return _as_array(await self._read(handle, count * np.dtype(dtype).itemsize), shape, dtype, count)
+        if count:
+            self.flush()
+            self._fault("read", count)
+            self.stats["reads"] += 1
+        return count * np.dtype(dtype).itemsize
+
+    async def download(self, handle: Any, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+        nbytes = self._begin_read(shape, dtype)
+        return _as_array(await self._read(handle, nbytes) if nbytes else b"", shape, dtype)
 
     def download_sync(self, handle: Any, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-        count = int(np.prod(shape, dtype=np.int64))
-        if count == 0:
-            return np.empty(shape, dtype)
-        self.flush()
-        self._fault("read", count)
-        self.stats["reads"] += 1
-        return _as_array(self._read_blocking(handle, count * np.dtype(dtype).itemsize), shape, dtype, count)
+        nbytes = self._begin_read(shape, dtype)
+        return _as_array(self._read_blocking(handle, nbytes) if nbytes else b"", shape, dtype)
 
     def compile(self, source: str, entry_point: str = "main", constants: dict[str, float] | None = None,
                 bindings: tuple[str, ...] | None = None, label: str = "kernel") -> Pipeline:
@@ -273,7 +272,8 @@ class GPUBackend(Backend):
         return dict(self._pipelines)
 
 
-def _as_array(raw: Any, shape: tuple[int, ...], dtype: np.dtype, count: int) -> np.ndarray:
+def _as_array(raw: Any, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    count = int(np.prod(shape, dtype=np.int64))
     return np.frombuffer(raw, dtype=dtype, count=count).reshape(shape).copy()
 
 
