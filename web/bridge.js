@@ -116,6 +116,24 @@ function makeBuffer(s, id, nbytes, data) {
 
 const bufferTypes = { read: "read-only-storage", rw: "storage", uniform: "uniform" };
 
+// The explicit layout of gpuport's own kernels ({layout, bgl}), or "auto" for a user's WGSL.
+function pipelineLayout(s, bindings) {
+  if (!bindings) return { layout: "auto", bgl: null };
+  const bgl = s.device.createBindGroupLayout({
+    entries: bindings.map((b, i) => ({ binding: i, visibility: GPUShaderStage.COMPUTE, buffer: { type: bufferTypes[b] } })),
+  });
+  return { layout: s.device.createPipelineLayout({ bindGroupLayouts: [bgl] }), bgl };
+}
+
+// A compile error record from getCompilationInfo()'s error messages (line:column per message).
+function compileError(label, errors) {
+  return {
+    kind: "compile", label,
+    text: errors.map((m) => `${label}:${m.lineNum}:${m.linePos}: ${m.message}`).join("\n"),
+    messages: errors.map((m) => ({ line: m.lineNum, column: m.linePos, text: m.message })),
+  };
+}
+
 // A compute pipeline; compile messages are gathered asynchronously and reported by the next read().
 export function createPipeline(dev, source, entryPoint, constants, bindings, label) {
   count("createPipeline");
@@ -129,20 +147,9 @@ export function createPipeline(dev, source, entryPoint, constants, bindings, lab
       if (errors.every((m) => lostOr("compile", m.message) === "device-lost")) {
         return { kind: "device-lost", label, text: errors[0].message };
       }
-      return {
-        kind: "compile", label,
-        text: errors.map((m) => `${label}:${m.lineNum}:${m.linePos}: ${m.message}`).join("\n"),
-        messages: errors.map((m) => ({ line: m.lineNum, column: m.linePos, text: m.message })),
-      };
+      return compileError(label, errors);
     }));
-    let layout = "auto";
-    let bgl = null;
-    if (bindings) {
-      bgl = s.device.createBindGroupLayout({
-        entries: bindings.map((b, i) => ({ binding: i, visibility: GPUShaderStage.COMPUTE, buffer: { type: bufferTypes[b] } })),
-      });
-      layout = s.device.createPipelineLayout({ bindGroupLayouts: [bgl] });
-    }
+    const { layout, bgl } = pipelineLayout(s, bindings);
     const pipeline = s.device.createComputePipeline({ layout, label, compute: { module, entryPoint, constants } });
     return { pipeline, bgl: bgl || pipeline.getBindGroupLayout(0) };
   });
@@ -156,14 +163,7 @@ export async function createPipelineAsync(dev, source, entryPoint, constants, bi
   count("createPipelineAsync");
   const s = state(dev);
   const module = s.device.createShaderModule({ code: source, label });
-  let bgl = null;
-  let layout = "auto";
-  if (bindings) {
-    bgl = s.device.createBindGroupLayout({
-      entries: bindings.map((b, i) => ({ binding: i, visibility: GPUShaderStage.COMPUTE, buffer: { type: bufferTypes[b] } })),
-    });
-    layout = s.device.createPipelineLayout({ bindGroupLayouts: [bgl] });
-  }
+  const { layout, bgl } = pipelineLayout(s, bindings);
   try {
     const pipeline = await s.device.createComputePipelineAsync({ layout, label, compute: { module, entryPoint, constants } });
     const id = s.nextId++;
@@ -172,14 +172,7 @@ export async function createPipelineAsync(dev, source, entryPoint, constants, bi
   } catch (e) {
     const info = await module.getCompilationInfo();
     const errors = info.messages.filter((m) => m.type === "error");
-    return {
-      id: null,
-      error: {
-        kind: errors.length ? "compile" : "validation", label,
-        text: errors.length ? errors.map((m) => `${label}:${m.lineNum}:${m.linePos}: ${m.message}`).join("\n") : e.message,
-        messages: errors.map((m) => ({ line: m.lineNum, column: m.linePos, text: m.message })),
-      },
-    };
+    return { id: null, error: errors.length ? compileError(label, errors) : { kind: "validation", label, text: e.message, messages: [] } };
   }
 }
 

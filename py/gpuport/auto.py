@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import math
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -103,7 +102,7 @@ class AutoPlacement:
         self.chosen: dict[str, dict[str, int]] = {}
         self.select_s = 0.0
         self.selections = 0
-        self.path: Path | None = None
+        self.store: Any = None   # pipelines.store_for("selector"), set by attach
         self._workloads: dict[tuple[Any, ...], tuple[WorkloadCharacteristics, bool]] = {}
 
     # -- per op ---------------------------------------------------------------------------------------
@@ -190,32 +189,10 @@ class AutoPlacement:
             return 0
         return self.selector.load_dict(data)
 
-    def save_sync(self) -> None:
-        if self.path is not None:
-            try:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = self.path.with_suffix(".tmp")
-                tmp.write_text(self.to_json())
-                tmp.replace(self.path)
-            except OSError:
-                pass
-
     def save_soon(self) -> None:
-        from .platform import IN_PYODIDE
-        if not IN_PYODIDE:
-            self.save_sync()
-            return
-        import asyncio
-
-        import gpuport_idb as idb  # type: ignore[import-not-found]
-        text, key = self.to_json(), "selector:" + self.rt._manifest_scope()
-
-        async def save() -> None:
-            try:
-                await idb.put("meta", key, text)
-            except Exception:  # noqa: BLE001 - storage failing only loses the history
-                pass
-        asyncio.ensure_future(save())
+        """Persist measurements and calibration (a file now natively, an IndexedDB write in a page)."""
+        if self.store is not None:
+            self.store.save_soon(self.rt._manifest_scope(), self.to_json())
 
 
 def _stored_costs(text: str | None) -> dict[str, BackendCosts] | None:
@@ -230,49 +207,39 @@ def _stored_costs(text: str | None) -> dict[str, BackendCosts] | None:
         return None
 
 
-def selector_path(rt: "Runtime") -> Path:
-    from .pipelines import cache_dir
-    return cache_dir() / "selector" / f"{rt._manifest_scope()}.json"
+def _attach(rt: "Runtime", store: Any, text: str | None, device_costs: Any, source: str,
+            save_measured: bool) -> AutoPlacement:
+    """Stored calibration if there is one, else measure; then restore the learned history."""
+    t0 = time.perf_counter()
+    costs = _stored_costs(text)
+    measured = costs is None
+    if measured:
+        costs = {"webgpu": device_costs(), "cpu": calibrate_host()}
+    auto = AutoPlacement(rt, costs, SelectorConfig.from_env(), (time.perf_counter() - t0) * 1e3,
+                         source if measured else "stored")
+    auto.store = store
+    auto.load_json(text)
+    rt.selector = auto
+    if measured and save_measured:
+        auto.save_soon()
+    return auto
 
 
 def attach_sync(rt: "Runtime") -> AutoPlacement:
-    path = selector_path(rt)
-    try:
-        text = path.read_text()
-    except OSError:
-        text = None
-    t0 = time.perf_counter()
-    costs = _stored_costs(text)
-    source = "stored"
-    if costs is None:
-        costs = {"webgpu": calibrate_device_sync(rt), "cpu": calibrate_host()}
-        source = "measured"
-    auto = AutoPlacement(rt, costs, SelectorConfig.from_env(), (time.perf_counter() - t0) * 1e3, source)
-    auto.path = path
-    auto.load_json(text)
-    rt.selector = auto
-    if source == "measured":
-        auto.save_sync()
-    return auto
+    """Natively: calibrate on the real device the first time on an adapter, persist at once."""
+    from .pipelines import store_for
+    store = store_for("selector")
+    return _attach(rt, store, store.read(rt._manifest_scope()), lambda: calibrate_device_sync(rt),
+                   "measured", save_measured=True)
 
 
 async def attach_async(rt: "Runtime") -> AutoPlacement:
+    """In a page the device side is seeded from the adapter (timing it would need awaits in ops)."""
     from .platform import IN_PYODIDE
     if not IN_PYODIDE:
         return attach_sync(rt)
-    import gpuport_idb as idb  # type: ignore[import-not-found]
-    try:
-        text = await idb.get("meta", "selector:" + rt._manifest_scope())
-        text = text if isinstance(text, str) else None
-    except Exception:  # noqa: BLE001
-        text = None
-    t0 = time.perf_counter()
-    costs = _stored_costs(text)
-    source = "stored"
-    if costs is None:
-        costs = {"webgpu": seeded_device(rt._device.adapter_info), "cpu": calibrate_host()}
-        source = "host measured, device seeded"
-    auto = AutoPlacement(rt, costs, SelectorConfig.from_env(), (time.perf_counter() - t0) * 1e3, source)
-    auto.load_json(text)
-    rt.selector = auto
-    return auto
+    from .pipelines import store_for
+    store = store_for("selector")
+    return _attach(rt, store, await store.load(rt._manifest_scope()),
+                   lambda: seeded_device(rt._device.adapter_info), "host measured, device seeded",
+                   save_measured=False)

@@ -182,6 +182,19 @@ class FileStore:
             pass
 
 
+# What each kind of record is called on disk (a folder under cache_dir()) and in IndexedDB (store, key prefix).
+_STORES = {"pipelines": ("manifests", ""), "selector": ("meta", "selector:")}
+
+
+def store_for(kind: str) -> Any:
+    """Where records of `kind` persist: JSON files natively, IndexedDB in a page."""
+    from .platform import IN_PYODIDE
+    if IN_PYODIDE:
+        from .backends.browser import IndexedDBStore
+        return IndexedDBStore(*_STORES[kind])
+    return FileStore(cache_dir() / kind)
+
+
 ESSENTIAL_OPS = ("matmul", "add", "gelu", "layer_norm", "softmax", "attention")
 
 

@@ -162,20 +162,15 @@ class Runtime:
     async def _load_manifest(self) -> None:
         if self.backend == "cpu":
             return
-        from .platform import IN_PYODIDE
-        if IN_PYODIDE:
-            from .backends.browser import IndexedDBStore
-            store: Any = IndexedDBStore()
-        else:
-            from .pipelines import FileStore
-            store = FileStore()
+        from .pipelines import store_for
+        store = store_for("pipelines")
         self._attach_manifest(await store.load(self._manifest_scope()), store)
 
     def _load_manifest_sync(self) -> None:
         if self.backend == "cpu":
             return
-        from .pipelines import FileStore
-        store = FileStore()
+        from .pipelines import store_for
+        store = store_for("pipelines")
         self._attach_manifest(store.read(self._manifest_scope()), store)
 
     async def precompile(self, ops: Sequence[str] | None = None,
@@ -487,14 +482,11 @@ class Runtime:
         """"webgpu" or "cpu" for this call (the selector in auto mode; else the GPU unless an input already
         lives on the host and every input's values are there)."""
         if self.selector is not None:
-            return self._select(call)
+            return self.selector.place(call)
         on_host = [t for t in call.inputs if t is not None and isinstance(t.handle, np.ndarray)]
         if on_host and all(t is None or t.known_values() is not None for t in call.inputs):
             return "cpu"
         return "webgpu"
-
-    def _select(self, call: Any) -> str:
-        return self.selector.place(call)
 
     def _reopen_sync(self) -> Backend:
         from .backends.native import NativeBackend

@@ -178,12 +178,15 @@ class BrowserBackend(GPUBackend):
 
 
 class IndexedDBStore:
-    """Pipeline manifests in IndexedDB (web/idb.js). Storage failing (quota, private mode) only loses
-    the optimisation: loads give None, saves are dropped."""
+    """Text records in an IndexedDB object store (web/idb.js): pipeline manifests, selector history.
+    Storage failing (quota, private mode) only loses the optimisation: loads give None, saves are dropped."""
+
+    def __init__(self, store: str = "manifests", prefix: str = "") -> None:
+        self.store, self.prefix = store, prefix
 
     async def load(self, scope: str) -> str | None:
         try:
-            value = await idb.get("manifests", scope)
+            value = await idb.get(self.store, self.prefix + scope)
         except JsException:
             return None
         return value if isinstance(value, str) else None
@@ -191,7 +194,7 @@ class IndexedDBStore:
     def save_soon(self, scope: str, text: str) -> None:
         async def save() -> None:
             try:
-                await idb.put("manifests", scope, text)
+                await idb.put(self.store, self.prefix + scope, text)
             except JsException:
                 pass
         asyncio.ensure_future(save())
