@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _harness import write_result  # noqa: E402
 
 import gpuport as gp  # noqa: E402
-from gpuport.fallback import OpCall  # noqa: E402
+from gpuport.kernels import OpCall  # noqa: E402
 
 
 def per_call(fn, n: int) -> float:

@@ -238,7 +238,7 @@ def test_faults_retry_then_fail_naming_the_chunk_and_nothing_corrupt_is_cached(f
 SMALL_DISK = """
 import js
 from pyodide.ffi import JsException
-from gpuport.backends.browser import IndexedDBChunkCache
+from gpuport.backends.pageio import IndexedDBChunkCache
 
 class SmallDisk(IndexedDBChunkCache):
     # IndexedDB with a 20 MiB budget: the estimate reports it, and a write past it fails with a real

@@ -8,12 +8,12 @@ import json
 SCOPE_AND_REPORT = """
 import json
 report = await rt_precompile
-{"report": {k: v for k, v in report.items() if k != "order"}, "scope": rt._manifest_scope()}
+{"report": {k: v for k, v in report.items() if k != "order"}, "scope": rt.pipelines.scope}
 """
 
 STORED = """
 import gpuport_idb
-text = await gpuport_idb.get("manifests", rt._manifest_scope())
+text = await gpuport_idb.get("manifests", rt.pipelines.scope)
 text
 """
 
@@ -28,7 +28,7 @@ def _wait_saved(page, entries: int) -> str:
 import asyncio, json, gpuport_idb
 text = None
 for _ in range(100):
-    text = await gpuport_idb.get("manifests", rt._manifest_scope())
+    text = await gpuport_idb.get("manifests", rt.pipelines.scope)
     if text and len(json.loads(text).get("entries", [])) >= {entries}:
         break
     await asyncio.sleep(0.05)
@@ -68,7 +68,7 @@ def test_corrupted_manifest_record_is_ignored_and_repaired(chromium_webgpu, serv
         page.goto(server_url + "/?table=0&precompile=await")
         first = _run(page, SCOPE_AND_REPORT)
         _wait_saved(page, first["report"]["pipelines"])
-        _run(page, "import gpuport_idb\nawait gpuport_idb.put('manifests', rt._manifest_scope(), '{corrupt')")
+        _run(page, "import gpuport_idb\nawait gpuport_idb.put('manifests', rt.pipelines.scope, '{corrupt')")
         assert _run(page, STORED) == "{corrupt"
 
         page.reload()

@@ -15,7 +15,7 @@ try:
     h = wrt.ops.gelu(wrt.ops.matmul(tx, tw))
     before = await h.read()
     pending = wrt.ops.scale(h, 2.0, 1.0)          # queued before the loss
-    wrt._device.destroy_for_test()                # bridge.loseDevice -> GPUDevice.destroy()
+    wrt.device.destroy_for_test()                # bridge.loseDevice -> GPUDevice.destroy()
     after = wrt.ops.add(pending, h)               # issued after it
     got = await after.read()
     from gpuport import kernels as K

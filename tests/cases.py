@@ -397,7 +397,7 @@ async def _batch_crossings(rt):
         if gp.IN_PYODIDE:
             import gpuport_bridge
             js_calls = gpuport_bridge.stats.calls
-        s = rt._device.stats
+        s = rt.device.stats
         return s["submits"] + s["reads"], js_calls
 
     x = rt.tensor(np.ones((4, 8), np.float32))
@@ -643,7 +643,7 @@ async def device_destroyed_mid_workload_is_recovered(rt):
         h = wrt.ops.gelu(wrt.ops.matmul(tx, tw, bias=tb))
         first = await h.read()                       # the device has done real work before the loss
         s = wrt.ops.softmax(wrt.ops.scale(h, 0.5, 0.0))   # queued, not yet run
-        wrt._device.destroy_for_test()
+        wrt.device.destroy_for_test()
         y = wrt.ops.add(s, wrt.ops.scale(s, 1.0, 1.0))    # issued after the loss
         got = await y.read()
         again = await h.read()

@@ -42,7 +42,7 @@ def test_auto_chooses_per_op_with_identical_results_and_reports_it(cache):
     rt2 = gp.open_sync()
     try:   # history and calibration come back: no new calibration
         assert rt2.info()["selection"]["calibration"]["source"] == "stored"
-        assert rt2.selector.selector._stats, "history not restored"
+        assert rt2.selector.selector.get_performance_summary()["ops"], "history not restored"
     finally:
         rt2.close()
 
@@ -68,7 +68,7 @@ def test_env_forces_and_disables(cache, monkeypatch):
         x = rt.tensor(np.ones((4, 4), np.float32))
         rt.ops.scale(x, 2.0, 0.0).numpy()
         assert rt.info()["selection"]["chosen"] == {"scale": "webgpu"}
-        assert rt._device.stats["dispatches"] >= 1
+        assert rt.device.stats["dispatches"] >= 1
     finally:
         rt.close()
     monkeypatch.delenv("GPUPORT_BACKEND")

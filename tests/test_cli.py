@@ -64,8 +64,7 @@ def test_demo_calls_gpuport_demo_main(monkeypatch):
     calls = []
     fake = types.ModuleType("gpuport.demo")
     fake.main = lambda: calls.append("main")
-    monkeypatch.setitem(sys.modules, "gpuport.demo", fake)
-    monkeypatch.delattr(gpuport, "demo", raising=False)
+    monkeypatch.setattr(gpuport.cli, "demo", fake)
     assert main(["demo"]) == 0
     assert calls == ["main"]
 

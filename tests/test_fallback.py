@@ -119,7 +119,7 @@ def test_simplified_shader(constrained):
     assert constrained.fallback.needs_fallback("matmul")
     assert (np.abs(got - K.matmul_ref(a, w, transpose_b=True)) <= matmul_bound(a, w.T, 129)).all()
     np.testing.assert_array_equal(s, x + x)
-    pipes = [p.label for p in constrained._device.pipelines.values()]
+    pipes = [p.label for p in constrained.device.pipelines.values()]
     assert "matmul_small" in pipes and "matmul" not in pipes
 
 

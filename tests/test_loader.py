@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 import gpuport as gp
+from gpuport import chunk_cache, chunk_manifest
 from gpuport import loader as L
 from gpuport.cli import main as cli_main
 
@@ -46,7 +47,7 @@ def make_model(folder: Path, seed: int = 0) -> dict[str, np.ndarray]:
     folder.mkdir(parents=True, exist_ok=True)
     write_safetensors(folder / "model.safetensors", tensors)
     (folder / "config.json").write_text('{"ok": true}')
-    manifest = L.build_manifest(folder / "model.safetensors", CHUNK, model="tiny", files=("config.json",))
+    manifest = chunk_manifest.build_manifest(folder / "model.safetensors", CHUNK, model="tiny", files=("config.json",))
     (folder / "manifest.json").write_text(json.dumps(manifest))
     return tensors
 
@@ -252,7 +253,7 @@ def test_persistent_fault_raises_load_error_naming_url_and_chunk(tiny, kind, wor
     srv, _, folder = tiny
     m = json.loads((folder / "manifest.json").read_text())
     srv.faults.add(kind, start=second_span_start(m))
-    cache = L.MemoryChunkCache()
+    cache = chunk_cache.MemoryChunkCache()
     with pytest.raises(gp.LoadError) as info:
         load(srv.url, retries=2, cache=cache)
     msg = str(info.value)
@@ -262,7 +263,7 @@ def test_persistent_fault_raises_load_error_naming_url_and_chunk(tiny, kind, wor
     sha = m["sha256"]
     for key, blob in cache.chunks.items():
         i = int(key.split(":")[1])
-        assert key.startswith(sha) and L.sha256(blob) == m["chunks"][i]["sha256"]
+        assert key.startswith(sha) and chunk_manifest.sha256(blob) == m["chunks"][i]["sha256"]
     assert f"{sha}:2" not in cache.chunks and f"{sha}:3" not in cache.chunks
 
 
@@ -317,7 +318,7 @@ def test_interrupted_load_resumes_from_verified_chunks(tiny):
     m = json.loads((folder / "manifest.json").read_text())
     last = m["chunks"][-1]["start"] if len(m["chunks"]) % 2 else m["chunks"][-2]["start"]
     srv.faults.add("drop", start=last)
-    cache = L.MemoryChunkCache()
+    cache = chunk_cache.MemoryChunkCache()
     with pytest.raises(gp.LoadError):
         load(srv.url, cache=cache, retries=1, concurrency=1)
     cached_before = len(cache.chunks)
@@ -342,7 +343,7 @@ def test_interrupted_load_resumes_from_verified_chunks(tiny):
 
 def test_new_manifest_invalidates_old_chunks(tiny):
     srv, _, folder = tiny
-    cache = L.MemoryChunkCache()
+    cache = chunk_cache.MemoryChunkCache()
     load(srv.url, cache=cache)
     old_sha = json.loads((folder / "manifest.json").read_text())["sha256"]
     assert all(k.startswith(old_sha) for k in cache.chunks)
@@ -357,14 +358,14 @@ def test_quota_exceeded_falls_back_to_memory(tiny):
     srv, tensors, folder = tiny
     size = json.loads((folder / "manifest.json").read_text())["size"]
     # the estimate says there is not enough room: memory from the start, said in the stream
-    cache = L.MemoryChunkCache(quota_bytes=size // 3)
+    cache = chunk_cache.MemoryChunkCache(quota_bytes=size // 3)
     out, events, ld = load(srv.url, cache=cache)
     check_same(out, tensors)
     assert ld.stats()["memory_only"] and not cache.chunks
     assert any(e.get("memory_only") and "storage estimate" in e["note"] for e in events)
 
     # the estimate is unknown, the write itself fails with a quota error part way
-    class NoEstimate(L.MemoryChunkCache):
+    class NoEstimate(chunk_cache.MemoryChunkCache):
         async def estimate(self):
             return None
     cache = NoEstimate(quota_bytes=size // 3)
@@ -377,7 +378,7 @@ def test_quota_exceeded_falls_back_to_memory(tiny):
 
 def test_corrupt_cache_record_is_dropped_and_refetched(tiny):
     srv, tensors, folder = tiny
-    cache = L.MemoryChunkCache()
+    cache = chunk_cache.MemoryChunkCache()
     load(srv.url, cache=cache)
     key = sorted(cache.chunks)[0]
     cache.chunks[key] = b"\0" + cache.chunks[key][1:]
@@ -385,7 +386,7 @@ def test_corrupt_cache_record_is_dropped_and_refetched(tiny):
     check_same(out, tensors)
     assert ld.stats()["fetched_chunks"] == 1
     assert any("failed its sha256 check: dropped" in (e.get("note") or "") for e in events)
-    assert L.sha256(cache.chunks[key]) == json.loads((folder / "manifest.json").read_text())["chunks"][
+    assert chunk_manifest.sha256(cache.chunks[key]) == json.loads((folder / "manifest.json").read_text())["chunks"][
         int(key.split(":")[1])]["sha256"]
 
 
@@ -409,7 +410,7 @@ def test_pack_model_cli_is_idempotent(tiny, tmp_path, capsys):
     out = tmp_path / "packed"
     assert cli_main(["pack-model", "--model", "tiny", "--source", str(folder), "--out", str(out), "--chunk-kb", "64"]) == 0
     m = json.loads((out / "manifest.json").read_text())
-    assert m == {**L.build_manifest(folder / "model.safetensors", CHUNK, model="tiny",
+    assert m == {**chunk_manifest.build_manifest(folder / "model.safetensors", CHUNK, model="tiny",
                                     files=("config.json",)), "source_mtime_ns": m["source_mtime_ns"]}
     assert m["tensors"]["encoder.layer.1.dense.weight"]["layer"] == "1"
     assert cli_main(["pack-model", "--model", "tiny", "--source", str(folder), "--out", str(out), "--chunk-kb", "64"]) == 0

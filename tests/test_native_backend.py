@@ -39,14 +39,14 @@ def test_info_names_the_lavapipe_adapter(rt):
 
 
 def test_dispatches_queue_until_a_read(rt):
-    dev = rt._device
+    dev = rt.device
     dev.flush()
     before = dict(dev.stats)
     x = rt.tensor(np.ones(16, np.float32))
     y = rt.ops.scale(rt.ops.scale(x, 2.0, 0.0), 3.0, 0.0)
-    assert len(dev._pending) == 2 and dev.stats["submits"] == before["submits"]
+    assert dev.pending == 2 and dev.stats["submits"] == before["submits"]
     np.testing.assert_array_equal(y.numpy(), np.full(16, 6.0, np.float32))
-    assert dev.stats["submits"] == before["submits"] + 1 and not dev._pending
+    assert dev.stats["submits"] == before["submits"] + 1 and not dev.pending
 
 
 def test_validation_error_is_typed_and_immediate(rt):

@@ -3,21 +3,26 @@
 import asyncio
 import json
 
-from gpuport.pipelines import FileStore, PipelineManifest, scope_key, sha256
+from gpuport.pipelines import PipelineManifest, PipelineSpec, scope_key, sha256
+from gpuport.stores import FileStore
 
 ADAPTER = {"vendor": "llvmpipe", "architecture": "", "device": "llvmpipe (LLVM 15)", "description": "Mesa"}
+
+
+def spec(i, label):
+    return PipelineSpec(label, f"// {label}\n", "main", (("X", float(i)),), ("read", "rw"))
 
 
 def manifest_with(*labels):
     m = PipelineManifest("scope")
     for i, label in enumerate(labels):
-        m.record(f"k{i}", label, f"// {label}\n", "main", {"X": float(i)}, ("read", "rw"), 12.5)
+        m.record(spec(i, label), 12.5)
     return m
 
 
 def test_entries_keep_first_use_order_and_roundtrip():
     m = manifest_with("gelu", "matmul", "softmax")
-    m.record("k0", "gelu", "// gelu\n", "main", {}, None, 1.0)   # seen again: order kept
+    m.record(spec(0, "gelu"), 1.0)   # seen again: order kept
     again = PipelineManifest.from_json("scope", m.to_json())
     assert [e.label for e in again.ordered()] == ["gelu", "matmul", "softmax"]
     assert again.loaded == 3 and not again.repaired

@@ -8,7 +8,7 @@ import sys
 import textwrap
 
 import gpuport as gp
-from gpuport.pipelines import ShaderPrecompiler
+from gpuport.pipeline_cache import ShaderPrecompiler
 
 SCRIPT = textwrap.dedent("""
     import asyncio, json, gpuport as gp

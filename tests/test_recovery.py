@@ -7,7 +7,7 @@ import pytest
 
 import gpuport as gp
 from gpuport import kernels as K
-from gpuport.recovery import classify
+from gpuport.errors import classify
 
 from cases import CASES
 
@@ -62,7 +62,7 @@ def test_real_destroy_then_ops_and_async_read(rt):
     x, w, want = _workload(rt, 5)
     tx, tw = rt.tensor(x), rt.tensor(w)
     y = rt.ops.matmul(tx, tw)
-    rt._device.destroy_for_test()
+    rt.device.destroy_for_test()
     z = rt.ops.gelu(y)                             # the op notices the loss, recovers, retries
     got = asyncio.run(z.read())
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
@@ -76,7 +76,7 @@ def test_device_only_values_raise_device_lost_naming_the_tensor(rt):
     k.dispatch(1, out)
     assert out.numpy()[0] == 5.0
     kept = rt.tensor(np.arange(4, dtype=np.float32))
-    rt._device.destroy_for_test()
+    rt.device.destroy_for_test()
     rt.flush()   # nothing pending: the loss shows at the next device call
     with pytest.raises(gp.DeviceLost, match=r"shape \(4,\).*user kernel"):
         rt.ops.scale(out, 1.0, 0.0).numpy()
@@ -123,7 +123,7 @@ def test_allocation_beyond_memory_budget_steps_down_to_the_host():
         np.testing.assert_allclose(y.numpy(), K.gelu_ref(x @ w), rtol=1e-4, atol=1e-4)
         st = rt.recovery.stats()
         assert st["oom_lower_tier"] >= 1 and st["oom_events"] >= 1, st
-        assert rt._device_bytes() <= 1 << 20
+        assert rt.memory.device_bytes() <= 1 << 20
     finally:
         rt.close()
 

@@ -9,7 +9,7 @@ import pytest
 
 import gpuport as gp
 from gpuport.models import default_source
-from gpuport.models.safetensors import check_layout, load_tensors, read_header, tensor_entries
+from gpuport.formats.safetensors import check_layout, load_tensors, read_header, tensor_entries
 
 MODEL = Path(default_source("minilm-l6-v2")) / "model.safetensors"
 

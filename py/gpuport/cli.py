@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 from pathlib import Path
 
-from .errors import GpuportError
+from . import demo
+from .chunk_manifest import MANIFEST_NAME, build_manifest
+from .distribution import PYODIDE_VERSION, ensure_distribution, find_repo_root
+from .errors import GpuportError, LoadError
+from .models import default_source
+from .runtime import open_sync
 
 
 def _add_serve(sub: argparse._SubParsersAction) -> None:
@@ -62,13 +69,6 @@ def _add_pack_model(sub: argparse._SubParsersAction) -> None:
 
 
 def _pack_model(args: argparse.Namespace) -> int:
-    import json
-    import os
-
-    from .errors import LoadError
-    from .loader import MANIFEST_NAME, build_manifest
-    from .models import default_source
-
     source = Path(args.source) if args.source is not None else Path(default_source(args.model))
     weights = source / "model.safetensors"
     if not weights.is_file():
@@ -76,7 +76,6 @@ def _pack_model(args: argparse.Namespace) -> int:
     if args.out is not None:
         out = Path(args.out)
     else:
-        from .distribution import find_repo_root
         out = Path(args.root or find_repo_root()) / ".cache" / "models" / args.model
     target = out / MANIFEST_NAME
     stat = weights.stat()
@@ -102,26 +101,23 @@ def _pack_model(args: argparse.Namespace) -> int:
 
 
 def _doctor(args: argparse.Namespace) -> int:
-    from . import open_sync
     with open_sync(backend=args.backend, tier=args.tier) as rt:
         print(rt.report(format=args.format))
     return 0
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from .server import serve
+    from .server import serve   # needs the "serve" extra (starlette, uvicorn)
     serve(host=args.host, port=args.port, root=args.root, models_dir=args.models)
     return 0
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from . import demo  # written separately; imported only when asked for
     result = demo.main()
     return result if isinstance(result, int) else 0
 
 
 def _pyodide(args: argparse.Namespace) -> int:
-    from .distribution import PYODIDE_VERSION, ensure_distribution
     dest = ensure_distribution(args.root, dest=args.dest)
     print(f"Pyodide {PYODIDE_VERSION} distribution verified in {dest}")
     return 0

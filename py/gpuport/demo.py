@@ -12,7 +12,8 @@ from typing import Any, Callable
 import numpy as np
 
 from . import kernels as K
-from .runtime import Runtime
+from .backends import available
+from .runtime import Runtime, open_sync
 
 
 def _samples(r: np.random.Generator) -> list[tuple[str, dict[str, np.ndarray], Callable, Callable]]:
@@ -79,7 +80,6 @@ def format_table(rt: Runtime, rows: list[dict[str, Any]]) -> str:
 
 def main() -> int:
     """Print the kernel table for every backend this machine has, and the cross-backend agreement."""
-    from . import available, open_sync
     results = {}
     for backend in available():
         with open_sync(backend=backend) as rt:

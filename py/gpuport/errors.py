@@ -90,8 +90,52 @@ class LoadError(GpuportError):
     """A model or file could not be loaded intact (names the URL and the chunk)."""
 
 
+class TensorLost(DeviceLost):
+    """This tensor's values died with the device and have no host copy or replayable lineage."""
+
+
+# -- classification: whatever a backend raised, as one of the errors above ---------------------------
+
+_LOST_WORDS = ("device is lost", "device lost", "devicelost", "device was lost", "parent device is lost",
+               "device has been lost", "instance dropped", "is destroyed", "device destroyed")
+_OOM_WORDS = ("out of memory", "outofmemory", "out-of-memory", "allocation failed", "not enough memory",
+              "failed to allocate")
+_TIMEOUT_WORDS = ("timed out", "timeout", "time out")
+_UNSUPPORTED_WORDS = ("not supported", "unsupported", "feature", "not enabled")
+
+
+def classify(exc: BaseException, what: str = "") -> Exception:
+    """The typed gpuport error for any failure a backend raised (typed errors pass through unchanged,
+    except a validation error whose text says the device is lost, which becomes DeviceLost)."""
+    text = str(exc)
+    low = text.lower()
+    where = f"{what}: " if what else ""
+    if isinstance(exc, (DeviceLost, OutOfMemory, GpuTimeout, ShaderCompileError, UnsupportedFeature)):
+        return exc
+    if any(w in low for w in _LOST_WORDS):
+        return DeviceLost(f"{where}the GPU device was lost: {_last_lines(text)}")
+    if type(exc).__name__ == "GPUOutOfMemoryError" or any(w in low for w in _OOM_WORDS):
+        return OutOfMemory(f"{where}{_last_lines(text)}")
+    if isinstance(exc, TimeoutError) or any(w in low for w in _TIMEOUT_WORDS):
+        return GpuTimeout(f"{where}{_last_lines(text)}")
+    if isinstance(exc, GpuportError):
+        return exc
+    if type(exc).__name__ in ("GPUValidationError", "GPUPipelineError", "GPUInternalError"):
+        if "shader" in low or "wgsl" in low:
+            return ShaderCompileError(what or "shader", text)
+        if any(w in low for w in _UNSUPPORTED_WORDS) and "missing" in low:
+            return UnsupportedFeature(f"{where}{text}")
+        return GpuValidationError(f"{where}{text}")
+    return exc if isinstance(exc, Exception) else GpuportError(text)
+
+
+def _last_lines(text: str) -> str:
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    return " / ".join(lines[-2:]) if lines else text
+
+
 __all__ = [
     "BackendUnavailable", "CompileMessage", "DeviceLost", "GpuTimeout", "GpuValidationError", "GpuportError",
-    "LimitExceeded", "LoadError", "OutOfMemory", "RuntimeClosed", "ShaderCompileError",
-    "UnsupportedFeature",
+    "LimitExceeded", "LoadError", "OutOfMemory", "RuntimeClosed", "ShaderCompileError", "TensorLost",
+    "UnsupportedFeature", "classify",
 ]

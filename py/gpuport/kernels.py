@@ -15,6 +15,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from .pipelines import PipelineSpec
+
 # Binding kinds, in binding order; the last storage binding of a built-in op is its output.
 READ, WRITE, UNIFORM = "read", "rw", "uniform"
 
@@ -35,16 +37,40 @@ class KernelDef:
 
 
 @dataclass
+class OpCall:
+    """A validated op call: inputs in binding order (None for an absent optional one), output shape, the
+    attributes its NumPy reference takes as keywords; `workload` is what backend="auto" estimated of it."""
+
+    op: str
+    names: tuple[str, ...]
+    inputs: list[Any]
+    out_shape: tuple[int, ...]
+    attrs: dict[str, Any] = field(default_factory=dict)
+    workload: Any = None
+
+    def run_reference(self, arrays: list[np.ndarray | None]) -> np.ndarray:
+        """The op's NumPy reference on host arrays, as a float32 array of the output shape."""
+        result = KERNELS[self.op].reference(*arrays, **self.attrs)
+        return np.ascontiguousarray(result, dtype=np.float32).reshape(self.out_shape)
+
+
+@dataclass
 class Launch:
-    """One op call, planned for every backend: GPU (workgroups, uniforms, constants) and CPU (params)."""
+    """One dispatch of a kernel over whole buffers: workgroups, uniforms and override constants."""
 
     kernel: KernelDef
-    inputs: list[Any]            # Tensors (None where an optional input is absent)
-    output: Any                  # Tensor
+    inputs: list[Any]            # Tensors or Parts (None where an optional input is absent)
+    output: Any                  # Tensor or Part
     workgroups: tuple[int, int, int]
     uniforms: bytes
     constants: dict[str, float] = field(default_factory=dict)
-    params: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def spec(self) -> PipelineSpec:
+        """The pipeline this launch needs."""
+        k = self.kernel
+        return PipelineSpec(k.name, k.source, k.entry_point,
+                            tuple(sorted((n, float(v)) for n, v in self.constants.items())), k.bindings)
 
 
 def shaders_dir() -> Path:
@@ -205,5 +231,13 @@ KERNEL_NEEDS: dict[str, tuple[int, int]] = {
 }
 
 ELEMENTWISE_WG = 256
-ROW_WG = 64
 ATTENTION_MAX_HEAD_DIM = 256
+
+# Op classes the planner and the seed's strategy table reason about.
+ELEMENTWISE_OPS = frozenset({"add", "mul", "scale", "gelu"})
+ROWWISE_OPS = frozenset({"softmax", "layer_norm", "sum", "mean", "l2_normalize"})
+WG_OVERRIDE_OPS = frozenset({"add", "mul", "scale", "gelu", "embedding", "mean_pool"})  # `override WG` shaders
+# Names the seed's callers use for ops.
+ALIASES = {"attention_compute": "attention", "multi_head_attention": "attention", "linear": "matmul",
+           "matmul_4bit": "matmul", "layernorm": "layer_norm", "layer_normalization": "layer_norm",
+           "embedding_lookup": "embedding", "elementwise": "add", "shader_compilation": "shader"}

@@ -19,30 +19,28 @@ Progress events (dicts, in order): ``stage`` ("manifest", "header", "cache", "do
 things a user should know (cache fallback to memory, retries).
 
 Transports: natively ``UrllibTransport`` (urllib in a thread; no extra dependency) and ``FileTransport``
-(a local path, Range emulated); in a page ``gpuport.backends.browser.PyfetchTransport``. Caches:
+(a local path, Range emulated); in a page ``gpuport.backends.pageio.PyfetchTransport``. Caches:
 ``MemoryChunkCache`` natively (tests, resume), ``IndexedDBChunkCache`` in a page.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import os
 import re
 import time
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Iterable, Mapping, Sequence
+from typing import Any, Awaitable, Callable, Mapping, Sequence
 
 import numpy as np
 
+from .chunk_cache import ChunkCache, ModelChunks
+from .chunk_manifest import MANIFEST_NAME, WEIGHTS_NAME, build_manifest, check_manifest, layer_of, sha256
 from .errors import LoadError
+from .formats.safetensors import DTYPES, read_header, tensor_from_buffer
 from .platform import IN_PYODIDE
-
-MANIFEST_NAME = "manifest.json"
-MANIFEST_FORMAT = 1
-WEIGHTS_NAME = "model.safetensors"
-MANIFEST_CHUNK = 1 << 20          # pack-model's chunk size: the unit of hashing, caching and resuming
+from .transports import FetchError, FileTransport, Transport, UrllibTransport
 # Fetch span default, measured by bench/model.py (download + verify of all 90.9 MB over loopback from the
 # dev server, 4 requests in flight; median seconds per span size 1/2/4/8/16 MiB): native 0.42/0.54/0.24/
 # 0.24/0.29, Chromium worker 0.85/0.95/0.73/0.68/0.53. 4 MiB is at the native optimum and within 0.2 s of
@@ -53,253 +51,6 @@ DEFAULT_RETRIES = 3
 DEFAULT_BACKOFF_S = 0.1
 
 ProgressFn = Callable[[dict], Any]
-
-
-# -- errors the retry loop understands ---------------------------------------------------------------
-
-class FetchError(Exception):
-    """One failed attempt (retried): HTTP status, Range mismatch, short body, hash mismatch, dropped link."""
-
-    def __init__(self, message: str, retriable: bool = True) -> None:
-        super().__init__(message)
-        self.retriable = retriable
-
-
-class TransportError(FetchError):
-    """The connection failed or dropped mid-transfer."""
-
-
-class QuotaExceeded(Exception):
-    """The cache has no room (IndexedDB QuotaExceededError): the loader keeps chunks in memory instead."""
-
-
-# -- transports --------------------------------------------------------------------------------------
-
-@dataclass
-class Response:
-    status: int
-    headers: dict[str, str]
-    body: bytes
-    url: str = ""
-
-
-class Transport:
-    """`await get(url, headers)` -> Response; raises TransportError when the connection fails."""
-
-    async def get(self, url: str, headers: Mapping[str, str] | None = None) -> Response:  # pragma: no cover
-        raise NotImplementedError
-
-
-class UrllibTransport(Transport):
-    """Native HTTP(S): urllib in a worker thread (bounded by the loader's semaphore)."""
-
-    def __init__(self, timeout_s: float = 30.0) -> None:
-        self.timeout_s = timeout_s
-
-    def _get(self, url: str, headers: Mapping[str, str]) -> Response:
-        import http.client
-        import urllib.error
-        import urllib.request
-
-        req = urllib.request.Request(url, headers=dict(headers or {}))
-        try:
-            with urllib.request.urlopen(req, timeout=self.timeout_s) as r:
-                body = r.read()
-                return Response(r.status, {k.lower(): v for k, v in r.headers.items()}, body, url)
-        except urllib.error.HTTPError as exc:
-            try:
-                body = exc.read()
-            except Exception:
-                body = b""
-            return Response(exc.code, {k.lower(): v for k, v in (exc.headers or {}).items()}, body, url)
-        except (urllib.error.URLError, http.client.HTTPException, ConnectionError, TimeoutError, OSError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise TransportError(f"connection failed: {type(exc).__name__}: {reason}") from None
-
-    async def get(self, url: str, headers: Mapping[str, str] | None = None) -> Response:
-        return await asyncio.to_thread(self._get, url, headers or {})
-
-
-class FileTransport(Transport):
-    """A local directory: the same loader code reads files, Range emulated (206 + Content-Range)."""
-
-    async def get(self, url: str, headers: Mapping[str, str] | None = None) -> Response:
-        path = url[len("file://"):] if url.startswith("file://") else url
-        try:
-            size = os.path.getsize(path)
-            with open(path, "rb") as f:
-                rng = (headers or {}).get("Range") or (headers or {}).get("range")
-                if not rng:
-                    return Response(200, {"content-length": str(size)}, f.read(), url)
-                m = re.fullmatch(r"bytes=(\d+)-(\d+)", rng.strip())
-                if not m:
-                    return Response(400, {}, b"", url)
-                start, end = int(m.group(1)), min(int(m.group(2)), size - 1)
-                if start >= size:
-                    return Response(416, {"content-range": f"bytes */{size}"}, b"", url)
-                f.seek(start)
-                body = f.read(end - start + 1)
-                return Response(206, {"content-range": f"bytes {start}-{end}/{size}",
-                                      "content-length": str(len(body))}, body, url)
-        except FileNotFoundError:
-            return Response(404, {}, b"", url)
-        except OSError as exc:
-            raise TransportError(f"{path}: {exc}") from None
-
-
-def default_transport(source: str) -> Transport:
-    if IN_PYODIDE:
-        from .backends.browser import PyfetchTransport
-        return PyfetchTransport()
-    if source.startswith(("http://", "https://")):
-        return UrllibTransport()
-    return FileTransport()
-
-
-# -- caches ------------------------------------------------------------------------------------------
-
-class ChunkCache:
-    """Verified chunks keyed "<file sha256>:<chunk index>"; the model's current sha under "model:<url>"."""
-
-    async def estimate(self) -> dict | None:
-        return None
-
-    async def get(self, key: str) -> bytes | None:  # pragma: no cover
-        raise NotImplementedError
-
-    async def put(self, key: str, data: bytes) -> None:  # pragma: no cover
-        raise NotImplementedError
-
-    async def remove(self, key: str) -> None:  # pragma: no cover
-        raise NotImplementedError
-
-    async def keys(self) -> list[str]:  # pragma: no cover
-        raise NotImplementedError
-
-    async def get_meta(self, key: str) -> str | None:
-        return None
-
-    async def put_meta(self, key: str, value: str) -> None:
-        return None
-
-
-class MemoryChunkCache(ChunkCache):
-    """A dict (natively: resume within a process, and the tests). `quota_bytes` emulates a full disk."""
-
-    def __init__(self, quota_bytes: int | None = None) -> None:
-        self.chunks: dict[str, bytes] = {}
-        self.meta: dict[str, str] = {}
-        self.quota_bytes = quota_bytes
-
-    def usage(self) -> int:
-        return sum(len(v) for v in self.chunks.values())
-
-    async def estimate(self) -> dict | None:
-        return None if self.quota_bytes is None else {"usage": self.usage(), "quota": self.quota_bytes}
-
-    async def get(self, key: str) -> bytes | None:
-        return self.chunks.get(key)
-
-    async def put(self, key: str, data: bytes) -> None:
-        if self.quota_bytes is not None and self.usage() + len(data) > self.quota_bytes:
-            raise QuotaExceeded(f"memory cache quota {self.quota_bytes} bytes exceeded")
-        self.chunks[key] = bytes(data)
-
-    async def remove(self, key: str) -> None:
-        self.chunks.pop(key, None)
-
-    async def keys(self) -> list[str]:
-        return list(self.chunks)
-
-    async def get_meta(self, key: str) -> str | None:
-        return self.meta.get(key)
-
-    async def put_meta(self, key: str, value: str) -> None:
-        self.meta[key] = value
-
-
-def default_cache() -> ChunkCache | None:
-    if IN_PYODIDE:
-        from .backends.browser import IndexedDBChunkCache
-        return IndexedDBChunkCache()
-    return None
-
-
-# -- the manifest ------------------------------------------------------------------------------------
-
-def sha256(data: bytes | memoryview) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def _layer_of(name: str) -> str | None:
-    """"encoder.layer.3.attention..." -> "3"; embeddings -> "embeddings"; else None."""
-    m = re.search(r"(?:^|\.)layers?\.(\d+)\.", name)
-    if m:
-        return m.group(1)
-    return name.split(".")[0] if name.startswith("embeddings") else None
-
-
-def build_manifest(path: str | os.PathLike, chunk_size: int = MANIFEST_CHUNK, model: str | None = None,
-                   files: Iterable[str] = ()) -> dict:
-    """The chunk manifest of a local safetensors file (what `gpuport pack-model` writes)."""
-    from .models.safetensors import check_layout, read_header, tensor_entries
-
-    path = os.fspath(path)
-    if chunk_size < 4096:
-        raise ValueError(f"chunk_size {chunk_size} is too small (at least 4096 bytes)")
-    size = os.path.getsize(path)
-    whole = hashlib.sha256()
-    chunks = []
-    with open(path, "rb") as f:
-        header, data_start = read_header(f, os.path.basename(path))
-        check_layout(header, data_start, size, os.path.basename(path))
-        f.seek(0)
-        head_bytes = f.read(data_start)
-        f.seek(0)
-        start = 0
-        while start < size:
-            block = f.read(min(chunk_size, size - start))
-            whole.update(block)
-            chunks.append({"start": start, "end": start + len(block), "sha256": sha256(block)})
-            start += len(block)
-    tensors = {}
-    for name, info in tensor_entries(header).items():
-        b, e = data_start + info["data_offsets"][0], data_start + info["data_offsets"][1]
-        last = max(b, e - 1)
-        tensors[name] = {"start": b, "end": e, "dtype": info["dtype"], "shape": info["shape"],
-                         "chunks": [b // chunk_size, last // chunk_size], "layer": _layer_of(name)}
-    directory = os.path.dirname(path)
-    extra = {}
-    for fname in files:
-        p = os.path.join(directory, fname)
-        if os.path.isfile(p):
-            with open(p, "rb") as fh:
-                extra[fname] = {"size": os.path.getsize(p), "sha256": sha256(fh.read())}
-    return {"format": MANIFEST_FORMAT, "model": model, "file": os.path.basename(path), "size": size,
-            "sha256": whole.hexdigest(), "header_len": data_start - 8, "data_start": data_start,
-            "header_sha256": sha256(head_bytes), "chunk_size": chunk_size, "chunks": chunks,
-            "tensors": tensors, "files": extra}
-
-
-def check_manifest(m: Any, where: str) -> dict:
-    """A manifest that is well formed (else LoadError saying what is wrong)."""
-    try:
-        if not isinstance(m, dict) or m.get("format") != MANIFEST_FORMAT:
-            raise ValueError(f"format {m.get('format') if isinstance(m, dict) else m!r}, expected {MANIFEST_FORMAT}")
-        size, cs = int(m["size"]), int(m["chunk_size"])
-        pos = 0
-        for i, c in enumerate(m["chunks"]):
-            if c["start"] != pos or not (0 < c["end"] - c["start"] <= cs) or len(c["sha256"]) != 64:
-                raise ValueError(f"chunk {i} is malformed: {c}")
-            pos = c["end"]
-        if pos != size:
-            raise ValueError(f"chunks cover {pos} bytes, the file has {size}")
-        for name, t in m["tensors"].items():
-            if not (m["data_start"] <= t["start"] <= t["end"] <= size):
-                raise ValueError(f"tensor {name!r} lies outside the file")
-    except (KeyError, TypeError, ValueError) as exc:
-        raise LoadError(f"{where}: not a valid gpuport chunk manifest: {exc}") from None
-    return m
 
 
 # -- the loader --------------------------------------------------------------------------------------
@@ -316,8 +67,6 @@ class _State:
     fetched_chunks: int = 0
     retries: int = 0
     requests: int = 0
-    memory_only: bool = False
-    memory_reason: str | None = None
     timeline: list[dict] = field(default_factory=list)
 
 
@@ -347,13 +96,14 @@ class ProgressiveModelLoader:
         self.rt = rt
         self.chunk_size_mb = DEFAULT_CHUNK_MB if chunk_size_mb is None else float(chunk_size_mb)
         self.concurrency, self.retries, self.backoff_s = concurrency, retries, backoff_s
-        self.transport = transport or default_transport(source)
-        self.cache = default_cache() if cache == "default" else cache
+        self.transport = transport or _default_transport(source)
+        self.cache = _default_cache() if cache == "default" else cache
         self.parallel_components = parallel_components
         self.weights_url = self._url(weights)
         self.manifest_url = manifest_url or self._url(MANIFEST_NAME)
         self._callbacks: list[ProgressFn] = [on_progress] if on_progress else []
         self.manifest: dict | None = None
+        self.chunks: ModelChunks | None = None    # the manifest's chunks in the cache, once it is loaded
         self.state = _State(time.perf_counter())
 
     # -- public ----------------------------------------------------------------------------------
@@ -367,28 +117,22 @@ class ProgressiveModelLoader:
     def stats(self) -> dict:
         s = self.state
         return {"requests": s.requests, "fetched_chunks": s.fetched_chunks, "cached_chunks": s.cached_chunks,
-                "retries": s.retries, "bytes_downloaded": s.downloaded, "memory_only": s.memory_only,
-                "memory_reason": s.memory_reason, "chunk_size_mb": self.chunk_size_mb,
+                "retries": s.retries, "bytes_downloaded": s.downloaded,
+                "memory_only": self.chunks.memory_only if self.chunks else self.cache is None,
+                "memory_reason": self.chunks.memory_reason if self.chunks else None, "chunk_size_mb": self.chunk_size_mb,
                 "concurrency": self.concurrency, "elapsed_ms": round((time.perf_counter() - s.t0) * 1e3, 1)}
 
     async def read_text(self, fname: str) -> str:
         """A small file beside the weights (config.json, vocab.txt), verified when the manifest lists it."""
         url = self._url(fname)
         listed = (self.manifest or {}).get("files", {}).get(fname)
-        key = f"file:{listed['sha256']}" if listed else None
-        if key and self.cache is not None:     # content-addressed: a hit is verified, never stale
-            try:
-                hit = await self.cache.get(key)
-            except Exception:
-                hit = None
-            if hit is not None and sha256(hit) == listed["sha256"]:
-                return bytes(hit).decode("utf-8")
+        if listed and self.chunks is not None:
+            hit = await self.chunks.get_file(listed["sha256"])
+            if hit is not None:
+                return hit.decode("utf-8")
         body = await self._fetch_whole(url, what=fname)
-        if listed and sha256(body) == listed["sha256"] and self.cache is not None and not self.state.memory_only:
-            try:
-                await self.cache.put(key, body)
-            except Exception:
-                pass
+        if listed and sha256(body) == listed["sha256"] and self.chunks is not None:
+            await self.chunks.put_file(listed["sha256"], body)
         if listed and sha256(body) != listed["sha256"]:
             raise LoadError(f"{url}: sha256 {sha256(body)[:12]}... does not match the manifest's "
                             f"{listed['sha256'][:12]}...")
@@ -417,6 +161,7 @@ class ProgressiveModelLoader:
                 raise LoadError(f"{self.manifest_url}: manifest is not JSON: {exc}") from None
             self.manifest = check_manifest(parsed, self.manifest_url)
         m = self.manifest
+        self.chunks = ModelChunks(self.cache, m, self.weights_url, self._emit)
         self._emit("manifest", m["size"], m["size"], note=f"{len(m['chunks'])} chunks of "
                    f"{m['chunk_size'] / 2**20:g} MiB, file sha256 {m['sha256'][:12]}")
         return m
@@ -424,10 +169,8 @@ class ProgressiveModelLoader:
     async def read_header(self) -> tuple[dict, int]:
         """The safetensors header through two Range requests (8 bytes, then the JSON), checked against
         the manifest's header hash."""
-        from .models.safetensors import read_header
-
         m = await self.load_manifest()
-        cached = await self._cache_get(m, 0) if m["data_start"] <= m["chunks"][0]["end"] else None
+        cached = await self.chunks.get(0) if m["data_start"] <= m["chunks"][0]["end"] else None
         if cached is not None:   # the header lies in chunk 0: a cached, verified chunk 0 has it
             head = cached[:m["data_start"]]
             if sha256(head) == m["header_sha256"]:
@@ -454,8 +197,6 @@ class ProgressiveModelLoader:
 
         `components` groups names into independent parts (default: by layer) loaded in parallel with
         asyncio.gather; each tensor is uploaded the moment its chunks are verified."""
-        from .models.safetensors import DTYPES, tensor_from_buffer
-
         m = await self.load_manifest()
         header, data_start = await self.read_header()
         entries = {k: v for k, v in header.items() if k != "__metadata__"}
@@ -511,17 +252,17 @@ class ProgressiveModelLoader:
                 else:
                     out[n] = arr   # upload=False, or 64-bit buffers (position_ids): stay on the host
                 st.uploaded += t["end"] - t["start"]
-                self._emit("upload", st.uploaded, st.tensor_total, tensor=n, layer=t.get("layer", _layer_of(n)))
+                self._emit("upload", st.uploaded, st.tensor_total, tensor=n, layer=t.get("layer", layer_of(n)))
                 done[n].set_result(True)
                 # a chunk whose tensors are all done can go: the whole file never sits in memory twice
                 for j in range(t["chunks"][0], t["chunks"][1] + 1):
                     if all(n2 in out for n2 in owners[j]):
                         data.pop(j, None)
 
-        await self._prepare_cache(m)
+        await self.chunks.prepare()
         missing = []
         for i in need:
-            blob = await self._cache_get(m, i)
+            blob = await self.chunks.get(i)
             if blob is not None:
                 data[i] = blob
                 st.cached_chunks += 1
@@ -550,7 +291,7 @@ class ProgressiveModelLoader:
                 data[i] = blob
                 arrived(i)
             for i, blob in zip(span, chunks):
-                await self._cache_put(m, i, blob)
+                await self.chunks.put(i, blob)
 
         async def component(part: Sequence[str]) -> None:
             for n in part:
@@ -559,7 +300,7 @@ class ProgressiveModelLoader:
         if components is None:
             groups: dict[str, list[str]] = {}
             for n in names:
-                groups.setdefault(str(m["tensors"][n].get("layer", _layer_of(n))), []).append(n)
+                groups.setdefault(str(m["tensors"][n].get("layer", layer_of(n))), []).append(n)
             parts = list(groups.values()) if self.parallel_components else [names]
         else:
             parts = [list(v) for v in components.values()]
@@ -680,84 +421,6 @@ class ProgressiveModelLoader:
                    f"{delay * 1e3:.0f} ms")
         await asyncio.sleep(delay)
 
-    # -- cache -----------------------------------------------------------------------------------
-    def _key(self, m: dict, i: int) -> str:
-        return f"{m['sha256']}:{i}"
-
-    async def _prepare_cache(self, m: dict) -> None:
-        """Invalidate chunks of an older manifest; decide from storage.estimate() whether to cache."""
-        st = self.state
-        if self.cache is None:
-            st.memory_only, st.memory_reason = True, "no cache"
-            return
-        try:
-            meta_key = f"model:{self.weights_url}"
-            previous = await self.cache.get_meta(meta_key)
-            if previous and previous != m["sha256"]:
-                stale = [k for k in await self.cache.keys() if k.startswith(previous + ":")]
-                for k in stale:
-                    await self.cache.remove(k)
-                self._emit("cache", 0, 0, note=f"new manifest (sha256 {m['sha256'][:12]}): {len(stale)} chunks "
-                           f"of {previous[:12]} removed")
-            if previous != m["sha256"]:
-                await self.cache.put_meta(meta_key, m["sha256"])
-            est = await self.cache.estimate()
-        except Exception as exc:  # storage unusable (private mode, blocked): memory only
-            self._memory(f"cache unavailable: {exc}")
-            return
-        if est and est.get("quota"):
-            free = int(est["quota"]) - int(est.get("usage") or 0)
-            cached = 0
-            for i in range(len(m["chunks"])):
-                if self._key(m, i) in await self._keys_once():
-                    cached += m["chunks"][i]["end"] - m["chunks"][i]["start"]
-            need = m["size"] - cached
-            if free < need:
-                self._memory(f"storage estimate: {free / 2**20:.1f} MiB free of {int(est['quota']) / 2**20:.1f} "
-                             f"MiB quota, {need / 2**20:.1f} MiB needed")
-
-    async def _keys_once(self) -> set[str]:
-        if not hasattr(self, "_key_set"):
-            self._key_set = set(await self.cache.keys())
-        return self._key_set
-
-    def _memory(self, reason: str) -> None:
-        st = self.state
-        if not st.memory_only:
-            st.memory_only, st.memory_reason = True, reason
-            self._emit("cache", 0, 0, note=f"falling back to memory: {reason}", memory_only=True)
-
-    async def _cache_get(self, m: dict, i: int) -> bytes | None:
-        if self.cache is None:
-            return None
-        key = self._key(m, i)
-        try:
-            blob = await self.cache.get(key)
-        except Exception:
-            return None
-        if blob is None:
-            return None
-        blob = bytes(blob)
-        if sha256(blob) != m["chunks"][i]["sha256"]:   # corrupt or tampered record: drop and refetch
-            self._emit("cache", 0, 0, note=f"cached chunk {i} failed its sha256 check: dropped, refetching")
-            try:
-                await self.cache.remove(key)
-            except Exception:
-                pass
-            return None
-        return blob
-
-    async def _cache_put(self, m: dict, i: int, blob: bytes) -> None:
-        """Only verified chunks come here."""
-        if self.cache is None or self.state.memory_only:
-            return
-        try:
-            await self.cache.put(self._key(m, i), blob)
-        except QuotaExceeded as exc:
-            self._memory(f"quota exceeded while caching chunk {i}: {exc}")
-        except Exception as exc:
-            self._memory(f"cache write failed at chunk {i}: {type(exc).__name__}: {exc}")
-
     # -- progress --------------------------------------------------------------------------------
     def _emit(self, stage: str, done: int, total: int, **extra: Any) -> None:
         st = self.state
@@ -772,6 +435,22 @@ class ProgressiveModelLoader:
             cb(dict(event))
 
 
+def _default_transport(source: str) -> Transport:
+    """fetch in a page, urllib for http(s) natively, else the local file system."""
+    if IN_PYODIDE:
+        from .backends.pageio import PyfetchTransport   # page-only: imports js
+        return PyfetchTransport()
+    return UrllibTransport() if source.startswith(("http://", "https://")) else FileTransport()
+
+
+def _default_cache() -> ChunkCache | None:
+    """IndexedDB in a page; natively none (every load reads its source)."""
+    if IN_PYODIDE:
+        from .backends.pageio import IndexedDBChunkCache   # page-only: imports js
+        return IndexedDBChunkCache()
+    return None
+
+
 async def gather_components(loaders: Mapping[str, Awaitable[Any]]) -> dict[str, Any]:
     """Independent components (e.g. a text and a vision tower) loaded at the same time."""
     keys = list(loaders)
@@ -779,6 +458,4 @@ async def gather_components(loaders: Mapping[str, Awaitable[Any]]) -> dict[str, 
     return dict(zip(keys, values))
 
 
-__all__ = ["DEFAULT_CHUNK_MB", "ChunkCache", "FetchError", "FileTransport", "MANIFEST_CHUNK", "MANIFEST_NAME",
-           "MemoryChunkCache", "ProgressiveModelLoader", "QuotaExceeded", "Response", "Transport",
-           "TransportError", "UrllibTransport", "build_manifest", "check_manifest", "gather_components"]
+__all__ = ["DEFAULT_CHUNK_MB", "ProgressiveModelLoader", "gather_components"]

@@ -1,6 +1,6 @@
 """The ops users call as `rt.ops.<name>(...)`: check shapes and dtypes, then hand the call to the
-runtime's FallbackManager (fallback.py), which runs the native kernel or a strategy (several launches,
-a variant shader, or the NumPy reference).
+runtime's executor (execution.py), which places it on the device (the planner's kernel or strategy) or
+on the host (the NumPy reference).
 
 Every op returns a new Tensor at once; the work is queued on the backend and runs when read.
 """
@@ -11,8 +11,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .fallback import OpCall
-from .kernels import ATTENTION_MAX_HEAD_DIM
+from .kernels import ATTENTION_MAX_HEAD_DIM, OpCall
 from .tensor import Tensor
 
 if TYPE_CHECKING:
@@ -30,16 +29,16 @@ class Ops:
 
     # -- helpers -----------------------------------------------------------------------------------
     def _f32(self, t: object, op: str, what: str) -> Tensor:
-        t = self._rt._own(t, f"{op}: {what}")
+        t = self._rt.own(t, f"{op}: {what}")
         if t.dtype != F32:
             raise TypeError(f"{op}: {what} must be float32, got {t.dtype}")
         return t
 
     def _run(self, op: str, names: tuple[str, ...], inputs: list[Tensor | None], out_shape: tuple[int, ...],
              **attrs: object) -> Tensor:
-        """Validated call -> the runtime's FallbackManager (native kernel or a strategy)."""
-        self._rt._check_open()
-        return self._rt._op(OpCall(op, names, inputs, tuple(out_shape), dict(attrs)))
+        """Validated call -> the runtime's executor."""
+        self._rt.check_open()
+        return self._rt.executor.run(OpCall(op, names, inputs, tuple(out_shape), dict(attrs)))
 
     @staticmethod
     def _rows(x: Tensor, op: str) -> tuple[int, int]:
@@ -141,7 +140,7 @@ class Ops:
     # -- model ops ---------------------------------------------------------------------------------
     def embedding(self, ids: Tensor, table: Tensor) -> Tensor:
         """Rows of `table` (vocab, hidden) gathered by integer `ids` of any shape."""
-        ids = self._rt._own(ids, "embedding: ids")
+        ids = self._rt.own(ids, "embedding: ids")
         if ids.dtype not in INDEX_DTYPES:
             raise TypeError(f"embedding: ids must be int32 or uint32, got {ids.dtype}")
         table = self._f32(table, "embedding", "table")

@@ -1,5 +1,5 @@
-"""Pipeline manifest: every pipeline a runtime creates, remembered so the next start can build them all
-up front (createComputePipelineAsync in the page, a thread pool natively) before the first op needs them.
+"""Pipeline specs and the pipeline manifest: every pipeline a runtime creates, remembered so the next start
+can build them all up front (createComputePipelineAsync in the page) before the first op needs them.
 
 A page cannot store compiled pipelines (the browser's own per-origin cache does that); what we keep is
 the recipe: the specialised WGSL, entry point, constants, layout and first-use order. The manifest is
@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from functools import cached_property
 from typing import Any
 
 FORMAT = 1
@@ -34,7 +33,7 @@ def scope_key(adapter: dict[str, Any], browser: dict[str, Any] | None, features:
 
 @dataclass(frozen=True)
 class PipelineSpec:
-    """Everything needed to create one pipeline: what precompilation hands the backend."""
+    """Everything needed to create one pipeline (hashable: backends key their compiled pipelines by it)."""
 
     label: str
     source: str
@@ -45,6 +44,13 @@ class PipelineSpec:
     @property
     def constants_dict(self) -> dict[str, float]:
         return dict(self.constants)
+
+    @cached_property
+    def key(self) -> str:
+        """A stable identity across processes (hash of WGSL, entry point, constants, layout)."""
+        blob = json.dumps([self.source, self.entry_point, sorted(self.constants),
+                           None if self.bindings is None else list(self.bindings)], sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:32]
 
 
 @dataclass
@@ -83,9 +89,9 @@ class PipelineManifest:
     repaired: bool = False   # storage held something unusable; it will be rewritten
     dirty: bool = False
 
-    def record(self, key: str, label: str, source: str, entry_point: str, constants: dict[str, float],
-               bindings: tuple[str, ...] | None, compile_ms: float) -> None:
+    def record(self, spec: PipelineSpec, compile_ms: float) -> None:
         """Remember a pipeline the first time it is created (later creations keep the first order)."""
+        key = spec.key
         if key in self.entries:
             return
         if len(self.entries) >= MAX_ENTRIES:
@@ -93,8 +99,9 @@ class PipelineManifest:
             last = max(self.entries.values(), key=lambda e: e.order)
             del self.entries[last.key]
         order = max((e.order for e in self.entries.values()), default=-1) + 1
-        self.entries[key] = ManifestEntry(key, label, source, sha256(source), entry_point, dict(constants),
-                                          None if bindings is None else list(bindings), order, round(compile_ms, 3))
+        self.entries[key] = ManifestEntry(key, spec.label, spec.source, sha256(spec.source), spec.entry_point,
+                                          spec.constants_dict, None if spec.bindings is None else list(spec.bindings),
+                                          order, round(compile_ms, 3))
         self.dirty = True
 
     def forget(self, label: str) -> None:
@@ -143,70 +150,3 @@ class PipelineManifest:
             manifest = cls(scope, repaired=True, dirty=True)
         manifest.loaded = len(manifest.entries)
         return manifest
-
-
-def cache_dir() -> Path:
-    """Where native runs keep manifests: $GPUPORT_CACHE, else $XDG_CACHE_HOME/gpuport, else ~/.cache/gpuport."""
-    if os.environ.get("GPUPORT_CACHE"):
-        return Path(os.environ["GPUPORT_CACHE"])
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "gpuport"
-
-
-class FileStore:
-    """Manifests as JSON files, written atomically (native)."""
-
-    def __init__(self, directory: Path | None = None) -> None:
-        self.directory = directory or cache_dir() / "pipelines"
-
-    def _path(self, scope: str) -> Path:
-        return self.directory / f"{scope}.json"
-
-    def read(self, scope: str) -> str | None:
-        try:
-            return self._path(scope).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError):
-            return None
-
-    async def load(self, scope: str) -> str | None:
-        return self.read(scope)
-
-    def save_soon(self, scope: str, text: str) -> None:
-        """Write now (a small file); a failure (read-only home, full disk) only loses the optimisation."""
-        try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            tmp = self._path(scope).with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(text, encoding="utf-8")
-            tmp.replace(self._path(scope))
-        except OSError:
-            pass
-
-
-# What each kind of record is called on disk (a folder under cache_dir()) and in IndexedDB (store, key prefix).
-_STORES = {"pipelines": ("manifests", ""), "selector": ("meta", "selector:")}
-
-
-def store_for(kind: str) -> Any:
-    """Where records of `kind` persist: JSON files natively, IndexedDB in a page."""
-    from .platform import IN_PYODIDE
-    if IN_PYODIDE:
-        from .backends.browser import IndexedDBStore
-        return IndexedDBStore(*_STORES[kind])
-    return FileStore(cache_dir() / kind)
-
-
-ESSENTIAL_OPS = ("matmul", "add", "gelu", "layer_norm", "softmax", "attention")
-
-
-class ShaderPrecompiler:
-    """The seed's precompiler surface over `Runtime.precompile`."""
-
-    def __init__(self, rt: Any) -> None:
-        self.rt = rt
-
-    async def precompile_essential_shaders(self, on_progress: Any = None) -> dict[str, Any]:
-        """The pipelines of the ops every transformer needs, plus what the manifest remembers of them."""
-        return await self.rt.precompile(ops=ESSENTIAL_OPS, on_progress=on_progress)
-
-    async def precompile_operation(self, name: str, on_progress: Any = None) -> dict[str, Any]:
-        return await self.rt.precompile(ops=[name], on_progress=on_progress)

@@ -1,5 +1,31 @@
-"""Where this Python runs: the one flag that guards browser-only imports."""
+"""Where this Python runs, and how code written once as a coroutine runs where nothing may wait.
+
+`IN_PYODIDE` guards the page-only imports. `sync_wait` is gpuport's one sync/async mechanism (as wgpu-py's
+`sync_wait`): the logic is written once as a coroutine; natively every await in it completes at once
+(wgpu-py and NumPy calls are synchronous), so driving it without an event loop gives the blocking twin.
+"""
+
+from __future__ import annotations
 
 import sys
+from typing import Any, Awaitable, TypeVar
+
+from .errors import UnsupportedFeature
 
 IN_PYODIDE = sys.platform == "emscripten"
+
+T = TypeVar("T")
+
+
+def sync_wait(awaitable: Awaitable[T], what: str = "this call") -> T:
+    """Run `awaitable` to completion now, without an event loop. A bare yield (asyncio.sleep(0)) is
+    passed over; awaiting anything that really suspends (a JS promise in a page, a thread) raises
+    UnsupportedFeature: the caller must `await` instead."""
+    steps: Any = awaitable.__await__()
+    try:
+        while True:
+            if steps.send(None) is not None:
+                steps.close()
+                raise UnsupportedFeature(f"{what} cannot complete synchronously here: await it instead")
+    except StopIteration as done:
+        return done.value

@@ -176,6 +176,11 @@ class BackendSelector:
             self.decisions["measured"] += 1
         return best
 
+    def samples(self, workload: WorkloadCharacteristics, backend: str) -> int:
+        """How many timings of this workload's (op, size bucket) on `backend` have been recorded."""
+        st = self._stats.get((workload.op, workload.bucket, backend))
+        return 0 if st is None else st.count
+
     def record(self, workload: WorkloadCharacteristics, backend: str, seconds: float) -> None:
         """Learn from one measured call."""
         key = (workload.op, workload.bucket, backend)

@@ -6,6 +6,10 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
+from .errors import TensorLost, UnsupportedFeature
+from .lineage import Deferred, Leaf, Lost, View
+from .platform import sync_wait
+
 if TYPE_CHECKING:
     from .runtime import Runtime
 
@@ -44,20 +48,21 @@ class Blocks:
 class Tensor:
     """A device array. Ops queue work on it without waiting; `await read()` brings it back."""
 
-    __slots__ = ("_rt", "handle", "shape", "dtype", "_host", "_recipe", "__weakref__")
+    __slots__ = ("runtime", "handle", "shape", "dtype", "host", "recipe", "__weakref__")
 
     def __init__(self, rt: "Runtime", handle: Any, shape: tuple[int, ...], dtype: np.dtype,
                  host: np.ndarray | None = None) -> None:
-        self._rt = rt
+        self.runtime = rt
+        # A device buffer, Blocks, a NumPy array (the host holds it), or lineage.Lost / DEFERRED.
         self.handle = handle
         self.shape = tuple(int(s) for s in shape)
         self.dtype = np.dtype(dtype)
-        # The host array it was made from (read-only), if any: lets ops check values such as ids
-        # without a readback, and lets recovery restore the tensor after a device loss.
-        self._host = host
-        # How recovery rebuilds it after a device loss (recovery.Recipe/View/Fresh/Unrecoverable); None:
-        # from `_host` (or lost when there is none).
-        self._recipe: Any = None
+        # The host's read-only copy of the values, if any: lets ops check values such as ids without a
+        # readback, lets auto place ops on the host for free, and lets recovery restore the tensor.
+        self.host = host
+        # How recovery rebuilds it after a device loss (a lineage.Recipe/View/Fresh/Lost); None: from
+        # `host` (or lost when there is none).
+        self.recipe: Any = None
 
     @property
     def ndim(self) -> int:
@@ -77,8 +82,9 @@ class Tensor:
         return isinstance(self.handle, Blocks)
 
     @property
-    def runtime(self) -> "Runtime":
-        return self._rt
+    def on_host(self) -> bool:
+        """The host holds this tensor's values (and no device buffer does)."""
+        return isinstance(self.handle, np.ndarray)
 
     def reshape(self, *shape: int | Sequence[int]) -> "Tensor":
         """The same data under another shape: a view (no copy, no dispatch), as GPU buffers are flat."""
@@ -92,64 +98,57 @@ class Tensor:
         elif self.blocked and dims and not handle.aligned(dims[-1]):
             raise ValueError(f"cannot reshape {self.shape} to {dims}: its blocks (stored over the binding "
                              f"budget) do not hold whole rows of {dims[-1]}")
-        host = None if self._host is None else self._host.reshape(dims)
-        view = Tensor(self._rt, handle, dims, self.dtype, host)
-        if self._recipe is not None:
-            from .recovery import View
-            view._recipe = View(self._recipe, dims)
-        self._rt._track(view)
+        host = None if self.host is None else self.host.reshape(dims)
+        view = Tensor(self.runtime, handle, dims, self.dtype, host)
+        if self.recipe is not None:
+            view.recipe = View(self.recipe, dims)
+        self.runtime.memory.track(view)
         return view
 
     @property
     def device(self) -> str:
         """Where the values live now: the runtime's GPU ("webgpu") or the host ("cpu")."""
-        return "cpu" if isinstance(self.handle, np.ndarray) else self._rt.backend
+        return "cpu" if self.on_host else self.runtime.backend
 
     async def read(self) -> np.ndarray:
         """The values, once every queued op that writes them has run."""
-        self._rt._check_open()
-        return await self._rt.recovery.call_async(self._read_once, "read")
-
-    def _usable(self) -> None:
-        from .recovery import LostHandle, TensorLost
-        if isinstance(self.handle, LostHandle):
-            raise TensorLost(f"tensor of shape {self.shape} ({self.dtype}) was lost with its GPU device and cannot "
-                             f"be rebuilt: {self.handle.reason}")
-
-    async def _read_once(self) -> np.ndarray:
-        self._usable()
-        if isinstance(self.handle, np.ndarray):
-            return self.handle.copy()
-        if self.blocked:
-            parts = [await self._rt._device.download(h, (e - s,), self.dtype) for s, e, h in self.handle.chunks()]
-            return np.concatenate(parts).reshape(self.shape)
-        return await self._rt._device.download(self.handle, self.shape, self.dtype)
+        self.runtime.check_open()
+        return await self.runtime.memory.read(self)
 
     def numpy(self) -> np.ndarray:
         """Blocking read (native only; in a page use `await read()`)."""
-        self._rt._check_open()
-        from .platform import IN_PYODIDE
-        if IN_PYODIDE and self._rt.backend != "cpu":
+        self.runtime.check_open()
+        if not self.runtime.device.can_block:
             # the same answer wherever the values happen to live (auto keeps some on the host)
-            from .errors import UnsupportedFeature
-            raise UnsupportedFeature("the webgpu backend here cannot read back synchronously: "
+            raise UnsupportedFeature(f"the {self.runtime.backend} backend here cannot read back synchronously: "
                                      "use `await tensor.read()`")
-        return self._rt.recovery.call(self._numpy_once, "read")
+        return sync_wait(self.runtime.memory.read(self, blocking=True), "tensor.numpy()")
 
-    def _numpy_once(self) -> np.ndarray:
-        self._usable()
-        if isinstance(self.handle, np.ndarray):
-            return self.handle.copy()
-        if self.blocked:
-            parts = [self._rt._device.download_sync(h, (e - s,), self.dtype) for s, e, h in self.handle.chunks()]
-            return np.concatenate(parts).reshape(self.shape)
-        return self._rt._device.download_sync(self.handle, self.shape, self.dtype)
+    def usable(self) -> None:
+        """Raise TensorLost if this tensor died with its device and could not be rebuilt."""
+        if isinstance(self.handle, Lost):
+            raise TensorLost(f"tensor of shape {self.shape} ({self.dtype}) was lost with its GPU device and cannot "
+                             f"be rebuilt: {self.handle.reason}")
 
     def known_values(self) -> np.ndarray | None:
         """The values if the host already has them (made from an array, or on the cpu backend)."""
-        if self._host is not None:
-            return self._host
+        if self.host is not None:
+            return self.host
         return self.handle if isinstance(self.handle, np.ndarray) else None
+
+    def lineage(self) -> Any:
+        """How this tensor could be rebuilt on a new device: Leaf, Recipe, View, Fresh or Lost."""
+        if self.recipe is not None:
+            return self.recipe
+        known = self.known_values()
+        if known is not None:
+            return Leaf(known)
+        if isinstance(self.handle, Lost):
+            return self.handle
+        if isinstance(self.handle, Deferred):
+            return Lost("made while the device was lost without values")
+        return Lost(f"tensor {self.shape} {self.dtype} holds values only the device had (rt.empty or a user "
+                    "kernel's output), with no host copy and no op lineage")
 
     def __repr__(self) -> str:
         blocks = f", blocks={len(self.handle)}" if self.blocked else ""

@@ -1,4 +1,5 @@
-"""The browser webgpu backend: Python in Pyodide over web/bridge.js. The only module importing js/pyodide.
+"""The browser webgpu backend: Python in Pyodide over web/bridge.js (with pageio.py, the only modules
+that import js/pyodide).
 
 Handles are small Python objects holding the bridge's integer ids. Dispatches are recorded in Python and
 cross to JS once per batch; arrays cross as views of Pyodide memory (the bridge copies them straight
@@ -14,14 +15,15 @@ from typing import Any, Sequence
 import numpy as np
 
 import gpuport_bridge as bridge  # registered by web/host.js before gpuport is imported
-import gpuport_idb as idb        # web/idb.js, registered beside the bridge
 import js
 from pyodide.ffi import JsException, to_js
 
 from ..capabilities import normalise_features
 from ..errors import (BackendUnavailable, CompileMessage, DeviceLost, GpuValidationError, OutOfMemory,
                       ShaderCompileError)
-from . import Dispatch, GPUBackend
+from ..pipelines import PipelineSpec
+from .base import OnDone
+from .gpu import Dispatch, GPUBackend
 
 UNIFORM_ALIGN = 256  # minUniformBufferOffsetAlignment's spec default
 
@@ -44,6 +46,8 @@ class BufferHandle:
 
 class BrowserBackend(GPUBackend):
     """navigator.gpu through the bridge (in a Web Worker or on the page's main thread)."""
+
+    can_block = False   # every readback and device request is a JS promise
 
     @classmethod
     async def create(cls, limits: str = "default") -> "BrowserBackend":
@@ -89,11 +93,9 @@ class BrowserBackend(GPUBackend):
     def _has_work(self) -> bool:
         return bool(self._pending or self._creates)
 
-    def _create_pipeline(self, source: str, entry_point: str, constants: dict[str, float],
-                         bindings: tuple[str, ...] | None, label: str) -> int:
-        self._sources[label] = source
-        return self._call("createPipeline", self._dev, source, entry_point, _js(constants),
-                          _js(list(bindings)) if bindings is not None else None, label)
+    def _create_pipeline(self, spec: PipelineSpec) -> int:
+        self._sources[spec.label] = spec.source
+        return self._call("createPipeline", self._dev, *_pipeline_args(spec))
 
     def _submit(self, batch: list[Dispatch]) -> None:
         rows, blob = [], bytearray()
@@ -121,18 +123,15 @@ class BrowserBackend(GPUBackend):
             raise self._typed(errors)
         return result.data.to_bytes()
 
-    async def precompile(self, specs: Sequence[Any], on_done: Any) -> None:
+    async def precompile(self, specs: Sequence[PipelineSpec], on_done: OnDone) -> None:
         """All of `specs` in flight at once through createComputePipelineAsync, started in first-use
         order; each is registered (and usable) the moment it resolves."""
-        async def one(spec: Any) -> None:
+        async def one(spec: PipelineSpec) -> None:
             t0 = time.perf_counter()
-            constants = spec.constants_dict
             self._sources[spec.label] = spec.source
             self.stats["bridge_calls"] += 1
             try:
-                result = (await bridge.createPipelineAsync(
-                    self._dev, spec.source, spec.entry_point, _js(constants),
-                    _js(list(spec.bindings)) if spec.bindings is not None else None, spec.label)).to_py()
+                result = (await bridge.createPipelineAsync(self._dev, *_pipeline_args(spec))).to_py()
             except JsException as exc:
                 on_done(spec, (time.perf_counter() - t0) * 1e3, _translate_js(exc))
                 return
@@ -140,11 +139,8 @@ class BrowserBackend(GPUBackend):
             if result.get("id") is None:
                 on_done(spec, ms, self._typed([result["error"]]))
                 return
-            from . import pipeline_key
-            key = pipeline_key(spec.source, spec.entry_point, constants, spec.bindings)
-            if key not in self._pipelines:
-                self._register(result["id"], spec.source, spec.entry_point, constants, spec.bindings, spec.label,
-                               key, ms)
+            if spec not in self._pipelines:
+                self._register(result["id"], spec, ms)
             on_done(spec, ms, None)
 
         await asyncio.gather(*(one(spec) for spec in specs))
@@ -177,27 +173,10 @@ class BrowserBackend(GPUBackend):
             bridge.close(self._dev)
 
 
-class IndexedDBStore:
-    """Text records in an IndexedDB object store (web/idb.js): pipeline manifests, selector history.
-    Storage failing (quota, private mode) only loses the optimisation: loads give None, saves are dropped."""
-
-    def __init__(self, store: str = "manifests", prefix: str = "") -> None:
-        self.store, self.prefix = store, prefix
-
-    async def load(self, scope: str) -> str | None:
-        try:
-            value = await idb.get(self.store, self.prefix + scope)
-        except JsException:
-            return None
-        return value if isinstance(value, str) else None
-
-    def save_soon(self, scope: str, text: str) -> None:
-        async def save() -> None:
-            try:
-                await idb.put(self.store, self.prefix + scope, text)
-            except JsException:
-                pass
-        asyncio.ensure_future(save())
+def _pipeline_args(spec: PipelineSpec) -> tuple[Any, ...]:
+    """createPipeline's arguments after the device: source, entry point, constants, layout, label."""
+    return (spec.source, spec.entry_point, _js(spec.constants_dict),
+            _js(list(spec.bindings)) if spec.bindings is not None else None, spec.label)
 
 
 def _translate_js(exc: JsException) -> Exception:
@@ -205,88 +184,3 @@ def _translate_js(exc: JsException) -> Exception:
     if "DeviceLost" in text or "device lost" in text.lower():
         return DeviceLost(text)
     return GpuValidationError(f"WebGPU call failed: {text}")
-
-
-# -- the progressive model loader's page half (gpuport.loader) -------------------------------------------
-
-class PyfetchTransport:
-    """gpuport.loader's transport in a page: pyodide.http.pyfetch (fetch) with Range headers. `no-store`
-    keeps the browser's HTTP cache out of it: the verified-chunk cache in IndexedDB is the only cache, and
-    every byte that did come over the network is counted."""
-
-    def __init__(self, cache_mode: str = "no-store") -> None:
-        self.cache_mode = cache_mode
-
-    async def get(self, url: str, headers: Any = None) -> Any:
-        from pyodide.http import pyfetch
-
-        from ..loader import Response, TransportError
-        try:
-            r = await pyfetch(url, headers=dict(headers or {}), cache=self.cache_mode)
-            body = await r.bytes()
-        except (JsException, OSError, ValueError) as exc:   # network error, connection dropped mid-body
-            raise TransportError(f"connection failed: {exc}") from None
-        return Response(int(r.status), {str(k).lower(): str(v) for k, v in dict(r.headers).items()}, body, url)
-
-
-class IndexedDBChunkCache:
-    """Verified chunks in IndexedDB (web/idb.js store "chunks"), the model's current sha in "meta".
-    A QuotaExceededError becomes gpuport.loader.QuotaExceeded (the loader then keeps chunks in memory)."""
-
-    def __init__(self, use_estimate: bool = True) -> None:
-        self.use_estimate = use_estimate
-
-    @staticmethod
-    def _raise(exc: JsException) -> None:
-        from ..loader import QuotaExceeded
-        text = str(exc)
-        if "QuotaExceeded" in text or "quota" in text.lower():
-            raise QuotaExceeded(text) from None
-        raise exc
-
-    async def estimate(self) -> dict | None:
-        if not self.use_estimate:
-            return None
-        try:
-            est = await idb.estimate()
-        except JsException:
-            return None
-        if est is None:
-            return None
-        est = est.to_py() if hasattr(est, "to_py") else est
-        return {"usage": int(est.get("usage") or 0), "quota": int(est.get("quota") or 0)}
-
-    async def get(self, key: str) -> bytes | None:
-        value = await idb.get("chunks", key)
-        if value is None:
-            return None
-        if hasattr(value, "to_bytes"):
-            try:
-                return value.to_bytes()
-            except Exception:
-                return js.Uint8Array.new(value).to_bytes()
-        return None
-
-    async def put(self, key: str, data: bytes) -> None:
-        arr = js.Uint8Array.new(len(data))
-        arr.assign(data)
-        try:
-            await idb.put("chunks", key, arr)
-        except JsException as exc:
-            self._raise(exc)
-
-    async def remove(self, key: str) -> None:
-        await idb.remove("chunks", key)
-
-    async def keys(self) -> list[str]:
-        return [str(k) for k in (await idb.keys("chunks")).to_py()]
-
-    async def get_meta(self, key: str) -> str | None:
-        value = await idb.get("meta", key)
-        return value if isinstance(value, str) else None
-
-    async def put_meta(self, key: str, value: str) -> None:
-        try:
-            await idb.put("meta", key, value)
-        except JsException as exc:
-            self._raise(exc)

@@ -1,22 +1,27 @@
-"""The cpu backend: NumPy runs each op's reference. The last tier, and the oracle for the others."""
+"""The cpu backend: NumPy. The last tier, and the oracle for the others.
+
+Its buffers are host arrays (`is_host`): the runtime runs each op's NumPy reference on them directly. It
+has no pipelines: the protocol's pipeline members are the base class's no-ops, and WGSL raises
+UnsupportedFeature naming the backend.
+"""
 
 from __future__ import annotations
 
 import platform
-from typing import Any
 
 import numpy as np
 
-from ..kernels import Launch
-from . import Backend
+from .base import Backend
 
 
 class CPUBackend(Backend):
     """Handles are NumPy arrays; ops run eagerly (there is nothing to queue)."""
 
     name = "cpu"
+    is_host = True
 
     def __init__(self) -> None:
+        super().__init__()
         self.adapter_info = {
             "vendor": "numpy", "architecture": platform.machine(), "device": f"NumPy {np.__version__}",
             "description": f"NumPy {np.__version__} on {platform.python_implementation()} "
@@ -34,11 +39,3 @@ class CPUBackend(Backend):
 
     async def download(self, handle: np.ndarray, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
         return handle.copy()
-
-    def download_sync(self, handle: np.ndarray, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-        return handle.copy()
-
-    def run(self, launch: Launch) -> None:
-        arrays: list[Any] = [t.handle if t is not None else None for t in launch.inputs]
-        result = launch.kernel.reference(*arrays, **launch.params)
-        launch.output.handle[...] = result.reshape(launch.output.shape)

@@ -8,8 +8,9 @@ from typing import Any
 import numpy as np
 
 from ..capabilities import SPEC_DEFAULT_LIMITS, normalise_features
-from ..errors import BackendUnavailable, GpuValidationError, OutOfMemory, ShaderCompileError
-from . import Dispatch, GPUBackend
+from ..errors import BackendUnavailable, GpuValidationError, OutOfMemory, ShaderCompileError, classify
+from ..pipelines import PipelineSpec
+from .gpu import Dispatch, GPUBackend
 
 try:
     import wgpu
@@ -86,20 +87,20 @@ class NativeBackend(GPUBackend):
             self._layouts[bindings] = found
         return found
 
-    def _create_pipeline(self, source: str, entry_point: str, constants: dict[str, float],
-                         bindings: tuple[str, ...] | None, label: str) -> Any:
+    def _create_pipeline(self, spec: PipelineSpec) -> Any:
+        label, source = spec.label, spec.source
         try:
             module = self._device.create_shader_module(code=source, label=label)
         except wgpu.GPUValidationError as exc:
             raise ShaderCompileError(label, _compiler_text(exc), source=source) from None
-        if bindings is None:
+        if spec.bindings is None:
             layout, bgl = "auto", None
         else:
-            bgl, layout = self._layout(bindings)
+            bgl, layout = self._layout(spec.bindings)
         try:
             pipe = self._device.create_compute_pipeline(
                 layout=layout, label=label,
-                compute={"module": module, "entry_point": entry_point, "constants": constants})
+                compute={"module": module, "entry_point": spec.entry_point, "constants": spec.constants_dict})
         except (wgpu.GPUValidationError, wgpu.GPUPipelineError) as exc:
             text = _compiler_text(exc)
             if "entry point" in text.lower() or "override" in text.lower():
@@ -129,9 +130,6 @@ class NativeBackend(GPUBackend):
             raise _typed(exc, f"submitting {len(batch)} dispatches") from None
 
     async def _read(self, handle: Any, nbytes: int) -> memoryview:
-        return self._read_blocking(handle, nbytes)
-
-    def _read_blocking(self, handle: Any, nbytes: int) -> memoryview:
         try:
             return self._read_staged(handle, nbytes)
         except Exception as exc:  # noqa: BLE001 - wgpu raises plain errors on a lost device
@@ -163,7 +161,6 @@ class NativeBackend(GPUBackend):
 
 def _typed(exc: Exception, what: str) -> Exception:
     """wgpu's exception as gpuport's typed error (device lost, out of memory, timeout, validation)."""
-    from ..recovery import classify
     typed = classify(exc, what)
     if typed is exc:
         return GpuValidationError(f"{what}: {_compiler_text(exc)}")

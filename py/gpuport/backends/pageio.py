@@ -1,0 +1,119 @@
+"""Page-only I/O (with browser.py, the only modules that import js/pyodide): IndexedDB record stores,
+the fetch transport and the IndexedDB chunk cache of the progressive model loader.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import gpuport_idb as idb        # web/idb.js, registered by web/host.js beside the bridge
+import js
+from pyodide.ffi import JsException
+from pyodide.http import pyfetch
+
+from ..chunk_cache import ChunkCache, QuotaExceeded
+from ..transports import Response, Transport, TransportError
+
+
+class IndexedDBStore:
+    """Text records in an IndexedDB object store (web/idb.js): pipeline manifests, selector history.
+    Storage failing (quota, private mode) only loses the optimisation: loads give None, saves are dropped."""
+
+    def __init__(self, store: str = "manifests", prefix: str = "") -> None:
+        self.store, self.prefix = store, prefix
+
+    async def load(self, scope: str) -> str | None:
+        try:
+            value = await idb.get(self.store, self.prefix + scope)
+        except JsException:
+            return None
+        return value if isinstance(value, str) else None
+
+    def save_soon(self, scope: str, text: str) -> None:
+        async def save() -> None:
+            try:
+                await idb.put(self.store, self.prefix + scope, text)
+            except JsException:
+                pass
+        asyncio.ensure_future(save())
+
+
+
+class PyfetchTransport(Transport):
+    """gpuport.loader's transport in a page: pyodide.http.pyfetch (fetch) with Range headers. `no-store`
+    keeps the browser's HTTP cache out of it: the verified-chunk cache in IndexedDB is the only cache, and
+    every byte that did come over the network is counted."""
+
+    def __init__(self, cache_mode: str = "no-store") -> None:
+        self.cache_mode = cache_mode
+
+    async def get(self, url: str, headers: Any = None) -> Any:
+        try:
+            r = await pyfetch(url, headers=dict(headers or {}), cache=self.cache_mode)
+            body = await r.bytes()
+        except (JsException, OSError, ValueError) as exc:   # network error, connection dropped mid-body
+            raise TransportError(f"connection failed: {exc}") from None
+        return Response(int(r.status), {str(k).lower(): str(v) for k, v in dict(r.headers).items()}, body, url)
+
+
+class IndexedDBChunkCache(ChunkCache):
+    """Verified chunks in IndexedDB (web/idb.js store "chunks"), the model's current sha in "meta".
+    A QuotaExceededError becomes gpuport.loader.QuotaExceeded (the loader then keeps chunks in memory)."""
+
+    def __init__(self, use_estimate: bool = True) -> None:
+        self.use_estimate = use_estimate
+
+    @staticmethod
+    def _raise(exc: JsException) -> None:
+        text = str(exc)
+        if "QuotaExceeded" in text or "quota" in text.lower():
+            raise QuotaExceeded(text) from None
+        raise exc
+
+    async def estimate(self) -> dict | None:
+        if not self.use_estimate:
+            return None
+        try:
+            est = await idb.estimate()
+        except JsException:
+            return None
+        if est is None:
+            return None
+        est = est.to_py() if hasattr(est, "to_py") else est
+        return {"usage": int(est.get("usage") or 0), "quota": int(est.get("quota") or 0)}
+
+    async def get(self, key: str) -> bytes | None:
+        value = await idb.get("chunks", key)
+        if value is None:
+            return None
+        if hasattr(value, "to_bytes"):
+            try:
+                return value.to_bytes()
+            except Exception:
+                return js.Uint8Array.new(value).to_bytes()
+        return None
+
+    async def put(self, key: str, data: bytes) -> None:
+        arr = js.Uint8Array.new(len(data))
+        arr.assign(data)
+        try:
+            await idb.put("chunks", key, arr)
+        except JsException as exc:
+            self._raise(exc)
+
+    async def remove(self, key: str) -> None:
+        await idb.remove("chunks", key)
+
+    async def keys(self) -> list[str]:
+        return [str(k) for k in (await idb.keys("chunks")).to_py()]
+
+    async def get_meta(self, key: str) -> str | None:
+        value = await idb.get("meta", key)
+        return value if isinstance(value, str) else None
+
+    async def put_meta(self, key: str, value: str) -> None:
+        try:
+            await idb.put("meta", key, value)
+        except JsException as exc:
+            self._raise(exc)

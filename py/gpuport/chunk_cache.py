@@ -1,0 +1,178 @@
+"""Where the model loader keeps verified chunks between loads: the cache protocol, an in-memory cache
+(natively: resume within a process, and the tests) and the policy around a cache for one model file
+(ModelChunks); IndexedDB in a page is backends/pageio.py. Only chunks whose sha256 matched the manifest
+are ever put here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Callable
+
+
+
+class QuotaExceeded(Exception):
+    """The cache has no room (IndexedDB QuotaExceededError): the loader keeps chunks in memory instead."""
+
+
+class ChunkCache:
+    """Verified chunks keyed "<file sha256>:<chunk index>"; the model's current sha under "model:<url>".
+    `estimate()` and the meta records are optional: the defaults say "unknown" and keep nothing."""
+
+    async def estimate(self) -> dict | None:
+        return None
+
+    async def get(self, key: str) -> bytes | None:
+        raise NotImplementedError
+
+    async def put(self, key: str, data: bytes) -> None:
+        raise NotImplementedError
+
+    async def remove(self, key: str) -> None:
+        raise NotImplementedError
+
+    async def keys(self) -> list[str]:
+        raise NotImplementedError
+
+    async def get_meta(self, key: str) -> str | None:
+        return None
+
+    async def put_meta(self, key: str, value: str) -> None:
+        return None
+
+
+class MemoryChunkCache(ChunkCache):
+    """A dict. `quota_bytes` emulates a full disk."""
+
+    def __init__(self, quota_bytes: int | None = None) -> None:
+        self.chunks: dict[str, bytes] = {}
+        self.meta: dict[str, str] = {}
+        self.quota_bytes = quota_bytes
+
+    def usage(self) -> int:
+        return sum(len(v) for v in self.chunks.values())
+
+    async def estimate(self) -> dict | None:
+        return None if self.quota_bytes is None else {"usage": self.usage(), "quota": self.quota_bytes}
+
+    async def get(self, key: str) -> bytes | None:
+        return self.chunks.get(key)
+
+    async def put(self, key: str, data: bytes) -> None:
+        if self.quota_bytes is not None and self.usage() + len(data) > self.quota_bytes:
+            raise QuotaExceeded(f"memory cache quota {self.quota_bytes} bytes exceeded")
+        self.chunks[key] = bytes(data)
+
+    async def remove(self, key: str) -> None:
+        self.chunks.pop(key, None)
+
+    async def keys(self) -> list[str]:
+        return list(self.chunks)
+
+    async def get_meta(self, key: str) -> str | None:
+        return self.meta.get(key)
+
+    async def put_meta(self, key: str, value: str) -> None:
+        self.meta[key] = value
+
+
+Note = Callable[..., None]
+
+
+class ModelChunks:
+    """One model file's chunks in a ChunkCache: invalidates an older manifest's chunks, checks the storage
+    estimate, verifies every chunk it hands out (a corrupt record is dropped: the caller refetches), and
+    falls back to memory (nothing cached, loading goes on) when storage fails or runs out.
+    `note(stage, done, total, note=..., ...)` reports what a user should know."""
+
+    def __init__(self, cache: ChunkCache | None, manifest: dict, url: str, note: Note) -> None:
+        self.cache, self.m, self.url, self._note = cache, manifest, url, note
+        self.memory_only = cache is None
+        self.memory_reason: str | None = "no cache" if cache is None else None
+        self._keys: set[str] | None = None
+
+    def _key(self, i: int) -> str:
+        return f"{self.m['sha256']}:{i}"
+
+    async def prepare(self) -> None:
+        """Drop an older manifest's chunks; go memory-only when the estimate says the file will not fit."""
+        if self.cache is None:
+            return
+        m = self.m
+        try:
+            meta_key = f"model:{self.url}"
+            previous = await self.cache.get_meta(meta_key)
+            if previous and previous != m["sha256"]:
+                stale = [k for k in await self.cache.keys() if k.startswith(previous + ":")]
+                for k in stale:
+                    await self.cache.remove(k)
+                self._note("cache", 0, 0, note=f"new manifest (sha256 {m['sha256'][:12]}): {len(stale)} chunks "
+                           f"of {previous[:12]} removed")
+            if previous != m["sha256"]:
+                await self.cache.put_meta(meta_key, m["sha256"])
+            est = await self.cache.estimate()
+        except Exception as exc:  # storage unusable (private mode, blocked): memory only
+            self.to_memory(f"cache unavailable: {exc}")
+            return
+        if est and est.get("quota"):
+            free = int(est["quota"]) - int(est.get("usage") or 0)
+            if self._keys is None:
+                self._keys = set(await self.cache.keys())
+            cached = sum(c["end"] - c["start"] for i, c in enumerate(m["chunks"]) if self._key(i) in self._keys)
+            need = m["size"] - cached
+            if free < need:
+                self.to_memory(f"storage estimate: {free / 2**20:.1f} MiB free of {int(est['quota']) / 2**20:.1f} "
+                               f"MiB quota, {need / 2**20:.1f} MiB needed")
+
+    def to_memory(self, reason: str) -> None:
+        if not self.memory_only:
+            self.memory_only, self.memory_reason = True, reason
+            self._note("cache", 0, 0, note=f"falling back to memory: {reason}", memory_only=True)
+
+    async def get(self, i: int) -> bytes | None:
+        """Chunk i if the cache has it intact (a corrupt or tampered record is dropped)."""
+        blob, dropped = await self._get_verified(self._key(i), self.m["chunks"][i]["sha256"])
+        if dropped:
+            self._note("cache", 0, 0, note=f"cached chunk {i} failed its sha256 check: dropped, refetching")
+        return blob
+
+    async def put(self, i: int, blob: bytes) -> None:
+        """Only verified chunks come here."""
+        if self.cache is None or self.memory_only:
+            return
+        try:
+            await self.cache.put(self._key(i), blob)
+        except QuotaExceeded as exc:
+            self.to_memory(f"quota exceeded while caching chunk {i}: {exc}")
+        except Exception as exc:
+            self.to_memory(f"cache write failed at chunk {i}: {type(exc).__name__}: {exc}")
+
+    async def get_file(self, digest: str) -> bytes | None:
+        """A small file by content (its sha256): a hit is verified, never stale."""
+        return (await self._get_verified(f"file:{digest}", digest))[0]
+
+    async def put_file(self, digest: str, body: bytes) -> None:
+        if self.cache is not None and not self.memory_only:
+            try:
+                await self.cache.put(f"file:{digest}", body)
+            except Exception:
+                pass
+
+    async def _get_verified(self, key: str, digest: str) -> tuple[bytes | None, bool]:
+        """(the record if intact, whether a corrupt one was dropped)."""
+        if self.cache is None:
+            return None, False
+        try:
+            blob = await self.cache.get(key)
+        except Exception:
+            return None, False
+        if blob is None:
+            return None, False
+        blob = bytes(blob)
+        if hashlib.sha256(blob).hexdigest() == digest:
+            return blob, False
+        try:
+            await self.cache.remove(key)
+        except Exception:
+            pass
+        return None, True

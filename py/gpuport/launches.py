@@ -1,0 +1,188 @@
+"""Launch geometry: how each op's kernel is dispatched over whole buffers (workgroups, uniforms, override
+constants), one entry per op in LAUNCHERS, plus the strided matmul of the block strategies and the sample
+calls whose pipelines precompilation builds.
+
+Operands are Tensors or Parts (one buffer of a blocked tensor); only their shapes and handles are read.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from .kernels import ELEMENTWISE_WG, KERNELS, VARIANTS, WG_OVERRIDE_OPS, KernelDef, Launch, grid, pack_uniforms
+from .tensor import Blocks
+
+
+class Part:
+    """One buffer as a launch operand: a whole tensor, or one block of a blocked tensor."""
+
+    __slots__ = ("handle", "shape")
+
+    def __init__(self, handle: Any, shape: tuple[int, ...]) -> None:
+        self.handle, self.shape = handle, tuple(int(s) for s in shape)
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+
+def _prod(shape: tuple[int, ...]) -> int:
+    return int(np.prod(shape, dtype=np.int64))
+
+
+def _rows(x: Any) -> tuple[int, int]:
+    n = x.shape[-1]
+    return (x.size // n if n else 0), n
+
+
+# Each launcher: (inputs, output, attrs, flat(n) -> workgroups for n invocations, max groups per dimension)
+# -> (workgroups, uniforms, override constants).
+Geometry = tuple[tuple[int, int, int], bytes, dict[str, float]]
+Launcher = Callable[[list[Any], Any, Mapping[str, Any], Callable[[int], tuple[int, int, int]], int], Geometry]
+
+
+def _binary(op: str) -> Launcher:
+    def launch(ins, out, attrs, flat, groups):
+        a, b = ins
+        return flat(a.size), pack_uniforms(a.size, max(b.size, 1)), {"OP": 0 if op == "add" else 1}
+    return launch
+
+
+def _scale(ins, out, attrs, flat, groups):
+    return flat(out.size), pack_uniforms(out.size, float(attrs["a"]), float(attrs["b"])), {}
+
+
+def _gelu(ins, out, attrs, flat, groups):
+    return flat(out.size), pack_uniforms(out.size), {}
+
+
+def _matmul(ins, out, attrs, flat, groups):
+    a, b, bias = ins
+    m, k = a.shape[-2:]
+    n = out.shape[-1]
+    consts = {"TRANSPOSE_B": int(attrs["transpose_b"]), "HAS_BIAS": int(bias is not None)}
+    return ((math.ceil(n / 64), math.ceil(m / 64), _prod(tuple(a.shape[:-2]))),
+            pack_uniforms(m, n, k, m * k, k * n if b.ndim > 2 else 0), consts)
+
+
+def _softmax(ins, out, attrs, flat, groups):
+    x, mask = ins
+    rows, n = _rows(x)
+    stride = n if mask is not None and mask.shape == x.shape else 0
+    return grid(rows, groups), pack_uniforms(rows, n, stride), {"HAS_MASK": int(mask is not None)}
+
+
+def _layer_norm(ins, out, attrs, flat, groups):
+    rows, n = _rows(ins[0])
+    return grid(rows, groups), pack_uniforms(rows, n, float(attrs["eps"])), {}
+
+
+def _reduce(op: str) -> Launcher:
+    def launch(ins, out, attrs, flat, groups):
+        rows, n = _rows(ins[0])
+        return grid(rows, groups), pack_uniforms(rows, n), {"MEAN": int(op == "mean")}
+    return launch
+
+
+def _l2_normalize(ins, out, attrs, flat, groups):
+    rows, n = _rows(ins[0])
+    return grid(rows, groups), pack_uniforms(rows, n), {}
+
+
+def _embedding(ins, out, attrs, flat, groups):
+    vocab, hidden = ins[1].shape
+    return flat(out.size), pack_uniforms(out.size, hidden, vocab), {}
+
+
+def _attention(ins, out, attrs, flat, groups):
+    q, k, v, mask = ins
+    batch, sq, hidden = q.shape
+    heads = int(attrs["num_heads"])
+    return (sq, heads, batch), attention_uniforms(sq, k.shape[1], heads, hidden // heads), \
+        {"HAS_MASK": int(mask is not None)}
+
+
+def _mean_pool(ins, out, attrs, flat, groups):
+    batch, seq, hidden = ins[0].shape
+    return flat(batch * hidden), pack_uniforms(batch, seq, hidden), {}
+
+
+LAUNCHERS: dict[str, Launcher] = {
+    "add": _binary("add"), "mul": _binary("mul"), "scale": _scale, "gelu": _gelu, "matmul": _matmul,
+    "softmax": _softmax, "layer_norm": _layer_norm, "sum": _reduce("sum"), "mean": _reduce("mean"),
+    "l2_normalize": _l2_normalize, "embedding": _embedding, "attention": _attention, "mean_pool": _mean_pool,
+}
+
+
+def launch_for(op: str, ins: list[Any], out: Any, attrs: Mapping[str, Any], *, kernel: KernelDef | None = None,
+               wg: int = ELEMENTWISE_WG, max_groups: int = 65535) -> Launch:
+    """One launch of `op` over whole buffers `ins` -> `out` (Tensors or Parts)."""
+    def flat(n: int) -> tuple[int, int, int]:
+        return grid(math.ceil(n / wg), max_groups)
+
+    workgroups, uniforms, consts = LAUNCHERS[op](ins, out, attrs, flat, max_groups)
+    if op in WG_OVERRIDE_OPS and wg != ELEMENTWISE_WG:
+        consts = {**consts, "WG": wg}
+    return Launch(kernel or KERNELS[op], ins, out, workgroups, uniforms, consts)
+
+
+def attention_uniforms(sq: int, sk: int, heads: int, d: int, q0: int = 0, h0: int = 0, b0: int = 0,
+                       row_base: int = 0) -> bytes:
+    return pack_uniforms(sq, sk, heads, d, 1.0 / math.sqrt(d), sk, q0, h0, b0, row_base)
+
+
+def small_matmul_launch(a: Any, b: Any, bias: Any, out: Any, *, transpose_b: bool, M: int, N: int, K: int,
+                        lda: int, ldb: int, ldc: int, a_off: int = 0, n_off: int = 0, c_off: int = 0,
+                        sa: int = 0, sb: int = 0, sc: int = 0, batch: int = 1, accumulate: bool = False) -> Launch:
+    """One launch of matmul_small.wgsl (see its header for the strided formula)."""
+    consts = {"TRANSPOSE_B": int(transpose_b), "HAS_BIAS": int(bias is not None), "ACCUMULATE": int(accumulate)}
+    uniforms = pack_uniforms(M, N, K, lda, ldb, ldc, a_off, n_off, sa, sb, sc, c_off)
+    return Launch(VARIANTS[("matmul", "small")], [a, b, bias], out,
+                  (math.ceil(N / 32), math.ceil(M / 32), batch), uniforms, consts)
+
+
+def row_chunks(t: Any, unit: int) -> list[tuple[int, int, Any]]:
+    """(first row, end row, handle) of a tensor seen as rows of `unit` elements."""
+    if isinstance(t.handle, Blocks):
+        return [(s // unit, e // unit, h) for s, e, h in t.handle.chunks()]
+    return [(0, t.size // unit if unit else 0, t.handle)]
+
+
+# Sample calls per op covering every override-constant combination its calls can take: precompilation
+# builds exactly the pipelines these launches need. (inputs, output, attrs); shapes are placeholders.
+def _p(*shape: int) -> Part:
+    return Part(None, shape)
+
+
+PROBES: dict[str, Callable[[], list[tuple[list[Any], Any, dict[str, Any]]]]] = {
+    "add": lambda: [([_p(4), _p(4)], _p(4), {})],
+    "mul": lambda: [([_p(4), _p(4)], _p(4), {})],
+    "scale": lambda: [([_p(4, 4)], _p(4, 4), {"a": 1.0, "b": 0.0})],
+    "gelu": lambda: [([_p(4, 4)], _p(4, 4), {})],
+    "sum": lambda: [([_p(4, 4)], _p(4), {})],
+    "mean": lambda: [([_p(4, 4)], _p(4), {})],
+    "l2_normalize": lambda: [([_p(4, 4)], _p(4, 4), {})],
+    "layer_norm": lambda: [([_p(4, 4), _p(4), _p(4)], _p(4, 4), {"eps": 1e-5})],
+    "softmax": lambda: [([_p(4, 4), m], _p(4, 4), {}) for m in (None, _p(4))],
+    "embedding": lambda: [([_p(4), _p(8, 4)], _p(4, 4), {})],
+    "mean_pool": lambda: [([_p(2, 3, 4), _p(2, 3)], _p(2, 4), {})],
+    "attention": lambda: [([_p(1, 2, 8), _p(1, 2, 8), _p(1, 2, 8), m], _p(1, 2, 8), {"num_heads": 2})
+                          for m in (None, _p(1, 2))],
+    "matmul": lambda: [([_p(4, 4), _p(4, 4), bias], _p(4, 4), {"transpose_b": tb})
+                       for tb in (False, True) for bias in (None, _p(4))],
+}
+
+
+def probe_launches(op: str, strategy: str, kernel: KernelDef | None, wg: int) -> list[Launch]:
+    """The launches of PROBES[op] under `strategy` (the simplified matmul is the strided small kernel)."""
+    if op == "matmul" and strategy == "simplified_shader":
+        return [small_matmul_launch(ins[0], ins[1], ins[2], out, transpose_b=attrs["transpose_b"], M=4, N=4, K=4,
+                                    lda=4, ldb=4, ldc=4) for ins, out, attrs in PROBES[op]()]
+    return [launch_for(op, ins, out, attrs, kernel=kernel, wg=wg) for ins, out, attrs in PROBES[op]()]

@@ -1,0 +1,124 @@
+"""Device memory of one runtime: allocation (one buffer, or blocks of whole rows over the binding budget),
+the memory budget and the out-of-memory ladder, residency moves to the device, readback, and the live
+tensors recovery restores after a device loss."""
+
+from __future__ import annotations
+
+import weakref
+from typing import TYPE_CHECKING, Sequence
+
+import numpy as np
+
+from .errors import LimitExceeded, OutOfMemory
+from .lineage import DEFERRED, Deferred, Lost
+from .tensor import Blocks, Tensor
+
+if TYPE_CHECKING:
+    from .runtime import Runtime
+
+
+class DeviceMemory:
+    """Allocates the runtime's tensors on its device. `blocking`: tensors over the binding budget are
+    stored as blocks (only under a budget: the constrained tier, a quirk's or the caller's)."""
+
+    def __init__(self, rt: "Runtime", blocking: bool, budget_bytes: int | None) -> None:
+        self.rt = rt
+        self.blocking = blocking
+        self.budget_bytes = budget_bytes
+        self.live: "weakref.WeakSet[Tensor]" = weakref.WeakSet()   # GPU tensors, restored after a device loss
+
+    def needs_blocks(self, nbytes: int) -> bool:
+        """Whether a tensor of this size is stored as blocks."""
+        return self.blocking and nbytes > self.rt.limits.get("maxStorageBufferBindingSize", nbytes)
+
+    def track(self, t: Tensor) -> Tensor:
+        if not t.on_host:
+            self.live.add(t)
+        return t
+
+    def device_bytes(self) -> int:
+        """Bytes of GPU buffers held by live tensors (views share their source's buffers)."""
+        seen: set[int] = set()
+        total = 0
+        for t in list(self.live):
+            h = t.handle
+            if isinstance(h, (np.ndarray, Lost, Deferred)) or id(h) in seen:
+                continue
+            seen.add(id(h))
+            total += t.nbytes
+        return total
+
+    def alloc(self, shape: Sequence[int], dtype: np.dtype, host: np.ndarray | None = None,
+              bounds: list[int] | None = None, oom: bool = True) -> Tensor:
+        """A tensor on the device (tracked for recovery). Out of memory: recovery's ladder (retry, blocks,
+        host). While a page waits for a new device: a deferred tensor, built on recovery."""
+        rt = self.rt
+        shape = tuple(int(s) for s in shape)
+        if rt.lost and not rt.device.can_block:
+            return self.track(Tensor(rt, DEFERRED, shape, np.dtype(dtype), host))
+        outside_op = rt.op_depth == 0   # inside an op, a device loss retries the whole op instead
+        if rt.lost and outside_op:
+            rt.recovery.recover()
+        try:
+            if self.budget_bytes is not None:
+                nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+                used = self.device_bytes()
+                if used + nbytes > self.budget_bytes:
+                    raise OutOfMemory(f"allocating {nbytes:,} bytes would exceed the runtime's memory budget of "
+                                      f"{self.budget_bytes:,} bytes ({used:,} in use)")
+            t = rt.recovery.call(lambda: self.alloc_raw(shape, dtype, host, bounds), "allocation", recover=outside_op)
+        except OutOfMemory as exc:
+            if not oom:
+                raise
+            t = rt.recovery.on_oom(exc, shape, np.dtype(dtype), host)
+        return self.track(t)
+
+    def alloc_raw(self, shape: tuple[int, ...], dtype: np.dtype, host: np.ndarray | None = None,
+                  bounds: list[int] | None = None) -> Tensor:
+        """A tensor on the device: one buffer, or blocks of whole rows when it exceeds the binding budget."""
+        rt, device = self.rt, self.rt.device
+        dtype = np.dtype(dtype)
+        size = int(np.prod(shape, dtype=np.int64))
+        nbytes = size * dtype.itemsize
+        if bounds is None and not self.needs_blocks(nbytes):
+            handle = device.upload(host) if host is not None else device.alloc(shape, dtype)
+            return Tensor(rt, handle, shape, dtype, host)
+        limit = min(rt.limits.get("maxStorageBufferBindingSize", nbytes), rt.limits.get("maxBufferSize", nbytes))
+        if bounds is None:
+            per = limit // dtype.itemsize
+            unit = shape[-1] if len(shape) >= 2 and 0 < shape[-1] <= per else 1
+            step = max(unit, per // unit * unit)
+            bounds = list(range(0, size, step)) + [size]
+        for s, e in zip(bounds, bounds[1:]):
+            if (e - s) * dtype.itemsize > limit:
+                raise LimitExceeded("maxStorageBufferBindingSize", limit, (e - s) * dtype.itemsize,
+                                    f"a block of a {dtype} tensor of shape {tuple(shape)}")
+        flat = host.reshape(-1) if host is not None else None
+        handles = [device.upload(np.ascontiguousarray(flat[s:e])) if flat is not None
+                   else device.alloc((e - s,), dtype) for s, e in zip(bounds, bounds[1:])]
+        return Tensor(rt, Blocks(bounds, handles), shape, dtype, host)
+
+    def to_device(self, t: Tensor) -> None:
+        """Move a host-resident tensor onto the GPU (it keeps its host values: known_values still works)."""
+        host = t.handle
+        moved = self.alloc(t.shape, t.dtype, host=np.ascontiguousarray(host), oom=False)
+        if moved.on_host:
+            raise OutOfMemory("no room on the device for a host-resident input")
+        t.handle = moved.handle
+        if t.host is None:
+            t.host = host
+        self.track(t)
+
+    async def read(self, t: Tensor, blocking: bool = False) -> np.ndarray:
+        """t's values, after every queued op that writes them has run (recovering a lost device first)."""
+        return await self.rt.recovery.call_async(lambda: self._read_once(t), "read", blocking)
+
+    async def _read_once(self, t: Tensor) -> np.ndarray:
+        t.usable()
+        if t.on_host:
+            return t.handle.copy()
+        device = self.rt.device
+        if t.blocked:
+            parts = [await device.download(h, (e - s,), t.dtype) for s, e, h in t.handle.chunks()]
+            return np.concatenate(parts).reshape(t.shape)
+        return await device.download(t.handle, t.shape, t.dtype)

@@ -1,0 +1,97 @@
+"""How the model loader gets bytes: HTTP(S) with urllib natively, a local directory with Range emulated,
+and (in backends/pageio.py) fetch in a page. Each answers `await get(url, headers)` with a Response and
+raises TransportError when the connection fails; the loader's retry loop understands FetchError.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import os
+import re
+import urllib.error
+import urllib.request
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Mapping
+
+
+
+class FetchError(Exception):
+    """One failed attempt (retried): HTTP status, Range mismatch, short body, hash mismatch, dropped link."""
+
+    def __init__(self, message: str, retriable: bool = True) -> None:
+        super().__init__(message)
+        self.retriable = retriable
+
+
+class TransportError(FetchError):
+    """The connection failed or dropped mid-transfer."""
+
+
+@dataclass
+class Response:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+    url: str = ""
+
+
+class Transport(ABC):
+    """`await get(url, headers)` -> Response; raises TransportError when the connection fails."""
+
+    @abstractmethod
+    async def get(self, url: str, headers: Mapping[str, str] | None = None) -> Response: ...
+
+
+class UrllibTransport(Transport):
+    """Native HTTP(S): urllib in a worker thread (bounded by the loader's semaphore)."""
+
+    def __init__(self, timeout_s: float = 30.0) -> None:
+        self.timeout_s = timeout_s
+
+    def _get(self, url: str, headers: Mapping[str, str]) -> Response:
+        req = urllib.request.Request(url, headers=dict(headers or {}))
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout_s) as r:
+                body = r.read()
+                return Response(r.status, {k.lower(): v for k, v in r.headers.items()}, body, url)
+        except urllib.error.HTTPError as exc:
+            try:
+                body = exc.read()
+            except Exception:
+                body = b""
+            return Response(exc.code, {k.lower(): v for k, v in (exc.headers or {}).items()}, body, url)
+        except (urllib.error.URLError, http.client.HTTPException, ConnectionError, TimeoutError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise TransportError(f"connection failed: {type(exc).__name__}: {reason}") from None
+
+    async def get(self, url: str, headers: Mapping[str, str] | None = None) -> Response:
+        return await asyncio.to_thread(self._get, url, headers or {})
+
+
+class FileTransport(Transport):
+    """A local directory: the same loader code reads files, Range emulated (206 + Content-Range)."""
+
+    async def get(self, url: str, headers: Mapping[str, str] | None = None) -> Response:
+        path = url[len("file://"):] if url.startswith("file://") else url
+        try:
+            size = os.path.getsize(path)
+            with open(path, "rb") as f:
+                rng = (headers or {}).get("Range") or (headers or {}).get("range")
+                if not rng:
+                    return Response(200, {"content-length": str(size)}, f.read(), url)
+                m = re.fullmatch(r"bytes=(\d+)-(\d+)", rng.strip())
+                if not m:
+                    return Response(400, {}, b"", url)
+                start, end = int(m.group(1)), min(int(m.group(2)), size - 1)
+                if start >= size:
+                    return Response(416, {"content-range": f"bytes */{size}"}, b"", url)
+                f.seek(start)
+                body = f.read(end - start + 1)
+                return Response(206, {"content-range": f"bytes {start}-{end}/{size}",
+                                      "content-length": str(len(body))}, body, url)
+        except FileNotFoundError:
+            return Response(404, {}, b"", url)
+        except OSError as exc:
+            raise TransportError(f"{path}: {exc}") from None
