@@ -5,7 +5,7 @@ lane's page loads once (session scope, on first use) and every test runs its bod
 `runPython`. A missing browser or a page that fails to start fails that lane's tests with the reason;
 nothing is skipped. At session end the outcomes become e2e/report/compatibility.{json,md}.
 
-Browsers (DESIGN.md section 4): Debian's Chromium (SwiftShader WebGPU; and without the WebGPU flag),
+Browsers (recipes verified on Debian bookworm): Debian's Chromium (SwiftShader WebGPU; and without the WebGPU flag),
 Firefox ESR on lavapipe through Playwright's WebDriver BiDi (playwright==1.64.1), WebKitGTK's MiniBrowser
 through Selenium under an Xvfb this file starts.
 """
@@ -413,7 +413,7 @@ def lane_factory(_lane_pool):
 
 @pytest.fixture(scope="session")
 def chromium_webgpu(browsers):
-    """Debian's Chromium with WebGPU on SwiftShader (DESIGN.md section 4)."""
+    """Debian's Chromium with WebGPU on SwiftShader."""
     try:
         return browsers.get("chromium-webgpu")
     except LaneError as exc:

@@ -289,12 +289,6 @@ export async function read(dev, id, nbytes) {
   return { data, errors };
 }
 
-// Errors gathered so far, without a readback (used by flush-and-check paths).
-export async function errors(dev) {
-  count("errors");
-  return drainErrors(state(dev));
-}
-
 export function close(dev) {
   count("close");
   const s = devices.get(dev);

@@ -16,9 +16,10 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import numpy as np
 
-from .capabilities import CONSTRAINED_BUDGET, SPEC_DEFAULT_LIMITS, BrowserIdentity, identify_browser, quirks_for
+from .capabilities import (SPEC_DEFAULT_LIMITS, BrowserIdentity, Capabilities, effective_limits, identify_browser,
+                           quirks_for)
 from .errors import ShaderCompileError
-from .kernels import ALIASES, KERNELS, OpCall
+from .kernels import ALIASES, KERNELS, OpCall, reference
 from .pipelines import PipelineSpec
 from .planner import STRATEGIES, Planner
 from .strategies import Strategies
@@ -52,7 +53,7 @@ class FallbackManager:
             self.browser = _identity(browser_info)
             self.quirks = quirks_for(self.browser)
             self.tier = self.config.get("tier") or self.quirks.get("tier_cap") or "core"
-            self.planner = Planner(_standalone_limits(self.quirks, self.config.get("budget")), self.quirks, self.tier,
+            self.planner = Planner(_standalone_limits(self.quirks, "core", self.config.get("budget")), self.quirks, self.tier,
                                    self.config.get("precision", "f32"), False, True, self.config,
                                    layer_processing=enable_layer_processing)
             self._strategies = None
@@ -82,7 +83,7 @@ class FallbackManager:
         if op not in KERNELS:
             raise ValueError(f"unknown op {operation!r}; known: {sorted(KERNELS)}")
         t0 = time.perf_counter()
-        result = KERNELS[op].reference(*[None if v is None else np.asarray(v) for v in inputs.values()], **context)
+        result = reference(op, [None if v is None else np.asarray(v) for v in inputs.values()], context)
         self.telemetry.count(op, Plan("cpu", "no runtime: NumPy reference"), t0)
         return result
 
@@ -142,15 +143,9 @@ def _identity(browser_info: Mapping[str, Any] | None) -> BrowserIdentity | None:
     return identify_browser(browser_info, browser_info.get("adapter"))
 
 
-def _standalone_limits(quirks: Mapping[str, Any], *budgets: Mapping[str, int] | None) -> dict[str, int]:
-    """The limits a browser with these quirks gives by default, lowered by each budget."""
-    limits = dict(SPEC_DEFAULT_LIMITS)
-    for budget in (quirks.get("budget"), *budgets):
-        limits.update(budget or {})
-    if quirks.get("simplified_shaders"):
-        for k in ("maxComputeInvocationsPerWorkgroup", "maxComputeWorkgroupSizeX", "maxComputeWorkgroupSizeY"):
-            limits[k] = min(limits[k], 64)
-    return limits
+def _standalone_limits(quirks: dict[str, Any], tier: str, budget: Mapping[str, int] | None) -> dict[str, int]:
+    """The limits a browser with these quirks would plan against in `tier` on a spec-default device."""
+    return effective_limits(Capabilities("webgpu", frozenset(), dict(SPEC_DEFAULT_LIMITS), quirks=quirks), tier, budget)
 
 
 def create_optimal_fallback_strategy(model_type: str, browser_info: Mapping[str, Any] | None, operation_type: str,
@@ -165,8 +160,7 @@ def create_optimal_fallback_strategy(model_type: str, browser_info: Mapping[str,
     cfg = dict(config or {})
     identity = _identity(browser_info)
     quirks = quirks_for(identity)
-    limits = _standalone_limits(quirks, CONSTRAINED_BUDGET if cfg.get("memory_constrained") else None,
-                                cfg.get("budget"))
+    limits = _standalone_limits(quirks, "constrained" if cfg.get("memory_constrained") else "core", cfg.get("budget"))
     limits.setdefault("maxAttentionScoresPerDispatch", int(cfg.get("scores_per_dispatch", 1 << 18)))
     has_f16 = bool(cfg.get("has_f16")) and "shader-f16" not in quirks.get("features_off", ())
     planner = Planner(limits, quirks, "full" if has_f16 else "core", cfg.get("precision", "f32"), has_f16, True, {})

@@ -50,8 +50,7 @@ class OpCall:
 
     def run_reference(self, arrays: list[np.ndarray | None]) -> np.ndarray:
         """The op's NumPy reference on host arrays, as a float32 array of the output shape."""
-        result = KERNELS[self.op].reference(*arrays, **self.attrs)
-        return np.ascontiguousarray(result, dtype=np.float32).reshape(self.out_shape)
+        return reference(self.op, arrays, self.attrs).reshape(self.out_shape)
 
 
 @dataclass
@@ -209,6 +208,11 @@ KERNELS: dict[str, KernelDef] = {k.name: k for k in [
     KernelDef("mean_pool", "mean_pool.wgsl", (_R, _R, _W, _U), mean_pool_ref),
     KernelDef("l2_normalize", "l2_normalize.wgsl", (_R, _W, _U), l2_normalize_ref),
 ]}
+
+def reference(op: str, arrays: list[np.ndarray | None], attrs: dict[str, Any]) -> np.ndarray:
+    """Run `op`'s NumPy reference: the cpu tier, and the oracle of every kernel (C-contiguous float32)."""
+    return np.ascontiguousarray(KERNELS[op].reference(*arrays, **attrs), dtype=np.float32)
+
 
 # Variant shaders of some ops: same bindings and reference, another WGSL file. Not ops themselves (KERNELS
 # lists the ops); the fallback manager picks them: "f16" for the full tier, "small" for tight budgets.
