@@ -30,6 +30,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 REPORT_DIR = ROOT / "e2e" / "report"
 CASES_SOURCE = (ROOT / "tests" / "cases.py").read_text(encoding="utf-8")
+PROPERTIES_SOURCE = (ROOT / "tests" / "properties.py").read_text(encoding="utf-8")
 sys.path.insert(0, str(ROOT / "tests"))
 from e2e_matrix import LANES, LaneSpec, op_of  # noqa: E402
 
@@ -219,9 +220,12 @@ class PageError(AssertionError):
 
 
 _CASES_MODULE = ("import sys, types\n"
-                 "_m = types.ModuleType('cases')\n"
-                 f"exec(compile({CASES_SOURCE!r}, 'tests/cases.py', 'exec'), _m.__dict__)\n"
-                 "sys.modules['cases'] = _m\nimport cases")
+                 "for _name, _src in (('properties', " + repr(PROPERTIES_SOURCE) + "), ('cases', "
+                 + repr(CASES_SOURCE) + ")):\n"
+                 "    _m = types.ModuleType(_name)\n"
+                 "    sys.modules[_name] = _m\n"
+                 "    exec(compile(_src, f'tests/{_name}.py', 'exec'), _m.__dict__)\n"
+                 "import cases")
 
 
 @dataclass

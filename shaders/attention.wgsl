@@ -27,6 +27,10 @@ var<workgroup> qs: array<f32, MAX_D>;
 var<workgroup> probs: array<f32, WG>;
 var<workgroup> red: array<f32, WG>;
 
+// WGSL's max may return either operand when one is NaN: a NaN score must make the row NaN (as NumPy).
+fn is_nan(v: f32) -> bool { return (bitcast<u32>(v) & 0x7fffffffu) > 0x7f800000u; }
+fn max_nan(a: f32, b: f32) -> f32 { return select(max(a, b), a + b, is_nan(a) || is_nan(b)); }
+
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
   let i = wid.x + p.q0;
@@ -57,10 +61,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     red[li] = s;
     workgroupBarrier();
     for (var t = WG / 2u; t > 0u; t >>= 1u) {
-      if (li < t) { red[li] = max(red[li], red[li + t]); }
+      if (li < t) { red[li] = max_nan(red[li], red[li + t]); }
       workgroupBarrier();
     }
-    let m_new = max(m, red[0]);
+    let m_new = max_nan(m, red[0]);
     workgroupBarrier();
 
     var e = 0.0;

@@ -22,5 +22,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   let i = (wid.y * nwg.x + wid.x) * WG + li;
   if (i >= p.n) { return; }
   let v = x[i];
-  out[i] = 0.5 * v * (1.0 + erf_as(v * 0.7071067811865476));
+  // at -inf the product is -inf * 0: the limit is 0
+  out[i] = select(0.5 * v * (1.0 + erf_as(v * 0.7071067811865476)), 0.0, v < -3.4028234e38);
 }

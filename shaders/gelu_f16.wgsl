@@ -26,5 +26,5 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   if (i >= p.n) { return; }
   let v = x[i];
   let e = f32(erf_h(f16(clamp(v * 0.7071067811865476, -4.0, 4.0))));
-  out[i] = 0.5 * v * (1.0 + e);
+  out[i] = select(0.5 * v * (1.0 + e), 0.0, v < -3.4028234e38);   // at -inf: the limit, not -inf * 0
 }

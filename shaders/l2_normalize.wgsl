@@ -1,5 +1,8 @@
-// x / max(||x||_2, 1e-12) over the last axis (torch.nn.functional.normalize's eps).
+// x / max(||x||_2, 1e-12) over the last axis (torch.nn.functional.normalize's eps), scale-safe: the
+// norm is max|x| * sqrt(sum((x / max|x|)^2)), so no finite row overflows or underflows its squares.
+// A NaN anywhere in the row makes the row NaN (max is NaN-propagating here; WGSL's max need not be).
 const WG: u32 = 64u;
+const F32_MAX: f32 = 3.4028234e38;
 
 struct Params { rows: u32, n: u32, _p0: u32, _p1: u32 }
 
@@ -9,19 +12,50 @@ struct Params { rows: u32, n: u32, _p0: u32, _p1: u32 }
 
 var<workgroup> red: array<f32, WG>;
 
+fn is_nan(v: f32) -> bool { return (bitcast<u32>(v) & 0x7fffffffu) > 0x7f800000u; }
+fn max_nan(a: f32, b: f32) -> f32 { return select(max(a, b), a + b, is_nan(a) || is_nan(b)); }
+
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) li: u32) {
   let row = wid.y * nwg.x + wid.x;
   if (row >= p.rows) { return; }
+  let base = row * p.n;
+
+  var m = 0.0;
+  for (var j = li; j < p.n; j += WG) { m = max_nan(m, abs(x[base + j])); }
+  red[li] = m;
+  workgroupBarrier();
+  for (var k = WG / 2u; k > 0u; k >>= 1u) {
+    if (li < k) { red[li] = max_nan(red[li], red[li + k]); }
+    workgroupBarrier();
+  }
+  let peak = red[0];
+  let scaled = peak > 0.0 && peak <= F32_MAX;   // false for 0, inf and NaN: the norm is the peak itself
+  workgroupBarrier();
+
   var s = 0.0;
-  for (var j = li; j < p.n; j += WG) { let v = x[row * p.n + j]; s += v * v; }
+  if (scaled) {
+    for (var j = li; j < p.n; j += WG) { let v = x[base + j] / peak; s += v * v; }
+  }
   red[li] = s;
   workgroupBarrier();
   for (var k = WG / 2u; k > 0u; k >>= 1u) {
     if (li < k) { red[li] = red[li] + red[li + k]; }
     workgroupBarrier();
   }
-  let inv = 1.0 / max(sqrt(red[0]), 1e-12);
-  for (var j = li; j < p.n; j += WG) { out[row * p.n + j] = x[row * p.n + j] * inv; }
+  // x / norm as (x / peak) / root: peak * root itself may exceed float32 (two values of 3e38).
+  let root = sqrt(red[0]);
+  var by = root;
+  var pre = scaled;
+  if (!scaled) {
+    by = max_nan(peak, 1e-12);        // 0, inf or NaN: x / max(peak, eps) is the answer
+  } else if (peak * root < 1e-12) {
+    by = 1e-12;                       // the eps clamp
+    pre = false;
+  }
+  for (var j = li; j < p.n; j += WG) {
+    let v = x[base + j];
+    out[base + j] = select(v, v / peak, pre) / by;
+  }
 }

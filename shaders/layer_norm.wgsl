@@ -1,5 +1,7 @@
 // LayerNorm over the last axis: (x - mean) / sqrt(var + eps) * gamma + beta, biased variance as in
-// PyTorch. Two passes over the row (mean, then centred squares) avoid E[x^2]-E[x]^2 cancellation.
+// PyTorch. Scale-safe: the row is divided by its peak |x| first (y = x / peak; the result is
+// (y - mean_y) / sqrt(var_y + eps / peak^2)), so no finite row overflows its squares; then two passes
+// (mean, then centred squares) avoid E[x^2]-E[x]^2 cancellation. A NaN or inf in the row gives NaN.
 const WG: u32 = 64u;
 
 struct Params { rows: u32, n: u32, eps: f32, _p0: u32 }
@@ -12,6 +14,11 @@ struct Params { rows: u32, n: u32, eps: f32, _p0: u32 }
 
 var<workgroup> red: array<f32, WG>;
 
+const F32_MAX: f32 = 3.4028234e38;
+
+fn is_nan(v: f32) -> bool { return (bitcast<u32>(v) & 0x7fffffffu) > 0x7f800000u; }
+fn max_nan(a: f32, b: f32) -> f32 { return select(max(a, b), a + b, is_nan(a) || is_nan(b)); }
+
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) li: u32) {
@@ -19,8 +26,20 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   if (row >= p.rows) { return; }
   let base = row * p.n;
 
+  var m = 0.0;
+  for (var j = li; j < p.n; j += WG) { m = max_nan(m, abs(x[base + j])); }
+  red[li] = m;
+  workgroupBarrier();
+  for (var k = WG / 2u; k > 0u; k >>= 1u) {
+    if (li < k) { red[li] = max_nan(red[li], red[li + k]); }
+    workgroupBarrier();
+  }
+  let peak = red[0];
+  let sc = select(1.0, peak, peak > 0.0 && peak <= F32_MAX);   // 0, inf, NaN: unscaled (NaN stays NaN)
+  workgroupBarrier();
+
   var s = 0.0;
-  for (var j = li; j < p.n; j += WG) { s += x[base + j]; }
+  for (var j = li; j < p.n; j += WG) { s += x[base + j] / sc; }
   red[li] = s;
   workgroupBarrier();
   for (var k = WG / 2u; k > 0u; k >>= 1u) {
@@ -31,15 +50,17 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   workgroupBarrier();
 
   var q = 0.0;
-  for (var j = li; j < p.n; j += WG) { let d = x[base + j] - mean; q += d * d; }
+  for (var j = li; j < p.n; j += WG) { let d = x[base + j] / sc - mean; q += d * d; }
   red[li] = q;
   workgroupBarrier();
   for (var k = WG / 2u; k > 0u; k >>= 1u) {
     if (li < k) { red[li] = red[li] + red[li + k]; }
     workgroupBarrier();
   }
-  let inv = inverseSqrt(red[0] / f32(p.n) + p.eps);
+  // eps / peak^2 can underflow beside a zero variance: then every centred value is 0 too (not 0 * inf)
+  let den = red[0] / f32(p.n) + p.eps / sc / sc;
+  let inv = select(inverseSqrt(den), 0.0, den == 0.0 && p.eps > 0.0);
   for (var j = li; j < p.n; j += WG) {
-    out[base + j] = (x[base + j] - mean) * inv * gamma[j] + beta[j];
+    out[base + j] = (x[base + j] / sc - mean) * inv * gamma[j] + beta[j];
   }
 }

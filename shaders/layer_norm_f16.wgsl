@@ -1,6 +1,6 @@
 enable f16;
-// The full tier's LayerNorm: mean and variance in f32 (two passes, as layer_norm.wgsl: the statistics are
-// where cancellation hurts), the affine step in f16: y = f16(x_hat) * f16(gamma) + f16(beta), where
+// The full tier's LayerNorm: the scaled statistics in f32 (as layer_norm.wgsl: they are where cancellation
+// and overflow hurt), the affine step in f16: y = f16(x_hat) * f16(gamma) + f16(beta), where
 // x_hat = (x - mean) * rstd is formed in f32 and is bounded by sqrt(n), so it never overflows f16.
 // |error| <= 4 * 2^-11 * (|x_hat * gamma| + |beta|) + 1e-6.
 // Same bindings as layer_norm.wgsl.
@@ -16,6 +16,11 @@ struct Params { rows: u32, n: u32, eps: f32, _p0: u32 }
 
 var<workgroup> red: array<f32, WG>;
 
+const F32_MAX: f32 = 3.4028234e38;
+
+fn is_nan(v: f32) -> bool { return (bitcast<u32>(v) & 0x7fffffffu) > 0x7f800000u; }
+fn max_nan(a: f32, b: f32) -> f32 { return select(max(a, b), a + b, is_nan(a) || is_nan(b)); }
+
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) li: u32) {
@@ -23,8 +28,20 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   if (row >= p.rows) { return; }
   let base = row * p.n;
 
+  var m = 0.0;
+  for (var j = li; j < p.n; j += WG) { m = max_nan(m, abs(x[base + j])); }
+  red[li] = m;
+  workgroupBarrier();
+  for (var k = WG / 2u; k > 0u; k >>= 1u) {
+    if (li < k) { red[li] = max_nan(red[li], red[li + k]); }
+    workgroupBarrier();
+  }
+  let peak = red[0];
+  let sc = select(1.0, peak, peak > 0.0 && peak <= F32_MAX);   // 0, inf, NaN: unscaled (NaN stays NaN)
+  workgroupBarrier();
+
   var s = 0.0;
-  for (var j = li; j < p.n; j += WG) { s += x[base + j]; }
+  for (var j = li; j < p.n; j += WG) { s += x[base + j] / sc; }
   red[li] = s;
   workgroupBarrier();
   for (var k = WG / 2u; k > 0u; k >>= 1u) {
@@ -35,16 +52,18 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   workgroupBarrier();
 
   var q = 0.0;
-  for (var j = li; j < p.n; j += WG) { let d = x[base + j] - mean; q += d * d; }
+  for (var j = li; j < p.n; j += WG) { let d = x[base + j] / sc - mean; q += d * d; }
   red[li] = q;
   workgroupBarrier();
   for (var k = WG / 2u; k > 0u; k >>= 1u) {
     if (li < k) { red[li] = red[li] + red[li + k]; }
     workgroupBarrier();
   }
-  let inv = inverseSqrt(red[0] / f32(p.n) + p.eps);
+  // eps / peak^2 can underflow beside a zero variance: then every centred value is 0 too (not 0 * inf)
+  let den = red[0] / f32(p.n) + p.eps / sc / sc;
+  let inv = select(inverseSqrt(den), 0.0, den == 0.0 && p.eps > 0.0);
   for (var j = li; j < p.n; j += WG) {
-    let y = f16((x[base + j] - mean) * inv) * f16(gamma[j]) + f16(beta[j]);
+    let y = f16((x[base + j] / sc - mean) * inv) * f16(gamma[j]) + f16(beta[j]);
     out[base + j] = f32(y);
   }
 }

@@ -1,4 +1,5 @@
-// Sum (MEAN=false) or mean (MEAN=true) over the last axis; one workgroup per row.
+// Sum (MEAN=false) or mean (MEAN=true) over the last axis; one workgroup per row. The mean of an empty
+// row is NaN, as NumPy's.
 override MEAN: bool = false;
 const WG: u32 = 64u;
 
@@ -25,7 +26,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   }
   if (li == 0u) {
     var v = red[0];
-    if (MEAN) { v = v / f32(p.n); }
+    if (MEAN) { v = select(v / f32(p.n), bitcast<f32>(0x7fc00000u), p.n == 0u); }
     out[row] = v;
   }
 }

@@ -12,6 +12,10 @@ struct Params { rows: u32, n: u32, mask_row_stride: u32, _p0: u32 }
 
 var<workgroup> red: array<f32, WG>;
 
+// WGSL's max may return either operand when one is NaN: a NaN score must make the row NaN (as NumPy).
+fn is_nan(v: f32) -> bool { return (bitcast<u32>(v) & 0x7fffffffu) > 0x7f800000u; }
+fn max_nan(a: f32, b: f32) -> f32 { return select(max(a, b), a + b, is_nan(a) || is_nan(b)); }
+
 fn value(row: u32, j: u32) -> f32 {
   var v = x[row * p.n + j];
   if (HAS_MASK) { v = v + mask[row * p.mask_row_stride + j]; }
@@ -25,11 +29,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   if (row >= p.rows) { return; }
 
   var m = -3.402823e38;
-  for (var j = li; j < p.n; j += WG) { m = max(m, value(row, j)); }
+  for (var j = li; j < p.n; j += WG) { m = max_nan(m, value(row, j)); }
   red[li] = m;
   workgroupBarrier();
   for (var s = WG / 2u; s > 0u; s >>= 1u) {
-    if (li < s) { red[li] = max(red[li], red[li + s]); }
+    if (li < s) { red[li] = max_nan(red[li], red[li + s]); }
     workgroupBarrier();
   }
   let row_max = red[0];

@@ -23,6 +23,7 @@ import numpy as np
 
 import gpuport as gp
 from gpuport import kernels as K
+from properties import PROPERTIES, check_seeded
 
 U = 2.0 ** -24
 CASES: dict[str, "Case"] = {}
@@ -613,6 +614,85 @@ async def ops_during_precompilation_match_the_reference(rt):
         assert progress and progress[-1]["done"] == progress[-1]["total"], progress[-1:]
     finally:
         fresh.close()
+
+
+@case()
+async def properties_seeded(rt):
+    # tests/properties.py's checks (NaN, +-inf, huge, tiny, empty axes) on seeded draws of every op: the
+    # page's subset of what Hypothesis explores natively (tests/test_properties.py).
+    assert await check_seeded(rt, examples=4, seed=2024) == 4 * len(PROPERTIES)
+
+
+# -- reliability (issue 14): what a failed batch, bad device data and edge values do ---------------------
+
+_DEVICE_ONLY_BAD = """struct P { a: vec4<f32>, b: vec4<f32>, c: vec4<f32>, d: vec4<f32> }
+@group(0) @binding(0) var<storage, read_write> o: array<f32>;
+@group(0) @binding(1) var<uniform> p: P;
+@compute @workgroup_size(1) fn main() { o[0] = p.d.x; }"""
+
+
+@case(backends=("webgpu",))
+async def failed_batch_outputs_raise_never_zeros(rt):
+    # A uniform buffer smaller than its struct: only the device sees it, and it rejects the whole batch,
+    # the good scale queued before it included. Its output must raise, not read back as zeros.
+    own = await gp.open(backend="webgpu")   # an always-GPU runtime: auto could run the scale on NumPy
+    try:
+        await own.ops.scale(own.tensor(np.ones(4, np.float32)), 1.0, 0.0).read()
+        good = own.ops.scale(own.tensor(np.arange(4, dtype=np.float32)), 2.0, 0.0)
+        own.kernel(_DEVICE_ONLY_BAD).dispatch(1, own.empty(4), uniforms=[1.0])
+        await expect(gp.GpuValidationError, good.read)          # the batch fails: raised once ...
+        await expect(gp.BatchFailed, good.read, "never computed")   # ... and its outputs stay unreadable
+        await expect(gp.BatchFailed, lambda: own.ops.add(good, own.tensor(np.ones(4, np.float32))))
+        fresh = await own.ops.scale(own.tensor(np.arange(4, dtype=np.float32)), 2.0, 0.0).read()
+        close(fresh, np.array([0, 2, 4, 6], np.float32), what="after a failed batch")
+    finally:
+        own.close()
+
+
+@case(backends=("webgpu",))
+async def embedding_ids_computed_on_the_gpu_raise_index_error(rt):
+    own = await gp.open(backend="webgpu")
+    try:
+        table = own.tensor(np.arange(40, dtype=np.float32).reshape(10, 4))
+        ids = own.empty(3, "int32")
+        own.kernel("@group(0) @binding(0) var<storage, read_write> o: array<i32>;\n"
+                   "@compute @workgroup_size(1) fn main() { o[0] = 1; o[1] = 999; o[2] = -7; }").dispatch(1, ids)
+        rows = own.ops.embedding(ids, table)
+        err = await expect(IndexError, rows.read, "is outside the table's 10 rows")
+        assert "999" in str(err) or "-7" in str(err), err
+        await expect(IndexError, rows.read, "outside the table")   # never the zero rows on a second read
+        ok = await own.ops.embedding(own.tensor(np.array([1, 2], np.int32)), table).read()
+        close(ok, np.arange(40, dtype=np.float32).reshape(10, 4)[[1, 2]], what="embedding after the error")
+    finally:
+        own.close()
+
+
+@case()
+async def l2_normalize_propagates_nan_and_survives_huge_rows(rt):
+    x = np.array([[np.nan, 1, 2, 3], [3e20, 4e20, 0, 0], [3e-30, 4e-30, 0, 0], [0, 0, 0, 0]], np.float32)
+    got = await rt.ops.l2_normalize(rt.tensor(x)).read()
+    assert np.isnan(got[0]).all(), got[0]
+    close(got[1:], np.array([[0.6, 0.8, 0, 0], [3e-18, 4e-18, 0, 0], [0, 0, 0, 0]], np.float32), rtol=1e-5,
+          what="huge and tiny rows")
+
+
+@case()
+async def mean_and_sum_of_empty_rows_match_numpy(rt):
+    x = rt.tensor(np.zeros((3, 0), np.float32))
+    assert np.isnan(await rt.ops.mean(x).read()).all()
+    close(await rt.ops.sum(x).read(), np.zeros(3, np.float32), what="sum of empty rows")
+
+
+@case()
+async def arguments_are_validated_with_typed_errors(rt):
+    q = rt.tensor(np.ones((1, 2, 8), np.float32))
+    await expect(TypeError, lambda: rt.ops.attention(q, q, q, num_heads=2.5), "num_heads must be an int")
+    await expect(ValueError, lambda: rt.empty((2 ** 32, 2 ** 32)), "more than int64")
+    await expect(TypeError, lambda: rt.empty((2.5, 3)), "integers")
+    await expect(TypeError, lambda: rt.ops.scale(q, "x"), "scale: a must be a real number")
+    g = rt.tensor(np.ones(8, np.float32))
+    await expect(ValueError, lambda: rt.ops.layer_norm(q, g, g, eps=-1.0), "eps must be finite >= 0")
+    await expect(TypeError, lambda: rt.kernel(b"@compute @workgroup_size(1) fn main() {}"), "decode")
 
 
 @case()

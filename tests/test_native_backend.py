@@ -50,12 +50,20 @@ def test_dispatches_queue_until_a_read(rt):
 
 
 def test_validation_error_is_typed_and_immediate(rt):
-    # The shader wants two bindings; binding only one is a validation error, raised at the flush natively.
+    # The shader wants two bindings; binding only one is a validation error the host sees before the
+    # dispatch is queued (it would otherwise fail the whole batch it lands in).
     src = """@group(0) @binding(0) var<storage, read> a: array<f32>;
 @group(0) @binding(1) var<storage, read_write> b: array<f32>;
 @compute @workgroup_size(1) fn main() { b[0] = a[0]; }"""
     k = rt.kernel(src)
-    k.dispatch(1, rt.tensor(np.ones(4, np.float32)))
+    with pytest.raises(gp.GpuValidationError, match="declares 2 storage bindings"):
+        k.dispatch(1, rt.tensor(np.ones(4, np.float32)))
+    # What only the device can see (a uniform buffer smaller than its struct) raises at the flush natively.
+    small = rt.kernel("""struct P { a: vec4<f32>, b: vec4<f32>, c: vec4<f32>, d: vec4<f32> }
+@group(0) @binding(0) var<storage, read_write> o: array<f32>;
+@group(0) @binding(1) var<uniform> p: P;
+@compute @workgroup_size(1) fn main() { o[0] = p.d.x; }""")
+    small.dispatch(1, rt.empty(4), uniforms=[1.0])
     with pytest.raises(gp.GpuValidationError, match="submitting"):
         rt.flush()
 

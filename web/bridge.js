@@ -114,7 +114,7 @@ function makeBuffer(s, id, nbytes, data) {
   s.buffers.set(id, buffer);
 }
 
-const bufferTypes = { read: "read-only-storage", rw: "storage", uniform: "uniform" };
+const bufferTypes = { read: "read-only-storage", rw: "storage", error: "storage", uniform: "uniform" };
 
 // The explicit layout of gpuport's own kernels ({layout, bgl}), or "auto" for a user's WGSL.
 function pipelineLayout(s, bindings) {
@@ -176,16 +176,17 @@ export async function createPipelineAsync(dev, source, entryPoint, constants, bi
   }
 }
 
-// Encodes and submits a batch: [[pipelineId, x, y, z, [bufferIds], uniformOffset (-1: none), uniformSize], ...].
+// Encodes and submits batch number `seq` (errors of it are labelled "batch <seq> of N dispatches"):
+// [[pipelineId, x, y, z, [bufferIds], uniformOffset (-1: none), uniformSize], ...].
 // `creates` ([[id, nbytes], ...]) are the output buffers Python allocated since the last submit; all
 // the batch's uniforms arrive as one byte array, each struct at a 256-byte aligned offset; `release`
 // lists buffer ids Python no longer references: destroyed after the submit.
-export function submit(dev, creates, batch, uniforms, release) {
+export function submit(dev, seq, creates, batch, uniforms, release) {
   count("submit");
   const s = state(dev);
   for (const [id, nbytes] of creates) makeBuffer(s, id, nbytes, null);
   if (!batch.length) { releaseBuffers(s, release); return; }
-  scoped(s, `batch of ${batch.length} dispatches`, () => {
+  scoped(s, `batch ${seq} of ${batch.length} dispatches`, () => {
     let ubuf = null;
     if (uniforms) {
       const [bytes, release] = bytesOf(uniforms);
@@ -251,12 +252,15 @@ function giveStaging(s, buffer) {
   else s.staging.push(buffer);
 }
 
-// Copies a buffer back through a staging buffer. Returns {data, errors}: errors (compile, validation,
+// Copies buffers back through one staging buffer: `reads` is [[bufferId, nbytes], ...], all copied by one
+// submission and mapped once. Returns {data: [Uint8Array per read], errors}: errors (compile, validation,
 // out-of-memory) gathered since the last read, so Python raises them now.
-export async function read(dev, id, nbytes) {
+export async function read(dev, reads) {
   count("read");
   const s = state(dev);
-  const size = Math.max(4, Math.ceil(nbytes / 4) * 4);
+  const offsets = [];
+  let size = 0;
+  for (const [, nbytes] of reads) { offsets.push(size); size += Math.ceil(Math.max(nbytes, 4) / 8) * 8; }
   let data = null;
   const errors = await drainErrors(s);
   if (!errors.length) {
@@ -264,7 +268,9 @@ export async function read(dev, id, nbytes) {
     try {
       scoped(s, "readback", () => {
         const encoder = s.device.createCommandEncoder();
-        encoder.copyBufferToBuffer(s.buffers.get(id), 0, staging, 0, size);
+        reads.forEach(([id, nbytes], i) => {
+          encoder.copyBufferToBuffer(s.buffers.get(id), 0, staging, offsets[i], Math.ceil(nbytes / 4) * 4);
+        });
         s.device.queue.submit([encoder.finish()]);
       });
       errors.push(...await drainErrors(s));
@@ -275,7 +281,8 @@ export async function read(dev, id, nbytes) {
           if (!(await settledLost(s))) throw e;
         }
         if (!s.lost) {
-          data = new Uint8Array(staging.getMappedRange(0, size).slice(0, nbytes));
+          const mapped = staging.getMappedRange(0, size);
+          data = reads.map(([, nbytes], i) => new Uint8Array(mapped.slice(offsets[i], offsets[i] + nbytes)));
           staging.unmap();
         }
       }

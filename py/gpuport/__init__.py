@@ -11,7 +11,7 @@ from . import models
 from ._version import __version__
 from .backends import Backend, available
 from .capabilities import Capabilities
-from .errors import (BackendUnavailable, CompileMessage, DeviceLost, GpuportError, GpuTimeout, GpuValidationError,
+from .errors import (BackendUnavailable, BatchFailed, CompileMessage, DeviceLost, GpuportError, GpuTimeout, GpuValidationError,
                      LimitExceeded, LoadError, OutOfMemory, RuntimeClosed, ShaderCompileError, TensorLost,
                      UnsupportedFeature)
 from .fallback import FallbackManager, create_optimal_fallback_strategy
@@ -21,7 +21,7 @@ from .runtime import Runtime, open, open_sync
 from .tensor import Tensor
 
 __all__ = [
-    "Backend", "BackendUnavailable", "Capabilities", "CompileMessage", "DeviceLost", "FallbackManager",
+    "Backend", "BackendUnavailable", "BatchFailed", "Capabilities", "CompileMessage", "DeviceLost", "FallbackManager",
     "GpuTimeout", "GpuValidationError", "GpuportError", "IN_PYODIDE", "Kernel", "LimitExceeded", "LoadError",
     "OutOfMemory", "Runtime", "RuntimeClosed", "ShaderCompileError", "Tensor", "TensorLost", "UnsupportedFeature",
     "__version__", "available", "create_optimal_fallback_strategy", "models", "open", "open_sync",

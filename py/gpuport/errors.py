@@ -60,6 +60,11 @@ class GpuValidationError(GpuportError):
     """The GPU rejected a call (bad binding, bad size, bad pipeline)."""
 
 
+class BatchFailed(GpuValidationError):
+    """A tensor's values were never computed: the batch of dispatches that would have written them was
+    rejected by the device (names that failure). Reading it, or using it in another op, raises this."""
+
+
 class OutOfMemory(GpuportError):
     """The device could not allocate what was asked."""
 
@@ -135,7 +140,7 @@ def _last_lines(text: str) -> str:
 
 
 __all__ = [
-    "BackendUnavailable", "CompileMessage", "DeviceLost", "GpuTimeout", "GpuValidationError", "GpuportError",
+    "BackendUnavailable", "BatchFailed", "CompileMessage", "DeviceLost", "GpuTimeout", "GpuValidationError", "GpuportError",
     "LimitExceeded", "LoadError", "OutOfMemory", "RuntimeClosed", "ShaderCompileError", "TensorLost",
     "UnsupportedFeature", "classify",
 ]

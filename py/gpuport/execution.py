@@ -30,6 +30,10 @@ class Executor:
 
     def run(self, call: OpCall) -> Tensor:
         """Choose where (host residency, the selector in auto mode), run, record lineage."""
+        with self.rt.lock:
+            return self._run(call)
+
+    def _run(self, call: OpCall) -> Tensor:
         rt = self.rt
         if rt.device.is_host:   # NumPy is this runtime's device: its kernels are the references
             return self.run_host(call, Plan("native", "cpu backend: the NumPy reference is this runtime's kernel"))

@@ -15,10 +15,12 @@ from typing import Any, Callable
 
 import numpy as np
 
+from . import wgsl
 from .pipelines import PipelineSpec
 
-# Binding kinds, in binding order; the last storage binding of a built-in op is its output.
-READ, WRITE, UNIFORM = "read", "rw", "uniform"
+# Binding kinds, in binding order: inputs, then the output, then (for kernels that can meet invalid data)
+# the device's error buffer, then the uniforms.
+READ, WRITE, ERROR, UNIFORM = "read", "rw", "error", "uniform"
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,12 @@ class KernelDef:
     @property
     def source(self) -> str:
         return shader_source(self.shader)
+
+    @property
+    def needs(self) -> tuple[int, int]:
+        """What the kernel asks of the device, read from its WGSL: (invocations per workgroup at the
+        default constants, bytes of workgroup memory)."""
+        return _needs(self.shader)
 
 
 @dataclass
@@ -83,6 +91,12 @@ def shader_source(name: str) -> str:
     return (shaders_dir() / name).read_text(encoding="utf-8")
 
 
+@cache
+def _needs(shader: str) -> tuple[int, int]:
+    source = shader_source(shader)
+    return wgsl.invocations(source) or ELEMENTWISE_WG, (wgsl.workgroup_bytes(source) or (0, []))[0]
+
+
 def pack_uniforms(*fields: int | float) -> bytes:
     """Pack scalars as a WGSL uniform struct: Python int -> u32, float -> f32, padded to 16 bytes."""
     fmt = "".join("I" if isinstance(v, (int, np.integer)) and not isinstance(v, bool) else "f" for v in fields)
@@ -129,7 +143,9 @@ def erf(x: np.ndarray) -> np.ndarray:
 
 def gelu_ref(x: np.ndarray) -> np.ndarray:
     x64 = np.asarray(x, dtype=np.float64)
-    return _f32(0.5 * x64 * (1.0 + erf(x64 / math.sqrt(2.0))))
+    with np.errstate(invalid="ignore"):
+        y = 0.5 * x64 * (1.0 + erf(x64 / math.sqrt(2.0)))
+    return _f32(np.where(x64 == -np.inf, 0.0, y))   # the limit, not -inf * 0
 
 
 def matmul_ref(a: np.ndarray, b: np.ndarray, bias: np.ndarray | None = None, *,
@@ -142,16 +158,25 @@ def matmul_ref(a: np.ndarray, b: np.ndarray, bias: np.ndarray | None = None, *,
 
 
 def softmax_ref(x: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+    """Max-subtracted, as PyTorch: a NaN anywhere in a row, a +inf, or a row of -inf gives a NaN row."""
     z = x if mask is None else x + mask
-    z = z - z.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return _f32(e / e.sum(axis=-1, keepdims=True))
+    if z.shape[-1] == 0:
+        return _f32(z)
+    with np.errstate(invalid="ignore", over="ignore"):
+        z = z - z.max(axis=-1, keepdims=True)
+        e = np.exp(z)
+        return _f32(e / e.sum(axis=-1, keepdims=True))
 
 
 def layer_norm_ref(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, *, eps: float = 1e-5) -> np.ndarray:
-    mean = x.mean(axis=-1, keepdims=True)
-    var = ((x - mean) ** 2).mean(axis=-1, keepdims=True)
-    return _f32((x - mean) / np.sqrt(var + np.float32(eps)) * gamma + beta)
+    """Biased variance, in float64: no float32 input overflows it (the kernels scale rows instead)."""
+    if x.shape[-1] == 0:
+        return _f32(x)
+    x64 = np.asarray(x, dtype=np.float64)
+    with np.errstate(invalid="ignore", over="ignore"):
+        mean = x64.mean(axis=-1, keepdims=True)
+        var = ((x64 - mean) ** 2).mean(axis=-1, keepdims=True)
+        return _f32((x64 - mean) / np.sqrt(var + eps) * gamma + beta)
 
 
 def sum_ref(x: np.ndarray) -> np.ndarray:
@@ -159,11 +184,16 @@ def sum_ref(x: np.ndarray) -> np.ndarray:
 
 
 def mean_ref(x: np.ndarray) -> np.ndarray:
-    return _f32(x.mean(axis=-1))
+    with np.errstate(invalid="ignore"):
+        return _f32(x.mean(axis=-1) if x.shape[-1] else np.full(x.shape[:-1], np.nan))
 
 
 def embedding_ref(ids: np.ndarray, table: np.ndarray) -> np.ndarray:
-    return _f32(table[ids.astype(np.int64)])
+    idx = ids.astype(np.int64)
+    if idx.size and (idx.min() < 0 or idx.max() >= table.shape[0]):
+        bad = int(idx.min()) if idx.min() < 0 else int(idx.max())
+        raise IndexError(f"embedding: id {bad} is outside the table's {table.shape[0]} rows")
+    return _f32(table[idx])
 
 
 def attention_ref(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: np.ndarray | None = None, *,
@@ -187,11 +217,14 @@ def mean_pool_ref(x: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 
 def l2_normalize_ref(x: np.ndarray) -> np.ndarray:
-    norm = np.sqrt((x.astype(np.float32) ** 2).sum(axis=-1, keepdims=True))
-    return _f32(x / np.maximum(norm, np.float32(1e-12)))
+    """x / max(||x||, 1e-12), the norm in float64 (no float32 row overflows it; the kernel scales rows)."""
+    x64 = np.asarray(x, dtype=np.float64)
+    with np.errstate(invalid="ignore", over="ignore"):
+        norm = np.sqrt((x64 ** 2).sum(axis=-1, keepdims=True))
+        return _f32(x64 / np.maximum(norm, 1e-12))
 
 
-_R, _W, _U = READ, WRITE, UNIFORM
+_R, _W, _E, _U = READ, WRITE, ERROR, UNIFORM
 
 KERNELS: dict[str, KernelDef] = {k.name: k for k in [
     KernelDef("add", "binary.wgsl", (_R, _R, _W, _U), add_ref),
@@ -203,15 +236,17 @@ KERNELS: dict[str, KernelDef] = {k.name: k for k in [
     KernelDef("layer_norm", "layer_norm.wgsl", (_R, _R, _R, _W, _U), layer_norm_ref),
     KernelDef("sum", "reduce.wgsl", (_R, _W, _U), sum_ref),
     KernelDef("mean", "reduce.wgsl", (_R, _W, _U), mean_ref),
-    KernelDef("embedding", "embedding.wgsl", (_R, _R, _W, _U), embedding_ref),
+    KernelDef("embedding", "embedding.wgsl", (_R, _R, _W, _E, _U), embedding_ref),
     KernelDef("attention", "attention.wgsl", (_R, _R, _R, _R, _W, _U), attention_ref),
     KernelDef("mean_pool", "mean_pool.wgsl", (_R, _R, _W, _U), mean_pool_ref),
     KernelDef("l2_normalize", "l2_normalize.wgsl", (_R, _W, _U), l2_normalize_ref),
 ]}
 
 def reference(op: str, arrays: list[np.ndarray | None], attrs: dict[str, Any]) -> np.ndarray:
-    """Run `op`'s NumPy reference: the cpu tier, and the oracle of every kernel (C-contiguous float32)."""
-    return np.ascontiguousarray(KERNELS[op].reference(*arrays, **attrs), dtype=np.float32)
+    """Run `op`'s NumPy reference: the cpu tier, and the oracle of every kernel (C-contiguous float32).
+    Infinities and NaNs follow IEEE quietly, as on the GPU (no RuntimeWarnings)."""
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        return np.ascontiguousarray(KERNELS[op].reference(*arrays, **attrs), dtype=np.float32)
 
 
 # Variant shaders of some ops: same bindings and reference, another WGSL file. Not ops themselves (KERNELS
@@ -226,13 +261,6 @@ VARIANTS: dict[tuple[str, str], KernelDef] = {
     ("matmul", "small"): KernelDef("matmul_small", "matmul_small.wgsl", (_R, _R, _R, _W, _U), matmul_ref),
 }
 F16_OPS = frozenset(op for op, kind in VARIANTS if kind == "f16")
-
-# What each kernel needs of the device: (invocations per workgroup, workgroup memory bytes).
-KERNEL_NEEDS: dict[str, tuple[int, int]] = {
-    "matmul": (256, 8192), "matmul_f16": (256, 4096), "matmul_small": (64, 4096),
-    "softmax": (64, 256), "softmax_f16": (64, 256), "layer_norm": (64, 256), "layer_norm_f16": (64, 256),
-    "sum": (64, 256), "mean": (64, 256), "l2_normalize": (64, 256), "attention": (64, 1536),
-}
 
 ELEMENTWISE_WG = 256
 ATTENTION_MAX_HEAD_DIM = 256

@@ -39,7 +39,7 @@ def _prod(shape: tuple[int, ...]) -> int:
 
 def _rows(x: Any) -> tuple[int, int]:
     n = x.shape[-1]
-    return (x.size // n if n else 0), n
+    return _prod(tuple(x.shape[:-1])), n
 
 
 # Each launcher: (inputs, output, attrs, flat(n) -> workgroups for n invocations, max groups per dimension)

@@ -111,7 +111,8 @@ class DeviceMemory:
 
     async def read(self, t: Tensor, blocking: bool = False) -> np.ndarray:
         """t's values, after every queued op that writes them has run (recovering a lost device first)."""
-        return await self.rt.recovery.call_async(lambda: self._read_once(t), "read", blocking)
+        with self.rt.lock:
+            return await self.rt.recovery.call_async(lambda: self._read_once(t), "read", blocking)
 
     async def _read_once(self, t: Tensor) -> np.ndarray:
         t.usable()

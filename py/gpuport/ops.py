@@ -7,6 +7,9 @@ Every op returns a new Tensor at once; the work is queued on the backend and run
 
 from __future__ import annotations
 
+import math
+import operator
+from numbers import Real
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -41,6 +44,17 @@ class Ops:
         return self._rt.executor.run(OpCall(op, names, inputs, tuple(out_shape), dict(attrs)))
 
     @staticmethod
+    def _number(value: object, op: str, what: str, minimum: float | None = None) -> float:
+        """A finite real argument (TypeError / ValueError naming the op and the argument otherwise)."""
+        if not isinstance(value, Real) or isinstance(value, bool):
+            raise TypeError(f"{op}: {what} must be a real number, got {value!r} ({type(value).__name__})")
+        v = float(value)
+        if not math.isfinite(v) or (minimum is not None and v < minimum):
+            bound = f" >= {minimum}" if minimum is not None else ""
+            raise ValueError(f"{op}: {what} must be finite{bound}, got {value!r}")
+        return v
+
+    @staticmethod
     def _rows(x: Tensor, op: str) -> tuple[int, int]:
         if x.ndim < 1:
             raise ValueError(f"{op}: needs at least one axis, got a scalar of shape {x.shape}")
@@ -69,7 +83,8 @@ class Ops:
     def scale(self, x: Tensor, a: float = 1.0, b: float = 0.0) -> Tensor:
         """x * a + b."""
         x = self._f32(x, "scale", "x")
-        return self._run("scale", ("x",), [x], x.shape, a=float(a), b=float(b))
+        a, b = self._number(a, "scale", "a"), self._number(b, "scale", "b")
+        return self._run("scale", ("x",), [x], x.shape, a=a, b=b)
 
     def gelu(self, x: Tensor) -> Tensor:
         """Exact (erf) GELU, as BERT and PyTorch's default."""
@@ -116,7 +131,8 @@ class Ops:
             t = self._f32(t, "layer_norm", name)
             if t.shape != (n,):
                 raise ValueError(f"layer_norm: {name} shape {t.shape} must be ({n},) to match x {x.shape}")
-        return self._run("layer_norm", ("x", "gamma", "beta"), [x, gamma, beta], x.shape, eps=float(eps))
+        eps = self._number(eps, "layer_norm", "eps", minimum=0.0)
+        return self._run("layer_norm", ("x", "gamma", "beta"), [x, gamma, beta], x.shape, eps=eps)
 
     def _reduce(self, name: str, x: Tensor) -> Tensor:
         x = self._f32(x, name, "x")
@@ -164,6 +180,13 @@ class Ops:
         batch, sq, hidden = q.shape
         if k.shape[0] != batch or k.shape[2] != hidden:
             raise ValueError(f"attention: q {q.shape} and k {k.shape} differ in batch or width")
+        if isinstance(num_heads, bool):
+            raise TypeError("attention: num_heads must be an int, got a bool")
+        try:
+            num_heads = operator.index(num_heads)
+        except TypeError:
+            raise TypeError(f"attention: num_heads must be an int, got {num_heads!r} "
+                            f"({type(num_heads).__name__})") from None
         if num_heads < 1 or hidden % num_heads:
             raise ValueError(f"attention: width {hidden} is not divisible by num_heads={num_heads}")
         head_dim = hidden // num_heads
@@ -174,7 +197,7 @@ class Ops:
             mask = self._f32(mask, "attention", "mask")
             if mask.shape != (batch, sk):
                 raise ValueError(f"attention: mask shape {mask.shape} must be (batch, Sk) = {(batch, sk)}")
-        return self._run("attention", ("q", "k", "v", "mask"), [q, k, v, mask], q.shape, num_heads=int(num_heads))
+        return self._run("attention", ("q", "k", "v", "mask"), [q, k, v, mask], q.shape, num_heads=num_heads)
 
     def mean_pool(self, x: Tensor, mask: Tensor) -> Tensor:
         """Masked mean over the sequence axis: x (B, S, H), mask (B, S) of 0/1 -> (B, H)."""

@@ -24,11 +24,13 @@ import numpy as np
 
 from .capabilities import SPEC_DEFAULT_LIMITS
 from .errors import LimitExceeded, UnsupportedFeature
-from .kernels import (ALIASES, ELEMENTWISE_OPS, ELEMENTWISE_WG, F16_OPS, KERNEL_NEEDS, KERNELS, ROWWISE_OPS,
-                      VARIANTS, WG_OVERRIDE_OPS, OpCall)
+from .kernels import (ALIASES, ELEMENTWISE_OPS, ELEMENTWISE_WG, F16_OPS, KERNELS, ROWWISE_OPS, VARIANTS,
+                      WG_OVERRIDE_OPS, OpCall)
 from .launches import probe_launches
 from .pipelines import PipelineSpec
 from .telemetry import Plan
+
+_KERNEL_DEFS = {k.name: k for k in [*KERNELS.values(), *VARIANTS.values()]}
 
 STRATEGIES = ("native", "f16", "simplified_shader", "layer_decomposition", "tiled", "chunked_attention",
               "head_partitioning", "cpu")
@@ -74,9 +76,9 @@ class Planner:
         return 1 << (wg.bit_length() - 1)
 
     def fits(self, kernel_name: str) -> bool:
-        inv, mem = KERNEL_NEEDS.get(kernel_name, (ELEMENTWISE_WG, 0))
+        inv, mem = _KERNEL_DEFS[kernel_name].needs
         if kernel_name in WG_OVERRIDE_OPS or kernel_name == "gelu_f16":
-            inv = self.wg()
+            inv = self.wg()   # `override WG`: dispatched at the planner's workgroup size
         return (inv <= self.limits.get("maxComputeInvocationsPerWorkgroup", 256)
                 and mem <= self.limits.get("maxComputeWorkgroupStorageSize", 16384))
 

@@ -3,6 +3,9 @@ planning and execution, recovery, backend selection). The factories users call: 
 
 from __future__ import annotations
 
+import math
+import operator
+import threading
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -55,6 +58,9 @@ class Runtime:
         self.precision = "f16" if precision == "f16" and self.tier == "full" and self.capabilities.has_f16 else "f32"
         self.note = note
         self.closed = False
+        # Threads may share a runtime: recording, flushing and reading back (the device's pending batch,
+        # its staging buffers, the live set, the selector's history) happen under this lock.
+        self.lock = threading.RLock()
         # Device-loss state (recovery.py): lost until a new device is adopted; generation counts devices.
         self.lost = False
         self.lost_error: Exception | None = None
@@ -124,18 +130,18 @@ class Runtime:
         if self.selector is not None and not self.lost:
             # auto: it stays on the host until an op placed on the GPU needs it (uploaded once, then on both)
             return Tensor(self, host, host.shape, host.dtype, host)
-        return self.memory.alloc(host.shape, host.dtype, host=host)
+        with self.lock:
+            return self.memory.alloc(host.shape, host.dtype, host=host)
 
     def empty(self, shape: Sequence[int] | int, dtype: str | np.dtype = "float32") -> Tensor:
         """An uninitialised tensor, for outputs of ops and kernels."""
         self.check_open()
-        shape = (int(shape),) if isinstance(shape, (int, np.integer)) else tuple(int(s) for s in shape)
-        if any(s < 0 for s in shape):
-            raise ValueError(f"negative dimension in shape {shape}")
+        shape = _shape(shape)
         dt = np.dtype(dtype)
         if dt not in DTYPES:
             raise TypeError(f"gpuport tensors are float32, int32 or uint32, got {dt}")
-        t = self.memory.alloc(shape, dt)
+        with self.lock:
+            t = self.memory.alloc(shape, dt)
         t.recipe = Fresh(shape, dt)
         return t
 
@@ -151,11 +157,18 @@ class Runtime:
     def kernel(self, source: str, entry_point: str = "main", constants: dict[str, float] | None = None) -> Kernel:
         """Compile a user's WGSL compute shader (errors raise ShaderCompileError with line:column)."""
         self.check_open()
+        if not isinstance(source, str):
+            raise TypeError(f"rt.kernel: source must be WGSL text (str), got {type(source).__name__}"
+                            + (": decode it first, e.g. source.decode()" if isinstance(source, bytes) else ""))
+        if not isinstance(entry_point, str):
+            raise TypeError(f"rt.kernel: entry_point must be a str, got {type(entry_point).__name__}")
+        try:
+            consts = tuple(sorted((str(k), float(v)) for k, v in (constants or {}).items()))
+        except (TypeError, ValueError, AttributeError):
+            raise TypeError(f"rt.kernel: constants must map override names to numbers, got {constants!r}") from None
         # A label per source: a page learns of compile errors later, and forgets just that pipeline.
-        label = f"{entry_point}@{sha256(source)[:8]}"
-        spec = PipelineSpec(label, source, entry_point,
-                            tuple(sorted((k, float(v)) for k, v in (constants or {}).items())), None)
-        return Kernel(self, spec)
+        with self.lock:
+            return Kernel(self, PipelineSpec(f"{entry_point}@{sha256(source)[:8]}", source, entry_point, consts, None))
 
     async def precompile(self, ops: Sequence[str] | None = None,
                          on_progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
@@ -165,7 +178,8 @@ class Runtime:
         (created now), from_manifest, already (existed), failed, ms, recorded_ms (their stored compile
         time: far above ms means the browser's shader cache was warm), order."""
         self.check_open()
-        return await self.pipelines.precompile(self.device, self.fallback.planner, ops, on_progress)
+        with self.lock:
+            return await self.pipelines.precompile(self.device, self.fallback.planner, ops, on_progress)
 
     def report(self, format: str = "dict") -> dict[str, Any] | str:
         """The compatibility report (`gpuport doctor`): "dict", "json" or "markdown"."""
@@ -176,19 +190,21 @@ class Runtime:
     def flush(self) -> None:
         """Submit queued dispatches now (reads do this themselves)."""
         self.check_open()
-        if self.lost:
-            if not self.device.can_block:
-                return
-            self.recovery.recover()
-        self.recovery.call(self.device.flush, "flush")
+        with self.lock:
+            if self.lost:
+                if not self.device.can_block:
+                    return
+                self.recovery.recover()
+            self.recovery.call(self.device.flush, "flush")
 
     def close(self) -> None:
         """Release the device. Tensors of this runtime become unusable."""
-        if not self.closed:
-            if self.selector is not None:
-                self.selector.save_soon()
-            self.closed = True
-            self.device.close()
+        with self.lock:
+            if not self.closed:
+                if self.selector is not None:
+                    self.selector.save_soon()
+                self.closed = True
+                self.device.close()
 
     def check_open(self) -> None:
         """Raise RuntimeClosed once the runtime is closed."""
@@ -204,6 +220,20 @@ class Runtime:
     def __repr__(self) -> str:
         state = "closed" if self.closed else f"tier={self.tier!r}"
         return f"Runtime(backend={self.backend!r}, {state})"
+
+
+def _shape(shape: Sequence[int] | int) -> tuple[int, ...]:
+    """A shape of non-negative integers whose element count fits in int64 (TypeError/ValueError naming it)."""
+    dims = [shape] if isinstance(shape, (int, np.integer)) else list(shape)
+    try:
+        out = tuple(operator.index(d) for d in dims)
+    except TypeError:
+        raise TypeError(f"shape dimensions must be integers, got {tuple(dims)!r}") from None
+    if any(d < 0 for d in out):
+        raise ValueError(f"negative dimension in shape {out}")
+    if math.prod(out) >= 2 ** 63:
+        raise ValueError(f"shape {out} has {math.prod(out):,} elements: more than int64 can count")
+    return out
 
 
 async def open(backend: str = "auto", tier: str | None = None, limits: str = "default",

@@ -102,7 +102,8 @@ class Tensor:
         view = Tensor(self.runtime, handle, dims, self.dtype, host)
         if self.recipe is not None:
             view.recipe = View(self.recipe, dims)
-        self.runtime.memory.track(view)
+        with self.runtime.lock:
+            self.runtime.memory.track(view)
         return view
 
     @property

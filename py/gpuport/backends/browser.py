@@ -9,7 +9,9 @@ into a mapped GPU buffer). JS errors become gpuport's typed errors here, at the 
 from __future__ import annotations
 
 import asyncio
+import re
 import time
+import weakref
 from typing import Any, Sequence
 
 import numpy as np
@@ -35,7 +37,7 @@ def _js(value: Any) -> Any:
 class BufferHandle:
     """A GPU buffer owned by the bridge; when Python drops it, the id is released with the next submit."""
 
-    __slots__ = ("id", "nbytes", "_backend")
+    __slots__ = ("id", "nbytes", "_backend", "__weakref__")
 
     def __init__(self, backend: "BrowserBackend", buffer_id: int, nbytes: int) -> None:
         self.id, self.nbytes, self._backend = buffer_id, nbytes, backend
@@ -69,6 +71,10 @@ class BrowserBackend(GPUBackend):
         self.limits = {k: int(v) for k, v in opened["limits"].items()}
         self.browser = dict(opened["browser"])
         self._released: list[int] = []
+        # What each batch since the last read writes: a batch the device rejects (its error scope names
+        # its number) has those buffers marked as never computed.
+        self._batches: dict[int, list[weakref.ref]] = {}
+        self._batch_seq = 0
         self._creates: list[list[int]] = []  # output buffers not yet made in JS: they ride the next submit
         self._next_buffer = 1
         self._sources: dict[str, str] = {}
@@ -110,18 +116,27 @@ class BrowserBackend(GPUBackend):
                 rows.append([d.pipeline.raw, *d.workgroups, ids, offset, len(d.uniforms)])
         released, self._released = self._released, []
         creates, self._creates = self._creates, []
-        self._call("submit", self._dev, _js(creates), _js(rows), bytes(blob) if blob else None, _js(released))
+        self._batch_seq += 1
+        self._batches[self._batch_seq] = [weakref.ref(h) for d in batch for h in d.written()]
+        self._call("submit", self._dev, self._batch_seq, _js(creates), _js(rows), bytes(blob) if blob else None,
+                   _js(released))
 
-    async def _read(self, handle: BufferHandle, nbytes: int) -> bytes:
+    async def _read(self, reads: list[tuple[BufferHandle, int]]) -> list[bytes]:
         self.stats["bridge_calls"] += 1
         try:
-            result = await bridge.read(self._dev, handle.id, nbytes)
+            result = await bridge.read(self._dev, _js([[h.id, n] for h, n in reads]))
         except JsException as exc:
             raise _translate_js(exc) from None
         errors = result.errors.to_py()
+        batches, self._batches = self._batches, {}   # every earlier batch's error scope has resolved now
         if errors:
-            raise self._typed(errors)
-        return result.data.to_bytes()
+            failure = self._typed(errors)
+            for e in errors:
+                m = re.match(r"batch (\d+) of", e["label"])
+                if m:
+                    self.poison([h for r in batches.get(int(m.group(1)), []) if (h := r()) is not None], failure)
+            raise failure
+        return [part.to_bytes() for part in result.data]
 
     async def precompile(self, specs: Sequence[PipelineSpec], on_done: OnDone) -> None:
         """All of `specs` in flight at once through createComputePipelineAsync, started in first-use

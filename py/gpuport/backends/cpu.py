@@ -7,10 +7,12 @@ UnsupportedFeature naming the backend.
 
 from __future__ import annotations
 
+import math
 import platform
 
 import numpy as np
 
+from ..errors import OutOfMemory
 from .base import Backend
 
 
@@ -32,10 +34,17 @@ class CPUBackend(Backend):
         self.limits = {}
 
     def alloc(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-        return np.zeros(shape, dtype)
+        try:
+            return np.zeros(shape, dtype)
+        except MemoryError:
+            raise OutOfMemory(f"the host cannot allocate a {np.dtype(dtype)} array of shape {shape} "
+                              f"({math.prod(shape) * np.dtype(dtype).itemsize:,} bytes)") from None
 
     def upload(self, array: np.ndarray) -> np.ndarray:
-        return array.copy()
+        try:
+            return array.copy()
+        except MemoryError:
+            raise OutOfMemory(f"the host cannot copy a {array.dtype} array of shape {array.shape}") from None
 
     async def download(self, handle: np.ndarray, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
         return handle.copy()

@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import time
+import weakref
 from abc import abstractmethod
 from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
 
-from ..errors import LimitExceeded
-from ..kernels import UNIFORM, Launch
+from .. import wgsl
+from ..errors import BatchFailed, LimitExceeded
+from ..kernels import ERROR, UNIFORM, WRITE, Launch
 from ..pipelines import PipelineSpec
 from .base import Backend, OnDone, Pipeline
 
@@ -29,6 +31,15 @@ class Dispatch:
     handles: list[Any]
     uniforms: bytes | None
 
+    def written(self) -> list[Any]:
+        """The buffers this dispatch writes (all of them where a user's WGSL cannot be read)."""
+        kinds = self.pipeline.bindings
+        if kinds is not None:
+            storage = [k for k in kinds if k != UNIFORM]
+            return [h for h, k in zip(self.handles, storage) if k == WRITE]
+        rw = wgsl.written_bindings(self.pipeline.spec.source)
+        return [h for i, h in enumerate(self.handles) if rw is None or i in rw]
+
 
 class GPUBackend(Backend):
     """Everything WebGPU backends share; subclasses provide the raw device calls."""
@@ -41,7 +52,12 @@ class GPUBackend(Backend):
         self._pipelines: dict[PipelineSpec, Pipeline] = {}
         self._pending: list[Dispatch] = []
         self._dummy: Any = None
-
+        # Buffers a failed batch would have written: never read back as if computed (no silent zeros).
+        self._failed: "weakref.WeakKeyDictionary[Any, Exception]" = weakref.WeakKeyDictionary()
+        # The error buffer kernels that can meet invalid data report into (embedding ids), and the outputs
+        # of such dispatches since the last read: the next read checks it (one extra 16-byte copy).
+        self._errors: Any = None
+        self._reporting: list[weakref.ref] = []
     # -- raw calls each WebGPU backend implements ------------------------------------------------
     @abstractmethod
     def _create_buffer(self, nbytes: int, data: np.ndarray | None) -> Any: ...
@@ -53,7 +69,8 @@ class GPUBackend(Backend):
     def _submit(self, batch: list[Dispatch]) -> None: ...
 
     @abstractmethod
-    async def _read(self, handle: Any, nbytes: int) -> bytes | memoryview | np.ndarray: ...
+    async def _read(self, reads: list[tuple[Any, int]]) -> list[bytes]:
+        """The first nbytes of each (buffer, nbytes), after everything submitted has run (one round trip)."""
 
     # -- shared implementation -----------------------------------------------------------------
     def _check_size(self, nbytes: int, what: str) -> None:
@@ -77,15 +94,54 @@ class GPUBackend(Backend):
         self._fault("alloc", array.nbytes)
         return self._create_buffer(array.nbytes, array)
 
+    def poison(self, written: Sequence[Any], failure: Exception) -> None:
+        """The device rejected the batch that would have written these buffers: reading one, or computing
+        from it, raises BatchFailed naming `failure`."""
+        why = f"{type(failure).__name__}: {str(failure).splitlines()[0] if str(failure) else ''}"
+        self.mark_invalid(written, BatchFailed(f"a tensor it uses was never computed, because the batch of "
+                                               f"dispatches that would have written it failed ({why})"))
+
+    def mark_invalid(self, handles: Sequence[Any], error: Exception) -> None:
+        """Reading these buffers, or computing from them, raises (a copy of) `error`."""
+        for h in handles:
+            self._failed[h] = error
+
+    def _check_computed(self, handles: Sequence[Any], what: str) -> None:
+        for h in handles:
+            error = self._failed.get(h) if h is not None else None
+            if error is not None:
+                raise type(error)(f"{what}: {error}")
+
     async def download(self, handle: Any, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
         count = int(np.prod(shape, dtype=np.int64))
         if not count:
             return np.zeros(shape, dtype)
         self.flush()
+        self._check_computed([handle], "reading a tensor")
         self._fault("read", count)
         self.stats["reads"] += 1
-        raw = await self._read(handle, count * np.dtype(dtype).itemsize)
-        return np.frombuffer(raw, dtype=dtype, count=count).reshape(shape).copy()
+        reads = [(handle, count * np.dtype(dtype).itemsize)]
+        checking = bool(self._reporting)
+        if checking:
+            reads.append((self._errors, 16))
+        raw = await self._read(reads)
+        if checking:
+            self._check_errors(raw[1])
+        return np.frombuffer(raw[0], dtype=dtype, count=count).reshape(shape).copy()
+
+    def _check_errors(self, raw: bytes) -> None:
+        """What kernels reported since the last read: an invalid id marks those dispatches' outputs and
+        raises IndexError naming it."""
+        flag, value, limit, _ = np.frombuffer(raw, dtype=np.uint32, count=4).tolist()
+        reporting, self._reporting = self._reporting, []
+        if not flag:
+            return
+        self._errors = None   # a fresh, zeroed one for the next reporting dispatch
+        bad = value - (1 << 32) if value >= 1 << 31 else value   # int32 ids arrive as their bit pattern
+        error = IndexError(f"embedding: id {bad} is outside the table's {limit} rows (ids computed on the GPU; "
+                           "its rows were written as zeros)")
+        self.mark_invalid([h for r in reporting if (h := r()) is not None], error)
+        raise error
 
     def compile(self, spec: PipelineSpec) -> Pipeline:
         found = self._pipelines.get(spec)
@@ -134,6 +190,7 @@ class GPUBackend(Backend):
                                     f"a dispatch of {n:,} workgroups along {axis}")
         if 0 in wg:
             return
+        self._check_computed(handles, f"dispatching {pipeline.label!r}")
         self._pending.append(Dispatch(pipeline, wg, list(handles), uniforms))
         self.stats["dispatches"] += 1
         if len(self._pending) >= self.max_batch:
@@ -142,6 +199,11 @@ class GPUBackend(Backend):
     def run(self, launch: Launch) -> None:
         handles = [t.handle if t is not None else self._dummy_buffer() for t in launch.inputs]
         handles.append(launch.output.handle)
+        if ERROR in launch.kernel.bindings:
+            if self._errors is None:
+                self._errors = self._create_buffer(16, np.zeros(4, np.uint32))
+            handles.append(self._errors)
+            self._reporting.append(weakref.ref(launch.output.handle))
         self.dispatch(self.compile(launch.spec), launch.workgroups, handles, launch.uniforms)
 
     def _dummy_buffer(self) -> Any:
@@ -163,4 +225,8 @@ class GPUBackend(Backend):
                 self._fault("submit")
             batch, self._pending = self._pending, []
             self.stats["submits"] += 1
-            self._submit(batch)
+            try:
+                self._submit(batch)
+            except Exception as exc:
+                self.poison([h for d in batch for h in d.written()], exc)
+                raise

@@ -17,7 +17,7 @@ try:
 except ImportError:  # the package works without wgpu; only this backend needs it
     wgpu = None
 
-_BUFFER_TYPES = {"read": "read-only-storage", "rw": "storage", "uniform": "uniform"}
+_BUFFER_TYPES = {"read": "read-only-storage", "rw": "storage", "error": "storage", "uniform": "uniform"}
 _WANTED_FEATURES = ("shader-f16", "subgroup", "timestamp-query")
 
 
@@ -129,24 +129,30 @@ class NativeBackend(GPUBackend):
         except wgpu.GPUValidationError as exc:
             raise _typed(exc, f"submitting {len(batch)} dispatches") from None
 
-    async def _read(self, handle: Any, nbytes: int) -> memoryview:
+    async def _read(self, reads: list[tuple[Any, int]]) -> list[bytes]:
         try:
-            return self._read_staged(handle, nbytes)
+            return self._read_staged(reads)
         except Exception as exc:  # noqa: BLE001 - wgpu raises plain errors on a lost device
-            raise _typed(exc, f"reading {nbytes:,} bytes") from None
+            raise _typed(exc, f"reading {sum(n for _, n in reads):,} bytes") from None
 
-    def _read_staged(self, handle: Any, nbytes: int) -> memoryview:
+    def _read_staged(self, reads: list[tuple[Any, int]]) -> list[bytes]:
         # One MAP_READ staging buffer, grown on demand: much faster than queue.read_buffer's fresh one.
-        if self._staging is None or self._staging.size < nbytes:
-            size = max(nbytes, 1 << 16)
+        # Every buffer of `reads` is copied in by one submission and mapped once.
+        offsets, total = [], 0
+        for _, nbytes in reads:
+            offsets.append(total)
+            total += -(-nbytes // 8) * 8
+        if self._staging is None or self._staging.size < total:
             self._staging = self._device.create_buffer(
-                size=size, usage=wgpu.BufferUsage.MAP_READ | wgpu.BufferUsage.COPY_DST)
+                size=max(total, 1 << 16), usage=wgpu.BufferUsage.MAP_READ | wgpu.BufferUsage.COPY_DST)
         encoder = self._device.create_command_encoder()
-        encoder.copy_buffer_to_buffer(handle, 0, self._staging, 0, nbytes)
+        for (handle, nbytes), offset in zip(reads, offsets):
+            encoder.copy_buffer_to_buffer(handle, 0, self._staging, offset, nbytes)
         self._queue.submit([encoder.finish()])
-        self._staging.map_sync(wgpu.MapMode.READ, 0, nbytes)
+        self._staging.map_sync(wgpu.MapMode.READ, 0, total)
         try:
-            return memoryview(bytes(self._staging.read_mapped(0, nbytes, copy=False)))
+            whole = self._staging.read_mapped(0, total, copy=False)
+            return [bytes(whole[o:o + n]) for (_, n), o in zip(reads, offsets)]
         finally:
             self._staging.unmap()
 
