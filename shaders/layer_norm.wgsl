@@ -57,9 +57,15 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     if (li < k) { red[li] = red[li] + red[li + k]; }
     workgroupBarrier();
   }
-  // eps / peak^2 can underflow beside a zero variance: then every centred value is 0 too (not 0 * inf)
-  let den = red[0] / f32(p.n) + p.eps / sc / sc;
-  let inv = select(inverseSqrt(den), 0.0, den == 0.0 && p.eps > 0.0);
+  // 1 / sqrt(var_y + eps / sc^2): where eps / sc^2 overflows (a tiny row), var_y <= 1 is negligible beside
+  // it and the factor is sc / sqrt(eps). A zero denominator with eps > 0 means every centred value is 0
+  // too (0, not 0 * inf).
+  let var_y = red[0] / f32(p.n);
+  let t = p.eps / sc / sc;
+  let den = var_y + t;
+  var inv = inverseSqrt(den);
+  if (t > F32_MAX) { inv = sc * inverseSqrt(p.eps); }
+  if (den == 0.0 && p.eps > 0.0) { inv = 0.0; }
   for (var j = li; j < p.n; j += WG) {
     out[base + j] = (x[base + j] / sc - mean) * inv * gamma[j] + beta[j];
   }

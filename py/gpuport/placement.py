@@ -2,10 +2,10 @@
 choosing per op call.
 
 - Calibration at open (calibration.py): host FLOP rate, host bandwidth and per-call overhead; device
-  dispatch round trip, transfer bandwidth, bandwidth and matmul FLOP rate. Natively ~0.1-0.3 s the first
-  time on an adapter, then reused from the persisted selector file (keyed by the pipeline scope). In a
-  page the device side is seeded from the adapter (software or not) and learned from there: timing a
-  GPU op in a page needs an await, so the page learns only the host side and keeps the device model.
+  per-dispatch cost, transfer bandwidth, bandwidth and matmul FLOP rate, measured with awaited reads (in a
+  page too: `await gp.open()` can await). A fraction of a second the first time on an adapter, then reused
+  from the persisted selector record (keyed by the pipeline scope). Ops in a page are synchronous, so
+  there the device side keeps its calibration while the host side keeps learning from timed calls.
 - Residency: `rt.tensor(array)` stays on the host until an op placed on the GPU needs it (then it is
   uploaded once and is known on both sides). Op outputs live where they were computed. Moving a tensor
   is counted in the selector's estimate; where the device cannot block (a page) a GPU-only tensor cannot
@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .calibration import calibrate_device, calibrate_host, seeded_device
+from .calibration import calibrate_device, calibrate_host
 from .kernels import OpCall
 from .selector import BackendCosts, BackendSelector, SelectorConfig, WorkloadCharacteristics, op_flops
 from .stores import RecordStore, store_for
@@ -147,22 +147,20 @@ def _stored_costs(text: str | None) -> dict[str, BackendCosts] | None:
 
 
 async def attach(rt: "Runtime") -> AutoPlacement:
-    """Stored calibration if there is one, else measure (the device only where it can block; in a page it
-    is seeded from the adapter); then restore the learned history."""
+    """Stored calibration if there is one (per adapter), else measure both sides now and persist it; then
+    restore the learned history."""
     store = store_for("selector")
     text = await store.load(rt.pipelines.scope)
     t0 = time.perf_counter()
     costs = _stored_costs(text)
     measured = costs is None
-    blocking = rt.device.can_block
     if costs is None:
-        costs = {"webgpu": calibrate_device(rt) if blocking else seeded_device(rt.device.adapter_info),
-                 "cpu": calibrate_host()}
+        costs = {"webgpu": await calibrate_device(rt), "cpu": await calibrate_host()}
     auto = AutoPlacement(rt, costs, SelectorConfig.from_env(), (time.perf_counter() - t0) * 1e3,
-                         ("measured" if blocking else "host measured, device seeded") if measured else "stored")
+                         "measured" if measured else "stored")
     auto.store = store
     auto.load_json(text)
     rt.selector = auto
-    if measured and blocking:
+    if measured:
         auto.save_soon()
     return auto
