@@ -30,6 +30,9 @@ var<workgroup> red: array<f32, WG>;
 // WGSL's max may return either operand when one is NaN: a NaN score must make the row NaN (as NumPy).
 fn is_nan(v: f32) -> bool { return (bitcast<u32>(v) & 0x7fffffffu) > 0x7f800000u; }
 fn max_nan(a: f32, b: f32) -> f32 { return select(max(a, b), a + b, is_nan(a) || is_nan(b)); }
+// inf or NaN, by the bits: arithmetic on them is not IEEE everywhere (SwiftShader folds 0 * NaN to 0)
+fn special(v: f32) -> bool { return (bitcast<u32>(v) & 0x7f800000u) == 0x7f800000u; }
+fn neg_inf(v: f32) -> bool { return bitcast<u32>(v) == 0xff800000u; }
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
@@ -41,7 +44,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   for (var d = li; d < p.head_dim; d += WG) { qs[d] = q[q_base + d] * p.scale; }
   workgroupBarrier();
 
-  var m = -3.402823e38;
+  let nan = bitcast<f32>(0x7fc00000u | p._p0);      // built at run time: Tint refuses NaN constants
+  var m = bitcast<f32>(0xff800000u | p._p0);        // -inf: no score seen yet
   var l = 0.0;
   var acc: array<f32, PER>;
   for (var r = 0u; r < PER; r++) { acc[r] = 0.0; }
@@ -68,7 +72,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     workgroupBarrier();
 
     var e = 0.0;
-    if (valid) { e = exp(s - m_new); }
+    if (valid && !neg_inf(m_new)) { e = exp(s - m_new); }   // all -inf so far: nothing to weigh yet
     probs[li] = e;
     red[li] = e;
     workgroupBarrier();
@@ -76,7 +80,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
       if (li < t) { red[li] = red[li] + red[li + t]; }
       workgroupBarrier();
     }
-    let corr = exp(m - m_new);
+    let corr = select(exp(m - m_new), 1.0, neg_inf(m_new));
     l = l * corr + red[0];
     let nj = min(WG, p.sk - blk * WG);
     for (var r = 0u; r < PER; r++) {
@@ -92,8 +96,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     workgroupBarrier();
   }
 
+  // a NaN or +inf score, or only -inf ones: NaN, as the max-subtracted reference gives
+  let bad = special(m);
   for (var r = 0u; r < PER; r++) {
     let d = li + r * WG;
-    if (d < p.head_dim) { out[q_base + d] = acc[r] / l; }
+    if (d < p.head_dim) { out[q_base + d] = select(acc[r] / l, nan, bad); }
   }
 }

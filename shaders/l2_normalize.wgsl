@@ -14,6 +14,8 @@ var<workgroup> red: array<f32, WG>;
 
 fn is_nan(v: f32) -> bool { return (bitcast<u32>(v) & 0x7fffffffu) > 0x7f800000u; }
 fn max_nan(a: f32, b: f32) -> f32 { return select(max(a, b), a + b, is_nan(a) || is_nan(b)); }
+// inf or NaN, by the bits: arithmetic on them is not IEEE everywhere (SwiftShader folds 0 * NaN to 0)
+fn special(v: f32) -> bool { return (bitcast<u32>(v) & 0x7f800000u) == 0x7f800000u; }
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -30,9 +32,17 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     if (li < k) { red[li] = max_nan(red[li], red[li + k]); }
     workgroupBarrier();
   }
-  let peak = red[0];
-  let scaled = peak > 0.0 && peak <= F32_MAX;   // false for 0, inf and NaN: the norm is the peak itself
-  workgroupBarrier();
+  let peak = workgroupUniformLoad(&red[0]);   // uniform: it decides an early return below
+  workgroupBarrier();   // everyone has it before red is reused
+  if (special(peak)) {   // NaN: the row is NaN; inf: x / inf, i.e. 0 (NaN for the infinities)
+    let nan = bitcast<f32>(0x7fc00000u | p._p0);
+    for (var j = li; j < p.n; j += WG) {
+      let v = x[base + j];
+      out[base + j] = select(v * 0.0, nan, is_nan(peak) || special(v));
+    }
+    return;
+  }
+  let scaled = peak > 0.0;   // an all-zero row: the norm is 0, clamped to eps
 
   var s = 0.0;
   if (scaled) {
@@ -49,7 +59,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   var by = root;
   var pre = scaled;
   if (!scaled) {
-    by = max_nan(peak, 1e-12);        // 0, inf or NaN: x / max(peak, eps) is the answer
+    by = 1e-12;                       // all zero: 0 / eps
   } else if (peak * root < 1e-12) {
     by = 1e-12;                       // the eps clamp
     pre = false;

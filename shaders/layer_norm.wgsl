@@ -1,7 +1,7 @@
 // LayerNorm over the last axis: (x - mean) / sqrt(var + eps) * gamma + beta, biased variance as in
 // PyTorch. Scale-safe: the row is divided by its peak |x| first (y = x / peak; the result is
 // (y - mean_y) / sqrt(var_y + eps / peak^2)), so no finite row overflows its squares; then two passes
-// (mean, then centred squares) avoid E[x^2]-E[x]^2 cancellation. A NaN or inf in the row gives NaN.
+// (mean, then centred squares) avoid E[x^2]-E[x]^2 cancellation. A NaN or inf in the row gives a NaN row.
 const WG: u32 = 64u;
 
 struct Params { rows: u32, n: u32, eps: f32, _p0: u32 }
@@ -18,6 +18,8 @@ const F32_MAX: f32 = 3.4028234e38;
 
 fn is_nan(v: f32) -> bool { return (bitcast<u32>(v) & 0x7fffffffu) > 0x7f800000u; }
 fn max_nan(a: f32, b: f32) -> f32 { return select(max(a, b), a + b, is_nan(a) || is_nan(b)); }
+// inf or NaN, by the bits: arithmetic on them is not IEEE everywhere (SwiftShader folds 0 * NaN to 0)
+fn special(v: f32) -> bool { return (bitcast<u32>(v) & 0x7f800000u) == 0x7f800000u; }
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -34,9 +36,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     if (li < k) { red[li] = max_nan(red[li], red[li + k]); }
     workgroupBarrier();
   }
-  let peak = red[0];
-  let sc = select(1.0, peak, peak > 0.0 && peak <= F32_MAX);   // 0, inf, NaN: unscaled (NaN stays NaN)
-  workgroupBarrier();
+  let peak = workgroupUniformLoad(&red[0]);   // uniform: it decides an early return below
+  workgroupBarrier();   // everyone has it before red is reused
+  if (special(peak)) {   // an inf or NaN in the row: the whole row is NaN, as the reference's
+    for (var j = li; j < p.n; j += WG) { out[base + j] = bitcast<f32>(0x7fc00000u | p._p0); }
+    return;
+  }
+  let sc = select(1.0, peak, peak > 0.0);   // an all-zero row stays unscaled
 
   var s = 0.0;
   for (var j = li; j < p.n; j += WG) { s += x[base + j] / sc; }

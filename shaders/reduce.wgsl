@@ -26,7 +26,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   }
   if (li == 0u) {
     var v = red[0];
-    if (MEAN) { v = select(v / f32(p.n), bitcast<f32>(0x7fc00000u), p.n == 0u); }
+    // a NaN built at run time: Tint refuses a NaN constant
+    if (MEAN) { v = select(v / f32(p.n), bitcast<f32>(0x7fc00000u | p._p0), p.n == 0u); }
     out[row] = v;
   }
 }

@@ -18,6 +18,8 @@ var<workgroup> red: array<f32, WG>;
 // WGSL's max may return either operand when one is NaN: a NaN score must make the row NaN (as NumPy).
 fn is_nan(v: f32) -> bool { return (bitcast<u32>(v) & 0x7fffffffu) > 0x7f800000u; }
 fn max_nan(a: f32, b: f32) -> f32 { return select(max(a, b), a + b, is_nan(a) || is_nan(b)); }
+// inf or NaN, by the bits: arithmetic on them is not IEEE everywhere (SwiftShader folds 0 * NaN to 0)
+fn special(v: f32) -> bool { return (bitcast<u32>(v) & 0x7f800000u) == 0x7f800000u; }
 
 fn value(row: u32, j: u32) -> f32 {
   var v = x[row * p.n + j];
@@ -36,7 +38,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   let row = wid.y * nwg.x + wid.x;
   if (row >= p.rows) { return; }
 
-  var m = -3.402823e38;
+  let nan = bitcast<f32>(0x7fc00000u | p._p0);      // built at run time: Tint refuses NaN constants
+  var m = bitcast<f32>(0xff800000u | p._p0);        // -inf
   for (var j = li; j < p.n; j += WG) { m = max_nan(m, value(row, j)); }
   red[li] = m;
   workgroupBarrier();
@@ -44,8 +47,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     if (li < s) { red[li] = max_nan(red[li], red[li + s]); }
     workgroupBarrier();
   }
-  let row_max = red[0];
-  workgroupBarrier();
+  let row_max = workgroupUniformLoad(&red[0]);   // uniform: it decides an early return below
+  workgroupBarrier();   // everyone has it before red is reused
+  // a NaN or +inf in the row, or a row of -inf: NaN, as the max-subtracted reference gives
+  if (special(row_max)) {
+    for (var j = li; j < p.n; j += WG) { out[row * p.n + j] = nan; }
+    return;
+  }
 
   var total = 0.0;
   for (var j = li; j < p.n; j += WG) { total += exp_h(value(row, j) - row_max); }
