@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
-from .kernels import OpCall, reference
+from . import hostops
+from .kernels import OpCall
 from .selector import BackendCosts
 
 if TYPE_CHECKING:
@@ -38,7 +39,7 @@ async def calibrate_host() -> BackendCosts:
     big = np.ones(1 << 18, np.float32)
     bw = 3 * big.nbytes / await _best(lambda: big + big, 5)
     tiny = np.ones(4, np.float32)
-    overhead = await _best(lambda: reference("scale", [tiny], {"a": 2.0, "b": 0.0}), 20) + 6e-6   # + the runtime
+    overhead = await _best(lambda: hostops.run("scale", [tiny], {"a": 2.0, "b": 0.0}), 20) + 6e-6   # + the runtime
     return BackendCosts(flops_per_s=flops, bytes_per_s=bw, transfer_bytes_per_s=math.inf, overhead_s=overhead)
 
 

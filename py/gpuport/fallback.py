@@ -19,7 +19,8 @@ import numpy as np
 from .capabilities import (SPEC_DEFAULT_LIMITS, BrowserIdentity, Capabilities, effective_limits, identify_browser,
                            quirks_for)
 from .errors import ShaderCompileError
-from .kernels import ALIASES, KERNELS, OpCall, reference
+from . import hostops
+from .kernels import ALIASES, KERNELS, OpCall
 from .pipelines import PipelineSpec
 from .planner import STRATEGIES, Planner
 from .strategies import Strategies
@@ -83,7 +84,7 @@ class FallbackManager:
         if op not in KERNELS:
             raise ValueError(f"unknown op {operation!r}; known: {sorted(KERNELS)}")
         t0 = time.perf_counter()
-        result = reference(op, [None if v is None else np.asarray(v) for v in inputs.values()], context)
+        result = hostops.run(op, [None if v is None else np.asarray(v) for v in inputs.values()], context)
         self.telemetry.count(op, Plan("cpu", "no runtime: NumPy reference"), t0)
         return result
 

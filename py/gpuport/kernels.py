@@ -56,10 +56,6 @@ class OpCall:
     attrs: dict[str, Any] = field(default_factory=dict)
     workload: Any = None
 
-    def run_reference(self, arrays: list[np.ndarray | None]) -> np.ndarray:
-        """The op's NumPy reference on host arrays, as a float32 array of the output shape."""
-        return reference(self.op, arrays, self.attrs).reshape(self.out_shape)
-
 
 @dataclass
 class Launch:

@@ -1,0 +1,129 @@
+"""Host kernels: the cpu tier's fast float32 implementations of the ops that dominate a model (matmul,
+gelu, softmax, layer_norm, attention, l2_normalize), used wherever an op runs on the host (the cpu
+backend, auto's host placement, the cpu strategy). The NumPy references in kernels.py stay the oracle:
+simple and exact; these trade their float64 steps for float32, in-place work and BLAS-shaped layouts, and
+are checked against them like every GPU kernel (tests/test_hostops.py, and Hypothesis on the cpu backend).
+
+Where float32 could overflow a row (a norm or a variance of values beyond ~1e19), that row is recomputed
+by the reference, so no finite input loses its answer. Ops without a fast version run their reference.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import numpy as np
+
+from .kernels import layer_norm_ref, l2_normalize_ref, reference
+
+_F32 = np.float32
+_ERF_P = _F32(0.3275911)
+_ERF_A = tuple(_F32(c) for c in (1.061405429, -1.453152027, 1.421413741, -0.284496736, 0.254829592))
+
+
+def matmul(a: np.ndarray, b: np.ndarray, bias: np.ndarray | None = None, *, transpose_b: bool = False
+           ) -> np.ndarray:
+    """BLAS on the operands as they lie (a transposed weight is a BLAS flag, not a copy); bias in place."""
+    out = np.matmul(a, np.swapaxes(b, -1, -2) if transpose_b else b)
+    if bias is not None:
+        out += bias
+    return out
+
+
+def gelu(x: np.ndarray) -> np.ndarray:
+    """Exact GELU with erf by Abramowitz & Stegun 7.1.26 evaluated in float32 (as the kernels do)."""
+    z = x * _F32(1 / math.sqrt(2))
+    a = np.abs(z)
+    t = a * _ERF_P
+    t += 1
+    np.reciprocal(t, out=t)
+    poly = t * _ERF_A[0]
+    for c in _ERF_A[1:]:
+        poly += c
+        poly *= t
+    np.square(a, out=a)
+    np.negative(a, out=a)
+    np.exp(a, out=a)
+    poly *= a                             # q = 1 - erf(|z|)
+    # 1 + erf(z) = 2 - q for z >= 0 and q for z < 0 (no cancellation where erf(z) is near -1)
+    y = np.where(np.signbit(z), poly, _F32(2) - poly)
+    y *= _F32(0.5)                        # before x: 2 * x overflows for x near float32's max
+    y *= x
+    y[x == -np.inf] = 0                   # the limit, not -inf * 0
+    return y
+
+
+def softmax(x: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+    """Max-subtracted softmax in place on one float32 copy."""
+    z = x + mask if mask is not None else np.array(x, dtype=_F32)
+    if z.shape[-1] == 0:
+        return z
+    z -= z.max(axis=-1, keepdims=True)
+    np.exp(z, out=z)
+    z /= z.sum(axis=-1, keepdims=True)
+    return z
+
+
+def layer_norm(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, *, eps: float = 1e-5) -> np.ndarray:
+    """Two passes in float32; rows whose statistics overflow or underflow float32 go to the float64
+    reference (with eps >= 1e-12 the deviation is at least 1e-6: only eps ~ 0 meets the underflow)."""
+    if x.shape[-1] == 0 or eps <= 0:   # eps = 0: a constant row is 0 / 0, which float32 rounding hides
+        return layer_norm_ref(x, gamma, beta, eps=eps)
+    d = x - x.mean(axis=-1, keepdims=True)
+    var = np.mean(np.square(d), axis=-1, keepdims=True)
+    var += _F32(eps)
+    np.sqrt(var, out=var)
+    d /= var
+    d *= gamma
+    d += beta
+    return _patch_overflow(d, x, np.where(var < _F32(1e-18), np.inf, var),
+                           lambda rows: layer_norm_ref(rows, gamma, beta, eps=eps))
+
+
+def l2_normalize(x: np.ndarray) -> np.ndarray:
+    """x / max(||x||, 1e-12) in float32; rows whose squares overflow or vanish go to the reference."""
+    norm = np.sqrt(np.einsum("...i,...i->...", x, x))[..., None]
+    # squares that underflow only shrink a norm already below the 1e-12 clamp: the answer is unchanged
+    return _patch_overflow(x / np.maximum(norm, _F32(1e-12)), x, norm, l2_normalize_ref)
+
+
+def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: np.ndarray | None = None, *,
+              num_heads: int) -> np.ndarray:
+    """Per-head scores as one batched BLAS matmul over contiguous (batch, head, seq, dim) copies."""
+    batch, sq, hidden = q.shape
+    sk, d = k.shape[1], hidden // num_heads
+
+    def heads(t: np.ndarray, s: int) -> np.ndarray:
+        return np.ascontiguousarray(t.reshape(batch, s, num_heads, d).transpose(0, 2, 1, 3))
+
+    qh, kh, vh = heads(q, sq), heads(k, sk), heads(v, sk)
+    scores = (qh * _F32(1.0 / math.sqrt(d))) @ np.swapaxes(kh, -1, -2)
+    probs = softmax(scores, mask[:, None, None, :] if mask is not None else None)
+    out = probs @ vh
+    return np.ascontiguousarray(out.transpose(0, 2, 1, 3)).reshape(batch, sq, hidden)
+
+
+def _patch_overflow(out: np.ndarray, x: np.ndarray, stat: np.ndarray,
+                    ref: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """Rows of finite x whose float32 statistic is not finite: recomputed by `ref`."""
+    bad = ~np.isfinite(stat[..., 0]) & np.isfinite(x).all(axis=-1)
+    if bad.any():
+        out[bad] = ref(x[bad])
+    return out
+
+
+FAST: dict[str, Callable[..., np.ndarray]] = {
+    "matmul": matmul, "gelu": gelu, "softmax": softmax, "layer_norm": layer_norm, "attention": attention,
+    "l2_normalize": l2_normalize,
+}
+
+
+def run(op: str, arrays: list[np.ndarray | None], attrs: dict[str, Any]) -> np.ndarray:
+    """`op` on host arrays: its fast kernel where there is one, else its reference (C-contiguous float32;
+    infinities and NaNs follow IEEE quietly)."""
+    fast = FAST.get(op)
+    if fast is None:
+        return reference(op, arrays, attrs)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
+        return np.ascontiguousarray(fast(*arrays, **attrs), dtype=_F32)
