@@ -696,6 +696,26 @@ async def arguments_are_validated_with_typed_errors(rt):
 
 
 @case()
+async def profile_says_where_each_op_ran_and_how_long(rt):
+    import json
+    r = rng(81)
+    x, w = rt.tensor(r.standard_normal((24, 40)).astype(np.float32)), rt.tensor(r.standard_normal((40, 16)).astype(np.float32))
+    with rt.profile() as prof:
+        y = rt.ops.gelu(rt.ops.matmul(x, w))
+        await y.read()                      # device timestamps come back with a read
+    data = prof.report()
+    assert [o["op"] for o in data["ops"]] == ["matmul", "gelu"], data["ops"]
+    for o in data["ops"]:
+        assert o["where"] in ("webgpu", "cpu") and o["strategy"] and o["host_ms"] >= 0, o
+        if o["where"] == "webgpu" and data["timing"] == "timestamp-query":
+            assert o["device_ms"] is not None and o["kernels"], o
+    on_device = data["ops"][-1]["where"] == "webgpu"     # then reading y moved its bytes to the host
+    assert set(data["by_op"]) == {"matmul", "gelu"} and data["bytes_to_host"] >= (24 * 16 * 4 if on_device else 0)
+    assert json.loads(prof.report("json"))["backend"] == rt.backend
+    assert "<table>" in prof.report("html") and "| matmul |" in prof.report("markdown")
+
+
+@case()
 async def reshape_is_a_view_with_a_clear_error(rt):
     x = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
     t = rt.tensor(x)

@@ -180,8 +180,9 @@ export async function createPipelineAsync(dev, source, entryPoint, constants, bi
 // [[pipelineId, x, y, z, [bufferIds], uniformOffset (-1: none), uniformSize], ...].
 // `creates` ([[id, nbytes], ...]) are the output buffers Python allocated since the last submit; all
 // the batch's uniforms arrive as one byte array, each struct at a 256-byte aligned offset; `release`
-// lists buffer ids Python no longer references: destroyed after the submit.
-export function submit(dev, seq, creates, batch, uniforms, release) {
+// lists buffer ids Python no longer references: destroyed after the submit. With `stampsId` >= 0 each
+// dispatch gets a pass of its own whose begin/end timestamps are resolved into buffer `stampsId`.
+export function submit(dev, seq, creates, batch, uniforms, release, stampsId = -1) {
   count("submit");
   const s = state(dev);
   for (const [id, nbytes] of creates) makeBuffer(s, id, nbytes, null);
@@ -195,19 +196,34 @@ export function submit(dev, seq, creates, batch, uniforms, release) {
         s.device.queue.writeBuffer(ubuf, 0, bytes);
       } finally { release(); }
     }
+    const timed = stampsId >= 0;
+    const querySet = timed ? s.device.createQuerySet({ type: "timestamp", count: 2 * batch.length }) : null;
     const encoder = s.device.createCommandEncoder();
-    const pass = encoder.beginComputePass();
-    for (const [pid, x, y, z, ids, uoff, usize] of batch) {
+    let pass = null;
+    batch.forEach(([pid, x, y, z, ids, uoff, usize], i) => {
+      if (timed) {
+        pass = encoder.beginComputePass({ timestampWrites: { querySet, beginningOfPassWriteIndex: 2 * i,
+                                                             endOfPassWriteIndex: 2 * i + 1 } });
+      } else if (!pass) {
+        pass = encoder.beginComputePass();
+      }
       const { pipeline, bgl } = s.pipelines.get(pid);
-      const entries = ids.map((id, i) => ({ binding: i, resource: { buffer: s.buffers.get(id) } }));
+      const entries = ids.map((id, j) => ({ binding: j, resource: { buffer: s.buffers.get(id) } }));
       if (uoff >= 0) entries.push({ binding: ids.length, resource: { buffer: ubuf, offset: uoff, size: usize } });
       pass.setPipeline(pipeline);
       pass.setBindGroup(0, s.device.createBindGroup({ layout: bgl, entries }));
       pass.dispatchWorkgroups(x, y, z);
+      if (timed) pass.end();
+    });
+    if (!timed) pass.end();
+    if (timed) {
+      const stamps = s.device.createBuffer({ size: 16 * batch.length, usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC });
+      encoder.resolveQuerySet(querySet, 0, 2 * batch.length, stamps, 0);
+      s.buffers.set(stampsId, stamps);
     }
-    pass.end();
     s.device.queue.submit([encoder.finish()]);
     if (ubuf) ubuf.destroy();
+    if (querySet) querySet.destroy();
   });
   releaseBuffers(s, release);
 }

@@ -28,11 +28,18 @@ class Executor:
 
     def __init__(self, rt: "Runtime") -> None:
         self.rt = rt
+        self.last: tuple[str, Plan] = (DEVICE, Plan("native", ""))   # where the last call ran, and its plan
 
     def run(self, call: OpCall) -> Tensor:
         """Choose where (host residency, the selector in auto mode), run, record lineage."""
-        with self.rt.lock:
-            return self._run(call)
+        rt = self.rt
+        with rt.lock:
+            if rt.profiler is None:
+                return self._run(call)
+            t0, before = time.perf_counter(), rt.device.stats["dispatches"]
+            out = self._run(call)
+            rt.profiler.op(call, *self.last, t0, rt.device.stats["dispatches"] - before, out)
+            return out
 
     def _run(self, call: OpCall) -> Tensor:
         rt = self.rt
@@ -82,11 +89,14 @@ class Executor:
                 t.usable()   # a recovery just now may have found it unrebuildable
         rt.op_depth += 1
         try:
-            return rt.fallback.execute(call)
+            out = rt.fallback.execute(call)
         finally:
             rt.op_depth -= 1
+        self.last = (DEVICE, rt.fallback.last_plan)
+        return out
 
     def _deferred(self, call: OpCall) -> Tensor:
+        self.last = ("deferred", Plan("deferred", "the device is lost: replayed when the page recovers"))
         out = self.rt.memory.track(Tensor(self.rt, DEFERRED, call.out_shape, np.float32))
         out.recipe = Recipe.of(call)
         self.rt.recovery.count("deferred_ops")
@@ -125,6 +135,7 @@ class Executor:
         out = Tensor(self.rt, hostops.run(call.op, arrays, call.attrs).reshape(call.out_shape), call.out_shape,
                      np.float32)
         self.rt.fallback.telemetry.count(call.op, plan, t0)
+        self.last = (HOST, plan)
         return out
 
     def _oom_host(self, call: OpCall) -> Tensor:

@@ -40,6 +40,7 @@ class FallbackManager:
         self.model_type = model_type
         self.config = dict(config or {})
         self.telemetry = Telemetry(enable_telemetry)
+        self.last_plan = Plan("native", "")   # the plan of the last call execute() ran
         if runtime is not None:
             caps = runtime.capabilities
             self.browser: BrowserIdentity | None = caps.browser
@@ -129,6 +130,7 @@ class FallbackManager:
             plan = Plan("native", "f16 shader failed to compile: f32")
             out = self._strategies.run(call, plan)
         self.telemetry.count(call.op, plan, t0)
+        self.last_plan = plan
         return out
 
 

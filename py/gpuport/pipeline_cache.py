@@ -31,6 +31,7 @@ class PipelineCache:
         self.scope = ""
         self.busy: set[str] = set()                       # ops whose pipelines precompile() is building
         self.used: dict[PipelineSpec, None] = {}         # specs compiled in this runtime, in order
+        self.profiler: Any = None                        # a profiler.Profile while one is open
 
     def attach(self, device: "Backend") -> None:
         """Observe `device` (the first one, or the new one after a device loss)."""
@@ -54,6 +55,8 @@ class PipelineCache:
     # -- PipelineObserver ---------------------------------------------------------------------------------
     def compiled(self, spec: PipelineSpec, ms: float) -> None:
         self.used[spec] = None
+        if self.profiler is not None:
+            self.profiler.compiled(spec.label, ms)
         if self.manifest is not None:
             self.manifest.record(spec, ms)
             if not self.busy:   # precompile() saves once at its end

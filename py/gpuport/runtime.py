@@ -25,6 +25,7 @@ from .pipeline_cache import PipelineCache
 from .pipelines import PipelineSpec, sha256
 from .placement import attach
 from .platform import IN_PYODIDE, sync_wait
+from .profiler import Profile
 from .recovery import RecoveryManager
 from .report import build_report, render
 from .stores import store_for
@@ -76,6 +77,7 @@ class Runtime:
         self.recovery = RecoveryManager(self)
         self.ops = Ops(self)
         self.selector: Any = None        # a placement.AutoPlacement when opened with backend="auto"
+        self.profiler: Profile | None = None   # while a `with rt.profile()` block is open
 
     @property
     def backend(self) -> str:
@@ -180,6 +182,13 @@ class Runtime:
         self.check_open()
         with self.lock:
             return await self.pipelines.precompile(self.device, self.fallback.planner, ops, on_progress)
+
+    def profile(self, sync: bool = False) -> Profile:
+        """`with rt.profile() as prof:` ... `prof.report(format="json" | "html" | ...)`: per op where it ran
+        and why, host and device time (timestamp queries where the adapter has them; `sync=True` waits for
+        each device op natively otherwise), compile times, bytes moved, peak device memory."""
+        self.check_open()
+        return Profile(self, sync)
 
     def report(self, format: str = "dict") -> dict[str, Any] | str:
         """The compatibility report (`gpuport doctor`): "dict", "json" or "markdown"."""

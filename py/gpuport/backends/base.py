@@ -62,6 +62,10 @@ class Backend(ABC):
     observer: PipelineObserver | None = None
     # Fault injection (recovery tests): fault(point, nbytes) may raise at "alloc", "submit" and "read".
     fault: Callable[[str, int], None] | None = None
+    # Profiling: where it can, the device times each dispatch and calls timer(labels, milliseconds) when
+    # the timestamps come back (with the next read).
+    timer: Callable[[list[str], list[float]], None] | None = None
+    timestamps: bool = False
 
     def __init__(self) -> None:
         # Crossings of the backend boundary: a batch of N dispatches costs one submit, not N.
@@ -103,6 +107,9 @@ class Backend(ABC):
 
     async def precompile(self, specs: Sequence[PipelineSpec], on_done: OnDone) -> None:
         """Create the pipelines of `specs` ahead of use, calling on_done(spec, ms, error) as each resolves."""
+
+    async def collect_timings(self) -> None:
+        """Deliver the timestamps of submitted work to `timer` now (profiling)."""
 
     @property
     def pending(self) -> int:

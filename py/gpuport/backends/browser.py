@@ -27,7 +27,6 @@ from ..pipelines import PipelineSpec
 from .base import OnDone
 from .gpu import Dispatch, GPUBackend
 
-UNIFORM_ALIGN = 256  # minUniformBufferOffsetAlignment's spec default
 
 
 def _js(value: Any) -> Any:
@@ -104,22 +103,20 @@ class BrowserBackend(GPUBackend):
         return self._call("createPipeline", self._dev, *_pipeline_args(spec))
 
     def _submit(self, batch: list[Dispatch]) -> None:
-        rows, blob = [], bytearray()
-        for d in batch:
-            ids = [h.id for h in d.handles]
-            if d.uniforms is None:
-                rows.append([d.pipeline.raw, *d.workgroups, ids, -1, 0])
-            else:
-                offset = len(blob)
-                blob += d.uniforms
-                blob += b"\0" * (-len(blob) % UNIFORM_ALIGN)
-                rows.append([d.pipeline.raw, *d.workgroups, ids, offset, len(d.uniforms)])
+        blob, offsets = self._uniform_blob(batch)
+        rows = [[d.pipeline.raw, *d.workgroups, [h.id for h in d.handles], offset,
+                 len(d.uniforms) if offset >= 0 else 0] for d, offset in zip(batch, offsets)]
         released, self._released = self._released, []
         creates, self._creates = self._creates, []
         self._batch_seq += 1
         self._batches[self._batch_seq] = [weakref.ref(h) for d in batch for h in d.written()]
-        self._call("submit", self._dev, self._batch_seq, _js(creates), _js(rows), bytes(blob) if blob else None,
-                   _js(released))
+        stamps = None
+        if self._timed():   # the bridge times each dispatch and resolves the stamps into this buffer
+            stamps = BufferHandle(self, self._next_buffer, 16 * len(batch))
+            self._next_buffer += 1
+            self._timings.append((stamps, [d.pipeline.label for d in batch]))
+        self._call("submit", self._dev, self._batch_seq, _js(creates), _js(rows), blob or None, _js(released),
+                   stamps.id if stamps is not None else -1)
 
     async def _read(self, reads: list[tuple[BufferHandle, int]]) -> list[bytes]:
         self.stats["bridge_calls"] += 1

@@ -47,8 +47,13 @@ class GPUBackend(Backend):
     name = "webgpu"
     max_batch = 256  # a flush bounds host memory held by recorded dispatches
 
+    UNIFORM_ALIGN = 256   # minUniformBufferOffsetAlignment's spec default: every batch packs its uniforms
+
     def __init__(self) -> None:
         super().__init__()
+        self.stats.update({"bytes_to_device": 0, "bytes_to_host": 0})
+        # Timestamp buffers of submitted batches (profiling): (buffer, labels), read with the next readback.
+        self._timings: list[tuple[Any, list[str]]] = []
         self._pipelines: dict[PipelineSpec, Pipeline] = {}
         self._pending: list[Dispatch] = []
         self._dummy: Any = None
@@ -92,7 +97,28 @@ class GPUBackend(Backend):
     def upload(self, array: np.ndarray) -> Any:
         self._check_size(array.nbytes, f"a {array.dtype} tensor of shape {array.shape}")
         self._fault("alloc", array.nbytes)
+        self.stats["bytes_to_device"] += array.nbytes
         return self._create_buffer(array.nbytes, array)
+
+    @property
+    def timestamps(self) -> bool:
+        """Whether submitted dispatches can be timed on the device (the timestamp-query feature)."""
+        return "timestamp-query" in self.features
+
+    def _timed(self) -> bool:
+        return self.timer is not None and self.timestamps
+
+    def _uniform_blob(self, batch: list[Dispatch]) -> tuple[bytes, list[int]]:
+        """Every dispatch's uniforms in one buffer, each at an aligned offset (-1: none)."""
+        blob, offsets = bytearray(), []
+        for d in batch:
+            if d.uniforms is None:
+                offsets.append(-1)
+                continue
+            offsets.append(len(blob))
+            blob += d.uniforms
+            blob += b"\0" * (-len(blob) % self.UNIFORM_ALIGN)
+        return bytes(blob), offsets
 
     def poison(self, written: Sequence[Any], failure: Exception) -> None:
         """The device rejected the batch that would have written these buffers: reading one, or computing
@@ -120,14 +146,35 @@ class GPUBackend(Backend):
         self._check_computed([handle], "reading a tensor")
         self._fault("read", count)
         self.stats["reads"] += 1
-        reads = [(handle, count * np.dtype(dtype).itemsize)]
+        nbytes = count * np.dtype(dtype).itemsize
+        self.stats["bytes_to_host"] += nbytes
+        reads = [(handle, nbytes)]
         checking = bool(self._reporting)
         if checking:
             reads.append((self._errors, 16))
+        timings, self._timings = self._timings, []
+        reads += [(buf, 16 * len(labels)) for buf, labels in timings]
         raw = await self._read(reads)
+        for (_, labels), stamps in zip(timings, raw[len(raw) - len(timings):]):
+            self._deliver(labels, stamps)
         if checking:
             self._check_errors(raw[1])
         return np.frombuffer(raw[0], dtype=dtype, count=count).reshape(shape).copy()
+
+    async def collect_timings(self) -> None:
+        """Read back the timestamps of every submitted batch now (without reading a tensor)."""
+        self.flush()
+        timings, self._timings = self._timings, []
+        if timings:
+            raw = await self._read([(buf, 16 * len(labels)) for buf, labels in timings])
+            for (_, labels), stamps in zip(timings, raw):
+                self._deliver(labels, stamps)
+
+    def _deliver(self, labels: list[str], stamps: bytes) -> None:
+        """Begin/end timestamps (ns) of each dispatch, as milliseconds to the profiler."""
+        if self.timer is not None:
+            t = np.frombuffer(stamps, dtype=np.uint64, count=2 * len(labels)).astype(np.float64)
+            self.timer(labels, ((t[1::2] - t[0::2]) / 1e6).tolist())
 
     def _check_errors(self, raw: bytes) -> None:
         """What kernels reported since the last read: an invalid id marks those dispatches' outputs and

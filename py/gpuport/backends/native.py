@@ -109,22 +109,38 @@ class NativeBackend(GPUBackend):
         return (pipe, bgl if bgl is not None else pipe.get_bind_group_layout(0))
 
     def _submit(self, batch: list[Dispatch]) -> None:
-        encoder = self._device.create_command_encoder()
-        cpass = encoder.begin_compute_pass()
+        device, usage = self._device, wgpu.BufferUsage
+        blob, offsets = self._uniform_blob(batch)
+        ubuf = device.create_buffer_with_data(data=blob, usage=usage.UNIFORM) if blob else None
+        timed = self._timed()
+        queries = device.create_query_set(type="timestamp", count=2 * len(batch)) if timed else None
+        encoder = device.create_command_encoder()
+        cpass = None
         try:
-            for d in batch:
+            for i, (d, offset) in enumerate(zip(batch, offsets)):
+                if timed:   # one pass per dispatch: a pass is what timestamps bracket
+                    cpass = encoder.begin_compute_pass(timestamp_writes={
+                        "query_set": queries, "beginning_of_pass_write_index": 2 * i,
+                        "end_of_pass_write_index": 2 * i + 1})
+                elif cpass is None:
+                    cpass = encoder.begin_compute_pass()
                 pipe, bgl = d.pipeline.raw
-                buffers = list(d.handles)
-                if d.uniforms is not None:
-                    buffers.append(self._device.create_buffer_with_data(
-                        data=d.uniforms, usage=wgpu.BufferUsage.UNIFORM))
-                bind_group = self._device.create_bind_group(layout=bgl, entries=[
-                    {"binding": i, "resource": {"buffer": b, "offset": 0, "size": b.size}}
-                    for i, b in enumerate(buffers)])
+                entries = [{"binding": j, "resource": {"buffer": b, "offset": 0, "size": b.size}}
+                           for j, b in enumerate(d.handles)]
+                if offset >= 0:
+                    entries.append({"binding": len(d.handles),
+                                    "resource": {"buffer": ubuf, "offset": offset, "size": len(d.uniforms)}})
                 cpass.set_pipeline(pipe)
-                cpass.set_bind_group(0, bind_group)
+                cpass.set_bind_group(0, device.create_bind_group(layout=bgl, entries=entries))
                 cpass.dispatch_workgroups(*d.workgroups)
-            cpass.end()
+                if timed:
+                    cpass.end()
+            if not timed:
+                cpass.end()
+            if timed:
+                stamps = device.create_buffer(size=16 * len(batch), usage=usage.QUERY_RESOLVE | usage.COPY_SRC)
+                encoder.resolve_query_set(queries, 0, 2 * len(batch), stamps, 0)
+                self._timings.append((stamps, [d.pipeline.label for d in batch]))
             self._queue.submit([encoder.finish()])
         except wgpu.GPUValidationError as exc:
             raise _typed(exc, f"submitting {len(batch)} dispatches") from None
