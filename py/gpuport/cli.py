@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from . import demo
-from .chunk_manifest import MANIFEST_NAME, build_manifest
+from .chunk_manifest import MANIFEST_NAME, build_manifest, parse_manifest
 from .distribution import PYODIDE_VERSION, ensure_distribution, find_repo_root
 from .errors import GpuportError, LoadError
 from .models import default_source
@@ -80,13 +80,13 @@ def _pack_model(args: argparse.Namespace) -> int:
     target = out / MANIFEST_NAME
     stat = weights.stat()
     if target.is_file():
-        try:
-            old = json.loads(target.read_text())
-            if (old.get("size") == stat.st_size and old.get("chunk_size") == args.chunk_kb * 1024
+        try:   # a manifest that is not sound is rewritten
+            old = parse_manifest(target.read_bytes(), str(target))
+            if (old["size"] == stat.st_size and old["chunk_size"] == args.chunk_kb * 1024
                     and old.get("source_mtime_ns") == stat.st_mtime_ns):
                 print(f"{target}: up to date ({len(old['chunks'])} chunks, sha256 {old['sha256'][:12]})")
                 return 0
-        except (ValueError, OSError):
+        except (LoadError, OSError):
             pass
     manifest = build_manifest(weights, args.chunk_kb * 1024, model=args.model,
                               files=("config.json", "vocab.txt", "sentence_bert_config.json", "tokenizer.json"))
