@@ -1,12 +1,17 @@
 """backend="auto": the selector per op between the device and NumPy, residency, learning, persistence."""
 
 import json
+import math
+import warnings
 
 import numpy as np
 import pytest
 
 import gpuport as gp
 from gpuport import kernels as K
+from gpuport.pipelines import PipelineManifest
+from gpuport.selector import read_record
+from gpuport.records import RecordWarning
 
 
 @pytest.fixture
@@ -90,3 +95,106 @@ def test_explicit_backends_keep_their_behaviour(cache):
         assert t.device == "webgpu" and not isinstance(t.handle, np.ndarray)
     finally:
         rt.close()
+
+
+# -- unusable cache files: ignored, reported once, rewritten; open_sync() and every op still work -----------
+
+def _scope(cache):
+    with gp.open_sync() as rt:
+        rt.ops.add(rt.tensor(np.ones(4, np.float32)), rt.tensor(np.ones(4, np.float32))).numpy()
+        return rt.pipelines.scope
+
+
+def _zero_costs(text):
+    data = json.loads(text)
+    for c in data["costs"].values():
+        c.update(flops_per_s=0, bytes_per_s=0, transfer_bytes_per_s=0, overhead_s=0)
+    return json.dumps(data)
+
+
+def _nan_costs(text):
+    data = json.loads(text)
+    data["costs"]["webgpu"]["flops_per_s"] = math.nan
+    return json.dumps(data)
+
+
+# (what, a function of the good record's text -> what the file holds, words of the report)
+SELECTOR_FAULTS = [
+    ("nested 100000 deep", lambda good: '{"version": 1, "stats": ' + "[" * 100000 + "]" * 100000 + "}",
+     "nested deeper"),
+    ('"stats": 5', lambda good: json.dumps({**json.loads(good), "stats": 5}), "stats: must be a list"),
+    ("all costs 0", _zero_costs, "costs.webgpu.flops_per_s: 0 is out of range"),
+    ("a NaN cost", _nan_costs, "costs.webgpu.flops_per_s: nan"),
+    ("5 MiB", lambda good: json.dumps({**json.loads(good), "pad": "x" * (5 << 20)}), "over the"),
+    ("not UTF-8", lambda good: good.encode()[:-2] + b"\xff}", "UTF-8"),
+]
+
+
+def _run_ops(rt):
+    r = np.random.default_rng(3)
+    x = r.standard_normal((16, 32)).astype(np.float32)
+    w = r.standard_normal((32, 8)).astype(np.float32)
+    for _ in range(4):
+        y = rt.ops.gelu(rt.ops.matmul(rt.tensor(x), rt.tensor(w)))
+        np.testing.assert_allclose(y.numpy(), K.gelu_ref(x @ w), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(rt.ops.softmax(rt.tensor(x)).numpy(), K.reference("softmax", [x], {}),
+                               rtol=1e-5, atol=1e-6)
+
+
+def _write(path, content):
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+
+
+@pytest.mark.parametrize("what,corrupt,words", SELECTOR_FAULTS, ids=[f[0] for f in SELECTOR_FAULTS])
+def test_bad_selector_record_is_ignored_reported_and_rewritten(cache, what, corrupt, words):
+    path = cache / "selector" / f"{_scope(cache)}.json"
+    _write(path, corrupt(path.read_text()))
+    with pytest.warns(RecordWarning) as caught:
+        rt = gp.open_sync()
+    try:
+        (warning,) = [w for w in caught if issubclass(w.category, RecordWarning)]
+        assert "selector record" in str(warning.message) and str(path) in str(warning.message)
+        assert words in str(warning.message) and "rewritten" in str(warning.message)
+        sel = rt.info()["selection"]
+        assert words in sel["ignored_record"] and sel["calibration"]["source"] == "measured", sel
+        _run_ops(rt)
+        costs, _ = read_record(path.read_text())        # rewritten at once, before any op
+        assert all(c.flops_per_s > 0 for c in costs.values())
+    finally:
+        rt.close()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RecordWarning)   # reported once: the rewritten record is sound
+        with gp.open_sync() as rt:
+            assert rt.info()["selection"]["calibration"]["source"] == "stored"
+            assert "ignored_record" not in rt.info()["selection"]
+            _run_ops(rt)
+
+
+PIPELINE_FAULTS = [
+    ("nested 100000 deep", '{"format": 1, "entries": ' + "[" * 100000 + "]" * 100000 + "}", "nested deeper"),
+    ("entries 5", None, "entries: must be a list"),
+    ("5 MiB", "[" + " " * (5 << 20) + "]", "over the"),
+]
+
+
+@pytest.mark.parametrize("what,text,words", PIPELINE_FAULTS, ids=[f[0] for f in PIPELINE_FAULTS])
+def test_bad_pipeline_record_is_ignored_reported_and_rewritten(cache, what, text, words):
+    scope = _scope(cache)
+    path = cache / "pipelines" / f"{scope}.json"
+    _write(path, text or json.dumps({"format": 1, "scope": scope, "entries": 5}))
+    with pytest.warns(RecordWarning) as caught:
+        rt = gp.open_sync()
+    try:
+        (warning,) = [w for w in caught if issubclass(w.category, RecordWarning)]
+        assert "pipelines record" in str(warning.message) and str(path) in str(warning.message)
+        assert words in str(warning.message) and words in rt.pipelines.manifest.repaired
+        assert json.loads(path.read_text())["entries"] == []   # rewritten at once
+        _run_ops(rt)
+    finally:
+        rt.close()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RecordWarning)
+        with gp.open_sync() as rt:
+            assert rt.pipelines.manifest.repaired is None
+            _run_ops(rt)
+        assert PipelineManifest.from_json(scope, path.read_text()).repaired is None

@@ -306,9 +306,160 @@ def test_stale_manifest_is_refused(tiny):
         load(srv.url)
 
 
+@pytest.mark.parametrize("start", [0, 8])   # the 8-byte length, then the JSON
+def test_one_corrupt_header_byte_is_retried(tiny, start):
+    srv, tensors, _ = tiny
+    srv.faults.add("corrupt", start=start, times=1)
+    out, events, ld = load(srv.url)
+    check_same(out, tensors)
+    assert ld.stats()["retries"] == 1
+    notes = [e["note"] for e in events if e["stage"] == "retry"]
+    assert len(notes) == 1 and "model.safetensors: header" in notes[0] and "retry 1/3" in notes[0], notes
+    assert ("header length" if start == 0 else "header sha256") in notes[0], notes
+    # a bad length is caught before the JSON is asked for; a bad JSON byte costs both requests again
+    expected = ["0", "0", "8"] if start == 0 else ["0", "8", "0", "8"]
+    assert [s for p, s in srv.faults.log if p.endswith("model.safetensors")][:len(expected)] == expected
+
+
+@pytest.mark.parametrize("start,words", [(0, "header length"), (8, "header sha256 does not match")])
+def test_persistently_corrupt_header_fails_after_the_retries(tiny, start, words, monkeypatch):
+    srv, _, folder = tiny
+    srv.faults.add("corrupt", start=start)
+    delays = []
+    real_sleep = asyncio.sleep
+
+    async def fake_sleep(d, *a):
+        delays.append(d)
+        await real_sleep(0)
+    monkeypatch.setattr(L.asyncio, "sleep", fake_sleep)
+    with pytest.raises(gp.LoadError) as info:
+        load(srv.url, retries=2, backoff_s=0.1)
+    msg = str(info.value)
+    data_start = json.loads((folder / "manifest.json").read_text())["data_start"]
+    assert msg.startswith(srv.url + f"model.safetensors: header (bytes 0-{data_start - 1}): {words}"), msg
+    assert "after 3 attempts" in msg and delays == [0.1, 0.2], (msg, delays)
+
+
 def test_unreachable_server():
     with pytest.raises(gp.LoadError, match="connection failed"):
         load("http://127.0.0.1:9/tiny/", retries=1)
+
+
+# -- malformed manifests: every one a LoadError naming the manifest's URL and the field -------------------
+
+def _tensor(m, i=0):
+    return list(m["tensors"])[i]
+
+
+def _shift_tensor_chunks(m, by):
+    for t in m["tensors"].values():
+        t["chunks"] = [t["chunks"][0] + by, t["chunks"][1] + by]
+
+
+def _nest(depth, inner="1"):
+    return "[" * depth + inner + "]" * depth
+
+
+# (what, mutate(manifest) -> manifest or JSON text, the field the message must name)
+MANIFEST_FAULTS = [
+    # a shifted chunk map
+    ("tensor chunks +1", lambda m: _shift_tensor_chunks(m, 1), ".chunks"),
+    ("tensor chunks -1", lambda m: _shift_tensor_chunks(m, -1), "tensors['embeddings.word.weight'].chunks[0]"),
+    ("one tensor's chunks +1", lambda m: m["tensors"]["encoder.layer.0.dense.weight"].update(
+        chunks=[c + 1 for c in m["tensors"]["encoder.layer.0.dense.weight"]["chunks"]]),
+     "tensors['encoder.layer.0.dense.weight'].chunks"),
+    ("chunk list rotated", lambda m: m.update(chunks=m["chunks"][1:] + m["chunks"][:1]), "chunks[0].start"),
+    ("chunk bounds +100", lambda m: [c.update(start=c["start"] + 100, end=c["end"] + 100) for c in m["chunks"]],
+     "chunks[0].start"),
+    ("a chunk boundary moved", lambda m: (m["chunks"][3].update(end=m["chunks"][3]["end"] + 1),
+                                          m["chunks"][4].update(start=m["chunks"][4]["start"] + 1)), "chunks[3].end"),
+    ("a chunk dropped", lambda m: m["chunks"].pop(2), "chunks"),
+    ("tensor bytes shifted", lambda m: [t.update(start=t["start"] + 4, end=t["end"] + 4)
+                                        for t in m["tensors"].values()], "tensors['extra.ids'].end"),
+    # out of range
+    ("tensor chunk index 99", lambda m: m["tensors"][_tensor(m)].update(chunks=[0, 99]), ".chunks[1]"),
+    ("chunk end far out", lambda m: m["chunks"][3].update(end=10**12), "chunks[3].end"),
+    ("negative size", lambda m: m.update(size=-1), "size"),
+    ("size one more", lambda m: m.update(size=m["size"] + 1), "chunks"),
+    ("chunk_size 0", lambda m: m.update(chunk_size=0), "chunk_size"),
+    ("header_len disagrees with data_start", lambda m: m.update(header_len=m["header_len"] + 8), "data_start"),
+    ("data_start beyond the file", lambda m: m.update(data_start=m["size"] + 8, header_len=m["size"]), "data_start"),
+    ("negative header_len", lambda m: m.update(header_len=-8, data_start=0), "header_len"),
+    ("tensor inside the header", lambda m: m["tensors"][_tensor(m)].update(start=4), ".start"),
+    ("tensor end before start", lambda m: m["tensors"][_tensor(m, 2)].update(
+        end=m["tensors"][_tensor(m, 2)]["start"] - 1), ".end"),
+    ("negative shape", lambda m: m["tensors"][_tensor(m)].update(shape=[-700, 64]), ".shape[0]"),
+    ("negative file size", lambda m: m.update(files={"config.json": {"size": -1, "sha256": "0" * 64}}),
+     "files['config.json'].size"),
+    # wrong types
+    ("size as a string", lambda m: m.update(size=str(m["size"])), "size"),
+    ("size as a boolean", lambda m: m.update(size=True), "size"),
+    ("chunks an object", lambda m: m.update(chunks={"0": m["chunks"][0]}), "chunks"),
+    ("tensors a list", lambda m: m.update(tensors=list(m["tensors"].values())), "tensors"),
+    ("a chunk null", lambda m: m["chunks"].__setitem__(2, None), "chunks[2]"),
+    ("a chunk start float", lambda m: m["chunks"][1].update(start=float(m["chunks"][1]["start"])), "chunks[1].start"),
+    ("chunks of a tensor a string", lambda m: m["tensors"][_tensor(m)].update(chunks="0-2"), ".chunks"),
+    ("chunks of a tensor one number", lambda m: m["tensors"][_tensor(m)].update(chunks=[0]), ".chunks"),
+    ("dtype a number", lambda m: m["tensors"][_tensor(m)].update(dtype=5), ".dtype"),
+    ("layer a number", lambda m: m["tensors"][_tensor(m)].update(layer=3), ".layer"),
+    ("missing tensor end", lambda m: m["tensors"][_tensor(m)].pop("end"), ".end: missing"),
+    ("missing header_sha256", lambda m: m.__delitem__("header_sha256"), "header_sha256: missing"),
+    ("format 2", lambda m: m.update(format=2), "format"),
+    ("format a string", lambda m: m.update(format="1"), "format"),
+    ("manifest a list", lambda m: "[1, 2]", "manifest: must be an object, not a list"),
+    # sha256 fields
+    ("short sha256", lambda m: m.update(sha256=m["sha256"][:63]), "sha256"),
+    ("upper-case chunk sha256", lambda m: m["chunks"][1].update(sha256=m["chunks"][1]["sha256"].upper()),
+     "chunks[1].sha256"),
+    ("chunk sha256 a number", lambda m: m["chunks"][1].update(sha256=7), "chunks[1].sha256"),
+    ("header sha256 not hex", lambda m: m.update(header_sha256="z" * 64), "header_sha256"),
+    ("file sha256 short", lambda m: m.update(files={"config.json": {"size": 12, "sha256": "ab"}}),
+     "files['config.json'].sha256"),
+    # deeply nested (the JSON decoder itself would raise RecursionError)
+    ("shape nested 100000 deep", lambda m: json.dumps(m).replace('"shape": [700, 64]', '"shape": ' + _nest(100000)),
+     "tensors['embeddings.word.weight'].shape[0]"),
+    ("manifest nested 100000 deep", lambda m: _nest(100000), "nested deeper"),
+    ("objects nested 5000 deep", lambda m: '{"a": ' * 5000 + "1" + "}" * 5000, "a.a.a.a: nested deeper"),
+    ("files nested", lambda m: json.dumps({**m, "files": {"config.json": {"size": [[[1]]]}}}),
+     "files['config.json'].size[0]"),
+    # too big to be a manifest
+    ("5 MiB manifest", lambda m: json.dumps({**m, "model": "x" * (5 << 20)}), "manifest is"),
+]
+
+
+@pytest.mark.parametrize("what,mutate,field", MANIFEST_FAULTS, ids=[f[0] for f in MANIFEST_FAULTS])
+def test_malformed_manifest_is_a_load_error_naming_url_and_field(tiny, what, mutate, field):
+    srv, _, folder = tiny
+    m = json.loads((folder / "manifest.json").read_text())
+    assert len(m["chunks"]) >= 5
+    changed = mutate(m)
+    (folder / "manifest.json").write_text(changed if isinstance(changed, str) else json.dumps(m))
+    with pytest.raises(gp.LoadError) as info:
+        load(srv.url)
+    msg = str(info.value)
+    assert msg.startswith(srv.url + "manifest.json: "), msg
+    assert field in msg, (field, msg)
+    assert len(msg) < 600, msg
+
+
+def test_manifest_strings_may_hold_brackets(tiny):
+    srv, tensors, folder = tiny
+    m = json.loads((folder / "manifest.json").read_text())
+    m["model"] = _nest(5000, '\\"{')      # brackets, an escaped backslash and quote inside one string
+    (folder / "manifest.json").write_text(json.dumps(m))
+    out, _, ld = load(srv.url)
+    check_same(out, tensors)
+    assert ld.manifest["model"].startswith("[[[")
+
+
+def test_manifest_disagreeing_with_the_header_names_the_tensor(tiny):
+    srv, _, folder = tiny
+    m = json.loads((folder / "manifest.json").read_text())
+    a, b = "encoder.layer.0.dense.weight", "encoder.layer.0.dense.bias"
+    m["tensors"][a], m["tensors"][b] = m["tensors"][b], m["tensors"][a]   # consistent, but not this file's
+    (folder / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(gp.LoadError, match=re.escape(f"{srv.url}manifest.json: tensors['{a}']") + ".*stale manifest"):
+        load(srv.url)
 
 
 # -- the cache ---------------------------------------------------------------------------------------
@@ -415,6 +566,12 @@ def test_pack_model_cli_is_idempotent(tiny, tmp_path, capsys):
     assert m["tensors"]["encoder.layer.1.dense.weight"]["layer"] == "1"
     assert cli_main(["pack-model", "--model", "tiny", "--source", str(folder), "--out", str(out), "--chunk-kb", "64"]) == 0
     assert "up to date" in capsys.readouterr().out
+    for broken in ("[]", '{"size": 5, "chunk_size": 65536}', "[" * 100000):   # rewritten, never a crash
+        (out / "manifest.json").write_text(broken)
+        assert cli_main(["pack-model", "--model", "tiny", "--source", str(folder), "--out", str(out),
+                         "--chunk-kb", "64"]) == 0
+        assert "up to date" not in capsys.readouterr().out
+        assert json.loads((out / "manifest.json").read_text())["sha256"] == m["sha256"]
     assert cli_main(["pack-model", "--source", str(tmp_path / "nowhere"), "--out", str(out)]) == 1
 
 

@@ -2,8 +2,13 @@
 
 import asyncio
 import json
+import os
+import warnings
 
-from gpuport.pipelines import PipelineManifest, PipelineSpec, scope_key, sha256
+import pytest
+
+from gpuport.pipelines import MAX_ENTRIES, PipelineManifest, PipelineSpec, scope_key, sha256
+from gpuport.records import MAX_RECORD_BYTES, RecordWarning
 from gpuport.stores import FileStore
 
 ADAPTER = {"vendor": "llvmpipe", "architecture": "", "device": "llvmpipe (LLVM 15)", "description": "Mesa"}
@@ -42,9 +47,91 @@ def test_foreign_or_corrupt_records_are_ignored_and_marked_for_rewrite():
     good = manifest_with("gelu").to_json()
     for text in ["{not json", "[]", json.dumps({"format": 1, "scope": "other", "entries": []}),
                  good.replace("gelu\\n", "tampered\\n"), json.dumps({"format": 99, "scope": "scope"})]:
-        m = PipelineManifest.from_json("scope", text)
+        with pytest.warns(RecordWarning, match="pipelines record"):
+            m = PipelineManifest.from_json("scope", text)
         assert m.entries == {} and m.repaired and m.dirty, text[:40]
     assert not PipelineManifest.from_json("scope", None).repaired
+
+
+def _entry(**change):
+    d = json.loads(manifest_with("gelu").to_json())
+    d["entries"][0].update(change)
+    return json.dumps(d)
+
+
+def _nested(depth):
+    return json.dumps({"format": 1, "scope": "scope", "entries": "HOLE"}).replace('"HOLE"', "[" * depth + "]" * depth)
+
+
+# (what, stored text, what the report must name)
+BAD_RECORDS = [
+    ("nested 100000 deep", _nested(100000), "entries[0][0][0][0][0][0][0]: nested deeper than 8 levels"),
+    ("objects nested 3000 deep", '{"a": ' * 3000 + "1" + "}" * 3000, "nested deeper"),
+    ("5 MiB", json.dumps({"format": 1, "scope": "scope", "entries": [], "pad": "x" * (5 << 20)}), "over the"),
+    ("entries a number", json.dumps({"format": 1, "scope": "scope", "entries": 5}), "entries: must be a list"),
+    ("entry a string", json.dumps({"format": 1, "scope": "scope", "entries": ["gelu"]}),
+     "entries[0]: must be an object"),
+    ("too many entries", json.dumps({"format": 1, "scope": "scope", "entries": [{}] * (MAX_ENTRIES + 1)}),
+     "more than the 256"),
+    ("constant a string", _entry(constants={"X": "1"}), "entries[0].constants['X']: must be a number"),
+    ("constant NaN", _entry(constants={"X": float("nan")}), "entries[0].constants['X']"),
+    ("order negative", _entry(order=-1), "entries[0].order"),
+    ("order a float", _entry(order=1.5), "entries[0].order"),
+    ("compile_ms infinite", _entry(compile_ms=float("inf")), "entries[0].compile_ms"),
+    ("bindings a string", _entry(bindings="rw"), "entries[0].bindings"),
+    ("binding a number", _entry(bindings=[1]), "entries[0].bindings[0]"),
+    ("source_sha256 short", _entry(source_sha256="ab"), "entries[0].source_sha256"),
+    ("key a number", _entry(key=7), "entries[0].key"),
+    ("label missing", json.dumps({"format": 1, "scope": "scope", "entries": [
+        {k: v for k, v in json.loads(manifest_with("gelu").to_json())["entries"][0].items() if k != "label"}]}),
+     "entries[0].label: missing"),
+    ("undecodable bytes", "{\ufffd}", "UTF-8"),
+    ("empty", "", "not JSON"),
+]
+
+
+@pytest.mark.parametrize("what,text,named", BAD_RECORDS, ids=[b[0] for b in BAD_RECORDS])
+def test_bad_records_are_ignored_reported_and_marked_for_rewrite(what, text, named):
+    with pytest.warns(RecordWarning) as caught:
+        m = PipelineManifest.from_json("scope", text)
+    assert m.entries == {} and m.dirty and m.loaded == 0
+    assert named in m.repaired, (named, m.repaired)
+    (warning,) = caught
+    assert "pipelines record" in str(warning.message) and "scope.json" in str(warning.message)
+    assert named in str(warning.message) and "rewritten" in str(warning.message)
+    assert len(str(warning.message)) < 600
+
+
+def test_a_stored_key_is_recomputed_not_trusted():
+    for text in (_entry(key="0" * 32), _entry(constants={"X": 7.0})):
+        m = PipelineManifest.from_json("scope", text)
+        (entry,) = m.ordered()
+        assert entry.key == m.spec_of(entry).key != "0" * 32 and not m.repaired
+    m.record(m.spec_of(entry), 1.0)      # the same pipeline again: recognised, not recorded twice
+    assert len(m.entries) == 1
+
+
+def test_a_sound_record_is_not_reported():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        m = PipelineManifest.from_json("scope", manifest_with("gelu", "matmul").to_json())
+    assert m.loaded == 2 and m.repaired is None and not m.dirty
+
+
+def test_file_store_reads_a_bounded_prefix_and_only_regular_files(tmp_path):
+    store = FileStore(tmp_path)
+    (tmp_path / "big.json").write_bytes(b"[" * (3 * MAX_RECORD_BYTES))
+    text = asyncio.run(store.load("big"))
+    assert len(text) == MAX_RECORD_BYTES + 1
+    with pytest.warns(RecordWarning, match="over the"):
+        assert PipelineManifest.from_json("big", text).repaired
+    (tmp_path / "dir.json").mkdir()
+    assert asyncio.run(store.load("dir")) is None
+    os.mkfifo(tmp_path / "fifo.json")     # opening it would block: never opened
+    assert asyncio.run(store.load("fifo")) is None
+    (tmp_path / "latin.json").write_bytes(b'{"format": 1, "scope": "latin", "entries": [], "x": "\xe9"}')
+    with pytest.warns(RecordWarning, match="UTF-8"):
+        assert PipelineManifest.from_json("latin", asyncio.run(store.load("latin"))).repaired
 
 
 def test_changed_shader_drops_its_entries():

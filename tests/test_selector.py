@@ -1,11 +1,16 @@
 """BackendSelector: cost model first, measurements after, bounded exploration, overrides, persistence."""
 
+import asyncio
+import json
+import math
 import time
 
 import pytest
 
 from gpuport.errors import GpuportError
-from gpuport.selector import BackendCosts, BackendSelector, SelectorConfig, WorkloadCharacteristics
+from gpuport.selector import BackendCosts, BackendSelector, SelectorConfig, WorkloadCharacteristics, read_record
+from gpuport.records import RecordError
+from gpuport.stores import FileStore
 
 # A software adapter: slow FLOPs, a fixed dispatch cost, a host<->device copy; NumPy: fast, no transfer.
 SOFT_GPU = BackendCosts(flops_per_s=2e9, bytes_per_s=4e9, transfer_bytes_per_s=2e9, overhead_s=2e-4)
@@ -88,19 +93,108 @@ def test_execute_with_monitoring_falls_back_and_records():
 
 
 def test_history_persists_and_bad_files_are_ignored(tmp_path):
+    # the production path: to_dict as JSON through the selector's FileStore, read_record, load_dict
     sel = BackendSelector({"webgpu": REAL_GPU, "cpu": NUMPY})
     w = mm(128)
     for _ in range(3):
         sel.record(w, "cpu", 0.002)
-    path = tmp_path / "selector.json"
-    sel.save(path)
-    again = BackendSelector({"webgpu": REAL_GPU, "cpu": NUMPY})
-    assert again.load(path) == 1
+    store = FileStore(tmp_path / "selector")
+    store.save_soon("scope", json.dumps(sel.to_dict()))
+    costs, data = read_record(asyncio.run(store.load("scope")))
+    assert costs == {"webgpu": REAL_GPU, "cpu": NUMPY}       # the host's infinite transfer rate included
+    again = BackendSelector(costs)
+    assert again.load_dict(data) == 1
     assert again.get_performance_summary()["ops"]["matmul"][str(w.bucket)]["cpu"]["count"] == 3
-    path.write_text("{not json")
-    assert BackendSelector({"cpu": NUMPY}).load(path) == 0
+    assert BackendSelector({"cpu": NUMPY}).load_dict(data) == 1   # rows of backends it lacks are skipped
+    (tmp_path / "selector" / "scope.json").write_text("{not json")
+    with pytest.raises(RecordError, match="not JSON"):
+        read_record(asyncio.run(store.load("scope")))
     again.reset_performance_history()
     assert again.get_performance_summary()["ops"] == {}
+
+
+def _record(**change):
+    sel = BackendSelector({"webgpu": REAL_GPU, "cpu": NUMPY})
+    sel.record(mm(64), "cpu", 0.001)
+    data = sel.to_dict()
+    data.update(change)
+    return data
+
+
+def _costs(**change):
+    data = _record()
+    data["costs"]["webgpu"].update(change)
+    return data
+
+
+def _all_costs(value):
+    data = _record()
+    for c in data["costs"].values():
+        c.update(flops_per_s=value, bytes_per_s=value, transfer_bytes_per_s=value, overhead_s=value)
+    return data
+
+
+# (what, the record, the field the error names)
+BAD_RECORDS = [
+    ('"stats": 5', _record(stats=5), "stats: must be a list, not int 5"),
+    ("a row a number", _record(stats=[5]), "stats[0]: must be a list"),
+    ("a row too short", _record(stats=[["matmul", 3, "cpu", 0.1, 3]]), "stats[0]: must have 6 items"),
+    ("mean 0", _record(stats=[["matmul", 3, "cpu", 0.0, 3, 0]]), "stats[0][3]"),
+    ("mean negative", _record(stats=[["matmul", 3, "cpu", -1.0, 3, 0]]), "stats[0][3]"),
+    ("mean NaN", _record(stats=[["matmul", 3, "cpu", math.nan, 3, 0]]), "stats[0][3]"),
+    ("mean a string", _record(stats=[["matmul", 3, "cpu", "0.1", 3, 0]]), "stats[0][3]"),
+    ("count negative", _record(stats=[["matmul", 3, "cpu", 0.1, -3, 0]]), "stats[0][4]"),
+    ("count a float", _record(stats=[["matmul", 3, "cpu", 0.1, 2.5, 0]]), "stats[0][4]"),
+    ("failures a boolean", _record(stats=[["matmul", 3, "cpu", 0.1, 3, True]]), "stats[0][5]"),
+    ("bucket huge", _record(stats=[["matmul", 10**9, "cpu", 0.1, 3, 0]]), "stats[0][1]"),
+    ("op a number", _record(stats=[[1, 3, "cpu", 0.1, 3, 0]]), "stats[0][0]"),
+    ("version 2", _record(version=2), "version"),
+    ("no costs", {"version": 1, "stats": []}, "costs: missing"),
+    ("costs a list", _record(costs=[1, 2]), "costs: must be an object"),
+    ("one backend's costs", _record(costs={"cpu": _record()["costs"]["cpu"]}), "costs: backends ['cpu']"),
+    ("all costs 0", _all_costs(0), "costs.webgpu.flops_per_s"),
+    ("a cost 0", _costs(bytes_per_s=0), "costs.webgpu.bytes_per_s"),
+    ("overhead negative", _costs(overhead_s=-1e-3), "costs.webgpu.overhead_s"),
+    ("a cost negative", _costs(flops_per_s=-1e9), "costs.webgpu.flops_per_s"),
+    ("a cost infinite", _costs(flops_per_s=math.inf), "costs.webgpu.flops_per_s"),
+    ("a cost NaN", _costs(overhead_s=math.nan), "costs.webgpu.overhead_s"),
+    ("a transfer rate 0", _costs(transfer_bytes_per_s=0), "costs.webgpu.transfer_bytes_per_s"),
+    ("a cost a string", _costs(flops_per_s="fast"), "costs.webgpu.flops_per_s"),
+    ("a cost missing", {**_record(), "costs": {"cpu": _record()["costs"]["cpu"], "webgpu": {"flops_per_s": 1.0}}},
+     "costs.webgpu.bytes_per_s: missing"),
+]
+
+
+@pytest.mark.parametrize("what,record,field", BAD_RECORDS, ids=[b[0] for b in BAD_RECORDS])
+def test_a_bad_record_is_refused_as_a_whole_naming_the_field(what, record, field):
+    with pytest.raises(RecordError) as info:
+        read_record(json.dumps(record))
+    assert field in str(info.value), (field, str(info.value))
+    if "stats" in field or "version" in field:   # load_dict checks the same, and then takes nothing
+        sel = BackendSelector({"webgpu": REAL_GPU, "cpu": NUMPY})
+        with pytest.raises(RecordError):
+            sel.load_dict({**record, "stats": [["gelu", 3, "cpu", 0.1, 3, 0], *record.get("stats", [])]}
+                          if isinstance(record.get("stats"), list) else record)
+        assert sel.get_performance_summary()["ops"] == {}
+
+
+@pytest.mark.parametrize("text,words", [
+    ('{"stats": ' + "[" * 100000 + "]" * 100000 + "}", "stats[0][0][0][0][0][0][0]: nested deeper"),
+    ("[" * 100000, "nested deeper"),
+    (json.dumps({**_record(), "pad": "x" * (5 << 20)}), "over the"),
+    ("", "not JSON"),
+])
+def test_nested_huge_or_empty_records_are_refused(text, words):
+    with pytest.raises(RecordError, match=words.replace("[", r"\[").replace("]", r"\]")):
+        read_record(text)
+
+
+def test_records_written_with_infinity_still_read():
+    # before null, json.dumps wrote the host's infinite transfer rate as the literal Infinity
+    text = json.dumps(_record()).replace('"transfer_bytes_per_s": null', '"transfer_bytes_per_s": Infinity')
+    assert "Infinity" in text
+    costs, _ = read_record(text)
+    assert costs["cpu"].transfer_bytes_per_s == math.inf
 
 
 def test_selection_is_cheap():

@@ -22,6 +22,10 @@ from gpuport import server
 from gpuport.distribution import is_complete
 from gpuport.server import IMMUTABLE, MODELS_CACHE, NO_CACHE, create_app, safe_path
 
+# The app answers only the Host names of its allow-list (loopback by default); TestClient's own default,
+# "testserver", is not one of them.
+LOCAL = "http://127.0.0.1:8000"
+
 pytestmark = pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
 
 MODEL = bytes(range(256)) * 4  # 1024 bytes, every offset distinguishable
@@ -47,11 +51,11 @@ def repo(tmp_path_factory) -> Path:
 def client(repo) -> TestClient:
     assert not (repo / ".cache" / "pyodide").exists()
     app = create_app(repo, models_dir=repo / "models")
-    with TestClient(app) as c:
+    with TestClient(app, base_url=LOCAL) as c:
         yield c
 
 
-def raw_get(app, path: str, method: str = "GET") -> int:
+def raw_get(app, path: str, method: str = "GET", headers: list | None = None) -> int:
     """Send `path` verbatim (no client-side normalisation of `..`) and return the status."""
     messages = []
 
@@ -63,7 +67,8 @@ def raw_get(app, path: str, method: str = "GET") -> int:
 
     scope = {"type": "http", "asgi": {"version": "3.0", "spec_version": "2.4"}, "http_version": "1.1",
              "method": method, "scheme": "http", "path": path, "raw_path": path.encode(), "root_path": "",
-             "query_string": b"", "headers": [(b"host", b"testserver")], "server": ("testserver", 80),
+             "query_string": b"", "headers": [(b"host", b"localhost")] if headers is None else headers,
+             "server": ("127.0.0.1", 80),
              "client": ("127.0.0.1", 1234)}
     asyncio.run(app(scope, receive, send))
     return messages[0]["status"]
@@ -307,7 +312,7 @@ def test_default_model_dirs_none(tmp_path, monkeypatch):
 
 def test_no_models_means_404(repo, monkeypatch):
     monkeypatch.setattr(server, "default_model_dirs", lambda root: {})
-    with TestClient(create_app(repo)) as c:
+    with TestClient(create_app(repo), base_url=LOCAL) as c:
         assert c.get("/models/minilm-l6-v2/model.safetensors").status_code == 404
         assert c.get("/").status_code == 200
 
@@ -321,10 +326,115 @@ def test_fault_hook_is_off_by_default_and_replaces_model_responses(repo):
     async def faults(request, path, response):
         seen.append(path)
         return Response(b"", status_code=500) if path.endswith(".safetensors") else None
-    with TestClient(create_app(repo, models_dir=repo / "models", faults=faults)) as c:
+    with TestClient(create_app(repo, models_dir=repo / "models", faults=faults), base_url=LOCAL) as c:
         assert c.get("/models/tiny/model.safetensors").status_code == 500
         assert c.get("/models/tiny/vocab.txt").status_code == 200
     assert seen == ["tiny/model.safetensors", "tiny/vocab.txt"]
+
+
+# -- Host allow-list, nosniff, the bind warning -----------------------------------------------------------
+
+@pytest.mark.parametrize("host", ["localhost", "localhost:8000", "LocalHost:9", "127.0.0.1", "127.0.0.1:1234",
+                                  "[::1]", "[::1]:8000"])
+def test_loopback_host_names_are_answered(client, host):
+    for path in ("/", "/wheels/latest.json", "/models/tiny/model.safetensors"):
+        assert client.get(path, headers={"Host": host}).status_code == 200, (host, path)
+
+
+@pytest.mark.parametrize("host", ["rebind.example", "rebind.example:8000", "127.0.0.1.nip.io", "localhost.example",
+                                  "192.168.1.20:8000", "testserver", "[::2]", "", "a b", "localhost:port"])
+def test_other_host_names_are_refused(client, host):
+    wheel = client.get("/wheels/latest.json").json()["gpuport"]
+    for path in ("/", "/wheels/latest.json", wheel, "/models/tiny/model.safetensors", "/missing.js"):
+        r = client.get(path, headers={"Host": host})
+        assert r.status_code == 400 and r.text == "Invalid host header", (host, path, r.status_code, r.text)
+        assert r.headers["x-content-type-options"] == "nosniff"
+        assert wheel.encode() not in r.content and MODEL not in r.content
+
+
+def test_a_request_without_host_is_refused(client):
+    assert raw_get(client.app, "/", headers=[]) == 400
+    assert raw_get(client.app, "/", headers=[(b"host", b"localhost:8000")]) == 200
+
+
+def test_allow_host_adds_names(repo):
+    hosts = server.allowed_hosts("0.0.0.0", ["MyBox.local", "192.168.1.20", "fe80::1"])
+    assert hosts == ["localhost", "127.0.0.1", "[::1]", "0.0.0.0", "mybox.local", "192.168.1.20", "[fe80::1]"]
+    with TestClient(create_app(repo, models_dir=repo / "models", hosts=hosts), base_url=LOCAL) as c:
+        for host in ("mybox.local:8000", "MYBOX.LOCAL", "192.168.1.20:8000", "[fe80::1]:8000", "0.0.0.0:8000",
+                     "localhost:8000"):
+            assert c.get("/models/tiny/vocab.txt", headers={"Host": host}).status_code == 200, host
+        for host in ("other.local", "mybox.local.evil.example", "192.168.1.21"):
+            assert c.get("/models/tiny/vocab.txt", headers={"Host": host}).status_code == 400, host
+    with TestClient(create_app(repo, hosts=server.allowed_hosts("127.0.0.1", ["*.lan.test"])), base_url=LOCAL) as c:
+        assert c.get("/", headers={"Host": "box.lan.test"}).status_code == 200
+        assert c.get("/", headers={"Host": "lan.test.evil"}).status_code == 400
+
+
+def test_allow_host_on_the_command_line():
+    from gpuport.cli import build_parser
+
+    args = build_parser().parse_args(["serve", "--allow-host", "MyBox.local", "--allow-host", "::1"])
+    assert args.allow_host == ["mybox.local", "[::1]"]
+    assert build_parser().parse_args(["serve"]).allow_host == []
+    for bad in ("mybox:8000", "http://mybox", "a/b", "", "a*b"):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["serve", "--allow-host", bad])
+
+
+@pytest.mark.parametrize("request_headers,status", [
+    ({}, 200), ({"Range": "bytes=0-7"}, 206), ({"Range": "bytes=5000-"}, 416), ({"Range": "bytes=9-3"}, 400),
+])
+def test_nosniff_on_every_response(client, request_headers, status):
+    r = client.get("/models/tiny/model.safetensors", headers=request_headers)
+    assert r.status_code == status and r.headers["x-content-type-options"] == "nosniff"
+    etag = client.get("/shaders/gelu.wgsl").headers["etag"]
+    for r, code in [(client.get("/shaders/gelu.wgsl", headers={"If-None-Match": etag}), 304),
+                    (client.get("/missing.js"), 404), (client.get("/a/b/c/d"), 404),
+                    (client.post("/"), 405), (client.head("/"), 200), (client.get("/wheels/latest.json"), 200),
+                    (client.get("/pyodide/pyodide.asm.wasm"), 200)]:
+        assert r.status_code == code and r.headers["x-content-type-options"] == "nosniff", (r.url, code)
+        assert r.headers.get_list("x-content-type-options") == ["nosniff"]
+
+
+def test_nosniff_on_server_errors(repo):
+    async def faults(request, path, response):
+        raise RuntimeError("broken handler")
+    app = create_app(repo, models_dir=repo / "models", faults=faults)
+    with TestClient(app, base_url=LOCAL, raise_server_exceptions=False) as c:
+        r = c.get("/models/tiny/vocab.txt")
+    assert r.status_code == 500 and r.headers["x-content-type-options"] == "nosniff"
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.168.1.20", "mybox.local"])
+def test_binding_beyond_loopback_warns(host):
+    text = server.bind_warning(host, 8000, server.allowed_hosts(host))
+    assert text and "WARNING" in text and "reachable from other machines" in text
+    assert "wheel built from this working tree" in text and "model files" in text and "--allow-host" in text
+    assert ("every network interface" in text) == (host in ("0.0.0.0", "::"))
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.2", "localhost", "::1", "[::1]"])
+def test_loopback_binds_do_not_warn(host):
+    assert server.bind_warning(host, 8000, server.allowed_hosts(host)) is None
+
+
+def test_serve_prints_the_warning_and_passes_the_allow_list(monkeypatch, capsys):
+    import uvicorn
+
+    made, ran = {}, {}
+    monkeypatch.setattr(server, "create_app", lambda root, **kw: made.update(kw) or "app")
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: ran.update(kw, app=app))
+    server.serve(host="0.0.0.0", port=9000, allow_hosts=["mybox.local"])
+    out, err = capsys.readouterr()
+    assert out.strip() == "gpuport dev server: http://0.0.0.0:9000/"
+    assert "WARNING: binding 0.0.0.0:9000 (every network interface)" in err and "mybox.local" in err
+    assert made["hosts"] == ["localhost", "127.0.0.1", "[::1]", "0.0.0.0", "mybox.local"]
+    assert ran == {"host": "0.0.0.0", "port": 9000, "log_level": "info", "app": "app"}
+    server.serve()
+    out, err = capsys.readouterr()
+    assert out.strip() == "gpuport dev server: http://127.0.0.1:8000/" and err == ""
+    assert made["hosts"] == ["localhost", "127.0.0.1", "[::1]"]
 
 
 # -- the real repository ---------------------------------------------------------------------------------
@@ -333,7 +443,7 @@ def test_real_repo_serves_pyodide_wheel_and_model():
     """Against the checkout itself (`make setup` assembled .cache/pyodide and installed the model)."""
     app = create_app()
     assert app.state.root == REPO
-    with TestClient(app) as c:
+    with TestClient(app, base_url=LOCAL) as c:
         wasm = c.head("/pyodide/pyodide.asm.wasm")
         assert wasm.status_code == 200 and wasm.headers["content-type"] == "application/wasm"
         lock = c.get("/pyodide/pyodide-lock.json").json()

@@ -11,12 +11,16 @@ import re
 from typing import Any, Iterable
 
 from .errors import LoadError
-from .formats.safetensors import check_layout, read_header, tensor_entries
+from .formats.safetensors import MAX_HEADER, check_layout, read_header, tensor_entries
+from .records import (RecordError, need, need_dict, need_hex64, need_int, need_key, need_list, need_str,
+                      parse_json, short_repr)
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = 1
 WEIGHTS_NAME = "model.safetensors"
 MANIFEST_CHUNK = 1 << 20          # pack-model's chunk size: the unit of hashing, caching and resuming
+MAX_MANIFEST_BYTES = 4 << 20      # MiniLM's is 33 KB; a manifest this big is not one pack-model wrote
+MAX_MANIFEST_DEPTH = 4            # manifest > tensors > tensor > shape
 
 
 def sha256(data: bytes | memoryview) -> str:
@@ -55,9 +59,8 @@ def build_manifest(path: str | os.PathLike, chunk_size: int = MANIFEST_CHUNK, mo
     tensors = {}
     for name, info in tensor_entries(header).items():
         b, e = data_start + info["data_offsets"][0], data_start + info["data_offsets"][1]
-        last = max(b, e - 1)
         tensors[name] = {"start": b, "end": e, "dtype": info["dtype"], "shape": info["shape"],
-                         "chunks": [b // chunk_size, last // chunk_size], "layer": layer_of(name)}
+                         "chunks": chunk_span(b, e, chunk_size, len(chunks)), "layer": layer_of(name)}
     directory = os.path.dirname(path)
     extra = {}
     for fname in files:
@@ -71,22 +74,82 @@ def build_manifest(path: str | os.PathLike, chunk_size: int = MANIFEST_CHUNK, mo
             "tensors": tensors, "files": extra}
 
 
-def check_manifest(m: Any, where: str) -> dict:
-    """A manifest that is well formed (else LoadError saying what is wrong)."""
+def parse_manifest(text: str | bytes, where: str) -> dict:
+    """The manifest in `text` (JSON), bounded and checked: LoadError naming `where` and the field."""
     try:
-        if not isinstance(m, dict) or m.get("format") != MANIFEST_FORMAT:
-            raise ValueError(f"format {m.get('format') if isinstance(m, dict) else m!r}, expected {MANIFEST_FORMAT}")
-        size, cs = int(m["size"]), int(m["chunk_size"])
-        pos = 0
-        for i, c in enumerate(m["chunks"]):
-            if c["start"] != pos or not (0 < c["end"] - c["start"] <= cs) or len(c["sha256"]) != 64:
-                raise ValueError(f"chunk {i} is malformed: {c}")
-            pos = c["end"]
-        if pos != size:
-            raise ValueError(f"chunks cover {pos} bytes, the file has {size}")
-        for name, t in m["tensors"].items():
-            if not (m["data_start"] <= t["start"] <= t["end"] <= size):
-                raise ValueError(f"tensor {name!r} lies outside the file")
-    except (KeyError, TypeError, ValueError) as exc:
+        data = parse_json(text, MAX_MANIFEST_BYTES, MAX_MANIFEST_DEPTH)
+    except RecordError as exc:
+        what = f"not a valid gpuport chunk manifest: {exc}" if exc.field else f"manifest is {exc.problem}"
+        raise LoadError(f"{where}: {what}") from None
+    return check_manifest(data, where)
+
+
+def check_manifest(m: Any, where: str) -> dict:
+    """`m` if it is a well-formed manifest (else LoadError naming `where` and the field): every field's
+    type, chunks contiguous over the file, each tensor inside the data and mapped to exactly the chunks
+    its bytes lie in, header_len and data_start consistent, sha256 fields 64 hex digits."""
+    try:
+        return _checked(m)
+    except RecordError as exc:
         raise LoadError(f"{where}: not a valid gpuport chunk manifest: {exc}") from None
+
+
+def _checked(m: Any) -> dict:
+    need_dict(m, "manifest")
+    if need_key(m, "format", "format") != MANIFEST_FORMAT:
+        raise RecordError("format", f"{short_repr(m['format'])}, expected {MANIFEST_FORMAT}")
+    for key in ("model", "file"):
+        need_str(m.get(key), key, optional=True)
+    size = need(m, "size", need_int)
+    need(m, "sha256", need_hex64)
+    cs = need(m, "chunk_size", need_int, low=1)
+    header_len = need(m, "header_len", need_int, low=2, high=MAX_HEADER)
+    data_start = need(m, "data_start", need_int, high=size)
+    if data_start != header_len + 8:
+        raise RecordError("data_start", f"{data_start} is not 8 + header_len ({header_len + 8})")
+    need(m, "header_sha256", need_hex64)
+
+    chunks = need(m, "chunks", need_list, length=-(-size // cs))
+    pos = 0
+    for i, c in enumerate(chunks):
+        f = f"chunks[{i}]"
+        need_dict(c, f)
+        if need(c, "start", need_int, f) != pos:
+            raise RecordError(f + ".start", f"{c['start']}, expected {pos} "
+                              f"({f'where chunk {i - 1} ends' if i else 'the start of the file'})")
+        end = need(c, "end", need_int, f)
+        if end != min(pos + cs, size):
+            raise RecordError(f + ".end", f"{end}, expected {min(pos + cs, size)} (chunks of {cs} bytes "
+                              f"over a file of {size})")
+        need(c, "sha256", need_hex64, f)
+        pos = end
+
+    for name, t in need(m, "tensors", need_dict).items():
+        f = f"tensors[{name!r}]"
+        need_dict(t, f)
+        start = need(t, "start", need_int, f, low=data_start, high=size)
+        end = need(t, "end", need_int, f, low=start, high=size)
+        need(t, "dtype", need_str, f)
+        for j, d in enumerate(need(t, "shape", need_list, f)):
+            need_int(d, f"{f}.shape[{j}]")
+        span = need(t, "chunks", need_list, f, length=2)
+        for j, k in enumerate(span):
+            need_int(k, f"{f}.chunks[{j}]", high=len(chunks) - 1)
+        if span != chunk_span(start, end, cs, len(chunks)):
+            raise RecordError(f + ".chunks", f"{span}, but bytes {start}..{end} lie in chunks "
+                              f"{chunk_span(start, end, cs, len(chunks))}")
+        need_str(t.get("layer"), f + ".layer", optional=True)
+
+    for fname, entry in need_dict(m.get("files", {}), "files").items():
+        f = f"files[{fname!r}]"
+        need_dict(entry, f)
+        need(entry, "size", need_int, f)
+        need(entry, "sha256", need_hex64, f)
     return m
+
+
+def chunk_span(start: int, end: int, chunk_size: int, n_chunks: int) -> list[int]:
+    """[first, last]: the chunks that bytes [start, end) of the file lie in (an empty tensor: the chunk
+    where it starts, the last one if it starts at the end of the file)."""
+    last = max(start, end - 1)
+    return [min(start // chunk_size, n_chunks - 1), min(last // chunk_size, n_chunks - 1)]

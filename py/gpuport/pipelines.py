@@ -5,7 +5,7 @@ A page cannot store compiled pipelines (the browser's own per-origin cache does 
 the recipe: the specialised WGSL, entry point, constants, layout and first-use order. The manifest is
 scoped to the adapter, the browser version, the enabled features and the gpuport version, so none of
 those changing can ever reuse a stale entry; an entry whose WGSL no longer matches the shipped shader is
-dropped; a corrupt or foreign record is ignored and rewritten.
+dropped; a corrupt, foreign, oversized or malformed record is ignored, reported and rewritten.
 """
 
 from __future__ import annotations
@@ -15,6 +15,9 @@ import json
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from typing import Any
+
+from .records import (RecordError, need, need_dict, need_hex64, need_int, need_key, need_list, need_number,
+                      need_str, parse_json, report_bad_record, short_repr)
 
 FORMAT = 1
 MAX_ENTRIES = 256
@@ -68,15 +71,34 @@ class ManifestEntry:
     compile_ms: float = 0.0
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ManifestEntry":
-        entry = cls(key=str(d["key"]), label=str(d["label"]), source=str(d["source"]),
-                    source_sha256=str(d["source_sha256"]), entry_point=str(d["entry_point"]),
-                    constants={str(k): float(v) for k, v in dict(d["constants"]).items()},
-                    bindings=None if d["bindings"] is None else [str(b) for b in d["bindings"]],
-                    order=int(d["order"]), compile_ms=float(d.get("compile_ms", 0.0)))
+    def from_dict(cls, d: Any, field: str = "entry") -> "ManifestEntry":
+        """An entry as to_json wrote it; RecordError naming the field when a type or the source's hash does
+        not hold. The key is not taken on trust: it is recomputed from the WGSL, entry point, constants
+        and layout it identifies."""
+        need_dict(d, field)
+        bindings = need_key(d, "bindings", field + ".bindings")
+        if bindings is not None:
+            bindings = [need_str(b, f"{field}.bindings[{i}]")
+                        for i, b in enumerate(need_list(bindings, field + ".bindings"))]
+        need(d, "key", need_str, field)
+        entry = cls(key="", label=need(d, "label", need_str, field),
+                    source=need(d, "source", need_str, field),
+                    source_sha256=need(d, "source_sha256", need_hex64, field),
+                    entry_point=need(d, "entry_point", need_str, field),
+                    constants={k: need_number(v, f"{field}.constants[{k!r}]", minimum=None)
+                               for k, v in need(d, "constants", need_dict, field).items()},
+                    bindings=bindings, order=need(d, "order", need_int, field),
+                    compile_ms=need_number(d.get("compile_ms", 0.0), field + ".compile_ms"))
         if sha256(entry.source) != entry.source_sha256:
-            raise ValueError(f"entry {entry.label!r}: source does not match its hash")
+            raise RecordError(field + ".source", f"does not match source_sha256 (entry {entry.label!r})")
+        entry.key = spec_of(entry).key
         return entry
+
+
+def spec_of(entry: ManifestEntry) -> PipelineSpec:
+    """The spec an entry rebuilds."""
+    return PipelineSpec(entry.label, entry.source, entry.entry_point, tuple(sorted(entry.constants.items())),
+                        None if entry.bindings is None else tuple(entry.bindings))
 
 
 @dataclass
@@ -85,8 +107,8 @@ class PipelineManifest:
 
     scope: str
     entries: dict[str, ManifestEntry] = field(default_factory=dict)
-    loaded: int = 0          # entries that came from storage
-    repaired: bool = False   # storage held something unusable; it will be rewritten
+    loaded: int = 0                  # entries that came from storage
+    repaired: str | None = None      # why storage held something unusable (it is rewritten), else None
     dirty: bool = False
 
     def record(self, spec: PipelineSpec, compile_ms: float) -> None:
@@ -111,8 +133,7 @@ class PipelineManifest:
             self.dirty = True
 
     def spec_of(self, entry: ManifestEntry) -> PipelineSpec:
-        return PipelineSpec(entry.label, entry.source, entry.entry_point, tuple(sorted(entry.constants.items())),
-                            None if entry.bindings is None else tuple(entry.bindings))
+        return spec_of(entry)
 
     def ordered(self, labels: set[str] | None = None) -> list[ManifestEntry]:
         found = [e for e in self.entries.values() if labels is None or e.label in labels]
@@ -134,19 +155,27 @@ class PipelineManifest:
 
     @classmethod
     def from_json(cls, scope: str, text: str | None) -> "PipelineManifest":
-        """Parse a stored manifest; anything corrupt, foreign or of another format yields an empty,
-        repaired manifest (never an exception at start-up)."""
+        """Parse a stored manifest; anything corrupt, foreign, of another format, too big or too deep yields
+        an empty, repaired manifest (reported once as a records.RecordWarning, never an exception at
+        start-up)."""
         manifest = cls(scope)
         if text is None:
             return manifest
         try:
-            data = json.loads(text)
-            if data.get("format") != FORMAT or data.get("scope") != scope:
-                raise ValueError("foreign or outdated manifest")
-            for d in data["entries"]:
-                entry = ManifestEntry.from_dict(d)
+            data = need_dict(parse_json(text), "manifest")
+            if data.get("format") != FORMAT:
+                raise RecordError("format", f"{short_repr(data.get('format'))}, expected {FORMAT}")
+            if data.get("scope") != scope:
+                raise RecordError("scope", f"{short_repr(data.get('scope'))}: another adapter's, browser's or "
+                                  "gpuport version's record")
+            entries = need(data, "entries", need_list)
+            if len(entries) > MAX_ENTRIES:
+                raise RecordError("entries", f"{len(entries)} entries, more than the {MAX_ENTRIES} ever kept")
+            for i, d in enumerate(entries):
+                entry = ManifestEntry.from_dict(d, f"entries[{i}]")
                 manifest.entries[entry.key] = entry
-        except (ValueError, TypeError, KeyError, AttributeError):
-            manifest = cls(scope, repaired=True, dirty=True)
+        except RecordError as exc:
+            report_bad_record("pipelines", scope, str(exc))
+            manifest = cls(scope, repaired=str(exc), dirty=True)
         manifest.loaded = len(manifest.entries)
         return manifest

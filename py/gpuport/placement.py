@@ -19,7 +19,6 @@ choosing per op call.
 from __future__ import annotations
 
 import json
-import math
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -27,7 +26,8 @@ import numpy as np
 
 from .calibration import calibrate_device, calibrate_host
 from .kernels import OpCall
-from .selector import BackendCosts, BackendSelector, SelectorConfig, WorkloadCharacteristics, op_flops
+from .records import RecordError, report_bad_record
+from .selector import BackendCosts, BackendSelector, SelectorConfig, WorkloadCharacteristics, op_flops, read_record
 from .stores import RecordStore, store_for
 
 if TYPE_CHECKING:
@@ -47,6 +47,7 @@ class AutoPlacement:
         self.select_s = 0.0
         self.selections = 0
         self.store: RecordStore | None = None   # stores.store_for("selector"), set by attach
+        self.ignored_record: str | None = None   # why the stored record was unusable (it was rewritten)
         self._workloads: dict[tuple[Any, ...], tuple[WorkloadCharacteristics, bool]] = {}
 
     # -- per op ---------------------------------------------------------------------------------------
@@ -111,22 +112,12 @@ class AutoPlacement:
                 "calibration": {"source": self.calibrated, "ms": round(self.calibration_ms, 1),
                                 "costs": summary["costs"]},
                 "mean_select_us": round(self.select_s / self.selections * 1e6, 2) if self.selections else None,
-                "forced": self.selector.config.forced, "disabled": list(self.selector.config.disabled)}
+                "forced": self.selector.config.forced, "disabled": list(self.selector.config.disabled),
+                **({"ignored_record": self.ignored_record} if self.ignored_record else {})}
 
     # -- persistence ----------------------------------------------------------------------------------
     def to_json(self) -> str:
-        data = self.selector.to_dict()
-        data["costs"] = {b: vars(c) for b, c in self.selector.costs.items()}
-        return json.dumps(data, default=lambda v: None if v == math.inf else v)
-
-    def load_json(self, text: str | None) -> int:
-        if not text:
-            return 0
-        try:
-            data = json.loads(text)
-        except ValueError:
-            return 0
-        return self.selector.load_dict(data)
+        return json.dumps(self.selector.to_dict())
 
     def save_soon(self) -> None:
         """Persist measurements and calibration (a file now natively, an IndexedDB write in a page)."""
@@ -134,32 +125,30 @@ class AutoPlacement:
             self.store.save_soon(self.rt.pipelines.scope, self.to_json())
 
 
-def _stored_costs(text: str | None) -> dict[str, BackendCosts] | None:
-    if not text:
-        return None
-    try:
-        raw = json.loads(text).get("costs") or {}
-        costs = {b: BackendCosts(**{k: (math.inf if v is None else float(v)) for k, v in c.items()})
-                 for b, c in raw.items()}
-        return costs if set(costs) == {"webgpu", "cpu"} else None
-    except (ValueError, TypeError, AttributeError):
-        return None
-
-
 async def attach(rt: "Runtime") -> AutoPlacement:
     """Stored calibration if there is one (per adapter), else measure both sides now and persist it; then
-    restore the learned history."""
+    restore the learned history. A stored record that is not entirely sound is ignored as a whole,
+    reported once (records.RecordWarning) and rewritten."""
     store = store_for("selector")
-    text = await store.load(rt.pipelines.scope)
+    scope = rt.pipelines.scope
+    text = await store.load(scope)
     t0 = time.perf_counter()
-    costs = _stored_costs(text)
+    costs, history, problem = None, None, None
+    if text is not None:
+        try:
+            costs, history = read_record(text)
+        except RecordError as exc:
+            problem = str(exc)
+            report_bad_record("selector", scope, problem)
     measured = costs is None
     if costs is None:
         costs = {"webgpu": await calibrate_device(rt), "cpu": await calibrate_host()}
     auto = AutoPlacement(rt, costs, SelectorConfig.from_env(), (time.perf_counter() - t0) * 1e3,
                          "measured" if measured else "stored")
     auto.store = store
-    auto.load_json(text)
+    auto.ignored_record = problem
+    if history is not None:
+        auto.selector.load_dict(history)
     rt.selector = auto
     if measured:
         auto.save_soon()

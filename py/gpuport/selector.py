@@ -9,18 +9,20 @@ says it could plausibly win, and only a bounded number of times.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 from .errors import GpuportError
+from .records import (RecordError, need, need_dict, need_int, need_key, need_list, need_number, need_str,
+                      parse_json, short_repr)
 
 ENV_FORCE = "GPUPORT_BACKEND"      # force one backend for every op ("cpu" or "webgpu")
 ENV_DISABLE = "GPUPORT_DISABLE"    # comma-separated backends never to select
+RECORD_VERSION = 1
+MAX_BUCKET = 1100                  # log2 of the largest float: no real workload lies beyond
 
 
 def _prod(shape: Sequence[int]) -> int:
@@ -222,32 +224,59 @@ class BackendSelector:
 
     # -- persistence ------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        return {"version": 1, "stats": [[op, bucket, b, st.mean_s, st.count, st.failures]
-                                        for (op, bucket, b), st in self._stats.items()]}
+        """The record persisted per adapter (placement.py, through stores.py): measurements and the
+        calibrated costs (an infinite rate as null)."""
+        return {"version": RECORD_VERSION,
+                "stats": [[op, bucket, b, st.mean_s, st.count, st.failures]
+                          for (op, bucket, b), st in self._stats.items()],
+                "costs": {b: {k: None if v == math.inf else v for k, v in asdict(c).items()}
+                          for b, c in self.costs.items()}}
 
-    def load_dict(self, data: dict[str, Any]) -> int:
-        """Merge saved measurements; anything malformed is ignored. Returns how many were taken."""
+    def load_dict(self, data: Any) -> int:
+        """Merge the measurements of a record (what to_dict wrote). Anything malformed raises RecordError
+        naming the field, and then nothing is taken. Returns how many were taken (rows of backends this
+        selector lacks are skipped)."""
         taken = 0
-        if not isinstance(data, dict) or data.get("version") != 1:
-            return 0
-        for row in data.get("stats", []):
-            try:
-                op, bucket, b, mean_s, count, failures = row
-                if b in self.costs and float(mean_s) >= 0:
-                    self._stats[(str(op), int(bucket), str(b))] = _Stat(float(mean_s), int(count), int(failures))
-                    taken += 1
-            except (TypeError, ValueError):
-                continue
+        for op, bucket, b, stat in _history(data):
+            if b in self.costs:
+                self._stats[(op, bucket, b)] = stat
+                taken += 1
         return taken
 
-    def save(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.to_dict()))
-        tmp.replace(path)
 
-    def load(self, path: Path) -> int:
-        try:
-            return self.load_dict(json.loads(path.read_text()))
-        except (OSError, ValueError):
-            return 0
+def read_record(text: str | bytes) -> tuple[dict[str, BackendCosts], dict[str, Any]]:
+    """A stored record's calibrated costs and its data for `load_dict`, bounded and schema-checked as a
+    whole (RecordError naming the field): every rate finite and > 0 (they divide), overheads finite and
+    >= 0, mean times > 0, counts non-negative integers."""
+    data = need_dict(parse_json(text), "record")
+    _history(data)
+    raw = need(data, "costs", need_dict)
+    if sorted(raw) != ["cpu", "webgpu"]:
+        raise RecordError("costs", f"backends {sorted(raw)}, expected ['cpu', 'webgpu']")
+    costs = {}
+    for b, c in raw.items():
+        f = f"costs.{b}"
+        need_dict(c, f)
+        rates = {}
+        for name in ("flops_per_s", "bytes_per_s", "transfer_bytes_per_s"):
+            value = need_key(c, name, f"{f}.{name}")
+            # the host's own transfer is infinite: null (or Infinity, in records written before null was)
+            rates[name] = (math.inf if name == "transfer_bytes_per_s" and value in (None, math.inf) else
+                           need_number(value, f"{f}.{name}", positive=True))
+        costs[b] = BackendCosts(**rates, overhead_s=need(c, "overhead_s", need_number, f))
+    return costs, data
+
+
+def _history(data: Any) -> list[tuple[str, int, str, _Stat]]:
+    """The measurements of a record: [op, size bucket, backend, mean seconds, count, failures] rows."""
+    need_dict(data, "record")
+    if data.get("version") != RECORD_VERSION:
+        raise RecordError("version", f"{short_repr(data.get('version'))}, expected {RECORD_VERSION}")
+    rows = []
+    for i, row in enumerate(need(data, "stats", need_list)):
+        f = f"stats[{i}]"
+        op, bucket, b, mean_s, count, failures = need_list(row, f, length=6)
+        rows.append((need_str(op, f + "[0]"), need_int(bucket, f + "[1]", high=MAX_BUCKET), need_str(b, f + "[2]"),
+                     _Stat(need_number(mean_s, f + "[3]", positive=True), need_int(count, f + "[4]"),
+                           need_int(failures, f + "[5]"))))
+    return rows

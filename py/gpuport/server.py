@@ -15,21 +15,32 @@ the working tree, the shaders and model files.
 Files go through Starlette's FileResponse, which answers Range requests: one range -> 206 with
 Content-Range, several -> 206 multipart/byteranges, unsatisfiable -> 416 with `Content-Range: bytes */size`.
 Only GET and HEAD; no directory listings; dot-files, `..`, absolute paths and symlinks that leave their
-root all answer 404. Loopback by default.
+root all answer 404. Every response, errors included, carries `X-Content-Type-Options: nosniff`.
+
+Loopback by default, and only for the Host names in an allow-list (Starlette's TrustedHostMiddleware; any
+other Host gets 400): `localhost`, `127.0.0.1`, `[::1]` and the bound address, with any port, plus what
+`--allow-host` adds. A page on another origin that rebinds its DNS name to 127.0.0.1 still sends its own
+name as Host, so it cannot read what this server serves (the wheel built from the working tree included).
+Binding a non-loopback address prints a warning naming what becomes reachable (`bind_warning`).
 """
 
 from __future__ import annotations
 
 import importlib.util
+import ipaddress
 import os
+import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Sequence
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .distribution import default_dest, ensure_distribution, find_repo_root, is_complete
 from .errors import LoadError
@@ -40,6 +51,9 @@ MODEL_NAME = "minilm-l6-v2"
 IMMUTABLE = "public, max-age=31536000, immutable"
 NO_CACHE = "no-cache"
 MODELS_CACHE = "public, max-age=3600"
+
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]")
+NOSNIFF = (b"x-content-type-options", b"nosniff")
 
 MEDIA_TYPES = {
     ".html": "text/html",
@@ -156,12 +170,95 @@ def model_file(mapping: dict[str, list[Path]], models_dir: Path | None, path: st
     return None
 
 
+def host_name(name: str) -> str:
+    """`name` as it appears in a Host header (an IPv6 address in brackets, lower case); ValueError for
+    what is not a host name, an IP address or a `*.domain` pattern (a port, a path, a scheme...)."""
+    bare = name.strip().lower()
+    try:
+        ip = ipaddress.ip_address(bare.strip("[]"))
+    except ValueError:
+        ip = None
+    if ip is not None:
+        return f"[{ip.compressed}]" if ip.version == 6 else ip.compressed
+    label = bare[2:] if bare.startswith("*.") else bare
+    if bare != "*" and not (label and all(part and part.replace("-", "").replace("_", "").isalnum()
+                                          for part in label.split("."))):
+        raise ValueError(f"{name!r} is not a host name or IP address (no port, scheme or path: e.g. "
+                         f"'mybox.local', '192.168.1.20', '*.example.test')")
+    return bare
+
+
+def allowed_hosts(bound: str, extra: Iterable[str] = ()) -> list[str]:
+    """The Host names answered: the loopback names, the bound address, then `extra` (`--allow-host`)."""
+    names: list[str] = []
+    for name in (*LOOPBACK_HOSTS, bound, *extra):
+        normal = host_name(name)
+        if normal not in names:
+            names.append(normal)
+    return names
+
+
+def is_loopback(host: str) -> bool:
+    """Whether binding `host` keeps the server on this machine."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False   # a name: it may resolve to any interface
+
+
+def bind_warning(host: str, port: int, allowed: Sequence[str]) -> str | None:
+    """The warning to print before binding `host` (None for loopback): what becomes reachable, from where."""
+    if is_loopback(host):
+        return None
+    try:
+        everywhere = ipaddress.ip_address(host.strip("[]")).is_unspecified
+    except ValueError:
+        everywhere = False
+    netloc = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    where = f"{netloc} (every network interface)" if everywhere else netloc
+    return (f"gpuport dev server: WARNING: binding {where} makes everything it serves reachable from "
+            "other machines on the network: the demo page and its JS, the gpuport wheel built from this working "
+            "tree (the package's source), the shaders, the Pyodide distribution and the model files. It is a "
+            f"development server (no TLS, no authentication). Requests are answered only for Host "
+            f"{', '.join(allowed)}; add the name others use with --allow-host NAME.")
+
+
+class NoSniff:
+    """ASGI middleware: `X-Content-Type-Options: nosniff` on every response that passes through it."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_nosniff(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*(h for h in message.get("headers", []) if h[0].lower() != NOSNIFF[0]),
+                                      NOSNIFF]
+            await send(message)
+
+        await self.app(scope, receive, send_nosniff)
+
+
+async def _server_error(request: Request, exc: Exception) -> Response:
+    # Starlette sends the 500 from outside the middleware stack, so the header is set here.
+    return PlainTextResponse("Internal Server Error", status_code=500,
+                             headers={NOSNIFF[0].decode(): NOSNIFF[1].decode()})
+
+
 def create_app(root: Path | None = None, models_dir: Path | None = None,
-               pyodide_dir: Path | None = None, faults: Any = None) -> Starlette:
+               pyodide_dir: Path | None = None, faults: Any = None,
+               hosts: Sequence[str] | None = None) -> Starlette:
     """Build the wheel, make sure the Pyodide distribution is there, and return the app.
 
     models_dir: a folder of per-model folders served as /models/<name>/... (default: the mapping of
-    default_model_dirs). faults: tests only (never on by default): an object with
+    default_model_dirs). hosts: the Host names answered (default: LOOPBACK_HOSTS; see allowed_hosts).
+    faults: tests only (never on by default): an object with
     `async __call__(request, path, response) -> Response | None` that may replace model responses.
     """
     root = Path(root) if root is not None else find_repo_root()
@@ -200,7 +297,10 @@ def create_app(root: Path | None = None, models_dir: Path | None = None,
                 return replaced
         return response
 
-    app = Starlette(routes=[
+    hosts = list(hosts) if hosts is not None else list(LOOPBACK_HOSTS)
+    app = Starlette(middleware=[Middleware(NoSniff),   # outermost: the Host refusal gets it too
+                                Middleware(TrustedHostMiddleware, allowed_hosts=hosts, www_redirect=False)],
+                    exception_handlers={Exception: _server_error}, routes=[
         Route("/", index, methods=["GET"]),
         Route("/pyodide/{path:path}", pyodide, methods=["GET"]),
         Route("/wheels/latest.json", latest, methods=["GET"]),
@@ -212,6 +312,7 @@ def create_app(root: Path | None = None, models_dir: Path | None = None,
     app.router.redirect_slashes = False  # "/shaders/" is a 404, not a redirect to "/shaders"
     app.state.root, app.state.wheel = root, wheel
     app.state.pyodide_dir, app.state.models_dir, app.state.models = pyodide_dir, models, mapping
+    app.state.hosts = hosts
     return app
 
 
@@ -220,15 +321,20 @@ def url_for(host: str, port: int) -> str:
 
 
 def serve(host: str = "127.0.0.1", port: int = 8000, root: Path | None = None, models_dir: Path | None = None,
-          pyodide_dir: Path | None = None, log_level: str = "info") -> None:
-    """Build everything, print the URL, then serve until interrupted."""
+          pyodide_dir: Path | None = None, log_level: str = "info", allow_hosts: Iterable[str] = ()) -> None:
+    """Build everything, print the URL (and a warning when binding beyond loopback), then serve until
+    interrupted. allow_hosts: Host names answered besides the loopback names and `host`."""
     import uvicorn
 
-    app = create_app(root, models_dir=models_dir, pyodide_dir=pyodide_dir)
+    hosts = allowed_hosts(host, allow_hosts)
+    warning = bind_warning(host, port, hosts)
+    if warning:   # before the build, so it is the first thing seen
+        print(warning, file=sys.stderr, flush=True)
+    app = create_app(root, models_dir=models_dir, pyodide_dir=pyodide_dir, hosts=hosts)
     print(f"gpuport dev server: {url_for(host, port)}", flush=True)
     uvicorn.run(app, host=host, port=port, log_level=log_level)
 
 
-__all__ = ["IMMUTABLE", "MEDIA_TYPES", "MODELS_CACHE", "NO_CACHE", "build_wheel", "create_app",
-           "default_model_dirs", "file_response", "model_file",
-           "package_model_dir", "media_type", "safe_path", "serve", "url_for"]
+__all__ = ["IMMUTABLE", "LOOPBACK_HOSTS", "MEDIA_TYPES", "MODELS_CACHE", "NO_CACHE", "NoSniff", "allowed_hosts",
+           "bind_warning", "build_wheel", "create_app", "default_model_dirs", "file_response", "host_name",
+           "is_loopback", "model_file", "package_model_dir", "media_type", "safe_path", "serve", "url_for"]

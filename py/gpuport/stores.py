@@ -1,16 +1,19 @@
 """Small persistent records (pipeline manifests, selector history): JSON files natively, IndexedDB in a page.
 
 Both stores speak text and fail soft: storage that cannot be read or written (read-only home, full disk,
-private browsing) only loses the optimisation the record was for.
+private browsing) only loses the optimisation the record was for. What a store hands back is never
+trusted: its reader checks it with records.py, and a record that fails is ignored, reported and rewritten.
 """
 
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 from typing import Protocol
 
 from .platform import IN_PYODIDE
+from .records import MAX_RECORD_BYTES, STORE_PLACES, cache_dir
 
 
 class RecordStore(Protocol):
@@ -19,14 +22,6 @@ class RecordStore(Protocol):
     async def load(self, scope: str) -> str | None: ...
 
     def save_soon(self, scope: str, text: str) -> None: ...
-
-
-def cache_dir() -> Path:
-    """Where native runs keep records: $GPUPORT_CACHE, else $XDG_CACHE_HOME/gpuport, else ~/.cache/gpuport."""
-    if os.environ.get("GPUPORT_CACHE"):
-        return Path(os.environ["GPUPORT_CACHE"])
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "gpuport"
 
 
 class FileStore:
@@ -39,9 +34,15 @@ class FileStore:
         return self.directory / f"{scope}.json"
 
     async def load(self, scope: str) -> str | None:
+        """The record's text. At most MAX_RECORD_BYTES + 1 bytes are read (parse_json refuses a longer one);
+        bytes that are not UTF-8 become U+FFFD, which parse_json refuses too (gpuport writes ASCII)."""
+        path = self._path(scope)
         try:
-            return self._path(scope).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError):
+            if not stat.S_ISREG(path.stat().st_mode):   # not a record (a FIFO would block the open forever)
+                return None
+            with path.open("rb") as f:
+                return f.read(MAX_RECORD_BYTES + 1).decode("utf-8", errors="replace")
+        except OSError:
             return None
 
     def save_soon(self, scope: str, text: str) -> None:
@@ -55,13 +56,9 @@ class FileStore:
             pass
 
 
-# What each kind of record is called on disk (a folder under cache_dir()) and in IndexedDB (store, key prefix).
-_STORES = {"pipelines": ("manifests", ""), "selector": ("meta", "selector:")}
-
-
 def store_for(kind: str) -> RecordStore:
     """Where records of `kind` persist: JSON files natively, IndexedDB in a page."""
     if IN_PYODIDE:
         from .backends.pageio import IndexedDBStore   # page-only: imports js
-        return IndexedDBStore(*_STORES[kind])
+        return IndexedDBStore(*STORE_PLACES[kind])
     return FileStore(cache_dir() / kind)
