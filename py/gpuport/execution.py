@@ -38,8 +38,17 @@ class Executor:
                 return self._run(call)
             t0, before = time.perf_counter(), rt.device.stats["dispatches"]
             out = self._run(call)
-            rt.profiler.op(call, *self.last, t0, rt.device.stats["dispatches"] - before, out)
+            shapes = [t.shape for t in call.inputs if t is not None]
+            rt.profiler.op(call.op, shapes, *self.last, t0, rt.device.stats["dispatches"] - before, out)
             return out
+
+    def note(self, name: str, reason: str, t0: float) -> None:
+        """A computation a model ran on the host itself (a fused forward), started at perf_counter() t0:
+        counted and profiled like an op."""
+        plan = Plan("cpu", reason)
+        self.rt.fallback.telemetry.count(name, plan, t0)
+        if self.rt.profiler is not None:
+            self.rt.profiler.op(name, [], HOST, plan, t0, 0, None)
 
     def _run(self, call: OpCall) -> Tensor:
         rt = self.rt

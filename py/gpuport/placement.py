@@ -100,6 +100,25 @@ class AutoPlacement:
         call.workload = w
         return backend
 
+    def prefers_host(self, name: str, ops: list[tuple[str, list[tuple[int, ...]]]], heads: int = 1) -> bool:
+        """Whether a whole computation (a model's forward: these ops with these shapes, every operand
+        resident) is expected to finish sooner on the host; counted under `name` like an op."""
+        t0 = time.perf_counter()
+        cost = {b: sum(self._expected(op, shapes, b) for op, shapes in ops) for b in self.selector.backends}
+        backend = self.selector.config.forced or min(cost, key=cost.get)
+        per = self.chosen.setdefault(name, {})
+        per[backend] = per.get(backend, 0) + 1
+        self.select_s += time.perf_counter() - t0
+        self.selections += 1
+        return backend == "cpu"
+
+    def _expected(self, op: str, shapes: list[tuple[int, ...]], backend: str) -> float:
+        """Seconds of one op on `backend`: measured where it has enough samples, else the model's estimate."""
+        w = WorkloadCharacteristics.of(op, shapes, [backend] * len(shapes))
+        if self.selector.samples(w, backend) >= self.selector.config.min_samples:
+            return self.selector.mean(w, backend)
+        return self.selector.estimate(w, backend)
+
     def should_time_gpu(self, w: WorkloadCharacteristics) -> bool:
         return self.rt.device.can_block and self.selector.samples(w, "webgpu") < self.selector.config.min_samples
 

@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any
 from .platform import sync_wait
 
 if TYPE_CHECKING:
-    from .kernels import OpCall
     from .runtime import Runtime
     from .telemetry import Plan
     from .tensor import Tensor
@@ -87,13 +86,13 @@ class Profile:
             # in a page, stamps still in flight arrive with the next read; the timer stays until they do
 
     # -- what the runtime reports -------------------------------------------------------------------
-    def op(self, call: "OpCall", where: str, plan: "Plan", t0: float, dispatches: int, out: "Tensor") -> None:
-        """One op call finished on the host side."""
-        if self.sync and where != "cpu" and dispatches:
+    def op(self, name: str, shapes: list[tuple[int, ...]], where: str, plan: "Plan", t0: float, dispatches: int,
+           out: "Tensor | None") -> None:
+        """One op call (or a model's fused host computation) finished on the host side."""
+        if self.sync and where != "cpu" and dispatches and out is not None:
             self.rt.executor.sync(out)
-        record = OpRecord(call.op, where, plan.strategy, plan.reason,
-                          [list(t.shape) for t in call.inputs if t is not None], round((time.perf_counter() - t0)
-                                                                                     * 1e3, 4), dispatches)
+        record = OpRecord(name, where, plan.strategy, plan.reason, [list(s) for s in shapes],
+                          round((time.perf_counter() - t0) * 1e3, 4), dispatches)
         if self.sync and dispatches:
             record.device_ms = record.host_ms
         self.ops.append(record)

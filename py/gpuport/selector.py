@@ -183,6 +183,11 @@ class BackendSelector:
         st = self._stats.get((workload.op, workload.bucket, backend))
         return 0 if st is None else st.count
 
+    def mean(self, workload: WorkloadCharacteristics, backend: str) -> float:
+        """The measured mean seconds of this workload's (op, size bucket) on `backend` (0 if none)."""
+        st = self._stats.get((workload.op, workload.bucket, backend))
+        return 0.0 if st is None else st.mean_s
+
     def record(self, workload: WorkloadCharacteristics, backend: str, seconds: float) -> None:
         """Learn from one measured call."""
         key = (workload.op, workload.bucket, backend)

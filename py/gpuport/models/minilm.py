@@ -9,12 +9,15 @@ runs on native WebGPU, on NumPy, and inside a page. Weights go to the device onc
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from .. import hostops
 from ..errors import LoadError
+from ..platform import sync_wait
 from ..tensor import Tensor
 from .tokenizer import WordPieceTokenizer
 
@@ -67,6 +70,19 @@ class _Layer:
                  "ln2_g", "ln2_b")
 
 
+class _HostLayer:
+    """One layer's weights as host arrays, Q, K and V fused into one (3H, H) weight: one matmul, not three."""
+
+    __slots__ = ("wqkv", "bqkv", "wo", "bo", "ln1_g", "ln1_b", "wi", "bi", "wo2", "bo2", "ln2_g", "ln2_b")
+
+    def __init__(self, L: _Layer) -> None:
+        v = {name: getattr(L, name).known_values() for name in _Layer.__slots__}
+        self.wqkv = np.concatenate([v["wq"], v["wk"], v["wv"]], axis=0)
+        self.bqkv = np.concatenate([v["bq"], v["bk"], v["bv"]])
+        for name in self.__slots__[2:]:
+            setattr(self, name, v[name])
+
+
 class MiniLM:
     """The BERT encoder + mean pooling + L2 normalisation of all-MiniLM-L6-v2, on one runtime.
 
@@ -88,6 +104,7 @@ class MiniLM:
         if missing:
             raise LoadError(f"MiniLM: weight {missing[0]!r} is missing ({len(missing)} missing in all)")
         self.dim = cfg.hidden_size
+        self._host: tuple[dict[str, np.ndarray], list[_HostLayer]] | None = None   # made by _host_weights
 
         def up(name: str, shape: tuple[int, ...], linear: bool = False) -> Tensor:
             given = weights[name]
@@ -188,6 +205,65 @@ class MiniLM:
         pooled = ops.mean_pool(x, rt.tensor((mask > 0).astype(np.float32)))
         return ops.l2_normalize(pooled)
 
+    # -- the fused host forward -------------------------------------------------------------------------
+    def on_host(self, batch: int, seq: int) -> bool:
+        """Whether a forward of this size runs as one fused host computation: always on the cpu backend;
+        under auto when the selector expects the host to win the model's ops (a software adapter); never
+        on an explicit webgpu backend, or where a weight lives only on the device."""
+        rt = self.rt
+        if rt.device.is_host:
+            return True
+        if rt.selector is None or self._host_weights() is None:
+            return False
+        cfg, n = self.config, batch * seq
+        h, f, heads = cfg.hidden_size, cfg.intermediate_size, cfg.num_attention_heads
+        layer = [("matmul", [(n, h), (h, 3 * h)]), ("attention", [(batch, seq, h), (batch, seq, h)]),
+                 ("matmul", [(n, h), (h, h)]), ("layer_norm", [(n, h)]), ("matmul", [(n, h), (h, f)]),
+                 ("gelu", [(n, f)]), ("matmul", [(n, f), (f, h)]), ("layer_norm", [(n, h)])]
+        return rt.selector.prefers_host("minilm.forward", layer * cfg.num_hidden_layers, heads)
+
+    def _host_weights(self) -> tuple[dict[str, np.ndarray], list[_HostLayer]] | None:
+        """The weights as host arrays (made once), or None where one of them lives only on the device."""
+        if self._host is None:
+            emb = {n: getattr(self, n).known_values() for n in ("word", "pos_type", "emb_ln_g", "emb_ln_b")}
+            if any(v is None for v in emb.values()) or any(
+                    getattr(L, n).known_values() is None for L in self.layers for n in _Layer.__slots__):
+                return None
+            self._host = (emb, [_HostLayer(L) for L in self.layers])
+        return self._host
+
+    def forward_host(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """The forward of `forward` on host arrays with the host kernels, fused where it pays: Q, K, V as one
+        matmul, bias in the matmul, residuals added in place before each layer norm."""
+        t0 = time.perf_counter()
+        cfg = self.config
+        host = self._host_weights()
+        if host is None:
+            raise ValueError("forward_host: a weight lives only on the device (use forward)")
+        (emb, layers), h, eps = host, cfg.hidden_size, cfg.layer_norm_eps
+        batch, seq = ids.shape
+        n = batch * seq
+        x = emb["word"][ids.reshape(-1)].reshape(batch, seq, h)
+        x += emb["pos_type"][:seq]
+        x = hostops.layer_norm(x, emb["emb_ln_g"], emb["emb_ln_b"], eps=eps).reshape(n, h)
+        key_mask = np.where(mask > 0, np.float32(0), np.float32(MASK_NEG)).astype(np.float32)
+        for L in layers:
+            qkv = hostops.matmul(x, L.wqkv, L.bqkv, transpose_b=True)
+            q, k, v = (qkv[:, i * h:(i + 1) * h].reshape(batch, seq, h) for i in range(3))
+            a = hostops.attention(q, k, v, key_mask, num_heads=cfg.num_attention_heads).reshape(n, h)
+            o = hostops.matmul(a, L.wo, L.bo, transpose_b=True)
+            o += x
+            x = hostops.layer_norm(o, L.ln1_g, L.ln1_b, eps=eps)
+            o = hostops.matmul(hostops.gelu(hostops.matmul(x, L.wi, L.bi, transpose_b=True)), L.wo2, L.bo2,
+                               transpose_b=True)
+            o += x
+            x = hostops.layer_norm(o, L.ln2_g, L.ln2_b, eps=eps)
+        pool = (mask > 0).astype(np.float32)
+        pooled = hostops.run("mean_pool", [x.reshape(batch, seq, h), pool], {})
+        out = hostops.l2_normalize(pooled)
+        self.rt.executor.note("minilm.forward", "fused host forward", t0)
+        return out
+
     def plan_batches(self, lengths: Sequence[int], batch_size: int = 32,
                      max_padding: float = 0.5) -> list[list[int]]:
         """Group text indices into batches: sorted by token count, at most `batch_size` texts, and a new
@@ -232,10 +308,16 @@ class MiniLM:
             for r, i in enumerate(idx):
                 ids[r, :len(enc[i])] = enc[i]
                 mask[r, :len(enc[i])] = 1.0
-            pending.append((idx, self.forward(ids, mask)))
-        for idx, t in pending:
-            out[idx] = await t.read()
+            host = self.on_host(*ids.shape)
+            pending.append((idx, self.forward_host(ids, mask) if host else self.forward(ids, mask)))
+        for idx, result in pending:
+            out[idx] = result if isinstance(result, np.ndarray) else await result.read()
         return out
+
+    def encode(self, texts: Sequence[str], batch_size: int = 32, max_padding: float = 0.5) -> np.ndarray:
+        """`embed` without an event loop, where the runtime can block (natively): sentence-transformers'
+        `encode`, for scripts that are not async."""
+        return sync_wait(self.embed(texts, batch_size, max_padding), "MiniLM.encode")
 
     def __repr__(self) -> str:
         return f"MiniLM({self.name!r}, backend={self.rt.backend!r}, layers={self.config.num_hidden_layers})"
