@@ -226,6 +226,26 @@ def ensure_distribution(repo_root: Path | str | None = None, dest: Path | str | 
     return dest
 
 
+def build_wheel(root: Path, out_dir: Path) -> Path:
+    """Build the gpuport wheel (what a page installs with micropip) from the checkout at `root` with
+    hatchling's builder, as its PEP 517 hook does; older gpuport wheels in `out_dir` are removed."""
+    if not (root / "pyproject.toml").is_file():
+        raise LoadError(f"{root} is not a gpuport checkout (no pyproject.toml): cannot build the wheel")
+    try:
+        from hatchling.builders.wheel import WheelBuilder
+    except ImportError as exc:
+        raise LoadError("building the gpuport wheel needs hatchling: pip install 'gpuport[serve]'") from exc
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
+        built = Path(next(WheelBuilder(str(root)).build(directory=tmp, versions=["standard"])))
+        final = out_dir / built.name
+        os.replace(built, final)
+    for old in out_dir.glob("gpuport-*.whl"):
+        if old != final:
+            old.unlink()
+    return final
+
+
 def _manifest_files(dest: Path) -> set[str]:
     try:
         return set(json.loads((dest / MANIFEST).read_text("utf-8")).get("files", {}))
@@ -251,6 +271,6 @@ def is_complete(dest: Path | str, packages: Iterable[str] = DEFAULT_PACKAGES) ->
     return all(name in manifest.get("files", {}) for name in CORE_REQUIRED)
 
 
-__all__ = ["DEFAULT_PACKAGES", "MANIFEST", "PYODIDE_CDN_URL", "PYODIDE_VERSION", "PROVISA_REQUIREMENT",
+__all__ = ["DEFAULT_PACKAGES", "build_wheel", "MANIFEST", "PYODIDE_CDN_URL", "PYODIDE_VERSION", "PROVISA_REQUIREMENT",
            "PROVISA_WHEEL", "default_dest", "ensure_distribution", "find_provisa_wheel", "find_repo_root",
            "is_complete", "resolve_packages", "sha256_file"]
