@@ -312,6 +312,6 @@ class LaneSummary:
                 terminalreporter.write_line(f"{lane:13} {counts}")
                 continue
             info = state.info or {}
-            where = (f"{versions.get(state.browser, state.browser)}; {info.get('backend')}/{info.get('tier')}; "
+            where = (f"{state.browser} {versions.get(state.browser, '')}; {info.get('backend')}/{info.get('tier')}; "
                      f"page ready in {state.open_s:.1f} s" if state.error is None else state.error)
             terminalreporter.write_line(f"{lane:13} {counts}  ({where})")

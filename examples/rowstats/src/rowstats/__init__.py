@@ -38,7 +38,9 @@ def cosine_similarity_ref(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 async def clamp(rt, x: np.ndarray, lo: float, hi: float) -> np.ndarray:
-    """x clamped to [lo, hi] by this package's own WGSL kernel."""
+    """x clamped to [lo, hi] by this package's own WGSL kernel (NumPy where the runtime has no WebGPU)."""
+    if rt.backend == "cpu":   # WGSL needs a GPU; the cpu tier (WebKit, backend="cpu") takes the reference
+        return clamp_ref(x, lo, hi)
     x = np.ascontiguousarray(x, np.float32).ravel()
     out = rt.empty(x.size)
     kernel = rt.kernel(CLAMP_WGSL, entry_point="main", constants={"WG": WG})
