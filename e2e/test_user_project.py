@@ -63,3 +63,11 @@ def test_a_missing_browser_is_an_error_naming_it(tmp_path):
     assert outcome == "error", (outcome, message)
     assert bogus in message and "GPUPORT_CHROMIUM" in message and "chromium" in message, message
     assert "skipped" not in done.stdout.splitlines()[-1], done.stdout[-500:]
+
+
+def test_lanes_load_their_pages_from_a_given_site(tmp_path, server_url):
+    """--gpuport-url: the pages come from a running gpuport site (here the dev server), the project's wheel
+    from the plugin's own server on another origin (CORS)."""
+    done, results = _pytest(tmp_path, "--gpuport-lanes=chromium", "-k", "cosine", f"--gpuport-url={server_url}/")
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert results == {"test_cosine_similarity_matches_numpy[chromium]": ("passed", "")}
