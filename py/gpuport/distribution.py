@@ -9,7 +9,8 @@ Sources (both pinned; nothing is fetched here):
 
 The result, `<repo>/.cache/pyodide/` by default, is what `loadPyodide({indexURL})` needs, plus
 `gpuport-distribution.json` (written last) naming the vendored packages and every file's sha256.
-Users with internet may point the page at PYODIDE_CDN_URL instead.
+Users with internet may point the page at PYODIDE_CDN_URL instead. `build_wheel` builds the other thing
+a page installs, the gpuport wheel, from the checkout (the dev server, `gpuport export`, the pytest plugin).
 """
 
 from __future__ import annotations

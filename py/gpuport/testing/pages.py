@@ -107,9 +107,11 @@ class PlaywrightLane(Lane):
         self.page.on("pageerror", lambda e: self.errors.append(str(e)))
         self.page.on("console", lambda m: self.errors.append(f"console.error: {m.text}") if m.type == "error" else None)
         try:
-            self.page.goto(url)
+            response = self.page.goto(url)
         except PlaywrightError as exc:
             raise LaneError(f"the page {url} did not load: {exc.message}") from None
+        if response is not None and not response.ok:
+            raise LaneError(f"the page {url} did not load: HTTP {response.status} (is it a gpuport site?)")
         super().__init__(state)
 
     def _ready(self) -> dict:

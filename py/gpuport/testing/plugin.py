@@ -235,6 +235,11 @@ def _describe(lane: Lane) -> str:
     return f"backend {info.get('backend')}, tier {info.get('tier')}, Pyodide in {thread}"
 
 
+def _arguments(item: pytest.Function) -> dict[str, Any]:
+    """The test function's own arguments (fixture values and parameters), as pytest would pass them."""
+    return {name: item.funcargs[name] for name in inspect.signature(item.obj).parameters if name in item.funcargs}
+
+
 def _run_in_page(item: pytest.Function, lane: Lane) -> None:
     __tracebackhide__ = True
     module = item.module
@@ -244,7 +249,7 @@ def _run_in_page(item: pytest.Function, lane: Lane) -> None:
             lane.add_module(module.__name__, source, module.__file__)
         except PageError as exc:
             pytest.fail(f"[{lane.name}] the test module did not import in the page:\n{exc}", pytrace=False)
-    args = {name: item.funcargs[name] for name in item._fixtureinfo.argnames if name != "gp_runtime"}
+    args = {name: value for name, value in _arguments(item).items() if name != "gp_runtime"}
     try:
         encoded = inpage.encode_args(args)
     except TypeError as exc:
@@ -272,7 +277,7 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
     if runner is None:
         return None
     if isinstance(runner, NativeRunner):
-        args = {name: pyfuncitem.funcargs[name] for name in pyfuncitem._fixtureinfo.argnames}
+        args = _arguments(pyfuncitem)
         if inspect.iscoroutinefunction(pyfuncitem.obj):
             runner.run(pyfuncitem.obj(**args))
         else:
