@@ -93,7 +93,8 @@ def test_export_runs_the_demo_and_minilm_from_python_http_server(browsers, http_
     assert len(chunks) == 87, f"{len(chunks)} chunk files served"
 
 
-def test_a_page_on_another_origin_embeds_gpuport(browsers, exported, tmp_path):
+@pytest.mark.parametrize("kind", ["chromium-webgpu", "firefox"])
+def test_a_page_on_another_origin_embeds_gpuport(browsers, exported, tmp_path, kind):
     """examples/embed/index.html on its own origin loads gpuport.js from the export's (CORS) origin:
     setArray/getArray round-trip, addModule, installWheel (examples/rowstats), a correct result."""
     from playwright.sync_api import expect
@@ -104,7 +105,7 @@ def test_a_page_on_another_origin_embeds_gpuport(browsers, exported, tmp_path):
     wheel = build_project_wheel(ROOT / "examples" / "rowstats", page_dir)
     files = StaticServer(exported, cors=True)
     pages = StaticServer(page_dir)
-    context = _browser(browsers, "chromium-webgpu").new_context()
+    context = _browser(browsers, kind).new_context()
     try:
         assert files.url != pages.url
         page = context.new_page()
