@@ -10,6 +10,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from gpuport.testing.pages import PageSpec
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from cases import names_for  # noqa: E402
 
@@ -18,7 +20,7 @@ from cases import names_for  # noqa: E402
 class LaneSpec:
     """What a lane loads and what it must detect. `cases` is the backend whose parity list it runs."""
 
-    browser: str          # key of BROWSERS
+    browser: str          # a gpuport.testing.browsers.Browsers kind
     query: str            # the demo page's query string
     backend: str          # expected rt.info()["backend"]
     tier: str             # expected rt.info()["tier"]
@@ -26,6 +28,11 @@ class LaneSpec:
     adapter: str | None = None     # a word the adapter info must contain
     features: tuple[str, ...] = ()  # features the adapter must offer
     note: str = ""
+
+    @property
+    def page_spec(self) -> PageSpec:
+        """What the plugin's lane pool loads: the demo page with this lane's query."""
+        return PageSpec(self.browser, "?" + self.query)
 
 
 LANES: dict[str, LaneSpec] = {

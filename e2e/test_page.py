@@ -38,7 +38,7 @@ def test_parity(lane_factory, lane, case):
         pytest.fail(f"{lane} runs on backend {backend!r}, not {LANES[lane].backend!r} "
                     f"(note: {page.info.get('note')}): its {LANES[lane].backend} parity list does not apply",
                     pytrace=False)
-    page.case(case)
+    page.run(f"await cases.CASES[{case!r}](rt)")
 
 
 def test_chromium_adapter_is_swiftshader(lane_factory):

@@ -4,13 +4,15 @@
 
 const $ = (id) => document.getElementById(id);
 
-const START = `
+// The model's files sit beside gpuport's own (gp.base), wherever the page itself is served from.
+const START = (source) => `
 import asyncio, time
 from gpuport import models
 _demo = {"events": [], "error": None, "model": None, "t0": time.perf_counter()}
 async def _demo_load():
     try:
-        _demo["model"] = await models.load("minilm-l6-v2", rt, on_progress=_demo["events"].append)
+        _demo["model"] = await models.load("minilm-l6-v2", rt, source=${JSON.stringify(source)},
+                                           on_progress=_demo["events"].append)
     except Exception as e:
         _demo["error"] = f"{type(e).__name__}: {e}"
 _demo_task = asyncio.ensure_future(_demo_load())
@@ -80,7 +82,7 @@ export function setupModelDemo(ready, params) {
     const texts = $("model-texts").value.split("\n").map((s) => s.trim()).filter(Boolean);
     try {
       if (!loaded) {
-        await gp.runPython(START);
+        await gp.runPython(START(new URL("models/minilm-l6-v2/", gp.base).href));
         const stageMs = {};
         let seen = 0, last = null, firstT = null;
         for (;;) {

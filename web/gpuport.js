@@ -1,76 +1,112 @@
 // gpuport in a page: `const gp = await start(); await gp.runPython("...")`.
 // Pyodide runs in a dedicated Web Worker by default (WebGPU works in workers), or on the main thread.
+// Every default URL resolves against this file's own location, not the page's: a page on any path or
+// origin loads gpuport from wherever its files are (a cross-origin host must send CORS headers).
 
 export const PYODIDE_CDN = "https://cdn.jsdelivr.net/pyodide/v0.27.7/full/";
+export const HERE = new URL("./", import.meta.url).href;
 
-function absolute(url) {
-  return new URL(url, globalThis.location.href).href;
+function absolute(url, base = globalThis.location.href) {
+  return new URL(url, base).href;
 }
 
-async function wheelURL(given) {
-  if (given) return absolute(given);
-  const res = await fetch(absolute("/wheels/latest.json"), { cache: "no-store" });
-  if (!res.ok) throw new Error(`gpuport: cannot find the gpuport wheel (/wheels/latest.json: HTTP ${res.status})`);
-  return absolute((await res.json()).gpuport);
+// The wheel to install and the model files stored as chunk files (static exports), from
+// <base>wheels/latest.json; its URLs are relative to it.
+async function siteFiles(base, wheelURL) {
+  if (wheelURL) return { wheelURL: absolute(wheelURL), chunked: {} };
+  const url = absolute("wheels/latest.json", base);
+  const res = await fetch(url, { cache: "no-store" });
+  if (!res.ok) throw new Error(`gpuport: cannot find the gpuport wheel (${url}: HTTP ${res.status})`);
+  const site = await res.json();
+  const chunked = {};
+  for (const [path, file] of Object.entries(site.chunked || {})) {
+    const fileURL = absolute(path, base);
+    chunked[fileURL] = { ...file, chunks: absolute(file.chunks, fileURL) };
+  }
+  return { wheelURL: absolute(site.gpuport, url), chunked };
 }
 
 function remoteError(error) {
   return Object.assign(new Error(error.message), { name: error.name });
 }
 
-function viaWorker(args) {
-  const worker = new Worker(new URL("./worker.js", import.meta.url), { type: "module" });
+function newWorker(url) {
+  if (new URL(url).origin === globalThis.location.origin) return new Worker(url, { type: "module" });
+  // A page may not start a worker from another origin's script; a same-origin module that imports it may.
+  const source = new Blob([`import ${JSON.stringify(url)};\n`], { type: "text/javascript" });
+  return new Worker(URL.createObjectURL(source), { type: "module" });
+}
+
+function viaWorker(args, onProgress) {
+  const worker = newWorker(new URL("./worker.js", import.meta.url).href);
   let nextId = 1;
   const waiting = new Map();
   worker.onmessage = ({ data }) => {
+    if (data.progress) {
+      onProgress(data.progress);
+      return;
+    }
     const entry = waiting.get(data.id);
     waiting.delete(data.id);
     if (data.ok) entry.resolve(data.value); else entry.reject(remoteError(data.error));
   };
   worker.onerror = (e) => {
-    for (const entry of waiting.values()) entry.reject(new Error(`gpuport worker failed: ${e.message}`));
+    for (const entry of waiting.values()) entry.reject(new Error(`gpuport worker failed: ${e.message || "it did not load"}`));
     waiting.clear();
   };
-  const call = (op, callArgs) => new Promise((resolve, reject) => {
+  const call = (op, callArgs = [], transfer = []) => new Promise((resolve, reject) => {
     const id = nextId++;
     waiting.set(id, { resolve, reject });
-    worker.postMessage({ id, op, args: callArgs });
+    worker.postMessage({ id, op, args: callArgs }, transfer);
   });
-  return call("boot", args).then((timings) => ({
+  return call("boot", [args]).then((timings) => ({
     mode: "worker",
     timings,
-    runPython: (src) => call("run", { src }),
+    runPython: (src) => call("runPython", [src]),
     info: () => call("info"),
+    setArray: (name, array, shape = null) => call("setArray", [name, array, shape]),
+    getArray: (expr) => call("getArray", [expr]),
+    installWheel: (url) => call("installWheel", [absolute(url)]),
+    addModule: (name, source, filename) => call("addModule", [name, source, filename]),
     close: () => worker.terminate(),
   }));
 }
 
-async function onMainThread(args) {
+async function onMainThread(args, onProgress) {
   const { boot } = await import("./host.js");
-  const host = await boot(args);
+  const host = await boot(args, onProgress);
   return {
     mode: "main",
     timings: host.timings,
     runPython: (src) => host.runPython(src),
     info: () => host.info(),
+    setArray: async (name, array, shape = null) => host.setArray(name, array, shape),
+    getArray: (expr) => host.getArray(expr),
+    installWheel: (url) => host.installWheel(absolute(url)),
+    addModule: async (name, source, filename) => host.addModule(name, source, filename),
     close: () => {},
   };
 }
 
 /**
- * Start gpuport. Options: worker (default true), pyodideURL (default the server's /pyodide/; pass
- * PYODIDE_CDN or cdn: true for the official CDN), wheelURL, backend ("auto"|"webgpu"|"cpu"),
- * tier, limits ("default"|"adapter"), precompile ("background" (default): build the manifest's pipelines
- * while the first ops run on NumPy; "await": before resolving; "off"). Resolves to
- * {mode, timings, runPython(src), info(), close()}.
+ * Start gpuport. Options: base (where gpuport's files are; default: this module's folder), worker (default
+ * true), pyodideURL (default `${base}pyodide/`; PYODIDE_CDN or cdn: true for the official CDN), wheelURL
+ * (default from `${base}wheels/latest.json`), backend ("auto"|"webgpu"|"cpu"), tier, limits
+ * ("default"|"adapter"), precompile ("background" (default): build the manifest's pipelines while the first
+ * ops run on NumPy; "await": before resolving; "off"), onProgress({stage, index, total, state, ms}) for the
+ * start-up stages (pyodide, numpy, wheel, open, precompile) and {stage: "precompile", done, total}.
+ * Resolves to {mode, timings, base, runPython(src), info(), setArray(name, typedArray, shape),
+ * getArray(expr) -> {data, shape, dtype}, installWheel(url), addModule(name, source), close()}.
  */
 export async function start(options = {}) {
   const {
-    worker = true, cdn = false, pyodideURL = cdn ? PYODIDE_CDN : "/pyodide/",
-    backend = "auto", tier = null, limits = "default", precompile = "background",
+    base = HERE, worker = true, cdn = false, backend = "auto", tier = null, limits = "default",
+    precompile = "background", onProgress = () => {},
   } = options;
-  const args = {
-    pyodideURL: absolute(pyodideURL), wheelURL: await wheelURL(options.wheelURL), backend, tier, limits, precompile,
-  };
-  return worker ? viaWorker(args) : onMainThread(args);
+  const baseURL = absolute(base.endsWith("/") ? base : base + "/");
+  const pyodideURL = absolute(options.pyodideURL || (cdn ? PYODIDE_CDN : absolute("pyodide/", baseURL)));
+  const { wheelURL, chunked } = await siteFiles(baseURL, options.wheelURL);
+  const args = { pyodideURL, wheelURL, chunked, backend, tier, limits, precompile };
+  const gp = await (worker ? viaWorker(args, onProgress) : onMainThread(args, onProgress));
+  return { ...gp, base: baseURL };
 }

@@ -2,6 +2,9 @@
 // The same code serves the Web Worker (worker.js) and the main-thread mode (gpuport.js).
 import * as bridge from "./bridge.js";
 import * as idb from "./idb.js";
+import { serveRangesFromChunks } from "./ranges.js";
+
+export const STAGES = ["pyodide", "numpy", "wheel", "open", "precompile"];
 
 function plain(value) {
   // Python results cross as plain JS data (dicts -> objects); anything else stays a string.
@@ -17,53 +20,157 @@ function plain(value) {
   return value;
 }
 
+function pythonError(e) {
+  // PythonError carries the Python type name and the traceback text.
+  return Object.assign(new Error(e.message), { name: e.type || e.name || "Error" });
+}
+
+// typed array <-> NumPy dtype; getArray maps the buffer's struct format back.
+const DTYPES = {
+  Float32Array: "float32", Float64Array: "float64", Int8Array: "int8", Int16Array: "int16", Int32Array: "int32",
+  Uint8Array: "uint8", Uint16Array: "uint16", Uint32Array: "uint32", BigInt64Array: "int64", BigUint64Array: "uint64",
+};
+const FORMATS = { f: "float32", d: "float64", b: "int8", h: "int16", i: "int32", l: "int32", q: "int64",
+                  B: "uint8", H: "uint16", I: "uint32", L: "uint32", Q: "uint64", "?": "bool" };
+
+// A module from source text; linecache lets tracebacks show its lines.
+const ADD_MODULE = `
+import linecache, sys, types
+def _add_module(name, source, filename):
+    module = types.ModuleType(name)
+    module.__file__ = filename
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    exec(compile(source, filename, "exec"), module.__dict__)
+    sys.modules[name] = module
+_add_module
+`;
+
 export class Host {
   constructor(pyodide, timings) {
     this.pyodide = pyodide;
     this.timings = timings;
     this.namespace = pyodide.globals;
+    this.numpy = pyodide.pyimport("numpy");
   }
 
   async runPython(src) {
     try {
       return plain(await this.pyodide.runPythonAsync(src, { globals: this.namespace }));
     } catch (e) {
-      // PythonError carries the Python type name and the traceback text.
-      throw Object.assign(new Error(e.message), { name: e.type || e.name || "Error" });
+      throw pythonError(e);
     }
   }
 
   info() {
     return this.runPython("rt.info()");
   }
+
+  /** `name` = a NumPy array with the typed array's values (one bulk copy into the WebAssembly heap). */
+  setArray(name, array, shape = null) {
+    const dtype = DTYPES[array && array.constructor && array.constructor.name];
+    if (!dtype) throw new TypeError(`setArray: a typed array is needed (Float32Array, Int32Array, ...), got ${array}`);
+    const flat = this.numpy.empty(array.length, dtype);
+    const buffer = flat.getBuffer();
+    try {
+      buffer.data.set(array);
+    } finally {
+      buffer.release();
+    }
+    const value = shape && shape.length ? flat.reshape(...shape) : flat;
+    this.namespace.set(name, value);
+    if (value !== flat) value.destroy();
+    flat.destroy();
+  }
+
+  /** The NumPy array `expr` evaluates to: {data (a typed array, one bulk copy), shape, dtype}. */
+  async getArray(expr) {
+    let value, array, buffer;
+    try {
+      value = await this.pyodide.runPythonAsync(expr, { globals: this.namespace });
+      array = this.numpy.ascontiguousarray(value);
+      buffer = array.getBuffer();
+      const dtype = FORMATS[buffer.format.replace(/^[<>=@!]/, "")];
+      if (!dtype) throw new TypeError(`getArray: dtype with buffer format ${buffer.format} has no typed array`);
+      return { data: buffer.data.slice(), shape: Array.from(buffer.shape), dtype };
+    } catch (e) {
+      throw e.type ? pythonError(e) : e;
+    } finally {
+      if (buffer) buffer.release();
+      if (array) array.destroy();
+      if (value && typeof value.destroy === "function") value.destroy();
+    }
+  }
+
+  /** micropip.install(url): the user's own wheel (an absolute URL, or one relative to this module). */
+  async installWheel(url) {
+    const micropip = this.pyodide.pyimport("micropip");
+    try {
+      await micropip.install(url);
+    } catch (e) {
+      throw pythonError(e);
+    } finally {
+      micropip.destroy();
+    }
+  }
+
+  /** `import name` finds a module made from `source` (shown as `filename` in tracebacks). */
+  addModule(name, source, filename = `<${name}>`) {
+    if (!this._addModule) this._addModule = this.pyodide.runPython(ADD_MODULE, { globals: this.pyodide.toPy({}) });
+    try {
+      this._addModule(name, source, filename);
+    } catch (e) {
+      throw pythonError(e);
+    }
+  }
 }
 
-export async function boot({ pyodideURL, wheelURL, backend = "auto", tier = null, limits = "default",
-                             precompile = "background" }) {
+/**
+ * Boot Pyodide and gpuport. progress({stage, index, total, state: "start"|"done", ms}) follows the stages
+ * (STAGES); while precompilation runs in the background it also reports {stage: "precompile", done, total}.
+ */
+export async function boot({ pyodideURL, wheelURL, chunked = {}, backend = "auto", tier = null, limits = "default",
+                             precompile = "background" }, progress = () => {}) {
   const t0 = performance.now();
   const mark = {};
-  const { loadPyodide } = await import(new URL("pyodide.mjs", pyodideURL).href);
-  const pyodide = await loadPyodide({ indexURL: pyodideURL });
-  mark.pyodide_ms = performance.now() - t0;
-  await pyodide.loadPackage(["numpy", "micropip"], { messageCallback: () => {} });
-  mark.numpy_ms = performance.now() - t0 - mark.pyodide_ms;
+  const stages = precompile === "await" ? STAGES : STAGES.slice(0, -1);
+  let last = t0;
+  const stage = async (name, key, fn) => {
+    const index = stages.indexOf(name);
+    progress({ stage: name, index, total: stages.length, state: "start", ms: performance.now() - t0 });
+    const value = await fn();
+    const now = performance.now();
+    mark[key] = now - last;
+    last = now;
+    progress({ stage: name, index, total: stages.length, state: "done", ms: now - t0 });
+    return value;
+  };
+  serveRangesFromChunks(chunked);
+  const pyodide = await stage("pyodide", "pyodide_ms", async () => {
+    const { loadPyodide } = await import(new URL("pyodide.mjs", pyodideURL).href);
+    return loadPyodide({ indexURL: pyodideURL });
+  });
+  await stage("numpy", "numpy_ms", () => pyodide.loadPackage(["numpy", "micropip"], { messageCallback: () => {} }));
   pyodide.registerJsModule("gpuport_bridge", bridge);
   pyodide.registerJsModule("gpuport_idb", idb);
-  const micropip = pyodide.pyimport("micropip");
-  await micropip.install(wheelURL);
-  micropip.destroy();
-  mark.wheel_ms = performance.now() - t0 - mark.pyodide_ms - mark.numpy_ms;
-  pyodide.globals.set("_gpuport_open_args", pyodide.toPy({ backend, tier, limits }));
-  await pyodide.runPythonAsync("import gpuport\nrt = await gpuport.open(**_gpuport_open_args)\ndel _gpuport_open_args");
-  mark.open_ms = performance.now() - t0 - mark.pyodide_ms - mark.numpy_ms - mark.wheel_ms;
+  await stage("wheel", "wheel_ms", async () => {
+    const micropip = pyodide.pyimport("micropip");
+    await micropip.install(wheelURL);
+    micropip.destroy();
+  });
+  await stage("open", "open_ms", async () => {
+    pyodide.globals.set("_gpuport_open_args", pyodide.toPy({ backend, tier, limits }));
+    await pyodide.runPythonAsync("import gpuport\nrt = await gpuport.open(**_gpuport_open_args)\ndel _gpuport_open_args");
+  });
   // Pipelines from the IndexedDB manifest (or every op's, on a first visit) are built now; ops called
   // meanwhile answer on NumPy. "await" holds start() until they are ready; the report is
   // `await rt_precompile` in Python either way.
   if (precompile !== "off") {
-    const t1 = performance.now();
-    await pyodide.runPythonAsync("import asyncio\nrt_precompile = asyncio.ensure_future(rt.precompile())" +
+    pyodide.globals.set("_gpuport_progress", (done, total) => progress({ stage: "precompile", done, total }));
+    const run = () => pyodide.runPythonAsync(
+      "import asyncio\nrt_precompile = asyncio.ensure_future(rt.precompile(" +
+      "on_progress=lambda e: _gpuport_progress(e['done'], e['total'])))" +
       (precompile === "await" ? "\nawait rt_precompile" : ""));
-    if (precompile === "await") mark.precompile_ms = performance.now() - t1;
+    if (precompile === "await") await stage("precompile", "precompile_ms", run); else await run();
   }
   mark.total_ms = performance.now() - t0;
   return new Host(pyodide, mark);

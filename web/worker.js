@@ -2,22 +2,24 @@
 import { boot } from "./host.js";
 
 let host = null;
+const METHODS = new Set(["runPython", "info", "setArray", "getArray", "installWheel", "addModule"]);
+const progress = (event) => self.postMessage({ progress: event });
 
 self.onmessage = async ({ data }) => {
   const { id, op, args } = data;
   try {
     let value;
     if (op === "boot") {
-      host = await boot(args);
+      host = await boot(args[0], progress);
       value = host.timings;
-    } else if (op === "run") {
-      value = await host.runPython(args.src);
-    } else if (op === "info") {
-      value = await host.info();
+    } else if (METHODS.has(op)) {
+      value = await host[op](...args);
     } else {
       throw new Error(`unknown op ${op}`);
     }
-    self.postMessage({ id, ok: true, value });
+    // an array's buffer moves to the page instead of being copied
+    const transfer = value && ArrayBuffer.isView(value.data) ? [value.data.buffer] : [];
+    self.postMessage({ id, ok: true, value }, transfer);
   } catch (e) {
     self.postMessage({ id, ok: false, error: { name: e.name, message: e.message } });
   }

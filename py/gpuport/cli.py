@@ -1,18 +1,23 @@
-"""`gpuport` command line: serve | demo | pyodide | doctor | pack-model (argparse subcommands; add more with `_add_*`)."""
+"""`gpuport` command line: serve | demo | pyodide | doctor | pack-model | export (argparse subcommands; add more
+with `_add_*`)."""
 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
+import socket
 import sys
 from pathlib import Path
 
 from . import demo
+from ._version import __version__
 from .chunk_manifest import MANIFEST_NAME, build_manifest, parse_manifest
 from .distribution import PYODIDE_VERSION, ensure_distribution, find_repo_root
 from .errors import GpuportError, LoadError
-from .models import default_source
+from .export import MODEL_FILES, export_site
+from .models import MODELS, default_source
 from .runtime import open_sync
 
 
@@ -44,7 +49,8 @@ def _host_name(value: str) -> str:
 
 
 def _add_demo(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="run the native demo (gpuport.demo)")
+    p = sub.add_parser("demo", help="run the native demo (gpuport.demo)",
+                       description="Run every kernel natively and print its error against NumPy and its time.")
     p.set_defaults(run=_demo)
 
 
@@ -58,10 +64,15 @@ def _add_pyodide(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_doctor(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("doctor", help="report the hardware, tier and per-op plan (JSON or Markdown)")
-    p.add_argument("--format", choices=("json", "markdown"), default="markdown")
-    p.add_argument("--backend", choices=("auto", "webgpu", "cpu"), default="auto")
-    p.add_argument("--tier", choices=("full", "core", "constrained", "cpu"), default=None)
+    p = sub.add_parser("doctor", help="report the hardware, tier and per-op plan (JSON or Markdown)",
+                       description="Open a runtime natively and print its compatibility report: adapter, "
+                                   "tier, features, limits, the strategy and backend of every op, problems.")
+    p.add_argument("--format", choices=("json", "markdown"), default="markdown",
+                   help="output format (default: markdown)")
+    p.add_argument("--backend", choices=("auto", "webgpu", "cpu"), default="auto",
+                   help="backend to open (default: auto: WebGPU where an adapter exists, else NumPy)")
+    p.add_argument("--tier", choices=("full", "core", "constrained", "cpu"), default=None,
+                   help="force a tier (default: what the device offers)")
     p.set_defaults(run=_doctor)
 
 
@@ -80,6 +91,29 @@ def _add_pack_model(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--chunk-kb", type=int, default=1024, help="chunk size in KiB (default: 1024)")
     p.add_argument("--root", type=Path, default=None, metavar="DIR", help="repository root (default: this checkout)")
     p.set_defaults(run=_pack_model)
+
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="write a self-contained static site (page, JS, Pyodide, wheel, models)",
+                       description="Write the demo page, gpuport.js with its bridge and worker, the verified "
+                                   "Pyodide distribution, the gpuport wheel, the shaders and the chosen models' "
+                                   "chunk manifests and chunks into DIR, with relative URLs: any static host "
+                                   "serves it as it is (python -m http.server, a CDN, an object store).")
+    p.add_argument("dir", type=Path, metavar="DIR", help="target directory (empty, or an earlier export)")
+    p.add_argument("--model", action="append", default=[], choices=MODELS, metavar="NAME",
+                   help=f"include this model's weights as verified chunks (repeatable; one of: {', '.join(MODELS)})")
+    p.add_argument("--base", default=None, metavar="URL",
+                   help="absolute URL the export will be served from, for pages placed elsewhere than its "
+                        "files (sets <base href> in the pages; default: none, everything relative)")
+    p.add_argument("--root", type=Path, default=None, metavar="DIR", help="repository root (default: this checkout)")
+    p.set_defaults(run=_export)
+
+
+def _export(args: argparse.Namespace) -> int:
+    dest = export_site(args.dir, root=args.root, models=args.model, base=args.base)
+    models = f" with {', '.join(args.model)}" if args.model else ""
+    print(f"gpuport static site{models} in {dest}; try: python -m http.server -d {dest}")
+    return 0
 
 
 def _pack_model(args: argparse.Namespace) -> int:
@@ -102,8 +136,7 @@ def _pack_model(args: argparse.Namespace) -> int:
                 return 0
         except (LoadError, OSError):
             pass
-    manifest = build_manifest(weights, args.chunk_kb * 1024, model=args.model,
-                              files=("config.json", "vocab.txt", "sentence_bert_config.json", "tokenizer.json"))
+    manifest = build_manifest(weights, args.chunk_kb * 1024, model=args.model, files=MODEL_FILES)
     manifest["source_mtime_ns"] = stat.st_mtime_ns
     out.mkdir(parents=True, exist_ok=True)
     tmp = target.with_suffix(".tmp")
@@ -120,7 +153,22 @@ def _doctor(args: argparse.Namespace) -> int:
     return 0
 
 
+def check_port_free(host: str, port: int) -> None:
+    """LoadError saying to pass --port when `port` is taken (before minutes of building the wheel)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise LoadError(f"port {port} on {host} is already in use (another gpuport serve?): pass "
+                                f"--port with a free one, e.g. --port {port + 1}") from None
+            raise LoadError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+
+
 def _serve(args: argparse.Namespace) -> int:
+    check_port_free(args.host, args.port)
     from .server import serve   # needs the "serve" extra (starlette, uvicorn)
     serve(host=args.host, port=args.port, root=args.root, models_dir=args.models, allow_hosts=args.allow_host)
     return 0
@@ -139,8 +187,10 @@ def _pyodide(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gpuport", description="Same WGSL kernels natively and in the browser.")
+    parser.add_argument("--version", action="version", version=f"gpuport {__version__}",
+                        help="print gpuport's version and exit")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_serve, _add_demo, _add_pyodide, _add_doctor, _add_pack_model):
+    for add in (_add_serve, _add_demo, _add_pyodide, _add_doctor, _add_pack_model, _add_export):
         add(sub)
     return parser
 

@@ -9,7 +9,8 @@ Sources (both pinned; nothing is fetched here):
 
 The result, `<repo>/.cache/pyodide/` by default, is what `loadPyodide({indexURL})` needs, plus
 `gpuport-distribution.json` (written last) naming the vendored packages and every file's sha256.
-Users with internet may point the page at PYODIDE_CDN_URL instead.
+Users with internet may point the page at PYODIDE_CDN_URL instead. `build_wheel` builds the other thing
+a page installs, the gpuport wheel, from the checkout (the dev server, `gpuport export`, the pytest plugin).
 """
 
 from __future__ import annotations
@@ -226,6 +227,26 @@ def ensure_distribution(repo_root: Path | str | None = None, dest: Path | str | 
     return dest
 
 
+def build_wheel(root: Path, out_dir: Path) -> Path:
+    """Build the gpuport wheel (what a page installs with micropip) from the checkout at `root` with
+    hatchling's builder, as its PEP 517 hook does; older gpuport wheels in `out_dir` are removed."""
+    if not (root / "pyproject.toml").is_file():
+        raise LoadError(f"{root} is not a gpuport checkout (no pyproject.toml): cannot build the wheel")
+    try:
+        from hatchling.builders.wheel import WheelBuilder
+    except ImportError as exc:
+        raise LoadError("building the gpuport wheel needs hatchling: pip install 'gpuport[serve]'") from exc
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
+        built = Path(next(WheelBuilder(str(root)).build(directory=tmp, versions=["standard"])))
+        final = out_dir / built.name
+        os.replace(built, final)
+    for old in out_dir.glob("gpuport-*.whl"):
+        if old != final:
+            old.unlink()
+    return final
+
+
 def _manifest_files(dest: Path) -> set[str]:
     try:
         return set(json.loads((dest / MANIFEST).read_text("utf-8")).get("files", {}))
@@ -251,6 +272,6 @@ def is_complete(dest: Path | str, packages: Iterable[str] = DEFAULT_PACKAGES) ->
     return all(name in manifest.get("files", {}) for name in CORE_REQUIRED)
 
 
-__all__ = ["DEFAULT_PACKAGES", "MANIFEST", "PYODIDE_CDN_URL", "PYODIDE_VERSION", "PROVISA_REQUIREMENT",
+__all__ = ["DEFAULT_PACKAGES", "build_wheel", "MANIFEST", "PYODIDE_CDN_URL", "PYODIDE_VERSION", "PROVISA_REQUIREMENT",
            "PROVISA_WHEEL", "default_dest", "ensure_distribution", "find_provisa_wheel", "find_repo_root",
            "is_complete", "resolve_packages", "sha256_file"]

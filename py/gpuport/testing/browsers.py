@@ -1,0 +1,228 @@
+"""Browser launch recipes (verified on Debian bookworm) and the per-session pool that launches each once.
+
+- `chromium-webgpu`: Debian's Chromium with WebGPU on SwiftShader (`--enable-unsafe-webgpu`), Playwright;
+- `chromium-noflag`: the same Chromium without the WebGPU flag (no adapter: the cpu fallback);
+- `firefox`: Firefox ESR on lavapipe through Playwright's WebDriver BiDi (only playwright==1.64.1 speaks
+  to ESR 153), WebGPU enabled by prefs;
+- `webkit`: WebKitGTK's MiniBrowser through Selenium's WebKitGTK driver under a private Xvfb.
+
+Executables come from the environment when set (GPUPORT_CHROMIUM, GPUPORT_FIREFOX, GPUPORT_MINIBROWSER,
+GPUPORT_WEBKIT_DRIVER, GPUPORT_XVFB), else Debian's paths. Playwright and Selenium are the `test` extra:
+this module imports without them and says so only when a browser is asked for.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+try:  # the "test" extra; absent, browser lanes fail with a message naming it
+    from playwright.sync_api import Error as PlaywrightError
+    from playwright.sync_api import sync_playwright
+except ImportError:
+    sync_playwright = None
+
+    class PlaywrightError(Exception):  # type: ignore[no-redef]
+        """Stands in for playwright's Error where Playwright is not installed (nothing raises it)."""
+
+try:
+    from selenium import webdriver
+    from selenium.webdriver.webkitgtk.options import Options as WebKitOptions
+    from selenium.webdriver.webkitgtk.service import Service as WebKitService
+except ImportError:
+    webdriver = None
+
+EXTRA = "pip install 'gpuport[test]' (playwright==1.64.1 and selenium)"
+
+CHROMIUM_QUIET = ["--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--no-first-run", "--disable-quic"]
+CHROMIUM_WEBGPU = ["--enable-unsafe-webgpu", "--use-webgpu-adapter=swiftshader", "--enable-features=Vulkan"]
+FIREFOX_PREFS = {
+    "dom.webgpu.enabled": True,
+    "gfx.webgpu.ignore-blocklist": True,
+    # quiet: no update checks, telemetry or first-run pages in a test profile
+    "app.update.enabled": False,
+    "browser.shell.checkDefaultBrowser": False,
+    "datareporting.policy.dataSubmissionEnabled": False,
+    "toolkit.telemetry.reportingpolicy.firstRun": False,
+}
+START_TIMEOUT_S = 180
+SCRIPT_TIMEOUT_S = 300
+
+# executable -> (environment variable, Debian's path, the Debian package that provides it)
+EXECUTABLES = {
+    "chromium": ("GPUPORT_CHROMIUM", "/usr/bin/chromium", "chromium"),
+    "firefox": ("GPUPORT_FIREFOX", "/usr/bin/firefox-esr", "firefox-esr"),
+    "minibrowser": ("GPUPORT_MINIBROWSER", "/usr/lib/x86_64-linux-gnu/webkit2gtk-4.1/MiniBrowser",
+                    "webkit2gtk-driver (MiniBrowser comes with libwebkit2gtk-4.1)"),
+    "webkit-driver": ("GPUPORT_WEBKIT_DRIVER", "/usr/bin/WebKitWebDriver", "webkit2gtk-driver"),
+    "xvfb": ("GPUPORT_XVFB", "/usr/bin/Xvfb", "xvfb"),
+}
+# browser kind -> the executables it needs and the Python package that drives it
+NEEDS = {
+    "chromium-webgpu": (("chromium",), "playwright"),
+    "chromium-noflag": (("chromium",), "playwright"),
+    "firefox": (("firefox",), "playwright"),
+    "webkit": (("minibrowser", "webkit-driver", "xvfb"), "selenium"),
+}
+
+
+class LaneError(Exception):
+    """A lane could not start: its browser is missing, or its page did not start gpuport."""
+
+
+def executable(key: str) -> str:
+    """The path configured for `key` (see EXECUTABLES): its environment variable, else Debian's path."""
+    env, default, _ = EXECUTABLES[key]
+    return os.environ.get(env) or default
+
+
+def missing(kind: str) -> str | None:
+    """Why browser `kind` cannot launch here (a missing executable or driver package), or None."""
+    names, driver = NEEDS[kind]
+    if (sync_playwright if driver == "playwright" else webdriver) is None:
+        return f"{kind} needs the Python package {driver}: {EXTRA}"
+    for key in names:
+        env, default, package = EXECUTABLES[key]
+        path = executable(key)
+        if not Path(path).is_file() and not shutil.which(path):
+            source = f"from ${env}" if os.environ.get(env) else f"set ${env} to use another"
+            return f"{kind}: {path} is missing ({source}); install Debian's {package} (`make setup` does)"
+    return None
+
+
+def _require(kind: str) -> None:
+    reason = missing(kind)
+    if reason:
+        raise LaneError(reason)
+
+
+def _xdg_runtime_dir() -> None:
+    # Firefox and WebKitGTK want one; a private one per session is enough.
+    if not os.environ.get("XDG_RUNTIME_DIR") or not os.path.isdir(os.environ["XDG_RUNTIME_DIR"]):
+        os.environ["XDG_RUNTIME_DIR"] = tempfile.mkdtemp(prefix="gpuport-xdg-")
+
+
+class Xvfb:
+    """A private X server: Xvfb picks a free display itself (-displayfd) and tells us which."""
+
+    def __init__(self) -> None:
+        read_fd, write_fd = os.pipe()
+        self.proc = subprocess.Popen([executable("xvfb"), "-displayfd", str(write_fd), "-screen", "0",
+                                      "1280x1024x24", "-nolisten", "tcp"],
+                                     pass_fds=(write_fd,), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        os.close(write_fd)
+        number = b""
+        with os.fdopen(read_fd, "rb") as r:  # Xvfb writes "<n>\n" once it accepts connections
+            while not number.endswith(b"\n"):
+                chunk = r.read(1)
+                if not chunk:
+                    break
+                number += chunk
+        if not number.strip().isdigit():
+            err = self.proc.stderr.read().decode(errors="replace") if self.proc.poll() is not None else ""
+            self.close()
+            raise LaneError(f"Xvfb did not start: {err.strip() or 'no display number'}")
+        self.display = f":{number.strip().decode()}"
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+class Browsers:
+    """Launches each kind of browser once, on first use, and closes them all in `close()`.
+
+    `playwright`: a started Playwright (pytest-playwright's fixture, so one session shares one), or a
+    callable giving one; None starts a private one on first use.
+    """
+
+    def __init__(self, playwright: Any = None) -> None:
+        self._playwright = playwright
+        self._open: dict[str, Any] = {}
+        self._failed: dict[str, str] = {}
+        self._closers: list[Callable[[], None]] = []
+        self.launch_s: dict[str, float] = {}
+        self.versions: dict[str, str] = {}
+
+    def get(self, kind: str) -> Any:
+        """The launched browser of `kind` (a Playwright Browser, or a Selenium driver for webkit)."""
+        if kind in self._failed:
+            raise LaneError(self._failed[kind])
+        if kind not in self._open:
+            t0 = time.monotonic()
+            try:
+                _require(kind)
+                self._open[kind] = getattr(self, "_launch_" + kind.replace("-", "_"))()
+            except LaneError as exc:
+                self._failed[kind] = str(exc)
+                raise
+            except Exception as exc:  # a launch failure is the lane's failure, with the browser's words
+                self._failed[kind] = f"{kind}: the browser did not launch: {type(exc).__name__}: {exc}"
+                raise LaneError(self._failed[kind]) from exc
+            self.launch_s[kind] = time.monotonic() - t0
+        return self._open[kind]
+
+    def _pw(self) -> Any:
+        if callable(self._playwright):
+            self._playwright = self._playwright()
+        if self._playwright is None:
+            manager = sync_playwright().start()
+            self._closers.insert(0, manager.stop)  # stopped after every browser it launched
+            self._playwright = manager
+        return self._playwright
+
+    def _playwright_browser(self, kind: str, browser: Any) -> Any:
+        self._closers.append(browser.close)
+        self.versions[kind] = browser.version
+        return browser
+
+    def _launch_chromium_webgpu(self) -> Any:
+        return self._playwright_browser("chromium-webgpu", self._pw().chromium.launch(
+            executable_path=executable("chromium"), args=CHROMIUM_QUIET + CHROMIUM_WEBGPU))
+
+    def _launch_chromium_noflag(self) -> Any:
+        return self._playwright_browser("chromium-noflag", self._pw().chromium.launch(
+            executable_path=executable("chromium"), args=CHROMIUM_QUIET))
+
+    def _launch_firefox(self) -> Any:
+        _xdg_runtime_dir()
+        return self._playwright_browser("firefox", self._pw().firefox.launch(
+            channel="moz-firefox", executable_path=executable("firefox"), firefox_user_prefs=FIREFOX_PREFS))
+
+    def _launch_webkit(self) -> Any:
+        _xdg_runtime_dir()
+        xvfb = Xvfb()
+        self._closers.append(xvfb.close)
+        options = WebKitOptions()
+        options.binary_location = executable("minibrowser")
+        options.add_argument("--automation")
+        env = dict(os.environ, DISPLAY=xvfb.display)
+        driver = webdriver.WebKitGTK(options=options,
+                                     service=WebKitService(executable_path=executable("webkit-driver"), env=env))
+        self._closers.append(driver.quit)  # closers run in reverse: the driver quits before its X server
+        driver.set_script_timeout(SCRIPT_TIMEOUT_S)
+        driver.set_page_load_timeout(START_TIMEOUT_S)
+        caps = driver.capabilities
+        self.versions["webkit"] = f"{caps.get('browserName', 'MiniBrowser')} {caps.get('browserVersion', '?')}"
+        return driver
+
+    def close(self) -> None:
+        """Close every browser (and the X server, and a private Playwright) this pool started."""
+        for close in reversed(self._closers):
+            try:
+                close()
+            except Exception:  # closing is best effort: a crashed browser must not hide the test results
+                pass
+        self._closers.clear()
+        self._open.clear()

@@ -1,0 +1,218 @@
+"""Lanes: one loaded gpuport page per lane (a browser kind and a page), reused by every test of a session.
+
+A page is ready when `window.gpuportReady` (what `start()` resolves to: runPython, installWheel, ...)
+resolves; `Lane.run(src)` then executes Python in its Pyodide and returns plain data. Playwright drives
+Chromium and Firefox, Selenium's WebDriver drives WebKitGTK: both behind the same `Lane` interface. A
+browser that is missing or a page that does not start raises LaneError with the reason, never a skip.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+from .browsers import PlaywrightError, Browsers, LaneError
+
+
+class PageError(AssertionError):
+    """Python in the page raised: the JS error name (the Python type) and message (the traceback)."""
+
+
+@dataclass(frozen=True)
+class PageSpec:
+    """What a lane loads: a kind of browser (a `Browsers` key) and a page, relative to the site's URL
+    (e.g. "test.html?backend=cpu")."""
+
+    browser: str
+    page: str
+
+
+@dataclass
+class LaneState:
+    """What is known of a lane, whether or not it started (the reports read it)."""
+
+    name: str
+    browser: str
+    started_at: float = 0.0
+    open_s: float | None = None
+    error: str | None = None
+    startup: dict | None = None
+    mode: str | None = None
+    info: dict | None = None
+    navigator: dict | None = None
+    final_info: dict | None = None
+    last_used: float = 0.0
+    outcomes: dict[str, dict] = field(default_factory=dict)
+
+
+# What the page's own navigator says (the cpu backend's rt.info() has no browser entry).
+_NAVIGATOR = ("({ userAgent: navigator.userAgent, gpu: typeof navigator.gpu === 'undefined' ? 'undefined'"
+              " : navigator.gpu === null ? 'null' : 'present', workers: typeof Worker })")
+_READY = f"async () => {{ const g = await window.gpuportReady; return {{ timings: g.timings, mode: g.mode, " \
+         f"navigator: {_NAVIGATOR} }}; }}"
+_CALL = "async ([method, args]) => (await window.gpuportReady)[method](...args)"
+
+# execute_async_script: the last argument is the callback; errors travel back as data.
+_WEBDRIVER_CALL = "const NAVIGATOR = " + _NAVIGATOR + ";" + """
+const [method, args, done] = arguments;
+const deadline = Date.now() + 30000;
+const ready = () => window.gpuportReady ? window.gpuportReady
+  : Date.now() > deadline ? Promise.reject(new Error("window.gpuportReady never appeared (the page script did not run)"))
+  : new Promise((r) => setTimeout(r, 50)).then(ready);
+ready()
+  .then((g) => method === null ? { timings: g.timings, mode: g.mode, navigator: NAVIGATOR } : g[method](...args))
+  .then((value) => done({ ok: true, value: value === undefined ? null : value }),
+        (e) => done({ ok: false, name: String((e && e.name) || "Error"), message: String((e && e.message) || e) }));
+"""
+
+
+class Lane:
+    """One loaded page. `run(src)`: Python in its Pyodide (top-level await allowed), the last expression
+    back as plain data; `call(method, *args)`: a method of the page's `start()` object."""
+
+    def __init__(self, state: LaneState) -> None:
+        self.state, self.name = state, state.name
+        self.modules: set[str] = set()   # added with add_module
+        ready = self._ready()
+        self.startup, self.mode = ready["timings"], ready["mode"]
+        self.navigator = ready.get("navigator") or {}
+        self.info = self.run("rt.info()")
+
+    def _ready(self) -> dict:
+        raise NotImplementedError
+
+    def call(self, method: str, *args: Any) -> Any:
+        raise NotImplementedError
+
+    def run(self, src: str) -> Any:
+        return self.call("runPython", src)
+
+    def add_module(self, name: str, source: str, filename: str) -> None:
+        """Make `import name` work in the page: `source` compiled as `filename` (tracebacks show its lines),
+        asserts rewritten to show their operands (gpuport.testing.inpage)."""
+        self.run("from gpuport.testing import inpage as _gp_inpage\n"
+                 f"_gp_inpage.add_module({name!r}, {source!r}, {filename!r})\nNone")
+        self.modules.add(name)
+
+    def close(self) -> None:
+        pass
+
+
+class PlaywrightLane(Lane):
+    def __init__(self, state: LaneState, browser: Any, url: str) -> None:
+        self.context = browser.new_context()
+        self.page = self.context.new_page()
+        self.errors: list[str] = []
+        self.page.on("pageerror", lambda e: self.errors.append(str(e)))
+        self.page.on("console", lambda m: self.errors.append(f"console.error: {m.text}") if m.type == "error" else None)
+        try:
+            response = self.page.goto(url)
+        except PlaywrightError as exc:
+            raise LaneError(f"the page {url} did not load: {exc.message}") from None
+        if response is not None and not response.ok:
+            raise LaneError(f"the page {url} did not load: HTTP {response.status} (is it a gpuport site?)")
+        super().__init__(state)
+
+    def _ready(self) -> dict:
+        try:
+            self.page.wait_for_function("() => window.gpuportReady !== undefined", timeout=30_000)
+            return self.page.evaluate(_READY)
+        except PlaywrightError as exc:
+            raise LaneError(f"the page did not start gpuport: {exc.message}\npage errors: {self.errors}") from None
+
+    def call(self, method: str, *args: Any) -> Any:
+        try:
+            return self.page.evaluate(_CALL, [method, list(args)])
+        except PlaywrightError as exc:
+            raise PageError(f"{exc.message}\npage errors: {self.errors}" if self.errors else exc.message) from None
+
+    def close(self) -> None:
+        self.context.close()
+
+
+class WebDriverLane(Lane):
+    def __init__(self, state: LaneState, driver: Any, url: str) -> None:
+        self.driver = driver
+        try:
+            driver.get(url)
+        except Exception as exc:  # selenium's WebDriverException and its many subclasses
+            raise LaneError(f"the page {url} did not load: {exc}") from exc
+        super().__init__(state)
+
+    def _webdriver(self, method: str | None, args: list) -> Any:
+        reply = self.driver.execute_async_script(_WEBDRIVER_CALL, method, args)
+        if not isinstance(reply, dict) or "ok" not in reply:
+            raise PageError(f"unexpected reply from the page: {reply!r}")
+        if not reply["ok"]:
+            raise PageError(f"{reply['name']}: {reply['message']}")
+        return reply.get("value")
+
+    def _ready(self) -> dict:
+        try:
+            return self._webdriver(None, [])
+        except Exception as exc:
+            raise LaneError(f"the page did not start gpuport: {exc}") from exc
+
+    def call(self, method: str, *args: Any) -> Any:
+        return self._webdriver(method, list(args))
+
+
+class LanePool:
+    """The lanes of `specs`, each opened on first `get(name)` against the site URL (a string, or a
+    callable giving it, so a server starts only when a lane needs it). `on_start(lane)` runs once per
+    lane after its page is ready (installing modules, say); a failure there is the lane's failure."""
+
+    def __init__(self, browsers: Browsers, site: str | Callable[[], str], specs: Mapping[str, PageSpec],
+                 on_start: Callable[[Lane], None] | None = None) -> None:
+        self.browsers, self.specs, self.on_start = browsers, dict(specs), on_start
+        self._site = site
+        self.lanes: dict[str, Lane] = {}
+        self.states: dict[str, LaneState] = {}
+
+    def state(self, name: str) -> LaneState:
+        return self.states.setdefault(name, LaneState(name, self.specs[name].browser))
+
+    def site_url(self) -> str:
+        if callable(self._site):
+            self._site = self._site()
+        return self._site.rstrip("/") + "/"
+
+    def get(self, name: str) -> Lane:
+        """The lane's loaded page; LaneError (naming the lane and the reason) if it cannot start."""
+        state = self.state(name)
+        if state.error:
+            raise LaneError(state.error)
+        if name not in self.lanes:
+            spec = self.specs[name]
+            state.started_at = time.monotonic()
+            lane = None
+            try:
+                browser = self.browsers.get(spec.browser)
+                url = self.site_url() + spec.page
+                lane = (WebDriverLane if spec.browser == "webkit" else PlaywrightLane)(state, browser, url)
+                if self.on_start is not None:
+                    self.on_start(lane)
+            except Exception as exc:
+                state.error = (f"lane {name}: {exc}" if isinstance(exc, LaneError)
+                               else f"lane {name}: could not start: {type(exc).__name__}: {exc}")
+                if lane is not None:
+                    lane.close()
+                raise LaneError(state.error) from None
+            state.open_s = time.monotonic() - state.started_at
+            state.startup, state.mode, state.info, state.navigator = lane.startup, lane.mode, lane.info, lane.navigator
+            self.lanes[name] = lane
+        return self.lanes[name]
+
+    def close(self) -> None:
+        """Note what each runtime reports after its tests (e.g. the strategies it chose), close the pages."""
+        for name, lane in self.lanes.items():
+            try:
+                self.states[name].final_info = lane.run("rt.info()")
+            except Exception:  # a page that crashed has nothing more to say
+                pass
+            try:
+                lane.close()
+            except Exception:
+                pass
+        self.lanes.clear()

@@ -1,0 +1,182 @@
+"""gpuport's pytest plugin without a browser: what runs in the page (module loader, assert rewriting, the
+test runner, pytest's stand-in, arguments), the browsers' requirements, and the plugin itself in its native
+lane (pytester, in a subprocess). The browser lanes: e2e/test_user_project.py."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import gpuport
+from gpuport.testing import browsers, inpage, stand_in
+
+pytest_plugins = ["pytester"]
+PY = str(Path(gpuport.__file__).resolve().parents[1])
+
+MODULE = '''
+import pytest
+calls = []
+
+def side(v):
+    calls.append(v)
+    return v
+
+def test_compares(n):
+    assert side(2) == side(n)
+
+def test_message_kept():
+    assert 1 == 2, "my own words"
+
+def test_chained():
+    assert 1 < 2 < 0
+
+class TestGroup:
+    async def test_async(self, gp_runtime):
+        print("from the page")
+        assert gp_runtime == "RT"
+
+def test_skips():
+    pytest.skip("not here")
+'''
+
+
+def _run(module: str, qualname: str, **args) -> dict:
+    return json.loads(asyncio.run(inpage.run_test(module, qualname, inpage.encode_args(args), "RT")))
+
+
+@pytest.fixture(scope="module")
+def page_module():
+    inpage.add_module("pkg.test_page_module", MODULE, "/project/tests/test_page_module.py")
+    yield sys.modules["pkg.test_page_module"]
+    for name in ("pkg.test_page_module", "pkg"):
+        sys.modules.pop(name, None)
+
+
+def test_rewritten_assert_shows_both_operands_and_evaluates_each_once(page_module):
+    page_module.calls.clear()
+    assert _run("pkg.test_page_module", "test_compares", n=2)["outcome"] == "passed"
+    result = _run("pkg.test_page_module", "test_compares", n=3)
+    assert page_module.calls == [2, 2, 2, 3]
+    assert result["outcome"] == "failed" and result["error"] == "AssertionError"
+    assert "assert side(2) == side(n)\n  left:  2\n  right: 3" in result["message"]
+    tb = result["traceback"]
+    assert 'File "/project/tests/test_page_module.py", line 10, in test_compares' in tb
+    assert "    assert side(2) == side(n)" in tb and "inpage.py" not in tb   # its own source line, no runner frames
+
+
+def test_asserts_with_a_message_or_a_chain_are_left_alone(page_module):
+    assert _run("pkg.test_page_module", "test_message_kept")["message"] == "my own words"
+    assert _run("pkg.test_page_module", "test_chained")["message"] == ""
+
+
+def test_class_methods_async_tests_stdout_and_skips(page_module):
+    result = _run("pkg.test_page_module", "TestGroup.test_async")
+    assert result["outcome"] == "passed" and result["stdout"] == "from the page\n", result
+    assert _run("pkg.test_page_module", "test_skips") == {"outcome": "skipped", "message": "not here",
+                                                          "stdout": "", "stderr": ""}
+    assert sys.modules["pkg"].test_page_module is page_module
+
+
+def test_arguments_cross_as_literals_and_arrays():
+    values = {"n": 3, "pair": (1.5, "x"), "nested": {"a": [1, None, True]},
+              "array": np.arange(6, dtype=np.float32).reshape(2, 3)}
+    back = inpage.decode_args(inpage.encode_args(values))
+    assert back["pair"] == (1.5, "x") and back["nested"] == {"a": [1, None, True]} and back["n"] == 3
+    assert back["array"].dtype == np.float32 and back["array"].tolist() == values["array"].tolist()
+    with pytest.raises(TypeError, match="'tmp' .* cannot be sent to the page"):
+        inpage.encode_args({"tmp": Path("/tmp")})
+
+
+def test_stand_in_behaves_like_pytest():
+    assert 0.1 + 0.2 == stand_in.approx(0.3)
+    assert [1.0, 2.0000001] == stand_in.approx([1, 2])
+    assert np.array([1.0, 2.0]) == stand_in.approx(np.array([1.0, 2.0 + 1e-9]))
+    assert not (np.array([1.0, 2.0]) == stand_in.approx(np.array([1.0, 2.1])))
+    with stand_in.raises(ValueError, match="bad") as info:
+        raise ValueError("a bad value")
+    assert str(info.value) == "a bad value"
+    with pytest.raises(AssertionError, match="DID NOT RAISE"):
+        with stand_in.raises(ValueError):
+            pass
+    decorated = stand_in.mark.parametrize("x", [1])(stand_in.mark.gpuport(len))
+    assert decorated is len and stand_in.fixture(len) is len and stand_in.fixture(scope="session")(len) is len
+    with pytest.raises(stand_in.Skipped):
+        stand_in.skip("why")
+
+
+def test_missing_browser_names_the_path_the_variable_and_the_package(monkeypatch, tmp_path):
+    monkeypatch.setenv("GPUPORT_FIREFOX", str(tmp_path / "firefox"))
+    reason = browsers.missing("firefox")
+    assert str(tmp_path / "firefox") in reason and "$GPUPORT_FIREFOX" in reason and "firefox-esr" in reason
+    monkeypatch.setattr(browsers, "sync_playwright", None)
+    assert "gpuport[test]" in browsers.missing("chromium-webgpu") and "playwright" in browsers.missing("firefox")
+    with pytest.raises(browsers.LaneError, match=r"gpuport\[test\]"):
+        browsers.Browsers().get("chromium-webgpu")
+
+
+# -- the plugin in a pytest run of its own (native lane; a browser lane that cannot start) ------------------
+
+USER_TESTS = '''
+import numpy as np
+import pytest
+
+@pytest.mark.gpuport
+async def test_async(gp_runtime):
+    x = gp_runtime.tensor(np.arange(4, dtype=np.float32))
+    assert (await gp_runtime.ops.scale(x, 2.0, 1.0).read()).tolist() == [1, 3, 5, 7]
+
+@pytest.mark.gpuport
+@pytest.mark.parametrize("n", [1, 2])
+def test_sync(gp_runtime, gp_lane, n):
+    assert gp_lane == "native" and gp_runtime.backend in ("webgpu", "cpu") and n in (1, 2)
+
+@pytest.mark.gpuport
+async def test_fails(gp_runtime):
+    assert await gp_runtime.ops.sum(gp_runtime.tensor(np.ones(3, np.float32))).read() == 4
+
+def test_plain():
+    assert True
+'''
+
+
+@pytest.fixture()
+def user_project(pytester, monkeypatch):
+    monkeypatch.setenv("PYTHONPATH", PY + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    pytester.makepyfile(test_user=USER_TESTS)
+    return pytester
+
+
+def test_native_lane_runs_sync_and_async_tests_with_lane_ids(user_project):
+    result = user_project.runpytest_subprocess("-p", "gpuport.testing.plugin", "--gpuport-lanes=native", "-v")
+    result.assert_outcomes(passed=4, failed=1)
+    result.stdout.fnmatch_lines(["*test_async[[]native[]] PASSED*", "*test_sync[[]1-native[]] PASSED*",
+                                 "*test_fails[[]native[]] FAILED*", "*test_plain PASSED*",
+                                 "*gpuport lanes*", "native*1 failed, 3 passed*"])
+
+
+def test_a_lane_whose_browser_is_missing_errors_with_the_reason(user_project, monkeypatch, tmp_path):
+    monkeypatch.setenv("GPUPORT_FIREFOX", str(tmp_path / "nothing"))
+    result = user_project.runpytest_subprocess("-p", "gpuport.testing.plugin", "--gpuport-lanes=firefox",
+                                               "-k", "async", "-rE")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*ERROR at setup of test_async[[]firefox[]]*",
+                                 f"lane firefox: firefox: {tmp_path / 'nothing'} is missing (from $GPUPORT_FIREFOX)*"])
+
+
+def test_unknown_lane_is_a_usage_error(user_project):
+    result = user_project.runpytest_subprocess("-p", "gpuport.testing.plugin", "--gpuport-lanes=native,safari")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert "unknown lane(s) ['safari']; choose from native, chromium, firefox, webkit, chromium-cpu" in result.stderr.str()
+
+
+def test_a_marked_test_without_gp_runtime_is_told_what_to_take(user_project):
+    user_project.makepyfile(test_other="import pytest\n@pytest.mark.gpuport\ndef test_x():\n    pass\n")
+    result = user_project.runpytest_subprocess("-p", "gpuport.testing.plugin", "--gpuport-lanes=native", "test_other.py")
+    assert result.ret != 0
+    result.stdout.fnmatch_lines(["*takes the gp_runtime fixture*"])
