@@ -466,3 +466,20 @@ def test_real_repo_serves_pyodide_wheel_and_model():
         manifest = c.get("/models/minilm-l6-v2/manifest.json")
         assert manifest.status_code == 200, "no chunk manifest: run `make setup` (gpuport pack-model)"
         assert manifest.json()["size"] == (models / "model.safetensors").stat().st_size
+
+
+def test_cors_lets_a_named_origin_use_gpuport_and_ranges(repo):
+    app = create_app(repo, cors=["http://localhost:3000"])
+    with TestClient(app, base_url=LOCAL) as c:
+        r = c.get("/models/minilm-l6-v2/model.safetensors", headers={"Origin": "http://localhost:3000",
+                                                                     "Range": "bytes=0-7"})
+        assert r.status_code == 206 and r.headers["access-control-allow-origin"] == "http://localhost:3000"
+        assert "content-range" in r.headers["access-control-expose-headers"].lower()
+        other = c.get("/gpuport.js", headers={"Origin": "http://evil.example"})
+        assert "access-control-allow-origin" not in other.headers
+        pre = c.options("/gpuport.js", headers={"Origin": "http://localhost:3000",
+                                                "Access-Control-Request-Method": "GET",
+                                                "Access-Control-Request-Headers": "range"})
+        assert pre.status_code == 200 and "range" in pre.headers["access-control-allow-headers"].lower()
+    with TestClient(create_app(repo), base_url=LOCAL) as c:   # off by default
+        assert "access-control-allow-origin" not in c.get("/gpuport.js", headers={"Origin": "http://a.b"}).headers

@@ -106,7 +106,7 @@ export async function start(options = {}) {
   const baseURL = absolute(base.endsWith("/") ? base : base + "/");
   const pyodideURL = absolute(options.pyodideURL || (cdn ? PYODIDE_CDN : absolute("pyodide/", baseURL)));
   const { wheelURL, chunked } = await siteFiles(baseURL, options.wheelURL);
-  const args = { pyodideURL, wheelURL, chunked, backend, tier, limits, precompile };
+  const args = { base: baseURL, pyodideURL, wheelURL, chunked, backend, tier, limits, precompile };
   const gp = await (worker ? viaWorker(args, onProgress) : onMainThread(args, onProgress));
   return { ...gp, base: baseURL };
 }

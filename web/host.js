@@ -128,8 +128,8 @@ export class Host {
  * Boot Pyodide and gpuport. progress({stage, index, total, state: "start"|"done", ms}) follows the stages
  * (STAGES); while precompilation runs in the background it also reports {stage: "precompile", done, total}.
  */
-export async function boot({ pyodideURL, wheelURL, chunked = {}, backend = "auto", tier = null, limits = "default",
-                             precompile = "background" }, progress = () => {}) {
+export async function boot({ base = null, pyodideURL, wheelURL, chunked = {}, backend = "auto", tier = null,
+                             limits = "default", precompile = "background" }, progress = () => {}) {
   const t0 = performance.now();
   const mark = {};
   const stages = precompile === "await" ? STAGES : STAGES.slice(0, -1);
@@ -158,6 +158,8 @@ export async function boot({ pyodideURL, wheelURL, chunked = {}, backend = "auto
     micropip.destroy();
   });
   await stage("open", "open_ms", async () => {
+    // where gpuport's files are served: Python resolves default model URLs against it
+    if (base) pyodide.runPython(`import os\nos.environ["GPUPORT_BASE"] = ${JSON.stringify(base)}`);
     pyodide.globals.set("_gpuport_open_args", pyodide.toPy({ backend, tier, limits }));
     await pyodide.runPythonAsync("import gpuport\nrt = await gpuport.open(**_gpuport_open_args)\ndel _gpuport_open_args");
   });

