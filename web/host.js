@@ -2,6 +2,7 @@
 // The same code serves the Web Worker (worker.js) and the main-thread mode (gpuport.js).
 import * as bridge from "./bridge.js";
 import * as idb from "./idb.js";
+import { loadWasmKernels } from "./wasm.js";
 
 function plain(value) {
   // Python results cross as plain JS data (dicts -> objects); anything else stays a string.
@@ -49,13 +50,18 @@ export async function boot({ pyodideURL, wheelURL, backend = "auto", tier = null
   mark.numpy_ms = performance.now() - t0 - mark.pyodide_ms;
   pyodide.registerJsModule("gpuport_bridge", bridge);
   pyodide.registerJsModule("gpuport_idb", idb);
+  // The WebAssembly SIMD kernels of the cpu path, linked into Pyodide's memory; never throws: a missing
+  // .wasm or a browser without SIMD leaves {available: false, reason} for gpuport.wasm_kernels to report.
+  const tw = performance.now();
+  pyodide.registerJsModule("gpuport_wasm", await loadWasmKernels(pyodide));
+  mark.wasm_ms = performance.now() - tw;
   const micropip = pyodide.pyimport("micropip");
   await micropip.install(wheelURL);
   micropip.destroy();
-  mark.wheel_ms = performance.now() - t0 - mark.pyodide_ms - mark.numpy_ms;
+  mark.wheel_ms = performance.now() - t0 - mark.pyodide_ms - mark.numpy_ms - mark.wasm_ms;
   pyodide.globals.set("_gpuport_open_args", pyodide.toPy({ backend, tier, limits }));
   await pyodide.runPythonAsync("import gpuport\nrt = await gpuport.open(**_gpuport_open_args)\ndel _gpuport_open_args");
-  mark.open_ms = performance.now() - t0 - mark.pyodide_ms - mark.numpy_ms - mark.wheel_ms;
+  mark.open_ms = performance.now() - t0 - mark.pyodide_ms - mark.numpy_ms - mark.wasm_ms - mark.wheel_ms;
   // Pipelines from the IndexedDB manifest (or every op's, on a first visit) are built now; ops called
   // meanwhile answer on NumPy. "await" holds start() until they are ready; the report is
   // `await rt_precompile` in Python either way.
