@@ -40,6 +40,41 @@ def test_module_owns_no_data_and_no_stack():
     assert all(name != "__stack_pointer" for _, name, _ in mod.imports), mod.imports
 
 
+_LOADER_REASONS = """
+import { readFileSync } from "node:fs";
+import { WASM_URL, loadWasmKernels } from "./web/wasm.js";
+const good = new Uint8Array(readFileSync(new URL(WASM_URL)));
+const linker = (fn) => ({ _module: { loadWebAssemblyModule: fn } });
+const out = {
+  missing: await loadWasmKernels(linker(() => null), new URL("file:///nonexistent/gpuport_simd.wasm")),
+  garbage: await loadWasmKernels(linker(() => null), new Uint8Array([1, 2, 3])),
+  no_linker: await loadWasmKernels({ _module: {} }, good),
+  link_fails: await loadWasmKernels(linker(async () => { throw new Error("boom"); }), good),
+  linked: await loadWasmKernels(linker(async () => ({ gp_abi: () => 1 })), good),
+};
+WebAssembly.validate = () => false;  // a runtime without SIMD128 rejects the probe module
+out.no_simd = await loadWasmKernels(linker(() => null), good);
+for (const v of Object.values(out)) v.kernels = v.kernels === null ? null : "present";
+console.log(JSON.stringify(out));
+"""
+
+
+def test_loader_never_throws_and_says_why():
+    """web/wasm.js resolves to {available: false, reason} for every way loading can fail."""
+    node = shutil.which("node")
+    assert node, "node is missing: `make setup` installs the npm tools it needs"
+    proc = subprocess.run([node, "--disable-warning=MODULE_TYPELESS_PACKAGE_JSON", "--input-type=module", "-e",
+                           _LOADER_REASONS], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    got = json.loads(proc.stdout)
+    assert got["linked"] == {"available": True, "reason": "", "url": got["linked"]["url"], "kernels": "present"}
+    for key, needle in (("missing", "cannot load file:///nonexistent/gpuport_simd.wasm"),
+                        ("garbage", "not a valid WebAssembly module"), ("no_linker", "loadWebAssemblyModule"),
+                        ("link_fails", "boom"), ("no_simd", "no SIMD128")):
+        assert got[key]["available"] is False and got[key]["kernels"] is None, (key, got[key])
+        assert needle in got[key]["reason"], (key, got[key]["reason"])
+
+
 @pytest.fixture(scope="session")
 def node_outcomes() -> dict[str, str]:
     """Every wasm case, run once in one Pyodide under Node (loading it takes ~12 s)."""
