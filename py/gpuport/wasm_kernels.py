@@ -214,20 +214,21 @@ def softmax(x: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
     """Softmax over the last axis of x (+ an additive mask broadcast against it)."""
     kern = _need()
     x = np.asarray(x)
-    shape = x.shape if mask is None else np.broadcast_shapes(x.shape, np.shape(mask))
-    if 0 in shape or len(shape) == 0:
+    if x.ndim == 0 or x.size == 0 or (mask is not None and np.size(mask) == 0):
         return K.softmax_ref(x, mask)
-    x32 = _f32(np.broadcast_to(x, shape))
-    n = shape[-1]
-    div, mod, m_addr = 1, 1, 0
+    div, mod, m_addr, shape = 1, 1, 0, x.shape
     if mask is not None:
         m32 = _f32(mask)
-        pattern = _mask_rows(m32.shape, shape) if m32.ndim else None
+        # np.broadcast_* cost tens of microseconds in Pyodide: only for masks outside the row pattern.
+        pattern = _mask_rows(m32.shape, shape) if 0 < m32.ndim <= x.ndim else None
         if pattern is None:
+            shape = np.broadcast_shapes(x.shape, m32.shape)
             m32 = _f32(np.broadcast_to(m32, shape))
-            pattern = (1, x32.size // n)
+            pattern = (1, math.prod(shape[:-1]))
         div, mod = pattern
         m_addr = _addr(m32)
+    x32 = _f32(x if shape == x.shape else np.broadcast_to(x, shape))
+    n = shape[-1]
     out = np.empty(shape, np.float32)
     kern.gp_softmax(_addr(x32), m_addr, _addr(out), x32.size // n, n, div, mod)
     return out
@@ -259,7 +260,7 @@ def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: np.ndarray | No
     batch, sq, hidden = q.shape
     sk, d = k.shape[1], hidden // num_heads
     q32, k32, v32 = _f32(q), _f32(k), _f32(v)
-    m32 = None if mask is None else _f32(np.broadcast_to(mask, (batch, sk)))
+    m32 = None if mask is None else _f32(mask if np.shape(mask) == (batch, sk) else np.broadcast_to(mask, (batch, sk)))
     out = np.empty(q.shape, np.float32)
     kern.gp_attention(_addr(q32), _addr(k32), _addr(v32), 0 if m32 is None else _addr(m32), _addr(out),
                       batch, sq, sk, num_heads, d, _scratch(int(kern.gp_attention_scratch(sk, d))))
