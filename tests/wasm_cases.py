@@ -141,6 +141,12 @@ def wasm_matmul_caches_read_only_weights() -> None:
     check_matmul(_uniform(r, (5, 40)), writable, transpose_b=True, what="writable weight")
     writable[:] = 0.5  # mutable weights are packed on every call: the change shows
     check_matmul(_uniform(r, (5, 40)), writable, transpose_b=True, what="writable weight after a change")
+    view = writable.view()  # read-only itself, but a view of memory that can still change: never cached
+    view.flags.writeable = False
+    check_matmul(_uniform(r, (5, 40)), view, transpose_b=True, what="read-only view of a writable weight")
+    from_bytes = np.frombuffer(bytearray(w.tobytes()), np.float32).reshape(48, 40)
+    from_bytes.flags.writeable = False
+    check_matmul(_uniform(r, (5, 40)), from_bytes, transpose_b=True, what="read-only view of a bytearray")
     assert len(W._PACKED) == 2, len(W._PACKED)
     del w, other
     assert not W._PACKED, "packed copies outlived their weights"

@@ -6,9 +6,10 @@ the JS module `gpuport_wasm`), so they read and write NumPy buffers in place, by
 (natively, or a page whose .wasm is missing or whose browser lacks SIMD128) `available()` is False and
 `reason()` says why; calling an op then raises BackendUnavailable.
 
-Weights: matmul packs B into column panels first. A B that is read-only (`b.flags.writeable` False, as
-with a bias that is None or read-only too) is taken to be immutable: its packed form is cached for as long
-as the array lives, so a model's linear layers pack once. Writable arrays are packed on every call.
+Weights: matmul packs B into column panels first. A B that is read-only all the way down (`writeable`
+False on it and on every array it views, no writable buffer beneath; its bias None or read-only too) is
+taken to be immutable: its packed form (as large again as B) is cached for as long as the array lives,
+so a model's linear layers pack once. Other arrays are packed on every call.
 
 Shapes outside the kernels' layouts (1-D matmul operands, a bias or gamma that is not a vector of the
 output's width, empty arrays) go to the NumPy reference, so every input the reference takes works.
@@ -113,8 +114,18 @@ _PACKED: dict[tuple[int, int, bool], _Packed] = {}
 
 
 def _immutable(x: np.ndarray | None) -> bool:
-    return x is None or (isinstance(x, np.ndarray) and not x.flags.writeable and x.dtype == np.float32
-                         and x.flags.c_contiguous)
+    """Read-only, and no writable array or buffer under it (a read-only view of a writable array can
+    still change)."""
+    if x is None:
+        return True
+    if not isinstance(x, np.ndarray) or x.flags.writeable or x.dtype != np.float32 or not x.flags.c_contiguous:
+        return False
+    base = x.base
+    while isinstance(base, np.ndarray):
+        if base.flags.writeable:
+            return False
+        base = base.base
+    return not isinstance(base, bytearray) and not (isinstance(base, memoryview) and not base.readonly)
 
 
 def _cached_pack(b: np.ndarray, bias: np.ndarray | None, k: int, n: int, transpose_b: bool) -> int | None:
