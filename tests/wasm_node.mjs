@@ -1,0 +1,22 @@
+// Pyodide under Node with gpuport's WebAssembly kernels linked in exactly as a page links them
+// (web/wasm.js): a fast lane for tests/wasm_cases.py and for kernel work, no browser needed.
+//   node tests/wasm_node.mjs < script.py    -> the script's last expression, as JSON on stdout
+import { existsSync, readFileSync } from "node:fs";
+import { fileURLToPath } from "node:url";
+import { loadPyodide } from "../node_modules/pyodide/pyodide.mjs";
+import { WASM_URL, loadWasmKernels } from "../web/wasm.js";
+
+const root = fileURLToPath(new URL("..", import.meta.url));
+const pyodide = await loadPyodide({ indexURL: `${root}.cache/pyodide/` });
+await pyodide.loadPackage("numpy", { messageCallback: () => {} });
+pyodide.mountNodeFS("/gpuport_src", `${root}py`);
+pyodide.mountNodeFS("/gpuport_tests", `${root}tests`);
+// Node's fetch has no file: URLs: hand over the bytes (a missing file still reports through the URL).
+const wasmPath = fileURLToPath(WASM_URL);
+const source = existsSync(wasmPath) ? new Uint8Array(readFileSync(wasmPath)) : WASM_URL;
+pyodide.registerJsModule("gpuport_wasm", await loadWasmKernels(pyodide, source));
+pyodide.runPython("import sys\nsys.path[:0] = ['/gpuport_src', '/gpuport_tests']");
+const result = await pyodide.runPythonAsync(readFileSync(0, "utf8"));
+const plain = result && typeof result.toJs === "function"
+  ? result.toJs({ dict_converter: Object.fromEntries, create_pyproxies: false }) : result;
+process.stdout.write(JSON.stringify(plain ?? null) + "\n");
