@@ -49,3 +49,17 @@ def model_reference() -> dict:
 
 def reference_logits(name: str) -> np.ndarray:
     return np.load(FIXTURES / name)
+
+
+def random_blocks(kind: str, n: int, k: int, rng: np.random.Generator) -> np.ndarray:
+    """Raw bytes (uint8) of an (n, k) weight in `kind` with realistic scales and every quant value possible."""
+    nb = n * k // 32
+    d = (rng.standard_normal(nb) * 0.02).astype(np.float16)
+    if kind == "Q4_1":
+        m = (-8 * np.abs(d.astype(np.float32)) * rng.uniform(0.5, 1.5, nb)).astype(np.float16)
+        qs = rng.integers(0, 256, (nb, 16), dtype=np.uint8)
+        blocks = np.concatenate([d.view(np.uint8).reshape(nb, 2), m.view(np.uint8).reshape(nb, 2), qs], axis=1)
+    else:
+        qs = rng.integers(-128, 128, (nb, 32), dtype=np.int8).view(np.uint8)
+        blocks = np.concatenate([d.view(np.uint8).reshape(nb, 2), qs], axis=1)
+    return np.ascontiguousarray(blocks).ravel()
