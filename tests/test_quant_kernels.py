@@ -15,7 +15,6 @@ Q4_1, |d|*|q| for Q8_0, which is what the kernels actually multiply, since they 
 
 from __future__ import annotations
 
-import time
 from functools import cache
 
 import numpy as np
@@ -210,28 +209,3 @@ def test_embedding_exact(rt):
     ids = np.array([4, 0, 3, 1, 2, 7], np.uint32)   # 7 is out of range: zeros
     got = run_embedding(rt, small, ids, w_off=3, out_off=8)
     assert np.array_equal(got[:5], embedding_ref(small, ids[:5])) and (got[5] == 0).all()
-
-
-def test_matvec_speed_is_reported(rt, capsys):
-    """Not a pass/fail speed bar (a software adapter on 2 shared cores): prints ms and GB/s of the decode shapes."""
-    f = gguf_file()
-    lines = []
-    for name in ("blk.0.attn_q.weight", "blk.0.attn_k.weight", "blk.0.ffn_up.weight", "blk.0.ffn_down.weight",
-                 "token_embd.weight"):
-        t = f.tensors[name]
-        w = QuantMatrix(f.raw(name), t.type_name, t.shape)
-        n, k = t.shape
-        kern = _kernel(rt, f"{w.kind.lower()}_matvec.wgsl", 8)
-        W, X, Y = rt.tensor(_words(w.raw)), rt.tensor(np.ones(k, np.float32)), rt.empty(n)
-        groups, uni = grid(-(-n // 32)), [n, k, 0, 0, 0, 0, 0, 0]
-        kern.dispatch(groups, W, X, Y, uniforms=uni)
-        Y.numpy()
-        reps = 3 if n > 10_000 else 10
-        t0 = time.perf_counter()
-        for _ in range(reps):
-            kern.dispatch(groups, W, X, Y, uniforms=uni)
-        Y.numpy()
-        dt = (time.perf_counter() - t0) / reps
-        lines.append(f"{name} {t.type_name} {n}x{k}: {dt * 1e3:.2f} ms, {w.raw.nbytes / dt / 1e9:.3f} GB/s")
-    with capsys.disabled():
-        print("\n  " + "\n  ".join(lines))
