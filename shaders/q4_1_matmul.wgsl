@@ -1,11 +1,16 @@
 // Y[m, n] = sum_k X[m, k] * W[n, k] for a prompt X (M, K) and a Q4_1 weight W (N, K) read as stored (prefill).
-// Block layout as in q4_1_matvec.wgsl. A 32x32 tile of Y per 8x8 workgroup; K advances one block (32) at a
-// time: the workgroup stages 32 rows of X and the 32 blocks of W (dequantized, d*q + m in f32) in workgroup
-// memory, and each invocation keeps a 4x4 block of Y in registers; f32 accumulation.
+// Block layout as in q4_1_matvec.wgsl, and the same work split with 4 tokens per workgroup row: a lane group of
+// LANES invocations owns 4 rows x 4 tokens (16 f32 sums in registers), each lane strides over half-blocks, so a
+// nibble word is unpacked once for 4 tokens and x once for 4 rows; tree reduction in workgroup memory.
+// On lavapipe this ran 3-16x faster than a 32x32 tiled kernel with dequantized tiles in workgroup memory
+// (M = 42..1); it reads W ceil(M/4) times, so for long prompts on a discrete GPU a tiled kernel may win.
 // X row m starts at x_off + m*K, Y row m at y_off + m*N; W row n at word w_off + n*5*K/32.
 // Bindings: W (u32 words), X (vec4<f32>; x_off a multiple of 4), Y (f32), uniforms. K a multiple of 32.
-// Dispatch (ceil(N/32), ceil(M/32), 1) workgroups.
-const T: u32 = 32u;
+// Dispatch (ceil(N / (4*64/LANES)), ceil(M/4), 1) workgroups.
+override LANES: u32 = 4u;   // a power of two <= 64
+const WG: u32 = 64u;
+const R: u32 = 4u;          // rows per lane group
+const TT: u32 = 4u;         // tokens per workgroup row
 
 struct Params { m: u32, n: u32, k: u32, w_off: u32, x_off: u32, y_off: u32, _p0: u32, _p1: u32 }
 
@@ -14,86 +19,69 @@ struct Params { m: u32, n: u32, k: u32, w_off: u32, x_off: u32, y_off: u32, _p0:
 @group(0) @binding(2) var<storage, read_write> Y: array<f32>;
 @group(0) @binding(3) var<uniform> p: Params;
 
-var<workgroup> Xs: array<f32, 1024>;  // [k][m]
-var<workgroup> Ws: array<f32, 1024>;  // [k][n]
+var<workgroup> red: array<vec4<f32>, 256>;   // [row r][invocation] (R * WG), each vec4 = 4 tokens
 
-@compute @workgroup_size(8, 8, 1)
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
-        @builtin(local_invocation_index) li: u32) {
-  let row0 = wid.y * T;
-  let col0 = wid.x * T;
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+  let lane = li % LANES;
+  let row0 = (wid.x * (WG / LANES) + li / LANES) * R;
+  let tok0 = wid.y * TT;
+  let rows = min(R, p.n - min(row0, p.n));    // 0 past N: no loads, but still at the barriers
+  let toks = min(TT, p.m - min(tok0, p.m));   // >= 1: the grid has ceil(M/4) rows
   let blocks = p.k / 32u;
+  let units = select(0u, 2u * blocks, rows > 0u);
+  let row_words = blocks * 5u;
   let k4 = p.k / 4u;
   let x4 = p.x_off / 4u;
-  // staging roles: invocation li loads X row li/2 (16 of the block's 32 k) and W row li/2 (half-block li%2)
-  let sr = li >> 1u;
-  let sh = li & 1u;
-  let gm = row0 + sr;
-  let gn = col0 + sr;
   let sh_lo = vec4<u32>(0u, 8u, 16u, 24u);
   let sh_hi = vec4<u32>(4u, 12u, 20u, 28u);
   let mask = vec4<u32>(15u);
-
-  var acc: array<f32, 16>;
-  for (var i = 0u; i < 16u; i++) { acc[i] = 0.0; }
-
-  for (var b = 0u; b < blocks; b++) {
-    for (var j = 0u; j < 4u; j++) {
-      var xv = vec4<f32>(0.0);
-      if (gm < p.m) { xv = X[x4 + gm * k4 + b * 8u + sh * 4u + j]; }
-      let kk = sh * 16u + j * 4u;
-      Xs[kk * T + sr] = xv.x;
-      Xs[(kk + 1u) * T + sr] = xv.y;
-      Xs[(kk + 2u) * T + sr] = xv.z;
-      Xs[(kk + 3u) * T + sr] = xv.w;
+  var acc: array<vec4<f32>, 4>;   // acc[r][t]
+  for (var r = 0u; r < R; r++) { acc[r] = vec4<f32>(0.0); }
+  for (var u = lane; u < units; u += LANES) {
+    let b = u >> 1u;
+    let h = u & 1u;   // half h: nibble words 1+2h, 2+2h = elements 8h..8h+7 (low) and 16+8h..16+8h+7 (high)
+    var xa0: array<vec4<f32>, 4>;
+    var xa1: array<vec4<f32>, 4>;
+    var xc0: array<vec4<f32>, 4>;
+    var xc1: array<vec4<f32>, 4>;
+    var sx = vec4<f32>(0.0);
+    for (var t = 0u; t < TT; t++) {
+      let xb = x4 + (tok0 + min(t, toks - 1u)) * k4 + b * 8u + 2u * h;   // past M: repeat the last token
+      xa0[t] = X[xb];
+      xa1[t] = X[xb + 1u];
+      xc0[t] = X[xb + 4u];
+      xc1[t] = X[xb + 5u];
+      sx[t] = dot(xa0[t] + xa1[t] + xc0[t] + xc1[t], vec4<f32>(1.0));
     }
-    var dm = vec2<f32>(0.0);
-    var q0 = 0u;
-    var q1 = 0u;
-    if (gn < p.n) {
-      let wb = p.w_off + (gn * blocks + b) * 5u;
-      dm = unpack2x16float(W[wb]);
-      q0 = W[wb + 1u + 2u * sh];
-      q1 = W[wb + 2u + 2u * sh];
+    for (var r = 0u; r < rows; r++) {
+      let wb = p.w_off + (row0 + r) * row_words + b * 5u;
+      let dm = unpack2x16float(W[wb]);
+      let q0 = vec4<u32>(W[wb + 1u + 2u * h]);
+      let q1 = vec4<u32>(W[wb + 2u + 2u * h]);
+      let l0 = vec4<f32>((q0 >> sh_lo) & mask);
+      let l1 = vec4<f32>((q1 >> sh_lo) & mask);
+      let h0 = vec4<f32>((q0 >> sh_hi) & mask);
+      let h1 = vec4<f32>((q1 >> sh_hi) & mask);
+      var sq = vec4<f32>(0.0);
+      for (var t = 0u; t < TT; t++) {
+        sq[t] = dot(l0, xa0[t]) + dot(l1, xa1[t]) + dot(h0, xc0[t]) + dot(h1, xc1[t]);
+      }
+      acc[r] = acc[r] + dm.x * sq + dm.y * sx;
     }
-    // half sh: elements 8sh..8sh+7 (low nibbles) and 16+8sh..16+8sh+7 (high nibbles); out of range: zeros
-    let lo0 = vec4<f32>((vec4<u32>(q0) >> sh_lo) & mask) * dm.x + dm.y;
-    let lo1 = vec4<f32>((vec4<u32>(q1) >> sh_lo) & mask) * dm.x + dm.y;
-    let hi0 = vec4<f32>((vec4<u32>(q0) >> sh_hi) & mask) * dm.x + dm.y;
-    let hi1 = vec4<f32>((vec4<u32>(q1) >> sh_hi) & mask) * dm.x + dm.y;
-    for (var e = 0u; e < 4u; e++) {
-      Ws[(8u * sh + e) * T + sr] = lo0[e];
-      Ws[(8u * sh + 4u + e) * T + sr] = lo1[e];
-      Ws[(16u + 8u * sh + e) * T + sr] = hi0[e];
-      Ws[(16u + 8u * sh + 4u + e) * T + sr] = hi1[e];
-    }
-    workgroupBarrier();
-    for (var k = 0u; k < 32u; k++) {
-      let a0 = Xs[k * T + lid.y];
-      let a1 = Xs[k * T + lid.y + 8u];
-      let a2 = Xs[k * T + lid.y + 16u];
-      let a3 = Xs[k * T + lid.y + 24u];
-      let w0 = Ws[k * T + lid.x];
-      let w1 = Ws[k * T + lid.x + 8u];
-      let w2 = Ws[k * T + lid.x + 16u];
-      let w3 = Ws[k * T + lid.x + 24u];
-      acc[0] = fma(a0, w0, acc[0]);   acc[1] = fma(a0, w1, acc[1]);
-      acc[2] = fma(a0, w2, acc[2]);   acc[3] = fma(a0, w3, acc[3]);
-      acc[4] = fma(a1, w0, acc[4]);   acc[5] = fma(a1, w1, acc[5]);
-      acc[6] = fma(a1, w2, acc[6]);   acc[7] = fma(a1, w3, acc[7]);
-      acc[8] = fma(a2, w0, acc[8]);   acc[9] = fma(a2, w1, acc[9]);
-      acc[10] = fma(a2, w2, acc[10]); acc[11] = fma(a2, w3, acc[11]);
-      acc[12] = fma(a3, w0, acc[12]); acc[13] = fma(a3, w1, acc[13]);
-      acc[14] = fma(a3, w2, acc[14]); acc[15] = fma(a3, w3, acc[15]);
+  }
+  for (var r = 0u; r < R; r++) { red[r * WG + li] = acc[r]; }
+  workgroupBarrier();
+  for (var s = LANES / 2u; s > 0u; s >>= 1u) {
+    if (lane < s) {
+      for (var r = 0u; r < R; r++) { red[r * WG + li] = red[r * WG + li] + red[r * WG + li + s]; }
     }
     workgroupBarrier();
   }
-
-  for (var i = 0u; i < 4u; i++) {
-    let m = row0 + lid.y + i * 8u;
-    for (var j = 0u; j < 4u; j++) {
-      let n = col0 + lid.x + j * 8u;
-      if (m < p.m && n < p.n) { Y[p.y_off + m * p.n + n] = acc[i * 4u + j]; }
+  if (lane == 0u) {
+    for (var r = 0u; r < rows; r++) {
+      let v = red[r * WG + li];
+      for (var t = 0u; t < toks; t++) { Y[p.y_off + (tok0 + t) * p.n + row0 + r] = v[t]; }
     }
   }
 }
