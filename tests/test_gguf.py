@@ -20,7 +20,7 @@ VT = gguf.GGUFValueType
 
 
 def _type_name(field: gguf.ReaderField) -> str:
-    names = [t.name.lower().replace("float", "float") for t in field.types]
+    names = [t.name.lower() for t in field.types]
     return f"array[{names[1]}]" if names[0] == "array" else names[0]
 
 
@@ -54,7 +54,8 @@ def test_real_file_matches_ggml_reader():
     emb = h.tensors["token_embd.weight"]
     assert emb.type_name == "Q8_0" and emb.shape == (49152, 576) and emb.dims == (576, 49152)
     assert h.metadata["llama.attention.head_count_kv"] == 3 and h.metadata["tokenizer.ggml.pre"] == "smollm"
-    assert h.value_types["tokenizer.ggml.merges"] == "array[string]" and len(h.metadata["tokenizer.ggml.merges"]) == 48900
+    assert h.value_types["tokenizer.ggml.merges"] == "array[string]"
+    assert len(h.metadata["tokenizer.ggml.merges"]) == 48900
     check_layout(h, gguf_path().stat().st_size)
 
 

@@ -41,6 +41,7 @@ class LlamaConfig:
 
     @property
     def head_dim(self) -> int:
+        """Per-head width (dim / n_heads)."""
         return self.dim // self.n_heads
 
     @classmethod
@@ -71,6 +72,8 @@ class LlamaConfig:
 
 @dataclass
 class Layer:
+    """One block's weights: RMSNorm vectors (float32) and quantized projections (GGUF names attn_*/ffn_*)."""
+
     attn_norm: np.ndarray
     wq: QuantMatrix
     wk: QuantMatrix
@@ -126,6 +129,7 @@ class KVCache:
 
     @property
     def capacity(self) -> int:
+        """Positions the cache can hold."""
         return self.k.shape[1]
 
 
@@ -215,6 +219,7 @@ class LlamaRef:
         return cls(config, LlamaWeights.from_gguf(f, config))
 
     def new_cache(self, max_len: int) -> KVCache:
+        """An empty KV cache for up to `max_len` positions."""
         return KVCache(self.config, max_len)
 
     def forward(self, ids: np.ndarray, cache: KVCache, all_logits: bool = False) -> np.ndarray:
