@@ -6,7 +6,7 @@ Q4_1, |d|*|q| for Q8_0, which is what the kernels actually multiply, since they 
 - matvec, matmul (f32): only the accumulation order differs from the float64 reference, which rounds once.
   Higham's bound for a K-term dot product, with two more roundings for the block scale and offset:
   |err| <= (K + 2) * u * (|W| @ |x|), doubled since the reference rounds too.
-- matvec f16 variants: x and each dequantized weight are rounded to f16 and a half-block's 16-term dot product
+- matvec and matmul f16 variants: x and each dequantized weight are rounded to f16 and a half-block's 16-term dot product
   is formed in f16 (about 16 + 2 + 2 roundings of u_h), half-block sums in f32: |err| <= 24*u_h*(|W| @ |x|)
   plus the f32 bound.
 - embedding: the same single f32 product d*q as ggml: bit-exact.
@@ -149,11 +149,11 @@ def test_a_broken_kernel_fails_the_check(rt):
         check_bound(run_matvec(rt, w8, x, source=broken8), matvec_ref(w8, x), abs_weights(w8) @ np.abs(x), 64)
 
 
-def run_matmul(rt, w: QuantMatrix, X: np.ndarray, *, lanes: int = 4, w_off: int = 0, x_off: int = 0,
-               y_off: int = 0) -> np.ndarray:
+def run_matmul(rt, w: QuantMatrix, X: np.ndarray, *, f16: bool = False, lanes: int = 4, w_off: int = 0,
+               x_off: int = 0, y_off: int = 0) -> np.ndarray:
     m, k = X.shape
     n = w.shape[0]
-    kern = _kernel(rt, "q4_1_matmul.wgsl", lanes)
+    kern = _kernel(rt, f"q4_1_matmul{'_f16' if f16 else ''}.wgsl", lanes)
     words = np.concatenate([np.full(w_off, 0xDEADBEEF, np.uint32), _words(w.raw)])
     xs = np.concatenate([np.full(x_off, np.nan, np.float32), X.ravel()]).astype(np.float32)
     y = rt.tensor(np.full(y_off + m * n + 5, -7.0, np.float32))
@@ -164,19 +164,22 @@ def run_matmul(rt, w: QuantMatrix, X: np.ndarray, *, lanes: int = 4, w_off: int 
     return out[y_off:y_off + m * n].reshape(m, n)
 
 
-def test_matmul_shapes(rt):
+@pytest.mark.parametrize("f16", [False, True], ids=["f32", "f16"])
+def test_matmul_shapes(rt, f16):
     rng = np.random.default_rng(14)
     for m, n, k in [(1, 1, 32), (5, 7, 96), (33, 40, 64), (3, 576, 544), (17, 1536, 576), (9, 576, 1536),
                     (2, 192, 576)]:
         w = QuantMatrix(random_blocks("Q4_1", n, k, rng), "Q4_1", (n, k))
         X = rng.standard_normal((m, k)).astype(np.float32)
-        check_bound(run_matmul(rt, w, X), matmul_ref(X, w), np.abs(X) @ abs_weights(w).T, k, what=f"{m}x{n}x{k}")
+        check_bound(run_matmul(rt, w, X, f16=f16), matmul_ref(X, w), np.abs(X) @ abs_weights(w).T, k, f16=f16,
+                    what=f"{m}x{n}x{k}")
     w = QuantMatrix(random_blocks("Q4_1", 7, 64, rng), "Q4_1", (7, 64))
     X = rng.standard_normal((3, 64)).astype(np.float32)
     want, scale = matmul_ref(X, w), np.abs(X) @ abs_weights(w).T
-    check_bound(run_matmul(rt, w, X, w_off=10, x_off=4, y_off=2), want, scale, 64, what="with offsets")
+    check_bound(run_matmul(rt, w, X, f16=f16, w_off=10, x_off=4, y_off=2), want, scale, 64, f16=f16,
+                what="with offsets")
     for lanes in (1, 16, 64):
-        check_bound(run_matmul(rt, w, X, lanes=lanes), want, scale, 64, what=f"LANES={lanes}")
+        check_bound(run_matmul(rt, w, X, f16=f16, lanes=lanes), want, scale, 64, f16=f16, what=f"LANES={lanes}")
 
 
 def test_matmul_real_tensor(rt):
