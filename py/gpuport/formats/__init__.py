@@ -1,1 +1,1 @@
-"""File formats gpuport reads itself (pure Python + NumPy, so they run in Pyodide): safetensors."""
+"""File formats gpuport reads itself (pure Python + NumPy, so they run in Pyodide): safetensors, GGUF."""
