@@ -11,6 +11,7 @@ import re
 import struct
 import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -58,7 +59,12 @@ class Faults:
     def __init__(self) -> None:
         self.rules: list[dict] = []
         self.log: list[tuple[str, str | None]] = []
+        self.served: dict[str, int] = {}   # body bytes sent, by path
         self.lock = threading.Lock()
+
+    def sent(self, path: str, n: int) -> None:
+        with self.lock:
+            self.served[path] = self.served.get(path, 0) + n
 
     def add(self, kind: str, path: str = "model.safetensors", start: int | None = None, times: int = 10**6) -> None:
         self.rules.append({"kind": kind, "path": path, "start": start, "times": times})
@@ -114,8 +120,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
         length = len(body)
         self.send_header("Content-Length", str(length))
         self.end_headers()
+        if fault == "stall":   # hangs until the client goes away (tests that kill a loading process)
+            time.sleep(30)
+            return
         if fault == "drop":
             self.wfile.write(body[: length // 3])
+            self.faults.sent(rel, length // 3)
             self.wfile.flush()
             self.close_connection = True
             try:
@@ -124,6 +134,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 pass
             return
         self.wfile.write(body)
+        self.faults.sent(rel, len(body))
 
 
 class Server:
@@ -182,8 +193,14 @@ def test_loads_every_tensor_with_range_requests(tiny):
     assert pct == sorted(pct) and pct[-1] == 100.0
     t = [e["t_ms"] for e in events]
     assert t == sorted(t)
-    last = [e for e in events if e["stage"] == "verify"][-1]
-    assert last["bytes_done"] == last["bytes_total"] == ld.manifest["size"]
+    # every byte stage counts the payload (the tensors' bytes), so their totals agree; the network count
+    # also has the file's header
+    payload = sum(v.nbytes for v in tensors.values())
+    for stage in ("download", "verify", "upload"):
+        last = [e for e in events if e["stage"] == stage][-1]
+        assert last["bytes_done"] == last["bytes_total"] == payload, (stage, last)
+    assert [e for e in events if e["stage"] == "download"][-1]["network_bytes"] == ld.manifest["size"] > payload
+    assert ld.stats()["bytes_downloaded"] == ld.manifest["size"]
 
 
 def test_uploads_to_the_runtime_as_tensors_complete(tiny):
@@ -589,14 +606,15 @@ def dev_url():
 
 
 @pytest.mark.parametrize("backend", ["cpu", "webgpu"])
-def test_minilm_from_the_dev_server_matches_the_fixture(dev_url, backend):
+def test_minilm_from_the_dev_server_matches_the_fixture(dev_url, backend, tmp_path, monkeypatch):
     import model_cases as mc
     from gpuport import models
 
+    monkeypatch.setenv(L.CACHE_ENV, str(tmp_path / "chunks"))   # the native default: the disk cache, here empty
     rt = gp.open_sync(backend=backend)
     events = []
-    model = asyncio.run(models.load("minilm-l6-v2", rt, source=dev_url + "/models/minilm-l6-v2/",
-                                    on_progress=events.append))
+    source = dev_url + "/models/minilm-l6-v2/"
+    model = asyncio.run(models.load("minilm-l6-v2", rt, source=source, on_progress=events.append))
     stats = asyncio.run(mc.minilm_matches_reference(rt, FIXTURE, model))
     assert stats["min_cosine"] >= 0.9999
     assert model.load_stats["fetched_chunks"] == 87 and model.load_stats["retries"] == 0
@@ -604,4 +622,15 @@ def test_minilm_from_the_dev_server_matches_the_fixture(dev_url, backend):
     last_chunk = max(e["t_ms"] for e in events if e["stage"] == "download")
     assert first_layer0 < last_chunk, (first_layer0, last_chunk)
     assert events[-1]["stage"] == "ready" and events[-1]["percent"] == 100.0
+    # one total for every byte stage: the weights' bytes (the file also has a header and the unused pooler)
+    totals = {e["stage"]: e["bytes_total"] for e in events if e["bytes_total"]}
+    assert set(totals) >= {"download", "verify", "upload", "compile", "ready"}
+    assert len(set(totals.values())) == 1, totals
+    # the second load takes every chunk from the disk cache
+    events.clear()
+    again = asyncio.run(models.load("minilm-l6-v2", rt, source=source, on_progress=events.append))
+    assert again.load_stats["cached_chunks"] == 87, again.load_stats
+    assert again.load_stats["fetched_chunks"] == 0 and again.load_stats["bytes_downloaded"] == 0
+    assert asyncio.run(mc.minilm_matches_reference(rt, FIXTURE, again))["min_cosine"] >= 0.9999
+    assert {e["bytes_total"] for e in events if e["bytes_total"]} == set(totals.values())
     rt.close()

@@ -14,13 +14,23 @@ Range answer, an HTTP error or a dropped connection is retried with exponential 
 ``LoadError`` naming the URL and the chunk. Only verified chunks reach the cache and the device.
 
 Progress events (dicts, in order): ``stage`` ("manifest", "header", "cache", "download", "verify",
-"upload", then the model's "compile" and "ready"), ``bytes_done``/``bytes_total`` for that stage, ``percent``
-(overall, monotone), ``layer``, ``tensor``, ``chunk``, ``t_ms`` (since the load began) and ``note`` for
-things a user should know (cache fallback to memory, retries).
+"upload", then the model's "compile" and "ready"), ``bytes_done``/``bytes_total``, ``percent`` (overall,
+monotone), ``layer``, ``tensor``, ``chunk``, ``t_ms`` (since the load began) and ``note`` for things a user
+should know (cache fallback to memory, retries). The byte stages count one thing, so their totals agree:
+``bytes_total`` of "cache", "download", "verify" and "upload" is the *payload*, the bytes of the tensors the
+load returns, and ``bytes_done`` the payload bytes that stage has handled (cache: found in the cache;
+download: inside the chunks received; verify: inside the chunks checked, cached or downloaded; upload:
+uploaded). "verify" and "upload" end at ``bytes_total``; "download" ends lower by what the cache had.
+"manifest" and "header" are steps, not byte stages (bytes 0; ``file_bytes``, ``header_bytes`` give sizes).
+Download events also carry ``network_bytes``: the bytes received so far, which also count the file's header
+and bytes of tensors not asked for that share a chunk (``stats()["bytes_downloaded"]``).
 
 Transports: natively ``UrllibTransport`` (urllib in a thread; no extra dependency) and ``FileTransport``
-(a local path, Range emulated); in a page ``gpuport.backends.pageio.PyfetchTransport``. Caches:
-``MemoryChunkCache`` natively (tests, resume), ``IndexedDBChunkCache`` in a page.
+(a local path, Range emulated); in a page ``gpuport.backends.pageio.PyfetchTransport``. Caches (``cache=``,
+default "default"): in a page ``IndexedDBChunkCache``; natively, for an http(s) source, ``DiskChunkCache``
+(files under the gpuport cache directory: a second load reads no model bytes from the network), unless
+``GPUPORT_MODEL_CACHE=off`` (``GPUPORT_MODEL_CACHE=DIR`` puts it elsewhere); a local source is not cached.
+``cache=None`` opts out; ``MemoryChunkCache`` keeps chunks for the process only.
 """
 
 from __future__ import annotations
@@ -37,9 +47,11 @@ import numpy as np
 
 from .chunk_cache import ChunkCache, ModelChunks
 from .chunk_manifest import MANIFEST_NAME, WEIGHTS_NAME, build_manifest, layer_of, parse_manifest, sha256
+from .disk_cache import DiskChunkCache
 from .errors import LoadError
 from .formats.safetensors import DTYPES, read_header, tensor_from_buffer
 from .platform import IN_PYODIDE
+from .progress_bar import progress_callback
 from .transports import FetchError, FileTransport, Transport, UrllibTransport
 # Fetch span default, measured by bench/model.py (download + verify of all 90.9 MB over loopback from the
 # dev server, 4 requests in flight; median seconds per span size 1/2/4/8/16 MiB): native 0.42/0.54/0.24/
@@ -49,6 +61,7 @@ DEFAULT_CHUNK_MB = 4.0
 DEFAULT_CONCURRENCY = 4
 DEFAULT_RETRIES = 3
 DEFAULT_BACKOFF_S = 0.1
+CACHE_ENV = "GPUPORT_MODEL_CACHE"
 
 ProgressFn = Callable[[dict], Any]
 
@@ -58,10 +71,10 @@ ProgressFn = Callable[[dict], Any]
 @dataclass
 class _State:
     t0: float
-    bytes_total: int = 0          # bytes of the chunks this load needs
-    tensor_total: int = 0         # bytes of the tensors it uploads
-    downloaded: int = 0
-    verified: int = 0
+    payload: int = 0              # bytes of the tensors this load returns: every byte stage's total
+    downloaded: int = 0           # bytes received over the network
+    downloaded_payload: int = 0   # payload bytes inside the chunks received
+    verified: int = 0             # payload bytes inside the chunks verified (cached or downloaded)
     uploaded: int = 0
     cached_chunks: int = 0
     fetched_chunks: int = 0
@@ -81,7 +94,7 @@ class ProgressiveModelLoader:
     def __init__(self, source: str, rt: Any = None, *, chunk_size_mb: float | None = None,
                  concurrency: int = DEFAULT_CONCURRENCY, retries: int = DEFAULT_RETRIES,
                  backoff_s: float = DEFAULT_BACKOFF_S, transport: Transport | None = None,
-                 cache: ChunkCache | None | str = "default", on_progress: ProgressFn | None = None,
+                 cache: ChunkCache | None | str = "default", on_progress: ProgressFn | str | None = None,
                  parallel_components: bool = True, weights: str = WEIGHTS_NAME,
                  manifest_url: str | None = None) -> None:
         if concurrency < 1:
@@ -97,14 +110,17 @@ class ProgressiveModelLoader:
         self.chunk_size_mb = DEFAULT_CHUNK_MB if chunk_size_mb is None else float(chunk_size_mb)
         self.concurrency, self.retries, self.backoff_s = concurrency, retries, backoff_s
         self.transport = transport or _default_transport(source)
-        self.cache = _default_cache() if cache == "default" else cache
+        self.cache = _default_cache(source) if cache == "default" else cache
         self.parallel_components = parallel_components
         self.weights_url = self._url(weights)
         self.manifest_url = manifest_url or self._url(MANIFEST_NAME)
-        self._callbacks: list[ProgressFn] = [on_progress] if on_progress else []
+        callback = progress_callback(on_progress)   # "bar": a terminal progress bar
+        self._callbacks: list[ProgressFn] = [callback] if callback else []
         self.manifest: dict | None = None
         self.chunks: ModelChunks | None = None    # the manifest's chunks in the cache, once it is loaded
         self.state = _State(time.perf_counter())
+        self._payload_of: dict[int, int] = {}   # chunk index -> bytes of requested tensors inside it
+        self._downloaded_chunks: set[int] = set()
 
     # -- public ----------------------------------------------------------------------------------
     def register_progress_callback(self, callback: ProgressFn) -> None:
@@ -155,7 +171,7 @@ class ProgressiveModelLoader:
             self.manifest = parse_manifest(text, self.manifest_url)
         m = self.manifest
         self.chunks = ModelChunks(self.cache, m, self.weights_url, self._emit)
-        self._emit("manifest", m["size"], m["size"], note=f"{len(m['chunks'])} chunks of "
+        self._emit("manifest", 0, 0, file_bytes=m["size"], note=f"{len(m['chunks'])} chunks of "
                    f"{m['chunk_size'] / 2**20:g} MiB, file sha256 {m['sha256'][:12]}")
         return m
 
@@ -167,11 +183,11 @@ class ProgressiveModelLoader:
             head = cached[:m["data_start"]]
             if sha256(head) == m["header_sha256"]:
                 header, data_start = read_header(head, self.weights_url)
-                self._emit("header", len(head), len(head), note="from the cache")
+                self._emit("header", 0, 0, header_bytes=len(head), note="from the cache")
                 return header, data_start
         head = await self._fetch_header(m)
         header, data_start = read_header(head, self.weights_url)
-        self._emit("header", len(head), len(head), note=f"{len(header) - ('__metadata__' in header)} tensors")
+        self._emit("header", 0, 0, header_bytes=len(head), note=f"{len(header) - ('__metadata__' in header)} tensors")
         return header, data_start
 
     async def load_tensors(self, names: Sequence[str] | None = None, upload: bool = True,
@@ -205,8 +221,8 @@ class ProgressiveModelLoader:
         cs = m["chunk_size"]
         need = sorted({i for n in names for i in range(m["tensors"][n]["chunks"][0], m["tensors"][n]["chunks"][1] + 1)})
         st = self.state
-        st.bytes_total = sum(m["chunks"][i]["end"] - m["chunks"][i]["start"] for i in need)
-        st.tensor_total = sum(m["tensors"][n]["end"] - m["tensors"][n]["start"] for n in names)
+        st.payload = sum(m["tensors"][n]["end"] - m["tensors"][n]["start"] for n in names)
+        self._payload_of = payload = _payload_per_chunk(m, names)
 
         data: dict[int, bytes] = {}                   # verified chunk bytes, by index
         out: dict[str, Any] = {}
@@ -241,7 +257,7 @@ class ProgressiveModelLoader:
                 else:
                     out[n] = arr   # upload=False, or 64-bit buffers (position_ids): stay on the host
                 st.uploaded += t["end"] - t["start"]
-                self._emit("upload", st.uploaded, st.tensor_total, tensor=n, layer=t.get("layer", layer_of(n)))
+                self._emit("upload", st.uploaded, st.payload, tensor=n, layer=t.get("layer", layer_of(n)))
                 done[n].set_result(True)
                 # a chunk whose tensors are all done can go: the whole file never sits in memory twice
                 for j in range(t["chunks"][0], t["chunks"][1] + 1):
@@ -255,14 +271,14 @@ class ProgressiveModelLoader:
             if blob is not None:
                 data[i] = blob
                 st.cached_chunks += 1
-                st.verified += len(blob)
-                self._emit("verify", st.verified, st.bytes_total, chunk=i, cached=True)
+                st.verified += payload[i]
+                self._emit("verify", st.verified, st.payload, chunk=i, cached=True)
                 arrived(i)
             else:
                 missing.append(i)
         if st.cached_chunks:
-            self._emit("cache", st.cached_chunks, len(need), note=f"{st.cached_chunks} of {len(need)} chunks "
-                       f"from the cache, {len(missing)} to download")
+            self._emit("cache", st.verified, st.payload, chunks_cached=st.cached_chunks, chunks_total=len(need),
+                       note=f"{st.cached_chunks} of {len(need)} chunks from the cache, {len(missing)} to download")
 
         per_span = max(1, int(round(self.chunk_size_mb * 2**20 / cs)))
         spans: list[list[int]] = []
@@ -394,7 +410,10 @@ class ProgressiveModelLoader:
                     break
                 continue
             st.downloaded += len(body)
-            self._emit("download", st.downloaded, st.bytes_total, chunk=span[-1])
+            fresh = [i for i in span if i not in self._downloaded_chunks]   # a retried span counts once
+            self._downloaded_chunks.update(fresh)
+            st.downloaded_payload += sum(self._payload_of.get(i, 0) for i in fresh)
+            self._emit("download", st.downloaded_payload, st.payload, chunk=span[-1], network_bytes=st.downloaded)
             out, bad = [], None
             for i in span:
                 c = m["chunks"][i]
@@ -405,9 +424,9 @@ class ProgressiveModelLoader:
                 out.append(blob)
             if bad is None:
                 for i, blob in zip(span, out):
-                    st.verified += len(blob)
+                    st.verified += self._payload_of.get(i, 0)
                     st.fetched_chunks += 1
-                    self._emit("verify", st.verified, st.bytes_total, chunk=i)
+                    self._emit("verify", st.verified, st.payload, chunk=i)
                 return out
             last = f"chunk {bad} failed its sha256 check (corrupt bytes)"
             what = f"chunk {bad}" + (f" (of chunks {span[0]}-{span[-1]})" if len(span) > 1 else "")
@@ -424,7 +443,7 @@ class ProgressiveModelLoader:
     # -- progress --------------------------------------------------------------------------------
     def _emit(self, stage: str, done: int, total: int, **extra: Any) -> None:
         st = self.state
-        denom = st.bytes_total + st.tensor_total
+        denom = 2 * st.payload
         percent = 100.0 * (st.verified + st.uploaded) / denom if denom else 0.0
         event = {"stage": stage, "bytes_done": int(done), "bytes_total": int(total),
                  "percent": round(min(percent, 100.0), 2), "t_ms": round((time.perf_counter() - st.t0) * 1e3, 2),
@@ -443,12 +462,29 @@ def _default_transport(source: str) -> Transport:
     return UrllibTransport() if source.startswith(("http://", "https://")) else FileTransport()
 
 
-def _default_cache() -> ChunkCache | None:
-    """IndexedDB in a page; natively none (every load reads its source)."""
+def _default_cache(source: str) -> ChunkCache | None:
+    """IndexedDB in a page; natively, for an http(s) source, files under the gpuport cache directory
+    (GPUPORT_MODEL_CACHE: "off" for none, or a directory); a local source none (it is on disk already)."""
     if IN_PYODIDE:
         from .backends.pageio import IndexedDBChunkCache   # page-only: imports js
         return IndexedDBChunkCache()
-    return None
+    if not source.startswith(("http://", "https://")):
+        return None
+    setting = os.environ.get(CACHE_ENV, "").strip()
+    if setting.lower() in ("off", "0", "none", "no", "false"):
+        return None
+    return DiskChunkCache(setting or None)
+
+
+def _payload_per_chunk(m: dict, names: Sequence[str]) -> dict[int, int]:
+    """Chunk index -> how many bytes of the tensors `names` it holds (what the byte stages count)."""
+    out: dict[int, int] = {}
+    for n in names:
+        t = m["tensors"][n]
+        for i in range(t["chunks"][0], t["chunks"][1] + 1):
+            c = m["chunks"][i]
+            out[i] = out.get(i, 0) + max(0, min(c["end"], t["end"]) - max(c["start"], t["start"]))
+    return out
 
 
 async def gather_components(loaders: Mapping[str, Awaitable[Any]]) -> dict[str, Any]:

