@@ -61,6 +61,8 @@ class ProgressBar:
         note = event.get("note")
         if note:
             self._write_line(f"{event.get('model') or 'load'}: {note}")
+        if stage == "retry" or (stage == "cache" and not event.get("bytes_total")):
+            return   # notes, not stages: the bar stays on the stage it was drawing
         line = self.render(event)
         final = stage == "ready"
         changed = stage != self.stage
