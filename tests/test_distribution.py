@@ -50,8 +50,13 @@ def test_verified_copy(tmp_path):
     assert not list(dest.glob(".*"))  # no temporary files left
 
 
-def test_default_dest_is_under_cache(tmp_path):
+def test_default_dest_is_under_cache(tmp_path, monkeypatch):
     root = make_sources(tmp_path)
+    # not a checkout (an installed gpuport run from a directory with the npm package): the gpuport cache
+    monkeypatch.setenv("GPUPORT_CACHE", str(tmp_path / "gpcache"))
+    assert ensure_distribution(root) == default_dest(root) == tmp_path / "gpcache" / "pyodide"
+    (root / "pyproject.toml").write_text("")   # a checkout: its own .cache/
+    (root / "shaders").mkdir()
     assert ensure_distribution(root) == default_dest(root) == tmp_path / ".cache" / "pyodide"
     assert is_complete(tmp_path / ".cache" / "pyodide")
 

