@@ -1,7 +1,7 @@
 """Where the model loader keeps verified chunks between loads: the cache protocol, an in-memory cache
-(natively: resume within a process, and the tests) and the policy around a cache for one model file
-(ModelChunks); IndexedDB in a page is backends/pageio.py. Only chunks whose sha256 matched the manifest
-are ever put here.
+(resume within a process, and the tests) and the policy around a cache for one model file (ModelChunks);
+files on disk natively are disk_cache.py, IndexedDB in a page backends/pageio.py. Only chunks whose sha256
+matched the manifest are ever put here.
 """
 
 from __future__ import annotations
