@@ -57,18 +57,30 @@ def test_numpy_needs_await_in_the_page(lane_factory):
 
 
 def test_demo_page_runs_every_kernel_within_tolerance(chromium_webgpu, server_url):
-    """What `make demo` shows a person: backend webgpu on SwiftShader, every kernel within tolerance."""
+    """What `make demo` shows a person: auto beside SwiftShader's WebGPU, where each op ran, and every GPU
+    kernel within tolerance of NumPy (run pinned to the GPU even where auto picked NumPy)."""
     from playwright.sync_api import expect
 
     page = chromium_webgpu.new_page()
     try:
         page.goto(server_url + "/")
         expect(page.locator("body")).to_have_attribute("data-state", "done", timeout=180_000)
-        assert page.locator("#backend").inner_text().startswith("webgpu")
+        assert page.locator("#backend").inner_text().startswith("auto: webgpu or cpu")
         assert "swiftshader" in page.locator("#adapter").inner_text()
         rows = page.locator("#kernels tbody tr")
         assert rows.count() == 13
+        ran = page.locator("#kernels tbody td:nth-child(3)").all_inner_texts()
+        assert set(ran) <= {"webgpu", "cpu"}, ran
+        gpu_errors = [float(t) for t in page.locator("#kernels tbody td:nth-child(5)").all_inner_texts()]
+        assert len(gpu_errors) == 13 and max(gpu_errors) < 1e-3, gpu_errors
         verdicts = page.locator("#kernels tbody td:last-child").all_inner_texts()
         assert verdicts == ["within tolerance"] * 13, verdicts
+        # the status and the report say where the calls ran: the counts of the table's column
+        status = page.locator("#status").inner_text()
+        for backend in set(ran):
+            assert f"{ran.count(backend)} on {backend}" in status, status
+        expect(page.locator("#doctor-section")).to_be_visible(timeout=60_000)
+        where = page.locator("#doctor-html table").last.locator("tbody td:nth-child(3)").all_inner_texts()
+        assert all(w.startswith("auto: ") for w in where) and any(" x" in w for w in where), where
     finally:
         page.close()

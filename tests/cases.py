@@ -711,7 +711,8 @@ async def profile_says_where_each_op_ran_and_how_long(rt):
             assert o["device_ms"] is not None and o["kernels"], o
     on_device = data["ops"][-1]["where"] == "webgpu"     # then reading y moved its bytes to the host
     assert set(data["by_op"]) == {"matmul", "gelu"} and data["bytes_to_host"] >= (24 * 16 * 4 if on_device else 0)
-    assert json.loads(prof.report("json"))["backend"] == rt.backend
+    data = json.loads(prof.report("json"))
+    assert data["backend"] == rt.mode and data["device"] == rt.backend
     assert "<table>" in prof.report("html") and "| matmul |" in prof.report("markdown")
 
 

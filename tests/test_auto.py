@@ -38,7 +38,10 @@ def test_auto_chooses_per_op_with_identical_results_and_reports_it(cache):
         summary = rt.selector.selector.get_performance_summary()
         assert "matmul" in summary["ops"], summary
         report = json.loads(rt.report(format="json"))
-        assert report["ops"]["matmul"]["backend"] == sel["chosen"]["matmul"]
+        assert report["mode"] == "auto" and report["ops"]["matmul"]["ran"] == sel["counts"]["matmul"]
+        assert sum(report["ops"]["matmul"]["ran"].values()) == 6, report["ops"]["matmul"]
+        assert report["ops"]["matmul"]["backend"].startswith("auto: ") and sel["chosen"]["matmul"] in report["ops"]["matmul"]["backend"]
+        assert report["ops"]["softmax"]["backend"] == "auto: chosen per call (not run yet)"
         assert "| matmul |" in rt.report(format="markdown")
     finally:
         rt.close()

@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 
 import gpuport as gp
@@ -12,7 +13,7 @@ from gpuport.report import build_report, find_problems, render
 
 def validate(report):
     """The JSON contract tools rely on."""
-    assert report["backend"] in ("webgpu", "cpu")
+    assert report["backend"] in ("webgpu", "cpu") and report["mode"] in ("auto", "webgpu", "cpu")
     assert report["tier"] in ("full", "core", "constrained", "cpu")
     assert set(report["ops"]) == set(KERNELS)
     for op in report["ops"].values():
@@ -37,6 +38,51 @@ def test_doctor_markdown_reads_well(capsys):
     assert main(["doctor", "--format", "markdown"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("# gpuport doctor") and "| matmul |" in out and "## Problems" in out
+
+
+def test_doctor_under_auto_does_not_claim_ops_ran_on_the_gpu(capsys):
+    """The default (auto) places each call by measurement: before any call the report says so, not webgpu."""
+    assert main(["doctor", "--format", "json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    validate(report)
+    assert report["mode"] == "auto" and report["selection"]["calibration"] in ("measured", "stored")
+    assert {op["backend"] for op in report["ops"].values()} == {"auto: chosen per call (not run yet)"}
+    assert all(op["ran"] == {} for op in report["ops"].values())
+
+
+def test_report_counts_where_calls_ran_under_auto():
+    with gp.open_sync() as rt:
+        x = rt.tensor(np.ones((4, 4), np.float32))
+        rt.ops.gelu(x).numpy()
+        with rt.pinned("webgpu"):
+            rt.ops.gelu(x).numpy()
+        with rt.pinned("cpu"):
+            rt.ops.gelu(x).numpy()
+        gelu = rt.report()["ops"]["gelu"]
+        assert sum(gelu["ran"].values()) == 3 and gelu["ran"]["webgpu"] >= 1 and gelu["ran"]["cpu"] >= 1, gelu
+        assert gelu["backend"].startswith("auto: ")
+        assert "| gelu |" in rt.report(format="markdown")
+
+
+def test_pinned_on_a_fixed_backend_accepts_only_that_backend():
+    with gp.open_sync(backend="cpu") as rt:
+        with rt.pinned("cpu"):
+            assert rt.ops.gelu(rt.tensor(np.zeros(3, np.float32))).numpy().shape == (3,)
+        with pytest.raises(ValueError, match="backend='auto'"):
+            with rt.pinned("webgpu"):
+                pass
+
+
+def test_profile_cli_says_where_each_op_ran(capsys, tmp_path):
+    assert main(["profile", "--backend", "webgpu", "--format", "json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["backend"] == "webgpu" and set(data["by_op"]) == set(KERNELS)
+    assert all(e["where"] == {"webgpu": e["calls"]} for e in data["by_op"].values())
+    assert data["dispatches"] >= len(KERNELS) and data["timing"] in ("timestamp-query", "host only")
+    out = tmp_path / "profile.html"
+    assert main(["profile", "--backend", "cpu", "--format", "html", "--output", str(out)]) == 0
+    page = out.read_text()
+    assert page.startswith('<section class="gpuport-profile">') and "<td>matmul</td>" in page
 
 
 def test_runtime_report_matches_doctor():

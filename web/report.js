@@ -22,7 +22,7 @@ export function renderReport(report) {
   const a = report.adapter || {};
   const adapter = [a.vendor, a.architecture, a.device || a.description].filter(Boolean).join(" / ") || "unknown";
   const summary = el("dl", { id: "doctor-summary" });
-  for (const [k, v] of [["backend", report.backend], ["tier", `${report.tier} (device offers ${report.detected_tier})`],
+  for (const [k, v] of [["backend", report.mode === "auto" ? `auto (${report.backend} or cpu, chosen per op call by measurement)` : report.backend], ["tier", `${report.tier} (device offers ${report.detected_tier})`],
                         ["adapter", adapter + (a.is_fallback ? " (fallback adapter)" : "")],
                         ["platform", report.platform], ["features", (report.features || []).join(", ") || "none"]]) {
     summary.append(el("dt", {}, k), el("dd", {}, String(v)));
@@ -33,7 +33,7 @@ export function renderReport(report) {
     parts.push(el("h3", {}, "Limits"), table(["limit", "value"], limits.map(([k, v]) => [k, Number(v).toLocaleString("en")]), [1]));
   }
   const ops = Object.entries(report.ops || {}).map(([op, o]) => [op, o.strategy, o.backend, o.shader]);
-  parts.push(el("h3", {}, "Plan per op"), table(["op", "strategy", "backend", "shader"], ops));
+  parts.push(el("h3", {}, "Plan per op"), table(["op", "strategy on the device", "where it runs", "shader"], ops));
   const problems = el("ul", { id: "doctor-problems" });
   for (const p of report.problems || []) {
     problems.append(el("li", { className: p.severity === "info" ? "" : "bad" },

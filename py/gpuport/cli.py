@@ -1,9 +1,10 @@
-"""`gpuport` command line: serve | demo | pyodide | doctor | pack-model | export (argparse subcommands; add more
+"""`gpuport` command line: serve | demo | pyodide | doctor | profile | pack-model | export (argparse subcommands; add more
 with `_add_*`)."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import errno
 import importlib.util
 import json
@@ -85,6 +86,25 @@ def _add_pyodide(sub: argparse._SubParsersAction) -> None:
                         "`gpuport serve` looks)")
     p.add_argument("--root", type=Path, default=None, metavar="DIR", help="repository root (default: this checkout)")
     p.set_defaults(run=_pyodide)
+
+
+def _add_profile(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("profile", help="run a workload under the performance monitor and print its profile",
+                       description="Open a runtime natively, run a workload inside `rt.profile()` and print per op "
+                                   "where it ran and why, host and device time (timestamp queries where the "
+                                   "adapter has them), compile times, bytes moved and peak device memory.")
+    p.add_argument("workload", nargs="?", choices=("kernels", "minilm"), default="kernels",
+                   help="kernels: every op once on MiniLM-sized inputs (the demo's set); minilm: embed TEXTS "
+                        "with all-MiniLM-L6-v2 (needs its weights installed). Default: kernels")
+    p.add_argument("--texts", type=int, default=8, metavar="N", help="sentences for the minilm workload (default: 8)")
+    p.add_argument("--backend", choices=("auto", "webgpu", "cpu"), default="auto",
+                   help="backend to open (default: auto)")
+    p.add_argument("--format", choices=("markdown", "json", "html"), default="markdown",
+                   help="report format (default: markdown)")
+    p.add_argument("--output", type=Path, default=None, metavar="FILE", help="write the report there, not stdout")
+    p.add_argument("--sync", action="store_true",
+                   help="without timestamp queries, wait for each device op so its wall time is its device time")
+    p.set_defaults(run=_profile)
 
 
 def _add_doctor(sub: argparse._SubParsersAction) -> None:
@@ -171,6 +191,23 @@ def _pack_model(args: argparse.Namespace) -> int:
     return 0
 
 
+def _profile(args: argparse.Namespace) -> int:
+    with open_sync(backend=args.backend) as rt:
+        work = (demo.kernel_table(rt, repeats=1) if args.workload == "kernels"
+                else demo.embed_texts(rt, args.texts))
+        asyncio.run(work)               # compile and calibrate outside the profile
+        with rt.profile(sync=args.sync) as prof:
+            asyncio.run(demo.kernel_table(rt, repeats=1) if args.workload == "kernels"
+                        else demo.embed_texts(rt, args.texts))
+        text = prof.report(format=args.format)
+    if args.output:
+        args.output.write_text(text, encoding="utf-8")
+        print(f"profile written to {args.output}")
+    else:
+        print(text)
+    return 0
+
+
 def _doctor(args: argparse.Namespace) -> int:
     with open_sync(backend=args.backend, tier=args.tier) as rt:
         print(rt.report(format=args.format))
@@ -216,7 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"gpuport {__version__}",
                         help="print gpuport's version and exit")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_serve, _add_demo, _add_pyodide, _add_doctor, _add_pack_model, _add_export):
+    for add in (_add_serve, _add_demo, _add_pyodide, _add_doctor, _add_profile, _add_pack_model, _add_export):
         add(sub)
     return parser
 

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import json
 import time
-from typing import TYPE_CHECKING, Any
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 
@@ -49,6 +50,19 @@ class AutoPlacement:
         self.store: RecordStore | None = None   # stores.store_for("selector"), set by attach
         self.ignored_record: str | None = None   # why the stored record was unusable (it was rewritten)
         self._workloads: dict[tuple[Any, ...], tuple[WorkloadCharacteristics, bool]] = {}
+        self.pin: str | None = None   # set by pinned(): every call goes there (counted as forced)
+
+    @contextmanager
+    def pinned(self, backend: str) -> Iterator[None]:
+        """Place every call in the block on `backend` ("webgpu" or "cpu"): a comparison or a test of one
+        side (the demo's parity column runs the GPU kernel even where the selector would pick the host)."""
+        if backend not in self.selector.backends:
+            raise ValueError(f"backend must be one of {self.selector.backends}, not {backend!r}")
+        previous, self.pin = self.pin, backend
+        try:
+            yield
+        finally:
+            self.pin = previous
 
     # -- per op ---------------------------------------------------------------------------------------
     def workload(self, call: OpCall) -> tuple[WorkloadCharacteristics, bool]:
@@ -92,7 +106,12 @@ class AutoPlacement:
     def place(self, call: OpCall) -> str:
         t0 = time.perf_counter()
         w, host_ok = self.workload(call)
-        backend = self.selector.select_backend(w, None if host_ok else "webgpu")
+        if self.pin is not None:
+            # a GPU-only input in a page cannot come to the host inside a sync op: it stays on the GPU
+            backend = self.pin if host_ok else "webgpu"
+            self.selector.decisions["forced"] += 1
+        else:
+            backend = self.selector.select_backend(w, None if host_ok else "webgpu")
         self.select_s += time.perf_counter() - t0
         self.selections += 1
         per = self.chosen.setdefault(call.op, {})

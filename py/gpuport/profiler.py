@@ -143,7 +143,7 @@ class Profile:
         pending = sum(1 for r in self.ops if r.dispatches and r.device_ms is None and self.timing != "host only")
         info = self.rt.device.adapter_info
         return {
-            "backend": self.rt.backend, "tier": self.rt.tier,
+            "backend": self.rt.mode, "device": self.rt.backend, "tier": self.rt.tier,
             "adapter": " / ".join(str(info.get(k)) for k in ("vendor", "device", "description") if info.get(k)),
             "timing": self.timing, "wall_ms": round(self._wall_ms, 3),
             "ops": [asdict(r) for r in self.ops], "by_op": by_op,

@@ -58,18 +58,36 @@ def find_problems(info: dict[str, Any]) -> list[dict[str, str]]:
     return sorted(problems, key=lambda p: -SEVERITIES.index(p["severity"]))
 
 
-def build_report(info: dict[str, Any], backends_per_op: dict[str, str] | None = None) -> dict[str, Any]:
-    """The report as plain data (JSON-ready)."""
+def build_report(info: dict[str, Any]) -> dict[str, Any]:
+    """The report as plain data (JSON-ready). Per op: its strategy on the device, where its calls ran so far
+    (`ran`: counts per backend) and, under auto, that the place is chosen per call by measurement."""
     strategies = info.get("strategies", {})
-    ops = {name: {"strategy": strategies.get(name, "native kernel" if info["backend"] != "cpu" else "numpy reference"),
-                  "backend": (backends_per_op or {}).get(name, info["backend"]),
-                  "shader": KERNELS[name].shader}
-           for name in KERNELS}
+    mode = info.get("mode", info["backend"])
+    selection = info.get("selection") or {}
+    counts = selection.get("counts") or {}
+    ops = {}
+    for name in KERNELS:
+        if mode == "cpu":
+            strategy = "numpy reference"
+        else:
+            strategy = strategies.get(name, "native kernel")
+        ran = dict(counts.get(name, {}))
+        if mode == "auto":
+            where = "auto: " + (", ".join(f"{b} x{n}" for b, n in sorted(ran.items())) if ran else
+                                "chosen per call (not run yet)")
+        else:
+            where = mode
+        ops[name] = {"strategy": strategy, "backend": where, "ran": ran, "shader": KERNELS[name].shader}
+    calibration = selection.get("calibration") or {}
     return {
         "gpuport": info.get("version"),
         "platform": info.get("platform"),
         "browser": info.get("browser"),
         "backend": info["backend"],
+        "mode": mode,
+        "selection": ({"calibration": calibration.get("source"), "decisions": selection.get("decisions"),
+                       "forced": selection.get("forced"), "disabled": selection.get("disabled")}
+                      if mode == "auto" else None),
         "tier": info["tier"],
         "detected_tier": info.get("detected_tier"),
         "adapter": info.get("adapter", {}),
@@ -88,7 +106,7 @@ def to_markdown(report: dict[str, Any]) -> str:
     a = report["adapter"]
     lines = [
         "# gpuport doctor", "",
-        f"- **backend**: {report['backend']}  ",
+        f"- **backend**: {_backend_line(report)}  ",
         f"- **tier**: {report['tier']} (device offers {report['detected_tier']})  ",
         f"- **adapter**: {' / '.join(p for p in (a.get('vendor'), a.get('architecture'), a.get('device') or a.get('description')) if p) or 'unknown'}"
         f"{' (fallback adapter)' if a.get('is_fallback') else ''}  ",
@@ -105,6 +123,14 @@ def to_markdown(report: dict[str, Any]) -> str:
     for p in report["problems"]:
         lines.append(f"- **{p['severity']}** `{p['code']}`: {p['message']}. *Recommendation:* {p['recommendation']}")
     return "\n".join(lines) + "\n"
+
+
+def _backend_line(report: dict[str, Any]) -> str:
+    if report.get("mode") != "auto":
+        return report["backend"]
+    sel = report.get("selection") or {}
+    return (f"auto: each op call placed on {report['backend']} or cpu by measurement (calibration: "
+            f"{sel.get('calibration')}; decisions {sel.get('decisions')})")
 
 
 def render(report: dict[str, Any], format: str = "json") -> str:

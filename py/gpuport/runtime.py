@@ -6,7 +6,8 @@ from __future__ import annotations
 import math
 import operator
 import threading
-from typing import Any, Callable, Sequence
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -81,8 +82,27 @@ class Runtime:
 
     @property
     def backend(self) -> str:
-        """"webgpu" or "cpu"."""
+        """The device: "webgpu" or "cpu" (under auto, the GPU device beside the host)."""
         return self.device.name
+
+    @property
+    def mode(self) -> str:
+        """How ops are placed: "auto" (per call, by measurement) or the one backend every op runs on."""
+        return "auto" if self.selector is not None else self.backend
+
+    @contextmanager
+    def pinned(self, backend: str) -> Iterator[None]:
+        """Run the ops of the block on `backend` ("webgpu" or "cpu") under auto, e.g. to compare the GPU
+        kernel with NumPy where auto would pick NumPy; on a fixed backend only that backend is accepted."""
+        self.check_open()
+        if self.selector is not None:
+            with self.selector.pinned(backend):
+                yield
+            return
+        if backend != self.backend:
+            raise ValueError(f"this runtime runs every op on {self.backend!r}; open it with backend='auto' "
+                             f"to place ops on {backend!r}")
+        yield
 
     def info(self) -> dict[str, Any]:
         """Backend, tier, adapter identity, features and limits, as plain data."""
@@ -91,6 +111,7 @@ class Runtime:
         info = {
             "version": __version__,
             "backend": self.backend,
+            "mode": self.mode,
             "tier": self.tier,
             "detected_tier": self.detected_tier,
             "adapter": dict(device.adapter_info),
@@ -193,7 +214,7 @@ class Runtime:
     def report(self, format: str = "dict") -> dict[str, Any] | str:
         """The compatibility report (`gpuport doctor`): "dict", "json" or "markdown"."""
         info = self.info()
-        data = build_report(info, (info.get("selection") or {}).get("chosen") or None)
+        data = build_report(info)
         return data if format == "dict" else render(data, format)
 
     def flush(self) -> None:

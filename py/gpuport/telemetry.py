@@ -8,6 +8,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import wasm_kernels
+from .platform import IN_PYODIDE
+
 
 @dataclass
 class Plan:
@@ -68,5 +71,16 @@ class Telemetry:
     def metrics(self) -> dict[str, Any]:
         m = {k: (dict(v) if isinstance(v, dict) else v) for k, v in self._m.items()}
         m["operation_timings"] = {k: dict(v) for k, v in self._m["operation_timings"].items()}
-        m["wasm_fallbacks"] = m["cpu_fallbacks"]  # the seed's name: in a page the CPU path is WebAssembly
+        # The seed's name: host calls that ran WebAssembly kernels, so only a page with them linked counts
+        # any (natively and without them the host is NumPy, and saying "wasm" there would be untrue).
+        m["host_engine"] = host_engine()
+        m["wasm_fallbacks"] = m["cpu_fallbacks"] if m["host_engine"] == "wasm-simd128" else 0
         return m
+
+
+def host_engine() -> str:
+    """What runs host (cpu) work in this process: "wasm-simd128" (a page with gpuport's WebAssembly
+    kernels linked), "numpy-wasm" (a page without them) or "numpy"."""
+    if not IN_PYODIDE:
+        return "numpy"
+    return "wasm-simd128" if wasm_kernels.available() else "numpy-wasm"
