@@ -194,7 +194,7 @@ def _pack_model(args: argparse.Namespace) -> int:
 def _profile(args: argparse.Namespace) -> int:
     with open_sync(backend=args.backend) as rt:
         work = (demo.kernel_table(rt, repeats=1) if args.workload == "kernels"
-                else demo.embed_texts(rt, args.texts))
+                else demo.embed_texts(rt, args.texts, on_progress="bar"))   # the bar goes to stderr
         asyncio.run(work)               # compile and calibrate outside the profile
         with rt.profile(sync=args.sync) as prof:
             asyncio.run(demo.kernel_table(rt, repeats=1) if args.workload == "kernels"

@@ -76,9 +76,10 @@ async def kernel_table(rt: Runtime, seed: int = 0, repeats: int = 3) -> list[dic
     return rows
 
 
-async def embed_texts(rt: Runtime, n: int) -> np.ndarray:
-    """all-MiniLM-L6-v2 embeddings of n varied sentences (the profile CLI's model workload)."""
-    model = await load("minilm-l6-v2", rt)
+async def embed_texts(rt: Runtime, n: int, on_progress: Any = None) -> np.ndarray:
+    """all-MiniLM-L6-v2 embeddings of n varied sentences (the profile CLI's model workload); `on_progress`
+    goes to the model load ("bar": a progress bar on stderr)."""
+    model = await load("minilm-l6-v2", rt, on_progress=on_progress)
     words = "the quick brown fox jumps over a lazy dog while seven bright stars watch quietly".split()
     texts = [" ".join(words[i % len(words):] + words[:i % len(words)][: 1 + i]) for i in range(n)]
     return await model.embed(texts)
