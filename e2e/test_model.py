@@ -1,4 +1,5 @@
-"""MiniLM in the page: parity with sentence-transformers in Chromium (webgpu and cpu lanes), the progressive
+"""MiniLM in the page: parity with sentence-transformers on every backend (auto, webgpu, cpu; Chromium, Firefox,
+WebKitGTK; the host path on the WebAssembly SIMD kernels), the progressive
 loader's progress stream and timeline, the IndexedDB chunk cache (second load: no model bytes over the
 network), and faults injected with Playwright routing (Chromium routes a Web Worker's fetches too):
 corrupt chunk, truncated body, 500, dropped connection, quota exceeded; nothing corrupt is cached."""
@@ -81,16 +82,29 @@ _out
 
 # -- parity ------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("lane", ["chromium-webgpu", "chromium-cpu"])
+# auto (chromium-webgpu, firefox-webgpu: the host side on these software adapters), webgpu forced
+# (chromium-webgpu-main), cpu (chromium-cpu, webkit-cpu): every backend, the host ones on the WebAssembly kernels
+PARITY_LANES = ["chromium-webgpu", "chromium-webgpu-main", "chromium-cpu", "firefox-webgpu", "webkit-cpu"]
+WHERE = """
+_info = rt.info()
+{"host_kernels": _info["host_kernels"], "counts": (_info.get("selection") or {}).get("counts", {})}
+"""
+
+
+@pytest.mark.parametrize("lane", PARITY_LANES)
 def test_minilm_matches_sentence_transformers_in_the_page(lane_factory, lane):
     page = lane_factory(lane)
     page.run(INSTALL_CASES)
     stats = page.run("import model_cases\nfrom gpuport import models\n"
                      "_model = await models.load('minilm-l6-v2', rt)\n"
                      "await model_cases.minilm_matches_reference(rt, MODEL_FIXTURE, _model)")
-    print(f"\n{lane}: {stats}")
+    where = page.run(WHERE)
+    print(f"\n{lane}: {stats} {where}")
     assert stats["backend"] == page.info["backend"]
     assert stats["min_cosine"] >= 0.9999, stats
+    assert where["host_kernels"] == "wasm", where   # ops placed on the host ran on the SIMD kernels
+    if lane in ("chromium-webgpu", "firefox-webgpu"):   # auto: each forward's placement is counted, and said
+        assert sum(where["counts"].get("minilm.forward", {}).values()) >= 1, where
 
 
 # -- progress, timeline, cache -----------------------------------------------------------------------

@@ -10,6 +10,8 @@ from __future__ import annotations
 import pytest
 from e2e_matrix import LANES, lane_cases
 
+from gpuport.kernels import KERNELS
+
 PAIRS = [(lane, case) for lane in LANES for case in lane_cases(lane)]
 
 
@@ -68,13 +70,13 @@ def test_demo_page_runs_every_kernel_within_tolerance(chromium_webgpu, server_ur
         assert page.locator("#backend").inner_text().startswith("auto: webgpu or cpu")
         assert "swiftshader" in page.locator("#adapter").inner_text()
         rows = page.locator("#kernels tbody tr")
-        assert rows.count() == 13
+        assert rows.count() == len(KERNELS)
         ran = page.locator("#kernels tbody td:nth-child(3)").all_inner_texts()
         assert set(ran) <= {"webgpu", "cpu"}, ran
         gpu_errors = [float(t) for t in page.locator("#kernels tbody td:nth-child(5)").all_inner_texts()]
-        assert len(gpu_errors) == 13 and max(gpu_errors) < 1e-3, gpu_errors
+        assert len(gpu_errors) == len(KERNELS) and max(gpu_errors) < 1e-3, gpu_errors
         verdicts = page.locator("#kernels tbody td:last-child").all_inner_texts()
-        assert verdicts == ["within tolerance"] * 13, verdicts
+        assert verdicts == ["within tolerance"] * len(KERNELS), verdicts
         # the status and the report say where the calls ran: the counts of the table's column
         status = page.locator("#status").inner_text()
         for backend in set(ran):

@@ -18,11 +18,16 @@ Tolerances (float32, u = 2**-24 unit roundoff):
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import numpy as np
 
 import gpuport as gp
 from gpuport import kernels as K
+from gpuport.formats.gguf import GGML_TYPE_IDS, TensorInfo
+from gpuport.models import llama_ref as L
+from gpuport.models.bpe import bytes_to_unicode
+from gpuport.models.llama import Llama
 from properties import PROPERTIES, check_seeded
 
 U = 2.0 ** -24
@@ -162,6 +167,14 @@ _matmul_case("matmul_batched_both_3x17x33_by_3x33x19", (3, 17, 33), (3, 33, 19))
 _matmul_case("matmul_batched_both_transposed_2x3x9x40_by_2x3x11x40", (2, 3, 9, 40), (2, 3, 11, 40),
              transpose_b=True)
 _matmul_case("matmul_large_256x384_by_384x1536_bias", (256, 384), (384, 1536), bias=True)
+# K (and N without transpose_b) multiples of 4: the register-blocked variants, on rows and columns that are
+# not multiples of their blocks (one row, one column, odd, several batches, large).
+_matmul_case("matmul_rb_1x4_by_1x4_transposed", (1, 4), (1, 4), transpose_b=True)
+_matmul_case("matmul_rb_37x100_by_53x100_transposed_bias", (37, 100), (53, 100), bias=True, transpose_b=True)
+_matmul_case("matmul_rb_19x20_by_20x36_bias", (19, 20), (20, 36), bias=True)
+_matmul_case("matmul_rb_batched_3x17x32_by_3x32x12", (3, 17, 32), (3, 32, 12))
+_matmul_case("matmul_rb_large_200x1536_by_384x1536_transposed_bias", (200, 1536), (384, 1536), bias=True,
+             transpose_b=True)
 
 
 # -- row-wise ---------------------------------------------------------------------------------------
@@ -306,7 +319,43 @@ async def user_kernel_with_override_constant(rt):
 
 @case(backends=("cpu",))
 async def user_kernel_on_cpu_says_it_needs_webgpu(rt):
-    await expect(gp.UnsupportedFeature, lambda: rt.kernel(USER_WGSL), "WebGPU")
+    await expect(gp.UnsupportedFeature, lambda: rt.kernel(USER_WGSL), "WebGPU", "entry point 'main'",
+                 "pass reference=fn")
+
+
+def _user_ref(src, dst, *, uniforms, workgroups):
+    # USER_WGSL's NumPy twin (FACTOR = 3, WG = 32): only the invocations the dispatch has write
+    n, offset = uniforms
+    n = min(n, workgroups[0] * 32, dst.size)
+    dst[:n] = src[:n] * src[:n] * np.float32(3.0) + np.float32(offset)
+
+
+@case()
+async def user_kernel_with_reference_same_on_webgpu_and_cpu(rt):
+    # The same kernel on this runtime (the WGSL on a GPU, the reference on the cpu tier) and on a cpu runtime
+    # of its own: equal within the f32 rounding of x*x*3+offset (4 roundings; an fma may skip 2: 4u of the
+    # magnitudes). Sizes 1, odd, and not multiples of the 32-wide workgroup; the last dispatch covers less
+    # than n, so the tail keeps its old values on both.
+    cpu = await gp.open(backend="cpu")
+    try:
+        for n, groups in ((1, 1), (7, 1), (33, 2), (1000, 32), (1000, 20)):
+            x = rng(n).standard_normal(n).astype(np.float32)
+            old = rng(n + 1).standard_normal(n).astype(np.float32)
+            got = []
+            for r in (rt, cpu):
+                k = r.kernel(USER_WGSL, constants={"WG": 32, "FACTOR": 3.0}, reference=_user_ref)
+                dst = r.tensor(old)
+                k.dispatch(groups, r.tensor(x), dst, uniforms=[n, 0.5])
+                got.append(await dst.read())
+                ran = "gpu" if r.backend == "webgpu" else "reference"
+                assert k.stats[ran] == 1 and sum(k.stats.values()) == 1, (r.backend, k.stats)
+            m = min(n, groups * 32)
+            want = np.concatenate([x[:m].astype(np.float64) ** 2 * 3 + 0.5, old[m:]])
+            bound = 4 * U * (3 * x.astype(np.float64) ** 2 + np.abs(want))
+            close(got[0], got[1], atol=bound, what=f"{rt.backend} vs cpu, n={n}")
+            close(got[1], want.astype(np.float32), atol=bound, what=f"cpu vs float64, n={n}")
+    finally:
+        cpu.close()
 
 
 # -- errors -----------------------------------------------------------------------------------------
@@ -760,3 +809,65 @@ async def device_destroyed_mid_workload_is_recovered(rt):
         assert st["restored_tensors"] >= 3, st
     finally:
         wrt.close()
+
+
+# -- llama (issue 12) -----------------------------------------------------------------------------------
+# A small random llama (2 blocks, dim 64, 4 heads over 2 KV heads, vocab 96, Q4_1 layers, Q8_0 tied embedding)
+# built through the same source contract as the GGUF (a header with .metadata and .tensors, raw(name) -> stored
+# bytes): the whole forward on this lane (the device forward on webgpu, the host forward on cpu) against the NumPy
+# reference forward (models/llama_ref.py) on the same weights. Both are float32 on the same dequantized weights,
+# so only accumulation order differs over 2 blocks: |err| <= 1e-4 * max|logit| (measured below 1e-6 relative).
+
+def _llama_blocks(kind, n, k, r):
+    nb = n * k // 32
+    d = (r.standard_normal(nb) * 0.02).astype(np.float16).view(np.uint8).reshape(nb, 2)
+    if kind == "Q4_1":
+        m = (-8 * np.abs(d.view(np.float16).astype(np.float32))).astype(np.float16).view(np.uint8).reshape(nb, 2)
+        return np.concatenate([d, m, r.integers(0, 256, (nb, 16), dtype=np.uint8)], axis=1).ravel()
+    return np.concatenate([d, r.integers(0, 256, (nb, 32), dtype=np.uint8)], axis=1).ravel()
+
+
+def _tiny_llama():
+    r = rng(120)
+    dim, ffn, vocab, layers = 64, 96, 96, 2
+    meta = {"general.architecture": "llama", "llama.block_count": layers, "llama.context_length": 128,
+            "llama.embedding_length": dim, "llama.feed_forward_length": ffn, "llama.attention.head_count": 4,
+            "llama.attention.head_count_kv": 2, "llama.rope.freq_base": 10000.0, "llama.vocab_size": vocab,
+            "llama.attention.layer_norm_rms_epsilon": 1e-5, "tokenizer.ggml.model": "gpt2",
+            "tokenizer.ggml.pre": "smollm", "tokenizer.ggml.tokens": list(bytes_to_unicode().values())[:vocab],
+            "tokenizer.ggml.merges": [], "tokenizer.ggml.eos_token_id": 0}
+    shapes = {"token_embd.weight": ("Q8_0", (vocab, dim)), "output_norm.weight": ("F32", (dim,))}
+    for i in range(layers):
+        p = f"blk.{i}."
+        shapes.update({p + "attn_norm.weight": ("F32", (dim,)), p + "ffn_norm.weight": ("F32", (dim,)),
+                       p + "attn_q.weight": ("Q4_1", (dim, dim)), p + "attn_k.weight": ("Q4_1", (32, dim)),
+                       p + "attn_v.weight": ("Q4_1", (32, dim)), p + "attn_output.weight": ("Q4_1", (dim, dim)),
+                       p + "ffn_gate.weight": ("Q4_1", (ffn, dim)), p + "ffn_up.weight": ("Q4_1", (ffn, dim)),
+                       p + "ffn_down.weight": ("Q4_1", (dim, ffn))})
+    data = {n: (r.uniform(0.5, 1.5, s).astype(np.float32).view(np.uint8) if kind == "F32"
+                else _llama_blocks(kind, s[0], s[1], r)) for n, (kind, s) in shapes.items()}
+    tensors = {n: TensorInfo(n, tuple(reversed(s)), GGML_TYPE_IDS[kind], 0, data[n].size)
+               for n, (kind, s) in shapes.items()}
+    return SimpleNamespace(metadata=meta, tensors=tensors), data
+
+
+@case()
+async def llama_tiny_forward_matches_the_reference(rt):
+    header, data = _tiny_llama()
+
+    async def raw(name):
+        return data[name]
+
+    llm = await Llama.build(rt, header, raw)
+    ref_model = L.LlamaRef(llm.config, L.LlamaWeights(
+        llm.embd.matrix(True), llm._host_weights(), llm.vectors["output_norm.weight"], llm.embd.matrix(True)))
+    ids = [5, 17, 3, 90, 42, 42, 7]
+    cache = ref_model.new_cache(len(ids) + 2)
+    want = ref_model.forward(np.asarray(ids), cache)
+    got = await llm.logits(ids)
+    close(got, want, atol=1e-4 * float(np.abs(want).max()), what="tiny llama first-step logits")
+    steps = [t.id async for t in llm.generate(ids, max_new_tokens=3, ignore_eos=True)]
+    for step in steps[:2]:                     # the device KV cache across decode steps, against the reference's
+        assert step == int(np.argmax(want)), (steps, int(np.argmax(want)))
+        want = ref_model.forward(np.asarray([step]), cache)
+    assert llm.stats()["generated_tokens"] == 3 and llm.session is None

@@ -10,7 +10,7 @@ import pytest
 import gpuport as gp
 from gpuport import kernels as K
 from gpuport.pipelines import PipelineManifest
-from gpuport.selector import read_record
+from gpuport.selector import BackendCosts, read_record
 from gpuport.records import RecordWarning
 
 
@@ -53,6 +53,31 @@ def test_auto_chooses_per_op_with_identical_results_and_reports_it(cache):
         assert rt2.selector.selector.get_performance_summary()["ops"], "history not restored"
     finally:
         rt2.close()
+
+
+def test_a_whole_forward_counts_the_read_round_trip_then_learns_its_own_times(cache):
+    """A model's forward reads its result once: on a device whose read round trip is long (Firefox polls
+    map callbacks) a short forward belongs on the host even where each op alone looks cheaper on the GPU;
+    and once the forward's own times are measured, they decide."""
+    rt = gp.open_sync()
+    try:
+        auto = rt.selector
+        ops = [("matmul", [(12, 384), (384, 1152)]), ("gelu", [(12, 1536)])] * 6
+        gpu = BackendCosts(flops_per_s=2e13, bytes_per_s=5e11, transfer_bytes_per_s=5e9, overhead_s=2e-5)
+        auto.selector.costs = {"webgpu": gpu, "cpu": BackendCosts(flops_per_s=2e10, bytes_per_s=1e10, overhead_s=2e-5)}
+        assert not auto.prefers_host("model.forward", ops)
+        auto.selector.costs["webgpu"] = BackendCosts(**{**gpu.__dict__, "roundtrip_s": 0.1})
+        assert auto.prefers_host("model.forward", ops)
+        auto.selector.costs["webgpu"] = gpu
+        for _ in range(3):   # measured: the GPU forward takes 0.5 s after all, the host 10 ms
+            auto.record_whole("model.forward", ops, "webgpu", 0.5)
+            auto.record_whole("model.forward", ops, "cpu", 0.01)
+        assert auto.prefers_host("model.forward", ops)
+        assert auto.info()["counts"]["model.forward"] == {"webgpu": 1, "cpu": 2}
+        with auto.pinned("webgpu"):
+            assert not auto.prefers_host("model.forward", ops)
+    finally:
+        rt.close()
 
 
 def test_gpu_resident_inputs_move_to_the_host_natively(cache):

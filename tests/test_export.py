@@ -19,7 +19,7 @@ ROOT = find_repo_root()
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
-    return export_site(tmp_path_factory.mktemp("export") / "site", models=["minilm-l6-v2"])
+    return export_site(tmp_path_factory.mktemp("export") / "site", models=["minilm-l6-v2", "smollm2-135m-instruct"])
 
 
 def test_the_site_holds_the_pages_js_pyodide_wheel_and_shaders(site):
@@ -34,7 +34,7 @@ def test_the_site_holds_the_pages_js_pyodide_wheel_and_shaders(site):
 
 
 def test_every_url_in_the_pages_is_relative(site):
-    for name in ("index.html", "test.html", "gpuport.js", "demo-model.js", "host.js", "worker.js"):
+    for name in ("index.html", "test.html", "gpuport.js", "demo-model.js", "demo-chat.js", "host.js", "worker.js"):
         text = (site / name).read_text()
         absolute = re.findall(r"""(?:from\s+|import\(|href=|src=|fetch\()\s*["'](/[^"']*)["']""", text)
         assert not absolute, (name, absolute)
@@ -57,6 +57,22 @@ def test_model_chunks_are_the_weights_verified(site):
         assert (folder / name).is_file(), name
     entry = json.loads((site / "wheels" / "latest.json").read_text())["chunked"]["models/minilm-l6-v2/model.safetensors"]
     assert entry == {"size": manifest["size"], "chunk_size": manifest["chunk_size"], "chunks": "model.safetensors.chunks/"}
+
+
+def test_a_gguf_model_is_exported_as_verified_chunks(site):
+    from smollm2 import gguf_path
+
+    folder = site / "models" / "smollm2-135m-instruct"
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["container"] == "gguf" and manifest["file"] == gguf_path().name
+    chunks = sorted((folder / (gguf_path().name + ".chunks")).iterdir())
+    assert len(chunks) == len(manifest["chunks"]) == 94
+    with open(gguf_path(), "rb") as f:
+        for c, want in zip(chunks, manifest["chunks"]):
+            assert c.read_bytes() == f.read(want["end"] - want["start"])
+    entry = json.loads((site / "wheels" / "latest.json").read_text())["chunked"][
+        f"models/smollm2-135m-instruct/{gguf_path().name}"]
+    assert entry == {"size": manifest["size"], "chunk_size": manifest["chunk_size"], "chunks": gguf_path().name + ".chunks/"}
 
 
 def test_headers_file_allows_embedding_and_explains_isolation(site):

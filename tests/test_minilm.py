@@ -5,7 +5,6 @@ import asyncio
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 import gpuport as gp

@@ -68,6 +68,8 @@ BAD_RECORDS = [
     ("nested 100000 deep", _nested(100000), "entries[0][0][0][0][0][0][0]: nested deeper than 8 levels"),
     ("objects nested 3000 deep", '{"a": ' * 3000 + "1" + "}" * 3000, "nested deeper"),
     ("5 MiB", json.dumps({"format": 1, "scope": "scope", "entries": [], "pad": "x" * (5 << 20)}), "over the"),
+    ("format true", json.dumps({"format": True, "scope": "scope", "entries": []}), "format: True"),
+    ("format 1.0", json.dumps({"format": 1.0, "scope": "scope", "entries": []}), "format: 1.0"),
     ("entries a number", json.dumps({"format": 1, "scope": "scope", "entries": 5}), "entries: must be a list"),
     ("entry a string", json.dumps({"format": 1, "scope": "scope", "entries": ["gelu"]}),
      "entries[0]: must be an object"),

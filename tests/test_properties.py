@@ -83,7 +83,8 @@ def test_shapes_that_do_not_fit_raise_value_errors_naming_them(runtime, a, b):
 
 
 @given(value=st.one_of(st.text(max_size=3), st.none(), st.lists(st.integers(), max_size=2),
-                       st.floats(allow_nan=True, allow_infinity=True).filter(lambda v: not np.isfinite(v))))
+                       st.floats(allow_nan=True, allow_infinity=True).filter(lambda v: not np.isfinite(v)),
+                       st.floats(3.5e38, 1e308), st.integers(2**128, 2**2000).map(lambda v: -v if v % 2 else v)))
 def test_bad_scalars_raise_typed_errors(runtime, value):
     x = runtime.tensor(np.ones(4, np.float32))
     with pytest.raises((TypeError, ValueError), match="scale: a must be"):

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from gpuport.errors import UnsupportedFeature
-from gpuport.quant import (QuantMatrix, dequantize, dequantize_q4_1, dequantize_q8_0, embedding_ref, matmul_ref,
-                           matvec_ref, row_bytes)
+from gpuport.quant import (QuantMatrix, as_words, dequantize, dequantize_q4_1, dequantize_q8_0, embedding_ref,
+                           matmul_ref, matvec_ref, quantize, row_bytes)
 
 from smollm2 import gguf_file, random_blocks
 
@@ -84,6 +84,30 @@ def test_real_embedding_rows_are_the_dense_rows():
     np.testing.assert_array_equal(embedding_ref(table, ids), want)
 
 
+@pytest.mark.parametrize("kind", ["Q4_1", "Q8_0"])
+def test_quantize_is_ggml_bit_for_bit(kind):
+    """gpuport.quant.quantize against gguf-py's reference quantizer, on awkward blocks: all zeros (d = 0),
+    constant, one huge value, tiny values, a single row and many."""
+    rng = np.random.default_rng(3)
+    x = (rng.standard_normal((9, 160)) * 0.05).astype(np.float32)
+    x[0, :32] = 0.0
+    x[1, 32:64] = 3.0
+    x[2, 64] = 1e4
+    x[3] *= 1e-6
+    want_type = getattr(gguf.GGMLQuantizationType, kind)
+    for rows in (x, x[:1]):
+        got = quantize(rows, kind)
+        np.testing.assert_array_equal(got, gguf.quants.quantize(rows, want_type).ravel())
+        # per 32-value block: half a quantization step, plus the f16 rounding of the scale (and Q4_1's min),
+        # relative 2^-11 while normal, absolute 2^-24 (f16's subnormal spacing) times at most 127 below that
+        blocks, back = rows.reshape(-1, 32), dequantize(got, kind, rows.shape).reshape(-1, 32)
+        amax = np.abs(blocks).max(axis=1, keepdims=True)
+        step = (np.ptp(blocks, axis=1, keepdims=True) / 15) if kind == "Q4_1" else amax / 127
+        assert np.all(np.abs(back - blocks) <= 0.5 * step + 2.0**-10 * amax + 127 * 2.0**-24)
+    words = as_words(quantize(x[:1], "Q8_0"))   # 170 bytes: padded to 43 words
+    assert words.dtype == np.uint32 and words.size == 43
+
+
 def test_errors():
     rng = np.random.default_rng(2)
     w = QuantMatrix(random_blocks("Q4_1", 2, 64, rng), "Q4_1", (2, 64))
@@ -101,3 +125,7 @@ def test_errors():
         dequantize_q8_0(np.zeros(35, np.uint8))
     with pytest.raises(UnsupportedFeature, match="Q4_K"):
         QuantMatrix(np.zeros(144, np.uint8), "Q4_K", (1, 256))
+    with pytest.raises(ValueError, match=r"multiple of 32, got \(2, 48\)"):
+        quantize(np.zeros((2, 48), np.float32), "Q8_0")
+    with pytest.raises(UnsupportedFeature, match="Q4_K"):
+        quantize(np.zeros((1, 32), np.float32), "Q4_K")

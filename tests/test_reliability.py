@@ -124,6 +124,23 @@ def test_embedding_ids_from_the_host_raise_index_error(backend):
                 r.ops.embedding(r.tensor(np.array([0, bad], np.int32)), table)
 
 
+def test_what_is_computed_from_rows_of_bad_device_ids_never_reads_back(rt):
+    # the flag is seen at the first read after the embedding; tensors computed from its zero rows before
+    # that read are as wrong as the rows themselves (2 * 0 + 1 read back as ones on the second read)
+    table = rt.tensor(np.arange(40, dtype=np.float32).reshape(10, 4))
+    ids = rt.empty(3, "int32")
+    rt.kernel("@group(0) @binding(0) var<storage, read_write> o: array<i32>;\n"
+              "@compute @workgroup_size(1) fn main() { o[0] = 1; o[1] = 999; o[2] = -7; }").dispatch(1, ids)
+    rows = rt.ops.embedding(ids, table)
+    scaled = rt.ops.scale(rows, 2.0, 1.0)
+    normed = rt.ops.l2_normalize(rt.ops.gelu(scaled))
+    unrelated = rt.ops.scale(rt.tensor(np.ones(3, np.float32)), 2.0, 0.0)
+    for t in (normed, normed, scaled, rows):
+        with pytest.raises(IndexError, match="outside the table's 10 rows"):
+            t.numpy()
+    np.testing.assert_array_equal(unrelated.numpy(), [2, 2, 2])   # not computed from the rows: readable
+
+
 # -- 5. arguments ------------------------------------------------------------------------------------------
 
 def test_kernel_over_the_workgroup_memory_limit_fails_natively_as_in_a_browser(rt):
@@ -138,3 +155,16 @@ def test_host_memory_exhaustion_is_out_of_memory():
     with gp.open_sync(backend="cpu") as r:
         with pytest.raises(gp.OutOfMemory, match="cannot allocate"):
             r.empty(1 << 42)
+
+
+@pytest.mark.parametrize("backend", ["webgpu", "cpu"])
+def test_scalars_beyond_float32_and_non_bool_flags_are_refused(backend):
+    # were: OverflowError from struct.pack on webgpu, a row of inf on cpu; transpose_b="yes" ran transposed
+    with gp.open_sync(backend=backend) as r:
+        x = r.tensor(np.ones((2, 2), np.float32))
+        for a in (2**200, 1e39, -(10**400)):
+            with pytest.raises(ValueError, match="scale: a must be finite and within float32"):
+                r.ops.scale(x, a)
+        np.testing.assert_array_equal(r.ops.scale(x, 3.4e38, 0.0).numpy(), np.full((2, 2), 3.4e38, np.float32))
+        with pytest.raises(TypeError, match="transpose_b must be a bool"):
+            r.ops.matmul(x, x, transpose_b="yes")

@@ -295,14 +295,14 @@ def test_default_model_dirs_package_under_packed_cache(tmp_path, monkeypatch):
     # outside a checkout (an installed gpuport) packed manifests live in the gpuport cache directory
     monkeypatch.setenv("GPUPORT_CACHE", str(tmp_path / "gpcache"))
     (tmp_path / "gpcache" / "models" / "minilm-l6-v2").mkdir(parents=True)
-    assert server.default_model_dirs(tmp_path) == {"minilm-l6-v2": [tmp_path / "gpcache" / "models" / "minilm-l6-v2",
-                                                                     pkg / "model"]}
+    assert server.default_model_dirs(tmp_path)["minilm-l6-v2"] == [tmp_path / "gpcache" / "models" / "minilm-l6-v2",
+                                                                   pkg / "model"]
     (tmp_path / "pyproject.toml").write_text("")   # a checkout: in its own .cache/
     (tmp_path / "shaders").mkdir()
-    assert server.default_model_dirs(tmp_path) == {"minilm-l6-v2": [pkg / "model"]}
+    assert server.default_model_dirs(tmp_path)["minilm-l6-v2"] == [pkg / "model"]
     packed = tmp_path / ".cache" / "models" / "minilm-l6-v2"
     packed.mkdir(parents=True)
-    assert server.default_model_dirs(tmp_path) == {"minilm-l6-v2": [packed, pkg / "model"]}
+    assert server.default_model_dirs(tmp_path)["minilm-l6-v2"] == [packed, pkg / "model"]
     (packed / "manifest.json").write_text("{}")
     (pkg / "model" / "manifest.json").write_text("old")
     (pkg / "model" / "vocab.txt").write_text("[PAD]")

@@ -18,6 +18,7 @@ from typing import Callable
 import numpy as np
 from cases import U, close
 
+from gpuport import hostops as H
 from gpuport import kernels as K
 from gpuport import wasm_kernels as W
 
@@ -148,7 +149,16 @@ def wasm_matmul_caches_read_only_weights() -> None:
     from_bytes.flags.writeable = False
     check_matmul(_uniform(r, (5, 40)), from_bytes, transpose_b=True, what="read-only view of a bytearray")
     assert len(W._PACKED) == 2, len(W._PACKED)
-    del w, other
+    # as the safetensors loader makes them: float32 with an explicit native byte order, a dtype equal to
+    # np.float32 but not it (np.ascontiguousarray(..., np.float32) copies those in Pyodide's NumPy)
+    loaded = [np.frombuffer(x.tobytes(), "<f4").reshape(x.shape).astype(np.dtype("<f4").newbyteorder("="))
+              for x in (_uniform(r, (48, 40)), _uniform(r, (48,)))]
+    for x in loaded:
+        x.flags.writeable = False
+    for m in (3, 12):
+        check_matmul(_uniform(r, (m, 40)), *loaded, transpose_b=True, what=f"loaded weight and bias, {m} rows")
+    assert len(W._PACKED) == 3, f"a loaded weight and bias were not packed once: {len(W._PACKED) - 2} entries"
+    del w, other, loaded
     assert not W._PACKED, "packed copies outlived their weights"
 
 
@@ -232,6 +242,85 @@ def wasm_attention() -> None:
             mask = np.where(np.arange(sk)[None, :] < valid[:, None], 0.0, -1e9).astype(np.float32)
         close(W.attention(q, k, v, mask, num_heads=heads), K.attention_ref(q, k, v, mask, num_heads=heads),
               rtol=1e-4, atol=2e-5 * math.sqrt(d), what=f"attention b{b} sq{sq} sk{sk} h{heads} d{d} mask={use_mask}")
+
+
+# -- the host path: gpuport.hostops hands these ops to the kernels ----------------------------------
+
+def _frozen(x: np.ndarray) -> np.ndarray:
+    x.flags.writeable = False
+    return x
+
+
+@case
+def wasm_hostops_dispatches_to_the_kernels() -> None:
+    # What every op placed on the host runs in a page (the cpu backend, auto's host side, MiniLM's fused
+    # forward): the kernels, above the sizes where NumPy wins the call (hostops._WASM_MIN_*), else NumPy.
+    assert H.backend_name() == "wasm", H.backend_name()
+    for op in W.OPS:
+        assert H.KERNELS[op].__name__ == f"{op}_wasm", (op, H.KERNELS[op])
+        assert getattr(H, op) is H.KERNELS[op], op
+    r = rng(14)
+    w, bias = _frozen(_uniform(r, (1152, 384))), _frozen(_uniform(r, (1152,)))
+    W.clear_cache()
+    for m in (1, 12, 40):
+        a = _uniform(r, (m, 384))
+        got = H.run("matmul", [a, w, bias], {"transpose_b": True})
+        want = K.matmul_ref(a, w, bias, transpose_b=True)
+        close(got, want, atol=2 * 385 * U * (np.abs(a) @ np.abs(w.T) + np.abs(bias)), what=f"hostops matmul {m} rows")
+    assert len(W._PACKED) == 1, "hostops.matmul did not reach the kernel's packed-weight cache"
+    small_a, small_b = _uniform(r, (3, 5)), _uniform(r, (5, 4))   # 60 multiply-adds: NumPy's
+    close(H.matmul(small_a, small_b), K.matmul_ref(small_a, small_b), atol=1e-6, what="hostops small matmul")
+    for shape in ((3, 5), (37, 129), (12, 1536)):
+        x = (r.standard_normal(shape) * 3).astype(np.float32)
+        close(H.run("gelu", [x], {}), K.gelu_ref(x), atol=1e-6, what=f"hostops gelu {shape}")
+        mask = np.where(r.random(shape[-1:]) < 0.3, -1e9, 0).astype(np.float32)
+        close(H.run("softmax", [x, mask], {}), K.softmax_ref(x, mask), rtol=1e-5, atol=1e-6,
+              what=f"hostops softmax {shape}")
+        g, b = r.standard_normal(shape[-1]).astype(np.float32), r.standard_normal(shape[-1]).astype(np.float32)
+        close(H.run("layer_norm", [x, g, b], {"eps": 1e-12}), K.layer_norm_ref(x, g, b, eps=1e-12),
+              atol=1e-5 + 8 * shape[-1] * U * (np.abs(g) + 1), rtol=1e-5, what=f"hostops layer_norm {shape}")
+    for bsz, s, heads, d in ((1, 2, 12, 32), (8, 12, 12, 32), (1, 70, 2, 16)):
+        q, k, v = (r.standard_normal((bsz, s, heads * d)).astype(np.float32) for _ in range(3))
+        mask = np.where(np.arange(s)[None, :] < r.integers(1, s + 1, bsz)[:, None], 0.0, -1e9).astype(np.float32)
+        close(H.run("attention", [q, k, v, mask], {"num_heads": heads}),
+              K.attention_ref(q, k, v, mask, num_heads=heads), rtol=1e-4, atol=2e-5 * math.sqrt(d),
+              what=f"hostops attention b{bsz} s{s} h{heads}")
+
+
+def _same_specials(got: np.ndarray, want: np.ndarray, what: str, **tol: float) -> None:
+    """NaNs and infinities where `want` has them; everything else within `tol`."""
+    special = ~np.isfinite(want)
+    assert (np.isnan(got) == np.isnan(want)).all(), f"{what}: NaNs differ: got {got}, want {want}"
+    assert (got[special & ~np.isnan(want)] == want[special & ~np.isnan(want)]).all(), f"{what}: infinities differ"
+    close(np.where(special, 0, got).astype(np.float32), np.where(special, 0, want).astype(np.float32), what=what,
+          **tol)
+
+
+@case
+def wasm_hostops_ieee_edges_are_numpys() -> None:
+    # Inputs the kernels do not own (infinities, NaNs, float32 statistics that overflow, eps ~ 0) get the
+    # NumPy kernel's answer, as off the page: the host path gives one answer whatever runs it.
+    r = rng(15)
+    x = np.array([-np.inf, np.inf, np.nan, 0.0, 1.5, -1.5, 3e38, -3e38] * 40, np.float32)
+    got = H.gelu(x)
+    _same_specials(got, H.NUMPY["gelu"](x), "gelu with infinities and NaN", atol=1e-6)
+    assert got[0] == 0 and got[1] == np.inf, got[:2]
+    g, b = r.standard_normal(384).astype(np.float32), r.standard_normal(384).astype(np.float32)
+    big = (r.standard_normal((4, 384)) * 1e19).astype(np.float32)   # squares overflow float32
+    close(H.layer_norm(big, g, b, eps=1e-12), K.layer_norm_ref(big, g, b, eps=1e-12),
+          atol=1e-5 + 8 * 384 * U * (np.abs(g) + 1), rtol=1e-5, what="layer_norm of values near 1e19")
+    flat = np.full((3, 384), 0.25, np.float32)
+    flat[:, 0] += np.float32(2 ** -22)
+    close(H.layer_norm(flat, g, b, eps=0.0), K.layer_norm_ref(flat, g, b, eps=0.0),
+          atol=1e-5 + 8 * 384 * U * (np.abs(g) + 1), rtol=1e-5, what="layer_norm eps=0 on a near-constant row")
+    scores = r.standard_normal((2, 300)).astype(np.float32)
+    dead = np.zeros((2, 300), np.float32)
+    dead[1] = -np.inf                                         # a row with every key masked: NaN, as NumPy
+    _same_specials(H.softmax(scores, dead), H.NUMPY["softmax"](scores, dead), "softmax of a fully masked row",
+                   rtol=1e-5, atol=1e-6)
+    a, w = _uniform(r, (20, 384)), _uniform(r, (384, 64))
+    a[3, 7] = np.inf
+    _same_specials(H.matmul(a, w), H.NUMPY["matmul"](a, w), "matmul with an infinite input", rtol=1e-5, atol=1e-5)
 
 
 # -- the module itself ------------------------------------------------------------------------------

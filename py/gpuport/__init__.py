@@ -11,9 +11,10 @@ from . import models
 from ._version import __version__
 from .backends import Backend, available
 from .capabilities import Capabilities
-from .errors import (BackendUnavailable, BatchFailed, CompileMessage, DeviceLost, GpuportError, GpuTimeout, GpuValidationError,
-                     LimitExceeded, LoadError, OutOfMemory, RuntimeClosed, ShaderCompileError, TensorLost,
-                     UnsupportedFeature)
+from .errors import (BackendUnavailable, BatchFailed, CompileMessage, ContextLengthExceeded, DeviceLost, GpuportError,
+                     GpuTimeout, GpuValidationError, LimitExceeded, LoadError, OutOfMemory, ReferenceFailed,
+                     ReferenceMismatch, RuntimeClosed,
+                     ShaderCompileError, TensorLost, UnsupportedFeature)
 from .fallback import FallbackManager, create_optimal_fallback_strategy
 from .kernel import Kernel
 from .platform import IN_PYODIDE
@@ -21,8 +22,10 @@ from .runtime import Runtime, open, open_sync
 from .tensor import Tensor
 
 __all__ = [
-    "Backend", "BackendUnavailable", "BatchFailed", "Capabilities", "CompileMessage", "DeviceLost", "FallbackManager",
+    "Backend", "BackendUnavailable", "BatchFailed", "Capabilities", "CompileMessage", "ContextLengthExceeded",
+    "DeviceLost", "FallbackManager",
     "GpuTimeout", "GpuValidationError", "GpuportError", "IN_PYODIDE", "Kernel", "LimitExceeded", "LoadError",
-    "OutOfMemory", "Runtime", "RuntimeClosed", "ShaderCompileError", "Tensor", "TensorLost", "UnsupportedFeature",
+    "OutOfMemory", "ReferenceFailed", "ReferenceMismatch", "Runtime", "RuntimeClosed", "ShaderCompileError",
+    "Tensor", "TensorLost", "UnsupportedFeature",
     "__version__", "available", "create_optimal_fallback_strategy", "models", "open", "open_sync",
 ]

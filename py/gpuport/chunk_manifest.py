@@ -1,6 +1,10 @@
 """The chunk manifest of a model file (what `gpuport pack-model` writes as manifest.json beside it): the
 file cut into fixed chunks with each chunk's sha256, the file's size and sha256, the header and which
 chunks each tensor spans. The loader verifies every byte it uses against it.
+
+Two containers: safetensors (`header_len` is the JSON's length, after an 8-byte length prefix) and GGUF
+(`container: "gguf"`; `header_len` is everything before the aligned data section, tensors' `dtype` is the
+ggml type name: "Q4_1", "F32", ...).
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import re
 from typing import Any, Iterable
 
 from .errors import LoadError
+from .formats import gguf
 from .formats.safetensors import MAX_HEADER, check_layout, read_header, tensor_entries
 from .records import (RecordError, need, need_dict, need_hex64, need_int, need_key, need_list, need_str,
                       parse_json, short_repr)
@@ -18,6 +23,7 @@ from .records import (RecordError, need, need_dict, need_hex64, need_int, need_k
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = 1
 WEIGHTS_NAME = "model.safetensors"
+CONTAINERS = ("safetensors", "gguf")
 MANIFEST_CHUNK = 1 << 20          # pack-model's chunk size: the unit of hashing, caching and resuming
 MAX_MANIFEST_BYTES = 4 << 20      # MiniLM's is 33 KB; a manifest this big is not one pack-model wrote
 MAX_MANIFEST_DEPTH = 4            # manifest > tensors > tensor > shape
@@ -28,8 +34,9 @@ def sha256(data: bytes | memoryview) -> str:
 
 
 def layer_of(name: str) -> str | None:
-    """"encoder.layer.3.attention..." -> "3"; embeddings -> "embeddings"; else None."""
-    m = re.search(r"(?:^|\.)layers?\.(\d+)\.", name)
+    """"encoder.layer.3.attention..." or GGUF's "blk.3.attn_q.weight" -> "3"; embeddings -> "embeddings"; else
+    None."""
+    m = re.search(r"(?:^|\.)(?:layers?|blk)\.(\d+)\.", name)
     if m:
         return m.group(1)
     return name.split(".")[0] if name.startswith("embeddings") else None
@@ -37,16 +44,29 @@ def layer_of(name: str) -> str | None:
 
 def build_manifest(path: str | os.PathLike, chunk_size: int = MANIFEST_CHUNK, model: str | None = None,
                    files: Iterable[str] = ()) -> dict:
-    """The chunk manifest of a local safetensors file (what `gpuport pack-model` writes)."""
+    """The chunk manifest of a local safetensors or GGUF file (what `gpuport pack-model` writes)."""
     path = os.fspath(path)
     if chunk_size < 4096:
         raise ValueError(f"chunk_size {chunk_size} is too small (at least 4096 bytes)")
     size = os.path.getsize(path)
-    whole = hashlib.sha256()
-    chunks = []
+    label = os.path.basename(path)
     with open(path, "rb") as f:
-        header, data_start = read_header(f, os.path.basename(path))
-        check_layout(header, data_start, size, os.path.basename(path))
+        is_gguf = f.read(4) == gguf.MAGIC
+        f.seek(0)
+        if is_gguf:
+            header = gguf.read_header_from(f, label)
+            gguf.check_layout(header, size, label)
+            data_start = header_len = header.data_offset
+            entries = {t.name: (t.offset, t.offset + t.nbytes, t.type_name, list(t.shape))
+                       for t in sorted(header.tensors.values(), key=lambda t: t.offset)}
+        else:
+            st_header, data_start = read_header(f, label)
+            check_layout(st_header, data_start, size, label)
+            header_len = data_start - 8
+            entries = {n: (data_start + i["data_offsets"][0], data_start + i["data_offsets"][1], i["dtype"], i["shape"])
+                       for n, i in tensor_entries(st_header).items()}
+        whole = hashlib.sha256()
+        chunks = []
         f.seek(0)
         head_bytes = f.read(data_start)
         f.seek(0)
@@ -56,11 +76,9 @@ def build_manifest(path: str | os.PathLike, chunk_size: int = MANIFEST_CHUNK, mo
             whole.update(block)
             chunks.append({"start": start, "end": start + len(block), "sha256": sha256(block)})
             start += len(block)
-    tensors = {}
-    for name, info in tensor_entries(header).items():
-        b, e = data_start + info["data_offsets"][0], data_start + info["data_offsets"][1]
-        tensors[name] = {"start": b, "end": e, "dtype": info["dtype"], "shape": info["shape"],
-                         "chunks": chunk_span(b, e, chunk_size, len(chunks)), "layer": layer_of(name)}
+    tensors = {name: {"start": b, "end": e, "dtype": dtype, "shape": shape,
+                      "chunks": chunk_span(b, e, chunk_size, len(chunks)), "layer": layer_of(name)}
+               for name, (b, e, dtype, shape) in entries.items()}
     directory = os.path.dirname(path)
     extra = {}
     for fname in files:
@@ -68,10 +86,10 @@ def build_manifest(path: str | os.PathLike, chunk_size: int = MANIFEST_CHUNK, mo
         if os.path.isfile(p):
             with open(p, "rb") as fh:
                 extra[fname] = {"size": os.path.getsize(p), "sha256": sha256(fh.read())}
-    return {"format": MANIFEST_FORMAT, "model": model, "file": os.path.basename(path), "size": size,
-            "sha256": whole.hexdigest(), "header_len": data_start - 8, "data_start": data_start,
-            "header_sha256": sha256(head_bytes), "chunk_size": chunk_size, "chunks": chunks,
-            "tensors": tensors, "files": extra}
+    return {"format": MANIFEST_FORMAT, "container": "gguf" if is_gguf else "safetensors", "model": model,
+            "file": label, "size": size, "sha256": whole.hexdigest(), "header_len": header_len,
+            "data_start": data_start, "header_sha256": sha256(head_bytes), "chunk_size": chunk_size,
+            "chunks": chunks, "tensors": tensors, "files": extra}
 
 
 def parse_manifest(text: str | bytes, where: str) -> dict:
@@ -103,10 +121,14 @@ def _checked(m: Any) -> dict:
     size = need(m, "size", need_int)
     need(m, "sha256", need_hex64)
     cs = need(m, "chunk_size", need_int, low=1)
+    container = m.get("container", "safetensors")   # manifests from before GGUF have no "container"
+    if container not in CONTAINERS:
+        raise RecordError("container", f"{short_repr(container)}, expected one of {', '.join(CONTAINERS)}")
     header_len = need(m, "header_len", need_int, low=2, high=MAX_HEADER)
     data_start = need(m, "data_start", need_int, high=size)
-    if data_start != header_len + 8:
-        raise RecordError("data_start", f"{data_start} is not 8 + header_len ({header_len + 8})")
+    prefix = 8 if container == "safetensors" else 0   # safetensors' u64 length before its JSON header
+    if data_start != header_len + prefix:
+        raise RecordError("data_start", f"{data_start} is not {prefix} + header_len ({header_len + prefix})")
     need(m, "header_sha256", need_hex64)
 
     chunks = need(m, "chunks", need_list, length=-(-size // cs))
@@ -153,3 +175,14 @@ def chunk_span(start: int, end: int, chunk_size: int, n_chunks: int) -> list[int
     where it starts, the last one if it starts at the end of the file)."""
     last = max(start, end - 1)
     return [min(start // chunk_size, n_chunks - 1), min(last // chunk_size, n_chunks - 1)]
+
+
+def payload_per_chunk(m: dict, names: Iterable[str]) -> dict[int, int]:
+    """Chunk index -> how many bytes of the tensors `names` it holds (what the loader's byte stages count)."""
+    out: dict[int, int] = {}
+    for n in names:
+        t = m["tensors"][n]
+        for i in range(t["chunks"][0], t["chunks"][1] + 1):
+            c = m["chunks"][i]
+            out[i] = out.get(i, 0) + max(0, min(c["end"], t["end"]) - max(c["start"], t["start"]))
+    return out

@@ -15,11 +15,11 @@ from pathlib import Path
 
 from . import demo
 from ._version import __version__
-from .chunk_manifest import MANIFEST_NAME, build_manifest, parse_manifest
+from .chunk_manifest import MANIFEST_NAME, WEIGHTS_NAME, build_manifest, parse_manifest
 from .distribution import PYODIDE_VERSION, data_home, ensure_distribution, find_repo_root
 from .errors import GpuportError, LoadError
 from .export import MODEL_FILES, export_site
-from .models import MODELS, default_source
+from .models import MODELS, default_source, weights_file
 from .runtime import open_sync
 
 
@@ -122,14 +122,16 @@ def _add_doctor(sub: argparse._SubParsersAction) -> None:
 
 def _add_pack_model(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("pack-model", help="write a model's chunk manifest (ranges, sha256 per chunk, tensor map)",
-                       description="Hash a safetensors model in fixed chunks and write manifest.json (chunk "
+                       description="Hash a safetensors or GGUF model in fixed chunks and write manifest.json (chunk "
                                    "ranges and sha256, file size and sha256, header hash, tensor-to-chunk map) "
                                    "where the dev server serves it beside the model: "
                                    "<root>/.cache/models/<name>/manifest.json -> /models/<name>/manifest.json. "
                                    "Idempotent: an up-to-date manifest is left alone.")
-    p.add_argument("--model", default="minilm-l6-v2", help="model name (default: minilm-l6-v2)")
+    p.add_argument("--model", default="minilm-l6-v2",
+                   help=f"model name (default: minilm-l6-v2; installed packages provide {', '.join(MODELS)})")
     p.add_argument("--source", type=Path, default=None, metavar="DIR",
-                   help="folder holding model.safetensors (default: the installed package's model/)")
+                   help="folder holding the weights (model.safetensors, the model's .gguf; default: the installed "
+                        "package's folder)")
     p.add_argument("--out", type=Path, default=None, metavar="DIR",
                    help="where manifest.json goes (default: <root>/.cache/models/<name>/)")
     p.add_argument("--chunk-kb", type=int, default=1024, help="chunk size in KiB (default: 1024)")
@@ -162,7 +164,10 @@ def _export(args: argparse.Namespace) -> int:
 
 def _pack_model(args: argparse.Namespace) -> int:
     source = Path(args.source) if args.source is not None else Path(default_source(args.model))
-    weights = source / "model.safetensors"
+    weights = source / (weights_file(args.model) if args.model in MODELS else WEIGHTS_NAME)
+    if not weights.is_file() and args.model not in MODELS and source.is_dir():
+        found = sorted(source.glob("*.gguf"))   # a folder of one GGUF model
+        weights = found[0] if len(found) == 1 else weights
     if not weights.is_file():
         raise LoadError(f"{weights}: no such file")
     if args.out is not None:

@@ -14,6 +14,7 @@ import numpy as np
 from . import kernels as K
 from .backends import available
 from .models import load
+from .quant import as_words, quantize
 from .runtime import Runtime, open_sync
 
 
@@ -44,6 +45,38 @@ def _samples(r: np.random.Generator) -> list[tuple[str, dict[str, np.ndarray], C
         ("mean_pool", {"x": f(2, seq, hidden), "m": mask}, lambda o, t: o.mean_pool(t["x"], t["m"]),
          K.mean_pool_ref),
         ("l2_normalize", {"x": f(seq, hidden)}, lambda o, t: o.l2_normalize(t["x"]), K.l2_normalize_ref),
+        *_llm_samples(r, f, seq),
+    ]
+
+
+def _llm_samples(r: np.random.Generator, f: Callable[..., np.ndarray], seq: int) -> list[tuple]:
+    """The LLM's ops on SmolLM2-135M's shapes (576 wide, 9 query and 3 KV heads of 64, 1536 in the MLP),
+    weights quantized as its GGUF stores them."""
+    width, heads, kv_heads, ffn, vocab = 576, 9, 3, 1536, 8192
+    half = width // heads // 2
+    angles = np.arange(seq)[:, None] * (10000.0 ** (-np.arange(half) / half))[None, :]
+    cos, sin = np.cos(angles).astype(np.float32), np.sin(angles).astype(np.float32)
+    q41, q80 = (as_words(quantize(f(ffn, width) * 0.05, kind)) for kind in ("Q4_1", "Q8_0"))
+    table = as_words(quantize(f(vocab, width) * 0.05, "Q8_0"))
+    return [
+        ("rms_norm", {"x": f(seq, width), "w": f(width)}, lambda o, t: o.rms_norm(t["x"], t["w"], eps=1e-5),
+         lambda x, w: K.rms_norm_ref(x, w, eps=1e-5)),
+        ("rope", {"x": f(seq, width), "cos": cos, "sin": sin}, lambda o, t: o.rope(t["x"], t["cos"], t["sin"], heads),
+         lambda x, c, s: K.rope_ref(x, c, s, num_heads=heads)),
+        ("swiglu", {"g": f(seq, ffn), "u": f(seq, ffn)}, lambda o, t: o.swiglu(t["g"], t["u"]), K.swiglu_ref),
+        ("kv_attention", {"q": f(seq, width), "k": f(seq, width // 3), "v": f(seq, width // 3)},
+         lambda o, t: o.kv_attention(t["q"], t["k"], t["v"], heads, kv_heads, start=0),
+         lambda q, k, v: K.kv_attention_ref(q, k, v, start=0, num_heads=heads, num_kv_heads=kv_heads)),
+        ("q4_1_matvec", {"x": f(1, width), "w": q41}, lambda o, t: o.q_linear(t["x"], t["w"], "Q4_1", (ffn, width)),
+         lambda x, w: K.q4_1_matvec_ref(w, x, n=ffn, k=width, row=0)[None]),
+        ("q8_0_matvec", {"x": f(1, width), "w": q80}, lambda o, t: o.q_linear(t["x"], t["w"], "Q8_0", (ffn, width)),
+         lambda x, w: K.q8_0_matvec_ref(w, x, n=ffn, k=width, row=0)[None]),
+        ("q4_1_matmul", {"x": f(seq, width), "w": q41},
+         lambda o, t: o.q_linear(t["x"], t["w"], "Q4_1", (ffn, width)),
+         lambda x, w: K.q4_1_matmul_ref(w, x, n=ffn, k=width)),
+        ("q8_0_embedding", {"ids": r.integers(0, vocab, (2, seq)).astype(np.int32), "table": table},
+         lambda o, t: o.q_embedding(t["ids"], t["table"], "Q8_0", (vocab, width)),
+         lambda ids, w: K.q8_0_embedding_ref(w, ids, n=vocab, k=width)),
     ]
 
 

@@ -91,8 +91,36 @@ class LimitExceeded(GpuportError, ValueError):
         super().__init__(f"{what} needs {requested:,} but the device limit {limit} is {value:,}")
 
 
+class ContextLengthExceeded(GpuportError, ValueError):
+    """A prompt plus the tokens to generate exceed the model's context length (or the cache's capacity)."""
+
+    def __init__(self, limit: int, requested: int, what: str) -> None:
+        super().__init__(f"{what}: {requested} positions exceed the context length of {limit}")
+        self.limit, self.requested = limit, requested
+
+
 class LoadError(GpuportError):
     """A model or file could not be loaded intact (names the URL and the chunk)."""
+
+
+class ReferenceFailed(GpuportError):
+    """A user kernel's NumPy reference (`rt.kernel(..., reference=fn)`) raised, returned a value instead
+    of writing its outputs in place, or cannot take the arguments a dispatch gives it; names the kernel."""
+
+
+class ReferenceMismatch(GpuportError, AssertionError):
+    """`check=True`: the GPU and a user kernel's reference disagree beyond the tolerance. Names the kernel,
+    the binding, the largest absolute difference, where it occurs, and the tolerance."""
+
+    def __init__(self, kernel: str, binding: int, name: str, index: tuple[int, ...], gpu: float, reference: float,
+                 max_abs: float, bad: int, size: int, rtol: float, atol: float) -> None:
+        self.kernel, self.binding, self.name, self.index = kernel, binding, name, index
+        self.gpu, self.reference, self.max_abs = gpu, reference, max_abs
+        self.bad, self.size, self.rtol, self.atol = bad, size, rtol, atol
+        super().__init__(f"kernel {kernel!r}: @binding({binding}) {name}: the GPU and the reference disagree at "
+                         f"{bad} of {size} values; largest abs difference {max_abs:.6g} at index {index} (GPU "
+                         f"{gpu!r}, reference {reference!r}); tolerance |gpu - reference| <= atol + rtol*|reference| "
+                         f"with rtol={rtol:g}, atol={atol:g}")
 
 
 class TensorLost(DeviceLost):
@@ -141,6 +169,6 @@ def _last_lines(text: str) -> str:
 
 __all__ = [
     "BackendUnavailable", "BatchFailed", "CompileMessage", "DeviceLost", "GpuTimeout", "GpuValidationError", "GpuportError",
-    "LimitExceeded", "LoadError", "OutOfMemory", "RuntimeClosed", "ShaderCompileError", "TensorLost",
+    "LimitExceeded", "LoadError", "OutOfMemory", "ReferenceFailed", "ReferenceMismatch", "RuntimeClosed", "ShaderCompileError", "TensorLost",
     "UnsupportedFeature", "classify",
 ]

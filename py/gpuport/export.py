@@ -23,11 +23,11 @@ from pathlib import Path
 from typing import Iterable
 
 from ._version import __version__
-from .chunk_manifest import MANIFEST_NAME, WEIGHTS_NAME, build_manifest
+from .chunk_manifest import MANIFEST_NAME, build_manifest
 from .distribution import (PYODIDE_VERSION, build_wheel, default_dest, ensure_distribution, find_repo_root,
                            is_complete)
 from .errors import LoadError
-from .models import MODELS, default_source
+from .models import MODELS, default_source, weights_file
 
 MARKER = "gpuport-export.json"
 PAGES = ("index.html", "test.html")
@@ -100,7 +100,7 @@ def _page(text: str, base: str | None) -> str:
 def _write_model(name: str, dest: Path, root: Path) -> dict:
     """Manifest, small files and verified chunk files of `name`; its entry for latest.json's "chunked"."""
     source = Path(default_source(name))
-    weights = source / WEIGHTS_NAME
+    weights = source / weights_file(name)
     if not weights.is_file():
         raise LoadError(f"{weights}: no such file (model {name!r})")
     packed = root / ".cache" / "models" / name / MANIFEST_NAME   # what `gpuport pack-model` wrote, if any
@@ -109,7 +109,7 @@ def _write_model(name: str, dest: Path, root: Path) -> dict:
         manifest = build_manifest(weights, model=name, files=MODEL_FILES)
     manifest.pop("source_mtime_ns", None)
     out = dest / "models" / name
-    chunks_dir = out / (WEIGHTS_NAME + CHUNKS_SUFFIX)
+    chunks_dir = out / (weights.name + CHUNKS_SUFFIX)
     chunks_dir.mkdir(parents=True, exist_ok=True)
     with open(weights, "rb") as f:
         for i, chunk in enumerate(manifest["chunks"]):
@@ -120,7 +120,7 @@ def _write_model(name: str, dest: Path, root: Path) -> dict:
     for fname in manifest.get("files", {}):
         shutil.copyfile(source / fname, out / fname)
     (out / MANIFEST_NAME).write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
-    return {"size": manifest["size"], "chunk_size": manifest["chunk_size"], "chunks": WEIGHTS_NAME + CHUNKS_SUFFIX}
+    return {"size": manifest["size"], "chunk_size": manifest["chunk_size"], "chunks": weights.name + CHUNKS_SUFFIX}
 
 
 def export_site(dest: Path | str, root: Path | str | None = None, models: Iterable[str] = (),
@@ -161,7 +161,7 @@ def export_site(dest: Path | str, root: Path | str | None = None, models: Iterab
         _place(src, dest / "shaders" / src.name, link=False)
 
     wheel = build_wheel(root, dest / "wheels")
-    chunked = {f"models/{name}/{WEIGHTS_NAME}": _write_model(name, dest, root) for name in models}
+    chunked = {f"models/{name}/{weights_file(name)}": _write_model(name, dest, root) for name in models}
     (dest / "wheels" / "latest.json").write_text(json.dumps({"gpuport": wheel.name, "chunked": chunked}, indent=1)
                                                  + "\n", encoding="utf-8")
     (dest / "_headers").write_text(HEADERS, encoding="utf-8")

@@ -1,34 +1,72 @@
-"""Kernel: a user's own WGSL entry point, compiled on the runtime's device and dispatched over its tensors."""
+"""Kernel: a user's own WGSL entry point, compiled on the runtime's device and dispatched over its tensors;
+with a NumPy twin (`reference=`, contract in kernel_reference.py) it runs wherever gpuport does.
+
+Where a dispatch runs: the WGSL on the GPU; the reference on the host where the WGSL cannot run there or
+should not: the cpu tier (no WebGPU), backend="auto" pinned or forced to the host (`rt.pinned("cpu")`,
+GPUPORT_BACKEND=cpu or webgpu disabled), a page whose device is lost (until the next await recovers it),
+a bound tensor the device has no room for (recovery's lower tier). Auto otherwise keeps user kernels on
+the GPU: the selector has no cost model for arbitrary WGSL. Each dispatch is counted in the fallback
+telemetry (`kernel:<label>`, strategy "native" on the device or the cpu backend, "cpu" for a host
+fallback), in auto's selection counts and in a profile, so where it ran is never a guess.
+"""
 
 from __future__ import annotations
 
 import operator
-from typing import TYPE_CHECKING, Any, Sequence
+import time
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
 from . import wgsl
-from .errors import GpuValidationError, LimitExceeded
+from .errors import GpuValidationError, LimitExceeded, OutOfMemory, UnsupportedFeature
+from .kernel_reference import DEFAULT_ATOL, DEFAULT_RTOL, Reference, compare
 from .kernels import pack_uniforms
-from .lineage import Lost
+from .lineage import Fresh, Lost
 from .pipelines import PipelineSpec
+from .platform import sync_wait
+from .telemetry import Plan
 from .tensor import Tensor
 
 if TYPE_CHECKING:
     from .runtime import Runtime
 
+HOST, DEVICE = "cpu", "webgpu"
+Uniforms = bytes | np.ndarray | Sequence[int | float] | None
+
 
 class Kernel:
-    """A compiled user WGSL entry point (`rt.kernel(...)`)."""
+    """A compiled user WGSL entry point (`rt.kernel(...)`), with its NumPy reference if one was given."""
 
-    def __init__(self, rt: "Runtime", spec: PipelineSpec) -> None:
+    def __init__(self, rt: "Runtime", spec: PipelineSpec, reference: Callable[..., Any] | None = None,
+                 check: bool = False, rtol: float = DEFAULT_RTOL, atol: float = DEFAULT_ATOL) -> None:
         self.runtime = rt
         self.spec = spec
-        self._check_workgroup_memory()
-        self.pipeline = rt.device.compile(spec)
-        self._generation = rt.generation
+        self.name = f"kernel:{spec.label}"
         self.layout = wgsl.bindings(spec.source)    # None: not readable, the device checks alone
         self._written = wgsl.written_bindings(spec.source)
+        storage = None if self.layout is None else [b for b in self.layout if b.kind != "uniform"]
+        self.reference = None if reference is None else Reference(reference, spec.label, storage)
+        if check and self.reference is None:
+            raise ValueError(f"kernel {spec.label!r}: check=True compares the GPU with the reference: pass reference=")
+        if not (rtol >= 0 and atol >= 0):
+            raise ValueError(f"kernel {spec.label!r}: rtol and atol must be >= 0, got rtol={rtol!r}, atol={atol!r}")
+        self.check, self.rtol, self.atol = bool(check), float(rtol), float(atol)
+        # dispatches per place: the WGSL on the GPU, the reference on the host, and GPU runs compared
+        self.stats = {"gpu": 0, "reference": 0, "checked": 0}
+        self._last_place: str | None = None
+        self._check_workgroup_memory()
+        self.pipeline = None
+        if rt.device.is_host:
+            if self.reference is None:
+                raise UnsupportedFeature(
+                    f"kernel {spec.label!r} (entry point {spec.entry_point!r}): WGSL kernels need a WebGPU "
+                    f"backend and this runtime's backend is {rt.device.name!r} (tier {rt.tier!r}); pass "
+                    "reference=fn to rt.kernel, a NumPy function that writes the read_write bindings in place "
+                    "as the WGSL does, and this tier runs it instead")
+        else:
+            self.pipeline = rt.device.compile(spec)
+        self._generation = rt.generation
 
     def _check_workgroup_memory(self) -> None:
         """What a browser refuses, natively too (wgpu-native does not enforce this limit)."""
@@ -38,15 +76,54 @@ class Kernel:
             raise LimitExceeded("maxComputeWorkgroupStorageSize", limit, found[0],
                                 f"kernel {self.spec.label!r}: workgroup variables {', '.join(found[1])}")
 
-    def dispatch(self, workgroups: Sequence[int] | int, *tensors: Tensor,
-                 uniforms: bytes | np.ndarray | Sequence[int | float] | None = None) -> None:
+    def dispatch(self, workgroups: Sequence[int] | int, *tensors: Tensor, uniforms: Uniforms = None) -> None:
         """Queue one dispatch: tensors bind to @group(0) @binding(0..n-1), uniforms (if any) to @binding(n).
 
-        `uniforms` is raw bytes, a NumPy array (its bytes), or numbers (int -> u32, float -> f32).
+        `uniforms` is raw bytes, a NumPy array (its bytes), or numbers (int -> u32, float -> f32); the
+        reference gets it as given. With check=True (natively) this is `dispatch_checked`.
         """
+        rt = self.runtime
+        wg, owned, ubytes = self._prepare(workgroups, tensors, uniforms)
+        with rt.lock:
+            reason = self._host_reason(owned)
+            if reason is not None:
+                self._run_reference(wg, owned, uniforms, reason)
+                return
+        if self.check:
+            if not rt.device.can_block:
+                raise UnsupportedFeature(f"kernel {self.spec.label!r}: check=True reads both answers back, which "
+                                         "a page cannot do inside a synchronous dispatch: use `await "
+                                         "kernel.dispatch_checked(...)`")
+            sync_wait(self._checked(wg, owned, ubytes, uniforms, blocking=True), "kernel.dispatch(check=True)")
+            return
+        with rt.lock:
+            self._run_device(wg, owned, ubytes, uniforms)
+
+    async def dispatch_checked(self, workgroups: Sequence[int] | int, *tensors: Tensor,
+                               uniforms: Uniforms = None) -> None:
+        """Dispatch on the GPU and run the reference on copies of the same inputs; raise ReferenceMismatch
+        naming the binding, the largest difference and where it is when a read_write binding differs
+        beyond atol + rtol*|reference|. The tensors keep the GPU's answer. Awaits both answers, so it
+        works in a page. Where the reference runs instead of the WGSL there is nothing to compare: the
+        dispatch runs the reference once (`stats["checked"]` counts real comparisons)."""
+        if self.reference is None:
+            raise ValueError(f"kernel {self.spec.label!r}: dispatch_checked compares with the reference: pass "
+                             "reference= to rt.kernel")
+        rt = self.runtime
+        wg, owned, ubytes = self._prepare(workgroups, tensors, uniforms)
+        with rt.lock:
+            reason = self._host_reason(owned)
+            if reason is not None:
+                self._run_reference(wg, owned, uniforms, reason)
+                return
+        await self._checked(wg, owned, ubytes, uniforms, blocking=False)
+
+    def _prepare(self, workgroups: Any, tensors: Sequence[Any], uniforms: Uniforms
+                 ) -> tuple[tuple[int, ...], list[Tensor], bytes | None]:
         rt = self.runtime
         rt.check_open()
         wg = _workgroups(workgroups)
+        wg += (1,) * (3 - len(wg))
         owned = [rt.own(t, f"tensor {i}") for i, t in enumerate(tensors)]
         for i, t in enumerate(owned):
             if t.blocked:
@@ -55,9 +132,7 @@ class Kernel:
                                     "under this runtime's budget; a user kernel binds whole buffers)")
         ubytes = uniform_bytes(uniforms)
         self._check_bindings(owned, ubytes is not None)
-        with rt.lock:
-            self._queue(wg, owned, ubytes)
-
+        return wg, owned, ubytes
     def _check_bindings(self, owned: list[Tensor], has_uniforms: bool) -> None:
         """The dispatch against the shader's declared bindings, before anything is queued: a mismatch
         would otherwise fail the whole batch it lands in."""
@@ -83,16 +158,41 @@ class Kernel:
                     raise GpuValidationError(f"kernel {label!r}: tensors {i} and {j} are the same buffer and one "
                                              "binding is read_write (WebGPU forbids a writable buffer bound twice)")
 
-    def _queue(self, wg: tuple[int, ...], owned: list[Tensor], ubytes: bytes | None) -> None:
+    # -- where it runs ------------------------------------------------------------------------------
+    def _host_reason(self, owned: list[Tensor]) -> str | None:
+        """Why this dispatch runs the reference on the host, or None: the WGSL on the GPU."""
         rt = self.runtime
-        for i, t in enumerate(owned):
+        if rt.device.is_host:
+            return "cpu backend: the kernel's NumPy reference"
+        if self.reference is None:
+            return None
+        auto = rt.selector
+        if auto is not None and auto.pin == HOST:
+            return "pinned to the host (rt.pinned)"
+        if auto is not None and auto.pin is None and (auto.selector.config.forced == HOST
+                                                      or DEVICE not in auto.selector.backends):
+            return "selected: auto is limited to the host"
+        if rt.lost and not rt.device.can_block and self._host_arrays(owned, strict=False) is not None:
+            return "the device is lost: a page recovers it at the next await"
+        return None
+
+    def _run_device(self, wg: tuple[int, ...], owned: list[Tensor], ubytes: bytes | None, uniforms: Uniforms) -> None:
+        """The WGSL on the GPU; with a reference, the host where the device has no room for a bound tensor."""
+        rt = self.runtime
+        t0, before = time.perf_counter(), rt.device.stats["dispatches"]
+        for t in owned:
             t.usable()
-            if t.on_host:
-                rt.memory.to_device(t)
-            if self._written is None or i in self._written:
-                # the kernel may write it: neither its host copy nor its lineage describes it any more
-                t.host = None
-                t.recipe = Lost(f"written by the user kernel {self.spec.label!r}")
+        try:
+            for t in owned:
+                if t.on_host:
+                    rt.memory.to_device(t)
+        except OutOfMemory:
+            if self.reference is None or self._host_arrays(owned, strict=False) is None:
+                raise
+            rt.recovery.count("oom_lower_tier")
+            rt.recovery.event("oom_lower_tier", op=self.name)
+            self._run_reference(wg, owned, uniforms, "out of device memory: lower tier")
+            return
 
         def run() -> None:
             if rt.lost:
@@ -105,6 +205,106 @@ class Kernel:
             rt.device.dispatch(self.pipeline, wg, [t.handle for t in owned], ubytes)
 
         rt.recovery.call(run, "dispatch")
+        for i, t in enumerate(owned):
+            if self._writes(i):
+                # the kernel may write it: neither its host copy nor its lineage describes it any more
+                t.host = None
+                t.recipe = Lost(f"written by the user kernel {self.spec.label!r}")
+        self.stats["gpu"] += 1
+        self._count(DEVICE, Plan("native", "the kernel's WGSL on the device"), t0, owned,
+                    rt.device.stats["dispatches"] - before)
+
+    async def _checked(self, wg: tuple[int, ...], owned: list[Tensor], ubytes: bytes | None,
+                       uniforms: Uniforms, blocking: bool) -> None:
+        """`blocking`: driven by sync_wait (natively), so read retries sleep instead of awaiting."""
+        rt = self.runtime
+        assert self.reference is not None
+        arrays = [await rt.memory.read(t, blocking) for t in owned]     # copies: the reference writes its own
+        written = {i for i in range(len(owned)) if self._writes(i)}
+        self.reference.run(_views(arrays, written), written, uniforms, wg)
+        with rt.lock:
+            self._run_device(wg, owned, ubytes, uniforms)
+        if self._last_place != DEVICE:
+            return   # it ran the reference after all (no room on the device, or no device): nothing to compare
+        for i in sorted(written):
+            compare(self.spec.label, i, self.reference.name_of(i), await rt.memory.read(owned[i], blocking), arrays[i],
+                    self.rtol, self.atol)
+        self.stats["checked"] += 1
+
+    def _writes(self, i: int) -> bool:
+        return self._written is None or i in self._written
+
+    # -- the reference on the host -------------------------------------------------------------------
+    def _host_arrays(self, owned: list[Tensor], strict: bool = True) -> list[np.ndarray] | None:
+        """Each tensor's values on the host: known, zeros for a never-written rt.empty (WebGPU zeroes new
+        buffers, NumPy's are zeros), or read back where the device can block. None (strict: an
+        UnsupportedFeature naming the tensor) where only an await could get one."""
+        rt = self.runtime
+        out = []
+        for i, t in enumerate(owned):
+            values = t.known_values()
+            if values is None and isinstance(t.recipe, Fresh):
+                values = np.zeros(t.shape, t.dtype)
+            if values is None and rt.device.can_block and not rt.lost and not isinstance(t.handle, Lost):
+                values = rt.executor.host_values(t)
+            if values is None:
+                if strict:
+                    raise UnsupportedFeature(f"kernel {self.spec.label!r}: tensor {i} (shape {t.shape}) lives only "
+                                             "on the GPU and cannot be read back here to run the reference")
+                return None
+            out.append(values)
+        return out
+
+    def _run_reference(self, wg: tuple[int, ...], owned: list[Tensor], uniforms: Uniforms, reason: str) -> None:
+        """The reference on the tensors' host values; the read_write bindings take what it wrote."""
+        rt = self.runtime
+        assert self.reference is not None
+        t0 = time.perf_counter()
+        for t in owned:
+            t.usable()
+        written = {i for i in range(len(owned)) if self._writes(i)}
+        arrays = _views([np.array(a, copy=True) if i in written else a
+                         for i, a in enumerate(self._host_arrays(owned) or [])], written)
+        self.reference.run(arrays, written, uniforms, wg)
+        for i in sorted(written):
+            _commit(rt, owned[i], arrays[i])
+        self.stats["reference"] += 1
+        strategy = "native" if rt.device.is_host else "cpu"
+        self._count(HOST, Plan(strategy, reason), t0, owned, 0)
+
+    def _count(self, where: str, plan: Plan, t0: float, owned: list[Tensor], dispatches: int) -> None:
+        """Where this dispatch ran: telemetry, auto's selection counts, the profile."""
+        rt = self.runtime
+        self._last_place = where
+        rt.fallback.telemetry.count(self.name, plan, t0)
+        if rt.selector is not None:
+            per = rt.selector.chosen.setdefault(self.name, {})
+            per[where] = per.get(where, 0) + 1
+        if rt.profiler is not None:
+            rt.profiler.op(self.name, [t.shape for t in owned], where, plan, t0, dispatches, None)
+
+
+def _views(arrays: list[np.ndarray], written: set[int]) -> list[np.ndarray]:
+    """The written arrays as they are (writable copies), the others as read-only views."""
+    out = []
+    for i, a in enumerate(arrays):
+        if i not in written:
+            a = a.view()
+            a.flags.writeable = False
+        out.append(a)
+    return out
+
+
+def _commit(rt: "Runtime", t: Tensor, values: np.ndarray) -> None:
+    """`values` become t's: written into its host array where it owns a writable one (so views of it see
+    them, as views of a GPU buffer would), else the tensor now lives on the host with these values."""
+    if t.on_host and t.handle.flags.writeable:
+        t.handle[...] = values
+    else:
+        t.handle = values
+        rt.memory.live.discard(t)
+    t.host = None
+    t.recipe = None   # the host holds the values: recovery has nothing to rebuild
 
 
 def _workgroups(workgroups: Any) -> tuple[int, ...]:

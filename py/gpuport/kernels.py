@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from . import wgsl
+from . import quant, wgsl
 from .pipelines import PipelineSpec
 
 # Binding kinds, in binding order: inputs, then the output, then (for kernels that can meet invalid data)
@@ -220,6 +220,82 @@ def l2_normalize_ref(x: np.ndarray) -> np.ndarray:
         return _f32(x64 / np.maximum(norm, 1e-12))
 
 
+# --- the llama ops' references (float64, rounded once: the oracle the f32 kernels are bounded against) ----------
+
+def rms_norm_ref(x: np.ndarray, weight: np.ndarray, *, eps: float) -> np.ndarray:
+    """w * x / sqrt(mean(x^2) + eps) over the last axis (RMSNorm, llama's norm)."""
+    x64 = np.asarray(x, dtype=np.float64)
+    if x.shape[-1] == 0:
+        return _f32(x)
+    return _f32(x64 / np.sqrt(np.mean(x64 * x64, axis=-1, keepdims=True) + eps) * weight)
+
+
+def rope_ref(x: np.ndarray, cos: np.ndarray, sin: np.ndarray, *, num_heads: int) -> np.ndarray:
+    """Rotate adjacent pairs (2i, 2i+1) of each head of x (T, heads*D) by row t's cos/sin (T, D/2): the GGUF
+    layout's rotary embedding (see models/llama_ref.py for why the pairs are adjacent)."""
+    t, width = x.shape
+    h = np.asarray(x, np.float64).reshape(t, num_heads, width // num_heads // 2, 2)
+    c, s = np.asarray(cos, np.float64)[:, None, :], np.asarray(sin, np.float64)[:, None, :]
+    out = np.stack([h[..., 0] * c - h[..., 1] * s, h[..., 1] * c + h[..., 0] * s], axis=-1)
+    return _f32(out.reshape(t, width))
+
+
+def swiglu_ref(gate: np.ndarray, up: np.ndarray) -> np.ndarray:
+    """silu(gate) * up."""
+    g = np.asarray(gate, np.float64)
+    with np.errstate(over="ignore"):
+        return _f32(g / (1.0 + np.exp(-g)) * up)
+
+
+def kv_attention_ref(q: np.ndarray, k: np.ndarray, v: np.ndarray, state: np.ndarray | None = None, *, start: int,
+                     num_heads: int, num_kv_heads: int) -> np.ndarray:
+    """Causal grouped-query attention: q (T, H*D) at positions start..start+T-1 over cache rows k, v (S, Hkv*D)
+    (rows past start+T-1 are not read); query head h reads kv head h // (H / Hkv). `state` is the kernel's
+    scratch between cache blocks, not an input of the result."""
+    t, width = q.shape
+    d = width // num_heads
+    group = num_heads // num_kv_heads
+    s = start + t
+    qh = np.asarray(q, np.float64).reshape(t, num_kv_heads, group, d).transpose(1, 2, 0, 3)
+    kh = np.asarray(k[:s], np.float64).reshape(s, num_kv_heads, d).transpose(1, 2, 0)[:, None]
+    vh = np.asarray(v[:s], np.float64).reshape(s, num_kv_heads, d).transpose(1, 0, 2)[:, None]
+    scores = (qh @ kh) / math.sqrt(d)                                          # (Hkv, g, T, S)
+    scores[..., np.arange(s)[None, :] > (start + np.arange(t))[:, None]] = -np.inf
+    p = np.exp(scores - scores.max(axis=-1, keepdims=True))
+    out = (p / p.sum(axis=-1, keepdims=True)) @ vh                             # (Hkv, g, T, D)
+    return _f32(out.transpose(2, 0, 1, 3).reshape(t, width))
+
+
+def _quant(words: np.ndarray, kind: str, n: int, k: int) -> quant.QuantMatrix:
+    """The (n, k) weight a device buffer of u32 words holds (padded to a whole word)."""
+    raw = np.ascontiguousarray(words).view(np.uint8).ravel()
+    return quant.QuantMatrix(raw[:n * quant.row_bytes(kind, k)], kind, (n, k))
+
+
+def q4_1_matvec_ref(w: np.ndarray, x: np.ndarray, *, n: int, k: int, row: int) -> np.ndarray:
+    """W x[row] for a Q4_1 (n, k) weight stored as u32 words and x (T, k)."""
+    return quant.matvec_ref(_quant(w, "Q4_1", n, k), np.asarray(x).reshape(-1, k)[row])
+
+
+def q8_0_matvec_ref(w: np.ndarray, x: np.ndarray, *, n: int, k: int, row: int) -> np.ndarray:
+    """W x[row] for a Q8_0 (n, k) weight stored as u32 words and x (T, k) (the tied head on the last position)."""
+    return quant.matvec_ref(_quant(w, "Q8_0", n, k), np.asarray(x).reshape(-1, k)[row])
+
+
+def q4_1_matmul_ref(w: np.ndarray, x: np.ndarray, *, n: int, k: int) -> np.ndarray:
+    """X W^T for a Q4_1 (n, k) weight stored as u32 words and a prompt X (T, k)."""
+    return quant.matmul_ref(np.asarray(x).reshape(-1, k), _quant(w, "Q4_1", n, k))
+
+
+def q8_0_embedding_ref(w: np.ndarray, ids: np.ndarray, *, n: int, k: int) -> np.ndarray:
+    """Rows `ids` of a Q8_0 (n, k) table stored as u32 words (exact: one f32 product per value, as ggml)."""
+    flat = np.asarray(ids, np.int64).ravel()
+    if flat.size and (flat.min() < 0 or flat.max() >= n):
+        bad = int(flat.min()) if flat.min() < 0 else int(flat.max())
+        raise IndexError(f"q8_0_embedding: id {bad} is outside the table's {n} rows")
+    return quant.embedding_ref(_quant(w, "Q8_0", n, k), flat).reshape(np.shape(ids) + (k,))
+
+
 _R, _W, _E, _U = READ, WRITE, ERROR, UNIFORM
 
 KERNELS: dict[str, KernelDef] = {k.name: k for k in [
@@ -236,6 +312,15 @@ KERNELS: dict[str, KernelDef] = {k.name: k for k in [
     KernelDef("attention", "attention.wgsl", (_R, _R, _R, _R, _W, _U), attention_ref),
     KernelDef("mean_pool", "mean_pool.wgsl", (_R, _R, _W, _U), mean_pool_ref),
     KernelDef("l2_normalize", "l2_normalize.wgsl", (_R, _W, _U), l2_normalize_ref),
+    # the llama ops: quantized weights bind as the u32 words of their stored blocks
+    KernelDef("rms_norm", "rms_norm.wgsl", (_R, _R, _W, _U), rms_norm_ref),
+    KernelDef("rope", "rope.wgsl", (_R, _R, _R, _W, _U), rope_ref),
+    KernelDef("swiglu", "swiglu.wgsl", (_R, _R, _W, _U), swiglu_ref),
+    KernelDef("kv_attention", "kv_attention.wgsl", (_R, _R, _R, _W, _W, _U), kv_attention_ref),
+    KernelDef("q4_1_matvec", "q4_1_matvec.wgsl", (_R, _R, _W, _U), q4_1_matvec_ref),
+    KernelDef("q8_0_matvec", "q8_0_matvec.wgsl", (_R, _R, _W, _U), q8_0_matvec_ref),
+    KernelDef("q4_1_matmul", "q4_1_matmul.wgsl", (_R, _R, _W, _U), q4_1_matmul_ref),
+    KernelDef("q8_0_embedding", "q8_0_embedding.wgsl", (_R, _R, _W, _U), q8_0_embedding_ref),
 ]}
 
 def reference(op: str, arrays: list[np.ndarray | None], attrs: dict[str, Any]) -> np.ndarray:
@@ -255,8 +340,45 @@ VARIANTS: dict[tuple[str, str], KernelDef] = {
     # 8x8 invocations, 4 KiB of workgroup memory, strides and offsets: the simplified matmul and the block
     # kernel of layer decomposition.
     ("matmul", "small"): KernelDef("matmul_small", "matmul_small.wgsl", (_R, _R, _R, _W, _U), matmul_ref),
+    # Register-blocked, barrier-free, vec4 loads (K, and N without transpose_b, multiples of 4): chosen per
+    # adapter by measurement (tuning.py); "rb_tb16x8" is (transpose_b, 16 rows x 8 columns per invocation).
+    **{("matmul", key): KernelDef(f"matmul_{key}", f"matmul_{key}.wgsl", (_R, _R, _R, _W, _U), matmul_ref)
+       for key in ("rb_tb16x8", "rb_tb8x8", "rb_tb8x4", "rb_nb16x4", "rb_nb8x4", "rb_nb8x2")},
+    ("q4_1_matvec", "f16"): KernelDef("q4_1_matvec_f16", "q4_1_matvec_f16.wgsl", (_R, _R, _W, _U), q4_1_matvec_ref),
+    ("q8_0_matvec", "f16"): KernelDef("q8_0_matvec_f16", "q8_0_matvec_f16.wgsl", (_R, _R, _W, _U), q8_0_matvec_ref),
+    ("q4_1_matmul", "f16"): KernelDef("q4_1_matmul_f16", "q4_1_matmul_f16.wgsl", (_R, _R, _W, _U), q4_1_matmul_ref),
+    # kv_attention's companion: the in-place append of new rows to a KV cache buffer (not an op: it writes an
+    # existing tensor; models/kv_cache.py launches it)
+    ("kv_attention", "append"): KernelDef("kv_write", "kv_write.wgsl", (_R, _W, _U), _f32),
 }
 F16_OPS = frozenset(op for op, kind in VARIANTS if kind == "f16")
+
+
+@dataclass(frozen=True)
+class RegisterBlock:
+    """A register-blocked matmul variant: its layout ("tb": B is (N, K); "nb": B is (K, N)), rows R and
+    columns C (vec4 column groups for "nb") per invocation."""
+
+    key: str
+    layout: str
+    rows: int
+    cols: int
+
+    @property
+    def kernel(self) -> KernelDef:
+        return VARIANTS[("matmul", self.key)]
+
+    @property
+    def cols_per_invocation(self) -> int:
+        return self.cols if self.layout == "tb" else 4 * self.cols
+
+
+RB_VARIANTS: dict[str, RegisterBlock] = {
+    key: RegisterBlock(key, key[3:5], int(key[5:].split("x")[0]), int(key.split("x")[1]))
+    for op, key in VARIANTS if key.startswith("rb_")}
+# Measured fastest on lavapipe for MiniLM's shapes: what runs until tuning.py measured this adapter.
+RB_DEFAULT = {"tb": "rb_tb16x8", "nb": "rb_nb16x4"}
+RB_WG = 16
 
 ELEMENTWISE_WG = 256
 ATTENTION_MAX_HEAD_DIM = 256
@@ -264,7 +386,8 @@ ATTENTION_MAX_HEAD_DIM = 256
 # Op classes the planner and the seed's strategy table reason about.
 ELEMENTWISE_OPS = frozenset({"add", "mul", "scale", "gelu"})
 ROWWISE_OPS = frozenset({"softmax", "layer_norm", "sum", "mean", "l2_normalize"})
-WG_OVERRIDE_OPS = frozenset({"add", "mul", "scale", "gelu", "embedding", "mean_pool"})  # `override WG` shaders
+# `override WG` shaders
+WG_OVERRIDE_OPS = frozenset({"add", "mul", "scale", "gelu", "embedding", "mean_pool", "rope", "swiglu"})
 # Names the seed's callers use for ops.
 ALIASES = {"attention_compute": "attention", "multi_head_attention": "attention", "linear": "matmul",
            "matmul_4bit": "matmul", "layernorm": "layer_norm", "layer_normalization": "layer_norm",

@@ -8,11 +8,12 @@ Operands are Tensors or Parts (one buffer of a blocked tensor); only their shape
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from .kernels import ELEMENTWISE_WG, KERNELS, VARIANTS, WG_OVERRIDE_OPS, KernelDef, Launch, grid, pack_uniforms
+from .kernels import (ELEMENTWISE_WG, KERNELS, RB_WG, VARIANTS, WG_OVERRIDE_OPS, KernelDef, Launch, RegisterBlock, grid,
+                      pack_uniforms)
 from .tensor import Blocks
 
 
@@ -114,10 +115,68 @@ def _mean_pool(ins, out, attrs, flat, groups):
     return flat(batch * hidden), pack_uniforms(batch, seq, hidden), {}
 
 
+def _rms_norm(ins, out, attrs, flat, groups):
+    rows, n = _rows(ins[0])
+    return grid(rows, groups), pack_uniforms(rows, n, float(attrs["eps"])), {}
+
+
+def _rope(ins, out, attrs, flat, groups):
+    x, cos = ins[0], ins[1]
+    t, half = cos.shape
+    return flat(x.size // 2), pack_uniforms(t, int(attrs["num_heads"]), half), {}
+
+
+def _swiglu(ins, out, attrs, flat, groups):
+    return flat(out.size), pack_uniforms(out.size), {}
+
+
+def kv_attention_uniforms(t: int, heads: int, kv_heads: int, d: int, start: int, pos0: int, rows: int,
+                          first: bool, last: bool) -> bytes:
+    """kv_attention.wgsl's parameters for one cache block of `rows` rows starting at position pos0."""
+    return pack_uniforms(t, heads, kv_heads, d, start, pos0, rows, int(first) | 2 * int(last), 1.0 / math.sqrt(d))
+
+
+def _kv_attention(ins, out, attrs, flat, groups):
+    q, k = ins[0], ins[1]
+    heads = int(attrs["num_heads"])
+    t, d = q.shape[0], q.shape[-1] // heads
+    return (t, heads, 1), kv_attention_uniforms(t, heads, int(attrs["num_kv_heads"]), d, int(attrs["start"]), 0,
+                                                k.shape[0], True, True), {}
+
+
+# The quantized kernels at their default LANES: a workgroup owns 4 rows per lane group, 64/LANES groups: 32 rows
+# for the matvecs (LANES 8), 64 for the matmul (LANES 4, and 4 prompt rows per workgroup along y).
+def _q_matvec(ins, out, attrs, flat, groups):
+    n, k = int(attrs["n"]), int(attrs["k"])
+    return grid(math.ceil(n / 32), groups), pack_uniforms(n, k, 0, int(attrs["row"]) * k, 0, 0, 0, 0), {}
+
+
+def _q_matmul(ins, out, attrs, flat, groups):
+    n, k = int(attrs["n"]), int(attrs["k"])
+    m = ins[1].size // k
+    return (math.ceil(n / 64), math.ceil(m / 4), 1), pack_uniforms(m, n, k, 0, 0, 0, 0, 0), {}
+
+
+def _q_embedding(ins, out, attrs, flat, groups):
+    t = ins[1].size
+    return grid(math.ceil(t * int(attrs["k"]) / 4 / 64), groups), \
+        pack_uniforms(t, int(attrs["k"]), int(attrs["n"]), 0, 0, 0, 0, 0), {}
+
+
+def kv_write_launch(src: Any, dst: Any, n: int, src_off: int, dst_off: int, wg: int = ELEMENTWISE_WG,
+                    max_groups: int = 65535) -> Launch:
+    """Copy n floats of src (from src_off) into dst (from dst_off) in place: the KV cache's append."""
+    consts = {"WG": wg} if wg != ELEMENTWISE_WG else {}
+    return Launch(VARIANTS[("kv_attention", "append")], [src], dst, grid(math.ceil(n / wg), max_groups),
+                  pack_uniforms(n, src_off, dst_off), consts)
+
+
 LAUNCHERS: dict[str, Launcher] = {
     "add": _binary("add"), "mul": _binary("mul"), "scale": _scale, "gelu": _gelu, "matmul": _matmul,
     "softmax": _softmax, "layer_norm": _layer_norm, "sum": _reduce("sum"), "mean": _reduce("mean"),
     "l2_normalize": _l2_normalize, "embedding": _embedding, "attention": _attention, "mean_pool": _mean_pool,
+    "rms_norm": _rms_norm, "rope": _rope, "swiglu": _swiglu, "kv_attention": _kv_attention,
+    "q4_1_matvec": _q_matvec, "q8_0_matvec": _q_matvec, "q4_1_matmul": _q_matmul, "q8_0_embedding": _q_embedding,
 }
 
 
@@ -146,6 +205,18 @@ def small_matmul_launch(a: Any, b: Any, bias: Any, out: Any, *, transpose_b: boo
     uniforms = pack_uniforms(M, N, K, lda, ldb, ldc, a_off, n_off, sa, sb, sc, c_off)
     return Launch(VARIANTS[("matmul", "small")], [a, b, bias], out,
                   (math.ceil(N / 32), math.ceil(M / 32), batch), uniforms, consts)
+
+
+def rb_matmul_launch(block: RegisterBlock, a: Any, b: Any, bias: Any, out: Any, act: int = 0) -> Launch:
+    """One launch of a register-blocked matmul variant (shaders/matmul_rb_*.wgsl) over whole buffers;
+    `act` 1 fuses exact GELU after the bias."""
+    m, k = a.shape[-2:]
+    n = out.shape[-1]
+    workgroups = (math.ceil(n / (block.cols_per_invocation * RB_WG)), math.ceil(m / block.rows),
+                  _prod(tuple(a.shape[:-2])))
+    return Launch(block.kernel, [a, b, bias], out, workgroups,
+                  pack_uniforms(m, n, k, m * k, k * n if b.ndim > 2 else 0),
+                  {"HAS_BIAS": int(bias is not None), "ACT": act})
 
 
 def row_chunks(t: Any, unit: int) -> list[tuple[int, int, Any]]:
@@ -177,11 +248,26 @@ PROBES: dict[str, Callable[[], list[tuple[list[Any], Any, dict[str, Any]]]]] = {
                           for m in (None, _p(1, 2))],
     "matmul": lambda: [([_p(4, 4), _p(4, 4), bias], _p(4, 4), {"transpose_b": tb})
                        for tb in (False, True) for bias in (None, _p(4))],
+    "rms_norm": lambda: [([_p(4, 4), _p(4)], _p(4, 4), {"eps": 1e-5})],
+    "rope": lambda: [([_p(2, 8), _p(2, 2), _p(2, 2)], _p(2, 8), {"num_heads": 2})],
+    "swiglu": lambda: [([_p(4), _p(4)], _p(4), {})],
+    "kv_attention": lambda: [([_p(1, 8), _p(2, 4), _p(2, 4), None], _p(1, 8), {"num_heads": 2, "num_kv_heads": 1,
+                                                                              "start": 1})],
+    "q4_1_matvec": lambda: [([_p(10), _p(1, 32)], _p(2), {"n": 2, "k": 32, "row": 0})],
+    "q8_0_matvec": lambda: [([_p(17), _p(1, 32)], _p(2), {"n": 2, "k": 32, "row": 0})],
+    "q4_1_matmul": lambda: [([_p(10), _p(2, 32)], _p(2, 2), {"n": 2, "k": 32})],
+    "q8_0_embedding": lambda: [([_p(17), _p(2)], _p(2, 32), {"n": 2, "k": 32})],
 }
 
 
-def probe_launches(op: str, strategy: str, kernel: KernelDef | None, wg: int) -> list[Launch]:
-    """The launches of PROBES[op] under `strategy` (the simplified matmul is the strided small kernel)."""
+def probe_launches(op: str, strategy: str, kernel: KernelDef | None, wg: int,
+                   blocks: Sequence[RegisterBlock] = ()) -> list[Launch]:
+    """The launches of PROBES[op] under `strategy` (the simplified matmul is the strided small kernel;
+    `blocks`: the register-blocked matmul variants the native strategy uses here)."""
+    if op == "matmul" and strategy == "native" and blocks:
+        rb = [rb_matmul_launch(block, ins[0], ins[1], ins[2], out) for block in blocks
+              for ins, out, attrs in PROBES[op]() if attrs["transpose_b"] == (block.layout == "tb")]
+        return rb + [launch_for(op, ins, out, attrs, kernel=kernel, wg=wg) for ins, out, attrs in PROBES[op]()]
     if op == "matmul" and strategy == "simplified_shader":
         return [small_matmul_launch(ins[0], ins[1], ins[2], out, transpose_b=attrs["transpose_b"], M=4, N=4, K=4,
                                     lda=4, ldb=4, ldc=4) for ins, out, attrs in PROBES[op]()]

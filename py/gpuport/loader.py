@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import struct
 import time
 from dataclasses import dataclass, field
@@ -46,13 +45,14 @@ from typing import Any, Awaitable, Callable, Mapping, Sequence
 import numpy as np
 
 from .chunk_cache import ChunkCache, ModelChunks
-from .chunk_manifest import MANIFEST_NAME, WEIGHTS_NAME, build_manifest, layer_of, parse_manifest, sha256
+from .chunk_manifest import (MANIFEST_NAME, WEIGHTS_NAME, build_manifest, layer_of, parse_manifest,
+                             payload_per_chunk, sha256)
 from .disk_cache import DiskChunkCache
 from .errors import LoadError
 from .formats.safetensors import DTYPES, read_header, tensor_from_buffer
 from .platform import IN_PYODIDE
 from .progress_bar import progress_callback
-from .transports import FetchError, FileTransport, Transport, UrllibTransport
+from .transports import FetchError, FileTransport, Transport, UrllibTransport, get_range
 # Fetch span default, measured by bench/model.py (download + verify of all 90.9 MB over loopback from the
 # dev server, 4 requests in flight; median seconds per span size 1/2/4/8/16 MiB): native 0.42/0.54/0.24/
 # 0.24/0.29, Chromium worker 0.85/0.95/0.73/0.68/0.53. 4 MiB is at the native optimum and within 0.2 s of
@@ -160,7 +160,7 @@ class ProgressiveModelLoader:
     async def load_manifest(self) -> dict:
         if self.manifest is not None:
             return self.manifest
-        self._emit("manifest", 0, 0)
+        self.emit("manifest", 0, 0)
         text = await self._fetch_whole(self.manifest_url, what="manifest", missing_ok=self.is_local)
         if text is None:   # local directory without a manifest: compute it (hashes the file once)
             path = self.weights_url
@@ -170,24 +170,27 @@ class ProgressiveModelLoader:
         else:
             self.manifest = parse_manifest(text, self.manifest_url)
         m = self.manifest
-        self.chunks = ModelChunks(self.cache, m, self.weights_url, self._emit)
-        self._emit("manifest", 0, 0, file_bytes=m["size"], note=f"{len(m['chunks'])} chunks of "
+        self.chunks = ModelChunks(self.cache, m, self.weights_url, self.emit)
+        self.emit("manifest", 0, 0, file_bytes=m["size"], note=f"{len(m['chunks'])} chunks of "
                    f"{m['chunk_size'] / 2**20:g} MiB, file sha256 {m['sha256'][:12]}")
         return m
 
     async def read_header(self) -> tuple[dict, int]:
         """The safetensors header (from a cached chunk 0, else fetched), checked against the manifest."""
         m = await self.load_manifest()
+        if m.get("container", "safetensors") != "safetensors":
+            raise LoadError(f"{self.manifest_url}: {m['file']} is a {m['container']} file, not safetensors "
+                            "(a GGUF loads with gpuport.gguf_source.GGUFSource)")
         cached = await self.chunks.get(0) if m["data_start"] <= m["chunks"][0]["end"] else None
         if cached is not None:   # the header lies in chunk 0: a cached, verified chunk 0 has it
             head = cached[:m["data_start"]]
             if sha256(head) == m["header_sha256"]:
                 header, data_start = read_header(head, self.weights_url)
-                self._emit("header", 0, 0, header_bytes=len(head), note="from the cache")
+                self.emit("header", 0, 0, header_bytes=len(head), note="from the cache")
                 return header, data_start
         head = await self._fetch_header(m)
         header, data_start = read_header(head, self.weights_url)
-        self._emit("header", 0, 0, header_bytes=len(head), note=f"{len(header) - ('__metadata__' in header)} tensors")
+        self.emit("header", 0, 0, header_bytes=len(head), note=f"{len(header) - ('__metadata__' in header)} tensors")
         return header, data_start
 
     async def load_tensors(self, names: Sequence[str] | None = None, upload: bool = True,
@@ -218,11 +221,9 @@ class ProgressiveModelLoader:
         if upload and self.rt is None:
             raise ValueError("load_tensors(upload=True) needs a runtime: ProgressiveModelLoader(source, rt)")
         names.sort(key=lambda k: entries[k]["data_offsets"][0])
-        cs = m["chunk_size"]
         need = sorted({i for n in names for i in range(m["tensors"][n]["chunks"][0], m["tensors"][n]["chunks"][1] + 1)})
         st = self.state
-        st.payload = sum(m["tensors"][n]["end"] - m["tensors"][n]["start"] for n in names)
-        self._payload_of = payload = _payload_per_chunk(m, names)
+        self.expect(names)
 
         data: dict[int, bytes] = {}                   # verified chunk bytes, by index
         out: dict[str, Any] = {}
@@ -245,8 +246,9 @@ class ProgressiveModelLoader:
             info["data_offsets"] = [t["start"] - base, t["end"] - base]
             return tensor_from_buffer(n, info, memoryview(buf), 0, self.weights_url)
 
-        def arrived(i: int) -> None:
+        def arrived(i: int, blob: bytes) -> None:
             """Chunk i is verified: upload, right now, every tensor it completes (file order)."""
+            data[i] = blob
             for n in owners[i]:
                 t = m["tensors"][n]
                 if n in out or any(j not in data for j in range(t["chunks"][0], t["chunks"][1] + 1)):
@@ -257,46 +259,14 @@ class ProgressiveModelLoader:
                 else:
                     out[n] = arr   # upload=False, or 64-bit buffers (position_ids): stay on the host
                 st.uploaded += t["end"] - t["start"]
-                self._emit("upload", st.uploaded, st.payload, tensor=n, layer=t.get("layer", layer_of(n)))
+                self.emit("upload", st.uploaded, st.payload, tensor=n, layer=t.get("layer", layer_of(n)))
                 done[n].set_result(True)
                 # a chunk whose tensors are all done can go: the whole file never sits in memory twice
                 for j in range(t["chunks"][0], t["chunks"][1] + 1):
                     if all(n2 in out for n2 in owners[j]):
                         data.pop(j, None)
 
-        await self.chunks.prepare()
-        missing = []
-        for i in need:
-            blob = await self.chunks.get(i)
-            if blob is not None:
-                data[i] = blob
-                st.cached_chunks += 1
-                st.verified += payload[i]
-                self._emit("verify", st.verified, st.payload, chunk=i, cached=True)
-                arrived(i)
-            else:
-                missing.append(i)
-        if st.cached_chunks:
-            self._emit("cache", st.verified, st.payload, chunks_cached=st.cached_chunks, chunks_total=len(need),
-                       note=f"{st.cached_chunks} of {len(need)} chunks from the cache, {len(missing)} to download")
-
-        per_span = max(1, int(round(self.chunk_size_mb * 2**20 / cs)))
-        spans: list[list[int]] = []
-        for i in missing:
-            if spans and spans[-1][-1] == i - 1 and len(spans[-1]) < per_span:
-                spans[-1].append(i)
-            else:
-                spans.append([i])
-        sem = asyncio.Semaphore(self.concurrency)
-
-        async def run_span(span: list[int]) -> None:
-            async with sem:   # acquired in file order: the first layers' spans go first
-                chunks = await self._fetch_span(m, span)
-            for i, blob in zip(span, chunks):
-                data[i] = blob
-                arrived(i)
-            for i, blob in zip(span, chunks):
-                await self.chunks.put(i, blob)
+        stream = asyncio.ensure_future(self.stream_chunks(need, arrived))
 
         async def component(part: Sequence[str]) -> None:
             for n in part:
@@ -309,17 +279,73 @@ class ProgressiveModelLoader:
             parts = list(groups.values()) if self.parallel_components else [names]
         else:
             parts = [list(v) for v in components.values()]
-        span_tasks = [asyncio.ensure_future(run_span(s)) for s in spans]
         part_tasks = [asyncio.ensure_future(component(p)) for p in parts]
         try:
-            await asyncio.gather(*span_tasks)
+            await stream
             await asyncio.gather(*part_tasks)   # independent components, each done when its tensors are
         except BaseException:
-            for t in span_tasks + part_tasks:
+            for t in [stream] + part_tasks:
                 t.cancel()
-            await asyncio.gather(*span_tasks, *part_tasks, return_exceptions=True)
+            await asyncio.gather(stream, *part_tasks, return_exceptions=True)
             raise
         return out
+
+    def expect(self, names: Sequence[str]) -> None:
+        """The load will return tensors `names`: their bytes are every byte stage's total (see the module doc)."""
+        m = self.manifest
+        self.state.payload = sum(m["tensors"][n]["end"] - m["tensors"][n]["start"] for n in names)
+        self._payload_of = payload_per_chunk(m, names)
+
+    async def stream_chunks(self, need: Sequence[int], arrived: Callable[[int, bytes], Any]) -> None:
+        """Chunks `need` (indices, ascending), each verified: from the cache, else fetched in spans of
+        `chunk_size_mb`, `concurrency` at a time in file order; `arrived(i, blob)` the moment chunk i is
+        verified; fetched chunks are then cached. Progress counts the payload set by `expect`."""
+        m = await self.load_manifest()
+        st = self.state
+        await self.chunks.prepare()
+        missing = []
+        cached = cached_bytes = 0
+        for i in need:
+            blob = await self.chunks.get(i)
+            if blob is not None:
+                cached += 1
+                cached_bytes += self._payload_of.get(i, 0)
+                st.cached_chunks += 1
+                st.verified += self._payload_of.get(i, 0)
+                self.emit("verify", st.verified, st.payload, chunk=i, cached=True)
+                arrived(i, blob)
+            else:
+                missing.append(i)
+        if cached:
+            self.emit("cache", cached_bytes, st.payload, chunks_cached=cached, chunks_total=len(need),
+                      note=f"{cached} of {len(need)} chunks from the cache, {len(missing)} to download")
+
+        per_span = max(1, int(round(self.chunk_size_mb * 2**20 / m["chunk_size"])))
+        spans: list[list[int]] = []
+        for i in missing:
+            if spans and spans[-1][-1] == i - 1 and len(spans[-1]) < per_span:
+                spans[-1].append(i)
+            else:
+                spans.append([i])
+        sem = asyncio.Semaphore(self.concurrency)
+
+        async def run_span(span: list[int]) -> None:
+            async with sem:   # acquired in file order: the first layers' spans go first
+                chunks = await self._fetch_span(m, span)
+            for i, blob in zip(span, chunks):
+                arrived(i, blob)
+            for i, blob in zip(span, chunks):
+                await self.chunks.put(i, blob)
+
+        tasks = [asyncio.ensure_future(run_span(s)) for s in spans]
+        try:
+            await asyncio.gather(*tasks)
+        except BaseException:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+
 
     # -- fetching --------------------------------------------------------------------------------
     def _url(self, fname: str) -> str:
@@ -375,23 +401,7 @@ class ProgressiveModelLoader:
 
     async def _range_once(self, start: int, end: int) -> bytes:
         self.state.requests += 1
-        r = await self.transport.get(self.weights_url, {"Range": f"bytes={start}-{end - 1}"})
-        size = (self.manifest or {}).get("size")
-        if r.status == 200 and start == 0 and size is not None and len(r.body) == size:
-            return r.body[:end]  # a server without Range support answering the whole file: still exact
-        if r.status != 206:
-            raise FetchError(f"HTTP {r.status} (expected 206 Partial Content)",
-                             retriable=r.status not in (404, 410, 403, 401, 416))
-        cr = r.headers.get("content-range", "")
-        m = re.fullmatch(r"bytes (\d+)-(\d+)/(\d+|\*)", cr.strip())
-        if not m or int(m.group(1)) != start or int(m.group(2)) != end - 1:
-            raise FetchError(f"wrong Content-Range {cr!r} (asked for bytes {start}-{end - 1})")
-        if size is not None and m.group(3) != "*" and int(m.group(3)) != size:
-            raise FetchError(f"Content-Range says the file has {m.group(3)} bytes, the manifest {size} "
-                             "(the file changed: re-run `gpuport pack-model`)", retriable=False)
-        if len(r.body) != end - start:
-            raise FetchError(f"short body: {len(r.body)} of {end - start} bytes")
-        return r.body
+        return await get_range(self.transport, self.weights_url, start, end, (self.manifest or {}).get("size"))
 
     async def _fetch_span(self, m: dict, span: list[int]) -> list[bytes]:
         """Consecutive chunks in one Range request; every chunk verified, else the span is retried."""
@@ -413,7 +423,7 @@ class ProgressiveModelLoader:
             fresh = [i for i in span if i not in self._downloaded_chunks]   # a retried span counts once
             self._downloaded_chunks.update(fresh)
             st.downloaded_payload += sum(self._payload_of.get(i, 0) for i in fresh)
-            self._emit("download", st.downloaded_payload, st.payload, chunk=span[-1], network_bytes=st.downloaded)
+            self.emit("download", st.downloaded_payload, st.payload, chunk=span[-1], network_bytes=st.downloaded)
             out, bad = [], None
             for i in span:
                 c = m["chunks"][i]
@@ -426,7 +436,7 @@ class ProgressiveModelLoader:
                 for i, blob in zip(span, out):
                     st.verified += self._payload_of.get(i, 0)
                     st.fetched_chunks += 1
-                    self._emit("verify", st.verified, st.payload, chunk=i)
+                    self.emit("verify", st.verified, st.payload, chunk=i)
                 return out
             last = f"chunk {bad} failed its sha256 check (corrupt bytes)"
             what = f"chunk {bad}" + (f" (of chunks {span[0]}-{span[-1]})" if len(span) > 1 else "")
@@ -436,12 +446,13 @@ class ProgressiveModelLoader:
     async def _backoff(self, attempt: int, url: str, what: str, reason: str) -> None:
         self.state.retries += 1
         delay = self.backoff_s * (2 ** (attempt - 1))
-        self._emit("retry", 0, 0, note=f"{url}: {what}: {reason}; retry {attempt}/{self.retries} in "
+        self.emit("retry", 0, 0, note=f"{url}: {what}: {reason}; retry {attempt}/{self.retries} in "
                    f"{delay * 1e3:.0f} ms")
         await asyncio.sleep(delay)
 
     # -- progress --------------------------------------------------------------------------------
-    def _emit(self, stage: str, done: int, total: int, **extra: Any) -> None:
+    def emit(self, stage: str, done: int, total: int, **extra: Any) -> None:
+        """One progress event (to the timeline and every callback); `percent` from the state's counters."""
         st = self.state
         denom = 2 * st.payload
         percent = 100.0 * (st.verified + st.uploaded) / denom if denom else 0.0
@@ -474,17 +485,6 @@ def _default_cache(source: str) -> ChunkCache | None:
     if setting.lower() in ("off", "0", "none", "no", "false"):
         return None
     return DiskChunkCache(setting or None)
-
-
-def _payload_per_chunk(m: dict, names: Sequence[str]) -> dict[int, int]:
-    """Chunk index -> how many bytes of the tensors `names` it holds (what the byte stages count)."""
-    out: dict[int, int] = {}
-    for n in names:
-        t = m["tensors"][n]
-        for i in range(t["chunks"][0], t["chunks"][1] + 1):
-            c = m["chunks"][i]
-            out[i] = out.get(i, 0) + max(0, min(c["end"], t["end"]) - max(c["start"], t["start"]))
-    return out
 
 
 async def gather_components(loaders: Mapping[str, Awaitable[Any]]) -> dict[str, Any]:

@@ -15,13 +15,17 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .kernels import ATTENTION_MAX_HEAD_DIM, OpCall
+from .quant import row_bytes
 from .tensor import Tensor
 
 if TYPE_CHECKING:
     from .runtime import Runtime
 
 F32 = np.dtype(np.float32)
+F32_MAX = float(np.finfo(np.float32).max)
 INDEX_DTYPES = (np.dtype(np.int32), np.dtype(np.uint32))
+U32 = np.dtype(np.uint32)
+QUANT_KINDS = ("Q4_1", "Q8_0")
 
 
 class Ops:
@@ -48,10 +52,27 @@ class Ops:
         """A finite real argument (TypeError / ValueError naming the op and the argument otherwise)."""
         if not isinstance(value, Real) or isinstance(value, bool):
             raise TypeError(f"{op}: {what} must be a real number, got {value!r} ({type(value).__name__})")
-        v = float(value)
-        if not math.isfinite(v) or (minimum is not None and v < minimum):
-            bound = f" >= {minimum}" if minimum is not None else ""
-            raise ValueError(f"{op}: {what} must be finite{bound}, got {value!r}")
+        try:
+            v = float(value)
+        except OverflowError:        # an int beyond any float
+            v = math.inf
+        if not math.isfinite(v) or abs(v) > F32_MAX or (minimum is not None and v < minimum):
+            bound = f" >= {minimum}" if minimum is not None else ""   # kernels take it as a float32
+            raise ValueError(f"{op}: {what} must be finite{bound} and within float32 (|{what}| <= 3.4e38), "
+                             f"got {value!r}"[:200])
+        return v
+
+    @staticmethod
+    def _count(value: object, op: str, what: str, minimum: int = 0) -> int:
+        """An integer argument >= minimum (TypeError / ValueError naming the op and the argument otherwise)."""
+        if isinstance(value, bool):
+            raise TypeError(f"{op}: {what} must be an int, got a bool")
+        try:
+            v = operator.index(value)
+        except TypeError:
+            raise TypeError(f"{op}: {what} must be an int, got {value!r} ({type(value).__name__})") from None
+        if v < minimum:
+            raise ValueError(f"{op}: {what} must be >= {minimum}, got {v}")
         return v
 
     @staticmethod
@@ -95,6 +116,8 @@ class Ops:
     def matmul(self, a: Tensor, b: Tensor, bias: Tensor | None = None, transpose_b: bool = False) -> Tensor:
         """a @ b (or a @ b.T), plus a bias row. a: (..., M, K); b: (K, N), (N, K), or batched like a."""
         a, b = self._f32(a, "matmul", "a"), self._f32(b, "matmul", "b")
+        if not isinstance(transpose_b, (bool, np.bool_)):
+            raise TypeError(f"matmul: transpose_b must be a bool, got {transpose_b!r}")
         if a.ndim < 2 or b.ndim < 2:
             raise ValueError(f"matmul: both operands need at least 2 axes, got {a.shape} and {b.shape}")
         m, k = a.shape[-2:]
@@ -206,6 +229,106 @@ class Ops:
             raise ValueError(f"mean_pool: x must be (B, S, H) and mask (B, S); got x {x.shape}, mask {mask.shape}")
         batch, seq, hidden = x.shape
         return self._run("mean_pool", ("x", "mask"), [x, mask], (batch, hidden))
+
+    # -- llama ops ---------------------------------------------------------------------------------
+    def rms_norm(self, x: Tensor, weight: Tensor, eps: float = 1e-5) -> Tensor:
+        """RMSNorm over the last axis: weight * x / sqrt(mean(x^2) + eps)."""
+        x, weight = self._f32(x, "rms_norm", "x"), self._f32(weight, "rms_norm", "weight")
+        rows, n = self._rows(x, "rms_norm")
+        if weight.shape != (n,):
+            raise ValueError(f"rms_norm: weight shape {weight.shape} must be ({n},) to match x {x.shape}")
+        eps = self._number(eps, "rms_norm", "eps", minimum=0.0)
+        return self._run("rms_norm", ("x", "weight"), [x, weight], x.shape, eps=eps)
+
+    def rope(self, x: Tensor, cos: Tensor, sin: Tensor, num_heads: int) -> Tensor:
+        """Rotary embedding on the GGUF layout: adjacent pairs (2i, 2i+1) of each head of x (T, heads*D) rotated
+        by row t's cos/sin (T, D/2)."""
+        x, cos, sin = (self._f32(t, "rope", n) for t, n in ((x, "x"), (cos, "cos"), (sin, "sin")))
+        heads = self._count(num_heads, "rope", "num_heads", 1)
+        if x.ndim != 2 or x.shape[1] % (2 * heads):
+            raise ValueError(f"rope: x must be (T, heads*D) with an even D for num_heads={heads}, got {x.shape}")
+        want = (x.shape[0], x.shape[1] // heads // 2)
+        if cos.shape != want or sin.shape != want:
+            raise ValueError(f"rope: cos {cos.shape} and sin {sin.shape} must both be (T, D/2) = {want}")
+        return self._run("rope", ("x", "cos", "sin"), [x, cos, sin], x.shape, num_heads=heads)
+
+    def swiglu(self, gate: Tensor, up: Tensor) -> Tensor:
+        """silu(gate) * up, elementwise (the llama feed-forward's gate)."""
+        gate, up = self._f32(gate, "swiglu", "gate"), self._f32(up, "swiglu", "up")
+        if gate.shape != up.shape:
+            raise ValueError(f"swiglu: gate {gate.shape} and up {up.shape} differ")
+        return self._run("swiglu", ("gate", "up"), [gate, up], gate.shape)
+
+    def kv_attention(self, q: Tensor, k: Tensor, v: Tensor, num_heads: int, num_kv_heads: int,
+                     start: int) -> Tensor:
+        """Causal grouped-query attention over a KV cache: q (T, H*D), already rotated, at positions
+        start..start+T-1; k, v (S, Hkv*D) cache rows (S >= start+T; rows past start+T-1 are not read). The
+        cache may be stored as blocks (the partitioned KV cache): one dispatch per block."""
+        q, k, v = (self._f32(t, "kv_attention", n) for t, n in ((q, "q"), (k, "k"), (v, "v")))
+        heads = self._count(num_heads, "kv_attention", "num_heads", 1)
+        kv_heads = self._count(num_kv_heads, "kv_attention", "num_kv_heads", 1)
+        start = self._count(start, "kv_attention", "start")
+        if heads % kv_heads:
+            raise ValueError(f"kv_attention: num_heads={heads} is not a multiple of num_kv_heads={kv_heads}")
+        if q.ndim != 2 or q.shape[1] % heads or k.ndim != 2 or v.shape != k.shape:
+            raise ValueError(f"kv_attention: q must be (T, H*D) and k, v the same (S, Hkv*D); got q {q.shape}, "
+                             f"k {k.shape}, v {v.shape}")
+        d = q.shape[1] // heads
+        if k.shape[1] != kv_heads * d:
+            raise ValueError(f"kv_attention: k width {k.shape[1]} is not num_kv_heads*D = {kv_heads}*{d}")
+        if d > 4 * 64:
+            raise ValueError(f"kv_attention: head_dim {d} exceeds the kernel's 256")
+        if start + q.shape[0] > k.shape[0]:
+            raise ValueError(f"kv_attention: positions up to {start + q.shape[0]} do not fit the cache's "
+                             f"{k.shape[0]} rows")
+        return self._run("kv_attention", ("q", "k", "v", "state"), [q, k, v, None], q.shape, num_heads=heads,
+                         num_kv_heads=kv_heads, start=start)
+
+    def _quant_weight(self, w: Tensor, kind: str, shape: tuple[int, int], op: str) -> tuple[int, int]:
+        w = self._rt.own(w, f"{op}: w")
+        if kind not in QUANT_KINDS:
+            raise TypeError(f"{op}: weight type {kind!r} is not one of {QUANT_KINDS}")
+        n, k = (self._count(s, op, "shape", 1) for s in shape)
+        words = -(-n * row_bytes(kind, k) // 4)
+        if w.dtype != U32 or w.size != words:
+            raise ValueError(f"{op}: a {kind} {(n, k)} weight is {words} u32 words of stored blocks, got "
+                             f"{w.dtype} {w.shape}")
+        return n, k
+
+    def q_linear(self, x: Tensor, w: Tensor, kind: str, shape: tuple[int, int], row: int | None = None) -> Tensor:
+        """x (T, K) @ W^T for a quantized (N, K) weight W kept as its stored blocks (u32 words): (T, N).
+        `row`: only that row of x, (1, N) (the tied head on the last position). One row: the dequantizing
+        matvec; a prompt of Q4_1: the dequantizing matmul."""
+        x = self._f32(x, "q_linear", "x")
+        n, k = self._quant_weight(w, kind, shape, "q_linear")
+        if x.ndim != 2 or x.shape[1] != k:
+            raise ValueError(f"q_linear: x must be (T, {k}) for a weight of shape {(n, k)}, got {x.shape}")
+        if row is not None:
+            row = self._count(row, "q_linear", "row")
+            if row >= x.shape[0]:
+                raise ValueError(f"q_linear: row {row} is outside x's {x.shape[0]} rows")
+        elif x.shape[0] == 1:
+            row = 0
+        if row is not None:
+            op = "q4_1_matvec" if kind == "Q4_1" else "q8_0_matvec"
+            return self._run(op, ("w", "x"), [w, x], (1, n), n=n, k=k, row=row)
+        if kind != "Q4_1":
+            raise ValueError(f"q_linear: a {kind} weight multiplies one row at a time (pass row=), got x {x.shape}")
+        return self._run("q4_1_matmul", ("w", "x"), [w, x], (x.shape[0], n), n=n, k=k)
+
+    def q_embedding(self, ids: Tensor, table: Tensor, kind: str, shape: tuple[int, int]) -> Tensor:
+        """Rows of a Q8_0 (vocab, D) table kept as its stored blocks, gathered by integer `ids`: ids.shape + (D,)."""
+        ids = self._rt.own(ids, "q_embedding: ids")
+        if ids.dtype not in INDEX_DTYPES:
+            raise TypeError(f"q_embedding: ids must be int32 or uint32, got {ids.dtype}")
+        if kind != "Q8_0":
+            raise TypeError(f"q_embedding: the gather kernel reads Q8_0 tables, got {kind!r}")
+        vocab, dim = self._quant_weight(table, kind, shape, "q_embedding")
+        known = ids.known_values()
+        if known is not None and known.size and (int(known.min()) < 0 or int(known.max()) >= vocab):
+            bad = int(known.min()) if known.min() < 0 else int(known.max())
+            raise IndexError(f"q_embedding: id {bad} is outside the table's {vocab} rows")
+        return self._run("q8_0_embedding", ("w", "ids"), [table, ids], ids.shape + (dim,), n=vocab, k=dim)
 
 
 def _is_suffix(small: tuple[int, ...], big: tuple[int, ...]) -> bool:

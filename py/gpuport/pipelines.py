@@ -110,6 +110,14 @@ class PipelineManifest:
     loaded: int = 0                  # entries that came from storage
     repaired: str | None = None      # why storage held something unusable (it is rewritten), else None
     dirty: bool = False
+    # kernel variants chosen on this adapter by measurement (tuning.py), e.g. {"matmul.tb": "rb_tb16x8"}
+    choices: dict[str, str] = field(default_factory=dict)
+
+    def choose(self, slot: str, variant: str) -> None:
+        """Remember the variant measured fastest for `slot` on this adapter."""
+        if self.choices.get(slot) != variant:
+            self.choices[slot] = variant
+            self.dirty = True
 
     def record(self, spec: PipelineSpec, compile_ms: float) -> None:
         """Remember a pipeline the first time it is created (later creations keep the first order)."""
@@ -150,7 +158,7 @@ class PipelineManifest:
         return len(stale)
 
     def to_json(self) -> str:
-        return json.dumps({"format": FORMAT, "scope": self.scope,
+        return json.dumps({"format": FORMAT, "scope": self.scope, "choices": self.choices,
                            "entries": [asdict(e) for e in self.ordered()]})
 
     @classmethod
@@ -163,7 +171,7 @@ class PipelineManifest:
             return manifest
         try:
             data = need_dict(parse_json(text), "manifest")
-            if data.get("format") != FORMAT:
+            if type(data.get("format")) is not int or data["format"] != FORMAT:   # true == 1.0 == 1 in Python
                 raise RecordError("format", f"{short_repr(data.get('format'))}, expected {FORMAT}")
             if data.get("scope") != scope:
                 raise RecordError("scope", f"{short_repr(data.get('scope'))}: another adapter's, browser's or "
@@ -171,6 +179,8 @@ class PipelineManifest:
             entries = need(data, "entries", need_list)
             if len(entries) > MAX_ENTRIES:
                 raise RecordError("entries", f"{len(entries)} entries, more than the {MAX_ENTRIES} ever kept")
+            choices = need_dict(data.get("choices", {}), "choices")
+            manifest.choices = {need_str(k, "choices key"): need_str(v, f"choices[{k!r}]") for k, v in choices.items()}
             for i, d in enumerate(entries):
                 entry = ManifestEntry.from_dict(d, f"entries[{i}]")
                 manifest.entries[entry.key] = entry

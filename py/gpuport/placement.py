@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import time
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import numpy as np
 
@@ -50,6 +50,7 @@ class AutoPlacement:
         self.store: RecordStore | None = None   # stores.store_for("selector"), set by attach
         self.ignored_record: str | None = None   # why the stored record was unusable (it was rewritten)
         self._workloads: dict[tuple[Any, ...], tuple[WorkloadCharacteristics, bool]] = {}
+        self._wholes: dict[tuple[Any, ...], tuple[WorkloadCharacteristics, dict[str, list]]] = {}
         self.pin: str | None = None   # set by pinned(): every call goes there (counted as forced)
 
     @contextmanager
@@ -119,24 +120,50 @@ class AutoPlacement:
         call.workload = w
         return backend
 
-    def prefers_host(self, name: str, ops: list[tuple[str, list[tuple[int, ...]]]], heads: int = 1) -> bool:
+    def prefers_host(self, name: str, ops: Sequence[tuple[str, Sequence[tuple[int, ...]]]], heads: int = 1) -> bool:
         """Whether a whole computation (a model's forward: these ops with these shapes, every operand
-        resident) is expected to finish sooner on the host; counted under `name` like an op."""
+        resident, its result read back once) is expected to finish sooner on the host: from its own
+        measured times once `record_whole` has them, else the sum of its ops' plus the device's read round
+        trip; counted under `name` like an op."""
         t0 = time.perf_counter()
-        cost = {b: sum(self._expected(op, shapes, b) for op, shapes in ops) for b in self.selector.backends}
-        backend = self.selector.config.forced or min(cost, key=cost.get)
+        if self.selector.config.forced or self.pin is not None:
+            backend = self.selector.config.forced or self.pin
+        else:
+            whole, parts = self._whole(name, ops)
+            sel, enough = self.selector, self.selector.config.min_samples
+            cost = {b: sel.costs[b].roundtrip_s + sum(sel.mean(w, b) if sel.samples(w, b) >= enough else est
+                                                      for w, est in parts[b])
+                    for b in sel.backends}
+            backend = sel.choose(whole, cost)
         per = self.chosen.setdefault(name, {})
         per[backend] = per.get(backend, 0) + 1
         self.select_s += time.perf_counter() - t0
         self.selections += 1
         return backend == "cpu"
 
-    def _expected(self, op: str, shapes: list[tuple[int, ...]], backend: str) -> float:
-        """Seconds of one op on `backend`: measured where it has enough samples, else the model's estimate."""
-        w = WorkloadCharacteristics.of(op, shapes, [backend] * len(shapes))
-        if self.selector.samples(w, backend) >= self.selector.config.min_samples:
-            return self.selector.mean(w, backend)
-        return self.selector.estimate(w, backend)
+    def record_whole(self, name: str, ops: Sequence[tuple[str, Sequence[tuple[int, ...]]]], backend: str,
+                     seconds: float) -> None:
+        """Learn from one timed whole computation (`prefers_host`'s), from its start to its result read."""
+        self.selector.record(self._whole(name, ops)[0], backend, seconds)
+
+    def _whole(self, name: str, ops: Sequence[tuple[str, Sequence[tuple[int, ...]]]]
+               ) -> tuple[WorkloadCharacteristics, dict[str, list[tuple[WorkloadCharacteristics, float]]]]:
+        """The computation as one workload, and per backend its ops' workloads (operands resident there)
+        with the model's estimates: made once per (name, ops, costs), as a model asks for every batch."""
+        key = (name, tuple((op, tuple(shapes)) for op, shapes in ops), tuple(map(id, self.selector.costs.values())))
+        found = self._wholes.get(key)
+        if found is None:
+            per_op = [(op, shapes, WorkloadCharacteristics.of(op, shapes)) for op, shapes in key[1]]
+            whole = WorkloadCharacteristics(name, (), flops=sum(w.flops for *_, w in per_op),
+                                            bytes=sum(w.bytes for *_, w in per_op))
+            parts = {}
+            for b in self.selector.backends:
+                ws = [WorkloadCharacteristics.of(op, shapes, [b] * len(shapes)) for op, shapes, _ in per_op]
+                parts[b] = [(w, self.selector.estimate(w, b)) for w in ws]
+            if len(self._wholes) > 256:
+                self._wholes.clear()
+            found = self._wholes[key] = (whole, parts)
+        return found
 
     def should_time_gpu(self, w: WorkloadCharacteristics) -> bool:
         return self.rt.device.can_block and self.selector.samples(w, "webgpu") < self.selector.config.min_samples

@@ -12,6 +12,8 @@ seed's `create_optimal_fallback_strategy` (sizes from a config, no device). The 
   tiled                elementwise and row-wise ops over a blocked tensor: one launch per block
   chunked_attention    attention in query chunks (bounded by maxAttentionScoresPerDispatch), per q block
   head_partitioning    attention with the heads in groups, one dispatch per group
+  partitioned_kv       kv_attention over a KV cache stored as fixed-size blocks: one dispatch per block, the
+                       online softmax's running state carried between them
   cpu                  the NumPy reference on the host values, only where the host knows every input (in a
                        page a readback is async and ops are sync); else a GPU strategy or a typed error
 """
@@ -24,8 +26,8 @@ import numpy as np
 
 from .capabilities import SPEC_DEFAULT_LIMITS
 from .errors import LimitExceeded, UnsupportedFeature
-from .kernels import (ALIASES, ELEMENTWISE_OPS, ELEMENTWISE_WG, F16_OPS, KERNELS, ROWWISE_OPS, VARIANTS,
-                      WG_OVERRIDE_OPS, OpCall)
+from .kernels import (ALIASES, ELEMENTWISE_OPS, ELEMENTWISE_WG, F16_OPS, KERNELS, RB_DEFAULT, RB_VARIANTS,
+                      ROWWISE_OPS, VARIANTS, WG_OVERRIDE_OPS, OpCall, RegisterBlock)
 from .launches import probe_launches
 from .pipelines import PipelineSpec
 from .telemetry import Plan
@@ -33,7 +35,7 @@ from .telemetry import Plan
 _KERNEL_DEFS = {k.name: k for k in [*KERNELS.values(), *VARIANTS.values()]}
 
 STRATEGIES = ("native", "f16", "simplified_shader", "layer_decomposition", "tiled", "chunked_attention",
-              "head_partitioning", "cpu")
+              "head_partitioning", "partitioned_kv", "cpu")
 
 
 def over_budget_strategy(op: str) -> str:
@@ -44,6 +46,8 @@ def over_budget_strategy(op: str) -> str:
         return "tiled"
     if op == "attention":
         return "chunked_attention"
+    if op == "kv_attention":
+        return "partitioned_kv"
     return "cpu"
 
 
@@ -65,6 +69,8 @@ class Planner:
         self.layer_processing = layer_processing
         self.needs_blocks, self.busy = needs_blocks, busy
         self.f16_broken: set[str] = set()   # ops whose f16 shader failed to compile here: f32 from now on
+        # layout ("tb", "nb") -> the register-blocked matmul variant used here (tuning.py measures them)
+        self.matmul_choice: dict[str, str] = dict(RB_DEFAULT)
 
     # -- the device's side ----------------------------------------------------------------------------
     def wg(self) -> int:
@@ -102,6 +108,21 @@ class Planner:
             return Plan("simplified_shader", "the 64x4 KiB tile matmul fits the limits") \
                 if self.fits("matmul_small") else None
         return Plan("native", "") if self.fits(op) else None
+
+    def matmul_blocks(self) -> list[RegisterBlock]:
+        """The register-blocked matmul variants chosen here that fit the limits."""
+        blocks = [RB_VARIANTS[key] for key in self.matmul_choice.values()]
+        return [b for b in blocks if self.fits(b.kernel.name)] if self.gpu else []
+
+    def matmul_block(self, call: OpCall) -> RegisterBlock | None:
+        """The register-blocked variant for a whole-buffer matmul whose shapes allow vec4 loads (K, and N
+        without transpose_b, multiples of 4), else None (the tiled matmul.wgsl serves it; so does an empty
+        matmul_choice)."""
+        a, tb, n = call.inputs[0], call.attrs["transpose_b"], call.out_shape[-1]
+        if a.shape[-1] % 4 or (not tb and n % 4):
+            return None
+        layout = "tb" if tb else "nb"
+        return next((b for b in self.matmul_blocks() if b.layout == layout), None)
 
     def attention_split(self, batch: int, heads: int, sq: int, sk: int) -> str:
         """native, head_partitioning or chunked_attention under maxAttentionScoresPerDispatch."""
@@ -196,7 +217,8 @@ class Planner:
             return []
         kernel = VARIANTS[(op, "f16")] if strategy == "f16" else None
         wg = self.wg() if strategy == "simplified_shader" else ELEMENTWISE_WG
-        return [launch.spec for launch in probe_launches(op, strategy, kernel, wg)]
+        blocks = self.matmul_blocks() if op == "matmul" else []
+        return [launch.spec for launch in probe_launches(op, strategy, kernel, wg, blocks)]
 
     # -- can a block strategy serve this call's layout? ---------------------------------------------------
     def _serves_blocks(self, call: OpCall) -> bool:
@@ -207,6 +229,10 @@ class Planner:
             return self._tileable(call)
         if strategy == "chunked_attention":
             return all(not t.blocked for n, t in zip(call.names, call.inputs) if t is not None and n != "q")
+        if strategy == "partitioned_kv":
+            q, k, v, _ = call.inputs
+            return (not q.blocked and k.blocked and v.blocked and k.handle.bounds == v.handle.bounds
+                    and k.handle.aligned(k.shape[1]))
         return False
 
     def _decomposable(self, call: OpCall) -> bool:

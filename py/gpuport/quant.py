@@ -60,6 +60,37 @@ def dequantize_q8_0(raw: np.ndarray | bytes | memoryview) -> np.ndarray:
     return (q * d).ravel()
 
 
+def quantize(dense: np.ndarray, kind: str) -> np.ndarray:
+    """An (N, K) float matrix -> its stored `kind` bytes (uint8), rounding as ggml's reference quantizers
+    (quantize_row_q4_1_ref, quantize_row_q8_0_ref) do. For weights of your own, and for the demo's samples."""
+    x = np.asarray(dense, dtype=np.float32)
+    if x.ndim != 2 or x.shape[1] % QK:
+        raise ValueError(f"{kind}: quantize needs an (N, K) matrix with K a multiple of {QK}, got {x.shape}")
+    b = x.reshape(-1, QK)
+    if kind == "Q4_1":
+        lo, hi = b.min(axis=1, keepdims=True), b.max(axis=1, keepdims=True)
+        d = (hi - lo) / 15.0
+        inv = np.divide(1.0, d, out=np.zeros_like(d), where=d != 0)
+        q = np.minimum(15, ((b - lo) * inv + 0.5).astype(np.int32)).astype(np.uint8)
+        qs = q[:, :16] | (q[:, 16:] << 4)
+        head = np.concatenate([d.astype("<f2").view(np.uint8), lo.astype("<f2").view(np.uint8)], axis=1)
+    elif kind == "Q8_0":
+        d = np.abs(b).max(axis=1, keepdims=True) / 127.0
+        inv = np.divide(1.0, d, out=np.zeros_like(d), where=d != 0)
+        qs = np.round(b * inv).astype(np.int8).view(np.uint8)
+        head = d.astype("<f2").view(np.uint8)
+    else:
+        raise UnsupportedFeature(f"quantize: ggml type {kind} is not one gpuport quantizes to (Q4_1, Q8_0)")
+    return np.ascontiguousarray(np.concatenate([head, qs], axis=1)).ravel()
+
+
+def as_words(raw: np.ndarray) -> np.ndarray:
+    """Stored bytes as the u32 words a GPU buffer holds (zero-padded to a whole word): what q_linear and
+    q_embedding take."""
+    b = _bytes(raw)
+    return np.concatenate([b, np.zeros(-b.size % 4, np.uint8)]).view(np.uint32)
+
+
 def row_bytes(kind: str, k: int) -> int:
     """Bytes of one stored row of `k` elements."""
     if kind in BLOCK_BYTES:
@@ -141,5 +172,5 @@ def embedding_ref(table: QuantMatrix, ids: np.ndarray) -> np.ndarray:
     return table.rows(ids)
 
 
-__all__ = ["BLOCK_BYTES", "QK", "QuantMatrix", "SUPPORTED", "dequantize", "dequantize_q4_1", "dequantize_q8_0",
-           "embedding_ref", "matmul_ref", "matvec_ref", "row_bytes"]
+__all__ = ["BLOCK_BYTES", "QK", "QuantMatrix", "SUPPORTED", "as_words", "dequantize", "dequantize_q4_1",
+           "dequantize_q8_0", "embedding_ref", "matmul_ref", "matvec_ref", "quantize", "row_bytes"]

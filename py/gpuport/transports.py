@@ -44,6 +44,28 @@ class Transport(ABC):
     async def get(self, url: str, headers: Mapping[str, str] | None = None) -> Response: ...
 
 
+async def get_range(transport: Transport, url: str, start: int, end: int, size: int | None) -> bytes:
+    """Bytes [start, end) of `url` (`size`: the whole file's, when known) in one Range request, the answer
+    checked: 206 with the Content-Range asked for and the full length; a server without Range support
+    answering the whole file is fine for a range at 0. Raises FetchError (retriable unless it cannot help)."""
+    r = await transport.get(url, {"Range": f"bytes={start}-{end - 1}"})
+    if r.status == 200 and start == 0 and size is not None and len(r.body) == size:
+        return r.body[:end]
+    if r.status != 206:
+        raise FetchError(f"HTTP {r.status} (expected 206 Partial Content)",
+                         retriable=r.status not in (404, 410, 403, 401, 416))
+    cr = r.headers.get("content-range", "")
+    m = re.fullmatch(r"bytes (\d+)-(\d+)/(\d+|\*)", cr.strip())
+    if not m or int(m.group(1)) != start or int(m.group(2)) != end - 1:
+        raise FetchError(f"wrong Content-Range {cr!r} (asked for bytes {start}-{end - 1})")
+    if size is not None and m.group(3) != "*" and int(m.group(3)) != size:
+        raise FetchError(f"Content-Range says the file has {m.group(3)} bytes, the manifest {size} "
+                         "(the file changed: re-run `gpuport pack-model`)", retriable=False)
+    if len(r.body) != end - start:
+        raise FetchError(f"short body: {len(r.body)} of {end - start} bytes")
+    return r.body
+
+
 class UrllibTransport(Transport):
     """Native HTTP(S): urllib in a worker thread (bounded by the loader's semaphore)."""
 

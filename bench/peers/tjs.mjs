@@ -1,0 +1,47 @@
+// transformers.js (npm @huggingface/transformers, onnxruntime-web inside) on the fp32 ONNX export of
+// all-MiniLM-L6-v2, fully offline: the library, ORT's wasm and the model all come from bench/peers.py's
+// server. bench/peers.py calls tjsLoad once, then tjsEmbed per repetition (timed here, in the page).
+import { pipeline, env } from "/node_modules/@huggingface/transformers/dist/transformers.min.js";
+
+env.allowRemoteModels = false;
+env.allowLocalModels = true;
+env.useBrowserCache = false;
+// a path, not a full URL: with "http://127.0.0.1:PORT/models/" transformers.js 4.3.1 skips its local
+// existence probe, loads no tokenizer and fails at the first call ("this.tokenizer is not a function")
+env.localModelPath = "/models/";
+const ORT = new URL("/node_modules/onnxruntime-web/dist/", location.href).href;
+// the file variant transformers.js would fetch from a CDN by default (".asyncify"), served locally
+env.backends.onnx.wasm.wasmPaths = {
+  mjs: ORT + "ort-wasm-simd-threaded.asyncify.mjs",
+  wasm: ORT + "ort-wasm-simd-threaded.asyncify.wasm",
+};
+const OPTS = { pooling: "mean", normalize: true };
+let extractor = null;
+let texts = null;
+
+async function adapterInfo() {
+  if (!navigator.gpu) return null;
+  const a = await navigator.gpu.requestAdapter();
+  if (!a) return null;
+  const i = a.info || {};
+  return { vendor: i.vendor, architecture: i.architecture, description: i.description };
+}
+
+window.tjsLoad = async ({ device }) => {
+  texts = await (await fetch("texts.json")).json();
+  const t = performance.now();
+  extractor = await pipeline("feature-extraction", "all-MiniLM-L6-v2", { device, dtype: "fp32" });
+  return { device, load_ms: performance.now() - t, transformers_js: env.version,
+           onnxruntime_web: env.backends.onnx.versions?.web, wasm_threads: env.backends.onnx.wasm.numThreads,
+           crossOriginIsolated: self.crossOriginIsolated, userAgent: navigator.userAgent,
+           adapter: device === "webgpu" ? await adapterInfo() : null };
+};
+
+window.tjsEmbed = async (key, embeddings) => {
+  const t = performance.now();
+  const res = await extractor(texts[key], OPTS);
+  const ms = performance.now() - t;
+  return { ms, embeddings: embeddings ? res.tolist() : null };
+};
+window.tjsReady = true;
+document.getElementById("log").textContent = "ready";

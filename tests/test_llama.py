@@ -1,0 +1,173 @@
+"""The llama model (gpuport.models.llama) on SmolLM2-135M-Instruct's GGUF against the Hugging Face fixture
+(tests/fixtures/make_smollm2_fixture.py), natively on webgpu (lavapipe) and cpu; memory levels; the API.
+
+Tolerances (as tests/test_llama_ref.py, whose reasoning holds here): both sides compute in float32 on the same
+dequantized weights (the kernels dequantize exactly, tests/test_quant_kernels.py), so only accumulation order
+differs, compounded over 30 blocks:
+- first-step logits: max |diff| <= LOGIT_TOL = 1e-3 (measured 3.9e-5 on webgpu, 3.0e-5 on cpu, for logits up to
+  ~35; a wrong step such as RoPE on the wrong pairs is off by more than 1);
+- greedy continuation: identical for 32 tokens up to the first step whose reference top-2 margin is below
+  MARGIN = 0.01 (> 2 * LOGIT_TOL, so no argmax can flip before it; every step of the fixture is above it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+
+import numpy as np
+import pytest
+
+import gpuport as gp
+from gpuport.models.llama import Llama
+
+from smollm2 import gguf_path, model_reference, reference_logits
+
+LOGIT_TOL = 1e-3
+MARGIN = 0.01
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+@pytest.fixture(scope="module", params=["webgpu", "cpu"])
+def llm(request) -> Llama:
+    gguf_path()   # fails with the install command when the package is missing
+    rt = gp.open_sync(backend=request.param)
+    model = run(gp.models.load("smollm2-135m-instruct", rt))
+    yield model
+    rt.close()
+
+
+async def greedy(llm: Llama, ids: list[int], steps: int) -> list[int]:
+    return [t.id async for t in llm.generate(ids, max_new_tokens=steps, ignore_eos=True)]
+
+
+def test_prompt_ids_logits_and_greedy_continuations(llm):
+    for ref in model_reference()["runs"]:
+        prompt = ref["messages"] if ref["kind"] == "chat" else ref["text"]
+        if ref["kind"] == "chat":
+            assert llm.apply_chat_template(ref["messages"], add_generation_prompt=True) == ref["prompt_text"]
+        ids = llm.prompt_ids(prompt)
+        assert ids == ref["prompt_ids"] == llm.tokenizer.encode(ref["prompt_text"])
+        if ref["logits_file"]:
+            logits = run(llm.logits(ids))
+            assert logits.shape == (llm.config.vocab_size,) and logits.dtype == np.float32
+            err = np.abs(logits.astype(np.float64) - reference_logits(ref["logits_file"])).max()
+            assert err <= LOGIT_TOL, f"{ref['prompt_text']!r}: first-step logits off by {err:.3g}"
+        steps = next((i for i, m in enumerate(ref["margins"]) if m < MARGIN), len(ref["margins"]))
+        assert steps == 32
+        got = run(greedy(llm, ids, steps))
+        assert got == ref["greedy_ids"][:steps], next(i for i, (a, b) in enumerate(zip(got, ref["greedy_ids"]))
+                                                       if a != b)
+    s = llm.stats()
+    assert s["generated_tokens"] == 32 and s["time_to_first_token_s"] > 0 and s["decode_tokens_per_s"] > 0
+    assert s["placement"] == ("host" if llm.rt.backend == "cpu" else "device") and s["kv_cache_bytes"] > 0
+
+
+def test_text_streams_in_utf8_safe_pieces_and_stops(llm):
+    ref = model_reference()["runs"][0]
+    want = llm.tokenizer.decode(ref["greedy_ids"][:4], skip_special_tokens=True)   # " Paris.\n\n"
+    tokens = run(_collect(llm.generate(ref["text"], max_new_tokens=4)))
+    assert "".join(t.text for t in tokens) == want and [t.id for t in tokens] == ref["greedy_ids"][:4]
+    assert run(llm.complete(ref["text"], max_new_tokens=8, stop="\n")) == " Paris."
+    assert llm.stats()["stopped"] == "stop"
+    assert run(llm.complete(ref["text"], max_new_tokens=8, stop=["ris", "zzz"])) == " Pa"
+    # a chat stops at the end of the assistant's turn (<|im_end|>)
+    text = run(llm.complete([{"role": "user", "content": "Say hi"}], max_new_tokens=40))
+    assert text and "<|im_end|>" not in text and llm.stats()["stopped"] in ("eos", "max_new_tokens")
+
+
+async def _collect(agen):
+    return [t async for t in agen]
+
+
+def test_breaking_out_frees_the_kv_cache(llm):
+    async def go():
+        async for _ in llm.generate("Once upon a time", max_new_tokens=20):
+            assert llm.session is not None and llm.session.cache.nbytes > 0
+            break
+        gc.collect()
+        await asyncio.sleep(0)
+        return llm.session
+    assert run(go()) is None
+
+
+def test_context_limit_raises_a_typed_error(llm):
+    limit = llm.config.context_length
+    with pytest.raises(gp.ContextLengthExceeded, match=f"exceed the context length of {limit}") as info:
+        run(_collect(llm.generate("Hello", max_new_tokens=limit)))
+    assert info.value.limit == limit and isinstance(info.value, ValueError)
+    with pytest.raises(gp.ContextLengthExceeded):
+        llm.new_cache(limit + 1, host=llm.rt.backend == "cpu")
+
+
+def test_sampling_is_reproducible_with_a_seed(llm):
+    opts = dict(max_new_tokens=6, temperature=0.9, top_k=40, top_p=0.95, repetition_penalty=1.2, seed=7)
+    a = run(_collect(llm.generate("Once upon a time", **opts)))
+    b = run(_collect(llm.generate("Once upon a time", **opts)))
+    assert [t.id for t in a] == [t.id for t in b] and len(a) == 6
+
+
+@pytest.mark.parametrize("backend", ["webgpu", "cpu"])
+def test_memory_levels_are_real_paths(backend):
+    """Each level gives the level-0 logits (same kernels; the partitioned cache only reorders the softmax sums)
+    and keeps less: partitioned KV blocks, no resident layer weights (2), no resident table (3)."""
+    rt = gp.open_sync(backend=backend)
+    llm = run(gp.models.load("smollm2-135m-instruct", rt))
+    ids = model_reference()["runs"][0]["prompt_ids"] * 14   # 70 positions: the partitioned cache has 2 blocks
+    base = run(llm.logits(ids))
+    base_tokens = run(greedy(llm, ids, 3))
+    for level in (1, 2, 3):
+        llm.set_memory_optimization_level(level)
+        got = run(llm.logits(ids))
+        np.testing.assert_allclose(got, base, rtol=0, atol=1e-4 if backend == "webgpu" else 0)
+        assert run(greedy(llm, ids, 3)) == base_tokens
+        blk = [w for n, w in llm.matrices.items() if n.startswith("blk.")]
+        assert all(w.tensor is None for w in blk) == (level >= 2 or backend == "cpu")
+        assert (llm.embd.tensor is None) == (level >= 3 or backend == "cpu")
+        if backend == "webgpu":
+            assert llm.stats()["kv_cache_bytes"] == 2 * 30 * 128 * 192 * 4   # two 64-position blocks
+        else:
+            assert llm._host_layers[0].wq._dense is None   # dequantized per use, never kept
+    with pytest.raises(ValueError, match="must be one of"):
+        llm.set_memory_optimization_level(4)
+    rt.close()
+
+
+def test_auto_backend_runs_the_forward_where_the_selector_says():
+    rt = gp.open_sync(backend="auto")
+    llm = run(gp.models.load("smollm2-135m-instruct", rt))
+    ref = model_reference()["runs"][0]
+    logits = run(llm.logits(ref["prompt_ids"]))
+    assert np.abs(logits - reference_logits(ref["logits_file"])).max() <= LOGIT_TOL
+    assert run(greedy(llm, ref["prompt_ids"], 4)) == ref["greedy_ids"][:4]
+    assert llm.stats()["placement"] in ("host", "device")
+    rt.close()
+
+
+def test_load_reports_progress_and_checks_the_source():
+    rt = gp.open_sync(backend="cpu")
+    events = []
+    run(gp.models.load("smollm2-135m-instruct", rt, on_progress=events.append))
+    stages = [e["stage"] for e in events]
+    assert stages[-1] == "ready" and stages.count("tensor") == 272
+    assert all(e["model"] == "smollm2-135m-instruct" for e in events)
+    with pytest.raises(gp.LoadError, match="not a .gguf file"):
+        run(gp.models.load("smollm2-135m-instruct", rt, source="/nonexistent/x.gguf"))
+    rt.close()
+
+
+def test_constrained_tier_partitions_the_kv_cache_and_streams_the_table():
+    """Under the constrained tier (4 MiB bindings) the KV cache is in blocks served by partitioned_kv, and the
+    30 MB Q8_0 table, over one binding, is gathered on the host and applied as a head in chunks that fit."""
+    rt = gp.open_sync(backend="webgpu", tier="constrained")
+    llm = run(gp.models.load("smollm2-135m-instruct", rt))
+    ref = model_reference()["runs"][0]
+    logits = run(llm.logits(ref["prompt_ids"]))
+    assert np.abs(logits - reference_logits(ref["logits_file"])).max() <= LOGIT_TOL
+    assert run(greedy(llm, ref["prompt_ids"], 3)) == ref["greedy_ids"][:3]
+    assert llm.embd.tensor is None and llm.stats()["kv_cache_bytes"] == 2 * 30 * 64 * 192 * 4
+    assert rt.fallback.get_performance_metrics()["strategies"]["partitioned_kv"] >= 30
+    rt.close()
