@@ -131,8 +131,10 @@ class AutoPlacement:
         else:
             whole, parts = self._whole(name, ops)
             sel, enough = self.selector, self.selector.config.min_samples
-            cost = {b: sel.costs[b].roundtrip_s + sum(sel.mean(w, b) if sel.samples(w, b) >= enough else est
-                                                      for w, est in parts[b])
+            # choose() reads no estimate for a backend whose whole computation is measured: skip its sum
+            cost = {b: 0.0 if sel.samples(whole, b) >= enough else
+                    sel.costs[b].roundtrip_s + sum(sel.mean(w, b) if sel.samples(w, b) >= enough else est
+                                                   for w, est in parts[b])
                     for b in sel.backends}
             backend = sel.choose(whole, cost)
         per = self.chosen.setdefault(name, {})
