@@ -1,13 +1,16 @@
 """backend="auto": the selector per op between the device and NumPy, residency, learning, persistence."""
 
+import asyncio
 import json
 import math
+import time
 import warnings
 
 import numpy as np
 import pytest
 
 import gpuport as gp
+from gpuport import calibration
 from gpuport import kernels as K
 from gpuport.pipelines import PipelineManifest
 from gpuport.selector import BackendCosts, read_record
@@ -226,3 +229,33 @@ def test_bad_pipeline_record_is_ignored_reported_and_rewritten(cache, what, text
             assert rt.pipelines.manifest.repaired is None
             _run_ops(rt)
         assert PipelineManifest.from_json(scope, path.read_text()).repaired is None
+
+
+def test_calibration_survives_a_coarse_clock(monkeypatch):
+    """Firefox gives a page a 1 ms clock: a sub-millisecond matmul timed alone read as 0 (an absurd FLOP
+    rate) or 1 ms. Timed over windows, the host's rates stay within 2x of the fine clock's."""
+    fine = asyncio.run(calibration.calibrate_host())
+    real = time.perf_counter
+    monkeypatch.setattr(calibration.time, "perf_counter", lambda: math.floor(real() * 1000) / 1000)
+    coarse = asyncio.run(calibration.calibrate_host())
+    for field in ("flops_per_s", "bytes_per_s"):
+        ratio = getattr(coarse, field) / getattr(fine, field)
+        assert 0.5 < ratio < 2, (field, getattr(fine, field), getattr(coarse, field))
+
+
+def test_a_forward_placed_on_the_device_keeps_its_ops_there(cache, monkeypatch):
+    """Once the whole forward goes to the device, its ops do not come back to the host one by one (the
+    unfused host path, slower than either) and the time learned is the device's own."""
+    rt = gp.open_sync()
+    try:
+        model = asyncio.run(gp.models.load("minilm-l6-v2", rt))
+        monkeypatch.setattr(model, "on_host", lambda batch, seq: False)
+        # one op at a time the host would win every op
+        rt.selector.selector.costs = {"webgpu": BackendCosts(flops_per_s=1e9, bytes_per_s=1e9, overhead_s=1e-3,
+                                                             transfer_bytes_per_s=1e9),
+                                      "cpu": BackendCosts(flops_per_s=1e11, bytes_per_s=2e10, overhead_s=1e-6)}
+        asyncio.run(model.embed(["one sentence"]))
+        counts = rt.info()["selection"]["counts"]
+        assert counts["matmul"] == {"webgpu": 36} and counts["attention"] == {"webgpu": 6}, counts
+    finally:
+        rt.close()

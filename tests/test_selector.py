@@ -55,6 +55,17 @@ def test_measurements_override_a_wrong_model():
     assert sel.select_backend(w) == "cpu" and sel.decisions["measured"] >= 1
 
 
+def test_one_slow_run_outweighs_a_hopeful_estimate():
+    # Firefox: the device's estimate (tiny per-op costs behind a read) says 10 ms; its first real run took
+    # 300 ms. Waiting for min_samples of those before believing it costs a second per shape.
+    sel = BackendSelector({"webgpu": REAL_GPU, "cpu": NUMPY}, SelectorConfig(explore_budget=0))
+    w = mm(1024, on=("webgpu", "webgpu"))
+    assert sel.select_backend(w) == "webgpu"
+    sel.record(w, "webgpu", 0.3)
+    assert sel.select_backend(w) == "cpu"
+    assert sel.decisions["model"] == 2 and sel.decisions["measured"] == 0
+
+
 def test_exploration_is_bounded_and_skips_hopeless_backends():
     sel = BackendSelector({"webgpu": SOFT_GPU, "cpu": NUMPY}, SelectorConfig(explore_budget=2, explore_ratio=4))
     tiny = WorkloadCharacteristics.of("add", [(16,), (16,)], ("cpu", "cpu"))

@@ -154,27 +154,27 @@ class BackendSelector:
 
     def choose(self, workload: WorkloadCharacteristics, estimates: dict[str, float]) -> str:
         """The backend with the least measured mean time for the workload's (op, size bucket), the model's
-        `estimates` (seconds per backend) standing in where it has too few samples; an unmeasured backend
-        is explored a bounded number of times while its estimate is within `explore_ratio` of the best."""
+        `estimates` (seconds per backend) standing in where it has too few samples, though never below
+        what that backend was already measured at (one slow run outweighs a hopeful estimate); an
+        under-sampled backend is explored a bounded number of times while it is within `explore_ratio` of
+        the best."""
         op, bucket = workload.op, workload.bucket
-        best, best_cost, measured_all = None, math.inf, True
+        cost, measured_all = {}, True
         for b in self.backends:
             st = self._stats.get((op, bucket, b))
-            est = estimates[b]
             if st is not None and st.count >= self.config.min_samples:
-                cost = st.mean_s
+                cost[b] = st.mean_s
             else:
                 measured_all = False
-                cost = est
-            if cost < best_cost:
-                best, best_cost = b, cost
+                cost[b] = estimates[b] if st is None else max(estimates[b], st.mean_s)
+        best = min(cost, key=cost.__getitem__)
         if not measured_all:
             for b in self.backends:
                 key = (op, bucket, b)
                 st = self._stats.get(key)
                 if (b != best and (st is None or st.count < self.config.min_samples)
                         and self._explored.get(key, 0) < self.config.explore_budget
-                        and estimates[b] <= self.config.explore_ratio * best_cost):
+                        and cost[b] <= self.config.explore_ratio * cost[best]):
                     self._explored[key] = self._explored.get(key, 0) + 1
                     self.decisions["explore"] += 1
                     return b

@@ -325,7 +325,10 @@ class MiniLM:
                 result = self.forward_host(ids, mask)
                 self._learn(ids.shape, "cpu", time.perf_counter() - t0)
             else:
-                result = self.forward(ids, mask)
+                # the device won the whole forward: its ops stay there (placed one by one, some would come
+                # back to the host unfused), so the time learned below is the device's own
+                with self.rt.pinned(self.rt.backend):
+                    result = self.forward(ids, mask)
             pending.append((idx, result, ids.shape, t0))
         on_device = sum(not isinstance(p[1], np.ndarray) for p in pending)
         for idx, result, shape, t0 in pending:
