@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import time
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -120,23 +120,38 @@ class AutoPlacement:
         call.workload = w
         return backend
 
-    def prefers_host(self, name: str, ops: Sequence[tuple[str, Sequence[tuple[int, ...]]]], heads: int = 1) -> bool:
-        """Whether a whole computation (a model's forward: these ops with these shapes, every operand
-        resident, its result read back once) is expected to finish sooner on the host: from its own
-        measured times once `record_whole` has them, else the sum of its ops' plus the device's read round
-        trip; counted under `name` like an op."""
+    def whole_costs(self, name: str, ops: Sequence[tuple[str, Sequence[tuple[int, ...]]]]) -> dict[str, float]:
+        """Seconds per backend of a whole computation (a model's forward: these ops with these shapes, every
+        operand resident, its result read back once): its measured mean once `record_whole` has enough of
+        them, else the sum of its ops' plus the device's read round trip, never below a time it was
+        already measured at."""
+        whole, parts = self._whole(name, ops)
+        sel, enough = self.selector, self.selector.config.min_samples
+        costs = {}
+        for b in sel.backends:
+            seen = sel.samples(whole, b)
+            if seen >= enough:
+                costs[b] = sel.mean(whole, b)
+                continue
+            est = sel.costs[b].roundtrip_s + sum(sel.mean(w, b) if sel.samples(w, b) >= enough else e
+                                                 for w, e in parts[b])
+            costs[b] = max(est, sel.mean(whole, b)) if seen else est
+        return costs
+
+    def prefers_host(self, name: str, ops: Sequence[tuple[str, Sequence[tuple[int, ...]]]]) -> bool:
+        """Whether a whole computation (`whole_costs`) is expected to finish sooner on the host; counted
+        under `name` like an op (pinned or forced placement decides where there is one)."""
+        return self._host_wins(name, lambda: self.selector.choose(self._whole(name, ops)[0],
+                                                                  self.whole_costs(name, ops)))
+
+    def prefers_host_overall(self, name: str, costs: Callable[[], dict[str, float]]) -> bool:
+        """`prefers_host` for work made of several computations (a generation: its prompt's forward, then
+        one per new token), from their summed `costs()`: nothing to explore, each part learns on its own."""
+        return self._host_wins(name, lambda: min((c := costs()), key=c.__getitem__))
+
+    def _host_wins(self, name: str, decide: Callable[[], str]) -> bool:
         t0 = time.perf_counter()
-        if self.selector.config.forced or self.pin is not None:
-            backend = self.selector.config.forced or self.pin
-        else:
-            whole, parts = self._whole(name, ops)
-            sel, enough = self.selector, self.selector.config.min_samples
-            # choose() reads no estimate for a backend whose whole computation is measured: skip its sum
-            cost = {b: 0.0 if sel.samples(whole, b) >= enough else
-                    sel.costs[b].roundtrip_s + sum(sel.mean(w, b) if sel.samples(w, b) >= enough else est
-                                                   for w, est in parts[b])
-                    for b in sel.backends}
-            backend = sel.choose(whole, cost)
+        backend = self.selector.config.forced or self.pin or decide()
         per = self.chosen.setdefault(name, {})
         per[backend] = per.get(backend, 0) + 1
         self.select_s += time.perf_counter() - t0

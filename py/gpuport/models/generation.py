@@ -107,7 +107,7 @@ async def _tokens(llm: Any, prompt: str | Sequence[Mapping[str, str]] | Sequence
     if max_new_tokens == 0:
         return
     t0 = time.perf_counter()
-    session = Session(llm, len(ids) + max_new_tokens - 1, llm.on_host(len(ids)))
+    session = Session(llm, len(ids) + max_new_tokens - 1, llm.on_host(len(ids), max_new_tokens))
     holder.append(session)
     stats = {"prompt_tokens": len(ids), "generated_tokens": 0, "placement": "host" if session.host else "device",
              "backend": llm.rt.backend}
@@ -117,6 +117,7 @@ async def _tokens(llm: Any, prompt: str | Sequence[Mapping[str, str]] | Sequence
     try:
         logits = await llm.read_logits(session.step(ids))
         t_first = time.perf_counter()
+        llm.learn(len(ids), session.host, t_first - t0)
         stats.update(time_to_first_token_s=t_first - t0, prefill_tokens_per_s=len(ids) / (t_first - t0))
         for i in range(max_new_tokens):
             token = sampler(logits, history)
@@ -144,7 +145,9 @@ async def _tokens(llm: Any, prompt: str | Sequence[Mapping[str, str]] | Sequence
             if not last:
                 t_step = time.perf_counter()
                 logits = await llm.read_logits(session.step([token]))
-                stats["decode_s"] = stats.get("decode_s", 0.0) + time.perf_counter() - t_step
+                step_s = time.perf_counter() - t_step
+                llm.learn(1, session.host, step_s)
+                stats["decode_s"] = stats.get("decode_s", 0.0) + step_s
     finally:
         stats["kv_cache_bytes"] = session.peak_kv_bytes
         if stats.get("decode_s"):

@@ -217,21 +217,38 @@ class Llama:
         raise TypeError("prompt must be a string, a list of {'role', 'content'} messages or a list of token ids")
 
     # -- where the forward runs --------------------------------------------------------------------------------
-    def on_host(self, tokens: int) -> bool:
-        """The host forward for a generation of this prompt length: always on the cpu backend; under auto when the
-        selector expects the host to win the forward's work; never on an explicit webgpu backend."""
+    def on_host(self, tokens: int, new_tokens: int = 1) -> bool:
+        """Where a generation runs (its KV cache lives there): a forward over the `tokens` of the prompt, then
+        one per further new token. Always the host on the cpu backend, never on an explicit webgpu one; under
+        auto, the backend expected to finish it all sooner, from the forwards' measured times (`learn`) where
+        the selector has them: a device can win the prompt and lose every token after it (Firefox)."""
         rt = self.rt
         if rt.device.is_host:
             return True
         if rt.selector is None:
             return False
+        prompt, step, sel = self._forward_ops(tokens), self._forward_ops(1), rt.selector
+
+        def costs() -> dict[str, float]:
+            first, each = sel.whole_costs("llama.forward", prompt), sel.whole_costs("llama.forward", step)
+            return {b: first[b] + (new_tokens - 1) * each[b] for b in first}
+        return sel.prefers_host_overall("llama.generate", costs)
+
+    def learn(self, tokens: int, host: bool, seconds: float) -> None:
+        """Tell auto's selector how long a forward over `tokens` took, from its start to its logits read."""
+        if self.rt.selector is not None:
+            self.rt.selector.record_whole("llama.forward", self._forward_ops(tokens),
+                                          "cpu" if host else self.rt.backend, seconds)
+
+    def _forward_ops(self, tokens: int) -> list[tuple[str, list[tuple[int, ...]]]]:
+        """A forward's ops and shapes over `tokens` new positions, for the selector."""
         c = self.config
         kv = c.n_kv_heads * c.head_dim
         layer = [("matmul", [(tokens, c.dim), (c.dim, c.dim + 2 * kv)]), ("matmul", [(tokens, c.dim), (c.dim, c.dim)]),
                  ("matmul", [(tokens, c.dim), (c.dim, 2 * c.ffn_dim)]),
                  ("matmul", [(tokens, c.ffn_dim), (c.ffn_dim, c.dim)]),
                  ("attention", [(1, tokens, c.dim), (1, tokens, c.dim)])]
-        return rt.selector.prefers_host("llama.forward", layer * c.n_layers, c.n_heads)
+        return layer * c.n_layers
 
     def new_cache(self, capacity: int, host: bool) -> DeviceKVCache | HostKVCache:
         """An empty KV cache for up to `capacity` positions (ContextLengthExceeded past the model's context)."""

@@ -218,7 +218,7 @@ class MiniLM:
             return True
         if rt.selector is None or self._host_weights() is None:
             return False
-        return rt.selector.prefers_host("minilm.forward", self._ops(batch, seq), self.config.num_attention_heads)
+        return rt.selector.prefers_host("minilm.forward", self._ops(batch, seq))
 
     def _ops(self, batch: int, seq: int) -> list[tuple[str, list[tuple[int, ...]]]]:
         """The forward's ops and shapes, for the selector."""
