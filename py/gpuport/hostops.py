@@ -173,11 +173,21 @@ ENV = "GPUPORT_HOST_KERNELS"   # "numpy": NumPy's kernels even where SIMD kernel
 _WASM_MIN_MACS = 16384          # matmul: m * k * n
 _WASM_MIN_ELEMENTS = 256        # the row-wise ops: elements of x
 
-# Natively NumPy has BLAS, so the C kernels win only where BLAS's overheads or NumPy's temporaries
-# dominate. Measured with bench/host_kernels.py (MiniLM shapes, 1 and 2 BLAS threads; numbers in the
-# commit that set them): see _native_takes.
-_NATIVE_MATMUL_ROWS = (2, 48)    # a read-only (packed, cached) 2-D weight, 2..48 rows of A
-_NATIVE_ATTENTION_MAX_KEYS = 160
+# Natively NumPy has BLAS (OpenBLAS with AVX-512 kernels here) while the C kernels are the page's 4-lane
+# code, so they win only where BLAS's call overhead or NumPy's temporaries dominate. Measured with
+# bench/host_kernels.py at 1 BLAS thread (ms per call, C vs NumPy, MiniLM shapes, x86-64 AVX-512):
+#   matmul, read-only weight packed once: 1 row 0.064 vs 0.026 (gemv), 2 rows 0.067 vs 0.120, 4 rows
+#     0.087 vs 0.133 (384x1152), 8 rows 0.199 vs 0.181, 12 rows 0.241 vs 0.172, 256 rows 4.3 vs 2.0:
+#     C for 2..4 rows (1536-wide weights the same: 2 rows 0.092 vs 0.147, 8 rows 0.187 vs 0.183);
+#   attention 12 heads: 12 keys 0.018 vs 0.032, 64 keys 0.207 vs 0.210, 100 keys 0.49 vs 0.47,
+#     256 keys 3.2 vs 2.3: C up to 64 keys;
+#   softmax over rows of n: n 12 0.0095 vs 0.018, 128 0.30 vs 0.35, 160 0.51 vs 0.49, 256 1.26 vs 1.14
+#     (NumPy's exp is AVX-512): C up to 128;
+#   gelu 256x1536 0.54 vs 2.76, 12x1536 0.028 vs 0.067; layer_norm 256x384 0.062 vs 0.134: C always.
+# Two BLAS threads only move these further towards NumPy (the C kernels are single-threaded).
+_NATIVE_MATMUL_ROWS = (2, 4)     # a read-only (packed, cached) 2-D weight and bias, 2..4 rows of A
+_NATIVE_ATTENTION_MAX_KEYS = 64
+_NATIVE_SOFTMAX_MAX_ROW = 128
 
 
 def _stats_fit(x: np.ndarray, kwargs: dict[str, Any]) -> bool:
@@ -204,10 +214,11 @@ def _wasm_takes(op: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
 
 
 def _native_takes(op: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
-    """Whether the native C kernel should give this call's answer: gelu, softmax and layer_norm always
-    (NumPy's allocate and sweep temporaries); attention up to _NATIVE_ATTENTION_MAX_KEYS keys (beyond,
-    BLAS's batched score products win); matmul only for a few rows against a weight packed once (on one
-    row BLAS's gemv wins, on many its blocked gemm)."""
+    """Whether the native C kernel should give this call's answer (measurements above): gelu and
+    layer_norm always (NumPy's allocate and sweep temporaries), softmax on rows up to
+    _NATIVE_SOFTMAX_MAX_ROW, attention up to _NATIVE_ATTENTION_MAX_KEYS keys (beyond, BLAS's batched
+    score products win), matmul only for a few rows against a weight packed once (on one row BLAS's gemv
+    wins, on more its AVX-512 gemm)."""
     x = np.asarray(args[0])
     if op == "matmul":
         b, bias = args[1], args[2] if len(args) > 2 else kwargs.get("bias")
@@ -216,6 +227,8 @@ def _native_takes(op: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> boo
         return lo <= rows <= hi and np.ndim(b) == 2 and immutable(b) and immutable(bias)
     if op == "attention":
         return np.ndim(args[1]) == 3 and np.shape(args[1])[1] <= _NATIVE_ATTENTION_MAX_KEYS
+    if op == "softmax":
+        return x.ndim > 0 and x.shape[-1] <= _NATIVE_SOFTMAX_MAX_ROW
     return op != "layer_norm" or _stats_fit(x, kwargs)
 
 
