@@ -14,12 +14,11 @@ from __future__ import annotations
 import ctypes
 import os
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-import numpy as np
 
 from .platform import IN_PYODIDE
-from .simd_ops import ABI, REFERENCES, SimdKernels
+from .simd_ops import ABI, REFERENCES, SimdKernels, linked
 
 ENV = "GPUPORT_NATIVE_KERNELS"
 LIBRARY = Path(".cache") / "native" / "libgpuport_simd.so"   # relative to the checkout, made by `make setup`
@@ -62,30 +61,16 @@ def _load() -> tuple[Any, str]:
             fn.restype, fn.argtypes = restype, argtypes
     except (OSError, AttributeError) as exc:
         return None, f"cannot load {path}: {exc}; rebuild it with `make {LIBRARY}`"
-    abi = int(lib.gp_abi())
-    if abi != ABI:
-        return None, f"{path} has kernel ABI {abi}, this gpuport needs {ABI}: rebuild it with `make setup`"
-    return lib, ""
+    return linked(lib, str(path))
 
 
 ENGINE = SimdKernels(*_load(), name="native-simd")
-_K = ENGINE.lib
-_PACKED = ENGINE.packed   # the cache itself (tests count its entries)
-
-OPS: dict[str, Callable[..., np.ndarray]] = ENGINE.ops
+# The module's API is the engine's (simd_ops); _K and _PACKED, the linked kernels and the packed-weight
+# cache, are for tests.
+_K, _PACKED, OPS = ENGINE.lib, ENGINE.packed, ENGINE.ops
 matmul, gelu, softmax = ENGINE.matmul, ENGINE.gelu, ENGINE.softmax
 layer_norm, attention = ENGINE.layer_norm, ENGINE.attention
-clear_cache, measure = ENGINE.clear_cache, ENGINE.measure
-
-
-def available() -> bool:
-    """True when the native library is loaded."""
-    return ENGINE.available()
-
-
-def reason() -> str:
-    """Why the native kernels are unavailable ("" when they are available)."""
-    return ENGINE.reason
+available, reason, clear_cache, measure = ENGINE.available, ENGINE.reason, ENGINE.clear_cache, ENGINE.measure
 
 
 __all__ = ["ABI", "ENGINE", "ENV", "LIBRARY", "OPS", "REFERENCES", "attention", "available", "clear_cache", "gelu",

@@ -36,6 +36,14 @@ REFERENCES: dict[str, Callable[..., np.ndarray]] = {
     "attention": K.attention_ref}
 
 
+def linked(lib: Any, where: str) -> tuple[Any, str]:
+    """(lib, "") when the build at `where` has this gpuport's kernel ABI, else (None, why)."""
+    abi = int(lib.gp_abi())
+    if abi != ABI:
+        return None, f"{where} has kernel ABI {abi}, this gpuport needs {ABI}: rebuild it with `make setup`"
+    return lib, ""
+
+
 def _addr(a: np.ndarray) -> int:
     return a.__array_interface__["data"][0]
 
@@ -102,7 +110,7 @@ class SimdKernels:
     and `packs` counts the packings it did (a cache hit packs nothing)."""
 
     def __init__(self, lib: Any, reason: str, name: str) -> None:
-        self.lib, self.reason, self.name = lib, reason, name
+        self.lib, self.why, self.name = lib, reason, name
         self.packed: dict[tuple[int, int, bool], _Packed] = {}
         self.packs = 0
         # Per thread: natively ctypes drops the GIL during a kernel, so two threads may be in one at once.
@@ -115,9 +123,13 @@ class SimdKernels:
         """True when the kernels are linked."""
         return self.lib is not None
 
+    def reason(self) -> str:
+        """Why the kernels are unavailable ("" when they are available)."""
+        return self.why
+
     def _need(self) -> Any:
         if self.lib is None:
-            raise BackendUnavailable(f"{self.name} SIMD kernels unavailable: {self.reason}")
+            raise BackendUnavailable(f"{self.name} SIMD kernels unavailable: {self.why}")
         return self.lib
 
     def _scratch(self, nfloats: int) -> int:
@@ -304,4 +316,4 @@ def measure(op: str, *args: Any, candidates: dict[str, Callable[..., Any]], repe
     return result
 
 
-__all__ = ["ABI", "REFERENCES", "SimdKernels", "immutable", "measure"]
+__all__ = ["ABI", "REFERENCES", "SimdKernels", "immutable", "linked", "measure"]

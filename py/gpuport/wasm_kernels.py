@@ -11,11 +11,10 @@ shared library instead (native_kernels). The ops, the packed-weight cache and `m
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
-import numpy as np
 
-from .simd_ops import ABI, REFERENCES, SimdKernels
+from .simd_ops import ABI, REFERENCES, SimdKernels, linked
 
 try:  # registered by web/host.js in the page; absent natively
     import gpuport_wasm as _js  # type: ignore[import-not-found]
@@ -29,31 +28,16 @@ def _link() -> tuple[Any, str]:
                       "gpuport page (web/host.js loads them)")
     if not _js.available:
         return None, str(_js.reason)
-    kernels = _js.kernels
-    abi = int(kernels.gp_abi())
-    if abi != ABI:
-        return None, f"{_js.url} has kernel ABI {abi}, this gpuport needs {ABI}: rebuild it with `make setup`"
-    return kernels, ""
+    return linked(_js.kernels, str(_js.url))
 
 
 ENGINE = SimdKernels(*_link(), name="wasm")
-_K, _REASON = ENGINE.lib, ENGINE.reason
-_PACKED = ENGINE.packed   # the cache itself (tests count its entries)
-
-OPS: dict[str, Callable[..., np.ndarray]] = ENGINE.ops
+# The module's API is the engine's (simd_ops); _K and _PACKED, the linked kernels and the packed-weight
+# cache, are for tests.
+_K, _PACKED, OPS = ENGINE.lib, ENGINE.packed, ENGINE.ops
 matmul, gelu, softmax = ENGINE.matmul, ENGINE.gelu, ENGINE.softmax
 layer_norm, attention = ENGINE.layer_norm, ENGINE.attention
-clear_cache, measure = ENGINE.clear_cache, ENGINE.measure
-
-
-def available() -> bool:
-    """True when the kernels are linked into this Pyodide's memory."""
-    return ENGINE.available()
-
-
-def reason() -> str:
-    """Why the kernels are unavailable ("" when they are available)."""
-    return ENGINE.reason
+available, reason, clear_cache, measure = ENGINE.available, ENGINE.reason, ENGINE.clear_cache, ENGINE.measure
 
 
 __all__ = ["ABI", "ENGINE", "OPS", "REFERENCES", "attention", "available", "clear_cache", "gelu", "layer_norm",
