@@ -4,7 +4,8 @@ threads, one 256-token text and one 12-token sentence (bench/peers/texts.json).
 
 Each system is a bench/peers/worker.py process (`gpuport cpu`, this checkout's package); repetitions
 alternate between all four so machine noise hits them alike. Prints median ms per embed and writes
-bench/results/host_forward.json. Run: flock /tmp/gpuport-heavy.lock env PYTHONPATH=py .venv/bin/python
+bench/results/host_forward.json (4 worker processes: pauses between embeds keep one's spinning BLAS
+threads off the next one's cores). Run: flock /tmp/gpuport-heavy.lock env PYTHONPATH=py .venv/bin/python
 bench/host_forward.py [--reps N]
 """
 
@@ -16,6 +17,7 @@ import os
 import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -44,6 +46,9 @@ def embed(proc: subprocess.Popen, texts: list[str]) -> float:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--reps", type=int, default=30)
+    ap.add_argument("--gap-s", type=float, default=0.3,
+                    help="pause before each embed: OpenBLAS's threads spin after a call and would steal the "
+                         "next worker's cores (4 processes share 2 here)")
     args = ap.parse_args()
     texts = json.loads((BENCH / "peers" / "texts.json").read_text())
     systems = {f"{k}-{t}t": start(k, t) for t in (1, 2) for k in ("c", "numpy")}
@@ -56,6 +61,7 @@ def main() -> int:
                     embed(proc, texts[case])
             for _ in range(args.reps):
                 for name, proc in systems.items():
+                    time.sleep(args.gap_s)
                     times[name].append(embed(proc, texts[case]))
             results[case] = {name: {"median_ms": statistics.median(ts), "min_ms": min(ts)} for name, ts in times.items()}
             for name, r in results[case].items():
