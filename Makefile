@@ -21,6 +21,16 @@ WASM        := web/gpuport_simd.wasm
 WASM_SRC    := $(wildcard web/wasm/*.c)
 WASM_OBJ    := $(patsubst web/wasm/%.c,.cache/wasm/%.o,$(WASM_SRC))
 WASM_CFLAGS := --target=wasm32 -msimd128 -O3 -nostdlib -ffreestanding -fPIC -fvisibility=hidden -Wall -Wextra -Werror
+# The same C sources as a native shared library for the host kernels off the page (gpuport.native_kernels,
+# web/wasm/simd128_native.h maps the wasm_simd128.h intrinsics onto clang's generic vectors). -march=native:
+# the library is built by `make setup` on the machine that loads it and is never shipped (.cache/ is
+# git-ignored, the wheel leaves it out), so it may use every instruction this CPU has (FMA, AVX-512 VL
+# encodings). -ffp-contract=fast turns the kernels' mul + add into FMAs; no -ffast-math, which would let
+# the compiler drop the NaN/infinity behaviour hostops' fallback checks rely on. -fno-math-errno lets
+# sqrtf inline.
+NATIVE_LIB    := .cache/native/libgpuport_simd.so
+NATIVE_OBJ    := $(patsubst web/wasm/%.c,.cache/native/%.o,$(WASM_SRC))
+NATIVE_CFLAGS := -O3 -march=native -ffp-contract=fast -fno-math-errno -fPIC -fvisibility=hidden -Wall -Wextra -Werror
 SUDO      := $(shell if [ "$$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1; then echo sudo; fi)
 
 # wgpu/Vulkan (and the browsers) complain without a runtime dir.
@@ -31,7 +41,7 @@ export XDG_RUNTIME_DIR
 
 .PHONY: setup apt pyodide model-manifest demo test bench bench-setup
 
-setup: apt $(VENV)/.gpuport-installed $(VENV)/.gpuport-model $(VENV)/.gpuport-llm model-manifest node_modules/.gpuport-installed $(PROVISA_WHL) pyodide $(WASM)
+setup: apt $(VENV)/.gpuport-installed $(VENV)/.gpuport-model $(VENV)/.gpuport-llm model-manifest node_modules/.gpuport-installed $(PROVISA_WHL) pyodide $(WASM) $(NATIVE_LIB)
 
 apt:
 	@if dpkg -s $(APT_PKGS) >/dev/null 2>&1; then \
@@ -82,6 +92,16 @@ pyodide: $(VENV)/.gpuport-installed node_modules/.gpuport-installed $(PROVISA_WH
 $(WASM): $(WASM_OBJ) | $(PY)
 	wasm-ld --experimental-pic -shared --no-entry -o $@.tmp $^
 	PYTHONPATH=py $(PY) -m gpuport.wasm_module $@.tmp
+	mv $@.tmp $@
+
+# The native host kernels (variables above). No `| apt` here, so a second `make $(NATIVE_LIB)` is silent:
+# setup lists apt (which installs clang) before it.
+.cache/native/%.o: web/wasm/%.c $(wildcard web/wasm/*.h)
+	@mkdir -p $(@D)
+	clang $(NATIVE_CFLAGS) -c $< -o $@
+
+$(NATIVE_LIB): $(NATIVE_OBJ)
+	clang -shared -o $@.tmp $^
 	mv $@.tmp $@
 
 demo: setup

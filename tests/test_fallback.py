@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import gpuport as gp
+from gpuport import hostops
 from gpuport import kernels as K
 from gpuport.fallback import STRATEGIES, FallbackManager, create_optimal_fallback_strategy
 
@@ -142,7 +143,9 @@ def test_cpu_strategy_needs_known_values():
         assert y.known_values() is not None
         z = rt.ops.gelu(rt.ops.scale(rt.tensor(x), 1.0, 0.0))   # an op output: values not on the host
         m = rt.fallback.get_performance_metrics()
-        assert m["cpu_fallbacks"] == 1 and m["host_engine"] == "numpy" and m["wasm_fallbacks"] == 0
+        # natively the host engine is the native C build where `make setup` built it, else NumPy
+        assert m["cpu_fallbacks"] == 1 and m["host_engine"] == hostops.backend_name() and m["wasm_fallbacks"] == 0
+        assert m["host_engine"] in ("native-simd", "numpy")
         assert m["strategies"] == {"cpu": 1, "native": 2}
         np.testing.assert_allclose(y.numpy(), K.gelu_ref(x), atol=1e-6)
         np.testing.assert_allclose(z.numpy(), K.gelu_ref(x), atol=1e-6)
@@ -190,7 +193,9 @@ def test_run_with_fallback_seed_surface():
     assert mgr.tier == "constrained" and mgr.needs_fallback("matmul")
     q = rng(12).standard_normal((1, 4, 8)).astype(np.float32)
     out = mgr.run_with_fallback("attention_compute", {"query": q, "key": q, "value": q}, {"num_heads": 2})
-    np.testing.assert_allclose(out, K.attention_ref(q, q, q, num_heads=2))
+    # the host kernel (native C natively): float32 with its own summation order, so tests/cases.py's
+    # attention tolerance rather than bit equality with the float64-stepped reference
+    np.testing.assert_allclose(out, K.attention_ref(q, q, q, num_heads=2), rtol=1e-4, atol=2e-5 * 2)
     assert mgr.get_performance_metrics()["cpu_fallbacks"] == 1
     assert mgr.run_with_fallback(lambda inputs: inputs["x"] + 1, {"x": 1}) == 2
     assert mgr.get_performance_metrics()["native_operations"] == 1

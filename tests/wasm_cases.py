@@ -1,5 +1,7 @@
-"""The WebAssembly SIMD kernels (gpuport.wasm_kernels) against their NumPy references, written once: run in
-Pyodide under Node (tests/test_wasm_node.py) and in every browser lane's page (e2e/test_page_wasm.py).
+"""gpuport's SIMD kernels against their NumPy references, written once for both builds of web/wasm/*.c:
+the WebAssembly one (gpuport.wasm_kernels) in Pyodide under Node (tests/test_wasm_node.py) and in every
+browser lane's page (e2e/test_page_wasm.py), and the native one (gpuport.native_kernels, bound with
+`use`) by tests/test_native_kernels.py. Cases in WASM_ONLY check the page's routing and run only there.
 
 Shapes are chosen to hit every edge of the kernels: 1 and 1x1, sizes that are not multiples of the 4-wide
 vectors, the 4-row tiles or the 8-column panels, batched and broadcast operands, MiniLM's own shapes and
@@ -7,12 +9,15 @@ a large 256x384x1536 product. Tolerances are those of tests/cases.py, justified 
 matmul, atol 1e-6 for gelu, rtol 1e-5 / atol 1e-6 for softmax, n*u-scaled for layer_norm, rtol 1e-4 /
 atol 2e-5 sqrt(d) for attention).
 
+The matmul bound holds for any summation order, so also for the native build's FMAs and blocking.
+
 `run(name)` fails (never skips) when the kernels are unavailable, with the reason the page gave.
 """
 
 from __future__ import annotations
 
 import math
+from types import ModuleType
 from typing import Callable
 
 import numpy as np
@@ -23,6 +28,14 @@ from gpuport import kernels as K
 from gpuport import wasm_kernels as W
 
 CASES: dict[str, Callable[[], None]] = {}
+WASM_ONLY = {"wasm_hostops_dispatches_to_the_kernels"}
+
+
+def use(engine: ModuleType) -> ModuleType:
+    """Run the cases on `engine` (wasm_kernels or native_kernels, the same API); returns the previous one."""
+    global W
+    previous, W = W, engine
+    return previous
 
 
 def case(fn: Callable[[], None]) -> Callable[[], None]:
@@ -31,7 +44,7 @@ def case(fn: Callable[[], None]) -> Callable[[], None]:
 
 
 def run(name: str) -> None:
-    assert W.available(), f"WebAssembly SIMD kernels unavailable: {W.reason()}"
+    assert W.available(), f"{W.__name__} unavailable: {W.reason()}"
     CASES[name]()
 
 

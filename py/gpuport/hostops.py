@@ -9,8 +9,11 @@ by the reference, so no finite input loses its answer. Ops without a fast versio
 
 In a page whose WebAssembly SIMD kernels are linked (wasm_kernels.available()), matmul, gelu, softmax,
 layer_norm and attention run there instead: Pyodide's NumPy has no BLAS (~1 GFLOP/s), the kernels run
-10-20x faster on MiniLM's shapes (bench/wasm_kernels.py). `KERNELS` is the one table that decides, built
-once at import; `matmul`, `gelu`, ... and `run` are its entries. The kernels handle finite float32 inputs;
+10-20x faster on MiniLM's shapes (bench/wasm_kernels.py). Natively the same C sources built for this
+machine (native_kernels, `make setup`) take the calls where they beat NumPy and its BLAS
+(bench/host_kernels.py; see _native_takes); GPUPORT_HOST_KERNELS=numpy turns them off. `KERNELS` is the
+one table that decides, built once at import; `matmul`, `gelu`, ... and `run` are its entries. The kernels
+handle finite float32 inputs;
 a call whose result is not all finite (infinities, NaNs, an overflowing sum) is redone by the NumPy
 kernel, which owns the IEEE edge cases, and layer_norm's inputs whose float32 variance could overflow
 (or whose eps is below 1e-12, where an underflowing variance matters) go to NumPy from the start.
@@ -19,12 +22,15 @@ kernel, which owns the IEEE edge cases, and layer_norm's inputs whose float32 va
 from __future__ import annotations
 
 import math
+import os
 from typing import Any, Callable
 
 import numpy as np
 
-from . import wasm_kernels
+from . import native_kernels, wasm_kernels
 from .kernels import layer_norm_ref, l2_normalize_ref, reference
+from .platform import IN_PYODIDE
+from .simd_ops import SimdKernels, immutable
 
 _F32 = np.float32
 _BLOCK = 1 << 16          # elements an elementwise kernel works on at a time: a few blocks fit in L2
@@ -157,6 +163,7 @@ NUMPY: dict[str, Callable[..., np.ndarray]] = {
 }
 
 _F32_MAX = float(np.finfo(np.float32).max)
+ENV = "GPUPORT_HOST_KERNELS"   # "numpy": NumPy's kernels even where SIMD kernels are linked (comparisons)
 
 
 # Below these sizes NumPy wins: a call into WebAssembly costs ~20-40 us (argument checks, the JS crossing),
@@ -166,21 +173,27 @@ _F32_MAX = float(np.finfo(np.float32).max)
 _WASM_MIN_MACS = 16384          # matmul: m * k * n
 _WASM_MIN_ELEMENTS = 256        # the row-wise ops: elements of x
 
+# Natively NumPy has BLAS (OpenBLAS with AVX-512 kernels here) while the C kernels are the page's 4-lane
+# code, so they win only where BLAS's call overhead or NumPy's temporaries dominate. Measured with
+# bench/host_kernels.py at 1 BLAS thread (ms per call, C vs NumPy, MiniLM shapes, x86-64 AVX-512):
+#   matmul, read-only weight packed once: 1 row 0.064 vs 0.026 (gemv), 2 rows 0.067 vs 0.120, 4 rows
+#     0.087 vs 0.133 (384x1152), 8 rows 0.199 vs 0.181, 12 rows 0.241 vs 0.172, 256 rows 4.3 vs 2.0:
+#     C for 2..4 rows (1536-wide weights the same: 2 rows 0.092 vs 0.147, 8 rows 0.187 vs 0.183);
+#   attention 12 heads: 12 keys 0.018 vs 0.032, 64 keys 0.207 vs 0.210, 100 keys 0.49 vs 0.47,
+#     256 keys 3.2 vs 2.3: C up to 64 keys;
+#   softmax over rows of n: n 12 0.0095 vs 0.018, 128 0.30 vs 0.35, 160 0.51 vs 0.49, 256 1.26 vs 1.14
+#     (NumPy's exp is AVX-512): C up to 128;
+#   gelu 256x1536 0.54 vs 2.76, 12x1536 0.028 vs 0.067; layer_norm 256x384 0.062 vs 0.134: C always.
+# At 2 BLAS threads the same rules hold: matmul 2 rows 0.067 vs 0.088, 4 rows 0.077 vs 0.091, 8 rows
+# 0.144 vs 0.068; attention 64 keys 0.201 vs 0.206, 100 keys 0.47 vs 0.46; softmax n 160 0.49 vs 0.47.
+_NATIVE_MATMUL_ROWS = (2, 4)     # a read-only (packed, cached) 2-D weight and bias, 2..4 rows of A
+_NATIVE_ATTENTION_MAX_KEYS = 64
+_NATIVE_SOFTMAX_MAX_ROW = 128
 
-def _wasm_takes(op: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
-    """Whether the WebAssembly kernel should give this call's answer: big enough to pay for the crossing;
-    and for layer_norm, float32 statistics that cannot overflow (a row's sum of squared deviations is at
-    most 4 n times the sum of squares of x) and an eps that dominates any underflow (the NumPy kernel's
-    reasoning)."""
-    x = np.asarray(args[0])
-    if op == "matmul":
-        b = np.shape(args[1])
-        n = b[-2] if kwargs.get("transpose_b") and len(b) >= 2 else b[-1] if b else 1
-        return x.size * n >= _WASM_MIN_MACS
-    if x.size < _WASM_MIN_ELEMENTS:
-        return op == "attention"   # its NumPy path is several batched products: wasm wins from 1x2 tokens
-    if op != "layer_norm":
-        return True
+
+def _stats_fit(x: np.ndarray, kwargs: dict[str, Any]) -> bool:
+    """layer_norm's float32 statistics cannot overflow (a row's sum of squared deviations is at most 4 n
+    times the sum of squares of x) and its eps dominates any underflow (the NumPy kernel's reasoning)."""
     if kwargs.get("eps", 1e-5) < 1e-12 or x.dtype != _F32 or x.ndim == 0:
         return False
     flat = x.reshape(-1)
@@ -188,38 +201,108 @@ def _wasm_takes(op: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
     return squares * 4 * max(x.shape[-1], 1) < _F32_MAX
 
 
-def _via_wasm(op: str) -> Callable[..., np.ndarray]:
-    """The op on the WebAssembly kernel, with the NumPy kernel where that one owns the answer."""
-    fast, fallback = wasm_kernels.OPS[op], NUMPY[op]
+def _wasm_takes(op: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+    """Whether the WebAssembly kernel should give this call's answer: big enough to pay for the crossing,
+    and for layer_norm statistics that fit float32."""
+    x = np.asarray(args[0])
+    if op == "matmul":
+        b = np.shape(args[1])
+        n = b[-2] if kwargs.get("transpose_b") and len(b) >= 2 else b[-1] if b else 1
+        return x.size * n >= _WASM_MIN_MACS
+    if x.size < _WASM_MIN_ELEMENTS:
+        return op == "attention"   # its NumPy path is several batched products: wasm wins from 1x2 tokens
+    return op != "layer_norm" or _stats_fit(x, kwargs)
+
+
+def _native_takes(op: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+    """Whether the native C kernel should give this call's answer (measurements above): gelu and
+    layer_norm always (NumPy's allocate and sweep temporaries), softmax on rows up to
+    _NATIVE_SOFTMAX_MAX_ROW, attention up to _NATIVE_ATTENTION_MAX_KEYS keys (beyond, BLAS's batched
+    score products win), matmul only for a few rows against a weight packed once (on one row BLAS's gemv
+    wins, on more its AVX-512 gemm)."""
+    x = np.asarray(args[0])
+    if op == "matmul":
+        b, bias = args[1], args[2] if len(args) > 2 else kwargs.get("bias")
+        rows = x.size // x.shape[-1] if x.ndim >= 2 and x.shape[-1] else 0
+        lo, hi = _NATIVE_MATMUL_ROWS
+        return lo <= rows <= hi and np.ndim(b) == 2 and immutable(b) and immutable(bias)
+    if op == "attention":
+        return np.ndim(args[1]) == 3 and np.shape(args[1])[1] <= _NATIVE_ATTENTION_MAX_KEYS
+    if op == "softmax":
+        return x.ndim > 0 and x.shape[-1] <= _NATIVE_SOFTMAX_MAX_ROW
+    return op != "layer_norm" or _stats_fit(x, kwargs)
+
+
+# Calls per op and engine since import (what hostops.calls() reports): where host work really ran.
+_CALLS: dict[str, dict[str, int]] = {op: {} for op in NUMPY}
+
+
+def _via(op: str, engine: SimdKernels, takes: Callable[[str, tuple[Any, ...], dict[str, Any]], bool]
+         ) -> Callable[..., np.ndarray]:
+    """The op on the engine's SIMD kernel, with the NumPy kernel where that one owns the answer."""
+    fast, fallback, tally = engine.ops[op], NUMPY[op], _CALLS[op]
+    name = engine.name
 
     def kernel(*args: Any, **kwargs: Any) -> np.ndarray:
         with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
-            if _wasm_takes(op, args, kwargs):
+            if takes(op, args, kwargs):
                 out = fast(*args, **kwargs)
                 if np.isfinite(out.sum()):   # one pass; any inf or NaN anywhere makes it non-finite
+                    tally[name] = tally.get(name, 0) + 1
                     return out
+            tally["numpy"] = tally.get("numpy", 0) + 1
             return fallback(*args, **kwargs)
 
-    kernel.__name__ = kernel.__qualname__ = f"{op}_wasm"
-    kernel.__doc__ = f"{op} on the WebAssembly SIMD kernel (wasm_kernels.{op}); NumPy for what it cannot take."
+    kernel.__name__ = kernel.__qualname__ = f"{op}_{name.replace('-', '_')}"
+    kernel.__doc__ = f"{op} on the {name} SIMD kernel; NumPy for what it cannot take or does better."
     return kernel
 
 
+def _engine() -> tuple[SimdKernels | None, Callable[[str, tuple[Any, ...], dict[str, Any]], bool], str]:
+    """The SIMD kernels that run host ops here, the rule for which calls they take, and why NumPy's run
+    everything when there are none."""
+    if os.environ.get(ENV, "").lower() == "numpy":
+        return None, _native_takes, f"{ENV}=numpy"
+    if IN_PYODIDE:
+        return (wasm_kernels.ENGINE if wasm_kernels.available() else None), _wasm_takes, wasm_kernels.reason()
+    return (native_kernels.ENGINE if native_kernels.available() else None), _native_takes, native_kernels.reason()
+
+
 def _select() -> dict[str, Callable[..., np.ndarray]]:
-    """Each op's host kernel here: WebAssembly where it is linked, else NumPy."""
-    if not wasm_kernels.available():
+    """Each op's host kernel here: the SIMD kernels where they are linked (via their routing rule), else
+    NumPy."""
+    if _ENGINE is None:
         return dict(NUMPY)
-    return {op: (_via_wasm(op) if op in wasm_kernels.OPS else fn) for op, fn in NUMPY.items()}
+    return {op: (_via(op, _ENGINE, _TAKES) if op in _ENGINE.ops else fn) for op, fn in NUMPY.items()}
 
 
+_ENGINE, _TAKES, _REASON = _engine()
 KERNELS = _select()
 matmul, gelu, softmax = KERNELS["matmul"], KERNELS["gelu"], KERNELS["softmax"]
 layer_norm, attention, l2_normalize = KERNELS["layer_norm"], KERNELS["attention"], KERNELS["l2_normalize"]
 
 
 def backend_name() -> str:
-    """What runs the host kernels: "wasm" (WebAssembly SIMD, in a page) or "numpy"."""
-    return "wasm" if KERNELS["matmul"] is not NUMPY["matmul"] else "numpy"
+    """What runs the host kernels: "wasm" (WebAssembly SIMD, in a page), "native-simd" (the same C kernels
+    built natively) or "numpy". With SIMD kernels, each call may still go to NumPy by size (see
+    engines() and calls())."""
+    return "numpy" if _ENGINE is None else _ENGINE.name
+
+
+def reason() -> str:
+    """Why the host kernels are NumPy's ("" when SIMD kernels are linked)."""
+    return "" if _ENGINE is not None else _REASON
+
+
+def engines() -> dict[str, str]:
+    """Per op, the engine its calls are routed to: backend_name() for the ops the SIMD kernels have
+    (size and IEEE rules may still hand a call to NumPy), "numpy" for the rest."""
+    return {op: (backend_name() if fn is not NUMPY[op] else "numpy") for op, fn in KERNELS.items()}
+
+
+def calls() -> dict[str, dict[str, int]]:
+    """Per op, how many host calls each engine answered in this process (ops not called are left out)."""
+    return {op: dict(t) for op, t in _CALLS.items() if t}
 
 
 def run(op: str, arrays: list[np.ndarray | None], attrs: dict[str, Any]) -> np.ndarray:

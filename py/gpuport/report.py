@@ -21,6 +21,12 @@ def _problem(severity: str, code: str, message: str, recommendation: str) -> dic
     return {"severity": severity, "code": code, "message": message, "recommendation": recommendation}
 
 
+def _host_label(info: dict[str, Any]) -> str:
+    """What host work runs on, in words: NumPy alone, or with gpuport's SIMD kernels."""
+    kernels = info.get("host_kernels", "numpy")
+    return "NumPy" if kernels == "numpy" else f"NumPy and gpuport's {kernels} kernels"
+
+
 def find_problems(info: dict[str, Any]) -> list[dict[str, str]]:
     """What limits this runtime, most severe first."""
     problems = []
@@ -29,11 +35,11 @@ def find_problems(info: dict[str, Any]) -> list[dict[str, str]]:
         note = info.get("note", "")
         if "unavailable" in note:
             problems.append(_problem(
-                "warning", "no-webgpu", f"running on NumPy: {note}",
+                "warning", "no-webgpu", f"running on {_host_label(info)}: {note}",
                 "In a browser enable WebGPU (Chromium: --enable-unsafe-webgpu; Firefox: dom.webgpu.enabled). "
                 "Natively install wgpu and a driver (Debian: mesa-vulkan-drivers libvulkan1 for lavapipe)."))
         else:
-            problems.append(_problem("info", "cpu-tier", "running on NumPy by request", "none"))
+            problems.append(_problem("info", "cpu-tier", f"running on {_host_label(info)} by request", "none"))
     else:
         if adapter.get("is_fallback"):
             problems.append(_problem(
@@ -66,9 +72,10 @@ def build_report(info: dict[str, Any]) -> dict[str, Any]:
     selection = info.get("selection") or {}
     counts = selection.get("counts") or {}
     ops = {}
+    by_op = info.get("host_kernels_by_op") or {}
     for name in KERNELS:
-        if mode == "cpu":
-            strategy = "numpy reference"
+        if mode == "cpu":   # hostops: an op with a host kernel runs it (SIMD where linked), the rest the reference
+            strategy = f"host kernel ({by_op[name]})" if name in by_op else "numpy reference"
         else:
             strategy = strategies.get(name, "native kernel")
         ran = dict(counts.get(name, {}))
@@ -93,6 +100,8 @@ def build_report(info: dict[str, Any]) -> dict[str, Any]:
         "adapter": info.get("adapter", {}),
         "features": info.get("features", []),
         "limits": {k: info.get("limits", {}).get(k) for k in KEY_LIMITS if k in info.get("limits", {})},
+        "host_kernels": {"engine": info.get("host_kernels", "numpy"), "by_op": info.get("host_kernels_by_op", {}),
+                         "calls": info.get("host_kernel_calls", {}), "reason": info.get("host_kernels_reason", "")},
         "ops": ops,
         "problems": find_problems(info),
     }
@@ -111,6 +120,7 @@ def to_markdown(report: dict[str, Any]) -> str:
         f"- **adapter**: {' / '.join(p for p in (a.get('vendor'), a.get('architecture'), a.get('device') or a.get('description')) if p) or 'unknown'}"
         f"{' (fallback adapter)' if a.get('is_fallback') else ''}  ",
         f"- **platform**: {report['platform']}  ",
+        f"- **host kernels**: {_host_kernels_line(report)}  ",
         f"- **features**: {', '.join(report['features']) or 'none'}", "",
     ]
     if report["limits"]:
@@ -123,6 +133,15 @@ def to_markdown(report: dict[str, Any]) -> str:
     for p in report["problems"]:
         lines.append(f"- **{p['severity']}** `{p['code']}`: {p['message']}. *Recommendation:* {p['recommendation']}")
     return "\n".join(lines) + "\n"
+
+
+def _host_kernels_line(report: dict[str, Any]) -> str:
+    hk = report.get("host_kernels") or {}
+    engine = hk.get("engine", "numpy")
+    if engine == "numpy":
+        return "numpy" + (f" ({hk['reason']})" if hk.get("reason") else "")
+    simd = [op for op, e in (hk.get("by_op") or {}).items() if e == engine]
+    return f"{engine} for {', '.join(simd)} where they win, NumPy otherwise"
 
 
 def _backend_line(report: dict[str, Any]) -> str:

@@ -128,8 +128,13 @@ class Runtime:
             "tier_reasons": list(self.capabilities.reasons),
             "precision": self.precision,
             "strategies": self.fallback.strategies(),
-            "host_kernels": hostops.backend_name(),   # what runs ops placed on the host: "wasm" or "numpy"
+            # what runs ops placed on the host: "wasm", "native-simd" or "numpy"; per op, and counted per call
+            "host_kernels": hostops.backend_name(),
+            "host_kernels_by_op": hostops.engines(),
+            "host_kernel_calls": hostops.calls(),
         }
+        if hostops.reason():
+            info["host_kernels_reason"] = hostops.reason()
         if self.limits != dict(device.limits):
             info["device_limits"] = dict(device.limits)
             info["budget"] = {k: v for k, v in self.limits.items() if v != device.limits.get(k)}

@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import wasm_kernels
+from . import hostops, wasm_kernels
 from .platform import IN_PYODIDE
 
 
@@ -73,7 +73,7 @@ class Telemetry:
         m = {k: (dict(v) if isinstance(v, dict) else v) for k, v in self._m.items()}
         m["operation_timings"] = {k: dict(v) for k, v in self._m["operation_timings"].items()}
         # The seed's name: host calls that ran WebAssembly kernels, so only a page with them linked counts
-        # any (natively and without them the host is NumPy, and saying "wasm" there would be untrue).
+        # any (natively the host is NumPy or the native C build, and saying "wasm" there would be untrue).
         m["host_engine"] = host_engine()
         m["wasm_fallbacks"] = m["cpu_fallbacks"] if m["host_engine"] == "wasm-simd128" else 0
         return m
@@ -81,7 +81,8 @@ class Telemetry:
 
 def host_engine() -> str:
     """What runs host (cpu) work in this process: "wasm-simd128" (a page with gpuport's WebAssembly
-    kernels linked), "numpy-wasm" (a page without them) or "numpy"."""
+    kernels linked), "numpy-wasm" (a page without them), "native-simd" (natively, the same C kernels
+    built for this machine, NumPy's BLAS where it wins: hostops.calls() counts each) or "numpy"."""
     if not IN_PYODIDE:
-        return "numpy"
+        return hostops.backend_name()
     return "wasm-simd128" if wasm_kernels.available() else "numpy-wasm"

@@ -4,14 +4,21 @@
  * `env.memory` import is Pyodide's WebAssembly.Memory), so every pointer is the address of a NumPy
  * buffer. It must therefore own nothing in that memory: no static data, no shadow stack (no local
  * arrays whose address escapes, no calls into libc). Scratch space comes from the caller. The build
- * checks the compiled module for data segments and stack-pointer imports.
+ * checks the compiled module for data segments and stack-pointer imports. The native build of the same
+ * sources (simd128_native.h) keeps these rules, though a native library could break them harmlessly.
  */
 #ifndef GPUPORT_SIMD_H
 #define GPUPORT_SIMD_H
 
+#ifdef __wasm__
 #include <wasm_simd128.h>
-
 #define EXPORT(name) __attribute__((export_name(#name), visibility("default")))
+#else
+/* The native build (.cache/native/libgpuport_simd.so, gpuport.native_kernels): the same sources on
+ * clang's generic vectors; the exports are the ELF symbols of the same names (built -fvisibility=hidden). */
+#include "simd128_native.h"
+#define EXPORT(name) __attribute__((visibility("default")))
+#endif
 #define INLINE static inline __attribute__((always_inline))
 
 typedef v128_t f4;

@@ -1,0 +1,77 @@
+"""gpuport's SIMD kernels natively: web/wasm/*.c (the page's WebAssembly kernels) built for this machine as
+`.cache/native/libgpuport_simd.so` (`make setup`; web/wasm/simd128_native.h maps the WebAssembly
+intrinsics onto clang's vectors) and called through ctypes on NumPy buffers in place. Same API as
+wasm_kernels; hostops routes host ops here where they win (measured by bench/host_kernels.py).
+
+The library is found at GPUPORT_NATIVE_KERNELS (a path, or "off" to leave it unloaded), else beside the
+checkout this package runs from. Without it (an installed wheel, a checkout where `make setup` has not
+run, Pyodide) `available()` is False and `reason()` says why; importing never fails, and the host ops
+stay NumPy's.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+from pathlib import Path
+from typing import Any
+
+
+from .platform import IN_PYODIDE
+from .simd_ops import ABI, REFERENCES, SimdKernels, linked
+
+ENV = "GPUPORT_NATIVE_KERNELS"
+LIBRARY = Path(".cache") / "native" / "libgpuport_simd.so"   # relative to the checkout, made by `make setup`
+
+_P, _I, _F = ctypes.c_void_p, ctypes.c_int, ctypes.c_float
+_SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
+    "gp_abi": (_I, []),
+    "gp_packed_size": (_I, [_I, _I]),
+    "gp_pack_b": (None, [_P, _I, _I, _I, _P, _P]),
+    "gp_matmul_packed": (None, [_P, _I, _I, _I, _P, _I, _P, _I]),
+    "gp_matmul_batched": (None, [_P, _P, _P, _P, _I, _I, _I, _I, _I, _I, _I, _I, _P]),
+    "gp_gelu": (None, [_P, _P, _I]),
+    "gp_softmax": (None, [_P, _P, _P, _I, _I, _I, _I]),
+    "gp_layer_norm": (None, [_P, _P, _P, _P, _I, _I, _F]),
+    "gp_attention_scratch": (_I, [_I, _I]),
+    "gp_attention": (None, [_P, _P, _P, _P, _P, _I, _I, _I, _I, _I, _P]),
+}
+
+
+def library_path() -> Path:
+    """Where the library is looked for: $GPUPORT_NATIVE_KERNELS, else the checkout's .cache/native/."""
+    setting = os.environ.get(ENV, "")
+    if setting and setting != "off":
+        return Path(setting)
+    return Path(__file__).resolve().parents[2] / LIBRARY
+
+
+def _load() -> tuple[Any, str]:
+    if IN_PYODIDE:
+        return None, "in a page the host kernels are the WebAssembly build (wasm_kernels)"
+    if os.environ.get(ENV) == "off":
+        return None, f"{ENV}=off"
+    path = library_path()
+    if not path.is_file():
+        return None, f"{path} is missing: `make setup` builds it (make {LIBRARY})"
+    try:
+        lib = ctypes.CDLL(str(path))
+        for name, (restype, argtypes) in _SIGNATURES.items():
+            fn = getattr(lib, name)
+            fn.restype, fn.argtypes = restype, argtypes
+    except (OSError, AttributeError) as exc:
+        return None, f"cannot load {path}: {exc}; rebuild it with `make {LIBRARY}`"
+    return linked(lib, str(path))
+
+
+ENGINE = SimdKernels(*_load(), name="native-simd")
+# The module's API is the engine's (simd_ops); _K and _PACKED, the linked kernels and the packed-weight
+# cache, are for tests.
+_K, _PACKED, OPS = ENGINE.lib, ENGINE.packed, ENGINE.ops
+matmul, gelu, softmax = ENGINE.matmul, ENGINE.gelu, ENGINE.softmax
+layer_norm, attention = ENGINE.layer_norm, ENGINE.attention
+available, reason, clear_cache, measure = ENGINE.available, ENGINE.reason, ENGINE.clear_cache, ENGINE.measure
+
+
+__all__ = ["ABI", "ENGINE", "ENV", "LIBRARY", "OPS", "REFERENCES", "attention", "available", "clear_cache", "gelu",
+           "layer_norm", "library_path", "matmul", "measure", "reason", "softmax"]

@@ -1,0 +1,319 @@
+"""The five host ops on one linked build of gpuport's SIMD kernels (web/wasm/*.c), whatever links it: the
+page's WebAssembly module (wasm_kernels, calls through Pyodide's JS bridge) or the native shared library
+built from the same sources (native_kernels, calls through ctypes). Both call the kernels on NumPy buffers
+in place, by address, so everything above the call (argument checks, layouts, the packed-weight cache,
+scratch space) is written once, here, in `SimdKernels`.
+
+Weights: matmul packs B into column panels first. A B that is read-only all the way down (`writeable`
+False on it and on every array it views, no writable buffer beneath; its bias None or read-only too) is
+taken to be immutable: its packed form (as large again as B) is cached for as long as the array lives,
+so a model's linear layers pack once. Other arrays are packed on every call.
+
+Shapes outside the kernels' layouts (1-D matmul operands, a bias or gamma that is not a vector of the
+output's width, empty arrays) go to the NumPy reference, so every input the reference takes works.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import threading
+import time
+import weakref
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from . import kernels as K
+from .errors import BackendUnavailable
+
+ABI = 1  # GP_ABI in web/wasm/simd.h: a build with another is refused
+_ALIGN = 64  # bytes: packed panels and scratch start on a cache line
+
+REFERENCES: dict[str, Callable[..., np.ndarray]] = {
+    "matmul": K.matmul_ref, "gelu": K.gelu_ref, "softmax": K.softmax_ref, "layer_norm": K.layer_norm_ref,
+    "attention": K.attention_ref}
+
+
+def linked(lib: Any, where: str) -> tuple[Any, str]:
+    """(lib, "") when the build at `where` has this gpuport's kernel ABI, else (None, why)."""
+    abi = int(lib.gp_abi())
+    if abi != ABI:
+        return None, f"{where} has kernel ABI {abi}, this gpuport needs {ABI}: rebuild it with `make setup`"
+    return lib, ""
+
+
+def _addr(a: np.ndarray) -> int:
+    return a.__array_interface__["data"][0]
+
+
+def _f32(a: Any) -> np.ndarray:
+    """`a` itself when it already is C-contiguous float32: the packed-weight cache is keyed by the array,
+    and np.ascontiguousarray copies a '<f4' array loaded from a file (a dtype equal to float32, not it)."""
+    if isinstance(a, np.ndarray) and a.dtype == np.float32 and a.flags.c_contiguous:
+        return a
+    return np.ascontiguousarray(a, dtype=np.float32)
+
+
+def _aligned(nfloats: int) -> tuple[np.ndarray, int]:
+    """A float32 buffer of `nfloats` starting on a cache line, and that address."""
+    buf = np.empty(nfloats + _ALIGN // 4, np.float32)
+    skip = (-_addr(buf) % _ALIGN) // 4
+    view = buf[skip:skip + nfloats]
+    return view, _addr(view)
+
+
+def immutable(x: np.ndarray | None) -> bool:
+    """Read-only, and no writable array or buffer under it (a read-only view of a writable array can
+    still change): what the packed-weight cache keys on."""
+    if x is None:
+        return True
+    if not isinstance(x, np.ndarray) or x.flags.writeable or x.dtype != np.float32 or not x.flags.c_contiguous:
+        return False
+    base = x.base
+    while isinstance(base, np.ndarray):
+        if base.flags.writeable:
+            return False
+        base = base.base
+    return not isinstance(base, bytearray) and not (isinstance(base, memoryview) and not base.readonly)
+
+
+def _mask_rows(mask_shape: tuple[int, ...], shape: tuple[int, ...]) -> tuple[int, int] | None:
+    """(div, mod) with row r of `shape` using mask row (r // div) % mod, when the mask broadcasts that
+    way (its non-1 leading axes are one run equal to x's); None when it must be laid out in full."""
+    if mask_shape[-1] != shape[-1]:
+        return None
+    lead_x = shape[:-1]
+    lead_m = (1,) * (len(shape) - len(mask_shape)) + tuple(mask_shape[:-1])
+    axes = [i for i, d in enumerate(lead_m) if d != 1]
+    if not axes:
+        return 1, 1
+    lo, hi = axes[0], axes[-1]
+    if lead_m[lo:hi + 1] != lead_x[lo:hi + 1]:
+        return None
+    return math.prod(lead_x[hi + 1:]), math.prod(lead_x[lo:hi + 1])
+
+
+@dataclass
+class _Packed:
+    buffer: np.ndarray
+    address: int
+    refs: tuple[weakref.ref, ...]
+
+
+class SimdKernels:
+    """matmul, gelu, softmax, layer_norm and attention on `lib` (an object whose gp_* attributes call the
+    kernels with addresses and numbers), or BackendUnavailable with `reason` when `lib` is None.
+
+    `name` labels the engine in measurements ("wasm", "native-simd"). `packed` is the packed-weight cache
+    and `packs` counts the packings it did (a cache hit packs nothing)."""
+
+    def __init__(self, lib: Any, reason: str, name: str) -> None:
+        self.lib, self.why, self.name = lib, reason, name
+        self.packed: dict[tuple[int, int, bool], _Packed] = {}
+        self.packs = 0
+        # Per thread: natively ctypes drops the GIL during a kernel, so two threads may be in one at once.
+        self._local = threading.local()
+        self.ops: dict[str, Callable[..., np.ndarray]] = {
+            "matmul": self.matmul, "gelu": self.gelu, "softmax": self.softmax, "layer_norm": self.layer_norm,
+            "attention": self.attention}
+
+    def available(self) -> bool:
+        """True when the kernels are linked."""
+        return self.lib is not None
+
+    def reason(self) -> str:
+        """Why the kernels are unavailable ("" when they are available)."""
+        return self.why
+
+    def _need(self) -> Any:
+        if self.lib is None:
+            raise BackendUnavailable(f"{self.name} SIMD kernels unavailable: {self.why}")
+        return self.lib
+
+    def _scratch(self, nfloats: int) -> int:
+        """The address of this thread's scratch space (packed B, attention panels), grown to `nfloats`."""
+        buf = getattr(self._local, "buf", None)
+        if buf is None or buf.size < nfloats:
+            buf, self._local.address = _aligned(max(nfloats, 0 if buf is None else buf.size * 2))
+            self._local.buf = buf
+        return self._local.address
+
+    def _cached_pack(self, b: np.ndarray, bias: np.ndarray | None, k: int, n: int, transpose_b: bool
+                     ) -> _Packed | None:
+        """B's cached packed panels (packed on first use), or None if B may change. The entry is returned,
+        not its address, so the caller holds the buffer for the whole kernel call."""
+        if not (immutable(b) and immutable(bias)):
+            return None
+        key = (id(b), id(bias), transpose_b)
+        hit = self.packed.get(key)
+        if hit is not None and hit.refs[0]() is b and (bias is None or hit.refs[1]() is bias):
+            return hit
+        lib = self._need()
+        buf, address = _aligned(int(lib.gp_packed_size(k, n)))
+        lib.gp_pack_b(_addr(b), k, n, int(transpose_b), 0 if bias is None else _addr(bias), address)
+        self.packs += 1
+        packed = self.packed
+
+        def drop(_ref: weakref.ref) -> None:  # the entry dies with its arrays
+            packed.pop(key, None)
+
+        refs = (weakref.ref(b, drop),) + (() if bias is None else (weakref.ref(bias, drop),))
+        entry = _Packed(buf, address, refs)
+        packed[key] = entry
+        return entry
+
+    def clear_cache(self) -> None:
+        """Forget every packed weight."""
+        self.packed.clear()
+
+    # -- ops ----------------------------------------------------------------------------------------
+
+    def matmul(self, a: np.ndarray, b: np.ndarray, bias: np.ndarray | None = None, *,
+               transpose_b: bool = False) -> np.ndarray:
+        """a @ b (b swapped in its last two axes when transpose_b) + bias, batched as np.matmul."""
+        lib = self._need()
+        a, b = np.asarray(a), np.asarray(b)
+        if a.ndim < 2 or b.ndim < 2 or 0 in a.shape or 0 in b.shape:
+            return K.matmul_ref(a, b, bias, transpose_b=transpose_b)
+        k = a.shape[-1]
+        kb, n = (b.shape[-1], b.shape[-2]) if transpose_b else b.shape[-2:]
+        if kb != k:
+            raise ValueError(f"matmul: inner dimensions differ: a {a.shape} @ b {b.shape} "
+                             f"(transpose_b={transpose_b})")
+        fused = bias is not None and np.shape(bias) == (n,)
+        vec = _f32(bias) if fused else None  # the caller's own array when already float32 C-contiguous
+        if b.ndim == 2:
+            a32 = _f32(a)
+            m = a32.size // k
+            out = np.empty(a.shape[:-1] + (n,), np.float32)
+            packed = self._cached_pack(b, vec, k, n, transpose_b)
+            if packed is not None:
+                lib.gp_matmul_packed(_addr(a32), m, k, k, packed.address, n, _addr(out), n)
+            else:
+                b32 = _f32(b)
+                lib.gp_matmul_batched(_addr(a32), _addr(b32), 0 if vec is None else _addr(vec), _addr(out), 1, m, k,
+                                      n, int(transpose_b), 0, 0, 0, self._scratch(int(lib.gp_packed_size(k, n))))
+        else:
+            batch = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+            m = a.shape[-2]
+            # A without batch axes is shared by every product (stride 0); otherwise both are laid out in full.
+            a32 = _f32(a) if a.ndim == 2 else _f32(np.broadcast_to(a, batch + a.shape[-2:]))
+            b32 = _f32(np.broadcast_to(b, batch + b.shape[-2:]))
+            count = math.prod(batch)
+            out = np.empty(batch + (m, n), np.float32)
+            lib.gp_matmul_batched(_addr(a32), _addr(b32), 0 if vec is None else _addr(vec), _addr(out), count, m, k,
+                                  n, int(transpose_b), 0 if a.ndim == 2 else m * k, k * n, m * n,
+                                  self._scratch(int(lib.gp_packed_size(k, n))))
+        if bias is not None and not fused:
+            return np.asarray(out + bias, dtype=np.float32)
+        return out
+
+    def gelu(self, x: np.ndarray) -> np.ndarray:
+        """Exact GELU, x/2 (1 + erf(x/sqrt2)), erf as the reference's (A&S 7.1.26)."""
+        lib = self._need()
+        x32 = _f32(x)
+        out = np.empty(x32.shape, np.float32)
+        lib.gp_gelu(_addr(x32), _addr(out), x32.size)
+        return out
+
+    def softmax(self, x: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+        """Softmax over the last axis of x (+ an additive mask broadcast against it)."""
+        lib = self._need()
+        x = np.asarray(x)
+        if x.ndim == 0 or x.size == 0 or (mask is not None and np.size(mask) == 0):
+            return K.softmax_ref(x, mask)
+        div, mod, m_addr, shape = 1, 1, 0, x.shape
+        if mask is not None:
+            m32 = _f32(mask)
+            # np.broadcast_* cost tens of microseconds in Pyodide: only for masks outside the row pattern.
+            pattern = _mask_rows(m32.shape, shape) if 0 < m32.ndim <= x.ndim else None
+            if pattern is None:
+                shape = np.broadcast_shapes(x.shape, m32.shape)
+                m32 = _f32(np.broadcast_to(m32, shape))
+                pattern = (1, math.prod(shape[:-1]))
+            div, mod = pattern
+            m_addr = _addr(m32)
+        x32 = _f32(x if shape == x.shape else np.broadcast_to(x, shape))
+        n = shape[-1]
+        out = np.empty(shape, np.float32)
+        lib.gp_softmax(_addr(x32), m_addr, _addr(out), x32.size // n, n, div, mod)
+        return out
+
+    def layer_norm(self, x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, *, eps: float = 1e-5) -> np.ndarray:
+        """(x - mean) / sqrt(var + eps) * gamma + beta over the last axis."""
+        lib = self._need()
+        x = np.asarray(x)
+        n = x.shape[-1] if x.ndim else 0
+        if n == 0 or x.size == 0 or np.shape(gamma) != (n,) or np.shape(beta) != (n,):
+            return K.layer_norm_ref(x, gamma, beta, eps=eps)
+        x32, g32, b32 = _f32(x), _f32(gamma), _f32(beta)
+        out = np.empty(x32.shape, np.float32)
+        lib.gp_layer_norm(_addr(x32), _addr(g32), _addr(b32), _addr(out), x32.size // n, n, float(eps))
+        return out
+
+    def attention(self, q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: np.ndarray | None = None, *,
+                  num_heads: int) -> np.ndarray:
+        """Multi-head attention: q (B, Sq, H), k and v (B, Sk, H), mask (B, Sk) additive -> (B, Sq, H)."""
+        lib = self._need()
+        q, k, v = np.asarray(q), np.asarray(k), np.asarray(v)
+        ok = (q.ndim == 3 and k.ndim == 3 and k.shape == v.shape and k.shape[0] == q.shape[0]
+              and k.shape[2] == q.shape[2] and num_heads > 0 and q.shape[2] % num_heads == 0 and 0 not in q.shape
+              and 0 not in k.shape and (mask is None or np.ndim(mask) == 2))
+        if not ok:
+            return K.attention_ref(q, k, v, mask, num_heads=num_heads)
+        batch, sq, hidden = q.shape
+        sk, d = k.shape[1], hidden // num_heads
+        q32, k32, v32 = _f32(q), _f32(k), _f32(v)
+        m32 = None if mask is None else _f32(mask if np.shape(mask) == (batch, sk)
+                                             else np.broadcast_to(mask, (batch, sk)))
+        out = np.empty(q.shape, np.float32)
+        lib.gp_attention(_addr(q32), _addr(k32), _addr(v32), 0 if m32 is None else _addr(m32), _addr(out),
+                         batch, sq, sk, num_heads, d, self._scratch(int(lib.gp_attention_scratch(sk, d))))
+        return out
+
+    def measure(self, op: str, *args: Any, candidates: dict[str, Callable[..., Any]] | None = None,
+                repeats: int = 5, min_s: float = 0.02, **kwargs: Any) -> dict[str, Any]:
+        """measure() with this engine's kernel (under its name) and the NumPy reference as the default
+        candidates."""
+        cands = candidates or {self.name: self.ops[op], "numpy": REFERENCES[op]}
+        return measure(op, *args, candidates=cands, repeats=repeats, min_s=min_s, **kwargs)
+
+
+# -- what wins, per op and size ---------------------------------------------------------------------
+
+def _per_call_ms(fn: Callable[[], Any], min_s: float) -> float:
+    """Mean ms of fn over a window of at least min_s: browsers coarsen the clock (Firefox to 1 ms)."""
+    calls, t0 = 0, time.perf_counter()
+    while True:
+        fn()
+        calls += 1
+        elapsed = time.perf_counter() - t0
+        if elapsed >= min_s:
+            return elapsed * 1000.0 / calls
+
+
+def measure(op: str, *args: Any, candidates: dict[str, Callable[..., Any]], repeats: int = 5,
+            min_s: float = 0.02, **kwargs: Any) -> dict[str, Any]:
+    """Median ms per call of each candidate on the same arguments, interleaved so machine noise hits all
+    alike.
+
+    Returns {"op", "shapes", "<name>_ms" per candidate, "winner"}: what an integrator keeps to pick the
+    faster implementation per op and size. Pass more candidates (e.g. scipy's sgemm) to compare them too.
+    """
+    runs = {name: (lambda f=f: f(*args, **kwargs)) for name, f in candidates.items()}
+    for run in runs.values():  # warm up: first calls compile (the engine tiers WebAssembly up) and allocate
+        run()
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(repeats):
+        for name, run in runs.items():
+            times[name].append(_per_call_ms(run, min_s))
+    result: dict[str, Any] = {"op": op, "shapes": [list(np.shape(x)) for x in args if isinstance(x, np.ndarray)]}
+    for name, ts in times.items():
+        result[f"{name}_ms"] = statistics.median(ts)
+    result["winner"] = min(times, key=lambda name: result[f"{name}_ms"])
+    return result
+
+
+__all__ = ["ABI", "REFERENCES", "SimdKernels", "immutable", "linked", "measure"]

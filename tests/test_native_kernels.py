@@ -1,0 +1,180 @@
+"""The native build of gpuport's SIMD kernels (gpuport.native_kernels: web/wasm/*.c compiled for this machine
+into .cache/native/libgpuport_simd.so by `make setup`).
+
+Every case of tests/wasm_cases.py (the page's kernel cases: tile edges, 1x1, odd sizes, batched and
+broadcast operands, MiniLM shapes, masks, the packed-weight cache, IEEE edges through hostops) runs here
+on the native engine, with the same tolerances, justified there. The tests below add what only the native
+build has: larger products, its routing in hostops (measured thresholds), threads, and the library's
+absence. A missing library fails these tests with its path; nothing is skipped.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import wasm_cases
+from cases import U, close
+from wasm_cases import CASES, WASM_ONLY, check_matmul
+
+from gpuport import hostops as H
+from gpuport import kernels as K
+from gpuport import native_kernels as N
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def native():
+    """The native engine, bound for wasm_cases; fails, naming the file, when the library is not loaded."""
+    assert N.available(), f"native SIMD kernels unavailable: {N.reason()}"
+    previous = wasm_cases.use(N)
+    yield N
+    wasm_cases.use(previous)
+
+
+@pytest.mark.parametrize("name", [n for n in CASES if n not in WASM_ONLY])
+def test_wasm_case_natively(native, name):
+    wasm_cases.run(name)
+
+
+def test_makefile_builds_the_library_gpuport_loads():
+    make = (ROOT / "Makefile").read_text()
+    assert re.search(rf"^NATIVE_LIB\s*:=\s*{re.escape(str(N.LIBRARY))}\s*$", make, re.M), N.LIBRARY
+    assert N.library_path() == ROOT / N.LIBRARY or os.environ.get(N.ENV)
+
+
+def _uniform(r: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    return r.uniform(-1, 1, shape).astype(np.float32)
+
+
+def test_large_products(native):
+    # Past the L2 row blocking (65536 / K rows) and with a row count that is no multiple of the 4-row tile.
+    r = np.random.default_rng(20)
+    a, w, b = _uniform(r, (300, 384)), _uniform(r, (384, 1536)), _uniform(r, (1536,))
+    check_matmul(a, w, b, what="300x384x1536")
+    check_matmul(_uniform(r, (301, 1536)), _uniform(r, (383, 1536)), transpose_b=True, what="301x1536x383^T")
+    w.flags.writeable = b.flags.writeable = False
+    check_matmul(a, w, b, what="300x384x1536, packed and cached")
+
+
+def _delta(before: dict[str, dict[str, int]], op: str) -> dict[str, int]:
+    after = H.calls().get(op, {})
+    return {e: n - before.get(op, {}).get(e, 0) for e, n in after.items() if n - before.get(op, {}).get(e, 0)}
+
+
+def test_hostops_routes_by_the_measured_rules(native):
+    if os.environ.get(H.ENV, "").lower() == "numpy":
+        assert H.backend_name() == "numpy" and set(H.engines().values()) == {"numpy"}, H.engines()
+        return
+    assert H.backend_name() == "native-simd", (H.backend_name(), H.reason())
+    assert H.engines() == {"matmul": "native-simd", "gelu": "native-simd", "softmax": "native-simd",
+                           "layer_norm": "native-simd", "attention": "native-simd", "l2_normalize": "numpy"}
+    r = np.random.default_rng(21)
+    w, bias = _uniform(r, (1152, 384)), _uniform(r, (1152,))
+    w.flags.writeable = bias.flags.writeable = False
+    lo, hi = H._NATIVE_MATMUL_ROWS
+    N.clear_cache()
+    packs = N.ENGINE.packs
+    expect = {1: "numpy", lo: "native-simd", hi: "native-simd", hi + 1: "numpy", 200: "numpy"}
+    for m, engine in expect.items():
+        a = _uniform(r, (m, 384))
+        before = H.calls()
+        got = H.run("matmul", [a, w, bias], {"transpose_b": True})
+        assert _delta(before, "matmul") == {engine: 1}, (m, _delta(before, "matmul"))
+        close(got, K.matmul_ref(a, w, bias, transpose_b=True), atol=2 * 385 * U * (np.abs(a) @ np.abs(w.T) + np.abs(bias)),
+              what=f"hostops matmul {m} rows")
+    assert N.ENGINE.packs == packs + 1, "the read-only weight was packed more than once"
+    before = H.calls()
+    H.matmul(_uniform(r, (lo, 384)), w.copy(), bias, transpose_b=True)   # writable: packing per call loses
+    assert _delta(before, "matmul") == {"numpy": 1}
+    x = r.standard_normal((12, 1536)).astype(np.float32)
+    before = H.calls()
+    H.gelu(x)
+    H.layer_norm(x, x[0], x[1], eps=1e-12)
+    assert all(_delta(before, op) == {"native-simd": 1} for op in ("gelu", "layer_norm")), H.calls()
+    for n, engine in ((3, "native-simd"), (H._NATIVE_SOFTMAX_MAX_ROW, "native-simd"),
+                      (H._NATIVE_SOFTMAX_MAX_ROW + 1, "numpy")):
+        scores = r.standard_normal((2, 12, 7, n)).astype(np.float32)
+        before = H.calls()
+        close(H.softmax(scores), K.softmax_ref(scores), rtol=1e-5, atol=1e-6, what=f"hostops softmax n={n}")
+        assert _delta(before, "softmax") == {engine: 1}, (n, _delta(before, "softmax"))
+    keys = H._NATIVE_ATTENTION_MAX_KEYS
+    for s, engine in ((2, "native-simd"), (keys, "native-simd"), (keys + 1, "numpy")):
+        q, k, v = (r.standard_normal((1, s, 64)).astype(np.float32) for _ in range(3))
+        before = H.calls()
+        got = H.attention(q, k, v, None, num_heads=2)
+        assert _delta(before, "attention") == {engine: 1}, (s, _delta(before, "attention"))
+        close(got, K.attention_ref(q, k, v, None, num_heads=2), rtol=1e-4, atol=2e-5 * math.sqrt(32),
+              what=f"hostops attention {s} keys")
+
+
+def test_non_finite_answers_are_numpys(native):
+    # A NaN or infinity anywhere: the C answer is discarded and NumPy's kernel answers (hostops' rule).
+    r = np.random.default_rng(22)
+    x = r.standard_normal((4, 300)).astype(np.float32)
+    x[1, 7], x[2, 9] = np.nan, np.inf
+    for op, args in (("gelu", (x,)), ("softmax", (x,)), ("layer_norm", (x, x[0] * 0 + 1, x[0] * 0))):
+        before = H.calls()
+        got = H.KERNELS[op](*args)
+        with np.errstate(all="ignore"):
+            want = H.NUMPY[op](*args)
+        assert np.array_equal(np.isnan(got), np.isnan(want)), op
+        assert np.array_equal(got[np.isfinite(want)], want[np.isfinite(want)]), op
+        if H.backend_name() == "native-simd":
+            assert _delta(before, op) == {"numpy": 1}, (op, _delta(before, op))
+    assert np.isnan(N.softmax(x)[1]).all() and np.isnan(N.gelu(x)[1, 7]), "the C kernels hid a NaN"
+
+
+def test_threads_get_their_own_scratch(native):
+    # ctypes releases the GIL inside a kernel: concurrent calls must not share scratch space.
+    r = np.random.default_rng(23)
+    jobs = []
+    for i in range(8):
+        a, b = _uniform(r, (20 + i, 96)), _uniform(r, (64 + 8 * i, 96))
+        q, k, v = (r.standard_normal((1, 30 + i, 64)).astype(np.float32) for _ in range(3))
+        jobs.append((a, b, q, k, v))
+    errors: list[str] = []
+
+    def work(a, b, q, k, v):
+        for _ in range(20):
+            got = N.matmul(a, b, transpose_b=True)
+            if not np.allclose(got, a @ b.T, atol=1e-4):
+                errors.append(f"matmul {a.shape}")
+            att = N.attention(q, k, v, None, num_heads=2)
+            if not np.allclose(att, K.attention_ref(q, k, v, None, num_heads=2), atol=1e-4):
+                errors.append(f"attention {q.shape}")
+
+    threads = [threading.Thread(target=work, args=job) for job in jobs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+
+
+def _probe(env: dict[str, str]) -> str:
+    code = ("import gpuport\nfrom gpuport import hostops as H, native_kernels as N\n"
+            "print(N.available(), H.backend_name(), sorted(set(H.engines().values())), H.reason(), sep='|')")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(ROOT / "py"), **env})
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.strip()
+
+
+def test_without_the_library_gpuport_imports_and_says_why():
+    got = _probe({N.ENV: "/nonexistent/libgpuport_simd.so", H.ENV: ""})
+    assert got == "False|numpy|['numpy']|/nonexistent/libgpuport_simd.so is missing: `make setup` builds it " \
+                  f"(make {N.LIBRARY})", got
+    assert _probe({N.ENV: "off", H.ENV: ""}) == f"False|numpy|['numpy']|{N.ENV}=off"
+
+
+def test_host_kernels_numpy_forces_numpy():
+    assert _probe({H.ENV: "numpy"}).split("|")[1:] == ["numpy", "['numpy']", f"{H.ENV}=numpy"]
