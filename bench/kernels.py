@@ -13,7 +13,7 @@ the FLOPs it does per vec4 load it issues: on software adapters loads, not FMAs,
 
 Run: flock /tmp/gpuport-heavy.lock .venv/bin/python bench/kernels.py [--lanes native,chromium,firefox] [--quick]
 JSON: bench/results/kernels.json; PNG: bench/results/kernels.png (matplotlib: this python's, else the bench venv's
-bench/peers/venv; without either the PNG is skipped and the message says so).
+.cache/bench/venv from `make bench-setup`; without either the PNG is skipped and the message says so).
 """
 
 from __future__ import annotations
@@ -92,7 +92,7 @@ def adapter_name(data: dict) -> str:
 
 def chart(json_path: Path, png: Path) -> str:
     """Draw the PNG with a python that has matplotlib; say why not otherwise."""
-    pythons = [sys.executable, str(HERE / "peers" / "venv" / "bin" / "python")]
+    pythons = [sys.executable, str(HERE.parent / ".cache" / "bench" / "venv" / "bin" / "python")]   # make bench-setup
     if importlib.util.find_spec("matplotlib") is None:
         pythons = pythons[1:]
     for py in pythons:
@@ -101,7 +101,7 @@ def chart(json_path: Path, png: Path) -> str:
             if out.returncode == 0:
                 return out.stdout.strip()
     return ("PNG skipped: matplotlib is not installed here (it is not a gpuport dependency). Install it in a bench "
-            "venv (bench/peers/setup.sh makes bench/peers/venv with it) or `pip install matplotlib`, then run "
+            "venv (`make bench-setup` makes .cache/bench/venv with it) or `pip install matplotlib`, then run "
             f"`python bench/_kernels_chart.py {json_path} {png}`.")
 
 
