@@ -83,12 +83,10 @@ class Kernel:
         reference gets it as given. With check=True (natively) this is `dispatch_checked`.
         """
         rt = self.runtime
-        wg, owned, ubytes = self._prepare(workgroups, tensors, uniforms)
-        with rt.lock:
-            reason = self._host_reason(owned)
-            if reason is not None:
-                self._run_reference(wg, owned, uniforms, reason)
-                return
+        ready = self._for_device(workgroups, tensors, uniforms)
+        if ready is None:
+            return
+        wg, owned, ubytes = ready
         if self.check:
             if not rt.device.can_block:
                 raise UnsupportedFeature(f"kernel {self.spec.label!r}: check=True reads both answers back, which "
@@ -109,14 +107,21 @@ class Kernel:
         if self.reference is None:
             raise ValueError(f"kernel {self.spec.label!r}: dispatch_checked compares with the reference: pass "
                              "reference= to rt.kernel")
-        rt = self.runtime
+        ready = self._for_device(workgroups, tensors, uniforms)
+        if ready is not None:
+            await self._checked(*ready, uniforms, blocking=False)
+
+    def _for_device(self, workgroups: Any, tensors: Sequence[Any], uniforms: Uniforms
+                    ) -> tuple[tuple[int, ...], list[Tensor], bytes | None] | None:
+        """The validated dispatch for the device, or None where the reference ran instead (an input lives
+        only on the host)."""
         wg, owned, ubytes = self._prepare(workgroups, tensors, uniforms)
-        with rt.lock:
+        with self.runtime.lock:
             reason = self._host_reason(owned)
             if reason is not None:
                 self._run_reference(wg, owned, uniforms, reason)
-                return
-        await self._checked(wg, owned, ubytes, uniforms, blocking=False)
+                return None
+        return wg, owned, ubytes
 
     def _prepare(self, workgroups: Any, tensors: Sequence[Any], uniforms: Uniforms
                  ) -> tuple[tuple[int, ...], list[Tensor], bytes | None]:
