@@ -259,3 +259,13 @@ def test_a_forward_placed_on_the_device_keeps_its_ops_there(cache, monkeypatch):
         assert counts["matmul"] == {"webgpu": 36} and counts["attention"] == {"webgpu": 6}, counts
     finally:
         rt.close()
+
+
+def test_device_costs_are_grown_out_of_a_polled_read():
+    """Firefox resolves a page's reads at its next ~100 ms poll, so a short chain of dispatches costs the same
+    as one: the calibration grows the work until it shows (here: 1 ms per op, reads on a 20 ms poll)."""
+    async def run(ops: int) -> None:
+        await asyncio.sleep(math.ceil(ops * 0.001 / 0.02) * 0.02)
+
+    seconds, ops = asyncio.run(calibration._above(run, 0.02))
+    assert ops == 64 and 0.0007 < (seconds - 0.02) / ops < 0.0013, (seconds, ops)

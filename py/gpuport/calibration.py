@@ -7,7 +7,7 @@ from __future__ import annotations
 import inspect
 import math
 import time
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 import numpy as np
 
@@ -60,10 +60,22 @@ async def calibrate_host() -> BackendCosts:
     return BackendCosts(flops_per_s=flops, bytes_per_s=bw, transfer_bytes_per_s=math.inf, overhead_s=overhead)
 
 
+async def _above(run: Callable[[int], Awaitable[None]], floor: float, cap: int = 256) -> tuple[float, int]:
+    """(seconds, k): the time of run(k) for the first k in 1, 2, 4 ... whose time exceeds twice `floor`
+    (or k = cap). A page's read resolves at the browser's next poll (~100 ms in Firefox): work that fits
+    inside one poll is invisible, so it is grown until it shows."""
+    k = 1
+    while True:
+        t = await _best(lambda: run(k), 2)
+        if t > 2 * floor or k >= cap:
+            return t, k
+        k *= 2
+
+
 async def calibrate_device(rt: "Runtime") -> BackendCosts:
-    """A few dispatches and reads on the device (two pipelines: scale, matmul). The read round trip is
-    measured apart from the per-dispatch cost: a page reads once per batch, not once per op (Firefox
-    delivers map callbacks on a ~100 ms poll, which would otherwise look like a 100 ms op)."""
+    """Dispatches and reads on the device (two pipelines: scale, matmul). The read round trip is measured
+    apart from the per-dispatch cost (a page reads once per batch, not once per op), and each cost from
+    enough work to stand out of that round trip."""
     dev, memory = rt.device, rt.memory
     f32 = np.dtype(np.float32)
     n = 1 << 17
@@ -81,20 +93,25 @@ async def calibrate_device(rt: "Runtime") -> BackendCosts:
             y = op("scale", [y], (size,), a=1.0, b=0.0)
         await dev.download(y.handle, (1,), f32)
 
-    x = memory.alloc_raw((n,), f32, host)
-    t4 = memory.alloc_raw((4,), f32, host[:4].copy())
-    await chain(1, t4, 4)                                   # compile outside the timings
-    roundtrip = await _best(lambda: chain(1, t4, 4), 3)
-    per_op = max((await _best(lambda: chain(9, t4, 4), 2) - roundtrip) / 8, 1e-6)
-    transfer = 2 * host.nbytes / await _best(upload_read, 2)
-    bw = 2 * host.nbytes / max(await _best(lambda: chain(1, x, n), 2) - roundtrip, 1e-6)
     m = 96
     a = memory.alloc_raw((m, m), f32, np.ones((m, m), np.float32))
 
-    async def mm() -> None:
-        await dev.download(op("matmul", [a, a, None], (m, m), transpose_b=False).handle, (1,), f32)
+    async def matmuls(count: int) -> None:
+        for _ in range(count):
+            y = op("matmul", [a, a, None], (m, m), transpose_b=False)
+        await dev.download(y.handle, (1,), f32)
 
-    await mm()
-    flops = 2 * m ** 3 / max(await _best(mm, 2) - roundtrip, 1e-6)
+    x = memory.alloc_raw((n,), f32, host)
+    t4 = memory.alloc_raw((4,), f32, host[:4].copy())
+    await chain(1, t4, 4)                                   # compile outside the timings
+    await matmuls(1)
+    roundtrip = await _best(lambda: chain(1, t4, 4), 3)
+    t, k = await _above(lambda k: chain(1 + k, t4, 4), roundtrip)
+    per_op = max((t - roundtrip) / k, 1e-6)
+    transfer = 2 * host.nbytes / await _best(upload_read, 2)
+    t, k = await _above(lambda k: chain(k, x, n), roundtrip)
+    bw = 2 * host.nbytes * k / max(t - roundtrip - (k - 1) * per_op, 1e-6)
+    t, k = await _above(matmuls, roundtrip)
+    flops = 2 * m ** 3 * k / max(t - roundtrip - (k - 1) * per_op, 1e-6)
     return BackendCosts(flops_per_s=flops, bytes_per_s=bw, transfer_bytes_per_s=transfer, overhead_s=per_op,
                         roundtrip_s=roundtrip)
