@@ -268,4 +268,5 @@ def test_device_costs_are_grown_out_of_a_polled_read():
         await asyncio.sleep(math.ceil(ops * 0.001 / 0.02) * 0.02)
 
     seconds, ops = asyncio.run(calibration._above(run, 0.02))
-    assert ops == 64 and 0.0007 < (seconds - 0.02) / ops < 0.0013, (seconds, ops)
+    # the work now spans more than one poll: the per-op cost is known to within a poll over `ops`
+    assert ops >= 32 and (seconds - 0.02) / ops <= 0.001 <= seconds / ops, (seconds, ops)
