@@ -269,4 +269,4 @@ def test_device_costs_are_grown_out_of_a_polled_read():
 
     seconds, ops = asyncio.run(calibration._above(run, 0.02))
     # the work now spans more than one poll: the per-op cost is known to within a poll over `ops`
-    assert ops >= 32 and (seconds - 0.02) / ops <= 0.001 <= seconds / ops, (seconds, ops)
+    assert ops == 64 and (seconds - 0.02) / ops <= 0.001 <= seconds / ops, (seconds, ops)

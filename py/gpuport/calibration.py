@@ -60,16 +60,16 @@ async def calibrate_host() -> BackendCosts:
     return BackendCosts(flops_per_s=flops, bytes_per_s=bw, transfer_bytes_per_s=math.inf, overhead_s=overhead)
 
 
-async def _above(run: Callable[[int], Awaitable[None]], floor: float, cap: int = 256) -> tuple[float, int]:
-    """(seconds, k): the time of run(k) for the first k in 1, 2, 4 ... whose time exceeds twice `floor`
-    (or k = cap). A page's read resolves at the browser's next poll (~100 ms in Firefox): work that fits
-    inside one poll is invisible, so it is grown until it shows."""
-    k = 1
-    while True:
-        t = await _best(lambda: run(k), 2)
-        if t > 2 * floor or k >= cap:
-            return t, k
-        k *= 2
+async def _above(run: Callable[[int], Awaitable[None]], floor: float, sizes: tuple[int, ...] = (8, 64, 256)
+                 ) -> tuple[float, int]:
+    """(seconds, k): the time of run(k) for the first k of `sizes` whose time exceeds twice `floor` (else the
+    last). A page's read resolves at the browser's next poll (~100 ms in Firefox): work that fits inside one
+    poll is invisible, so it is grown until it shows, in few steps (each costs a poll or more there)."""
+    for k in sizes:
+        t = await _best(lambda: run(k), 1)
+        if t > 2 * floor:
+            break
+    return t, k
 
 
 async def calibrate_device(rt: "Runtime") -> BackendCosts:
