@@ -29,6 +29,7 @@ WASM_CFLAGS := --target=wasm32 -msimd128 -O3 -nostdlib -ffreestanding -fPIC -fvi
 # the compiler drop the NaN/infinity behaviour hostops' fallback checks rely on. -fno-math-errno lets
 # sqrtf inline.
 NATIVE_LIB    := .cache/native/libgpuport_simd.so
+WHEELHOUSE    := .cache/wheelhouse
 NATIVE_OBJ    := $(patsubst web/wasm/%.c,.cache/native/%.o,$(WASM_SRC))
 NATIVE_CFLAGS := -O3 -march=native -ffp-contract=fast -fno-math-errno -fPIC -fvisibility=hidden -Wall -Wextra -Werror
 SUDO      := $(shell if [ "$$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1; then echo sudo; fi)
@@ -41,7 +42,7 @@ export XDG_RUNTIME_DIR
 
 .PHONY: setup apt pyodide model-manifest demo test bench bench-setup
 
-setup: apt $(VENV)/.gpuport-installed $(VENV)/.gpuport-model $(VENV)/.gpuport-llm model-manifest node_modules/.gpuport-installed $(PROVISA_WHL) pyodide $(WASM) $(NATIVE_LIB)
+setup: apt $(VENV)/.gpuport-installed $(VENV)/.gpuport-model $(VENV)/.gpuport-llm model-manifest node_modules/.gpuport-installed $(PROVISA_WHL) pyodide $(WASM) $(NATIVE_LIB) $(WHEELHOUSE)/.filled
 
 apt:
 	@if dpkg -s $(APT_PKGS) >/dev/null 2>&1; then \
@@ -71,6 +72,14 @@ $(VENV)/.gpuport-llm: | $(PY)
 model-manifest: $(VENV)/.gpuport-installed $(VENV)/.gpuport-model $(VENV)/.gpuport-llm
 	$(PY) -m gpuport pack-model
 	$(PY) -m gpuport pack-model --model smollm2-135m-instruct
+
+# gpuport's requirements with the serve extra as wheels: tests/test_installed.py installs the built wheel into a
+# fresh venv from here, so nothing is downloaded while the tests run. Refilled when pyproject.toml changes.
+$(WHEELHOUSE)/.filled: pyproject.toml | $(PY)
+	$(PY) -c "import subprocess, sys, tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; \
+	  sys.exit(subprocess.call([sys.executable, '-m', 'pip', 'download', '-q', '--only-binary', ':all:', '-d', \
+	  '$(WHEELHOUSE)', *p['dependencies'], *p['optional-dependencies']['serve']]))"
+	touch $@
 
 # npm ci when node_modules is missing or the lock file is newer.
 node_modules/.gpuport-installed: package-lock.json package.json

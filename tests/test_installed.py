@@ -22,7 +22,6 @@ import subprocess
 import sys
 import sysconfig
 import time
-import tomllib
 import zipfile
 from pathlib import Path
 
@@ -45,20 +44,11 @@ def _venv(where: Path) -> Path:
     return where / "bin" / "python"
 
 
-def _dependencies() -> list[str]:
-    """gpuport's requirements with the serve extra, from pyproject.toml (never gpuport itself: the wheelhouse
-    must not hold a stale gpuport wheel)."""
-    project = tomllib.loads((REPO / "pyproject.toml").read_text("utf-8"))["project"]
-    return [*project["dependencies"], *project["optional-dependencies"]["serve"]]
-
-
 def _install(python: Path, wheel: Path, requirement: str) -> bool:
-    """`pip install requirement` from the wheelhouse (filled with `pip download` when short); False offline."""
+    """`pip install requirement` from the wheelhouse `make setup` fills (nothing is downloaded here); False
+    where it lacks a requirement (a run outside make)."""
     args = ["--python", str(python), "install", "--no-index", "--find-links", str(WHEELHOUSE), requirement]
-    if _pip(*args).returncode == 0:
-        return True
-    got = _pip("download", "--only-binary", ":all:", "-d", str(WHEELHOUSE), *_dependencies())
-    return got.returncode == 0 and _pip(*args).returncode == 0
+    return _pip(*args).returncode == 0
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +58,7 @@ def installed(tmp_path_factory):
     python = _venv(tmp / "venv")
     if _install(python, wheel, f"{wheel}[serve]"):
         mode = "wheelhouse"
-    else:   # offline and no wheelhouse: this environment's dependencies through a .pth, said in the report
+    else:   # no wheelhouse (not run through make): this environment's dependencies through a .pth, said in the report
         done = _pip("--python", str(python), "install", "--no-deps", str(wheel))
         assert done.returncode == 0, done.stderr
         site = Path(subprocess.check_output([str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
@@ -186,7 +176,8 @@ def test_gpuport_pyodide_vendors_into_the_cache_and_serve_uses_it(installed, tmp
 
 def test_serve_without_the_extra_names_it(installed, tmp_path):
     if installed["mode"] != "wheelhouse":
-        pytest.skip("offline: no venv without starlette/uvicorn to try (test_cli_usability checks the message)")
+        pytest.skip("no wheelhouse (`make setup` fills it): no venv without starlette/uvicorn to try "
+                    "(test_cli_usability checks the message)")
     python = _venv(tmp_path / "bare")
     assert _install(python, installed["wheel"], str(installed["wheel"]))   # gpuport alone: numpy, no extras
     done = subprocess.run([str(tmp_path / "bare" / "bin" / "gpuport"), "serve"], capture_output=True, text=True,
