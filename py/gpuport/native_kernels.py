@@ -16,7 +16,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-
 from .platform import IN_PYODIDE
 from .simd_ops import ABI, REFERENCES, SimdKernels, linked
 

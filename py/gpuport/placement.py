@@ -125,7 +125,10 @@ class AutoPlacement:
         operand resident, its result read back once): its measured mean once `record_whole` has enough of
         them, else the sum of its ops' plus the device's read round trip, never below a time it was
         already measured at."""
-        whole, parts = self._whole(name, ops)
+        return self._costs(*self._whole(name, ops))
+
+    def _costs(self, whole: WorkloadCharacteristics,
+               parts: dict[str, list[tuple[WorkloadCharacteristics, float]]]) -> dict[str, float]:
         sel, enough = self.selector, self.selector.config.min_samples
         costs = {}
         for b in sel.backends:
@@ -141,8 +144,10 @@ class AutoPlacement:
     def prefers_host(self, name: str, ops: Sequence[tuple[str, Sequence[tuple[int, ...]]]]) -> bool:
         """Whether a whole computation (`whole_costs`) is expected to finish sooner on the host; counted
         under `name` like an op (pinned or forced placement decides where there is one)."""
-        return self._host_wins(name, lambda: self.selector.choose(self._whole(name, ops)[0],
-                                                                  self.whole_costs(name, ops)))
+        def decide() -> str:
+            whole, parts = self._whole(name, ops)
+            return self.selector.choose(whole, self._costs(whole, parts))
+        return self._host_wins(name, decide)
 
     def prefers_host_overall(self, name: str, costs: Callable[[], dict[str, float]]) -> bool:
         """`prefers_host` for work made of several computations (a generation: its prompt's forward, then
