@@ -232,15 +232,16 @@ def test_bad_pipeline_record_is_ignored_reported_and_rewritten(cache, what, text
 
 
 def test_calibration_survives_a_coarse_clock(monkeypatch):
-    """Firefox gives a page a 1 ms clock: a sub-millisecond matmul timed alone read as 0 (an absurd FLOP
-    rate) or 1 ms. Timed over windows, the host's rates stay within 2x of the fine clock's."""
-    fine = asyncio.run(calibration.calibrate_host())
-    real = time.perf_counter
-    monkeypatch.setattr(calibration.time, "perf_counter", lambda: math.floor(real() * 1000) / 1000)
-    coarse = asyncio.run(calibration.calibrate_host())
-    for field in ("flops_per_s", "bytes_per_s"):
-        ratio = getattr(coarse, field) / getattr(fine, field)
-        assert 0.5 < ratio < 2, (field, getattr(fine, field), getattr(coarse, field))
+    """Firefox gives a page a 1 ms clock: a 0.2 ms matmul timed alone reads as 0 (an absurd FLOP rate) or
+    1 ms. Timed over windows of calls, it reads within 20% (a virtual clock: exact, whatever the load)."""
+    now = [0.0]
+
+    def call() -> None:   # 0.2 ms of work
+        now[0] += 0.0002
+
+    monkeypatch.setattr(calibration.time, "perf_counter", lambda: math.floor(now[0] * 1000) / 1000)
+    per_call = asyncio.run(calibration._best(call))
+    assert 0.00016 <= per_call <= 0.00024, per_call
 
 
 def test_a_forward_placed_on_the_device_keeps_its_ops_there(cache, monkeypatch):
