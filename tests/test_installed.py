@@ -129,9 +129,10 @@ def test_gpuport_serve_from_an_empty_directory(installed, tmp_path):
         assert body == (REPO / "web" / "gpuport.js").read_bytes()
         status, _, body = _get(server.port, "/shaders/matmul.wgsl")
         assert status == 200 and body == (REPO / "shaders" / "matmul.wgsl").read_bytes()
-        if (REPO / "web" / "gpuport_simd.wasm").is_file():
-            status, headers, body = _get(server.port, "/gpuport_simd.wasm")
-            assert status == 200 and headers["content-type"] == "application/wasm"
+        for build in ("gpuport_simd.wasm", "gpuport_simd_relaxed.wasm"):
+            if (REPO / "web" / build).is_file():
+                status, headers, body = _get(server.port, "/" + build)
+                assert status == 200 and headers["content-type"] == "application/wasm", build
         # the wheel a page installs: repacked from the installed package, with its page files and shaders
         status, _, body = _get(server.port, "/wheels/latest.json")
         status, _, body = _get(server.port, json.loads(body)["gpuport"])

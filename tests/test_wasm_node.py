@@ -8,6 +8,7 @@ with the reason; nothing is skipped.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 from wasm_cases import CASES
 
-from gpuport.wasm_module import check, module_path
+from gpuport.wasm_module import MODULE_NAME, RELAXED_MODULE_NAME, check, module_path
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNNER = ROOT / "tests" / "wasm_node.mjs"
@@ -30,59 +31,92 @@ for name in wasm_cases.CASES:
         outcomes[name] = "passed"
     except BaseException as exc:
         outcomes[name] = f"{type(exc).__name__}: {exc}"
-json.dumps(outcomes)
 """
 
 
-def test_module_owns_no_data_and_no_stack():
-    mod = check(module_path(ROOT))
+@pytest.mark.parametrize("name", [MODULE_NAME, RELAXED_MODULE_NAME])
+def test_module_owns_no_data_and_no_stack(name):
+    mod = check(module_path(ROOT, name))
     assert mod.dylink_memory_size == 0 and mod.data_segments == 0
     assert all(name != "__stack_pointer" for _, name, _ in mod.imports), mod.imports
 
 
 _LOADER_REASONS = """
 import { readFileSync } from "node:fs";
-import { WASM_URL, loadWasmKernels } from "./web/wasm.js";
+import { RELAXED_URL, WASM_URL, defaultSources, hasRelaxedSimd, loadWasmKernels } from "./web/wasm.js";
 const good = new Uint8Array(readFileSync(new URL(WASM_URL)));
 const linker = (fn) => ({ _module: { loadWebAssemblyModule: fn } });
+const plain = (source) => [{ variant: "simd128", source }];
+const gone = new URL("file:///nonexistent/gpuport_simd_relaxed.wasm");
 const out = {
-  missing: await loadWasmKernels(linker(() => null), new URL("file:///nonexistent/gpuport_simd.wasm")),
-  garbage: await loadWasmKernels(linker(() => null), new Uint8Array([1, 2, 3])),
-  no_linker: await loadWasmKernels({ _module: {} }, good),
-  link_fails: await loadWasmKernels(linker(async () => { throw new Error("boom"); }), good),
-  linked: await loadWasmKernels(linker(async () => ({ gp_abi: () => 1 })), good),
+  missing: await loadWasmKernels(linker(() => null), plain(new URL("file:///nonexistent/gpuport_simd.wasm"))),
+  garbage: await loadWasmKernels(linker(() => null), plain(new Uint8Array([1, 2, 3]))),
+  no_linker: await loadWasmKernels({ _module: {} }, plain(good)),
+  link_fails: await loadWasmKernels(linker(async () => { throw new Error("boom"); }), plain(good)),
+  linked: await loadWasmKernels(linker(async () => ({ gp_abi: () => 1 })), plain(good)),
+  // the relaxed build missing: the plain one is linked, and the reason says what was skipped
+  fallback: await loadWasmKernels(linker(async () => ({ gp_abi: () => 1 })),
+                                  [{ variant: "relaxed-simd", source: gone }, ...plain(good)]),
 };
+const relaxed = { node: hasRelaxedSimd(), sources: defaultSources().map((s) => [s.variant, String(s.source)]) };
+let bogus = "";
+try { defaultSources("fastest"); } catch (e) { bogus = e.message; }
 WebAssembly.validate = () => false;  // a runtime without SIMD128 rejects the probe module
-out.no_simd = await loadWasmKernels(linker(() => null), good);
+out.no_simd = await loadWasmKernels(linker(() => null), plain(good));
 for (const v of Object.values(out)) v.kernels = v.kernels === null ? null : "present";
-console.log(JSON.stringify(out));
+out.off = await loadWasmKernels(linker(() => null), defaultSources("off"));
+console.log(JSON.stringify({ ...out, relaxed, bogus, relaxedUrl: String(RELAXED_URL), wasmUrl: String(WASM_URL) }));
 """
+
+
+def _node_json(script: str, *flags: str) -> dict:
+    node = shutil.which("node")
+    assert node, "node is missing: `make setup` installs the npm tools it needs"
+    proc = subprocess.run([node, "--disable-warning=MODULE_TYPELESS_PACKAGE_JSON", *flags, "--input-type=module",
+                           "-e", script], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
 
 
 def test_loader_never_throws_and_says_why():
     """web/wasm.js resolves to {available: false, reason} for every way loading can fail."""
-    node = shutil.which("node")
-    assert node, "node is missing: `make setup` installs the npm tools it needs"
-    proc = subprocess.run([node, "--disable-warning=MODULE_TYPELESS_PACKAGE_JSON", "--input-type=module", "-e",
-                           _LOADER_REASONS], capture_output=True, text=True, timeout=60, cwd=ROOT)
-    assert proc.returncode == 0, proc.stderr
-    got = json.loads(proc.stdout)
-    assert got["linked"] == {"available": True, "reason": "", "url": got["linked"]["url"], "kernels": "present"}
+    got = _node_json(_LOADER_REASONS)
+    assert got["linked"] == {"available": True, "reason": "", "url": got["linked"]["url"], "variant": "simd128",
+                             "kernels": "present"}
     for key, needle in (("missing", "cannot load file:///nonexistent/gpuport_simd.wasm"),
                         ("garbage", "not a valid WebAssembly module"), ("no_linker", "loadWebAssemblyModule"),
-                        ("link_fails", "boom"), ("no_simd", "no SIMD128")):
+                        ("link_fails", "boom"), ("no_simd", "no SIMD128"), ("off", "turned off")):
         assert got[key]["available"] is False and got[key]["kernels"] is None, (key, got[key])
         assert needle in got[key]["reason"], (key, got[key]["reason"])
+    fallback = got["fallback"]
+    assert fallback["available"] is True and fallback["variant"] == "simd128", fallback
+    assert "cannot load file:///nonexistent/gpuport_simd_relaxed.wasm" in fallback["reason"], fallback
+    assert got["bogus"] == "hostKernels must be one of auto, simd128, relaxed-simd, off, not fastest", got["bogus"]
 
 
-@pytest.fixture(scope="session")
-def node_outcomes() -> dict[str, str]:
-    """Every wasm case, run once in one Pyodide under Node (loading it takes ~12 s)."""
+def test_loader_prefers_the_relaxed_build_where_the_engine_has_relaxed_simd():
+    """Node 20 validates relaxed SIMD only with --experimental-wasm-relaxed-simd: the probe tells the two
+    apart, and the default sources follow it (relaxed build first, the plain one as the fallback)."""
+    plain, flagged = _node_json(_LOADER_REASONS), _node_json(_LOADER_REASONS, "--experimental-wasm-relaxed-simd")
+    assert plain["relaxed"] == {"node": False, "sources": [["simd128", plain["wasmUrl"]]]}, plain["relaxed"]
+    assert flagged["relaxed"] == {"node": True, "sources": [["relaxed-simd", flagged["relaxedUrl"]],
+                                                            ["simd128", flagged["wasmUrl"]]]}, flagged["relaxed"]
+
+
+VARIANTS = {"simd128": (), "relaxed-simd": ("--experimental-wasm-relaxed-simd",)}
+
+
+@pytest.fixture(scope="session", params=list(VARIANTS))
+def node_outcomes(request) -> dict[str, str]:
+    """Every wasm case, run once per build in one Pyodide under Node (loading it takes ~12 s)."""
     node = shutil.which("node")
     if node is None:
         pytest.fail("node is missing: `make setup` installs the npm tools it needs", pytrace=False)
-    proc = subprocess.run([node, "--disable-warning=MODULE_TYPELESS_PACKAGE_JSON", str(RUNNER)], input=_RUN_ALL,
-                          capture_output=True, text=True, timeout=NODE_TIMEOUT_S, cwd=ROOT)
+    script = _RUN_ALL + f"\nassert wasm_cases.W.variant() == {request.param!r}, wasm_cases.W.variant()\n" \
+        "json.dumps(outcomes)\n"
+    proc = subprocess.run([node, "--disable-warning=MODULE_TYPELESS_PACKAGE_JSON", *VARIANTS[request.param],
+                           str(RUNNER)], input=script, capture_output=True, text=True, timeout=NODE_TIMEOUT_S,
+                          cwd=ROOT, env=dict(os.environ, GPUPORT_WASM_VARIANT=request.param))
     if proc.returncode != 0:
         pytest.fail(f"Pyodide under Node failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}", pytrace=False)
     return json.loads(json.loads(proc.stdout.strip().splitlines()[-1]))

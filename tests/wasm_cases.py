@@ -16,6 +16,7 @@ The matmul bound holds for any summation order, so also for the native build's F
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from types import ModuleType
 from typing import Callable
@@ -334,6 +335,68 @@ def wasm_hostops_ieee_edges_are_numpys() -> None:
     a, w = _uniform(r, (20, 384)), _uniform(r, (384, 64))
     a[3, 7] = np.inf
     _same_specials(H.matmul(a, w), H.NUMPY["matmul"](a, w), "matmul with an infinite input", rtol=1e-5, atol=1e-5)
+
+
+# -- a whole encoder layer in one call ------------------------------------------------------------
+
+def _encoder_layer(r: np.random.Generator, h: int, f: int) -> K.EncoderLayer:
+    """Read-only weights at a trained model's scale (products of O(1) activations stay O(1))."""
+    def w(*shape: int) -> np.ndarray:
+        return _frozen((r.standard_normal(shape) * 0.05).astype(np.float32))
+
+    def gamma(n: int) -> np.ndarray:
+        return _frozen((1 + 0.1 * r.standard_normal(n)).astype(np.float32))
+
+    return K.EncoderLayer(wqkv=w(3 * h, h), bqkv=w(3 * h), wo=w(h, h), bo=w(h), ln1_g=gamma(h), ln1_b=w(h),
+                          wi=w(f, h), bi=w(f), wo2=w(h, f), bo2=w(h), ln2_g=gamma(h), ln2_b=w(h))
+
+
+# (batch, seq, hidden, heads, ffn): 1 token; widths off the 4-wide vectors, 4-row tiles and 8-column panels;
+# MiniLM's own layer on a short sentence and on a padded batch. Tolerance: the outputs are layer-normed
+# rows (O(1)); each of the layer's products errs by at most K u sum|a||b| (Higham, K <= 1536 here: ~1e-4 of
+# its scale), the normalisation divides that by the row's deviation (O(1) for these rows): atol 2e-4.
+# Measured 6e-6 at MiniLM's shape natively, 1e-7 on the small ones.
+_ENCODER = [(1, 1, 8, 2, 12), (2, 5, 12, 3, 20), (3, 7, 16, 4, 24), (1, 12, 384, 12, 1536), (4, 33, 384, 12, 1536)]
+
+
+@case
+def wasm_encoder_layer() -> None:
+    r = rng(16)
+    for b, s, h, heads, f in _ENCODER:
+        layer = _encoder_layer(r, h, f)
+        x = r.standard_normal((b, s, h)).astype(np.float32)
+        mask = np.zeros((b, s), np.float32)
+        mask[-1, s // 2 + 1:] = -1e9                     # the last sequence padded
+        got, bad = W.ENGINE.encoder_layer(x, layer, mask, num_heads=heads, eps=1e-12)
+        assert bad == 0, (b, s, h, bad)
+        close(got, K.encoder_layer_ref(x, layer, mask, num_heads=heads, eps=1e-12), atol=2e-4,
+              what=f"encoder layer b{b} s{s} h{h} heads{heads} f{f}")
+        again, _ = W.ENGINE.encoder_layer(x, layer, None, num_heads=heads, eps=1e-12)
+        close(again, K.encoder_layer_ref(x, layer, None, num_heads=heads, eps=1e-12), atol=2e-4,
+              what=f"encoder layer b{b} s{s} h{h} without a mask")
+
+
+@case
+def wasm_encoder_layer_hands_float32_overflow_to_numpy() -> None:
+    # Squares of 1e20 overflow float32: the kernel flags the rows, and hostops redoes the layer op by op,
+    # where layer_norm's statistics go to NumPy: the reference's answer, never the kernel's beta-only rows.
+    # Q, K and V weights of zero keep the huge row out of the attention scores (which would overflow to NaN
+    # in any float format): it reaches the first layer norm through the residual alone.
+    r = rng(17)
+    layer = dataclasses.replace(_encoder_layer(r, 64, 96), wqkv=_frozen(np.zeros((192, 64), np.float32)))
+    x = r.standard_normal((1, 3, 64)).astype(np.float32)   # 3 rows of 64: big enough for the kernels natively and in a page
+    x[0, 1] *= np.float32(1e20)
+    _, bad = W.ENGINE.encoder_layer(x, layer, None, num_heads=4, eps=1e-12)
+    assert bad >= 1, bad
+    before = H.calls().get("encoder_layer", {}).get("ops", 0)
+    got = H.encoder_layer(x, layer, None, num_heads=4, eps=1e-12)
+    assert H.calls()["encoder_layer"]["ops"] == before + 1, H.calls()
+    close(got, K.encoder_layer_ref(x, layer, None, num_heads=4, eps=1e-12), atol=2e-4, what="encoder layer at 1e20")
+    fine = r.standard_normal((1, 3, 64)).astype(np.float32)
+    before = H.calls()["encoder_layer"].get(W.ENGINE.name, 0)
+    close(H.encoder_layer(fine, layer, None, num_heads=4, eps=1e-12),
+          K.encoder_layer_ref(fine, layer, None, num_heads=4, eps=1e-12), atol=2e-4, what="hostops encoder layer")
+    assert H.calls()["encoder_layer"][W.ENGINE.name] == before + 1, H.calls()
 
 
 # -- the module itself ------------------------------------------------------------------------------

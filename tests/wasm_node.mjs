@@ -4,7 +4,7 @@
 import { existsSync, readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { loadPyodide } from "../node_modules/pyodide/pyodide.mjs";
-import { WASM_URL, loadWasmKernels } from "../web/wasm.js";
+import { RELAXED_URL, WASM_URL, loadWasmKernels } from "../web/wasm.js";
 
 const root = fileURLToPath(new URL("..", import.meta.url));
 const pyodide = await loadPyodide({ indexURL: `${root}.cache/pyodide/` });
@@ -12,9 +12,13 @@ await pyodide.loadPackage("numpy", { messageCallback: () => {} });
 pyodide.mountNodeFS("/gpuport_src", `${root}py`);
 pyodide.mountNodeFS("/gpuport_tests", `${root}tests`);
 // Node's fetch has no file: URLs: hand over the bytes (a missing file still reports through the URL).
-const wasmPath = fileURLToPath(WASM_URL);
-const source = existsSync(wasmPath) ? new Uint8Array(readFileSync(wasmPath)) : WASM_URL;
-pyodide.registerJsModule("gpuport_wasm", await loadWasmKernels(pyodide, source));
+// GPUPORT_WASM_VARIANT picks the build: "simd128" (default) or "relaxed-simd" (needs Node's
+// --experimental-wasm-relaxed-simd: Node 20 does not enable relaxed SIMD by default).
+const variant = process.env.GPUPORT_WASM_VARIANT || "simd128";
+const url = variant === "relaxed-simd" ? RELAXED_URL : WASM_URL;
+const path = fileURLToPath(url);
+const source = existsSync(path) ? new Uint8Array(readFileSync(path)) : url;
+pyodide.registerJsModule("gpuport_wasm", await loadWasmKernels(pyodide, [{ variant, source }]));
 pyodide.runPython("import sys\nsys.path[:0] = ['/gpuport_src', '/gpuport_tests']");
 const result = await pyodide.runPythonAsync(readFileSync(0, "utf8"));
 const plain = result && typeof result.toJs === "function"

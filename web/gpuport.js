@@ -93,7 +93,9 @@ async function onMainThread(args, onProgress) {
  * true), pyodideURL (default `${base}pyodide/`; PYODIDE_CDN or cdn: true for the official CDN), wheelURL
  * (default from `${base}wheels/latest.json`), backend ("auto"|"webgpu"|"cpu"), tier, limits
  * ("default"|"adapter"), precompile ("background" (default): build the manifest's pipelines while the first
- * ops run on NumPy; "await": before resolving; "off"), onProgress({stage, index, total, state, ms}) for the
+ * ops run on NumPy; "await": before resolving; "off"), hostKernels ("auto" (default): the cpu path's
+ * WebAssembly kernels in their relaxed-SIMD build where the engine has it; "simd128": the portable build,
+ * the same bits on every CPU; "off": NumPy only), onProgress({stage, index, total, state, ms}) for the
  * start-up stages (pyodide, numpy, wheel, open, precompile) and {stage: "precompile", done, total}.
  * Resolves to {mode, timings, base, runPython(src), info(), setArray(name, typedArray, shape),
  * getArray(expr) -> {data, shape, dtype}, installWheel(url), addModule(name, source), close()}.
@@ -101,12 +103,12 @@ async function onMainThread(args, onProgress) {
 export async function start(options = {}) {
   const {
     base = HERE, worker = true, cdn = false, backend = "auto", tier = null, limits = "default",
-    precompile = "background", onProgress = () => {},
+    precompile = "background", hostKernels = "auto", onProgress = () => {},
   } = options;
   const baseURL = absolute(base.endsWith("/") ? base : base + "/");
   const pyodideURL = absolute(options.pyodideURL || (cdn ? PYODIDE_CDN : absolute("pyodide/", baseURL)));
   const { wheelURL, chunked } = await siteFiles(baseURL, options.wheelURL);
-  const args = { base: baseURL, pyodideURL, wheelURL, chunked, backend, tier, limits, precompile };
+  const args = { base: baseURL, pyodideURL, wheelURL, chunked, backend, tier, limits, precompile, hostKernels };
   const gp = await (worker ? viaWorker(args, onProgress) : onMainThread(args, onProgress));
   return { ...gp, base: baseURL };
 }

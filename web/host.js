@@ -3,7 +3,7 @@
 import * as bridge from "./bridge.js";
 import * as idb from "./idb.js";
 import { serveRangesFromChunks } from "./ranges.js";
-import { loadWasmKernels } from "./wasm.js";
+import { defaultSources, loadWasmKernels } from "./wasm.js";
 
 export const STAGES = ["pyodide", "numpy", "wheel", "open", "precompile"];
 
@@ -130,7 +130,9 @@ export class Host {
  * (STAGES); while precompilation runs in the background it also reports {stage: "precompile", done, total}.
  */
 export async function boot({ base = null, pyodideURL, wheelURL, chunked = {}, backend = "auto", tier = null,
-                             limits = "default", precompile = "background" }, progress = () => {}) {
+                             limits = "default", precompile = "background", hostKernels = "auto" },
+                           progress = () => {}) {
+  const kernelSources = defaultSources(hostKernels);   // a bad choice throws here, before anything loads
   const t0 = performance.now();
   const mark = {};
   const stages = precompile === "await" ? STAGES : STAGES.slice(0, -1);
@@ -155,9 +157,10 @@ export async function boot({ base = null, pyodideURL, wheelURL, chunked = {}, ba
   pyodide.registerJsModule("gpuport_idb", idb);
   await stage("wheel", "wheel_ms", async () => {
     // The WebAssembly SIMD kernels of the cpu path, linked into Pyodide's memory; never throws: a missing
-    // .wasm or a browser without SIMD leaves {available: false, reason} for gpuport.wasm_kernels to report.
+    // .wasm, a browser without SIMD or hostKernels "off" leaves {available: false, reason} for
+    // gpuport.wasm_kernels to report.
     const tw = performance.now();
-    pyodide.registerJsModule("gpuport_wasm", await loadWasmKernels(pyodide));
+    pyodide.registerJsModule("gpuport_wasm", await loadWasmKernels(pyodide, kernelSources));
     mark.wasm_ms = performance.now() - tw;
     const micropip = pyodide.pyimport("micropip");
     await micropip.install(wheelURL);

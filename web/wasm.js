@@ -8,14 +8,44 @@
 // static data and no stack, so sharing the heap with Pyodide is safe.
 
 export const WASM_URL = new URL("gpuport_simd.wasm", import.meta.url);
+// The same kernels built with relaxed SIMD (f32x4.relaxed_madd, a fused multiply-add where the CPU has one):
+// loaded instead wherever the engine validates relaxed SIMD (Chromium and Firefox do, WebKit does not).
+export const RELAXED_URL = new URL("gpuport_simd_relaxed.wasm", import.meta.url);
 
 // The smallest module that uses a SIMD128 instruction (v128.const, drop): tells a runtime without SIMD
 // from a corrupt or missing kernel file.
 const SIMD_PROBE = new Uint8Array([0, 97, 115, 109, 1, 0, 0, 0, 1, 4, 1, 96, 0, 0, 3, 2, 1, 0, 10, 23, 1, 21,
   0, 253, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 26, 11]);
+// Three v128.const, f32x4.relaxed_madd (0xfd 0x105), drop: validates only where relaxed SIMD is on.
+const RELAXED_PROBE = new Uint8Array([0, 97, 115, 109, 1, 0, 0, 0, 1, 4, 1, 96, 0, 0, 3, 2, 1, 0, 10, 62, 1, 60,
+  0, ...[0, 1, 2].flatMap(() => [253, 12, ...new Array(16).fill(0)]), 253, 133, 2, 26, 11]);
 
-function unavailable(reason) {
-  return { available: false, reason, url: String(WASM_URL), kernels: null };
+/** Whether this engine runs relaxed SIMD (and so gets the relaxed build of the kernels). */
+export function hasRelaxedSimd() {
+  return typeof WebAssembly === "object" && WebAssembly.validate(RELAXED_PROBE);
+}
+
+/**
+ * The builds to try, best first: [{variant, source}], source a URL or the module's bytes. `choice`
+ * (start({hostKernels})): "auto" (the relaxed build where the engine has relaxed SIMD, SIMD128 otherwise),
+ * "simd128" (the portable build: the same bits on every CPU, where relaxed_madd may or may not fuse),
+ * "relaxed-simd", or "off" (none: the cpu path runs on NumPy).
+ */
+export function defaultSources(choice = "auto") {
+  const plain = { variant: "simd128", source: WASM_URL };
+  const relaxed = { variant: "relaxed-simd", source: RELAXED_URL };
+  const table = { auto: hasRelaxedSimd() ? [relaxed, plain] : [plain], simd128: [plain], "relaxed-simd": [relaxed],
+                  off: [] };
+  if (!(choice in table)) throw new Error(`hostKernels must be one of ${Object.keys(table).join(", ")}, not ${choice}`);
+  return table[choice];
+}
+
+function unavailable(reason, url = WASM_URL) {
+  return { available: false, reason, url: String(url), variant: null, kernels: null };
+}
+
+function label(source) {
+  return source instanceof Uint8Array ? "the kernel bytes" : String(source);
 }
 
 async function fetchBytes(source) {
@@ -26,28 +56,41 @@ async function fetchBytes(source) {
 }
 
 /**
- * Instantiate the kernels in `pyodide`'s memory. `source`: the .wasm URL (default: beside this file,
- * whatever page embeds it) or its bytes. Never throws: resolves to {available, reason, url, kernels}.
+ * Instantiate the kernels in `pyodide`'s memory: the first of `sources` (see defaultSources) that loads
+ * and links. Never throws: resolves to {available, reason, url, variant, kernels}; `reason` also notes a
+ * preferred build that could not be used before a fallback that could.
  */
-export async function loadWasmKernels(pyodide, source = WASM_URL) {
+export async function loadWasmKernels(pyodide, sources = defaultSources()) {
+  if (!sources.length) return unavailable("turned off (start({hostKernels: \"off\"}))");
   if (typeof WebAssembly !== "object" || !WebAssembly.validate(SIMD_PROBE)) {
     return unavailable("this browser's WebAssembly has no SIMD128 support");
   }
-  let bytes;
-  try {
-    bytes = await fetchBytes(source);
-  } catch (e) {
-    return unavailable(`cannot load ${source instanceof Uint8Array ? "the kernel bytes" : source}: ${e.message}`);
-  }
-  if (!WebAssembly.validate(bytes)) return unavailable(`${source} is not a valid WebAssembly module`);
   const link = pyodide._module && pyodide._module.loadWebAssemblyModule;
-  if (typeof link !== "function") {
-    return unavailable("this Pyodide has no Module.loadWebAssemblyModule to link the kernels into its memory");
+  const failures = [];
+  let url = WASM_URL;
+  for (const { variant, source } of sources) {
+    url = source instanceof Uint8Array ? (variant === "relaxed-simd" ? RELAXED_URL : WASM_URL) : source;
+    let bytes;
+    try {
+      bytes = await fetchBytes(source);
+    } catch (e) {
+      failures.push(`cannot load ${label(source)}: ${e.message}`);
+      continue;
+    }
+    if (!WebAssembly.validate(bytes)) {
+      failures.push(`${label(source)} is not a valid WebAssembly module`);
+      continue;
+    }
+    if (typeof link !== "function") {
+      return unavailable("this Pyodide has no Module.loadWebAssemblyModule to link the kernels into its memory", url);
+    }
+    try {
+      const kernels = await link(bytes, { loadAsync: true, nodelete: true }, String(url).split("/").pop(), {});
+      const reason = failures.length ? `${variant} build used; ${failures.join("; ")}` : "";
+      return { available: true, reason, url: String(url), variant, kernels };
+    } catch (e) {
+      failures.push(`linking ${label(source)} into Pyodide's memory failed: ${e.message}`);
+    }
   }
-  try {
-    const kernels = await link(bytes, { loadAsync: true, nodelete: true }, "gpuport_simd.wasm", {});
-    return { available: true, reason: "", url: String(source instanceof Uint8Array ? WASM_URL : source), kernels };
-  } catch (e) {
-    return unavailable(`linking ${source} into Pyodide's memory failed: ${e.message}`);
-  }
+  return unavailable(failures.join("; "), url);
 }

@@ -28,7 +28,7 @@ from typing import Any, Callable
 import numpy as np
 
 from . import native_kernels, wasm_kernels
-from .kernels import layer_norm_ref, l2_normalize_ref, reference
+from .kernels import EncoderLayer, layer_norm_ref, l2_normalize_ref, reference
 from .platform import IN_PYODIDE
 from .simd_ops import SimdKernels, immutable
 
@@ -234,7 +234,7 @@ def _native_takes(op: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> boo
 
 
 # Calls per op and engine since import (what hostops.calls() reports): where host work really ran.
-_CALLS: dict[str, dict[str, int]] = {op: {} for op in NUMPY}
+_CALLS: dict[str, dict[str, int]] = {op: {} for op in (*NUMPY, "encoder_layer")}
 
 
 def _via(op: str, engine: SimdKernels, takes: Callable[[str, tuple[Any, ...], dict[str, Any]], bool]
@@ -280,6 +280,34 @@ _ENGINE, _TAKES, _REASON = _engine()
 KERNELS = _select()
 matmul, gelu, softmax = KERNELS["matmul"], KERNELS["gelu"], KERNELS["softmax"]
 layer_norm, attention, l2_normalize = KERNELS["layer_norm"], KERNELS["attention"], KERNELS["l2_normalize"]
+
+
+def encoder_layer(x: np.ndarray, layer: EncoderLayer, mask: np.ndarray | None = None, *, num_heads: int,
+                  eps: float) -> np.ndarray:
+    """x (B, S, H) through one transformer encoder layer (kernels.EncoderLayer; reference:
+    kernels.encoder_layer_ref): in one SIMD kernel call where the engine takes the layer's matmuls (in a
+    page, a call per op would cost more than the arithmetic of a short sentence), else op by op with the
+    host kernels above. A fused result with statistics or values that are not finite is redone op by op,
+    where NumPy owns the IEEE edge cases."""
+    tally = _CALLS["encoder_layer"]
+    if _ENGINE is not None and eps >= 1e-12 and _TAKES("matmul", (x, layer.wqkv, layer.bqkv), {"transpose_b": True}):
+        with np.errstate(over="ignore", invalid="ignore"):
+            out, bad = _ENGINE.encoder_layer(x, layer, mask, num_heads=num_heads, eps=eps)
+            if not bad and np.isfinite(out.sum()):
+                tally[_ENGINE.name] = tally.get(_ENGINE.name, 0) + 1
+                return out
+    tally["ops"] = tally.get("ops", 0) + 1
+    batch, seq, h = x.shape
+    x = x.reshape(batch * seq, h)
+    qkv = matmul(x, layer.wqkv, layer.bqkv, transpose_b=True)
+    q, k, v = (qkv[:, i * h:(i + 1) * h].reshape(batch, seq, h) for i in range(3))
+    a = attention(q, k, v, mask, num_heads=num_heads).reshape(batch * seq, h)
+    o = matmul(a, layer.wo, layer.bo, transpose_b=True)
+    o += x
+    x = layer_norm(o, layer.ln1_g, layer.ln1_b, eps=eps)
+    o = matmul(gelu(matmul(x, layer.wi, layer.bi, transpose_b=True)), layer.wo2, layer.bo2, transpose_b=True)
+    o += x
+    return layer_norm(o, layer.ln2_g, layer.ln2_b, eps=eps).reshape(batch, seq, h)
 
 
 def backend_name() -> str:

@@ -220,6 +220,38 @@ def l2_normalize_ref(x: np.ndarray) -> np.ndarray:
         return _f32(x64 / np.maximum(norm, 1e-12))
 
 
+@dataclass(frozen=True)
+class EncoderLayer:
+    """One post-norm transformer encoder layer's weights (BERT's), host arrays in PyTorch's (out, in) layout,
+    Q, K and V stacked into one (3H, H) weight so their products are one matmul: the unit the host runs a
+    whole layer in (hostops.encoder_layer). Read-only arrays let the SIMD kernels pack each weight once."""
+
+    wqkv: np.ndarray
+    bqkv: np.ndarray
+    wo: np.ndarray
+    bo: np.ndarray
+    ln1_g: np.ndarray
+    ln1_b: np.ndarray
+    wi: np.ndarray
+    bi: np.ndarray
+    wo2: np.ndarray
+    bo2: np.ndarray
+    ln2_g: np.ndarray
+    ln2_b: np.ndarray
+
+
+def encoder_layer_ref(x: np.ndarray, layer: EncoderLayer, mask: np.ndarray | None = None, *, num_heads: int,
+                      eps: float) -> np.ndarray:
+    """x (B, S, H) through one encoder layer (see EncoderLayer), composed of the single ops' references."""
+    h = x.shape[-1]
+    qkv = matmul_ref(x, layer.wqkv, layer.bqkv, transpose_b=True)
+    a = attention_ref(qkv[..., :h], qkv[..., h:2 * h], qkv[..., 2 * h:], mask, num_heads=num_heads)
+    x = layer_norm_ref(matmul_ref(a, layer.wo, layer.bo, transpose_b=True) + x, layer.ln1_g, layer.ln1_b, eps=eps)
+    f = gelu_ref(matmul_ref(x, layer.wi, layer.bi, transpose_b=True))
+    return layer_norm_ref(matmul_ref(f, layer.wo2, layer.bo2, transpose_b=True) + x, layer.ln2_g, layer.ln2_b,
+                          eps=eps)
+
+
 # --- the llama ops' references (float64, rounded once: the oracle the f32 kernels are bounded against) ----------
 
 def rms_norm_ref(x: np.ndarray, weight: np.ndarray, *, eps: float) -> np.ndarray:

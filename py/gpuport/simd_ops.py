@@ -28,7 +28,7 @@ import numpy as np
 from . import kernels as K
 from .errors import BackendUnavailable
 
-ABI = 1  # GP_ABI in web/wasm/simd.h: a build with another is refused
+ABI = 2  # GP_ABI in web/wasm/simd.h: a build with another is refused
 _ALIGN = 64  # bytes: packed panels and scratch start on a cache line
 
 REFERENCES: dict[str, Callable[..., np.ndarray]] = {
@@ -272,6 +272,31 @@ class SimdKernels:
         lib.gp_attention(_addr(q32), _addr(k32), _addr(v32), 0 if m32 is None else _addr(m32), _addr(out),
                          batch, sq, sk, num_heads, d, self._scratch(int(lib.gp_attention_scratch(sk, d))))
         return out
+
+    def encoder_layer(self, x: np.ndarray, layer: K.EncoderLayer, mask: np.ndarray | None = None, *,
+                      num_heads: int, eps: float) -> tuple[np.ndarray, int]:
+        """x (B, S, H) through one encoder layer (kernels.EncoderLayer) in one kernel call, and the number of
+        rows whose layer-norm statistics were not finite (their values are not the reference's: redo the
+        layer op by op). Every weight must be read-only (it is packed once and cached)."""
+        lib = self._need()
+        batch, seq, h = x.shape
+        f = layer.wi.shape[0]
+        if h % num_heads or layer.wqkv.shape != (3 * h, h) or layer.wi.shape != (f, h) or layer.wo2.shape != (h, f):
+            raise ValueError(f"encoder_layer: x {x.shape}, wqkv {layer.wqkv.shape}, wi {layer.wi.shape}, "
+                             f"wo2 {layer.wo2.shape} and {num_heads} heads do not fit together")
+        packed = [self._cached_pack(w, b, w.shape[1], w.shape[0], True)
+                  for w, b in ((layer.wqkv, layer.bqkv), (layer.wo, layer.bo), (layer.wi, layer.bi),
+                               (layer.wo2, layer.bo2))]
+        if any(p is None for p in packed):
+            raise ValueError("encoder_layer: the weights must be read-only float32 (they are packed once)")
+        out = np.array(x, dtype=np.float32, order="C")   # the kernel works in place
+        m32 = None if mask is None else _f32(mask)
+        norms = [_f32(v) for v in (layer.ln1_g, layer.ln1_b, layer.ln2_g, layer.ln2_b)]
+        n = batch * seq
+        scratch = self._scratch(int(lib.gp_encoder_scratch(n, seq, h, num_heads, f)))
+        bad = lib.gp_encoder_layer(_addr(out), batch, seq, h, num_heads, f, 0 if m32 is None else _addr(m32),
+                                   *(p.address for p in packed), *(_addr(v) for v in norms), float(eps), scratch)
+        return out, int(bad)
 
     def measure(self, op: str, *args: Any, candidates: dict[str, Callable[..., Any]] | None = None,
                 repeats: int = 5, min_s: float = 0.02, **kwargs: Any) -> dict[str, Any]:

@@ -75,14 +75,14 @@ class Telemetry:
         # The seed's name: host calls that ran WebAssembly kernels, so only a page with them linked counts
         # any (natively the host is NumPy or the native C build, and saying "wasm" there would be untrue).
         m["host_engine"] = host_engine()
-        m["wasm_fallbacks"] = m["cpu_fallbacks"] if m["host_engine"] == "wasm-simd128" else 0
+        m["wasm_fallbacks"] = m["cpu_fallbacks"] if m["host_engine"].startswith("wasm-") else 0
         return m
 
 
 def host_engine() -> str:
-    """What runs host (cpu) work in this process: "wasm-simd128" (a page with gpuport's WebAssembly
-    kernels linked), "numpy-wasm" (a page without them), "native-simd" (natively, the same C kernels
+    """What runs host (cpu) work in this process: "wasm-relaxed-simd" or "wasm-simd128" (a page with
+    gpuport's WebAssembly kernels linked, by build), "numpy-wasm" (a page without them), "native-simd" (natively, the same C kernels
     built for this machine, NumPy's BLAS where it wins: hostops.calls() counts each) or "numpy"."""
     if not IN_PYODIDE:
         return hostops.backend_name()
-    return "wasm-simd128" if wasm_kernels.available() else "numpy-wasm"
+    return f"wasm-{wasm_kernels.variant()}" if wasm_kernels.available() else "numpy-wasm"

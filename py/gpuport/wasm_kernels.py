@@ -5,7 +5,8 @@ placed on the host in a page reaches them through hostops.KERNELS (the one place
 Page-only: the kernels live in Pyodide's own linear memory (web/wasm.js links them there and registers
 the JS module `gpuport_wasm`), so they read and write NumPy buffers in place, by address. Anywhere else
 (natively, or a page whose .wasm is missing or whose browser lacks SIMD128) `available()` is False and
-`reason()` says why; calling an op then raises BackendUnavailable. Natively the same sources run as a
+`reason()` says why; calling an op then raises BackendUnavailable. `variant()` names the build the page
+linked: relaxed SIMD (fused multiply-adds) where the engine has it, plain SIMD128 elsewhere. Natively the same sources run as a
 shared library instead (native_kernels). The ops, the packed-weight cache and `measure` are simd_ops'.
 """
 
@@ -32,6 +33,18 @@ def _link() -> tuple[Any, str]:
 
 
 ENGINE = SimdKernels(*_link(), name="wasm")
+
+
+def variant() -> str | None:
+    """Which build of the kernels is linked: "relaxed-simd" (fused multiply-adds; Chromium, Firefox) or
+    "simd128"; None when none is."""
+    return str(_js.variant) if ENGINE.available() else None
+
+
+def note() -> str:
+    """What the loader noted on the way (a preferred build it could not use), "" when nothing."""
+    return str(_js.reason) if ENGINE.available() else ""
+
 # The module's API is the engine's (simd_ops); _K and _PACKED, the linked kernels and the packed-weight
 # cache, are for tests.
 _K, _PACKED, OPS = ENGINE.lib, ENGINE.packed, ENGINE.ops
@@ -41,4 +54,4 @@ available, reason, clear_cache, measure = ENGINE.available, ENGINE.reason, ENGIN
 
 
 __all__ = ["ABI", "ENGINE", "OPS", "REFERENCES", "attention", "available", "clear_cache", "gelu", "layer_norm",
-           "matmul", "measure", "reason", "softmax"]
+           "matmul", "measure", "note", "reason", "softmax", "variant"]

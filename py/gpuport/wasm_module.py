@@ -1,4 +1,5 @@
-"""Checks the built WebAssembly kernel module (web/gpuport_simd.wasm) is safe to link into Pyodide's heap.
+"""Checks a built WebAssembly kernel module (web/gpuport_simd.wasm, web/gpuport_simd_relaxed.wasm) is safe to
+link into Pyodide's heap.
 
 The page links the module into Pyodide's own memory (web/wasm.js), so it must own nothing there: no data
 segments, no memory for Emscripten's loader to reserve (dylink.0 memory size 0), no shadow stack (no
@@ -15,8 +16,10 @@ from pathlib import Path
 from .errors import LoadError
 
 MODULE_NAME = "gpuport_simd.wasm"
+RELAXED_MODULE_NAME = "gpuport_simd_relaxed.wasm"   # the same sources with relaxed SIMD (web/wasm.js)
 EXPORTS = ("gp_abi", "gp_packed_size", "gp_pack_b", "gp_matmul_packed", "gp_matmul_batched", "gp_gelu",
-           "gp_softmax", "gp_layer_norm", "gp_attention_scratch", "gp_attention")
+           "gp_softmax", "gp_layer_norm", "gp_attention_scratch", "gp_attention", "gp_encoder_scratch",
+           "gp_encoder_layer")
 # What a position-independent side module may import: the shared memory and table, and its bases.
 ALLOWED_IMPORTS = {("env", "memory"), ("env", "__indirect_function_table"), ("env", "__memory_base"),
                    ("env", "__table_base")}
@@ -24,9 +27,9 @@ _CUSTOM, _IMPORT, _EXPORT, _DATA, _DATA_COUNT = 0, 2, 7, 11, 12
 _KINDS = {0: "func", 1: "table", 2: "memory", 3: "global", 4: "tag"}
 
 
-def module_path(root: Path) -> Path:
-    """Where `make setup` writes the module: web/, beside the JS that loads it."""
-    return Path(root) / "web" / MODULE_NAME
+def module_path(root: Path, name: str = MODULE_NAME) -> Path:
+    """Where `make setup` writes a build of the module: web/, beside the JS that loads it."""
+    return Path(root) / "web" / name
 
 
 @dataclass

@@ -9,11 +9,10 @@ EXPORT(gp_attention_scratch) int gp_attention_scratch(int Sk, int d) {
   return ((Sk + NR - 1) / NR) * panel_floats(d) + ((d + NR - 1) / NR) * panel_floats(Sk) + MR * Sk;
 }
 
-/* q (B, Sq, heads * d), k and v (B, Sk, heads * d), mask (B, Sk) additive or NULL -> out (B, Sq, heads * d). */
-EXPORT(gp_attention)
-void gp_attention(const float *q, const float *k, const float *v, const float *mask, float *out, int B, int Sq,
-                  int Sk, int heads, int d, float *scratch) {
-  const int H = heads * d;
+/* gp_attention with row strides: q, k and v rows are `ld` floats apart (heads * d when they lie apart,
+ * 3 * heads * d when they are the column blocks of one fused QKV product), out rows `ldo`. */
+void attention_rows(const float *q, const float *k, const float *v, int ld, const float *mask, float *out,
+                    int ldo, int B, int Sq, int Sk, int heads, int d, float *scratch) {
   const float scale = 1.0f / __builtin_sqrtf((float)d);
   float *kp = scratch;
   float *vp = kp + ((Sk + NR - 1) / NR) * panel_floats(d);
@@ -22,19 +21,26 @@ void gp_attention(const float *q, const float *k, const float *v, const float *m
     for (int h = 0; h < heads; h++) {
       const int off = h * d;
       /* K^T as a d x Sk "B" matrix: element (dim, key j) sits at k[b, j, off + dim]. */
-      pack(k + b * Sk * H + off, d, Sk, 1, H, scale, mask ? mask + b * Sk : 0, 1, kp);
-      pack(v + b * Sk * H + off, Sk, d, H, 1, 1.0f, 0, 0, vp);
+      pack(k + b * Sk * ld + off, d, Sk, 1, ld, scale, mask ? mask + b * Sk : 0, 1, kp);
+      pack(v + b * Sk * ld + off, Sk, d, ld, 1, 1.0f, 0, 0, vp);
       for (int m0 = 0; m0 < Sq; m0 += MR) {
         const int rows = min_i(MR, Sq - m0);
-        const float *qr = q + (b * Sq + m0) * H + off;
+        const float *qr = q + (b * Sq + m0) * ld + off;
         const float *panel = kp;
         for (int n0 = 0; n0 < Sk; n0 += NR, panel += panel_floats(d))
-          panel_rows(qr, rows, H, panel, d, s + n0, Sk, min_i(NR, Sk - n0));
+          panel_rows(qr, rows, ld, panel, d, s + n0, Sk, min_i(NR, Sk - n0));
         gp_softmax(s, 0, s, rows, Sk, 1, 1);
         panel = vp;
         for (int n0 = 0; n0 < d; n0 += NR, panel += panel_floats(Sk))
-          panel_rows(s, rows, Sk, panel, Sk, out + (b * Sq + m0) * H + off + n0, H, min_i(NR, d - n0));
+          panel_rows(s, rows, Sk, panel, Sk, out + (b * Sq + m0) * ldo + off + n0, ldo, min_i(NR, d - n0));
       }
     }
   }
+}
+
+/* q (B, Sq, heads * d), k and v (B, Sk, heads * d), mask (B, Sk) additive or NULL -> out (B, Sq, heads * d). */
+EXPORT(gp_attention)
+void gp_attention(const float *q, const float *k, const float *v, const float *mask, float *out, int B, int Sq,
+                  int Sk, int heads, int d, float *scratch) {
+  attention_rows(q, k, v, heads * d, mask, out, heads * d, B, Sq, Sk, heads, d, scratch);
 }

@@ -67,30 +67,40 @@ void gp_softmax(const float *x, const float *mask, float *y, int rows, int n, in
   }
 }
 
-/* Per row of n: (x - mean) / sqrt(var + eps) * gamma + beta, two passes over the row (mean, then the
- * centred variance, as the reference) so no cancellation. */
-EXPORT(gp_layer_norm)
-void gp_layer_norm(const float *x, const float *gamma, const float *beta, float *y, int rows, int n, float eps) {
-  for (int r = 0; r < rows; r++, x += n, y += n) {
+/* Per row of n: z = x + res (res NULL: z = x), then (z - mean) / sqrt(var + eps) * gamma + beta, two passes
+ * over the row for the statistics (mean, then the centred variance, as the reference) so no cancellation.
+ * y may alias x or res. Returns how many rows had statistics that are not finite (a sum of squares beyond
+ * float32, an infinity or a NaN): their output is not the reference's, and the caller redoes them. */
+int add_layer_norm(const float *x, const float *res, const float *gamma, const float *beta, float *y, int rows,
+                   int n, float eps) {
+  int bad = 0;
+  for (int r = 0; r < rows; r++, x += n, y += n, res = res ? res + n : 0) {
     f4 vs = splat(0.0f);
     float ss = 0.0f;
     int i = 0;
-    for (; i + 4 <= n; i += 4) vs = wasm_f32x4_add(vs, ld(x + i));
-    for (; i < n; i++) ss += x[i];
+    for (; i + 4 <= n; i += 4) vs = wasm_f32x4_add(vs, ldz(x, res, i));
+    for (; i < n; i++) ss += z1(x, res, i);
     float mean = (hsum(vs) + ss) / (float)n;
     f4 vm = splat(mean), vv = splat(0.0f);
     float sv = 0.0f;
     for (i = 0; i + 4 <= n; i += 4) {
-      f4 d = wasm_f32x4_sub(ld(x + i), vm);
+      f4 d = wasm_f32x4_sub(ldz(x, res, i), vm);
       vv = wasm_f32x4_add(vv, wasm_f32x4_mul(d, d));
     }
-    for (; i < n; i++) sv += (x[i] - mean) * (x[i] - mean);
+    for (; i < n; i++) sv += (z1(x, res, i) - mean) * (z1(x, res, i) - mean);
     float var = (hsum(vv) + sv) / (float)n;
+    bad += !(var - var == 0.0f && mean - mean == 0.0f);   /* false for an infinity or a NaN */
     f4 inv = wasm_f32x4_div(splat(1.0f), wasm_f32x4_sqrt(splat(var + eps)));
     for (i = 0; i + 4 <= n; i += 4) {
-      f4 d = wasm_f32x4_mul(wasm_f32x4_sub(ld(x + i), vm), inv);
+      f4 d = wasm_f32x4_mul(wasm_f32x4_sub(ldz(x, res, i), vm), inv);
       st(y + i, wasm_f32x4_add(wasm_f32x4_mul(d, ld(gamma + i)), ld(beta + i)));
     }
-    for (; i < n; i++) y[i] = (x[i] - mean) * wasm_f32x4_extract_lane(inv, 0) * gamma[i] + beta[i];
+    for (; i < n; i++) y[i] = (z1(x, res, i) - mean) * wasm_f32x4_extract_lane(inv, 0) * gamma[i] + beta[i];
   }
+  return bad;
+}
+
+EXPORT(gp_layer_norm)
+void gp_layer_norm(const float *x, const float *gamma, const float *beta, float *y, int rows, int n, float eps) {
+  add_layer_norm(x, 0, gamma, beta, y, rows, n, eps);
 }

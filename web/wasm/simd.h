@@ -24,7 +24,7 @@
 typedef v128_t f4;
 
 /* Bumped whenever an exported signature changes; the Python wrapper refuses a module with another. */
-#define GP_ABI 1
+#define GP_ABI 2
 
 /* Packed B: ceil(N / NR) panels of NR columns, each `(K + 1) * NR` floats: a row of NR bias values
  * (zero without bias), then row k holds B[k, n0 .. n0 + NR). Columns past N are zero. */
@@ -32,7 +32,9 @@ typedef v128_t f4;
 /* Rows per micro-tile: 4 rows x 8 columns = 8 f32x4 accumulators + 2 B vectors + 1 broadcast A value,
  * within the 16 vector registers x86-64 engines give WebAssembly. Measured in V8: 4 rows 34 GFLOP/s,
  * 5 or 6 rows 10-22 (spills). */
+#ifndef MR
 #define MR 4
+#endif
 
 INLINE int min_i(int a, int b) { return a < b ? a : b; }
 INLINE int panel_floats(int K) { return (K + 1) * NR; }
@@ -93,12 +95,20 @@ INLINE void st_row(float *c, f4 lo, f4 hi, int w) {
   }
 }
 
+/* acc + a * b: one fused multiply-add where the engine has relaxed SIMD (f32x4.relaxed_madd, an FMA on
+ * x86-64 with FMA3 and on arm64), a multiply and an add otherwise. */
+#ifdef __wasm_relaxed_simd__
+INLINE f4 madd(f4 a, f4 b, f4 acc) { return wasm_f32x4_relaxed_madd(a, b, acc); }
+#else
+INLINE f4 madd(f4 a, f4 b, f4 acc) { return wasm_f32x4_add(acc, wasm_f32x4_mul(a, b)); }
+#endif
+
 /* One row of a tile: acc += broadcast(A[r, k]) * the panel row's two vectors. */
 #define TILE_ROW(r, lo, hi)                                         \
   do {                                                              \
     f4 av = wasm_v128_load32_splat(a + (r) * lda + k);              \
-    lo = wasm_f32x4_add(lo, wasm_f32x4_mul(av, b0));                \
-    hi = wasm_f32x4_add(hi, wasm_f32x4_mul(av, b1));                \
+    lo = madd(av, b0, lo);                                          \
+    hi = madd(av, b1, hi);                                          \
   } while (0)
 
 /* C[0..rows, 0..w) = bias + A[0..rows, 0..K) @ panel, with `rows` (1..MR) a compile-time constant once
@@ -108,6 +118,7 @@ INLINE void tile(const int rows, const float *a, int lda, const float *panel, in
                  int w) {
   f4 b0 = ld(panel), b1 = ld(panel + 4);
   f4 c00 = b0, c01 = b1, c10 = b0, c11 = b1, c20 = b0, c21 = b1, c30 = b0, c31 = b1;
+  f4 c40 = b0, c41 = b1, c50 = b0, c51 = b1;
   const float *bp = panel + NR;
   for (int k = 0; k < K; k++, bp += NR) {
     b0 = ld(bp);
@@ -116,11 +127,15 @@ INLINE void tile(const int rows, const float *a, int lda, const float *panel, in
     if (rows > 1) TILE_ROW(1, c10, c11);
     if (rows > 2) TILE_ROW(2, c20, c21);
     if (rows > 3) TILE_ROW(3, c30, c31);
+    if (rows > 4) TILE_ROW(4, c40, c41);
+    if (rows > 5) TILE_ROW(5, c50, c51);
   }
   st_row(c, c00, c01, w);
   if (rows > 1) st_row(c + ldc, c10, c11, w);
   if (rows > 2) st_row(c + 2 * ldc, c20, c21, w);
   if (rows > 3) st_row(c + 3 * ldc, c30, c31, w);
+  if (rows > 4) st_row(c + 4 * ldc, c40, c41, w);
+  if (rows > 5) st_row(c + 5 * ldc, c50, c51, w);
 }
 
 /* All rows of A against one panel: MR-row tiles, then the 1..MR-1 leftover rows. */
@@ -131,12 +146,27 @@ INLINE void panel_rows(const float *a, int M, int lda, const float *panel, int K
     case 1: tile(1, a + m * lda, lda, panel, K, c + m * ldc, ldc, w); break;
     case 2: tile(2, a + m * lda, lda, panel, K, c + m * ldc, ldc, w); break;
     case 3: tile(3, a + m * lda, lda, panel, K, c + m * ldc, ldc, w); break;
+    case 4: tile(4, a + m * lda, lda, panel, K, c + m * ldc, ldc, w); break;
+    case 5: tile(5, a + m * lda, lda, panel, K, c + m * ldc, ldc, w); break;
     default: break;
   }
 }
 
-/* Row-wise softmax of rows x n (rowwise.c); attention runs it on its score rows. */
+/* Kernels one file's code calls in another's (see each definition). */
 void gp_softmax(const float *x, const float *mask, float *y, int rows, int n, int mask_div, int mask_mod);
+void gp_gelu(const float *x, float *y, int n);
+int add_layer_norm(const float *x, const float *res, const float *gamma, const float *beta, float *y, int rows,
+                   int n, float eps);
+void gp_matmul_packed(const float *a, int M, int K, int lda, const float *packed, int N, float *c, int ldc);
+int gp_attention_scratch(int Sk, int d);
+void attention_rows(const float *q, const float *k, const float *v, int ld, const float *mask, float *out,
+                    int ldo, int B, int Sq, int Sk, int heads, int d, float *scratch);
+
+/* Element i of x + res (res NULL: of x), as a vector of four and alone. */
+INLINE f4 ldz(const float *x, const float *res, int i) {
+  return res ? wasm_f32x4_add(ld(x + i), ld(res + i)) : ld(x + i);
+}
+INLINE float z1(const float *x, const float *res, int i) { return res ? x[i] + res[i] : x[i]; }
 
 /* 4 rows of 4 floats -> 4 columns: t_i = (r0[i], r1[i], r2[i], r3[i]). */
 #define TRANSPOSE4(r0, r1, r2, r3)                          \

@@ -17,6 +17,7 @@ import numpy as np
 
 from .. import hostops
 from ..errors import LoadError
+from ..kernels import EncoderLayer
 from ..platform import sync_wait
 from ..tensor import Tensor
 from .tokenizer import WordPieceTokenizer
@@ -70,20 +71,16 @@ class _Layer:
                  "ln2_g", "ln2_b")
 
 
-class _HostLayer:
-    """One layer's weights as host arrays, Q, K and V fused into one (3H, H) weight: one matmul, not three.
-    All read-only, so the page's WebAssembly matmul packs each weight once and keeps the panels (see
-    wasm_kernels); the tensors' host copies already are."""
-
-    __slots__ = ("wqkv", "bqkv", "wo", "bo", "ln1_g", "ln1_b", "wi", "bi", "wo2", "bo2", "ln2_g", "ln2_b")
-
-    def __init__(self, L: _Layer) -> None:
-        v = {name: getattr(L, name).known_values() for name in _Layer.__slots__}
-        self.wqkv = np.concatenate([v["wq"], v["wk"], v["wv"]], axis=0)
-        self.bqkv = np.concatenate([v["bq"], v["bk"], v["bv"]])
-        self.wqkv.flags.writeable = self.bqkv.flags.writeable = False
-        for name in self.__slots__[2:]:
-            setattr(self, name, v[name])
+def _host_layer(L: _Layer) -> EncoderLayer:
+    """One layer's weights as read-only host arrays, Q, K and V stacked into one (3H, H) weight: one matmul,
+    not three. Read-only, so the SIMD kernels pack each weight once and keep the panels (simd_ops); the
+    tensors' host copies already are."""
+    v = {name: getattr(L, name).known_values() for name in _Layer.__slots__}
+    wqkv = np.concatenate([v["wq"], v["wk"], v["wv"]], axis=0)
+    bqkv = np.concatenate([v["bq"], v["bk"], v["bv"]])
+    wqkv.flags.writeable = bqkv.flags.writeable = False
+    return EncoderLayer(wqkv=wqkv, bqkv=bqkv, **{n: v[n] for n in ("wo", "bo", "ln1_g", "ln1_b", "wi", "bi", "wo2",
+                                                                     "bo2", "ln2_g", "ln2_b")})
 
 
 class MiniLM:
@@ -107,7 +104,7 @@ class MiniLM:
         if missing:
             raise LoadError(f"MiniLM: weight {missing[0]!r} is missing ({len(missing)} missing in all)")
         self.dim = cfg.hidden_size
-        self._host: tuple[dict[str, np.ndarray], list[_HostLayer]] | None = None   # made by _host_weights
+        self._host: tuple[dict[str, np.ndarray], list[EncoderLayer]] | None = None   # made by _host_weights
 
         def up(name: str, shape: tuple[int, ...], linear: bool = False) -> Tensor:
             given = weights[name]
@@ -234,18 +231,19 @@ class MiniLM:
         if self.rt.selector is not None:
             self.rt.selector.record_whole("minilm.forward", self._ops(*shape), backend, seconds)
 
-    def _host_weights(self) -> tuple[dict[str, np.ndarray], list[_HostLayer]] | None:
+    def _host_weights(self) -> tuple[dict[str, np.ndarray], list[EncoderLayer]] | None:
         """The weights as host arrays (made once), or None where one of them lives only on the device."""
         if self._host is None:
             emb = {n: getattr(self, n).known_values() for n in ("word", "pos_type", "emb_ln_g", "emb_ln_b")}
             if any(v is None for v in emb.values()) or any(
                     getattr(L, n).known_values() is None for L in self.layers for n in _Layer.__slots__):
                 return None
-            self._host = (emb, [_HostLayer(L) for L in self.layers])
+            self._host = (emb, [_host_layer(L) for L in self.layers])
         return self._host
 
     def forward_host(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        """The forward of `forward` on host arrays with the host kernels, fused where it pays: Q, K, V as one
+        """The forward of `forward` on host arrays with the host kernels, fused where it pays: each layer
+        one call into the SIMD kernels where they take it (hostops.encoder_layer), else Q, K, V as one
         matmul, bias in the matmul, residuals added in place before each layer norm."""
         t0 = time.perf_counter()
         cfg = self.config
@@ -254,24 +252,14 @@ class MiniLM:
             raise ValueError("forward_host: a weight lives only on the device (use forward)")
         (emb, layers), h, eps = host, cfg.hidden_size, cfg.layer_norm_eps
         batch, seq = ids.shape
-        n = batch * seq
         x = emb["word"][ids.reshape(-1)].reshape(batch, seq, h)
         x += emb["pos_type"][:seq]
-        x = hostops.layer_norm(x, emb["emb_ln_g"], emb["emb_ln_b"], eps=eps).reshape(n, h)
+        x = hostops.layer_norm(x, emb["emb_ln_g"], emb["emb_ln_b"], eps=eps)
         key_mask = np.where(mask > 0, np.float32(0), np.float32(MASK_NEG)).astype(np.float32)
         for L in layers:
-            qkv = hostops.matmul(x, L.wqkv, L.bqkv, transpose_b=True)
-            q, k, v = (qkv[:, i * h:(i + 1) * h].reshape(batch, seq, h) for i in range(3))
-            a = hostops.attention(q, k, v, key_mask, num_heads=cfg.num_attention_heads).reshape(n, h)
-            o = hostops.matmul(a, L.wo, L.bo, transpose_b=True)
-            o += x
-            x = hostops.layer_norm(o, L.ln1_g, L.ln1_b, eps=eps)
-            o = hostops.matmul(hostops.gelu(hostops.matmul(x, L.wi, L.bi, transpose_b=True)), L.wo2, L.bo2,
-                               transpose_b=True)
-            o += x
-            x = hostops.layer_norm(o, L.ln2_g, L.ln2_b, eps=eps)
+            x = hostops.encoder_layer(x, L, key_mask, num_heads=cfg.num_attention_heads, eps=eps)
         pool = (mask > 0).astype(np.float32)
-        pooled = hostops.run("mean_pool", [x.reshape(batch, seq, h), pool], {})
+        pooled = hostops.run("mean_pool", [x, pool], {})
         out = hostops.l2_normalize(pooled)
         self.rt.executor.note("minilm.forward", f"fused host forward ({hostops.backend_name()} kernels)", t0)
         return out
