@@ -258,6 +258,21 @@ def wasm_attention() -> None:
               rtol=1e-4, atol=2e-5 * math.sqrt(d), what=f"attention b{b} sq{sq} sk{sk} h{heads} d{d} mask={use_mask}")
 
 
+@case
+def wasm_attention_reads_fused_qkv_views_in_place() -> None:
+    # q, k and v as the column blocks of one (B, S, 3H) product (MiniLM's fused QKV): rows 3H apart. The
+    # kernel reads them where they lie; the answer is the reference's on contiguous copies.
+    r = rng(18)
+    for b, s, heads, d in ((1, 12, 12, 32), (3, 9, 2, 8), (2, 1, 3, 5)):
+        h = heads * d
+        qkv = r.standard_normal((b, s, 3 * h)).astype(np.float32)
+        q, k, v = qkv[..., :h], qkv[..., h:2 * h], qkv[..., 2 * h:]
+        mask = np.where(np.arange(s)[None, :] < r.integers(1, s + 1, b)[:, None], 0.0, -1e9).astype(np.float32)
+        close(W.attention(q, k, v, mask, num_heads=heads),
+              K.attention_ref(*(np.ascontiguousarray(t) for t in (q, k, v)), mask, num_heads=heads), rtol=1e-4,
+              atol=2e-5 * math.sqrt(d), what=f"attention on QKV views b{b} s{s} h{heads} d{d}")
+
+
 # -- the host path: gpuport.hostops hands these ops to the kernels ----------------------------------
 
 def _frozen(x: np.ndarray) -> np.ndarray:

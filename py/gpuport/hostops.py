@@ -123,8 +123,9 @@ def l2_normalize_np(x: np.ndarray) -> np.ndarray:
 
 def attention_np(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: np.ndarray | None = None, *,
               num_heads: int) -> np.ndarray:
-    """Scores per head as BLAS matmuls over contiguous (batch, head, seq, dim) copies. Small problems go
-    as one batched matmul (fewer calls); large ones head by head, so each (Sq, Sk) score block is
+    """Scores per head as BLAS matmuls over contiguous (batch, head, seq, dim) copies, normalised by the
+    host's softmax (the SIMD kernel where it is linked: NumPy's exp is the slow part here). Small problems
+    go as one batched matmul (fewer calls); large ones head by head, so each (Sq, Sk) score block is
     normalised while it is still in cache."""
     batch, sq, hidden = q.shape
     sk, d = k.shape[1], hidden // num_heads
@@ -134,17 +135,14 @@ def attention_np(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: np.ndarray |
 
     qh, kh, vh = heads(q, sq) * _F32(1.0 / math.sqrt(d)), heads(k, sk), heads(v, sk)
     if sq * sk <= _BLOCK // 16:
-        probs = softmax_np(qh @ np.swapaxes(kh, -1, -2), mask[:, None, None, :] if mask is not None else None)
+        probs = softmax(qh @ np.swapaxes(kh, -1, -2), mask[:, None, None, :] if mask is not None else None)
         out = probs @ vh
     else:
         out = np.empty((batch, num_heads, sq, d), _F32)
         for b in range(batch):
             for h in range(num_heads):
                 scores = qh[b, h] @ kh[b, h].T
-                if mask is not None:
-                    scores += mask[b]
-                _softmax_rows(scores)
-                np.matmul(scores, vh[b, h], out=out[b, h])
+                np.matmul(softmax(scores, None if mask is None else mask[b]), vh[b, h], out=out[b, h])
     return np.ascontiguousarray(out.transpose(0, 2, 1, 3)).reshape(batch, sq, hidden)
 
 
@@ -173,22 +171,20 @@ ENV = "GPUPORT_HOST_KERNELS"   # "numpy": NumPy's kernels even where SIMD kernel
 _WASM_MIN_MACS = 16384          # matmul: m * k * n
 _WASM_MIN_ELEMENTS = 256        # the row-wise ops: elements of x
 
-# Natively NumPy has BLAS (OpenBLAS with AVX-512 kernels here) while the C kernels are the page's 4-lane
-# code, so they win only where BLAS's call overhead or NumPy's temporaries dominate. Measured with
-# bench/host_kernels.py at 1 BLAS thread (ms per call, C vs NumPy, MiniLM shapes, x86-64 AVX-512):
+# Natively NumPy has BLAS while the C kernels' matmul tile is the page's 4-lane code, so matmul goes to them
+# only where BLAS's call overhead dominates; the row-wise kernels are written on clang's generic vectors
+# and run the CPU's full width natively (8 lanes with AVX2), where NumPy sweeps temporaries. Measured with
+# bench/host_kernels.py (ms per call, C vs NumPy, MiniLM shapes, x86-64 AVX2, 1 BLAS thread):
 #   matmul, read-only weight packed once: 1 row 0.064 vs 0.026 (gemv), 2 rows 0.067 vs 0.120, 4 rows
-#     0.087 vs 0.133 (384x1152), 8 rows 0.199 vs 0.181, 12 rows 0.241 vs 0.172, 256 rows 4.3 vs 2.0:
-#     C for 2..4 rows (1536-wide weights the same: 2 rows 0.092 vs 0.147, 8 rows 0.187 vs 0.183);
-#   attention 12 heads: 12 keys 0.018 vs 0.032, 64 keys 0.207 vs 0.210, 100 keys 0.49 vs 0.47,
-#     256 keys 3.2 vs 2.3: C up to 64 keys;
-#   softmax over rows of n: n 12 0.0095 vs 0.018, 128 0.30 vs 0.35, 160 0.51 vs 0.49, 256 1.26 vs 1.14
-#     (NumPy's exp is AVX-512): C up to 128;
-#   gelu 256x1536 0.54 vs 2.76, 12x1536 0.028 vs 0.067; layer_norm 256x384 0.062 vs 0.134: C always.
-# At 2 BLAS threads the same rules hold: matmul 2 rows 0.067 vs 0.088, 4 rows 0.077 vs 0.091, 8 rows
-# 0.144 vs 0.068; attention 64 keys 0.201 vs 0.206, 100 keys 0.47 vs 0.46; softmax n 160 0.49 vs 0.47.
+#     0.087 vs 0.133 (384x1152), 8 rows 0.199 vs 0.181, 12 rows 0.34 vs 0.29, 256 rows 6.5 vs 3.7:
+#     C for 2..4 rows;
+#   gelu 256x1536 0.40 vs 5.0, 12x1536 0.032 vs 0.27; layer_norm 256x384 0.074 vs 0.33;
+#   softmax (1, 12, S, S): S 12 0.023 vs 0.038, 128 0.19 vs 0.63, 256 0.69 vs 2.3;
+#   attention 12 heads: 12 keys 0.044 vs 0.098, 100 keys 0.48 vs 0.89, 256 keys 3.1 vs 4.2:
+#   C always for the row-wise ops and attention.
+# At 2 BLAS threads the same rules hold (matmul 8 rows and up goes further BLAS's way; attention with 256
+# keys 4.0 vs 5.6 ms, softmax 0.70 vs 2.3).
 _NATIVE_MATMUL_ROWS = (2, 4)     # a read-only (packed, cached) 2-D weight and bias, 2..4 rows of A
-_NATIVE_ATTENTION_MAX_KEYS = 64
-_NATIVE_SOFTMAX_MAX_ROW = 128
 
 
 def _stats_fit(x: np.ndarray, kwargs: dict[str, Any]) -> bool:
@@ -215,22 +211,15 @@ def _wasm_takes(op: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
 
 
 def _native_takes(op: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
-    """Whether the native C kernel should give this call's answer (measurements above): gelu and
-    layer_norm always (NumPy's allocate and sweep temporaries), softmax on rows up to
-    _NATIVE_SOFTMAX_MAX_ROW, attention up to _NATIVE_ATTENTION_MAX_KEYS keys (beyond, BLAS's batched
-    score products win), matmul only for a few rows against a weight packed once (on one row BLAS's gemv
-    wins, on more its AVX-512 gemm)."""
-    x = np.asarray(args[0])
+    """Whether the native C kernel should give this call's answer (measurements above): every row-wise op
+    and attention (layer_norm where its float32 statistics fit), matmul only for a few rows against a
+    weight packed once (on one row BLAS's gemv wins, on more its gemm)."""
     if op == "matmul":
-        b, bias = args[1], args[2] if len(args) > 2 else kwargs.get("bias")
+        x, b, bias = np.asarray(args[0]), args[1], args[2] if len(args) > 2 else kwargs.get("bias")
         rows = x.size // x.shape[-1] if x.ndim >= 2 and x.shape[-1] else 0
         lo, hi = _NATIVE_MATMUL_ROWS
         return lo <= rows <= hi and np.ndim(b) == 2 and immutable(b) and immutable(bias)
-    if op == "attention":
-        return np.ndim(args[1]) == 3 and np.shape(args[1])[1] <= _NATIVE_ATTENTION_MAX_KEYS
-    if op == "softmax":
-        return x.ndim > 0 and x.shape[-1] <= _NATIVE_SOFTMAX_MAX_ROW
-    return op != "layer_norm" or _stats_fit(x, kwargs)
+    return op != "layer_norm" or _stats_fit(np.asarray(args[0]), kwargs)
 
 
 # Calls per op and engine since import (what hostops.calls() reports): where host work really ran.
@@ -300,7 +289,7 @@ def encoder_layer(x: np.ndarray, layer: EncoderLayer, mask: np.ndarray | None = 
     batch, seq, h = x.shape
     x = x.reshape(batch * seq, h)
     qkv = matmul(x, layer.wqkv, layer.bqkv, transpose_b=True)
-    q, k, v = (qkv[:, i * h:(i + 1) * h].reshape(batch, seq, h) for i in range(3))
+    q, k, v = (qkv[:, i * h:(i + 1) * h].reshape(batch, seq, h) for i in range(3))   # views: read in place
     a = attention(q, k, v, mask, num_heads=num_heads).reshape(batch * seq, h)
     o = matmul(a, layer.wo, layer.bo, transpose_b=True)
     o += x

@@ -44,6 +44,18 @@ def linked(lib: Any, where: str) -> tuple[Any, str]:
     return lib, ""
 
 
+def _row_stride(a: np.ndarray) -> int | None:
+    """Floats from one row to the next of a 3-D float32 array whose rows are contiguous and whose batches
+    follow each other evenly (the layout gp_attention reads: e.g. column blocks of one fused QKV product),
+    else None (the array must be copied)."""
+    if a.dtype != np.float32 or a.ndim != 3 or a.shape[1] < 2 or a.strides[2] != 4 or a.strides[1] % 4:
+        return None
+    ld = a.strides[1] // 4
+    if ld < a.shape[2] or (a.shape[0] > 1 and a.strides[0] != a.shape[1] * a.strides[1]):
+        return None
+    return ld
+
+
 def _addr(a: np.ndarray) -> int:
     return a.__array_interface__["data"][0]
 
@@ -255,7 +267,9 @@ class SimdKernels:
 
     def attention(self, q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: np.ndarray | None = None, *,
                   num_heads: int) -> np.ndarray:
-        """Multi-head attention: q (B, Sq, H), k and v (B, Sk, H), mask (B, Sk) additive -> (B, Sq, H)."""
+        """Multi-head attention: q (B, Sq, H), k and v (B, Sk, H), mask (B, Sk) additive -> (B, Sq, H).
+        q, k and v may be views with rows further apart than H (column blocks of one fused QKV product):
+        the kernel reads them in place."""
         lib = self._need()
         q, k, v = np.asarray(q), np.asarray(k), np.asarray(v)
         ok = (q.ndim == 3 and k.ndim == 3 and k.shape == v.shape and k.shape[0] == q.shape[0]
@@ -265,11 +279,15 @@ class SimdKernels:
             return K.attention_ref(q, k, v, mask, num_heads=num_heads)
         batch, sq, hidden = q.shape
         sk, d = k.shape[1], hidden // num_heads
-        q32, k32, v32 = _f32(q), _f32(k), _f32(v)
+        strides = {_row_stride(t) for t in (q, k, v)}
+        if len(strides) == 1 and None not in strides:
+            ld = strides.pop()
+        else:
+            q, k, v, ld = _f32(q), _f32(k), _f32(v), hidden
         m32 = None if mask is None else _f32(mask if np.shape(mask) == (batch, sk)
                                              else np.broadcast_to(mask, (batch, sk)))
         out = np.empty(q.shape, np.float32)
-        lib.gp_attention(_addr(q32), _addr(k32), _addr(v32), 0 if m32 is None else _addr(m32), _addr(out),
+        lib.gp_attention(_addr(q), _addr(k), _addr(v), ld, 0 if m32 is None else _addr(m32), _addr(out), hidden,
                          batch, sq, sk, num_heads, d, self._scratch(int(lib.gp_attention_scratch(sk, d))))
         return out
 

@@ -9,10 +9,13 @@ EXPORT(gp_attention_scratch) int gp_attention_scratch(int Sk, int d) {
   return ((Sk + NR - 1) / NR) * panel_floats(d) + ((d + NR - 1) / NR) * panel_floats(Sk) + MR * Sk;
 }
 
-/* gp_attention with row strides: q, k and v rows are `ld` floats apart (heads * d when they lie apart,
- * 3 * heads * d when they are the column blocks of one fused QKV product), out rows `ldo`. */
-void attention_rows(const float *q, const float *k, const float *v, int ld, const float *mask, float *out,
-                    int ldo, int B, int Sq, int Sk, int heads, int d, float *scratch) {
+/* q (B, Sq, .) with rows `ld` floats apart, k and v (B, Sk, .) likewise; the heads' d-wide column blocks start
+ * at column 0 of each row (heads * d <= ld: q, k and v may be column blocks of one fused QKV product, or a
+ * caller may hand over a range of heads by offsetting the pointers). mask (B, Sk) additive or NULL. Writes
+ * out (B, Sq, .) with rows `ldo` floats apart, the same columns. */
+EXPORT(gp_attention)
+void gp_attention(const float *q, const float *k, const float *v, int ld, const float *mask, float *out, int ldo,
+                  int B, int Sq, int Sk, int heads, int d, float *scratch) {
   const float scale = 1.0f / __builtin_sqrtf((float)d);
   float *kp = scratch;
   float *vp = kp + ((Sk + NR - 1) / NR) * panel_floats(d);
@@ -36,11 +39,4 @@ void attention_rows(const float *q, const float *k, const float *v, int ld, cons
       }
     }
   }
-}
-
-/* q (B, Sq, heads * d), k and v (B, Sk, heads * d), mask (B, Sk) additive or NULL -> out (B, Sq, heads * d). */
-EXPORT(gp_attention)
-void gp_attention(const float *q, const float *k, const float *v, const float *mask, float *out, int B, int Sq,
-                  int Sk, int heads, int d, float *scratch) {
-  attention_rows(q, k, v, heads * d, mask, out, heads * d, B, Sq, Sk, heads, d, scratch);
 }

@@ -7,7 +7,7 @@
  *   x   = LayerNorm(a Wo^T + bo + x)
  *   x   = LayerNorm(gelu(x Wi^T + bi) Wo2^T + bo2 + x)
  *
- * Every step is the kernel the single ops use (gp_matmul_packed, attention_rows, gp_gelu,
+ * Every step is the kernel the single ops use (gp_matmul_packed, gp_attention, gp_gelu,
  * add_layer_norm), so the results are the same numbers the op-by-op path gives. */
 #include "simd.h"
 
@@ -27,7 +27,7 @@ int gp_encoder_layer(float *x, int B, int S, int H, int heads, int F, const floa
   const int n = B * S;
   float *qkv = scratch, *a = qkv + n * 3 * H, *f = a + n * H, *attn = f + n * F;
   gp_matmul_packed(x, n, H, H, wqkv, 3 * H, qkv, 3 * H);
-  attention_rows(qkv, qkv + H, qkv + 2 * H, 3 * H, mask, a, H, B, S, S, heads, H / heads, attn);
+  gp_attention(qkv, qkv + H, qkv + 2 * H, 3 * H, mask, a, H, B, S, S, heads, H / heads, attn);
   gp_matmul_packed(a, n, H, H, wo, H, qkv, H);            /* qkv is free again: the projection goes there */
   int bad = add_layer_norm(qkv, x, ln1_g, ln1_b, x, n, H, eps);
   gp_matmul_packed(x, n, H, H, wi, F, f, F);

@@ -1,34 +1,49 @@
 /* Element- and row-wise kernels: exact-erf GELU, softmax with an additive mask, layer norm.
- * Row tails (n % 4) run through the same vector code on a splatted scalar, so every element is computed
- * by one formula. */
+ *
+ * Written on clang's generic vectors (vecmath.h) rather than the SIMD128 intrinsics, so each build runs its
+ * target's full width: 4 lanes in WebAssembly, 16 natively with AVX-512 (8 with AVX2, or where the target's
+ * vectors are narrower clang splits them). A row is taken VW lanes at a time, then 4, then one element at a
+ * time through the same 4-lane code on a splatted scalar, so every element is computed by one formula. */
 #include "simd.h"
 
-/* GELU(x) = x/2 (1 + erf(x/sqrt2)) with erf by Abramowitz & Stegun 7.1.26, as gpuport's reference.
- * With q = poly(t) exp(-x^2/2) (= erfc(|x|/sqrt2)) and h = x q / 2: GELU = x - h for x >= 0, h below.
- * Written this way the large-|x| result is x minus a small term (no 1 + erf rounding), which keeps it
- * within an ulp or two of the float64 reference. */
-INLINE f4 gelu4(f4 x) {
-  f4 a = wasm_f32x4_abs(wasm_f32x4_mul(x, splat(0.70710678118654752f)));
-  f4 t = wasm_f32x4_div(splat(1.0f), wasm_f32x4_add(splat(1.0f), wasm_f32x4_mul(a, splat(0.3275911f))));
-  f4 p = splat(1.061405429f);
-  p = wasm_f32x4_add(wasm_f32x4_mul(p, t), splat(-1.453152027f));
-  p = wasm_f32x4_add(wasm_f32x4_mul(p, t), splat(1.421413741f));
-  p = wasm_f32x4_add(wasm_f32x4_mul(p, t), splat(-0.284496736f));
-  p = wasm_f32x4_add(wasm_f32x4_mul(p, t), splat(0.254829592f));
-  p = wasm_f32x4_mul(p, t);
-  f4 q = wasm_f32x4_mul(p, exp4(wasm_f32x4_neg(wasm_f32x4_mul(a, a))));
-  f4 h = wasm_f32x4_mul(wasm_f32x4_mul(x, splat(0.5f)), q);
-  return wasm_v128_bitselect(wasm_f32x4_sub(x, h), h, wasm_f32x4_ge(x, splat(0.0f)));
-}
+#if defined(__wasm__)
+#define VW 4
+#elif defined(__AVX512F__)
+#define VW 16
+#else
+#define VW 8
+#endif
+
+typedef float vw_t __attribute__((vector_size(VW * 4)));
+typedef int32_t vwi_t __attribute__((vector_size(VW * 4)));
+typedef float v4_t __attribute__((vector_size(16)));
+typedef int32_t v4i_t __attribute__((vector_size(16)));
+
+#define VT vw_t
+#define VI vwi_t
+#define VN VW
+#define V(name) name##_w
+#include "vecmath.h"
+#undef VT
+#undef VI
+#undef VN
+#undef V
+
+#define VT v4_t
+#define VI v4i_t
+#define VN 4
+#define V(name) name##_4
+#include "vecmath.h"
+#undef VT
+#undef VI
+#undef VN
+#undef V
 
 EXPORT(gp_gelu) void gp_gelu(const float *x, float *y, int n) {
   int i = 0;
-  for (; i + 8 <= n; i += 8) {
-    st(y + i, gelu4(ld(x + i)));
-    st(y + i + 4, gelu4(ld(x + i + 4)));
-  }
-  for (; i + 4 <= n; i += 4) st(y + i, gelu4(ld(x + i)));
-  for (; i < n; i++) y[i] = wasm_f32x4_extract_lane(gelu4(splat(x[i])), 0);
+  for (; i + VW <= n; i += VW) store_w(y + i, gelu_w(load_w(x + i)));
+  for (; i + 4 <= n; i += 4) store_4(y + i, gelu_4(load_4(x + i)));
+  for (; i < n; i++) y[i] = gelu_4(splat_4(x[i]))[0];
 }
 
 /* Row r of x (rows x n) gets mask row (r / mask_div) % mask_mod added first (mask NULL: none): this one
@@ -38,32 +53,46 @@ EXPORT(gp_softmax)
 void gp_softmax(const float *x, const float *mask, float *y, int rows, int n, int mask_div, int mask_mod) {
   for (int r = 0; r < rows; r++, x += n, y += n) {
     const float *m = mask ? mask + ((r / mask_div) % mask_mod) * n : 0;
-    f4 vmax = splat(-__builtin_inff());
-    float smax = -__builtin_inff();
+    vw_t wmax = splat_w(-__builtin_inff());
+    v4_t qmax = splat_4(-__builtin_inff());
+    float mx = -__builtin_inff();
     int i = 0;
-    for (; i + 4 <= n; i += 4) vmax = wasm_f32x4_max(vmax, m ? wasm_f32x4_add(ld(x + i), ld(m + i)) : ld(x + i));
+    for (; i + VW <= n; i += VW) {
+      vw_t z = m ? load_w(x + i) + load_w(m + i) : load_w(x + i);
+      wmax = select_w((vwi_t)(z > wmax), z, wmax);
+    }
+    for (; i + 4 <= n; i += 4) {
+      v4_t z = m ? load_4(x + i) + load_4(m + i) : load_4(x + i);
+      qmax = select_4((v4i_t)(z > qmax), z, qmax);
+    }
     for (; i < n; i++) {
       float z = m ? x[i] + m[i] : x[i];
-      smax = z > smax ? z : smax;
+      mx = z > mx ? z : mx;
     }
-    float mx = hmax(vmax);
-    mx = smax > mx ? smax : mx;
-    f4 vmx = splat(mx), vsum = splat(0.0f);
+    float wm = hmax_w(wmax), qm = hmax_4(qmax);
+    mx = wm > mx ? wm : mx;
+    mx = qm > mx ? qm : mx;
+    vw_t wsum = splat_w(0.0f);
+    v4_t qsum = splat_4(0.0f);
     float ssum = 0.0f;
-    for (i = 0; i + 4 <= n; i += 4) {
-      f4 z = m ? wasm_f32x4_add(ld(x + i), ld(m + i)) : ld(x + i);
-      f4 e = exp4(wasm_f32x4_sub(z, vmx));
-      st(y + i, e);
-      vsum = wasm_f32x4_add(vsum, e);
+    for (i = 0; i + VW <= n; i += VW) {
+      vw_t e = exp_w((m ? load_w(x + i) + load_w(m + i) : load_w(x + i)) - mx);
+      store_w(y + i, e);
+      wsum += e;
+    }
+    for (; i + 4 <= n; i += 4) {
+      v4_t e = exp_4((m ? load_4(x + i) + load_4(m + i) : load_4(x + i)) - mx);
+      store_4(y + i, e);
+      qsum += e;
     }
     for (; i < n; i++) {
-      float z = m ? x[i] + m[i] : x[i];
-      y[i] = wasm_f32x4_extract_lane(exp4(splat(z - mx)), 0);
+      y[i] = exp_4(splat_4((m ? x[i] + m[i] : x[i]) - mx))[0];
       ssum += y[i];
     }
-    f4 inv = splat(1.0f / (hsum(vsum) + ssum));
-    for (i = 0; i + 4 <= n; i += 4) st(y + i, wasm_f32x4_mul(ld(y + i), inv));
-    for (; i < n; i++) y[i] *= wasm_f32x4_extract_lane(inv, 0);
+    const float inv = 1.0f / (hsum_w(wsum) + hsum_4(qsum) + ssum);
+    for (i = 0; i + VW <= n; i += VW) store_w(y + i, load_w(y + i) * inv);
+    for (; i + 4 <= n; i += 4) store_4(y + i, load_4(y + i) * inv);
+    for (; i < n; i++) y[i] *= inv;
   }
 }
 
@@ -75,27 +104,38 @@ int add_layer_norm(const float *x, const float *res, const float *gamma, const f
                    int n, float eps) {
   int bad = 0;
   for (int r = 0; r < rows; r++, x += n, y += n, res = res ? res + n : 0) {
-    f4 vs = splat(0.0f);
+#define Z_W(i) (res ? load_w(x + (i)) + load_w(res + (i)) : load_w(x + (i)))
+#define Z_4(i) (res ? load_4(x + (i)) + load_4(res + (i)) : load_4(x + (i)))
+#define Z_1(i) (res ? x[i] + res[i] : x[i])
+    vw_t ws = splat_w(0.0f);
+    v4_t qs = splat_4(0.0f);
     float ss = 0.0f;
     int i = 0;
-    for (; i + 4 <= n; i += 4) vs = wasm_f32x4_add(vs, ldz(x, res, i));
-    for (; i < n; i++) ss += z1(x, res, i);
-    float mean = (hsum(vs) + ss) / (float)n;
-    f4 vm = splat(mean), vv = splat(0.0f);
-    float sv = 0.0f;
-    for (i = 0; i + 4 <= n; i += 4) {
-      f4 d = wasm_f32x4_sub(ldz(x, res, i), vm);
-      vv = wasm_f32x4_add(vv, wasm_f32x4_mul(d, d));
+    for (; i + VW <= n; i += VW) ws += Z_W(i);
+    for (; i + 4 <= n; i += 4) qs += Z_4(i);
+    for (; i < n; i++) ss += Z_1(i);
+    const float mean = (hsum_w(ws) + hsum_4(qs) + ss) / (float)n;
+    ws = splat_w(0.0f);
+    qs = splat_4(0.0f);
+    ss = 0.0f;
+    for (i = 0; i + VW <= n; i += VW) {
+      vw_t d = Z_W(i) - mean;
+      ws += d * d;
     }
-    for (; i < n; i++) sv += (z1(x, res, i) - mean) * (z1(x, res, i) - mean);
-    float var = (hsum(vv) + sv) / (float)n;
+    for (; i + 4 <= n; i += 4) {
+      v4_t d = Z_4(i) - mean;
+      qs += d * d;
+    }
+    for (; i < n; i++) ss += (Z_1(i) - mean) * (Z_1(i) - mean);
+    const float var = (hsum_w(ws) + hsum_4(qs) + ss) / (float)n;
     bad += !(var - var == 0.0f && mean - mean == 0.0f);   /* false for an infinity or a NaN */
-    f4 inv = wasm_f32x4_div(splat(1.0f), wasm_f32x4_sqrt(splat(var + eps)));
-    for (i = 0; i + 4 <= n; i += 4) {
-      f4 d = wasm_f32x4_mul(wasm_f32x4_sub(ldz(x, res, i), vm), inv);
-      st(y + i, wasm_f32x4_add(wasm_f32x4_mul(d, ld(gamma + i)), ld(beta + i)));
-    }
-    for (; i < n; i++) y[i] = (z1(x, res, i) - mean) * wasm_f32x4_extract_lane(inv, 0) * gamma[i] + beta[i];
+    const float inv = 1.0f / __builtin_sqrtf(var + eps);
+    for (i = 0; i + VW <= n; i += VW) store_w(y + i, (Z_W(i) - mean) * inv * load_w(gamma + i) + load_w(beta + i));
+    for (; i + 4 <= n; i += 4) store_4(y + i, (Z_4(i) - mean) * inv * load_4(gamma + i) + load_4(beta + i));
+    for (; i < n; i++) y[i] = (Z_1(i) - mean) * inv * gamma[i] + beta[i];
+#undef Z_W
+#undef Z_4
+#undef Z_1
   }
   return bad;
 }

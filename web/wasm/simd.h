@@ -42,39 +42,6 @@ INLINE f4 splat(float v) { return wasm_f32x4_splat(v); }
 INLINE f4 ld(const float *p) { return wasm_v128_load(p); }
 INLINE void st(float *p, f4 v) { wasm_v128_store(p, v); }
 
-INLINE float hsum(f4 v) {
-  f4 s = wasm_f32x4_add(v, wasm_i32x4_shuffle(v, v, 2, 3, 0, 1));
-  s = wasm_f32x4_add(s, wasm_i32x4_shuffle(s, s, 1, 0, 3, 2));
-  return wasm_f32x4_extract_lane(s, 0);
-}
-
-INLINE float hmax(f4 v) {
-  f4 s = wasm_f32x4_max(v, wasm_i32x4_shuffle(v, v, 2, 3, 0, 1));
-  s = wasm_f32x4_max(s, wasm_i32x4_shuffle(s, s, 1, 0, 3, 2));
-  return wasm_f32x4_extract_lane(s, 0);
-}
-
-/* e^x for x <= 0 (softmax after subtracting the row max, GELU's exp(-x^2/2)): Cephes' expf polynomial
- * on x - n ln2 with ln2 split in two, times 2^n built in the exponent bits; about 1 ulp. Below
- * -87.34 (where 2^n leaves the normal range) it returns exactly 0, as an additive -1e9 mask needs. */
-INLINE f4 exp4(f4 x) {
-  const f4 lo = splat(-87.336544f);
-  f4 xc = wasm_f32x4_max(x, lo);
-  f4 n = wasm_f32x4_nearest(wasm_f32x4_mul(xc, splat(1.44269504088896341f)));
-  f4 r = wasm_f32x4_sub(xc, wasm_f32x4_mul(n, splat(0.693359375f)));
-  r = wasm_f32x4_sub(r, wasm_f32x4_mul(n, splat(-2.12194440e-4f)));
-  f4 p = splat(1.9875691500e-4f);
-  p = wasm_f32x4_add(wasm_f32x4_mul(p, r), splat(1.3981999507e-3f));
-  p = wasm_f32x4_add(wasm_f32x4_mul(p, r), splat(8.3334519073e-3f));
-  p = wasm_f32x4_add(wasm_f32x4_mul(p, r), splat(4.1665795894e-2f));
-  p = wasm_f32x4_add(wasm_f32x4_mul(p, r), splat(1.6666665459e-1f));
-  p = wasm_f32x4_add(wasm_f32x4_mul(p, r), splat(5.0000001201e-1f));
-  p = wasm_f32x4_add(wasm_f32x4_mul(wasm_f32x4_mul(p, r), r), wasm_f32x4_add(r, splat(1.0f)));
-  f4 pow2n = wasm_i32x4_shl(wasm_i32x4_add(wasm_i32x4_trunc_sat_f32x4(n), wasm_i32x4_splat(127)), 23);
-  f4 y = wasm_f32x4_mul(p, pow2n);
-  return wasm_v128_andnot(y, wasm_f32x4_lt(x, lo));
-}
-
 /* The first `w` (< 4) lanes of v to p. */
 INLINE void st_part(float *p, f4 v, int w) {
   if (w > 0) wasm_v128_store32_lane(p, v, 0);
@@ -159,14 +126,9 @@ int add_layer_norm(const float *x, const float *res, const float *gamma, const f
                    int n, float eps);
 void gp_matmul_packed(const float *a, int M, int K, int lda, const float *packed, int N, float *c, int ldc);
 int gp_attention_scratch(int Sk, int d);
-void attention_rows(const float *q, const float *k, const float *v, int ld, const float *mask, float *out,
-                    int ldo, int B, int Sq, int Sk, int heads, int d, float *scratch);
+void gp_attention(const float *q, const float *k, const float *v, int ld, const float *mask, float *out, int ldo,
+                  int B, int Sq, int Sk, int heads, int d, float *scratch);
 
-/* Element i of x + res (res NULL: of x), as a vector of four and alone. */
-INLINE f4 ldz(const float *x, const float *res, int i) {
-  return res ? wasm_f32x4_add(ld(x + i), ld(res + i)) : ld(x + i);
-}
-INLINE float z1(const float *x, const float *res, int i) { return res ? x[i] + res[i] : x[i]; }
 
 /* 4 rows of 4 floats -> 4 columns: t_i = (r0[i], r1[i], r2[i], r3[i]). */
 #define TRANSPOSE4(r0, r1, r2, r3)                          \
