@@ -39,7 +39,7 @@ WASM_CFLAGS := --target=wasm32 -msimd128 -O3 -nostdlib -ffreestanding -fPIC -fvi
 NATIVE_LIB    := .cache/native/libgpuport_simd.so
 WHEELHOUSE    := .cache/wheelhouse
 NATIVE_OBJ    := $(patsubst web/wasm/%.c,.cache/native/%.o,$(WASM_SRC))
-NATIVE_CFLAGS := -O3 -march=native -ffp-contract=fast -fno-math-errno -fPIC -fvisibility=hidden -Wall -Wextra -Werror
+NATIVE_CFLAGS := -O3 -march=native -ffp-contract=fast -fno-math-errno -fPIC -fvisibility=hidden -pthread -Wall -Wextra -Werror
 SUDO      := $(shell if [ "$$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1; then echo sudo; fi)
 
 # wgpu/Vulkan (and the browsers) complain without a runtime dir.
@@ -127,7 +127,7 @@ $(WASM_RELAXED): $(WASM_RELAXED_OBJ) | $(PY)
 	$(CLANG) $(NATIVE_CFLAGS) -c $< -o $@
 
 $(NATIVE_LIB): $(NATIVE_OBJ)
-	$(CLANG) -shared -o $@.tmp $^
+	$(CLANG) -shared -pthread -o $@.tmp $^
 	mv $@.tmp $@
 
 demo: setup

@@ -70,7 +70,8 @@ def _delta(before: dict[str, dict[str, int]], op: str) -> dict[str, int]:
     return {e: n - before.get(op, {}).get(e, 0) for e, n in after.items() if n - before.get(op, {}).get(e, 0)}
 
 
-def test_hostops_routes_by_the_measured_rules(native):
+@pytest.mark.parametrize("blas_threads", [1, 2])
+def test_hostops_routes_by_the_measured_rules(native, monkeypatch, blas_threads):
     if os.environ.get(H.ENV, "").lower() == "numpy":
         assert H.backend_name() == "numpy" and set(H.engines().values()) == {"numpy"}, H.engines()
         return
@@ -80,10 +81,13 @@ def test_hostops_routes_by_the_measured_rules(native):
     r = np.random.default_rng(21)
     w, bias = _uniform(r, (1152, 384)), _uniform(r, (1152,))
     w.flags.writeable = bias.flags.writeable = False
-    lo, hi = H._NATIVE_MATMUL_ROWS
+    monkeypatch.setattr(H, "_BLAS_THREADS", blas_threads)
+    lo, hi = H._NATIVE_MATMUL_MIN_ROWS, H._NATIVE_MATMUL_MAX_ROWS_MT
     N.clear_cache()
     packs = N.ENGINE.packs
-    expect = {1: "numpy", lo: "native-simd", hi: "native-simd", hi + 1: "numpy", 200: "numpy"}
+    # one BLAS thread: the C kernel from 2 rows on; several: up to hi rows, then the BLAS on every core
+    beyond = "native-simd" if blas_threads == 1 else "numpy"
+    expect = {1: "numpy", lo: "native-simd", hi: "native-simd", hi + 1: beyond, 200: beyond}
     for m, engine in expect.items():
         a = _uniform(r, (m, 384))
         before = H.calls()
@@ -176,3 +180,64 @@ def test_without_the_library_gpuport_imports_and_says_why():
 
 def test_host_kernels_numpy_forces_numpy():
     assert _probe({H.ENV: "numpy"}).split("|")[1:] == ["numpy", "['numpy']", f"{H.ENV}=numpy"]
+
+
+def test_blas_threads_follow_the_environment(monkeypatch):
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        monkeypatch.delenv(var, raising=False)
+    assert H.blas_threads() >= 1   # the CPUs this process may use
+    monkeypatch.setenv("MKL_NUM_THREADS", "3")
+    assert H.blas_threads() == 3
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    assert H.blas_threads() == 2
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "1")
+    assert H.blas_threads() == 1
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "all")   # not a count: the next setting decides
+    assert H.blas_threads() == 2
+
+
+def test_encoder_layer_on_threads_gives_the_one_thread_answer(native):
+    """Natively the fused layer spreads over the library's pool (web/wasm/pool.c): QKV rows, heads, rows.
+    Parts start at whole 4-row tiles and whole heads, so every value is computed exactly as on one thread:
+    the answers are identical, and the reference's. Shapes: rows that are no multiple of the tile or of
+    the thread count, fewer heads than threads, a padded batch."""
+    r = np.random.default_rng(24)
+    for b, s, h, heads, f in ((1, 13, 48, 4, 64), (3, 7, 24, 2, 40), (2, 33, 384, 12, 1536), (1, 2, 16, 1, 8)):
+        layer = wasm_cases._encoder_layer(r, h, f)
+        x = r.standard_normal((b, s, h)).astype(np.float32)
+        mask = np.zeros((b, s), np.float32)
+        mask[-1, s // 2 + 1:] = -1e9
+        one, bad = N.ENGINE.encoder_layer(x, layer, mask, num_heads=heads, eps=1e-12, threads=1)
+        assert bad == 0
+        close(one, K.encoder_layer_ref(x, layer, mask, num_heads=heads, eps=1e-12), atol=2e-4,
+              what=f"encoder layer b{b} s{s} h{h}")
+        for threads in (2, 3, 5):
+            got, bad = N.ENGINE.encoder_layer(x, layer, mask, num_heads=heads, eps=1e-12, threads=threads)
+            assert bad == 0 and np.array_equal(got, one), (b, s, h, threads, float(np.abs(got - one).max()))
+
+
+def test_encoder_layer_from_many_python_threads_at_once(native):
+    """Python threads share the pool: a caller that finds it busy runs its parts itself (never waits on
+    another's job), and every caller gets its own answer."""
+    r = np.random.default_rng(25)
+    layer = wasm_cases._encoder_layer(r, 64, 96)
+    xs = [r.standard_normal((2, 40, 64)).astype(np.float32) for _ in range(6)]
+    want = [N.ENGINE.encoder_layer(x, layer, None, num_heads=4, eps=1e-12, threads=1)[0] for x in xs]
+    got: dict[int, np.ndarray] = {}
+    errors: list[BaseException] = []
+
+    def run(i: int) -> None:
+        try:
+            for _ in range(20):
+                got[i] = N.ENGINE.encoder_layer(xs[i], layer, None, num_heads=4, eps=1e-12, threads=2)[0]
+                assert np.array_equal(got[i], want[i])
+        except BaseException as exc:   # reported below, with the thread's index
+            errors.append(exc)
+
+    workers = [threading.Thread(target=run, args=(i,)) for i in range(len(xs))]
+    for t in workers:
+        t.start()
+    for t in workers:
+        t.join(timeout=120)
+    assert not errors and all(not t.is_alive() for t in workers), errors
+    assert len(got) == len(xs)

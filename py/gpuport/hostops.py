@@ -171,20 +171,31 @@ ENV = "GPUPORT_HOST_KERNELS"   # "numpy": NumPy's kernels even where SIMD kernel
 _WASM_MIN_MACS = 16384          # matmul: m * k * n
 _WASM_MIN_ELEMENTS = 256        # the row-wise ops: elements of x
 
-# Natively NumPy has BLAS while the C kernels' matmul tile is the page's 4-lane code, so matmul goes to them
-# only where BLAS's call overhead dominates; the row-wise kernels are written on clang's generic vectors
-# and run the CPU's full width natively (8 lanes with AVX2), where NumPy sweeps temporaries. Measured with
-# bench/host_kernels.py (ms per call, C vs NumPy, MiniLM shapes, x86-64 AVX2, 1 BLAS thread):
-#   matmul, read-only weight packed once: 1 row 0.064 vs 0.026 (gemv), 2 rows 0.067 vs 0.120, 4 rows
-#     0.087 vs 0.133 (384x1152), 8 rows 0.199 vs 0.181, 12 rows 0.34 vs 0.29, 256 rows 6.5 vs 3.7:
-#     C for 2..4 rows;
-#   gelu 256x1536 0.40 vs 5.0, 12x1536 0.032 vs 0.27; layer_norm 256x384 0.074 vs 0.33;
-#   softmax (1, 12, S, S): S 12 0.023 vs 0.038, 128 0.19 vs 0.63, 256 0.69 vs 2.3;
-#   attention 12 heads: 12 keys 0.044 vs 0.098, 100 keys 0.48 vs 0.89, 256 keys 3.1 vs 4.2:
-#   C always for the row-wise ops and attention.
-# At 2 BLAS threads the same rules hold (matmul 8 rows and up goes further BLAS's way; attention with 256
-# keys 4.0 vs 5.6 ms, softmax 0.70 vs 2.3).
-_NATIVE_MATMUL_ROWS = (2, 4)     # a read-only (packed, cached) 2-D weight and bias, 2..4 rows of A
+# Natively NumPy has BLAS (OpenBLAS) and the C kernels are built for this CPU (their vectors its full
+# width: 8 lanes with AVX2; bench/host_kernels.py, ms per call, C vs NumPy, MiniLM shapes, x86-64 AVX2):
+# at 1 BLAS thread, matmul against a read-only weight packed once: 1 row 0.050 vs 0.041 (gemv), 2 rows
+# 0.055 vs 0.158, 12 rows 0.134 vs 0.233 (384x1152), 48 rows 0.51 vs 0.61, 256 rows 2.52 vs 2.73 (and
+# 3.45 vs 3.74 for 384x1536): C from 2 rows. With 2 BLAS threads gemm runs on both cores and the C kernel
+# on one: 24 rows 0.33 vs 0.36 (384x1536), 32 rows 0.43 vs 0.44, 48 rows 0.65 vs 0.61, 256 rows 3.5 vs 2.7:
+# C up to 24 rows. gelu 256x1536 0.40 vs 5.0, 12x1536 0.032 vs 0.27; layer_norm 256x384 0.074 vs 0.33;
+# softmax (1, 12, S, S): S 12 0.023 vs 0.038, 128 0.19 vs 0.63, 256 0.69 vs 2.3; attention 12 heads:
+# 12 keys 0.031 vs 0.067, 100 keys 0.35 vs 0.86, 256 keys 2.1 vs 3.4 (the same at 2 threads: softmax
+# 0.70 vs 2.3, attention 256 keys 4.0 vs 5.6 ms): C always for the row-wise ops and attention.
+_NATIVE_MATMUL_MIN_ROWS = 2        # a read-only (packed, cached) 2-D weight and bias
+_NATIVE_MATMUL_MAX_ROWS_MT = 24    # the most rows the C matmul takes while the BLAS has several threads
+
+
+def blas_threads() -> int:
+    """The threads NumPy's BLAS runs a product on: what its environment tells it (OPENBLAS_NUM_THREADS,
+    OMP_NUM_THREADS, MKL_NUM_THREADS), else the CPUs this process may use (OpenBLAS's default); 1 in a page.
+    The host's budget of threads: the kernels' own encoder layer uses as many."""
+    if IN_PYODIDE:
+        return 1
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        value = os.environ.get(var, "").strip()
+        if value.isdigit() and int(value) > 0:
+            return int(value)
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def _stats_fit(x: np.ndarray, kwargs: dict[str, Any]) -> bool:
@@ -212,13 +223,15 @@ def _wasm_takes(op: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
 
 def _native_takes(op: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
     """Whether the native C kernel should give this call's answer (measurements above): every row-wise op
-    and attention (layer_norm where its float32 statistics fit), matmul only for a few rows against a
-    weight packed once (on one row BLAS's gemv wins, on more its gemm)."""
+    and attention (layer_norm where its float32 statistics fit); matmul against a weight packed once from
+    2 rows (on one row BLAS's gemv wins), and while the BLAS has several threads only up to
+    _NATIVE_MATMUL_MAX_ROWS_MT rows (beyond, its gemm on every core wins)."""
     if op == "matmul":
         x, b, bias = np.asarray(args[0]), args[1], args[2] if len(args) > 2 else kwargs.get("bias")
         rows = x.size // x.shape[-1] if x.ndim >= 2 and x.shape[-1] else 0
-        lo, hi = _NATIVE_MATMUL_ROWS
-        return lo <= rows <= hi and np.ndim(b) == 2 and immutable(b) and immutable(bias)
+        if rows < _NATIVE_MATMUL_MIN_ROWS or (rows > _NATIVE_MATMUL_MAX_ROWS_MT and _BLAS_THREADS > 1):
+            return False
+        return np.ndim(b) == 2 and immutable(b) and immutable(bias)
     return op != "layer_norm" or _stats_fit(np.asarray(args[0]), kwargs)
 
 
@@ -265,23 +278,35 @@ def _select() -> dict[str, Callable[..., np.ndarray]]:
     return {op: (_via(op, _ENGINE, _TAKES) if op in _ENGINE.ops else fn) for op, fn in NUMPY.items()}
 
 
+_BLAS_THREADS = blas_threads()   # read once, as the BLAS reads its environment once when it loads
 _ENGINE, _TAKES, _REASON = _engine()
 KERNELS = _select()
 matmul, gelu, softmax = KERNELS["matmul"], KERNELS["gelu"], KERNELS["softmax"]
 layer_norm, attention, l2_normalize = KERNELS["layer_norm"], KERNELS["attention"], KERNELS["l2_normalize"]
 
 
+def _layer_takes(x: np.ndarray, layer: EncoderLayer) -> bool:
+    """Whether the SIMD kernels run a whole encoder layer: in a page where they take its products; natively
+    from 2 rows (the layer's products are the C kernel's from there at one thread, and the layer spreads
+    over the library's own threads rather than the BLAS's). The weights must be read-only (packed once)."""
+    if IN_PYODIDE:
+        return _wasm_takes("matmul", (x, layer.wqkv, layer.bqkv), {"transpose_b": True})
+    return (x.size // max(x.shape[-1], 1) >= _NATIVE_MATMUL_MIN_ROWS
+            and all(immutable(w) for w in (layer.wqkv, layer.bqkv, layer.wo, layer.bo, layer.wi, layer.bi,
+                                           layer.wo2, layer.bo2)))
+
+
 def encoder_layer(x: np.ndarray, layer: EncoderLayer, mask: np.ndarray | None = None, *, num_heads: int,
                   eps: float) -> np.ndarray:
     """x (B, S, H) through one transformer encoder layer (kernels.EncoderLayer; reference:
-    kernels.encoder_layer_ref): in one SIMD kernel call where the engine takes the layer's matmuls (in a
-    page, a call per op would cost more than the arithmetic of a short sentence), else op by op with the
-    host kernels above. A fused result with statistics or values that are not finite is redone op by op,
-    where NumPy owns the IEEE edge cases."""
+    kernels.encoder_layer_ref): in one SIMD kernel call where they take it (_layer_takes; in a page a call
+    per op would cost more than the arithmetic of a short sentence; natively on blas_threads() threads of
+    the kernels' own), else op by op with the host kernels above. A fused result with statistics or values
+    that are not finite is redone op by op, where NumPy owns the IEEE edge cases."""
     tally = _CALLS["encoder_layer"]
-    if _ENGINE is not None and eps >= 1e-12 and _TAKES("matmul", (x, layer.wqkv, layer.bqkv), {"transpose_b": True}):
+    if _ENGINE is not None and eps >= 1e-12 and _layer_takes(x, layer):
         with np.errstate(over="ignore", invalid="ignore"):
-            out, bad = _ENGINE.encoder_layer(x, layer, mask, num_heads=num_heads, eps=eps)
+            out, bad = _ENGINE.encoder_layer(x, layer, mask, num_heads=num_heads, eps=eps, threads=_BLAS_THREADS)
             if not bad and np.isfinite(out.sum()):
                 tally[_ENGINE.name] = tally.get(_ENGINE.name, 0) + 1
                 return out

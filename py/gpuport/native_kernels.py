@@ -34,8 +34,8 @@ _SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
     "gp_layer_norm": (None, [_P, _P, _P, _P, _I, _I, _F]),
     "gp_attention_scratch": (_I, [_I, _I]),
     "gp_attention": (None, [_P, _P, _P, _I, _P, _P, _I, _I, _I, _I, _I, _I, _P]),
-    "gp_encoder_scratch": (_I, [_I, _I, _I, _I, _I]),
-    "gp_encoder_layer": (_I, [_P, _I, _I, _I, _I, _I, _P, _P, _P, _P, _P, _P, _P, _P, _P, _F, _P]),
+    "gp_encoder_scratch": (_I, [_I, _I, _I, _I, _I, _I]),
+    "gp_encoder_layer": (_I, [_P, _I, _I, _I, _I, _I, _P, _P, _P, _P, _P, _P, _P, _P, _P, _F, _P, _I]),
 }
 
 

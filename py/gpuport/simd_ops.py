@@ -28,7 +28,7 @@ import numpy as np
 from . import kernels as K
 from .errors import BackendUnavailable
 
-ABI = 2  # GP_ABI in web/wasm/simd.h: a build with another is refused
+ABI = 3  # GP_ABI in web/wasm/simd.h: a build with another is refused
 _ALIGN = 64  # bytes: packed panels and scratch start on a cache line
 
 REFERENCES: dict[str, Callable[..., np.ndarray]] = {
@@ -292,10 +292,11 @@ class SimdKernels:
         return out
 
     def encoder_layer(self, x: np.ndarray, layer: K.EncoderLayer, mask: np.ndarray | None = None, *,
-                      num_heads: int, eps: float) -> tuple[np.ndarray, int]:
+                      num_heads: int, eps: float, threads: int = 1) -> tuple[np.ndarray, int]:
         """x (B, S, H) through one encoder layer (kernels.EncoderLayer) in one kernel call, and the number of
         rows whose layer-norm statistics were not finite (their values are not the reference's: redo the
-        layer op by op). Every weight must be read-only (it is packed once and cached)."""
+        layer op by op). Every weight must be read-only (it is packed once and cached). Natively the call
+        spreads over `threads` threads of the library's own pool (web/wasm/pool.c); a page has one."""
         lib = self._need()
         batch, seq, h = x.shape
         f = layer.wi.shape[0]
@@ -310,10 +311,11 @@ class SimdKernels:
         out = np.array(x, dtype=np.float32, order="C")   # the kernel works in place
         m32 = None if mask is None else _f32(mask)
         norms = [_f32(v) for v in (layer.ln1_g, layer.ln1_b, layer.ln2_g, layer.ln2_b)]
-        n = batch * seq
-        scratch = self._scratch(int(lib.gp_encoder_scratch(n, seq, h, num_heads, f)))
+        threads = max(1, int(threads))
+        scratch = self._scratch(int(lib.gp_encoder_scratch(batch * seq, seq, h, num_heads, f, threads)))
         bad = lib.gp_encoder_layer(_addr(out), batch, seq, h, num_heads, f, 0 if m32 is None else _addr(m32),
-                                   *(p.address for p in packed), *(_addr(v) for v in norms), float(eps), scratch)
+                                   *(p.address for p in packed), *(_addr(v) for v in norms), float(eps), scratch,
+                                   threads)
         return out, int(bad)
 
     def measure(self, op: str, *args: Any, candidates: dict[str, Callable[..., Any]] | None = None,

@@ -8,30 +8,79 @@
  *   x   = LayerNorm(gelu(x Wi^T + bi) Wo2^T + bo2 + x)
  *
  * Every step is the kernel the single ops use (gp_matmul_packed, gp_attention, gp_gelu,
- * add_layer_norm), so the results are the same numbers the op-by-op path gives. */
+ * add_layer_norm), so the results are the same numbers the op-by-op path gives, however many threads
+ * share the work. */
 #include "simd.h"
 
-/* Floats of scratch gp_encoder_layer needs for n = B * S tokens. */
-EXPORT(gp_encoder_scratch) int gp_encoder_scratch(int n, int S, int H, int heads, int F) {
-  return n * (3 * H + H + F) + gp_attention_scratch(S, H / heads);
+/* Floats of scratch gp_encoder_layer needs for n = B * S tokens on `threads` threads. */
+EXPORT(gp_encoder_scratch) int gp_encoder_scratch(int n, int S, int H, int heads, int F, int threads) {
+  return n * (3 * H + H + F) + (threads > 1 ? threads : 1) * gp_attention_scratch(S, H / heads);
+}
+
+struct layer {
+  float *x, *qkv, *a, *f, *attn;
+  int B, S, H, heads, F, n, attn_floats;
+  const float *mask, *wqkv, *wo, *wi, *wo2, *ln1_g, *ln1_b, *ln2_g, *ln2_b;
+  float eps;
+  int bad; /* atomic natively */
+};
+
+/* Rows [lo, hi) in units of MR (a part never splits a register tile). */
+#define ROWS(L, lo, hi) int r0 = (lo) * MR, r1 = min_i((hi) * MR, (L)->n), m = r1 - r0
+
+static void qkv_rows(void *ctx, int lo, int hi, int part) {
+  struct layer *L = ctx;
+  ROWS(L, lo, hi);
+  (void)part;
+  gp_matmul_packed(L->x + r0 * L->H, m, L->H, L->H, L->wqkv, 3 * L->H, L->qkv + r0 * 3 * L->H, 3 * L->H);
+}
+
+/* Heads [lo, hi) of every sequence: a range of heads is a range of columns. */
+static void attention_heads(void *ctx, int lo, int hi, int part) {
+  struct layer *L = ctx;
+  const int H = L->H, d = H / L->heads, off = lo * d;
+  gp_attention(L->qkv + off, L->qkv + H + off, L->qkv + 2 * H + off, 3 * H, L->mask, L->a + off, H, L->B, L->S,
+               L->S, hi - lo, d, L->attn + part * L->attn_floats);
+}
+
+/* Everything after attention needs only the row itself: output projection, residual and norm, FFN,
+ * residual and norm. The projections go to the row's own place in qkv (free again). */
+static void tail_rows(void *ctx, int lo, int hi, int part) {
+  struct layer *L = ctx;
+  ROWS(L, lo, hi);
+  (void)part;
+  const int H = L->H, F = L->F;
+  float *x = L->x + r0 * H, *o = L->qkv + r0 * H, *f = L->f + r0 * F;
+  gp_matmul_packed(L->a + r0 * H, m, H, H, L->wo, H, o, H);
+  int bad = add_layer_norm(o, x, L->ln1_g, L->ln1_b, x, m, H, L->eps);
+  gp_matmul_packed(x, m, H, H, L->wi, F, f, F);
+  gp_gelu(f, f, m * F);
+  gp_matmul_packed(f, m, F, F, L->wo2, H, o, H);
+  bad += add_layer_norm(o, x, L->ln2_g, L->ln2_b, x, m, H, L->eps);
+#ifdef __wasm__
+  L->bad += bad;   /* one thread; an atomic would keep L in memory (a shadow stack) */
+#else
+  if (bad) __atomic_fetch_add(&L->bad, bad, __ATOMIC_RELAXED);
+#endif
 }
 
 /* x (B, S, H) is replaced by the layer's output. Weights are packed (gp_pack_b, transposed, bias folded):
- * wqkv 3H x H, wo H x H, wi F x H, wo2 H x F. mask (B, S) additive or NULL. Returns the number of rows
- * whose layer-norm statistics were not finite (0 when all is well); their values are not to be trusted
- * and the caller recomputes the layer op by op, where NumPy owns the IEEE edge cases. */
+ * wqkv 3H x H, wo H x H, wi F x H, wo2 H x F. mask (B, S) additive or NULL. Natively the work is spread
+ * over `threads` threads (pool.c) in three phases: the QKV product by rows, attention by heads, the rest
+ * by rows. Returns the number of rows whose layer-norm statistics were not finite (0 when all is well);
+ * their values are not to be trusted and the caller recomputes the layer op by op, where NumPy owns the
+ * IEEE edge cases. */
 EXPORT(gp_encoder_layer)
 int gp_encoder_layer(float *x, int B, int S, int H, int heads, int F, const float *mask, const float *wqkv,
                      const float *wo, const float *wi, const float *wo2, const float *ln1_g, const float *ln1_b,
-                     const float *ln2_g, const float *ln2_b, float eps, float *scratch) {
-  const int n = B * S;
-  float *qkv = scratch, *a = qkv + n * 3 * H, *f = a + n * H, *attn = f + n * F;
-  gp_matmul_packed(x, n, H, H, wqkv, 3 * H, qkv, 3 * H);
-  gp_attention(qkv, qkv + H, qkv + 2 * H, 3 * H, mask, a, H, B, S, S, heads, H / heads, attn);
-  gp_matmul_packed(a, n, H, H, wo, H, qkv, H);            /* qkv is free again: the projection goes there */
-  int bad = add_layer_norm(qkv, x, ln1_g, ln1_b, x, n, H, eps);
-  gp_matmul_packed(x, n, H, H, wi, F, f, F);
-  gp_gelu(f, f, n * F);
-  gp_matmul_packed(f, n, F, F, wo2, H, qkv, H);
-  return bad + add_layer_norm(qkv, x, ln2_g, ln2_b, x, n, H, eps);
+                     const float *ln2_g, const float *ln2_b, float eps, float *scratch, int threads) {
+  const int n = B * S, tiles = (n + MR - 1) / MR;
+  if (threads < 1) threads = 1;
+  struct layer L = {x, scratch, scratch + n * 3 * H, scratch + n * 4 * H, scratch + n * (4 * H + F), B, S, H,
+                    heads, F, n, gp_attention_scratch(S, H / heads), mask, wqkv, wo, wi, wo2, ln1_g, ln1_b,
+                    ln2_g, ln2_b, eps, 0};
+  gp_parallel(threads, tiles, threads, qkv_rows, &L);
+  gp_parallel(threads, heads, threads, attention_heads, &L);
+  gp_parallel(threads, tiles, threads, tail_rows, &L);
+  return L.bad;
 }

@@ -1,18 +1,11 @@
 /* Element- and row-wise kernels: exact-erf GELU, softmax with an additive mask, layer norm.
  *
- * Written on clang's generic vectors (vecmath.h) rather than the SIMD128 intrinsics, so each build runs its
- * target's full width: 4 lanes in WebAssembly, 16 natively with AVX-512 (8 with AVX2, or where the target's
- * vectors are narrower clang splits them). A row is taken VW lanes at a time, then 4, then one element at a
+ * Each build runs its target's full width (vecmath.h: 4 lanes in WebAssembly, 8 natively with AVX2, 16 with
+ * AVX-512). A row is taken VW lanes at a time, then 4, then one element at a
  * time through the same 4-lane code on a splatted scalar, so every element is computed by one formula. */
 #include "simd.h"
 
-#if defined(__wasm__)
-#define VW 4
-#elif defined(__AVX512F__)
-#define VW 16
-#else
-#define VW 8
-#endif
+#define VW TW   /* the target's widest vectors (simd.h) */
 
 typedef float vw_t __attribute__((vector_size(VW * 4)));
 typedef int32_t vwi_t __attribute__((vector_size(VW * 4)));

@@ -13,7 +13,7 @@ INLINE VT V(load)(const float *p) {
 
 INLINE void V(store)(float *p, VT v) { __builtin_memcpy(p, &v, sizeof v); }
 
-INLINE VT V(splat)(float s) { return (VT){} + s; }
+INLINE VT V(splat)(float s) { return s - (VT){}; }   /* a broadcast: s - 0 is s, -0 included */
 
 /* where m (all-ones lanes) then a else b */
 INLINE VT V(select)(VI m, VT a, VT b) { return (VT)(((VI)a & m) | ((VI)b & ~m)); }

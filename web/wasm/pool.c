@@ -1,0 +1,106 @@
+/* Natively, the threads a whole encoder layer (encoder.c) is spread over: a parallel-for on a small pool of
+ * worker threads, started on first use and kept for the life of the process. In WebAssembly the module has
+ * one thread and gp_parallel (simd.h) runs every part on the caller: this file is then empty.
+ *
+ * Between the phases of a layer (and between layers, tens of microseconds of Python apart) the workers
+ * spin for SPIN_NS before they sleep: handing a phase to a sleeping thread costs 0.1-0.2 ms here (a futex
+ * wake, a halted virtual CPU), a spinning one picks it up at once. One job runs at a time; a caller that
+ * finds the pool busy (another Python thread inside a kernel) runs its parts itself, so no caller ever
+ * waits on another's job. */
+#include "simd.h"
+
+#ifndef __wasm__
+#include <pthread.h>
+#include <time.h>
+
+#if defined(__x86_64__) || defined(__i386__)
+#define RELAX() __builtin_ia32_pause()
+#elif defined(__aarch64__)
+#define RELAX() __asm__ __volatile__("yield")
+#else
+#define RELAX() ((void)0)
+#endif
+
+#define MAX_WORKERS 63
+#define SPIN_NS 500000L
+
+struct job {
+  gp_part_fn fn;
+  void *ctx;
+  int total, parts;
+  int next, done; /* atomic */
+};
+
+static pthread_mutex_t busy = PTHREAD_MUTEX_INITIALIZER;   /* held by the caller whose job runs */
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;   /* guards sleeping and waking */
+static pthread_cond_t wake = PTHREAD_COND_INITIALIZER;
+static int workers;               /* started so far (under busy) */
+static unsigned generation;       /* bumped per job: what sleeping and spinning workers watch (atomic) */
+static struct job *current;       /* the running job, or NULL (atomic) */
+static int readers;               /* workers that may be reading *current (atomic) */
+
+static long now_ns(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return t.tv_sec * 1000000000L + t.tv_nsec;
+}
+
+/* Parts of `j` until none is left; part p covers [total * p / parts, total * (p + 1) / parts). */
+static void run_parts(struct job *j) {
+  for (;;) {
+    int p = __atomic_fetch_add(&j->next, 1, __ATOMIC_ACQ_REL);
+    if (p >= j->parts) return;
+    j->fn(j->ctx, (int)((long)j->total * p / j->parts), (int)((long)j->total * (p + 1) / j->parts), p);
+    __atomic_fetch_add(&j->done, 1, __ATOMIC_RELEASE);
+  }
+}
+
+static void *worker(void *arg) {
+  unsigned seen = (unsigned)(long)arg;
+  for (;;) {
+    long until = now_ns() + SPIN_NS;
+    for (int spins = 1; __atomic_load_n(&generation, __ATOMIC_ACQUIRE) == seen; spins++) {
+      if ((spins & 255) == 0 && now_ns() > until) {
+        pthread_mutex_lock(&lock);
+        while (__atomic_load_n(&generation, __ATOMIC_ACQUIRE) == seen) pthread_cond_wait(&wake, &lock);
+        pthread_mutex_unlock(&lock);
+        break;
+      }
+      RELAX();
+    }
+    seen = __atomic_load_n(&generation, __ATOMIC_ACQUIRE);
+    /* readers before current, and the caller clears current before it reads readers (both sequentially
+     * consistent): either this worker sees no job, or the caller waits for it to be done with it. */
+    __atomic_fetch_add(&readers, 1, __ATOMIC_SEQ_CST);
+    struct job *j = __atomic_load_n(&current, __ATOMIC_SEQ_CST);
+    if (j) run_parts(j);
+    __atomic_fetch_sub(&readers, 1, __ATOMIC_SEQ_CST);
+  }
+  return 0;
+}
+
+void gp_parallel(int threads, int total, int parts, gp_part_fn fn, void *ctx) {
+  if (parts > total) parts = total;
+  if (threads <= 1 || parts <= 1 || pthread_mutex_trylock(&busy) != 0) {
+    for (int p = 0; p < parts; p++) fn(ctx, (int)((long)total * p / parts), (int)((long)total * (p + 1) / parts), p);
+    return;
+  }
+  while (workers < threads - 1 && workers < MAX_WORKERS) {
+    pthread_t t;
+    if (pthread_create(&t, 0, worker, (void *)(long)__atomic_load_n(&generation, __ATOMIC_ACQUIRE)) != 0) break;
+    pthread_detach(t);
+    workers++;
+  }
+  struct job j = {fn, ctx, total, parts, 0, 0};
+  __atomic_store_n(&current, &j, __ATOMIC_SEQ_CST);
+  pthread_mutex_lock(&lock);
+  __atomic_fetch_add(&generation, 1, __ATOMIC_ACQ_REL);
+  pthread_cond_broadcast(&wake);
+  pthread_mutex_unlock(&lock);
+  run_parts(&j);
+  while (__atomic_load_n(&j.done, __ATOMIC_ACQUIRE) < parts) RELAX();
+  __atomic_store_n(&current, (struct job *)0, __ATOMIC_SEQ_CST);
+  while (__atomic_load_n(&readers, __ATOMIC_SEQ_CST) > 0) RELAX();
+  pthread_mutex_unlock(&busy);
+}
+#endif
