@@ -7,7 +7,10 @@ In Chromium and then Firefox (one browser at a time; Pyodide in the page's Web W
   kernel packing the weight on every call, and of NumPy;
 - ms per call of gelu, layer_norm, softmax (with a (B, 1, 1, S) mask) and attention at those sizes;
 - a whole MiniLM-L6 encoder forward (6 layers, random weights of the real shapes, embeddings lookup and
-  pooling left out) built from these ops, all-wasm against all-NumPy: what the cpu path would cost.
+  pooling left out) built from these ops, all-wasm against all-NumPy: what the cpu path would cost;
+- the two builds of the kernels against each other (web/gpuport_simd.wasm, SIMD128, and
+  web/gpuport_simd_relaxed.wasm, relaxed SIMD: FMAs), each instantiated in the same page with a memory of
+  its own, gp_matmul_packed on MiniLM's shapes, interleaved: GFLOP/s of each and relaxed / SIMD128.
 
 Every figure is a median over interleaved repeats (gpuport.wasm_kernels.measure); compare ratios within a
 run. Run: flock /tmp/gpuport-heavy.lock .venv/bin/python bench/wasm_kernels.py [--browser chromium|firefox]
@@ -89,14 +92,32 @@ def forward(ops, x, mask, bsz, s):
         x = ops["layer_norm"](lin(f, L["wo2"], L["bo2"]) + x, L["g2"], L["b2"], eps=1e-12)
     return x
 
+def stacked(*parts):
+    out = np.concatenate(parts)
+    out.flags.writeable = False
+    return out
+
+fused_layers = [K.EncoderLayer(wqkv=stacked(L["wq"], L["wk"], L["wv"]), bqkv=stacked(L["bq"], L["bk"], L["bv"]),
+                               wo=L["wo"], bo=L["bo"], ln1_g=L["g1"], ln1_b=L["b1"], wi=L["wi"], bi=L["bi"],
+                               wo2=L["wo2"], bo2=L["bo2"], ln2_g=L["g2"], ln2_b=L["b2"]) for L in layers]
+
+def forward_fused(x, mask, bsz, s):   # what MiniLM's host forward runs in a page: one kernel call per layer
+    x = x.reshape(bsz, s, 384)
+    for L in fused_layers:
+        x = W.ENGINE.encoder_layer(x, L, mask, num_heads=12, eps=1e-12)[0]
+    return x.reshape(1, bsz * s, 384)
+
 model = []
 for label, (bsz, s) in WORKLOADS.items():
     x = rng.standard_normal((1, bsz * s, 384)).astype(np.float32)
     mask = np.zeros((bsz, s), np.float32)
-    err = float(np.abs(forward(W.OPS, x, mask, bsz, s) - forward(W.REFERENCES, x, mask, bsz, s)).max())
+    want = forward(W.REFERENCES, x, mask, bsz, s)
+    err = float(np.abs(forward(W.OPS, x, mask, bsz, s) - want).max())
+    err_fused = float(np.abs(forward_fused(x, mask, bsz, s) - want).max())
     res = W.measure("forward", repeats=R, min_s=0.0, candidates={{
-        "wasm": lambda: forward(W.OPS, x, mask, bsz, s), "numpy": lambda: forward(W.REFERENCES, x, mask, bsz, s)}})
-    res.update(workload=label, tokens=bsz * s, max_abs_diff=err)
+        "wasm_fused": lambda: forward_fused(x, mask, bsz, s), "wasm": lambda: forward(W.OPS, x, mask, bsz, s),
+        "numpy": lambda: forward(W.REFERENCES, x, mask, bsz, s)}})
+    res.update(workload=label, tokens=bsz * s, max_abs_diff=err, max_abs_diff_fused=err_fused)
     model.append(res)
 
 import sys
@@ -104,6 +125,45 @@ import sys
 """
 
 USER_AGENT = "async () => navigator.userAgent"
+
+# In the page's main thread: both builds of the kernels, each linked against a memory of its own (no Pyodide),
+# gp_matmul_packed on a packed (out, in) weight, 9 interleaved windows of 60 ms per build and shape.
+BUILDS = """async () => {
+  const shapes = [[12, 384, 1152], [12, 384, 1536], [12, 1536, 384], [256, 384, 1536], [256, 1536, 384]];
+  const inst = {};
+  for (const [name, file] of [["simd128", "gpuport_simd.wasm"], ["relaxed-simd", "gpuport_simd_relaxed.wasm"]]) {
+    const bytes = await (await fetch(file)).arrayBuffer();
+    if (!WebAssembly.validate(bytes)) continue;   // an engine without relaxed SIMD: the plain build only
+    const memory = new WebAssembly.Memory({initial: 1600});
+    const g = (v) => new WebAssembly.Global({value: "i32", mutable: false}, v);
+    const env = {memory, __memory_base: g(0), __table_base: g(0),
+                 __indirect_function_table: new WebAssembly.Table({initial: 0, element: "anyfunc"})};
+    const {instance} = await WebAssembly.instantiate(bytes, {env});
+    const f = new Float32Array(memory.buffer);
+    for (let i = 0; i < f.length; i++) f[i] = ((i * 7919) % 1000) / 1000 - 0.5;
+    inst[name] = instance.exports;
+  }
+  const out = [];
+  for (const [M, K, N] of shapes) {
+    const A = 1024, B = A + 4 * M * K + 64, P = B + 4 * K * N + 64;
+    const gflops = {};
+    for (const [name, e] of Object.entries(inst)) {
+      e.gp_pack_b(B, K, N, 1, 0, P);
+      gflops[name] = [];
+    }
+    for (let r = 0; r < 9; r++) for (const [name, e] of Object.entries(inst)) {
+      const C = P + 4 * e.gp_packed_size(K, N) + 64;
+      let calls = 0, t;
+      const t0 = performance.now();
+      do { e.gp_matmul_packed(A, M, K, K, P, N, C, N); calls++; t = performance.now() - t0; } while (t < 60);
+      gflops[name].push(2 * M * K * N * calls / (t * 1e6));
+    }
+    const row = {m: M, k: K, n: N};
+    for (const [name, v] of Object.entries(gflops)) row[name] = v.sort((a, b) => a - b)[4];
+    out.push(row);
+  }
+  return out;
+}"""
 
 
 def launch(playwright, browser: str):
@@ -122,7 +182,7 @@ def run_browser(playwright, url: str, browser: str, repeats: int, min_s: float) 
         data = page.evaluate("async (src) => (await window.gpuportReady).runPython(src)",
                              IN_PAGE.format(repeats=repeats, min_s=min_s))
         data.update(browser=browser, version=b.version, user_agent=page.evaluate(USER_AGENT),
-                    wall_s=round(time.monotonic() - t0, 1))
+                    builds=page.evaluate(BUILDS), wall_s=round(time.monotonic() - t0, 1))
         return data
     finally:
         b.close()
@@ -140,10 +200,17 @@ def report(data: dict) -> None:
     for r in data["rowwise"]:
         print(f"  {r['op']:10} {r['workload']:12} {str(r['shapes'][0]):18} {r['wasm_ms']:9.3f} | {r['numpy_ms']:9.3f} | "
               f"{r['numpy_ms'] / r['wasm_ms']:6.1f}x")
-    print("\nMiniLM-L6 encoder forward (6 layers)   ms: wasm | NumPy | NumPy/wasm  (max |wasm - NumPy|)")
+    print("\nthe two builds, gp_matmul_packed   GFLOP/s: SIMD128 | relaxed SIMD | relaxed/SIMD128")
+    for r in data["builds"]:
+        relaxed = r.get("relaxed-simd")
+        print(f"  {r['m']:4d} x {r['k']:4d} x {r['n']:4d}   {r['simd128']:7.1f} | "
+              + (f"{relaxed:7.1f} | {relaxed / r['simd128']:5.2f}x" if relaxed else "  (no relaxed SIMD here)"))
+    print("\nMiniLM-L6 encoder forward (6 layers)   ms: one call per layer | op by op | NumPy | op by op / one call"
+          " | NumPy / one call  (max |wasm - NumPy|: one call, op by op)")
     for r in data["model"]:
-        print(f"  {r['workload']:12} {r['tokens']:4d} tokens {r['wasm_ms']:9.1f} | {r['numpy_ms']:9.1f} | "
-              f"{r['numpy_ms'] / r['wasm_ms']:6.1f}x   ({r['max_abs_diff']:.1e})")
+        print(f"  {r['workload']:12} {r['tokens']:4d} tokens {r['wasm_fused_ms']:9.1f} | {r['wasm_ms']:9.1f} | "
+              f"{r['numpy_ms']:9.1f} | {r['wasm_ms'] / r['wasm_fused_ms']:5.2f}x | {r['numpy_ms'] / r['wasm_fused_ms']:6.1f}x"
+              f"   ({r['max_abs_diff_fused']:.1e}, {r['max_abs_diff']:.1e})")
 
 
 def main(argv: list[str] | None = None) -> int:

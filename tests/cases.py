@@ -177,6 +177,44 @@ _matmul_case("matmul_rb_large_200x1536_by_384x1536_transposed_bias", (200, 1536)
              transpose_b=True)
 
 
+def _matmul_gelu_case(name, a_shape, b_shape, *, bias=True, transpose_b=False, seed=7):
+    # The product's error bound (above) carried through GELU, whose slope is at most 1.13 in magnitude,
+    # plus GELU's own atol 1e-6 (A&S 7.1.26 and f32 exp: the gelu cases).
+    async def fn(rt):
+        r = rng(seed)
+        a = r.uniform(-1, 1, a_shape).astype(np.float32)
+        b = r.uniform(-1, 1, b_shape).astype(np.float32)
+        n = b_shape[-2] if transpose_b else b_shape[-1]
+        bv = r.uniform(-1, 1, (n,)).astype(np.float32) if bias else None
+        before = rt.fallback.get_performance_metrics()["fused_epilogues"]
+        got = await rt.ops.matmul(rt.tensor(a), rt.tensor(b), bias=rt.tensor(bv) if bias else None,
+                                  transpose_b=transpose_b, activation="gelu").read()
+        want = K.matmul_ref(a, b, bv, transpose_b=transpose_b, activation="gelu")
+        close(want, K.gelu_ref(K.matmul_ref(a, b, bv, transpose_b=transpose_b)), atol=0, what=f"{name} reference")
+        bb = np.swapaxes(b, -1, -2) if transpose_b else b
+        bound = 2 * (a_shape[-1] + 1) * U * (np.abs(a) @ np.abs(bb) + (np.abs(bv) if bias else 0))
+        close(got, want, atol=1.13 * bound + 1e-6, what=name)
+        fused = rt.fallback.get_performance_metrics()["fused_epilogues"] - before
+        # in the epilogue only where a register-blocked kernel ran it (K a multiple of 4 on the device)
+        assert fused in (0, 1) and (fused == 0 or rt.backend == "webgpu"), fused
+    fn.__name__ = name
+    case()(fn)
+
+
+_matmul_gelu_case("matmul_gelu_1x4_by_4x1", (1, 4), (4, 1))
+_matmul_gelu_case("matmul_gelu_7x13_by_13x5_no_bias", (7, 13), (13, 5), bias=False)
+_matmul_gelu_case("matmul_gelu_37x100_by_53x100_transposed", (37, 100), (53, 100), transpose_b=True)
+_matmul_gelu_case("matmul_gelu_batched_3x17x32_by_32x12", (3, 17, 32), (32, 12))
+_matmul_gelu_case("matmul_gelu_67x384_by_1536x384_transposed", (67, 384), (1536, 384), transpose_b=True)
+
+
+@case()
+async def matmul_activation_must_be_known(rt):
+    a = rt.tensor(np.ones((2, 4), np.float32))
+    await expect(ValueError, lambda: rt.ops.matmul(a, a, transpose_b=True, activation="relu"),
+                 "activation must be one of (None, 'gelu')", "'relu'")
+
+
 # -- row-wise ---------------------------------------------------------------------------------------
 
 for _shape in [(1,), (7, 13), (37, 129), (3, 17, 33), (5, 1000)]:

@@ -349,7 +349,10 @@ def calls() -> dict[str, dict[str, int]]:
 
 def run(op: str, arrays: list[np.ndarray | None], attrs: dict[str, Any]) -> np.ndarray:
     """`op` on host arrays: its fast kernel where there is one, else its reference (C-contiguous float32;
-    infinities and NaNs follow IEEE quietly)."""
+    infinities and NaNs follow IEEE quietly). A matmul's activation runs as its own kernel after it."""
+    if op == "matmul" and attrs.get("activation"):
+        plain = {k: v for k, v in attrs.items() if k != "activation"}
+        return run(attrs["activation"], [run("matmul", arrays, plain)], {})
     fast = KERNELS.get(op)
     if fast is None:
         return reference(op, arrays, attrs)

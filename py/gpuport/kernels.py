@@ -144,13 +144,17 @@ def gelu_ref(x: np.ndarray) -> np.ndarray:
     return _f32(np.where(x64 == -np.inf, 0.0, y))   # the limit, not -inf * 0
 
 
+# What matmul may apply after its bias (ops.matmul's `activation`): None, or exact GELU.
+ACTIVATIONS = (None, "gelu")
+
+
 def matmul_ref(a: np.ndarray, b: np.ndarray, bias: np.ndarray | None = None, *,
-               transpose_b: bool = False) -> np.ndarray:
+               transpose_b: bool = False, activation: str | None = None) -> np.ndarray:
     bb = np.swapaxes(b, -1, -2) if transpose_b else b
     out = np.matmul(a, bb)
     if bias is not None:
         out = out + bias
-    return _f32(out)
+    return gelu_ref(_f32(out)) if activation == "gelu" else _f32(out)
 
 
 def softmax_ref(x: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:

@@ -207,9 +207,13 @@ def small_matmul_launch(a: Any, b: Any, bias: Any, out: Any, *, transpose_b: boo
                   (math.ceil(N / 32), math.ceil(M / 32), batch), uniforms, consts)
 
 
+# The register-blocked matmuls' ACT override per ops.matmul activation (0: none).
+ACT_CODES = {None: 0, "gelu": 1}
+
+
 def rb_matmul_launch(block: RegisterBlock, a: Any, b: Any, bias: Any, out: Any, act: int = 0) -> Launch:
     """One launch of a register-blocked matmul variant (shaders/matmul_rb_*.wgsl) over whole buffers;
-    `act` 1 fuses exact GELU after the bias."""
+    `act` 1 fuses exact GELU after the bias (ACT_CODES)."""
     m, k = a.shape[-2:]
     n = out.shape[-1]
     workgroups = (math.ceil(n / (block.cols_per_invocation * RB_WG)), math.ceil(m / block.rows),
@@ -265,8 +269,9 @@ def probe_launches(op: str, strategy: str, kernel: KernelDef | None, wg: int,
     """The launches of PROBES[op] under `strategy` (the simplified matmul is the strided small kernel;
     `blocks`: the register-blocked matmul variants the native strategy uses here)."""
     if op == "matmul" and strategy == "native" and blocks:
-        rb = [rb_matmul_launch(block, ins[0], ins[1], ins[2], out) for block in blocks
-              for ins, out, attrs in PROBES[op]() if attrs["transpose_b"] == (block.layout == "tb")]
+        rb = [rb_matmul_launch(block, ins[0], ins[1], ins[2], out, act=act) for block in blocks
+              for ins, out, attrs in PROBES[op]() if attrs["transpose_b"] == (block.layout == "tb")
+              for act in ACT_CODES.values()]
         return rb + [launch_for(op, ins, out, attrs, kernel=kernel, wg=wg) for ins, out, attrs in PROBES[op]()]
     if op == "matmul" and strategy == "simplified_shader":
         return [small_matmul_launch(ins[0], ins[1], ins[2], out, transpose_b=attrs["transpose_b"], M=4, N=4, K=4,

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .kernels import ATTENTION_MAX_HEAD_DIM, OpCall
+from .kernels import ACTIVATIONS, ATTENTION_MAX_HEAD_DIM, OpCall
 from .quant import row_bytes
 from .tensor import Tensor
 
@@ -113,11 +113,16 @@ class Ops:
         return self._run("gelu", ("x",), [x], x.shape)
 
     # -- matmul ------------------------------------------------------------------------------------
-    def matmul(self, a: Tensor, b: Tensor, bias: Tensor | None = None, transpose_b: bool = False) -> Tensor:
-        """a @ b (or a @ b.T), plus a bias row. a: (..., M, K); b: (K, N), (N, K), or batched like a."""
+    def matmul(self, a: Tensor, b: Tensor, bias: Tensor | None = None, transpose_b: bool = False,
+               activation: str | None = None) -> Tensor:
+        """a @ b (or a @ b.T), plus a bias row, then `activation` ("gelu": exact GELU, fused into the
+        matmul's epilogue where the device's register-blocked kernel serves the call). a: (..., M, K);
+        b: (K, N), (N, K), or batched like a."""
         a, b = self._f32(a, "matmul", "a"), self._f32(b, "matmul", "b")
         if not isinstance(transpose_b, (bool, np.bool_)):
             raise TypeError(f"matmul: transpose_b must be a bool, got {transpose_b!r}")
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"matmul: activation must be one of {ACTIVATIONS}, got {activation!r}")
         if a.ndim < 2 or b.ndim < 2:
             raise ValueError(f"matmul: both operands need at least 2 axes, got {a.shape} and {b.shape}")
         m, k = a.shape[-2:]
@@ -132,8 +137,9 @@ class Ops:
             bias = self._f32(bias, "matmul", "bias")
             if bias.shape != (n,):
                 raise ValueError(f"matmul: bias shape {bias.shape} must be ({n},) for output width N={n}")
+        fused = {"activation": activation} if activation else {}   # absent: the plain matmul's attributes
         return self._run("matmul", ("a", "b", "bias"), [a, b, bias], batch_shape + (m, n),
-                         transpose_b=bool(transpose_b))
+                         transpose_b=bool(transpose_b), **fused)
 
     # -- row-wise ----------------------------------------------------------------------------------
     def softmax(self, x: Tensor, mask: Tensor | None = None) -> Tensor:

@@ -3,13 +3,14 @@ looked up by name in EXECUTORS. Planning is planner.py's job; launch geometry is
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
 from . import hostops
 from .kernels import ELEMENTWISE_WG, KERNELS, ROWWISE_OPS, VARIANTS, KernelDef, Launch, OpCall
-from .launches import (Part, attention_uniforms, kv_attention_uniforms, launch_for, rb_matmul_launch, row_chunks,
+from .launches import (ACT_CODES, Part, attention_uniforms, kv_attention_uniforms, launch_for, rb_matmul_launch, row_chunks,
                        small_matmul_launch)
 from .planner import Planner
 from .telemetry import Plan, Telemetry
@@ -30,7 +31,24 @@ class Strategies:
         self.rt, self.planner, self.telemetry = rt, planner, telemetry
 
     def run(self, call: OpCall, plan: Plan) -> Tensor:
+        if call.op == "matmul" and call.attrs.get("activation"):
+            return self._matmul_activation(call, plan)
         return EXECUTORS[plan.strategy](self, call, plan)
+
+    def _matmul_activation(self, call: OpCall, plan: Plan) -> Tensor:
+        """A matmul with its activation (GELU) fused into the register-blocked kernel's epilogue where that
+        kernel serves the call; under any other strategy the plain matmul, then the activation as an op of
+        its own (planned like any, so blocks and limits hold)."""
+        block = self.planner.matmul_block(call) if plan.strategy == "native" else None
+        if block is not None:
+            out = self._out(call)
+            self._launch(rb_matmul_launch(block, *call.inputs, out, act=ACT_CODES[call.attrs["activation"]]))
+            self.telemetry.add("fused_epilogues")
+            return out
+        if plan.strategy == "cpu":
+            return self.cpu(call, plan)
+        plain = dataclasses.replace(call, attrs={k: v for k, v in call.attrs.items() if k != "activation"})
+        return getattr(self.rt.ops, call.attrs["activation"])(EXECUTORS[plan.strategy](self, plain, plan))
 
     # -- helpers --------------------------------------------------------------------------------------
     def _launch(self, launch: Launch) -> None:

@@ -31,7 +31,7 @@ class Telemetry:
     def reset(self) -> None:
         self._m: dict[str, Any] = {
             "fallback_activations": 0, "native_operations": 0, "layer_operations": 0, "cpu_fallbacks": 0,
-            "tiles": 0, "attention_dispatches": 0, "kv_blocks": 0, "strategies": {}, "last_strategy": {},
+            "tiles": 0, "attention_dispatches": 0, "kv_blocks": 0, "fused_epilogues": 0, "strategies": {}, "last_strategy": {},
             "operation_timings": {},
             "memory_usage": {"largest_binding_bytes": 0, "blocked_tensors": 0},
         }
@@ -56,7 +56,7 @@ class Telemetry:
         t["max_ms"] = max(t["max_ms"], ms)
 
     def add(self, counter: str, n: int = 1) -> None:
-        """Bump a work counter: layer_operations, tiles, attention_dispatches, kv_blocks."""
+        """Bump a work counter: layer_operations, tiles, attention_dispatches, kv_blocks, fused_epilogues."""
         if self.enabled:
             self._m[counter] += n
 

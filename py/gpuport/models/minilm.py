@@ -199,7 +199,7 @@ class MiniLM:
             v = self._linear(x, L.wv, L.bv).reshape((batch, seq, h))
             a = ops.attention(q, k, v, cfg.num_attention_heads, key_mask).reshape((1, n, h))
             x = ops.layer_norm(ops.add(self._linear(a, L.wo, L.bo), x), L.ln1_g, L.ln1_b, eps)
-            f = ops.gelu(self._linear(x, L.wi, L.bi))
+            f = ops.matmul(x, L.wi, bias=L.bi, transpose_b=not self.pretranspose, activation="gelu")
             x = ops.layer_norm(ops.add(self._linear(f, L.wo2, L.bo2), x), L.ln2_g, L.ln2_b, eps)
         x = x.reshape((batch, seq, h))
         pooled = ops.mean_pool(x, rt.tensor((mask > 0).astype(np.float32)))
