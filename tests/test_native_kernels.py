@@ -218,11 +218,14 @@ def test_encoder_layer_on_threads_gives_the_one_thread_answer(native):
 
 def test_encoder_layer_from_many_python_threads_at_once(native):
     """Python threads share the pool: a caller that finds it busy runs its parts itself (never waits on
-    another's job), and every caller gets its own answer."""
+    another's job), a job uses no more workers than it asked for, and every caller gets its own answer."""
     r = np.random.default_rng(25)
     layer = wasm_cases._encoder_layer(r, 64, 96)
     xs = [r.standard_normal((2, 40, 64)).astype(np.float32) for _ in range(6)]
     want = [N.ENGINE.encoder_layer(x, layer, None, num_heads=4, eps=1e-12, threads=1)[0] for x in xs]
+    # a 5-thread job first grows the pool: its extra workers must stay out of the 2-thread jobs below
+    # (whose scratch holds 2 threads' attention panels)
+    assert np.array_equal(N.ENGINE.encoder_layer(xs[0], layer, None, num_heads=4, eps=1e-12, threads=5)[0], want[0])
     got: dict[int, np.ndarray] = {}
     errors: list[BaseException] = []
 

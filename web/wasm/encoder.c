@@ -28,27 +28,27 @@ struct layer {
 /* Rows [lo, hi) in units of MR (a part never splits a register tile). */
 #define ROWS(L, lo, hi) int r0 = (lo) * MR, r1 = min_i((hi) * MR, (L)->n), m = r1 - r0
 
-static void qkv_rows(void *ctx, int lo, int hi, int part) {
+static void qkv_rows(void *ctx, int lo, int hi, int slot) {
   struct layer *L = ctx;
   ROWS(L, lo, hi);
-  (void)part;
+  (void)slot;
   gp_matmul_packed(L->x + r0 * L->H, m, L->H, L->H, L->wqkv, 3 * L->H, L->qkv + r0 * 3 * L->H, 3 * L->H);
 }
 
 /* Heads [lo, hi) of every sequence: a range of heads is a range of columns. */
-static void attention_heads(void *ctx, int lo, int hi, int part) {
+static void attention_heads(void *ctx, int lo, int hi, int slot) {
   struct layer *L = ctx;
   const int H = L->H, d = H / L->heads, off = lo * d;
   gp_attention(L->qkv + off, L->qkv + H + off, L->qkv + 2 * H + off, 3 * H, L->mask, L->a + off, H, L->B, L->S,
-               L->S, hi - lo, d, L->attn + part * L->attn_floats);
+               L->S, hi - lo, d, L->attn + slot * L->attn_floats);
 }
 
 /* Everything after attention needs only the row itself: output projection, residual and norm, FFN,
  * residual and norm. The projections go to the row's own place in qkv (free again). */
-static void tail_rows(void *ctx, int lo, int hi, int part) {
+static void tail_rows(void *ctx, int lo, int hi, int slot) {
   struct layer *L = ctx;
   ROWS(L, lo, hi);
-  (void)part;
+  (void)slot;
   const int H = L->H, F = L->F;
   float *x = L->x + r0 * H, *o = L->qkv + r0 * H, *f = L->f + r0 * F;
   gp_matmul_packed(L->a + r0 * H, m, H, H, L->wo, H, o, H);
@@ -79,8 +79,10 @@ int gp_encoder_layer(float *x, int B, int S, int H, int heads, int F, const floa
   struct layer L = {x, scratch, scratch + n * 3 * H, scratch + n * 4 * H, scratch + n * (4 * H + F), B, S, H,
                     heads, F, n, gp_attention_scratch(S, H / heads), mask, wqkv, wo, wi, wo2, ln1_g, ln1_b,
                     ln2_g, ln2_b, eps, 0};
-  gp_parallel(threads, tiles, threads, qkv_rows, &L);
-  gp_parallel(threads, heads, threads, attention_heads, &L);
-  gp_parallel(threads, tiles, threads, tail_rows, &L);
+  /* Several parts per thread, taken as threads come free: a late or descheduled thread delays one small
+   * part, not a share fixed in advance. Row parts are whole 4-row tiles, attention parts single heads. */
+  gp_parallel(threads, tiles, 4 * threads, qkv_rows, &L);
+  gp_parallel(threads, heads, heads, attention_heads, &L);
+  gp_parallel(threads, tiles, 4 * threads, tail_rows, &L);
   return L.bad;
 }

@@ -27,7 +27,7 @@
 struct job {
   gp_part_fn fn;
   void *ctx;
-  int total, parts;
+  int total, parts, threads;
   int next, done; /* atomic */
 };
 
@@ -45,17 +45,20 @@ static long now_ns(void) {
   return t.tv_sec * 1000000000L + t.tv_nsec;
 }
 
-/* Parts of `j` until none is left; part p covers [total * p / parts, total * (p + 1) / parts). */
-static void run_parts(struct job *j) {
+/* Parts of `j` until none is left, taken one at a time (a thread that starts late, or is descheduled, holds
+ * up one part, not a share fixed in advance); part p covers [total * p / parts, total * (p + 1) / parts).
+ * `slot` is this thread's: 0 the caller, 1.. the workers. */
+static void run_parts(struct job *j, int slot) {
   for (;;) {
     int p = __atomic_fetch_add(&j->next, 1, __ATOMIC_ACQ_REL);
     if (p >= j->parts) return;
-    j->fn(j->ctx, (int)((long)j->total * p / j->parts), (int)((long)j->total * (p + 1) / j->parts), p);
+    j->fn(j->ctx, (int)((long)j->total * p / j->parts), (int)((long)j->total * (p + 1) / j->parts), slot);
     __atomic_fetch_add(&j->done, 1, __ATOMIC_RELEASE);
   }
 }
 
 static void *worker(void *arg) {
+  const int slot = (int)((long)arg >> 32);
   unsigned seen = (unsigned)(long)arg;
   for (;;) {
     long until = now_ns() + SPIN_NS;
@@ -73,7 +76,7 @@ static void *worker(void *arg) {
      * consistent): either this worker sees no job, or the caller waits for it to be done with it. */
     __atomic_fetch_add(&readers, 1, __ATOMIC_SEQ_CST);
     struct job *j = __atomic_load_n(&current, __ATOMIC_SEQ_CST);
-    if (j) run_parts(j);
+    if (j && slot < j->threads) run_parts(j, slot);   /* a pool grown for a wider job: only `threads` slots */
     __atomic_fetch_sub(&readers, 1, __ATOMIC_SEQ_CST);
   }
   return 0;
@@ -82,22 +85,23 @@ static void *worker(void *arg) {
 void gp_parallel(int threads, int total, int parts, gp_part_fn fn, void *ctx) {
   if (parts > total) parts = total;
   if (threads <= 1 || parts <= 1 || pthread_mutex_trylock(&busy) != 0) {
-    for (int p = 0; p < parts; p++) fn(ctx, (int)((long)total * p / parts), (int)((long)total * (p + 1) / parts), p);
+    for (int p = 0; p < parts; p++) fn(ctx, (int)((long)total * p / parts), (int)((long)total * (p + 1) / parts), 0);
     return;
   }
   while (workers < threads - 1 && workers < MAX_WORKERS) {
     pthread_t t;
-    if (pthread_create(&t, 0, worker, (void *)(long)__atomic_load_n(&generation, __ATOMIC_ACQUIRE)) != 0) break;
+    long arg = ((long)(workers + 1) << 32) | __atomic_load_n(&generation, __ATOMIC_ACQUIRE);
+    if (pthread_create(&t, 0, worker, (void *)arg) != 0) break;
     pthread_detach(t);
     workers++;
   }
-  struct job j = {fn, ctx, total, parts, 0, 0};
+  struct job j = {fn, ctx, total, parts, threads, 0, 0};
   __atomic_store_n(&current, &j, __ATOMIC_SEQ_CST);
   pthread_mutex_lock(&lock);
   __atomic_fetch_add(&generation, 1, __ATOMIC_ACQ_REL);
   pthread_cond_broadcast(&wake);
   pthread_mutex_unlock(&lock);
-  run_parts(&j);
+  run_parts(&j, 0);
   while (__atomic_load_n(&j.done, __ATOMIC_ACQUIRE) < parts) RELAX();
   __atomic_store_n(&current, (struct job *)0, __ATOMIC_SEQ_CST);
   while (__atomic_load_n(&readers, __ATOMIC_SEQ_CST) > 0) RELAX();
