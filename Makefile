@@ -29,11 +29,11 @@ WASM_SRC    := $(wildcard web/wasm/*.c)
 WASM_OBJ    := $(patsubst web/wasm/%.c,.cache/wasm/%.o,$(WASM_SRC))
 WASM_RELAXED_OBJ := $(patsubst web/wasm/%.c,.cache/wasm-relaxed/%.o,$(WASM_SRC))
 WASM_CFLAGS := --target=wasm32 -msimd128 -O3 -nostdlib -ffreestanding -fPIC -fvisibility=hidden -Wall -Wextra -Werror
-# The same C sources as a native shared library for the host kernels off the page (gpuport.native_kernels,
-# web/wasm/simd128_native.h maps the wasm_simd128.h intrinsics onto clang's generic vectors). -march=native:
-# the library is built by `make setup` on the machine that loads it and is never shipped (.cache/ is
-# git-ignored, the wheel leaves it out), so it may use every instruction this CPU has (FMA, AVX-512 VL
-# encodings). -ffp-contract=fast turns the kernels' mul + add into FMAs; no -ffast-math, which would let
+# The same C sources as a native shared library for the host kernels off the page (gpuport.native_kernels;
+# written on clang's generic vectors, they take this CPU's full width). -march=native: the library is built
+# by `make setup` on the machine that loads it and is never shipped (.cache/ is git-ignored, the wheel
+# leaves it out), so it may use every instruction this CPU has (FMA, AVX2, AVX-512). -pthread: a whole
+# encoder layer spreads over the library's own threads (web/wasm/pool.c). -ffp-contract=fast turns the kernels' mul + add into FMAs; no -ffast-math, which would let
 # the compiler drop the NaN/infinity behaviour hostops' fallback checks rely on. -fno-math-errno lets
 # sqrtf inline.
 NATIVE_LIB    := .cache/native/libgpuport_simd.so
