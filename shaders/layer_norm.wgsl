@@ -2,6 +2,9 @@
 // PyTorch. Scale-safe: the row is divided by its peak |x| first (y = x / peak; the result is
 // (y - mean_y) / sqrt(var_y + eps / peak^2)), so no finite row overflows its squares; then two passes
 // (mean, then centred squares) avoid E[x^2]-E[x]^2 cancellation. A NaN or inf in the row gives a NaN row.
+// HAS_RES: the row is x + res, the residual added as it is read (a post-norm transformer's residual and
+// LayerNorm in one pass: no sum written and read back).
+override HAS_RES: bool = false;
 const WG: u32 = 64u;
 
 struct Params { rows: u32, n: u32, eps: f32, _p0: u32 }
@@ -9,8 +12,9 @@ struct Params { rows: u32, n: u32, eps: f32, _p0: u32 }
 @group(0) @binding(0) var<storage, read> x: array<f32>;
 @group(0) @binding(1) var<storage, read> gamma: array<f32>;
 @group(0) @binding(2) var<storage, read> beta: array<f32>;
-@group(0) @binding(3) var<storage, read_write> out: array<f32>;
-@group(0) @binding(4) var<uniform> p: Params;
+@group(0) @binding(3) var<storage, read> res: array<f32>;   // HAS_RES: the residual added to x first
+@group(0) @binding(4) var<storage, read_write> out: array<f32>;
+@group(0) @binding(5) var<uniform> p: Params;
 
 var<workgroup> red: array<f32, WG>;
 
@@ -20,6 +24,8 @@ fn is_nan(v: f32) -> bool { return (bitcast<u32>(v) & 0x7fffffffu) > 0x7f800000u
 fn max_nan(a: f32, b: f32) -> f32 { return select(max(a, b), a + b, is_nan(a) || is_nan(b)); }
 // inf or NaN, by the bits: arithmetic on them is not IEEE everywhere (SwiftShader folds 0 * NaN to 0)
 fn special(v: f32) -> bool { return (bitcast<u32>(v) & 0x7f800000u) == 0x7f800000u; }
+// the row's value at i: x, or x + residual (rounded to f32 once, as the reference adds them)
+fn z(i: u32) -> f32 { if (HAS_RES) { return x[i] + res[i]; } return x[i]; }
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -29,7 +35,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   let base = row * p.n;
 
   var m = 0.0;
-  for (var j = li; j < p.n; j += WG) { m = max_nan(m, abs(x[base + j])); }
+  for (var j = li; j < p.n; j += WG) { m = max_nan(m, abs(z(base + j))); }
   red[li] = m;
   workgroupBarrier();
   for (var k = WG / 2u; k > 0u; k >>= 1u) {
@@ -45,7 +51,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   let sc = select(1.0, peak, peak > 0.0);   // an all-zero row stays unscaled
 
   var s = 0.0;
-  for (var j = li; j < p.n; j += WG) { s += x[base + j] / sc; }
+  for (var j = li; j < p.n; j += WG) { s += z(base + j) / sc; }
   red[li] = s;
   workgroupBarrier();
   for (var k = WG / 2u; k > 0u; k >>= 1u) {
@@ -56,7 +62,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   workgroupBarrier();
 
   var q = 0.0;
-  for (var j = li; j < p.n; j += WG) { let d = x[base + j] / sc - mean; q += d * d; }
+  for (var j = li; j < p.n; j += WG) { let d = z(base + j) / sc - mean; q += d * d; }
   red[li] = q;
   workgroupBarrier();
   for (var k = WG / 2u; k > 0u; k >>= 1u) {
@@ -73,6 +79,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   if (t > F32_MAX) { inv = sc * inverseSqrt(p.eps); }
   if (den == 0.0 && p.eps > 0.0) { inv = 0.0; }
   for (var j = li; j < p.n; j += WG) {
-    out[base + j] = (x[base + j] / sc - mean) * inv * gamma[j] + beta[j];
+    out[base + j] = (z(base + j) / sc - mean) * inv * gamma[j] + beta[j];
   }
 }

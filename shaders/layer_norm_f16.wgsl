@@ -4,6 +4,7 @@ enable f16;
 // x_hat = (x - mean) * rstd is formed in f32 and is bounded by sqrt(n), so it never overflows f16.
 // |error| <= 4 * 2^-11 * (|x_hat * gamma| + |beta|) + 1e-6.
 // Same bindings as layer_norm.wgsl.
+override HAS_RES: bool = false;
 const WG: u32 = 64u;
 
 struct Params { rows: u32, n: u32, eps: f32, _p0: u32 }
@@ -11,8 +12,9 @@ struct Params { rows: u32, n: u32, eps: f32, _p0: u32 }
 @group(0) @binding(0) var<storage, read> x: array<f32>;
 @group(0) @binding(1) var<storage, read> gamma: array<f32>;
 @group(0) @binding(2) var<storage, read> beta: array<f32>;
-@group(0) @binding(3) var<storage, read_write> out: array<f32>;
-@group(0) @binding(4) var<uniform> p: Params;
+@group(0) @binding(3) var<storage, read> res: array<f32>;   // HAS_RES: the residual added to x first
+@group(0) @binding(4) var<storage, read_write> out: array<f32>;
+@group(0) @binding(5) var<uniform> p: Params;
 
 var<workgroup> red: array<f32, WG>;
 
@@ -22,6 +24,8 @@ fn is_nan(v: f32) -> bool { return (bitcast<u32>(v) & 0x7fffffffu) > 0x7f800000u
 fn max_nan(a: f32, b: f32) -> f32 { return select(max(a, b), a + b, is_nan(a) || is_nan(b)); }
 // inf or NaN, by the bits: arithmetic on them is not IEEE everywhere (SwiftShader folds 0 * NaN to 0)
 fn special(v: f32) -> bool { return (bitcast<u32>(v) & 0x7f800000u) == 0x7f800000u; }
+// the row's value at i: x, or x + residual (rounded to f32 once, as the reference adds them)
+fn z(i: u32) -> f32 { if (HAS_RES) { return x[i] + res[i]; } return x[i]; }
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -31,7 +35,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   let base = row * p.n;
 
   var m = 0.0;
-  for (var j = li; j < p.n; j += WG) { m = max_nan(m, abs(x[base + j])); }
+  for (var j = li; j < p.n; j += WG) { m = max_nan(m, abs(z(base + j))); }
   red[li] = m;
   workgroupBarrier();
   for (var k = WG / 2u; k > 0u; k >>= 1u) {
@@ -47,7 +51,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   let sc = select(1.0, peak, peak > 0.0);   // an all-zero row stays unscaled
 
   var s = 0.0;
-  for (var j = li; j < p.n; j += WG) { s += x[base + j] / sc; }
+  for (var j = li; j < p.n; j += WG) { s += z(base + j) / sc; }
   red[li] = s;
   workgroupBarrier();
   for (var k = WG / 2u; k > 0u; k >>= 1u) {
@@ -58,7 +62,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   workgroupBarrier();
 
   var q = 0.0;
-  for (var j = li; j < p.n; j += WG) { let d = x[base + j] / sc - mean; q += d * d; }
+  for (var j = li; j < p.n; j += WG) { let d = z(base + j) / sc - mean; q += d * d; }
   red[li] = q;
   workgroupBarrier();
   for (var k = WG / 2u; k > 0u; k >>= 1u) {
@@ -75,7 +79,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   if (t > F32_MAX) { inv = sc * inverseSqrt(p.eps); }
   if (den == 0.0 && p.eps > 0.0) { inv = 0.0; }
   for (var j = li; j < p.n; j += WG) {
-    let y = f16((x[base + j] / sc - mean) * inv) * f16(gamma[j]) + f16(beta[j]);
+    let y = f16((z(base + j) / sc - mean) * inv) * f16(gamma[j]) + f16(beta[j]);
     out[base + j] = f32(y);
   }
 }

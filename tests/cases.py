@@ -232,6 +232,12 @@ for _shape in [(1,), (1, 1), (7, 13), (37, 129), (3, 17, 33), (4, 384)]:
             # normalised values are O(1) (scaled by |gamma|): n-term sums give ~n*u relative error
             close(got, K.layer_norm_ref(x, g, b, eps=1e-5), atol=1e-5 + 8 * n * U * (np.abs(g) + 1),
                   rtol=1e-5, what=f"layer_norm {shape}")
+            # with a residual: the same bound on x + res, which the kernel and the reference round alike
+            res = (r.standard_normal(shape) * 3).astype(np.float32)
+            got = await rt.ops.layer_norm(rt.tensor(x), rt.tensor(g), rt.tensor(b), eps=1e-5,
+                                          residual=rt.tensor(res)).read()
+            close(got, K.layer_norm_ref(x, g, b, res, eps=1e-5), atol=1e-5 + 8 * n * U * (np.abs(g) + 1),
+                  rtol=1e-5, what=f"layer_norm with a residual {shape}")
             s = (await rt.ops.sum(rt.tensor(x)).read(), await rt.ops.mean(rt.tensor(x)).read())
             scale_ = np.abs(x).sum(axis=-1)
             close(s[0], K.sum_ref(x), atol=2 * n * U * scale_, what=f"sum {shape}")
@@ -549,9 +555,13 @@ async def constrained_tiled_ops_over_binding_budget(rt):
         close(await crt.ops.softmax(xt).read(), K.softmax_ref(x), rtol=1e-5, atol=1e-6, what="tiled softmax")
         close(await crt.ops.layer_norm(xt, crt.tensor(g), crt.tensor(b)).read(), K.layer_norm_ref(x, g, b),
               rtol=1e-5, atol=1e-5 + 8 * 1000 * U * (np.abs(g) + 1), what="tiled layer_norm")
+        res = x[::-1].copy()   # blocked like x: each block's residual rows are its own
+        close(await crt.ops.layer_norm(xt, crt.tensor(g), crt.tensor(b), residual=crt.tensor(res)).read(),
+              K.layer_norm_ref(x, g, b, res), rtol=1e-5, atol=1e-5 + 8 * 1000 * U * (np.abs(g) + 1),
+              what="tiled layer_norm with a residual")
         close(await crt.ops.sum(xt).read(), K.sum_ref(x), atol=2 * 1000 * U * np.abs(x).sum(-1), what="tiled sum")
         m = await _metrics_of(crt)
-        assert m["strategies"].get("tiled") == 5 and m["tiles"] >= 10, m
+        assert m["strategies"].get("tiled") == 6 and m["tiles"] >= 12, m
     finally:
         crt.close()
 
@@ -654,8 +664,13 @@ async def full_tier_f16_kernels_or_f32_step_down(rt):
         tol = 4 * h * (np.abs(xh * g) + np.abs(b)) + 1e-6 if f16 else 1e-5 + 8 * n * U * (np.abs(g) + 1)
         close(await frt.ops.layer_norm(frt.tensor(x2), frt.tensor(g), frt.tensor(b)).read(),
               K.layer_norm_ref(x2, g, b), atol=tol, rtol=0 if f16 else 1e-5, what="layer_norm f16")
+        # the residual halves x2 back: the same x_hat, so the same bound
+        close(await frt.ops.layer_norm(frt.tensor(x2 / 2), frt.tensor(g), frt.tensor(b),
+                                       residual=frt.tensor(x2 / 2)).read(),
+              K.layer_norm_ref(x2 / 2, g, b, x2 / 2), atol=tol, rtol=0 if f16 else 1e-5,
+              what="layer_norm f16 with a residual")
         m = await _metrics_of(frt)
-        assert m["strategies"] == ({"f16": 4} if f16 else {"native": 4}), m
+        assert m["strategies"] == ({"f16": 5} if f16 else {"native": 5}), m
     finally:
         frt.close()
 
@@ -764,6 +779,8 @@ async def arguments_are_validated_with_typed_errors(rt):
     await expect(TypeError, lambda: rt.ops.scale(q, "x"), "scale: a must be a real number")
     g = rt.tensor(np.ones(8, np.float32))
     await expect(ValueError, lambda: rt.ops.layer_norm(q, g, g, eps=-1.0), "eps must be finite >= 0")
+    await expect(ValueError, lambda: rt.ops.layer_norm(q, g, g, residual=rt.tensor(np.ones((2, 8), np.float32))),
+                 "residual shape (2, 8) must be x's (1, 2, 8)")
     await expect(TypeError, lambda: rt.kernel(b"@compute @workgroup_size(1) fn main() {}"), "decode")
 
 

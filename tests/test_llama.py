@@ -7,7 +7,8 @@ differs, compounded over 30 blocks:
 - first-step logits: max |diff| <= LOGIT_TOL = 1e-3 (measured 3.9e-5 on webgpu, 3.0e-5 on cpu, for logits up to
   ~35; a wrong step such as RoPE on the wrong pairs is off by more than 1);
 - greedy continuation: identical for 32 tokens up to the first step whose reference top-2 margin is below
-  MARGIN = 0.01 (> 2 * LOGIT_TOL, so no argmax can flip before it; every step of the fixture is above it).
+  MARGIN = 0.01 (> 2 * LOGIT_TOL, so no argmax can flip before it; every step of the fixture is above it);
+  on webgpu (lavapipe, 0.6 s a token) 32 tokens of the first prompt and 12 of the others.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import numpy as np
 import pytest
 
 import gpuport as gp
+from gpuport.models import llama
 from gpuport.models.llama import Llama
 from gpuport.selector import BackendCosts
 
@@ -46,7 +48,7 @@ async def greedy(llm: Llama, ids: list[int], steps: int) -> list[int]:
 
 
 def test_prompt_ids_logits_and_greedy_continuations(llm):
-    for ref in model_reference()["runs"]:
+    for i, ref in enumerate(model_reference()["runs"]):
         prompt = ref["messages"] if ref["kind"] == "chat" else ref["text"]
         if ref["kind"] == "chat":
             assert llm.apply_chat_template(ref["messages"], add_generation_prompt=True) == ref["prompt_text"]
@@ -59,11 +61,13 @@ def test_prompt_ids_logits_and_greedy_continuations(llm):
             assert err <= LOGIT_TOL, f"{ref['prompt_text']!r}: first-step logits off by {err:.3g}"
         steps = next((i for i, m in enumerate(ref["margins"]) if m < MARGIN), len(ref["margins"]))
         assert steps == 32
+        if llm.rt.backend == "webgpu" and i:   # 0.6 s a token on lavapipe: all 32 on the first prompt only
+            steps = 12
         got = run(greedy(llm, ids, steps))
         assert got == ref["greedy_ids"][:steps], next(i for i, (a, b) in enumerate(zip(got, ref["greedy_ids"]))
                                                        if a != b)
     s = llm.stats()
-    assert s["generated_tokens"] == 32 and s["time_to_first_token_s"] > 0 and s["decode_tokens_per_s"] > 0
+    assert s["generated_tokens"] == steps and s["time_to_first_token_s"] > 0 and s["decode_tokens_per_s"] > 0
     assert s["placement"] == ("host" if llm.rt.backend == "cpu" else "device") and s["kv_cache_bytes"] > 0
 
 
@@ -112,12 +116,13 @@ def test_sampling_is_reproducible_with_a_seed(llm):
 
 
 @pytest.mark.parametrize("backend", ["webgpu", "cpu"])
-def test_memory_levels_are_real_paths(backend):
+def test_memory_levels_are_real_paths(backend, monkeypatch):
     """Each level gives the level-0 logits (same kernels; the partitioned cache only reorders the softmax sums)
     and keeps less: partitioned KV blocks, no resident layer weights (2), no resident table (3)."""
+    monkeypatch.setattr(llama, "KV_BLOCK", 16)   # 2 blocks from 17 positions: a short prompt (lavapipe is slow)
     rt = gp.open_sync(backend=backend)
     llm = run(gp.models.load("smollm2-135m-instruct", rt))
-    ids = model_reference()["runs"][0]["prompt_ids"] * 14   # 70 positions: the partitioned cache has 2 blocks
+    ids = model_reference()["runs"][0]["prompt_ids"] * 4   # 20 positions: the partitioned cache has 2 blocks
     base = run(llm.logits(ids))
     base_tokens = run(greedy(llm, ids, 3))
     for level in (1, 2, 3):
@@ -129,7 +134,7 @@ def test_memory_levels_are_real_paths(backend):
         assert all(w.tensor is None for w in blk) == (level >= 2 or backend == "cpu")
         assert (llm.embd.tensor is None) == (level >= 3 or backend == "cpu")
         if backend == "webgpu":
-            assert llm.stats()["kv_cache_bytes"] == 2 * 30 * 128 * 192 * 4   # two 64-position blocks
+            assert llm.stats()["kv_cache_bytes"] == 2 * 30 * 32 * 192 * 4   # two 16-position blocks
         else:
             assert llm._host_layers[0].wq._dense is None   # dequantized per use, never kept
     with pytest.raises(ValueError, match="must be one of"):

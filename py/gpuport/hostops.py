@@ -349,10 +349,15 @@ def calls() -> dict[str, dict[str, int]]:
 
 def run(op: str, arrays: list[np.ndarray | None], attrs: dict[str, Any]) -> np.ndarray:
     """`op` on host arrays: its fast kernel where there is one, else its reference (C-contiguous float32;
-    infinities and NaNs follow IEEE quietly). A matmul's activation runs as its own kernel after it."""
+    infinities and NaNs follow IEEE quietly). A matmul's activation runs as its own kernel after it, a
+    layer_norm's residual is added before it."""
     if op == "matmul" and attrs.get("activation"):
         plain = {k: v for k, v in attrs.items() if k != "activation"}
         return run(attrs["activation"], [run("matmul", arrays, plain)], {})
+    if op == "layer_norm" and len(arrays) == 4:   # the residual added first, in float32 as the kernels do
+        x, gamma, beta, res = arrays
+        with np.errstate(over="ignore", invalid="ignore"):
+            arrays = [x if res is None else np.add(x, res, dtype=_F32), gamma, beta]
     fast = KERNELS.get(op)
     if fast is None:
         return reference(op, arrays, attrs)

@@ -168,8 +168,13 @@ def softmax_ref(x: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
         return _f32(e / e.sum(axis=-1, keepdims=True))
 
 
-def layer_norm_ref(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, *, eps: float = 1e-5) -> np.ndarray:
-    """Biased variance, in float64: no float32 input overflows it (the kernels scale rows instead)."""
+def layer_norm_ref(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, residual: np.ndarray | None = None, *,
+                   eps: float = 1e-5) -> np.ndarray:
+    """Biased variance, in float64: no float32 input overflows it (the kernels scale rows instead). A
+    residual is added to x first, in float32 (the one rounding the kernels make too)."""
+    if residual is not None:
+        with np.errstate(invalid="ignore", over="ignore"):
+            x = np.add(x, residual, dtype=np.float32)
     if x.shape[-1] == 0:
         return _f32(x)
     x64 = np.asarray(x, dtype=np.float64)
@@ -341,7 +346,7 @@ KERNELS: dict[str, KernelDef] = {k.name: k for k in [
     KernelDef("gelu", "gelu.wgsl", (_R, _W, _U), gelu_ref),
     KernelDef("matmul", "matmul.wgsl", (_R, _R, _R, _W, _U), matmul_ref),
     KernelDef("softmax", "softmax.wgsl", (_R, _R, _W, _U), softmax_ref),
-    KernelDef("layer_norm", "layer_norm.wgsl", (_R, _R, _R, _W, _U), layer_norm_ref),
+    KernelDef("layer_norm", "layer_norm.wgsl", (_R, _R, _R, _R, _W, _U), layer_norm_ref),
     KernelDef("sum", "reduce.wgsl", (_R, _W, _U), sum_ref),
     KernelDef("mean", "reduce.wgsl", (_R, _W, _U), mean_ref),
     KernelDef("embedding", "embedding.wgsl", (_R, _R, _W, _E, _U), embedding_ref),
@@ -372,7 +377,8 @@ VARIANTS: dict[tuple[str, str], KernelDef] = {
     ("matmul", "f16"): KernelDef("matmul_f16", "matmul_f16.wgsl", (_R, _R, _R, _W, _U), matmul_ref),
     ("gelu", "f16"): KernelDef("gelu_f16", "gelu_f16.wgsl", (_R, _W, _U), gelu_ref),
     ("softmax", "f16"): KernelDef("softmax_f16", "softmax_f16.wgsl", (_R, _R, _W, _U), softmax_ref),
-    ("layer_norm", "f16"): KernelDef("layer_norm_f16", "layer_norm_f16.wgsl", (_R, _R, _R, _W, _U), layer_norm_ref),
+    ("layer_norm", "f16"): KernelDef("layer_norm_f16", "layer_norm_f16.wgsl", (_R, _R, _R, _R, _W, _U),
+                                         layer_norm_ref),
     # 8x8 invocations, 4 KiB of workgroup memory, strides and offsets: the simplified matmul and the block
     # kernel of layer decomposition.
     ("matmul", "small"): KernelDef("matmul_small", "matmul_small.wgsl", (_R, _R, _R, _W, _U), matmul_ref),

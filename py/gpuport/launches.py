@@ -82,7 +82,7 @@ def _softmax(ins, out, attrs, flat, groups):
 
 def _layer_norm(ins, out, attrs, flat, groups):
     rows, n = _rows(ins[0])
-    return grid(rows, groups), pack_uniforms(rows, n, float(attrs["eps"])), {}
+    return grid(rows, groups), pack_uniforms(rows, n, float(attrs["eps"])), {"HAS_RES": int(ins[3] is not None)}
 
 
 def _reduce(op: str) -> Launcher:
@@ -244,7 +244,7 @@ PROBES: dict[str, Callable[[], list[tuple[list[Any], Any, dict[str, Any]]]]] = {
     "sum": lambda: [([_p(4, 4)], _p(4), {})],
     "mean": lambda: [([_p(4, 4)], _p(4), {})],
     "l2_normalize": lambda: [([_p(4, 4)], _p(4, 4), {})],
-    "layer_norm": lambda: [([_p(4, 4), _p(4), _p(4)], _p(4, 4), {"eps": 1e-5})],
+    "layer_norm": lambda: [([_p(4, 4), _p(4), _p(4), res], _p(4, 4), {"eps": 1e-5}) for res in (None, _p(4, 4))],
     "softmax": lambda: [([_p(4, 4), m], _p(4, 4), {}) for m in (None, _p(4))],
     "embedding": lambda: [([_p(4), _p(8, 4)], _p(4, 4), {})],
     "mean_pool": lambda: [([_p(2, 3, 4), _p(2, 3)], _p(2, 4), {})],
@@ -267,11 +267,12 @@ PROBES: dict[str, Callable[[], list[tuple[list[Any], Any, dict[str, Any]]]]] = {
 def probe_launches(op: str, strategy: str, kernel: KernelDef | None, wg: int,
                    blocks: Sequence[RegisterBlock] = ()) -> list[Launch]:
     """The launches of PROBES[op] under `strategy` (the simplified matmul is the strided small kernel;
-    `blocks`: the register-blocked matmul variants the native strategy uses here)."""
+    `blocks`: the register-blocked matmul variants the native strategy uses here; an activation only after a
+    bias, as linear layers fuse it: each pipeline is another second of compilation on a software adapter)."""
     if op == "matmul" and strategy == "native" and blocks:
         rb = [rb_matmul_launch(block, ins[0], ins[1], ins[2], out, act=act) for block in blocks
               for ins, out, attrs in PROBES[op]() if attrs["transpose_b"] == (block.layout == "tb")
-              for act in ACT_CODES.values()]
+              for act in ACT_CODES.values() if act == 0 or ins[2] is not None]
         return rb + [launch_for(op, ins, out, attrs, kernel=kernel, wg=wg) for ins, out, attrs in PROBES[op]()]
     if op == "matmul" and strategy == "simplified_shader":
         return [small_matmul_launch(ins[0], ins[1], ins[2], out, transpose_b=attrs["transpose_b"], M=4, N=4, K=4,

@@ -152,16 +152,23 @@ class Ops:
                 raise ValueError(f"softmax: mask shape {mask.shape} must be {x.shape} or ({n},)")
         return self._run("softmax", ("x", "mask"), [x, mask], x.shape)
 
-    def layer_norm(self, x: Tensor, gamma: Tensor, beta: Tensor, eps: float = 1e-5) -> Tensor:
-        """LayerNorm over the last axis with weight `gamma` and bias `beta` (biased variance)."""
+    def layer_norm(self, x: Tensor, gamma: Tensor, beta: Tensor, eps: float = 1e-5,
+                   residual: Tensor | None = None) -> Tensor:
+        """LayerNorm over the last axis with weight `gamma` and bias `beta` (biased variance), of
+        x + `residual` where one is given (added in the same kernel: a transformer's residual and norm)."""
         x = self._f32(x, "layer_norm", "x")
         rows, n = self._rows(x, "layer_norm")
         for name, t in (("gamma", gamma), ("beta", beta)):
             t = self._f32(t, "layer_norm", name)
             if t.shape != (n,):
                 raise ValueError(f"layer_norm: {name} shape {t.shape} must be ({n},) to match x {x.shape}")
+        if residual is not None:
+            residual = self._f32(residual, "layer_norm", "residual")
+            if residual.shape != x.shape:
+                raise ValueError(f"layer_norm: residual shape {residual.shape} must be x's {x.shape}")
         eps = self._number(eps, "layer_norm", "eps", minimum=0.0)
-        return self._run("layer_norm", ("x", "gamma", "beta"), [x, gamma, beta], x.shape, eps=eps)
+        return self._run("layer_norm", ("x", "gamma", "beta", "residual"), [x, gamma, beta, residual], x.shape,
+                         eps=eps)
 
     def _reduce(self, name: str, x: Tensor) -> Tensor:
         x = self._f32(x, name, "x")
