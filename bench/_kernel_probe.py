@@ -149,7 +149,7 @@ def kernels(rt, rng, variants=True):
             holder = {}
 
             def fn(a=a, w=w, b=b, kind=kind, holder=holder):
-                planner = rt.fallback.planner
+                planner = rt.placement.planner
                 saved = dict(planner.matmul_choice)
                 if kind == "tiled":
                     planner.matmul_choice.clear()
@@ -245,7 +245,7 @@ async def run(rt, quick=False):
                "read_bw_fraction": round(gbs / read_gbs, 4),
                "device_ms": None if dev_s is None else round(dev_s * 1e3, 4)}
         if it.name.startswith("matmul[register-blocked]"):
-            key = rt.fallback.planner.matmul_choice["tb"]
+            key = rt.placement.planner.matmul_choice["tb"]
             # load roof: the measured vec4 load rate times the FLOPs the chosen variant does per vec4 load
             load_roof = read_gbs / 16 * flops_per_load(key)
             row.update(variant=key, load_roof_gflops=round(load_roof, 3),
@@ -254,5 +254,5 @@ async def run(rt, quick=False):
     return {"backend": info["backend"], "tier": info["tier"], "adapter": info.get("adapter"),
             "browser": info.get("browser"), "timestamps": bool(rt.device.timestamps),
             "fma_gflops": round(fma_gflops, 3), "read_gbs": round(read_gbs, 3),
-            "tuning": tuning.get("tuning"), "matmul_choice": dict(rt.fallback.planner.matmul_choice),
+            "tuning": tuning.get("tuning"), "matmul_choice": dict(rt.placement.planner.matmul_choice),
             "min_s": MIN_S, "rounds": ROUNDS, "rows": rows}

@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _harness import write_result  # noqa: E402
 
 import gpuport as gp  # noqa: E402
-from gpuport.kernels import OpCall  # noqa: E402
+from gpuport.types import OpCall  # noqa: E402
 
 
 def per_call(fn, n: int) -> float:
@@ -32,7 +32,7 @@ def per_call(fn, n: int) -> float:
 def main() -> None:
     rt = gp.open_sync(backend="auto")
     try:
-        auto = rt.selector
+        auto = rt.placement.auto
         r = np.random.default_rng(0)
         calls = {
             "add 64": OpCall("add", ("a", "b"), [rt.tensor(r.random(64, np.float32))] * 2, (64,), {}),

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 import gpuport as gp
-from gpuport import calibration
+from gpuport.placement import calibration
 from gpuport import kernels as K
 from gpuport.pipelines import PipelineManifest
-from gpuport.selector import BackendCosts, read_record
+from gpuport.placement.selector import BackendCosts, read_record
 from gpuport.records import RecordWarning
 
 
@@ -28,7 +28,7 @@ def cache(tmp_path, monkeypatch):
 def test_auto_chooses_per_op_with_identical_results_and_reports_it(cache):
     rt = gp.open_sync()
     try:
-        assert rt.backend == "webgpu" and rt.selector is not None
+        assert rt.backend == "webgpu" and rt.placement.auto is not None
         r = np.random.default_rng(1)
         x = r.standard_normal((16, 32)).astype(np.float32)
         w = r.standard_normal((32, 8)).astype(np.float32)
@@ -38,7 +38,7 @@ def test_auto_chooses_per_op_with_identical_results_and_reports_it(cache):
         sel = rt.info()["selection"]
         assert sel["mode"] == "auto" and set(sel["chosen"]) == {"matmul", "gelu"}, sel
         assert sel["calibration"]["source"] == "measured" and sel["calibration"]["ms"] < 2000, sel
-        summary = rt.selector.selector.get_performance_summary()
+        summary = rt.placement.auto.selector.get_performance_summary()
         assert "matmul" in summary["ops"], summary
         report = json.loads(rt.report(format="json"))
         assert report["mode"] == "auto" and report["ops"]["matmul"]["ran"] == sel["counts"]["matmul"]
@@ -53,7 +53,7 @@ def test_auto_chooses_per_op_with_identical_results_and_reports_it(cache):
     rt2 = gp.open_sync()
     try:   # history and calibration come back: no new calibration
         assert rt2.info()["selection"]["calibration"]["source"] == "stored"
-        assert rt2.selector.selector.get_performance_summary()["ops"], "history not restored"
+        assert rt2.placement.auto.selector.get_performance_summary()["ops"], "history not restored"
     finally:
         rt2.close()
 
@@ -64,7 +64,7 @@ def test_a_whole_forward_counts_the_read_round_trip_then_learns_its_own_times(ca
     and once the forward's own times are measured, they decide."""
     rt = gp.open_sync()
     try:
-        auto = rt.selector
+        auto = rt.placement.auto
         ops = [("matmul", [(12, 384), (384, 1152)]), ("gelu", [(12, 1536)])] * 6
         gpu = BackendCosts(flops_per_s=2e13, bytes_per_s=5e11, transfer_bytes_per_s=5e9, overhead_s=2e-5)
         auto.selector.costs = {"webgpu": gpu, "cpu": BackendCosts(flops_per_s=2e10, bytes_per_s=1e10, overhead_s=2e-5)}
@@ -121,7 +121,7 @@ def test_env_forces_and_disables(cache, monkeypatch):
 def test_explicit_backends_keep_their_behaviour(cache):
     rt = gp.open_sync(backend="webgpu")
     try:
-        assert rt.selector is None and "selection" not in rt.info()
+        assert rt.placement.auto is None and "selection" not in rt.info()
         t = rt.tensor(np.ones(4, np.float32))
         assert t.device == "webgpu" and not isinstance(t.handle, np.ndarray)
     finally:
@@ -252,7 +252,7 @@ def test_a_forward_placed_on_the_device_keeps_its_ops_there(cache, monkeypatch):
         model = asyncio.run(gp.models.load("minilm-l6-v2", rt))
         monkeypatch.setattr(model, "on_host", lambda batch, seq: False)
         # one op at a time the host would win every op
-        rt.selector.selector.costs = {"webgpu": BackendCosts(flops_per_s=1e9, bytes_per_s=1e9, overhead_s=1e-3,
+        rt.placement.auto.selector.costs = {"webgpu": BackendCosts(flops_per_s=1e9, bytes_per_s=1e9, overhead_s=1e-3,
                                                              transfer_bytes_per_s=1e9),
                                       "cpu": BackendCosts(flops_per_s=1e11, bytes_per_s=2e10, overhead_s=1e-6)}
         asyncio.run(model.embed(["one sentence"]))

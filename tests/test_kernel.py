@@ -271,14 +271,14 @@ def test_auto_forced_to_the_host_runs_the_reference_and_says_so(monkeypatch):
     monkeypatch.setenv("GPUPORT_BACKEND", "cpu")
     rt = gp.open_sync(backend="auto")
     try:
-        assert rt.selector is not None, "no WebGPU adapter: auto opened NumPy (make setup installs lavapipe)"
+        assert rt.placement.auto is not None, "no WebGPU adapter: auto opened NumPy (make setup installs lavapipe)"
         k = rt.kernel(SAXPY, reference=saxpy_ref)
         ys = rt.empty(10)
         with rt.profile() as prof:
             k.dispatch(1, rt.tensor(np.ones(10, np.float32)), ys, uniforms=[10, 2.0])
         np.testing.assert_array_equal(ys.numpy(), np.full(10, 2.0, np.float32))
         assert rt.info()["selection"]["counts"][k.name] == {"cpu": 1}
-        assert rt.fallback.telemetry.metrics()["last_strategy"][k.name] == "cpu"
+        assert rt.fallback.get_performance_metrics()["last_strategy"][k.name] == "cpu"
         assert [(o["op"], o["where"]) for o in prof.report()["ops"]] == [(k.name, "cpu")]
     finally:
         rt.close()
@@ -287,7 +287,7 @@ def test_auto_forced_to_the_host_runs_the_reference_and_says_so(monkeypatch):
 def test_auto_pinned_to_the_host_runs_the_reference_and_to_the_gpu_the_wgsl():
     rt = gp.open_sync(backend="auto")
     try:
-        assert rt.selector is not None, "no WebGPU adapter: auto opened NumPy (make setup installs lavapipe)"
+        assert rt.placement.auto is not None, "no WebGPU adapter: auto opened NumPy (make setup installs lavapipe)"
         k = rt.kernel(SAXPY, reference=saxpy_ref)
         ys = rt.tensor(np.zeros(5, np.float32))
         with rt.pinned("cpu"):

@@ -22,7 +22,7 @@ import pytest
 import gpuport as gp
 from gpuport.models import llama
 from gpuport.models.llama import Llama
-from gpuport.selector import BackendCosts
+from gpuport.placement.selector import BackendCosts
 
 from smollm2 import gguf_path, model_reference, reference_logits
 
@@ -160,7 +160,7 @@ def test_auto_places_a_generation_by_its_prompt_and_its_tokens_as_measured(tmp_p
     rt = gp.open_sync(backend="auto")
     try:
         llm = run(gp.models.load("smollm2-135m-instruct", rt))
-        auto = rt.selector
+        auto = rt.placement.auto
         auto.selector.costs = {"webgpu": BackendCosts(flops_per_s=1e13, bytes_per_s=1e12, overhead_s=1e-6),
                                "cpu": BackendCosts(flops_per_s=1e10, bytes_per_s=1e10, overhead_s=1e-6)}
         assert not llm.on_host(44, 16)          # the model alone: the device wins everything

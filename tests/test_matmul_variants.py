@@ -20,6 +20,7 @@ from gpuport.kernels import RB_VARIANTS
 from gpuport.launches import Part, rb_matmul_launch
 from gpuport.pipelines import PipelineManifest
 from gpuport.tuning import apply, tune_matmul
+from gpuport.types import OpCall
 
 U = 2.0 ** -24
 # (batch, M, K, N): one row/column, odd rows and columns, not multiples of any block, batched, large
@@ -48,7 +49,7 @@ def test_variant_matches_numpy(rt, key, batch, m, k, n):
     a = rng.uniform(-1, 1, (*batch, m, k)).astype(np.float32)
     b = rng.uniform(-1, 1, (*batch, n, k) if tb else (*batch, k, n)).astype(np.float32)
     bias = rng.uniform(-1, 1, n).astype(np.float32)
-    planner = rt.fallback.planner
+    planner = rt.placement.planner
     saved = dict(planner.matmul_choice)
     planner.matmul_choice[block.layout] = key
     try:
@@ -67,8 +68,8 @@ def test_k_not_multiple_of_4_uses_the_tiled_kernel(rt):
     b = np.ones((7, 8), np.float32)
     call = rt.ops.matmul(rt.tensor(a), rt.tensor(b)).numpy()
     assert (call == 7).all()
-    assert rt.fallback.planner.matmul_block(
-        K.OpCall("matmul", ("a", "b", "bias"), [Part(None, (5, 7)), Part(None, (7, 8)), None], (5, 8),
+    assert rt.placement.planner.matmul_block(
+        OpCall("matmul", ("a", "b", "bias"), [Part(None, (5, 7)), Part(None, (7, 8)), None], (5, 8),
                  {"transpose_b": False})) is None
 
 
@@ -103,7 +104,7 @@ def test_generated_shaders_are_current():
 
 def test_tuning_measures_chooses_and_remembers(rt):
     manifest = PipelineManifest("scope")
-    planner = rt.fallback.planner
+    planner = rt.placement.planner
     saved = dict(planner.matmul_choice)
     try:
         report = asyncio.run(tune_matmul(rt.device, planner, manifest))
@@ -122,7 +123,7 @@ def test_tuning_measures_chooses_and_remembers(rt):
 
 
 def test_apply_ignores_unknown_or_mismatched_choices(rt):
-    planner = rt.fallback.planner
+    planner = rt.placement.planner
     saved = dict(planner.matmul_choice)
     try:
         manifest = PipelineManifest("scope", choices={"matmul.tb": "rb_nb8x2", "matmul.nb": "nonsense"})

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from gpuport.errors import GpuportError
-from gpuport.selector import BackendCosts, BackendSelector, SelectorConfig, WorkloadCharacteristics, read_record
+from gpuport.placement.selector import BackendCosts, BackendSelector, SelectorConfig, WorkloadCharacteristics, read_record
 from gpuport.records import RecordError
 from gpuport.stores import FileStore
 

@@ -1,11 +1,12 @@
-"""The seed's fallback surface: `FallbackManager` (per runtime: plan, run, telemetry) and
-`create_optimal_fallback_strategy` (a plan before any device exists). The decisions are planner.py's, the
-executors strategies.py's, the counters telemetry.py's; this module puts them behind the seed's API.
+"""`FallbackManager` and `create_optimal_fallback_strategy`: the fallback API users know, a facade over
+placement (placement/: where each call runs and by which strategy) and the telemetry. The runtime itself
+never goes through it.
 
-Every runtime owns one (`rt.fallback`); `rt.ops.<op>` validates a call and the runtime's executor hands it
-here once it is placed on the device. Standalone, with only `browser_info` (the seed's {"name", "version"},
-or the page's {userAgent, brands, platform}), it answers questions (`needs_fallback`, `strategy_for`) and
-runs ops on NumPy arrays through their references.
+Every runtime has one (`rt.fallback`): it answers which strategy an op needs here (`needs_fallback`,
+`strategy_for`), runs an op by name (`run_with_fallback`, which is `rt.ops.<op>`) and reports the telemetry.
+Standalone, with only `browser_info` ({"name", "version"}, or the page's {userAgent, brands, platform}), it
+answers the same questions for that browser on a spec-default device and runs ops on NumPy arrays through
+their host kernels.
 """
 
 from __future__ import annotations
@@ -18,49 +19,44 @@ import numpy as np
 
 from .capabilities import (SPEC_DEFAULT_LIMITS, BrowserIdentity, Capabilities, effective_limits, identify_browser,
                            quirks_for)
-from .errors import ShaderCompileError
 from . import hostops
-from .kernels import ALIASES, KERNELS, OpCall
+from .kernels import ALIASES, KERNELS
 from .pipelines import PipelineSpec
-from .planner import STRATEGIES, Planner
-from .strategies import Strategies
-from .telemetry import Plan, Telemetry
-from .tensor import Tensor
+from .placement import STRATEGIES, Planner
+from .telemetry import Telemetry
+from .types import HOST, Decision
+from .types import OpCall
 
 if TYPE_CHECKING:
     from .runtime import Runtime
 
 
 class FallbackManager:
-    """Chooses and runs, per op call, the native kernel or a strategy; keeps the telemetry."""
+    """Which strategy serves each op here, running ops by name, and the telemetry."""
 
     def __init__(self, browser_info: Mapping[str, Any] | None = None, model_type: str = "text",
                  config: Mapping[str, Any] | None = None, enable_layer_processing: bool = True,
                  enable_telemetry: bool = True, *, runtime: "Runtime | None" = None) -> None:
         self.model_type = model_type
-        self.config = dict(config or {})
-        self.telemetry = Telemetry(enable_telemetry)
-        self.last_plan = Plan("native", "")   # the plan of the last call execute() ran
+        self._runtime = runtime
         if runtime is not None:
-            caps = runtime.capabilities
-            self.browser: BrowserIdentity | None = caps.browser
-            self.quirks = caps.quirks
+            self.config = runtime.placement.planner.config
+            self.telemetry = runtime.placement.telemetry
+            self.telemetry.enabled = enable_telemetry
+            self.browser: BrowserIdentity | None = runtime.capabilities.browser
+            self.quirks = runtime.capabilities.quirks
             self.tier = runtime.tier
-            self.planner = Planner(runtime.limits, caps.quirks, runtime.tier, runtime.precision, caps.has_f16,
-                                   not runtime.device.is_host, self.config,
-                                   layer_processing=enable_layer_processing,
-                                   needs_blocks=runtime.memory.needs_blocks, busy=lambda: runtime.pipelines.busy)
-            self._strategies: Strategies | None = Strategies(runtime, self.planner, self.telemetry)
+            self._planner = runtime.placement.planner
         else:
+            self.config = dict(config or {})
+            self.telemetry = Telemetry(enable_telemetry)
             self.browser = _identity(browser_info)
             self.quirks = quirks_for(self.browser)
             self.tier = self.config.get("tier") or self.quirks.get("tier_cap") or "core"
-            self.planner = Planner(_standalone_limits(self.quirks, "core", self.config.get("budget")), self.quirks, self.tier,
-                                   self.config.get("precision", "f32"), False, True, self.config,
-                                   layer_processing=enable_layer_processing)
-            self._strategies = None
+            self._planner = Planner(_standalone_limits(self.quirks, "core", self.config.get("budget")), self.quirks,
+                                    self.tier, self.config.get("precision", "f32"), False, True, self.config,
+                                    layer_processing=enable_layer_processing)
 
-    # -- the seed's surface --------------------------------------------------------------------------
     def needs_fallback(self, operation_name: str) -> bool:
         """Whether this op, at sizes within the budget, runs anything but its own kernel here."""
         return self.strategy_for(operation_name) not in ("native", "f16")
@@ -77,16 +73,16 @@ class FallbackManager:
         if callable(operation):
             t0 = time.perf_counter()
             result = operation(inputs) if not context else operation(inputs, context)
-            self.telemetry.count(getattr(operation, "__name__", "callable"), Plan("native", "a callable"), t0)
+            self.telemetry.count(getattr(operation, "__name__", "callable"), Decision(HOST, "native", "a callable"), t0)
             return result
         op = ALIASES.get(operation, operation)
-        if self._strategies is not None:
-            return getattr(self._strategies.rt.ops, op)(**inputs, **context)
+        if self._runtime is not None:
+            return getattr(self._runtime.ops, op)(**inputs, **context)
         if op not in KERNELS:
             raise ValueError(f"unknown op {operation!r}; known: {sorted(KERNELS)}")
         t0 = time.perf_counter()
         result = hostops.run(op, [None if v is None else np.asarray(v) for v in inputs.values()], context)
-        self.telemetry.count(op, Plan("cpu", "no runtime: NumPy reference"), t0)
+        self.telemetry.count(op, Decision(HOST, "cpu", "no runtime: the host kernels"), t0)
         return result
 
     def get_performance_metrics(self) -> dict[str, Any]:
@@ -97,41 +93,18 @@ class FallbackManager:
     def reset_metrics(self) -> None:
         self.telemetry.reset()
 
-    # -- planning (planner.py) ----------------------------------------------------------------------
     def strategy_for(self, op: str) -> str:
-        """The plan of `op` for operands within the budget (what `rt.info()["strategies"]` shows)."""
-        return self.planner.strategy_for(op)
+        """The strategy of `op` for operands within the budget (what `rt.info()["strategies"]` shows)."""
+        return self._planner.strategy_for(op)
 
     def strategies(self) -> dict[str, str]:
-        return self.planner.strategies()
+        return self._planner.strategies()
 
     def over_budget_strategies(self) -> dict[str, str]:
-        return self.planner.over_budget_strategies()
+        return self._planner.over_budget_strategies()
 
     def pipeline_specs(self, op: str) -> list[PipelineSpec]:
-        return self.planner.pipeline_specs(op)
-
-    def plan(self, call: OpCall) -> Plan:
-        return self.planner.plan(call)
-
-    # -- execution ----------------------------------------------------------------------------------------
-    def execute(self, call: OpCall) -> Tensor:
-        """Plan the call on the runtime's device and run it; counted."""
-        assert self._strategies is not None, "execute needs a runtime"
-        t0 = time.perf_counter()
-        plan = self.planner.plan(call)
-        try:
-            out = self._strategies.run(call, plan)
-        except ShaderCompileError:
-            if plan.strategy != "f16":
-                raise
-            # shader-f16 advertised but the f16 shader does not compile here: step down, remember, go on.
-            self.planner.f16_broken.add(call.op)
-            plan = Plan("native", "f16 shader failed to compile: f32")
-            out = self._strategies.run(call, plan)
-        self.telemetry.count(call.op, plan, t0)
-        self.last_plan = plan
-        return out
+        return self._planner.pipeline_specs(op)
 
 
 def _identity(browser_info: Mapping[str, Any] | None) -> BrowserIdentity | None:
@@ -180,7 +153,7 @@ def create_optimal_fallback_strategy(model_type: str, browser_info: Mapping[str,
     if op in KERNELS or op == "shader":
         plan = planner.decide(op, over_budget=over, scores=scores)
     else:
-        plan = Plan("cpu", f"no GPU kernel for {operation_type!r}")
+        plan = Decision(HOST, "cpu", f"no GPU kernel for {operation_type!r}")
     budget = limits["maxAttentionScoresPerDispatch"]
     if plan.strategy == "layer_decomposition":
         params["blocks"] = max(2, math.ceil(size / binding))

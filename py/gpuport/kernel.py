@@ -1,13 +1,10 @@
 """Kernel: a user's own WGSL entry point, compiled on the runtime's device and dispatched over its tensors;
 with a NumPy twin (`reference=`, contract in kernel_reference.py) it runs wherever gpuport does.
 
-Where a dispatch runs: the WGSL on the GPU; the reference on the host where the WGSL cannot run there or
-should not: the cpu tier (no WebGPU), backend="auto" pinned or forced to the host (`rt.pinned("cpu")`,
-GPUPORT_BACKEND=cpu or webgpu disabled), a page whose device is lost (until the next await recovers it),
-a bound tensor the device has no room for (recovery's lower tier). Auto otherwise keeps user kernels on
-the GPU: the selector has no cost model for arbitrary WGSL. Each dispatch is counted in the fallback
-telemetry (`kernel:<label>`, strategy "native" on the device or the cpu backend, "cpu" for a host
-fallback), in auto's selection counts and in a profile, so where it ran is never a guess.
+Where a dispatch runs is placement's decision (`rt.placement.kernel`): the WGSL on the GPU; the reference on
+the host where the WGSL cannot run there or should not (the cpu tier, auto pinned or limited to the host, a
+page whose device is lost, a bound tensor the device has no room for). Each dispatch is counted where it ran
+(`rt.info()["ran"]` and the telemetry as `kernel:<label>`, auto's selection counts, a profile).
 """
 
 from __future__ import annotations
@@ -25,13 +22,12 @@ from .kernels import pack_uniforms
 from .lineage import Fresh, Lost
 from .pipelines import PipelineSpec
 from .platform import sync_wait
-from .telemetry import Plan
 from .tensor import Tensor
+from .types import DEVICE, HOST, Decision
 
 if TYPE_CHECKING:
     from .runtime import Runtime
 
-HOST, DEVICE = "cpu", "webgpu"
 Uniforms = bytes | np.ndarray | Sequence[int | float] | None
 
 
@@ -116,10 +112,12 @@ class Kernel:
         """The validated dispatch for the device, or None where the reference ran instead (an input lives
         only on the host)."""
         wg, owned, ubytes = self._prepare(workgroups, tensors, uniforms)
-        with self.runtime.lock:
-            reason = self._host_reason(owned)
-            if reason is not None:
-                self._run_reference(wg, owned, uniforms, reason)
+        rt = self.runtime
+        with rt.lock:
+            decision = rt.placement.kernel(self.reference is not None,
+                                           lambda: self._host_arrays(owned, strict=False) is not None)
+            if decision.where == HOST:
+                self._run_reference(wg, owned, uniforms, decision)
                 return None
         return wg, owned, ubytes
 
@@ -163,24 +161,6 @@ class Kernel:
                     raise GpuValidationError(f"kernel {label!r}: tensors {i} and {j} are the same buffer and one "
                                              "binding is read_write (WebGPU forbids a writable buffer bound twice)")
 
-    # -- where it runs ------------------------------------------------------------------------------
-    def _host_reason(self, owned: list[Tensor]) -> str | None:
-        """Why this dispatch runs the reference on the host, or None: the WGSL on the GPU."""
-        rt = self.runtime
-        if rt.device.is_host:
-            return "cpu backend: the kernel's NumPy reference"
-        if self.reference is None:
-            return None
-        auto = rt.selector
-        if auto is not None and auto.pin == HOST:
-            return "pinned to the host (rt.pinned)"
-        if auto is not None and auto.pin is None and (auto.selector.config.forced == HOST
-                                                      or DEVICE not in auto.selector.backends):
-            return "selected: auto is limited to the host"
-        if rt.lost and not rt.device.can_block and self._host_arrays(owned, strict=False) is not None:
-            return "the device is lost: a page recovers it at the next await"
-        return None
-
     def _run_device(self, wg: tuple[int, ...], owned: list[Tensor], ubytes: bytes | None, uniforms: Uniforms) -> None:
         """The WGSL on the GPU; with a reference, the host where the device has no room for a bound tensor."""
         rt = self.runtime
@@ -194,9 +174,7 @@ class Kernel:
         except OutOfMemory:
             if self.reference is None or self._host_arrays(owned, strict=False) is None:
                 raise
-            rt.recovery.count("oom_lower_tier")
-            rt.recovery.event("oom_lower_tier", op=self.name)
-            self._run_reference(wg, owned, uniforms, "out of device memory: lower tier")
+            self._run_reference(wg, owned, uniforms, rt.placement.step_down(self.name, True))
             return
 
         def run() -> None:
@@ -216,7 +194,7 @@ class Kernel:
                 t.host = None
                 t.recipe = Lost(f"written by the user kernel {self.spec.label!r}")
         self.stats["gpu"] += 1
-        self._count(DEVICE, Plan("native", "the kernel's WGSL on the device"), t0, owned,
+        self._count(Decision(DEVICE, "native", "the kernel's WGSL on the device"), t0, owned,
                     rt.device.stats["dispatches"] - before)
 
     async def _checked(self, wg: tuple[int, ...], owned: list[Tensor], ubytes: bytes | None,
@@ -260,7 +238,7 @@ class Kernel:
             out.append(values)
         return out
 
-    def _run_reference(self, wg: tuple[int, ...], owned: list[Tensor], uniforms: Uniforms, reason: str) -> None:
+    def _run_reference(self, wg: tuple[int, ...], owned: list[Tensor], uniforms: Uniforms, decision: Decision) -> None:
         """The reference on the tensors' host values; the read_write bindings take what it wrote."""
         rt = self.runtime
         assert self.reference is not None
@@ -274,19 +252,11 @@ class Kernel:
         for i in sorted(written):
             _commit(rt, owned[i], arrays[i])
         self.stats["reference"] += 1
-        strategy = "native" if rt.device.is_host else "cpu"
-        self._count(HOST, Plan(strategy, reason), t0, owned, 0)
+        self._count(decision, t0, owned, 0)
 
-    def _count(self, where: str, plan: Plan, t0: float, owned: list[Tensor], dispatches: int) -> None:
-        """Where this dispatch ran: telemetry, auto's selection counts, the profile."""
-        rt = self.runtime
-        self._last_place = where
-        rt.fallback.telemetry.count(self.name, plan, t0)
-        if rt.selector is not None:
-            per = rt.selector.chosen.setdefault(self.name, {})
-            per[where] = per.get(where, 0) + 1
-        if rt.profiler is not None:
-            rt.profiler.op(self.name, [t.shape for t in owned], where, plan, t0, dispatches, None)
+    def _count(self, decision: Decision, t0: float, owned: list[Tensor], dispatches: int) -> None:
+        self._last_place = decision.where
+        self.runtime.placement.ran(self.name, decision, t0, [t.shape for t in owned], dispatches, selection=True)
 
 
 def _views(arrays: list[np.ndarray], written: set[int]) -> list[np.ndarray]:

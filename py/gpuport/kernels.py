@@ -45,19 +45,6 @@ class KernelDef:
 
 
 @dataclass
-class OpCall:
-    """A validated op call: inputs in binding order (None for an absent optional one), output shape, the
-    attributes its NumPy reference takes as keywords; `workload` is what backend="auto" estimated of it."""
-
-    op: str
-    names: tuple[str, ...]
-    inputs: list[Any]
-    out_shape: tuple[int, ...]
-    attrs: dict[str, Any] = field(default_factory=dict)
-    workload: Any = None
-
-
-@dataclass
 class Launch:
     """One dispatch of a kernel over whole buffers: workgroups, uniforms and override constants."""
 

@@ -14,9 +14,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .kernels import ACTIVATIONS, ATTENTION_MAX_HEAD_DIM, OpCall
+from .kernels import ACTIVATIONS, ATTENTION_MAX_HEAD_DIM
 from .quant import row_bytes
 from .tensor import Tensor
+from .types import OpCall
 
 if TYPE_CHECKING:
     from .runtime import Runtime

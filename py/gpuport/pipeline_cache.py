@@ -15,7 +15,7 @@ from .stores import RecordStore
 
 if TYPE_CHECKING:
     from .backends.base import Backend
-    from .planner import Planner
+    from .placement import Planner
 
 ESSENTIAL_OPS = ("matmul", "add", "gelu", "layer_norm", "softmax", "attention")
 # kernel name -> the op it serves (variants serve their op)

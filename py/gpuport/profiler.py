@@ -17,10 +17,10 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .platform import sync_wait
+from .types import HOST, Decision
 
 if TYPE_CHECKING:
     from .runtime import Runtime
-    from .telemetry import Plan
     from .tensor import Tensor
 
 
@@ -86,12 +86,12 @@ class Profile:
             # in a page, stamps still in flight arrive with the next read; the timer stays until they do
 
     # -- what the runtime reports -------------------------------------------------------------------
-    def op(self, name: str, shapes: list[tuple[int, ...]], where: str, plan: "Plan", t0: float, dispatches: int,
+    def op(self, name: str, shapes: list[tuple[int, ...]], decision: Decision, t0: float, dispatches: int,
            out: "Tensor | None") -> None:
         """One op call (or a model's fused host computation) finished on the host side."""
-        if self.sync and where != "cpu" and dispatches and out is not None:
+        if self.sync and decision.where != HOST and dispatches and out is not None:
             self.rt.executor.sync(out)
-        record = OpRecord(name, where, plan.strategy, plan.reason, [list(s) for s in shapes],
+        record = OpRecord(name, decision.where, decision.strategy, decision.reason, [list(s) for s in shapes],
                           round((time.perf_counter() - t0) * 1e3, 4), dispatches)
         if self.sync and dispatches:
             record.device_ms = record.host_ms

@@ -42,7 +42,7 @@ import numpy as np
 
 from .backends.auto import request_device
 from .errors import DeviceLost, GpuTimeout, OutOfMemory, TensorLost, classify
-from .kernels import OpCall
+from .types import OpCall
 from .lineage import Fresh, Leaf, Lost, Recipe, View, lost_reason
 from .platform import sync_wait
 from .tensor import Tensor
@@ -262,7 +262,7 @@ class RecoveryManager:
             elif isinstance(s, Recipe):
                 if ready:
                     inputs = [None if i is None else memo[id(i)] for i in s.inputs]
-                    out = rt.fallback.execute(OpCall(s.op, s.names, inputs, s.out_shape, dict(s.attrs)))
+                    out, _ = rt.executor.on_device(OpCall(s.op, s.names, inputs, s.out_shape, dict(s.attrs)))
                     out.recipe = s
                     memo[id(s)] = out
                 else:
@@ -306,6 +306,5 @@ class RecoveryManager:
             # an op output: the caller (the executor) runs the op on the host instead
             raise OutOfMemory(f"allocating {nbytes:,} bytes for a {dtype} tensor of shape {shape} failed even "
                               f"after releasing memory: {exc}")
-        self._stats["oom_lower_tier"] += 1                         # 3. the host keeps it (cpu residency)
-        self.event("oom_lower_tier", bytes=nbytes)
+        rt.placement.step_down(f"a {nbytes:,}-byte tensor", host_knows=True)   # 3. the host keeps it
         return Tensor(rt, np.array(host, copy=True), shape, dtype, None)

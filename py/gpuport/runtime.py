@@ -21,17 +21,19 @@ from .execution import Executor
 from .fallback import FallbackManager
 from .kernel import Kernel
 from .kernel_reference import DEFAULT_ATOL, DEFAULT_RTOL
-from .lineage import Fresh
+from .launches import Part, kv_write_launch
+from .lineage import Fresh, Leaf
 from .memory import DeviceMemory
 from .ops import Ops
 from .pipeline_cache import PipelineCache
 from .pipelines import PipelineSpec, sha256
-from .placement import attach
+from .placement import Placement, Planner, attach
 from .platform import IN_PYODIDE, sync_wait
 from .profiler import Profile
 from .recovery import RecoveryManager
 from .report import build_report, render
 from .stores import store_for
+from .telemetry import Telemetry
 from .tensor import Tensor
 from .tuning import apply as apply_tuning
 from .tuning import tune_matmul
@@ -77,11 +79,15 @@ class Runtime:
         self.memory = DeviceMemory(self, blocking, int(memory_budget) if memory_budget else None)
         self.pipelines = PipelineCache(store_for("pipelines"), __version__)
         self.pipelines.attach(device)
-        self.fallback = FallbackManager(config=fallback_config, runtime=self)
+        caps = self.capabilities
+        planner = Planner(self.limits, caps.quirks, self.tier, self.precision, caps.has_f16, not device.is_host,
+                          dict(fallback_config or {}), needs_blocks=self.memory.needs_blocks,
+                          busy=lambda: self.pipelines.busy)
+        self.placement = Placement(self, planner, Telemetry())
+        self.fallback = FallbackManager(runtime=self)
         self.executor = Executor(self)
         self.recovery = RecoveryManager(self)
         self.ops = Ops(self)
-        self.selector: Any = None        # a placement.AutoPlacement when opened with backend="auto"
         self.profiler: Profile | None = None   # while a `with rt.profile()` block is open
 
     @property
@@ -91,22 +97,21 @@ class Runtime:
 
     @property
     def mode(self) -> str:
-        """How ops are placed: "auto" (per call, by measurement) or the one backend every op runs on."""
-        return "auto" if self.selector is not None else self.backend
+        """How work is placed: "auto" (per call, by measurement) or the one backend everything runs on."""
+        return self.placement.mode
 
     @contextmanager
     def pinned(self, backend: str) -> Iterator[None]:
         """Run the ops of the block on `backend` ("webgpu" or "cpu") under auto, e.g. to compare the GPU
         kernel with NumPy where auto would pick NumPy; on a fixed backend only that backend is accepted."""
         self.check_open()
-        if self.selector is not None:
-            with self.selector.pinned(backend):
-                yield
-            return
-        if backend != self.backend:
-            raise ValueError(f"this runtime runs every op on {self.backend!r}; open it with backend='auto' "
-                             f"to place ops on {backend!r}")
-        yield
+        with self.placement.pinned(backend):
+            yield
+
+    @property
+    def binding_limit(self) -> int:
+        """Bytes one buffer binding may hold here (the tier's budget included): what one weight may take."""
+        return self.placement.planner.binding() if not self.device.is_host else 1 << 62
 
     def info(self) -> dict[str, Any]:
         """Backend, tier, adapter identity, features and limits, as plain data."""
@@ -127,7 +132,9 @@ class Runtime:
             "quirks": dict(self.capabilities.quirks),
             "tier_reasons": list(self.capabilities.reasons),
             "precision": self.precision,
-            "strategies": self.fallback.strategies(),
+            "strategies": self.placement.planner.strategies(),
+            # what ran where: per op, user kernel (kernel:<label>) and model computation, host and device
+            "ran": self.placement.counts(),
             # what runs ops placed on the host: "wasm", "native-simd" or "numpy"; per op, and counted per call
             "host_kernels": hostops.backend_name(),
             "host_kernels_by_op": hostops.engines(),
@@ -139,14 +146,15 @@ class Runtime:
             info["device_limits"] = dict(device.limits)
             info["budget"] = {k: v for k, v in self.limits.items() if v != device.limits.get(k)}
         if self.memory.blocking:
-            info["over_budget_strategies"] = self.fallback.over_budget_strategies()
+            info["over_budget_strategies"] = self.placement.planner.over_budget_strategies()
         if self.precision != self.precision_requested:
             info["precision_note"] = (f"precision {self.precision_requested!r} asked for; tier {self.tier!r} "
                                       f"{'has' if self.capabilities.has_f16 else 'lacks'} shader-f16: f32 kernels")
         if self.note:
             info["note"] = self.note
-        if self.selector is not None:
-            info["selection"] = self.selector.info()
+        selection = self.placement.info()
+        if selection is not None:
+            info["selection"] = selection
         info["recovery"] = {k: v for k, v in self.recovery.stats().items() if k != "events"}
         return info
 
@@ -160,7 +168,7 @@ class Runtime:
                             f"convert with .astype('float32') or pass dtype=")
         host = np.array(arr, order="C", copy=True)
         host.flags.writeable = False
-        if self.selector is not None and not self.lost:
+        if self.placement.auto is not None and not self.lost:
             # auto: it stays on the host until an op placed on the GPU needs it (uploaded once, then on both)
             return Tensor(self, host, host.shape, host.dtype, host)
         with self.lock:
@@ -177,6 +185,31 @@ class Runtime:
             t = self.memory.alloc(shape, dt)
         t.recipe = Fresh(shape, dt)
         return t
+
+    def weight(self, array: np.ndarray) -> Tensor:
+        """A device copy of a model's weight that the host does not keep: under auto, using it on the host
+        would cost a readback, so its ops stay on the device; recovery uploads it again from `array`."""
+        with self.lock:
+            t = self.memory.alloc(array.shape, array.dtype, host=array)
+        t.host = None
+        t.recipe = Leaf(array)
+        return t
+
+    def cache_buffer(self, size: int) -> Any:
+        """A device buffer of `size` float32 values that recovery does not restore (a generation's KV cache
+        dies with its device: the generation restarts)."""
+        with self.lock:
+            return self.device.alloc((size,), np.dtype(np.float32))
+
+    def write_into(self, buffer: Any, src: Tensor, n: int, src_off: int, dst_off: int) -> None:
+        """Copy `n` float32 values of `src` (from element src_off) into a `cache_buffer` (from dst_off), in
+        place on the device (kv_write.wgsl at this device's elementwise workgroup size)."""
+        planner = self.placement.planner
+        with self.lock:
+            if src.on_host:   # placement ran the op that made it on the host
+                self.memory.to_device(src)
+            self.device.run(kv_write_launch(src, Part(buffer, (dst_off + n,)), n, src_off, dst_off, wg=planner.wg(),
+                                            max_groups=planner.limits.get("maxComputeWorkgroupsPerDimension", 65535)))
 
     def own(self, t: Any, what: str) -> Tensor:
         """`t` as a tensor of this runtime (TypeError / ValueError naming `what` otherwise)."""
@@ -225,10 +258,10 @@ class Runtime:
         time: far above ms means the browser's shader cache was warm), order."""
         self.check_open()
         with self.lock:
-            report = await self.pipelines.precompile(self.device, self.fallback.planner, ops, on_progress)
+            planner = self.placement.planner
+            report = await self.pipelines.precompile(self.device, planner, ops, on_progress)
             if ops is None or "matmul" in ops or "linear" in ops:
                 # which matmul variant is fastest here: measured once per adapter, kept in the manifest
-                planner = self.fallback.planner
                 before = dict(planner.matmul_choice)
                 report["tuning"] = await tune_matmul(self.device, planner, self.pipelines.manifest)
                 if planner.matmul_choice != before:   # the chosen variants' other pipelines (bias), now
@@ -264,8 +297,8 @@ class Runtime:
         """Release the device. Tensors of this runtime become unusable."""
         with self.lock:
             if not self.closed:
-                if self.selector is not None:
-                    self.selector.save_soon()
+                if self.placement.auto is not None:
+                    self.placement.auto.save_soon()
                 self.closed = True
                 self.device.close()
 
@@ -305,7 +338,7 @@ async def open(backend: str = "auto", tier: str | None = None, limits: str = "de
     """Open a runtime: WebGPU (the browser's in a page, wgpu-py natively) or NumPy.
 
     backend: "auto" (WebGPU when an adapter exists, else NumPy; with a device, each op goes to the GPU or
-        NumPy as the BackendSelector chooses: see placement.py), "webgpu" (every op on the device; fail if
+        NumPy as the BackendSelector chooses: see placement/auto.py), "webgpu" (every op on the device; fail if
         none) or "cpu".
     tier: force "full", "core", "constrained" or "cpu" (a tier the device lacks steps down).
     limits: "default" (WebGPU spec defaults, like a browser) or "adapter" (all the adapter offers).
@@ -334,7 +367,7 @@ async def open(backend: str = "auto", tier: str | None = None, limits: str = "de
         rt = Runtime(device, tier, note=note, budget=budget, precision=precision, memory_budget=memory_budget,
                      open_limits=limits)
         await rt.pipelines.load()
-        apply_tuning(rt.pipelines.manifest, rt.fallback.planner)
+        apply_tuning(rt.pipelines.manifest, rt.placement.planner)
         if backend == "auto" and not device.is_host:
             await attach(rt)
     except BaseException:

@@ -1,5 +1,5 @@
-"""The strategy executors: each turns one planned op call into kernel launches (or the NumPy reference),
-looked up by name in EXECUTORS. Planning is planner.py's job; launch geometry is launches.py's."""
+"""The device strategies: each turns one op call placed on the device into kernel launches, looked up by
+name in STRATEGY_RUNNERS. Deciding is placement's job; launch geometry is launches.py's."""
 
 from __future__ import annotations
 
@@ -8,13 +8,13 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
-from . import hostops
-from .kernels import ELEMENTWISE_WG, KERNELS, ROWWISE_OPS, VARIANTS, KernelDef, Launch, OpCall
+from .kernels import ELEMENTWISE_WG, KERNELS, ROWWISE_OPS, VARIANTS, KernelDef, Launch
 from .launches import (ACT_CODES, Part, attention_uniforms, kv_attention_uniforms, launch_for, rb_matmul_launch, row_chunks,
                        small_matmul_launch)
-from .planner import Planner
-from .telemetry import Plan, Telemetry
+from .placement import Planner
+from .telemetry import Telemetry
 from .tensor import Blocks, Tensor
+from .types import Decision, OpCall
 
 if TYPE_CHECKING:
     from .runtime import Runtime
@@ -30,12 +30,12 @@ class Strategies:
     def __init__(self, rt: "Runtime", planner: Planner, telemetry: Telemetry) -> None:
         self.rt, self.planner, self.telemetry = rt, planner, telemetry
 
-    def run(self, call: OpCall, plan: Plan) -> Tensor:
+    def run(self, call: OpCall, plan: Decision) -> Tensor:
         if call.op == "matmul" and call.attrs.get("activation"):
             return self._matmul_activation(call, plan)
-        return EXECUTORS[plan.strategy](self, call, plan)
+        return STRATEGY_RUNNERS[plan.strategy](self, call, plan)
 
-    def _matmul_activation(self, call: OpCall, plan: Plan) -> Tensor:
+    def _matmul_activation(self, call: OpCall, plan: Decision) -> Tensor:
         """A matmul with its activation (GELU) fused into the register-blocked kernel's epilogue where that
         kernel serves the call; under any other strategy the plain matmul, then the activation as an op of
         its own (planned like any, so blocks and limits hold)."""
@@ -45,10 +45,11 @@ class Strategies:
             self._launch(rb_matmul_launch(block, *call.inputs, out, act=ACT_CODES[call.attrs["activation"]]))
             self.telemetry.add("fused_epilogues")
             return out
-        if plan.strategy == "cpu":
-            return self.cpu(call, plan)
         plain = dataclasses.replace(call, attrs={k: v for k, v in call.attrs.items() if k != "activation"})
-        return getattr(self.rt.ops, call.attrs["activation"])(EXECUTORS[plan.strategy](self, plain, plan))
+        product = STRATEGY_RUNNERS[plan.strategy](self, plain, plan)
+        # the product lives only on the device, so its activation is planned onto the device too
+        act = OpCall(call.attrs["activation"], ("x",), [product], product.shape, {})
+        return self.run(act, self.planner.plan(act))
 
     # -- helpers --------------------------------------------------------------------------------------
     def _launch(self, launch: Launch) -> None:
@@ -67,7 +68,7 @@ class Strategies:
         return self.planner.limits.get("maxComputeWorkgroupsPerDimension", 65535)
 
     # -- the executors ------------------------------------------------------------------------------------
-    def native(self, call: OpCall, plan: Plan, kernel: KernelDef | None = None, wg: int = ELEMENTWISE_WG) -> Tensor:
+    def native(self, call: OpCall, plan: Decision, kernel: KernelDef | None = None, wg: int = ELEMENTWISE_WG) -> Tensor:
         out = self._out(call)
         block = self.planner.matmul_block(call) if call.op == "matmul" and kernel is None else None
         if block is not None:
@@ -77,10 +78,10 @@ class Strategies:
                                 max_groups=self._max_groups()))
         return out
 
-    def f16(self, call: OpCall, plan: Plan) -> Tensor:
+    def f16(self, call: OpCall, plan: Decision) -> Tensor:
         return self.native(call, plan, kernel=VARIANTS[(call.op, "f16")])
 
-    def simplified_shader(self, call: OpCall, plan: Plan) -> Tensor:
+    def simplified_shader(self, call: OpCall, plan: Decision) -> Tensor:
         if call.op != "matmul":
             return self.native(call, plan, wg=self.planner.wg())
         a, b, bias = call.inputs
@@ -93,11 +94,7 @@ class Strategies:
                                          sc=m * n, batch=_prod(tuple(a.shape[:-2]))))
         return out
 
-    def cpu(self, call: OpCall, plan: Plan) -> Tensor:
-        arrays = [None if t is None else t.known_values() for t in call.inputs]
-        return self.rt.tensor(hostops.run(call.op, arrays, call.attrs).reshape(call.out_shape))
-
-    def layer_decomposition(self, call: OpCall, plan: Plan) -> Tensor:
+    def layer_decomposition(self, call: OpCall, plan: Decision) -> Tensor:
         """matmul over blocks: C row segments (where A's and C's blocks overlap) x weight blocks."""
         a, b, bias = call.inputs
         tb = bool(call.attrs["transpose_b"])
@@ -146,7 +143,7 @@ class Strategies:
                     ai += 1
         return out
 
-    def tiled(self, call: OpCall, plan: Plan) -> Tensor:
+    def tiled(self, call: OpCall, plan: Decision) -> Tensor:
         x = call.inputs[0]
         blocks: Blocks = x.handle
         n = x.shape[-1]
@@ -169,7 +166,7 @@ class Strategies:
             self.telemetry.add("tiles")
         return out
 
-    def attention_dispatches(self, call: OpCall, plan: Plan) -> Tensor:
+    def attention_dispatches(self, call: OpCall, plan: Decision) -> Tensor:
         """Attention in query chunks and head groups (chunked_attention, head_partitioning)."""
         q, k, v, mask = call.inputs
         batch, sq, hidden = q.shape
@@ -205,7 +202,7 @@ class Strategies:
                     self.telemetry.add("attention_dispatches")
         return out
 
-    def partitioned_kv(self, call: OpCall, plan: Plan) -> Tensor:
+    def partitioned_kv(self, call: OpCall, plan: Decision) -> Tensor:
         """kv_attention over a cache stored as blocks: one dispatch per block holding visible positions, the
         online softmax's (max, sum, acc) per (row, head) carried between them in a scratch buffer."""
         q, k, v, _ = call.inputs
@@ -226,11 +223,11 @@ class Strategies:
         return out
 
 
-Executor = Callable[[Strategies, OpCall, Plan], Tensor]
+StrategyRunner = Callable[[Strategies, OpCall, Decision], Tensor]
 
-EXECUTORS: dict[str, Executor] = {
+STRATEGY_RUNNERS: dict[str, StrategyRunner] = {
     "native": Strategies.native, "f16": Strategies.f16, "simplified_shader": Strategies.simplified_shader,
-    "cpu": Strategies.cpu, "layer_decomposition": Strategies.layer_decomposition, "tiled": Strategies.tiled,
+    "layer_decomposition": Strategies.layer_decomposition, "tiled": Strategies.tiled,
     "chunked_attention": Strategies.attention_dispatches, "head_partitioning": Strategies.attention_dispatches,
     "partitioned_kv": Strategies.partitioned_kv,
 }

@@ -1,24 +1,15 @@
-"""What the fallback manager counts: strategies per op, host-side timings, memory figures (the seed's
+"""What the fallback manager reports: strategies per op, host-side timings, memory figures (the seed's
 `get_performance_metrics`). Timings are host-side (planning, encoding, NumPy for host work): GPU work is
 queued, not waited on."""
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 from . import hostops, wasm_kernels
 from .platform import IN_PYODIDE
-
-
-@dataclass
-class Plan:
-    """A strategy for one op call, and why."""
-
-    strategy: str
-    reason: str
-    detail: dict[str, Any] = field(default_factory=dict)
+from .types import Decision
 
 
 class Telemetry:
@@ -36,7 +27,7 @@ class Telemetry:
             "memory_usage": {"largest_binding_bytes": 0, "blocked_tensors": 0},
         }
 
-    def count(self, op: str, plan: Plan, t0: float) -> None:
+    def count(self, op: str, plan: Decision, t0: float) -> None:
         """One op call served by `plan`, started at perf_counter() t0."""
         if not self.enabled:
             return

@@ -20,7 +20,7 @@ from .launches import Part, rb_matmul_launch
 if TYPE_CHECKING:
     from .backends.base import Backend
     from .pipelines import PipelineManifest
-    from .planner import Planner
+    from .placement import Planner
 
 # One layer of an 8-sentence MiniLM batch: 96 tokens x 384 -> 384 (small enough to time in well under a
 # second on a software adapter, large enough that every variant fills the device).

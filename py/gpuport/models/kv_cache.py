@@ -16,7 +16,6 @@ from typing import Any
 import numpy as np
 
 from ..errors import ContextLengthExceeded
-from ..launches import Part, kv_write_launch
 from ..tensor import Blocks, Tensor
 
 F32 = np.dtype(np.float32)
@@ -53,9 +52,9 @@ class DeviceKVCache:
         return 2 * self.layers * self.allocated_rows * self.width * 4
 
     def _grow(self, layer: int) -> None:
-        shape = (self._rows_per_buffer * self.width,)
-        self._k[layer].append(self.rt.device.alloc(shape, F32))
-        self._v[layer].append(self.rt.device.alloc(shape, F32))
+        size = self._rows_per_buffer * self.width
+        self._k[layer].append(self.rt.cache_buffer(size))
+        self._v[layer].append(self.rt.cache_buffer(size))
 
     def reserve(self, new_rows: int) -> None:
         """Make room for `new_rows` more positions (ContextLengthExceeded past the capacity)."""
@@ -70,22 +69,13 @@ class DeviceKVCache:
         """Write rows k, v (T, width) at positions length..length+T-1 of `layer` (reserve first), in place; the
         layer's cache as tensors of the allocated rows (blocked when partitioned) for kv_attention."""
         t = k.shape[0]
-        rt = self.rt
-        planner = rt.fallback.planner
-        wg, groups = planner.wg(), planner.limits.get("maxComputeWorkgroupsPerDimension", 65535)
         per = self._rows_per_buffer
         for src, bufs in ((k, self._k[layer]), (v, self._v[layer])):
-            if src.on_host:   # auto placed the op that made it on the host
-                rt.memory.to_device(src)
             r = self.length
             while r < self.length + t:
                 b, off = divmod(r, per)
                 n = min(per - off, self.length + t - r)
-                dst = Part(bufs[b], (per * self.width,))
-                launch = kv_write_launch(src, dst, n * self.width, (r - self.length) * self.width, off * self.width,
-                                         wg=wg, max_groups=groups)
-                with rt.lock:
-                    rt.device.run(launch)
+                self.rt.write_into(bufs[b], src, n * self.width, (r - self.length) * self.width, off * self.width)
                 r += n
         return self.view(layer), self.view(layer, values=True)
 

@@ -31,9 +31,9 @@ from typing import Any, Awaitable, Callable, Mapping, Sequence
 import numpy as np
 
 from ..errors import ContextLengthExceeded, LoadError, UnsupportedFeature
-from ..lineage import Leaf
 from ..quant import QuantMatrix, as_words, dequantize, row_bytes
 from ..tensor import Tensor
+from ..types import HOST, Decision
 from . import llama_ref as ref
 from .bpe import BPETokenizer
 from .generation import Generation, complete, generate
@@ -78,16 +78,6 @@ class _Uncached(QuantMatrix):
 
     def dense(self) -> np.ndarray:
         return dequantize(self.raw, self.kind, self.shape)
-
-
-def upload(rt: Any, array: np.ndarray) -> Tensor:
-    """A device-only tensor of `array` (a weight): under backend="auto" the selector then counts a readback to use
-    it on the host, so the weight's ops stay on the device; recovery re-uploads it from the host copy."""
-    with rt.lock:
-        t = rt.memory.alloc(array.shape, array.dtype, host=array)
-    t.host = None
-    t.recipe = Leaf(array)
-    return t
 
 
 class Llama:
@@ -152,7 +142,7 @@ class Llama:
     def uses_device_eagerly(self) -> bool:
         """Whether weights go to the device at build: on an explicit webgpu backend (auto uploads on first use,
         only if it chooses the device forward; the cpu backend never does)."""
-        return not self.rt.device.is_host and self.rt.selector is None
+        return self.rt.mode == "webgpu"
 
     def upload_resident(self, on_progress: Callable[..., None] | None = None) -> None:
         """Upload what the memory level keeps resident (and release what it streams)."""
@@ -164,13 +154,13 @@ class Llama:
             if w.name not in keep:
                 w.tensor = None
             elif w.tensor is None:
-                w.tensor = upload(self.rt, w.words())
+                w.tensor = self.rt.weight(w.words())
                 done += w.raw.nbytes
                 if on_progress is not None:
                     on_progress(stage="upload", done=done, total=total, tensor=w.name)
 
     def _binding_budget(self) -> int:
-        return self.rt.fallback.planner.binding() if not self.rt.device.is_host else 1 << 62
+        return self.rt.binding_limit
 
     def _table_on_device(self) -> bool:
         """The embedding table and head resident: below level 3, where each fits one binding (the constrained
@@ -222,26 +212,16 @@ class Llama:
         one per further new token. Always the host on the cpu backend, never on an explicit webgpu one; under
         auto, the backend expected to finish it all sooner, from the forwards' measured times (`learn`) where
         the selector has them: a device can win the prompt and lose every token after it (Firefox)."""
-        rt = self.rt
-        if rt.device.is_host:
-            return True
-        if rt.selector is None:
-            return False
-        prompt, step, sel = self._forward_ops(tokens), self._forward_ops(1), rt.selector
-
-        def costs() -> dict[str, float]:
-            first, each = sel.whole_costs("llama.forward", prompt), sel.whole_costs("llama.forward", step)
-            return {b: first[b] + (new_tokens - 1) * each[b] for b in first}
-        return sel.prefers_host_overall("llama.generate", costs)
+        return self.rt.placement.generation("llama.generate", "llama.forward", self._forward_ops(tokens),
+                                            self._forward_ops(1), new_tokens).on_host
 
     def learn(self, tokens: int, host: bool, seconds: float) -> None:
-        """Tell auto's selector how long a forward over `tokens` took, from its start to its logits read."""
-        if self.rt.selector is not None:
-            self.rt.selector.record_whole("llama.forward", self._forward_ops(tokens),
-                                          "cpu" if host else self.rt.backend, seconds)
+        """How long a forward over `tokens` took, from its start to its logits read, for placement."""
+        self.rt.placement.learn_whole("llama.forward", self._forward_ops(tokens), "cpu" if host else self.rt.backend,
+                                      seconds)
 
     def _forward_ops(self, tokens: int) -> list[tuple[str, list[tuple[int, ...]]]]:
-        """A forward's ops and shapes over `tokens` new positions, for the selector."""
+        """A forward's ops and shapes over `tokens` new positions, for placement's cost of a whole forward."""
         c = self.config
         kv = c.n_kv_heads * c.head_dim
         layer = [("matmul", [(tokens, c.dim), (c.dim, c.dim + 2 * kv)]), ("matmul", [(tokens, c.dim), (c.dim, c.dim)]),
@@ -286,14 +266,14 @@ class Llama:
     def _vec(self, name: str) -> Tensor:
         t = self._vec_t.get(name)
         if t is None:
-            t = self._vec_t[name] = upload(self.rt, self.vectors[name])
+            t = self._vec_t[name] = self.rt.weight(self.vectors[name])
         return t
 
     def _weight(self, w: QWeight) -> Tensor:
         """w on the device: resident (uploaded once) or streamed (uploaded for this use)."""
         if w.tensor is not None:
             return w.tensor
-        t = upload(self.rt, w.words())
+        t = self.rt.weight(w.words())
         if w.name in self._resident_names():
             w.tensor = t
         return t
@@ -331,7 +311,7 @@ class Llama:
         step = max(1, min(HEAD_CHUNK, self._binding_budget() // row_bytes(head.kind, head.shape[1])))
         for r0 in range(0, head.shape[0], step):
             r1 = min(head.shape[0], r0 + step)
-            chunk = upload(rt, head.words(slice(r0, r1)))
+            chunk = rt.weight(head.words(slice(r0, r1)))
             out.append(ops.q_linear(x, chunk, head.kind, (r1 - r0, head.shape[1]), row=t - 1))
         return out
 
@@ -358,7 +338,8 @@ class Llama:
             x = ref.block(x, layer, i, cache, cos, sin, c)
         cache.length = start + t
         logits = ref.qlinear(ref.rms_norm(x[-1:], self.vectors["output_norm.weight"], c.eps), self._host_head)[0]
-        self.rt.executor.note("llama.forward", "host forward", t0)
+        strategy = "native" if self.rt.device.is_host else "cpu"
+        self.rt.placement.ran("llama.forward", Decision(HOST, strategy, "host forward"), t0)
         return logits
 
     # -- one-shot logits ---------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from ..errors import LoadError
 from ..kernels import EncoderLayer
 from ..platform import sync_wait
 from ..tensor import Tensor
+from ..types import HOST, Decision
 from .tokenizer import WordPieceTokenizer
 
 MASK_NEG = -1e9  # additive attention mask for padding keys: exp() of it underflows to exactly 0
@@ -207,18 +208,14 @@ class MiniLM:
 
     # -- the fused host forward -------------------------------------------------------------------------
     def on_host(self, batch: int, seq: int) -> bool:
-        """Whether a forward of this size runs as one fused host computation: always on the cpu backend;
-        under auto when the selector expects the host to win the model's ops (a software adapter); never
-        on an explicit webgpu backend, or where a weight lives only on the device."""
-        rt = self.rt
-        if rt.device.is_host:
-            return True
-        if rt.selector is None or self._host_weights() is None:
-            return False
-        return rt.selector.prefers_host("minilm.forward", self._ops(batch, seq))
+        """Whether a forward of this size runs as one fused host computation (placement's whole-forward
+        decision: always on the cpu backend, under auto where the host is expected to win, never on an explicit
+        webgpu backend or where a weight lives only on the device)."""
+        return self.rt.placement.whole("minilm.forward", self._ops(batch, seq),
+                                       host_can=self._host_weights() is not None).on_host
 
     def _ops(self, batch: int, seq: int) -> list[tuple[str, list[tuple[int, ...]]]]:
-        """The forward's ops and shapes, for the selector."""
+        """The forward's ops and shapes, for placement's cost of a whole forward."""
         cfg, n = self.config, batch * seq
         h, f = cfg.hidden_size, cfg.intermediate_size
         layer = [("matmul", [(n, h), (h, 3 * h)]), ("attention", [(batch, seq, h), (batch, seq, h)]),
@@ -227,9 +224,8 @@ class MiniLM:
         return layer * cfg.num_hidden_layers
 
     def _learn(self, shape: tuple[int, int], backend: str, seconds: float) -> None:
-        """Tell auto's selector how long a whole forward of this shape took on `backend` (start to result)."""
-        if self.rt.selector is not None:
-            self.rt.selector.record_whole("minilm.forward", self._ops(*shape), backend, seconds)
+        """How long a whole forward of this shape took on `backend` (start to result), for placement."""
+        self.rt.placement.learn_whole("minilm.forward", self._ops(*shape), backend, seconds)
 
     def _host_weights(self) -> tuple[dict[str, np.ndarray], list[EncoderLayer]] | None:
         """The weights as host arrays (made once), or None where one of them lives only on the device."""
@@ -261,7 +257,9 @@ class MiniLM:
         pool = (mask > 0).astype(np.float32)
         pooled = hostops.run("mean_pool", [x, pool], {})
         out = hostops.l2_normalize(pooled)
-        self.rt.executor.note("minilm.forward", f"fused host forward ({hostops.backend_name()} kernels)", t0)
+        strategy = "native" if self.rt.device.is_host else "cpu"
+        self.rt.placement.ran("minilm.forward", Decision(HOST, strategy, f"fused host forward "
+                                                          f"({hostops.backend_name()} kernels)"), t0)
         return out
 
     def plan_batches(self, lengths: Sequence[int], batch_size: int = 32,

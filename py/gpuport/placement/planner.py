@@ -1,8 +1,9 @@
-"""The planner: for each op call, the native kernel or the strategy that serves it within the tier's limits.
+"""The planner: for a call placement sends to the device, the kernel or the strategy that serves it within the
+tier's limits, or the host where nothing on the device does and the host knows the values.
 
-One decision (`decide`) serves every question: a real call (`plan`), "what would this op run here"
-(`strategy_for`, `rt.info()["strategies"]`), the pipelines precompilation builds (`pipeline_specs`) and the
-seed's `create_optimal_fallback_strategy` (sizes from a config, no device). The strategies:
+One method (`decide`) serves every question: a real call (`plan`), "what would this op run here"
+(`strategy_for`, `rt.info()["strategies"]`), the pipelines precompilation builds (`pipeline_specs`) and
+`create_optimal_fallback_strategy` (sizes from a config, no device). The strategies:
 
   native               the op's kernel (shaders/<op>.wgsl), one launch
   f16                  the full tier's f16 variant, when precision="f16" and the adapter has shader-f16
@@ -24,13 +25,13 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from .capabilities import SPEC_DEFAULT_LIMITS
-from .errors import LimitExceeded, UnsupportedFeature
-from .kernels import (ALIASES, ELEMENTWISE_OPS, ELEMENTWISE_WG, F16_OPS, KERNELS, RB_DEFAULT, RB_VARIANTS,
-                      ROWWISE_OPS, VARIANTS, WG_OVERRIDE_OPS, OpCall, RegisterBlock)
-from .launches import probe_launches
-from .pipelines import PipelineSpec
-from .telemetry import Plan
+from ..capabilities import SPEC_DEFAULT_LIMITS
+from ..errors import LimitExceeded, UnsupportedFeature
+from ..kernels import (ALIASES, ELEMENTWISE_OPS, ELEMENTWISE_WG, F16_OPS, KERNELS, RB_DEFAULT, RB_VARIANTS,
+                      ROWWISE_OPS, VARIANTS, WG_OVERRIDE_OPS, RegisterBlock)
+from ..launches import probe_launches
+from ..pipelines import PipelineSpec
+from ..types import DEVICE, HOST, Decision, OpCall
 
 _KERNEL_DEFS = {k.name: k for k in [*KERNELS.values(), *VARIANTS.values()]}
 
@@ -95,19 +96,19 @@ class Planner:
         return (self.precision == "f16" and op in F16_OPS and self.has_f16 and self.tier == "full"
                 and op not in self.f16_broken and self.fits(VARIANTS[(op, "f16")].name))
 
-    def kernel_plan(self, op: str) -> Plan | None:
+    def kernel_plan(self, op: str) -> Decision | None:
         """The kernel that serves `op` within the budget here, or None when none fits the limits."""
         if self.use_f16(op):
-            return Plan("f16", "full tier, precision='f16'")
+            return Decision(DEVICE, "f16", "full tier, precision='f16'")
         if op in WG_OVERRIDE_OPS and self.wg() != ELEMENTWISE_WG:
-            return Plan("simplified_shader", f"{self.wg()}-invocation workgroups")
+            return Decision(DEVICE, "simplified_shader", f"{self.wg()}-invocation workgroups")
         if op == "shader":   # a user's kernel: what the seed calls shader compilation
             small = self.limits.get("maxComputeInvocationsPerWorkgroup", 256) < 256
-            return Plan("simplified_shader", "small workgroups") if small else Plan("native", "")
+            return Decision(DEVICE, "simplified_shader", "small workgroups") if small else Decision(DEVICE, "native", "")
         if op == "matmul" and not self.fits("matmul"):
-            return Plan("simplified_shader", "the 64x4 KiB tile matmul fits the limits") \
+            return Decision(DEVICE, "simplified_shader", "the 64x4 KiB tile matmul fits the limits") \
                 if self.fits("matmul_small") else None
-        return Plan("native", "") if self.fits(op) else None
+        return Decision(DEVICE, "native", "") if self.fits(op) else None
 
     def matmul_blocks(self) -> list[RegisterBlock]:
         """The register-blocked matmul variants chosen here that fit the limits."""
@@ -135,45 +136,45 @@ class Planner:
 
     # -- the one decision --------------------------------------------------------------------------------
     def decide(self, op: str, *, known: bool = True, over_budget: tuple[str, int] | None = None,
-               serves_blocks: bool = True, scores: tuple[int, int, int, int] | None = None) -> Plan:
+               serves_blocks: bool = True, scores: tuple[int, int, int, int] | None = None) -> Decision:
         """The plan for `op` given the call's facts: whether the host knows every input, what exceeds the
         binding budget (why, bytes) and whether a block strategy serves that layout, the attention sizes."""
         if not self.gpu:
-            return Plan("native", "cpu backend: the NumPy reference is this runtime's kernel")
+            return Decision(HOST, "native", "cpu backend: the host kernels are this runtime's kernels")
         forced = (self.config.get("force") or {}).get(op)
         if forced == "cpu" and known:
-            return Plan("cpu", "forced by config")
+            return Decision(HOST, "cpu", "forced by config")
         if over_budget:
             what, nbytes = over_budget
             strategy = over_budget_strategy(op)
             if strategy != "cpu" and serves_blocks:
-                return Plan(strategy, what + (": query blocks" if op == "attention" else ""))
+                return Decision(DEVICE, strategy, what + (": query blocks" if op == "attention" else ""))
             if known:
-                return Plan("cpu", what + "; no GPU strategy for this layout, host values known")
+                return Decision(HOST, "cpu", what + "; no GPU strategy for this layout, host values known")
             raise LimitExceeded("maxStorageBufferBindingSize", self.binding(), nbytes,
                                 f"{op}: {what}, no GPU strategy serves this layout and the host does not "
                                 "know the values (the cpu strategy needs them);")
         if forced and forced != "cpu":
-            return Plan(forced, "forced by config")
+            return Decision(DEVICE, forced, "forced by config")
         if known and op in self.busy():
             # Nothing waits for compilation: this op's pipelines are still being built, the host has the
             # inputs, so NumPy answers now and the GPU takes over once they resolve.
-            return Plan("cpu", "pipelines still precompiling")
+            return Decision(HOST, "cpu", "pipelines still precompiling")
         if op == "attention" and scores is not None:
             split = self.attention_split(*scores)
             if split != "native":
-                return Plan(split, "work per dispatch over maxAttentionScoresPerDispatch="
+                return Decision(DEVICE, split, "work per dispatch over maxAttentionScoresPerDispatch="
                                    f"{self.limits.get('maxAttentionScoresPerDispatch'):,}")
         found = self.kernel_plan(op)
         if found is not None:
             return found
         if known:
-            return Plan("cpu", "no kernel of this op fits the limits")
+            return Decision(HOST, "cpu", "no kernel of this op fits the limits")
         raise UnsupportedFeature(f"{op}: no kernel fits this device's limits "
                                  f"(invocations {self.limits.get('maxComputeInvocationsPerWorkgroup')}, "
                                  f"workgroup memory {self.limits.get('maxComputeWorkgroupStorageSize')})")
 
-    def plan(self, call: OpCall) -> Plan:
+    def plan(self, call: OpCall) -> Decision:
         """The strategy for one call, with the reason."""
         blocked = [(n, t) for n, t in zip(call.names, call.inputs) if t is not None and t.blocked]
         out_bytes = int(np.prod(call.out_shape, dtype=np.int64)) * 4
@@ -181,7 +182,7 @@ class Planner:
         if blocked or (self.gpu and self.needs_blocks(out_bytes)):
             over = (f"{', '.join(n for n, _ in blocked) or 'the output'} over the {self.binding():,}-byte "
                     "binding budget", blocked[0][1].nbytes if blocked else out_bytes)
-        known = all(t is None or t.known_values() is not None for t in call.inputs)
+        known = call.host_known
         scores = None
         if call.op == "attention":
             (batch, sq, _), sk = call.inputs[0].shape, call.inputs[1].shape[1]

@@ -1,5 +1,5 @@
-"""backend="auto": one runtime, two backends (the WebGPU device and NumPy on the host), a BackendSelector
-choosing per op call.
+"""backend="auto": one runtime, two backends (the WebGPU device and the host), the BackendSelector choosing
+per op call and per whole computation; the placement module (placement/__init__.py) asks it and nothing else does.
 
 - Calibration at open (calibration.py): host FLOP rate, host bandwidth and per-call overhead; device
   per-dispatch cost, transfer bandwidth, bandwidth and matmul FLOP rate, measured with awaited reads (in a
@@ -26,17 +26,17 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 import numpy as np
 
 from .calibration import calibrate_device, calibrate_host
-from .kernels import OpCall
-from .records import RecordError, report_bad_record
+from ..records import RecordError, report_bad_record
 from .selector import BackendCosts, BackendSelector, SelectorConfig, WorkloadCharacteristics, op_flops, read_record
-from .stores import RecordStore, store_for
+from ..stores import RecordStore, store_for
+from ..types import DEVICE, HOST, OpCall
 
 if TYPE_CHECKING:
     from .runtime import Runtime
 
 
-class AutoPlacement:
-    """The selector plus what the runtime needs around it: workloads, timing, persistence."""
+class AutoSelection:
+    """The selector plus what placement needs around it: workloads, timing, persistence."""
 
     def __init__(self, rt: "Runtime", costs: dict[str, BackendCosts], config: SelectorConfig | None = None,
                  calibration_ms: float = 0.0, calibrated: str = "measured") -> None:
@@ -52,6 +52,13 @@ class AutoPlacement:
         self._workloads: dict[tuple[Any, ...], tuple[WorkloadCharacteristics, bool]] = {}
         self._wholes: dict[tuple[Any, ...], tuple[WorkloadCharacteristics, dict[str, list]]] = {}
         self.pin: str | None = None   # set by pinned(): every call goes there (counted as forced)
+
+    @property
+    def host_only(self) -> bool:
+        """Every call goes to the host: pinned there, or the device forced off (GPUPORT_BACKEND, GPUPORT_DISABLE)."""
+        if self.pin is not None:
+            return self.pin == HOST
+        return self.selector.config.forced == HOST or DEVICE not in self.selector.backends
 
     @contextmanager
     def pinned(self, backend: str) -> Iterator[None]:
@@ -101,10 +108,10 @@ class AutoPlacement:
         nbytes = sum(int(np.prod(s, dtype=np.int64)) for s in shapes_t) * 4 + out * 4
         w = WorkloadCharacteristics(op, shapes_t, "float32", nbytes, op_flops(op, shapes_t), tuple(on),
                                     tuple(sizes))
-        object.__setattr__(w, "_bucket", w.bucket)
         return w, host_ok
 
     def place(self, call: OpCall) -> str:
+        """DEVICE or HOST for one op call (a GPU-only input in a page keeps it on the device)."""
         t0 = time.perf_counter()
         w, host_ok = self.workload(call)
         if self.pin is not None:
@@ -115,10 +122,14 @@ class AutoPlacement:
             backend = self.selector.select_backend(w, None if host_ok else "webgpu")
         self.select_s += time.perf_counter() - t0
         self.selections += 1
-        per = self.chosen.setdefault(call.op, {})
-        per[backend] = per.get(backend, 0) + 1
+        self.note(call.op, backend)
         call.workload = w
         return backend
+
+    def note(self, name: str, backend: str) -> None:
+        """Count one choice of `backend` for `name` (info()'s "chosen" and "counts")."""
+        per = self.chosen.setdefault(name, {})
+        per[backend] = per.get(backend, 0) + 1
 
     def whole_costs(self, name: str, ops: Sequence[tuple[str, Sequence[tuple[int, ...]]]]) -> dict[str, float]:
         """Seconds per backend of a whole computation (a model's forward: these ops with these shapes, every
@@ -157,8 +168,7 @@ class AutoPlacement:
     def _host_wins(self, name: str, decide: Callable[[], str]) -> bool:
         t0 = time.perf_counter()
         backend = self.selector.config.forced or self.pin or decide()
-        per = self.chosen.setdefault(name, {})
-        per[backend] = per.get(backend, 0) + 1
+        self.note(name, backend)
         self.select_s += time.perf_counter() - t0
         self.selections += 1
         return backend == "cpu"
@@ -212,7 +222,7 @@ class AutoPlacement:
             self.store.save_soon(self.rt.pipelines.scope, self.to_json())
 
 
-async def attach(rt: "Runtime") -> AutoPlacement:
+async def attach(rt: "Runtime") -> AutoSelection:
     """Stored calibration if there is one (per adapter), else measure both sides now and persist it; then
     restore the learned history. A stored record that is not entirely sound is ignored as a whole,
     reported once (records.RecordWarning) and rewritten."""
@@ -230,13 +240,13 @@ async def attach(rt: "Runtime") -> AutoPlacement:
     measured = costs is None
     if costs is None:
         costs = {"webgpu": await calibrate_device(rt), "cpu": await calibrate_host()}
-    auto = AutoPlacement(rt, costs, SelectorConfig.from_env(), (time.perf_counter() - t0) * 1e3,
+    auto = AutoSelection(rt, costs, SelectorConfig.from_env(), (time.perf_counter() - t0) * 1e3,
                          "measured" if measured else "stored")
     auto.store = store
     auto.ignored_record = problem
     if history is not None:
         auto.selector.load_dict(history)
-    rt.selector = auto
+    rt.placement.auto = auto
     if measured:
         auto.save_soon()
     return auto

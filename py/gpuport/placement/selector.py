@@ -13,10 +13,11 @@ import math
 import os
 import time
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from typing import Any, Callable, Iterable, Sequence
 
-from .errors import GpuportError
-from .records import (RecordError, need, need_dict, need_int, need_key, need_list, need_number, need_str,
+from ..errors import GpuportError
+from ..records import (RecordError, need, need_dict, need_int, need_key, need_list, need_number, need_str,
                       parse_json, short_repr)
 
 ENV_FORCE = "GPUPORT_BACKEND"      # force one backend for every op ("cpu" or "webgpu")
@@ -71,11 +72,11 @@ class WorkloadCharacteristics:
         return cls(op, shapes_t, "float32" if itemsize == 4 else f"{itemsize * 8}-bit", sum(in_bytes) + out,
                    op_flops(op, shapes_t), tuple(inputs_on), in_bytes)
 
-    @property
+    @cached_property
     def bucket(self) -> int:
-        """Size class: work within a factor of two shares its measurements."""
-        cached = self.__dict__.get("_bucket")
-        return cached if cached is not None else int(math.log2(self.flops + self.bytes + 1))
+        """Size class: work within a factor of two shares its measurements (computed once per workload: the
+        selector asks for it on every decision)."""
+        return int(math.log2(self.flops + self.bytes + 1))
 
 
 @dataclass

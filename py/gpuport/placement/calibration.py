@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 import numpy as np
 
-from . import hostops
-from .kernels import OpCall
+from .. import hostops
+from ..types import OpCall
 from .selector import BackendCosts
 
 if TYPE_CHECKING:
@@ -82,7 +82,7 @@ async def calibrate_device(rt: "Runtime") -> BackendCosts:
     host = np.ones(n, np.float32)
 
     def op(name: str, ins: list[Any], shape: tuple[int, ...], **attrs: Any) -> Any:
-        return rt.fallback.execute(OpCall(name, tuple("abc"[:len(ins)]), ins, shape, attrs))
+        return rt.executor.on_device(OpCall(name, tuple("abc"[:len(ins)]), ins, shape, attrs))[0]
 
     async def upload_read() -> None:
         await dev.download(memory.alloc_raw((n,), f32, host).handle, (n,), f32)

@@ -1,0 +1,45 @@
+"""Types shared across the package, at its bottom: an op call, and the placement decision made for it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+# Where work runs: the runtime's GPU device, the host (NumPy or the SIMD host kernels), or nowhere yet (a page
+# whose device is lost records the call and replays it when the next await recovers the device).
+DEVICE, HOST, DEFERRED = "webgpu", "cpu", "deferred"
+
+
+@dataclass
+class OpCall:
+    """A validated op call: inputs in binding order (None for an absent optional one), output shape, the
+    attributes its NumPy reference takes as keywords; `workload` is what backend="auto" estimated of it."""
+
+    op: str
+    names: tuple[str, ...]
+    inputs: list[Any]
+    out_shape: tuple[int, ...]
+    attrs: dict[str, Any] = field(default_factory=dict)
+    workload: Any = None
+
+    @property
+    def host_known(self) -> bool:
+        """The host has every input's values (the host can answer without a readback)."""
+        return all(t is None or t.known_values() is not None for t in self.inputs)
+
+
+@dataclass
+class Decision:
+    """Where one call runs (DEVICE, HOST or DEFERRED), by which strategy, and why.
+
+    Strategies on the device: "native", "f16", "simplified_shader", "layer_decomposition", "tiled",
+    "chunked_attention", "head_partitioning", "partitioned_kv". On the host: "cpu" (a GPU runtime answering
+    on the host) or "native" (the cpu backend, whose kernels are the host's)."""
+
+    where: str
+    strategy: str
+    reason: str
+
+    @property
+    def on_host(self) -> bool:
+        return self.where == HOST
