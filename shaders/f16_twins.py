@@ -105,8 +105,8 @@ Edit = Sub | Wrap | Drop | Insert | F16Fn
 
 @dataclass(frozen=True)
 class Twin:
-    """<name>_f16.wgsl: <name>.wgsl with `about` before its leading comment (or in its place, unless that comment
-    stays true of the twin: keeps_header) and the edits applied in order."""
+    """<name>_f16.wgsl: <name>.wgsl with its leading comment replaced by `about` (or following it, where that
+    comment stays true of the twin: keeps_header), and the edits applied in order."""
 
     name: str
     about: str

@@ -1,5 +1,5 @@
 """Writes every generated WGSL file in shaders/. Regenerate after editing any of its inputs, from the
-repository root (plain Python 3.10+, no dependencies):
+repository root (Python 3.11+, no dependencies):
 
     python shaders/generate.py
 
