@@ -48,8 +48,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
       let dm = unpack2x16float(W[wb]);
       let q0 = vec4<u32>(W[wb + 1u + 2u * h]);
       let q1 = vec4<u32>(W[wb + 2u + 2u * h]);
-      let sq = dot(vec4<f32>((q0 >> sh_lo) & mask), xa0) + dot(vec4<f32>((q1 >> sh_lo) & mask), xa1)
-             + dot(vec4<f32>((q0 >> sh_hi) & mask), xc0) + dot(vec4<f32>((q1 >> sh_hi) & mask), xc1);
+      let sq = dot(vec4<f32>((q0 >> sh_lo) & mask), xa0)
+             + dot(vec4<f32>((q1 >> sh_lo) & mask), xa1)
+             + dot(vec4<f32>((q0 >> sh_hi) & mask), xc0)
+             + dot(vec4<f32>((q1 >> sh_hi) & mask), xc1);
       acc[r] = acc[r] + dm.x * sq + dm.y * sx;
     }
   }

@@ -1,6 +1,6 @@
 """The register-blocked matmul variants (shaders/matmul_rb_*.wgsl): each one against the NumPy reference on
-awkward shapes natively, the fused bias+gelu epilogue, the generated files' freshness, and the per-adapter
-choice by measurement (tuning.py) kept in the pipeline manifest.
+awkward shapes natively, the fused bias+gelu epilogue, and the per-adapter choice by measurement (tuning.py)
+kept in the pipeline manifest. Their freshness against shaders/generate.py: test_generated_shaders.py.
 
 Tolerance: as tests/cases.py's matmul, Higham's bound for a K-term dot product doubled (2(K+1)u(|a||b|+|bias|));
 with the GELU epilogue, GELU's derivative is below 1.13 in magnitude, so that bound times 1.13 plus the erf
@@ -8,7 +8,6 @@ polynomial's 1e-6 (gelu's own tolerance in cases.py).
 """
 
 import asyncio
-import importlib.util
 import json
 
 import numpy as np
@@ -90,16 +89,6 @@ def test_fused_bias_gelu_epilogue(rt, key):
     want = K.gelu_ref(K.matmul_ref(a, b, bias, transpose_b=tb))
     bound = 1.13 * _bound(a, b.T if tb else b, bias, k) + 1e-6
     assert (np.abs(got - want) <= bound).all(), np.abs(got - want).max()
-
-
-def test_generated_shaders_are_current():
-    path = K.shaders_dir() / "generate_matmul_rb.py"
-    spec = importlib.util.spec_from_file_location("generate_matmul_rb", path)
-    gen = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(gen)
-    for name, text in gen.sources().items():
-        assert (K.shaders_dir() / name).read_text() == text, f"{name} is stale: run shaders/generate_matmul_rb.py"
-    assert {f"matmul_{key}.wgsl" for key in RB_VARIANTS} == set(gen.sources())
 
 
 def test_tuning_measures_chooses_and_remembers(rt):
