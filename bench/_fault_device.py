@@ -11,7 +11,7 @@ import numpy as np
 
 import gpuport as gp
 from faults import NotSurvived, Tally, expect_close, expect_error
-from gpuport import kernels as K
+from gpuport import references as K
 
 WORDS = "the a GPU runtime shares one queue across threads while sentences embed quickly under load".split()
 

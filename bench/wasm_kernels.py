@@ -34,7 +34,7 @@ FIREFOX_PREFS = {"app.update.enabled": False, "browser.shell.checkDefaultBrowser
 
 IN_PAGE = """
 import math, numpy as np
-from gpuport import kernels as K, wasm_kernels as W
+from gpuport import references as K, wasm_kernels as W
 assert W.available(), W.reason()
 R, MIN_S = {repeats}, {min_s}
 rng = np.random.default_rng(0)

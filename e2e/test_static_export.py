@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from gpuport.export import export_site
-from gpuport.kernels import KERNELS
+from gpuport.opspecs import OPS as KERNELS
 from gpuport.testing.browsers import LaneError
 from gpuport.testing.site import StaticServer, build_project_wheel
 

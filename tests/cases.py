@@ -23,7 +23,7 @@ from types import SimpleNamespace
 import numpy as np
 
 import gpuport as gp
-from gpuport import kernels as K
+from gpuport import references as K
 from gpuport.formats.gguf import GGML_TYPE_IDS, TensorInfo
 from gpuport.models import llama_ref as L
 from gpuport.models.bpe import bytes_to_unicode

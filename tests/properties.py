@@ -24,7 +24,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from gpuport import kernels as K
+from gpuport import references as K
 
 U = 2.0 ** -24
 F32_MAX = float(np.finfo(np.float32).max)

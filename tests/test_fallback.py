@@ -8,7 +8,7 @@ import pytest
 
 import gpuport as gp
 from gpuport import hostops
-from gpuport import kernels as K
+from gpuport import references as K
 from gpuport.fallback import STRATEGIES, FallbackManager, create_optimal_fallback_strategy
 
 U = 2.0 ** -24

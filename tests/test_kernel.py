@@ -250,8 +250,26 @@ def test_reference_misuse_is_named_and_leaves_tensors_unchanged(rts, be):
 
 
 def test_reference_signature_is_checked_when_the_kernel_is_made(rts):
-    with pytest.raises(TypeError, match=r"cannot be called as .*\(x, y, \*, uniforms, workgroups\)"):
+    with pytest.raises(TypeError, match=r"cannot be called as .*\(x, y, \*, uniforms\)"):
         rts["cpu"].kernel(SAXPY, reference=lambda x, y: None)
+    with pytest.raises(TypeError, match=r"cannot be called as .*\(x, y, \*, uniforms, workgroups\)"):
+        rts["cpu"].kernel(SAXPY, reference=lambda x, *, workgroups: None)
+
+
+@pytest.mark.parametrize("be", ["cpu", "webgpu"])
+def test_reference_without_workgroups_runs_on_the_cpu_tier_and_under_check(rts, be):
+    """The documented contract: arrays and uniforms=; workgroups= only for a reference that accepts it."""
+    def ref(x, y, *, uniforms):
+        n, a = uniforms
+        y[:n] = np.float32(a) * x[:n] + y[:n]
+
+    rt = rts[be]
+    x, y = rt.tensor(np.arange(64, dtype=np.float32)), rt.tensor(np.ones(64, np.float32))
+    k = rt.kernel(SAXPY, reference=ref, check=be == "webgpu")
+    k.dispatch(1, x, y, uniforms=[64, 0.5])
+    np.testing.assert_array_equal(y.numpy(), 0.5 * np.arange(64, dtype=np.float32) + 1)
+    assert k.stats == ({"gpu": 0, "reference": 1, "checked": 0} if be == "cpu"
+                       else {"gpu": 1, "reference": 0, "checked": 1}), k.stats
     with pytest.raises(TypeError, match="reference must be a function"):
         rts["cpu"].kernel(SAXPY, reference=np.zeros(3))
 

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 import gpuport as gp
-from gpuport.kernels import reference
+from gpuport.opspecs import reference
 from gpuport.models.kv_cache import DeviceKVCache
 from gpuport.quant import QuantMatrix
 

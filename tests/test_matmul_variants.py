@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import gpuport as gp
-from gpuport import kernels as K
+from gpuport import references as K
 from gpuport.kernels import RB_VARIANTS
 from gpuport.launches import Part, rb_matmul_launch
 from gpuport.pipelines import PipelineManifest

@@ -25,7 +25,7 @@ from cases import U, close
 from wasm_cases import CASES, WASM_ONLY, check_matmul
 
 from gpuport import hostops as H
-from gpuport import kernels as K
+from gpuport import references as K
 from gpuport import native_kernels as N
 
 ROOT = Path(__file__).resolve().parents[1]

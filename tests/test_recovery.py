@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import gpuport as gp
-from gpuport import kernels as K
+from gpuport import references as K
 from gpuport.errors import classify
 
 from cases import CASES

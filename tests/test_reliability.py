@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import gpuport as gp
-from gpuport import kernels as K
+from gpuport import references as K
 
 BAD_BINDING_SHADER = """@group(0) @binding(0) var<storage, read> a: array<f32>;
 @group(0) @binding(1) var<storage, read_write> b: array<f32>;

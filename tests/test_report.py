@@ -7,7 +7,7 @@ import pytest
 
 import gpuport as gp
 from gpuport.cli import main
-from gpuport.kernels import KERNELS
+from gpuport.opspecs import OPS as KERNELS
 from gpuport.report import build_report, find_problems, render
 
 

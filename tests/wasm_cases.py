@@ -25,7 +25,7 @@ import numpy as np
 from cases import U, close
 
 from gpuport import hostops as H
-from gpuport import kernels as K
+from gpuport import references as K
 from gpuport import wasm_kernels as W
 
 CASES: dict[str, Callable[[], None]] = {}

@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from . import kernels as K
+from . import references as K
 from .backends import available
 from .models import load
 from .quant import as_words, quantize
@@ -90,7 +90,7 @@ async def kernel_table(rt: Runtime, seed: int = 0, repeats: int = 3) -> list[dic
         want = reference(*arrays.values())
         t0 = time.perf_counter()
         out = call(rt.ops, tensors)
-        ran = rt.executor.last[0]
+        ran = rt.placement.last.where
         got = await out.read()
         first = (time.perf_counter() - t0) * 1e3
         warm = []
@@ -103,7 +103,7 @@ async def kernel_table(rt: Runtime, seed: int = 0, repeats: int = 3) -> list[dic
         if rt.mode == "auto" and rt.backend != "cpu":
             with rt.pinned(rt.backend):
                 on_gpu = call(rt.ops, tensors)
-                row["gpu_ran"] = rt.executor.last[0]
+                row["gpu_ran"] = rt.placement.last.where
             row["gpu_max_abs_err"] = _err(await on_gpu.read(), want)
         rows.append(row)
     return rows

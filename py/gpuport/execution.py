@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from . import hostops
+from .opspecs import OPS
 from .errors import DeviceLost, OutOfMemory, ShaderCompileError, TensorLost
 from .lineage import DEFERRED, Lost, Recipe
 from .platform import sync_wait
@@ -118,12 +118,12 @@ class Executor:
         return values
 
     def run_host(self, call: OpCall) -> Tensor:
-        """The op's host kernel (hostops: fast float32, else its reference); the result stays on the host."""
+        """The op's host kernel (its spec's: fast float32, else its reference); the result stays on the host."""
         arrays = [None if t is None else self.host_values(t) for t in call.inputs]
         if any(a is None and t is not None for a, t in zip(arrays, call.inputs)):
             raise DeviceLost(f"{call.op}: an input lives only on the GPU and this platform cannot read it back "
                              "synchronously")
-        return Tensor(self.rt, hostops.run(call.op, arrays, call.attrs).reshape(call.out_shape), call.out_shape,
+        return Tensor(self.rt, OPS[call.op].run_host(arrays, call.attrs).reshape(call.out_shape), call.out_shape,
                       np.float32)
 
     def sync(self, t: Tensor) -> None:

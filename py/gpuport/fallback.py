@@ -19,8 +19,7 @@ import numpy as np
 
 from .capabilities import (SPEC_DEFAULT_LIMITS, BrowserIdentity, Capabilities, effective_limits, identify_browser,
                            quirks_for)
-from . import hostops
-from .kernels import ALIASES, KERNELS
+from .opspecs import ALIASES, OPS
 from .pipelines import PipelineSpec
 from .placement import STRATEGIES, Planner
 from .telemetry import Telemetry
@@ -78,10 +77,10 @@ class FallbackManager:
         op = ALIASES.get(operation, operation)
         if self._runtime is not None:
             return getattr(self._runtime.ops, op)(**inputs, **context)
-        if op not in KERNELS:
-            raise ValueError(f"unknown op {operation!r}; known: {sorted(KERNELS)}")
+        if op not in OPS:
+            raise ValueError(f"unknown op {operation!r}; known: {sorted(OPS)}")
         t0 = time.perf_counter()
-        result = hostops.run(op, [None if v is None else np.asarray(v) for v in inputs.values()], context)
+        result = OPS[op].run_host([None if v is None else np.asarray(v) for v in inputs.values()], context)
         self.telemetry.count(op, Decision(HOST, "cpu", "no runtime: the host kernels"), t0)
         return result
 
@@ -150,7 +149,7 @@ def create_optimal_fallback_strategy(model_type: str, browser_info: Mapping[str,
     if op == "attention":
         seq, heads = int(cfg.get("seq_len", 512)), int(cfg.get("num_heads", 12))
         scores, over = (1, heads, seq, seq), None
-    if op in KERNELS or op == "shader":
+    if op in OPS or op == "shader":
         plan = planner.decide(op, over_budget=over, scores=scores)
     else:
         plan = Decision(HOST, "cpu", f"no GPU kernel for {operation_type!r}")

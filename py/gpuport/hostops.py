@@ -28,7 +28,7 @@ from typing import Any, Callable
 import numpy as np
 
 from . import native_kernels, wasm_kernels
-from .kernels import EncoderLayer, layer_norm_ref, l2_normalize_ref, reference
+from .references import EncoderLayer, l2_normalize_ref, layer_norm_ref
 from .platform import IN_PYODIDE
 from .simd_ops import SimdKernels, immutable
 
@@ -345,21 +345,3 @@ def engines() -> dict[str, str]:
 def calls() -> dict[str, dict[str, int]]:
     """Per op, how many host calls each engine answered in this process (ops not called are left out)."""
     return {op: dict(t) for op, t in _CALLS.items() if t}
-
-
-def run(op: str, arrays: list[np.ndarray | None], attrs: dict[str, Any]) -> np.ndarray:
-    """`op` on host arrays: its fast kernel where there is one, else its reference (C-contiguous float32;
-    infinities and NaNs follow IEEE quietly). A matmul's activation runs as its own kernel after it, a
-    layer_norm's residual is added before it."""
-    if op == "matmul" and attrs.get("activation"):
-        plain = {k: v for k, v in attrs.items() if k != "activation"}
-        return run(attrs["activation"], [run("matmul", arrays, plain)], {})
-    if op == "layer_norm" and len(arrays) == 4:   # the residual added first, in float32 as the kernels do
-        x, gamma, beta, res = arrays
-        with np.errstate(over="ignore", invalid="ignore"):
-            arrays = [x if res is None else np.add(x, res, dtype=_F32), gamma, beta]
-    fast = KERNELS.get(op)
-    if fast is None:
-        return reference(op, arrays, attrs)
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
-        return np.ascontiguousarray(fast(*arrays, **attrs), dtype=_F32)

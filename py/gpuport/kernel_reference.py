@@ -1,11 +1,12 @@
 """A user kernel's NumPy twin (`rt.kernel(..., reference=fn)`): calling it by its contract, and comparing
 it with the GPU's answer (`check=True`).
 
-The contract: `fn(*arrays, uniforms=..., workgroups=...)` gets one NumPy array per storage binding, in
-binding order, with its tensor's shape and dtype: a writable array for each `read_write` binding, which
-fn writes in place exactly as the WGSL does (elements the WGSL leaves alone keep their values), and a
-read-only view for each `read` binding. `uniforms` is exactly what the dispatch was given (the list of
-numbers, the bytes, the NumPy array, or None); `workgroups` is the dispatch's (x, y, z). fn returns None.
+The contract: `fn(*arrays, uniforms=...)` gets one NumPy array per storage binding, in binding order,
+with its tensor's shape and dtype: a writable array for each `read_write` binding, which fn writes in place
+exactly as the WGSL does (elements the WGSL leaves alone keep their values), and a read-only view for each
+`read` binding. `uniforms` is exactly what the dispatch was given (the list of numbers, the bytes, the NumPy
+array, or None). A fn that also accepts `workgroups` (a parameter of that name, or **kwargs) gets the
+dispatch's (x, y, z) as it. fn returns None.
 fn always works on arrays of its own: a failing or misbehaving reference leaves every tensor unchanged.
 """
 
@@ -37,23 +38,33 @@ class Reference:
         self.label = label
         self.storage = None if storage is None else list(storage)
         self.fn_name = getattr(fn, "__qualname__", None) or repr(fn)
+        try:
+            self.signature: inspect.Signature | None = inspect.signature(fn)
+        except (TypeError, ValueError):   # a builtin without a signature: its call says what is wrong
+            self.signature = None
+        params = self.signature.parameters.values() if self.signature is not None else ()
+        # a builtin without a signature gets the whole contract, as before
+        self.takes_workgroups = self.signature is None or any(
+            p.name == "workgroups" or p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
         if self.storage is not None:
             self._check_signature()
 
+    def _keywords(self, uniforms: Any, workgroups: Any) -> dict[str, Any]:
+        return {"uniforms": uniforms, **({"workgroups": workgroups} if self.takes_workgroups else {})}
+
     def _check_signature(self) -> None:
         """At rt.kernel time rather than at the first dispatch on a cpu-only browser."""
-        try:
-            sig = inspect.signature(self.fn)
-        except (TypeError, ValueError):   # a builtin without a signature: its call says what is wrong
+        if self.signature is None:
             return
         names = [b.name for b in self.storage or []]
+        keywords = self._keywords(None, None)
         try:
-            sig.bind(*names, uniforms=None, workgroups=None)
+            self.signature.bind(*names, **keywords)
         except TypeError as exc:
-            raise TypeError(f"kernel {self.label!r}: its reference {self.fn_name}{sig} cannot be called as "
-                            f"{self.fn_name}({', '.join(names + ['*', 'uniforms', 'workgroups'])}) ({exc}): it "
-                            f"gets one array per storage binding in binding order, and the keywords uniforms= and "
-                            "workgroups= (accept **_ for what it ignores)") from None
+            raise TypeError(f"kernel {self.label!r}: its reference {self.fn_name}{self.signature} cannot be called "
+                            f"as {self.fn_name}({', '.join(names + ['*', *keywords])}) ({exc}): it gets one array "
+                            "per storage binding in binding order and the keyword uniforms= (and workgroups= where "
+                            "it accepts it)") from None
 
     def describe(self, index: int, array: np.ndarray, writable: bool) -> str:
         name = self.storage[index].name if self.storage else f"tensor {index}"
@@ -68,7 +79,7 @@ class Reference:
         shapes = [(a.shape, a.dtype) for a in arrays]
         given = "; ".join(self.describe(i, a, i in written) for i, a in enumerate(arrays))
         try:
-            result = self.fn(*arrays, uniforms=uniforms, workgroups=workgroups)
+            result = self.fn(*arrays, **self._keywords(uniforms, workgroups))
         except Exception as exc:
             hint = ""
             if "read-only" in str(exc):

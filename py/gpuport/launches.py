@@ -1,6 +1,6 @@
 """Launch geometry: how each op's kernel is dispatched over whole buffers (workgroups, uniforms, override
-constants), one entry per op in LAUNCHERS, plus the strided matmul of the block strategies and the sample
-calls whose pipelines precompilation builds.
+constants): one function per op (its spec in opspecs.py names it), plus the strided matmul of the block
+strategies, the register-blocked matmuls and the KV cache's in-place append.
 
 Operands are Tensors or Parts (one buffer of a blocked tensor); only their shapes and handles are read.
 """
@@ -12,7 +12,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from .kernels import (ELEMENTWISE_WG, KERNELS, RB_WG, VARIANTS, WG_OVERRIDE_OPS, KernelDef, Launch, RegisterBlock, grid,
+from .kernels import (ELEMENTWISE_WG, RB_WG, READ, UNIFORM, WRITE, KernelDef, Launch, RegisterBlock, grid,
                       pack_uniforms)
 from .tensor import Blocks
 
@@ -49,22 +49,22 @@ Geometry = tuple[tuple[int, int, int], bytes, dict[str, float]]
 Launcher = Callable[[list[Any], Any, Mapping[str, Any], Callable[[int], tuple[int, int, int]], int], Geometry]
 
 
-def _binary(op: str) -> Launcher:
+def binary_geometry(op: str) -> Launcher:
     def launch(ins, out, attrs, flat, groups):
         a, b = ins
         return flat(a.size), pack_uniforms(a.size, max(b.size, 1)), {"OP": 0 if op == "add" else 1}
     return launch
 
 
-def _scale(ins, out, attrs, flat, groups):
+def scale_geometry(ins, out, attrs, flat, groups):
     return flat(out.size), pack_uniforms(out.size, float(attrs["a"]), float(attrs["b"])), {}
 
 
-def _gelu(ins, out, attrs, flat, groups):
+def gelu_geometry(ins, out, attrs, flat, groups):
     return flat(out.size), pack_uniforms(out.size), {}
 
 
-def _matmul(ins, out, attrs, flat, groups):
+def matmul_geometry(ins, out, attrs, flat, groups):
     a, b, bias = ins
     m, k = a.shape[-2:]
     n = out.shape[-1]
@@ -73,36 +73,36 @@ def _matmul(ins, out, attrs, flat, groups):
             pack_uniforms(m, n, k, m * k, k * n if b.ndim > 2 else 0), consts)
 
 
-def _softmax(ins, out, attrs, flat, groups):
+def softmax_geometry(ins, out, attrs, flat, groups):
     x, mask = ins
     rows, n = _rows(x)
     stride = n if mask is not None and mask.shape == x.shape else 0
     return grid(rows, groups), pack_uniforms(rows, n, stride), {"HAS_MASK": int(mask is not None)}
 
 
-def _layer_norm(ins, out, attrs, flat, groups):
+def layer_norm_geometry(ins, out, attrs, flat, groups):
     rows, n = _rows(ins[0])
     return grid(rows, groups), pack_uniforms(rows, n, float(attrs["eps"])), {"HAS_RES": int(ins[3] is not None)}
 
 
-def _reduce(op: str) -> Launcher:
+def reduce_geometry(op: str) -> Launcher:
     def launch(ins, out, attrs, flat, groups):
         rows, n = _rows(ins[0])
         return grid(rows, groups), pack_uniforms(rows, n), {"MEAN": int(op == "mean")}
     return launch
 
 
-def _l2_normalize(ins, out, attrs, flat, groups):
+def l2_normalize_geometry(ins, out, attrs, flat, groups):
     rows, n = _rows(ins[0])
     return grid(rows, groups), pack_uniforms(rows, n), {}
 
 
-def _embedding(ins, out, attrs, flat, groups):
+def embedding_geometry(ins, out, attrs, flat, groups):
     vocab, hidden = ins[1].shape
     return flat(out.size), pack_uniforms(out.size, hidden, vocab), {}
 
 
-def _attention(ins, out, attrs, flat, groups):
+def attention_geometry(ins, out, attrs, flat, groups):
     q, k, v, mask = ins
     batch, sq, hidden = q.shape
     heads = int(attrs["num_heads"])
@@ -110,23 +110,23 @@ def _attention(ins, out, attrs, flat, groups):
         {"HAS_MASK": int(mask is not None)}
 
 
-def _mean_pool(ins, out, attrs, flat, groups):
+def mean_pool_geometry(ins, out, attrs, flat, groups):
     batch, seq, hidden = ins[0].shape
     return flat(batch * hidden), pack_uniforms(batch, seq, hidden), {}
 
 
-def _rms_norm(ins, out, attrs, flat, groups):
+def rms_norm_geometry(ins, out, attrs, flat, groups):
     rows, n = _rows(ins[0])
     return grid(rows, groups), pack_uniforms(rows, n, float(attrs["eps"])), {}
 
 
-def _rope(ins, out, attrs, flat, groups):
+def rope_geometry(ins, out, attrs, flat, groups):
     x, cos = ins[0], ins[1]
     t, half = cos.shape
     return flat(x.size // 2), pack_uniforms(t, int(attrs["num_heads"]), half), {}
 
 
-def _swiglu(ins, out, attrs, flat, groups):
+def swiglu_geometry(ins, out, attrs, flat, groups):
     return flat(out.size), pack_uniforms(out.size), {}
 
 
@@ -136,7 +136,7 @@ def kv_attention_uniforms(t: int, heads: int, kv_heads: int, d: int, start: int,
     return pack_uniforms(t, heads, kv_heads, d, start, pos0, rows, int(first) | 2 * int(last), 1.0 / math.sqrt(d))
 
 
-def _kv_attention(ins, out, attrs, flat, groups):
+def kv_attention_geometry(ins, out, attrs, flat, groups):
     q, k = ins[0], ins[1]
     heads = int(attrs["num_heads"])
     t, d = q.shape[0], q.shape[-1] // heads
@@ -146,55 +146,44 @@ def _kv_attention(ins, out, attrs, flat, groups):
 
 # The quantized kernels at their default LANES: a workgroup owns 4 rows per lane group, 64/LANES groups: 32 rows
 # for the matvecs (LANES 8), 64 for the matmul (LANES 4, and 4 prompt rows per workgroup along y).
-def _q_matvec(ins, out, attrs, flat, groups):
+def q_matvec_geometry(ins, out, attrs, flat, groups):
     n, k = int(attrs["n"]), int(attrs["k"])
     return grid(math.ceil(n / 32), groups), pack_uniforms(n, k, 0, int(attrs["row"]) * k, 0, 0, 0, 0), {}
 
 
-def _q_matmul(ins, out, attrs, flat, groups):
+def q_matmul_geometry(ins, out, attrs, flat, groups):
     n, k = int(attrs["n"]), int(attrs["k"])
     m = ins[1].size // k
     return (math.ceil(n / 64), math.ceil(m / 4), 1), pack_uniforms(m, n, k, 0, 0, 0, 0, 0), {}
 
 
-def _q_embedding(ins, out, attrs, flat, groups):
+def q_embedding_geometry(ins, out, attrs, flat, groups):
     t = ins[1].size
     return grid(math.ceil(t * int(attrs["k"]) / 4 / 64), groups), \
         pack_uniforms(t, int(attrs["k"]), int(attrs["n"]), 0, 0, 0, 0, 0), {}
+
+
+# The in-place append of new rows to a KV cache buffer: kv_attention's companion, not an op of its own (it
+# writes an existing buffer; Runtime.write_into launches it).
+KV_WRITE = KernelDef("kv_write", "kv_write.wgsl", (READ, WRITE, UNIFORM))
 
 
 def kv_write_launch(src: Any, dst: Any, n: int, src_off: int, dst_off: int, wg: int = ELEMENTWISE_WG,
                     max_groups: int = 65535) -> Launch:
     """Copy n floats of src (from src_off) into dst (from dst_off) in place: the KV cache's append."""
     consts = {"WG": wg} if wg != ELEMENTWISE_WG else {}
-    return Launch(VARIANTS[("kv_attention", "append")], [src], dst, grid(math.ceil(n / wg), max_groups),
+    return Launch(KV_WRITE, [src], dst, grid(math.ceil(n / wg), max_groups),
                   pack_uniforms(n, src_off, dst_off), consts)
-
-
-LAUNCHERS: dict[str, Launcher] = {
-    "add": _binary("add"), "mul": _binary("mul"), "scale": _scale, "gelu": _gelu, "matmul": _matmul,
-    "softmax": _softmax, "layer_norm": _layer_norm, "sum": _reduce("sum"), "mean": _reduce("mean"),
-    "l2_normalize": _l2_normalize, "embedding": _embedding, "attention": _attention, "mean_pool": _mean_pool,
-    "rms_norm": _rms_norm, "rope": _rope, "swiglu": _swiglu, "kv_attention": _kv_attention,
-    "q4_1_matvec": _q_matvec, "q8_0_matvec": _q_matvec, "q4_1_matmul": _q_matmul, "q8_0_embedding": _q_embedding,
-}
-
-
-def launch_for(op: str, ins: list[Any], out: Any, attrs: Mapping[str, Any], *, kernel: KernelDef | None = None,
-               wg: int = ELEMENTWISE_WG, max_groups: int = 65535) -> Launch:
-    """One launch of `op` over whole buffers `ins` -> `out` (Tensors or Parts)."""
-    def flat(n: int) -> tuple[int, int, int]:
-        return grid(math.ceil(n / wg), max_groups)
-
-    workgroups, uniforms, consts = LAUNCHERS[op](ins, out, attrs, flat, max_groups)
-    if op in WG_OVERRIDE_OPS and wg != ELEMENTWISE_WG:
-        consts = {**consts, "WG": wg}
-    return Launch(kernel or KERNELS[op], ins, out, workgroups, uniforms, consts)
 
 
 def attention_uniforms(sq: int, sk: int, heads: int, d: int, q0: int = 0, h0: int = 0, b0: int = 0,
                        row_base: int = 0) -> bytes:
     return pack_uniforms(sq, sk, heads, d, 1.0 / math.sqrt(d), sk, q0, h0, b0, row_base)
+
+
+# 8x8 invocations, 4 KiB of workgroup memory, strides and offsets: the simplified matmul and the block kernel of
+# layer decomposition.
+MATMUL_SMALL = KernelDef("matmul_small", "matmul_small.wgsl", (READ, READ, READ, WRITE, UNIFORM))
 
 
 def small_matmul_launch(a: Any, b: Any, bias: Any, out: Any, *, transpose_b: bool, M: int, N: int, K: int,
@@ -203,7 +192,7 @@ def small_matmul_launch(a: Any, b: Any, bias: Any, out: Any, *, transpose_b: boo
     """One launch of matmul_small.wgsl (see its header for the strided formula)."""
     consts = {"TRANSPOSE_B": int(transpose_b), "HAS_BIAS": int(bias is not None), "ACCUMULATE": int(accumulate)}
     uniforms = pack_uniforms(M, N, K, lda, ldb, ldc, a_off, n_off, sa, sb, sc, c_off)
-    return Launch(VARIANTS[("matmul", "small")], [a, b, bias], out,
+    return Launch(MATMUL_SMALL, [a, b, bias], out,
                   (math.ceil(N / 32), math.ceil(M / 32), batch), uniforms, consts)
 
 
@@ -228,53 +217,3 @@ def row_chunks(t: Any, unit: int) -> list[tuple[int, int, Any]]:
     if isinstance(t.handle, Blocks):
         return [(s // unit, e // unit, h) for s, e, h in t.handle.chunks()]
     return [(0, t.size // unit if unit else 0, t.handle)]
-
-
-# Sample calls per op covering every override-constant combination its calls can take: precompilation
-# builds exactly the pipelines these launches need. (inputs, output, attrs); shapes are placeholders.
-def _p(*shape: int) -> Part:
-    return Part(None, shape)
-
-
-PROBES: dict[str, Callable[[], list[tuple[list[Any], Any, dict[str, Any]]]]] = {
-    "add": lambda: [([_p(4), _p(4)], _p(4), {})],
-    "mul": lambda: [([_p(4), _p(4)], _p(4), {})],
-    "scale": lambda: [([_p(4, 4)], _p(4, 4), {"a": 1.0, "b": 0.0})],
-    "gelu": lambda: [([_p(4, 4)], _p(4, 4), {})],
-    "sum": lambda: [([_p(4, 4)], _p(4), {})],
-    "mean": lambda: [([_p(4, 4)], _p(4), {})],
-    "l2_normalize": lambda: [([_p(4, 4)], _p(4, 4), {})],
-    "layer_norm": lambda: [([_p(4, 4), _p(4), _p(4), res], _p(4, 4), {"eps": 1e-5}) for res in (None, _p(4, 4))],
-    "softmax": lambda: [([_p(4, 4), m], _p(4, 4), {}) for m in (None, _p(4))],
-    "embedding": lambda: [([_p(4), _p(8, 4)], _p(4, 4), {})],
-    "mean_pool": lambda: [([_p(2, 3, 4), _p(2, 3)], _p(2, 4), {})],
-    "attention": lambda: [([_p(1, 2, 8), _p(1, 2, 8), _p(1, 2, 8), m], _p(1, 2, 8), {"num_heads": 2})
-                          for m in (None, _p(1, 2))],
-    "matmul": lambda: [([_p(4, 4), _p(4, 4), bias], _p(4, 4), {"transpose_b": tb})
-                       for tb in (False, True) for bias in (None, _p(4))],
-    "rms_norm": lambda: [([_p(4, 4), _p(4)], _p(4, 4), {"eps": 1e-5})],
-    "rope": lambda: [([_p(2, 8), _p(2, 2), _p(2, 2)], _p(2, 8), {"num_heads": 2})],
-    "swiglu": lambda: [([_p(4), _p(4)], _p(4), {})],
-    "kv_attention": lambda: [([_p(1, 8), _p(2, 4), _p(2, 4), None], _p(1, 8), {"num_heads": 2, "num_kv_heads": 1,
-                                                                              "start": 1})],
-    "q4_1_matvec": lambda: [([_p(10), _p(1, 32)], _p(2), {"n": 2, "k": 32, "row": 0})],
-    "q8_0_matvec": lambda: [([_p(17), _p(1, 32)], _p(2), {"n": 2, "k": 32, "row": 0})],
-    "q4_1_matmul": lambda: [([_p(10), _p(2, 32)], _p(2, 2), {"n": 2, "k": 32})],
-    "q8_0_embedding": lambda: [([_p(17), _p(2)], _p(2, 32), {"n": 2, "k": 32})],
-}
-
-
-def probe_launches(op: str, strategy: str, kernel: KernelDef | None, wg: int,
-                   blocks: Sequence[RegisterBlock] = ()) -> list[Launch]:
-    """The launches of PROBES[op] under `strategy` (the simplified matmul is the strided small kernel;
-    `blocks`: the register-blocked matmul variants the native strategy uses here; an activation only after a
-    bias, as linear layers fuse it: each pipeline is another second of compilation on a software adapter)."""
-    if op == "matmul" and strategy == "native" and blocks:
-        rb = [rb_matmul_launch(block, ins[0], ins[1], ins[2], out, act=act) for block in blocks
-              for ins, out, attrs in PROBES[op]() if attrs["transpose_b"] == (block.layout == "tb")
-              for act in ACT_CODES.values() if act == 0 or ins[2] is not None]
-        return rb + [launch_for(op, ins, out, attrs, kernel=kernel, wg=wg) for ins, out, attrs in PROBES[op]()]
-    if op == "matmul" and strategy == "simplified_shader":
-        return [small_matmul_launch(ins[0], ins[1], ins[2], out, transpose_b=attrs["transpose_b"], M=4, N=4, K=4,
-                                    lda=4, ldb=4, ldc=4) for ins, out, attrs in PROBES[op]()]
-    return [launch_for(op, ins, out, attrs, kernel=kernel, wg=wg) for ins, out, attrs in PROBES[op]()]

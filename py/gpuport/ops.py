@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .kernels import ACTIVATIONS, ATTENTION_MAX_HEAD_DIM
+from .kernels import ATTENTION_MAX_HEAD_DIM
+from .references import ACTIVATIONS
 from .quant import row_bytes
 from .tensor import Tensor
 from .types import OpCall

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-from .kernels import ALIASES, KERNELS, VARIANTS
+from .opspecs import ALIASES, KERNEL_DEFS, OPS
 from .pipelines import PipelineManifest, PipelineSpec, scope_key
 from .stores import RecordStore
 
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 ESSENTIAL_OPS = ("matmul", "add", "gelu", "layer_norm", "softmax", "attention")
 # kernel name -> the op it serves (variants serve their op)
-_OP_OF = {k.name: k.name for k in KERNELS.values()} | {k.name: op for (op, _), k in VARIANTS.items()}
+_OP_OF = {name: spec.name for name, (spec, _) in KERNEL_DEFS.items()}
 
 
 class PipelineCache:
@@ -41,7 +41,7 @@ class PipelineCache:
     async def load(self) -> None:
         """Adopt the stored manifest (corrupt, foreign or stale parts are dropped and rewritten)."""
         manifest = PipelineManifest.from_json(self.scope, await self.store.load(self.scope))
-        manifest.drop_stale({k.name: k.source for k in [*KERNELS.values(), *VARIANTS.values()]})
+        manifest.drop_stale({name: k.source for name, (_, k) in KERNEL_DEFS.items()})
         manifest.loaded = len(manifest.entries)
         self.manifest = manifest
         self.save()
@@ -79,10 +79,10 @@ class PipelineCache:
         t0 = time.perf_counter()
         report: dict[str, Any] = {"pipelines": 0, "from_manifest": 0, "already": 0, "failed": [], "ms": 0.0,
                                   "recorded_ms": 0.0, "order": []}
-        names = list(KERNELS) if ops is None else [ALIASES.get(o, o) for o in ops]
-        unknown = [n for n in names if n not in KERNELS]
+        names = list(OPS) if ops is None else [ALIASES.get(o, o) for o in ops]
+        unknown = [n for n in names if n not in OPS]
         if unknown:
-            raise ValueError(f"precompile: unknown ops {unknown}; known: {sorted(KERNELS)}")
+            raise ValueError(f"precompile: unknown ops {unknown}; known: {sorted(OPS)}")
         specs: dict[PipelineSpec, None] = {}
         stored: set[PipelineSpec] = set()
         for entry in self.manifest.ordered() if self.manifest is not None else []:

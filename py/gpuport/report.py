@@ -10,7 +10,7 @@ import json
 from typing import Any
 
 from .capabilities import SPEC_DEFAULT_LIMITS, TIERS
-from .kernels import KERNELS
+from .opspecs import OPS
 
 SEVERITIES = ("info", "warning", "error")
 KEY_LIMITS = ("maxStorageBufferBindingSize", "maxBufferSize", "maxComputeWorkgroupStorageSize",
@@ -73,7 +73,7 @@ def build_report(info: dict[str, Any]) -> dict[str, Any]:
     counts = selection.get("counts") or {}
     ops = {}
     by_op = info.get("host_kernels_by_op") or {}
-    for name in KERNELS:
+    for name in OPS:
         if mode == "cpu":   # hostops: an op with a host kernel runs it (SIMD where linked), the rest the reference
             strategy = f"host kernel ({by_op[name]})" if name in by_op else "numpy reference"
         else:
@@ -84,7 +84,7 @@ def build_report(info: dict[str, Any]) -> dict[str, Any]:
                                 "chosen per call (not run yet)")
         else:
             where = mode
-        ops[name] = {"strategy": strategy, "backend": where, "ran": ran, "shader": KERNELS[name].shader}
+        ops[name] = {"strategy": strategy, "backend": where, "ran": ran, "shader": OPS[name].kernel.shader}
     calibration = selection.get("calibration") or {}
     return {
         "gpuport": info.get("version"),

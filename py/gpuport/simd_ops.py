@@ -25,7 +25,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from . import kernels as K
+from . import references as K
 from .errors import BackendUnavailable
 
 ABI = 3  # GP_ABI in web/wasm/simd.h: a build with another is refused

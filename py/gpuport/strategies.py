@@ -8,9 +8,10 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
-from .kernels import ELEMENTWISE_WG, KERNELS, ROWWISE_OPS, VARIANTS, KernelDef, Launch
-from .launches import (ACT_CODES, Part, attention_uniforms, kv_attention_uniforms, launch_for, rb_matmul_launch, row_chunks,
+from .kernels import ELEMENTWISE_WG, KernelDef, Launch
+from .launches import (ACT_CODES, Part, attention_uniforms, kv_attention_uniforms, rb_matmul_launch, row_chunks,
                        small_matmul_launch)
+from .opspecs import OPS
 from .placement import Planner
 from .telemetry import Telemetry
 from .tensor import Blocks, Tensor
@@ -74,12 +75,12 @@ class Strategies:
         if block is not None:
             self._launch(rb_matmul_launch(block, *call.inputs, out))
             return out
-        self._launch(launch_for(call.op, call.inputs, out, call.attrs, kernel=kernel, wg=wg,
-                                max_groups=self._max_groups()))
+        self._launch(OPS[call.op].launch(call.inputs, out, call.attrs, kernel=kernel, wg=wg,
+                                         max_groups=self._max_groups()))
         return out
 
     def f16(self, call: OpCall, plan: Decision) -> Tensor:
-        return self.native(call, plan, kernel=VARIANTS[(call.op, "f16")])
+        return self.native(call, plan, kernel=OPS[call.op].variants["f16"])
 
     def simplified_shader(self, call: OpCall, plan: Decision) -> Tensor:
         if call.op != "matmul":
@@ -151,7 +152,7 @@ class Strategies:
         out = self._out(call, [s // n for s in blocks.bounds] if reduce else list(blocks.bounds))
         wg = self.planner.wg()
         for i, (s, e, h) in enumerate(blocks.chunks()):
-            shape = ((e - s) // n, n) if call.op in ROWWISE_OPS else (e - s,)
+            shape = ((e - s) // n, n) if OPS[call.op].family == "rowwise" else (e - s,)
             parts: list[Any] = [Part(h, shape)]
             for t in call.inputs[1:]:
                 if t is None:
@@ -162,7 +163,7 @@ class Strategies:
                     parts.append(Part(t.handle, t.shape))
             oh = out.handle.handles[i] if out.blocked else out.handle
             out_part = Part(oh, (shape[0],) if reduce else shape)
-            self._launch(launch_for(call.op, parts, out_part, call.attrs, wg=wg, max_groups=self._max_groups()))
+            self._launch(OPS[call.op].launch(parts, out_part, call.attrs, wg=wg, max_groups=self._max_groups()))
             self.telemetry.add("tiles")
         return out
 
@@ -176,7 +177,7 @@ class Strategies:
         budget = self.planner.limits.get("maxAttentionScoresPerDispatch")
         out = self._out(call, list(q.handle.bounds) if q.blocked else None)
         consts = {"HAS_MASK": int(mask is not None)}
-        kernel = KERNELS["attention"]
+        kernel = OPS["attention"].kernel
         if not q.blocked and (budget is None or batch * heads * sq * sk <= budget):
             self._launch(Launch(kernel, [q, k, v, mask], out, (sq, heads, batch), attention_uniforms(sq, sk, heads, d),
                                 consts))
@@ -216,7 +217,7 @@ class Strategies:
                   if s // kw < start + t]
         for i, (r0, r1, kh, vh) in enumerate(blocks):
             shape = ((r1 - r0) * kw,)
-            self._launch(Launch(KERNELS["kv_attention"], [q, Part(kh, shape), Part(vh, shape), state], out,
+            self._launch(Launch(OPS["kv_attention"].kernel, [q, Part(kh, shape), Part(vh, shape), state], out,
                                 (t, heads, 1), kv_attention_uniforms(t, heads, kv_heads, d, start, r0, r1 - r0, i == 0,
                                                       i == len(blocks) - 1)))
             self.telemetry.add("kv_blocks")

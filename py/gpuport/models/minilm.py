@@ -17,7 +17,8 @@ import numpy as np
 
 from .. import hostops
 from ..errors import LoadError
-from ..kernels import EncoderLayer
+from ..opspecs import OPS
+from ..references import EncoderLayer
 from ..platform import sync_wait
 from ..tensor import Tensor
 from ..types import HOST, Decision
@@ -255,7 +256,7 @@ class MiniLM:
         for L in layers:
             x = hostops.encoder_layer(x, L, key_mask, num_heads=cfg.num_attention_heads, eps=eps)
         pool = (mask > 0).astype(np.float32)
-        pooled = hostops.run("mean_pool", [x, pool], {})
+        pooled = OPS["mean_pool"].run_host([x, pool], {})
         out = hostops.l2_normalize(pooled)
         strategy = "native" if self.rt.device.is_host else "cpu"
         self.rt.placement.ran("minilm.forward", Decision(HOST, strategy, f"fused host forward "

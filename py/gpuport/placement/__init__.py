@@ -40,6 +40,7 @@ class Placement:
         self.rt, self.planner, self.telemetry = rt, planner, telemetry
         self.auto: AutoSelection | None = None   # set by attach() when opened with backend="auto" on a device
         self._ran: dict[str, dict[str, int]] = {}
+        self.last: Decision | None = None   # what the last counted work ran as
 
     @property
     def mode(self) -> str:
@@ -152,6 +153,7 @@ class Placement:
         the profile, and (`selection`: work auto did not place per call, a user kernel) auto's counts."""
         per = self._ran.setdefault(name, {})
         per[decision.where] = per.get(decision.where, 0) + 1
+        self.last = decision
         if decision.where != DEFERRED:   # nothing ran yet: replayed (and counted) when the page recovers
             self.telemetry.count(name, decision, t0)
         if selection and self.auto is not None:

@@ -26,8 +26,9 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 import numpy as np
 
 from .calibration import calibrate_device, calibrate_host
+from ..opspecs import flops
 from ..records import RecordError, report_bad_record
-from .selector import BackendCosts, BackendSelector, SelectorConfig, WorkloadCharacteristics, op_flops, read_record
+from .selector import BackendCosts, BackendSelector, SelectorConfig, WorkloadCharacteristics, read_record
 from ..stores import RecordStore, store_for
 from ..types import DEVICE, HOST, OpCall
 
@@ -106,7 +107,7 @@ class AutoSelection:
             # w == 1: on the GPU and known on the host: free on either side
         out = int(np.prod(out_shape, dtype=np.int64))
         nbytes = sum(int(np.prod(s, dtype=np.int64)) for s in shapes_t) * 4 + out * 4
-        w = WorkloadCharacteristics(op, shapes_t, "float32", nbytes, op_flops(op, shapes_t), tuple(on),
+        w = WorkloadCharacteristics(op, shapes_t, "float32", nbytes, flops(op, shapes_t), tuple(on),
                                     tuple(sizes))
         return w, host_ok
 

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable
 import numpy as np
 
 from .. import hostops
+from ..opspecs import OPS
 from ..types import OpCall
 from .selector import BackendCosts
 
@@ -56,7 +57,7 @@ async def calibrate_host() -> BackendCosts:
     big = np.ones(1 << 18, np.float32)
     bw = 3 * big.nbytes / await _best(lambda: big + big)
     tiny = np.ones(4, np.float32)
-    overhead = await _best(lambda: hostops.run("scale", [tiny], {"a": 2.0, "b": 0.0})) + 6e-6   # + the runtime
+    overhead = await _best(lambda: OPS["scale"].run_host([tiny], {"a": 2.0, "b": 0.0})) + 6e-6   # + the runtime
     return BackendCosts(flops_per_s=flops, bytes_per_s=bw, transfer_bytes_per_s=math.inf, overhead_s=overhead)
 
 

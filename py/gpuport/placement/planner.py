@@ -27,13 +27,10 @@ import numpy as np
 
 from ..capabilities import SPEC_DEFAULT_LIMITS
 from ..errors import LimitExceeded, UnsupportedFeature
-from ..kernels import (ALIASES, ELEMENTWISE_OPS, ELEMENTWISE_WG, F16_OPS, KERNELS, RB_DEFAULT, RB_VARIANTS,
-                      ROWWISE_OPS, VARIANTS, WG_OVERRIDE_OPS, RegisterBlock)
-from ..launches import probe_launches
+from ..kernels import ELEMENTWISE_WG, RB_DEFAULT, RB_VARIANTS, RegisterBlock
+from ..opspecs import ALIASES, KERNEL_DEFS, OPS
 from ..pipelines import PipelineSpec
 from ..types import DEVICE, HOST, Decision, OpCall
-
-_KERNEL_DEFS = {k.name: k for k in [*KERNELS.values(), *VARIANTS.values()]}
 
 STRATEGIES = ("native", "f16", "simplified_shader", "layer_decomposition", "tiled", "chunked_attention",
               "head_partitioning", "partitioned_kv", "cpu")
@@ -41,15 +38,7 @@ STRATEGIES = ("native", "f16", "simplified_shader", "layer_decomposition", "tile
 
 def over_budget_strategy(op: str) -> str:
     """What serves `op` when an operand exceeds the binding budget (stored as blocks)."""
-    if op == "matmul":
-        return "layer_decomposition"
-    if op in ELEMENTWISE_OPS or op in ROWWISE_OPS:
-        return "tiled"
-    if op == "attention":
-        return "chunked_attention"
-    if op == "kv_attention":
-        return "partitioned_kv"
-    return "cpu"
+    return OPS[op].over_budget if op in OPS else "cpu"
 
 
 class Planner:
@@ -83,8 +72,10 @@ class Planner:
         return 1 << (wg.bit_length() - 1)
 
     def fits(self, kernel_name: str) -> bool:
-        inv, mem = _KERNEL_DEFS[kernel_name].needs
-        if kernel_name in WG_OVERRIDE_OPS or kernel_name == "gelu_f16":
+        """Whether a kernel (an op's, or one of its variants) fits this device's workgroup limits."""
+        spec, kernel = KERNEL_DEFS[kernel_name]
+        inv, mem = kernel.needs
+        if spec.wg_override and kernel in (spec.kernel, spec.variants.get("f16")):
             inv = self.wg()   # `override WG`: dispatched at the planner's workgroup size
         return (inv <= self.limits.get("maxComputeInvocationsPerWorkgroup", 256)
                 and mem <= self.limits.get("maxComputeWorkgroupStorageSize", 16384))
@@ -93,16 +84,17 @@ class Planner:
         return int(self.limits.get("maxStorageBufferBindingSize", SPEC_DEFAULT_LIMITS["maxStorageBufferBindingSize"]))
 
     def use_f16(self, op: str) -> bool:
-        return (self.precision == "f16" and op in F16_OPS and self.has_f16 and self.tier == "full"
-                and op not in self.f16_broken and self.fits(VARIANTS[(op, "f16")].name))
+        f16 = OPS[op].variants.get("f16") if op in OPS else None
+        return (self.precision == "f16" and f16 is not None and self.has_f16 and self.tier == "full"
+                and op not in self.f16_broken and self.fits(f16.name))
 
     def kernel_plan(self, op: str) -> Decision | None:
         """The kernel that serves `op` within the budget here, or None when none fits the limits."""
         if self.use_f16(op):
             return Decision(DEVICE, "f16", "full tier, precision='f16'")
-        if op in WG_OVERRIDE_OPS and self.wg() != ELEMENTWISE_WG:
+        if op in OPS and OPS[op].wg_override and self.wg() != ELEMENTWISE_WG:
             return Decision(DEVICE, "simplified_shader", f"{self.wg()}-invocation workgroups")
-        if op == "shader":   # a user's kernel: what the seed calls shader compilation
+        if op == "shader":   # a user's kernel ("shader compilation" in create_optimal_fallback_strategy)
             small = self.limits.get("maxComputeInvocationsPerWorkgroup", 256) < 256
             return Decision(DEVICE, "simplified_shader", "small workgroups") if small else Decision(DEVICE, "native", "")
         if op == "matmul" and not self.fits("matmul"):
@@ -196,7 +188,7 @@ class Planner:
         forced = (self.config.get("force") or {}).get(op)
         if forced:
             return forced
-        if op not in KERNELS and op != "shader":
+        if op not in OPS and op != "shader":
             return "native"
         try:
             return self.decide(op).strategy
@@ -204,11 +196,11 @@ class Planner:
             return "cpu"
 
     def strategies(self) -> dict[str, str]:
-        return {op: self.strategy_for(op) for op in KERNELS}
+        return {op: self.strategy_for(op) for op in OPS}
 
     def over_budget_strategies(self) -> dict[str, str]:
         """What runs when an operand exceeds the binding budget (the constrained tier stores it in blocks)."""
-        return {op: over_budget_strategy(op) for op in KERNELS}
+        return {op: OPS[op].over_budget for op in OPS}
 
     def pipeline_specs(self, op: str) -> list[PipelineSpec]:
         """Every pipeline a call of `op` can need under the current plan (each override-constant
@@ -216,10 +208,11 @@ class Planner:
         strategy = self.strategy_for(op)
         if strategy == "cpu" or not self.gpu:
             return []
-        kernel = VARIANTS[(op, "f16")] if strategy == "f16" else None
+        spec = OPS[op]
+        kernel = spec.variants["f16"] if strategy == "f16" else None
         wg = self.wg() if strategy == "simplified_shader" else ELEMENTWISE_WG
-        blocks = self.matmul_blocks() if op == "matmul" else []
-        return [launch.spec for launch in probe_launches(op, strategy, kernel, wg, blocks)]
+        blocks = self.matmul_blocks() if op == "matmul" and strategy == "native" else []
+        return [launch.spec for launch in spec.probe_launches(strategy, kernel, wg, blocks)]
 
     # -- can a block strategy serve this call's layout? ---------------------------------------------------
     def _serves_blocks(self, call: OpCall) -> bool:
@@ -252,7 +245,7 @@ class Planner:
         if not x.blocked:
             return False
         bounds = x.handle.bounds
-        if call.op in ROWWISE_OPS and not x.handle.aligned(x.shape[-1]):
+        if OPS[call.op].family == "rowwise" and not x.handle.aligned(x.shape[-1]):
             return False
         for t in call.inputs[1:]:
             if t is None:

@@ -17,6 +17,7 @@ from functools import cached_property
 from typing import Any, Callable, Iterable, Sequence
 
 from ..errors import GpuportError
+from ..opspecs import flops
 from ..records import (RecordError, need, need_dict, need_int, need_key, need_list, need_number, need_str,
                       parse_json, short_repr)
 
@@ -31,24 +32,6 @@ def _prod(shape: Sequence[int]) -> int:
     for s in shape:
         n *= int(s)
     return n
-
-
-def op_flops(op: str, shapes: Sequence[Sequence[int]]) -> float:
-    """Floating-point operations of one op call (multiply-add = 2)."""
-    if not shapes:
-        return 0.0
-    first = shapes[0]
-    if op == "matmul" and len(shapes) >= 2:
-        *batch, m, k = first
-        b = shapes[1]
-        n = b[-1] if len(b) >= 2 else 1
-        return 2.0 * _prod(batch) * m * k * n
-    if op == "attention" and len(shapes) >= 2:
-        batch, sq, hidden = first
-        sk = shapes[1][1]
-        return 4.0 * batch * sq * sk * hidden
-    per_element = {"gelu": 20, "softmax": 8, "layer_norm": 8, "l2_normalize": 4}.get(op, 1)
-    return float(per_element * _prod(first))
 
 
 @dataclass(frozen=True)
@@ -70,7 +53,7 @@ class WorkloadCharacteristics:
         in_bytes = tuple(_prod(s) * itemsize for s in shapes_t)
         out = _prod(output_shape if output_shape is not None else (shapes_t[0] if shapes_t else ())) * itemsize
         return cls(op, shapes_t, "float32" if itemsize == 4 else f"{itemsize * 8}-bit", sum(in_bytes) + out,
-                   op_flops(op, shapes_t), tuple(inputs_on), in_bytes)
+                   flops(op, shapes_t), tuple(inputs_on), in_bytes)
 
     @cached_property
     def bucket(self) -> int:

@@ -1,0 +1,240 @@
+"""The NumPy references of the built-in ops: the cpu tier's oracle, and what every GPU and host kernel is tested
+against. They compute in float32 where the shaders do (float64 where a float32 intermediate could overflow, or
+for the llama ops: rounded once), so kernels and references differ by summation order and the erf polynomial.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import quant
+
+def _f32(x: np.ndarray) -> np.ndarray:
+    return np.asarray(x, dtype=np.float32)
+
+
+def add_ref(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return _f32(a + b)
+
+
+def mul_ref(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return _f32(a * b)
+
+
+def scale_ref(x: np.ndarray, *, a: float, b: float) -> np.ndarray:
+    return _f32(x * np.float32(a) + np.float32(b))
+
+
+def erf(x: np.ndarray) -> np.ndarray:
+    """erf in float64 by Abramowitz & Stegun 7.1.26 (|error| <= 1.5e-7, under float32's ulp at 1).
+
+    NumPy has no erf and math.erf is scalar-only: too slow for the CPU tier's GELU on real layers.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    a = np.abs(x)
+    t = 1.0 / (1.0 + 0.3275911 * a)
+    poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))))
+    return np.sign(x) * (1.0 - poly * np.exp(-a * a))
+
+
+def gelu_ref(x: np.ndarray) -> np.ndarray:
+    x64 = np.asarray(x, dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        y = 0.5 * x64 * (1.0 + erf(x64 / math.sqrt(2.0)))
+    return _f32(np.where(x64 == -np.inf, 0.0, y))   # the limit, not -inf * 0
+
+
+# What matmul may apply after its bias (ops.matmul's `activation`): None, or exact GELU.
+ACTIVATIONS = (None, "gelu")
+
+
+def matmul_ref(a: np.ndarray, b: np.ndarray, bias: np.ndarray | None = None, *,
+               transpose_b: bool = False, activation: str | None = None) -> np.ndarray:
+    bb = np.swapaxes(b, -1, -2) if transpose_b else b
+    out = np.matmul(a, bb)
+    if bias is not None:
+        out = out + bias
+    return gelu_ref(_f32(out)) if activation == "gelu" else _f32(out)
+
+
+def softmax_ref(x: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+    """Max-subtracted, as PyTorch: a NaN anywhere in a row, a +inf, or a row of -inf gives a NaN row."""
+    z = x if mask is None else x + mask
+    if z.shape[-1] == 0:
+        return _f32(z)
+    with np.errstate(invalid="ignore", over="ignore"):
+        z = z - z.max(axis=-1, keepdims=True)
+        e = np.exp(z)
+        return _f32(e / e.sum(axis=-1, keepdims=True))
+
+
+def layer_norm_ref(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, residual: np.ndarray | None = None, *,
+                   eps: float = 1e-5) -> np.ndarray:
+    """Biased variance, in float64: no float32 input overflows it (the kernels scale rows instead). A
+    residual is added to x first, in float32 (the one rounding the kernels make too)."""
+    if residual is not None:
+        with np.errstate(invalid="ignore", over="ignore"):
+            x = np.add(x, residual, dtype=np.float32)
+    if x.shape[-1] == 0:
+        return _f32(x)
+    x64 = np.asarray(x, dtype=np.float64)
+    with np.errstate(invalid="ignore", over="ignore"):
+        mean = x64.mean(axis=-1, keepdims=True)
+        var = ((x64 - mean) ** 2).mean(axis=-1, keepdims=True)
+        return _f32((x64 - mean) / np.sqrt(var + eps) * gamma + beta)
+
+
+def sum_ref(x: np.ndarray) -> np.ndarray:
+    return _f32(x.sum(axis=-1))
+
+
+def mean_ref(x: np.ndarray) -> np.ndarray:
+    with np.errstate(invalid="ignore"):
+        return _f32(x.mean(axis=-1) if x.shape[-1] else np.full(x.shape[:-1], np.nan))
+
+
+def embedding_ref(ids: np.ndarray, table: np.ndarray) -> np.ndarray:
+    idx = ids.astype(np.int64)
+    if idx.size and (idx.min() < 0 or idx.max() >= table.shape[0]):
+        bad = int(idx.min()) if idx.min() < 0 else int(idx.max())
+        raise IndexError(f"embedding: id {bad} is outside the table's {table.shape[0]} rows")
+    return _f32(table[idx])
+
+
+def attention_ref(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: np.ndarray | None = None, *,
+                  num_heads: int) -> np.ndarray:
+    batch, sq, hidden = q.shape
+    sk = k.shape[1]
+    d = hidden // num_heads
+    qh = q.reshape(batch, sq, num_heads, d).transpose(0, 2, 1, 3)
+    kh = k.reshape(batch, sk, num_heads, d).transpose(0, 2, 1, 3)
+    vh = v.reshape(batch, sk, num_heads, d).transpose(0, 2, 1, 3)
+    scores = (qh @ kh.transpose(0, 1, 3, 2)) * np.float32(1.0 / math.sqrt(d))
+    if mask is not None:
+        scores = scores + mask[:, None, None, :]
+    probs = softmax_ref(scores)
+    return _f32((probs @ vh).transpose(0, 2, 1, 3).reshape(batch, sq, hidden))
+
+
+def mean_pool_ref(x: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    m = mask[..., None]
+    return _f32((x * m).sum(axis=1) / np.maximum(m.sum(axis=1), np.float32(1e-9)))
+
+
+def l2_normalize_ref(x: np.ndarray) -> np.ndarray:
+    """x / max(||x||, 1e-12), the norm in float64 (no float32 row overflows it; the kernel scales rows)."""
+    x64 = np.asarray(x, dtype=np.float64)
+    with np.errstate(invalid="ignore", over="ignore"):
+        norm = np.sqrt((x64 ** 2).sum(axis=-1, keepdims=True))
+        return _f32(x64 / np.maximum(norm, 1e-12))
+
+
+@dataclass(frozen=True)
+class EncoderLayer:
+    """One post-norm transformer encoder layer's weights (BERT's), host arrays in PyTorch's (out, in) layout,
+    Q, K and V stacked into one (3H, H) weight so their products are one matmul: the unit the host runs a
+    whole layer in (hostops.encoder_layer). Read-only arrays let the SIMD kernels pack each weight once."""
+
+    wqkv: np.ndarray
+    bqkv: np.ndarray
+    wo: np.ndarray
+    bo: np.ndarray
+    ln1_g: np.ndarray
+    ln1_b: np.ndarray
+    wi: np.ndarray
+    bi: np.ndarray
+    wo2: np.ndarray
+    bo2: np.ndarray
+    ln2_g: np.ndarray
+    ln2_b: np.ndarray
+
+
+def encoder_layer_ref(x: np.ndarray, layer: EncoderLayer, mask: np.ndarray | None = None, *, num_heads: int,
+                      eps: float) -> np.ndarray:
+    """x (B, S, H) through one encoder layer (see EncoderLayer), composed of the single ops' references."""
+    h = x.shape[-1]
+    qkv = matmul_ref(x, layer.wqkv, layer.bqkv, transpose_b=True)
+    a = attention_ref(qkv[..., :h], qkv[..., h:2 * h], qkv[..., 2 * h:], mask, num_heads=num_heads)
+    x = layer_norm_ref(matmul_ref(a, layer.wo, layer.bo, transpose_b=True) + x, layer.ln1_g, layer.ln1_b, eps=eps)
+    f = gelu_ref(matmul_ref(x, layer.wi, layer.bi, transpose_b=True))
+    return layer_norm_ref(matmul_ref(f, layer.wo2, layer.bo2, transpose_b=True) + x, layer.ln2_g, layer.ln2_b,
+                          eps=eps)
+
+
+# --- the llama ops' references (float64, rounded once: the oracle the f32 kernels are bounded against) ----------
+
+def rms_norm_ref(x: np.ndarray, weight: np.ndarray, *, eps: float) -> np.ndarray:
+    """w * x / sqrt(mean(x^2) + eps) over the last axis (RMSNorm, llama's norm)."""
+    x64 = np.asarray(x, dtype=np.float64)
+    if x.shape[-1] == 0:
+        return _f32(x)
+    return _f32(x64 / np.sqrt(np.mean(x64 * x64, axis=-1, keepdims=True) + eps) * weight)
+
+
+def rope_ref(x: np.ndarray, cos: np.ndarray, sin: np.ndarray, *, num_heads: int) -> np.ndarray:
+    """Rotate adjacent pairs (2i, 2i+1) of each head of x (T, heads*D) by row t's cos/sin (T, D/2): the GGUF
+    layout's rotary embedding (see models/llama_ref.py for why the pairs are adjacent)."""
+    t, width = x.shape
+    h = np.asarray(x, np.float64).reshape(t, num_heads, width // num_heads // 2, 2)
+    c, s = np.asarray(cos, np.float64)[:, None, :], np.asarray(sin, np.float64)[:, None, :]
+    out = np.stack([h[..., 0] * c - h[..., 1] * s, h[..., 1] * c + h[..., 0] * s], axis=-1)
+    return _f32(out.reshape(t, width))
+
+
+def swiglu_ref(gate: np.ndarray, up: np.ndarray) -> np.ndarray:
+    """silu(gate) * up."""
+    g = np.asarray(gate, np.float64)
+    with np.errstate(over="ignore"):
+        return _f32(g / (1.0 + np.exp(-g)) * up)
+
+
+def kv_attention_ref(q: np.ndarray, k: np.ndarray, v: np.ndarray, state: np.ndarray | None = None, *, start: int,
+                     num_heads: int, num_kv_heads: int) -> np.ndarray:
+    """Causal grouped-query attention: q (T, H*D) at positions start..start+T-1 over cache rows k, v (S, Hkv*D)
+    (rows past start+T-1 are not read); query head h reads kv head h // (H / Hkv). `state` is the kernel's
+    scratch between cache blocks, not an input of the result."""
+    t, width = q.shape
+    d = width // num_heads
+    group = num_heads // num_kv_heads
+    s = start + t
+    qh = np.asarray(q, np.float64).reshape(t, num_kv_heads, group, d).transpose(1, 2, 0, 3)
+    kh = np.asarray(k[:s], np.float64).reshape(s, num_kv_heads, d).transpose(1, 2, 0)[:, None]
+    vh = np.asarray(v[:s], np.float64).reshape(s, num_kv_heads, d).transpose(1, 0, 2)[:, None]
+    scores = (qh @ kh) / math.sqrt(d)                                          # (Hkv, g, T, S)
+    scores[..., np.arange(s)[None, :] > (start + np.arange(t))[:, None]] = -np.inf
+    p = np.exp(scores - scores.max(axis=-1, keepdims=True))
+    out = (p / p.sum(axis=-1, keepdims=True)) @ vh                             # (Hkv, g, T, D)
+    return _f32(out.transpose(2, 0, 1, 3).reshape(t, width))
+
+
+def _quant(words: np.ndarray, kind: str, n: int, k: int) -> quant.QuantMatrix:
+    """The (n, k) weight a device buffer of u32 words holds (padded to a whole word)."""
+    raw = np.ascontiguousarray(words).view(np.uint8).ravel()
+    return quant.QuantMatrix(raw[:n * quant.row_bytes(kind, k)], kind, (n, k))
+
+
+def q4_1_matvec_ref(w: np.ndarray, x: np.ndarray, *, n: int, k: int, row: int) -> np.ndarray:
+    """W x[row] for a Q4_1 (n, k) weight stored as u32 words and x (T, k)."""
+    return quant.matvec_ref(_quant(w, "Q4_1", n, k), np.asarray(x).reshape(-1, k)[row])
+
+
+def q8_0_matvec_ref(w: np.ndarray, x: np.ndarray, *, n: int, k: int, row: int) -> np.ndarray:
+    """W x[row] for a Q8_0 (n, k) weight stored as u32 words and x (T, k) (the tied head on the last position)."""
+    return quant.matvec_ref(_quant(w, "Q8_0", n, k), np.asarray(x).reshape(-1, k)[row])
+
+
+def q4_1_matmul_ref(w: np.ndarray, x: np.ndarray, *, n: int, k: int) -> np.ndarray:
+    """X W^T for a Q4_1 (n, k) weight stored as u32 words and a prompt X (T, k)."""
+    return quant.matmul_ref(np.asarray(x).reshape(-1, k), _quant(w, "Q4_1", n, k))
+
+
+def q8_0_embedding_ref(w: np.ndarray, ids: np.ndarray, *, n: int, k: int) -> np.ndarray:
+    """Rows `ids` of a Q8_0 (n, k) table stored as u32 words (exact: one f32 product per value, as ggml)."""
+    flat = np.asarray(ids, np.int64).ravel()
+    if flat.size and (flat.min() < 0 or flat.max() >= n):
+        bad = int(flat.min()) if flat.min() < 0 else int(flat.max())
+        raise IndexError(f"q8_0_embedding: id {bad} is outside the table's {n} rows")
+    return quant.embedding_ref(_quant(w, "Q8_0", n, k), flat).reshape(np.shape(ids) + (k,))
