@@ -1,4 +1,4 @@
-"""gpuport's SIMD kernels natively: web/wasm/*.c (the page's WebAssembly kernels) built for this machine as
+"""gpuport's SIMD kernels natively: hostkernels/*.c (the page's WebAssembly kernels) built for this machine as
 `.cache/native/libgpuport_simd.so` (`make setup`; the sources are written on clang's generic vectors, so
 here they run the CPU's full width) and called through ctypes on NumPy buffers in place. Same API as
 wasm_kernels; hostops routes host ops here where they win (measured by bench/host_kernels.py).
