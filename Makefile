@@ -27,10 +27,16 @@ WASM_LD     := wasm-ld-19
 WASM        := web/gpuport_simd.wasm
 WASM_RELAXED := web/gpuport_simd_relaxed.wasm
 HOST_SRC    := $(wildcard hostkernels/*.c)
-HOST_HDR    := $(wildcard hostkernels/*.h)
+# abi.h declares the exports, generated from their one table (py/gpuport/host_abi.py; committed, and
+# regenerated here when the table is newer). -Wmissing-prototypes: a non-static function that abi.h (or
+# simd.h, for the few shared between files) does not declare is an error, so nothing is exported that the
+# table lacks.
+ABI_H       := hostkernels/abi.h
+HOST_HDR    := $(sort $(wildcard hostkernels/*.h) $(ABI_H))
 WASM_OBJ    := $(patsubst hostkernels/%.c,.cache/wasm/%.o,$(HOST_SRC))
 WASM_RELAXED_OBJ := $(patsubst hostkernels/%.c,.cache/wasm-relaxed/%.o,$(HOST_SRC))
-WASM_CFLAGS := --target=wasm32 -msimd128 -O3 -nostdlib -ffreestanding -fPIC -fvisibility=hidden -Wall -Wextra -Werror
+WASM_CFLAGS := --target=wasm32 -msimd128 -O3 -nostdlib -ffreestanding -fPIC -fvisibility=hidden -Wall -Wextra \
+               -Wmissing-prototypes -Werror
 # The same C sources as a native shared library for the host kernels off the page (gpuport.native_kernels;
 # written on clang's generic vectors, they take this CPU's full width). -march=native: the library is built
 # by `make setup` on the machine that loads it and is never shipped (.cache/ is git-ignored, the wheel
@@ -41,7 +47,8 @@ WASM_CFLAGS := --target=wasm32 -msimd128 -O3 -nostdlib -ffreestanding -fPIC -fvi
 NATIVE_LIB    := .cache/native/libgpuport_simd.so
 WHEELHOUSE    := .cache/wheelhouse
 NATIVE_OBJ    := $(patsubst hostkernels/%.c,.cache/native/%.o,$(HOST_SRC))
-NATIVE_CFLAGS := -O3 -march=native -ffp-contract=fast -fno-math-errno -fPIC -fvisibility=hidden -pthread -Wall -Wextra -Werror
+NATIVE_CFLAGS := -O3 -march=native -ffp-contract=fast -fno-math-errno -fPIC -fvisibility=hidden -pthread -Wall -Wextra \
+                 -Wmissing-prototypes -Werror
 SUDO      := $(shell if [ "$$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1; then echo sudo; fi)
 
 # wgpu/Vulkan (and the browsers) complain without a runtime dir.
@@ -102,6 +109,10 @@ $(PROVISA_WHL): | $(PY)
 # Always runs: idempotent, re-verifies the distribution against pyodide-lock.json.
 pyodide: $(VENV)/.gpuport-installed node_modules/.gpuport-installed $(PROVISA_WHL)
 	$(PY) -m gpuport pyodide
+
+$(ABI_H): py/gpuport/host_abi.py
+	$(PYTHON) py/gpuport/host_abi.py > $@.tmp
+	mv $@.tmp $@
 
 # The WebAssembly SIMD128 kernels (variables above).
 .cache/wasm/%.o: hostkernels/%.c $(HOST_HDR) | apt
