@@ -27,8 +27,8 @@ import numpy as np
 
 from . import kernels as K
 from .errors import BackendUnavailable
+from .host_abi import ABI
 
-ABI = 3  # GP_ABI in hostkernels/simd.h: a build with another is refused
 _ALIGN = 64  # bytes: packed panels and scratch start on a cache line
 
 REFERENCES: dict[str, Callable[..., np.ndarray]] = {
@@ -361,4 +361,4 @@ def measure(op: str, *args: Any, candidates: dict[str, Callable[..., Any]], repe
     return result
 
 
-__all__ = ["ABI", "REFERENCES", "SimdKernels", "immutable", "linked", "measure"]
+__all__ = ["REFERENCES", "SimdKernels", "immutable", "linked", "measure"]

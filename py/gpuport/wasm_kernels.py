@@ -15,7 +15,8 @@ from __future__ import annotations
 from typing import Any
 
 
-from .simd_ops import ABI, REFERENCES, SimdKernels, linked
+from .host_abi import ABI
+from .simd_ops import REFERENCES, SimdKernels, linked
 
 try:  # registered by web/host.js in the page; absent natively
     import gpuport_wasm as _js  # type: ignore[import-not-found]
