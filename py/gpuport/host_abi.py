@@ -38,7 +38,7 @@ class Param:
 
     @property
     def kind(self) -> str:
-        """"int", "float" or "pointer"."""
+        """How it crosses into the kernels: int, float or pointer."""
         return KINDS[self.ctype]
 
     def c(self) -> str:
@@ -57,7 +57,7 @@ class Export:
 
     @property
     def result_kind(self) -> str:
-        """"void" or "int"."""
+        """What comes back: void or int."""
         return KINDS[self.returns]
 
     def wasm_type(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
