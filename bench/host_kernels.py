@@ -1,4 +1,4 @@
-"""gpuport's native C host kernels (gpuport.native_kernels: web/wasm/*.c built for this machine) against the
+"""gpuport's native C host kernels (gpuport.native_kernels: hostkernels/*.c built for this machine) against the
 NumPy host kernels they replace (gpuport.hostops.*_np: BLAS matmul, blocked float32 element-wise code),
 per op on MiniLM-L6's shapes (hidden 384, intermediate 1536, 12 heads; 12, 100 and 256 tokens, and 8
 sentences of 12), in this process, interleaved (simd_ops.measure: median of repeats).

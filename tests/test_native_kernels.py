@@ -1,4 +1,4 @@
-"""The native build of gpuport's SIMD kernels (gpuport.native_kernels: web/wasm/*.c compiled for this machine
+"""The native build of gpuport's SIMD kernels (gpuport.native_kernels: hostkernels/*.c compiled for this machine
 into .cache/native/libgpuport_simd.so by `make setup`).
 
 Every case of tests/wasm_cases.py (the page's kernel cases: tile edges, 1x1, odd sizes, batched and
@@ -197,7 +197,7 @@ def test_blas_threads_follow_the_environment(monkeypatch):
 
 
 def test_encoder_layer_on_threads_gives_the_one_thread_answer(native):
-    """Natively the fused layer spreads over the library's pool (web/wasm/pool.c): QKV rows, heads, rows.
+    """Natively the fused layer spreads over the library's pool (hostkernels/pool.c): QKV rows, heads, rows.
     Parts start at whole 4-row tiles and whole heads, so every value is computed exactly as on one thread:
     the answers are identical, and the reference's. Shapes: rows that are no multiple of the tile or of
     the thread count, fewer heads than threads, a padded batch."""

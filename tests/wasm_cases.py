@@ -1,4 +1,4 @@
-"""gpuport's SIMD kernels against their NumPy references, written once for both builds of web/wasm/*.c:
+"""gpuport's SIMD kernels against their NumPy references, written once for both builds of hostkernels/*.c:
 the WebAssembly one (gpuport.wasm_kernels) in Pyodide under Node (tests/test_wasm_node.py) and in every
 browser lane's page (e2e/test_page_wasm.py), and the native one (gpuport.native_kernels, bound with
 `use`) by tests/test_native_kernels.py. Cases in WASM_ONLY check the page's routing and run only there.

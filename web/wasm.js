@@ -1,6 +1,6 @@
 // Loads gpuport's WebAssembly SIMD128 kernels (gpuport_simd.wasm, built by `make setup`) into Pyodide's own
 // memory, for Python to import as the JS module `gpuport_wasm` (gpuport/wasm_kernels.py). Instantiation
-// only: the kernels are C (web/wasm/), and Python calls them on NumPy buffers by address.
+// only: the kernels are C (hostkernels/), and Python calls them on NumPy buffers by address.
 //
 // Pyodide 0.27.7 keeps its WebAssembly.Memory private (pyodide._module.wasmMemory is undefined); its
 // dynamic linker, Module.loadWebAssemblyModule (the one that links every C extension), resolves a side

@@ -1,4 +1,4 @@
-"""gpuport's SIMD kernels natively: web/wasm/*.c (the page's WebAssembly kernels) built for this machine as
+"""gpuport's SIMD kernels natively: hostkernels/*.c (the page's WebAssembly kernels) built for this machine as
 `.cache/native/libgpuport_simd.so` (`make setup`; the sources are written on clang's generic vectors, so
 here they run the CPU's full width) and called through ctypes on NumPy buffers in place. Same API as
 wasm_kernels; hostops routes host ops here where they win (measured by bench/host_kernels.py).
@@ -16,27 +16,15 @@ import os
 from pathlib import Path
 from typing import Any
 
+from .host_abi import ABI, EXPORTS
 from .platform import IN_PYODIDE
-from .simd_ops import ABI, REFERENCES, SimdKernels, linked
+from .simd_ops import REFERENCES, SimdKernels, linked
 
 ENV = "GPUPORT_NATIVE_KERNELS"
 LIBRARY = Path(".cache") / "native" / "libgpuport_simd.so"   # relative to the checkout, made by `make setup`
 
-_P, _I, _F = ctypes.c_void_p, ctypes.c_int, ctypes.c_float
-_SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
-    "gp_abi": (_I, []),
-    "gp_packed_size": (_I, [_I, _I]),
-    "gp_pack_b": (None, [_P, _I, _I, _I, _P, _P]),
-    "gp_matmul_packed": (None, [_P, _I, _I, _I, _P, _I, _P, _I]),
-    "gp_matmul_batched": (None, [_P, _P, _P, _P, _I, _I, _I, _I, _I, _I, _I, _I, _P]),
-    "gp_gelu": (None, [_P, _P, _I]),
-    "gp_softmax": (None, [_P, _P, _P, _I, _I, _I, _I]),
-    "gp_layer_norm": (None, [_P, _P, _P, _P, _I, _I, _F]),
-    "gp_attention_scratch": (_I, [_I, _I]),
-    "gp_attention": (None, [_P, _P, _P, _I, _P, _P, _I, _I, _I, _I, _I, _I, _P]),
-    "gp_encoder_scratch": (_I, [_I, _I, _I, _I, _I, _I]),
-    "gp_encoder_layer": (_I, [_P, _I, _I, _I, _I, _I, _P, _P, _P, _P, _P, _P, _P, _P, _P, _F, _P, _I]),
-}
+# host_abi's kinds as ctypes: pointers are NumPy buffers' addresses, passed as plain integers.
+_CTYPES: dict[str, Any] = {"void": None, "int": ctypes.c_int, "float": ctypes.c_float, "pointer": ctypes.c_void_p}
 
 
 def library_path() -> Path:
@@ -57,9 +45,9 @@ def _load() -> tuple[Any, str]:
         return None, f"{path} is missing: `make setup` builds it (make {LIBRARY})"
     try:
         lib = ctypes.CDLL(str(path))
-        for name, (restype, argtypes) in _SIGNATURES.items():
-            fn = getattr(lib, name)
-            fn.restype, fn.argtypes = restype, argtypes
+        for export in EXPORTS:
+            fn = getattr(lib, export.name)
+            fn.restype, fn.argtypes = _CTYPES[export.result_kind], [_CTYPES[p.kind] for p in export.params]
     except (OSError, AttributeError) as exc:
         return None, f"cannot load {path}: {exc}; rebuild it with `make {LIBRARY}`"
     return linked(lib, str(path))

@@ -1,4 +1,4 @@
-"""The five host ops on one linked build of gpuport's SIMD kernels (web/wasm/*.c), whatever links it: the
+"""The five host ops on one linked build of gpuport's SIMD kernels (hostkernels/*.c), whatever links it: the
 page's WebAssembly module (wasm_kernels, calls through Pyodide's JS bridge) or the native shared library
 built from the same sources (native_kernels, calls through ctypes). Both call the kernels on NumPy buffers
 in place, by address, so everything above the call (argument checks, layouts, the packed-weight cache,
@@ -27,8 +27,8 @@ import numpy as np
 
 from . import references as K
 from .errors import BackendUnavailable
+from .host_abi import ABI
 
-ABI = 3  # GP_ABI in web/wasm/simd.h: a build with another is refused
 _ALIGN = 64  # bytes: packed panels and scratch start on a cache line
 
 REFERENCES: dict[str, Callable[..., np.ndarray]] = {
@@ -296,7 +296,7 @@ class SimdKernels:
         """x (B, S, H) through one encoder layer (kernels.EncoderLayer) in one kernel call, and the number of
         rows whose layer-norm statistics were not finite (their values are not the reference's: redo the
         layer op by op). Every weight must be read-only (it is packed once and cached). Natively the call
-        spreads over `threads` threads of the library's own pool (web/wasm/pool.c); a page has one."""
+        spreads over `threads` threads of the library's own pool (hostkernels/pool.c); a page has one."""
         lib = self._need()
         batch, seq, h = x.shape
         f = layer.wi.shape[0]
@@ -361,4 +361,4 @@ def measure(op: str, *args: Any, candidates: dict[str, Callable[..., Any]], repe
     return result
 
 
-__all__ = ["ABI", "REFERENCES", "SimdKernels", "immutable", "linked", "measure"]
+__all__ = ["REFERENCES", "SimdKernels", "immutable", "linked", "measure"]

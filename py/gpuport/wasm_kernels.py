@@ -1,4 +1,4 @@
-"""The page's WebAssembly SIMD128 kernels (web/wasm/*.c), as drop-in replacements for kernels.py's NumPy
+"""The page's WebAssembly SIMD128 kernels (hostkernels/*.c), as drop-in replacements for kernels.py's NumPy
 references: same signatures, float32 NumPy arrays in and out, one call into WebAssembly per op. Every op
 placed on the host in a page reaches them through hostops.KERNELS (the one place that chooses them).
 
@@ -15,7 +15,8 @@ from __future__ import annotations
 from typing import Any
 
 
-from .simd_ops import ABI, REFERENCES, SimdKernels, linked
+from .host_abi import ABI
+from .simd_ops import REFERENCES, SimdKernels, linked
 
 try:  # registered by web/host.js in the page; absent natively
     import gpuport_wasm as _js  # type: ignore[import-not-found]

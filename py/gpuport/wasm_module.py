@@ -1,10 +1,11 @@
 """Checks a built WebAssembly kernel module (web/gpuport_simd.wasm, web/gpuport_simd_relaxed.wasm) is safe to
-link into Pyodide's heap.
+link into Pyodide's heap and exports the host kernels' ABI.
 
 The page links the module into Pyodide's own memory (web/wasm.js), so it must own nothing there: no data
 segments, no memory for Emscripten's loader to reserve (dylink.0 memory size 0), no shadow stack (no
-`__stack_pointer` import) and no calls out (no imported functions). `make setup` runs this on every
-build; tests run it on the artefact. Usage: `python -m gpuport.wasm_module web/gpuport_simd.wasm`.
+`__stack_pointer` import) and no calls out (no imported functions). It must export every function of
+host_abi's table with that row's WebAssembly type. `make setup` runs this on every build; tests run it on
+the artefact. Usage: `python -m gpuport.wasm_module web/gpuport_simd.wasm`.
 """
 
 from __future__ import annotations
@@ -14,17 +15,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import LoadError
+from .host_abi import EXPORTS
 
 MODULE_NAME = "gpuport_simd.wasm"
 RELAXED_MODULE_NAME = "gpuport_simd_relaxed.wasm"   # the same sources with relaxed SIMD (web/wasm.js)
-EXPORTS = ("gp_abi", "gp_packed_size", "gp_pack_b", "gp_matmul_packed", "gp_matmul_batched", "gp_gelu",
-           "gp_softmax", "gp_layer_norm", "gp_attention_scratch", "gp_attention", "gp_encoder_scratch",
-           "gp_encoder_layer")
 # What a position-independent side module may import: the shared memory and table, and its bases.
 ALLOWED_IMPORTS = {("env", "memory"), ("env", "__indirect_function_table"), ("env", "__memory_base"),
                    ("env", "__table_base")}
-_CUSTOM, _IMPORT, _EXPORT, _DATA, _DATA_COUNT = 0, 2, 7, 11, 12
+_CUSTOM, _TYPE, _IMPORT, _FUNCTION, _EXPORT, _DATA, _DATA_COUNT = 0, 1, 2, 3, 7, 11, 12
 _KINDS = {0: "func", 1: "table", 2: "memory", 3: "global", 4: "tag"}
+_VALUE_TYPES = {0x7F: "i32", 0x7E: "i64", 0x7D: "f32", 0x7C: "f64", 0x7B: "v128", 0x70: "funcref",
+                0x6F: "externref"}
+Signature = tuple[tuple[str, ...], tuple[str, ...]]   # (parameter types, result types)
 
 
 def module_path(root: Path, name: str = MODULE_NAME) -> Path:
@@ -40,6 +42,7 @@ class WasmModule:
     dylink_memory_size: int | None = None
     imports: list[tuple[str, str, str]] = field(default_factory=list)  # (module, name, kind)
     exports: list[tuple[str, str]] = field(default_factory=list)        # (name, kind)
+    signatures: dict[str, Signature] = field(default_factory=dict)      # exported function -> its type
     data_segments: int = 0
 
 
@@ -74,10 +77,11 @@ class _Reader:
             self.leb()
 
 
-def _import_desc(r: _Reader, kind: int) -> None:
+def _import_desc(r: _Reader, kind: int) -> int | None:
+    """Skips an import's description; a function's type index, else None."""
     if kind == 0:
-        r.leb()                # type index
-    elif kind == 1:
+        return r.leb()
+    if kind == 1:
         r.byte()               # element type
         r.limits()
     elif kind == 2:
@@ -90,13 +94,30 @@ def _import_desc(r: _Reader, kind: int) -> None:
         r.leb()
     else:
         raise LoadError(f"unknown import kind {kind}")
+    return None
+
+
+def _value_types(r: _Reader) -> tuple[str, ...]:
+    count = r.leb()
+    return tuple(_VALUE_TYPES.get(r.byte(), "?") for _ in range(count))
+
+
+def _func_type(r: _Reader) -> Signature:
+    if r.byte() != 0x60:
+        raise LoadError("malformed type section: a type that is not a function type")
+    params = _value_types(r)
+    return params, _value_types(r)
 
 
 def parse(data: bytes) -> WasmModule:
-    """The sections, imports, exports and data segments of a WebAssembly binary."""
+    """The sections, imports, exports (with their functions' types) and data segments of a WebAssembly
+    binary."""
     if data[:8] != b"\0asm\x01\0\0\0":
         raise LoadError("not a WebAssembly module (bad magic or version)")
     mod, r = WasmModule(), _Reader(data, 8)
+    types: list[Signature] = []
+    functions: list[int] = []   # type index per function index: imported functions first, then defined
+    exported: dict[str, int] = {}
     while r.pos < len(data):
         sid, size = r.byte(), r.leb()
         body = _Reader(data, r.pos, r.pos + size)
@@ -107,19 +128,30 @@ def parse(data: bytes) -> WasmModule:
                 if sub == 1:  # WASM_DYLINK_MEM_INFO: memory size first
                     mod.dylink_memory_size = _Reader(data, body.pos, body.pos + sub_size).leb()
                 body.pos += sub_size
+        elif sid == _TYPE:
+            types = [_func_type(body) for _ in range(body.leb())]
         elif sid == _IMPORT:
             for _ in range(body.leb()):
                 module, name, kind = body.name(), body.name(), body.byte()
-                _import_desc(body, kind)
+                type_index = _import_desc(body, kind)
+                if type_index is not None:
+                    functions.append(type_index)
                 mod.imports.append((module, name, _KINDS.get(kind, str(kind))))
+        elif sid == _FUNCTION:
+            functions += [body.leb() for _ in range(body.leb())]
         elif sid == _EXPORT:
             for _ in range(body.leb()):
-                name, kind = body.name(), body.byte()
-                body.leb()
+                name, kind, index = body.name(), body.byte(), body.leb()
                 mod.exports.append((name, _KINDS.get(kind, str(kind))))
+                if kind == 0:
+                    exported[name] = index
         elif sid in (_DATA, _DATA_COUNT):
             mod.data_segments = max(mod.data_segments, body.leb())
         r.pos += size
+    try:
+        mod.signatures = {name: types[functions[index]] for name, index in exported.items()}
+    except IndexError:
+        raise LoadError("an export names a function or type the module does not define") from None
     return mod
 
 
@@ -136,9 +168,17 @@ def problems(mod: WasmModule) -> list[str]:
         if (module, name) not in ALLOWED_IMPORTS:
             why = "a shadow stack inside Pyodide's heap" if name == "__stack_pointer" else "an outside dependency"
             found.append(f"imports {module}.{name} ({kind}): {why}")
-    names = {name for name, kind in mod.exports if kind == "func"}
-    found += [f"does not export {name}" for name in EXPORTS if name not in names]
+    for export in EXPORTS:
+        got, want = mod.signatures.get(export.name), export.wasm_type()
+        if got is None:
+            found.append(f"does not export {export.name}")
+        elif got != want:
+            found.append(f"exports {export.name} as {_show(got)}, host_abi says {_show(want)}")
     return found
+
+
+def _show(sig: Signature) -> str:
+    return f"({', '.join(sig[0])}) -> ({', '.join(sig[1])})"
 
 
 def check(path: Path) -> WasmModule:
@@ -156,8 +196,8 @@ def check(path: Path) -> WasmModule:
 def main(argv: list[str]) -> int:
     for arg in argv:
         mod = check(Path(arg))
-        print(f"{arg}: ok ({len(mod.exports)} exports, imports {', '.join(n for _, n, _ in mod.imports)}; "
-              "no data, no stack)")
+        print(f"{arg}: ok ({len(mod.exports)} exports, host_abi's {len(EXPORTS)} as it types them; imports "
+              f"{', '.join(n for _, n, _ in mod.imports)}; no data, no stack)")
     return 0
 
 

@@ -5,7 +5,7 @@
 #include "simd.h"
 
 /* Floats of scratch gp_attention needs. */
-EXPORT(gp_attention_scratch) int gp_attention_scratch(int Sk, int d) {
+int gp_attention_scratch(int Sk, int d) {
   return ((Sk + NR - 1) / NR) * panel_floats(d) + ((d + NR - 1) / NR) * panel_floats(Sk) + MR * Sk;
 }
 
@@ -13,7 +13,6 @@ EXPORT(gp_attention_scratch) int gp_attention_scratch(int Sk, int d) {
  * at column 0 of each row (heads * d <= ld: q, k and v may be column blocks of one fused QKV product, or a
  * caller may hand over a range of heads by offsetting the pointers). mask (B, Sk) additive or NULL. Writes
  * out (B, Sq, .) with rows `ldo` floats apart, the same columns. */
-EXPORT(gp_attention)
 void gp_attention(const float *q, const float *k, const float *v, int ld, const float *mask, float *out, int ldo,
                   int B, int Sq, int Sk, int heads, int d, float *scratch) {
   const float scale = 1.0f / __builtin_sqrtf((float)d);

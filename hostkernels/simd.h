@@ -15,13 +15,8 @@
 
 #include <stdint.h>
 
-#ifdef __wasm__
-#define EXPORT(name) __attribute__((export_name(#name), visibility("default")))
-#else
-/* The native build (.cache/native/libgpuport_simd.so, gpuport.native_kernels): the exports are the ELF
- * symbols of the same names (built -fvisibility=hidden). */
-#define EXPORT(name) __attribute__((visibility("default")))
-#endif
+#include "abi.h"
+
 #define INLINE static inline __attribute__((always_inline))
 
 /* Lanes of the matmul tile's vectors: the widest the target runs. */
@@ -37,9 +32,6 @@
 
 typedef float vt __attribute__((vector_size(TW * 4)));
 typedef float v4 __attribute__((vector_size(16)));
-
-/* Bumped whenever an exported signature changes; the Python wrapper refuses a module with another. */
-#define GP_ABI 3
 
 /* Packed B: ceil(N / NR) panels of NR columns, each `(K + 1) * NR` floats: a row of NR bias values
  * (zero without bias), then row k holds B[k, n0 .. n0 + NR). Columns past N are zero. The panel width is
@@ -143,15 +135,10 @@ typedef void (*gp_part_fn)(void *ctx, int lo, int hi, int slot);
 void gp_parallel(int threads, int total, int parts, gp_part_fn fn, void *ctx);
 #endif
 
-/* Kernels one file's code calls in another's (see each definition). */
-void gp_softmax(const float *x, const float *mask, float *y, int rows, int n, int mask_div, int mask_mod);
-void gp_gelu(const float *x, float *y, int n);
+/* Called across files but not exported (abi.h declares the exports): rowwise.c's layer norm with a
+ * residual, for encoder.c. */
 int add_layer_norm(const float *x, const float *res, const float *gamma, const float *beta, float *y, int rows,
                    int n, float eps);
-void gp_matmul_packed(const float *a, int M, int K, int lda, const float *packed, int N, float *c, int ldc);
-int gp_attention_scratch(int Sk, int d);
-void gp_attention(const float *q, const float *k, const float *v, int ld, const float *mask, float *out, int ldo,
-                  int B, int Sq, int Sk, int heads, int d, float *scratch);
 
 
 /* 4 rows of 4 floats -> 4 columns: t_i = (r0[i], r1[i], r2[i], r3[i]). */

@@ -32,7 +32,7 @@ typedef int32_t v4i_t __attribute__((vector_size(16)));
 #undef VN
 #undef V
 
-EXPORT(gp_gelu) void gp_gelu(const float *x, float *y, int n) {
+void gp_gelu(const float *x, float *y, int n) {
   int i = 0;
   for (; i + VW <= n; i += VW) store_w(y + i, gelu_w(load_w(x + i)));
   for (; i + 4 <= n; i += 4) store_4(y + i, gelu_4(load_4(x + i)));
@@ -42,7 +42,6 @@ EXPORT(gp_gelu) void gp_gelu(const float *x, float *y, int n) {
 /* Row r of x (rows x n) gets mask row (r / mask_div) % mask_mod added first (mask NULL: none): this one
  * pattern covers a mask broadcast over leading axes on either side, e.g. (B, 1, 1, n) against
  * (B, H, S, n). y may alias x. */
-EXPORT(gp_softmax)
 void gp_softmax(const float *x, const float *mask, float *y, int rows, int n, int mask_div, int mask_mod) {
   for (int r = 0; r < rows; r++, x += n, y += n) {
     const float *m = mask ? mask + ((r / mask_div) % mask_mod) * n : 0;
@@ -133,7 +132,6 @@ int add_layer_norm(const float *x, const float *res, const float *gamma, const f
   return bad;
 }
 
-EXPORT(gp_layer_norm)
 void gp_layer_norm(const float *x, const float *gamma, const float *beta, float *y, int rows, int n, float eps) {
   add_layer_norm(x, 0, gamma, beta, y, rows, n, eps);
 }

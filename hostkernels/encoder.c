@@ -13,7 +13,7 @@
 #include "simd.h"
 
 /* Floats of scratch gp_encoder_layer needs for n = B * S tokens on `threads` threads. */
-EXPORT(gp_encoder_scratch) int gp_encoder_scratch(int n, int S, int H, int heads, int F, int threads) {
+int gp_encoder_scratch(int n, int S, int H, int heads, int F, int threads) {
   return n * (3 * H + H + F) + (threads > 1 ? threads : 1) * gp_attention_scratch(S, H / heads);
 }
 
@@ -70,7 +70,6 @@ static void tail_rows(void *ctx, int lo, int hi, int slot) {
  * by rows. Returns the number of rows whose layer-norm statistics were not finite (0 when all is well);
  * their values are not to be trusted and the caller recomputes the layer op by op, where NumPy owns the
  * IEEE edge cases. */
-EXPORT(gp_encoder_layer)
 int gp_encoder_layer(float *x, int B, int S, int H, int heads, int F, const float *mask, const float *wqkv,
                      const float *wo, const float *wi, const float *wo2, const float *ln1_g, const float *ln1_b,
                      const float *ln2_g, const float *ln2_b, float eps, float *scratch, int threads) {

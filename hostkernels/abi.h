@@ -1,0 +1,73 @@
+/* The exports of gpuport's host kernels, generated from their one table (py/gpuport/host_abi.py): edit the
+ * table, not this file, then `python3 py/gpuport/host_abi.py > hostkernels/abi.h` (`make` does it;
+ * tests/test_host_abi.py fails while this file is stale). Every source includes it (simd.h), so clang
+ * checks each definition against the table. */
+#ifndef GPUPORT_ABI_H
+#define GPUPORT_ABI_H
+
+/* Bumped whenever an exported signature changes; the Python wrapper refuses a module with another. */
+#define GP_ABI 3
+
+/* Only the functions declared here are exported (the builds are -fvisibility=hidden): by name in
+ * WebAssembly, natively as the ELF symbols of the same names. */
+#ifdef __wasm__
+#define GP_EXPORT(name) __attribute__((export_name(#name), visibility("default")))
+#else
+#define GP_EXPORT(name) __attribute__((visibility("default")))
+#endif
+
+/* The ABI version the build implements (ABI): the Python side refuses a build with another. */
+GP_EXPORT(gp_abi)
+int gp_abi(void);
+
+/* Floats a packed K x N matrix takes (the size of gp_pack_b's buffer). */
+GP_EXPORT(gp_packed_size)
+int gp_packed_size(int K, int N);
+
+/* Packs B (K x N, or N x K when transpose_b) and an optional bias row into matmul panels. */
+GP_EXPORT(gp_pack_b)
+void gp_pack_b(const float *b, int K, int N, int transpose_b, const float *bias, float *packed);
+
+/* C (M x N, row stride ldc) = A (M x K, row stride lda) @ packed B, plus the bias packed with it. */
+GP_EXPORT(gp_matmul_packed)
+void gp_matmul_packed(const float *a, int M, int K, int lda, const float *packed, int N, float *c, int ldc);
+
+/* `batch` products C[i] = A[i] @ B[i] (+ bias), each B packed into scratch first; strides in floats. */
+GP_EXPORT(gp_matmul_batched)
+void gp_matmul_batched(const float *a, const float *b, const float *bias, float *c, int batch, int M, int K,
+                       int N, int transpose_b, int stride_a, int stride_b, int stride_c, float *scratch);
+
+/* y = exact GELU of n floats of x, erf as the reference's (A&S 7.1.26). */
+GP_EXPORT(gp_gelu)
+void gp_gelu(const float *x, float *y, int n);
+
+/* Row-wise softmax of x (rows x n) plus mask row (r / mask_div) % mask_mod (mask NULL: none). */
+GP_EXPORT(gp_softmax)
+void gp_softmax(const float *x, const float *mask, float *y, int rows, int n, int mask_div, int mask_mod);
+
+/* Row-wise LayerNorm of x (rows x n): (x - mean) / sqrt(var + eps) * gamma + beta. */
+GP_EXPORT(gp_layer_norm)
+void gp_layer_norm(const float *x, const float *gamma, const float *beta, float *y, int rows, int n,
+                   float eps);
+
+/* Floats of scratch gp_attention needs for Sk keys and heads d wide. */
+GP_EXPORT(gp_attention_scratch)
+int gp_attention_scratch(int Sk, int d);
+
+/* Multi-head softmax(q k^T / sqrt(d) + mask) v per batch and head; rows ld (out: ldo) floats apart. */
+GP_EXPORT(gp_attention)
+void gp_attention(const float *q, const float *k, const float *v, int ld, const float *mask, float *out,
+                  int ldo, int B, int Sq, int Sk, int heads, int d, float *scratch);
+
+/* Floats of scratch gp_encoder_layer needs for n = B * S tokens on `threads` threads. */
+GP_EXPORT(gp_encoder_scratch)
+int gp_encoder_scratch(int n, int S, int H, int heads, int F, int threads);
+
+/* One post-norm encoder layer on x (B, S, H) in place; returns the rows with non-finite norm statistics. */
+GP_EXPORT(gp_encoder_layer)
+int gp_encoder_layer(float *x, int B, int S, int H, int heads, int F, const float *mask, const float *wqkv,
+                     const float *wo, const float *wi, const float *wo2, const float *ln1_g,
+                     const float *ln1_b, const float *ln2_g, const float *ln2_b, float eps, float *scratch,
+                     int threads);
+
+#endif

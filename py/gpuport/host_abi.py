@@ -1,0 +1,160 @@
+"""The C ABI of gpuport's host kernels (hostkernels/*.c), listed once: each exported function's name, C
+return and parameter types, and what it computes. Everything else that names the exports derives from this
+table: native_kernels sets its ctypes signatures from it, wasm_module checks a built module's exports
+(names and WebAssembly types) against it, and hostkernels/abi.h, the header every C source includes, is
+generated from it, so clang rejects a definition that differs from its row (and, with
+-Wmissing-prototypes, a non-static function the table lacks).
+
+After changing a row, bump ABI and regenerate the header (`make` does it when this file is newer;
+tests/test_host_abi.py fails while it is stale): `python3 py/gpuport/host_abi.py > hostkernels/abi.h`. The
+module imports only the standard library, so it runs as a script before the virtualenv exists.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from dataclasses import dataclass
+
+ABI = 3  # what gp_abi() returns: bumped whenever a row below changes; a build with another is refused
+
+HEADER = "hostkernels/abi.h"
+REGENERATE = f"python3 py/gpuport/host_abi.py > {HEADER}"
+
+# The C types the exports use, by how a value crosses into the kernels: a pointer is the address of a NumPy
+# buffer (an i32 in wasm32, where the module shares Pyodide's memory; a void pointer to ctypes).
+KINDS = {"void": "void", "int": "int", "float": "float", "float *": "pointer", "const float *": "pointer"}
+WASM_TYPES: dict[str, tuple[str, ...]] = {"void": (), "int": ("i32",), "float": ("f32",), "pointer": ("i32",)}
+_PARAM = re.compile(r"(?P<type>(?:const )?\w+(?: \*)?) ?(?P<name>\w+)")
+_WIDTH = 110  # the C sources' line length
+
+
+@dataclass(frozen=True)
+class Param:
+    """One C parameter: its type (a key of KINDS) and its name."""
+
+    ctype: str
+    name: str
+
+    @property
+    def kind(self) -> str:
+        """How it crosses into the kernels: int, float or pointer."""
+        return KINDS[self.ctype]
+
+    def c(self) -> str:
+        """The parameter as C writes it: "int n", "const float *x"."""
+        return f"{self.ctype}{self.name}" if self.ctype.endswith("*") else f"{self.ctype} {self.name}"
+
+
+@dataclass(frozen=True)
+class Export:
+    """One exported kernel function: its C return type ("int" or "void"), parameters and what it does."""
+
+    returns: str
+    name: str
+    params: tuple[Param, ...]
+    doc: str
+
+    @property
+    def result_kind(self) -> str:
+        """What comes back: void or int."""
+        return KINDS[self.returns]
+
+    def wasm_type(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """(parameter types, result types) as WebAssembly value types in the wasm32 build."""
+        return sum((WASM_TYPES[p.kind] for p in self.params), ()), WASM_TYPES[self.result_kind]
+
+    def prototype(self) -> str:
+        """The C declaration, wrapped at the sources' line length, without attributes or semicolon."""
+        head = f"{self.returns} {self.name}("
+        if not self.params:
+            return head + "void)"
+        parts = [p.c() + "," for p in self.params[:-1]] + [self.params[-1].c() + ")"]
+        lines = [head + parts[0]]
+        for part in parts[1:]:
+            if len(lines[-1]) + 1 + len(part) > _WIDTH:
+                lines.append(" " * len(head) + part)
+            else:
+                lines[-1] += " " + part
+        return "\n".join(lines)
+
+
+def _export(returns: str, name: str, params: str, doc: str) -> Export:
+    """A row from C's own spelling of the parameter list; an unknown type is an error here, at import."""
+    parsed = []
+    for text in filter(None, (t.strip() for t in params.split(","))):
+        m = _PARAM.fullmatch(text)
+        if m is None or m["type"] not in KINDS or KINDS[m["type"]] == "void":
+            raise ValueError(f"{name}: parameter {text!r} is none of the types {sorted(KINDS)}")
+        parsed.append(Param(m["type"], m["name"]))
+    if returns not in ("int", "void"):
+        raise ValueError(f"{name}: returns {returns!r}, not int or void")
+    return Export(returns, name, tuple(parsed), doc)
+
+
+EXPORTS: tuple[Export, ...] = (
+    _export("int", "gp_abi", "",
+            "The ABI version the build implements (ABI): the Python side refuses a build with another."),
+    _export("int", "gp_packed_size", "int K, int N",
+            "Floats a packed K x N matrix takes (the size of gp_pack_b's buffer)."),
+    _export("void", "gp_pack_b", "const float *b, int K, int N, int transpose_b, const float *bias, float *packed",
+            "Packs B (K x N, or N x K when transpose_b) and an optional bias row into matmul panels."),
+    _export("void", "gp_matmul_packed",
+            "const float *a, int M, int K, int lda, const float *packed, int N, float *c, int ldc",
+            "C (M x N, row stride ldc) = A (M x K, row stride lda) @ packed B, plus the bias packed with it."),
+    _export("void", "gp_matmul_batched",
+            "const float *a, const float *b, const float *bias, float *c, int batch, int M, int K, int N, "
+            "int transpose_b, int stride_a, int stride_b, int stride_c, float *scratch",
+            "`batch` products C[i] = A[i] @ B[i] (+ bias), each B packed into scratch first; strides in floats."),
+    _export("void", "gp_gelu", "const float *x, float *y, int n",
+            "y = exact GELU of n floats of x, erf as the reference's (A&S 7.1.26)."),
+    _export("void", "gp_softmax",
+            "const float *x, const float *mask, float *y, int rows, int n, int mask_div, int mask_mod",
+            "Row-wise softmax of x (rows x n) plus mask row (r / mask_div) % mask_mod (mask NULL: none)."),
+    _export("void", "gp_layer_norm",
+            "const float *x, const float *gamma, const float *beta, float *y, int rows, int n, float eps",
+            "Row-wise LayerNorm of x (rows x n): (x - mean) / sqrt(var + eps) * gamma + beta."),
+    _export("int", "gp_attention_scratch", "int Sk, int d",
+            "Floats of scratch gp_attention needs for Sk keys and heads d wide."),
+    _export("void", "gp_attention",
+            "const float *q, const float *k, const float *v, int ld, const float *mask, float *out, int ldo, "
+            "int B, int Sq, int Sk, int heads, int d, float *scratch",
+            "Multi-head softmax(q k^T / sqrt(d) + mask) v per batch and head; rows ld (out: ldo) floats apart."),
+    _export("int", "gp_encoder_scratch", "int n, int S, int H, int heads, int F, int threads",
+            "Floats of scratch gp_encoder_layer needs for n = B * S tokens on `threads` threads."),
+    _export("int", "gp_encoder_layer",
+            "float *x, int B, int S, int H, int heads, int F, const float *mask, const float *wqkv, "
+            "const float *wo, const float *wi, const float *wo2, const float *ln1_g, const float *ln1_b, "
+            "const float *ln2_g, const float *ln2_b, float eps, float *scratch, int threads",
+            "One post-norm encoder layer on x (B, S, H) in place; returns the rows with non-finite norm statistics."),
+)
+
+_PREAMBLE = f"""\
+/* The exports of gpuport's host kernels, generated from their one table (py/gpuport/host_abi.py): edit the
+ * table, not this file, then `{REGENERATE}` (`make` does it;
+ * tests/test_host_abi.py fails while this file is stale). Every source includes it (simd.h), so clang
+ * checks each definition against the table. */
+#ifndef GPUPORT_ABI_H
+#define GPUPORT_ABI_H
+
+/* Bumped whenever an exported signature changes; the Python wrapper refuses a module with another. */
+#define GP_ABI {ABI}
+
+/* Only the functions declared here are exported (the builds are -fvisibility=hidden): by name in
+ * WebAssembly, natively as the ELF symbols of the same names. */
+#ifdef __wasm__
+#define GP_EXPORT(name) __attribute__((export_name(#name), visibility("default")))
+#else
+#define GP_EXPORT(name) __attribute__((visibility("default")))
+#endif
+"""
+
+
+def header(exports: tuple[Export, ...] = EXPORTS) -> str:
+    """hostkernels/abi.h as the table (or `exports`, to see what the compiler makes of another) makes it."""
+    decls = "".join(f"\n/* {e.doc} */\nGP_EXPORT({e.name})\n{e.prototype()};\n" for e in exports)
+    return f"{_PREAMBLE}{decls}\n#endif\n"
+
+
+if __name__ == "__main__":
+    sys.stdout.write(header())
