@@ -523,12 +523,12 @@ async def constrained_matmul_weight_over_binding_budget(rt):
             w = r.uniform(-1, 1, (1536, 384) if tb else (384, 1536)).astype(np.float32)
             bias = r.uniform(-1, 1, (1536,)).astype(np.float32)
             wt = crt.tensor(w)
-            assert wt.blocked and len(wt.handle) >= 3, wt
+            assert wt.blocked and len(wt.blocks) >= 3, wt
             crt.fallback.reset_metrics()
             got = await crt.ops.matmul(crt.tensor(a), wt, bias=crt.tensor(bias), transpose_b=tb).read()
             m = await _metrics_of(crt)
             assert m["last_strategy"]["matmul"] == "layer_decomposition", m
-            assert m["layer_operations"] >= len(wt.handle), m
+            assert m["layer_operations"] >= len(wt.blocks), m
             assert m["memory_usage"]["largest_binding_bytes"] <= 1 << 20, m
             bb = w.T if tb else w
             bound = 2 * (384 + 1) * U * (np.abs(a) @ np.abs(bb) + np.abs(bias)) + 1e-30

@@ -1,14 +1,22 @@
 """The package's shape, enforced: no import cycle (import-linter's contracts in pyproject.toml: imports
 inside functions count, TYPE_CHECKING blocks do not), js/pyodide only in the two page modules, imports
-inside functions only for optional dependencies or page-only modules, no module over 500 lines."""
+inside functions only for optional dependencies or page-only modules, no module over 500 lines; where work
+runs decided only in placement/, an op's facts only in its spec, a tensor's storage typed."""
 
 from __future__ import annotations
 
 import ast
 import os
+import re
 from pathlib import Path
+from typing import get_type_hints
 
 from importlinter import cli
+
+from gpuport import tensor as tensor_module
+from gpuport.runtime import Runtime
+from gpuport.storage import Storage
+from gpuport.tensor import Tensor
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "py" / "gpuport"
@@ -72,3 +80,53 @@ def test_no_module_over_500_lines():
     long = {str(p.relative_to(PACKAGE)): n for p in modules()
             if (n := len(p.read_text(encoding="utf-8").splitlines())) > MAX_LINES}
     assert not long, f"modules over {MAX_LINES} lines (split them by job): {long}"
+
+
+def imports_of(path: Path) -> set[str]:
+    """Every module a file imports (top level and inside functions; TYPE_CHECKING blocks included)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            for name in resolve(path, node):
+                found.add(name)
+                if isinstance(node, ast.ImportFrom):
+                    found.update(f"{name}.{a.name}" for a in node.names)
+    return found
+
+
+def test_only_placement_consults_the_selector_and_the_calibration():
+    """Where work runs is decided in one package: nothing outside gpuport.placement reaches the selector."""
+    private = {"gpuport.placement.selector", "gpuport.placement.calibration", "gpuport.placement.auto"}
+    outside = {str(p.relative_to(PACKAGE)): sorted(imports_of(p) & private) for p in modules()
+               if "placement" not in p.relative_to(PACKAGE).parts}
+    assert not {k: v for k, v in outside.items() if v}, outside
+
+
+def test_an_ops_facts_live_in_its_spec():
+    """One table of ops (opspecs.OPS): no module keeps another per-op table of kernels, variants, launchers,
+    probes or FLOP models."""
+    stale = {"KERNELS", "VARIANTS", "LAUNCHERS", "PROBES", "op_flops", "F16_OPS", "ELEMENTWISE_OPS", "ROWWISE_OPS",
+             "WG_OVERRIDE_OPS"}
+    defined = {}
+    for path in modules():
+        if path.name == "hostops.py":   # hostops.KERNELS: each op's host kernel on this machine's engine
+            continue
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            targets = [t for n in [node] if isinstance(n, (ast.Assign, ast.AnnAssign))
+                       for t in (n.targets if isinstance(n, ast.Assign) else [n.target])]
+            names = {t.id for t in targets if isinstance(t, ast.Name)}
+            if isinstance(node, ast.FunctionDef):
+                names.add(node.name)
+            if names & stale:
+                defined[str(path.relative_to(PACKAGE))] = sorted(names & stale)
+    assert not defined, defined
+
+
+def test_tensor_storage_is_typed():
+    """A tensor's residency is a Storage kind, not an untyped handle told apart by isinstance."""
+    hints = get_type_hints(Tensor.__init__, {**vars(tensor_module), "Runtime": Runtime})
+    assert hints["storage"] is Storage, hints
+    assert "handle" not in Tensor.__slots__
+    untyped = [p.relative_to(PACKAGE) for p in modules() if re.search(r"\bt(ensor)?\.handle\b", p.read_text())]
+    assert not untyped, untyped

@@ -124,7 +124,7 @@ def test_explicit_backends_keep_their_behaviour(cache):
     try:
         assert rt.placement.auto is None and "selection" not in rt.info()
         t = rt.tensor(np.ones(4, np.float32))
-        assert t.device == "webgpu" and not isinstance(t.handle, np.ndarray)
+        assert t.device == "webgpu" and t.storage.on_device
     finally:
         rt.close()
 

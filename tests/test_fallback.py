@@ -47,7 +47,7 @@ def test_layer_decomposition(constrained, transpose_b):
     a = r.uniform(-1, 1, (2, 70, 256)).astype(np.float32)              # batched input, flattened to rows
     w = r.uniform(-1, 1, (1200, 256) if transpose_b else (256, 1200)).astype(np.float32)  # 1.17 MiB
     wt = constrained.tensor(w)
-    assert wt.blocked and len(wt.handle) == 2
+    assert wt.blocked and len(wt.blocks) == 2
     y = constrained.ops.matmul(constrained.tensor(a), wt, transpose_b=transpose_b)
     m = constrained.fallback.get_performance_metrics()
     assert m["strategies"] == {"layer_decomposition": 1} and m["layer_operations"] == 2
@@ -80,7 +80,7 @@ def test_tiled_processing(constrained):
     got = constrained.ops.l2_normalize(constrained.ops.scale(xt, 2.0, 0.5))
     mean = constrained.ops.mean(xt)
     m = constrained.fallback.get_performance_metrics()
-    assert m["strategies"] == {"tiled": 3} and m["tiles"] == 3 * len(xt.handle)
+    assert m["strategies"] == {"tiled": 3} and m["tiles"] == 3 * len(xt.blocks)
     np.testing.assert_allclose(got.numpy(), K.l2_normalize_ref(K.scale_ref(x, a=2.0, b=0.5)), atol=4 * 512 * U + 1e-7)
     assert (np.abs(mean.numpy() - K.mean_ref(x)) <= 2 * U * np.abs(x).sum(-1) + 1e-7).all()
 

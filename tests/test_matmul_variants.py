@@ -85,7 +85,7 @@ def test_fused_bias_gelu_epilogue(rt, key):
     parts = [Part(dev.upload(x), x.shape) for x in (a, b, bias)]
     out = Part(dev.alloc((m, n), np.dtype(np.float32)), (m, n))
     dev.run(rb_matmul_launch(block, *parts, out, act=1))
-    got = asyncio.run(dev.download(out.handle, (m, n), np.dtype(np.float32)))
+    got = asyncio.run(dev.download(out.buffer, (m, n), np.dtype(np.float32)))
     want = K.gelu_ref(K.matmul_ref(a, b, bias, transpose_b=tb))
     bound = 1.13 * _bound(a, b.T if tb else b, bias, k) + 1e-6
     assert (np.abs(got - want) <= bound).all(), np.abs(got - want).max()

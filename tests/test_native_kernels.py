@@ -27,6 +27,7 @@ from wasm_cases import CASES, WASM_ONLY, check_matmul
 from gpuport import hostops as H
 from gpuport import references as K
 from gpuport import native_kernels as N
+from gpuport.opspecs import OPS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -91,7 +92,7 @@ def test_hostops_routes_by_the_measured_rules(native, monkeypatch, blas_threads)
     for m, engine in expect.items():
         a = _uniform(r, (m, 384))
         before = H.calls()
-        got = H.run("matmul", [a, w, bias], {"transpose_b": True})
+        got = OPS["matmul"].run_host([a, w, bias], {"transpose_b": True})
         assert _delta(before, "matmul") == {engine: 1}, (m, _delta(before, "matmul"))
         close(got, K.matmul_ref(a, w, bias, transpose_b=True), atol=2 * 385 * U * (np.abs(a) @ np.abs(w.T) + np.abs(bias)),
               what=f"hostops matmul {m} rows")

@@ -27,6 +27,7 @@ from cases import U, close
 from gpuport import hostops as H
 from gpuport import references as K
 from gpuport import wasm_kernels as W
+from gpuport.opspecs import OPS
 
 CASES: dict[str, Callable[[], None]] = {}
 WASM_ONLY = {"wasm_hostops_dispatches_to_the_kernels"}
@@ -293,7 +294,7 @@ def wasm_hostops_dispatches_to_the_kernels() -> None:
     W.clear_cache()
     for m in (1, 12, 40):
         a = _uniform(r, (m, 384))
-        got = H.run("matmul", [a, w, bias], {"transpose_b": True})
+        got = OPS["matmul"].run_host([a, w, bias], {"transpose_b": True})
         want = K.matmul_ref(a, w, bias, transpose_b=True)
         close(got, want, atol=2 * 385 * U * (np.abs(a) @ np.abs(w.T) + np.abs(bias)), what=f"hostops matmul {m} rows")
     assert len(W._PACKED) == 1, "hostops.matmul did not reach the kernel's packed-weight cache"
@@ -301,17 +302,17 @@ def wasm_hostops_dispatches_to_the_kernels() -> None:
     close(H.matmul(small_a, small_b), K.matmul_ref(small_a, small_b), atol=1e-6, what="hostops small matmul")
     for shape in ((3, 5), (37, 129), (12, 1536)):
         x = (r.standard_normal(shape) * 3).astype(np.float32)
-        close(H.run("gelu", [x], {}), K.gelu_ref(x), atol=1e-6, what=f"hostops gelu {shape}")
+        close(OPS["gelu"].run_host([x], {}), K.gelu_ref(x), atol=1e-6, what=f"hostops gelu {shape}")
         mask = np.where(r.random(shape[-1:]) < 0.3, -1e9, 0).astype(np.float32)
-        close(H.run("softmax", [x, mask], {}), K.softmax_ref(x, mask), rtol=1e-5, atol=1e-6,
+        close(OPS["softmax"].run_host([x, mask], {}), K.softmax_ref(x, mask), rtol=1e-5, atol=1e-6,
               what=f"hostops softmax {shape}")
         g, b = r.standard_normal(shape[-1]).astype(np.float32), r.standard_normal(shape[-1]).astype(np.float32)
-        close(H.run("layer_norm", [x, g, b], {"eps": 1e-12}), K.layer_norm_ref(x, g, b, eps=1e-12),
+        close(OPS["layer_norm"].run_host([x, g, b], {"eps": 1e-12}), K.layer_norm_ref(x, g, b, eps=1e-12),
               atol=1e-5 + 8 * shape[-1] * U * (np.abs(g) + 1), rtol=1e-5, what=f"hostops layer_norm {shape}")
     for bsz, s, heads, d in ((1, 2, 12, 32), (8, 12, 12, 32), (1, 70, 2, 16)):
         q, k, v = (r.standard_normal((bsz, s, heads * d)).astype(np.float32) for _ in range(3))
         mask = np.where(np.arange(s)[None, :] < r.integers(1, s + 1, bsz)[:, None], 0.0, -1e9).astype(np.float32)
-        close(H.run("attention", [q, k, v, mask], {"num_heads": heads}),
+        close(OPS["attention"].run_host([q, k, v, mask], {"num_heads": heads}),
               K.attention_ref(q, k, v, mask, num_heads=heads), rtol=1e-4, atol=2e-5 * math.sqrt(d),
               what=f"hostops attention b{bsz} s{s} h{heads}")
 

@@ -11,8 +11,9 @@ import numpy as np
 
 from .opspecs import OPS
 from .errors import DeviceLost, OutOfMemory, ShaderCompileError, TensorLost
-from .lineage import DEFERRED, Lost, Recipe
+from .lineage import Recipe
 from .platform import sync_wait
+from .storage import Deferred, HostArray, Lost
 from .strategies import Strategies
 from .tensor import Tensor
 from .types import DEVICE, HOST, Decision, OpCall
@@ -34,9 +35,9 @@ class Executor:
         with rt.lock:
             t0, before = time.perf_counter(), rt.device.stats["dispatches"]
             for name, t in zip(call.names, call.inputs):
-                if t is not None and isinstance(t.handle, Lost):
+                if t is not None and isinstance(t.storage, Lost):
                     raise TensorLost(f"{call.op}: input {name!r} (shape {t.shape}) was lost with its GPU device and "
-                                     f"cannot be rebuilt: {t.handle.reason}")
+                                     f"cannot be rebuilt: {t.storage.reason}")
             decision = rt.placement.decide(call)
             if decision.where == HOST:
                 out = self.run_host(call)
@@ -100,7 +101,7 @@ class Executor:
             rt.op_depth -= 1
 
     def _deferred(self, call: OpCall) -> Tensor:
-        out = self.rt.memory.track(Tensor(self.rt, DEFERRED, call.out_shape, np.float32))
+        out = self.rt.memory.track(Tensor(self.rt, Deferred(), call.out_shape, np.float32))
         self.rt.recovery.count("deferred_ops")
         return out
 
@@ -123,14 +124,14 @@ class Executor:
         if any(a is None and t is not None for a, t in zip(arrays, call.inputs)):
             raise DeviceLost(f"{call.op}: an input lives only on the GPU and this platform cannot read it back "
                              "synchronously")
-        return Tensor(self.rt, OPS[call.op].run_host(arrays, call.attrs).reshape(call.out_shape), call.out_shape,
-                      np.float32)
+        values = OPS[call.op].run_host(arrays, call.attrs).reshape(call.out_shape)
+        return Tensor(self.rt, HostArray(values), call.out_shape, np.float32)
 
     def sync(self, t: Tensor) -> None:
         """Wait until the device has run everything queued (natively): a 4-byte read of t."""
-        h = t.handle.handles[-1] if t.blocked else t.handle
-        if t.size and not isinstance(h, np.ndarray):
-            self.rt.recovery.call(lambda: self._read_word(h, t.dtype), "read")
+        if t.size and t.storage.on_device:
+            last = t.blocks.buffers[-1] if t.blocked else t.buffer
+            self.rt.recovery.call(lambda: self._read_word(last, t.dtype), "read")
 
     def _read_word(self, handle: object, dtype: np.dtype) -> np.ndarray:
         return sync_wait(self.rt.device.download(handle, (1,), dtype))

@@ -22,6 +22,7 @@ from .kernels import pack_uniforms
 from .lineage import Fresh, Lost
 from .pipelines import PipelineSpec
 from .platform import sync_wait
+from .storage import HostArray
 from .tensor import Tensor
 from .types import DEVICE, HOST, Decision
 
@@ -131,7 +132,7 @@ class Kernel:
         for i, t in enumerate(owned):
             if t.blocked:
                 raise LimitExceeded("maxStorageBufferBindingSize", rt.limits["maxStorageBufferBindingSize"],
-                                    t.nbytes, f"tensor {i} (shape {t.shape}, stored as {len(t.handle)} blocks "
+                                    t.nbytes, f"tensor {i} (shape {t.shape}, stored as {len(t.blocks)} blocks "
                                     "under this runtime's budget; a user kernel binds whole buffers)")
         ubytes = uniform_bytes(uniforms)
         self._check_bindings(owned, ubytes is not None)
@@ -157,7 +158,7 @@ class Kernel:
                                      f"@binding({uniform[0].index}) ({uniform[0].name}): pass uniforms="))
         for i, a in enumerate(owned):
             for j in range(i + 1, len(owned)):
-                if owned[j].handle is a.handle and "rw" in (storage[i].kind, storage[j].kind):
+                if _same_memory(a, owned[j]) and "rw" in (storage[i].kind, storage[j].kind):
                     raise GpuValidationError(f"kernel {label!r}: tensors {i} and {j} are the same buffer and one "
                                              "binding is read_write (WebGPU forbids a writable buffer bound twice)")
 
@@ -185,7 +186,7 @@ class Kernel:
                 self._generation = rt.generation
             for t in owned:
                 t.usable()
-            rt.device.dispatch(self.pipeline, wg, [t.handle for t in owned], ubytes)
+            rt.device.dispatch(self.pipeline, wg, [t.buffer for t in owned], ubytes)
 
         rt.recovery.call(run, "dispatch")
         for i, t in enumerate(owned):
@@ -228,7 +229,7 @@ class Kernel:
             values = t.known_values()
             if values is None and isinstance(t.recipe, Fresh):
                 values = np.zeros(t.shape, t.dtype)
-            if values is None and rt.device.can_block and not rt.lost and not isinstance(t.handle, Lost):
+            if values is None and rt.device.can_block and not rt.lost and t.storage.on_device:
                 values = rt.executor.host_values(t)
             if values is None:
                 if strict:
@@ -273,13 +274,22 @@ def _views(arrays: list[np.ndarray], written: set[int]) -> list[np.ndarray]:
 def _commit(rt: "Runtime", t: Tensor, values: np.ndarray) -> None:
     """`values` become t's: written into its host array where it owns a writable one (so views of it see
     them, as views of a GPU buffer would), else the tensor now lives on the host with these values."""
-    if t.on_host and t.handle.flags.writeable:
-        t.handle[...] = values
+    held = t.storage.values()
+    if held is not None and held.flags.writeable:
+        held[...] = values
     else:
-        t.handle = values
+        t.storage = HostArray(values)
         rt.memory.live.discard(t)
     t.host = None
     t.recipe = None   # the host holds the values: recovery has nothing to rebuild
+
+
+def _same_memory(a: Tensor, b: Tensor) -> bool:
+    """Whether two tensors are views of one buffer (or of one host array)."""
+    if a.on_host and b.on_host:
+        return a.storage.values() is b.storage.values()
+    held = a.storage.buffer_id()
+    return held is not None and held == b.storage.buffer_id()
 
 
 def _workgroups(workgroups: Any) -> tuple[int, ...]:

@@ -14,16 +14,16 @@ import numpy as np
 
 from .kernels import (ELEMENTWISE_WG, RB_WG, READ, UNIFORM, WRITE, KernelDef, Launch, RegisterBlock, grid,
                       pack_uniforms)
-from .tensor import Blocks
+from .tensor import Tensor
 
 
 class Part:
-    """One buffer as a launch operand: a whole tensor, or one block of a blocked tensor."""
+    """One device buffer as a launch operand: a block of a blocked tensor, or a buffer seen under a shape."""
 
-    __slots__ = ("handle", "shape")
+    __slots__ = ("buffer", "shape")
 
-    def __init__(self, handle: Any, shape: tuple[int, ...]) -> None:
-        self.handle, self.shape = handle, tuple(int(s) for s in shape)
+    def __init__(self, buffer: Any, shape: tuple[int, ...]) -> None:
+        self.buffer, self.shape = buffer, tuple(int(s) for s in shape)
 
     @property
     def size(self) -> int:
@@ -212,8 +212,6 @@ def rb_matmul_launch(block: RegisterBlock, a: Any, b: Any, bias: Any, out: Any, 
                   {"HAS_BIAS": int(bias is not None), "ACT": act})
 
 
-def row_chunks(t: Any, unit: int) -> list[tuple[int, int, Any]]:
-    """(first row, end row, handle) of a tensor seen as rows of `unit` elements."""
-    if isinstance(t.handle, Blocks):
-        return [(s // unit, e // unit, h) for s, e, h in t.handle.chunks()]
-    return [(0, t.size // unit if unit else 0, t.handle)]
+def row_chunks(t: Tensor, unit: int) -> list[tuple[int, int, Any]]:
+    """(first row, end row, device buffer) of a tensor seen as rows of `unit` elements."""
+    return [(s // unit if unit else 0, e // unit if unit else 0, b) for s, e, b in t.storage.chunks(t.size)]

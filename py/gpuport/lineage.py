@@ -3,8 +3,8 @@ holds instead of a buffer.
 
 A tensor's lineage is one of: `Leaf` (host values), `Recipe` (an op call over its inputs' lineages, so
 intermediates are replayed, never kept), `View` (a reshape of another lineage), `Fresh` (an allocation nobody
-wrote yet) or `Lost` (no way back: a user kernel wrote it, or only the old device had its values). `Lost` is
-also the handle of a tensor that died with its device, so every later use raises TensorLost naming why.
+wrote yet) or `Lost` (no way back: a user kernel wrote it, or only the old device had its values). A tensor
+whose lineage is Lost when its device dies gets storage.Lost: every later use raises TensorLost naming why.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ class Fresh:
 
 
 class Lost:
-    """No way to rebuild, and why; as a handle: the tensor died with its device."""
+    """No way to rebuild, and why."""
 
     __slots__ = ("reason",)
 
@@ -67,15 +67,6 @@ class Lost:
 
     def __repr__(self) -> str:
         return f"Lost({self.reason!r})"
-
-
-class Deferred:
-    """The handle of a tensor made while the device is lost (page only): built when the runtime recovers."""
-
-    __slots__ = ()
-
-
-DEFERRED = Deferred()
 
 
 def lost_reason(spec: Any) -> str | None:

@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 
 from .errors import LimitExceeded, OutOfMemory
-from .lineage import DEFERRED, Deferred, Lost
-from .tensor import Blocks, Tensor
+from .storage import Blocks, Buffer, Deferred, HostArray
+from .tensor import Tensor
 
 if TYPE_CHECKING:
     from .runtime import Runtime
@@ -41,10 +41,10 @@ class DeviceMemory:
         seen: set[int] = set()
         total = 0
         for t in list(self.live):
-            h = t.handle
-            if isinstance(h, (np.ndarray, Lost, Deferred)) or id(h) in seen:
+            held = t.storage.buffer_id()
+            if held is None or held in seen:
                 continue
-            seen.add(id(h))
+            seen.add(held)
             total += t.nbytes
         return total
 
@@ -55,7 +55,7 @@ class DeviceMemory:
         rt = self.rt
         shape = tuple(int(s) for s in shape)
         if rt.lost and not rt.device.can_block:
-            return self.track(Tensor(rt, DEFERRED, shape, np.dtype(dtype), host))
+            return self.track(Tensor(rt, Deferred(), shape, np.dtype(dtype), host))
         outside_op = rt.op_depth == 0   # inside an op, a device loss retries the whole op instead
         if rt.lost and outside_op:
             rt.recovery.recover()
@@ -81,8 +81,9 @@ class DeviceMemory:
         size = int(np.prod(shape, dtype=np.int64))
         nbytes = size * dtype.itemsize
         if bounds is None and not self.needs_blocks(nbytes):
-            handle = device.upload(host) if host is not None else device.alloc(shape, dtype)
-            return Tensor(rt, handle, shape, dtype, host)
+            buffer = device.upload(host) if host is not None else device.alloc(shape, dtype)
+            # the cpu backend's buffers are NumPy arrays: the host holds the values
+            return Tensor(rt, HostArray(buffer) if device.is_host else Buffer(buffer), shape, dtype, host)
         limit = min(rt.limits.get("maxStorageBufferBindingSize", nbytes), rt.limits.get("maxBufferSize", nbytes))
         if bounds is None:
             per = limit // dtype.itemsize
@@ -94,17 +95,17 @@ class DeviceMemory:
                 raise LimitExceeded("maxStorageBufferBindingSize", limit, (e - s) * dtype.itemsize,
                                     f"a block of a {dtype} tensor of shape {tuple(shape)}")
         flat = host.reshape(-1) if host is not None else None
-        handles = [device.upload(np.ascontiguousarray(flat[s:e])) if flat is not None
+        buffers = [device.upload(np.ascontiguousarray(flat[s:e])) if flat is not None
                    else device.alloc((e - s,), dtype) for s, e in zip(bounds, bounds[1:])]
-        return Tensor(rt, Blocks(bounds, handles), shape, dtype, host)
+        return Tensor(rt, Blocks(bounds, buffers), shape, dtype, host)
 
     def to_device(self, t: Tensor) -> None:
         """Move a host-resident tensor onto the GPU (it keeps its host values: known_values still works)."""
-        host = t.handle
+        host = t.known_values()
         moved = self.alloc(t.shape, t.dtype, host=np.ascontiguousarray(host), oom=False)
         if moved.on_host:
             raise OutOfMemory("no room on the device for a host-resident input")
-        t.handle = moved.handle
+        t.storage = moved.storage
         if t.host is None:
             t.host = host
         self.track(t)
@@ -116,10 +117,11 @@ class DeviceMemory:
 
     async def _read_once(self, t: Tensor) -> np.ndarray:
         t.usable()
-        if t.on_host:
-            return t.handle.copy()
+        values = t.storage.values()
+        if values is not None:
+            return values.copy()
         device = self.rt.device
         if t.blocked:
-            parts = [await device.download(h, (e - s,), t.dtype) for s, e, h in t.handle.chunks()]
+            parts = [await device.download(b, (e - s,), t.dtype) for s, e, b in t.blocks.chunks()]
             return np.concatenate(parts).reshape(t.shape)
-        return await device.download(t.handle, t.shape, t.dtype)
+        return await device.download(t.buffer, t.shape, t.dtype)

@@ -42,10 +42,12 @@ import numpy as np
 
 from .backends.auto import request_device
 from .errors import DeviceLost, GpuTimeout, OutOfMemory, TensorLost, classify
-from .types import OpCall
-from .lineage import Fresh, Leaf, Lost, Recipe, View, lost_reason
+from . import storage
+from .lineage import Fresh, Leaf, Recipe, View, lost_reason
 from .platform import sync_wait
+from .storage import HostArray
 from .tensor import Tensor
+from .types import OpCall
 
 if TYPE_CHECKING:
     from .runtime import Runtime
@@ -221,7 +223,7 @@ class RecoveryManager:
     def _restore(self) -> None:
         """Every live GPU tensor: uploaded from host values, replayed from lineage, or marked lost."""
         rt = self.rt
-        live = [t for t in list(rt.memory.live) if not isinstance(t.handle, (np.ndarray, Lost))]
+        live = [t for t in list(rt.memory.live) if not isinstance(t.storage, (HostArray, storage.Lost))]
         memo: dict[int, Tensor] = {}
         # host-backed first (replays read them), then op outputs
         live.sort(key=lambda t: 0 if t.recipe is None and t.host is not None else 1)
@@ -229,17 +231,17 @@ class RecoveryManager:
             spec = t.lineage()
             reason = lost_reason(spec)
             if reason is not None:
-                t.handle = Lost(reason)
+                t.storage = storage.Lost(reason)
                 rt.memory.live.discard(t)
                 self._stats["lost_tensors"] += 1
                 continue
             if isinstance(spec, Leaf):
-                t.handle = rt.memory.alloc(t.shape, t.dtype, host=np.ascontiguousarray(spec.array).reshape(t.shape)).handle
+                t.storage = rt.memory.alloc(t.shape, t.dtype, host=np.ascontiguousarray(spec.array).reshape(t.shape)).storage
                 self._stats["restored_tensors"] += 1
             elif isinstance(spec, Fresh):
-                t.handle = rt.memory.alloc(t.shape, t.dtype).handle
+                t.storage = rt.memory.alloc(t.shape, t.dtype).storage
             else:
-                t.handle = self._materialize(spec, memo).handle
+                t.storage = self._materialize(spec, memo).storage
                 self._stats["replayed_tensors"] += 1
 
     def _materialize(self, spec: Any, memo: dict[int, Tensor]) -> Tensor:
@@ -307,4 +309,4 @@ class RecoveryManager:
             raise OutOfMemory(f"allocating {nbytes:,} bytes for a {dtype} tensor of shape {shape} failed even "
                               f"after releasing memory: {exc}")
         rt.placement.step_down(f"a {nbytes:,}-byte tensor", host_knows=True)   # 3. the host keeps it
-        return Tensor(rt, np.array(host, copy=True), shape, dtype, None)
+        return Tensor(rt, HostArray(np.array(host, copy=True)), shape, dtype, None)

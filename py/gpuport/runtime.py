@@ -32,6 +32,7 @@ from .platform import IN_PYODIDE, sync_wait
 from .profiler import Profile
 from .recovery import RecoveryManager
 from .report import build_report, render
+from .storage import HostArray
 from .stores import store_for
 from .telemetry import Telemetry
 from .tensor import Tensor
@@ -170,7 +171,7 @@ class Runtime:
         host.flags.writeable = False
         if self.placement.auto is not None and not self.lost:
             # auto: it stays on the host until an op placed on the GPU needs it (uploaded once, then on both)
-            return Tensor(self, host, host.shape, host.dtype, host)
+            return Tensor(self, HostArray(host), host.shape, host.dtype, host)
         with self.lock:
             return self.memory.alloc(host.shape, host.dtype, host=host)
 

@@ -14,7 +14,7 @@ from .launches import (ACT_CODES, Part, attention_uniforms, kv_attention_uniform
 from .opspecs import OPS
 from .placement import Planner
 from .telemetry import Telemetry
-from .tensor import Blocks, Tensor
+from .tensor import Tensor
 from .types import Decision, OpCall
 
 if TYPE_CHECKING:
@@ -146,7 +146,7 @@ class Strategies:
 
     def tiled(self, call: OpCall, plan: Decision) -> Tensor:
         x = call.inputs[0]
-        blocks: Blocks = x.handle
+        blocks = x.blocks
         n = x.shape[-1]
         reduce = call.op in ("sum", "mean")
         out = self._out(call, [s // n for s in blocks.bounds] if reduce else list(blocks.bounds))
@@ -158,10 +158,10 @@ class Strategies:
                 if t is None:
                     parts.append(None)
                 elif t.blocked:
-                    parts.append(Part(t.handle.handles[i], shape))
+                    parts.append(Part(t.blocks.buffers[i], shape))
                 else:
-                    parts.append(Part(t.handle, t.shape))
-            oh = out.handle.handles[i] if out.blocked else out.handle
+                    parts.append(Part(t.buffer, t.shape))
+            oh = out.blocks.buffers[i] if out.blocked else out.buffer
             out_part = Part(oh, (shape[0],) if reduce else shape)
             self._launch(OPS[call.op].launch(parts, out_part, call.attrs, wg=wg, max_groups=self._max_groups()))
             self.telemetry.add("tiles")
@@ -175,7 +175,7 @@ class Strategies:
         d = hidden // heads
         sk = k.shape[1]
         budget = self.planner.limits.get("maxAttentionScoresPerDispatch")
-        out = self._out(call, list(q.handle.bounds) if q.blocked else None)
+        out = self._out(call, list(q.blocks.bounds) if q.blocked else None)
         consts = {"HAS_MASK": int(mask is not None)}
         kernel = OPS["attention"].kernel
         if not q.blocked and (budget is None or batch * heads * sq * sk <= budget):
@@ -213,7 +213,7 @@ class Strategies:
         kw = k.shape[1]
         out = self._out(call)
         state = self.rt.memory.alloc((t * heads * (d + 2),), np.dtype(np.float32))
-        blocks = [(s // kw, e // kw, kh, vh) for (s, e, kh), (_, _, vh) in zip(k.handle.chunks(), v.handle.chunks())
+        blocks = [(s // kw, e // kw, kh, vh) for (s, e, kh), (_, _, vh) in zip(k.blocks.chunks(), v.blocks.chunks())
                   if s // kw < start + t]
         for i, (r0, r1, kh, vh) in enumerate(blocks):
             shape = ((r1 - r0) * kw,)

@@ -70,11 +70,11 @@ async def tune_matmul(device: "Backend", planner: "Planner", manifest: "Pipeline
             for blk in candidates:
                 launch = rb_matmul_launch(blk, a, b, None, out)
                 device.run(launch)                        # compiles it; the first run is not timed
-                await device.download(out.handle, (1,), np.dtype(np.float32))
+                await device.download(out.buffer, (1,), np.dtype(np.float32))
                 t0 = time.perf_counter()
                 for _ in range(REPEATS):
                     device.run(launch)
-                await device.download(out.handle, (1,), np.dtype(np.float32))
+                await device.download(out.buffer, (1,), np.dtype(np.float32))
                 s = (time.perf_counter() - t0) / REPEATS
                 best[blk.key] = min(best.get(blk.key, float("inf")), s)
         chosen = min(best, key=best.__getitem__)

@@ -251,14 +251,14 @@ class GPUBackend(Backend):
             self.flush()
 
     def run(self, launch: Launch) -> None:
-        handles = [t.handle if t is not None else self._dummy_buffer() for t in launch.inputs]
-        handles.append(launch.output.handle)
+        handles = [t.buffer if t is not None else self._dummy_buffer() for t in launch.inputs]
+        handles.append(launch.output.buffer)
         if ERROR in launch.kernel.bindings:
             if self._errors is None:
                 self._errors = self._create_buffer(16, np.zeros(4, np.uint32))
             handles.append(self._errors)
-            self._reporting.append(weakref.ref(launch.output.handle))
-            self._suspects.add(launch.output.handle)
+            self._reporting.append(weakref.ref(launch.output.buffer))
+            self._suspects.add(launch.output.buffer)
         self.dispatch(self.compile(launch.spec), launch.workgroups, handles, launch.uniforms)
 
     def _dummy_buffer(self) -> Any:

@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import ContextLengthExceeded
-from ..tensor import Blocks, Tensor
+from ..storage import Blocks, Buffer, Storage
+from ..tensor import Tensor
 
 F32 = np.dtype(np.float32)
 
@@ -84,11 +85,11 @@ class DeviceKVCache:
         bufs = (self._v if values else self._k)[layer]
         rows = len(bufs) * self._rows_per_buffer
         if self.block is None:
-            handle: Any = bufs[0]
+            storage: Storage = Buffer(bufs[0])
         else:
             step = self.block * self.width
-            handle = Blocks([i * step for i in range(len(bufs) + 1)], list(bufs))
-        return Tensor(self.rt, handle, (rows, self.width), F32)
+            storage = Blocks([i * step for i in range(len(bufs) + 1)], list(bufs))
+        return Tensor(self.rt, storage, (rows, self.width), F32)
 
     def free(self) -> None:
         """Drop every buffer (the generation ended)."""

@@ -86,13 +86,13 @@ async def calibrate_device(rt: "Runtime") -> BackendCosts:
         return rt.executor.on_device(OpCall(name, tuple("abc"[:len(ins)]), ins, shape, attrs))[0]
 
     async def upload_read() -> None:
-        await dev.download(memory.alloc_raw((n,), f32, host).handle, (n,), f32)
+        await dev.download(memory.alloc_raw((n,), f32, host).buffer, (n,), f32)
 
     async def chain(length: int, x: Any, size: int) -> None:
         y = x
         for _ in range(length):
             y = op("scale", [y], (size,), a=1.0, b=0.0)
-        await dev.download(y.handle, (1,), f32)
+        await dev.download(y.buffer, (1,), f32)
 
     m = 96
     a = memory.alloc_raw((m, m), f32, np.ones((m, m), np.float32))
@@ -100,7 +100,7 @@ async def calibrate_device(rt: "Runtime") -> BackendCosts:
     async def matmuls(count: int) -> None:
         for _ in range(count):
             y = op("matmul", [a, a, None], (m, m), transpose_b=False)
-        await dev.download(y.handle, (1,), f32)
+        await dev.download(y.buffer, (1,), f32)
 
     x = memory.alloc_raw((n,), f32, host)
     t4 = memory.alloc_raw((4,), f32, host[:4].copy())

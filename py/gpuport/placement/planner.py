@@ -225,8 +225,8 @@ class Planner:
             return all(not t.blocked for n, t in zip(call.names, call.inputs) if t is not None and n != "q")
         if strategy == "partitioned_kv":
             q, k, v, _ = call.inputs
-            return (not q.blocked and k.blocked and v.blocked and k.handle.bounds == v.handle.bounds
-                    and k.handle.aligned(k.shape[1]))
+            return (not q.blocked and k.blocked and v.blocked and k.blocks.bounds == v.blocks.bounds
+                    and k.blocks.aligned(k.shape[1]))
         return False
 
     def _decomposable(self, call: OpCall) -> bool:
@@ -234,9 +234,9 @@ class Planner:
         if not self.layer_processing or b.ndim != 2 or (bias is not None and bias.blocked):
             return False
         k = a.shape[-1]
-        if a.blocked and not a.handle.aligned(k):
+        if a.blocked and not a.blocks.aligned(k):
             return False
-        if b.blocked and not b.handle.aligned(b.shape[-1]):
+        if b.blocked and not b.blocks.aligned(b.shape[-1]):
             return False
         return self.fits("matmul_small")
 
@@ -244,14 +244,14 @@ class Planner:
         x = call.inputs[0]
         if not x.blocked:
             return False
-        bounds = x.handle.bounds
-        if OPS[call.op].family == "rowwise" and not x.handle.aligned(x.shape[-1]):
+        bounds = x.blocks.bounds
+        if OPS[call.op].family == "rowwise" and not x.blocks.aligned(x.shape[-1]):
             return False
         for t in call.inputs[1:]:
             if t is None:
                 continue
             if t.blocked:
-                if t.shape != x.shape or t.handle.bounds != bounds:
+                if t.shape != x.shape or t.blocks.bounds != bounds:
                     return False
             elif t.shape == x.shape:
                 return False
