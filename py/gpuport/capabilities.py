@@ -71,7 +71,7 @@ def normalise_features(features: Iterable[str]) -> frozenset[str]:
 
 # --- the quirks table: every piece of per-browser / per-adapter knowledge, as data -------------------
 
-# The seed's Safari table (version -> WebGPU support level), read as restrictions:
+# Safari's WebGPU support by version (the level each release shipped), read as restrictions:
 #   shader compilation "limited" -> simplified shaders (64-invocation workgroups, no f16, no subgroups);
 #   memory management "basic"    -> the constrained tier with a 64 MiB binding budget (layer processing).
 # Rows are (first version, label, quirk); the last row whose version <= the browser's applies.
@@ -90,7 +90,7 @@ SAFARI_VERSIONS: tuple[tuple[tuple[int, int], str, dict[str, Any]], ...] = (
 QUIRKS: dict[str, dict[str, Any]] = {
     # Keyed by browser name (confirmed identity only) or by an adapter fact ("fallback_adapter").
     "safari": {"versions": SAFARI_VERSIONS},
-    # Firefox: compute runs best with 256x1x1 workgroups (the seed's measurements); mapAsync callbacks are
+    # Firefox: compute runs best with 256x1x1 workgroups; mapAsync callbacks are
     # delivered on a ~100 ms poll (measured on Firefox ESR 153 on lavapipe), so every readback costs up to that: batch, read once.
     "firefox": {"elementwise_workgroup": 256, "readback_latency_ms": 100},
     "chrome": {},

@@ -107,7 +107,7 @@ class FallbackManager:
 
 
 def _identity(browser_info: Mapping[str, Any] | None) -> BrowserIdentity | None:
-    """The seed's {"name": "safari", "version": "17.0"} (a caller's statement) or the page's identity dict."""
+    """A caller's statement {"name": "safari", "version": "17.0"}, or the page's identity dict."""
     if not browser_info:
         return None
     if "name" in browser_info:

@@ -1,8 +1,9 @@
 """Host kernels: the cpu tier's fast float32 implementations of the ops that dominate a model (matmul,
 gelu, softmax, layer_norm, attention, l2_normalize), used wherever an op runs on the host (the cpu
-backend, auto's host placement, the cpu strategy). The NumPy references in kernels.py stay the oracle:
-simple and exact; these trade their float64 steps for float32, in-place work and BLAS-shaped layouts, and
-are checked against them like every GPU kernel (tests/test_hostops.py, and Hypothesis on the cpu backend).
+backend, auto's host placement, a step down to the host). The NumPy references (references.py) stay the
+oracle: simple and exact; these trade their float64 steps for float32, in-place work and BLAS-shaped
+layouts, and are checked against them like every GPU kernel (tests/test_native_kernels.py natively,
+tests/wasm_cases.py in Node and the pages, and Hypothesis on the cpu backend).
 
 Where float32 could overflow a row (a norm or a variance of values beyond ~1e19), that row is recomputed
 by the reference, so no finite input loses its answer. Ops without a fast version run their reference.
@@ -164,23 +165,17 @@ _F32_MAX = float(np.finfo(np.float32).max)
 ENV = "GPUPORT_HOST_KERNELS"   # "numpy": NumPy's kernels even where SIMD kernels are linked (comparisons)
 
 
-# Below these sizes NumPy wins: a call into WebAssembly costs ~20-40 us (argument checks, the JS crossing),
-# NumPy's loops on a few hundred elements less. Measured in Pyodide under Node (V8, as Chromium) with
-# bench/wasm_kernels.py's method: matmul 8x8 weights, m=1..96: NumPy 7-40 us, wasm 22-45 us; equal at
-# 256x8x8 (16K multiply-adds), wasm 1.4x at 1x384x384 (147K); softmax 3x5: NumPy 20 us, wasm 25 us.
+# Below these sizes NumPy wins in a page: a call into WebAssembly costs tens of microseconds (argument
+# checks, the JS crossing), NumPy's loops on a few hundred elements less. Where they cross is measured by
+# bench/wasm_kernels.py (bench/results/wasm_kernels.json).
 _WASM_MIN_MACS = 16384          # matmul: m * k * n
 _WASM_MIN_ELEMENTS = 256        # the row-wise ops: elements of x
 
 # Natively NumPy has BLAS (OpenBLAS) and the C kernels are built for this CPU (their vectors its full
-# width: 8 lanes with AVX2; bench/host_kernels.py, ms per call, C vs NumPy, MiniLM shapes, x86-64 AVX2):
-# at 1 BLAS thread, matmul against a read-only weight packed once: 1 row 0.050 vs 0.041 (gemv), 2 rows
-# 0.055 vs 0.158, 12 rows 0.134 vs 0.233 (384x1152), 48 rows 0.51 vs 0.61, 256 rows 2.52 vs 2.73 (and
-# 3.45 vs 3.74 for 384x1536): C from 2 rows. With 2 BLAS threads gemm runs on both cores and the C kernel
-# on one: 24 rows 0.33 vs 0.36 (384x1536), 32 rows 0.43 vs 0.44, 48 rows 0.65 vs 0.61, 256 rows 3.5 vs 2.7:
-# C up to 24 rows. gelu 256x1536 0.40 vs 5.0, 12x1536 0.032 vs 0.27; layer_norm 256x384 0.074 vs 0.33;
-# softmax (1, 12, S, S): S 12 0.023 vs 0.038, 128 0.19 vs 0.63, 256 0.69 vs 2.3; attention 12 heads:
-# 12 keys 0.031 vs 0.067, 100 keys 0.35 vs 0.86, 256 keys 2.1 vs 3.4 (the same at 2 threads: softmax
-# 0.70 vs 2.3, attention 256 keys 4.0 vs 5.6 ms): C always for the row-wise ops and attention.
+# width). bench/host_kernels.py measures both on MiniLM's shapes at 1 and 2 BLAS threads
+# (bench/results/host_kernels_<threads>t.json): against a read-only weight packed once, the C matmul beats
+# a one-thread BLAS from 2 rows (on one row BLAS's gemv wins); while the BLAS runs gemm on several cores
+# it wins beyond about 24 rows; the C row-wise kernels and attention win at every size measured.
 _NATIVE_MATMUL_MIN_ROWS = 2        # a read-only (packed, cached) 2-D weight and bias
 _NATIVE_MATMUL_MAX_ROWS_MT = 24    # the most rows the C matmul takes while the BLAS has several threads
 

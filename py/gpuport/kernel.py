@@ -285,11 +285,10 @@ def _commit(rt: "Runtime", t: Tensor, values: np.ndarray) -> None:
 
 
 def _same_memory(a: Tensor, b: Tensor) -> bool:
-    """Whether two tensors are views of one buffer (or of one host array)."""
+    """Whether two tensors are views of one buffer (device storage is shared by views) or one host array."""
     if a.on_host and b.on_host:
         return a.storage.values() is b.storage.values()
-    held = a.storage.buffer_id()
-    return held is not None and held == b.storage.buffer_id()
+    return a.storage.on_device and a.storage is b.storage
 
 
 def _workgroups(workgroups: Any) -> tuple[int, ...]:

@@ -18,18 +18,21 @@ if TYPE_CHECKING:
 
 
 class DeviceMemory:
-    """Allocates the runtime's tensors on its device. `blocking`: tensors over the binding budget are
+    """Allocates the runtime's tensors on its device. `stores_blocks`: tensors over the binding budget are
     stored as blocks (only under a budget: the constrained tier, a quirk's or the caller's)."""
 
-    def __init__(self, rt: "Runtime", blocking: bool, budget_bytes: int | None) -> None:
+    def __init__(self, rt: "Runtime", stores_blocks: bool, budget_bytes: int | None) -> None:
         self.rt = rt
-        self.blocking = blocking
+        self.stores_blocks = stores_blocks
         self.budget_bytes = budget_bytes
         self.live: "weakref.WeakSet[Tensor]" = weakref.WeakSet()   # GPU tensors, restored after a device loss
+        # Bytes of device storage alive: each allocation's storage is shared by its views and counted once,
+        # released when the last of them is gone (no scan of the live tensors per allocation).
+        self._device_bytes = 0
 
     def needs_blocks(self, nbytes: int) -> bool:
         """Whether a tensor of this size is stored as blocks."""
-        return self.blocking and nbytes > self.rt.limits.get("maxStorageBufferBindingSize", nbytes)
+        return self.stores_blocks and nbytes > self.rt.limits.get("maxStorageBufferBindingSize", nbytes)
 
     def track(self, t: Tensor) -> Tensor:
         if not t.on_host:
@@ -37,16 +40,17 @@ class DeviceMemory:
         return t
 
     def device_bytes(self) -> int:
-        """Bytes of GPU buffers held by live tensors (views share their source's buffers)."""
-        seen: set[int] = set()
-        total = 0
-        for t in list(self.live):
-            held = t.storage.buffer_id()
-            if held is None or held in seen:
-                continue
-            seen.add(held)
-            total += t.nbytes
-        return total
+        """Bytes of GPU buffers this runtime's tensors hold (views share their source's buffers)."""
+        return self._device_bytes
+
+    def _held(self, t: Tensor) -> Tensor:
+        """Count t's new device storage until it is gone."""
+        self._device_bytes += t.nbytes
+        weakref.finalize(t.storage, self._release, t.nbytes)
+        return t
+
+    def _release(self, nbytes: int) -> None:
+        self._device_bytes -= nbytes
 
     def alloc(self, shape: Sequence[int], dtype: np.dtype, host: np.ndarray | None = None,
               bounds: list[int] | None = None, oom: bool = True) -> Tensor:
@@ -83,7 +87,9 @@ class DeviceMemory:
         if bounds is None and not self.needs_blocks(nbytes):
             buffer = device.upload(host) if host is not None else device.alloc(shape, dtype)
             # the cpu backend's buffers are NumPy arrays: the host holds the values
-            return Tensor(rt, HostArray(buffer) if device.is_host else Buffer(buffer), shape, dtype, host)
+            if device.is_host:
+                return Tensor(rt, HostArray(buffer), shape, dtype, host)
+            return self._held(Tensor(rt, Buffer(buffer), shape, dtype, host))
         limit = min(rt.limits.get("maxStorageBufferBindingSize", nbytes), rt.limits.get("maxBufferSize", nbytes))
         if bounds is None:
             per = limit // dtype.itemsize
@@ -97,7 +103,7 @@ class DeviceMemory:
         flat = host.reshape(-1) if host is not None else None
         buffers = [device.upload(np.ascontiguousarray(flat[s:e])) if flat is not None
                    else device.alloc((e - s,), dtype) for s, e in zip(bounds, bounds[1:])]
-        return Tensor(rt, Blocks(bounds, buffers), shape, dtype, host)
+        return self._held(Tensor(rt, Blocks(bounds, buffers), shape, dtype, host))
 
     def to_device(self, t: Tensor) -> None:
         """Move a host-resident tensor onto the GPU (it keeps its host values: known_values still works)."""

@@ -140,7 +140,7 @@ class PipelineCache:
 
 
 class ShaderPrecompiler:
-    """The seed's precompiler surface over `Runtime.precompile`."""
+    """Precompilation by op group (the essential ops, one op) over `Runtime.precompile`."""
 
     def __init__(self, rt: Any) -> None:
         self.rt = rt

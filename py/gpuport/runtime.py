@@ -76,8 +76,8 @@ class Runtime:
         self.generation = 0
         self.op_depth = 0
         self.open_limits = open_limits
-        blocking = self.tier == "constrained" or bool(budget) or bool(self.capabilities.quirks.get("budget"))
-        self.memory = DeviceMemory(self, blocking, int(memory_budget) if memory_budget else None)
+        stores_blocks = self.tier == "constrained" or bool(budget) or bool(self.capabilities.quirks.get("budget"))
+        self.memory = DeviceMemory(self, stores_blocks, int(memory_budget) if memory_budget else None)
         self.pipelines = PipelineCache(store_for("pipelines"), __version__)
         self.pipelines.attach(device)
         caps = self.capabilities
@@ -146,7 +146,7 @@ class Runtime:
         if self.limits != dict(device.limits):
             info["device_limits"] = dict(device.limits)
             info["budget"] = {k: v for k, v in self.limits.items() if v != device.limits.get(k)}
-        if self.memory.blocking:
+        if self.memory.stores_blocks:
             info["over_budget_strategies"] = self.placement.planner.over_budget_strategies()
         if self.precision != self.precision_requested:
             info["precision_note"] = (f"precision {self.precision_requested!r} asked for; tier {self.tier!r} "

@@ -41,25 +41,18 @@ class Storage:
     def check_usable(self, shape: tuple[int, ...], dtype: np.dtype) -> None:
         """Raise TensorLost where the values are gone for good."""
 
-    def buffer_id(self) -> int | None:
-        """Identity of the device memory it holds (views share it), or None where it holds none."""
-        return None
-
 
 class Buffer(Storage):
     """One device buffer."""
 
     on_device = True
-    __slots__ = ("buffer",)
+    __slots__ = ("buffer", "__weakref__")   # memory.py releases its bytes when the last view of it goes
 
     def __init__(self, buffer: Any) -> None:
         self.buffer = buffer
 
     def chunks(self, size: int) -> Iterator[tuple[int, int, Any]]:
         yield 0, size, self.buffer
-
-    def buffer_id(self) -> int | None:
-        return id(self.buffer)
 
     def __repr__(self) -> str:
         return "Buffer()"
@@ -70,7 +63,7 @@ class Blocks(Storage):
 
     on_device = True
     blocked = True
-    __slots__ = ("bounds", "buffers")
+    __slots__ = ("bounds", "buffers", "__weakref__")
 
     def __init__(self, bounds: list[int], buffers: list[Any]) -> None:
         assert len(bounds) == len(buffers) + 1 and bounds[0] == 0
@@ -92,9 +85,6 @@ class Blocks(Storage):
         if dims and not self.aligned(dims[-1]):
             raise ValueError(f"its blocks (stored over the binding budget) do not hold whole rows of {dims[-1]}")
         return self
-
-    def buffer_id(self) -> int | None:
-        return id(self.buffers[0]) if self.buffers else None
 
     def __repr__(self) -> str:
         return f"Blocks({len(self)} blocks, bounds={self.bounds[:4]}{'...' if len(self) > 3 else ''})"

@@ -1,5 +1,5 @@
-"""What the fallback manager reports: strategies per op, host-side timings, memory figures (the seed's
-`get_performance_metrics`). Timings are host-side (planning, encoding, NumPy for host work): GPU work is
+"""What `FallbackManager.get_performance_metrics()` reports: strategies per op, host-side timings, memory
+figures. Timings are host-side (planning, encoding, NumPy for host work): GPU work is
 queued, not waited on."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from .types import Decision
 
 
 class Telemetry:
-    """Counters and timings; `enabled=False` keeps it silent (the seed's enable_telemetry)."""
+    """Counters and timings; `enabled=False` (FallbackManager's enable_telemetry) keeps it silent."""
 
     def __init__(self, enabled: bool = True) -> None:
         self.enabled = enabled
@@ -63,8 +63,8 @@ class Telemetry:
     def metrics(self) -> dict[str, Any]:
         m = {k: (dict(v) if isinstance(v, dict) else v) for k, v in self._m.items()}
         m["operation_timings"] = {k: dict(v) for k, v in self._m["operation_timings"].items()}
-        # The seed's name: host calls that ran WebAssembly kernels, so only a page with them linked counts
-        # any (natively the host is NumPy or the native C build, and saying "wasm" there would be untrue).
+        # wasm_fallbacks counts host calls that ran the WebAssembly kernels, so only a page with them linked
+        # counts any (natively the host is NumPy or the native C build, and saying "wasm" there would be untrue).
         m["host_engine"] = host_engine()
         m["wasm_fallbacks"] = m["cpu_fallbacks"] if m["host_engine"].startswith("wasm-") else 0
         return m

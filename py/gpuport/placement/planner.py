@@ -45,7 +45,7 @@ class Planner:
     """Plans op calls against one set of limits and quirks.
 
     gpu: False for the cpu backend (its kernel is the NumPy reference: everything plans "native").
-    config: the seed's config dict, read live ("force": {op: strategy}).
+    config: the fallback config (open's fallback_config), read live: {"force": {op: strategy}} pins a strategy.
     needs_blocks(nbytes): whether an output of that size is stored as blocks (the runtime's memory).
     busy(): ops whose pipelines are still precompiling (their calls go to the host when it can).
     """
