@@ -35,24 +35,20 @@ class Sub:
 
 
 @dataclass(frozen=True)
-class Wrap:
-    """Each expression that starts with head, up to its closing bracket, becomes template with it as {}."""
-
-    head: str
-    template: str
-    count: int = 1
+class Wrap(Sub):
+    """Each expression that starts with `old`, up to its closing bracket, becomes `new` with it as {}."""
 
     def apply(self, text: str) -> str:
-        _count(text, self.head, self.count, "Wrap")
+        _count(text, self.old, self.count, "Wrap")
         out, pos = [], 0
-        while (start := text.find(self.head, pos)) >= 0:
+        while (start := text.find(self.old, pos)) >= 0:
             depth, end = 0, start
             while True:
                 depth += (text[end] in "([") - (text[end] in ")]")
                 end += 1
                 if depth == 0 and text[end - 1] in ")]":
                     break
-            out += [text[pos:start], self.template.format(text[start:end])]
+            out += [text[pos:start], self.new.format(text[start:end])]
             pos = end
         return "".join(out) + text[pos:]
 
