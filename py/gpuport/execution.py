@@ -28,6 +28,7 @@ class Executor:
     def __init__(self, rt: "Runtime") -> None:
         self.rt = rt
         self.strategies = Strategies(rt, rt.placement.planner, rt.placement.telemetry)
+        self.depth = 0   # device op calls in progress: an allocation inside one leaves device loss to the call
 
     def run(self, call: OpCall) -> Tensor:
         """Place, run, count, record lineage."""
@@ -87,7 +88,7 @@ class Executor:
         for t in call.inputs:
             if t is not None:
                 t.usable()   # a recovery just now may have found it unrebuildable
-        rt.op_depth += 1
+        self.depth += 1
         try:
             try:
                 return self.strategies.run(call, decision), decision
@@ -98,7 +99,7 @@ class Executor:
                 decision = Decision(DEVICE, "native", "f16 shader failed to compile: f32")
                 return self.strategies.run(call, decision), decision
         finally:
-            rt.op_depth -= 1
+            self.depth -= 1
 
     def _deferred(self, call: OpCall) -> Tensor:
         out = self.rt.memory.track(Tensor(self.rt, Deferred(), call.out_shape, np.float32))

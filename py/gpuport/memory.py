@@ -60,7 +60,7 @@ class DeviceMemory:
         shape = tuple(int(s) for s in shape)
         if rt.lost and not rt.device.can_block:
             return self.track(Tensor(rt, Deferred(), shape, np.dtype(dtype), host))
-        outside_op = rt.op_depth == 0   # inside an op, a device loss retries the whole op instead
+        outside_op = rt.executor.depth == 0   # inside an op, a device loss retries the whole op instead
         if rt.lost and outside_op:
             rt.recovery.recover()
         try:

@@ -86,6 +86,7 @@ class RecoveryManager:
         self.events: list[dict[str, Any]] = []
         self._stats = dict.fromkeys(STAT_KEYS, 0)
         self.last_recovery_ms = 0.0
+        self.lost: Exception | None = None   # what lost the device, until a new one is adopted
 
     def stats(self) -> dict[str, Any]:
         out: dict[str, Any] = dict(self._stats)
@@ -180,11 +181,10 @@ class RecoveryManager:
     # -- device loss -----------------------------------------------------------------------------
     def on_lost(self, exc: Exception) -> None:
         """The device is gone: note it once (several calls can notice the same loss)."""
-        if not self.rt.lost:
+        if self.lost is None:
             self._stats["device_losses"] += 1
             self.event("device_lost", error=str(exc)[:200])
-        self.rt.lost = True
-        self.rt.lost_error = exc
+        self.lost = exc
 
     def recover(self) -> None:
         """Natively: recover now (a new device, pipelines rebuilt, tensors restored or replayed)."""
@@ -197,7 +197,7 @@ class RecoveryManager:
             return
         if self._stats["recoveries"] + self._stats["failed_recoveries"] >= self.config.max_recoveries:
             raise DeviceLost(f"the GPU device was lost {self._stats['device_losses']} times; not recovering again "
-                             f"(max_recoveries={self.config.max_recoveries}): {rt.lost_error}")
+                             f"(max_recoveries={self.config.max_recoveries}): {self.lost}")
         t0 = time.perf_counter()
         try:
             device = await request_device(rt.open_limits)
@@ -210,10 +210,8 @@ class RecoveryManager:
         except Exception:  # noqa: BLE001 - the old device is gone; closing it may fail, that is fine
             pass
         device.fault = old.fault
-        rt.pipelines.attach(device)
-        rt.device = device
-        rt.generation += 1
-        rt.lost = False
+        rt.adopt(device)
+        self.lost = None
         self._stats["recoveries"] += 1
         self._stats["rebuilt_pipelines"] += await rt.pipelines.rebuild(device)
         self._restore()

@@ -70,11 +70,7 @@ class Runtime:
         # Threads may share a runtime: recording, flushing and reading back (the device's pending batch,
         # its staging buffers, the live set, the selector's history) happen under this lock.
         self.lock = threading.RLock()
-        # Device-loss state (recovery.py): lost until a new device is adopted; generation counts devices.
-        self.lost = False
-        self.lost_error: Exception | None = None
-        self.generation = 0
-        self.op_depth = 0
+        self.generation = 0   # devices adopted after the first (recovery): a kernel recompiles on a new one
         self.open_limits = open_limits
         stores_blocks = self.tier == "constrained" or bool(budget) or bool(self.capabilities.quirks.get("budget"))
         self.memory = DeviceMemory(self, stores_blocks, int(memory_budget) if memory_budget else None)
@@ -90,6 +86,17 @@ class Runtime:
         self.recovery = RecoveryManager(self)
         self.ops = Ops(self)
         self.profiler: Profile | None = None   # while a `with rt.profile()` block is open
+
+    @property
+    def lost(self) -> bool:
+        """The device is lost and no new one adopted yet (recovery.py)."""
+        return self.recovery.lost is not None
+
+    def adopt(self, device: Backend) -> None:
+        """Make `device` this runtime's, in place of a lost one (recovery rebuilds pipelines and tensors)."""
+        self.pipelines.attach(device)
+        self.device = device
+        self.generation += 1
 
     @property
     def backend(self) -> str:
