@@ -18,16 +18,24 @@ from cases import names_for  # noqa: E402
 
 @dataclass(frozen=True)
 class LaneSpec:
-    """What a lane loads and what it must detect. `cases` is the backend whose parity list it runs."""
+    """What a lane loads, what it must detect, and which case list it runs: "webgpu" (the device parity list,
+    on a runtime pinned to the GPU: each case proves from rt.info()["ran"] that its ops ran there), "auto"
+    (auto's own cases) or "cpu"."""
 
     browser: str          # a gpuport.testing.browsers.Browsers kind
     query: str            # the demo page's query string
     backend: str          # expected rt.info()["backend"]
     tier: str             # expected rt.info()["tier"]
     mode: str = "worker"  # "worker" or "main"
+    cases: str = "webgpu"  # the case list it runs (tests/cases.py names_for)
     adapter: str | None = None     # a word the adapter info must contain
     features: tuple[str, ...] = ()  # features the adapter must offer
     note: str = ""
+
+    @property
+    def placement(self) -> str:
+        """The rt.mode it must open with: "auto" for the auto list, else its backend."""
+        return "auto" if self.cases == "auto" else self.backend
 
     @property
     def page_spec(self) -> PageSpec:
@@ -36,29 +44,34 @@ class LaneSpec:
 
 
 LANES: dict[str, LaneSpec] = {
-    "chromium-webgpu": LaneSpec("chromium-webgpu", "table=0&precompile=off", "webgpu", "core", adapter="swiftshader",
-                                note="Chromium/SwiftShader, backend auto, Pyodide in a Web Worker"),
+    "chromium-webgpu": LaneSpec("chromium-webgpu", "backend=webgpu&table=0&precompile=off", "webgpu", "core",
+                                adapter="swiftshader", note="Chromium/SwiftShader (Tint), pinned to the device, "
+                                "Pyodide in a Web Worker"),
     "chromium-webgpu-main": LaneSpec("chromium-webgpu", "backend=webgpu&worker=0&table=0&precompile=off", "webgpu", "core",
                                      mode="main", adapter="swiftshader",
-                                     note="Chromium/SwiftShader, Pyodide on the main thread"),
-    "chromium-cpu": LaneSpec("chromium-webgpu", "backend=cpu&table=0&precompile=off", "cpu", "cpu",
+                                     note="Chromium/SwiftShader, pinned to the device, Pyodide on the main thread"),
+    "chromium-auto": LaneSpec("chromium-webgpu", "table=0&precompile=off", "webgpu", "core", adapter="swiftshader",
+                              cases="auto", note="Chromium/SwiftShader, backend auto: auto's own cases"),
+    "chromium-cpu": LaneSpec("chromium-webgpu", "backend=cpu&table=0&precompile=off", "cpu", "cpu", cases="cpu",
                              note="Chromium with WebGPU available, backend forced to cpu"),
-    "chromium-tier-core": LaneSpec("chromium-webgpu", "tier=core&table=0&precompile=off", "webgpu", "core", adapter="swiftshader",
-                                   note="Chromium/SwiftShader, ?tier=core"),
-    "chromium-tier-constrained": LaneSpec("chromium-webgpu", "tier=constrained&table=0&precompile=off", "webgpu", "constrained",
-                                          adapter="swiftshader", note="Chromium/SwiftShader, ?tier=constrained"),
-    "chromium-noflag": LaneSpec("chromium-noflag", "table=0&precompile=off", "cpu", "cpu",
+    "chromium-tier-constrained": LaneSpec("chromium-webgpu", "backend=webgpu&tier=constrained&table=0&precompile=off",
+                                          "webgpu", "constrained", adapter="swiftshader",
+                                          note="Chromium/SwiftShader, ?tier=constrained, pinned to the device"),
+    "chromium-noflag": LaneSpec("chromium-noflag", "table=0&precompile=off", "cpu", "cpu", cases="cpu",
                                 note="Chromium without --enable-unsafe-webgpu, backend auto must fall back"),
-    "firefox-webgpu": LaneSpec("firefox", "table=0&precompile=off", "webgpu", "full", features=("shader-f16",),
-                               note="Firefox ESR/lavapipe (WebDriver BiDi), backend auto"),
-    "webkit-cpu": LaneSpec("webkit", "table=0&precompile=off", "cpu", "cpu",
+    "firefox-webgpu": LaneSpec("firefox", "backend=webgpu&table=0&precompile=off", "webgpu", "full",
+                               features=("shader-f16",), note="Firefox ESR/lavapipe (naga, shader-f16), pinned to "
+                               "the device (WebDriver BiDi)"),
+    "firefox-auto": LaneSpec("firefox", "table=0&precompile=off", "webgpu", "full", features=("shader-f16",),
+                             cases="auto", note="Firefox ESR/lavapipe, backend auto: auto's own cases"),
+    "webkit-cpu": LaneSpec("webkit", "table=0&precompile=off", "cpu", "cpu", cases="cpu",
                            note="WebKitGTK MiniBrowser (Selenium, Xvfb): navigator.gpu is null"),
 }
 
 
 def lane_cases(lane: str) -> list[str]:
-    """The parity list a lane runs: every case for its backend."""
-    return names_for(LANES[lane].backend)
+    """The cases a lane runs: every case on its list."""
+    return names_for(LANES[lane].cases)
 
 
 # -- op names for the report ------------------------------------------------------------------------

@@ -82,9 +82,9 @@ _out
 
 # -- parity ------------------------------------------------------------------------------------------
 
-# auto (chromium-webgpu, firefox-webgpu: the host side on these software adapters), webgpu forced
+# auto (chromium-auto, firefox-auto: the host side on these software adapters), webgpu forced
 # (chromium-webgpu-main), cpu (chromium-cpu, webkit-cpu): every backend, the host ones on the WebAssembly kernels
-PARITY_LANES = ["chromium-webgpu", "chromium-webgpu-main", "chromium-cpu", "firefox-webgpu", "webkit-cpu"]
+PARITY_LANES = ["chromium-auto", "chromium-webgpu-main", "chromium-cpu", "firefox-auto", "webkit-cpu"]
 WHERE = """
 _info = rt.info()
 {"host_kernels": _info["host_kernels"], "counts": (_info.get("selection") or {}).get("counts", {})}
@@ -103,7 +103,7 @@ def test_minilm_matches_sentence_transformers_in_the_page(lane_factory, lane):
     assert stats["backend"] == page.info["backend"]
     assert stats["min_cosine"] >= 0.9999, stats
     assert where["host_kernels"] == "wasm", where   # ops placed on the host ran on the SIMD kernels
-    if lane in ("chromium-webgpu", "firefox-webgpu"):   # auto: each forward's placement is counted, and said
+    if lane in ("chromium-auto", "firefox-auto"):   # auto: each forward's placement is counted, and said
         assert sum(where["counts"].get("minilm.forward", {}).values()) >= 1, where
 
 

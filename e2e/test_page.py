@@ -20,8 +20,8 @@ def test_lane_detects(lane_factory, lane):
     """The page reports the backend, tier and mode the lane stands for (auto-detected or forced)."""
     spec, page = LANES[lane], lane_factory(lane)
     info = page.info
-    got = {"backend": info.get("backend"), "tier": info.get("tier"), "mode": page.mode}
-    want = {"backend": spec.backend, "tier": spec.tier, "mode": spec.mode}
+    got = {"backend": info.get("backend"), "tier": info.get("tier"), "mode": page.mode, "placement": info.get("mode")}
+    want = {"backend": spec.backend, "tier": spec.tier, "mode": spec.mode, "placement": spec.placement}
     assert got == want, f"{lane}: detected {got}, expected {want}; note: {info.get('note')}; adapter: {info.get('adapter')}"
     assert info["platform"] == "pyodide", info
     if spec.adapter:
@@ -38,9 +38,9 @@ def test_parity(lane_factory, lane, case):
     backend = page.info.get("backend")
     if backend != LANES[lane].backend:
         pytest.fail(f"{lane} runs on backend {backend!r}, not {LANES[lane].backend!r} "
-                    f"(note: {page.info.get('note')}): its {LANES[lane].backend} parity list does not apply",
+                    f"(note: {page.info.get('note')}): its {LANES[lane].cases} case list does not apply",
                     pytrace=False)
-    page.run(f"await cases.CASES[{case!r}](rt)")
+    page.run(f"await cases.run_case({case!r}, rt, device={LANES[lane].cases == 'webgpu'})")
 
 
 def test_chromium_adapter_is_swiftshader(lane_factory):

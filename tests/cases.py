@@ -2,7 +2,10 @@
 e2e lane runs the very same source inside Pyodide in each browser (e2e/test_page.py).
 
 Each case is `async def name(rt)`; it raises AssertionError (or the wrong error) on failure.
-Only numpy and gpuport are imported, so the module runs unchanged in a page.
+Only numpy and gpuport are imported, so the module runs unchanged in a page. `run_case` is how every runner
+calls one: on a device lane (a runtime pinned to its GPU) it asserts from `rt.info()["ran"]` that each op
+the case declares (`device=`) ran on the device and that nothing ran on the host, so a parity case can never
+pass by answering on NumPy. Cases that open a runtime of their own check it inside (`proves_on_device`).
 
 Tolerances (float32, u = 2**-24 unit roundoff):
 - add, mul, scale, embedding: the GPU does the same single f32 operation (scale may fuse to one fma):
@@ -18,6 +21,8 @@ Tolerances (float32, u = 2**-24 unit roundoff):
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
+from fnmatch import fnmatch
 from types import SimpleNamespace
 
 import numpy as np
@@ -28,6 +33,7 @@ from gpuport.formats.gguf import GGML_TYPE_IDS, TensorInfo
 from gpuport.models import llama_ref as L
 from gpuport.models.bpe import bytes_to_unicode
 from gpuport.models.llama import Llama
+from gpuport.quant import as_words, dequantize
 from properties import PROPERTIES, check_seeded
 
 U = 2.0 ** -24
@@ -35,22 +41,49 @@ CASES: dict[str, "Case"] = {}
 
 
 class Case:
-    def __init__(self, fn, backends: tuple[str, ...]) -> None:
-        self.fn, self.name, self.backends = fn, fn.__name__, backends
+    """A case body, the lists it is on ("webgpu": the device parity list, "cpu", "auto"), and the ops (names as
+    `rt.info()["ran"]` counts them; shell patterns allowed, "kernel:*") it proves on the lane's device."""
+
+    def __init__(self, fn, backends: tuple[str, ...], device: tuple[str, ...], own: bool) -> None:
+        self.fn, self.name, self.backends, self.device, self.own = fn, fn.__name__, backends, device, own
 
     async def __call__(self, rt):
         return await self.fn(rt)
 
 
-def case(*, backends: tuple[str, ...] = ("webgpu", "cpu")):
+def case(*, backends: tuple[str, ...] = ("webgpu", "cpu"), device: tuple[str, ...] = (), own: bool = False):
+    """`own`: the case proves its `device` ops on a runtime it opens itself (with proves_on_device inside)."""
     def register(fn):
-        CASES[fn.__name__] = Case(fn, backends)
+        CASES[fn.__name__] = Case(fn, backends, device, own)
         return fn
     return register
 
 
 def names_for(backend: str) -> list[str]:
     return [n for n, c in CASES.items() if backend in c.backends]
+
+
+@contextmanager
+def proves_on_device(rt, *ops: str):
+    """The block ran each of `ops` on rt's device at least once and nothing at all on rt's host."""
+    before = rt.info()["ran"]
+    yield
+    delta = {name: {where: n - before.get(name, {}).get(where, 0) for where, n in per.items()}
+             for name, per in rt.info()["ran"].items()}
+    on_host = {name: d for name, d in delta.items() if d.get("cpu", 0) > 0}
+    assert not on_host, f"ran on the host, not the device: {on_host}"
+    for op in ops:
+        assert any(fnmatch(name, op) and d.get("webgpu", 0) > 0 for name, d in delta.items()), \
+            f"{op} did not run on the device (what ran: { {n: d for n, d in delta.items() if any(d.values())} })"
+
+
+async def run_case(name: str, rt, device: bool) -> None:
+    """Run one case; on a device lane (`device`: rt is pinned to its GPU), prove where its ops ran."""
+    c = CASES[name]
+    if not device:
+        return await c(rt)
+    with proves_on_device(rt, *(() if c.own else c.device)):
+        await c(rt)
 
 
 def rng(seed: int) -> np.random.Generator:
@@ -100,17 +133,17 @@ for _shape_a, _shape_b in [((1,), (1,)), ((7, 13), (7, 13)), ((7, 13), (13,)), (
                 close(got, getattr(K, f"{op}_ref")(a, b), rtol=2e-7, what=f"{op} {sa} {sb}")
             fn.__name__ = f"{op}_{'x'.join(map(str, sa))}_by_{'x'.join(map(str, sb))}"
             return fn
-        case()(_make())
+        case(device=(_op,))(_make())
 
 
-@case()
+@case(device=("scale",))
 async def scale_odd(rt):
     x = rng(2).standard_normal((37, 129)).astype(np.float32)
     got = await rt.ops.scale(rt.tensor(x), 1.5, -0.25).read()
     close(got, K.scale_ref(x, a=1.5, b=-0.25), rtol=2e-7, atol=1e-7, what="scale")
 
 
-@case()
+@case(device=("scale",))
 async def scale_large_two_dimensional_grid(rt):
     # 2**24 + 4097 elements need more than 65535 workgroups of 256: the grid spills into y.
     n = (1 << 24) + 4097
@@ -127,7 +160,7 @@ for _shape in [(1,), (1, 1), (7, 13), (37, 129), (3, 17, 33)]:
             close(got, K.gelu_ref(x), atol=1e-6, what=f"gelu {shape}")
         fn.__name__ = f"gelu_{'x'.join(map(str, shape))}"
         return fn
-    case()(_make())
+    case(device=("gelu",))(_make())
 
 
 @case(backends=("cpu",))
@@ -161,7 +194,7 @@ def _matmul_case(name, a_shape, b_shape, *, bias=False, transpose_b=False, activ
         # in the epilogue only where a register-blocked kernel ran it (K a multiple of 4 on the device)
         assert fused in (0, 1) and (fused == 0 or (activation and rt.backend == "webgpu")), fused
     fn.__name__ = name
-    case()(fn)
+    case(device=("matmul",))(fn)
 
 
 _matmul_case("matmul_1x1_by_1x1", (1, 1), (1, 1))
@@ -217,7 +250,7 @@ for _shape in [(1,), (7, 13), (37, 129), (3, 17, 33), (5, 1000)]:
                   rtol=1e-5, atol=1e-6, what=f"softmax full mask {shape}")
         fn.__name__ = f"softmax_{'x'.join(map(str, shape))}"
         return fn
-    case()(_make())
+    case(device=("softmax",))(_make())
 
 
 for _shape in [(1,), (1, 1), (7, 13), (37, 129), (3, 17, 33), (4, 384)]:
@@ -246,10 +279,10 @@ for _shape in [(1,), (1, 1), (7, 13), (37, 129), (3, 17, 33), (4, 384)]:
                   atol=4 * n * U + 1e-7, what=f"l2_normalize {shape}")
         fn.__name__ = f"rowwise_{'x'.join(map(str, shape))}"
         return fn
-    case()(_make())
+    case(device=("layer_norm", "sum", "mean", "l2_normalize"))(_make())
 
 
-@case()
+@case(device=("l2_normalize",))
 async def l2_normalize_zero_row_stays_zero(rt):
     x = np.zeros((2, 5), np.float32)
     x[1] = 3.0
@@ -268,7 +301,7 @@ for _ids_shape, _vocab, _hidden in [((1,), 1, 1), ((7,), 13, 5), ((3, 17), 101, 
             close(got, K.embedding_ref(ids, table), what=f"embedding {ids_shape} {vocab}x{hidden}")
         fn.__name__ = f"embedding_{'x'.join(map(str, ids_shape))}_vocab{vocab}x{hidden}"
         return fn
-    case()(_make())
+    case(device=("embedding",))(_make())
 
 
 for _b, _sq, _sk, _heads, _d, _mask in [(1, 1, 1, 1, 1, False), (1, 7, 13, 1, 5, True), (2, 17, 33, 3, 11, True),
@@ -290,7 +323,7 @@ for _b, _sq, _sk, _heads, _d, _mask in [(1, 1, 1, 1, 1, False), (1, 7, 13, 1, 5,
                   what=f"attention b{b} sq{sq} sk{sk} h{heads} d{d}")
         fn.__name__ = f"attention_b{b}_q{sq}_k{sk}_h{heads}_d{d}{'_masked' if use_mask else ''}"
         return fn
-    case()(_make())
+    case(device=("attention",))(_make())
 
 
 for _b, _s, _h in [(1, 1, 1), (2, 7, 13), (3, 17, 384)]:
@@ -304,10 +337,10 @@ for _b, _s, _h in [(1, 1, 1), (2, 7, 13), (3, 17, 384)]:
             close(got, K.mean_pool_ref(x, m), atol=4 * s * U * np.abs(x).max() + 1e-7, what=f"mean_pool {b}x{s}x{h}")
         fn.__name__ = f"mean_pool_{b}x{s}x{h}"
         return fn
-    case()(_make())
+    case(device=("mean_pool",))(_make())
 
 
-@case()
+@case(backends=("webgpu", "cpu", "auto"), device=("matmul", "gelu", "l2_normalize"))
 async def chained_ops_queue_and_read_once(rt):
     # Nothing waits between ops: one read at the end sees the whole chain.
     r = rng(10)
@@ -335,7 +368,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
 """
 
 
-@case(backends=("webgpu",))
+@case(backends=("webgpu",), device=("kernel:*",))
 async def user_kernel_with_override_constant(rt):
     n = 1000
     x = rng(11).standard_normal(n).astype(np.float32)
@@ -359,7 +392,7 @@ def _user_ref(src, dst, *, uniforms, workgroups):
     dst[:n] = src[:n] * src[:n] * np.float32(3.0) + np.float32(offset)
 
 
-@case()
+@case(backends=("webgpu", "cpu", "auto"), device=("kernel:*",))
 async def user_kernel_with_reference_same_on_webgpu_and_cpu(rt):
     # The same kernel on this runtime (the WGSL on a GPU, the reference on the cpu tier) and on a cpu runtime
     # of its own: equal within the f32 rounding of x*x*3+offset (4 roundings; an fma may skip 2: 4u of the
@@ -456,7 +489,7 @@ async def use_after_close_is_refused(rt):
     await expect(gp.RuntimeClosed, lambda: other.ops.gelu(t), "closed")
 
 
-@case(backends=("webgpu",))
+@case(backends=("webgpu",), device=("scale",))
 async def batch_of_dispatches_crosses_the_boundary_a_constant_number_of_times(rt):
     return await _batch_crossings(rt)
 
@@ -464,7 +497,7 @@ async def batch_of_dispatches_crosses_the_boundary_a_constant_number_of_times(rt
 async def _batch_crossings(rt):
     # N queued ops cost one submit and one read, whatever N is; in a page the JS bridge's own call
     # counter must agree (it counts every call that crosses from Python into JS).
-    if getattr(rt, "selector", None) is not None:
+    if rt.mode == "auto":
         # backend="auto" may place these tiny ops on NumPy: count crossings on an always-GPU runtime
         own = await gp.open(backend=rt.backend)
         try:
@@ -507,7 +540,7 @@ async def _metrics_of(rt):
     return rt.fallback.get_performance_metrics()
 
 
-@case(backends=("webgpu",))
+@case(backends=("webgpu",), device=("matmul",), own=True)
 async def constrained_matmul_weight_over_binding_budget(rt):
     # The acceptance case: a (384, 1536) weight (2.25 MiB) over a 1 MiB binding budget is stored as blocks;
     # layer decomposition runs one launch per block (row blocks: split-K, accumulating; a transposed
@@ -525,7 +558,8 @@ async def constrained_matmul_weight_over_binding_budget(rt):
             wt = crt.tensor(w)
             assert wt.blocked and len(wt.blocks) >= 3, wt
             crt.fallback.reset_metrics()
-            got = await crt.ops.matmul(crt.tensor(a), wt, bias=crt.tensor(bias), transpose_b=tb).read()
+            with proves_on_device(crt, "matmul"):
+                got = await crt.ops.matmul(crt.tensor(a), wt, bias=crt.tensor(bias), transpose_b=tb).read()
             m = await _metrics_of(crt)
             assert m["last_strategy"]["matmul"] == "layer_decomposition", m
             assert m["layer_operations"] >= len(wt.blocks), m
@@ -537,7 +571,7 @@ async def constrained_matmul_weight_over_binding_budget(rt):
         crt.close()
 
 
-@case(backends=("webgpu",))
+@case(backends=("webgpu",), device=("gelu", "add", "softmax", "layer_norm", "sum"), own=True)
 async def constrained_tiled_ops_over_binding_budget(rt):
     # A (600, 1000) activation (2.3 MiB) over a 1 MiB budget: elementwise and row-wise ops run per tile.
     crt = await gp.open(backend=rt.backend, tier="constrained",
@@ -550,23 +584,24 @@ async def constrained_tiled_ops_over_binding_budget(rt):
         xt = crt.tensor(x)
         assert xt.blocked, xt
         crt.fallback.reset_metrics()
-        close(await crt.ops.gelu(xt).read(), K.gelu_ref(x), atol=1e-6, what="tiled gelu")
-        close(await crt.ops.add(xt, crt.tensor(b)).read(), K.add_ref(x, b), rtol=2e-7, what="tiled add")
-        close(await crt.ops.softmax(xt).read(), K.softmax_ref(x), rtol=1e-5, atol=1e-6, what="tiled softmax")
-        close(await crt.ops.layer_norm(xt, crt.tensor(g), crt.tensor(b)).read(), K.layer_norm_ref(x, g, b),
-              rtol=1e-5, atol=1e-5 + 8 * 1000 * U * (np.abs(g) + 1), what="tiled layer_norm")
-        res = x[::-1].copy()   # blocked like x: each block's residual rows are its own
-        close(await crt.ops.layer_norm(xt, crt.tensor(g), crt.tensor(b), residual=crt.tensor(res)).read(),
-              K.layer_norm_ref(x, g, b, res), rtol=1e-5, atol=1e-5 + 8 * 1000 * U * (np.abs(g) + 1),
-              what="tiled layer_norm with a residual")
-        close(await crt.ops.sum(xt).read(), K.sum_ref(x), atol=2 * 1000 * U * np.abs(x).sum(-1), what="tiled sum")
+        with proves_on_device(crt, "gelu", "add", "softmax", "layer_norm", "sum"):
+            close(await crt.ops.gelu(xt).read(), K.gelu_ref(x), atol=1e-6, what="tiled gelu")
+            close(await crt.ops.add(xt, crt.tensor(b)).read(), K.add_ref(x, b), rtol=2e-7, what="tiled add")
+            close(await crt.ops.softmax(xt).read(), K.softmax_ref(x), rtol=1e-5, atol=1e-6, what="tiled softmax")
+            close(await crt.ops.layer_norm(xt, crt.tensor(g), crt.tensor(b)).read(), K.layer_norm_ref(x, g, b),
+                  rtol=1e-5, atol=1e-5 + 8 * 1000 * U * (np.abs(g) + 1), what="tiled layer_norm")
+            res = x[::-1].copy()   # blocked like x: each block's residual rows are its own
+            close(await crt.ops.layer_norm(xt, crt.tensor(g), crt.tensor(b), residual=crt.tensor(res)).read(),
+                  K.layer_norm_ref(x, g, b, res), rtol=1e-5, atol=1e-5 + 8 * 1000 * U * (np.abs(g) + 1),
+                  what="tiled layer_norm with a residual")
+            close(await crt.ops.sum(xt).read(), K.sum_ref(x), atol=2 * 1000 * U * np.abs(x).sum(-1), what="tiled sum")
         m = await _metrics_of(crt)
         assert m["strategies"].get("tiled") == 6 and m["tiles"] >= 12, m
     finally:
         crt.close()
 
 
-@case(backends=("webgpu",))
+@case(backends=("webgpu",), device=("attention",), own=True)
 async def constrained_attention_chunks_and_head_groups(rt):
     # The per-dispatch score budget splits attention: heads in groups when one head fits, query chunks
     # when it does not; a q over the binding budget runs per block. Every split matches the reference.
@@ -587,7 +622,8 @@ async def constrained_attention_chunks_and_head_groups(rt):
         try:
             qt, kt = crt.tensor(q), crt.tensor(k)
             assert qt.blocked == (binding < 1 << 20) and not kt.blocked, (qt, kt)
-            got = await crt.ops.attention(qt, kt, crt.tensor(v), heads, mask=crt.tensor(mask)).read()
+            with proves_on_device(crt, "attention"):
+                got = await crt.ops.attention(qt, kt, crt.tensor(v), heads, mask=crt.tensor(mask)).read()
             m = await _metrics_of(crt)
             assert m["last_strategy"]["attention"] == strategy, (scores, m)
             assert m["attention_dispatches"] > 1, m
@@ -613,7 +649,7 @@ async def constrained_embedding_table_over_budget_uses_cpu_on_known_values(rt):
         crt.close()
 
 
-@case(backends=("webgpu",))
+@case(backends=("webgpu",), device=("matmul", "gelu"), own=True)
 async def constrained_simplified_shaders_small_workgroups(rt):
     # The constrained budget allows 64 invocations and 4 KiB of workgroup memory: matmul runs the 8x8
     # matmul_small.wgsl, elementwise ops a 64-wide workgroup.
@@ -624,17 +660,18 @@ async def constrained_simplified_shaders_small_workgroups(rt):
         r = rng(44)
         a = r.uniform(-1, 1, (2, 37, 129)).astype(np.float32)
         w = r.uniform(-1, 1, (2, 129, 65)).astype(np.float32)
-        got = await crt.ops.matmul(crt.tensor(a), crt.tensor(w)).read()
-        close(got, K.matmul_ref(a, w), atol=2 * 130 * U * (np.abs(a) @ np.abs(w)) + 1e-30, what="matmul_small")
         x = (r.standard_normal((37, 129)) * 3).astype(np.float32)
-        close(await crt.ops.gelu(crt.tensor(x)).read(), K.gelu_ref(x), atol=1e-6, what="gelu WG=64")
+        with proves_on_device(crt, "matmul", "gelu"):
+            got = await crt.ops.matmul(crt.tensor(a), crt.tensor(w)).read()
+            close(got, K.matmul_ref(a, w), atol=2 * 130 * U * (np.abs(a) @ np.abs(w)) + 1e-30, what="matmul_small")
+            close(await crt.ops.gelu(crt.tensor(x)).read(), K.gelu_ref(x), atol=1e-6, what="gelu WG=64")
         m = await _metrics_of(crt)
         assert m["strategies"] == {"simplified_shader": 2}, m
     finally:
         crt.close()
 
 
-@case(backends=("webgpu",))
+@case(backends=("webgpu",), device=("matmul", "gelu", "softmax", "layer_norm"), own=True)
 async def full_tier_f16_kernels_or_f32_step_down(rt):
     # precision="f16": the f16 variants where the adapter has shader-f16 (the full tier), else f32 with
     # the f32 results. Either way no error, and the stated tolerances hold.
@@ -647,32 +684,83 @@ async def full_tier_f16_kernels_or_f32_step_down(rt):
         a = r.uniform(-1, 1, (37, 129)).astype(np.float32)
         w = r.uniform(-1, 1, (129, 65)).astype(np.float32)
         ab = np.abs(a) @ np.abs(w)
-        got = await frt.ops.matmul(frt.tensor(a), frt.tensor(w)).read()
-        close(got, K.matmul_ref(a, w), atol=(2 * h if f16 else 0) * ab + 2 * 130 * U * ab + 1e-30, what="matmul f16")
-        x = (r.standard_normal((37, 129)) * 3).astype(np.float32)
-        close(await frt.ops.gelu(frt.tensor(x)).read(), K.gelu_ref(x),
-              atol=(2.5e-3 * np.abs(x) + 1e-5) if f16 else 1e-6, what="gelu f16")
-        m_ = np.where(r.random(129) < 0.3, -1e9, 0).astype(np.float32)
-        close(await frt.ops.softmax(frt.tensor(x), mask=frt.tensor(m_)).read(), K.softmax_ref(x, m_),
-              rtol=1e-2 if f16 else 1e-5, atol=1e-3 if f16 else 1e-6, what="softmax f16")
-        n = 384
-        x2 = (r.standard_normal((4, n)) * 2 + 1).astype(np.float32)
-        g = r.standard_normal(n).astype(np.float32)
-        b = r.standard_normal(n).astype(np.float32)
-        mean = x2.mean(-1, keepdims=True)
-        xh = (x2 - mean) / np.sqrt(((x2 - mean) ** 2).mean(-1, keepdims=True) + 1e-5)
-        tol = 4 * h * (np.abs(xh * g) + np.abs(b)) + 1e-6 if f16 else 1e-5 + 8 * n * U * (np.abs(g) + 1)
-        close(await frt.ops.layer_norm(frt.tensor(x2), frt.tensor(g), frt.tensor(b)).read(),
-              K.layer_norm_ref(x2, g, b), atol=tol, rtol=0 if f16 else 1e-5, what="layer_norm f16")
-        # the residual halves x2 back: the same x_hat, so the same bound
-        close(await frt.ops.layer_norm(frt.tensor(x2 / 2), frt.tensor(g), frt.tensor(b),
-                                       residual=frt.tensor(x2 / 2)).read(),
-              K.layer_norm_ref(x2 / 2, g, b, x2 / 2), atol=tol, rtol=0 if f16 else 1e-5,
-              what="layer_norm f16 with a residual")
+        with proves_on_device(frt, "matmul", "gelu", "softmax", "layer_norm"):
+            got = await frt.ops.matmul(frt.tensor(a), frt.tensor(w)).read()
+            close(got, K.matmul_ref(a, w), atol=(2 * h if f16 else 0) * ab + 2 * 130 * U * ab + 1e-30, what="matmul f16")
+            x = (r.standard_normal((37, 129)) * 3).astype(np.float32)
+            close(await frt.ops.gelu(frt.tensor(x)).read(), K.gelu_ref(x),
+                  atol=(2.5e-3 * np.abs(x) + 1e-5) if f16 else 1e-6, what="gelu f16")
+            m_ = np.where(r.random(129) < 0.3, -1e9, 0).astype(np.float32)
+            close(await frt.ops.softmax(frt.tensor(x), mask=frt.tensor(m_)).read(), K.softmax_ref(x, m_),
+                  rtol=1e-2 if f16 else 1e-5, atol=1e-3 if f16 else 1e-6, what="softmax f16")
+            n = 384
+            x2 = (r.standard_normal((4, n)) * 2 + 1).astype(np.float32)
+            g = r.standard_normal(n).astype(np.float32)
+            b = r.standard_normal(n).astype(np.float32)
+            mean = x2.mean(-1, keepdims=True)
+            xh = (x2 - mean) / np.sqrt(((x2 - mean) ** 2).mean(-1, keepdims=True) + 1e-5)
+            tol = 4 * h * (np.abs(xh * g) + np.abs(b)) + 1e-6 if f16 else 1e-5 + 8 * n * U * (np.abs(g) + 1)
+            close(await frt.ops.layer_norm(frt.tensor(x2), frt.tensor(g), frt.tensor(b)).read(),
+                  K.layer_norm_ref(x2, g, b), atol=tol, rtol=0 if f16 else 1e-5, what="layer_norm f16")
+            # the residual halves x2 back: the same x_hat, so the same bound
+            close(await frt.ops.layer_norm(frt.tensor(x2 / 2), frt.tensor(g), frt.tensor(b),
+                                           residual=frt.tensor(x2 / 2)).read(),
+                  K.layer_norm_ref(x2 / 2, g, b, x2 / 2), atol=tol, rtol=0 if f16 else 1e-5,
+                  what="layer_norm f16 with a residual")
         m = await _metrics_of(frt)
         assert m["strategies"] == ({"f16": 5} if f16 else {"native": 5}), m
     finally:
         frt.close()
+
+
+@case(backends=("webgpu",), device=("q4_1_matvec", "q8_0_matvec", "q4_1_matmul"), own=True)
+async def full_tier_f16_quantized_kernels_or_f32_step_down(rt):
+    # precision="f16": the quantized matvecs and the Q4_1 matmul in f16 where the adapter has shader-f16 (x and
+    # each dequantized weight rounded to f16, a half-block's 16-term dot product in f16, half-block sums in f32:
+    # 24 h (|W| @ |x|) beyond the f32 bound 2 (K+2) u (|W| @ |x|), as tests/test_quant_kernels.py states), else f32.
+    frt = await gp.open(backend=rt.backend, precision="f16")
+    try:
+        f16 = frt.precision == "f16"
+        r = rng(46)
+        n, k, t = 40, 96, 5
+        x = r.standard_normal((t, k)).astype(np.float32)
+        frt.fallback.reset_metrics()
+        with proves_on_device(frt, "q4_1_matvec", "q8_0_matvec", "q4_1_matmul"):
+            for kind in ("Q4_1", "Q8_0"):
+                raw = _llama_blocks(kind, n, k, r)
+                words = as_words(raw)
+                scale = np.abs(x) @ np.abs(dequantize(raw, kind, (n, k))).T
+                bound = 2 * (k + 2) * U * scale + (24 * 2.0 ** -11 * scale if f16 else 0) + 1e-30
+                wt = frt.tensor(words)
+                got = await frt.ops.q_linear(frt.tensor(x), wt, kind, (n, k), row=2).read()
+                ref = K.q4_1_matvec_ref if kind == "Q4_1" else K.q8_0_matvec_ref
+                close(got, ref(words, x, n=n, k=k, row=2)[None], atol=bound[2:3], what=f"{kind} matvec")
+                if kind == "Q4_1":
+                    got = await frt.ops.q_linear(frt.tensor(x), wt, kind, (n, k)).read()
+                    close(got, K.q4_1_matmul_ref(words, x, n=n, k=k), atol=bound, what="Q4_1 matmul")
+        m = await _metrics_of(frt)
+        assert m["strategies"] == ({"f16": 3} if f16 else {"native": 3}), m
+    finally:
+        frt.close()
+
+
+@case(backends=("auto",))
+async def auto_places_every_call_and_says_where(rt):
+    # Under auto each call runs on the side the selector picks and is counted there; pinned, it runs where it is
+    # told; every side agrees with the reference.
+    assert rt.mode == "auto", rt.mode
+    x = (rng(90).standard_normal((33, 65)) * 3).astype(np.float32)
+    before = dict(rt.info()["ran"].get("gelu", {}))
+    answers = [await rt.ops.gelu(rt.tensor(x)).read()]
+    for side in ("webgpu", "cpu"):
+        with rt.pinned(side):
+            answers.append(await rt.ops.gelu(rt.tensor(x)).read())
+    after = rt.info()["ran"]["gelu"]
+    delta = {w: after.get(w, 0) - before.get(w, 0) for w in ("webgpu", "cpu")}
+    assert sum(delta.values()) == 3 and delta["webgpu"] >= 1 and delta["cpu"] >= 1, delta
+    for got in answers:
+        close(got, K.gelu_ref(x), atol=1e-6, what="gelu under auto")
+    assert sum(rt.info()["selection"]["counts"]["gelu"].values()) >= 3, rt.info()["selection"]
 
 
 @case(backends=("webgpu",))
@@ -703,7 +791,8 @@ async def ops_during_precompilation_match_the_reference(rt):
         fresh.close()
 
 
-@case()
+@case(device=("add", "attention", "embedding", "gelu", "l2_normalize", "layer_norm", "matmul", "mean", "mean_pool",
+              "mul", "scale", "softmax", "sum"))
 async def properties_seeded(rt):
     # tests/properties.py's checks (NaN, +-inf, huge, tiny, empty axes) on seeded draws of every op: the
     # page's subset of what Hypothesis explores natively (tests/test_properties.py).
@@ -754,7 +843,7 @@ async def embedding_ids_computed_on_the_gpu_raise_index_error(rt):
         own.close()
 
 
-@case()
+@case(device=("l2_normalize",))
 async def l2_normalize_propagates_nan_and_survives_huge_rows(rt):
     x = np.array([[np.nan, 1, 2, 3], [3e20, 4e20, 0, 0], [3e-30, 4e-30, 0, 0], [0, 0, 0, 0]], np.float32)
     got = await rt.ops.l2_normalize(rt.tensor(x)).read()
@@ -763,7 +852,7 @@ async def l2_normalize_propagates_nan_and_survives_huge_rows(rt):
           what="huge and tiny rows")
 
 
-@case()
+@case(device=("mean", "sum"))
 async def mean_and_sum_of_empty_rows_match_numpy(rt):
     x = rt.tensor(np.zeros((3, 0), np.float32))
     assert np.isnan(await rt.ops.mean(x).read()).all()
@@ -784,7 +873,7 @@ async def arguments_are_validated_with_typed_errors(rt):
     await expect(TypeError, lambda: rt.kernel(b"@compute @workgroup_size(1) fn main() {}"), "decode")
 
 
-@case()
+@case(backends=("webgpu", "cpu", "auto"), device=("matmul", "gelu"))
 async def profile_says_where_each_op_ran_and_how_long(rt):
     import json
     r = rng(81)
@@ -805,7 +894,7 @@ async def profile_says_where_each_op_ran_and_how_long(rt):
     assert "<table>" in prof.report("html") and "| matmul |" in prof.report("markdown")
 
 
-@case()
+@case(device=("scale",))
 async def reshape_is_a_view_with_a_clear_error(rt):
     x = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
     t = rt.tensor(x)
@@ -891,7 +980,8 @@ def _tiny_llama():
     return SimpleNamespace(metadata=meta, tensors=tensors), data
 
 
-@case()
+@case(device=("q8_0_embedding", "rms_norm", "q4_1_matmul", "rope", "kv_attention", "add", "swiglu", "q8_0_matvec",
+              "q4_1_matvec"))
 async def llama_tiny_forward_matches_the_reference(rt):
     header, data = _tiny_llama()
 
