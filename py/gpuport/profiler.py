@@ -49,6 +49,9 @@ class Profile:
         self.compiles: list[dict[str, Any]] = []
         self.peak_device_bytes = 0
         self._slots: list[OpRecord] = []      # one per device dispatch, in submission order, until timed
+        # stamps read back before their op was recorded (auto syncs a call it times for learning before the
+        # call returns): the next records take them, in submission order
+        self._early: list[tuple[str, float]] = []
         self._t0 = 0.0
         self._wall_ms = 0.0
         self._stats0: dict[str, int] = {}
@@ -98,6 +101,8 @@ class Profile:
         self.ops.append(record)
         if self.rt.device.timestamps:
             self._slots += [record] * dispatches
+            early, self._early = self._early, []
+            self._assign(early)
         self.peak_device_bytes = max(self.peak_device_bytes, self.rt.memory.device_bytes())
 
     def compiled(self, label: str, ms: float) -> None:
@@ -105,14 +110,19 @@ class Profile:
 
     def _timed(self, labels: list[str], ms: list[float]) -> None:
         """Timestamps of dispatches, in submission order (the device calls this)."""
-        for label, t in zip(labels, ms):
+        self._assign(list(zip(labels, ms)))
+        if not self._slots and self.rt.profiler is not self:
+            self.rt.device.timer = None
+
+    def _assign(self, stamps: list[tuple[str, float]]) -> None:
+        for i, (label, t) in enumerate(stamps):
             if not self._slots:
-                break
+                if self.rt.profiler is self:   # inside the block: the op they belong to is being recorded
+                    self._early += stamps[i:]
+                return
             record = self._slots.pop(0)
             record.device_ms = round((record.device_ms or 0.0) + t, 4)
             record.kernels.append(label)
-        if not self._slots and self.rt.profiler is not self:
-            self.rt.device.timer = None
 
     # -- the report ---------------------------------------------------------------------------------
     def report(self, format: str = "dict") -> dict[str, Any] | str:
