@@ -26,6 +26,7 @@ Memory levels (`set_memory_optimization_level`), each trading speed for memory:
 from __future__ import annotations
 
 import time
+from functools import cache
 from typing import Any, Awaitable, Callable, Mapping, Sequence
 
 import numpy as np
@@ -78,6 +79,15 @@ class _Uncached(QuantMatrix):
 
     def dense(self) -> np.ndarray:
         return dequantize(self.raw, self.kind, self.shape)
+
+
+@cache
+def _forward_ops(dim: int, kv: int, ffn: int, layers: int, tokens: int) -> tuple[tuple[str, tuple[tuple[int, ...], ...]], ...]:
+    """A llama forward's ops and shapes over `tokens` positions (made once per size: asked on every token)."""
+    layer = (("matmul", ((tokens, dim), (dim, dim + 2 * kv))), ("matmul", ((tokens, dim), (dim, dim))),
+             ("matmul", ((tokens, dim), (dim, 2 * ffn))), ("matmul", ((tokens, ffn), (ffn, dim))),
+             ("attention", ((1, tokens, dim), (1, tokens, dim))))
+    return layer * layers
 
 
 class Llama:
@@ -220,15 +230,10 @@ class Llama:
         self.rt.placement.learn_whole("llama.forward", self._forward_ops(tokens), "cpu" if host else self.rt.backend,
                                       seconds)
 
-    def _forward_ops(self, tokens: int) -> list[tuple[str, list[tuple[int, ...]]]]:
+    def _forward_ops(self, tokens: int) -> tuple[tuple[str, tuple[tuple[int, ...], ...]], ...]:
         """A forward's ops and shapes over `tokens` new positions, for placement's cost of a whole forward."""
         c = self.config
-        kv = c.n_kv_heads * c.head_dim
-        layer = [("matmul", [(tokens, c.dim), (c.dim, c.dim + 2 * kv)]), ("matmul", [(tokens, c.dim), (c.dim, c.dim)]),
-                 ("matmul", [(tokens, c.dim), (c.dim, 2 * c.ffn_dim)]),
-                 ("matmul", [(tokens, c.ffn_dim), (c.ffn_dim, c.dim)]),
-                 ("attention", [(1, tokens, c.dim), (1, tokens, c.dim)])]
-        return layer * c.n_layers
+        return _forward_ops(c.dim, c.n_kv_heads * c.head_dim, c.ffn_dim, c.n_layers, tokens)
 
     def new_cache(self, capacity: int, host: bool) -> DeviceKVCache | HostKVCache:
         """An empty KV cache for up to `capacity` positions (ContextLengthExceeded past the model's context)."""

@@ -10,6 +10,7 @@ runs on native WebGPU, on NumPy, and inside a page. Weights go to the device onc
 from __future__ import annotations
 
 import time
+from functools import cache
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
@@ -71,6 +72,16 @@ def weight_names(cfg: BertConfig) -> list[str]:
 class _Layer:
     __slots__ = ("wq", "bq", "wk", "bk", "wv", "bv", "wo", "bo", "ln1_g", "ln1_b", "wi", "bi", "wo2", "bo2",
                  "ln2_g", "ln2_b")
+
+
+@cache
+def _forward_ops(h: int, f: int, layers: int, batch: int, seq: int) -> tuple[tuple[str, tuple[tuple[int, ...], ...]], ...]:
+    """A MiniLM forward's ops and shapes (made once per size: placement asks on every batch)."""
+    n = batch * seq
+    layer = (("matmul", ((n, h), (h, 3 * h))), ("attention", ((batch, seq, h), (batch, seq, h))),
+             ("matmul", ((n, h), (h, h))), ("layer_norm", ((n, h),)), ("matmul", ((n, h), (h, f))),
+             ("gelu", ((n, f),)), ("matmul", ((n, f), (f, h))), ("layer_norm", ((n, h),)))
+    return layer * layers
 
 
 def _host_layer(L: _Layer) -> EncoderLayer:
@@ -215,14 +226,10 @@ class MiniLM:
         return self.rt.placement.whole("minilm.forward", self._ops(batch, seq),
                                        host_can=self._host_weights() is not None).on_host
 
-    def _ops(self, batch: int, seq: int) -> list[tuple[str, list[tuple[int, ...]]]]:
+    def _ops(self, batch: int, seq: int) -> tuple[tuple[str, tuple[tuple[int, ...], ...]], ...]:
         """The forward's ops and shapes, for placement's cost of a whole forward."""
-        cfg, n = self.config, batch * seq
-        h, f = cfg.hidden_size, cfg.intermediate_size
-        layer = [("matmul", [(n, h), (h, 3 * h)]), ("attention", [(batch, seq, h), (batch, seq, h)]),
-                 ("matmul", [(n, h), (h, h)]), ("layer_norm", [(n, h)]), ("matmul", [(n, h), (h, f)]),
-                 ("gelu", [(n, f)]), ("matmul", [(n, f), (f, h)]), ("layer_norm", [(n, h)])]
-        return layer * cfg.num_hidden_layers
+        cfg = self.config
+        return _forward_ops(cfg.hidden_size, cfg.intermediate_size, cfg.num_hidden_layers, batch, seq)
 
     def _learn(self, shape: tuple[int, int], backend: str, seconds: float) -> None:
         """How long a whole forward of this shape took on `backend` (start to result), for placement."""

@@ -183,7 +183,8 @@ class AutoSelection:
                ) -> tuple[WorkloadCharacteristics, dict[str, list[tuple[WorkloadCharacteristics, float]]]]:
         """The computation as one workload, and per backend its ops' workloads (operands resident there)
         with the model's estimates: made once per (name, ops, costs), as a model asks for every batch."""
-        key = (name, tuple((op, tuple(shapes)) for op, shapes in ops), tuple(map(id, self.selector.costs.values())))
+        shapes_key = ops if isinstance(ops, tuple) else tuple((op, tuple(map(tuple, s))) for op, s in ops)
+        key = (name, shapes_key, tuple(map(id, self.selector.costs.values())))
         found = self._wholes.get(key)
         if found is None:
             per_op = [(op, shapes, WorkloadCharacteristics.of(op, shapes)) for op, shapes in key[1]]
