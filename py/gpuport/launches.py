@@ -34,13 +34,9 @@ class Part:
         return len(self.shape)
 
 
-def _prod(shape: tuple[int, ...]) -> int:
-    return int(np.prod(shape, dtype=np.int64))
-
-
 def _rows(x: Any) -> tuple[int, int]:
     n = x.shape[-1]
-    return _prod(tuple(x.shape[:-1])), n
+    return math.prod(tuple(x.shape[:-1])), n
 
 
 # Each launcher: (inputs, output, attrs, flat(n) -> workgroups for n invocations, max groups per dimension)
@@ -69,7 +65,7 @@ def matmul_geometry(ins, out, attrs, flat, groups):
     m, k = a.shape[-2:]
     n = out.shape[-1]
     consts = {"TRANSPOSE_B": int(attrs["transpose_b"]), "HAS_BIAS": int(bias is not None)}
-    return ((math.ceil(n / 64), math.ceil(m / 64), _prod(tuple(a.shape[:-2]))),
+    return ((math.ceil(n / 64), math.ceil(m / 64), math.prod(tuple(a.shape[:-2]))),
             pack_uniforms(m, n, k, m * k, k * n if b.ndim > 2 else 0), consts)
 
 
@@ -206,7 +202,7 @@ def rb_matmul_launch(block: RegisterBlock, a: Any, b: Any, bias: Any, out: Any, 
     m, k = a.shape[-2:]
     n = out.shape[-1]
     workgroups = (math.ceil(n / (block.cols_per_invocation * RB_WG)), math.ceil(m / block.rows),
-                  _prod(tuple(a.shape[:-2])))
+                  math.prod(tuple(a.shape[:-2])))
     return Launch(block.kernel, [a, b, bias], out, workgroups,
                   pack_uniforms(m, n, k, m * k, k * n if b.ndim > 2 else 0),
                   {"HAS_BIAS": int(bias is not None), "ACT": act})

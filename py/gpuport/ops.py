@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .kernels import ATTENTION_MAX_HEAD_DIM
-from .references import ACTIVATIONS
+from .references import ACTIVATIONS, check_ids
 from .quant import row_bytes
 from .tensor import Tensor
 from .types import OpCall
@@ -202,11 +202,8 @@ class Ops:
             raise ValueError(f"embedding: table must be (vocab, hidden), got {table.shape}")
         vocab, hidden = table.shape
         known = ids.known_values()
-        if known is not None and known.size:
-            lo, hi = int(known.min()), int(known.max())
-            if lo < 0 or hi >= vocab:
-                bad = lo if lo < 0 else hi
-                raise IndexError(f"embedding: id {bad} is outside the table's {vocab} rows")
+        if known is not None:
+            check_ids(known, vocab, "embedding")
         return self._run("embedding", ("ids", "table"), [ids, table], ids.shape + (hidden,))
 
     def attention(self, q: Tensor, k: Tensor, v: Tensor, num_heads: int, mask: Tensor | None = None) -> Tensor:
@@ -340,9 +337,8 @@ class Ops:
             raise TypeError(f"q_embedding: the gather kernel reads Q8_0 tables, got {kind!r}")
         vocab, dim = self._quant_weight(table, kind, shape, "q_embedding")
         known = ids.known_values()
-        if known is not None and known.size and (int(known.min()) < 0 or int(known.max()) >= vocab):
-            bad = int(known.min()) if known.min() < 0 else int(known.max())
-            raise IndexError(f"q_embedding: id {bad} is outside the table's {vocab} rows")
+        if known is not None:
+            check_ids(known, vocab, "q_embedding")
         return self._run("q8_0_embedding", ("w", "ids"), [table, ids], ids.shape + (dim,), n=vocab, k=dim)
 
 

@@ -96,12 +96,18 @@ def mean_ref(x: np.ndarray) -> np.ndarray:
         return _f32(x.mean(axis=-1) if x.shape[-1] else np.full(x.shape[:-1], np.nan))
 
 
+def check_ids(ids: np.ndarray, rows: int, op: str) -> None:
+    """IndexError naming the first id of `ids` outside a table of `rows` rows (its smallest, or its largest)."""
+    flat = np.asarray(ids).ravel()
+    if flat.size:
+        lo, hi = int(flat.min()), int(flat.max())
+        if lo < 0 or hi >= rows:
+            raise IndexError(f"{op}: id {lo if lo < 0 else hi} is outside the table's {rows} rows")
+
+
 def embedding_ref(ids: np.ndarray, table: np.ndarray) -> np.ndarray:
-    idx = ids.astype(np.int64)
-    if idx.size and (idx.min() < 0 or idx.max() >= table.shape[0]):
-        bad = int(idx.min()) if idx.min() < 0 else int(idx.max())
-        raise IndexError(f"embedding: id {bad} is outside the table's {table.shape[0]} rows")
-    return _f32(table[idx])
+    check_ids(ids, table.shape[0], "embedding")
+    return _f32(table[ids.astype(np.int64)])
 
 
 def attention_ref(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: np.ndarray | None = None, *,
@@ -234,7 +240,5 @@ def q4_1_matmul_ref(w: np.ndarray, x: np.ndarray, *, n: int, k: int) -> np.ndarr
 def q8_0_embedding_ref(w: np.ndarray, ids: np.ndarray, *, n: int, k: int) -> np.ndarray:
     """Rows `ids` of a Q8_0 (n, k) table stored as u32 words (exact: one f32 product per value, as ggml)."""
     flat = np.asarray(ids, np.int64).ravel()
-    if flat.size and (flat.min() < 0 or flat.max() >= n):
-        bad = int(flat.min()) if flat.min() < 0 else int(flat.max())
-        raise IndexError(f"q8_0_embedding: id {bad} is outside the table's {n} rows")
+    check_ids(flat, n, "q8_0_embedding")
     return quant.embedding_ref(_quant(w, "Q8_0", n, k), flat).reshape(np.shape(ids) + (k,))

@@ -3,6 +3,7 @@ name in STRATEGY_RUNNERS. Deciding is placement's job; launch geometry is launch
 
 from __future__ import annotations
 
+import math
 import dataclasses
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -19,10 +20,6 @@ from .types import Decision, OpCall
 
 if TYPE_CHECKING:
     from .runtime import Runtime
-
-
-def _prod(shape: tuple[int, ...]) -> int:
-    return int(np.prod(shape, dtype=np.int64))
 
 
 class Strategies:
@@ -92,7 +89,7 @@ class Strategies:
         tb = call.attrs["transpose_b"]
         self._launch(small_matmul_launch(a, b, bias, out, transpose_b=tb, M=m, N=n, K=k, lda=k,
                                          ldb=k if tb else n, ldc=n, sa=m * k, sb=k * n if b.ndim > 2 else 0,
-                                         sc=m * n, batch=_prod(tuple(a.shape[:-2]))))
+                                         sc=m * n, batch=math.prod(tuple(a.shape[:-2]))))
         return out
 
     def layer_decomposition(self, call: OpCall, plan: Decision) -> Tensor:

@@ -27,13 +27,6 @@ RECORD_VERSION = 1
 MAX_BUCKET = 1100                  # log2 of the largest float: no real workload lies beyond
 
 
-def _prod(shape: Sequence[int]) -> int:
-    n = 1
-    for s in shape:
-        n *= int(s)
-    return n
-
-
 @dataclass(frozen=True)
 class WorkloadCharacteristics:
     """What an op call costs: its shapes, bytes moved, FLOPs, and where each input lives now."""
@@ -50,8 +43,8 @@ class WorkloadCharacteristics:
     def of(cls, op: str, shapes: Iterable[Sequence[int]], inputs_on: Iterable[str] = (),
            itemsize: int = 4, output_shape: Sequence[int] | None = None) -> "WorkloadCharacteristics":
         shapes_t = tuple(tuple(int(d) for d in s) for s in shapes)
-        in_bytes = tuple(_prod(s) * itemsize for s in shapes_t)
-        out = _prod(output_shape if output_shape is not None else (shapes_t[0] if shapes_t else ())) * itemsize
+        in_bytes = tuple(math.prod(s) * itemsize for s in shapes_t)
+        out = math.prod(output_shape if output_shape is not None else (shapes_t[0] if shapes_t else ())) * itemsize
         return cls(op, shapes_t, "float32" if itemsize == 4 else f"{itemsize * 8}-bit", sum(in_bytes) + out,
                    flops(op, shapes_t), tuple(inputs_on), in_bytes)
 
