@@ -21,11 +21,10 @@ struct Params { M: u32, N: u32, K: u32, a_batch_stride: u32, b_batch_stride: u32
 // BEGIN prelude/erf.wgsl: copied in by shaders/generate.py, edit that file, not this region
 // erf by Abramowitz & Stegun 7.1.26 (WGSL has none): |error| <= 1.5e-7 in exact arithmetic.
 fn erf_as(v: f32) -> f32 {
-  let s = sign(v);
   let a = abs(v);
   let t = 1.0 / (1.0 + 0.3275911 * a);
   let poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))));
-  return s * (1.0 - poly * exp(-a * a));
+  return sign(v) * (1.0 - poly * exp(-a * a));
 }
 // END prelude/erf.wgsl
 
