@@ -22,6 +22,7 @@ from faults import NotSurvived, Tally, expect_close
 from gpuport import chunk_manifest
 from gpuport import loader as L
 from gpuport.records import RecordWarning, cache_dir
+from gpuport.references import gelu_ref
 
 CHUNK = 64 * 1024
 
@@ -271,7 +272,7 @@ def caches(t: Tally, rng: np.random.Generator, quick: bool) -> None:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 with gp.open_sync(backend="webgpu" if kind == "pipelines" else "auto") as rt:
-                    expect_close(rt.ops.gelu(rt.tensor(x)).numpy(), gp.kernels.gelu_ref(x), what="gelu")
+                    expect_close(rt.ops.gelu(rt.tensor(x)).numpy(), gelu_ref(x), what="gelu")
             mine = [w for w in caught if issubclass(w.category, RecordWarning) and str(path) in str(w.message)]
             if len(mine) != 1:
                 raise NotSurvived(f"{len(mine)} reports of the bad {kind} record (want 1): "

@@ -209,6 +209,7 @@ def _matmul_case(name, a_shape, b_shape, *, bias=False, transpose_b=False, activ
 
 _matmul_case("matmul_1x1_by_1x1", (1, 1), (1, 1))
 _matmul_case("matmul_7x13_by_13x5", (7, 13), (13, 5))
+_matmul_case("matmul_empty_inner_4x0_by_0x8_bias", (4, 0), (0, 8), bias=True)
 _matmul_case("matmul_37x129_by_129x65_bias", (37, 129), (129, 65), bias=True)
 _matmul_case("matmul_37x129_by_65x129_transposed", (37, 129), (65, 129), transpose_b=True)
 _matmul_case("matmul_batched_3x17x33_by_33x19", (3, 17, 33), (33, 19), bias=True)

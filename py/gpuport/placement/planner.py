@@ -112,7 +112,8 @@ class Planner:
         without transpose_b, multiples of 4), else None (the tiled matmul.wgsl serves it; so does an empty
         matmul_choice)."""
         a, tb, n = call.inputs[0], call.attrs["transpose_b"], call.out_shape[-1]
-        if a.shape[-1] % 4 or (not tb and n % 4):
+        # K = 0 binds an empty operand where the kernel declares vec4s (WebGPU refuses the binding)
+        if a.shape[-1] == 0 or a.shape[-1] % 4 or (not tb and n % 4):
             return None
         layout = "tb" if tb else "nb"
         return next((b for b in self.matmul_blocks() if b.layout == layout), None)
