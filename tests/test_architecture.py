@@ -1,5 +1,5 @@
 """The package's shape, enforced: no import cycle (import-linter's contracts in pyproject.toml: imports
-inside functions count, TYPE_CHECKING blocks do not), js/pyodide only in the two page modules, imports
+inside functions count, TYPE_CHECKING blocks do not), js/pyodide only in the three page modules, imports
 inside functions only for optional dependencies or page-only modules, no module over 500 lines; where work
 runs decided only in placement/, an op's facts only in its spec, a tensor's storage typed."""
 

@@ -424,11 +424,11 @@ def wasm_kernels_work_in_place_on_numpy_memory() -> None:
     x = np.linspace(-4, 4, 37, dtype=np.float32)
     want = K.gelu_ref(x)
     address = x.__array_interface__["data"][0]
-    W._K.gp_gelu(address, address, x.size)
+    W.ENGINE.lib.gp_gelu(address, address, x.size)
     close(x, want, atol=1e-6, what="gelu in place")
 
 
 @case
 def wasm_reports_abi_and_reason() -> None:
     assert W.reason() == "", W.reason()
-    assert int(W._K.gp_abi()) == W.ABI
+    assert int(W.ENGINE.lib.gp_abi()) == W.ABI

@@ -3,6 +3,8 @@
 // batch of dispatches. Every GPU call runs inside error scopes; errors and compilation messages are
 // collected per device and handed back with the next read(), so Python raises its typed errors.
 
+export const VERSION = "0.1.0";   // gpuport's version: Python refuses a JS half of another release
+
 const devices = new Map();   // handle -> per-device state
 let nextDevice = 1;
 export const stats = { calls: 0, byName: {} };

@@ -1,9 +1,9 @@
 // Boots Pyodide with NumPy, micropip and the gpuport wheel, opens a runtime, and runs Python.
 // The same code serves the Web Worker (worker.js) and the main-thread mode (gpuport.js).
-import * as bridge from "./bridge.js";
-import * as idb from "./idb.js";
+// The JS half Python calls (bridge, IndexedDB, the WebAssembly kernels) is not registered here: gpuport
+// registers it from the installed wheel on open() (py/gpuport/backends/jsmodules.py), as in any Pyodide.
 import { serveRangesFromChunks } from "./ranges.js";
-import { defaultSources, loadWasmKernels } from "./wasm.js";
+import { defaultSources } from "./wasm.js";
 
 export const STAGES = ["pyodide", "numpy", "wheel", "open", "precompile"];
 
@@ -132,7 +132,7 @@ export class Host {
 export async function boot({ base = null, pyodideURL, wheelURL, chunked = {}, backend = "auto", tier = null,
                              limits = "default", precompile = "background", hostKernels = "auto" },
                            progress = () => {}) {
-  const kernelSources = defaultSources(hostKernels);   // a bad choice throws here, before anything loads
+  defaultSources(hostKernels);   // a bad choice throws here, before anything loads
   const t0 = performance.now();
   const mark = {};
   const stages = precompile === "await" ? STAGES : STAGES.slice(0, -1);
@@ -153,22 +153,17 @@ export async function boot({ base = null, pyodideURL, wheelURL, chunked = {}, ba
     return loadPyodide({ indexURL: pyodideURL });
   });
   await stage("numpy", "numpy_ms", () => pyodide.loadPackage(["numpy", "micropip"], { messageCallback: () => {} }));
-  pyodide.registerJsModule("gpuport_bridge", bridge);
-  pyodide.registerJsModule("gpuport_idb", idb);
   await stage("wheel", "wheel_ms", async () => {
-    // The WebAssembly SIMD kernels of the cpu path, linked into Pyodide's memory; never throws: a missing
-    // .wasm, a browser without SIMD or hostKernels "off" leaves {available: false, reason} for
-    // gpuport.wasm_kernels to report.
-    const tw = performance.now();
-    pyodide.registerJsModule("gpuport_wasm", await loadWasmKernels(pyodide, kernelSources));
-    mark.wasm_ms = performance.now() - tw;
     const micropip = pyodide.pyimport("micropip");
     await micropip.install(wheelURL);
     micropip.destroy();
   });
   await stage("open", "open_ms", async () => {
-    // where gpuport's files are served: Python resolves default model URLs against it
-    if (base) pyodide.runPython(`import os\nos.environ["GPUPORT_BASE"] = ${JSON.stringify(base)}`);
+    // where gpuport's files are served (Python resolves default model URLs against it), and which build of
+    // the WebAssembly kernels open() links (a missing .wasm, a browser without SIMD or "off" leaves the cpu
+    // path on NumPy, and gpuport.wasm_kernels says why)
+    const env = { GPUPORT_WASM_KERNELS: hostKernels, ...(base ? { GPUPORT_BASE: base } : {}) };
+    pyodide.runPython(`import os\nos.environ.update(${JSON.stringify(env)})`);
     pyodide.globals.set("_gpuport_open_args", pyodide.toPy({ backend, tier, limits }));
     await pyodide.runPythonAsync("import gpuport\nrt = await gpuport.open(**_gpuport_open_args)\ndel _gpuport_open_args");
   });

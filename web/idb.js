@@ -1,6 +1,8 @@
 // A small key-value store over IndexedDB, one object store per kind of data (manifests, chunks, timings).
 // Errors (quota, private mode, blocked) reject with the DOMException's name so Python can react.
 
+export const VERSION = "0.1.0";   // gpuport's version: Python refuses a JS half of another release
+
 const DB_NAME = "gpuport";
 const STORES = ["manifests", "chunks", "meta"];
 let opening = null;

@@ -1,16 +1,28 @@
 // Loads gpuport's WebAssembly SIMD128 kernels (gpuport_simd.wasm, built by `make setup`) into Pyodide's own
-// memory, for Python to import as the JS module `gpuport_wasm` (gpuport/wasm_kernels.py). Instantiation
-// only: the kernels are C (hostkernels/), and Python calls them on NumPy buffers by address.
+// memory, for Python to use (gpuport/wasm_kernels.py). Instantiation only: the kernels are C (hostkernels/),
+// and Python calls them on NumPy buffers by address. Python imports this module from the installed wheel's
+// text (gpuport/backends/jsmodules.py) and hands it the .wasm files' bytes.
 //
 // Pyodide 0.27.7 keeps its WebAssembly.Memory private (pyodide._module.wasmMemory is undefined); its
 // dynamic linker, Module.loadWebAssemblyModule (the one that links every C extension), resolves a side
 // module's `env.memory` import to that Memory. The module is built as such a side module and owns no
 // static data and no stack, so sharing the heap with Pyodide is safe.
 
-export const WASM_URL = new URL("gpuport_simd.wasm", import.meta.url);
+export const VERSION = "0.1.0";   // gpuport's version: Python refuses a JS half of another release
+
+// Beside this module where it is served; imported from a blob: URL (the wheel's text) it has no folder, and
+// the names stand for the files.
+function beside(name) {
+  try {
+    return new URL(name, import.meta.url);
+  } catch (e) {
+    return name;
+  }
+}
+export const WASM_URL = beside("gpuport_simd.wasm");
 // The same kernels built with relaxed SIMD (f32x4.relaxed_madd, a fused multiply-add where the CPU has one):
 // loaded instead wherever the engine validates relaxed SIMD (Chromium and Firefox do, WebKit does not).
-export const RELAXED_URL = new URL("gpuport_simd_relaxed.wasm", import.meta.url);
+export const RELAXED_URL = beside("gpuport_simd_relaxed.wasm");
 
 // The smallest module that uses a SIMD128 instruction (v128.const, drop): tells a runtime without SIMD
 // from a corrupt or missing kernel file.
@@ -26,7 +38,8 @@ export function hasRelaxedSimd() {
 }
 
 /**
- * The builds to try, best first: [{variant, source}], source a URL or the module's bytes. `choice`
+ * The builds to try, best first: [{variant, source, url?}], source a URL or the module's bytes (then `url`
+ * names where they came from). `choice`
  * (start({hostKernels})): "auto" (the relaxed build where the engine has relaxed SIMD, SIMD128 otherwise),
  * "simd128" (the portable build: the same bits on every CPU, where relaxed_madd may or may not fuse),
  * "relaxed-simd", or "off" (none: the cpu path runs on NumPy).
@@ -40,7 +53,7 @@ export function defaultSources(choice = "auto") {
   return table[choice];
 }
 
-function unavailable(reason, url = WASM_URL) {
+export function unavailable(reason, url = WASM_URL) {
   return { available: false, reason, url: String(url), variant: null, kernels: null };
 }
 
@@ -68,8 +81,8 @@ export async function loadWasmKernels(pyodide, sources = defaultSources()) {
   const link = pyodide._module && pyodide._module.loadWebAssemblyModule;
   const failures = [];
   let url = WASM_URL;
-  for (const { variant, source } of sources) {
-    url = source instanceof Uint8Array ? (variant === "relaxed-simd" ? RELAXED_URL : WASM_URL) : source;
+  for (const { variant, source, url: named } of sources) {
+    url = named || (source instanceof Uint8Array ? (variant === "relaxed-simd" ? RELAXED_URL : WASM_URL) : source);
     let bytes;
     try {
       bytes = await fetchBytes(source);

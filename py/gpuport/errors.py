@@ -14,6 +14,11 @@ class BackendUnavailable(GpuportError):
     """The requested backend cannot run here (no adapter, no wgpu, not in a browser)."""
 
 
+class JsHalfMismatch(BackendUnavailable):
+    """A JS module the page registered for gpuport (the bridge, IndexedDB, WebAssembly loader) is from
+    another gpuport release than the installed wheel."""
+
+
 class RuntimeClosed(GpuportError):
     """The runtime (or the tensor's runtime) was closed; open a new one."""
 
@@ -169,6 +174,6 @@ def _last_lines(text: str) -> str:
 
 __all__ = [
     "BackendUnavailable", "BatchFailed", "CompileMessage", "DeviceLost", "GpuTimeout", "GpuValidationError", "GpuportError",
-    "LimitExceeded", "LoadError", "OutOfMemory", "ReferenceFailed", "ReferenceMismatch", "RuntimeClosed", "ShaderCompileError", "TensorLost",
+    "JsHalfMismatch", "LimitExceeded", "LoadError", "OutOfMemory", "ReferenceFailed", "ReferenceMismatch", "RuntimeClosed", "ShaderCompileError", "TensorLost",
     "UnsupportedFeature", "classify",
 ]

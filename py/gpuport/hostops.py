@@ -238,11 +238,11 @@ def _via(op: str, engine: SimdKernels, takes: Callable[[str, tuple[Any, ...], di
          ) -> Callable[..., np.ndarray]:
     """The op on the engine's SIMD kernel, with the NumPy kernel where that one owns the answer."""
     fast, fallback, tally = engine.ops[op], NUMPY[op], _CALLS[op]
-    name = engine.name
+    name, linked = engine.name, engine.available
 
     def kernel(*args: Any, **kwargs: Any) -> np.ndarray:
         with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
-            if takes(op, args, kwargs):
+            if linked() and takes(op, args, kwargs):
                 out = fast(*args, **kwargs)
                 if np.isfinite(out.sum()):   # one pass; any inf or NaN anywhere makes it non-finite
                     tally[name] = tally.get(name, 0) + 1
@@ -257,12 +257,18 @@ def _via(op: str, engine: SimdKernels, takes: Callable[[str, tuple[Any, ...], di
 
 def _engine() -> tuple[SimdKernels | None, Callable[[str, tuple[Any, ...], dict[str, Any]], bool], str]:
     """The SIMD kernels that run host ops here, the rule for which calls they take, and why NumPy's run
-    everything when there are none."""
+    everything when there are none. A page's kernels are linked later, when gpuport.open() registers the
+    JS half (backends/jsmodules.py): until then, and wherever linking fails, their ops answer on NumPy."""
     if os.environ.get(ENV, "").lower() == "numpy":
         return None, _native_takes, f"{ENV}=numpy"
     if IN_PYODIDE:
-        return (wasm_kernels.ENGINE if wasm_kernels.available() else None), _wasm_takes, wasm_kernels.reason()
+        return wasm_kernels.ENGINE, _wasm_takes, ""
     return (native_kernels.ENGINE if native_kernels.available() else None), _native_takes, native_kernels.reason()
+
+
+def _linked() -> SimdKernels | None:
+    """The SIMD kernels, when they are linked now."""
+    return _ENGINE if _ENGINE is not None and _ENGINE.available() else None
 
 
 def _select() -> dict[str, Callable[..., np.ndarray]]:
@@ -298,12 +304,12 @@ def encoder_layer(x: np.ndarray, layer: EncoderLayer, mask: np.ndarray | None = 
     per op would cost more than the arithmetic of a short sentence; natively on blas_threads() threads of
     the kernels' own), else op by op with the host kernels above. A fused result with statistics or values
     that are not finite is redone op by op, where NumPy owns the IEEE edge cases."""
-    tally = _CALLS["encoder_layer"]
-    if _ENGINE is not None and eps >= 1e-12 and _layer_takes(x, layer):
+    tally, engine = _CALLS["encoder_layer"], _linked()
+    if engine is not None and eps >= 1e-12 and _layer_takes(x, layer):
         with np.errstate(over="ignore", invalid="ignore"):
-            out, bad = _ENGINE.encoder_layer(x, layer, mask, num_heads=num_heads, eps=eps, threads=_BLAS_THREADS)
+            out, bad = engine.encoder_layer(x, layer, mask, num_heads=num_heads, eps=eps, threads=_BLAS_THREADS)
             if not bad and np.isfinite(out.sum()):
-                tally[_ENGINE.name] = tally.get(_ENGINE.name, 0) + 1
+                tally[engine.name] = tally.get(engine.name, 0) + 1
                 return out
     tally["ops"] = tally.get("ops", 0) + 1
     batch, seq, h = x.shape
@@ -323,18 +329,22 @@ def backend_name() -> str:
     """What runs the host kernels: "wasm" (WebAssembly SIMD, in a page), "native-simd" (the same C kernels
     built natively) or "numpy". With SIMD kernels, each call may still go to NumPy by size (see
     engines() and calls())."""
-    return "numpy" if _ENGINE is None else _ENGINE.name
+    engine = _linked()
+    return "numpy" if engine is None else engine.name
 
 
 def reason() -> str:
     """Why the host kernels are NumPy's ("" when SIMD kernels are linked)."""
-    return "" if _ENGINE is not None else _REASON
+    if _linked() is not None:
+        return ""
+    return _REASON if _ENGINE is None else _ENGINE.reason()
 
 
 def engines() -> dict[str, str]:
     """Per op, the engine its calls are routed to: backend_name() for the ops the SIMD kernels have
     (size and IEEE rules may still hand a call to NumPy), "numpy" for the rest."""
-    return {op: (backend_name() if fn is not NUMPY[op] else "numpy") for op, fn in KERNELS.items()}
+    name = backend_name()
+    return {op: (name if fn is not NUMPY[op] else "numpy") for op, fn in KERNELS.items()}
 
 
 def calls() -> dict[str, dict[str, int]]:

@@ -13,7 +13,7 @@ import numpy as np
 
 from . import hostops
 from ._version import __version__
-from .backends.auto import host_device, request_device
+from .backends.auto import host_device, prepare_page, request_device
 from .backends.base import DTYPES, Backend
 from .capabilities import detect, effective_limits, resolve_tier
 from .errors import BackendUnavailable, RuntimeClosed, UnsupportedFeature
@@ -362,6 +362,7 @@ async def open(backend: str = "auto", tier: str | None = None, limits: str = "de
         raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
     if backend == "webgpu" and tier == "cpu":
         raise ValueError("backend='webgpu' with tier='cpu' is contradictory: pick one")
+    await prepare_page()
     device, note = None, None
     if backend != "cpu" and tier != "cpu":
         try:

@@ -2,8 +2,9 @@
 references: same signatures, float32 NumPy arrays in and out, one call into WebAssembly per op. Every op
 placed on the host in a page reaches them through hostops.KERNELS (the one place that chooses them).
 
-Page-only: the kernels live in Pyodide's own linear memory (web/wasm.js links them there and registers
-the JS module `gpuport_wasm`), so they read and write NumPy buffers in place, by address. Anywhere else
+Page-only: the kernels live in Pyodide's own linear memory (web/wasm.js links them there when
+gpuport.open() registers the JS half, and hands them to `attach`), so they read and write NumPy buffers in
+place, by address. Anywhere else
 (natively, or a page whose .wasm is missing or whose browser lacks SIMD128) `available()` is False and
 `reason()` says why; calling an op then raises BackendUnavailable. `variant()` names the build the page
 linked: relaxed SIMD (fused multiply-adds) where the engine has it, plain SIMD128 elsewhere. Natively the same sources run as a
@@ -18,22 +19,24 @@ from typing import Any
 from .host_abi import ABI
 from .simd_ops import REFERENCES, SimdKernels, linked
 
-try:  # registered by web/host.js in the page; absent natively
-    import gpuport_wasm as _js  # type: ignore[import-not-found]
-except ImportError:
-    _js = None
+_js: Any = None   # web/wasm.js's record of what it linked: {available, reason, url, variant, kernels}
+_NOT_LINKED = ("not linked: the WebAssembly kernels exist only in a page, where gpuport.open() links them "
+               "(backends/jsmodules.py)")
+
+ENGINE = SimdKernels(None, _NOT_LINKED, name="wasm")
 
 
-def _link() -> tuple[Any, str]:
-    if _js is None:
-        return None, ("the gpuport_wasm JS module is not registered: the WebAssembly kernels exist only in a "
-                      "gpuport page (web/host.js loads them)")
-    if not _js.available:
-        return None, str(_js.reason)
-    return linked(_js.kernels, str(_js.url))
+def attached() -> bool:
+    """Whether the page's loader has reported (linked kernels or why not)."""
+    return _js is not None
 
 
-ENGINE = SimdKernels(*_link(), name="wasm")
+def attach(record: Any) -> None:
+    """Use what web/wasm.js's loadWasmKernels linked (or its reason for linking nothing)."""
+    global _js
+    _js = record
+    ENGINE.lib, ENGINE.why = linked(record.kernels, str(record.url)) if record.available else (None, str(record.reason))
+    ENGINE.clear_cache()
 
 
 def variant() -> str | None:
@@ -46,13 +49,12 @@ def note() -> str:
     """What the loader noted on the way (a preferred build it could not use), "" when nothing."""
     return str(_js.reason) if ENGINE.available() else ""
 
-# The module's API is the engine's (simd_ops); _K and _PACKED, the linked kernels and the packed-weight
-# cache, are for tests.
-_K, _PACKED, OPS = ENGINE.lib, ENGINE.packed, ENGINE.ops
+# The module's API is the engine's (simd_ops); _PACKED, the packed-weight cache, is for tests.
+_PACKED, OPS = ENGINE.packed, ENGINE.ops
 matmul, gelu, softmax = ENGINE.matmul, ENGINE.gelu, ENGINE.softmax
 layer_norm, attention = ENGINE.layer_norm, ENGINE.attention
 available, reason, clear_cache, measure = ENGINE.available, ENGINE.reason, ENGINE.clear_cache, ENGINE.measure
 
 
-__all__ = ["ABI", "ENGINE", "OPS", "REFERENCES", "attention", "available", "clear_cache", "gelu", "layer_norm",
+__all__ = ["ABI", "ENGINE", "OPS", "REFERENCES", "attach", "attached", "attention", "available", "clear_cache", "gelu", "layer_norm",
            "matmul", "measure", "note", "reason", "softmax", "variant"]

@@ -12,6 +12,14 @@ from .cpu import CPUBackend
 from .native import NativeBackend, wgpu
 
 
+async def prepare_page() -> None:
+    """In a page, register gpuport's JS half from the installed wheel (once; any Pyodide, any host);
+    nothing natively. Raises JsHalfMismatch or BackendUnavailable (see jsmodules)."""
+    if IN_PYODIDE:
+        from .jsmodules import register   # page-only: imports js
+        await register()
+
+
 async def request_device(limits: str = "default") -> Backend:
     """A WebGPU device: the browser's in a page, wgpu-py's natively. Raises BackendUnavailable."""
     if IN_PYODIDE:
@@ -30,4 +38,4 @@ def available() -> list[str]:
     return (["webgpu"] if IN_PYODIDE or wgpu is not None else []) + ["cpu"]
 
 
-__all__ = ["available", "host_device", "request_device"]
+__all__ = ["available", "host_device", "prepare_page", "request_device"]

@@ -1,4 +1,4 @@
-"""The browser webgpu backend: Python in Pyodide over web/bridge.js (with pageio.py, the only modules
+"""The browser webgpu backend: Python in Pyodide over web/bridge.js (with pageio.py and jsmodules.py, the only modules
 that import js/pyodide).
 
 Handles are small Python objects holding the bridge's integer ids. Dispatches are recorded in Python and
@@ -16,7 +16,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-import gpuport_bridge as bridge  # registered by web/host.js before gpuport is imported
+import gpuport_bridge as bridge  # registered by jsmodules.register (open() runs it before this import)
 import js
 from pyodide.ffi import JsException, to_js
 

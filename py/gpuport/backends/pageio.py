@@ -1,4 +1,4 @@
-"""Page-only I/O (with browser.py, the only modules that import js/pyodide): IndexedDB record stores,
+"""Page-only I/O (with browser.py and jsmodules.py, the only modules that import js/pyodide): IndexedDB record stores,
 the fetch transport and the IndexedDB chunk cache of the progressive model loader.
 """
 
@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import gpuport_idb as idb        # web/idb.js, registered by web/host.js beside the bridge
+import gpuport_idb as idb        # web/idb.js, registered by jsmodules.register beside the bridge
 import js
 from pyodide.ffi import JsException
 from pyodide.http import pyfetch

@@ -1,0 +1,116 @@
+"""gpuport's JS half, registered into whichever Pyodide imported gpuport: the wheel is the unit a page needs.
+
+The browser backend and the page I/O call JS modules (web/bridge.js as `gpuport_bridge`, web/idb.js as
+`gpuport_idb`), and the cpu path calls the WebAssembly kernels (web/wasm.js links gpuport_simd*.wasm into
+Pyodide's memory). All of them travel inside the wheel (gpuport/web/), so `micropip.install(wheel)` in a
+PyScript page, a JupyterLite kernel or a bare `loadPyodide()` brings them along; `register` loads them from
+the installed package's files, the same way under gpuport.js's own `start()`. A module that a host
+registered itself must be the same version as this wheel: a stale JS half would half-work, so it is
+refused with an error naming it.
+
+Page-only (with browser.py and pageio.py, the only modules that import js/pyodide).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from pathlib import Path
+from typing import Any
+
+import js
+import pyodide_js
+from pyodide.code import run_js
+from pyodide.ffi import JsException, to_js
+
+from .. import wasm_kernels
+from .._version import __version__
+from ..errors import BackendUnavailable, JsHalfMismatch
+
+WEB = Path(__file__).resolve().parents[1] / "web"
+MODULES = {"gpuport_bridge": "bridge.js", "gpuport_idb": "idb.js"}
+WASM_FILES = {"simd128": "gpuport_simd.wasm", "relaxed-simd": "gpuport_simd_relaxed.wasm"}
+WASM_BUILD_ENV = "GPUPORT_WASM_KERNELS"   # start({hostKernels}) sets it: "auto" (default), "simd128", "relaxed-simd", "off"
+
+# import() of a blob: URL holding the module's text: it works on the main thread and in module and classic
+# workers of Chromium, Firefox and WebKit, and needs no server to hold the files (the wheel does).
+_IMPORT_SOURCE = """(text) => {
+  const url = URL.createObjectURL(new Blob([text], { type: "text/javascript" }));
+  return import(url).finally(() => URL.revokeObjectURL(url));
+}"""
+
+
+def _read(name: str) -> str:
+    path = WEB / name
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError:
+        raise BackendUnavailable(f"gpuport's JS half is incomplete: {path} is missing from the installed package "
+                                 f"(reinstall the gpuport wheel)") from None
+
+
+def _registered(name: str) -> Any | None:
+    """The JS module a host already registered as `name`, or None."""
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError:
+        return None
+
+
+def check_version(name: str, module: Any) -> None:
+    """Raise JsHalfMismatch unless `module` (a registered JS module) is this wheel's version."""
+    version = getattr(module, "VERSION", None)
+    if version != __version__:
+        found = "no VERSION" if version is None else f"version {version}"
+        raise JsHalfMismatch(f"the JS module {name!r} registered in this page has {found}, this gpuport wheel is "
+                             f"{__version__}: the page's gpuport JS and the installed wheel must come from the same "
+                             f"release (reload without the stale one, or install the matching wheel)")
+
+
+async def _load(name: str) -> Any:
+    try:
+        return await run_js(_IMPORT_SOURCE)(_read(name))
+    except JsException as exc:
+        raise BackendUnavailable(f"cannot load gpuport's {name} into this page: {exc}") from None
+
+
+async def _wasm_kernels(choice: str) -> Any:
+    """web/wasm.js's record of the kernels it linked, from the .wasm files in the installed package."""
+    loader = await _load("wasm.js")
+    try:
+        wanted = [str(s.variant) for s in loader.defaultSources(choice)]
+    except JsException as exc:   # a choice wasm.js does not know: its message lists the valid ones
+        raise ValueError(f"{WASM_BUILD_ENV}: {exc}") from None
+    files = {variant: WEB / WASM_FILES[variant] for variant in wanted}
+    present = [{"variant": variant, "source": _bytes(path), "url": str(path)}
+               for variant, path in files.items() if path.is_file()]
+    if wanted and not present:
+        missing = ", ".join(str(path) for path in files.values())
+        return loader.unavailable(f"{missing} missing from the installed gpuport wheel (it was built before "
+                                  f"`make setup` compiled the kernels)")
+    return await loader.loadWasmKernels(pyodide_js, to_js(present, dict_converter=js.Object.fromEntries))
+
+
+def _bytes(path: Path) -> Any:
+    """The file's bytes as a JS Uint8Array of its own (a view of Pyodide's memory could move under it)."""
+    data = path.read_bytes()
+    array = js.Uint8Array.new(len(data))
+    array.assign(data)
+    return array
+
+
+async def register() -> None:
+    """Make gpuport's JS modules and WebAssembly kernels available to this Pyodide (once; later calls return
+    at once). Raises JsHalfMismatch for a host-registered module of another version, BackendUnavailable when
+    the installed package lacks a file."""
+    for name, file in MODULES.items():
+        module = _registered(name)
+        if module is None:
+            module = await _load(file)
+            pyodide_js.registerJsModule(name, module)
+        check_version(name, module)
+    if not wasm_kernels.attached():
+        wasm_kernels.attach(await _wasm_kernels(os.environ.get(WASM_BUILD_ENV, "auto")))
+
+
+__all__ = ["WASM_BUILD_ENV", "check_version", "register"]
