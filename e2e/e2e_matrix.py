@@ -23,7 +23,7 @@ class LaneSpec:
     (auto's own cases) or "cpu"."""
 
     browser: str          # a gpuport.testing.browsers.Browsers kind
-    query: str            # the demo page's query string
+    query: str            # the page's query string
     backend: str          # expected rt.info()["backend"]
     tier: str             # expected rt.info()["tier"]
     mode: str = "worker"  # "worker" or "main"
@@ -31,6 +31,9 @@ class LaneSpec:
     adapter: str | None = None     # a word the adapter info must contain
     features: tuple[str, ...] = ()  # features the adapter must offer
     note: str = ""
+    # "" : gpuport's own embedding (index.html, start() from gpuport.js); "pyodide.html": a bare Pyodide that
+    # micropip-installs the wheel, as PyScript or JupyterLite would, gpuport registering its JS half itself
+    page: str = ""
 
     @property
     def placement(self) -> str:
@@ -39,29 +42,37 @@ class LaneSpec:
 
     @property
     def page_spec(self) -> PageSpec:
-        """What the plugin's lane pool loads: the demo page with this lane's query."""
-        return PageSpec(self.browser, "?" + self.query)
+        """What the plugin's lane pool loads: the page with this lane's query."""
+        return PageSpec(self.browser, f"{self.page}?{self.query}")
 
 
 LANES: dict[str, LaneSpec] = {
-    "chromium-webgpu": LaneSpec("chromium-webgpu", "backend=webgpu&table=0&precompile=off", "webgpu", "core",
+    "chromium-webgpu": LaneSpec("chromium-webgpu", "backend=webgpu", "webgpu", "core", page="pyodide.html",
                                 adapter="swiftshader", note="Chromium/SwiftShader (Tint), pinned to the device, "
-                                "Pyodide in a Web Worker"),
-    "chromium-webgpu-main": LaneSpec("chromium-webgpu", "backend=webgpu&worker=0&table=0&precompile=off", "webgpu", "core",
-                                     mode="main", adapter="swiftshader",
-                                     note="Chromium/SwiftShader, pinned to the device, Pyodide on the main thread"),
+                                "a bare Pyodide in a Web Worker, gpuport installed by micropip"),
+    "chromium-webgpu-main": LaneSpec("chromium-webgpu", "backend=webgpu&worker=0", "webgpu", "core",
+                                     mode="main", adapter="swiftshader", page="pyodide.html",
+                                     note="Chromium/SwiftShader, pinned to the device, a bare Pyodide on the main "
+                                     "thread, gpuport installed by micropip"),
     "chromium-auto": LaneSpec("chromium-webgpu", "table=0&precompile=off", "webgpu", "core", adapter="swiftshader",
                               cases="auto", note="Chromium/SwiftShader, backend auto: auto's own cases"),
     "chromium-cpu": LaneSpec("chromium-webgpu", "backend=cpu&table=0&precompile=off", "cpu", "cpu", cases="cpu",
                              note="Chromium with WebGPU available, backend forced to cpu"),
-    "chromium-tier-constrained": LaneSpec("chromium-webgpu", "backend=webgpu&tier=constrained&table=0&precompile=off",
-                                          "webgpu", "constrained", adapter="swiftshader",
-                                          note="Chromium/SwiftShader, ?tier=constrained, pinned to the device"),
-    "chromium-noflag": LaneSpec("chromium-noflag", "table=0&precompile=off", "cpu", "cpu", cases="cpu",
-                                note="Chromium without --enable-unsafe-webgpu, backend auto must fall back"),
-    "firefox-webgpu": LaneSpec("firefox", "backend=webgpu&table=0&precompile=off", "webgpu", "full",
+    "chromium-tier-constrained": LaneSpec("chromium-webgpu",
+                                          "backend=webgpu&tier=constrained&worker=0&table=0&precompile=off",
+                                          "webgpu", "constrained", mode="main", adapter="swiftshader",
+                                          note="Chromium/SwiftShader, ?tier=constrained, pinned to the device, "
+                                          "gpuport.js's start() on the main thread"),
+    "chromium-noflag": LaneSpec("chromium-noflag", "", "cpu", "cpu", cases="cpu", page="pyodide.html",
+                                note="Chromium without --enable-unsafe-webgpu, a bare Pyodide (micropip): backend "
+                                "auto must fall back to the cpu tier and its WebAssembly kernels"),
+    "firefox-webgpu": LaneSpec("firefox", "backend=webgpu", "webgpu", "full", page="pyodide.html",
                                features=("shader-f16",), note="Firefox ESR/lavapipe (naga, shader-f16), pinned to "
-                               "the device (WebDriver BiDi)"),
+                               "the device (WebDriver BiDi), a bare Pyodide in a Web Worker, gpuport installed "
+                               "by micropip"),
+    "firefox-webgpu-main": LaneSpec("firefox", "backend=webgpu&worker=0", "webgpu", "full", page="pyodide.html",
+                                    mode="main", features=("shader-f16",), note="Firefox ESR/lavapipe, pinned to the "
+                                    "device, a bare Pyodide on the main thread, gpuport installed by micropip"),
     "firefox-auto": LaneSpec("firefox", "table=0&precompile=off", "webgpu", "full", features=("shader-f16",),
                              cases="auto", note="Firefox ESR/lavapipe, backend auto: auto's own cases"),
     "webkit-cpu": LaneSpec("webkit", "table=0&precompile=off", "cpu", "cpu", cases="cpu",

@@ -35,7 +35,9 @@ MODULES = """async () => {
 }"""
 
 
-@pytest.mark.parametrize("lane", ["chromium-webgpu", "chromium-webgpu-main", "firefox-webgpu"])
+# start()'s object (gpuport.js): in a worker (chromium-cpu, firefox-auto) and on the main thread
+# (chromium-tier-constrained)
+@pytest.mark.parametrize("lane", ["chromium-cpu", "chromium-tier-constrained", "firefox-auto"])
 def test_typed_arrays_cross_into_numpy_and_back(lane_factory, lane):
     page = lane_factory(lane).page
     out = page.evaluate(ARRAYS)
@@ -46,7 +48,7 @@ def test_typed_arrays_cross_into_numpy_and_back(lane_factory, lane):
     assert out["y"]["data"] == [2.5, 4.5, 6.5, 8.5, 10.5, 12.5] and out["y"]["type"] == "Float32Array", out["y"]
 
 
-@pytest.mark.parametrize("lane", ["chromium-webgpu", "chromium-webgpu-main"])
+@pytest.mark.parametrize("lane", ["chromium-cpu", "chromium-tier-constrained"])
 def test_modules_from_source_and_errors_keep_their_python_type(lane_factory, lane):
     out = lane_factory(lane).page.evaluate(MODULES)
     assert out["value"] == 42

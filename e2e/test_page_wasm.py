@@ -1,9 +1,9 @@
-"""The WebAssembly SIMD kernels of the cpu path in every browser lane that can run them: the page links
-gpuport_simd.wasm into Pyodide's memory at start (web/host.js, web/wasm.js), and the very bodies of
-tests/wasm_cases.py run there against the NumPy references.
+"""The WebAssembly SIMD kernels of the cpu path in every browser lane that can run them: gpuport.open()
+links gpuport_simd.wasm from the installed wheel into Pyodide's memory (backends/jsmodules.py, web/wasm.js),
+and the very bodies of tests/wasm_cases.py run there against the NumPy references.
 
-The kernels need no GPU, so the WebGPU lanes' pages serve too: Firefox runs them in its (only) page, and
-chromium-webgpu-main checks the main-thread mode links them as the worker does.
+The kernels need no GPU, so the WebGPU lanes' pages serve too: chromium-webgpu-main and firefox-webgpu are
+bare Pyodides (web/pyodide.html) on the main thread and in a worker, the others gpuport.js's start().
 Test ids read `test_wasm_parity[<lane>-<case>]`. A page whose kernels did not load fails every test with
 the reason it gives; nothing is skipped.
 """
@@ -56,8 +56,17 @@ def test_wasm_parity(lane_factory, lane, case):
     _page(lane_factory, lane).run(f"wasm_cases.run({case!r})")
 
 
-MISSING = """
+# A bare Pyodide with the wheel installed and no runtime yet (web/pyodide.html?open=0): the test takes
+# files out of the installed package, then opens.
+BARE = "/pyodide.html?open=0&worker=0"
+RUN = "async (src) => (await window.gpuportReady).runPython(src)"
+WEB = "import pathlib, gpuport\nweb = pathlib.Path(gpuport.__file__).parent / 'web'\n"
+
+MISSING = WEB + """
 import numpy as np
+for name in ("gpuport_simd.wasm", "gpuport_simd_relaxed.wasm"):
+    (web / name).unlink()
+rt = await gpuport.open(backend="cpu")
 from gpuport import wasm_kernels as _w
 try:
     _w.gelu(np.ones(3, np.float32))
@@ -71,40 +80,37 @@ x = np.ones((2, 3), np.float32)
 
 
 def test_page_without_the_module_starts_and_says_why(chromium_webgpu, server_url):
-    """No .wasm on the server (a checkout without `make setup`): the page starts, the cpu tier runs on
-    NumPy, and Python reports the kernels unavailable with the URL and the HTTP status."""
-    context = chromium_webgpu.new_context()
+    """A wheel without the .wasm files (built before `make setup` compiled them): gpuport opens, the cpu
+    tier runs on NumPy, and Python reports the kernels unavailable naming the missing files."""
+    page = chromium_webgpu.new_page()
     try:
-        context.route("**/gpuport_simd*.wasm", lambda route: route.fulfill(status=404, body="Not Found"))
-        page = context.new_page()
-        page.goto(server_url + "/?backend=cpu&table=0&precompile=off")
-        got = page.evaluate("async (src) => (await window.gpuportReady).runPython(src)", MISSING)
+        page.goto(server_url + BARE)
+        got = page.evaluate(RUN, MISSING)
         assert got["available"] is False, got
-        assert "gpuport_simd.wasm" in got["reason"] and "404" in got["reason"], got
+        assert "gpuport/web/gpuport_simd.wasm" in got["reason"] and "missing" in got["reason"], got
         assert "make setup" in got["reason"] and got["reason"] in got["raised"], got
         assert len(got["cpu_still_works"]) == 2, got
     finally:
-        context.close()
+        page.close()
 
 
 def test_page_without_the_relaxed_build_falls_back_to_simd128(chromium_webgpu, server_url):
-    """Chromium validates relaxed SIMD, but the server lacks that build: the plain one is linked and the
-    loader's note names what it could not use."""
-    context = chromium_webgpu.new_context()
+    """Chromium validates relaxed SIMD, but the installed wheel lacks that build: the plain one is linked
+    and the loader's note names the file it could not use."""
+    page = chromium_webgpu.new_page()
     try:
-        context.route("**/gpuport_simd_relaxed.wasm", lambda route: route.fulfill(status=404, body="Not Found"))
-        page = context.new_page()
-        page.goto(server_url + "/?backend=cpu&table=0&precompile=off")
-        got = page.evaluate("async (src) => (await window.gpuportReady).runPython(src)",
+        page.goto(server_url + BARE)
+        got = page.evaluate(RUN, WEB + "(web / 'gpuport_simd_relaxed.wasm').unlink()\n"
+                            "rt = await gpuport.open(backend='cpu')\n"
                             "from gpuport import wasm_kernels as _w\n"
                             "import numpy as np\n"
                             "{'available': _w.available(), 'variant': _w.variant(), 'note': _w.note(),"
                             " 'gelu': _w.gelu(np.zeros(8, np.float32)).tolist()}")
         assert got["available"] and got["variant"] == "simd128", got
-        assert "gpuport_simd_relaxed.wasm" in got["note"] and "404" in got["note"], got
+        assert "gpuport/web/gpuport_simd_relaxed.wasm missing" in got["note"], got
         assert got["gelu"] == [0.0] * 8, got
     finally:
-        context.close()
+        page.close()
 
 
 @pytest.mark.parametrize("choice,available,variant", [("simd128", True, "simd128"), ("off", False, None)])

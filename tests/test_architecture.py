@@ -31,6 +31,7 @@ DEFERRABLE = {
     "mmap": "absent in Pyodide",
     "gpuport.backends.browser": "page-only",
     "gpuport.backends.pageio": "page-only",
+    "gpuport.backends.jsmodules": "page-only",
 }
 
 

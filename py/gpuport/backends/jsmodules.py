@@ -84,11 +84,14 @@ async def _wasm_kernels(choice: str) -> Any:
     files = {variant: WEB / WASM_FILES[variant] for variant in wanted}
     present = [{"variant": variant, "source": _bytes(path), "url": str(path)}
                for variant, path in files.items() if path.is_file()]
+    absent = ", ".join(str(path) for path in files.values() if not path.is_file())
+    missing = f"{absent} missing from the installed gpuport wheel (it was built before `make setup` compiled the kernels)"
     if wanted and not present:
-        missing = ", ".join(str(path) for path in files.values())
-        return loader.unavailable(f"{missing} missing from the installed gpuport wheel (it was built before "
-                                  f"`make setup` compiled the kernels)")
-    return await loader.loadWasmKernels(pyodide_js, to_js(present, dict_converter=js.Object.fromEntries))
+        return loader.unavailable(missing)
+    record = await loader.loadWasmKernels(pyodide_js, to_js(present, dict_converter=js.Object.fromEntries))
+    if absent and record.available:   # a preferred build the wheel lacks: noted as one that failed would be
+        record.reason = "; ".join(filter(None, (missing, str(record.reason))))
+    return record
 
 
 def _bytes(path: Path) -> Any:

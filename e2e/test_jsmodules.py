@@ -1,0 +1,79 @@
+"""gpuport's JS half in a bare Pyodide (web/pyodide.html: loadPyodide, micropip, no gpuport.js): what
+backends/jsmodules.py does when the page holds a stale module or the installed package lacks a file. The
+lanes chromium-webgpu(-main), firefox-webgpu(-main) and chromium-noflag run every case in such pages."""
+
+from __future__ import annotations
+
+import pytest
+
+import gpuport
+
+BARE = "/pyodide.html?open=0"
+RUN = "async (src) => (await window.gpuportReady).runPython(src)"
+
+# A host that registered its own gpuport_bridge before the wheel's open(): another release's, or one
+# without a version mark at all.
+STALE = """
+import gpuport, js, pyodide_js
+from pyodide.ffi import to_js
+pyodide_js.registerJsModule("gpuport_bridge", to_js({marks}, dict_converter=js.Object.fromEntries))
+try:
+    await gpuport.open(backend="webgpu")
+    raised = None
+except gpuport.JsHalfMismatch as exc:
+    raised = [type(exc).__name__, str(exc), isinstance(exc, gpuport.BackendUnavailable)]
+raised
+"""
+
+
+@pytest.mark.parametrize("marks,found", [({"VERSION": "0.0.1"}, "version 0.0.1"), ({}, "no VERSION")])
+@pytest.mark.parametrize("worker", ["1", "0"])
+def test_a_stale_js_half_is_refused_by_name(chromium_webgpu, server_url, marks, found, worker):
+    page = chromium_webgpu.new_page()
+    try:
+        page.goto(f"{server_url}{BARE}&worker={worker}")
+        name, message, typed = page.evaluate(RUN, STALE.format(marks=marks))
+        assert name == "JsHalfMismatch" and typed, (name, message)
+        assert "'gpuport_bridge'" in message and found in message and gpuport.__version__ in message, message
+    finally:
+        page.close()
+
+
+MISSING = """
+import pathlib, gpuport
+(pathlib.Path(gpuport.__file__).parent / "web" / "bridge.js").unlink()
+try:
+    await gpuport.open()
+    raised = None
+except gpuport.BackendUnavailable as exc:
+    raised = [type(exc).__name__, str(exc)]
+raised
+"""
+
+
+def test_a_package_without_its_js_file_names_it(chromium_webgpu, server_url):
+    """A wheel that lost a file of its JS half: open() fails at once, naming the file, even with backend
+    auto (which would otherwise step down to NumPy and hide a broken install)."""
+    page = chromium_webgpu.new_page()
+    try:
+        page.goto(server_url + BARE)
+        name, message = page.evaluate(RUN, MISSING)
+        assert name == "BackendUnavailable", (name, message)
+        assert "gpuport/web/bridge.js is missing from the installed package" in message, message
+    finally:
+        page.close()
+
+
+def test_open_twice_registers_once_and_both_runtimes_work(chromium_webgpu, server_url):
+    page = chromium_webgpu.new_page()
+    try:
+        page.goto(server_url + BARE)
+        got = page.evaluate(RUN, "import gpuport, numpy as np\n"
+                            "a = await gpuport.open(backend='webgpu')\nb = await gpuport.open(backend='webgpu')\n"
+                            "import gpuport_bridge\n"
+                            "x = np.arange(6, dtype=np.float32)\n"
+                            "[(await a.ops.add(a.tensor(x), a.tensor(x)).read()).tolist(),"
+                            " (await b.ops.add(b.tensor(x), b.tensor(x)).read()).tolist(), gpuport_bridge.VERSION]")
+        assert got == [[0, 2, 4, 6, 8, 10]] * 2 + [gpuport.__version__], got
+    finally:
+        page.close()
