@@ -40,6 +40,15 @@ class IndexedDBStore:
 
 
 
+def absolute(url: str) -> str:
+    """`url` resolved where this Python runs. A worker made from a blob: URL (a page's inline worker, as
+    in PyScript-like hosts) has no path to resolve against, so its relative URLs resolve against its origin."""
+    base = str(js.location.href)
+    if base.startswith("blob:"):
+        base = str(js.location.origin) + "/"
+    return str(js.URL.new(url, base).href)
+
+
 class PyfetchTransport(Transport):
     """gpuport.loader's transport in a page: pyodide.http.pyfetch (fetch) with Range headers. `no-store`
     keeps the browser's HTTP cache out of it: the verified-chunk cache in IndexedDB is the only cache, and
@@ -50,7 +59,7 @@ class PyfetchTransport(Transport):
 
     async def get(self, url: str, headers: Any = None) -> Any:
         try:
-            r = await pyfetch(url, headers=dict(headers or {}), cache=self.cache_mode)
+            r = await pyfetch(absolute(url), headers=dict(headers or {}), cache=self.cache_mode)
             body = await r.bytes()
         except (JsException, OSError, ValueError) as exc:   # network error, connection dropped mid-body
             raise TransportError(f"connection failed: {exc}") from None
