@@ -4,6 +4,9 @@ lanes chromium-webgpu(-main), firefox-webgpu(-main) and chromium-noflag run ever
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 
 import gpuport
@@ -75,5 +78,27 @@ def test_open_twice_registers_once_and_both_runtimes_work(chromium_webgpu, serve
                             "[(await a.ops.add(a.tensor(x), a.tensor(x)).read()).tolist(),"
                             " (await b.ops.add(b.tensor(x), b.tensor(x)).read()).tolist(), gpuport_bridge.VERSION]")
         assert got == [[0, 2, 4, 6, 8, 10]] * 2 + [gpuport.__version__], got
+    finally:
+        page.close()
+
+
+README = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+PAGE_BLOCKS = re.findall(r"```py\n(.*?)```", README, re.S)
+
+
+@pytest.mark.parametrize("worker", ["1", "0"])
+def test_the_readme_lines_for_your_own_pyodide_run_as_written(chromium_webgpu, server_url, worker):
+    """README's "gpuport in ... your own Pyodide" block in a bare Pyodide that has only NumPy and micropip,
+    with this server's wheel for "https://your.host/..."."""
+    assert len(PAGE_BLOCKS) == 1, PAGE_BLOCKS
+    page = chromium_webgpu.new_page()
+    try:
+        page.goto(f"{server_url}/pyodide.html?open=0&worker={worker}")
+        wheel = page.evaluate("async () => (await (await fetch('/wheels/latest.json')).json()).gpuport")
+        code = re.sub(r'"https://your\.host/wheels/[^"]+"', repr(server_url + wheel), PAGE_BLOCKS[0])
+        assert code != PAGE_BLOCKS[0], "the README block no longer installs from https://your.host/wheels/"
+        got = page.evaluate("async (src) => (await window.gpuportReady).runPython(src)",
+                            code + "\n[rt.info()['backend'], rt.info()['tier']]")
+        assert got == ["webgpu", "core"], got
     finally:
         page.close()
