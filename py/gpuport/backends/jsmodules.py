@@ -32,8 +32,8 @@ MODULES = {"gpuport_bridge": "bridge.js", "gpuport_idb": "idb.js"}
 WASM_FILES = {"simd128": "gpuport_simd.wasm", "relaxed-simd": "gpuport_simd_relaxed.wasm"}
 WASM_BUILD_ENV = "GPUPORT_WASM_KERNELS"   # start({hostKernels}) sets it: "auto" (default), "simd128", "relaxed-simd", "off"
 
-# import() of a blob: URL holding the module's text: it works on the main thread and in module and classic
-# workers of Chromium, Firefox and WebKit, and needs no server to hold the files (the wheel does).
+# import() of a blob: URL holding the module's text: it works on the main thread and in module workers (the
+# e2e lanes: Chromium, Firefox, WebKitGTK), and needs no server to hold the files (the wheel does).
 _IMPORT_SOURCE = """(text) => {
   const url = URL.createObjectURL(new Blob([text], { type: "text/javascript" }));
   return import(url).finally(() => URL.revokeObjectURL(url));
