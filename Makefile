@@ -57,9 +57,9 @@ XDG_RUNTIME_DIR := $(shell d="$${TMPDIR:-/tmp}/xdg-runtime-$$(id -u)"; mkdir -p 
 endif
 export XDG_RUNTIME_DIR
 
-.PHONY: setup apt pyodide model-manifest demo test bench bench-setup
+.PHONY: setup apt pyodide model-manifest jupyterlite demo test bench bench-setup
 
-setup: apt $(VENV)/.gpuport-installed $(VENV)/.gpuport-model $(VENV)/.gpuport-llm model-manifest node_modules/.gpuport-installed $(PROVISA_WHL) pyodide $(WASM) $(WASM_RELAXED) $(NATIVE_LIB) $(WHEELHOUSE)/.filled
+setup: apt $(VENV)/.gpuport-installed $(VENV)/.gpuport-model $(VENV)/.gpuport-llm model-manifest node_modules/.gpuport-installed $(PROVISA_WHL) pyodide $(WASM) $(WASM_RELAXED) $(NATIVE_LIB) $(WHEELHOUSE)/.filled jupyterlite
 
 apt:
 	@if dpkg -s $(APT_PKGS) >/dev/null 2>&1; then \
@@ -109,6 +109,12 @@ $(PROVISA_WHL): | $(PY)
 # Always runs: idempotent, re-verifies the distribution against pyodide-lock.json.
 pyodide: $(VENV)/.gpuport-installed node_modules/.gpuport-installed $(PROVISA_WHL)
 	$(PY) -m gpuport pyodide
+
+# The JupyterLite site of examples/jupyterlite (its pinned build tools in their own venv, .cache/jupyterlite-venv;
+# the site in .cache/jupyterlite/site). Always runs: ~1 s when up to date; after the WebAssembly kernels, so
+# the wheel in the site carries them.
+jupyterlite: $(VENV)/.gpuport-installed node_modules/.gpuport-installed $(PROVISA_WHL) pyodide $(WASM) $(WASM_RELAXED)
+	$(PY) examples/jupyterlite/build.py
 
 $(ABI_H): py/gpuport/host_abi.py
 	$(PYTHON) py/gpuport/host_abi.py > $@.tmp

@@ -1,0 +1,148 @@
+"""gpuport in a JupyterLite notebook: the site examples/jupyterlite/build.py makes (offline, the kernel on the
+verified local Pyodide 0.27.7, gpuport's wheel in the site's piplite index) served with MiniLM's weights
+by examples/jupyterlite/serve.py; Chromium with WebGPU opens examples/jupyterlite/gpuport.ipynb in the
+Notebook UI, runs all cells from the Run menu, and the cells' printed outputs are checked: backend webgpu,
+a user WGSL kernel's result (on the GPU), MiniLM embeddings (shape, unit norm, cosines against
+sentence-transformers). Every request the page and its workers make goes to the loopback origin.
+A site that cannot be built fails the test with the build's own words; nothing is skipped."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from playwright.sync_api import expect
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "examples" / "jupyterlite"
+FIXTURE = json.loads((ROOT / "tests" / "fixtures" / "minilm_reference.json").read_text(encoding="utf-8"))
+SENTENCES = ["A man is eating food.", "A man is eating a piece of bread.", "The girl is carrying a baby."]
+BUILD_TIMEOUT_S = 900          # a first build installs the tool venv from PyPI
+RUN_TIMEOUT_MS = 420_000       # kernel start, gpuport's device calibration, MiniLM's 90 MB on SwiftShader
+STDERR_OUTPUT = ".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']"
+
+
+# examples/jupyterlite/serve.py as a module (examples/ is no package): the site's path and its app
+_spec = importlib.util.spec_from_file_location("gpuport_jupyterlite_serve", EXAMPLE / "serve.py")
+serve = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(serve)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def lite_site() -> Path:
+    """The built site: build.py is idempotent, so an up-to-date site costs a second (and the gpuport wheel in
+    it is rebuilt from the working tree)."""
+    t0 = time.monotonic()
+    done = subprocess.run([sys.executable, str(EXAMPLE / "build.py")], capture_output=True, text=True,
+                          timeout=BUILD_TIMEOUT_S)
+    if done.returncode != 0:
+        pytest.fail(f"the JupyterLite site could not be built (exit {done.returncode}):\n"
+                    f"{done.stderr.strip() or done.stdout.strip()}", pytrace=False)
+    print(f"jupyterlite build: {time.monotonic() - t0:.1f} s")
+    return serve.SITE
+
+
+@pytest.fixture(scope="module")
+def lite_url(lite_site: Path):
+    """serve.py's app (the site, /models/ with Range) on a free loopback port."""
+    import uvicorn
+
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(serve.create_app(lite_site), host="127.0.0.1", port=port,
+                                           log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            pytest.fail("the JupyterLite site server did not start (see its log above)")
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+def _printed(text: str) -> dict[str, str]:
+    """The `label: value` lines the notebook's cells print."""
+    return dict(line.split(": ", 1) for line in text.splitlines() if ": " in line)
+
+
+def _off_origin(requests: list[str], origin: str) -> list[str]:
+    """The requested URLs not on `origin`; blob: URLs of the origin are made in the page (gpuport imports its
+    JS half from the wheel's text), not fetched."""
+    return sorted({url for url in requests if not url.startswith((origin + "/", f"blob:{origin}/"))})
+
+
+def _reference_cosines() -> list[float]:
+    emb = np.array([FIXTURE["embeddings"][FIXTURE["sentences"].index(s)] for s in SENTENCES], dtype=np.float64)
+    return [float(emb[i] @ emb[j]) for i, j in ((0, 1), (0, 2), (1, 2))]
+
+
+def test_notebook_runs_gpuport(chromium_webgpu, lite_url):
+    context = chromium_webgpu.new_context()
+    requests: list[str] = []
+    context.on("request", lambda request: requests.append(request.url))   # the kernel's worker's too
+    page = context.new_page()
+    try:
+        t0 = time.monotonic()
+        page.goto(f"{lite_url}/notebooks/index.html?path=gpuport.ipynb")
+        cells = page.locator(".jp-Notebook .jp-CodeCell")
+        expect(cells).to_have_count(4, timeout=60_000)
+        page.get_by_role("menuitem", name="Run", exact=True).click()
+        page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
+
+        # Run All stops at a cell that raises: wait for the last cell's output or for a traceback. Attached,
+        # not visible: the notebook renders only the cells in view, the others stay in the DOM, hidden.
+        last = cells.last.locator(".jp-OutputArea").filter(has_text="matmuls on the device:")
+        failed = page.locator(STDERR_OUTPUT).filter(has_text=re.compile(r"Traceback|Error"))
+        problem = None
+        try:
+            expect(last.or_(failed).first).to_be_attached(timeout=RUN_TIMEOUT_MS)
+        except AssertionError:
+            problem = f"did not finish in {RUN_TIMEOUT_MS / 1000:.0f} s"
+        ran_s = time.monotonic() - t0
+        outputs = [cells.nth(i).locator(".jp-OutputArea").text_content() for i in range(4)]
+        if problem is None and failed.count():
+            problem = f"raised:\n{failed.first.text_content()}"
+        if problem is not None:
+            pytest.fail(f"the notebook {problem}\noutputs so far: {outputs}\n"
+                        f"requests off the site's origin: {_off_origin(requests, lite_url)}", pytrace=False)
+    finally:
+        context.close()
+    print(f"jupyterlite notebook: opened and ran all cells in {ran_s:.1f} s")
+    off_origin = _off_origin(requests, lite_url)
+    assert not off_origin, f"requests off the site's origin (a CDN?): {off_origin}"
+
+    opened, kernel, embedded = (_printed(text) for text in outputs[1:])
+    assert opened["backend"] == "webgpu", outputs[1]
+    assert opened["host kernels"].startswith("wasm-"), outputs[1]   # the wheel's .wasm linked in the kernel
+    assert kernel["saxpy first values"] == "[1.  1.5 2.  2.5]", outputs[2]
+    assert float(kernel["saxpy max abs error"]) == 0.0, outputs[2]
+    assert int(kernel["saxpy dispatches on the GPU"]) == 1, outputs[2]   # the WGSL ran, not its NumPy twin
+    assert embedded["embedding shape"] == "(3, 384)", outputs[3]
+    norms = [float(v) for v in embedded["embedding norms"].split()]
+    assert norms == pytest.approx([1.0] * 3, abs=1e-4), outputs[3]
+    cosines = [float(v) for v in embedded["cosines (0,1) (0,2) (1,2)"].split()]
+    assert cosines == pytest.approx(_reference_cosines(), abs=1e-3), outputs[3]   # sentence-transformers'
+    assert float(embedded["webgpu vs auto, max abs difference"]) <= 1e-5, outputs[3]
+    assert int(embedded["matmuls on the device"]) > 0, outputs[3]   # the pinned forward ran on WebGPU
+
+    # the log saw the kernel's worker: Pyodide, the gpuport wheel and the model came from this origin
+    for expected in ("/static/pyodide/pyodide.asm.wasm", "/static/pyodide/numpy-", "/pypi/gpuport-",
+                     "/models/minilm-l6-v2/"):
+        assert any(url.startswith(lite_url + expected) for url in requests), f"no request for {expected}"

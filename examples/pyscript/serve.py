@@ -1,0 +1,47 @@
+"""Serve the PyScript example with gpuport's dev server behind it, on one loopback origin.
+
+    .venv/bin/python examples/pyscript/serve.py [--port 8000]
+
+then open http://127.0.0.1:8000/examples/pyscript/. PyScript's own files come from npm
+(`@pyscript/core`, pinned in package.json, installed by `make setup`) at /pyscript/; everything else (the
+vendored Pyodide at /pyodide/, the gpuport wheel at /wheels/, the models at /models/ with HTTP Range) is
+the dev server's (gpuport.server). Nothing comes from a CDN.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.routing import Mount
+from starlette.staticfiles import StaticFiles
+
+from gpuport.server import create_app as dev_server
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+PYSCRIPT = ROOT / "node_modules" / "@pyscript" / "core" / "dist"
+
+
+def create_app() -> Starlette:
+    """/examples/pyscript/ (this folder), /pyscript/ (PyScript's dist) and the dev server for the rest."""
+    if not (PYSCRIPT / "core.js").is_file():
+        raise FileNotFoundError(f"{PYSCRIPT / 'core.js'} is missing: run `make setup` (npm ci installs @pyscript/core)")
+    return Starlette(routes=[Mount("/examples/pyscript", StaticFiles(directory=HERE, html=True)),
+                             Mount("/pyscript", StaticFiles(directory=PYSCRIPT)),
+                             Mount("/", dev_server())])
+
+
+def main() -> None:
+    import uvicorn   # the serve extra, as for `gpuport serve`
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, default=8000)
+    args = parser.parse_args()
+    print(f"gpuport in PyScript: http://127.0.0.1:{args.port}/examples/pyscript/")
+    uvicorn.run(create_app(), host="127.0.0.1", port=args.port, log_level="warning")
+
+
+if __name__ == "__main__":
+    main()
