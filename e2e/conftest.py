@@ -11,10 +11,7 @@ that lane's tests with the reason; nothing is skipped.
 from __future__ import annotations
 
 import os
-import socket
 import sys
-import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -27,6 +24,7 @@ CASES_SOURCE = (ROOT / "tests" / "cases.py").read_text(encoding="utf-8")
 PROPERTIES_SOURCE = (ROOT / "tests" / "properties.py").read_text(encoding="utf-8")
 sys.path.insert(0, str(ROOT / "tests"))
 from e2e_matrix import LANES  # noqa: E402
+from e2e_serve import served  # noqa: E402
 from e2e_report import record, terminal_summary, write_report  # noqa: E402
 
 # Loads the plugin where its entry point is not installed yet (a checkout); a no-op where it is.
@@ -35,31 +33,12 @@ pytest_plugins = ["gpuport.testing.plugin"]
 
 # -- the dev server ---------------------------------------------------------------------------------
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def server_url() -> str:
     """The real dev server (uvicorn) on a free loopback port, for the whole session."""
-    import uvicorn
-
     from gpuport.server import create_app
 
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 120
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            pytest.fail("the gpuport dev server did not start (see its log above)")
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    yield from served(create_app(), "the gpuport dev server")
 
 
 # -- lanes ------------------------------------------------------------------------------------------

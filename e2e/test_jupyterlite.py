@@ -11,15 +11,14 @@ from __future__ import annotations
 import importlib.util
 import json
 import re
-import socket
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from e2e_serve import served
 from playwright.sync_api import expect
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,12 +34,6 @@ STDERR_OUTPUT = ".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.s
 _spec = importlib.util.spec_from_file_location("gpuport_jupyterlite_serve", EXAMPLE / "serve.py")
 serve = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(serve)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -60,21 +53,7 @@ def lite_site() -> Path:
 @pytest.fixture(scope="module")
 def lite_url(lite_site: Path):
     """serve.py's app (the site, /models/ with Range) on a free loopback port."""
-    import uvicorn
-
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(serve.create_app(lite_site), host="127.0.0.1", port=port,
-                                           log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            pytest.fail("the JupyterLite site server did not start (see its log above)")
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    yield from served(serve.create_app(lite_site), "the JupyterLite site server")
 
 
 def _printed(text: str) -> dict[str, str]:

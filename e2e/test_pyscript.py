@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import socket
-import threading
-import time
 from pathlib import Path
 from urllib.parse import urlparse
 
 import numpy as np
 import pytest
+
+from e2e_serve import served
 
 from gpuport.testing.browsers import LaneError
 
@@ -25,22 +24,7 @@ _spec.loader.exec_module(serve)
 
 @pytest.fixture(scope="module")
 def example_url():
-    import uvicorn
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(serve.create_app(), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 120
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            pytest.fail("the PyScript example's server did not start (see its log above)")
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    yield from served(serve.create_app(), "the PyScript example's server")
 
 
 @pytest.mark.parametrize("kind,backend", [("chromium-webgpu", "webgpu"), ("firefox", "webgpu")])

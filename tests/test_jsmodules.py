@@ -1,6 +1,6 @@
 """The JS half's version marks (backends/jsmodules.py refuses a registered module of another release, so
 every module it checks, and the wasm loader, must carry this package's version) and what the wheel carries.
-The registration itself runs only in a page: e2e/test_jsmodules.py and the bare-Pyodide lanes."""
+The registration itself runs only in a page: e2e/test_page_jsmodules.py and the bare-Pyodide lanes."""
 
 from __future__ import annotations
 

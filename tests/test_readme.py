@@ -1,6 +1,6 @@
 """Every Python example in README.md runs as written, natively: scripts as scripts, a test file (one that
 defines `test_` functions) through pytest with gpuport's plugin in its native lane. Page-only Python (```py
-blocks: top-level await in Pyodide) runs in a browser instead: e2e/test_jsmodules.py."""
+blocks: top-level await in Pyodide) runs in a browser instead: e2e/test_page_jsmodules.py."""
 
 from __future__ import annotations
 
