@@ -2,10 +2,14 @@
 
     .venv/bin/python examples/pyscript/serve.py [--port 8000]
 
-then open http://127.0.0.1:8000/examples/pyscript/. PyScript's own files come from npm
-(`@pyscript/core`, pinned in package.json, installed by `make setup`) at /pyscript/; everything else (the
-vendored Pyodide at /pyodide/, the gpuport wheel at /wheels/, the models at /models/ with HTTP Range) is
-the dev server's (gpuport.server). Nothing comes from a CDN.
+then open http://127.0.0.1:8000/examples/pyscript/ (main thread) or .../worker.html (a PyScript worker).
+PyScript's own files come from npm (`@pyscript/core`, pinned in package.json, installed by `make setup`) at
+/pyscript/; everything else (the vendored Pyodide at /pyodide/, the gpuport wheel at /wheels/, the models at
+/models/ with HTTP Range) is the dev server's (gpuport.server). Nothing comes from a CDN.
+
+Every response carries COOP/COEP: a PyScript worker reaches the page's DOM (`pyscript.document`) through
+SharedArrayBuffer and Atomics, which a page has only when cross-origin isolated. Everything here is on one
+origin, so isolation blocks nothing.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import argparse
 from pathlib import Path
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 
@@ -22,15 +27,37 @@ from gpuport.server import create_app as dev_server
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 PYSCRIPT = ROOT / "node_modules" / "@pyscript" / "core" / "dist"
+ISOLATION = [(b"cross-origin-opener-policy", b"same-origin"), (b"cross-origin-embedder-policy", b"require-corp")]
+
+
+class CrossOriginIsolated:
+    """ASGI middleware: COOP/COEP on every HTTP response (see the module's docstring for why)."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_isolated(message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), *ISOLATION]
+            await send(message)
+
+        await self.app(scope, receive, send_isolated)
 
 
 def create_app() -> Starlette:
-    """/examples/pyscript/ (this folder), /pyscript/ (PyScript's dist) and the dev server for the rest."""
+    """/examples/pyscript/ (this folder), /pyscript/ (PyScript's dist) and the dev server for the rest, all
+    cross-origin isolated."""
     if not (PYSCRIPT / "core.js").is_file():
         raise FileNotFoundError(f"{PYSCRIPT / 'core.js'} is missing: run `make setup` (npm ci installs @pyscript/core)")
     return Starlette(routes=[Mount("/examples/pyscript", StaticFiles(directory=HERE, html=True)),
                              Mount("/pyscript", StaticFiles(directory=PYSCRIPT)),
-                             Mount("/", dev_server())])
+                             Mount("/", dev_server())],
+                     middleware=[Middleware(CrossOriginIsolated)])
 
 
 def main() -> None:
