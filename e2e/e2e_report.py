@@ -4,13 +4,13 @@ reports), then e2e/report/compatibility.{json,md} at session end and a summary i
 from __future__ import annotations
 
 import json
-import re
 import time
 from pathlib import Path
 
 from e2e_matrix import LANES, op_of
 from gpuport.testing.browsers import Browsers
 from gpuport.testing.pages import LaneState
+from gpuport.testing.results import headline
 
 REPORT_DIR = Path(__file__).resolve().parent / "report"
 
@@ -30,33 +30,6 @@ def record(state: LaneState, case: str | None, report) -> None:
         entry["detail"] = text[-4000:]
     elif report.skipped:
         entry["outcome"] = "skipped"
-
-
-def headline(text: str) -> str:
-    """One line that says what went wrong: for a Python traceback (from the page), its exception line,
-    after whatever the first line said before the traceback."""
-    line = _headline(text)
-    for noise in ("gpuport.testing.pages.PageError: ", "PageError: ", "Page.evaluate: "):
-        line = line.replace(noise, "")
-    return re.sub(r"\b(\w+): \1: ", r"\1: ", line)
-
-
-def _headline(text: str) -> str:
-    lines = [line for line in text.strip().splitlines() if line.strip()]
-    if not lines:
-        return ""
-    first = lines[0]
-    if "Traceback (most recent call last)" in text:
-        tail = [line for line in lines if not line[:1].isspace() and not line.startswith(("page errors:", "E "))
-                and "Traceback (most recent call last)" not in line and not line.startswith(("During handling",
-                                                                                             "The above exception"))]
-        if tail:
-            lead = first.split("Traceback (most recent call last)")[0].rstrip()
-            return (lead + " " + tail[-1] if lead else tail[-1])[:500]
-    for line in reversed(lines):  # pytest's "E   AssertionError: ..." lines
-        if line.startswith("E "):
-            return line[1:].strip()[:500]
-    return first[:500]
 
 
 _KEY_LIMITS = ("maxStorageBufferBindingSize", "maxBufferSize", "maxComputeWorkgroupStorageSize",

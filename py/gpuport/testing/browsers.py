@@ -6,6 +6,9 @@
   to ESR 153), WebGPU enabled by prefs;
 - `webkit`: WebKitGTK's MiniBrowser through Selenium's WebKitGTK driver under a private Xvfb.
 
+A `Remote` lends a browser from another machine instead: a Playwright browser server (`playwright
+run-server`) over its WebSocket, or any WebDriver URL (WebKitGTK's driver, safaridriver, a Selenium Grid).
+
 Executables come from the environment when set (GPUPORT_CHROMIUM, GPUPORT_FIREFOX, GPUPORT_MINIBROWSER,
 GPUPORT_WEBKIT_DRIVER, GPUPORT_XVFB), else Debian's paths. Playwright and Selenium are the `test` extra:
 this module imports without them and says so only when a browser is asked for.
@@ -13,13 +16,17 @@ this module imports without them and says so only when a browser is asked for.
 
 from __future__ import annotations
 
+import ipaddress
+import json
 import os
 import shutil
 import subprocess
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 try:  # the "test" extra; absent, browser lanes fail with a message naming it
     from playwright.sync_api import Error as PlaywrightError
@@ -32,6 +39,8 @@ except ImportError:
 
 try:
     from selenium import webdriver
+    from selenium.webdriver.remote.client_config import ClientConfig
+    from selenium.webdriver.safari.options import Options as SafariOptions
     from selenium.webdriver.webkitgtk.options import Options as WebKitOptions
     from selenium.webdriver.webkitgtk.service import Service as WebKitService
 except ImportError:
@@ -53,6 +62,8 @@ FIREFOX_PREFS = {
 }
 START_TIMEOUT_S = 180
 SCRIPT_TIMEOUT_S = 300
+# A remote endpoint answers at once when it is there: an unreachable one fails in this time, not in minutes.
+CONNECT_TIMEOUT_S = 30
 
 # executable -> (environment variable, Debian's path, the Debian package that provides it)
 EXECUTABLES = {
@@ -69,11 +80,66 @@ NEEDS = {
     "chromium-noflag": (("chromium",), "playwright"),
     "firefox": (("firefox",), "playwright"),
     "webkit": (("minibrowser", "webkit-driver", "xvfb"), "selenium"),
+    "safari": ((), "selenium"),   # remote only: safaridriver runs on a Mac
 }
+# What a remote Playwright server is asked to launch (its `x-playwright-launch-options`): WebGPU on, with the
+# remote machine's own adapter (no SwiftShader there). The server applies args and prefs only when started
+# with --unsafe; `?launch-options=JSON` in the endpoint is merged over these (an executablePath there, say).
+REMOTE_LAUNCH = {
+    "chromium-webgpu": {"args": CHROMIUM_QUIET + ["--enable-unsafe-webgpu", "--enable-features=Vulkan"]},
+    "chromium-noflag": {"args": CHROMIUM_QUIET},
+    "firefox": {"firefoxUserPrefs": FIREFOX_PREFS},
+    "webkit": {},
+}
+PLAYWRIGHT_TYPES = {"chromium-webgpu": "chromium", "chromium-noflag": "chromium", "firefox": "firefox",
+                    "webkit": "webkit"}
 
 
 class LaneError(Exception):
     """A lane could not start: its browser is missing, or its page did not start gpuport."""
+
+
+@dataclass(frozen=True)
+class Remote:
+    """A browser lent by another machine: `protocol` "playwright" (url ws://HOST:PORT/PATH of a Playwright
+    server) or "webdriver" (url http://HOST:PORT of a WebDriver server)."""
+
+    protocol: str
+    url: str
+
+    @property
+    def endpoint(self) -> str:
+        """The URL as shown in reports: without a `launch-options` query."""
+        parts = urlsplit(self.url)
+        return urlunsplit(parts._replace(query=urlencode(
+            [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "launch-options"])))
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.url).hostname or ""
+
+    def on_loopback(self) -> bool:
+        """Whether the endpoint is on this machine (so it reaches this machine's loopback)."""
+        host = self.host
+        if host == "localhost" or host.endswith(".localhost"):
+            return True
+        try:
+            return ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            return False
+
+    def playwright_endpoint(self, kind: str) -> tuple[str, dict[str, str]]:
+        """The WebSocket URL without `launch-options` and the headers that carry the merged launch options."""
+        parts = urlsplit(self.url)
+        query = parse_qsl(parts.query, keep_blank_values=True)
+        given = {}
+        for key, value in query:
+            if key == "launch-options":
+                try:
+                    given = json.loads(value)
+                except json.JSONDecodeError as exc:
+                    raise LaneError(f"{self.url}: launch-options is not JSON: {exc}") from None
+        return self.endpoint, {"x-playwright-launch-options": json.dumps({**REMOTE_LAUNCH[kind], **given})}
 
 
 def executable(key: str) -> str:
@@ -82,9 +148,14 @@ def executable(key: str) -> str:
     return os.environ.get(env) or default
 
 
-def missing(kind: str) -> str | None:
-    """Why browser `kind` cannot launch here (a missing executable or driver package), or None."""
+def missing(kind: str, remote: Remote | None = None) -> str | None:
+    """Why browser `kind` cannot launch here (a missing executable or driver package), or None; for a remote
+    browser only its driver package counts."""
     names, driver = NEEDS[kind]
+    if remote is not None:
+        driver, names = remote.protocol, ()
+    elif kind == "safari":
+        return "safari runs on a Mac: lend it with --gpuport-webdriver safari=http://HOST:PORT (safaridriver --port)"
     if (sync_playwright if driver == "playwright" else webdriver) is None:
         return f"{kind} needs the Python package {driver}: {EXTRA}"
     for key in names:
@@ -96,8 +167,8 @@ def missing(kind: str) -> str | None:
     return None
 
 
-def _require(kind: str) -> None:
-    reason = missing(kind)
+def _require(kind: str, remote: Remote | None) -> None:
+    reason = missing(kind, remote)
     if reason:
         raise LaneError(reason)
 
@@ -141,7 +212,8 @@ class Xvfb:
 
 
 class Browsers:
-    """Launches each kind of browser once, on first use, and closes them all in `close()`.
+    """Launches each kind of browser once, on first use (or connects to a remote one once per endpoint), and
+    closes them all in `close()`.
 
     `playwright`: a started Playwright (pytest-playwright's fixture, so one session shares one), or a
     callable giving one; None starts a private one on first use.
@@ -155,23 +227,33 @@ class Browsers:
         self.launch_s: dict[str, float] = {}
         self.versions: dict[str, str] = {}
 
-    def get(self, kind: str) -> Any:
-        """The launched browser of `kind` (a Playwright Browser, or a Selenium driver for webkit)."""
-        if kind in self._failed:
-            raise LaneError(self._failed[kind])
-        if kind not in self._open:
+    @staticmethod
+    def key(kind: str, remote: Remote | None = None) -> str:
+        """The pool's name for a browser: its kind, or kind@endpoint for a remote one."""
+        return kind if remote is None else f"{kind}@{remote.endpoint}"
+
+    def get(self, kind: str, remote: Remote | None = None) -> Any:
+        """The launched browser of `kind` (a Playwright Browser, or a Selenium driver for webkit and for
+        WebDriver endpoints); with `remote`, the one that endpoint lends."""
+        key = self.key(kind, remote)
+        if key in self._failed:
+            raise LaneError(self._failed[key])
+        if key not in self._open:
             t0 = time.monotonic()
             try:
-                _require(kind)
-                self._open[kind] = getattr(self, "_launch_" + kind.replace("-", "_"))()
+                _require(kind, remote)
+                self._open[key] = (getattr(self, "_launch_" + kind.replace("-", "_"))() if remote is None else
+                                   self._connect_playwright(kind, remote) if remote.protocol == "playwright" else
+                                   self._connect_webdriver(kind, remote))
             except LaneError as exc:
-                self._failed[kind] = str(exc)
+                self._failed[key] = str(exc)
                 raise
             except Exception as exc:  # a launch failure is the lane's failure, with the browser's words
-                self._failed[kind] = f"{kind}: the browser did not launch: {type(exc).__name__}: {exc}"
-                raise LaneError(self._failed[kind]) from exc
-            self.launch_s[kind] = time.monotonic() - t0
-        return self._open[kind]
+                what = "the browser did not launch" if remote is None else f"no browser from {remote.endpoint}"
+                self._failed[key] = f"{kind}: {what}: {type(exc).__name__}: {_first_lines(str(exc))}"
+                raise LaneError(self._failed[key]) from exc
+            self.launch_s[key] = time.monotonic() - t0
+        return self._open[key]
 
     def _pw(self) -> Any:
         if callable(self._playwright):
@@ -200,6 +282,34 @@ class Browsers:
         return self._playwright_browser("firefox", self._pw().firefox.launch(
             channel="moz-firefox", executable_path=executable("firefox"), firefox_user_prefs=FIREFOX_PREFS))
 
+    def _connect_playwright(self, kind: str, remote: Remote) -> Any:
+        url, headers = remote.playwright_endpoint(kind)
+        browser_type = getattr(self._pw(), PLAYWRIGHT_TYPES[kind])
+        # The remote browser reaches this machine's loopback through the connection (Playwright's SOCKS
+        # proxy): the plugin's pages need no address the other machine can route to.
+        browser = browser_type.connect(url, timeout=CONNECT_TIMEOUT_S * 1000, headers=headers,
+                                       expose_network="<loopback>")
+        self._closers.append(browser.close)
+        self.versions[self.key(kind, remote)] = browser.version
+        return browser
+
+    def _connect_webdriver(self, kind: str, remote: Remote) -> Any:
+        if kind == "webkit":
+            options = WebKitOptions()
+            options.binary_location = executable("minibrowser")   # the path on the remote machine
+            options.add_argument("--automation")
+        elif kind == "safari":
+            options = SafariOptions()
+        else:
+            raise LaneError(f"{kind}: WebDriver lanes are webkit and safari; lend {kind} with --gpuport-connect")
+        driver = webdriver.Remote(command_executor=remote.url, options=options,
+                                  client_config=ClientConfig(remote_server_addr=remote.url, timeout=CONNECT_TIMEOUT_S))
+        self._closers.append(driver.quit)
+        driver.set_script_timeout(SCRIPT_TIMEOUT_S)
+        driver.set_page_load_timeout(START_TIMEOUT_S)
+        self.versions[self.key(kind, remote)] = _webdriver_version(driver)
+        return driver
+
     def _launch_webkit(self) -> Any:
         _xdg_runtime_dir()
         xvfb = Xvfb()
@@ -213,9 +323,13 @@ class Browsers:
         self._closers.append(driver.quit)  # closers run in reverse: the driver quits before its X server
         driver.set_script_timeout(SCRIPT_TIMEOUT_S)
         driver.set_page_load_timeout(START_TIMEOUT_S)
-        caps = driver.capabilities
-        self.versions["webkit"] = f"{caps.get('browserName', 'MiniBrowser')} {caps.get('browserVersion', '?')}"
+        self.versions["webkit"] = _webdriver_version(driver)
         return driver
+
+    @property
+    def launched(self) -> list[str]:
+        """The browsers this pool launched or connected to (their keys), in order."""
+        return list(self.launch_s)
 
     def close(self) -> None:
         """Close every browser (and the X server, and a private Playwright) this pool started."""
@@ -226,3 +340,13 @@ class Browsers:
                 pass
         self._closers.clear()
         self._open.clear()
+
+
+def _webdriver_version(driver: Any) -> str:
+    caps = driver.capabilities
+    return f"{caps.get('browserName', '?')} {caps.get('browserVersion', '?')}"
+
+
+def _first_lines(text: str, n: int = 6) -> str:
+    """Playwright's connection errors carry a long call log: its first lines say what failed."""
+    return "\n".join(text.strip().splitlines()[:n])

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from .browsers import PlaywrightError, Browsers, LaneError
+from .browsers import Browsers, LaneError, PlaywrightError, Remote
 
 
 class PageError(AssertionError):
@@ -21,11 +21,17 @@ class PageError(AssertionError):
 
 @dataclass(frozen=True)
 class PageSpec:
-    """What a lane loads: a kind of browser (a `Browsers` key) and a page, relative to the site's URL
-    (e.g. "test.html?backend=cpu")."""
+    """What a lane loads: a kind of browser (a `Browsers` kind), lent by `remote` if given, and a page
+    relative to the site's URL (e.g. "test.html?backend=cpu"). `gpu`: the lane is there to test WebGPU, so a
+    page whose runtime answers on the CPU fails to start rather than passing on the wrong tier."""
 
     browser: str
     page: str
+    remote: Remote | None = None
+    gpu: bool = False
+
+    def uses_webdriver(self) -> bool:
+        return self.remote.protocol == "webdriver" if self.remote else self.browser == "webkit"
 
 
 @dataclass
@@ -34,6 +40,8 @@ class LaneState:
 
     name: str
     browser: str
+    remote: str | None = None
+    browser_version: str | None = None
     started_at: float = 0.0
     open_s: float | None = None
     error: str | None = None
@@ -158,6 +166,15 @@ class WebDriverLane(Lane):
         return self._webdriver(method, list(args))
 
 
+def _no_webgpu(spec: PageSpec, lane: Lane) -> str:
+    info = lane.info or {}
+    where = f"the browser from {spec.remote.endpoint}" if spec.remote else f"the {spec.browser} browser"
+    hint = (" (a Playwright server applies the lane's WebGPU flags only when started with --unsafe)"
+            if spec.remote and spec.remote.protocol == "playwright" else "")
+    return (f"{where} has no WebGPU: navigator.gpu is {lane.navigator.get('gpu')}, the page runs on backend "
+            f"{info.get('backend')} ({info.get('note') or 'no adapter'}){hint}")
+
+
 class LanePool:
     """The lanes of `specs`, each opened on first `get(name)` against the site URL (a string, or a
     callable giving it, so a server starts only when a lane needs it). `on_start(lane)` runs once per
@@ -171,7 +188,8 @@ class LanePool:
         self.states: dict[str, LaneState] = {}
 
     def state(self, name: str) -> LaneState:
-        return self.states.setdefault(name, LaneState(name, self.specs[name].browser))
+        spec = self.specs[name]
+        return self.states.setdefault(name, LaneState(name, spec.browser, spec.remote.endpoint if spec.remote else None))
 
     def site_url(self) -> str:
         if callable(self._site):
@@ -188,9 +206,12 @@ class LanePool:
             state.started_at = time.monotonic()
             lane = None
             try:
-                browser = self.browsers.get(spec.browser)
+                browser = self.browsers.get(spec.browser, spec.remote)
+                state.browser_version = self.browsers.versions.get(Browsers.key(spec.browser, spec.remote))
                 url = self.site_url() + spec.page
-                lane = (WebDriverLane if spec.browser == "webkit" else PlaywrightLane)(state, browser, url)
+                lane = (WebDriverLane if spec.uses_webdriver() else PlaywrightLane)(state, browser, url)
+                if spec.gpu and (lane.info or {}).get("backend") != "webgpu":
+                    raise LaneError(_no_webgpu(spec, lane))
                 if self.on_start is not None:
                     self.on_start(lane)
             except Exception as exc:

@@ -5,12 +5,16 @@
         x = gp_runtime.tensor(np.arange(4, dtype=np.float32))
         assert (await gp_runtime.ops.scale(x, 2.0, 1.0).read()).tolist() == [1, 3, 5, 7]
 
-runs natively and in each lane of `--gpuport-lanes` (native, chromium, firefox, webkit, chromium-cpu; by
-default native plus every lane whose browser is installed); ids end in `[lane]`. In a browser lane the test
+runs natively and in each lane of `--gpuport-lanes` (native, chromium, firefox, webkit, chromium-cpu, safari;
+by default native plus every lane whose browser is installed or lent); ids end in `[lane]`. In a browser lane the test
 module's source runs in a loaded page (its plain asserts rewritten to show their operands), the user's
 project (pytest's rootdir, if it is a Python project) is installed there from its wheel, and the test runs
 with `gp_runtime` being that page's runtime. A failure there is FAILED with the page's traceback and the
 lane; a lane that cannot start is an ERROR naming the browser and what is missing, never a skip.
+
+At scale: `-n N` (pytest-xdist) keeps each lane's tests on one worker; `--gpuport-connect LANE=ws://...` and
+`--gpuport-webdriver LANE=http://...` run a lane in a browser another machine lends; `--gpuport-report DIR`
+writes the run's test-by-lane matrix (report.json, report.html).
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import shutil
 import sys
 import tempfile
 import threading
-from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -30,22 +34,27 @@ import pytest
 
 from ..runtime import Runtime
 from ..runtime import open as open_runtime
-from . import inpage
-from .browsers import Browsers, LaneError, missing, sync_playwright
+from . import distribute, inpage, report
+from .browsers import Browsers, LaneError, Remote, missing, sync_playwright
 from .pages import Lane, LanePool, PageError, PageSpec
+from .results import Results, test_row
 from .site import StaticServer, build_lane_site, build_project_wheel, project_of
 
 NATIVE = "native"
 # The lanes a user chooses from: a browser kind and the options its page starts gpuport with.
+# WebKitGTK has no WebGPU (its lane is NumPy in WebAssembly); safari exists only lent by a Mac's safaridriver.
 LANES: dict[str, PageSpec] = {
-    "chromium": PageSpec("chromium-webgpu", "test.html"),
-    "firefox": PageSpec("firefox", "test.html"),
+    "chromium": PageSpec("chromium-webgpu", "test.html", gpu=True),
+    "firefox": PageSpec("firefox", "test.html", gpu=True),
     "webkit": PageSpec("webkit", "test.html"),
     "chromium-cpu": PageSpec("chromium-webgpu", "test.html?backend=cpu"),
+    "safari": PageSpec("safari", "test.html", gpu=True),
 }
 ALL_LANES = (NATIVE, *LANES)
+LOOPBACK = "127.0.0.1"
 
 _LANES_KEY = pytest.StashKey[list]()
+_SPECS_KEY = pytest.StashKey[dict]()
 _RUNNER_KEY = pytest.StashKey[Any]()
 _SUMMARY_KEY = pytest.StashKey["LaneSummary"]()
 
@@ -58,38 +67,95 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--gpuport-url", default=None, metavar="URL",
                     help="load the lanes' pages from this gpuport site (a `gpuport export` being served, or "
                          "`gpuport serve`) instead of the plugin's own static server")
+    group.addoption("--gpuport-connect", action="append", default=[], metavar="LANE=ws://HOST:PORT/PATH",
+                    help="run LANE (chromium, firefox, webkit, chromium-cpu) in a browser lent by a Playwright "
+                         "server (`playwright run-server --unsafe`) at that WebSocket URL; repeatable")
+    group.addoption("--gpuport-webdriver", action="append", default=[], metavar="LANE=http://HOST:PORT",
+                    help="run LANE (webkit, safari) in a browser lent by a WebDriver server (WebKitWebDriver, "
+                         "safaridriver, a Selenium Grid) at that URL; repeatable")
+    group.addoption("--gpuport-serve-host", default=LOOPBACK, metavar="HOST",
+                    help="the address the plugin serves the lanes' pages and your wheel on (default 127.0.0.1): "
+                         "one that a WebDriver lane's remote browser can reach (Playwright lanes reach this "
+                         "machine's loopback through their connection)")
+    group.addoption("--gpuport-report", default=None, metavar="DIR",
+                    help="write DIR/report.json and DIR/report.html: each test by each lane, and each lane's "
+                         "browser, version, adapter, tier and features")
 
 
-def default_lanes() -> tuple[list[str], dict[str, str]]:
-    """Native plus each lane whose browser (and driver package) is installed; and why the others are not."""
-    absent = {lane: reason for lane, spec in LANES.items() if (reason := missing(spec.browser))}
-    return [NATIVE] + [lane for lane in LANES if lane not in absent], absent
+def default_lanes(specs: dict[str, PageSpec] | None = None) -> tuple[list[str], dict[str, str]]:
+    """Native plus each lane whose browser is installed or lent (specs: LANES with their remotes); and why
+    the others are not."""
+    specs = LANES if specs is None else specs
+    absent = {lane: reason for lane, spec in specs.items() if (reason := missing(spec.browser, spec.remote))}
+    return [NATIVE] + [lane for lane in specs if lane not in absent], absent
+
+
+def lane_specs(config: pytest.Config) -> dict[str, PageSpec]:
+    """LANES with the remote browsers of --gpuport-connect and --gpuport-webdriver; UsageError naming a
+    wrong lane, URL or a lane given twice."""
+    specs = dict(LANES)
+    given: dict[str, str] = {}
+    for option, protocol, schemes in (("--gpuport-connect", "playwright", ("ws", "wss")),
+                                      ("--gpuport-webdriver", "webdriver", ("http", "https"))):
+        for value in config.getoption(option):
+            lane, sep, url = value.partition("=")
+            lane, url = lane.strip(), url.strip()
+            if not sep or lane not in LANES or url.split(":", 1)[0] not in schemes:
+                raise pytest.UsageError(f"{option} {value!r}: expected LANE={'|'.join(schemes)}://HOST:PORT/..., "
+                                        f"LANE one of {', '.join(LANES)}")
+            if lane in given:
+                raise pytest.UsageError(f"{option} {value!r}: lane {lane} is already lent by {given[lane]}")
+            if protocol == "webdriver" and specs[lane].browser not in ("webkit", "safari"):
+                raise pytest.UsageError(f"{option} {value!r}: WebDriver lends webkit and safari; lend {lane} "
+                                        "with --gpuport-connect (a Playwright server)")
+            if protocol == "playwright" and lane == "safari":
+                raise pytest.UsageError(f"{option} {value!r}: safari is lent by safaridriver: --gpuport-webdriver")
+            given[lane] = url
+            specs[lane] = replace(specs[lane], remote=Remote(protocol, url))
+    return specs
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.stash[_SUMMARY_KEY] = summary = LaneSummary()
+    config.stash[_SUMMARY_KEY] = summary = LaneSummary(config)
     config.pluginmanager.register(summary, "gpuport-lane-summary")
     config.addinivalue_line("markers", "gpuport: run the test natively and in every browser lane "
                                        "(--gpuport-lanes); it takes the gp_runtime fixture")
     # selenium's own WebKitGTK driver trips its own deprecation; nothing of the user's
     config.addinivalue_line("filterwarnings", "ignore:setting remote_server_addr:DeprecationWarning")
+    config.stash[_SPECS_KEY] = specs = lane_specs(config)
+    serve_host = config.getoption("--gpuport-serve-host")
+    if serve_host in ("0.0.0.0", "::", ""):
+        raise pytest.UsageError(f"--gpuport-serve-host {serve_host!r}: give the address the remote browser reaches "
+                                "this machine on (the pages' URLs carry it)")
     option = config.getoption("--gpuport-lanes")
     if option is None:
-        lanes = default_lanes()[0]
+        lanes = default_lanes(specs)[0]
     else:
         lanes = [lane.strip() for lane in option.split(",") if lane.strip()]
         unknown = [lane for lane in lanes if lane not in ALL_LANES]
         if unknown or not lanes:
             raise pytest.UsageError(f"--gpuport-lanes: unknown lane(s) {unknown or option!r}; "
                                     f"choose from {', '.join(ALL_LANES)}")
+        lanes += [lane for lane, spec in specs.items() if spec.remote and lane not in lanes]   # lent: asked for
     config.stash[_LANES_KEY] = lanes
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
+    specs = config.stash[_SPECS_KEY]
     lines = [f"gpuport lanes: {', '.join(config.stash[_LANES_KEY])}"]
+    lines += [f"gpuport lane {lane} lent by {spec.remote.endpoint}" for lane, spec in specs.items() if spec.remote]
     if config.getoption("--gpuport-lanes") is None:
-        lines += [f"gpuport lane {lane} not run: {reason}" for lane, reason in default_lanes()[1].items()]
+        lines += [f"gpuport lane {lane} not run: {reason}" for lane, reason in default_lanes(specs)[1].items()
+                  if lane != "safari"]
     return lines
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """Under `-n N` with xdist's default `--dist load`: a lane's tests on one worker (distribute.py)."""
+    if config.getoption("dist") != "load":
+        return None
+    return distribute.scheduler(config, log, [lane for lane in config.stash[_LANES_KEY] if lane != NATIVE])
 
 
 @pytest.hookimpl(trylast=True)  # after the marks' own parametrize: ids end in [lane]
@@ -134,7 +200,8 @@ class UserSite:
 
     def __init__(self, config: pytest.Config) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="gpuport-lanes-"))
-        self.server = StaticServer(self.dir, cors=True)
+        self.host = config.getoption("--gpuport-serve-host")
+        self.server = StaticServer(self.dir, cors=True, host=self.host)
         self.given_url = config.getoption("--gpuport-url")
         self.rootpath = config.rootpath
         self._wheel_url: str | None = None
@@ -155,6 +222,16 @@ class UserSite:
                 wheel = build_project_wheel(project[1], self.dir / "project")
                 self._wheel_url = f"{self.server.url}project/{wheel.name}"
         return self._wheel_url or None
+
+    def unreachable(self, spec: PageSpec) -> str | None:
+        """Why the lane's remote browser cannot load what this site serves, or None: a WebDriver browser on
+        another machine, while the pages are on loopback (a Playwright browser reaches loopback through its
+        connection)."""
+        remote = spec.remote
+        if remote is None or remote.protocol != "webdriver" or remote.on_loopback() or self.host != LOOPBACK:
+            return None
+        return (f"the WebDriver browser at {remote.endpoint} runs on another machine and cannot reach the plugin's pages "
+                f"on {self.host}: pass --gpuport-serve-host=<this machine's address on that network>")
 
     def close(self) -> None:
         self.server.close()
@@ -193,7 +270,11 @@ def gp_lanes(request: pytest.FixtureRequest, gp_browsers: Browsers) -> Iterator[
         if wheel:
             lane.call("installWheel", wheel)
 
-    pool = LanePool(gp_browsers, site.site_url, LANES, on_start)
+    specs = request.config.stash[_SPECS_KEY]
+    pool = LanePool(gp_browsers, site.site_url, specs, on_start)
+    for name, spec in specs.items():
+        if reason := site.unreachable(spec):
+            pool.state(name).error = f"lane {name}: {reason}"
     request.config.stash[_SUMMARY_KEY].pools.append(pool)
     yield pool
     pool.close()
@@ -205,7 +286,8 @@ def gp_lane(request: pytest.FixtureRequest) -> str:
     """The lane this test runs in ("native", "chromium", ...): set by @pytest.mark.gpuport."""
     if not hasattr(request, "param"):
         pytest.fail("gp_lane is set by @pytest.mark.gpuport: mark the test", pytrace=False)
-    request.node.user_properties.append(("gpuport_lane", request.param))
+    request.node.user_properties += [("gpuport_lane", request.param),
+                                     ("gpuport_test", test_row(request.node.nodeid, request.param))]
     return request.param
 
 
@@ -287,36 +369,62 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
     return True
 
 
-# -- the lanes' summary -----------------------------------------------------------------------------------
+# -- the lanes' summary and report ------------------------------------------------------------------------
 
 class LaneSummary:
-    """Counts outcomes per lane and says, after the run, how each lane went (and why one did not start)."""
+    """Collects each test's outcome per lane (in xdist's controller too: it receives every report) and each
+    process's lanes (a worker sends its own at its end); says after the run how each lane went, and writes
+    `--gpuport-report`."""
 
-    def __init__(self) -> None:
-        self.counts: dict[str, Counter] = {}
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+        self.results = Results()
         self.pools: list[LanePool] = []
         self.browsers: list[Browsers] = []
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        lane = dict(report.user_properties).get("gpuport_lane")
-        if lane is None or (report.when != "call" and report.passed):
+        self.results.record(report)
+
+    def pytest_sessionfinish(self) -> None:
+        workerinput = getattr(self.config, "workerinput", None)
+        part = self.results.collect(workerinput["workerid"] if workerinput else "main", self.pools, self.browsers)
+        if workerinput is not None:   # an xdist worker: the controller merges, reports and writes
+            self.config.workeroutput["gpuport_lanes"] = part
             return
-        outcome = report.outcome if report.when == "call" else ("error" if report.failed else report.outcome)
-        self.counts.setdefault(lane, Counter())[outcome] += 1
+        self.results.merge(part)
+        directory = self.config.getoption("--gpuport-report")
+        if directory and self.results.cells:
+            report.write(Path(directory), self.results, self.config.stash[_LANES_KEY])
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node: Any, error: Any) -> None:
+        part = getattr(node, "workeroutput", {}).get("gpuport_lanes")
+        if part is not None:
+            self.results.merge(part)
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
-        if not self.counts:
+        counts = self.results.counts()
+        if not counts:
             return
-        states = {name: state for pool in self.pools for name, state in pool.states.items()}
-        versions = {k: v for b in self.browsers for k, v in b.versions.items()}
         terminalreporter.section("gpuport lanes")
-        for lane in [lane for lane in ALL_LANES if lane in self.counts]:
-            counts = ", ".join(f"{n} {outcome}" for outcome, n in sorted(self.counts[lane].items()))
-            state = states.get(lane)
-            if state is None:
-                terminalreporter.write_line(f"{lane:13} {counts}")
-                continue
-            info = state.info or {}
-            where = (f"{state.browser} {versions.get(state.browser, '')}; {info.get('backend')}/{info.get('tier')}; "
-                     f"page ready in {state.open_s:.1f} s" if state.error is None else state.error)
-            terminalreporter.write_line(f"{lane:13} {counts}  ({where})")
+        for lane in [lane for lane in ALL_LANES if lane in counts]:
+            text = ", ".join(f"{n} {outcome}" for outcome, n in sorted(counts[lane].items()))
+            pages = [page for page in self.results.lanes if page["lane"] == lane]
+            terminalreporter.write_line(f"{lane:13} {text}" + "".join(f"  ({_page_line(page)})" for page in pages))
+        launched = {worker: keys for worker, keys in self.results.launched.items() if keys}
+        if launched:
+            terminalreporter.write_line("browsers: " + "; ".join(
+                f"{worker} launched {', '.join(keys)}" for worker, keys in sorted(launched.items())))
+        directory = self.config.getoption("--gpuport-report")
+        if directory:
+            terminalreporter.write_line(f"report: {Path(directory) / 'report.html'}")
+
+
+def _page_line(page: dict) -> str:
+    worker = f"{page['worker']}: " if page.get("worker") not in (None, "main") else ""
+    if page.get("error"):
+        return worker + page["error"]
+    browser = f"{page['browser']} {page.get('browser_version') or '?'}"
+    remote = f" from {page['remote']}" if page.get("remote") else ""
+    return (f"{worker}{browser}{remote}; {page.get('backend')}/{page.get('tier')}; "
+            f"page ready in {page.get('open_s')} s")
