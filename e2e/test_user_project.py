@@ -1,15 +1,24 @@
 """gpuport's pytest plugin on a user's own project (examples/rowstats): one pytest command runs its tests
 natively and in Chromium, Firefox, WebKitGTK and a Chromium cpu lane. Passing tests pass in each lane; the
 deliberately failing one fails in each lane with the page's traceback; a missing browser is an error that
-names it, never a skip."""
+names it, never a skip. At scale: `-n 2` (pytest-xdist) gives the same outcomes as one process without more
+browsers than lanes times workers; a lane runs in a browser lent by a Playwright server in another process, or
+by a WebDriver server; `--gpuport-report` writes the test-by-lane matrix, checked here as a person sees it."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
+
+import pytest
+
+from e2e_serve import free_port
+from gpuport.testing.browsers import Xvfb, executable
 
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT = ROOT / "examples" / "rowstats"
@@ -17,12 +26,18 @@ LANES = ["native", "chromium", "firefox", "webkit", "chromium-cpu"]
 PASSING = ["test_cosine_similarity_matches_numpy", "test_clamp_kernel[-0.5-0.5-{}]", "test_clamp_kernel[0.0-2.0-{}]",
            "test_runtime_has_a_backend"]
 FAILING = "test_demo_failure_shows_the_page_traceback"
+# What a Playwright server on this machine launches: Debian's Chromium with WebGPU on SwiftShader (a team's
+# GPU machine would launch its own browser on its own adapter and need none of this).
+LAUNCH = json.dumps({"executablePath": executable("chromium"),
+                     "args": ["--enable-unsafe-webgpu", "--use-webgpu-adapter=swiftshader", "--enable-features=Vulkan",
+                              "--disable-background-networking", "--disable-component-update", "--no-first-run"]})
 
 
-def _pytest(tmp_path: Path, *args: str, env: dict | None = None) -> tuple[subprocess.CompletedProcess, dict]:
+def _pytest(out: Path, *args: str, env: dict | None = None) -> tuple[subprocess.CompletedProcess, dict]:
     """Run pytest in the project (the plugin given with -p where its entry point is not installed);
-    returns the process and {test name: (outcome, message)} from its JUnit XML."""
-    junit = tmp_path / "junit.xml"
+    returns the process and {test name: (outcome, message, lane property)} from its JUnit XML."""
+    out.mkdir(parents=True, exist_ok=True)
+    junit = out / "junit.xml"
     done = subprocess.run([sys.executable, "-m", "pytest", "-p", "gpuport.testing.plugin", "-p", "no:cacheprovider",
                            f"--junitxml={junit}", "-rA", *args], cwd=PROJECT, capture_output=True, text=True,
                           timeout=900, env=dict(os.environ, PYTHONPATH=str(ROOT / "py"), **(env or {})))
@@ -32,19 +47,29 @@ def _pytest(tmp_path: Path, *args: str, env: dict | None = None) -> tuple[subpro
         for child in case:
             if child.tag in ("failure", "error", "skipped"):
                 outcome, message = child.tag, (child.get("message") or "") + "\n" + (child.text or "")
-        results[case.get("name")] = (outcome, message)
+        lane = {p.get("name"): p.get("value") for p in case.iter("property")}.get("gpuport_lane")
+        results[case.get("name")] = (outcome, message, lane)
     return done, results
 
 
-def test_the_project_runs_in_every_lane_and_its_failure_shows_the_page_traceback(tmp_path):
-    done, results = _pytest(tmp_path, "-m", "", "--gpuport-lanes=" + ",".join(LANES))
+@pytest.fixture(scope="module")
+def every_lane(tmp_path_factory):
+    """The project's whole suite in every lane, in one process, with the report."""
+    out = tmp_path_factory.mktemp("every-lane")
+    done, results = _pytest(out, "-m", "", "--gpuport-lanes=" + ",".join(LANES), f"--gpuport-report={out / 'report'}")
+    return done, results, out / "report"
+
+
+def test_the_project_runs_in_every_lane_and_its_failure_shows_the_page_traceback(every_lane):
+    done, results, _ = every_lane
     output = done.stdout[-6000:] + done.stderr[-3000:]
     assert done.returncode == 1, output   # the deliberate failure, nothing worse
     for lane in LANES:
         for name in PASSING:
             test = name.format(lane) if "{}" in name else f"{name}[{lane}]"
             assert results.get(test, ("missing",))[0] == "passed", (test, results.get(test), output)
-        outcome, message = results[f"{FAILING}[{lane}]"]
+            assert results[test][2] == lane   # the lane is a JUnit property of each test case
+        outcome, message, _ = results[f"{FAILING}[{lane}]"]
         assert outcome == "failure", (lane, outcome, message)
         assert "assert sims[1, 1] == 0.5" in message and "test_rowstats.py" in message, message
         if lane != "native":   # the page's own traceback, its lane, and the operands the assert compared
@@ -54,12 +79,116 @@ def test_the_project_runs_in_every_lane_and_its_failure_shows_the_page_traceback
     assert "gpuport lanes" in done.stdout and "webkit" in done.stdout
 
 
+def test_two_workers_give_the_same_outcomes_without_more_browsers(every_lane, tmp_path):
+    serial = {name: outcome for name, (outcome, _, _) in every_lane[1].items()}
+    done, results = _pytest(tmp_path, "-n", "2", "-m", "", "--gpuport-lanes=" + ",".join(LANES),
+                            f"--gpuport-report={tmp_path / 'report'}")
+    assert {name: outcome for name, (outcome, _, _) in results.items()} == serial, done.stdout[-4000:]
+    assert all(lane for _, _, lane in results.values() if lane is not None)
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    launched = report["browsers_launched"]
+    assert set(launched) <= {"gw0", "gw1"}, launched
+    browser_lanes = len(LANES) - 1
+    assert sum(map(len, launched.values())) <= browser_lanes * 2, launched
+    for worker, keys in launched.items():   # each worker launches each kind once at most
+        assert len(keys) == len(set(keys)), (worker, keys)
+    # a browser lane's page was loaded by one worker only
+    pages = [page["lane"] for page in report["lane_pages"] if page["lane"] != "native"]
+    assert sorted(pages) == sorted(LANES[1:]), report["lane_pages"]
+    assert "gpuport lanes" in done.stdout and "browsers: gw" in done.stdout, done.stdout[-3000:]
+
+
+def test_the_report_shows_the_matrix_in_a_browser(every_lane, browsers, tmp_path):
+    _, results, report_dir = every_lane
+    data = json.loads((report_dir / "report.json").read_text())
+    assert data["lanes"] == LANES and len(data["tests"]) == 5
+    pages = {page["lane"]: page for page in data["lane_pages"]}
+    assert pages["chromium"]["backend"] == "webgpu" and pages["chromium"]["adapter"]["vendor"] == "google"
+    assert pages["firefox"]["tier"] == "full" and "shader-f16" in pages["firefox"]["features"]
+    assert pages["webkit"]["browser_version"].startswith("MiniBrowser") and pages["native"]["browser_version"]
+    page = browsers.get("chromium-webgpu").new_page()
+    try:
+        page.goto((report_dir / "report.html").as_uri())
+        page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
+        assert (tmp_path / "report.png").stat().st_size > 10_000
+        for lane in LANES:
+            failed = page.locator(f'#matrix tr[data-test$="{FAILING}"] td[data-lane="{lane}"]')
+            assert failed.get_attribute("class") == "failed" and failed.inner_text().startswith("failed")
+            target = failed.locator("a").get_attribute("href")
+            assert "Traceback" in page.locator(target).inner_text() or lane == "native"
+            assert "assert sims[1, 1] == 0.5" in page.locator(target).inner_text()
+            assert page.locator(f'#matrix td.passed[data-lane="{lane}"]').count() == 4
+            assert page.locator(f'#lanes tr[data-lane="{lane}"]').count() == 1
+        assert page.locator("#matrix td.passed").first.evaluate("e => getComputedStyle(e).backgroundColor") != \
+            page.locator("#matrix td.failed").first.evaluate("e => getComputedStyle(e).backgroundColor")
+    finally:
+        page.close()
+
+
+@pytest.fixture(scope="module")
+def playwright_server():
+    """`python -m playwright run-server` in a process of its own on a free loopback port (--unsafe: it takes
+    the client's executablePath and args)."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "playwright", "run-server", "--host", "127.0.0.1", "--port",
+                             str(port), "--unsafe"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    line = proc.stdout.readline()   # "Listening on ws://127.0.0.1:PORT/" once it accepts connections
+    if "Listening on" not in line:
+        proc.kill()
+        pytest.fail(f"the Playwright server did not start: {line}{proc.stdout.read()}")
+    yield f"ws://127.0.0.1:{port}/"
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+def test_a_lane_in_a_browser_lent_by_a_playwright_server(playwright_server, tmp_path):
+    done, results = _pytest(tmp_path, "-m", "", "--gpuport-lanes=native,chromium",
+                            f"--gpuport-connect=chromium={playwright_server}?launch-options={LAUNCH}")
+    assert done.returncode == 1, done.stdout[-4000:]
+    for name in PASSING:
+        test = name.format("chromium") if "{}" in name else f"{name}[chromium]"
+        assert results[test][0] == "passed", (test, results[test])
+    assert results[f"{FAILING}[chromium]"][0] == "failure"
+    assert "[chromium] failed in the page" in results[f"{FAILING}[chromium]"][1]
+    summary = done.stdout[done.stdout.index("gpuport lanes"):]
+    assert f"from {playwright_server}; webgpu/core" in summary and "chromium-webgpu 156." in summary, summary
+
+
+def test_an_unreachable_playwright_server_fails_fast_naming_the_lane(tmp_path):
+    closed = f"ws://127.0.0.1:{free_port()}/"
+    t0 = time.monotonic()
+    done, results = _pytest(tmp_path, "--gpuport-lanes=chromium", "-k", "backend", f"--gpuport-connect=chromium={closed}")
+    assert time.monotonic() - t0 < 60, "connecting to a closed port must not wait out a long timeout"
+    outcome, message, _ = results["test_runtime_has_a_backend[chromium]"]
+    assert outcome == "error" and f"lane chromium: chromium-webgpu: no browser from {closed}" in message, message
+    assert "ECONNREFUSED" in message, message
+
+
+def test_a_webkit_lane_through_a_webdriver_server(tmp_path):
+    """WebKitWebDriver listening on a port, as on another machine, under an X server of its own."""
+    xvfb = Xvfb()
+    port = free_port()
+    driver = subprocess.Popen([executable("webkit-driver"), f"--port={port}"], env=dict(os.environ, DISPLAY=xvfb.display),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        done, results = _pytest(tmp_path, "--gpuport-lanes=webkit", "-k", "cosine or backend",
+                                f"--gpuport-webdriver=webkit=http://127.0.0.1:{port}")
+        assert done.returncode == 0, done.stdout[-4000:]
+        assert {name: r[0] for name, r in results.items()} == {
+            "test_cosine_similarity_matches_numpy[webkit]": "passed", "test_runtime_has_a_backend[webkit]": "passed"}
+        assert "MiniBrowser" in done.stdout and f"from http://127.0.0.1:{port}" in done.stdout, done.stdout[-2000:]
+    finally:
+        driver.terminate()
+        driver.wait(timeout=30)
+        xvfb.close()
+
+
 def test_a_missing_browser_is_an_error_naming_it(tmp_path):
     bogus = str(tmp_path / "no-such-chromium")
     done, results = _pytest(tmp_path, "--gpuport-lanes=chromium", "-k", "runtime_has_a_backend",
                             env={"GPUPORT_CHROMIUM": bogus})
     assert done.returncode == 1, done.stdout[-3000:]
-    outcome, message = results["test_runtime_has_a_backend[chromium]"]
+    outcome, message, _ = results["test_runtime_has_a_backend[chromium]"]
     assert outcome == "error", (outcome, message)
     assert bogus in message and "GPUPORT_CHROMIUM" in message and "chromium" in message, message
     assert "skipped" not in done.stdout.splitlines()[-1], done.stdout[-500:]
@@ -70,4 +199,4 @@ def test_lanes_load_their_pages_from_a_given_site(tmp_path, server_url):
     from the plugin's own server on another origin (CORS)."""
     done, results = _pytest(tmp_path, "--gpuport-lanes=chromium", "-k", "cosine", f"--gpuport-url={server_url}/")
     assert done.returncode == 0, done.stdout[-3000:]
-    assert results == {"test_cosine_similarity_matches_numpy[chromium]": ("passed", "")}
+    assert results == {"test_cosine_similarity_matches_numpy[chromium]": ("passed", "", "chromium")}

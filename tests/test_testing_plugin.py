@@ -5,6 +5,7 @@ lane (pytester, in a subprocess). The browser lanes: e2e/test_user_project.py.""
 from __future__ import annotations
 
 import asyncio
+import re
 import json
 import os
 import sys
@@ -181,3 +182,71 @@ def test_a_marked_test_without_gp_runtime_is_told_what_to_take(user_project):
     result = user_project.runpytest_subprocess("-p", "gpuport.testing.plugin", "--gpuport-lanes=native", "test_other.py")
     assert result.ret != 0
     result.stdout.fnmatch_lines(["*takes the gp_runtime fixture*"])
+
+
+# -- at scale: lent browsers, xdist, the report ------------------------------------------------------------
+
+@pytest.mark.parametrize("args,words", [
+    (["--gpuport-connect", "chromium=http://gpu-box.invalid:3000/"], "expected LANE=ws|wss://"),
+    (["--gpuport-connect", "opera=ws://gpu-box.invalid:3000/"], "LANE one of chromium, firefox"),
+    (["--gpuport-connect", "chromium=ws://a.invalid/", "--gpuport-connect", "chromium=ws://b.invalid/"],
+     "lane chromium is already lent by ws://a.invalid/"),
+    (["--gpuport-webdriver", "chromium=http://gpu-box.invalid:4444"], "WebDriver lends webkit and safari"),
+    (["--gpuport-connect", "safari=ws://gpu-box.invalid:3000/"], "safari is lent by safaridriver"),
+    (["--gpuport-serve-host", "0.0.0.0"], "give the address the remote browser reaches"),
+])
+def test_remote_lane_options_are_checked_before_anything_runs(user_project, args, words):
+    result = user_project.runpytest_subprocess("-p", "gpuport.testing.plugin", *args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR, result.stdout.str()
+    assert words in result.stderr.str()
+
+
+def test_a_webdriver_browser_elsewhere_cannot_reach_loopback_pages_and_says_so(user_project):
+    """Nothing is sent to the endpoint (.invalid never resolves): the lane fails on what the plugin knows."""
+    result = user_project.runpytest_subprocess("-p", "gpuport.testing.plugin", "-k", "async", "-rE",
+                                               "--gpuport-webdriver", "webkit=http://gpu-box.invalid:4444")
+    result.stdout.fnmatch_lines(["gpuport lane webkit lent by http://gpu-box.invalid:4444",
+                                 "*ERROR at setup of test_async[[]webkit[]]*",
+                                 "*lane webkit: the WebDriver browser at http://gpu-box.invalid:4444 runs on another "
+                                 "machine and cannot reach the plugin's pages on 127.0.0.1: pass --gpuport-serve-host*"])
+
+
+def test_remote_endpoint_merges_its_launch_options_over_the_lanes_recipe():
+    remote = browsers.Remote("playwright", 'ws://box.invalid:3000/pw?launch-options={"executablePath":"/opt/c",'
+                                           '"args":["--x"]}&token=t')
+    url, headers = remote.playwright_endpoint("chromium-webgpu")
+    assert url == remote.endpoint == "ws://box.invalid:3000/pw?token=t"
+    assert json.loads(headers["x-playwright-launch-options"]) == {"executablePath": "/opt/c", "args": ["--x"]}
+    assert json.loads(browsers.Remote("playwright", "ws://h.invalid/").playwright_endpoint("firefox")[1][
+        "x-playwright-launch-options"]) == {"firefoxUserPrefs": browsers.FIREFOX_PREFS}
+    with pytest.raises(browsers.LaneError, match="launch-options is not JSON"):
+        browsers.Remote("playwright", "ws://h.invalid/?launch-options={").playwright_endpoint("firefox")
+    assert [browsers.Remote("webdriver", u).on_loopback() for u in (
+        "http://127.0.0.2:1", "http://localhost:1", "http://[::1]:1", "http://10.0.0.1:1", "http://box.invalid")] == [
+        True, True, True, False, False]
+    assert browsers.missing("safari").startswith("safari runs on a Mac")
+    assert browsers.missing("safari", browsers.Remote("webdriver", "http://mac.invalid:4444")) is None
+
+
+def test_xdist_keeps_each_lane_on_one_worker_and_outcomes_match_one_process(user_project, monkeypatch, tmp_path):
+    """-n 2 against -n 0 with the native lane and a chromium lane that cannot start (no browser is needed to
+    see where xdist sent each test); the report of the -n 2 run merges both workers. With browsers:
+    e2e/test_user_project.py."""
+    monkeypatch.setenv("GPUPORT_CHROMIUM", str(tmp_path / "none"))
+    args = ["-p", "gpuport.testing.plugin", "--gpuport-lanes=native,chromium", "-v"]
+    serial = user_project.runpytest_subprocess(*args, "-n", "0")
+    spread = user_project.runpytest_subprocess(*args, "-n", "2", f"--gpuport-report={tmp_path / 'report'}")
+    outcome = re.compile(r"(test_user\.py::\S+) (PASSED|FAILED|ERROR)")
+    serial_outcomes = dict(outcome.findall(serial.stdout.str()))
+    spread_lines = re.findall(r"\[(gw\d)\] \[\s*\d+%\] (PASSED|FAILED|ERROR) (test_user\.py::\S+)", spread.stdout.str())
+    assert len(serial_outcomes) == 9 and {t: o for _, o, t in spread_lines} == serial_outcomes, spread.stdout.str()
+    # a browser lane on one worker (one page, one browser); the native lane, browserless, spreads
+    assert len({w for w, _, t in spread_lines if t.endswith("chromium]")}) == 1, spread_lines
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert report["lanes"] == ["native", "chromium"]
+    assert report["counts"] == {"native": {"passed": 3, "failed": 1}, "chromium": {"error": 4}}
+    pages = {(page["lane"], page["worker"]) for page in report["lane_pages"]}
+    assert {lane for lane, _ in pages} == {"native", "chromium"} and all(w.startswith("gw") for _, w in pages), pages
+    assert [p["error"] for p in report["lane_pages"] if p["lane"] == "chromium"][0].startswith("lane chromium")
+    assert report["browsers_launched"] == {}
+    spread.stdout.fnmatch_lines(["native*1 failed, 3 passed*", "chromium*4 error*(gw?: lane chromium: *"])

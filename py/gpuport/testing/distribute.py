@@ -1,5 +1,6 @@
-"""pytest-xdist: a lane's tests go to one worker, so each worker launches only the browsers of its own lanes
-(`-n N` with xdist's default `--dist load`; any other `--dist` the user gives is left as it is).
+"""pytest-xdist: a browser lane's tests go to one worker, so each worker launches only the browsers of its own
+lanes and loads each lane's page once (`-n N` with xdist's default `--dist load`; any other `--dist` the user
+gives is left as it is). The native lane has no browser: its tests spread like any others.
 
 xdist's controller sees node ids only, so a test's lane is read from its id, which the plugin's
 parametrization ends with the lane (`test_x[chromium]`, `test_y[0.5-firefox]`); tests of no lane are

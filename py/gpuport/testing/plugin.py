@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
+import platform
 import shutil
 import sys
 import tempfile
@@ -36,8 +37,8 @@ from ..runtime import Runtime
 from ..runtime import open as open_runtime
 from . import distribute, inpage, report
 from .browsers import Browsers, LaneError, Remote, missing, sync_playwright
-from .pages import Lane, LanePool, PageError, PageSpec
-from .results import Results, test_row
+from .pages import Lane, LanePool, LaneState, PageError, PageSpec
+from .results import Results, row_of
 from .site import StaticServer, build_lane_site, build_project_wheel, project_of
 
 NATIVE = "native"
@@ -250,9 +251,12 @@ def gp_browsers(request: pytest.FixtureRequest) -> Iterator[Browsers]:
 
 
 @pytest.fixture(scope="session")
-def gp_native() -> Iterator[NativeRunner]:
+def gp_native(request: pytest.FixtureRequest) -> Iterator[NativeRunner]:
     """The native lane's runtime and event loop."""
     runner = NativeRunner()
+    request.config.stash[_SUMMARY_KEY].native = LaneState(
+        NATIVE, NATIVE, browser_version=f"{platform.python_implementation()} {platform.python_version()}",
+        info=runner.runtime.info())
     yield runner
     runner.close()
 
@@ -287,7 +291,7 @@ def gp_lane(request: pytest.FixtureRequest) -> str:
     if not hasattr(request, "param"):
         pytest.fail("gp_lane is set by @pytest.mark.gpuport: mark the test", pytrace=False)
     request.node.user_properties += [("gpuport_lane", request.param),
-                                     ("gpuport_test", test_row(request.node.nodeid, request.param))]
+                                     ("gpuport_test", row_of(request.node.nodeid, request.param))]
     return request.param
 
 
@@ -381,13 +385,16 @@ class LaneSummary:
         self.results = Results()
         self.pools: list[LanePool] = []
         self.browsers: list[Browsers] = []
+        self.native: LaneState | None = None
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         self.results.record(report)
 
     def pytest_sessionfinish(self) -> None:
         workerinput = getattr(self.config, "workerinput", None)
-        part = self.results.collect(workerinput["workerid"] if workerinput else "main", self.pools, self.browsers)
+        states = [self.native] if self.native else []
+        states += [state for pool in self.pools for state in pool.states.values()]
+        part = self.results.collect(workerinput["workerid"] if workerinput else "main", states, self.browsers)
         if workerinput is not None:   # an xdist worker: the controller merges, reports and writes
             self.config.workeroutput["gpuport_lanes"] = part
             return
@@ -410,7 +417,8 @@ class LaneSummary:
         for lane in [lane for lane in ALL_LANES if lane in counts]:
             text = ", ".join(f"{n} {outcome}" for outcome, n in sorted(counts[lane].items()))
             pages = [page for page in self.results.lanes if page["lane"] == lane]
-            terminalreporter.write_line(f"{lane:13} {text}" + "".join(f"  ({_page_line(page)})" for page in pages))
+            terminalreporter.write_line(f"{lane:13} {text}" + "".join(f"  ({_page_line(page)})" for page in pages
+                                                                       if page["lane"] != NATIVE))
         launched = {worker: keys for worker, keys in self.results.launched.items() if keys}
         if launched:
             terminalreporter.write_line("browsers: " + "; ".join(
@@ -426,5 +434,5 @@ def _page_line(page: dict) -> str:
         return worker + page["error"]
     browser = f"{page['browser']} {page.get('browser_version') or '?'}"
     remote = f" from {page['remote']}" if page.get("remote") else ""
-    return (f"{worker}{browser}{remote}; {page.get('backend')}/{page.get('tier')}; "
-            f"page ready in {page.get('open_s')} s")
+    ready = f"; page ready in {page['open_s']} s" if page.get("open_s") is not None else ""
+    return f"{worker}{browser}{remote}; {page.get('backend')}/{page.get('tier')}{ready}"

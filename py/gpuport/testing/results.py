@@ -11,13 +11,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .browsers import Browsers
-from .pages import LanePool, LaneState
+from .pages import LaneState
 
 OUTCOMES = ("passed", "failed", "error", "skipped")
 _ADAPTER_KEYS = ("vendor", "architecture", "device", "description", "is_fallback")
 
 
-def test_row(nodeid: str, lane: str) -> str:
+def row_of(nodeid: str, lane: str) -> str:
     """A test's node id without its lane (the row of the report): `t.py::f[1-chromium]` -> `t.py::f[1]`."""
     if nodeid.endswith(f"[{lane}]"):
         return nodeid[:-len(lane) - 2]
@@ -92,10 +92,9 @@ class Results:
             lane_counts[cell.outcome] = lane_counts.get(cell.outcome, 0) + 1
         return out
 
-    def collect(self, worker: str, pools: list[LanePool], browsers: list[Browsers]) -> dict:
+    def collect(self, worker: str, states: list[LaneState], browsers: list[Browsers]) -> dict:
         """This process's lanes and browsers, as plain data (what a worker sends to the controller)."""
-        return {"worker": worker,
-                "lanes": [dict(lane_facts(state), worker=worker) for pool in pools for state in pool.states.values()],
+        return {"worker": worker, "lanes": [dict(lane_facts(state), worker=worker) for state in states],
                 "launched": [key for pool in browsers for key in pool.launched]}
 
     def merge(self, part: dict) -> None:
