@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import gpuport
-from gpuport.testing import browsers, inpage, stand_in
+from gpuport.testing import browsers, inpage, plugin, stand_in
 
 pytest_plugins = ["pytester"]
 PY = str(Path(gpuport.__file__).resolve().parents[1])
@@ -186,24 +186,50 @@ def test_a_marked_test_without_gp_runtime_is_told_what_to_take(user_project):
 
 # -- at scale: lent browsers, xdist, the report ------------------------------------------------------------
 
-@pytest.mark.parametrize("args,words", [
-    (["--gpuport-connect", "chromium=http://gpu-box.invalid:3000/"], "expected LANE=ws|wss://"),
-    (["--gpuport-connect", "opera=ws://gpu-box.invalid:3000/"], "LANE one of chromium, firefox"),
-    (["--gpuport-connect", "chromium=ws://a.invalid/", "--gpuport-connect", "chromium=ws://b.invalid/"],
+class _Options:
+    """The little of pytest's Config that plugin.lane_specs reads."""
+
+    def __init__(self, **options) -> None:
+        self.options = {"--gpuport-connect": [], "--gpuport-webdriver": [], **options}
+
+    def getoption(self, name):
+        return self.options[name]
+
+
+@pytest.mark.parametrize("options,words", [
+    ({"--gpuport-connect": ["chromium=http://gpu-box.invalid:3000/"]}, "expected LANE=ws|wss://"),
+    ({"--gpuport-connect": ["opera=ws://gpu-box.invalid:3000/"]}, "LANE one of chromium, firefox"),
+    ({"--gpuport-connect": ["chromium=ws://a.invalid/", "chromium=ws://b.invalid/"]},
      "lane chromium is already lent by ws://a.invalid/"),
-    (["--gpuport-webdriver", "chromium=http://gpu-box.invalid:4444"], "WebDriver lends webkit and safari"),
-    (["--gpuport-connect", "safari=ws://gpu-box.invalid:3000/"], "safari is lent by safaridriver"),
-    (["--gpuport-serve-host", "0.0.0.0"], "give the address the remote browser reaches"),
+    ({"--gpuport-webdriver": ["chromium=http://gpu-box.invalid:4444"]}, "WebDriver lends webkit and safari"),
+    ({"--gpuport-connect": ["safari=ws://gpu-box.invalid:3000/"]}, "safari is lent by safaridriver"),
 ])
-def test_remote_lane_options_are_checked_before_anything_runs(user_project, args, words):
-    result = user_project.runpytest_subprocess("-p", "gpuport.testing.plugin", *args)
-    assert result.ret == pytest.ExitCode.USAGE_ERROR, result.stdout.str()
-    assert words in result.stderr.str()
+def test_remote_lane_options_name_what_is_wrong(options, words):
+    with pytest.raises(pytest.UsageError, match=re.escape(words)):
+        plugin.lane_specs(_Options(**options))
+
+
+def test_lent_lanes_keep_their_page_and_gpu_check():
+    specs = plugin.lane_specs(_Options(**{"--gpuport-connect": ["firefox=ws://gpu-box.invalid:3000/"],
+                                          "--gpuport-webdriver": ["safari=http://mac.invalid:4444"]}))
+    assert specs["firefox"].remote == browsers.Remote("playwright", "ws://gpu-box.invalid:3000/")
+    assert specs["safari"].uses_webdriver() and specs["safari"].gpu and not specs["firefox"].uses_webdriver()
+    assert specs["chromium"] == plugin.LANES["chromium"]
+    assert plugin.default_lanes(specs)[0] == ["native", "chromium", "firefox", "webkit", "chromium-cpu", "safari"]
+
+
+def test_options_are_checked_before_anything_runs(user_project):
+    for args, words in ((["--gpuport-serve-host", "0.0.0.0"], "give the address the remote browser reaches"),
+                        (["--gpuport-connect", "opera=ws://gpu-box.invalid:3000/"], "LANE one of chromium")):
+        result = user_project.runpytest_subprocess("-p", "gpuport.testing.plugin", *args)
+        assert result.ret == pytest.ExitCode.USAGE_ERROR, result.stdout.str()
+        assert words in result.stderr.str()
 
 
 def test_a_webdriver_browser_elsewhere_cannot_reach_loopback_pages_and_says_so(user_project):
     """Nothing is sent to the endpoint (.invalid never resolves): the lane fails on what the plugin knows."""
     result = user_project.runpytest_subprocess("-p", "gpuport.testing.plugin", "-k", "async", "-rE",
+                                               "--gpuport-lanes=webkit",
                                                "--gpuport-webdriver", "webkit=http://gpu-box.invalid:4444")
     result.stdout.fnmatch_lines(["gpuport lane webkit lent by http://gpu-box.invalid:4444",
                                  "*ERROR at setup of test_async[[]webkit[]]*",
