@@ -151,7 +151,20 @@ def test_a_lane_in_a_browser_lent_by_a_playwright_server(playwright_server, tmp_
     assert results[f"{FAILING}[chromium]"][0] == "failure"
     assert "[chromium] failed in the page" in results[f"{FAILING}[chromium]"][1]
     summary = done.stdout[done.stdout.index("gpuport lanes"):]
-    assert f"from {playwright_server}; webgpu/core" in summary and "chromium-webgpu 156." in summary, summary
+    assert f"from {playwright_server}; webgpu/core on google swiftshader" in summary, summary
+    assert "chromium-webgpu 156." in summary, summary
+
+
+def test_a_lent_browser_without_webgpu_is_an_error_naming_the_lane(playwright_server, tmp_path):
+    """The server launches Chromium without the WebGPU flags (the page falls back to the CPU): the chromium
+    lane is there for WebGPU, so it fails to start rather than passing on the wrong tier."""
+    launch = json.dumps({"executablePath": executable("chromium"), "args": ["--disable-background-networking"]})
+    done, results = _pytest(tmp_path, "--gpuport-lanes=chromium", "-k", "backend",
+                            f"--gpuport-connect=chromium={playwright_server}?launch-options={launch}")
+    outcome, message, _ = results["test_runtime_has_a_backend[chromium]"]
+    assert outcome == "error", (outcome, message)
+    assert f"lane chromium: the browser from {playwright_server} has no WebGPU" in message, message
+    assert "the page runs on backend cpu" in message, message
 
 
 def test_an_unreachable_playwright_server_fails_fast_naming_the_lane(tmp_path):

@@ -435,4 +435,6 @@ def _page_line(page: dict) -> str:
     browser = f"{page['browser']} {page.get('browser_version') or '?'}"
     remote = f" from {page['remote']}" if page.get("remote") else ""
     ready = f"; page ready in {page['open_s']} s" if page.get("open_s") is not None else ""
-    return f"{worker}{browser}{remote}; {page.get('backend')}/{page.get('tier')}{ready}"
+    adapter = page.get("adapter") or {}
+    on = " ".join(str(adapter[k]) for k in ("vendor", "architecture", "device") if adapter.get(k))
+    return f"{worker}{browser}{remote}; {page.get('backend')}/{page.get('tier')}{f' on {on}' if on else ''}{ready}"
