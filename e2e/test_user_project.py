@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -77,6 +78,22 @@ def test_the_project_runs_in_every_lane_and_its_failure_shows_the_page_traceback
             assert "left:  np.float32(" in message and "right: 0.5" in message, message
     assert len(results) == 5 * len(LANES), sorted(results)
     assert "gpuport lanes" in done.stdout and "webkit" in done.stdout
+
+
+def test_bare_pyodide_lanes_install_gpuport_with_micropip_as_pyscript_does(tmp_path):
+    """chromium-pyodide and firefox-pyodide: web/pyodide.html, a plain loadPyodide() page, micropip installs
+    gpuport and the project's wheel; the tests run there on WebGPU."""
+    lanes = ["chromium-pyodide", "firefox-pyodide"]
+    done, results = _pytest(tmp_path, "-m", "", "--gpuport-lanes=" + ",".join(lanes))
+    assert done.returncode == 1, done.stdout[-4000:]
+    for lane in lanes:
+        for name in PASSING:
+            test = name.format(lane) if "{}" in name else f"{name}[{lane}]"
+            assert results.get(test, ("missing",))[0] == "passed", (test, results.get(test), done.stdout[-4000:])
+        assert f"[{lane}] failed in the page" in results[f"{FAILING}[{lane}]"][1]
+    summary = done.stdout[done.stdout.index("gpuport lanes"):]
+    assert re.search(r"chromium-pyodide +1 failed, 4 passed  \(chromium-webgpu .*; webgpu/core", summary), summary
+    assert re.search(r"firefox-pyodide +1 failed, 4 passed  \(firefox .*; webgpu/full", summary), summary
 
 
 def test_two_workers_give_the_same_outcomes_without_more_browsers(every_lane, tmp_path):

@@ -173,8 +173,8 @@ def test_a_lane_whose_browser_is_missing_errors_with_the_reason(user_project, mo
 def test_unknown_lane_is_a_usage_error(user_project):
     result = user_project.runpytest_subprocess("-p", "gpuport.testing.plugin", "--gpuport-lanes=native,opera")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    assert ("unknown lane(s) ['opera']; choose from native, chromium, firefox, webkit, chromium-cpu, safari"
-            in result.stderr.str())
+    assert ("unknown lane(s) ['opera']; choose from native, chromium, firefox, webkit, chromium-cpu, "
+            "chromium-pyodide, firefox-pyodide, safari" in result.stderr.str())
 
 
 def test_a_marked_test_without_gp_runtime_is_told_what_to_take(user_project):
@@ -216,6 +216,7 @@ def test_lent_lanes_keep_their_page_and_gpu_check():
     assert specs["safari"].uses_webdriver() and specs["safari"].gpu and not specs["firefox"].uses_webdriver()
     assert specs["chromium"] == plugin.LANES["chromium"]
     assert plugin.default_lanes(specs)[0] == ["native", "chromium", "firefox", "webkit", "chromium-cpu", "safari"]
+    assert plugin.default_lanes()[0] == ["native", "chromium", "firefox", "webkit", "chromium-cpu"]   # this machine
 
 
 def test_options_are_checked_before_anything_runs(user_project):

@@ -5,8 +5,9 @@
         x = gp_runtime.tensor(np.arange(4, dtype=np.float32))
         assert (await gp_runtime.ops.scale(x, 2.0, 1.0).read()).tolist() == [1, 3, 5, 7]
 
-runs natively and in each lane of `--gpuport-lanes` (native, chromium, firefox, webkit, chromium-cpu, safari;
-by default native plus every lane whose browser is installed or lent); ids end in `[lane]`. In a browser lane the test
+runs natively and in each lane of `--gpuport-lanes` (native, chromium, firefox, webkit, chromium-cpu,
+chromium-pyodide, firefox-pyodide, safari; by default native, chromium, firefox, webkit and chromium-cpu where
+their browsers are installed, and every lent lane); ids end in `[lane]`. In a browser lane the test
 module's source runs in a loaded page (its plain asserts rewritten to show their operands), the user's
 project (pytest's rootdir, if it is a Python project) is installed there from its wheel, and the test runs
 with `gp_runtime` being that page's runtime. A failure there is FAILED with the page's traceback and the
@@ -44,14 +45,20 @@ from .site import StaticServer, build_lane_site, build_project_wheel, project_of
 NATIVE = "native"
 # The lanes a user chooses from: a browser kind and the options its page starts gpuport with.
 # WebKitGTK has no WebGPU (its lane is NumPy in WebAssembly); safari exists only lent by a Mac's safaridriver.
+# The *-pyodide lanes meet gpuport as PyScript and JupyterLite do: a bare loadPyodide() page where micropip
+# installs the wheel and gpuport registers its own JS half (web/pyodide.html), not gpuport.js's start().
 LANES: dict[str, PageSpec] = {
     "chromium": PageSpec("chromium-webgpu", "test.html", gpu=True),
     "firefox": PageSpec("firefox", "test.html", gpu=True),
     "webkit": PageSpec("webkit", "test.html"),
     "chromium-cpu": PageSpec("chromium-webgpu", "test.html?backend=cpu"),
+    "chromium-pyodide": PageSpec("chromium-webgpu", "pyodide.html", gpu=True),
+    "firefox-pyodide": PageSpec("firefox", "pyodide.html", gpu=True),
     "safari": PageSpec("safari", "test.html", gpu=True),
 }
 ALL_LANES = (NATIVE, *LANES)
+# Run when --gpuport-lanes is not given (with native, each whose browser is here, and every lent lane).
+DEFAULT_LANES = ("chromium", "firefox", "webkit", "chromium-cpu")
 LOOPBACK = "127.0.0.1"
 
 _LANES_KEY = pytest.StashKey[list]()
@@ -69,7 +76,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="load the lanes' pages from this gpuport site (a `gpuport export` being served, or "
                          "`gpuport serve`) instead of the plugin's own static server")
     group.addoption("--gpuport-connect", action="append", default=[], metavar="LANE=ws://HOST:PORT/PATH",
-                    help="run LANE (chromium, firefox, webkit, chromium-cpu) in a browser lent by a Playwright "
+                    help="run LANE (chromium, firefox, webkit, chromium-cpu, *-pyodide) in a browser lent by a Playwright "
                          "server (`playwright run-server --unsafe`) at that WebSocket URL; repeatable")
     group.addoption("--gpuport-webdriver", action="append", default=[], metavar="LANE=http://HOST:PORT",
                     help="run LANE (webkit, safari) in a browser lent by a WebDriver server (WebKitWebDriver, "
@@ -87,8 +94,9 @@ def default_lanes(specs: dict[str, PageSpec] | None = None) -> tuple[list[str], 
     """Native plus each lane whose browser is installed or lent (specs: LANES with their remotes); and why
     the others are not."""
     specs = LANES if specs is None else specs
-    absent = {lane: reason for lane, spec in specs.items() if (reason := missing(spec.browser, spec.remote))}
-    return [NATIVE] + [lane for lane in specs if lane not in absent], absent
+    candidates = [lane for lane, spec in specs.items() if lane in DEFAULT_LANES or spec.remote]
+    absent = {lane: reason for lane in candidates if (reason := missing(specs[lane].browser, specs[lane].remote))}
+    return [NATIVE] + [lane for lane in candidates if lane not in absent], absent
 
 
 def lane_specs(config: pytest.Config) -> dict[str, PageSpec]:
@@ -146,8 +154,7 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     lines = [f"gpuport lanes: {', '.join(config.stash[_LANES_KEY])}"]
     lines += [f"gpuport lane {lane} lent by {spec.remote.endpoint}" for lane, spec in specs.items() if spec.remote]
     if config.getoption("--gpuport-lanes") is None:
-        lines += [f"gpuport lane {lane} not run: {reason}" for lane, reason in default_lanes(specs)[1].items()
-                  if lane != "safari"]
+        lines += [f"gpuport lane {lane} not run: {reason}" for lane, reason in default_lanes(specs)[1].items()]
     return lines
 
 
@@ -417,7 +424,7 @@ class LaneSummary:
         for lane in [lane for lane in ALL_LANES if lane in counts]:
             text = ", ".join(f"{n} {outcome}" for outcome, n in sorted(counts[lane].items()))
             pages = [page for page in self.results.lanes if page["lane"] == lane]
-            terminalreporter.write_line(f"{lane:13} {text}" + "".join(f"  ({_page_line(page)})" for page in pages
+            terminalreporter.write_line(f"{lane:16} {text}" + "".join(f"  ({_page_line(page)})" for page in pages
                                                                        if page["lane"] != NATIVE))
         launched = {worker: keys for worker, keys in self.results.launched.items() if keys}
         if launched:
