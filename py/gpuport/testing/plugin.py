@@ -71,13 +71,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("gpuport", "gpuport: @pytest.mark.gpuport tests natively and in browser lanes")
     group.addoption("--gpuport-lanes", default=None, metavar="LANES",
                     help="comma-separated lanes for @pytest.mark.gpuport tests, of " + ",".join(ALL_LANES)
-                         + " (default: native plus every lane whose browser is installed)")
+                         + f" (default: native, then {', '.join(DEFAULT_LANES)} where installed, and every lent lane)")
     group.addoption("--gpuport-url", default=None, metavar="URL",
                     help="load the lanes' pages from this gpuport site (a `gpuport export` being served, or "
                          "`gpuport serve`) instead of the plugin's own static server")
     group.addoption("--gpuport-connect", action="append", default=[], metavar="LANE=ws://HOST:PORT/PATH",
-                    help="run LANE (chromium, firefox, webkit, chromium-cpu, *-pyodide) in a browser lent by a Playwright "
-                         "server (`playwright run-server --unsafe`) at that WebSocket URL; repeatable")
+                    help="run LANE (chromium, firefox, webkit, chromium-cpu, *-pyodide) in a browser lent by a "
+                         "Playwright server (`playwright run-server --unsafe`) at that WebSocket URL; repeatable")
     group.addoption("--gpuport-webdriver", action="append", default=[], metavar="LANE=http://HOST:PORT",
                     help="run LANE (webkit, safari) in a browser lent by a WebDriver server (WebKitWebDriver, "
                          "safaridriver, a Selenium Grid) at that URL; repeatable")
