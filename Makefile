@@ -170,6 +170,12 @@ bench-setup:
 bench: setup bench-setup
 	$(BENCH_LOCK) env PYTHONPATH=py $(PY) bench/peers.py --bench-dir $(BENCH_DIR) $(BENCH_ARGS)
 
+# bench/startup.py: time from navigation to the first MiniLM embedding, cold and warm, gpuport against
+# transformers.js in both browsers (and natively against sentence-transformers); the same peers and lock.
+.PHONY: bench-startup
+bench-startup: setup bench-setup
+	$(BENCH_LOCK) env PYTHONPATH=py $(PY) bench/startup.py --bench-dir $(BENCH_DIR) $(BENCH_STARTUP_ARGS)
+
 # bench/generate.py: SmolLM2 generation, gpuport vs llama.cpp (llama-cpp-python natively, @wllama/wllama in both
 # browsers). Its peers are bench-only and live in $(BENCH_LLM_DIR), set up idempotently by bench/llm/setup.sh
 # (the llama.cpp compile takes the machine-wide heavy lock itself); the run takes the lock too.

