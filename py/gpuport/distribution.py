@@ -23,6 +23,7 @@ import importlib.metadata
 import json
 import os
 import re
+import sys
 import tempfile
 import zipfile
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from pathlib import Path
 from typing import Iterable
 
 from ._version import __version__
+from .bytecode import BytecodeUnavailable, compile_sources
 from .errors import LoadError
 from .records import cache_dir
 
@@ -276,7 +278,8 @@ def ensure_distribution(repo_root: Path | str | None = None, dest: Path | str | 
 
 def build_wheel(root: Path, out_dir: Path) -> Path:
     """Build the gpuport wheel (what a page installs with micropip) from the checkout at `root` with
-    hatchling's builder, as its PEP 517 hook does; older gpuport wheels in `out_dir` are removed."""
+    hatchling's builder, as its PEP 517 hook does, plus its modules' bytecode for the page's CPython (see
+    bytecode.py); older gpuport wheels in `out_dir` are removed."""
     if not (root / "pyproject.toml").is_file():
         raise LoadError(f"{root} is not a gpuport checkout (no pyproject.toml): cannot build the wheel")
     try:
@@ -287,10 +290,14 @@ def build_wheel(root: Path, out_dir: Path) -> Path:
     with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
         built = Path(next(WheelBuilder(str(root)).build(directory=tmp, versions=["standard"])))
         final = out_dir / built.name
-        os.replace(built, final)
-    for old in out_dir.glob("gpuport-*.whl"):
-        if old != final:
-            old.unlink()
+        with zipfile.ZipFile(built) as zf:
+            files = {name: zf.read(name) for name in zf.namelist()}
+    sources = {name: data for name, data in files.items() if name.startswith("gpuport/") and name.endswith(".py")}
+    try:
+        files.update(compile_sources(sources, default_dest(root), data_home(root) / "bytecode", PYODIDE_VERSION))
+    except BytecodeUnavailable as exc:   # the page compiles on import instead, as before
+        print(f"note: the gpuport wheel goes without Pyodide bytecode: {exc}", file=sys.stderr)
+    _write_wheel(final, files, f"gpuport-{__version__}.dist-info")
     return final
 
 
@@ -318,16 +325,25 @@ def wheel_from_installed(out_dir: Path) -> Path:
     members = sorted(str(f) for f in dist.files
                      if f.parts[0] != ".." and "__pycache__" not in f.parts and f.suffix != ".pyc"
                      and not (f.parts[0].endswith(".dist-info") and f.name in _NOT_IN_WHEEL))
-    out_dir.mkdir(parents=True, exist_ok=True)
     final = out_dir / f"gpuport-{dist.version}-py3-none-any.whl"
-    fd, tmp = tempfile.mkstemp(prefix=".gpuport-", suffix=".whl", dir=out_dir)
+    _write_wheel(final, {name.replace(os.sep, "/"): Path(dist.locate_file(name)).read_bytes() for name in members},
+                 info)
+    return final
+
+
+def _write_wheel(final: Path, files: dict[str, bytes], info: str) -> None:
+    """`files` (archive name -> bytes) as the wheel `final`, written atomically, with a fresh RECORD in `info`;
+    older gpuport wheels beside it are removed."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".gpuport-", suffix=".whl", dir=final.parent)
     os.close(fd)
     try:
         record = []
         with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
-            for name in members:
-                data = Path(dist.locate_file(name)).read_bytes()
-                zf.writestr(name.replace(os.sep, "/"), data)
+            for name, data in files.items():
+                if name == f"{info}/RECORD":
+                    continue
+                zf.writestr(name, data)
                 digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
                 record.append(f"{name},sha256={digest},{len(data)}")
             record.append(f"{info}/RECORD,,")
@@ -336,10 +352,9 @@ def wheel_from_installed(out_dir: Path) -> Path:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-    for old in out_dir.glob("gpuport-*.whl"):
+    for old in final.parent.glob("gpuport-*.whl"):
         if old != final:
             old.unlink()
-    return final
 
 
 def _manifest_files(dest: Path) -> set[str]:

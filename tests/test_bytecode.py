@@ -1,0 +1,106 @@
+"""The page's bytecode (gpuport/bytecode.py): the wheel a page installs carries a checked-hash .pyc of every
+module, compiled by Pyodide's own CPython; Pyodide imports gpuport from them without compiling, and still
+compiles a module whose source changed. Without Node or a vendored Pyodide the wheel goes without, saying why."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import subprocess
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from gpuport import bytecode
+from gpuport.distribution import PYODIDE_VERSION, build_wheel, default_dest
+
+REPO = Path(__file__).resolve().parents[1]
+PYODIDE = default_dest(REPO)
+
+# Pyodide under Node imports gpuport from an unpacked wheel and counts what importlib had to compile.
+IMPORT = """
+import { pathToFileURL } from "node:url";
+const [pyodideDir, siteDir] = process.argv.slice(2);
+const { loadPyodide } = await import(pathToFileURL(`${pyodideDir}/pyodide.mjs`).href);
+const pyodide = await loadPyodide({ indexURL: `${pyodideDir}/` });
+await pyodide.loadPackage("numpy", { messageCallback: () => {} });
+pyodide.mountNodeFS("/site", siteDir);
+const out = pyodide.runPython(`
+import importlib._bootstrap_external as ext, json, sys
+sys.dont_write_bytecode = True
+sys.path.insert(0, "/site")
+compiled = []
+original = ext.SourceLoader.source_to_code
+def counting(self, data, path, **kw):
+    compiled.append(path)
+    return original(self, data, path, **kw)
+ext.SourceLoader.source_to_code = counting
+import gpuport, gpuport.runtime, gpuport.models.minilm
+json.dumps({"compiled": sorted(p for p in compiled if "/site/gpuport/" in p),
+            "loaded": sorted(m for m in sys.modules if m.startswith("gpuport"))})
+`);
+process.stdout.write(out + "\\n");
+"""
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
+    return build_wheel(REPO, tmp_path_factory.mktemp("wheel"))
+
+
+def test_every_module_has_checked_hash_bytecode_listed_in_record(wheel):
+    with zipfile.ZipFile(wheel) as zf:
+        names = set(zf.namelist())
+        record = {line.split(",")[0]: line.split(",")[1:] for line in
+                  zf.read("gpuport-0.1.0.dist-info/RECORD").decode().splitlines()}
+        sources = sorted(n for n in names if n.endswith(".py"))
+        assert len(sources) > 60
+        for source in sources:
+            folder, stem = source.rsplit("/", 1)
+            pyc = f"{folder}/__pycache__/{stem[:-3]}.cpython-312.pyc"
+            data = zf.read(pyc)
+            assert int.from_bytes(data[4:8], "little") == 0b11, pyc   # hash-based, checked against the source
+            digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+            assert record[pyc] == [f"sha256={digest}", str(len(data))]
+        assert len([n for n in names if n.endswith(".pyc")]) == len(sources)
+
+
+def test_pyodide_imports_gpuport_without_compiling_and_recompiles_a_changed_source(wheel, tmp_path):
+    site = tmp_path / "site"
+    with zipfile.ZipFile(wheel) as zf:
+        zf.extractall(site)
+    script = tmp_path / "import.mjs"
+    script.write_text(IMPORT)
+
+    def imported() -> dict:
+        run = subprocess.run(["node", str(script), str(PYODIDE), str(site)], capture_output=True, text=True,
+                             timeout=300)
+        assert run.returncode == 0, run.stderr[-3000:]
+        return json.loads(run.stdout.strip().splitlines()[-1])
+
+    first = imported()
+    assert first["compiled"] == [] and "gpuport.runtime" in first["loaded"], first["compiled"][:5]
+    runtime = site / "gpuport" / "runtime.py"
+    runtime.write_text(runtime.read_text() + "\n# changed after the build\n")
+    assert imported()["compiled"] == ["/site/gpuport/runtime.py"]
+
+
+def test_without_node_or_pyodide_no_bytecode_and_the_reason(monkeypatch, tmp_path):
+    sources = {"pkg/__init__.py": b"x = 1\n"}
+    with pytest.raises(bytecode.BytecodeUnavailable, match="no vendored Pyodide in"):
+        bytecode.compile_sources(sources, tmp_path / "nowhere", tmp_path / "cache", PYODIDE_VERSION)
+    monkeypatch.setattr(bytecode.shutil, "which", lambda name: None)
+    with pytest.raises(bytecode.BytecodeUnavailable, match="node is not on PATH"):
+        bytecode.compile_sources(sources, PYODIDE, tmp_path / "cache", PYODIDE_VERSION)
+
+
+def test_bytecode_is_cached_by_the_sources(tmp_path):
+    one, two = {"p/__init__.py": b"a = 1\n"}, {"p/__init__.py": b"a = 2\n"}
+    first = bytecode.compile_sources(one, PYODIDE, tmp_path, PYODIDE_VERSION)
+    assert list(first) == ["p/__pycache__/__init__.cpython-312.pyc"]
+    assert bytecode.compile_sources(one, PYODIDE, tmp_path, PYODIDE_VERSION) == first
+    assert bytecode.compile_sources(two, PYODIDE, tmp_path, PYODIDE_VERSION) != first
+    assert len([p for p in tmp_path.iterdir() if not p.name.startswith(".")]) == 2
+    assert bytecode.sources_key(one, PYODIDE_VERSION) != bytecode.sources_key(one, "0.28.0")
