@@ -10,7 +10,7 @@ from pathlib import Path
 from e2e_matrix import LANES, op_of
 from gpuport.testing.browsers import Browsers
 from gpuport.testing.pages import LaneState
-from gpuport.testing.results import headline
+from gpuport.testing.results import headline, lane_facts
 
 REPORT_DIR = Path(__file__).resolve().parent / "report"
 
@@ -56,38 +56,28 @@ def _strategy(info: dict | None, op: str) -> str:
 
 def _lane_summary(state: LaneState, browsers: Browsers | None) -> dict:
     info = state.final_info or state.info or {}
-    adapter = info.get("adapter") or {}
     limits = info.get("limits") or {}
     counts = {"passed": 0, "failed": 0, "skipped": 0}
     for entry in state.outcomes.values():
         counts[entry["outcome"]] = counts.get(entry["outcome"], 0) + 1
     spec = LANES[state.name]
     return {
-        "browser": spec.browser,
-        "browser_version": (browsers.versions.get(spec.browser) if browsers else None),
+        **lane_facts(state),   # browser and version, mode, backend, tier, adapter, features, user agent, open_s, error
         "browser_launch_s": (round(browsers.launch_s[spec.browser], 2)
                              if browsers and spec.browser in browsers.launch_s else None),
         "query": spec.query,
         "note": spec.note,
         "expected": {"backend": spec.backend, "tier": spec.tier, "mode": spec.mode},
-        "backend": info.get("backend"),
-        "tier": info.get("tier"),
         "detected_tier": info.get("detected_tier"),
-        "mode": state.mode,
-        "adapter": {k: adapter.get(k) for k in ("vendor", "architecture", "device", "description", "is_fallback")},
-        "features": info.get("features"),
         "limits": {k: limits.get(k) for k in _KEY_LIMITS},
         "strategies": info.get("strategies"),
         "budget": info.get("budget"),
         "over_budget_strategies": info.get("over_budget_strategies"),
         "backend_note": info.get("note"),
-        "user_agent": (state.navigator or {}).get("userAgent"),
         "navigator_gpu": (state.navigator or {}).get("gpu"),
         "startup_ms": {k: round(v, 1) for k, v in (state.startup or {}).items()},
-        "open_s": None if state.open_s is None else round(state.open_s, 2),
         "wall_s": (round(state.last_used - state.started_at, 2) if state.started_at and state.last_used else None),
         "tests_s": round(sum(e["duration_s"] for e in state.outcomes.values()), 2),
-        "error": state.error,
         "counts": counts,
     }
 

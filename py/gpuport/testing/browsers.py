@@ -130,15 +130,10 @@ class Remote:
 
     def playwright_endpoint(self, kind: str) -> tuple[str, dict[str, str]]:
         """The WebSocket URL without `launch-options` and the headers that carry the merged launch options."""
-        parts = urlsplit(self.url)
-        query = parse_qsl(parts.query, keep_blank_values=True)
-        given = {}
-        for key, value in query:
-            if key == "launch-options":
-                try:
-                    given = json.loads(value)
-                except json.JSONDecodeError as exc:
-                    raise LaneError(f"{self.url}: launch-options is not JSON: {exc}") from None
+        try:
+            given = json.loads(dict(parse_qsl(urlsplit(self.url).query)).get("launch-options", "{}"))
+        except json.JSONDecodeError as exc:
+            raise LaneError(f"{self.url}: launch-options is not JSON: {exc}") from None
         return self.endpoint, {"x-playwright-launch-options": json.dumps({**REMOTE_LAUNCH[kind], **given})}
 
 
@@ -294,20 +289,22 @@ class Browsers:
         return browser
 
     def _connect_webdriver(self, kind: str, remote: Remote) -> Any:
+        """webkit or safari (the plugin's options allow no other WebDriver lane)."""
+        options = SafariOptions() if kind == "safari" else WebKitOptions()
         if kind == "webkit":
-            options = WebKitOptions()
             options.binary_location = executable("minibrowser")   # the path on the remote machine
             options.add_argument("--automation")
-        elif kind == "safari":
-            options = SafariOptions()
-        else:
-            raise LaneError(f"{kind}: WebDriver lanes are webkit and safari; lend {kind} with --gpuport-connect")
-        driver = webdriver.Remote(command_executor=remote.url, options=options,
-                                  client_config=ClientConfig(remote_server_addr=remote.url, timeout=CONNECT_TIMEOUT_S))
-        self._closers.append(driver.quit)
+        return self._webdriver(self.key(kind, remote), webdriver.Remote(
+            command_executor=remote.url, options=options,
+            client_config=ClientConfig(remote_server_addr=remote.url, timeout=CONNECT_TIMEOUT_S)))
+
+    def _webdriver(self, key: str, driver: Any) -> Any:
+        """A started Selenium driver, set up as every WebDriver lane needs: timeouts, its version, closed last."""
+        self._closers.append(driver.quit)  # closers run in reverse: the driver quits before an X server it uses
         driver.set_script_timeout(SCRIPT_TIMEOUT_S)
         driver.set_page_load_timeout(START_TIMEOUT_S)
-        self.versions[self.key(kind, remote)] = _webdriver_version(driver)
+        caps = driver.capabilities
+        self.versions[key] = f"{caps.get('browserName', '?')} {caps.get('browserVersion', '?')}"
         return driver
 
     def _launch_webkit(self) -> Any:
@@ -320,11 +317,7 @@ class Browsers:
         env = dict(os.environ, DISPLAY=xvfb.display)
         driver = webdriver.WebKitGTK(options=options,
                                      service=WebKitService(executable_path=executable("webkit-driver"), env=env))
-        self._closers.append(driver.quit)  # closers run in reverse: the driver quits before its X server
-        driver.set_script_timeout(SCRIPT_TIMEOUT_S)
-        driver.set_page_load_timeout(START_TIMEOUT_S)
-        self.versions["webkit"] = _webdriver_version(driver)
-        return driver
+        return self._webdriver("webkit", driver)
 
     @property
     def launched(self) -> list[str]:
@@ -340,11 +333,6 @@ class Browsers:
                 pass
         self._closers.clear()
         self._open.clear()
-
-
-def _webdriver_version(driver: Any) -> str:
-    caps = driver.capabilities
-    return f"{caps.get('browserName', '?')} {caps.get('browserVersion', '?')}"
 
 
 def _first_lines(text: str, n: int = 6) -> str:

@@ -423,9 +423,8 @@ class LaneSummary:
         terminalreporter.section("gpuport lanes")
         for lane in [lane for lane in ALL_LANES if lane in counts]:
             text = ", ".join(f"{n} {outcome}" for outcome, n in sorted(counts[lane].items()))
-            pages = [page for page in self.results.lanes if page["lane"] == lane]
-            terminalreporter.write_line(f"{lane:16} {text}" + "".join(f"  ({_page_line(page)})" for page in pages
-                                                                       if page["lane"] != NATIVE))
+            pages = [page for page in self.results.lanes if page["lane"] == lane != NATIVE]
+            terminalreporter.write_line(f"{lane:16} {text}" + "".join(f"  ({_page_line(page)})" for page in pages))
         launched = {worker: keys for worker, keys in self.results.launched.items() if keys}
         if launched:
             terminalreporter.write_line("browsers: " + "; ".join(

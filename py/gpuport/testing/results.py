@@ -6,7 +6,6 @@ them; everything here is plain data, so it crosses between processes as it is.""
 from __future__ import annotations
 
 import re
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,7 +38,7 @@ def lane_facts(state: LaneState) -> dict[str, Any]:
         "mode": state.mode,
         "backend": info.get("backend"),
         "tier": info.get("tier"),
-        "adapter": {k: adapter.get(k) for k in _ADAPTER_KEYS} if adapter else None,
+        "adapter": {k: adapter.get(k) for k in _ADAPTER_KEYS},
         "features": info.get("features"),
         "user_agent": (state.navigator or {}).get("userAgent"),
         "open_s": None if state.open_s is None else round(state.open_s, 2),
@@ -77,7 +76,6 @@ class Results:
     cells: dict[tuple[str, str], Cell] = field(default_factory=dict)
     lanes: list[dict] = field(default_factory=list)      # lane_facts + "worker"
     launched: dict[str, list[str]] = field(default_factory=dict)   # worker -> browsers launched there
-    started: float = field(default_factory=time.time)
 
     def record(self, report: Any) -> None:
         props = dict(report.user_properties)
