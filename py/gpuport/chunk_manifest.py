@@ -2,9 +2,11 @@
 file cut into fixed chunks with each chunk's sha256, the file's size and sha256, the header and which
 chunks each tensor spans. The loader verifies every byte it uses against it.
 
-Two containers: safetensors (`header_len` is the JSON's length, after an 8-byte length prefix) and GGUF
+Three containers: safetensors (`header_len` is the JSON's length, after an 8-byte length prefix), GGUF
 (`container: "gguf"`; `header_len` is everything before the aligned data section, tensors' `dtype` is the
-ggml type name: "Q4_1", "F32", ...).
+ggml type name: "Q4_1", "F32", ...) and CTranslate2's model.bin (`container: "ctranslate2"`; `header_len` is the
+bytes before the first variable's record; the tensor table, dtypes named as safetensors names them, is read from
+the whole file here, since its records lie between the tensors).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import re
 from typing import Any, Iterable
 
 from .errors import LoadError
-from .formats import gguf
+from .formats import ctranslate2, gguf
 from .formats.safetensors import MAX_HEADER, check_layout, read_header, tensor_entries
 from .records import (RecordError, need, need_dict, need_hex64, need_int, need_key, need_list, need_str,
                       parse_json, short_repr)
@@ -23,7 +25,7 @@ from .records import (RecordError, need, need_dict, need_hex64, need_int, need_k
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = 1
 WEIGHTS_NAME = "model.safetensors"
-CONTAINERS = ("safetensors", "gguf")
+CONTAINERS = ("safetensors", "gguf", "ctranslate2")
 MANIFEST_CHUNK = 1 << 20          # pack-model's chunk size: the unit of hashing, caching and resuming
 MAX_MANIFEST_BYTES = 4 << 20      # MiniLM's is 33 KB; a manifest this big is not one pack-model wrote
 MAX_MANIFEST_DEPTH = 4            # manifest > tensors > tensor > shape
@@ -34,8 +36,11 @@ def sha256(data: bytes | memoryview) -> str:
 
 
 def layer_of(name: str) -> str | None:
-    """"encoder.layer.3.attention..." or GGUF's "blk.3.attn_q.weight" -> "3"; embeddings -> "embeddings"; else
-    None."""
+    """"encoder.layer.3.attention..." or GGUF's "blk.3.attn_q.weight" -> "3"; embeddings -> "embeddings";
+    CTranslate2's "decoder/layer_3/ffn/..." -> "decoder.3" and "encoder/conv1/weight" -> "encoder"; else None."""
+    m = re.match(r"(encoder|decoder)/(?:layer_(\d+)/)?", name)
+    if m:
+        return m.group(1) + (f".{m.group(2)}" if m.group(2) else "")
     m = re.search(r"(?:^|\.)(?:layers?|blk)\.(\d+)\.", name)
     if m:
         return m.group(1)
@@ -44,7 +49,8 @@ def layer_of(name: str) -> str | None:
 
 def build_manifest(path: str | os.PathLike, chunk_size: int = MANIFEST_CHUNK, model: str | None = None,
                    files: Iterable[str] = ()) -> dict:
-    """The chunk manifest of a local safetensors or GGUF file (what `gpuport pack-model` writes)."""
+    """The chunk manifest of a local safetensors, GGUF or CTranslate2 model.bin file (what `gpuport pack-model`
+    writes)."""
     path = os.fspath(path)
     if chunk_size < 4096:
         raise ValueError(f"chunk_size {chunk_size} is too small (at least 4096 bytes)")
@@ -53,7 +59,12 @@ def build_manifest(path: str | os.PathLike, chunk_size: int = MANIFEST_CHUNK, mo
     with open(path, "rb") as f:
         is_gguf = f.read(4) == gguf.MAGIC
         f.seek(0)
-        if is_gguf:
+        container = "gguf" if is_gguf else "ctranslate2" if label.endswith(".bin") else "safetensors"
+        if container == "ctranslate2":
+            index = ctranslate2.read_index(f, size, label)
+            data_start = header_len = index.header_len
+            entries = {v.name: (v.offset, v.offset + v.nbytes, v.dtype, list(v.shape)) for v in index.variables.values()}
+        elif is_gguf:
             header = gguf.read_header_from(f, label)
             gguf.check_layout(header, size, label)
             data_start = header_len = header.data_offset
@@ -86,7 +97,7 @@ def build_manifest(path: str | os.PathLike, chunk_size: int = MANIFEST_CHUNK, mo
         if os.path.isfile(p):
             with open(p, "rb") as fh:
                 extra[fname] = {"size": os.path.getsize(p), "sha256": sha256(fh.read())}
-    return {"format": MANIFEST_FORMAT, "container": "gguf" if is_gguf else "safetensors", "model": model,
+    return {"format": MANIFEST_FORMAT, "container": container, "model": model,
             "file": label, "size": size, "sha256": whole.hexdigest(), "header_len": header_len,
             "data_start": data_start, "header_sha256": sha256(head_bytes), "chunk_size": chunk_size,
             "chunks": chunks, "tensors": tensors, "files": extra}

