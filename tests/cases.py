@@ -332,7 +332,11 @@ for _ids_shape, _vocab, _hidden in [((1,), 1, 1), ((7,), 13, 5), ((3, 17), 101, 
 
 for _b, _sq, _sk, _heads, _d, _mask in [(1, 1, 1, 1, 1, False), (1, 7, 13, 1, 5, True), (2, 17, 33, 3, 11, True),
                                         (2, 12, 12, 12, 32, True), (1, 5, 300, 2, 64, True),
-                                        (1, 3, 70, 1, 256, False)]:
+                                        (1, 3, 70, 1, 256, False),
+                                        # attention_rows.wgsl (64+ queries): a partial last tile of rows and keys,
+                                        # an odd head_dim, and Whisper's encoder self-attention
+                                        (2, 65, 70, 3, 7, True), (1, 130, 300, 2, 64, True),
+                                        (1, 1500, 1500, 6, 64, False)]:
     def _make(b=_b, sq=_sq, sk=_sk, heads=_heads, d=_d, use_mask=_mask):
         async def fn(rt):
             r = rng(8)

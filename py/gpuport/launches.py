@@ -106,6 +106,25 @@ def attention_geometry(ins, out, attrs, flat, groups):
         {"HAS_MASK": int(mask is not None)}
 
 
+ATTENTION_ROWS = KernelDef("attention_rows", "attention_rows.wgsl", (READ, READ, READ, READ, WRITE, UNIFORM))
+ROWS_MIN_QUERIES = 64   # one workgroup's rows: fewer queries would leave most of it idle
+ROWS_MAX_HEAD_DIM = 64  # its registers: q, the accumulator and a tile of scores per row
+
+
+def attention_rows_geometry(ins, out, attrs, flat, groups):
+    workgroups, uniforms, consts = attention_geometry(ins, out, attrs, flat, groups)
+    return (math.ceil(workgroups[0] / 64), *workgroups[1:]), uniforms, consts
+
+
+def attention_kernel(ins: Sequence[Any], attrs: Mapping[str, Any]) -> tuple[KernelDef, Launcher] | None:
+    """attention_rows.wgsl for long sequences of heads it holds (Whisper's encoder: 1500 queries of 6 heads of 64);
+    None: attention.wgsl."""
+    batch, sq, hidden = ins[0].shape
+    if sq >= ROWS_MIN_QUERIES and hidden // int(attrs["num_heads"]) <= ROWS_MAX_HEAD_DIM:
+        return ATTENTION_ROWS, attention_rows_geometry
+    return None
+
+
 def mean_pool_geometry(ins, out, attrs, flat, groups):
     batch, seq, hidden = ins[0].shape
     return flat(batch * hidden), pack_uniforms(batch, seq, hidden), {}

@@ -76,6 +76,8 @@ class OpSpec:
     wg_override: bool = False
     variants: Mapping[str, KernelDef] = field(default_factory=dict)
     host: Callable[..., np.ndarray] | None = None
+    # a variant the call's shapes choose, with its own geometry (None: the op's kernel)
+    shaped: Callable[[Sequence[Any], Mapping[str, Any]], tuple[KernelDef, L.Launcher] | None] | None = None
 
     def launch(self, ins: list[Any], out: Any, attrs: Mapping[str, Any], *, kernel: KernelDef | None = None,
                wg: int = ELEMENTWISE_WG, max_groups: int = 65535) -> Launch:
@@ -83,7 +85,10 @@ class OpSpec:
         def flat(n: int) -> tuple[int, int, int]:
             return grid(math.ceil(n / wg), max_groups)
 
-        workgroups, uniforms, consts = self.geometry(ins, out, attrs, flat, max_groups)
+        geometry = self.geometry
+        if kernel is None and self.shaped is not None and (chosen := self.shaped(ins, attrs)) is not None:
+            kernel, geometry = chosen
+        workgroups, uniforms, consts = geometry(ins, out, attrs, flat, max_groups)
         if self.wg_override and wg != ELEMENTWISE_WG:
             consts = {**consts, "WG": wg}
         return Launch(kernel or self.kernel, ins, out, workgroups, uniforms, consts)
@@ -177,8 +182,10 @@ OPS: dict[str, OpSpec] = {s.name: s for s in [
     _spec("embedding", "embedding.wgsl", (_R, _R, _W, _E, _U), R.embedding_ref, L.embedding_geometry,
           lambda: [([_p(4), _p(8, 4)], _p(4, 4), {})], wg_override=True),
     _spec("attention", "attention.wgsl", (_R, _R, _R, _R, _W, _U), R.attention_ref, L.attention_geometry,
-          lambda: [([_p(1, 2, 8), _p(1, 2, 8), _p(1, 2, 8), m], _p(1, 2, 8), {"num_heads": 2}) for m in (None, _p(1, 2))],
-          flops=_attention_flops, over_budget="chunked_attention", host=hostops.attention),
+          lambda: [([_p(1, s, 8), _p(1, s, 8), _p(1, s, 8), m], _p(1, s, 8), {"num_heads": 2}) for s in (2, 64)
+                   for m in (None, _p(1, s))],
+          flops=_attention_flops, over_budget="chunked_attention", host=hostops.attention,
+          variants={"rows": L.ATTENTION_ROWS}, shaped=L.attention_kernel),
     _spec("mean_pool", "mean_pool.wgsl", _XY_OUT, R.mean_pool_ref, L.mean_pool_geometry,
           lambda: [([_p(2, 3, 4), _p(2, 3)], _p(2, 4), {})], wg_override=True),
     _spec("l2_normalize", "l2_normalize.wgsl", _X_OUT, R.l2_normalize_ref, L.l2_normalize_geometry,
