@@ -60,6 +60,17 @@ def test_tokens_equal_faster_whisper(asr, clip):
         assert len(got.segments) == 2 and got.segments[0].end == pytest.approx(30.0)
 
 
+def test_tokens_equal_faster_whisper_on_the_gpu():
+    # the whole model on wgpu's adapter (lavapipe here: ~40 s for this clip); nothing may answer on the host
+    speech.model_dir()
+    with gp.open_sync(backend="webgpu") as rt:
+        asr = run(models.load("whisper-tiny.en", rt))
+        assert run(asr.transcribe(speech.pcm("short"))).tokens == [t for s in speech.reference("short") for t in s]
+        ran = rt.info()["ran"]
+        assert all(set(d) == {"webgpu"} for d in ran.values()), ran
+        assert {"stft_power", "log_mel", "conv1d", "attention", "kv_attention", "matmul"} <= set(ran), ran
+
+
 def test_auto_reports_where_the_work_ran(asr):
     run(asr.transcribe(speech.pcm("short")))
     ran = asr.rt.info()["ran"]
@@ -191,13 +202,10 @@ def test_progressive_load_interleaves_encoder_and_decoder(tmp_path):
             assert run(model.transcribe(speech.pcm("short"))).tokens == [t for s in speech.reference("short") for t in s]
     finally:
         srv.close()
-    verified = [e["component"] for e in events if e["stage"] == "verify" and "component" in e] or [
-        e["component"] for e in events if e["stage"] == "upload" and "component" in e]
     seq = [e.get("component") for e in events if e["stage"] in ("download", "upload") and e.get("component")]
     assert {"encoder", "decoder"} <= set(seq), seq
-    first_decoder, last_encoder = seq.index("decoder"), len(seq) - 1 - seq[::-1].index("encoder")
-    assert seq[0] == "encoder" and first_decoder < last_encoder, seq   # interleaved, the encoder first
-    assert verified
+    last = {c: len(seq) - 1 - seq[::-1].index(c) for c in ("encoder", "decoder")}
+    assert seq.index("decoder") < last["encoder"] and seq.index("encoder") < last["decoder"], seq   # interleaved
 
 
 def test_corrupt_model_bin_chunk_is_detected_and_never_cached(tmp_path):

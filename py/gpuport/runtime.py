@@ -214,9 +214,6 @@ class Runtime:
         place on the device (kv_write.wgsl at this device's elementwise workgroup size)."""
         planner = self.placement.planner
         with self.lock:
-            if self.device.is_host:   # the cpu backend: its buffers are the host arrays themselves
-                buffer[dst_off:dst_off + n] = np.asarray(src.known_values()).reshape(-1)[src_off:src_off + n]
-                return
             if src.on_host:   # placement ran the op that made it on the host
                 self.memory.to_device(src)
             self.device.run(kv_write_launch(src, Part(buffer, (dst_off + n,)), n, src_off, dst_off, wg=planner.wg(),

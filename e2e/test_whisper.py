@@ -1,0 +1,65 @@
+"""Whisper tiny.en in the page: the model.bin through the progressive loader (encoder and decoder chunks in turns),
+the audio front end and the model on gpuport ops, and the token ids equal to faster-whisper's natively computed ones
+(tests/speech.py), in Chromium and Firefox under auto and with the whole model pinned to the page's GPU (which must
+then answer every op); a clip's WAV bytes go in as the user's file would."""
+
+from __future__ import annotations
+
+import base64
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+
+import speech  # noqa: E402
+
+TRANSCRIBE = """
+import base64, time
+from gpuport import models
+_events = []
+if "asr" not in globals():
+    asr = await models.load("whisper-tiny.en", rt, on_progress=_events.append)
+_out = {{}}
+for _name, _b64 in {clips!r}.items():
+    _t0 = time.perf_counter()
+    _r = await asr.transcribe(base64.b64decode(_b64))
+    _out[_name] = {{"segments": [s.tokens for s in _r.segments], "text": _r.text,
+                    "seconds": time.perf_counter() - _t0}}
+_before = rt.info()["ran"]
+with rt.pinned("webgpu"):                     # the whole model on the page's GPU
+    _t0 = time.perf_counter()
+    _pinned = await asr.transcribe(base64.b64decode({pinned!r}))
+_ran = {{op: {{k: n - _before.get(op, {{}}).get(k, 0) for k, n in per.items()}} for op, per in rt.info()["ran"].items()}}
+{{"clips": _out, "components": [e.get("component") for e in _events if e["stage"] in ("download", "upload")],
+  "ran": sorted(rt.info()["ran"]), "pinned": {{"tokens": _pinned.tokens, "seconds": time.perf_counter() - _t0,
+  "ran": {{op: d for op, d in _ran.items() if any(d.values())}}}}}}
+"""
+
+
+@pytest.mark.parametrize("lane", ["chromium-auto", "firefox-auto"])
+def test_whisper_tokens_equal_faster_whisper_in_the_page(lane_factory, lane):
+    page = lane_factory(lane)
+    names = ["fox", "short", "long"] if lane == "chromium-auto" else ["weather", "short"]
+    clips = {n: base64.b64encode(speech.clip_path(speech.LONG if n == "long" else speech.CLIPS[n]).read_bytes())
+             .decode() for n in names}
+    short = base64.b64encode(speech.clip_path(speech.CLIPS["short"]).read_bytes()).decode()
+    got = page.run(TRANSCRIBE.format(clips=clips, pinned=short))
+    for n in names:
+        want = [list(s) for s in speech.reference(n)]
+        assert got["clips"][n]["segments"] == want, (n, got["clips"][n]["text"])
+    seq = [c for c in got["components"] if c]   # the two components' bytes arrive interleaved
+    assert seq.index("decoder") < len(seq) - 1 - seq[::-1].index("encoder"), seq
+    assert seq.index("encoder") < len(seq) - 1 - seq[::-1].index("decoder"), seq
+    for op in ("stft_power", "log_mel", "conv1d", "kv_attention"):
+        assert any(op in key for key in got["ran"]), (op, got["ran"])
+    pinned = got["pinned"]
+    assert pinned["tokens"] == [t for s in speech.reference("short") for t in s], pinned
+    on_host = {op: d for op, d in pinned["ran"].items() if d.get("cpu")}
+    assert not on_host, on_host                   # pinned: nothing answered on the host
+    for op in ("stft_power", "log_mel", "conv1d", "attention", "kv_attention", "matmul"):
+        assert pinned["ran"].get(op, {}).get("webgpu"), (op, pinned["ran"])
+    print(f"\n{lane}: " + ", ".join(f"{n} {c['seconds']:.2f} s" for n, c in got["clips"].items())
+          + f"; pinned to the GPU: short {pinned['seconds']:.1f} s")
