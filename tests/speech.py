@@ -85,11 +85,21 @@ def _faster_whisper():
 
 
 @cache
-def reference(name: str) -> tuple[tuple[int, ...], ...]:
-    """faster-whisper's token ids of clip `name`, one tuple per segment (30 s window)."""
+def _transcribed(name: str) -> tuple[tuple[tuple[int, ...], ...], str]:
     segments, _ = _faster_whisper().transcribe(pcm(name), language="en", beam_size=1, temperature=0.0,
                                                without_timestamps=True, condition_on_previous_text=False)
-    return tuple(tuple(s.tokens) for s in segments)
+    segments = list(segments)
+    return tuple(tuple(s.tokens) for s in segments), "".join(s.text for s in segments).strip()
+
+
+def reference(name: str) -> tuple[tuple[int, ...], ...]:
+    """faster-whisper's token ids of clip `name`, one tuple per segment (30 s window)."""
+    return _transcribed(name)[0]
+
+
+def reference_text(name: str) -> str:
+    """faster-whisper's text of clip `name`."""
+    return _transcribed(name)[1]
 
 
 def reference_features(x: np.ndarray) -> np.ndarray:

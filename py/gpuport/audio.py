@@ -85,9 +85,14 @@ def resample(x: np.ndarray, rate: int, to: int = SAMPLE_RATE) -> np.ndarray:
 
 
 def pcm(audio: Any, sample_rate: int | None = SAMPLE_RATE) -> np.ndarray:
-    """Float32 mono PCM at 16 kHz from `audio`: a NumPy float array (samples,) or (samples, channels) at
+    """Float32 mono PCM at 16 kHz from `audio` (see `mono`), resampled from its rate where that differs."""
+    return resample(*mono(audio, sample_rate))
+
+
+def mono(audio: Any, sample_rate: int | None = SAMPLE_RATE) -> tuple[np.ndarray, int]:
+    """(float32 mono samples, their rate) from `audio`: a NumPy float array (samples,) or (samples, channels) at
     `sample_rate`, a WAV file's bytes, or (natively) a WAV file's path (their own rate wins). Stereo is averaged to
-    mono; other rates are resampled. AudioError names what is wrong: integer samples, NaN or Inf, a non-WAV file."""
+    mono. AudioError names what is wrong: integer samples, NaN or Inf, a non-WAV file, a rate that is not one."""
     if isinstance(audio, (str, os.PathLike)):
         path = os.fspath(audio)
         try:
@@ -114,7 +119,7 @@ def pcm(audio: Any, sample_rate: int | None = SAMPLE_RATE) -> np.ndarray:
     if bad.any():
         i = int(np.argmax(bad))
         raise AudioError(f"audio has {int(bad.sum())} non-finite samples (first: {x[i]} at sample {i})")
-    return resample(x.astype(np.float32), int(sample_rate))
+    return x.astype(np.float32), int(sample_rate)
 
 
 def mel_filters(sr: int = SAMPLE_RATE, n_fft: int = N_FFT, n_mels: int = N_MELS) -> np.ndarray:
@@ -163,4 +168,4 @@ def log_mel_reference(x: np.ndarray) -> np.ndarray:
 
 
 __all__ = ["CHUNK_SECONDS", "HOP", "N_FFT", "N_MELS", "SAMPLE_RATE", "WINDOW_FRAMES",
-           "feature_frames", "log_mel_reference", "mel_filters", "padded_for_stft", "pcm", "read_wav", "resample"]
+           "feature_frames", "log_mel_reference", "mel_filters", "mono", "padded_for_stft", "pcm", "read_wav", "resample"]

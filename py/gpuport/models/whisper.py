@@ -449,21 +449,23 @@ class Whisper:
                      every: float = 1.0) -> AsyncIterator[Piece]:
         """Live speech to text: `chunks` of float PCM at `sample_rate` (any sizes, async or not). Each time another
         `every` seconds of audio have arrived, the window being filled is transcribed again and its text yielded
-        (`final` False); a window that reaches 30 s, and the last one when the chunks end, is yielded `final`."""
+        (`final` False); a window that reaches 30 s, and the last one when the chunks end, is yielded `final`.
+        Windows are resampled whole (never chunk by chunk, whose edges would ring)."""
+        rate = int(sample_rate)
         window = np.zeros(0, dtype=np.float32)
         offset, pending = 0.0, 0
-        limit, step = audio.CHUNK_SECONDS * audio.SAMPLE_RATE, max(1, int(every * audio.SAMPLE_RATE))
+        limit, step = audio.CHUNK_SECONDS * rate, max(1, int(every * rate))
         async for chunk in _aiter(chunks):
-            new = audio.pcm(chunk, sample_rate)
+            new, _ = audio.mono(chunk, rate)
             window, pending = np.concatenate([window, new]), pending + len(new)
             while len(window) >= limit:
-                yield Piece((await self.transcribe(window[:limit])).text, True, offset, offset + audio.CHUNK_SECONDS)
+                yield Piece((await self.transcribe(window[:limit], rate)).text, True, offset,
+                            offset + audio.CHUNK_SECONDS)
                 window, offset, pending = window[limit:], offset + audio.CHUNK_SECONDS, len(window) - limit
             if pending >= step:
                 pending = 0
-                yield Piece((await self.transcribe(window)).text, False, offset,
-                            offset + len(window) / audio.SAMPLE_RATE)
-        yield Piece((await self.transcribe(window)).text, True, offset, offset + len(window) / audio.SAMPLE_RATE)
+                yield Piece((await self.transcribe(window, rate)).text, False, offset, offset + len(window) / rate)
+        yield Piece((await self.transcribe(window, rate)).text, True, offset, offset + len(window) / rate)
 
     def __repr__(self) -> str:
         return f"Whisper({self.name!r}, backend={self.rt.backend!r})"

@@ -63,3 +63,35 @@ def test_whisper_tokens_equal_faster_whisper_in_the_page(lane_factory, lane):
         assert pinned["ran"].get(op, {}).get("webgpu"), (op, pinned["ran"])
     print(f"\n{lane}: " + ", ".join(f"{n} {c['seconds']:.2f} s" for n, c in got["clips"].items())
           + f"; pinned to the GPU: short {pinned['seconds']:.1f} s")
+
+
+def test_microphone_demo_transcribes_what_it_hears(browsers, server_url):
+    """The demo page's microphone box in Chromium, its microphone fed a clip (--use-file-for-fake-audio-capture):
+    it loads the model (progress naming both components), transcribes as it listens, and finishes on Stop."""
+    from playwright.sync_api import expect
+
+    clip = speech.clip_path(speech.CLIPS["fox"])
+    browser = browsers.chromium("--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
+                                f"--use-file-for-fake-audio-capture={clip}")
+    context = browser.new_context(permissions=["microphone"])
+    try:
+        page = context.new_page()
+        page.goto(server_url + "/?table=0&precompile=off&speech=1")
+        section = page.locator("#speech")
+        expect(section).to_have_attribute("data-state", "listening", timeout=180_000)
+        # the clip is 6.6 s: let it play through once, with live updates on the way
+        expect(page.locator("#speech-figures")).to_contain_text("heard 8.", timeout=60_000)
+        page.click("#speech-stop")
+        expect(section).to_have_attribute("data-state", "done", timeout=120_000)
+        text = page.locator("#speech-text").inner_text().lower()
+        figures = page.locator("#speech-figures").inner_text()
+        components = section.get_attribute("data-components").split()
+    finally:
+        context.close()
+    print(f"\nmicrophone: {text!r} ({figures})")
+    words = {w.strip(".,").lower() for w in speech.reference_text("fox").split() if len(w) > 3}
+    heard = [w for w in words if w in text]
+    assert len(heard) >= 4, (words, text)          # the resampled live capture is not the file: its words are
+    assert {"encoder", "decoder"} <= set(components), components
+    assert "updates" in figures, figures
+
