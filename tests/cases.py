@@ -38,6 +38,7 @@ from types import SimpleNamespace
 import numpy as np
 
 import gpuport as gp
+from gpuport import audio
 from gpuport import references as K
 from gpuport.formats.gguf import GGML_TYPE_IDS, TensorInfo
 from gpuport.models import llama_ref as L
@@ -531,6 +532,26 @@ async def log_mel_nan_makes_every_kept_row_nan(rt):
     got = await rt.ops.log_mel(rt.tensor(mel), start=1, rows=4, end=3).read()
     assert np.isnan(got[:2]).all() and (got[2:] == 0).all(), got
     assert np.isnan(K.log_mel_ref(mel, start=1, rows=4, end=3)[:2]).all()
+
+
+@case(device=("stft_power", "matmul", "log_mel"))
+async def whisper_features_match_faster_whisper_reference(rt):
+    # Whisper's front end as the model chains it (stft_power, the mel bank as a matmul, log_mel) on 3.2 s of a
+    # speech-like signal (a gliding harmonic tone, noise, a pause), against gpuport.audio's float64 NumPy
+    # reference, itself within 1e-5 of faster-whisper's (tests/test_whisper.py): 1e-4 in (log10 + 4) / 4 units
+    # (0.09% in power), as tests/test_whisper.py holds the runtime's features on the native adapters
+    t = np.arange(51200) / 16000
+    f0 = 120 + 80 * t
+    x = sum(np.sin(2 * np.pi * np.cumsum(f0 * k) / 16000) / k for k in range(1, 8)) * 0.2
+    x = (x + rng(31).normal(0, 0.01, t.size)) * (np.abs(t - 1.6) > 0.3)
+    x = x.astype(np.float32)
+    frames = audio.feature_frames(len(x))
+    power = rt.ops.stft_power(rt.tensor(audio.padded_for_stft(x)), audio.N_FFT, audio.HOP, frames=frames)
+    mel = rt.ops.matmul(power, rt.tensor(audio.mel_filters()), transpose_b=True)
+    got = await rt.ops.log_mel(mel, rows=frames + 7, end=frames - 1).read()
+    want = audio.log_mel_reference(x)
+    close(got[:frames - 1], want[:, :frames - 1].T, atol=1e-4, what="whisper features")
+    assert (got[frames - 1:] == 0).all()
 
 
 @case()
