@@ -28,10 +28,14 @@ var<workgroup> ks: array<vec4<f32>, TK * V4>;   // a tile's keys and values, hea
 var<workgroup> vs: array<vec4<f32>, TK * V4>;
 var<workgroup> ms: array<f32, TK>;
 
-fn is_nan(x: f32) -> bool { return (bitcast<u32>(x) & 0x7fffffffu) > 0x7f800000u; }
+// BEGIN prelude/nan.wgsl: copied in by shaders/generate.py, edit that file, not this region
+// WGSL's max may return either operand when one is NaN: a NaN score must make the row NaN (as NumPy).
+fn is_nan(v: f32) -> bool { return (bitcast<u32>(v) & 0x7fffffffu) > 0x7f800000u; }
 fn max_nan(a: f32, b: f32) -> f32 { return select(max(a, b), a + b, is_nan(a) || is_nan(b)); }
-fn special(x: f32) -> bool { return (bitcast<u32>(x) & 0x7f800000u) == 0x7f800000u; }
-fn neg_inf(x: f32) -> bool { return bitcast<u32>(x) == 0xff800000u; }
+// inf or NaN, by the bits: arithmetic on them is not IEEE everywhere (SwiftShader folds 0 * NaN to 0)
+fn special(v: f32) -> bool { return (bitcast<u32>(v) & 0x7f800000u) == 0x7f800000u; }
+fn neg_inf(v: f32) -> bool { return bitcast<u32>(v) == 0xff800000u; }
+// END prelude/nan.wgsl
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
