@@ -194,3 +194,12 @@ bench-llm-setup:
 
 bench-llm: setup bench-llm-setup
 	$(BENCH_LLM_LOCK) env PYTHONPATH=py $(PY) bench/generate.py $(BENCH_LLM_ARGS)
+
+# bench/speech.py: Whisper tiny.en speech to text natively, gpuport (cpu, auto; webgpu on lavapipe for one clip)
+# against faster-whisper (float32, CTranslate2) at 1 and 2 threads, interleaved, token ids checked. faster-whisper
+# comes with the test extra and the clips are made by espeak-ng and sox (apt), so `setup` is all it needs; the run
+# takes the machine-wide heavy lock. BENCH_SPEECH_ARGS=--quick is a smoke run.
+BENCH_SPEECH_ARGS ?=
+.PHONY: bench-speech
+bench-speech: setup
+	$(BENCH_LOCK) env PYTHONPATH=py $(PY) bench/speech.py $(BENCH_SPEECH_ARGS)
