@@ -327,7 +327,7 @@ def run(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]:
     durations = {c: len(speech.pcm(c)) / 16000 for c in {*clips, *([args.webgpu_clip] if args.webgpu else [])}}
     warm_file_cache(speech.model_dir() / "model.bin")
     log(NO_PAGE_PEER)
-    log(f"clips: " + ", ".join(f"{c} {durations[c]:.1f} s" for c in clips) + f"; {args.reps} repetitions after a "
+    log("clips: " + ", ".join(f"{c} {durations[c]:.1f} s" for c in clips) + f"; {args.reps} repetitions after a "
         f"warm-up; threads {', '.join(map(str, args.threads))}")
 
     specs = [(kind, backend, t) for t in args.threads for kind, backend in (("fw", "-"), ("gpuport", "cpu"),

