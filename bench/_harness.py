@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import platform
 import socket
+import subprocess
+import sys
 import threading
 import time
 from contextlib import contextmanager
@@ -47,3 +50,28 @@ def write_result(name: str, data: dict[str, Any]) -> Path:
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps(data, indent=2))
     return path
+
+
+def draw_chart(script: Path, json_path: Path, png: Path) -> str:
+    """Draw the PNG with `script` (a bench's chart helper) under a python that has matplotlib; say why not
+    otherwise."""
+    pythons = [sys.executable, str(RESULTS.parent.parent / ".cache" / "bench" / "venv" / "bin" / "python")]
+    if importlib.util.find_spec("matplotlib") is None:   # make bench-setup's venv has it
+        pythons = pythons[1:]
+    for py in pythons:
+        if Path(py).exists():
+            out = subprocess.run([py, str(script), str(json_path), str(png)], capture_output=True, text=True)
+            if out.returncode == 0:
+                return out.stdout.strip()
+    return ("PNG skipped: matplotlib is not installed here (it is not a gpuport dependency). Install it in a bench "
+            "venv (`make bench-setup` makes .cache/bench/venv with it) or `pip install matplotlib`, then run "
+            f"`python bench/{script.name} {json_path} {png}`.")
+
+
+def read_line(proc: subprocess.Popen, timeout_s: float) -> str:
+    """One line of a worker process's stdout, or "" when none came within `timeout_s` (or it ended)."""
+    box: list[str] = []
+    reader = threading.Thread(target=lambda: box.append(proc.stdout.readline()), daemon=True)
+    reader.start()
+    reader.join(timeout_s)
+    return box[0] if box else ""

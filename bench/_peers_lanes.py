@@ -21,6 +21,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
+from _harness import read_line
+
 PEERS = Path(__file__).resolve().parent / "peers"
 
 
@@ -37,14 +39,11 @@ class NativeSystem:
         self.info = self._read()["info"]
 
     def _read(self) -> dict[str, Any]:
-        box: list[str] = []
-        reader = threading.Thread(target=lambda: box.append(self.proc.stdout.readline()), daemon=True)
-        reader.start()
-        reader.join(self.timeout_s)
-        if not box or not box[0]:
+        line = read_line(self.proc, self.timeout_s)
+        if not line:
             self.close()
             raise SystemFailed(f"{self.name}: the worker process gave no answer (exit code {self.proc.poll()})")
-        return json.loads(box[0])
+        return json.loads(line)
 
     def call(self, case: str, texts: list[str], embeddings: bool) -> dict[str, Any]:
         self.proc.stdin.write(json.dumps({"texts": texts, "embeddings": embeddings}) + "\n")

@@ -20,14 +20,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib.util
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _harness import CHROMIUM, CHROMIUM_ARGS, RESULTS, dev_server, write_result  # noqa: E402
+from _harness import CHROMIUM, CHROMIUM_ARGS, RESULTS, dev_server, draw_chart, write_result  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 PROBE = HERE / "_kernel_probe.py"
@@ -90,21 +88,6 @@ def adapter_name(data: dict) -> str:
     return " / ".join(str(a[k]) for k in ("vendor", "device", "description") if a.get(k)) or "?"
 
 
-def chart(json_path: Path, png: Path) -> str:
-    """Draw the PNG with a python that has matplotlib; say why not otherwise."""
-    pythons = [sys.executable, str(HERE.parent / ".cache" / "bench" / "venv" / "bin" / "python")]   # make bench-setup
-    if importlib.util.find_spec("matplotlib") is None:
-        pythons = pythons[1:]
-    for py in pythons:
-        if Path(py).exists():
-            out = subprocess.run([py, str(CHART), str(json_path), str(png)], capture_output=True, text=True)
-            if out.returncode == 0:
-                return out.stdout.strip()
-    return ("PNG skipped: matplotlib is not installed here (it is not a gpuport dependency). Install it in a bench "
-            "venv (`make bench-setup` makes .cache/bench/venv with it) or `pip install matplotlib`, then run "
-            f"`python bench/_kernels_chart.py {json_path} {png}`.")
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--lanes", default=",".join(LANES), help="comma-separated: native, chromium, firefox")
@@ -129,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
             for lane in browsers:
                 path = done(run_browser(pw, url, lane, args.quick))
     print(f"\nJSON: {path}")
-    print(chart(path, RESULTS / "kernels.png"))
+    print(draw_chart(CHART, path, RESULTS / "kernels.png"))
     return 0
 
 

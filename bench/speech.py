@@ -41,7 +41,6 @@ Run: `make bench-speech` (takes /tmp/gpuport-heavy.lock), or under that lock:
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import math
 import os
@@ -49,10 +48,11 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
+
+from _harness import draw_chart, read_line, write_result
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -253,15 +253,12 @@ class Worker:
         return self.err.read()[-2000:]
 
     def _read(self) -> dict[str, Any]:
-        box: list[str] = []
-        reader = threading.Thread(target=lambda: box.append(self.proc.stdout.readline()), daemon=True)
-        reader.start()
-        reader.join(self.timeout_s)
-        if not box or not box[0]:
+        line = read_line(self.proc, self.timeout_s)
+        if not line:
             self.close()
             raise WorkerFailed(f"{self.name}: the worker gave no answer (exit code {self.proc.poll()}): "
                                f"{self._stderr_tail()}")
-        out = json.loads(box[0])
+        out = json.loads(line)
         if "error" in out:
             raise WorkerFailed(f"{self.name}: {out['error']}")
         return out
@@ -567,21 +564,6 @@ def print_table(doc: dict[str, Any]) -> None:
         print(f"!!! {name}: {e[:300]}")
 
 
-def chart(json_path: Path, png: Path) -> str:
-    """Draw the PNG with a python that has matplotlib; say why not otherwise."""
-    pythons = [sys.executable, str(ROOT / ".cache" / "bench" / "venv" / "bin" / "python")]   # make bench-setup
-    if importlib.util.find_spec("matplotlib") is None:
-        pythons = pythons[1:]
-    for py in pythons:
-        if Path(py).exists():
-            out = subprocess.run([py, str(CHART), str(json_path), str(png)], capture_output=True, text=True)
-            if out.returncode == 0:
-                return out.stdout.strip()
-    return ("PNG skipped: matplotlib is not installed here (it is not a gpuport dependency). Install it in a bench "
-            "venv (`make bench-setup` makes .cache/bench/venv with it) or `pip install matplotlib`, then run "
-            f"`python bench/_speech_chart.py {json_path} {png}`.")
-
-
 def main() -> int:
     if len(sys.argv) > 1 and sys.argv[1] == "--worker":
         return worker(sys.argv[2], sys.argv[3])
@@ -608,15 +590,13 @@ def main() -> int:
     unknown = [c for c in [*args.clips, args.webgpu_clip] if c not in speech.CLIPS and c != "long"]
     if unknown or args.reps < 1 or not args.threads:
         ap.error(f"clips must be among {[*speech.CLIPS, 'long']} (got {unknown}), --reps >= 1, --threads non-empty")
-    sys.path.insert(0, str(HERE))
-    from _harness import write_result
 
     doc = run(args, lambda line: print(line, flush=True))
     print_table(doc)
     name = args.out or ("speech-quick" if args.quick else "speech")
     path = write_result(name, doc)
     print(f"\nJSON: {path}")
-    print(chart(path, path.with_suffix(".png")))
+    print(draw_chart(CHART, path, path.with_suffix(".png")))
     return 1 if doc["token_mismatches"] or doc["errors"] else 0
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from . import references
 from .errors import AudioError
 
 SAMPLE_RATE = 16000
@@ -154,17 +155,11 @@ def feature_frames(n_samples: int) -> int:
 
 
 def log_mel_reference(x: np.ndarray) -> np.ndarray:
-    """(80, frames) float32: faster-whisper's FeatureExtractor on 16 kHz mono `x` (float64 inside): |STFT|^2 of
-    the periodic Hann window, the mel bank, log10 clamped at 1e-10, floored at max - 8, then (v + 4) / 4."""
-    sig = padded_for_stft(x).astype(np.float64)
-    frames = feature_frames(len(x))
-    idx = np.arange(frames)[:, None] * HOP + np.arange(N_FFT)[None, :]
-    window = np.hanning(N_FFT + 1)[:-1]
-    power = np.abs(np.fft.rfft(sig[idx] * window, axis=-1)) ** 2
-    mel = mel_filters().astype(np.float64) @ power.T
-    log_spec = np.log10(np.maximum(mel, 1e-10))
-    log_spec = np.maximum(log_spec, log_spec.max() - 8.0)
-    return ((log_spec + 4.0) / 4.0).astype(np.float32)
+    """(80, frames) float32: faster-whisper's FeatureExtractor on 16 kHz mono `x`, from the ops' float64 references
+    (references.stft_power_ref, log_mel_ref): |STFT|^2 of the periodic Hann window, the mel bank, log10 clamped at
+    1e-10, floored at max - 8, then (v + 4) / 4."""
+    power = references.stft_power_ref(padded_for_stft(x), n_fft=N_FFT, hop=HOP, frames=feature_frames(len(x)))
+    return references.log_mel_ref(power.astype(np.float64) @ mel_filters().astype(np.float64).T).T
 
 
 __all__ = ["CHUNK_SECONDS", "HOP", "N_FFT", "N_MELS", "SAMPLE_RATE", "WINDOW_FRAMES",

@@ -353,13 +353,15 @@ class Whisper:
         """Where this runtime should compute the features and encoder (auto: where a window is expected sooner)."""
         return HOST if self.rt.placement.whole("whisper.encode", encoder_ops(self.config)).on_host else DEVICE
 
-    async def _window(self, mel: Tensor, start: int, end: int) -> tuple[list[int], float, float]:
+    async def _window(self, mel: Tensor, start: int, end: int, side: str | None = None
+                      ) -> tuple[list[int], float, float]:
         """Greedy tokens of one window, their mean log-probability and the window's no-speech probability.
-        Placement decides the encoder as a whole and the decoding as a whole (the KV cache lives on its side),
-        each learning from its own timings."""
+        Placement decides the encoder as a whole (`side` where the caller already did, for the features) and the
+        decoding as a whole (the KV cache lives on its side), each learning from its own timings."""
         rt, v, cfg = self.rt, self.vocab, self.config
         enc_ops = encoder_ops(cfg)
-        side = HOST if rt.placement.whole("whisper.encode", enc_ops, host_can=_known(mel)).on_host else DEVICE
+        if side is None:
+            side = HOST if rt.placement.whole("whisper.encode", enc_ops, host_can=_known(mel)).on_host else DEVICE
         t0 = time.perf_counter()
         with self._pinned(side):
             cross = self.cross_kv(self.encode(mel, start, end))
@@ -416,14 +418,16 @@ class Whisper:
         segments: list[Segment] = []
         timings = {"features": 0.0, "windows": 0.0}
         if len(x) > audio.N_FFT // 2:   # shorter than the STFT's reflection: nothing to hear
-            with self._pinned(self.front_side()):   # the features where the encoder is expected to read them
+            side: str | None = self.front_side()   # the features where the first window's encoder reads them
+            with self._pinned(side):
                 mel, frames = self.features(x)
             timings["features"] = time.perf_counter() - t0
             content = frames - 1
             seek = 0
             while seek < content:
                 size = min(audio.WINDOW_FRAMES, content - seek)
-                tokens, avg, no_speech = await self._window(mel, seek, seek + size)
+                tokens, avg, no_speech = await self._window(mel, seek, seek + size, side)
+                side = None   # later windows are placed anew, with what this one taught
                 if not (no_speech > NO_SPEECH_THRESHOLD and avg < LOGPROB_THRESHOLD):
                     segments.append(Segment(seek * audio.HOP / audio.SAMPLE_RATE,
                                             (seek + size) * audio.HOP / audio.SAMPLE_RATE,
