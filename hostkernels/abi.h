@@ -6,7 +6,7 @@
 #define GPUPORT_ABI_H
 
 /* Bumped whenever an exported signature changes; the Python wrapper refuses a module with another. */
-#define GP_ABI 3
+#define GP_ABI 4
 
 /* Only the functions declared here are exported (the builds are -fvisibility=hidden): by name in
  * WebAssembly, natively as the ELF symbols of the same names. */
@@ -69,5 +69,26 @@ int gp_encoder_layer(float *x, int B, int S, int H, int heads, int F, const floa
                      const float *wo, const float *wi, const float *wo2, const float *ln1_g,
                      const float *ln1_b, const float *ln2_g, const float *ln2_b, float eps, float *scratch,
                      int threads);
+
+/* Floats of scratch gp_q_matmul needs for M rows of K (their 8-bit quantized blocks). */
+GP_EXPORT(gp_q_scratch)
+int gp_q_scratch(int M, int K);
+
+/* Y (M x N, rows ldy apart) = X (M x K) W^T, W (N x K) ggml Q4_1 (kind 3) or Q8_0 (8) blocks as stored. */
+GP_EXPORT(gp_q_matmul)
+void gp_q_matmul(const float *x, int M, int K, const uint8_t *w, int kind, int N, float *y, int ldy,
+                 float *scratch, int threads);
+
+/* Floats of scratch gp_llama_layer needs for T new positions, S in all, on `threads` threads. */
+GP_EXPORT(gp_llama_scratch)
+int gp_llama_scratch(int T, int S, int dim, int ffn, int threads);
+
+/* One llama block on x (T, dim) at positions start.. in place, its keys/values written to the caches. */
+GP_EXPORT(gp_llama_layer)
+void gp_llama_layer(float *x, int T, int start, int dim, int heads, int kv_heads, int ffn, float eps,
+                    const float *cos, const float *sin, const float *attn_norm, const uint8_t *wq,
+                    const uint8_t *wk, const uint8_t *wv, const uint8_t *wo, const float *ffn_norm,
+                    const uint8_t *w_gate, const uint8_t *w_up, const uint8_t *w_down, int kind,
+                    float *k_cache, float *v_cache, float *scratch, int threads);
 
 #endif

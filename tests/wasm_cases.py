@@ -27,6 +27,8 @@ from cases import U, close
 from gpuport import hostops as H
 from gpuport import references as K
 from gpuport import wasm_kernels as W
+from gpuport.models import llama_ref as LR
+from gpuport.quant import QuantMatrix, matmul_ref, q8_matmul_ref, quantize
 from gpuport.opspecs import OPS
 
 CASES: dict[str, Callable[[], None]] = {}
@@ -413,6 +415,117 @@ def wasm_encoder_layer_hands_float32_overflow_to_numpy() -> None:
     close(H.encoder_layer(fine, layer, None, num_heads=4, eps=1e-12),
           K.encoder_layer_ref(fine, layer, None, num_heads=4, eps=1e-12), atol=2e-4, what="hostops encoder layer")
     assert H.calls()["encoder_layer"][W.ENGINE.name] == before + 1, H.calls()
+
+
+# -- quantized products and a whole llama block (hostkernels/quant.c, llama.c) ------------------------
+
+def _qweight(r: np.random.Generator, kind: str, n: int, k: int) -> QuantMatrix:
+    """An (n, k) weight at a trained model's scale, quantized by ggml's reference quantizer."""
+    return QuantMatrix(quantize((r.standard_normal((n, k)) * 0.05).astype(np.float32), kind), kind, (n, k))
+
+
+# (M rows, N, K): one row and one block; N off every vector width and off the parallel parts; K of 1, 3, 5
+# blocks; SmolLM2's shapes for a decode step and a 40-token prompt; a large head-like product.
+_Q_SHAPES = [(1, 1, 32), (1, 7, 64), (2, 5, 96), (3, 33, 160), (1, 192, 576), (40, 64, 576), (5, 576, 1536),
+             (1, 4099, 576)]
+
+
+@case
+def wasm_q_matmul_integer_dots() -> None:
+    # The quantized product is the reference's exactly up to float32 rounding: the activations are quantized
+    # the same way and every block's integer sum is exact, so the only difference is the order of the scaled
+    # sums, which quant.q8_matmul_ref bounds ((nb + 8) roundings on the sum of the terms' magnitudes).
+    r = rng(21)
+    for kind in ("Q4_1", "Q8_0"):
+        for m, n, k in _Q_SHAPES:
+            w, x = _qweight(r, kind, n, k), r.standard_normal((m, k)).astype(np.float32)
+            got = W.q_matmul(x, w.raw, kind, (n, k))
+            want, bound = q8_matmul_ref(x, w)
+            close(got, want, atol=bound + 1e-30, what=f"q_matmul {kind} {m}x{n}x{k}")
+            # and what 8-bit activations cost against the float product: below 2% of the output's scale here
+            exact = matmul_ref(x, w)
+            assert np.abs(got - exact).max() <= 0.02 * np.abs(exact).max() + 1e-6, (kind, m, n, k)
+
+
+@case
+def wasm_q_matmul_non_finite_inputs_give_nan() -> None:
+    # A NaN or an infinity in an activation block makes that row's every output NaN (never a finite wrong
+    # answer); the other rows are untouched.
+    r = rng(22)
+    for kind in ("Q4_1", "Q8_0"):
+        w = _qweight(r, kind, 9, 64)
+        for bad in (np.nan, np.inf, -np.inf):
+            x = r.standard_normal((3, 64)).astype(np.float32)
+            x[1, 40] = bad
+            got = W.q_matmul(x, w.raw, kind, (9, 64))
+            assert np.isnan(got[1]).all(), (kind, bad, got[1])
+            close(got[[0, 2]], q8_matmul_ref(x[[0, 2]], w)[0], atol=1e-5, what=f"rows beside a {bad}")
+
+
+@case
+def wasm_q_matmul_rejects_what_it_cannot_take() -> None:
+    r = rng(23)
+    w = _qweight(r, "Q4_1", 4, 64)
+    x = r.standard_normal((2, 64)).astype(np.float32)
+    for args, what in [((x[:, :48], w.raw, "Q4_1", (4, 48)), "a multiple of 32"),
+                       ((x, w.raw[:-1], "Q4_1", (4, 64)), "bytes"),
+                       ((x, w.raw, "F16", (4, 64)), "Q4_1 or Q8_0"),
+                       ((x[0], w.raw, "Q4_1", (4, 64)), "needs x")]:
+        try:
+            W.q_matmul(*args)
+        except ValueError as exc:
+            assert what in str(exc), (what, exc)
+        else:
+            raise AssertionError(f"q_matmul took {what!r}")
+
+
+def _qlayer(r: np.random.Generator, dim: int, heads: int, kv_heads: int, ffn: int) -> LR.Layer:
+    hd = dim // heads
+
+    def gamma() -> np.ndarray:
+        return (1 + 0.1 * r.standard_normal(dim)).astype(np.float32)
+
+    return LR.Layer(gamma(), _qweight(r, "Q4_1", dim, dim), _qweight(r, "Q4_1", kv_heads * hd, dim),
+                    _qweight(r, "Q4_1", kv_heads * hd, dim), _qweight(r, "Q4_1", dim, dim), gamma(),
+                    _qweight(r, "Q4_1", ffn, dim), _qweight(r, "Q4_1", ffn, dim), _qweight(r, "Q4_1", dim, ffn))
+
+
+# (dim, heads, kv_heads, ffn, positions per call): one head and one block; grouped heads with a prompt then
+# decode steps; 5 positions over a single kv head; SmolLM2's block with a 40-token prompt and two steps.
+_LLAMA = [(32, 1, 1, 32, (1,)), (64, 4, 2, 96, (3, 1, 1)), (128, 4, 1, 224, (5, 2)), (576, 9, 3, 1536, (40, 1, 1))]
+
+
+@case
+def wasm_llama_layer() -> None:
+    # Against llama_ref.block with the same 8-bit products (q8_matmul_ref). Both compute in float32, so the
+    # keys, values and outputs agree to rounding (measured <= 3e-6 on O(1)-O(10) values: 1e-5 of the scale),
+    # except where a rounding difference moves an activation across a step of its 8-bit grid: that moves
+    # the products it enters by one step's worth, and through attention every later row (measured up to 0.052 on
+    # values up to 8.9, in 1-3 of the 40 rows of the prompt). So: the median output within 1e-5 of the scale,
+    # every output within 1% of it.
+    r = rng(24)
+    for dim, heads, kvh, ffn, steps in _LLAMA:
+        layer, hd = _qlayer(r, dim, heads, kvh, ffn), dim // heads
+        config = LR.LlamaConfig(1, dim, heads, kvh, ffn, 100, 1e-5, 10000.0, sum(steps))
+        cache = LR.KVCache(config, sum(steps))
+        kc, vc = (np.zeros((sum(steps), kvh * hd), np.float32) for _ in range(2))
+        weights = tuple(m.raw for m in (layer.wq, layer.wk, layer.wv, layer.wo, layer.w_gate, layer.w_up, layer.w_down))
+        for t in steps:
+            start = cache.length
+            x = r.standard_normal((t, dim)).astype(np.float32)
+            cos, sin = LR.rope_angles(np.arange(start, start + t), hd, 10000.0)
+            want = LR.block(x, layer, 0, cache, cos, sin, config, linear=lambda a, w: q8_matmul_ref(a, w)[0])
+            cache.length = start + t
+            got = x.copy()
+            W.llama_layer(got, start, cos, sin, (layer.attn_norm, layer.ffn_norm), weights, "Q4_1", kc, vc,
+                          heads=heads, kv_heads=kvh, eps=1e-5, threads=2)
+            what = f"llama layer dim {dim} heads {heads}/{kvh} ffn {ffn}, {t} at {start}"
+            for a, b in ((got, want), (kc[:start + t], cache.k[0, :start + t].reshape(start + t, -1)),
+                         (vc[:start + t], cache.v[0, :start + t].reshape(start + t, -1))):
+                scale = float(np.abs(b).max())
+                err = np.abs(a - b)
+                assert np.median(err) <= 1e-5 * scale and err.max() <= 0.01 * scale, \
+                    f"{what}: max error {err.max():.3g} on a scale of {scale:.3g}"
 
 
 # -- the module itself ------------------------------------------------------------------------------

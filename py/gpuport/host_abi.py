@@ -16,14 +16,15 @@ import re
 import sys
 from dataclasses import dataclass
 
-ABI = 3  # what gp_abi() returns: bumped whenever a row below changes; a build with another is refused
+ABI = 4  # what gp_abi() returns: bumped whenever a row below changes; a build with another is refused
 
 HEADER = "hostkernels/abi.h"
 REGENERATE = f"python3 py/gpuport/host_abi.py > {HEADER}"
 
 # The C types the exports use, by how a value crosses into the kernels: a pointer is the address of a NumPy
 # buffer (an i32 in wasm32, where the module shares Pyodide's memory; a void pointer to ctypes).
-KINDS = {"void": "void", "int": "int", "float": "float", "float *": "pointer", "const float *": "pointer"}
+KINDS = {"void": "void", "int": "int", "float": "float", "float *": "pointer", "const float *": "pointer",
+         "const uint8_t *": "pointer"}
 WASM_TYPES: dict[str, tuple[str, ...]] = {"void": (), "int": ("i32",), "float": ("f32",), "pointer": ("i32",)}
 _PARAM = re.compile(r"(?P<type>(?:const )?\w+(?: \*)?) ?(?P<name>\w+)")
 _WIDTH = 110  # the C sources' line length
@@ -127,6 +128,20 @@ EXPORTS: tuple[Export, ...] = (
             "const float *wo, const float *wi, const float *wo2, const float *ln1_g, const float *ln1_b, "
             "const float *ln2_g, const float *ln2_b, float eps, float *scratch, int threads",
             "One post-norm encoder layer on x (B, S, H) in place; returns the rows with non-finite norm statistics."),
+    _export("int", "gp_q_scratch", "int M, int K",
+            "Floats of scratch gp_q_matmul needs for M rows of K (their 8-bit quantized blocks)."),
+    _export("void", "gp_q_matmul",
+            "const float *x, int M, int K, const uint8_t *w, int kind, int N, float *y, int ldy, float *scratch, "
+            "int threads",
+            "Y (M x N, rows ldy apart) = X (M x K) W^T, W (N x K) ggml Q4_1 (kind 3) or Q8_0 (8) blocks as stored."),
+    _export("int", "gp_llama_scratch", "int T, int S, int dim, int ffn, int threads",
+            "Floats of scratch gp_llama_layer needs for T new positions, S in all, on `threads` threads."),
+    _export("void", "gp_llama_layer",
+            "float *x, int T, int start, int dim, int heads, int kv_heads, int ffn, float eps, const float *cos, "
+            "const float *sin, const float *attn_norm, const uint8_t *wq, const uint8_t *wk, const uint8_t *wv, "
+            "const uint8_t *wo, const float *ffn_norm, const uint8_t *w_gate, const uint8_t *w_up, "
+            "const uint8_t *w_down, int kind, float *k_cache, float *v_cache, float *scratch, int threads",
+            "One llama block on x (T, dim) at positions start.. in place, its keys/values written to the caches."),
 )
 
 _PREAMBLE = f"""\

@@ -399,6 +399,20 @@ def encoder_layer(x: np.ndarray, layer: EncoderLayer, mask: np.ndarray | None = 
     return layer_norm(o, layer.ln2_g, layer.ln2_b, eps=eps).reshape(batch, seq, h)
 
 
+def quantized() -> tuple[SimdKernels, int] | None:
+    """The linked SIMD kernels for a quantized model's host forward (products on a GGUF's Q4_1/Q8_0 blocks as
+    stored, whole llama blocks in one call) and the threads they may use (the BLAS's budget; 1 in a page), or
+    None where none are linked: the forward then dequantizes its weights for NumPy."""
+    engine = _linked()
+    return None if engine is None else (engine, _BLAS_THREADS)
+
+
+def ran(op: str, engine: str) -> None:
+    """Count a call of `op` that a model ran on `engine` itself (a fused llama block), for calls()."""
+    tally = _CALLS.setdefault(op, {})
+    tally[engine] = tally.get(engine, 0) + 1
+
+
 def backend_name() -> str:
     """What runs the host kernels: "wasm" (WebAssembly SIMD, in a page), "native-simd" (the same C kernels
     built natively) or "numpy". With SIMD kernels, each call may still go to NumPy by size (see

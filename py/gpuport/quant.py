@@ -167,10 +167,66 @@ def matmul_ref(x: np.ndarray, w: QuantMatrix) -> np.ndarray:
     return (x.astype(np.float64) @ w.dense().T.astype(np.float64)).astype(np.float32)
 
 
+def quantize_q8_1(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows of x (M, K), K a multiple of 32, as the host kernels quantize activations (ggml's Q8_1): per block of
+    32, d = max|x| / 127, q = round(x * 127 / max|x|) (ties to even) as int8, s = d * sum(q), all in float32.
+    A block holding a NaN or an infinity gets d = s = NaN and q = 0 (its products are NaN). Returns q (M, K)
+    int8, d and s (M, K / 32) float32."""
+    b = np.asarray(x, dtype=np.float32).reshape(x.shape[0], -1, QK)
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        m = np.abs(b).max(axis=2)
+        finite = np.isfinite(b).all(axis=2)
+        m = np.where(finite, m, np.float32(0))
+        d = (m / np.float32(127)).astype(np.float32)
+        inv = np.where(m != 0, np.float32(127) / np.where(m != 0, m, np.float32(1)), np.float32(0)).astype(np.float32)
+        q = np.round(b * inv[:, :, None]).astype(np.int8)
+    s = (d * q.astype(np.int32).sum(axis=2).astype(np.float32)).astype(np.float32)
+    nan = np.float32(np.nan)
+    return q.reshape(x.shape), np.where(finite, d, nan), np.where(finite, s, nan)
+
+
+def _block_parts(w: QuantMatrix) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(N, K) integer weights q, block scales d and offsets m (N, K / 32) as float32 (m = 0 for Q8_0)."""
+    n, k = w.shape
+    b = _blocks(w.raw, w.kind).reshape(n, k // QK, -1)
+    d = _f16(b[:, :, 0:2].reshape(-1, 2)).reshape(n, -1)
+    if w.kind == "Q4_1":
+        qs = b[:, :, 4:20]
+        q = np.concatenate([qs & 0x0F, qs >> 4], axis=2).astype(np.int32)
+        return q.reshape(n, k), d, _f16(b[:, :, 2:4].reshape(-1, 2)).reshape(n, -1)
+    return b[:, :, 2:34].view(np.int8).astype(np.int32).reshape(n, k), d, np.zeros_like(d)
+
+
+def q8_matmul_ref(x: np.ndarray, w: QuantMatrix) -> tuple[np.ndarray, np.ndarray]:
+    """What the host kernels' quantized product computes, Y = X W^T with X quantized by quantize_q8_1: per
+    block the exact integer sum of q_w q_x, scaled by d_w d_x, plus m_w s_x for Q4_1, accumulated in float64.
+    Returns (Y as float32, a bound on the float32 rounding of the kernels' accumulation in any order and any
+    split of a block's sum into vector lanes: (nb + 8) roundings of 2^-24 each, where nb = K / 32, on the sum of
+    |d_w d_x| sum|q_w q_x| + |m_w s_x| over the blocks)."""
+    if w.kind not in ("Q4_1", "Q8_0"):
+        raise UnsupportedFeature(f"q8_matmul_ref: {w.kind} weights (the host kernels take Q4_1 and Q8_0)")
+    x = np.asarray(x, dtype=np.float32)
+    if x.ndim != 2 or x.shape[1] != w.shape[1]:
+        raise ValueError(f"q8_matmul: X has shape {x.shape}, W {w.shape} needs (M, {w.shape[1]})")
+    n, k = w.shape
+    xq, xd, xs = quantize_q8_1(x)
+    wq, wd, wm = _block_parts(w)
+    xb, wb = xq.reshape(len(x), -1, QK).astype(np.int64), wq.reshape(n, -1, QK).astype(np.int64)
+    scale = wd[None].astype(np.float64) * xd[:, None].astype(np.float64)
+    offset = wm[None].astype(np.float64) * xs[:, None].astype(np.float64)
+    y = (scale * np.einsum("mbj,nbj->mnb", xb, wb) + offset).sum(axis=2)
+    with np.errstate(invalid="ignore"):
+        size = (np.abs(scale) * np.einsum("mbj,nbj->mnb", np.abs(xb), np.abs(wb)) + np.abs(offset)).sum(axis=2)
+    return y.astype(np.float32), (k // QK + 8) * 2.0 ** -24 * size
+
+
 def embedding_ref(table: QuantMatrix, ids: np.ndarray) -> np.ndarray:
     """Rows `ids` of a quantized (V, D) embedding table: (len(ids), D) float32, exact."""
     return table.rows(ids)
 
 
-__all__ = ["BLOCK_BYTES", "QK", "QuantMatrix", "SUPPORTED", "as_words", "dequantize", "dequantize_q4_1",
-           "dequantize_q8_0", "embedding_ref", "matmul_ref", "matvec_ref", "quantize", "row_bytes"]
+GGML_TYPE_IDS = {"Q4_1": 3, "Q8_0": 8}   # ggml's type ids: what the host kernels are told a weight's blocks are
+
+__all__ = ["BLOCK_BYTES", "GGML_TYPE_IDS", "QK", "QuantMatrix", "SUPPORTED", "as_words", "dequantize", "dequantize_q4_1",
+           "dequantize_q8_0", "embedding_ref", "matmul_ref", "matvec_ref", "q8_matmul_ref", "quantize", "quantize_q8_1",
+           "row_bytes"]

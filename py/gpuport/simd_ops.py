@@ -28,6 +28,7 @@ import numpy as np
 from . import references as K
 from .errors import BackendUnavailable
 from .host_abi import ABI
+from .quant import GGML_TYPE_IDS, QK, row_bytes
 
 _ALIGN = 64  # bytes: packed panels and scratch start on a cache line
 
@@ -317,6 +318,56 @@ class SimdKernels:
                                    *(p.address for p in packed), *(_addr(v) for v in norms), float(eps), scratch,
                                    threads)
         return out, int(bad)
+
+    def q_matmul(self, x: np.ndarray, raw: np.ndarray, kind: str, shape: tuple[int, int], *, threads: int = 1
+                 ) -> np.ndarray:
+        """x (M, K) @ W^T for W (N, K) = shape stored as ggml `kind` blocks (Q4_1, Q8_0) in `raw` (uint8, as the
+        GGUF holds them, read in place): x quantized to 8-bit blocks, integer dot products (quant.q8_matmul_ref
+        is what it computes). Natively over `threads` threads of the library's pool."""
+        lib = self._need()
+        n, k = shape
+        x32 = _f32(x)
+        if x32.ndim != 2 or x32.shape[1] != k or k % QK or kind not in GGML_TYPE_IDS:
+            raise ValueError(f"q_matmul: x {x32.shape} by a {kind} weight {shape}: needs x (M, {k}), K a multiple "
+                             f"of {QK} and Q4_1 or Q8_0 blocks")
+        if raw.dtype != np.uint8 or not raw.flags.c_contiguous or raw.size != n * row_bytes(kind, k):
+            raise ValueError(f"q_matmul: {raw.size} bytes of {raw.dtype} for a {kind} {shape} weight")
+        m = x32.shape[0]
+        out = np.empty((m, n), np.float32)
+        lib.gp_q_matmul(_addr(x32), m, k, _addr(raw), GGML_TYPE_IDS[kind], n, _addr(out), n,
+                        self._scratch(int(lib.gp_q_scratch(m, k))), max(1, int(threads)))
+        return out
+
+    def llama_layer(self, x: np.ndarray, start: int, cos: np.ndarray, sin: np.ndarray, norms: tuple[np.ndarray, np.ndarray],
+                    weights: tuple[np.ndarray, ...], kind: str, k_cache: np.ndarray, v_cache: np.ndarray, *,
+                    heads: int, kv_heads: int, eps: float, threads: int = 1) -> None:
+        """One llama block (models/llama_ref.block, its products on 8-bit activations) on x (T, dim) at
+        positions start.. in place, in one kernel call; its keys and values go to rows start.. of k_cache and
+        v_cache ((capacity, kv_heads * head_dim) float32, C-contiguous). `weights`: the stored bytes of wq, wk,
+        wv, wo, w_gate, w_up, w_down, all of ggml `kind`; norms: attn_norm, ffn_norm; cos, sin (T, head_dim/2)."""
+        lib = self._need()
+        t, dim = x.shape
+        hd, ffn = dim // heads, weights[4].size // row_bytes(kind, dim)
+        kvw = kv_heads * hd
+        want = (dim, kvw, kvw, dim, ffn, ffn, dim)
+        ks = (dim,) * 6 + (ffn,)
+        ok = (x.dtype == np.float32 and x.flags.c_contiguous and kind in GGML_TYPE_IDS and dim % heads == 0
+              and heads % kv_heads == 0 and hd % 2 == 0 and dim % QK == 0 and ffn % QK == 0
+              and all(w.dtype == np.uint8 and w.flags.c_contiguous and w.size == n * row_bytes(kind, kk)
+                      for w, n, kk in zip(weights, want, ks))
+              and all(c.dtype == np.float32 and c.flags.c_contiguous and c.ndim == 2 and c.shape[1] == kvw
+                      and c.shape[0] >= start + t for c in (k_cache, v_cache))
+              and cos.shape == sin.shape == (t, hd // 2))
+        if not ok:
+            raise ValueError(f"llama_layer: x {x.shape} ({x.dtype}), {heads}/{kv_heads} heads, {kind} weights of "
+                             f"{[w.size for w in weights]} bytes, caches {k_cache.shape}/{v_cache.shape} at {start} "
+                             "do not fit together")
+        threads = max(1, int(threads))
+        c32, s32, n1, n2 = _f32(cos), _f32(sin), _f32(norms[0]), _f32(norms[1])
+        scratch = self._scratch(int(lib.gp_llama_scratch(t, start + t, dim, ffn, threads)))
+        lib.gp_llama_layer(_addr(x), t, start, dim, heads, kv_heads, ffn, float(eps), _addr(c32), _addr(s32),
+                           _addr(n1), *(_addr(w) for w in weights[:4]), _addr(n2), *(_addr(w) for w in weights[4:]),
+                           GGML_TYPE_IDS[kind], _addr(k_cache), _addr(v_cache), scratch, threads)
 
     def measure(self, op: str, *args: Any, candidates: dict[str, Callable[..., Any]] | None = None,
                 repeats: int = 5, min_s: float = 0.02, **kwargs: Any) -> dict[str, Any]:

@@ -26,13 +26,17 @@ Memory levels (`set_memory_optimization_level`), each trading speed for memory:
 from __future__ import annotations
 
 import time
+from dataclasses import fields
 from functools import cache
 from typing import Any, Awaitable, Callable, Mapping, Sequence
 
 import numpy as np
 
 from ..errors import ContextLengthExceeded, LoadError, UnsupportedFeature
+from .. import hostops
 from ..quant import QuantMatrix, as_words, dequantize, row_bytes
+from ..platform import peak_memory_bytes
+from ..simd_ops import SimdKernels
 from ..tensor import Tensor
 from ..types import HOST, Decision
 from . import llama_ref as ref
@@ -333,19 +337,40 @@ class Llama:
         return self._host_layers
 
     def _forward_host(self, ids: np.ndarray, cache: HostKVCache) -> np.ndarray:
+        """The host forward: one kernel call per block on the stored blocks where SIMD kernels are linked (their
+        8-bit activations, tests/test_llama.py's tolerance); NumPy's float32 steps of llama_ref elsewhere, and
+        for a forward whose kernel logits are not all finite (NumPy owns the IEEE cases)."""
         t0 = time.perf_counter()
         c = self.config
-        layers = self._host_weights()
         t, start = ids.size, cache.length
         cos, sin = ref.rope_angles(np.arange(start, start + t), c.head_dim, c.rope_theta)
-        x = self.embd.matrix(False).rows(ids)
-        for i, layer in enumerate(layers):
-            x = ref.block(x, layer, i, cache, cos, sin, c)
+        kernels = hostops.quantized()
+        logits = None if kernels is None else self._forward_kernels(*kernels, ids, cache, cos, sin)
+        if logits is None or not np.isfinite(logits).all():
+            x = self.embd.matrix(False).rows(ids)
+            for i, layer in enumerate(self._host_weights()):
+                x = ref.block(x, layer, i, cache, cos, sin, c)
+            logits = ref.qlinear(ref.rms_norm(x[-1:], self.vectors["output_norm.weight"], c.eps), self._host_head)[0]
         cache.length = start + t
-        logits = ref.qlinear(ref.rms_norm(x[-1:], self.vectors["output_norm.weight"], c.eps), self._host_head)[0]
         strategy = "native" if self.rt.device.is_host else "cpu"
         self.rt.placement.ran("llama.forward", Decision(HOST, strategy, "host forward"), t0)
         return logits
+
+    def _forward_kernels(self, engine: SimdKernels, threads: int, ids: np.ndarray, cache: HostKVCache,
+                         cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
+        """The forward's blocks and head on the SIMD kernels, reading the weights' stored blocks in place."""
+        c, m, v = self.config, self.matrices, self.vectors
+        x = np.ascontiguousarray(self.embd.matrix(False).rows(ids), dtype=np.float32)
+        rows = cache.k.shape[1]
+        for i in range(c.n_layers):
+            p = f"blk.{i}."
+            engine.llama_layer(x, cache.length, cos, sin, (v[p + "attn_norm.weight"], v[p + "ffn_norm.weight"]),
+                               tuple(m[f"{p}{n}.weight"].raw for n in MATRICES), m[p + "attn_q.weight"].kind,
+                               cache.k[i].reshape(rows, -1), cache.v[i].reshape(rows, -1), heads=c.n_heads,
+                               kv_heads=c.n_kv_heads, eps=c.eps, threads=threads)
+        hostops.ran("llama_block", engine.name)
+        h = ref.rms_norm(x[-1:], v["output_norm.weight"], c.eps)
+        return engine.q_matmul(h, self.head.raw, self.head.kind, self.head.shape, threads=threads)[0]
 
     # -- one-shot logits ---------------------------------------------------------------------------------------
     async def logits(self, ids: Sequence[int]) -> np.ndarray:
@@ -373,10 +398,16 @@ class Llama:
 
     def stats(self) -> dict[str, Any]:
         """The last generation's figures: time to first token, prefill and decode tokens/s, KV cache size, where
-        the forward ran; the memory level and the weight bytes resident on the device now."""
+        the forward ran; the memory level, the weight bytes resident on the device now, the bytes the host holds
+        for the weights (their stored blocks, and float32 copies where the NumPy forward keeps them) and the
+        process's peak memory (platform.peak_memory_bytes)."""
         resident = sum(w.tensor.nbytes for w in self.matrices.values() if w.tensor is not None)
+        dense = [m._dense for m in (*(getattr(layer, f.name) for layer in self._host_layers or ()
+                                      for f in fields(layer)), self._host_head) if isinstance(m, QuantMatrix)]
+        host = sum(w.raw.nbytes for w in self.matrices.values()) + sum(d.nbytes for d in dense if d is not None)
         return dict(self.last_stats, memory_level=self.memory_level,
-                    resident_weight_bytes=resident + sum(t.nbytes for t in self._vec_t.values()))
+                    resident_weight_bytes=resident + sum(t.nbytes for t in self._vec_t.values()),
+                    host_weight_bytes=host, peak_memory_bytes=peak_memory_bytes())
 
     def __repr__(self) -> str:
         return f"Llama({self.name!r}, backend={self.rt.backend!r}, layers={self.config.n_layers}, " \

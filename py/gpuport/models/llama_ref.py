@@ -16,7 +16,7 @@ head, which the permutation leaves unchanged. So the weights are used as stored 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Callable, Mapping
 
 import numpy as np
 
@@ -192,19 +192,20 @@ def swiglu(gate: np.ndarray, up: np.ndarray) -> np.ndarray:
 
 
 def block(x: np.ndarray, layer: Layer, index: int, cache: KVCache, cos: np.ndarray, sin: np.ndarray,
-          config: LlamaConfig) -> np.ndarray:
-    """One transformer block on x (T, dim) at positions cache.length.., writing its keys/values to the cache."""
+          config: LlamaConfig, linear: Callable[[np.ndarray, QuantMatrix], np.ndarray] = qlinear) -> np.ndarray:
+    """One transformer block on x (T, dim) at positions cache.length.., writing its keys/values to the cache.
+    `linear` computes the products (quant.q8_matmul_ref's first result: the host kernels' 8-bit activations)."""
     t, start = x.shape[0], cache.length
     hd = config.head_dim
     h = rms_norm(x, layer.attn_norm, config.eps)
-    q = rope(qlinear(h, layer.wq).reshape(t, config.n_heads, hd), cos, sin)
-    k = rope(qlinear(h, layer.wk).reshape(t, config.n_kv_heads, hd), cos, sin)
+    q = rope(linear(h, layer.wq).reshape(t, config.n_heads, hd), cos, sin)
+    k = rope(linear(h, layer.wk).reshape(t, config.n_kv_heads, hd), cos, sin)
     cache.k[index, start:start + t] = k
-    cache.v[index, start:start + t] = qlinear(h, layer.wv).reshape(t, config.n_kv_heads, hd)
+    cache.v[index, start:start + t] = linear(h, layer.wv).reshape(t, config.n_kv_heads, hd)
     att = attention(q, cache.k[index, :start + t], cache.v[index, :start + t], start)
-    x = x + qlinear(att.reshape(t, config.dim), layer.wo)
+    x = x + linear(att.reshape(t, config.dim), layer.wo)
     h = rms_norm(x, layer.ffn_norm, config.eps)
-    return x + qlinear(swiglu(qlinear(h, layer.w_gate), qlinear(h, layer.w_up)), layer.w_down)
+    return x + linear(swiglu(linear(h, layer.w_gate), linear(h, layer.w_up)), layer.w_down)
 
 
 class LlamaRef:
