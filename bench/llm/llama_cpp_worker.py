@@ -1,9 +1,10 @@
 """bench/generate.py's native peer, run by the bench venv's Python (llama-cpp-python): one JSON command per stdin
 line {"ids": [...], "n": N, "threads": T}, one JSON answer per stdout line: the seconds at which each of the N
-greedy tokens after the prompt arrived (the first includes the prompt's prefill). The model loads once per thread
-count."""
+greedy tokens after the prompt arrived (the first includes the prompt's prefill), and the process's peak RSS. The
+model loads once per thread count (bench/generate.py runs one worker per thread count, so the RSS is one model's)."""
 
 import json
+import resource
 import sys
 import time
 
@@ -26,5 +27,5 @@ for line in sys.stdin:
         ids.append(int(tok))
         if len(times) == cmd["n"]:
             break
-    print(json.dumps({"times_s": times, "ids": ids, "text": llm.detokenize(ids).decode("utf-8", "replace")}),
-          flush=True)
+    print(json.dumps({"times_s": times, "ids": ids, "text": llm.detokenize(ids).decode("utf-8", "replace"),
+                      "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}), flush=True)

@@ -108,6 +108,21 @@ def _mask_rows(mask_shape: tuple[int, ...], shape: tuple[int, ...]) -> tuple[int
     return math.prod(lead_x[hi + 1:]), math.prod(lead_x[lo:hi + 1])
 
 
+@dataclass(frozen=True)
+class LlamaBlock:
+    """A llama block's weights as llama_layer takes them, checked once: the arrays (held, so their addresses stay
+    valid: attn_norm, wq, wk, wv, wo, ffn_norm, w_gate, w_up, w_down) and their shape."""
+
+    arrays: tuple[np.ndarray, ...]
+    addresses: tuple[int, ...]
+    dim: int
+    heads: int
+    kv_heads: int
+    ffn: int
+    kind_id: int
+    eps: float
+
+
 @dataclass
 class _Packed:
     buffer: np.ndarray
@@ -338,36 +353,45 @@ class SimdKernels:
                         self._scratch(int(lib.gp_q_scratch(m, k))), max(1, int(threads)))
         return out
 
-    def llama_layer(self, x: np.ndarray, start: int, cos: np.ndarray, sin: np.ndarray, norms: tuple[np.ndarray, np.ndarray],
-                    weights: tuple[np.ndarray, ...], kind: str, k_cache: np.ndarray, v_cache: np.ndarray, *,
-                    heads: int, kv_heads: int, eps: float, threads: int = 1) -> None:
-        """One llama block (models/llama_ref.block, its products on 8-bit activations) on x (T, dim) at
-        positions start.. in place, in one kernel call; its keys and values go to rows start.. of k_cache and
-        v_cache ((capacity, kv_heads * head_dim) float32, C-contiguous). `weights`: the stored bytes of wq, wk,
-        wv, wo, w_gate, w_up, w_down, all of ggml `kind`; norms: attn_norm, ffn_norm; cos, sin (T, head_dim/2)."""
-        lib = self._need()
-        t, dim = x.shape
-        hd, ffn = dim // heads, weights[4].size // row_bytes(kind, dim)
+    def llama_block(self, norms: tuple[np.ndarray, np.ndarray], weights: tuple[np.ndarray, ...], kind: str, *,
+                    heads: int, kv_heads: int, eps: float) -> "LlamaBlock":
+        """One llama block's weights checked once for llama_layer: norms (attn_norm, ffn_norm), the stored bytes of
+        wq, wk, wv, wo, w_gate, w_up, w_down (all ggml `kind`). ValueError when their shapes do not fit together."""
+        dim = norms[0].size
+        hd = dim // max(heads, 1)
+        ffn = weights[4].size // row_bytes(kind, dim) if kind in GGML_TYPE_IDS and dim % QK == 0 else 0
         kvw = kv_heads * hd
-        want = (dim, kvw, kvw, dim, ffn, ffn, dim)
-        ks = (dim,) * 6 + (ffn,)
-        ok = (x.dtype == np.float32 and x.flags.c_contiguous and kind in GGML_TYPE_IDS and dim % heads == 0
-              and heads % kv_heads == 0 and hd % 2 == 0 and dim % QK == 0 and ffn % QK == 0
-              and all(w.dtype == np.uint8 and w.flags.c_contiguous and w.size == n * row_bytes(kind, kk)
-                      for w, n, kk in zip(weights, want, ks))
-              and all(c.dtype == np.float32 and c.flags.c_contiguous and c.ndim == 2 and c.shape[1] == kvw
-                      and c.shape[0] >= start + t for c in (k_cache, v_cache))
-              and cos.shape == sin.shape == (t, hd // 2))
-        if not ok:
-            raise ValueError(f"llama_layer: x {x.shape} ({x.dtype}), {heads}/{kv_heads} heads, {kind} weights of "
-                             f"{[w.size for w in weights]} bytes, caches {k_cache.shape}/{v_cache.shape} at {start} "
-                             "do not fit together")
+        ok = (kind in GGML_TYPE_IDS and heads > 0 and kv_heads > 0 and dim % heads == 0 and heads % kv_heads == 0
+              and hd % 2 == 0 and dim % QK == 0 and ffn % QK == 0 and ffn > 0 and norms[1].size == dim
+              and all(w.dtype == np.uint8 and w.flags.c_contiguous and w.size == n * row_bytes(kind, k)
+                      for w, n, k in zip(weights, (dim, kvw, kvw, dim, ffn, ffn, dim), (dim,) * 6 + (ffn,))))
+        if not ok or len(weights) != 7:
+            raise ValueError(f"llama_block: {heads}/{kv_heads} heads, norms of {norms[0].size}/{norms[1].size}, "
+                             f"{kind} weights of {[w.size for w in weights]} bytes do not fit together")
+        n1, n2 = _f32(norms[0]), _f32(norms[1])
+        arrays = (n1, *weights[:4], n2, *weights[4:])
+        return LlamaBlock(arrays, tuple(_addr(a) for a in arrays), dim, heads, kv_heads, ffn, GGML_TYPE_IDS[kind],
+                          float(eps))
+
+    def llama_layer(self, x: np.ndarray, start: int, cos: np.ndarray, sin: np.ndarray, block: "LlamaBlock",
+                    k_cache: np.ndarray, v_cache: np.ndarray, *, threads: int = 1) -> None:
+        """One llama block (models/llama_ref.block, its products on 8-bit activations) on x (T, dim) at positions
+        start.. in place, in one kernel call; its keys and values go to rows start.. of k_cache and v_cache
+        ((capacity, kv_heads * head_dim) float32, C-contiguous); cos, sin (T, head_dim / 2) float32."""
+        lib = self._need()
+        t = x.shape[0]
+        kvw = block.kv_heads * (block.dim // block.heads)
+        if not (x.dtype == np.float32 and x.flags.c_contiguous and x.shape == (t, block.dim) and t > 0
+                and cos.shape == sin.shape == (t, block.dim // block.heads // 2) and cos.dtype == sin.dtype == np.float32
+                and all(c.dtype == np.float32 and c.flags.c_contiguous and c.ndim == 2 and c.shape[1] == kvw
+                        and c.shape[0] >= start + t for c in (k_cache, v_cache))):
+            raise ValueError(f"llama_layer: x {x.shape} {x.dtype}, cos {cos.shape}, caches {k_cache.shape}/"
+                             f"{v_cache.shape} at position {start} do not fit a block of width {block.dim}")
         threads = max(1, int(threads))
-        c32, s32, n1, n2 = _f32(cos), _f32(sin), _f32(norms[0]), _f32(norms[1])
-        scratch = self._scratch(int(lib.gp_llama_scratch(t, start + t, dim, ffn, threads)))
-        lib.gp_llama_layer(_addr(x), t, start, dim, heads, kv_heads, ffn, float(eps), _addr(c32), _addr(s32),
-                           _addr(n1), *(_addr(w) for w in weights[:4]), _addr(n2), *(_addr(w) for w in weights[4:]),
-                           GGML_TYPE_IDS[kind], _addr(k_cache), _addr(v_cache), scratch, threads)
+        a = block.addresses
+        scratch = self._scratch(int(lib.gp_llama_scratch(t, start + t, block.dim, block.ffn, threads)))
+        lib.gp_llama_layer(_addr(x), t, start, block.dim, block.heads, block.kv_heads, block.ffn, block.eps,
+                           _addr(cos), _addr(sin), *a, block.kind_id, _addr(k_cache), _addr(v_cache), scratch, threads)
 
     def measure(self, op: str, *args: Any, candidates: dict[str, Callable[..., Any]] | None = None,
                 repeats: int = 5, min_s: float = 0.02, **kwargs: Any) -> dict[str, Any]:
@@ -412,4 +436,4 @@ def measure(op: str, *args: Any, candidates: dict[str, Callable[..., Any]], repe
     return result
 
 
-__all__ = ["REFERENCES", "SimdKernels", "immutable", "linked", "measure"]
+__all__ = ["REFERENCES", "LlamaBlock", "SimdKernels", "immutable", "linked", "measure"]

@@ -36,7 +36,7 @@ from ..errors import ContextLengthExceeded, LoadError, UnsupportedFeature
 from .. import hostops
 from ..quant import QuantMatrix, as_words, dequantize, row_bytes
 from ..platform import peak_memory_bytes
-from ..simd_ops import SimdKernels
+from ..simd_ops import LlamaBlock, SimdKernels
 from ..tensor import Tensor
 from ..types import HOST, Decision
 from . import llama_ref as ref
@@ -107,6 +107,7 @@ class Llama:
         self._vec_t: dict[str, Tensor] = {}
         self._host_layers: list[ref.Layer] | None = None
         self._host_head: QuantMatrix | None = None
+        self._kernel_blocks: dict[str, list[LlamaBlock]] = {}   # per SIMD engine: each block's weights, checked once
         self.memory_level = 0
         self.set_memory_optimization_level(memory_level)
         # the GGUF's EOS and, for a chat model, the end of a turn
@@ -359,15 +360,20 @@ class Llama:
     def _forward_kernels(self, engine: SimdKernels, threads: int, ids: np.ndarray, cache: HostKVCache,
                          cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
         """The forward's blocks and head on the SIMD kernels, reading the weights' stored blocks in place."""
-        c, m, v = self.config, self.matrices, self.vectors
+        c, v = self.config, self.vectors
+        blocks = self._kernel_blocks.get(engine.name)
+        if blocks is None:
+            m = self.matrices
+            blocks = self._kernel_blocks[engine.name] = [
+                engine.llama_block((v[f"blk.{i}.attn_norm.weight"], v[f"blk.{i}.ffn_norm.weight"]),
+                                   tuple(m[f"blk.{i}.{n}.weight"].raw for n in MATRICES), m[f"blk.{i}.attn_q.weight"].kind,
+                                   heads=c.n_heads, kv_heads=c.n_kv_heads, eps=c.eps) for i in range(c.n_layers)]
         x = np.ascontiguousarray(self.embd.matrix(False).rows(ids), dtype=np.float32)
+        cos, sin = np.ascontiguousarray(cos, np.float32), np.ascontiguousarray(sin, np.float32)
         rows = cache.k.shape[1]
-        for i in range(c.n_layers):
-            p = f"blk.{i}."
-            engine.llama_layer(x, cache.length, cos, sin, (v[p + "attn_norm.weight"], v[p + "ffn_norm.weight"]),
-                               tuple(m[f"{p}{n}.weight"].raw for n in MATRICES), m[p + "attn_q.weight"].kind,
-                               cache.k[i].reshape(rows, -1), cache.v[i].reshape(rows, -1), heads=c.n_heads,
-                               kv_heads=c.n_kv_heads, eps=c.eps, threads=threads)
+        for i, block in enumerate(blocks):
+            engine.llama_layer(x, cache.length, cos, sin, block, cache.k[i].reshape(rows, -1),
+                               cache.v[i].reshape(rows, -1), threads=threads)
         hostops.ran("llama_block", engine.name)
         h = ref.rms_norm(x[-1:], v["output_norm.weight"], c.eps)
         return engine.q_matmul(h, self.head.raw, self.head.kind, self.head.shape, threads=threads)[0]
