@@ -21,7 +21,6 @@ bench/results/generate.json, a chart in bench/results/generate.png (matplotlib f
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import statistics
@@ -41,6 +40,7 @@ NAME = "smollm2-135m-instruct"
 MESSAGES = [{"role": "user", "content": "Explain in a few sentences why the sky is blue during the day."}]
 BENCH_DIR = ROOT / ".cache" / "bench" / "llm"
 WLLAMA_CONFIGS = {"wllama wasm 1 thread": {"gpu": False, "threads": 1},
+                  "wllama wasm 2 threads": {"gpu": False, "threads": 2},
                   "wllama wasm (threads: auto)": {"gpu": False, "threads": 0},
                   "wllama webgpu": {"gpu": True, "threads": 0}}
 BROWSERS = {"chromium": "chromium-webgpu", "firefox": "firefox"}

@@ -89,7 +89,7 @@ def lane_cases(lane: str) -> list[str]:
 
 _ERROR_MARKERS = ("error", "mismatch", "out_of_range", "beyond", "refused", "says_it_needs")
 _OPS = ("matmul", "mean_pool", "attention", "embedding", "softmax", "rowwise", "gelu", "scale", "add", "mul",
-        "chained", "user_kernel", "batch", "conv1d", "stft_power", "log_mel")
+        "chained", "user_kernel", "batch", "conv1d", "stft_power", "log_mel", "sample_token")
 
 
 def op_of(case: str) -> str:

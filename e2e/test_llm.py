@@ -233,3 +233,36 @@ def test_chat_cancel_stops_the_generation(chromium_webgpu, server_url):
         assert page.locator("#chat-log .msg.assistant").count() == 2
     finally:
         context.close()
+
+
+DEVICE_DECODE = """
+import gpuport
+from gpuport import models
+_rt = await gpuport.open(backend="webgpu")
+_llm = await models.load("smollm2-135m-instruct", _rt)
+_ids = {ids!r}
+_got = [t.id async for t in _llm.generate(_ids, max_new_tokens=5, ignore_eos=True)]
+_sampled = [t.id async for t in _llm.generate(_ids, max_new_tokens=4, temperature=0.8, top_k=20, top_p=0.9,
+                                              repetition_penalty=1.3, seed=3, ignore_eos=True)]
+_out = {{"ids": _got, "stats": _llm.stats(), "sampled": _sampled, "vocab": _llm.config.vocab_size}}
+_rt.close()
+_out
+"""
+
+
+@pytest.mark.parametrize("lane", ["chromium-webgpu"])
+def test_device_decode_reads_back_one_token_id_per_step(lane_factory, lane):
+    """Pinned to the page's WebGPU device: every decode step is one submit and one read of the 4-byte token id
+    (ops.sample_token picks it on the device; the logits never cross the bridge), and greedy still gives the Hugging
+    Face reference's tokens."""
+    from smollm2 import model_reference
+
+    ref = model_reference()["runs"][0]
+    got = lane_factory(lane).run(DEVICE_DECODE.format(ids=ref["prompt_ids"]))
+    assert got["ids"] == ref["greedy_ids"][:5]
+    step = got["stats"]["per_decode_step"]   # of the sampled generation, the last one
+    assert got["stats"]["placement"] == "device", got["stats"]
+    assert step["submits"] == 1 and step["reads"] == 1 and step["bytes_to_host"] <= 64, step
+    assert step["bridge_calls"] <= 3, step   # the submit, the read, and the penalty's seen-mask upload
+    assert len(got["sampled"]) == 4 and all(0 <= i < got["vocab"] for i in got["sampled"])
+    print(f"\n{lane}: per decode step {step}")

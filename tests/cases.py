@@ -38,13 +38,14 @@ from types import SimpleNamespace
 import numpy as np
 
 import gpuport as gp
-from gpuport import audio
+from gpuport import audio, hostops
 from gpuport import references as K
 from gpuport.formats.gguf import GGML_TYPE_IDS, TensorInfo
 from gpuport.models import llama_ref as L
 from gpuport.models.bpe import bytes_to_unicode
 from gpuport.models.llama import Llama
-from gpuport.quant import as_words, dequantize
+from gpuport.models.sampling import Sampler, SamplingParams
+from gpuport.quant import as_words, dequantize, q8_matmul_ref
 from properties import PROPERTIES, check_seeded
 
 U = 2.0 ** -24
@@ -636,6 +637,306 @@ async def user_kernel_with_reference_same_on_webgpu_and_cpu(rt):
         cpu.close()
 
 
+# -- sampling: the next token id on the device (sample_token) ----------------------------------------------
+# Greedy ids are exact (a comparison of the same float32 values; the data avoid near-ties between a penalized and
+# an unpenalized logit, the one place float32's penalty could order two ids unlike the float64 reference). A
+# sampled id is the reference's, or else one the float32 kernel may legitimately answer: an id whose CDF interval
+# (cdf[id-1], cdf[id]] of the reference's weights comes within `tol` of the draw u * total (in practice the
+# neighbouring id, and only when u * total lies that close to a boundary), under top-p for a kept set whose
+# boundary's cumulative mass in the descending order lies within `tol` of top_p of the mass (float32 masses may
+# cut one or a few ids off a flat tail either way).
+# tol = 2 (n + 2) u S + sum_i w_i e_i (u = 2**-24, S the kept mass): any of the kernel's sums (a chunk or a
+# strided share, at most ceil(V / 64) terms at the smallest workgroup, 64, then at most 8 levels of the tree or
+# the scan) has n = ceil(V / 64) + 8 terms, within n u S (Higham, positive terms); the draw u * total (or top_p *
+# total) as much again plus two roundings (u's to float32, the product). Each weight w_i = exp(d_i),
+# d_i = (y_i - max) / T, is within e_i = 2**-21 (1 + |d_i| + (|y_i| + |max|) / T) relative: WGSL's exp (3 + 2|d|
+# ulp), d's two roundings and the penalty's float32 rounding of y.
+
+_SAMPLE = {"temperature": 0.0, "top_k": 0, "top_p": 1.0, "repetition_penalty": 1.0, "u": 0.0}
+
+
+def _seen_mask(v, ids):
+    words = np.zeros(-(-v // 32), np.uint32)
+    for i in ids:
+        words[i >> 5] |= np.uint32(1 << (i & 31))
+    return words
+
+
+async def _sample(rt, logits, seen=None, **kw):
+    out = rt.ops.sample_token(rt.tensor(logits), None if seen is None else rt.tensor(seen), **kw)
+    got = await out.read()
+    assert out.dtype == np.uint32 and got.dtype == np.uint32 and got.shape == (1,), (out, got.dtype, got.shape)
+    return int(got[0])
+
+
+def _draw_tolerance(y, w, temperature):
+    kept = w > 0
+    top = np.abs(y).max(where=np.isfinite(y), initial=0.0)
+    d = np.log(w[kept])
+    n = -(-y.size // 64) + 8
+    e = 2.0 ** -21 * (1 + np.abs(d) + (np.abs(np.where(np.isfinite(y[kept]), y[kept], 0)) + top) / temperature)
+    return 2 * (n + 2) * U * w.sum() + float((w[kept] * e).sum())
+
+
+def _check_draw(got, logits, seen, what, **kw):
+    attrs = {**_SAMPLE, **kw}
+    want = int(K.sample_token_ref(logits, seen, **attrs)[0])
+    if got == want:
+        return
+    y = K.sample_token_scores(logits, seen, repetition_penalty=attrs["repetition_penalty"])
+    assert attrs["temperature"] > 0 and not np.isnan(y).any() and 0 <= got < y.size, f"{what}: got {got}, want {want}"
+    w = K.sample_token_weights(y, temperature=attrs["temperature"], top_k=attrs["top_k"])   # before top-p
+    tol = _draw_tolerance(y, w, attrs["temperature"])
+    bounds = [-np.inf]                           # the kept sets y >= b the kernel's float32 masses may choose
+    if attrs["top_p"] < 1.0:
+        order = np.argsort(-y, kind="stable")
+        mass = np.cumsum(w[order])
+        share = attrs["top_p"] * mass[-1]
+        before = np.concatenate([[0.0], mass[:-1]])
+        bounds = np.unique(y[order][(mass >= share - tol) & (before < share + tol)])
+    for b in bounds:
+        kept = np.where(y >= b, w, 0.0)
+        cdf = np.cumsum(kept)
+        goal = attrs["u"] * cdf[-1]
+        exact = min(int(np.searchsorted(cdf, goal, side="right")), y.size - 1)
+        ids = np.flatnonzero(kept > 0)
+        at = int(np.searchsorted(ids, exact))
+        prev = int(ids[at - 1]) if at > 0 else None                       # the kept neighbours of the exact id
+        nxt = int(ids[at + 1]) if at + 1 < ids.size and ids[at] == exact else None
+        if got == exact or (got == prev and goal - cdf[got] <= tol) or (got == nxt and cdf[exact] - goal <= tol):
+            return
+    raise AssertionError(f"{what}: got id {got}, want {want}: neither the exact draw nor a neighbour within tol "
+                         f"{tol:.3g} of u * total for any of the {len(bounds)} kept sets within tol of top_p")
+
+
+def _lm_logits(r, v, scale=2.0):
+    """A language model's shape of logits: a flat tail and a head of up to 16 ids well above it."""
+    x = r.standard_normal(v) * scale
+    head = r.choice(v, min(16, v), replace=False)
+    x[head] += r.uniform(2, 5, head.size) * scale
+    return x.astype(np.float32)
+
+
+for _v in (1, 3, 33, 257, 49152, 100003):
+    def _make(v=_v):
+        async def fn(rt):
+            r = rng(150 + v % 97)
+            x = r.standard_normal((1, v)).astype(np.float32)
+            order = np.argsort(-x[0], kind="stable")
+            seen = _seen_mask(v, np.concatenate([order[:3], r.integers(0, v, 20)]))
+            got = await _sample(rt, x)
+            assert got == int(np.argmax(x)) == int(K.sample_token_ref(x)[0]), (got, int(np.argmax(x)))
+            for pen in (1.3, 0.5):
+                got = await _sample(rt, x, seen, repetition_penalty=pen)
+                want = int(K.sample_token_ref(x, seen, repetition_penalty=pen)[0])
+                assert got == want, f"greedy V={v} penalty {pen}: got {got}, want {want}"
+            if v >= 33:   # the max seen and divided by 1e3: the second largest id wins
+                assert await _sample(rt, x[0], _seen_mask(v, order[:1]), repetition_penalty=1e3) == order[1]
+        fn.__name__ = f"sample_token_greedy_v{v}"
+        return fn
+    case(backends=("webgpu", "cpu", "auto"), device=("sample_token",))(_make())
+
+
+@case(device=("sample_token",))
+async def sample_token_greedy_ties_nan_and_infinities(rt):
+    # np.argmax's rules: the first index of the max (ties in different invocations' strides and chunks), -0 equal
+    # to +0, a row of -inf answers 0, +inf is a max like any, a NaN counts as the max (the first NaN wins, a
+    # negative NaN too) and a NaN answers its index when sampling as well (no distribution exists)
+    v = 1000
+    base = -np.abs(rng(151).standard_normal(v)).astype(np.float32) - 1
+
+    def row(*pairs):
+        x = base.copy()
+        for at, value in pairs:
+            x[at] = value
+        return x
+
+    rows = {  # name: (logits, np.argmax's answer after the penalty)
+        "all equal": (np.full(v, 0.25, np.float32), 0),
+        "ties 300 700 999": (row(([999, 700, 300], 5.0)), 300),
+        "+0 at 5, -0 at 10": (row((10, -0.0), (5, 0.0)), 5),
+        "-0 at 5, +0 at 10": (row((5, -0.0), (10, 0.0)), 5),
+        "all -inf": (np.full(v, -np.inf, np.float32), 0),
+        "+inf at 400 600": (row(([600, 400], np.inf)), 400),
+        "NaN at 77 812, +inf at 3": (row(([812, 77], np.nan), (3, np.inf)), 77),
+        "-NaN at 50": (row(([812, 77], np.nan), (50, -np.float32(np.nan))), 50),
+        "negative max seen: multiplied": (row(([3, 7], -0.5)), 7),
+    }
+    for what, (x, numpy) in rows.items():
+        seen = _seen_mask(v, [3, 77, 400] if "seen" in what or "NaN" in what or "inf" in what else [])
+        got = await _sample(rt, x, seen, repetition_penalty=2.0)
+        want = int(K.sample_token_ref(x, seen, repetition_penalty=2.0)[0])
+        assert got == want == numpy, f"{what}: got {got}, reference {want}, numpy {numpy}"
+        if "NaN" in what:
+            assert await _sample(rt, x, temperature=0.7, top_k=5, top_p=0.5, u=0.5) == want, what
+
+
+@case(device=("sample_token",))
+async def sample_token_sampled_infinities_share_the_mass(rt):
+    # at temperature > 0 the ids at a +inf max share the mass equally (the limit of the softmax), a row of -inf
+    # is uniform, and -inf ids are never drawn; exactly: every weight is 1 or 0
+    v = 77
+    x = rng(152).standard_normal(v).astype(np.float32)
+    x[[10, 40, 70]] = np.inf
+    for u, want in ((0.0, 10), (0.34, 40), (0.66, 40), (0.67, 70), (0.999, 70)):
+        assert await _sample(rt, x, temperature=0.5, u=u) == want == int(K.sample_token_ref(x, temperature=0.5, u=u)[0])
+    x = np.full(v, -np.inf, np.float32)
+    for u in (0.0, 0.5, 0.999):
+        want = int(K.sample_token_ref(x, temperature=2.0, u=u)[0])
+        assert await _sample(rt, x, temperature=2.0, u=u) == int(u * v) == want
+    x = rng(153).standard_normal(v).astype(np.float32)
+    x[::2] = -np.inf
+    for u in (0.0, 0.3, 0.999):
+        got = await _sample(rt, x, temperature=1.0, u=u)
+        assert got % 2 == 1, got
+        _check_draw(got, x, None, f"-inf ids u={u}", temperature=1.0, u=u)
+
+
+_DRAWS = (0.0, 0.137, 0.5, 0.861, 0.999999)
+
+for _v in (3, 33, 257, 49152, 100003):
+    def _make(v=_v):
+        async def fn(rt):
+            x = rng(160 + v % 89).standard_normal((1, v)).astype(np.float32)
+            for t in (0.7, 1.5):
+                for u in _DRAWS:
+                    got = await _sample(rt, x, temperature=t, u=u)
+                    _check_draw(got, x, None, f"V={v} T={t} u={u}", temperature=t, u=u)
+        fn.__name__ = f"sample_token_temperature_v{v}"
+        return fn
+    case(device=("sample_token",))(_make())
+
+
+for _v in (257, 49152):
+    def _make(v=_v):
+        async def fn(rt):
+            x = rng(170 + v % 83).standard_normal(v).astype(np.float32)
+            for k in (1, 5, v - 1, v):
+                for u in (0.0, 0.42, 0.999):
+                    got = await _sample(rt, x, temperature=1.0, top_k=k, u=u)
+                    _check_draw(got, x, None, f"V={v} top_k={k} u={u}", temperature=1.0, top_k=k, u=u)
+                    if k == 1:
+                        assert got == int(np.argmax(x)), (got, int(np.argmax(x)))
+                    if k == 5:
+                        assert got in np.argsort(-x)[:5], got
+            # ties with the k-th largest value are all kept (the reference's z < kth -> -inf, not a prefix of the
+            # sorted order): values on a grid, a flat temperature, draws across [0, 1)
+            x = np.round(x)
+            tied = np.flatnonzero(x >= np.sort(x)[-5])
+            assert tied.size > 5, tied.size
+            drawn = set()
+            for u in np.linspace(0, 0.999, 40):
+                got = await _sample(rt, x, temperature=3.0, top_k=5, u=float(u))
+                _check_draw(got, x, None, f"V={v} tied top_k u={u}", temperature=3.0, top_k=5, u=float(u))
+                assert got in tied, (got, tied)
+                drawn.add(got)
+            assert drawn - set(np.argsort(-x, kind="stable")[:5]), f"only the first 5 of {tied} drawn: {sorted(drawn)}"
+        fn.__name__ = f"sample_token_top_k_v{v}"
+        return fn
+    case(device=("sample_token",))(_make())
+
+
+for _v in (257, 49152, 100003):
+    def _make(v=_v):
+        async def fn(rt):
+            x = _lm_logits(rng(180 + v % 79), v)
+            for top_p in (0.1, 0.9):
+                kw = {"temperature": 0.8, "top_p": top_p}
+                for u in _DRAWS:
+                    got = await _sample(rt, x, u=u, **kw)
+                    _check_draw(got, x, None, f"V={v} top_p={top_p} u={u}", u=u, **kw)
+        fn.__name__ = f"sample_token_top_p_v{v}"
+        return fn
+    case(device=("sample_token",))(_make())
+
+
+for _v in (33, 49152):
+    def _make(v=_v):
+        async def fn(rt):
+            r = rng(190 + v % 73)
+            x = _lm_logits(r, v, 1.5)
+            seen = _seen_mask(v, np.concatenate([np.argsort(-x)[:4], r.integers(0, v, 200)]))
+            for pen, k, top_p in ((1.3, 40, 0.9), (0.7, 10, 0.5), (1.3, 0, 0.8)):
+                kw = {"temperature": 0.9, "top_k": min(k, v - 3), "top_p": top_p, "repetition_penalty": pen}
+                for u in _DRAWS:
+                    got = await _sample(rt, x, seen, u=u, **kw)
+                    _check_draw(got, x, seen, f"V={v} {kw} u={u}", u=u, **kw)
+        fn.__name__ = f"sample_token_combined_penalty_top_k_top_p_v{v}"
+        return fn
+    case(device=("sample_token",))(_make())
+
+
+@case(backends=("cpu",))
+async def sample_token_reference_follows_the_sampler(rt):
+    # the oracle itself against models.sampling.Sampler (ties aside, which these draws lack): the same id for a
+    # seed, u being the first draw of the Sampler's seeded generator
+    r = rng(195)
+    for v in (1, 7, 300, 5000):
+        x = (r.standard_normal(v) * 2).astype(np.float32)
+        history = [int(i) for i in r.integers(0, v, 12)] + [int(np.argmax(x))]
+        for t, k, p, pen in ((0.0, 0, 1.0, 1.0), (0.0, 0, 1.0, 1.5), (0.8, 0, 1.0, 1.0), (1.0, 20, 1.0, 1.0),
+                             (0.7, 0, 0.9, 1.2), (1.2, 50, 0.5, 0.8), (0.5, 3, 0.3, 1.3)):
+            for seed in range(5):
+                want = Sampler(SamplingParams(t, k, p, pen, seed))(x, history)
+                u = float(np.random.default_rng(seed).random())
+                got = int(K.sample_token_ref(x, _seen_mask(v, history), temperature=t, top_k=k, top_p=p,
+                                             repetition_penalty=pen, u=u)[0])
+                assert got == want, (v, t, k, p, pen, seed, got, want)
+
+
+@case(backends=("webgpu",), device=("sample_token",), own=True)
+async def constrained_sample_token_on_small_workgroups(rt):
+    # the constrained tier's 64 invocations (override WG): the same ids
+    crt = await gp.open(backend=rt.backend, tier="constrained")
+    try:
+        assert crt.info()["strategies"]["sample_token"] == "simplified_shader", crt.info()["strategies"]
+        for v in (33, 49152):
+            r = rng(196)
+            x = r.standard_normal(v).astype(np.float32)
+            seen = _seen_mask(v, r.integers(0, v, 30))
+            with proves_on_device(crt, "sample_token"):
+                assert await _sample(crt, x, seen, repetition_penalty=1.3) == \
+                    int(K.sample_token_ref(x, seen, repetition_penalty=1.3)[0])
+                for u in _DRAWS:
+                    kw = {"temperature": 0.9, "top_k": min(40, v - 1), "top_p": 0.9, "repetition_penalty": 1.3, "u": u}
+                    _check_draw(await _sample(crt, x, seen, **kw), x, seen, f"constrained V={v} u={u}", **kw)
+    finally:
+        crt.close()
+
+
+@case()
+async def sample_token_arguments_are_validated_with_typed_errors(rt):
+    x = rt.tensor(np.zeros((1, 40), np.float32))
+    seen = rt.tensor(np.zeros(2, np.uint32))
+    s = rt.ops.sample_token
+    for bad in (0.0, 1.5, -0.1):
+        await expect(ValueError, lambda: s(x, top_p=bad), f"sample_token: top_p must be in (0, 1] (1: off), got {bad}")
+    await expect(ValueError, lambda: s(x, top_p=float("nan")), "sample_token: top_p must be finite")
+    await expect(ValueError, lambda: s(x, temperature=-1.0), "sample_token: temperature must be finite >= 0.0")
+    await expect(ValueError, lambda: s(x, temperature=float("inf")), "sample_token: temperature must be finite")
+    await expect(ValueError, lambda: s(x, temperature=1e-40),
+                 "sample_token: temperature must be 0 (greedy) or at least")
+    await expect(ValueError, lambda: s(x, top_k=-1), "sample_token: top_k must be >= 0, got -1")
+    await expect(TypeError, lambda: s(x, top_k=2.5), "sample_token: top_k must be an int")
+    await expect(ValueError, lambda: s(x, repetition_penalty=0.0), "sample_token: repetition_penalty must be > 0")
+    await expect(ValueError, lambda: s(x, u=1.0), "sample_token: u must be a uniform draw in [0, 1), got 1.0")
+    await expect(ValueError, lambda: s(x, u=-0.5), "sample_token: u must be finite >= 0.0")
+    await expect(ValueError, lambda: s(x, rt.tensor(np.zeros(3, np.uint32))),
+                 "sample_token: seen must be (2,) uint32 words (a bit per id of V=40), got shape (3,)")
+    await expect(ValueError, lambda: s(x, rt.tensor(np.zeros((1, 2), np.uint32))), "seen must be (2,)", "(1, 2)")
+    await expect(TypeError, lambda: s(x, rt.tensor(np.zeros(2, np.int32))),
+                 "sample_token: seen must be a uint32 bit mask, got int32")
+    await expect(TypeError, lambda: s(x, rt.tensor(np.zeros(2, np.float32))), "seen must be a uint32 bit mask")
+    await expect(TypeError, lambda: s(rt.tensor(np.zeros(40, np.int32))),
+                 "sample_token: logits must be float32, got int32")
+    await expect(ValueError, lambda: s(rt.tensor(np.zeros((2, 40), np.float32))),
+                 "sample_token: logits must be one row of V >= 1 values, (1, V) or (V,), got (2, 40)")
+    await expect(ValueError, lambda: s(rt.tensor(np.zeros((1, 0), np.float32))), "one row of V >= 1", "(1, 0)")
+    await expect(TypeError, lambda: s(x, np.zeros(2, np.uint32)), "sample_token: seen must be a gpuport Tensor")
+    assert (await s(x, seen).read()).tolist() == [0]   # the same call with a well-formed mask answers
+    assert await _sample(rt, np.zeros((1, 40), np.float32), np.zeros(2, np.uint32), temperature=1.0, u=0.99) == 39
+
+
 # -- errors -----------------------------------------------------------------------------------------
 
 BROKEN_WGSL = """@group(0) @binding(0) var<storage, read_write> d: array<f32>;
@@ -1205,15 +1506,23 @@ async def llama_tiny_forward_matches_the_reference(rt):
         return data[name]
 
     llm = await Llama.build(rt, header, raw)
-    ref_model = L.LlamaRef(llm.config, L.LlamaWeights(
-        llm.embd.matrix(True), llm._host_weights(), llm.vectors["output_norm.weight"], llm.embd.matrix(True)))
     ids = [5, 17, 3, 90, 42, 42, 7]
+    # Where the host's SIMD kernels run the forward, the reference multiplies as they do (8-bit activations,
+    # quant.q8_matmul_ref); both then agree to float32 rounding except where a rounding moves an activation across
+    # a step of its 8-bit grid (wasm_cases.wasm_llama_layer): 1% of the logits' scale. Elsewhere 1e-4 of it.
+    kernels = hostops.quantized() is not None and llm.on_host(len(ids))
+    ref_model = L.LlamaRef(llm.config, L.LlamaWeights(
+        llm.embd.matrix(True), llm._host_weights(), llm.vectors["output_norm.weight"], llm.embd.matrix(True)),
+        linear=(lambda a, w: q8_matmul_ref(a, w)[0]) if kernels else L.qlinear)
     cache = ref_model.new_cache(len(ids) + 2)
     want = ref_model.forward(np.asarray(ids), cache)
     got = await llm.logits(ids)
-    close(got, want, atol=1e-4 * float(np.abs(want).max()), what="tiny llama first-step logits")
+    tol = (1e-2 if kernels else 1e-4) * float(np.abs(want).max())
+    close(got, want, atol=tol, what="tiny llama first-step logits")
     steps = [t.id async for t in llm.generate(ids, max_new_tokens=3, ignore_eos=True)]
     for step in steps[:2]:                     # the device KV cache across decode steps, against the reference's
-        assert step == int(np.argmax(want)), (steps, int(np.argmax(want)))
+        top2 = np.sort(want)[-2:]
+        if top2[1] - top2[0] > 2 * tol:        # an argmax no rounding within the tolerance can flip
+            assert step == int(np.argmax(want)), (steps, int(np.argmax(want)))
         want = ref_model.forward(np.asarray([step]), cache)
     assert llm.stats()["generated_tokens"] == 3 and llm.session is None

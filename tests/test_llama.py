@@ -109,6 +109,11 @@ def test_prompt_ids_logits_and_greedy_continuations(llm):
     s = llm.stats()
     assert s["generated_tokens"] == next(n for n in reversed(compared) if n) and s["time_to_first_token_s"] > 0 and s["decode_tokens_per_s"] > 0
     assert s["placement"] == ("host" if host else "device") and s["kv_cache_bytes"] > 0
+    step = s["per_decode_step"]   # what a decode step costs at the device boundary
+    if not host:   # the token is picked on the device: one submit, one read of its 4-byte id
+        assert step["submits"] == 1 and step["reads"] == 1 and step["bytes_to_host"] <= 64, step
+    else:
+        assert step["submits"] == step["reads"] == 0, step
 
 
 @pytest.mark.parametrize("model", ["cpu", "cpu-numpy"], indirect=True)   # the device: its 32-step greedy runs above

@@ -11,7 +11,7 @@ import time
 
 import gpuport as gp
 from gpuport import hostops, models
-from gpuport.platform import peak_memory_bytes
+from gpuport.platform import peak_rss_bytes
 
 name, messages = sys.argv[1], json.loads(sys.argv[2])
 rt = gp.open_sync()
@@ -27,7 +27,7 @@ async def one(n: int) -> dict:
     async for tok in llm.generate(ids, max_new_tokens=n, ignore_eos=True):
         times.append(time.perf_counter() - t0)
         out.append(tok.id)
-    return {"times_s": times, "ids": out, "placement": llm.stats().get("placement"), "peak_rss": peak_memory_bytes()}
+    return {"times_s": times, "ids": out, "placement": llm.stats().get("placement"), "peak_rss": peak_rss_bytes()}
 
 
 for line in sys.stdin:

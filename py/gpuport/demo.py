@@ -78,6 +78,10 @@ def _llm_samples(r: np.random.Generator, f: Callable[..., np.ndarray], seq: int)
     cos, sin = np.cos(angles).astype(np.float32), np.sin(angles).astype(np.float32)
     q41, q80 = (as_words(quantize(f(ffn, width) * 0.05, kind)) for kind in ("Q4_1", "Q8_0"))
     table = as_words(quantize(f(vocab, width) * 0.05, "Q8_0"))
+    # the next token from SmolLM2's 49152 logits, every pass of the sampler run (top_k=1 keeps the draw exact)
+    seen = np.zeros(49152 // 32, np.uint32)
+    seen[r.integers(0, seen.size, 64)] = r.integers(0, 2 ** 32, 64, dtype=np.uint32)
+    sampling = {"temperature": 0.8, "top_k": 1, "top_p": 0.9, "repetition_penalty": 1.3, "u": 0.5}
     return [
         ("rms_norm", {"x": f(seq, width), "w": f(width)}, lambda o, t: o.rms_norm(t["x"], t["w"], eps=1e-5),
          lambda x, w: K.rms_norm_ref(x, w, eps=1e-5)),
@@ -97,6 +101,9 @@ def _llm_samples(r: np.random.Generator, f: Callable[..., np.ndarray], seq: int)
         ("q8_0_embedding", {"ids": r.integers(0, vocab, (2, seq)).astype(np.int32), "table": table},
          lambda o, t: o.q_embedding(t["ids"], t["table"], "Q8_0", (vocab, width)),
          lambda ids, w: K.q8_0_embedding_ref(w, ids, n=vocab, k=width)),
+        ("sample_token", {"logits": f(1, 49152), "seen": seen},
+         lambda o, t: o.sample_token(t["logits"], t["seen"], **sampling),
+         lambda x, m: K.sample_token_ref(x, m, **sampling)),
     ]
 
 

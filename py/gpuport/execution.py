@@ -102,7 +102,7 @@ class Executor:
             self.depth -= 1
 
     def _deferred(self, call: OpCall) -> Tensor:
-        out = self.rt.memory.track(Tensor(self.rt, Deferred(), call.out_shape, np.float32))
+        out = self.rt.memory.track(Tensor(self.rt, Deferred(), call.out_shape, OPS[call.op].out_dtype))
         self.rt.recovery.count("deferred_ops")
         return out
 
@@ -125,8 +125,9 @@ class Executor:
         if any(a is None and t is not None for a, t in zip(arrays, call.inputs)):
             raise DeviceLost(f"{call.op}: an input lives only on the GPU and this platform cannot read it back "
                              "synchronously")
-        values = OPS[call.op].run_host(arrays, call.attrs).reshape(call.out_shape)
-        return Tensor(self.rt, HostArray(values), call.out_shape, np.float32)
+        spec = OPS[call.op]
+        values = spec.run_host(arrays, call.attrs).reshape(call.out_shape)
+        return Tensor(self.rt, HostArray(values), call.out_shape, spec.out_dtype)
 
     def sync(self, t: Tensor) -> None:
         """Wait until the device has run everything queued (natively): a 4-byte read of t."""

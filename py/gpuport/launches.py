@@ -178,6 +178,19 @@ def q_embedding_geometry(ins, out, attrs, flat, groups):
         pack_uniforms(t, int(attrs["k"]), int(attrs["n"]), 0, 0, 0, 0, 0), {}
 
 
+def sample_token_geometry(ins, out, attrs, flat, groups):
+    # one workgroup: every threshold needs the whole vocabulary reduced before the draw
+    v = ins[0].size
+    top_k, temperature = int(attrs["top_k"]), float(attrs["temperature"])
+    u = np.float32(attrs["u"])
+    u = float(min(u, np.nextafter(np.float32(1), np.float32(0))))   # u < 1 stays < 1 in float32
+    penalty = float(attrs["repetition_penalty"])
+    return (1, 1, 1), pack_uniforms(v, top_k if 0 < top_k < v else 0, int(temperature == 0),
+                                    int(float(attrs["top_p"]) < 1.0), temperature or 1.0, float(attrs["top_p"]),
+                                    penalty, u), \
+        {"HAS_SEEN": int(ins[1] is not None and penalty != 1.0)}
+
+
 # Whisper's front end and convolutions.
 CONV1D_STEPS, CONV1D_CHANNELS = 64 * 16, 8   # conv1d.wgsl's workgroup: 64 invocations x 16 steps, 8 channels
 

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 F32 = np.dtype(np.float32)
 F32_MAX = float(np.finfo(np.float32).max)
+F32_TINY = float(np.finfo(np.float32).tiny)
 INDEX_DTYPES = (np.dtype(np.int32), np.dtype(np.uint32))
 U32 = np.dtype(np.uint32)
 QUANT_KINDS = ("Q4_1", "Q8_0")
@@ -416,6 +417,46 @@ class Ops:
         if known is not None:
             check_ids(known, vocab, "q_embedding")
         return self._run("q8_0_embedding", ("w", "ids"), [table, ids], ids.shape + (dim,), n=vocab, k=dim)
+
+    # -- sampling ----------------------------------------------------------------------------------
+    def sample_token(self, logits: Tensor, seen: Tensor | None = None, *, temperature: float = 0.0, top_k: int = 0,
+                     top_p: float = 1.0, repetition_penalty: float = 1.0, u: float = 0.0) -> Tensor:
+        """The next token id from a language model's logits (1, V) or (V,), chosen where the logits are (so a
+        decode step reads back 4 bytes, not V floats): a (1,) uint32 tensor. Hugging Face's order, as
+        models.sampling.Sampler: `repetition_penalty` on the ids `seen` marks (uint32 (ceil(V/32),), bit i % 32
+        of word i // 32 for id i: a logit > 0 divided by it, one <= 0 multiplied); then temperature 0: the argmax
+        (its first index, a NaN counting as the max); else top-k (0: off), top-p (1: off) and the inverse CDF in
+        id order at `u` in [0, 1), the host's seeded draw. references.sample_token_ref states the semantics."""
+        op = "sample_token"
+        logits = self._f32(logits, op, "logits")
+        if logits.ndim not in (1, 2) or (logits.ndim == 2 and logits.shape[0] != 1) or logits.size == 0:
+            raise ValueError(f"{op}: logits must be one row of V >= 1 values, (1, V) or (V,), got {logits.shape}")
+        v = logits.shape[-1]
+        temperature = self._number(temperature, op, "temperature", minimum=0.0)
+        if 0 < temperature < F32_TINY:
+            raise ValueError(f"{op}: temperature must be 0 (greedy) or at least float32's smallest normal "
+                             f"{F32_TINY:.7g}, got {temperature!r}")
+        top_k = self._count(top_k, op, "top_k", 0)
+        top_p = self._number(top_p, op, "top_p")
+        if not 0.0 < top_p <= 1.0:
+            raise ValueError(f"{op}: top_p must be in (0, 1] (1: off), got {top_p!r}")
+        repetition_penalty = self._number(repetition_penalty, op, "repetition_penalty")
+        if repetition_penalty < F32_TINY:
+            raise ValueError(f"{op}: repetition_penalty must be > 0 (at least float32's smallest normal "
+                             f"{F32_TINY:.7g}; 1: off), got {repetition_penalty!r}")
+        u = self._number(u, op, "u", minimum=0.0)
+        if u >= 1.0:
+            raise ValueError(f"{op}: u must be a uniform draw in [0, 1), got {u!r}")
+        if seen is not None:
+            seen = self._rt.own(seen, f"{op}: seen")
+            if seen.dtype != U32:
+                raise TypeError(f"{op}: seen must be a uint32 bit mask, got {seen.dtype}")
+            words = -(-v // 32)
+            if seen.shape != (words,):
+                raise ValueError(f"{op}: seen must be ({words},) uint32 words (a bit per id of V={v}), "
+                                 f"got shape {seen.shape}")
+        return self._run(op, ("logits", "seen"), [logits, seen], (1,), temperature=temperature, top_k=top_k,
+                         top_p=top_p, repetition_penalty=repetition_penalty, u=u)
 
 
 def _is_suffix(small: tuple[int, ...], big: tuple[int, ...]) -> bool:

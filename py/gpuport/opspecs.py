@@ -78,6 +78,8 @@ class OpSpec:
     host: Callable[..., np.ndarray] | None = None
     # a variant the call's shapes choose, with its own geometry (None: the op's kernel)
     shaped: Callable[[Sequence[Any], Mapping[str, Any]], tuple[KernelDef, L.Launcher] | None] | None = None
+    # the output's dtype (sample_token's is a uint32 token id)
+    out_dtype: np.dtype = np.dtype(np.float32)
 
     def launch(self, ins: list[Any], out: Any, attrs: Mapping[str, Any], *, kernel: KernelDef | None = None,
                wg: int = ELEMENTWISE_WG, max_groups: int = 65535) -> Launch:
@@ -109,9 +111,10 @@ class OpSpec:
         return rb + [self.launch(ins, out, attrs, kernel=kernel, wg=wg) for ins, out, attrs in probes]
 
     def run_reference(self, arrays: Sequence[np.ndarray | None], attrs: Mapping[str, Any]) -> np.ndarray:
-        """The NumPy reference (C-contiguous float32); infinities and NaNs follow IEEE quietly, as on the GPU."""
+        """The NumPy reference (C-contiguous, of the op's out_dtype); infinities and NaNs follow IEEE quietly, as
+        on the GPU."""
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            return np.ascontiguousarray(self.reference(*arrays, **attrs), dtype=np.float32)
+            return np.ascontiguousarray(self.reference(*arrays, **attrs), dtype=self.out_dtype)
 
     def run_host(self, arrays: Sequence[np.ndarray | None], attrs: Mapping[str, Any]) -> np.ndarray:
         """The op on the host: its host kernel where there is one, else its reference. A matmul's activation
@@ -127,7 +130,7 @@ class OpSpec:
             out = self.run_reference(arrays, attrs)
         else:
             with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
-                out = np.ascontiguousarray(self.host(*arrays, **attrs), dtype=np.float32)
+                out = np.ascontiguousarray(self.host(*arrays, **attrs), dtype=self.out_dtype)
         return OPS[activation].run_host([out], {}) if activation else out
 
 
@@ -219,6 +222,13 @@ OPS: dict[str, OpSpec] = {s.name: s for s in [
           lambda: [([_p(10), _p(2, 32)], _p(2, 2), {"n": 2, "k": 32})], variants=_f16("q4_1_matmul", _XY_OUT)),
     _spec("q8_0_embedding", "q8_0_embedding.wgsl", _XY_OUT, R.q8_0_embedding_ref, L.q_embedding_geometry,
           lambda: [([_p(17), _p(2)], _p(2, 32), {"n": 2, "k": 32})]),
+    # the next token id from the logits (one workgroup, override WG): greedy, or penalty + top-k + top-p + draw;
+    # a few passes over V (up to 32 more per threshold bisection, re-reads of the logits): a small FLOP model
+    _spec("sample_token", "sample_token.wgsl", _XY_OUT, R.sample_token_ref, L.sample_token_geometry,
+          lambda: [([_p(1, 40), seen], _p(1), {"temperature": 0.7, "top_k": 5, "top_p": 0.9, "u": 0.5,
+                                                "repetition_penalty": 1.0 if seen is None else 1.3})
+                   for seen in (None, _p(2))],
+          flops=_elements(8), wg_override=True, out_dtype=np.dtype(np.uint32)),
 ]}
 
 # Every kernel a spec names (variants included), by kernel name: what the pipeline cache and the planner's

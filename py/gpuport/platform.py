@@ -13,25 +13,18 @@ from typing import Any, Awaitable, TypeVar
 from .errors import UnsupportedFeature
 
 IN_PYODIDE = sys.platform == "emscripten"
-if IN_PYODIDE:
-    import pyodide_js
-    resource: Any = None
-else:
-    pyodide_js = None
-    try:
-        import resource
-    except ImportError:   # Windows
-        resource = None
+try:
+    import resource
+except ImportError:   # Windows, Pyodide
+    resource = None
 
 T = TypeVar("T")
 
 
-def peak_memory_bytes() -> int | None:
-    """The most memory this process has held: natively its peak resident set (None where the OS does not say);
-    in a page the size of Pyodide's WebAssembly memory, which only grows."""
-    if IN_PYODIDE:
-        return int(pyodide_js._module.HEAP8.length)
-    if resource is None:
+def peak_rss_bytes() -> int | None:
+    """The most memory this process has held resident, natively (None where the OS does not say, and in a page:
+    there backends.jsmodules.heap_bytes() gives Pyodide's WebAssembly memory)."""
+    if resource is None or IN_PYODIDE:
         return None
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(peak if sys.platform == "darwin" else peak * 1024)   # bytes on macOS, KiB on Linux

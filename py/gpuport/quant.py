@@ -225,8 +225,6 @@ def embedding_ref(table: QuantMatrix, ids: np.ndarray) -> np.ndarray:
     return table.rows(ids)
 
 
-GGML_TYPE_IDS = {"Q4_1": 3, "Q8_0": 8}   # ggml's type ids: what the host kernels are told a weight's blocks are
-
-__all__ = ["BLOCK_BYTES", "GGML_TYPE_IDS", "QK", "QuantMatrix", "SUPPORTED", "as_words", "dequantize", "dequantize_q4_1",
+__all__ = ["BLOCK_BYTES", "QK", "QuantMatrix", "SUPPORTED", "as_words", "dequantize", "dequantize_q4_1",
            "dequantize_q8_0", "embedding_ref", "matmul_ref", "matvec_ref", "q8_matmul_ref", "quantize", "quantize_q8_1",
            "row_bytes"]

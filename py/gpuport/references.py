@@ -315,3 +315,56 @@ def q8_0_embedding_ref(w: np.ndarray, ids: np.ndarray, *, n: int, k: int) -> np.
     flat = np.asarray(ids, np.int64).ravel()
     check_ids(flat, n, "q8_0_embedding")
     return quant.embedding_ref(_quant(w, "Q8_0", n, k), flat).reshape(np.shape(ids) + (k,))
+
+
+# --- sampling: the next token id of a language model from its logits (float64) -------------------------------
+
+def sample_token_scores(logits: np.ndarray, seen: np.ndarray | None = None, *,
+                        repetition_penalty: float = 1.0) -> np.ndarray:
+    """The logits (float64, flat) after the repetition penalty on the ids `seen` marks (uint32 words, bit i % 32
+    of word i // 32 for id i): a seen logit > 0 divided by the penalty, one <= 0 multiplied (Hugging Face's)."""
+    z = np.array(logits, dtype=np.float64).ravel()
+    if seen is not None and repetition_penalty != 1.0:
+        bits = np.unpackbits(np.ascontiguousarray(seen, np.uint32).view(np.uint8), bitorder="little")
+        hit = bits[:z.size].astype(bool)
+        with np.errstate(invalid="ignore"):
+            z[hit] = np.where(z[hit] > 0, z[hit] / repetition_penalty, z[hit] * repetition_penalty)
+    return z
+
+
+def sample_token_weights(scores: np.ndarray, *, temperature: float, top_k: int = 0,
+                         top_p: float = 1.0) -> np.ndarray:
+    """The unnormalized probability of each id (float64) at temperature > 0: z = scores / temperature, ids below
+    the top-k's k-th largest z at 0 (every id tied with it kept), exp(z - max(z)) for the rest, then top-p: ids
+    below the boundary of the smallest prefix of the descending order whose mass reaches top_p at 0. Ids at the
+    max weigh exactly 1 (so +inf logits share the mass and a row of -inf is uniform).
+    Unlike models.sampling.Sampler's stable argsort, every id tied with top-p's boundary value is kept: the two
+    differ only when exactly tied values straddle the boundary."""
+    z = np.asarray(scores, dtype=np.float64) / temperature
+    if 0 < top_k < z.size:
+        kth = np.partition(z, -top_k)[-top_k]
+        z = np.where(z < kth, -np.inf, z)
+    top = z.max()
+    with np.errstate(invalid="ignore", over="ignore", under="ignore"):
+        w = np.where(z == top, 1.0, np.exp(z - top))
+    if top_p < 1.0:
+        order = np.argsort(-z, kind="stable")
+        mass = np.cumsum(w[order])
+        keep = min(int(np.searchsorted(mass, top_p * mass[-1])) + 1, z.size)   # the smallest prefix reaching top_p
+        w[z < z[order[keep - 1]]] = 0.0
+    return w
+
+
+def sample_token_ref(logits: np.ndarray, seen: np.ndarray | None = None, *, temperature: float = 0.0,
+                     top_k: int = 0, top_p: float = 1.0, repetition_penalty: float = 1.0,
+                     u: float = 0.0) -> np.ndarray:
+    """The next token id as a (1,) uint32 array, in Hugging Face's order (models.sampling.Sampler's): the
+    repetition penalty (sample_token_scores), then temperature 0: the argmax (the first index of the max, a NaN
+    counting as the max); else the weights (sample_token_weights) and the inverse CDF in index order at u:
+    the first id whose cumulative weight exceeds u * total (at most V - 1). A NaN score answers the first
+    NaN's index at any temperature (no distribution exists)."""
+    y = sample_token_scores(logits, seen, repetition_penalty=repetition_penalty)
+    if temperature == 0 or np.isnan(y).any():
+        return np.array([np.argmax(y)], np.uint32)
+    cdf = np.cumsum(sample_token_weights(y, temperature=temperature, top_k=top_k, top_p=top_p))
+    return np.array([min(int(np.searchsorted(cdf, u * cdf[-1], side="right")), y.size - 1)], np.uint32)

@@ -28,9 +28,11 @@ import numpy as np
 from . import references as K
 from .errors import BackendUnavailable
 from .host_abi import ABI
-from .quant import GGML_TYPE_IDS, QK, row_bytes
+from .formats.gguf import GGML_TYPE_IDS
+from .quant import QK, row_bytes
 
 _ALIGN = 64  # bytes: packed panels and scratch start on a cache line
+Q_KINDS = ("Q4_1", "Q8_0")   # the ggml block types the quantized kernels read (hostkernels/qdot.h)
 
 REFERENCES: dict[str, Callable[..., np.ndarray]] = {
     "matmul": K.matmul_ref, "gelu": K.gelu_ref, "softmax": K.softmax_ref, "layer_norm": K.layer_norm_ref,
@@ -342,7 +344,7 @@ class SimdKernels:
         lib = self._need()
         n, k = shape
         x32 = _f32(x)
-        if x32.ndim != 2 or x32.shape[1] != k or k % QK or kind not in GGML_TYPE_IDS:
+        if x32.ndim != 2 or x32.shape[1] != k or k % QK or kind not in Q_KINDS:
             raise ValueError(f"q_matmul: x {x32.shape} by a {kind} weight {shape}: needs x (M, {k}), K a multiple "
                              f"of {QK} and Q4_1 or Q8_0 blocks")
         if raw.dtype != np.uint8 or not raw.flags.c_contiguous or raw.size != n * row_bytes(kind, k):
@@ -359,9 +361,9 @@ class SimdKernels:
         wq, wk, wv, wo, w_gate, w_up, w_down (all ggml `kind`). ValueError when their shapes do not fit together."""
         dim = norms[0].size
         hd = dim // max(heads, 1)
-        ffn = weights[4].size // row_bytes(kind, dim) if kind in GGML_TYPE_IDS and dim % QK == 0 else 0
+        ffn = weights[4].size // row_bytes(kind, dim) if kind in Q_KINDS and dim % QK == 0 else 0
         kvw = kv_heads * hd
-        ok = (kind in GGML_TYPE_IDS and heads > 0 and kv_heads > 0 and dim % heads == 0 and heads % kv_heads == 0
+        ok = (kind in Q_KINDS and heads > 0 and kv_heads > 0 and dim % heads == 0 and heads % kv_heads == 0
               and hd % 2 == 0 and dim % QK == 0 and ffn % QK == 0 and ffn > 0 and norms[1].size == dim
               and all(w.dtype == np.uint8 and w.flags.c_contiguous and w.size == n * row_bytes(kind, k)
                       for w, n, k in zip(weights, (dim, kvw, kvw, dim, ffn, ffn, dim), (dim,) * 6 + (ffn,))))

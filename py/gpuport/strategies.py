@@ -57,7 +57,7 @@ class Strategies:
             self.rt.device.run(launch)
 
     def _out(self, call: OpCall, bounds: list[int] | None = None) -> Tensor:
-        out = self.rt.memory.alloc(call.out_shape, np.dtype(np.float32), bounds=bounds)
+        out = self.rt.memory.alloc(call.out_shape, OPS[call.op].out_dtype, bounds=bounds)
         if out.blocked:
             self.telemetry.blocked_tensor()
         return out

@@ -45,7 +45,9 @@ class GPUBackend(Backend):
     """Everything WebGPU backends share; subclasses provide the raw device calls."""
 
     name = "webgpu"
-    max_batch = 256  # a flush bounds host memory held by recorded dispatches
+    # a flush bounds host memory held by recorded dispatches (~200 bytes each); 1024 keeps a SmolLM2 decode step
+    # (~520 dispatches) in one submit
+    max_batch = 1024
 
     UNIFORM_ALIGN = 256   # minUniformBufferOffsetAlignment's spec default: every batch packs its uniforms
 

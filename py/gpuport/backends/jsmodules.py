@@ -27,6 +27,11 @@ from .. import wasm_kernels
 from .._version import __version__
 from ..errors import BackendUnavailable, JsHalfMismatch
 
+def heap_bytes() -> int:
+    """The size of Pyodide's WebAssembly memory (it only grows: the page's peak), which the host kernels share."""
+    return int(pyodide_js._module.HEAP8.length)
+
+
 WEB = Path(__file__).resolve().parents[1] / "web"
 MODULES = {"gpuport_bridge": "bridge.js", "gpuport_idb": "idb.js"}
 WASM_FILES = {"simd128": "gpuport_simd.wasm", "relaxed-simd": "gpuport_simd_relaxed.wasm"}

@@ -14,7 +14,10 @@ from typing import Any, AsyncIterator, Mapping, Sequence
 
 from ..errors import ContextLengthExceeded
 from .bpe import StreamDecoder
-from .sampling import Sampler, SamplingParams
+from .sampling import Sampler, SamplingParams, SeenMask
+
+# What a decode step costs at the device boundary (the backend's stats), averaged per step in stats()
+TRANSFERS = ("submits", "reads", "bytes_to_host", "bridge_calls")
 
 
 @dataclass(frozen=True)
@@ -114,13 +117,14 @@ async def _tokens(llm: Any, prompt: str | Sequence[Mapping[str, str]] | Sequence
     llm.last_stats = stats
     decoder = StreamDecoder(llm.tokenizer, skip_special_tokens=True)
     history, text, emitted = list(ids), "", 0
+    seen = SeenMask(llm.config.vocab_size, ids) if repetition_penalty != 1.0 else None
+    counts = {k: 0 for k in TRANSFERS}
     try:
-        logits = await llm.read_logits(session.step(ids))
+        token = await llm.next_token(session.step(ids), sampler, history, seen)
         t_first = time.perf_counter()
         llm.learn(len(ids), session.host, t_first - t0)
         stats.update(time_to_first_token_s=t_first - t0, prefill_tokens_per_s=len(ids) / (t_first - t0))
         for i in range(max_new_tokens):
-            token = sampler(logits, history)
             if token in llm.eos_ids and not ignore_eos:
                 stats["stopped"] = "eos"
                 rest = (text + decoder.flush())[emitted:]   # held back for a stop string that did not come
@@ -128,6 +132,8 @@ async def _tokens(llm: Any, prompt: str | Sequence[Mapping[str, str]] | Sequence
                     yield Token(token, rest)
                 break
             history.append(token)
+            if seen is not None:
+                seen.add(token)
             stats["generated_tokens"] = i + 1
             text += decoder.push(token)
             last = i == max_new_tokens - 1
@@ -143,15 +149,19 @@ async def _tokens(llm: Any, prompt: str | Sequence[Mapping[str, str]] | Sequence
             yield Token(token, text[emitted:end])
             emitted = max(emitted, end)
             if not last:
-                t_step = time.perf_counter()
-                logits = await llm.read_logits(session.step([token]))
+                t_step, before = time.perf_counter(), dict(llm.rt.device.stats)
+                token = await llm.next_token(session.step([token]), sampler, history, seen)
                 step_s = time.perf_counter() - t_step
+                for k in TRANSFERS:
+                    counts[k] += llm.rt.device.stats.get(k, 0) - before.get(k, 0)
                 llm.learn(1, session.host, step_s)
                 stats["decode_s"] = stats.get("decode_s", 0.0) + step_s
     finally:
         stats["kv_cache_bytes"] = session.peak_kv_bytes
         if stats.get("decode_s"):
-            stats["decode_tokens_per_s"] = (stats["generated_tokens"] - 1) / stats["decode_s"]
+            steps = stats["generated_tokens"] - 1
+            stats["decode_tokens_per_s"] = steps / stats["decode_s"]
+            stats["per_decode_step"] = {k: v / steps for k, v in counts.items()}
         session.close()
 
 

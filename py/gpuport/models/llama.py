@@ -10,14 +10,17 @@ The source contract (what a loader gives `build`, natively a GGUFFile, in a page
 
 Two forwards, chosen per generation: the device forward (`rt.ops`: q8_0_embedding, rms_norm, q4_1_matvec or
 q4_1_matmul, rope, kv_attention over a device KV cache, swiglu, add, the tied Q8_0 head as a matvec on the last
-position; quantized weights stay as stored blocks on the device) and the host forward (NumPy, the steps of
-llama_ref), for the cpu backend and where `backend="auto"` expects the host to win the whole forward.
+position; quantized weights stay as stored blocks on the device; the next token is picked there too,
+ops.sample_token, so a decode step reads back its 4-byte id, not the logits) and the host forward, for the cpu
+backend and where `backend="auto"` expects the host to win the whole forward: where the SIMD host kernels are
+linked (natively and in a page) one kernel call per block on the GGUF's blocks as stored, with 8-bit activations
+(hostkernels/llama.c; no float32 copy of any weight), else NumPy's float32 steps of llama_ref.
 
 Memory levels (`set_memory_optimization_level`), each trading speed for memory:
-  0  everything resident: weights uploaded once, a contiguous KV cache sized for the generation; the host
-     forward keeps the weights dequantized to float32 (decode is then one BLAS matvec per weight)
+  0  everything resident: weights uploaded once, a contiguous KV cache sized for the generation; the NumPy host
+     forward (no SIMD kernels linked) keeps the weights dequantized to float32 (one BLAS matvec per weight)
   1  the KV cache partitioned into blocks of KV_BLOCK positions allocated as the sequence grows (always so under
-     the constrained tier); the host forward keeps weights quantized and dequantizes each as it is used
+     the constrained tier); the NumPy host forward dequantizes each weight as it is used
   2  and each transformer layer's weights streamed from host memory for its forward (uploaded, used, released)
   3  and the embedding table and head streamed too: token rows gathered on the host, the head in HEAD_CHUNK-row
      chunks (also below level 3 where the table exceeds one binding: the constrained tier's budget)
@@ -35,7 +38,7 @@ import numpy as np
 from ..errors import ContextLengthExceeded, LoadError, UnsupportedFeature
 from .. import hostops
 from ..quant import QuantMatrix, as_words, dequantize, row_bytes
-from ..platform import peak_memory_bytes
+from ..platform import IN_PYODIDE, peak_rss_bytes
 from ..simd_ops import LlamaBlock, SimdKernels
 from ..tensor import Tensor
 from ..types import HOST, Decision
@@ -43,6 +46,10 @@ from . import llama_ref as ref
 from .bpe import BPETokenizer
 from .generation import Generation, complete, generate
 from .kv_cache import DeviceKVCache, HostKVCache
+from .sampling import Sampler, SeenMask
+
+if IN_PYODIDE:
+    from ..backends.jsmodules import heap_bytes
 
 KV_BLOCK = 64          # positions per block of the partitioned KV cache
 HEAD_CHUNK = 8192      # vocabulary rows per streamed chunk of the head (level 3)
@@ -273,6 +280,20 @@ class Llama:
         parts = [await t.read() for t in out]
         return np.concatenate([p.reshape(-1) for p in parts])
 
+    async def next_token(self, out: list[Tensor] | np.ndarray, sampler: Sampler, history: Sequence[int],
+                         seen: SeenMask | None) -> int:
+        """The token after a forward (`forward`'s result): picked on the device where its logits are one device
+        tensor (ops.sample_token: one id of 4 bytes read back, the logits stay there), else by `sampler` on the
+        host from the logits. `seen`: the history as a bit mask where the repetition penalty applies."""
+        if isinstance(out, np.ndarray) or len(out) != 1:
+            return sampler(await self.read_logits(out), history)
+        p = sampler.params
+        mask = None if seen is None else self.rt.tensor(seen.words)
+        picked = self.rt.ops.sample_token(out[0], mask, temperature=p.temperature, top_k=p.top_k, top_p=p.top_p,
+                                          repetition_penalty=p.repetition_penalty,
+                                          u=sampler.draw() if p.temperature > 0 else 0.0)
+        return int((await picked.read())[0])
+
     def _vec(self, name: str) -> Tensor:
         t = self._vec_t.get(name)
         if t is None:
@@ -406,14 +427,14 @@ class Llama:
         """The last generation's figures: time to first token, prefill and decode tokens/s, KV cache size, where
         the forward ran; the memory level, the weight bytes resident on the device now, the bytes the host holds
         for the weights (their stored blocks, and float32 copies where the NumPy forward keeps them) and the
-        process's peak memory (platform.peak_memory_bytes)."""
+        process's peak memory (natively its peak RSS, in a page the WebAssembly memory's size)."""
         resident = sum(w.tensor.nbytes for w in self.matrices.values() if w.tensor is not None)
         dense = [m._dense for m in (*(getattr(layer, f.name) for layer in self._host_layers or ()
                                       for f in fields(layer)), self._host_head) if isinstance(m, QuantMatrix)]
         host = sum(w.raw.nbytes for w in self.matrices.values()) + sum(d.nbytes for d in dense if d is not None)
         return dict(self.last_stats, memory_level=self.memory_level,
                     resident_weight_bytes=resident + sum(t.nbytes for t in self._vec_t.values()),
-                    host_weight_bytes=host, peak_memory_bytes=peak_memory_bytes())
+                    host_weight_bytes=host, peak_memory_bytes=heap_bytes() if IN_PYODIDE else peak_rss_bytes())
 
     def __repr__(self) -> str:
         return f"Llama({self.name!r}, backend={self.rt.backend!r}, layers={self.config.n_layers}, " \

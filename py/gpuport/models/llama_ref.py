@@ -211,8 +211,9 @@ def block(x: np.ndarray, layer: Layer, index: int, cache: KVCache, cos: np.ndarr
 class LlamaRef:
     """The model: `forward` for a prompt or one token, `generate_greedy` for a continuation."""
 
-    def __init__(self, config: LlamaConfig, weights: LlamaWeights) -> None:
-        self.config, self.weights = config, weights
+    def __init__(self, config: LlamaConfig, weights: LlamaWeights,
+                 linear: Callable[[np.ndarray, QuantMatrix], np.ndarray] = qlinear) -> None:
+        self.config, self.weights, self.linear = config, weights, linear   # linear: every product, the head too
 
     @classmethod
     def from_gguf(cls, f: GGUFFile) -> "LlamaRef":
@@ -233,10 +234,10 @@ class LlamaRef:
         cos, sin = rope_angles(np.arange(start, start + t), self.config.head_dim, self.config.rope_theta)
         x = embed(self.weights.token_embd, ids)
         for i, layer in enumerate(self.weights.layers):
-            x = block(x, layer, i, cache, cos, sin, self.config)
+            x = block(x, layer, i, cache, cos, sin, self.config, self.linear)
         cache.length = start + t
         x = rms_norm(x if all_logits else x[-1:], self.weights.output_norm, self.config.eps)
-        logits = qlinear(x, self.weights.output)
+        logits = self.linear(x, self.weights.output)
         return logits if all_logits else logits[0]
 
     def generate_greedy(self, prompt: list[int], steps: int) -> tuple[list[int], list[np.ndarray]]:

@@ -63,13 +63,32 @@ class Sampler:
             z[order[keep:]] = -np.inf
         return z
 
+    def draw(self) -> float:
+        """The uniform number in [0, 1) the next sampled (temperature > 0) token is picked with: here or by the
+        device's sampler (ops.sample_token), so a seed gives one sequence of draws wherever it runs."""
+        return float(self.rng.random())
+
     def __call__(self, logits: np.ndarray, history: Sequence[int] = ()) -> int:
         """The next token id."""
         z = self.scores(logits, history)
         if self.params.temperature == 0:
             return int(np.argmax(z))
         cdf = np.cumsum(_softmax(z))
-        return int(min(np.searchsorted(cdf, self.rng.random() * cdf[-1], side="right"), z.size - 1))
+        return int(min(np.searchsorted(cdf, self.draw() * cdf[-1], side="right"), z.size - 1))
+
+
+class SeenMask:
+    """The token ids seen so far as a bit mask (bit i % 32 of uint32 word i // 32): the history the repetition
+    penalty reads, in the form the device's sampler takes."""
+
+    def __init__(self, vocab: int, ids: Sequence[int] = ()) -> None:
+        self.words = np.zeros(-(-vocab // 32), np.uint32)
+        for i in ids:
+            self.add(i)
+
+    def add(self, token: int) -> None:
+        """Mark `token` seen."""
+        self.words[token >> 5] |= np.uint32(1 << (token & 31))
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:
@@ -77,4 +96,4 @@ def _softmax(z: np.ndarray) -> np.ndarray:
     return e / e.sum()
 
 
-__all__ = ["Sampler", "SamplingParams"]
+__all__ = ["Sampler", "SamplingParams", "SeenMask"]
