@@ -96,11 +96,6 @@ export async function open(options = {}) {
 }
 
 // A storage buffer under Python's id; `data` (a view of Pyodide memory) is copied in when given.
-export function createBuffer(dev, id, nbytes, data) {
-  count("createBuffer");
-  makeBuffer(state(dev), id, nbytes, data);
-}
-
 function makeBuffer(s, id, nbytes, data) {
   const size = Math.max(4, Math.ceil(nbytes / 4) * 4);
   const buffer = scoped(s, `buffer of ${nbytes} bytes`, () => {
@@ -184,10 +179,17 @@ export async function createPipelineAsync(dev, source, entryPoint, constants, bi
 // the batch's uniforms arrive as one byte array, each struct at a 256-byte aligned offset; `release`
 // lists buffer ids Python no longer references: destroyed after the submit. With `stampsId` >= 0 each
 // dispatch gets a pass of its own whose begin/end timestamps are resolved into buffer `stampsId`.
-export function submit(dev, seq, creates, batch, uniforms, release, stampsId = -1) {
+// creates: [id, nbytes, offset] per buffer made before the batch runs, its initial bytes at `offset` in `uploads`
+// (-1: none): a step's small uploads (positions, token ids) ride its one submit instead of a crossing each.
+export function submit(dev, seq, creates, batch, uniforms, release, stampsId = -1, uploads = null) {
   count("submit");
   const s = state(dev);
-  for (const [id, nbytes] of creates) makeBuffer(s, id, nbytes, null);
+  const [bytes, free] = uploads ? bytesOf(uploads) : [null, () => {}];
+  try {
+    for (const [id, nbytes, offset] of creates) {
+      makeBuffer(s, id, nbytes, offset >= 0 ? bytes.subarray(offset, offset + nbytes) : null);
+    }
+  } finally { free(); }
   if (!batch.length) { releaseBuffers(s, release); return; }
   scoped(s, `batch ${seq} of ${batch.length} dispatches`, () => {
     let ubuf = null;

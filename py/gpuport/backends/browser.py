@@ -74,7 +74,11 @@ class BrowserBackend(GPUBackend):
         # its number) has those buffers marked as never computed.
         self._batches: dict[int, list[weakref.ref]] = {}
         self._batch_seq = 0
-        self._creates: list[list[int]] = []  # output buffers not yet made in JS: they ride the next submit
+        # buffers not yet made in JS, [id, nbytes, offset of their initial bytes in the uploads or -1]: they ride
+        # the next submit, with the uploads' bytes in one blob
+        self._creates: list[list[int]] = []
+        self._uploads: list[bytes] = []
+        self._upload_bytes = 0
         self._next_buffer = 1
         self._sources: dict[str, str] = {}
         self._closed = False
@@ -88,11 +92,14 @@ class BrowserBackend(GPUBackend):
 
     # -- raw calls -------------------------------------------------------------------------------
     def _create_buffer(self, nbytes: int, data: np.ndarray | None) -> BufferHandle:
+        """A buffer made in JS with the next submit, with a copy of `data` (taken now) as its bytes."""
         buffer_id, self._next_buffer = self._next_buffer, self._next_buffer + 1
+        offset = -1
         if data is not None and data.nbytes:
-            self._call("createBuffer", self._dev, buffer_id, nbytes, data.reshape(-1).view(np.uint8))
-        else:
-            self._creates.append([buffer_id, nbytes])
+            offset = self._upload_bytes
+            self._uploads.append(data.tobytes())
+            self._upload_bytes += data.nbytes
+        self._creates.append([buffer_id, nbytes, offset])
         return BufferHandle(self, buffer_id, nbytes)
 
     def _has_work(self) -> bool:
@@ -108,6 +115,7 @@ class BrowserBackend(GPUBackend):
                  len(d.uniforms) if offset >= 0 else 0] for d, offset in zip(batch, offsets)]
         released, self._released = self._released, []
         creates, self._creates = self._creates, []
+        uploads, self._uploads, self._upload_bytes = b"".join(self._uploads), [], 0
         self._batch_seq += 1
         self._batches[self._batch_seq] = [weakref.ref(h) for d in batch for h in d.written()]
         stamps = None
@@ -116,7 +124,7 @@ class BrowserBackend(GPUBackend):
             self._next_buffer += 1
             self._timings.append((stamps, [d.pipeline.label for d in batch]))
         self._call("submit", self._dev, self._batch_seq, _js(creates), _js(rows), blob or None, _js(released),
-                   stamps.id if stamps is not None else -1)
+                   stamps.id if stamps is not None else -1, uploads or None)
 
     async def _read(self, reads: list[tuple[BufferHandle, int]]) -> list[bytes]:
         self.stats["bridge_calls"] += 1
