@@ -11,17 +11,7 @@
 #include "simd.h"
 #include "qdot.h"
 
-typedef float v4_t __attribute__((vector_size(16)));
-typedef int32_t v4i_t __attribute__((vector_size(16)));
-#define VT v4_t
-#define VI v4i_t
-#define VN 4
-#define V(name) name##_4
-#include "vecmath.h"
-#undef VT
-#undef VI
-#undef VN
-#undef V
+#include "vecmath4.h"
 
 INLINE float dot_f(const float *a, const float *b, int n) {
   vt acc = splat(0.0f);

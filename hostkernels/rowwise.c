@@ -9,9 +9,6 @@
 
 typedef float vw_t __attribute__((vector_size(VW * 4)));
 typedef int32_t vwi_t __attribute__((vector_size(VW * 4)));
-typedef float v4_t __attribute__((vector_size(16)));
-typedef int32_t v4i_t __attribute__((vector_size(16)));
-
 #define VT vw_t
 #define VI vwi_t
 #define VN VW
@@ -22,15 +19,7 @@ typedef int32_t v4i_t __attribute__((vector_size(16)));
 #undef VN
 #undef V
 
-#define VT v4_t
-#define VI v4i_t
-#define VN 4
-#define V(name) name##_4
-#include "vecmath.h"
-#undef VT
-#undef VI
-#undef VN
-#undef V
+#include "vecmath4.h"
 
 void gp_gelu(const float *x, float *y, int n) {
   int i = 0;

@@ -38,7 +38,7 @@ def _compile(flags: str, exports: tuple[host_abi.Export, ...], tmp_path: Path) -
     assert clang, "clang-19 is missing: `make setup` installs it"
     cflags = subprocess.run(["make", "-s", "--no-print-directory", "--eval", f"print-flags: ; @echo $({flags})",
                              "print-flags"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
-    for name in ("simd.h", "vecmath.h", "rowwise.c"):
+    for name in ("simd.h", "vecmath.h", "vecmath4.h", "rowwise.c"):
         shutil.copy(SOURCES / name, tmp_path / name)
     (tmp_path / "abi.h").write_text(host_abi.header(exports), encoding="utf-8")
     done = subprocess.run([clang, *cflags, "-fsyntax-only", str(tmp_path / "rowwise.c")], capture_output=True,
