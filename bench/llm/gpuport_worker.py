@@ -18,8 +18,9 @@ rt = gp.open_sync()
 t0 = time.perf_counter()
 llm = asyncio.run(models.load(name, rt))
 ids = llm.prompt_ids(messages)
+kernels = hostops.quantized()
 print(json.dumps({"ready": True, "ids": ids, "backend": rt.backend, "load_s": time.perf_counter() - t0,
-                  "host_threads": hostops.quantized()[1] if hostops.quantized() else None}), flush=True)
+                  "host_threads": kernels[1] if kernels else None}), flush=True)
 
 
 async def one(n: int) -> dict:
