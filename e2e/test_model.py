@@ -50,6 +50,27 @@ for _k in _keys:
 {"chunks": sorted(_idx), "bad": _bad, "total": len(_m["chunks"])}
 """
 
+# one cached chunk's record altered in IndexedDB (a flipped byte, as disk corruption or tampering would leave it)
+CORRUPT_CACHED_CHUNK = """
+import gpuport_idb, js
+_k = next(str(k) for k in (await gpuport_idb.keys("chunks")).to_py() if str(k).endswith(":{i}"))
+_b = bytearray((await gpuport_idb.get("chunks", _k)).to_bytes())
+_b[100] ^= 0xFF
+_a = js.Uint8Array.new(len(_b))
+_a.assign(bytes(_b))
+await gpuport_idb.put("chunks", _k, _a)
+_k
+"""
+
+# the browser's SHA-256 (what verifies chunks in a page) against hashlib on awkward sizes
+BROWSER_SHA256 = """
+import hashlib, gpuport_idb
+from pyodide.ffi import to_js
+_blobs = [b"", b"\\x01", bytes(range(256)) * 4097 + b"abc"]
+_got = await gpuport_idb.sha256(to_js(_blobs))
+{"browser": None if _got is None else [str(d) for d in _got], "hashlib": [hashlib.sha256(b).hexdigest() for b in _blobs]}
+"""
+
 CLEAR_CACHE = """
 import gpuport_idb
 for _k in (await gpuport_idb.keys("chunks")).to_py():
@@ -124,7 +145,7 @@ def fresh(chromium_webgpu, server_url):
     context.close()
 
 
-def test_progress_timeline_and_second_load_from_cache(fresh):
+def test_progress_timeline_second_load_from_cache_and_a_corrupt_cached_chunk_refetched(fresh):
     context, page, requests = fresh
     first = _run(page, LOAD)
     events = first["events"]
@@ -160,6 +181,20 @@ def test_progress_timeline_and_second_load_from_cache(fresh):
     assert second["stats"]["bytes_downloaded"] == 0
     assert [u for u, _ in requests] == [requests[0][0]] and requests[0][0].endswith("/manifest.json"), requests
     print(f"load: network {first['seconds']:.2f} s, cache {second['seconds']:.2f} s")
+    # the cache's records are verified by the browser's SHA-256, which agrees with hashlib
+    digests = _run(page, BROWSER_SHA256)
+    assert digests["browser"] is not None and digests["browser"] == digests["hashlib"], digests
+
+    # a cached chunk altered on disk: the next visit drops it, fetches that chunk alone, and caches it again
+    assert _run(page, CORRUPT_CACHED_CHUNK.format(i=5)).endswith(":5")
+    requests.clear()
+    page.reload()
+    third = _run(page, LOAD)
+    assert third["stats"]["cached_chunks"] == 86 and third["stats"]["fetched_chunks"] == 1, third["stats"]
+    notes = [e.get("note") or "" for e in third["events"]]
+    assert any("cached chunk 5 failed its sha256 check" in n for n in notes), notes
+    assert len([u for u, _ in requests if u.endswith(WEIGHTS)]) == 1, requests
+    assert _run(page, AUDIT_CACHE) == {"chunks": list(range(87)), "bad": [], "total": 87}
     # and the cached model computes the same embeddings
     emb = _run(page, "import numpy as np\n(await model.embed(['A man is eating food.'])).tolist()")
     ref = json.loads(FIXTURE_TEXT)

@@ -1,4 +1,5 @@
-// A small key-value store over IndexedDB, one object store per kind of data (manifests, chunks, timings).
+// A small key-value store over IndexedDB, one object store per kind of data (manifests, chunks, timings),
+// and the browser's SHA-256, which verifies what goes into it and comes out of it.
 // Errors (quota, private mode, blocked) reject with the DOMException's name so Python can react.
 
 export const VERSION = "0.1.0";   // gpuport's version: Python refuses a JS half of another release
@@ -54,4 +55,25 @@ export async function estimate() {
   if (!globalThis.navigator || !navigator.storage || !navigator.storage.estimate) return null;
   const { usage, quota } = await navigator.storage.estimate();
   return { usage, quota };
+}
+
+function hex(buffer) {
+  return Array.from(new Uint8Array(buffer), (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+// The sha256 (hex) of each byte array, by the browser's native SHA-256 (crypto.subtle: a MiB in about a
+// millisecond, several times Pyodide's hashlib); null where there is no crypto.subtle (a page served over plain
+// http from another host is not a secure context), and Python hashes itself.
+export async function sha256(arrays) {
+  const subtle = globalThis.crypto && globalThis.crypto.subtle;
+  if (!subtle) return null;
+  return Promise.all(Array.from(arrays, async (a) => hex(await subtle.digest("SHA-256", a))));
+}
+
+// A record and its sha256 in one crossing: {value, sha256} (sha256 null: not bytes, or no crypto.subtle), or null.
+export async function getWithDigest(store, key) {
+  const value = await get(store, key);
+  if (value === null) return null;
+  const digests = ArrayBuffer.isView(value) || value instanceof ArrayBuffer ? await sha256([value]) : null;
+  return { value, sha256: digests ? digests[0] : null };
 }

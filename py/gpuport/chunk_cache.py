@@ -25,6 +25,11 @@ class ChunkCache:
     async def get(self, key: str) -> bytes | None:
         raise NotImplementedError
 
+    async def get_with_digest(self, key: str) -> tuple[bytes, str] | None:
+        """The record and its sha256 hex, which the caller checks (a page's cache digests it in the browser)."""
+        blob = await self.get(key)
+        return None if blob is None else (bytes(blob), hashlib.sha256(blob).hexdigest())
+
     async def put(self, key: str, data: bytes) -> None:
         raise NotImplementedError
 
@@ -163,14 +168,13 @@ class ModelChunks:
         if self.cache is None:
             return None, False
         try:
-            blob = await self.cache.get(key)
+            found = await self.cache.get_with_digest(key)
         except Exception:
             return None, False
-        if blob is None:
+        if found is None:
             return None, False
-        blob = bytes(blob)
-        if hashlib.sha256(blob).hexdigest() == digest:
-            return blob, False
+        if found[1] == digest:
+            return found[0], False
         try:
             await self.cache.remove(key)
         except Exception:

@@ -6,6 +6,7 @@ raises TransportError when the connection fails; the loader's retry loop underst
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import http.client
 import os
 import re
@@ -13,7 +14,7 @@ import urllib.error
 import urllib.request
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Mapping, Sequence
 
 
 
@@ -38,10 +39,15 @@ class Response:
 
 
 class Transport(ABC):
-    """`await get(url, headers)` -> Response; raises TransportError when the connection fails."""
+    """`await get(url, headers)` -> Response; raises TransportError when the connection fails. `await
+    sha256(blobs)`: the hex digests the loader checks what arrived against (a page's transport asks the
+    browser, whose native SHA-256 is several times Pyodide's hashlib)."""
 
     @abstractmethod
     async def get(self, url: str, headers: Mapping[str, str] | None = None) -> Response: ...
+
+    async def sha256(self, blobs: Sequence[bytes]) -> list[str]:
+        return [hashlib.sha256(b).hexdigest() for b in blobs]
 
 
 async def get_range(transport: Transport, url: str, start: int, end: int, size: int | None) -> bytes:

@@ -5,11 +5,12 @@ the fetch transport and the IndexedDB chunk cache of the progressive model loade
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+import hashlib
+from typing import Any, Sequence
 
 import gpuport_idb as idb        # web/idb.js, registered by jsmodules.register beside the bridge
 import js
-from pyodide.ffi import JsException
+from pyodide.ffi import JsException, to_js
 from pyodide.http import pyfetch
 
 from ..chunk_cache import ChunkCache, QuotaExceeded
@@ -65,6 +66,13 @@ class PyfetchTransport(Transport):
             raise TransportError(f"connection failed: {exc}") from None
         return Response(int(r.status), {str(k).lower(): str(v) for k, v in dict(r.headers).items()}, body, url)
 
+    async def sha256(self, blobs: Sequence[bytes]) -> list[str]:
+        """The browser's digests of a span's chunks (one crossing), hashlib's where it has no crypto.subtle."""
+        digests = await idb.sha256(to_js(list(blobs)))
+        if digests is None:
+            return [hashlib.sha256(b).hexdigest() for b in blobs]
+        return [str(d) for d in digests]
+
 
 class IndexedDBChunkCache(ChunkCache):
     """Verified chunks in IndexedDB (web/idb.js store "chunks"), the model's current sha in "meta".
@@ -93,15 +101,15 @@ class IndexedDBChunkCache(ChunkCache):
         return {"usage": int(est.get("usage") or 0), "quota": int(est.get("quota") or 0)}
 
     async def get(self, key: str) -> bytes | None:
-        value = await idb.get("chunks", key)
-        if value is None:
+        return _bytes(await idb.get("chunks", key))
+
+    async def get_with_digest(self, key: str) -> tuple[bytes, str] | None:
+        """The record and the browser's digest of it (one crossing; hashlib's where it has no crypto.subtle)."""
+        found = await idb.getWithDigest("chunks", key)
+        blob = None if found is None else _bytes(found.value)
+        if blob is None:
             return None
-        if hasattr(value, "to_bytes"):
-            try:
-                return value.to_bytes()
-            except Exception:
-                return js.Uint8Array.new(value).to_bytes()
-        return None
+        return blob, str(found.sha256) if found.sha256 is not None else hashlib.sha256(blob).hexdigest()
 
     async def put(self, key: str, data: bytes) -> None:
         arr = js.Uint8Array.new(len(data))
@@ -126,3 +134,13 @@ class IndexedDBChunkCache(ChunkCache):
             await idb.put("meta", key, value)
         except JsException as exc:
             self._raise(exc)
+
+
+def _bytes(value: Any) -> bytes | None:
+    """A stored chunk (a Uint8Array, or an ArrayBuffer) as bytes; None for anything else."""
+    if value is None or not hasattr(value, "to_bytes"):
+        return None
+    try:
+        return value.to_bytes()
+    except Exception:
+        return js.Uint8Array.new(value).to_bytes()
