@@ -1,4 +1,4 @@
-// Boots Pyodide with NumPy, micropip and the gpuport wheel, opens a runtime, and runs Python.
+// Boots Pyodide with NumPy and the gpuport wheel (micropip only when installWheel is called), opens a runtime, and runs Python.
 // The same code serves the Web Worker (worker.js) and the main-thread mode (gpuport.js).
 // The JS half Python calls (bridge, IndexedDB, the WebAssembly kernels) is not registered here: gpuport
 // registers it from the installed wheel on open() (py/gpuport/backends/jsmodules.py), as in any Pyodide.
@@ -104,6 +104,7 @@ export class Host {
 
   /** micropip.install(url): the user's own wheel (an absolute URL, or one relative to this module). */
   async installWheel(url) {
+    await this.pyodide.loadPackage("micropip", { messageCallback: () => {} });
     const micropip = this.pyodide.pyimport("micropip");
     try {
       await micropip.install(url);
@@ -152,12 +153,10 @@ export async function boot({ base = null, pyodideURL, wheelURL, chunked = {}, ba
     const { loadPyodide } = await import(new URL("pyodide.mjs", pyodideURL).href);
     return loadPyodide({ indexURL: pyodideURL });
   });
-  await stage("numpy", "numpy_ms", () => pyodide.loadPackage(["numpy", "micropip"], { messageCallback: () => {} }));
-  await stage("wheel", "wheel_ms", async () => {
-    const micropip = pyodide.pyimport("micropip");
-    await micropip.install(wheelURL);
-    micropip.destroy();
-  });
+  await stage("numpy", "numpy_ms", () => pyodide.loadPackage("numpy", { messageCallback: () => {} }));
+  // NumPy is gpuport's only requirement and is in: the wheel goes in by Pyodide's own loader, without micropip
+  // (loaded, with packaging, only when installWheel needs it).
+  await stage("wheel", "wheel_ms", () => pyodide.loadPackage(wheelURL, { messageCallback: () => {} }));
   await stage("open", "open_ms", async () => {
     // where gpuport's files are served (Python resolves default model URLs against it), and which build of
     // the WebAssembly kernels open() links (a missing .wasm, a browser without SIMD or "off" leaves the cpu
