@@ -1,5 +1,5 @@
 """Precompilation in the page: the manifest lives in IndexedDB, a reload precompiles from it before the first
-op, and a corrupted record neither breaks start-up nor survives it."""
+op, and a corrupted record (the manifest, the auto backend's calibration) neither breaks start-up nor survives it."""
 
 from __future__ import annotations
 
@@ -16,6 +16,22 @@ STORED = """
 import gpuport_idb
 text = await gpuport_idb.get("manifests", rt.pipelines.scope)
 text
+"""
+
+
+CALIBRATION = """
+_sel = rt.info()["selection"]
+{"source": _sel["calibration"]["source"], "ignored": _sel.get("ignored_record")}
+"""
+
+SELECTOR_REWRITTEN = """
+import asyncio, gpuport_idb
+for _ in range(100):
+    _text = await gpuport_idb.get("meta", "selector:" + rt.pipelines.scope)
+    if _text and '"costs": 7' not in _text:
+        break
+    await asyncio.sleep(0.05)
+_text[:1]
 """
 
 
@@ -66,14 +82,16 @@ def test_reload_precompiles_from_indexeddb_before_the_first_op(chromium_webgpu, 
         context.close()
 
 
-def test_corrupted_manifest_record_is_ignored_and_repaired(chromium_webgpu, server_url):
+def test_corrupted_manifest_and_calibration_records_are_ignored_and_repaired(chromium_webgpu, server_url):
     context = chromium_webgpu.new_context()
     try:
         page = context.new_page()
         page.goto(server_url + "/?table=0&precompile=await")
         first = _run(page, SCOPE_AND_REPORT)
         _wait_saved(page, first["report"]["pipelines"])
-        _run(page, "import gpuport_idb\nawait gpuport_idb.put('manifests', rt.pipelines.scope, '{corrupt')")
+        assert _run(page, CALIBRATION)["source"] == "measured"   # a first visit measures, and stores it
+        _run(page, "import gpuport_idb\nawait gpuport_idb.put('manifests', rt.pipelines.scope, '{corrupt')\n"
+                   "await gpuport_idb.put('meta', 'selector:' + rt.pipelines.scope, '{\"costs\": 7}')")
         assert _run(page, STORED) == "{corrupt"
 
         page.reload()
@@ -81,5 +99,11 @@ def test_corrupted_manifest_record_is_ignored_and_repaired(chromium_webgpu, serv
         assert second["report"]["from_manifest"] == 0 and not second["report"]["failed"], second
         repaired = json.loads(_wait_saved(page, second["report"]["pipelines"]))
         assert repaired["format"] == 1 and len(repaired["entries"]) >= 18
+        # the calibration record was not used: named as ignored, measured again, and stored sound
+        calibration = _run(page, CALIBRATION)
+        assert calibration["source"] == "measured" and calibration["ignored"], calibration
+        _run(page, SELECTOR_REWRITTEN)   # the background write, awaited (bounded) before the next visit
+        page.reload()
+        assert _run(page, CALIBRATION) == {"source": "stored", "ignored": None}
     finally:
         context.close()
