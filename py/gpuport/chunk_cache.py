@@ -6,8 +6,9 @@ matched the manifest are ever put here.
 
 from __future__ import annotations
 
-import hashlib
 from typing import Callable
+
+from .chunk_manifest import sha256
 
 
 
@@ -28,7 +29,7 @@ class ChunkCache:
     async def get_with_digest(self, key: str) -> tuple[bytes, str] | None:
         """The record and its sha256 hex, which the caller checks (a page's cache digests it in the browser)."""
         blob = await self.get(key)
-        return None if blob is None else (bytes(blob), hashlib.sha256(blob).hexdigest())
+        return None if blob is None else (bytes(blob), sha256(blob))
 
     async def put(self, key: str, data: bytes) -> None:
         raise NotImplementedError

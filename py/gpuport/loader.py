@@ -426,9 +426,10 @@ class ProgressiveModelLoader:
             self._downloaded_chunks.update(fresh)
             st.downloaded_payload += sum(self._payload_of.get(i, 0) for i in fresh)
             self.emit("download", st.downloaded_payload, st.payload, chunk=span[-1], network_bytes=st.downloaded)
-            out = [body[m["chunks"][i]["start"] - start:m["chunks"][i]["end"] - start] for i in span]
+            chunks = [m["chunks"][i] for i in span]
+            out = [body[c["start"] - start:c["end"] - start] for c in chunks]
             digests = await self.transport.sha256(out)
-            bad = next((i for i, d in zip(span, digests) if d != m["chunks"][i]["sha256"]), None)
+            bad = next((i for i, c, d in zip(span, chunks, digests) if d != c["sha256"]), None)
             if bad is None:
                 for i, blob in zip(span, out):
                     st.verified += self._payload_of.get(i, 0)

@@ -6,7 +6,6 @@ raises TransportError when the connection fails; the loader's retry loop underst
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import http.client
 import os
 import re
@@ -15,6 +14,8 @@ import urllib.request
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Mapping, Sequence
+
+from .chunk_manifest import sha256
 
 
 
@@ -47,7 +48,7 @@ class Transport(ABC):
     async def get(self, url: str, headers: Mapping[str, str] | None = None) -> Response: ...
 
     async def sha256(self, blobs: Sequence[bytes]) -> list[str]:
-        return [hashlib.sha256(b).hexdigest() for b in blobs]
+        return [sha256(b) for b in blobs]
 
 
 async def get_range(transport: Transport, url: str, start: int, end: int, size: int | None) -> bytes:

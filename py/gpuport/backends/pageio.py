@@ -5,7 +5,6 @@ the fetch transport and the IndexedDB chunk cache of the progressive model loade
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from typing import Any, Sequence
 
 import gpuport_idb as idb        # web/idb.js, registered by jsmodules.register beside the bridge
@@ -14,6 +13,7 @@ from pyodide.ffi import JsException, to_js
 from pyodide.http import pyfetch
 
 from ..chunk_cache import ChunkCache, QuotaExceeded
+from ..chunk_manifest import sha256
 from ..transports import Response, Transport, TransportError
 
 
@@ -69,9 +69,7 @@ class PyfetchTransport(Transport):
     async def sha256(self, blobs: Sequence[bytes]) -> list[str]:
         """The browser's digests of a span's chunks (one crossing), hashlib's where it has no crypto.subtle."""
         digests = await idb.sha256(to_js(list(blobs)))
-        if digests is None:
-            return [hashlib.sha256(b).hexdigest() for b in blobs]
-        return [str(d) for d in digests]
+        return await super().sha256(blobs) if digests is None else [str(d) for d in digests]
 
 
 class IndexedDBChunkCache(ChunkCache):
@@ -109,7 +107,7 @@ class IndexedDBChunkCache(ChunkCache):
         blob = None if found is None else _bytes(found.value)
         if blob is None:
             return None
-        return blob, str(found.sha256) if found.sha256 is not None else hashlib.sha256(blob).hexdigest()
+        return blob, str(found.sha256) if found.sha256 is not None else sha256(blob)
 
     async def put(self, key: str, data: bytes) -> None:
         arr = js.Uint8Array.new(len(data))
