@@ -160,8 +160,11 @@ demo: setup
 	$(VENV)/bin/gpuport demo
 	$(VENV)/bin/gpuport serve
 
+# PYTEST_ARGS: a part of the suite, e.g. PYTEST_ARGS=tests/test_llama.py
 test: setup
-	$(PY) -m pytest -q
+	@$(PY) -m pytest -q $(PYTEST_ARGS) || { rc=$$?; if [ -s .cache/crash.txt ]; then \
+	  echo "pytest crashed; the crashing thread, innermost frames first (.cache/crash.txt):"; \
+	  head -25 .cache/crash.txt; fi; exit $$rc; }
 
 # bench/peers.py: gpuport against transformers.js (both browsers) and sentence-transformers (native). Its peers
 # are bench-only (never gpuport dependencies) and live in $(BENCH_DIR), set up idempotently by

@@ -124,8 +124,8 @@ def bench_native(runs: int, n: int, threads: int) -> dict:
                      "gpuport": {**ready, "runs": []}, key: {"runs": []}}
         for r in range(runs):
             g = mine.run({"n": n})
-            out["gpuport"]["runs"].append(figures(g["times_s"], len(ids)) | {"placement": g["placement"],
-                                                                            "peak_rss": g["peak_rss"]})
+            out["gpuport"]["runs"].append(figures(g["times_s"], len(ids)) | {
+                "placement": g["placement"], "peak_rss": g["peak_rss"], "device_open": g["device_open"]})
             res = peer.run({"ids": ids, "n": n, "threads": threads})
             out[key]["runs"].append(figures(res["times_s"], len(ids)) | {"peak_rss": res["peak_rss"]})
             out[key]["text"] = res["text"]
@@ -134,7 +134,8 @@ def bench_native(runs: int, n: int, threads: int) -> dict:
                   f"[{g['placement']}], {key} {out[key]['runs'][-1]['decode_tps']:.2f} tok/s", flush=True)
         out["gpuport"]["peak_rss_vs_gguf"] = max(r["peak_rss"] for r in out["gpuport"]["runs"]) / out["gguf_bytes"]
         out[key]["peak_rss_vs_gguf"] = max(r["peak_rss"] for r in out[key]["runs"]) / out["gguf_bytes"]
-        print(f"  peak RSS / GGUF size: gpuport {out['gpuport']['peak_rss_vs_gguf']:.2f}x, "
+        print(f"  peak RSS / GGUF size: gpuport {out['gpuport']['peak_rss_vs_gguf']:.2f}x "
+              f"(GPU device {'opened' if any(r['device_open'] for r in out['gpuport']['runs']) else 'never opened'}), "
               f"{key} {out[key]['peak_rss_vs_gguf']:.2f}x", flush=True)
     finally:
         mine.close()

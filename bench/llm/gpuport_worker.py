@@ -2,7 +2,8 @@
 (OPENBLAS_NUM_THREADS, which gpuport's host kernels read once at import, set by the parent). Its default backend
 (`gp.open()`, auto). First line out: {"ready", "ids" (the prompt's token ids), "backend", "load_s"}; then the
 protocol of llama_cpp_worker.py: one JSON command per stdin line {"n": N}, one answer per stdout line with the
-seconds at which each of the N greedy tokens arrived, their ids, where the forward ran and the process's peak RSS."""
+seconds at which each of the N greedy tokens arrived, their ids, where the forward ran, the process's peak RSS and
+whether the GPU device was opened (auto opens it only when placement sends it work, once its adapter is recorded)."""
 
 import asyncio
 import json
@@ -28,7 +29,8 @@ async def one(n: int) -> dict:
     async for tok in llm.generate(ids, max_new_tokens=n, ignore_eos=True):
         times.append(time.perf_counter() - t0)
         out.append(tok.id)
-    return {"times_s": times, "ids": out, "placement": llm.stats().get("placement"), "peak_rss": peak_rss_bytes()}
+    return {"times_s": times, "ids": out, "placement": llm.stats().get("placement"), "peak_rss": peak_rss_bytes(),
+            "device_open": rt.info()["device_open"]}
 
 
 for line in sys.stdin:

@@ -37,7 +37,7 @@ class RecordWarning(UserWarning):
 
 
 # What each kind of record is called on disk (a folder under cache_dir()) and in IndexedDB (store, key prefix).
-STORE_PLACES = {"pipelines": ("manifests", ""), "selector": ("meta", "selector:")}
+STORE_PLACES = {"pipelines": ("manifests", ""), "selector": ("meta", "selector:"), "adapter": ("meta", "adapter:")}
 
 
 def cache_dir() -> Path:

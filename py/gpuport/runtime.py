@@ -132,6 +132,8 @@ class Runtime:
             "tier": self.tier,
             "detected_tier": self.detected_tier,
             "adapter": dict(device.adapter_info),
+            # False: auto has not needed the device yet, and its adapter is the recorded one (backends/identity.py)
+            "device_open": device.opened,
             "features": sorted(device.features),
             "limits": dict(self.limits),
             "platform": "pyodide" if IN_PYODIDE else "native",
@@ -366,7 +368,9 @@ async def open(backend: str = "auto", tier: str | None = None, limits: str = "de
     device, note = None, None
     if backend != "cpu" and tier != "cpu":
         try:
-            device = await request_device(limits)
+            # auto opens the adapter only when placement first needs it (where its identity is stored):
+            # work that stays on the host never loads the GPU driver
+            device = await request_device(limits, store_for("adapter") if backend == "auto" else None)
         except BackendUnavailable as exc:
             if backend == "webgpu":   # asked for explicitly: fail loudly; auto steps down and says why
                 raise

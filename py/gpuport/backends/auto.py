@@ -6,10 +6,15 @@ without waiting (sync_wait drives it), in a page it awaits the browser's device.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ..platform import IN_PYODIDE
 from .base import Backend
 from .cpu import CPUBackend
 from .native import NativeBackend, wgpu
+
+if TYPE_CHECKING:
+    from ..stores import RecordStore
 
 
 async def prepare_page() -> None:
@@ -20,12 +25,14 @@ async def prepare_page() -> None:
         await register()
 
 
-async def request_device(limits: str = "default") -> Backend:
-    """A WebGPU device: the browser's in a page, wgpu-py's natively. Raises BackendUnavailable."""
+async def request_device(limits: str = "default", adapters: "RecordStore | None" = None) -> Backend:
+    """A WebGPU device: the browser's in a page, wgpu-py's natively. Raises BackendUnavailable.
+    `adapters`: natively, where the adapter's identity is stored there, the device opens on its first use
+    (not in a page: its device calls cannot wait for one to open)."""
     if IN_PYODIDE:
         from .browser import BrowserBackend   # page-only: imports js
         return await BrowserBackend.create(limits)
-    return NativeBackend(limits)
+    return await NativeBackend.create(limits, adapters)
 
 
 def host_device() -> Backend:

@@ -59,6 +59,8 @@ class Backend(ABC):
     browser: dict[str, Any] | None = None
     is_host: bool = False
     can_block: bool = True
+    # False while a deferred device (backends/native.py) has not opened its adapter yet
+    opened: bool = True
     observer: PipelineObserver | None = None
     # Fault injection (recovery tests): fault(point, nbytes) may raise at "alloc", "submit" and "read".
     fault: Callable[[str, int], None] | None = None

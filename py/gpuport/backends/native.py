@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+import warnings
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
+from . import identity
 from ..capabilities import SPEC_DEFAULT_LIMITS, normalise_features
-from ..errors import BackendUnavailable, GpuValidationError, OutOfMemory, ShaderCompileError, classify
+from ..errors import BackendUnavailable, DeviceLost, GpuValidationError, OutOfMemory, ShaderCompileError, classify
 from ..pipelines import PipelineSpec
+from ..records import RecordWarning
 from .gpu import Dispatch, GPUBackend
+from .identity import Identity
+
+if TYPE_CHECKING:
+    from ..stores import RecordStore
 
 try:
     import wgpu
@@ -32,39 +39,88 @@ def _camel(name: str) -> str:
 
 class NativeBackend(GPUBackend):
     """wgpu-py device. `limits="default"` asks for the WebGPU spec defaults so native runs fail
-    where a browser would; `limits="adapter"` takes everything the adapter offers."""
+    where a browser would; `limits="adapter"` takes everything the adapter offers.
 
-    def __init__(self, limits: str = "default", power_preference: str = "high-performance") -> None:
+    Made with `stored` (an identity kept from an earlier run, see identity.py), it opens the adapter on its first device call,
+    not before: `opened` says whether it has."""
+
+    def __init__(self, limits: str = "default", power_preference: str = "high-performance",
+                 stored: Identity | None = None, remember: Callable[[Identity | None], None] | None = None) -> None:
         super().__init__()
         if wgpu is None:
             raise BackendUnavailable("the webgpu backend needs wgpu-py: pip install wgpu")
         if limits not in ("default", "adapter"):
             raise ValueError(f"limits must be 'default' or 'adapter', not {limits!r}")
+        self._limits_mode, self._power = limits, power_preference
+        self._remember = remember
+        self._raw: Any = None
+        self._stored = stored
+        self._staging = None
+        self._layouts: dict[tuple[str, ...], tuple[Any, Any]] = {}
+        self._usage = wgpu.BufferUsage.STORAGE | wgpu.BufferUsage.COPY_SRC | wgpu.BufferUsage.COPY_DST
+        if stored is None:
+            self._open()
+        else:
+            self.adapter_info, self.features, self.limits = dict(stored.adapter_info), stored.features, \
+                dict(stored.limits)
+
+    @classmethod
+    async def create(cls, limits: str = "default", store: "RecordStore | None" = None) -> "NativeBackend":
+        """A device; given the `store` of adapter records, one that opens on first use where this adapter's
+        identity is stored there (the first run opens now and stores it)."""
+        if store is None:
+            return cls(limits)
+        key = identity.scope(limits, "high-performance", wgpu.__version__ if wgpu else "")
+        return cls(limits, stored=identity.load(await store.load(key), key), remember=lambda found: store.save_soon(key, identity.to_json(found)))
+
+    @property
+    def opened(self) -> bool:
+        return self._raw is not None
+
+    @property
+    def _device(self) -> Any:
+        if self._raw is None:
+            self._open()
+        return self._raw
+
+    def _open(self) -> None:
         try:
-            adapter = wgpu.gpu.request_adapter_sync(power_preference=power_preference)
+            adapter = wgpu.gpu.request_adapter_sync(power_preference=self._power)
         except Exception as exc:  # wgpu-native raises a plain RuntimeError when no driver loads
-            raise BackendUnavailable(f"no WebGPU adapter: {exc}") from None
+            adapter, problem = None, f"no WebGPU adapter: {exc}"
+        else:
+            problem = "no WebGPU adapter (is a Vulkan driver such as lavapipe installed?)"
         if adapter is None:
-            raise BackendUnavailable("no WebGPU adapter (is a Vulkan driver such as lavapipe installed?)")
+            if self._stored is not None:
+                # planned from a stored identity that this machine no longer has: the next open() opens at
+                # once (and steps down to the host, saying why); recovery handles this runtime's loss
+                if self._remember is not None:
+                    self._remember(None)
+                raise DeviceLost(f"the recorded WebGPU adapter did not open: {problem}")
+            raise BackendUnavailable(problem)
         features = [f for f in _WANTED_FEATURES if f in adapter.features]
         required = {}
-        if limits == "default":
+        if self._limits_mode == "default":
             adapter_limits = {_camel(k): v for k, v in adapter.limits.items()}
             required = {_kebab(k): min(v, adapter_limits.get(k, v)) for k, v in SPEC_DEFAULT_LIMITS.items()}
-        self._device = adapter.request_device_sync(required_features=features, required_limits=required)
-        self._queue = self._device.queue
+        self._raw = adapter.request_device_sync(required_features=features, required_limits=required)
+        self._queue = self._raw.queue
         info = adapter.info
-        self.adapter_info = {
+        found = Identity({
             "vendor": info.get("vendor", ""), "architecture": info.get("architecture", ""),
             "device": info.get("device", ""), "description": info.get("description", ""),
             "is_fallback": info.get("adapter_type", "") == "CPU",
             "backend_type": info.get("backend_type", ""),
-        }
-        self.features = normalise_features(self._device.features)
-        self.limits = {_camel(k): int(v) for k, v in self._device.limits.items() if isinstance(v, int)}
-        self._staging = None
-        self._layouts: dict[tuple[str, ...], tuple[Any, Any]] = {}
-        self._usage = wgpu.BufferUsage.STORAGE | wgpu.BufferUsage.COPY_SRC | wgpu.BufferUsage.COPY_DST
+        }, normalise_features(self._raw.features),
+            {_camel(k): int(v) for k, v in self._raw.limits.items() if isinstance(v, int)})
+        self.adapter_info, self.features, self.limits = found.adapter_info, found.features, found.limits
+        changed = self._stored.differences(found) if self._stored is not None else None
+        if changed:
+            warnings.warn(f"gpuport: the adapter differs from the one recorded, whose identity this runtime "
+                          f"planned with; the record is rewritten: {'; '.join(changed)}", RecordWarning,
+                          stacklevel=4)
+        if self._remember is not None and (self._stored is None or changed):
+            self._remember(found)
 
     # -- raw calls -------------------------------------------------------------------------------
     def _create_buffer(self, nbytes: int, data: np.ndarray | None) -> Any:
@@ -178,7 +234,8 @@ class NativeBackend(GPUBackend):
     def close(self) -> None:
         self._pending.clear()
         self._pipelines.clear()
-        self._device.destroy()
+        if self._raw is not None:
+            self._raw.destroy()
 
 
 def _typed(exc: Exception, what: str) -> Exception:
