@@ -160,11 +160,26 @@ demo: setup
 	$(VENV)/bin/gpuport demo
 	$(VENV)/bin/gpuport serve
 
-# PYTEST_ARGS: a part of the suite, e.g. PYTEST_ARGS=tests/test_llama.py
+# make test: the unit tests (tests/) and the browser tests (e2e/) as two pytest processes side by side, each with a
+# fresh cache: one mostly computes, the other mostly waits on browsers. tests/ reports into .cache/test-unit.log,
+# printed when both are done, then e2e/'s last lines again (CI keeps the tail). PYTEST_ARGS runs one pytest on a part instead, e.g. PYTEST_ARGS=tests/test_llama.py.
+# Where a pytest process dies of a signal, the head of its crash dump (tests/crash_log.py) is printed last.
+CRASHED = for f in .cache/crash.txt .cache/crash-e2e.txt; do if [ -s $$f ]; then \
+	  echo "a pytest process crashed; its crashing thread, innermost frames first ($$f):"; head -25 $$f; fi; done
+
 test: setup
-	@$(PY) -m pytest -q $(PYTEST_ARGS) || { rc=$$?; if [ -s .cache/crash.txt ]; then \
-	  echo "pytest crashed; the crashing thread, innermost frames first (.cache/crash.txt):"; \
-	  head -25 .cache/crash.txt; fi; exit $$rc; }
+ifdef PYTEST_ARGS
+	@$(PY) -m pytest -q $(PYTEST_ARGS) || { rc=$$?; $(CRASHED); exit $$rc; }
+else
+	@rm -f .cache/crash.txt .cache/crash-e2e.txt; \
+	GPUPORT_CACHE=$$(mktemp -d) $(PY) -m pytest -q tests > .cache/test-unit.log 2>&1 & unit=$$!; \
+	GPUPORT_CACHE=$$(mktemp -d) $(PY) -m pytest -q e2e 2>&1 | tee .cache/test-e2e.log; e2e=$${PIPESTATUS[0]}; \
+	wait $$unit; unit=$$?; \
+	echo "== tests/ (unit tests, run beside e2e/) =="; cat .cache/test-unit.log; \
+	echo "== e2e/, its last lines again (all of it: .cache/test-e2e.log) =="; tail -30 .cache/test-e2e.log; \
+	echo "== make test: tests/ exit $$unit, e2e/ exit $$e2e =="; \
+	if [ $$unit -ne 0 ] || [ $$e2e -ne 0 ]; then $(CRASHED); exit 1; fi
+endif
 
 # bench/peers.py: gpuport against transformers.js (both browsers) and sentence-transformers (native). Its peers
 # are bench-only (never gpuport dependencies) and live in $(BENCH_DIR), set up idempotently by

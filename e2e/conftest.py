@@ -26,6 +26,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from e2e_matrix import LANES  # noqa: E402
 from e2e_serve import served  # noqa: E402
 from e2e_report import record, terminal_summary, write_report  # noqa: E402
+from crash_log import enable as enable_crash_log  # noqa: E402
 
 # Loads the plugin where its entry point is not installed yet (a checkout); a no-op where it is.
 pytest_plugins = ["gpuport.testing.plugin"]
@@ -97,8 +98,10 @@ def chromium_webgpu(browsers):
 _ITEM_LANE: dict[str, tuple[str, str | None]] = {}
 
 
+@pytest.hookimpl(trylast=True)   # crash_log.enable: after pytest's own faulthandler
 def pytest_configure(config):
     os.environ.setdefault("PW_TEST_SCREENSHOT_NO_FONTS_READY", "1")
+    enable_crash_log("crash-e2e.txt")
 
 
 def pytest_collection_modifyitems(session, config, items):
