@@ -3,6 +3,8 @@
 // Every default URL resolves against this file's own location, not the page's: a page on any path or
 // origin loads gpuport from wherever its files are (a cross-origin host must send CORS headers).
 
+import { newWorker } from "./workers.js";
+
 export const PYODIDE_CDN = "https://cdn.jsdelivr.net/pyodide/v0.27.7/full/";
 export const HERE = new URL("./", import.meta.url).href;
 
@@ -28,13 +30,6 @@ async function siteFiles(base, wheelURL) {
 
 function remoteError(error) {
   return Object.assign(new Error(error.message), { name: error.name });
-}
-
-function newWorker(url) {
-  if (new URL(url).origin === globalThis.location.origin) return new Worker(url, { type: "module" });
-  // A page may not start a worker from another origin's script; a same-origin module that imports it may.
-  const source = new Blob([`import ${JSON.stringify(url)};\n`], { type: "text/javascript" });
-  return new Worker(URL.createObjectURL(source), { type: "module" });
 }
 
 function viaWorker(args, onProgress) {
@@ -68,6 +63,7 @@ function viaWorker(args, onProgress) {
     getArray: (expr) => call("getArray", [expr]),
     installWheel: (url) => call("installWheel", [absolute(url)]),
     addModule: (name, source, filename) => call("addModule", [name, source, filename]),
+    snapshotStatus: () => call("snapshotStatus"),
     close: () => worker.terminate(),
   }));
 }
@@ -84,6 +80,7 @@ async function onMainThread(args, onProgress) {
     getArray: (expr) => host.getArray(expr),
     installWheel: (url) => host.installWheel(absolute(url)),
     addModule: async (name, source, filename) => host.addModule(name, source, filename),
+    snapshotStatus: () => host.snapshotStatus(),
     close: () => {},
   };
 }
@@ -95,20 +92,22 @@ async function onMainThread(args, onProgress) {
  * ("default"|"adapter"), precompile ("background" (default): build the manifest's pipelines while the first
  * ops run on NumPy; "await": before resolving; "off"), hostKernels ("auto" (default): the cpu path's
  * WebAssembly kernels in their relaxed-SIMD build where the engine has it; "simd128": the portable build,
- * the same bits on every CPU; "off": NumPy only), onProgress({stage, index, total, state, ms}) for the
+ * the same bits on every CPU; "off": NumPy only), snapshot (default true: boot Pyodide from a verified memory
+ * snapshot kept in IndexedDB, made beside the page on the first visit; false: never), onProgress({stage, index, total, state, ms}) for the
  * start-up stages (pyodide, numpy, wheel, open, precompile) and {stage: "precompile", done, total}.
  * Resolves to {mode, timings, base, runPython(src), info(), setArray(name, typedArray, shape),
- * getArray(expr) -> {data, shape, dtype}, installWheel(url), addModule(name, source), close()}.
+ * getArray(expr) -> {data, shape, dtype}, installWheel(url), addModule(name, source), snapshotStatus(), close()};
+ * timings.snapshot says how Pyodide booted ("restored", "making one", "dropped: <why>; making one", "off").
  */
 export async function start(options = {}) {
   const {
     base = HERE, worker = true, cdn = false, backend = "auto", tier = null, limits = "default",
-    precompile = "background", hostKernels = "auto", onProgress = () => {},
+    precompile = "background", hostKernels = "auto", snapshot = true, onProgress = () => {},
   } = options;
   const baseURL = absolute(base.endsWith("/") ? base : base + "/");
   const pyodideURL = absolute(options.pyodideURL || (cdn ? PYODIDE_CDN : absolute("pyodide/", baseURL)));
   const { wheelURL, chunked } = await siteFiles(baseURL, options.wheelURL);
-  const args = { base: baseURL, pyodideURL, wheelURL, chunked, backend, tier, limits, precompile, hostKernels };
+  const args = { base: baseURL, pyodideURL, wheelURL, chunked, backend, tier, limits, precompile, hostKernels, snapshot };
   const gp = await (worker ? viaWorker(args, onProgress) : onMainThread(args, onProgress));
   return { ...gp, base: baseURL };
 }

@@ -3,6 +3,7 @@
 // The JS half Python calls (bridge, IndexedDB, the WebAssembly kernels) is not registered here: gpuport
 // registers it from the installed wheel on open() (py/gpuport/backends/jsmodules.py), as in any Pyodide.
 import { serveRangesFromChunks } from "./ranges.js";
+import * as snapshots from "./snapshot.js";
 import { defaultSources } from "./wasm.js";
 
 export const STAGES = ["pyodide", "numpy", "wheel", "open", "precompile"];
@@ -52,6 +53,13 @@ export class Host {
     this.timings = timings;
     this.namespace = pyodide.globals;
     this.numpy = pyodide.pyimport("numpy");
+    this.snapshot = Promise.resolve(timings.snapshot);
+  }
+
+  /** How the interpreter's memory snapshot (snapshot.js) went: "restored", "off", or, once the one being made
+   * beside the page is stored, "made (N bytes)" or "not made: <why>". */
+  snapshotStatus() {
+    return this.snapshot;
   }
 
   async runPython(src) {
@@ -131,7 +139,7 @@ export class Host {
  * (STAGES); while precompilation runs in the background it also reports {stage: "precompile", done, total}.
  */
 export async function boot({ base = null, pyodideURL, wheelURL, chunked = {}, backend = "auto", tier = null,
-                             limits = "default", precompile = "background", hostKernels = "auto" },
+                             limits = "default", precompile = "background", hostKernels = "auto", snapshot = true },
                            progress = () => {}) {
   defaultSources(hostKernels);   // a bad choice throws here, before anything loads
   const t0 = performance.now();
@@ -151,6 +159,19 @@ export async function boot({ base = null, pyodideURL, wheelURL, chunked = {}, ba
   serveRangesFromChunks(chunked);
   const pyodide = await stage("pyodide", "pyodide_ms", async () => {
     const { loadPyodide } = await import(new URL("pyodide.mjs", pyodideURL).href);
+    const found = snapshot ? await snapshots.load(pyodideURL) : null;
+    if (found && found.bytes) {
+      try {
+        const restored = await loadPyodide({ indexURL: pyodideURL, _loadSnapshot: found.bytes });
+        mark.snapshot = "restored";
+        return restored;
+      } catch (e) {
+        await snapshots.drop(pyodideURL);
+        mark.snapshot = `dropped: it did not restore (${e.message})`;
+      }
+    } else if (found) {
+      mark.snapshot = `dropped: ${found.problem}`;
+    }
     return loadPyodide({ indexURL: pyodideURL });
   });
   await stage("numpy", "numpy_ms", () => pyodide.loadPackage("numpy", { messageCallback: () => {} }));
@@ -178,5 +199,16 @@ export async function boot({ base = null, pyodideURL, wheelURL, chunked = {}, ba
     if (precompile === "await") await stage("precompile", "precompile_ms", run); else await run();
   }
   mark.total_ms = performance.now() - t0;
-  return new Host(pyodide, mark);
+  if (!snapshot) {
+    mark.snapshot = "off";
+  } else if (mark.snapshot !== "restored") {
+    // the next visit boots from a snapshot, made now beside the page (host.snapshot says how it went)
+    mark.snapshot = `${mark.snapshot ? `${mark.snapshot}; ` : ""}making one`;
+  }
+  const host = new Host(pyodide, mark);
+  if (snapshot && mark.snapshot !== "restored") {
+    host.snapshot = snapshots.makeInBackground(pyodideURL).then((bytes) => `made (${bytes} bytes)`,
+                                                               (e) => `not made: ${e.message}`);
+  }
+  return host;
 }

@@ -2,7 +2,7 @@
 import { boot } from "./host.js";
 
 let host = null;
-const METHODS = new Set(["runPython", "info", "setArray", "getArray", "installWheel", "addModule"]);
+const METHODS = new Set(["runPython", "info", "setArray", "getArray", "installWheel", "addModule", "snapshotStatus"]);
 const progress = (event) => self.postMessage({ progress: event });
 
 self.onmessage = async ({ data }) => {

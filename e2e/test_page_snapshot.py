@@ -1,0 +1,62 @@
+"""Pyodide's memory snapshot (web/snapshot.js): a first visit boots as usual and makes one beside the page; the next
+visit boots from it; a snapshot altered in IndexedDB fails its SHA-256 check, is dropped, never used, and made again.
+In Chromium and Firefox, with Pyodide in its Web Worker."""
+
+from __future__ import annotations
+
+import pytest
+
+KEY = "async () => 'pyodide-snapshot:' + new URL('pyodide/', location.href).href"
+CORRUPT = """async (key) => {
+  const db = await new Promise((ok, no) => { const r = indexedDB.open("gpuport"); r.onsuccess = () => ok(r.result); r.onerror = () => no(r.error); });
+  const tx = db.transaction("meta", "readwrite");
+  const store = tx.objectStore("meta");
+  const record = await new Promise((ok) => { const q = store.get(key); q.onsuccess = () => ok(q.result); });
+  record.bytes[record.bytes.length >> 1] ^= 0xff;
+  store.put(record, key);
+  await new Promise((ok) => { tx.oncomplete = ok; });
+  return record.bytes.length;
+}"""
+WORKS = """
+import numpy as np
+x = rt.tensor(np.arange(6, dtype=np.float32).reshape(2, 3))
+(await rt.ops.scale(x, 2.0, 1.0).read()).tolist()
+"""
+
+
+def _visit(page) -> dict:
+    timings = page.evaluate("async () => (await window.gpuportReady).timings")
+    made = page.evaluate("async () => (await window.gpuportReady).snapshotStatus()")
+    result = page.evaluate("async (src) => (await window.gpuportReady).runPython(src)", WORKS)
+    assert result == [[1.0, 3.0, 5.0], [7.0, 9.0, 11.0]], result
+    return {"booted": timings["snapshot"], "made": made, "pyodide_ms": timings["pyodide_ms"]}
+
+
+@pytest.mark.parametrize("kind", ["chromium-webgpu", "firefox"])
+def test_the_second_visit_boots_from_the_snapshot_and_a_corrupt_one_is_dropped(browsers, server_url, kind):
+    context = browsers.get(kind).new_context()   # a fresh profile
+    try:
+        page = context.new_page()
+        page.goto(server_url + "/?table=0")
+        first = _visit(page)
+        assert first["booted"] == "making one" and first["made"].startswith("made ("), first
+
+        page.reload()
+        second = _visit(page)
+        assert second["booted"] == "restored" and second["made"] == "restored", second
+
+        nbytes = page.evaluate(CORRUPT, page.evaluate(KEY))
+        assert nbytes > 1 << 20
+        page.reload()
+        third = _visit(page)   # the altered snapshot was not booted from: dropped, and made again
+        assert third["booted"].startswith("dropped: its sha256 is ") and third["booted"].endswith("; making one"), third
+        assert third["made"].startswith("made ("), third
+
+        page.reload()
+        assert _visit(page)["booted"] == "restored"
+        print(f"\n{kind}: Pyodide stage {first['pyodide_ms']:.0f} ms booted, {second['pyodide_ms']:.0f} ms restored")
+
+        page.goto(server_url + "/?table=0&snapshot=0")
+        assert _visit(page)["booted"] == "off"
+    finally:
+        context.close()

@@ -1,0 +1,65 @@
+// A memory snapshot of Pyodide's interpreter (Pyodide 0.27's _makeSnapshot / _loadSnapshot), booted from on later
+// visits: the interpreter starts without initialising again (bench/startup.py's "pyodide" stage). The snapshot is
+// made once the page has started, by a throwaway interpreter in a worker of its own (snapshot-worker.js): the
+// interpreter that makes one cannot serve a page, as its JS globals are proxies that record paths. It is kept in
+// IndexedDB with its SHA-256, checked before use; a record that fails the check or does not restore is dropped,
+// the interpreter booted as usual, and a new snapshot made.
+import * as idb from "./idb.js";
+import { newWorker } from "./workers.js";
+
+const STORE = "meta";
+
+// Standard-library modules gpuport imports, imported inside the snapshot so that a restored interpreter has them.
+// Only pure-Python or built-in modules: a snapshot cannot hold a loaded shared library (NumPy comes after it).
+export const PRELOAD = "import asyncio, base64, collections, contextlib, dataclasses, datetime, enum, functools, " +
+  "hashlib, inspect, itertools, json, logging, math, pathlib, random, re, statistics, struct, tempfile, textwrap, " +
+  "threading, typing, urllib.parse, warnings, weakref";
+
+export const key = (pyodideURL) => `pyodide-snapshot:${pyodideURL}`;
+
+/** The stored snapshot's bytes when its SHA-256 checks out; {problem} when a record was there and is dropped;
+ * null when there is none (or no IndexedDB, or no crypto.subtle to check one with). */
+export async function load(pyodideURL) {
+  let record;
+  try {
+    record = await idb.get(STORE, key(pyodideURL));
+  } catch (e) {
+    return null;
+  }
+  if (record === null) return null;
+  let problem = null;
+  if (!record || !(record.bytes instanceof Uint8Array) || typeof record.sha256 !== "string") {
+    problem = "not a snapshot record";
+  } else {
+    const digests = await idb.sha256([record.bytes]);
+    if (digests === null) return null;
+    if (digests[0] !== record.sha256) problem = `its sha256 is ${digests[0].slice(0, 12)}..., not the recorded ${record.sha256.slice(0, 12)}...`;
+  }
+  if (problem === null) return { bytes: record.bytes };
+  await drop(pyodideURL);
+  return { problem };
+}
+
+export async function drop(pyodideURL) {
+  try {
+    await idb.remove(STORE, key(pyodideURL));
+  } catch (e) {
+    // storage gone (private mode): nothing to drop
+  }
+}
+
+/** Make and store a snapshot in a worker of its own; resolves to its size in bytes, rejects with the reason. */
+export function makeInBackground(pyodideURL) {
+  const worker = newWorker(new URL("./snapshot-worker.js", import.meta.url).href);
+  return new Promise((resolve, reject) => {
+    worker.onmessage = ({ data }) => {
+      worker.terminate();
+      if (data.ok) resolve(data.bytes); else reject(new Error(data.error));
+    };
+    worker.onerror = (e) => {
+      worker.terminate();
+      reject(new Error(e.message || "the snapshot worker did not load"));
+    };
+    worker.postMessage({ pyodideURL, key: key(pyodideURL), preload: PRELOAD, store: STORE });
+  });
+}
