@@ -5,7 +5,9 @@ SwiftShader, Firefox ESR on lavapipe) and per trial, each system gets a fresh pr
 no Cache Storage, no IndexedDB), then the same profile again in a relaunched browser (warm: a second visit).
 The systems alternate which goes first, trial by trial. In the page:
 - gpuport: its test page (web/test.html: `start()` with its defaults but precompilation, which that page
-  leaves off), then `gp.models.load("minilm-l6-v2")` and one sentence embedded, on the dev server;
+  leaves off), then `gp.models.load("minilm-l6-v2")` and one sentence embedded, on the dev server; a visit
+  waits, untimed, for the page's background work (the Pyodide snapshot) before it ends;
+- gpuport without its Pyodide snapshot (`start({snapshot: false})`): what the snapshot buys, in the same run;
 - transformers.js: bench/peers/startup.html, `pipeline("feature-extraction")` on its default wasm device and
   the same sentence, the model files kept in Cache Storage as the library does by default (the server
   revalidates the rest).
@@ -140,11 +142,13 @@ def cosine(a: list[float], b: list[float]) -> float:
 def run_browser(p: Any, browser: str, trials: int, gp_url: str, tjs_url: str, log: Callable[[str], None]) -> dict:
     systems = {
         "gpuport": lambda profile: visit(p, browser, profile, gp_url + "/test.html", GPUPORT_FIRST, GPUPORT_SRC),
+        "gpuport, no snapshot": lambda profile: visit(p, browser, profile, gp_url + "/test.html?snapshot=0",
+                                                      GPUPORT_FIRST, GPUPORT_SRC),
         "transformers.js": lambda profile: visit(p, browser, profile, tjs_url + "/startup.html", TJS_FIRST),
     }
     runs: dict[str, dict[str, list]] = {name: {"cold": [], "warm": []} for name in systems}
     for trial in range(trials):
-        order = list(systems) if trial % 2 == 0 else list(reversed(systems))
+        order = list(systems)[trial % len(systems):] + list(systems)[:trial % len(systems)]   # each goes first in turn
         for name in order:
             profile = Path(tempfile.mkdtemp(prefix=f"gpuport-startup-{browser}-"))
             try:
@@ -153,7 +157,7 @@ def run_browser(p: Any, browser: str, trials: int, gp_url: str, tjs_url: str, lo
             finally:
                 shutil.rmtree(profile, ignore_errors=True)
             booted = (f" (Pyodide: {runs[name]['warm'][-1]['timings'].get('snapshot')} on the warm visit)"
-                      if name == "gpuport" else "")
+                      if name.startswith("gpuport") else "")
             log(f"  {browser} trial {trial + 1} {name}: cold {runs[name]['cold'][-1]['first_ms']:.0f} ms, "
                 f"warm {runs[name]['warm'][-1]['first_ms']:.0f} ms{booted}")
     agreement = min(cosine(g["embedding"], t["embedding"])
@@ -165,8 +169,13 @@ def run_browser(p: Any, browser: str, trials: int, gp_url: str, tjs_url: str, lo
         gp_ms = statistics.median(r["first_ms"] for r in runs["gpuport"][state])
         tjs_ms = statistics.median(r["first_ms"] for r in runs["transformers.js"][state])
         stages = {k: round(statistics.median(gpuport_stages(r)[k] for r in runs["gpuport"][state]), 1) for k in STAGES}
+        plain_ms = statistics.median(r["first_ms"] for r in runs["gpuport, no snapshot"][state])
+        plain_stages = {k: round(statistics.median(gpuport_stages(r)[k] for r in runs["gpuport, no snapshot"][state]), 1)
+                        for k in STAGES}
         out[state] = {"gpuport_ms": round(gp_ms, 1), "transformers_js_ms": round(tjs_ms, 1),
                       "gpuport_over_transformers_js": round(gp_ms / tjs_ms, 2), "gpuport_stages_ms": stages,
+                      "no_snapshot_ms": round(plain_ms, 1), "no_snapshot_over_transformers_js": round(plain_ms / tjs_ms, 2),
+                      "no_snapshot_stages_ms": plain_stages,
                       "gpuport_runs_ms": [round(r["first_ms"], 1) for r in runs["gpuport"][state]],
                       "transformers_js_runs_ms": [round(r["first_ms"], 1) for r in runs["transformers.js"][state]]}
     return out
@@ -207,6 +216,8 @@ def print_table(results: dict) -> None:
             stages = ", ".join(f"{k[:-3]} {v:.0f}" for k, v in c["gpuport_stages_ms"].items())
             print(f"  {browser:8} {state}: gpuport {c['gpuport_ms']:7.0f}  transformers.js {c['transformers_js_ms']:7.0f}"
                   f"  ratio {c['gpuport_over_transformers_js']:.2f}   gpuport stages: {stages}")
+            print(f"  {'':8} {state}: gpuport without its Pyodide snapshot {c['no_snapshot_ms']:7.0f}  ratio "
+                  f"{c['no_snapshot_over_transformers_js']:.2f}   (Pyodide stage {c['no_snapshot_stages_ms']['pyodide_ms']:.0f} ms)")
     if "native" in results:
         n = results["native"]
         print(f"  native  : gpuport {n['gpuport']['first_ms']:7.0f}  sentence-transformers "

@@ -75,7 +75,8 @@ def _lane_summary(state: LaneState, browsers: Browsers | None) -> dict:
         "over_budget_strategies": info.get("over_budget_strategies"),
         "backend_note": info.get("note"),
         "navigator_gpu": (state.navigator or {}).get("gpu"),
-        "startup_ms": {k: round(v, 1) for k, v in (state.startup or {}).items()},
+        "startup_ms": {k: round(v, 1) for k, v in (state.startup or {}).items() if isinstance(v, (int, float))},
+        "pyodide_snapshot": (state.startup or {}).get("snapshot"),   # how Pyodide booted (web/snapshot.js)
         "wall_s": (round(state.last_used - state.started_at, 2) if state.started_at and state.last_used else None),
         "tests_s": round(sum(e["duration_s"] for e in state.outcomes.values()), 2),
         "counts": counts,
