@@ -28,6 +28,12 @@ CLANG       := clang-19
 WASM_LD     := wasm-ld-19
 WASM        := web/gpuport_simd.wasm
 WASM_RELAXED := web/gpuport_simd_relaxed.wasm
+# The threaded build (web/threads.js): relaxed SIMD plus atomics, not a side module but a module with a
+# shared memory of its own (imported, so every worker instantiates it on the same one): Pyodide's heap
+# cannot be shared. The pool (pool.c) then runs on Web Workers. Its shadow stack is a global each instance
+# has (exported: threads.js gives every worker its own), the heap above __heap_base is Python's to manage
+# (gpuport.wasm_threads). 1 MiB of stack for the calling thread; 2 GiB the most the memory may grow to.
+WASM_THREADS := web/gpuport_simd_threads.wasm
 HOST_SRC    := $(wildcard hostkernels/*.c)
 # abi.h declares the exports, generated from their one table (py/gpuport/host_abi.py; committed, and
 # regenerated here when the table is newer). -Wmissing-prototypes: a non-static function that abi.h (or
@@ -37,6 +43,7 @@ ABI_H       := hostkernels/abi.h
 HOST_HDR    := $(sort $(wildcard hostkernels/*.h) $(ABI_H))
 WASM_OBJ    := $(patsubst hostkernels/%.c,.cache/wasm/%.o,$(HOST_SRC))
 WASM_RELAXED_OBJ := $(patsubst hostkernels/%.c,.cache/wasm-relaxed/%.o,$(HOST_SRC))
+WASM_THREADS_OBJ := $(patsubst hostkernels/%.c,.cache/wasm-threads/%.o,$(HOST_SRC))
 WASM_CFLAGS := --target=wasm32 -msimd128 -O3 -nostdlib -ffreestanding -fPIC -fvisibility=hidden -Wall -Wextra \
                -Wmissing-prototypes -Werror
 # The same C sources as a native shared library for the host kernels off the page (gpuport.native_kernels;
@@ -61,7 +68,7 @@ export XDG_RUNTIME_DIR
 
 .PHONY: setup apt pyodide model-manifest jupyterlite demo test bench bench-setup
 
-setup: apt $(VENV)/.gpuport-installed $(VENV)/.gpuport-model $(VENV)/.gpuport-llm $(VENV)/.gpuport-asr model-manifest node_modules/.gpuport-installed $(PROVISA_WHL) pyodide $(WASM) $(WASM_RELAXED) $(NATIVE_LIB) $(WHEELHOUSE)/.filled jupyterlite
+setup: apt $(VENV)/.gpuport-installed $(VENV)/.gpuport-model $(VENV)/.gpuport-llm $(VENV)/.gpuport-asr model-manifest node_modules/.gpuport-installed $(PROVISA_WHL) pyodide $(WASM) $(WASM_RELAXED) $(WASM_THREADS) $(NATIVE_LIB) $(WHEELHOUSE)/.filled jupyterlite
 
 apt:
 	@if dpkg -s $(APT_PKGS) >/dev/null 2>&1; then \
@@ -120,7 +127,7 @@ pyodide: $(VENV)/.gpuport-installed node_modules/.gpuport-installed $(PROVISA_WH
 # The JupyterLite site of examples/jupyterlite (its pinned build tools in their own venv, .cache/jupyterlite-venv;
 # the site in .cache/jupyterlite/site). Always runs: ~1 s when up to date; after the WebAssembly kernels, so
 # the wheel in the site carries them.
-jupyterlite: $(VENV)/.gpuport-installed node_modules/.gpuport-installed $(PROVISA_WHL) pyodide $(WASM) $(WASM_RELAXED)
+jupyterlite: $(VENV)/.gpuport-installed node_modules/.gpuport-installed $(PROVISA_WHL) pyodide $(WASM) $(WASM_RELAXED) $(WASM_THREADS)
 	$(PY) examples/jupyterlite/build.py
 
 $(ABI_H): py/gpuport/host_abi.py
@@ -143,6 +150,16 @@ $(WASM): $(WASM_OBJ) | $(PY)
 
 $(WASM_RELAXED): $(WASM_RELAXED_OBJ) | $(PY)
 	$(WASM_LD) --experimental-pic -shared --no-entry -o $@.tmp $^
+	PYTHONPATH=py $(PY) -m gpuport.wasm_module $@.tmp
+	mv $@.tmp $@
+
+.cache/wasm-threads/%.o: hostkernels/%.c $(HOST_HDR) | apt
+	@mkdir -p $(@D)
+	$(CLANG) $(filter-out -fPIC,$(WASM_CFLAGS)) -mrelaxed-simd -matomics -mbulk-memory -c $< -o $@
+
+$(WASM_THREADS): $(WASM_THREADS_OBJ) | $(PY)
+	$(WASM_LD) --no-entry --import-memory --shared-memory --max-memory=2147483648 -z stack-size=1048576 \
+	  --export=__stack_pointer --export=__heap_base -o $@.tmp $^
 	PYTHONPATH=py $(PY) -m gpuport.wasm_module $@.tmp
 	mv $@.tmp $@
 

@@ -57,7 +57,7 @@ static void tail_rows(void *ctx, int lo, int hi, int slot) {
   gp_gelu(f, f, m * F);
   gp_matmul_packed(f, m, F, F, L->wo2, H, o, H);
   bad += add_layer_norm(o, x, L->ln2_g, L->ln2_b, x, m, H, L->eps);
-#ifdef __wasm__
+#if defined(__wasm__) && !defined(__wasm_atomics__)
   L->bad += bad;   /* one thread; an atomic would keep L in memory (a shadow stack) */
 #else
   if (bad) __atomic_fetch_add(&L->bad, bad, __ATOMIC_RELAXED);

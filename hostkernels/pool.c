@@ -1,12 +1,17 @@
-/* Natively, the threads a whole encoder layer (encoder.c) is spread over: a parallel-for on a small pool of
- * worker threads, started on first use and kept for the life of the process. In WebAssembly the module has
- * one thread and gp_parallel (simd.h) runs every part on the caller: this file is then empty.
+/* The threads a whole encoder layer (encoder.c) or llama block (llama.c) is spread over: a parallel-for on
+ * a small pool of workers. Two implementations of one protocol:
+ * - natively, worker threads (pthreads) started on first use and kept for the life of the process;
+ * - in the threaded WebAssembly build (-matomics, a shared memory of the module's own), Web Workers that
+ *   instantiate the same module on the same memory and call gp_pool_worker, which never returns
+ *   (web/threads.js starts them).
+ * In the one-thread WebAssembly builds gp_parallel (simd.h) runs every part on the caller and this file is
+ * empty.
  *
  * Between the phases of a layer (and between layers, tens of microseconds of Python apart) the workers
- * spin for SPIN_NS before they sleep: handing a phase to a sleeping thread costs 0.1-0.2 ms here (a futex
- * wake, a halted virtual CPU), a spinning one picks it up at once. One job runs at a time; a caller that
- * finds the pool busy (another Python thread inside a kernel) runs its parts itself, so no caller ever
- * waits on another's job. */
+ * spin before they sleep: handing a phase to a sleeping thread costs 0.1-0.2 ms here (a futex wake, a
+ * halted virtual CPU), a spinning one picks it up at once. One job runs at a time; a caller that finds the
+ * pool busy (another thread inside a kernel) runs its parts itself, so no caller ever waits on another's
+ * job. */
 #include "simd.h"
 
 #ifndef __wasm__
@@ -106,5 +111,86 @@ void gp_parallel(int threads, int total, int parts, gp_part_fn fn, void *ctx) {
   __atomic_store_n(&current, (struct job *)0, __ATOMIC_SEQ_CST);
   while (__atomic_load_n(&readers, __ATOMIC_SEQ_CST) > 0) RELAX();
   pthread_mutex_unlock(&busy);
+}
+#endif
+
+#if defined(__wasm__) && defined(__wasm_atomics__)
+/* The workers are Web Workers, each an instance of this module on the same shared memory: their statics
+ * are shared, each has its own globals (web/threads.js gives each its own shadow stack). A worker that
+ * finds no job sleeps in memory.atomic.wait32 (allowed in a worker); the caller only ever spins, so the
+ * pool also serves a page's main thread, where waiting would trap. No clock in a freestanding module: the
+ * spin is counted in polls (~0.5 ms in V8 and SpiderMonkey on this machine's cores). */
+#define SPIN_POLLS (1 << 18)
+#define MAX_WORKERS 63
+
+struct job {
+  gp_part_fn fn;
+  void *ctx;
+  int total, parts, threads;
+  int next, done; /* atomic */
+};
+
+static int busy;              /* 1 while a caller's job runs (atomic) */
+static int workers;           /* workers that have joined (atomic) */
+static int generation;        /* bumped per job: what sleeping and spinning workers watch (atomic) */
+static struct job job;        /* the one job (busy guards it): static, so no caller's stack is shared */
+static struct job *current;   /* &job while it runs, else NULL (atomic) */
+static int readers;           /* workers that may be reading *current (atomic) */
+
+static void run_parts(struct job *j, int slot) {
+  for (;;) {
+    int p = __atomic_fetch_add(&j->next, 1, __ATOMIC_ACQ_REL);
+    if (p >= j->parts) return;
+    j->fn(j->ctx, (int)((long long)j->total * p / j->parts), (int)((long long)j->total * (p + 1) / j->parts), slot);
+    __atomic_fetch_add(&j->done, 1, __ATOMIC_RELEASE);
+  }
+}
+
+/* A worker's life: slot 1.. (0 is the caller). Never returns. */
+GP_EXPORT(gp_pool_worker)
+void gp_pool_worker(int slot);
+void gp_pool_worker(int slot) {
+  __atomic_fetch_add(&workers, 1, __ATOMIC_SEQ_CST);
+  int seen = __atomic_load_n(&generation, __ATOMIC_ACQUIRE);
+  for (;;) {
+    int polls = 0;
+    while (__atomic_load_n(&generation, __ATOMIC_ACQUIRE) == seen) {
+      if (++polls >= SPIN_POLLS) {
+        __builtin_wasm_memory_atomic_wait32(&generation, seen, -1);
+        polls = 0;
+      }
+    }
+    seen = __atomic_load_n(&generation, __ATOMIC_ACQUIRE);
+    __atomic_fetch_add(&readers, 1, __ATOMIC_SEQ_CST);
+    struct job *j = __atomic_load_n(&current, __ATOMIC_SEQ_CST);
+    if (j && slot < j->threads) run_parts(j, slot);
+    __atomic_fetch_sub(&readers, 1, __ATOMIC_SEQ_CST);
+  }
+}
+
+/* Workers that have joined the pool: web/threads.js waits for all it started before it reports them. */
+GP_EXPORT(gp_pool_workers)
+int gp_pool_workers(void);
+int gp_pool_workers(void) { return __atomic_load_n(&workers, __ATOMIC_SEQ_CST); }
+
+void gp_parallel(int threads, int total, int parts, gp_part_fn fn, void *ctx) {
+  if (parts > total) parts = total;
+  int idle = 0;
+  if (threads <= 1 || parts <= 1 || __atomic_load_n(&workers, __ATOMIC_ACQUIRE) == 0 ||
+      !__atomic_compare_exchange_n(&busy, &idle, 1, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)) {
+    for (int p = 0; p < parts; p++) fn(ctx, (int)((long long)total * p / parts), (int)((long long)total * (p + 1) / parts), 0);
+    return;
+  }
+  job = (struct job){fn, ctx, total, parts, threads, 0, 0};
+  __atomic_store_n(&current, &job, __ATOMIC_SEQ_CST);
+  __atomic_fetch_add(&generation, 1, __ATOMIC_ACQ_REL);
+  __builtin_wasm_memory_atomic_notify(&generation, MAX_WORKERS);
+  run_parts(&job, 0);
+  while (__atomic_load_n(&job.done, __ATOMIC_ACQUIRE) < parts) {
+  }
+  __atomic_store_n(&current, (struct job *)0, __ATOMIC_SEQ_CST);
+  while (__atomic_load_n(&readers, __ATOMIC_SEQ_CST) > 0) {
+  }
+  __atomic_store_n(&busy, 0, __ATOMIC_RELEASE);
 }
 #endif

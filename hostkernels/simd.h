@@ -125,11 +125,12 @@ INLINE void panel_rows(const float *a, int M, int lda, const float *panel, int K
 }
 
 /* A parallel-for: fn(ctx, lo, hi, slot) for `parts` near-equal parts of 0..total, on up to `threads`
- * threads natively (pool.c); `slot` (0 .. threads - 1) names the thread, for per-thread scratch. In
- * WebAssembly (one thread) it is one direct call for the whole range, which the compiler inlines: a
- * context passed through a function pointer would need a shadow stack. */
+ * threads natively and in the threaded WebAssembly build (pool.c); `slot` (0 .. threads - 1) names the
+ * thread, for per-thread scratch. In the one-thread WebAssembly builds (linked into Pyodide's heap) it is
+ * one direct call for the whole range, which the compiler inlines: a context passed through a function
+ * pointer would need a shadow stack. */
 typedef void (*gp_part_fn)(void *ctx, int lo, int hi, int slot);
-#ifdef __wasm__
+#if defined(__wasm__) && !defined(__wasm_atomics__)
 #define gp_parallel(threads, total, parts, fn, ctx) ((void)(threads), (void)(parts), fn((ctx), 0, (total), 0))
 #else
 void gp_parallel(int threads, int total, int parts, gp_part_fn fn, void *ctx);

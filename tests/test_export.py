@@ -78,7 +78,7 @@ def test_a_gguf_model_is_exported_as_verified_chunks(site):
 def test_headers_file_allows_embedding_and_explains_isolation(site):
     text = (site / "_headers").read_text()
     assert "Access-Control-Allow-Origin: *" in text
-    assert "#   Cross-Origin-Embedder-Policy: require-corp" in text and "Cross-Origin-Opener-Policy" in text
+    assert "\n  Cross-Origin-Embedder-Policy: require-corp" in text and "\n  Cross-Origin-Opener-Policy: same-origin" in text
     assert "COOP/COEP" in (site / "README.md").read_text()
 
 

@@ -13,7 +13,7 @@ import pytest
 import gpuport
 
 ROOT = Path(__file__).resolve().parents[1]
-MARKED = ("bridge.js", "idb.js", "wasm.js")
+MARKED = ("bridge.js", "idb.js", "threads.js", "wasm.js")
 
 
 @pytest.mark.parametrize("name", MARKED)

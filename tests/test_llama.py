@@ -52,7 +52,7 @@ def run(coro):
 @pytest.fixture(scope="module", params=["webgpu", "cpu", "cpu-numpy"])
 def model(request) -> tuple[str, Llama]:
     gguf_path()   # fails with the install command when the package is missing
-    assert request.param == "webgpu" or hostops.quantized() is not None, hostops.reason()
+    assert request.param == "webgpu" or hostops.layers() is not None, hostops.reason()
     rt = gp.open_sync(backend=request.param.split("-")[0])
     yield request.param, run(gp.models.load("smollm2-135m-instruct", rt))
     rt.close()
@@ -68,7 +68,7 @@ def llm(model, monkeypatch) -> Llama:
 
 def quantized(llm: Llama, tokens: int) -> bool:
     """Whether a forward over `tokens` runs on the host's 8-bit SIMD kernels (the Q_* tolerances apply)."""
-    return hostops.quantized() is not None and llm.on_host(tokens)
+    return hostops.layers() is not None and llm.on_host(tokens)
 
 
 def tolerances(llm: Llama, tokens: int) -> tuple[float, float]:

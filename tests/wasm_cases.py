@@ -33,10 +33,16 @@ from gpuport.opspecs import OPS
 
 CASES: dict[str, Callable[[], None]] = {}
 WASM_ONLY = {"wasm_hostops_dispatches_to_the_kernels"}
+# Cases about kernels that share NumPy's memory (not wasm_threads, which copies into its pool's).
+IN_PLACE = {"wasm_kernels_work_in_place_on_numpy_memory"}
+# The threads the whole-layer cases ask for: the native library's pool and the page's (wasm_threads) run them
+# on two, the one-thread WebAssembly builds ignore it; the answers must not depend on it.
+THREADS = 2
 
 
 def use(engine: ModuleType) -> ModuleType:
-    """Run the cases on `engine` (wasm_kernels or native_kernels, the same API); returns the previous one."""
+    """Run the cases on `engine` (wasm_kernels, wasm_threads or native_kernels: the same API); returns the
+    previous one."""
     global W
     previous, W = W, engine
     return previous
@@ -385,11 +391,11 @@ def wasm_encoder_layer() -> None:
         x = r.standard_normal((b, s, h)).astype(np.float32)
         mask = np.zeros((b, s), np.float32)
         mask[-1, s // 2 + 1:] = -1e9                     # the last sequence padded
-        got, bad = W.ENGINE.encoder_layer(x, layer, mask, num_heads=heads, eps=1e-12)
+        got, bad = W.ENGINE.encoder_layer(x, layer, mask, num_heads=heads, eps=1e-12, threads=THREADS)
         assert bad == 0, (b, s, h, bad)
         close(got, K.encoder_layer_ref(x, layer, mask, num_heads=heads, eps=1e-12), atol=2e-4,
               what=f"encoder layer b{b} s{s} h{h} heads{heads} f{f}")
-        again, _ = W.ENGINE.encoder_layer(x, layer, None, num_heads=heads, eps=1e-12)
+        again, _ = W.ENGINE.encoder_layer(x, layer, None, num_heads=heads, eps=1e-12, threads=THREADS)
         close(again, K.encoder_layer_ref(x, layer, None, num_heads=heads, eps=1e-12), atol=2e-4,
               what=f"encoder layer b{b} s{s} h{h} without a mask")
 
@@ -439,7 +445,7 @@ def wasm_q_matmul_integer_dots() -> None:
     for kind in ("Q4_1", "Q8_0"):
         for m, n, k in _Q_SHAPES:
             w, x = _qweight(r, kind, n, k), r.standard_normal((m, k)).astype(np.float32)
-            got = W.q_matmul(x, w.raw, kind, (n, k))
+            got = W.q_matmul(x, w.raw, kind, (n, k), threads=THREADS)
             want, bound = q8_matmul_ref(x, w)
             close(got, want, atol=bound + 1e-30, what=f"q_matmul {kind} {m}x{n}x{k}")
             # and what 8-bit activations cost against the float product: below 2% of the output's scale here
@@ -518,7 +524,7 @@ def wasm_llama_layer() -> None:
             want = LR.block(x, layer, 0, cache, cos, sin, config, linear=lambda a, w: q8_matmul_ref(a, w)[0])
             cache.length = start + t
             got = x.copy()
-            W.llama_layer(got, start, cos, sin, block, kc, vc, threads=2)
+            W.llama_layer(got, start, cos, sin, block, kc, vc, threads=THREADS)
             what = f"llama layer dim {dim} heads {heads}/{kvh} ffn {ffn}, {t} at {start}"
             for a, b in ((got, want), (kc[:start + t], cache.k[0, :start + t].reshape(start + t, -1)),
                          (vc[:start + t], cache.v[0, :start + t].reshape(start + t, -1))):

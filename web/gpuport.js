@@ -92,7 +92,9 @@ async function onMainThread(args, onProgress) {
  * ("default"|"adapter"), precompile ("background" (default): build the manifest's pipelines while the first
  * ops run on NumPy; "await": before resolving; "off"), hostKernels ("auto" (default): the cpu path's
  * WebAssembly kernels in their relaxed-SIMD build where the engine has it; "simd128": the portable build,
- * the same bits on every CPU; "off": NumPy only), snapshot (default true: boot Pyodide from a verified memory
+ * the same bits on every CPU; "off": NumPy only), threads ("auto" (default): whole layers of the cpu path on
+ * a pool of workers, one per core (navigator.hardwareConcurrency), where the page is cross-origin isolated;
+ * a number: that many; 1: one thread), snapshot (default true: boot Pyodide from a verified memory
  * snapshot kept in IndexedDB, made beside the page on the first visit; false: never), onProgress({stage, index, total, state, ms}) for the
  * start-up stages (pyodide, numpy, wheel, open, precompile) and {stage: "precompile", done, total}.
  * Resolves to {mode, timings, base, runPython(src), info(), setArray(name, typedArray, shape),
@@ -102,12 +104,14 @@ async function onMainThread(args, onProgress) {
 export async function start(options = {}) {
   const {
     base = HERE, worker = true, cdn = false, backend = "auto", tier = null, limits = "default",
-    precompile = "background", hostKernels = "auto", snapshot = true, onProgress = () => {},
+    precompile = "background", hostKernels = "auto", threads = "auto", snapshot = true,
+    onProgress = () => {},
   } = options;
   const baseURL = absolute(base.endsWith("/") ? base : base + "/");
   const pyodideURL = absolute(options.pyodideURL || (cdn ? PYODIDE_CDN : absolute("pyodide/", baseURL)));
   const { wheelURL, chunked } = await siteFiles(baseURL, options.wheelURL);
-  const args = { base: baseURL, pyodideURL, wheelURL, chunked, backend, tier, limits, precompile, hostKernels, snapshot };
+  const args = { base: baseURL, pyodideURL, wheelURL, chunked, backend, tier, limits, precompile, hostKernels, threads,
+                 snapshot };
   const gp = await (worker ? viaWorker(args, onProgress) : onMainThread(args, onProgress));
   return { ...gp, base: baseURL };
 }

@@ -139,7 +139,8 @@ export class Host {
  * (STAGES); while precompilation runs in the background it also reports {stage: "precompile", done, total}.
  */
 export async function boot({ base = null, pyodideURL, wheelURL, chunked = {}, backend = "auto", tier = null,
-                             limits = "default", precompile = "background", hostKernels = "auto", snapshot = true },
+                             limits = "default", precompile = "background", hostKernels = "auto", threads = "auto",
+                             snapshot = true },
                            progress = () => {}) {
   defaultSources(hostKernels);   // a bad choice throws here, before anything loads
   const t0 = performance.now();
@@ -181,8 +182,9 @@ export async function boot({ base = null, pyodideURL, wheelURL, chunked = {}, ba
   await stage("open", "open_ms", async () => {
     // where gpuport's files are served (Python resolves default model URLs against it), and which build of
     // the WebAssembly kernels open() links (a missing .wasm, a browser without SIMD or "off" leaves the cpu
-    // path on NumPy, and gpuport.wasm_kernels says why)
-    const env = { GPUPORT_WASM_KERNELS: hostKernels, ...(base ? { GPUPORT_BASE: base } : {}) };
+    // path on NumPy, and gpuport.wasm_kernels says why), on how many threads (gpuport.wasm_threads)
+    const env = { GPUPORT_WASM_KERNELS: hostKernels, GPUPORT_THREADS: String(threads),
+                  ...(base ? { GPUPORT_BASE: base } : {}) };
     pyodide.runPython(`import os\nos.environ.update(${JSON.stringify(env)})`);
     pyodide.globals.set("_gpuport_open_args", pyodide.toPy({ backend, tier, limits }));
     await pyodide.runPythonAsync("import gpuport\nrt = await gpuport.open(**_gpuport_open_args)\ndel _gpuport_open_args");

@@ -19,7 +19,7 @@ rt = gp.open_sync()
 t0 = time.perf_counter()
 llm = asyncio.run(models.load(name, rt))
 ids = llm.prompt_ids(messages)
-kernels = hostops.quantized()
+kernels = hostops.layers()
 print(json.dumps({"ready": True, "ids": ids, "backend": rt.backend, "load_s": time.perf_counter() - t0,
                   "host_threads": kernels[1] if kernels else None}), flush=True)
 

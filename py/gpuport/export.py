@@ -43,11 +43,11 @@ HEADERS = """\
   Access-Control-Allow-Origin: *
   Cross-Origin-Resource-Policy: cross-origin
 
-# Cross-origin isolation: gpuport runs single-threaded and does not need it. A page that uses threads
-# (SharedArrayBuffer, WebAssembly threads: a threaded Pyodide build, your own code) does; uncomment:
-# /*
-#   Cross-Origin-Opener-Policy: same-origin
-#   Cross-Origin-Embedder-Policy: require-corp
+# Cross-origin isolation: the cpu path's kernels run whole layers on a pool of workers sharing memory
+# (SharedArrayBuffer), which only an isolated page has; without these headers they run on one thread.
+/*
+  Cross-Origin-Opener-Policy: same-origin
+  Cross-Origin-Embedder-Policy: require-corp
 """
 
 README = """\
@@ -65,9 +65,10 @@ static host; every URL in it is relative, e.g. `python -m http.server -d .` and 
   needs `Access-Control-Allow-Origin` on every file here: `_headers` sets it on Netlify and Cloudflare
   Pages; on S3, GCS or nginx set the same CORS header.
 - COOP/COEP (`Cross-Origin-Opener-Policy: same-origin`, `Cross-Origin-Embedder-Policy: require-corp`) make
-  a page cross-origin isolated, which threads (SharedArrayBuffer) require. gpuport is single-threaded and
-  works without them; `_headers` has them commented out for pages that need threads. With them on, every
-  file a page loads from another origin needs CORS or `Cross-Origin-Resource-Policy: cross-origin`.
+  a page cross-origin isolated, which threads (SharedArrayBuffer) require: with them the cpu path runs whole
+  layers on a pool of workers, one per core; without them on one thread (`rt.info()["host_threads"]` says
+  why). `_headers` sets them. With them on, every file a page loads from another origin needs CORS or
+  `Cross-Origin-Resource-Policy: cross-origin`; the page that embeds gpuport needs them too.
 {base}"""
 
 

@@ -19,6 +19,11 @@ handle finite float32 inputs;
 a call whose result is not all finite (infinities, NaNs, an overflowing sum) is redone by the NumPy
 kernel, which owns the IEEE edge cases, and layer_norm's inputs whose float32 variance could overflow
 (or whose eps is below 1e-12, where an underflowing variance matters) go to NumPy from the start.
+
+Whole layers (an encoder layer, a quantized model's llama blocks and head) take every core there is: natively
+the library's own threads (blas_threads() of them); in a cross-origin isolated page the threaded WebAssembly
+build on its pool of workers (wasm_threads, which copies into a memory of its own, small beside a layer's
+work), else the one-thread build. `layers()` is that one choice.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from . import native_kernels, wasm_kernels
+from . import native_kernels, wasm_kernels, wasm_threads
 from .references import (LOG_MEL_FLOOR, LOG_MEL_RANGE, EncoderLayer, conv1d_out_len, hann_window, l2_normalize_ref,
                          layer_norm_ref, stft_frames)
 from .platform import IN_PYODIDE
@@ -371,6 +376,27 @@ def _layer_takes(x: np.ndarray, layer: EncoderLayer) -> bool:
                                            layer.wo2, layer.bo2)))
 
 
+def layers() -> tuple[SimdKernels, int] | None:
+    """The SIMD kernels that run whole layers here, and on how many threads: the page's pool where it started
+    (wasm_threads; its workers and this thread), else the linked kernels on blas_threads() (1 in a page); None
+    where no kernels are linked."""
+    if IN_PYODIDE and wasm_threads.available() and _ENGINE is wasm_kernels.ENGINE:
+        return wasm_threads.ENGINE, wasm_threads.threads()
+    engine = _linked()
+    return None if engine is None else (engine, _BLAS_THREADS)
+
+
+def layer_threads() -> dict[str, Any]:
+    """What layers() chose, for reports: {"engine", "threads"}, plus "reason" where a page runs them on one
+    thread (not cross-origin isolated, threads: 1, no workers)."""
+    chosen = layers()
+    report: dict[str, Any] = {"engine": "numpy" if chosen is None else chosen[0].name,
+                              "threads": 1 if chosen is None else chosen[1]}
+    if IN_PYODIDE and not wasm_threads.available():
+        report["reason"] = wasm_threads.reason()
+    return report
+
+
 def encoder_layer(x: np.ndarray, layer: EncoderLayer, mask: np.ndarray | None = None, *, num_heads: int,
                   eps: float) -> np.ndarray:
     """x (B, S, H) through one transformer encoder layer (kernels.EncoderLayer; reference:
@@ -378,10 +404,11 @@ def encoder_layer(x: np.ndarray, layer: EncoderLayer, mask: np.ndarray | None = 
     per op would cost more than the arithmetic of a short sentence; natively on blas_threads() threads of
     the kernels' own), else op by op with the host kernels above. A fused result with statistics or values
     that are not finite is redone op by op, where NumPy owns the IEEE edge cases."""
-    tally, engine = _CALLS["encoder_layer"], _linked()
-    if engine is not None and eps >= 1e-12 and _layer_takes(x, layer):
+    tally, chosen = _CALLS["encoder_layer"], layers()
+    if chosen is not None and eps >= 1e-12 and _layer_takes(x, layer):
+        engine, threads = chosen
         with np.errstate(over="ignore", invalid="ignore"):
-            out, bad = engine.encoder_layer(x, layer, mask, num_heads=num_heads, eps=eps, threads=_BLAS_THREADS)
+            out, bad = engine.encoder_layer(x, layer, mask, num_heads=num_heads, eps=eps, threads=threads)
             if not bad and np.isfinite(out.sum()):
                 tally[engine.name] = tally.get(engine.name, 0) + 1
                 return out
@@ -399,14 +426,6 @@ def encoder_layer(x: np.ndarray, layer: EncoderLayer, mask: np.ndarray | None = 
     return layer_norm(o, layer.ln2_g, layer.ln2_b, eps=eps).reshape(batch, seq, h)
 
 
-def quantized() -> tuple[SimdKernels, int] | None:
-    """The linked SIMD kernels for a quantized model's host forward (products on a GGUF's Q4_1/Q8_0 blocks as
-    stored, whole llama blocks in one call) and the threads they may use (the BLAS's budget; 1 in a page), or
-    None where none are linked: the forward then dequantizes its weights for NumPy."""
-    engine = _linked()
-    return None if engine is None else (engine, _BLAS_THREADS)
-
-
 def ran(op: str, engine: str) -> None:
     """Count a call of `op` that a model ran on `engine` itself (a fused llama block), for calls()."""
     tally = _CALLS.setdefault(op, {})
@@ -416,7 +435,7 @@ def ran(op: str, engine: str) -> None:
 def backend_name() -> str:
     """What runs the host kernels: "wasm" (WebAssembly SIMD, in a page), "native-simd" (the same C kernels
     built natively) or "numpy". With SIMD kernels, each call may still go to NumPy by size (see
-    engines() and calls())."""
+    engines() and calls()); whole layers may run on "wasm-threads" (layers())."""
     engine = _linked()
     return "numpy" if engine is None else engine.name
 

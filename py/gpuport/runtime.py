@@ -149,6 +149,8 @@ class Runtime:
             "host_kernels": hostops.backend_name(),
             "host_kernels_by_op": hostops.engines(),
             "host_kernel_calls": hostops.calls(),
+            # whole layers: on how many threads, and in a page that has one, why
+            "host_threads": hostops.layer_threads(),
         }
         if hostops.reason():
             info["host_kernels_reason"] = hostops.reason()

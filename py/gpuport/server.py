@@ -60,6 +60,9 @@ MODELS_CACHE = "public, max-age=3600"
 
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]")
 NOSNIFF = (b"x-content-type-options", b"nosniff")
+# Cross-origin isolation: the page's host kernels run on a pool of workers sharing memory (SharedArrayBuffer).
+ISOLATION = ((b"cross-origin-opener-policy", b"same-origin"), (b"cross-origin-embedder-policy", b"require-corp"))
+SITE_HEADERS = (NOSNIFF, *ISOLATION)
 
 MEDIA_TYPES = {
     ".html": "text/html",
@@ -245,41 +248,46 @@ def bind_warning(host: str, port: int, allowed: Sequence[str]) -> str | None:
             f"{', '.join(allowed)}; add the name others use with --allow-host NAME.")
 
 
-class NoSniff:
-    """ASGI middleware: `X-Content-Type-Options: nosniff` on every response that passes through it."""
+class SiteHeaders:
+    """ASGI middleware: `X-Content-Type-Options: nosniff` and (isolated) cross-origin isolation (COOP/COEP) on
+    every response that passes through it."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, isolated: bool = True) -> None:
         self.app = app
+        self.headers = SITE_HEADERS if isolated else (NOSNIFF,)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
 
-        async def send_nosniff(message: Message) -> None:
+        async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = [*(h for h in message.get("headers", []) if h[0].lower() != NOSNIFF[0]),
-                                      NOSNIFF]
+                ours = {name for name, _ in self.headers}
+                message["headers"] = [*(h for h in message.get("headers", []) if h[0].lower() not in ours),
+                                      *self.headers]
             await send(message)
 
-        await self.app(scope, receive, send_nosniff)
+        await self.app(scope, receive, send_with_headers)
 
 
 async def _server_error(request: Request, exc: Exception) -> Response:
     # Starlette sends the 500 from outside the middleware stack, so the header is set here.
     return PlainTextResponse("Internal Server Error", status_code=500,
-                             headers={NOSNIFF[0].decode(): NOSNIFF[1].decode()})
+                             headers={name.decode(): value.decode() for name, value in SITE_HEADERS})
 
 
 def create_app(root: Path | None = None, models_dir: Path | None = None,
                pyodide_dir: Path | None = None, faults: Any = None,
-               hosts: Sequence[str] | None = None, cors: Sequence[str] = ()) -> Starlette:
+               hosts: Sequence[str] | None = None, cors: Sequence[str] = (), isolated: bool = True) -> Starlette:
     """Build the wheel, make sure the Pyodide distribution is there, and return the app.
 
     models_dir: a folder of per-model folders served as /models/<name>/... (default: the mapping of
     default_model_dirs). hosts: the Host names answered (default: LOOPBACK_HOSTS; see allowed_hosts).
     cors: origins (or "*") whose pages may use what it serves (gpuport.js, Pyodide, the wheel, model Range
-    requests: Content-Range is exposed, or the loader cannot check what it got).
+    requests: Content-Range is exposed, or the loader cannot check what it got). isolated: send COOP/COEP, so
+    its pages are cross-origin isolated and the host kernels run on every core (False: one thread, as in a page
+    whose host sends neither).
     faults: tests only (never on by default): an object with
     `async __call__(request, path, response) -> Response | None` that may replace model responses.
     """
@@ -323,7 +331,7 @@ def create_app(root: Path | None = None, models_dir: Path | None = None,
         return response
 
     hosts = list(hosts) if hosts is not None else list(LOOPBACK_HOSTS)
-    middleware = [Middleware(NoSniff),   # outermost: the Host refusal gets it too
+    middleware = [Middleware(SiteHeaders, isolated=isolated),   # outermost: the Host refusal gets them too
                   Middleware(TrustedHostMiddleware, allowed_hosts=hosts, www_redirect=False)]
     if cors:
         middleware.insert(1, Middleware(CORSMiddleware, allow_origins=list(cors), allow_methods=["GET", "HEAD"],

@@ -127,7 +127,7 @@ class LlamaBlock:
 
 @dataclass
 class _Packed:
-    buffer: np.ndarray
+    buffer: Any   # what keeps the panels' memory (a NumPy buffer, or a block of the pool's)
     address: int
     refs: tuple[weakref.ref, ...]
 
@@ -162,6 +162,37 @@ class SimdKernels:
             raise BackendUnavailable(f"{self.name} SIMD kernels unavailable: {self.why}")
         return self.lib
 
+    # -- where the kernels see an array: its own address where they share NumPy's memory (the page's one-thread
+    # builds, the native library); wasm_threads.PoolKernels overrides these to copy into the pool's memory.
+
+    def _at(self, a: np.ndarray) -> int:
+        """The address at which the kernel reads `a` during the next call."""
+        return _addr(a)
+
+    def _out(self, a: np.ndarray) -> int:
+        """The address at which the kernel writes `a` (its old values unread) during the next call."""
+        return _addr(a)
+
+    def _io(self, a: np.ndarray) -> int:
+        """The address at which the kernel reads and writes `a` in place during the next call."""
+        return _addr(a)
+
+    def _kept(self, a: np.ndarray) -> int:
+        """The address of `a` for as long as `a` lives (a model's weights, held by what uses them)."""
+        return _addr(a)
+
+    def _rows(self, cache: np.ndarray, start: int, count: int) -> int:
+        """The address of a KV cache whose rows before `start` the kernel reads and rows start..start + count
+        it writes."""
+        return _addr(cache)
+
+    def _done(self) -> None:
+        """After a kernel call: what _out, _io and _rows stand for holds the kernel's results."""
+
+    def _buffer(self, nfloats: int) -> tuple[Any, int]:
+        """A block of `nfloats` on a cache line, kept while the first item lives, and its address."""
+        return _aligned(nfloats)
+
     def _scratch(self, nfloats: int) -> int:
         """The address of this thread's scratch space (packed B, attention panels), grown to `nfloats`."""
         buf = getattr(self._local, "buf", None)
@@ -181,8 +212,9 @@ class SimdKernels:
         if hit is not None and hit.refs[0]() is b and (bias is None or hit.refs[1]() is bias):
             return hit
         lib = self._need()
-        buf, address = _aligned(int(lib.gp_packed_size(k, n)))
-        lib.gp_pack_b(_addr(b), k, n, int(transpose_b), 0 if bias is None else _addr(bias), address)
+        buf, address = self._buffer(int(lib.gp_packed_size(k, n)))
+        lib.gp_pack_b(self._at(b), k, n, int(transpose_b), 0 if bias is None else self._at(bias), address)
+        self._done()
         self.packs += 1
         packed = self.packed
 
@@ -220,11 +252,12 @@ class SimdKernels:
             out = np.empty(a.shape[:-1] + (n,), np.float32)
             packed = self._cached_pack(b, vec, k, n, transpose_b)
             if packed is not None:
-                lib.gp_matmul_packed(_addr(a32), m, k, k, packed.address, n, _addr(out), n)
+                lib.gp_matmul_packed(self._at(a32), m, k, k, packed.address, n, self._out(out), n)
             else:
                 b32 = _f32(b)
-                lib.gp_matmul_batched(_addr(a32), _addr(b32), 0 if vec is None else _addr(vec), _addr(out), 1, m, k,
-                                      n, int(transpose_b), 0, 0, 0, self._scratch(int(lib.gp_packed_size(k, n))))
+                lib.gp_matmul_batched(self._at(a32), self._at(b32), 0 if vec is None else self._at(vec),
+                                      self._out(out), 1, m, k, n, int(transpose_b), 0, 0, 0,
+                                      self._scratch(int(lib.gp_packed_size(k, n))))
         else:
             batch = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
             m = a.shape[-2]
@@ -233,9 +266,10 @@ class SimdKernels:
             b32 = _f32(np.broadcast_to(b, batch + b.shape[-2:]))
             count = math.prod(batch)
             out = np.empty(batch + (m, n), np.float32)
-            lib.gp_matmul_batched(_addr(a32), _addr(b32), 0 if vec is None else _addr(vec), _addr(out), count, m, k,
-                                  n, int(transpose_b), 0 if a.ndim == 2 else m * k, k * n, m * n,
+            lib.gp_matmul_batched(self._at(a32), self._at(b32), 0 if vec is None else self._at(vec), self._out(out),
+                                  count, m, k, n, int(transpose_b), 0 if a.ndim == 2 else m * k, k * n, m * n,
                                   self._scratch(int(lib.gp_packed_size(k, n))))
+        self._done()
         if bias is not None and not fused:
             return np.asarray(out + bias, dtype=np.float32)
         return out
@@ -245,7 +279,8 @@ class SimdKernels:
         lib = self._need()
         x32 = _f32(x)
         out = np.empty(x32.shape, np.float32)
-        lib.gp_gelu(_addr(x32), _addr(out), x32.size)
+        lib.gp_gelu(self._at(x32), self._out(out), x32.size)
+        self._done()
         return out
 
     def softmax(self, x: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
@@ -264,11 +299,12 @@ class SimdKernels:
                 m32 = _f32(np.broadcast_to(m32, shape))
                 pattern = (1, math.prod(shape[:-1]))
             div, mod = pattern
-            m_addr = _addr(m32)
+            m_addr = self._at(m32)
         x32 = _f32(x if shape == x.shape else np.broadcast_to(x, shape))
         n = shape[-1]
         out = np.empty(shape, np.float32)
-        lib.gp_softmax(_addr(x32), m_addr, _addr(out), x32.size // n, n, div, mod)
+        lib.gp_softmax(self._at(x32), m_addr, self._out(out), x32.size // n, n, div, mod)
+        self._done()
         return out
 
     def layer_norm(self, x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, *, eps: float = 1e-5) -> np.ndarray:
@@ -280,7 +316,8 @@ class SimdKernels:
             return K.layer_norm_ref(x, gamma, beta, eps=eps)
         x32, g32, b32 = _f32(x), _f32(gamma), _f32(beta)
         out = np.empty(x32.shape, np.float32)
-        lib.gp_layer_norm(_addr(x32), _addr(g32), _addr(b32), _addr(out), x32.size // n, n, float(eps))
+        lib.gp_layer_norm(self._at(x32), self._at(g32), self._at(b32), self._out(out), x32.size // n, n, float(eps))
+        self._done()
         return out
 
     def attention(self, q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: np.ndarray | None = None, *,
@@ -305,8 +342,9 @@ class SimdKernels:
         m32 = None if mask is None else _f32(mask if np.shape(mask) == (batch, sk)
                                              else np.broadcast_to(mask, (batch, sk)))
         out = np.empty(q.shape, np.float32)
-        lib.gp_attention(_addr(q), _addr(k), _addr(v), ld, 0 if m32 is None else _addr(m32), _addr(out), hidden,
-                         batch, sq, sk, num_heads, d, self._scratch(int(lib.gp_attention_scratch(sk, d))))
+        lib.gp_attention(self._at(q), self._at(k), self._at(v), ld, 0 if m32 is None else self._at(m32), self._out(out),
+                         hidden, batch, sq, sk, num_heads, d, self._scratch(int(lib.gp_attention_scratch(sk, d))))
+        self._done()
         return out
 
     def encoder_layer(self, x: np.ndarray, layer: K.EncoderLayer, mask: np.ndarray | None = None, *,
@@ -331,9 +369,11 @@ class SimdKernels:
         norms = [_f32(v) for v in (layer.ln1_g, layer.ln1_b, layer.ln2_g, layer.ln2_b)]
         threads = max(1, int(threads))
         scratch = self._scratch(int(lib.gp_encoder_scratch(batch * seq, seq, h, num_heads, f, threads)))
-        bad = lib.gp_encoder_layer(_addr(out), batch, seq, h, num_heads, f, 0 if m32 is None else _addr(m32),
-                                   *(p.address for p in packed), *(_addr(v) for v in norms), float(eps), scratch,
-                                   threads)
+        bad = lib.gp_encoder_layer(self._io(out), batch, seq, h, num_heads, f, 0 if m32 is None else self._at(m32),
+                                   *(p.address for p in packed),
+                                   *((self._kept if immutable(v) else self._at)(v) for v in norms), float(eps),
+                                   scratch, threads)
+        self._done()
         return out, int(bad)
 
     def q_matmul(self, x: np.ndarray, raw: np.ndarray, kind: str, shape: tuple[int, int], *, threads: int = 1
@@ -351,8 +391,9 @@ class SimdKernels:
             raise ValueError(f"q_matmul: {raw.size} bytes of {raw.dtype} for a {kind} {shape} weight")
         m = x32.shape[0]
         out = np.empty((m, n), np.float32)
-        lib.gp_q_matmul(_addr(x32), m, k, _addr(raw), GGML_TYPE_IDS[kind], n, _addr(out), n,
-                        self._scratch(int(lib.gp_q_scratch(m, k))), max(1, int(threads)))
+        lib.gp_q_matmul(self._at(x32), m, k, (self._kept if immutable(raw) else self._at)(raw), GGML_TYPE_IDS[kind],
+                        n, self._out(out), n, self._scratch(int(lib.gp_q_scratch(m, k))), max(1, int(threads)))
+        self._done()
         return out
 
     def llama_block(self, norms: tuple[np.ndarray, np.ndarray], weights: tuple[np.ndarray, ...], kind: str, *,
@@ -372,8 +413,8 @@ class SimdKernels:
                              f"{kind} weights of {[w.size for w in weights]} bytes do not fit together")
         n1, n2 = _f32(norms[0]), _f32(norms[1])
         arrays = (n1, *weights[:4], n2, *weights[4:])
-        return LlamaBlock(arrays, tuple(_addr(a) for a in arrays), dim, heads, kv_heads, ffn, GGML_TYPE_IDS[kind],
-                          float(eps))
+        return LlamaBlock(arrays, tuple(self._kept(a) for a in arrays), dim, heads, kv_heads, ffn,
+                          GGML_TYPE_IDS[kind], float(eps))
 
     def llama_layer(self, x: np.ndarray, start: int, cos: np.ndarray, sin: np.ndarray, block: "LlamaBlock",
                     k_cache: np.ndarray, v_cache: np.ndarray, *, threads: int = 1) -> None:
@@ -392,8 +433,10 @@ class SimdKernels:
         threads = max(1, int(threads))
         a = block.addresses
         scratch = self._scratch(int(lib.gp_llama_scratch(t, start + t, block.dim, block.ffn, threads)))
-        lib.gp_llama_layer(_addr(x), t, start, block.dim, block.heads, block.kv_heads, block.ffn, block.eps,
-                           _addr(cos), _addr(sin), *a, block.kind_id, _addr(k_cache), _addr(v_cache), scratch, threads)
+        lib.gp_llama_layer(self._io(x), t, start, block.dim, block.heads, block.kv_heads, block.ffn, block.eps,
+                           self._at(cos), self._at(sin), *a, block.kind_id, self._rows(k_cache, start, t),
+                           self._rows(v_cache, start, t), scratch, threads)
+        self._done()
 
     def measure(self, op: str, *args: Any, candidates: dict[str, Callable[..., Any]] | None = None,
                 repeats: int = 5, min_s: float = 0.02, **kwargs: Any) -> dict[str, Any]:

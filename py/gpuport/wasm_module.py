@@ -1,11 +1,16 @@
 """Checks a built WebAssembly kernel module (web/gpuport_simd.wasm, web/gpuport_simd_relaxed.wasm) is safe to
-link into Pyodide's heap and exports the host kernels' ABI.
+link into Pyodide's heap and exports the host kernels' ABI; and that the threaded build
+(web/gpuport_simd_threads.wasm) is what web/threads.js instantiates on every worker.
 
 The page links the module into Pyodide's own memory (web/wasm.js), so it must own nothing there: no data
 segments, no memory for Emscripten's loader to reserve (dylink.0 memory size 0), no shadow stack (no
 `__stack_pointer` import) and no calls out (no imported functions). It must export every function of
 host_abi's table with that row's WebAssembly type. `make setup` runs this on every build; tests run it on
 the artefact. Usage: `python -m gpuport.wasm_module web/gpuport_simd.wasm`.
+
+The threaded build owns its memory instead: it imports one shared memory and nothing else, and exports the
+ABI, the pool's two functions (gp_pool_worker, gp_pool_workers) and the globals web/threads.js sets and reads
+(__stack_pointer, each worker's own stack; __heap_base, where gpuport.wasm_threads' arena starts).
 """
 
 from __future__ import annotations
@@ -19,6 +24,10 @@ from .host_abi import EXPORTS
 
 MODULE_NAME = "gpuport_simd.wasm"
 RELAXED_MODULE_NAME = "gpuport_simd_relaxed.wasm"   # the same sources with relaxed SIMD (web/wasm.js)
+THREADS_MODULE_NAME = "gpuport_simd_threads.wasm"   # relaxed SIMD and atomics, on a pool of workers (web/threads.js)
+# What the threaded build exports beyond the ABI table, with the WebAssembly types web/threads.js relies on.
+POOL_EXPORTS: dict[str, Signature | str] = {"gp_pool_worker": (("i32",), ()), "gp_pool_workers": ((), ("i32",)),
+                                            "__stack_pointer": "global", "__heap_base": "global"}
 # What a position-independent side module may import: the shared memory and table, and its bases.
 ALLOWED_IMPORTS = {("env", "memory"), ("env", "__indirect_function_table"), ("env", "__memory_base"),
                    ("env", "__table_base")}
@@ -44,6 +53,7 @@ class WasmModule:
     exports: list[tuple[str, str]] = field(default_factory=list)        # (name, kind)
     signatures: dict[str, Signature] = field(default_factory=dict)      # exported function -> its type
     data_segments: int = 0
+    shared_memory: bool = False   # an imported memory marked shared
 
 
 class _Reader:
@@ -133,6 +143,8 @@ def parse(data: bytes) -> WasmModule:
         elif sid == _IMPORT:
             for _ in range(body.leb()):
                 module, name, kind = body.name(), body.name(), body.byte()
+                if kind == 2:
+                    mod.shared_memory = bool(data[body.pos] & 2)   # limits flags: 0x02 shared
                 type_index = _import_desc(body, kind)
                 if type_index is not None:
                     functions.append(type_index)
@@ -155,8 +167,20 @@ def parse(data: bytes) -> WasmModule:
     return mod
 
 
-def problems(mod: WasmModule) -> list[str]:
-    """Everything that would make the module unsafe or unusable inside Pyodide's memory."""
+def problems(mod: WasmModule, threaded: bool = False) -> list[str]:
+    """Everything that would make the module unsafe or unusable inside Pyodide's memory (or, `threaded`, on
+    web/threads.js's pool)."""
+    found = _threaded_problems(mod) if threaded else _side_module_problems(mod)
+    for export in EXPORTS:
+        got, want = mod.signatures.get(export.name), export.wasm_type()
+        if got is None:
+            found.append(f"does not export {export.name}")
+        elif got != want:
+            found.append(f"exports {export.name} as {_show(got)}, host_abi says {_show(want)}")
+    return found
+
+
+def _side_module_problems(mod: WasmModule) -> list[str]:
     found = []
     if not mod.sections or mod.sections[0] != _CUSTOM or mod.dylink_memory_size is None:
         found.append("no leading dylink.0 section: not a side module Pyodide's loader can link")
@@ -168,12 +192,21 @@ def problems(mod: WasmModule) -> list[str]:
         if (module, name) not in ALLOWED_IMPORTS:
             why = "a shadow stack inside Pyodide's heap" if name == "__stack_pointer" else "an outside dependency"
             found.append(f"imports {module}.{name} ({kind}): {why}")
-    for export in EXPORTS:
-        got, want = mod.signatures.get(export.name), export.wasm_type()
-        if got is None:
-            found.append(f"does not export {export.name}")
-        elif got != want:
-            found.append(f"exports {export.name} as {_show(got)}, host_abi says {_show(want)}")
+    return found
+
+
+def _threaded_problems(mod: WasmModule) -> list[str]:
+    found = []
+    if mod.imports != [("env", "memory", "memory")]:
+        found.append(f"imports {', '.join(f'{m}.{n} ({k})' for m, n, k in mod.imports) or 'nothing'}: the threaded "
+                     f"build imports its memory and nothing else")
+    elif not mod.shared_memory:
+        found.append("imports a memory that is not shared: the workers could not run on it")
+    kinds = dict(mod.exports)
+    for name, want in POOL_EXPORTS.items():
+        got = mod.signatures.get(name) if want != "global" else kinds.get(name)
+        if got != want:
+            found.append(f"does not export {name} as {want if want == 'global' else _show(want)}")
     return found
 
 
@@ -182,12 +215,14 @@ def _show(sig: Signature) -> str:
 
 
 def check(path: Path) -> WasmModule:
-    """Parse the module at `path`; LoadError naming every problem if it is missing or unsafe."""
+    """Parse the module at `path`; LoadError naming every problem if it is missing or unsafe. A file named
+    for the threaded build (THREADS_MODULE_NAME, or its .tmp while `make` checks it) is held to that build's
+    rules."""
     path = Path(path)
     if not path.is_file():
         raise LoadError(f"{path} is missing: build it with `make setup` (needs Debian's clang and lld)")
     mod = parse(path.read_bytes())
-    found = problems(mod)
+    found = problems(mod, threaded=path.name.removesuffix(".tmp") == THREADS_MODULE_NAME)
     if found:
         raise LoadError(f"{path}: " + "; ".join(found))
     return mod
@@ -196,8 +231,9 @@ def check(path: Path) -> WasmModule:
 def main(argv: list[str]) -> int:
     for arg in argv:
         mod = check(Path(arg))
+        owns = "its own shared memory" if mod.shared_memory else "no data, no stack"
         print(f"{arg}: ok ({len(mod.exports)} exports, host_abi's {len(EXPORTS)} as it types them; imports "
-              f"{', '.join(n for _, n, _ in mod.imports)}; no data, no stack)")
+              f"{', '.join(n for _, n, _ in mod.imports)}; {owns})")
     return 0
 
 

@@ -23,7 +23,7 @@ import pyodide_js
 from pyodide.code import run_js
 from pyodide.ffi import JsException, to_js
 
-from .. import wasm_kernels
+from .. import wasm_kernels, wasm_threads
 from .._version import __version__
 from ..errors import BackendUnavailable, JsHalfMismatch
 
@@ -36,6 +36,8 @@ WEB = Path(__file__).resolve().parents[1] / "web"
 MODULES = {"gpuport_bridge": "bridge.js", "gpuport_idb": "idb.js"}
 WASM_FILES = {"simd128": "gpuport_simd.wasm", "relaxed-simd": "gpuport_simd_relaxed.wasm"}
 WASM_BUILD_ENV = "GPUPORT_WASM_KERNELS"   # start({hostKernels}) sets it: "auto" (default), "simd128", "relaxed-simd", "off"
+THREADS_FILE = "gpuport_simd_threads.wasm"
+THREADS_ENV = "GPUPORT_THREADS"   # start({threads}) sets it: "auto" (default: every core) or a count (1: no pool)
 
 # import() of a blob: URL holding the module's text: it works on the main thread and in module workers (the
 # e2e lanes: Chromium, Firefox, WebKitGTK), and needs no server to hold the files (the wheel does).
@@ -99,6 +101,34 @@ async def _wasm_kernels(choice: str) -> Any:
     return record
 
 
+def threads_wanted(value: str) -> int | None:
+    """The pool size GPUPORT_THREADS asks for: None for "auto" (navigator.hardwareConcurrency), else the count;
+    ValueError naming the variable for anything else."""
+    value = value.strip().lower() or "auto"
+    if value == "auto":
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"{THREADS_ENV} (start({{threads}})) must be \"auto\" or a whole number of threads >= 1, "
+                         f"not {value!r}")
+    return int(value)
+
+
+async def _pool(threads: int | None) -> Any:
+    """web/threads.js's pool of workers on the threaded kernels (or its reason for none)."""
+    starter = await _load("threads.js")
+    if not wasm_kernels.available():   # the one-thread build's sibling: off with it
+        return starter.unavailable(f"no host kernels: {wasm_kernels.reason()}")
+    if threads is None:
+        threads = int(starter.defaultThreads())
+    if threads < 2:
+        return starter.unavailable(f"start({{threads: {threads}}}): one thread")
+    path = WEB / THREADS_FILE
+    if not path.is_file():
+        return starter.unavailable(f"{path} missing from the installed gpuport wheel (it was built before `make setup` "
+                                   f"compiled the kernels)")
+    return await starter.startPool(pyodide_js, _bytes(path), threads)
+
+
 def _bytes(path: Path) -> Any:
     """The file's bytes as a JS Uint8Array of its own (a view of Pyodide's memory could move under it)."""
     data = path.read_bytes()
@@ -118,7 +148,9 @@ async def register() -> None:
             pyodide_js.registerJsModule(name, module)
         check_version(name, module)
     if not wasm_kernels.attached():
-        wasm_kernels.attach(await _wasm_kernels(os.environ.get(WASM_BUILD_ENV, "auto")))
+        choice = os.environ.get(WASM_BUILD_ENV, "auto")
+        wasm_kernels.attach(await _wasm_kernels(choice))
+        wasm_threads.attach(await _pool(threads_wanted(os.environ.get(THREADS_ENV, "auto"))))
 
 
-__all__ = ["WASM_BUILD_ENV", "check_version", "register"]
+__all__ = ["THREADS_ENV", "WASM_BUILD_ENV", "check_version", "register", "threads_wanted"]

@@ -366,7 +366,7 @@ class Llama:
         c = self.config
         t, start = ids.size, cache.length
         cos, sin = ref.rope_angles(np.arange(start, start + t), c.head_dim, c.rope_theta)
-        kernels = hostops.quantized()
+        kernels = hostops.layers()
         logits = None if kernels is None else self._forward_kernels(*kernels, ids, cache, cos, sin)
         if logits is None or not np.isfinite(logits).all():
             x = self.embd.matrix(False).rows(ids)

@@ -22,14 +22,23 @@ MEDIA_TYPES = {".html": "text/html", ".js": "text/javascript", ".mjs": "text/jav
                ".wgsl": "text/plain", ".txt": "text/plain", ".md": "text/markdown", ".map": "application/json"}
 
 
+# Cross-origin isolation, which SharedArrayBuffer (the host kernels' pool of workers) requires.
+ISOLATION = {"Cross-Origin-Opener-Policy": "same-origin", "Cross-Origin-Embedder-Policy": "require-corp"}
+
+
 class _Handler(http.server.SimpleHTTPRequestHandler):
     extensions_map = MEDIA_TYPES
     cors = False
+    isolated = True
 
     def end_headers(self) -> None:
         self.send_header("Cache-Control", "no-cache")
         if self.cors:
             self.send_header("Access-Control-Allow-Origin", "*")
+            self.send_header("Cross-Origin-Resource-Policy", "cross-origin")
+        if self.isolated:
+            for name, value in ISOLATION.items():
+                self.send_header(name, value)
         super().end_headers()
 
     def log_message(self, format: str, *args: Any) -> None:  # quiet: pytest output is for test results
@@ -38,10 +47,12 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
 
 class StaticServer:
     """`root` over HTTP on loopback (a free port unless given), in a daemon thread, until `close()`.
-    cors=True adds `Access-Control-Allow-Origin: *`, so pages on other origins may load the files."""
+    cors=True adds `Access-Control-Allow-Origin: *` (and CORP cross-origin), so pages on other origins may load
+    the files; isolated=True (the default) sends COOP/COEP, so its pages are cross-origin isolated."""
 
-    def __init__(self, root: Path, cors: bool = False, host: str = "127.0.0.1", port: int = 0) -> None:
-        handler = type("Handler", (_Handler,), {"cors": cors})
+    def __init__(self, root: Path, cors: bool = False, host: str = "127.0.0.1", port: int = 0,
+                 isolated: bool = True) -> None:
+        handler = type("Handler", (_Handler,), {"cors": cors, "isolated": isolated})
         self.httpd = http.server.ThreadingHTTPServer((host, port), partial(handler, directory=str(root)))
         self.httpd.daemon_threads = True
         self.url = f"http://{host}:{self.httpd.server_address[1]}/"

@@ -1,0 +1,153 @@
+"""The host kernels on every core of a page: the threaded WebAssembly build on a pool of Web Workers
+(web/threads.js, gpuport.wasm_threads), started by gpuport.open() where the page is cross-origin isolated
+(the dev server sends COOP/COEP).
+
+- Every case of tests/wasm_cases.py runs on the pool's engine in each lane that has one, against the same
+  NumPy references and tolerances as the one-thread build: answers do not depend on the thread count.
+- MiniLM's embeddings and a SmolLM2 generation in a page run their layers on the pool (counted), and equal
+  the one-thread build's within the kernels' tolerance (the same greedy tokens).
+- A page served without COOP/COEP is not isolated: it runs on one thread, says why in rt.info(), and works.
+
+Test ids read `test_threads_parity[<lane>-<case>]`. A lane whose pool did not start fails with the reason it
+gave; nothing is skipped.
+"""
+
+from __future__ import annotations
+
+import pytest
+from test_page_wasm import _page
+from wasm_cases import CASES, IN_PLACE, WASM_ONLY
+
+from gpuport.testing.pages import LanePool, PageSpec
+
+# Lanes whose browsers isolate a page served with COOP/COEP and start workers from Pyodide's worker or the
+# main thread: Chromium (workers and main thread), Firefox (worker). WebKitGTK's cpu lane is checked below.
+THREAD_LANES = ("chromium-cpu", "chromium-webgpu-main", "firefox-webgpu")
+POOL_CASES = [c for c in CASES if c not in WASM_ONLY | IN_PLACE]
+PAIRS = [(lane, case) for lane in THREAD_LANES for case in POOL_CASES]
+
+POOL = """
+import gpuport
+from gpuport import hostops, wasm_threads
+{"available": wasm_threads.available(), "reason": wasm_threads.reason(), "threads": wasm_threads.threads(),
+ "info": rt.info()["host_threads"], "isolated": bool(__import__("js").crossOriginIsolated)}
+"""
+
+
+@pytest.mark.parametrize("lane", THREAD_LANES)
+def test_pool_started(lane_factory, lane):
+    """open() started the pool: one thread per core the browser reports (this machine: 2), and rt.info() says
+    whole layers run there."""
+    got = lane_factory(lane).run(POOL)
+    cores = lane_factory(lane).run("int(__import__('js').navigator.hardwareConcurrency)")
+    assert got["isolated"], f"{lane}: the page is not cross-origin isolated"
+    assert got["available"], f"{lane}: no pool: {got['reason']}"
+    assert got["threads"] == min(16, max(1, cores)), (got, cores)
+    assert got["info"] == {"engine": "wasm-threads", "threads": got["threads"]}, got
+
+
+@pytest.mark.parametrize("lane,case", PAIRS, ids=[f"{lane}-{case}" for lane, case in PAIRS])
+def test_threads_parity(lane_factory, lane, case):
+    page = _page(lane_factory, lane)
+    page.run(f"_previous = wasm_cases.use(__import__('gpuport.wasm_threads', fromlist=['x']))\n"
+             f"try:\n    wasm_cases.run({case!r})\nfinally:\n    wasm_cases.use(_previous)")
+
+
+MINILM = """
+import numpy as np
+from gpuport import hostops, models, wasm_kernels, wasm_threads
+_m = await models.load("minilm-l6-v2", rt)
+_texts = ["a short sentence", "the pool runs every layer of this one on two threads " * 12]
+_before = dict(hostops.calls().get("encoder_layer", {}))
+_pooled = await _m.embed(_texts)
+_after = dict(hostops.calls().get("encoder_layer", {}))
+# the one-thread build, on the same weights: the pool set aside for one call
+_engine = wasm_threads.ENGINE.lib
+wasm_threads.ENGINE.lib = None
+try:
+    _single = await _m.embed(_texts)
+finally:
+    wasm_threads.ENGINE.lib = _engine
+{"pool_layers": _after.get("wasm-threads", 0) - _before.get("wasm-threads", 0),
+ "max_diff": float(np.abs(_pooled - _single).max()), "cos": [float(c) for c in (_pooled * _single).sum(1)]}
+"""
+
+
+def test_minilm_runs_its_layers_on_the_pool(lane_factory):
+    """Both sentences' six layers ran on the pool, and the embeddings equal the one-thread build's: the
+    same kernels, in the same order per row (the pool splits rows and heads, never a sum), so to rounding."""
+    got = lane_factory("chromium-cpu").run(MINILM)
+    assert got["pool_layers"] >= 6, got
+    assert got["max_diff"] <= 1e-5, got
+
+
+LLM = """
+from gpuport import hostops, models, wasm_threads
+_llm = await models.load("smollm2-135m-instruct", rt)
+_prompt = [{"role": "user", "content": "What is the capital of France?"}]
+_before = dict(hostops.calls().get("llama_block", {}))
+_pooled = [t.id async for t in _llm.generate(_prompt, max_new_tokens=12, ignore_eos=True)]
+_after = dict(hostops.calls().get("llama_block", {}))
+_engine = wasm_threads.ENGINE.lib
+wasm_threads.ENGINE.lib = None
+try:
+    _single = [t.id async for t in _llm.generate(_prompt, max_new_tokens=12, ignore_eos=True)]
+finally:
+    wasm_threads.ENGINE.lib = _engine
+{"pool_forwards": _after.get("wasm-threads", 0) - _before.get("wasm-threads", 0), "pooled": _pooled,
+ "single": _single}
+"""
+
+
+def test_generation_decodes_on_the_pool(lane_factory):
+    """A SmolLM2 generation's forwards ran on the pool (its KV cache shadowed in the pool's memory), with the
+    one-thread build's greedy tokens."""
+    got = lane_factory("chromium-cpu").run(LLM)
+    assert got["pool_forwards"] >= 12, got
+    assert got["pooled"] == got["single"], got
+
+
+NOT_ISOLATED = """
+import numpy as np
+from gpuport import hostops, models, wasm_threads
+_m = await models.load("minilm-l6-v2", rt)
+_e = await _m.embed(["one thread still embeds"])
+{"isolated": bool(__import__("js").crossOriginIsolated), "info": rt.info()["host_threads"],
+ "norm": float(np.linalg.norm(_e)), "layers": hostops.calls().get("encoder_layer", {})}
+"""
+
+
+@pytest.fixture(scope="module")
+def plain_server_url():
+    """The dev server without COOP/COEP: its pages are not cross-origin isolated."""
+    from e2e_serve import served
+
+    from gpuport.server import create_app
+
+    yield from served(create_app(isolated=False), "the dev server without isolation")
+
+
+@pytest.mark.parametrize("kind,query", [("chromium-webgpu", "backend=cpu&table=0&precompile=off"),
+                                        ("firefox", "backend=cpu&table=0&precompile=off"),
+                                        ("webkit", "table=0&precompile=off")])
+def test_a_page_without_isolation_runs_on_one_thread_and_says_so(browsers, plain_server_url, kind, query):
+    pool = LanePool(browsers, plain_server_url, {"plain": PageSpec(kind, f"?{query}")})
+    try:
+        got = pool.get("plain").run(NOT_ISOLATED)
+    finally:
+        pool.close()
+    assert not got["isolated"], got
+    assert got["info"]["engine"] == "wasm" and got["info"]["threads"] == 1, got
+    assert "not cross-origin isolated" in got["info"]["reason"], got
+    assert abs(got["norm"] - 1.0) < 1e-4 and got["layers"].get("wasm", 0) >= 6, got
+
+
+def test_webkit_cpu_lane_says_where_its_layers_run(lane_factory):
+    """WebKitGTK's cpu lane: whatever its engine allows (a pool, or one thread with the reason), said truthfully
+    and working; its parity cases are test_page_wasm's."""
+    got = lane_factory("webkit-cpu").run(POOL)
+    if got["available"]:
+        assert got["info"] == {"engine": "wasm-threads", "threads": got["threads"]}, got
+    else:
+        assert got["info"]["threads"] == 1 and got["info"]["reason"] == got["reason"] != "", got
+

@@ -1,0 +1,241 @@
+"""The page's host kernels on every core: the threaded WebAssembly build (gpuport_simd_threads.wasm) on a pool of
+Web Workers (web/threads.js), all sharing one memory of the module's own.
+
+Pyodide's heap cannot be shared with workers, so unlike wasm_kernels (whose kernels read NumPy buffers in
+place) this engine copies: every op of SimdKernels works here, its arrays copied into the pool's memory for
+the call and its results copied back. What lives on is uploaded once, as the device path uploads to the GPU:
+packed matmul weights and a llama block's stored blocks stay in the pool's memory for as long as their arrays
+live, and a KV cache keeps a shadow there whose rows are refreshed from NumPy's (the truth) and written back
+per call. So hostops sends it only whole layers (an encoder layer, a llama block, the head's product), where
+the copies are small beside the work.
+
+Page-only: `attach` takes what web/threads.js's startPool answered (jsmodules.register starts it); anywhere
+else `available()` is False and `reason()` says why. `threads()` is the pool's size, the caller included.
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import Any
+
+import numpy as np
+
+from .errors import OutOfMemory
+from .host_abi import ABI
+from .simd_ops import SimdKernels, linked
+
+_ALIGN = 64
+_NOT_STARTED = ("not started: the threaded kernels exist only in a cross-origin isolated page, where "
+                "gpuport.open() starts their workers (backends/jsmodules.py)")
+
+
+def _span(a: np.ndarray) -> int:
+    """Bytes from an array's first element to the end of its last (a strided view spans its gaps)."""
+    return int(sum((n - 1) * s for n, s in zip(a.shape, a.strides)) + a.itemsize) if a.size else 0
+
+
+def _address(a: np.ndarray) -> int:
+    return a.__array_interface__["data"][0]
+
+
+class Arena:
+    """First-fit allocation of 64-byte aligned blocks in the pool's memory above `start`. `grow(nbytes)`
+    makes the memory at least that large and returns its size (it raises where the memory cannot grow)."""
+
+    def __init__(self, start: int, size: int, grow: Any) -> None:
+        start = -(-start // _ALIGN) * _ALIGN
+        self.grow_to, self.end = grow, size
+        self.free: list[tuple[int, int]] = [(start, size - start)] if size > start else []   # (address, bytes), sorted
+        self.used: dict[int, int] = {}
+
+    def alloc(self, nbytes: int) -> int:
+        """The address of a new block of at least `nbytes`."""
+        need = max(_ALIGN, -(-int(nbytes) // _ALIGN) * _ALIGN)
+        for i, (at, size) in enumerate(self.free):
+            if size >= need:
+                self.free[i:i + 1] = [(at + need, size - need)] if size > need else []
+                self.used[at] = need
+                return at
+        tail = self.free[-1] if self.free and self.free[-1][0] + self.free[-1][1] == self.end else None
+        base = tail[0] if tail else self.end
+        try:
+            new_end = int(self.grow_to(base + need + max(need, 16 << 20)))   # room for the next ones too
+        except Exception as exc:   # the engine's RangeError, as a JsException in a page
+            raise OutOfMemory(f"the thread pool's memory cannot grow past {self.end} bytes to hold {need} more: "
+                              f"{exc}") from None
+        if new_end < base + need:
+            raise OutOfMemory(f"the thread pool's memory cannot grow past {self.end} bytes to hold {need} more")
+        if tail:
+            self.free.pop()
+        self.free.append((base, new_end - base))
+        self.end = new_end
+        return self.alloc(nbytes)
+
+    def release(self, address: int) -> None:
+        """Give a block back (neighbouring free blocks merge)."""
+        size = self.used.pop(address)
+        free = sorted(self.free + [(address, size)])
+        merged: list[tuple[int, int]] = []
+        for at, n in free:
+            if merged and merged[-1][0] + merged[-1][1] == at:
+                merged[-1] = (merged[-1][0], merged[-1][1] + n)
+            else:
+                merged.append((at, n))
+        self.free = merged
+
+    def in_use(self) -> int:
+        """Bytes allocated now."""
+        return sum(self.used.values())
+
+
+class _Block:
+    """A block of the arena, given back when this object is collected."""
+
+    def __init__(self, arena: Arena, nbytes: int) -> None:
+        self.address = arena.alloc(nbytes)
+        weakref.finalize(self, arena.release, self.address)
+
+
+class _Shadow:
+    """A KV cache's copy in the pool's memory: `valid` rows from the start match NumPy's."""
+
+    def __init__(self, arena: Arena, cache: np.ndarray) -> None:
+        self.block, self.valid = _Block(arena, cache.nbytes), 0
+
+
+class PoolKernels(SimdKernels):
+    """SimdKernels on the threaded build: arrays copied into the pool's memory per call (what lives on, kept)."""
+
+    def __init__(self) -> None:
+        super().__init__(None, _NOT_STARTED, name="wasm-threads")
+        self.pool: Any = None
+        self.arena: Arena | None = None
+        self._temps: list[int] = []
+        self._back: list[tuple[int, int, int]] = []   # (NumPy address, pool address, bytes) to copy back
+        self._kept_at: dict[int, tuple[weakref.ref, _Block]] = {}
+        self._shadows: dict[int, tuple[weakref.ref, _Shadow]] = {}
+        self._scratch_block: _Block | None = None
+        self._scratch_bytes = 0
+
+    def attach(self, record: Any) -> None:
+        """Use the pool web/threads.js started (or its reason for starting none)."""
+        self.clear_cache()
+        self._kept_at.clear()
+        self._shadows.clear()
+        self._scratch_block, self._scratch_bytes = None, 0
+        if not record.available:
+            self.lib, self.why, self.pool, self.arena = None, str(record.reason), None, None
+            return
+        self.lib, self.why = linked(record.kernels, "gpuport_simd_threads.wasm")
+        self.pool = record if self.lib is not None else None
+        self.arena = Arena(int(record.arenaStart), int(record.size()), record.grow) if self.pool else None
+
+    def threads(self) -> int:
+        """Threads the pool runs a kernel on (this one and its workers); 1 without a pool."""
+        return int(self.pool.threads) if self.available() else 1
+
+    def memory_bytes(self) -> int:
+        """The size of the pool's memory (it only grows)."""
+        return int(self.pool.size()) if self.available() else 0
+
+    # -- the hooks: copies between NumPy's memory and the pool's --------------------------------------------
+
+    def _need(self) -> Any:
+        # Every op calls this before its first copy: what a call that raised half-way left is dropped, never
+        # copied back into arrays that may be gone.
+        lib = super()._need()
+        self._back.clear()
+        assert self.arena is not None
+        for at in self._temps:
+            self.arena.release(at)
+        self._temps.clear()
+        return lib
+
+    def _temp(self, nbytes: int) -> int:
+        assert self.arena is not None
+        at = self.arena.alloc(nbytes)
+        self._temps.append(at)
+        return at
+
+    def _at(self, a: np.ndarray) -> int:
+        n = _span(a)
+        at = self._temp(n)
+        if n:
+            self.pool.put(at, _address(a), n)
+        return at
+
+    def _out(self, a: np.ndarray) -> int:
+        n = _span(a)
+        at = self._temp(n)
+        self._back.append((_address(a), at, n))
+        return at
+
+    def _io(self, a: np.ndarray) -> int:
+        at = self._at(a)
+        self._back.append((_address(a), at, _span(a)))
+        return at
+
+    def _kept(self, a: np.ndarray) -> int:
+        hit = self._kept_at.get(id(a))
+        if hit is not None and hit[0]() is a:
+            return hit[1].address
+        assert self.arena is not None
+        block = _Block(self.arena, _span(a))
+        self.pool.put(block.address, _address(a), _span(a))
+        kept, key = self._kept_at, id(a)
+        self._kept_at[key] = (weakref.ref(a, lambda _r: kept.pop(key, None)), block)
+        return block.address
+
+    def _rows(self, cache: np.ndarray, start: int, count: int) -> int:
+        hit = self._shadows.get(id(cache))
+        if hit is None or hit[0]() is not cache:
+            assert self.arena is not None
+            shadows, key = self._shadows, id(cache)
+            hit = (weakref.ref(cache, lambda _r: shadows.pop(key, None)), _Shadow(self.arena, cache))
+            shadows[key] = hit
+        shadow, row = hit[1], cache.strides[0]
+        base, at = _address(cache), shadow.block.address
+        # Rows from the last call's start on may have been rewritten in NumPy since (a forward redone there):
+        # NumPy's rows are the truth, the shadow is refreshed from the earliest one that may differ.
+        lo = min(shadow.valid, start)
+        if start > lo:
+            self.pool.put(at + lo * row, base + lo * row, (start - lo) * row)
+        shadow.valid = start
+        self._back.append((base + start * row, at + start * row, count * row))
+        return at
+
+    def _done(self) -> None:
+        for to, frm, n in self._back:
+            if n:
+                self.pool.take(to, frm, n)
+        self._back.clear()
+        assert self.arena is not None
+        for at in self._temps:
+            self.arena.release(at)
+        self._temps.clear()
+
+    def _buffer(self, nfloats: int) -> tuple[Any, int]:
+        assert self.arena is not None
+        block = _Block(self.arena, nfloats * 4)
+        return block, block.address
+
+    def _scratch(self, nfloats: int) -> int:
+        if self._scratch_block is None or self._scratch_bytes < nfloats * 4:
+            assert self.arena is not None
+            self._scratch_block = None   # given back before the larger one is taken
+            self._scratch_bytes = max(nfloats * 4, 2 * self._scratch_bytes)
+            self._scratch_block = _Block(self.arena, self._scratch_bytes)
+        return self._scratch_block.address
+
+
+ENGINE = PoolKernels()
+# The module's API is the engine's, as wasm_kernels' (tests/wasm_cases.py runs on either); _PACKED is for tests.
+_PACKED, OPS = ENGINE.packed, ENGINE.ops
+matmul, gelu, softmax = ENGINE.matmul, ENGINE.gelu, ENGINE.softmax
+layer_norm, attention = ENGINE.layer_norm, ENGINE.attention
+q_matmul, llama_block, llama_layer = ENGINE.q_matmul, ENGINE.llama_block, ENGINE.llama_layer
+available, reason, clear_cache, measure = ENGINE.available, ENGINE.reason, ENGINE.clear_cache, ENGINE.measure
+attach, threads = ENGINE.attach, ENGINE.threads
+
+__all__ = ["ABI", "ENGINE", "OPS", "Arena", "PoolKernels", "attach", "attention", "available", "clear_cache", "gelu",
+           "layer_norm", "llama_block", "llama_layer", "matmul", "measure", "q_matmul", "reason", "softmax", "threads"]
