@@ -126,15 +126,19 @@ def _evaluate(page: Any, script: str, arg: Any, name: str) -> Any:
 
 
 class TjsPage:
-    def __init__(self, browser: Any, url: str, device: str) -> None:
-        self.name = f"tjs-{device}"
+    """transformers.js in a page on `device`; `threads` sets onnxruntime-web's wasm threads (None: its own
+    choice, min(4, ceil(cores / 2)) in an isolated page: 1 on 2 cores)."""
+
+    def __init__(self, browser: Any, url: str, device: str, threads: int | None = None) -> None:
+        self.name = f"tjs-{device}" + (f"-{threads}t" if threads else "")
         self.blocked: list[str] = []
         self.context = browser.new_context()
         _offline(self.context, [url + "/"], self.blocked)
         self.page = self.context.new_page()
         self.page.goto(f"{url}/index.html")
         self.page.wait_for_function("window.tjsReady === true", timeout=120_000)
-        self.info = _evaluate(self.page, "(d) => window.tjsLoad({device: d})", device, self.name)
+        self.info = _evaluate(self.page, "([d, t]) => window.tjsLoad({device: d, threads: t})", [device, threads],
+                              self.name)
 
     def call(self, case: str, texts: list[str], embeddings: bool) -> dict[str, Any]:
         return _evaluate(self.page, "([k, e]) => window.tjsEmbed(k, e)", [case, embeddings], self.name)
@@ -165,14 +169,19 @@ _i = rt.info()
 
 
 class GpuportPage:
-    def __init__(self, browser: Any, url: str, backend: str, texts: dict[str, list[str]]) -> None:
-        self.name = f"gpuport-{backend}"
+    """gpuport's page on `backend`; `threads` is start({threads}) (None: its default, every core where the page
+    is cross-origin isolated)."""
+
+    def __init__(self, browser: Any, url: str, backend: str, texts: dict[str, list[str]],
+                 threads: int | None = None) -> None:
+        self.name = f"gpuport-{backend}" + (f"-{threads}-thread" if threads else "")
         self.blocked: list[str] = []
         self.context = browser.new_context()
         _offline(self.context, [url + "/"], self.blocked)
         self.page = self.context.new_page()
         # precompile off: warm-ups build the pipelines each case needs, and nothing runs in the background
-        query = "table=0&precompile=off" + ("" if backend == "auto" else f"&backend={backend}")
+        query = ("table=0&precompile=off" + ("" if backend == "auto" else f"&backend={backend}")
+                 + (f"&threads={threads}" if threads else ""))
         self.page.goto(f"{url}/?{query}")
         self.info = self._run(GP_LOAD.format(texts=json.dumps(texts)))
 

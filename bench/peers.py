@@ -1,8 +1,8 @@
 """MiniLM-L6 embeddings: gpuport against what a user would pick instead, in one run, interleaved.
 
 - pages (Chromium on SwiftShader, Firefox ESR on lavapipe): transformers.js (npm, onnxruntime-web, on the
-  fp32 ONNX export of the same weights; wasm and webgpu) against gpuport auto (the
-  default), cpu and webgpu, each in its own page of the same browser;
+  fp32 ONNX export of the same weights; wasm at its default threads and at 2, and webgpu) against gpuport auto
+  (the default), cpu and webgpu, each in its own page of the same browser;
 - native: sentence-transformers (torch CPU) against gpuport auto and cpu, at 1 and at 2 threads (each
   system a worker process whose thread count is fixed by its environment).
 
@@ -109,6 +109,8 @@ def main() -> int:
                     help="idle seconds before each call: the previous system's OpenMP/OpenBLAS threads stop spinning")
     ap.add_argument("--no-tjs-webgpu", dest="tjs_webgpu", action="store_false",
                     help="skip transformers.js on WebGPU (its slowest device on these software adapters)")
+    ap.add_argument("--one-thread", action="store_true",
+                    help="also gpuport's default page on one thread (start({threads: 1})): what its pool buys")
     ap.add_argument("--bench-dir", default=str(ROOT / ".cache" / "bench"))
     ap.add_argument("--out", default=None, help="JSON path (default bench/results/peers[-quick].json)")
     args = ap.parse_args()
@@ -193,9 +195,14 @@ def main() -> int:
                     systems = []
                     for device in ("wasm", "webgpu") if args.tjs_webgpu else ("wasm",):
                         systems += start(lambda: TjsPage(browser, tjs_url, device), f"tjs-{device}", failures, log)
+                    # what a user's machine shows: onnxruntime-web asked for 2 threads (it picks 1 on 2 cores)
+                    systems += start(lambda: TjsPage(browser, tjs_url, "wasm", 2), "tjs-wasm-2t", failures, log)
                     for backend in ("auto", "cpu", "webgpu"):
                         systems += start(lambda: GpuportPage(browser, gp_url, backend, texts), f"gpuport-{backend}",
                                          failures, log)
+                    if args.one_thread:   # gpuport's default before its pool of workers, in the same run
+                        systems += start(lambda: GpuportPage(browser, gp_url, "auto", texts, threads=1),
+                                         "gpuport-auto-1-thread", failures, log)
                     out = run_lane(lane, systems, texts, args, log)
                     for s in systems:
                         s.close()

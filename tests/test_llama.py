@@ -62,7 +62,7 @@ def model(request) -> tuple[str, Llama]:
 def llm(model, monkeypatch) -> Llama:
     """The model; under "cpu-numpy" its host forward runs as where no SIMD kernels are linked (for this test only)."""
     if model[0] == "cpu-numpy":
-        monkeypatch.setattr(hostops, "quantized", lambda: None)
+        monkeypatch.setattr(hostops, "layers", lambda: None)
     return model[1]
 
 

@@ -15,8 +15,9 @@ async function adapterInfo() {
   return { vendor: i.vendor, architecture: i.architecture, description: i.description };
 }
 
-window.tjsLoad = async ({ device }) => {
+window.tjsLoad = async ({ device, threads = null }) => {
   texts = await (await fetch("texts.json")).json();
+  if (threads) env.backends.onnx.wasm.numThreads = threads;   // before the first session is created
   const t = performance.now();
   extractor = await pipeline("feature-extraction", "all-MiniLM-L6-v2", { device, dtype: "fp32" });
   return { device, load_ms: performance.now() - t, transformers_js: env.version,

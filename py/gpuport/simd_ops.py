@@ -186,6 +186,10 @@ class SimdKernels:
         it writes."""
         return _addr(cache)
 
+    def rows_changed(self, cache: np.ndarray) -> None:
+        """NumPy rewrote rows of a KV cache that llama_layer wrote (a forward redone there): kernels that read
+        it in place need nothing; a copy of it elsewhere is refreshed."""
+
     def _done(self) -> None:
         """After a kernel call: what _out, _io and _rows stand for holds the kernel's results."""
 
@@ -434,7 +438,7 @@ class SimdKernels:
         a = block.addresses
         scratch = self._scratch(int(lib.gp_llama_scratch(t, start + t, block.dim, block.ffn, threads)))
         lib.gp_llama_layer(self._io(x), t, start, block.dim, block.heads, block.kv_heads, block.ffn, block.eps,
-                           self._at(cos), self._at(sin), *a, block.kind_id, self._rows(k_cache, start, t),
+                           *((self._kept if immutable(c) else self._at)(c) for c in (cos, sin)), *a, block.kind_id, self._rows(k_cache, start, t),
                            self._rows(v_cache, start, t), scratch, threads)
         self._done()
 

@@ -5,8 +5,8 @@ Pyodide's heap cannot be shared with workers, so unlike wasm_kernels (whose kern
 place) this engine copies: every op of SimdKernels works here, its arrays copied into the pool's memory for
 the call and its results copied back. What lives on is uploaded once, as the device path uploads to the GPU:
 packed matmul weights and a llama block's stored blocks stay in the pool's memory for as long as their arrays
-live, and a KV cache keeps a shadow there whose rows are refreshed from NumPy's (the truth) and written back
-per call. So hostops sends it only whole layers (an encoder layer, a llama block, the head's product), where
+live, and a KV cache keeps a shadow there: the rows a call writes go back to NumPy's arrays (the truth), rows
+it has not written come from them, and a model that rewrites rows in NumPy says so (rows_changed). So hostops sends it only whole layers (an encoder layer, a llama block, the head's product), where
 the copies are small beside the work.
 
 Page-only: `attach` takes what web/threads.js's startPool answered (jsmodules.register starts it); anywhere
@@ -31,6 +31,8 @@ _NOT_STARTED = ("not started: the threaded kernels exist only in a cross-origin 
 
 def _span(a: np.ndarray) -> int:
     """Bytes from an array's first element to the end of its last (a strided view spans its gaps)."""
+    if a.flags.c_contiguous:
+        return a.nbytes
     return int(sum((n - 1) * s for n, s in zip(a.shape, a.strides)) + a.itemsize) if a.size else 0
 
 
@@ -100,7 +102,7 @@ class _Shadow:
     """A KV cache's copy in the pool's memory: `valid` rows from the start match NumPy's."""
 
     def __init__(self, arena: Arena, cache: np.ndarray) -> None:
-        self.block, self.valid = _Block(arena, cache.nbytes), 0
+        self.block, self.block_bytes, self.valid = _Block(arena, cache.nbytes), cache.nbytes, 0
 
 
 class PoolKernels(SimdKernels):
@@ -110,12 +112,18 @@ class PoolKernels(SimdKernels):
         super().__init__(None, _NOT_STARTED, name="wasm-threads")
         self.pool: Any = None
         self.arena: Arena | None = None
-        self._temps: list[int] = []
+        # Per call: copies go to one block, bump-allocated and reset by _done (an arena allocation per copy cost
+        # tens of microseconds in Pyodide, hundreds per decode step); a call needing more spills into blocks of
+        # its own, and the next call's block is as large as this one's peak.
+        self._temps: list[_Block] = []
+        self._temp_block: _Block | None = None
+        self._temp_size = self._temp_used = self._temp_peak = 0
         self._back: list[tuple[int, int, int]] = []   # (NumPy address, pool address, bytes) to copy back
         self._kept_at: dict[int, tuple[weakref.ref, _Block]] = {}
         self._shadows: dict[int, tuple[weakref.ref, _Shadow]] = {}
         self._scratch_block: _Block | None = None
         self._scratch_bytes = 0
+        self.cap: int | None = None
 
     def attach(self, record: Any) -> None:
         """Use the pool web/threads.js started (or its reason for starting none)."""
@@ -123,6 +131,8 @@ class PoolKernels(SimdKernels):
         self._kept_at.clear()
         self._shadows.clear()
         self._scratch_block, self._scratch_bytes = None, 0
+        self._temps.clear()
+        self._temp_block, self._temp_size, self._temp_used, self._temp_peak = None, 0, 0, 0
         if not record.available:
             self.lib, self.why, self.pool, self.arena = None, str(record.reason), None, None
             return
@@ -131,8 +141,17 @@ class PoolKernels(SimdKernels):
         self.arena = Arena(int(record.arenaStart), int(record.size()), record.grow) if self.pool else None
 
     def threads(self) -> int:
-        """Threads the pool runs a kernel on (this one and its workers); 1 without a pool."""
-        return int(self.pool.threads) if self.available() else 1
+        """Threads the pool runs a kernel on (this one and its workers, at most use_threads'); 1 without a pool."""
+        if not self.available():
+            return 1
+        return min(int(self.pool.threads), self.cap or int(self.pool.threads))
+
+    def use_threads(self, n: int | None) -> None:
+        """Run layers on at most `n` of the pool's threads from now on (None: all of them): to measure what the
+        pool buys, or to leave cores to the page."""
+        if n is not None and int(n) < 1:
+            raise ValueError(f"use_threads: at least 1 thread, not {n}")
+        self.cap = None if n is None else int(n)
 
     def memory_bytes(self) -> int:
         """The size of the pool's memory (it only grows)."""
@@ -145,17 +164,30 @@ class PoolKernels(SimdKernels):
         # copied back into arrays that may be gone.
         lib = super()._need()
         self._back.clear()
-        assert self.arena is not None
-        for at in self._temps:
-            self.arena.release(at)
-        self._temps.clear()
+        self._reset_temps()
         return lib
 
     def _temp(self, nbytes: int) -> int:
+        need = -(-nbytes // _ALIGN) * _ALIGN
+        self._temp_peak += need
+        if self._temp_used + need <= self._temp_size:
+            assert self._temp_block is not None
+            at = self._temp_block.address + self._temp_used
+            self._temp_used += need
+            return at
         assert self.arena is not None
-        at = self.arena.alloc(nbytes)
-        self._temps.append(at)
-        return at
+        spill = _Block(self.arena, need)
+        self._temps.append(spill)
+        return spill.address
+
+    def _reset_temps(self) -> None:
+        self._temps.clear()
+        if self._temp_peak > self._temp_size:
+            assert self.arena is not None
+            self._temp_block = None   # given back before the larger one is taken
+            self._temp_size = max(self._temp_peak, 2 * self._temp_size)
+            self._temp_block = _Block(self.arena, self._temp_size)
+        self._temp_used = self._temp_peak = 0
 
     def _at(self, a: np.ndarray) -> int:
         n = _span(a)
@@ -187,32 +219,41 @@ class PoolKernels(SimdKernels):
         return block.address
 
     def _rows(self, cache: np.ndarray, start: int, count: int) -> int:
-        hit = self._shadows.get(id(cache))
-        if hit is None or hit[0]() is not cache:
+        # Keyed by the array the cache views and where it starts: a model passes a fresh view of the same
+        # layer's rows every step.
+        root = cache
+        while isinstance(root.base, np.ndarray):
+            root = root.base
+        key = (id(root), _address(cache))
+        hit = self._shadows.get(key)
+        if hit is None or hit[0]() is not root or hit[1].block_bytes != cache.nbytes:
             assert self.arena is not None
-            shadows, key = self._shadows, id(cache)
-            hit = (weakref.ref(cache, lambda _r: shadows.pop(key, None)), _Shadow(self.arena, cache))
+            shadows = self._shadows
+            hit = (weakref.ref(root, lambda _r: shadows.pop(key, None)), _Shadow(self.arena, cache))
             shadows[key] = hit
         shadow, row = hit[1], cache.strides[0]
         base, at = _address(cache), shadow.block.address
-        # Rows from the last call's start on may have been rewritten in NumPy since (a forward redone there):
-        # NumPy's rows are the truth, the shadow is refreshed from the earliest one that may differ.
+        # Rows before `start` the kernel reads: the shadow holds them up to `valid` (rows it wrote, and that
+        # went back to NumPy; rows_changed() forgets them when NumPy rewrites its own).
         lo = min(shadow.valid, start)
         if start > lo:
             self.pool.put(at + lo * row, base + lo * row, (start - lo) * row)
-        shadow.valid = start
+        shadow.valid = start + count
         self._back.append((base + start * row, at + start * row, count * row))
         return at
+
+    def rows_changed(self, cache: np.ndarray) -> None:
+        for key, (ref, shadow) in list(self._shadows.items()):
+            root = ref()
+            if root is not None and np.may_share_memory(root, cache):
+                shadow.valid = 0
 
     def _done(self) -> None:
         for to, frm, n in self._back:
             if n:
                 self.pool.take(to, frm, n)
         self._back.clear()
-        assert self.arena is not None
-        for at in self._temps:
-            self.arena.release(at)
-        self._temps.clear()
+        self._reset_temps()
 
     def _buffer(self, nfloats: int) -> tuple[Any, int]:
         assert self.arena is not None
@@ -235,7 +276,7 @@ matmul, gelu, softmax = ENGINE.matmul, ENGINE.gelu, ENGINE.softmax
 layer_norm, attention = ENGINE.layer_norm, ENGINE.attention
 q_matmul, llama_block, llama_layer = ENGINE.q_matmul, ENGINE.llama_block, ENGINE.llama_layer
 available, reason, clear_cache, measure = ENGINE.available, ENGINE.reason, ENGINE.clear_cache, ENGINE.measure
-attach, threads = ENGINE.attach, ENGINE.threads
+attach, threads, use_threads = ENGINE.attach, ENGINE.threads, ENGINE.use_threads
 
 __all__ = ["ABI", "ENGINE", "OPS", "Arena", "PoolKernels", "attach", "attention", "available", "clear_cache", "gelu",
-           "layer_norm", "llama_block", "llama_layer", "matmul", "measure", "q_matmul", "reason", "softmax", "threads"]
+           "layer_norm", "llama_block", "llama_layer", "matmul", "measure", "q_matmul", "reason", "softmax", "threads", "use_threads"]

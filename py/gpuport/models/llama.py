@@ -369,6 +369,9 @@ class Llama:
         kernels = hostops.layers()
         logits = None if kernels is None else self._forward_kernels(*kernels, ids, cache, cos, sin)
         if logits is None or not np.isfinite(logits).all():
+            if kernels is not None:   # the blocks below rewrite the rows the kernels wrote
+                kernels[0].rows_changed(cache.k)
+                kernels[0].rows_changed(cache.v)
             x = self.embd.matrix(False).rows(ids)
             for i, layer in enumerate(self._host_weights()):
                 x = ref.block(x, layer, i, cache, cos, sin, c)
@@ -390,7 +393,8 @@ class Llama:
                                    tuple(m[f"blk.{i}.{n}.weight"].raw for n in MATRICES), m[f"blk.{i}.attn_q.weight"].kind,
                                    heads=c.n_heads, kv_heads=c.n_kv_heads, eps=c.eps) for i in range(c.n_layers)]
         x = np.ascontiguousarray(self.embd.matrix(False).rows(ids), dtype=np.float32)
-        cos, sin = np.ascontiguousarray(cos, np.float32), np.ascontiguousarray(sin, np.float32)
+        cos, sin = np.array(cos, np.float32), np.array(sin, np.float32)
+        cos.flags.writeable = sin.flags.writeable = False   # every block reads them: an engine may keep one copy
         rows = cache.k.shape[1]
         for i, block in enumerate(blocks):
             engine.llama_layer(x, cache.length, cos, sin, block, cache.k[i].reshape(rows, -1),

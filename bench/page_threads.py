@@ -1,0 +1,128 @@
+"""What the page's pool of workers buys: the threaded host kernels (gpuport.wasm_threads) on 1 and on 2 threads,
+and the one-thread build (wasm_kernels, NumPy's memory in place), on the same page and weights, interleaved.
+
+Per browser (Chromium, Firefox), one cross-origin isolated page of the dev server, backend cpu:
+- MiniLM's host forward of one 256-token text (`model.embed`; 6 encoder layers, one kernel call each), and of one
+  short sentence (median of 5);
+- a SmolLM2 decode step (median seconds per token over a greedy generation after its first token; 30 llama
+  blocks and the head per step).
+Each repetition runs every configuration once, in rotated order; medians. The figures are ratios within the
+run: pool on 2 threads / pool on 1 thread (the scaling), and pool on 2 threads / the one-thread build (what the
+page's default gains). Prints the table, writes bench/results/page_threads.json and a PNG.
+
+Run under the lock: flock /tmp/gpuport-heavy.lock .venv/bin/python bench/page_threads.py [--browsers chromium]
+[--reps 7] [--tokens 24]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _harness import dev_server, draw_chart, write_result  # noqa: E402
+from page_minilm import PARA, SHORT, launch  # noqa: E402
+
+CONFIGS = {"pool, 2 threads": 2, "pool, 1 thread": 1, "one-thread build": 0}
+
+LOAD = """
+from gpuport import models, wasm_threads
+model = await models.load("minilm-l6-v2", rt)
+llm = await models.load("smollm2-135m-instruct", rt)
+ids = llm.prompt_ids([{{"role": "user", "content": "Tell me about the history of the printing press."}}])
+_engine = wasm_threads.ENGINE.lib
+def use(n):
+    # 0: the one-thread build (the pool set aside); else the pool on n threads
+    wasm_threads.ENGINE.lib = _engine if n else None
+    wasm_threads.use_threads(n or None)
+_long = [{para!r} * 8]
+_short = [{short!r}]
+for _n in (2, 1, 0):   # warm each: packed weights, uploads, the engines' tiers
+    use(_n)
+    await model.embed(_long)
+    [t async for t in llm.generate(ids, max_new_tokens=4, ignore_eos=True)]
+use(2)
+{{"threads": wasm_threads.threads(), "reason": wasm_threads.reason(), "backend": rt.backend,
+  "prompt_tokens": len(ids)}}
+"""
+
+ONE = """
+import time
+use({n})
+_t = time.perf_counter()
+await model.embed(_long)
+_embed = time.perf_counter() - _t
+_shorts = []
+for _ in range(5):
+    _t = time.perf_counter()
+    await model.embed(_short)
+    _shorts.append(time.perf_counter() - _t)
+_times, _t = [], time.perf_counter()
+async for _tok in llm.generate(ids, max_new_tokens={tokens}, ignore_eos=True):
+    _times.append(time.perf_counter() - _t)
+_steps = sorted(b - a for a, b in zip(_times[1:], _times[2:]))
+use(2)
+{{"embed_s": _embed, "short_s": sorted(_shorts)[2], "decode_step_s": _steps[len(_steps) // 2], "ttft_s": _times[0]}}
+"""
+
+
+def bench_browser(pw, browser: str, url: str, reps: int, tokens: int) -> dict:
+    b = launch(pw, browser)
+    try:
+        page = b.new_page()
+        page.goto(url + "/?backend=cpu&table=0&precompile=off")
+        run = lambda src: page.evaluate("async (s) => (await window.gpuportReady).runPython(s)", src)  # noqa: E731
+        info = run(LOAD.format(para=PARA, short=SHORT))
+        print(f"{browser}: {info}", flush=True)
+        if info["threads"] < 2:
+            raise SystemExit(f"{browser}: no pool of 2 threads in this page: {info['reason']}")
+        runs: dict[str, list[dict]] = {name: [] for name in CONFIGS}
+        names = list(CONFIGS)
+        for r in range(reps):
+            for name in names[r % len(names):] + names[:r % len(names)]:
+                runs[name].append(run(ONE.format(n=CONFIGS[name], tokens=tokens)))
+            print(f"  rep {r}: " + ", ".join(f"{k} {v[-1]['embed_s'] * 1e3:.0f} ms / {v[-1]['decode_step_s'] * 1e3:.1f} "
+                                              f"ms" for k, v in runs.items()), flush=True)
+        med = {name: {key: statistics.median(x[key] for x in rs) for key in rs[0]} for name, rs in runs.items()}
+        two, one, build = (med[n] for n in CONFIGS)
+        return {"info": info, "runs": runs, "medians": med,
+                "scaling": {"embed_256": one["embed_s"] / two["embed_s"], "embed_short": one["short_s"] / two["short_s"],
+                            "decode_step": one["decode_step_s"] / two["decode_step_s"]},
+                "vs_one_thread_build": {"embed_256": build["embed_s"] / two["embed_s"],
+                                        "embed_short": build["short_s"] / two["short_s"],
+                                        "decode_step": build["decode_step_s"] / two["decode_step_s"]}}
+    finally:
+        b.close()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--browsers", default="chromium,firefox")
+    ap.add_argument("--reps", type=int, default=7)
+    ap.add_argument("--tokens", type=int, default=24)
+    args = ap.parse_args()
+    from playwright.sync_api import sync_playwright
+
+    results = {}
+    with dev_server() as url, sync_playwright() as pw:
+        for browser in args.browsers.split(","):
+            results[browser] = bench_browser(pw, browser, url, args.reps, args.tokens)
+    print(f"\n{'browser':<10} {'config':<18} {'1 sentence ms':>14} {'256 tokens ms':>14} {'decode step ms':>15}")
+    for browser, res in results.items():
+        for name, m in res["medians"].items():
+            print(f"{browser:<10} {name:<18} {m['short_s'] * 1e3:>14.1f} {m['embed_s'] * 1e3:>14.1f} "
+                  f"{m['decode_step_s'] * 1e3:>15.2f}")
+        s, v = res["scaling"], res["vs_one_thread_build"]
+        print(f"{browser:<10} 2 threads / 1 thread: 1 sentence {s['embed_short']:.2f}x, 256 tokens {s['embed_256']:.2f}x, "
+              f"decode step {s['decode_step']:.2f}x; vs the one-thread build: {v['embed_short']:.2f}x, "
+              f"{v['embed_256']:.2f}x, {v['decode_step']:.2f}x")
+    path = write_result("page_threads", {"reps": args.reps, "tokens": args.tokens, "browsers": results})
+    print(draw_chart(Path(__file__).with_name("_threads_chart.py"), path, path.with_suffix(".png")))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
