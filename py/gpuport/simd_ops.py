@@ -384,7 +384,9 @@ class SimdKernels:
                  ) -> np.ndarray:
         """x (M, K) @ W^T for W (N, K) = shape stored as ggml `kind` blocks (Q4_1, Q8_0) in `raw` (uint8, as the
         GGUF holds them, read in place): x quantized to 8-bit blocks, integer dot products (quant.q8_matmul_ref
-        is what it computes). Natively over `threads` threads of the library's pool."""
+        is what it computes). Natively over `threads` threads of the library's pool. `raw` is a model's weight: an
+        engine that copies it (wasm_threads) keeps the copy while the array lives, so a changed weight is a new
+        array, as for llama_block."""
         lib = self._need()
         n, k = shape
         x32 = _f32(x)
@@ -395,7 +397,7 @@ class SimdKernels:
             raise ValueError(f"q_matmul: {raw.size} bytes of {raw.dtype} for a {kind} {shape} weight")
         m = x32.shape[0]
         out = np.empty((m, n), np.float32)
-        lib.gp_q_matmul(self._at(x32), m, k, (self._kept if immutable(raw) else self._at)(raw), GGML_TYPE_IDS[kind],
+        lib.gp_q_matmul(self._at(x32), m, k, self._kept(raw), GGML_TYPE_IDS[kind],
                         n, self._out(out), n, self._scratch(int(lib.gp_q_scratch(m, k))), max(1, int(threads)))
         self._done()
         return out
@@ -403,7 +405,8 @@ class SimdKernels:
     def llama_block(self, norms: tuple[np.ndarray, np.ndarray], weights: tuple[np.ndarray, ...], kind: str, *,
                     heads: int, kv_heads: int, eps: float) -> "LlamaBlock":
         """One llama block's weights checked once for llama_layer: norms (attn_norm, ffn_norm), the stored bytes of
-        wq, wk, wv, wo, w_gate, w_up, w_down (all ggml `kind`). ValueError when their shapes do not fit together."""
+        wq, wk, wv, wo, w_gate, w_up, w_down (all ggml `kind`). ValueError when their shapes do not fit together.
+        The arrays must not change afterwards: an engine that copies them (wasm_threads) keeps its copies."""
         dim = norms[0].size
         hd = dim // max(heads, 1)
         ffn = weights[4].size // row_bytes(kind, dim) if kind in Q_KINDS and dim % QK == 0 else 0
