@@ -3,7 +3,8 @@ and the one-thread build (wasm_kernels, NumPy's memory in place), on the same pa
 
 Per browser (Chromium, Firefox), one cross-origin isolated page of the dev server, backend cpu:
 - MiniLM's host forward of one 256-token text (`model.embed`; 6 encoder layers, one kernel call each), and of one
-  short sentence (median of 5);
+  short sentence (median of 5; the pool takes it here, where the default leaves it on one thread:
+  hostops.POOL_MIN_ROWS);
 - a SmolLM2 decode step (median seconds per token over a greedy generation after its first token; 30 llama
   blocks and the head per step).
 Each repetition runs every configuration once, in rotated order; medians. The figures are ratios within the
@@ -29,7 +30,8 @@ from page_minilm import PARA, SHORT, launch  # noqa: E402
 CONFIGS = {"pool, 2 threads": 2, "pool, 1 thread": 1, "one-thread build": 0}
 
 LOAD = """
-from gpuport import models, wasm_threads
+from gpuport import hostops, models, wasm_threads
+hostops.POOL_MIN_ROWS = 0   # the pool itself at every size: what the default's threshold is measured by
 model = await models.load("minilm-l6-v2", rt)
 llm = await models.load("smollm2-135m-instruct", rt)
 ids = llm.prompt_ids([{{"role": "user", "content": "Tell me about the history of the printing press."}}])

@@ -109,6 +109,8 @@ def main() -> int:
                     help="idle seconds before each call: the previous system's OpenMP/OpenBLAS threads stop spinning")
     ap.add_argument("--no-tjs-webgpu", dest="tjs_webgpu", action="store_false",
                     help="skip transformers.js on WebGPU (its slowest device on these software adapters)")
+    ap.add_argument("--gpuport-backends", default="auto,cpu,webgpu",
+                    help="gpuport's pages to run (webgpu on these software adapters takes seconds a call)")
     ap.add_argument("--one-thread", action="store_true",
                     help="also gpuport's default page on one thread (start({threads: 1})): what its pool buys")
     ap.add_argument("--bench-dir", default=str(ROOT / ".cache" / "bench"))
@@ -197,7 +199,7 @@ def main() -> int:
                         systems += start(lambda: TjsPage(browser, tjs_url, device), f"tjs-{device}", failures, log)
                     # what a user's machine shows: onnxruntime-web asked for 2 threads (it picks 1 on 2 cores)
                     systems += start(lambda: TjsPage(browser, tjs_url, "wasm", 2), "tjs-wasm-2t", failures, log)
-                    for backend in ("auto", "cpu", "webgpu"):
+                    for backend in args.gpuport_backends.split(","):
                         systems += start(lambda: GpuportPage(browser, gp_url, backend, texts), f"gpuport-{backend}",
                                          failures, log)
                     if args.one_thread:   # gpuport's default before its pool of workers, in the same run

@@ -57,10 +57,13 @@ MINILM = """
 import numpy as np
 from gpuport import hostops, models, wasm_kernels, wasm_threads
 _m = await models.load("minilm-l6-v2", rt)
-_texts = ["a short sentence", "the pool runs every layer of this one on two threads " * 12]
+_texts = ["a short sentence", "the pool runs every layer of this one on two threads " * 12]   # >= POOL_MIN_ROWS
 _before = dict(hostops.calls().get("encoder_layer", {}))
 _pooled = await _m.embed(_texts)
 _after = dict(hostops.calls().get("encoder_layer", {}))
+_before_short = dict(hostops.calls().get("encoder_layer", {}))
+await _m.embed(["short"])
+_short = dict(hostops.calls().get("encoder_layer", {}))
 # the one-thread build, on the same weights: the pool set aside for one call
 _engine = wasm_threads.ENGINE.lib
 wasm_threads.ENGINE.lib = None
@@ -69,15 +72,17 @@ try:
 finally:
     wasm_threads.ENGINE.lib = _engine
 {"pool_layers": _after.get("wasm-threads", 0) - _before.get("wasm-threads", 0),
+ "short_on_one_thread": _short.get("wasm", 0) - _before_short.get("wasm", 0),
  "max_diff": float(np.abs(_pooled - _single).max()), "cos": [float(c) for c in (_pooled * _single).sum(1)]}
 """
 
 
 def test_minilm_runs_its_layers_on_the_pool(lane_factory):
-    """Both sentences' six layers ran on the pool, and the embeddings equal the one-thread build's: the
-    same kernels, in the same order per row (the pool splits rows and heads, never a sum), so to rounding."""
+    """The batch's six layers ran on the pool (its padded rows are past hostops.POOL_MIN_ROWS; a lone short
+    sentence stays on the one-thread build), and the embeddings equal the one-thread build's: the same kernels,
+    in the same order per row (the pool splits rows and heads, never a sum), so to rounding."""
     got = lane_factory("chromium-cpu").run(MINILM)
-    assert got["pool_layers"] >= 6, got
+    assert got["pool_layers"] >= 6 and got["short_on_one_thread"] >= 6, got
     assert got["max_diff"] <= 1e-5, got
 
 
