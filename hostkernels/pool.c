@@ -169,6 +169,16 @@ void gp_pool_worker(int slot) {
   }
 }
 
+/* Wakes sleeping workers without a job, to spin for the next one: called as a batch of layers begins, so a
+ * worker's wake-up (a futex, an idle virtual CPU: up to milliseconds here) overlaps the caller's own work
+ * instead of the first phase. */
+GP_EXPORT(gp_pool_wake)
+void gp_pool_wake(void);
+void gp_pool_wake(void) {
+  __atomic_fetch_add(&generation, 1, __ATOMIC_ACQ_REL);
+  __builtin_wasm_memory_atomic_notify(&generation, MAX_WORKERS);
+}
+
 /* Workers that have joined the pool: web/threads.js waits for all it started before it reports them. */
 GP_EXPORT(gp_pool_workers)
 int gp_pool_workers(void);

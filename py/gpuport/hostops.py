@@ -395,6 +395,13 @@ def layers(rows: int | None = None) -> tuple[SimdKernels, int] | None:
     return None if engine is None else (engine, _BLAS_THREADS)
 
 
+def wake_layers() -> None:
+    """A model call that may run whole layers begins: wake the page's pool now, so its workers are spinning by
+    the first layer (their wake-up overlaps tokenizing and embedding); nothing where there is no pool."""
+    if IN_PYODIDE:
+        wasm_threads.ENGINE.wake()
+
+
 def layer_threads() -> dict[str, Any]:
     """What layers() chose, for reports: {"engine", "threads"}, plus "reason" where a page runs them on one
     thread (not cross-origin isolated, threads: 1, no workers)."""

@@ -146,6 +146,12 @@ class PoolKernels(SimdKernels):
             return 1
         return min(int(self.pool.threads), self.cap or int(self.pool.threads))
 
+    def wake(self) -> None:
+        """Wake the pool's sleeping workers to spin for the next job: before a batch of layers, so that their
+        wake-up overlaps this thread's work rather than the first layer's first phase."""
+        if self.available():
+            self.lib.gp_pool_wake()
+
     def use_threads(self, n: int | None) -> None:
         """Run layers on at most `n` of the pool's threads from now on (None: all of them): to measure what the
         pool buys, or to leave cores to the page."""

@@ -363,6 +363,7 @@ class Llama:
         8-bit activations, tests/test_llama.py's tolerance); NumPy's float32 steps of llama_ref elsewhere, and
         for a forward whose kernel logits are not all finite (NumPy owns the IEEE cases)."""
         t0 = time.perf_counter()
+        hostops.wake_layers()
         c = self.config
         t, start = ids.size, cache.length
         cos, sin = ref.rope_angles(np.arange(start, start + t), c.head_dim, c.rope_theta)
