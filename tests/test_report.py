@@ -105,3 +105,15 @@ def test_small_limits_are_reported():
     codes = [p["code"] for p in find_problems(info)]
     assert "limit-maxStorageBufferBindingSize" in codes
     assert "| maxStorageBufferBindingSize | 1,048,576 |" in render(build_report(info), "markdown")
+
+
+def test_a_page_on_one_thread_says_why_and_what_to_do():
+    info = {"backend": "cpu", "tier": "cpu", "detected_tier": "cpu", "note": "",
+            "host_threads": {"engine": "wasm", "threads": 1, "reason": "the page is not cross-origin isolated"}}
+    problem = next(p for p in find_problems(info) if p["code"] == "host-one-thread")
+    assert "not cross-origin isolated" in problem["message"] and "Cross-Origin-Embedder-Policy" in problem["recommendation"]
+    text = render(build_report(info), "markdown")
+    assert "- **host threads**: whole layers on wasm, 1 thread (the page is not cross-origin isolated)" in text
+    pooled = dict(info, host_threads={"engine": "wasm-threads", "threads": 4})
+    assert "host-one-thread" not in [p["code"] for p in find_problems(pooled)]
+    assert "whole layers on wasm-threads, 4 threads  " in render(build_report(pooled), "markdown")

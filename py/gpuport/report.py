@@ -57,6 +57,13 @@ def find_problems(info: dict[str, Any]) -> list[dict[str, str]]:
                 problems.append(_problem("warning", f"limit-{name}",
                                          f"{name} is {have:,}, below the WebGPU default {spec:,}",
                                          "Large tensors run through chunked strategies (slower)."))
+    threads = info.get("host_threads") or {}
+    if threads.get("reason") and threads.get("engine") != "numpy":
+        problems.append(_problem("info", "host-one-thread",
+                                 f"whole layers on the host run on one thread: {threads['reason']}",
+                                 "Serve the page with Cross-Origin-Opener-Policy: same-origin and "
+                                 "Cross-Origin-Embedder-Policy: require-corp (gpuport serve and export do) to run "
+                                 "them on every core."))
     if info.get("tier") != info.get("detected_tier") and info.get("detected_tier") in TIERS:
         problems.append(_problem("info", "tier-forced",
                                  f"tier {info.get('tier')!r} was requested; the device offers {info.get('detected_tier')!r}",
@@ -102,6 +109,7 @@ def build_report(info: dict[str, Any]) -> dict[str, Any]:
         "limits": {k: info.get("limits", {}).get(k) for k in KEY_LIMITS if k in info.get("limits", {})},
         "host_kernels": {"engine": info.get("host_kernels", "numpy"), "by_op": info.get("host_kernels_by_op", {}),
                          "calls": info.get("host_kernel_calls", {}), "reason": info.get("host_kernels_reason", "")},
+        "host_threads": info.get("host_threads") or {},
         "ops": ops,
         "problems": find_problems(info),
     }
@@ -121,6 +129,7 @@ def to_markdown(report: dict[str, Any]) -> str:
         f"{' (fallback adapter)' if a.get('is_fallback') else ''}  ",
         f"- **platform**: {report['platform']}  ",
         f"- **host kernels**: {_host_kernels_line(report)}  ",
+        f"- **host threads**: {_host_threads_line(report)}  ",
         f"- **features**: {', '.join(report['features']) or 'none'}", "",
     ]
     if report["limits"]:
@@ -142,6 +151,12 @@ def _host_kernels_line(report: dict[str, Any]) -> str:
         return "numpy" + (f" ({hk['reason']})" if hk.get("reason") else "")
     simd = [op for op, e in (hk.get("by_op") or {}).items() if e == engine]
     return f"{engine} for {', '.join(simd)} where they win, NumPy otherwise"
+
+
+def _host_threads_line(report: dict[str, Any]) -> str:
+    t = report.get("host_threads") or {}
+    line = f"whole layers on {t.get('engine', 'numpy')}, {t.get('threads', 1)} thread{'s' if t.get('threads', 1) != 1 else ''}"
+    return line + (f" ({t['reason']})" if t.get("reason") else "")
 
 
 def _backend_line(report: dict[str, Any]) -> str:
