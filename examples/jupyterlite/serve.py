@@ -22,7 +22,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gpuport.server import (LOOPBACK_HOSTS, MODELS_CACHE, NO_CACHE, NoSniff, default_model_dirs, file_response,
+from gpuport.server import (LOOPBACK_HOSTS, MODELS_CACHE, NO_CACHE, SiteHeaders, default_model_dirs, file_response,
                             model_file, model_notes, safe_path)
 
 HERE = Path(__file__).resolve().parent
@@ -48,7 +48,7 @@ def create_app(site: Path = SITE) -> Starlette:
     async def model(request: Request) -> Response:
         return file_response(request, model_file(models, None, request.path_params["path"]), MODELS_CACHE)
 
-    app = Starlette(middleware=[Middleware(NoSniff),
+    app = Starlette(middleware=[Middleware(SiteHeaders),
                                 Middleware(TrustedHostMiddleware, allowed_hosts=list(LOOPBACK_HOSTS),
                                            www_redirect=False)],
                     routes=[Route("/models/{path:path}", model, methods=["GET"]),

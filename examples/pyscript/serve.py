@@ -7,9 +7,10 @@ PyScript's own files come from npm (`@pyscript/core`, pinned in package.json, in
 /pyscript/; everything else (the vendored Pyodide at /pyodide/, the gpuport wheel at /wheels/, the models at
 /models/ with HTTP Range) is the dev server's (gpuport.server). Nothing comes from a CDN.
 
-Every response carries COOP/COEP: a PyScript worker reaches the page's DOM (`pyscript.document`) through
-SharedArrayBuffer and Atomics, which a page has only when cross-origin isolated. Everything here is on one
-origin, so isolation blocks nothing.
+Every response carries COOP/COEP (gpuport.server.SiteHeaders): a PyScript worker reaches the page's DOM
+(`pyscript.document`) through SharedArrayBuffer and Atomics, which a page has only when cross-origin isolated, and
+gpuport runs its host kernels' pool of workers there. Everything here is on one origin, so isolation blocks
+nothing.
 """
 
 from __future__ import annotations
@@ -22,31 +23,11 @@ from starlette.middleware import Middleware
 from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 
-from gpuport.server import create_app as dev_server
+from gpuport.server import SiteHeaders, create_app as dev_server
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 PYSCRIPT = ROOT / "node_modules" / "@pyscript" / "core" / "dist"
-ISOLATION = [(b"cross-origin-opener-policy", b"same-origin"), (b"cross-origin-embedder-policy", b"require-corp")]
-
-
-class CrossOriginIsolated:
-    """ASGI middleware: COOP/COEP on every HTTP response (see the module's docstring for why)."""
-
-    def __init__(self, app) -> None:
-        self.app = app
-
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        async def send_isolated(message) -> None:
-            if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), *ISOLATION]
-            await send(message)
-
-        await self.app(scope, receive, send_isolated)
 
 
 def create_app() -> Starlette:
@@ -57,7 +38,7 @@ def create_app() -> Starlette:
     return Starlette(routes=[Mount("/examples/pyscript", StaticFiles(directory=HERE, html=True)),
                              Mount("/pyscript", StaticFiles(directory=PYSCRIPT)),
                              Mount("/", dev_server())],
-                     middleware=[Middleware(CrossOriginIsolated)])
+                     middleware=[Middleware(SiteHeaders)])
 
 
 def main() -> None:
