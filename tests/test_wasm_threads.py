@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import wasm_cases
 from cases import close
-from wasm_cases import CASES, IN_PLACE, WASM_ONLY
+from wasm_cases import CASES, IN_PLACE, ROUTED, WASM_ONLY
 
 from gpuport import native_kernels as N
 from gpuport import references as K
@@ -105,11 +105,6 @@ def test_without_a_pool_it_says_why():
     assert not T.available() and T.threads() == 1 and "isolated" in T.reason()
     with pytest.raises(BackendUnavailable, match="isolated"):
         T.gelu(np.ones(3, np.float32))
-
-
-# Counts what hostops routed to W's engine: natively hostops routes to the native library, in a page to the pool
-# (e2e/test_page_threads.py runs it there).
-ROUTED = {"wasm_encoder_layer_hands_float32_overflow_to_numpy"}
 
 
 @pytest.mark.parametrize("case", [c for c in CASES if c not in WASM_ONLY | IN_PLACE | ROUTED])

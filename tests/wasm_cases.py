@@ -35,6 +35,9 @@ CASES: dict[str, Callable[[], None]] = {}
 WASM_ONLY = {"wasm_hostops_dispatches_to_the_kernels"}
 # Cases about kernels that share NumPy's memory (not wasm_threads, which copies into its pool's).
 IN_PLACE = {"wasm_kernels_work_in_place_on_numpy_memory"}
+# Cases that count what hostops routed to W's engine: hostops sends their few rows to the library natively and to
+# the one-thread build in a page (hostops.POOL_MIN_ROWS), never to wasm_threads.
+ROUTED = {"wasm_encoder_layer_hands_float32_overflow_to_numpy"}
 # The threads the whole-layer cases ask for: the native library's pool and the page's (wasm_threads) run them
 # on two, the one-thread WebAssembly builds ignore it; the answers must not depend on it.
 THREADS = 2
