@@ -9,7 +9,7 @@ host_abi's table with that row's WebAssembly type. `make setup` runs this on eve
 the artefact. Usage: `python -m gpuport.wasm_module web/gpuport_simd.wasm`.
 
 The threaded build owns its memory instead: it imports one shared memory and nothing else, and exports the
-ABI, the pool's two functions (gp_pool_worker, gp_pool_workers) and the globals web/threads.js sets and reads
+ABI, the pool's functions (gp_pool_worker, gp_pool_workers, gp_pool_wake) and the globals web/threads.js sets and reads
 (__stack_pointer, each worker's own stack; __heap_base, where gpuport.wasm_threads' arena starts).
 """
 
