@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import pytest
 from test_page_wasm import _page
-from wasm_cases import CASES, IN_PLACE, ROUTED, WASM_ONLY
+from wasm_cases import CASES, IN_PLACE, WASM_ONLY
 
 from gpuport.testing.browsers import Browsers
 from gpuport.testing.pages import LanePool, PageSpec
@@ -24,8 +24,7 @@ from gpuport.testing.pages import LanePool, PageSpec
 # Lanes whose browsers isolate a page served with COOP/COEP and start workers from Pyodide's worker or the
 # main thread: Chromium (workers and main thread), Firefox (worker). WebKitGTK's cpu lane is checked below.
 THREAD_LANES = ("chromium-cpu", "chromium-webgpu-main", "firefox-webgpu")
-# ROUTED: the pool's routing is test_minilm_runs_its_layers_on_the_pool's.
-POOL_CASES = [c for c in CASES if c not in WASM_ONLY | IN_PLACE | ROUTED]
+POOL_CASES = [c for c in CASES if c not in WASM_ONLY | IN_PLACE]
 PAIRS = [(lane, case) for lane in THREAD_LANES for case in POOL_CASES]
 
 POOL = """
@@ -59,7 +58,7 @@ MINILM = """
 import numpy as np
 from gpuport import hostops, models, wasm_kernels, wasm_threads
 _m = await models.load("minilm-l6-v2", rt)
-_texts = ["a short sentence", "the pool runs every layer of this one on two threads " * 12]   # >= POOL_MIN_ROWS
+_texts = ["a short sentence", "the pool runs every layer of this one on two threads " * 12]
 _before = dict(hostops.calls().get("encoder_layer", {}))
 _pooled = await _m.embed(_texts)
 _after = dict(hostops.calls().get("encoder_layer", {}))
@@ -74,17 +73,17 @@ try:
 finally:
     wasm_threads.ENGINE.lib = _engine
 {"pool_layers": _after.get("wasm-threads", 0) - _before.get("wasm-threads", 0),
- "short_on_one_thread": _short.get("wasm", 0) - _before_short.get("wasm", 0),
+ "short_on_pool": _short.get("wasm-threads", 0) - _before_short.get("wasm-threads", 0),
  "max_diff": float(np.abs(_pooled - _single).max()), "cos": [float(c) for c in (_pooled * _single).sum(1)]}
 """
 
 
 def test_minilm_runs_its_layers_on_the_pool(lane_factory):
-    """The batch's six layers ran on the pool (its padded rows are past hostops.POOL_MIN_ROWS; a lone short
-    sentence stays on the one-thread build), and the embeddings equal the one-thread build's: the same kernels,
-    in the same order per row (the pool splits rows and heads, never a sum), so to rounding."""
+    """The batch's six layers ran on the pool, and so did a lone short sentence's (its products split by the
+    weights' columns), and the embeddings equal the one-thread build's: the same kernels, in the same order per
+    row (the pool splits rows, columns and heads, never a sum), so to rounding."""
     got = lane_factory("chromium-cpu").run(MINILM)
-    assert got["pool_layers"] >= 6 and got["short_on_one_thread"] >= 6, got
+    assert got["pool_layers"] >= 6 and got["short_on_pool"] >= 6, got
     assert got["max_diff"] <= 1e-5, got
 
 

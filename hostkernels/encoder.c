@@ -64,10 +64,49 @@ static void tail_rows(void *ctx, int lo, int hi, int slot) {
 #endif
 }
 
+/* The few-rows form of the same layer (a lone sentence: a handful of 4-row tiles). Split by rows, each part
+ * would stream every weight once more, and a short layer is bound by reading its weights (about 7 MB, 87 MB
+ * for MiniLM's six, past the L3): so each product is split by its packed weight's column panels instead,
+ * and every thread reads its share of them. The same tiles and the same order of the sums: the same
+ * numbers as by rows, to the bit. The layer norms between products take microseconds on the caller. */
+struct product {
+  const float *a, *packed;
+  float *c;
+  int M, K, N, gelu;
+};
+
+static void product_cols(void *ctx, int lo, int hi, int slot) {
+  const struct product *P = ctx;
+  (void)slot;
+  const int c0 = lo * NR, w = min_i(hi * NR, P->N) - c0;
+  gp_matmul_packed(P->a, P->M, P->K, P->K, P->packed + (long)lo * panel_floats(P->K), w, P->c + c0, P->N);
+  if (P->gelu)
+    for (int r = 0; r < P->M; r++) gp_gelu(P->c + r * P->N + c0, P->c + r * P->N + c0, w);
+}
+
+static void product(int threads, const float *a, int M, int K, const float *packed, int N, float *c, int gelu) {
+  struct product P = {a, packed, c, M, K, N, gelu};
+  const int panels = (N + NR - 1) / NR;
+  gp_parallel(threads, panels, 4 * threads, product_cols, &P);
+}
+
+static int few_rows(struct layer *L, int threads) {
+  const int H = L->H, F = L->F, n = L->n;
+  float *o = L->qkv;   /* free again once attention has read it */
+  product(threads, L->x, n, H, L->wqkv, 3 * H, L->qkv, 0);
+  gp_parallel(threads, L->heads, L->heads, attention_heads, L);
+  product(threads, L->a, n, H, L->wo, H, o, 0);
+  int bad = add_layer_norm(o, L->x, L->ln1_g, L->ln1_b, L->x, n, H, L->eps);
+  product(threads, L->x, n, H, L->wi, F, L->f, 1);
+  product(threads, L->f, n, F, L->wo2, H, o, 0);
+  return bad + add_layer_norm(o, L->x, L->ln2_g, L->ln2_b, L->x, n, H, L->eps);
+}
+
 /* x (B, S, H) is replaced by the layer's output. Weights are packed (gp_pack_b, transposed, bias folded):
- * wqkv 3H x H, wo H x H, wi F x H, wo2 H x F. mask (B, S) additive or NULL. Natively the work is spread
- * over `threads` threads (pool.c) in three phases: the QKV product by rows, attention by heads, the rest
- * by rows. Returns the number of rows whose layer-norm statistics were not finite (0 when all is well);
+ * wqkv 3H x H, wo H x H, wi F x H, wo2 H x F. mask (B, S) additive or NULL. Natively and in the threaded
+ * build the work is spread over `threads` threads (pool.c): in three phases (the QKV product by rows,
+ * attention by heads, the rest by rows), or for fewer than 4 tiles a thread, each product by columns
+ * (few_rows). Returns the number of rows whose layer-norm statistics were not finite (0 when all is well);
  * their values are not to be trusted and the caller recomputes the layer op by op, where NumPy owns the
  * IEEE edge cases. */
 int gp_encoder_layer(float *x, int B, int S, int H, int heads, int F, const float *mask, const float *wqkv,
@@ -78,6 +117,7 @@ int gp_encoder_layer(float *x, int B, int S, int H, int heads, int F, const floa
   struct layer L = {x, scratch, scratch + n * 3 * H, scratch + n * 4 * H, scratch + n * (4 * H + F), B, S, H,
                     heads, F, n, gp_attention_scratch(S, H / heads), mask, wqkv, wo, wi, wo2, ln1_g, ln1_b,
                     ln2_g, ln2_b, eps, 0};
+  if (threads > 1 && tiles < 4 * threads) return few_rows(&L, threads);
   /* Several parts per thread, taken as threads come free: a late or descheduled thread delays one small
    * part, not a share fixed in advance. Row parts are whole 4-row tiles, attention parts single heads. */
   gp_parallel(threads, tiles, 4 * threads, qkv_rows, &L);

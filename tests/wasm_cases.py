@@ -35,8 +35,8 @@ CASES: dict[str, Callable[[], None]] = {}
 WASM_ONLY = {"wasm_hostops_dispatches_to_the_kernels"}
 # Cases about kernels that share NumPy's memory (not wasm_threads, which copies into its pool's).
 IN_PLACE = {"wasm_kernels_work_in_place_on_numpy_memory"}
-# Cases that count what hostops routed to W's engine: hostops sends their few rows to the library natively and to
-# the one-thread build in a page (hostops.POOL_MIN_ROWS), never to wasm_threads.
+# Cases that count what hostops routed to W's engine: natively hostops sends them to the library, never to the
+# stand-in pool of tests/test_wasm_threads.py (in a page the pool is what hostops routes layers to).
 ROUTED = {"wasm_encoder_layer_hands_float32_overflow_to_numpy"}
 # The threads the whole-layer cases ask for: the native library's pool and the page's (wasm_threads) run them
 # on two, the one-thread WebAssembly builds ignore it; the answers must not depend on it.
@@ -401,6 +401,32 @@ def wasm_encoder_layer() -> None:
         again, _ = W.ENGINE.encoder_layer(x, layer, None, num_heads=heads, eps=1e-12, threads=THREADS)
         close(again, K.encoder_layer_ref(x, layer, None, num_heads=heads, eps=1e-12), atol=2e-4,
               what=f"encoder layer b{b} s{s} h{h} without a mask")
+
+
+@case
+def wasm_encoder_layer_checks_every_call_against_its_layer() -> None:
+    # A layer's weights are checked and packed on its first call only (a page would pay the checks on every
+    # layer of every sentence); a later x of another width, or other heads, is still refused, not read past
+    # the packed panels. Writable weights are refused, never packed and then changed under the cache.
+    r = rng(18)
+    layer = _encoder_layer(r, 16, 24)
+    x = r.standard_normal((1, 5, 16)).astype(np.float32)
+    close(W.ENGINE.encoder_layer(x, layer, None, num_heads=4, eps=1e-12)[0],
+          K.encoder_layer_ref(x, layer, None, num_heads=4, eps=1e-12), atol=2e-4, what="encoder layer, first call")
+    for wrong, heads in ((r.standard_normal((1, 5, 24)).astype(np.float32), 4), (x, 3)):
+        try:
+            W.ENGINE.encoder_layer(wrong, layer, None, num_heads=heads, eps=1e-12)
+        except ValueError as e:
+            assert "do not fit together" in str(e), e
+        else:
+            raise AssertionError(f"x {wrong.shape} with {heads} heads was taken by a layer of width 16")
+    writable = dataclasses.replace(layer, wo=layer.wo.copy())
+    try:
+        W.ENGINE.encoder_layer(x, writable, None, num_heads=4, eps=1e-12)
+    except ValueError as e:
+        assert "read-only" in str(e), e
+    else:
+        raise AssertionError("a writable weight was packed")
 
 
 @case

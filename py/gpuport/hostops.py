@@ -376,20 +376,13 @@ def _layer_takes(x: np.ndarray, layer: EncoderLayer) -> bool:
                                            layer.wo2, layer.bo2)))
 
 
-# An encoder layer of fewer rows stays on the page's one-thread build: its three phases are a fraction of a
-# millisecond each, and on a machine as busy as its cores (the browser's own threads beside the pool) a worker
-# descheduled in the middle of a part holds up the phase longer than the part saves. bench/peers.py, 2 cores: one
-# sentence (~14 rows) 17.7-18.3 ms on one thread, 22.4-25.3 on the pool; 8 sentences and 256 tokens 1.4-1.5x faster
-# on the pool. A decode step (one row) streams its weights and gains at any length (bench/page_threads.py: 1.58x).
-POOL_MIN_ROWS = 32
-
-
-def layers(rows: int | None = None) -> tuple[SimdKernels, int] | None:
+def layers() -> tuple[SimdKernels, int] | None:
     """The SIMD kernels that run whole layers here, and on how many threads: the page's pool where it started
-    (wasm_threads; its workers and this thread) unless `rows` says an encoder layer is too short for it
-    (POOL_MIN_ROWS), else the linked kernels on blas_threads() (1 in a page); None where no kernels are linked."""
-    if (IN_PYODIDE and wasm_threads.available() and _ENGINE is wasm_kernels.ENGINE
-            and (rows is None or rows >= POOL_MIN_ROWS)):
+    (wasm_threads; its workers and this thread), else the linked kernels on blas_threads() (1 in a page); None
+    where no kernels are linked. The pool takes every size: a short encoder layer splits its products by the
+    weights' columns (hostkernels/encoder.c), so each thread streams its share of them (bench/peers.py, one
+    sentence on 2 cores: 1.4-1.5x the one-thread build)."""
+    if IN_PYODIDE and wasm_threads.available() and _ENGINE is wasm_kernels.ENGINE:
         return wasm_threads.ENGINE, wasm_threads.threads()
     engine = _linked()
     return None if engine is None else (engine, _BLAS_THREADS)
@@ -420,7 +413,7 @@ def encoder_layer(x: np.ndarray, layer: EncoderLayer, mask: np.ndarray | None = 
     per op would cost more than the arithmetic of a short sentence; natively on blas_threads() threads of
     the kernels' own), else op by op with the host kernels above. A fused result with statistics or values
     that are not finite is redone op by op, where NumPy owns the IEEE edge cases."""
-    tally, chosen = _CALLS["encoder_layer"], layers(x.size // max(x.shape[-1], 1))
+    tally, chosen = _CALLS["encoder_layer"], layers()
     if chosen is not None and eps >= 1e-12 and _layer_takes(x, layer):
         engine, threads = chosen
         with np.errstate(over="ignore", invalid="ignore"):

@@ -125,6 +125,20 @@ class LlamaBlock:
     eps: float
 
 
+@dataclass(frozen=True)
+class _EncoderPrep:
+    """What encoder_layer learns of a layer on its first call: the packed weights (held, so their buffers stay),
+    the norms as float32 and, where they are immutable, their kept addresses."""
+
+    ref: weakref.ref
+    packed: tuple["_Packed", ...]
+    norms: tuple[np.ndarray, ...]
+    kept: tuple[int, ...] | None
+    width: int
+    heads: int
+    ffn: int
+
+
 @dataclass
 class _Packed:
     buffer: Any   # what keeps the panels' memory (a NumPy buffer, or a block of the pool's)
@@ -143,6 +157,7 @@ class SimdKernels:
         self.lib, self.why, self.name = lib, reason, name
         self.packed: dict[tuple[int, int, bool], _Packed] = {}
         self.packs = 0
+        self._layers: dict[int, _EncoderPrep] = {}   # per EncoderLayer (by id, while it lives): checked once
         # Per thread: natively ctypes drops the GIL during a kernel, so two threads may be in one at once.
         self._local = threading.local()
         self.ops: dict[str, Callable[..., np.ndarray]] = {
@@ -233,6 +248,7 @@ class SimdKernels:
     def clear_cache(self) -> None:
         """Forget every packed weight."""
         self.packed.clear()
+        self._layers.clear()
 
     # -- ops ----------------------------------------------------------------------------------------
 
@@ -359,26 +375,37 @@ class SimdKernels:
         spreads over `threads` threads of the library's own pool (hostkernels/pool.c); a page has one."""
         lib = self._need()
         batch, seq, h = x.shape
+        prep = self._layers.get(id(layer))
+        if prep is None or prep.ref() is not layer or (prep.width, prep.heads) != (h, num_heads):
+            prep = self._encoder_prep(layer, h, num_heads)
+        out = np.array(x, dtype=np.float32, order="C")   # the kernel works in place
+        m32 = None if mask is None else _f32(mask)
+        threads = max(1, int(threads))
+        scratch = self._scratch(int(lib.gp_encoder_scratch(batch * seq, seq, h, num_heads, prep.ffn, threads)))
+        bad = lib.gp_encoder_layer(self._io(out), batch, seq, h, num_heads, prep.ffn,
+                                   0 if m32 is None else self._at(m32), *(p.address for p in prep.packed),
+                                   *(prep.kept or [self._at(v) for v in prep.norms]), float(eps), scratch, threads)
+        self._done()
+        return out, int(bad)
+
+    def _encoder_prep(self, layer: K.EncoderLayer, h: int, num_heads: int) -> _EncoderPrep:
+        """Check a layer against x's width once, pack its weights and keep its norms (a model calls every layer
+        on every forward: in a page these checks cost more than a short sentence's kernel)."""
         f = layer.wi.shape[0]
         if h % num_heads or layer.wqkv.shape != (3 * h, h) or layer.wi.shape != (f, h) or layer.wo2.shape != (h, f):
-            raise ValueError(f"encoder_layer: x {x.shape}, wqkv {layer.wqkv.shape}, wi {layer.wi.shape}, "
+            raise ValueError(f"encoder_layer: x width {h}, wqkv {layer.wqkv.shape}, wi {layer.wi.shape}, "
                              f"wo2 {layer.wo2.shape} and {num_heads} heads do not fit together")
         packed = [self._cached_pack(w, b, w.shape[1], w.shape[0], True)
                   for w, b in ((layer.wqkv, layer.bqkv), (layer.wo, layer.bo), (layer.wi, layer.bi),
                                (layer.wo2, layer.bo2))]
         if any(p is None for p in packed):
             raise ValueError("encoder_layer: the weights must be read-only float32 (they are packed once)")
-        out = np.array(x, dtype=np.float32, order="C")   # the kernel works in place
-        m32 = None if mask is None else _f32(mask)
-        norms = [_f32(v) for v in (layer.ln1_g, layer.ln1_b, layer.ln2_g, layer.ln2_b)]
-        threads = max(1, int(threads))
-        scratch = self._scratch(int(lib.gp_encoder_scratch(batch * seq, seq, h, num_heads, f, threads)))
-        bad = lib.gp_encoder_layer(self._io(out), batch, seq, h, num_heads, f, 0 if m32 is None else self._at(m32),
-                                   *(p.address for p in packed),
-                                   *((self._kept if immutable(v) else self._at)(v) for v in norms), float(eps),
-                                   scratch, threads)
-        self._done()
-        return out, int(bad)
+        norms = tuple(_f32(v) for v in (layer.ln1_g, layer.ln1_b, layer.ln2_g, layer.ln2_b))
+        kept = tuple(self._kept(v) for v in norms) if all(immutable(v) for v in norms) else None
+        key, layers = id(layer), self._layers
+        prep = _EncoderPrep(weakref.ref(layer, lambda _r: layers.pop(key, None)), tuple(packed), norms, kept, h, num_heads, f)  # type: ignore[arg-type]
+        layers[key] = prep
+        return prep
 
     def q_matmul(self, x: np.ndarray, raw: np.ndarray, kind: str, shape: tuple[int, int], *, threads: int = 1
                  ) -> np.ndarray:

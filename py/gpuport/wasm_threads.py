@@ -148,8 +148,9 @@ class PoolKernels(SimdKernels):
 
     def wake(self) -> None:
         """Wake the pool's sleeping workers to spin for the next job: before a batch of layers, so that their
-        wake-up overlaps this thread's work rather than the first layer's first phase."""
-        if self.available():
+        wake-up overlaps this thread's work rather than the first layer's first phase. Not while layers run on this
+        thread alone (use_threads(1)): spinning workers would take a core from it."""
+        if self.threads() > 1:
             self.lib.gp_pool_wake()
 
     def use_threads(self, n: int | None) -> None:
