@@ -62,6 +62,12 @@ await gpuport_idb.put("chunks", _k, _a)
 _k
 """
 
+# what web/idb.js read ahead while this visit booted, and how much of it the load took
+PREFETCH = """
+import gpuport_idb
+gpuport_idb.prefetchStatus().to_py()
+"""
+
 # the browser's SHA-256 (what verifies chunks in a page) against hashlib on awkward sizes
 BROWSER_SHA256 = """
 import hashlib, gpuport_idb
@@ -180,6 +186,9 @@ def test_progress_timeline_second_load_from_cache_and_a_corrupt_cached_chunk_ref
     assert second["stats"]["cached_chunks"] == 87 and second["stats"]["fetched_chunks"] == 0, second["stats"]
     assert second["stats"]["bytes_downloaded"] == 0
     assert [u for u, _ in requests] == [requests[0][0]] and requests[0][0].endswith("/manifest.json"), requests
+    # ... read ahead while the page booted (the first load recorded which), every one handed to the load
+    ahead = _run(page, PREFETCH)
+    assert ahead["keys"] == 87 and ahead["taken"] == 87 and ahead["waiting"] == 0 and not ahead["error"], ahead
     print(f"load: network {first['seconds']:.2f} s, cache {second['seconds']:.2f} s")
     # the cache's records are verified by the browser's SHA-256, which agrees with hashlib
     digests = _run(page, BROWSER_SHA256)
@@ -191,6 +200,7 @@ def test_progress_timeline_second_load_from_cache_and_a_corrupt_cached_chunk_ref
     page.reload()
     third = _run(page, LOAD)
     assert third["stats"]["cached_chunks"] == 86 and third["stats"]["fetched_chunks"] == 1, third["stats"]
+    assert _run(page, PREFETCH)["taken"] == 87   # the altered record was read ahead too, and refused all the same
     notes = [e.get("note") or "" for e in third["events"]]
     assert any("cached chunk 5 failed its sha256 check" in n for n in notes), notes
     assert len([u for u, _ in requests if u.endswith(WEIGHTS)]) == 1, requests

@@ -509,6 +509,25 @@ def test_interrupted_load_resumes_from_verified_chunks(tiny):
     assert [p for p, s in srv.faults.log] == ["tiny/manifest.json", "tiny/config.json"]
 
 
+def test_a_load_records_the_chunks_it_read_for_the_next_visit(tiny):
+    """A page reads ahead, while it boots, the chunks its last load read (web/idb.js prefetch): the record names
+    them by their cache keys, is not rewritten by an identical load, and follows a new manifest."""
+    srv, _, folder = tiny
+    cache = chunk_cache.MemoryChunkCache()
+    load(srv.url, cache=cache)
+    m = json.loads((folder / "manifest.json").read_text())
+    key = next(k for k in cache.meta if k.startswith("prefetch:"))
+    record = json.loads(cache.meta[key])
+    assert record["keys"] == [f"{m['sha256']}:{i}" for i in range(len(m["chunks"]))], record
+    assert sorted(record["keys"]) == sorted(k for k in cache.chunks if not k.startswith("file:"))
+    load(srv.url, cache=cache)
+    assert json.loads(cache.meta[key])["at"] == record["at"]   # the same chunks: not written again
+    make_model(folder, seed=3)
+    load(srv.url, cache=cache)
+    new_sha = json.loads((folder / "manifest.json").read_text())["sha256"]
+    assert all(k.startswith(new_sha + ":") for k in json.loads(cache.meta[key])["keys"])
+
+
 def test_new_manifest_invalidates_old_chunks(tiny):
     srv, _, folder = tiny
     cache = chunk_cache.MemoryChunkCache()

@@ -2,6 +2,7 @@
 // The same code serves the Web Worker (worker.js) and the main-thread mode (gpuport.js).
 // The JS half Python calls (bridge, IndexedDB, the WebAssembly kernels) is not registered here: gpuport
 // registers it from the installed wheel on open() (py/gpuport/backends/jsmodules.py), as in any Pyodide.
+import * as idb from "./idb.js";
 import { serveRangesFromChunks } from "./ranges.js";
 import * as snapshots from "./snapshot.js";
 import { defaultSources } from "./wasm.js";
@@ -158,6 +159,9 @@ export async function boot({ base = null, pyodideURL, wheelURL, chunked = {}, ba
     return value;
   };
   serveRangesFromChunks(chunked);
+  // the model chunks this page read last time, read and digested beside the boot (web/idb.js); gpuport's Python
+  // takes them through this same module, registered below
+  if (typeof indexedDB !== "undefined") idb.prefetch();
   const pyodide = await stage("pyodide", "pyodide_ms", async () => {
     const { loadPyodide } = await import(new URL("pyodide.mjs", pyodideURL).href);
     const found = snapshot ? await snapshots.load(pyodideURL) : null;
@@ -175,6 +179,7 @@ export async function boot({ base = null, pyodideURL, wheelURL, chunked = {}, ba
     }
     return loadPyodide({ indexURL: pyodideURL });
   });
+  pyodide.registerJsModule("gpuport_idb", idb);
   await stage("numpy", "numpy_ms", () => pyodide.loadPackage("numpy", { messageCallback: () => {} }));
   // NumPy is gpuport's only requirement and is in: the wheel goes in by Pyodide's own loader, without micropip
   // (loaded, with packaging, only when installWheel needs it).

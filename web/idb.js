@@ -77,3 +77,48 @@ export async function getWithDigest(store, key) {
   const digests = ArrayBuffer.isView(value) || value instanceof ArrayBuffer ? await sha256([value]) : null;
   return { value, sha256: digests ? digests[0] : null };
 }
+
+// A head start for a warm visit: the model chunks a page read last time (Python records their keys under
+// "prefetch:<model url>" in "meta") are read and digested while Pyodide boots, and handed over by
+// takeWithDigest; Python checks each digest against its manifest as for any record. What nobody takes within
+// PREFETCH_KEEP_MS is let go (a page that no longer loads that model holds none of it).
+const PREFETCH_KEEP_MS = 120000;
+const PREFETCH_MAX_AGE_MS = 30 * 24 * 3600 * 1000;   // records of models not loaded for a month are left alone
+const prefetched = new Map();   // key -> Promise<{value, sha256} | null>
+const prefetchState = { started: false, keys: 0, taken: 0, dropped: 0, error: null };
+
+export function prefetch() {
+  if (prefetchState.started) return;
+  prefetchState.started = true;
+  (async () => {
+    const names = (await keys("meta")).filter((k) => typeof k === "string" && k.startsWith("prefetch:"));
+    for (const name of names) {
+      const record = JSON.parse(await get("meta", name));
+      if (!record || !Array.isArray(record.keys) || Date.now() - record.at > PREFETCH_MAX_AGE_MS) continue;
+      for (const key of record.keys) {
+        if (prefetched.has(key)) continue;
+        prefetched.set(key, getWithDigest("chunks", key).catch(() => null));
+        prefetchState.keys += 1;
+      }
+    }
+    setTimeout(() => { prefetchState.dropped += prefetched.size; prefetched.clear(); }, PREFETCH_KEEP_MS);
+  })().catch((e) => { prefetchState.error = String(e); });
+}
+
+export function prefetchStatus() {
+  return { ...prefetchState, waiting: prefetched.size };
+}
+
+// getWithDigest, from the prefetch when it holds the key (each prefetched record is handed over once).
+export async function takeWithDigest(store, key) {
+  const pending = store === "chunks" ? prefetched.get(key) : undefined;
+  if (pending) {
+    prefetched.delete(key);
+    const found = await pending;
+    if (found) {
+      prefetchState.taken += 1;
+      return found;
+    }
+  }
+  return getWithDigest(store, key);
+}

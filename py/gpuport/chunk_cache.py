@@ -6,10 +6,13 @@ matched the manifest are ever put here.
 
 from __future__ import annotations
 
-from typing import Callable
+import json
+import time
+from typing import Callable, Sequence
 
 from .chunk_manifest import sha256
 
+DAY_MS = 24 * 3600 * 1000
 
 
 class QuotaExceeded(Exception):
@@ -134,6 +137,21 @@ class ModelChunks:
         if not self.memory_only:
             self.memory_only, self.memory_reason = True, reason
             self._note("cache", 0, 0, note=f"falling back to memory: {reason}", memory_only=True)
+
+    async def remember(self, need: Sequence[int]) -> None:
+        """Record that this load reads chunks `need`: a page reads them ahead on its next visit, while it boots
+        (web/idb.js prefetch; what it reads is verified here like any record). Written when it changes, and
+        at least daily (a model unread for a month is not read ahead)."""
+        if self.cache is None or self.memory_only:
+            return
+        key, keys = f"prefetch:{self.url}", [self._key(i) for i in need]
+        try:
+            old = json.loads(await self.cache.get_meta(key) or "null")
+            if isinstance(old, dict) and old.get("keys") == keys and time.time() * 1e3 - old.get("at", 0) < DAY_MS:
+                return
+            await self.cache.put_meta(key, json.dumps({"keys": keys, "at": int(time.time() * 1e3)}))
+        except Exception:   # a hint only: storage that fails here fails (and is reported) where it matters
+            pass
 
     async def get(self, i: int) -> bytes | None:
         """Chunk i if the cache has it intact (a corrupt or tampered record is dropped)."""

@@ -58,6 +58,9 @@ from .transports import FetchError, FileTransport, Transport, UrllibTransport, g
 # 0.24/0.29, Chromium worker 0.85/0.95/0.73/0.68/0.53. 4 MiB is at the native optimum and within 0.2 s of
 # the page's; larger spans delay the first layer's upload (a span is verified as a whole), so 4 it is.
 DEFAULT_CHUNK_MB = 4.0
+# Cache reads in flight at once (bench: MiniLM's 87 chunks from IndexedDB, in a page: one at a time 1.0-1.2 s, 8
+# at a time 0.74-0.84 s).
+CACHE_READS = 8
 DEFAULT_CONCURRENCY = 4
 DEFAULT_RETRIES = 3
 DEFAULT_BACKOFF_S = 0.1
@@ -305,19 +308,21 @@ class ProgressiveModelLoader:
         m = await self.load_manifest()
         st = self.state
         await self.chunks.prepare()
+        await self.chunks.remember(need)
         missing = []
         cached = cached_bytes = 0
-        for i in need:
-            blob = await self.chunks.get(i)
-            if blob is not None:
+        for w in range(0, len(need), CACHE_READS):   # CACHE_READS reads in flight, handed on in order
+            window = need[w:w + CACHE_READS]
+            for i, blob in zip(window, await asyncio.gather(*(self.chunks.get(i) for i in window))):
+                if blob is None:
+                    missing.append(i)
+                    continue
                 cached += 1
                 cached_bytes += self._payload_of.get(i, 0)
                 st.cached_chunks += 1
                 st.verified += self._payload_of.get(i, 0)
                 self.emit("verify", st.verified, st.payload, chunk=i, cached=True)
                 arrived(i, blob)
-            else:
-                missing.append(i)
         if cached:
             self.emit("cache", cached_bytes, st.payload, chunks_cached=cached, chunks_total=len(need),
                       note=f"{cached} of {len(need)} chunks from the cache, {len(missing)} to download")

@@ -102,8 +102,9 @@ class IndexedDBChunkCache(ChunkCache):
         return _bytes(await idb.get("chunks", key))
 
     async def get_with_digest(self, key: str) -> tuple[bytes, str] | None:
-        """The record and the browser's digest of it (one crossing; hashlib's where it has no crypto.subtle)."""
-        found = await idb.getWithDigest("chunks", key)
+        """The record and the browser's digest of it (one crossing; hashlib's where it has no crypto.subtle), from
+        what web/idb.js read ahead while the page booted where it holds the key."""
+        found = await idb.takeWithDigest("chunks", key)
         blob = None if found is None else _bytes(found.value)
         if blob is None:
             return None
