@@ -27,6 +27,11 @@ from ..pipelines import PipelineSpec
 from .base import OnDone
 from .gpu import Dispatch, GPUBackend
 
+# Pipelines compiling at once in precompile(). The browser's GPU process goes on compiling what a page asked for
+# after the page is gone: with every pipeline in flight at once, reloading a page during its background
+# precompilation left the next visit's open() waiting 17-25 s behind the last one's compiles (Chromium on
+# SwiftShader, 2 cores); a few at a time keep the compiler's threads busy and leave little behind.
+PRECOMPILE_IN_FLIGHT = 4
 
 
 def _js(value: Any) -> Any:
@@ -144,9 +149,15 @@ class BrowserBackend(GPUBackend):
         return [part.to_bytes() for part in result.data]
 
     async def precompile(self, specs: Sequence[PipelineSpec], on_done: OnDone) -> None:
-        """All of `specs` in flight at once through createComputePipelineAsync, started in first-use
+        """`specs` through createComputePipelineAsync, PRECOMPILE_IN_FLIGHT at a time, started in first-use
         order; each is registered (and usable) the moment it resolves."""
+        window = asyncio.Semaphore(PRECOMPILE_IN_FLIGHT)
+
         async def one(spec: PipelineSpec) -> None:
+            async with window:
+                await compile_one(spec)
+
+        async def compile_one(spec: PipelineSpec) -> None:
             t0 = time.perf_counter()
             self._sources[spec.label] = spec.source
             self.stats["bridge_calls"] += 1
