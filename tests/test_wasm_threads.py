@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import wasm_cases
 from cases import close
-from wasm_cases import CASES, IN_PLACE, ROUTED, WASM_ONLY
+from wasm_cases import CASES, IN_PLACE, WASM_ONLY
 
 from gpuport import native_kernels as N
 from gpuport import references as K
@@ -107,7 +107,7 @@ def test_without_a_pool_it_says_why():
         T.gelu(np.ones(3, np.float32))
 
 
-@pytest.mark.parametrize("case", [c for c in CASES if c not in WASM_ONLY | IN_PLACE | ROUTED])
+@pytest.mark.parametrize("case", [c for c in CASES if c not in WASM_ONLY | IN_PLACE])
 def test_kernel_cases_through_the_copies(pool, case):
     wasm_cases.run(case)
 

@@ -30,6 +30,7 @@ from .errors import BackendUnavailable
 from .host_abi import ABI
 from .formats.gguf import GGML_TYPE_IDS
 from .quant import QK, row_bytes
+from .types import LlamaBlock
 
 _ALIGN = 64  # bytes: packed panels and scratch start on a cache line
 Q_KINDS = ("Q4_1", "Q8_0")   # the ggml block types the quantized kernels read (hostkernels/qdot.h)
@@ -111,21 +112,6 @@ def _mask_rows(mask_shape: tuple[int, ...], shape: tuple[int, ...]) -> tuple[int
 
 
 @dataclass(frozen=True)
-class LlamaBlock:
-    """A llama block's weights as llama_layer takes them, checked once: the arrays (held, so their addresses stay
-    valid: attn_norm, wq, wk, wv, wo, ffn_norm, w_gate, w_up, w_down) and their shape."""
-
-    arrays: tuple[np.ndarray, ...]
-    addresses: tuple[int, ...]
-    dim: int
-    heads: int
-    kv_heads: int
-    ffn: int
-    kind_id: int
-    eps: float
-
-
-@dataclass(frozen=True)
 class _EncoderPrep:
     """What encoder_layer learns of a layer on its first call: the packed weights (held, so their buffers stay),
     the norms as float32 and, where they are immutable, their kept addresses."""
@@ -134,8 +120,6 @@ class _EncoderPrep:
     packed: tuple["_Packed", ...]
     norms: tuple[np.ndarray, ...]
     kept: tuple[int, ...] | None
-    width: int
-    heads: int
     ffn: int
 
 
@@ -157,7 +141,7 @@ class SimdKernels:
         self.lib, self.why, self.name = lib, reason, name
         self.packed: dict[tuple[int, int, bool], _Packed] = {}
         self.packs = 0
-        self._layers: dict[int, _EncoderPrep] = {}   # per EncoderLayer (by id, while it lives): checked once
+        self._layers: dict[tuple[int, int, int], _EncoderPrep] = {}   # per EncoderLayer (id, width, heads): checked once
         # Per thread: natively ctypes drops the GIL during a kernel, so two threads may be in one at once.
         self._local = threading.local()
         self.ops: dict[str, Callable[..., np.ndarray]] = {
@@ -375,8 +359,8 @@ class SimdKernels:
         spreads over `threads` threads of the library's own pool (hostkernels/pool.c); a page has one."""
         lib = self._need()
         batch, seq, h = x.shape
-        prep = self._layers.get(id(layer))
-        if prep is None or prep.ref() is not layer or (prep.width, prep.heads) != (h, num_heads):
+        prep = self._layers.get((id(layer), h, num_heads))
+        if prep is None or prep.ref() is not layer:
             prep = self._encoder_prep(layer, h, num_heads)
         out = np.array(x, dtype=np.float32, order="C")   # the kernel works in place
         m32 = None if mask is None else _f32(mask)
@@ -395,17 +379,15 @@ class SimdKernels:
         if h % num_heads or layer.wqkv.shape != (3 * h, h) or layer.wi.shape != (f, h) or layer.wo2.shape != (h, f):
             raise ValueError(f"encoder_layer: x width {h}, wqkv {layer.wqkv.shape}, wi {layer.wi.shape}, "
                              f"wo2 {layer.wo2.shape} and {num_heads} heads do not fit together")
-        packed = [self._cached_pack(w, b, w.shape[1], w.shape[0], True)
-                  for w, b in ((layer.wqkv, layer.bqkv), (layer.wo, layer.bo), (layer.wi, layer.bi),
-                               (layer.wo2, layer.bo2))]
+        pairs = ((layer.wqkv, layer.bqkv), (layer.wo, layer.bo), (layer.wi, layer.bi), (layer.wo2, layer.bo2))
+        packed = [self._cached_pack(w, b, w.shape[1], w.shape[0], True) for w, b in pairs]
         if any(p is None for p in packed):
             raise ValueError("encoder_layer: the weights must be read-only float32 (they are packed once)")
         norms = tuple(_f32(v) for v in (layer.ln1_g, layer.ln1_b, layer.ln2_g, layer.ln2_b))
         kept = tuple(self._kept(v) for v in norms) if all(immutable(v) for v in norms) else None
-        key, layers = id(layer), self._layers
-        prep = _EncoderPrep(weakref.ref(layer, lambda _r: layers.pop(key, None)), tuple(packed), norms, kept, h, num_heads, f)  # type: ignore[arg-type]
-        layers[key] = prep
-        return prep
+        key, layers = (id(layer), h, num_heads), self._layers
+        layers[key] = _EncoderPrep(weakref.ref(layer, lambda _r: layers.pop(key, None)), tuple(packed), norms, kept, f)  # type: ignore[arg-type]
+        return layers[key]
 
     def q_matmul(self, x: np.ndarray, raw: np.ndarray, kind: str, shape: tuple[int, int], *, threads: int = 1
                  ) -> np.ndarray:
@@ -515,4 +497,4 @@ def measure(op: str, *args: Any, candidates: dict[str, Callable[..., Any]], repe
     return result
 
 
-__all__ = ["REFERENCES", "LlamaBlock", "SimdKernels", "immutable", "linked", "measure"]
+__all__ = ["REFERENCES", "SimdKernels", "immutable", "linked", "measure"]

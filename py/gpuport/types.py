@@ -1,9 +1,12 @@
-"""Types shared across the package, at its bottom: an op call, and the placement decision made for it."""
+"""Types shared across the package, at its bottom: an op call, the placement decision made for it, and a llama
+block's weights as the host kernels take them."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 # Where work runs: the runtime's GPU device, the host (NumPy or the SIMD host kernels), or nowhere yet (a page
 # whose device is lost records the call and replays it when the next await recovers the device).
@@ -43,3 +46,19 @@ class Decision:
     @property
     def on_host(self) -> bool:
         return self.where == HOST
+
+
+@dataclass(frozen=True)
+class LlamaBlock:
+    """A llama block's weights as the host kernels' llama_layer takes them (simd_ops), checked once: the arrays
+    (held, so their addresses stay valid: attn_norm, wq, wk, wv, wo, ffn_norm, w_gate, w_up, w_down) and their
+    shape."""
+
+    arrays: tuple[np.ndarray, ...]
+    addresses: tuple[int, ...]
+    dim: int
+    heads: int
+    kv_heads: int
+    ffn: int
+    kind_id: int
+    eps: float

@@ -39,9 +39,9 @@ from ..errors import ContextLengthExceeded, LoadError, UnsupportedFeature
 from .. import hostops
 from ..quant import QuantMatrix, as_words, dequantize, row_bytes
 from ..platform import IN_PYODIDE, peak_rss_bytes
-from ..simd_ops import LlamaBlock, SimdKernels
+from ..simd_ops import SimdKernels
 from ..tensor import Tensor
-from ..types import HOST, Decision
+from ..types import HOST, Decision, LlamaBlock
 from . import llama_ref as ref
 from .bpe import BPETokenizer
 from .generation import Generation, complete, generate
