@@ -380,8 +380,8 @@ def layers() -> tuple[SimdKernels, int] | None:
     """The SIMD kernels that run whole layers here, and on how many threads: the page's pool where it started
     (wasm_threads; its workers and this thread), else the linked kernels on blas_threads() (1 in a page); None
     where no kernels are linked. The pool takes every size: a short encoder layer splits its products by the
-    weights' columns (hostkernels/encoder.c), so each thread streams its share of them (bench/peers.py, one
-    sentence on 2 cores: 1.4-1.5x the one-thread build)."""
+    weights' columns (hostkernels/encoder.c), so each thread streams its share of them (bench/page_threads.py, one
+    sentence on 2 cores: 1.3-1.5x the one-thread build)."""
     if IN_PYODIDE and wasm_threads.available() and _ENGINE is wasm_kernels.ENGINE:
         return wasm_threads.ENGINE, wasm_threads.threads()
     engine = _linked()

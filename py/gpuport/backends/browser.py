@@ -154,19 +154,16 @@ class BrowserBackend(GPUBackend):
         window = asyncio.Semaphore(PRECOMPILE_IN_FLIGHT)
 
         async def one(spec: PipelineSpec) -> None:
-            async with window:
-                await compile_one(spec)
-
-        async def compile_one(spec: PipelineSpec) -> None:
-            t0 = time.perf_counter()
-            self._sources[spec.label] = spec.source
-            self.stats["bridge_calls"] += 1
-            try:
-                result = (await bridge.createPipelineAsync(self._dev, *_pipeline_args(spec))).to_py()
-            except JsException as exc:
-                on_done(spec, (time.perf_counter() - t0) * 1e3, _translate_js(exc))
-                return
-            ms = (time.perf_counter() - t0) * 1e3
+            async with window:   # timed within: the compile's own time, not the wait for a place
+                t0 = time.perf_counter()
+                self._sources[spec.label] = spec.source
+                self.stats["bridge_calls"] += 1
+                try:
+                    result = (await bridge.createPipelineAsync(self._dev, *_pipeline_args(spec))).to_py()
+                except JsException as exc:
+                    on_done(spec, (time.perf_counter() - t0) * 1e3, _translate_js(exc))
+                    return
+                ms = (time.perf_counter() - t0) * 1e3
             if result.get("id") is None:
                 on_done(spec, ms, self._typed([result["error"]]))
                 return
