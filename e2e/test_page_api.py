@@ -4,7 +4,11 @@ start-up stages and compatibility report as HTML tables that fit the page."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
+
+from gpuport.testing import pages
 
 ARRAYS = """async () => {
   const gp = await window.gpuportReady;
@@ -55,6 +59,17 @@ def test_modules_from_source_and_errors_keep_their_python_type(lane_factory, lan
     assert out["syntax"][0] == "SyntaxError" and 'File "broken.py", line 1' in out["syntax"][1], out["syntax"]
     assert out["raised"][0] == "TypeError" and "twice()" in out["raised"][1], out["raised"]
     assert out["notArray"][0] == "TypeError" and "typed array" in out["notArray"][1], out["notArray"]
+
+
+def test_a_page_call_that_never_answers_fails_by_its_deadline_naming_the_call(lane_factory, monkeypatch):
+    lane = lane_factory("chromium-cpu")
+    monkeypatch.setattr(pages, "SCRIPT_TIMEOUT_S", 2)
+    t0 = time.perf_counter()
+    with pytest.raises(pages.PageError, match=r"runPython: no answer from the page in 2 s"):
+        lane.run("import asyncio\nawait asyncio.Event().wait()")   # awaits for ever
+    assert time.perf_counter() - t0 < 30
+    monkeypatch.undo()
+    assert lane.run("6 * 7") == 42   # the lane goes on
 
 
 def test_demo_page_shows_startup_stages_and_the_report_as_tables(chromium_webgpu, server_url):

@@ -39,9 +39,15 @@ def _pytest(out: Path, *args: str, env: dict | None = None) -> tuple[subprocess.
     returns the process and {test name: (outcome, message, lane property)} from its JUnit XML."""
     out.mkdir(parents=True, exist_ok=True)
     junit = out / "junit.xml"
-    done = subprocess.run([sys.executable, "-m", "pytest", "-p", "gpuport.testing.plugin", "-p", "no:cacheprovider",
-                           f"--junitxml={junit}", "-rA", *args], cwd=PROJECT, capture_output=True, text=True,
-                          timeout=900, env=dict(os.environ, PYTHONPATH=str(ROOT / "py"), **(env or {})))
+    try:   # -v: should it ever time out, the output up to then names the test it was in
+        done = subprocess.run([sys.executable, "-m", "pytest", "-p", "gpuport.testing.plugin", "-p", "no:cacheprovider",
+                               f"--junitxml={junit}", "-rA", "-v", *args], cwd=PROJECT, capture_output=True, text=True,
+                              timeout=900, env=dict(os.environ, PYTHONPATH=str(ROOT / "py"), **(env or {})))
+    except subprocess.TimeoutExpired as exc:
+        def tail(b: bytes | str | None) -> str:
+            return (b.decode(errors="replace") if isinstance(b, bytes) else b or "")[-6000:]
+        pytest.fail(f"pytest {' '.join(args)} ran past {exc.timeout} s; its output until then:\n{tail(exc.stdout)}\n"
+                    f"stderr:\n{tail(exc.stderr)}")
     results = {}
     for case in ET.parse(junit).getroot().iter("testcase"):
         outcome, message = "passed", ""

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from .browsers import Browsers, LaneError, PlaywrightError, Remote
+from .browsers import SCRIPT_TIMEOUT_S, START_TIMEOUT_S, Browsers, LaneError, PlaywrightError, Remote
 
 
 class PageError(AssertionError):
@@ -57,9 +57,15 @@ class LaneState:
 # What the page's own navigator says (the cpu backend's rt.info() has no browser entry).
 _NAVIGATOR = ("({ userAgent: navigator.userAgent, gpu: typeof navigator.gpu === 'undefined' ? 'undefined'"
               " : navigator.gpu === null ? 'null' : 'present', workers: typeof Worker })")
-_READY = f"async () => {{ const g = await window.gpuportReady; return {{ timings: g.timings, mode: g.mode, " \
-         f"navigator: {_NAVIGATOR} }}; }}"
-_CALL = "async ([method, args]) => (await window.gpuportReady)[method](...args)"
+# Playwright's evaluate waits for ever: the page holds each wait to a deadline (as WebDriver's script timeout
+# does), so a call that never answers fails the test naming the call instead of hanging the session.
+_DEADLINE = """const deadline = (what, s, promise) => { let timer; return Promise.race([promise, new Promise((_, no) => {
+  timer = setTimeout(() => no(new Error(`${what}: no answer from the page in ${s} s`)), s * 1000); })])
+  .finally(() => clearTimeout(timer)); };"""
+_READY = (f"async (s) => {{ {_DEADLINE} const g = await deadline('start()', s, window.gpuportReady); "
+          f"return {{ timings: g.timings, mode: g.mode, navigator: {_NAVIGATOR} }}; }}")
+_CALL = (f"async ([method, args, s]) => {{ {_DEADLINE} "
+         "return deadline(method, s, window.gpuportReady.then((g) => g[method](...args))); }")
 
 # execute_async_script: the last argument is the callback; errors travel back as data.
 _WEBDRIVER_CALL = "const NAVIGATOR = " + _NAVIGATOR + ";" + """
@@ -125,13 +131,13 @@ class PlaywrightLane(Lane):
     def _ready(self) -> dict:
         try:
             self.page.wait_for_function("() => window.gpuportReady !== undefined", timeout=30_000)
-            return self.page.evaluate(_READY)
+            return self.page.evaluate(_READY, START_TIMEOUT_S)
         except PlaywrightError as exc:
             raise LaneError(f"the page did not start gpuport: {exc.message}\npage errors: {self.errors}") from None
 
     def call(self, method: str, *args: Any) -> Any:
         try:
-            return self.page.evaluate(_CALL, [method, list(args)])
+            return self.page.evaluate(_CALL, [method, list(args), SCRIPT_TIMEOUT_S])
         except PlaywrightError as exc:
             raise PageError(f"{exc.message}\npage errors: {self.errors}" if self.errors else exc.message) from None
 
