@@ -189,8 +189,8 @@ ifdef PYTEST_ARGS
 	@$(PY) -m pytest -q $(PYTEST_ARGS) || { rc=$$?; $(CRASHED); exit $$rc; }
 else
 	@rm -f .cache/crash.txt .cache/crash-e2e.txt; \
-	GPUPORT_CACHE=$$(mktemp -d) $(PY) -m pytest -q tests > .cache/test-unit.log 2>&1 & unit=$$!; \
-	GPUPORT_CACHE=$$(mktemp -d) $(PY) -m pytest -q e2e 2>&1 | tee .cache/test-e2e.log; e2e=$${PIPESTATUS[0]}; \
+	GPUPORT_CACHE=$$(mktemp -d) $(PY) -m pytest -q --durations=15 tests > .cache/test-unit.log 2>&1 & unit=$$!; \
+	GPUPORT_CACHE=$$(mktemp -d) $(PY) -m pytest -q --durations=40 e2e 2>&1 | tee .cache/test-e2e.log; e2e=$${PIPESTATUS[0]}; \
 	wait $$unit; unit=$$?; \
 	echo "== tests/ (unit tests, run beside e2e/) =="; cat .cache/test-unit.log; \
 	echo "== e2e/, its last lines again (all of it: .cache/test-e2e.log) =="; tail -30 .cache/test-e2e.log; \

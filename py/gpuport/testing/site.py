@@ -84,10 +84,11 @@ def project_of(rootpath: Path) -> tuple[str, Path] | None:
 
 def build_project_wheel(project: Path, out_dir: Path) -> Path:
     """The project's wheel, built with its own build backend from the environment (pip wheel, no build
-    isolation: works offline); LoadError with pip's words if it fails."""
+    isolation, no version check: works offline); LoadError with pip's words if it fails."""
     out_dir.mkdir(parents=True, exist_ok=True)
     done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--quiet",
-                           "--wheel-dir", str(out_dir), str(project)], capture_output=True, text=True)
+                           "--disable-pip-version-check", "--wheel-dir", str(out_dir), str(project)],
+                          capture_output=True, text=True)
     wheels = sorted(out_dir.glob("*.whl"), key=lambda p: p.stat().st_mtime)
     if done.returncode != 0 or not wheels:
         raise LoadError(f"could not build the wheel of {project} (pip wheel --no-build-isolation, exit "
