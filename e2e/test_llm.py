@@ -131,7 +131,9 @@ def test_corrupt_gguf_chunk_is_detected_and_never_cached(fresh):
     assert "nothing was cached or used" in failed["error"], failed
     audit = _run(page, AUDIT_CACHE)
     assert audit["bad"] == [] and VICTIM not in audit["chunks"] and audit["chunks"], audit
-    context.unroute("**" + WEIGHTS)
+    # a request the failed load had in flight may still be in the handler: its late answer is dropped, not raised
+    # into the next call ("Route is already handled", seen once in a full run)
+    context.unroute_all(behavior="ignoreErrors")
     ok = _run(page, TRY_ALL)   # the next load resumes from the verified chunks and completes
     assert ok["ok"] and ok["stats"]["cached_chunks"] == len(audit["chunks"]), (ok, audit)
     assert _run(page, AUDIT_CACHE) == {"chunks": list(range(len(MANIFEST["chunks"]))), "bad": [],
