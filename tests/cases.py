@@ -1509,7 +1509,7 @@ async def llama_tiny_forward_matches_the_reference(rt):
     ids = [5, 17, 3, 90, 42, 42, 7]
     # Where the host's SIMD kernels run the forward, the reference multiplies as they do (8-bit activations,
     # quant.q8_matmul_ref); both then agree to float32 rounding except where a rounding moves an activation across
-    # a step of its 8-bit grid (wasm_cases.wasm_llama_layer): 1% of the logits' scale. Elsewhere 1e-4 of it.
+    # a step of its 8-bit grid (wasm_cases.wasm_llama_layers): 1% of the logits' scale. Elsewhere 1e-4 of it.
     kernels = hostops.layers() is not None and llm.on_host(len(ids))
     ref_model = L.LlamaRef(llm.config, L.LlamaWeights(
         llm.embd.matrix(True), llm._host_weights(), llm.vectors["output_norm.weight"], llm.embd.matrix(True)),

@@ -159,7 +159,7 @@ def test_kv_shadow_follows_numpys_rows(pool):
             T.ENGINE.rows_changed(vc)
             return want
         got = x.copy()
-        T.llama_layer(got, start, cos, sin, block, kc, vc, threads=2)
+        T.llama_layers(got, start, cos, sin, [block], [kc], [vc], threads=2)
         scale = float(np.abs(want).max())
         assert np.abs(got - want).max() <= 0.01 * scale
         return got

@@ -523,38 +523,41 @@ def _qlayer(r: np.random.Generator, dim: int, heads: int, kv_heads: int, ffn: in
                     _qweight(r, "Q4_1", ffn, dim), _qweight(r, "Q4_1", ffn, dim), _qweight(r, "Q4_1", dim, ffn))
 
 
-# (dim, heads, kv_heads, ffn, positions per call): one head and one block; grouped heads with a prompt then
-# decode steps; 5 positions over a single kv head; SmolLM2's block with a 40-token prompt and two steps.
-_LLAMA = [(32, 1, 1, 32, (1,)), (64, 4, 2, 96, (3, 1, 1)), (128, 4, 1, 224, (5, 2)), (576, 9, 3, 1536, (40, 1, 1))]
+# (dim, heads, kv_heads, ffn, positions per call, blocks per call): one head and one block; two grouped-head blocks with
+# a prompt then decode steps; 5 positions over a single kv head; two of SmolLM2's blocks, a 40-token prompt and two steps.
+_LLAMA = [(32, 1, 1, 32, (1,), 1), (64, 4, 2, 96, (3, 1, 1), 2), (128, 4, 1, 224, (5, 2), 1),
+          (576, 9, 3, 1536, (40, 1, 1), 2)]
 
 
 @case
-def wasm_llama_layer() -> None:
-    # Against llama_ref.block with the same 8-bit products (q8_matmul_ref). Both compute in float32, so the
-    # keys, values and outputs agree to rounding (measured <= 3e-6 on O(1)-O(10) values: 1e-5 of the scale),
-    # except where a rounding difference moves an activation across a step of its 8-bit grid: that moves
-    # the products it enters by one step's worth, and through attention every later row (measured up to 0.052 on
-    # values up to 8.9, in 1-3 of the 40 rows of the prompt). So: the median output within 1e-5 of the scale,
-    # every output within 1% of it.
+def wasm_llama_layers() -> None:
+    # Against llama_ref.block, block after block, with the same 8-bit products (q8_matmul_ref). Both compute in
+    # float32, so the keys, values and outputs agree to rounding (measured <= 3e-6 on O(1)-O(10) values: 1e-5 of the
+    # scale), except where a rounding difference moves an activation across a step of its 8-bit grid: that moves the
+    # products it enters by one step's worth, and through attention every later row (measured up to 0.052 on values
+    # up to 8.9, in 1-3 of the 40 rows of the prompt). So: the median output within 1e-5 of the scale, every output
+    # within 1% of it. The kernels' caches are views of one (blocks, rows, width) array, as a model's are.
     r = rng(24)
-    for dim, heads, kvh, ffn, steps in _LLAMA:
-        layer, hd = _qlayer(r, dim, heads, kvh, ffn), dim // heads
-        config = LR.LlamaConfig(1, dim, heads, kvh, ffn, 100, 1e-5, 10000.0, sum(steps))
+    for dim, heads, kvh, ffn, steps, n in _LLAMA:
+        layers, hd = [_qlayer(r, dim, heads, kvh, ffn) for _ in range(n)], dim // heads
+        config = LR.LlamaConfig(n, dim, heads, kvh, ffn, 100, 1e-5, 10000.0, sum(steps))
         cache = LR.KVCache(config, sum(steps))
-        kc, vc = (np.zeros((sum(steps), kvh * hd), np.float32) for _ in range(2))
-        weights = tuple(m.raw for m in (layer.wq, layer.wk, layer.wv, layer.wo, layer.w_gate, layer.w_up, layer.w_down))
-        block = W.llama_block((layer.attn_norm, layer.ffn_norm), weights, "Q4_1", heads=heads, kv_heads=kvh, eps=1e-5)
+        kc, vc = (np.zeros((n, sum(steps), kvh * hd), np.float32) for _ in range(2))
+        blocks = [W.llama_block((m.attn_norm, m.ffn_norm), tuple(w.raw for w in (m.wq, m.wk, m.wv, m.wo, m.w_gate, m.w_up,
+                                m.w_down)), "Q4_1", heads=heads, kv_heads=kvh, eps=1e-5) for m in layers]
         for t in steps:
             start = cache.length
-            x = r.standard_normal((t, dim)).astype(np.float32)
+            want = x = r.standard_normal((t, dim)).astype(np.float32)
             cos, sin = LR.rope_angles(np.arange(start, start + t), hd, 10000.0)
-            want = LR.block(x, layer, 0, cache, cos, sin, config, linear=lambda a, w: q8_matmul_ref(a, w)[0])
+            for i, layer in enumerate(layers):
+                want = LR.block(want, layer, i, cache, cos, sin, config, linear=lambda a, w: q8_matmul_ref(a, w)[0])
             cache.length = start + t
             got = x.copy()
-            W.llama_layer(got, start, cos, sin, block, kc, vc, threads=THREADS)
-            what = f"llama layer dim {dim} heads {heads}/{kvh} ffn {ffn}, {t} at {start}"
-            for a, b in ((got, want), (kc[:start + t], cache.k[0, :start + t].reshape(start + t, -1)),
-                         (vc[:start + t], cache.v[0, :start + t].reshape(start + t, -1))):
+            W.llama_layers(got, start, cos, sin, blocks, list(kc), list(vc), threads=THREADS)
+            what = f"{n} llama blocks dim {dim} heads {heads}/{kvh} ffn {ffn}, {t} at {start}"
+            pairs = [(got, want)] + [(c[i, :start + t], ref[i, :start + t].reshape(start + t, -1))
+                                     for i in range(n) for c, ref in ((kc, cache.k), (vc, cache.v))]
+            for a, b in pairs:
                 scale = float(np.abs(b).max())
                 err = np.abs(a - b)
                 assert np.median(err) <= 1e-5 * scale and err.max() <= 0.01 * scale, \
@@ -562,7 +565,7 @@ def wasm_llama_layer() -> None:
 
 
 @case
-def wasm_llama_layer_rejects_what_does_not_fit() -> None:
+def wasm_llama_layers_reject_what_does_not_fit() -> None:
     r = rng(25)
     layer = _qlayer(r, 64, 4, 2, 96)
     weights = tuple(m.raw for m in (layer.wq, layer.wk, layer.wv, layer.wo, layer.w_gate, layer.w_up, layer.w_down))
@@ -577,14 +580,19 @@ def wasm_llama_layer_rejects_what_does_not_fit() -> None:
     block = W.llama_block(norms, weights, "Q4_1", heads=4, kv_heads=2, eps=1e-5)
     x = r.standard_normal((2, 64)).astype(np.float32)
     cos, sin = LR.rope_angles(np.arange(2), 16, 10000.0)
-    small = np.zeros((1, 32), np.float32)   # a cache with room for 1 of the 2 positions
-    for args in ((x, 0, cos, sin, block, small, small), (x[:, :32].copy(), 0, cos, sin, block, small, small)):
+    small, room = np.zeros((1, 32), np.float32), np.zeros((2, 32), np.float32)   # room for 1 of the 2 positions; for both
+    m = _qlayer(r, 32, 1, 1, 32)   # a block of another width: blocks called together share theirs
+    other = W.llama_block((m.attn_norm, m.ffn_norm), tuple(w.raw for w in (m.wq, m.wk, m.wv, m.wo, m.w_gate, m.w_up,
+                          m.w_down)), "Q4_1", heads=1, kv_heads=1, eps=1e-5)
+    for args in ((x, 0, cos, sin, [block], [small], [small]), (x[:, :32].copy(), 0, cos, sin, [block], [room], [room]),
+                 (x, 0, cos, sin, [block, block], [room], [room]), (x, 0, cos, sin, [], [], []),
+                 (x, 0, cos, sin, [block, other], [room, room], [room, room])):
         try:
-            W.llama_layer(*args)
+            W.llama_layers(*args)
         except ValueError as exc:
             assert "do not fit" in str(exc), exc
         else:
-            raise AssertionError("llama_layer wrote past its cache")
+            raise AssertionError(f"llama_layers took {[getattr(a, 'shape', a) for a in args]}")
 
 
 # -- the module itself ------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ import threading
 import time
 import weakref
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -186,7 +186,7 @@ class SimdKernels:
         return _addr(cache)
 
     def rows_changed(self, cache: np.ndarray) -> None:
-        """NumPy rewrote rows of a KV cache that llama_layer wrote (a forward redone there): kernels that read
+        """NumPy rewrote rows of a KV cache that llama_layers wrote (a forward redone there): kernels that read
         it in place need nothing; a copy of it elsewhere is refreshed."""
 
     def _done(self) -> None:
@@ -413,7 +413,7 @@ class SimdKernels:
 
     def llama_block(self, norms: tuple[np.ndarray, np.ndarray], weights: tuple[np.ndarray, ...], kind: str, *,
                     heads: int, kv_heads: int, eps: float) -> "LlamaBlock":
-        """One llama block's weights checked once for llama_layer: norms (attn_norm, ffn_norm), the stored bytes of
+        """One llama block's weights checked once for llama_layers: norms (attn_norm, ffn_norm), the stored bytes of
         wq, wk, wv, wo, w_gate, w_up, w_down (all ggml `kind`). ValueError when their shapes do not fit together.
         The arrays must not change afterwards: an engine that copies them (wasm_threads) keeps its copies."""
         dim = norms[0].size
@@ -432,26 +432,28 @@ class SimdKernels:
         return LlamaBlock(arrays, tuple(self._kept(a) for a in arrays), dim, heads, kv_heads, ffn,
                           GGML_TYPE_IDS[kind], float(eps))
 
-    def llama_layer(self, x: np.ndarray, start: int, cos: np.ndarray, sin: np.ndarray, block: "LlamaBlock",
-                    k_cache: np.ndarray, v_cache: np.ndarray, *, threads: int = 1) -> None:
-        """One llama block (models/llama_ref.block, its products on 8-bit activations) on x (T, dim) at positions
-        start.. in place, in one kernel call; its keys and values go to rows start.. of k_cache and v_cache
-        ((capacity, kv_heads * head_dim) float32, C-contiguous); cos, sin (T, head_dim / 2) float32."""
-        lib = self._need()
-        t = x.shape[0]
-        kvw = block.kv_heads * (block.dim // block.heads)
-        if not (x.dtype == np.float32 and x.flags.c_contiguous and x.shape == (t, block.dim) and t > 0
-                and cos.shape == sin.shape == (t, block.dim // block.heads // 2) and cos.dtype == sin.dtype == np.float32
-                and all(c.dtype == np.float32 and c.flags.c_contiguous and c.ndim == 2 and c.shape[1] == kvw
-                        and c.shape[0] >= start + t for c in (k_cache, v_cache))):
-            raise ValueError(f"llama_layer: x {x.shape} {x.dtype}, cos {cos.shape}, caches {k_cache.shape}/"
-                             f"{v_cache.shape} at position {start} do not fit a block of width {block.dim}")
+    def llama_layers(self, x: np.ndarray, start: int, cos: np.ndarray, sin: np.ndarray, blocks: Sequence[LlamaBlock],
+                     k_caches: Sequence[np.ndarray], v_caches: Sequence[np.ndarray], *, threads: int = 1) -> None:
+        """Llama blocks in turn (models/llama_ref.block, products on 8-bit activations) on x (T, dim) at positions start..
+        in place, one kernel call each, x kept where they read it until the last; block i's keys and values go to rows
+        start.. of k_caches[i], v_caches[i] ((rows, kv_heads * head_dim) float32); cos, sin (T, head_dim / 2) float32."""
+        lib, t = self._need(), x.shape[0]
+        shapes = {(b.dim, b.heads, b.kv_heads) for b in blocks}
+        dim, heads, kv_heads = next(iter(shapes)) if len(shapes) == 1 else (0, 1, 1)
+        caches = (*k_caches, *v_caches)
+        if not (dim and len(blocks) == len(k_caches) == len(v_caches) and t > 0 and x.shape == (t, dim)
+                and x.dtype == cos.dtype == sin.dtype == np.float32 and x.flags.c_contiguous
+                and cos.shape == sin.shape == (t, dim // heads // 2)
+                and all(c.dtype == np.float32 and c.flags.c_contiguous and c.ndim == 2 and c.shape[0] >= start + t
+                        and c.shape[1] == kv_heads * (dim // heads) for c in caches)):
+            raise ValueError(f"llama_layers: x {x.shape} {x.dtype}, cos {cos.shape}, {len(k_caches)}/{len(v_caches)} caches "
+                             f"{sorted({c.shape for c in caches})} at {start} do not fit {len(blocks)} blocks {sorted(shapes)}")
         threads = max(1, int(threads))
-        a = block.addresses
-        scratch = self._scratch(int(lib.gp_llama_scratch(t, start + t, block.dim, block.ffn, threads)))
-        lib.gp_llama_layer(self._io(x), t, start, block.dim, block.heads, block.kv_heads, block.ffn, block.eps,
-                           *((self._kept if immutable(c) else self._at)(c) for c in (cos, sin)), *a, block.kind_id, self._rows(k_cache, start, t),
-                           self._rows(v_cache, start, t), scratch, threads)
+        scratch = self._scratch(max(int(lib.gp_llama_scratch(t, start + t, dim, f, threads)) for f in {b.ffn for b in blocks}))
+        at, angles = self._io(x), [(self._kept if immutable(c) else self._at)(c) for c in (cos, sin)]
+        for b, kc, vc in zip(blocks, k_caches, v_caches):
+            lib.gp_llama_layer(at, t, start, dim, heads, kv_heads, b.ffn, b.eps, *angles, *b.addresses, b.kind_id,
+                               self._rows(kc, start, t), self._rows(vc, start, t), scratch, threads)
         self._done()
 
     def measure(self, op: str, *args: Any, candidates: dict[str, Callable[..., Any]] | None = None,
@@ -477,9 +479,7 @@ def _per_call_ms(fn: Callable[[], Any], min_s: float) -> float:
 
 def measure(op: str, *args: Any, candidates: dict[str, Callable[..., Any]], repeats: int = 5,
             min_s: float = 0.02, **kwargs: Any) -> dict[str, Any]:
-    """Median ms per call of each candidate on the same arguments, interleaved so machine noise hits all
-    alike.
-
+    """Median ms per call of each candidate on the same arguments, interleaved so machine noise hits all alike.
     Returns {"op", "shapes", "<name>_ms" per candidate, "winner"}: what an integrator keeps to pick the
     faster implementation per op and size. Pass more candidates (e.g. scipy's sgemm) to compare them too.
     """

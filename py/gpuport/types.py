@@ -50,7 +50,7 @@ class Decision:
 
 @dataclass(frozen=True)
 class LlamaBlock:
-    """A llama block's weights as the host kernels' llama_layer takes them (simd_ops), checked once: the arrays
+    """A llama block's weights as the host kernels' llama_layers take them (simd_ops), checked once: the arrays
     (held, so their addresses stay valid: attn_norm, wq, wk, wv, wo, ffn_norm, w_gate, w_up, w_down) and their
     shape."""
 

@@ -53,9 +53,9 @@ def note() -> str:
 _PACKED, OPS = ENGINE.packed, ENGINE.ops
 matmul, gelu, softmax = ENGINE.matmul, ENGINE.gelu, ENGINE.softmax
 layer_norm, attention = ENGINE.layer_norm, ENGINE.attention
-q_matmul, llama_block, llama_layer = ENGINE.q_matmul, ENGINE.llama_block, ENGINE.llama_layer
+q_matmul, llama_block, llama_layers = ENGINE.q_matmul, ENGINE.llama_block, ENGINE.llama_layers
 available, reason, clear_cache, measure = ENGINE.available, ENGINE.reason, ENGINE.clear_cache, ENGINE.measure
 
 
-__all__ = ["ABI", "ENGINE", "OPS", "REFERENCES", "attach", "attached", "attention", "available", "clear_cache", "gelu", "layer_norm", "llama_block", "llama_layer",
+__all__ = ["ABI", "ENGINE", "OPS", "REFERENCES", "attach", "attached", "attention", "available", "clear_cache", "gelu", "layer_norm", "llama_block", "llama_layers",
            "matmul", "measure", "note", "q_matmul", "reason", "softmax", "variant"]

@@ -231,15 +231,15 @@ class PoolKernels(SimdKernels):
         root = cache
         while isinstance(root.base, np.ndarray):
             root = root.base
-        key = (id(root), _address(cache))
+        base = _address(cache)
+        key = (id(root), base)
         hit = self._shadows.get(key)
         if hit is None or hit[0]() is not root or hit[1].block_bytes != cache.nbytes:
             assert self.arena is not None
             shadows = self._shadows
             hit = (weakref.ref(root, lambda _r: shadows.pop(key, None)), _Shadow(self.arena, cache))
             shadows[key] = hit
-        shadow, row = hit[1], cache.strides[0]
-        base, at = _address(cache), shadow.block.address
+        shadow, row, at = hit[1], cache.strides[0], hit[1].block.address
         # Rows before `start` the kernel reads: the shadow holds them up to `valid` (rows it wrote, and that
         # went back to NumPy; rows_changed() forgets them when NumPy rewrites its own).
         lo = min(shadow.valid, start)
@@ -281,9 +281,9 @@ ENGINE = PoolKernels()
 _PACKED, OPS = ENGINE.packed, ENGINE.ops
 matmul, gelu, softmax = ENGINE.matmul, ENGINE.gelu, ENGINE.softmax
 layer_norm, attention = ENGINE.layer_norm, ENGINE.attention
-q_matmul, llama_block, llama_layer = ENGINE.q_matmul, ENGINE.llama_block, ENGINE.llama_layer
+q_matmul, llama_block, llama_layers = ENGINE.q_matmul, ENGINE.llama_block, ENGINE.llama_layers
 available, reason, clear_cache, measure = ENGINE.available, ENGINE.reason, ENGINE.clear_cache, ENGINE.measure
 attach, threads, use_threads = ENGINE.attach, ENGINE.threads, ENGINE.use_threads
 
 __all__ = ["ABI", "ENGINE", "OPS", "Arena", "PoolKernels", "attach", "attention", "available", "clear_cache", "gelu",
-           "layer_norm", "llama_block", "llama_layer", "matmul", "measure", "q_matmul", "reason", "softmax", "threads", "use_threads"]
+           "layer_norm", "llama_block", "llama_layers", "matmul", "measure", "q_matmul", "reason", "softmax", "threads", "use_threads"]

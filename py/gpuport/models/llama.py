@@ -396,10 +396,9 @@ class Llama:
         x = np.ascontiguousarray(self.embd.matrix(False).rows(ids), dtype=np.float32)
         cos, sin = np.array(cos, np.float32), np.array(sin, np.float32)
         cos.flags.writeable = sin.flags.writeable = False   # every block reads them: an engine may keep one copy
-        rows = cache.k.shape[1]
-        for i, block in enumerate(blocks):
-            engine.llama_layer(x, cache.length, cos, sin, block, cache.k[i].reshape(rows, -1),
-                               cache.v[i].reshape(rows, -1), threads=threads)
+        rows = cache.k.shape[:2] + (-1,)
+        engine.llama_layers(x, cache.length, cos, sin, blocks, list(cache.k.reshape(rows)), list(cache.v.reshape(rows)),
+                            threads=threads)
         hostops.ran("llama_block", engine.name)
         h = ref.rms_norm(x[-1:], v["output_norm.weight"], c.eps)
         return engine.q_matmul(h, self.head.raw, self.head.kind, self.head.shape, threads=threads)[0]
