@@ -17,6 +17,12 @@ CORRUPT = """async (key) => {
   await new Promise((ok) => { tx.oncomplete = ok; });
   return record.bytes.length;
 }"""
+STORED = """async (key) => {
+  const db = await new Promise((ok, no) => { const r = indexedDB.open("gpuport"); r.onsuccess = () => ok(r.result); r.onerror = () => no(r.error); });
+  if (!db.objectStoreNames.contains("meta")) return false;
+  const store = db.transaction("meta").objectStore("meta");
+  return await new Promise((ok) => { const q = store.get(key); q.onsuccess = () => ok(q.result !== undefined); });
+}"""
 WORKS = """
 import numpy as np
 x = rt.tensor(np.arange(6, dtype=np.float32).reshape(2, 3))
@@ -58,5 +64,23 @@ def test_the_second_visit_boots_from_the_snapshot_and_a_corrupt_one_is_dropped(b
 
         page.goto(server_url + "/?table=0&snapshot=0")
         assert _visit(page)["booted"] == "off"
+    finally:
+        context.close()
+
+
+def test_the_snapshot_is_made_only_once_the_page_is_idle(browsers, server_url):
+    """Making one boots a second interpreter: while a call runs (a first result on a first visit), it waits."""
+    context = browsers.get("chromium-webgpu").new_context()   # a fresh profile
+    try:
+        page = context.new_page()
+        page.goto(server_url + "/test.html")
+        key = page.evaluate(KEY)
+        page.evaluate("async () => { const g = await window.gpuportReady;"
+                      " window.busy = g.runPython('import asyncio\\nawait asyncio.sleep(8)\\n7'); }")
+        page.wait_for_timeout(7000)   # long enough to make one (2-4 s here) had it started beside the call
+        assert not page.evaluate(STORED, key), "the snapshot was made while a call ran"
+        assert page.evaluate("async () => await window.busy") == 7
+        assert page.evaluate("async () => (await window.gpuportReady).snapshotStatus()").startswith("made (")
+        assert page.evaluate(STORED, key)
     finally:
         context.close()

@@ -1,7 +1,8 @@
 // A memory snapshot of Pyodide's interpreter (Pyodide 0.27's _makeSnapshot / _loadSnapshot), booted from on later
 // visits: the interpreter starts without initialising again (bench/startup.py's "pyodide" stage). The snapshot is
-// made once the page has started, by a throwaway interpreter in a worker of its own (snapshot-worker.js): the
-// interpreter that makes one cannot serve a page, as its JS globals are proxies that record paths. It is kept in
+// made once the page has started and is idle (host.js: no call for IDLE_MS), by a throwaway interpreter in a
+// worker of its own (snapshot-worker.js): the interpreter that makes one cannot serve a page, as its JS globals
+// are proxies that record paths. It is kept in
 // IndexedDB with its SHA-256, checked before use; a record that fails the check or does not restore is dropped,
 // the interpreter booted as usual, and a new snapshot made.
 import * as idb from "./idb.js";
