@@ -4,9 +4,10 @@ A person opening a page waits for the first result, not the steady state. Per br
 SwiftShader, Firefox ESR on lavapipe) and per trial, each system gets a fresh profile (cold: no HTTP cache,
 no Cache Storage, no IndexedDB), then the same profile again in a relaunched browser (warm: a second visit).
 The systems alternate which goes first, trial by trial. In the page:
-- gpuport: its test page (web/test.html: `start()` with its defaults but precompilation, which that page
-  leaves off), then `gp.models.load("minilm-l6-v2")` and one sentence embedded, on the dev server; a visit
-  waits, untimed, for the page's background work (the Pyodide snapshot) before it ends;
+- gpuport: its test page (web/test.html?calibrate=idle: `start()` with its defaults but precompilation, which
+  that page leaves off; `calibrate: "idle"` is start()'s default, which the lanes' page turns off), then
+  `gp.models.load("minilm-l6-v2")` and one sentence embedded, on the dev server; a visit waits, untimed, for
+  the page's background work (auto's calibration on a first visit, then the Pyodide snapshot) before it ends;
 - gpuport without its Pyodide snapshot (`start({snapshot: false})`): what the snapshot buys, in the same run;
 - transformers.js: bench/peers/startup.html, `pipeline("feature-extraction")` on its default wasm device and
   the same sentence, the model files kept in Cache Storage as the library does by default (the server
@@ -51,10 +52,12 @@ GPUPORT_FIRST = """async (src) => {
   const g = await window.gpuportReady;
   const out = await g.runPython(src);
   const first_ms = performance.now();
-  // what the page does once it has started (the Pyodide snapshot for the next visit), done before the visit ends,
+  // what the page does once it is idle (auto's calibration on a first visit, then the Pyodide snapshot for the
+  // next visit), done before the visit ends,
   // as for a person who stays on the page a few seconds; not timed
+  const calibration = await g.calibrationStatus();
   const snapshot = await g.snapshotStatus();
-  return { first_ms, timings: g.timings, snapshot, ...out };
+  return { first_ms, timings: g.timings, calibration, snapshot, ...out };
 }"""
 GPUPORT_SRC = f"""
 import time
@@ -141,8 +144,10 @@ def cosine(a: list[float], b: list[float]) -> float:
 
 def run_browser(p: Any, browser: str, trials: int, gp_url: str, tjs_url: str, log: Callable[[str], None]) -> dict:
     systems = {
-        "gpuport": lambda profile: visit(p, browser, profile, gp_url + "/test.html", GPUPORT_FIRST, GPUPORT_SRC),
-        "gpuport, no snapshot": lambda profile: visit(p, browser, profile, gp_url + "/test.html?snapshot=0",
+        "gpuport": lambda profile: visit(p, browser, profile, gp_url + "/test.html?calibrate=idle", GPUPORT_FIRST,
+                                         GPUPORT_SRC),
+        "gpuport, no snapshot": lambda profile: visit(p, browser, profile,
+                                                      gp_url + "/test.html?calibrate=idle&snapshot=0",
                                                       GPUPORT_FIRST, GPUPORT_SRC),
         "transformers.js": lambda profile: visit(p, browser, profile, tjs_url + "/startup.html", TJS_FIRST),
     }
@@ -156,7 +161,9 @@ def run_browser(p: Any, browser: str, trials: int, gp_url: str, tjs_url: str, lo
                     runs[name][state].append(systems[name](profile))
             finally:
                 shutil.rmtree(profile, ignore_errors=True)
-            booted = (f" (Pyodide: {runs[name]['warm'][-1]['timings'].get('snapshot')} on the warm visit)"
+            booted = (f" (calibration: {runs[name]['cold'][-1]['calibration']} when idle on the cold visit, "
+                      f"{runs[name]['warm'][-1]['calibration']} on the warm one; Pyodide: "
+                      f"{runs[name]['warm'][-1]['timings'].get('snapshot')} on the warm visit)"
                       if name.startswith("gpuport") else "")
             log(f"  {browser} trial {trial + 1} {name}: cold {runs[name]['cold'][-1]['first_ms']:.0f} ms, "
                 f"warm {runs[name]['warm'][-1]['first_ms']:.0f} ms{booted}")

@@ -82,14 +82,22 @@ def test_reload_precompiles_from_indexeddb_before_the_first_op(chromium_webgpu, 
         context.close()
 
 
+def _calibrated(page) -> str:
+    """start()'s calibration, left to the first idle moment: how it went, once it has."""
+    return page.evaluate("async () => (await window.gpuportReady).calibrationStatus()")
+
+
 def test_corrupted_manifest_and_calibration_records_are_ignored_and_repaired(chromium_webgpu, server_url):
     context = chromium_webgpu.new_context()
     try:
         page = context.new_page()
         page.goto(server_url + "/?table=0&precompile=await")
+        # a first visit places every op on the host until the page is idle, then measures and stores
+        assert _run(page, CALIBRATION)["source"] == "provisional"
         first = _run(page, SCOPE_AND_REPORT)
         _wait_saved(page, first["report"]["pipelines"])
-        assert _run(page, CALIBRATION)["source"] == "measured"   # a first visit measures, and stores it
+        assert _calibrated(page) == "measured" and _run(page, CALIBRATION)["source"] == "measured"
+        _run(page, SELECTOR_REWRITTEN)
         _run(page, "import gpuport_idb\nawait gpuport_idb.put('manifests', rt.pipelines.scope, '{corrupt')\n"
                    "await gpuport_idb.put('meta', 'selector:' + rt.pipelines.scope, '{\"costs\": 7}')")
         assert _run(page, STORED) == "{corrupt"
@@ -99,12 +107,14 @@ def test_corrupted_manifest_and_calibration_records_are_ignored_and_repaired(chr
         assert second["report"]["from_manifest"] == 0 and not second["report"]["failed"], second
         repaired = json.loads(_wait_saved(page, second["report"]["pipelines"]))
         assert repaired["format"] == 1 and len(repaired["entries"]) >= 18
-        # the calibration record was not used: named as ignored, measured again, and stored sound
+        # the calibration record was not used: named as ignored, measured again once idle, and stored sound
+        assert _calibrated(page) == "measured"
         calibration = _run(page, CALIBRATION)
         assert calibration["source"] == "measured" and calibration["ignored"], calibration
         _run(page, SELECTOR_REWRITTEN)   # the background write, awaited (bounded) before the next visit
         page.reload()
         assert _run(page, CALIBRATION) == {"source": "stored", "ignored": None}
+        assert _calibrated(page) == "stored"
     finally:
         context.close()
 

@@ -14,6 +14,8 @@ from gpuport.placement import calibration
 from gpuport import references as K
 from gpuport.opspecs import reference
 from gpuport.pipelines import PipelineManifest
+from gpuport.platform import sync_wait
+from gpuport.types import HOST
 from gpuport.placement.selector import BackendCosts, read_record
 from gpuport.records import RecordWarning
 
@@ -58,6 +60,42 @@ def test_auto_chooses_per_op_with_identical_results_and_reports_it(cache):
         assert rt2.placement.auto.selector.get_performance_summary()["ops"], "history not restored"
     finally:
         rt2.close()
+
+
+def test_calibrate_later_keeps_every_call_on_the_host_until_measured_and_stores_only_measured_costs(cache):
+    """A page's first visit opens without measuring (start() measures once the page is idle): meanwhile
+    every call runs on the host, nothing provisional is stored, and rt.calibrate() measures and stores."""
+    x = np.random.default_rng(2).standard_normal((256, 256)).astype(np.float32)
+    rt = gp.open_sync(calibrate="later")
+    try:
+        assert rt.info()["selection"]["calibration"]["source"] == "provisional"
+        for _ in range(4):   # a size the device would take were it measured faster
+            np.testing.assert_allclose(rt.ops.matmul(rt.tensor(x), rt.tensor(x)).numpy(), x @ x, rtol=1e-4, atol=1e-3)
+        assert rt.info()["selection"]["counts"]["matmul"] == {"cpu": 4}
+        assert rt.placement.whole("forward", [("matmul", [(512, 512), (512, 512)])]).where == HOST
+    finally:
+        rt.close()
+    assert not list(cache.glob("selector/*.json")), "provisional costs were stored"
+    rt = gp.open_sync(calibrate="later")
+    try:
+        assert sync_wait(rt.calibrate(), "calibrate") == "measured"
+        sel = rt.info()["selection"]["calibration"]
+        assert sel["source"] == "measured" and sel["ms"] > 0 and sel["costs"]["webgpu"]["overhead_s"] < 1.0, sel
+        assert sync_wait(rt.calibrate(), "calibrate") == "measured"   # once
+    finally:
+        rt.close()
+    assert list(cache.glob("selector/*.json"))
+    rt = gp.open_sync(calibrate="later")
+    try:   # a stored calibration is used at open whatever `calibrate` says
+        assert rt.info()["selection"]["calibration"]["source"] == "stored"
+        assert sync_wait(rt.calibrate(), "calibrate") == "stored"
+    finally:
+        rt.close()
+    with pytest.raises(ValueError, match="calibrate must be one of"):
+        gp.open_sync(calibrate="never")
+    cpu = gp.open_sync(backend="cpu", calibrate="later")
+    assert sync_wait(cpu.calibrate(), "calibrate") == "none"
+    cpu.close()
 
 
 def test_a_whole_forward_counts_the_read_round_trip_then_learns_its_own_times(cache):

@@ -64,6 +64,7 @@ function viaWorker(args, onProgress) {
     installWheel: (url) => call("installWheel", [absolute(url)]),
     addModule: (name, source, filename) => call("addModule", [name, source, filename]),
     snapshotStatus: () => call("snapshotStatus"),
+    calibrationStatus: () => call("calibrationStatus"),
     close: () => worker.terminate(),
   }));
 }
@@ -81,6 +82,7 @@ async function onMainThread(args, onProgress) {
     installWheel: (url) => host.installWheel(absolute(url)),
     addModule: async (name, source, filename) => host.addModule(name, source, filename),
     snapshotStatus: () => host.snapshotStatus(),
+    calibrationStatus: () => host.calibrationStatus(),
     close: () => {},
   };
 }
@@ -95,23 +97,26 @@ async function onMainThread(args, onProgress) {
  * the same bits on every CPU; "off": NumPy only), threads ("auto" (default): whole layers of the cpu path on
  * a pool of workers, one per core (navigator.hardwareConcurrency), where the page is cross-origin isolated;
  * a number: that many; 1: one thread), snapshot (default true: boot Pyodide from a verified memory
- * snapshot kept in IndexedDB, made beside the page on the first visit; false: never), onProgress({stage, index, total, state, ms}) for the
+ * snapshot kept in IndexedDB, made beside the page on the first visit; false: never), calibrate ("idle" (default):
+ * on an adapter without a stored calibration, backend "auto" places every op on the host until the page has
+ * been idle, then measures both sides and stores it; "open": measure before resolving), onProgress({stage, index, total, state, ms}) for the
  * start-up stages (pyodide, numpy, wheel, open, precompile) and {stage: "precompile", done, total}.
  * Resolves to {mode, timings, base, runPython(src), info(), setArray(name, typedArray, shape),
- * getArray(expr) -> {data, shape, dtype}, installWheel(url), addModule(name, source), snapshotStatus(), close()};
+ * getArray(expr) -> {data, shape, dtype}, installWheel(url), addModule(name, source), snapshotStatus(),
+ * calibrationStatus(), close()};
  * timings.snapshot says how Pyodide booted ("restored", "making one", "dropped: <why>; making one", "off").
  */
 export async function start(options = {}) {
   const {
     base = HERE, worker = true, cdn = false, backend = "auto", tier = null, limits = "default",
-    precompile = "background", hostKernels = "auto", threads = "auto", snapshot = true,
+    precompile = "background", hostKernels = "auto", threads = "auto", snapshot = true, calibrate = "idle",
     onProgress = () => {},
   } = options;
   const baseURL = absolute(base.endsWith("/") ? base : base + "/");
   const pyodideURL = absolute(options.pyodideURL || (cdn ? PYODIDE_CDN : absolute("pyodide/", baseURL)));
   const { wheelURL, chunked } = await siteFiles(baseURL, options.wheelURL);
   const args = { base: baseURL, pyodideURL, wheelURL, chunked, backend, tier, limits, precompile, hostKernels, threads,
-                 snapshot };
+                 snapshot, calibrate };
   const gp = await (worker ? viaWorker(args, onProgress) : onMainThread(args, onProgress));
   return { ...gp, base: baseURL };
 }

@@ -60,6 +60,7 @@ export class Host {
     this.namespace = pyodide.globals;
     this.numpy = pyodide.pyimport("numpy");
     this.snapshot = Promise.resolve(timings.snapshot);
+    this.calibration = Promise.resolve("at open");
     this.calls = 0;
     this.lastCall = performance.now();
   }
@@ -87,6 +88,12 @@ export class Host {
    * beside the page is stored, "made (N bytes)" or "not made: <why>". */
   snapshotStatus() {
     return this.snapshot;
+  }
+
+  /** How backend="auto"'s calibration went where start({calibrate: "idle"}) left it to an idle moment:
+   * "measured", "stored" (a record was there), "none" (not auto), "not measured: <why>"; "at open" otherwise. */
+  calibrationStatus() {
+    return this.calibration;
   }
 
   runPython(src) {
@@ -174,9 +181,10 @@ export class Host {
  */
 export async function boot({ base = null, pyodideURL, wheelURL, chunked = {}, backend = "auto", tier = null,
                              limits = "default", precompile = "background", hostKernels = "auto", threads = "auto",
-                             snapshot = true },
+                             snapshot = true, calibrate = "idle" },
                            progress = () => {}) {
   defaultSources(hostKernels);   // a bad choice throws here, before anything loads
+  if (!["idle", "open"].includes(calibrate)) throw new Error(`calibrate must be "idle" or "open", not ${calibrate}`);
   const t0 = performance.now();
   const mark = {};
   const stages = precompile === "await" ? STAGES : STAGES.slice(0, -1);
@@ -227,7 +235,8 @@ export async function boot({ base = null, pyodideURL, wheelURL, chunked = {}, ba
     const env = { GPUPORT_WASM_KERNELS: hostKernels, GPUPORT_THREADS: String(threads),
                   ...(base ? { GPUPORT_BASE: base } : {}) };
     pyodide.runPython(`import os\nos.environ.update(${JSON.stringify(env)})`);
-    pyodide.globals.set("_gpuport_open_args", pyodide.toPy({ backend, tier, limits }));
+    pyodide.globals.set("_gpuport_open_args",
+                        pyodide.toPy({ backend, tier, limits, calibrate: calibrate === "idle" ? "later" : "open" }));
     await pyodide.runPythonAsync("import gpuport\nrt = await gpuport.open(**_gpuport_open_args)\ndel _gpuport_open_args");
   });
   // Pipelines from the IndexedDB manifest (or every op's, on a first visit) are built now; ops called
@@ -249,8 +258,17 @@ export async function boot({ base = null, pyodideURL, wheelURL, chunked = {}, ba
     mark.snapshot = `${mark.snapshot ? `${mark.snapshot}; ` : ""}making one`;
   }
   const host = new Host(pyodide, mark);
+  // What waits for an idle page, one after the other (each takes the cores a first result needs): auto's
+  // calibration on an adapter without a stored one (0.8 s in Chromium, 2.2 s in Firefox, measured at open on a
+  // first visit of web/test.html), then the snapshot.
+  if (calibrate === "idle") {
+    const rt = pyodide.globals.get("rt");
+    host.calibration = host.idle().then(() => rt.calibrate()).then((source) => source,
+                                                                   (e) => `not measured: ${e.message}`)
+      .finally(() => rt.destroy());
+  }
   if (snapshot && mark.snapshot !== "restored") {
-    host.snapshot = host.idle().then(() => snapshots.makeInBackground(pyodideURL))
+    host.snapshot = host.calibration.then(() => host.idle()).then(() => snapshots.makeInBackground(pyodideURL))
       .then((bytes) => `made (${bytes} bytes)`, (e) => `not made: ${e.message}`);
   }
   return host;

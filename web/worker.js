@@ -2,7 +2,8 @@
 import { boot } from "./host.js";
 
 let host = null;
-const METHODS = new Set(["runPython", "info", "setArray", "getArray", "installWheel", "addModule", "snapshotStatus"]);
+const METHODS = new Set(["runPython", "info", "setArray", "getArray", "installWheel", "addModule", "snapshotStatus",
+                         "calibrationStatus"]);
 const progress = (event) => self.postMessage({ progress: event });
 
 self.onmessage = async ({ data }) => {

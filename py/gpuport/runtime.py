@@ -41,6 +41,7 @@ from .tuning import tune_matmul
 
 PRECISIONS = ("f32", "f16")
 BACKENDS = ("auto", "webgpu", "cpu")
+CALIBRATE = ("open", "later")
 
 
 class Runtime:
@@ -282,6 +283,15 @@ class Runtime:
                 self.pipelines.save()
             return report
 
+    async def calibrate(self) -> str:
+        """Measure the host and the device for backend="auto" now where open(calibrate="later") left the
+        placement on provisional costs (every call on the host), and persist what was measured (a page's
+        start() does this once it is idle). Returns the calibration's source: "measured", "stored" (there
+        was a record), or "none" (not backend="auto")."""
+        self.check_open()
+        auto = self.placement.auto
+        return "none" if auto is None else await auto.calibrate()
+
     def profile(self, sync: bool = False) -> Profile:
         """`with rt.profile() as prof:` ... `prof.report(format="json" | "html" | ...)`: per op where it ran
         and why, host and device time (timestamp queries where the adapter has them; `sync=True` waits for
@@ -346,7 +356,7 @@ def _shape(shape: Sequence[int] | int) -> tuple[int, ...]:
 
 async def open(backend: str = "auto", tier: str | None = None, limits: str = "default",
                budget: dict[str, int] | None = None, precision: str = "f32",
-               memory_budget: int | None = None) -> Runtime:
+               memory_budget: int | None = None, calibrate: str = "open") -> Runtime:
     """Open a runtime: WebGPU (the browser's in a page, wgpu-py natively) or NumPy.
 
     backend: "auto" (WebGPU when an adapter exists, else NumPy; with a device, each op goes to the GPU or
@@ -361,9 +371,14 @@ async def open(backend: str = "auto", tier: str | None = None, limits: str = "de
         tolerances in tests/cases.py); without shader-f16 it steps down to f32.
     memory_budget: bytes of GPU memory this runtime may hold; beyond it allocations are out of memory
         and recovery steps down (blocks, then host residency). See recovery.py.
+    calibrate: backend="auto" on an adapter without a stored calibration: "open" measures both sides now (a
+        fraction of a second to seconds in a page); "later" starts with every call on the host and measures
+        at `await rt.calibrate()` (start() in a page does so once the page is idle, after its first result).
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
+    if calibrate not in CALIBRATE:
+        raise ValueError(f"calibrate must be one of {CALIBRATE}, not {calibrate!r}")
     if backend == "webgpu" and tier == "cpu":
         raise ValueError("backend='webgpu' with tier='cpu' is contradictory: pick one")
     await prepare_page()
@@ -384,7 +399,7 @@ async def open(backend: str = "auto", tier: str | None = None, limits: str = "de
         await rt.pipelines.load()
         apply_tuning(rt.pipelines.manifest, rt.placement.planner)
         if backend == "auto" and not device.is_host:
-            await attach(rt)
+            await attach(rt, measure=calibrate == "open")
     except BaseException:
         device.close()
         raise
@@ -393,8 +408,8 @@ async def open(backend: str = "auto", tier: str | None = None, limits: str = "de
 
 def open_sync(backend: str = "auto", tier: str | None = None, limits: str = "default",
               budget: dict[str, int] | None = None, precision: str = "f32",
-              memory_budget: int | None = None) -> Runtime:
+              memory_budget: int | None = None, calibrate: str = "open") -> Runtime:
     """`open()` for native scripts that do not use asyncio. Not available in a page."""
     if IN_PYODIDE:
         raise UnsupportedFeature("in the browser use `await gpuport.open()`: WebGPU set-up is asynchronous")
-    return sync_wait(open(backend, tier, limits, budget, precision, memory_budget), "gpuport.open_sync()")
+    return sync_wait(open(backend, tier, limits, budget, precision, memory_budget, calibrate), "gpuport.open_sync()")

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 import numpy as np
 
-from .calibration import calibrate_device, calibrate_host
+from .calibration import PROVISIONAL, calibrate_device, calibrate_host, provisional
 from ..opspecs import flops
 from ..records import RecordError, report_bad_record
 from .selector import BackendCosts, BackendSelector, SelectorConfig, WorkloadCharacteristics, read_record
@@ -219,15 +219,36 @@ class AutoSelection:
         return json.dumps(self.selector.to_dict())
 
     def save_soon(self) -> None:
-        """Persist measurements and calibration (a file now natively, an IndexedDB write in a page)."""
-        if self.store is not None:
+        """Persist measurements and calibration (a file now natively, an IndexedDB write in a page); not
+        while the costs are provisional (they were never measured)."""
+        if self.store is not None and self.calibrated in ("measured", "stored"):
             self.store.save_soon(self.rt.pipelines.scope, self.to_json())
 
+    async def calibrate(self) -> str:
+        """Measure both sides now where the costs are provisional (open(calibrate="later")), then persist
+        them; the calibration's source afterwards ("measured", or "stored" as it was; "measuring" while
+        another call measures)."""
+        if self.calibrated != PROVISIONAL:
+            return self.calibrated
+        self.calibrated = "measuring"   # a second caller meanwhile does not measure again
+        t0 = time.perf_counter()
+        try:
+            costs = {"webgpu": await calibrate_device(self.rt), "cpu": await calibrate_host()}
+        except BaseException:
+            self.calibrated = PROVISIONAL
+            raise
+        self.selector.costs = costs
+        self.calibration_ms = (time.perf_counter() - t0) * 1e3
+        self.calibrated = "measured"
+        self.save_soon()
+        return self.calibrated
 
-async def attach(rt: "Runtime") -> AutoSelection:
-    """Stored calibration if there is one (per adapter), else measure both sides now and persist it; then
-    restore the learned history. A stored record that is not entirely sound is ignored as a whole,
-    reported once (records.RecordWarning) and rewritten."""
+
+async def attach(rt: "Runtime", measure: bool = True) -> AutoSelection:
+    """Stored calibration if there is one (per adapter), else measure both sides now and persist it (or,
+    `measure` False, start on provisional costs until `AutoSelection.calibrate`); then restore the learned
+    history. A stored record that is not entirely sound is ignored as a whole, reported once
+    (records.RecordWarning) and rewritten."""
     store = store_for("selector")
     scope = rt.pipelines.scope
     text = await store.load(scope)
@@ -239,11 +260,11 @@ async def attach(rt: "Runtime") -> AutoSelection:
         except RecordError as exc:
             problem = str(exc)
             report_bad_record("selector", scope, problem)
-    measured = costs is None
+    measured = costs is None and measure
+    source = "measured" if measured else "stored" if costs is not None else PROVISIONAL
     if costs is None:
-        costs = {"webgpu": await calibrate_device(rt), "cpu": await calibrate_host()}
-    auto = AutoSelection(rt, costs, SelectorConfig.from_env(), (time.perf_counter() - t0) * 1e3,
-                         "measured" if measured else "stored")
+        costs = {"webgpu": await calibrate_device(rt), "cpu": await calibrate_host()} if measure else provisional()
+    auto = AutoSelection(rt, costs, SelectorConfig.from_env(), (time.perf_counter() - t0) * 1e3, source)
     auto.store = store
     auto.ignored_record = problem
     if history is not None:

@@ -20,6 +20,18 @@ if TYPE_CHECKING:
     from .runtime import Runtime
 
 
+PROVISIONAL = "provisional"   # the calibration's source while the costs are provisional()
+
+
+def provisional() -> dict[str, BackendCosts]:
+    """Costs for a runtime that has not measured yet (open(calibrate="later"): a page's first visit measures
+    once it is idle, not before its first result): the device as slower than any host, so every call goes
+    to the host, which is safe to run without knowing either side's rates."""
+    unmeasured = BackendCosts(flops_per_s=1.0, bytes_per_s=1.0, transfer_bytes_per_s=1.0, overhead_s=1.0,
+                              roundtrip_s=1.0)
+    return {"webgpu": unmeasured, "cpu": BackendCosts(flops_per_s=1e10, bytes_per_s=1e10)}
+
+
 async def _best(fn: Callable[[], Any], repeats: int = 3, window_s: float = 0.005) -> float:
     """Seconds per call of fn (awaited when it returns an awaitable): the fastest of `repeats` windows,
     each calling fn until at least `window_s` passed. Browsers coarsen the clock (Firefox to 1 ms): a
