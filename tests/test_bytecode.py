@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from gpuport import bytecode
-from gpuport.distribution import PYODIDE_VERSION, build_wheel, default_dest
+from gpuport.distribution import PYODIDE_VERSION, build_wheel, default_dest, numpy_bytecode
 
 REPO = Path(__file__).resolve().parents[1]
 PYODIDE = default_dest(REPO)
@@ -104,3 +104,55 @@ def test_bytecode_is_cached_by_the_sources(tmp_path):
     assert bytecode.compile_sources(two, PYODIDE, tmp_path, PYODIDE_VERSION) != first
     assert len([p for p in tmp_path.iterdir() if not p.name.startswith(".")]) == 2
     assert bytecode.sources_key(one, PYODIDE_VERSION) != bytecode.sources_key(one, "0.28.0")
+
+
+# Pyodide under Node loads NumPy, unpacks the bytecode archive over it as start() does, and counts what
+# `import numpy` had to compile.
+IMPORT_NUMPY = """
+import { pathToFileURL } from "node:url";
+import { readFileSync } from "node:fs";
+const [pyodideDir, archive] = process.argv.slice(2);
+const { loadPyodide } = await import(pathToFileURL(`${pyodideDir}/pyodide.mjs`).href);
+const pyodide = await loadPyodide({ indexURL: `${pyodideDir}/` });
+await pyodide.loadPackage("numpy", { messageCallback: () => {} });
+const site = pyodide.runPython("import site\\nsite.getsitepackages()[0]");
+if (archive) pyodide.unpackArchive(new Uint8Array(readFileSync(archive)), "zip", { extractDir: site });
+const out = pyodide.runPython(`
+import importlib._bootstrap_external as ext, json, sys
+sys.dont_write_bytecode = True
+compiled = []
+original = ext.SourceLoader.source_to_code
+def counting(self, data, path, **kw):
+    compiled.append(path)
+    return original(self, data, path, **kw)
+ext.SourceLoader.source_to_code = counting
+import numpy
+json.dumps({"compiled": sorted(compiled), "loaded": len([m for m in sys.modules if m.startswith("numpy")])})
+`);
+process.stdout.write(out + "\\n");
+"""
+
+
+def test_numpy_bytecode_is_named_by_its_content_and_spares_a_page_compiling_numpy(tmp_path):
+    archive, digest = numpy_bytecode(PYODIDE, tmp_path / "cache", tmp_path)
+    assert archive.name == f"numpy-bytecode-{digest[:16]}.zip"
+    again, digest_again = numpy_bytecode(PYODIDE, tmp_path / "cache", tmp_path)   # same bytes, same name
+    assert (again, digest_again) == (archive, digest) and list(tmp_path.glob("numpy-bytecode-*.zip")) == [archive]
+    with zipfile.ZipFile(archive) as zf:
+        names = zf.namelist()
+        assert all(n.startswith("numpy/") and "/__pycache__/" in n and n.endswith(".cpython-312.pyc") for n in names)
+        assert not [n for n in names if n.startswith(("numpy/f2py/", "numpy/testing/"))]
+        assert all(int.from_bytes(zf.read(n)[4:8], "little") == 0b11 for n in names)   # checked against the source
+    script = tmp_path / "numpy.mjs"
+    script.write_text(IMPORT_NUMPY)
+
+    def imported(*archive_arg: str) -> dict:
+        run = subprocess.run(["node", str(script), str(PYODIDE), *archive_arg], capture_output=True, text=True,
+                             timeout=300)
+        assert run.returncode == 0, run.stderr[-3000:]
+        return json.loads(run.stdout.strip().splitlines()[-1])
+
+    without = imported()
+    assert len(without["compiled"]) > 50, without   # what every visit compiled before
+    with_it = imported(str(archive))
+    assert with_it["compiled"] == [] and with_it["loaded"] == without["loaded"], with_it["compiled"][:5]

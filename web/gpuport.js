@@ -12,10 +12,10 @@ function absolute(url, base = globalThis.location.href) {
   return new URL(url, base).href;
 }
 
-// The wheel to install and the model files stored as chunk files (static exports), from
-// <base>wheels/latest.json; its URLs are relative to it.
+// The wheel to install, NumPy's bytecode for this Pyodide ({url, sha256}: distribution.numpy_bytecode) and the
+// model files stored as chunk files (static exports), from <base>wheels/latest.json; its URLs are relative to it.
 async function siteFiles(base, wheelURL) {
-  if (wheelURL) return { wheelURL: absolute(wheelURL), chunked: {} };
+  if (wheelURL) return { wheelURL: absolute(wheelURL), chunked: {}, numpyBytecode: null };
   const url = absolute("wheels/latest.json", base);
   const res = await fetch(url, { cache: "no-store" });
   if (!res.ok) throw new Error(`gpuport: cannot find the gpuport wheel (${url}: HTTP ${res.status})`);
@@ -25,7 +25,9 @@ async function siteFiles(base, wheelURL) {
     const fileURL = absolute(path, base);
     chunked[fileURL] = { ...file, chunks: absolute(file.chunks, fileURL) };
   }
-  return { wheelURL: absolute(site.gpuport, url), chunked };
+  const numpyBytecode = site.numpy_bytecode ? { ...site.numpy_bytecode, url: absolute(site.numpy_bytecode.url, url) }
+    : null;
+  return { wheelURL: absolute(site.gpuport, url), chunked, numpyBytecode };
 }
 
 function remoteError(error) {
@@ -114,8 +116,8 @@ export async function start(options = {}) {
   } = options;
   const baseURL = absolute(base.endsWith("/") ? base : base + "/");
   const pyodideURL = absolute(options.pyodideURL || (cdn ? PYODIDE_CDN : absolute("pyodide/", baseURL)));
-  const { wheelURL, chunked } = await siteFiles(baseURL, options.wheelURL);
-  const args = { base: baseURL, pyodideURL, wheelURL, chunked, backend, tier, limits, precompile, hostKernels, threads,
+  const { wheelURL, chunked, numpyBytecode } = await siteFiles(baseURL, options.wheelURL);
+  const args = { base: baseURL, pyodideURL, wheelURL, chunked, numpyBytecode, backend, tier, limits, precompile, hostKernels, threads,
                  snapshot, calibrate };
   const gp = await (worker ? viaWorker(args, onProgress) : onMainThread(args, onProgress));
   return { ...gp, base: baseURL };

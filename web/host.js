@@ -53,6 +53,21 @@ def _add_module(name, source, filename):
 _add_module
 `;
 
+/** {bytes} of `url` when its SHA-256 is `sha256`, else {problem}. */
+async function fetchChecked({ url, sha256 }) {
+  try {
+    const res = await fetch(url);
+    if (!res.ok) return { problem: `HTTP ${res.status} for ${url}` };
+    const bytes = new Uint8Array(await res.arrayBuffer());
+    const digests = await idb.sha256([bytes]);
+    if (digests === null) return { problem: "no crypto.subtle to check it with" };
+    if (digests[0] === sha256) return { bytes };
+    return { problem: `${url}: its sha256 is ${digests[0].slice(0, 12)}..., not ${sha256.slice(0, 12)}...` };
+  } catch (e) {
+    return { problem: `${url}: ${e.message}` };
+  }
+}
+
 export class Host {
   constructor(pyodide, timings) {
     this.pyodide = pyodide;
@@ -179,7 +194,8 @@ export class Host {
  * Boot Pyodide and gpuport. progress({stage, index, total, state: "start"|"done", ms}) follows the stages
  * (STAGES); while precompilation runs in the background it also reports {stage: "precompile", done, total}.
  */
-export async function boot({ base = null, pyodideURL, wheelURL, chunked = {}, backend = "auto", tier = null,
+export async function boot({ base = null, pyodideURL, wheelURL, chunked = {}, numpyBytecode = null,
+                             backend = "auto", tier = null,
                              limits = "default", precompile = "background", hostKernels = "auto", threads = "auto",
                              snapshot = true, calibrate = "idle" },
                            progress = () => {}) {
@@ -200,6 +216,7 @@ export async function boot({ base = null, pyodideURL, wheelURL, chunked = {}, ba
     return value;
   };
   serveRangesFromChunks(chunked);
+  const bytecode = numpyBytecode ? fetchChecked(numpyBytecode) : Promise.resolve({ problem: "the site has none" });
   // The model chunks this page read last time, read and digested beside the boot (web/idb.js); gpuport's Python
   // takes them through this same module, registered below. Started once the snapshot is read: both come from
   // IndexedDB, and the snapshot is on the critical path (bench/startup.py, warm: the Pyodide stage 0.7 -> 1.4 s
@@ -224,7 +241,17 @@ export async function boot({ base = null, pyodideURL, wheelURL, chunked = {}, ba
     return loadPyodide({ indexURL: pyodideURL });
   });
   pyodide.registerJsModule("gpuport_idb", idb);
-  await stage("numpy", "numpy_ms", () => pyodide.loadPackage("numpy", { messageCallback: () => {} }));
+  await stage("numpy", "numpy_ms", async () => {
+    await pyodide.loadPackage("numpy", { messageCallback: () => {} });
+    // NumPy's modules compiled for this Pyodide, fetched beside the boot: `import numpy` reads them instead of
+    // compiling its ~80 modules again on every visit; Python checks each against its source's hash
+    const { bytes, problem } = await bytecode;
+    if (bytes) {
+      const sitePackages = pyodide.runPython("import site\nsite.getsitepackages()[0]");
+      pyodide.unpackArchive(bytes, "zip", { extractDir: sitePackages });
+    }
+    mark.numpy_bytecode = bytes ? "used" : `not used: ${problem}`;
+  });
   // NumPy is gpuport's only requirement and is in: the wheel goes in by Pyodide's own loader, without micropip
   // (loaded, with packaging, only when installWheel needs it).
   await stage("wheel", "wheel_ms", () => pyodide.loadPackage(wheelURL, { messageCallback: () => {} }));

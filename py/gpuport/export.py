@@ -2,7 +2,8 @@
 
     DIR/index.html, test.html, gpuport.js, host.js, worker.js, bridge.js, ...   web/ (relative URLs)
     DIR/pyodide/                  the verified Pyodide distribution (sha256 against pyodide-lock.json)
-    DIR/wheels/latest.json        {"gpuport": "<wheel file>", "chunked": {...}} (relative URLs)
+    DIR/wheels/latest.json        {"gpuport": "<wheel file>", "numpy_bytecode": {"url", "sha256"}, "chunked": {...}}
+                                  (relative URLs; numpy_bytecode: distribution.numpy_bytecode)
     DIR/wheels/gpuport-*.whl      built from this checkout
     DIR/shaders/*.wgsl
     DIR/models/<name>/            manifest.json, the small files, model.safetensors.chunks/00000...
@@ -19,13 +20,15 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import sys
 from pathlib import Path
 from typing import Iterable
 
 from ._version import __version__
+from .bytecode import BytecodeUnavailable
 from .chunk_manifest import MANIFEST_NAME, build_manifest
-from .distribution import (PYODIDE_VERSION, build_wheel, default_dest, ensure_distribution, find_repo_root,
-                           is_complete)
+from .distribution import (PYODIDE_VERSION, build_wheel, data_home, default_dest, ensure_distribution,
+                           find_repo_root, is_complete, numpy_bytecode)
 from .errors import LoadError
 from .models import MODELS, default_source, weights_file
 
@@ -162,9 +165,14 @@ def export_site(dest: Path | str, root: Path | str | None = None, models: Iterab
         _place(src, dest / "shaders" / src.name, link=False)
 
     wheel = build_wheel(root, dest / "wheels")
-    chunked = {f"models/{name}/{weights_file(name)}": _write_model(name, dest, root) for name in models}
-    (dest / "wheels" / "latest.json").write_text(json.dumps({"gpuport": wheel.name, "chunked": chunked}, indent=1)
-                                                 + "\n", encoding="utf-8")
+    site: dict = {"gpuport": wheel.name}
+    try:
+        bytecode, digest = numpy_bytecode(dest / "pyodide", data_home(root) / "bytecode", dest / "wheels")
+        site["numpy_bytecode"] = {"url": bytecode.name, "sha256": digest}
+    except BytecodeUnavailable as exc:   # its pages compile NumPy's modules on import, as before
+        print(f"note: the export goes without NumPy's bytecode: {exc}", file=sys.stderr)
+    site["chunked"] = {f"models/{name}/{weights_file(name)}": _write_model(name, dest, root) for name in models}
+    (dest / "wheels" / "latest.json").write_text(json.dumps(site, indent=1) + "\n", encoding="utf-8")
     (dest / "_headers").write_text(HEADERS, encoding="utf-8")
     note = f"\nThe pages load gpuport from {base} (`gpuport export --base`).\n" if base else ""
     (dest / "README.md").write_text(README.format(version=__version__, pyodide=PYODIDE_VERSION, base=note),

@@ -7,8 +7,8 @@ distribution.site_dirs), the wheel is repacked from it, and <home> below is the 
     /<file>            any regular file directly in web/
     /pyodide/<path>    the assembled distribution    immutable (versioned); where there is none and its
                        sources are not at hand (`gpuport pyodide` makes it), a 307 to the official CDN
-    /wheels/latest.json  {"gpuport": "/wheels/<file>"}
-    /wheels/<file>     the wheel made at start-up    no-cache
+    /wheels/latest.json  {"gpuport": "/wheels/<file>", "numpy_bytecode": {"url": "/wheels/<zip>", "sha256": ...}}
+    /wheels/<file>     the wheel made at start-up, and NumPy's bytecode (distribution.numpy_bytecode)   no-cache
     /shaders/<file>    shaders/*.wgsl                no-cache
     /models/<name>/<path>  model files, HTTP Range   public, max-age=3600 + ETag
                        per model name: <models_dir>/<name>/<path> when a models_dir is given, else the
@@ -48,8 +48,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .chunk_manifest import MANIFEST_NAME, WEIGHTS_NAME
 from .distribution import (PROVISA_REQUIREMENT, PYODIDE_CDN_URL, PYODIDE_VERSION, data_home, default_dest,
-                           ensure_distribution, find_repo_root, gpuport_wheel, is_complete, site_dirs,
-                           sources_problem)
+                           ensure_distribution, find_repo_root, gpuport_wheel, is_complete, numpy_bytecode,
+                           site_dirs, sources_problem)
+from .bytecode import BytecodeUnavailable
 from .models import PACKAGES, install_hint
 
 MODEL_NAME = "minilm-l6-v2"
@@ -299,6 +300,12 @@ def create_app(root: Path | None = None, models_dir: Path | None = None,
     mapping = {} if models is not None else default_model_dirs(root)
     web, shaders = site_dirs(root)
     wheel = gpuport_wheel(root, data_home(root) / "wheels")
+    site = {"gpuport": f"/wheels/{wheel.name}"}
+    try:
+        bytecode, digest = numpy_bytecode(pyodide_dir, data_home(root) / "bytecode", wheel.parent)
+        site["numpy_bytecode"] = {"url": f"/wheels/{bytecode.name}", "sha256": digest}
+    except BytecodeUnavailable as exc:   # pages compile NumPy's modules on import, as before
+        print(f"note: pages go without NumPy's bytecode: {exc}", file=sys.stderr)
 
     async def index(request: Request) -> Response:
         return file_response(request, safe_path(web, "index.html"), NO_CACHE)
@@ -313,7 +320,7 @@ def create_app(root: Path | None = None, models_dir: Path | None = None,
         return file_response(request, safe_path(pyodide_dir, request.path_params["path"]), IMMUTABLE)
 
     async def latest(request: Request) -> Response:
-        return JSONResponse({"gpuport": f"/wheels/{wheel.name}"}, headers={"Cache-Control": NO_CACHE})
+        return JSONResponse(site, headers={"Cache-Control": NO_CACHE})
 
     async def wheels(request: Request) -> Response:
         return file_response(request, safe_path(wheel.parent, request.path_params["name"]), NO_CACHE)
