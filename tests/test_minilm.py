@@ -41,6 +41,21 @@ def test_order_preserved(loaded):
     asyncio.run(mc.minilm_order_preserved(rt, FIXTURE, model))
 
 
+def test_a_load_under_auto_places_no_op_and_keeps_every_weight_known_to_the_host(tmp_path, monkeypatch):
+    """Were the position table folded by an op, auto could place it on the device (it explores, or a stored
+    record says so), leaving that weight device-only and with it every forward (a page's first embedding
+    57 ms -> 2.7 s in bench/startup.py): loading runs no op, even where every op would go to the device."""
+    monkeypatch.setenv("GPUPORT_CACHE", str(tmp_path))
+    rt = gp.open_sync()
+    try:
+        with rt.placement.auto.pinned("webgpu"):
+            model = asyncio.run(models.load("minilm-l6-v2", rt))
+        assert rt.info()["selection"]["counts"] == {}
+        assert model._host_weights() is not None
+    finally:
+        rt.close()
+
+
 def test_load_progress_and_errors(tmp_path):
     rt = gp.open_sync(backend="cpu")
     events = []

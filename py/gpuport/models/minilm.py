@@ -144,22 +144,22 @@ class MiniLM:
         self.word = up("embeddings.word_embeddings.weight", (cfg.vocab_size, h))
         pos = up("embeddings.position_embeddings.weight", (cfg.max_position_embeddings, h))
         types_given = weights["embeddings.token_type_embeddings.weight"]
-        if isinstance(types_given, Tensor):
-            if types_given.shape != (cfg.type_vocab_size, h):
-                raise LoadError(f"MiniLM: token_type_embeddings has shape {types_given.shape}, expected "
-                                f"{(cfg.type_vocab_size, h)}")
+        types = types_given.known_values() if isinstance(types_given, Tensor) else np.asarray(types_given, np.float32)
+        if tuple(types_given.shape) != (cfg.type_vocab_size, h):
+            raise LoadError(f"MiniLM: token_type_embeddings has shape {tuple(types_given.shape)}, expected "
+                            f"{(cfg.type_vocab_size, h)}")
+        pos_values = pos.known_values()
+        if types is not None and pos_values is not None:
+            # Every token is type 0: that row is folded into the position table once, on the host where both
+            # are known. As an op it could be placed on the device (auto explores), leaving the table, and so
+            # the whole forward, on the device (bench/startup.py: a warm page's first embedding 57 ms -> 2.7 s).
+            self.pos_type = rt.tensor(pos_values + types[0])
+        else:
             # row 0 picked on the device (an embedding lookup of id 0)
             row0 = rt.ops.embedding(rt.tensor(np.zeros(1, dtype=np.int32)), types_given).reshape((h,))
             self.pos_type = rt.ops.add(pos, row0)
-        else:
-            types = np.asarray(types_given, dtype=np.float32)
-            if types.shape != (cfg.type_vocab_size, h):
-                raise LoadError(f"MiniLM: token_type_embeddings has shape {types.shape}, expected "
-                                f"{(cfg.type_vocab_size, h)}")
-            # Every token is type 0: fold that row into the position table once, on the device.
-            self.pos_type = rt.ops.add(pos, rt.tensor(types[0]))
-            if on_upload is not None:
-                on_upload("embeddings.token_type_embeddings.weight", types.nbytes)
+        if on_upload is not None and not isinstance(types_given, Tensor):
+            on_upload("embeddings.token_type_embeddings.weight", types.nbytes)
         self.emb_ln_g = up("embeddings.LayerNorm.weight", (h,))
         self.emb_ln_b = up("embeddings.LayerNorm.bias", (h,))
         self.layers: list[_Layer] = []
