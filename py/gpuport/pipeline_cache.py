@@ -52,21 +52,6 @@ class PipelineCache:
             self.manifest.dirty = False
             self.store.save_soon(self.scope, self.manifest.to_json())
 
-    def compile_s(self, ops: set[str]) -> float:
-        """Seconds a device would spend compiling pipelines for those of `ops` that no pipeline compiled in
-        this runtime serves yet: per op, its slowest compile the manifest recorded on this adapter, or the
-        mean of all recorded where it has none (0 where nothing was ever recorded)."""
-        built = {_OP_OF.get(spec.label) for spec in self.used}
-        pending = ops - built
-        if not pending or self.manifest is None or not self.manifest.entries:
-            return 0.0
-        slowest: dict[str, float] = {}
-        for entry in self.manifest.entries.values():
-            op = _OP_OF.get(entry.label)
-            slowest[op] = max(slowest.get(op, 0.0), entry.compile_ms)
-        typical = sum(e.compile_ms for e in self.manifest.entries.values()) / len(self.manifest.entries)
-        return sum(slowest.get(op, typical) for op in pending) / 1e3
-
     # -- PipelineObserver ---------------------------------------------------------------------------------
     def compiled(self, spec: PipelineSpec, ms: float) -> None:
         self.used[spec] = None

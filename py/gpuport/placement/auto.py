@@ -135,8 +135,8 @@ class AutoSelection:
     def whole_costs(self, name: str, ops: Sequence[tuple[str, Sequence[tuple[int, ...]]]]) -> dict[str, float]:
         """Seconds per backend of a whole computation (a model's forward: these ops with these shapes, every
         operand resident, its result read back once): its measured mean once `record_whole` has enough of
-        them, else the sum of its ops' plus the device's read round trip and the pipelines it would compile
-        first (PipelineCache.compile_s), never below a time it was already measured at."""
+        them, else the sum of its ops' plus the device's read round trip, never below a time it was
+        already measured at."""
         return self._costs(*self._whole(name, ops))
 
     def _costs(self, whole: WorkloadCharacteristics,
@@ -150,8 +150,6 @@ class AutoSelection:
                 continue
             est = sel.costs[b].roundtrip_s + sum(sel.mean(w, b) if sel.samples(w, b) >= enough else e
                                                  for w, e in parts[b])
-            if b == DEVICE:   # its first run compiles what this runtime has not: seconds each on a software adapter
-                est += self.rt.pipelines.compile_s({w.op for w, _ in parts[b]})
             costs[b] = max(est, sel.mean(whole, b)) if seen else est
         return costs
 
