@@ -3,12 +3,14 @@ on both backends. The case bodies live in model_cases.py so a page can run them 
 
 import asyncio
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 import gpuport as gp
 from gpuport import models
+from gpuport.placement.selector import BackendCosts
 
 import model_cases as mc
 
@@ -52,6 +54,23 @@ def test_a_load_under_auto_places_no_op_and_keeps_every_weight_known_to_the_host
             model = asyncio.run(models.load("minilm-l6-v2", rt))
         assert rt.info()["selection"]["counts"] == {}
         assert model._host_weights() is not None
+    finally:
+        rt.close()
+
+
+def test_a_forward_counts_the_upload_of_weights_only_the_host_has(tmp_path, monkeypatch):
+    """A device that computes the forward faster, but must first receive 90 MB of weights over a slow link,
+    is neither chosen nor explored for it; with the weights' upload cheap, it is chosen."""
+    monkeypatch.setenv("GPUPORT_CACHE", str(tmp_path))
+    rt = gp.open_sync()
+    try:
+        model = asyncio.run(models.load("minilm-l6-v2", rt))
+        auto = rt.placement.auto
+        fast = BackendCosts(flops_per_s=1e12, bytes_per_s=1e11, transfer_bytes_per_s=1e8, overhead_s=1e-6)
+        auto.selector.costs = {"webgpu": fast, "cpu": BackendCosts(flops_per_s=1e10, bytes_per_s=1e10, overhead_s=1e-6)}
+        assert model.on_host(1, 8) and auto.selector.decisions["explore"] == 0   # 0.9 s of upload first
+        auto.selector.costs["webgpu"] = replace(fast, transfer_bytes_per_s=1e12)
+        assert not model.on_host(1, 8)
     finally:
         rt.close()
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from functools import cache
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -67,6 +67,9 @@ def weight_names(cfg: BertConfig) -> list[str]:
         for ln in ("attention.output.LayerNorm", "output.LayerNorm"):
             names += [p + ln + ".weight", p + ln + ".bias"]
     return names
+
+
+_EMBEDDING = ("word", "pos_type", "emb_ln_g", "emb_ln_b")   # the weights outside the layers
 
 
 class _Layer:
@@ -223,8 +226,13 @@ class MiniLM:
         """Whether a forward of this size runs as one fused host computation (placement's whole-forward
         decision: always on the cpu backend, under auto where the host is expected to win, never on an explicit
         webgpu backend or where a weight lives only on the device)."""
+        upload = sum(t.nbytes for t in self._weights() if t.on_host)
         return self.rt.placement.whole("minilm.forward", self._ops(batch, seq),
-                                       host_can=self._host_weights() is not None).on_host
+                                       host_can=self._host_weights() is not None, upload=upload).on_host
+
+    def _weights(self) -> Iterator[Tensor]:
+        yield from (getattr(self, n) for n in _EMBEDDING)
+        yield from (getattr(L, n) for L in self.layers for n in _Layer.__slots__)
 
     def _ops(self, batch: int, seq: int) -> tuple[tuple[str, tuple[tuple[int, ...], ...]], ...]:
         """The forward's ops and shapes, for placement's cost of a whole forward."""
@@ -238,10 +246,9 @@ class MiniLM:
     def _host_weights(self) -> tuple[dict[str, np.ndarray], list[EncoderLayer]] | None:
         """The weights as host arrays (made once), or None where one of them lives only on the device."""
         if self._host is None:
-            emb = {n: getattr(self, n).known_values() for n in ("word", "pos_type", "emb_ln_g", "emb_ln_b")}
-            if any(v is None for v in emb.values()) or any(
-                    getattr(L, n).known_values() is None for L in self.layers for n in _Layer.__slots__):
+            if any(t.known_values() is None for t in self._weights()):
                 return None
+            emb = {n: getattr(self, n).known_values() for n in _EMBEDDING}
             self._host = (emb, [_host_layer(L) for L in self.layers])
         return self._host
 

@@ -102,15 +102,16 @@ class Placement:
         return Decision(DEVICE, "native", "the kernel's WGSL on the device")
 
     # -- whole computations of a model -----------------------------------------------------------------
-    def whole(self, name: str, ops: OpShapes, host_can: bool = True) -> Decision:
+    def whole(self, name: str, ops: OpShapes, host_can: bool = True, upload: int = 0) -> Decision:
         """Where a model runs one computation (`ops` with their shapes: a forward) as a whole: the cpu
         backend's host; never the host on a fixed webgpu backend; under auto the side expected to finish
-        it sooner. `host_can`: the host has what it needs (every weight's values)."""
+        it sooner. `host_can`: the host has what it needs (every weight's values); `upload`: bytes the
+        device would have to receive first (weights only the host has), counted in its cost."""
         if self.rt.device.is_host:
             return CPU_BACKEND
         if self.auto is None or not host_can:
             return Decision(DEVICE, "native", "op by op on the device")
-        if self.auto.prefers_host(name, ops):
+        if self.auto.prefers_host(name, ops, upload):
             return Decision(HOST, "cpu", "selected: fused host forward")
         return Decision(DEVICE, "native", "selected: op by op on the device")
 
