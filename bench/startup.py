@@ -13,7 +13,7 @@ The systems alternate which goes first, trial by trial. In the page:
   the same sentence, the model files kept in Cache Storage as the library does by default (the server
   revalidates the rest).
 Each time is `performance.now()` in the page when the embedding is in hand (ms since navigation). gpuport's
-stages come from `start()` (pyodide, numpy, wheel, open) and Python (model load, embed). Both embeddings
+stages come from `start()` (pyodide, packages: NumPy and the wheel, open) and Python (model load, embed). Both embeddings
 must agree (cosine >= 0.9999). Natively: a fresh process each, `import gpuport`, `gp.open_sync()`, model
 load and the first embedding, against sentence-transformers' import, load and embedding.
 
@@ -45,7 +45,7 @@ from gpuport.testing.browsers import CHROMIUM_QUIET, CHROMIUM_WEBGPU, FIREFOX_PR
 
 ROOT = Path(__file__).resolve().parent.parent
 SENTENCE = "A man is eating food."
-STAGES = ("pyodide_ms", "numpy_ms", "wheel_ms", "open_ms", "load_ms", "embed_ms")
+STAGES = ("pyodide_ms", "packages_ms", "open_ms", "load_ms", "embed_ms")
 
 GPUPORT_FIRST = """async (src) => {
   while (!window.gpuportReady) await new Promise((r) => setTimeout(r, 5));
@@ -134,7 +134,7 @@ def visit(p: Any, browser: str, profile: Path, url: str, script: str, arg: Any =
 
 def gpuport_stages(r: dict[str, Any]) -> dict[str, float]:
     timings = r.get("timings") or {}
-    return {k: float(timings.get(k, 0.0)) for k in STAGES[:4]} | {"load_ms": r["load_ms"], "embed_ms": r["embed_ms"]}
+    return {k: float(timings.get(k, 0.0)) for k in STAGES[:3]} | {"load_ms": r["load_ms"], "embed_ms": r["embed_ms"]}
 
 
 def cosine(a: list[float], b: list[float]) -> float:

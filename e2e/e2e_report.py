@@ -126,13 +126,13 @@ def write_report(states: dict[str, LaneState], browsers: Browsers | None) -> Non
           "(software GPUs: Chromium/SwiftShader, Firefox ESR/lavapipe; WebKitGTK has no WebGPU).", "",
           "## Lanes", "",
           "| lane | browser | navigator.gpu | backend | tier | mode | adapter (vendor / architecture) | fallback | features "
-          "| binding | workgroup mem | invocations | start-up (Pyodide / NumPy / wheel / open) | lane wall | "
+          "| binding | workgroup mem | invocations | start-up (Pyodide / NumPy and wheel / open) | lane wall | "
           "passed | failed |",
           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for n, s in lanes.items():
         a, lim, st = s["adapter"], s["limits"], s["startup_ms"]
         start = (f"{st.get('total_ms', 0) / 1000:.1f} s ({st.get('pyodide_ms', 0) / 1000:.1f} / "
-                 f"{st.get('numpy_ms', 0) / 1000:.1f} / {st.get('wheel_ms', 0) / 1000:.1f} / "
+                 f"{st.get('packages_ms', 0) / 1000:.1f} / "
                  f"{st.get('open_ms', 0) / 1000:.1f})" if st else "-")
         md.append(f"| {n} | {s['browser']} {s['browser_version'] or ''} | "
                   f"{s['navigator_gpu'] or '-'} | {s['backend'] or '-'} | "

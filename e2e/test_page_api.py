@@ -80,7 +80,7 @@ def test_demo_page_shows_startup_stages_and_the_report_as_tables(chromium_webgpu
         page.goto(server_url + "/?table=0&precompile=off")
         expect(page.locator("#doctor-section")).to_be_visible(timeout=180_000)
         stages = page.locator("#boot-stages li.done").all_inner_texts()
-        assert [s.split(" ")[0] for s in stages] == ["Pyodide", "NumPy", "the", "the"], stages
+        assert [s.split(" ")[0] for s in stages] == ["Pyodide", "NumPy", "the"], stages
         assert all(s.endswith(" s") for s in stages), stages
         assert page.locator("#boot-progress").evaluate("p => p.value") == 100
         assert page.locator("#status").inner_text() == "Ready."

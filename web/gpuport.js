@@ -102,7 +102,7 @@ async function onMainThread(args, onProgress) {
  * snapshot kept in IndexedDB, made beside the page on the first visit; false: never), calibrate ("idle" (default):
  * on an adapter without a stored calibration, backend "auto" places every op on the host until the page has
  * been idle, then measures both sides and stores it; "open": measure before resolving), onProgress({stage, index, total, state, ms}) for the
- * start-up stages (pyodide, numpy, wheel, open, precompile) and {stage: "precompile", done, total}.
+ * start-up stages (pyodide, packages (NumPy and the gpuport wheel), open, precompile) and {stage: "precompile", done, total}.
  * Resolves to {mode, timings, base, runPython(src), info(), setArray(name, typedArray, shape),
  * getArray(expr) -> {data, shape, dtype}, installWheel(url), addModule(name, source), snapshotStatus(),
  * calibrationStatus(), close()};

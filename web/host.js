@@ -8,7 +8,7 @@ import { serveRangesFromChunks } from "./ranges.js";
 import * as snapshots from "./snapshot.js";
 import { defaultSources } from "./wasm.js";
 
-export const STAGES = ["pyodide", "numpy", "wheel", "open", "precompile"];
+export const STAGES = ["pyodide", "packages", "open", "precompile"];
 // Work for the next visit (the Pyodide snapshot) starts once no call has run for this long: on a first visit it
 // otherwise competes with the first result for the cores (bench/startup.py, cold: the first embedding 1.2 s later in
 // Chromium and 3.4 s later in Firefox than without a snapshot).
@@ -241,8 +241,11 @@ export async function boot({ base = null, pyodideURL, wheelURL, chunked = {}, nu
     return loadPyodide({ indexURL: pyodideURL });
   });
   pyodide.registerJsModule("gpuport_idb", idb);
-  await stage("numpy", "numpy_ms", async () => {
-    await pyodide.loadPackage("numpy", { messageCallback: () => {} });
+  // NumPy (gpuport's only requirement) and the gpuport wheel in one call, without micropip (loaded, with
+  // packaging, only when installWheel needs it): Pyodide fetches both at once (bench/startup.py, warm: 150-200 ms
+  // sooner than one after the other)
+  await stage("packages", "packages_ms", async () => {
+    await pyodide.loadPackage(["numpy", wheelURL], { messageCallback: () => {} });
     // NumPy's modules compiled for this Pyodide, fetched beside the boot: `import numpy` reads them instead of
     // compiling its ~80 modules again on every visit; Python checks each against its source's hash
     const { bytes, problem } = await bytecode;
@@ -252,9 +255,6 @@ export async function boot({ base = null, pyodideURL, wheelURL, chunked = {}, nu
     }
     mark.numpy_bytecode = bytes ? "used" : `not used: ${problem}`;
   });
-  // NumPy is gpuport's only requirement and is in: the wheel goes in by Pyodide's own loader, without micropip
-  // (loaded, with packaging, only when installWheel needs it).
-  await stage("wheel", "wheel_ms", () => pyodide.loadPackage(wheelURL, { messageCallback: () => {} }));
   await stage("open", "open_ms", async () => {
     // where gpuport's files are served (Python resolves default model URLs against it), and which build of
     // the WebAssembly kernels open() links (a missing .wasm, a browser without SIMD or "off" leaves the cpu

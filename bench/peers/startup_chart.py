@@ -9,7 +9,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-STAGES = {"pyodide_ms": "Pyodide", "numpy_ms": "NumPy", "wheel_ms": "wheel", "open_ms": "open",
+STAGES = {"pyodide_ms": "Pyodide", "packages_ms": "NumPy + wheel", "open_ms": "open",
           "load_ms": "model load", "embed_ms": "first embedding"}
 
 
