@@ -19,6 +19,17 @@ from gpuport.distribution import PYODIDE_VERSION, build_wheel, default_dest, num
 REPO = Path(__file__).resolve().parents[1]
 PYODIDE = default_dest(REPO)
 
+# Python run in Pyodide that counts the sources importlib has to compile from here on.
+COUNTING = """import importlib._bootstrap_external as ext, json, sys
+sys.dont_write_bytecode = True
+compiled = []
+original = ext.SourceLoader.source_to_code
+def counting(self, data, path, **kw):
+    compiled.append(path)
+    return original(self, data, path, **kw)
+ext.SourceLoader.source_to_code = counting
+"""
+
 # Pyodide under Node imports gpuport from an unpacked wheel and counts what importlib had to compile.
 IMPORT = """
 import { pathToFileURL } from "node:url";
@@ -28,15 +39,8 @@ const pyodide = await loadPyodide({ indexURL: `${pyodideDir}/` });
 await pyodide.loadPackage("numpy", { messageCallback: () => {} });
 pyodide.mountNodeFS("/site", siteDir);
 const out = pyodide.runPython(`
-import importlib._bootstrap_external as ext, json, sys
-sys.dont_write_bytecode = True
+""" + COUNTING + """
 sys.path.insert(0, "/site")
-compiled = []
-original = ext.SourceLoader.source_to_code
-def counting(self, data, path, **kw):
-    compiled.append(path)
-    return original(self, data, path, **kw)
-ext.SourceLoader.source_to_code = counting
 import gpuport, gpuport.runtime, gpuport.models.minilm
 json.dumps({"compiled": sorted(p for p in compiled if "/site/gpuport/" in p),
             "loaded": sorted(m for m in sys.modules if m.startswith("gpuport"))})
@@ -118,14 +122,7 @@ await pyodide.loadPackage("numpy", { messageCallback: () => {} });
 const site = pyodide.runPython("import site\\nsite.getsitepackages()[0]");
 if (archive) pyodide.unpackArchive(new Uint8Array(readFileSync(archive)), "zip", { extractDir: site });
 const out = pyodide.runPython(`
-import importlib._bootstrap_external as ext, json, sys
-sys.dont_write_bytecode = True
-compiled = []
-original = ext.SourceLoader.source_to_code
-def counting(self, data, path, **kw):
-    compiled.append(path)
-    return original(self, data, path, **kw)
-ext.SourceLoader.source_to_code = counting
+""" + COUNTING + """
 import numpy
 json.dumps({"compiled": sorted(compiled), "loaded": len([m for m in sys.modules if m.startswith("numpy")])})
 `);
