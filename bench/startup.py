@@ -48,15 +48,18 @@ SENTENCE = "A man is eating food."
 STAGES = ("pyodide_ms", "packages_ms", "open_ms", "load_ms", "embed_ms")
 
 GPUPORT_FIRST = """async (src) => {
+  // each wait has a deadline that names it: a visit that hangs fails the run, saying where (one Firefox visit in
+  // ~12 hung once, not reproduced in 20 more)
+  const by = (promise, what, s = 180) => Promise.race([promise, new Promise((_, no) =>
+    setTimeout(() => no(new Error(`${what}: no answer in ${s} s`)), s * 1000))]);
   while (!window.gpuportReady) await new Promise((r) => setTimeout(r, 5));
-  const g = await window.gpuportReady;
-  const out = await g.runPython(src);
+  const g = await by(window.gpuportReady, "start()");
+  const out = await by(g.runPython(src), "the model's load and first embedding");
   const first_ms = performance.now();
   // what the page does once it is idle (auto's calibration on a first visit, then the Pyodide snapshot for the
-  // next visit), done before the visit ends,
-  // as for a person who stays on the page a few seconds; not timed
-  const calibration = await g.calibrationStatus();
-  const snapshot = await g.snapshotStatus();
+  // next visit), done before the visit ends, as for a person who stays on the page a few seconds; not timed
+  const calibration = await by(g.calibrationStatus(), "calibrationStatus()");
+  const snapshot = await by(g.snapshotStatus(), "snapshotStatus()");
   return { first_ms, timings: g.timings, calibration, snapshot, ...out };
 }"""
 GPUPORT_SRC = f"""
