@@ -60,9 +60,12 @@ _NAVIGATOR = ("({ userAgent: navigator.userAgent, gpu: typeof navigator.gpu === 
 # Playwright's evaluate waits for ever: the page holds each wait to a deadline (as WebDriver's script timeout
 # does), so a call that never answers fails the test naming the call instead of hanging the session.
 _DEADLINE = """const deadline = (what, s, promise) => { let timer; return Promise.race([promise, new Promise((_, no) => {
-  timer = setTimeout(() => no(new Error(`${what}: no answer from the page in ${s} s`)), s * 1000); })])
+  timer = setTimeout(() => no(new Error(`${typeof what === "function" ? what() : what}: no answer from the page in ${s} s`)),
+                     s * 1000); })])
   .finally(() => clearTimeout(timer)); };"""
-_READY = (f"async (s) => {{ {_DEADLINE} const g = await deadline('start()', s, window.gpuportReady); "
+# start()'s names the stage it was in, as far as the page says (test.html shows it in #status)
+_STARTING = "() => `start() (the page's status: ${(document.getElementById('status') || {}).textContent})`"
+_READY = (f"async (s) => {{ {_DEADLINE} const g = await deadline({_STARTING}, s, window.gpuportReady); "
           f"return {{ timings: g.timings, mode: g.mode, navigator: {_NAVIGATOR} }}; }}")
 _CALL = (f"async ([method, args, s]) => {{ {_DEADLINE} "
          "return deadline(method, s, window.gpuportReady.then((g) => g[method](...args))); }")
