@@ -242,8 +242,7 @@ export async function boot({ base = null, pyodideURL, wheelURL, chunked = {}, nu
   });
   pyodide.registerJsModule("gpuport_idb", idb);
   // NumPy (gpuport's only requirement) and the gpuport wheel in one call, without micropip (loaded, with
-  // packaging, only when installWheel needs it): Pyodide fetches both at once (bench/startup.py, warm: 150-200 ms
-  // sooner than one after the other)
+  // packaging, only when installWheel needs it): Pyodide fetches both at once instead of one after the other
   await stage("packages", "packages_ms", async () => {
     await pyodide.loadPackage(["numpy", wheelURL], { messageCallback: () => {} });
     // NumPy's modules compiled for this Pyodide, fetched beside the boot: `import numpy` reads them instead of

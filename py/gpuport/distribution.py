@@ -315,9 +315,9 @@ NUMPY_BYTECODE = "numpy-bytecode-{}.zip"
 
 def numpy_bytecode(pyodide: Path, cache: Path, out_dir: Path) -> tuple[Path, str]:
     """The vendored NumPy's modules as checked-hash .pyc for the page's CPython (see bytecode.py), in a zip that
-    start() unpacks over NumPy: a page's `import numpy` otherwise compiles ~80 modules on every visit (430 ->
-    210 ms under Node). Named by its content (`numpy-bytecode-<sha256[:16]>.zip` in `out_dir`, written the same
-    way every time); returns (path, sha256). BytecodeUnavailable where there is no vendored NumPy or Node."""
+    start() unpacks over NumPy: a page's `import numpy` otherwise compiles ~80 modules on every visit. Named by
+    its content (`numpy-bytecode-<sha256[:16]>.zip` in `out_dir`, written the same way every time); returns
+    (path, sha256). BytecodeUnavailable where there is no vendored NumPy or Node."""
     try:
         wheel_name = json.loads((pyodide / MANIFEST).read_text("utf-8"))["packages"]["numpy"]
         with zipfile.ZipFile(pyodide / wheel_name) as zf:
