@@ -4,9 +4,10 @@ A person opening a page waits for the first result, not the steady state. Per br
 SwiftShader, Firefox ESR on lavapipe) and per trial, each system gets a fresh profile (cold: no HTTP cache,
 no Cache Storage, no IndexedDB), then the same profile again in a relaunched browser (warm: a second visit).
 The systems alternate which goes first, trial by trial. In the page:
-- gpuport: its test page (web/test.html?calibrate=idle: `start()` with its defaults but precompilation, which
-  that page leaves off; `calibrate: "idle"` is start()'s default, which the lanes' page turns off), then
-  `gp.models.load("minilm-l6-v2")` and one sentence embedded, on the dev server; a visit waits, untimed, for
+- gpuport: its test page (web/test.html?calibrate=idle&preload=minilm-l6-v2: `start()` with its defaults but
+  precompilation, which that page leaves off; `calibrate: "idle"` is start()'s default, which the lanes' page turns
+  off; `models: ["minilm-l6-v2"]` says which model the page will load, as transformers.js is told at `pipeline()`),
+  then `gp.models.load("minilm-l6-v2")` and one sentence embedded, on the dev server; a visit waits, untimed, for
   the page's background work (auto's calibration on a first visit, then the Pyodide snapshot) before it ends;
 - gpuport without its Pyodide snapshot (`start({snapshot: false})`): what the snapshot buys, in the same run;
 - transformers.js: bench/peers/startup.html, `pipeline("feature-extraction")` on its default wasm device and
@@ -71,8 +72,10 @@ _model = await gp.models.load("minilm-l6-v2", rt)
 t1 = time.perf_counter()
 _emb = await _model.embed([{SENTENCE!r}])
 t2 = time.perf_counter()
+import gpuport_idb
 {{"load_ms": (t1 - t0) * 1e3, "embed_ms": (t2 - t1) * 1e3, "embedding": _emb[0].tolist(),
-  "backend": rt.info()["backend"]}}
+  "backend": rt.info()["backend"], "load_stats": _model.load_stats,
+  "read_ahead": gpuport_idb.prefetchStatus().to_py()}}
 """
 TJS_FIRST = """async () => {
   while (!window.tjsFirst) await new Promise((r) => setTimeout(r, 5));
@@ -146,12 +149,11 @@ def cosine(a: list[float], b: list[float]) -> float:
 
 
 def run_browser(p: Any, browser: str, trials: int, gp_url: str, tjs_url: str, log: Callable[[str], None]) -> dict:
+    page = gp_url + "/test.html?calibrate=idle&preload=minilm-l6-v2"
     systems = {
-        "gpuport": lambda profile: visit(p, browser, profile, gp_url + "/test.html?calibrate=idle", GPUPORT_FIRST,
-                                         GPUPORT_SRC),
-        "gpuport, no snapshot": lambda profile: visit(p, browser, profile,
-                                                      gp_url + "/test.html?calibrate=idle&snapshot=0",
-                                                      GPUPORT_FIRST, GPUPORT_SRC),
+        "gpuport": lambda profile: visit(p, browser, profile, page, GPUPORT_FIRST, GPUPORT_SRC),
+        "gpuport, no snapshot": lambda profile: visit(p, browser, profile, page + "&snapshot=0", GPUPORT_FIRST,
+                                                      GPUPORT_SRC),
         "transformers.js": lambda profile: visit(p, browser, profile, tjs_url + "/startup.html", TJS_FIRST),
     }
     runs: dict[str, dict[str, list]] = {name: {"cold": [], "warm": []} for name in systems}

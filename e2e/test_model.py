@@ -215,6 +215,47 @@ def test_progress_timeline_second_load_from_cache_and_a_corrupt_cached_chunk_ref
         assert a @ b / np.linalg.norm(a) / np.linalg.norm(b) >= 0.9999
 
 
+@pytest.mark.parametrize("worker", ["1", "0"])
+def test_models_named_to_start_are_fetched_beside_the_boot_verified_and_stored(chromium_webgpu, server_url, worker):
+    """start({models: ["minilm-l6-v2"]}) (the demo's ?preload=): the page fetches the model's chunks while Pyodide
+    boots (on the page's thread when Pyodide is in its worker, else beside it), checks each against the manifest and
+    stores it; the load takes them (counted as downloaded, verified again) and fetches only what the read-ahead
+    could not use: here chunk 8, corrupted in transit once."""
+    context = chromium_webgpu.new_context()
+    requests: list[tuple[str, str | None]] = []
+    context.on("request", lambda r: requests.append((r.url, r.headers.get("range")))
+               if "/models/" in r.url else None)
+    context.route("**" + WEIGHTS, _fault("corrupt", times=1))   # the read-ahead's span at 8 MiB: chunk 8 altered
+    try:
+        page = context.new_page()
+        page.goto(server_url + f"/?table=0&precompile=off&preload=minilm-l6-v2&worker={worker}")
+        _run(page, "1")
+        first = _run(page, LOAD)
+        ahead = _run(page, PREFETCH)
+        stats = first["stats"]
+        assert stats["fetched_chunks"] == 87 and stats["read_ahead_chunks"] == 86, stats
+        assert stats["cached_chunks"] == 0 and stats["bytes_downloaded"] >= 90_000_000, stats
+        assert ahead["fetched"] == 86 and ahead["failed"] == 1 and ahead["taken"] == 86, ahead
+        assert "chunk 8: its sha256 does not match the manifest" in ahead["error"], ahead
+        weights = [r for _, r in requests if _.endswith(WEIGHTS)]
+        # the read-ahead's 22 spans, then the load's own request for chunk 8 alone
+        assert len(weights) == 23 and weights[-1] == f"bytes={8 << 20}-{(9 << 20) - 1}", weights
+        assert _run(page, AUDIT_CACHE) == {"chunks": list(range(87)), "bad": [], "total": 87}
+        notes = [e.get("note") or "" for e in first["events"]]
+        assert any("86 fetched ahead by the page, 1 to download" in n for n in notes), notes
+
+        # the next visit: everything from IndexedDB, only the two manifests (the read-ahead's, the load's) fetched
+        requests.clear()
+        page.reload()
+        second = _run(page, LOAD)
+        assert second["stats"]["cached_chunks"] == 87 and second["stats"]["fetched_chunks"] == 0, second["stats"]
+        assert [u.rsplit("/", 1)[1] for u, _ in requests] == ["manifest.json"] * 2, requests
+        ahead = _run(page, PREFETCH)
+        assert ahead["fetched"] == 0 and ahead["taken"] == 87 and not ahead["error"], ahead
+    finally:
+        context.close()
+
+
 def test_interrupted_load_resumes_and_new_manifest_invalidates(fresh, server_url):
     context, page, requests = fresh
     # the connection drops on every request from byte 40 MiB on: the load fails, verified chunks stay

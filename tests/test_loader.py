@@ -577,6 +577,67 @@ def test_corrupt_cache_record_is_dropped_and_refetched(tiny):
         int(key.split(":")[1])]["sha256"]
 
 
+class ReadAhead(chunk_cache.MemoryChunkCache):
+    """A page's cache after start({models}): `ahead` maps keys to the bytes the page fetched beside its boot and
+    whether it stored them (web/idb.js); each is handed over once, as takeWithDigest does."""
+
+    def __init__(self, ahead: dict[str, tuple[bytes, bool]]) -> None:
+        super().__init__()
+        self.ahead, self.how, self.puts = ahead, {}, []
+
+    async def get_with_digest(self, key):
+        self.how.pop(key, None)
+        if key in self.ahead:
+            blob, stored = self.ahead.pop(key)
+            if stored:
+                self.chunks[key] = blob
+            self.how[key] = "stored" if stored else "unstored"
+            return blob, chunk_manifest.sha256(blob)
+        return await super().get_with_digest(key)
+
+    def read_ahead(self, key):
+        return self.how.get(key)
+
+    async def put(self, key, data):
+        self.puts.append(key)
+        await super().put(key, data)
+
+
+def test_chunks_fetched_ahead_by_the_page_count_as_downloaded_and_are_stored_once(tiny):
+    """start({models}) in a page fetches a model's chunks beside the boot: the load takes them instead of fetching,
+    verifies them against its manifest, counts them as downloaded (bytes, chunks, read_ahead_chunks), stores
+    those the page could not, and fetches only the rest; one that fails its sha256 is dropped and fetched."""
+    srv, tensors, folder = tiny
+    m = json.loads((folder / "manifest.json").read_text())
+    body = (folder / "model.safetensors").read_bytes()
+    n = len(m["chunks"])
+    assert n >= 5
+    chunk = [body[c["start"]:c["end"]] for c in m["chunks"]]
+    key = [f"{m['sha256']}:{i}" for i in range(n)]
+    bad = bytearray(chunk[2])
+    bad[0] ^= 1
+    # chunks 0-1 stored by the page, 2 corrupt (its sha256 disagrees), 3 unstored (quota), the rest not fetched
+    cache = ReadAhead({key[0]: (chunk[0], True), key[1]: (chunk[1], True), key[2]: (bytes(bad), False),
+                       key[3]: (chunk[3], False)})
+    out, events, ld = load(srv.url, cache=cache)
+    check_same(out, tensors)
+    st = ld.stats()
+    assert st["read_ahead_chunks"] == 3 and st["fetched_chunks"] == n and st["cached_chunks"] == 0, st
+    assert st["bytes_downloaded"] >= sum(map(len, chunk[4:])) + sum(map(len, chunk[:2])) + len(chunk[3]), st
+    # the header came from chunk 0, read once; the network served chunk 2 and chunks 4.. only
+    starts = [int(s) for p, s in srv.faults.log if p.endswith("model.safetensors")]
+    assert 8 not in starts, starts   # no header request (its 8-byte length, then the JSON from byte 8)
+    assert m["chunks"][2]["start"] in starts and m["chunks"][4]["start"] in starts, starts
+    assert not {m["chunks"][i]["start"] for i in (0, 1, 3)} & set(starts), starts
+    assert sorted(cache.puts) == sorted([key[2], key[3], *key[4:]]), cache.puts   # 0 and 1 were stored already
+    assert {k: chunk_manifest.sha256(v) for k, v in cache.chunks.items() if ":" in k and not k.startswith("file:")} \
+        == {key[i]: c["sha256"] for i, c in enumerate(m["chunks"])}
+    notes = [e.get("note") or "" for e in events]
+    assert any("failed its sha256 check" in t for t in notes), notes
+    assert any("3 fetched ahead by the page" in t for t in notes), notes
+    assert len([e for e in events if e.get("read_ahead") and e["stage"] == "download"]) == 3
+
+
 def test_parallel_components(tiny):
     srv, tensors, _ = tiny
 

@@ -3,6 +3,8 @@
 // Every default URL resolves against this file's own location, not the page's: a page on any path or
 // origin loads gpuport from wherever its files are (a cross-origin host must send CORS headers).
 
+import { fetchAhead } from "./idb.js";
+import { chunkedFetch } from "./ranges.js";
 import { newWorker } from "./workers.js";
 
 export const PYODIDE_CDN = "https://cdn.jsdelivr.net/pyodide/v0.27.7/full/";
@@ -30,12 +32,30 @@ async function siteFiles(base, wheelURL) {
   return { wheelURL: absolute(site.gpuport, url), chunked, numpyBytecode };
 }
 
+// A model's folder (manifest.json and its file): a name is one of gpuport's (gpuport.models: <base>models/<name>/,
+// where Python looks by default), anything with a "/" a URL relative to the page.
+function modelFolders(models, base) {
+  if (!Array.isArray(models)) throw new TypeError(`gpuport: models must be an array of names or URLs, not ${models}`);
+  return models.map((m) => {
+    if (typeof m !== "string" || !m) throw new TypeError(`gpuport: models: ${JSON.stringify(m)} is not a name or URL`);
+    const url = m.includes("/") ? absolute(m) : absolute(`models/${m}/`, base);
+    return url.endsWith("/") ? url : `${url}/`;
+  });
+}
+
 function remoteError(error) {
   return Object.assign(new Error(error.message), { name: error.name });
 }
 
 function viaWorker(args, onProgress) {
   const worker = newWorker(new URL("./worker.js", import.meta.url).href);
+  if (args.models.length && typeof indexedDB !== "undefined") {
+    // the models' chunks fetched on this thread, idle while the worker boots, and posted to it as they come
+    fetchAhead(args.models, (message) => worker.postMessage({ readAhead: message },
+                                                            message.found ? [message.found.value.buffer] : []),
+               chunkedFetch(args.chunked));
+    args = { ...args, modelsElsewhere: true };
+  }
   let nextId = 1;
   const waiting = new Map();
   worker.onmessage = ({ data }) => {
@@ -99,10 +119,14 @@ async function onMainThread(args, onProgress) {
  * the same bits on every CPU; "off": NumPy only), threads ("auto" (default): whole layers of the cpu path on
  * a pool of workers, one per core (navigator.hardwareConcurrency), where the page is cross-origin isolated;
  * a number: that many; 1: one thread), snapshot (default true: boot Pyodide from a verified memory
- * snapshot kept in IndexedDB, made beside the page on the first visit; false: never), calibrate ("idle" (default):
- * on an adapter without a stored calibration, backend "auto" places every op on the host until the page has
- * been idle, then measures both sides and stores it; "open": measure before resolving), onProgress({stage, index, total, state, ms}) for the
- * start-up stages (pyodide, packages (NumPy and the gpuport wheel), open, precompile) and {stage: "precompile", done, total}.
+ * snapshot kept in IndexedDB, made beside the page on the first visit; false: never), models (names of gpuport's
+ * models, e.g. "minilm-l6-v2", or URLs of model folders, that the page will load: their chunks that IndexedDB
+ * lacks are fetched, verified and stored beside the boot instead of when Python asks; in Python,
+ * `gpuport_idb.prefetchStatus()` says how it went and a load's stats count them as downloaded), calibrate
+ * ("idle" (default): on an adapter without a stored calibration, backend "auto" places every op on the host until
+ * the page has been idle, then measures both sides and stores it; "open": measure before resolving),
+ * onProgress({stage, index, total, state, ms}) for the start-up stages (pyodide, packages (NumPy and the gpuport
+ * wheel), open, precompile) and {stage: "precompile", done, total}.
  * Resolves to {mode, timings, base, runPython(src), info(), setArray(name, typedArray, shape),
  * getArray(expr) -> {data, shape, dtype}, installWheel(url), addModule(name, source), snapshotStatus(),
  * calibrationStatus(), close()};
@@ -112,13 +136,13 @@ export async function start(options = {}) {
   const {
     base = HERE, worker = true, cdn = false, backend = "auto", tier = null, limits = "default",
     precompile = "background", hostKernels = "auto", threads = "auto", snapshot = true, calibrate = "idle",
-    onProgress = () => {},
+    models = [], onProgress = () => {},
   } = options;
   const baseURL = absolute(base.endsWith("/") ? base : base + "/");
   const pyodideURL = absolute(options.pyodideURL || (cdn ? PYODIDE_CDN : absolute("pyodide/", baseURL)));
   const { wheelURL, chunked, numpyBytecode } = await siteFiles(baseURL, options.wheelURL);
-  const args = { base: baseURL, pyodideURL, wheelURL, chunked, numpyBytecode, backend, tier, limits, precompile, hostKernels, threads,
-                 snapshot, calibrate };
+  const args = { base: baseURL, pyodideURL, wheelURL, chunked, numpyBytecode, models: modelFolders(models, baseURL),
+                 backend, tier, limits, precompile, hostKernels, threads, snapshot, calibrate };
   const gp = await (worker ? viaWorker(args, onProgress) : onMainThread(args, onProgress));
   return { ...gp, base: baseURL };
 }

@@ -195,6 +195,7 @@ export class Host {
  * (STAGES); while precompilation runs in the background it also reports {stage: "precompile", done, total}.
  */
 export async function boot({ base = null, pyodideURL, wheelURL, chunked = {}, numpyBytecode = null,
+                             models = [], modelsElsewhere = false,
                              backend = "auto", tier = null,
                              limits = "default", precompile = "background", hostKernels = "auto", threads = "auto",
                              snapshot = true, calibrate = "idle" },
@@ -217,11 +218,14 @@ export async function boot({ base = null, pyodideURL, wheelURL, chunked = {}, nu
   };
   serveRangesFromChunks(chunked);
   const bytecode = numpyBytecode ? fetchChecked(numpyBytecode) : Promise.resolve({ problem: "the site has none" });
-  // The model chunks this page read last time, read and digested beside the boot (web/idb.js); gpuport's Python
-  // takes them through this same module, registered below. Started once the snapshot is read: both come from
-  // IndexedDB, and the snapshot is on the critical path (bench/startup.py, warm: the Pyodide stage 0.7 -> 1.4 s
-  // when they were read together).
-  const readAhead = () => { if (typeof indexedDB !== "undefined") idb.prefetch(); };
+  // The model chunks this page read last time, and those of `models` that storage lacks (fetched here, or by the
+  // page's thread when this is its worker: modelsElsewhere), read and digested beside the boot (web/idb.js);
+  // gpuport's Python takes them through this same module, registered below. Started once the snapshot is read:
+  // both come from IndexedDB, and the snapshot is on the critical path (bench/startup.py, warm: the Pyodide stage
+  // 0.7 -> 1.4 s when they were read together).
+  const readAhead = () => {
+    if (typeof indexedDB !== "undefined") idb.prefetch({ models, elsewhere: modelsElsewhere });
+  };
   const pyodide = await stage("pyodide", "pyodide_ms", async () => {
     const { loadPyodide } = await import(new URL("pyodide.mjs", pyodideURL).href);
     const found = snapshot ? await snapshots.load(pyodideURL) : null;

@@ -20,10 +20,17 @@ function requestHeaders(input, init) {
  * Wraps globalThis.fetch (the one Pyodide's pyfetch calls); returns the table's size.
  */
 export function serveRangesFromChunks(table) {
+  const size = Object.keys(table || {}).length;
+  if (size) globalThis.fetch = chunkedFetch(table);
+  return size;
+}
+
+/** A fetch() that answers the table's files from their chunk files, and passes every other request to fetch(). */
+export function chunkedFetch(table) {
   const files = new Map(Object.entries(table || {}));
-  if (files.size === 0) return 0;
   const original = globalThis.fetch.bind(globalThis);
-  globalThis.fetch = async (input, init = {}) => {
+  if (files.size === 0) return original;
+  return async (input, init = {}) => {
     let url;
     try {
       url = new URL(input instanceof Request ? input.url : String(input), globalThis.location.href).href;
@@ -71,5 +78,4 @@ export function serveRangesFromChunks(table) {
       },
     });
   };
-  return files.size;
 }

@@ -1,5 +1,6 @@
 // The dedicated Web Worker that runs Pyodide by default: a message pump around host.js.
 import { boot } from "./host.js";
+import { receiveAhead } from "./idb.js";
 
 let host = null;
 const METHODS = new Set(["runPython", "info", "setArray", "getArray", "installWheel", "addModule", "snapshotStatus",
@@ -7,6 +8,10 @@ const METHODS = new Set(["runPython", "info", "setArray", "getArray", "installWh
 const progress = (event) => self.postMessage({ progress: event });
 
 self.onmessage = async ({ data }) => {
+  if (data.readAhead) {   // model chunks the page fetched for this worker's Python (web/idb.js fetchAhead)
+    receiveAhead(data.readAhead);
+    return;
+  }
   const { id, op, args } = data;
   try {
     let value;

@@ -34,6 +34,12 @@ class ChunkCache:
         blob = await self.get(key)
         return None if blob is None else (bytes(blob), sha256(blob))
 
+    def read_ahead(self, key: str) -> str | None:
+        """How the record get_with_digest last handed over for `key` came: None from storage; over the network
+        ahead of the load (a page's start({models}), web/idb.js), "stored" when it is in storage already, else
+        "unstored". The loader counts those as downloaded, and stores the unstored."""
+        return None
+
     async def put(self, key: str, data: bytes) -> None:
         raise NotImplementedError
 
@@ -99,6 +105,8 @@ class ModelChunks:
         self.memory_only = cache is None
         self.memory_reason: str | None = "no cache" if cache is None else None
         self._keys: set[str] | None = None
+        self._kept: dict[int, bytes] = {}          # chunks handed out with keep=True, handed out again once
+        self._read_ahead: dict[int, str | None] = {}
 
     def _key(self, i: int) -> str:
         return f"{self.m['sha256']}:{i}"
@@ -153,12 +161,23 @@ class ModelChunks:
         except Exception:   # a hint only: storage that fails here fails (and is reported) where it matters
             pass
 
-    async def get(self, i: int) -> bytes | None:
-        """Chunk i if the cache has it intact (a corrupt or tampered record is dropped)."""
-        blob, dropped = await self._get_verified(self._key(i), self.m["chunks"][i]["sha256"])
+    async def get(self, i: int, keep: bool = False) -> bytes | None:
+        """Chunk i if the cache has it intact (a corrupt or tampered record is dropped). `keep`: the next get(i)
+        hands the same bytes out again without reading them (the header's chunk, which the load reads next)."""
+        if i in self._kept:
+            return self._kept.pop(i)
+        key = self._key(i)
+        blob, dropped = await self._get_verified(key, self.m["chunks"][i]["sha256"])
         if dropped:
             self._note("cache", 0, 0, note=f"cached chunk {i} failed its sha256 check: dropped, refetching")
+        self._read_ahead[i] = self.cache.read_ahead(key) if blob is not None else None
+        if keep and blob is not None:
+            self._kept[i] = blob
         return blob
+
+    def read_ahead(self, i: int) -> str | None:
+        """How chunk i, just handed out by get, came (ChunkCache.read_ahead): None from storage."""
+        return self._read_ahead.get(i)
 
     async def put(self, i: int, blob: bytes) -> None:
         """Only verified chunks come here."""

@@ -81,6 +81,7 @@ class _State:
     uploaded: int = 0
     cached_chunks: int = 0
     fetched_chunks: int = 0
+    read_ahead_chunks: int = 0    # of the fetched: those a page fetched ahead of the load (start({models}))
     retries: int = 0
     requests: int = 0
     timeline: list[dict] = field(default_factory=list)
@@ -136,7 +137,7 @@ class ProgressiveModelLoader:
     def stats(self) -> dict:
         s = self.state
         return {"requests": s.requests, "fetched_chunks": s.fetched_chunks, "cached_chunks": s.cached_chunks,
-                "retries": s.retries, "bytes_downloaded": s.downloaded,
+                "read_ahead_chunks": s.read_ahead_chunks, "retries": s.retries, "bytes_downloaded": s.downloaded,
                 "memory_only": self.chunks.memory_only if self.chunks else self.cache is None,
                 "memory_reason": self.chunks.memory_reason if self.chunks else None, "chunk_size_mb": self.chunk_size_mb,
                 "concurrency": self.concurrency, "elapsed_ms": round((time.perf_counter() - s.t0) * 1e3, 1)}
@@ -184,7 +185,7 @@ class ProgressiveModelLoader:
         if m.get("container", "safetensors") != "safetensors":
             raise LoadError(f"{self.manifest_url}: {m['file']} is a {m['container']} file, not safetensors "
                             "(a GGUF loads with gpuport.gguf_source.GGUFSource)")
-        cached = await self.chunks.get(0) if m["data_start"] <= m["chunks"][0]["end"] else None
+        cached = await self.chunks.get(0, keep=True) if m["data_start"] <= m["chunks"][0]["end"] else None
         if cached is not None:   # the header lies in chunk 0: a cached, verified chunk 0 has it
             head = cached[:m["data_start"]]
             if sha256(head) == m["header_sha256"]:
@@ -309,23 +310,39 @@ class ProgressiveModelLoader:
         st = self.state
         await self.chunks.prepare()
         await self.chunks.remember(need)
-        missing = []
-        cached = cached_bytes = 0
+        missing, unstored = [], []
+        cached = cached_bytes = ahead = 0
         for w in range(0, len(need), CACHE_READS):   # CACHE_READS reads in flight, handed on in order
             window = need[w:w + CACHE_READS]
             for i, blob in zip(window, await asyncio.gather(*(self.chunks.get(i) for i in window))):
                 if blob is None:
                     missing.append(i)
                     continue
-                cached += 1
-                cached_bytes += self._payload_of.get(i, 0)
-                st.cached_chunks += 1
-                st.verified += self._payload_of.get(i, 0)
-                self.emit("verify", st.verified, st.payload, chunk=i, cached=True)
+                payload = self._payload_of.get(i, 0)
+                st.verified += payload
+                how = self.chunks.read_ahead(i)
+                if how is None:
+                    cached += 1
+                    cached_bytes += payload
+                    st.cached_chunks += 1
+                    self.emit("verify", st.verified, st.payload, chunk=i, cached=True)
+                else:   # fetched by the page while it booted: downloaded bytes, verified here as any
+                    ahead += 1
+                    st.fetched_chunks += 1
+                    st.read_ahead_chunks += 1
+                    st.downloaded += len(blob)
+                    st.downloaded_payload += payload
+                    self._downloaded_chunks.add(i)
+                    self.emit("download", st.downloaded_payload, st.payload, chunk=i, network_bytes=st.downloaded,
+                              read_ahead=True)
+                    self.emit("verify", st.verified, st.payload, chunk=i, read_ahead=True)
+                    if how == "unstored":
+                        unstored.append((i, blob))
                 arrived(i, blob)
-        if cached:
+        if cached or ahead:
             self.emit("cache", cached_bytes, st.payload, chunks_cached=cached, chunks_total=len(need),
-                      note=f"{cached} of {len(need)} chunks from the cache, {len(missing)} to download")
+                      note=f"{cached} of {len(need)} chunks from the cache, " + (
+                          f"{ahead} fetched ahead by the page, " if ahead else "") + f"{len(missing)} to download")
 
         per_span = max(1, round(self.chunk_size_mb * 2**20 / m["chunk_size"]))
         spans: list[list[int]] = []
@@ -344,7 +361,11 @@ class ProgressiveModelLoader:
             for i, blob in zip(span, chunks):
                 await self.chunks.put(i, blob)
 
-        tasks = [asyncio.ensure_future(run_span(s)) for s in spans]
+        async def store(chunks: list[tuple[int, bytes]]) -> None:
+            for i, blob in chunks:
+                await self.chunks.put(i, blob)
+
+        tasks = [asyncio.ensure_future(run_span(s)) for s in spans] + [asyncio.ensure_future(store(unstored))]
         try:
             await asyncio.gather(*tasks)
         except BaseException:
