@@ -213,9 +213,10 @@ bench: setup bench-setup
 	$(BENCH_LOCK) env PYTHONPATH=py $(PY) bench/peers.py --bench-dir $(BENCH_DIR) $(BENCH_ARGS)
 
 # bench/startup.py: time from navigation to the first MiniLM embedding, cold and warm, gpuport against
-# transformers.js in both browsers (and natively against sentence-transformers); the same peers and lock.
-.PHONY: bench-startup
-bench-startup: setup bench-setup
+# transformers.js in both browsers (and natively against sentence-transformers), and to SmolLM2's first token
+# against wllama (its npm package only: bench-wllama-setup); the same peers and lock.
+.PHONY: bench-startup bench-wllama-setup
+bench-startup: setup bench-setup bench-wllama-setup
 	$(BENCH_LOCK) env PYTHONPATH=py $(PY) bench/startup.py --bench-dir $(BENCH_DIR) $(BENCH_STARTUP_ARGS)
 
 # bench/generate.py: SmolLM2 generation, gpuport vs llama.cpp (llama-cpp-python natively, @wllama/wllama in both
@@ -226,6 +227,9 @@ BENCH_LLM_LOCK ?= flock /tmp/gpuport-heavy.lock
 .PHONY: bench-llm-setup bench-llm
 bench-llm-setup:
 	BENCH_LLM_DIR=$(BENCH_LLM_DIR) PYTHON=$(PYTHON) bash bench/llm/setup.sh
+
+bench-wllama-setup:
+	BENCH_LLM_DIR=$(BENCH_DIR)/llm WLLAMA_ONLY=1 bash bench/llm/setup.sh
 
 bench-llm: setup bench-llm-setup
 	$(BENCH_LLM_LOCK) env PYTHONPATH=py $(PY) bench/generate.py $(BENCH_LLM_ARGS)

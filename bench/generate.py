@@ -26,17 +26,15 @@ import os
 import statistics
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 from gpuport import models
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _harness import dev_server, write_result  # noqa: E402
+from _wllama import NAME, wllama_server  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-NAME = "smollm2-135m-instruct"
 MESSAGES = [{"role": "user", "content": "Explain in a few sentences why the sky is blue during the day."}]
 BENCH_DIR = ROOT / ".cache" / "bench" / "llm"
 WLLAMA_CONFIGS = {"wllama wasm 1 thread": {"gpu": False, "threads": 1},
@@ -46,7 +44,6 @@ WLLAMA_CONFIGS = {"wllama wasm 1 thread": {"gpu": False, "threads": 1},
 BROWSERS = {"chromium": "chromium-webgpu", "firefox": "firefox"}
 
 PAGE_LOAD = f"""
-import time
 from gpuport import models
 _t0 = time.perf_counter()
 _llm = await models.load({NAME!r}, rt)
@@ -55,7 +52,6 @@ _ids = _llm.prompt_ids({MESSAGES!r})
   "backend": rt.backend, "tier": rt.tier}}
 """
 PAGE_RUN = """
-import time
 _times, _out = [], []
 _t0 = time.perf_counter()
 async for _tok in _llm.generate(_ids, max_new_tokens={n}, ignore_eos=True):
@@ -144,48 +140,6 @@ def bench_native(runs: int, n: int, threads: int) -> dict:
 
 
 # -- in the pages ----------------------------------------------------------------------------------------
-
-def _wllama_app():
-    """wllama's page, its esm/ folder and the GGUF, with the headers that make the page cross-origin isolated."""
-    from starlette.applications import Starlette
-    from starlette.responses import FileResponse
-    from starlette.routing import Mount, Route
-    from starlette.staticfiles import StaticFiles
-
-    esm = BENCH_DIR / "js" / "node_modules" / "@wllama" / "wllama" / "esm"
-    if not esm.is_dir():
-        raise SystemExit(f"{esm} is missing: run `make bench-llm-setup` first")
-    gguf = Path(models.default_source(NAME)) / models.weights_file(NAME)
-
-    inner = Starlette(routes=[Route("/", lambda r: FileResponse(ROOT / "bench" / "llm" / "wllama.html")),
-                              Route("/model.gguf", lambda r: FileResponse(gguf)),
-                              Mount("/wllama", StaticFiles(directory=esm))])
-
-    async def isolated(scope, receive, send):
-        async def with_headers(message):
-            if message["type"] == "http.response.start":
-                message["headers"] = list(message.get("headers", [])) + [
-                    (b"cross-origin-opener-policy", b"same-origin"), (b"cross-origin-embedder-policy", b"require-corp"),
-                    (b"cross-origin-resource-policy", b"same-origin")]
-            await send(message)
-        await inner(scope, receive, with_headers)
-    return isolated
-
-
-def _serve(app) -> tuple[str, object, threading.Thread]:
-    import socket
-
-    import uvicorn
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
-    return f"http://127.0.0.1:{port}", server, thread
-
 
 def bench_page(browser, dev_url: str, wllama_url: str, runs: int, n: int) -> dict:
     g_ctx, w_ctx = browser.new_context(), browser.new_context()
@@ -279,16 +233,13 @@ def main() -> int:
     if pages:
         from gpuport.testing.browsers import Browsers
         browsers = Browsers()
-        wllama_url, wserver, wthread = _serve(_wllama_app())
         try:
-            with dev_server() as dev_url:
+            with dev_server() as dev_url, wllama_server() as wllama_url:
                 for where in pages:
                     print(f"{where}: gpuport's page vs wllama", flush=True)
                     results[where] = bench_page(browsers.get(BROWSERS[where]), dev_url, wllama_url, args.runs,
                                                 args.tokens)
         finally:
-            wserver.should_exit = True
-            wthread.join(timeout=10)
             browsers.close()
     ratios = report(results)
     path = write_result("generate", {"model": NAME, "messages": MESSAGES, "new_tokens": args.tokens,

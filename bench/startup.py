@@ -18,14 +18,21 @@ stages come from `start()` (pyodide, packages: NumPy and the wheel, open) and Py
 must agree (cosine >= 0.9999). Natively: a fresh process each, `import gpuport`, `gp.open_sync()`, model
 load and the first embedding, against sentence-transformers' import, load and embedding.
 
+And SmolLM2-135M-Instruct's first token from navigation (`--workloads smollm2`): gpuport's test page
+(`?preload=smollm2-135m-instruct`), `gp.models.load`, then one greedy token of the chat-templated question,
+against wllama 3.x (bench/llm/startup.html: `loadModelFromUrl` at its defaults: the GGUF cached in OPFS, half the
+cores in a cross-origin isolated page, 1 thread here) and asked for 2 threads, on the same GGUF and the same prompt
+text, cold and warm, alternating.
+
 Prints the table; writes bench/results/startup.json and startup.png (a stacked bar per stage beside the
-peer's bar). Needs `make bench-setup`. Run (under the heavy lock: `make bench-startup`):
+peer's bar). Needs `make bench-setup` (and wllama for smollm2: `make bench-wllama-setup`). Run (under the heavy lock: `make bench-startup`):
   .venv/bin/python bench/startup.py [--trials 3] [--browsers chromium,firefox] [--no-native]
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import shutil
@@ -33,15 +40,19 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Callable
-from urllib.parse import urlparse
+from urllib.parse import urlencode, urlparse
 
 from playwright.sync_api import sync_playwright
+
+import gpuport
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _harness import dev_server, write_result  # noqa: E402
 from _peers_lanes import PEERS, peer_server  # noqa: E402
+from _wllama import NAME as LLM, wllama_server  # noqa: E402
 from gpuport.testing.browsers import CHROMIUM_QUIET, CHROMIUM_WEBGPU, FIREFOX_PREFS, executable  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -77,6 +88,23 @@ import gpuport_idb
   "backend": rt.info()["backend"], "load_stats": _model.load_stats,
   "read_ahead": gpuport_idb.prefetchStatus().to_py()}}
 """
+GPUPORT_LLM_SRC = """
+import time
+import gpuport as gp
+t0 = time.perf_counter()
+_llm = await gp.models.load({name!r}, rt)
+t1 = time.perf_counter()
+async for _tok in _llm.generate(_llm.prompt_ids({messages!r}), max_new_tokens=1):
+    break
+t2 = time.perf_counter()
+{{"load_ms": (t1 - t0) * 1e3, "embed_ms": (t2 - t1) * 1e3, "text": _tok.text, "backend": rt.info()["backend"],
+  "load_stats": _llm.load_stats}}
+"""
+MESSAGES = [{"role": "user", "content": "Explain in a few sentences why the sky is blue during the day."}]
+WLLAMA_FIRST = """async () => {
+  while (!window.firstToken) await new Promise((r) => setTimeout(r, 5));
+  return await window.firstToken;
+}"""
 TJS_FIRST = """async () => {
   while (!window.tjsFirst) await new Promise((r) => setTimeout(r, 5));
   return await window.tjsFirst;
@@ -193,6 +221,57 @@ def run_browser(p: Any, browser: str, trials: int, gp_url: str, tjs_url: str, lo
     return out
 
 
+def run_llm_browser(p: Any, browser: str, trials: int, gp_url: str, wllama_url: str, prompt: str,
+                    log: Callable[[str], None]) -> dict:
+    """SmolLM2's first token from navigation, cold and warm: gpuport's page against wllama's, alternating."""
+    src = GPUPORT_LLM_SRC.format(name=LLM, messages=MESSAGES)
+    systems = {
+        "gpuport": lambda profile: visit(p, browser, profile, gp_url + f"/test.html?calibrate=idle&preload={LLM}",
+                                         GPUPORT_FIRST, src),
+        "wllama": lambda profile: visit(p, browser, profile, wllama_url + "/startup.html?" + urlencode({"prompt": prompt}),
+                                        WLLAMA_FIRST),
+        "wllama, 2 threads": lambda profile: visit(p, browser, profile, wllama_url + "/startup.html?" + urlencode(
+            {"prompt": prompt, "threads": 2}), WLLAMA_FIRST),
+    }
+    runs: dict[str, dict[str, list]] = {name: {"cold": [], "warm": []} for name in systems}
+    for trial in range(trials):
+        order = list(systems)[trial % len(systems):] + list(systems)[:trial % len(systems)]   # each goes first in turn
+        for name in order:
+            profile = Path(tempfile.mkdtemp(prefix=f"gpuport-startup-llm-{browser}-"))
+            try:
+                for state in ("cold", "warm"):
+                    runs[name][state].append(systems[name](profile))
+            finally:
+                shutil.rmtree(profile, ignore_errors=True)
+            log(f"  {browser} SmolLM2 trial {trial + 1} {name}: cold {runs[name]['cold'][-1]['first_ms']:.0f} ms, "
+                f"warm {runs[name]['warm'][-1]['first_ms']:.0f} ms (first token {runs[name]['warm'][-1]['text']!r})")
+    out: dict[str, Any] = {"same_first_token": all(g["text"] == w["text"] for name in systems if name != "gpuport"
+                                                   for g, w in zip(runs["gpuport"]["cold"], runs[name]["cold"])),
+                           "wllama_threads": {name: runs[name]["cold"][0]["threads"] for name in systems
+                                              if name != "gpuport"},
+                           "backend": runs["gpuport"]["cold"][0]["backend"]}
+    med = lambda name, state, key="first_ms": statistics.median(r[key] for r in runs[name][state])  # noqa: E731
+    for state in ("cold", "warm"):
+        stages = {k: round(statistics.median(gpuport_stages(r)[k] for r in runs["gpuport"][state]), 1) for k in STAGES}
+        out[state] = {"gpuport_ms": round(med("gpuport", state), 1), "wllama_ms": round(med("wllama", state), 1),
+                      "gpuport_over_wllama": round(med("gpuport", state) / med("wllama", state), 2),
+                      "wllama_2t_ms": round(med("wllama, 2 threads", state), 1),
+                      "gpuport_over_wllama_2t": round(med("gpuport", state) / med("wllama, 2 threads", state), 2),
+                      "gpuport_stages_ms": stages,
+                      "wllama_load_ms": round(med("wllama", state, "load_ms"), 1),
+                      "wllama_2t_load_ms": round(med("wllama, 2 threads", state, "load_ms"), 1),
+                      **{f"{name.replace(', 2 threads', '_2t')}_runs_ms": [round(r["first_ms"], 1) for r in
+                                                                          runs[name][state]] for name in systems}}
+    return out
+
+
+def chat_prompt() -> str:
+    """The chat-templated question as text (what wllama is given; gpuport's page templates the same messages)."""
+    rt = gpuport.open_sync("cpu")
+    llm = asyncio.run(gpuport.models.load(LLM, rt))
+    return llm.tokenizer.apply_chat_template(MESSAGES)
+
+
 def run_native(bench_dir: Path, trials: int, log: Callable[[str], None]) -> dict:
     """Fresh processes, alternating; the OS file cache is warm after the first of each (as on a second run)."""
     pythons = {"gpuport": sys.executable, "sentence-transformers": str(bench_dir / "venv" / "bin" / "python")}
@@ -230,6 +309,17 @@ def print_table(results: dict) -> None:
                   f"  ratio {c['gpuport_over_transformers_js']:.2f}   gpuport stages: {stages}")
             print(f"  {'':8} {state}: gpuport without its Pyodide snapshot {c['no_snapshot_ms']:7.0f}  ratio "
                   f"{c['no_snapshot_over_transformers_js']:.2f}   (Pyodide stage {c['no_snapshot_stages_ms']['pyodide_ms']:.0f} ms)")
+    if results.get("smollm2"):
+        print("\ntime to SmolLM2's first token (ms, medians); ratio gpuport / wllama (<= 1.0: gpuport first)")
+        for browser, r in results["smollm2"].items():
+            for state in ("cold", "warm"):
+                c = r[state]
+                stages = ", ".join(f"{k[:-3]} {v:.0f}" for k, v in c["gpuport_stages_ms"].items()).replace("embed",
+                                                                                                          "token")
+                print(f"  {browser:8} {state}: gpuport {c['gpuport_ms']:7.0f}  wllama {c['wllama_ms']:7.0f}  ratio "
+                      f"{c['gpuport_over_wllama']:.2f}  (wllama, 2 threads {c['wllama_2t_ms']:7.0f}  ratio "
+                      f"{c['gpuport_over_wllama_2t']:.2f})   gpuport stages: {stages}")
+            print(f"  {browser:8} same first token: {r['same_first_token']}; wllama on {r['wllama_threads']} threads")
     if "native" in results:
         n = results["native"]
         print(f"  native  : gpuport {n['gpuport']['first_ms']:7.0f}  sentence-transformers "
@@ -244,17 +334,27 @@ def main() -> int:
     ap.add_argument("--browsers", default="chromium,firefox")
     ap.add_argument("--no-native", action="store_true")
     ap.add_argument("--bench-dir", type=Path, default=ROOT / ".cache" / "bench")
+    ap.add_argument("--workloads", default="minilm,smollm2", help="minilm (against transformers.js), smollm2 "
+                    "(against wllama)")
     args = ap.parse_args()
+    workloads = set(args.workloads.split(","))
     if not (args.bench_dir / "js" / "node_modules" / "@huggingface" / "transformers").is_dir():
         print(f"transformers.js is missing under {args.bench_dir}: run `make bench-setup`", file=sys.stderr)
         return 2
     results: dict[str, Any] = {}
     log = lambda line: print(line, flush=True)  # noqa: E731
+    browsers = [b.strip() for b in args.browsers.split(",") if b.strip()]
+    prompt = chat_prompt() if "smollm2" in workloads else ""
     with dev_server() as gp_url, peer_server(args.bench_dir, cache_control="no-cache") as tjs_url, \
+            (wllama_server(args.bench_dir / "llm") if "smollm2" in workloads else nullcontext("")) as wllama_url, \
             sync_playwright() as p:
-        for browser in [b.strip() for b in args.browsers.split(",") if b.strip()]:
-            results[browser] = run_browser(p, browser, args.trials, gp_url, tjs_url, log)
-    if not args.no_native:
+        for browser in browsers:
+            if "minilm" in workloads:
+                results[browser] = run_browser(p, browser, args.trials, gp_url, tjs_url, log)
+            if "smollm2" in workloads:
+                results.setdefault("smollm2", {})[browser] = run_llm_browser(p, browser, args.trials, gp_url,
+                                                                             wllama_url, prompt, log)
+    if not args.no_native and "minilm" in workloads:
         results["native"] = run_native(args.bench_dir, args.trials, log)
     print_table(results)
     path = write_result("startup", {"trials": args.trials, "sentence": SENTENCE, "results": results})

@@ -256,6 +256,23 @@ def test_models_named_to_start_are_fetched_beside_the_boot_verified_and_stored(c
         context.close()
 
 
+def test_a_model_named_to_start_that_does_not_exist_is_reported_and_holds_nothing_up(chromium_webgpu, server_url):
+    """A name start() cannot find a manifest for: the read-ahead says so (prefetchStatus().error names the URL and
+    the HTTP status), start() and other loads go on, and the load fetches for itself."""
+    context = chromium_webgpu.new_context()
+    try:
+        page = context.new_page()
+        page.goto(server_url + "/?table=0&precompile=off&preload=no-such-model")
+        _run(page, "1")
+        ahead = _run(page, PREFETCH)
+        assert "/models/no-such-model/manifest.json: HTTP 404" in (ahead["error"] or ""), ahead
+        assert ahead["keys"] == 0 and ahead["fetched"] == 0, ahead
+        stats = _run(page, LOAD)["stats"]
+        assert stats["fetched_chunks"] == 87 and stats["read_ahead_chunks"] == 0, stats
+    finally:
+        context.close()
+
+
 def test_interrupted_load_resumes_and_new_manifest_invalidates(fresh, server_url):
     context, page, requests = fresh
     # the connection drops on every request from byte 40 MiB on: the load fails, verified chunks stay

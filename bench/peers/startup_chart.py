@@ -1,6 +1,7 @@
 """The PNG of bench/startup.py (run with the bench venv's python, which has matplotlib): per browser and
-visit (cold, warm), gpuport's time to the first embedding as a bar stacked by stage, beside
-transformers.js's bar.   python startup_chart.py RESULTS.json OUT.png"""
+visit (cold, warm), gpuport's time to the first result as a bar stacked by stage, beside the peer's bar: MiniLM's
+first embedding against transformers.js, and SmolLM2's first token against wllama (at its default threads, and
+asked for 2).   python startup_chart.py RESULTS.json OUT.png"""
 import json
 import sys
 
@@ -10,33 +11,51 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 STAGES = {"pyodide_ms": "Pyodide", "packages_ms": "NumPy + wheel", "open_ms": "open",
-          "load_ms": "model load", "embed_ms": "first embedding"}
+          "load_ms": "model load", "embed_ms": "first result"}
+# (results key, title, the peers' bars: (key in the group, label))
+PANELS = [(None, "MiniLM, one sentence: the first embedding", [("transformers_js_ms", "transformers.js (wasm)")]),
+          ("smollm2", "SmolLM2-135M: the first token",
+           [("wllama_ms", "wllama (its default threads)"), ("wllama_2t_ms", "wllama, 2 threads")])]
+
+
+def panel(ax, groups, peers, title) -> None:
+    width = 0.8 / (1 + len(peers))
+    for i, (_, _, r) in enumerate(groups):
+        x = i - 0.4 + width / 2
+        bottom = 0.0
+        for j, (key, label) in enumerate(STAGES.items()):
+            value = r["gpuport_stages_ms"][key] / 1e3
+            ax.bar(x, value, width, bottom=bottom, color=f"C{j}", label=label if i == 0 else None)
+            bottom += value
+        # what the stages leave out (driver and page script between them) to the measured total
+        rest = max(r["gpuport_ms"] / 1e3 - bottom, 0.0)
+        ax.bar(x, rest, width, bottom=bottom, color="lightgray", label="other" if i == 0 else None)
+        for k, (key, label) in enumerate(peers):
+            ax.bar(x + (k + 1) * width, r[key] / 1e3, width, color=("black", "dimgray")[k],
+                   label=label if i == 0 else None)
+            ax.text(x + (k + 1) * width, r[key] / 1e3 * 1.01, f"{r['gpuport_ms'] / r[key]:.2f}x", ha="center",
+                    fontsize=7)
+    ax.set_xticks(range(len(groups)), [f"{b}\n{s}" for b, s, _ in groups])
+    ax.set_ylabel("seconds from navigation")
+    ax.set_title(f"{title}: gpuport (stacked by stage) beside the peer; ratio gpuport / peer", fontsize=9)
+    ax.legend(fontsize=7, loc="upper left")
 
 
 def main(results_path: str, out_path: str) -> int:
     results = json.load(open(results_path))["results"]
-    groups = [(browser, state, results[browser][state]) for browser in ("chromium", "firefox") if browser in results
-              for state in ("cold", "warm")]
-    if not groups:
+    panels = []
+    for key, title, peers in PANELS:
+        source = results if key is None else results.get(key, {})
+        groups = [(browser, state, source[browser][state]) for browser in ("chromium", "firefox") if browser in source
+                  for state in ("cold", "warm")]
+        if groups:
+            panels.append((groups, peers, title))
+    if not panels:
         print("no browser results to chart")
         return 1
-    fig, ax = plt.subplots(figsize=(2.2 * len(groups) + 3, 5.5), dpi=110)
-    for i, (_, _, r) in enumerate(groups):
-        bottom = 0.0
-        for j, (key, label) in enumerate(STAGES.items()):
-            value = r["gpuport_stages_ms"][key] / 1e3
-            ax.bar(i - 0.2, value, 0.38, bottom=bottom, color=f"C{j}", label=label if i == 0 else None)
-            bottom += value
-        # what the stages leave out (driver and page script between them) to the measured total
-        rest = max(r["gpuport_ms"] / 1e3 - bottom, 0.0)
-        ax.bar(i - 0.2, rest, 0.38, bottom=bottom, color="lightgray", label="other" if i == 0 else None)
-        ax.bar(i + 0.2, r["transformers_js_ms"] / 1e3, 0.38, color="black", label="transformers.js" if i == 0 else None)
-        ax.text(i, max(r["gpuport_ms"], r["transformers_js_ms"]) / 1e3 * 1.02,
-                f"{r['gpuport_over_transformers_js']:.2f}x", ha="center", fontsize=9)
-    ax.set_xticks(range(len(groups)), [f"{b}\n{s}" for b, s, _ in groups])
-    ax.set_ylabel("seconds from navigation to the first embedding")
-    ax.set_title("MiniLM, one sentence: gpuport (stacked by stage) beside transformers.js (wasm)")
-    ax.legend(fontsize=8, loc="upper right")
+    fig, axes = plt.subplots(len(panels), 1, figsize=(11, 5 * len(panels)), dpi=110, squeeze=False)
+    for ax, (groups, peers, title) in zip(axes[:, 0], panels):
+        panel(ax, groups, peers, title)
     fig.tight_layout()
     fig.savefig(out_path)
     print(f"chart: {out_path}")
