@@ -38,7 +38,7 @@ def panel(ax, groups, peers, title) -> None:
     ax.set_xticks(range(len(groups)), [f"{b}\n{s}" for b, s, _ in groups])
     ax.set_ylabel("seconds from navigation")
     ax.set_title(f"{title}: gpuport (stacked by stage) beside the peer; ratio gpuport / peer", fontsize=9)
-    ax.legend(fontsize=7, loc="upper left")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
 
 
 def main(results_path: str, out_path: str) -> int:
