@@ -256,6 +256,32 @@ def test_models_named_to_start_are_fetched_beside_the_boot_verified_and_stored(c
         context.close()
 
 
+@pytest.mark.parametrize("kind", ["chromium-webgpu", "firefox"])
+def test_a_visit_reads_ahead_from_the_network_then_the_next_from_storage(browsers, server_url, kind):
+    """In both engines (the page's thread reads ahead for the worker): a first visit takes every chunk from the
+    network's read-ahead, the next every chunk from storage's, and both loads compute the same embedding."""
+    context = browsers.get(kind).new_context()
+    try:
+        page = context.new_page()
+        loads = []
+        for visit in range(2):
+            if visit:
+                page.reload()
+            else:
+                page.goto(server_url + "/?table=0&precompile=off&preload=minilm-l6-v2")
+            out = _run(page, LOAD.replace('{"seconds"', '{"embedding": (await model.embed(["A man is eating food."]))'
+                                                        '[0].tolist(), "seconds"'))
+            loads.append((out["stats"], _run(page, PREFETCH), out["embedding"]))
+        (cold, cold_ahead, a), (warm, warm_ahead, b) = loads
+        assert cold["read_ahead_chunks"] == 87 and cold["fetched_chunks"] == 87, cold
+        assert cold_ahead["fetched"] == 87 and cold_ahead["taken"] == 87 and not cold_ahead["error"], cold_ahead
+        assert warm["cached_chunks"] == 87 and warm["fetched_chunks"] == 0, warm
+        assert warm_ahead["read"] == 87 and warm_ahead["taken"] == 87 and not warm_ahead["error"], warm_ahead
+        assert a == b
+    finally:
+        context.close()
+
+
 def test_a_model_named_to_start_that_does_not_exist_is_reported_and_holds_nothing_up(chromium_webgpu, server_url):
     """A name start() cannot find a manifest for: the read-ahead says so (prefetchStatus().error names the URL and
     the HTTP status), start() and other loads go on, and the load fetches for itself."""

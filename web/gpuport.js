@@ -3,7 +3,7 @@
 // Every default URL resolves against this file's own location, not the page's: a page on any path or
 // origin loads gpuport from wherever its files are (a cross-origin host must send CORS headers).
 
-import { fetchAhead } from "./idb.js";
+import { readAhead } from "./idb.js";
 import { chunkedFetch } from "./ranges.js";
 import { newWorker } from "./workers.js";
 
@@ -49,16 +49,23 @@ function remoteError(error) {
 
 function viaWorker(args, onProgress) {
   const worker = newWorker(new URL("./worker.js", import.meta.url).href);
-  if (args.models.length && typeof indexedDB !== "undefined") {
-    // the models' chunks fetched on this thread, idle while the worker boots, and posted to it as they come
-    fetchAhead(args.models, (message) => worker.postMessage({ readAhead: message },
-                                                            message.found ? [message.found.value.buffer] : []),
-               chunkedFetch(args.chunked));
-    args = { ...args, modelsElsewhere: true };
+  let storageGo = () => {};
+  if (typeof indexedDB !== "undefined") {
+    // model chunks read ahead on this thread, idle while the worker boots, and posted to it as they come
+    readAhead({ models: args.models, fetchFn: chunkedFetch(args.chunked),
+                storageGo: new Promise((resolve) => { storageGo = resolve; }),
+                deliver: (message) => worker.postMessage({ readAhead: message },
+                                                         ArrayBuffer.isView(message.found && message.found.value)
+                                                           ? [message.found.value.buffer] : []) });
+    args = { ...args, readAheadOnPage: true };
   }
   let nextId = 1;
   const waiting = new Map();
   worker.onmessage = ({ data }) => {
+    if (data.readAheadGo) {
+      storageGo();
+      return;
+    }
     if (data.progress) {
       onProgress(data.progress);
       return;

@@ -194,12 +194,11 @@ export class Host {
  * Boot Pyodide and gpuport. progress({stage, index, total, state: "start"|"done", ms}) follows the stages
  * (STAGES); while precompilation runs in the background it also reports {stage: "precompile", done, total}.
  */
-export async function boot({ base = null, pyodideURL, wheelURL, chunked = {}, numpyBytecode = null,
-                             models = [], modelsElsewhere = false,
+export async function boot({ base = null, pyodideURL, wheelURL, chunked = {}, numpyBytecode = null, models = [],
                              backend = "auto", tier = null,
                              limits = "default", precompile = "background", hostKernels = "auto", threads = "auto",
                              snapshot = true, calibrate = "idle" },
-                           progress = () => {}) {
+                           progress = () => {}, readAheadOnPage = null) {
   defaultSources(hostKernels);   // a bad choice throws here, before anything loads
   if (!["idle", "open"].includes(calibrate)) throw new Error(`calibrate must be "idle" or "open", not ${calibrate}`);
   const t0 = performance.now();
@@ -218,13 +217,15 @@ export async function boot({ base = null, pyodideURL, wheelURL, chunked = {}, nu
   };
   serveRangesFromChunks(chunked);
   const bytecode = numpyBytecode ? fetchChecked(numpyBytecode) : Promise.resolve({ problem: "the site has none" });
-  // The model chunks this page read last time, and those of `models` that storage lacks (fetched here, or by the
-  // page's thread when this is its worker: modelsElsewhere), read and digested beside the boot (web/idb.js);
-  // gpuport's Python takes them through this same module, registered below. Started once the snapshot is read:
-  // both come from IndexedDB, and the snapshot is on the critical path (bench/startup.py, warm: the Pyodide stage
-  // 0.7 -> 1.4 s when they were read together).
+  // The model chunks this page read last time, and those of `models` that storage lacks, read ahead beside the boot
+  // (web/idb.js readAhead), here or, when this is the page's worker, on the page's thread (readAheadOnPage(): it
+  // may read storage now); gpuport's Python takes them through this same module, registered below. Storage is read
+  // once the snapshot is (both come from IndexedDB, and the snapshot is on the critical path: bench/startup.py,
+  // warm: the Pyodide stage 0.7 -> 1.4 s when they were read together).
   const readAhead = () => {
-    if (typeof indexedDB !== "undefined") idb.prefetch({ models, elsewhere: modelsElsewhere });
+    if (typeof indexedDB === "undefined") return;
+    idb.expectAhead();
+    if (readAheadOnPage) readAheadOnPage(); else idb.readAhead({ models, deliver: idb.receiveAhead });
   };
   const pyodide = await stage("pyodide", "pyodide_ms", async () => {
     const { loadPyodide } = await import(new URL("pyodide.mjs", pyodideURL).href);

@@ -78,17 +78,20 @@ export async function getWithDigest(store, key) {
   return { value, sha256: digests ? digests[0] : null };
 }
 
-// A head start on a model's load, beside Pyodide's boot, from two sources:
+// A head start on a model's load, beside Pyodide's boot. readAhead reads from two sources:
 // - storage (a warm visit): the chunks the page's last load read (Python records their keys under
-//   "prefetch:<model url>" in "meta") are read and digested;
-// - the network (start({models}): models the page says it will load): fetchAhead fetches each one's manifest, then
-//   every chunk not in storage in Range requests, in file order, digests it, checks it against the manifest and
-//   stores it. A chunk that fails any of that is left to Python, which fetches it itself, retries and reports.
-//   With Pyodide in a Web Worker, fetchAhead runs on the page's thread, which is idle while the worker boots (on
-//   the worker's own it finished 4.7 s into a cold visit in Chromium instead of with the boot), and posts what it
-//   has to the worker, where receiveAhead takes it.
-// takeWithDigest hands each over once; Python checks each digest against its own manifest as for any record, and
-// counts what came over the network as downloaded. What nobody takes within PREFETCH_KEEP_MS is let go.
+//   "prefetch:<model url>" in "meta"), read and digested once `storageGo` resolves (after Pyodide's snapshot is
+//   read: both come from IndexedDB, and the snapshot is on the critical path);
+// - the network (start({models}): models the page says it will load): each one's manifest, then every chunk not in
+//   storage in Range requests, in file order, digested, checked against the manifest and stored. A chunk that fails
+//   any of that is left to Python, which fetches it itself, retries and reports.
+// It runs on the page's thread when Pyodide is in a Web Worker (that thread is idle while the worker boots; on the
+// worker's own, a cold visit's chunks arrived 4.7 s into the visit in Chromium instead of with the boot, and a warm
+// visit's reading slowed it by 0.2 s in Chromium, measured interleaved) and posts its messages to the worker;
+// receiveAhead takes them
+// where Python runs. takeWithDigest hands each record over once; Python checks each digest against its own
+// manifest as for any record, and counts what came over the network as downloaded. What nobody takes within
+// PREFETCH_KEEP_MS is let go.
 const PREFETCH_KEEP_MS = 120000;
 const PREFETCH_MAX_AGE_MS = 30 * 24 * 3600 * 1000;   // records of models not loaded for a month are left alone
 const SPAN_CHUNKS = 4;        // chunks per Range request, and
@@ -96,89 +99,62 @@ const SPANS_IN_FLIGHT = 4;    // requests at a time: the loader's own defaults (
 const FETCH_AHEAD_MAX_BYTES = 512 << 20;   // held in memory until taken: the models' first 512 MiB
 const MANIFEST_WAIT_MS = 10000;
 const SPAN_WAIT_MS = 120000;   // a stalled request gives its chunks up to Python rather than hold its load
-const prefetched = new Map();   // key -> Promise<{value, sha256, fetched, stored} | null>
-const settlers = new Map();     // key -> resolve() of its pending record, for the network's chunks
-// fetched_ms: when the network's part had settled every chunk (performance.now() where this module runs)
-const prefetchState = { started: false, keys: 0, taken: 0, dropped: 0, fetched: 0, fetched_bytes: 0, failed: 0,
-                        error: null, started_ms: null, fetched_ms: null };
-let expected;                   // resolves once the network's part has said which chunks it fetches
-const expectation = new Promise((resolve) => { expected = resolve; });
-let registered = Promise.resolve();   // every key to be read ahead is in `prefetched` once this resolves
 
-function problem(text) {
-  prefetchState.error = prefetchState.error ? `${prefetchState.error}; ${text}` : text;
+/** Read ahead: deliver({expect: [keys]}) for every key before deliver({ready: true}), and deliver({key, found})
+ * for each (found: {value, sha256, fetched, stored}, or null, with `error` when something failed: left to Python).
+ * `models`: absolute URLs of model folders holding manifest.json. */
+export async function readAhead({ models = [], deliver, fetchFn = globalThis.fetch, storageGo = Promise.resolve() }) {
+  const fail = (error) => deliver({ error });
+  const network = models.length ? planNetwork(models, fetchFn, fail).catch((e) => { fail(e.message); return []; })
+    : Promise.resolve([]);
+  let stored = [];
+  try {
+    await storageGo;
+    stored = await planStorage();
+  } catch (e) {
+    fail(String(e));
+  }
+  deliver({ expect: stored });
+  const plans = await network;
+  deliver({ expect: plans.flatMap((plan) => plan.keys) });
+  deliver({ ready: true });
+  for (const key of stored) {
+    const found = await getWithDigest("chunks", key).catch(() => null);
+    deliver({ key, found: found && { ...found, fetched: false, stored: true } });
+  }
+  for (const plan of plans) await fetchPlan(plan, deliver, fetchFn);
 }
 
-/** Start reading ahead from storage and, for `models` (absolute URLs of model folders holding manifest.json),
- * from the network: here with `fetchFn`, or, `elsewhere`, by a fetchAhead whose messages receiveAhead takes. */
-export function prefetch({ models = [], elsewhere = false, fetchFn = globalThis.fetch } = {}) {
-  if (prefetchState.started) return;
-  prefetchState.started = true;
-  prefetchState.started_ms = performance.now();
-  if (models.length && !elsewhere) fetchAhead(models, receiveAhead, fetchFn);
-  registered = (async () => {
-    await fromStorage().catch((e) => problem(String(e)));
-    if (!models.length) return;
-    const late = new Promise((resolve) => setTimeout(resolve, MANIFEST_WAIT_MS * 2, "late"));
-    if (await Promise.race([expectation, late]) === "late") problem("no word from the network's read-ahead");
-  })().finally(() => {
-    setTimeout(() => { prefetchState.dropped += prefetched.size; prefetched.clear(); }, PREFETCH_KEEP_MS);
-  });
-}
-
-async function fromStorage() {
+async function planStorage() {
   const names = (await keys("meta")).filter((k) => typeof k === "string" && k.startsWith("prefetch:"));
+  const wanted = new Set();
   for (const name of names) {
     const record = JSON.parse(await get("meta", name));
     if (!record || !Array.isArray(record.keys) || Date.now() - record.at > PREFETCH_MAX_AGE_MS) continue;
-    for (const key of record.keys) {
-      if (prefetched.has(key)) continue;
-      prefetched.set(key, getWithDigest("chunks", key).then((found) => found && { ...found, fetched: false },
-                                                               () => null));
-      prefetchState.keys += 1;
-    }
+    for (const key of record.keys) wanted.add(key);
   }
+  return [...wanted];
 }
 
-/** The network's part: deliver({expect: [keys], error}) once, then deliver({key, found}) for each of those keys
- * (found: {value, sha256, fetched: true, stored}, or null with `error`: left to Python). */
-export async function fetchAhead(models, deliver, fetchFn = globalThis.fetch) {
+// Each model's manifest, and its chunks that storage lacks, within the byte budget, in spans of consecutive chunks.
+async function planNetwork(models, fetchFn, fail) {
+  if (!(globalThis.crypto && crypto.subtle)) throw new Error("no crypto.subtle to check chunks with");
+  const stored = new Set(await keys("chunks"));
   const plans = [];
-  const errors = [];
-  try {
-    if (!(globalThis.crypto && crypto.subtle)) throw new Error("no crypto.subtle to check chunks with");
-    const stored = new Set(await keys("chunks"));
-    let budget = FETCH_AHEAD_MAX_BYTES;
-    for (const base of models) {
-      try {
-        const plan = await planAhead(base, stored, budget, fetchFn);
-        budget -= plan.bytes;
-        plans.push(plan);
-      } catch (e) {
-        errors.push(`${base}: ${e.message}`);
-      }
+  let budget = FETCH_AHEAD_MAX_BYTES;
+  for (const base of models) {
+    try {
+      const plan = await planModel(base, stored, budget, fetchFn);
+      budget -= plan.bytes;
+      plans.push(plan);
+    } catch (e) {
+      fail(`${base}: ${e.message}`);
     }
-  } catch (e) {
-    errors.push(e.message);
   }
-  deliver({ expect: plans.flatMap((p) => p.keys), error: errors.length ? errors.join("; ") : null });
-  for (const plan of plans) {
-    let next = 0;
-    const worker = async () => {
-      while (next < plan.spans.length) {
-        const span = plan.spans[next++];
-        await fetchSpan(plan, span, deliver, fetchFn).catch((e) => {   // every chunk settles: Python waits on each
-          const error = `${plan.file} chunks ${span[0]}-${span[span.length - 1]}: ${e.message}`;
-          for (const i of span) deliver({ key: `${plan.m.sha256}:${i}`, found: null, error });
-        });
-      }
-    };
-    await Promise.all(Array.from({ length: Math.min(SPANS_IN_FLIGHT, plan.spans.length) }, worker));
-  }
+  return plans;
 }
 
-// The model's manifest, and its chunks that storage lacks, within `budget` bytes, in spans of consecutive chunks.
-async function planAhead(base, stored, budget, fetchFn) {
+async function planModel(base, stored, budget, fetchFn) {
   const url = new URL("manifest.json", base).href;
   const res = await fetchFn(url, { cache: "no-store", signal: AbortSignal.timeout(MANIFEST_WAIT_MS) });
   if (!res.ok) throw new Error(`${url}: HTTP ${res.status}`);
@@ -198,6 +174,20 @@ async function planAhead(base, stored, budget, fetchFn) {
     if (span && span[span.length - 1] === i - 1 && span.length < SPAN_CHUNKS) span.push(i); else spans.push([i]);
   });
   return { m, file: new URL(m.file, base).href, keys, spans, bytes };
+}
+
+async function fetchPlan(plan, deliver, fetchFn) {
+  let next = 0;
+  const worker = async () => {
+    while (next < plan.spans.length) {
+      const span = plan.spans[next++];
+      await fetchSpan(plan, span, deliver, fetchFn).catch((e) => {   // every chunk settles: Python waits on each
+        const error = `${plan.file} chunks ${span[0]}-${span[span.length - 1]}: ${e.message}`;
+        for (const i of span) deliver({ key: `${plan.m.sha256}:${i}`, found: null, error });
+      });
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(SPANS_IN_FLIGHT, plan.spans.length) }, worker));
 }
 
 async function fetchSpan({ m, file }, span, deliver, fetchFn) {
@@ -223,30 +213,49 @@ async function fetchSpan({ m, file }, span, deliver, fetchFn) {
   }
 }
 
-/** Takes fetchAhead's messages (in a worker: what the page's thread posted). */
-export function receiveAhead({ expect, key, found, error }) {
-  if (error) problem(error);
-  if (expect) {
-    for (const k of expect) {
-      if (prefetched.has(k)) continue;
-      prefetched.set(k, new Promise((resolve) => settlers.set(k, resolve)));
-      prefetchState.keys += 1;
-    }
-    if (!settlers.size) prefetchState.fetched_ms = performance.now();
-    expected();
-    return;
+// Where Python runs: the records readAhead delivers, until taken. settled_ms: when the last expected one came
+// (performance.now() where this module runs).
+const prefetched = new Map();   // key -> Promise<{value, sha256, fetched, stored} | null>
+const settlers = new Map();     // key -> resolve() of its pending record
+const prefetchState = { expecting: false, ready: false, keys: 0, read: 0, fetched: 0, fetched_bytes: 0, failed: 0, taken: 0,
+                        dropped: 0, error: null, settled_ms: null };
+let ready;
+const allExpected = new Promise((resolve) => { ready = resolve; });
+
+/** A read-ahead is under way (here, or on the page's thread): takeWithDigest waits until it has said which records
+ * it delivers. */
+export function expectAhead() {
+  if (prefetchState.expecting) return;
+  prefetchState.expecting = true;
+  setTimeout(() => {   // a reader that never says: nothing waits for it
+    if (!prefetchState.ready) receiveAhead({ error: "no word from the read-ahead", ready: true });
+  }, MANIFEST_WAIT_MS * 2);
+}
+
+/** Takes readAhead's messages (in a worker: those the page's thread posted). */
+export function receiveAhead({ expect, ready: isReady, key, found, error }) {
+  if (error) prefetchState.error = prefetchState.error ? `${prefetchState.error}; ${error}` : error;
+  for (const k of expect || []) {
+    if (prefetched.has(k)) continue;
+    prefetched.set(k, new Promise((resolve) => settlers.set(k, resolve)));
+    prefetchState.keys += 1;
   }
-  const settle = settlers.get(key);
-  if (!settle) return;
-  settlers.delete(key);
-  if (found) {
-    prefetchState.fetched += 1;
-    prefetchState.fetched_bytes += found.value.length;
-  } else {
-    prefetchState.failed += 1;
+  if (key !== undefined && settlers.has(key)) {
+    const settle = settlers.get(key);
+    settlers.delete(key);
+    if (!found) prefetchState.failed += 1;
+    else if (found.fetched) { prefetchState.fetched += 1; prefetchState.fetched_bytes += found.value.length; }
+    else prefetchState.read += 1;
+    settle(found);
   }
-  if (!settlers.size) prefetchState.fetched_ms = performance.now();
-  settle(found);
+  if (isReady && !prefetchState.ready) {
+    prefetchState.ready = true;
+    ready();
+    setTimeout(() => { prefetchState.dropped += prefetched.size; prefetched.clear(); }, PREFETCH_KEEP_MS);
+  }
+  if (isReady || key !== undefined) {
+    if (!settlers.size && prefetchState.settled_ms === null) prefetchState.settled_ms = performance.now();
+  }
 }
 
 export function prefetchStatus() {
@@ -256,7 +265,7 @@ export function prefetchStatus() {
 // getWithDigest, from the read-ahead when it holds the key (each record is handed over once), with `fetched`:
 // whether it came over the network, and then `stored`: whether it is in storage already.
 export async function takeWithDigest(store, key) {
-  if (store === "chunks") await registered;
+  if (store === "chunks" && prefetchState.expecting) await allExpected;
   const pending = store === "chunks" ? prefetched.get(key) : undefined;
   if (pending) {
     prefetched.delete(key);

@@ -8,7 +8,7 @@ const METHODS = new Set(["runPython", "info", "setArray", "getArray", "installWh
 const progress = (event) => self.postMessage({ progress: event });
 
 self.onmessage = async ({ data }) => {
-  if (data.readAhead) {   // model chunks the page fetched for this worker's Python (web/idb.js fetchAhead)
+  if (data.readAhead) {   // model chunks the page read ahead for this worker's Python (web/idb.js readAhead)
     receiveAhead(data.readAhead);
     return;
   }
@@ -16,7 +16,9 @@ self.onmessage = async ({ data }) => {
   try {
     let value;
     if (op === "boot") {
-      host = await boot(args[0], progress);
+      // the page's thread reads model chunks ahead for this worker, storage once told it may (web/idb.js)
+      const go = args[0].readAheadOnPage ? () => self.postMessage({ readAheadGo: true }) : null;
+      host = await boot(args[0], progress, go);
       value = host.timings;
     } else if (METHODS.has(op)) {
       value = await host[op](...args);
