@@ -67,6 +67,12 @@ PREFETCH = """
 import gpuport_idb
 gpuport_idb.prefetchStatus().to_py()
 """
+# ... once what it fetched is stored (the page does so when idle: this waits for it)
+STORED = """
+import gpuport_idb
+await gpuport_idb.storeAhead()
+gpuport_idb.prefetchStatus().to_py()
+"""
 
 # the browser's SHA-256 (what verifies chunks in a page) against hashlib on awkward sizes
 BROWSER_SHA256 = """
@@ -218,9 +224,9 @@ def test_progress_timeline_second_load_from_cache_and_a_corrupt_cached_chunk_ref
 @pytest.mark.parametrize("worker", ["1", "0"])
 def test_models_named_to_start_are_fetched_beside_the_boot_verified_and_stored(chromium_webgpu, server_url, worker):
     """start({models: ["minilm-l6-v2"]}) (the demo's ?preload=): the page fetches the model's chunks while Pyodide
-    boots (on the page's thread when Pyodide is in its worker, else beside it), checks each against the manifest and
-    stores it; the load takes them (counted as downloaded, verified again) and fetches only what the read-ahead
-    could not use: here chunk 8, corrupted in transit once."""
+    boots (on the page's thread when Pyodide is in its worker, else beside it) and checks each against the manifest;
+    the load takes them (counted as downloaded, verified again) and fetches only what the read-ahead could not use,
+    here chunk 8, corrupted in transit once; the page stores what it fetched once idle."""
     context = chromium_webgpu.new_context()
     requests: list[tuple[str, str | None]] = []
     context.on("request", lambda r: requests.append((r.url, r.headers.get("range")))
@@ -231,11 +237,12 @@ def test_models_named_to_start_are_fetched_beside_the_boot_verified_and_stored(c
         page.goto(server_url + f"/?table=0&precompile=off&preload=minilm-l6-v2&worker={worker}")
         _run(page, "1")
         first = _run(page, LOAD)
-        ahead = _run(page, PREFETCH)
+        ahead = _run(page, STORED)
         stats = first["stats"]
         assert stats["fetched_chunks"] == 87 and stats["read_ahead_chunks"] == 86, stats
         assert stats["cached_chunks"] == 0 and stats["bytes_downloaded"] >= 90_000_000, stats
         assert ahead["fetched"] == 86 and ahead["failed"] == 1 and ahead["taken"] == 86, ahead
+        assert ahead["stored"] == 86 and ahead["unstored"] == 0 and ahead["store_failed"] == 0, ahead
         assert "chunk 8: its sha256 does not match the manifest" in ahead["error"], ahead
         weights = [r for _, r in requests if _.endswith(WEIGHTS)]
         # the read-ahead's 22 spans, then the load's own request for chunk 8 alone
@@ -271,7 +278,7 @@ def test_a_visit_reads_ahead_from_the_network_then_the_next_from_storage(browser
                 page.goto(server_url + "/?table=0&precompile=off&preload=minilm-l6-v2")
             out = _run(page, LOAD.replace('{"seconds"', '{"embedding": (await model.embed(["A man is eating food."]))'
                                                         '[0].tolist(), "seconds"'))
-            loads.append((out["stats"], _run(page, PREFETCH), out["embedding"]))
+            loads.append((out["stats"], _run(page, STORED), out["embedding"]))
         (cold, cold_ahead, a), (warm, warm_ahead, b) = loads
         assert cold["read_ahead_chunks"] == 87 and cold["fetched_chunks"] == 87, cold
         assert cold_ahead["fetched"] == 87 and cold_ahead["taken"] == 87 and not cold_ahead["error"], cold_ahead

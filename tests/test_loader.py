@@ -578,35 +578,33 @@ def test_corrupt_cache_record_is_dropped_and_refetched(tiny):
 
 
 class ReadAhead(chunk_cache.MemoryChunkCache):
-    """A page's cache after start({models}): `ahead` maps keys to the bytes the page fetched beside its boot and
-    whether it stored them (web/idb.js); each is handed over once, as takeWithDigest does."""
+    """A page's cache after start({models}): `ahead` maps keys to the bytes the page fetched beside its boot (web/idb.js,
+    which stores them itself once the page is idle); each is handed over once, as takeWithDigest does."""
 
-    def __init__(self, ahead: dict[str, tuple[bytes, bool]]) -> None:
+    def __init__(self, ahead: dict[str, bytes]) -> None:
         super().__init__()
-        self.ahead, self.how, self.puts = ahead, {}, []
+        self.ahead, self.fetched, self.puts = ahead, set(), []
 
     async def get_with_digest(self, key):
-        self.how.pop(key, None)
+        self.fetched.discard(key)
         if key in self.ahead:
-            blob, stored = self.ahead.pop(key)
-            if stored:
-                self.chunks[key] = blob
-            self.how[key] = "stored" if stored else "unstored"
+            blob = self.ahead.pop(key)
+            self.fetched.add(key)
             return blob, chunk_manifest.sha256(blob)
         return await super().get_with_digest(key)
 
     def read_ahead(self, key):
-        return self.how.get(key)
+        return key in self.fetched
 
     async def put(self, key, data):
         self.puts.append(key)
         await super().put(key, data)
 
 
-def test_chunks_fetched_ahead_by_the_page_count_as_downloaded_and_are_stored_once(tiny):
+def test_chunks_fetched_ahead_by_the_page_count_as_downloaded_and_are_left_to_it_to_store(tiny):
     """start({models}) in a page fetches a model's chunks beside the boot: the load takes them instead of fetching,
-    verifies them against its manifest, counts them as downloaded (bytes, chunks, read_ahead_chunks), stores
-    those the page could not, and fetches only the rest; one that fails its sha256 is dropped and fetched."""
+    verifies them against its manifest, counts them as downloaded (bytes, chunks, read_ahead_chunks), leaves them to
+    the page to store, and fetches only the rest; one that fails its sha256 is dropped, fetched and stored."""
     srv, tensors, folder = tiny
     m = json.loads((folder / "manifest.json").read_text())
     body = (folder / "model.safetensors").read_bytes()
@@ -616,9 +614,8 @@ def test_chunks_fetched_ahead_by_the_page_count_as_downloaded_and_are_stored_onc
     key = [f"{m['sha256']}:{i}" for i in range(n)]
     bad = bytearray(chunk[2])
     bad[0] ^= 1
-    # chunks 0-1 stored by the page, 2 corrupt (its sha256 disagrees), 3 unstored (quota), the rest not fetched
-    cache = ReadAhead({key[0]: (chunk[0], True), key[1]: (chunk[1], True), key[2]: (bytes(bad), False),
-                       key[3]: (chunk[3], False)})
+    # chunks 0, 1 and 3 fetched by the page, 2 corrupt (its sha256 disagrees), the rest not fetched
+    cache = ReadAhead({key[0]: chunk[0], key[1]: chunk[1], key[2]: bytes(bad), key[3]: chunk[3]})
     out, events, ld = load(srv.url, cache=cache)
     check_same(out, tensors)
     st = ld.stats()
@@ -629,9 +626,9 @@ def test_chunks_fetched_ahead_by_the_page_count_as_downloaded_and_are_stored_onc
     assert 8 not in starts, starts   # no header request (its 8-byte length, then the JSON from byte 8)
     assert m["chunks"][2]["start"] in starts and m["chunks"][4]["start"] in starts, starts
     assert not {m["chunks"][i]["start"] for i in (0, 1, 3)} & set(starts), starts
-    assert sorted(cache.puts) == sorted([key[2], key[3], *key[4:]]), cache.puts   # 0 and 1 were stored already
+    assert sorted(cache.puts) == sorted([key[2], *key[4:]]), cache.puts   # the page stores 0, 1 and 3
     assert {k: chunk_manifest.sha256(v) for k, v in cache.chunks.items() if ":" in k and not k.startswith("file:")} \
-        == {key[i]: c["sha256"] for i, c in enumerate(m["chunks"])}
+        == {key[i]: c["sha256"] for i, c in enumerate(m["chunks"]) if i not in (0, 1, 3)}
     notes = [e.get("note") or "" for e in events]
     assert any("failed its sha256 check" in t for t in notes), notes
     assert any("3 fetched ahead by the page" in t for t in notes), notes

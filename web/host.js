@@ -289,17 +289,18 @@ export async function boot({ base = null, pyodideURL, wheelURL, chunked = {}, nu
     mark.snapshot = `${mark.snapshot ? `${mark.snapshot}; ` : ""}making one`;
   }
   const host = new Host(pyodide, mark);
-  // What waits for an idle page, one after the other (each takes the cores a first result needs): auto's
-  // calibration on an adapter without a stored one (0.8 s in Chromium, 2.2 s in Firefox, measured at open on a
-  // first visit of web/test.html), then the snapshot.
+  // What waits for an idle page, one after the other (each takes the cores a first result needs): storing the model
+  // chunks read ahead from the network (idb.storeAhead), auto's calibration on an adapter without a stored one
+  // (0.8 s in Chromium, 2.2 s in Firefox, measured at open on a first visit of web/test.html), then the snapshot.
+  let after = typeof indexedDB === "undefined" ? Promise.resolve() : host.idle().then(() => idb.storeAhead());
   if (calibrate === "idle") {
     const rt = pyodide.globals.get("rt");
-    host.calibration = host.idle().then(() => rt.calibrate()).then((source) => source,
-                                                                   (e) => `not measured: ${e.message}`)
-      .finally(() => rt.destroy());
+    host.calibration = after.then(() => host.idle()).then(() => rt.calibrate())
+      .then((source) => source, (e) => `not measured: ${e.message}`).finally(() => rt.destroy());
+    after = host.calibration;
   }
   if (snapshot && mark.snapshot !== "restored") {
-    host.snapshot = host.calibration.then(() => host.idle()).then(() => snapshots.makeInBackground(pyodideURL))
+    host.snapshot = after.then(() => host.idle()).then(() => snapshots.makeInBackground(pyodideURL))
       .then((bytes) => `made (${bytes} bytes)`, (e) => `not made: ${e.message}`);
   }
   return host;

@@ -83,8 +83,10 @@ export async function getWithDigest(store, key) {
 //   "prefetch:<model url>" in "meta"), read and digested once `storageGo` resolves (after Pyodide's snapshot is
 //   read: both come from IndexedDB, and the snapshot is on the critical path);
 // - the network (start({models}): models the page says it will load): each one's manifest, then every chunk not in
-//   storage in Range requests, in file order, digested, checked against the manifest and stored. A chunk that fails
-//   any of that is left to Python, which fetches it itself, retries and reports.
+//   storage in Range requests, in file order, digested and checked against the manifest. A chunk that fails any of
+//   that is left to Python, which fetches it itself, retries and reports. What came is stored once the page is idle
+//   (storeAhead: storing it beside the boot put the first embedding 0.33-0.36 s later, bench/startup.py-style cold
+//   visits, interleaved, in Chromium and in Firefox).
 // It runs on the page's thread when Pyodide is in a Web Worker (that thread is idle while the worker boots; on the
 // worker's own, a cold visit's chunks arrived 4.7 s into the visit in Chromium instead of with the boot, and a warm
 // visit's reading slowed it by 0.2 s in Chromium, measured interleaved) and posts its messages to the worker;
@@ -101,7 +103,7 @@ const MANIFEST_WAIT_MS = 10000;
 const SPAN_WAIT_MS = 120000;   // a stalled request gives its chunks up to Python rather than hold its load
 
 /** Read ahead: deliver({expect: [keys]}) for every key before deliver({ready: true}), and deliver({key, found})
- * for each (found: {value, sha256, fetched, stored}, or null, with `error` when something failed: left to Python).
+ * for each (found: {value, sha256, fetched}, or null, with `error` when something failed: left to Python).
  * `models`: absolute URLs of model folders holding manifest.json. */
 export async function readAhead({ models = [], deliver, fetchFn = globalThis.fetch, storageGo = Promise.resolve() }) {
   const fail = (error) => deliver({ error });
@@ -120,7 +122,7 @@ export async function readAhead({ models = [], deliver, fetchFn = globalThis.fet
   deliver({ ready: true });
   for (const key of stored) {
     const found = await getWithDigest("chunks", key).catch(() => null);
-    deliver({ key, found: found && { ...found, fetched: false, stored: true } });
+    deliver({ key, found: found && { ...found, fetched: false } });
   }
   for (const plan of plans) await fetchPlan(plan, deliver, fetchFn);
 }
@@ -199,7 +201,7 @@ async function fetchSpan({ m, file }, span, deliver, fetchFn) {
   if (res.status !== 206 || body.length !== end - start) {
     throw new Error(`HTTP ${res.status}, ${body.length} of ${end - start} bytes`);
   }
-  // a copy per chunk: a stored view would store the whole span's buffer
+  // a copy per chunk: a view would keep (and store) the whole span's buffer
   const parts = span.map((i) => body.slice(m.chunks[i].start - start, m.chunks[i].end - start));
   const digests = await sha256(parts);
   for (const [n, i] of span.entries()) {
@@ -208,19 +210,22 @@ async function fetchSpan({ m, file }, span, deliver, fetchFn) {
       deliver({ key, found: null, error: `${file} chunk ${i}: its sha256 does not match the manifest` });
       continue;
     }
-    const stored = await put("chunks", key, parts[n]).then(() => true, () => false);
-    deliver({ key, found: { value: parts[n], sha256: digests[n], fetched: true, stored } });
+    deliver({ key, found: { value: parts[n], sha256: digests[n], fetched: true } });
   }
 }
 
-// Where Python runs: the records readAhead delivers, until taken. settled_ms: when the last expected one came
-// (performance.now() where this module runs).
-const prefetched = new Map();   // key -> Promise<{value, sha256, fetched, stored} | null>
+// Where Python runs: the records readAhead delivers, until taken, and those it fetched, until stored. settled_ms:
+// when the last expected one came (performance.now() where this module runs).
+const prefetched = new Map();   // key -> Promise<{value, sha256, fetched} | null>
 const settlers = new Map();     // key -> resolve() of its pending record
-const prefetchState = { expecting: false, ready: false, keys: 0, read: 0, fetched: 0, fetched_bytes: 0, failed: 0, taken: 0,
-                        dropped: 0, error: null, settled_ms: null };
+const unstored = new Map();     // key -> the bytes of a fetched chunk, for storeAhead
+const prefetchState = { expecting: false, ready: false, keys: 0, read: 0, fetched: 0, fetched_bytes: 0, failed: 0,
+                        taken: 0, dropped: 0, stored: 0, store_failed: 0, error: null, settled_ms: null };
+let storing = Promise.resolve();
 let ready;
 const allExpected = new Promise((resolve) => { ready = resolve; });
+let settled;
+const allSettled = new Promise((resolve) => { settled = resolve; });
 
 /** A read-ahead is under way (here, or on the page's thread): takeWithDigest waits until it has said which records
  * it delivers. */
@@ -244,8 +249,13 @@ export function receiveAhead({ expect, ready: isReady, key, found, error }) {
     const settle = settlers.get(key);
     settlers.delete(key);
     if (!found) prefetchState.failed += 1;
-    else if (found.fetched) { prefetchState.fetched += 1; prefetchState.fetched_bytes += found.value.length; }
-    else prefetchState.read += 1;
+    else if (found.fetched) {
+      prefetchState.fetched += 1;
+      prefetchState.fetched_bytes += found.value.length;
+      unstored.set(key, found.value);
+    } else {
+      prefetchState.read += 1;
+    }
     settle(found);
   }
   if (isReady && !prefetchState.ready) {
@@ -254,16 +264,39 @@ export function receiveAhead({ expect, ready: isReady, key, found, error }) {
     setTimeout(() => { prefetchState.dropped += prefetched.size; prefetched.clear(); }, PREFETCH_KEEP_MS);
   }
   if (isReady || key !== undefined) {
-    if (!settlers.size && prefetchState.settled_ms === null) prefetchState.settled_ms = performance.now();
+    if (prefetchState.ready && !settlers.size && prefetchState.settled_ms === null) {
+      prefetchState.settled_ms = performance.now();
+      settled();
+    }
   }
 }
 
 export function prefetchStatus() {
-  return { ...prefetchState, waiting: prefetched.size };
+  return { ...prefetchState, waiting: prefetched.size, unstored: unstored.size };
+}
+
+/** Store the chunks the read-ahead fetched, once it has settled them all (host.js: when the page is idle); resolves
+ * once they are stored, or failed to be (counted, and said in `error`: the next visit fetches those again). */
+export function storeAhead() {
+  storing = storing.then(async () => {
+    if (prefetchState.expecting) await allSettled;
+    for (const [key, value] of [...unstored]) {
+      unstored.delete(key);
+      try {
+        await put("chunks", key, value);
+        prefetchState.stored += 1;
+      } catch (e) {
+        prefetchState.store_failed += 1;
+        const text = `storing ${key}: ${e.name}: ${e.message}`;
+        prefetchState.error = prefetchState.error ? `${prefetchState.error}; ${text}` : text;
+      }
+    }
+  });
+  return storing;
 }
 
 // getWithDigest, from the read-ahead when it holds the key (each record is handed over once), with `fetched`:
-// whether it came over the network, and then `stored`: whether it is in storage already.
+// whether it came over the network (storeAhead stores it: the load does not).
 export async function takeWithDigest(store, key) {
   if (store === "chunks" && prefetchState.expecting) await allExpected;
   const pending = store === "chunks" ? prefetched.get(key) : undefined;

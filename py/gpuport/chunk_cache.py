@@ -34,11 +34,11 @@ class ChunkCache:
         blob = await self.get(key)
         return None if blob is None else (bytes(blob), sha256(blob))
 
-    def read_ahead(self, key: str) -> str | None:
-        """How the record get_with_digest last handed over for `key` came: None from storage; over the network
-        ahead of the load (a page's start({models}), web/idb.js), "stored" when it is in storage already, else
-        "unstored". The loader counts those as downloaded, and stores the unstored."""
-        return None
+    def read_ahead(self, key: str) -> bool:
+        """Whether the record get_with_digest last handed over for `key` came over the network ahead of the load
+        (a page's start({models}): web/idb.js, which stores it once the page is idle) rather than from storage.
+        The loader counts those as downloaded, and does not store them."""
+        return False
 
     async def put(self, key: str, data: bytes) -> None:
         raise NotImplementedError
@@ -106,7 +106,7 @@ class ModelChunks:
         self.memory_reason: str | None = "no cache" if cache is None else None
         self._keys: set[str] | None = None
         self._kept: dict[int, bytes] = {}          # chunks handed out with keep=True, handed out again once
-        self._read_ahead: dict[int, str | None] = {}
+        self._read_ahead: dict[int, bool] = {}
 
     def _key(self, i: int) -> str:
         return f"{self.m['sha256']}:{i}"
@@ -170,14 +170,14 @@ class ModelChunks:
         blob, dropped = await self._get_verified(key, self.m["chunks"][i]["sha256"])
         if dropped:
             self._note("cache", 0, 0, note=f"cached chunk {i} failed its sha256 check: dropped, refetching")
-        self._read_ahead[i] = self.cache.read_ahead(key) if blob is not None else None
+        self._read_ahead[i] = blob is not None and self.cache.read_ahead(key)
         if keep and blob is not None:
             self._kept[i] = blob
         return blob
 
-    def read_ahead(self, i: int) -> str | None:
-        """How chunk i, just handed out by get, came (ChunkCache.read_ahead): None from storage."""
-        return self._read_ahead.get(i)
+    def read_ahead(self, i: int) -> bool:
+        """Whether chunk i, just handed out by get, came over the network ahead of the load (ChunkCache.read_ahead)."""
+        return self._read_ahead.get(i, False)
 
     async def put(self, i: int, blob: bytes) -> None:
         """Only verified chunks come here."""

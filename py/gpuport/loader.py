@@ -310,7 +310,7 @@ class ProgressiveModelLoader:
         st = self.state
         await self.chunks.prepare()
         await self.chunks.remember(need)
-        missing, unstored = [], []
+        missing = []
         cached = cached_bytes = ahead = 0
         for w in range(0, len(need), CACHE_READS):   # CACHE_READS reads in flight, handed on in order
             window = need[w:w + CACHE_READS]
@@ -320,13 +320,12 @@ class ProgressiveModelLoader:
                     continue
                 payload = self._payload_of.get(i, 0)
                 st.verified += payload
-                how = self.chunks.read_ahead(i)
-                if how is None:
+                if not self.chunks.read_ahead(i):
                     cached += 1
                     cached_bytes += payload
                     st.cached_chunks += 1
                     self.emit("verify", st.verified, st.payload, chunk=i, cached=True)
-                else:   # fetched by the page while it booted: downloaded bytes, verified here as any
+                else:   # fetched by the page while it booted (which stores it): downloaded, verified here as any
                     ahead += 1
                     st.fetched_chunks += 1
                     st.read_ahead_chunks += 1
@@ -336,8 +335,6 @@ class ProgressiveModelLoader:
                     self.emit("download", st.downloaded_payload, st.payload, chunk=i, network_bytes=st.downloaded,
                               read_ahead=True)
                     self.emit("verify", st.verified, st.payload, chunk=i, read_ahead=True)
-                    if how == "unstored":
-                        unstored.append((i, blob))
                 arrived(i, blob)
         if cached or ahead:
             self.emit("cache", cached_bytes, st.payload, chunks_cached=cached, chunks_total=len(need),
@@ -361,11 +358,7 @@ class ProgressiveModelLoader:
             for i, blob in zip(span, chunks):
                 await self.chunks.put(i, blob)
 
-        async def store(chunks: list[tuple[int, bytes]]) -> None:
-            for i, blob in chunks:
-                await self.chunks.put(i, blob)
-
-        tasks = [asyncio.ensure_future(run_span(s)) for s in spans] + [asyncio.ensure_future(store(unstored))]
+        tasks = [asyncio.ensure_future(run_span(s)) for s in spans]
         try:
             await asyncio.gather(*tasks)
         except BaseException:

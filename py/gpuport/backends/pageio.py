@@ -78,7 +78,7 @@ class IndexedDBChunkCache(ChunkCache):
 
     def __init__(self, use_estimate: bool = True) -> None:
         self.use_estimate = use_estimate
-        self._ahead: dict[str, str] = {}   # key -> "stored"/"unstored": handed over from the network read-ahead
+        self._ahead: set[str] = set()   # keys last handed over from the network read-ahead
 
     @staticmethod
     def _raise(exc: JsException) -> None:
@@ -107,15 +107,15 @@ class IndexedDBChunkCache(ChunkCache):
         what web/idb.js read ahead while the page booted where it holds the key."""
         found = await idb.takeWithDigest("chunks", key)
         blob = None if found is None else _bytes(found.value)
-        self._ahead.pop(key, None)
+        self._ahead.discard(key)
         if blob is None:
             return None
         if found.fetched:
-            self._ahead[key] = "stored" if found.stored else "unstored"
+            self._ahead.add(key)
         return blob, str(found.sha256) if found.sha256 is not None else sha256(blob)
 
-    def read_ahead(self, key: str) -> str | None:
-        return self._ahead.get(key)
+    def read_ahead(self, key: str) -> bool:
+        return key in self._ahead
 
     async def put(self, key: str, data: bytes) -> None:
         arr = js.Uint8Array.new(len(data))
