@@ -193,6 +193,17 @@ def test_second_open_reads_the_cache_only(tiny):
     assert [p for p, _ in srv.faults.log] == ["tiny/manifest.json"]
 
 
+def test_a_load_records_its_header_and_tensor_chunks_for_the_next_visit(tiny):
+    """The header is read before the tensors, in a load of its own: the record a page reads ahead from on its next
+    visit (web/idb.js) names every chunk this source read, the header's included."""
+    srv, folder, m = tiny
+    cache = MemoryChunkCache()
+    all_raw(opened(srv.url, cache=cache)[0])
+    record = json.loads(next(v for k, v in cache.meta.items() if k.startswith("prefetch:")))
+    assert sorted(record["keys"]) == sorted(k for k in cache.chunks if not k.startswith("file:")), record
+    assert len(record["keys"]) == len(m["chunks"])
+
+
 def test_a_corrupt_header_chunk_fails_naming_it(tiny):
     srv, _, m = tiny
     srv.faults.add("corrupt", "model.gguf", start=0)

@@ -107,6 +107,7 @@ class ModelChunks:
         self._keys: set[str] | None = None
         self._kept: dict[int, bytes] = {}          # chunks handed out with keep=True, handed out again once
         self._read_ahead: dict[int, bool] = {}
+        self._read: dict[int, None] = {}           # every chunk this load has asked for, in order
 
     def _key(self, i: int) -> str:
         return f"{self.m['sha256']}:{i}"
@@ -147,12 +148,13 @@ class ModelChunks:
             self._note("cache", 0, 0, note=f"falling back to memory: {reason}", memory_only=True)
 
     async def remember(self, need: Sequence[int]) -> None:
-        """Record that this load reads chunks `need`: a page reads them ahead on its next visit, while it boots
-        (web/idb.js prefetch; what it reads is verified here like any record). Written when it changes, and
-        at least daily (a model unread for a month is not read ahead)."""
+        """Record that this load reads chunks `need` too (a GGUF's header, then its tensors): a page reads them all
+        ahead on its next visit, while it boots (web/idb.js readAhead; what it reads is verified here like any
+        record). Written when it changes, and at least daily (a model unread for a month is not read ahead)."""
         if self.cache is None or self.memory_only:
             return
-        key, keys = f"prefetch:{self.url}", [self._key(i) for i in need]
+        self._read.update(dict.fromkeys(need))
+        key, keys = f"prefetch:{self.url}", [self._key(i) for i in self._read]
         try:
             old = json.loads(await self.cache.get_meta(key) or "null")
             if isinstance(old, dict) and old.get("keys") == keys and time.time() * 1e3 - old.get("at", 0) < DAY_MS:
