@@ -22,19 +22,26 @@ CHROMIUM_ARGS = ["--disable-background-networking", "--disable-component-update"
 
 @contextmanager
 def dev_server() -> Iterator[str]:
-    import uvicorn
-
     from gpuport.server import create_app
+
+    with serve(create_app(), "dev server") as url:
+        yield url
+
+
+@contextmanager
+def serve(app: Any, what: str) -> Iterator[str]:
+    """An ASGI app (uvicorn) on a free loopback port, in a thread, for the `with` block."""
+    import uvicorn
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(), host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     while not server.started:
         if not thread.is_alive():
-            raise RuntimeError("dev server failed to start")
+            raise RuntimeError(f"{what} failed to start")
         time.sleep(0.05)
     try:
         yield f"http://127.0.0.1:{port}"

@@ -4,19 +4,16 @@ multi-threaded WebAssembly needs it). wllama comes from `make bench-llm-setup` (
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.responses import FileResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from _harness import serve
 from gpuport import models
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,18 +48,5 @@ def app(llm_dir: Path = LLM_DIR):
 
 @contextmanager
 def wllama_server(llm_dir: Path = LLM_DIR) -> Iterator[str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app(llm_dir), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        if not thread.is_alive():
-            raise RuntimeError("the wllama server failed to start")
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    with serve(app(llm_dir), "the wllama server") as url:
+        yield url

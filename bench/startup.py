@@ -59,14 +59,15 @@ ROOT = Path(__file__).resolve().parent.parent
 SENTENCE = "A man is eating food."
 STAGES = ("pyodide_ms", "packages_ms", "open_ms", "load_ms", "embed_ms")
 
-GPUPORT_FIRST = """async (src) => {
-  // each wait has a deadline that names it: a visit that hangs fails the run, saying where (one Firefox visit in
-  // ~12 hung once, not reproduced in 20 more)
+# each wait in a visit has a deadline that names it: a visit that hangs fails the run, saying where (one Firefox visit
+# in ~12 hung once, not reproduced in 20 more)
+BY = """
   const by = (promise, what, s = 180) => Promise.race([promise, new Promise((_, no) =>
     setTimeout(() => no(new Error(`${what}: no answer in ${s} s`)), s * 1000))]);
-  while (!window.gpuportReady) await new Promise((r) => setTimeout(r, 5));
+"""
+GPUPORT_FIRST = """async (src) => {""" + BY + """  while (!window.gpuportReady) await new Promise((r) => setTimeout(r, 5));
   const g = await by(window.gpuportReady, "start()");
-  const out = await by(g.runPython(src), "the model's load and first embedding");
+  const out = await by(g.runPython(src), "the model's load and first result");
   const first_ms = performance.now();
   // what the page does once it is idle (auto's calibration on a first visit, then the Pyodide snapshot for the
   // next visit), done before the visit ends, as for a person who stays on the page a few seconds; not timed
@@ -101,9 +102,8 @@ t2 = time.perf_counter()
   "load_stats": _llm.load_stats}}
 """
 MESSAGES = [{"role": "user", "content": "Explain in a few sentences why the sky is blue during the day."}]
-WLLAMA_FIRST = """async () => {
-  while (!window.firstToken) await new Promise((r) => setTimeout(r, 5));
-  return await window.firstToken;
+WLLAMA_FIRST = """async () => {""" + BY + """  while (!window.firstToken) await new Promise((r) => setTimeout(r, 5));
+  return await by(window.firstToken, "wllama's first token");
 }"""
 TJS_FIRST = """async () => {
   while (!window.tjsFirst) await new Promise((r) => setTimeout(r, 5));
@@ -176,6 +176,24 @@ def cosine(a: list[float], b: list[float]) -> float:
     return dot / (sum(x * x for x in a) ** 0.5 * sum(y * y for y in b) ** 0.5)
 
 
+def interleaved(systems: dict[str, Callable[[Path], dict]], trials: int, prefix: str,
+                said: Callable[[int, str, dict[str, dict]], None]) -> dict[str, dict[str, list]]:
+    """Per trial, each system's cold visit on a fresh profile then its warm one, each system going first in turn;
+    `said(trial, name, {"cold": ..., "warm": ...})` after each pair."""
+    runs: dict[str, dict[str, list]] = {name: {"cold": [], "warm": []} for name in systems}
+    for trial in range(trials):
+        order = list(systems)[trial % len(systems):] + list(systems)[:trial % len(systems)]
+        for name in order:
+            profile = Path(tempfile.mkdtemp(prefix=prefix))
+            try:
+                for state in ("cold", "warm"):
+                    runs[name][state].append(systems[name](profile))
+            finally:
+                shutil.rmtree(profile, ignore_errors=True)
+            said(trial, name, {state: runs[name][state][-1] for state in ("cold", "warm")})
+    return runs
+
+
 def run_browser(p: Any, browser: str, trials: int, gp_url: str, tjs_url: str, log: Callable[[str], None]) -> dict:
     page = gp_url + "/test.html?calibrate=idle&preload=minilm-l6-v2"
     systems = {
@@ -184,22 +202,14 @@ def run_browser(p: Any, browser: str, trials: int, gp_url: str, tjs_url: str, lo
                                                       GPUPORT_SRC),
         "transformers.js": lambda profile: visit(p, browser, profile, tjs_url + "/startup.html", TJS_FIRST),
     }
-    runs: dict[str, dict[str, list]] = {name: {"cold": [], "warm": []} for name in systems}
-    for trial in range(trials):
-        order = list(systems)[trial % len(systems):] + list(systems)[:trial % len(systems)]   # each goes first in turn
-        for name in order:
-            profile = Path(tempfile.mkdtemp(prefix=f"gpuport-startup-{browser}-"))
-            try:
-                for state in ("cold", "warm"):
-                    runs[name][state].append(systems[name](profile))
-            finally:
-                shutil.rmtree(profile, ignore_errors=True)
-            booted = (f" (calibration: {runs[name]['cold'][-1]['calibration']} when idle on the cold visit, "
-                      f"{runs[name]['warm'][-1]['calibration']} on the warm one; Pyodide: "
-                      f"{runs[name]['warm'][-1]['timings'].get('snapshot')} on the warm visit)"
-                      if name.startswith("gpuport") else "")
-            log(f"  {browser} trial {trial + 1} {name}: cold {runs[name]['cold'][-1]['first_ms']:.0f} ms, "
-                f"warm {runs[name]['warm'][-1]['first_ms']:.0f} ms{booted}")
+    def said(trial: int, name: str, last: dict[str, dict]) -> None:
+        booted = (f" (calibration: {last['cold']['calibration']} when idle on the cold visit, "
+                  f"{last['warm']['calibration']} on the warm one; Pyodide: "
+                  f"{last['warm']['timings'].get('snapshot')} on the warm visit)" if name.startswith("gpuport") else "")
+        log(f"  {browser} trial {trial + 1} {name}: cold {last['cold']['first_ms']:.0f} ms, "
+            f"warm {last['warm']['first_ms']:.0f} ms{booted}")
+
+    runs = interleaved(systems, trials, f"gpuport-startup-{browser}-", said)
     agreement = min(cosine(g["embedding"], t["embedding"])
                     for g, t in zip(runs["gpuport"]["cold"], runs["transformers.js"]["cold"]))
     if agreement < 0.9999:
@@ -233,18 +243,9 @@ def run_llm_browser(p: Any, browser: str, trials: int, gp_url: str, wllama_url: 
         "wllama, 2 threads": lambda profile: visit(p, browser, profile, wllama_url + "/startup.html?" + urlencode(
             {"prompt": prompt, "threads": 2}), WLLAMA_FIRST),
     }
-    runs: dict[str, dict[str, list]] = {name: {"cold": [], "warm": []} for name in systems}
-    for trial in range(trials):
-        order = list(systems)[trial % len(systems):] + list(systems)[:trial % len(systems)]   # each goes first in turn
-        for name in order:
-            profile = Path(tempfile.mkdtemp(prefix=f"gpuport-startup-llm-{browser}-"))
-            try:
-                for state in ("cold", "warm"):
-                    runs[name][state].append(systems[name](profile))
-            finally:
-                shutil.rmtree(profile, ignore_errors=True)
-            log(f"  {browser} SmolLM2 trial {trial + 1} {name}: cold {runs[name]['cold'][-1]['first_ms']:.0f} ms, "
-                f"warm {runs[name]['warm'][-1]['first_ms']:.0f} ms (first token {runs[name]['warm'][-1]['text']!r})")
+    runs = interleaved(systems, trials, f"gpuport-startup-llm-{browser}-", lambda trial, name, last: log(
+        f"  {browser} SmolLM2 trial {trial + 1} {name}: cold {last['cold']['first_ms']:.0f} ms, "
+        f"warm {last['warm']['first_ms']:.0f} ms (first token {last['warm']['text']!r})"))
     out: dict[str, Any] = {"same_first_token": all(g["text"] == w["text"] for name in systems if name != "gpuport"
                                                    for g, w in zip(runs["gpuport"]["cold"], runs[name]["cold"])),
                            "wllama_threads": {name: runs[name]["cold"][0]["threads"] for name in systems
