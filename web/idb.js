@@ -90,10 +90,9 @@ export async function getWithDigest(store, key) {
 // It runs on the page's thread when Pyodide is in a Web Worker (that thread is idle while the worker boots; on the
 // worker's own, a cold visit's chunks arrived 4.7 s into the visit in Chromium instead of with the boot, and a warm
 // visit's reading slowed it by 0.2 s in Chromium, measured interleaved) and posts its messages to the worker;
-// receiveAhead takes them
-// where Python runs. takeWithDigest hands each record over once; Python checks each digest against its own
-// manifest as for any record, and counts what came over the network as downloaded. What nobody takes within
-// PREFETCH_KEEP_MS is let go.
+// receiveAhead takes them where Python runs. takeWithDigest hands each record over once; Python checks each digest
+// against its own manifest as for any record, and counts what came over the network as downloaded. What nobody
+// takes within PREFETCH_KEEP_MS is let go.
 const PREFETCH_KEEP_MS = 120000;
 const PREFETCH_MAX_AGE_MS = 30 * 24 * 3600 * 1000;   // records of models not loaded for a month are left alone
 const SPAN_CHUNKS = 4;        // chunks per Range request, and
