@@ -510,7 +510,7 @@ def test_interrupted_load_resumes_from_verified_chunks(tiny):
 
 
 def test_a_load_records_the_chunks_it_read_for_the_next_visit(tiny):
-    """A page reads ahead, while it boots, the chunks its last load read (web/idb.js prefetch): the record names
+    """A page reads ahead, while it boots, the chunks its last load read (web/idb.js readAhead): the record names
     them by their cache keys, is not rewritten by an identical load, and follows a new manifest."""
     srv, _, folder = tiny
     cache = chunk_cache.MemoryChunkCache()

@@ -2,7 +2,7 @@
 // The same code serves the Web Worker (worker.js) and the main-thread mode (gpuport.js).
 // The JS half Python calls (bridge, the WebAssembly kernels) is registered by gpuport from the installed wheel on
 // open() (py/gpuport/backends/jsmodules.py), as in any Pyodide; only the IndexedDB module is registered here, so
-// that what it read ahead during the boot (idb.prefetch) is the module Python reads from.
+// that what it read ahead during the boot (idb.readAhead, idb.receiveAhead) is the module Python reads from.
 import * as idb from "./idb.js";
 import { serveRangesFromChunks } from "./ranges.js";
 import * as snapshots from "./snapshot.js";
