@@ -18,7 +18,7 @@ from typing import Any, Iterable, Sequence
 
 from .errors import LoadError
 from .formats import ctranslate2, gguf
-from .formats.safetensors import MAX_HEADER, check_layout, read_header, tensor_entries
+from .formats.safetensors import DTYPES, MAX_HEADER, check_layout, read_header, tensor_entries
 from .records import (RecordError, need, need_dict, need_hex64, need_int, need_key, need_list, need_str,
                       parse_json, short_repr)
 
@@ -33,6 +33,25 @@ MAX_MANIFEST_DEPTH = 4            # manifest > tensors > tensor > shape
 
 def sha256(data: bytes | memoryview) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def check_tensors(m: dict, entries: dict, names: Sequence[str], data_start: int, weights_url: str,
+                  manifest_url: str) -> None:
+    """LoadError unless every tensor of `names` is in the file's header (`entries`, offsets from `data_start`) with
+    a dtype gpuport loads, and in the manifest at the same bytes (a stale manifest is named as such)."""
+    for n in names:
+        if n not in entries:
+            raise LoadError(f"{weights_url}: no tensor named {n!r}")
+        if entries[n]["dtype"] not in DTYPES:
+            raise LoadError(f"{weights_url}: tensor {n!r} has dtype {entries[n]['dtype']}, which gpuport cannot load")
+        mt, offsets = m["tensors"].get(n), entries[n]["data_offsets"]
+        where = [data_start + offsets[0], data_start + offsets[1]]
+        if mt is None:
+            raise LoadError(f"{manifest_url}: tensors: no {n!r}, which {weights_url} has "
+                            "(stale manifest: run `gpuport pack-model`)")
+        if [mt["start"], mt["end"]] != where:
+            raise LoadError(f"{manifest_url}: tensors[{n!r}]: bytes {mt['start']}..{mt['end']}, but the header of "
+                            f"{weights_url} puts it at {where[0]}..{where[1]} (stale manifest: run `gpuport pack-model`)")
 
 
 def layer_of(name: str) -> str | None:

@@ -45,11 +45,11 @@ from typing import Any, Awaitable, Callable, Mapping, Sequence
 import numpy as np
 
 from .chunk_cache import ChunkCache, ModelChunks
-from .chunk_manifest import (MANIFEST_NAME, WEIGHTS_NAME, build_manifest, interleaved_chunks, layer_of,
-                             manifest_table, parse_manifest, payload_per_chunk, sha256)
+from .chunk_manifest import (MANIFEST_NAME, WEIGHTS_NAME, build_manifest, check_tensors, interleaved_chunks,
+                             layer_of, manifest_table, parse_manifest, payload_per_chunk, sha256)
 from .disk_cache import DiskChunkCache
 from .errors import LoadError
-from .formats.safetensors import DTYPES, read_header, tensor_from_buffer
+from .formats.safetensors import read_header, tensor_from_buffer
 from .platform import IN_PYODIDE
 from .progress_bar import progress_callback
 from .transports import FetchError, FileTransport, Transport, UrllibTransport, get_range
@@ -208,21 +208,7 @@ class ProgressiveModelLoader:
             header, data_start = await self.read_header()
             entries = {k: v for k, v in header.items() if k != "__metadata__"}
         names = list(names) if names is not None else sorted(entries, key=lambda k: entries[k]["data_offsets"][0])
-        for n in names:
-            if n not in entries:
-                raise LoadError(f"{self.weights_url}: no tensor named {n!r}")
-            if entries[n]["dtype"] not in DTYPES:
-                raise LoadError(f"{self.weights_url}: tensor {n!r} has dtype {entries[n]['dtype']}, "
-                                "which gpuport cannot load")
-            mt, offsets = m["tensors"].get(n), entries[n]["data_offsets"]
-            where = [data_start + offsets[0], data_start + offsets[1]]
-            if mt is None:
-                raise LoadError(f"{self.manifest_url}: tensors: no {n!r}, which {self.weights_url} has "
-                                "(stale manifest: run `gpuport pack-model`)")
-            if [mt["start"], mt["end"]] != where:
-                raise LoadError(f"{self.manifest_url}: tensors[{n!r}]: bytes {mt['start']}..{mt['end']}, but the "
-                                f"header of {self.weights_url} puts it at {where[0]}..{where[1]} (stale manifest: "
-                                "run `gpuport pack-model`)")
+        check_tensors(m, entries, names, data_start, self.weights_url, self.manifest_url)
         if upload and self.rt is None:
             raise ValueError("load_tensors(upload=True) needs a runtime: ProgressiveModelLoader(source, rt)")
         names.sort(key=lambda k: entries[k]["data_offsets"][0])
@@ -318,23 +304,16 @@ class ProgressiveModelLoader:
                 if blob is None:
                     missing.append(i)
                     continue
-                payload = self._payload_of.get(i, 0)
-                st.verified += payload
-                if not self.chunks.read_ahead(i):
-                    cached += 1
-                    cached_bytes += payload
-                    st.cached_chunks += 1
-                    self.emit("verify", st.verified, st.payload, chunk=i, cached=True)
-                else:   # fetched by the page while it booted (which stores it): downloaded, verified here as any
+                if self.chunks.read_ahead(i):   # fetched by the page while it booted (which stores it): a download
                     ahead += 1
-                    st.fetched_chunks += 1
                     st.read_ahead_chunks += 1
-                    st.downloaded += len(blob)
-                    st.downloaded_payload += payload
-                    self._downloaded_chunks.add(i)
-                    self.emit("download", st.downloaded_payload, st.payload, chunk=i, network_bytes=st.downloaded,
-                              read_ahead=True)
-                    self.emit("verify", st.verified, st.payload, chunk=i, read_ahead=True)
+                    self._downloaded([i], [blob], len(blob), read_ahead=True)
+                else:
+                    cached += 1
+                    cached_bytes += self._payload_of.get(i, 0)
+                    st.cached_chunks += 1
+                    st.verified += self._payload_of.get(i, 0)
+                    self.emit("verify", st.verified, st.payload, chunk=i, cached=True)
                 arrived(i, blob)
         if cached or ahead:
             self.emit("cache", cached_bytes, st.payload, chunks_cached=cached, chunks_total=len(need),
@@ -428,7 +407,6 @@ class ProgressiveModelLoader:
         """Consecutive chunks in one Range request; every chunk verified, else the span is retried."""
         start, end = m["chunks"][span[0]]["start"], m["chunks"][span[-1]]["end"]
         what = f"chunk {span[0]}" if len(span) == 1 else f"chunks {span[0]}-{span[-1]}"
-        st = self.state
         last = ""
         for attempt in range(self.retries + 1):
             if attempt:
@@ -440,25 +418,30 @@ class ProgressiveModelLoader:
                 if not exc.retriable:
                     break
                 continue
-            st.downloaded += len(body)
-            fresh = [i for i in span if i not in self._downloaded_chunks]   # a retried span counts once
-            self._downloaded_chunks.update(fresh)
-            st.downloaded_payload += sum(self._payload_of.get(i, 0) for i in fresh)
-            self.emit("download", st.downloaded_payload, st.payload, chunk=span[-1], network_bytes=st.downloaded)
             chunks = [m["chunks"][i] for i in span]
             out = [body[c["start"] - start:c["end"] - start] for c in chunks]
             digests = await self.transport.sha256(out)
             bad = next((i for i, c, d in zip(span, chunks, digests) if d != c["sha256"]), None)
+            self._downloaded(span, out if bad is None else [], len(body))
             if bad is None:
-                for i, blob in zip(span, out):
-                    st.verified += self._payload_of.get(i, 0)
-                    st.fetched_chunks += 1
-                    self.emit("verify", st.verified, st.payload, chunk=i)
                 return out
             last = f"chunk {bad} failed its sha256 check (corrupt bytes)"
             what = f"chunk {bad}" + (f" (of chunks {span[0]}-{span[-1]})" if len(span) > 1 else "")
         raise LoadError(f"{self.weights_url}: {what} (bytes {start}-{end - 1}): {last} "
                         f"(after {attempt + 1} attempt{'s' if attempt else ''}; nothing was cached or used)")
+
+    def _downloaded(self, span: Sequence[int], verified: Sequence[bytes], nbytes: int, **extra: Any) -> None:
+        """Count `nbytes` received for chunks `span` (a retried span's chunks once), and the `verified` ones."""
+        st = self.state
+        st.downloaded += nbytes
+        fresh = [i for i in span if i not in self._downloaded_chunks]
+        self._downloaded_chunks.update(fresh)
+        st.downloaded_payload += sum(self._payload_of.get(i, 0) for i in fresh)
+        self.emit("download", st.downloaded_payload, st.payload, chunk=span[-1], network_bytes=st.downloaded, **extra)
+        for i, _ in zip(span, verified):
+            st.verified += self._payload_of.get(i, 0)
+            st.fetched_chunks += 1
+            self.emit("verify", st.verified, st.payload, chunk=i, **extra)
 
     async def _backoff(self, attempt: int, url: str, what: str, reason: str) -> None:
         self.state.retries += 1
