@@ -226,6 +226,10 @@ const allExpected = new Promise((resolve) => { ready = resolve; });
 let settled;
 const allSettled = new Promise((resolve) => { settled = resolve; });
 
+function problem(text) {
+  prefetchState.error = prefetchState.error ? `${prefetchState.error}; ${text}` : text;
+}
+
 /** A read-ahead is under way (here, or on the page's thread): takeWithDigest waits until it has said which records
  * it delivers. */
 export function expectAhead() {
@@ -238,7 +242,7 @@ export function expectAhead() {
 
 /** Takes readAhead's messages (in a worker: those the page's thread posted). */
 export function receiveAhead({ expect, ready: isReady, key, found, error }) {
-  if (error) prefetchState.error = prefetchState.error ? `${prefetchState.error}; ${error}` : error;
+  if (error) problem(error);
   for (const k of expect || []) {
     if (prefetched.has(k)) continue;
     prefetched.set(k, new Promise((resolve) => settlers.set(k, resolve)));
@@ -262,11 +266,9 @@ export function receiveAhead({ expect, ready: isReady, key, found, error }) {
     ready();
     setTimeout(() => { prefetchState.dropped += prefetched.size; prefetched.clear(); }, PREFETCH_KEEP_MS);
   }
-  if (isReady || key !== undefined) {
-    if (prefetchState.ready && !settlers.size && prefetchState.settled_ms === null) {
-      prefetchState.settled_ms = performance.now();
-      settled();
-    }
+  if (prefetchState.ready && !settlers.size && prefetchState.settled_ms === null) {
+    prefetchState.settled_ms = performance.now();
+    settled();
   }
 }
 
@@ -286,8 +288,7 @@ export function storeAhead() {
         prefetchState.stored += 1;
       } catch (e) {
         prefetchState.store_failed += 1;
-        const text = `storing ${key}: ${e.name}: ${e.message}`;
-        prefetchState.error = prefetchState.error ? `${prefetchState.error}; ${text}` : text;
+        problem(`storing ${key}: ${e.name}: ${e.message}`);
       }
     }
   });
