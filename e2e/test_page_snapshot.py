@@ -1,6 +1,8 @@
-"""Pyodide's memory snapshot (web/snapshot.js): a first visit boots as usual and makes one beside the page; the next
-visit boots from it; a snapshot altered in IndexedDB fails its SHA-256 check, is dropped, never used, and made again.
-In Chromium and Firefox, with Pyodide in its Web Worker."""
+"""Pyodide's memory snapshot (web/snapshot.js). The dev server lists the site's (py/gpuport/pyodide_snapshot.py): even a
+first visit boots from it, with this page's random state and locale, and makes none of its own; one altered in transit
+fails its SHA-256 check and is not booted from. Where the site's cannot serve, a first visit boots as usual and makes
+one beside the page; the next visit boots from it; a snapshot altered in IndexedDB fails its SHA-256 check, is
+dropped, never used, and made again. In Chromium and Firefox, with Pyodide in its Web Worker unless said."""
 
 from __future__ import annotations
 
@@ -23,6 +25,8 @@ STORED = """async (key) => {
   const store = db.transaction("meta").objectStore("meta");
   return await new Promise((ok) => { const q = store.get(key); q.onsuccess = () => ok(q.result !== undefined); });
 }"""
+SITES = "**/wheels/pyodide-snapshot-*.bin"
+DRAW = "async () => (await window.gpuportReady).runPython('import os, random\\n[random.random(), os.environ[\"LANG\"]]')"
 WORKS = """
 import numpy as np
 x = rt.tensor(np.arange(6, dtype=np.float32).reshape(2, 3))
@@ -39,13 +43,61 @@ def _visit(page) -> dict:
 
 
 @pytest.mark.parametrize("kind", ["chromium-webgpu", "firefox"])
-def test_the_second_visit_boots_from_the_snapshot_and_a_corrupt_one_is_dropped(browsers, server_url, kind):
+def test_a_first_visit_boots_from_the_sites_snapshot(browsers, server_url, kind):
     context = browsers.get(kind).new_context()   # a fresh profile
     try:
         page = context.new_page()
+        page.goto(server_url + "/test.html?calibrate=idle")
+        first = _visit(page)
+        assert first["booted"] == "restored from the site" and first["made"] == "restored from the site", first
+        draw = page.evaluate(DRAW)
+        assert draw[1] == page.evaluate("navigator.languages[0].replace('-', '_') + '.UTF-8'"), draw
+        page.evaluate("async () => (await window.gpuportReady).calibrationStatus()")   # what an idle page does
+        assert not page.evaluate(STORED, page.evaluate(KEY)), "a snapshot of its own was made"
+
+        page.reload()
+        assert _visit(page)["booted"] == "restored from the site"
+        again = page.evaluate(DRAW)
+        assert again[0] != draw[0], "two visits drew the same random numbers: the snapshot's state"
+        print(f"\n{kind}: Pyodide stage {first['pyodide_ms']:.0f} ms on a first visit, from the site's snapshot")
+    finally:
+        context.close()
+
+
+def test_a_sites_snapshot_altered_in_transit_is_not_booted_from(browsers, server_url):
+    """With Pyodide on the page's thread, whose requests the test can alter."""
+    context = browsers.get("chromium-webgpu").new_context()   # a fresh profile
+
+    def altered(route):
+        body = bytearray(route.fetch().body())
+        body[len(body) // 2] ^= 0xFF
+        route.fulfill(status=200, body=bytes(body), headers={"content-type": "application/octet-stream"})
+
+    try:
+        context.route(SITES, altered)
+        page = context.new_page()
+        page.goto(server_url + "/test.html?worker=0&calibrate=idle")
+        first = _visit(page)
+        assert first["booted"].startswith("dropped: the site's: ") and "its sha256 is" in first["booted"], first
+        assert first["booted"].endswith("; making one") and first["made"].startswith("made ("), first
+        context.unroute(SITES)
+        page.reload()
+        assert _visit(page)["booted"] == "restored"   # its own, made on the first visit, comes first
+    finally:
+        context.close()
+
+
+@pytest.mark.parametrize("kind", ["chromium-webgpu", "firefox"])
+def test_the_second_visit_boots_from_the_snapshot_and_a_corrupt_one_is_dropped(browsers, server_url, kind):
+    """Where the site's snapshot cannot serve (here: not found), the page makes its own."""
+    context = browsers.get(kind).new_context()   # a fresh profile
+    try:
+        context.route(SITES, lambda route: route.fulfill(status=404, body="not here"))
+        page = context.new_page()
         page.goto(server_url + "/?table=0")
         first = _visit(page)
-        assert first["booted"] == "making one" and first["made"].startswith("made ("), first
+        assert first["booted"].startswith("dropped: the site's: HTTP 404 for "), first
+        assert first["booted"].endswith("; making one") and first["made"].startswith("made ("), first
 
         page.reload()
         second = _visit(page)
@@ -56,6 +108,7 @@ def test_the_second_visit_boots_from_the_snapshot_and_a_corrupt_one_is_dropped(b
         page.reload()
         third = _visit(page)   # the altered snapshot was not booted from: dropped, and made again
         assert third["booted"].startswith("dropped: its sha256 is ") and third["booted"].endswith("; making one"), third
+        assert "the site's: HTTP 404" in third["booted"], third   # the site's is tried once the stored one is dropped
         assert third["made"].startswith("made ("), third
 
         page.reload()
@@ -72,6 +125,7 @@ def test_the_snapshot_is_made_only_once_the_page_is_idle(browsers, server_url):
     """Making one boots a second interpreter: while a call runs (a first result on a first visit), it waits."""
     context = browsers.get("chromium-webgpu").new_context()   # a fresh profile
     try:
+        context.route(SITES, lambda route: route.fulfill(status=404, body="not here"))
         page = context.new_page()
         page.goto(server_url + "/test.html")
         key = page.evaluate(KEY)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import io
 import json
 import os
@@ -150,6 +151,29 @@ def test_latest_json_names_a_valid_wheel(client):
     assert "gpuport/__init__.py" in names
     assert "gpuport/shaders/matmul.wgsl" in names
     assert "gpuport/server.py" in names
+
+
+def test_latest_json_lists_the_snapshot_served_immutable(tmp_path, monkeypatch):
+    """The site's Pyodide snapshot (pyodide_snapshot.py, tested there) is named by its content: sent as immutable,
+    where the wheel, rebuilt under the same name, is not; a site that cannot make one lists none."""
+    repo = make_repo(tmp_path / "repo")
+    with TestClient(create_app(repo), base_url=LOCAL) as c:
+        assert "snapshot" not in c.get("/wheels/latest.json").json()   # this stand-in has no web/snapshot.js
+    data = b"an interpreter's memory"
+
+    def made(pyodide, web, cache, out_dir):
+        path = out_dir / "pyodide-snapshot-0123456789abcdef.bin"
+        path.write_bytes(data)
+        return path, hashlib.sha256(data).hexdigest()
+
+    monkeypatch.setattr(server, "site_snapshot", made)
+    with TestClient(create_app(repo), base_url=LOCAL) as c:
+        site = c.get("/wheels/latest.json").json()
+        assert site["snapshot"] == {"url": "/wheels/pyodide-snapshot-0123456789abcdef.bin",
+                                    "sha256": hashlib.sha256(data).hexdigest()}
+        r = c.get(site["snapshot"]["url"])
+        assert r.status_code == 200 and r.content == data and r.headers["cache-control"] == IMMUTABLE
+        assert c.get(site["gpuport"]).headers["cache-control"] == NO_CACHE
 
 
 def test_models_etag_and_conditional_get(client):

@@ -14,10 +14,11 @@ function absolute(url, base = globalThis.location.href) {
   return new URL(url, base).href;
 }
 
-// The wheel to install, NumPy's bytecode for this Pyodide ({url, sha256}: distribution.numpy_bytecode) and the
-// model files stored as chunk files (static exports), from <base>wheels/latest.json; its URLs are relative to it.
+// The wheel to install, NumPy's bytecode for this Pyodide ({url, sha256}: distribution.numpy_bytecode), the Pyodide
+// snapshot to boot from ({url, sha256}: pyodide_snapshot.py) and the model files stored as chunk files (static
+// exports), from <base>wheels/latest.json; its URLs are relative to it.
 async function siteFiles(base, wheelURL) {
-  if (wheelURL) return { wheelURL: absolute(wheelURL), chunked: {}, numpyBytecode: null };
+  if (wheelURL) return { wheelURL: absolute(wheelURL), chunked: {}, numpyBytecode: null, siteSnapshot: null };
   const url = absolute("wheels/latest.json", base);
   const res = await fetch(url, { cache: "no-store" });
   if (!res.ok) throw new Error(`gpuport: cannot find the gpuport wheel (${url}: HTTP ${res.status})`);
@@ -27,9 +28,9 @@ async function siteFiles(base, wheelURL) {
     const fileURL = absolute(path, base);
     chunked[fileURL] = { ...file, chunks: absolute(file.chunks, fileURL) };
   }
-  const numpyBytecode = site.numpy_bytecode ? { ...site.numpy_bytecode, url: absolute(site.numpy_bytecode.url, url) }
-    : null;
-  return { wheelURL: absolute(site.gpuport, url), chunked, numpyBytecode };
+  const checked = (file) => (file ? { ...file, url: absolute(file.url, url) } : null);
+  return { wheelURL: absolute(site.gpuport, url), chunked, numpyBytecode: checked(site.numpy_bytecode),
+           siteSnapshot: checked(site.snapshot) };
 }
 
 // A model's folder (manifest.json and its file): a name is one of gpuport's (gpuport.models: <base>models/<name>/,
@@ -126,18 +127,19 @@ async function onMainThread(args, onProgress) {
  * the same bits on every CPU; "off": NumPy only), threads ("auto" (default): whole layers of the cpu path on
  * a pool of workers, one per core (navigator.hardwareConcurrency), where the page is cross-origin isolated;
  * a number: that many; 1: one thread), snapshot (default true: boot Pyodide from a verified memory
- * snapshot kept in IndexedDB, made beside the page on the first visit; false: never), models (names of gpuport's
- * models, e.g. "minilm-l6-v2", or URLs of model folders, that the page will load: their chunks that IndexedDB
- * lacks are fetched and verified beside the boot instead of when Python asks, and stored once the page is idle;
- * in Python, `gpuport_idb.prefetchStatus()` says how it went and a load's stats count them as downloaded), calibrate
- * ("idle" (default): on an adapter without a stored calibration, backend "auto" places every op on the host until
+ * snapshot: the site's (wheels/latest.json), else one kept in IndexedDB, made once the page is idle; false: never),
+ * models (names of gpuport's models, e.g. "minilm-l6-v2", or URLs of model folders, that the page will load: their
+ * chunks that IndexedDB lacks are fetched and verified beside the boot instead of when Python asks, and stored
+ * once the page is idle; in Python, `gpuport_idb.prefetchStatus()` says how it went and a load's stats count them
+ * as downloaded), calibrate ("idle" (default): on an adapter without a stored calibration, backend "auto" places every op on the host until
  * the page has been idle, then measures both sides and stores it; "open": measure before resolving),
  * onProgress({stage, index, total, state, ms}) for the start-up stages (pyodide, packages (NumPy and the gpuport
  * wheel), open, precompile) and {stage: "precompile", done, total}.
  * Resolves to {mode, timings, base, runPython(src), info(), setArray(name, typedArray, shape),
  * getArray(expr) -> {data, shape, dtype}, installWheel(url), addModule(name, source), snapshotStatus(),
  * calibrationStatus(), close()};
- * timings.snapshot says how Pyodide booted ("restored", "making one", "dropped: <why>; making one", "off").
+ * timings.snapshot says how Pyodide booted ("restored from the site", "restored" (from IndexedDB), "making one",
+ * "dropped: <why>; making one", "off").
  */
 export async function start(options = {}) {
   const {
@@ -147,8 +149,9 @@ export async function start(options = {}) {
   } = options;
   const baseURL = absolute(base.endsWith("/") ? base : base + "/");
   const pyodideURL = absolute(options.pyodideURL || (cdn ? PYODIDE_CDN : absolute("pyodide/", baseURL)));
-  const { wheelURL, chunked, numpyBytecode } = await siteFiles(baseURL, options.wheelURL);
-  const args = { base: baseURL, pyodideURL, wheelURL, chunked, numpyBytecode, models: modelFolders(models, baseURL),
+  const { wheelURL, chunked, numpyBytecode, siteSnapshot } = await siteFiles(baseURL, options.wheelURL);
+  const args = { base: baseURL, pyodideURL, wheelURL, chunked, numpyBytecode, siteSnapshot,
+                 models: modelFolders(models, baseURL),
                  backend, tier, limits, precompile, hostKernels, threads, snapshot, calibrate };
   const gp = await (worker ? viaWorker(args, onProgress) : onMainThread(args, onProgress));
   return { ...gp, base: baseURL };

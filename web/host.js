@@ -53,20 +53,9 @@ def _add_module(name, source, filename):
 _add_module
 `;
 
-/** {bytes} of `url` when its SHA-256 is `sha256`, else {problem}. */
-async function fetchChecked({ url, sha256 }) {
-  try {
-    const res = await fetch(url);
-    if (!res.ok) return { problem: `HTTP ${res.status} for ${url}` };
-    const bytes = new Uint8Array(await res.arrayBuffer());
-    const digests = await idb.sha256([bytes]);
-    if (digests === null) return { problem: "no crypto.subtle to check it with" };
-    if (digests[0] === sha256) return { bytes };
-    return { problem: `${url}: its sha256 is ${digests[0].slice(0, 12)}..., not ${sha256.slice(0, 12)}...` };
-  } catch (e) {
-    return { problem: `${url}: ${e.message}` };
-  }
-}
+// LANG as Emscripten sets it when the interpreter boots in a page
+const locale = () => `${((globalThis.navigator && navigator.languages && navigator.languages[0]) || "C")
+  .replace("-", "_")}.UTF-8`;
 
 export class Host {
   constructor(pyodide, timings) {
@@ -194,8 +183,8 @@ export class Host {
  * Boot Pyodide and gpuport. progress({stage, index, total, state: "start"|"done", ms}) follows the stages
  * (STAGES); while precompilation runs in the background it also reports {stage: "precompile", done, total}.
  */
-export async function boot({ base = null, pyodideURL, wheelURL, chunked = {}, numpyBytecode = null, models = [],
-                             backend = "auto", tier = null,
+export async function boot({ base = null, pyodideURL, wheelURL, chunked = {}, numpyBytecode = null, siteSnapshot = null,
+                             models = [], backend = "auto", tier = null,
                              limits = "default", precompile = "background", hostKernels = "auto", threads = "auto",
                              snapshot = true, calibrate = "idle" },
                            progress = () => {}, readAheadOnPage = null) {
@@ -216,7 +205,7 @@ export async function boot({ base = null, pyodideURL, wheelURL, chunked = {}, nu
     return value;
   };
   serveRangesFromChunks(chunked);
-  const bytecode = numpyBytecode ? fetchChecked(numpyBytecode) : Promise.resolve({ problem: "the site has none" });
+  const bytecode = numpyBytecode ? idb.fetchChecked(numpyBytecode) : Promise.resolve({ problem: "the site has none" });
   // The model chunks this page read last time, and those of `models` that storage lacks, read ahead beside the boot
   // (web/idb.js readAhead), here or, when this is the page's worker, on the page's thread (readAheadOnPage(): it
   // may read storage now); gpuport's Python takes them through this same module, registered below. Storage is read
@@ -228,21 +217,24 @@ export async function boot({ base = null, pyodideURL, wheelURL, chunked = {}, nu
     if (readAheadOnPage) readAheadOnPage(); else idb.readAhead({ models, deliver: idb.receiveAhead });
   };
   const pyodide = await stage("pyodide", "pyodide_ms", async () => {
-    const { loadPyodide } = await import(new URL("pyodide.mjs", pyodideURL).href);
-    const found = snapshot ? await snapshots.load(pyodideURL) : null;
+    const [{ loadPyodide }, found] = await Promise.all([import(new URL("pyodide.mjs", pyodideURL).href),
+                                                        snapshot ? snapshots.find(pyodideURL, siteSnapshot) : null]);
     readAhead();
+    const problems = found ? found.problems : [];
     if (found && found.bytes) {
       try {
         const restored = await loadPyodide({ indexURL: pyodideURL, _loadSnapshot: found.bytes });
-        mark.snapshot = "restored";
+        // a snapshot holds its maker's random state (every visit, and from the site's every user, would draw the
+        // same numbers) and locale (Node's C.UTF-8 for the site's): this page's, as a boot would have them
+        restored.runPython(`import os, random\nrandom.seed()\nos.environ["LANG"] = ${JSON.stringify(locale())}`);
+        mark.snapshot = found.from === "site" ? "restored from the site" : "restored";
         return restored;
       } catch (e) {
-        await snapshots.drop(pyodideURL);
-        mark.snapshot = `dropped: it did not restore (${e.message})`;
+        if (found.from === "stored") await snapshots.drop(pyodideURL);
+        problems.push(`${found.from === "site" ? "the site's" : "it"} did not restore (${e.message})`);
       }
-    } else if (found) {
-      mark.snapshot = `dropped: ${found.problem}`;
     }
+    if (problems.length) mark.snapshot = `dropped: ${problems.join("; ")}`;
     return loadPyodide({ indexURL: pyodideURL });
   });
   pyodide.registerJsModule("gpuport_idb", idb);
@@ -282,9 +274,10 @@ export async function boot({ base = null, pyodideURL, wheelURL, chunked = {}, nu
     if (precompile === "await") await stage("precompile", "precompile_ms", run); else await run();
   }
   mark.total_ms = performance.now() - t0;
+  const restored = Boolean(mark.snapshot && mark.snapshot.startsWith("restored"));
   if (!snapshot) {
     mark.snapshot = "off";
-  } else if (mark.snapshot !== "restored") {
+  } else if (!restored) {
     // the next visit boots from a snapshot, made beside the page once it is idle (host.snapshot says how it went)
     mark.snapshot = `${mark.snapshot ? `${mark.snapshot}; ` : ""}making one`;
   }
@@ -299,7 +292,7 @@ export async function boot({ base = null, pyodideURL, wheelURL, chunked = {}, nu
       .then((source) => source, (e) => `not measured: ${e.message}`).finally(() => rt.destroy());
     after = host.calibration;
   }
-  if (snapshot && mark.snapshot !== "restored") {
+  if (snapshot && !restored) {
     host.snapshot = after.then(() => host.idle()).then(() => snapshots.makeInBackground(pyodideURL))
       .then((bytes) => `made (${bytes} bytes)`, (e) => `not made: ${e.message}`);
   }

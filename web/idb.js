@@ -70,6 +70,21 @@ export async function sha256(arrays) {
   return Promise.all(Array.from(arrays, async (a) => hex(await subtle.digest("SHA-256", a))));
 }
 
+/** {bytes} of `url` when its SHA-256 is `sha256`, else {problem}. */
+export async function fetchChecked({ url, sha256: expected }) {
+  try {
+    const res = await fetch(url);
+    if (!res.ok) return { problem: `HTTP ${res.status} for ${url}` };
+    const bytes = new Uint8Array(await res.arrayBuffer());
+    const digests = await sha256([bytes]);
+    if (digests === null) return { problem: "no crypto.subtle to check it with" };
+    if (digests[0] === expected) return { bytes };
+    return { problem: `${url}: its sha256 is ${digests[0].slice(0, 12)}..., not ${expected.slice(0, 12)}...` };
+  } catch (e) {
+    return { problem: `${url}: ${e.message}` };
+  }
+}
+
 // A record and its sha256 in one crossing: {value, sha256} (sha256 null: not bytes, or no crypto.subtle), or null.
 export async function getWithDigest(store, key) {
   const value = await get(store, key);

@@ -1,6 +1,7 @@
-// A memory snapshot of Pyodide's interpreter (Pyodide 0.27's _makeSnapshot / _loadSnapshot), booted from on later
-// visits: the interpreter starts without initialising again (bench/startup.py's "pyodide" stage). The snapshot is
-// made once the page has started and is idle (host.js: no call for IDLE_MS), by a throwaway interpreter in a
+// A memory snapshot of Pyodide's interpreter (Pyodide 0.27's _makeSnapshot / _loadSnapshot) to boot from: the
+// interpreter starts without initialising again (bench/startup.py's "pyodide" stage). A site made by the dev server
+// or `gpuport export` lists one (py/gpuport/pyodide_snapshot.py), which even a first visit boots from. Where the
+// site has none or it does not restore, the page makes its own: once the page has started and is idle (host.js: no call for IDLE_MS), by a throwaway interpreter in a
 // worker of its own (snapshot-worker.js): the interpreter that makes one cannot serve a page, as its JS globals
 // are proxies that record paths. It is kept in
 // IndexedDB with its SHA-256, checked before use; a record that fails the check or does not restore is dropped,
@@ -10,11 +11,17 @@ import { newWorker } from "./workers.js";
 
 const STORE = "meta";
 
-// Standard-library modules gpuport imports, imported inside the snapshot so that a restored interpreter has them.
-// Only pure-Python or built-in modules: a snapshot cannot hold a loaded shared library (NumPy comes after it).
-export const PRELOAD = "import asyncio, base64, collections, contextlib, dataclasses, datetime, enum, functools, " +
-  "hashlib, inspect, itertools, json, logging, math, pathlib, random, re, statistics, struct, tempfile, textwrap, " +
-  "threading, typing, urllib.parse, warnings, weakref";
+// Standard-library modules imported inside the snapshot so that a restored interpreter has them: those gpuport
+// imports, those NumPy's import needs, and those Pyodide's loadPackage imports to unpack wheels (tarfile, csv, email)
+// and to invalidate import caches (importlib.metadata). Measured with a warm visit of web/test.html (Chromium /
+// Firefox): the packages stage 790-990 / 920-1130 ms -> 420-500 / 570-620 ms, `import gpuport` 350 -> 170 ms.
+// Only pure-Python or built-in modules (js excepted: the interpreter that makes a snapshot has a stand-in for the
+// page's globals): a snapshot cannot hold a loaded shared library (NumPy comes after it).
+export const PRELOAD = "import asyncio, base64, collections, contextlib, csv, ctypes, dataclasses, datetime, " +
+  "email.message, email.parser, email.utils, encodings.cp437, enum, functools, hashlib, html.entities, http.client, " +
+  "importlib.metadata, inspect, itertools, json, logging, math, mmap, pathlib, pickle, platform, random, re, " +
+  "statistics, struct, tarfile, tempfile, textwrap, threading, typing, unicodedata, urllib.parse, urllib.request, " +
+  "warnings, weakref, __future__";
 
 export const key = (pyodideURL) => `pyodide-snapshot:${pyodideURL}`;
 
@@ -39,6 +46,19 @@ export async function load(pyodideURL) {
   if (problem === null) return { bytes: record.bytes };
   await drop(pyodideURL);
   return { problem };
+}
+
+/** The snapshot to boot from: the one stored in IndexedDB (made by a visit the site's could not serve), else the
+ * site's ({url, sha256} from wheels/latest.json: pyodide_snapshot.py), fetched and checked. {bytes, from: "stored" |
+ * "site", problems}, or {problems} (why a stored or listed one is not used: the caller reports them). */
+export async function find(pyodideURL, site) {
+  const stored = await load(pyodideURL);
+  if (stored && stored.bytes) return { bytes: stored.bytes, from: "stored", problems: [] };
+  const problems = stored ? [stored.problem] : [];
+  if (!site) return { problems };
+  const { bytes, problem } = await idb.fetchChecked(site);
+  if (bytes) return { bytes, from: "site", problems };
+  return { problems: [...problems, `the site's: ${problem}`] };
 }
 
 export async function drop(pyodideURL) {

@@ -5,6 +5,8 @@
     DIR/wheels/latest.json        {"gpuport": "<wheel file>", "numpy_bytecode": {"url", "sha256"}, "chunked": {...}}
                                   (relative URLs; numpy_bytecode: distribution.numpy_bytecode)
     DIR/wheels/gpuport-*.whl      built from this checkout
+    DIR/wheels/pyodide-snapshot-*.bin  the interpreter a first visit boots from (pyodide_snapshot; in latest.json
+                                  as "snapshot": {"url", "sha256"})
     DIR/shaders/*.wgsl
     DIR/models/<name>/            manifest.json, the small files, model.safetensors.chunks/00000...
     DIR/_headers, DIR/README.md   host headers (Netlify / Cloudflare Pages syntax) and hosting notes
@@ -31,6 +33,7 @@ from .distribution import (PYODIDE_VERSION, build_wheel, data_home, default_dest
                            find_repo_root, is_complete, numpy_bytecode)
 from .errors import LoadError
 from .models import MODELS, default_source, weights_file
+from .pyodide_snapshot import SnapshotUnavailable, site_snapshot
 
 MARKER = "gpuport-export.json"
 PAGES = ("index.html", "test.html")
@@ -171,6 +174,11 @@ def export_site(dest: Path | str, root: Path | str | None = None, models: Iterab
         site["numpy_bytecode"] = {"url": bytecode.name, "sha256": digest}
     except BytecodeUnavailable as exc:   # its pages compile NumPy's modules on import, as before
         print(f"note: the export goes without NumPy's bytecode: {exc}", file=sys.stderr)
+    try:
+        made, digest = site_snapshot(dest / "pyodide", web, data_home(root) / "snapshot", dest / "wheels")
+        site["snapshot"] = {"url": made.name, "sha256": digest}
+    except SnapshotUnavailable as exc:   # its pages make their own on a first visit, as before
+        print(f"note: the export goes without the site's Pyodide snapshot: {exc}", file=sys.stderr)
     site["chunked"] = {f"models/{name}/{weights_file(name)}": _write_model(name, dest, root) for name in models}
     (dest / "wheels" / "latest.json").write_text(json.dumps(site, indent=1) + "\n", encoding="utf-8")
     (dest / "_headers").write_text(HEADERS, encoding="utf-8")

@@ -7,8 +7,11 @@ distribution.site_dirs), the wheel is repacked from it, and <home> below is the 
     /<file>            any regular file directly in web/
     /pyodide/<path>    the assembled distribution    immutable (versioned); where there is none and its
                        sources are not at hand (`gpuport pyodide` makes it), a 307 to the official CDN
-    /wheels/latest.json  {"gpuport": "/wheels/<file>", "numpy_bytecode": {"url": "/wheels/<zip>", "sha256": ...}}
-    /wheels/<file>     the wheel made at start-up, and NumPy's bytecode (distribution.numpy_bytecode)   no-cache
+    /wheels/latest.json  {"gpuport": "/wheels/<file>", "numpy_bytecode": {"url": "/wheels/<zip>", "sha256": ...},
+                          "snapshot": {"url": "/wheels/<bin>", "sha256": ...}}
+    /wheels/<file>     the wheel made at start-up                                  no-cache
+                       NumPy's bytecode (distribution.numpy_bytecode) and the Pyodide snapshot (pyodide_snapshot),
+                       named by their content                                     immutable
     /shaders/<file>    shaders/*.wgsl                no-cache
     /models/<name>/<path>  model files, HTTP Range   public, max-age=3600 + ETag
                        per model name: <models_dir>/<name>/<path> when a models_dir is given, else the
@@ -52,6 +55,7 @@ from .distribution import (PROVISA_REQUIREMENT, PYODIDE_CDN_URL, PYODIDE_VERSION
                            site_dirs, sources_problem)
 from .bytecode import BytecodeUnavailable
 from .models import PACKAGES, install_hint
+from .pyodide_snapshot import SnapshotUnavailable, site_snapshot
 
 MODEL_NAME = "minilm-l6-v2"
 
@@ -306,6 +310,12 @@ def create_app(root: Path | None = None, models_dir: Path | None = None,
         site["numpy_bytecode"] = {"url": f"/wheels/{bytecode.name}", "sha256": digest}
     except BytecodeUnavailable as exc:   # pages compile NumPy's modules on import, as before
         print(f"note: pages go without NumPy's bytecode: {exc}", file=sys.stderr)
+    try:
+        made, digest = site_snapshot(pyodide_dir, web, data_home(root) / "snapshot", wheel.parent)
+        site["snapshot"] = {"url": f"/wheels/{made.name}", "sha256": digest}
+    except SnapshotUnavailable as exc:   # pages make their own on a first visit, as before
+        print(f"note: pages go without the site's Pyodide snapshot: {exc}", file=sys.stderr)
+    by_content = {Path(entry["url"]).name for entry in site.values() if isinstance(entry, dict)}
 
     async def index(request: Request) -> Response:
         return file_response(request, safe_path(web, "index.html"), NO_CACHE)
@@ -323,7 +333,8 @@ def create_app(root: Path | None = None, models_dir: Path | None = None,
         return JSONResponse(site, headers={"Cache-Control": NO_CACHE})
 
     async def wheels(request: Request) -> Response:
-        return file_response(request, safe_path(wheel.parent, request.path_params["name"]), NO_CACHE)
+        name = request.path_params["name"]
+        return file_response(request, safe_path(wheel.parent, name), IMMUTABLE if name in by_content else NO_CACHE)
 
     async def shader(request: Request) -> Response:
         return file_response(request, safe_path(shaders, request.path_params["name"]), NO_CACHE)

@@ -1,0 +1,79 @@
+"""The site's Pyodide memory snapshot: the page's interpreter with the modules web/snapshot.js preloads, made
+under Node (pyodide_snapshot.mjs) by the dev server and `gpuport export`, listed in wheels/latest.json and booted
+from on a page's first visit (web/snapshot.js). Without it a first visit initialises the interpreter, 1.5-2 s of
+its Pyodide stage here; a browser restores the same snapshot Node made (its memory holds nothing of Node's).
+
+A snapshot is Pyodide's build's (its restore checks the build id) and PRELOAD's, so it is made once per distinct
+Pyodide, web/snapshot.js and script (kept in the cache by their hash) and named by its content
+(`pyodide-snapshot-<sha256[:16]>.bin`), which lets a server send it as immutable. Where Node or the vendored
+Pyodide is missing, SnapshotUnavailable says why and pages make their own (stored in IndexedDB) as before.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+from .distribution import sha256_file
+
+SCRIPT = Path(__file__).resolve().with_name("pyodide_snapshot.mjs")
+SNAPSHOT = "pyodide-snapshot-{}.bin"
+# what the snapshot is made from: the interpreter's build and standard library, and what it preloads
+_PYODIDE_FILES = ("pyodide.mjs", "pyodide.asm.js", "pyodide.asm.wasm", "python_stdlib.zip")
+
+
+class SnapshotUnavailable(Exception):
+    """No snapshot could be made here (no Node, no vendored Pyodide, or making it failed): the reason."""
+
+
+def snapshot_key(pyodide: Path, snapshot_js: Path) -> str:
+    digest = hashlib.sha256()
+    for path in [pyodide / name for name in _PYODIDE_FILES] + [snapshot_js, SCRIPT]:
+        digest.update(path.name.encode() + b"\0" + sha256_file(path).encode())
+    return digest.hexdigest()[:32]
+
+
+def site_snapshot(pyodide: Path, web: Path, cache: Path, out_dir: Path) -> tuple[Path, str]:
+    """The snapshot for `pyodide` and `web`'s snapshot.js in `out_dir` (older ones there removed), made once per
+    key in `cache`; returns (path, sha256). SnapshotUnavailable with the reason."""
+    node = shutil.which("node")
+    if node is None:
+        raise SnapshotUnavailable("node is not on PATH")
+    if not all((pyodide / name).is_file() for name in _PYODIDE_FILES):
+        raise SnapshotUnavailable(f"no vendored Pyodide in {pyodide} (`gpuport pyodide` makes it)")
+    if not (web / "snapshot.js").is_file():
+        raise SnapshotUnavailable(f"no snapshot.js in {web}")
+    made = cache / f"{snapshot_key(pyodide, web / 'snapshot.js')}.bin"
+    if not made.is_file():
+        cache.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".snapshot-", dir=cache)
+        os.close(fd)
+        try:
+            run = subprocess.run([node, "--no-warnings", str(SCRIPT), str(pyodide), str(web / "snapshot.js"), tmp],
+                                 capture_output=True, text=True, timeout=300)
+            if run.returncode != 0:
+                raise SnapshotUnavailable(f"making it with Pyodide under Node failed: {run.stderr.strip()[-1500:]}")
+            size = json.loads(run.stdout.strip().splitlines()[-1])["bytes"]
+            if size != os.path.getsize(tmp):
+                raise SnapshotUnavailable(f"Node reported {size} bytes and wrote {os.path.getsize(tmp)}")
+            os.replace(tmp, made)   # atomic: a concurrent server made an equivalent one
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    digest = sha256_file(made)
+    final = out_dir / SNAPSHOT.format(digest[:16])
+    if not final.is_file():
+        fd, tmp = tempfile.mkstemp(prefix=".snapshot-", dir=out_dir)
+        os.close(fd)
+        shutil.copyfile(made, tmp)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, final)
+    for old in out_dir.glob(SNAPSHOT.format("*")):
+        if old != final:
+            old.unlink()
+    return final, digest

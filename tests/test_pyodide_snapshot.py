@@ -1,0 +1,109 @@
+"""The site's Pyodide snapshot (gpuport/pyodide_snapshot.py): made under Node with web/snapshot.js's PRELOAD, once
+per Pyodide build and snapshot.js, named by its content; an interpreter restored from it has the preloaded modules
+and nothing of the machine that made it; without Node or a vendored Pyodide, the reason. The page's side (booted
+from on a first visit, checked, dropped when bad) is e2e/test_page_snapshot.py."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from gpuport import pyodide_snapshot
+from gpuport.distribution import default_dest, sha256_file
+from gpuport.pyodide_snapshot import SnapshotUnavailable, site_snapshot, snapshot_key
+
+REPO = Path(__file__).resolve().parents[1]
+PYODIDE = default_dest(REPO)
+WEB = REPO / "web"
+
+# Pyodide under Node boots from a snapshot file and says what the interpreter holds.
+RESTORE = """
+import { pathToFileURL } from "node:url";
+import { readFileSync } from "node:fs";
+const [pyodideDir, file] = process.argv.slice(2);
+const { loadPyodide } = await import(pathToFileURL(`${pyodideDir}/pyodide.mjs`).href);
+const pyodide = await loadPyodide({ indexURL: `${pyodideDir}/`, _loadSnapshot: new Uint8Array(readFileSync(file)) });
+process.stdout.write(pyodide.runPython(`
+import json, os, sys
+json.dumps({"modules": sorted(sys.modules), "environ": dict(os.environ), "sum": sum(range(10))})
+`) + "\\n");
+"""
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory) -> tuple[Path, str, Path]:
+    cache, out = tmp_path_factory.mktemp("cache"), tmp_path_factory.mktemp("out")
+    path, digest = site_snapshot(PYODIDE, WEB, cache, out)
+    return path, digest, cache
+
+
+def test_named_by_its_content_and_made_once(made, tmp_path, monkeypatch):
+    path, digest, cache = made
+    assert path.name == f"pyodide-snapshot-{digest[:16]}.bin" and sha256_file(path) == digest
+    assert path.stat().st_size > 8 << 20   # the interpreter's whole memory
+    (tmp_path / "pyodide-snapshot-0123456789abcdef.bin").write_bytes(b"an older one")
+
+    def no_node(*args, **kwargs):
+        raise AssertionError("made again")
+
+    monkeypatch.setattr(pyodide_snapshot.subprocess, "run", no_node)
+    again, digest_again = site_snapshot(PYODIDE, WEB, cache, tmp_path)   # from the cache: same bytes, same name
+    assert (again.name, digest_again) == (path.name, digest)
+    assert [p.name for p in tmp_path.glob("pyodide-snapshot-*.bin")] == [path.name]
+
+
+def test_the_key_follows_snapshot_js_and_pyodide(tmp_path):
+    web = tmp_path / "web"
+    web.mkdir()
+    shutil.copy2(WEB / "snapshot.js", web / "snapshot.js")
+    same = snapshot_key(PYODIDE, web / "snapshot.js")
+    assert same == snapshot_key(PYODIDE, WEB / "snapshot.js")
+    (web / "snapshot.js").write_text((WEB / "snapshot.js").read_text() + "\n// another PRELOAD\n")
+    assert snapshot_key(PYODIDE, web / "snapshot.js") != same
+    other = tmp_path / "pyodide"
+    shutil.copytree(PYODIDE, other, ignore=shutil.ignore_patterns("*.whl"))
+    with open(other / "python_stdlib.zip", "ab") as f:
+        f.write(b"\0")
+    assert snapshot_key(other, WEB / "snapshot.js") != same
+
+
+def test_restores_with_the_preloaded_modules_and_nothing_of_its_maker(made, tmp_path):
+    script = tmp_path / "restore.mjs"
+    script.write_text(RESTORE)
+    run = subprocess.run(["node", str(script), str(PYODIDE), str(made[0])], capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    got = json.loads(run.stdout.strip().splitlines()[-1])
+    assert got["sum"] == 45
+    preload = subprocess.run(["node", "--no-warnings", "--input-type=module", "-e",
+                              f"import {{ PRELOAD }} from {json.dumps((WEB / 'snapshot.js').as_uri())};"
+                              "process.stdout.write(PRELOAD)"], capture_output=True, text=True, timeout=60)
+    wanted = [m.strip() for m in preload.stdout.removeprefix("import ").split(",")]
+    assert len(wanted) > 30 and not set(wanted) - set(got["modules"]), set(wanted) - set(got["modules"])
+    assert not [m for m in got["modules"] if m.startswith("numpy")]   # no shared library in a snapshot
+    assert got["environ"]["_"] == "./this.program", got["environ"]   # not the path of the script that made it
+    assert str(REPO) not in json.dumps(got["environ"])
+
+
+def test_without_node_pyodide_or_snapshot_js_the_reason(monkeypatch, tmp_path):
+    with pytest.raises(SnapshotUnavailable, match="no vendored Pyodide in"):
+        site_snapshot(tmp_path / "nowhere", WEB, tmp_path / "cache", tmp_path)
+    with pytest.raises(SnapshotUnavailable, match="no snapshot.js in"):
+        site_snapshot(PYODIDE, tmp_path, tmp_path / "cache", tmp_path)
+    monkeypatch.setattr(pyodide_snapshot.shutil, "which", lambda name: None)
+    with pytest.raises(SnapshotUnavailable, match="node is not on PATH"):
+        site_snapshot(PYODIDE, WEB, tmp_path / "cache", tmp_path)
+    assert not list(tmp_path.glob("pyodide-snapshot-*"))
+
+
+def test_a_failed_make_says_why_and_leaves_nothing(monkeypatch, tmp_path):
+    web = tmp_path / "web"
+    web.mkdir()
+    (web / "snapshot.js").write_text('export const PRELOAD = "import no_such_module_here";\n')
+    with pytest.raises(SnapshotUnavailable, match="no_such_module_here"):
+        site_snapshot(PYODIDE, web, tmp_path / "cache", tmp_path)
+    assert not list((tmp_path / "cache").iterdir()) and not list(tmp_path.glob("pyodide-snapshot-*"))
