@@ -1,5 +1,5 @@
 """NumPy's bytecode in the page (distribution.numpy_bytecode): start() fetches it beside the boot, checks its
-SHA-256 against wheels/latest.json and unpacks it over NumPy, so `import numpy` compiles nothing; an altered
+SHA-256 against wheels/latest.json and writes it over NumPy, so `import numpy` compiles nothing; an altered
 archive is refused and the page compiles NumPy as before. Chromium and Firefox, Pyodide in its Web Worker."""
 
 from __future__ import annotations
@@ -30,9 +30,9 @@ def test_numpy_bytecode_is_used_and_an_altered_archive_is_refused(browsers, serv
         def altered(route):
             body = bytearray(route.fetch().body())
             body[len(body) // 2] ^= 0xFF
-            route.fulfill(body=bytes(body), headers={"content-type": "application/zip"})
+            route.fulfill(body=bytes(body), headers={"content-type": "application/gzip"})
 
-        page.route("**/numpy-bytecode-*.zip", altered)
+        page.route("**/numpy-bytecode-*.zip.gz", altered)
         got = _start(page, server_url + "/test.html?snapshot=0")
         assert got["bytecode"].startswith("not used: ") and "its sha256 is" in got["bytecode"], got
         assert got["works"] == 6.0, got   # NumPy compiled as before

@@ -20,7 +20,7 @@ with warnings.catch_warnings():  # Starlette 1.10 prefers httpx2; httpx works th
     from starlette.testclient import TestClient
 
 from fake_repo import PACKAGES, REPO, make_repo
-from gpuport import server
+from gpuport import server, site_files
 from gpuport.distribution import is_complete
 from gpuport.server import IMMUTABLE, MODELS_CACHE, NO_CACHE, create_app, safe_path
 
@@ -166,7 +166,7 @@ def test_latest_json_lists_the_snapshot_served_immutable(tmp_path, monkeypatch):
         path.write_bytes(data)
         return path, hashlib.sha256(data).hexdigest()
 
-    monkeypatch.setattr(server, "site_snapshot", made)
+    monkeypatch.setattr(site_files, "site_snapshot", made)
     with TestClient(create_app(repo), base_url=LOCAL) as c:
         site = c.get("/wheels/latest.json").json()
         assert site["snapshot"] == {"url": "/wheels/pyodide-snapshot-0123456789abcdef.bin",

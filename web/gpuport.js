@@ -14,11 +14,14 @@ function absolute(url, base = globalThis.location.href) {
   return new URL(url, base).href;
 }
 
-// The wheel to install, NumPy's bytecode for this Pyodide ({url, sha256}: distribution.numpy_bytecode), the Pyodide
-// snapshot to boot from ({url, sha256}: pyodide_snapshot.py) and the model files stored as chunk files (static
-// exports), from <base>wheels/latest.json; its URLs are relative to it.
+// The wheel to install, the files py/gpuport/site_files.py lists ({url, sha256} each: NumPy and gpuport as page
+// archives, NumPy's bytecode, the Pyodide snapshot) and the model files stored as chunk files (static exports), from
+// <base>wheels/latest.json; its URLs are relative to it.
 async function siteFiles(base, wheelURL) {
-  if (wheelURL) return { wheelURL: absolute(wheelURL), chunked: {}, numpyBytecode: null, siteSnapshot: null };
+  if (wheelURL) {
+    return { wheelURL: absolute(wheelURL), chunked: {}, numpyArchive: null, wheelArchive: null, numpyBytecode: null,
+             siteSnapshot: null };
+  }
   const url = absolute("wheels/latest.json", base);
   const res = await fetch(url, { cache: "no-store" });
   if (!res.ok) throw new Error(`gpuport: cannot find the gpuport wheel (${url}: HTTP ${res.status})`);
@@ -29,7 +32,8 @@ async function siteFiles(base, wheelURL) {
     chunked[fileURL] = { ...file, chunks: absolute(file.chunks, fileURL) };
   }
   const checked = (file) => (file ? { ...file, url: absolute(file.url, url) } : null);
-  return { wheelURL: absolute(site.gpuport, url), chunked, numpyBytecode: checked(site.numpy_bytecode),
+  return { wheelURL: absolute(site.gpuport, url), chunked, numpyArchive: checked(site.numpy),
+           wheelArchive: checked(site.gpuport_archive), numpyBytecode: checked(site.numpy_bytecode),
            siteSnapshot: checked(site.snapshot) };
 }
 
@@ -149,8 +153,7 @@ export async function start(options = {}) {
   } = options;
   const baseURL = absolute(base.endsWith("/") ? base : base + "/");
   const pyodideURL = absolute(options.pyodideURL || (cdn ? PYODIDE_CDN : absolute("pyodide/", baseURL)));
-  const { wheelURL, chunked, numpyBytecode, siteSnapshot } = await siteFiles(baseURL, options.wheelURL);
-  const args = { base: baseURL, pyodideURL, wheelURL, chunked, numpyBytecode, siteSnapshot,
+  const args = { base: baseURL, pyodideURL, ...(await siteFiles(baseURL, options.wheelURL)),
                  models: modelFolders(models, baseURL),
                  backend, tier, limits, precompile, hostKernels, threads, snapshot, calibrate };
   const gp = await (worker ? viaWorker(args, onProgress) : onMainThread(args, onProgress));

@@ -7,6 +7,7 @@ import * as idb from "./idb.js";
 import { serveRangesFromChunks } from "./ranges.js";
 import * as snapshots from "./snapshot.js";
 import { defaultSources } from "./wasm.js";
+import * as wheels from "./wheels.js";
 
 export const STAGES = ["pyodide", "packages", "open", "precompile"];
 // Work for the next visit (the Pyodide snapshot) starts once no call has run for this long: on a first visit it
@@ -183,7 +184,8 @@ export class Host {
  * Boot Pyodide and gpuport. progress({stage, index, total, state: "start"|"done", ms}) follows the stages
  * (STAGES); while precompilation runs in the background it also reports {stage: "precompile", done, total}.
  */
-export async function boot({ base = null, pyodideURL, wheelURL, chunked = {}, numpyBytecode = null, siteSnapshot = null,
+export async function boot({ base = null, pyodideURL, wheelURL, chunked = {}, numpyArchive = null,
+                             wheelArchive = null, numpyBytecode = null, siteSnapshot = null,
                              models = [], backend = "auto", tier = null,
                              limits = "default", precompile = "background", hostKernels = "auto", threads = "auto",
                              snapshot = true, calibrate = "idle" },
@@ -205,7 +207,11 @@ export async function boot({ base = null, pyodideURL, wheelURL, chunked = {}, nu
     return value;
   };
   serveRangesFromChunks(chunked);
-  const bytecode = numpyBytecode ? idb.fetchChecked(numpyBytecode) : Promise.resolve({ problem: "the site has none" });
+  // NumPy, the gpuport wheel and NumPy's bytecode as the site's page archives, fetched, checked and inflated
+  // beside the boot (wheels.js)
+  const archive = (file) => (file ? wheels.fetchArchive(file) : Promise.resolve({ problem: "the site has none" }));
+  const archives = Promise.all([archive(numpyArchive), archive(wheelArchive)]);
+  const bytecode = archive(numpyBytecode);
   // The model chunks this page read last time, and those of `models` that storage lacks, read ahead beside the boot
   // (web/idb.js readAhead), here or, when this is the page's worker, on the page's thread (readAheadOnPage(): it
   // may read storage now); gpuport's Python takes them through this same module, registered below. Storage is read
@@ -238,18 +244,25 @@ export async function boot({ base = null, pyodideURL, wheelURL, chunked = {}, nu
     return loadPyodide({ indexURL: pyodideURL });
   });
   pyodide.registerJsModule("gpuport_idb", idb);
-  // NumPy (gpuport's only requirement) and the gpuport wheel in one call, without micropip (loaded, with
-  // packaging, only when installWheel needs it): Pyodide fetches both at once instead of one after the other
+  // NumPy (gpuport's only requirement) and the gpuport wheel, without micropip (loaded, with packaging, only when
+  // installWheel needs it): from what was fetched beside the boot, else by Pyodide's loadPackage, both at once
   await stage("packages", "packages_ms", async () => {
-    await pyodide.loadPackage(["numpy", wheelURL], { messageCallback: () => {} });
-    // NumPy's modules compiled for this Pyodide, fetched beside the boot: `import numpy` reads them instead of
-    // compiling its ~80 modules again on every visit; Python checks each against its source's hash
-    const { bytes, problem } = await bytecode;
-    if (bytes) {
-      const sitePackages = pyodide.runPython("import site\nsite.getsitepackages()[0]");
-      pyodide.unpackArchive(bytes, "zip", { extractDir: sitePackages });
+    const [numpy, gpuport] = await archives;
+    if (numpy.files && gpuport.files) {
+      await wheels.install(pyodide, numpy.files, { fileName: numpyArchive.file_name, name: "numpy",
+                                                   channel: "default channel", source: "pyodide" });
+      await wheels.install(pyodide, gpuport.files, { fileName: new URL(wheelURL).pathname.split("/").pop(),
+                                                     name: "gpuport", channel: wheelURL, source: wheelURL });
+      mark.packages = "from the site's archives";
+    } else {
+      await pyodide.loadPackage(["numpy", wheelURL], { messageCallback: () => {} });
+      mark.packages = `loadPackage: ${numpy.problem || gpuport.problem}`;
     }
-    mark.numpy_bytecode = bytes ? "used" : `not used: ${problem}`;
+    // NumPy's modules compiled for this Pyodide: `import numpy` reads them instead of compiling its ~80 modules
+    // again on every visit; Python checks each against its source's hash
+    const { files, problem } = await bytecode;
+    if (files) await wheels.install(pyodide, files);
+    mark.numpy_bytecode = files ? "used" : `not used: ${problem}`;
   });
   await stage("open", "open_ms", async () => {
     // where gpuport's files are served (Python resolves default model URLs against it), and which build of

@@ -1,11 +1,11 @@
 // A memory snapshot of Pyodide's interpreter (Pyodide 0.27's _makeSnapshot / _loadSnapshot) to boot from: the
 // interpreter starts without initialising again (bench/startup.py's "pyodide" stage). A site made by the dev server
 // or `gpuport export` lists one (py/gpuport/pyodide_snapshot.py), which even a first visit boots from. Where the
-// site has none or it does not restore, the page makes its own: once the page has started and is idle (host.js: no call for IDLE_MS), by a throwaway interpreter in a
-// worker of its own (snapshot-worker.js): the interpreter that makes one cannot serve a page, as its JS globals
-// are proxies that record paths. It is kept in
-// IndexedDB with its SHA-256, checked before use; a record that fails the check or does not restore is dropped,
-// the interpreter booted as usual, and a new snapshot made.
+// site has none or it does not restore, the page makes its own once it has started and is idle (host.js: no call
+// for IDLE_MS), by a throwaway interpreter in a worker of its own (snapshot-worker.js): the interpreter that makes
+// one cannot serve a page, as its JS globals are proxies that record paths. That one is kept in IndexedDB with its
+// SHA-256. Every snapshot is checked before use; one that fails the check or does not restore is not booted from
+// (a stored one is dropped), the interpreter boots as usual, and the page makes its own.
 import * as idb from "./idb.js";
 import { newWorker } from "./workers.js";
 

@@ -33,6 +33,7 @@ from typing import Iterable
 from ._version import __version__
 from .bytecode import BytecodeUnavailable, compile_sources
 from .errors import LoadError
+from .page_archives import wheel_archive, write_archive
 from .records import cache_dir
 
 PYODIDE_VERSION = "0.27.7"
@@ -310,40 +311,47 @@ def gpuport_wheel(root: Path | str, out_dir: Path) -> Path:
 # NumPy's folders a page never imports (build tools, test helpers, examples): left out of its bytecode
 _NUMPY_UNUSED = ("numpy/f2py/", "numpy/_pyinstaller/", "numpy/random/_examples/", "numpy/testing/", "numpy/typing/",
                  "numpy/doc/")
-NUMPY_BYTECODE = "numpy-bytecode-{}.zip"
+NUMPY_BYTECODE = "numpy-bytecode-{}.zip.gz"
+NUMPY_ARCHIVE = "numpy-wheel-{}.zip.gz"
+GPUPORT_ARCHIVE = "gpuport-wheel-{}.zip.gz"
+
+
+def vendored_numpy(pyodide: Path) -> Path:
+    """The vendored NumPy wheel; LoadError where there is none."""
+    try:
+        wheel = pyodide / json.loads((pyodide / MANIFEST).read_text("utf-8"))["packages"]["numpy"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise LoadError(f"no vendored NumPy in {pyodide} ({exc})") from exc
+    if not wheel.is_file():
+        raise LoadError(f"no vendored NumPy in {pyodide} ({wheel.name} is missing)")
+    return wheel
 
 
 def numpy_bytecode(pyodide: Path, cache: Path, out_dir: Path) -> tuple[Path, str]:
-    """The vendored NumPy's modules as checked-hash .pyc for the page's CPython (see bytecode.py), in a zip that
-    start() unpacks over NumPy: a page's `import numpy` otherwise compiles ~80 modules on every visit. Named by
-    its content (`numpy-bytecode-<sha256[:16]>.zip` in `out_dir`, written the same way every time); returns
-    (path, sha256). BytecodeUnavailable where there is no vendored NumPy or Node."""
+    """The vendored NumPy's modules as checked-hash .pyc for the page's CPython (see bytecode.py), in an archive
+    (page_archives.py) that start() writes over NumPy: a page's `import numpy` otherwise compiles ~80 modules on
+    every visit. Named by its content (`numpy-bytecode-<sha256[:16]>.zip.gz` in `out_dir`); returns (path, sha256).
+    BytecodeUnavailable where there is no vendored NumPy or Node."""
     try:
-        wheel_name = json.loads((pyodide / MANIFEST).read_text("utf-8"))["packages"]["numpy"]
-        with zipfile.ZipFile(pyodide / wheel_name) as zf:
+        with zipfile.ZipFile(vendored_numpy(pyodide)) as zf:
             sources = {n: zf.read(n) for n in zf.namelist()
                        if n.startswith("numpy/") and n.endswith(".py") and not n.startswith(_NUMPY_UNUSED)}
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+    except LoadError as exc:
+        raise BytecodeUnavailable(str(exc)) from exc
+    except (OSError, zipfile.BadZipFile) as exc:
         raise BytecodeUnavailable(f"no vendored NumPy in {pyodide} ({exc})") from exc
-    compiled = compile_sources(sources, pyodide, cache, PYODIDE_VERSION)
-    fd, tmp = tempfile.mkstemp(prefix=".numpy-bytecode-", dir=out_dir)
-    os.close(fd)
+    return write_archive(compile_sources(sources, pyodide, cache, PYODIDE_VERSION), out_dir, NUMPY_BYTECODE)
+
+
+def numpy_archive(pyodide: Path, out_dir: Path) -> tuple[Path, str, str]:
+    """The vendored NumPy wheel's entries as an archive a page writes from JS (page_archives.py), named by its
+    content; returns (path, sha256, the wheel's file name). LoadError where there is no vendored NumPy."""
+    wheel = vendored_numpy(pyodide)
     try:
-        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
-            for name in sorted(compiled):   # a fixed order and date: the same bytes, so the same name
-                zf.writestr(zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0)), compiled[name],
-                            zipfile.ZIP_DEFLATED)
-        os.chmod(tmp, 0o644)
-        digest = sha256_file(Path(tmp))
-        final = out_dir / NUMPY_BYTECODE.format(digest[:16])
-        os.replace(tmp, final)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    for old in out_dir.glob(NUMPY_BYTECODE.format("*")):
-        if old != final:
-            old.unlink()
-    return final, digest
+        path, digest = wheel_archive(wheel, out_dir, NUMPY_ARCHIVE)
+    except zipfile.BadZipFile as exc:
+        raise LoadError(f"{wheel}: {exc}") from exc
+    return path, digest, wheel.name
 
 
 _NOT_IN_WHEEL = {"RECORD", "INSTALLER", "REQUESTED", "direct_url.json"}

@@ -2,11 +2,11 @@
 
     DIR/index.html, test.html, gpuport.js, host.js, worker.js, bridge.js, ...   web/ (relative URLs)
     DIR/pyodide/                  the verified Pyodide distribution (sha256 against pyodide-lock.json)
-    DIR/wheels/latest.json        {"gpuport": "<wheel file>", "numpy_bytecode": {"url", "sha256"}, "chunked": {...}}
-                                  (relative URLs; numpy_bytecode: distribution.numpy_bytecode)
+    DIR/wheels/latest.json        {"gpuport": "<wheel file>", "chunked": {...}, and site_files.py's entries}
+                                  (relative URLs)
     DIR/wheels/gpuport-*.whl      built from this checkout
-    DIR/wheels/pyodide-snapshot-*.bin  the interpreter a first visit boots from (pyodide_snapshot; in latest.json
-                                  as "snapshot": {"url", "sha256"})
+    DIR/wheels/*.zip.gz, *.bin    what site_files.py makes: NumPy and gpuport as page archives, NumPy's bytecode,
+                                  the Pyodide snapshot a first visit boots from
     DIR/shaders/*.wgsl
     DIR/models/<name>/            manifest.json, the small files, model.safetensors.chunks/00000...
     DIR/_headers, DIR/README.md   host headers (Netlify / Cloudflare Pages syntax) and hosting notes
@@ -27,13 +27,12 @@ from pathlib import Path
 from typing import Iterable
 
 from ._version import __version__
-from .bytecode import BytecodeUnavailable
 from .chunk_manifest import MANIFEST_NAME, build_manifest
 from .distribution import (PYODIDE_VERSION, build_wheel, data_home, default_dest, ensure_distribution,
-                           find_repo_root, is_complete, numpy_bytecode)
+                           find_repo_root, is_complete)
 from .errors import LoadError
 from .models import MODELS, default_source, weights_file
-from .pyodide_snapshot import SnapshotUnavailable, site_snapshot
+from .site_files import site_files
 
 MARKER = "gpuport-export.json"
 PAGES = ("index.html", "test.html")
@@ -168,17 +167,10 @@ def export_site(dest: Path | str, root: Path | str | None = None, models: Iterab
         _place(src, dest / "shaders" / src.name, link=False)
 
     wheel = build_wheel(root, dest / "wheels")
-    site: dict = {"gpuport": wheel.name}
-    try:
-        bytecode, digest = numpy_bytecode(dest / "pyodide", data_home(root) / "bytecode", dest / "wheels")
-        site["numpy_bytecode"] = {"url": bytecode.name, "sha256": digest}
-    except BytecodeUnavailable as exc:   # its pages compile NumPy's modules on import, as before
-        print(f"note: the export goes without NumPy's bytecode: {exc}", file=sys.stderr)
-    try:
-        made, digest = site_snapshot(dest / "pyodide", web, data_home(root) / "snapshot", dest / "wheels")
-        site["snapshot"] = {"url": made.name, "sha256": digest}
-    except SnapshotUnavailable as exc:   # its pages make their own on a first visit, as before
-        print(f"note: the export goes without the site's Pyodide snapshot: {exc}", file=sys.stderr)
+    site, notes = site_files(dest / "pyodide", wheel, web, data_home(root))
+    site["gpuport"] = wheel.name
+    for note in notes:
+        print(f"note: the export goes with {note}", file=sys.stderr)
     site["chunked"] = {f"models/{name}/{weights_file(name)}": _write_model(name, dest, root) for name in models}
     (dest / "wheels" / "latest.json").write_text(json.dumps(site, indent=1) + "\n", encoding="utf-8")
     (dest / "_headers").write_text(HEADERS, encoding="utf-8")

@@ -7,11 +7,10 @@ distribution.site_dirs), the wheel is repacked from it, and <home> below is the 
     /<file>            any regular file directly in web/
     /pyodide/<path>    the assembled distribution    immutable (versioned); where there is none and its
                        sources are not at hand (`gpuport pyodide` makes it), a 307 to the official CDN
-    /wheels/latest.json  {"gpuport": "/wheels/<file>", "numpy_bytecode": {"url": "/wheels/<zip>", "sha256": ...},
-                          "snapshot": {"url": "/wheels/<bin>", "sha256": ...}}
+    /wheels/latest.json  {"gpuport": "/wheels/<file>", plus the files site_files.py makes: {"url": "/wheels/<file>",
+                       "sha256": ...} each}
     /wheels/<file>     the wheel made at start-up                                  no-cache
-                       NumPy's bytecode (distribution.numpy_bytecode) and the Pyodide snapshot (pyodide_snapshot),
-                       named by their content                                     immutable
+                       what site_files.py makes, named by its content              immutable
     /shaders/<file>    shaders/*.wgsl                no-cache
     /models/<name>/<path>  model files, HTTP Range   public, max-age=3600 + ETag
                        per model name: <models_dir>/<name>/<path> when a models_dir is given, else the
@@ -51,11 +50,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .chunk_manifest import MANIFEST_NAME, WEIGHTS_NAME
 from .distribution import (PROVISA_REQUIREMENT, PYODIDE_CDN_URL, PYODIDE_VERSION, data_home, default_dest,
-                           ensure_distribution, find_repo_root, gpuport_wheel, is_complete, numpy_bytecode,
-                           site_dirs, sources_problem)
-from .bytecode import BytecodeUnavailable
+                           ensure_distribution, find_repo_root, gpuport_wheel, is_complete, site_dirs,
+                           sources_problem)
 from .models import PACKAGES, install_hint
-from .pyodide_snapshot import SnapshotUnavailable, site_snapshot
+from .site_files import site_files
 
 MODEL_NAME = "minilm-l6-v2"
 
@@ -304,17 +302,10 @@ def create_app(root: Path | None = None, models_dir: Path | None = None,
     mapping = {} if models is not None else default_model_dirs(root)
     web, shaders = site_dirs(root)
     wheel = gpuport_wheel(root, data_home(root) / "wheels")
-    site = {"gpuport": f"/wheels/{wheel.name}"}
-    try:
-        bytecode, digest = numpy_bytecode(pyodide_dir, data_home(root) / "bytecode", wheel.parent)
-        site["numpy_bytecode"] = {"url": f"/wheels/{bytecode.name}", "sha256": digest}
-    except BytecodeUnavailable as exc:   # pages compile NumPy's modules on import, as before
-        print(f"note: pages go without NumPy's bytecode: {exc}", file=sys.stderr)
-    try:
-        made, digest = site_snapshot(pyodide_dir, web, data_home(root) / "snapshot", wheel.parent)
-        site["snapshot"] = {"url": f"/wheels/{made.name}", "sha256": digest}
-    except SnapshotUnavailable as exc:   # pages make their own on a first visit, as before
-        print(f"note: pages go without the site's Pyodide snapshot: {exc}", file=sys.stderr)
+    site, notes = site_files(pyodide_dir, wheel, web, data_home(root), prefix="/wheels/")
+    site["gpuport"] = f"/wheels/{wheel.name}"
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
     by_content = {Path(entry["url"]).name for entry in site.values() if isinstance(entry, dict)}
 
     async def index(request: Request) -> Response:

@@ -1,0 +1,47 @@
+"""What wheels/latest.json lists for a page beside the gpuport wheel, made from the vendored Pyodide by the dev server
+and `gpuport export` alike; each entry is {"url", "sha256"}, named by its content, checked by the page before use:
+
+    "numpy"            NumPy's wheel as a page archive (page_archives.py; plus its "file_name")   written from JS
+    "gpuport_archive"  the gpuport wheel as a page archive                                     written from JS
+    "numpy_bytecode"   NumPy's modules compiled for the page's CPython (distribution.numpy_bytecode)
+    "snapshot"         the interpreter a first visit boots from (pyodide_snapshot.py)
+
+What cannot be made here is left out and said why (`notes`); the page then does without: Pyodide's loadPackage,
+compiling NumPy's modules, booting the interpreter and making its own snapshot.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .bytecode import BytecodeUnavailable
+from .distribution import GPUPORT_ARCHIVE, numpy_archive, numpy_bytecode
+from .errors import LoadError
+from .page_archives import wheel_archive
+from .pyodide_snapshot import SnapshotUnavailable, site_snapshot
+
+
+def site_files(pyodide: Path, wheel: Path, web: Path, cache: Path, prefix: str = "") -> tuple[dict, list[str]]:
+    """({key: entry}, notes) for files written beside `wheel` (their URLs: `prefix` + file name); `cache` is the
+    data home (bytecode/ and snapshot/ under it)."""
+    out_dir = wheel.parent
+    entries: dict = {}
+    notes: list[str] = []
+    try:
+        made, digest, file_name = numpy_archive(pyodide, out_dir)
+        entries["numpy"] = {"url": prefix + made.name, "sha256": digest, "file_name": file_name}
+        made, digest = wheel_archive(wheel, out_dir, GPUPORT_ARCHIVE)
+        entries["gpuport_archive"] = {"url": prefix + made.name, "sha256": digest}
+    except LoadError as exc:
+        notes.append(f"NumPy and gpuport install with Pyodide's loadPackage: {exc}")
+    try:
+        made, digest = numpy_bytecode(pyodide, cache / "bytecode", out_dir)
+        entries["numpy_bytecode"] = {"url": prefix + made.name, "sha256": digest}
+    except BytecodeUnavailable as exc:
+        notes.append(f"no NumPy bytecode (pages compile NumPy's modules): {exc}")
+    try:
+        made, digest = site_snapshot(pyodide, web, cache / "snapshot", out_dir)
+        entries["snapshot"] = {"url": prefix + made.name, "sha256": digest}
+    except SnapshotUnavailable as exc:
+        notes.append(f"no Pyodide snapshot (pages make their own): {exc}")
+    return entries, notes

@@ -1,0 +1,90 @@
+// Installs NumPy, the gpuport wheel and NumPy's bytecode into Pyodide's file system from JS, from the site's page
+// archives (py/gpuport/page_archives.py: a zip of stored entries in one gzip stream): each is fetched and checked
+// (sha256) beside the boot and inflated by the browser in one pass; its entries are written with FS.writeFile, and a
+// wheel's shared libraries loaded as Pyodide's loadPackage loads them. loadPackage unpacks with Python's zipfile and
+// then re-reads the standard library's zip index (importlib.invalidate_caches): 0.3-0.35 s of a warm visit's packages
+// stage here, in Chromium and Firefox. Where the site has no archives or one cannot serve, host.js says why and uses
+// loadPackage.
+import { sha256 } from "./idb.js";
+
+const EOCD = 0x06054b50;
+const CENTRAL = 0x02014b50;
+const LOCAL = 0x04034b50;
+
+/** The entries of a zip of stored entries: {name: bytes (a view of `bytes`)}; an Error for anything else (deflated
+ * or encrypted entries, zip64, a truncated archive). */
+export function storedEntries(bytes) {
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  let end = bytes.length - 22;
+  while (end >= 0 && view.getUint32(end, true) !== EOCD) end -= 1;
+  if (end < 0) throw new Error("not a zip archive (no end of central directory)");
+  const count = view.getUint16(end + 10, true);
+  let at = view.getUint32(end + 16, true);
+  const files = {};
+  const decoder = new TextDecoder();
+  for (let i = 0; i < count; i += 1) {
+    if (at + 46 > bytes.length || view.getUint32(at, true) !== CENTRAL) throw new Error(`entry ${i}: no central header`);
+    const nameLength = view.getUint16(at + 28, true);
+    const name = decoder.decode(bytes.subarray(at + 46, at + 46 + nameLength));
+    const size = view.getUint32(at + 24, true);
+    const local = view.getUint32(at + 42, true);
+    if (view.getUint16(at + 8, true) & 1) throw new Error(`${name}: encrypted`);
+    if (view.getUint16(at + 10, true) !== 0) throw new Error(`${name}: deflated, not stored`);
+    if (size === 0xffffffff || local === 0xffffffff) throw new Error(`${name}: zip64`);
+    if (local + 30 > bytes.length || view.getUint32(local, true) !== LOCAL) throw new Error(`${name}: no local header`);
+    const start = local + 30 + view.getUint16(local + 26, true) + view.getUint16(local + 28, true);
+    if (start + size > bytes.length) throw new Error(`${name}: truncated`);
+    if (!name.endsWith("/")) files[name] = bytes.subarray(start, start + size);
+    at += 46 + nameLength + view.getUint16(at + 30, true) + view.getUint16(at + 32, true);
+  }
+  return files;
+}
+
+/** {files: {name: bytes}} of the page archive {url, sha256}, or {problem}. */
+export async function fetchArchive({ url, sha256: expected }) {
+  try {
+    if (typeof DecompressionStream === "undefined") return { problem: "no DecompressionStream in this browser" };
+    const res = await fetch(url);
+    if (!res.ok) return { problem: `HTTP ${res.status} for ${url}` };
+    const bytes = new Uint8Array(await res.arrayBuffer());
+    const digests = await sha256([bytes]);
+    if (digests === null) return { problem: "no crypto.subtle to check it with" };
+    if (digests[0] !== expected) {
+      return { problem: `${url}: its sha256 is ${digests[0].slice(0, 12)}..., not ${expected.slice(0, 12)}...` };
+    }
+    const zip = new Response(new Blob([bytes]).stream().pipeThrough(new DecompressionStream("gzip")));
+    return { files: storedEntries(new Uint8Array(await zip.arrayBuffer())) };
+  } catch (e) {
+    return { problem: `${url}: ${e.message}` };
+  }
+}
+
+/** Write `files` ({relative path: bytes}) under site-packages; for a wheel ({fileName, name, channel, source}), do
+ * what loadPackage does after unpacking: record the installer and source, load its shared libraries, and count
+ * it as loaded from `channel`. */
+export async function install(pyodide, files, { fileName = null, name = null, channel = null, source = null } = {}) {
+  const FS = pyodide.FS;
+  const site = pyodide.runPython("import site\nsite.getsitepackages()[0]");
+  const made = new Set();
+  for (const [path, bytes] of Object.entries(files)) {
+    const dir = `${site}/${path}`.replace(/\/[^/]*$/, "");
+    if (!made.has(dir)) {
+      FS.mkdirTree(dir);
+      made.add(dir);
+    }
+    FS.writeFile(`${site}/${path}`, bytes);
+  }
+  if (fileName) {
+    const distInfo = Object.keys(files).map((p) => p.split("/")[0]).find((p) => p.endsWith(".dist-info"));
+    if (distInfo) {
+      FS.writeFile(`${site}/${distInfo}/INSTALLER`, "pyodide.loadPackage");
+      FS.writeFile(`${site}/${distInfo}/PYODIDE_SOURCE`, source);
+    }
+    const dynlibs = Object.keys(files).filter((p) => p.endsWith(".so")).map((p) => `${site}/${p}`);
+    await pyodide._api.loadDynlibsFromPackage({ file_name: fileName }, dynlibs);
+    pyodide.loadedPackages[name] = channel;
+  }
+  // the finder for site-packages lists it again on the next import (all finders would re-read the standard
+  // library's zip index too: 60-80 ms)
+  pyodide.runPython(`import sys\nsys.path_importer_cache.pop(${JSON.stringify(site)}, None)`);
+}
