@@ -223,22 +223,32 @@ export async function boot({ base = null, pyodideURL, wheelURL, chunked = {}, nu
     if (readAheadOnPage) readAheadOnPage(); else idb.readAhead({ models, deliver: idb.receiveAhead });
   };
   const pyodide = await stage("pyodide", "pyodide_ms", async () => {
-    const [{ loadPyodide }, found] = await Promise.all([import(new URL("pyodide.mjs", pyodideURL).href),
-                                                        snapshot ? snapshots.find(pyodideURL, siteSnapshot) : null]);
-    readAhead();
-    const problems = found ? found.problems : [];
-    if (found && found.bytes) {
+    const found = snapshot ? snapshots.find(pyodideURL, siteSnapshot) : Promise.resolve({ problems: [] });
+    found.then(readAhead);
+    const { loadPyodide } = await import(new URL("pyodide.mjs", pyodideURL).href);
+    const bytes = found.then(({ bytes: b, problems }) => {
+      if (!b) throw new Error(problems.join("; "));
+      return b;
+    });
+    bytes.catch(() => {});   // a failure is reported below, from `found`
+    // with the site's listed, a snapshot is all but certain: loadPyodide fetches and compiles the interpreter
+    // meanwhile instead of after it (the snapshot comes after an IndexedDB lookup: 0.15-0.2 s in a warm Chromium)
+    let problems = [];
+    if (siteSnapshot || await bytes.then(() => true, () => false)) {
       try {
-        const restored = await loadPyodide({ indexURL: pyodideURL, _loadSnapshot: found.bytes });
+        const restored = await loadPyodide({ indexURL: pyodideURL, _loadSnapshot: bytes });
         // a snapshot holds its maker's random state (every visit, and from the site's every user, would draw the
         // same numbers) and locale (Node's C.UTF-8 for the site's): this page's, as a boot would have them
         restored.runPython(`import os, random\nrandom.seed()\nos.environ["LANG"] = ${JSON.stringify(locale())}`);
-        mark.snapshot = found.from === "site" ? "restored from the site" : "restored";
+        mark.snapshot = (await found).from === "site" ? "restored from the site" : "restored";
         return restored;
       } catch (e) {
-        if (found.from === "stored") await snapshots.drop(pyodideURL);
-        problems.push(`${found.from === "site" ? "the site's" : "it"} did not restore (${e.message})`);
+        const { from, bytes: b, problems: why } = await found;
+        if (from === "stored") await snapshots.drop(pyodideURL);
+        problems = b ? [...why, `${from === "site" ? "the site's" : "it"} did not restore (${e.message})`] : why;
       }
+    } else {
+      problems = (await found).problems;
     }
     if (problems.length) mark.snapshot = `dropped: ${problems.join("; ")}`;
     return loadPyodide({ indexURL: pyodideURL });

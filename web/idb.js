@@ -70,10 +70,10 @@ export async function sha256(arrays) {
   return Promise.all(Array.from(arrays, async (a) => hex(await subtle.digest("SHA-256", a))));
 }
 
-/** {bytes} of `url` when its SHA-256 is `sha256`, else {problem}. */
-export async function fetchChecked({ url, sha256: expected }) {
+/** {bytes} of `url` when its SHA-256 is `sha256`, else {problem}; `signal` aborts the fetch. */
+export async function fetchChecked({ url, sha256: expected }, signal = undefined) {
   try {
-    const res = await fetch(url);
+    const res = await fetch(url, { signal });
     if (!res.ok) return { problem: `HTTP ${res.status} for ${url}` };
     const bytes = new Uint8Array(await res.arrayBuffer());
     const digests = await sha256([bytes]);

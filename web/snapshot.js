@@ -49,14 +49,20 @@ export async function load(pyodideURL) {
 }
 
 /** The snapshot to boot from: the one stored in IndexedDB (made by a visit the site's could not serve), else the
- * site's ({url, sha256} from wheels/latest.json: pyodide_snapshot.py), fetched and checked. {bytes, from: "stored" |
- * "site", problems}, or {problems} (why a stored or listed one is not used: the caller reports them). */
+ * site's ({url, sha256} from wheels/latest.json: pyodide_snapshot.py), fetched and checked beside the IndexedDB
+ * lookup and let go when a stored one is there. {bytes, from: "stored" | "site", problems}, or {problems}: why a
+ * stored or listed one is not used (the caller reports them). */
 export async function find(pyodideURL, site) {
+  const abort = new AbortController();
+  const fetched = site ? idb.fetchChecked(site, abort.signal) : null;
   const stored = await load(pyodideURL);
-  if (stored && stored.bytes) return { bytes: stored.bytes, from: "stored", problems: [] };
+  if (stored && stored.bytes) {
+    abort.abort();
+    return { bytes: stored.bytes, from: "stored", problems: [] };
+  }
   const problems = stored ? [stored.problem] : [];
   if (!site) return { problems };
-  const { bytes, problem } = await idb.fetchChecked(site);
+  const { bytes, problem } = await fetched;
   if (bytes) return { bytes, from: "site", problems };
   return { problems: [...problems, `the site's: ${problem}`] };
 }
