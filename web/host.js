@@ -226,30 +226,34 @@ export async function boot({ base = null, pyodideURL, wheelURL, chunked = {}, nu
     const found = snapshot ? snapshots.find(pyodideURL, siteSnapshot) : Promise.resolve({ problems: [] });
     found.then(readAhead);
     const { loadPyodide } = await import(new URL("pyodide.mjs", pyodideURL).href);
-    const bytes = found.then(({ bytes: b, problems }) => {
-      if (!b) throw new Error(problems.join("; "));
-      return b;
-    });
-    bytes.catch(() => {});   // a failure is reported below, from `found`
-    // with the site's listed, a snapshot is all but certain: loadPyodide fetches and compiles the interpreter
-    // meanwhile instead of after it (the snapshot comes after an IndexedDB lookup: 0.15-0.2 s in a warm Chromium)
-    let problems = [];
-    if (siteSnapshot || await bytes.then(() => true, () => false)) {
-      try {
-        const restored = await loadPyodide({ indexURL: pyodideURL, _loadSnapshot: bytes });
-        // a snapshot holds its maker's random state (every visit, and from the site's every user, would draw the
-        // same numbers) and locale (Node's C.UTF-8 for the site's): this page's, as a boot would have them
-        restored.runPython(`import os, random\nrandom.seed()\nos.environ["LANG"] = ${JSON.stringify(locale())}`);
-        mark.snapshot = (await found).from === "site" ? "restored from the site" : "restored";
-        return restored;
-      } catch (e) {
-        const { from, bytes: b, problems: why } = await found;
-        if (from === "stored") await snapshots.drop(pyodideURL);
-        problems = b ? [...why, `${from === "site" ? "the site's" : "it"} did not restore (${e.message})`] : why;
-      }
-    } else {
-      problems = (await found).problems;
+    const restore = async (options) => {
+      const restored = await loadPyodide({ indexURL: pyodideURL, ...options });
+      // a snapshot holds its maker's random state (every visit, and from the site's every user, would draw the
+      // same numbers) and locale (Node's C.UTF-8 for the site's): this page's, as a boot would have them
+      restored.runPython(`import os, random\nrandom.seed()\nos.environ["LANG"] = ${JSON.stringify(locale())}`);
+      mark.snapshot = (await found).from === "site" ? "restored from the site" : "restored";
+      return restored;
+    };
+    // The site's snapshot, its size listed, restores into memory made ready beside its fetch and check: loadPyodide
+    // fetches and compiles the interpreter meanwhile (0.15-0.2 s in Firefox), held by fsInit until the checked bytes
+    // are in. Memory that receives none stays zero, which loadPyodide refuses (no snapshot's magic number).
+    let early = null;
+    if (snapshot && siteSnapshot && siteSnapshot.bytes) {
+      const memory = new Uint8Array(siteSnapshot.bytes);
+      const filled = found.then(({ bytes }) => { if (bytes && bytes.length === memory.length) memory.set(bytes); });
+      early = restore({ _loadSnapshot: memory, fsInit: () => filled });
+      early.catch(() => {});   // reported below, once `found` says why
     }
+    const { bytes, from, problems } = await found;
+    if (bytes) {
+      try {
+        return await (early && bytes.length === siteSnapshot.bytes ? early : restore({ _loadSnapshot: bytes }));
+      } catch (e) {
+        if (from === "stored") await snapshots.drop(pyodideURL);
+        problems.push(`${from === "site" ? "the site's" : "it"} did not restore (${e.message})`);
+      }
+    }
+    if (early) await early.catch(() => {});   // one interpreter at a time
     if (problems.length) mark.snapshot = `dropped: ${problems.join("; ")}`;
     return loadPyodide({ indexURL: pyodideURL });
   });
