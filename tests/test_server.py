@@ -170,7 +170,7 @@ def test_latest_json_lists_the_snapshot_served_immutable(tmp_path, monkeypatch):
     with TestClient(create_app(repo), base_url=LOCAL) as c:
         site = c.get("/wheels/latest.json").json()
         assert site["snapshot"] == {"url": "/wheels/pyodide-snapshot-0123456789abcdef.bin",
-                                    "sha256": hashlib.sha256(data).hexdigest()}
+                                    "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
         r = c.get(site["snapshot"]["url"])
         assert r.status_code == 200 and r.content == data and r.headers["cache-control"] == IMMUTABLE
         assert c.get(site["gpuport"]).headers["cache-control"] == NO_CACHE
