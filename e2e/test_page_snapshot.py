@@ -1,5 +1,5 @@
 """Pyodide's memory snapshot (web/snapshot.js). The dev server lists the site's (py/gpuport/pyodide_snapshot.py): even a
-first visit boots from it, with this page's random state and locale, and makes none of its own; one altered in transit
+first visit boots from it, with this page's random state, locale and time zone, and makes none of its own; one altered in transit
 fails its SHA-256 check and is not booted from. Where the site's cannot serve, a first visit boots as usual and makes
 one beside the page; the next visit boots from it; a snapshot altered in IndexedDB fails its SHA-256 check, is
 dropped, never used, and made again. In Chromium and Firefox, with Pyodide in its Web Worker unless said."""
@@ -26,7 +26,12 @@ STORED = """async (key) => {
   return await new Promise((ok) => { const q = store.get(key); q.onsuccess = () => ok(q.result !== undefined); });
 }"""
 SITES = "**/wheels/pyodide-snapshot-*.bin"
-DRAW = "async () => (await window.gpuportReady).runPython('import os, random\\n[random.random(), os.environ[\"LANG\"]]')"
+DRAW = ("async () => (await window.gpuportReady).runPython('import os, random, time\\n"
+        "[random.random(), os.environ[\"LANG\"], time.timezone, list(time.tzname)]')")
+# the page's own: what a boot in this page would give
+ZONE = """() => { const y = new Date().getFullYear(); const w = new Date(y, 0, 1), s = new Date(y, 6, 1);
+  const name = (d) => d.toLocaleTimeString(undefined, {hour12: false, timeZoneName: "short"}).split(" ")[1];
+  return [Math.max(w.getTimezoneOffset(), s.getTimezoneOffset()) * 60, [name(w), name(s)]]; }"""
 WORKS = """
 import numpy as np
 x = rt.tensor(np.arange(6, dtype=np.float32).reshape(2, 3))
@@ -44,14 +49,20 @@ def _visit(page) -> dict:
 
 @pytest.mark.parametrize("kind", ["chromium-webgpu", "firefox"])
 def test_a_first_visit_boots_from_the_sites_snapshot(browsers, server_url, kind):
-    context = browsers.get(kind).new_context()   # a fresh profile
+    # a fresh profile, in another time zone and language than the machine that made the snapshot
+    context = browsers.get(kind).new_context(timezone_id="America/New_York", locale="fr-FR")
     try:
         page = context.new_page()
         page.goto(server_url + "/test.html?calibrate=idle")
         first = _visit(page)
         assert first["booted"] == "restored from the site" and first["made"] == "restored from the site", first
         draw = page.evaluate(DRAW)
-        assert draw[1] == page.evaluate("navigator.languages[0].replace('-', '_') + '.UTF-8'"), draw
+        assert draw[2:] == page.evaluate(ZONE) and draw[2] == 18000, draw
+        booted = context.new_page()
+        booted.goto(server_url + "/test.html?calibrate=idle&snapshot=0")
+        assert _visit(booted)["booted"] == "off"
+        assert booted.evaluate(DRAW)[1:] == draw[1:], "a restored interpreter differs from a booted one"
+        booted.close()
         page.evaluate("async () => (await window.gpuportReady).calibrationStatus()")   # what an idle page does
         assert not page.evaluate(STORED, page.evaluate(KEY)), "a snapshot of its own was made"
 

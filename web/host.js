@@ -54,6 +54,14 @@ def _add_module(name, source, filename):
 _add_module
 `;
 
+const SEEN_AS_BOOTED = `import os, random, sys, time
+random.seed()
+del sys.modules["time"]
+import time as _fresh
+for _name in ("timezone", "altzone", "daylight", "tzname"):
+    setattr(time, _name, getattr(_fresh, _name))
+sys.modules["time"] = time`;
+
 // LANG as Emscripten sets it when the interpreter boots in a page
 const locale = () => `${((globalThis.navigator && navigator.languages && navigator.languages[0]) || "C")
   .replace("-", "_")}.UTF-8`;
@@ -229,8 +237,13 @@ export async function boot({ base = null, pyodideURL, wheelURL, chunked = {}, nu
     const restore = async (options) => {
       const restored = await loadPyodide({ indexURL: pyodideURL, ...options });
       // a snapshot holds its maker's random state (every visit, and from the site's every user, would draw the
-      // same numbers) and locale (Node's C.UTF-8 for the site's): this page's, as a boot would have them
-      restored.runPython(`import os, random\nrandom.seed()\nos.environ["LANG"] = ${JSON.stringify(locale())}`);
+      // same numbers), locale and time zone (Node's C.UTF-8 and UTC for the site's): this page's, as a boot would
+      // have them (Emscripten's own tzset, then the time module's constants from a fresh instance of it)
+      const M = restored._module;
+      M.__tzset_js(M._timezone, M._daylight, M.HEAPU32[M._tzname >>> 2], M.HEAPU32[(M._tzname >>> 2) + 1]);
+      const scratch = restored.globals.get("dict")();   // not the page's namespace
+      restored.runPython(`${SEEN_AS_BOOTED}\nos.environ["LANG"] = ${JSON.stringify(locale())}`, { globals: scratch });
+      scratch.destroy();
       mark.snapshot = (await found).from === "site" ? "restored from the site" : "restored";
       return restored;
     };
