@@ -14,7 +14,7 @@ import pytest
 
 from gpuport import pyodide_snapshot
 from gpuport.distribution import default_dest, sha256_file
-from gpuport.pyodide_snapshot import SnapshotUnavailable, site_snapshot, snapshot_key
+from gpuport.pyodide_snapshot import PAGE, SnapshotUnavailable, site_snapshot, snapshot_key, without_zero_pages
 
 REPO = Path(__file__).resolve().parents[1]
 PYODIDE = default_dest(REPO)
@@ -24,9 +24,10 @@ WEB = REPO / "web"
 RESTORE = """
 import { pathToFileURL } from "node:url";
 import { readFileSync } from "node:fs";
-const [pyodideDir, file] = process.argv.slice(2);
+const [pyodideDir, file, snapshotJs] = process.argv.slice(2);
+const { expand } = await import(pathToFileURL(snapshotJs).href);
 const { loadPyodide } = await import(pathToFileURL(`${pyodideDir}/pyodide.mjs`).href);
-const pyodide = await loadPyodide({ indexURL: `${pyodideDir}/`, _loadSnapshot: new Uint8Array(readFileSync(file)) });
+const pyodide = await loadPyodide({ indexURL: `${pyodideDir}/`, _loadSnapshot: expand(new Uint8Array(readFileSync(file))) });
 process.stdout.write(pyodide.runPython(`
 import json, os, sys
 json.dumps({"modules": sorted(sys.modules), "environ": dict(os.environ), "sum": sum(range(10))})
@@ -35,24 +36,25 @@ json.dumps({"modules": sorted(sys.modules), "environ": dict(os.environ), "sum": 
 
 
 @pytest.fixture(scope="module")
-def made(tmp_path_factory) -> tuple[Path, str, Path]:
+def made(tmp_path_factory) -> tuple[Path, str, Path, int]:
     cache, out = tmp_path_factory.mktemp("cache"), tmp_path_factory.mktemp("out")
-    path, digest = site_snapshot(PYODIDE, WEB, cache, out)
-    return path, digest, cache
+    path, digest, size = site_snapshot(PYODIDE, WEB, cache, out)
+    return path, digest, cache, size
 
 
 def test_named_by_its_content_and_made_once(made, tmp_path, monkeypatch):
-    path, digest, cache = made
+    path, digest, cache, size = made
     assert path.name == f"pyodide-snapshot-{digest[:16]}.bin" and sha256_file(path) == digest
-    assert path.stat().st_size > 8 << 20   # the interpreter's whole memory
+    assert size > 16 << 20   # the interpreter's whole memory,
+    assert path.stat().st_size < size * 0.8   # less its pages of zeros
     (tmp_path / "pyodide-snapshot-0123456789abcdef.bin").write_bytes(b"an older one")
 
     def no_node(*args, **kwargs):
         raise AssertionError("made again")
 
     monkeypatch.setattr(pyodide_snapshot.subprocess, "run", no_node)
-    again, digest_again = site_snapshot(PYODIDE, WEB, cache, tmp_path)   # from the cache: same bytes, same name
-    assert (again.name, digest_again) == (path.name, digest)
+    again, digest_again, size_again = site_snapshot(PYODIDE, WEB, cache, tmp_path)   # from the cache: same bytes
+    assert (again.name, digest_again, size_again) == (path.name, digest, size)
     assert [p.name for p in tmp_path.glob("pyodide-snapshot-*.bin")] == [path.name]
 
 
@@ -74,8 +76,8 @@ def test_the_key_follows_snapshot_js_and_pyodide(tmp_path):
 def test_restores_with_the_preloaded_modules_and_nothing_of_its_maker(made, tmp_path):
     script = tmp_path / "restore.mjs"
     script.write_text(RESTORE)
-    run = subprocess.run(["node", str(script), str(PYODIDE), str(made[0])], capture_output=True, text=True,
-                         timeout=300)
+    run = subprocess.run(["node", "--no-warnings", str(script), str(PYODIDE), str(made[0]), str(WEB / "snapshot.js")],
+                         capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     got = json.loads(run.stdout.strip().splitlines()[-1])
     assert got["sum"] == 45
@@ -107,3 +109,41 @@ def test_a_failed_make_says_why_and_leaves_nothing(monkeypatch, tmp_path):
     with pytest.raises(SnapshotUnavailable, match="no_such_module_here"):
         site_snapshot(PYODIDE, web, tmp_path / "cache", tmp_path)
     assert not list((tmp_path / "cache").iterdir()) and not list(tmp_path.glob("pyodide-snapshot-*"))
+
+
+EXPAND = """
+import { pathToFileURL } from "node:url";
+import { readFileSync } from "node:fs";
+const [file, snapshotJs] = process.argv.slice(1);
+const { expand } = await import(pathToFileURL(snapshotJs).href);
+const bytes = new Uint8Array(readFileSync(file));
+const tries = { whole: () => Buffer.from(expand(bytes)).toString("hex"),
+                truncated: () => expand(bytes.subarray(0, bytes.length - 1)),
+                longer: () => expand(new Uint8Array([...bytes, 7])),
+                other: () => expand(new TextEncoder().encode("a snapshot of Pyodide's own")),
+                small: () => expand(bytes, new Uint8Array(3)) };
+const out = {};
+for (const [name, run] of Object.entries(tries)) {
+  try { out[name] = run(); } catch (e) { out[name] = `Error: ${e.message}`; }
+}
+process.stdout.write(JSON.stringify(out) + "\\n");
+"""
+
+
+def test_zero_pages_are_left_out_and_expanded_back(tmp_path):
+    raw = bytearray(5 * PAGE + 123)
+    raw[7] = 1
+    raw[3 * PAGE + 5: 3 * PAGE + 9] = b"page"
+    raw[-1] = 9   # the last, partial page
+    file = tmp_path / "snapshot.bin"
+    file.write_bytes(without_zero_pages(bytes(raw)))
+    assert file.stat().st_size == 8 + 12 + 1 + 2 * PAGE + 123   # magic, sizes, bitmap, pages 0 and 3, the last
+    run = subprocess.run(["node", "--no-warnings", "--input-type=module", "-e", EXPAND, str(file),
+                          str(WEB / "snapshot.js")], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr[-2000:]
+    got = json.loads(run.stdout.strip().splitlines()[-1])
+    assert bytes.fromhex(got["whole"]) == bytes(raw)
+    assert got["truncated"] == "Error: a truncated snapshot file"
+    assert got["longer"] == "Error: 1 bytes past the snapshot's last page"
+    assert got["other"] == "Error: not a gpuport snapshot file"
+    assert got["small"].startswith("Error: a snapshot of ")

@@ -164,13 +164,13 @@ def test_latest_json_lists_the_snapshot_served_immutable(tmp_path, monkeypatch):
     def made(pyodide, web, cache, out_dir):
         path = out_dir / "pyodide-snapshot-0123456789abcdef.bin"
         path.write_bytes(data)
-        return path, hashlib.sha256(data).hexdigest()
+        return path, hashlib.sha256(data).hexdigest(), 3 * len(data)
 
     monkeypatch.setattr(site_files, "site_snapshot", made)
     with TestClient(create_app(repo), base_url=LOCAL) as c:
         site = c.get("/wheels/latest.json").json()
         assert site["snapshot"] == {"url": "/wheels/pyodide-snapshot-0123456789abcdef.bin",
-                                    "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+                                    "sha256": hashlib.sha256(data).hexdigest(), "bytes": 3 * len(data)}
         r = c.get(site["snapshot"]["url"])
         assert r.status_code == 200 and r.content == data and r.headers["cache-control"] == IMMUTABLE
         assert c.get(site["gpuport"]).headers["cache-control"] == NO_CACHE

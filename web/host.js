@@ -231,7 +231,11 @@ export async function boot({ base = null, pyodideURL, wheelURL, chunked = {}, nu
     if (readAheadOnPage) readAheadOnPage(); else idb.readAhead({ models, deliver: idb.receiveAhead });
   };
   const pyodide = await stage("pyodide", "pyodide_ms", async () => {
-    const found = snapshot ? snapshots.find(pyodideURL, siteSnapshot) : Promise.resolve({ problems: [] });
+    // The site's snapshot, its size listed, restores into memory made ready beside its fetch and check: loadPyodide
+    // fetches and compiles the interpreter meanwhile (0.15-0.2 s in Firefox), held by fsInit until the checked bytes
+    // are in. Memory that receives none stays zero, which loadPyodide refuses (no snapshot's magic number).
+    const memory = snapshot && siteSnapshot && siteSnapshot.bytes ? new Uint8Array(siteSnapshot.bytes) : null;
+    const found = snapshot ? snapshots.find(pyodideURL, siteSnapshot, memory) : Promise.resolve({ problems: [] });
     found.then(readAhead);
     const { loadPyodide } = await import(new URL("pyodide.mjs", pyodideURL).href);
     const restore = async (options) => {
@@ -247,20 +251,19 @@ export async function boot({ base = null, pyodideURL, wheelURL, chunked = {}, nu
       mark.snapshot = (await found).from === "site" ? "restored from the site" : "restored";
       return restored;
     };
-    // The site's snapshot, its size listed, restores into memory made ready beside its fetch and check: loadPyodide
-    // fetches and compiles the interpreter meanwhile (0.15-0.2 s in Firefox), held by fsInit until the checked bytes
-    // are in. Memory that receives none stays zero, which loadPyodide refuses (no snapshot's magic number).
     let early = null;
-    if (snapshot && siteSnapshot && siteSnapshot.bytes) {
-      const memory = new Uint8Array(siteSnapshot.bytes);
-      const filled = found.then(({ bytes }) => { if (bytes && bytes.length === memory.length) memory.set(bytes); });
+    if (memory) {
+      // a stored snapshot of the same size goes in as well
+      const filled = found.then(({ bytes }) => {
+        if (bytes && bytes !== memory && bytes.length === memory.length) memory.set(bytes);
+      });
       early = restore({ _loadSnapshot: memory, fsInit: () => filled });
       early.catch(() => {});   // reported below, once `found` says why
     }
     const { bytes, from, problems } = await found;
     if (bytes) {
       try {
-        return await (early && bytes.length === siteSnapshot.bytes ? early : restore({ _loadSnapshot: bytes }));
+        return await (early && bytes.length === memory.length ? early : restore({ _loadSnapshot: bytes }));
       } catch (e) {
         if (from === "stored") await snapshots.drop(pyodideURL);
         problems.push(`${from === "site" ? "the site's" : "it"} did not restore (${e.message})`);

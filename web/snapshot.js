@@ -25,6 +25,31 @@ export const PRELOAD = "import asyncio, base64, collections, contextlib, csv, ct
 
 export const key = (pyodideURL) => `pyodide-snapshot:${pyodideURL}`;
 
+const MAGIC = "GPSNAP01";
+
+/** The site's snapshot file (py/gpuport/pyodide_snapshot.py: its pages of zeros left out) expanded into `into`
+ * (zeroed memory of the snapshot's size, made here when null); an Error when it is not such a file. */
+export function expand(file, into = null) {
+  const view = new DataView(file.buffer, file.byteOffset, file.byteLength);
+  if (file.length < 20 || new TextDecoder().decode(file.subarray(0, 8)) !== MAGIC) {
+    throw new Error("not a gpuport snapshot file");
+  }
+  const [size, page, pages] = [view.getUint32(8, true), view.getUint32(12, true), view.getUint32(16, true)];
+  const out = into || new Uint8Array(size);
+  if (out.length !== size || pages !== Math.ceil(size / page)) throw new Error(`a snapshot of ${size} bytes, not ${out.length}`);
+  let at = 20 + Math.ceil(pages / 8);
+  for (let i = 0; i < pages; i += 1) {
+    if (file[20 + (i >> 3)] & (1 << (i & 7))) {
+      const length = Math.min(page, size - i * page);
+      if (at + length > file.length) throw new Error("a truncated snapshot file");
+      out.set(file.subarray(at, at + length), i * page);
+      at += length;
+    }
+  }
+  if (at !== file.length) throw new Error(`${file.length - at} bytes past the snapshot's last page`);
+  return out;
+}
+
 /** The stored snapshot's bytes when its SHA-256 checks out; {problem} when a record was there and is dropped;
  * null when there is none (or no IndexedDB, or no crypto.subtle to check one with). */
 export async function load(pyodideURL) {
@@ -50,9 +75,9 @@ export async function load(pyodideURL) {
 
 /** The snapshot to boot from: the one stored in IndexedDB (made by a visit the site's could not serve), else the
  * site's ({url, sha256} from wheels/latest.json: pyodide_snapshot.py), fetched and checked beside the IndexedDB
- * lookup and let go when a stored one is there. {bytes, from: "stored" | "site", problems}, or {problems}: why a
+ * lookup and let go when a stored one is there, then expanded (into `into` when given: zeroed memory of its size). {bytes, from: "stored" | "site", problems}, or {problems}: why a
  * stored or listed one is not used (the caller reports them). */
-export async function find(pyodideURL, site) {
+export async function find(pyodideURL, site, into = null) {
   const abort = new AbortController();
   const fetched = site ? idb.fetchChecked(site, abort.signal) : null;
   const stored = await load(pyodideURL);
@@ -63,8 +88,13 @@ export async function find(pyodideURL, site) {
   const problems = stored ? [stored.problem] : [];
   if (!site) return { problems };
   const { bytes, problem } = await fetched;
-  if (bytes) return { bytes, from: "site", problems };
-  return { problems: [...problems, `the site's: ${problem}`] };
+  if (!bytes) return { problems: [...problems, `the site's: ${problem}`] };
+  try {
+    return { bytes: expand(bytes, into), from: "site", problems };
+  } catch (e) {
+    if (into) into.fill(0, 0, 16);   // no snapshot's magic number: loadPyodide refuses what was expanded so far
+    return { problems: [...problems, `the site's: ${e.message}`] };
+  }
 }
 
 export async function drop(pyodideURL) {

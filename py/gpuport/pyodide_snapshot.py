@@ -3,9 +3,10 @@ under Node (pyodide_snapshot.mjs) by the dev server and `gpuport export`, listed
 from on a page's first visit (web/snapshot.js). Without it a first visit initialises the interpreter, 1.5-2 s of
 its Pyodide stage here; a browser restores the same snapshot Node made (its memory holds nothing of Node's).
 
-A snapshot is Pyodide's build's (its restore checks the build id) and PRELOAD's, so it is made once per distinct
-Pyodide, web/snapshot.js and script (kept in the cache by their hash) and named by its content
-(`pyodide-snapshot-<sha256[:16]>.bin`), which lets a server send it as immutable. Where Node or the vendored
+The file leaves out the snapshot's pages of zeros (MAGIC below). A snapshot is Pyodide's build's (its restore
+checks the build id) and PRELOAD's, so it is made once per distinct Pyodide, web/snapshot.js and script (kept in
+the cache by their hash) and named by its content (`pyodide-snapshot-<sha256[:16]>.bin`), which lets a server send
+it as immutable. Where Node or the vendored
 Pyodide is missing, SnapshotUnavailable says why and pages make their own (stored in IndexedDB) as before.
 """
 
@@ -15,6 +16,7 @@ import hashlib
 import json
 import os
 import shutil
+import struct
 import subprocess
 import tempfile
 from pathlib import Path
@@ -23,6 +25,11 @@ from .distribution import sha256_file
 
 SCRIPT = Path(__file__).resolve().with_name("pyodide_snapshot.mjs")
 SNAPSHOT = "pyodide-snapshot-{}.bin"
+# The file a page fetches leaves out the snapshot's pages of zeros (a third of its 25 MB: the heap's free space):
+# MAGIC, the snapshot's size, the page size and the number of pages (uint32, little-endian), a bit per page (1: it
+# follows), then those pages in order. web/snapshot.js expands it into zeroed memory.
+MAGIC = b"GPSNAP01"
+PAGE = 1 << 16
 # what the snapshot is made from: the interpreter's build and standard library, and what it preloads
 _PYODIDE_FILES = ("pyodide.mjs", "pyodide.asm.js", "pyodide.asm.wasm", "python_stdlib.zip")
 
@@ -32,15 +39,26 @@ class SnapshotUnavailable(Exception):
 
 
 def snapshot_key(pyodide: Path, snapshot_js: Path) -> str:
-    digest = hashlib.sha256()
+    digest = hashlib.sha256(MAGIC)
     for path in [pyodide / name for name in _PYODIDE_FILES] + [snapshot_js, SCRIPT]:
         digest.update(path.name.encode() + b"\0" + sha256_file(path).encode())
     return digest.hexdigest()[:32]
 
 
-def site_snapshot(pyodide: Path, web: Path, cache: Path, out_dir: Path) -> tuple[Path, str]:
+def without_zero_pages(raw: bytes) -> bytes:
+    """`raw` in the file format above."""
+    pages = [raw[i:i + PAGE] for i in range(0, len(raw), PAGE)]
+    kept = [any(page) for page in pages]
+    bitmap = bytearray((len(pages) + 7) // 8)
+    for i, keep in enumerate(kept):
+        bitmap[i // 8] |= keep << (i % 8)
+    return b"".join([MAGIC, struct.pack("<III", len(raw), PAGE, len(pages)), bytes(bitmap),
+                     *(page for page, keep in zip(pages, kept) if keep)])
+
+
+def site_snapshot(pyodide: Path, web: Path, cache: Path, out_dir: Path) -> tuple[Path, str, int]:
     """The snapshot for `pyodide` and `web`'s snapshot.js in `out_dir` (older ones there removed), made once per
-    key in `cache`; returns (path, sha256). SnapshotUnavailable with the reason."""
+    key in `cache`; returns (path, sha256 of the file, the snapshot's size). SnapshotUnavailable with the reason."""
     node = shutil.which("node")
     if node is None:
         raise SnapshotUnavailable("node is not on PATH")
@@ -59,8 +77,10 @@ def site_snapshot(pyodide: Path, web: Path, cache: Path, out_dir: Path) -> tuple
             if run.returncode != 0:
                 raise SnapshotUnavailable(f"making it with Pyodide under Node failed: {run.stderr.strip()[-1500:]}")
             size = json.loads(run.stdout.strip().splitlines()[-1])["bytes"]
-            if size != os.path.getsize(tmp):
-                raise SnapshotUnavailable(f"Node reported {size} bytes and wrote {os.path.getsize(tmp)}")
+            raw = Path(tmp).read_bytes()
+            if size != len(raw):
+                raise SnapshotUnavailable(f"Node reported {size} bytes and wrote {len(raw)}")
+            Path(tmp).write_bytes(without_zero_pages(raw))
             os.replace(tmp, made)   # atomic: a concurrent server made an equivalent one
         finally:
             if os.path.exists(tmp):
@@ -76,4 +96,6 @@ def site_snapshot(pyodide: Path, web: Path, cache: Path, out_dir: Path) -> tuple
     for old in out_dir.glob(SNAPSHOT.format("*")):
         if old != final:
             old.unlink()
-    return final, digest
+    with open(final, "rb") as f:
+        size = struct.unpack("<I", f.read(len(MAGIC) + 4)[len(MAGIC):])[0]
+    return final, digest, size

@@ -4,7 +4,7 @@ and `gpuport export` alike; each entry is {"url", "sha256"}, named by its conten
     "numpy"            NumPy's wheel as a page archive (page_archives.py; plus its "file_name")   written from JS
     "gpuport_archive"  the gpuport wheel as a page archive                                     written from JS
     "numpy_bytecode"   NumPy's modules compiled for the page's CPython (distribution.numpy_bytecode)
-    "snapshot"         the interpreter a first visit boots from (pyodide_snapshot.py; plus its size, "bytes")
+    "snapshot"         the interpreter a first visit boots from (pyodide_snapshot.py; plus its size once expanded, "bytes")
 
 What cannot be made here is left out and said why (`notes`); the page then does without: Pyodide's loadPackage,
 compiling NumPy's modules, booting the interpreter and making its own snapshot.
@@ -40,8 +40,8 @@ def site_files(pyodide: Path, wheel: Path, web: Path, cache: Path, prefix: str =
     except BytecodeUnavailable as exc:
         notes.append(f"no NumPy bytecode (pages compile NumPy's modules): {exc}")
     try:
-        made, digest = site_snapshot(pyodide, web, cache / "snapshot", out_dir)
-        entries["snapshot"] = {"url": prefix + made.name, "sha256": digest, "bytes": made.stat().st_size}
+        made, digest, size = site_snapshot(pyodide, web, cache / "snapshot", out_dir)
+        entries["snapshot"] = {"url": prefix + made.name, "sha256": digest, "bytes": size}
     except SnapshotUnavailable as exc:
         notes.append(f"no Pyodide snapshot (pages make their own): {exc}")
     return entries, notes
