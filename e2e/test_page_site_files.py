@@ -1,0 +1,48 @@
+"""What the site lists beside the gpuport wheel (py/gpuport/site_files.py), in the page: start() fetches each file
+beside the boot and checks its SHA-256 against wheels/latest.json. NumPy and gpuport come from their page archives,
+written from JS (web/wheels.js), and Pyodide counts them as installed; NumPy's bytecode is written over NumPy, so
+`import numpy` compiles nothing. An archive altered in transit is refused and the page does as before: Pyodide's
+loadPackage installs both, NumPy is compiled on import; timings say why. Chromium and Firefox, Pyodide in its Web
+Worker. (The Pyodide snapshot: test_page_snapshot.py.)"""
+
+from __future__ import annotations
+
+import pytest
+
+USED = """
+import importlib.metadata as md, numpy as np, gpuport
+{"works": float(np.linalg.norm([3.0, 4.0])), "gpuport": md.version("gpuport"),
+ "installer": md.distribution("numpy").read_text("INSTALLER")}
+"""
+
+
+def _start(page, url: str) -> dict:
+    page.goto(url)
+    timings = page.evaluate("async () => (await window.gpuportReady).timings")
+    out = page.evaluate("async (src) => (await window.gpuportReady).runPython(src)", USED)
+    return {"packages": timings["packages"], "bytecode": timings["numpy_bytecode"], **out}
+
+
+def _altered(route):
+    body = bytearray(route.fetch().body())
+    body[len(body) // 2] ^= 0xFF
+    route.fulfill(body=bytes(body), headers={"content-type": "application/gzip"})
+
+
+@pytest.mark.parametrize("kind", ["chromium-webgpu", "firefox"])
+def test_page_archives_are_used_and_an_altered_one_is_refused(browsers, server_url, kind):
+    context = browsers.get(kind).new_context()
+    try:
+        page = context.new_page()
+        got = _start(page, server_url + "/test.html")
+        assert got == {"packages": "from the site's archives", "bytecode": "used", "works": 5.0, "gpuport": "0.1.0",
+                       "installer": "pyodide.loadPackage"}, got
+
+        page.route("**/numpy-wheel-*.zip.gz", _altered)
+        page.route("**/numpy-bytecode-*.zip.gz", _altered)
+        got = _start(page, server_url + "/test.html")
+        assert got["packages"].startswith("loadPackage: ") and "its sha256 is" in got["packages"], got
+        assert got["bytecode"].startswith("not used: ") and "its sha256 is" in got["bytecode"], got
+        assert got["works"] == 5.0 and got["gpuport"] == "0.1.0", got   # installed by Pyodide, NumPy compiled
+    finally:
+        context.close()
