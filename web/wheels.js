@@ -5,7 +5,7 @@
 // then re-reads the standard library's zip index (importlib.invalidate_caches): 0.3-0.35 s of a warm visit's packages
 // stage here, in Chromium and Firefox. Where the site has no archives or one cannot serve, host.js says why and uses
 // loadPackage.
-import { sha256 } from "./idb.js";
+import { fetchChecked } from "./idb.js";
 
 const EOCD = 0x06054b50;
 const CENTRAL = 0x02014b50;
@@ -41,21 +41,15 @@ export function storedEntries(bytes) {
 }
 
 /** {files: {name: bytes}} of the page archive {url, sha256}, or {problem}. */
-export async function fetchArchive({ url, sha256: expected }) {
+export async function fetchArchive(file) {
+  if (typeof DecompressionStream === "undefined") return { problem: "no DecompressionStream in this browser" };
+  const { bytes, problem } = await fetchChecked(file);
+  if (!bytes) return { problem };
   try {
-    if (typeof DecompressionStream === "undefined") return { problem: "no DecompressionStream in this browser" };
-    const res = await fetch(url);
-    if (!res.ok) return { problem: `HTTP ${res.status} for ${url}` };
-    const bytes = new Uint8Array(await res.arrayBuffer());
-    const digests = await sha256([bytes]);
-    if (digests === null) return { problem: "no crypto.subtle to check it with" };
-    if (digests[0] !== expected) {
-      return { problem: `${url}: its sha256 is ${digests[0].slice(0, 12)}..., not ${expected.slice(0, 12)}...` };
-    }
     const zip = new Response(new Blob([bytes]).stream().pipeThrough(new DecompressionStream("gzip")));
     return { files: storedEntries(new Uint8Array(await zip.arrayBuffer())) };
   } catch (e) {
-    return { problem: `${url}: ${e.message}` };
+    return { problem: `${file.url}: ${e.message}` };
   }
 }
 
