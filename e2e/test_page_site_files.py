@@ -1,6 +1,7 @@
 """What the site lists beside the gpuport wheel (py/gpuport/site_files.py), in the page: start() fetches each file
 beside the boot and checks its SHA-256 against wheels/latest.json. NumPy and gpuport come from their page archives,
-written from JS (web/wheels.js), and Pyodide counts them as installed; NumPy's bytecode is written over NumPy, so
+written from JS (web/wheels.js), and Pyodide counts them as installed (in the worker, only the shared libraries
+`import numpy` needs load at install); NumPy's bytecode is written over NumPy, so
 `import numpy` compiles nothing. An archive altered in transit is refused and the page does as before: Pyodide's
 loadPackage installs both, NumPy is compiled on import; timings say why. Chromium and Firefox, Pyodide in its Web
 Worker. (The Pyodide snapshot: test_page_snapshot.py.)"""
@@ -12,7 +13,8 @@ import pytest
 USED = """
 import importlib.metadata as md, numpy as np, gpuport
 {"works": float(np.linalg.norm([3.0, 4.0])), "gpuport": md.version("gpuport"),
- "installer": md.distribution("numpy").read_text("INSTALLER")}
+ "installer": md.distribution("numpy").read_text("INSTALLER"),
+ "later": float(np.fft.fft([1.0, 1.0]).real[0]) + float(np.random.default_rng(0).random() < 1)}
 """
 
 
@@ -20,7 +22,8 @@ def _start(page, url: str) -> dict:
     page.goto(url)
     timings = page.evaluate("async () => (await window.gpuportReady).timings")
     out = page.evaluate("async (src) => (await window.gpuportReady).runPython(src)", USED)
-    return {"packages": timings["packages"], "bytecode": timings["numpy_bytecode"], **out}
+    return {"packages": timings["packages"], "bytecode": timings["numpy_bytecode"],
+            "libraries": timings.get("numpy_libraries"), **out}
 
 
 def _altered(route):
@@ -35,14 +38,21 @@ def test_page_archives_are_used_and_an_altered_one_is_refused(browsers, server_u
     try:
         page = context.new_page()
         got = _start(page, server_url + "/test.html")
+        # in the worker, NumPy's shared libraries that `import numpy` needs load at install, the others (fft's,
+        # random's) when imported
         assert got == {"packages": "from the site's archives", "bytecode": "used", "works": 5.0, "gpuport": "0.1.0",
-                       "installer": "pyodide.loadPackage"}, got
+                       "installer": "pyodide.loadPackage", "later": 3.0,
+                       "libraries": "3 of 19 at install, the rest on import"}, got
+
+        # on the page's main thread every one loads at install (no synchronous compile of a large module there)
+        got = _start(page, server_url + "/test.html?worker=0")
+        assert (got["libraries"], got["works"], got["later"]) == ("all 19 at install", 5.0, 3.0), got
 
         page.route("**/numpy-wheel-*.zip.gz", _altered)
         page.route("**/numpy-bytecode-*.zip.gz", _altered)
         got = _start(page, server_url + "/test.html")
         assert got["packages"].startswith("loadPackage: ") and "its sha256 is" in got["packages"], got
         assert got["bytecode"].startswith("not used: ") and "its sha256 is" in got["bytecode"], got
-        assert got["works"] == 5.0 and got["gpuport"] == "0.1.0", got   # installed by Pyodide, NumPy compiled
+        assert got["works"] == 5.0 and got["gpuport"] == "0.1.0" and got["later"] == 3.0, got   # installed by Pyodide
     finally:
         context.close()

@@ -93,22 +93,30 @@ def test_wheels_js_reads_stored_entries_and_refuses_the_rest(tmp_path):
 INSTALL = """
 import { pathToFileURL } from "node:url";
 import { fetchArchive, install } from "%s";
-const [pyodideDir, url, sha256, fileName] = process.argv.slice(1);
+const [pyodideDir, url, sha256, fileName, libraries] = process.argv.slice(1);
 const { loadPyodide } = await import(pathToFileURL(`${pyodideDir}/pyodide.mjs`).href);
 const bad = await fetchArchive({ url, sha256: "0".repeat(64) });
 const missing = await fetchArchive({ url: url + ".nothing", sha256 });
 const { files, problem } = await fetchArchive({ url, sha256 });
 if (!files) throw new Error(problem);
 const pyodide = await loadPyodide({ indexURL: `${pyodideDir}/` });
-await install(pyodide, files, { fileName, name: "numpy", channel: "default channel", source: "pyodide" });
+const count = await install(pyodide, files, { fileName, name: "numpy", channel: "default channel", source: "pyodide",
+                                             libraries: JSON.parse(libraries) });
+const libs = () => Object.keys(pyodide._module.LDSO.loadedLibsByName).filter((p) => p.includes("/numpy/")).sort();
+const atInstall = libs();
 const out = JSON.parse(pyodide.runPython(`
 import importlib.metadata as md, json, numpy as np
 d = md.distribution("numpy")
 json.dumps({"sum": int(np.arange(10).sum()), "solve": np.linalg.solve([[2.0, 0.0], [0.0, 4.0]], [2.0, 8.0]).tolist(),
             "version": d.version, "installer": d.read_text("INSTALLER"), "source": d.read_text("PYODIDE_SOURCE")})
 `));
-process.stdout.write(JSON.stringify({ ...out, bad: bad.problem, missing: missing.problem,
-                                      loaded: pyodide.loadedPackages.numpy }) + "\\n");
+const afterImport = libs();
+const later = pyodide.runPython(`
+import numpy as np
+[float(np.random.default_rng(0).random()) < 1.0, float(np.fft.fft([1.0, 1.0]).real[0])]
+`).toJs();
+process.stdout.write(JSON.stringify({ ...out, bad: bad.problem, missing: missing.problem, count, atInstall, afterImport,
+                                      later, end: libs().length, loaded: pyodide.loadedPackages.numpy }) + "\\n");
 """ % WHEELS
 
 
@@ -123,13 +131,24 @@ def served(tmp_path):
     server.shutdown()
 
 
-def test_numpy_installed_from_its_archive_imports_as_if_loadpackage_had(served):
+@pytest.mark.parametrize("lazy", [False, True], ids=["all-at-install", "import-libraries-at-install"])
+def test_numpy_installed_from_its_archive_imports_as_if_loadpackage_had(served, lazy):
     folder, url = served
-    path, digest, file_name = numpy_archive(PYODIDE, folder)
+    path, digest, file_name, libraries = numpy_archive(PYODIDE, folder)
     assert file_name.startswith("numpy-") and file_name.endswith(".whl")
-    got = _node(INSTALL, str(PYODIDE), url + path.name, digest, file_name)
+    got = _node(INSTALL, str(PYODIDE), url + path.name, digest, file_name, json.dumps(libraries if lazy else None))
     assert got["sum"] == 45 and got["solve"] == [1.0, 2.0], got   # numpy.linalg: a shared library of its own
     assert (got["version"], got["installer"], got["source"], got["loaded"]) == \
         ("2.0.2", "pyodide.loadPackage", "pyodide", "default channel"), got
+    # a worker's install (lazy) loads exactly what `import numpy` needs (NUMPY_IMPORT_LIBRARIES): the import loads
+    # none more; random and fft load theirs when imported
+    assert got["afterImport"] == got["atInstall"], got
+    assert got["later"] == [True, 2.0], got
+    if lazy:
+        assert got["count"] == {"loaded": 3, "of": 19} and len(got["atInstall"]) == 3, got
+        assert [p.split("/site-packages/")[1] for p in got["atInstall"]] == libraries, got
+        assert got["end"] > 3, got
+    else:
+        assert got["count"] == {"loaded": 19, "of": 19} and len(got["atInstall"]) == got["end"] == 19, got
     assert got["bad"].endswith("its sha256 is " + digest[:12] + "..., not 000000000000..."), got["bad"]
     assert got["missing"].startswith("HTTP 404 for "), got["missing"]

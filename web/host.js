@@ -279,11 +279,13 @@ export async function boot({ base = null, pyodideURL, wheelURL, chunked = {}, nu
   await stage("packages", "packages_ms", async () => {
     const [numpy, gpuport] = await archives;
     if (numpy.files && gpuport.files) {
-      await wheels.install(pyodide, numpy.files, { fileName: numpyArchive.file_name, name: "numpy",
-                                                   channel: "default channel", source: "pyodide" });
+      const { loaded, of } = await wheels.install(
+        pyodide, numpy.files, { fileName: numpyArchive.file_name, name: "numpy", channel: "default channel",
+                                source: "pyodide", libraries: wheels.LAZY_LIBRARIES ? numpyArchive.libraries || null : null });
       await wheels.install(pyodide, gpuport.files, { fileName: new URL(wheelURL).pathname.split("/").pop(),
                                                      name: "gpuport", channel: wheelURL, source: wheelURL });
       mark.packages = "from the site's archives";
+      mark.numpy_libraries = loaded === of ? `all ${of} at install` : `${loaded} of ${of} at install, the rest on import`;
     } else {
       await pyodide.loadPackage(["numpy", wheelURL], { messageCallback: () => {} });
       mark.packages = `loadPackage: ${numpy.problem || gpuport.problem}`;

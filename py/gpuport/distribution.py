@@ -313,6 +313,10 @@ _NUMPY_UNUSED = ("numpy/f2py/", "numpy/_pyinstaller/", "numpy/random/_examples/"
                  "numpy/doc/")
 NUMPY_BYTECODE = "numpy-bytecode-{}.zip.gz"
 NUMPY_ARCHIVE = "numpy-wheel-{}.zip.gz"
+# The extension modules `import numpy` loads (the vendored NumPy 2.0.2): a page's worker loads their shared libraries
+# at install and leaves NumPy's other 16 (random, fft, lapack_lite) to the import that needs one (web/wheels.js).
+NUMPY_IMPORT_LIBRARIES = ("numpy._core._multiarray_umath", "numpy._core._multiarray_tests",
+                          "numpy.linalg._umath_linalg")
 GPUPORT_ARCHIVE = "gpuport-wheel-{}.zip.gz"
 
 
@@ -343,15 +347,19 @@ def numpy_bytecode(pyodide: Path, cache: Path, out_dir: Path) -> tuple[Path, str
     return write_archive(compile_sources(sources, pyodide, cache, PYODIDE_VERSION), out_dir, NUMPY_BYTECODE)
 
 
-def numpy_archive(pyodide: Path, out_dir: Path) -> tuple[Path, str, str]:
+def numpy_archive(pyodide: Path, out_dir: Path) -> tuple[Path, str, str, list[str]]:
     """The vendored NumPy wheel's entries as an archive a page writes from JS (page_archives.py), named by its
-    content; returns (path, sha256, the wheel's file name). LoadError where there is no vendored NumPy."""
+    content; returns (path, sha256, the wheel's file name, the paths in it of NUMPY_IMPORT_LIBRARIES' shared
+    libraries). LoadError where there is no vendored NumPy."""
     wheel = vendored_numpy(pyodide)
     try:
         path, digest = wheel_archive(wheel, out_dir, NUMPY_ARCHIVE)
+        with zipfile.ZipFile(wheel) as zf:
+            libraries = sorted(n for n in zf.namelist() if n.endswith(".so")
+                               and n.replace("/", ".").split(".cpython-")[0] in NUMPY_IMPORT_LIBRARIES)
     except zipfile.BadZipFile as exc:
         raise LoadError(f"{wheel}: {exc}") from exc
-    return path, digest, wheel.name
+    return path, digest, wheel.name, libraries
 
 
 _NOT_IN_WHEEL = {"RECORD", "INSTALLER", "REQUESTED", "direct_url.json"}

@@ -1,7 +1,8 @@
 """What wheels/latest.json lists for a page beside the gpuport wheel, made from the vendored Pyodide by the dev server
 and `gpuport export` alike; each entry is {"url", "sha256"}, named by its content, checked by the page before use:
 
-    "numpy"            NumPy's wheel as a page archive (page_archives.py; plus its "file_name")   written from JS
+    "numpy"            NumPy's wheel as a page archive (page_archives.py; plus its "file_name" and the shared
+                       "libraries" its import loads)                                          written from JS
     "gpuport_archive"  the gpuport wheel as a page archive                                     written from JS
     "numpy_bytecode"   NumPy's modules compiled for the page's CPython (distribution.numpy_bytecode)
     "snapshot"         the interpreter a first visit boots from (pyodide_snapshot.py; plus its size once expanded, "bytes")
@@ -28,8 +29,8 @@ def site_files(pyodide: Path, wheel: Path, web: Path, cache: Path, prefix: str =
     entries: dict = {}
     notes: list[str] = []
     try:
-        made, digest, file_name = numpy_archive(pyodide, out_dir)
-        entries["numpy"] = {"url": prefix + made.name, "sha256": digest, "file_name": file_name}
+        made, digest, file_name, libraries = numpy_archive(pyodide, out_dir)
+        entries["numpy"] = {"url": prefix + made.name, "sha256": digest, "file_name": file_name, "libraries": libraries}
         made, digest = wheel_archive(wheel, out_dir, GPUPORT_ARCHIVE)
         entries["gpuport_archive"] = {"url": prefix + made.name, "sha256": digest}
     except LoadError as exc:
