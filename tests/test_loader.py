@@ -183,6 +183,12 @@ def test_loads_every_tensor_with_range_requests(tiny):
     srv, tensors, _ = tiny
     out, events, ld = load(srv.url)
     check_same(out, tensors)
+    # each array is writable and holds its own bytes, nothing more: a chunk (or the span of several) is not kept
+    # alive by a tensor that lies in part of it
+    spans = [t["chunks"][0] != t["chunks"][1] for t in ld.manifest["tensors"].values()]
+    assert any(spans) and not all(spans)
+    for arr in out.values():
+        assert arr.flags.writeable and memoryview(arr.base if arr.base is not None else arr).nbytes == arr.nbytes
     ranges = [s for p, s in srv.faults.log if p.endswith("model.safetensors")]
     assert ranges[:2] == ["0", "8"], ranges            # the header: 8 bytes, then the JSON
     n_chunks = len(ld.manifest["chunks"])

@@ -80,3 +80,11 @@ def test_pieces():
     t = WordPieceTokenizer(vocab)
     assert t.tokenize_ids("unaffable unx") == [4, 5, 6, 1]
     assert t.tokenize_ids("u" * 101) == [1]
+
+
+def test_vocabulary_text_and_repeated_tokens():
+    # vocab.txt with Windows line ends reads the same; a token listed twice keeps its first id, as in `tokenizers`
+    assert parse_vocab("[PAD]\r\n[UNK]\r\nhello\r\n") == parse_vocab("[PAD]\n[UNK]\nhello\n") == ["[PAD]", "[UNK]", "hello"]
+    t = WordPieceTokenizer(["[PAD]", "hello", "[UNK]", "hello", "[CLS]", "[SEP]"])
+    assert t.vocab == {"[PAD]": 0, "hello": 1, "[UNK]": 2, "[CLS]": 4, "[SEP]": 5}
+    assert t.encode("hello") == [4, 1, 5]

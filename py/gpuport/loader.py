@@ -230,13 +230,17 @@ class ProgressiveModelLoader:
         def assemble(n: str) -> np.ndarray:
             t = m["tensors"][n]
             a, b = t["chunks"]
-            if a == b:
-                buf, base = data[a], m["chunks"][a]["start"]
-            else:
-                buf, base = b"".join(data[i] for i in range(a, b + 1)), m["chunks"][a]["start"]
             info = dict(entries[n])
-            info["data_offsets"] = [t["start"] - base, t["end"] - base]
-            return tensor_from_buffer(n, info, memoryview(buf), 0, self.weights_url)
+            if a == b:
+                base = m["chunks"][a]["start"]
+                info["data_offsets"] = [t["start"] - base, t["end"] - base]
+                return tensor_from_buffer(n, info, memoryview(data[a]), 0, self.weights_url)
+            # a tensor over several chunks: its bytes joined once, into memory the array then owns (joining
+            # bytes and copying them to a writable array took twice as long: 60 ms of MiniLM's load in Firefox)
+            pieces = [memoryview(data[i])[max(t["start"] - m["chunks"][i]["start"], 0):
+                                          t["end"] - m["chunks"][i]["start"]] for i in range(a, b + 1)]
+            info["data_offsets"] = [0, t["end"] - t["start"]]
+            return tensor_from_buffer(n, info, bytearray().join(pieces), 0, self.weights_url, copy=False)
 
         def arrived(i: int, blob: bytes) -> None:
             """Chunk i is verified: upload, right now, every tensor it completes (file order)."""

@@ -65,7 +65,9 @@ def report_bad_record(kind: str, scope: str, problem: str) -> None:
 # -- bounded parsing -----------------------------------------------------------------------------------
 
 # JSON strings (with escapes) and the characters that open, close or separate containers.
-_TOKENS = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{},]')
+_STRING = r'"[^"\\]*(?:\\.[^"\\]*)*"'
+_TOKENS = re.compile(_STRING + r'|[\[\]{},]')
+_STRING_OR_BRACKET = re.compile(_STRING + r'|[\[\]{}]')
 
 
 def parse_json(text: str | bytes, max_bytes: int = MAX_RECORD_BYTES, max_depth: int = MAX_DEPTH) -> Any:
@@ -88,7 +90,22 @@ def parse_json(text: str | bytes, max_bytes: int = MAX_RECORD_BYTES, max_depth: 
         raise RecordError("", f"not JSON: {exc}") from None
 
 
+def _deepest(text: str) -> int:
+    depth = deepest = 0
+    for tok in _STRING_OR_BRACKET.findall(text):
+        if tok in ("{", "["):
+            depth += 1
+            deepest = max(deepest, depth)
+        elif tok in ("}", "]"):
+            depth = max(depth - 1, 0)
+    return deepest
+
+
 def _check_depth(text: str, max_depth: int) -> None:
+    if _deepest(text) <= max_depth:
+        # the common case, without following keys to name a field (that took 18 of 23 ms of parsing MiniLM's
+        # chunk manifest in Firefox)
+        return
     # frames: [kind, key or index]; a string followed by ":" is the key of the frame it is in
     stack: list[list[Any]] = []
     for m in _TOKENS.finditer(text):

@@ -102,7 +102,7 @@ def check_layout(header: dict, data_start: int, file_size: int, name: str = "saf
                             f"{max(avail, 0)} data bytes (truncated file?)")
 
 
-def tensor_from_buffer(key: str, info: dict, data: memoryview | bytes | np.ndarray, base: int = 0,
+def tensor_from_buffer(key: str, info: dict, data: memoryview | bytes | bytearray | np.ndarray, base: int = 0,
                        name: str = "safetensors", copy: bool = True) -> np.ndarray:
     """One tensor from the data section (`base` = where the data section starts in `data`)."""
     dtype = info["dtype"]

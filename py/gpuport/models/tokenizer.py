@@ -109,7 +109,7 @@ def parse_vocab(text: str) -> list[str]:
     lines = text.split("\n")
     if lines and lines[-1] == "":
         lines.pop()
-    return [ln.rstrip("\r") for ln in lines]
+    return [ln.rstrip("\r") for ln in lines] if "\r" in text else lines
 
 
 class WordPieceTokenizer:
@@ -127,9 +127,11 @@ class WordPieceTokenizer:
         if isinstance(vocab, dict):
             self.vocab = dict(vocab)
         else:
-            self.vocab = {}
-            for i, tok in enumerate(vocab):
-                self.vocab.setdefault(tok, i)
+            self.vocab = dict(zip(vocab, range(len(vocab))))
+            if len(self.vocab) < len(vocab):   # a token listed twice keeps its first id
+                self.vocab = {}
+                for i, tok in enumerate(vocab):
+                    self.vocab.setdefault(tok, i)
         self.lowercase = lowercase
         self.max_length = int(max_length)
         self.max_input_chars_per_word = max_input_chars_per_word
