@@ -1,6 +1,13 @@
 // The dedicated Web Worker that runs Pyodide by default: a message pump around host.js.
 import { boot } from "./host.js";
 import { receiveAhead } from "./idb.js";
+// host.js's own imports (and theirs), named here too: a module graph is fetched a level at a time, each level a
+// round trip to revalidate, so these now come with host.js instead of two levels after it
+import "./ranges.js";
+import "./snapshot.js";
+import "./wasm.js";
+import "./wheels.js";
+import "./workers.js";
 
 let host = null;
 const METHODS = new Set(["runPython", "info", "setArray", "getArray", "installWheel", "addModule", "snapshotStatus",
