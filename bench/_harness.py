@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import multiprocessing
 import platform
 import socket
 import subprocess
@@ -12,7 +13,7 @@ import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CHROMIUM = "/usr/bin/chromium"
@@ -30,24 +31,43 @@ def dev_server() -> Iterator[str]:
 
 @contextmanager
 def serve(app: Any, what: str) -> Iterator[str]:
-    """An ASGI app (uvicorn) on a free loopback port, in a thread, for the `with` block."""
+    """An ASGI app (uvicorn) on a free loopback port, in a process of its own, for the `with` block: as `gpuport
+    serve` runs it, not sharing the bench's interpreter (and its lock) with Playwright's client."""
     import uvicorn
 
+    def run(port: int) -> None:
+        uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
+
+    with serving(run, what) as url:
+        yield url
+
+
+@contextmanager
+def serving(run: Callable[[int], None], what: str) -> Iterator[str]:
+    """`run(port)`, a server on a free loopback port, in a forked process until the `with` block ends; waits until
+    the port accepts connections."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        if not thread.is_alive():
-            raise RuntimeError(f"{what} failed to start")
-        time.sleep(0.05)
+    proc = multiprocessing.get_context("fork").Process(target=run, args=(port,), daemon=True)
+    proc.start()
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            if not proc.is_alive():
+                raise RuntimeError(f"{what} failed to start (exit code {proc.exitcode})") from None
+            if time.monotonic() > deadline:
+                proc.kill()
+                raise RuntimeError(f"{what} did not accept connections in 120 s") from None
+            time.sleep(0.05)
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+        proc.terminate()
+        proc.join(10)
 
 
 def write_result(name: str, data: dict[str, Any]) -> Path:

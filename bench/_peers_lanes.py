@@ -15,13 +15,12 @@ import json
 import os
 import statistics
 import subprocess
-import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
-from _harness import read_line
+from _harness import read_line, serving
 
 PEERS = Path(__file__).resolve().parent / "peers"
 
@@ -98,13 +97,12 @@ def peer_server(bench_dir: Path, cache_control: str = "no-store") -> Iterator[st
     handler = type("Handler", (_Handler,), {"mounts": {"/node_modules/": str(bench_dir / "js" / "node_modules"),
                                                        "/models/": str(bench_dir / "models")},
                                             "cache_control": cache_control})
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(handler, directory=str(PEERS)))
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{srv.server_address[1]}"
-    finally:
-        srv.shutdown()
-        srv.server_close()
+
+    def run(port: int) -> None:
+        http.server.ThreadingHTTPServer(("127.0.0.1", port), functools.partial(handler, directory=str(PEERS))).serve_forever()
+
+    with serving(run, "the transformers.js server") as url:
+        yield url
 
 
 def _offline(context: Any, origins: Sequence[str], blocked: list[str]) -> None:
