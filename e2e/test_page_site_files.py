@@ -38,12 +38,11 @@ def test_page_archives_are_used_and_an_altered_one_is_refused(browsers, server_u
     try:
         page = context.new_page()
         got = _start(page, server_url + "/test.html")
-        # in the worker, NumPy's shared libraries that `import numpy` needs load at install in Chromium, on import in
-        # Firefox (web/wheels.js says why), the others (fft's, random's) when imported
-        at_install = 0 if kind == "firefox" else 3
+        # in the worker, NumPy's shared libraries that `import numpy` needs load at install, the others (fft's,
+        # random's) when imported
         assert got == {"packages": "from the site's archives", "bytecode": "used", "works": 5.0, "gpuport": "0.1.0",
                        "installer": "pyodide.loadPackage", "later": 3.0,
-                       "libraries": f"{at_install} of 19 at install, the rest on import"}, got
+                       "libraries": "3 of 19 at install, the rest on import"}, got
 
         # on the page's main thread every one loads at install (no synchronous compile of a large module there)
         got = _start(page, server_url + "/test.html?worker=0")

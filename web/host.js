@@ -292,7 +292,7 @@ export async function boot({ base = null, pyodideURL, wheelURL, chunked = {}, nu
     if (numpy.files && gpuport.files) {
       const { loaded, of } = await wheels.install(
         pyodide, numpy.files, { fileName: numpyArchive.file_name, name: "numpy", channel: "default channel",
-                                source: "pyodide", libraries: wheels.librariesAtInstall(numpyArchive.libraries) });
+                                source: "pyodide", libraries: wheels.LAZY_LIBRARIES ? numpyArchive.libraries || null : null });
       await wheels.install(pyodide, gpuport.files, { fileName: new URL(wheelURL).pathname.split("/").pop(),
                                                      name: "gpuport", channel: wheelURL, source: wheelURL });
       mark.packages = "from the site's archives";

@@ -41,21 +41,12 @@ export function storedEntries(bytes) {
 }
 
 // Which of a wheel's shared libraries load at install. loadPackage loads every one, because a page's main thread may
-// not compile a large WebAssembly module synchronously, as Python's import (dlopen) does; a worker may, so there the
-// others wait for an import that needs them (16 of NumPy's 19: random, fft, lapack_lite), and those the site's archive
-// lists as `import numpy`'s own (3) load at install where that is faster: in Chromium, where V8 compiles a module
-// loaded asynchronously on background threads, and not in Firefox, where SpiderMonkey's synchronous compile is the
-// faster one. First embedding of a warm visit of web/test.html, medians of 6 interleaved visits, all 19 at install /
-// those 3 at install / none at install: Chromium 1779 / 1662 / 1739 ms, Firefox 1911 / 1839 / 1776 ms.
-const IN_WORKER = typeof WorkerGlobalScope !== "undefined" && globalThis instanceof WorkerGlobalScope;
-const SYNC_COMPILE_FASTER = /\bFirefox\//.test((globalThis.navigator && navigator.userAgent) || "");
-
-/** The paths of a wheel's shared libraries to load at install (`install`'s `libraries`), of those `listed` as its
- * import's own: null (all) on a page's main thread or where none are listed. */
-export function librariesAtInstall(listed) {
-  if (!IN_WORKER || !listed) return null;
-  return SYNC_COMPILE_FASTER ? [] : listed;
-}
+// not compile a large WebAssembly module synchronously, as Python's import (dlopen) does; a worker may, so there only
+// those the site's archive lists load at install (NumPy's: the 3 `import numpy` loads) and the others when an import
+// needs them (16 of NumPy's 19: random, fft, lapack_lite). A warm visit of web/test.html, first embedding, 6 visits
+// each, interleaved: Firefox 1911 -> 1839 ms, Chromium 1779 -> 1662 ms. (Loading even those 3 on import instead:
+// Firefox 1776, Chromium 1739.)
+export const LAZY_LIBRARIES = typeof WorkerGlobalScope !== "undefined" && globalThis instanceof WorkerGlobalScope;
 
 /** {files: {name: bytes}} of the page archive {url, sha256}, or {problem}. */
 export async function fetchArchive(file) {
