@@ -44,8 +44,9 @@ export function storedEntries(bytes) {
 // not compile a large WebAssembly module synchronously, as Python's import (dlopen) does; a worker may, so there only
 // those the site's archive lists load at install (NumPy's: the 3 `import numpy` loads) and the others when an import
 // needs them (16 of NumPy's 19: random, fft, lapack_lite). A warm visit of web/test.html, first embedding, 6 visits
-// each, interleaved: Firefox 1911 -> 1839 ms, Chromium 1779 -> 1662 ms. (Loading even those 3 on import instead:
-// Firefox 1776, Chromium 1739.)
+// each, interleaved: Firefox 1911 -> 1839 ms, Chromium 1779 -> 1662 ms. (Loading those 3 on import as well: Chromium
+// 1739, slower, as V8 compiles a module loaded asynchronously on background threads; Firefox 1776 in that run, but
+// 1865 against 1818 in a second one of 8 visits each: no difference this machine shows.)
 export const LAZY_LIBRARIES = typeof WorkerGlobalScope !== "undefined" && globalThis instanceof WorkerGlobalScope;
 
 /** {files: {name: bytes}} of the page archive {url, sha256}, or {problem}. */
