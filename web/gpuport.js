@@ -48,11 +48,30 @@ function modelFolders(models, base) {
   });
 }
 
+// Pyodide's interpreter, fetched and compiled from the moment start() is called: the worker's loadPyodide would begin
+// it 0.1 s later (after its own module graph and Pyodide's loader), and compiling it is the longest path of the boot.
+// {module} or {problem}; host.js hands the module to loadPyodide.
+function compileInterpreter(pyodideURL) {
+  if (typeof WebAssembly.compileStreaming !== "function") {
+    return Promise.resolve({ problem: "no WebAssembly.compileStreaming here" });
+  }
+  return WebAssembly.compileStreaming(fetch(new URL("pyodide.asm.wasm", pyodideURL)))
+    .then((module) => ({ module }), (e) => ({ problem: `the page could not compile it: ${e.message}` }));
+}
+
 function remoteError(error) {
   return Object.assign(new Error(error.message), { name: error.name });
 }
 
-function viaWorker(worker, args, onProgress) {
+function viaWorker(worker, args, interpreter, onProgress) {
+  interpreter.then((compiled) => {
+    try {
+      worker.postMessage({ interpreter: compiled });
+    } catch (e) {   // a module this browser cannot send to a worker: the worker compiles its own
+      worker.postMessage({ interpreter: { problem: `it could not be sent to the worker: ${e.message}` } });
+    }
+  });
+  args = { ...args, interpreterFromPage: true };
   let storageGo = () => {};
   if (typeof indexedDB !== "undefined") {
     // model chunks read ahead on this thread, idle while the worker boots, and posted to it as they come
@@ -102,9 +121,9 @@ function viaWorker(worker, args, onProgress) {
   }));
 }
 
-async function onMainThread(args, onProgress) {
+async function onMainThread(args, interpreter, onProgress) {
   const { boot } = await import("./host.js");
-  const host = await boot(args, onProgress);
+  const host = await boot({ ...args, interpreter }, onProgress);
   return {
     mode: "main",
     timings: host.timings,
@@ -153,6 +172,7 @@ export async function start(options = {}) {
   const baseURL = absolute(base.endsWith("/") ? base : base + "/");
   const pyodideURL = absolute(options.pyodideURL || (cdn ? PYODIDE_CDN : absolute("pyodide/", baseURL)));
   const folders = modelFolders(models, baseURL);
+  const interpreter = compileInterpreter(pyodideURL);
   // the worker fetches and compiles its modules while the site's list is fetched (Firefox, warm: ~30 ms)
   const pyodideWorker = worker ? newWorker(new URL("./worker.js", import.meta.url).href) : null;
   let site;
@@ -164,6 +184,7 @@ export async function start(options = {}) {
   }
   const args = { base: baseURL, pyodideURL, ...site, models: folders,
                  backend, tier, limits, precompile, hostKernels, threads, snapshot, calibrate };
-  const gp = await (worker ? viaWorker(pyodideWorker, args, onProgress) : onMainThread(args, onProgress));
+  const gp = await (worker ? viaWorker(pyodideWorker, args, interpreter, onProgress)
+    : onMainThread(args, interpreter, onProgress));
   return { ...gp, base: baseURL };
 }

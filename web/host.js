@@ -188,6 +188,31 @@ export class Host {
   }
 }
 
+// Pyodide 0.27 takes no compiled interpreter: loadPyodide fetches its WebAssembly and instantiates it streaming. Where
+// the page compiled it already (`interpreter`: a promise of {module} or {problem}, gpuport.js compileInterpreter),
+// that call instantiates the page's module instead, for as long as `load` runs; timings.interpreter says which.
+async function withInterpreter(interpreter, mark, load) {
+  if (!interpreter) return load();
+  const own = WebAssembly.instantiateStreaming;
+  WebAssembly.instantiateStreaming = async (source, imports) => {
+    const { module, problem } = await interpreter;
+    mark.interpreter = module ? "compiled by the page" : `compiled by Pyodide: ${problem}`;
+    if (module) {
+      try {
+        return { module, instance: await WebAssembly.instantiate(module, imports) };
+      } catch (e) {
+        mark.interpreter = `compiled by Pyodide: the page's did not instantiate (${e.message})`;
+      }
+    }
+    return own.call(WebAssembly, source, imports);
+  };
+  try {
+    return await load();
+  } finally {
+    WebAssembly.instantiateStreaming = own;
+  }
+}
+
 /**
  * Boot Pyodide and gpuport. progress({stage, index, total, state: "start"|"done", ms}) follows the stages
  * (STAGES); while precompilation runs in the background it also reports {stage: "precompile", done, total}.
@@ -196,7 +221,7 @@ export async function boot({ base = null, pyodideURL, wheelURL, chunked = {}, nu
                              wheelArchive = null, numpyBytecode = null, siteSnapshot = null,
                              models = [], backend = "auto", tier = null,
                              limits = "default", precompile = "background", hostKernels = "auto", threads = "auto",
-                             snapshot = true, calibrate = "idle" },
+                             snapshot = true, calibrate = "idle", interpreter = null },
                            progress = () => {}, readAheadOnPage = null) {
   defaultSources(hostKernels);   // a bad choice throws here, before anything loads
   if (!["idle", "open"].includes(calibrate)) throw new Error(`calibrate must be "idle" or "open", not ${calibrate}`);
@@ -247,7 +272,8 @@ export async function boot({ base = null, pyodideURL, wheelURL, chunked = {}, nu
     const memory = snapshot && siteSnapshot && siteSnapshot.bytes ? new Uint8Array(siteSnapshot.bytes) : null;
     const found = snapshot ? snapshots.find(pyodideURL, siteSnapshot, memory) : Promise.resolve({ problems: [] });
     found.then(readAhead);
-    const { loadPyodide } = await pyodideModule;
+    const { loadPyodide: pyodideLoad } = await pyodideModule;
+    const loadPyodide = (options) => withInterpreter(interpreter, mark, () => pyodideLoad(options));
     const restore = async (options) => {
       const restored = await loadPyodide({ indexURL: pyodideURL, ...options });
       // a snapshot holds its maker's random state (every visit, and from the site's every user, would draw the

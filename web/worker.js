@@ -10,11 +10,18 @@ import "./wheels.js";
 import "./workers.js";
 
 let host = null;
+// Pyodide's interpreter compiled by the page (gpuport.js compileInterpreter), posted once it is
+let compiled;
+const interpreter = new Promise((resolve) => { compiled = resolve; });
 const METHODS = new Set(["runPython", "info", "setArray", "getArray", "installWheel", "addModule", "snapshotStatus",
                          "calibrationStatus"]);
 const progress = (event) => self.postMessage({ progress: event });
 
 self.onmessage = async ({ data }) => {
+  if (data.interpreter) {
+    compiled(data.interpreter);
+    return;
+  }
   if (data.readAhead) {   // model chunks the page read ahead for this worker's Python (web/idb.js readAhead)
     receiveAhead(data.readAhead);
     return;
@@ -25,7 +32,7 @@ self.onmessage = async ({ data }) => {
     if (op === "boot") {
       // the page's thread reads model chunks ahead for this worker, storage once told it may (web/idb.js)
       const go = args[0].readAheadOnPage ? () => self.postMessage({ readAheadGo: true }) : null;
-      host = await boot(args[0], progress, go);
+      host = await boot({ ...args[0], interpreter: args[0].interpreterFromPage ? interpreter : null }, progress, go);
       value = host.timings;
     } else if (METHODS.has(op)) {
       value = await host[op](...args);
