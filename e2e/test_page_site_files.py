@@ -23,7 +23,7 @@ def _start(page, url: str) -> dict:
     timings = page.evaluate("async () => (await window.gpuportReady).timings")
     out = page.evaluate("async (src) => (await window.gpuportReady).runPython(src)", USED)
     return {"packages": timings["packages"], "bytecode": timings["numpy_bytecode"],
-            "libraries": timings.get("numpy_libraries"), **out}
+            "libraries": timings.get("numpy_libraries"), "interpreter": timings.get("interpreter"), **out}
 
 
 def _altered(route):
@@ -39,14 +39,16 @@ def test_page_archives_are_used_and_an_altered_one_is_refused(browsers, server_u
         page = context.new_page()
         got = _start(page, server_url + "/test.html")
         # in the worker, NumPy's shared libraries that `import numpy` needs load at install, the others (fft's,
-        # random's) when imported
+        # random's) when imported; Pyodide's interpreter was compiled by the page from start() on (gpuport.js), not by
+        # the worker's loadPyodide
         assert got == {"packages": "from the site's archives", "bytecode": "used", "works": 5.0, "gpuport": "0.1.0",
-                       "installer": "pyodide.loadPackage", "later": 3.0,
+                       "installer": "pyodide.loadPackage", "later": 3.0, "interpreter": "compiled by the page",
                        "libraries": "3 of 19 at install, the rest on import"}, got
 
         # on the page's main thread every one loads at install (no synchronous compile of a large module there)
         got = _start(page, server_url + "/test.html?worker=0")
-        assert (got["libraries"], got["works"], got["later"]) == ("all 19 at install", 5.0, 3.0), got
+        assert (got["libraries"], got["works"], got["later"], got["interpreter"]) == \
+            ("all 19 at install", 5.0, 3.0, "compiled by the page"), got
 
         page.route("**/numpy-wheel-*.zip.gz", _altered)
         page.route("**/numpy-bytecode-*.zip.gz", _altered)

@@ -221,7 +221,7 @@ export async function boot({ base = null, pyodideURL, wheelURL, chunked = {}, nu
                              wheelArchive = null, numpyBytecode = null, siteSnapshot = null,
                              models = [], backend = "auto", tier = null,
                              limits = "default", precompile = "background", hostKernels = "auto", threads = "auto",
-                             snapshot = true, calibrate = "idle", interpreter = null },
+                             snapshot = true, calibrate = "idle", interpreter = null, siteSnapshotFetched = null },
                            progress = () => {}, readAheadOnPage = null) {
   defaultSources(hostKernels);   // a bad choice throws here, before anything loads
   if (!["idle", "open"].includes(calibrate)) throw new Error(`calibrate must be "idle" or "open", not ${calibrate}`);
@@ -270,7 +270,8 @@ export async function boot({ base = null, pyodideURL, wheelURL, chunked = {}, nu
     // fetches and compiles the interpreter meanwhile (0.15-0.2 s in Firefox), held by fsInit until the checked bytes
     // are in. Memory that receives none stays zero, which loadPyodide refuses (no snapshot's magic number).
     const memory = snapshot && siteSnapshot && siteSnapshot.bytes ? new Uint8Array(siteSnapshot.bytes) : null;
-    const found = snapshot ? snapshots.find(pyodideURL, siteSnapshot, memory) : Promise.resolve({ problems: [] });
+    const found = snapshot ? snapshots.find(pyodideURL, siteSnapshot, memory, siteSnapshotFetched)
+      : Promise.resolve({ problems: [] });
     found.then(readAhead);
     const { loadPyodide: pyodideLoad } = await pyodideModule;
     const loadPyodide = (options) => withInterpreter(interpreter, mark, () => pyodideLoad(options));

@@ -75,11 +75,12 @@ export async function load(pyodideURL) {
 
 /** The snapshot to boot from: the one stored in IndexedDB (made by a visit the site's could not serve), else the
  * site's ({url, sha256} from wheels/latest.json: pyodide_snapshot.py), fetched and checked beside the IndexedDB
- * lookup and let go when a stored one is there, then expanded (into `into` when given: zeroed memory of its size). {bytes, from: "stored" | "site", problems}, or {problems}: why a
- * stored or listed one is not used (the caller reports them). */
-export async function find(pyodideURL, site, into = null) {
+ * lookup (or by the page: `fetchedElsewhere`, a promise of idb.fetchChecked's answer) and let go when a stored one is
+ * there, then expanded (into `into` when given: zeroed memory of its size). {bytes, from: "stored" | "site", problems},
+ * or {problems}: why a stored or listed one is not used (the caller reports them). */
+export async function find(pyodideURL, site, into = null, fetchedElsewhere = null) {
   const abort = new AbortController();
-  const fetched = site ? idb.fetchChecked(site, abort.signal) : null;
+  const fetched = site ? fetchedElsewhere || idb.fetchChecked(site, abort.signal) : null;
   const stored = await load(pyodideURL);
   if (stored && stored.bytes) {
     abort.abort();

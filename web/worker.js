@@ -10,9 +10,11 @@ import "./wheels.js";
 import "./workers.js";
 
 let host = null;
-// Pyodide's interpreter compiled by the page (gpuport.js compileInterpreter), posted once it is
-let compiled;
+// Pyodide's interpreter compiled by the page (gpuport.js compileInterpreter) and the site's snapshot fetched and
+// checked by it ({bytes} or {problem}, idb.fetchChecked), each posted once it is
+let compiled, fetched;
 const interpreter = new Promise((resolve) => { compiled = resolve; });
+const siteSnapshotFetched = new Promise((resolve) => { fetched = resolve; });
 const METHODS = new Set(["runPython", "info", "setArray", "getArray", "installWheel", "addModule", "snapshotStatus",
                          "calibrationStatus"]);
 const progress = (event) => self.postMessage({ progress: event });
@@ -20,6 +22,10 @@ const progress = (event) => self.postMessage({ progress: event });
 self.onmessage = async ({ data }) => {
   if (data.interpreter) {
     compiled(data.interpreter);
+    return;
+  }
+  if (data.siteSnapshot) {
+    fetched(data.siteSnapshot);
     return;
   }
   if (data.readAhead) {   // model chunks the page read ahead for this worker's Python (web/idb.js readAhead)
@@ -32,7 +38,8 @@ self.onmessage = async ({ data }) => {
     if (op === "boot") {
       // the page's thread reads model chunks ahead for this worker, storage once told it may (web/idb.js)
       const go = args[0].readAheadOnPage ? () => self.postMessage({ readAheadGo: true }) : null;
-      host = await boot({ ...args[0], interpreter: args[0].interpreterFromPage ? interpreter : null }, progress, go);
+      host = await boot({ ...args[0], interpreter: args[0].interpreterFromPage ? interpreter : null,
+                          siteSnapshotFetched: args[0].snapshotFromPage ? siteSnapshotFetched : null }, progress, go);
       value = host.timings;
     } else if (METHODS.has(op)) {
       value = await host[op](...args);
