@@ -239,11 +239,8 @@ export async function boot({ base = null, pyodideURL, wheelURL, chunked = {}, nu
     progress({ stage: name, index, total: stages.length, state: "done", ms: now - t0 });
     return value;
   };
-  // The interpreter's compile is the longest path of the boot (Firefox: its WebAssembly is compiled ~0.4 s after
-  // the stage starts), so its loader is asked for first, and the site's archives once its files are on their way.
+  // Pyodide's loader is asked for first: its interpreter is the longest path of the boot
   const pyodideModule = import(new URL("pyodide.mjs", pyodideURL).href);
-  let interpreterRequested;
-  const requested = new Promise((resolve) => { interpreterRequested = resolve; });
   serveRangesFromChunks(chunked);
   // The first adapter request of a page starts the browser's side of WebGPU (Firefox: 36-63 ms of the open stage
   // on a warm visit). Asked now, beside the boot, and dropped: open()'s own request then takes 1 ms.
@@ -253,8 +250,8 @@ export async function boot({ base = null, pyodideURL, wheelURL, chunked = {}, nu
   // NumPy, the gpuport wheel and NumPy's bytecode as the site's page archives, fetched, checked and inflated
   // beside the boot (wheels.js)
   const archive = (file) => (file ? wheels.fetchArchive(file) : Promise.resolve({ problem: "the site has none" }));
-  const archives = requested.then(() => Promise.all([archive(numpyArchive), archive(wheelArchive)]));
-  const bytecode = requested.then(() => archive(numpyBytecode));
+  const archives = Promise.all([archive(numpyArchive), archive(wheelArchive)]);
+  const bytecode = archive(numpyBytecode);
   // The model chunks this page read last time, and those of `models` that storage lacks, read ahead beside the boot
   // (web/idb.js readAhead), here or, when this is the page's worker, on the page's thread (readAheadOnPage(): it
   // may read storage now); gpuport's Python takes them through this same module, registered below. Storage is read
@@ -297,7 +294,6 @@ export async function boot({ base = null, pyodideURL, wheelURL, chunked = {}, nu
       early = restore({ _loadSnapshot: memory, fsInit: () => filled });
       early.catch(() => {});   // reported below, once `found` says why
     }
-    interpreterRequested();
     const { bytes, from, problems } = await found;
     if (bytes) {
       try {
