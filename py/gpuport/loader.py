@@ -251,7 +251,7 @@ class ProgressiveModelLoader:
                     continue
                 arr = assemble(n)
                 if upload and arr.dtype not in (np.float64, np.int64):
-                    out[n] = self.rt.tensor(arr)
+                    out[n] = self.rt.tensor(arr, copy=False)   # arr is the loader's own (assemble)
                 else:
                     out[n] = arr   # upload=False, or 64-bit buffers (position_ids): stay on the host
                 st.uploaded += t["end"] - t["start"]

@@ -172,14 +172,16 @@ class Runtime:
         return info
 
     # -- tensors -----------------------------------------------------------------------------------
-    def tensor(self, array: Any, dtype: str | np.dtype | None = None) -> Tensor:
-        """A device copy of `array` (float32, int32 or uint32; pass `dtype` to convert)."""
+    def tensor(self, array: Any, dtype: str | np.dtype | None = None, *, copy: bool = True) -> Tensor:
+        """A device copy of `array` (float32, int32 or uint32; pass `dtype` to convert). copy=False: the tensor takes
+        `array` itself where it can (a C-contiguous NumPy array of that dtype), made read-only: the caller gives it
+        up (the model loader does, for arrays it made: no second copy of the weights)."""
         self.check_open()
         arr = np.asarray(array) if dtype is None else np.asarray(array, dtype=dtype)
         if arr.dtype not in DTYPES:
             raise TypeError(f"gpuport tensors are float32, int32 or uint32, got {arr.dtype}: "
                             f"convert with .astype('float32') or pass dtype=")
-        host = np.array(arr, order="C", copy=True)
+        host = arr if not copy and arr.flags.c_contiguous else np.array(arr, order="C", copy=True)
         host.flags.writeable = False
         if self.placement.auto is not None and not self.lost:
             # auto: it stays on the host until an op placed on the GPU needs it (uploaded once, then on both)
