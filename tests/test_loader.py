@@ -21,6 +21,7 @@ import gpuport as gp
 from gpuport import chunk_cache, chunk_manifest
 from gpuport import loader as L
 from gpuport.cli import main as cli_main
+from gpuport.simd_ops import immutable
 
 CHUNK = 64 * 1024
 
@@ -183,12 +184,13 @@ def test_loads_every_tensor_with_range_requests(tiny):
     srv, tensors, _ = tiny
     out, events, ld = load(srv.url)
     check_same(out, tensors)
-    # each array is writable and holds its own bytes, nothing more: a chunk (or the span of several) is not kept
-    # alive by a tensor that lies in part of it
+    # each array is writable and owns its memory, nothing more: a chunk (or the span of several) is not kept alive by
+    # a tensor that lies in part of it, and no writable buffer lies beneath one (simd_ops caches packed weights
+    # only of arrays read-only all the way down, which the runtime makes of the loader's own)
     spans = [t["chunks"][0] != t["chunks"][1] for t in ld.manifest["tensors"].values()]
     assert any(spans) and not all(spans)
     for arr in out.values():
-        assert arr.flags.writeable and memoryview(arr.base if arr.base is not None else arr).nbytes == arr.nbytes
+        assert arr.flags.writeable and arr.flags.owndata, arr.base
     ranges = [s for p, s in srv.faults.log if p.endswith("model.safetensors")]
     assert ranges[:2] == ["0", "8"], ranges            # the header: 8 bytes, then the JSON
     n_chunks = len(ld.manifest["chunks"])
@@ -215,6 +217,10 @@ def test_uploads_to_the_runtime_as_tensors_complete(tiny):
     out, events, ld = load(srv.url, rt=rt, concurrency=1)
     check_same(out, tensors)
     assert all(isinstance(t, gp.Tensor) for t in out.values())
+    # the runtime took the loader's arrays as they are: read-only all the way down, so the host kernels pack a
+    # weight once (simd_ops.immutable; a page's encoder layer refuses any other)
+    weights = [t for t in out.values() if t.dtype == np.float32]
+    assert weights and all(t.host is not None and immutable(t.host) for t in weights)
     # with one request at a time, layer 0 is uploaded before the last chunk has even been requested
     first_layer0 = next(i for i, e in enumerate(events) if e["stage"] == "upload" and e["layer"] == "0")
     last_download = max(i for i, e in enumerate(events) if e["stage"] == "download")

@@ -102,18 +102,37 @@ def check_layout(header: dict, data_start: int, file_size: int, name: str = "saf
                             f"{max(avail, 0)} data bytes (truncated file?)")
 
 
-def tensor_from_buffer(key: str, info: dict, data: memoryview | bytes | bytearray | np.ndarray, base: int = 0,
-                       name: str = "safetensors", copy: bool = True) -> np.ndarray:
-    """One tensor from the data section (`base` = where the data section starts in `data`)."""
+def _dtype(key: str, info: dict, name: str) -> np.dtype:
     dtype = info["dtype"]
     if dtype not in SUPPORTED:
         raise LoadError(f"{name}: tensor {key!r} has dtype {dtype}, which gpuport cannot load "
                         f"(supported: {', '.join(SUPPORTED)})")
+    return DTYPES[dtype]
+
+
+def tensor_from_pieces(key: str, info: dict, pieces: list[memoryview], name: str = "safetensors") -> np.ndarray:
+    """One tensor whose bytes are `pieces` in order (a tensor over several chunks), copied once into an array that
+    owns its memory (nothing writable beneath it: simd_ops caches the packed form of such a weight)."""
+    dt = _dtype(key, info, name)
+    begin, end = info["data_offsets"]
+    if sum(len(p) for p in pieces) != end - begin:
+        raise LoadError(f"{name}: tensor {key!r} spans {end - begin} bytes, its pieces {sum(len(p) for p in pieces)}")
+    arr = np.empty(info["shape"], dt)
+    flat, at = arr.reshape(-1).view(np.uint8), 0
+    for piece in pieces:
+        flat[at:at + len(piece)] = np.frombuffer(piece, np.uint8)
+        at += len(piece)
+    return arr.astype(dt.newbyteorder("="), copy=False)
+
+
+def tensor_from_buffer(key: str, info: dict, data: memoryview | bytes | np.ndarray, base: int = 0,
+                       name: str = "safetensors", copy: bool = True) -> np.ndarray:
+    """One tensor from the data section (`base` = where the data section starts in `data`)."""
+    dt = _dtype(key, info, name)
     begin, end = info["data_offsets"]
     if base + end > len(data):
         raise LoadError(f"{name}: tensor {key!r} spans bytes {base + begin}..{base + end} beyond the "
                         f"{len(data)} available (truncated file?)")
-    dt = DTYPES[dtype]
     count = (end - begin) // dt.itemsize
     arr = np.frombuffer(data, dtype=dt, count=count, offset=base + begin).reshape(info["shape"])
     arr = arr.astype(dt.newbyteorder("="), copy=copy)
