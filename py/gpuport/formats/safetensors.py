@@ -118,6 +118,8 @@ def tensor_from_pieces(key: str, info: dict, pieces: list[memoryview], name: str
     if sum(len(p) for p in pieces) != end - begin:
         raise LoadError(f"{name}: tensor {key!r} spans {end - begin} bytes, its pieces {sum(len(p) for p in pieces)}")
     arr = np.empty(info["shape"], dt)
+    if arr.nbytes != end - begin:
+        raise LoadError(f"{name}: tensor {key!r} has shape {info['shape']} ({arr.nbytes} bytes) but spans {end - begin}")
     flat, at = arr.reshape(-1).view(np.uint8), 0
     for piece in pieces:
         flat[at:at + len(piece)] = np.frombuffer(piece, np.uint8)
