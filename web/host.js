@@ -264,8 +264,8 @@ export async function boot({ base = null, pyodideURL, wheelURL, chunked = {}, nu
   };
   const pyodide = await stage("pyodide", "pyodide_ms", async () => {
     // The site's snapshot, its size listed, restores into memory made ready beside its fetch and check: loadPyodide
-    // fetches and compiles the interpreter meanwhile (0.15-0.2 s in Firefox), held by fsInit until the checked bytes
-    // are in. Memory that receives none stays zero, which loadPyodide refuses (no snapshot's magic number).
+    // gets the interpreter ready meanwhile (the page's compiled module, else its own fetch and compile), held by
+    // fsInit until the checked bytes are in. Memory that receives none stays zero, which loadPyodide refuses (no snapshot's magic number).
     const memory = snapshot && siteSnapshot && siteSnapshot.bytes ? new Uint8Array(siteSnapshot.bytes) : null;
     const found = snapshot ? snapshots.find(pyodideURL, siteSnapshot, memory, siteSnapshotFetched)
       : Promise.resolve({ problems: [] });
