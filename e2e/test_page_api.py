@@ -72,6 +72,62 @@ def test_a_page_call_that_never_answers_fails_by_its_deadline_naming_the_call(la
     assert lane.run("6 * 7") == 42   # the lane goes on
 
 
+STALLED = """
+import gpuport, js
+from gpuport.backends import browser, pageio
+from gpuport.platform import within
+
+def never(*args):   # a browser promise that never settles
+    return js.Promise.new(lambda resolve, reject: None)
+
+class Stalled:   # the bridge or IndexedDB module, but `name` never answers
+    def __init__(self, module, name):
+        self.module, self.name = module, name
+    def __getattr__(self, name):
+        return never if name == self.name else getattr(self.module, name)
+
+def error(exc):
+    return [type(exc).__name__, str(exc)]
+
+out = {}
+real = browser.bridge, browser.DEVICE_WAIT_S, pageio.idb, pageio.RECORD_WAIT_S
+browser.bridge, browser.DEVICE_WAIT_S = Stalled(browser.bridge, "open"), 0.5
+pageio.idb, pageio.RECORD_WAIT_S = Stalled(pageio.idb, "get"), 0.5
+try:
+    try:
+        await within(never(), 0.2, "a promise")
+    except gpuport.NoAnswer as exc:
+        out["within"] = error(exc)
+    out["record"] = await pageio.IndexedDBStore("manifests").load("any")
+    opened = await gpuport.open()
+    out["auto"] = [opened.backend, opened.note]
+    opened.close()
+    try:
+        await gpuport.open(backend="webgpu")
+    except gpuport.BackendUnavailable as exc:
+        out["webgpu"] = error(exc)
+finally:
+    browser.bridge, browser.DEVICE_WAIT_S, pageio.idb, pageio.RECORD_WAIT_S = real
+opened = await gpuport.open(backend="webgpu")
+out["after"] = opened.backend
+opened.close()
+out
+"""
+
+
+# A browser request that never settles (Firefox once left a start-up waiting in open() until the benchmark gave up)
+# fails by its deadline, naming the request: auto goes on on the host and says why; storage reads count as missing.
+@pytest.mark.parametrize("lane", ["chromium-auto", "firefox-auto"])
+def test_open_goes_on_when_the_browser_never_answers(lane_factory, lane):
+    out = lane_factory(lane).run(STALLED)
+    assert out["within"] == ["NoAnswer", "a promise: no answer in 0.2 s"], out
+    assert out["record"] is None, out
+    request = "navigator.gpu's adapter and device request: no answer in 0.5 s"
+    assert out["auto"] == ["cpu", f"webgpu unavailable: {request}"], out
+    assert out["webgpu"] == ["BackendUnavailable", request], out
+    assert out["after"] == "webgpu", out
+
+
 def test_demo_page_shows_startup_stages_and_the_report_as_tables(chromium_webgpu, server_url):
     from playwright.sync_api import expect
 

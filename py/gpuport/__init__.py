@@ -12,7 +12,7 @@ from ._version import __version__
 from .backends import Backend, available
 from .capabilities import Capabilities
 from .errors import (AudioError, BackendUnavailable, BatchFailed, CompileMessage, ContextLengthExceeded, DeviceLost, GpuportError,
-                     GpuTimeout, GpuValidationError, JsHalfMismatch, LimitExceeded, LoadError, OutOfMemory, ReferenceFailed,
+                     GpuTimeout, GpuValidationError, JsHalfMismatch, LimitExceeded, LoadError, NoAnswer, OutOfMemory, ReferenceFailed,
                      ReferenceMismatch, RuntimeClosed,
                      ShaderCompileError, TensorLost, UnsupportedFeature)
 from .fallback import FallbackManager, create_optimal_fallback_strategy
@@ -25,7 +25,7 @@ __all__ = [
     "AudioError", "Backend", "BackendUnavailable", "BatchFailed", "Capabilities", "CompileMessage", "ContextLengthExceeded",
     "DeviceLost", "FallbackManager",
     "GpuTimeout", "GpuValidationError", "GpuportError", "IN_PYODIDE", "JsHalfMismatch", "Kernel", "LimitExceeded", "LoadError",
-    "OutOfMemory", "ReferenceFailed", "ReferenceMismatch", "Runtime", "RuntimeClosed", "ShaderCompileError",
+    "NoAnswer", "OutOfMemory", "ReferenceFailed", "ReferenceMismatch", "Runtime", "RuntimeClosed", "ShaderCompileError",
     "Tensor", "TensorLost", "UnsupportedFeature",
     "__version__", "available", "create_optimal_fallback_strategy", "models", "open", "open_sync",
 ]

@@ -82,6 +82,11 @@ class GpuTimeout(GpuportError):
     """A GPU operation (a readback, a map) did not finish in time: transient, retried with backoff."""
 
 
+class NoAnswer(GpuportError):
+    """The browser never settled a request gpuport waits on in a page (an adapter, a storage read, a module import)
+    within its deadline; names the request and the wait."""
+
+
 class UnsupportedFeature(GpuportError):
     """The backend or tier lacks a feature this call needs (shader-f16, custom WGSL on CPU...)."""
 
@@ -178,6 +183,6 @@ def _last_lines(text: str) -> str:
 
 __all__ = [
     "AudioError", "BackendUnavailable", "BatchFailed", "CompileMessage", "DeviceLost", "GpuTimeout", "GpuValidationError", "GpuportError",
-    "JsHalfMismatch", "LimitExceeded", "LoadError", "OutOfMemory", "ReferenceFailed", "ReferenceMismatch", "RuntimeClosed", "ShaderCompileError", "TensorLost",
+    "JsHalfMismatch", "LimitExceeded", "LoadError", "NoAnswer", "OutOfMemory", "ReferenceFailed", "ReferenceMismatch", "RuntimeClosed", "ShaderCompileError", "TensorLost",
     "UnsupportedFeature", "classify",
 ]

@@ -3,14 +3,16 @@
 `IN_PYODIDE` guards the page-only imports. `sync_wait` is gpuport's one sync/async mechanism (as wgpu-py's
 `sync_wait`): the logic is written once as a coroutine; natively every await in it completes at once
 (wgpu-py and NumPy calls are synchronous), so driving it without an event loop gives the blocking twin.
+`within` bounds a page's wait on a browser promise.
 """
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from typing import Any, Awaitable, TypeVar
 
-from .errors import UnsupportedFeature
+from .errors import NoAnswer, UnsupportedFeature
 
 IN_PYODIDE = sys.platform == "emscripten"
 try:
@@ -42,3 +44,13 @@ def sync_wait(awaitable: Awaitable[T], what: str = "this call") -> T:
                 raise UnsupportedFeature(f"{what} cannot complete synchronously here: await it instead")
     except StopIteration as done:
         return done.value
+
+
+async def within(awaitable: Awaitable[T], seconds: float, what: str) -> T:
+    """`awaitable`'s result, or NoAnswer naming `what` when it has not settled in `seconds`. For a page's waits on the
+    browser (it runs on the page's event loop): a promise the browser never settles fails instead of hanging
+    (Firefox left one start-up in 8 waiting in open() until the benchmark gave up)."""
+    try:
+        return await asyncio.wait_for(awaitable, seconds)
+    except asyncio.TimeoutError:
+        raise NoAnswer(f"{what}: no answer in {seconds:g} s") from None

@@ -21,9 +21,10 @@ import js
 from pyodide.ffi import JsException, to_js
 
 from ..capabilities import normalise_features
-from ..errors import (BackendUnavailable, CompileMessage, DeviceLost, GpuValidationError, OutOfMemory,
+from ..errors import (BackendUnavailable, CompileMessage, DeviceLost, GpuValidationError, NoAnswer, OutOfMemory,
                       ShaderCompileError)
 from ..pipelines import PipelineSpec
+from ..platform import within
 from .base import OnDone
 from .gpu import Dispatch, GPUBackend
 
@@ -32,6 +33,9 @@ from .gpu import Dispatch, GPUBackend
 # precompilation left the next visit's open() waiting 17-25 s behind the last one's compiles (Chromium on
 # SwiftShader, 2 cores); a few at a time keep the compiler's threads busy and leave little behind.
 PRECOMPILE_IN_FLIGHT = 4
+# How long open() waits for the browser's adapter and device (Firefox's first request of a cold visit: 1-3 s here).
+# Past it, backend="auto" goes on on the host and says why; an adapter that answers later is left unused.
+DEVICE_WAIT_S = 20.0
 
 
 def _js(value: Any) -> Any:
@@ -60,7 +64,10 @@ class BrowserBackend(GPUBackend):
         if limits not in ("default", "adapter"):
             raise ValueError(f"limits must be 'default' or 'adapter', not {limits!r}")
         try:
-            opened = (await bridge.open(_js({"limits": limits}))).to_py()
+            opened = (await within(bridge.open(_js({"limits": limits})), DEVICE_WAIT_S,
+                                   "navigator.gpu's adapter and device request")).to_py()
+        except NoAnswer as exc:
+            raise BackendUnavailable(str(exc)) from None
         except JsException as exc:
             raise BackendUnavailable(f"WebGPU device request failed: {exc}") from None
         if "error" in opened:

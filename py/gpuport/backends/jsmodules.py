@@ -25,7 +25,8 @@ from pyodide.ffi import JsException, to_js
 
 from .. import wasm_kernels, wasm_threads
 from .._version import __version__
-from ..errors import BackendUnavailable, JsHalfMismatch
+from ..errors import BackendUnavailable, JsHalfMismatch, NoAnswer
+from ..platform import within
 
 def heap_bytes() -> int:
     """The size of Pyodide's WebAssembly memory (it only grows: the page's peak), which the host kernels share."""
@@ -38,6 +39,7 @@ WASM_FILES = {"simd128": "gpuport_simd.wasm", "relaxed-simd": "gpuport_simd_rela
 WASM_BUILD_ENV = "GPUPORT_WASM_KERNELS"   # start({hostKernels}) sets it: "auto" (default), "simd128", "relaxed-simd", "off"
 THREADS_FILE = "gpuport_simd_threads.wasm"
 THREADS_ENV = "GPUPORT_THREADS"   # start({threads}) sets it: "auto" (default: every core) or a count (1: no pool)
+MODULE_WAIT_S = 20.0   # an import of a module from the wheel's own bytes that has not settled by then never will
 
 # import() of a blob: URL holding the module's text: it works on the main thread and in module workers (the
 # e2e lanes: Chromium, Firefox, WebKitGTK), and needs no server to hold the files (the wheel does).
@@ -76,8 +78,8 @@ def check_version(name: str, module: Any) -> None:
 
 async def _load(name: str) -> Any:
     try:
-        return await run_js(_IMPORT_SOURCE)(_read(name))
-    except JsException as exc:
+        return await within(run_js(_IMPORT_SOURCE)(_read(name)), MODULE_WAIT_S, f"the import of gpuport's {name}")
+    except (JsException, NoAnswer) as exc:
         raise BackendUnavailable(f"cannot load gpuport's {name} into this page: {exc}") from None
 
 

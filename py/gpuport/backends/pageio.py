@@ -14,20 +14,26 @@ from pyodide.http import pyfetch
 
 from ..chunk_cache import ChunkCache, QuotaExceeded
 from ..chunk_manifest import sha256
+from ..errors import NoAnswer
+from ..platform import within
 from ..transports import Response, Transport, TransportError
+
+RECORD_WAIT_S = 10.0   # a record read past it is treated as missing (open() goes on without the optimisation)
 
 
 class IndexedDBStore:
     """Text records in an IndexedDB object store (web/idb.js): pipeline manifests, selector history.
-    Storage failing (quota, private mode) only loses the optimisation: loads give None, saves are dropped."""
+    Storage failing (quota, private mode, a read that never settles) only loses the optimisation: loads give None,
+    saves are dropped."""
 
     def __init__(self, store: str = "manifests", prefix: str = "") -> None:
         self.store, self.prefix = store, prefix
 
     async def load(self, scope: str) -> str | None:
         try:
-            value = await idb.get(self.store, self.prefix + scope)
-        except JsException:
+            value = await within(idb.get(self.store, self.prefix + scope), RECORD_WAIT_S,
+                                 f"IndexedDB's {self.store} record {self.prefix + scope}")
+        except (JsException, NoAnswer):
             return None
         return value if isinstance(value, str) else None
 
