@@ -74,6 +74,17 @@ await gpuport_idb.storeAhead()
 gpuport_idb.prefetchStatus().to_py()
 """
 
+# one stored chunk altered (5) and one gone (9): what the next visit's read-ahead from storage finds
+SPOIL_STORED = """
+import gpuport_idb
+keys = [str(k) for k in (await gpuport_idb.keys('chunks')).to_py()]
+altered, gone = (next(k for k in keys if k.endswith(f':{i}')) for i in (5, 9))
+record = await gpuport_idb.get('chunks', altered)
+record[100] = record[100] ^ 0x55
+await gpuport_idb.put('chunks', altered, record)
+await gpuport_idb.remove('chunks', gone)
+"""
+
 # the browser's SHA-256 (what verifies chunks in a page) against hashlib on awkward sizes
 BROWSER_SHA256 = """
 import hashlib, gpuport_idb
@@ -266,7 +277,8 @@ def test_models_named_to_start_are_fetched_beside_the_boot_verified_and_stored(c
 @pytest.mark.parametrize("kind", ["chromium-webgpu", "firefox"])
 def test_a_visit_reads_ahead_from_the_network_then_the_next_from_storage(browsers, server_url, kind):
     """In both engines (the page's thread reads ahead for the worker): a first visit takes every chunk from the
-    network's read-ahead, the next every chunk from storage's, and both loads compute the same embedding."""
+    network's read-ahead, the next every chunk from storage's (one altered there is dropped and fetched again, one
+    gone is fetched), and the loads compute the same embedding."""
     context = browsers.get(kind).new_context()
     try:
         page = context.new_page()
@@ -279,12 +291,18 @@ def test_a_visit_reads_ahead_from_the_network_then_the_next_from_storage(browser
             out = _run(page, LOAD.replace('{"seconds"', '{"embedding": (await model.embed(["A man is eating food."]))'
                                                         '[0].tolist(), "seconds"'))
             loads.append((out["stats"], _run(page, STORED), out["embedding"]))
+        _run(page, SPOIL_STORED)
+        page.reload()
+        spoiled = _run(page, LOAD)["stats"], _run(page, STORED)
         (cold, cold_ahead, a), (warm, warm_ahead, b) = loads
         assert cold["read_ahead_chunks"] == 87 and cold["fetched_chunks"] == 87, cold
         assert cold_ahead["fetched"] == 87 and cold_ahead["taken"] == 87 and not cold_ahead["error"], cold_ahead
         assert warm["cached_chunks"] == 87 and warm["fetched_chunks"] == 0, warm
         assert warm_ahead["read"] == 87 and warm_ahead["taken"] == 87 and not warm_ahead["error"], warm_ahead
         assert a == b
+        stats, ahead = spoiled
+        assert stats["cached_chunks"] == 85 and stats["fetched_chunks"] == 2, stats
+        assert ahead["read"] == 86 and ahead["failed"] == 1 and ahead["taken"] == 86, ahead
     finally:
         context.close()
 
