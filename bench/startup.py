@@ -62,8 +62,9 @@ STAGES = ("pyodide_ms", "packages_ms", "open_ms", "load_ms", "embed_ms")
 # each wait in a visit has a deadline that names it: a visit that hangs fails the run, saying where (one Firefox visit
 # in ~12 hung once, not reproduced in 20 more)
 BY = """
+  const said = () => (document.getElementById("status") || {}).textContent || "";
   const by = (promise, what, s = 180) => Promise.race([promise, new Promise((_, no) =>
-    setTimeout(() => no(new Error(`${what}: no answer in ${s} s`)), s * 1000))]);
+    setTimeout(() => no(new Error(`${what}: no answer in ${s} s (the page says "${said()}")`)), s * 1000))]);
 """
 GPUPORT_FIRST = """async (src) => {""" + BY + """  while (!window.gpuportReady) await new Promise((r) => setTimeout(r, 5));
   const g = await by(window.gpuportReady, "start()");
