@@ -47,6 +47,21 @@ def test_pool_started(lane_factory, lane):
     assert got["info"] == {"engine": "wasm-threads", "threads": got["threads"]}, got
 
 
+
+# Where each lane's pool workers are made (web/threads.js poolWorker): by the page's thread under start()'s worker (one
+# made inside that worker blocked Firefox ESR's start-up for ever, now and then), else where the pool starts (a bare
+# Pyodide's own worker, a page's thread).
+WORKERS_MADE = {"chromium-cpu": "made by the page's thread", "firefox-auto": "made by the page's thread",
+                "firefox-webgpu": "made here", "chromium-webgpu-main": "made here"}
+
+
+@pytest.mark.parametrize("lane", WORKERS_MADE)
+def test_pool_workers_are_made_by_the_page_under_gpuport_s_worker(lane_factory, lane):
+    got = lane_factory(lane).run(POOL.rstrip() + ' | {"workers": str(wasm_threads.ENGINE.pool.workers)}')
+    assert got["available"] and got["threads"] >= 2, got
+    assert got["workers"] == WORKERS_MADE[lane], got
+
+
 @pytest.mark.parametrize("lane,case", PAIRS, ids=[f"{lane}-{case}" for lane, case in PAIRS])
 def test_threads_parity(lane_factory, lane, case):
     page = _page(lane_factory, lane)

@@ -92,7 +92,25 @@ function viaWorker(worker, args, interpreter, onProgress) {
   }
   let nextId = 1;
   const waiting = new Map();
+  const spawned = new Map();   // id -> {pool, url}: a pool worker made here for the worker's web/threads.js
+  const stop = ({ pool, url }) => {
+    pool.terminate();
+    URL.revokeObjectURL(url);
+  };
   worker.onmessage = ({ data }) => {
+    if (data.spawnWorker) {
+      const { id, source, port } = data.spawnWorker;
+      const url = URL.createObjectURL(new Blob([source], { type: "text/javascript" }));
+      const pool = new Worker(url);
+      pool.postMessage({ port }, [port]);
+      spawned.set(id, { pool, url });
+      return;
+    }
+    if (data.terminateWorker) {
+      if (spawned.has(data.terminateWorker)) stop(spawned.get(data.terminateWorker));
+      spawned.delete(data.terminateWorker);
+      return;
+    }
     if (data.readAheadGo) {
       storageGo();
       return;
@@ -125,7 +143,11 @@ function viaWorker(worker, args, interpreter, onProgress) {
     addModule: (name, source, filename) => call("addModule", [name, source, filename]),
     snapshotStatus: () => call("snapshotStatus"),
     calibrationStatus: () => call("calibrationStatus"),
-    close: () => worker.terminate(),
+    close: () => {
+      worker.terminate();
+      for (const entry of spawned.values()) stop(entry);
+      spawned.clear();
+    },
   }));
 }
 

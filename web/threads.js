@@ -17,16 +17,21 @@ const WORKER_STACK = 256 * 1024;   // each worker's shadow stack, carved from th
 const MAX_PAGES = 32768;           // 2 GiB: the module's --max-memory
 const START_MS = 10000;            // how long the workers may take to join before the pool gives up
 
-// A classic worker from a blob: it needs no file beside this module (which itself comes from the wheel).
-const WORKER_SOURCE = `onmessage = async ({ data }) => {
+// A classic worker from a blob: it needs no file beside this module (which itself comes from the wheel). Its orders
+// come as its first message, or, for a worker the page's thread made (poolWorker), over the port that message brings.
+const WORKER_SOURCE = `const start = async (data, reply) => {
   try {
     const { exports } = await WebAssembly.instantiate(data.module, { env: { memory: data.memory } });
     exports.__stack_pointer.value = data.stack;
-    postMessage({ ok: true });
+    reply({ ok: true });
     exports.gp_pool_worker(data.slot);
   } catch (e) {
-    postMessage({ ok: false, error: String((e && e.message) || e) });
+    reply({ ok: false, error: String((e && e.message) || e) });
   }
+};
+onmessage = ({ data }) => {
+  if (data.port) data.port.onmessage = (e) => start(e.data, (m) => data.port.postMessage(m));
+  else start(data, postMessage);
 };`;
 
 /** Why this context cannot share memory with workers, or "" when it can. */
@@ -57,11 +62,24 @@ function joined(worker) {
   });
 }
 
+// A pool worker: {onmessage, onerror, postMessage, terminate}. Where gpuport's own worker offers it
+// (web/worker.js gpuportSpawnWorker), the page's thread makes it and this end talks to it over a MessagePort: a
+// `new Worker()` made inside that worker blocked it for ever in Firefox ESR, in one cold start-up in 4 to 45 here
+// (test.html, preload=smollm2; the step logs stopped at the first pool worker's constructor). Elsewhere (a host's
+// own worker: PyScript, JupyterLite; a page's thread) it is made here.
+function poolWorker(url) {
+  const spawn = globalThis.gpuportSpawnWorker;
+  if (typeof spawn !== "function") return new Worker(url);
+  const { port, terminate } = spawn(WORKER_SOURCE);
+  return { set onmessage(f) { port.onmessage = f; }, set onerror(f) {}, postMessage: (m) => port.postMessage(m),
+           terminate };
+}
+
 /**
  * Start `threads` threads (this one and threads - 1 workers) on the kernels in `bytes` (a Uint8Array of
  * gpuport_simd_threads.wasm). `pyodide` is the Pyodide whose heap the copies read and write. Never throws:
- * {available: false, reason, threads: 1}, or {available: true, reason: "", threads, kernels, arenaStart,
- * put, take, grow, size}.
+ * {available: false, reason, threads: 1}, or {available: true, reason: "", threads, kernels, workers (where they
+ * were made: poolWorker), arenaStart, put, take, grow, size}.
  */
 export async function startPool(pyodide, bytes, threads = defaultThreads()) {
   const problem = isolationProblem();
@@ -82,7 +100,7 @@ export async function startPool(pyodide, bytes, threads = defaultThreads()) {
   try {
     const replies = [];
     for (let slot = 1; slot < threads; slot++) {
-      const worker = new Worker(url);
+      const worker = poolWorker(url);
       workers.push(worker);
       replies.push(joined(worker));
       worker.postMessage({ module, memory, slot, stack: heapBase + slot * WORKER_STACK });
@@ -106,6 +124,7 @@ export async function startPool(pyodide, bytes, threads = defaultThreads()) {
   const heap = () => pyodide._module.HEAPU8;   // read per call: Pyodide replaces it when its memory grows
   return {
     available: true, reason: "", threads, kernels: exports,
+    workers: typeof globalThis.gpuportSpawnWorker === "function" ? "made by the page's thread" : "made here",
     arenaStart: heapBase + threads * WORKER_STACK,
     /** Copy n bytes from Pyodide's heap at `from` to the pool's memory at `to`. */
     put(to, from, n) { new Uint8Array(memory.buffer, to, n).set(heap().subarray(from, from + n)); },

@@ -10,6 +10,14 @@ import "./wheels.js";
 import "./workers.js";
 
 let host = null;
+// Pool workers for web/threads.js, made by the page's thread (see poolWorker there): {port to talk to it, terminate}
+let nextSpawn = 1;
+self.gpuportSpawnWorker = (source) => {
+  const { port1, port2 } = new MessageChannel();
+  const id = nextSpawn++;
+  self.postMessage({ spawnWorker: { id, source, port: port2 } }, [port2]);
+  return { port: port1, terminate: () => self.postMessage({ terminateWorker: id }) };
+};
 // Pyodide's interpreter compiled by the page (gpuport.js compileInterpreter) and the site's snapshot fetched and
 // checked by it ({bytes} or {problem}, idb.fetchChecked), each posted once it is
 let compiled, fetched;
