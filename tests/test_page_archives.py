@@ -93,15 +93,15 @@ def test_wheels_js_reads_stored_entries_and_refuses_the_rest(tmp_path):
 INSTALL = """
 import { pathToFileURL } from "node:url";
 import { fetchArchive, install } from "%s";
-const [pyodideDir, url, sha256, fileName, libraries] = process.argv.slice(1);
+const [pyodideDir, url, sha256, fileName, libraries, compile] = process.argv.slice(1);
 const { loadPyodide } = await import(pathToFileURL(`${pyodideDir}/pyodide.mjs`).href);
 const bad = await fetchArchive({ url, sha256: "0".repeat(64) });
 const missing = await fetchArchive({ url: url + ".nothing", sha256 });
-const { files, problem } = await fetchArchive({ url, sha256 });
+const { files, modules, problem } = await fetchArchive({ url, sha256 }, JSON.parse(compile));
 if (!files) throw new Error(problem);
 const pyodide = await loadPyodide({ indexURL: `${pyodideDir}/` });
 const count = await install(pyodide, files, { fileName, name: "numpy", channel: "default channel", source: "pyodide",
-                                             libraries: JSON.parse(libraries) });
+                                             libraries: JSON.parse(libraries), modules });
 const libs = () => Object.keys(pyodide._module.LDSO.loadedLibsByName).filter((p) => p.includes("/numpy/")).sort();
 const atInstall = libs();
 const out = JSON.parse(pyodide.runPython(`
@@ -136,7 +136,9 @@ def test_numpy_installed_from_its_archive_imports_as_if_loadpackage_had(served, 
     folder, url = served
     path, digest, file_name, libraries = numpy_archive(PYODIDE, folder)
     assert file_name.startswith("numpy-") and file_name.endswith(".whl")
-    got = _node(INSTALL, str(PYODIDE), url + path.name, digest, file_name, json.dumps(libraries if lazy else None))
+    # the import libraries compiled as the archive is inflated (as host.js asks, either way), then only linked
+    got = _node(INSTALL, str(PYODIDE), url + path.name, digest, file_name, json.dumps(libraries if lazy else None),
+                json.dumps(libraries))
     assert got["sum"] == 45 and got["solve"] == [1.0, 2.0], got   # numpy.linalg: a shared library of its own
     assert (got["version"], got["installer"], got["source"], got["loaded"]) == \
         ("2.0.2", "pyodide.loadPackage", "pyodide", "default channel"), got
@@ -145,10 +147,10 @@ def test_numpy_installed_from_its_archive_imports_as_if_loadpackage_had(served, 
     assert got["afterImport"] == got["atInstall"], got
     assert got["later"] == [True, 2.0], got
     if lazy:
-        assert got["count"] == {"loaded": 3, "of": 19} and len(got["atInstall"]) == 3, got
+        assert got["count"] == {"loaded": 3, "of": 19, "early": 3} and len(got["atInstall"]) == 3, got
         assert [p.split("/site-packages/")[1] for p in got["atInstall"]] == libraries, got
         assert got["end"] > 3, got
     else:
-        assert got["count"] == {"loaded": 19, "of": 19} and len(got["atInstall"]) == got["end"] == 19, got
+        assert got["count"] == {"loaded": 19, "of": 19, "early": 3} and len(got["atInstall"]) == got["end"] == 19, got
     assert got["bad"].endswith("its sha256 is " + digest[:12] + "..., not 000000000000..."), got["bad"]
     assert got["missing"].startswith("HTTP 404 for "), got["missing"]

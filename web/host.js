@@ -249,8 +249,10 @@ export async function boot({ base = null, pyodideURL, wheelURL, chunked = {}, nu
   }
   // NumPy, the gpuport wheel and NumPy's bytecode as the site's page archives, fetched, checked and inflated
   // beside the boot (wheels.js)
-  const archive = (file) => (file ? wheels.fetchArchive(file) : Promise.resolve({ problem: "the site has none" }));
-  const archives = Promise.all([archive(numpyArchive), archive(wheelArchive)]);
+  const archive = (file, compile) => (file ? wheels.fetchArchive(file, compile)
+    : Promise.resolve({ problem: "the site has none" }));
+  const archives = Promise.all([archive(numpyArchive, (numpyArchive && numpyArchive.libraries) || []),
+                                archive(wheelArchive)]);
   const bytecode = archive(numpyBytecode);
   // The model chunks this page read last time, and those of `models` that storage lacks, read ahead beside the boot
   // (web/idb.js readAhead), here or, when this is the page's worker, on the page's thread (readAheadOnPage(): it
@@ -313,13 +315,16 @@ export async function boot({ base = null, pyodideURL, wheelURL, chunked = {}, nu
   await stage("packages", "packages_ms", async () => {
     const [numpy, gpuport] = await archives;
     if (numpy.files && gpuport.files) {
-      const { loaded, of } = await wheels.install(
+      const { loaded, of, early } = await wheels.install(
         pyodide, numpy.files, { fileName: numpyArchive.file_name, name: "numpy", channel: "default channel",
-                                source: "pyodide", libraries: wheels.LAZY_LIBRARIES ? numpyArchive.libraries || null : null });
+                                source: "pyodide", libraries: wheels.LAZY_LIBRARIES ? numpyArchive.libraries || null : null,
+                                modules: numpy.modules });
       await wheels.install(pyodide, gpuport.files, { fileName: new URL(wheelURL).pathname.split("/").pop(),
                                                      name: "gpuport", channel: wheelURL, source: wheelURL });
       mark.packages = "from the site's archives";
-      mark.numpy_libraries = loaded === of ? `all ${of} at install` : `${loaded} of ${of} at install, the rest on import`;
+      const ahead = early ? ` (${early} compiled beside the boot)` : "";
+      mark.numpy_libraries = loaded === of ? `all ${of} at install${ahead}`
+        : `${loaded} of ${of} at install${ahead}, the rest on import`;
     } else {
       await pyodide.loadPackage(["numpy", wheelURL], { messageCallback: () => {} });
       mark.packages = `loadPackage: ${numpy.problem || gpuport.problem}`;

@@ -49,30 +49,56 @@ export function storedEntries(bytes) {
 // 1865 against 1818 in a second one of 8 visits each: no difference this machine shows.)
 export const LAZY_LIBRARIES = typeof WorkerGlobalScope !== "undefined" && globalThis instanceof WorkerGlobalScope;
 
-/** {files: {name: bytes}} of the page archive {url, sha256}, or {problem}. */
-export async function fetchArchive(file) {
+/** {files: {name: bytes}, modules: {name: promise of a WebAssembly.Module, or of null}} of the page archive
+ * {url, sha256}, or {problem}. Its shared libraries named in `compile` are compiled as soon as they are inflated,
+ * beside the rest of the boot (install() then only instantiates them). */
+export async function fetchArchive(file, compile = []) {
   if (typeof DecompressionStream === "undefined") return { problem: "no DecompressionStream in this browser" };
   const { bytes, problem } = await fetchChecked(file);
   if (!bytes) return { problem };
   try {
     const zip = new Response(new Blob([bytes]).stream().pipeThrough(new DecompressionStream("gzip")));
-    return { files: storedEntries(new Uint8Array(await zip.arrayBuffer())) };
+    const files = storedEntries(new Uint8Array(await zip.arrayBuffer()));
+    const modules = {};
+    for (const path of compile) if (files[path]) modules[path] = WebAssembly.compile(files[path]).catch(() => null);
+    return { files, modules };
   } catch (e) {
     return { problem: `${file.url}: ${e.message}` };
   }
 }
 
+// Libraries compiled ahead go in as Emscripten's own preload plugin puts a .so in: instantiated and linked by its
+// loadWebAssemblyModule (which takes a compiled module), its exports under preloadedWasm, where the dynamic loader
+// looks first (Pyodide's loadDynlib then only records it). One that did not compile is left to that loader.
+async function preload(M, site, paths, modules) {
+  if (typeof M.loadWebAssemblyModule !== "function" || !M.preloadedWasm) return 0;
+  let preloaded = 0;
+  for (const path of paths) {
+    const module = await modules[path];
+    const lib = `${site}/${path}`;
+    if (module && !M.preloadedWasm[lib]) {
+      M.preloadedWasm[lib] = await M.loadWebAssemblyModule(module, { loadAsync: true, nodelete: true, allowUndefined: true },
+                                                           lib, {});
+      preloaded += 1;
+    }
+  }
+  return preloaded;
+}
+
 /** Write `files` ({relative path: bytes}) under site-packages; for a wheel ({fileName, name, channel, source}), do
  * what loadPackage does after unpacking: record the installer and source, load its shared libraries (`libraries`:
- * the paths of those to load now, the others left to Python's import; null: all), and count it as loaded from
- * `channel`. Returns how many shared libraries were loaded and how many there are: {loaded, of}. */
+ * the paths of those to load now, the others left to Python's import; null: all; `modules`: compiled ones, from
+ * fetchArchive), and count it as loaded from `channel`. Returns how many shared libraries were loaded, how many there
+ * are and how many of those loaded were compiled ahead: {loaded, of, early}. */
 export async function install(pyodide, files,
-                              { fileName = null, name = null, channel = null, source = null, libraries = null } = {}) {
+                              { fileName = null, name = null, channel = null, source = null, libraries = null,
+                                modules = {} } = {}) {
   const FS = pyodide.FS;
   const site = pyodide.runPython("import site\nsite.getsitepackages()[0]");
   const dynlibs = Object.keys(files).filter((p) => p.endsWith(".so"));
   const now = libraries ? dynlibs.filter((p) => libraries.includes(p)) : dynlibs;
   const made = new Set();
+  let early = 0;
   for (const [path, bytes] of Object.entries(files)) {
     const dir = `${site}/${path}`.replace(/\/[^/]*$/, "");
     if (!made.has(dir)) {
@@ -87,11 +113,12 @@ export async function install(pyodide, files,
       FS.writeFile(`${site}/${distInfo}/INSTALLER`, "pyodide.loadPackage");
       FS.writeFile(`${site}/${distInfo}/PYODIDE_SOURCE`, source);
     }
+    early = await preload(pyodide._module, site, now, modules);
     await pyodide._api.loadDynlibsFromPackage({ file_name: fileName }, now.map((p) => `${site}/${p}`));
     pyodide.loadedPackages[name] = channel;
   }
   // the finder for site-packages lists it again on the next import (all finders would re-read the standard
   // library's zip index too: 60-80 ms)
   pyodide.runPython(`import sys\nsys.path_importer_cache.pop(${JSON.stringify(site)}, None)`);
-  return { loaded: fileName ? now.length : 0, of: dynlibs.length };
+  return { loaded: fileName ? now.length : 0, of: dynlibs.length, early };
 }
