@@ -48,8 +48,8 @@ def sync_wait(awaitable: Awaitable[T], what: str = "this call") -> T:
 
 async def within(awaitable: Awaitable[T], seconds: float, what: str) -> T:
     """`awaitable`'s result, or NoAnswer naming `what` when it has not settled in `seconds`. For a page's waits on the
-    browser (it runs on the page's event loop): a promise the browser never settles fails instead of hanging
-    (Firefox left one start-up in 8 waiting in open() until the benchmark gave up)."""
+    browser (it runs on the page's event loop): a promise the browser never settles fails instead of hanging the
+    page's start-up."""
     try:
         return await asyncio.wait_for(awaitable, seconds)
     except asyncio.TimeoutError:
