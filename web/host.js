@@ -221,7 +221,8 @@ export async function boot({ base = null, pyodideURL, wheelURL, chunked = {}, nu
                              wheelArchive = null, numpyBytecode = null, siteSnapshot = null,
                              models = [], backend = "auto", tier = null,
                              limits = "default", precompile = "background", hostKernels = "auto", threads = "auto",
-                             snapshot = true, calibrate = "idle", interpreter = null, siteSnapshotFetched = null },
+                             snapshot = true, calibrate = "idle", interpreter = null, siteSnapshotFetched = null,
+                           archivesFetched = () => null },
                            progress = () => {}, readAheadOnPage = null) {
   defaultSources(hostKernels);   // a bad choice throws here, before anything loads
   if (!["idle", "open"].includes(calibrate)) throw new Error(`calibrate must be "idle" or "open", not ${calibrate}`);
@@ -248,12 +249,12 @@ export async function boot({ base = null, pyodideURL, wheelURL, chunked = {}, nu
     navigator.gpu.requestAdapter({ powerPreference: "high-performance" }).catch(() => {});
   }
   // NumPy, the gpuport wheel and NumPy's bytecode as the site's page archives, fetched, checked and inflated
-  // beside the boot (wheels.js)
-  const archive = (file, compile) => (file ? wheels.fetchArchive(file, compile)
+  // beside the boot (wheels.js), here or by the page's thread (archivesFetched(key): a promise of what it inflated)
+  const archive = (key, file, compile = []) => (file ? archivesFetched(key) || wheels.fetchArchive(file, compile)
     : Promise.resolve({ problem: "the site has none" }));
-  const archives = Promise.all([archive(numpyArchive, (numpyArchive && numpyArchive.libraries) || []),
-                                archive(wheelArchive)]);
-  const bytecode = archive(numpyBytecode);
+  const archives = Promise.all([archive("numpyArchive", numpyArchive, (numpyArchive && numpyArchive.libraries) || []),
+                                archive("wheelArchive", wheelArchive)]);
+  const bytecode = archive("numpyBytecode", numpyBytecode);
   // The model chunks this page read last time, and those of `models` that storage lacks, read ahead beside the boot
   // (web/idb.js readAhead), here or, when this is the page's worker, on the page's thread (readAheadOnPage(): it
   // may read storage now); gpuport's Python takes them through this same module, registered below. Storage is read
@@ -321,7 +322,7 @@ export async function boot({ base = null, pyodideURL, wheelURL, chunked = {}, nu
                                 modules: numpy.modules });
       await wheels.install(pyodide, gpuport.files, { fileName: new URL(wheelURL).pathname.split("/").pop(),
                                                      name: "gpuport", channel: wheelURL, source: wheelURL });
-      mark.packages = "from the site's archives";
+      mark.packages = `from the site's archives${archivesFetched("numpyArchive") ? " (inflated by the page's thread)" : ""}`;
       const ahead = early ? ` (${early} compiled beside the boot)` : "";
       mark.numpy_libraries = loaded === of ? `all ${of} at install${ahead}`
         : `${loaded} of ${of} at install${ahead}, the rest on import`;

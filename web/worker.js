@@ -23,6 +23,16 @@ self.gpuportSpawnWorker = (source) => {
 let compiled, fetched;
 const interpreter = new Promise((resolve) => { compiled = resolve; });
 const siteSnapshotFetched = new Promise((resolve) => { fetched = resolve; });
+// and the site's page archives it inflated, by key ({files, modules} or {problem}: web/wheels.js fetchArchive), each
+// shared library it compiles ahead by "<key>:<path>"
+const fromPage = new Map();
+const awaited = (key) => {
+  if (!fromPage.has(key)) {
+    let resolve;
+    fromPage.set(key, { promise: new Promise((r) => { resolve = r; }), resolve: (value) => resolve(value) });
+  }
+  return fromPage.get(key);
+};
 const METHODS = new Set(["runPython", "info", "setArray", "getArray", "installWheel", "addModule", "snapshotStatus",
                          "calibrationStatus"]);
 const progress = (event) => self.postMessage({ progress: event });
@@ -36,6 +46,17 @@ self.onmessage = async ({ data }) => {
     fetched(data.siteSnapshot);
     return;
   }
+  if (data.archive) {
+    const { key, files, problem, compiling } = data.archive;
+    const modules = Object.fromEntries(compiling.map((path) => [path, awaited(`${key}:${path}`).promise]));
+    awaited(key).resolve(files ? { files, modules } : { problem });
+    return;
+  }
+  if (data.archiveModules) {
+    const { key, modules } = data.archiveModules;
+    for (const [path, module] of Object.entries(modules)) awaited(`${key}:${path}`).resolve(module);
+    return;
+  }
   if (data.readAhead) {   // model chunks the page read ahead for this worker's Python (web/idb.js readAhead)
     receiveAhead(data.readAhead);
     return;
@@ -47,7 +68,9 @@ self.onmessage = async ({ data }) => {
       // the page's thread reads model chunks ahead for this worker, storage once told it may (web/idb.js)
       const go = args[0].readAheadOnPage ? () => self.postMessage({ readAheadGo: true }) : null;
       host = await boot({ ...args[0], interpreter: args[0].interpreterFromPage ? interpreter : null,
-                          siteSnapshotFetched: args[0].snapshotFromPage ? siteSnapshotFetched : null }, progress, go);
+                          siteSnapshotFetched: args[0].snapshotFromPage ? siteSnapshotFetched : null,
+                          archivesFetched: (key) => (args[0].archivesFromPage.includes(key) ? awaited(key).promise : null) },
+                   progress, go);
       value = host.timings;
     } else if (METHODS.has(op)) {
       value = await host[op](...args);
