@@ -1,6 +1,7 @@
 """Pyodide's memory snapshot (web/snapshot.js). The dev server lists the site's (py/gpuport/pyodide_snapshot.py): even a
 first visit boots from it, with this page's random state, locale and time zone, and makes none of its own; one altered in transit
-fails its SHA-256 check and is not booted from. Where the site's cannot serve, a first visit boots as usual and makes
+fails its SHA-256 check and is not booted from. The site's is kept in the browser for the next visits; a kept copy
+altered on disk fails its check, is deleted and fetched again. Where the site's cannot serve, a first visit boots as usual and makes
 one beside the page; the next visit boots from it; a snapshot altered in IndexedDB fails its SHA-256 check, is
 dropped, never used, and made again. In Chromium and Firefox, with Pyodide in its Web Worker unless said."""
 
@@ -26,6 +27,24 @@ STORED = """async (key) => {
   return await new Promise((ok) => { const q = store.get(key); q.onsuccess = () => ok(q.result !== undefined); });
 }"""
 SITES = "**/wheels/pyodide-snapshot-*.bin"
+KEPT = "restored from the site's copy kept in this browser"
+# the site's snapshot file as kept in the origin private file system: {name: size}, and one byte of it altered
+KEPT_FILES = """async () => {
+  const root = await navigator.storage.getDirectory();
+  const folder = await root.getDirectoryHandle("gpuport-snapshots");
+  const out = {};
+  for await (const [name, handle] of folder.entries()) out[name] = (await handle.getFile()).size;
+  return out;
+}"""
+ALTER_KEPT = """async (name) => {
+  const folder = await (await navigator.storage.getDirectory()).getDirectoryHandle("gpuport-snapshots");
+  const handle = await folder.getFileHandle(name);
+  const bytes = new Uint8Array(await (await handle.getFile()).arrayBuffer());
+  bytes[bytes.length >> 1] ^= 0xff;
+  const writable = await handle.createWritable();
+  await writable.write(bytes);
+  await writable.close();
+}"""
 DRAW = ("async () => (await window.gpuportReady).runPython('import os, random, time\\n"
         "[random.random(), os.environ[\"LANG\"], time.timezone, list(time.tzname)]')")
 # the page's own: what a boot in this page would give
@@ -55,7 +74,8 @@ def test_a_first_visit_boots_from_the_sites_snapshot(browsers, server_url, kind)
         page = context.new_page()
         page.goto(server_url + "/test.html?calibrate=idle")
         first = _visit(page)
-        assert first["booted"] == "restored from the site" and first["made"] == "restored from the site", first
+        assert first["booted"] == "restored from the site", first
+        assert first["made"] == "restored from the site; kept for the next visit", first
         draw = page.evaluate(DRAW)
         assert draw[2:] == page.evaluate(ZONE) and draw[2] == 18000, draw
         booted = context.new_page()
@@ -67,10 +87,44 @@ def test_a_first_visit_boots_from_the_sites_snapshot(browsers, server_url, kind)
         assert not page.evaluate(STORED, page.evaluate(KEY)), "a snapshot of its own was made"
 
         page.reload()
-        assert _visit(page)["booted"] == "restored from the site"
+        assert _visit(page)["booted"] == KEPT
         again = page.evaluate(DRAW)
         assert again[0] != draw[0], "two visits drew the same random numbers: the snapshot's state"
         print(f"\n{kind}: Pyodide stage {first['pyodide_ms']:.0f} ms on a first visit, from the site's snapshot")
+    finally:
+        context.close()
+
+
+@pytest.mark.parametrize("kind", ["chromium-webgpu", "firefox"])
+def test_the_sites_snapshot_is_kept_in_this_browser_and_a_corrupt_copy_is_dropped(browsers, server_url, kind):
+    """Once the page is idle, the site's snapshot file is kept in the origin private file system under its SHA-256;
+    the next visit reads it from there; a kept copy altered on disk fails its check, is deleted, never booted from,
+    and the site's is fetched and kept again."""
+    context = browsers.get(kind).new_context()   # a fresh profile
+    try:
+        page = context.new_page()
+        page.goto(server_url + "/test.html?calibrate=idle")
+        sha256 = page.evaluate("async () => (await (await fetch('wheels/latest.json')).json()).snapshot.sha256")
+        first = _visit(page)
+        assert (first["booted"], first["made"]) == ("restored from the site",
+                                                    "restored from the site; kept for the next visit"), first
+        kept = page.evaluate(KEPT_FILES)
+        assert list(kept) == [f"{sha256}.bin"] and kept[f"{sha256}.bin"] > 1 << 20, kept
+
+        page.reload()
+        second = _visit(page)
+        assert second["booted"] == second["made"] == KEPT, second
+
+        page.evaluate(ALTER_KEPT, f"{sha256}.bin")
+        page.reload()
+        third = _visit(page)
+        dropped = "restored from the site (the kept copy's sha256 is "
+        assert third["booted"].startswith(dropped) and third["booted"].endswith(f", not {sha256[:12]}...)"), third
+        assert third["made"] == third["booted"] + "; kept for the next visit", third
+        assert page.evaluate(KEPT_FILES) == kept
+
+        page.reload()
+        assert _visit(page)["booted"] == KEPT
     finally:
         context.close()
 

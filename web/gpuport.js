@@ -3,8 +3,9 @@
 // Every default URL resolves against this file's own location, not the page's: a page on any path or
 // origin loads gpuport from wherever its files are (a cross-origin host must send CORS headers).
 
-import { fetchChecked, readAhead } from "./idb.js";
+import { readAhead } from "./idb.js";
 import { chunkedFetch } from "./ranges.js";
+import { siteFile } from "./snapshot.js";
 import { fetchArchive } from "./wheels.js";
 import { newWorker } from "./workers.js";
 
@@ -75,10 +76,10 @@ function viaWorker(worker, args, interpreter, onProgress) {
       worker.postMessage({ interpreter: { problem: `it could not be sent to the worker: ${e.message}` } });
     }
   });
-  // the site's snapshot, fetched and checked here as soon as the site's list says where it is (the worker would start
-  // 0.1 s later), its bytes moved to the worker
+  // the site's snapshot, read (its copy kept in this browser, else fetched) and checked here as soon as the site's list
+  // says where it is (the worker would start 0.1 s later), its bytes moved to the worker
   if (args.snapshot && args.siteSnapshot) {
-    fetchChecked(args.siteSnapshot).then((fetched) => {
+    siteFile(args.siteSnapshot).then((fetched) => {
       worker.postMessage({ siteSnapshot: fetched }, fetched.bytes ? [fetched.bytes.buffer] : []);
     });
     args = { ...args, snapshotFromPage: true };

@@ -62,6 +62,10 @@ for _name in ("timezone", "altzone", "daylight", "tzname"):
     setattr(time, _name, getattr(_fresh, _name))
 sys.modules["time"] = time`;
 
+// timings.snapshot by where the snapshot restored came from (snapshot.js find)
+const RESTORED = { site: "restored from the site", kept: "restored from the site's copy kept in this browser",
+                   stored: "restored" };
+
 // LANG as Emscripten sets it when the interpreter boots in a page
 const locale = () => `${((globalThis.navigator && navigator.languages && navigator.languages[0]) || "C")
   .replace("-", "_")}.UTF-8`;
@@ -265,6 +269,7 @@ export async function boot({ base = null, pyodideURL, wheelURL, chunked = {}, nu
     idb.expectAhead();
     if (readAheadOnPage) readAheadOnPage(); else idb.readAhead({ models, deliver: idb.receiveAhead });
   };
+  let restoredFrom = null;
   const pyodide = await stage("pyodide", "pyodide_ms", async () => {
     // The site's snapshot, its size listed, restores into memory made ready beside its fetch and check: loadPyodide
     // gets the interpreter ready meanwhile (the page's compiled module, else its own fetch and compile), held by
@@ -285,7 +290,9 @@ export async function boot({ base = null, pyodideURL, wheelURL, chunked = {}, nu
       const scratch = restored.globals.get("dict")();   // not the page's namespace
       restored.runPython(`${SEEN_AS_BOOTED}\nos.environ["LANG"] = ${JSON.stringify(locale())}`, { globals: scratch });
       scratch.destroy();
-      mark.snapshot = (await found).from === "site" ? "restored from the site" : "restored";
+      const { from, problems } = await found;
+      restoredFrom = from;
+      mark.snapshot = `${RESTORED[from]}${problems.length ? ` (${problems.join("; ")})` : ""}`;
       return restored;
     };
     let early = null;
@@ -380,6 +387,10 @@ export async function boot({ base = null, pyodideURL, wheelURL, chunked = {}, nu
   if (snapshot && !restored) {
     host.snapshot = after.then(() => host.idle()).then(() => snapshots.makeInBackground(pyodideURL))
       .then((bytes) => `made (${bytes} bytes)`, (e) => `not made: ${e.message}`);
+  } else if (restoredFrom === "site") {
+    // the site's, fetched: kept in this browser for the next visit
+    host.snapshot = after.then(() => host.idle()).then(() => snapshots.keep(siteSnapshot))
+      .then((kept) => `${mark.snapshot}; ${kept}`);
   }
   return host;
 }
