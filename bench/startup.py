@@ -180,7 +180,8 @@ def cosine(a: list[float], b: list[float]) -> float:
 def interleaved(systems: dict[str, Callable[[Path], dict]], trials: int, prefix: str,
                 said: Callable[[int, str, dict[str, dict]], None]) -> dict[str, dict[str, list]]:
     """Per trial, each system's cold visit on a fresh profile then its warm one, each system going first in turn;
-    `said(trial, name, {"cold": ..., "warm": ...})` after each pair."""
+    `said(trial, name, {"cold": ..., "warm": ...})` after each pair. A peer's visit that fails (wllama on 2 threads
+    in Firefox once gave no token in 180 s) is kept as {"failed": why} and the run goes on; gpuport's fails the run."""
     runs: dict[str, dict[str, list]] = {name: {"cold": [], "warm": []} for name in systems}
     for trial in range(trials):
         order = list(systems)[trial % len(systems):] + list(systems)[:trial % len(systems)]
@@ -188,11 +189,35 @@ def interleaved(systems: dict[str, Callable[[Path], dict]], trials: int, prefix:
             profile = Path(tempfile.mkdtemp(prefix=prefix))
             try:
                 for state in ("cold", "warm"):
-                    runs[name][state].append(systems[name](profile))
+                    try:
+                        runs[name][state].append(systems[name](profile))
+                    except Exception as exc:
+                        if name.startswith("gpuport"):
+                            raise
+                        runs[name][state].append({"failed": str(exc).splitlines()[0]})
             finally:
                 shutil.rmtree(profile, ignore_errors=True)
             said(trial, name, {state: runs[name][state][-1] for state in ("cold", "warm")})
     return runs
+
+
+def answered(runs: list[dict]) -> list[dict]:
+    return [r for r in runs if "failed" not in r]
+
+
+def median_ms(runs: list[dict], key: str = "first_ms") -> float | None:
+    """The median of the visits that answered; None when none did."""
+    done = answered(runs)
+    return round(statistics.median(r[key] for r in done), 1) if done else None
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 2) if a is not None and b else None
+
+
+def shown(ms: dict) -> str:
+    """A visit's line for the log: its time, or why it failed."""
+    return f"{ms['first_ms']:.0f} ms" if "failed" not in ms else f"failed ({ms['failed']})"
 
 
 def run_browser(p: Any, browser: str, trials: int, gp_url: str, tjs_url: str, log: Callable[[str], None]) -> dict:
@@ -207,28 +232,29 @@ def run_browser(p: Any, browser: str, trials: int, gp_url: str, tjs_url: str, lo
         booted = (f" (calibration: {last['cold']['calibration']} when idle on the cold visit, "
                   f"{last['warm']['calibration']} on the warm one; Pyodide: "
                   f"{last['warm']['timings'].get('snapshot')} on the warm visit)" if name.startswith("gpuport") else "")
-        log(f"  {browser} trial {trial + 1} {name}: cold {last['cold']['first_ms']:.0f} ms, "
-            f"warm {last['warm']['first_ms']:.0f} ms{booted}")
+        log(f"  {browser} trial {trial + 1} {name}: cold {shown(last['cold'])}, warm {shown(last['warm'])}{booted}")
 
     runs = interleaved(systems, trials, f"gpuport-startup-{browser}-", said)
-    agreement = min(cosine(g["embedding"], t["embedding"])
-                    for g, t in zip(runs["gpuport"]["cold"], runs["transformers.js"]["cold"]))
-    if agreement < 0.9999:
+    pairs = [(g, t) for g, t in zip(runs["gpuport"]["cold"], runs["transformers.js"]["cold"]) if "failed" not in t]
+    agreement = min((cosine(g["embedding"], t["embedding"]) for g, t in pairs), default=None)
+    if agreement is not None and agreement < 0.9999:
         raise RuntimeError(f"{browser}: gpuport's and transformers.js's embeddings differ (cosine {agreement:.6f})")
-    out: dict[str, Any] = {"cosine_min": round(agreement, 6), "backend": runs["gpuport"]["cold"][0]["backend"]}
+    out: dict[str, Any] = {"cosine_min": None if agreement is None else round(agreement, 6),
+                           "backend": runs["gpuport"]["cold"][0]["backend"]}
     for state in ("cold", "warm"):
-        gp_ms = statistics.median(r["first_ms"] for r in runs["gpuport"][state])
-        tjs_ms = statistics.median(r["first_ms"] for r in runs["transformers.js"][state])
+        gp_ms, tjs_ms = median_ms(runs["gpuport"][state]), median_ms(runs["transformers.js"][state])
+        plain_ms = median_ms(runs["gpuport, no snapshot"][state])
         stages = {k: round(statistics.median(gpuport_stages(r)[k] for r in runs["gpuport"][state]), 1) for k in STAGES}
-        plain_ms = statistics.median(r["first_ms"] for r in runs["gpuport, no snapshot"][state])
         plain_stages = {k: round(statistics.median(gpuport_stages(r)[k] for r in runs["gpuport, no snapshot"][state]), 1)
                         for k in STAGES}
-        out[state] = {"gpuport_ms": round(gp_ms, 1), "transformers_js_ms": round(tjs_ms, 1),
-                      "gpuport_over_transformers_js": round(gp_ms / tjs_ms, 2), "gpuport_stages_ms": stages,
-                      "no_snapshot_ms": round(plain_ms, 1), "no_snapshot_over_transformers_js": round(plain_ms / tjs_ms, 2),
+        out[state] = {"gpuport_ms": gp_ms, "transformers_js_ms": tjs_ms,
+                      "gpuport_over_transformers_js": ratio(gp_ms, tjs_ms), "gpuport_stages_ms": stages,
+                      "no_snapshot_ms": plain_ms, "no_snapshot_over_transformers_js": ratio(plain_ms, tjs_ms),
                       "no_snapshot_stages_ms": plain_stages,
                       "gpuport_runs_ms": [round(r["first_ms"], 1) for r in runs["gpuport"][state]],
-                      "transformers_js_runs_ms": [round(r["first_ms"], 1) for r in runs["transformers.js"][state]]}
+                      "transformers_js_runs_ms": [r.get("first_ms") and round(r["first_ms"], 1)
+                                                  for r in runs["transformers.js"][state]],
+                      "transformers_js_failed": [r["failed"] for r in runs["transformers.js"][state] if "failed" in r]}
     return out
 
 
@@ -245,25 +271,28 @@ def run_llm_browser(p: Any, browser: str, trials: int, gp_url: str, wllama_url: 
             {"prompt": prompt, "threads": 2}), WLLAMA_FIRST),
     }
     runs = interleaved(systems, trials, f"gpuport-startup-llm-{browser}-", lambda trial, name, last: log(
-        f"  {browser} SmolLM2 trial {trial + 1} {name}: cold {last['cold']['first_ms']:.0f} ms, "
-        f"warm {last['warm']['first_ms']:.0f} ms (first token {last['warm']['text']!r})"))
-    out: dict[str, Any] = {"same_first_token": all(g["text"] == w["text"] for name in systems if name != "gpuport"
-                                                   for g, w in zip(runs["gpuport"]["cold"], runs[name]["cold"])),
-                           "wllama_threads": {name: runs[name]["cold"][0]["threads"] for name in systems
-                                              if name != "gpuport"},
+        f"  {browser} SmolLM2 trial {trial + 1} {name}: cold {shown(last['cold'])}, warm {shown(last['warm'])}"
+        + (f" (first token {last['warm']['text']!r})" if "text" in last["warm"] else "")))
+    peers = [name for name in systems if name != "gpuport"]
+    out: dict[str, Any] = {"same_first_token": all(g["text"] == w["text"] for name in peers
+                                                   for g, w in zip(runs["gpuport"]["cold"], runs[name]["cold"])
+                                                   if "failed" not in w),
+                           "wllama_threads": {name: next((r["threads"] for r in answered(runs[name]["cold"])), None)
+                                              for name in peers},
                            "backend": runs["gpuport"]["cold"][0]["backend"]}
-    med = lambda name, state, key="first_ms": statistics.median(r[key] for r in runs[name][state])  # noqa: E731
     for state in ("cold", "warm"):
         stages = {k: round(statistics.median(gpuport_stages(r)[k] for r in runs["gpuport"][state]), 1) for k in STAGES}
-        out[state] = {"gpuport_ms": round(med("gpuport", state), 1), "wllama_ms": round(med("wllama", state), 1),
-                      "gpuport_over_wllama": round(med("gpuport", state) / med("wllama", state), 2),
-                      "wllama_2t_ms": round(med("wllama, 2 threads", state), 1),
-                      "gpuport_over_wllama_2t": round(med("gpuport", state) / med("wllama, 2 threads", state), 2),
+        gp_ms, w_ms, w2_ms = (median_ms(runs[name][state]) for name in ("gpuport", "wllama", "wllama, 2 threads"))
+        out[state] = {"gpuport_ms": gp_ms, "wllama_ms": w_ms, "gpuport_over_wllama": ratio(gp_ms, w_ms),
+                      "wllama_2t_ms": w2_ms, "gpuport_over_wllama_2t": ratio(gp_ms, w2_ms),
                       "gpuport_stages_ms": stages,
-                      "wllama_load_ms": round(med("wllama", state, "load_ms"), 1),
-                      "wllama_2t_load_ms": round(med("wllama, 2 threads", state, "load_ms"), 1),
-                      **{f"{name.replace(', 2 threads', '_2t')}_runs_ms": [round(r["first_ms"], 1) for r in
-                                                                          runs[name][state]] for name in systems}}
+                      "wllama_load_ms": median_ms(runs["wllama"][state], "load_ms"),
+                      "wllama_2t_load_ms": median_ms(runs["wllama, 2 threads"][state], "load_ms"),
+                      **{f"{name.replace(', 2 threads', '_2t')}_runs_ms": [r.get("first_ms") and round(r["first_ms"], 1)
+                                                                          for r in runs[name][state]]
+                         for name in systems},
+                      **{f"{name.replace(', 2 threads', '_2t')}_failed": [r["failed"] for r in runs[name][state]
+                                                                          if "failed" in r] for name in peers}}
     return out
 
 
@@ -298,6 +327,14 @@ def run_native(bench_dir: Path, trials: int, log: Callable[[str], None]) -> dict
                                                         / med["sentence-transformers"]["first_ms"], 2)}
 
 
+def ms(value: float | None) -> str:
+    return f"{value:7.0f}" if value is not None else "no answer"
+
+
+def times(value: float | None) -> str:
+    return f"{value:.2f}" if value is not None else "-"
+
+
 def print_table(results: dict) -> None:
     print("\ntime to the first MiniLM embedding (ms, medians); ratio gpuport / peer (<= 1.0: gpuport first)")
     for browser in ("chromium", "firefox"):
@@ -307,10 +344,10 @@ def print_table(results: dict) -> None:
         for state in ("cold", "warm"):
             c = r[state]
             stages = ", ".join(f"{k[:-3]} {v:.0f}" for k, v in c["gpuport_stages_ms"].items())
-            print(f"  {browser:8} {state}: gpuport {c['gpuport_ms']:7.0f}  transformers.js {c['transformers_js_ms']:7.0f}"
-                  f"  ratio {c['gpuport_over_transformers_js']:.2f}   gpuport stages: {stages}")
+            print(f"  {browser:8} {state}: gpuport {c['gpuport_ms']:7.0f}  transformers.js {ms(c['transformers_js_ms'])}"
+                  f"  ratio {times(c['gpuport_over_transformers_js'])}   gpuport stages: {stages}")
             print(f"  {'':8} {state}: gpuport without its Pyodide snapshot {c['no_snapshot_ms']:7.0f}  ratio "
-                  f"{c['no_snapshot_over_transformers_js']:.2f}   (Pyodide stage {c['no_snapshot_stages_ms']['pyodide_ms']:.0f} ms)")
+                  f"{times(c['no_snapshot_over_transformers_js'])}   (Pyodide stage {c['no_snapshot_stages_ms']['pyodide_ms']:.0f} ms)")
     if results.get("smollm2"):
         print("\ntime to SmolLM2's first token (ms, medians); ratio gpuport / wllama (<= 1.0: gpuport first)")
         for browser, r in results["smollm2"].items():
@@ -318,9 +355,9 @@ def print_table(results: dict) -> None:
                 c = r[state]
                 stages = ", ".join(f"{k[:-3]} {v:.0f}" for k, v in c["gpuport_stages_ms"].items()).replace("embed",
                                                                                                           "token")
-                print(f"  {browser:8} {state}: gpuport {c['gpuport_ms']:7.0f}  wllama {c['wllama_ms']:7.0f}  ratio "
-                      f"{c['gpuport_over_wllama']:.2f}  (wllama, 2 threads {c['wllama_2t_ms']:7.0f}  ratio "
-                      f"{c['gpuport_over_wllama_2t']:.2f})   gpuport stages: {stages}")
+                print(f"  {browser:8} {state}: gpuport {c['gpuport_ms']:7.0f}  wllama {ms(c['wllama_ms'])}  ratio "
+                      f"{times(c['gpuport_over_wllama'])}  (wllama, 2 threads {ms(c['wllama_2t_ms'])}  ratio "
+                      f"{times(c['gpuport_over_wllama_2t'])})   gpuport stages: {stages}")
             print(f"  {browser:8} same first token: {r['same_first_token']}; wllama on {r['wllama_threads']} threads")
     if "native" in results:
         n = results["native"]
