@@ -121,10 +121,7 @@ export async function siteFile(site, signal = undefined) {
   await forget(site.sha256);
   const dropped = digests ? `the kept copy's sha256 is ${digests[0].slice(0, 12)}..., not ${site.sha256.slice(0, 12)}...`
     : "the kept copy could not be read or checked";
-  if (signal && signal.aborted) return { problem: "let go", kept: false, dropped };
-  const again = new AbortController();
-  if (signal) signal.addEventListener("abort", () => again.abort());
-  return { ...(await idb.fetchChecked(site, again.signal)), kept: false, dropped };
+  return { ...(await idb.fetchChecked(site, signal)), kept: false, dropped };
 }
 
 async function forget(name) {

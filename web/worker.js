@@ -18,18 +18,15 @@ self.gpuportSpawnWorker = (source) => {
   self.postMessage({ spawnWorker: { id, source, port: port2 } }, [port2]);
   return { port: port1, terminate: () => self.postMessage({ terminateWorker: id }) };
 };
-// Pyodide's interpreter compiled by the page (gpuport.js compileInterpreter) and the site's snapshot fetched and
-// checked by it ({bytes} or {problem}, idb.fetchChecked), each posted once it is
-let compiled, fetched;
-const interpreter = new Promise((resolve) => { compiled = resolve; });
-const siteSnapshotFetched = new Promise((resolve) => { fetched = resolve; });
-// and the site's page archives it inflated, by key ({files, modules} or {problem}: web/wheels.js fetchArchive), each
-// shared library it compiles ahead by "<key>:<path>"
+// What the page's thread posts once it has it, by key: "interpreter" (compiled by gpuport.js compileInterpreter),
+// "siteSnapshot" (read and checked: snapshot.js siteFile), each page archive it inflated ({files, modules} or
+// {problem}: web/wheels.js fetchArchive) and each shared library it compiles ahead ("<archive key>:<path>")
 const fromPage = new Map();
 const awaited = (key) => {
   if (!fromPage.has(key)) {
     let resolve;
-    fromPage.set(key, { promise: new Promise((r) => { resolve = r; }), resolve: (value) => resolve(value) });
+    const promise = new Promise((r) => { resolve = r; });
+    fromPage.set(key, { promise, resolve });
   }
   return fromPage.get(key);
 };
@@ -39,11 +36,11 @@ const progress = (event) => self.postMessage({ progress: event });
 
 self.onmessage = async ({ data }) => {
   if (data.interpreter) {
-    compiled(data.interpreter);
+    awaited("interpreter").resolve(data.interpreter);
     return;
   }
   if (data.siteSnapshot) {
-    fetched(data.siteSnapshot);
+    awaited("siteSnapshot").resolve(data.siteSnapshot);
     return;
   }
   if (data.archive) {
@@ -67,8 +64,8 @@ self.onmessage = async ({ data }) => {
     if (op === "boot") {
       // the page's thread reads model chunks ahead for this worker, storage once told it may (web/idb.js)
       const go = args[0].readAheadOnPage ? () => self.postMessage({ readAheadGo: true }) : null;
-      host = await boot({ ...args[0], interpreter: args[0].interpreterFromPage ? interpreter : null,
-                          siteSnapshotFetched: args[0].snapshotFromPage ? siteSnapshotFetched : null,
+      host = await boot({ ...args[0], interpreter: args[0].interpreterFromPage ? awaited("interpreter").promise : null,
+                          siteSnapshotFetched: args[0].snapshotFromPage ? awaited("siteSnapshot").promise : null,
                           archivesFetched: (key) => (args[0].archivesFromPage.includes(key) ? awaited(key).promise : null) },
                    progress, go);
       value = host.timings;
