@@ -32,6 +32,7 @@ CONFIGS = {"pool, 2 threads": 2, "pool, 1 thread": 1, "one-thread build": 0}
 LOAD = """
 import numpy as np
 from gpuport import models, wasm_threads
+await wasm_threads.ready()
 model = await models.load("minilm-l6-v2", rt)
 llm = await models.load("smollm2-135m-instruct", rt)
 ids = llm.prompt_ids([{{"role": "user", "content": "Tell me about the history of the printing press."}}])

@@ -1,6 +1,6 @@
 """The host kernels on every core of a page: the threaded WebAssembly build on a pool of Web Workers
 (web/threads.js, gpuport.wasm_threads), started by gpuport.open() where the page is cross-origin isolated
-(the dev server sends COOP/COEP).
+(the dev server sends COOP/COEP); its workers join in the background (`await wasm_threads.ready()` waits for them).
 
 - Every case of tests/wasm_cases.py runs on the pool's engine in each lane that has one, against the same
   NumPy references and tolerances as the one-thread build: answers do not depend on the thread count.
@@ -30,6 +30,7 @@ PAIRS = [(lane, case) for lane in THREAD_LANES for case in POOL_CASES]
 POOL = """
 import gpuport
 from gpuport import hostops, wasm_threads
+await wasm_threads.ready()
 {"available": wasm_threads.available(), "reason": wasm_threads.reason(), "threads": wasm_threads.threads(),
  "info": rt.info()["host_threads"], "isolated": bool(__import__("js").crossOriginIsolated)}
 """
@@ -37,7 +38,7 @@ from gpuport import hostops, wasm_threads
 
 @pytest.mark.parametrize("lane", THREAD_LANES)
 def test_pool_started(lane_factory, lane):
-    """open() started the pool: one thread per core the browser reports (this machine: 2), and rt.info() says
+    """open() started the pool (it joined once ready() returned): one thread per core the browser reports (this machine: 2), and rt.info() says
     whole layers run there."""
     got = lane_factory(lane).run(POOL)
     cores = lane_factory(lane).run("int(__import__('js').navigator.hardwareConcurrency)")
@@ -72,6 +73,7 @@ def test_threads_parity(lane_factory, lane, case):
 MINILM = """
 import numpy as np
 from gpuport import hostops, models, wasm_kernels, wasm_threads
+await wasm_threads.ready()
 _m = await models.load("minilm-l6-v2", rt)
 _texts = ["a short sentence", "the pool runs every layer of this one on two threads " * 12]
 _before = dict(hostops.calls().get("encoder_layer", {}))
@@ -104,6 +106,7 @@ def test_minilm_runs_its_layers_on_the_pool(lane_factory):
 
 LLM = """
 from gpuport import hostops, models, wasm_threads
+await wasm_threads.ready()
 _llm = await models.load("smollm2-135m-instruct", rt)
 _prompt = [{"role": "user", "content": "What is the capital of France?"}]
 _before = dict(hostops.calls().get("llama_block", {}))
@@ -131,6 +134,7 @@ def test_generation_decodes_on_the_pool(lane_factory):
 NOT_ISOLATED = """
 import numpy as np
 from gpuport import hostops, models, wasm_threads
+await wasm_threads.ready()
 _m = await models.load("minilm-l6-v2", rt)
 _e = await _m.embed(["one thread still embeds"])
 {"isolated": bool(__import__("js").crossOriginIsolated), "info": rt.info()["host_threads"],

@@ -9,6 +9,7 @@ logic against the NumPy references, as e2e/test_page_threads.py runs them on the
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 from types import SimpleNamespace
 from typing import Any
@@ -105,6 +106,67 @@ def test_without_a_pool_it_says_why():
     assert not T.available() and T.threads() == 1 and "isolated" in T.reason()
     with pytest.raises(BackendUnavailable, match="isolated"):
         T.gelu(np.ones(3, np.float32))
+
+
+def test_a_pool_starting_in_the_background_is_attached_once_it_has_joined():
+    """start() returns at once (gpuport.open() no longer waits for the workers): until the pool answers, layers run
+    on one thread and reason() says it is starting; ready() waits for it."""
+    assert N.available(), f"native SIMD kernels unavailable: {N.reason()}"
+    stand_in = StandIn()
+
+    async def visit() -> list:
+        joined = asyncio.Event()
+
+        async def start_pool() -> StandIn:
+            await joined.wait()
+            return stand_in
+
+        T.start(start_pool())
+        seen = [(T.available(), T.threads(), T.reason())]
+        await asyncio.sleep(0)
+        seen.append((T.available(), T.threads(), T.reason()))
+        joined.set()
+        await T.ready()
+        seen.append((T.available(), T.threads(), T.reason()))
+        await T.ready()   # nothing starting: at once
+        return seen
+
+    try:
+        starting, still, ready = asyncio.run(visit())
+        assert starting == still and not starting[0] and starting[1] == 1 and starting[2].startswith("starting"), starting
+        assert ready == (True, 2, ""), ready
+        assert T.gelu(np.ones(3, np.float32)).shape == (3,)
+    finally:
+        T.attach(SimpleNamespace(available=False, reason="detached by the test"))
+
+
+def test_a_pool_that_fails_to_start_leaves_its_error_as_the_reason():
+    async def failing() -> None:
+        raise RuntimeError("threads.js did not load")
+
+    async def visit() -> tuple:
+        T.start(failing())
+        await T.ready()   # the error is the reason, not raised here
+        return T.available(), T.threads(), T.reason()
+
+    assert asyncio.run(visit()) == (False, 1, "it did not start: threads.js did not load")
+
+
+def test_a_pool_attached_while_another_starts_is_not_replaced_by_it(pool):
+    async def visit() -> None:
+        other = asyncio.Event()
+
+        async def late() -> SimpleNamespace:
+            await other.wait()
+            return SimpleNamespace(available=False, reason="the late one")
+
+        T.start(late())
+        T.attach(pool)
+        other.set()
+        await asyncio.sleep(0.01)
+
+    asyncio.run(visit())
+    assert T.available() and T.reason() == "", T.reason()
 
 
 @pytest.mark.parametrize("case", [c for c in CASES if c not in WASM_ONLY | IN_PLACE])

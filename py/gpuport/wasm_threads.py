@@ -9,14 +9,17 @@ live, and a KV cache keeps a shadow there: the rows a call writes go back to Num
 it has not written come from them, and a model that rewrites rows in NumPy says so (rows_changed). So hostops sends it only whole layers (an encoder layer, a llama block, the head's product), where
 the copies are small beside the work.
 
-Page-only: `attach` takes what web/threads.js's startPool answered (jsmodules.register starts it); anywhere
-else `available()` is False and `reason()` says why. `threads()` is the pool's size, the caller included.
+Page-only: `attach` takes what web/threads.js's startPool answered, and `start` attaches it once it has answered
+(jsmodules.register starts the pool so: its workers join while the page goes on, and ops meanwhile run on one
+thread; `await ready()` waits for it); anywhere else `available()` is False and `reason()` says why. `threads()`
+is the pool's size, the caller included.
 """
 
 from __future__ import annotations
 
+import asyncio
 import weakref
-from typing import Any
+from typing import Any, Awaitable
 
 import numpy as np
 
@@ -27,6 +30,7 @@ from .simd_ops import SimdKernels, linked
 _ALIGN = 64
 _NOT_STARTED = ("not started: the threaded kernels exist only in a cross-origin isolated page, where "
                 "gpuport.open() starts their workers (backends/jsmodules.py)")
+_STARTING = "starting: the pool's workers are joining it (until then whole layers run on this thread)"
 
 
 def _span(a: np.ndarray) -> int:
@@ -124,9 +128,36 @@ class PoolKernels(SimdKernels):
         self._scratch_block: _Block | None = None
         self._scratch_bytes = 0
         self.cap: int | None = None
+        self._starting: asyncio.Future | None = None
+
+    def start(self, pending: Awaitable[Any]) -> None:
+        """Attach the pool `pending` (web/threads.js's startPool) answers, once it has: gpuport.open() waited
+        35-126 ms for its workers to join in warm Chromium visits, and nothing needs them before a model's
+        first layers. Meanwhile available() is False and reason() says it is starting; a start that raises
+        leaves its error as the reason."""
+        self.attach(_Record(_STARTING))
+        self._starting = task = asyncio.ensure_future(pending)
+        task.add_done_callback(self._started)
+
+    def _started(self, task: asyncio.Future) -> None:
+        if task is not self._starting:   # attached to another since
+            return
+        self._starting = None
+        if task.cancelled():
+            self.attach(_Record("its start was cancelled"))
+        elif task.exception() is not None:
+            self.attach(_Record(f"it did not start: {task.exception()}"))
+        else:
+            self.attach(task.result())
+
+    async def ready(self) -> None:
+        """Wait until the pool start() began has joined, or said why not (at once when none is starting)."""
+        if self._starting is not None:
+            await asyncio.wait([self._starting])
 
     def attach(self, record: Any) -> None:
         """Use the pool web/threads.js started (or its reason for starting none)."""
+        self._starting = None
         self.clear_cache()
         self._kept_at.clear()
         self._shadows.clear()
@@ -276,6 +307,15 @@ class PoolKernels(SimdKernels):
         return self._scratch_block.address
 
 
+class _Record:
+    """A pool record with no pool, and why (web/threads.js's unavailable() answers the same shape)."""
+
+    available = False
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
 ENGINE = PoolKernels()
 # The module's API is the engine's, as wasm_kernels' (tests/wasm_cases.py runs on either); _PACKED is for tests.
 _PACKED, OPS = ENGINE.packed, ENGINE.ops
@@ -283,7 +323,8 @@ matmul, gelu, softmax = ENGINE.matmul, ENGINE.gelu, ENGINE.softmax
 layer_norm, attention = ENGINE.layer_norm, ENGINE.attention
 q_matmul, llama_block, llama_layers = ENGINE.q_matmul, ENGINE.llama_block, ENGINE.llama_layers
 available, reason, clear_cache, measure = ENGINE.available, ENGINE.reason, ENGINE.clear_cache, ENGINE.measure
-attach, threads, use_threads = ENGINE.attach, ENGINE.threads, ENGINE.use_threads
+attach, start, ready, threads, use_threads = ENGINE.attach, ENGINE.start, ENGINE.ready, ENGINE.threads, ENGINE.use_threads
 
 __all__ = ["ABI", "ENGINE", "OPS", "Arena", "PoolKernels", "attach", "attention", "available", "clear_cache", "gelu",
-           "layer_norm", "llama_block", "llama_layers", "matmul", "measure", "q_matmul", "reason", "softmax", "threads", "use_threads"]
+           "layer_norm", "llama_block", "llama_layers", "matmul", "measure", "q_matmul", "ready", "reason", "softmax", "start",
+           "threads", "use_threads"]

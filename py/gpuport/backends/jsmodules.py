@@ -152,7 +152,7 @@ async def register() -> None:
     if not wasm_kernels.attached():
         choice = os.environ.get(WASM_BUILD_ENV, "auto")
         wasm_kernels.attach(await _wasm_kernels(choice))
-        wasm_threads.attach(await _pool(threads_wanted(os.environ.get(THREADS_ENV, "auto"))))
+        wasm_threads.start(_pool(threads_wanted(os.environ.get(THREADS_ENV, "auto"))))
 
 
 __all__ = ["THREADS_ENV", "WASM_BUILD_ENV", "check_version", "register", "threads_wanted"]
