@@ -344,6 +344,11 @@ export function storeAhead() {
   return storing;
 }
 
+/** takeWithDigest of each of `keys`, in one crossing from Python: their answers in order. */
+export function takeManyWithDigest(store, keys) {
+  return Promise.all(Array.from(keys, (key) => takeWithDigest(store, key)));
+}
+
 // getWithDigest, from the read-ahead when it holds the key (each record is handed over once), with `fetched`:
 // whether it came over the network (storeAhead stores it: the load does not).
 export async function takeWithDigest(store, key) {

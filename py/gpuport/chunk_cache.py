@@ -6,6 +6,7 @@ matched the manifest are ever put here.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from typing import Callable, Sequence
@@ -33,6 +34,10 @@ class ChunkCache:
         """The record and its sha256 hex, which the caller checks (a page's cache digests it in the browser)."""
         blob = await self.get(key)
         return None if blob is None else (bytes(blob), sha256(blob))
+
+    async def get_many_with_digest(self, keys: Sequence[str]) -> list[tuple[bytes, str] | None]:
+        """get_with_digest of each key, in order (a page's cache answers them in one crossing)."""
+        return list(await asyncio.gather(*(self.get_with_digest(key) for key in keys)))
 
     def read_ahead(self, key: str) -> bool:
         """Whether the record get_with_digest last handed over for `key` came over the network ahead of the load
@@ -166,16 +171,31 @@ class ModelChunks:
     async def get(self, i: int, keep: bool = False) -> bytes | None:
         """Chunk i if the cache has it intact (a corrupt or tampered record is dropped). `keep`: the next get(i)
         hands the same bytes out again without reading them (the header's chunk, which the load reads next)."""
-        if i in self._kept:
-            return self._kept.pop(i)
-        key = self._key(i)
-        blob, dropped = await self._get_verified(key, self.m["chunks"][i]["sha256"])
-        if dropped:
-            self._note("cache", 0, 0, note=f"cached chunk {i} failed its sha256 check: dropped, refetching")
-        self._read_ahead[i] = blob is not None and self.cache.read_ahead(key)
+        blob = (await self.get_many([i]))[0]
         if keep and blob is not None:
             self._kept[i] = blob
         return blob
+
+    async def get_many(self, indices: Sequence[int]) -> list[bytes | None]:
+        """get(i) of each of `indices`, in order, read from the cache in one request (in a page, one crossing
+        into JS for them all rather than an asyncio task and a crossing per chunk)."""
+        out: dict[int, bytes | None] = {i: self._kept.pop(i) for i in indices if i in self._kept}
+        wanted = [i for i in indices if i not in out]
+        keys = [self._key(i) for i in wanted]
+        if self.cache is None or not keys:
+            found: list = [None] * len(keys)
+        else:
+            try:
+                found = await self.cache.get_many_with_digest(keys)
+            except Exception:
+                found = [None] * len(keys)
+        for i, key, record in zip(wanted, keys, found):
+            blob, dropped = await self._verified(key, self.m["chunks"][i]["sha256"], record)
+            if dropped:
+                self._note("cache", 0, 0, note=f"cached chunk {i} failed its sha256 check: dropped, refetching")
+            self._read_ahead[i] = blob is not None and self.cache.read_ahead(key)
+            out[i] = blob
+        return [out[i] for i in indices]
 
     def read_ahead(self, i: int) -> bool:
         """Whether chunk i, just handed out by get, came over the network ahead of the load (ChunkCache.read_ahead)."""
@@ -211,6 +231,10 @@ class ModelChunks:
             found = await self.cache.get_with_digest(key)
         except Exception:
             return None, False
+        return await self._verified(key, digest, found)
+
+    async def _verified(self, key: str, digest: str, found: tuple[bytes, str] | None) -> tuple[bytes | None, bool]:
+        """(`found`'s record if its digest is `digest`, whether it was not and was dropped from the cache)."""
         if found is None:
             return None, False
         if found[1] == digest:

@@ -298,7 +298,7 @@ class ProgressiveModelLoader:
         cached = cached_bytes = ahead = 0
         for w in range(0, len(need), CACHE_READS):   # CACHE_READS reads in flight, handed on in order
             window = need[w:w + CACHE_READS]
-            for i, blob in zip(window, await asyncio.gather(*(self.chunks.get(i) for i in window))):
+            for i, blob in zip(window, await self.chunks.get_many(window)):
                 if blob is None:
                     missing.append(i)
                     continue

@@ -111,7 +111,13 @@ class IndexedDBChunkCache(ChunkCache):
     async def get_with_digest(self, key: str) -> tuple[bytes, str] | None:
         """The record and the browser's digest of it (one crossing; hashlib's where it has no crypto.subtle), from
         what web/idb.js read ahead while the page booted where it holds the key."""
-        found = await idb.takeWithDigest("chunks", key)
+        return self._handed(key, await idb.takeWithDigest("chunks", key))
+
+    async def get_many_with_digest(self, keys: Sequence[str]) -> list[tuple[bytes, str] | None]:
+        found = await idb.takeManyWithDigest("chunks", to_js(list(keys)))
+        return [self._handed(key, record) for key, record in zip(keys, found)]
+
+    def _handed(self, key: str, found: Any) -> tuple[bytes, str] | None:
         blob = None if found is None else _bytes(found.value)
         self._ahead.discard(key)
         if blob is None:
