@@ -259,8 +259,9 @@ def run_browser(p: Any, browser: str, trials: int, gp_url: str, tjs_url: str, lo
 
 
 def run_llm_browser(p: Any, browser: str, trials: int, gp_url: str, wllama_url: str, prompt: str,
-                    log: Callable[[str], None]) -> dict:
-    """SmolLM2's first token from navigation, cold and warm: gpuport's page against wllama's, alternating."""
+                    log: Callable[[str], None], two_threads: bool = True) -> dict:
+    """SmolLM2's first token from navigation, cold and warm: gpuport's page against wllama's, alternating (and
+    wllama asked for 2 threads unless `two_threads` is False: that variant is then "not run" in the results)."""
     src = GPUPORT_LLM_SRC.format(name=LLM, messages=MESSAGES)
     systems = {
         "gpuport": lambda profile: visit(p, browser, profile, gp_url + f"/test.html?calibrate=idle&preload={LLM}",
@@ -270,6 +271,8 @@ def run_llm_browser(p: Any, browser: str, trials: int, gp_url: str, wllama_url: 
         "wllama, 2 threads": lambda profile: visit(p, browser, profile, wllama_url + "/startup.html?" + urlencode(
             {"prompt": prompt, "threads": 2}), WLLAMA_FIRST),
     }
+    if not two_threads:
+        del systems["wllama, 2 threads"]
     runs = interleaved(systems, trials, f"gpuport-startup-llm-{browser}-", lambda trial, name, last: log(
         f"  {browser} SmolLM2 trial {trial + 1} {name}: cold {shown(last['cold'])}, warm {shown(last['warm'])}"
         + (f" (first token {last['warm']['text']!r})" if "text" in last["warm"] else "")))
@@ -282,12 +285,14 @@ def run_llm_browser(p: Any, browser: str, trials: int, gp_url: str, wllama_url: 
                            "backend": runs["gpuport"]["cold"][0]["backend"]}
     for state in ("cold", "warm"):
         stages = {k: round(statistics.median(gpuport_stages(r)[k] for r in runs["gpuport"][state]), 1) for k in STAGES}
-        gp_ms, w_ms, w2_ms = (median_ms(runs[name][state]) for name in ("gpuport", "wllama", "wllama, 2 threads"))
+        gp_ms, w_ms, w2_ms = (median_ms(runs[name][state]) if name in runs else None
+                              for name in ("gpuport", "wllama", "wllama, 2 threads"))
         out[state] = {"gpuport_ms": gp_ms, "wllama_ms": w_ms, "gpuport_over_wllama": ratio(gp_ms, w_ms),
                       "wllama_2t_ms": w2_ms, "gpuport_over_wllama_2t": ratio(gp_ms, w2_ms),
                       "gpuport_stages_ms": stages,
                       "wllama_load_ms": median_ms(runs["wllama"][state], "load_ms"),
-                      "wllama_2t_load_ms": median_ms(runs["wllama, 2 threads"][state], "load_ms"),
+                      "wllama_2t_load_ms": median_ms(runs["wllama, 2 threads"][state], "load_ms") if two_threads else None,
+                      "not_run": [] if two_threads else ["wllama_2t_ms"],
                       **{f"{name.replace(', 2 threads', '_2t')}_runs_ms": [r.get("first_ms") and round(r["first_ms"], 1)
                                                                           for r in runs[name][state]]
                          for name in systems},
@@ -355,9 +360,10 @@ def print_table(results: dict) -> None:
                 c = r[state]
                 stages = ", ".join(f"{k[:-3]} {v:.0f}" for k, v in c["gpuport_stages_ms"].items()).replace("embed",
                                                                                                           "token")
+                two = ("(wllama, 2 threads: not run)" if "wllama_2t_ms" in c.get("not_run", []) else
+                       f"(wllama, 2 threads {ms(c['wllama_2t_ms'])}  ratio {times(c['gpuport_over_wllama_2t'])})")
                 print(f"  {browser:8} {state}: gpuport {c['gpuport_ms']:7.0f}  wllama {ms(c['wllama_ms'])}  ratio "
-                      f"{times(c['gpuport_over_wllama'])}  (wllama, 2 threads {ms(c['wllama_2t_ms'])}  ratio "
-                      f"{times(c['gpuport_over_wllama_2t'])})   gpuport stages: {stages}")
+                      f"{times(c['gpuport_over_wllama'])}  {two}   gpuport stages: {stages}")
             print(f"  {browser:8} same first token: {r['same_first_token']}; wllama on {r['wllama_threads']} threads")
     if "native" in results:
         n = results["native"]
@@ -375,6 +381,8 @@ def main() -> int:
     ap.add_argument("--bench-dir", type=Path, default=ROOT / ".cache" / "bench")
     ap.add_argument("--workloads", default="minilm,smollm2", help="minilm (against transformers.js), smollm2 "
                     "(against wllama)")
+    ap.add_argument("--wllama-two-threads", default="chromium,firefox", help="browsers where wllama is also asked "
+                    "for 2 threads ('' for none): in Firefox ESR it gave no token in 180 s per visit")
     args = ap.parse_args()
     workloads = set(args.workloads.split(","))
     if not (args.bench_dir / "js" / "node_modules" / "@huggingface" / "transformers").is_dir():
@@ -391,8 +399,9 @@ def main() -> int:
             if "minilm" in workloads:
                 results[browser] = run_browser(p, browser, args.trials, gp_url, tjs_url, log)
             if "smollm2" in workloads:
-                results.setdefault("smollm2", {})[browser] = run_llm_browser(p, browser, args.trials, gp_url,
-                                                                             wllama_url, prompt, log)
+                results.setdefault("smollm2", {})[browser] = run_llm_browser(
+                    p, browser, args.trials, gp_url, wllama_url, prompt, log,
+                    two_threads=browser in args.wllama_two_threads.split(","))
     if not args.no_native and "minilm" in workloads:
         results["native"] = run_native(args.bench_dir, args.trials, log)
     print_table(results)

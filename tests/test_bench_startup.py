@@ -42,3 +42,25 @@ def test_gpuports_own_failure_fails_the_run():
 def test_medians_count_only_the_visits_that_answered():
     assert startup.median_ms([{"first_ms": 10.0}, {"failed": "x"}, {"first_ms": 30.0}]) == 20.0
     assert startup.answered([{"failed": "x"}]) == []
+
+
+def test_wllama_on_two_threads_left_out_is_said_not_run(monkeypatch, capsys):
+    """--wllama-two-threads without a browser: that variant is never visited there, and the results, table and chart
+    say "not run" (not "no answer", which is a peer that failed)."""
+    visited = []
+
+    def visit(p, browser, profile, url, first, src=None):
+        visited.append(url)
+        if "/test.html" in url:
+            return {"first_ms": 100.0, "text": "The", "backend": "cpu", "load_ms": 20.0, "embed_ms": 10.0,
+                    "timings": {"pyodide_ms": 30.0, "packages_ms": 10.0, "open_ms": 20.0}}
+        return {"first_ms": 300.0, "text": "The", "threads": 1, "load_ms": 150.0}
+
+    monkeypatch.setattr(startup, "visit", visit)
+    out = startup.run_llm_browser(None, "firefox", 1, "http://gp", "http://wl", "q", lambda line: None,
+                                  two_threads=False)
+    assert not any("threads=2" in url for url in visited) and len(visited) == 4, visited
+    warm = out["warm"]
+    assert warm["not_run"] == ["wllama_2t_ms"] and warm["wllama_2t_ms"] is None and warm["gpuport_over_wllama"] == 0.33
+    startup.print_table({"smollm2": {"firefox": out}})
+    assert "wllama, 2 threads: not run" in capsys.readouterr().out

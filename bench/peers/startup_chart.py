@@ -31,8 +31,9 @@ def panel(ax, groups, peers, title) -> None:
         rest = max(r["gpuport_ms"] / 1e3 - bottom, 0.0)
         ax.bar(x, rest, width, bottom=bottom, color="lightgray", label="other" if i == 0 else None)
         for k, (key, label) in enumerate(peers):
-            if r[key] is None:   # no visit of the peer answered (bench/startup.py keeps why)
-                ax.text(x + (k + 1) * width, 0.05, "no\nanswer", ha="center", fontsize=7)
+            if r[key] is None:   # not run, or no visit of the peer answered (bench/startup.py keeps why)
+                said = "not\nrun" if key in r.get("not_run", []) else "no\nanswer"
+                ax.text(x + (k + 1) * width, 0.05, said, ha="center", fontsize=7)
                 continue
             ax.bar(x + (k + 1) * width, r[key] / 1e3, width, color=("black", "dimgray")[k],
                    label=label if i == 0 else None)
