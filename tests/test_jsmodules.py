@@ -34,3 +34,18 @@ def test_python_registers_exactly_the_marked_modules():
     source = (ROOT / "py" / "gpuport" / "backends" / "jsmodules.py").read_text(encoding="utf-8")
     assert sorted(set(re.findall(r'"(\w+\.js)"', source))) == sorted(MARKED)
     assert all((ROOT / "web" / name).is_file() for name in MARKED)
+
+
+def test_the_page_registers_the_whole_js_half_under_the_names_python_imports():
+    """web/host.js registers every module of the JS half from what the page loaded (open() then loads none of them
+    from the wheel): under exactly jsmodules.MODULES' names, each the module of the file named there."""
+    source = (ROOT / "py" / "gpuport" / "backends" / "jsmodules.py").read_text(encoding="utf-8")
+    wanted = dict(re.findall(r'"(\w+)": "(\w+\.js)"', re.search(r"^MODULES = \{(.*?)\}", source, re.M | re.S)[1]))
+    host = (ROOT / "web" / "host.js").read_text(encoding="utf-8")
+    static = dict(re.findall(r'^import \* as (\w+) from "\./(\w+\.js)";', host, flags=re.M))
+    registered = re.search(r"const registered = \{ (.*?), \.\.\.\(await jsHalf\) \};", host)[1]
+    from_static = {name: static[var] for name, var in re.findall(r"(\w+): (\w+)", registered)}
+    rest = re.search(r"^const REST_OF_THE_JS_HALF = \{(.*?)\};", host, flags=re.M)[1]
+    from_rest = dict(re.findall(r'(\w+): "\./(\w+\.js)"', rest))
+    assert from_static | from_rest == wanted and not from_static.keys() & from_rest.keys()
+    assert "for (const [name, module] of Object.entries(registered)) pyodide.registerJsModule(name, module);" in host

@@ -1,13 +1,25 @@
 // Boots Pyodide with NumPy and the gpuport wheel (micropip only when installWheel is called), opens a runtime, and runs Python.
 // The same code serves the Web Worker (worker.js) and the main-thread mode (gpuport.js).
-// The JS half Python calls (bridge, the WebAssembly kernels) is registered by gpuport from the installed wheel on
-// open() (py/gpuport/backends/jsmodules.py), as in any Pyodide; only the IndexedDB module is registered here, so
-// that what it read ahead during the boot (idb.readAhead, idb.receiveAhead) is the module Python reads from.
+// The JS half Python calls (the bridge, IndexedDB, the WebAssembly kernels and their pool) is registered here, from
+// the modules this page loaded beside the boot: in any other Pyodide gpuport registers it from the installed wheel on
+// open() (py/gpuport/backends/jsmodules.py), which took 35-110 ms of a warm Chromium visit's open stage (an import of
+// each module's text from a blob: URL). The IndexedDB module must be this one in any case: what it read ahead during
+// the boot (idb.readAhead, idb.receiveAhead) is what Python reads from. Python checks each module's VERSION.
 import * as idb from "./idb.js";
 import { serveRangesFromChunks } from "./ranges.js";
 import * as snapshots from "./snapshot.js";
-import { defaultSources } from "./wasm.js";
+import * as wasm from "./wasm.js";
 import * as wheels from "./wheels.js";
+
+// The rest of the JS half, by the names jsmodules.py imports it under (its MODULES), asked for when the boot begins:
+// imported statically, they made the worker begin its boot later (warm Firefox, 4 interleaved pairs: 1644 -> 1695 ms
+// to the first embedding). One that does not load is left to Python, which loads it from the wheel and says why not.
+const REST_OF_THE_JS_HALF = { gpuport_bridge: "./bridge.js", gpuport_threads: "./threads.js" };
+
+function restOfTheJsHalf() {
+  return Promise.all(Object.entries(REST_OF_THE_JS_HALF).map(async ([name, file]) => [name, await import(file)]))
+    .then(Object.fromEntries, () => ({}));
+}
 
 export const STAGES = ["pyodide", "packages", "open", "precompile"];
 // Work for the next visit (the Pyodide snapshot) starts once no call has run for this long: on a first visit it
@@ -228,7 +240,7 @@ export async function boot({ base = null, pyodideURL, wheelURL, chunked = {}, nu
                              snapshot = true, calibrate = "idle", interpreter = null, siteSnapshotFetched = null,
                            archivesFetched = () => null },
                            progress = () => {}, readAheadOnPage = null) {
-  defaultSources(hostKernels);   // a bad choice throws here, before anything loads
+  wasm.defaultSources(hostKernels);   // a bad choice throws here, before anything loads
   if (!["idle", "open"].includes(calibrate)) throw new Error(`calibrate must be "idle" or "open", not ${calibrate}`);
   const t0 = performance.now();
   const mark = {};
@@ -246,6 +258,7 @@ export async function boot({ base = null, pyodideURL, wheelURL, chunked = {}, nu
   };
   // Pyodide's loader is asked for first: its interpreter is the longest path of the boot
   const pyodideModule = import(new URL("pyodide.mjs", pyodideURL).href);
+  const jsHalf = restOfTheJsHalf();
   serveRangesFromChunks(chunked);
   // The first adapter request of a page starts the browser's side of WebGPU (Firefox: 36-63 ms of the open stage
   // on a warm visit). Asked now, beside the boot, and dropped: open()'s own request then takes 1 ms.
@@ -317,7 +330,8 @@ export async function boot({ base = null, pyodideURL, wheelURL, chunked = {}, nu
     if (problems.length) mark.snapshot = `dropped: ${problems.join("; ")}`;
     return loadPyodide({ indexURL: pyodideURL });
   });
-  pyodide.registerJsModule("gpuport_idb", idb);
+  const registered = { gpuport_idb: idb, gpuport_wasm: wasm, ...(await jsHalf) };
+  for (const [name, module] of Object.entries(registered)) pyodide.registerJsModule(name, module);
   // NumPy (gpuport's only requirement) and the gpuport wheel, without micropip (loaded, with packaging, only when
   // installWheel needs it): from what was fetched beside the boot, else by Pyodide's loadPackage, both at once
   await stage("packages", "packages_ms", async () => {

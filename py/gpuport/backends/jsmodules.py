@@ -34,7 +34,10 @@ def heap_bytes() -> int:
 
 
 WEB = Path(__file__).resolve().parents[1] / "web"
-MODULES = {"gpuport_bridge": "bridge.js", "gpuport_idb": "idb.js"}
+# the JS half, by the name Python imports it under: registered by the host (web/host.js registers them all), else
+# loaded here from the wheel's files
+MODULES = {"gpuport_bridge": "bridge.js", "gpuport_idb": "idb.js", "gpuport_wasm": "wasm.js",
+           "gpuport_threads": "threads.js"}
 WASM_FILES = {"simd128": "gpuport_simd.wasm", "relaxed-simd": "gpuport_simd_relaxed.wasm"}
 WASM_BUILD_ENV = "GPUPORT_WASM_KERNELS"   # start({hostKernels}) sets it: "auto" (default), "simd128", "relaxed-simd", "off"
 THREADS_FILE = "gpuport_simd_threads.wasm"
@@ -83,9 +86,8 @@ async def _load(name: str) -> Any:
         raise BackendUnavailable(f"cannot load gpuport's {name} into this page: {exc}") from None
 
 
-async def _wasm_kernels(choice: str) -> Any:
-    """web/wasm.js's record of the kernels it linked, from the .wasm files in the installed package."""
-    loader = await _load("wasm.js")
+async def _wasm_kernels(loader: Any, choice: str) -> Any:
+    """web/wasm.js's (`loader`) record of the kernels it linked, from the .wasm files in the installed package."""
     try:
         wanted = [str(s.variant) for s in loader.defaultSources(choice)]
     except JsException as exc:   # a choice wasm.js does not know: its message lists the valid ones
@@ -115,9 +117,8 @@ def threads_wanted(value: str) -> int | None:
     return int(value)
 
 
-async def _pool(threads: int | None) -> Any:
-    """web/threads.js's pool of workers on the threaded kernels (or its reason for none)."""
-    starter = await _load("threads.js")
+async def _pool(starter: Any, threads: int | None) -> Any:
+    """web/threads.js's (`starter`) pool of workers on the threaded kernels (or its reason for none)."""
     if not wasm_kernels.available():   # the one-thread build's sibling: off with it
         return starter.unavailable(f"no host kernels: {wasm_kernels.reason()}")
     if threads is None:
@@ -143,16 +144,18 @@ async def register() -> None:
     """Make gpuport's JS modules and WebAssembly kernels available to this Pyodide (once; later calls return
     at once). Raises JsHalfMismatch for a host-registered module of another version, BackendUnavailable when
     the installed package lacks a file."""
+    modules = {}
     for name, file in MODULES.items():
         module = _registered(name)
         if module is None:
             module = await _load(file)
             pyodide_js.registerJsModule(name, module)
         check_version(name, module)
+        modules[name] = module
     if not wasm_kernels.attached():
         choice = os.environ.get(WASM_BUILD_ENV, "auto")
-        wasm_kernels.attach(await _wasm_kernels(choice))
-        wasm_threads.start(_pool(threads_wanted(os.environ.get(THREADS_ENV, "auto"))))
+        wasm_kernels.attach(await _wasm_kernels(modules["gpuport_wasm"], choice))
+        wasm_threads.start(_pool(modules["gpuport_threads"], threads_wanted(os.environ.get(THREADS_ENV, "auto"))))
 
 
 __all__ = ["THREADS_ENV", "WASM_BUILD_ENV", "check_version", "register", "threads_wanted"]
