@@ -285,14 +285,13 @@ def run_llm_browser(p: Any, browser: str, trials: int, gp_url: str, wllama_url: 
                            "backend": runs["gpuport"]["cold"][0]["backend"]}
     for state in ("cold", "warm"):
         stages = {k: round(statistics.median(gpuport_stages(r)[k] for r in runs["gpuport"][state]), 1) for k in STAGES}
-        gp_ms, w_ms, w2_ms = (median_ms(runs[name][state]) if name in runs else None
-                              for name in ("gpuport", "wllama", "wllama, 2 threads"))
+        med = lambda name, key="first_ms": median_ms(runs[name][state], key) if name in runs else None  # noqa: E731
+        gp_ms, w_ms, w2_ms = med("gpuport"), med("wllama"), med("wllama, 2 threads")
         out[state] = {"gpuport_ms": gp_ms, "wllama_ms": w_ms, "gpuport_over_wllama": ratio(gp_ms, w_ms),
                       "wllama_2t_ms": w2_ms, "gpuport_over_wllama_2t": ratio(gp_ms, w2_ms),
                       "gpuport_stages_ms": stages,
-                      "wllama_load_ms": median_ms(runs["wllama"][state], "load_ms"),
-                      "wllama_2t_load_ms": median_ms(runs["wllama, 2 threads"][state], "load_ms") if two_threads else None,
-                      "not_run": [] if two_threads else ["wllama_2t_ms"],
+                      "wllama_load_ms": med("wllama", "load_ms"), "wllama_2t_load_ms": med("wllama, 2 threads", "load_ms"),
+                      "not_run": [] if "wllama, 2 threads" in runs else ["wllama_2t_ms"],
                       **{f"{name.replace(', 2 threads', '_2t')}_runs_ms": [r.get("first_ms") and round(r["first_ms"], 1)
                                                                           for r in runs[name][state]]
                          for name in systems},

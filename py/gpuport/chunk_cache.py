@@ -182,13 +182,12 @@ class ModelChunks:
         out: dict[int, bytes | None] = {i: self._kept.pop(i) for i in indices if i in self._kept}
         wanted = [i for i in indices if i not in out]
         keys = [self._key(i) for i in wanted]
-        if self.cache is None or not keys:
-            found: list = [None] * len(keys)
-        else:
+        found: list = [None] * len(keys)   # what a cache that is absent or fails hands over
+        if self.cache is not None and keys:
             try:
                 found = await self.cache.get_many_with_digest(keys)
             except Exception:
-                found = [None] * len(keys)
+                pass
         for i, key, record in zip(wanted, keys, found):
             blob, dropped = await self._verified(key, self.m["chunks"][i]["sha256"], record)
             if dropped:
