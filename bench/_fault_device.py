@@ -7,11 +7,10 @@ import asyncio
 import threading
 from typing import Any, Callable
 
-import numpy as np
-
 import gpuport as gp
+import numpy as np
 from faults import NotSurvived, Tally, expect_close, expect_error
-from gpuport import references as K
+from gpuport.host import references as K
 
 WORDS = "the a GPU runtime shares one queue across threads while sentences embed quickly under load".split()
 

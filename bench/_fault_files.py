@@ -15,14 +15,13 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 import gpuport as gp
+import numpy as np
 from faults import NotSurvived, Tally, expect_close
-from gpuport import chunk_manifest
-from gpuport import loader as L
-from gpuport.records import RecordWarning, cache_dir
-from gpuport.references import gelu_ref
+from gpuport.formats import chunk_manifest
+from gpuport.formats.records import RecordWarning, cache_dir
+from gpuport.host.references import gelu_ref
+from gpuport.loading import loader as L
 
 CHUNK = 64 * 1024
 

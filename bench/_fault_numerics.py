@@ -9,9 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 import gpuport as gp
+import numpy as np
 from faults import NotSurvived, Tally, expect_error
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))

@@ -10,8 +10,7 @@ also run inside rt.profile(): where the adapter offers timestamp queries their d
 import time
 
 import numpy as np
-
-from gpuport.kernels import RB_VARIANTS, shader_source
+from gpuport.ops.kernels import RB_VARIANTS, shader_source
 
 FMA_WGSL = """
 struct P { n: u32, a: f32, _0: u32, _1: u32 }

@@ -1,4 +1,4 @@
-"""bench/peers.py's arithmetic and output, kept free of browsers and subprocesses (tests/test_bench_peers.py).
+"""bench/peers.py's arithmetic and output, kept free of browsers and subprocesses (tests/bench/test_bench_peers.py).
 
 Results are `{lane: {case: {system: {"warmup_ms": float, "runs_ms": [float, ...]}}}}`. A system name starts
 with "gpuport-" for gpuport and anything else for a peer; native names end in "-<n>t" (threads). A ratio is

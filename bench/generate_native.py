@@ -19,9 +19,8 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _harness import write_result  # noqa: E402
-
 import gpuport as gp  # noqa: E402
+from _harness import write_result  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 

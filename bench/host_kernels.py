@@ -1,5 +1,5 @@
-"""gpuport's native C host kernels (gpuport.native_kernels: hostkernels/*.c built for this machine) against the
-NumPy host kernels they replace (gpuport.hostops.*_np: BLAS matmul, blocked float32 element-wise code),
+"""gpuport's native C host kernels (gpuport.host.native_kernels: hostkernels/*.c built for this machine) against the
+NumPy host kernels they replace (gpuport.host.hostops.*_np: BLAS matmul, blocked float32 element-wise code),
 per op on MiniLM-L6's shapes (hidden 384, intermediate 1536, 12 heads; 12, 100 and 256 tokens, and 8
 sentences of 12), in this process, interleaved (simd_ops.measure: median of repeats).
 
@@ -27,10 +27,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _harness import write_result  # noqa: E402
-
-from gpuport import hostops as H  # noqa: E402
-from gpuport import native_kernels as N  # noqa: E402
-from gpuport.simd_ops import measure  # noqa: E402
+from gpuport.host import hostops as H  # noqa: E402
+from gpuport.host import native_kernels as N  # noqa: E402
+from gpuport.host.simd_ops import measure  # noqa: E402
 
 HIDDEN, INTER, HEADS = 384, 1536, 12
 MATMUL_ROWS = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 256)

@@ -25,7 +25,14 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _harness import CHROMIUM, CHROMIUM_ARGS, RESULTS, dev_server, draw_chart, write_result  # noqa: E402
+from _harness import (  # noqa: E402
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    RESULTS,
+    dev_server,
+    draw_chart,
+    write_result,
+)
 
 HERE = Path(__file__).resolve().parent
 PROBE = HERE / "_kernel_probe.py"
@@ -38,9 +45,8 @@ LANES = ("native", "chromium", "firefox")
 
 
 def run_native(quick: bool) -> dict:
-    import gpuport as gp
-
     import _kernel_probe
+    import gpuport as gp
 
     async def go():
         rt = await gp.open(backend="webgpu")

@@ -17,9 +17,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _harness import write_result  # noqa: E402
-
 import gpuport as gp  # noqa: E402
+from _harness import write_result  # noqa: E402
 
 SENTENCES = ["The quick brown fox jumps over the lazy dog.", "WebGPU runs compute shaders in the browser.",
              "NumPy is fast on small matrices.", "Device loss must never give a wrong answer."]

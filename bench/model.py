@@ -6,7 +6,7 @@
 - load time of the model in the page from the network (fresh profile) against from the IndexedDB cache
   (the same profile reloaded), and natively from the dev server URL;
 - a chunk-size sweep of the loader (natively and in the page, download + verify only) that chose
-  gpuport.loader.DEFAULT_CHUNK_MB.
+  gpuport.loading.loader.DEFAULT_CHUNK_MB.
 
 Run: .venv/bin/python bench/model.py [--quick]. JSON: bench/results/model.json.
 """
@@ -52,7 +52,7 @@ model = await models.load("minilm-l6-v2", rt)
 
 SWEEP = """
 import time
-from gpuport.loader import ProgressiveModelLoader
+from gpuport.loading.loader import ProgressiveModelLoader
 _ld = ProgressiveModelLoader("/models/minilm-l6-v2/", None, chunk_size_mb={mb}, cache=None)
 _t = time.perf_counter()
 await _ld.load_tensors(upload=False)
@@ -63,7 +63,7 @@ await _ld.load_tensors(upload=False)
 def native(url: str, repeats: int, sweep_mbs) -> dict:
     import gpuport as gp
     from gpuport import models
-    from gpuport.loader import ProgressiveModelLoader
+    from gpuport.loading.loader import ProgressiveModelLoader
 
     out = {}
     for backend in ("cpu", "webgpu"):

@@ -35,7 +35,7 @@ CASES = {"1 sentence": [SHORT], "8 sentences": BATCH8, "256 tokens": [PARA * 8]}
 LOAD = """
 from gpuport import models
 model = await models.load("minilm-l6-v2", rt)
-from gpuport import wasm_kernels as _w
+from gpuport.host import wasm_kernels as _w
 {"backend": rt.backend, "wasm": _w.available(), "wasm_reason": _w.reason()}
 """
 

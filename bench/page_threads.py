@@ -1,4 +1,4 @@
-"""What the page's pool of workers buys: the threaded host kernels (gpuport.wasm_threads) on 1 and on 2 threads,
+"""What the page's pool of workers buys: the threaded host kernels (gpuport.host.wasm_threads) on 1 and on 2 threads,
 and the one-thread build (wasm_kernels, NumPy's memory in place), on the same page and weights, interleaved.
 
 Per browser (Chromium, Firefox), one cross-origin isolated page of the dev server, backend cpu:
@@ -31,7 +31,7 @@ CONFIGS = {"pool, 2 threads": 2, "pool, 1 thread": 1, "one-thread build": 0}
 
 LOAD = """
 import numpy as np
-from gpuport import models, wasm_threads
+from gpuport import models; from gpuport.host import wasm_threads
 await wasm_threads.ready()
 model = await models.load("minilm-l6-v2", rt)
 llm = await models.load("smollm2-135m-instruct", rt)

@@ -31,8 +31,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _harness import RESULTS, dev_server  # noqa: E402
-from _peers_lanes import (PEERS, GpuportPage, NativeSystem, SystemFailed, TjsPage, contention,  # noqa: E402
-                          cpu_jiffies, interleave, peer_server)
+from _peers_lanes import (  # noqa: E402
+    PEERS,
+    GpuportPage,
+    NativeSystem,
+    SystemFailed,
+    TjsPage,
+    contention,
+    cpu_jiffies,
+    interleave,
+    peer_server,
+)
 from _peers_report import MIN_COSINE, cosine_min, is_gpuport, summary, table  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -15,13 +15,12 @@ import sys
 import tempfile
 import time
 
-from playwright.sync_api import sync_playwright
-
 from _harness import CHROMIUM, CHROMIUM_ARGS, dev_server, write_result
+from playwright.sync_api import sync_playwright
 
 FIRST_RESULTS = """
 import time
-from gpuport.demo import kernel_table
+from gpuport.site.demo import kernel_table
 report = await rt_precompile if "rt_precompile" in globals() else {"ms": 0.0, "pipelines": 0, "from_manifest": 0}
 t1 = time.perf_counter()
 rows = await kernel_table(rt, repeats=0)

@@ -13,9 +13,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _harness import write_result  # noqa: E402
-
 import gpuport as gp  # noqa: E402
+from _harness import write_result  # noqa: E402
 from gpuport.types import OpCall  # noqa: E402
 
 

@@ -13,7 +13,7 @@ can be fixed per process like faster-whisper's `cpu_threads`: each gpuport-T is 
 ("equal threads"). Whisper's ops run one host kernel per op call; of those only NumPy's BLAS (OpenBLAS) uses
 threads (products over more than 24 rows when it has several); the C kernels run on the calling thread.
 
-Clips: tests/speech.py's espeak-ng clips (default fox, weather, numbers, short and long: 33 s, two 30 s windows).
+Clips: tests/speech_clips.py's espeak-ng clips (default fox, weather, numbers, short and long: 33 s, two 30 s windows).
 After one discarded warm-up per system and clip, each repetition runs every system once per clip, the starting
 system rotating call by call; medians of --reps repetitions. Figures: RTF = processing s / audio s (lower is better)
 and faster-whisper's time / gpuport's at equal threads, per repetition then the median (paired: the two calls
@@ -86,7 +86,7 @@ def worker(kind: str, backend: str) -> int:
     else:
         import gpuport
     import_s = time.perf_counter() - t0
-    import speech   # tests/speech.py: the clips and the model folder (it imports gpuport.audio: after the timing)
+    import speech_clips as speech  # tests/speech_clips.py: the clips and the model folder (it imports gpuport.models.audio: after the timing)
 
     threads = int(os.environ.get("OPENBLAS_NUM_THREADS", "0") or 0)
     pcms: dict[str, Any] = {}
@@ -114,7 +114,8 @@ def worker(kind: str, backend: str) -> int:
     else:
         import asyncio
 
-        from gpuport import hostops, models
+        from gpuport import models
+        from gpuport.host import hostops
         gp = gpuport
         t1 = time.perf_counter()
         rt = gp.open_sync(backend=backend)
@@ -317,7 +318,7 @@ def check_tokens(calls: dict, reference: dict, mismatches: list, log: Callable[[
 
 def run(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]:
     sys.path[:0] = [str(ROOT / "tests")]
-    import speech
+    import speech_clips as speech
     from _peers_lanes import contention, cpu_jiffies
 
     clips = list(args.clips)
@@ -423,7 +424,7 @@ def run(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]:
             errors[name] = str(exc)
             log(f"  {name}: FAILED: {str(exc)[:400]}")
 
-    # the reference: faster-whisper at 1 thread (tests/speech.py's), its warm-up call
+    # the reference: faster-whisper at 1 thread (tests/speech_clips.py's), its warm-up call
     ref_name = label("fw", "-", 1)
     reference = {c: tokens[(ref_name, c, -1)] for c in {*clips, args.webgpu_clip} if (ref_name, c, -1) in tokens}
     if not reference:
@@ -586,7 +587,7 @@ def main() -> int:
     args.clips = [c for c in (args.clips or ",".join(DEFAULT_CLIPS)).split(",") if c]
     args.threads = [int(t) for t in args.threads.split(",") if t]
     sys.path[:0] = [str(ROOT / "tests")]
-    import speech
+    import speech_clips as speech
     unknown = [c for c in [*args.clips, args.webgpu_clip] if c not in speech.CLIPS and c != "long"]
     if unknown or args.reps < 1 or not args.threads:
         ap.error(f"clips must be among {[*speech.CLIPS, 'long']} (got {unknown}), --reps >= 1, --threads non-empty")

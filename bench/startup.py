@@ -45,15 +45,20 @@ from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import urlencode, urlparse
 
-from playwright.sync_api import sync_playwright
-
 import gpuport
+from playwright.sync_api import sync_playwright
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _harness import dev_server, write_result  # noqa: E402
 from _peers_lanes import PEERS, peer_server  # noqa: E402
-from _wllama import NAME as LLM, wllama_server  # noqa: E402
-from gpuport.testing.browsers import CHROMIUM_QUIET, CHROMIUM_WEBGPU, FIREFOX_PREFS, executable  # noqa: E402
+from _wllama import NAME as LLM  # noqa: E402
+from _wllama import wllama_server
+from gpuport.testing.browsers import (  # noqa: E402
+    CHROMIUM_QUIET,
+    CHROMIUM_WEBGPU,
+    FIREFOX_PREFS,
+    executable,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 SENTENCE = "A man is eating food."

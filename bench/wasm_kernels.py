@@ -12,7 +12,7 @@ In Chromium and then Firefox (one browser at a time; Pyodide in the page's Web W
   web/gpuport_simd_relaxed.wasm, relaxed SIMD: FMAs), each instantiated in the same page with a memory of
   its own, gp_matmul_packed on MiniLM's shapes, interleaved: GFLOP/s of each and relaxed / SIMD128.
 
-Every figure is a median over interleaved repeats (gpuport.wasm_kernels.measure); compare ratios within a
+Every figure is a median over interleaved repeats (gpuport.host.wasm_kernels.measure); compare ratios within a
 run. Run: flock /tmp/gpuport-heavy.lock .venv/bin/python bench/wasm_kernels.py [--browser chromium|firefox]
 [--quick]. JSON: bench/results/wasm_kernels.json.
 """
@@ -34,7 +34,7 @@ FIREFOX_PREFS = {"app.update.enabled": False, "browser.shell.checkDefaultBrowser
 
 IN_PAGE = """
 import math, numpy as np
-from gpuport import references as K, wasm_kernels as W
+from gpuport.host import references as K, wasm_kernels as W
 assert W.available(), W.reason()
 R, MIN_S = {repeats}, {min_s}
 rng = np.random.default_rng(0)

@@ -15,7 +15,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from gpuport.testing.browsers import Browsers, LaneError
 from gpuport.testing.pages import Lane, LanePool
 
@@ -23,10 +22,10 @@ ROOT = Path(__file__).resolve().parents[1]
 CASES_SOURCE = (ROOT / "tests" / "cases.py").read_text(encoding="utf-8")
 PROPERTIES_SOURCE = (ROOT / "tests" / "properties.py").read_text(encoding="utf-8")
 sys.path.insert(0, str(ROOT / "tests"))
-from e2e_matrix import LANES  # noqa: E402
-from e2e_serve import served  # noqa: E402
-from e2e_report import record, terminal_summary, write_report  # noqa: E402
 from crash_log import enable as enable_crash_log  # noqa: E402
+from e2e_matrix import LANES  # noqa: E402
+from e2e_report import record, terminal_summary, write_report  # noqa: E402
+from e2e_serve import served  # noqa: E402
 
 # Loads the plugin where its entry point is not installed yet (a checkout); a no-op where it is.
 pytest_plugins = ["gpuport.testing.plugin"]
@@ -37,7 +36,7 @@ pytest_plugins = ["gpuport.testing.plugin"]
 @pytest.fixture(scope="session")
 def server_url() -> str:
     """The real dev server (uvicorn) on a free loopback port, for the whole session."""
-    from gpuport.server import create_app
+    from gpuport.site.server import create_app
 
     yield from served(create_app(), "the gpuport dev server")
 

@@ -6,8 +6,8 @@ too); and the demo page's chat box streams tokens, shows its figures and cancels
 from __future__ import annotations
 
 import hashlib
-import re
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -29,7 +29,6 @@ def _run(page, src):
 def _oracle_hashes() -> dict[str, str]:
     """sha256 of every tensor's stored bytes as ggml's own reader (PyPI gguf) sees the installed file."""
     import gguf
-
     from smollm2 import gguf_path
     return {t.name: hashlib.sha256(np.asarray(t.data).tobytes()).hexdigest()
             for t in gguf.GGUFReader(str(gguf_path())).tensors}
@@ -159,8 +158,8 @@ def _serve_bytes(files: dict[str, bytes]):
 
 
 def test_unsupported_quant_type_raises_unsupported_feature_naming_it(fresh, tmp_path):
-    from gpuport import chunk_manifest
-    from test_gguf_source import TINY, write_gguf
+    from gguf_files import TINY, write_gguf
+    from gpuport.formats import chunk_manifest
 
     context, page = fresh
     path = tmp_path / "k.gguf"
@@ -170,7 +169,7 @@ def test_unsupported_quant_type_raises_unsupported_feature_naming_it(fresh, tmp_
                                                          "manifest.json": json.dumps(manifest).encode()}))
     got = _run(page, """
 import gpuport
-from gpuport.gguf_source import GGUFSource
+from gpuport.loading.gguf_source import GGUFSource
 try:
     await GGUFSource.open("/models/tiny-q4k/", cache=None)
     _out = {"raised": None}

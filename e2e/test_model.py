@@ -107,7 +107,7 @@ def _run(page, src):
 
 
 def _loader(retries=1, cache="default"):
-    return ("from gpuport.loader import ProgressiveModelLoader\n"
+    return ("from gpuport.loading.loader import ProgressiveModelLoader\n"
             f"_ld = ProgressiveModelLoader({MODEL_URL!r}, None, retries={retries}, backoff_s=0.01"
             + (f", cache={cache}" if cache != "default" else "") + ")\n"
             "_ev = []\n_ld.register_progress_callback(_ev.append)\n")

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import pytest
 from e2e_matrix import LANES, lane_cases
-
-from gpuport.opspecs import OPS as KERNELS
+from gpuport.ops.opspecs import OPS as KERNELS
 
 PAIRS = [(lane, case) for lane in LANES for case in lane_cases(lane)]
 

@@ -7,9 +7,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import pytest
-
 import gpuport
+import pytest
 
 BARE = "/pyodide.html?open=0"
 RUN = "async (src) => (await window.gpuportReady).runPython(src)"
@@ -82,13 +81,14 @@ def test_open_twice_registers_once_and_both_runtimes_work(chromium_webgpu, serve
         page.close()
 
 
-README = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
-PAGE_BLOCKS = re.findall(r"```py\n(.*?)```", README, re.S)
+ROOT = Path(__file__).resolve().parents[1]
+PAGE_BLOCKS = list(dict.fromkeys(block for page in [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+                                 for block in re.findall(r"```py\n(.*?)```", page.read_text(encoding="utf-8"), re.S)))
 
 
 @pytest.mark.parametrize("worker", ["1", "0"])
 def test_the_readme_lines_for_your_own_pyodide_run_as_written(chromium_webgpu, server_url, worker):
-    """README's "gpuport in ... your own Pyodide" block in a bare Pyodide that has only NumPy and micropip,
+    """The guide's "gpuport in ... your own Pyodide" block (README and docs/page.md) in a bare Pyodide that has only NumPy and micropip,
     with this server's wheel for "https://your.host/..."."""
     assert len(PAGE_BLOCKS) == 1, PAGE_BLOCKS
     page = chromium_webgpu.new_page()

@@ -76,7 +76,7 @@ def test_reload_precompiles_from_indexeddb_before_the_first_op(chromium_webgpu, 
         timings = page.evaluate("async () => (await window.gpuportReady).timings")
         assert timings["precompile_ms"] > 0
         # and the kernels give the reference results on the precompiled pipelines
-        rows = _run(page, "from gpuport.demo import kernel_table\nawait kernel_table(rt, repeats=0)")
+        rows = _run(page, "from gpuport.site.demo import kernel_table\nawait kernel_table(rt, repeats=0)")
         assert max(r["max_abs_err"] for r in rows) < 1e-3
     finally:
         context.close()

@@ -18,7 +18,7 @@ try:
     wrt.device.destroy_for_test()                # bridge.loseDevice -> GPUDevice.destroy()
     after = wrt.ops.add(pending, h)               # issued after it
     got = await after.read()
-    from gpuport import references as K
+    from gpuport.host import references as K
     hr = K.gelu_ref(x @ w)
     want = hr * 2 + 1 + hr
     result = {"err_before": float(np.abs(before - hr).max()), "err_after": float(np.abs(got - want).max()),

@@ -1,4 +1,4 @@
-"""What the site lists beside the gpuport wheel (py/gpuport/site_files.py), in the page: start() fetches each file
+"""What the site lists beside the gpuport wheel (py/gpuport/site/site_files.py), in the page: start() fetches each file
 beside the boot and checks its SHA-256 against wheels/latest.json. NumPy and gpuport come from their page archives,
 written from JS (web/wheels.js), and Pyodide counts them as installed (in the worker, only the shared libraries
 `import numpy` needs load at install); NumPy's bytecode is written over NumPy, so

@@ -1,4 +1,4 @@
-"""Pyodide's memory snapshot (web/snapshot.js). The dev server lists the site's (py/gpuport/pyodide_snapshot.py): even a
+"""Pyodide's memory snapshot (web/snapshot.js). The dev server lists the site's (py/gpuport/site/pyodide_snapshot.py): even a
 first visit boots from it, with this page's random state, locale and time zone, and makes none of its own; one altered in transit
 fails its SHA-256 check and is not booted from. The site's is kept in the browser for the next visits; a kept copy
 altered on disk fails its check, is deleted and fetched again. Where the site's cannot serve, a first visit boots as usual and makes

@@ -1,6 +1,6 @@
 """Whisper tiny.en in the page: the model.bin through the progressive loader (encoder and decoder chunks in turns),
 the audio front end and the model on gpuport ops, and the token ids equal to faster-whisper's natively computed ones
-(tests/speech.py), in Chromium and Firefox under auto and with the whole model pinned to the page's GPU (which must
+(tests/speech_clips.py), in Chromium and Firefox under auto and with the whole model pinned to the page's GPU (which must
 then answer every op); a clip's WAV bytes go in as the user's file would."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-import speech  # noqa: E402
+import speech_clips as speech  # noqa: E402
 
 TRANSCRIBE = """
 import base64, time

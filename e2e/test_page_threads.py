@@ -1,5 +1,5 @@
 """The host kernels on every core of a page: the threaded WebAssembly build on a pool of Web Workers
-(web/threads.js, gpuport.wasm_threads), started by gpuport.open() where the page is cross-origin isolated
+(web/threads.js, gpuport.host.wasm_threads), started by gpuport.open() where the page is cross-origin isolated
 (the dev server sends COOP/COEP); its workers join in the background (`await wasm_threads.ready()` waits for them).
 
 - Every case of tests/wasm_cases.py runs on the pool's engine in each lane that has one, against the same
@@ -15,11 +15,10 @@ gave; nothing is skipped.
 from __future__ import annotations
 
 import pytest
-from test_page_wasm import _page
-from wasm_cases import CASES, IN_PLACE, WASM_ONLY
-
 from gpuport.testing.browsers import Browsers
 from gpuport.testing.pages import LanePool, PageSpec
+from test_page_wasm import _page
+from wasm_cases import CASES, IN_PLACE, WASM_ONLY
 
 # Lanes whose browsers isolate a page served with COOP/COEP and start workers from Pyodide's worker or the
 # main thread: Chromium (workers and main thread), Firefox (worker). WebKitGTK's cpu lane is checked below.
@@ -29,7 +28,7 @@ PAIRS = [(lane, case) for lane in THREAD_LANES for case in POOL_CASES]
 
 POOL = """
 import gpuport
-from gpuport import hostops, wasm_threads
+from gpuport.host import hostops, wasm_threads
 await wasm_threads.ready()
 {"available": wasm_threads.available(), "reason": wasm_threads.reason(), "threads": wasm_threads.threads(),
  "info": rt.info()["host_threads"], "isolated": bool(__import__("js").crossOriginIsolated)}
@@ -66,13 +65,13 @@ def test_pool_workers_are_made_by_the_page_under_gpuport_s_worker(lane_factory, 
 @pytest.mark.parametrize("lane,case", PAIRS, ids=[f"{lane}-{case}" for lane, case in PAIRS])
 def test_threads_parity(lane_factory, lane, case):
     page = _page(lane_factory, lane)
-    page.run(f"_previous = wasm_cases.use(__import__('gpuport.wasm_threads', fromlist=['x']))\n"
+    page.run(f"_previous = wasm_cases.use(__import__('gpuport.host.wasm_threads', fromlist=['x']))\n"
              f"try:\n    wasm_cases.run({case!r})\nfinally:\n    wasm_cases.use(_previous)")
 
 
 MINILM = """
 import numpy as np
-from gpuport import hostops, models, wasm_kernels, wasm_threads
+from gpuport.host import hostops, wasm_kernels, wasm_threads; from gpuport import models
 await wasm_threads.ready()
 _m = await models.load("minilm-l6-v2", rt)
 _texts = ["a short sentence", "the pool runs every layer of this one on two threads " * 12]
@@ -105,7 +104,7 @@ def test_minilm_runs_its_layers_on_the_pool(lane_factory):
 
 
 LLM = """
-from gpuport import hostops, models, wasm_threads
+from gpuport.host import hostops, wasm_threads; from gpuport import models
 await wasm_threads.ready()
 _llm = await models.load("smollm2-135m-instruct", rt)
 _prompt = [{"role": "user", "content": "What is the capital of France?"}]
@@ -133,7 +132,7 @@ def test_generation_decodes_on_the_pool(lane_factory):
 
 NOT_ISOLATED = """
 import numpy as np
-from gpuport import hostops, models, wasm_threads
+from gpuport.host import hostops, wasm_threads; from gpuport import models
 await wasm_threads.ready()
 _m = await models.load("minilm-l6-v2", rt)
 _e = await _m.embed(["one thread still embeds"])
@@ -146,8 +145,7 @@ _e = await _m.embed(["one thread still embeds"])
 def plain_server_url():
     """The dev server without COOP/COEP: its pages are not cross-origin isolated."""
     from e2e_serve import served
-
-    from gpuport.server import create_app
+    from gpuport.site.server import create_app
 
     yield from served(create_app(isolated=False), "the dev server without isolation")
 

@@ -42,8 +42,8 @@ VARIANT = {"webkit-cpu": "simd128"}
 @pytest.mark.parametrize("lane", WASM_LANES)
 def test_wasm_tier_available(lane_factory, lane):
     """The page linked the kernels (the reason otherwise), the build its engine supports, without a note."""
-    got = _page(lane_factory, lane).run("from gpuport import wasm_kernels as _w\n"
-                                        "from gpuport.telemetry import host_engine\n"
+    got = _page(lane_factory, lane).run("from gpuport.host import wasm_kernels as _w\n"
+                                        "from gpuport.placement.telemetry import host_engine\n"
                                         "{'available': _w.available(), 'reason': _w.reason(), 'variant': _w.variant(),"
                                         " 'note': _w.note(), 'engine': host_engine()}")
     assert got["available"], f"{lane}: WebAssembly SIMD kernels unavailable: {got['reason']}"
@@ -67,7 +67,7 @@ import numpy as np
 for name in ("gpuport_simd.wasm", "gpuport_simd_relaxed.wasm"):
     (web / name).unlink()
 rt = await gpuport.open(backend="cpu")
-from gpuport import wasm_kernels as _w
+from gpuport.host import wasm_kernels as _w
 try:
     _w.gelu(np.ones(3, np.float32))
     raised = ""
@@ -102,7 +102,7 @@ def test_page_without_the_relaxed_build_falls_back_to_simd128(chromium_webgpu, s
         page.goto(server_url + BARE)
         got = page.evaluate(RUN, WEB + "(web / 'gpuport_simd_relaxed.wasm').unlink()\n"
                             "rt = await gpuport.open(backend='cpu')\n"
-                            "from gpuport import wasm_kernels as _w\n"
+                            "from gpuport.host import wasm_kernels as _w\n"
                             "import numpy as np\n"
                             "{'available': _w.available(), 'variant': _w.variant(), 'note': _w.note(),"
                             " 'gelu': _w.gelu(np.zeros(8, np.float32)).tolist()}")
@@ -121,8 +121,8 @@ def test_page_host_kernels_option(chromium_webgpu, server_url, choice, available
     try:
         page.goto(server_url + f"/?backend=cpu&table=0&precompile=off&kernels={choice}")
         got = page.evaluate("async (src) => (await window.gpuportReady).runPython(src)",
-                            "from gpuport import wasm_kernels as _w\n"
-                            "from gpuport.telemetry import host_engine\n"
+                            "from gpuport.host import wasm_kernels as _w\n"
+                            "from gpuport.placement.telemetry import host_engine\n"
                             "{'available': _w.available(), 'variant': _w.variant(), 'reason': _w.reason(),"
                             " 'engine': host_engine()}")
         assert (got["available"], got["variant"]) == (available, variant), got

@@ -12,9 +12,7 @@ from urllib.parse import urlparse
 
 import numpy as np
 import pytest
-
 from e2e_serve import served
-
 from gpuport.testing.browsers import LaneError
 
 ROOT = Path(__file__).resolve().parents[1]

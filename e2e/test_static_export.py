@@ -13,9 +13,8 @@ import time
 from pathlib import Path
 
 import pytest
-
-from gpuport.export import export_site
-from gpuport.opspecs import OPS as KERNELS
+from gpuport.ops.opspecs import OPS as KERNELS
+from gpuport.site.export import export_site
 from gpuport.testing.browsers import LaneError
 from gpuport.testing.site import StaticServer, build_project_wheel
 

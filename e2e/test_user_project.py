@@ -17,7 +17,6 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-
 from e2e_serve import free_port
 from gpuport.testing.browsers import Xvfb, executable
 

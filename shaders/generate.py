@@ -3,7 +3,7 @@ repository root (Python 3.11+, no dependencies):
 
     python shaders/generate.py
 
-tests/test_generated_shaders.py fails while a committed file differs from what this would write.
+tests/ops/test_generated_shaders.py fails while a committed file differs from what this would write.
 
 Browsers and wgpu load each .wgsl file verbatim (WGSL has no include and no macros), so shared code is
 copied in here and every file written stays complete on its own:

@@ -1,4 +1,4 @@
-"""Kernel parity and error cases, written once: pytest runs them natively (tests/test_kernels.py) and the
+"""Kernel parity and error cases, written once: pytest runs them natively (tests/ops/test_kernels.py) and the
 e2e lane runs the very same source inside Pyodide in each browser (e2e/test_page.py).
 
 Each case is `async def name(rt)`; it raises AssertionError (or the wrong error) on failure.
@@ -35,17 +35,17 @@ from contextlib import contextmanager
 from fnmatch import fnmatch
 from types import SimpleNamespace
 
-import numpy as np
-
 import gpuport as gp
-from gpuport import audio, hostops
-from gpuport import references as K
+import numpy as np
 from gpuport.formats.gguf import GGML_TYPE_IDS, TensorInfo
+from gpuport.host import hostops
+from gpuport.host import references as K
+from gpuport.host.quant import as_words, dequantize, q8_matmul_ref
+from gpuport.models import audio
 from gpuport.models import llama_ref as L
 from gpuport.models.bpe import bytes_to_unicode
 from gpuport.models.llama import Llama
 from gpuport.models.sampling import Sampler, SamplingParams
-from gpuport.quant import as_words, dequantize, q8_matmul_ref
 from properties import PROPERTIES, check_seeded
 
 U = 2.0 ** -24
@@ -538,9 +538,9 @@ async def log_mel_nan_makes_every_kept_row_nan(rt):
 @case(device=("stft_power", "matmul", "log_mel"))
 async def whisper_features_match_faster_whisper_reference(rt):
     # Whisper's front end as the model chains it (stft_power, the mel bank as a matmul, log_mel) on 3.2 s of a
-    # speech-like signal (a gliding harmonic tone, noise, a pause), against gpuport.audio's float64 NumPy
-    # reference, itself within 1e-5 of faster-whisper's (tests/test_whisper.py): 1e-4 in (log10 + 4) / 4 units
-    # (0.09% in power), as tests/test_whisper.py holds the runtime's features on the native adapters
+    # speech-like signal (a gliding harmonic tone, noise, a pause), against gpuport.models.audio's float64 NumPy
+    # reference, itself within 1e-5 of faster-whisper's (tests/models/test_whisper.py): 1e-4 in (log10 + 4) / 4 units
+    # (0.09% in power), as tests/models/test_whisper.py holds the runtime's features on the native adapters
     t = np.arange(51200) / 16000
     f0 = 120 + 80 * t
     x = sum(np.sin(2 * np.pi * np.cumsum(f0 * k) / 16000) / k for k in range(1, 8)) * 0.2
@@ -1234,7 +1234,7 @@ async def full_tier_f16_kernels_or_f32_step_down(rt):
 async def full_tier_f16_quantized_kernels_or_f32_step_down(rt):
     # precision="f16": the quantized matvecs and the Q4_1 matmul in f16 where the adapter has shader-f16 (x and
     # each dequantized weight rounded to f16, a half-block's 16-term dot product in f16, half-block sums in f32:
-    # 24 h (|W| @ |x|) beyond the f32 bound 2 (K+2) u (|W| @ |x|), as tests/test_quant_kernels.py states), else f32.
+    # 24 h (|W| @ |x|) beyond the f32 bound 2 (K+2) u (|W| @ |x|), as tests/host/test_quant_kernels.py states), else f32.
     frt = await gp.open(backend=rt.backend, precision="f16")
     try:
         f16 = frt.precision == "f16"

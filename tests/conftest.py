@@ -2,7 +2,6 @@ import os
 import tempfile
 
 import pytest
-
 from crash_log import enable
 
 # Pipeline manifests and selector history go to a per-run directory, not the user's ~/.cache.

@@ -11,7 +11,7 @@ import shutil
 import zipfile
 from pathlib import Path
 
-from gpuport.distribution import PROVISA_PREFIX, PROVISA_WHEEL, PYODIDE_VERSION
+from gpuport.site.distribution import PROVISA_PREFIX, PROVISA_WHEEL, PYODIDE_VERSION
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -1,4 +1,4 @@
-"""Model parity cases, written once: pytest runs them natively (tests/test_minilm.py); a page can run the
+"""Model parity cases, written once: pytest runs them natively (tests/models/test_minilm.py); a page can run the
 same source in Pyodide (only numpy and gpuport are imported).
 
 Each case is `async def name(rt, ...)`, raises AssertionError on failure and returns a small dict of
@@ -10,7 +10,6 @@ from __future__ import annotations
 import time
 
 import numpy as np
-
 from gpuport import models
 
 MIN_COSINE = 0.9999

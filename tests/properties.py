@@ -23,8 +23,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 import numpy as np
-
-from gpuport import references as K
+from gpuport.host import references as K
 
 U = 2.0 ** -24
 F32_MAX = float(np.finfo(np.float32).max)

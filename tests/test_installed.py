@@ -26,9 +26,8 @@ import zipfile
 from pathlib import Path
 
 import pytest
-
-from gpuport.cli import main
-from gpuport.distribution import PROVISA_WHEEL, PYODIDE_CDN_URL, build_wheel
+from gpuport.site.cli import main
+from gpuport.site.distribution import PROVISA_WHEEL, PYODIDE_CDN_URL, build_wheel
 
 REPO = Path(__file__).resolve().parents[1]
 WHEELHOUSE = REPO / ".cache" / "wheelhouse"

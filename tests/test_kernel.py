@@ -12,11 +12,10 @@ from __future__ import annotations
 import asyncio
 import math
 
+import gpuport as gp
 import numpy as np
 import pytest
-
-import gpuport as gp
-from gpuport.kernel_reference import DEFAULT_ATOL, DEFAULT_RTOL
+from gpuport.ops.kernel_reference import DEFAULT_ATOL, DEFAULT_RTOL
 
 U = 2.0 ** -24
 

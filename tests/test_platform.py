@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-
 from gpuport import NoAnswer, UnsupportedFeature
 from gpuport.platform import sync_wait, within
 

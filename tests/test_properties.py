@@ -10,13 +10,12 @@ from __future__ import annotations
 import asyncio
 import os
 
+import gpuport as gp
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
-
-import gpuport as gp
 from properties import F32_MAX, PROPERTIES, SPECIALS, check_op
 
 settings.register_profile("ci", max_examples=60, deadline=None, derandomize=True,

@@ -9,11 +9,10 @@ from __future__ import annotations
 import asyncio
 import threading
 
+import gpuport as gp
 import numpy as np
 import pytest
-
-import gpuport as gp
-from gpuport import references as K
+from gpuport.host import references as K
 
 BAD_BINDING_SHADER = """@group(0) @binding(0) var<storage, read> a: array<f32>;
 @group(0) @binding(1) var<storage, read_write> b: array<f32>;

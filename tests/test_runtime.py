@@ -1,9 +1,8 @@
 """Runtime.tensor: a copy by default, or, asked (copy=False), the array itself where it can be."""
 
+import gpuport as gp
 import numpy as np
 import pytest
-
-import gpuport as gp
 
 
 @pytest.fixture(scope="module")

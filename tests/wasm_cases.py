@@ -1,7 +1,7 @@
 """gpuport's SIMD kernels against their NumPy references, written once for both builds of hostkernels/*.c:
-the WebAssembly one (gpuport.wasm_kernels) in Pyodide under Node (tests/test_wasm_node.py) and in every
-browser lane's page (e2e/test_page_wasm.py), and the native one (gpuport.native_kernels, bound with
-`use`) by tests/test_native_kernels.py. Cases in WASM_ONLY check the page's routing and run only there.
+the WebAssembly one (gpuport.host.wasm_kernels) in Pyodide under Node (tests/host/test_wasm_node.py) and in every
+browser lane's page (e2e/test_page_wasm.py), and the native one (gpuport.host.native_kernels, bound with
+`use`) by tests/host/test_native_kernels.py. Cases in WASM_ONLY check the page's routing and run only there.
 
 Shapes are chosen to hit every edge of the kernels: 1 and 1x1, sizes that are not multiples of the 4-wide
 vectors, the 4-row tiles or the 8-column panels, batched and broadcast operands, MiniLM's own shapes and
@@ -23,13 +23,12 @@ from typing import Callable
 
 import numpy as np
 from cases import U, close
-
-from gpuport import hostops as H
-from gpuport import references as K
-from gpuport import wasm_kernels as W
+from gpuport.host import hostops as H
+from gpuport.host import references as K
+from gpuport.host import wasm_kernels as W
+from gpuport.host.quant import QuantMatrix, matmul_ref, q8_matmul_ref, quantize
 from gpuport.models import llama_ref as LR
-from gpuport.quant import QuantMatrix, matmul_ref, q8_matmul_ref, quantize
-from gpuport.opspecs import OPS
+from gpuport.ops.opspecs import OPS
 
 CASES: dict[str, Callable[[], None]] = {}
 WASM_ONLY = {"wasm_hostops_dispatches_to_the_kernels"}
@@ -282,7 +281,7 @@ def wasm_attention_reads_fused_qkv_views_in_place() -> None:
               atol=2e-5 * math.sqrt(d), what=f"attention on QKV views b{b} s{s} h{heads} d{d}")
 
 
-# -- the host path: gpuport.hostops hands these ops to the kernels ----------------------------------
+# -- the host path: gpuport.host.hostops hands these ops to the kernels ----------------------------------
 
 def _frozen(x: np.ndarray) -> np.ndarray:
     x.flags.writeable = False

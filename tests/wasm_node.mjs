@@ -22,7 +22,7 @@ pyodide.runPython("import sys\nsys.path[:0] = ['/gpuport_src', '/gpuport_tests']
 // What gpuport.open() does in a page (backends/jsmodules.py), minus reading the wheel: the source tree here
 // has no gpuport/web/ beside the package.
 pyodide.globals.set("_gpuport_wasm", await loadWasmKernels(pyodide, [{ variant, source }]));
-pyodide.runPython("from gpuport import wasm_kernels\nwasm_kernels.attach(_gpuport_wasm)\ndel _gpuport_wasm");
+pyodide.runPython("from gpuport.host import wasm_kernels\nwasm_kernels.attach(_gpuport_wasm)\ndel _gpuport_wasm");
 const result = await pyodide.runPythonAsync(readFileSync(0, "utf8"));
 const plain = result && typeof result.toJs === "function"
   ? result.toJs({ dict_converter: Object.fromEntries, create_pyproxies: false }) : result;

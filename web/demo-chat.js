@@ -1,11 +1,11 @@
 // The chat half of the demo page: SmolLM2-135M-Instruct (4-bit GGUF) streaming tokens as they are generated.
-// The logic is Python (gpuport.demo_chat.ChatDemo, in the page's Pyodide); this file sends, polls and draws:
+// The logic is Python (gpuport.site.demo_chat.ChatDemo, in the page's Pyodide); this file sends, polls and draws:
 // the load's progress, the reply as its tokens arrive, time to first token, tokens/s, backend and tier, cancel.
 
 const $ = (id) => document.getElementById(id);
 
 const SETUP = (source) => `
-from gpuport.demo_chat import ChatDemo, DEMO_PROMPT
+from gpuport.site.demo_chat import ChatDemo, DEMO_PROMPT
 _chat = ChatDemo(rt, source=${JSON.stringify(source)})
 DEMO_PROMPT
 `;

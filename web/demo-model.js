@@ -1,4 +1,4 @@
-// The model half of the demo page: MiniLM sentence embeddings loaded progressively (gpuport.loader),
+// The model half of the demo page: MiniLM sentence embeddings loaded progressively (gpuport.loading.loader),
 // a progress bar with its stages, per-stage timings, a similarity heatmap, and the tier that ran.
 // Python runs wherever gpuport runs (Web Worker by default): progress is polled from a list it fills.
 

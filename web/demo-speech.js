@@ -1,12 +1,12 @@
 // The microphone half of the demo page: Whisper tiny.en transcribing what it hears, live.
-// The logic is Python (gpuport.demo_speech.SpeechDemo, in the page's Pyodide); this file captures audio and draws:
+// The logic is Python (gpuport.site.demo_speech.SpeechDemo, in the page's Pyodide); this file captures audio and draws:
 // it sends each half second of the microphone's samples (two bridge crossings: setArray, then feed) and polls
 // for the load's progress (per component: encoder, decoder) and the text.
 
 const $ = (id) => document.getElementById(id);
 
 const SETUP = (source) => `
-from gpuport.demo_speech import SpeechDemo
+from gpuport.site.demo_speech import SpeechDemo
 _speech = SpeechDemo(rt, source=${JSON.stringify(source)})
 `;
 const SEND_EVERY_S = 0.5;

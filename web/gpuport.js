@@ -16,7 +16,7 @@ function absolute(url, base = globalThis.location.href) {
   return new URL(url, base).href;
 }
 
-// The wheel to install, the files py/gpuport/site_files.py lists ({url, sha256} each: NumPy and gpuport as page
+// The wheel to install, the files py/gpuport/site/site_files.py lists ({url, sha256} each: NumPy and gpuport as page
 // archives, NumPy's bytecode, the Pyodide snapshot) and the model files stored as chunk files (static exports), from
 // <base>wheels/latest.json; its URLs are relative to it.
 async function siteFiles(base, wheelURL) {

@@ -360,7 +360,7 @@ export async function boot({ base = null, pyodideURL, wheelURL, chunked = {}, nu
   await stage("open", "open_ms", async () => {
     // where gpuport's files are served (Python resolves default model URLs against it), and which build of
     // the WebAssembly kernels open() links (a missing .wasm, a browser without SIMD or "off" leaves the cpu
-    // path on NumPy, and gpuport.wasm_kernels says why), on how many threads (gpuport.wasm_threads)
+    // path on NumPy, and gpuport.host.wasm_kernels says why), on how many threads (gpuport.host.wasm_threads)
     const env = { GPUPORT_WASM_KERNELS: hostKernels, GPUPORT_THREADS: String(threads),
                   ...(base ? { GPUPORT_BASE: base } : {}) };
     pyodide.runPython(`import os\nos.environ.update(${JSON.stringify(env)})`);

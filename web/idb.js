@@ -130,7 +130,7 @@ async function withDigest(value) {
 const PREFETCH_KEEP_MS = 120000;
 const PREFETCH_MAX_AGE_MS = 30 * 24 * 3600 * 1000;   // records of models not loaded for a month are left alone
 const SPAN_CHUNKS = 4;        // chunks per Range request, and
-const SPANS_IN_FLIGHT = 4;    // requests at a time: the loader's own defaults (gpuport.loader)
+const SPANS_IN_FLIGHT = 4;    // requests at a time: the loader's own defaults (gpuport.loading.loader)
 const FETCH_AHEAD_MAX_BYTES = 512 << 20;   // held in memory until taken: the models' first 512 MiB
 const MANIFEST_WAIT_MS = 10000;
 const SPAN_WAIT_MS = 120000;   // a stalled request gives its chunks up to Python rather than hold its load

@@ -1,6 +1,6 @@
 // A memory snapshot of Pyodide's interpreter (Pyodide 0.27's _makeSnapshot / _loadSnapshot) to boot from: the
 // interpreter starts without initialising again (bench/startup.py's "pyodide" stage). A site made by the dev server
-// or `gpuport export` lists one (py/gpuport/pyodide_snapshot.py), which even a first visit boots from. Where the
+// or `gpuport export` lists one (py/gpuport/site/pyodide_snapshot.py), which even a first visit boots from. Where the
 // site has none or it does not restore, the page makes its own once it has started and is idle (host.js: no call
 // for IDLE_MS), by a throwaway interpreter in a worker of its own (snapshot-worker.js): the interpreter that makes
 // one cannot serve a page, as its JS globals are proxies that record paths. That one is kept in IndexedDB with its
@@ -27,7 +27,7 @@ export const key = (pyodideURL) => `pyodide-snapshot:${pyodideURL}`;
 
 const MAGIC = "GPSNAP01";
 
-/** The site's snapshot file (py/gpuport/pyodide_snapshot.py: its pages of zeros left out) expanded into `into`
+/** The site's snapshot file (py/gpuport/site/pyodide_snapshot.py: its pages of zeros left out) expanded into `into`
  * (zeroed memory of the snapshot's size, made here when null); an Error when it is not such a file. */
 export function expand(file, into = null) {
   const view = new DataView(file.buffer, file.byteOffset, file.byteLength);

@@ -3,7 +3,7 @@
 // shared). The pool itself is C (hostkernels/pool.c): each worker calls gp_pool_worker and sleeps in
 // memory.atomic.wait32 between jobs; the caller's thread takes parts too and only spins, so it may be the
 // page's main thread. This file starts the workers and copies bytes between Pyodide's heap and the pool's
-// memory; Python (gpuport/wasm_threads.py) decides what lives where. Imported from the wheel's text
+// memory; Python (gpuport/host/wasm_threads.py) decides what lives where. Imported from the wheel's text
 // (gpuport/backends/jsmodules.py), like wasm.js.
 //
 // Shared memory needs a cross-origin isolated page (COOP: same-origin, COEP: require-corp, which gpuport's

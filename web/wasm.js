@@ -1,5 +1,5 @@
 // Loads gpuport's WebAssembly SIMD128 kernels (gpuport_simd.wasm, built by `make setup`) into Pyodide's own
-// memory, for Python to use (gpuport/wasm_kernels.py). Instantiation only: the kernels are C (hostkernels/),
+// memory, for Python to use (gpuport/host/wasm_kernels.py). Instantiation only: the kernels are C (hostkernels/),
 // and Python calls them on NumPy buffers by address. Python imports this module from the installed wheel's
 // text (gpuport/backends/jsmodules.py) and hands it the .wasm files' bytes.
 //

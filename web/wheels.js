@@ -1,5 +1,5 @@
 // Installs NumPy, the gpuport wheel and NumPy's bytecode into Pyodide's file system from JS, from the site's page
-// archives (py/gpuport/page_archives.py: a zip of stored entries in one gzip stream): each is fetched and checked
+// archives (py/gpuport/site/page_archives.py: a zip of stored entries in one gzip stream): each is fetched and checked
 // (sha256) beside the boot and inflated by the browser in one pass; its entries are written with FS.writeFile, and a
 // wheel's shared libraries loaded as Pyodide's loadPackage loads them. loadPackage unpacks with Python's zipfile and
 // then re-reads the standard library's zip index (importlib.invalidate_caches): 0.3-0.35 s of a warm visit's packages

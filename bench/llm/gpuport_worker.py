@@ -11,7 +11,8 @@ import sys
 import time
 
 import gpuport as gp
-from gpuport import hostops, models
+from gpuport import models
+from gpuport.host import hostops
 from gpuport.platform import peak_rss_bytes
 
 name, messages = sys.argv[1], json.loads(sys.argv[2])

@@ -7,7 +7,7 @@ first time, through pip, for the pinned files of the two requirement files besid
 - the JupyterLite app: PyPI `jupyterlite-core` and `jupyterlite-pyodide-kernel` (build-requirements.txt: every
   version of their closure pinned), installed into their own venv, `.cache/jupyterlite-venv/`, so the Jupyter
   build stack and its pins stay out of the project's .venv;
-- Pyodide 0.27.7: gpuport's own verified distribution (gpuport.distribution.ensure_distribution: the npm core,
+- Pyodide 0.27.7: gpuport's own verified distribution (gpuport.site.distribution.ensure_distribution: the npm core,
   each package file checked against the sha256 in pyodide-lock.json) assembled into the lite dir's
   `static/pyodide/`, where the kernel's build addon finds it, copies it into the site and points the kernel's
   `pyodideUrl` at it. Besides NumPy it holds what the kernel's worker loads as it starts (KERNEL_PACKAGES);
@@ -33,8 +33,13 @@ import time
 import venv
 from pathlib import Path
 
-from gpuport.distribution import DEFAULT_PACKAGES, build_wheel, ensure_distribution, sha256_file
 from gpuport.errors import LoadError
+from gpuport.site.distribution import (
+    DEFAULT_PACKAGES,
+    build_wheel,
+    ensure_distribution,
+    sha256_file,
+)
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]

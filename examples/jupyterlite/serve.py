@@ -5,7 +5,7 @@
 then open http://127.0.0.1:8000/notebooks/index.html?path=gpuport.ipynb. One origin for both because a
 model's default source in a page is `/models/<name>/` on the origin gpuport runs on (here the kernel's
 worker); the model files need HTTP Range (the progressive loader fetches them in verified chunks), which a
-plain static host lacks, so they come from the dev server's own handlers (gpuport.server): the chunk
+plain static host lacks, so they come from the dev server's own handlers (gpuport.site.server): the chunk
 manifest `gpuport pack-model` writes over the installed weights package.
 """
 
@@ -15,15 +15,23 @@ import argparse
 import sys
 from pathlib import Path
 
+from gpuport.site.server import (
+    LOOPBACK_HOSTS,
+    MODELS_CACHE,
+    NO_CACHE,
+    SiteHeaders,
+    default_model_dirs,
+    file_response,
+    model_file,
+    model_notes,
+    safe_path,
+)
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
-
-from gpuport.server import (LOOPBACK_HOSTS, MODELS_CACHE, NO_CACHE, SiteHeaders, default_model_dirs, file_response,
-                            model_file, model_notes, safe_path)
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]

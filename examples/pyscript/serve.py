@@ -5,9 +5,9 @@
 then open http://127.0.0.1:8000/examples/pyscript/ (main thread) or .../worker.html (a PyScript worker).
 PyScript's own files come from npm (`@pyscript/core`, pinned in package.json, installed by `make setup`) at
 /pyscript/; everything else (the vendored Pyodide at /pyodide/, the gpuport wheel at /wheels/, the models at
-/models/ with HTTP Range) is the dev server's (gpuport.server). Nothing comes from a CDN.
+/models/ with HTTP Range) is the dev server's (gpuport.site.server). Nothing comes from a CDN.
 
-Every response carries COOP/COEP (gpuport.server.SiteHeaders): a PyScript worker reaches the page's DOM
+Every response carries COOP/COEP (gpuport.site.server.SiteHeaders): a PyScript worker reaches the page's DOM
 (`pyscript.document`) through SharedArrayBuffer and Atomics, which a page has only when cross-origin isolated, and
 gpuport runs its host kernels' pool of workers there. Everything here is on one origin, so isolation blocks
 nothing.
@@ -18,12 +18,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from gpuport.site.server import SiteHeaders
+from gpuport.site.server import create_app as dev_server
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
-
-from gpuport.server import SiteHeaders, create_app as dev_server
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -42,7 +42,7 @@ def create_app() -> Starlette:
 
 
 def main() -> None:
-    import uvicorn   # the serve extra, as for `gpuport serve`
+    import uvicorn  # the serve extra, as for `gpuport serve`
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=8000)

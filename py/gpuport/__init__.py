@@ -10,16 +10,34 @@ from __future__ import annotations
 from . import models
 from ._version import __version__
 from .backends import Backend, available
-from .capabilities import Capabilities
-from .errors import (AudioError, BackendUnavailable, BatchFailed, CompileMessage, ContextLengthExceeded, DeviceLost, GpuportError,
-                     GpuTimeout, GpuValidationError, JsHalfMismatch, LimitExceeded, LoadError, NoAnswer, OutOfMemory, ReferenceFailed,
-                     ReferenceMismatch, RuntimeClosed,
-                     ShaderCompileError, TensorLost, UnsupportedFeature)
-from .fallback import FallbackManager, create_optimal_fallback_strategy
+from .backends.capabilities import Capabilities
+from .engine.fallback import FallbackManager, create_optimal_fallback_strategy
+from .errors import (
+                     AudioError,
+                     BackendUnavailable,
+                     BatchFailed,
+                     CompileMessage,
+                     ContextLengthExceeded,
+                     DeviceLost,
+                     GpuportError,
+                     GpuTimeout,
+                     GpuValidationError,
+                     JsHalfMismatch,
+                     LimitExceeded,
+                     LoadError,
+                     NoAnswer,
+                     OutOfMemory,
+                     ReferenceFailed,
+                     ReferenceMismatch,
+                     RuntimeClosed,
+                     ShaderCompileError,
+                     TensorLost,
+                     UnsupportedFeature,
+)
 from .kernel import Kernel
 from .platform import IN_PYODIDE
 from .runtime import Runtime, open, open_sync
-from .tensor import Tensor
+from .tensor.tensor import Tensor
 
 __all__ = [
     "AudioError", "Backend", "BackendUnavailable", "BatchFailed", "Capabilities", "CompileMessage", "ContextLengthExceeded",

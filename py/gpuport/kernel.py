@@ -15,15 +15,15 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
-from . import wgsl
 from .errors import GpuValidationError, LimitExceeded, OutOfMemory, UnsupportedFeature
-from .kernel_reference import DEFAULT_ATOL, DEFAULT_RTOL, Reference, compare
-from .kernels import pack_uniforms
-from .lineage import Fresh, Lost
-from .pipelines import PipelineSpec
+from .ops import wgsl
+from .ops.kernel_reference import DEFAULT_ATOL, DEFAULT_RTOL, Reference, compare
+from .ops.kernels import pack_uniforms
+from .ops.pipelines import PipelineSpec
 from .platform import sync_wait
-from .storage import HostArray
-from .tensor import Tensor
+from .tensor.lineage import Fresh, Lost
+from .tensor.storage import HostArray
+from .tensor.tensor import Tensor
 from .types import DEVICE, HOST, Decision
 
 if TYPE_CHECKING:

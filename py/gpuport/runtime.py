@@ -11,33 +11,33 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
-from . import hostops
 from ._version import __version__
 from .backends.auto import host_device, prepare_page, request_device
 from .backends.base import DTYPES, Backend
-from .capabilities import detect, effective_limits, resolve_tier
+from .backends.capabilities import detect, effective_limits, resolve_tier
+from .engine.execution import Executor
+from .engine.fallback import FallbackManager
+from .engine.memory import DeviceMemory
+from .engine.pipeline_cache import PipelineCache
+from .engine.profiler import Profile
+from .engine.recovery import RecoveryManager
+from .engine.report import build_report, render
+from .engine.tuning import apply as apply_tuning
+from .engine.tuning import tune_matmul
 from .errors import BackendUnavailable, RuntimeClosed, UnsupportedFeature
-from .execution import Executor
-from .fallback import FallbackManager
+from .host import hostops
 from .kernel import Kernel
-from .kernel_reference import DEFAULT_ATOL, DEFAULT_RTOL
-from .launches import Part, kv_write_launch
-from .lineage import Fresh, Leaf
-from .memory import DeviceMemory
-from .ops import Ops
-from .pipeline_cache import PipelineCache
-from .pipelines import PipelineSpec, sha256
+from .loading.stores import store_for
+from .ops.api import Ops
+from .ops.kernel_reference import DEFAULT_ATOL, DEFAULT_RTOL
+from .ops.launches import Part, kv_write_launch
+from .ops.pipelines import PipelineSpec, sha256
 from .placement import Placement, Planner, attach
+from .placement.telemetry import Telemetry
 from .platform import IN_PYODIDE, sync_wait
-from .profiler import Profile
-from .recovery import RecoveryManager
-from .report import build_report, render
-from .storage import HostArray
-from .stores import store_for
-from .telemetry import Telemetry
-from .tensor import Tensor
-from .tuning import apply as apply_tuning
-from .tuning import tune_matmul
+from .tensor.lineage import Fresh, Leaf
+from .tensor.storage import HostArray
+from .tensor.tensor import Tensor
 
 PRECISIONS = ("f32", "f16")
 BACKENDS = ("auto", "webgpu", "cpu")

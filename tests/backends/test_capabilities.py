@@ -1,10 +1,17 @@
 """Tier detection from synthetic features, limits and browser identities; the quirks table."""
 
-import pytest
-
 import gpuport as gp
-from gpuport.capabilities import (CONSTRAINED_BUDGET, QUIRKS, SAFARI_VERSIONS, SPEC_DEFAULT_LIMITS, detect,
-                                  effective_limits, identify_browser, resolve_tier)
+import pytest
+from gpuport.backends.capabilities import (
+    CONSTRAINED_BUDGET,
+    QUIRKS,
+    SAFARI_VERSIONS,
+    SPEC_DEFAULT_LIMITS,
+    detect,
+    effective_limits,
+    identify_browser,
+    resolve_tier,
+)
 
 LIMITS = dict(SPEC_DEFAULT_LIMITS)
 CHROME_UA = ("Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/156.0.0.0 "

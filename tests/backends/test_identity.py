@@ -6,15 +6,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import gpuport as gp
 import numpy as np
 import pytest
-
-import gpuport as gp
 from gpuport.backends import identity, native
 from gpuport.errors import DeviceLost
-from gpuport.records import RecordError, RecordWarning
+from gpuport.formats.records import RecordError, RecordWarning
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture

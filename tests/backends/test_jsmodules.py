@@ -8,11 +8,10 @@ import re
 import tomllib
 from pathlib import Path
 
+import gpuport
 import pytest
 
-import gpuport
-
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 MARKED = ("bridge.js", "idb.js", "threads.js", "wasm.js")
 
 

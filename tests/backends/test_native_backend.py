@@ -1,10 +1,9 @@
 """The wgpu-py backend's own contract: browser-like limits, immediate typed errors, batched dispatches."""
 
+import gpuport as gp
 import numpy as np
 import pytest
-
-import gpuport as gp
-from gpuport.capabilities import SPEC_DEFAULT_LIMITS
+from gpuport.backends.capabilities import SPEC_DEFAULT_LIMITS
 
 
 @pytest.fixture(scope="module")

@@ -11,10 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+sys.path.append(str(Path(__file__).resolve().parents[2] / "bench"))
 import faults  # noqa: E402
 from faults import NotSurvived, Tally, expect_close, expect_error  # noqa: E402
-
 
 
 def _raise(exc):

@@ -3,13 +3,16 @@ seed's surface, create_optimal_fallback_strategy, metrics reset."""
 
 import math
 
+import gpuport as gp
 import numpy as np
 import pytest
-
-import gpuport as gp
-from gpuport import hostops
-from gpuport import references as K
-from gpuport.fallback import STRATEGIES, FallbackManager, create_optimal_fallback_strategy
+from gpuport.engine.fallback import (
+    STRATEGIES,
+    FallbackManager,
+    create_optimal_fallback_strategy,
+)
+from gpuport.host import hostops
+from gpuport.host import references as K
 
 U = 2.0 ** -24
 MiB = 1 << 20

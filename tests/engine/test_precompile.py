@@ -8,8 +8,8 @@ import sys
 import textwrap
 
 import gpuport as gp
-from gpuport.kernels import RB_DEFAULT
-from gpuport.pipeline_cache import ShaderPrecompiler
+from gpuport.engine.pipeline_cache import ShaderPrecompiler
+from gpuport.ops.kernels import RB_DEFAULT
 
 SCRIPT = textwrap.dedent("""
     import asyncio, json, gpuport as gp

@@ -2,14 +2,12 @@
 
 import asyncio
 
+import gpuport as gp
 import numpy as np
 import pytest
-
-import gpuport as gp
-from gpuport import references as K
-from gpuport.errors import classify
-
 from cases import CASES
+from gpuport.errors import classify
+from gpuport.host import references as K
 
 
 @pytest.fixture

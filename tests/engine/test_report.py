@@ -2,13 +2,12 @@
 
 import json
 
+import gpuport as gp
 import numpy as np
 import pytest
-
-import gpuport as gp
-from gpuport.cli import main
-from gpuport.opspecs import OPS as KERNELS
-from gpuport.report import build_report, find_problems, render
+from gpuport.engine.report import build_report, find_problems, render
+from gpuport.ops.opspecs import OPS as KERNELS
+from gpuport.site.cli import main
 
 
 def validate(report):

@@ -9,11 +9,16 @@ from pathlib import Path
 import gguf
 import numpy as np
 import pytest
-
 from gpuport.errors import LoadError, UnsupportedFeature
-from gpuport.formats.gguf import GGUFFile, GGUFHeader, MoreBytes, check_layout, read_header, read_header_from
-from gpuport.quant import dequantize
-
+from gpuport.formats.gguf import (
+    GGUFFile,
+    GGUFHeader,
+    MoreBytes,
+    check_layout,
+    read_header,
+    read_header_from,
+)
+from gpuport.host.quant import dequantize
 from smollm2 import gguf_file, gguf_path
 
 VT = gguf.GGUFValueType

@@ -4,12 +4,16 @@ import json
 import struct
 from pathlib import Path
 
+import gpuport as gp
 import numpy as np
 import pytest
-
-import gpuport as gp
+from gpuport.formats.safetensors import (
+    check_layout,
+    load_tensors,
+    read_header,
+    tensor_entries,
+)
 from gpuport.models import default_source
-from gpuport.formats.safetensors import check_layout, load_tensors, read_header, tensor_entries
 
 MODEL = Path(default_source("minilm-l6-v2")) / "model.safetensors"
 

@@ -1,4 +1,4 @@
-"""The host kernels' C ABI is listed once (gpuport.host_abi): the committed header the C sources include is
+"""The host kernels' C ABI is listed once (gpuport.host.host_abi): the committed header the C sources include is
 what the table generates, clang rejects a definition or an export the table does not match, and a built
 WebAssembly module whose exports' types differ from the table fails its build check."""
 
@@ -10,11 +10,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from gpuport.host import host_abi
+from gpuport.host.wasm_module import check, module_path, parse, problems
 
-from gpuport import host_abi
-from gpuport.wasm_module import check, module_path, parse, problems
-
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SOURCES = ROOT / "hostkernels"
 
 

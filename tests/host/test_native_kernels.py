@@ -1,4 +1,4 @@
-"""The native build of gpuport's SIMD kernels (gpuport.native_kernels: hostkernels/*.c compiled for this machine
+"""The native build of gpuport's SIMD kernels (gpuport.host.native_kernels: hostkernels/*.c compiled for this machine
 into .cache/native/libgpuport_simd.so by `make setup`).
 
 Every case of tests/wasm_cases.py (the page's kernel cases: tile edges, 1x1, odd sizes, batched and
@@ -22,14 +22,13 @@ import numpy as np
 import pytest
 import wasm_cases
 from cases import U, close
+from gpuport.host import hostops as H
+from gpuport.host import native_kernels as N
+from gpuport.host import references as K
+from gpuport.ops.opspecs import OPS
 from wasm_cases import CASES, WASM_ONLY, check_matmul
 
-from gpuport import hostops as H
-from gpuport import references as K
-from gpuport import native_kernels as N
-from gpuport.opspecs import OPS
-
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -164,7 +163,7 @@ def test_threads_get_their_own_scratch(native):
 
 
 def _probe(env: dict[str, str]) -> str:
-    code = ("import gpuport\nfrom gpuport import hostops as H, native_kernels as N\n"
+    code = ("import gpuport\nfrom gpuport.host import hostops as H, native_kernels as N\n"
             "print(N.available(), H.backend_name(), sorted(set(H.engines().values())), H.reason(), sep='|')")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                           env={**os.environ, "PYTHONPATH": str(ROOT / "py"), **env})

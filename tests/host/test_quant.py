@@ -6,11 +6,19 @@ from __future__ import annotations
 import gguf
 import numpy as np
 import pytest
-
 from gpuport.errors import UnsupportedFeature
-from gpuport.quant import (QuantMatrix, as_words, dequantize, dequantize_q4_1, dequantize_q8_0, embedding_ref,
-                           matmul_ref, matvec_ref, quantize, row_bytes)
-
+from gpuport.host.quant import (
+    QuantMatrix,
+    as_words,
+    dequantize,
+    dequantize_q4_1,
+    dequantize_q8_0,
+    embedding_ref,
+    matmul_ref,
+    matvec_ref,
+    quantize,
+    row_bytes,
+)
 from smollm2 import gguf_file, random_blocks
 
 
@@ -86,7 +94,7 @@ def test_real_embedding_rows_are_the_dense_rows():
 
 @pytest.mark.parametrize("kind", ["Q4_1", "Q8_0"])
 def test_quantize_is_ggml_bit_for_bit(kind):
-    """gpuport.quant.quantize against gguf-py's reference quantizer, on awkward blocks: all zeros (d = 0),
+    """gpuport.host.quant.quantize against gguf-py's reference quantizer, on awkward blocks: all zeros (d = 0),
     constant, one huge value, tiny values, a single row and many."""
     rng = np.random.default_rng(3)
     x = (rng.standard_normal((9, 160)) * 0.05).astype(np.float32)

@@ -1,5 +1,5 @@
 """The quantized WGSL kernels (shaders/q4_1_*.wgsl, q8_0_*.wgsl) natively (wgpu-py) against the NumPy references
-of gpuport.quant, through the public user-kernel API, on awkward shapes, the model's shapes and its real tensors.
+of gpuport.host.quant, through the public user-kernel API, on awkward shapes, the model's shapes and its real tensors.
 
 Tolerances (u = 2**-24, u_h = 2**-11; |W| below is the elementwise bound of a stored weight: |d|*q + |m| for
 Q4_1, |d|*|q| for Q8_0, which is what the kernels actually multiply, since they compute d*sum(q*x) + m*sum(x)):
@@ -16,16 +16,14 @@ from __future__ import annotations
 
 from functools import cache
 
+import gpuport as gp
 import numpy as np
 import pytest
-
-import gpuport as gp
-from gpuport.kernels import grid, shader_source
-from gpuport.quant import QuantMatrix, embedding_ref, matmul_ref, matvec_ref
-
+from gpuport.host.quant import QuantMatrix, embedding_ref, matmul_ref, matvec_ref
+from gpuport.ops.kernels import grid, shader_source
+from quant_bounds import abs_weights, check_bound
 from smollm2 import gguf_file, random_blocks
 
-U, UH = 2.0 ** -24, 2.0 ** -11
 ROWS_PER_LANE_GROUP = 4
 
 
@@ -46,34 +44,6 @@ def _words(raw: np.ndarray) -> np.ndarray:
     """Raw block bytes as u32 words (zero-padded to a whole word, as a GPU buffer holds them)."""
     b = np.ascontiguousarray(raw, dtype=np.uint8).ravel()
     return np.concatenate([b, np.zeros(-b.size % 4, np.uint8)]).view(np.uint32)
-
-
-def abs_weights(w: QuantMatrix) -> np.ndarray:
-    """|d|*q + |m| (Q4_1) or |d|*|q| (Q8_0) elementwise, float64: the magnitudes the kernels multiply."""
-    n, k = w.shape
-    if w.kind == "Q4_1":
-        b = w.raw.reshape(-1, 20)
-        d = np.abs(b[:, 0:2].copy().view("<f2").astype(np.float64))
-        m = np.abs(b[:, 2:4].copy().view("<f2").astype(np.float64))
-        q = np.concatenate([b[:, 4:] & 0x0F, b[:, 4:] >> 4], axis=1).astype(np.float64)
-        return (d * q + m).reshape(n, k)
-    b = w.raw.reshape(-1, 34)
-    d = np.abs(b[:, 0:2].copy().view("<f2").astype(np.float64))
-    return (d * np.abs(b[:, 2:].view(np.int8).astype(np.float64))).reshape(n, k)
-
-
-def check_bound(got: np.ndarray, want: np.ndarray, scale: np.ndarray, k: int, *, f16: bool = False,
-                what: str = "") -> float:
-    """|got - want| <= 2 (K+2) u scale (+ 24 u_h scale for f16 arithmetic); returns the worst err/bound."""
-    assert got.shape == want.shape and got.dtype == np.float32, (got.shape, want.shape, got.dtype)
-    bound = 2 * (k + 2) * U * scale + (24 * UH * scale if f16 else 0.0)
-    err = np.abs(got.astype(np.float64) - want.astype(np.float64))
-    bad = ~(err <= bound)
-    if bad.any():
-        i = np.unravel_index(int(np.argmax(np.where(bad, err / np.maximum(bound, 1e-300), -1))), err.shape)
-        raise AssertionError(f"{what}: {int(bad.sum())} of {err.size} outside the bound; worst at {i}: got {got[i]!r}, "
-                             f"want {want[i]!r}, err {err[i]:.3g} > bound {bound[i]:.3g}")
-    return float((err / np.maximum(bound, 1e-300)).max())
 
 
 def run_matvec(rt, w: QuantMatrix, x: np.ndarray, *, f16: bool = False, lanes: int = 8, w_off: int = 0,

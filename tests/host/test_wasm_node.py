@@ -14,11 +14,15 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from gpuport.host.wasm_module import (
+    MODULE_NAME,
+    RELAXED_MODULE_NAME,
+    check,
+    module_path,
+)
 from wasm_cases import CASES
 
-from gpuport.wasm_module import MODULE_NAME, RELAXED_MODULE_NAME, check, module_path
-
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 RUNNER = ROOT / "tests" / "wasm_node.mjs"
 NODE_TIMEOUT_S = 600
 

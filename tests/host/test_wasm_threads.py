@@ -1,4 +1,4 @@
-"""gpuport.wasm_threads, the page's engine for the threaded kernels, natively: its copies between NumPy's memory and
+"""gpuport.host.wasm_threads, the page's engine for the threaded kernels, natively: its copies between NumPy's memory and
 the pool's (what is uploaded once, what per call, what comes back), its arena and its KV cache shadows.
 
 The pool here is a stand-in for web/threads.js's: its memory a NumPy buffer of its own (not the arrays'), its
@@ -18,15 +18,14 @@ import numpy as np
 import pytest
 import wasm_cases
 from cases import close
-from wasm_cases import CASES, IN_PLACE, WASM_ONLY
-
-from gpuport import native_kernels as N
-from gpuport import references as K
-from gpuport import wasm_threads as T
 from gpuport.errors import BackendUnavailable, OutOfMemory
-from gpuport.host_abi import EXPORTS
+from gpuport.host import native_kernels as N
+from gpuport.host import references as K
+from gpuport.host import wasm_threads as T
+from gpuport.host.host_abi import EXPORTS
+from gpuport.host.quant import q8_matmul_ref
 from gpuport.models import llama_ref as LR
-from gpuport.quant import q8_matmul_ref
+from wasm_cases import CASES, IN_PLACE, WASM_ONLY
 
 CAPACITY = 256 << 20   # the stand-in's memory: reserved at once (its address must not move), grown into
 

@@ -1,4 +1,4 @@
-"""gpuport.disk_cache natively, over real HTTP: test_loader's Range server on 127.0.0.1 counts the bytes it
+"""gpuport.loading.disk_cache natively, over real HTTP: test_loader's Range server on 127.0.0.1 counts the bytes it
 serves, so "a second load reads no chunk bytes" is measured at the server, not taken from the loader."""
 
 from __future__ import annotations
@@ -15,13 +15,12 @@ import time
 from pathlib import Path
 
 import pytest
-
-from gpuport import chunk_cache, disk_cache
-from gpuport import loader as L
-from test_loader import CHUNK, Server, check_same, load, make_model
+from gpuport.loading import chunk_cache, disk_cache
+from gpuport.loading import loader as L
+from model_server import CHUNK, Server, check_same, load, make_model
 
 WEIGHTS = "tiny/model.safetensors"
-PY = Path(__file__).resolve().parents[1] / "py"
+PY = Path(__file__).resolve().parents[2] / "py"
 
 
 @pytest.fixture()
@@ -112,7 +111,7 @@ def test_a_corrupt_cached_chunk_is_detected_and_refetched(tiny, tmp_path, damage
 
 KILLED_LOAD = """
 import asyncio, sys
-from gpuport import disk_cache, loader
+from gpuport.loading import disk_cache, loader
 ld = loader.ProgressiveModelLoader(sys.argv[1], cache=disk_cache.DiskChunkCache(sys.argv[2]), concurrency=1,
                                    chunk_size_mb={mb}, retries=0)
 asyncio.run(ld.load_tensors(upload=False))

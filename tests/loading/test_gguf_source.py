@@ -1,4 +1,4 @@
-"""gpuport.gguf_source natively over HTTP (test_loader's fault-injecting server on 127.0.0.1) with ggml's own
+"""gpuport.loading.gguf_source natively over HTTP (test_loader's fault-injecting server on 127.0.0.1) with ggml's own
 reader (PyPI `gguf`) as the oracle of every byte delivered: small GGUF files written by gguf.GGUFWriter (F32,
 Q8_0, Q4_1, and Q4_K that gpuport does not compute with) and the real SmolLM2 file; corrupt chunks detected,
 retried, never cached; unsupported types refused at open; stale manifests; the cache; models.open_gguf."""
@@ -14,45 +14,16 @@ from pathlib import Path
 import gguf
 import numpy as np
 import pytest
-
-from gpuport import chunk_manifest
-from gpuport.chunk_cache import MemoryChunkCache
+from gguf_files import TINY, write_gguf
 from gpuport.errors import LoadError, UnsupportedFeature
-from gpuport.gguf_source import GGUFSource, LocalGGUF, RemoteGGUF
-from gpuport.loader import ProgressiveModelLoader
-
-from smollm2 import gguf_path, model_reference, random_blocks
-from test_loader import CHUNK, Server
+from gpuport.formats import chunk_manifest
+from gpuport.loading.chunk_cache import MemoryChunkCache
+from gpuport.loading.gguf_source import GGUFSource, LocalGGUF, RemoteGGUF
+from gpuport.loading.loader import ProgressiveModelLoader
+from model_server import CHUNK, Server
+from smollm2 import gguf_path, model_reference
 
 Q = gguf.GGMLQuantizationType
-
-
-def write_gguf(path: Path, kinds: dict[str, str], seed: int = 0, vocab: int = 3000) -> None:
-    """A small llama-flavoured GGUF: tensors of the given ggml types (several 64 KiB chunks, a header of
-    ~5 chunks from a `vocab`-entry token list), written by ggml's own writer."""
-    rng = np.random.default_rng(seed)
-    w = gguf.GGUFWriter(str(path), "llama")
-    w.add_string("general.name", "tiny")
-    w.add_uint32("llama.block_count", 2)
-    w.add_array("tokenizer.ggml.tokens", [f"token-{i:05d}-" + "x" * 100 for i in range(vocab)])
-    for name, kind in kinds.items():
-        n, k = (96, 256) if name.startswith("blk.") else (300, 512)
-        if kind == "F32":
-            w.add_tensor(name, rng.standard_normal(k).astype(np.float32))
-        elif kind == "Q4_K":   # 144 bytes per 256 values; any bytes are a valid Q4_K block
-            w.add_tensor(name, rng.integers(0, 256, (n, k // 256 * 144), dtype=np.uint8), raw_dtype=Q.Q4_K)
-        else:
-            raw = random_blocks(kind, n, k, rng).reshape(n, -1)
-            w.add_tensor(name, raw, raw_dtype=Q[kind])
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
-
-
-TINY = {"token_embd.weight": "Q8_0", "blk.0.attn_norm.weight": "F32", "blk.0.attn_q.weight": "Q4_1",
-        "blk.0.ffn_down.weight": "Q4_1", "blk.1.attn_norm.weight": "F32", "blk.1.attn_q.weight": "Q4_1",
-        "output_norm.weight": "F32"}
 
 
 def pack(folder: Path, fname: str) -> dict:
@@ -267,12 +238,12 @@ def test_stale_or_wrong_manifests(tiny):
     with pytest.raises(LoadError, match="describes 'other.gguf', not 'model.gguf'"):
         opened(srv.url + "model.gguf")
     (folder / "manifest.json").write_text(json.dumps(m))
-    with pytest.raises(LoadError, match="a GGUF loads with gpuport.gguf_source.GGUFSource"):
+    with pytest.raises(LoadError, match="a GGUF loads with gpuport.loading.gguf_source.GGUFSource"):
         asyncio.run(ProgressiveModelLoader(srv.url, None, cache=None, weights="model.gguf").load_tensors(upload=False))
 
 
 def test_a_safetensors_manifest_is_not_a_gguf(tmp_path):
-    from test_loader import make_model
+    from model_server import make_model
     make_model(tmp_path / "tiny")
     srv = Server(tmp_path)
     try:
@@ -295,7 +266,7 @@ def test_open_gguf_natively_defaults_to_the_installed_file():
 @pytest.fixture(scope="module")
 def dev_url():
     import sys
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    sys.path.append(str(Path(__file__).resolve().parents[2] / "bench"))
     from _harness import dev_server
     with dev_server() as url:
         yield url

@@ -1,4 +1,4 @@
-"""gpuport.progress_bar: on_progress="bar" draws a model load on the terminal; the events it draws have one
+"""gpuport.loading.progress_bar: on_progress="bar" draws a model load on the terminal; the events it draws have one
 total for every byte stage (natively, from the installed MiniLM package)."""
 
 from __future__ import annotations
@@ -7,11 +7,10 @@ import asyncio
 import io
 import re
 
-import pytest
-
 import gpuport as gp
+import pytest
 from gpuport import models
-from gpuport.progress_bar import ProgressBar, progress_callback
+from gpuport.loading.progress_bar import ProgressBar, progress_callback
 
 
 def events(payload: int) -> list[dict]:

@@ -11,10 +11,8 @@ from __future__ import annotations
 import unicodedata
 
 import pytest
-
 from gpuport.errors import LoadError, UnsupportedFeature
 from gpuport.models.bpe import BPETokenizer, StreamDecoder, split_gpt2
-
 from smollm2 import gguf_file, tokenizer_reference
 
 

@@ -1,8 +1,8 @@
 """The llama model (gpuport.models.llama) on SmolLM2-135M-Instruct's GGUF against the Hugging Face fixture
 (tests/fixtures/make_smollm2_fixture.py), natively on webgpu (lavapipe) and cpu; memory levels; the API.
 
-Tolerances (as tests/test_llama_ref.py, whose reasoning holds here): both sides compute in float32 on the same
-dequantized weights (the kernels dequantize exactly, tests/test_quant_kernels.py), so only accumulation order
+Tolerances (as tests/models/test_llama_ref.py, whose reasoning holds here): both sides compute in float32 on the same
+dequantized weights (the kernels dequantize exactly, tests/host/test_quant_kernels.py), so only accumulation order
 differs, compounded over 30 blocks:
 - first-step logits: max |diff| <= LOGIT_TOL = 1e-3 (measured 3.9e-5 on webgpu, 3.0e-5 on cpu, for logits up to
   ~35; a wrong step such as RoPE on the wrong pairs is off by more than 1);
@@ -27,15 +27,13 @@ from __future__ import annotations
 import asyncio
 import gc
 
+import gpuport as gp
 import numpy as np
 import pytest
-
-import gpuport as gp
-from gpuport import hostops
+from gpuport.host import hostops
 from gpuport.models import llama
 from gpuport.models.llama import Llama
 from gpuport.placement.selector import BackendCosts
-
 from smollm2 import gguf_path, model_reference, reference_logits
 
 LOGIT_TOL = 1e-3

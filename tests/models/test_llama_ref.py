@@ -2,7 +2,7 @@
 tests/fixtures/make_smollm2_fixture.py, transformers 5.23 / torch 2.13 CPU, float32, greedy with a KV cache).
 
 Tolerances. Both sides compute in float32 on the same dequantized weights (gpuport's dequantization is bit-exact
-with ggml's, tests/test_quant.py), so only summation order differs (BLAS blocking, the head-dim order that the
+with ggml's, tests/host/test_quant.py), so only summation order differs (BLAS blocking, the head-dim order that the
 GGUF's Q/K permutation changes), compounded over 30 blocks; no closed-form bound is practical, so:
 - first-step logits: max |diff| <= LOGIT_TOL = 1e-3 (measured 3.7e-5 and 7.0e-5 on logits up to ~30; a single
   wrong step, e.g. RoPE on the wrong pairs, is off by more than 1, see test_a_wrong_rope_pairing_is_caught);
@@ -16,10 +16,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from gpuport.models import llama_ref as L
 from gpuport.models.bpe import BPETokenizer
-
 from smollm2 import gguf_file, model_reference, reference_logits
 
 LOGIT_TOL = 1e-3

@@ -6,15 +6,13 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
-import pytest
-
 import gpuport as gp
+import model_cases as mc
+import pytest
 from gpuport import models
 from gpuport.placement.selector import BackendCosts
 
-import model_cases as mc
-
-FIXTURE = json.loads((Path(__file__).parent / "fixtures" / "minilm_reference.json").read_text(encoding="utf-8"))
+FIXTURE = json.loads((Path(__file__).resolve().parents[1] / "fixtures" / "minilm_reference.json").read_text(encoding="utf-8"))
 BACKENDS = ("webgpu", "cpu")
 
 
@@ -86,7 +84,7 @@ def test_load_progress_and_errors(tmp_path):
     assert model.dim == 384 and model.config.max_seq_length == 256
     with pytest.raises(ValueError, match="unknown model"):
         asyncio.run(models.load("gpt-17", rt))
-    with pytest.raises(gp.LoadError, match="127.0.0.1:9/models/minilm-l6-v2/manifest.json"):  # URLs: gpuport.loader
+    with pytest.raises(gp.LoadError, match="127.0.0.1:9/models/minilm-l6-v2/manifest.json"):  # URLs: gpuport.loading.loader
         asyncio.run(models.load("minilm-l6-v2", rt, source="http://127.0.0.1:9/models/minilm-l6-v2/",
                                 loader_options={"retries": 1, "backoff_s": 0.001}))
     with pytest.raises(gp.LoadError):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from gpuport.models.sampling import Sampler, SamplingParams
 
 LOGITS = np.array([1.0, 3.0, 2.0, -1.0, 2.5, 0.0], np.float32)

@@ -6,11 +6,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from gpuport.models import default_source
-from gpuport.models.tokenizer import WordPieceTokenizer, normalize, parse_vocab, pre_tokenize
+from gpuport.models.tokenizer import (
+    WordPieceTokenizer,
+    normalize,
+    parse_vocab,
+    pre_tokenize,
+)
 
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Whisper tiny.en (gpuport.models.whisper) against faster-whisper on espeak-ng clips (tests/speech.py), natively;
+"""Whisper tiny.en (gpuport.models.whisper) against faster-whisper on espeak-ng clips (tests/speech_clips.py), natively;
 its model.bin reader, audio input, features, streaming and loading.
 
 Transcripts: the token ids must equal faster-whisper's greedy float32 output exactly, segment by segment (the long
@@ -19,17 +19,17 @@ import os
 import shutil
 import wave
 
+import gpuport as gp
 import numpy as np
 import pytest
-
-import gpuport as gp
-from gpuport import audio, chunk_cache, models
-from gpuport.chunk_manifest import sha256
+import speech_clips as speech
+from gpuport import models
 from gpuport.formats import ctranslate2
+from gpuport.formats.chunk_manifest import sha256
+from gpuport.loading import chunk_cache
+from gpuport.models import audio
 from gpuport.models.whisper import Whisper
-
-import speech
-from test_loader import Server
+from model_server import Server
 
 FEATURE_TOL = 1e-4
 

@@ -13,10 +13,9 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-
-from gpuport import kernels as K
-from gpuport.kernels import RB_VARIANTS
-from gpuport.wgsl import bindings
+from gpuport.ops import kernels as K
+from gpuport.ops.kernels import RB_VARIANTS
+from gpuport.ops.wgsl import bindings
 
 SHADERS = K.shaders_dir()
 REGENERATE = "python shaders/generate.py"

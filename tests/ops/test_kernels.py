@@ -4,13 +4,11 @@ the cpu backend, the auto list under auto."""
 
 import asyncio
 
+import gpuport as gp
 import numpy as np
 import pytest
-
-import gpuport as gp
-from gpuport.opspecs import OPS
-
 from cases import CASES, names_for, proves_on_device, run_case
+from gpuport.ops.opspecs import OPS
 
 LISTS = {"webgpu": "webgpu", "cpu": "cpu", "auto": "auto"}   # list -> the backend its runtime opens with
 PARAMS = [pytest.param(lst, name, id=f"{lst}-{name}") for lst in LISTS for name in names_for(lst)]

@@ -1,5 +1,5 @@
 """The llama ops (rt.ops.rms_norm, rope, swiglu, kv_attention, q_linear, q_embedding) on webgpu (lavapipe) and cpu
-against their float64 references (gpuport.kernels), on awkward shapes; the partitioned KV cache strategy; errors.
+against their float64 references (gpuport.ops.kernels), on awkward shapes; the partitioned KV cache strategy; errors.
 
 Bounds (u = 2**-24; each doubled where the reference's own final rounding adds one more u):
 - rms_norm: an n-term sum of squares (relative error <= n*u, halved by the square root), then mean, +eps, sqrt,
@@ -10,22 +10,20 @@ Bounds (u = 2**-24; each doubled where the reference's own final rounding adds o
 - kv_attention: a score's error is (D + 2)u * scale * sum|q_j k_j| (a D-term dot product); probabilities
   err <= 2*max score error + exp's (3 + 2|x|)u + S*u for the sum; the output sum_j p_j v_j adds S*u:
   |err| <= 2 * (2*e_s + (3 + 2*max|s - m|)u + 2*S*u) * max|v|.
-- q_linear, q_embedding: tests/test_quant_kernels.py's bounds (Higham's for the K-term dot product; the gather is
+- q_linear, q_embedding: tests/host/test_quant_kernels.py's bounds (Higham's for the K-term dot product; the gather is
   exact).
 """
 
 from __future__ import annotations
 
+import gpuport as gp
 import numpy as np
 import pytest
-
-import gpuport as gp
-from gpuport.opspecs import reference
+from gpuport.host.quant import QuantMatrix
 from gpuport.models.kv_cache import DeviceKVCache
-from gpuport.quant import QuantMatrix
-
+from gpuport.ops.opspecs import reference
+from quant_bounds import abs_weights, check_bound
 from smollm2 import random_blocks
-from test_quant_kernels import abs_weights, check_bound
 
 U = 2.0 ** -24
 

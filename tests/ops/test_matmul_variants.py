@@ -10,15 +10,14 @@ polynomial's 1e-6 (gelu's own tolerance in cases.py).
 import asyncio
 import json
 
+import gpuport as gp
 import numpy as np
 import pytest
-
-import gpuport as gp
-from gpuport import references as K
-from gpuport.kernels import RB_VARIANTS
-from gpuport.launches import Part, rb_matmul_launch
-from gpuport.pipelines import PipelineManifest
-from gpuport.tuning import apply, tune_matmul
+from gpuport.engine.tuning import apply, tune_matmul
+from gpuport.host import references as K
+from gpuport.ops.kernels import RB_VARIANTS
+from gpuport.ops.launches import Part, rb_matmul_launch
+from gpuport.ops.pipelines import PipelineManifest
 from gpuport.types import OpCall
 
 U = 2.0 ** -24

@@ -6,10 +6,15 @@ import os
 import warnings
 
 import pytest
-
-from gpuport.pipelines import MAX_ENTRIES, PipelineManifest, PipelineSpec, scope_key, sha256
-from gpuport.records import MAX_RECORD_BYTES, RecordWarning
-from gpuport.stores import FileStore
+from gpuport.formats.records import MAX_RECORD_BYTES, RecordWarning
+from gpuport.loading.stores import FileStore
+from gpuport.ops.pipelines import (
+    MAX_ENTRIES,
+    PipelineManifest,
+    PipelineSpec,
+    scope_key,
+    sha256,
+)
 
 ADAPTER = {"vendor": "llvmpipe", "architecture": "", "device": "llvmpipe (LLVM 15)", "description": "Mesa"}
 

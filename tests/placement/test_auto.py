@@ -3,22 +3,20 @@
 import asyncio
 import json
 import math
-import time
 import warnings
 from types import SimpleNamespace
 
+import gpuport as gp
 import numpy as np
 import pytest
-
-import gpuport as gp
+from gpuport.formats.records import RecordWarning
+from gpuport.host import references as K
+from gpuport.ops.opspecs import reference
+from gpuport.ops.pipelines import PipelineManifest
 from gpuport.placement import calibration
-from gpuport import references as K
-from gpuport.opspecs import reference
-from gpuport.pipelines import PipelineManifest
+from gpuport.placement.selector import BackendCosts, read_record
 from gpuport.platform import sync_wait
 from gpuport.types import HOST
-from gpuport.placement.selector import BackendCosts, read_record
-from gpuport.records import RecordWarning
 
 
 @pytest.fixture

@@ -6,11 +6,16 @@ import math
 import time
 
 import pytest
-
 from gpuport.errors import GpuportError
-from gpuport.placement.selector import BackendCosts, BackendSelector, SelectorConfig, WorkloadCharacteristics, read_record
-from gpuport.records import RecordError
-from gpuport.stores import FileStore
+from gpuport.formats.records import RecordError
+from gpuport.loading.stores import FileStore
+from gpuport.placement.selector import (
+    BackendCosts,
+    BackendSelector,
+    SelectorConfig,
+    WorkloadCharacteristics,
+    read_record,
+)
 
 # A software adapter: slow FLOPs, a fixed dispatch cost, a host<->device copy; NumPy: fast, no transfer.
 SOFT_GPU = BackendCosts(flops_per_s=2e9, bytes_per_s=4e9, transfer_bytes_per_s=2e9, overhead_s=2e-4)

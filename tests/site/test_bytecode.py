@@ -1,4 +1,4 @@
-"""The page's bytecode (gpuport/bytecode.py): the wheel a page installs carries a checked-hash .pyc of every
+"""The page's bytecode (gpuport/site/bytecode.py): the wheel a page installs carries a checked-hash .pyc of every
 module, compiled by Pyodide's own CPython; Pyodide imports gpuport from them without compiling, and still
 compiles a module whose source changed. Without Node or a vendored Pyodide the wheel goes without, saying why."""
 
@@ -13,11 +13,15 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from gpuport.site import bytecode
+from gpuport.site.distribution import (
+    PYODIDE_VERSION,
+    build_wheel,
+    default_dest,
+    numpy_bytecode,
+)
 
-from gpuport import bytecode
-from gpuport.distribution import PYODIDE_VERSION, build_wheel, default_dest, numpy_bytecode
-
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 PYODIDE = default_dest(REPO)
 
 # Python run in Pyodide that counts the sources importlib has to compile from here on.

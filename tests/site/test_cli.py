@@ -1,4 +1,4 @@
-"""gpuport.cli: argparse subcommands (serve, demo, pyodide) and `python -m gpuport`."""
+"""gpuport.site.cli: argparse subcommands (serve, demo, pyodide) and `python -m gpuport`."""
 
 from __future__ import annotations
 
@@ -9,12 +9,11 @@ import sys
 import time
 import types
 
-import pytest
-
 import gpuport
+import pytest
 from fake_repo import PACKAGES, make_repo, make_sources
-from gpuport.cli import build_parser, main
-from gpuport.distribution import MANIFEST, is_complete
+from gpuport.site.cli import build_parser, main
+from gpuport.site.distribution import MANIFEST, is_complete
 
 
 def test_serve_help(capsys):
@@ -62,9 +61,9 @@ def test_pyodide_tampered_fails_with_a_message(tmp_path, capsys):
 
 def test_demo_calls_gpuport_demo_main(monkeypatch):
     calls = []
-    fake = types.ModuleType("gpuport.demo")
+    fake = types.ModuleType("gpuport.site.demo")
     fake.main = lambda: calls.append("main")
-    monkeypatch.setattr(gpuport.cli, "demo", fake)
+    monkeypatch.setattr(gpuport.site.cli, "demo", fake)
     assert main(["demo"]) == 0
     assert calls == ["main"]
 

@@ -7,10 +7,9 @@ import socket
 import subprocess
 import sys
 
-import pytest
-
 import gpuport
-from gpuport.cli import build_parser, main
+import pytest
+from gpuport.site.cli import build_parser, main
 
 
 def test_version(capsys):

@@ -1,4 +1,4 @@
-"""gpuport.demo_chat natively on the cpu backend: a turn streams the same text as llm.complete (greedy), the
+"""gpuport.site.demo_chat natively on the cpu backend: a turn streams the same text as llm.complete (greedy), the
 page's poll sees tokens while the generation runs, cancel stops it and frees its KV cache, a second turn
 continues the conversation, errors are reported, not raised."""
 
@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import asyncio
 
-import pytest
-
 import gpuport as gp
-from gpuport.demo_chat import DEMO_PROMPT, ChatDemo
+import pytest
+from gpuport.site.demo_chat import DEMO_PROMPT, ChatDemo
 
 
 @pytest.fixture(scope="module")

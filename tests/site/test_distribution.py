@@ -1,4 +1,4 @@
-"""gpuport.distribution: offline assembly of the Pyodide distribution, hash-verified before writing."""
+"""gpuport.site.distribution: offline assembly of the Pyodide distribution, hash-verified before writing."""
 
 from __future__ import annotations
 
@@ -8,11 +8,20 @@ import subprocess
 import zipfile
 
 import pytest
-
 from fake_repo import CORE, NOT_COPIED, PACKAGES, REPO, make_sources, sha
 from gpuport import LoadError
-from gpuport.distribution import (MANIFEST, PROVISA_PREFIX, PROVISA_WHEEL, PYODIDE_CDN_URL, PYODIDE_VERSION,
-                                  default_dest, ensure_distribution, is_complete, resolve_packages, sha256_file)
+from gpuport.site.distribution import (
+    MANIFEST,
+    PROVISA_PREFIX,
+    PROVISA_WHEEL,
+    PYODIDE_CDN_URL,
+    PYODIDE_VERSION,
+    default_dest,
+    ensure_distribution,
+    is_complete,
+    resolve_packages,
+    sha256_file,
+)
 
 WANTED = ("micropip", "numpy", "packaging")  # micropip depends on packaging
 

@@ -8,11 +8,10 @@ import json
 import re
 
 import pytest
-
-from gpuport.cli import main
-from gpuport.distribution import MANIFEST, find_repo_root, is_complete
 from gpuport.errors import LoadError
-from gpuport.export import MARKER, export_site
+from gpuport.site.cli import main
+from gpuport.site.distribution import MANIFEST, find_repo_root, is_complete
+from gpuport.site.export import MARKER, export_site
 
 ROOT = find_repo_root()
 

@@ -1,4 +1,4 @@
-"""Page archives (gpuport/page_archives.py) and their installer (web/wheels.js): a zip of stored entries in one gzip
+"""Page archives (gpuport/site/page_archives.py) and their installer (web/wheels.js): a zip of stored entries in one gzip
 stream, the same bytes every time and named by content; wheels.js, under Node, reads one, refuses what it cannot
 read or what fails its sha256, and installs NumPy from one so that Pyodide imports it as if loadPackage had."""
 
@@ -17,11 +17,15 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from gpuport.site.distribution import (
+    GPUPORT_ARCHIVE,
+    build_wheel,
+    default_dest,
+    numpy_archive,
+)
+from gpuport.site.page_archives import archive_bytes, wheel_archive, write_archive
 
-from gpuport.distribution import GPUPORT_ARCHIVE, build_wheel, default_dest, numpy_archive
-from gpuport.page_archives import archive_bytes, wheel_archive, write_archive
-
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 PYODIDE = default_dest(REPO)
 WHEELS = (REPO / "web" / "wheels.js").as_uri()
 FILES = {"pkg/__init__.py": b"x = 1\n", "pkg/data/a.bin": bytes(range(256)) * 3, "pkg-1.0.dist-info/METADATA": b"Name: pkg\n"}

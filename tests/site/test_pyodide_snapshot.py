@@ -1,4 +1,4 @@
-"""The site's Pyodide snapshot (gpuport/pyodide_snapshot.py): made under Node with web/snapshot.js's PRELOAD, once
+"""The site's Pyodide snapshot (gpuport/site/pyodide_snapshot.py): made under Node with web/snapshot.js's PRELOAD, once
 per Pyodide build and snapshot.js, named by its content; an interpreter restored from it has the preloaded modules
 and nothing of the machine that made it; without Node or a vendored Pyodide, the reason. The page's side (booted
 from on a first visit, checked, dropped when bad) is e2e/test_page_snapshot.py."""
@@ -11,12 +11,17 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from gpuport.site import pyodide_snapshot
+from gpuport.site.distribution import default_dest, sha256_file
+from gpuport.site.pyodide_snapshot import (
+    PAGE,
+    SnapshotUnavailable,
+    site_snapshot,
+    snapshot_key,
+    without_zero_pages,
+)
 
-from gpuport import pyodide_snapshot
-from gpuport.distribution import default_dest, sha256_file
-from gpuport.pyodide_snapshot import PAGE, SnapshotUnavailable, site_snapshot, snapshot_key, without_zero_pages
-
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 PYODIDE = default_dest(REPO)
 WEB = REPO / "web"
 

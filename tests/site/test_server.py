@@ -1,4 +1,4 @@
-"""gpuport.server: every route, MIME types, cache policy, HTTP Range, HEAD, escapes, the wheel."""
+"""gpuport.site.server: every route, MIME types, cache policy, HTTP Range, HEAD, escapes, the wheel."""
 
 from __future__ import annotations
 
@@ -8,10 +8,9 @@ import io
 import json
 import os
 import types
+import warnings
 import zipfile
 from pathlib import Path
-
-import warnings
 
 import pytest
 
@@ -20,9 +19,9 @@ with warnings.catch_warnings():  # Starlette 1.10 prefers httpx2; httpx works th
     from starlette.testclient import TestClient
 
 from fake_repo import PACKAGES, REPO, make_repo
-from gpuport import server, site_files
-from gpuport.distribution import is_complete
-from gpuport.server import IMMUTABLE, MODELS_CACHE, NO_CACHE, create_app, safe_path
+from gpuport.site import server, site_files
+from gpuport.site.distribution import is_complete
+from gpuport.site.server import IMMUTABLE, MODELS_CACHE, NO_CACHE, create_app, safe_path
 
 # The app answers only the Host names of its allow-list (loopback by default); TestClient's own default,
 # "testserver", is not one of them.
@@ -150,7 +149,7 @@ def test_latest_json_names_a_valid_wheel(client):
     names = zipfile.ZipFile(io.BytesIO(wheel.content)).namelist()
     assert "gpuport/__init__.py" in names
     assert "gpuport/shaders/matmul.wgsl" in names
-    assert "gpuport/server.py" in names
+    assert "gpuport/site/server.py" in names
 
 
 def test_latest_json_lists_the_snapshot_served_immutable(tmp_path, monkeypatch):
@@ -404,7 +403,7 @@ def test_allow_host_adds_names(repo):
 
 
 def test_allow_host_on_the_command_line():
-    from gpuport.cli import build_parser
+    from gpuport.site.cli import build_parser
 
     args = build_parser().parse_args(["serve", "--allow-host", "MyBox.local", "--allow-host", "::1"])
     assert args.allow_host == ["mybox.local", "[::1]"]

@@ -5,16 +5,15 @@ lane (pytester, in a subprocess). The browser lanes: e2e/test_user_project.py.""
 from __future__ import annotations
 
 import asyncio
-import re
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
+import gpuport
 import numpy as np
 import pytest
-
-import gpuport
 from gpuport.testing import browsers, inpage, plugin, stand_in
 
 pytest_plugins = ["pytester"]

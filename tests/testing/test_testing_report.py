@@ -1,5 +1,5 @@
 """The plugin's results (test rows, outcomes over setup/call/teardown, headlines) and --gpuport-report's JSON
-and HTML, from pytest-like reports; a whole run writing the report: tests/test_testing_plugin.py, and one with
+and HTML, from pytest-like reports; a whole run writing the report: tests/testing/test_testing_plugin.py, and one with
 real browsers, opened in Chromium: e2e/test_user_project.py."""
 
 from __future__ import annotations

@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-
 from rowstats import clamp, clamp_ref, cosine_similarity, cosine_similarity_ref
 
 A = np.array([[1, 0, 0, 0], [1, 1, 0, 0], [0, 2, 3, 0]], dtype=np.float32)

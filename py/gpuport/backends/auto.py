@@ -14,14 +14,14 @@ from .cpu import CPUBackend
 from .native import NativeBackend, wgpu
 
 if TYPE_CHECKING:
-    from ..stores import RecordStore
+    from .io import RecordStore
 
 
 async def prepare_page() -> None:
     """In a page, register gpuport's JS half from the installed wheel (once; any Pyodide, any host);
     nothing natively. Raises JsHalfMismatch or BackendUnavailable (see jsmodules)."""
     if IN_PYODIDE:
-        from .jsmodules import register   # page-only: imports js
+        from .jsmodules import register  # page-only: imports js
         await register()
 
 
@@ -30,7 +30,7 @@ async def request_device(limits: str = "default", adapters: "RecordStore | None"
     `adapters`: natively, where the adapter's identity is stored there, the device opens on its first use
     (not in a page: its device calls cannot wait for one to open)."""
     if IN_PYODIDE:
-        from .browser import BrowserBackend   # page-only: imports js
+        from .browser import BrowserBackend  # page-only: imports js
         return await BrowserBackend.create(limits)
     return await NativeBackend.create(limits, adapters)
 

@@ -14,8 +14,8 @@ from typing import Any, Callable, Protocol, Sequence
 import numpy as np
 
 from ..errors import UnsupportedFeature
-from ..kernels import Launch
-from ..pipelines import PipelineSpec
+from ..ops.kernels import Launch
+from ..ops.pipelines import PipelineSpec
 
 DTYPES = (np.dtype(np.float32), np.dtype(np.int32), np.dtype(np.uint32))
 

@@ -14,18 +14,24 @@ import time
 import weakref
 from typing import Any, Sequence
 
-import numpy as np
-
 import gpuport_bridge as bridge  # registered by jsmodules.register (open() runs it before this import)
 import js
+import numpy as np
 from pyodide.ffi import JsException, to_js
 
-from ..capabilities import normalise_features
-from ..errors import (BackendUnavailable, CompileMessage, DeviceLost, GpuValidationError, NoAnswer, OutOfMemory,
-                      ShaderCompileError)
-from ..pipelines import PipelineSpec
+from ..errors import (
+    BackendUnavailable,
+    CompileMessage,
+    DeviceLost,
+    GpuValidationError,
+    NoAnswer,
+    OutOfMemory,
+    ShaderCompileError,
+)
+from ..ops.pipelines import PipelineSpec
 from ..platform import within
 from .base import OnDone
+from .capabilities import normalise_features
 from .gpu import Dispatch, GPUBackend
 
 # Pipelines compiling at once in precompile(). The browser's GPU process goes on compiling what a page asked for

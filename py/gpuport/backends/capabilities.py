@@ -217,17 +217,21 @@ class Capabilities:
 
     @property
     def has_f16(self) -> bool:
+        """The device runs f16 kernels (shader-f16): the full tier."""
         return "shader-f16" in self.features
 
     @property
     def has_subgroups(self) -> bool:
+        """The device offers subgroups (kernel variants that use them)."""
         return "subgroups" in self.features
 
     @property
     def is_fallback_adapter(self) -> bool:
+        """The adapter is a software fallback (SwiftShader, lavapipe): the host often wins there."""
         return bool(self.adapter.get("is_fallback"))
 
     def as_dict(self) -> dict[str, Any]:
+        """The capabilities as plain JSON-ready data (what `rt.info()` and the report show)."""
         return {"backend": self.backend, "tier": self.tier, "features": sorted(self.features),
                 "is_fallback_adapter": self.is_fallback_adapter,
                 "browser": self.browser.as_dict() if self.browser else None,

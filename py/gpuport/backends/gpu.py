@@ -15,10 +15,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .. import wgsl
 from ..errors import BatchFailed, LimitExceeded
-from ..kernels import ERROR, UNIFORM, WRITE, Launch
-from ..pipelines import PipelineSpec
+from ..ops import wgsl
+from ..ops.kernels import ERROR, UNIFORM, WRITE, Launch
+from ..ops.pipelines import PipelineSpec
 from .base import Backend, OnDone, Pipeline
 
 

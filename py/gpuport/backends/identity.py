@@ -14,9 +14,18 @@ import json
 import os
 from typing import Any
 
-from ..capabilities import normalise_features
-from ..pipelines import sha256
-from ..records import RecordError, need, need_dict, need_int, need_list, need_str, parse_json, report_bad_record
+from ..formats.records import (
+    RecordError,
+    need,
+    need_dict,
+    need_int,
+    need_list,
+    need_str,
+    parse_json,
+    report_bad_record,
+)
+from ..ops.pipelines import sha256
+from .capabilities import normalise_features
 
 # What selects the adapter besides open()'s arguments: another value is another adapter, so another record.
 _SELECTING_ENV = ("WGPU_BACKEND_TYPE", "WGPU_ADAPTER_NAME", "WGPU_POWER_PREF", "VK_ICD_FILENAMES",

@@ -23,10 +23,11 @@ import pyodide_js
 from pyodide.code import run_js
 from pyodide.ffi import JsException, to_js
 
-from .. import wasm_kernels, wasm_threads
 from .._version import __version__
 from ..errors import BackendUnavailable, JsHalfMismatch, NoAnswer
+from ..host import wasm_kernels, wasm_threads
 from ..platform import within
+
 
 def heap_bytes() -> int:
     """The size of Pyodide's WebAssembly memory (it only grows: the page's peak), which the host kernels share."""

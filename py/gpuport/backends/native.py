@@ -8,16 +8,23 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
+from ..errors import (
+    BackendUnavailable,
+    DeviceLost,
+    GpuValidationError,
+    OutOfMemory,
+    ShaderCompileError,
+    classify,
+)
+from ..formats.records import RecordWarning
+from ..ops.pipelines import PipelineSpec
 from . import identity
-from ..capabilities import SPEC_DEFAULT_LIMITS, normalise_features
-from ..errors import BackendUnavailable, DeviceLost, GpuValidationError, OutOfMemory, ShaderCompileError, classify
-from ..pipelines import PipelineSpec
-from ..records import RecordWarning
+from .capabilities import SPEC_DEFAULT_LIMITS, normalise_features
 from .gpu import Dispatch, GPUBackend
 from .identity import Identity
 
 if TYPE_CHECKING:
-    from ..stores import RecordStore
+    from .io import RecordStore
 
 try:
     import wgpu

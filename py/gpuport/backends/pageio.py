@@ -7,16 +7,15 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Sequence
 
-import gpuport_idb as idb        # web/idb.js, registered by jsmodules.register beside the bridge
+import gpuport_idb as idb  # web/idb.js, registered by jsmodules.register beside the bridge
 import js
 from pyodide.ffi import JsException, to_js
 from pyodide.http import pyfetch
 
-from ..chunk_cache import ChunkCache, QuotaExceeded
-from ..chunk_manifest import sha256
 from ..errors import NoAnswer
+from ..formats.chunk_manifest import sha256
 from ..platform import within
-from ..transports import Response, Transport, TransportError
+from .io import ChunkCache, QuotaExceeded, Response, Transport, TransportError
 
 RECORD_WAIT_S = 10.0   # a record read past it is treated as missing (open() goes on without the optimisation)
 
@@ -57,7 +56,7 @@ def absolute(url: str) -> str:
 
 
 class PyfetchTransport(Transport):
-    """gpuport.loader's transport in a page: pyodide.http.pyfetch (fetch) with Range headers. `no-store`
+    """gpuport.loading.loader's transport in a page: pyodide.http.pyfetch (fetch) with Range headers. `no-store`
     keeps the browser's HTTP cache out of it: the verified-chunk cache in IndexedDB is the only cache, and
     every byte that did come over the network is counted."""
 
@@ -80,7 +79,7 @@ class PyfetchTransport(Transport):
 
 class IndexedDBChunkCache(ChunkCache):
     """Verified chunks in IndexedDB (web/idb.js store "chunks"), the model's current sha in "meta".
-    A QuotaExceededError becomes gpuport.loader.QuotaExceeded (the loader then keeps chunks in memory)."""
+    A QuotaExceededError becomes gpuport.loading.loader.QuotaExceeded (the loader then keeps chunks in memory)."""
 
     def __init__(self, use_estimate: bool = True) -> None:
         self.use_estimate = use_estimate

@@ -9,17 +9,17 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .opspecs import OPS
-from .errors import DeviceLost, OutOfMemory, ShaderCompileError, TensorLost
-from .lineage import Recipe
-from .platform import sync_wait
-from .storage import Deferred, HostArray, Lost
+from ..errors import DeviceLost, OutOfMemory, ShaderCompileError, TensorLost
+from ..ops.opspecs import OPS
+from ..platform import sync_wait
+from ..tensor.lineage import Recipe
+from ..tensor.storage import Deferred, HostArray, Lost
+from ..tensor.tensor import Tensor
+from ..types import DEVICE, HOST, Decision, OpCall
 from .strategies import Strategies
-from .tensor import Tensor
-from .types import DEVICE, HOST, Decision, OpCall
 
 if TYPE_CHECKING:
-    from .runtime import Runtime
+    from ..runtime import Runtime
 
 
 class Executor:

@@ -17,17 +17,22 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import numpy as np
 
-from .capabilities import (SPEC_DEFAULT_LIMITS, BrowserIdentity, Capabilities, effective_limits, identify_browser,
-                           quirks_for)
-from .opspecs import ALIASES, OPS
-from .pipelines import PipelineSpec
-from .placement import STRATEGIES, Planner
-from .telemetry import Telemetry
-from .types import HOST, Decision
-from .types import OpCall
+from ..backends.capabilities import (
+    SPEC_DEFAULT_LIMITS,
+    BrowserIdentity,
+    Capabilities,
+    effective_limits,
+    identify_browser,
+    quirks_for,
+)
+from ..ops.opspecs import ALIASES, OPS
+from ..ops.pipelines import PipelineSpec
+from ..placement import STRATEGIES, Planner
+from ..placement.telemetry import Telemetry
+from ..types import HOST, Decision, OpCall
 
 if TYPE_CHECKING:
-    from .runtime import Runtime
+    from ..runtime import Runtime
 
 
 class FallbackManager:
@@ -90,6 +95,7 @@ class FallbackManager:
         return self.telemetry.metrics()
 
     def reset_metrics(self) -> None:
+        """Forget the timings and counts gathered so far."""
         self.telemetry.reset()
 
     def strategy_for(self, op: str) -> str:
@@ -97,12 +103,15 @@ class FallbackManager:
         return self._planner.strategy_for(op)
 
     def strategies(self) -> dict[str, str]:
+        """The strategy each op runs by on this device, by op name."""
         return self._planner.strategies()
 
     def over_budget_strategies(self) -> dict[str, str]:
+        """The strategy each op falls back to when its operands exceed the tier's limits, by op name."""
         return self._planner.over_budget_strategies()
 
     def pipeline_specs(self, op: str) -> list[PipelineSpec]:
+        """The pipelines `op` compiles on this device (what precompilation creates up front)."""
         return self._planner.pipeline_specs(op)
 
 

@@ -9,12 +9,12 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from .errors import LimitExceeded, OutOfMemory
-from .storage import Blocks, Buffer, Deferred, HostArray
-from .tensor import Tensor
+from ..errors import LimitExceeded, OutOfMemory
+from ..tensor.storage import Blocks, Buffer, Deferred, HostArray
+from ..tensor.tensor import Tensor
 
 if TYPE_CHECKING:
-    from .runtime import Runtime
+    from ..runtime import Runtime
 
 
 class DeviceMemory:

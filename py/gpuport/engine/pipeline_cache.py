@@ -9,13 +9,13 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-from .opspecs import ALIASES, KERNEL_DEFS, OPS
-from .pipelines import PipelineManifest, PipelineSpec, scope_key
-from .stores import RecordStore
+from ..backends.io import RecordStore
+from ..ops.opspecs import ALIASES, KERNEL_DEFS, OPS
+from ..ops.pipelines import PipelineManifest, PipelineSpec, scope_key
 
 if TYPE_CHECKING:
-    from .backends.base import Backend
-    from .placement import Planner
+    from ..backends.base import Backend
+    from ..placement import Planner
 
 ESSENTIAL_OPS = ("matmul", "add", "gelu", "layer_norm", "softmax", "attention")
 # kernel name -> the op it serves (variants serve their op)

@@ -16,12 +16,12 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .platform import sync_wait
-from .types import HOST, Decision
+from ..platform import sync_wait
+from ..types import HOST, Decision
 
 if TYPE_CHECKING:
-    from .runtime import Runtime
-    from .tensor import Tensor
+    from ..runtime import Runtime
+    from ..tensor.tensor import Tensor
 
 
 @dataclass

@@ -40,17 +40,17 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
-from .backends.auto import request_device
-from .errors import DeviceLost, GpuTimeout, OutOfMemory, TensorLost, classify
-from . import storage
-from .lineage import Fresh, Leaf, Recipe, View, lost_reason
-from .platform import sync_wait
-from .storage import HostArray
-from .tensor import Tensor
-from .types import OpCall
+from ..backends.auto import request_device
+from ..errors import DeviceLost, GpuTimeout, OutOfMemory, TensorLost, classify
+from ..platform import sync_wait
+from ..tensor import storage
+from ..tensor.lineage import Fresh, Leaf, Recipe, View, lost_reason
+from ..tensor.storage import HostArray
+from ..tensor.tensor import Tensor
+from ..types import OpCall
 
 if TYPE_CHECKING:
-    from .runtime import Runtime
+    from ..runtime import Runtime
 
 
 @dataclass

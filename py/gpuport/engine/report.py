@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .capabilities import SPEC_DEFAULT_LIMITS, TIERS
-from .opspecs import OPS
+from ..backends.capabilities import SPEC_DEFAULT_LIMITS, TIERS
+from ..ops.opspecs import OPS
 
 SEVERITIES = ("info", "warning", "error")
 KEY_LIMITS = ("maxStorageBufferBindingSize", "maxBufferSize", "maxComputeWorkgroupStorageSize",

@@ -3,23 +3,30 @@ name in STRATEGY_RUNNERS. Deciding is placement's job; launch geometry is launch
 
 from __future__ import annotations
 
-import math
 import dataclasses
+import math
 from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
-from .kernels import ELEMENTWISE_WG, KernelDef, Launch
-from .launches import (ACT_CODES, Part, attention_uniforms, kv_attention_uniforms, rb_matmul_launch, row_chunks,
-                       small_matmul_launch)
-from .opspecs import OPS
-from .placement import Planner
-from .telemetry import Telemetry
-from .tensor import Tensor
-from .types import Decision, OpCall
+from ..ops.kernels import ELEMENTWISE_WG, KernelDef, Launch
+from ..ops.launches import (
+    ACT_CODES,
+    Part,
+    attention_uniforms,
+    kv_attention_uniforms,
+    rb_matmul_launch,
+    row_chunks,
+    small_matmul_launch,
+)
+from ..ops.opspecs import OPS
+from ..placement import Planner
+from ..placement.telemetry import Telemetry
+from ..tensor.tensor import Tensor
+from ..types import Decision, OpCall
 
 if TYPE_CHECKING:
-    from .runtime import Runtime
+    from ..runtime import Runtime
 
 
 class Strategies:

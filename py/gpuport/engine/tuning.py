@@ -14,13 +14,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .kernels import RB_VARIANTS
-from .launches import Part, rb_matmul_launch
+from ..ops.kernels import RB_VARIANTS
+from ..ops.launches import Part, rb_matmul_launch
 
 if TYPE_CHECKING:
-    from .backends.base import Backend
-    from .pipelines import PipelineManifest
-    from .placement import Planner
+    from ..backends.base import Backend
+    from ..ops.pipelines import PipelineManifest
+    from ..placement import Planner
 
 # One layer of an 8-sentence MiniLM batch: 96 tokens x 384 -> 384 (small enough to time in well under a
 # second on a software adapter, large enough that every variant fills the device).

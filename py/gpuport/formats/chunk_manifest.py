@@ -16,11 +16,21 @@ import os
 import re
 from typing import Any, Iterable, Sequence
 
-from .errors import LoadError
-from .formats import ctranslate2, gguf
-from .formats.safetensors import DTYPES, MAX_HEADER, check_layout, read_header, tensor_entries
-from .records import (RecordError, need, need_dict, need_hex64, need_int, need_key, need_list, need_str,
-                      parse_json, short_repr)
+from ..errors import LoadError
+from . import ctranslate2, gguf
+from .records import (
+    RecordError,
+    need,
+    need_dict,
+    need_hex64,
+    need_int,
+    need_key,
+    need_list,
+    need_str,
+    parse_json,
+    short_repr,
+)
+from .safetensors import DTYPES, MAX_HEADER, check_layout, read_header, tensor_entries
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = 1

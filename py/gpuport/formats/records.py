@@ -15,7 +15,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
-from .platform import IN_PYODIDE
+from ..platform import IN_PYODIDE
 
 MAX_RECORD_BYTES = 4 << 20   # a full pipeline manifest (256 specialised shaders) is ~1 MiB
 MAX_DEPTH = 8                # the deepest record gpuport writes nests 4 levels

@@ -6,7 +6,7 @@ generated from it, so clang rejects a definition that differs from its row (and,
 -Wmissing-prototypes, a non-static function the table lacks).
 
 After changing a row, bump ABI and regenerate the header (`make` does it when this file is newer;
-tests/test_host_abi.py fails while it is stale): `python3 py/gpuport/host_abi.py > hostkernels/abi.h`. The
+tests/host/test_host_abi.py fails while it is stale): `python3 py/gpuport/host/host_abi.py > hostkernels/abi.h`. The
 module imports only the standard library, so it runs as a script before the virtualenv exists.
 """
 
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 ABI = 4  # what gp_abi() returns: bumped whenever a row below changes; a build with another is refused
 
 HEADER = "hostkernels/abi.h"
-REGENERATE = f"python3 py/gpuport/host_abi.py > {HEADER}"
+REGENERATE = f"python3 py/gpuport/host/host_abi.py > {HEADER}"
 
 # The C types the exports use, by how a value crosses into the kernels: a pointer is the address of a NumPy
 # buffer (an i32 in wasm32, where the module shares Pyodide's memory; a void pointer to ctypes).
@@ -145,9 +145,9 @@ EXPORTS: tuple[Export, ...] = (
 )
 
 _PREAMBLE = f"""\
-/* The exports of gpuport's host kernels, generated from their one table (py/gpuport/host_abi.py): edit the
+/* The exports of gpuport's host kernels, generated from their one table (py/gpuport/host/host_abi.py): edit the
  * table, not this file, then `{REGENERATE}` (`make` does it;
- * tests/test_host_abi.py fails while this file is stale). Every source includes it (simd.h), so clang
+ * tests/host/test_host_abi.py fails while this file is stale). Every source includes it (simd.h), so clang
  * checks each definition against the table. */
 #ifndef GPUPORT_ABI_H
 #define GPUPORT_ABI_H

@@ -3,7 +3,7 @@ gelu, softmax, layer_norm, attention, l2_normalize; Whisper's conv1d and stft_po
 matmul, log_mel vectorised), used wherever an op runs on the host (the cpu
 backend, auto's host placement, a step down to the host). The NumPy references (references.py) stay the
 oracle: simple and exact; these trade their float64 steps for float32, in-place work and BLAS-shaped
-layouts, and are checked against them like every GPU kernel (tests/test_native_kernels.py natively,
+layouts, and are checked against them like every GPU kernel (tests/host/test_native_kernels.py natively,
 tests/wasm_cases.py in Node and the pages, and Hypothesis on the cpu backend).
 
 Where float32 could overflow a row (a norm or a variance of values beyond ~1e19), that row is recomputed
@@ -34,10 +34,18 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ..platform import IN_PYODIDE
 from . import native_kernels, wasm_kernels, wasm_threads
-from .references import (LOG_MEL_FLOOR, LOG_MEL_RANGE, EncoderLayer, conv1d_out_len, hann_window, l2_normalize_ref,
-                         layer_norm_ref, stft_frames)
-from .platform import IN_PYODIDE
+from .references import (
+    LOG_MEL_FLOOR,
+    LOG_MEL_RANGE,
+    EncoderLayer,
+    conv1d_out_len,
+    hann_window,
+    l2_normalize_ref,
+    layer_norm_ref,
+    stft_frames,
+)
 from .simd_ops import SimdKernels, immutable
 
 _F32 = np.float32

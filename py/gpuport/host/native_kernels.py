@@ -16,8 +16,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ..platform import IN_PYODIDE
 from .host_abi import ABI, EXPORTS
-from .platform import IN_PYODIDE
 from .simd_ops import REFERENCES, SimdKernels, linked
 
 ENV = "GPUPORT_NATIVE_KERNELS"
@@ -32,7 +32,7 @@ def library_path() -> Path:
     setting = os.environ.get(ENV, "")
     if setting and setting != "off":
         return Path(setting)
-    return Path(__file__).resolve().parents[2] / LIBRARY
+    return Path(__file__).resolve().parents[3] / LIBRARY
 
 
 def _load() -> tuple[Any, str]:

@@ -7,7 +7,7 @@ Blocks of 32 weights along a row (the K axis of an (N, K) matrix, as ggml stores
   any 2-byte boundary and its bytes straddle u32 words.
 
 The matvec/matmul references accumulate in float64 and round once: they are the exact result the f32 GPU
-kernels are bounded against (tests/test_quant_kernels.py states the bound).
+kernels are bounded against (tests/host/test_quant_kernels.py states the bound).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import UnsupportedFeature
+from ..errors import UnsupportedFeature
 
 QK = 32
 BLOCK_BYTES = {"Q4_1": 20, "Q8_0": 34}

@@ -12,6 +12,7 @@ import numpy as np
 
 from . import quant
 
+
 def _f32(x: np.ndarray) -> np.ndarray:
     return np.asarray(x, dtype=np.float32)
 

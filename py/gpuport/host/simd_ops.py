@@ -25,12 +25,12 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from ..errors import BackendUnavailable
+from ..formats.gguf import GGML_TYPE_IDS
+from ..types import LlamaBlock
 from . import references as K
-from .errors import BackendUnavailable
 from .host_abi import ABI
-from .formats.gguf import GGML_TYPE_IDS
 from .quant import QK, row_bytes
-from .types import LlamaBlock
 
 _ALIGN = 64  # bytes: packed panels and scratch start on a cache line
 Q_KINDS = ("Q4_1", "Q8_0")   # the ggml block types the quantized kernels read (hostkernels/qdot.h)

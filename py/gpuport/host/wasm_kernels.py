@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from typing import Any
 
-
 from .host_abi import ABI
 from .simd_ops import REFERENCES, SimdKernels, linked
 

@@ -6,11 +6,11 @@ The page links the module into Pyodide's own memory (web/wasm.js), so it must ow
 segments, no memory for Emscripten's loader to reserve (dylink.0 memory size 0), no shadow stack (no
 `__stack_pointer` import) and no calls out (no imported functions). It must export every function of
 host_abi's table with that row's WebAssembly type. `make setup` runs this on every build; tests run it on
-the artefact. Usage: `python -m gpuport.wasm_module web/gpuport_simd.wasm`.
+the artefact. Usage: `python -m gpuport.host.wasm_module web/gpuport_simd.wasm`.
 
 The threaded build owns its memory instead: it imports one shared memory and nothing else, and exports the
 ABI, the pool's functions (gp_pool_worker, gp_pool_workers, gp_pool_wake) and the globals web/threads.js sets and reads
-(__stack_pointer, each worker's own stack; __heap_base, where gpuport.wasm_threads' arena starts).
+(__stack_pointer, each worker's own stack; __heap_base, where gpuport.host.wasm_threads' arena starts).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import LoadError
+from ..errors import LoadError
 from .host_abi import EXPORTS
 
 MODULE_NAME = "gpuport_simd.wasm"

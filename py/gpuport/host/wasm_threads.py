@@ -23,7 +23,7 @@ from typing import Any, Awaitable
 
 import numpy as np
 
-from .errors import OutOfMemory
+from ..errors import OutOfMemory
 from .host_abi import ABI
 from .simd_ops import SimdKernels, linked
 

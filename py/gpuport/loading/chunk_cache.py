@@ -11,54 +11,10 @@ import json
 import time
 from typing import Callable, Sequence
 
-from .chunk_manifest import sha256
+from ..backends.io import ChunkCache, QuotaExceeded
+from ..formats.chunk_manifest import sha256
 
 DAY_MS = 24 * 3600 * 1000
-
-
-class QuotaExceeded(Exception):
-    """The cache has no room (IndexedDB QuotaExceededError): the loader keeps chunks in memory instead."""
-
-
-class ChunkCache:
-    """Verified chunks keyed "<file sha256>:<chunk index>"; the model's current sha under "model:<url>".
-    `estimate()` and the meta records are optional: the defaults say "unknown" and keep nothing."""
-
-    async def estimate(self) -> dict | None:
-        return None
-
-    async def get(self, key: str) -> bytes | None:
-        raise NotImplementedError
-
-    async def get_with_digest(self, key: str) -> tuple[bytes, str] | None:
-        """The record and its sha256 hex, which the caller checks (a page's cache digests it in the browser)."""
-        blob = await self.get(key)
-        return None if blob is None else (bytes(blob), sha256(blob))
-
-    async def get_many_with_digest(self, keys: Sequence[str]) -> list[tuple[bytes, str] | None]:
-        """get_with_digest of each key, in order (a page's cache answers them in one crossing)."""
-        return list(await asyncio.gather(*(self.get_with_digest(key) for key in keys)))
-
-    def read_ahead(self, key: str) -> bool:
-        """Whether the record get_with_digest last handed over for `key` came over the network ahead of the load
-        (a page's start({models}): web/idb.js, which stores it once the page is idle) rather than from storage.
-        The loader counts those as downloaded, and does not store them."""
-        return False
-
-    async def put(self, key: str, data: bytes) -> None:
-        raise NotImplementedError
-
-    async def remove(self, key: str) -> None:
-        raise NotImplementedError
-
-    async def keys(self) -> list[str]:
-        raise NotImplementedError
-
-    async def get_meta(self, key: str) -> str | None:
-        return None
-
-    async def put_meta(self, key: str, value: str) -> None:
-        return None
 
 
 class MemoryChunkCache(ChunkCache):

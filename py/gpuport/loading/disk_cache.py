@@ -25,8 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from .chunk_cache import ChunkCache, QuotaExceeded
-from .records import cache_dir
+from ..backends.io import ChunkCache, QuotaExceeded
+from ..formats.records import cache_dir
 
 DEFAULT_RESERVE_BYTES = 256 << 20   # never fill the disk to its last bytes for a cache
 STALE_TMP_S = 3600.0                # a temporary file this old belongs to a process that died

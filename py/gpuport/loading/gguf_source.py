@@ -24,12 +24,12 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .chunk_manifest import MANIFEST_NAME, sha256
-from .errors import LoadError, UnsupportedFeature
-from .formats.gguf import GGUFFile, GGUFHeader, MoreBytes, read_header
+from ..errors import LoadError, UnsupportedFeature
+from ..formats.chunk_manifest import MANIFEST_NAME, sha256
+from ..formats.gguf import GGUFFile, GGUFHeader, MoreBytes, read_header
+from ..host.quant import SUPPORTED
+from ..platform import IN_PYODIDE
 from .loader import ProgressiveModelLoader
-from .platform import IN_PYODIDE
-from .quant import SUPPORTED
 
 ProgressFn = Callable[[dict], Any]
 
@@ -125,7 +125,7 @@ class LocalGGUF(GGUFSource):
 
 
 class RemoteGGUF(GGUFSource):
-    """A GGUF behind a URL, through gpuport.loader.ProgressiveModelLoader's verified chunks and cache."""
+    """A GGUF behind a URL, through gpuport.loading.loader.ProgressiveModelLoader's verified chunks and cache."""
 
     def __init__(self, loader: ProgressiveModelLoader, header: GGUFHeader, chunks: dict[int, bytes]) -> None:
         super().__init__(header, loader.weights_url)

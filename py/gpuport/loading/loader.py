@@ -44,15 +44,27 @@ from typing import Any, Awaitable, Callable, Mapping, Sequence
 
 import numpy as np
 
-from .chunk_cache import ChunkCache, ModelChunks
-from .chunk_manifest import (MANIFEST_NAME, WEIGHTS_NAME, build_manifest, check_tensors, interleaved_chunks,
-                             layer_of, manifest_table, parse_manifest, payload_per_chunk, sha256)
+from ..backends.io import ChunkCache, FetchError, Transport
+from ..errors import LoadError
+from ..formats.chunk_manifest import (
+    MANIFEST_NAME,
+    WEIGHTS_NAME,
+    build_manifest,
+    check_tensors,
+    interleaved_chunks,
+    layer_of,
+    manifest_table,
+    parse_manifest,
+    payload_per_chunk,
+    sha256,
+)
+from ..formats.safetensors import read_header, tensor_from_pieces
+from ..platform import IN_PYODIDE
+from .chunk_cache import ModelChunks
 from .disk_cache import DiskChunkCache
-from .errors import LoadError
-from .formats.safetensors import read_header, tensor_from_pieces
-from .platform import IN_PYODIDE
 from .progress_bar import progress_callback
-from .transports import FetchError, FileTransport, Transport, UrllibTransport, get_range
+from .transports import FileTransport, UrllibTransport, get_range
+
 # Fetch span default, measured by bench/model.py (download + verify of all 90.9 MB over loopback from the
 # dev server, 4 requests in flight; median seconds per span size 1/2/4/8/16 MiB): native 0.42/0.54/0.24/
 # 0.24/0.29, Chromium worker 0.85/0.95/0.73/0.68/0.53. 4 MiB is at the native optimum and within 0.2 s of
@@ -184,7 +196,7 @@ class ProgressiveModelLoader:
         m = await self.load_manifest()
         if m.get("container", "safetensors") != "safetensors":
             raise LoadError(f"{self.manifest_url}: {m['file']} is a {m['container']} file, not safetensors "
-                            "(a GGUF loads with gpuport.gguf_source.GGUFSource)")
+                            "(a GGUF loads with gpuport.loading.gguf_source.GGUFSource)")
         cached = await self.chunks.get(0, keep=True) if m["data_start"] <= m["chunks"][0]["end"] else None
         if cached is not None:   # the header lies in chunk 0: a cached, verified chunk 0 has it
             head = cached[:m["data_start"]]
@@ -466,7 +478,7 @@ class ProgressiveModelLoader:
 def _default_transport(source: str) -> Transport:
     """fetch in a page, urllib for http(s) natively, else the local file system."""
     if IN_PYODIDE:
-        from .backends.pageio import PyfetchTransport   # page-only: imports js
+        from ..backends.pageio import PyfetchTransport  # page-only: imports js
         return PyfetchTransport()
     return UrllibTransport() if source.startswith(("http://", "https://")) else FileTransport()
 
@@ -475,7 +487,7 @@ def _default_cache(source: str) -> ChunkCache | None:
     """IndexedDB in a page; natively, for an http(s) source, files under the gpuport cache directory
     (GPUPORT_MODEL_CACHE: "off" for none, or a directory); a local source none (it is on disk already)."""
     if IN_PYODIDE:
-        from .backends.pageio import IndexedDBChunkCache   # page-only: imports js
+        from ..backends.pageio import IndexedDBChunkCache  # page-only: imports js
         return IndexedDBChunkCache()
     if not source.startswith(("http://", "https://")):
         return None

@@ -19,7 +19,7 @@ BAR = "bar"
 
 
 class ProgressBar:
-    """A callable for `on_progress`: draws the events it gets (see gpuport.loader for their keys)."""
+    """A callable for `on_progress`: draws the events it gets (see gpuport.loading.loader for their keys)."""
 
     def __init__(self, stream: TextIO | None = None, width: int = 30, min_interval_s: float = 0.1,
                  tty: bool | None = None) -> None:

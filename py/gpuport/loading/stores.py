@@ -10,18 +10,10 @@ from __future__ import annotations
 import os
 import stat
 from pathlib import Path
-from typing import Protocol
 
-from .platform import IN_PYODIDE
-from .records import MAX_RECORD_BYTES, STORE_PLACES, cache_dir
-
-
-class RecordStore(Protocol):
-    """Where records of one kind persist, keyed by scope."""
-
-    async def load(self, scope: str) -> str | None: ...
-
-    def save_soon(self, scope: str, text: str) -> None: ...
+from ..backends.io import RecordStore
+from ..formats.records import MAX_RECORD_BYTES, STORE_PLACES, cache_dir
+from ..platform import IN_PYODIDE
 
 
 class FileStore:
@@ -59,6 +51,6 @@ class FileStore:
 def store_for(kind: str) -> RecordStore:
     """Where records of `kind` persist: JSON files natively, IndexedDB in a page."""
     if IN_PYODIDE:
-        from .backends.pageio import IndexedDBStore   # page-only: imports js
+        from ..backends.pageio import IndexedDBStore  # page-only: imports js
         return IndexedDBStore(*STORE_PLACES[kind])
     return FileStore(cache_dir() / kind)

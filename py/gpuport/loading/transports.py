@@ -11,44 +11,9 @@ import os
 import re
 import urllib.error
 import urllib.request
-from abc import ABC, abstractmethod
-from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import Mapping
 
-from .chunk_manifest import sha256
-
-
-
-class FetchError(Exception):
-    """One failed attempt (retried): HTTP status, Range mismatch, short body, hash mismatch, dropped link."""
-
-    def __init__(self, message: str, retriable: bool = True) -> None:
-        super().__init__(message)
-        self.retriable = retriable
-
-
-class TransportError(FetchError):
-    """The connection failed or dropped mid-transfer."""
-
-
-@dataclass
-class Response:
-    status: int
-    headers: dict[str, str]
-    body: bytes
-    url: str = ""
-
-
-class Transport(ABC):
-    """`await get(url, headers)` -> Response; raises TransportError when the connection fails. `await
-    sha256(blobs)`: the hex digests the loader checks what arrived against (a page's transport asks the
-    browser, whose native SHA-256 is several times Pyodide's hashlib)."""
-
-    @abstractmethod
-    async def get(self, url: str, headers: Mapping[str, str] | None = None) -> Response: ...
-
-    async def sha256(self, blobs: Sequence[bytes]) -> list[str]:
-        return [sha256(b) for b in blobs]
+from ..backends.io import FetchError, Response, Transport, TransportError
 
 
 async def get_range(transport: Transport, url: str, start: int, end: int, size: int | None) -> bytes:

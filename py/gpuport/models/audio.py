@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from . import references
-from .errors import AudioError
+from ..errors import AudioError
+from ..host import references
 
 SAMPLE_RATE = 16000
 N_FFT = 400

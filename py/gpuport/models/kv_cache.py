@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import ContextLengthExceeded
-from ..storage import Blocks, Buffer, Storage
-from ..tensor import Tensor
+from ..tensor.storage import Blocks, Buffer, Storage
+from ..tensor.tensor import Tensor
 
 F32 = np.dtype(np.float32)
 

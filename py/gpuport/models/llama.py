@@ -36,11 +36,11 @@ from typing import Any, Awaitable, Callable, Mapping, Sequence
 import numpy as np
 
 from ..errors import ContextLengthExceeded, LoadError, UnsupportedFeature
-from .. import hostops
-from ..quant import QuantMatrix, as_words, dequantize, row_bytes
+from ..host import hostops
+from ..host.quant import QuantMatrix, as_words, dequantize, row_bytes
+from ..host.simd_ops import SimdKernels
 from ..platform import IN_PYODIDE, peak_rss_bytes
-from ..simd_ops import SimdKernels
-from ..tensor import Tensor
+from ..tensor.tensor import Tensor
 from ..types import HOST, Decision, LlamaBlock
 from . import llama_ref as ref
 from .bpe import BPETokenizer
@@ -360,7 +360,7 @@ class Llama:
 
     def _forward_host(self, ids: np.ndarray, cache: HostKVCache) -> np.ndarray:
         """The host forward: one kernel call per block on the stored blocks where SIMD kernels are linked (their
-        8-bit activations, tests/test_llama.py's tolerance); NumPy's float32 steps of llama_ref elsewhere, and
+        8-bit activations, tests/models/test_llama.py's tolerance); NumPy's float32 steps of llama_ref elsewhere, and
         for a forward whose kernel logits are not all finite (NumPy owns the IEEE cases)."""
         t0 = time.perf_counter()
         hostops.wake_layers()

@@ -3,7 +3,7 @@
 One function per step, each the op a GPU kernel will mirror: `embed` (Q8_0 gather), `rms_norm`, `qlinear`
 (matvec/matmul of a quantized weight), `rope`, `attention` (causal, grouped-query, over a KV cache),
 `swiglu`; `block` and `LlamaRef.forward` chain them. float32 throughout, as Hugging Face runs the GGUF
-(dequantized to float32); weights are dequantized once with gpuport.quant.
+(dequantized to float32); weights are dequantized once with gpuport.host.quant.
 
 RoPE and the GGUF's Q/K permutation: llama.cpp's converter permutes the rows of attn_q/attn_k within each head
 so that rotary pairs are adjacent, (2i, 2i+1) (llama.cpp's "normal" rope), where Hugging Face pairs (i, i+D/2)
@@ -21,8 +21,8 @@ from typing import Callable, Mapping
 import numpy as np
 
 from ..errors import LoadError, UnsupportedFeature
-from ..quant import QuantMatrix, dequantize
 from ..formats.gguf import GGUFFile
+from ..host.quant import QuantMatrix, dequantize
 
 
 @dataclass(frozen=True)

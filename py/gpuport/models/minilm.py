@@ -10,18 +10,18 @@ runs on native WebGPU, on NumPy, and inside a page. Weights go to the device onc
 from __future__ import annotations
 
 import time
-from functools import cache
 from dataclasses import dataclass
+from functools import cache
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from .. import hostops
 from ..errors import LoadError
-from ..opspecs import OPS
-from ..references import EncoderLayer
+from ..host import hostops
+from ..host.references import EncoderLayer
+from ..ops.opspecs import OPS
 from ..platform import sync_wait
-from ..tensor import Tensor
+from ..tensor.tensor import Tensor
 from ..types import HOST, Decision
 from .tokenizer import WordPieceTokenizer
 

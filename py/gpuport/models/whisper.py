@@ -22,15 +22,24 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from functools import cache
-from typing import Any, AsyncIterable, AsyncIterator, Callable, Iterable, Mapping, Sequence
+from typing import (
+    Any,
+    AsyncIterable,
+    AsyncIterator,
+    Callable,
+    Iterable,
+    Mapping,
+    Sequence,
+)
 
 import numpy as np
 
-from .. import audio, hostops
 from ..errors import LoadError
+from ..host import hostops
 from ..platform import sync_wait
-from ..tensor import Tensor
+from ..tensor.tensor import Tensor
 from ..types import DEVICE, HOST, Decision
+from . import audio
 from .kv_cache import DeviceKVCache, HostRowCache
 from .whisper_vocab import Vocabulary
 

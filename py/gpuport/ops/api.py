@@ -14,14 +14,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..host.quant import row_bytes
+from ..host.references import ACTIVATIONS, check_ids, conv1d_out_len, dft_table
+from ..tensor.tensor import Tensor
+from ..types import OpCall
 from .kernels import ATTENTION_MAX_HEAD_DIM
-from .references import ACTIVATIONS, check_ids, conv1d_out_len, dft_table
-from .quant import row_bytes
-from .tensor import Tensor
-from .types import OpCall
 
 if TYPE_CHECKING:
-    from .runtime import Runtime
+    from ..runtime import Runtime
 
 F32 = np.dtype(np.float32)
 F32_MAX = float(np.finfo(np.float32).max)

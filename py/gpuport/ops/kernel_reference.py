@@ -17,7 +17,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .errors import ReferenceFailed, ReferenceMismatch
+from ..errors import ReferenceFailed, ReferenceMismatch
 from .wgsl import Binding
 
 # float32 tolerances of check=True: |gpu - reference| <= atol + rtol * |reference|. rtol 1e-5 is about 170

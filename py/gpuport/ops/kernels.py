@@ -61,8 +61,8 @@ class Launch:
 
 def shaders_dir() -> Path:
     """shaders/ inside an installed wheel, else the repository's shaders/ (editable install)."""
-    inside = Path(__file__).parent / "shaders"
-    return inside if inside.is_dir() else Path(__file__).resolve().parents[2] / "shaders"
+    inside = Path(__file__).resolve().parents[1] / "shaders"
+    return inside if inside.is_dir() else Path(__file__).resolve().parents[3] / "shaders"
 
 
 @cache

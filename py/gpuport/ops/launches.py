@@ -12,9 +12,19 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from .kernels import (ELEMENTWISE_WG, RB_WG, READ, UNIFORM, WRITE, KernelDef, Launch, RegisterBlock, grid,
-                      pack_uniforms)
-from .tensor import Tensor
+from ..tensor.tensor import Tensor
+from .kernels import (
+    ELEMENTWISE_WG,
+    RB_WG,
+    READ,
+    UNIFORM,
+    WRITE,
+    KernelDef,
+    Launch,
+    RegisterBlock,
+    grid,
+    pack_uniforms,
+)
 
 
 class Part:

@@ -19,10 +19,21 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from . import hostops
+from ..host import hostops
+from ..host import references as R
 from . import launches as L
-from . import references as R
-from .kernels import ELEMENTWISE_WG, ERROR, RB_VARIANTS, READ, UNIFORM, WRITE, KernelDef, Launch, RegisterBlock, grid
+from .kernels import (
+    ELEMENTWISE_WG,
+    ERROR,
+    RB_VARIANTS,
+    READ,
+    UNIFORM,
+    WRITE,
+    KernelDef,
+    Launch,
+    RegisterBlock,
+    grid,
+)
 
 Probe = tuple[list[Any], Any, dict[str, Any]]   # (inputs, output, attrs) of a sample call, shapes only
 Shapes = Sequence[Sequence[int]]

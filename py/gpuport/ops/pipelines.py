@@ -16,8 +16,20 @@ from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from typing import Any
 
-from .records import (RecordError, need, need_dict, need_hex64, need_int, need_key, need_list, need_number,
-                      need_str, parse_json, report_bad_record, short_repr)
+from ..formats.records import (
+    RecordError,
+    need,
+    need_dict,
+    need_hex64,
+    need_int,
+    need_key,
+    need_list,
+    need_number,
+    need_str,
+    parse_json,
+    report_bad_record,
+    short_repr,
+)
 
 FORMAT = 1
 MAX_ENTRIES = 256

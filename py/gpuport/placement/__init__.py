@@ -13,6 +13,8 @@ work a runtime does. Every caller asks `rt.placement`; nothing else consults the
 
 `ran` counts what actually ran where (telemetry, auto's selection counts, the profile, `counts()`, shown as
 `rt.info()["ran"]`): tests assert from it that the device ran what they claim to test.
+
+Layer: above loading/; imports every layer below it. Its runtime is a type-only back-reference.
 """
 
 from __future__ import annotations
@@ -21,10 +23,10 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 from ..errors import OutOfMemory
-from ..telemetry import Telemetry
 from ..types import DEFERRED, DEVICE, HOST, Decision, OpCall
 from .auto import AutoSelection, attach
 from .planner import STRATEGIES, Planner, over_budget_strategy
+from .telemetry import Telemetry
 
 if TYPE_CHECKING:
     from ..runtime import Runtime

@@ -25,12 +25,19 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 import numpy as np
 
-from .calibration import PROVISIONAL, calibrate_device, calibrate_host, provisional
-from ..opspecs import flops
-from ..records import RecordError, report_bad_record
-from .selector import BackendCosts, BackendSelector, SelectorConfig, WorkloadCharacteristics, read_record
-from ..stores import RecordStore, store_for
+from ..backends.io import RecordStore
+from ..formats.records import RecordError, report_bad_record
+from ..loading.stores import store_for
+from ..ops.opspecs import flops
 from ..types import DEVICE, HOST, OpCall
+from .calibration import PROVISIONAL, calibrate_device, calibrate_host, provisional
+from .selector import (
+    BackendCosts,
+    BackendSelector,
+    SelectorConfig,
+    WorkloadCharacteristics,
+    read_record,
+)
 
 if TYPE_CHECKING:
     from .runtime import Runtime

@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 import numpy as np
 
-from .. import hostops
-from ..opspecs import OPS
+from ..host import hostops
+from ..ops.opspecs import OPS
 from ..types import OpCall
 from .selector import BackendCosts
 

@@ -25,11 +25,11 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from ..capabilities import SPEC_DEFAULT_LIMITS
+from ..backends.capabilities import SPEC_DEFAULT_LIMITS
 from ..errors import LimitExceeded, UnsupportedFeature
-from ..kernels import ELEMENTWISE_WG, RB_DEFAULT, RB_VARIANTS, RegisterBlock
-from ..opspecs import ALIASES, KERNEL_DEFS, OPS
-from ..pipelines import PipelineSpec
+from ..ops.kernels import ELEMENTWISE_WG, RB_DEFAULT, RB_VARIANTS, RegisterBlock
+from ..ops.opspecs import ALIASES, KERNEL_DEFS, OPS
+from ..ops.pipelines import PipelineSpec
 from ..types import DEVICE, HOST, Decision, OpCall
 
 STRATEGIES = ("native", "f16", "simplified_shader", "layer_decomposition", "tiled", "chunked_attention",

@@ -17,9 +17,19 @@ from functools import cached_property
 from typing import Any, Callable, Iterable, Sequence
 
 from ..errors import GpuportError
-from ..opspecs import flops
-from ..records import (RecordError, need, need_dict, need_int, need_key, need_list, need_number, need_str,
-                      parse_json, short_repr)
+from ..formats.records import (
+    RecordError,
+    need,
+    need_dict,
+    need_int,
+    need_key,
+    need_list,
+    need_number,
+    need_str,
+    parse_json,
+    short_repr,
+)
+from ..ops.opspecs import flops
 
 ENV_FORCE = "GPUPORT_BACKEND"      # force one backend for every op ("cpu" or "webgpu")
 ENV_DISABLE = "GPUPORT_DISABLE"    # comma-separated backends never to select

@@ -7,9 +7,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from . import hostops, wasm_kernels
-from .platform import IN_PYODIDE
-from .types import Decision
+from ..host import hostops, wasm_kernels
+from ..platform import IN_PYODIDE
+from ..types import Decision
 
 
 class Telemetry:

@@ -13,14 +13,24 @@ import socket
 import sys
 from pathlib import Path
 
+from .._version import __version__
+from ..errors import GpuportError, LoadError
+from ..formats.chunk_manifest import (
+    MANIFEST_NAME,
+    WEIGHTS_NAME,
+    build_manifest,
+    parse_manifest,
+)
+from ..models import MODELS, default_source, weights_file
+from ..runtime import open_sync
 from . import demo
-from ._version import __version__
-from .chunk_manifest import MANIFEST_NAME, WEIGHTS_NAME, build_manifest, parse_manifest
-from .distribution import PYODIDE_VERSION, data_home, ensure_distribution, find_repo_root
-from .errors import GpuportError, LoadError
+from .distribution import (
+    PYODIDE_VERSION,
+    data_home,
+    ensure_distribution,
+    find_repo_root,
+)
 from .export import MODEL_FILES, export_site
-from .models import MODELS, default_source, weights_file
-from .runtime import open_sync
 
 
 def _add_serve(sub: argparse._SubParsersAction) -> None:
@@ -64,7 +74,7 @@ def _host_name(value: str) -> str:
         need_serve_extra()
     except LoadError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
-    from .server import host_name   # needs the "serve" extra (starlette)
+    from .server import host_name  # needs the "serve" extra (starlette)
     try:
         return host_name(value)
     except ValueError as exc:
@@ -72,7 +82,7 @@ def _host_name(value: str) -> str:
 
 
 def _add_demo(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="run the native demo (gpuport.demo)",
+    p = sub.add_parser("demo", help="run the native demo (gpuport.site.demo)",
                        description="Run every kernel natively and print its error against NumPy and its time.")
     p.set_defaults(run=_demo)
 
@@ -236,7 +246,7 @@ def check_port_free(host: str, port: int) -> None:
 def _serve(args: argparse.Namespace) -> int:
     need_serve_extra()
     check_port_free(args.host, args.port)
-    from .server import serve   # needs the "serve" extra (starlette, uvicorn)
+    from .server import serve  # needs the "serve" extra (starlette, uvicorn)
     serve(host=args.host, port=args.port, root=args.root, models_dir=args.models, allow_hosts=args.allow_host,
           cors=args.cors)
     return 0

@@ -11,11 +11,11 @@ from typing import Any, Callable
 
 import numpy as np
 
-from . import references as K
-from .backends import available
-from .models import load
-from .quant import as_words, quantize
-from .runtime import Runtime, open_sync
+from ..backends import available
+from ..host import references as K
+from ..host.quant import as_words, quantize
+from ..models import load
+from ..runtime import Runtime, open_sync
 
 
 def _samples(r: np.random.Generator) -> list[tuple[str, dict[str, np.ndarray], Callable, Callable]]:

@@ -17,7 +17,7 @@ import asyncio
 import time
 from typing import Any
 
-from . import models
+from .. import models
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 DEMO_PROMPT = "What is the capital of France? Answer in one sentence."   # ?chat=1 sends it at start

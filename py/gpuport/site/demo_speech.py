@@ -16,7 +16,7 @@ from typing import Any, AsyncIterator
 
 import numpy as np
 
-from . import models
+from .. import models
 
 DEFAULT_MODEL = "whisper-tiny.en"
 

@@ -30,11 +30,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-from ._version import __version__
+from .._version import __version__
+from ..errors import LoadError
+from ..formats.records import cache_dir
 from .bytecode import BytecodeUnavailable, compile_sources
-from .errors import LoadError
 from .page_archives import wheel_archive, write_archive
-from .records import cache_dir
 
 PYODIDE_VERSION = "0.27.7"
 PYODIDE_CDN_URL = f"https://cdn.jsdelivr.net/pyodide/v{PYODIDE_VERSION}/full/"
@@ -58,7 +58,7 @@ def is_checkout(root: Path | str) -> bool:
 
 def checkout_root() -> Path | None:
     """The checkout this package runs from (editable install, PYTHONPATH=py), None for an installed wheel."""
-    here = Path(__file__).resolve().parents[2]
+    here = Path(__file__).resolve().parents[3]
     return here if is_checkout(here) else None
 
 
@@ -83,7 +83,7 @@ def site_dirs(root: Path | str | None = None) -> tuple[Path, Path]:
     base = Path(root) if root is not None else checkout_root()
     if base is not None and (base / "web" / "gpuport.js").is_file() and (base / "shaders").is_dir():
         return base / "web", base / "shaders"
-    pkg = Path(__file__).resolve().parent
+    pkg = Path(__file__).resolve().parents[1]
     if (pkg / "web" / "gpuport.js").is_file() and (pkg / "shaders").is_dir():
         return pkg / "web", pkg / "shaders"
     raise LoadError(f"gpuport's page files are missing: neither {base} nor the installed package {pkg} has "
@@ -371,7 +371,7 @@ def wheel_from_installed(out_dir: Path) -> Path:
         dist = importlib.metadata.distribution("gpuport")
     except importlib.metadata.PackageNotFoundError:
         dist = None
-    me = Path(__file__).resolve().parent / "__init__.py"
+    me = Path(__file__).resolve().parents[1] / "__init__.py"
     if dist is None or not dist.files or dist.version != __version__ or \
             Path(dist.locate_file("gpuport/__init__.py")).resolve() != me:
         raise LoadError(f"cannot find the installed files of this gpuport ({me.parent}) to make the wheel a page "

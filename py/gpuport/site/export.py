@@ -26,12 +26,19 @@ import sys
 from pathlib import Path
 from typing import Iterable
 
-from ._version import __version__
-from .chunk_manifest import MANIFEST_NAME, build_manifest
-from .distribution import (PYODIDE_VERSION, build_wheel, data_home, default_dest, ensure_distribution,
-                           find_repo_root, is_complete)
-from .errors import LoadError
-from .models import MODELS, default_source, weights_file
+from .._version import __version__
+from ..errors import LoadError
+from ..formats.chunk_manifest import MANIFEST_NAME, build_manifest
+from ..models import MODELS, default_source, weights_file
+from .distribution import (
+    PYODIDE_VERSION,
+    build_wheel,
+    data_home,
+    default_dest,
+    ensure_distribution,
+    find_repo_root,
+    is_complete,
+)
 from .site_files import site_files
 
 MARKER = "gpuport-export.json"

@@ -1,5 +1,5 @@
 // Node, at build time: a memory snapshot of the page's Pyodide with web/snapshot.js's PRELOAD imported, the one a
-// page boots from on its first visit (the interpreter starts without initialising; py/gpuport/pyodide_snapshot.py).
+// page boots from on its first visit (the interpreter starts without initialising; py/gpuport/site/pyodide_snapshot.py).
 // What it holds is the same in Node and in a page: the interpreter's memory, and no JS object beside its own.
 //   node pyodide_snapshot.mjs PYODIDE_DIR SNAPSHOT_JS OUT   -> {"bytes": N} on stdout
 import { writeFileSync } from "node:fs";

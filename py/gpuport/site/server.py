@@ -44,15 +44,31 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.responses import (
+    FileResponse,
+    JSONResponse,
+    PlainTextResponse,
+    RedirectResponse,
+    Response,
+)
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .chunk_manifest import MANIFEST_NAME, WEIGHTS_NAME
-from .distribution import (PROVISA_REQUIREMENT, PYODIDE_CDN_URL, PYODIDE_VERSION, data_home, default_dest,
-                           ensure_distribution, find_repo_root, gpuport_wheel, is_complete, site_dirs,
-                           sources_problem)
-from .models import PACKAGES, install_hint
+from ..formats.chunk_manifest import MANIFEST_NAME, WEIGHTS_NAME
+from ..models import PACKAGES, install_hint
+from .distribution import (
+    PROVISA_REQUIREMENT,
+    PYODIDE_CDN_URL,
+    PYODIDE_VERSION,
+    data_home,
+    default_dest,
+    ensure_distribution,
+    find_repo_root,
+    gpuport_wheel,
+    is_complete,
+    site_dirs,
+    sources_problem,
+)
 from .site_files import site_files
 
 MODEL_NAME = "minilm-l6-v2"

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..errors import LoadError
 from .bytecode import BytecodeUnavailable
 from .distribution import GPUPORT_ARCHIVE, numpy_archive, numpy_bytecode
-from .errors import LoadError
 from .page_archives import wheel_archive
 from .pyodide_snapshot import SnapshotUnavailable, site_snapshot
 

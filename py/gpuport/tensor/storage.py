@@ -15,7 +15,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from .errors import TensorLost
+from ..errors import TensorLost
 
 
 class Storage:

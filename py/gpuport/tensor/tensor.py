@@ -6,13 +6,13 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
+from ..errors import UnsupportedFeature
+from ..platform import sync_wait
 from . import lineage
-from .errors import UnsupportedFeature
-from .platform import sync_wait
 from .storage import Blocks, Deferred, Lost, Storage
 
 if TYPE_CHECKING:
-    from .runtime import Runtime
+    from ..runtime import Runtime
 
 
 class Tensor:
@@ -35,14 +35,17 @@ class Tensor:
 
     @property
     def ndim(self) -> int:
+        """The number of axes."""
         return len(self.shape)
 
     @property
     def size(self) -> int:
+        """The number of elements."""
         return int(np.prod(self.shape, dtype=np.int64))
 
     @property
     def nbytes(self) -> int:
+        """The size of its values in bytes."""
         return self.size * self.dtype.itemsize
 
     @property

@@ -9,4 +9,6 @@ inside the page:
 `inpage` (the test runner and module loader) and `stand_in` (pytest's test-writing API where pytest is absent).
 
 Nothing is imported here: the page imports `gpuport.testing.inpage` without pytest or Playwright.
+
+Layer: the top; imports site/ (the lanes' pages are a `gpuport export`) and any layer below.
 """

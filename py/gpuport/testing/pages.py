@@ -12,7 +12,14 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from .browsers import SCRIPT_TIMEOUT_S, START_TIMEOUT_S, Browsers, LaneError, PlaywrightError, Remote
+from .browsers import (
+    SCRIPT_TIMEOUT_S,
+    START_TIMEOUT_S,
+    Browsers,
+    LaneError,
+    PlaywrightError,
+    Remote,
+)
 
 
 class PageError(AssertionError):

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import LoadError
-from ..export import export_site
+from ..site.export import export_site
 
 # Our own table: module scripts and WebAssembly must not depend on the host's /etc/mime.types.
 MEDIA_TYPES = {".html": "text/html", ".js": "text/javascript", ".mjs": "text/javascript", ".json": "application/json",

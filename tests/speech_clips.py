@@ -17,8 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from gpuport import audio
+from gpuport.models import audio
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / ".cache" / "speech"
@@ -80,7 +79,9 @@ def pcm(name: str) -> np.ndarray:
 
 @cache
 def _faster_whisper():
-    from faster_whisper import WhisperModel   # the reference only: never imported by gpuport
+    from faster_whisper import (
+        WhisperModel,  # the reference only: never imported by gpuport
+    )
     return WhisperModel(str(model_dir()), device="cpu", compute_type="float32", cpu_threads=1)
 
 
