@@ -23,33 +23,37 @@ CHROMIUM_ARGS = ["--disable-background-networking", "--disable-component-update"
 
 @contextmanager
 def dev_server() -> Iterator[str]:
-    from gpuport.server import create_app
+    from gpuport.site.server import create_app
 
-    with serve(create_app(), "dev server") as url:
+    with serve(create_app, what="dev server") as url:
         yield url
 
 
-@contextmanager
-def serve(app: Any, what: str) -> Iterator[str]:
-    """An ASGI app (uvicorn) on a free loopback port, in a process of its own, for the `with` block: as `gpuport
-    serve` runs it, not sharing the bench's interpreter (and its lock) with Playwright's client."""
+def _run_asgi(port: int, factory: Callable[..., Any], *args: Any) -> None:
     import uvicorn
 
-    def run(port: int) -> None:
-        uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
+    uvicorn.run(factory(*args), host="127.0.0.1", port=port, log_level="warning")
 
-    with serving(run, what) as url:
+
+@contextmanager
+def serve(factory: Callable[..., Any], *args: Any, what: str) -> Iterator[str]:
+    """The ASGI app `factory(*args)` (uvicorn) on a free loopback port, in a process of its own, for the `with` block:
+    as `gpuport serve` runs it, not sharing the bench's interpreter (and its lock) with Playwright's client."""
+    with serving(_run_asgi, (factory, *args), what) as url:
         yield url
 
 
 @contextmanager
-def serving(run: Callable[[int], None], what: str) -> Iterator[str]:
-    """`run(port)`, a server on a free loopback port, in a forked process until the `with` block ends; waits until
-    the port accepts connections."""
+def serving(target: Callable[..., None], args: tuple, what: str) -> Iterator[str]:
+    """`target(port, *args)`, a server on a free loopback port, in a process of its own until the `with` block ends;
+    waits until the port accepts connections. The process is spawned, never forked: a fork of a process that holds a
+    wgpu device (a test run, a bench that opened one) inherits lavapipe's state without its threads, and the first
+    garbage collection in the child that finalises that device blocks for ever in vkDestroyDevice (a
+    pthread_cond_destroy waiting for threads that exist only in the parent). `target` and `args` are pickled."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = multiprocessing.get_context("fork").Process(target=run, args=(port,), daemon=True)
+    proc = multiprocessing.get_context("spawn").Process(target=target, args=(port, *args), daemon=True)
     proc.start()
     deadline = time.monotonic() + 120
     while True:

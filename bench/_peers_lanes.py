@@ -89,19 +89,18 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
+def _serve_static(port: int, directory: str, mounts: dict[str, str], cache_control: str) -> None:
+    handler = type("Handler", (_Handler,), {"mounts": mounts, "cache_control": cache_control})
+    http.server.ThreadingHTTPServer(("127.0.0.1", port), functools.partial(handler, directory=directory)).serve_forever()
+
+
 @contextmanager
 def peer_server(bench_dir: Path, cache_control: str = "no-store") -> Iterator[str]:
     """The transformers.js page on a free loopback port: / is bench/peers, /node_modules/ and /models/ come
     from the bench set-up folder. cache_control: what every response says (the steady-state bench wants
     nothing cached; the start-up bench wants what a plain static server gives, revalidation)."""
-    handler = type("Handler", (_Handler,), {"mounts": {"/node_modules/": str(bench_dir / "js" / "node_modules"),
-                                                       "/models/": str(bench_dir / "models")},
-                                            "cache_control": cache_control})
-
-    def run(port: int) -> None:
-        http.server.ThreadingHTTPServer(("127.0.0.1", port), functools.partial(handler, directory=str(PEERS))).serve_forever()
-
-    with serving(run, "the transformers.js server") as url:
+    mounts = {"/node_modules/": str(bench_dir / "js" / "node_modules"), "/models/": str(bench_dir / "models")}
+    with serving(_serve_static, (str(PEERS), mounts, cache_control), "the transformers.js server") as url:
         yield url
 
 

@@ -8,13 +8,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from _harness import serve
+from gpuport import models
 from starlette.applications import Starlette
 from starlette.responses import FileResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
-
-from _harness import serve
-from gpuport import models
 
 ROOT = Path(__file__).resolve().parents[1]
 LLM_DIR = ROOT / ".cache" / "bench" / "llm"
@@ -48,5 +47,5 @@ def app(llm_dir: Path = LLM_DIR):
 
 @contextmanager
 def wllama_server(llm_dir: Path = LLM_DIR) -> Iterator[str]:
-    with serve(app(llm_dir), "the wllama server") as url:
+    with serve(app, llm_dir, what="the wllama server") as url:
         yield url

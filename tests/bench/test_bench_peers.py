@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parent.parent / "bench"
-sys.path.insert(0, str(BENCH))
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+sys.path.append(str(BENCH))
+import _harness as harness  # noqa: E402
 import _peers_lanes as lanes  # noqa: E402
 import _peers_report as report  # noqa: E402
 
@@ -135,13 +136,40 @@ def test_peer_server_serves_the_page_and_the_mounts(tmp_path):
     (tmp_path / "models" / "m").mkdir(parents=True)
     (tmp_path / "models" / "m" / "config.json").write_text('{"ok": 1}')
     with lanes.peer_server(tmp_path) as url:
-        with urllib.request.urlopen(url + "/models/m/config.json") as r:
+        with urllib.request.urlopen(url + "/models/m/config.json", timeout=60) as r:
             assert json.load(r) == {"ok": 1}
             assert r.headers["Cross-Origin-Embedder-Policy"] == "require-corp"
-        with urllib.request.urlopen(url + "/texts.json") as r:
+        with urllib.request.urlopen(url + "/texts.json", timeout=60) as r:
             assert set(json.load(r)) >= {"short", "batch8", "long256"}
         with pytest.raises(urllib.error.HTTPError):
-            urllib.request.urlopen(url + "/models/../../etc/passwd")
+            urllib.request.urlopen(url + "/models/../../etc/passwd", timeout=60)
+
+
+def _note_inherited_modules_then_listen(port: int, path: str) -> None:
+    import socketserver
+
+    Path(path).write_text(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in ("wgpu", "gpuport"))))
+    socketserver.TCPServer(("127.0.0.1", port), socketserver.BaseRequestHandler).serve_forever()
+
+
+def test_bench_servers_start_in_a_fresh_interpreter_never_a_fork_of_one_holding_a_device(tmp_path):
+    """The cause of this file's once-flaky peer-server test: the server was a fork of the pytest process, which holds
+    wgpu devices from other tests; the child's first garbage collection that finalised an inherited device blocked
+    for ever in vkDestroyDevice (lavapipe's pthread_cond_destroy waits for threads only the parent has), so a
+    request hung without an answer. A server process must inherit no device: it is spawned, not forked."""
+    import gpuport as gp
+    import numpy as np
+
+    rt = gp.open_sync(backend="webgpu")
+    try:
+        x = rt.tensor(np.ones((64, 64), np.float32))
+        rt.ops.matmul(x, x).numpy()                       # this process holds a device that has run work
+        seen = tmp_path / "modules.json"
+        with harness.serving(_note_inherited_modules_then_listen, (str(seen),), "a probe server"):
+            inherited = json.loads(seen.read_text())
+        assert not inherited, f"the server process inherited {inherited} from its parent: it was forked"
+    finally:
+        rt.close()
 
 
 def test_texts_have_the_stated_token_counts():
