@@ -18,7 +18,6 @@ Run under the lock: flock /tmp/gpuport-heavy.lock .venv/bin/python bench/page_th
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 from pathlib import Path

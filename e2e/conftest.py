@@ -10,6 +10,7 @@ that lane's tests with the reason; nothing is skipped.
 
 from __future__ import annotations
 
+import inspect
 import os
 import sys
 from pathlib import Path
@@ -28,7 +29,8 @@ from e2e_report import record, terminal_summary, write_report  # noqa: E402
 from e2e_serve import served  # noqa: E402
 
 # Loads the plugin where its entry point is not installed yet (a checkout); a no-op where it is.
-pytest_plugins = ["gpuport.testing.plugin"]
+# The coverage matrix (tests/coverage_plugin.py): the parity tests' proofs, checked with --require-coverage.
+pytest_plugins = ["gpuport.testing.plugin", "coverage_plugin"]
 
 
 # -- the dev server ---------------------------------------------------------------------------------
@@ -103,9 +105,25 @@ def pytest_configure(config):
     enable_crash_log("crash-e2e.txt")
 
 
+# lane -> the node id of the last collected test that uses its page: the page is closed after that test
+_LAST_USER: dict[str, str] = {}
+
+
+def _lanes_used(item) -> set[str]:
+    """The lanes a test uses: its `lane` parameter, or the lanes its function names (lane_factory("...") calls)."""
+    callspec = getattr(item, "callspec", None)
+    if callspec and callspec.params.get("lane") in LANES:
+        return {callspec.params["lane"]}
+    try:
+        source = inspect.getsource(item.function)
+    except (OSError, TypeError):
+        return set(LANES)   # unknown: as if it used them all, so no page closes before it
+    return {name for name in LANES if f'"{name}"' in source or f"'{name}'" in source}
+
+
 def pytest_collection_modifyitems(session, config, items):
     """Note each item's lane and case, and run each lane's tests back to back (detection first), so a
-    lane's wall time means something and its page is busy only while its tests run."""
+    lane's wall time means something and its page is busy only while its tests run; note each lane's last user."""
     slots, lane_items = [], []
     order = {name: i for i, name in enumerate(LANES)}
     for i, item in enumerate(items):
@@ -117,6 +135,17 @@ def pytest_collection_modifyitems(session, config, items):
     lane_items.sort(key=lambda it: order[_ITEM_LANE[it.nodeid][0]])  # stable: detection, then the cases
     for i, item in zip(slots, lane_items):
         items[i] = item
+    for item in items:
+        for lane in _lanes_used(item):
+            _LAST_USER[lane] = item.nodeid
+
+
+def pytest_runtest_teardown(item, nextitem):
+    """A lane's page is closed after its last test: an idle page's background work and memory leave the rest."""
+    if _POOLS:
+        for lane, last in _LAST_USER.items():
+            if last == item.nodeid:
+                _POOLS[-1].close_lane(lane)
 
 
 def pytest_runtest_logreport(report):

@@ -14,13 +14,15 @@ from gpuport.testing.pages import PageSpec
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from cases import names_for  # noqa: E402
+from coverage_matrix import BROWSER_ENGINES  # noqa: E402
 
 
 @dataclass(frozen=True)
 class LaneSpec:
     """What a lane loads, what it must detect, and which case list it runs: "webgpu" (the device parity list,
     on a runtime pinned to the GPU: each case proves from rt.info()["ran"] that its ops ran there), "auto"
-    (auto's own cases) or "cpu"."""
+    (auto's own cases), "cpu", or a covering subset (tests/cases.py SUBSETS: "main", "constrained", "fallback") for a
+    lane that shares its engine with one running a whole list."""
 
     browser: str          # a gpuport.testing.browsers.Browsers kind
     query: str            # the page's query string
@@ -41,6 +43,11 @@ class LaneSpec:
         return "auto" if self.cases == "auto" else self.backend
 
     @property
+    def device(self) -> bool:
+        """Whether its cases prove their ops ran on the device (a runtime pinned to the GPU)."""
+        return self.backend == "webgpu" and self.cases != "auto"
+
+    @property
     def page_spec(self) -> PageSpec:
         """What the plugin's lane pool loads: the page with this lane's query."""
         return PageSpec(self.browser, f"{self.page}?{self.query}")
@@ -51,7 +58,7 @@ LANES: dict[str, LaneSpec] = {
                                 adapter="swiftshader", note="Chromium/SwiftShader (Tint), pinned to the device, "
                                 "a bare Pyodide in a Web Worker, gpuport installed by micropip"),
     "chromium-webgpu-main": LaneSpec("chromium-webgpu", "backend=webgpu&worker=0", "webgpu", "core",
-                                     mode="main", adapter="swiftshader", page="pyodide.html",
+                                     mode="main", adapter="swiftshader", page="pyodide.html", cases="main",
                                      note="Chromium/SwiftShader, pinned to the device, a bare Pyodide on the main "
                                      "thread, gpuport installed by micropip"),
     "chromium-auto": LaneSpec("chromium-webgpu", "table=0&precompile=off", "webgpu", "core", adapter="swiftshader",
@@ -61,9 +68,10 @@ LANES: dict[str, LaneSpec] = {
     "chromium-tier-constrained": LaneSpec("chromium-webgpu",
                                           "backend=webgpu&tier=constrained&worker=0&table=0&precompile=off",
                                           "webgpu", "constrained", mode="main", adapter="swiftshader",
+                                          cases="constrained",
                                           note="Chromium/SwiftShader, ?tier=constrained, pinned to the device, "
                                           "gpuport.js's start() on the main thread"),
-    "chromium-noflag": LaneSpec("chromium-noflag", "", "cpu", "cpu", cases="cpu", page="pyodide.html",
+    "chromium-noflag": LaneSpec("chromium-noflag", "", "cpu", "cpu", cases="fallback", page="pyodide.html",
                                 note="Chromium without --enable-unsafe-webgpu, a bare Pyodide (micropip): backend "
                                 "auto must fall back to the cpu tier and its WebAssembly kernels"),
     "firefox-webgpu": LaneSpec("firefox", "backend=webgpu", "webgpu", "full", page="pyodide.html",
@@ -71,13 +79,18 @@ LANES: dict[str, LaneSpec] = {
                                "the device (WebDriver BiDi), a bare Pyodide in a Web Worker, gpuport installed "
                                "by micropip"),
     "firefox-webgpu-main": LaneSpec("firefox", "backend=webgpu&worker=0", "webgpu", "full", page="pyodide.html",
-                                    mode="main", features=("shader-f16",), note="Firefox ESR/lavapipe, pinned to the "
+                                    mode="main", cases="main", features=("shader-f16",), note="Firefox ESR/lavapipe, pinned to the "
                                     "device, a bare Pyodide on the main thread, gpuport installed by micropip"),
     "firefox-auto": LaneSpec("firefox", "table=0&precompile=off", "webgpu", "full", features=("shader-f16",),
                              cases="auto", note="Firefox ESR/lavapipe, backend auto: auto's own cases"),
     "webkit-cpu": LaneSpec("webkit", "table=0&precompile=off", "cpu", "cpu", cases="cpu",
                            note="WebKitGTK MiniBrowser (Selenium, Xvfb): navigator.gpu is null"),
 }
+
+
+def lane_engines(lane: str) -> tuple[str | None, str | None]:
+    """The lane's (GPU engine, WebAssembly engine), as the coverage matrix names them."""
+    return BROWSER_ENGINES[LANES[lane].browser.split("-")[0]]
 
 
 def lane_cases(lane: str) -> list[str]:

@@ -76,9 +76,17 @@ for _k in [str(k) for k in (await gpuport_idb.keys("chunks")).to_py()]:
 """
 
 
-@pytest.fixture()
-def fresh(chromium_webgpu, server_url):
-    """A fresh Chromium profile (empty IndexedDB) with the demo page, Pyodide in its Web Worker."""
+CLEAR_CACHE = """
+import gpuport_idb
+for _k in (await gpuport_idb.keys("chunks")).to_py():
+    await gpuport_idb.remove("chunks", _k)
+len((await gpuport_idb.keys("chunks")).to_py())
+"""
+
+
+@pytest.fixture(scope="module")
+def _shared(chromium_webgpu, server_url):
+    """One Chromium page (the demo page, Pyodide in its Web Worker) for the tests that need an empty chunk cache."""
     context = chromium_webgpu.new_context()
     page = context.new_page()
     page.goto(server_url + "/?table=0&precompile=off")
@@ -87,9 +95,19 @@ def fresh(chromium_webgpu, server_url):
     context.close()
 
 
+@pytest.fixture()
+def fresh(_shared):
+    """The shared page with an empty chunk cache and no routes."""
+    context, page = _shared
+    context.unroute_all(behavior="ignoreErrors")
+    assert _run(page, CLEAR_CACHE) == 0
+    yield _shared
+    context.unroute_all(behavior="ignoreErrors")
+
+
 # -- the source: bytes, faults, unsupported types ----------------------------------------------------
 
-@pytest.mark.parametrize("lane", ["chromium-webgpu", "firefox-webgpu"])
+@pytest.mark.parametrize("lane", ["chromium-webgpu"])   # the source's logic; Firefox loads the model in its chat demo
 def test_every_tensor_in_the_page_equals_ggml_reader(lane_factory, lane):
     page = lane_factory(lane)
     got = page.run(HASH_ALL.format(options=""))
@@ -242,8 +260,8 @@ from gpuport import models
 _rt = await gpuport.open(backend="webgpu")
 _llm = await models.load("smollm2-135m-instruct", _rt)
 _ids = {ids!r}
-_got = [t.id async for t in _llm.generate(_ids, max_new_tokens=5, ignore_eos=True)]
-_sampled = [t.id async for t in _llm.generate(_ids, max_new_tokens=4, temperature=0.8, top_k=20, top_p=0.9,
+_got = [t.id async for t in _llm.generate(_ids, max_new_tokens=3, ignore_eos=True)]
+_sampled = [t.id async for t in _llm.generate(_ids, max_new_tokens=2, temperature=0.8, top_k=20, top_p=0.9,
                                               repetition_penalty=1.3, seed=3, ignore_eos=True)]
 _out = {{"ids": _got, "stats": _llm.stats(), "sampled": _sampled, "vocab": _llm.config.vocab_size}}
 _rt.close()
@@ -260,10 +278,10 @@ def test_device_decode_reads_back_one_token_id_per_step(lane_factory, lane):
 
     ref = model_reference()["runs"][0]
     got = lane_factory(lane).run(DEVICE_DECODE.format(ids=ref["prompt_ids"]))
-    assert got["ids"] == ref["greedy_ids"][:5]
+    assert got["ids"] == ref["greedy_ids"][:3]
     step = got["stats"]["per_decode_step"]   # of the sampled generation, the last one
     assert got["stats"]["placement"] == "device", got["stats"]
     assert step["submits"] == 1 and step["reads"] == 1 and step["bytes_to_host"] <= 64, step
     assert step["bridge_calls"] == 2, step   # the submit (its uploads ride it) and the read
-    assert len(got["sampled"]) == 4 and all(0 <= i < got["vocab"] for i in got["sampled"])
+    assert len(got["sampled"]) == 2 and all(0 <= i < got["vocab"] for i in got["sampled"])
     print(f"\n{lane}: per decode step {step}")

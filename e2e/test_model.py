@@ -126,9 +126,10 @@ _out
 
 # -- parity ------------------------------------------------------------------------------------------
 
-# auto (chromium-auto, firefox-auto: the host side on these software adapters), webgpu forced
-# (chromium-webgpu-main), cpu (chromium-cpu, webkit-cpu): every backend, the host ones on the WebAssembly kernels
-PARITY_LANES = ["chromium-auto", "chromium-webgpu-main", "chromium-cpu", "firefox-auto", "webkit-cpu"]
+# The full-size model once per browser engine and backend kind: auto in Chromium and Firefox (the host side on these
+# software adapters: V8's and SpiderMonkey's WebAssembly kernels), webgpu forced (firefox-webgpu: wgpu on lavapipe, the
+# faster software adapter; Dawn proves every kernel in the parity lanes), cpu in WebKitGTK (JavaScriptCore).
+PARITY_LANES = ["chromium-auto", "firefox-auto", "firefox-webgpu", "webkit-cpu"]
 WHERE = """
 _info = rt.info()
 {"host_kernels": _info["host_kernels"], "counts": (_info.get("selection") or {}).get("counts", {})}
@@ -147,16 +148,18 @@ def test_minilm_matches_sentence_transformers_in_the_page(lane_factory, lane):
     assert stats["backend"] == page.info["backend"]
     assert stats["min_cosine"] >= 0.9999, stats
     assert where["host_kernels"] == "wasm", where   # ops placed on the host ran on the SIMD kernels
+    if lane == "firefox-webgpu":   # pinned: the whole forward on the page's GPU
+        assert stats["backend"] == "webgpu" and sum(where["counts"].values()) == 0, where
     if lane in ("chromium-auto", "firefox-auto"):   # auto: each forward's placement is counted, and said
         assert sum(where["counts"].get("minilm.forward", {}).values()) >= 1, where
 
 
 # -- progress, timeline, cache -----------------------------------------------------------------------
 
-@pytest.fixture()
-def fresh(chromium_webgpu, server_url):
-    """A fresh profile (empty IndexedDB), a page with Pyodide in its Web Worker, and the model requests
-    it makes (Playwright sees the worker's fetches in Chromium)."""
+@pytest.fixture(scope="module")
+def _shared(chromium_webgpu, server_url):
+    """One page for the tests that need an empty chunk cache, not a new profile: Pyodide in its Web Worker, and
+    the model requests it makes (Playwright sees the worker's fetches in Chromium)."""
     context = chromium_webgpu.new_context()
     requests: list[tuple[str, str | None]] = []
     context.on("request", lambda r: requests.append((r.url, r.headers.get("range")))
@@ -166,6 +169,17 @@ def fresh(chromium_webgpu, server_url):
     _run(page, "1")
     yield context, page, requests
     context.close()
+
+
+@pytest.fixture()
+def fresh(_shared):
+    """The shared page with an empty chunk cache, no routes and no requests recorded yet."""
+    context, page, requests = _shared
+    context.unroute_all()
+    assert _run(page, CLEAR_CACHE) == 0
+    requests.clear()
+    yield _shared
+    context.unroute_all()
 
 
 def test_progress_timeline_second_load_from_cache_and_a_corrupt_cached_chunk_refetched(fresh):
@@ -232,12 +246,17 @@ def test_progress_timeline_second_load_from_cache_and_a_corrupt_cached_chunk_ref
         assert a @ b / np.linalg.norm(a) / np.linalg.norm(b) >= 0.9999
 
 
+EMBED = LOAD.replace('{"seconds"', '{"embedding": (await model.embed(["A man is eating food."]))[0].tolist(), "seconds"')
+
+
 @pytest.mark.parametrize("worker", ["1", "0"])
 def test_models_named_to_start_are_fetched_beside_the_boot_verified_and_stored(chromium_webgpu, server_url, worker):
     """start({models: ["minilm-l6-v2"]}) (the demo's ?preload=): the page fetches the model's chunks while Pyodide
     boots (on the page's thread when Pyodide is in its worker, else beside it) and checks each against the manifest;
     the load takes them (counted as downloaded, verified again) and fetches only what the read-ahead could not use,
-    here chunk 8, corrupted in transit once; the page stores what it fetched once idle."""
+    here chunk 8, corrupted in transit once; the page stores what it fetched once idle. The next visit reads every
+    chunk ahead from storage; one altered there (5) is dropped and fetched again, one gone (9) is fetched; every
+    load computes the same embedding."""
     context = chromium_webgpu.new_context()
     requests: list[tuple[str, str | None]] = []
     context.on("request", lambda r: requests.append((r.url, r.headers.get("range")))
@@ -247,7 +266,7 @@ def test_models_named_to_start_are_fetched_beside_the_boot_verified_and_stored(c
         page = context.new_page()
         page.goto(server_url + f"/?table=0&precompile=off&preload=minilm-l6-v2&worker={worker}")
         _run(page, "1")
-        first = _run(page, LOAD)
+        first = _run(page, EMBED)
         ahead = _run(page, STORED)
         stats = first["stats"]
         assert stats["fetched_chunks"] == 87 and stats["read_ahead_chunks"] == 86, stats
@@ -265,21 +284,28 @@ def test_models_named_to_start_are_fetched_beside_the_boot_verified_and_stored(c
         # the next visit: everything from IndexedDB, only the two manifests (the read-ahead's, the load's) fetched
         requests.clear()
         page.reload()
-        second = _run(page, LOAD)
+        second = _run(page, EMBED)
         assert second["stats"]["cached_chunks"] == 87 and second["stats"]["fetched_chunks"] == 0, second["stats"]
         assert [u.rsplit("/", 1)[1] for u, _ in requests] == ["manifest.json"] * 2, requests
         ahead = _run(page, PREFETCH)
-        assert ahead["fetched"] == 0 and ahead["taken"] == 87 and not ahead["error"], ahead
+        assert ahead["fetched"] == 0 and ahead["read"] == 87 and ahead["taken"] == 87 and not ahead["error"], ahead
+        assert second["embedding"] == first["embedding"]
+        if worker == "0":
+            return
+        _run(page, SPOIL_STORED)
+        page.reload()
+        stats, ahead = _run(page, LOAD)["stats"], _run(page, STORED)
+        assert stats["cached_chunks"] == 85 and stats["fetched_chunks"] == 2, stats
+        assert ahead["read"] == 86 and ahead["failed"] == 1 and ahead["taken"] == 86, ahead
     finally:
         context.close()
 
 
-@pytest.mark.parametrize("kind", ["chromium-webgpu", "firefox"])
-def test_a_visit_reads_ahead_from_the_network_then_the_next_from_storage(browsers, server_url, kind):
-    """In both engines (the page's thread reads ahead for the worker): a first visit takes every chunk from the
-    network's read-ahead, the next every chunk from storage's (one altered there is dropped and fetched again, one
-    gone is fetched), and the loads compute the same embedding."""
-    context = browsers.get(kind).new_context()
+def test_a_firefox_visit_reads_ahead_from_the_network_then_the_next_from_storage(browsers, server_url):
+    """Firefox's page thread reads ahead for its worker too: a first visit takes every chunk from the network's
+    read-ahead, the next every chunk from storage's (one altered there is dropped and fetched again, one gone is
+    fetched), and the loads compute the same embedding."""
+    context = browsers.get("firefox").new_context()
     try:
         page = context.new_page()
         loads = []
@@ -288,8 +314,7 @@ def test_a_visit_reads_ahead_from_the_network_then_the_next_from_storage(browser
                 page.reload()
             else:
                 page.goto(server_url + "/?table=0&precompile=off&preload=minilm-l6-v2")
-            out = _run(page, LOAD.replace('{"seconds"', '{"embedding": (await model.embed(["A man is eating food."]))'
-                                                        '[0].tolist(), "seconds"'))
+            out = _run(page, EMBED)
             loads.append((out["stats"], _run(page, STORED), out["embedding"]))
         _run(page, SPOIL_STORED)
         page.reload()
@@ -455,7 +480,7 @@ def test_demo_page_model_section(chromium_webgpu, server_url):
     context = chromium_webgpu.new_context()
     try:
         page = context.new_page()
-        page.goto(server_url + "/?table=0&model=1")
+        page.goto(server_url + "/?table=0&precompile=off&model=1")
         expect(page.locator("#model")).to_have_attribute("data-state", "done", timeout=180_000)
         assert page.locator("#model-progress").evaluate("p => p.value") == 100
         stages = page.locator("#model-stages tbody td:first-child").all_inner_texts()

@@ -8,7 +8,7 @@ The lanes are in conftest.py (LANES); e2e/report/compatibility.{json,md} is writ
 from __future__ import annotations
 
 import pytest
-from e2e_matrix import LANES, lane_cases
+from e2e_matrix import LANES, lane_cases, lane_engines
 from gpuport.ops.opspecs import OPS as KERNELS
 
 PAIRS = [(lane, case) for lane in LANES for case in lane_cases(lane)]
@@ -32,14 +32,16 @@ def test_lane_detects(lane_factory, lane):
 
 
 @pytest.mark.parametrize("lane,case", PAIRS, ids=[f"{lane}-{case}" for lane, case in PAIRS])
-def test_parity(lane_factory, lane, case):
+def test_parity(lane_factory, lane, case, coverage_matrix, request):
     page = lane_factory(lane)
     backend = page.info.get("backend")
     if backend != LANES[lane].backend:
         pytest.fail(f"{lane} runs on backend {backend!r}, not {LANES[lane].backend!r} "
-                    f"(note: {page.info.get('note')}): its {LANES[lane].cases} case list does not apply",
+                    f"(note: {page.info.get('note')}): its {LANES[lane].cases!r} cases do not apply",
                     pytrace=False)
-    page.run(f"await cases.run_case({case!r}, rt, device={LANES[lane].cases == 'webgpu'})")
+    ran = page.run(f"await cases.run_case({case!r}, rt, device={LANES[lane].device})")
+    device, host = lane_engines(lane)
+    coverage_matrix.record(request.node.nodeid, ran, device if backend == "webgpu" else None, host, page.mode)
 
 
 def test_chromium_adapter_is_swiftshader(lane_factory):

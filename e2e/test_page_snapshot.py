@@ -67,15 +67,21 @@ def _visit(page) -> dict:
 
 
 @pytest.mark.parametrize("kind", ["chromium-webgpu", "firefox"])
-def test_a_first_visit_boots_from_the_sites_snapshot(browsers, server_url, kind):
+def test_a_first_visit_boots_from_the_sites_snapshot_which_is_kept_and_a_corrupt_copy_dropped(browsers, server_url,
+                                                                                               kind):
+    """A first visit boots from the site's snapshot, with this page's random state, locale and time zone (as a booted
+    interpreter would), and makes none of its own. Once the page is idle the file is kept in the origin private file
+    system under its SHA-256; the next visit reads it from there; a kept copy altered on disk fails its check, is
+    deleted, never booted from, and the site's is fetched and kept again."""
     # a fresh profile, in another time zone and language than the machine that made the snapshot
     context = browsers.get(kind).new_context(timezone_id="America/New_York", locale="fr-FR")
     try:
         page = context.new_page()
         page.goto(server_url + "/test.html?calibrate=idle")
+        sha256 = page.evaluate("async () => (await (await fetch('wheels/latest.json')).json()).snapshot.sha256")
         first = _visit(page)
-        assert first["booted"] == "restored from the site", first
-        assert first["made"] == "restored from the site; kept for the next visit", first
+        assert (first["booted"], first["made"]) == ("restored from the site",
+                                                    "restored from the site; kept for the next visit"), first
         draw = page.evaluate(DRAW)
         assert draw[2:] == page.evaluate(ZONE) and draw[2] == 18000, draw
         booted = context.new_page()
@@ -85,35 +91,13 @@ def test_a_first_visit_boots_from_the_sites_snapshot(browsers, server_url, kind)
         booted.close()
         page.evaluate("async () => (await window.gpuportReady).calibrationStatus()")   # what an idle page does
         assert not page.evaluate(STORED, page.evaluate(KEY)), "a snapshot of its own was made"
-
-        page.reload()
-        assert _visit(page)["booted"] == KEPT
-        again = page.evaluate(DRAW)
-        assert again[0] != draw[0], "two visits drew the same random numbers: the snapshot's state"
-        print(f"\n{kind}: Pyodide stage {first['pyodide_ms']:.0f} ms on a first visit, from the site's snapshot")
-    finally:
-        context.close()
-
-
-@pytest.mark.parametrize("kind", ["chromium-webgpu", "firefox"])
-def test_the_sites_snapshot_is_kept_in_this_browser_and_a_corrupt_copy_is_dropped(browsers, server_url, kind):
-    """Once the page is idle, the site's snapshot file is kept in the origin private file system under its SHA-256;
-    the next visit reads it from there; a kept copy altered on disk fails its check, is deleted, never booted from,
-    and the site's is fetched and kept again."""
-    context = browsers.get(kind).new_context()   # a fresh profile
-    try:
-        page = context.new_page()
-        page.goto(server_url + "/test.html?calibrate=idle")
-        sha256 = page.evaluate("async () => (await (await fetch('wheels/latest.json')).json()).snapshot.sha256")
-        first = _visit(page)
-        assert (first["booted"], first["made"]) == ("restored from the site",
-                                                    "restored from the site; kept for the next visit"), first
         kept = page.evaluate(KEPT_FILES)
         assert list(kept) == [f"{sha256}.bin"] and kept[f"{sha256}.bin"] > 1 << 20, kept
 
         page.reload()
         second = _visit(page)
         assert second["booted"] == second["made"] == KEPT, second
+        assert page.evaluate(DRAW)[0] != draw[0], "two visits drew the same random numbers: the snapshot's state"
 
         page.evaluate(ALTER_KEPT, f"{sha256}.bin")
         page.reload()
@@ -125,6 +109,7 @@ def test_the_sites_snapshot_is_kept_in_this_browser_and_a_corrupt_copy_is_droppe
 
         page.reload()
         assert _visit(page)["booted"] == KEPT
+        print(f"\n{kind}: Pyodide stage {first['pyodide_ms']:.0f} ms on a first visit, from the site's snapshot")
     finally:
         context.close()
 
@@ -159,7 +144,7 @@ def test_the_second_visit_boots_from_the_snapshot_and_a_corrupt_one_is_dropped(b
     try:
         context.route(SITES, lambda route: route.fulfill(status=404, body="not here"))
         page = context.new_page()
-        page.goto(server_url + "/?table=0")
+        page.goto(server_url + "/test.html?calibrate=idle")
         first = _visit(page)
         assert first["booted"].startswith("dropped: the site's: HTTP 404 for "), first
         assert first["booted"].endswith("; making one") and first["made"].startswith("made ("), first
@@ -180,7 +165,7 @@ def test_the_second_visit_boots_from_the_snapshot_and_a_corrupt_one_is_dropped(b
         assert _visit(page)["booted"] == "restored"
         print(f"\n{kind}: Pyodide stage {first['pyodide_ms']:.0f} ms booted, {second['pyodide_ms']:.0f} ms restored")
 
-        page.goto(server_url + "/?table=0&snapshot=0")
+        page.goto(server_url + "/test.html?calibrate=idle&snapshot=0")
         assert _visit(page)["booted"] == "off"
     finally:
         context.close()

@@ -2,7 +2,7 @@
 (web/threads.js, gpuport.host.wasm_threads), started by gpuport.open() where the page is cross-origin isolated
 (the dev server sends COOP/COEP); its workers join in the background (`await wasm_threads.ready()` waits for them).
 
-- Every case of tests/wasm_cases.py runs on the pool's engine in each lane that has one, against the same
+- Every case of tests/wasm_cases.py runs on the pool's engine in Chromium and in Firefox, against the same
   NumPy references and tolerances as the one-thread build: answers do not depend on the thread count.
 - MiniLM's embeddings and a SmolLM2 generation in a page run their layers on the pool (counted), and equal
   the one-thread build's within the kernels' tolerance (the same greedy tokens).
@@ -15,6 +15,7 @@ gave; nothing is skipped.
 from __future__ import annotations
 
 import pytest
+from e2e_matrix import lane_engines
 from gpuport.testing.browsers import Browsers
 from gpuport.testing.pages import LanePool, PageSpec
 from test_page_wasm import _page
@@ -24,7 +25,8 @@ from wasm_cases import CASES, IN_PLACE, WASM_ONLY
 # main thread: Chromium (workers and main thread), Firefox (worker). WebKitGTK's cpu lane is checked below.
 THREAD_LANES = ("chromium-cpu", "chromium-webgpu-main", "firefox-webgpu")
 POOL_CASES = [c for c in CASES if c not in WASM_ONLY | IN_PLACE]
-PAIRS = [(lane, case) for lane in THREAD_LANES for case in POOL_CASES]
+# every kernel case on the pool once per engine (V8, SpiderMonkey); the main thread's pool is started and checked above
+PAIRS = [(lane, case) for lane in ("chromium-cpu", "firefox-webgpu") for case in POOL_CASES]
 
 POOL = """
 import gpuport
@@ -63,10 +65,12 @@ def test_pool_workers_are_made_by_the_page_under_gpuport_s_worker(lane_factory, 
 
 
 @pytest.mark.parametrize("lane,case", PAIRS, ids=[f"{lane}-{case}" for lane, case in PAIRS])
-def test_threads_parity(lane_factory, lane, case):
+def test_threads_parity(lane_factory, lane, case, coverage_matrix, request):
     page = _page(lane_factory, lane)
-    page.run(f"_previous = wasm_cases.use(__import__('gpuport.host.wasm_threads', fromlist=['x']))\n"
-             f"try:\n    wasm_cases.run({case!r})\nfinally:\n    wasm_cases.use(_previous)")
+    calls = page.run(f"_previous = wasm_cases.use(__import__('gpuport.host.wasm_threads', fromlist=['x']))\n"
+                     f"try:\n    _calls = wasm_cases.run({case!r})\nfinally:\n    wasm_cases.use(_previous)\n_calls")
+    coverage_matrix.record(request.node.nodeid, [{"tier": "cpu", "host": {"wasm-threads": calls}}], None,
+                           lane_engines(lane)[1], "pool")
 
 
 MINILM = """

@@ -2,8 +2,8 @@
 links gpuport_simd.wasm from the installed wheel into Pyodide's memory (backends/jsmodules.py, web/wasm.js),
 and the very bodies of tests/wasm_cases.py run there against the NumPy references.
 
-The kernels need no GPU, so the WebGPU lanes' pages serve too: chromium-webgpu-main and firefox-webgpu are
-bare Pyodides (web/pyodide.html) on the main thread and in a worker, the others gpuport.js's start().
+The kernels need no GPU, so a WebGPU lane's page serves too: firefox-webgpu is a bare Pyodide (web/pyodide.html) in
+a worker, the others gpuport.js's start(). One lane per WebAssembly engine (docs/testing.md).
 Test ids read `test_wasm_parity[<lane>-<case>]`. A page whose kernels did not load fails every test with
 the reason it gives; nothing is skipped.
 """
@@ -13,9 +13,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from e2e_matrix import lane_engines
 from wasm_cases import CASES
 
-WASM_LANES = ("chromium-cpu", "chromium-webgpu-main", "chromium-noflag", "firefox-webgpu", "webkit-cpu")
+# One lane per WebAssembly engine: V8 (Chromium), SpiderMonkey (Firefox), JavaScriptCore (WebKitGTK); tests/host/
+# test_wasm_node.py runs the same cases on both builds under Node without a browser.
+WASM_LANES = ("chromium-cpu", "firefox-webgpu", "webkit-cpu")
 PAIRS = [(lane, case) for lane in WASM_LANES for case in CASES]
 
 _SOURCE = (Path(__file__).resolve().parents[1] / "tests" / "wasm_cases.py").read_text(encoding="utf-8")
@@ -52,8 +55,11 @@ def test_wasm_tier_available(lane_factory, lane):
 
 
 @pytest.mark.parametrize("lane,case", PAIRS, ids=[f"{lane}-{case}" for lane, case in PAIRS])
-def test_wasm_parity(lane_factory, lane, case):
-    _page(lane_factory, lane).run(f"wasm_cases.run({case!r})")
+def test_wasm_parity(lane_factory, lane, case, coverage_matrix, request):
+    page = _page(lane_factory, lane)
+    calls = page.run(f"wasm_cases.run({case!r})")
+    coverage_matrix.record(request.node.nodeid, [{"tier": "cpu", "host": {"wasm": calls}}], None,
+                           lane_engines(lane)[1], page.mode)
 
 
 # A bare Pyodide with the wheel installed and no runtime yet (web/pyodide.html?open=0): the test takes

@@ -23,6 +23,10 @@ from gpuport.testing.browsers import Xvfb, executable
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT = ROOT / "examples" / "rowstats"
 LANES = ["native", "chromium", "firefox", "webkit", "chromium-cpu"]
+# bare Pyodide pages (web/pyodide.html) where micropip installs gpuport and the project, as PyScript or JupyterLite would
+BARE = ["chromium-pyodide", "firefox-pyodide"]
+# what pytest-xdist's scheduling by lane needs: two browser kinds beside the native lane
+XDIST_LANES = ["native", "chromium", "firefox"]
 PASSING = ["test_cosine_similarity_matches_numpy", "test_clamp_kernel[-0.5-0.5-{}]", "test_clamp_kernel[0.0-2.0-{}]",
            "test_runtime_has_a_backend"]
 FAILING = "test_demo_failure_shows_the_page_traceback"
@@ -60,9 +64,11 @@ def _pytest(out: Path, *args: str, env: dict | None = None) -> tuple[subprocess.
 
 @pytest.fixture(scope="module")
 def every_lane(tmp_path_factory):
-    """The project's whole suite in every lane, in one process, with the report."""
+    """The project's whole suite in every lane (the bare Pyodide ones too: the same browsers serve them), in one
+    process, with the report."""
     out = tmp_path_factory.mktemp("every-lane")
-    done, results = _pytest(out, "-m", "", "--gpuport-lanes=" + ",".join(LANES), f"--gpuport-report={out / 'report'}")
+    done, results = _pytest(out, "-m", "", "--gpuport-lanes=" + ",".join(LANES + BARE),
+                            f"--gpuport-report={out / 'report'}")
     return done, results, out / "report"
 
 
@@ -81,17 +87,15 @@ def test_the_project_runs_in_every_lane_and_its_failure_shows_the_page_traceback
         if lane != "native":   # the page's own traceback, its lane, and the operands the assert compared
             assert f"[{lane}] failed in the page" in message and "Traceback (most recent call last)" in message
             assert "left:  np.float32(" in message and "right: 0.5" in message, message
-    assert len(results) == 5 * len(LANES), sorted(results)
+    assert len(results) == 5 * len(LANES + BARE), sorted(results)
     assert "gpuport lanes" in done.stdout and "webkit" in done.stdout
 
 
-def test_bare_pyodide_lanes_install_gpuport_with_micropip_as_pyscript_does(tmp_path):
+def test_bare_pyodide_lanes_install_gpuport_with_micropip_as_pyscript_does(every_lane):
     """chromium-pyodide and firefox-pyodide: web/pyodide.html, a plain loadPyodide() page, micropip installs
     gpuport and the project's wheel; the tests run there on WebGPU."""
-    lanes = ["chromium-pyodide", "firefox-pyodide"]
-    done, results = _pytest(tmp_path, "-m", "", "--gpuport-lanes=" + ",".join(lanes))
-    assert done.returncode == 1, done.stdout[-4000:]
-    for lane in lanes:
+    done, results, _ = every_lane
+    for lane in BARE:
         for name in PASSING:
             test = name.format(lane) if "{}" in name else f"{name}[{lane}]"
             assert results.get(test, ("missing",))[0] == "passed", (test, results.get(test), done.stdout[-4000:])
@@ -102,28 +106,28 @@ def test_bare_pyodide_lanes_install_gpuport_with_micropip_as_pyscript_does(tmp_p
 
 
 def test_two_workers_give_the_same_outcomes_without_more_browsers(every_lane, tmp_path):
-    serial = {name: outcome for name, (outcome, _, _) in every_lane[1].items()}
-    done, results = _pytest(tmp_path, "-n", "2", "-m", "", "--gpuport-lanes=" + ",".join(LANES),
+    serial = {name: outcome for name, (outcome, _, lane) in every_lane[1].items() if lane in XDIST_LANES}
+    done, results = _pytest(tmp_path, "-n", "2", "-m", "", "--gpuport-lanes=" + ",".join(XDIST_LANES),
                             f"--gpuport-report={tmp_path / 'report'}")
     assert {name: outcome for name, (outcome, _, _) in results.items()} == serial, done.stdout[-4000:]
     assert all(lane for _, _, lane in results.values() if lane is not None)
     report = json.loads((tmp_path / "report" / "report.json").read_text())
     launched = report["browsers_launched"]
     assert set(launched) <= {"gw0", "gw1"}, launched
-    browser_lanes = len(LANES) - 1
+    browser_lanes = len(XDIST_LANES) - 1
     assert sum(map(len, launched.values())) <= browser_lanes * 2, launched
     for worker, keys in launched.items():   # each worker launches each kind once at most
         assert len(keys) == len(set(keys)), (worker, keys)
     # a browser lane's page was loaded by one worker only
     pages = [page["lane"] for page in report["lane_pages"] if page["lane"] != "native"]
-    assert sorted(pages) == sorted(LANES[1:]), report["lane_pages"]
+    assert sorted(pages) == sorted(XDIST_LANES[1:]), report["lane_pages"]
     assert "gpuport lanes" in done.stdout and "browsers: gw" in done.stdout, done.stdout[-3000:]
 
 
 def test_the_report_shows_the_matrix_in_a_browser(every_lane, browsers, tmp_path):
     _, results, report_dir = every_lane
     data = json.loads((report_dir / "report.json").read_text())
-    assert data["lanes"] == LANES and len(data["tests"]) == 5
+    assert data["lanes"] == LANES + BARE and len(data["tests"]) == 5
     pages = {page["lane"]: page for page in data["lane_pages"]}
     assert pages["chromium"]["backend"] == "webgpu" and pages["chromium"]["adapter"]["vendor"] == "google"
     assert pages["firefox"]["tier"] == "full" and "shader-f16" in pages["firefox"]["features"]

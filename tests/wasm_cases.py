@@ -52,9 +52,12 @@ def case(fn: Callable[[], None]) -> Callable[[], None]:
     return fn
 
 
-def run(name: str) -> None:
+def run(name: str) -> dict:
+    """Run case `name` on the current engine; returns the kernel calls it made there (the coverage matrix's proof)."""
     assert W.available(), f"{W.__name__} unavailable: {W.reason()}"
+    before = dict(W.ENGINE.calls)
     CASES[name]()
+    return {k: n - before.get(k, 0) for k, n in W.ENGINE.calls.items() if n > before.get(k, 0)}
 
 
 def rng(seed: int) -> np.random.Generator:

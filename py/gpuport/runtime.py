@@ -146,6 +146,9 @@ class Runtime:
             "strategies": self.placement.planner.strategies(),
             # what ran where: per op, user kernel (kernel:<label>) and model computation, host and device
             "ran": self.placement.counts(),
+            # which WGSL kernels the device ran: dispatches per kernel (a built-in kernel or variant by its name,
+            # matmul_rb_tb16x8 or softmax_f16; a user kernel as entry_point@hash of its source)
+            "kernels": dict(self.pipelines.ran),
             # what runs ops placed on the host: "wasm", "native-simd" or "numpy"; per op, and counted per call
             "host_kernels": hostops.backend_name(),
             "host_kernels_by_op": hostops.engines(),

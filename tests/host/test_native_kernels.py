@@ -41,8 +41,10 @@ def native():
 
 
 @pytest.mark.parametrize("name", [n for n in CASES if n not in WASM_ONLY])
-def test_wasm_case_natively(native, name):
-    wasm_cases.run(name)
+def test_wasm_case_natively(native, name, coverage_matrix, request):
+    calls = wasm_cases.run(name)
+    coverage_matrix.record(request.node.nodeid, [{"tier": "cpu", "host": {"native-simd": calls}}], device=None,
+                           host="native", thread="main")
 
 
 def test_makefile_builds_the_library_gpuport_loads():

@@ -78,6 +78,7 @@ def test_auto_reports_where_the_work_ran(asr):
         assert any(op in key for key in ran), (op, ran)
 
 
+@pytest.mark.parametrize("asr", ["cpu"], indirect=True)   # backend-independent: audio in, windows
 def test_wav_bytes_path_stereo_and_other_rates_give_the_same_words(asr):
     path = speech.clip_path(speech.CLIPS["weather"])
     want = [t for s in speech.reference("weather") for t in s]
@@ -89,12 +90,14 @@ def test_wav_bytes_path_stereo_and_other_rates_give_the_same_words(asr):
     assert run(asr.transcribe(up, sample_rate=44100)).text == run(asr.transcribe(x)).text
 
 
+@pytest.mark.parametrize("asr", ["cpu"], indirect=True)   # backend-independent: audio in, windows
 def test_silence_and_empty_audio_give_empty_text(asr):
     for x in (np.zeros(0, np.float32), np.zeros(16000 * 3, np.float32), np.zeros(10, np.float32)):
         r = run(asr.transcribe(x))
         assert r.text == "" and r.tokens == [] and r.segments == [], (len(x), r)
 
 
+@pytest.mark.parametrize("asr", ["cpu"], indirect=True)
 @pytest.mark.parametrize("bad,words", [
     (np.zeros(100, np.int16), "divide int16 samples by 32768"),
     (np.array([0.0, np.nan, 0.0], np.float32), "1 non-finite samples (first: nan at sample 1)"),
@@ -107,6 +110,7 @@ def test_bad_audio_raises_audio_error_naming_it(asr, bad, words):
     assert words in str(info.value)
 
 
+@pytest.mark.parametrize("asr", ["cpu"], indirect=True)   # backend-independent: audio in, windows
 def test_stream_yields_partial_then_final_text(asr):
     x = speech.pcm("fox")
     chunks = [x[i:i + 8000] for i in range(0, len(x), 8000)]   # 0.5 s each

@@ -23,8 +23,11 @@ def runtimes():
 
 
 @pytest.mark.parametrize("lst,name", PARAMS)
-def test_case(runtimes, lst, name):
-    asyncio.run(run_case(name, runtimes[lst], device=lst == "webgpu"))
+def test_case(runtimes, lst, name, coverage_matrix, request):
+    rt = runtimes[lst]
+    ran = asyncio.run(run_case(name, rt, device=lst == "webgpu"))
+    coverage_matrix.record(request.node.nodeid, ran, device="wgpu-native" if rt.backend == "webgpu" else None,
+                           host="native", thread="main")
 
 
 def test_a_parity_case_answered_on_the_host_fails_the_device_check(runtimes):

@@ -21,11 +21,13 @@ DTYPES = (np.dtype(np.float32), np.dtype(np.int32), np.dtype(np.uint32))
 
 
 class PipelineObserver(Protocol):
-    """Told of every pipeline a device creates or drops (the runtime's PipelineCache)."""
+    """Told of every pipeline a device creates, drops or dispatches (the runtime's PipelineCache)."""
 
     def compiled(self, spec: PipelineSpec, ms: float) -> None: ...
 
     def failed(self, label: str) -> None: ...
+
+    def dispatched(self, label: str) -> None: ...
 
 
 @dataclass

@@ -249,6 +249,8 @@ class GPUBackend(Backend):
             self._suspects.update(d.written())
         self._pending.append(d)
         self.stats["dispatches"] += 1
+        if self.observer is not None:
+            self.observer.dispatched(pipeline.label)
         if len(self._pending) >= self.max_batch:
             self.flush()
 

@@ -29,7 +29,7 @@ from ..ops.opspecs import ALIASES, OPS
 from ..ops.pipelines import PipelineSpec
 from ..placement import STRATEGIES, Planner
 from ..placement.telemetry import Telemetry
-from ..types import HOST, Decision, OpCall
+from ..types import HOST, Decision
 
 if TYPE_CHECKING:
     from ..runtime import Runtime

@@ -7,6 +7,7 @@ pipelines and tell the cache (as its PipelineObserver) what they create or drop.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from ..backends.io import RecordStore
@@ -32,6 +33,7 @@ class PipelineCache:
         self.busy: set[str] = set()                       # ops whose pipelines precompile() is building
         self.used: dict[PipelineSpec, None] = {}         # specs compiled in this runtime, in order
         self.profiler: Any = None                        # a profiler.Profile while one is open
+        self.ran: Counter[str] = Counter()               # dispatches per kernel (its pipeline's label), every device
 
     def attach(self, device: "Backend") -> None:
         """Observe `device` (the first one, or the new one after a device loss)."""
@@ -61,6 +63,9 @@ class PipelineCache:
             self.manifest.record(spec, ms)
             if not self.busy:   # precompile() saves once at its end
                 self.save()
+
+    def dispatched(self, label: str) -> None:
+        self.ran[label] += 1
 
     def failed(self, label: str) -> None:
         """A pipeline that turned out not to compile: never retried at a later start. Saved at once: a

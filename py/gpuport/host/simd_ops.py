@@ -20,6 +20,7 @@ import statistics
 import threading
 import time
 import weakref
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
@@ -141,6 +142,7 @@ class SimdKernels:
         self.lib, self.why, self.name = lib, reason, name
         self.packed: dict[tuple[int, int, bool], _Packed] = {}
         self.packs = 0
+        self.calls: Counter[str] = Counter()   # calls per kernel (matmul, encoder_layer, ...): what ran on this engine
         self._layers: dict[tuple[int, int, int], _EncoderPrep] = {}   # per EncoderLayer (id, width, heads): checked once
         # Per thread: natively ctypes drops the GIL during a kernel, so two threads may be in one at once.
         self._local = threading.local()
@@ -156,9 +158,12 @@ class SimdKernels:
         """Why the kernels are unavailable ("" when they are available)."""
         return self.why
 
-    def _need(self) -> Any:
+    def _need(self, kernel: str | None = None) -> Any:
+        """The linked kernels, counting a call of `kernel`; BackendUnavailable where none are linked."""
         if self.lib is None:
             raise BackendUnavailable(f"{self.name} SIMD kernels unavailable: {self.why}")
+        if kernel is not None:
+            self.calls[kernel] += 1
         return self.lib
 
     # -- where the kernels see an array: its own address where they share NumPy's memory (the page's one-thread
@@ -239,7 +244,7 @@ class SimdKernels:
     def matmul(self, a: np.ndarray, b: np.ndarray, bias: np.ndarray | None = None, *,
                transpose_b: bool = False) -> np.ndarray:
         """a @ b (b swapped in its last two axes when transpose_b) + bias, batched as np.matmul."""
-        lib = self._need()
+        lib = self._need("matmul")
         a, b = np.asarray(a), np.asarray(b)
         if a.ndim < 2 or b.ndim < 2 or 0 in a.shape or 0 in b.shape:
             return K.matmul_ref(a, b, bias, transpose_b=transpose_b)
@@ -280,7 +285,7 @@ class SimdKernels:
 
     def gelu(self, x: np.ndarray) -> np.ndarray:
         """Exact GELU, x/2 (1 + erf(x/sqrt2)), erf as the reference's (A&S 7.1.26)."""
-        lib = self._need()
+        lib = self._need("gelu")
         x32 = _f32(x)
         out = np.empty(x32.shape, np.float32)
         lib.gp_gelu(self._at(x32), self._out(out), x32.size)
@@ -289,7 +294,7 @@ class SimdKernels:
 
     def softmax(self, x: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
         """Softmax over the last axis of x (+ an additive mask broadcast against it)."""
-        lib = self._need()
+        lib = self._need("softmax")
         x = np.asarray(x)
         if x.ndim == 0 or x.size == 0 or (mask is not None and np.size(mask) == 0):
             return K.softmax_ref(x, mask)
@@ -313,7 +318,7 @@ class SimdKernels:
 
     def layer_norm(self, x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, *, eps: float = 1e-5) -> np.ndarray:
         """(x - mean) / sqrt(var + eps) * gamma + beta over the last axis."""
-        lib = self._need()
+        lib = self._need("layer_norm")
         x = np.asarray(x)
         n = x.shape[-1] if x.ndim else 0
         if n == 0 or x.size == 0 or np.shape(gamma) != (n,) or np.shape(beta) != (n,):
@@ -329,7 +334,7 @@ class SimdKernels:
         """Multi-head attention: q (B, Sq, H), k and v (B, Sk, H), mask (B, Sk) additive -> (B, Sq, H).
         q, k and v may be views with rows further apart than H (column blocks of one fused QKV product):
         the kernel reads them in place."""
-        lib = self._need()
+        lib = self._need("attention")
         q, k, v = np.asarray(q), np.asarray(k), np.asarray(v)
         ok = (q.ndim == 3 and k.ndim == 3 and k.shape == v.shape and k.shape[0] == q.shape[0]
               and k.shape[2] == q.shape[2] and num_heads > 0 and q.shape[2] % num_heads == 0 and 0 not in q.shape
@@ -357,7 +362,7 @@ class SimdKernels:
         rows whose layer-norm statistics were not finite (their values are not the reference's: redo the
         layer op by op). Every weight must be read-only (it is packed once and cached). Natively the call
         spreads over `threads` threads of the library's own pool (hostkernels/pool.c); a page has one."""
-        lib = self._need()
+        lib = self._need("encoder_layer")
         batch, seq, h = x.shape
         prep = self._layers.get((id(layer), h, num_heads))
         if prep is None or prep.ref() is not layer:
@@ -396,7 +401,7 @@ class SimdKernels:
         is what it computes). Natively over `threads` threads of the library's pool. `raw` is a model's weight: an
         engine that copies it (wasm_threads) keeps the copy while the array lives, so a changed weight is a new
         array, as for llama_block."""
-        lib = self._need()
+        lib = self._need("q_matmul")
         n, k = shape
         x32 = _f32(x)
         if x32.ndim != 2 or x32.shape[1] != k or k % QK or kind not in Q_KINDS:
@@ -437,7 +442,7 @@ class SimdKernels:
         """Llama blocks in turn (models/llama_ref.block, products on 8-bit activations) on x (T, dim) at positions start..
         in place, one kernel call each, x kept where they read it until the last; block i's keys and values go to rows
         start.. of k_caches[i], v_caches[i] ((rows, kv_heads * head_dim) float32); cos, sin (T, head_dim / 2) float32."""
-        lib, t = self._need(), x.shape[0]
+        lib, t = self._need("llama_layers"), x.shape[0]
         shapes = {(b.dim, b.heads, b.kv_heads) for b in blocks}
         dim, heads, kv_heads = next(iter(shapes)) if len(shapes) == 1 else (0, 1, 1)
         caches = (*k_caches, *v_caches)

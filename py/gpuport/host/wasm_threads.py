@@ -197,10 +197,10 @@ class PoolKernels(SimdKernels):
 
     # -- the hooks: copies between NumPy's memory and the pool's --------------------------------------------
 
-    def _need(self) -> Any:
+    def _need(self, kernel: str | None = None) -> Any:
         # Every op calls this before its first copy: what a call that raised half-way left is dropped, never
         # copied back into arrays that may be gone.
-        lib = super()._need()
+        lib = super()._need(kernel)
         self._back.clear()
         self._reset_temps()
         return lib

@@ -6,13 +6,11 @@ matched the manifest are ever put here.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from typing import Callable, Sequence
 
 from ..backends.io import ChunkCache, QuotaExceeded
-from ..formats.chunk_manifest import sha256
 
 DAY_MS = 24 * 3600 * 1000
 

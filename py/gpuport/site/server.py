@@ -402,6 +402,6 @@ def serve(host: str = "127.0.0.1", port: int = 8000, root: Path | None = None, m
     uvicorn.run(app, host=host, port=port, log_level=log_level)
 
 
-__all__ = ["IMMUTABLE", "LOOPBACK_HOSTS", "MEDIA_TYPES", "MODELS_CACHE", "NO_CACHE", "NoSniff", "allowed_hosts",
+__all__ = ["IMMUTABLE", "LOOPBACK_HOSTS", "MEDIA_TYPES", "MODELS_CACHE", "NO_CACHE", "allowed_hosts",
            "bind_warning", "create_app", "default_model_dirs", "file_response", "host_name",
            "is_loopback", "model_file", "model_notes", "package_model_dir", "pyodide_source", "media_type", "safe_path", "serve", "url_for"]

@@ -268,11 +268,6 @@ class Browsers:
         return self._playwright_browser("chromium-webgpu", self._pw().chromium.launch(
             executable_path=executable("chromium"), args=CHROMIUM_QUIET + CHROMIUM_WEBGPU))
 
-    def chromium(self, *extra: str) -> Any:
-        """Another Chromium with WebGPU and `extra` flags (a fake microphone, say), closed with the others."""
-        return self._playwright_browser("chromium-webgpu", self._pw().chromium.launch(
-            executable_path=executable("chromium"), args=CHROMIUM_QUIET + CHROMIUM_WEBGPU + list(extra)))
-
     def _launch_chromium_noflag(self) -> Any:
         return self._playwright_browser("chromium-noflag", self._pw().chromium.launch(
             executable_path=executable("chromium"), args=CHROMIUM_QUIET))

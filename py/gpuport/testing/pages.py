@@ -241,15 +241,22 @@ class LanePool:
             self.lanes[name] = lane
         return self.lanes[name]
 
+    def close_lane(self, name: str) -> None:
+        """Note what the lane's runtime reports after its tests (e.g. the strategies it chose), close its page; a
+        later get(name) loads it again."""
+        lane = self.lanes.pop(name, None)
+        if lane is None:
+            return
+        try:
+            self.states[name].final_info = lane.run("rt.info()")
+        except Exception:  # a page that crashed has nothing more to say
+            pass
+        try:
+            lane.close()
+        except Exception:
+            pass
+
     def close(self) -> None:
-        """Note what each runtime reports after its tests (e.g. the strategies it chose), close the pages."""
-        for name, lane in self.lanes.items():
-            try:
-                self.states[name].final_info = lane.run("rt.info()")
-            except Exception:  # a page that crashed has nothing more to say
-                pass
-            try:
-                lane.close()
-            except Exception:
-                pass
-        self.lanes.clear()
+        """Close every lane's page (close_lane)."""
+        for name in list(self.lanes):
+            self.close_lane(name)
