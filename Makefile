@@ -187,6 +187,9 @@ demo: setup
 # fresh cache; the whole design is docs/testing.md. The unit process's cache is calibrated first, on the quiet machine:
 # auto's calibration measured beside a busy e2e run priced the host up to 400x too slow (OpenBLAS's threads on
 # oversubscribed cores), and the stored record then sent later auto tests (Whisper's) to lavapipe for 77-89 s each.
+# The unit process runs NumPy's BLAS on one thread (OPENBLAS_NUM_THREADS=1, its calibration too): beside the browsers
+# its threads only contend (a NumPy llama forward took 34 s there, 1.7 s alone); tests of the native kernels' own
+# threads ask for their thread counts explicitly.
 # Each process writes its part of the coverage matrix and fails when a cell the design requires is empty; then the
 # merged matrix (e2e/report/coverage.md) and where the time went, per test file and per lane, come last, for CI's tail.
 # PYTEST_ARGS runs one pytest on a part instead, e.g. PYTEST_ARGS=tests/models/test_llama.py.
@@ -199,10 +202,11 @@ ifdef PYTEST_ARGS
 	@$(PY) -m pytest -q $(PYTEST_ARGS) || { rc=$$?; $(CRASHED); exit $$rc; }
 else
 	@rm -f .cache/crash.txt .cache/crash-e2e.txt .cache/test-unit.xml .cache/test-e2e.xml e2e/report/coverage-*.json; \
-	unit_cache=$$(mktemp -d); GPUPORT_CACHE=$$unit_cache $(PY) -c "import gpuport; gpuport.open_sync().close()"; \
+	unit_cache=$$(mktemp -d); export OPENBLAS_NUM_THREADS=1; \
+	GPUPORT_CACHE=$$unit_cache $(PY) -c "import gpuport; gpuport.open_sync().close()"; \
 	GPUPORT_CACHE=$$unit_cache $(PY) -m pytest -q --durations=15 --junitxml=.cache/test-unit.xml \
 	  --require-coverage=native tests > .cache/test-unit.log 2>&1 & unit=$$!; \
-	GPUPORT_CACHE=$$(mktemp -d) $(PY) -m pytest -q --durations=25 --junitxml=.cache/test-e2e.xml \
+	OPENBLAS_NUM_THREADS= GPUPORT_CACHE=$$(mktemp -d) $(PY) -m pytest -q --durations=25 --junitxml=.cache/test-e2e.xml \
 	  --require-coverage=browsers e2e 2>&1 | tee .cache/test-e2e.log; e2e=$${PIPESTATUS[0]}; \
 	wait $$unit; unit=$$?; \
 	echo "== tests/ (unit tests, run beside e2e/) =="; cat .cache/test-unit.log; \
