@@ -126,10 +126,10 @@ _out
 
 # -- parity ------------------------------------------------------------------------------------------
 
-# The full-size model once per browser engine and backend kind: auto in Chromium and Firefox (the host side on these
-# software adapters: V8's and SpiderMonkey's WebAssembly kernels), webgpu forced (firefox-webgpu: wgpu on lavapipe, the
-# faster software adapter; Dawn proves every kernel in the parity lanes), cpu in WebKitGTK (JavaScriptCore).
-PARITY_LANES = ["chromium-auto", "firefox-auto", "firefox-webgpu", "webkit-cpu"]
+# The full-size model once per browser engine: auto in Chromium and Firefox (the host side on these software adapters:
+# V8's and SpiderMonkey's WebAssembly kernels), cpu in WebKitGTK (JavaScriptCore). Its forward on a GPU is proven
+# natively (tests/models/test_minilm.py) and every kernel of it on each browser's GPU by the parity lanes.
+PARITY_LANES = ["chromium-auto", "firefox-auto", "webkit-cpu"]
 WHERE = """
 _info = rt.info()
 {"host_kernels": _info["host_kernels"], "counts": (_info.get("selection") or {}).get("counts", {})}
@@ -148,8 +148,6 @@ def test_minilm_matches_sentence_transformers_in_the_page(lane_factory, lane):
     assert stats["backend"] == page.info["backend"]
     assert stats["min_cosine"] >= 0.9999, stats
     assert where["host_kernels"] == "wasm", where   # ops placed on the host ran on the SIMD kernels
-    if lane == "firefox-webgpu":   # pinned: the whole forward on the page's GPU
-        assert stats["backend"] == "webgpu" and sum(where["counts"].values()) == 0, where
     if lane in ("chromium-auto", "firefox-auto"):   # auto: each forward's placement is counted, and said
         assert sum(where["counts"].get("minilm.forward", {}).values()) >= 1, where
 
