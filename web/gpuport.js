@@ -162,6 +162,7 @@ function viaWorker(worker, args, interpreter, onProgress) {
     addModule: (name, source, filename) => call("addModule", [name, source, filename]),
     snapshotStatus: () => call("snapshotStatus"),
     calibrationStatus: () => call("calibrationStatus"),
+    precompileStatus: () => call("precompileStatus"),
     close: () => {
       worker.terminate();
       for (const entry of spawned.values()) stop(entry);
@@ -184,6 +185,7 @@ async function onMainThread(args, interpreter, onProgress) {
     addModule: async (name, source, filename) => host.addModule(name, source, filename),
     snapshotStatus: () => host.snapshotStatus(),
     calibrationStatus: () => host.calibrationStatus(),
+    precompileStatus: () => host.precompileStatus(),
     close: () => {},
   };
 }
@@ -192,8 +194,9 @@ async function onMainThread(args, interpreter, onProgress) {
  * Start gpuport. Options: base (where gpuport's files are; default: this module's folder), worker (default
  * true), pyodideURL (default `${base}pyodide/`; PYODIDE_CDN or cdn: true for the official CDN), wheelURL
  * (default from `${base}wheels/latest.json`), backend ("auto"|"webgpu"|"cpu"), tier, limits
- * ("default"|"adapter"), precompile ("background" (default): build the manifest's pipelines while the first
- * ops run on NumPy; "await": before resolving; "off"), hostKernels ("auto" (default): the cpu path's
+ * ("default"|"adapter"), precompile ("background" (default): once the page is idle, build the pipelines placement
+ * will send to the device (under auto, what this adapter ran on it before), starting none while a call runs;
+ * "await": before resolving; "off"), hostKernels ("auto" (default): the cpu path's
  * WebAssembly kernels in their relaxed-SIMD build where the engine has it; "simd128": the portable build,
  * the same bits on every CPU; "off": NumPy only), threads ("auto" (default): whole layers of the cpu path on
  * a pool of workers, one per core (navigator.hardwareConcurrency), where the page is cross-origin isolated;
@@ -208,7 +211,7 @@ async function onMainThread(args, interpreter, onProgress) {
  * wheel), open, precompile) and {stage: "precompile", done, total}.
  * Resolves to {mode, timings, base, runPython(src), info(), setArray(name, typedArray, shape),
  * getArray(expr) -> {data, shape, dtype}, installWheel(url), addModule(name, source), snapshotStatus(),
- * calibrationStatus(), close()};
+ * calibrationStatus(), precompileStatus(), close()};
  * timings.snapshot says how Pyodide booted ("restored from the site", "restored" (from IndexedDB), "making one",
  * "dropped: <why>; making one", "off"), timings.interpreter who compiled its WebAssembly ("compiled by the page" from
  * start() on, or "compiled by Pyodide: <why>"), timings.packages and timings.numpy_libraries how NumPy and the wheel

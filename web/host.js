@@ -90,6 +90,7 @@ export class Host {
     this.numpy = pyodide.pyimport("numpy");
     this.snapshot = Promise.resolve(timings.snapshot);
     this.calibration = Promise.resolve("at open");
+    this.precompiled = Promise.resolve("not in the background");
     this.calls = 0;
     this.lastCall = performance.now();
   }
@@ -123,6 +124,12 @@ export class Host {
    * "measured", "stored" (a record was there), "none" (not auto), "not measured: <why>"; "at open" otherwise. */
   calibrationStatus() {
     return this.calibration;
+  }
+
+  /** How precompilation in the background went, once it has (start({precompile: "background"}), after the page was
+   * idle): "done" or "failed: <why>"; "not in the background" otherwise. */
+  precompileStatus() {
+    return this.precompiled;
   }
 
   runPython(src) {
@@ -368,17 +375,18 @@ export async function boot({ base = null, pyodideURL, wheelURL, chunked = {}, nu
                         pyodide.toPy({ backend, tier, limits, calibrate: calibrate === "idle" ? "later" : "open" }));
     await pyodide.runPythonAsync("import gpuport\nrt = await gpuport.open(**_gpuport_open_args)\ndel _gpuport_open_args");
   });
-  // Pipelines from the IndexedDB manifest (or every op's, on a first visit) are built now; ops called
-  // meanwhile answer on NumPy. "await" holds start() until they are ready; the report is
-  // `await rt_precompile` in Python either way.
-  if (precompile !== "off") {
+  // "await": the pipelines placement will send to the device (rt.precompile(): under auto, what this adapter ran
+  // on the device before, from the IndexedDB manifest; on a fixed webgpu backend every op's) are built before
+  // start() resolves; ops called meanwhile answer on NumPy. "background" builds them once the page is idle (below).
+  // The report is `await rt_precompile` in Python either way.
+  const precompileNow = (pause) => {
     pyodide.globals.set("_gpuport_progress", (done, total) => progress({ stage: "precompile", done, total }));
-    const run = () => pyodide.runPythonAsync(
+    pyodide.globals.set("_gpuport_pause", pause);
+    return pyodide.runPythonAsync(
       "import asyncio\nrt_precompile = asyncio.ensure_future(rt.precompile(" +
-      "on_progress=lambda e: _gpuport_progress(e['done'], e['total'])))" +
-      (precompile === "await" ? "\nawait rt_precompile" : ""));
-    if (precompile === "await") await stage("precompile", "precompile_ms", run); else await run();
-  }
+      "on_progress=lambda e: _gpuport_progress(e['done'], e['total']), pause=_gpuport_pause))\nawait rt_precompile");
+  };
+  if (precompile === "await") await stage("precompile", "precompile_ms", () => precompileNow(null));
   mark.total_ms = performance.now() - t0;
   const restored = Boolean(mark.snapshot && mark.snapshot.startsWith("restored"));
   if (!snapshot) {
@@ -397,6 +405,13 @@ export async function boot({ base = null, pyodideURL, wheelURL, chunked = {}, nu
     host.calibration = after.then(() => host.idle()).then(() => rt.calibrate())
       .then((source) => source, (e) => `not measured: ${e.message}`).finally(() => rt.destroy());
     after = host.calibration;
+  }
+  // Background precompilation, placed by the calibration: never beside a call (a first result, a forward on the
+  // pool), and it stops starting pipelines while one runs: the browser compiles on the cores that call needs.
+  if (precompile === "background") {
+    host.precompiled = after.then(() => host.idle()).then(() => precompileNow(() => host.idle(0)))
+      .then(() => "done", (e) => `failed: ${e.message}`);
+    after = host.precompiled;
   }
   if (snapshot && !restored) {
     host.snapshot = after.then(() => host.idle()).then(() => snapshots.makeInBackground(pyodideURL))

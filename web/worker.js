@@ -31,7 +31,7 @@ const awaited = (key) => {
   return fromPage.get(key);
 };
 const METHODS = new Set(["runPython", "info", "setArray", "getArray", "installWheel", "addModule", "snapshotStatus",
-                         "calibrationStatus"]);
+                         "calibrationStatus", "precompileStatus"]);
 const progress = (event) => self.postMessage({ progress: event });
 
 self.onmessage = async ({ data }) => {

@@ -7,7 +7,7 @@ import math
 import operator
 import threading
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Awaitable, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -268,22 +268,28 @@ class Runtime:
             return Kernel(self, spec, reference, check, rtol, atol)
 
     async def precompile(self, ops: Sequence[str] | None = None,
-                         on_progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
-        """Create every pipeline the manifest remembers (or those of `ops`) plus each op's own, in
-        first-use order, before they are needed. Ops called meanwhile run on NumPy where the host has
-        their inputs, and move to the GPU as their pipelines resolve. Returns a report: pipelines
-        (created now), from_manifest, already (existed), failed, ms, recorded_ms (their stored compile
-        time: far above ms means the browser's shader cache was warm), order."""
+                         on_progress: Callable[[dict[str, Any]], None] | None = None,
+                         pause: Callable[[], Awaitable[Any]] | None = None) -> dict[str, Any]:
+        """Create pipelines before they are needed, in first-use order: those of `ops` (what the manifest
+        remembers of them and their own), or by default what placement will send to the device: on a fixed
+        webgpu backend every op's, under backend="auto" the pipelines this adapter ran on the device before (the
+        manifest: where placement sent work; on a software adapter the host wins and that is nothing to build).
+        Ops called meanwhile run on NumPy where the host has their inputs, and move to the GPU as their pipelines
+        resolve; `pause()` is awaited before each pipeline starts (a page's waits while a call runs). Returns a
+        report: pipelines (created now), from_manifest, already (existed), failed, ms, recorded_ms (their stored
+        compile time: far above ms means the browser's shader cache was warm), order, ops."""
         self.check_open()
         with self.lock:
             planner = self.placement.planner
-            report = await self.pipelines.precompile(self.device, planner, ops, on_progress)
-            if ops is None or "matmul" in ops or "linear" in ops:
+            own = ops is not None or self.placement.auto is None
+            report = await self.pipelines.precompile(self.device, planner, ops, on_progress, own, pause)
+            # matmul's variant is measured once per adapter where matmul will run on the device
+            if "matmul" in report["ops"] or own and (ops is None or "matmul" in ops or "linear" in ops):
                 # which matmul variant is fastest here: measured once per adapter, kept in the manifest
                 before = dict(planner.matmul_choice)
-                report["tuning"] = await tune_matmul(self.device, planner, self.pipelines.manifest)
+                report["tuning"] = await tune_matmul(self.device, planner, self.pipelines.manifest, pause=pause)
                 if planner.matmul_choice != before:   # the chosen variants' other pipelines (bias), now
-                    more = await self.pipelines.precompile(self.device, planner, ["matmul"])
+                    more = await self.pipelines.precompile(self.device, planner, ["matmul"], pause=pause)
                     report["pipelines"] += more["pipelines"]
                 self.pipelines.save()
             return report

@@ -90,3 +90,39 @@ def test_unknown_op_is_named(tmp_path):
             assert "convolution" in str(exc)
         else:
             raise AssertionError("no error")
+
+
+AUTO = textwrap.dedent("""
+    import asyncio, json, gpuport as gp
+    import numpy as np
+    async def main():
+        rt = gp.open_sync()                       # backend="auto"
+        paused = []
+        async def pause():
+            paused.append(1)
+        report = await rt.precompile(pause=pause)
+        x = rt.tensor(np.ones((8, 8), np.float32))
+        with rt.pinned("webgpu"):                 # placement sends softmax to the device
+            await rt.ops.softmax(x).read()
+        print(json.dumps({"ops": report["ops"], "pipelines": report["pipelines"], "paused": len(paused),
+                          "kernels": sorted(rt.info()["kernels"])}))
+        rt.close()
+    asyncio.run(main())
+""")
+
+
+def test_under_auto_precompile_builds_what_placement_ran_on_the_device_before(tmp_path):
+    """backend="auto": rt.precompile() builds no op's pipelines of its own, only those this adapter ran on the device
+    before (the manifest), so a software adapter where the host wins builds nothing it will not use; pause() is awaited
+    before each pipeline starts."""
+    def run() -> dict:
+        env = dict(os.environ, GPUPORT_CACHE=str(tmp_path))
+        out = subprocess.run([sys.executable, "-c", AUTO], env=env, capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    first, second = run(), run()
+    assert "softmax" not in first["ops"] and "softmax" in first["kernels"], first   # a first run: softmax was not built
+    assert "softmax" in second["ops"], second      # it ran on the device last time: built ahead now
+    assert not {"conv1d", "rope", "stft_power"} & set(second["ops"]), second   # never ran there: never built
+    assert second["paused"] == second["pipelines"] > 0, second

@@ -212,6 +212,7 @@ def _run_ops(rt):
 
 
 def _write(path, content):
+    path.parent.mkdir(parents=True, exist_ok=True)   # a run whose work all stayed on the host stored no pipelines
     path.write_bytes(content if isinstance(content, bytes) else content.encode())
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Awaitable, Callable, Protocol, Sequence
 
 import numpy as np
 
@@ -48,6 +48,7 @@ class Pipeline:
 
 
 OnDone = Callable[[PipelineSpec, float, Exception | None], None]
+Pause = Callable[[], Awaitable[Any]]
 
 
 class Backend(ABC):
@@ -109,8 +110,9 @@ class Backend(ABC):
     def forget(self, label: str) -> None:
         """Drop the pipelines of `label` (a shader that turned out not to compile)."""
 
-    async def precompile(self, specs: Sequence[PipelineSpec], on_done: OnDone) -> None:
-        """Create the pipelines of `specs` ahead of use, calling on_done(spec, ms, error) as each resolves."""
+    async def precompile(self, specs: Sequence[PipelineSpec], on_done: OnDone, pause: Pause | None = None) -> None:
+        """Create the pipelines of `specs` ahead of use, calling on_done(spec, ms, error) as each resolves; `pause()`
+        is awaited before each one starts (a page's: until no call is running)."""
 
     async def collect_timings(self) -> None:
         """Deliver the timestamps of submitted work to `timer` now (profiling)."""

@@ -30,7 +30,7 @@ from ..errors import (
 )
 from ..ops.pipelines import PipelineSpec
 from ..platform import within
-from .base import OnDone
+from .base import OnDone, Pause
 from .capabilities import normalise_features
 from .gpu import Dispatch, GPUBackend
 
@@ -161,13 +161,16 @@ class BrowserBackend(GPUBackend):
             raise failure
         return [part.to_bytes() for part in result.data]
 
-    async def precompile(self, specs: Sequence[PipelineSpec], on_done: OnDone) -> None:
+    async def precompile(self, specs: Sequence[PipelineSpec], on_done: OnDone, pause: Pause | None = None) -> None:
         """`specs` through createComputePipelineAsync, PRECOMPILE_IN_FLIGHT at a time, started in first-use
-        order; each is registered (and usable) the moment it resolves."""
+        order; each is registered (and usable) the moment it resolves. With `pause`, none starts while a call runs
+        (the browser compiles on the cores the call's work needs: the pool's, SwiftShader's)."""
         window = asyncio.Semaphore(PRECOMPILE_IN_FLIGHT)
 
         async def one(spec: PipelineSpec) -> None:
             async with window:   # timed within: the compile's own time, not the wait for a place
+                if pause is not None:
+                    await pause()
                 t0 = time.perf_counter()
                 self._sources[spec.label] = spec.source
                 self.stats["bridge_calls"] += 1

@@ -19,7 +19,7 @@ from ..errors import BatchFailed, LimitExceeded
 from ..ops import wgsl
 from ..ops.kernels import ERROR, UNIFORM, WRITE, Launch
 from ..ops.pipelines import PipelineSpec
-from .base import Backend, OnDone, Pipeline
+from .base import Backend, OnDone, Pause, Pipeline
 
 
 @dataclass
@@ -220,10 +220,12 @@ class GPUBackend(Backend):
         if self.observer is not None:
             self.observer.failed(label)
 
-    async def precompile(self, specs: Sequence[PipelineSpec], on_done: OnDone) -> None:
+    async def precompile(self, specs: Sequence[PipelineSpec], on_done: OnDone, pause: Pause | None = None) -> None:
         """wgpu-py creates pipelines synchronously, so natively they are built one after another,
         yielding to the event loop in between (the page backend overrides this with async creation)."""
         for spec in specs:
+            if pause is not None:
+                await pause()
             t0 = time.perf_counter()
             error = None
             try:

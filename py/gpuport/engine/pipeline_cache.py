@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 from ..backends.io import RecordStore
 from ..ops.opspecs import ALIASES, KERNEL_DEFS, OPS
 from ..ops.pipelines import PipelineManifest, PipelineSpec, scope_key
 
 if TYPE_CHECKING:
-    from ..backends.base import Backend
+    from ..backends.base import Backend, Pause
     from ..placement import Planner
 
 ESSENTIAL_OPS = ("matmul", "add", "gelu", "layer_norm", "softmax", "attention")
@@ -34,6 +35,7 @@ class PipelineCache:
         self.used: dict[PipelineSpec, None] = {}         # specs compiled in this runtime, in order
         self.profiler: Any = None                        # a profiler.Profile while one is open
         self.ran: Counter[str] = Counter()               # dispatches per kernel (its pipeline's label), every device
+        self.recording = True                            # whether created pipelines enter the manifest
 
     def attach(self, device: "Backend") -> None:
         """Observe `device` (the first one, or the new one after a device loss)."""
@@ -45,6 +47,7 @@ class PipelineCache:
         manifest = PipelineManifest.from_json(self.scope, await self.store.load(self.scope))
         manifest.drop_stale({name: k.source for name, (_, k) in KERNEL_DEFS.items()})
         manifest.loaded = len(manifest.entries)
+        manifest.dirty = manifest.dirty or manifest.repaired is not None   # a repaired record is rewritten at once
         self.manifest = manifest
         self.save()
 
@@ -54,12 +57,22 @@ class PipelineCache:
             self.manifest.dirty = False
             self.store.save_soon(self.scope, self.manifest.to_json())
 
+    @contextmanager
+    def unrecorded(self) -> Iterator[None]:
+        """Pipelines created in the block stay out of the manifest: work no placement sent to the device (auto's
+        calibration), which the next start must not build ahead."""
+        self.recording = False
+        try:
+            yield
+        finally:
+            self.recording = True
+
     # -- PipelineObserver ---------------------------------------------------------------------------------
     def compiled(self, spec: PipelineSpec, ms: float) -> None:
         self.used[spec] = None
         if self.profiler is not None:
             self.profiler.compiled(spec.label, ms)
-        if self.manifest is not None:
+        if self.manifest is not None and self.recording:
             self.manifest.record(spec, ms)
             if not self.busy:   # precompile() saves once at its end
                 self.save()
@@ -77,10 +90,12 @@ class PipelineCache:
 
     # -- precompilation -------------------------------------------------------------------------------------
     async def precompile(self, device: "Backend", planner: "Planner", ops: Sequence[str] | None = None,
-                         on_progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
-        """Create every pipeline the manifest remembers (or those of `ops`) plus each op's own, in first-use
-        order, on `device`. Returns a report: pipelines (created now), from_manifest, already (existed),
-        failed, ms, recorded_ms (their stored compile time: far above ms means a warm shader cache), order."""
+                         on_progress: Callable[[dict[str, Any]], None] | None = None, own: bool = True,
+                         pause: "Pause | None" = None) -> dict[str, Any]:
+        """Create every pipeline the manifest remembers (or those of `ops`) plus, with `own`, each op's own, in
+        first-use order, on `device` (`pause` awaited before each starts). Returns a report: pipelines (created
+        now), from_manifest, already (existed), failed, ms, recorded_ms (their stored compile time: far above ms
+        means a warm shader cache), order, ops (those whose pipelines it built)."""
         t0 = time.perf_counter()
         report: dict[str, Any] = {"pipelines": 0, "from_manifest": 0, "already": 0, "failed": [], "ms": 0.0,
                                   "recorded_ms": 0.0, "order": []}
@@ -96,7 +111,7 @@ class PipelineCache:
                 specs[spec] = None
                 stored.add(spec)
                 report["recorded_ms"] += entry.compile_ms
-        for op in names:
+        for op in names if own else ():
             specs.update(dict.fromkeys(planner.pipeline_specs(op)))
         have = device.pipelines
         todo = [s for s in specs if s not in have]
@@ -128,9 +143,10 @@ class PipelineCache:
                              "ms": round(ms, 2), "error": None if error is None else str(error)})
 
         try:
-            await device.precompile(todo, on_done)
+            await device.precompile(todo, on_done, pause)
         finally:
             self.busy = set()
+        report["ops"] = sorted({_OP_OF[label] for label in report["order"] if label in _OP_OF})
         report["ms"] = round((time.perf_counter() - t0) * 1e3, 2)
         report["recorded_ms"] = round(report["recorded_ms"], 2)
         self.save()

@@ -18,7 +18,7 @@ from ..ops.kernels import RB_VARIANTS
 from ..ops.launches import Part, rb_matmul_launch
 
 if TYPE_CHECKING:
-    from ..backends.base import Backend
+    from ..backends.base import Backend, Pause
     from ..ops.pipelines import PipelineManifest
     from ..placement import Planner
 
@@ -44,10 +44,11 @@ def apply(manifest: "PipelineManifest | None", planner: "Planner") -> None:
 
 
 async def tune_matmul(device: "Backend", planner: "Planner", manifest: "PipelineManifest | None",
-                      force: bool = False) -> dict[str, Any]:
+                      force: bool = False, pause: "Pause | None" = None) -> dict[str, Any]:
     """Measure the register-blocked variants of each layout not yet chosen on this adapter (all of them
-    when `force`), choose the fastest, remember it in `manifest`. Returns {layout: {"chosen": key,
-    "gflops": {key: GFLOP/s}, "measured": bool}}."""
+    when `force`), choose the fastest, remember it in `manifest`; `pause()` is awaited before each variant's
+    measurement (a page's: until no call runs, which would share the cores and skew the timing). Returns {layout:
+    {"chosen": key, "gflops": {key: GFLOP/s}, "measured": bool}}."""
     report: dict[str, Any] = {}
     if not planner.gpu:
         return report
@@ -68,6 +69,8 @@ async def tune_matmul(device: "Backend", planner: "Planner", manifest: "Pipeline
         best: dict[str, float] = {}
         for _ in range(ROUNDS):
             for blk in candidates:
+                if pause is not None:
+                    await pause()
                 launch = rb_matmul_launch(blk, a, b, None, out)
                 device.run(launch)                        # compiles it; the first run is not timed
                 await device.download(out.buffer, (1,), np.dtype(np.float32))

@@ -89,6 +89,11 @@ async def calibrate_device(rt: "Runtime") -> BackendCosts:
     """Dispatches and reads on the device (two pipelines: scale, matmul). The read round trip is measured
     apart from the per-dispatch cost (a page reads once per batch, not once per op), and each cost from
     enough work to stand out of that round trip."""
+    with rt.pipelines.unrecorded():   # measuring is no placement: the next start builds none of this ahead
+        return await _measure_device(rt)
+
+
+async def _measure_device(rt: "Runtime") -> BackendCosts:
     dev, memory = rt.device, rt.memory
     f32 = np.dtype(np.float32)
     n = 1 << 17
