@@ -204,7 +204,7 @@ async function onMainThread(args, interpreter, onProgress) {
  * snapshot: the site's (wheels/latest.json), else one kept in IndexedDB, made once the page is idle; false: never),
  * models (names of gpuport's models, e.g. "minilm-l6-v2", or URLs of model folders, that the page will load: their
  * chunks that IndexedDB lacks are fetched and verified beside the boot instead of when Python asks, and stored
- * once the page is idle; in Python, `gpuport_idb.prefetchStatus()` says how it went and a load's stats count them
+ * as they come; in Python, `gpuport_idb.prefetchStatus()` says how it went and a load's stats count them
  * as downloaded), calibrate ("idle" (default): on an adapter without a stored calibration, backend "auto" places every op on the host until
  * the page has been idle, then measures both sides and stores it; "open": measure before resolving),
  * onProgress({stage, index, total, state, ms}) for the start-up stages (pyodide, packages (NumPy and the gpuport

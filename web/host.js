@@ -396,10 +396,10 @@ export async function boot({ base = null, pyodideURL, wheelURL, chunked = {}, nu
     mark.snapshot = `${mark.snapshot ? `${mark.snapshot}; ` : ""}making one`;
   }
   const host = new Host(pyodide, mark);
-  // What waits for an idle page, one after the other (each takes the cores a first result needs): storing the model
-  // chunks read ahead from the network (idb.storeAhead), auto's calibration on an adapter without a stored one
-  // (0.8 s in Chromium, 2.2 s in Firefox, measured at open on a first visit of web/test.html), then the snapshot.
-  let after = typeof indexedDB === "undefined" ? Promise.resolve() : host.idle().then(() => idb.storeAhead());
+  // What waits for an idle page, one after the other (each takes the cores a first result needs): auto's
+  // calibration on an adapter without a stored one (0.8 s in Chromium, 2.2 s in Firefox, measured at open on a first
+  // visit of web/test.html), precompilation, then the snapshot.
+  let after = Promise.resolve();
   if (calibrate === "idle") {
     const rt = pyodide.globals.get("rt");
     host.calibration = after.then(() => host.idle()).then(() => rt.calibrate())

@@ -59,6 +59,20 @@ export function put(store, key, value) {
   return request(store, "readwrite", (s) => s.put(value, key));
 }
 
+// `entries` ([key, value]) in one read-write transaction on an open `db`, every put() issued before this returns:
+// IndexedDB copies a value as put() is called, so the caller may transfer the values right after. Resolves once
+// the transaction commits; rejects with why it did not (QuotaExceededError, ...).
+function putEach(db, store, entries) {
+  return new Promise((resolve, reject) => {
+    const tx = db.transaction(store, "readwrite");
+    tx.oncomplete = () => resolve();
+    tx.onerror = () => reject(tx.error);
+    tx.onabort = () => reject(tx.error || new Error("IndexedDB transaction aborted"));
+    const s = tx.objectStore(store);
+    for (const [key, value] of entries) s.put(value, key);
+  });
+}
+
 export function remove(store, key) {
   return request(store, "readwrite", (s) => s.delete(key));
 }
@@ -118,9 +132,9 @@ async function withDigest(value) {
 //   read: both come from IndexedDB, and the snapshot is on the critical path);
 // - the network (start({models}): models the page says it will load): each one's manifest, then every chunk not in
 //   storage in Range requests, in file order, digested and checked against the manifest. A chunk that fails any of
-//   that is left to Python, which fetches it itself, retries and reports. What came is stored once the page is idle
-//   (storeAhead: storing it beside the boot put the first embedding 0.33-0.36 s later, bench/startup.py-style cold
-//   visits, interleaved, in Chromium and in Firefox).
+//   that is left to Python, which fetches it itself, retries and reports. What came is stored as it comes, one
+//   transaction per span, from the reader's thread (deliver({stored}) or deliver({storeFailed}) says how each went),
+//   so a visit that ends at its first result leaves a complete cache behind it.
 // It runs on the page's thread when Pyodide is in a Web Worker (that thread is idle while the worker boots; on the
 // worker's own, a cold visit's chunks arrived 4.7 s into the visit in Chromium instead of with the boot, and a warm
 // visit's reading slowed it by 0.2 s in Chromium, measured interleaved) and posts its messages to the worker;
@@ -151,9 +165,12 @@ export async function readAhead({ models = [], deliver, fetchFn = globalThis.fet
   }
   deliver({ expect: stored });
   const plans = await network;
-  deliver({ expect: plans.flatMap((plan) => plan.keys) });
+  const fetching = plans.flatMap((plan) => plan.keys);
+  deliver({ expect: fetching });
   deliver({ ready: true });
-  await readStored(stored, deliver).catch((e) => fail(`reading stored chunks: ${e}`));
+  // what the network fetches is what storage lacked when planned: the network delivers it
+  const fetched = new Set(fetching);
+  await readStored(stored.filter((key) => !fetched.has(key)), deliver).catch((e) => fail(`reading stored chunks: ${e}`));
   for (const plan of plans) await fetchPlan(plan, deliver, fetchFn);
 }
 
@@ -252,28 +269,46 @@ async function fetchSpan({ m, file }, span, deliver, fetchFn) {
   // a copy per chunk: a view would keep (and store) the whole span's buffer
   const parts = span.map((i) => body.slice(m.chunks[i].start - start, m.chunks[i].end - start));
   const digests = await sha256(parts);
+  const good = [];
   for (const [n, i] of span.entries()) {
     const key = `${m.sha256}:${i}`;
-    if (digests[n] !== m.chunks[i].sha256) {
-      deliver({ key, found: null, error: `${file} chunk ${i}: its sha256 does not match the manifest` });
-      continue;
-    }
-    deliver({ key, found: { value: parts[n], sha256: digests[n], fetched: true } });
+    if (digests[n] === m.chunks[i].sha256) good.push([key, parts[n], digests[n]]);
+    else deliver({ key, found: null, error: `${file} chunk ${i}: its sha256 does not match the manifest` });
+  }
+  const db = good.length ? await database().catch((e) => e) : null;
+  const stored = storeSpan(db, good.map(([key, value]) => [key, value]));   // copies them: deliver may transfer them
+  for (const [key, value, digest] of good) deliver({ key, found: { value, sha256: digest, fetched: true } });
+  const keys = good.map(([key]) => key);
+  if (keys.length) {
+    await stored.then(() => deliver({ stored: keys }),
+                      (e) => deliver({ storeFailed: keys, error: `storing ${keys.join(", ")}: ${e.name}: ${e.message}` }));
   }
 }
 
-// Where Python runs: the records readAhead delivers, until taken, and those it fetched, until stored. settled_ms:
-// when the last expected one came (performance.now() where this module runs).
+// Issues the puts of verified chunks before it returns (see putEach); `db`: the open database, or why it is not.
+function storeSpan(db, entries) {
+  if (!entries.length) return Promise.resolve();
+  if (!(db instanceof IDBDatabase)) return Promise.reject(db);
+  try {
+    return putEach(db, "chunks", entries);
+  } catch (e) {   // DataCloneError, InvalidStateError (the database closing): thrown by put() itself
+    return Promise.reject(e);
+  }
+}
+
+// Where Python runs: the records readAhead delivers, until taken, and the keys of those it fetched, until the
+// reader says they are stored. settled_ms: when the last expected one came (performance.now() where this runs).
 const prefetched = new Map();   // key -> Promise<{value, sha256, fetched} | null>
 const settlers = new Map();     // key -> resolve() of its pending record
-const unstored = new Map();     // key -> the bytes of a fetched chunk, for storeAhead
+const unstored = new Set();     // keys fetched and not yet said stored (or not)
 const prefetchState = { expecting: false, ready: false, keys: 0, read: 0, fetched: 0, fetched_bytes: 0, failed: 0,
                         taken: 0, dropped: 0, stored: 0, store_failed: 0, error: null, settled_ms: null };
-let storing = Promise.resolve();
 let ready;
 const allExpected = new Promise((resolve) => { ready = resolve; });
 let settled;
 const allSettled = new Promise((resolve) => { settled = resolve; });
+let stored;
+const allStored = new Promise((resolve) => { stored = resolve; });
 
 function problem(text) {
   prefetchState.error = prefetchState.error ? `${prefetchState.error}; ${text}` : text;
@@ -290,7 +325,7 @@ export function expectAhead() {
 }
 
 /** Takes readAhead's messages (in a worker: those the page's thread posted). */
-export function receiveAhead({ expect, ready: isReady, key, found, error }) {
+export function receiveAhead({ expect, ready: isReady, key, found, error, stored: storedKeys, storeFailed }) {
   if (error) problem(error);
   for (const k of expect || []) {
     if (prefetched.has(k)) continue;
@@ -304,12 +339,14 @@ export function receiveAhead({ expect, ready: isReady, key, found, error }) {
     else if (found.fetched) {
       prefetchState.fetched += 1;
       prefetchState.fetched_bytes += found.value.length;
-      unstored.set(key, found.value);
+      unstored.add(key);
     } else {
       prefetchState.read += 1;
     }
     settle(found);
   }
+  for (const k of storedKeys || []) if (unstored.delete(k)) prefetchState.stored += 1;
+  for (const k of storeFailed || []) if (unstored.delete(k)) prefetchState.store_failed += 1;
   if (isReady && !prefetchState.ready) {
     prefetchState.ready = true;
     ready();
@@ -319,29 +356,17 @@ export function receiveAhead({ expect, ready: isReady, key, found, error }) {
     prefetchState.settled_ms = performance.now();
     settled();
   }
+  if (prefetchState.settled_ms !== null && !unstored.size) stored();
 }
 
 export function prefetchStatus() {
   return { ...prefetchState, waiting: prefetched.size, unstored: unstored.size };
 }
 
-/** Store the chunks the read-ahead fetched, once it has settled them all (host.js: when the page is idle); resolves
- * once they are stored, or failed to be (counted, and said in `error`: the next visit fetches those again). */
-export function storeAhead() {
-  storing = storing.then(async () => {
-    if (prefetchState.expecting) await allSettled;
-    for (const [key, value] of [...unstored]) {
-      unstored.delete(key);
-      try {
-        await put("chunks", key, value);
-        prefetchState.stored += 1;
-      } catch (e) {
-        prefetchState.store_failed += 1;
-        problem(`storing ${key}: ${e.name}: ${e.message}`);
-      }
-    }
-  });
-  return storing;
+/** Resolves once every chunk the read-ahead fetched is stored, or failed to be (counted, and said in `error`: the
+ * next visit fetches those again); at once where there is no read-ahead. */
+export function storedAhead() {
+  return prefetchState.expecting ? allStored : Promise.resolve();
 }
 
 /** takeWithDigest of each of `keys`, in one crossing from Python: their answers in order. */
@@ -350,7 +375,7 @@ export function takeManyWithDigest(store, keys) {
 }
 
 // getWithDigest, from the read-ahead when it holds the key (each record is handed over once), with `fetched`:
-// whether it came over the network (storeAhead stores it: the load does not).
+// whether it came over the network (the read-ahead stores it: the load does not).
 export async function takeWithDigest(store, key) {
   if (store === "chunks" && prefetchState.expecting) await allExpected;
   const pending = store === "chunks" ? prefetched.get(key) : undefined;
