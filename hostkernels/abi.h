@@ -6,7 +6,7 @@
 #define GPUPORT_ABI_H
 
 /* Bumped whenever an exported signature changes; the Python wrapper refuses a module with another. */
-#define GP_ABI 4
+#define GP_ABI 6
 
 /* Only the functions declared here are exported (the builds are -fvisibility=hidden): by name in
  * WebAssembly, natively as the ELF symbols of the same names. */
@@ -90,5 +90,27 @@ void gp_llama_layer(float *x, int T, int start, int dim, int heads, int kv_heads
                     const uint8_t *wk, const uint8_t *wv, const uint8_t *wo, const float *ffn_norm,
                     const uint8_t *w_gate, const uint8_t *w_up, const uint8_t *w_down, int kind,
                     float *k_cache, float *v_cache, float *scratch, int threads);
+
+/* C (M x N, rows ldc apart) = A (M x K) @ packed B (+ bias), its column panels shared over `threads`. */
+GP_EXPORT(gp_matmul_threads)
+void gp_matmul_threads(const float *a, int M, int K, const float *packed, int N, float *c, int ldc,
+                       int threads);
+
+/* Floats of scratch gp_decoder_layer needs for T new positions and at most S keys on `threads` threads. */
+GP_EXPORT(gp_decoder_scratch)
+int gp_decoder_scratch(int T, int S, int H, int F, int threads);
+
+/* One pre-norm decoder layer (self-attention on the caches, cross-attention, GELU FFN) on x (T, H) in place. */
+GP_EXPORT(gp_decoder_layer)
+void gp_decoder_layer(float *x, int T, int start, int H, int heads, int F, int S_enc, float eps,
+                      const float *ln1_g, const float *ln1_b, const float *wqkv, const float *wo,
+                      const float *lnx_g, const float *lnx_b, const float *wxq, const float *xk,
+                      const float *xv, const float *wxo, const float *ln2_g, const float *ln2_b,
+                      const float *wi, const float *wo2, float *k_cache, float *v_cache, float *scratch,
+                      int threads);
+
+/* The argmax of logits + bias (-1: a NaN, +inf or nothing finite) and the sum of e^(z - max) at *sumexp. */
+GP_EXPORT(gp_greedy)
+int gp_greedy(const float *logits, const float *bias, int n, float *sumexp);
 
 #endif

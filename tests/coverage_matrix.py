@@ -3,7 +3,8 @@
 A cell is (row, column). A row is what is proven: a WGSL kernel variant (`kernel:<name>`, a user kernel as
 `kernel:user`), a device strategy (`strategy:<name>`) or a host kernel (`host:<op>`). A column is where:
 `<engine>/<thread>/<tier>`, e.g. `dawn/worker/core`. A host kernel is one of gpuport's C kernels' entry points as
-simd_ops exposes them (matmul, gelu, softmax, layer_norm, attention, encoder_layer, q_matmul, llama_layers). A test proves a cell when it ran the row's work there and
+simd_ops exposes them (matmul, gelu, softmax, layer_norm, attention, encoder_layer, q_matmul, llama_layers, decoder_layers,
+matmul_threads, greedy). A test proves a cell when it ran the row's work there and
 checked the answer against its NumPy reference: the parity cases of tests/cases.py (run_case returns what ran, from
 rt.info() and the fallback manager's counters) natively (tests/ops/test_kernels.py) and in every browser lane
 (e2e/test_page.py), and the WebAssembly kernel cases (e2e/test_page_wasm.py).

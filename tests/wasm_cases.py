@@ -604,6 +604,114 @@ def wasm_llama_layers_reject_what_does_not_fit() -> None:
             raise AssertionError(f"llama_layers took {[getattr(a, 'shape', a) for a in args]}")
 
 
+# -- a decoder's step: whole pre-norm decoder layers, the vocabulary's product, the greedy choice -----------------
+
+def _decoder_layer(r: np.random.Generator, h: int, f: int) -> K.DecoderLayer:
+    """Read-only weights at a trained model's scale, as _encoder_layer's."""
+    def w(*shape: int) -> np.ndarray:
+        return _frozen((r.standard_normal(shape) * 0.05).astype(np.float32))
+
+    def gamma(n: int) -> np.ndarray:
+        return _frozen((1 + 0.1 * r.standard_normal(n)).astype(np.float32))
+
+    return K.DecoderLayer(ln1_g=gamma(h), ln1_b=w(h), wqkv=w(3 * h, h), bqkv=w(3 * h), wo=w(h, h), bo=w(h),
+                          lnx_g=gamma(h), lnx_b=w(h), wxq=w(h, h), bxq=w(h), wxo=w(h, h), bxo=w(h), ln2_g=gamma(h),
+                          ln2_b=w(h), wi=w(f, h), bi=w(f), wo2=w(h, f), bo2=w(h))
+
+
+# (hidden, heads, ffn, encoder rows, steps: new rows per call): one row and one key; widths off the vectors and the
+# panels; Whisper tiny's layer (384 wide, 6 heads, 1500 encoder rows) with its 2-token prompt then single steps.
+_DECODER = [(8, 2, 12, 1, (1, 1)), (12, 3, 20, 7, (2, 1, 3)), (20, 4, 28, 13, (3, 1)), (384, 6, 1536, 1500, (2, 1, 1))]
+
+
+@case
+def wasm_decoder_layers() -> None:
+    # Two layers per call against decoder_layer_ref layer by layer, the caches carried across calls. Tolerance: the
+    # rows are O(1) residual sums; each product errs by at most K u sum|a||b| (K <= 1536: ~1e-4 of its scale) and the
+    # kernel's float32 attention differs from the float64 reference's by rounding: atol 2e-4 on values and caches.
+    r = rng(31)
+    for h, heads, f, enc, steps in _DECODER:
+        layers = [_decoder_layer(r, h, f) for _ in range(2)]
+        cross = [(_frozen(r.standard_normal((enc, h)).astype(np.float32)),
+                  _frozen(r.standard_normal((enc, h)).astype(np.float32))) for _ in layers]
+        rows = sum(steps)
+        kc, vc, kr, vr = (np.zeros((2, rows + 1, h), np.float32) for _ in range(4))
+        start = 0
+        for t in steps:
+            x = r.standard_normal((t, h)).astype(np.float32)
+            want = x
+            for i, layer in enumerate(layers):
+                want = K.decoder_layer_ref(want, layer, kr[i], vr[i], start, *cross[i], num_heads=heads, eps=1e-5)
+            got = x.copy()
+            W.ENGINE.decoder_layers(got, start, layers, list(kc), list(vc), cross, num_heads=heads, eps=1e-5,
+                                    threads=THREADS)
+            what = f"decoder layers h{h} heads{heads} f{f} enc{enc}: {t} at {start}"
+            close(got, want, atol=2e-4, what=what)
+            close(kc[:, :start + t], kr[:, :start + t], atol=2e-4, what=what + " (keys)")
+            close(vc[:, :start + t], vr[:, :start + t], atol=2e-4, what=what + " (values)")
+            assert not kc[:, start + t:].any(), f"{what}: rows past the new ones written"
+            start += t
+
+
+@case
+def wasm_decoder_layers_reject_what_does_not_fit() -> None:
+    r = rng(32)
+    layer = _decoder_layer(r, 16, 24)
+    cross = [(_frozen(np.zeros((5, 16), np.float32)), _frozen(np.zeros((5, 16), np.float32)))]
+    room, small = np.zeros((3, 16), np.float32), np.zeros((1, 16), np.float32)
+    x = r.standard_normal((2, 16)).astype(np.float32)
+    for args, heads in (((x, 0, [layer], [small], [small], cross), 4), ((x, 0, [layer], [room], [room], cross), 3),
+                        ((x[:, :12].copy(), 0, [layer], [room], [room], cross), 4),
+                        ((x, 0, [layer, layer], [room], [room], cross), 4)):
+        try:
+            W.ENGINE.decoder_layers(*args, num_heads=heads, eps=1e-5)
+        except ValueError as exc:
+            assert "do not fit" in str(exc), exc
+        else:
+            raise AssertionError(f"decoder_layers took {[getattr(a, 'shape', a) for a in args]} with {heads} heads")
+    writable = dataclasses.replace(layer, wi=np.array(layer.wi))
+    try:
+        W.ENGINE.decoder_layers(x, 0, [writable], [room], [room], cross, num_heads=4, eps=1e-5)
+    except ValueError as exc:
+        assert "read-only" in str(exc), exc
+    else:
+        raise AssertionError("decoder_layers packed a writable weight")
+
+
+@case
+def wasm_matmul_threads() -> None:
+    # A few rows against a large read-only weight, its column panels shared over the threads: Higham's bound, as
+    # matmul's. Shapes: one of everything; off the panels; a 7-row block; a vocabulary-sized weight's 2 rows.
+    r = rng(33)
+    for m, k, n in ((1, 1, 1), (1, 7, 9), (7, 33, 70), (2, 384, 5001)):
+        a, w, bias = _uniform(r, (m, k)), _frozen(_uniform(r, (n, k))), _frozen(_uniform(r, (n,)))
+        for b in (None, bias):
+            got = W.ENGINE.matmul_threads(a, w, b, threads=THREADS)
+            bound = 2 * (k + 1) * U * (np.abs(a) @ np.abs(w.T) + (0 if b is None else np.abs(b))) + 1e-30
+            close(got, K.matmul_ref(a, w, b, transpose_b=True), atol=bound, what=f"matmul_threads {m}x{k}x{n}")
+
+
+@case
+def wasm_greedy() -> None:
+    # The token is the reference's (the first of equals); its log-probability within 1e-5 (float32 exp, ~1 ulp,
+    # summed in double). NaN, +inf and an all -inf row are the reference's to decide: the kernel says None.
+    r = rng(34)
+    for n in (1, 7, 51864):
+        z = (r.standard_normal(n) * 4).astype(np.float32)
+        bias = np.zeros(n, np.float32)
+        bias[r.integers(0, n, n // 3)] = -np.inf
+        bias[int(np.argmax(z))] = -np.inf if n > 1 else 0.0   # the largest logit suppressed
+        for b in (None, _frozen(bias)):
+            tok, logprob = W.ENGINE.greedy(z, b)
+            want_tok, want_lp = K.greedy_ref(z, b)
+            assert tok == want_tok and abs(logprob - want_lp) <= 1e-5, (n, tok, want_tok, logprob, want_lp)
+    ties = np.array([1.0, 3.0, 3.0, -2.0], np.float32)
+    assert W.ENGINE.greedy(ties)[0] == 1 == K.greedy_ref(ties)[0]
+    for bad in ([0.0, np.nan, 1.0], [0.0, np.inf], [-np.inf, -np.inf]):
+        assert W.ENGINE.greedy(np.array(bad, np.float32)) is None, bad
+    assert H.greedy(np.array([0.0, np.nan], np.float32))[0] == K.greedy_ref(np.array([0.0, np.nan], np.float32))[0]
+
+
 # -- the module itself ------------------------------------------------------------------------------
 
 @case

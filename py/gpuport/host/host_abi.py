@@ -16,7 +16,7 @@ import re
 import sys
 from dataclasses import dataclass
 
-ABI = 4  # what gp_abi() returns: bumped whenever a row below changes; a build with another is refused
+ABI = 6  # what gp_abi() returns: bumped whenever a row below changes; a build with another is refused
 
 HEADER = "hostkernels/abi.h"
 REGENERATE = f"python3 py/gpuport/host/host_abi.py > {HEADER}"
@@ -142,6 +142,20 @@ EXPORTS: tuple[Export, ...] = (
             "const uint8_t *wo, const float *ffn_norm, const uint8_t *w_gate, const uint8_t *w_up, "
             "const uint8_t *w_down, int kind, float *k_cache, float *v_cache, float *scratch, int threads",
             "One llama block on x (T, dim) at positions start.. in place, its keys/values written to the caches."),
+    _export("void", "gp_matmul_threads",
+            "const float *a, int M, int K, const float *packed, int N, float *c, int ldc, int threads",
+            "C (M x N, rows ldc apart) = A (M x K) @ packed B (+ bias), its column panels shared over `threads`."),
+    _export("int", "gp_decoder_scratch", "int T, int S, int H, int F, int threads",
+            "Floats of scratch gp_decoder_layer needs for T new positions and at most S keys on `threads` threads."),
+    _export("void", "gp_decoder_layer",
+            "float *x, int T, int start, int H, int heads, int F, int S_enc, float eps, const float *ln1_g, "
+            "const float *ln1_b, const float *wqkv, const float *wo, const float *lnx_g, const float *lnx_b, "
+            "const float *wxq, const float *xk, const float *xv, const float *wxo, const float *ln2_g, "
+            "const float *ln2_b, const float *wi, const float *wo2, float *k_cache, float *v_cache, float *scratch, "
+            "int threads",
+            "One pre-norm decoder layer (self-attention on the caches, cross-attention, GELU FFN) on x (T, H) in place."),
+    _export("int", "gp_greedy", "const float *logits, const float *bias, int n, float *sumexp",
+            "The argmax of logits + bias (-1: a NaN, +inf or nothing finite) and the sum of e^(z - max) at *sumexp."),
 )
 
 _PREAMBLE = f"""\

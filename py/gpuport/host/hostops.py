@@ -39,8 +39,10 @@ from . import native_kernels, wasm_kernels, wasm_threads
 from .references import (
     LOG_MEL_FLOOR,
     LOG_MEL_RANGE,
+    DecoderLayer,
     EncoderLayer,
     conv1d_out_len,
+    greedy_ref,
     hann_window,
     l2_normalize_ref,
     layer_norm_ref,
@@ -246,7 +248,7 @@ def _native_takes(op: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> boo
 
 
 # Calls per op and engine since import (what hostops.calls() reports): where host work really ran.
-_CALLS: dict[str, dict[str, int]] = {op: {} for op in (*NUMPY, "encoder_layer")}
+_CALLS: dict[str, dict[str, int]] = {op: {} for op in (*NUMPY, "encoder_layer", "decoder_layers", "greedy")}
 
 
 def _via(op: str, engine: SimdKernels, takes: Callable[[str, tuple[Any, ...], dict[str, Any]], bool]
@@ -441,6 +443,74 @@ def encoder_layer(x: np.ndarray, layer: EncoderLayer, mask: np.ndarray | None = 
     o = matmul(gelu(matmul(x, layer.wi, layer.bi, transpose_b=True)), layer.wo2, layer.bo2, transpose_b=True)
     o += x
     return layer_norm(o, layer.ln2_g, layer.ln2_b, eps=eps).reshape(batch, seq, h)
+
+
+def decoder_layers(x: np.ndarray, start: int, layers_: list[DecoderLayer], k_caches: list[np.ndarray],
+                   v_caches: list[np.ndarray], cross: list[tuple[np.ndarray, np.ndarray]], *, num_heads: int,
+                   eps: float) -> np.ndarray:
+    """x (T, H) at positions start.. through pre-norm decoder layers in turn (references.DecoderLayer; reference:
+    decoder_layer_ref), layer i's keys and values written to rows start.. of k_caches[i], v_caches[i], its
+    cross-attention over cross[i] = (keys, values): one SIMD kernel call per layer on layers()'s threads where they
+    are linked (a decode step's ~15 ops a layer cost more in Python than their arithmetic, and one row's products
+    split by columns over the threads), else op by op. A fused result that is not finite is redone op by op."""
+    tally, chosen = _CALLS["decoder_layers"], layers()
+    if chosen is not None and eps >= 1e-12 and all(immutable(w) for L in layers_ for w in (L.wqkv, L.wi, L.wo2)):
+        engine, threads = chosen
+        out = np.array(x, dtype=np.float32, order="C")
+        with np.errstate(over="ignore", invalid="ignore"):
+            engine.decoder_layers(out, start, layers_, k_caches, v_caches, cross, num_heads=num_heads, eps=eps,
+                                  threads=threads)
+        if np.isfinite(out.sum()):
+            tally[engine.name] = tally.get(engine.name, 0) + 1
+            return out
+        for cache in (*k_caches, *v_caches):   # rewritten below: a copy of them elsewhere is stale
+            engine.rows_changed(cache)
+    tally["ops"] = tally.get("ops", 0) + 1
+    t, h = x.shape
+    x = np.array(x, dtype=np.float32)
+    for L, kc, vc, (xk, xv) in zip(layers_, k_caches, v_caches, cross):
+        qkv = matmul(layer_norm(x, L.ln1_g, L.ln1_b, eps=eps), L.wqkv, L.bqkv, transpose_b=True)
+        kc[start:start + t], vc[start:start + t] = qkv[:, h:2 * h], qkv[:, 2 * h:]
+        causal = np.triu(np.full((t, start + t), -np.inf, np.float32), start + 1) if t > 1 else None
+        a = _causal_attention(qkv[:, :h], kc[:start + t], vc[:start + t], causal, num_heads)
+        x += matmul(a, L.wo, L.bo, transpose_b=True)
+        q = matmul(layer_norm(x, L.lnx_g, L.lnx_b, eps=eps), L.wxq, L.bxq, transpose_b=True)
+        x += matmul(attention(q[None], xk[None], xv[None], num_heads=num_heads)[0], L.wxo, L.bxo, transpose_b=True)
+        f = gelu(matmul(layer_norm(x, L.ln2_g, L.ln2_b, eps=eps), L.wi, L.bi, transpose_b=True))
+        x += matmul(f, L.wo2, L.bo2, transpose_b=True)
+    return x
+
+
+def _causal_attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, causal: np.ndarray | None,
+                      num_heads: int) -> np.ndarray:
+    """q (T, H) over keys and values (S, H), row t seeing the keys up to S - T + t (causal: that additive (T, S)
+    mask, or None for one row): per row, attention with the mask's row as its key mask."""
+    if causal is None:
+        return attention(q[None], k[None], v[None], num_heads=num_heads)[0]
+    return np.concatenate([attention(q[None, i:i + 1], k[None], v[None], causal[i:i + 1], num_heads=num_heads)[0]
+                           for i in range(q.shape[0])])
+
+
+def greedy(logits: np.ndarray, bias: np.ndarray | None = None) -> tuple[int, float]:
+    """The greedy choice over `logits` (n,) plus an additive `bias` (0 or -inf: suppressed tokens): the index of the
+    largest and its log-probability (references.greedy_ref), in one pass of the SIMD kernels where they are linked
+    (a decoder's vocabulary is tens of thousands of logits, every token); the reference for NaNs and infinities."""
+    engine, tally = _linked(), _CALLS["greedy"]
+    found = engine.greedy(logits, bias) if engine is not None else None
+    name = "numpy" if found is None else engine.name   # type: ignore[union-attr]
+    tally[name] = tally.get(name, 0) + 1
+    return greedy_ref(logits, bias) if found is None else found
+
+
+def project(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """x (M, K) @ w^T for a large read-only weight w (N, K) (a decoder's vocabulary) and few rows: split by the
+    weight's columns over layers()'s threads, each streaming its share; matmul where that cannot run."""
+    chosen = layers()
+    if chosen is None or not immutable(w) or x.ndim != 2:
+        return matmul(x, w, transpose_b=True)
+    engine, threads = chosen
+    ran("project", engine.name)
+    return engine.matmul_threads(x, w, threads=threads)
 
 
 def ran(op: str, engine: str) -> None:

@@ -244,6 +244,60 @@ def encoder_layer_ref(x: np.ndarray, layer: EncoderLayer, mask: np.ndarray | Non
                           eps=eps)
 
 
+@dataclass(frozen=True)
+class DecoderLayer:
+    """One pre-norm transformer decoder layer's weights (Whisper's), host arrays in PyTorch's (out, in) layout, Q, K
+    and V of the self-attention stacked into one (3H, H) weight (a missing K bias is zeros): the unit a decode step
+    runs in one kernel call (hostops.decoder_layers). Read-only arrays let the SIMD kernels pack each weight once."""
+
+    ln1_g: np.ndarray
+    ln1_b: np.ndarray
+    wqkv: np.ndarray
+    bqkv: np.ndarray
+    wo: np.ndarray
+    bo: np.ndarray
+    lnx_g: np.ndarray
+    lnx_b: np.ndarray
+    wxq: np.ndarray
+    bxq: np.ndarray
+    wxo: np.ndarray
+    bxo: np.ndarray
+    ln2_g: np.ndarray
+    ln2_b: np.ndarray
+    wi: np.ndarray
+    bi: np.ndarray
+    wo2: np.ndarray
+    bo2: np.ndarray
+
+
+def decoder_layer_ref(x: np.ndarray, layer: DecoderLayer, k_cache: np.ndarray, v_cache: np.ndarray, start: int,
+                      xk: np.ndarray, xv: np.ndarray, *, num_heads: int, eps: float) -> np.ndarray:
+    """x (T, H) at positions start.. through one decoder layer (see DecoderLayer), composed of the single ops'
+    references: its keys and values written to rows start.. of k_cache, v_cache (capacity, H); the causal
+    self-attention reads rows up to each position, the cross-attention every row of xk, xv (S_enc, H)."""
+    t, h = x.shape
+    y = layer_norm_ref(x, layer.ln1_g, layer.ln1_b, eps=eps)
+    qkv = matmul_ref(y, layer.wqkv, layer.bqkv, transpose_b=True)
+    k_cache[start:start + t], v_cache[start:start + t] = qkv[:, h:2 * h], qkv[:, 2 * h:]
+    a = kv_attention_ref(qkv[:, :h], k_cache, v_cache, start=start, num_heads=num_heads, num_kv_heads=num_heads)
+    x = add_ref(x, matmul_ref(a, layer.wo, layer.bo, transpose_b=True))
+    q = matmul_ref(layer_norm_ref(x, layer.lnx_g, layer.lnx_b, eps=eps), layer.wxq, layer.bxq, transpose_b=True)
+    a = attention_ref(q[None], xk[None], xv[None], num_heads=num_heads)[0]
+    x = add_ref(x, matmul_ref(a, layer.wxo, layer.bxo, transpose_b=True))
+    f = gelu_ref(matmul_ref(layer_norm_ref(x, layer.ln2_g, layer.ln2_b, eps=eps), layer.wi, layer.bi,
+                            transpose_b=True))
+    return add_ref(x, matmul_ref(f, layer.wo2, layer.bo2, transpose_b=True))
+
+
+def greedy_ref(logits: np.ndarray, bias: np.ndarray | None = None) -> tuple[int, float]:
+    """The greedy choice over `logits` (n,) plus an additive `bias` (0 or -inf for suppressed tokens): the index of
+    the largest (the first of equals) and its log-probability, in float64."""
+    z = np.asarray(logits, np.float64) + (0.0 if bias is None else np.asarray(bias, np.float64))
+    tok = int(np.argmax(z))
+    m = float(np.max(z))
+    return tok, float(z[tok] - m - np.log(np.sum(np.exp(z - m))))
+
+
 # --- the llama ops' references (float64, rounded once: the oracle the f32 kernels are bounded against) ----------
 
 def rms_norm_ref(x: np.ndarray, weight: np.ndarray, *, eps: float) -> np.ndarray:

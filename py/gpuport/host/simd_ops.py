@@ -124,6 +124,17 @@ class _EncoderPrep:
     ffn: int
 
 
+@dataclass(frozen=True)
+class _DecoderPrep:
+    """What decoder_layers learns of a layer on its first call: its packed weights (held) and norms' addresses."""
+
+    ref: weakref.ref
+    packed: tuple["_Packed", ...]   # wqkv, wo, wxq, wxo, wi, wo2
+    norms: tuple[np.ndarray, ...]   # ln1 g/b, lnx g/b, ln2 g/b
+    kept: tuple[int, ...] | None
+    ffn: int
+
+
 @dataclass
 class _Packed:
     buffer: Any   # what keeps the panels' memory (a NumPy buffer, or a block of the pool's)
@@ -144,6 +155,7 @@ class SimdKernels:
         self.packs = 0
         self.calls: Counter[str] = Counter()   # calls per kernel (matmul, encoder_layer, ...): what ran on this engine
         self._layers: dict[tuple[int, int, int], _EncoderPrep] = {}   # per EncoderLayer (id, width, heads): checked once
+        self._decoders: dict[tuple[int, int, int], _DecoderPrep] = {}   # per DecoderLayer (id, width, heads): once
         # Per thread: natively ctypes drops the GIL during a kernel, so two threads may be in one at once.
         self._local = threading.local()
         self.ops: dict[str, Callable[..., np.ndarray]] = {
@@ -238,6 +250,7 @@ class SimdKernels:
         """Forget every packed weight."""
         self.packed.clear()
         self._layers.clear()
+        self._decoders.clear()
 
     # -- ops ----------------------------------------------------------------------------------------
 
@@ -393,6 +406,91 @@ class SimdKernels:
         key, layers = (id(layer), h, num_heads), self._layers
         layers[key] = _EncoderPrep(weakref.ref(layer, lambda _r: layers.pop(key, None)), tuple(packed), norms, kept, f)  # type: ignore[arg-type]
         return layers[key]
+
+    def decoder_layers(self, x: np.ndarray, start: int, layers: Sequence[K.DecoderLayer], k_caches: Sequence[np.ndarray],
+                       v_caches: Sequence[np.ndarray], cross: Sequence[tuple[np.ndarray, np.ndarray]], *, num_heads: int,
+                       eps: float, threads: int = 1) -> None:
+        """Pre-norm decoder layers (references.decoder_layer_ref) in turn on x (T, H) at positions start.. in place, one
+        kernel call each: layer i's keys and values go to rows start.. of k_caches[i], v_caches[i] ((rows, H)
+        float32), its cross-attention reads cross[i] = (keys, values) (S_enc, H) float32, which must not change while
+        they live (an engine that copies them keeps its copy). Every weight must be read-only (packed once)."""
+        lib, t = self._need("decoder_layers"), x.shape[0] if x.ndim == 2 else 0
+        h = x.shape[-1]
+        preps = [self._decoder_prep(layer, h, num_heads) for layer in layers]
+        s_enc = {k.shape[0] for k, _ in cross}
+        if not (t and len(preps) == len(k_caches) == len(v_caches) == len(cross) and x.dtype == np.float32
+                and x.flags.c_contiguous and len(s_enc) == 1
+                and all(a.dtype == np.float32 and a.flags.c_contiguous and a.ndim == 2 and a.shape[1] == h
+                        for pair in cross for a in pair)
+                and all(c.dtype == np.float32 and c.flags.c_contiguous and c.ndim == 2 and c.shape[0] >= start + t
+                        and c.shape[1] == h for c in (*k_caches, *v_caches))):
+            raise ValueError(f"decoder_layers: x {x.shape} {x.dtype} at {start}, caches "
+                             f"{sorted({c.shape for c in (*k_caches, *v_caches)})}, cross "
+                             f"{sorted({a.shape for pair in cross for a in pair})} do not fit {len(preps)} layers")
+        threads, enc = max(1, int(threads)), s_enc.pop()
+        scratch = self._scratch(max(int(lib.gp_decoder_scratch(t, max(start + t, enc), h, p.ffn, threads))
+                                    for p in preps))
+        at = self._io(x)
+        for p, kc, vc, (xk, xv) in zip(preps, k_caches, v_caches, cross):
+            ln1_g, ln1_b, lnx_g, lnx_b, ln2_g, ln2_b = p.kept or [self._at(v) for v in p.norms]
+            wqkv, wo, wxq, wxo, wi, wo2 = (q.address for q in p.packed)
+            lib.gp_decoder_layer(at, t, start, h, num_heads, p.ffn, enc, float(eps), ln1_g, ln1_b, wqkv, wo, lnx_g,
+                                 lnx_b, wxq, self._kept(xk), self._kept(xv), wxo, ln2_g, ln2_b, wi, wo2,
+                                 self._rows(kc, start, t), self._rows(vc, start, t), scratch, threads)
+        self._done()
+
+    def _decoder_prep(self, layer: K.DecoderLayer, h: int, num_heads: int) -> _DecoderPrep:
+        """Check a decoder layer against x's width once, pack its weights and keep its norms."""
+        key, decoders = (id(layer), h, num_heads), self._decoders
+        hit = decoders.get(key)
+        if hit is not None and hit.ref() is layer:
+            return hit
+        f = layer.wi.shape[0]
+        shapes = {"wqkv": (3 * h, h), "wo": (h, h), "wxq": (h, h), "wxo": (h, h), "wi": (f, h), "wo2": (h, f)}
+        wrong = [f"{n} {getattr(layer, n).shape}" for n, shape in shapes.items() if getattr(layer, n).shape != shape]
+        if h % max(num_heads, 1) or num_heads < 1 or wrong:
+            raise ValueError(f"decoder_layers: x width {h} and {num_heads} heads do not fit {', '.join(wrong) or 'the heads'}")
+        pairs = [(getattr(layer, w), getattr(layer, b)) for w, b in
+                 (("wqkv", "bqkv"), ("wo", "bo"), ("wxq", "bxq"), ("wxo", "bxo"), ("wi", "bi"), ("wo2", "bo2"))]
+        packed = [self._cached_pack(w, b, w.shape[1], w.shape[0], True) for w, b in pairs]
+        if any(p is None for p in packed):
+            raise ValueError("decoder_layers: the weights must be read-only float32 (they are packed once)")
+        norms = tuple(_f32(getattr(layer, n)) for n in ("ln1_g", "ln1_b", "lnx_g", "lnx_b", "ln2_g", "ln2_b"))
+        kept = tuple(self._kept(v) for v in norms) if all(immutable(v) for v in norms) else None
+        decoders[key] = _DecoderPrep(weakref.ref(layer, lambda _r: decoders.pop(key, None)), tuple(packed), norms,  # type: ignore[arg-type]
+                                     kept, f)
+        return decoders[key]
+
+    def matmul_threads(self, a: np.ndarray, w: np.ndarray, bias: np.ndarray | None = None, *,
+                       threads: int = 1) -> np.ndarray:
+        """a (M, K) @ w^T + bias for a read-only weight w (N, K) (packed once), its column panels shared over
+        `threads` threads: a few rows against a large weight (a decoder's vocabulary), each thread streaming its
+        share of it."""
+        lib = self._need("matmul_threads")
+        a32 = _f32(a)
+        n, k = w.shape
+        packed = self._cached_pack(w, None if bias is None else _f32(bias), k, n, True)
+        if a32.ndim != 2 or a32.shape[1] != k or packed is None:
+            raise ValueError(f"matmul_threads: a {a32.shape} by a weight {w.shape} (read-only float32, "
+                             f"writeable={w.flags.writeable})")
+        out = np.empty((a32.shape[0], n), np.float32)
+        lib.gp_matmul_threads(self._at(a32), a32.shape[0], k, packed.address, n, self._out(out), n, max(1, int(threads)))
+        self._done()
+        return out
+
+    def greedy(self, logits: np.ndarray, bias: np.ndarray | None = None) -> tuple[int, float] | None:
+        """references.greedy_ref in one pass over the logits: (token, log-probability), or None where a logit is NaN
+        or +inf or none is finite (the reference decides those)."""
+        lib = self._need("greedy")
+        z = _f32(logits)
+        b = None if bias is None else _f32(bias)
+        if z.ndim != 1 or (b is not None and b.shape != z.shape) or not z.size:
+            raise ValueError(f"greedy: logits {z.shape}, bias {None if b is None else b.shape}")
+        sumexp = np.empty(1, np.float32)
+        tok = int(lib.gp_greedy(self._at(z), 0 if b is None else self._kept(b) if immutable(b) else self._at(b),
+                                z.size, self._out(sumexp)))
+        self._done()
+        return None if tok < 0 else (tok, -math.log(float(sumexp[0])))
 
     def q_matmul(self, x: np.ndarray, raw: np.ndarray, kind: str, shape: tuple[int, int], *, threads: int = 1
                  ) -> np.ndarray:

@@ -40,6 +40,7 @@ from ..formats.ctranslate2 import ModelBinFile
 from ..host import hostops
 from ..loading.loader import ProgressiveModelLoader
 from ..platform import sync_wait
+from ..host.references import DecoderLayer
 from ..tensor.tensor import Tensor
 from ..types import DEVICE, HOST, Decision
 from . import audio
@@ -183,6 +184,7 @@ class Whisper:
         self.filters = rt.tensor(audio.mel_filters(n_mels=cfg.n_mels))
         self.load_stats: dict = {}
         self._host: dict[str, Any] | None = None   # the decoder's weights as host arrays (made by _host_decoder)
+        self._bias = self._suppression(cfg.vocab)
 
         def up(component: str, key: str, arr: np.ndarray) -> Tensor:
             t = rt.tensor(np.ascontiguousarray(arr, dtype=np.float32))
@@ -208,6 +210,19 @@ class Whisper:
         self.dec_ln = (up("decoder", "decoder/layer_norm/gamma", get("decoder/layer_norm/gamma")),
                        up("decoder", "decoder/layer_norm/beta", get("decoder/layer_norm/beta")))
         self.dec_layers = [self._layer(up, get, "decoder", i, w) for i in range(cfg.decoder_layers)]
+
+    def _suppression(self, vocab: int) -> tuple[np.ndarray, np.ndarray]:
+        """The greedy step's additive biases over the logits (-inf where a token is suppressed): (later steps, the
+        first step, which also suppresses blank and <|endoftext|>), read-only (the host kernels keep them)."""
+        v = self.vocab
+        if max(v.suppress.max(initial=0), v.suppress_begin.max(initial=0)) >= vocab:
+            raise LoadError(f"config.json: a suppressed token id is beyond the model's {vocab} tokens")
+        later = np.zeros(vocab, np.float32)
+        later[v.suppress] = -np.inf
+        first = later.copy()
+        first[v.suppress_begin] = -np.inf
+        later.flags.writeable = first.flags.writeable = False
+        return later, first
 
     @staticmethod
     def _config(weights: Mapping[str, np.ndarray]) -> WhisperConfig:
@@ -318,41 +333,34 @@ class Whisper:
         return ops.matmul(x, self.embedding, transpose_b=True)
 
     def _host_decoder(self) -> dict[str, Any]:
-        """The decoder's weights as host arrays, Q, K and V stacked into one weight (made once)."""
+        """The decoder's weights as read-only host arrays (so the SIMD kernels pack each once), each layer a
+        references.DecoderLayer with Q, K and V stacked into one weight (made once)."""
         if self._host is None:
-            layers = [{n: getattr(L, n).known_values() for n in _Layer.__slots__} for L in self.dec_layers]
-            for L in layers:
-                L["wqkv"] = np.concatenate([L.pop("wq"), L.pop("wk"), L.pop("wv")])
-                L["bqkv"] = np.concatenate([L.pop("bq"), L.pop("bk"), L.pop("bv")])
+            layers = []
+            for L in self.dec_layers:
+                v = {n: getattr(L, n).known_values() for n in _Layer.__slots__}
+                wqkv, bqkv = np.concatenate([v["wq"], v["wk"], v["wv"]]), np.concatenate([v["bq"], v["bk"], v["bv"]])
+                wqkv.flags.writeable = bqkv.flags.writeable = False
+                layers.append(DecoderLayer(v["ln1_g"], v["ln1_b"], wqkv, bqkv, v["wo"], v["bo"], v["lnx_g"], v["lnx_b"],
+                                           v["xq"], v["xbq"], v["xo"], v["xbo"], v["ln2_g"], v["ln2_b"], v["w1"],
+                                           v["b1"], v["w2"], v["b2"]))
             self._host = {"emb": self.embedding.known_values(), "pos": self.dec_pos.known_values(),
                           "ln": [t.known_values() for t in self.dec_ln], "layers": layers}
         return self._host
 
-    def step_host(self, tok: int, cache: HostRowCache, cross: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
-        """`decode([tok])` on host arrays with the host kernels, fused (one QKV product, residuals in place, no
-        runtime bookkeeping per op: a step is ~60 small ops): the logits (vocab,). `cross`: each layer's
-        cross-attention keys and values as (audio_ctx, width) arrays."""
+    def step_host(self, ids: Sequence[int], cache: HostRowCache, cross: list[tuple[np.ndarray, np.ndarray]]
+                  ) -> np.ndarray:
+        """`decode(ids)` on host arrays, fused: the decoder's layers in one host kernel call each (hostops.
+        decoder_layers: a step is ~60 small ops otherwise), the vocabulary's product split over the host's threads.
+        The logits (len(ids), vocab). `cross`: each layer's cross-attention keys and values, (audio_ctx, width)."""
         t0 = time.perf_counter()
-        H, cfg, pos = self._host_decoder(), self.config, cache.length
-        w, heads = cfg.width, cfg.heads
-        cache.reserve(1)
-        x = (H["emb"][tok] + H["pos"][pos])[None, :]
-        for i, L in enumerate(H["layers"]):
-            qkv = hostops.matmul(hostops.layer_norm(x, L["ln1_g"], L["ln1_b"], eps=EPS), L["wqkv"], L["bqkv"],
-                                 transpose_b=True)
-            cache.k[i, pos], cache.v[i, pos] = qkv[0, w:2 * w], qkv[0, 2 * w:]
-            a = hostops.attention(qkv[None, :, :w], cache.k[None, i, :pos + 1], cache.v[None, i, :pos + 1],
-                                  num_heads=heads)
-            x += hostops.matmul(a[0], L["wo"], L["bo"], transpose_b=True)
-            q = hostops.matmul(hostops.layer_norm(x, L["lnx_g"], L["lnx_b"], eps=EPS), L["xq"], L["xbq"],
-                               transpose_b=True)
-            a = hostops.attention(q[None], cross[i][0][None], cross[i][1][None], num_heads=heads)
-            x += hostops.matmul(a[0], L["xo"], L["xbo"], transpose_b=True)
-            f = hostops.gelu(hostops.matmul(hostops.layer_norm(x, L["ln2_g"], L["ln2_b"], eps=EPS), L["w1"], L["b1"],
-                                            transpose_b=True))
-            x += hostops.matmul(f, L["w2"], L["b2"], transpose_b=True)
-        cache.length += 1
-        logits = hostops.matmul(hostops.layer_norm(x, *H["ln"], eps=EPS), H["emb"], transpose_b=True)[0]
+        H, cfg, pos, t = self._host_decoder(), self.config, cache.length, len(ids)
+        cache.reserve(t)
+        x = H["emb"][list(ids)] + H["pos"][pos:pos + t]
+        x = hostops.decoder_layers(x, pos, H["layers"], list(cache.k), list(cache.v), cross, num_heads=cfg.heads,
+                                   eps=EPS)
+        cache.length += t
+        logits = hostops.project(hostops.layer_norm(x, *H["ln"], eps=EPS), H["emb"])
         self.rt.placement.ran("whisper.decode", Decision(HOST, "native" if self.rt.device.is_host else "cpu",
                                                          "fused host step"), t0)
         return logits
@@ -390,7 +398,8 @@ class Whisper:
         try:
             with self._pinned(side):
                 t0 = time.perf_counter()
-                logits = await self.decode(prompt, cache, cross).read()
+                logits = (self.step_host(prompt, cache, host_cross) if host_cross is not None
+                          else await self.decode(prompt, cache, cross).read())
                 rt.placement.learn_whole("whisper.decode", decoder_ops(cfg, len(prompt), 0), side,
                                          time.perf_counter() - t0)
                 no_speech = float(_softmax(logits[0])[v.ids["no_speech"]])
@@ -398,12 +407,8 @@ class Whisper:
                 tokens: list[int] = []
                 total = 0.0
                 for step in range(min(cfg.text_ctx // 2, cfg.text_ctx - len(prompt))):
-                    last = last.astype(np.float64)
-                    last[v.suppress] = -np.inf
-                    if step == 0:
-                        last[v.suppress_begin] = -np.inf
-                    tok = int(np.argmax(last))
-                    total += float(last[tok] - _logsumexp(last))
+                    tok, logprob = hostops.greedy(last, self._bias[step == 0])
+                    total += logprob
                     if tok == v.ids["eot"]:
                         break
                     tokens.append(tok)
@@ -411,7 +416,7 @@ class Whisper:
                         break
                     t0 = time.perf_counter()
                     if host_cross is not None:
-                        last = self.step_host(tok, cache, host_cross)
+                        last = self.step_host([tok], cache, host_cross)[-1]
                     else:
                         last = (await self.decode([tok], cache, cross).read())[-1]
                     if cache.length == len(prompt) + EXPECTED_TOKENS // 2:   # one step's time, at a typical length
@@ -488,11 +493,6 @@ async def _aiter(chunks: AsyncIterable[Any] | Iterable[Any]) -> AsyncIterator[An
     else:
         for c in chunks:         # type: ignore[union-attr]
             yield c
-
-
-def _logsumexp(x: np.ndarray) -> float:
-    m = float(np.max(x))
-    return m + float(np.log(np.sum(np.exp(x - m))))
 
 
 def _softmax(x: np.ndarray) -> np.ndarray:
