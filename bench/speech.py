@@ -21,7 +21,7 @@ are seconds apart, so the machine's drift cancels; > 1 means gpuport is faster).
 checked against faster-whisper's at 1 thread, segment by segment; a mismatch is printed, carried in the JSON, and
 makes the exit status 1. Also: gpuport's own stage split (r.timings: features, windows), model load times, and
 one profiled call per gpuport system (rt.profile(): per op, split into features / encoder / cross-attention K,V
-/ decoder, and the Python between them: the greedy loop's argmax and log-softmax over the vocabulary).
+/ decoder (the fused host steps timed as wholes), and the Python between them: the greedy choice and the loop).
 
 The webgpu backend (wgpu-py on lavapipe: a software Vulkan adapter on the CPU, not a GPU) transcribes ONE clip
 (--webgpu-clip, default short) once, without a warm-up (any first-use pipeline compilation included): it shows
@@ -63,7 +63,7 @@ QUICK_CLIPS = ("short", "fox")
 FW = "faster-whisper"
 NO_PAGE_PEER = ("page: no Whisper peer is available offline (transformers.js's Whisper needs ONNX weights this "
                 "machine does not hold): native only")
-PY_STAGE = "python (greedy loop)"   # between the ops: suppression, argmax, log-softmax over the vocabulary
+PY_STAGE = "python (between stages)"   # the greedy choice (hostops.greedy) and the loop around the steps
 WEBGPU_LABEL = "gpuport webgpu (wgpu-py on lavapipe: a software Vulkan adapter on the CPU)"
 
 
@@ -168,6 +168,12 @@ def worker(kind: str, backend: str) -> int:
     return 0
 
 
+# the model's stages, wrapped for a profiled call: decode runs op by op (the device), step_host a whole step per
+# kernel call (the host: its time is the stage's, with no op records under it)
+DECODE = ("decode", "step_host")
+WRAPPED = ("encode", "cross_kv", *DECODE)
+
+
 def _profile(rt: Any, asr: Any, loop: Any, pcm: Any) -> dict[str, Any]:
     """One transcription under rt.profile(), each op call given the stage it ran in: the model's encode, cross_kv
     and decode are wrapped on the instance for this call (on the cpu backend ops run eagerly, so a stage's wall time
@@ -182,13 +188,13 @@ def _profile(rt: Any, asr: Any, loop: Any, pcm: Any) -> dict[str, Any]:
             ops = prof_box[0].ops
             i0, t = len(ops), time.perf_counter()
             out = original(*args, **kwargs)
-            stage = ("decoder (prompt)" if len(args[0]) > 1 else "decoder (steps)") if name == "decode" else \
+            stage = ("decoder (prompt)" if len(args[0]) > 1 else "decoder (steps)") if name in DECODE else \
                 {"encode": "encoder", "cross_kv": "cross K,V"}[name]
             spans.append((stage, i0, len(ops), time.perf_counter() - t))
             return out
         return timed
 
-    for name in ("encode", "cross_kv", "decode"):
+    for name in WRAPPED:
         setattr(asr, name, wrap(name))
     try:
         with rt.profile() as prof:
@@ -197,7 +203,7 @@ def _profile(rt: Any, asr: Any, loop: Any, pcm: Any) -> dict[str, Any]:
             r = loop.run_until_complete(asr.transcribe(pcm))
             wall = time.perf_counter() - t
     finally:
-        for name in ("encode", "cross_kv", "decode"):
+        for name in WRAPPED:
             delattr(asr, name)   # the class's methods again
     stage_of: dict[int, str] = {}
     for stage, i0, i1, _ in spans:
