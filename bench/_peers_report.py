@@ -4,7 +4,7 @@ Results are `{lane: {case: {system: {"warmup_ms": float, "runs_ms": [float, ...]
 with "gpuport-" for gpuport and anything else for a peer; native names end in "-<n>t" (threads). A ratio is
 peer median / gpuport median, so >= 1.0 means gpuport is faster. In a page the peer is transformers.js at its
 best for that case (the lowest median among its devices); natively, sentence-transformers at the same number
-of threads.
+of threads. `run_ratios` turns one run's results into bench/_runs.py's entries, which combine the runs.
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ from __future__ import annotations
 import re
 import statistics
 from typing import Any, Iterable, Mapping
+
+from _runs import Entry, Key
 
 CASES = {"short": "1 sentence", "batch8": "8 sentences", "long256": "256 tokens"}
 MIN_COSINE = 0.9999
@@ -26,6 +28,10 @@ LABELS = {
 }
 
 Results = Mapping[str, Mapping[str, Mapping[str, Mapping[str, Any]]]]
+BEST_TJS = "tjs best"      # a page's peer label: transformers.js's fastest device in that case and run
+# what a ratio is, said beside the across-runs table and in the JSON
+RATIO = ("peer median / gpuport median, >= 1.0: gpuport faster, the worst run is the lowest; peer: "
+         f"'{BEST_TJS}' is transformers.js's fastest device that run, st-<n>t sentence-transformers on n threads")
 
 
 def threads(system: str) -> int | None:
@@ -82,6 +88,26 @@ def ratios(results: Results) -> dict[str, dict[str, dict[str, dict[str, Any]]]]:
                     continue
                 out.setdefault(lane, {}).setdefault(system, {})[case] = {
                     "peer": peer, "ratio": round(meds[peer] / ms, 4)}
+    return out
+
+
+def run_ratios(results: Results, pairs: Iterable[tuple[str, str]] = ()) -> dict[Key, Entry]:
+    """One run's ratios for bench/_runs.py, lane by lane and case by case: every gpuport system against its peer
+    (`peer_for`; in a page labelled BEST_TJS with the device it was that run), then each (gpuport system, named
+    peer) of `pairs` (what the targets name, e.g. ("gpuport-auto", "tjs-wasm-2t")) where both were measured."""
+    pairs = list(pairs)
+    out: dict[Key, Entry] = {}
+    for lane, cases in medians(results).items():
+        for case, meds in cases.items():
+            for system, ms in meds.items():
+                if not is_gpuport(system):
+                    continue
+                peer = peer_for(system, meds)
+                if peer is not None:
+                    label = peer if threads(system) is not None else BEST_TJS
+                    out[(lane, case, system, label)] = {"ratio": round(meds[peer] / ms, 4), "peer": peer}
+                for named in (p for s, p in pairs if s == system and p in meds):
+                    out[(lane, case, system, named)] = round(meds[named] / ms, 4)
     return out
 
 

@@ -8,11 +8,18 @@ Per browser (Chromium, Firefox), one cross-origin isolated page of the dev serve
 - a SmolLM2 decode step (median seconds per token over a greedy generation after its first token; 30 llama
   blocks and the head per step).
 Each repetition runs every configuration once, in rotated order; medians. The figures are ratios within the
-run: pool on 2 threads / pool on 1 thread (the scaling), and pool on 2 threads / the one-thread build (what the
-page's default gains). Prints the table, writes bench/results/page_threads.json and a PNG.
+run, the slower configuration's time / the faster one's (> 1.0: the first named is faster): pool on 2 threads
+against pool on 1 thread (the scaling), pool on 2 threads against the one-thread build (what the page's default
+gains), and pool on 1 thread against the one-thread build (what the pool costs on one thread).
+
+The whole comparison runs --runs times (default 3), each with freshly launched browsers; each run prints its table,
+and the end prints, per browser, case and comparison, the ratio in every run, the WORST of the runs (the lowest) and
+their median (bench/_runs.py; no target is stated for this bench, so no verdict lines). Writes
+bench/results/page_threads.json (every run under "runs", the combination under "across_runs") and a PNG (medians of
+the runs against the one-thread build, the worst run marked).
 
 Run under the lock: flock /tmp/gpuport-heavy.lock .venv/bin/python bench/page_threads.py [--browsers chromium]
-[--reps 7] [--tokens 24]
+[--reps 7] [--tokens 24] [--runs 3]
 """
 
 from __future__ import annotations
@@ -21,12 +28,22 @@ import argparse
 import statistics
 import sys
 from pathlib import Path
+from typing import Any, Mapping
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _harness import dev_server, draw_chart, write_result  # noqa: E402
+from _runs import Key, across_runs, add_runs_argument  # noqa: E402
+from _runs import report as run_report  # noqa: E402
 from page_minilm import PARA, SHORT, launch  # noqa: E402
 
 CONFIGS = {"pool, 2 threads": 2, "pool, 1 thread": 1, "one-thread build": 0}
+# the cases' names (in the ratios and the across-runs table) and the key each is timed under in ONE's answer
+CASES = {"embed_short": "short_s", "embed_256": "embed_s", "forward_256": "forward_s", "decode_step": "decode_step_s"}
+# (system, peer): each ratio is the peer's median time / the system's (> 1.0: the system is faster)
+COMPARISONS = (("pool, 2 threads", "pool, 1 thread"), ("pool, 2 threads", "one-thread build"),
+               ("pool, 1 thread", "one-thread build"))
+RATIO = "peer median / system median, > 1.0: the system faster, the worst run is the lowest"
+TARGETS = ()   # no stated goal for the pool's gain (the acceptance of issue #47 is peers.py's and startup.py's)
 
 LOAD = """
 import numpy as np
@@ -94,32 +111,27 @@ def bench_browser(pw, browser: str, url: str, reps: int, tokens: int) -> dict:
             print(f"  rep {r}: " + ", ".join(f"{k} {v[-1]['embed_s'] * 1e3:.0f} ms / {v[-1]['decode_step_s'] * 1e3:.1f} "
                                               f"ms" for k, v in runs.items()), flush=True)
         med = {name: {key: statistics.median(x[key] for x in rs) for key in rs[0]} for name, rs in runs.items()}
-        two, one, build = (med[n] for n in CONFIGS)
         return {"info": info, "runs": runs, "medians": med,
-                "scaling": {"forward_256": one["forward_s"] / two["forward_s"], "embed_256": one["embed_s"] / two["embed_s"],
-                            "embed_short": one["short_s"] / two["short_s"],
-                            "decode_step": one["decode_step_s"] / two["decode_step_s"]},
-                "vs_one_thread_build": {"forward_256": build["forward_s"] / two["forward_s"],
-                                        "embed_256": build["embed_s"] / two["embed_s"],
-                                        "embed_short": build["short_s"] / two["short_s"],
-                                        "decode_step": build["decode_step_s"] / two["decode_step_s"]}}
+                "scaling": ratios(med, "pool, 2 threads", "pool, 1 thread"),
+                "vs_one_thread_build": ratios(med, "pool, 2 threads", "one-thread build")}
     finally:
         b.close()
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--browsers", default="chromium,firefox")
-    ap.add_argument("--reps", type=int, default=7)
-    ap.add_argument("--tokens", type=int, default=24)
-    args = ap.parse_args()
-    from playwright.sync_api import sync_playwright
+def ratios(medians: Mapping[str, Mapping[str, float]], system: str, peer: str) -> dict[str, float]:
+    """{case: the peer's median / the system's} (> 1.0: `system` is faster)."""
+    return {case: medians[peer][key] / medians[system][key] for case, key in CASES.items()}
 
-    results = {}
-    with dev_server() as url, sync_playwright() as pw:
-        for browser in args.browsers.split(","):
-            results[browser] = bench_browser(pw, browser, url, args.reps, args.tokens)
-    print(f"\n{'browser':<10} {'config':<18} {'1 sentence ms':>14} {'256 tokens ms':>14} {'forward ms':>11} "
+
+def run_ratios(browsers: Mapping[str, Mapping[str, Any]]) -> dict[Key, float]:
+    """One run's ratios for bench/_runs.py: per browser, case and comparison (COMPARISONS)."""
+    return {(browser, case, system, peer): round(ratio, 6) for browser, res in browsers.items()
+            for system, peer in COMPARISONS for case, ratio in ratios(res["medians"], system, peer).items()}
+
+
+def print_run(results: Mapping[str, Any], index: int, n_runs: int) -> None:
+    print(f"\nrun {index + 1} of {n_runs}: medians")
+    print(f"{'browser':<10} {'config':<18} {'1 sentence ms':>14} {'256 tokens ms':>14} {'forward ms':>11} "
           f"{'decode step ms':>15}")
     for browser, res in results.items():
         for name, m in res["medians"].items():
@@ -129,8 +141,32 @@ def main() -> int:
         print(f"{browser:<10} 2 threads / 1 thread: 1 sentence {s['embed_short']:.2f}x, 256 tokens {s['embed_256']:.2f}x "
               f"(its forward {s['forward_256']:.2f}x), decode step {s['decode_step']:.2f}x; vs the one-thread build: "
               f"{v['embed_short']:.2f}x, {v['embed_256']:.2f}x ({v['forward_256']:.2f}x), {v['decode_step']:.2f}x")
-    path = write_result("page_threads", {"reps": args.reps, "tokens": args.tokens, "browsers": results})
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--browsers", default="chromium,firefox")
+    ap.add_argument("--reps", type=int, default=7)
+    ap.add_argument("--tokens", type=int, default=24, help="tokens generated per decode measurement (at least 3)")
+    add_runs_argument(ap)
+    args = ap.parse_args()
+    from playwright.sync_api import sync_playwright
+
+    runs: list[dict] = []
+    with dev_server() as url, sync_playwright() as pw:
+        for i in range(args.runs):
+            print(f"run {i + 1} of {args.runs}", flush=True)
+            # bench_browser launches its browser afresh: no run inherits another's pages, workers or compiled code
+            runs.append({"browsers": {b: bench_browser(pw, b, url, args.reps, args.tokens)
+                                      for b in args.browsers.split(",")}})
+            print_run(runs[-1]["browsers"], i, args.runs)
+            # written after every run: a later run that breaks leaves the earlier ones on disk
+            section = across_runs([run_ratios(r["browsers"]) for r in runs], TARGETS, True, RATIO)
+            path = write_result("page_threads", {"reps": args.reps, "tokens": args.tokens, "runs": runs,
+                                                 "across_runs": section})
     print(draw_chart(Path(__file__).with_name("_threads_chart.py"), path, path.with_suffix(".png")))
+    print()
+    print(run_report(section, prefix="x"))
     return 0
 
 
