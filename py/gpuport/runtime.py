@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import operator
 import threading
+import time
 from contextlib import contextmanager
 from typing import Any, Awaitable, Callable, Iterator, Sequence
 
@@ -67,6 +68,7 @@ class Runtime:
         self.precision_requested = precision
         self.precision = "f16" if precision == "f16" and self.tier == "full" and self.capabilities.has_f16 else "f32"
         self.note = note
+        self.open_ms: dict[str, float] = {}   # set by open(): ms per step
         self.closed = False
         # Threads may share a runtime: recording, flushing and reading back (the device's pending batch,
         # its staging buffers, the live set, the selector's history) happen under this lock.
@@ -155,6 +157,8 @@ class Runtime:
             "host_kernel_calls": hostops.calls(),
             # whole layers: on how many threads, and in a page that has one, why
             "host_threads": hostops.layer_threads(),
+            # how long each step of gpuport.open() took (js_half: a page's JS modules, kernels and pool)
+            "open_ms": dict(self.open_ms),
         }
         if hostops.reason():
             info["host_kernels_reason"] = hostops.reason()
@@ -392,7 +396,17 @@ async def open(backend: str = "auto", tier: str | None = None, limits: str = "de
         raise ValueError(f"calibrate must be one of {CALIBRATE}, not {calibrate!r}")
     if backend == "webgpu" and tier == "cpu":
         raise ValueError("backend='webgpu' with tier='cpu' is contradictory: pick one")
+    steps: dict[str, float] = {}   # ms per step of this open, in rt.info()["open_ms"]: what a page's start waits on
+    t = time.perf_counter()
+
+    def step(name: str) -> None:
+        nonlocal t
+        now = time.perf_counter()
+        steps[name] = round((now - t) * 1e3, 1)
+        t = now
+
     await prepare_page()
+    step("js_half")
     device, note = None, None
     if backend != "cpu" and tier != "cpu":
         try:
@@ -404,16 +418,21 @@ async def open(backend: str = "auto", tier: str | None = None, limits: str = "de
                 raise
             note = f"webgpu unavailable: {exc}"
     device = device or host_device()
+    step("device")
     try:
         rt = Runtime(device, tier, note=note, budget=budget, precision=precision, memory_budget=memory_budget,
                      open_limits=limits)
+        step("runtime")
         await rt.pipelines.load()
         apply_tuning(rt.pipelines.manifest, rt.placement.planner)
+        step("manifest")
         if backend == "auto" and not device.is_host:
             await attach(rt, measure=calibrate == "open")
+            step("calibration")
     except BaseException:
         device.close()
         raise
+    rt.open_ms = steps
     return rt
 
 
