@@ -273,6 +273,11 @@ def host_array(x: Array, what: str) -> np.ndarray:
     return wait(lambda blocking: view_values(view, blocking), x._rt, what)
 
 
+async def values(x: Array, blocking: bool) -> np.ndarray:
+    """x's values as a read-only NumPy array, awaited: what the data-dependent functions' coroutines read."""
+    return await view_values(concrete(x), blocking)
+
+
 async def read(x: Array) -> np.ndarray:
     """x's values as a NumPy array: the async twin of every synchronous read (float(x), bool(x), x.item(),
     np.asarray(x)); in a page, where the GPU cannot be waited on synchronously, this is how values come back."""

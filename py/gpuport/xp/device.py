@@ -26,7 +26,7 @@ from .graph import Expr, Store, View, size_of
 if TYPE_CHECKING:
     from ..runtime import Runtime
 
-FAMILIES = ("elementwise", "reduce", "scan", "sort", "scatter", "matmul")
+FAMILIES = ("elementwise", "reduce", "scan", "sort", "search", "scatter", "matmul")
 
 
 @dataclass

@@ -165,7 +165,7 @@ def scalar_dtype(value: bool | int | float | complex, dtype: np.dtype) -> np.dty
         return dtype
     if isinstance(value, int):
         if k == "b":
-            raise TypeError(f"a Python int does not mix with a bool array")
+            raise TypeError("a Python int does not mix with a bool array")
         return dtype
     if isinstance(value, float):
         if k not in "fc":

@@ -49,9 +49,10 @@ def _check(name: str, dtype: np.dtype, category: str) -> None:
 
 
 def apply(name: str, args: tuple[Any, ...], category: str, out: np.dtype | None = None,
-          dtype: np.dtype | None = None) -> Array:
+          dtype: np.dtype | None = None, condition: bool = False) -> Array:
     """Call the table's `name` on arrays and scalars: promoted to one dtype (or `dtype`), broadcast, placed.
-    `out`: the result's dtype where it is not the operands' (comparisons: bool)."""
+    `out`: the result's dtype where it is not the operands' (comparisons: bool); `condition`: the first argument
+    is a bool condition and keeps its dtype (where)."""
     t0 = now()
     arrays = [a for a in args if isinstance(a, Array)]
     if not arrays:
@@ -65,16 +66,16 @@ def apply(name: str, args: tuple[Any, ...], category: str, out: np.dtype | None 
     result_dtype = out or dtype
     shape = broadcast_shapes(*(a.shape for a in arrays))
     decision = place(rt, name, arrays, shape)
+    kinds = [D.bool_ if condition and i == 0 else dtype for i in range(len(args))]
     if decision.on_host:
-        values = [np.asarray(host_array(a, name), dtype=dtype) if isinstance(a, Array) else scalar(a, dtype).value
-                  for a in args]
-        values = [v if isinstance(v, np.ndarray) else np.asarray(v, dtype=dtype) for v in values]
+        values = [np.asarray(host_array(a, name), dtype=k) if isinstance(a, Array) else np.asarray(scalar(a, k).value, k)
+                  for a, k in zip(args, kinds)]
         with np.errstate(all="ignore"):
             result = np.broadcast_to(np.asarray(TABLE[name].host(*values)), shape)
         y = adopt(rt, result.astype(result_dtype, copy=False), result_dtype)
     else:
         fit(rt, arrays)
-        nodes = [cast_node(node(a, shape), dtype) if isinstance(a, Array) else scalar(a, dtype) for a in args]
+        nodes = [cast_node(node(a, shape), k) if isinstance(a, Array) else scalar(a, k) for a, k in zip(args, kinds)]
         y = lazy(rt, Op(name, tuple(nodes), result_dtype), shape, 1 + sum(a._fused for a in arrays))
     ran(rt, name, decision, t0, arrays)
     return y
@@ -165,7 +166,7 @@ def where(condition: Array, x1: Any, x2: Any, /) -> Array:
         dtype = D.result_type(*values, *[v for v in (x1, x2) if not isinstance(v, Array)])
     else:
         dtype = _scalar_pair_dtype(x1, x2)
-    return apply("where", (condition, x1, x2), "any", dtype=dtype)
+    return apply("where", (condition, x1, x2), "any", dtype=dtype, condition=True)
 
 
 def _scalar_pair_dtype(a: Any, b: Any) -> np.dtype:

@@ -327,11 +327,43 @@ def _bitonic(rt: "Runtime", keys: Store, index: Store, rows: int, padded: int) -
         k *= 2
 
 
+def search(rt: "Runtime", sorted_: Expr, values: Expr, right: bool) -> Store:
+    """For each element of `values`, where it would go in the 1-D ascending `sorted_` (NumPy's searchsorted: the
+    first such position, or the last with `right`; NaN above everything), as int32."""
+    n = size_of(values.shape)
+    out = new_store(rt, np.dtype(np.int32), n)
+    if n == 0:
+        return out
+    wg = workgroup_size(rt)
+    b = Builder(reserved=2)
+    b.words[:2] = [n, size_of(sorted_.shape)]
+    fs, fv = b.function(sorted_), b.function(values)
+    b.need("xp_base")
+    b.helpers["xp_sort_key"] = SORT_KEY
+    rep = REPS[sorted_.dtype]
+    before = "<=" if right else "<"
+    body = thread_index(wg) + f"""  if (i < p.w[0].x) {{
+    let k = {_key(rep, f"{fv}(i)")};
+    var lo = 0u;
+    var hi = p.w[0].y;
+    loop {{
+      if (lo >= hi) {{ break; }}
+      let mid = (lo + hi) / 2u;
+      if ({_key(rep, f"{fs}(mid)")} {before} k) {{ lo = mid + 1u; }} else {{ hi = mid; }}
+    }}
+    out[i] = i32(lo);
+  }}
+"""
+    run(rt, "search", b.source([("out", "i32")], body, wg), b, [out], flat_groups(rt, n))
+    return out
+
+
 # -- writes into a view (in-place __setitem__) --------------------------------------------------------------------
 
 def write(rt: "Runtime", value: Expr, target: Expr, store: Store) -> None:
     """Store element i of `value` at element `target(i)` of `store` (an int32 flat index: a view's offsets, or
-    computed from index arrays); `store` is bound read_write, so `value` must not read it."""
+    computed from index arrays; a negative one skips the element: compaction); `store` is bound read_write, so
+    `value` must not read it."""
     n = size_of(value.shape)
     if not n:
         return
@@ -341,8 +373,9 @@ def write(rt: "Runtime", value: Expr, target: Expr, store: Store) -> None:
     fn = b.function(value)
     at = b.function(target)
     rep = REPS[value.dtype]
-    body = thread_index(wg) + (f"  if (i < p.w[0].x) {{\n    let at = min(u32(max({at}(i), 0)), arrayLength(&out) - 1u);\n"
-                               f"    out[at] = {store_conversion(rep, f'{fn}(i)')};\n  }}\n")
+    value = store_conversion(rep, f"{fn}(i)")
+    body = thread_index(wg) + (f"  if (i < p.w[0].x) {{\n    let at = {at}(i);\n"
+                               f"    if (at >= 0 && u32(at) < arrayLength(&out)) {{ out[u32(at)] = {value}; }}\n  }}\n")
     run(rt, "scatter", b.source([("out", rep.word)], body, wg), b, [store], flat_groups(rt, n))
 
 
