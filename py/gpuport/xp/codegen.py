@@ -11,12 +11,13 @@ clamped to the buffer (naga reads 0 out of bounds, Tint clamps: neither must be 
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import numpy as np
 
 from .dtypes import REPS, Rep
-from .exprs import HELPERS, TABLE
+from .exprs import HELPERS, PROVIDES, TABLE
 from .graph import Const, Expr, Gather, Index, Load, Node, Op, Store, View, contiguous_strides, size_of
 
 CAST = "cast"   # an Op of this name converts its argument to the node's dtype (astype)
@@ -206,8 +207,8 @@ class _Function:
         arg_rep = REPS[node.args[spec.kind_arg].dtype]
         half = arg_rep.compute == "f16"
         template = spec.wgsl["h"] if half and "h" in spec.wgsl else spec.wgsl[arg_rep.kind]
-        for h in spec.helpers:
-            self.b.need(h)
+        for fn in re.findall(r"\b(xp_\w+)\(", template):
+            self.b.need(PROVIDES[fn])
         if half and spec.widen:
             args = [f"f32({a})" if REPS[n.dtype].compute == "f16" else a for a, n in zip(args, node.args)]
         value = template.format(*args, bits=arg_rep.bits)

@@ -43,6 +43,10 @@ def cast_node(n: Node, dtype: np.dtype) -> Node:
     return n if n.dtype == dtype else Op(CAST, (n,), dtype)
 
 
+# each function's category (what the tests draw its dtypes from)
+ACCEPTS: dict[str, str] = {"clip": "real", "where": "any"}
+
+
 def _check(name: str, dtype: np.dtype, category: str) -> None:
     if not D.isdtype(dtype, CATEGORIES[category]):
         raise TypeError(f"{name} takes arrays of a {category} data type, not {dtype}")
@@ -61,7 +65,7 @@ def apply(name: str, args: tuple[Any, ...], category: str, out: np.dtype | None 
         if not isinstance(a, (Array, *Scalar)):
             raise TypeError(f"{name}: arguments must be arrays or Python scalars, got {type(a).__name__}")
     rt = runtime_of(*arrays)
-    dtype = dtype or D.result_type(*args)
+    dtype = D.check_held(dtype or D.result_type(*args), rt)
     _check(name, dtype, category)
     result_dtype = out or dtype
     shape = broadcast_shapes(*(a.shape for a in arrays))
@@ -82,6 +86,8 @@ def apply(name: str, args: tuple[Any, ...], category: str, out: np.dtype | None 
 
 
 def _unary(name: str, category: str, out: np.dtype | None = None) -> Callable[[Array], Array]:
+    ACCEPTS[name] = category
+
     def fn(x: Array, /) -> Array:
         if not isinstance(x, Array):
             raise TypeError(f"{name} takes an array of gpuport.xp, got {type(x).__name__}")
@@ -92,6 +98,8 @@ def _unary(name: str, category: str, out: np.dtype | None = None) -> Callable[[A
 
 
 def _binary(name: str, category: str, out: np.dtype | None = None) -> Callable[[Any, Any], Array]:
+    ACCEPTS[name] = category
+
     def fn(x1: Any, x2: Any, /) -> Array:
         return apply(name, (x1, x2), category, out)
     fn.__name__ = fn.__qualname__ = name

@@ -14,6 +14,7 @@ infinity, integers to negative powers) they follow the device so both sides give
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Callable
 
@@ -22,8 +23,13 @@ import numpy as np
 HELPERS: dict[str, tuple[str, tuple[str, ...]]] = {}   # name -> (WGSL source, helpers it calls)
 
 
+PROVIDES: dict[str, str] = {}   # helper function -> the helper group that defines it
+
+
 def _helper(name: str, source: str, *deps: str) -> None:
     HELPERS[name] = (source.strip() + "\n", deps)
+    for fn in re.findall(r"\bfn (xp_\w+)\(", source):
+        PROVIDES[fn] = name
 
 
 _helper("xp_base", """
@@ -78,9 +84,20 @@ fn xp_sqrt(x: f32) -> f32 {
   return sqrt(x);
 }""", "xp_base")
 _helper("xp_trig", """
-fn xp_sin(x: f32) -> f32 { if (!xp_isfinite(x)) { return xp_nan(); } if (xp_iszero(x)) { return x; } return sin(x); }
-fn xp_cos(x: f32) -> f32 { if (!xp_isfinite(x)) { return xp_nan(); } return cos(x); }
-fn xp_tan(x: f32) -> f32 { if (!xp_isfinite(x)) { return xp_nan(); } if (xp_iszero(x)) { return x; } return tan(x); }
+// WGSL bounds sin and cos only over [-pi, pi]: reduce first, by 2 pi in two parts (Cody and Waite; exact while k
+// needs few bits, so for |x| up to about 1e4)
+fn xp_reduce(x: f32) -> f32 {
+  let k = round(x * 0.15915494309189535);
+  return (x - k * 6.2831854820251465) + k * 1.7484556000744883e-07;
+}
+fn xp_sin(x: f32) -> f32 { if (!xp_isfinite(x)) { return xp_nan(); } if (xp_iszero(x)) { return x; } return sin(xp_reduce(x)); }
+fn xp_cos(x: f32) -> f32 { if (!xp_isfinite(x)) { return xp_nan(); } return cos(xp_reduce(x)); }
+fn xp_tan(x: f32) -> f32 {
+  if (!xp_isfinite(x)) { return xp_nan(); }
+  if (xp_iszero(x)) { return x; }
+  let r = xp_reduce(x);
+  return sin(r) / cos(r);
+}
 fn xp_asin(x: f32) -> f32 {
   if (xp_isnan(x) || abs(x) > 1.0) { return xp_nan(); }
   if (xp_iszero(x)) { return x; }
@@ -132,7 +149,7 @@ fn xp_atanh(x: f32) -> f32 {
   if (abs(x) == 1.0) { return xp_copysign(xp_inf(), x); }
   if (xp_iszero(x)) { return x; }
   return 0.5 * xp_copysign(xp_log1p(2.0 * abs(x) / (1.0 - abs(x))), x);
-}""", "xp_base", "xp_expm1", "xp_log1p")
+}""", "xp_expm1", "xp_log1p")
 _helper("xp_atan2", """
 fn xp_atan2(y: f32, x: f32) -> f32 {
   let pi = 3.141592653589793;
@@ -161,7 +178,7 @@ fn xp_logaddexp(a: f32, b: f32) -> f32 {
   if (xp_isinf(a) && xp_isinf(b) && a == b) { return a; }
   let m = select(b, a, a > b);
   return m + xp_log1p(exp(-abs(a - b)));
-}""", "xp_base", "xp_log1p")
+}""", "xp_log1p")
 _helper("xp_pow", """
 fn xp_pow(a: f32, b: f32) -> f32 {
   if (xp_iszero(b) || a == 1.0) { return 1.0; }
@@ -234,7 +251,7 @@ fn xp_remainder(a: f32, b: f32) -> f32 {
   let m = xp_fmod(a, b);
   if (xp_iszero(m)) { return xp_copysign(0.0, b); }
   return select(m, m + b, (b < 0.0) != (m < 0.0));
-}""", "xp_base", "xp_fmod")
+}""", "xp_fmod")
 _helper("xp_nextafter", """
 fn xp_nextafter(a: f32, b: f32) -> f32 {
   if (xp_isnan(a) || xp_isnan(b)) { return xp_nan(); }
@@ -242,7 +259,9 @@ fn xp_nextafter(a: f32, b: f32) -> f32 {
   if (xp_iszero(a)) { return bitcast<f32>(1u | (bitcast<u32>(b) & 0x80000000u)); }
   let up = (a < b) == (a > 0.0);
   return bitcast<f32>(select(bitcast<u32>(a) - 1u, bitcast<u32>(a) + 1u, up));
-}
+}""", "xp_base")
+# float16's steps are its own: the bits of an f16, which only a device with shader-f16 can see
+_helper("xp_nextafter_h", """
 fn xp_nextafter_h(a: f32, b: f32) -> f32 {
   if (xp_isnan(a) || xp_isnan(b)) { return xp_nan(); }
   if (a == b) { return b; }
@@ -316,12 +335,11 @@ def _np_sign(x: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class OpDef:
-    """One element-wise function: WGSL per kind, the helpers its templates call, its NumPy twin."""
+    """One element-wise function: WGSL per kind (the helpers a template calls are found in it), its NumPy twin."""
 
     name: str
     wgsl: dict[str, str]
     host: Callable[..., np.ndarray]
-    helpers: tuple[str, ...] = ()
     widen: bool = False    # float16 computes it in f32 (the helpers are f32)
     wraps: bool = False    # an 8- or 16-bit integer result wraps back into range
     arity: int = 1
@@ -331,14 +349,14 @@ class OpDef:
 TABLE: dict[str, OpDef] = {}
 
 
-def _op(name: str, wgsl: dict[str, str], host: Callable[..., np.ndarray], *helpers: str, widen: bool = False,
+def _op(name: str, wgsl: dict[str, str], host: Callable[..., np.ndarray], widen: bool = False,
         wraps: bool = False, arity: int = 1, kind_arg: int = 0) -> None:
-    TABLE[name] = OpDef(name, wgsl, host, helpers, widen, wraps, arity, kind_arg)
+    TABLE[name] = OpDef(name, wgsl, host, widen, wraps, arity, kind_arg)
 
 
-def _f(name: str, helper: str, host: Callable[..., np.ndarray], fn: str | None = None) -> None:
+def _f(name: str, host: Callable[..., np.ndarray], template: str | None = None) -> None:
     """A float function computed by an f32 helper (float16 through f32)."""
-    _op(name, {"f": f"{fn or 'xp_' + name}({{0}})"}, host, helper, widen=True)
+    _op(name, {"f": template or f"xp_{name}({{0}})"}, host, widen=True)
 
 
 _INT = {"i": "({0} {op} {1})", "u": "({0} {op} {1})"}
@@ -354,53 +372,55 @@ _arith("subtract", "-", np.subtract, _NUM)
 _arith("multiply", "*", np.multiply, _NUM)
 _op("divide", {"f": "({0} / {1})"}, np.true_divide, arity=2)
 _op("floor_divide", {"i": "xp_ifloordiv({0}, {1})", "u": "xp_ufloordiv({0}, {1})", "f": "xp_floordiv({0}, {1})"},
-    _np_floor_divide, "xp_idivmod", "xp_divmod", widen=True, wraps=True, arity=2)
+    _np_floor_divide, widen=True, wraps=True, arity=2)
 _op("remainder", {"i": "xp_iremainder({0}, {1})", "u": "xp_uremainder({0}, {1})", "f": "xp_remainder({0}, {1})"},
-    np.remainder, "xp_idivmod", "xp_divmod", widen=True, wraps=True, arity=2)
+    np.remainder, widen=True, wraps=True, arity=2)
 _op("pow", {"i": "xp_ipow({0}, {1})", "u": "xp_upow({0}, {1})", "f": "xp_pow({0}, {1})"}, _np_pow,
-    "xp_idivmod", "xp_pow", widen=True, wraps=True, arity=2)
+    widen=True, wraps=True, arity=2)
 _op("negative", {"i": "(-{0})", "u": "(0u - {0})", "f": "(-{0})"}, np.negative, wraps=True)
 _op("positive", {"i": "{0}", "u": "{0}", "f": "{0}"}, np.positive)
 _op("abs", {"i": "abs({0})", "u": "{0}", "f": "abs({0})"}, np.abs, wraps=True)
 _op("square", {"i": "({0} * {0})", "u": "({0} * {0})", "f": "({0} * {0})"}, np.square, wraps=True)
 _op("sign", {"i": "select(select(0, 1, {0} > 0), -1, {0} < 0)", "u": "select(0u, 1u, {0} > 0u)",
-             "f": "xp_sign({0})"}, _np_sign, "xp_sign", widen=True)
-_op("maximum", {"i": "max({0}, {1})", "u": "max({0}, {1})", "f": "xp_maximum({0}, {1})"}, np.maximum, "xp_minmax",
+             "f": "xp_sign({0})"}, _np_sign, widen=True)
+_op("maximum", {"i": "max({0}, {1})", "u": "max({0}, {1})", "f": "xp_maximum({0}, {1})"}, np.maximum,
     widen=True, arity=2)
-_op("minimum", {"i": "min({0}, {1})", "u": "min({0}, {1})", "f": "xp_minimum({0}, {1})"}, np.minimum, "xp_minmax",
+_op("minimum", {"i": "min({0}, {1})", "u": "min({0}, {1})", "f": "xp_minimum({0}, {1})"}, np.minimum,
     widen=True, arity=2)
 _op("clip", {"i": "min(max({0}, {1}), {2})", "u": "min(max({0}, {1}), {2})",
              "f": "xp_minimum(xp_maximum({0}, {1}), {2})"},
-    lambda x, lo, hi: np.minimum(np.maximum(x, lo), hi), "xp_minmax", widen=True, arity=3)
+    lambda x, lo, hi: np.minimum(np.maximum(x, lo), hi), widen=True, arity=3)
 for _name in ("ceil", "floor", "trunc", "round"):
     _op(_name, {"i": "{0}", "u": "{0}", "f": f"{_name}({{0}})"}, getattr(np, _name))
-_f("exp", "xp_exp", np.exp)
-_f("expm1", "xp_expm1", np.expm1)
-_f("log", "xp_log", np.log, "xp_logk({0}, 0.6931471805599453)")
-_f("log2", "xp_log", np.log2, "xp_logk({0}, 1.0)")
-_f("log10", "xp_log", np.log10, "xp_logk({0}, 0.3010299956639812)")
-_f("log1p", "xp_log1p", np.log1p)
-_f("sqrt", "xp_sqrt", np.sqrt)
+_f("exp", np.exp)
+_f("expm1", np.expm1)
+_f("log", np.log, "xp_logk({0}, 0.6931471805599453)")
+_f("log2", np.log2, "xp_logk({0}, 1.0)")
+_f("log10", np.log10, "xp_logk({0}, 0.3010299956639812)")
+_f("log1p", np.log1p)
+_f("sqrt", np.sqrt)
 for _name, _np_name in (("sin", "sin"), ("cos", "cos"), ("tan", "tan"), ("asin", "arcsin"), ("acos", "arccos"),
                         ("atan", "arctan")):
-    _f(_name, "xp_trig", getattr(np, _np_name))
+    _f(_name, getattr(np, _np_name))
 for _name, _np_name in (("sinh", "sinh"), ("cosh", "cosh"), ("tanh", "tanh"), ("asinh", "arcsinh"),
                         ("acosh", "arccosh"), ("atanh", "arctanh")):
-    _f(_name, "xp_hyperbolic", getattr(np, _np_name))
-_op("atan2", {"f": "xp_atan2({0}, {1})"}, np.arctan2, "xp_atan2", widen=True, arity=2)
-_op("hypot", {"f": "xp_hypot({0}, {1})"}, np.hypot, "xp_hypot", widen=True, arity=2)
-_op("logaddexp", {"f": "xp_logaddexp({0}, {1})"}, np.logaddexp, "xp_logaddexp", widen=True, arity=2)
-_op("copysign", {"f": "xp_copysign({0}, {1})"}, np.copysign, "xp_base", widen=True, arity=2)
-_op("nextafter", {"f": "xp_nextafter({0}, {1})", "h": "xp_nextafter_h({0}, {1})"}, np.nextafter, "xp_nextafter",
+    _f(_name, getattr(np, _np_name))
+_op("atan2", {"f": "xp_atan2({0}, {1})"}, np.arctan2, widen=True, arity=2)
+_op("hypot", {"f": "xp_hypot({0}, {1})"}, np.hypot, widen=True, arity=2)
+_op("logaddexp", {"f": "xp_logaddexp({0}, {1})"}, np.logaddexp, widen=True, arity=2)
+_op("copysign", {"f": "xp_copysign({0}, {1})"}, np.copysign, widen=True, arity=2)
+_op("nextafter", {"f": "xp_nextafter({0}, {1})", "h": "xp_nextafter_h({0}, {1})"}, np.nextafter,
     widen=True, arity=2)
 _op("reciprocal", {"f": "(1.0 / {0})"}, np.reciprocal)
-_op("isnan", {"b": "false", "i": "false", "u": "false", "f": "xp_isnan({0})"}, np.isnan, "xp_base", widen=True)
-_op("isinf", {"b": "false", "i": "false", "u": "false", "f": "xp_isinf({0})"}, np.isinf, "xp_base", widen=True)
-_op("isfinite", {"b": "true", "i": "true", "u": "true", "f": "xp_isfinite({0})"}, np.isfinite, "xp_base",
+_op("isnan", {"b": "false", "i": "false", "u": "false", "f": "xp_isnan({0})"}, np.isnan, widen=True)
+_op("isinf", {"b": "false", "i": "false", "u": "false", "f": "xp_isinf({0})"}, np.isinf, widen=True)
+_op("isfinite", {"b": "true", "i": "true", "u": "true", "f": "xp_isfinite({0})"}, np.isfinite,
     widen=True)
-_op("signbit", {"f": "xp_signbit({0})"}, np.signbit, "xp_base", widen=True)
-for _name, _sym in (("equal", "=="), ("not_equal", "!=")):
-    _op(_name, {k: f"({{0}} {_sym} {{1}})" for k in "biuf"}, getattr(np, _name), arity=2)
+_op("signbit", {"f": "xp_signbit({0})"}, np.signbit, widen=True)
+_op("equal", {k: "({0} == {1})" for k in "biuf"}, np.equal, arity=2)
+# float != as the negation of ==: naga emits an ordered not-equal, false for NaN (NaN != NaN is true)
+_op("not_equal", {"b": "({0} != {1})", "i": "({0} != {1})", "u": "({0} != {1})", "f": "(!({0} == {1}))"},
+    np.not_equal, arity=2)
 for _name, _sym in (("less", "<"), ("less_equal", "<="), ("greater", ">"), ("greater_equal", ">=")):
     _op(_name, {k: f"({{0}} {_sym} {{1}})" for k in "iuf"}, getattr(np, _name), arity=2)
 for _name, _sym in (("logical_and", "&&"), ("logical_or", "||"), ("logical_xor", "!=")):
@@ -418,7 +438,7 @@ _op("bitwise_right_shift", {"i": "select({0} >> 31u, {0} >> u32({1}), u32({1}) <
                             "u": "select(0u, {0} >> {1}, {1} < {bits}u)"}, np.right_shift, arity=2)
 # the standard's real-valued array: conj, real and imag are the identity, the identity and zeros
 _op("conj", {k: "{0}" for k in "biuf"}, np.conj)
-_op("real", {"f": "{0}"}, np.real)
+_op("real", {k: "{0}" for k in "biuf"}, np.real)
 _op("imag", {"f": "0.0"}, np.imag)
 # where(c, a, b) and the masks of tril/triu: select
 _op("where", {k: "select({2}, {1}, {0})" for k in "biuf"}, lambda c, a, b: np.where(c, a, b), arity=3, kind_arg=1)

@@ -38,22 +38,28 @@ def _is_mask(k: Any) -> bool:
 
 
 def _check_key(key: Any) -> tuple[Any, ...]:
-    key = key if isinstance(key, tuple) else (key,)
+    key = tuple(_plain_slice(k) for k in (key if isinstance(key, tuple) else (key,)))
     for k in key:
         if not (k is None or k is Ellipsis or _is_int(k) or isinstance(k, slice) or isinstance(k, Array)
                 or isinstance(k, (bool, np.bool_))):
             raise IndexError(f"an index is ints, slices, ..., None, or integer or boolean arrays; got {k!r}")
         if isinstance(k, Array) and k.dtype.kind not in "iub":
             raise IndexError(f"index arrays are of an integer or bool dtype, not {k.dtype}")
-        if isinstance(k, slice):
-            for part in (k.start, k.stop, k.step):
-                if part is not None and not _is_int(part):
-                    raise IndexError(f"slice bounds are ints or None, got {k!r}")
-            if k.step == 0:
-                raise ValueError("a slice step must not be 0")
+        if isinstance(k, slice) and k.step is not None and operator.index(k.step) == 0:
+            raise ValueError("a slice step must not be 0")
     if sum(k is Ellipsis for k in key) > 1:
         raise IndexError("an index holds at most one ...")
     return key
+
+
+def _plain_slice(k: Any) -> Any:
+    """A slice with its bounds as Python ints (0-D integer arrays among them read through __index__)."""
+    if not isinstance(k, slice):
+        return k
+    try:
+        return slice(*(None if p is None else operator.index(p) for p in (k.start, k.stop, k.step)))
+    except TypeError:
+        raise IndexError(f"slice bounds are ints or None, got {k!r}") from None
 
 
 def _expand(key: tuple[Any, ...], ndim: int) -> list[Any]:

@@ -11,8 +11,9 @@ from ..runtime import Runtime
 from . import dtypes as D
 from .core import default_runtime, device_runtime
 
+# the standard's dtypes an array can hold (float16 is gpuport's own, beside them: not listed as the standard's)
 _NAMES = {"bool": D.bool_, "int8": D.int8, "int16": D.int16, "int32": D.int32, "uint8": D.uint8, "uint16": D.uint16,
-          "uint32": D.uint32, "float16": D.float16, "float32": D.float32}
+          "uint32": D.uint32, "float32": D.float32}
 
 
 class Info:
@@ -38,10 +39,11 @@ class Info:
 
     def dtypes(self, *, device: Runtime | None = None, kind: str | tuple[str, ...] | None = None
                ) -> dict[str, np.dtype]:
-        """The dtypes arrays on `device` can hold, by name, of `kind` (a kind name or a tuple of them)."""
-        rt = default_runtime() if device is None else device_runtime(device)
-        held = {name: dt for name, dt in _NAMES.items()
-                if dt != D.float16 or rt.device.is_host or rt.capabilities.has_f16}
+        """The standard's dtypes arrays on `device` can hold, by name, of `kind` (a kind name or a tuple of them);
+        float16, beside them, where the device computes it (xp.float16)."""
+        if device is not None:
+            device_runtime(device)
+        held = dict(_NAMES)
         if kind is None:
             return held
         return {name: dt for name, dt in held.items() if D.isdtype(dt, kind)}

@@ -183,7 +183,7 @@ def vecdot(x1: Array, x2: Array, /, *, axis: int = -1) -> Array:
     axis = normalize_axis(axis, len(shape)) - len(shape)   # counted from the end: both operands align there
     if -axis > min(x1.ndim, x2.ndim) or x1.shape[axis] != x2.shape[axis]:
         raise ValueError(f"vecdot: no vectors of one length along axis {axis} of {x1.shape} and {x2.shape}")
-    return sum_(multiply(x1, x2), axis=axis)
+    return sum_(multiply(x1, x2), axis=axis, dtype=D.result_type(x1, x2))
 
 
 # -- device work of the extension ----------------------------------------------------------------------------------
@@ -327,7 +327,7 @@ def pinv(x: Array, /, *, rtol: float | Array | None = None) -> Array:
     t0 = now()
     decision, (v,) = _host("pinv", x)
     cut = max(v.shape[-2:]) * float(np.finfo(np.float32).eps) if rtol is None else \
-        (np.asarray(host_array(rtol, "linalg.pinv"))[..., None, None] if isinstance(rtol, Array) else rtol)
+        (np.asarray(host_array(rtol, "linalg.pinv")) if isinstance(rtol, Array) else rtol)
     return _done("pinv", x, decision, t0, np.linalg.pinv(v, rcond=cut), x.dtype)
 
 

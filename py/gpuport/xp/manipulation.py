@@ -203,7 +203,7 @@ def concat(arrays: tuple[Array, ...] | list[Array], /, *, axis: int | None = 0) 
     if not arrays:
         raise ValueError("concat needs at least one array")
     rt = runtime_of(*arrays)
-    dtype = D.result_type(*arrays)
+    dtype = D.check_held(D.result_type(*arrays), rt)
     if axis is None:
         arrays = [reshape(a, (-1,)) for a in arrays]
         axis = 0

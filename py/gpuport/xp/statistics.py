@@ -64,6 +64,7 @@ def reduction(name: str, x: Array, axis: Axis, keepdims: bool, op: str, out: np.
     cast to `out`), or `host` (NumPy) on the host."""
     x = _array(x, name)
     rt = x.device
+    D.check_held(out, rt)
     axes = normalize_axes(axis, x.ndim)
     shape = _reduced_shape(x.shape, axes, keepdims)
     t0, before = now(), dispatched(rt)
@@ -204,7 +205,7 @@ def count_nonzero(x: Array, /, *, axis: Axis = None, keepdims: bool = False) -> 
 
 def _cumulative(name: str, op: str, x: Array, axis: int | None, dtype: Any, include_initial: bool) -> Array:
     x = _array(x, name)
-    out = sum_dtype(x.dtype, dtype, name)
+    out = D.check_held(sum_dtype(x.dtype, dtype, name), x.device)
     if axis is None:
         if x.ndim > 1:
             raise ValueError(f"{name}: axis is required for an array of more than one axis")
