@@ -246,8 +246,9 @@ def _concat_device(rt, arrays: list[Array], axis: int, shape: tuple[int, ...], d
         if len(stores) > max_inputs(rt) and len(groups[-1]) > 1:
             groups[-1].pop()
             groups.append([a])
-    if len(groups) > 1:
-        return concat([_concat_device(rt, g, axis, _joined(g, axis), dtype) for g in groups], axis=axis)
+    if len(groups) > 1:   # each group joined into a store of its own, then those joined
+        parts = [Array(rt, concrete(_concat_device(rt, g, axis, _joined(g, axis), dtype))) for g in groups]
+        return _concat_device(rt, parts, axis, shape, dtype)
     fit(rt, arrays)
     coord = Index(0, tuple(1 if k == axis else 0 for k in range(len(shape))))
     start = sum(a.shape[axis] for a in arrays[:-1])

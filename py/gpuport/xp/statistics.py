@@ -81,7 +81,9 @@ def reduction(name: str, x: Array, axis: Axis, keepdims: bool, op: str, out: np.
         result: Node = Load(View.whole(store, kept))
         if finish is not None:
             result = finish(result, length)
-        y = lazy(rt, cast_node(result, out), kept, 1)
+        result = cast_node(result, out)
+        # the kernel's own output as it is, or lazily finished and cast (fused into whatever reads it)
+        y = Array(rt, View.whole(store, kept)) if isinstance(result, Load) else lazy(rt, result, kept, 1)
         if keepdims:
             y = transformed(y, basic_index(kept, tuple(None if a in axes else slice(None) for a in range(x.ndim))))
     ran(rt, name, decision, t0, [x], dispatched(rt) - before)
