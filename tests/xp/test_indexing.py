@@ -84,8 +84,9 @@ def test_writes_in_place_through_views_arrays_and_masks(rt):
     assert_same(np.asarray(before), V)
     a[...] = a[::-1]                  # the value reads the written store: read from a copy
     assert_same(np.asarray(a), v[::-1])
+    ints = xp.asarray(np.zeros(3, np.int32))
     with pytest.raises(TypeError):
-        a[0] = xp.asarray(np.zeros(6, np.int32))
+        ints[0] = xp.asarray(np.ones(1, np.float32))   # a float value does not fit an integer array
     with pytest.raises(IndexError):
         a[7]
 

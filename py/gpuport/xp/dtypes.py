@@ -108,8 +108,8 @@ def isdtype(dtype: Any, kind: str | np.dtype | tuple[Any, ...]) -> bool:
 
 
 def promote(a: np.dtype, b: np.dtype) -> np.dtype:
-    """The standard's promotion of two dtypes (TypeError where the standard defines none: bool with a number,
-    an integer with a float)."""
+    """The standard's promotion of two dtypes (TypeError for bool with a number, which it forbids; an integer with a
+    float, which it leaves unspecified, gives the float)."""
     if a == b:
         return a
     ka, kb = kind(a), kind(b)
@@ -125,8 +125,9 @@ def promote(a: np.dtype, b: np.dtype) -> np.dtype:
             raise TypeError(f"no type promotion between {a} and {b}: no signed integer holds every uint64")
         return np.dtype(f"int{unsigned.itemsize * 16}")
     if ka in "iu" or kb in "iu":
-        raise TypeError(f"no type promotion between {a} and {b}: the standard does not mix integers and floats "
-                        "(cast one with xp.astype)")
+        # the standard leaves integers with floats unspecified; as PyTorch, the float's dtype (NumPy would widen
+        # to float64, which WebGPU cannot hold), so NumPy-minded code (scikit-learn's) runs
+        return b if ka in "iu" else a
     size = max(_precision(a), _precision(b))
     if "c" in (ka, kb):
         return complex64 if size <= 4 else complex128
@@ -156,8 +157,8 @@ def result_type(*arrays_and_dtypes: Any) -> np.dtype:
 
 
 def scalar_dtype(value: bool | int | float | complex, dtype: np.dtype) -> np.dtype:
-    """The dtype a Python scalar takes beside an array of `dtype` (TypeError where the standard does not mix
-    them: a float with an integer array, a number with a bool array)."""
+    """The dtype a Python scalar takes beside an array of `dtype` (TypeError for a number with a bool array; a float
+    with an integer array, unspecified by the standard, gives the default float)."""
     k = kind(dtype)
     if isinstance(value, bool):
         if k != "b":
@@ -168,10 +169,9 @@ def scalar_dtype(value: bool | int | float | complex, dtype: np.dtype) -> np.dty
             raise TypeError("a Python int does not mix with a bool array")
         return dtype
     if isinstance(value, float):
-        if k not in "fc":
-            raise TypeError(f"a Python float does not mix with an integer array ({dtype}): the standard leaves it "
-                            "unspecified; cast the array with xp.astype")
-        return dtype
+        if k == "b":
+            raise TypeError("a Python float does not mix with a bool array")
+        return DEFAULT_FLOAT if k in "iu" else dtype   # with integers: unspecified by the standard; the default float
     if k in "iub":
         raise TypeError(f"a Python complex does not mix with a {dtype} array")
     return dtype if k == "c" else (complex64 if dtype.itemsize <= 4 else complex128)

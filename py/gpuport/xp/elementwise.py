@@ -66,6 +66,10 @@ def apply(name: str, args: tuple[Any, ...], category: str, out: np.dtype | None 
             raise TypeError(f"{name}: arguments must be arrays or Python scalars, got {type(a).__name__}")
     rt = runtime_of(*arrays)
     dtype = D.check_held(dtype or D.result_type(*args), rt)
+    if dtype.kind in "iu" and (name == "divide" or category in ("floating", "real floating")):
+        # integers where the standard asks for floats ("should"): it leaves the result to the library, and code
+        # written for NumPy (scikit-learn's) takes a square root of integers; they compute as the default float
+        dtype = D.DEFAULT_FLOAT
     _check(name, dtype, category)
     result_dtype = out or dtype
     shape = broadcast_shapes(*(a.shape for a in arrays))
@@ -127,7 +131,7 @@ logical_not = _unary("logical_not", "bool")
 bitwise_invert = _unary("bitwise_invert", "integer or bool")
 
 add, subtract, multiply, pow = (_binary(n, "numeric") for n in ("add", "subtract", "multiply", "pow"))
-divide = _binary("divide", "floating")
+divide = _binary("divide", "numeric")   # integers divide as the default float (implementation-defined)
 floor_divide, remainder, maximum, minimum = (_binary(n, "real") for n in ("floor_divide", "remainder", "maximum",
                                                                           "minimum"))
 atan2, copysign, hypot, logaddexp, nextafter = (_binary(n, "real floating") for n in ("atan2", "copysign", "hypot",
