@@ -1,5 +1,5 @@
 """gpuport.xp: the array API standard (2024.12) on gpuport's runtime, to the letter, with its departures listed with
-their reasons in `xp-xfails.txt` (the array-api-strict / CuPy way).
+their reasons in `tests/xp/array-api-tests-xfails.txt` (the array-api-strict / CuPy way).
 
 Named `xp` because that is what the standard and its users call a namespace: `xp = x.__array_namespace__()`,
 scikit-learn's and SciPy's `xp` arguments, array-api-compat's `get_namespace`. Arrays live where the runtime puts

@@ -183,17 +183,16 @@ class Array:
 
     def __dlpack__(self, *, stream: Any = None, max_version: tuple[int, int] | None = None,
                    dl_device: tuple[int, int] | None = None, copy: bool | None = None) -> Any:
-        """A DLPack capsule of the values on the host (where they live, or copied from the device: copy=False then
-        raises BufferError)."""
+        """A DLPack capsule of the values on the host: the array's own host copy of its store (read back once where
+        only the GPU had them; shared, not copied again, unless copy=True)."""
         if dl_device is not None and tuple(dl_device) != (1, 0):
             raise BufferError(f"gpuport.xp exports to the host only (DLPack device (1, 0)), not {dl_device}")
-        on_host = isinstance(self._data, View) and self._data.store.host is not None
-        if copy is False and not on_host:
-            raise BufferError("the values live on the GPU: exporting them copies (copy=None or True)")
-        values = host_array(self, "x.__dlpack__()")
-        values = np.array(values, copy=True) if copy or not values.flags.writeable else values
+        host_array(self, "x.__dlpack__()")
+        values = self._data.host_array(writeable=True)
+        if copy:
+            values = np.array(values, copy=True)
         kwargs = {} if max_version is None else {"max_version": max_version}
-        return values.__dlpack__(**kwargs) if kwargs else values.__dlpack__()
+        return values.__dlpack__(**kwargs)
 
     def __dlpack_device__(self) -> tuple[int, int]:
         """(1, 0): DLPack's CPU; the values are exported through the host."""
