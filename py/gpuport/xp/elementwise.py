@@ -147,8 +147,8 @@ less, less_equal, greater, greater_equal = (_binary(n, "real", _B) for n in ("le
 
 
 def clip(x: Array, /, min: Any = None, max: Any = None) -> Array:
-    """x limited to [min, max] element-wise (either bound may be None, a Python scalar or an array of x's dtype);
-    NaN in any of them gives NaN."""
+    """x limited to [min, max] element-wise (either bound may be None, a Python scalar or an array of x's dtype,
+    broadcast with x); NaN in any of them gives NaN."""
     if not isinstance(x, Array):
         raise TypeError(f"clip takes an array of gpuport.xp, got {type(x).__name__}")
     for what, bound in (("min", min), ("max", max)):
@@ -161,12 +161,7 @@ def clip(x: Array, /, min: Any = None, max: Any = None) -> Array:
     if info is not None:   # a Python bound beyond the dtype clips nothing there
         lo = info.min if not isinstance(lo, Array) and lo < info.min else lo
         hi = info.max if not isinstance(hi, Array) and hi > info.max else hi
-    y = apply("clip", (x, lo, hi), "real", dtype=x.dtype)
-    return y if y.shape == x.shape else NS_broadcast_error("clip", x, y)
-
-
-def NS_broadcast_error(name: str, x: Array, y: Array) -> Array:
-    raise ValueError(f"{name}: the bounds broadcast x of shape {x.shape} to {y.shape}")
+    return apply("clip", (x, lo, hi), "real", dtype=x.dtype)   # bounds broadcast with x
 
 
 def where(condition: Array, x1: Any, x2: Any, /) -> Array:

@@ -124,13 +124,20 @@ async def mask_take(x: Array, mask: Any, blocking: bool) -> Array:
         keep = bool(mask) if not isinstance(mask, Array) else bool((await values(mask, blocking))[()])
         grown = transformed(x, basic_index(x.shape, (None,)))
         return grown if keep else transformed(grown, basic_index(grown.shape, (slice(0, 0),)))
-    if mask.shape != x.shape[:mask.ndim]:
-        raise IndexError(f"boolean index of shape {mask.shape} does not match the array's leading axes {x.shape}")
+    _check_mask(mask, x)
+    if mask.size == 0:   # an axis of 0 in the mask selects nothing, whatever x's axis holds
+        return reshape(transformed(x, basic_index(x.shape, (slice(0, 0),))), (0,) + x.shape[mask.ndim:])
     decision = place(x.device, "getitem", [x, mask], (x.size,))
     flat, _ = await true_positions(mask, blocking, decision.on_host)
     rest = x.shape[mask.ndim:]
     merged = reshape(x, (int(np.prod(mask.shape, dtype=np.int64)),) + rest)   # the mask's axes as one
     return _take_advanced(merged, [flat] + [slice(None)] * len(rest))
+
+
+def _check_mask(mask: Array, x: Array) -> None:
+    """A mask's axes each match x's leading ones, or are 0 (selecting nothing)."""
+    if mask.ndim > x.ndim or any(m not in (n, 0) for m, n in zip(mask.shape, x.shape)):
+        raise IndexError(f"boolean index of shape {mask.shape} does not match the array's leading axes {x.shape}")
 
 
 def _plan(comps: list[Any], shape: tuple[int, ...]) -> tuple[tuple[int, ...], int, tuple[int, ...], list[Any]]:
@@ -291,8 +298,9 @@ def setitem(x: Array, key: Any, value: Any) -> None:
         if wait(lambda blocking: _truth(mask, blocking), x.device, "x[bool] = value"):
             _write(x, view, (...,), value)
         return
-    if mask.shape != x.shape[:mask.ndim]:
-        raise IndexError(f"boolean index of shape {mask.shape} does not match the array's leading axes {x.shape}")
+    _check_mask(mask, x)
+    if mask.size == 0:
+        return
     if not isinstance(value, Array) or value.size == 1:   # one value: x = where(mask, value, x), no count needed
         spread = transformed(mask, basic_index(mask.shape, (slice(None),) * mask.ndim + (None,) * (x.ndim - mask.ndim)))
         value = value if not isinstance(value, Array) else astype(reshape(value, ()), x.dtype)
