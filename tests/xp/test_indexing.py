@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 from gpuport import xp
 from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from oracle import assert_same
 
