@@ -278,7 +278,9 @@ bench-speech: setup
 # and its reason); then the share that passes (tests/xp/array_api_tests_summary.py; JSON in $(AAT_DIR)). The suite is
 # never copied into the repository: it runs from a scratch copy in $(AAT_DIR) with tests/xp/array-api-tests.patch
 # applied (skipping every complex dtype through the suite's own ARRAY_API_TESTS_SKIP_DTYPES makes its dtype helpers
-# take max() of nothing at import), and its pure-Python dependencies go to $(AAT_DIR)/deps. The dtypes WebGPU cannot
+# take max() of nothing at import, and its complex special cases and vecdot's conjugation test still make complex
+# arrays: the patch skips them as the suite skips its other complex-only tests), and its pure-Python dependencies go
+# to $(AAT_DIR)/deps. The dtypes WebGPU cannot
 # hold are skipped, as the suite provides; fft, an extension gpuport.xp does not offer, is disabled. Heavy: it takes
 # the machine-wide lock. AAT_ARGS adds pytest options (e.g. --max-examples 20).
 AAT_DIR      ?= $${TMPDIR:-/tmp}/gpuport-array-api-tests

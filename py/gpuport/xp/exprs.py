@@ -84,11 +84,39 @@ fn xp_sqrt(x: f32) -> f32 {
   return sqrt(x);
 }""", "xp_base")
 _helper("xp_trig", """
-// WGSL bounds sin and cos only over [-pi, pi]: reduce first, by 2 pi in two parts (Cody and Waite; exact while k
-// needs few bits, so for |x| up to about 1e4)
+// WGSL bounds sin and cos only over [-pi, pi]: larger arguments are reduced modulo 2 pi first, exactly (Payne and
+// Hanek): the fraction of |x| / (2 pi) from x's 24-bit mantissa times the 64 bits of 1 / (2 pi) at x's exponent
+// (a table of its first 192 bits), as a 32-bit fixed-point turn, then back to radians in [-pi, pi)
+fn xp_mulhi(a: u32, b: u32) -> u32 {
+  let a0 = a & 0xffffu; let a1 = a >> 16u; let b0 = b & 0xffffu; let b1 = b >> 16u;
+  let p01 = a0 * b1; let p10 = a1 * b0;
+  let mid = ((a0 * b0) >> 16u) + (p01 & 0xffffu) + (p10 & 0xffffu);
+  return a1 * b1 + (p01 >> 16u) + (p10 >> 16u) + (mid >> 16u);
+}
 fn xp_reduce(x: f32) -> f32 {
-  let k = round(x * 0.15915494309189535);
-  return (x - k * 6.2831854820251465) + k * 1.7484556000744883e-07;
+  if (abs(x) <= 3.140625) { return x; }
+  var t = array<u32, 7>(0x28be60dbu, 0x9391054au, 0x7f09d5f4u, 0x7d4d3770u, 0x36d8a566u, 0x4f10e410u, 0u);
+  let bits = bitcast<u32>(x);
+  let m = (bits & 0x007fffffu) | 0x00800000u;
+  let start = i32((bits >> 23u) & 0xffu) - 150;   // |x| = m * 2**start: the window begins after bit `start`
+  var hi: u32;
+  var lo: u32;
+  if (start < 0) {
+    let k = u32(-start);
+    hi = t[0] >> k;
+    lo = (t[0] << (32u - k)) | (t[1] >> k);
+  } else {
+    let w = u32(start) / 32u;
+    let b = u32(start) % 32u;
+    if (b == 0u) { hi = t[w]; lo = t[w + 1u]; }
+    else {
+      hi = (t[w] << b) | (t[w + 1u] >> (32u - b));
+      lo = (t[w + 1u] << b) | (t[w + 2u] >> (32u - b));
+    }
+  }
+  let turn = m * hi + xp_mulhi(m, lo);   // the fraction of |x| / (2 pi), in units of 2**-32 (wrapping: mod 1)
+  let r = f32(bitcast<i32>(turn)) * 1.4629180792671596e-09;   // 2 pi / 2**32: radians in [-pi, pi)
+  return select(r, -r, x < 0.0);
 }
 fn xp_sin(x: f32) -> f32 { if (!xp_isfinite(x)) { return xp_nan(); } if (xp_iszero(x)) { return x; } return sin(xp_reduce(x)); }
 fn xp_cos(x: f32) -> f32 { if (!xp_isfinite(x)) { return xp_nan(); } return cos(xp_reduce(x)); }

@@ -96,6 +96,8 @@ def _product(a: Array, b: Array, batch: tuple[int, ...], m: int, k: int, n: int,
     rt = runtime_of(a, b)
     shape = batch + (m, n)
     t0, before = now(), dispatched(rt)
+    if 0 in shape or k == 0:   # nothing to multiply: zeros (an empty sum), made where arrays are made
+        return adopt(rt, np.zeros(shape, dtype), dtype)
     if dtype == D.float32 and not rt.device.is_host:
         return _ops_matmul(rt, a, b, batch, shape)
     decision = place(rt, "matmul", [a, b], shape)
