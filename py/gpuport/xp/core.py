@@ -344,15 +344,16 @@ def adopt(rt: Runtime, values: Any, dtype: np.dtype) -> Array:
     return Array(rt, View.whole(Store(rt, dtype, flat.size, host=flat), values.shape))
 
 
-def fit(rt: Runtime, xs: Sequence[Array]) -> None:
-    """Evaluate lazy operands, the largest first, until one kernel can bind every store they read together."""
+def fit(rt: Runtime, xs: Sequence[Array], spare: int = 0) -> None:
+    """Evaluate lazy operands, the largest first, until one kernel can bind every store they read together and
+    `spare` more (what the caller's kernel binds beside them)."""
     while True:
         stores: dict[int, Store] = {}
         for x in xs:
             for s in ([x._data.store] if isinstance(x._data, View) else x._data.stores()):
                 stores[id(s)] = s
         pending = [x for x in xs if isinstance(x._data, Expr)]
-        if len(stores) <= max_inputs(rt) or not pending:
+        if len(stores) + spare <= max_inputs(rt) or not pending:
             return
         concrete(max(pending, key=lambda x: len(x._data.stores())))
 

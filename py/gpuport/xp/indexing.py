@@ -331,6 +331,7 @@ def _write(x: Array, view: View, key: Any, value: Any) -> None:
         rt.placement.ran("xp.setitem", Decision(HOST, "cpu", "the array's store is on the host"), t0, [x.shape])
         return
     comps = _expand(_check_key(key), len(view.shape))
+    fit(rt, [k for k in comps if isinstance(k, Array)] + ([value] if isinstance(value, Array) else []), spare=1)
     if any(isinstance(k, Array) for k in comps):
         out_shape, at, index_shape, axes = _plan(comps, view.shape)
         target = Expr(_flat(_axis_nodes(out_shape, at, index_shape, axes), view.strides, view.offset), out_shape)

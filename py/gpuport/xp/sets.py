@@ -13,7 +13,7 @@ import numpy as np
 
 from . import dtypes as D
 from . import kernels as K
-from .core import Array, adopt, dispatched, lazy, now, place, ran, values
+from .core import Array, adopt, dispatched, fit, lazy, now, place, ran, values
 from .device import new_store
 from .elementwise import cast_node
 from .graph import Const, Expr, Gather, Index, Load, Op, View
@@ -73,6 +73,7 @@ async def _device_unique(x: Array, blocking: bool) -> dict[str, Array]:
     rt = x.device
     n = x.size
     flat = reshape(x, (n,))
+    fit(rt, [flat], spare=2)   # the writes below read x's stores, the positions' and the running count's
     positions, expr, _, _ = ordered(flat, 0, False)
     pos = Load(positions._data)
     src = Expr(expr.root, (n,))

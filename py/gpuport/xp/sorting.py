@@ -39,7 +39,7 @@ def ordered(x: Array, axis: int, descending: bool) -> tuple[Array, Expr, tuple[i
     kernel's output), the moved expression, the moved shape and the permutation that moved it."""
     rt = x.device
     moved = tuple(a for a in range(x.ndim) if a != axis) + (axis,)
-    fit(rt, [x])
+    fit(rt, [x], spare=1)   # the sorted values gather x at the positions' store
     expr, rows, length = reduce_rows(x, (axis,), lambda n: n)
     store, padded = K.sort(rt, expr, rows, length, descending)
     shape = tuple(x.shape[a] for a in moved)
