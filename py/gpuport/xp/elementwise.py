@@ -79,8 +79,8 @@ def apply(name: str, args: tuple[Any, ...], category: str, out: np.dtype | None 
         values = [np.asarray(host_array(a, name), dtype=k) if isinstance(a, Array) else np.asarray(scalar(a, k).value, k)
                   for a, k in zip(args, kinds)]
         with np.errstate(all="ignore"):
-            result = np.broadcast_to(np.asarray(TABLE[name].host(*values)), shape)
-        y = adopt(rt, result.astype(result_dtype, copy=False), result_dtype)
+            result = np.asarray(TABLE[name].host(*values)).astype(result_dtype, copy=False)
+        y = adopt(rt, result if result.shape == shape else np.broadcast_to(result, shape), result_dtype)
     else:
         fit(rt, arrays)
         nodes = [cast_node(node(a, shape), k) if isinstance(a, Array) else scalar(a, k) for a, k in zip(args, kinds)]

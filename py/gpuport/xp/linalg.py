@@ -20,6 +20,7 @@ from ..tensor.tensor import Tensor
 from . import dtypes as D
 from . import kernels as K
 from .core import Array, adopt, concrete, dispatched, fit, host_array, node, now, place, ran, runtime_of
+from .device import upload
 from .elementwise import abs as abs_
 from .elementwise import apply, astype, broadcast_shapes, cast_node, multiply, not_equal, sqrt, subtract
 from .graph import Expr, Store, Transform, View
@@ -135,17 +136,19 @@ def _is_transposed(v: View) -> bool:
 
 
 def _tensor(x: Array) -> Tensor:
-    """x's values as a float32 Tensor of its shape (a copy where its view is not its whole store, in order)."""
+    """x's values as a float32 Tensor of its shape: its store's own buffer where x is the whole store in order (else a
+    copy of x first). On a webgpu runtime the store is uploaded once and keeps its buffer; under auto a host store
+    stays on the host, for the selector to place the product."""
     view = concrete(x)
-    if not (view.contiguous and view.offset == 0 and view.store.size == x.size and x.size):
+    if not (view.contiguous and view.offset == 0 and view.store.size == x.size):
         view = concrete(Array(x.device, Expr(node(x, x.shape), x.shape), 1))
     store = view.store
     rt = x.device
-    if store.tensor is None:
-        flat = np.ascontiguousarray(store.host, dtype=np.float32)
-        return rt.tensor(flat.reshape(x.shape), copy=False)
-    return store.tensor.reshape(x.shape) if store.tensor.size == x.size else \
-        rt.tensor(np.zeros(x.shape, np.float32))
+    if store.tensor is None and rt.placement.auto is None:
+        upload(store)
+    if store.tensor is not None:
+        return store.tensor.reshape(x.shape)
+    return rt.tensor(np.asarray(store.host, dtype=np.float32).reshape(x.shape), copy=False)
 
 
 def _adopt_tensor(rt: Any, t: Tensor) -> Array:

@@ -56,9 +56,11 @@ def _sort(name: str, x: Array, axis: int, descending: bool, values: bool) -> Arr
     decision = place(rt, name, [x], x.shape)
     if decision.on_host:
         v = host_array(x, name)
-        order = host_argsort(v, axis, descending)
-        y = adopt(rt, np.take_along_axis(v, order, axis) if values else order.astype(np.int32),
-                  x.dtype if values else D.int32)
+        if values:   # equal values are indistinguishable: NumPy's sort, reversed for descending (NaN first then)
+            ordered_values = np.sort(v, axis=axis)
+            y = adopt(rt, np.flip(ordered_values, axis) if descending else ordered_values, x.dtype)
+        else:
+            y = adopt(rt, host_argsort(v, axis, descending).astype(np.int32), D.int32)
     else:
         positions, expr, shape, moved = ordered(x, axis, descending)
         if values:
