@@ -220,7 +220,7 @@ endif
 FAST_UNIT := tests/test_architecture.py tests/test_errors.py tests/test_kernel.py tests/test_runtime.py \
              tests/ops tests/formats tests/loading tests/placement tests/engine tests/backends tests/host/test_quant.py \
              tests/host/test_native_kernels.py tests/models/test_bpe.py tests/models/test_tokenizer.py \
-             tests/models/test_sampling.py
+             tests/models/test_sampling.py tests/xp
 FAST_E2E  := e2e/test_page.py -k "chromium-webgpu-main"
 .PHONY: test-fast
 test-fast: setup

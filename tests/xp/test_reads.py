@@ -88,13 +88,16 @@ def test_async_twins_give_what_the_sync_reads_give(page_like):
 
 
 def test_one_function_reads_synchronously():
-    """Only reads.py drives a read synchronously (phase 2 adds the page's run_sync there, and nowhere else)."""
+    """Only reads.wait drives a coroutine to its end synchronously (sync_wait, or stepping it with send): phase 2
+    adds the page's run_sync there, and nowhere else."""
     package = Path(xp.__file__).parent
     users = []
     for path in package.glob("*.py"):
         tree = ast.parse(path.read_text(encoding="utf-8"))
-        names = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)} | \
-                {a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) for a in n.names}
-        if "sync_wait" in names:
-            users.append(path.name)
-    assert users == ["reads.py"], users
+        for fn in ast.walk(tree):
+            if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                names = {n.id for n in ast.walk(fn) if isinstance(n, ast.Name)} | \
+                        {n.attr for n in ast.walk(fn) if isinstance(n, ast.Attribute)}
+                if names & {"sync_wait", "send"}:
+                    users.append(f"{path.name}:{fn.name}")
+    assert users == ["reads.py:wait"], users

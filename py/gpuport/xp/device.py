@@ -36,11 +36,11 @@ class Stats:
 
     dispatches: dict[str, int] = field(default_factory=lambda: dict.fromkeys(FAMILIES, 0))
     fused_functions: int = 0     # element-wise functions evaluated by element-wise dispatches, in all
-    pipelines: int = 0           # distinct generated pipelines compiled
+    compiled: set[str] = field(default_factory=set)   # the generated pipelines' labels
 
     def as_dict(self) -> dict[str, object]:
         return {"dispatches": dict(self.dispatches), "fused_functions": self.fused_functions,
-                "pipelines": self.pipelines}
+                "pipelines": len(self.compiled)}
 
 
 _STATS: "weakref.WeakKeyDictionary[Runtime, Stats]" = weakref.WeakKeyDictionary()
@@ -133,9 +133,8 @@ def run(rt: "Runtime", family: str, source: str, builder: Builder, outputs: list
     st = stats(rt)
 
     def go() -> None:
-        if spec not in rt.device.pipelines:
-            st.pipelines += 1
         pipeline = rt.device.compile(spec)
+        st.compiled.add(spec.label)
         rt.device.dispatch(pipeline, workgroups, [s.tensor.buffer for s in inputs + outputs], uniforms)
 
     with rt.lock:

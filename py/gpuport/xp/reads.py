@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Awaitable, Callable, TypeVar
 
 import numpy as np
 
-from ..errors import SyncReadUnavailable, UnsupportedFeature
+from ..errors import SyncReadUnavailable
 from ..platform import sync_wait
 from .device import download
 from .graph import View
@@ -29,14 +29,17 @@ def wait(make: Callable[[bool], Awaitable[T]], rt: "Runtime", what: str) -> T:
     loop, so a retry sleeps rather than awaits). The one synchronous read of gpuport.xp."""
     if rt.device.can_block:
         return sync_wait(make(True), what)
+    steps = make(False).__await__()   # a page: host-held values need no await, and run to their end here too
     try:
-        return sync_wait(make(False), what)   # host-held values need no await, in a page too
-    except SyncReadUnavailable:
-        raise
-    except UnsupportedFeature:
-        raise SyncReadUnavailable(f"{what} reads values that live on the GPU, and this page cannot wait for the GPU "
-                                  "synchronously: `await xp.read(x)` (the async twin of every synchronous read) "
-                                  "and use the NumPy array it returns") from None
+        while True:
+            if steps.send(None) is not None:   # it awaits the browser: only an await can go on from here
+                steps.close()
+                raise SyncReadUnavailable(
+                    f"{what} reads values that live on the GPU, and this page cannot wait for the GPU synchronously: "
+                    "`await xp.read(x)` (the async twin of every synchronous read) and use the NumPy array it "
+                    "returns")
+    except StopIteration as done:
+        return done.value
 
 
 async def view_values(view: View, blocking: bool) -> np.ndarray:
