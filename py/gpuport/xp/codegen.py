@@ -156,7 +156,7 @@ class _Function:
     def __init__(self, builder: Builder, expr: Expr, name: str) -> None:
         self.b, self.expr, self.name = builder, expr, name
         self.lines: list[str] = []
-        self.names: dict[int, str] = {}
+        self.names: dict[Any, str] = {}
         self.coords: list[str] | None = None
         self.flat = contiguous_strides(expr.shape)
 
@@ -173,9 +173,12 @@ class _Function:
         return name
 
     def node(self, node: Node) -> str:
-        found = self.names.get(id(node))
+        key: Any = id(node)
+        if isinstance(node, Load):   # loads of the same view are one load (x * 2 + x / 3 reads x once)
+            key = ("load", id(node.view.store), node.view.offset, node.view.strides)
+        found = self.names.get(key)
         if found is None:
-            found = self.names[id(node)] = self._emit(node)
+            found = self.names[key] = self._emit(node)
         return found
 
     def _emit(self, node: Node) -> str:

@@ -79,10 +79,7 @@ fn xp_log1p(x: f32) -> f32 {
   return log(u) * (x / (u - 1.0));
 }""", "xp_base")
 _helper("xp_sqrt", """
-fn xp_sqrt(x: f32) -> f32 {
-  if (xp_isnan(x) || x < 0.0) { return xp_nan(); }
-  return sqrt(x);
-}""", "xp_base")
+fn xp_sqrt(x: f32) -> f32 { return select(sqrt(x), xp_nan(), x < 0.0); }""", "xp_base")
 _helper("xp_trig", """
 // WGSL bounds sin and cos only over [-pi, pi]: larger arguments are reduced modulo 2 pi first, exactly (Payne and
 // Hanek): the fraction of |x| / (2 pi) from x's 24-bit mantissa times the 64 bits of 1 / (2 pi) at x's exponent
@@ -94,7 +91,6 @@ fn xp_mulhi(a: u32, b: u32) -> u32 {
   return a1 * b1 + (p01 >> 16u) + (p10 >> 16u) + (mid >> 16u);
 }
 fn xp_reduce(x: f32) -> f32 {
-  if (abs(x) <= 3.140625) { return x; }
   var t = array<u32, 7>(0x28be60dbu, 0x9391054au, 0x7f09d5f4u, 0x7d4d3770u, 0x36d8a566u, 0x4f10e410u, 0u);
   let bits = bitcast<u32>(x);
   let m = (bits & 0x007fffffu) | 0x00800000u;
@@ -118,11 +114,20 @@ fn xp_reduce(x: f32) -> f32 {
   let r = f32(bitcast<i32>(turn)) * 1.4629180792671596e-09;   // 2 pi / 2**32: radians in [-pi, pi)
   return select(r, -r, x < 0.0);
 }
-fn xp_sin(x: f32) -> f32 { if (!xp_isfinite(x)) { return xp_nan(); } if (xp_iszero(x)) { return x; } return sin(xp_reduce(x)); }
-fn xp_cos(x: f32) -> f32 { if (!xp_isfinite(x)) { return xp_nan(); } return cos(xp_reduce(x)); }
-fn xp_tan(x: f32) -> f32 {
+// the common case first: |x| <= pi needs no reduction (NaN fails the test and takes the slow path)
+fn xp_sin(x: f32) -> f32 {
+  if (abs(x) <= 3.140625) { return select(sin(x), x, xp_iszero(x)); }
   if (!xp_isfinite(x)) { return xp_nan(); }
-  if (xp_iszero(x)) { return x; }
+  return sin(xp_reduce(x));
+}
+fn xp_cos(x: f32) -> f32 {
+  if (abs(x) <= 3.140625) { return cos(x); }
+  if (!xp_isfinite(x)) { return xp_nan(); }
+  return cos(xp_reduce(x));
+}
+fn xp_tan(x: f32) -> f32 {
+  if (abs(x) <= 3.140625) { return select(tan(x), x, xp_iszero(x)); }
+  if (!xp_isfinite(x)) { return xp_nan(); }
   let r = xp_reduce(x);
   return sin(r) / cos(r);
 }
@@ -299,8 +304,9 @@ fn xp_nextafter_h(a: f32, b: f32) -> f32 {
   return f32(bitcast<vec2<f16>>(h).x);
 }""", "xp_base")
 _helper("xp_minmax", """
-fn xp_maximum(a: f32, b: f32) -> f32 { if (xp_isnan(a) || xp_isnan(b)) { return xp_nan(); } return select(b, a, a > b); }
-fn xp_minimum(a: f32, b: f32) -> f32 { if (xp_isnan(a) || xp_isnan(b)) { return xp_nan(); } return select(b, a, a < b); }
+// branch-free: a SIMD device (lavapipe, SwiftShader) runs both sides of a branch its lanes disagree on
+fn xp_maximum(a: f32, b: f32) -> f32 { return select(select(b, a, a > b), xp_nan(), xp_isnan(a) || xp_isnan(b)); }
+fn xp_minimum(a: f32, b: f32) -> f32 { return select(select(b, a, a < b), xp_nan(), xp_isnan(a) || xp_isnan(b)); }
 """, "xp_base")
 _helper("xp_sign", """
 fn xp_sign(x: f32) -> f32 {
