@@ -18,7 +18,7 @@ import numpy as np
 
 from .dtypes import REPS, Rep
 from .exprs import HELPERS, PROVIDES, TABLE
-from .graph import Const, Expr, Gather, Index, Load, Node, Op, Store, View, contiguous_strides, size_of
+from .graph import Const, Expr, Gather, Index, Load, Node, Op, Store, contiguous_strides, size_of
 
 CAST = "cast"   # an Op of this name converts its argument to the node's dtype (astype)
 
@@ -102,10 +102,6 @@ class Builder:
     def uniform_bytes(self) -> bytes:
         data = np.array(self.words or [0], dtype=np.uint32).tobytes()
         return data + b"\0" * (-len(data) % 16)
-
-
-def compute_type(rep: Rep) -> str:
-    return rep.compute
 
 
 def load_conversion(rep: Rep, raw: str) -> str:
@@ -251,8 +247,3 @@ class _Function:
             self.lines[:0] = lines
             self.coords = coords
         return self.coords
-
-
-def leaf_view(view: View) -> Expr:
-    """A view as an expression of its own shape."""
-    return Expr(Load(view), view.shape)

@@ -15,7 +15,8 @@ from ..runtime import Runtime
 from ..tensor.tensor import Tensor
 from . import dtypes as D
 from ..errors import UnsupportedDType
-from .core import Array, adopt, concrete, from_host, host_array, lazy, node, now, place, ran, runtime_of, scalar
+from .core import (Array, adopt, concrete, device_runtime, from_host, host_array, lazy, node, now, place, ran,
+                   runtime_of, scalar)
 from .elementwise import astype
 from .graph import Const, Expr, Index, Op, Store, View
 
@@ -72,7 +73,7 @@ def asarray(obj: Any, /, *, dtype: Any = None, device: Runtime | None = None, co
     rt = runtime_of(device=device)
     if isinstance(obj, Tensor):
         obj = obj.numpy()
-    if isinstance(obj, (bool, int, float, complex)) or isinstance(obj, (list, tuple)):
+    if isinstance(obj, (bool, int, float, complex, list, tuple)):
         want = dt or _infer(obj)
         D.check_held(want, rt)
         if want.kind in "iu" and not isinstance(obj, bool):
@@ -93,12 +94,10 @@ def asarray(obj: Any, /, *, dtype: Any = None, device: Runtime | None = None, co
 
 
 def _from_array(x: Array, dt: np.dtype | None, device: Runtime | None, copy: bool | None) -> Array:
-    rt = runtime_of(x, device=device) if device is None or device is x.device else None
-    if rt is None:
+    if device is not None and device_runtime(device) is not x.device:
         if copy is False:
             raise ValueError("asarray(copy=False) onto another device is a copy")
         x = x.to_device(device)
-        rt = x.device
     if dt is not None and dt != x.dtype:
         if copy is False:
             raise ValueError(f"asarray(copy=False): {x.dtype} to {dt} is a copy")

@@ -56,10 +56,6 @@ class Store:
         # lazy arrays reading it, by id (arrays are unhashable, as the standard's == is element-wise)
         self.dependents: "weakref.WeakValueDictionary[int, Any]" = weakref.WeakValueDictionary()
 
-    @property
-    def on_device(self) -> bool:
-        return self.tensor is not None
-
     def __repr__(self) -> str:
         where = "+".join(w for w, v in (("host", self.host), ("device", self.tensor)) if v is not None)
         return f"Store({self.size} x {self.dtype}, {where})"
@@ -99,14 +95,6 @@ class View:
             out = out.view()
             out.flags.writeable = False
         return out
-
-    def span(self) -> tuple[int, int]:
-        """The first and one-past-last store element it reaches."""
-        if size_of(self.shape) == 0:
-            return self.offset, self.offset
-        lo = self.offset + sum((n - 1) * s for n, s in zip(self.shape, self.strides) if s < 0)
-        hi = self.offset + sum((n - 1) * s for n, s in zip(self.shape, self.strides) if s > 0)
-        return lo, hi + 1
 
 
 def _is_contiguous(shape: Shape, strides: Strides) -> bool:
