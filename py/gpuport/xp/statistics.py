@@ -152,7 +152,8 @@ def _variance(name: str, x: Array, axis: Axis, correction: int | float, keepdims
     decision = place(rt, name, [x], _reduced_shape(x.shape, axes, keepdims))
     if decision.on_host:
         t0 = now()
-        with np.errstate(all="ignore"):
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)   # no degrees of freedom: NaN or inf says it
             values = host_fn(host_array(x, name), axis=axes, ddof=correction, keepdims=keepdims, dtype=np.float32)
         y = adopt(rt, np.asarray(values).astype(x.dtype), x.dtype)
         ran(rt, name, decision, t0, [x])
