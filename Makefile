@@ -66,7 +66,7 @@ XDG_RUNTIME_DIR := $(shell d="$${TMPDIR:-/tmp}/xdg-runtime-$$(id -u)"; mkdir -p 
 endif
 export XDG_RUNTIME_DIR
 
-.PHONY: setup apt pyodide model-manifest jupyterlite demo test bench bench-setup docs
+.PHONY: setup apt pyodide model-manifest jupyterlite demo test bench bench-setup docs array-api-tests
 
 setup: apt $(VENV)/.gpuport-installed $(VENV)/.gpuport-model $(VENV)/.gpuport-llm $(VENV)/.gpuport-asr model-manifest node_modules/.gpuport-installed $(PROVISA_WHL) pyodide $(WASM) $(WASM_RELAXED) $(WASM_THREADS) $(NATIVE_LIB) $(WHEELHOUSE)/.filled jupyterlite
 
@@ -224,7 +224,7 @@ endif
 FAST_UNIT := tests/test_architecture.py tests/test_errors.py tests/test_kernel.py tests/test_runtime.py \
              tests/ops tests/formats tests/loading tests/placement tests/engine tests/backends tests/host/test_quant.py \
              tests/host/test_native_kernels.py tests/models/test_bpe.py tests/models/test_tokenizer.py \
-             tests/models/test_sampling.py
+             tests/models/test_sampling.py tests/xp
 FAST_E2E  := e2e/test_page.py -k "chromium-webgpu-main"
 .PHONY: test-fast
 test-fast: setup
@@ -280,3 +280,36 @@ BENCH_SPEECH_ARGS ?=
 .PHONY: bench-speech
 bench-speech: setup
 	$(BENCH_LOCK) env PYTHONPATH=py $(PY) bench/speech.py $(BENCH_SPEECH_ARGS)
+
+# make array-api-tests SUITE=<a checkout of data-apis/array-api-tests, with its array-api submodule>: the standard's own
+# test suite against gpuport.xp, once per backend (AAT_BACKENDS), with tests/xp/array-api-tests-xfails.txt (each failure
+# and its reason); then the share that passes (tests/xp/array_api_tests_summary.py; JSON in $(AAT_DIR)). The suite is
+# never copied into the repository: it runs from a scratch copy in $(AAT_DIR) with tests/xp/array-api-tests.patch
+# applied (skipping every complex dtype through the suite's own ARRAY_API_TESTS_SKIP_DTYPES makes its dtype helpers
+# take max() of nothing at import, and its complex special cases and vecdot's conjugation test still make complex
+# arrays: the patch skips them as the suite skips its other complex-only tests), and its pure-Python dependencies go
+# to $(AAT_DIR)/deps. The dtypes WebGPU cannot
+# hold are skipped, as the suite provides; fft, an extension gpuport.xp does not offer, is disabled. Heavy: it takes
+# the machine-wide lock. AAT_ARGS adds pytest options (e.g. --max-examples 20).
+AAT_DIR      ?= $${TMPDIR:-/tmp}/gpuport-array-api-tests
+AAT_BACKENDS ?= cpu webgpu
+AAT_ARGS     ?=
+AAT_LOCK     ?= flock /tmp/gpuport-heavy.lock
+AAT_SKIP     := int64,uint64,float64,complex64,complex128
+array-api-tests: $(VENV)/.gpuport-installed
+	@test -n "$(SUITE)" && test -d "$(SUITE)/array_api_tests" || { echo "usage: make array-api-tests SUITE=<a checkout of data-apis/array-api-tests>"; exit 2; }
+	@test -d "$(SUITE)/array-api/spec" || { echo "$(SUITE)/array-api is empty: the suite needs its submodule (git submodule update --init)"; exit 2; }
+	@dir=$(AAT_DIR); mkdir -p $$dir; \
+	test -d $$dir/deps/ndindex || $(PY) -m pip install -q --no-deps --target $$dir/deps ndindex pytest-json-report pytest-metadata; \
+	rm -rf $$dir/suite && cp -r "$(SUITE)" $$dir/suite && patch -s -p1 -d $$dir/suite < tests/xp/array-api-tests.patch; \
+	for be in $(AAT_BACKENDS); do \
+	  echo "== array-api-tests on gpuport.xp, backend $$be =="; \
+	  (cd $$dir/suite && PYTHONPATH=$$dir/deps:$(CURDIR)/py ARRAY_API_TESTS_SKIP_DTYPES=$(AAT_SKIP) \
+	    ARRAY_API_TESTS_MODULE="exec('import gpuport; from gpuport import xp; xp.use(gpuport.open_sync(backend=\"$$be\"))')" \
+	    $(AAT_LOCK) $(CURDIR)/$(PY) -m pytest array_api_tests -q -rfX -p no:cacheprovider --disable-extension fft \
+	      --disable-deadline --xfails-file $(CURDIR)/tests/xp/array-api-tests-xfails.txt \
+	      --json-report --json-report-file=$$dir/report-$$be.json $(AAT_ARGS) > $$dir/log-$$be.txt 2>&1; \
+	    tail -3 $$dir/log-$$be.txt); \
+	done; \
+	$(PY) tests/xp/array_api_tests_summary.py $$(for be in $(AAT_BACKENDS); do echo $$dir/report-$$be.json; done) \
+	  --json $$dir/summary.json

@@ -22,6 +22,7 @@ from gpuport.testing.pages import Lane, LanePool
 ROOT = Path(__file__).resolve().parents[1]
 CASES_SOURCE = (ROOT / "tests" / "cases.py").read_text(encoding="utf-8")
 PROPERTIES_SOURCE = (ROOT / "tests" / "properties.py").read_text(encoding="utf-8")
+XP_CASES_SOURCE = (ROOT / "tests" / "xp_cases.py").read_text(encoding="utf-8")
 sys.path.insert(0, str(ROOT / "tests"))
 from crash_log import enable as enable_crash_log  # noqa: E402
 from e2e_matrix import LANES  # noqa: E402
@@ -58,10 +59,11 @@ def browsers(gp_browsers):
 
 def _install_cases(lane: Lane) -> None:
     """tests/cases.py as the page's `cases` module (and global): the bodies test_page.py runs there; it
-    imports tests/properties.py, installed first."""
+    imports tests/properties.py, installed first; tests/xp_cases.py adds gpuport.xp's cases to its CASES."""
     lane.add_module("properties", PROPERTIES_SOURCE, "tests/properties.py")
     lane.add_module("cases", CASES_SOURCE, "tests/cases.py")
-    lane.run("import cases")
+    lane.add_module("xp_cases", XP_CASES_SOURCE, "tests/xp_cases.py")
+    lane.run("import cases, xp_cases")
 
 
 @pytest.fixture(scope="session")

@@ -13,6 +13,7 @@ from pathlib import Path
 from gpuport.testing.pages import PageSpec
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+import xp_cases  # noqa: E402,F401 - registers gpuport.xp's cases among CASES
 from cases import names_for  # noqa: E402
 from coverage_matrix import BROWSER_ENGINES  # noqa: E402
 

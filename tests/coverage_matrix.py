@@ -1,13 +1,14 @@
 """The suite's covering design (docs/testing.md) as data, and the matrix a run fills against it.
 
 A cell is (row, column). A row is what is proven: a WGSL kernel variant (`kernel:<name>`, a user kernel as
-`kernel:user`), a device strategy (`strategy:<name>`) or a host kernel (`host:<op>`). A column is where:
+`kernel:user`, a family of gpuport.xp's generated kernels as `kernel:xp_<family>`), a device strategy (`strategy:<name>`) or a host kernel (`host:<op>`). A column is where:
 `<engine>/<thread>/<tier>`, e.g. `dawn/worker/core`. A host kernel is one of gpuport's C kernels' entry points as
 simd_ops exposes them (matmul, gelu, softmax, layer_norm, attention, encoder_layer, q_matmul, llama_layers, decoder_layers,
 matmul_threads, greedy). A test proves a cell when it ran the row's work there and
 checked the answer against its NumPy reference: the parity cases of tests/cases.py (run_case returns what ran, from
 rt.info() and the fallback manager's counters) natively (tests/ops/test_kernels.py) and in every browser lane
-(e2e/test_page.py), and the WebAssembly kernel cases (e2e/test_page_wasm.py).
+(e2e/test_page.py), with the array namespace's cases of tests/xp_cases.py among them, and the WebAssembly kernel
+cases (e2e/test_page_wasm.py).
 
 The design requires: every kernel variant on the device once per GPU engine and per thread a page drives it from
 (f16 variants where the engine has shader-f16); every device strategy of the constrained tier in a browser and natively,
@@ -72,12 +73,20 @@ def required(kernels: Iterable[str], constrained: Iterable[str], host_ops: Itera
     return cells
 
 
+def kernel_row(label: str) -> str:
+    """The matrix row of a dispatched pipeline's label: a user kernel (entry@hash), a family of gpuport.xp's generated
+    kernels (xp_<family>:hash, one per expression), or a built-in kernel by its name."""
+    if "@" in label:
+        return "kernel:user"
+    return f"kernel:{label.split(':')[0]}" if label.startswith("xp_") else f"kernel:{label}"
+
+
 def rows_of(ran: dict[str, Any], device: str | None, host: str | None) -> list[tuple[str, str]]:
     """(row, engine) for what a case ran (cases.ran_delta: kernels, strategies, host kernel calls per engine)."""
     out = []
     if device is not None:
         for label in ran.get("kernels", {}):
-            out.append(("kernel:user" if "@" in label else f"kernel:{label}", device))
+            out.append((kernel_row(label), device))
         for strategy in ran.get("strategies", {}):
             if strategy not in ("native", "cpu"):
                 out.append((f"strategy:{strategy}", device))

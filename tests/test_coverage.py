@@ -10,9 +10,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from coverage_matrix import F16_ENGINES, Matrix, required
+from coverage_matrix import F16_ENGINES, Matrix, kernel_row, required
 from coverage_plugin import design
 from gpuport.ops.opspecs import KERNEL_DEFS
+from gpuport.xp.device import FAMILIES
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -39,11 +40,13 @@ def test_removing_the_case_that_proves_a_kernel_fails_the_run_naming_the_cell(tm
 
 def test_the_design_requires_every_kernel_on_every_engine_and_thread_that_can_run_it():
     cells = set(design())
+    columns = ("dawn/worker/*", "dawn/main/*", "wgpu-firefox/worker/*", "wgpu-firefox/main/*", "wgpu-native/main/*")
     for name in KERNEL_DEFS:
-        for column in ("dawn/worker/*", "dawn/main/*", "wgpu-firefox/worker/*", "wgpu-firefox/main/*",
-                       "wgpu-native/main/*"):
+        for column in columns:
             wanted = not name.endswith("_f16") or column.split("/")[0] in F16_ENGINES
             assert ((f"kernel:{name}", column) in cells) == wanted, (name, column)
+    for family in FAMILIES:   # gpuport.xp's generated kernels: a row per family, on every engine and thread
+        assert all((f"kernel:xp_{family}", column) in cells for column in columns), family
     constrained = {row for row, column in cells if column == "dawn/*/constrained"}
     # the tier's 64 invocations: the small matmul serves matmul, never the tiled or register-blocked ones
     assert "kernel:matmul_small" in constrained and "kernel:matmul" not in constrained
@@ -61,3 +64,6 @@ def test_a_cell_is_filled_by_any_proof_matching_it_and_missing_cells_are_named()
     missing = m.missing(cells, engines=["dawn", "v8"])
     assert ("kernel:softmax", "dawn/main/*") in missing and ("kernel:softmax", "dawn/worker/*") not in missing
     assert ("kernel:gelu_f16", "dawn/worker/*") not in missing   # SwiftShader has no shader-f16: not required there
+    # a pipeline's label as its row: generated kernels by family (one pipeline per expression), user kernels as one
+    assert kernel_row("xp_reduce:0123abcd45") == "kernel:xp_reduce" and kernel_row("main@1a2b3c4d") == "kernel:user"
+    assert kernel_row("matmul_rb_tb16x8") == "kernel:matmul_rb_tb16x8"

@@ -31,7 +31,9 @@ from .errors import (
                      ReferenceMismatch,
                      RuntimeClosed,
                      ShaderCompileError,
+                     SyncReadUnavailable,
                      TensorLost,
+                     UnsupportedDType,
                      UnsupportedFeature,
 )
 from .kernel import Kernel
@@ -44,6 +46,6 @@ __all__ = [
     "DeviceLost", "FallbackManager",
     "GpuTimeout", "GpuValidationError", "GpuportError", "IN_PYODIDE", "JsHalfMismatch", "Kernel", "LimitExceeded", "LoadError",
     "NoAnswer", "OutOfMemory", "ReferenceFailed", "ReferenceMismatch", "Runtime", "RuntimeClosed", "ShaderCompileError",
-    "Tensor", "TensorLost", "UnsupportedFeature",
+    "SyncReadUnavailable", "Tensor", "TensorLost", "UnsupportedDType", "UnsupportedFeature",
     "__version__", "available", "create_optimal_fallback_strategy", "models", "open", "open_sync",
 ]

@@ -91,6 +91,21 @@ class UnsupportedFeature(GpuportError):
     """The backend or tier lacks a feature this call needs (shader-f16, custom WGSL on CPU...)."""
 
 
+class UnsupportedDType(UnsupportedFeature, TypeError):
+    """An array of a data type the runtime cannot hold: WebGPU has no 64-bit or complex types (float64, int64,
+    uint64, complex64, complex128), and float16 needs an adapter with shader-f16. Names the dtype."""
+
+    def __init__(self, dtype: object, why: str) -> None:
+        self.dtype = str(dtype)
+        super().__init__(f"{self.dtype} arrays cannot be held here: {why}")
+
+
+class SyncReadUnavailable(UnsupportedFeature):
+    """A synchronous read (float(x), bool(x), x.item(), np.asarray(x), a data-dependent shape) of values that
+    live only on a GPU that cannot be waited on here (a page): the message names its async twin,
+    `await xp.read(x)`."""
+
+
 class LimitExceeded(GpuportError, ValueError):
     """A tensor or dispatch goes beyond a device limit; names the limit and its value."""
 
@@ -183,6 +198,6 @@ def _last_lines(text: str) -> str:
 
 __all__ = [
     "AudioError", "BackendUnavailable", "BatchFailed", "CompileMessage", "DeviceLost", "GpuTimeout", "GpuValidationError", "GpuportError",
-    "JsHalfMismatch", "LimitExceeded", "LoadError", "NoAnswer", "OutOfMemory", "ReferenceFailed", "ReferenceMismatch", "RuntimeClosed", "ShaderCompileError", "TensorLost",
-    "UnsupportedFeature", "classify",
+    "JsHalfMismatch", "LimitExceeded", "LoadError", "NoAnswer", "OutOfMemory", "ReferenceFailed", "ReferenceMismatch", "RuntimeClosed", "ShaderCompileError", "SyncReadUnavailable", "TensorLost",
+    "UnsupportedDType", "UnsupportedFeature", "classify",
 ]

@@ -31,6 +31,22 @@ class OpCall:
         return all(t is None or t.known_values() is not None for t in self.inputs)
 
 
+@dataclass(frozen=True)
+class Operand:
+    """An input of a call that is not a Tensor (an array of gpuport.xp), as placement weighs it: its shape, whether
+    only the host holds its values (`on_host`), and whether the host knows them (`host_known`; a device array whose
+    values were read back is known on both sides)."""
+
+    shape: tuple[int, ...]
+    on_host: bool
+    host_known: bool
+
+    @property
+    def host(self) -> bool | None:
+        """Answers as a Tensor's host copy does for auto's workload model: not None where the host knows it."""
+        return True if self.host_known else None
+
+
 @dataclass
 class Decision:
     """Where one call runs (DEVICE, HOST or DEFERRED), by which strategy, and why.

@@ -1,4 +1,4 @@
-"""Every kernel against its NumPy reference, natively (the cases live in cases.py): the device parity list on a
+"""Every kernel against its NumPy reference, natively (the cases live in cases.py and, gpuport.xp's, xp_cases.py): the device parity list on a
 runtime pinned to the GPU (each case proving from rt.info()["ran"] that its ops ran there), the cpu list on
 the cpu backend, the auto list under auto."""
 
@@ -7,6 +7,7 @@ import asyncio
 import gpuport as gp
 import numpy as np
 import pytest
+import xp_cases  # noqa: F401 - registers gpuport.xp's cases among CASES
 from cases import CASES, names_for, proves_on_device, run_case
 from gpuport.ops.opspecs import OPS
 

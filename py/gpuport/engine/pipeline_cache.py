@@ -72,7 +72,7 @@ class PipelineCache:
         self.used[spec] = None
         if self.profiler is not None:
             self.profiler.compiled(spec.label, ms)
-        if self.manifest is not None and self.recording:
+        if self.manifest is not None and self.recording and spec.remember:
             self.manifest.record(spec, ms)
             if not self.busy:   # precompile() saves once at its end
                 self.save()

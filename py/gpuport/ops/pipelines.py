@@ -55,6 +55,9 @@ class PipelineSpec:
     entry_point: str
     constants: tuple[tuple[str, float], ...]
     bindings: tuple[str, ...] | None
+    # False: generated for one expression (gpuport.xp's kernels): the manifest keeps what a start needs, not every
+    # expression a session evaluated (there may be thousands)
+    remember: bool = True
 
     @property
     def constants_dict(self) -> dict[str, float]:

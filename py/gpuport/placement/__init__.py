@@ -9,6 +9,8 @@ work a runtime does. Every caller asks `rt.placement`; nothing else consults the
   device serves it and the host knows the values.
 - user kernels (`kernel`): the WGSL on the device, or the kernel's NumPy reference on the host.
 - whole computations of a model (`whole`, `generation`): one fused host forward, or op by op on the device.
+- calls of the array namespace (`array`, `host_only`): gpuport.xp's functions, per call like op calls (auto's
+  selector, or the one backend), and the functions the device has no kernel for (linalg's factorisations).
 - out of memory (`step_down`): the host takes the work when it knows the values.
 
 `ran` counts what actually ran where (telemetry, auto's selection counts, the profile, `counts()`, shown as
@@ -23,7 +25,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 from ..errors import OutOfMemory
-from ..types import DEFERRED, DEVICE, HOST, Decision, OpCall
+from ..types import DEFERRED, DEVICE, HOST, Decision, OpCall, Operand
 from .auto import AutoSelection, attach
 from .planner import STRATEGIES, Planner, over_budget_strategy
 from .telemetry import Telemetry
@@ -102,6 +104,27 @@ class Placement:
                 return Decision(HOST, "cpu", "the device is lost: a page recovers it at the next await")
         # the selector has no cost model for arbitrary WGSL: auto otherwise keeps user kernels on the GPU
         return Decision(DEVICE, "native", "the kernel's WGSL on the device")
+
+    # -- the array namespace (gpuport.xp) ---------------------------------------------------------------
+    def array(self, name: str, operands: Sequence[Operand], out_shape: tuple[int, ...]) -> Decision:
+        """Where one call of the array namespace runs: the cpu backend's NumPy; under auto the selector's
+        side (a GPU-only operand in a page keeps it on the device); on a fixed webgpu backend the device."""
+        rt = self.rt
+        if rt.device.is_host:
+            return CPU_BACKEND
+        if self.auto is not None:
+            call = OpCall(name, tuple(f"x{i}" for i in range(len(operands))), list(operands), tuple(out_shape))
+            if self.auto.place(call) == HOST:
+                return Decision(HOST, "cpu", "pinned to the host" if self.auto.pin == HOST else "selected")
+            return Decision(DEVICE, "native", "pinned to the device" if self.auto.pin == DEVICE else "selected")
+        return Decision(DEVICE, "native", "the webgpu backend runs every array call on the device")
+
+    def host_only(self, name: str, why: str) -> Decision:
+        """A call of the array namespace the device has no kernel for (`why` says which): NumPy on the host, on
+        every backend; counted as such when it runs."""
+        if self.rt.device.is_host:
+            return CPU_BACKEND
+        return Decision(HOST, "cpu", f"{name} runs on the host: {why}")
 
     # -- whole computations of a model -----------------------------------------------------------------
     def whole(self, name: str, ops: OpShapes, host_can: bool = True, upload: int = 0) -> Decision:
