@@ -96,7 +96,10 @@ def test_the_page_precompiles_what_ran_on_the_device_once_idle_and_repairs_corru
         assert page.evaluate("async () => (await window.gpuportReady).precompileStatus()") == "done"
         second = _run(page, SCOPE_AND_REPORT)
         assert second["scope"] == first["scope"] and not second["report"]["failed"], second
-        assert second["report"]["from_manifest"] == second["report"]["pipelines"] == len(remembered), second
+        # tuning may choose another matmul variant on this adapter (timings on a loaded machine): its pipelines
+        # are built then too, and counted apart
+        built = second["report"]["pipelines"] - second["report"].get("tuned", 0)
+        assert second["report"]["from_manifest"] == built == len(remembered), second
         assert set(second["report"]["ops"]) == {"gelu", "matmul"}, second
         assert np.allclose(_run(page, ON_THE_DEVICE), 0.8413447, atol=1e-6)   # on the rebuilt pipelines
 

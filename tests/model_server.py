@@ -119,8 +119,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
             time.sleep(30)
             return
         if fault == "drop":
+            self.faults.sent(rel, length // 3)   # counted before the write: the client cannot outrun the count
             self.wfile.write(body[: length // 3])
-            self.faults.sent(rel, length // 3)
             self.wfile.flush()
             self.close_connection = True
             try:
@@ -128,8 +128,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
             except OSError:
                 pass
             return
-        self.wfile.write(body)
         self.faults.sent(rel, len(body))
+        self.wfile.write(body)
 
 
 class Server:

@@ -39,9 +39,10 @@ PACKAGE = ROOT / "py" / "gpuport"
 CORE = {"__init__.py", "__main__.py", "_version.py", "errors.py", "types.py", "platform.py", "runtime.py", "kernel.py"}
 MAX_FUNCTION_LINES = 90     # a screen: a reader sees a whole function at once
 MAX_MODULE_LINES = 1000     # past this a module holds two jobs, whatever its docstring says
-MAX_DEFERRED_IMPORTS = 15
-# What may be imported inside a function: optional dependencies (an extra, or absent on some platforms)
-# and the page-only modules (they import js, which exists only in Pyodide).
+MAX_DEFERRED_IMPORTS = 20
+# What may be imported inside a function: optional dependencies (an extra, or absent on some platforms), the
+# page-only modules (they import js, which exists only in Pyodide), and the native-only and format readers that
+# `import gpuport` leaves out because a page's first result never needs them (each costs its import time there).
 DEFERRABLE = {
     "uvicorn": "the serve extra",
     "hatchling.builders.wheel": "the serve extra",
@@ -50,6 +51,10 @@ DEFERRABLE = {
     "gpuport.backends.browser": "page-only",
     "gpuport.backends.pageio": "page-only",
     "gpuport.backends.jsmodules": "page-only",
+    "gpuport.backends.native": "native-only (wgpu-py): a page's start never imports it",
+    "gpuport.formats.gguf": "a GGUF is read only when one is loaded or packed",
+    "gpuport.formats.ctranslate2": "a CTranslate2 model.bin is read only when one is packed",
+    "gpuport.loading.gguf_source": "a GGUF is read only when one is loaded",
 }
 # The one upward type-only import (see the docstring).
 BACK_REFERENCE = "gpuport.runtime"

@@ -281,7 +281,8 @@ class Runtime:
         Ops called meanwhile run on NumPy where the host has their inputs, and move to the GPU as their pipelines
         resolve; `pause()` is awaited before each pipeline starts (a page's waits while a call runs). Returns a
         report: pipelines (created now), from_manifest, already (existed), failed, ms, recorded_ms (their stored
-        compile time: far above ms means the browser's shader cache was warm), order, ops."""
+        compile time: far above ms means the browser's shader cache was warm), order, ops, and where matmul's
+        variant was measured, tuning and tuned (the pipelines of a newly chosen variant, among `pipelines`)."""
         self.check_open()
         with self.lock:
             planner = self.placement.planner
@@ -295,6 +296,7 @@ class Runtime:
                 if planner.matmul_choice != before:   # the chosen variants' other pipelines (bias), now
                     more = await self.pipelines.precompile(self.device, planner, ["matmul"], pause=pause)
                     report["pipelines"] += more["pipelines"]
+                    report["tuned"] = more["pipelines"]
                 self.pipelines.save()
             return report
 

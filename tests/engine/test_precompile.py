@@ -38,6 +38,7 @@ def expected_pipelines(report) -> int:
 def test_second_process_reuses_the_disk_manifest(tmp_path):
     first = run_process(tmp_path)
     assert first["from_manifest"] == 0 and first["pipelines"] == expected_pipelines(first), first
+    assert first["pipelines"] - first.get("tuned", 0) == 11, first   # what tuning's choice added is counted apart
     assert first["tuning"]["tb"]["measured"], first
     second = run_process(tmp_path)
     assert second["from_manifest"] == 11 and second["recorded_ms"] > 0, second

@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING
 from ..platform import IN_PYODIDE
 from .base import Backend
 from .cpu import CPUBackend
-from .native import NativeBackend, wgpu
 
 if TYPE_CHECKING:
     from .io import RecordStore
@@ -32,6 +31,7 @@ async def request_device(limits: str = "default", adapters: "RecordStore | None"
     if IN_PYODIDE:
         from .browser import BrowserBackend  # page-only: imports js
         return await BrowserBackend.create(limits)
+    from .native import NativeBackend  # natively only: a page's start never imports wgpu-py's half
     return await NativeBackend.create(limits, adapters)
 
 
@@ -42,7 +42,10 @@ def host_device() -> Backend:
 
 def available() -> list[str]:
     """Backends that can be opened in this process, best first."""
-    return (["webgpu"] if IN_PYODIDE or wgpu is not None else []) + ["cpu"]
+    if IN_PYODIDE:
+        return ["webgpu", "cpu"]
+    from .native import wgpu
+    return (["webgpu"] if wgpu is not None else []) + ["cpu"]
 
 
 __all__ = ["available", "host_device", "prepare_page", "request_device"]

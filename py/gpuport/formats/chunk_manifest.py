@@ -17,7 +17,6 @@ import re
 from typing import Any, Iterable, Sequence
 
 from ..errors import LoadError
-from . import ctranslate2, gguf
 from .records import (
     RecordError,
     need,
@@ -80,22 +79,26 @@ def build_manifest(path: str | os.PathLike, chunk_size: int = MANIFEST_CHUNK, mo
                    files: Iterable[str] = ()) -> dict:
     """The chunk manifest of a local safetensors, GGUF or CTranslate2 model.bin file (what `gpuport pack-model`
     writes)."""
+    # the formats a manifest is built from (natively, by pack-model); a page's load never reads them
+    from .ctranslate2 import read_index
+    from .gguf import MAGIC, read_header_from
+    from .gguf import check_layout as check_gguf_layout
     path = os.fspath(path)
     if chunk_size < 4096:
         raise ValueError(f"chunk_size {chunk_size} is too small (at least 4096 bytes)")
     size = os.path.getsize(path)
     label = os.path.basename(path)
     with open(path, "rb") as f:
-        is_gguf = f.read(4) == gguf.MAGIC
+        is_gguf = f.read(4) == MAGIC
         f.seek(0)
         container = "gguf" if is_gguf else "ctranslate2" if label.endswith(".bin") else "safetensors"
         if container == "ctranslate2":
-            index = ctranslate2.read_index(f, size, label)
+            index = read_index(f, size, label)
             data_start = header_len = index.header_len
             entries = {v.name: (v.offset, v.offset + v.nbytes, v.dtype, list(v.shape)) for v in index.variables.values()}
         elif is_gguf:
-            header = gguf.read_header_from(f, label)
-            gguf.check_layout(header, size, label)
+            header = read_header_from(f, label)
+            check_gguf_layout(header, size, label)
             data_start = header_len = header.data_offset
             entries = {t.name: (t.offset, t.offset + t.nbytes, t.type_name, list(t.shape))
                        for t in sorted(header.tensors.values(), key=lambda t: t.offset)}

@@ -27,7 +27,6 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from ..errors import BackendUnavailable
-from ..formats.gguf import GGML_TYPE_IDS
 from ..types import LlamaBlock
 from . import references as K
 from .host_abi import ABI
@@ -39,6 +38,13 @@ Q_KINDS = ("Q4_1", "Q8_0")   # the ggml block types the quantized kernels read (
 REFERENCES: dict[str, Callable[..., np.ndarray]] = {
     "matmul": K.matmul_ref, "gelu": K.gelu_ref, "softmax": K.softmax_ref, "layer_norm": K.layer_norm_ref,
     "attention": K.attention_ref}
+
+
+def _type_id(kind: str) -> int:
+    """ggml's id of a block type (what the quantized kernels take), from the GGUF reader's table: imported when a
+    quantized model first needs it, not by `import gpuport`."""
+    from ..formats.gguf import GGML_TYPE_IDS
+    return GGML_TYPE_IDS[kind]
 
 
 def linked(lib: Any, where: str) -> tuple[Any, str]:
@@ -509,7 +515,7 @@ class SimdKernels:
             raise ValueError(f"q_matmul: {raw.size} bytes of {raw.dtype} for a {kind} {shape} weight")
         m = x32.shape[0]
         out = np.empty((m, n), np.float32)
-        lib.gp_q_matmul(self._at(x32), m, k, self._kept(raw), GGML_TYPE_IDS[kind],
+        lib.gp_q_matmul(self._at(x32), m, k, self._kept(raw), _type_id(kind),
                         n, self._out(out), n, self._scratch(int(lib.gp_q_scratch(m, k))), max(1, int(threads)))
         self._done()
         return out
@@ -533,7 +539,7 @@ class SimdKernels:
         n1, n2 = _f32(norms[0]), _f32(norms[1])
         arrays = (n1, *weights[:4], n2, *weights[4:])
         return LlamaBlock(arrays, tuple(self._kept(a) for a in arrays), dim, heads, kv_heads, ffn,
-                          GGML_TYPE_IDS[kind], float(eps))
+                          _type_id(kind), float(eps))
 
     def llama_layers(self, x: np.ndarray, start: int, cos: np.ndarray, sin: np.ndarray, blocks: Sequence[LlamaBlock],
                      k_caches: Sequence[np.ndarray], v_caches: Sequence[np.ndarray], *, threads: int = 1) -> None:

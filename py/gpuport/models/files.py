@@ -5,16 +5,18 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Mapping, Sequence
 
 import numpy as np
 
 from ..errors import LoadError
 from ..formats.safetensors import load_tensors as load_safetensors
 from ..formats.safetensors import read_header
-from ..loading.gguf_source import GGUFSource
 from ..loading.loader import ProgressiveModelLoader
 from .registry import REGISTRY, default_source, weights_file
+
+if TYPE_CHECKING:
+    from ..loading.gguf_source import GGUFSource
 
 ProgressFn = Callable[[dict], Any]
 
@@ -38,13 +40,14 @@ def is_url(source: str) -> bool:
 
 
 async def open_gguf(name: str, source: str | None = None, on_progress: ProgressFn | None = None,
-                    **loader_options: Any) -> GGUFSource:
+                    **loader_options: Any) -> "GGUFSource":
     """The GGUF source of language model `name` (header + `await raw(tensor)`): a URL through the progressive
     loader (verified chunks, IndexedDB cache in a page); natively by default the installed file itself."""
     llms = [n for n, e in REGISTRY.items() if e.family == "llama"]
     if name not in llms:
         raise ValueError(f"{name!r} is not a GGUF language model; available: {', '.join(llms)}")
     src = source if source is not None else default_source(name)
+    from ..loading.gguf_source import GGUFSource  # GGUF models only: `import gpuport` does not read GGUF
     return await GGUFSource.open(src, weights=weights_file(name), on_progress=on_progress, **loader_options)
 
 
