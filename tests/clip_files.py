@@ -143,7 +143,8 @@ L14_VISION = {"hidden_size": 1024, "intermediate_size": 4096, "num_attention_hea
 L14_TEXT = {"hidden_size": 768, "intermediate_size": 3072, "num_attention_heads": 12}
 
 # name -> (config.json, seed). Full size: the published configurations. Small: the same widths, fewer layers (the
-# logic tests'); "clip-l14-tiny": L/14's widths and patches (257 tokens) with one layer a tower.
+# logic tests'); "clip-l14-tiny": L/14's widths and patches (257 tokens) with one layer a tower; "clip-tiny": 64 wide
+# (15 MB: the loader's tests, in pages too).
 CONFIGS: dict[str, tuple[dict, int]] = {
     "clip-vit-base-patch32": (_clip_config({**B32_VISION, "num_hidden_layers": 12},
                                            {**B_TEXT, "num_hidden_layers": 12}, 512), 32),
@@ -151,6 +152,10 @@ CONFIGS: dict[str, tuple[dict, int]] = {
                        320),
     "clip-l14-tiny": (_clip_config({**L14_VISION, "num_hidden_layers": 1}, {**L14_TEXT, "num_hidden_layers": 1}, 768),
                       14),
+    "clip-tiny": (_clip_config({"hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 4, "patch_size": 32,
+                                "num_hidden_layers": 2},
+                               {"hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 4,
+                                "num_hidden_layers": 2}, 32), 64),
     "vit-base-patch16-224": (_vit_config(12), 16),
     "vit-b16-small": (_vit_config(2), 160),
 }
