@@ -110,11 +110,14 @@ vision-checkpoints: $(VENV)/.gpuport-installed $(VENV)/.gpuport-clip-vocab
 	PYTHONPATH=tests $(PY) tests/clip_files.py
 
 # The chunk manifests the progressive loader verifies against (.cache/models/<name>/manifest.json, served at
-# /models/<name>/manifest.json). Always runs; a no-op while the model files are unchanged.
-model-manifest: $(VENV)/.gpuport-installed $(VENV)/.gpuport-model $(VENV)/.gpuport-llm $(VENV)/.gpuport-asr
+# /models/<name>/manifest.json; the vision checkpoints, which no package ships, are served from there too). Always
+# runs; a no-op while the model files are unchanged.
+model-manifest: $(VENV)/.gpuport-installed $(VENV)/.gpuport-model $(VENV)/.gpuport-llm $(VENV)/.gpuport-asr vision-checkpoints
 	$(PY) -m gpuport pack-model
 	$(PY) -m gpuport pack-model --model smollm2-135m-instruct
 	$(PY) -m gpuport pack-model --model whisper-tiny.en
+	$(PY) -m gpuport pack-model --model clip-vit-base-patch32 --source .cache/vision/clip-vit-base-patch32
+	$(PY) -m gpuport pack-model --model clip-tiny --source .cache/vision/clip-tiny
 
 # gpuport's requirements with the serve extra as wheels: tests/test_installed.py installs the built wheel into a
 # fresh venv from here, so nothing is downloaded while the tests run. Refilled when pyproject.toml changes.

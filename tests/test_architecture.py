@@ -47,6 +47,7 @@ DEFERRABLE = {
     "hatchling.builders.wheel": "the serve extra",
     "gpuport.site.server": "needs the serve extra (starlette)",
     "mmap": "absent in Pyodide",
+    "PIL": "the vision extra; a page loads Pyodide's own Pillow on first use",
     "gpuport.backends.browser": "page-only",
     "gpuport.backends.pageio": "page-only",
     "gpuport.backends.jsmodules": "page-only",

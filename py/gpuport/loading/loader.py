@@ -262,11 +262,12 @@ class ProgressiveModelLoader:
     async def load_tensors(self, names: Sequence[str] | None = None, upload: bool = True,
                            components: Mapping[str, Sequence[str]] | None = None,
                            on_component: Callable[[str, dict[str, Any]], Any] | None = None,
-                           host_only: Sequence[str] = ()) -> dict[str, Any]:
+                           host_only: Sequence[str] = (), interleave: bool = True) -> dict[str, Any]:
         """{name: Tensor on rt} (or NumPy arrays with upload=False) for `names` (default: all), each uploaded the
-        moment its chunks are verified; `components` (default: by layer) load in parallel, given: in turns, the
-        first first, and `on_component(name, its tensors)` is called the moment a component's last tensor is in
-        (it may start using them while the others load). `host_only`: tensors kept as arrays even with upload.
+        moment its chunks are verified; `components` (default: by layer) load in parallel, given: in turns of a span
+        each (`interleave`; else each one's chunks after the one before), the first first, and `on_component(name,
+        its tensors)` is called the moment a component's last tensor is in (it may start using them while the others
+        load). `host_only`: tensors kept as arrays even with upload.
         A source with a file digest but no manifest is read whole, in file order (its bytes are hashed in order)."""
         m = await self.load_manifest()
         if m.get("container") == "ctranslate2":   # a model.bin's table is whole only in its manifest
@@ -280,7 +281,8 @@ class ProgressiveModelLoader:
             raise ValueError("load_tensors(upload=True) needs a runtime: ProgressiveModelLoader(source, rt)")
         names.sort(key=lambda k: entries[k]["data_offsets"][0])
         per_span = max(1, round(self.chunk_size_mb * 2**20 / m["chunk_size"]))   # chunks per Range request
-        need = interleaved_chunks(m, [*(components or {}).values(), names], per_span)   # file order, or in turns
+        turn = per_span if interleave else len(m["chunks"])   # a whole component a turn: one after the other
+        need = interleaved_chunks(m, [*(components or {}).values(), names], turn)   # file order, or in turns
         if self._file_hash is not None:
             need = list(range(len(m["chunks"])))
         st = self.state

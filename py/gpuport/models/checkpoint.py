@@ -76,14 +76,15 @@ async def open_checkpoint(name: str, source: str | None, progress: Callable[...,
 
 
 async def load_components(ckpt: Checkpoint, rt: Any, components: Mapping[str, Sequence[str]], attach: Attach,
-                          progress: Callable[..., None], host_only: Sequence[str] = ()) -> None:
-    """Every component's tensors, `attach(component, tensors)` as soon as each one's are all in (the first of
-    `components` first: order them by priority). Uploaded as they arrive (but `host_only`'s), or handed over as
-    arrays from a local file, where the model's own code uploads them."""
+                          progress: Callable[..., None], host_only: Sequence[str] = (), interleave: bool = True) -> None:
+    """Every component's tensors, `attach(component, tensors)` as soon as each one's are all in: fetched in turns
+    (`interleave`), else the first of `components` wholly first (a priority). Uploaded as they arrive (but
+    `host_only`'s), or handed over as arrays from a local file, where the model's own code uploads them."""
     if ckpt.loader is not None:
         ckpt.loader.rt = rt
         await ckpt.loader.load_tensors([n for names in components.values() for n in names], upload=True,
-                                       components=components, on_component=attach, host_only=host_only)
+                                       components=components, on_component=attach, host_only=host_only,
+                                       interleave=interleave)
         ckpt.stats.update(ckpt.loader.stats())
     else:
         assert ckpt.path is not None

@@ -32,7 +32,7 @@ from ..platform import sync_wait
 from ..tensor.tensor import Tensor
 from .checkpoint import Components, load_components, open_checkpoint
 from .clip_tokenizer import CLIPTokenizer
-from .images import ImageInput, ImageProcessor
+from .images import ImageInput, ImageProcessor, ensure_pillow
 from .vision import (
     CLIP_LAYER,
     CLIP_VISION,
@@ -345,16 +345,17 @@ async def load(name: str, rt: Any, source: str | None, progress: Callable[..., N
                loader_options: dict, options: dict) -> CLIP:
     """models.load's family loader: a CLIP from a Hugging Face checkpoint folder or URL (models/checkpoint.py). The
     two towers' chunks are fetched in turns (with a manifest), each progress event of a tensor naming its
-    `component` ("text", "vision"), and each tower is attached the moment its own tensors are in. Option
-    `priority="text"` (or "vision"): that tower's chunks go first and load returns as soon as it is usable, the
-    other still loading (calls that need it wait for it; `await model.components.done()` for the whole load);
-    without one, load returns when both are in."""
+    `component` ("text", "vision"), and each tower is attached the moment its own tensors are in; load returns when
+    both are. Option `priority="text"` (or "vision"): that tower's chunks are asked for first (the other's follow,
+    the requests in flight overlapping) and load returns as soon as it is usable, the other still loading (calls that
+    need it wait for it; `await model.components.done()` for the whole load)."""
     priority = options.pop("priority", None)
     if options:
         raise TypeError(f"{name}: unknown options {sorted(options)} (CLIP takes priority=)")
     if priority not in (None, "text", "vision"):
         raise ValueError(f"priority must be 'text', 'vision' or None, got {priority!r}")
     t0 = time.perf_counter()
+    await ensure_pillow()
     ckpt = await open_checkpoint(name, source, progress, chunk_size_mb, loader_options, TEXT_FILES)
     model = skeleton(rt, ckpt.files, name)
     parts = weight_names(model.config)
@@ -377,7 +378,7 @@ async def load(name: str, rt: Any, source: str | None, progress: Callable[..., N
         progress(stage="ready", component=component, done=0, total=0)
 
     async def whole() -> None:
-        await load_components(ckpt, rt, components, attach, progress, HOST_ONLY)
+        await load_components(ckpt, rt, components, attach, progress, HOST_ONLY, interleave=priority is None)
         progress(stage="ready", done=0, total=0, percent=100.0)
 
     task = model.components.run(whole())

@@ -32,11 +32,10 @@ from typing import Any, Iterator, Mapping, Union
 import numpy as np
 
 from ..errors import LoadError, UnsupportedFeature
+from ..platform import IN_PYODIDE
 
-try:   # an optional dependency: the vision extra natively, Pyodide's own package in a page
-    from PIL import Image, ImageOps
-except ImportError:   # pragma: no cover - the message says how to get it
-    Image = ImageOps = None
+Image: Any = None      # PIL.Image and PIL.ImageOps once pillow() has imported them (an optional dependency)
+ImageOps: Any = None
 
 ImageInput = Union[bytes, bytearray, memoryview, str, os.PathLike, np.ndarray, Any]   # Any: a PIL image
 
@@ -51,11 +50,30 @@ _SWAPS_AXES = (5, 6, 7, 8)                      # EXIF orientations that rotate 
 
 
 def pillow() -> Any:
-    """PIL.Image; UnsupportedFeature saying how to install Pillow where it is missing."""
+    """PIL.Image, imported on first use; UnsupportedFeature saying how to install Pillow where it is missing."""
+    global Image, ImageOps
     if Image is None:
-        raise UnsupportedFeature("images need Pillow: pip install 'gpuport[vision]' (in a page gpuport loads "
-                                 "Pyodide's own Pillow)")
+        try:
+            from PIL import Image as image_module
+            from PIL import ImageOps as ops_module
+        except ImportError:
+            raise UnsupportedFeature("images need Pillow: pip install 'gpuport[vision]' (a page loads Pyodide's "
+                                     "own: await gpuport.models.images.ensure_pillow())") from None
+        Image, ImageOps = image_module, ops_module
     return Image
+
+
+async def ensure_pillow() -> None:
+    """Pillow importable here: in a page, Pyodide's own build (gpuport's Pyodide distribution vendors it) is loaded
+    the first time; natively it must be installed (the vision extra)."""
+    if IN_PYODIDE:
+        try:
+            pillow()
+            return
+        except UnsupportedFeature:
+            from ..backends.jsmodules import load_package
+            await load_package("pillow")
+    pillow()
 
 
 @dataclass(frozen=True)
@@ -137,6 +155,7 @@ class ImageProcessor:
 
     def pixels(self, image: ImageInput, budget: int | None = None) -> tuple[np.ndarray, dict[str, Any]]:
         """The resized, cropped RGB image (H, W, 3) uint8, and how it was made."""
+        pillow()
         if isinstance(image, np.ndarray):
             rgb = _array_image(image)
             stats = {"path": "array", "source": [rgb.size[0], rgb.size[1]], "largest_buffer": image.nbytes}
@@ -413,4 +432,5 @@ def _resize_strips(strips: Iterator[Any], width: int, height: int, out_w: int, o
     return Image.fromarray(out, mode="RGB"), largest, count
 
 
-__all__ = ["BICUBIC", "BILINEAR", "ImageInput", "ImageProcessor", "Preprocessed", "png_strips", "pillow"]
+__all__ = ["BICUBIC", "BILINEAR", "ImageInput", "ImageProcessor", "Preprocessed", "ensure_pillow", "pillow",
+           "pillow_coefficients", "png_orientation", "png_strips"]

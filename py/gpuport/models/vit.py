@@ -24,7 +24,7 @@ from ..host import hostops
 from ..platform import sync_wait
 from ..tensor.tensor import Tensor
 from .checkpoint import load_components, open_checkpoint
-from .images import ImageInput, ImageProcessor
+from .images import ImageInput, ImageProcessor, ensure_pillow
 from .vision import (
     VIT_VISION,
     TowerConfig,
@@ -155,6 +155,7 @@ async def load(name: str, rt: Any, source: str | None, progress: Callable[..., N
     tensors uploaded as they arrive."""
     if options:
         raise TypeError(f"{name}: unknown options {sorted(options)}")
+    await ensure_pillow()
     ckpt = await open_checkpoint(name, source, progress, chunk_size_mb, loader_options, TEXT_FILES)
     cfg, labels, processor = parse(ckpt.files)
     components = weight_names(cfg, len(labels))
