@@ -231,3 +231,24 @@ def test_towers_load_in_turns_text_first_and_corrupt_chunks_of_both_are_refetche
     assert sorted(corrupted) == sorted(corrupt) and got["stats"]["retries"] == 2, (corrupted, got["stats"])
     assert audit["cached"] == len(m["chunks"]) and not audit["bad"], audit
     assert len(got["image"][0]) == 32
+
+
+def test_demo_image_box_classifies_a_sample(chromium_webgpu, server_url):
+    """The demo page's image box, ?vision=1 with ?model= pointing at another checkpoint (clip-tiny): it loads (the text
+    tower first), classifies its drawn sample and shows the probabilities, the stages' times and where each ran."""
+    from playwright.sync_api import expect
+
+    context = chromium_webgpu.new_context()
+    try:
+        page = context.new_page()
+        page.goto(server_url + "/?table=0&precompile=off&vision=1&model=" + TINY)
+        section = page.locator("#vision")
+        expect(section).to_have_attribute("data-state", "done", timeout=120_000)
+        rows = page.locator("#vision-results tr")
+        assert rows.count() == 1 + 5, rows.all_inner_texts()   # a header and the five default labels
+        probabilities = [float(t.split()[-2]) for t in rows.all_inner_texts()[1:]]
+        assert abs(sum(probabilities) - 100) < 0.5, probabilities
+        figures = page.locator("#vision-figures").inner_text()
+        assert "vision" in figures and " on " in figures and "tier" in figures, figures
+    finally:
+        context.close()
