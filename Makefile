@@ -257,6 +257,13 @@ bench-setup:
 bench: setup bench-setup
 	$(BENCH_LOCK) env PYTHONPATH=py $(PY) bench/peers.py --bench-dir $(BENCH_DIR) $(BENCH_ARGS)
 
+# bench/vision.py: CLIP ViT-B/32 (the test set-up's random checkpoint) against transformers.js (its ONNX export,
+# bench-setup) in both browsers and transformers on torch natively; the same peers and lock.
+# BENCH_VISION_ARGS=--quick is a smoke run.
+.PHONY: bench-vision
+bench-vision: setup bench-setup
+	$(BENCH_LOCK) env PYTHONPATH=py $(PY) bench/vision.py --bench-dir $(BENCH_DIR) $(BENCH_VISION_ARGS)
+
 # bench/startup.py: time from navigation to the first MiniLM embedding, cold and warm, gpuport against
 # transformers.js in both browsers (and natively against sentence-transformers), and to SmolLM2's first token
 # against wllama (its npm package only: bench-wllama-setup); the same peers and lock.

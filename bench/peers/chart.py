@@ -1,4 +1,4 @@
-"""The PNG chart of bench/peers.py's ratios (run with the bench venv's python, which has matplotlib):
+"""The PNG chart of bench/peers.py's (and bench/vision.py's) ratios (run with the bench venv's python, which has matplotlib):
 one group of bars per lane and gpuport system, one bar per case, log scale, the line at 1.0 where gpuport
 catches up with its peer.   python chart.py RESULTS.json OUT.png"""
 import json
@@ -31,8 +31,9 @@ def main(results_path: str, out_path: str) -> int:
     ax.set_xticks(range(len(groups)))
     ax.set_xticklabels([f"{lane}\n{system.removeprefix('gpuport-')}" for lane, system, _ in groups], fontsize=8)
     ax.set_ylabel("peer time / gpuport time  (>1: gpuport faster)")
-    ax.set_title(f"MiniLM-L6 embeddings, gpuport vs its peer in the same run ({doc.get('when', '')})\n"
-                 "page: transformers.js best device; native: sentence-transformers at the same threads", fontsize=10)
+    title = doc.get("title", "MiniLM-L6 embeddings, gpuport vs its peer in the same run\n"
+                             "page: transformers.js best device; native: sentence-transformers at the same threads")
+    ax.set_title(title.replace("\n", f" ({doc.get('when', '')})\n", 1), fontsize=10)
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(out_path)

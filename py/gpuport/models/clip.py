@@ -267,6 +267,10 @@ class CLIP:
         self.last_stats["labels_computed"] = len(missing)
         return np.stack([self._labels[t] for t in labels])
 
+    def clear_labels(self) -> None:
+        """Forget the label embeddings classify keeps (the next classify embeds its labels again)."""
+        self._labels.clear()
+
     async def classify(self, image: ImageInput, labels: Sequence[str], template: str = "a photo of a {}"
                        ) -> list[tuple[str, float]]:
         """Zero-shot classification of one image among `labels` (each put into `template`): (label, probability)

@@ -76,7 +76,8 @@ class TowerConfig:
 
 class WeightSet:
     """A checkpoint's tensors by name (arrays, or Tensors a loader already uploaded), taken one by one: shape and
-    dtype checked, uploaded to the runtime, `on_upload(name, bytes)` told."""
+    dtype checked, uploaded to the runtime, `on_upload(name, bytes)` told. The arrays are given up (made read-only,
+    as rt.tensor(copy=False) makes them), so the host kernels pack each weight once, a reshaped one too."""
 
     def __init__(self, rt: Any, weights: Mapping[str, Any], model: str,
                  on_upload: Callable[[str, int], None] | None = None) -> None:
@@ -97,6 +98,7 @@ class WeightSet:
         if isinstance(given, Tensor):
             return given.reshape(as_shape) if as_shape else given
         arr = np.asarray(given)
+        arr.flags.writeable = False
         t = self.rt.tensor(arr.reshape(as_shape) if as_shape else arr, copy=False)
         if self.on_upload is not None:
             self.on_upload(name, arr.nbytes)
@@ -305,7 +307,7 @@ class VisionTower:
         c = self.cfg
         batch, t = pixels.shape[0], c.tokens
         rows = hostops.patchify(np.asarray(pixels, np.float32), patch=c.patch)
-        x = hostops.matmul(rows.reshape(batch * t, -1), self.patch.known_values(), transpose_b=True)
+        x = hostops.product(rows.reshape(batch * t, -1), self.patch.known_values())
         x = x.reshape(batch, t, c.hidden) + self.positions.known_values()
         if self.pre is not None:
             x = hostops.layer_norm(x, *(p.known_values() for p in self.pre), eps=c.eps)
