@@ -40,9 +40,8 @@ from .vision import (
 TEXT_FILES = ("config.json", "preprocessor_config.json")
 
 
-def weight_names(cfg: TowerConfig, labels: int) -> dict[str, list[str]]:
+def weight_names(cfg: TowerConfig) -> dict[str, list[str]]:
     """The tensors the model uses: one component, the vision tower and its classifier."""
-    del labels   # the classifier's names do not depend on its width
     return {"vision": [*vision_weight_names(cfg, VIT_VISION), "classifier.weight", "classifier.bias"]}
 
 
@@ -158,7 +157,7 @@ async def load(name: str, rt: Any, source: str | None, progress: Callable[..., N
     await ensure_pillow()
     ckpt = await open_checkpoint(name, source, progress, chunk_size_mb, loader_options, TEXT_FILES)
     cfg, labels, processor = parse(ckpt.files)
-    components = weight_names(cfg, len(labels))
+    components = weight_names(cfg)
     ckpt.name_components(components)
     made: list[ViT] = []
 
