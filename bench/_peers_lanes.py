@@ -95,11 +95,13 @@ def _serve_static(port: int, directory: str, mounts: dict[str, str], cache_contr
 
 
 @contextmanager
-def peer_server(bench_dir: Path, cache_control: str = "no-store") -> Iterator[str]:
+def peer_server(bench_dir: Path, cache_control: str = "no-store", extra: dict[str, str] | None = None) -> Iterator[str]:
     """The transformers.js page on a free loopback port: / is bench/peers, /node_modules/ and /models/ come
-    from the bench set-up folder. cache_control: what every response says (the steady-state bench wants
-    nothing cached; the start-up bench wants what a plain static server gives, revalidation)."""
-    mounts = {"/node_modules/": str(bench_dir / "js" / "node_modules"), "/models/": str(bench_dir / "models")}
+    from the bench set-up folder (`extra`: more prefix -> folder mounts). cache_control: what every response says
+    (the steady-state bench wants nothing cached; the start-up bench wants what a plain static server gives,
+    revalidation)."""
+    mounts = {"/node_modules/": str(bench_dir / "js" / "node_modules"), "/models/": str(bench_dir / "models"),
+              **(extra or {})}
     with serving(_serve_static, (str(PEERS), mounts, cache_control), "the transformers.js server") as url:
         yield url
 

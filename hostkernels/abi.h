@@ -6,7 +6,7 @@
 #define GPUPORT_ABI_H
 
 /* Bumped whenever an exported signature changes; the Python wrapper refuses a module with another. */
-#define GP_ABI 6
+#define GP_ABI 7
 
 /* Only the functions declared here are exported (the builds are -fvisibility=hidden): by name in
  * WebAssembly, natively as the ELF symbols of the same names. */
@@ -41,6 +41,10 @@ void gp_matmul_batched(const float *a, const float *b, const float *bias, float 
 GP_EXPORT(gp_gelu)
 void gp_gelu(const float *x, float *y, int n);
 
+/* y = QuickGELU of n floats of x: x sigmoid(1.702 x), CLIP's activation. */
+GP_EXPORT(gp_quick_gelu)
+void gp_quick_gelu(const float *x, float *y, int n);
+
 /* Row-wise softmax of x (rows x n) plus mask row (r / mask_div) % mask_mod (mask NULL: none). */
 GP_EXPORT(gp_softmax)
 void gp_softmax(const float *x, const float *mask, float *y, int rows, int n, int mask_div, int mask_mod);
@@ -54,21 +58,21 @@ void gp_layer_norm(const float *x, const float *gamma, const float *beta, float 
 GP_EXPORT(gp_attention_scratch)
 int gp_attention_scratch(int Sk, int d);
 
-/* Multi-head softmax(q k^T / sqrt(d) + mask) v per batch and head; rows ld (out: ldo) floats apart. */
+/* Multi-head softmax(q k^T / sqrt(d) + mask) v per batch and head (causal: query i sees keys 0..i); rows ld (out: ldo) floats apart. */
 GP_EXPORT(gp_attention)
 void gp_attention(const float *q, const float *k, const float *v, int ld, const float *mask, float *out,
-                  int ldo, int B, int Sq, int Sk, int heads, int d, float *scratch);
+                  int ldo, int B, int Sq, int Sk, int heads, int d, int causal, float *scratch);
 
 /* Floats of scratch gp_encoder_layer needs for n = B * S tokens on `threads` threads. */
 GP_EXPORT(gp_encoder_scratch)
 int gp_encoder_scratch(int n, int S, int H, int heads, int F, int threads);
 
-/* One post-norm encoder layer on x (B, S, H) in place; returns the rows with non-finite norm statistics. */
+/* One encoder layer on x (B, S, H) in place, post-norm or (flags 1) pre-norm, GELU or (2) QuickGELU, (4) causal; returns the rows with non-finite norm statistics. */
 GP_EXPORT(gp_encoder_layer)
 int gp_encoder_layer(float *x, int B, int S, int H, int heads, int F, const float *mask, const float *wqkv,
                      const float *wo, const float *wi, const float *wo2, const float *ln1_g,
-                     const float *ln1_b, const float *ln2_g, const float *ln2_b, float eps, float *scratch,
-                     int threads);
+                     const float *ln1_b, const float *ln2_g, const float *ln2_b, float eps, int flags,
+                     float *scratch, int threads);
 
 /* Floats of scratch gp_q_matmul needs for M rows of K (their 8-bit quantized blocks). */
 GP_EXPORT(gp_q_scratch)

@@ -11,10 +11,11 @@ int gp_attention_scratch(int Sk, int d) {
 
 /* q (B, Sq, .) with rows `ld` floats apart, k and v (B, Sk, .) likewise; the heads' d-wide column blocks start
  * at column 0 of each row (heads * d <= ld: q, k and v may be column blocks of one fused QKV product, or a
- * caller may hand over a range of heads by offsetting the pointers). mask (B, Sk) additive or NULL. Writes
- * out (B, Sq, .) with rows `ldo` floats apart, the same columns. */
+ * caller may hand over a range of heads by offsetting the pointers). mask (B, Sk) additive or NULL; `causal`:
+ * query i sees keys 0..i only (a text tower's). Writes out (B, Sq, .) with rows `ldo` floats apart, the same
+ * columns. */
 void gp_attention(const float *q, const float *k, const float *v, int ld, const float *mask, float *out, int ldo,
-                  int B, int Sq, int Sk, int heads, int d, float *scratch) {
+                  int B, int Sq, int Sk, int heads, int d, int causal, float *scratch) {
   const float scale = 1.0f / __builtin_sqrtf((float)d);
   float *kp = scratch;
   float *vp = kp + ((Sk + NR - 1) / NR) * panel_floats(d);
@@ -31,6 +32,9 @@ void gp_attention(const float *q, const float *k, const float *v, int ld, const 
         const float *panel = kp;
         for (int n0 = 0; n0 < Sk; n0 += NR, panel += panel_floats(d))
           panel_rows(qr, rows, ld, panel, d, s + n0, Sk, min_i(NR, Sk - n0));
+        if (causal)
+          for (int r = 0; r < rows; r++)
+            for (int j = m0 + r + 1; j < Sk; j++) s[r * Sk + j] = -__builtin_inff();
         gp_softmax(s, 0, s, rows, Sk, 1, 1);
         panel = vp;
         for (int n0 = 0; n0 < d; n0 += NR, panel += panel_floats(Sk))

@@ -1,16 +1,23 @@
-/* A whole transformer encoder layer (BERT's post-norm block) in one call, so a model's forward crosses
- * from Python into the kernels once per layer rather than once per op (in a page each crossing costs
- * tens of microseconds of Python and JavaScript: for a short sentence more than the arithmetic):
+/* A whole transformer encoder layer in one call, so a model's forward crosses from Python into the kernels
+ * once per layer rather than once per op (in a page each crossing costs tens of microseconds of Python and
+ * JavaScript: for a short sentence more than the arithmetic). BERT's post-norm block:
  *
  *   qkv = x Wqkv^T + bqkv          one product for Q, K and V (their weights stacked, packed with the bias)
  *   a   = attention(q, k, v, mask) the heads read straight out of qkv's column blocks
  *   x   = LayerNorm(a Wo^T + bo + x)
- *   x   = LayerNorm(gelu(x Wi^T + bi) Wo2^T + bo2 + x)
+ *   x   = LayerNorm(act(x Wi^T + bi) Wo2^T + bo2 + x)
  *
- * Every step is the kernel the single ops use (gp_matmul_packed, gp_attention, gp_gelu,
- * add_layer_norm), so the results are the same numbers the op-by-op path gives, however many threads
- * share the work. */
+ * or with GP_PRE_NORM the pre-norm block of CLIP's and ViT's towers:
+ *
+ *   x   = x + attention(LayerNorm(x) Wqkv^T + bqkv) Wo^T + bo
+ *   x   = x + act(LayerNorm(x) Wi^T + bi) Wo2^T + bo2
+ *
+ * act is exact GELU, or QuickGELU with GP_QUICK_GELU; GP_CAUSAL lets query i see keys 0..i only. Every step is
+ * the kernel the single ops use (gp_matmul_packed, gp_attention, gp_gelu, gp_quick_gelu, add_layer_norm), so
+ * the results are the same numbers the op-by-op path gives, however many threads share the work. */
 #include "simd.h"
+
+enum { GP_PRE_NORM = 1, GP_QUICK_GELU = 2, GP_CAUSAL = 4 };   /* gp_encoder_layer's flags */
 
 /* Floats of scratch gp_encoder_layer needs for n = B * S tokens on `threads` threads. */
 int gp_encoder_scratch(int n, int S, int H, int heads, int F, int threads) {
@@ -19,20 +26,47 @@ int gp_encoder_scratch(int n, int S, int H, int heads, int F, int threads) {
 
 struct layer {
   float *x, *qkv, *a, *f, *attn;
-  int B, S, H, heads, F, n, attn_floats;
+  int B, S, H, heads, F, n, attn_floats, flags;
   const float *mask, *wqkv, *wo, *wi, *wo2, *ln1_g, *ln1_b, *ln2_g, *ln2_b;
   float eps;
   int bad; /* atomic natively */
 };
 
+/* The activation after the first FFN product, in place on n floats. */
+static void activate(const struct layer *L, float *f, int n) {
+  if (L->flags & GP_QUICK_GELU)
+    gp_quick_gelu(f, f, n);
+  else
+    gp_gelu(f, f, n);
+}
+
+/* x += o, rows of H. */
+static void add_rows(float *x, const float *o, int n) {
+  for (int i = 0; i < n; i++) x[i] += o[i];
+}
+
+static void count_bad(struct layer *L, int bad) {
+#if defined(__wasm__) && !defined(__wasm_atomics__)
+  L->bad += bad;   /* one thread; an atomic would keep L in memory (a shadow stack) */
+#else
+  if (bad) __atomic_fetch_add(&L->bad, bad, __ATOMIC_RELAXED);
+#endif
+}
+
 /* Rows [lo, hi) in units of MR (a part never splits a register tile). */
 #define ROWS(L, lo, hi) int r0 = (lo) * MR, r1 = min_i((hi) * MR, (L)->n), m = r1 - r0
 
+/* The QKV product of rows [lo, hi); pre-norm: of their first layer norm, made in a's rows (free until attention). */
 static void qkv_rows(void *ctx, int lo, int hi, int slot) {
   struct layer *L = ctx;
   ROWS(L, lo, hi);
   (void)slot;
-  gp_matmul_packed(L->x + r0 * L->H, m, L->H, L->H, L->wqkv, 3 * L->H, L->qkv + r0 * 3 * L->H, 3 * L->H);
+  const float *in = L->x + r0 * L->H;
+  if (L->flags & GP_PRE_NORM) {
+    count_bad(L, add_layer_norm(in, 0, L->ln1_g, L->ln1_b, L->a + r0 * L->H, m, L->H, L->eps));
+    in = L->a + r0 * L->H;
+  }
+  gp_matmul_packed(in, m, L->H, L->H, L->wqkv, 3 * L->H, L->qkv + r0 * 3 * L->H, 3 * L->H);
 }
 
 /* Heads [lo, hi) of every sequence: a range of heads is a range of columns. */
@@ -40,7 +74,7 @@ static void attention_heads(void *ctx, int lo, int hi, int slot) {
   struct layer *L = ctx;
   const int H = L->H, d = H / L->heads, off = lo * d;
   gp_attention(L->qkv + off, L->qkv + H + off, L->qkv + 2 * H + off, 3 * H, L->mask, L->a + off, H, L->B, L->S,
-               L->S, hi - lo, d, L->attn + slot * L->attn_floats);
+               L->S, hi - lo, d, (L->flags & GP_CAUSAL) != 0, L->attn + slot * L->attn_floats);
 }
 
 /* Everything after attention needs only the row itself: output projection, residual and norm, FFN,
@@ -50,18 +84,24 @@ static void tail_rows(void *ctx, int lo, int hi, int slot) {
   ROWS(L, lo, hi);
   (void)slot;
   const int H = L->H, F = L->F;
-  float *x = L->x + r0 * H, *o = L->qkv + r0 * H, *f = L->f + r0 * F;
-  gp_matmul_packed(L->a + r0 * H, m, H, H, L->wo, H, o, H);
-  int bad = add_layer_norm(o, x, L->ln1_g, L->ln1_b, x, m, H, L->eps);
-  gp_matmul_packed(x, m, H, H, L->wi, F, f, F);
-  gp_gelu(f, f, m * F);
-  gp_matmul_packed(f, m, F, F, L->wo2, H, o, H);
-  bad += add_layer_norm(o, x, L->ln2_g, L->ln2_b, x, m, H, L->eps);
-#if defined(__wasm__) && !defined(__wasm_atomics__)
-  L->bad += bad;   /* one thread; an atomic would keep L in memory (a shadow stack) */
-#else
-  if (bad) __atomic_fetch_add(&L->bad, bad, __ATOMIC_RELAXED);
-#endif
+  float *x = L->x + r0 * H, *o = L->qkv + r0 * H, *f = L->f + r0 * F, *a = L->a + r0 * H;
+  gp_matmul_packed(a, m, H, H, L->wo, H, o, H);
+  int bad;
+  if (L->flags & GP_PRE_NORM) {   /* a's rows, read, take the second layer norm */
+    add_rows(x, o, m * H);
+    bad = add_layer_norm(x, 0, L->ln2_g, L->ln2_b, a, m, H, L->eps);
+    gp_matmul_packed(a, m, H, H, L->wi, F, f, F);
+    activate(L, f, m * F);
+    gp_matmul_packed(f, m, F, F, L->wo2, H, o, H);
+    add_rows(x, o, m * H);
+  } else {
+    bad = add_layer_norm(o, x, L->ln1_g, L->ln1_b, x, m, H, L->eps);
+    gp_matmul_packed(x, m, H, H, L->wi, F, f, F);
+    activate(L, f, m * F);
+    gp_matmul_packed(f, m, F, F, L->wo2, H, o, H);
+    bad += add_layer_norm(o, x, L->ln2_g, L->ln2_b, x, m, H, L->eps);
+  }
+  count_bad(L, bad);
 }
 
 /* The few-rows form of the same layer (a lone sentence: a handful of 4-row tiles). Split by rows, each part
@@ -72,7 +112,7 @@ static void tail_rows(void *ctx, int lo, int hi, int slot) {
 struct product {
   const float *a, *packed;
   float *c;
-  int M, K, N, gelu;
+  int M, K, N, act;   /* after the product: 0 nothing, 1 GELU, 2 QuickGELU */
 };
 
 static void product_cols(void *ctx, int lo, int hi, int slot) {
@@ -80,30 +120,49 @@ static void product_cols(void *ctx, int lo, int hi, int slot) {
   (void)slot;
   const int c0 = lo * NR, w = min_i(hi * NR, P->N) - c0;
   gp_matmul_packed(P->a, P->M, P->K, P->K, P->packed + (long)lo * panel_floats(P->K), w, P->c + c0, P->N);
-  if (P->gelu)
-    for (int r = 0; r < P->M; r++) gp_gelu(P->c + r * P->N + c0, P->c + r * P->N + c0, w);
+  for (int r = 0; P->act && r < P->M; r++) {
+    float *row = P->c + r * P->N + c0;
+    if (P->act == 2)
+      gp_quick_gelu(row, row, w);
+    else
+      gp_gelu(row, row, w);
+  }
 }
 
-static void product(int threads, const float *a, int M, int K, const float *packed, int N, float *c, int gelu) {
-  struct product P = {a, packed, c, M, K, N, gelu};
+static void product(int threads, const float *a, int M, int K, const float *packed, int N, float *c, int act) {
+  struct product P = {a, packed, c, M, K, N, act};
   const int panels = (N + NR - 1) / NR;
   gp_parallel(threads, panels, 4 * threads, product_cols, &P);
 }
 
 static int few_rows(struct layer *L, int threads) {
-  const int H = L->H, F = L->F, n = L->n;
+  const int H = L->H, F = L->F, n = L->n, act = (L->flags & GP_QUICK_GELU) ? 2 : 1;
   float *o = L->qkv;   /* free again once attention has read it */
+  int bad = 0;
+  if (L->flags & GP_PRE_NORM) {
+    bad += add_layer_norm(L->x, 0, L->ln1_g, L->ln1_b, L->a, n, H, L->eps);
+    product(threads, L->a, n, H, L->wqkv, 3 * H, L->qkv, 0);
+    gp_parallel(threads, L->heads, L->heads, attention_heads, L);
+    product(threads, L->a, n, H, L->wo, H, o, 0);
+    add_rows(L->x, o, n * H);
+    bad += add_layer_norm(L->x, 0, L->ln2_g, L->ln2_b, L->a, n, H, L->eps);
+    product(threads, L->a, n, H, L->wi, F, L->f, act);
+    product(threads, L->f, n, F, L->wo2, H, o, 0);
+    add_rows(L->x, o, n * H);
+    return bad;
+  }
   product(threads, L->x, n, H, L->wqkv, 3 * H, L->qkv, 0);
   gp_parallel(threads, L->heads, L->heads, attention_heads, L);
   product(threads, L->a, n, H, L->wo, H, o, 0);
-  int bad = add_layer_norm(o, L->x, L->ln1_g, L->ln1_b, L->x, n, H, L->eps);
-  product(threads, L->x, n, H, L->wi, F, L->f, 1);
+  bad = add_layer_norm(o, L->x, L->ln1_g, L->ln1_b, L->x, n, H, L->eps);
+  product(threads, L->x, n, H, L->wi, F, L->f, act);
   product(threads, L->f, n, F, L->wo2, H, o, 0);
   return bad + add_layer_norm(o, L->x, L->ln2_g, L->ln2_b, L->x, n, H, L->eps);
 }
 
 /* x (B, S, H) is replaced by the layer's output. Weights are packed (gp_pack_b, transposed, bias folded):
- * wqkv 3H x H, wo H x H, wi F x H, wo2 H x F. mask (B, S) additive or NULL. Natively and in the threaded
+ * wqkv 3H x H, wo H x H, wi F x H, wo2 H x F. mask (B, S) additive or NULL; flags: GP_PRE_NORM, GP_QUICK_GELU,
+ * GP_CAUSAL (above). Natively and in the threaded
  * build the work is spread over `threads` threads (pool.c): in three phases (the QKV product by rows,
  * attention by heads, the rest by rows), or for fewer than 4 tiles a thread, each product by columns
  * (few_rows). Returns the number of rows whose layer-norm statistics were not finite (0 when all is well);
@@ -111,11 +170,11 @@ static int few_rows(struct layer *L, int threads) {
  * IEEE edge cases. */
 int gp_encoder_layer(float *x, int B, int S, int H, int heads, int F, const float *mask, const float *wqkv,
                      const float *wo, const float *wi, const float *wo2, const float *ln1_g, const float *ln1_b,
-                     const float *ln2_g, const float *ln2_b, float eps, float *scratch, int threads) {
+                     const float *ln2_g, const float *ln2_b, float eps, int flags, float *scratch, int threads) {
   const int n = B * S, tiles = (n + MR - 1) / MR;
   if (threads < 1) threads = 1;
   struct layer L = {x, scratch, scratch + n * 3 * H, scratch + n * 4 * H, scratch + n * (4 * H + F), B, S, H,
-                    heads, F, n, gp_attention_scratch(S, H / heads), mask, wqkv, wo, wi, wo2, ln1_g, ln1_b,
+                    heads, F, n, gp_attention_scratch(S, H / heads), flags, mask, wqkv, wo, wi, wo2, ln1_g, ln1_b,
                     ln2_g, ln2_b, eps, 0};
   if (threads > 1 && tiles < 4 * threads) return few_rows(&L, threads);
   /* Several parts per thread, taken as threads come free: a late or descheduled thread delays one small

@@ -1,4 +1,4 @@
-/* Element- and row-wise kernels: exact-erf GELU, softmax with an additive mask, layer norm.
+/* Element- and row-wise kernels: exact-erf GELU, QuickGELU, softmax with an additive mask, layer norm.
  *
  * Each build runs its target's full width (vecmath.h: 4 lanes in WebAssembly, 8 natively with AVX2, 16 with
  * AVX-512). A row is taken VW lanes at a time, then 4, then one element at a
@@ -26,6 +26,13 @@ void gp_gelu(const float *x, float *y, int n) {
   for (; i + VW <= n; i += VW) store_w(y + i, gelu_w(load_w(x + i)));
   for (; i + 4 <= n; i += 4) store_4(y + i, gelu_4(load_4(x + i)));
   for (; i < n; i++) y[i] = gelu_4(splat_4(x[i]))[0];
+}
+
+void gp_quick_gelu(const float *x, float *y, int n) {
+  int i = 0;
+  for (; i + VW <= n; i += VW) store_w(y + i, quick_gelu_w(load_w(x + i)));
+  for (; i + 4 <= n; i += 4) store_4(y + i, quick_gelu_4(load_4(x + i)));
+  for (; i < n; i++) y[i] = quick_gelu_4(splat_4(x[i]))[0];
 }
 
 /* Row r of x (rows x n) gets mask row (r / mask_div) % mask_mod added first (mask NULL: none): this one

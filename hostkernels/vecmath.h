@@ -69,3 +69,12 @@ INLINE VT V(gelu)(VT x) {
   VT h = x * 0.5f * q;
   return V(select)((VI)(x >= 0.0f), x - h, h);
 }
+
+/* QuickGELU(x) = x sigmoid(1.702 x) (CLIP's activation), with e = exp(-|1.702 x|) <= 1 so exp never overflows:
+ * sigmoid is 1 / (1 + e) for x >= 0 and e / (1 + e) below. */
+INLINE VT V(quick_gelu)(VT x) {
+  VT z = x * 1.702f;
+  VT e = V(exp)(-(VT)((VI)z & 0x7fffffff));
+  VT r = 1.0f / (e + 1.0f);
+  return x * V(select)((VI)(x >= 0.0f), r, e * r);
+}

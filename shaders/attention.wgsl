@@ -4,8 +4,10 @@
 // (running max and sum, rescaled per block), so no (Sq, Sk) score matrix is ever stored and any Sk works.
 // q0, h0, b0 offset the grid: one dispatch may cover a range of queries, heads or batches (the chunked
 // attention and head partitioning strategies). q and out may hold only some rows of (B*Sq): row_base is the
-// first row they hold (a block of a tensor the constrained tier stores as several buffers).
+// first row they hold (a block of a tensor the constrained tier stores as several buffers). CAUSAL: query i sees
+// keys 0..i only (a text tower's self-attention).
 override HAS_MASK: bool = false;
+override CAUSAL: bool = false;
 const WG: u32 = 64u;
 const MAX_D: u32 = 256u;   // head_dim limit: each invocation owns MAX_D / WG output dims
 const PER: u32 = 4u;
@@ -55,7 +57,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let nblocks = (p.sk + WG - 1u) / WG;
   for (var blk = 0u; blk < nblocks; blk++) {
     let j = blk * WG + li;
-    let valid = j < p.sk;
+    let valid = j < p.sk && !(CAUSAL && j > i);
     var s = -3.402823e38;
     if (valid) {
       let k_base = (b * p.sk + j) * hd + h * p.head_dim;

@@ -4,8 +4,10 @@
 // in workgroup memory and read by all WG rows, and each row keeps its own online softmax (running max and sum,
 // rescaled once per tile) in registers. attention.wgsl gives a whole workgroup to each row and reduces across it
 // twice per 64 keys; for Whisper's 1500 x 1500 heads that is 24x the barriers for the same arithmetic.
-// Same bindings, parameters and NaN/infinity rules as attention.wgsl (the planner picks this one for long Sq).
+// Same bindings, parameters and NaN/infinity rules as attention.wgsl (the planner picks this one for long Sq), and
+// its CAUSAL: query i sees keys 0..i only.
 override HAS_MASK: bool = false;
+override CAUSAL: bool = false;
 const WG: u32 = 64u;      // query rows per workgroup
 const TK: u32 = 7u;       // keys per tile: K and V tiles in 3.6 KiB, within every tier's 4 KiB
 const MAX_D: u32 = 64u;   // head_dim limit (registers: q, the accumulator and a tile of scores per row)
@@ -94,6 +96,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         for (var c = 0u; c < V4; c++) { dot4 = fma(qv[c], ks[jj * V4 + c], dot4); }
         var sc = (dot4.x + dot4.y) + (dot4.z + dot4.w);
         if (HAS_MASK) { sc = sc + ms[jj]; }
+        if (CAUSAL && j0 + jj > i) { sc = ninf; }
         s[jj] = sc;
         tmax = max_nan(tmax, sc);
       }
@@ -103,7 +106,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         var sum = 0.0;
         for (var c = 0u; c < V4; c++) { acc[c] = acc[c] * corr; }
         for (var jj = 0u; jj < nj; jj++) {
-          let e = exp(s[jj] - m_new);
+          let e = select(exp(s[jj] - m_new), 0.0, neg_inf(s[jj]));   // a causally hidden key weighs exactly 0
           sum = sum + e;
           for (var c = 0u; c < V4; c++) { acc[c] = fma(vec4<f32>(e), vs[jj * V4 + c], acc[c]); }
         }

@@ -421,6 +421,54 @@ for _b, _sq, _sk, _heads, _d, _mask in [(1, 1, 1, 1, 1, False), (1, 7, 13, 1, 5,
     case(device=("attention",))(_make())
 
 
+# a text tower's causal self-attention: attention.wgsl, and attention_rows.wgsl from 64 queries (CLIP's 77 tokens)
+for _b, _s, _heads, _d, _mask in [(2, 7, 2, 8, True), (1, 77, 8, 64, False), (2, 65, 3, 7, True)]:
+    def _make(b=_b, s=_s, heads=_heads, d=_d, use_mask=_mask):
+        async def fn(rt):
+            r = rng(10)
+            q, k, v = (r.standard_normal((b, s, heads * d)).astype(np.float32) for _ in range(3))
+            mask = None
+            if use_mask:
+                mask = np.where(np.arange(s)[None, :] < r.integers(1, s + 1, b)[:, None], 0.0, -1e9).astype(np.float32)
+            got = await rt.ops.attention(rt.tensor(q), rt.tensor(k), rt.tensor(v), heads,
+                                         mask=rt.tensor(mask) if use_mask else None, causal=True).read()
+            close(got, K.attention_ref(q, k, v, mask, num_heads=heads, causal=True), rtol=1e-4,
+                  atol=2e-5 * math.sqrt(d), what=f"causal attention b{b} s{s} h{heads} d{d}")
+        fn.__name__ = f"attention_causal_b{b}_s{s}_h{heads}_d{d}{'_masked' if use_mask else ''}"
+        return fn
+    case(device=("attention",))(_make())
+
+
+# QuickGELU (CLIP's activation), on CLIP's MLP width and on the extremes: float32 exp and one division against the
+# float64 reference, rtol 4e-6 (a few ulps), atol 1e-7 where the result is near 0
+for _shape in [(1,), (7, 13), (2, 50, 3072)]:
+    def _make(shape=_shape):
+        async def fn(rt):
+            r = rng(11)
+            x = (r.standard_normal(shape) * 3).astype(np.float32)
+            if x.size > 16:
+                x.reshape(-1)[:14] = [0.0, -0.0, 1e-30, -1e-30, 5.5, -5.5, 40.0, -40.0, 60.0, -60.0, 3e4, -3e4,
+                                      1e30, -1e30]
+            close(await rt.ops.quick_gelu(rt.tensor(x)).read(), K.quick_gelu_ref(x), rtol=4e-6, atol=1e-7,
+                  what=f"quick_gelu {shape}")
+        fn.__name__ = f"quick_gelu_{'x'.join(map(str, shape))}"
+        return fn
+    case(device=("quick_gelu",))(_make())
+
+
+# a vision tower's patch gather (im2col of a stride-equals-kernel convolution): a copy, exact
+for _b, _c, _h, _w, _p in [(1, 1, 2, 2, 1), (2, 3, 12, 8, 4), (1, 3, 224, 224, 32), (1, 3, 224, 224, 14)]:
+    def _make(b=_b, c=_c, h=_h, w=_w, p=_p):
+        async def fn(rt):
+            x = rng(12).standard_normal((b, c, h, w)).astype(np.float32)
+            got = await rt.ops.patchify(rt.tensor(x), p).read()
+            want = K.patchify_ref(x, patch=p)
+            assert got.shape == want.shape and np.array_equal(got, want), f"patchify {b}x{c}x{h}x{w} p{p}"
+        fn.__name__ = f"patchify_{b}x{c}x{h}x{w}_p{p}"
+        return fn
+    case(device=("patchify",))(_make())
+
+
 for _b, _s, _h in [(1, 1, 1), (2, 7, 13), (3, 17, 384)]:
     def _make(b=_b, s=_s, h=_h):
         async def fn(rt):
@@ -1208,6 +1256,11 @@ async def constrained_attention_chunks_and_head_groups(rt):
             assert m["last_strategy"]["attention"] == strategy, (scores, m)
             assert m["attention_dispatches"] > 1, m
             close(got, want, rtol=1e-4, atol=2e-5 * math.sqrt(d), what=f"{strategy} scores={scores}")
+            # causal: each chunk of queries sees keys up to its own rows, whatever the split
+            with proves_on_device(crt, "attention"):
+                got = await crt.ops.attention(qt, kt, crt.tensor(v), heads, mask=crt.tensor(mask), causal=True).read()
+            close(got, K.attention_ref(q, k, v, mask, num_heads=heads, causal=True), rtol=1e-4,
+                  atol=2e-5 * math.sqrt(d), what=f"causal {strategy} scores={scores}")
         finally:
             crt.close()
 
@@ -1610,7 +1663,8 @@ SUBSETS = {
              "constrained_matmul_weight_over_binding_budget", "compile_error_names_line_and_column",
              "batch_of_dispatches_crosses_the_boundary_a_constant_number_of_times", "failed_batch_outputs_raise_never_zeros",
              "embedding_ids_computed_on_the_gpu_raise_index_error", "device_destroyed_mid_workload_is_recovered",
-             "use_after_close_is_refused", "ops_during_precompilation_match_the_reference"),
+             "use_after_close_is_refused", "ops_during_precompilation_match_the_reference", "quick_gelu_7x13",
+             "patchify_2x3x12x8_p4", "attention_causal_b2_s7_h2_d8_masked", "attention_causal_b2_s65_h3_d7_masked"),
     # the constrained tier as the page's own runtime (chromium-tier-constrained): each kernel its plans dispatch at
     # 64 invocations, each over-budget strategy, and the limits it reports
     "constrained": ("matmul_gelu_7x13_by_13x5_no_bias", "rowwise_1x1", "embedding_3x17_vocab101x33", "log_mel_7x5_start2",
@@ -1620,7 +1674,7 @@ SUBSETS = {
                     "attention_b1_q130_k300_h2_d64_masked", "llama_tiny_forward_matches_the_reference",
                     "constrained_attention_chunks_and_head_groups", "constrained_tiled_ops_over_binding_budget",
                     "constrained_matmul_weight_over_binding_budget", "tensor_beyond_binding_limit_names_the_limit",
-                    "user_kernel_with_override_constant"),
+                    "user_kernel_with_override_constant", "quick_gelu_7x13", "patchify_2x3x12x8_p4"),
     # a browser without WebGPU (chromium-noflag): auto falls back to the cpu tier; its WebAssembly kernels once each
     "fallback": ("conv1d_37x13_to_33_k5_s3_p2_bias_gelu", "softmax_5x1000", "attention_b2_q12_k12_h12_d32_masked",
                  "rowwise_37x129", "llama_tiny_forward_matches_the_reference", "matmul_37x129_by_129x65_bias",

@@ -16,8 +16,8 @@ PARTS = {"native": ("wgpu-native", "native"),
          "all": (*DEVICE_ENGINES, *HOST_ENGINES)}
 _MATRIX = Matrix()
 # the SIMD host kernels' entry points (simd_ops.SimdKernels; llama_block only prepares a block's weights)
-HOST_KERNELS = ("matmul", "gelu", "softmax", "layer_norm", "attention", "encoder_layer", "q_matmul", "llama_layers",
-                "decoder_layers", "matmul_threads", "greedy")
+HOST_KERNELS = ("matmul", "gelu", "quick_gelu", "softmax", "layer_norm", "attention", "encoder_layer", "q_matmul",
+                "llama_layers", "decoder_layers", "matmul_threads", "greedy")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

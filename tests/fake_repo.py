@@ -32,6 +32,7 @@ PACKAGES = {
     "numpy": ("numpy-2.0.2-cp312-cp312-pyodide_2024_0_wasm32.whl", [], b"fake numpy wheel " * 100),
     "micropip": ("micropip-0.9.0-py3-none-any.whl", ["packaging"], b"fake micropip wheel"),
     "packaging": ("packaging-24.2-py3-none-any.whl", [], b"fake packaging wheel"),
+    "pillow": ("pillow-10.2.0-cp312-cp312-pyodide_2024_0_wasm32.whl", [], b"fake pillow wheel"),
     "python-dateutil": ("python_dateutil-2.9.0.post0-py2.py3-none-any.whl", ["six"], b"fake dateutil"),
     "six": ("six-1.16.0-py2.py3-none-any.whl", [], b"fake six"),
     "scipy": ("scipy-1.14.1-cp312-cp312-pyodide_2024_0_wasm32.whl", ["numpy"], b"fake scipy"),

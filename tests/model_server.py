@@ -55,6 +55,7 @@ class Faults:
         self.rules: list[dict] = []
         self.log: list[tuple[str, str | None]] = []
         self.served: dict[str, int] = {}   # body bytes sent, by path
+        self.headers: dict[str, dict[str, str]] = {}   # extra response headers, by path suffix
         self.lock = threading.Lock()
 
     def sent(self, path: str, n: int) -> None:
@@ -95,11 +96,14 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.send_header("Content-Length", "0")
             self.end_headers()
             return
-        data = target.read_bytes()
-        size = len(data)
+        size = target.stat().st_size
+        if fault == "slow":
+            time.sleep(0.25)
         if m and fault != "ignore_range":
             s, e = int(m.group(1)), min(int(m.group(2)), size - 1)
-            body, status = data[s:e + 1], 206
+            with open(target, "rb") as f:   # only the range: checkpoints here are hundreds of MB
+                f.seek(s)
+                body, status = f.read(e - s + 1), 206
             cr = f"bytes {s}-{e}/{size}"
             if fault == "wrong_range":
                 cr = f"bytes {s + 1}-{e + 1}/{size}"
@@ -108,10 +112,14 @@ class Handler(http.server.BaseHTTPRequestHandler):
             if fault == "corrupt":
                 body = bytes([body[0] ^ 0xFF]) + body[1:]
         else:
-            body, status, cr = data, 200, None
+            body, status, cr = target.read_bytes(), 200, None
         self.send_response(status)
         if cr:
             self.send_header("Content-Range", cr)
+        for suffix, extra in self.faults.headers.items():
+            if rel.endswith(suffix):
+                for key, value in extra.items():
+                    self.send_header(key, value)
         length = len(body)
         self.send_header("Content-Length", str(length))
         self.end_headers()

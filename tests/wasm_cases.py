@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from types import ModuleType
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 from cases import U, close
@@ -204,6 +204,16 @@ def wasm_gelu() -> None:
 
 
 @case
+def wasm_quick_gelu() -> None:
+    r = rng(19)
+    for shape in _ROW_SHAPES:
+        x = (r.standard_normal(shape) * 3).astype(np.float32)
+        close(W.quick_gelu(x), K.quick_gelu_ref(x), rtol=4e-6, atol=1e-7, what=f"quick_gelu {shape}")
+    x = np.array([0.0, -0.0, 1e-30, -1e-30, 5.5, -5.5, 40.0, -40.0, 60.0, -60.0, 3e4, -3e4, 1e30, -1e30], np.float32)
+    close(W.quick_gelu(x), K.quick_gelu_ref(x), rtol=4e-6, atol=1e-7, what="quick_gelu extremes")
+
+
+@case
 def wasm_softmax() -> None:
     r = rng(10)
     for shape in _ROW_SHAPES:
@@ -267,6 +277,19 @@ def wasm_attention() -> None:
             mask = np.where(np.arange(sk)[None, :] < valid[:, None], 0.0, -1e9).astype(np.float32)
         close(W.attention(q, k, v, mask, num_heads=heads), K.attention_ref(q, k, v, mask, num_heads=heads),
               rtol=1e-4, atol=2e-5 * math.sqrt(d), what=f"attention b{b} sq{sq} sk{sk} h{heads} d{d} mask={use_mask}")
+
+
+@case
+def wasm_attention_causal() -> None:
+    # a text tower's self-attention: query i sees keys 0..i (with and without a padding mask beside it)
+    r = rng(20)
+    for b, s, heads, d in ((1, 1, 1, 4), (2, 7, 2, 8), (3, 77, 8, 64), (1, 13, 3, 5)):
+        q, k, v = (r.standard_normal((b, s, heads * d)).astype(np.float32) for _ in range(3))
+        for mask in (None, np.where(np.arange(s)[None, :] < r.integers(1, s + 1, b)[:, None], 0.0, -1e9)
+                     .astype(np.float32)):
+            close(W.attention(q, k, v, mask, num_heads=heads, causal=True),
+                  K.attention_ref(q, k, v, mask, num_heads=heads, causal=True), rtol=1e-4, atol=2e-5 * math.sqrt(d),
+                  what=f"causal attention b{b} s{s} h{heads} d{d} mask={mask is not None}")
 
 
 @case
@@ -365,8 +388,9 @@ def wasm_hostops_ieee_edges_are_numpys() -> None:
 
 # -- a whole encoder layer in one call ------------------------------------------------------------
 
-def _encoder_layer(r: np.random.Generator, h: int, f: int) -> K.EncoderLayer:
-    """Read-only weights at a trained model's scale (products of O(1) activations stay O(1))."""
+def _encoder_layer(r: np.random.Generator, h: int, f: int, **kind: Any) -> K.EncoderLayer:
+    """Read-only weights at a trained model's scale (products of O(1) activations stay O(1)); `kind`: pre_norm,
+    activation (references.EncoderLayer)."""
     def w(*shape: int) -> np.ndarray:
         return _frozen((r.standard_normal(shape) * 0.05).astype(np.float32))
 
@@ -374,7 +398,7 @@ def _encoder_layer(r: np.random.Generator, h: int, f: int) -> K.EncoderLayer:
         return _frozen((1 + 0.1 * r.standard_normal(n)).astype(np.float32))
 
     return K.EncoderLayer(wqkv=w(3 * h, h), bqkv=w(3 * h), wo=w(h, h), bo=w(h), ln1_g=gamma(h), ln1_b=w(h),
-                          wi=w(f, h), bi=w(f), wo2=w(h, f), bo2=w(h), ln2_g=gamma(h), ln2_b=w(h))
+                          wi=w(f, h), bi=w(f), wo2=w(h, f), bo2=w(h), ln2_g=gamma(h), ln2_b=w(h), **kind)
 
 
 # (batch, seq, hidden, heads, ffn): 1 token; widths off the 4-wide vectors, 4-row tiles and 8-column panels;
@@ -400,6 +424,28 @@ def wasm_encoder_layer() -> None:
         again, _ = W.ENGINE.encoder_layer(x, layer, None, num_heads=heads, eps=1e-12, threads=THREADS)
         close(again, K.encoder_layer_ref(x, layer, None, num_heads=heads, eps=1e-12), atol=2e-4,
               what=f"encoder layer b{b} s{s} h{h} without a mask")
+
+
+# CLIP's and ViT's towers: pre-norm, QuickGELU or GELU, the text tower causal. The residual stream is not normalised
+# (x grows by each block's output): tolerance relative to its scale, the products' K u sum|a||b| as above.
+_PRE_NORM = [(1, 1, 8, 2, 12, "quick_gelu", True), (2, 7, 16, 4, 24, "gelu", False),
+             (2, 50, 768, 12, 3072, "quick_gelu", False), (3, 20, 512, 8, 2048, "quick_gelu", True)]
+
+
+@case
+def wasm_encoder_layer_pre_norm() -> None:
+    r = rng(22)
+    for b, s, h, heads, f, act, causal in _PRE_NORM:
+        layer = _encoder_layer(r, h, f, pre_norm=True, activation=act)
+        x = (r.standard_normal((b, s, h)) * 2).astype(np.float32)
+        got, bad = W.ENGINE.encoder_layer(x, layer, None, num_heads=heads, eps=1e-5, causal=causal, threads=THREADS)
+        assert bad == 0, (b, s, h, bad)
+        want = K.encoder_layer_ref(x, layer, None, num_heads=heads, eps=1e-5, causal=causal)
+        close(got, want, atol=2e-4 * float(np.abs(want).max()), what=f"pre-norm layer b{b} s{s} h{h} {act} causal={causal}")
+        if causal:   # a later token never changes an earlier one's output
+            head, _ = W.ENGINE.encoder_layer(np.ascontiguousarray(x[:, :s // 2 + 1]), layer, None, num_heads=heads,
+                                             eps=1e-5, causal=True, threads=THREADS)
+            close(head, got[:, :s // 2 + 1], atol=2e-4 * float(np.abs(want).max()), what="causal prefix")
 
 
 @case

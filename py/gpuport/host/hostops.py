@@ -1,5 +1,5 @@
 """Host kernels: the cpu tier's fast float32 implementations of the ops that dominate a model (matmul,
-gelu, softmax, layer_norm, attention, l2_normalize; Whisper's conv1d and stft_power as products on the host
+gelu, quick_gelu, softmax, layer_norm, attention, l2_normalize; Whisper's conv1d and stft_power as products on the host
 matmul, log_mel vectorised), used wherever an op runs on the host (the cpu
 backend, auto's host placement, a step down to the host). The NumPy references (references.py) stay the
 oracle: simple and exact; these trade their float64 steps for float32, in-place work and BLAS-shaped
@@ -97,6 +97,15 @@ def gelu_np(x: np.ndarray) -> np.ndarray:
     return out.reshape(x.shape)
 
 
+def quick_gelu_np(x: np.ndarray) -> np.ndarray:
+    """QuickGELU, x sigmoid(1.702 x), in float32 with e = exp(-|1.702 x|) <= 1 (no overflow): sigmoid is
+    1 / (1 + e) for x >= 0 and e / (1 + e) below, as the C kernel computes it."""
+    x32 = np.asarray(x, dtype=_F32)
+    e = np.exp(-np.abs(x32 * _F32(1.702)))
+    r = np.reciprocal(e + _F32(1))
+    return x32 * np.where(x32 >= 0, r, e * r)
+
+
 def softmax_np(x: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
     """Max-subtracted softmax on one float32 copy, in row blocks that stay in cache."""
     z = x + mask if mask is not None else np.array(x, dtype=_F32)
@@ -140,26 +149,32 @@ def l2_normalize_np(x: np.ndarray) -> np.ndarray:
 
 
 def attention_np(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: np.ndarray | None = None, *,
-              num_heads: int) -> np.ndarray:
+                 num_heads: int, causal: bool = False) -> np.ndarray:
     """Scores per head as BLAS matmuls over contiguous (batch, head, seq, dim) copies, normalised by the
     host's softmax (the SIMD kernel where it is linked: NumPy's exp is the slow part here). Small problems
     go as one batched matmul (fewer calls); large ones head by head, so each (Sq, Sk) score block is
-    normalised while it is still in cache."""
+    normalised while it is still in cache. `causal`: query i sees keys 0..i (-inf above the diagonal)."""
     batch, sq, hidden = q.shape
     sk, d = k.shape[1], hidden // num_heads
 
     def heads(t: np.ndarray, s: int) -> np.ndarray:
         return np.ascontiguousarray(t.reshape(batch, s, num_heads, d).transpose(0, 2, 1, 3))
 
+    upper = np.triu(np.ones((sq, sk), bool), 1) if causal else None
     qh, kh, vh = heads(q, sq) * _F32(1.0 / math.sqrt(d)), heads(k, sk), heads(v, sk)
     if sq * sk <= _BLOCK // 16:
-        probs = softmax(qh @ np.swapaxes(kh, -1, -2), mask[:, None, None, :] if mask is not None else None)
+        scores = qh @ np.swapaxes(kh, -1, -2)
+        if upper is not None:
+            scores[..., upper] = -np.inf
+        probs = softmax(scores, mask[:, None, None, :] if mask is not None else None)
         out = probs @ vh
     else:
         out = np.empty((batch, num_heads, sq, d), _F32)
         for b in range(batch):
             for h in range(num_heads):
                 scores = qh[b, h] @ kh[b, h].T
+                if upper is not None:
+                    scores[upper] = -np.inf
                 np.matmul(softmax(scores, None if mask is None else mask[b]), vh[b, h], out=out[b, h])
     return np.ascontiguousarray(out.transpose(0, 2, 1, 3)).reshape(batch, sq, hidden)
 
@@ -174,8 +189,8 @@ def _patch_overflow(out: np.ndarray, x: np.ndarray, stat: np.ndarray,
 
 
 NUMPY: dict[str, Callable[..., np.ndarray]] = {
-    "matmul": matmul_np, "gelu": gelu_np, "softmax": softmax_np, "layer_norm": layer_norm_np,
-    "attention": attention_np, "l2_normalize": l2_normalize_np,
+    "matmul": matmul_np, "gelu": gelu_np, "quick_gelu": quick_gelu_np, "softmax": softmax_np,
+    "layer_norm": layer_norm_np, "attention": attention_np, "l2_normalize": l2_normalize_np,
 }
 
 _F32_MAX = float(np.finfo(np.float32).max)
@@ -299,7 +314,7 @@ def _select() -> dict[str, Callable[..., np.ndarray]]:
 _BLAS_THREADS = blas_threads()   # read once, as the BLAS reads its environment once when it loads
 _ENGINE, _TAKES, _REASON = _engine()
 KERNELS = _select()
-matmul, gelu, softmax = KERNELS["matmul"], KERNELS["gelu"], KERNELS["softmax"]
+matmul, gelu, quick_gelu, softmax = KERNELS["matmul"], KERNELS["gelu"], KERNELS["quick_gelu"], KERNELS["softmax"]
 layer_norm, attention, l2_normalize = KERNELS["layer_norm"], KERNELS["attention"], KERNELS["l2_normalize"]
 
 
@@ -319,6 +334,17 @@ def conv1d(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None, *,
     cols = np.lib.stride_tricks.as_strided(xp, (t_out, cin, k), (stride * xp.strides[0], xp.strides[1], xp.strides[0]),
                                            writeable=False).reshape(t_out, cin * k)   # the reshape copies
     return matmul(cols, weight.reshape(cout, cin * k), bias, transpose_b=True)
+
+
+def patchify(pixels: np.ndarray, *, patch: int) -> np.ndarray:
+    """references.patchify_ref written into one float32 output: each image's patches laid out as rows by one strided
+    copy (no intermediate), row 0 left zero (the class token's slot)."""
+    b, c, h, w = pixels.shape
+    gh, gw = h // patch, w // patch
+    out = np.zeros((b, 1 + gh * gw, c * patch * patch), _F32)
+    view = np.asarray(pixels, _F32)[:, :, :gh * patch, :gw * patch].reshape(b, c, gh, patch, gw, patch)
+    out[:, 1:].reshape(b, gh, gw, c, patch, patch)[...] = view.transpose(0, 2, 4, 1, 3, 5)
+    return out
 
 
 # n_fft -> (window, basis) in float32, computed in float64: the DFT as a matmul's weight. Read-only, so the
@@ -417,30 +443,44 @@ def layer_threads() -> dict[str, Any]:
 
 
 def encoder_layer(x: np.ndarray, layer: EncoderLayer, mask: np.ndarray | None = None, *, num_heads: int,
-                  eps: float) -> np.ndarray:
-    """x (B, S, H) through one transformer encoder layer (kernels.EncoderLayer; reference:
-    kernels.encoder_layer_ref): in one SIMD kernel call where they take it (_layer_takes; in a page a call
-    per op would cost more than the arithmetic of a short sentence; natively on blas_threads() threads of
-    the kernels' own), else op by op with the host kernels above. A fused result with statistics or values
-    that are not finite is redone op by op, where NumPy owns the IEEE edge cases."""
+                  eps: float, causal: bool = False) -> np.ndarray:
+    """x (B, S, H) through one transformer encoder layer (references.EncoderLayer: post- or pre-norm, GELU or
+    QuickGELU; reference: references.encoder_layer_ref), `causal` attention or not: in one SIMD kernel call where
+    they take it (_layer_takes; in a page a call per op would cost more than the arithmetic of a short sentence;
+    natively on blas_threads() threads of the kernels' own), else op by op with the host kernels above. A fused
+    result with statistics or values that are not finite is redone op by op, where NumPy owns the IEEE edge
+    cases."""
     tally, chosen = _CALLS["encoder_layer"], layers()
     if chosen is not None and eps >= 1e-12 and _layer_takes(x, layer):
         engine, threads = chosen
         with np.errstate(over="ignore", invalid="ignore"):
-            out, bad = engine.encoder_layer(x, layer, mask, num_heads=num_heads, eps=eps, threads=threads)
+            out, bad = engine.encoder_layer(x, layer, mask, num_heads=num_heads, eps=eps, causal=causal,
+                                            threads=threads)
             if not bad and np.isfinite(out.sum()):
                 tally[engine.name] = tally.get(engine.name, 0) + 1
                 return out
     tally["ops"] = tally.get("ops", 0) + 1
     batch, seq, h = x.shape
     x = x.reshape(batch * seq, h)
-    qkv = matmul(x, layer.wqkv, layer.bqkv, transpose_b=True)
-    q, k, v = (qkv[:, i * h:(i + 1) * h].reshape(batch, seq, h) for i in range(3))   # views: read in place
-    a = attention(q, k, v, mask, num_heads=num_heads).reshape(batch * seq, h)
-    o = matmul(a, layer.wo, layer.bo, transpose_b=True)
+    act = quick_gelu if layer.activation == "quick_gelu" else gelu
+
+    def attend(y: np.ndarray) -> np.ndarray:
+        qkv = matmul(y, layer.wqkv, layer.bqkv, transpose_b=True)
+        q, k, v = (qkv[:, i * h:(i + 1) * h].reshape(batch, seq, h) for i in range(3))   # views: read in place
+        a = attention(q, k, v, mask, num_heads=num_heads, causal=causal).reshape(batch * seq, h)
+        return matmul(a, layer.wo, layer.bo, transpose_b=True)
+
+    def ffn(y: np.ndarray) -> np.ndarray:
+        return matmul(act(matmul(y, layer.wi, layer.bi, transpose_b=True)), layer.wo2, layer.bo2, transpose_b=True)
+
+    if layer.pre_norm:
+        x = x + attend(layer_norm(x, layer.ln1_g, layer.ln1_b, eps=eps))
+        x += ffn(layer_norm(x, layer.ln2_g, layer.ln2_b, eps=eps))
+        return x.reshape(batch, seq, h)
+    o = attend(x)
     o += x
     x = layer_norm(o, layer.ln1_g, layer.ln1_b, eps=eps)
-    o = matmul(gelu(matmul(x, layer.wi, layer.bi, transpose_b=True)), layer.wo2, layer.bo2, transpose_b=True)
+    o = ffn(x)
     o += x
     return layer_norm(o, layer.ln2_g, layer.ln2_b, eps=eps).reshape(batch, seq, h)
 
@@ -511,6 +551,19 @@ def project(x: np.ndarray, w: np.ndarray) -> np.ndarray:
     engine, threads = chosen
     ran("project", engine.name)
     return engine.matmul_threads(x, w, threads=threads)
+
+
+def product(a: np.ndarray, w: np.ndarray, bias: np.ndarray | None = None) -> np.ndarray:
+    """a @ w^T (+ bias) inside a model forward whose layers run on the kernels' own threads (encoder_layer): the SIMD
+    kernel whenever kernels are linked, at any size (one thread, its packed weight cached), never the BLAS, whose
+    threads spin on after a product and take the cores from the layers that follow (CLIP's patch embedding before
+    12 layers on 2 threads: 70 -> 39 ms a layer stack, measured); the host's matmul where none are linked."""
+    chosen = layers()
+    if chosen is not None and immutable(w) and immutable(bias) and a.ndim == 2 and a.shape[0] > 0:
+        tally = _CALLS["matmul"]
+        tally[chosen[0].name] = tally.get(chosen[0].name, 0) + 1
+        return chosen[0].matmul(a, w, bias, transpose_b=True)
+    return matmul(a, w, bias, transpose_b=True)
 
 
 def ran(op: str, engine: str) -> None:

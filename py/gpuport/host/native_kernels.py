@@ -57,11 +57,11 @@ ENGINE = SimdKernels(*_load(), name="native-simd")
 # The module's API is the engine's (simd_ops); _K and _PACKED, the linked kernels and the packed-weight
 # cache, are for tests.
 _K, _PACKED, OPS = ENGINE.lib, ENGINE.packed, ENGINE.ops
-matmul, gelu, softmax = ENGINE.matmul, ENGINE.gelu, ENGINE.softmax
+matmul, gelu, quick_gelu, softmax = ENGINE.matmul, ENGINE.gelu, ENGINE.quick_gelu, ENGINE.softmax
 layer_norm, attention = ENGINE.layer_norm, ENGINE.attention
 q_matmul, llama_block, llama_layers = ENGINE.q_matmul, ENGINE.llama_block, ENGINE.llama_layers
 available, reason, clear_cache, measure = ENGINE.available, ENGINE.reason, ENGINE.clear_cache, ENGINE.measure
 
 
 __all__ = ["ABI", "ENGINE", "ENV", "LIBRARY", "OPS", "REFERENCES", "attention", "available", "clear_cache", "gelu",
-           "layer_norm", "llama_block", "llama_layers", "library_path", "matmul", "measure", "q_matmul", "reason", "softmax"]
+           "layer_norm", "llama_block", "llama_layers", "library_path", "matmul", "measure", "q_matmul", "quick_gelu", "reason", "softmax"]

@@ -48,6 +48,15 @@ def gelu_ref(x: np.ndarray) -> np.ndarray:
     return _f32(np.where(x64 == -np.inf, 0.0, y))   # the limit, not -inf * 0
 
 
+def quick_gelu_ref(x: np.ndarray) -> np.ndarray:
+    """QuickGELU, x sigmoid(1.702 x) (CLIP's activation), in float64: x / (1 + exp(-1.702 x)), whose exp may
+    overflow to inf for very negative x (the quotient is then -0, the limit)."""
+    x64 = np.asarray(x, dtype=np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        y = x64 / (1.0 + np.exp(-1.702 * x64))
+    return _f32(np.where(x64 == -np.inf, 0.0, y))
+
+
 # What matmul may apply after its bias (ops.matmul's `activation`): None, or exact GELU.
 ACTIVATIONS = (None, "gelu")
 
@@ -112,7 +121,8 @@ def embedding_ref(ids: np.ndarray, table: np.ndarray) -> np.ndarray:
 
 
 def attention_ref(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: np.ndarray | None = None, *,
-                  num_heads: int) -> np.ndarray:
+                  num_heads: int, causal: bool = False) -> np.ndarray:
+    """softmax(q k^T / sqrt(d) + mask) v per head; `causal`: query i sees keys 0..i only."""
     batch, sq, hidden = q.shape
     sk = k.shape[1]
     d = hidden // num_heads
@@ -122,8 +132,21 @@ def attention_ref(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: np.ndarray 
     scores = (qh @ kh.transpose(0, 1, 3, 2)) * np.float32(1.0 / math.sqrt(d))
     if mask is not None:
         scores = scores + mask[:, None, None, :]
+    if causal:
+        scores = np.where(np.arange(sk)[None, :] > np.arange(sq)[:, None], np.float32(-np.inf), scores)
     probs = softmax_ref(scores)
     return _f32((probs @ vh).transpose(0, 2, 1, 3).reshape(batch, sq, hidden))
+
+
+def patchify_ref(pixels: np.ndarray, *, patch: int) -> np.ndarray:
+    """A stride-equals-kernel convolution's input as rows (im2col): pixels (B, C, H, W) -> (B, 1 + N, C P P),
+    N = (H / P)(W / P) patches in row-major order, each row the patch's values in the conv weight's (C, P, P)
+    order; row 0 of each image is zeros, the class token's slot (the model adds its embedding there)."""
+    b, c, h, w = pixels.shape
+    gh, gw = h // patch, w // patch
+    cols = np.asarray(pixels, np.float32)[:, :, :gh * patch, :gw * patch].reshape(b, c, gh, patch, gw, patch)
+    rows = cols.transpose(0, 2, 4, 1, 3, 5).reshape(b, gh * gw, c * patch * patch)
+    return _f32(np.concatenate([np.zeros((b, 1, c * patch * patch), np.float32), rows], axis=1))
 
 
 def mean_pool_ref(x: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -214,9 +237,11 @@ def log_mel_ref(mel: np.ndarray, *, start: int = 0, rows: int | None = None, end
 
 @dataclass(frozen=True)
 class EncoderLayer:
-    """One post-norm transformer encoder layer's weights (BERT's), host arrays in PyTorch's (out, in) layout,
-    Q, K and V stacked into one (3H, H) weight so their products are one matmul: the unit the host runs a
-    whole layer in (hostops.encoder_layer). Read-only arrays let the SIMD kernels pack each weight once."""
+    """One transformer encoder layer's weights, host arrays in PyTorch's (out, in) layout, Q, K and V stacked into
+    one (3H, H) weight so their products are one matmul: the unit the host runs a whole layer in
+    (hostops.encoder_layer). Read-only arrays let the SIMD kernels pack each weight once. Post-norm (BERT's:
+    x = LN1(x + attention), x = LN2(x + ffn)) or `pre_norm` (CLIP's and ViT's: x += attention(LN1 x),
+    x += ffn(LN2 x)); the FFN's `activation` is "gelu" (exact) or "quick_gelu" (CLIP's)."""
 
     wqkv: np.ndarray
     bqkv: np.ndarray
@@ -230,18 +255,33 @@ class EncoderLayer:
     bo2: np.ndarray
     ln2_g: np.ndarray
     ln2_b: np.ndarray
+    pre_norm: bool = False
+    activation: str = "gelu"
+
+
+ENCODER_ACTIVATIONS = ("gelu", "quick_gelu")
 
 
 def encoder_layer_ref(x: np.ndarray, layer: EncoderLayer, mask: np.ndarray | None = None, *, num_heads: int,
-                      eps: float) -> np.ndarray:
+                      eps: float, causal: bool = False) -> np.ndarray:
     """x (B, S, H) through one encoder layer (see EncoderLayer), composed of the single ops' references."""
     h = x.shape[-1]
-    qkv = matmul_ref(x, layer.wqkv, layer.bqkv, transpose_b=True)
-    a = attention_ref(qkv[..., :h], qkv[..., h:2 * h], qkv[..., 2 * h:], mask, num_heads=num_heads)
-    x = layer_norm_ref(matmul_ref(a, layer.wo, layer.bo, transpose_b=True) + x, layer.ln1_g, layer.ln1_b, eps=eps)
-    f = gelu_ref(matmul_ref(x, layer.wi, layer.bi, transpose_b=True))
-    return layer_norm_ref(matmul_ref(f, layer.wo2, layer.bo2, transpose_b=True) + x, layer.ln2_g, layer.ln2_b,
-                          eps=eps)
+    act = quick_gelu_ref if layer.activation == "quick_gelu" else gelu_ref
+
+    def attend(y: np.ndarray) -> np.ndarray:
+        qkv = matmul_ref(y, layer.wqkv, layer.bqkv, transpose_b=True)
+        a = attention_ref(qkv[..., :h], qkv[..., h:2 * h], qkv[..., 2 * h:], mask, num_heads=num_heads, causal=causal)
+        return matmul_ref(a, layer.wo, layer.bo, transpose_b=True)
+
+    def ffn(y: np.ndarray) -> np.ndarray:
+        return matmul_ref(act(matmul_ref(y, layer.wi, layer.bi, transpose_b=True)), layer.wo2, layer.bo2,
+                          transpose_b=True)
+
+    if layer.pre_norm:
+        x = add_ref(x, attend(layer_norm_ref(x, layer.ln1_g, layer.ln1_b, eps=eps)))
+        return add_ref(x, ffn(layer_norm_ref(x, layer.ln2_g, layer.ln2_b, eps=eps)))
+    x = layer_norm_ref(attend(x) + x, layer.ln1_g, layer.ln1_b, eps=eps)
+    return layer_norm_ref(ffn(x) + x, layer.ln2_g, layer.ln2_b, eps=eps)
 
 
 @dataclass(frozen=True)

@@ -36,8 +36,10 @@ _ALIGN = 64  # bytes: packed panels and scratch start on a cache line
 Q_KINDS = ("Q4_1", "Q8_0")   # the ggml block types the quantized kernels read (hostkernels/qdot.h)
 
 REFERENCES: dict[str, Callable[..., np.ndarray]] = {
-    "matmul": K.matmul_ref, "gelu": K.gelu_ref, "softmax": K.softmax_ref, "layer_norm": K.layer_norm_ref,
-    "attention": K.attention_ref}
+    "matmul": K.matmul_ref, "gelu": K.gelu_ref, "quick_gelu": K.quick_gelu_ref, "softmax": K.softmax_ref,
+    "layer_norm": K.layer_norm_ref, "attention": K.attention_ref}
+# gp_encoder_layer's flags (hostkernels/encoder.c)
+PRE_NORM, QUICK_GELU, CAUSAL = 1, 2, 4
 
 
 def _type_id(kind: str) -> int:
@@ -165,8 +167,8 @@ class SimdKernels:
         # Per thread: natively ctypes drops the GIL during a kernel, so two threads may be in one at once.
         self._local = threading.local()
         self.ops: dict[str, Callable[..., np.ndarray]] = {
-            "matmul": self.matmul, "gelu": self.gelu, "softmax": self.softmax, "layer_norm": self.layer_norm,
-            "attention": self.attention}
+            "matmul": self.matmul, "gelu": self.gelu, "quick_gelu": self.quick_gelu, "softmax": self.softmax,
+            "layer_norm": self.layer_norm, "attention": self.attention}
 
     def available(self) -> bool:
         """True when the kernels are linked."""
@@ -311,6 +313,15 @@ class SimdKernels:
         self._done()
         return out
 
+    def quick_gelu(self, x: np.ndarray) -> np.ndarray:
+        """QuickGELU, x sigmoid(1.702 x)."""
+        lib = self._need("quick_gelu")
+        x32 = _f32(x)
+        out = np.empty(x32.shape, np.float32)
+        lib.gp_quick_gelu(self._at(x32), self._out(out), x32.size)
+        self._done()
+        return out
+
     def softmax(self, x: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
         """Softmax over the last axis of x (+ an additive mask broadcast against it)."""
         lib = self._need("softmax")
@@ -349,8 +360,9 @@ class SimdKernels:
         return out
 
     def attention(self, q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: np.ndarray | None = None, *,
-                  num_heads: int) -> np.ndarray:
-        """Multi-head attention: q (B, Sq, H), k and v (B, Sk, H), mask (B, Sk) additive -> (B, Sq, H).
+                  num_heads: int, causal: bool = False) -> np.ndarray:
+        """Multi-head attention: q (B, Sq, H), k and v (B, Sk, H), mask (B, Sk) additive -> (B, Sq, H); `causal`:
+        query i sees keys 0..i.
         q, k and v may be views with rows further apart than H (column blocks of one fused QKV product):
         the kernel reads them in place."""
         lib = self._need("attention")
@@ -359,7 +371,7 @@ class SimdKernels:
               and k.shape[2] == q.shape[2] and num_heads > 0 and q.shape[2] % num_heads == 0 and 0 not in q.shape
               and 0 not in k.shape and (mask is None or np.ndim(mask) == 2))
         if not ok:
-            return K.attention_ref(q, k, v, mask, num_heads=num_heads)
+            return K.attention_ref(q, k, v, mask, num_heads=num_heads, causal=causal)
         batch, sq, hidden = q.shape
         sk, d = k.shape[1], hidden // num_heads
         strides = {_row_stride(t) for t in (q, k, v)}
@@ -371,13 +383,15 @@ class SimdKernels:
                                              else np.broadcast_to(mask, (batch, sk)))
         out = np.empty(q.shape, np.float32)
         lib.gp_attention(self._at(q), self._at(k), self._at(v), ld, 0 if m32 is None else self._at(m32), self._out(out),
-                         hidden, batch, sq, sk, num_heads, d, self._scratch(int(lib.gp_attention_scratch(sk, d))))
+                         hidden, batch, sq, sk, num_heads, d, int(bool(causal)),
+                         self._scratch(int(lib.gp_attention_scratch(sk, d))))
         self._done()
         return out
 
     def encoder_layer(self, x: np.ndarray, layer: K.EncoderLayer, mask: np.ndarray | None = None, *,
-                      num_heads: int, eps: float, threads: int = 1) -> tuple[np.ndarray, int]:
-        """x (B, S, H) through one encoder layer (kernels.EncoderLayer) in one kernel call, and the number of
+                      num_heads: int, eps: float, causal: bool = False, threads: int = 1) -> tuple[np.ndarray, int]:
+        """x (B, S, H) through one encoder layer (references.EncoderLayer: post- or pre-norm, GELU or QuickGELU;
+        `causal` attention or not) in one kernel call, and the number of
         rows whose layer-norm statistics were not finite (their values are not the reference's: redo the
         layer op by op). Every weight must be read-only (it is packed once and cached). Natively the call
         spreads over `threads` threads of the library's own pool (hostkernels/pool.c); a page has one."""
@@ -392,7 +406,9 @@ class SimdKernels:
         scratch = self._scratch(int(lib.gp_encoder_scratch(batch * seq, seq, h, num_heads, prep.ffn, threads)))
         bad = lib.gp_encoder_layer(self._io(out), batch, seq, h, num_heads, prep.ffn,
                                    0 if m32 is None else self._at(m32), *(p.address for p in prep.packed),
-                                   *(prep.kept or [self._at(v) for v in prep.norms]), float(eps), scratch, threads)
+                                   *(prep.kept or [self._at(v) for v in prep.norms]), float(eps),
+                                   PRE_NORM * layer.pre_norm + QUICK_GELU * (layer.activation == "quick_gelu")
+                                   + CAUSAL * bool(causal), scratch, threads)
         self._done()
         return out, int(bad)
 

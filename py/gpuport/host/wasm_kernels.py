@@ -50,11 +50,11 @@ def note() -> str:
 
 # The module's API is the engine's (simd_ops); _PACKED, the packed-weight cache, is for tests.
 _PACKED, OPS = ENGINE.packed, ENGINE.ops
-matmul, gelu, softmax = ENGINE.matmul, ENGINE.gelu, ENGINE.softmax
+matmul, gelu, quick_gelu, softmax = ENGINE.matmul, ENGINE.gelu, ENGINE.quick_gelu, ENGINE.softmax
 layer_norm, attention = ENGINE.layer_norm, ENGINE.attention
 q_matmul, llama_block, llama_layers = ENGINE.q_matmul, ENGINE.llama_block, ENGINE.llama_layers
 available, reason, clear_cache, measure = ENGINE.available, ENGINE.reason, ENGINE.clear_cache, ENGINE.measure
 
 
 __all__ = ["ABI", "ENGINE", "OPS", "REFERENCES", "attach", "attached", "attention", "available", "clear_cache", "gelu", "layer_norm", "llama_block", "llama_layers",
-           "matmul", "measure", "note", "q_matmul", "reason", "softmax", "variant"]
+           "matmul", "measure", "note", "q_matmul", "quick_gelu", "reason", "softmax", "variant"]

@@ -319,12 +319,12 @@ class _Record:
 ENGINE = PoolKernels()
 # The module's API is the engine's, as wasm_kernels' (tests/wasm_cases.py runs on either); _PACKED is for tests.
 _PACKED, OPS = ENGINE.packed, ENGINE.ops
-matmul, gelu, softmax = ENGINE.matmul, ENGINE.gelu, ENGINE.softmax
+matmul, gelu, quick_gelu, softmax = ENGINE.matmul, ENGINE.gelu, ENGINE.quick_gelu, ENGINE.softmax
 layer_norm, attention = ENGINE.layer_norm, ENGINE.attention
 q_matmul, llama_block, llama_layers = ENGINE.q_matmul, ENGINE.llama_block, ENGINE.llama_layers
 available, reason, clear_cache, measure = ENGINE.available, ENGINE.reason, ENGINE.clear_cache, ENGINE.measure
 attach, start, ready, threads, use_threads = ENGINE.attach, ENGINE.start, ENGINE.ready, ENGINE.threads, ENGINE.use_threads
 
 __all__ = ["ABI", "ENGINE", "OPS", "Arena", "PoolKernels", "attach", "attention", "available", "clear_cache", "gelu",
-           "layer_norm", "llama_block", "llama_layers", "matmul", "measure", "q_matmul", "ready", "reason", "softmax", "start",
+           "layer_norm", "llama_block", "llama_layers", "matmul", "measure", "q_matmul", "quick_gelu", "ready", "reason", "softmax", "start",
            "threads", "use_threads"]

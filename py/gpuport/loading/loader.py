@@ -36,7 +36,9 @@ default "default"): in a page ``IndexedDBChunkCache``; natively, for an http(s) 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
+import re
 import struct
 import time
 from dataclasses import dataclass, field
@@ -47,10 +49,12 @@ import numpy as np
 from ..backends.io import ChunkCache, FetchError, Transport
 from ..errors import LoadError
 from ..formats.chunk_manifest import (
+    MANIFEST_CHUNK,
     MANIFEST_NAME,
     WEIGHTS_NAME,
     build_manifest,
     check_tensors,
+    chunk_span,
     interleaved_chunks,
     layer_of,
     manifest_table,
@@ -58,7 +62,7 @@ from ..formats.chunk_manifest import (
     payload_per_chunk,
     sha256,
 )
-from ..formats.safetensors import read_header, tensor_from_pieces
+from ..formats.safetensors import MAX_HEADER, check_layout, read_header, tensor_entries, tensor_from_pieces
 from ..platform import IN_PYODIDE
 from .chunk_cache import ModelChunks
 from .disk_cache import DiskChunkCache
@@ -112,11 +116,14 @@ class ProgressiveModelLoader:
                  backoff_s: float = DEFAULT_BACKOFF_S, transport: Transport | None = None,
                  cache: ChunkCache | None | str = "default", on_progress: ProgressFn | str | None = None,
                  parallel_components: bool = True, weights: str = WEIGHTS_NAME,
-                 manifest_url: str | None = None) -> None:
+                 manifest_url: str | None = None, manifest: str = "required") -> None:
         if concurrency < 1:
             raise ValueError(f"concurrency must be >= 1, got {concurrency}")
         if chunk_size_mb is not None and chunk_size_mb <= 0:
             raise ValueError(f"chunk_size_mb must be > 0, got {chunk_size_mb}")
+        if manifest not in ("required", "optional"):
+            raise ValueError(f"manifest must be 'required' or 'optional', got {manifest!r}")
+        self.manifest_policy = manifest
         self.source = source
         self.is_local = not source.startswith(("http://", "https://", "/", "file://")) or (
             not IN_PYODIDE and os.path.isdir(source))
@@ -137,6 +144,8 @@ class ProgressiveModelLoader:
         self.state = _State(time.perf_counter())
         self._payload_of: dict[int, int] = {}   # chunk index -> bytes of requested tensors inside it
         self._downloaded_chunks: set[int] = set()
+        self._derived: tuple[dict, int] | None = None   # a source without a manifest: its header, read to plan one
+        self._file_hash: InOrderHash | None = None       # and its bytes hashed in order, where the host gives a digest
 
     # -- public ----------------------------------------------------------------------------------
     def register_progress_callback(self, callback: ProgressFn) -> None:
@@ -177,19 +186,58 @@ class ProgressiveModelLoader:
         if self.manifest is not None:
             return self.manifest
         self.emit("manifest", 0, 0)
-        text = await self._fetch_whole(self.manifest_url, what="manifest", missing_ok=self.is_local)
-        if text is None:   # local directory without a manifest: compute it (hashes the file once)
+        optional = self.is_local or self.manifest_policy == "optional"
+        text = await self._fetch_whole(self.manifest_url, what="manifest", missing_ok=optional)
+        if text is None and self.is_local:   # local directory without a manifest: compute it (hashes the file once)
             path = self.weights_url
             if not os.path.isfile(path):
                 raise LoadError(f"{path}: no such file")
             self.manifest = build_manifest(path)
+        elif text is None:
+            self.manifest = await self._derive_manifest()
+            self.cache = None   # no digest to check a cached chunk against: chunks live for this load only
         else:
             self.manifest = parse_manifest(text, self.manifest_url)
         m = self.manifest
         self.chunks = ModelChunks(self.cache, m, self.weights_url, self.emit)
-        self.emit("manifest", 0, 0, file_bytes=m["size"], note=f"{len(m['chunks'])} chunks of "
-                   f"{m['chunk_size'] / 2**20:g} MiB, file sha256 {m['sha256'][:12]}")
+        digest = f"file sha256 {m['sha256'][:12]}" if m["sha256"] else "no digest from the host: header checks only"
+        self.emit("manifest", 0, 0, file_bytes=m["size"], derived=self._derived is not None,
+                  note=f"{len(m['chunks'])} chunks of {m['chunk_size'] / 2**20:g} MiB, {digest}")
         return m
+
+    async def _derive_manifest(self) -> dict:
+        """The chunk plan of a file without a manifest beside it (a plain Hugging Face folder or URL): its size
+        from a Range answer, its safetensors header read and checked (every tensor inside the file, each one's
+        bytes its shape times its dtype), chunks without digests. The file's sha256, where the host gives one
+        (an `X-Linked-Etag` or `ETag` of 64 hex digits, as the Hugging Face Hub sends for its LFS files, or a
+        `<file>.sha256` beside it), is checked over every byte once the load has them all, in file order."""
+        self.state.requests += 1
+        r = await self.transport.get(self.weights_url, {"Range": "bytes=0-7"})
+        size = _total_size(r)
+        if r.status not in (200, 206) or size is None or len(r.body) < 8:
+            raise LoadError(f"{self.weights_url}: no manifest beside it and no Range answer to read its header "
+                            f"(HTTP {r.status}, Content-Range {r.headers.get('content-range')!r})")
+        (n,) = struct.unpack("<Q", r.body[:8])
+        if not 2 <= n <= min(MAX_HEADER, size - 8):
+            raise LoadError(f"{self.weights_url}: a safetensors header of {n} bytes in a file of {size}")
+        head = r.body[:8 + n] if len(r.body) >= 8 + n else r.body[:8] + await self._range_once(8, 8 + n)
+        header, data_start = read_header(head, self.weights_url)
+        check_layout(header, data_start, size, self.weights_url)
+        digest = _digest_header(r.headers) or await self._sidecar_digest()
+        self._derived = (header, data_start)
+        m = derived_manifest(header, data_start, size, head, digest, MANIFEST_CHUNK)
+        if digest:
+            self._file_hash = InOrderHash(len(m["chunks"]))
+        return m
+
+    async def _sidecar_digest(self) -> str | None:
+        body = await self._fetch_whole(self.weights_url + ".sha256", what="sha256 sidecar", missing_ok=True)
+        if body is None:
+            return None
+        word = body.decode("ascii", "replace").strip().split()[:1]
+        if not word or not re.fullmatch(r"[0-9a-fA-F]{64}", word[0]):
+            raise LoadError(f"{self.weights_url}.sha256: not a sha256 digest")
+        return word[0].lower()
 
     async def read_header(self) -> tuple[dict, int]:
         """The safetensors header (from a cached chunk 0, else fetched), checked against the manifest."""
@@ -197,6 +245,8 @@ class ProgressiveModelLoader:
         if m.get("container", "safetensors") != "safetensors":
             raise LoadError(f"{self.manifest_url}: {m['file']} is a {m['container']} file, not safetensors "
                             "(a GGUF loads with gpuport.loading.gguf_source.GGUFSource)")
+        if self._derived is not None:
+            return self._derived
         cached = await self.chunks.get(0, keep=True) if m["data_start"] <= m["chunks"][0]["end"] else None
         if cached is not None:   # the header lies in chunk 0: a cached, verified chunk 0 has it
             head = cached[:m["data_start"]]
@@ -210,9 +260,15 @@ class ProgressiveModelLoader:
         return header, data_start
 
     async def load_tensors(self, names: Sequence[str] | None = None, upload: bool = True,
-                           components: Mapping[str, Sequence[str]] | None = None) -> dict[str, Any]:
+                           components: Mapping[str, Sequence[str]] | None = None,
+                           on_component: Callable[[str, dict[str, Any]], Any] | None = None,
+                           host_only: Sequence[str] = (), interleave: bool = True) -> dict[str, Any]:
         """{name: Tensor on rt} (or NumPy arrays with upload=False) for `names` (default: all), each uploaded the
-        moment its chunks are verified; `components` (default: by layer) load in parallel, given: in turns."""
+        moment its chunks are verified; `components` (default: by layer) load in parallel, given: in turns of a span
+        each (`interleave`; else each one's chunks after the one before), the first first, and `on_component(name,
+        its tensors)` is called the moment a component's last tensor is in (it may start using them while the others
+        load). `host_only`: tensors kept as arrays even with upload.
+        A source with a file digest but no manifest is read whole, in file order (its bytes are hashed in order)."""
         m = await self.load_manifest()
         if m.get("container") == "ctranslate2":   # a model.bin's table is whole only in its manifest
             entries, data_start = manifest_table(m), 0
@@ -225,7 +281,10 @@ class ProgressiveModelLoader:
             raise ValueError("load_tensors(upload=True) needs a runtime: ProgressiveModelLoader(source, rt)")
         names.sort(key=lambda k: entries[k]["data_offsets"][0])
         per_span = max(1, round(self.chunk_size_mb * 2**20 / m["chunk_size"]))   # chunks per Range request
-        need = interleaved_chunks(m, [*(components or {}).values(), names], per_span)   # file order, or in turns
+        turn = per_span if interleave else len(m["chunks"])   # a whole component a turn: one after the other
+        need = interleaved_chunks(m, [*(components or {}).values(), names], turn)   # file order, or in turns
+        if self._file_hash is not None:
+            need = list(range(len(m["chunks"])))
         st = self.state
         self.expect(names)
 
@@ -256,7 +315,7 @@ class ProgressiveModelLoader:
                 if n in out or any(j not in data for j in range(t["chunks"][0], t["chunks"][1] + 1)):
                     continue
                 arr = assemble(n)
-                if upload and arr.dtype not in (np.float64, np.int64):
+                if upload and arr.dtype not in (np.float64, np.int64) and n not in host_only:
                     out[n] = self.rt.tensor(arr, copy=False)   # arr is the loader's own (assemble)
                 else:
                     out[n] = arr   # upload=False, or 64-bit buffers (position_ids): stay on the host
@@ -270,18 +329,15 @@ class ProgressiveModelLoader:
 
         stream = asyncio.ensure_future(self.stream_chunks(need, arrived))
 
-        async def component(part: Sequence[str]) -> None:
+        async def component(key: str | None, part: Sequence[str]) -> None:
             for n in part:
                 await done[n]
+            if key is not None and on_component is not None:
+                ready = on_component(key, {n: out[n] for n in part})
+                if asyncio.iscoroutine(ready):
+                    await ready
 
-        if components is None:
-            groups: dict[str, list[str]] = {}
-            for n in names:
-                groups.setdefault(str(m["tensors"][n].get("layer", layer_of(n))), []).append(n)
-            parts = list(groups.values()) if self.parallel_components else [names]
-        else:
-            parts = [list(v) for v in components.values()]
-        part_tasks = [asyncio.ensure_future(component(p)) for p in parts]
+        part_tasks = [asyncio.ensure_future(component(k, p)) for k, p in self._parts(m, names, components)]
         try:
             await stream
             await asyncio.gather(*part_tasks)   # independent components, each done when its tensors are
@@ -291,6 +347,18 @@ class ProgressiveModelLoader:
             await asyncio.gather(stream, *part_tasks, return_exceptions=True)
             raise
         return out
+
+    def _parts(self, m: dict, names: Sequence[str], components: Mapping[str, Sequence[str]] | None
+               ) -> list[tuple[str | None, list[str]]]:
+        """The groups a load waits for: the named components, else (unnamed) each layer's tensors, or all as one."""
+        if components is not None:
+            return [(k, list(v)) for k, v in components.items()]
+        if not self.parallel_components:
+            return [(None, list(names))]
+        groups: dict[str, list[str]] = {}
+        for n in names:
+            groups.setdefault(str(m["tensors"][n].get("layer", layer_of(n))), []).append(n)
+        return [(None, g) for g in groups.values()]
 
     def expect(self, names: Sequence[str]) -> None:
         """The load will return tensors `names`: their bytes are every byte stage's total (see the module doc)."""
@@ -311,6 +379,8 @@ class ProgressiveModelLoader:
         for w in range(0, len(need), CACHE_READS):   # CACHE_READS reads in flight, handed on in order
             window = need[w:w + CACHE_READS]
             for i, blob in zip(window, await self.chunks.get_many(window)):
+                if blob is not None and self._file_hash is not None:
+                    self._file_hash.add(i, blob)
                 if blob is None:
                     missing.append(i)
                     continue
@@ -343,6 +413,8 @@ class ProgressiveModelLoader:
             async with sem:   # acquired in file order: the first layers' spans go first
                 chunks = await self._fetch_span(m, span)
             for i, blob in zip(span, chunks):
+                if self._file_hash is not None:
+                    self._file_hash.add(i, blob)
                 arrived(i, blob)
             for i, blob in zip(span, chunks):
                 await self.chunks.put(i, blob)
@@ -355,6 +427,12 @@ class ProgressiveModelLoader:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             raise
+        if self._file_hash is not None:
+            got = self._file_hash.hexdigest()
+            if got != m["sha256"]:
+                raise LoadError(f"{self.weights_url}: the file's sha256 is {got[:12]}..., the host says "
+                                f"{m['sha256'][:12]}... (corrupt bytes somewhere: nothing was cached)")
+            self.emit("verify", self.state.verified, self.state.payload, note=f"file sha256 {got[:12]} matches")
 
 
     # -- fetching --------------------------------------------------------------------------------
@@ -431,7 +509,7 @@ class ProgressiveModelLoader:
             chunks = [m["chunks"][i] for i in span]
             out = [body[c["start"] - start:c["end"] - start] for c in chunks]
             digests = await self.transport.sha256(out)
-            bad = next((i for i, c, d in zip(span, chunks, digests) if d != c["sha256"]), None)
+            bad = next((i for i, c, d in zip(span, chunks, digests) if c["sha256"] and d != c["sha256"]), None)
             self._downloaded(span, out if bad is None else [], len(body))
             if bad is None:
                 return out
@@ -475,6 +553,56 @@ class ProgressiveModelLoader:
             cb(dict(event))
 
 
+class InOrderHash:
+    """sha256 over a file's chunks as they arrive, fed in file order: a chunk ahead of the others waits (a load
+    with a file digest fetches in file order, so only the spans in flight ever wait)."""
+
+    def __init__(self, chunks: int) -> None:
+        self._h, self._next, self._waiting, self.chunks = hashlib.sha256(), 0, {}, chunks
+
+    def add(self, i: int, blob: bytes) -> None:
+        self._waiting[i] = blob
+        while self._next in self._waiting:
+            self._h.update(self._waiting.pop(self._next))
+            self._next += 1
+
+    def hexdigest(self) -> str:
+        return self._h.hexdigest() if self._next == self.chunks else f"incomplete ({self._next} of {self.chunks})"
+
+
+def _total_size(r: Any) -> int | None:
+    """The file's size from a Range answer (Content-Range's total), or a whole-file answer's length."""
+    m = re.fullmatch(r"bytes \d+-\d+/(\d+)", r.headers.get("content-range", "").strip())
+    if m:
+        return int(m.group(1))
+    return len(r.body) if r.status == 200 else None
+
+
+def _digest_header(headers: Mapping[str, str]) -> str | None:
+    """A sha256 the host gives in its headers: X-Linked-Etag (the Hugging Face Hub's, for LFS files) or an ETag of
+    64 hex digits."""
+    for key in ("x-linked-etag", "etag"):
+        value = headers.get(key, "").strip().removeprefix("W/").strip('"')
+        if re.fullmatch(r"[0-9a-fA-F]{64}", value):
+            return value.lower()
+    return None
+
+
+def derived_manifest(header: dict, data_start: int, size: int, head: bytes, digest: str | None,
+                     chunk_size: int) -> dict:
+    """A manifest planned from a safetensors header (no chunk digests; the file's, when known)."""
+    count = -(-size // chunk_size)
+    chunks = [{"start": i * chunk_size, "end": min(size, (i + 1) * chunk_size), "sha256": None} for i in range(count)]
+    tensors = {n: {"start": data_start + e["data_offsets"][0], "end": data_start + e["data_offsets"][1],
+                   "dtype": e["dtype"], "shape": e["shape"], "layer": layer_of(n),
+                   "chunks": chunk_span(data_start + e["data_offsets"][0], data_start + e["data_offsets"][1],
+                                        chunk_size, count)}
+               for n, e in tensor_entries(header).items()}
+    return {"format": 1, "container": "safetensors", "model": None, "file": WEIGHTS_NAME, "size": size, "sha256": digest,
+            "header_len": data_start - 8, "data_start": data_start, "header_sha256": sha256(head[:data_start]),
+            "chunk_size": chunk_size, "chunks": chunks, "tensors": tensors, "files": {}, "derived": True}
+
+
 def _default_transport(source: str) -> Transport:
     """fetch in a page, urllib for http(s) natively, else the local file system."""
     if IN_PYODIDE:
@@ -504,4 +632,4 @@ async def gather_components(loaders: Mapping[str, Awaitable[Any]]) -> dict[str, 
     return dict(zip(keys, values))
 
 
-__all__ = ["DEFAULT_CHUNK_MB", "ProgressiveModelLoader", "gather_components"]
+__all__ = ["DEFAULT_CHUNK_MB", "InOrderHash", "ProgressiveModelLoader", "derived_manifest", "gather_components"]

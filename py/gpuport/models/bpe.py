@@ -26,11 +26,11 @@ from typing import Any, Iterable, Mapping, Sequence
 from ..errors import LoadError, UnsupportedFeature
 
 # Unicode White_Space (Oniguruma's \s): the characters the GPT-2 regex treats as spaces.
-_WHITE_SPACE = frozenset(
+WHITE_SPACE = frozenset(
     [chr(c) for c in range(0x09, 0x0E)] + [" ", "\x85", "\xa0", "\u1680"]
     + [chr(c) for c in range(0x2000, 0x200B)] + ["\u2028", "\u2029", "\u202f", "\u205f", "\u3000"]
 )
-_CONTRACTIONS = ("'s", "'t", "'re", "'ve", "'m", "'ll", "'d")
+CONTRACTIONS = ("'s", "'t", "'re", "'ve", "'m", "'ll", "'d")
 CONTROL, USER_DEFINED = 3, 4   # llama.cpp token types
 # tokenizer.ggml.pre -> whether digits are split one by one before the GPT-2 regex.
 PRE_TOKENIZERS = {"smollm": True, "starcoder": True, "gpt2": False}
@@ -56,7 +56,7 @@ CHAR_TO_BYTE = {c: b for b, c in BYTE_TO_CHAR.items()}
 @lru_cache(maxsize=4096)
 def _kind(ch: str) -> str:
     """'S' whitespace, 'L' letter, 'N' number, 'O' anything else (the regex's character classes)."""
-    if ch in _WHITE_SPACE:
+    if ch in WHITE_SPACE:
         return "S"
     cat = unicodedata.category(ch)
     return "L" if cat[0] == "L" else "N" if cat[0] == "N" else "O"
@@ -81,7 +81,7 @@ def split_gpt2(text: str) -> list[str]:
     pieces, i, n = [], 0, len(text)
     while i < n:
         if text[i] == "'":
-            hit = next((c for c in _CONTRACTIONS if text.startswith(c, i)), None)
+            hit = next((c for c in CONTRACTIONS if text.startswith(c, i)), None)
             if hit:
                 pieces.append(hit)
                 i += len(hit)

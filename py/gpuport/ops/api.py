@@ -111,6 +111,11 @@ class Ops:
         a, b = self._number(a, "scale", "a"), self._number(b, "scale", "b")
         return self._run("scale", ("x",), [x], x.shape, a=a, b=b)
 
+    def quick_gelu(self, x: Tensor) -> Tensor:
+        """QuickGELU, x sigmoid(1.702 x): CLIP's activation."""
+        x = self._f32(x, "quick_gelu", "x")
+        return self._run("quick_gelu", ("x",), [x], x.shape)
+
     def gelu(self, x: Tensor) -> Tensor:
         """Exact (erf) GELU, as BERT and PyTorch's default."""
         x = self._f32(x, "gelu", "x")
@@ -208,8 +213,10 @@ class Ops:
             check_ids(known, vocab, "embedding")
         return self._run("embedding", ("ids", "table"), [ids, table], ids.shape + (hidden,))
 
-    def attention(self, q: Tensor, k: Tensor, v: Tensor, num_heads: int, mask: Tensor | None = None) -> Tensor:
-        """softmax(QK^T / sqrt(d) + mask) V per head. q: (B, Sq, H*d); k, v: (B, Sk, H*d); mask: (B, Sk) additive."""
+    def attention(self, q: Tensor, k: Tensor, v: Tensor, num_heads: int, mask: Tensor | None = None,
+                  causal: bool = False) -> Tensor:
+        """softmax(QK^T / sqrt(d) + mask) V per head. q: (B, Sq, H*d); k, v: (B, Sk, H*d); mask: (B, Sk) additive;
+        `causal`: query i sees keys 0..i only (a text tower's self-attention)."""
         q, k, v = (self._f32(t, "attention", name) for t, name in ((q, "q"), (k, "k"), (v, "v")))
         if q.ndim != 3 or k.ndim != 3 or v.shape != k.shape:
             raise ValueError(f"attention: q must be (B, Sq, H*d) and k, v the same (B, Sk, H*d); "
@@ -234,7 +241,26 @@ class Ops:
             mask = self._f32(mask, "attention", "mask")
             if mask.shape != (batch, sk):
                 raise ValueError(f"attention: mask shape {mask.shape} must be (batch, Sk) = {(batch, sk)}")
-        return self._run("attention", ("q", "k", "v", "mask"), [q, k, v, mask], q.shape, num_heads=num_heads)
+        if not isinstance(causal, bool):
+            raise TypeError(f"attention: causal must be a bool, got {causal!r}")
+        # absent unless set: a plain call keeps the attributes (and pipelines) it always had
+        flag = {"causal": True} if causal else {}
+        return self._run("attention", ("q", "k", "v", "mask"), [q, k, v, mask], q.shape, num_heads=num_heads, **flag)
+
+    def patchify(self, pixels: Tensor, patch: int) -> Tensor:
+        """A stride-equals-kernel convolution's input as rows (im2col): pixels (B, C, H, W) -> (B, 1 + N, C P P), N =
+        (H / P)(W / P) patches in row-major order, each row in the conv weight's (C, P, P) order, row 0 of each image
+        zeros (a class token's slot). The convolution is then `matmul(rows, weight.reshape(C_out, C P P),
+        transpose_b=True)`: a vision transformer's patch embedding."""
+        pixels = self._f32(pixels, "patchify", "pixels")
+        patch = self._count(patch, "patchify", "patch", minimum=1)
+        if pixels.ndim != 4:
+            raise ValueError(f"patchify: pixels must be (B, C, H, W), got {pixels.shape}")
+        batch, channels, height, width = pixels.shape
+        if height % patch or width % patch:
+            raise ValueError(f"patchify: {height} x {width} pixels are not whole {patch} x {patch} patches")
+        n = (height // patch) * (width // patch)
+        return self._run("patchify", ("pixels",), [pixels], (batch, 1 + n, channels * patch * patch), patch=patch)
 
     def mean_pool(self, x: Tensor, mask: Tensor) -> Tensor:
         """Masked mean over the sequence axis: x (B, S, H), mask (B, S) of 0/1 -> (B, H)."""

@@ -113,7 +113,13 @@ def attention_geometry(ins, out, attrs, flat, groups):
     batch, sq, hidden = q.shape
     heads = int(attrs["num_heads"])
     return (sq, heads, batch), attention_uniforms(sq, k.shape[1], heads, hidden // heads), \
-        {"HAS_MASK": int(mask is not None)}
+        attention_constants(mask, attrs)
+
+
+def attention_constants(mask: Any, attrs: Mapping[str, Any]) -> dict[str, float]:
+    """attention.wgsl's and attention_rows.wgsl's overrides: a mask bound, causal (present only when set, so a
+    plain call's pipeline stays the one it always was)."""
+    return {"HAS_MASK": int(mask is not None), **({"CAUSAL": 1} if attrs.get("causal") else {})}
 
 
 ATTENTION_ROWS = KernelDef("attention_rows", "attention_rows.wgsl", (READ, READ, READ, READ, WRITE, UNIFORM))
@@ -133,6 +139,14 @@ def attention_kernel(ins: Sequence[Any], attrs: Mapping[str, Any]) -> tuple[Kern
     if sq >= ROWS_MIN_QUERIES and hidden // int(attrs["num_heads"]) <= ROWS_MAX_HEAD_DIM:
         return ATTENTION_ROWS, attention_rows_geometry
     return None
+
+
+def patchify_geometry(ins, out, attrs, flat, groups):
+    batch, channels, height, width = ins[0].shape
+    patch = int(attrs["patch"])
+    grid_w = width // patch
+    return flat(out.size), pack_uniforms(out.size, channels, height, width, patch, grid_w,
+                                         (height // patch) * grid_w), {}
 
 
 def mean_pool_geometry(ins, out, attrs, flat, groups):

@@ -182,6 +182,9 @@ OPS: dict[str, OpSpec] = {s.name: s for s in [
           flops=_matmul_flops, over_budget="layer_decomposition", host=hostops.matmul,
           variants={**_f16("matmul", (_R, _R, _R, _W, _U)), "small": L.MATMUL_SMALL,
                     **{key: block.kernel for key, block in RB_VARIANTS.items()}}),
+    # CLIP's activation; elementwise as gelu
+    _spec("quick_gelu", "quick_gelu.wgsl", _X_OUT, R.quick_gelu_ref, L.gelu_geometry,
+          lambda: [([_p(4, 4)], _p(4, 4), {})], flops=_elements(12), host=hostops.quick_gelu, **_ELEMENTWISE),
     _spec("softmax", "softmax.wgsl", _XY_OUT, R.softmax_ref, L.softmax_geometry,
           lambda: [([_p(4, 4), m], _p(4, 4), {}) for m in (None, _p(4))], flops=_elements(8),
           variants=_f16("softmax", _XY_OUT), host=hostops.softmax, **_ROW),
@@ -200,6 +203,10 @@ OPS: dict[str, OpSpec] = {s.name: s for s in [
                    for m in (None, _p(1, s))],
           flops=_attention_flops, over_budget="chunked_attention", host=hostops.attention,
           variants={"rows": L.ATTENTION_ROWS}, shaped=L.attention_kernel),
+    # a vision tower's patch embedding is this gather (im2col of a stride-equals-kernel convolution) and a matmul
+    _spec("patchify", "patchify.wgsl", _X_OUT, R.patchify_ref, L.patchify_geometry,
+          lambda: [([_p(1, 3, 4, 4)], _p(1, 5, 12), {"patch": 2})], flops=_elements(1), host=hostops.patchify,
+          wg_override=True),
     _spec("mean_pool", "mean_pool.wgsl", _XY_OUT, R.mean_pool_ref, L.mean_pool_geometry,
           lambda: [([_p(2, 3, 4), _p(2, 3)], _p(2, 4), {})], wg_override=True),
     _spec("l2_normalize", "l2_normalize.wgsl", _X_OUT, R.l2_normalize_ref, L.l2_normalize_geometry,

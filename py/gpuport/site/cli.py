@@ -9,6 +9,7 @@ import errno
 import importlib.util
 import json
 import os
+import shutil
 import socket
 import sys
 from pathlib import Path
@@ -21,7 +22,7 @@ from ..formats.chunk_manifest import (
     build_manifest,
     parse_manifest,
 )
-from ..models import MODELS, default_source, weights_file
+from ..models import MODELS, REGISTRY, default_source, weights_file
 from ..runtime import open_sync
 from . import demo
 from .distribution import (
@@ -198,12 +199,28 @@ def _pack_model(args: argparse.Namespace) -> int:
     manifest = build_manifest(weights, args.chunk_kb * 1024, model=args.model, files=MODEL_FILES)
     manifest["source_mtime_ns"] = stat.st_mtime_ns
     out.mkdir(parents=True, exist_ok=True)
+    if args.model not in MODELS or REGISTRY[args.model].package is None:
+        _serve_beside(out, weights, MODEL_FILES)
     tmp = target.with_suffix(".tmp")
     tmp.write_text(json.dumps(manifest, indent=1) + "\n")
     os.replace(tmp, target)
     print(f"{target}: {len(manifest['chunks'])} chunks of {args.chunk_kb} KiB, {len(manifest['tensors'])} tensors, "
           f"file sha256 {manifest['sha256'][:12]}")
     return 0
+
+
+def _serve_beside(out: Path, weights: Path, files: tuple[str, ...]) -> None:
+    """A model no package ships is served from its packed folder: its weights and small files linked there (hard
+    links: the dev server follows no link out of a folder; a copy where the file system has none)."""
+    for src in [weights, *(weights.parent / f for f in files)]:
+        dst = out / src.name
+        if not src.is_file() or (dst.is_file() and os.path.samefile(src, dst)):
+            continue
+        dst.unlink(missing_ok=True)
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copyfile(src, dst)
 
 
 def _profile(args: argparse.Namespace) -> int:

