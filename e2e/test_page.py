@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import pytest
 from e2e_matrix import LANES, lane_cases, lane_engines
-from gpuport.ops.opspecs import OPS as KERNELS
+from gpuport.ops.opspecs import OPS
+from gpuport.site.demo import kernel_rows
+
+ROWS = kernel_rows()   # every op, and a few again on a model's variant
+assert set(OPS) <= set(ROWS), sorted(set(OPS) - set(ROWS))
 
 PAIRS = [(lane, case) for lane in LANES for case in lane_cases(lane)]
 
@@ -71,13 +75,14 @@ def test_demo_page_runs_every_kernel_within_tolerance(chromium_webgpu, server_ur
         assert page.locator("#backend").inner_text().startswith("auto: webgpu or cpu")
         assert "swiftshader" in page.locator("#adapter").inner_text()
         rows = page.locator("#kernels tbody tr")
-        assert rows.count() == len(KERNELS)
+        assert rows.count() == len(ROWS)
+        assert page.locator("#kernels tbody td:nth-child(1)").all_inner_texts() == ROWS
         ran = page.locator("#kernels tbody td:nth-child(3)").all_inner_texts()
         assert set(ran) <= {"webgpu", "cpu"}, ran
         gpu_errors = [float(t) for t in page.locator("#kernels tbody td:nth-child(5)").all_inner_texts()]
-        assert len(gpu_errors) == len(KERNELS) and max(gpu_errors) < 1e-3, gpu_errors
+        assert len(gpu_errors) == len(ROWS) and max(gpu_errors) < 1e-3, gpu_errors
         verdicts = page.locator("#kernels tbody td:last-child").all_inner_texts()
-        assert verdicts == ["within tolerance"] * len(KERNELS), verdicts
+        assert verdicts == ["within tolerance"] * len(ROWS), verdicts
         # the status and the report say where the calls ran: the counts of the table's column
         status = page.locator("#status").inner_text()
         for backend in set(ran):

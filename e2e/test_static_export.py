@@ -13,7 +13,11 @@ import time
 from pathlib import Path
 
 import pytest
-from gpuport.ops.opspecs import OPS as KERNELS
+from gpuport.ops.opspecs import OPS
+from gpuport.site.demo import kernel_rows
+
+ROWS = kernel_rows()   # every op, and a few again on a model's variant
+assert set(OPS) <= set(ROWS), sorted(set(OPS) - set(ROWS))
 from gpuport.site.export import export_site
 from gpuport.testing.browsers import LaneError
 from gpuport.testing.site import StaticServer, build_project_wheel
@@ -76,7 +80,7 @@ def test_export_runs_the_demo_and_minilm_from_python_http_server(browsers, http_
         page.goto(url + "?model=1")
         expect(page.locator("body")).to_have_attribute("data-state", "done", timeout=300_000)
         verdicts = page.locator("#kernels tbody td:last-child").all_inner_texts()
-        assert verdicts == ["within tolerance"] * len(KERNELS), verdicts
+        assert verdicts == ["within tolerance"] * len(ROWS), verdicts
         expect(page.locator("#model")).to_have_attribute("data-state", "done", timeout=300_000)
         assert page.locator("#heatmap td.cell").count() == 36
         assert page.locator("#heatmap tr:nth-child(2) td.cell").first.inner_text() == "1.00"

@@ -10,7 +10,7 @@ _chat = ChatDemo(rt, source=${JSON.stringify(source)})
 DEMO_PROMPT
 `;
 const SEND = (text, maxNew) => `_chat.send(${JSON.stringify(text)}, max_new_tokens=${Number(maxNew)})`;
-const POLL = (events, tokens) => `_chat.poll(${events}, ${tokens})`;
+const NEXT = (events, tokens) => `await _chat.next(${events}, ${tokens})`;   // returns once something is new
 
 function figuresText(r) {
   const f = r.figures;
@@ -59,7 +59,7 @@ export function setupChatDemo(ready, params) {
     try {
       await gp.runPython(SEND(text, $("chat-max").value));
       for (;;) {
-        const r = await gp.runPython(POLL(events, tokens));
+        const r = await gp.runPython(NEXT(events, tokens));
         events += r.events.length;
         const last = r.events[r.events.length - 1];
         if (last) {
@@ -83,7 +83,6 @@ export function setupChatDemo(ready, params) {
           section.dataset.state = r.state;
           break;
         }
-        await new Promise((res) => setTimeout(res, 60));
       }
     } catch (e) {
       stage.textContent = `${e.name}: ${e.message}`;

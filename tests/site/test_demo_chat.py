@@ -22,13 +22,14 @@ def test_a_turn_streams_what_complete_returns_and_polls_see_it_grow(rt):
     async def go():
         chat = ChatDemo(rt)
         chat.send(DEMO_PROMPT, max_new_tokens=12)
-        seen, grew = 0, []
-        while chat.busy:
-            p = chat.poll(0, seen)
+        seen, events, grew = 0, 0, []
+        while chat.busy:   # the page's loop: ask again at once, each answer waits for news
+            p = await chat.next(events, seen, timeout_s=30)
+            assert p["tokens"] or p["events"] or p["state"] != "loading" or not chat.busy, p
+            events += len(p["events"])
             if p["tokens"]:
                 grew.append(p["n_tokens"])
                 seen = p["n_tokens"]
-            await asyncio.sleep(0)
         final = await chat.wait()
         want = await chat.llm.complete([{"role": "user", "content": DEMO_PROMPT}], max_new_tokens=12)
         return chat, final, grew, want

@@ -120,6 +120,12 @@ def _llm_samples(r: np.random.Generator, f: Callable[..., np.ndarray], seq: int)
     ]
 
 
+def kernel_rows() -> list[str]:
+    """The kernel table's rows, in order: every op once by its name, and a few ops again on a model's own variant
+    (CLIP's causal attention)."""
+    return [name for name, *_ in _samples(np.random.default_rng(0))]
+
+
 async def kernel_table(rt: Runtime, seed: int = 0, repeats: int = 3) -> list[dict[str, Any]]:
     """Run every op as the runtime places it: where it ran, its max abs error vs NumPy, first-call ms
     (includes compile) and best warm ms. Under auto, also the GPU kernel's error (`gpu_max_abs_err`), run

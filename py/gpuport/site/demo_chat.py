@@ -4,6 +4,7 @@ runs one generation at a time in the background, streams its tokens into a list 
     chat = ChatDemo(rt)                       # in the page: the runtime it opened
     chat.send("What is the capital of France?", max_new_tokens=48)
     chat.poll(0, 0)                           # {"state", "events", "tokens", "figures", ...} since those counts
+    await chat.next(0, 0)                     # the same, once something is new (the page's long poll)
     chat.cancel()                             # ends the generation at the next token; its KV cache is freed
 
 Each generation is a conversation turn: the user's message and the reply join `messages`, and the next turn
@@ -38,6 +39,7 @@ class ChatDemo:
         self._task: asyncio.Future | None = None
         self._cancel = False
         self._cancel_t = 0.0
+        self._changed = asyncio.Event()     # set when a token, a load event or the state is new
 
     @property
     def busy(self) -> bool:
@@ -61,6 +63,18 @@ class ChatDemo:
         self._cancel, self._cancel_t = True, time.perf_counter()
         return True
 
+    async def next(self, seen_events: int = 0, seen_tokens: int = 0, timeout_s: float = 0.5) -> dict[str, Any]:
+        """poll(), once there is something the page has not seen (or after `timeout_s`): a page that asks again at
+        once draws each token as it comes, not on a timer's beat."""
+        if self.state not in ("idle", "done", "cancelled", "error") and len(self.events) <= seen_events \
+                and len(self.tokens) <= seen_tokens:
+            self._changed.clear()
+            try:
+                await asyncio.wait_for(self._changed.wait(), timeout_s)
+            except asyncio.TimeoutError:
+                pass
+        return self.poll(seen_events, seen_tokens)
+
     def poll(self, seen_events: int = 0, seen_tokens: int = 0) -> dict[str, Any]:
         """What is new since the page saw `seen_events` load events and `seen_tokens` tokens, and the figures."""
         return {"state": self.state, "error": self.error, "events": self.events[seen_events:],
@@ -77,12 +91,17 @@ class ChatDemo:
         try:
             if self.llm is None:
                 t0 = time.perf_counter()
-                self.llm = await models.load(self.name, self.rt, source=self.source, on_progress=self.events.append)
+                self.llm = await models.load(self.name, self.rt, source=self.source, on_progress=self._event)
                 self.figures["load_s"] = time.perf_counter() - t0
                 self.state = "generating"
             await self._generate(max_new_tokens, temperature, seed)
         except Exception as exc:   # shown in the page, as the MiniLM section shows its load errors
             self.state, self.error = "error", f"{type(exc).__name__}: {exc}"
+        self._changed.set()
+
+    def _event(self, event: dict) -> None:
+        self.events.append(event)
+        self._changed.set()
 
     async def _generate(self, max_new_tokens: int, temperature: float, seed: int | None) -> None:
         f = self.figures
@@ -96,6 +115,7 @@ class ChatDemo:
                     first = now
                     f["time_to_first_token_s"] = first - t0
                 self.tokens.append(token.text)
+                self._changed.set()
                 f["generated_tokens"] = len(self.tokens)
                 if len(self.tokens) > 1:   # tokens after the first over the time since the first
                     f["tokens_per_s"] = (len(self.tokens) - 1) / (now - first)
