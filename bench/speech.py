@@ -171,7 +171,7 @@ def worker(kind: str, backend: str) -> int:
 # the model's stages, wrapped for a profiled call: decode runs op by op (the device), step_host a whole step per
 # kernel call (the host: its time is the stage's, with no op records under it)
 DECODE = ("decode", "step_host")
-WRAPPED = ("encode", "cross_kv", *DECODE)
+WRAPPED = ("encode", "cross_kv", "encode_host", *DECODE)
 
 
 def _profile(rt: Any, asr: Any, loop: Any, pcm: Any) -> dict[str, Any]:
@@ -189,7 +189,7 @@ def _profile(rt: Any, asr: Any, loop: Any, pcm: Any) -> dict[str, Any]:
             i0, t = len(ops), time.perf_counter()
             out = original(*args, **kwargs)
             stage = ("decoder (prompt)" if len(args[0]) > 1 else "decoder (steps)") if name in DECODE else \
-                {"encode": "encoder", "cross_kv": "cross K,V"}[name]
+                {"encode": "encoder", "cross_kv": "cross K,V", "encode_host": "encoder + cross K,V (fused)"}[name]
             spans.append((stage, i0, len(ops), time.perf_counter() - t))
             return out
         return timed

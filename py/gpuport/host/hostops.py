@@ -326,14 +326,20 @@ def conv1d(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None, *,
     """x (T, C_in) by weight (C_out, C_in, K), zero-padded: im2col as a strided view of the padded x, laid
     out (T_out, C_in * K) as the weight's own (C_out, C_in * K) rows (no copy of the weight), then one
     matmul with the bias. A fused activation follows as its own host kernel (OpSpec.run_host)."""
+    cout, cin, k = weight.shape
+    return matmul(conv1d_columns(x, k, stride=stride, padding=padding), weight.reshape(cout, cin * k), bias,
+                  transpose_b=True)
+
+
+def conv1d_columns(x: np.ndarray, k: int, *, stride: int = 1, padding: int = 0) -> np.ndarray:
+    """conv1d's im2col: x (T, C_in) zero-padded, as rows (T_out, C_in * K) laid out as a (C_out, C_in, K) weight's
+    own rows, so the convolution is one product with the weight reshaped (C_out, C_in * K)."""
     t, cin = x.shape
-    cout, _, k = weight.shape
     xp = np.zeros((t + 2 * padding, cin), _F32)
     xp[padding:padding + t] = x
     t_out = conv1d_out_len(t, k, stride, padding)
-    cols = np.lib.stride_tricks.as_strided(xp, (t_out, cin, k), (stride * xp.strides[0], xp.strides[1], xp.strides[0]),
+    return np.lib.stride_tricks.as_strided(xp, (t_out, cin, k), (stride * xp.strides[0], xp.strides[1], xp.strides[0]),
                                            writeable=False).reshape(t_out, cin * k)   # the reshape copies
-    return matmul(cols, weight.reshape(cout, cin * k), bias, transpose_b=True)
 
 
 def patchify(pixels: np.ndarray, *, patch: int) -> np.ndarray:
@@ -555,14 +561,18 @@ def project(x: np.ndarray, w: np.ndarray) -> np.ndarray:
 
 def product(a: np.ndarray, w: np.ndarray, bias: np.ndarray | None = None) -> np.ndarray:
     """a @ w^T (+ bias) inside a model forward whose layers run on the kernels' own threads (encoder_layer): the SIMD
-    kernel whenever kernels are linked, at any size (one thread, its packed weight cached), never the BLAS, whose
-    threads spin on after a product and take the cores from the layers that follow (CLIP's patch embedding before
-    12 layers on 2 threads: 70 -> 39 ms a layer stack, measured); the host's matmul where none are linked."""
+    kernel whenever kernels are linked, at any size (its packed weight cached), on layers()'s threads split by the
+    weight's columns, never the BLAS, whose threads spin on after a product and take the cores from the layers that
+    follow (CLIP's patch embedding before 12 layers on 2 threads: 70 -> 39 ms a layer stack; Whisper's convolutions,
+    1500-3000 rows: 1.7-1.9x one thread, measured); the host's matmul where none are linked."""
     chosen = layers()
     if chosen is not None and immutable(w) and immutable(bias) and a.ndim == 2 and a.shape[0] > 0:
+        engine, threads = chosen
         tally = _CALLS["matmul"]
-        tally[chosen[0].name] = tally.get(chosen[0].name, 0) + 1
-        return chosen[0].matmul(a, w, bias, transpose_b=True)
+        tally[engine.name] = tally.get(engine.name, 0) + 1
+        if threads > 1:
+            return engine.matmul_threads(a, w, bias, threads=threads)
+        return engine.matmul(a, w, bias, transpose_b=True)
     return matmul(a, w, bias, transpose_b=True)
 
 

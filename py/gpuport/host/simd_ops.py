@@ -486,8 +486,8 @@ class SimdKernels:
     def matmul_threads(self, a: np.ndarray, w: np.ndarray, bias: np.ndarray | None = None, *,
                        threads: int = 1) -> np.ndarray:
         """a (M, K) @ w^T + bias for a read-only weight w (N, K) (packed once), its column panels shared over
-        `threads` threads: a few rows against a large weight (a decoder's vocabulary), each thread streaming its
-        share of it."""
+        `threads` threads, each streaming its share of the weight: a few rows against a large weight (a decoder's
+        vocabulary), or a forward's products where the layers run on these threads (hostops.product)."""
         lib = self._need("matmul_threads")
         a32 = _f32(a)
         n, k = w.shape

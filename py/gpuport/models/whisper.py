@@ -40,7 +40,7 @@ from ..formats.ctranslate2 import ModelBinFile
 from ..host import hostops
 from ..loading.loader import ProgressiveModelLoader
 from ..platform import sync_wait
-from ..host.references import DecoderLayer
+from ..host.references import DecoderLayer, EncoderLayer
 from ..tensor.tensor import Tensor
 from ..types import DEVICE, HOST, Decision
 from . import audio
@@ -184,6 +184,7 @@ class Whisper:
         self.filters = rt.tensor(audio.mel_filters(n_mels=cfg.n_mels))
         self.load_stats: dict = {}
         self._host: dict[str, Any] | None = None   # the decoder's weights as host arrays (made by _host_decoder)
+        self._host_enc: dict[str, Any] | None = None   # the encoder's (made by _host_encoder)
         self._bias = self._suppression(cfg.vocab)
 
         def up(component: str, key: str, arr: np.ndarray) -> Tensor:
@@ -304,6 +305,55 @@ class Whisper:
             x = self._ffn(x, L)
         return ops.layer_norm(x, *self.enc_ln, EPS)
 
+    def _host_encoder(self) -> dict[str, Any]:
+        """The encoder's weights as read-only host arrays (the SIMD kernels pack each once): the convolutions'
+        weights as (C_out, C_in * K) rows, each layer a references.EncoderLayer (pre-norm, GELU) with Q, K and V
+        stacked, and every decoder layer's cross-attention keys and values stacked into one weight (one product)."""
+        if self._host_enc is None:
+            def ro(a: np.ndarray) -> np.ndarray:
+                a = np.ascontiguousarray(a, dtype=np.float32)
+                a.flags.writeable = False
+                return a
+
+            layers = []
+            for L in self.enc_layers:
+                v = {n: getattr(L, n).known_values() for n in ("wq", "wk", "wv", "bq", "bk", "bv", "wo", "bo", "ln1_g",
+                                                                "ln1_b", "w1", "b1", "w2", "b2", "ln2_g", "ln2_b")}
+                layers.append(EncoderLayer(ro(np.concatenate([v["wq"], v["wk"], v["wv"]])),
+                                           ro(np.concatenate([v["bq"], v["bk"], v["bv"]])), ro(v["wo"]), ro(v["bo"]),
+                                           ro(v["ln1_g"]), ro(v["ln1_b"]), ro(v["w1"]), ro(v["b1"]), ro(v["w2"]),
+                                           ro(v["b2"]), ro(v["ln2_g"]), ro(v["ln2_b"]), pre_norm=True))
+            convs = [(ro(w.known_values().reshape(w.shape[0], -1)), ro(b.known_values()), w.shape[2])
+                     for w, b in self.conv]
+            cross = [(getattr(L, w).known_values(), getattr(L, b).known_values())
+                     for L in self.dec_layers for w, b in (("xk", "xbk"), ("xv", "xbv"))]
+            self._host_enc = {"convs": convs, "pos": ro(self.enc_pos.known_values()), "layers": layers,
+                              "ln": [ro(t.known_values()) for t in self.enc_ln],
+                              "cross_w": ro(np.concatenate([w for w, _ in cross])),
+                              "cross_b": ro(np.concatenate([b for _, b in cross]))}
+        return self._host_enc
+
+    def encode_host(self, mel: np.ndarray, start: int, end: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        """`cross_kv(encode(...))` on host arrays, fused: each encoder layer one host kernel call (hostops.
+        encoder_layer, pre-norm), the convolutions and every decoder layer's cross keys and values as products on
+        the host kernels' own threads (hostops.product: the BLAS's spinning threads would take the cores from the
+        layers). Each decoder layer's (keys, values) of the window, (audio_ctx, width) each."""
+        t0 = time.perf_counter()
+        H, cfg = self._host_encoder(), self.config
+        x = hostops.log_mel(mel, start=start, rows=audio.WINDOW_FRAMES, end=end)          # (3000, 80)
+        for (w, b, k), stride in zip(H["convs"], (1, 2)):                                 # (3000, width), (1500, width)
+            x = hostops.gelu(hostops.product(hostops.conv1d_columns(x, k, stride=stride, padding=1), w, b))
+        x = (x + H["pos"])[None]
+        for L in H["layers"]:
+            x = hostops.encoder_layer(x, L, num_heads=cfg.heads, eps=EPS)
+        kv = hostops.product(hostops.layer_norm(x[0], *H["ln"], eps=EPS), H["cross_w"], H["cross_b"])
+        w = cfg.width
+        out = [(np.ascontiguousarray(kv[:, 2 * i * w:(2 * i + 1) * w]), np.ascontiguousarray(kv[:, (2 * i + 1) * w:
+                (2 * i + 2) * w])) for i in range(cfg.decoder_layers)]
+        self.rt.placement.ran("whisper.encode", Decision(HOST, "native" if self.rt.device.is_host else "cpu",
+                                                         "fused host encoder"), t0)
+        return out
+
     def cross_kv(self, enc: Tensor) -> list[tuple[Tensor, Tensor]]:
         """Each decoder layer's cross-attention keys and values of one window, computed once."""
         shape = (1, self.config.audio_ctx, self.config.width)
@@ -384,17 +434,29 @@ class Whisper:
         if side is None:
             side = HOST if rt.placement.whole("whisper.encode", enc_ops, host_can=_known(mel)).on_host else DEVICE
         t0 = time.perf_counter()
-        with self._pinned(side):
-            cross = self.cross_kv(self.encode(mel, start, end))
-        await cross[-1][1].read()
+        cross: list[tuple[Tensor, Tensor]] | None = None
+        host_cross: list[tuple[np.ndarray, np.ndarray]] | None = None
+        if side == HOST and _known(mel):
+            host_cross = self.encode_host(mel.known_values(), start, end)
+        else:
+            with self._pinned(side):
+                cross = self.cross_kv(self.encode(mel, start, end))
+            await cross[-1][1].read()
         rt.placement.learn_whole("whisper.encode", enc_ops, side, time.perf_counter() - t0)
         prompt = [v.ids["sot"], v.ids["no_timestamps"]]
         decision = rt.placement.generation("whisper.decode", "whisper.decode", decoder_ops(cfg, len(prompt), 0),
                                            decoder_ops(cfg, 1, EXPECTED_TOKENS), EXPECTED_TOKENS)
-        side = HOST if decision.on_host and _known(*(t for pair in cross for t in pair)) else DEVICE
+        shape = (cfg.audio_ctx, cfg.width)
+        if cross is not None:
+            side = HOST if decision.on_host and _known(*(t for pair in cross for t in pair)) else DEVICE
+            host_cross = ([(k.known_values().reshape(shape), v.known_values().reshape(shape)) for k, v in cross]
+                          if side == HOST else None)   # steps fused on the host
+        else:
+            side = HOST if decision.on_host else DEVICE
+            if side == DEVICE:   # the encoder ran on the host, the steps go to the device: its keys and values too
+                cross = [(rt.tensor(k.reshape(1, *shape)), rt.tensor(v.reshape(1, *shape))) for k, v in host_cross]
+                host_cross = None
         cache = (HostRowCache if side == HOST else DeviceKVCache)(rt, cfg.decoder_layers, cfg.width, cfg.text_ctx)
-        host_cross = ([(k.known_values().reshape(cfg.audio_ctx, cfg.width), v.known_values().reshape(cfg.audio_ctx,
-                       cfg.width)) for k, v in cross] if side == HOST else None)   # steps fused on the host
         try:
             with self._pinned(side):
                 t0 = time.perf_counter()
