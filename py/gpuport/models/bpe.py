@@ -104,6 +104,30 @@ def split_gpt2(text: str) -> list[str]:
     return pieces
 
 
+
+def merge(word: list[str], ranks: dict[tuple[str, str], int]) -> list[str]:
+    """Byte-level BPE on one piece's symbols: the adjacent pair of lowest merge rank joined, everywhere it occurs,
+    until no pair has a rank (GPT-2's algorithm, which Hugging Face's tokenizers and CLIP's share)."""
+    while len(word) > 1:
+        best, best_rank = None, None
+        for pair in zip(word, word[1:]):
+            r = ranks.get(pair)
+            if r is not None and (best_rank is None or r < best_rank):
+                best, best_rank = pair, r
+        if best is None:
+            break
+        merged, i = [], 0
+        while i < len(word):
+            if i + 1 < len(word) and word[i] == best[0] and word[i + 1] == best[1]:
+                merged.append(word[i] + word[i + 1])
+                i += 2
+            else:
+                merged.append(word[i])
+                i += 1
+        word = merged
+    return word
+
+
 class BPETokenizer:
     """Byte-level BPE with special tokens, incremental decoding and the model's chat template."""
 
@@ -174,25 +198,7 @@ class BPETokenizer:
         return parts
 
     def _bpe_uncached(self, piece: str) -> tuple[int, ...]:
-        word = [BYTE_TO_CHAR[b] for b in piece.encode("utf-8")]
-        ranks = self.ranks
-        while len(word) > 1:
-            best, best_rank = None, None
-            for pair in zip(word, word[1:]):
-                r = ranks.get(pair)
-                if r is not None and (best_rank is None or r < best_rank):
-                    best, best_rank = pair, r
-            if best is None:
-                break
-            merged, i = [], 0
-            while i < len(word):
-                if i + 1 < len(word) and word[i] == best[0] and word[i + 1] == best[1]:
-                    merged.append(word[i] + word[i + 1])
-                    i += 2
-                else:
-                    merged.append(word[i])
-                    i += 1
-            word = merged
+        word = merge([BYTE_TO_CHAR[b] for b in piece.encode("utf-8")], self.ranks)
         unk = self.unk_id if self.unk_id is not None else 0
         return tuple(self.vocab.get(w, unk) for w in word)
 
@@ -293,5 +299,5 @@ CHAT_TEMPLATES = {
     "'\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}": "chatml",
 }
 
-__all__ = ["BPETokenizer", "CHAT_TEMPLATES", "PRE_TOKENIZERS", "StreamDecoder", "bytes_to_unicode", "split_digits",
-           "split_gpt2"]
+__all__ = ["BPETokenizer", "CHAT_TEMPLATES", "PRE_TOKENIZERS", "StreamDecoder", "bytes_to_unicode", "merge",
+           "split_digits", "split_gpt2"]

@@ -26,7 +26,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from ..errors import LoadError
-from .bpe import BYTE_TO_CHAR, CHAR_TO_BYTE, CONTRACTIONS, WHITE_SPACE, split_gpt2
+from .bpe import BYTE_TO_CHAR, CHAR_TO_BYTE, CONTRACTIONS, WHITE_SPACE, merge, split_gpt2
 
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
 END_OF_WORD = "</w>"
@@ -123,25 +123,7 @@ class CLIPTokenizer:
     def _bpe_uncached(self, piece: str) -> tuple[str, ...]:
         word = [BYTE_TO_CHAR[b] for b in piece.encode("utf-8")]
         word[-1] += END_OF_WORD
-        ranks = self.ranks
-        while len(word) > 1:
-            best, best_rank = None, None
-            for pair in zip(word, word[1:]):
-                r = ranks.get(pair)
-                if r is not None and (best_rank is None or r < best_rank):
-                    best, best_rank = pair, r
-            if best is None:
-                break
-            merged, i = [], 0
-            while i < len(word):
-                if i + 1 < len(word) and word[i] == best[0] and word[i + 1] == best[1]:
-                    merged.append(word[i] + word[i + 1])
-                    i += 2
-                else:
-                    merged.append(word[i])
-                    i += 1
-            word = merged
-        return tuple(word)
+        return tuple(merge(word, self.ranks))
 
     def tokenize(self, text: str) -> list[str]:
         """The BPE symbols of `text`, without <|startoftext|> and <|endoftext|> around it."""
