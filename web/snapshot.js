@@ -23,6 +23,31 @@ export const PRELOAD = "import asyncio, base64, collections, contextlib, csv, ct
   "statistics, struct, tarfile, tempfile, textwrap, threading, typing, unicodedata, urllib.parse, urllib.request, " +
   "warnings, weakref, __future__";
 
+// Pyodide 0.27 picks pyodide.ffi.run_sync's C function once, as the interpreter initialises: the real one where the
+// engine has JSPI, else one that raises "WebAssembly stack switching not supported". A snapshot keeps its maker's pick:
+// the site's is made under Node, which has no JSPI, so in every page restored from it run_sync raised although
+// can_run_sync() said yes (and gpuport's synchronous reads could not wait for the GPU). Run in a restored interpreter,
+// this gives run_sync the function this engine's boot would have picked. It writes one word, the method's pointer
+// (PyCFunctionObject.m_ml at +8 and PyMethodDef.ml_meth at +4 on wasm32), and only after checking that the method is
+// run_sync and that the word is the other pick.
+export const RUN_SYNC_AS_BOOTED = `def _run_sync_as_booted():
+    import ctypes
+    import pyodide.ffi
+    from pyodide_js._module import jspiSupported
+    main = ctypes.CDLL(None)
+    real, refusing = (ctypes.cast(getattr(main, name), ctypes.c_void_p).value
+                      for name in ("run_sync", "run_sync_not_supported"))
+    method = ctypes.c_uint32.from_address(id(pyodide.ffi.run_sync) + 8).value
+    if ctypes.c_char_p(ctypes.c_uint32.from_address(method).value).value != b"run_sync":
+        return "not changed: not the method layout of Pyodide 0.27"
+    pointer = ctypes.c_uint32.from_address(method + 4)
+    want, other = (real, refusing) if jspiSupported else (refusing, real)
+    if pointer.value != other:
+        return "as booted"
+    pointer.value = want
+    return "made as booted"
+_run_sync_as_booted()`;
+
 export const key = (pyodideURL) => `pyodide-snapshot:${pyodideURL}`;
 
 const MAGIC = "GPSNAP01";
