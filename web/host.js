@@ -309,9 +309,10 @@ export async function boot({ base = null, pyodideURL, wheelURL, chunked = {}, nu
       M.__tzset_js(M._timezone, M._daylight, M.HEAPU32[M._tzname >>> 2], M.HEAPU32[(M._tzname >>> 2) + 1]);
       const scratch = restored.globals.get("dict")();   // not the page's namespace
       restored.runPython(`${SEEN_AS_BOOTED}\nos.environ["LANG"] = ${JSON.stringify(locale())}`, { globals: scratch });
-      // and its maker's JSPI (Node's: none): run_sync as this engine's boot would have it (snapshot.js)
-      mark.run_sync = restored.runPython(snapshots.RUN_SYNC_AS_BOOTED, { globals: scratch });
       scratch.destroy();
+      // and its maker's engine (Node's: no JSPI, no wasm-gc): how Python calls C, and run_sync, as this engine's boot
+      // would have them (snapshot.js), so that a synchronous read can wait for the GPU
+      mark.as_booted = snapshots.asBooted(restored);
       const { from, problems } = await found;
       restoredFrom = from;
       mark.snapshot = `${RESTORED[from]}${problems.length ? ` (${problems.join("; ")})` : ""}`;
