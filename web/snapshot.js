@@ -35,7 +35,7 @@ export const PRELOAD = "import asyncio, base64, collections, contextlib, csv, ct
 // asBooted(pyodide) gives a restored interpreter this engine's picks. run_sync's is one word, the method's pointer
 // (PyCFunctionObject.m_ml at +8 and PyMethodDef.ml_meth at +4 on wasm32), written only after checking that the
 // method is run_sync and that the word is the other pick (RUN_SYNC_AS_BOOTED, run in the restored interpreter).
-export const RUN_SYNC_AS_BOOTED = `def _run_sync_as_booted():
+const RUN_SYNC_AS_BOOTED = `def _run_sync_as_booted():
     import ctypes
     import pyodide.ffi
     from pyodide_js._module import jspiSupported
