@@ -10,17 +10,33 @@ user. JSON: bench/results/arrays.json; PNG: bench/results/arrays.png (matplotlib
 venv's). Heavy: run it under /tmp/gpuport-heavy.lock.
 
     python bench/arrays.py [--reps 5] [--quick]
+
+The page half (--page): the same workloads (bench/_arrays_workloads.py, added to the page as a module) in gpuport's
+own page of the dev server, per browser (Chromium on SwiftShader, Firefox on lavapipe): the page's runtime
+(backend auto, calibrated at open) and one pinned to the GPU, against Pyodide's NumPy (and scikit-learn on it) in the
+same page, the three timed in turn repetition by repetition; the reads wait for the GPU inside the call (JSPI), as
+natively; and the per-call cost of a 4-element add. The page loads Pyodide's scikit-learn and SciPy from a
+distribution assembled for the bench (.cache/bench/pyodide-arrays, each file checked against pyodide-lock.json) and
+PyPI's array-api-compat from the wheel examples/jupyterlite/kernel-requirements.txt pins (`make setup` fetches it).
+The whole comparison runs --runs times (default 3), each with freshly launched browsers; each run prints its table and
+the end prints, per browser, workload and system, NumPy's time over gpuport's in every run, the worst run (the lowest)
+and the median (bench/_runs.py; no target is stated). JSON: bench/results/arrays_page.json; PNG: arrays_page.png.
+
+    flock /tmp/gpuport-heavy.lock .venv/bin/python bench/arrays.py --page [--browsers chromium,firefox] [--runs 3]
+        [--reps 5] [--quick]
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
+import hashlib
 import os
+import re
 import statistics
 import sys
-import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 os.environ.setdefault("SCIPY_ARRAY_API", "1")   # scikit-learn's array API dispatch needs SciPy's
 
@@ -29,118 +45,24 @@ import numpy as np  # noqa: E402
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import gpuport as gp  # noqa: E402
-from _harness import RESULTS, draw_chart, write_result  # noqa: E402
+from _harness import RESULTS, draw_chart, serve, write_result  # noqa: E402
+from _runs import Key, across_runs, add_runs_argument  # noqa: E402
+from _runs import report as run_report  # noqa: E402
 from gpuport import xp  # noqa: E402
 from gpuport.platform import sync_wait  # noqa: E402
 from gpuport.xp.core import concrete  # noqa: E402
+from _arrays_workloads import (arithmetic_np, arithmetic_xp, chain_np, chain_xp, median_ms,  # noqa: E402
+                               per_call_overhead, workloads)
 
 CHART = HERE / "_arrays_chart.py"
-
-
-def median_ms(fn: Callable[[], Any], reps: int) -> float:
-    fn()   # warm-up: compiles what it needs
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
-
-
-def chain_np(x: np.ndarray) -> np.ndarray:
-    return np.sqrt(np.abs(np.sin(x * np.float32(2) + np.float32(1)) - x / np.float32(3))) * np.float32(0.5)
-
-
-def chain_xp(x: Any) -> Any:
-    """8 element-wise functions: multiply, add, sin, divide, subtract, abs, sqrt, multiply."""
-    return xp.sqrt(xp.abs(xp.sin(x * 2.0 + 1.0) - x / 3.0)) * 0.5
-
-
-def arithmetic_xp(x: Any) -> Any:
-    """8 arithmetic element-wise functions: multiply, add, multiply, subtract, abs, maximum, minimum, multiply."""
-    return xp.minimum(xp.maximum(xp.abs(x * 2.0 + 1.0 - x * 0.25), 0.1), 5.0) * 0.5
-
-
-def arithmetic_np(x: np.ndarray) -> np.ndarray:
-    f = np.float32
-    return np.minimum(np.maximum(np.abs(x * f(2) + f(1) - x * f(0.25)), f(0.1)), f(5)) * f(0.5)
-
-
-def workloads(sizes: list[int]) -> list[tuple[str, int, Callable[[Any], Callable[[], Any]]]]:
-    """(name, size, make) where make(namespace-ish) gives the timed call; sizes are element counts or n."""
-    out = []
-    r = np.random.default_rng(0)
-    for n in sizes:
-        v = r.random(n, dtype=np.float32)
-        out.append(("chain of 8", n, lambda ns, v=v: _elementwise(ns, v)))
-        out.append(("sum", n, lambda ns, v=v: _reduce(ns, v)))
-        out.append(("sort", n, lambda ns, v=v: _sort(ns, v)))
-    for m in (128, 256, 512):
-        a = r.standard_normal((m, m)).astype(np.float32)
-        out.append(("matmul", m, lambda ns, a=a: _matmul(ns, a)))
-    for rows in (2000, 10000):
-        data = r.standard_normal((rows, 64)).astype(np.float32) * np.linspace(4, 0.1, 64, dtype=np.float32)
-        out.append(("PCA 64 -> 8", rows, lambda ns, d=data: _pca(ns, d)))
-    return out
-
-
-def _elementwise(ns: Any, v: np.ndarray) -> Callable[[], Any]:
-    if ns is np:
-        return lambda: chain_np(v)
-    x = ns.asarray(v)
-    return lambda: np.asarray(chain_xp(x))
-
-
-def _reduce(ns: Any, v: np.ndarray) -> Callable[[], Any]:
-    if ns is np:
-        return lambda: float(np.sum(v))
-    x = ns.asarray(v)
-    return lambda: float(ns.sum(x))
-
-
-def _sort(ns: Any, v: np.ndarray) -> Callable[[], Any]:
-    if ns is np:
-        return lambda: np.sort(v)
-    x = ns.asarray(v)
-    return lambda: np.asarray(ns.sort(x))
-
-
-def _matmul(ns: Any, a: np.ndarray) -> Callable[[], Any]:
-    if ns is np:
-        return lambda: a @ a
-    x = ns.asarray(a)
-    return lambda: np.asarray(x @ x)
-
-
-def _pca(ns: Any, d: np.ndarray) -> Callable[[], Any]:
-    import sklearn
-    from sklearn.decomposition import PCA
-
-    if ns is np:
-        return lambda: PCA(n_components=8, svd_solver="full").fit(d).transform(d)
-    x = ns.asarray(d)
-
-    def run() -> Any:
-        with sklearn.config_context(array_api_dispatch=True):
-            return np.asarray(PCA(n_components=8, svd_solver="full").fit(x).transform(x))
-    return run
-
-
-def per_call_overhead(rt: gp.Runtime, reps: int) -> dict[str, float]:
-    """Microseconds per call of a 4-element add: building the lazy node, and the whole round trip (evaluate + read)."""
-    xp.use(rt)
-    a = xp.asarray(np.ones(4, np.float32))
-    tiny = np.ones(4, np.float32)
-    n = 2000
-
-    def loop(fn: Callable[[], Any]) -> float:
-        fn()
-        t0 = time.perf_counter()
-        for _ in range(n):
-            fn()
-        return (time.perf_counter() - t0) / n * 1e6
-    return {"build_us": loop(lambda: a + a), "round_trip_us": loop(lambda: np.asarray(a + a)),
-            "numpy_us": loop(lambda: tiny + tiny)}
+ROOT = HERE.parent
+WORKLOADS = HERE / "_arrays_workloads.py"
+PAGE_PYODIDE = ROOT / ".cache" / "bench" / "pyodide-arrays"
+KERNEL_REQUIREMENTS = ROOT / "examples" / "jupyterlite" / "kernel-requirements.txt"
+LITE_WHEELS = ROOT / ".cache" / "jupyterlite" / "wheels"
+SYSTEMS = ("auto", "webgpu")
+RATIO = "NumPy median / gpuport median in the same page, > 1.0: gpuport faster, the worst run is the lowest"
+TARGETS = ()   # no stated goal for the page's arrays against its NumPy
 
 
 def fusion(rt: gp.Runtime, n: int) -> dict[str, Any]:
@@ -206,12 +128,149 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+# -- the page half ---------------------------------------------------------------------------------------------
+
+PAGE_SETUP = """
+import base64, os
+os.environ["SCIPY_ARRAY_API"] = "1"   # scikit-learn's array API dispatch needs SciPy's: set before either loads
+import pyodide_js
+await pyodide_js.loadPackage(["scikit-learn", "micropip"])
+import micropip
+with open({wheel_path!r}, "wb") as f:
+    f.write(base64.b64decode({wheel!r}))
+await micropip.install("emfs:" + {wheel_path!r})
+import gpuport
+import arrays_workloads as W
+from gpuport import xp
+rt_gpu = await gpuport.open(backend="webgpu")
+RTS = {{"auto": rt, "webgpu": rt_gpu}}
+WORK = {{(name, size): make for name, size, make in W.workloads({sizes!r}, {matmuls!r}, {pca_rows!r})}}
+info = rt_gpu.info()
+{{"auto": rt.info()["mode"], "adapter": info["adapter"], "browser": info["browser"], "work": [list(k) for k in WORK]}}
+"""
+
+PAGE_ROW = """
+import numpy as np
+_make = WORK[({name!r}, {size})]
+_calls = {{"numpy": _make(np)}}
+for _label, _rt in RTS.items():
+    xp.use(_rt)   # the default device of the arrays _make uploads
+    _calls[_label] = _make(xp)
+W.interleaved_ms(_calls, {reps})
+"""
+
+PAGE_END = """
+{"per_call": {label: W.per_call_overhead(r) for label, r in RTS.items()},
+ "ran": {label: {k: v for k, v in r.info()["ran"].items() if k.startswith("xp.") or k == "matmul"}
+         for label, r in RTS.items()}}
+"""
+
+
+def page_distribution() -> Path:
+    """Pyodide with scikit-learn (SciPy, OpenBLAS, joblib, threadpoolctl) beside NumPy, for the page half only:
+    the dev server's own distribution stays NumPy's."""
+    from gpuport.site.distribution import DEFAULT_PACKAGES, ensure_distribution
+
+    return ensure_distribution(ROOT, dest=PAGE_PYODIDE, packages=(*DEFAULT_PACKAGES, "scikit-learn"))
+
+
+def array_api_compat_wheel() -> Path:
+    """The array-api-compat wheel kernel-requirements.txt pins, from the JupyterLite build's wheels, its sha256
+    checked."""
+    pin = re.search(r"^array-api-compat==(\S+)\s+--hash=sha256:([0-9a-f]{64})", KERNEL_REQUIREMENTS.read_text(), re.M)
+    if pin is None:
+        raise SystemExit(f"{KERNEL_REQUIREMENTS} pins no array-api-compat")
+    version, sha256 = pin.groups()
+    for path in LITE_WHEELS.glob(f"array_api_compat-{version}-*.whl"):
+        if hashlib.sha256(path.read_bytes()).hexdigest() == sha256:
+            return path
+    raise SystemExit(f"no array_api_compat-{version} wheel with sha256 {sha256[:12]}... in {LITE_WHEELS}: run "
+                     "`make setup` (examples/jupyterlite/build.py downloads it)")
+
+
+def page_sizes(quick: bool) -> dict[str, Any]:
+    if quick:
+        return {"sizes": [10_000, 100_000], "matmuls": (128, 256), "pca_rows": (2000,)}
+    return {"sizes": [10_000, 100_000, 1_000_000], "matmuls": (128, 256, 512), "pca_rows": (2000, 10000)}
+
+
+def bench_page(pw, browser: str, url: str, reps: int, sizes: dict[str, Any], wheel: Path) -> dict[str, Any]:
+    """One browser's rows, per-call costs and placements, in a freshly launched browser."""
+    from page_minilm import launch
+
+    b = launch(pw, browser)
+    try:
+        page = b.new_page()
+        page.goto(f"{url}/test.html?precompile=off")
+        page.wait_for_function("() => window.gpuportReady !== undefined", timeout=60_000)
+
+        def py(src: str) -> Any:
+            return page.evaluate("async (s) => (await window.gpuportReady).runPython(s)", src)
+
+        page.evaluate("async ([s, f]) => (await window.gpuportReady).addModule('arrays_workloads', s, f)",
+                      [WORKLOADS.read_text(encoding="utf-8"), "bench/_arrays_workloads.py"])
+        info = py(PAGE_SETUP.format(wheel_path=f"/tmp/{wheel.name}", wheel=base64.b64encode(wheel.read_bytes()).decode(),
+                                    **sizes))
+        print(f"{browser}: auto runtime placing by {info['auto']}; adapter {info['adapter']}", flush=True)
+        rows = []
+        for name, size in info["work"]:
+            ms = py(PAGE_ROW.format(name=name, size=size, reps=reps))
+            rows.append({"workload": name, "size": size, "numpy_ms": ms["numpy"],
+                         **{f"gpuport_{label}_ms": ms[label] for label in SYSTEMS}})
+            print(f"  {browser:8} {name:14s} {size:>9,}  numpy {ms['numpy']:9.3f} ms  auto {ms['auto']:9.3f} ms  "
+                  f"webgpu {ms['webgpu']:9.3f} ms", flush=True)
+        return {"info": info, "rows": rows, **py(PAGE_END)}
+    finally:
+        b.close()
+
+
+def page_ratios(browsers: Mapping[str, Mapping[str, Any]]) -> dict[Key, float]:
+    """One run's ratios for bench/_runs.py: per browser, workload and gpuport system, NumPy's time over gpuport's."""
+    return {(browser, f"{r['workload']} {r['size']:,}", f"gpuport {label}", "numpy"):
+            round(r["numpy_ms"] / r[f"gpuport_{label}_ms"], 6)
+            for browser, res in browsers.items() for r in res["rows"] for label in SYSTEMS}
+
+
+def page_main(args: argparse.Namespace) -> int:
+    from gpuport.site.server import create_app
+    from playwright.sync_api import sync_playwright
+
+    sizes, wheel = page_sizes(args.quick), array_api_compat_wheel()
+    runs: list[dict[str, Any]] = []
+    with serve(create_app, None, None, page_distribution(), what="dev server") as url, sync_playwright() as pw:
+        for i in range(args.runs):
+            print(f"run {i + 1} of {args.runs}", flush=True)
+            browsers = {b: bench_page(pw, b, url, args.reps, sizes, wheel) for b in args.browsers.split(",")}
+            runs.append({"browsers": browsers})
+            for browser, res in browsers.items():
+                print(f"\nrun {i + 1} of {args.runs}, {browser}:")
+                print(table(res["rows"]))
+                for label, o in res["per_call"].items():
+                    print(f"per call ({browser}, {label}): a 4-element add builds in {o['build_us']:.1f} us, "
+                          f"evaluates and reads back in {o['round_trip_us']:.1f} us; NumPy's add {o['numpy_us']:.2f} us")
+            # written after every run: a later run that breaks leaves the earlier ones on disk
+            section = across_runs([page_ratios(r["browsers"]) for r in runs], TARGETS, True, RATIO)
+            path = write_result("arrays_page", {"reps": args.reps, "sizes": sizes, "runs": runs,
+                                                "across_runs": section})
+    print(draw_chart(CHART, path, RESULTS / "arrays_page.png"))
+    print()
+    print(run_report(section, prefix="x"))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="smaller sizes, 3 repetitions")
+    parser.add_argument("--page", action="store_true", help="the page half: in gpuport's page, per browser")
+    parser.add_argument("--browsers", default="chromium,firefox", help="the page half's browsers")
+    add_runs_argument(parser)
     args = parser.parse_args(argv)
-    reps = 3 if args.quick else args.reps
+    if args.quick:
+        args.reps = 3
+    if args.page:
+        return page_main(args)
+    reps = args.reps
     sizes = [10_000, 100_000] if args.quick else [10_000, 100_000, 1_000_000]
     rts = {"auto": gp.open_sync(), "webgpu": gp.open_sync(backend="webgpu")}
     try:
@@ -224,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(row)
             print(f"{name:14s} {size:>9,}  numpy {row['numpy_ms']:9.3f} ms  auto {row['gpuport_auto_ms']:9.3f} ms  "
                   f"webgpu {row['gpuport_webgpu_ms']:9.3f} ms", flush=True)
-        overhead = {label: per_call_overhead(rt, reps) for label, rt in rts.items()}
+        overhead = {label: per_call_overhead(rt) for label, rt in rts.items()}
         fused = fusion(rts["webgpu"], 1 << 20)
         ran = {label: {k: v for k, v in rt.info()["ran"].items() if k.startswith("xp.") or k == "matmul"}
                for label, rt in rts.items()}

@@ -3,8 +3,10 @@ verified local Pyodide 0.27.7, gpuport's wheel in the site's piplite index) serv
 by examples/jupyterlite/serve.py; Chromium with WebGPU opens examples/jupyterlite/gpuport.ipynb in the
 Notebook UI, runs all cells from the Run menu, and the cells' printed outputs are checked: backend webgpu,
 a user WGSL kernel's result (on the GPU), MiniLM embeddings (shape, unit norm, cosines against
-sentence-transformers). Every request the page and its workers make goes to the loopback origin.
-A site that cannot be built fails the test with the build's own words; nothing is skipped."""
+sentence-transformers). arrays.ipynb likewise: gpuport.xp on the GPU with synchronous reads, scikit-learn
+estimators on gpuport arrays against NumPy's in the same kernel, a matplotlib figure, timings. Every request the page
+and its workers make goes to the loopback origin. A site that cannot be built fails the test with the build's own
+words; nothing is skipped."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import re
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -72,22 +75,26 @@ def _reference_cosines() -> list[float]:
     return [float(emb[i] @ emb[j]) for i, j in ((0, 1), (0, 2), (1, 2))]
 
 
-def test_notebook_runs_gpuport(chromium_webgpu, lite_url):
-    context = chromium_webgpu.new_context()
+@contextmanager
+def notebook_run(browser, lite_url: str, notebook: str, code_cells: int, last_words: str):
+    """Open `notebook` in the Notebook UI and Run All Cells from the Run menu; once the last cell's output says
+    `last_words`, yield (the page, each code cell's output text, every URL the page and its workers requested). A
+    traceback, a run that does not finish or a request off the site's origin fails the test."""
+    context = browser.new_context()
     requests: list[str] = []
     context.on("request", lambda request: requests.append(request.url))   # the kernel's worker's too
-    page = context.new_page()
     try:
+        page = context.new_page()
         t0 = time.monotonic()
-        page.goto(f"{lite_url}/notebooks/index.html?path=gpuport.ipynb")
+        page.goto(f"{lite_url}/notebooks/index.html?path={notebook}")
         cells = page.locator(".jp-Notebook .jp-CodeCell")
-        expect(cells).to_have_count(4, timeout=60_000)
+        expect(cells).to_have_count(code_cells, timeout=60_000)
         page.get_by_role("menuitem", name="Run", exact=True).click()
         page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
 
         # Run All stops at a cell that raises: wait for the last cell's output or for a traceback. Attached,
         # not visible: the notebook renders only the cells in view, the others stay in the DOM, hidden.
-        last = cells.last.locator(".jp-OutputArea").filter(has_text="matmuls on the device:")
+        last = cells.last.locator(".jp-OutputArea").filter(has_text=last_words)
         failed = page.locator(STDERR_OUTPUT).filter(has_text=re.compile(r"Traceback|Error"))
         problem = None
         try:
@@ -95,18 +102,23 @@ def test_notebook_runs_gpuport(chromium_webgpu, lite_url):
         except AssertionError:
             problem = f"did not finish in {RUN_TIMEOUT_MS / 1000:.0f} s"
         ran_s = time.monotonic() - t0
-        outputs = [cells.nth(i).locator(".jp-OutputArea").text_content() for i in range(4)]
+        outputs = [cells.nth(i).locator(".jp-OutputArea").text_content() for i in range(code_cells)]
         if problem is None and failed.count():
             problem = f"raised:\n{failed.first.text_content()}"
         if problem is not None:
-            pytest.fail(f"the notebook {problem}\noutputs so far: {outputs}\n"
+            pytest.fail(f"{notebook} {problem}\noutputs so far: {outputs}\n"
                         f"requests off the site's origin: {_off_origin(requests, lite_url)}", pytrace=False)
+        print(f"jupyterlite {notebook}: opened and ran all cells in {ran_s:.1f} s")
+        off_origin = _off_origin(requests, lite_url)
+        assert not off_origin, f"requests off the site's origin (a CDN?): {off_origin}"
+        yield page, outputs, requests
     finally:
         context.close()
-    print(f"jupyterlite notebook: opened and ran all cells in {ran_s:.1f} s")
-    off_origin = _off_origin(requests, lite_url)
-    assert not off_origin, f"requests off the site's origin (a CDN?): {off_origin}"
 
+
+def test_notebook_runs_gpuport(chromium_webgpu, lite_url):
+    with notebook_run(chromium_webgpu, lite_url, "gpuport.ipynb", 4, "matmuls on the device:") as run:
+        _, outputs, requests = run
     opened, kernel, embedded = (_printed(text) for text in outputs[1:])
     assert opened["backend"] == "webgpu", outputs[1]
     assert opened["host kernels"].startswith("wasm-"), outputs[1]   # the wheel's .wasm linked in the kernel
@@ -124,4 +136,36 @@ def test_notebook_runs_gpuport(chromium_webgpu, lite_url):
     # the log saw the kernel's worker: Pyodide, the gpuport wheel and the model came from this origin
     for expected in ("/static/pyodide/pyodide.asm.wasm", "/static/pyodide/numpy-", "/pypi/gpuport-",
                      "/models/minilm-l6-v2/"):
+        assert any(url.startswith(lite_url + expected) for url in requests), f"no request for {expected}"
+
+
+def test_arrays_notebook_runs_scikit_learn_on_the_gpu(chromium_webgpu, lite_url):
+    """examples/jupyterlite/arrays.ipynb: gpuport.xp arrays on the GPU with reads written as natively (the kernel's
+    Pyodide waits for the GPU inside the call: JSPI), a fused expression, scikit-learn's PCA, LinearDiscriminantAnalysis
+    and Ridge(solver="svd") on gpuport arrays within tests/xp/test_sklearn.py's tolerance of the same estimators on
+    NumPy in the same kernel, their products on the device, a matplotlib figure, and timings against NumPy. Pyodide's
+    scikit-learn, SciPy and matplotlib and PyPI's array-api-compat come from the site."""
+    with notebook_run(chromium_webgpu, lite_url, "arrays.ipynb", 6, "timed workloads:") as (page, outputs, requests):
+        figures = page.locator(".jp-Notebook .jp-CodeCell").nth(4).locator(".jp-OutputArea img").count()
+    opened, fused, sklearn_, _, timed = (_printed(text) for text in outputs[1:6])
+    assert opened["backend"] == "webgpu", outputs[1]
+    assert fused["GPU dispatches for the 8 functions"] == "{'elementwise': 1}", outputs[2]   # one fused kernel
+    assert fused["and for the 8 functions and their sum"] == "{'reduce': 2}", outputs[2]    # fused into the sum
+    assert float(fused["sum, relative difference from NumPy"]) < 1e-5, outputs[2]
+    # WGSL's sin is within 2**-11 of exact (SwiftShader uses much of that), halved by the chain; float32 rounding
+    assert float(fused["max abs difference from NumPy"]) <= 2**-12 + 1e-5, outputs[2]
+    far, numpy_far = fused["values beyond 3.5"].split(" NumPy: ")
+    assert int(far) == int(numpy_far) > 0, outputs[2]                   # boolean indexing read its count back
+    assert fused["distinct floors of |x|"] == "[0, 1, 2, 3, 4]", outputs[2]
+    tolerance = 2e-4   # tests/xp/test_sklearn.py's RTOL: float32 sums of at most 1797 terms in another order
+    assert float(sklearn_["PCA transform, max difference from NumPy's over its scale (up to the SVD's signs)"]) \
+        <= tolerance, outputs[3]
+    assert float(sklearn_["LDA predictions equal to NumPy's"]) >= 0.999, outputs[3]
+    assert float(sklearn_["Ridge predictions, max difference from NumPy's over their scale"]) <= tolerance, outputs[3]
+    assert int(sklearn_["matmuls on the device"]) >= 3, outputs[3]      # rt.info()["ran"]: the products on WebGPU
+    assert figures == 1, f"the plot cell shows {figures} images: {outputs[4]}"
+    rows = [line.split() for line in outputs[5].splitlines() if re.search(r"\d+\.\d+\s+\d+\.\d+$", line)]
+    assert len(rows) == int(timed["timed workloads"]) == 5 and all(float(r[-1]) > 0 for r in rows), outputs[5]
+    for expected in ("/static/pyodide/scikit_learn-", "/static/pyodide/scipy-", "/static/pyodide/matplotlib-",
+                     "/pypi/array_api_compat-"):
         assert any(url.startswith(lite_url + expected) for url in requests), f"no request for {expected}"

@@ -7,13 +7,19 @@ The lanes are in conftest.py (LANES); e2e/report/compatibility.{json,md} is writ
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import gpuport
 import pytest
 from e2e_matrix import LANES, lane_cases, lane_engines
 from gpuport.ops.opspecs import OPS
 from gpuport.site.demo import kernel_rows
+from gpuport.testing.pages import LaneState, PageError, PlaywrightLane
+from sync_reads_script import script
 
 ROWS = kernel_rows()   # every op, and a few again on a model's variant
 assert set(OPS) <= set(ROWS), sorted(set(OPS) - set(ROWS))
+SYNC_SCRIPT = (Path(__file__).resolve().parents[1] / "tests" / "sync_reads_script.py").read_text(encoding="utf-8")
 
 PAIRS = [(lane, case) for lane in LANES for case in lane_cases(lane)]
 
@@ -55,12 +61,65 @@ def test_chromium_adapter_is_swiftshader(lane_factory):
     assert "subgroups" in info["features"] and "shader-f16" not in info["features"], info["features"]
 
 
-def test_numpy_needs_await_in_the_page(lane_factory):
-    lane = lane_factory("chromium-webgpu")
-    msg = lane.run("import numpy as np\n"
-                   "try:\n    rt.tensor(np.ones(3, np.float32)).numpy()\nexcept gpuport.UnsupportedFeature as e:\n"
-                   "    m = str(e)\nm")
-    assert "await" in msg
+# Where the script of synchronous reads runs: a bare Pyodide (the webgpu lanes) and gpuport's own page, booted from the
+# site's snapshot made under Node (the auto lanes), in each engine. Both engines here have WebAssembly JSPI on.
+SYNC_LANES = ("chromium-webgpu", "firefox-webgpu", "chromium-auto", "firefox-auto")
+# The namespace's calls of the script that must have run on the GPU: each read waited for it there
+SYNC_ON_DEVICE = {"xp.sum", "xp.count_nonzero", "xp.any", "xp.all", "xp.getitem", "xp.unique", "xp.nonzero", "xp.max"}
+
+
+def _sync_reads_natively() -> dict:
+    rt = gpuport.open_sync(backend="cpu")
+    try:
+        return script(rt)
+    finally:
+        rt.close()
+
+
+def _run_script(page, backend: str) -> dict:
+    """tests/sync_reads_script.py in the page, unchanged, on a runtime of `backend` ("rt" where the page's is)."""
+    if "sync_reads_script" not in page.modules:
+        page.add_module("sync_reads_script", SYNC_SCRIPT, "tests/sync_reads_script.py")
+    opened = "rt" if page.info["mode"] == backend else f"await gpuport.open(backend={backend!r})"
+    return page.run(f"from sync_reads_script import script\n_rt = {opened}\n"
+                    f"try:\n    _out = script(_rt)\nfinally:\n    if _rt is not rt: _rt.close()\n_out")
+
+
+@pytest.mark.parametrize("lane", SYNC_LANES)
+def test_sync_reads_run_unchanged_where_the_page_has_jspi(lane_factory, lane):
+    """float(x), bool(...), boolean indexing, unique_values, nonzero, x.item(), np.asarray(x) and tensor.numpy()
+    of GPU values, in a page as natively: each read suspends the call until the browser answers (JSPI), with the
+    values a native run gives. In gpuport's own page that needed the boot to undo what its snapshot, made under Node
+    (no JSPI, no wasm-gc), had fixed: pyodide.ffi.run_sync refusing, and C calls through a JS trampoline, a frame
+    JSPI cannot suspend (web/snapshot.js asBooted)."""
+    page = lane_factory(lane)
+    got, natively = _run_script(page, "webgpu"), _sync_reads_natively()
+    ran = got.pop("ran")
+    natively.pop("ran")
+    assert got == natively
+    assert SYNC_ON_DEVICE <= set(ran), ran
+    if LANES[lane].page == "":   # wasm-gc and JSPI here, neither in the Node that made the snapshot
+        assert page.startup["snapshot"].startswith("restored from the site"), page.startup
+        assert page.startup["as_booted"] == "C calls: made as booted; run_sync: made as booted", page.startup
+
+
+def test_without_jspi_the_same_script_names_the_async_twin(chromium_webgpu, server_url):
+    """A page whose engine has no JSPI (hidden from Pyodide: pyodide.html?jspi=0): the script's first read of GPU
+    values raises SyncReadUnavailable naming `await xp.read(x)`, tensor.numpy() names `await tensor.read()`, and
+    the async twin reads what the synchronous read would have."""
+    state = LaneState("chromium-nojspi", "chromium-webgpu")
+    page = PlaywrightLane(state, chromium_webgpu, f"{server_url}/pyodide.html?backend=webgpu&jspi=0")
+    try:
+        assert page.info["backend"] == "webgpu", page.info
+        with pytest.raises(PageError, match=r"SyncReadUnavailable.*can_run_sync\(\) is False.*await xp\.read\(x\)"):
+            _run_script(page, "webgpu")
+        twin = page.run("from gpuport import xp\nimport numpy as np\n"
+                        "_t = rt.tensor(np.arange(4, dtype=np.float32))\n"
+                        "try:\n    _t.numpy()\nexcept gpuport.SyncReadUnavailable as e:\n    _numpy = str(e)\n"
+                        "[_numpy, float(await xp.read(xp.sum(xp.asarray(np.arange(4, dtype=np.float32), device=rt) * 2)))]")
+        assert "await tensor.read()" in twin[0] and twin[1] == 12.0, twin
+    finally:
+        page.close()
 
 
 def test_demo_page_runs_every_kernel_within_tolerance(chromium_webgpu, server_url):

@@ -1,5 +1,6 @@
 """examples/pyscript/: PyScript (npm @pyscript/core) on the local Pyodide 0.27.7 installs gpuport with
-micropip, opens a runtime, runs a user WGSL kernel and embeds sentences with MiniLM, on the page's main thread
+micropip, opens a runtime, runs a user WGSL kernel, reads gpuport.xp arrays of GPU values back synchronously
+(float(), bool(), boolean indexing, unique_values) and embeds sentences with MiniLM, on the page's main thread
 (index.html) and in a PyScript worker (worker.html), in Chromium and Firefox, with every request on the
 example's own origin (no CDN)."""
 
@@ -87,6 +88,10 @@ def test_pyscript_page_runs_a_kernel_and_minilm(browsers, example_url, kind, pag
         assert json.loads(page.locator("#backend").inner_text()) == {
             "backend": "webgpu", "tier": TIERS[kind], "worker": page_name == "worker.html"}
         assert json.loads(page.locator("#kernel").inner_text()) == (2 * np.arange(100, dtype=np.float32) + 1).tolist()
+        # gpuport.xp's synchronous reads of GPU values, in PyScript's Pyodide (JSPI: the call waits for the GPU)
+        assert json.loads(page.locator("#arrays").inner_text()) == {
+            "sum": 24.0, "any negative": True, "positive": [12.0, 5.0, 5.0, 12.0], "distinct |a|": [0, 1, 2, 3, 4],
+            "ran on": ["webgpu"]}
         emb = json.loads(page.locator("#embeddings").inner_text())
         assert emb["shape"] == [3, 384] and all(abs(n - 1) < 1e-4 for n in emb["norms"]), emb
         assert emb["cosine"] > 0.5, emb   # two sentences about eating: close

@@ -1,5 +1,6 @@
-"""platform.py: sync_wait drives a coroutine that never suspends; within bounds a wait on something that may never
-answer (in a page: a browser promise) and names it."""
+"""platform.py: sync_wait drives a coroutine that never suspends; run_now drives one up to its first real suspension
+and hands back the rest, which an event loop finishes (as a page's run_sync does); within bounds a wait on something
+that may never answer (in a page: a browser promise) and names it."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import asyncio
 
 import pytest
 from gpuport import NoAnswer, UnsupportedFeature
-from gpuport.platform import sync_wait, within
+from gpuport.platform import Waiting, run_now, sync_wait, within
 
 
 class _Suspends:
@@ -33,6 +34,49 @@ def test_sync_wait_runs_a_coroutine_that_never_really_waits() -> None:
 def test_sync_wait_refuses_a_real_wait_naming_the_call() -> None:
     with pytest.raises(UnsupportedFeature, match="opening it cannot complete synchronously"):
         sync_wait(_waits(), "opening it")
+
+
+def test_run_now_gives_the_value_of_a_coroutine_that_never_really_waits() -> None:
+    assert run_now(_answers(5)) == 5
+
+
+def test_run_now_hands_back_the_rest_of_one_that_waits_and_a_loop_finishes_it() -> None:
+    loop = asyncio.new_event_loop()
+    steps = []
+
+    async def reads() -> int:
+        steps.append("before")
+        answer = loop.create_future()          # a browser promise: the page's loop settles it later
+        loop.call_later(0.001, answer.set_result, 6)
+        value = await answer
+        steps.append("after")
+        await asyncio.sleep(0.001)             # and a second wait, on the loop that now runs it
+        return value * 7
+
+    try:
+        rest = run_now(reads())
+        assert isinstance(rest, Waiting) and steps == ["before"]
+        assert loop.run_until_complete(rest) == 42 and steps == ["before", "after"]
+    finally:
+        loop.close()
+
+
+def test_what_the_awaited_promise_raises_reaches_the_coroutine_that_waited() -> None:
+    loop = asyncio.new_event_loop()
+
+    async def reads() -> str:
+        failed = loop.create_future()
+        loop.call_later(0.001, failed.set_exception, ValueError("the device was lost"))
+        try:
+            await failed
+        except ValueError as exc:
+            return f"handled: {exc}"
+        return "not raised"
+
+    try:
+        assert loop.run_until_complete(run_now(reads())) == "handled: the device was lost"
+    finally:
+        loop.close()
 
 
 def test_within_gives_the_answer_that_comes_in_time() -> None:

@@ -310,6 +310,9 @@ export async function boot({ base = null, pyodideURL, wheelURL, chunked = {}, nu
       const scratch = restored.globals.get("dict")();   // not the page's namespace
       restored.runPython(`${SEEN_AS_BOOTED}\nos.environ["LANG"] = ${JSON.stringify(locale())}`, { globals: scratch });
       scratch.destroy();
+      // and its maker's engine (Node's: no JSPI, no wasm-gc): how Python calls C, and run_sync, as this engine's boot
+      // would have them (snapshot.js), so that a synchronous read can wait for the GPU
+      mark.as_booted = snapshots.asBooted(restored);
       const { from, problems } = await found;
       restoredFrom = from;
       mark.snapshot = `${RESTORED[from]}${problems.length ? ` (${problems.join("; ")})` : ""}`;

@@ -23,6 +23,54 @@ export const PRELOAD = "import asyncio, base64, collections, contextlib, csv, ct
   "statistics, struct, tarfile, tempfile, textwrap, threading, typing, unicodedata, urllib.parse, urllib.request, " +
   "warnings, weakref, __future__";
 
+// Two picks Pyodide 0.27 makes as the interpreter initialises depend on the engine, and a snapshot keeps its maker's:
+// the site's is made under Node 20, which has neither JSPI nor wasm-gc. So in every page restored from it
+// - Python called C functions through a JS trampoline (CPython's _PyEM_TrampolineCall: where the engine has wasm-gc a
+//   wasm function counts a C function's parameters and the call stays in WebAssembly; a preRun makes that function
+//   for every boot, restores included, and records its pointer in _PyRuntime, where the snapshot's memory then
+//   overwrote it with Node's 0). Beside being slower, a JS frame on the stack is one JSPI cannot suspend: a
+//   synchronous read waiting for the GPU ended Pyodide with "SuspendError: trying to suspend JS frames";
+// - pyodide.ffi.run_sync was the function that raises "WebAssembly stack switching not supported", although
+//   can_run_sync() said yes.
+// asBooted(pyodide) gives a restored interpreter this engine's picks. run_sync's is one word, the method's pointer
+// (PyCFunctionObject.m_ml at +8 and PyMethodDef.ml_meth at +4 on wasm32), written only after checking that the
+// method is run_sync and that the word is the other pick (RUN_SYNC_AS_BOOTED, run in the restored interpreter).
+const RUN_SYNC_AS_BOOTED = `def _run_sync_as_booted():
+    import ctypes
+    import pyodide.ffi
+    from pyodide_js._module import jspiSupported
+    main = ctypes.CDLL(None)
+    real, refusing = (ctypes.cast(getattr(main, name), ctypes.c_void_p).value
+                      for name in ("run_sync", "run_sync_not_supported"))
+    method = ctypes.c_uint32.from_address(id(pyodide.ffi.run_sync) + 8).value
+    if ctypes.c_char_p(ctypes.c_uint32.from_address(method).value).value != b"run_sync":
+        return "not changed: not the method layout of Pyodide 0.27"
+    pointer = ctypes.c_uint32.from_address(method + 4)
+    want, other = (real, refusing) if jspiSupported else (refusing, real)
+    if pointer.value != other:
+        return "as booted"
+    pointer.value = want
+    return "made as booted"
+_run_sync_as_booted()`;
+
+/** What asBooted changed in a restored interpreter, in words ("C calls: made as booted; run_sync: made as booted"). */
+export function asBooted(pyodide) {
+  const M = pyodide._module;
+  let calls = "not changed: not Pyodide 0.27's runtime layout";
+  if (Number.isInteger(M.__PyRuntime) && Number.isInteger(M.__PyEM_EMSCRIPTEN_COUNT_ARGS_OFFSET)
+      && Number.isInteger(M._PyEM_CountArgsPtr)) {
+    const slot = (M.__PyRuntime + M.HEAP32[M.__PyEM_EMSCRIPTEN_COUNT_ARGS_OFFSET >>> 2]) >>> 2;
+    calls = M.HEAP32[slot] === M._PyEM_CountArgsPtr ? "as booted" : "made as booted";
+    M.HEAP32[slot] = M._PyEM_CountArgsPtr;
+  }
+  const scratch = pyodide.globals.get("dict")();
+  try {
+    return `C calls: ${calls}; run_sync: ${pyodide.runPython(RUN_SYNC_AS_BOOTED, { globals: scratch })}`;
+  } finally {
+    scratch.destroy();
+  }
+}
+
 export const key = (pyodideURL) => `pyodide-snapshot:${pyodideURL}`;
 
 const MAGIC = "GPSNAP01";

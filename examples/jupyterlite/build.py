@@ -49,16 +49,17 @@ WORK = CACHE / "jupyterlite"
 LITE_DIR = WORK / "lite"          # the build's input: jupyter-lite.json, static/pyodide/, doit's state
 WHEELS = WORK / "wheels"          # what goes into the site's piplite index
 SITE = WORK / "site"
-NOTEBOOK = HERE / "gpuport.ipynb"
+NOTEBOOKS = (HERE / "gpuport.ipynb", HERE / "arrays.ipynb")
 BUILD_REQUIREMENTS = HERE / "build-requirements.txt"
 KERNEL_REQUIREMENTS = HERE / "kernel-requirements.txt"
 TOOLS_STAMP = TOOLS / ".build-requirements.sha256"
 
 # What jupyterlite-pyodide-kernel 0.6.1's worker installs before the first cell runs (its initKernel:
 # ssl, sqlite3, comm, jedi, ipython; ipykernel, piplite and pyodide_kernel come from the kernel extension's
-# own index, comm from kernel-requirements.txt), plus gpuport's NumPy and the defaults. Their dependencies
-# (openssl, parso, traitlets, pygments, ...) follow from pyodide-lock.json.
-KERNEL_PACKAGES = (*DEFAULT_PACKAGES, "ssl", "sqlite3", "jedi", "ipython")
+# own index, comm from kernel-requirements.txt), plus gpuport's NumPy and the defaults; and what arrays.ipynb
+# installs with %pip (scikit-learn with SciPy, matplotlib). Their dependencies (openssl, parso, traitlets,
+# pygments, openblas, pillow, ...) follow from pyodide-lock.json.
+KERNEL_PACKAGES = (*DEFAULT_PACKAGES, "ssl", "sqlite3", "jedi", "ipython", "scikit-learn", "matplotlib")
 KERNEL_PLUGIN = "@jupyterlite/pyodide-kernel-extension:kernel"
 PYODIDE_URL = "./static/pyodide/pyodide.js"
 APPS = ("lab", "notebooks", "tree")
@@ -176,7 +177,9 @@ def build(output: Path = SITE) -> Path:
     wheels = kernel_wheels()
     prepare_lite_dir()
     cmd = [str(jupyter), "lite", "build", "--lite-dir", str(LITE_DIR), "--output-dir", str(output),
-           "--contents", str(NOTEBOOK), "--no-sourcemaps", "--no-unused-shared-packages"]
+           "--no-sourcemaps", "--no-unused-shared-packages"]
+    for notebook in NOTEBOOKS:
+        cmd += ["--contents", str(notebook)]
     for app in APPS:
         cmd += ["--apps", app]
     for wheel in wheels:

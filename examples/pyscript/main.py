@@ -1,6 +1,7 @@
 # The example's Python, run by index.html on the page's main thread and by worker.html in a worker: install
-# gpuport from the served wheel, open a runtime, run your own WGSL kernel, embed sentences with MiniLM. The
-# top-level awaits are PyScript's: it runs a script asynchronously unless told `async="false"`.
+# gpuport from the served wheel, open a runtime, run your own WGSL kernel, read arrays back synchronously, embed
+# sentences with MiniLM. The top-level awaits are PyScript's: it runs a script asynchronously unless told
+# `async="false"` (run so, the synchronous reads could not wait for the GPU either).
 import json
 from urllib.parse import urljoin
 
@@ -42,6 +43,21 @@ try:
     x, y = rt.tensor(np.arange(100, dtype=np.float32)), rt.tensor(np.zeros(100, np.float32))
     kernel.dispatch((2, 1, 1), x, y)
     show("kernel", json.dumps((await y.read()).tolist()))
+
+    # gpuport.xp, the array API standard on the GPU (pinned there: auto would pick NumPy on a software adapter).
+    # float(), bool(), boolean indexing and unique_values read values back inside the call: the page waits for the
+    # GPU there (WebAssembly JSPI, Chromium and Firefox); a browser without JSPI raises gp.SyncReadUnavailable, and
+    # `await xp.read(x)` is the way.
+    from gpuport import xp
+
+    with rt.pinned("webgpu"):
+        a = xp.asarray(np.arange(-4, 5, dtype=np.float32), device=rt)
+        b = a * a - 4                                   # lazy: one fused kernel when something reads it
+        show("arrays", json.dumps({"sum": float(xp.sum(b)), "any negative": bool(xp.any(b < 0)),
+                                   "positive": np.asarray(b[b > 0]).tolist(),
+                                   "distinct |a|": np.asarray(xp.unique_values(xp.abs(a))).tolist(),
+                                   "ran on": sorted({side for name, sides in rt.info()["ran"].items()
+                                                     if name.startswith("xp.") for side in sides})}))
 
     model = await gp.models.load("minilm-l6-v2", rt)
     emb = await model.embed(["A man is eating food.", "A man is eating a piece of bread.", "The sky is blue."])

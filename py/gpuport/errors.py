@@ -101,9 +101,10 @@ class UnsupportedDType(UnsupportedFeature, TypeError):
 
 
 class SyncReadUnavailable(UnsupportedFeature):
-    """A synchronous read (float(x), bool(x), x.item(), np.asarray(x), a data-dependent shape) of values that
-    live only on a GPU that cannot be waited on here (a page): the message names its async twin,
-    `await xp.read(x)`."""
+    """A synchronous read (float(x), bool(x), x.item(), np.asarray(x), a data-dependent shape, tensor.numpy()) of
+    values that live only on a GPU that cannot be waited on here: a page without WebAssembly JSPI, or Python entered
+    through a synchronous call (pyodide.ffi.can_run_sync() is False). The message says why and names its async
+    twin, `await xp.read(x)` (`await tensor.read()`)."""
 
 
 class LimitExceeded(GpuportError, ValueError):

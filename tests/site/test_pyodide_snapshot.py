@@ -96,6 +96,64 @@ def test_restores_with_the_preloaded_modules_and_nothing_of_its_maker(made, tmp_
     assert str(REPO) not in json.dumps(got["environ"])
 
 
+# Restored from the snapshot Node made (without JSPI), run_sync before and after snapshot.js's asBooted, as a page's
+# boot (web/host.js) runs it.
+RUN_SYNC = """
+import { pathToFileURL } from "node:url";
+import { readFileSync } from "node:fs";
+const [pyodideDir, file, snapshotJs] = process.argv.slice(2);
+const { expand, asBooted } = await import(pathToFileURL(snapshotJs).href);
+const { loadPyodide } = await import(pathToFileURL(`${pyodideDir}/pyodide.mjs`).href);
+const pyodide = await loadPyodide({ indexURL: `${pyodideDir}/`, _loadSnapshot: expand(new Uint8Array(readFileSync(file))) });
+const attempt = `
+import asyncio
+from pyodide.ffi import can_run_sync, run_sync
+async def seven():
+    await asyncio.sleep(0.001)
+    return 7
+try:
+    got = run_sync(seven()) if can_run_sync() else "cannot run sync"
+except RuntimeError as e:
+    got = str(e)
+got`;
+const out = { jspi: pyodide._module.jspiSupported, before: await pyodide.runPythonAsync(attempt) };
+out.fixed = asBooted(pyodide);
+out.after = await pyodide.runPythonAsync(attempt);
+process.stdout.write(JSON.stringify(out) + "\\n");
+"""
+
+
+def _node_jspi_flag() -> str:
+    """The flag that gives this Node WebAssembly JSPI (Node 20: the old API, which Pyodide 0.27 also drives)."""
+    for flag in ("--experimental-wasm-jspi", "--experimental-wasm-stack-switching"):
+        probe = subprocess.run(["node", flag, "-e", "process.exit('Suspending' in WebAssembly || "
+                                "'Suspender' in WebAssembly ? 0 : 1)"], capture_output=True, text=True, timeout=60)
+        if probe.returncode == 0:
+            return flag
+    pytest.fail("this Node has no flag that turns WebAssembly JSPI on (tried --experimental-wasm-jspi and "
+                "--experimental-wasm-stack-switching)")
+
+
+def test_run_sync_works_restored_where_the_engine_has_jspi(made, tmp_path):
+    """Node has no JSPI where it makes the snapshot: Pyodide's run_sync raised in a page restored from it although
+    can_run_sync() said yes, until the boot made it as the engine's own boot would (snapshot.js asBooted)."""
+    script = tmp_path / "run_sync.mjs"
+    script.write_text(RUN_SYNC)
+    outcomes = {}
+    for name, flags in (("jspi", [_node_jspi_flag()]), ("none", [])):
+        run = subprocess.run(["node", "--no-warnings", *flags, str(script), str(PYODIDE), str(made[0]),
+                              str(WEB / "snapshot.js")], capture_output=True, text=True, timeout=300)
+        assert run.returncode == 0, run.stderr[-3000:]
+        outcomes[name] = json.loads(run.stdout.strip().splitlines()[-1])
+    refused = "WebAssembly stack switching not supported in this JavaScript runtime"
+    # Node 20 has no wasm-gc: its C calls go through the JS trampoline as the snapshot has them (the browsers' pick,
+    # the wasm one, is e2e/test_page.py's to check)
+    assert outcomes["jspi"] == {"jspi": True, "before": refused, "fixed": "C calls: as booted; run_sync: made as booted",
+                                "after": 7}
+    assert outcomes["none"] == {"jspi": False, "before": "cannot run sync",
+                                "fixed": "C calls: as booted; run_sync: as booted", "after": "cannot run sync"}
+
+
 def test_without_node_pyodide_or_snapshot_js_the_reason(monkeypatch, tmp_path):
     with pytest.raises(SnapshotUnavailable, match="no vendored Pyodide in"):
         site_snapshot(tmp_path / "nowhere", WEB, tmp_path / "cache", tmp_path)

@@ -2,22 +2,24 @@
 
 `cpu` (NumPy), `native` (wgpu-py) and `browser` (Pyodide) implement it; handles are opaque to everything
 but their backend. The cpu backend implements the pipeline members as no-ops, so callers never ask
-which backend they hold: they ask what it can do (`is_host`, `can_block`).
+which backend they hold: they ask what it can do (`is_host`, `can_block`, `cannot_wait()`).
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Protocol, Sequence
+from typing import Any, Awaitable, Callable, Protocol, Sequence, TypeVar
 
 import numpy as np
 
 from ..errors import UnsupportedFeature
 from ..ops.kernels import Launch
 from ..ops.pipelines import PipelineSpec
+from ..platform import Waiting
 
 DTYPES = (np.dtype(np.float32), np.dtype(np.int32), np.dtype(np.uint32))
+T = TypeVar("T")
 
 
 class PipelineObserver(Protocol):
@@ -87,6 +89,17 @@ class Backend(ABC):
     @abstractmethod
     async def download(self, handle: Any, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
         """The buffer's contents, after every recorded dispatch has run."""
+
+    def cannot_wait(self) -> str | None:
+        """Why a synchronous call cannot wait here for what the device answers asynchronously (a read, in a page),
+        or None where it can: always where reads complete at once (`can_block`)."""
+        return None if self.can_block else "this platform cannot wait for the GPU inside a synchronous call"
+
+    def wait(self, waiting: Waiting[T]) -> T:
+        """Finish inside this synchronous call a read that run_now left suspended on the device (only where
+        cannot_wait() is None)."""
+        waiting.close()
+        raise UnsupportedFeature(f"the {self.name} backend cannot wait for the GPU inside a synchronous call")
 
     def run(self, launch: Launch) -> None:
         """Record one built-in kernel launch."""

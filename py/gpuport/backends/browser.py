@@ -17,7 +17,7 @@ from typing import Any, Sequence
 import gpuport_bridge as bridge  # registered by jsmodules.register (open() runs it before this import)
 import js
 import numpy as np
-from pyodide.ffi import JsException, to_js
+from pyodide.ffi import JsException, can_run_sync, run_sync, to_js
 
 from ..errors import (
     BackendUnavailable,
@@ -27,10 +27,11 @@ from ..errors import (
     NoAnswer,
     OutOfMemory,
     ShaderCompileError,
+    SyncReadUnavailable,
 )
 from ..ops.pipelines import PipelineSpec
-from ..platform import within
-from .base import OnDone, Pause
+from ..platform import Waiting, within
+from .base import OnDone, Pause, T
 from .capabilities import normalise_features
 from .gpu import Dispatch, GPUBackend
 
@@ -39,6 +40,8 @@ from .gpu import Dispatch, GPUBackend
 # precompilation left the next visit's open() waiting 17-25 s behind the last one's compiles (Chromium on
 # SwiftShader, 2 cores); a few at a time keep the compiler's threads busy and leave little behind.
 PRECOMPILE_IN_FLIGHT = 4
+# What Pyodide 0.27's run_sync raises where its interpreter chose, when it initialised, that the engine has no JSPI
+_NO_STACK_SWITCHING = "WebAssembly stack switching not supported in this JavaScript runtime"
 # How long open() waits for the browser's adapter and device (Firefox's first request of a cold visit: 1-3 s here).
 # Past it, backend="auto" goes on on the host and says why; an adapter that answers later is left unused.
 DEVICE_WAIT_S = 20.0
@@ -100,6 +103,28 @@ class BrowserBackend(GPUBackend):
         self._next_buffer = 1
         self._sources: dict[str, str] = {}
         self._closed = False
+
+    def cannot_wait(self) -> str | None:
+        # can_run_sync(): the engine has JSPI and Python was entered through a promising call (runPythonAsync, an
+        # asyncio task: each of their steps is); a plain runPython from JS has no stack to suspend
+        if can_run_sync():
+            return None
+        return ("this page cannot wait for the GPU inside a synchronous call (that needs WebAssembly JSPI and Python "
+                "entered through runPythonAsync or an asyncio task: pyodide.ffi.can_run_sync() is False here)")
+
+    def wait(self, waiting: Waiting[T]) -> T:
+        """Suspend this call's WebAssembly stack until the browser has answered (run_sync): the page's event loop
+        runs meanwhile, settling the promise the read awaits."""
+        try:
+            return run_sync(waiting)
+        except RuntimeError as exc:
+            if str(exc) != _NO_STACK_SWITCHING:
+                raise
+            waiting.close()
+            raise SyncReadUnavailable(
+                "pyodide.ffi.can_run_sync() is True but run_sync cannot switch stacks: this interpreter was restored "
+                "from a memory snapshot made where WebAssembly JSPI was unavailable (Node). Await the read instead, "
+                "or boot without that snapshot") from None
 
     def _call(self, name: str, *args: Any) -> Any:
         self.stats["bridge_calls"] += 1

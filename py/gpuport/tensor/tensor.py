@@ -6,8 +6,8 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from ..errors import UnsupportedFeature
-from ..platform import sync_wait
+from ..errors import SyncReadUnavailable
+from ..platform import Waiting, run_now, sync_wait
 from . import lineage
 from .storage import Blocks, Deferred, Lost, Storage
 
@@ -102,13 +102,20 @@ class Tensor:
         return await self.runtime.memory.read(self)
 
     def numpy(self) -> np.ndarray:
-        """Blocking read (native only; in a page use `await read()`)."""
-        self.runtime.check_open()
-        if not self.runtime.device.can_block:
+        """Blocking read: natively, and in a page where Python can wait for the GPU (JSPI: pyodide.ffi.can_run_sync());
+        elsewhere it raises SyncReadUnavailable and `await read()` is the way."""
+        rt = self.runtime
+        rt.check_open()
+        device = rt.device
+        if device.can_block:
+            return sync_wait(rt.memory.read(self, blocking=True), "tensor.numpy()")
+        why = device.cannot_wait()
+        if why is not None:
             # the same answer wherever the values happen to live (auto keeps some on the host)
-            raise UnsupportedFeature(f"the {self.runtime.backend} backend here cannot read back synchronously: "
-                                     "use `await tensor.read()`")
-        return sync_wait(self.runtime.memory.read(self, blocking=True), "tensor.numpy()")
+            raise SyncReadUnavailable(f"the {rt.backend} backend cannot read back synchronously: {why}. Instead, "
+                                      "use `await tensor.read()`")
+        result = run_now(rt.memory.read(self))
+        return device.wait(result) if isinstance(result, Waiting) else result
 
     def usable(self) -> None:
         """Raise TensorLost if this tensor died with its device and could not be rebuilt."""

@@ -2,9 +2,10 @@
 x.item(), np.asarray(x), a data-dependent shape) goes through `wait`, and every one has an async twin built on the
 same coroutine (`await xp.read(x)`).
 
-Natively a read completes at once (wgpu-py maps synchronously), so `wait` drives the coroutine to its end. In a page
-a read of GPU values awaits the browser; `wait` then raises SyncReadUnavailable naming `await xp.read(x)`. Values
-the host already holds are read without awaiting anything, in a page too.
+Natively a read completes at once (wgpu-py maps synchronously), so `wait` drives the coroutine to its end. In a
+page a read of GPU values awaits the browser: where Pyodide can suspend the call's stack (JSPI, pyodide.ffi.run_sync)
+`wait` does, and the read returns as natively; elsewhere it raises SyncReadUnavailable naming `await xp.read(x)`.
+Values the host already holds are read without awaiting anything, in every page.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import TYPE_CHECKING, Awaitable, Callable, TypeVar
 import numpy as np
 
 from ..errors import SyncReadUnavailable
-from ..platform import sync_wait
+from ..platform import Waiting, run_now, sync_wait
 from .device import download
 from .graph import View
 
@@ -27,19 +28,19 @@ T = TypeVar("T")
 def wait(make: Callable[[bool], Awaitable[T]], rt: "Runtime", what: str) -> T:
     """Run a read to its end synchronously: `make(blocking)` is its coroutine (blocking: driven without an event
     loop, so a retry sleeps rather than awaits). The one synchronous read of gpuport.xp."""
-    if rt.device.can_block:
+    device = rt.device
+    if device.can_block:
         return sync_wait(make(True), what)
-    steps = make(False).__await__()   # a page: host-held values need no await, and run to their end here too
-    try:
-        while True:
-            if steps.send(None) is not None:   # it awaits the browser: only an await can go on from here
-                steps.close()
-                raise SyncReadUnavailable(
-                    f"{what} reads values that live on the GPU, and this page cannot wait for the GPU synchronously: "
-                    "`await xp.read(x)` (the async twin of every synchronous read) and use the NumPy array it "
-                    "returns")
-    except StopIteration as done:
-        return done.value
+    result = run_now(make(False))   # a page: host-held values need no await, and complete here
+    if not isinstance(result, Waiting):
+        return result
+    why = device.cannot_wait()
+    if why is not None:
+        result.close()
+        raise SyncReadUnavailable(f"{what} reads values that live on the GPU, and {why}. Instead, "
+                                  "`await xp.read(x)` (the async twin of every synchronous read) gives them as a "
+                                  "NumPy array")
+    return device.wait(result)
 
 
 async def view_values(view: View, blocking: bool) -> np.ndarray:
