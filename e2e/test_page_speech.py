@@ -58,8 +58,9 @@ def test_whisper_tokens_equal_faster_whisper_in_the_page(lane_factory, lane, cli
     seq = [c for c in got["components"] if c]   # the two components' bytes arrive interleaved
     assert seq.index("decoder") < len(seq) - 1 - seq[::-1].index("encoder"), seq
     assert seq.index("encoder") < len(seq) - 1 - seq[::-1].index("decoder"), seq
-    for op in ("stft_power", "log_mel", "conv1d"):
-        assert any(op in key for key in got["ran"]), (op, got["ran"])
+    assert "stft_power" in got["ran"], got["ran"]   # the features
+    # the encoder on the device op by op, or on the host a layer per kernel call (models/whisper.encode_host)
+    assert {"log_mel", "conv1d"} <= set(got["ran"]) or "whisper.encode" in got["ran"], got["ran"]
     # the decoder on the device op by op, or on the host a whole step per kernel call (models/whisper.step_host)
     assert "kv_attention" in got["ran"] or "whisper.decode" in got["ran"], got["ran"]
     summary = f"\n{lane}: {clip} {got['clips'][clip]['seconds']:.2f} s"
