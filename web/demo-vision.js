@@ -51,7 +51,11 @@ export function setupVisionDemo(ready, params) {
       const towers = Object.entries(r.ready).map(([t, ms]) => `${t} tower ready at ${(ms / 1000).toFixed(1)} s`);
       stage.textContent = r.error || [last ? `${last.stage}${last.component ? ` (${last.component})` : ""}` : "",
                                       ...towers].filter(Boolean).join(" · ");
-      if (r.state !== "loading") { section.dataset.state = r.state; return r; }
+      if (r.state !== "loading") {
+        // a classification started meanwhile owns the state now (its "done" must not turn back into "ready")
+        if (section.dataset.state === "idle") section.dataset.state = r.state;
+        return r;
+      }
       await new Promise((resolve) => setTimeout(resolve, 250));
     }
   }
