@@ -176,8 +176,8 @@ def test_gpuport_pyodide_vendors_into_the_cache_and_serve_uses_it(installed, tmp
 
 def test_serve_without_the_extra_names_it(installed, tmp_path):
     if installed["mode"] != "wheelhouse":
-        pytest.skip("no wheelhouse (`make setup` fills it): no venv without starlette/uvicorn to try "
-                    "(test_cli_usability checks the message)")
+        pytest.fail("no wheelhouse to make a venv without starlette/uvicorn from: `make setup` fills "
+                    ".cache/wheelhouse (make test runs it first)", pytrace=False)
     python = _venv(tmp_path / "bare")
     assert _install(python, installed["wheel"], str(installed["wheel"]))   # gpuport alone: numpy, no extras
     done = subprocess.run([str(tmp_path / "bare" / "bin" / "gpuport"), "serve"], capture_output=True, text=True,
