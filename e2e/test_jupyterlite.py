@@ -30,7 +30,9 @@ FIXTURE = json.loads((ROOT / "tests" / "fixtures" / "minilm_reference.json").rea
 SENTENCES = ["A man is eating food.", "A man is eating a piece of bread.", "The girl is carrying a baby."]
 BUILD_TIMEOUT_S = 900          # a first build installs the tool venv from PyPI
 RUN_TIMEOUT_MS = 420_000       # kernel start, gpuport's device calibration, MiniLM's 90 MB on SwiftShader
+KERNEL_START_TIMEOUT_MS = 180_000   # Pyodide's boot in the kernel's worker; ~7 s on an idle machine
 STDERR_OUTPUT = ".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']"
+KERNEL_STATUS = ".jp-Notebook-ExecutionIndicator"
 
 
 # examples/jupyterlite/serve.py as a module (examples/ is no package): the site's path and its app
@@ -89,6 +91,14 @@ def notebook_run(browser, lite_url: str, notebook: str, code_cells: int, last_wo
         page.goto(f"{lite_url}/notebooks/index.html?path={notebook}")
         cells = page.locator(".jp-Notebook .jp-CodeCell")
         expect(cells).to_have_count(code_cells, timeout=60_000)
+        # Run All before the kernel is up can leave every cell queued and never run (a run of the suite on a busy
+        # machine saw 420 s of empty outputs): run once the toolbar says the kernel is idle
+        status = page.locator(KERNEL_STATUS)
+        try:
+            expect(status).to_have_attribute("data-status", "idle", timeout=KERNEL_START_TIMEOUT_MS)
+        except AssertionError:
+            pytest.fail(f"{notebook}: the kernel did not start in {KERNEL_START_TIMEOUT_MS / 1000:.0f} s "
+                        f"(its status: {status.get_attribute('data-status')!r})", pytrace=False)
         page.get_by_role("menuitem", name="Run", exact=True).click()
         page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
 
@@ -100,7 +110,8 @@ def notebook_run(browser, lite_url: str, notebook: str, code_cells: int, last_wo
         try:
             expect(last.or_(failed).first).to_be_attached(timeout=RUN_TIMEOUT_MS)
         except AssertionError:
-            problem = f"did not finish in {RUN_TIMEOUT_MS / 1000:.0f} s"
+            problem = (f"did not finish in {RUN_TIMEOUT_MS / 1000:.0f} s (the kernel's status: "
+                       f"{status.get_attribute('data-status')!r})")
         ran_s = time.monotonic() - t0
         outputs = [cells.nth(i).locator(".jp-OutputArea").text_content() for i in range(code_cells)]
         if problem is None and failed.count():

@@ -18,10 +18,18 @@ import importlib.metadata as md, numpy as np, gpuport
 """
 
 
-def _start(page, url: str) -> dict:
-    page.goto(url)
-    timings = page.evaluate("async () => (await window.gpuportReady).timings")
-    out = page.evaluate("async (src) => (await window.gpuportReady).runPython(src)", USED)
+def _start(context, url: str) -> dict:
+    """Boot the page at `url` in a tab of its own, closed after, so no boot shares a renderer with a previous
+    Pyodide's leftovers (once, in a fresh-clone run beside the unit tests, Chromium's renderer crashed on a second
+    boot navigated in the same tab; the browser said no more than "Target crashed"). The context's HTTP cache and
+    storage are shared, as a tab's are."""
+    page = context.new_page()
+    try:
+        page.goto(url)
+        timings = page.evaluate("async () => (await window.gpuportReady).timings")
+        out = page.evaluate("async (src) => (await window.gpuportReady).runPython(src)", USED)
+    finally:
+        page.close()
     return {"packages": timings["packages"], "bytecode": timings["numpy_bytecode"],
             "libraries": timings.get("numpy_libraries"), "interpreter": timings.get("interpreter"), **out}
 
@@ -36,8 +44,7 @@ def _altered(route):
 def test_page_archives_are_used_and_an_altered_one_is_refused(browsers, server_url, kind):
     context = browsers.get(kind).new_context()
     try:
-        page = context.new_page()
-        got = _start(page, server_url + "/test.html")
+        got = _start(context, server_url + "/test.html")
         # in the worker, NumPy's shared libraries that `import numpy` needs load at install, the others (fft's,
         # random's) when imported; Pyodide's interpreter was compiled by the page from start() on (gpuport.js), not by
         # the worker's loadPyodide, and the archives were inflated by the page too (and moved to the worker)
@@ -47,14 +54,14 @@ def test_page_archives_are_used_and_an_altered_one_is_refused(browsers, server_u
                        "libraries": "3 of 19 at install (3 compiled beside the boot), the rest on import"}, got
 
         # on the page's main thread every one loads at install (no synchronous compile of a large module there)
-        got = _start(page, server_url + "/test.html?worker=0")
+        got = _start(context, server_url + "/test.html?worker=0")
         assert (got["packages"], got["libraries"], got["works"], got["later"], got["interpreter"]) == \
             ("from the site's archives", "all 19 at install (3 compiled beside the boot)", 5.0, 3.0,
              "compiled by the page"), got
 
-        page.route("**/numpy-wheel-*.zip.gz", _altered)
-        page.route("**/numpy-bytecode-*.zip.gz", _altered)
-        got = _start(page, server_url + "/test.html")
+        context.route("**/numpy-wheel-*.zip.gz", _altered)
+        context.route("**/numpy-bytecode-*.zip.gz", _altered)
+        got = _start(context, server_url + "/test.html")
         assert got["packages"].startswith("loadPackage: ") and "its sha256 is" in got["packages"], got
         assert got["bytecode"].startswith("not used: ") and "its sha256 is" in got["bytecode"], got
         assert got["works"] == 5.0 and got["gpuport"] == "0.1.0" and got["later"] == 3.0, got   # installed by Pyodide
