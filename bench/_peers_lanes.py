@@ -178,8 +178,10 @@ class GpuportPage:
         self.context = browser.new_context()
         _offline(self.context, [url + "/"], self.blocked)
         self.page = self.context.new_page()
-        # precompile off: warm-ups build the pipelines each case needs, and nothing runs in the background
-        query = ("table=0&precompile=off" + ("" if backend == "auto" else f"&backend={backend}")
+        # auto is the page's defaults (its background precompilation included: it builds only what placement sent
+        # to the device, once idle, paused while a call runs); a pinned backend gets precompile off, else the page
+        # would build every manifest pipeline in the background while the cases run
+        query = ("table=0" + ("" if backend == "auto" else f"&precompile=off&backend={backend}")
                  + (f"&threads={threads}" if threads else ""))
         self.page.goto(f"{url}/?{query}")
         self.info = self._run(GP_LOAD.format(texts=json.dumps(texts)))

@@ -145,7 +145,7 @@ class GpuportVisionPage:
         self.context = browser.new_context()
         _offline(self.context, [url + "/"], self.blocked)
         self.page = self.context.new_page()
-        self.page.goto(f"{url}/?table=0&precompile=off")
+        self.page.goto(f"{url}/?table=0")   # the page's defaults (the demo's kernel table off: start only)
         self.info = self._run(GP_LOAD.format(inputs=json.dumps(INPUTS),
                                              photos=[base64.b64encode(p).decode() for p in photos]))
 
