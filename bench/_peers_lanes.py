@@ -242,6 +242,8 @@ def interleave(systems: Sequence[Any], texts: dict[str, list[str]], reps: int, m
                 out = call(s, case, False)
                 if out is not None:
                     results[case][s.name]["runs_ms"].append(out["ms"])
+                    if "stats" in out:   # a system's own account of the call (its stages, where each ran)
+                        results[case][s.name].setdefault("stats", []).append(out["stats"])
                     spent[s.name] += out["ms"]
         log(f"  {case}: " + ", ".join(f"{n} {statistics.median(v['runs_ms']):.1f}"
                                       for n, v in results[case].items() if v["runs_ms"]))

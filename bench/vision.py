@@ -127,7 +127,7 @@ GP_CALL = """
 _t = time.perf_counter()
 _e = await _case({case!r})
 _ms = (time.perf_counter() - _t) * 1000
-{{"ms": _ms, "embeddings": _e.tolist() if {embeddings} else None}}
+{{"ms": _ms, "embeddings": _e.tolist() if {embeddings} else None, "stats": dict(_clip.last_stats)}}
 """
 GP_INFO = """
 _i = rt.info()
