@@ -90,7 +90,7 @@ static void *worker(void *arg) {
 void gp_parallel(int threads, int total, int parts, gp_part_fn fn, void *ctx) {
   if (parts > total) parts = total;
   if (threads <= 1 || parts <= 1 || pthread_mutex_trylock(&busy) != 0) {
-    for (int p = 0; p < parts; p++) fn(ctx, (int)((long)total * p / parts), (int)((long)total * (p + 1) / parts), 0);
+    if (total > 0) fn(ctx, 0, total, 0);   /* alone: one part (a row part streams every weight once more) */
     return;
   }
   while (workers < threads - 1 && workers < MAX_WORKERS) {
@@ -189,7 +189,7 @@ void gp_parallel(int threads, int total, int parts, gp_part_fn fn, void *ctx) {
   int idle = 0;
   if (threads <= 1 || parts <= 1 || __atomic_load_n(&workers, __ATOMIC_ACQUIRE) == 0 ||
       !__atomic_compare_exchange_n(&busy, &idle, 1, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)) {
-    for (int p = 0; p < parts; p++) fn(ctx, (int)((long long)total * p / parts), (int)((long long)total * (p + 1) / parts), 0);
+    if (total > 0) fn(ctx, 0, total, 0);   /* alone: one part, as natively */
     return;
   }
   job = (struct job){fn, ctx, total, parts, threads, 0, 0};

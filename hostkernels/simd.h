@@ -126,9 +126,9 @@ INLINE void panel_rows(const float *a, int M, int lda, const float *panel, int K
 
 /* A parallel-for: fn(ctx, lo, hi, slot) for `parts` near-equal parts of 0..total, on up to `threads`
  * threads natively and in the threaded WebAssembly build (pool.c); `slot` (0 .. threads - 1) names the
- * thread, for per-thread scratch. In the one-thread WebAssembly builds (linked into Pyodide's heap) it is
- * one direct call for the whole range, which the compiler inlines: a context passed through a function
- * pointer would need a shadow stack. */
+ * thread, for per-thread scratch. Where it runs alone (one thread, no workers, the pool busy) it is one call
+ * for the whole range; in the one-thread WebAssembly builds (linked into Pyodide's heap) a direct call the
+ * compiler inlines: a context passed through a function pointer would need a shadow stack. */
 typedef void (*gp_part_fn)(void *ctx, int lo, int hi, int slot);
 #if defined(__wasm__) && !defined(__wasm_atomics__)
 #define gp_parallel(threads, total, parts, fn, ctx) ((void)(threads), (void)(parts), fn((ctx), 0, (total), 0))

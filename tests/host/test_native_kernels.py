@@ -201,12 +201,13 @@ def test_blas_threads_follow_the_environment(monkeypatch):
 
 def test_encoder_layer_on_threads_gives_the_one_thread_answer(native):
     """Natively the fused layer spreads over the library's pool (hostkernels/pool.c): QKV rows, heads, rows;
-    or, under 4 tiles a thread, each product by its weight's column panels. Parts start at whole 4-row tiles,
-    whole panels and whole heads, so every value is computed exactly as on one thread: the answers are
-    identical, and the reference's. Shapes: rows that are no multiple of the tile or of the thread count,
-    fewer heads than threads, a padded batch, both splits (4 tiles on 2 threads: columns; 17 on 2: rows)."""
+    or, up to encoder.c's COLUMN_ROWS (1024) rows, each product by its weight's column panels. Parts start at
+    whole 4-row tiles, whole panels and whole heads, so every value is computed exactly as on one thread: the
+    answers are identical, and the reference's. Shapes: rows that are no multiple of the tile or of the thread
+    count, fewer heads than threads, a padded batch, both splits (up to 66 rows: columns; 1030: rows)."""
     r = np.random.default_rng(24)
-    for b, s, h, heads, f in ((1, 13, 48, 4, 64), (3, 7, 24, 2, 40), (2, 33, 384, 12, 1536), (1, 2, 16, 1, 8)):
+    for b, s, h, heads, f in ((1, 13, 48, 4, 64), (3, 7, 24, 2, 40), (2, 33, 384, 12, 1536), (1, 2, 16, 1, 8),
+                              (2, 515, 24, 2, 40)):
         layer = wasm_cases._encoder_layer(r, h, f)
         x = r.standard_normal((b, s, h)).astype(np.float32)
         mask = np.zeros((b, s), np.float32)

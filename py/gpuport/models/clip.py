@@ -134,8 +134,8 @@ class TextTower:
         c = self.cfg.text
         batch, seq = ids.shape
         x = self.tokens[ids] + self.positions.known_values()[:seq]
-        x = self.encoder.forward_host(np.ascontiguousarray(x, np.float32), causal=True)
-        pooled = x.reshape(batch * seq, c.hidden)[self.pooled_rows(ids)]
+        at = self.pooled_rows(ids) - np.arange(batch) * seq   # each text's pooled position
+        pooled = self.encoder.forward_host(np.ascontiguousarray(x, np.float32), at.astype(np.intp), causal=True)
         pooled = hostops.layer_norm(pooled, *(p.known_values() for p in self.final), eps=c.eps)
         return hostops.matmul(pooled, self.projection.known_values(), transpose_b=True)
 

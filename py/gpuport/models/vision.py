@@ -199,14 +199,38 @@ class Encoder:
             self._host = [_host_layer(v, self.cfg.activation) for v in values]
         return self._host
 
-    def forward_host(self, x: np.ndarray, causal: bool = False) -> np.ndarray:
-        """x (B, S, H) float32 through every layer on the host: each one C call where the kernels take it."""
+    def forward_host(self, x: np.ndarray, rows: np.ndarray, causal: bool = False) -> np.ndarray:
+        """The final states (B, H) of row rows[b] of each sequence of x (B, S, H) float32 (a tower reads one: the
+        class token, the pooled end-of-text) through every layer on the host, each layer one C call where the
+        kernels take it. The other rows matter to the last layer only as keys and values: past its QKV product
+        it runs for the read rows alone (an image's 50 rows: 9/12 of that layer's products not made)."""
         layers = self.host_layers()
         if layers is None:
             raise ValueError("forward_host: a weight lives only on the device (use forward)")
-        for L in layers:
-            x = hostops.encoder_layer(x, L, None, num_heads=self.cfg.heads, eps=self.cfg.eps, causal=causal)
-        return x
+        c = self.cfg
+        for L in layers[:-1]:
+            x = hostops.encoder_layer(x, L, None, num_heads=c.heads, eps=c.eps, causal=causal)
+        return _last_layer_rows(x, layers[-1], rows, c.heads, c.eps, causal)
+
+
+def _last_layer_rows(x: np.ndarray, L: EncoderLayer, rows: np.ndarray, heads: int, eps: float,
+                     causal: bool) -> np.ndarray:
+    """A pre-norm layer's output at row rows[b] of each sequence b of x (B, S, H): its query attends to every key
+    (or, `causal`, to keys 0..rows[b], as the full layer's row does); the same kernels as the fused layer."""
+    batch, seq, h = x.shape
+    qkv = hostops.product(hostops.layer_norm(x.reshape(batch * seq, h), L.ln1_g, L.ln1_b, eps=eps), L.wqkv, L.bqkv)
+    qkv = qkv.reshape(batch, seq, 3 * h)
+    at = np.arange(batch)
+    mask = None
+    if causal:   # row r's causal keys as an additive mask over the sequence: one query per sequence
+        mask = np.where(np.arange(seq)[None, :] > rows[:, None], np.float32(-np.inf), np.float32(0)).astype(np.float32)
+    a = hostops.attention(np.ascontiguousarray(qkv[at, rows, None, :h]), qkv[:, :, h:2 * h], qkv[:, :, 2 * h:], mask,
+                          num_heads=heads).reshape(batch, h)
+    out = x[at, rows] + hostops.product(a, L.wo, L.bo)
+    f = hostops.product(hostops.layer_norm(out, L.ln2_g, L.ln2_b, eps=eps), L.wi, L.bi)
+    f = hostops.quick_gelu(f) if L.activation == "quick_gelu" else hostops.gelu(f)
+    out += hostops.product(f, L.wo2, L.bo2)
+    return out
 
 
 def _host_layer(v: Mapping[str, np.ndarray], activation: str) -> EncoderLayer:
@@ -311,8 +335,8 @@ class VisionTower:
         x = x.reshape(batch, t, c.hidden) + self.positions.known_values()
         if self.pre is not None:
             x = hostops.layer_norm(x, *(p.known_values() for p in self.pre), eps=c.eps)
-        x = self.encoder.forward_host(np.ascontiguousarray(x, np.float32))
-        return hostops.layer_norm(np.ascontiguousarray(x[:, 0]), *(p.known_values() for p in self.final), eps=c.eps)
+        x = self.encoder.forward_host(np.ascontiguousarray(x, np.float32), np.zeros(batch, np.intp))
+        return hostops.layer_norm(x, *(p.known_values() for p in self.final), eps=c.eps)
 
     def max_batch(self) -> int:
         """Images per forward: as many as the tier's binding limit holds of the largest per-image tensor (the patch
