@@ -271,7 +271,13 @@ def test_arena_first_fit_and_merging():
 
 
 def test_encoder_layer_on_the_pool_equals_the_reference(pool):
+    """Both of encoder.c's splits on the pool: 18 rows by the weights' columns, 1030 (past COLUMN_ROWS) by rows."""
     r = np.random.default_rng(5)
+    big = wasm_cases._encoder_layer(r, 16, 24)
+    x = r.standard_normal((2, 515, 16)).astype(np.float32)
+    out, bad = T.ENGINE.encoder_layer(x, big, None, num_heads=2, eps=1e-12, threads=2)
+    assert bad == 0
+    close(out, K.encoder_layer_ref(x, big, None, num_heads=2, eps=1e-12), atol=2e-4, what="encoder layer by rows")
     layer = wasm_cases._encoder_layer(r, 64, 128)
     x = r.standard_normal((2, 9, 64)).astype(np.float32)
     puts = pool.puts
