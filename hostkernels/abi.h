@@ -6,7 +6,7 @@
 #define GPUPORT_ABI_H
 
 /* Bumped whenever an exported signature changes; the Python wrapper refuses a module with another. */
-#define GP_ABI 7
+#define GP_ABI 8
 
 /* Only the functions declared here are exported (the builds are -fvisibility=hidden): by name in
  * WebAssembly, natively as the ELF symbols of the same names. */
@@ -67,12 +67,12 @@ void gp_attention(const float *q, const float *k, const float *v, int ld, const 
 GP_EXPORT(gp_encoder_scratch)
 int gp_encoder_scratch(int n, int S, int H, int heads, int F, int threads);
 
-/* One encoder layer on x (B, S, H) in place, post-norm or (flags 1) pre-norm, GELU or (2) QuickGELU, (4) causal; returns the rows with non-finite norm statistics. */
+/* One encoder layer on x (B, S, H) in place, or on B sequences of `lengths` one after another, post-norm or (flags 1) pre-norm, GELU or (2) QuickGELU, (4) causal; returns the rows with non-finite norm statistics. */
 GP_EXPORT(gp_encoder_layer)
-int gp_encoder_layer(float *x, int B, int S, int H, int heads, int F, const float *mask, const float *wqkv,
-                     const float *wo, const float *wi, const float *wo2, const float *ln1_g,
-                     const float *ln1_b, const float *ln2_g, const float *ln2_b, float eps, int flags,
-                     float *scratch, int threads);
+int gp_encoder_layer(float *x, int B, int S, int H, int heads, int F, const float *mask, const int *lengths,
+                     const float *wqkv, const float *wo, const float *wi, const float *wo2,
+                     const float *ln1_g, const float *ln1_b, const float *ln2_g, const float *ln2_b,
+                     float eps, int flags, float *scratch, int threads);
 
 /* Floats of scratch gp_q_matmul needs for M rows of K (their 8-bit quantized blocks). */
 GP_EXPORT(gp_q_scratch)

@@ -27,6 +27,7 @@ int gp_encoder_scratch(int n, int S, int H, int heads, int F, int threads) {
 struct layer {
   float *x, *qkv, *a, *f, *attn;
   int B, S, H, heads, F, n, attn_floats, flags;
+  const int *lengths;
   const float *mask, *wqkv, *wo, *wi, *wo2, *ln1_g, *ln1_b, *ln2_g, *ln2_b;
   float eps;
   int bad; /* atomic natively */
@@ -69,12 +70,23 @@ static void qkv_rows(void *ctx, int lo, int hi, int slot) {
   gp_matmul_packed(in, m, L->H, L->H, L->wqkv, 3 * L->H, L->qkv + r0 * 3 * L->H, 3 * L->H);
 }
 
-/* Heads [lo, hi) of every sequence: a range of heads is a range of columns. */
-static void attention_heads(void *ctx, int lo, int hi, int slot) {
+/* Heads [lo, hi) of every sequence: a range of heads is a range of columns. Sequences of their own lengths lie
+ * one after another, each attending within itself. Always inlined: in the one-thread WebAssembly build a call
+ * left out of line would keep the layer's struct on a shadow stack. */
+INLINE void attention_heads(void *ctx, int lo, int hi, int slot) {
   struct layer *L = ctx;
-  const int H = L->H, d = H / L->heads, off = lo * d;
-  gp_attention(L->qkv + off, L->qkv + H + off, L->qkv + 2 * H + off, 3 * H, L->mask, L->a + off, H, L->B, L->S,
-               L->S, hi - lo, d, (L->flags & GP_CAUSAL) != 0, L->attn + slot * L->attn_floats);
+  const int H = L->H, d = H / L->heads, off = lo * d, causal = (L->flags & GP_CAUSAL) != 0;
+  float *scratch = L->attn + slot * L->attn_floats;
+  if (!L->lengths) {
+    gp_attention(L->qkv + off, L->qkv + H + off, L->qkv + 2 * H + off, 3 * H, L->mask, L->a + off, H, L->B, L->S,
+                 L->S, hi - lo, d, causal, scratch);
+    return;
+  }
+  for (int b = 0, row = 0; b < L->B; row += L->lengths[b++]) {
+    const float *qkv = L->qkv + (long)row * 3 * H + off;
+    gp_attention(qkv, qkv + H, qkv + 2 * H, 3 * H, 0, L->a + (long)row * H + off, H, 1, L->lengths[b],
+                 L->lengths[b], hi - lo, d, causal, scratch);
+  }
 }
 
 /* Everything after attention needs only the row itself: output projection, residual and norm, FFN,
@@ -164,21 +176,27 @@ static int by_columns(struct layer *L, int threads) {
   return bad + add_layer_norm(o, L->x, L->ln2_g, L->ln2_b, L->x, n, H, L->eps);
 }
 
-/* x (B, S, H) is replaced by the layer's output. Weights are packed (gp_pack_b, transposed, bias folded):
+/* x (B, S, H) is replaced by the layer's output; or with `lengths` (B of them, none past S) x holds B sequences
+ * of those lengths one after another (a batch without padding: no row is computed that nobody reads), and mask
+ * must be NULL. Weights are packed (gp_pack_b, transposed, bias folded):
  * wqkv 3H x H, wo H x H, wi F x H, wo2 H x F. mask (B, S) additive or NULL; flags: GP_PRE_NORM, GP_QUICK_GELU,
  * GP_CAUSAL (above). Natively and in the threaded build the work is spread over `threads` threads (pool.c): in
  * three phases (the QKV product by rows, attention by heads, the rest by rows), or up to COLUMN_ROWS rows each
  * product by columns (by_columns). Returns the number of rows whose layer-norm statistics were not finite (0 when
  * all is well); their values are not to be trusted and the caller recomputes the layer op by op, where NumPy owns
  * the IEEE edge cases. */
-int gp_encoder_layer(float *x, int B, int S, int H, int heads, int F, const float *mask, const float *wqkv,
-                     const float *wo, const float *wi, const float *wo2, const float *ln1_g, const float *ln1_b,
-                     const float *ln2_g, const float *ln2_b, float eps, int flags, float *scratch, int threads) {
-  const int n = B * S, tiles = (n + MR - 1) / MR;
+int gp_encoder_layer(float *x, int B, int S, int H, int heads, int F, const float *mask, const int *lengths,
+                     const float *wqkv, const float *wo, const float *wi, const float *wo2, const float *ln1_g,
+                     const float *ln1_b, const float *ln2_g, const float *ln2_b, float eps, int flags, float *scratch,
+                     int threads) {
+  int n = B * S;
+  if (lengths)
+    for (int b = n = 0; b < B; b++) n += lengths[b];
+  const int tiles = (n + MR - 1) / MR;
   if (threads < 1) threads = 1;
   struct layer L = {x, scratch, scratch + n * 3 * H, scratch + n * 4 * H, scratch + n * (4 * H + F), B, S, H,
-                    heads, F, n, gp_attention_scratch(S, H / heads), flags, mask, wqkv, wo, wi, wo2, ln1_g, ln1_b,
-                    ln2_g, ln2_b, eps, 0};
+                    heads, F, n, gp_attention_scratch(S, H / heads), flags, lengths, mask, wqkv, wo, wi, wo2, ln1_g,
+                    ln1_b, ln2_g, ln2_b, eps, 0};
   if (threads > 1 && n <= COLUMN_ROWS) return by_columns(&L, threads);
   /* Several parts per thread, taken as threads come free: a late or descheduled thread delays one small
    * part, not a share fixed in advance. Row parts are whole 4-row tiles, attention parts single heads. */

@@ -448,6 +448,44 @@ def wasm_encoder_layer_pre_norm() -> None:
             close(head, got[:, :s // 2 + 1], atol=2e-4 * float(np.abs(want).max()), what="causal prefix")
 
 
+# A batch without padding (`lengths`: sequences one after another, each attending within itself): CLIP's text
+# tower, causal and pre-norm, and a post-norm layer; one batch past encoder.c's COLUMN_ROWS (1024 rows: split by
+# rows). Each sequence must get what it gets alone and what its rows get in a padded batch.
+_RAGGED = [((1,), 8, 2, 12, True), ((3, 1, 5), 16, 4, 24, True), ((7, 8, 9, 8, 8, 6, 11), 64, 4, 96, True),
+           ((2, 9), 16, 2, 24, False), ((600, 450), 16, 2, 24, True)]
+
+
+@case
+def wasm_encoder_layer_without_padding() -> None:
+    r = rng(31)
+    for lengths, h, heads, f, pre_norm in _RAGGED:
+        layer = _encoder_layer(r, h, f, pre_norm=pre_norm, activation="quick_gelu" if pre_norm else "gelu")
+        x = r.standard_normal((1, sum(lengths), h)).astype(np.float32)
+        ls = np.array(lengths, np.int32)
+        got, bad = W.ENGINE.encoder_layer(x, layer, None, num_heads=heads, eps=1e-5, causal=pre_norm,
+                                          threads=THREADS, lengths=ls)
+        want = K.encoder_layer_ref(x, layer, num_heads=heads, eps=1e-5, causal=pre_norm, lengths=lengths)
+        scale = float(np.abs(want).max())
+        assert bad == 0 and got.shape == x.shape, (lengths, bad, got.shape)
+        close(got, want, atol=2e-4 * scale, what=f"encoder layer without padding {lengths} h{h}")
+        padded = np.zeros((len(lengths), max(lengths), h), np.float32)
+        mask = np.full(padded.shape[:2], -1e9, np.float32)
+        bounds = np.cumsum([0, *lengths])
+        for i, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])):
+            padded[i, :b - a], mask[i, :b - a] = x[0, a:b], 0
+        rows, _ = W.ENGINE.encoder_layer(padded, layer, None if pre_norm else mask, num_heads=heads, eps=1e-5,
+                                         causal=pre_norm, threads=THREADS)
+        for i, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])):
+            close(got[0, a:b], rows[i, :b - a], atol=1e-6 * scale, what=f"sequence {i} of {lengths}, padded")
+    try:
+        W.ENGINE.encoder_layer(np.zeros((1, 5, 8), np.float32), _encoder_layer(r, 8, 12), None, num_heads=2, eps=1e-5,
+                               lengths=np.array([2, 2], np.int32))
+    except ValueError as exc:
+        assert "add up to" in str(exc), exc
+    else:
+        raise AssertionError("lengths that do not add up to x's rows were taken")
+
+
 @case
 def wasm_encoder_layer_checks_every_call_against_its_layer() -> None:
     # A layer's weights are checked and packed on its first call only (a page would pay the checks on every

@@ -16,7 +16,7 @@ import re
 import sys
 from dataclasses import dataclass
 
-ABI = 7  # what gp_abi() returns: bumped whenever a row below changes; a build with another is refused
+ABI = 8  # what gp_abi() returns: bumped whenever a row below changes; a build with another is refused
 
 HEADER = "hostkernels/abi.h"
 REGENERATE = f"python3 py/gpuport/host/host_abi.py > {HEADER}"
@@ -24,7 +24,7 @@ REGENERATE = f"python3 py/gpuport/host/host_abi.py > {HEADER}"
 # The C types the exports use, by how a value crosses into the kernels: a pointer is the address of a NumPy
 # buffer (an i32 in wasm32, where the module shares Pyodide's memory; a void pointer to ctypes).
 KINDS = {"void": "void", "int": "int", "float": "float", "float *": "pointer", "const float *": "pointer",
-         "const uint8_t *": "pointer"}
+         "const uint8_t *": "pointer", "const int *": "pointer"}
 WASM_TYPES: dict[str, tuple[str, ...]] = {"void": (), "int": ("i32",), "float": ("f32",), "pointer": ("i32",)}
 _PARAM = re.compile(r"(?P<type>(?:const )?\w+(?: \*)?) ?(?P<name>\w+)")
 _WIDTH = 110  # the C sources' line length
@@ -127,11 +127,13 @@ EXPORTS: tuple[Export, ...] = (
     _export("int", "gp_encoder_scratch", "int n, int S, int H, int heads, int F, int threads",
             "Floats of scratch gp_encoder_layer needs for n = B * S tokens on `threads` threads."),
     _export("int", "gp_encoder_layer",
-            "float *x, int B, int S, int H, int heads, int F, const float *mask, const float *wqkv, "
-            "const float *wo, const float *wi, const float *wo2, const float *ln1_g, const float *ln1_b, "
-            "const float *ln2_g, const float *ln2_b, float eps, int flags, float *scratch, int threads",
-            "One encoder layer on x (B, S, H) in place, post-norm or (flags 1) pre-norm, GELU or (2) QuickGELU, "
-            "(4) causal; returns the rows with non-finite norm statistics."),
+            "float *x, int B, int S, int H, int heads, int F, const float *mask, const int *lengths, "
+            "const float *wqkv, const float *wo, const float *wi, const float *wo2, const float *ln1_g, "
+            "const float *ln1_b, const float *ln2_g, const float *ln2_b, float eps, int flags, float *scratch, "
+            "int threads",
+            "One encoder layer on x (B, S, H) in place, or on B sequences of `lengths` one after another, post-norm "
+            "or (flags 1) pre-norm, GELU or (2) QuickGELU, (4) causal; returns the rows with non-finite norm "
+            "statistics."),
     _export("int", "gp_q_scratch", "int M, int K",
             "Floats of scratch gp_q_matmul needs for M rows of K (their 8-bit quantized blocks)."),
     _export("void", "gp_q_matmul",

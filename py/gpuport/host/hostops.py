@@ -449,19 +449,20 @@ def layer_threads() -> dict[str, Any]:
 
 
 def encoder_layer(x: np.ndarray, layer: EncoderLayer, mask: np.ndarray | None = None, *, num_heads: int,
-                  eps: float, causal: bool = False) -> np.ndarray:
+                  eps: float, causal: bool = False, lengths: np.ndarray | None = None) -> np.ndarray:
     """x (B, S, H) through one transformer encoder layer (references.EncoderLayer: post- or pre-norm, GELU or
     QuickGELU; reference: references.encoder_layer_ref), `causal` attention or not: in one SIMD kernel call where
     they take it (_layer_takes; in a page a call per op would cost more than the arithmetic of a short sentence;
     natively on blas_threads() threads of the kernels' own), else op by op with the host kernels above. A fused
     result with statistics or values that are not finite is redone op by op, where NumPy owns the IEEE edge
-    cases."""
+    cases. `lengths`: x (1, T, H) holds sequences of those lengths one after another (a batch without padding:
+    each attends within itself; no mask)."""
     tally, chosen = _CALLS["encoder_layer"], layers()
     if chosen is not None and eps >= 1e-12 and _layer_takes(x, layer):
         engine, threads = chosen
         with np.errstate(over="ignore", invalid="ignore"):
             out, bad = engine.encoder_layer(x, layer, mask, num_heads=num_heads, eps=eps, causal=causal,
-                                            threads=threads)
+                                            threads=threads, lengths=lengths)
             if not bad and np.isfinite(out.sum()):
                 tally[engine.name] = tally.get(engine.name, 0) + 1
                 return out
@@ -470,10 +471,17 @@ def encoder_layer(x: np.ndarray, layer: EncoderLayer, mask: np.ndarray | None = 
     x = x.reshape(batch * seq, h)
     act = quick_gelu if layer.activation == "quick_gelu" else gelu
 
+    def attention_of(q: np.ndarray, k: np.ndarray, v: np.ndarray) -> np.ndarray:
+        if lengths is None:
+            return attention(q, k, v, mask, num_heads=num_heads, causal=causal)
+        bounds = np.cumsum([0, *lengths])
+        return np.concatenate([attention(q[:, a:b], k[:, a:b], v[:, a:b], num_heads=num_heads, causal=causal)
+                               for a, b in zip(bounds[:-1], bounds[1:])], axis=1)
+
     def attend(y: np.ndarray) -> np.ndarray:
         qkv = matmul(y, layer.wqkv, layer.bqkv, transpose_b=True)
         q, k, v = (qkv[:, i * h:(i + 1) * h].reshape(batch, seq, h) for i in range(3))   # views: read in place
-        a = attention(q, k, v, mask, num_heads=num_heads, causal=causal).reshape(batch * seq, h)
+        a = attention_of(q, k, v).reshape(batch * seq, h)
         return matmul(a, layer.wo, layer.bo, transpose_b=True)
 
     def ffn(y: np.ndarray) -> np.ndarray:

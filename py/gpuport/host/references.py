@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 
@@ -263,8 +264,13 @@ ENCODER_ACTIVATIONS = ("gelu", "quick_gelu")
 
 
 def encoder_layer_ref(x: np.ndarray, layer: EncoderLayer, mask: np.ndarray | None = None, *, num_heads: int,
-                      eps: float, causal: bool = False) -> np.ndarray:
-    """x (B, S, H) through one encoder layer (see EncoderLayer), composed of the single ops' references."""
+                      eps: float, causal: bool = False, lengths: Sequence[int] | None = None) -> np.ndarray:
+    """x (B, S, H) through one encoder layer (see EncoderLayer), composed of the single ops' references; with
+    `lengths`, x (1, T, H) holds sequences of those lengths one after another, each its own batch item."""
+    if lengths is not None:
+        bounds = np.cumsum([0, *lengths])
+        return np.concatenate([encoder_layer_ref(x[:, a:b], layer, num_heads=num_heads, eps=eps, causal=causal)
+                               for a, b in zip(bounds[:-1], bounds[1:])], axis=1)
     h = x.shape[-1]
     act = quick_gelu_ref if layer.activation == "quick_gelu" else gelu_ref
 

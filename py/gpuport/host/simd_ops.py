@@ -389,11 +389,13 @@ class SimdKernels:
         return out
 
     def encoder_layer(self, x: np.ndarray, layer: K.EncoderLayer, mask: np.ndarray | None = None, *,
-                      num_heads: int, eps: float, causal: bool = False, threads: int = 1) -> tuple[np.ndarray, int]:
+                      num_heads: int, eps: float, causal: bool = False, threads: int = 1,
+                      lengths: np.ndarray | None = None) -> tuple[np.ndarray, int]:
         """x (B, S, H) through one encoder layer (references.EncoderLayer: post- or pre-norm, GELU or QuickGELU;
         `causal` attention or not) in one kernel call, and the number of
         rows whose layer-norm statistics were not finite (their values are not the reference's: redo the
-        layer op by op). Every weight must be read-only (it is packed once and cached). Natively the call
+        layer op by op). `lengths`: x is (1, T, H), sequences of those lengths one after another (no padding,
+        no mask). Every weight must be read-only (it is packed once and cached). Natively the call
         spreads over `threads` threads of the library's own pool (hostkernels/pool.c); a page has one."""
         lib = self._need("encoder_layer")
         batch, seq, h = x.shape
@@ -402,10 +404,19 @@ class SimdKernels:
             prep = self._encoder_prep(layer, h, num_heads)
         out = np.array(x, dtype=np.float32, order="C")   # the kernel works in place
         m32 = None if mask is None else _f32(mask)
+        rows = batch * seq
+        l32 = None
+        if lengths is not None:
+            l32 = np.ascontiguousarray(lengths, np.int32)
+            if batch != 1 or mask is not None or l32.ndim != 1 or not len(l32) or l32.min() < 1 or l32.sum() != seq:
+                raise ValueError(f"encoder_layer: lengths {l32.tolist()} must be positive and add up to x's "
+                                 f"{seq} rows, x (1, T, H) without a mask; x is {x.shape}")
+            batch, seq = len(l32), int(l32.max())
         threads = max(1, int(threads))
-        scratch = self._scratch(int(lib.gp_encoder_scratch(batch * seq, seq, h, num_heads, prep.ffn, threads)))
+        scratch = self._scratch(int(lib.gp_encoder_scratch(rows, seq, h, num_heads, prep.ffn, threads)))
         bad = lib.gp_encoder_layer(self._io(out), batch, seq, h, num_heads, prep.ffn,
-                                   0 if m32 is None else self._at(m32), *(p.address for p in prep.packed),
+                                   0 if m32 is None else self._at(m32), 0 if l32 is None else self._at(l32),
+                                   *(p.address for p in prep.packed),
                                    *(prep.kept or [self._at(v) for v in prep.norms]), float(eps),
                                    PRE_NORM * layer.pre_norm + QUICK_GELU * (layer.activation == "quick_gelu")
                                    + CAUSAL * bool(causal), scratch, threads)

@@ -131,11 +131,16 @@ class TextTower:
         return self.encoder.host_layers() is not None and all(v.known_values() is not None for v in self.tensors())
 
     def forward_host(self, ids: np.ndarray) -> np.ndarray:
+        """forward() on the host, without the padding: each text's tokens up to its pooled one (causal attention:
+        none after it reaches it), the texts one after another (16 texts of 5 to 11 tokens: 127 rows, not 176)."""
         c = self.cfg.text
         batch, seq = ids.shape
-        x = self.tokens[ids] + self.positions.known_values()[:seq]
         at = self.pooled_rows(ids) - np.arange(batch) * seq   # each text's pooled position
-        pooled = self.encoder.forward_host(np.ascontiguousarray(x, np.float32), at.astype(np.intp), causal=True)
+        lengths = at + 1
+        positions = self.positions.known_values()
+        x = np.concatenate([self.tokens[row[:n]] + positions[:n] for row, n in zip(ids, lengths)])
+        pooled = self.encoder.forward_host(np.ascontiguousarray(x[None], np.float32), at, causal=True,
+                                           lengths=lengths.astype(np.int32))
         pooled = hostops.layer_norm(pooled, *(p.known_values() for p in self.final), eps=c.eps)
         return hostops.matmul(pooled, self.projection.known_values(), transpose_b=True)
 

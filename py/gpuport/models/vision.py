@@ -199,34 +199,41 @@ class Encoder:
             self._host = [_host_layer(v, self.cfg.activation) for v in values]
         return self._host
 
-    def forward_host(self, x: np.ndarray, rows: np.ndarray, causal: bool = False) -> np.ndarray:
-        """The final states (B, H) of row rows[b] of each sequence of x (B, S, H) float32 (a tower reads one: the
-        class token, the pooled end-of-text) through every layer on the host, each layer one C call where the
-        kernels take it. The other rows matter to the last layer only as keys and values: past its QKV product
-        it runs for the read rows alone (an image's 50 rows: 9/12 of that layer's products not made)."""
+    def forward_host(self, x: np.ndarray, rows: np.ndarray, causal: bool = False,
+                     lengths: np.ndarray | None = None) -> np.ndarray:
+        """The final states (B, H) of row rows[b] of each sequence b (a tower reads one: the class token, the pooled
+        end-of-text) through every layer on the host, each layer one C call where the kernels take it. x is
+        (B, S, H) float32, or with `lengths` (1, T, H): B sequences of those lengths one after another, no padding
+        (rows[b] counted within its sequence). The other rows matter to the last layer only as keys and values:
+        past its QKV product it runs for the read rows alone (an image's 50 rows: 9/12 of its products not made)."""
         layers = self.host_layers()
         if layers is None:
             raise ValueError("forward_host: a weight lives only on the device (use forward)")
         c = self.cfg
         for L in layers[:-1]:
-            x = hostops.encoder_layer(x, L, None, num_heads=c.heads, eps=c.eps, causal=causal)
-        return _last_layer_rows(x, layers[-1], rows, c.heads, c.eps, causal)
+            x = hostops.encoder_layer(x, L, None, num_heads=c.heads, eps=c.eps, causal=causal, lengths=lengths)
+        if lengths is None:
+            lengths = np.full(x.shape[0], x.shape[1])
+        return _last_layer_rows(x.reshape(-1, x.shape[-1]), layers[-1], np.asarray(rows), np.asarray(lengths),
+                                c.heads, c.eps, causal)
 
 
-def _last_layer_rows(x: np.ndarray, L: EncoderLayer, rows: np.ndarray, heads: int, eps: float,
+def _last_layer_rows(x: np.ndarray, L: EncoderLayer, rows: np.ndarray, lengths: np.ndarray, heads: int, eps: float,
                      causal: bool) -> np.ndarray:
-    """A pre-norm layer's output at row rows[b] of each sequence b of x (B, S, H): its query attends to every key
-    (or, `causal`, to keys 0..rows[b], as the full layer's row does); the same kernels as the fused layer."""
-    batch, seq, h = x.shape
-    qkv = hostops.product(hostops.layer_norm(x.reshape(batch * seq, h), L.ln1_g, L.ln1_b, eps=eps), L.wqkv, L.bqkv)
-    qkv = qkv.reshape(batch, seq, 3 * h)
-    at = np.arange(batch)
-    mask = None
-    if causal:   # row r's causal keys as an additive mask over the sequence: one query per sequence
-        mask = np.where(np.arange(seq)[None, :] > rows[:, None], np.float32(-np.inf), np.float32(0)).astype(np.float32)
-    a = hostops.attention(np.ascontiguousarray(qkv[at, rows, None, :h]), qkv[:, :, h:2 * h], qkv[:, :, 2 * h:], mask,
-                          num_heads=heads).reshape(batch, h)
-    out = x[at, rows] + hostops.product(a, L.wo, L.bo)
+    """A pre-norm layer's output at row rows[b] of each sequence b of x (T, H) (sequences of `lengths` one after
+    another): its query attends to its sequence's keys (`causal`: up to itself, as the full layer's row does),
+    with the same kernels as the fused layer."""
+    h = x.shape[-1]
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    qkv = hostops.product(hostops.layer_norm(x, L.ln1_g, L.ln1_b, eps=eps), L.wqkv, L.bqkv)
+    j = np.arange(int(lengths.max()))
+    keys = qkv[starts[:, None] + np.minimum(j, lengths[:, None] - 1)]   # (B, longest, 3H): each sequence's rows
+    seen = (j < lengths[:, None]) & ((j <= rows[:, None]) if causal else True)
+    mask = None if seen.all() else np.where(seen, np.float32(0), np.float32(-np.inf)).astype(np.float32)
+    at = starts + rows
+    a = hostops.attention(np.ascontiguousarray(qkv[at, None, :h]), keys[:, :, h:2 * h], keys[:, :, 2 * h:], mask,
+                          num_heads=heads).reshape(len(at), h)
+    out = x[at] + hostops.product(a, L.wo, L.bo)
     f = hostops.product(hostops.layer_norm(out, L.ln2_g, L.ln2_b, eps=eps), L.wi, L.bi)
     f = hostops.quick_gelu(f) if L.activation == "quick_gelu" else hostops.gelu(f)
     out += hostops.product(f, L.wo2, L.bo2)
