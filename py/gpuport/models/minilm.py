@@ -269,10 +269,20 @@ class MiniLM:
         x = emb["word"][ids.reshape(-1)].reshape(batch, seq, h)
         x += emb["pos_type"][:seq]
         x = hostops.layer_norm(x, emb["emb_ln_g"], emb["emb_ln_b"], eps=eps)
-        key_mask = np.where(mask > 0, np.float32(0), np.float32(MASK_NEG)).astype(np.float32)
-        for L in layers:
-            x = hostops.encoder_layer(x, L, key_mask, num_heads=cfg.num_attention_heads, eps=eps)
         pool = (mask > 0).astype(np.float32)
+        lengths = pool.sum(axis=1).astype(np.int32)
+        if lengths.min() > 0 and np.array_equal(pool, np.arange(seq)[None, :] < lengths[:, None]):
+            # each text's tokens only, one after another (a padded key is masked to exactly 0 weight, so the
+            # rows are the padded batch's): no padding row through the layers
+            rows = np.concatenate([x[b, :n] for b, n in enumerate(lengths)])[None]
+            for L in layers:
+                rows = hostops.encoder_layer(rows, L, num_heads=cfg.num_attention_heads, eps=eps, lengths=lengths)
+            x = np.zeros_like(x)
+            x[pool > 0] = rows[0]
+        else:   # padding not at the end of each row: the mask says which keys count
+            key_mask = np.where(mask > 0, np.float32(0), np.float32(MASK_NEG)).astype(np.float32)
+            for L in layers:
+                x = hostops.encoder_layer(x, L, key_mask, num_heads=cfg.num_attention_heads, eps=eps)
         pooled = OPS["mean_pool"].run_host([x, pool], {})
         out = hostops.l2_normalize(pooled)
         strategy = "native" if self.rt.device.is_host else "cpu"
