@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -153,18 +154,21 @@ def test_the_report_shows_the_matrix_in_a_browser(every_lane, browsers, tmp_path
 
 @pytest.fixture(scope="module")
 def playwright_server():
-    """`python -m playwright run-server` in a process of its own on a free loopback port (--unsafe: it takes
-    the client's executablePath and args)."""
+    """`python -m playwright run-server` in a process group of its own on a free loopback port (--unsafe: it
+    takes the client's executablePath and args). The group is stopped after: the Python wrapper runs the server in a
+    Node child, which outlived a terminate of the wrapper alone (fresh-clone runs left it behind)."""
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "playwright", "run-server", "--host", "127.0.0.1", "--port",
-                             str(port), "--unsafe"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    line = proc.stdout.readline()   # "Listening on ws://127.0.0.1:PORT/" once it accepts connections
-    if "Listening on" not in line:
-        proc.kill()
-        pytest.fail(f"the Playwright server did not start: {line}{proc.stdout.read()}")
-    yield f"ws://127.0.0.1:{port}/"
-    proc.terminate()
-    proc.wait(timeout=30)
+                             str(port), "--unsafe"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    try:
+        line = proc.stdout.readline()   # "Listening on ws://127.0.0.1:PORT/" once it accepts connections
+        if "Listening on" not in line:
+            pytest.fail(f"the Playwright server did not start: {line}")
+        yield f"ws://127.0.0.1:{port}/"
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
 
 
 def test_a_lane_in_a_browser_lent_by_a_playwright_server(playwright_server, tmp_path):

@@ -234,8 +234,8 @@ class CLIP:
     # -- texts -----------------------------------------------------------------------------------------
     async def embed_texts(self, texts: Sequence[str], normalize: bool = True) -> np.ndarray:
         """Text embeddings (len(texts), dim) float32, unit length unless normalize=False; each text tokenized as
-        CLIPTokenizer does (77 tokens at most), the batch padded with <|endoftext|> (causal attention: padding
-        never reaches a pooled token)."""
+        CLIPTokenizer does (77 tokens at most), the batch padded with <|endoftext|> on the device (causal attention:
+        padding never reaches a pooled token) and run without its padding on the host."""
         if isinstance(texts, str):
             raise TypeError("embed_texts takes a list of strings; wrap one text as [text]")
         text = await self.tower("text")
