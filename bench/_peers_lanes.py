@@ -3,7 +3,7 @@
 A system answers `call(case, texts, embeddings) -> {"ms": float, "embeddings": list | None}`, timed where
 it runs (in the worker process, in the page), so no driver round trip is counted:
 - `NativeSystem`: a long-lived `bench/peers/worker.py` process (threads fixed by its environment);
-- `TjsPage`: transformers.js in a page served by `PeerServer` (`bench/peers/index.html`);
+- `TjsPage`: transformers.js in a page served by `PeerServer` (`bench/peers/index.html`, CLIP's `vision.html`);
 - `GpuportPage`: gpuport's own page (the dev server) with the model loaded in Pyodide.
 """
 
@@ -126,21 +126,24 @@ def _evaluate(page: Any, script: str, arg: Any, name: str) -> Any:
 
 class TjsPage:
     """transformers.js in a page on `device`; `threads` sets onnxruntime-web's wasm threads (None: its own
-    choice, min(4, ceil(cores / 2)) in an isolated page: 1 on 2 cores)."""
+    choice, min(4, ceil(cores / 2)) in an isolated page: 1 on 2 cores). `page` is the peer's page (MiniLM's
+    index.html, CLIP's vision.html) and `run` its function that runs a case."""
 
-    def __init__(self, browser: Any, url: str, device: str, threads: int | None = None) -> None:
+    def __init__(self, browser: Any, url: str, device: str, threads: int | None = None, *,
+                 page: str = "index.html", run: str = "tjsEmbed") -> None:
         self.name = f"tjs-{device}" + (f"-{threads}t" if threads else "")
         self.blocked: list[str] = []
+        self.run = run
         self.context = browser.new_context()
         _offline(self.context, [url + "/"], self.blocked)
         self.page = self.context.new_page()
-        self.page.goto(f"{url}/index.html")
+        self.page.goto(f"{url}/{page}")
         self.page.wait_for_function("window.tjsReady === true", timeout=120_000)
         self.info = _evaluate(self.page, "([d, t]) => window.tjsLoad({device: d, threads: t})", [device, threads],
                               self.name)
 
-    def call(self, case: str, texts: list[str], embeddings: bool) -> dict[str, Any]:
-        return _evaluate(self.page, "([k, e]) => window.tjsEmbed(k, e)", [case, embeddings], self.name)
+    def call(self, case: str, texts: Any, embeddings: bool) -> dict[str, Any]:
+        return _evaluate(self.page, f"([k, e]) => window.{self.run}(k, e)", [case, embeddings], self.name)
 
     def close(self) -> None:
         self.info["blocked_requests"] = self.blocked

@@ -37,6 +37,7 @@ from _peers_lanes import (  # noqa: E402
     PEERS,
     NativeSystem,
     SystemFailed,
+    TjsPage,
     _evaluate,
     _offline,
     contention,
@@ -56,6 +57,7 @@ CASES = {"image1": "1 image", "image16": "16 images", "text1": "1 text", "text16
          "zeroshot10": "10-label zero-shot"}
 MIN_COSINE = 0.9999
 INPUTS = json.loads((PEERS / "vision_inputs.json").read_text())
+CLIP_PAGE = {"page": "vision.html", "run": "tjsRun"}   # transformers.js's CLIP page (bench/peers/vision.html)
 TITLE = ("CLIP ViT-B/32, gpuport's default vs its peer\n"
          "page: transformers.js best device; native: transformers on torch at the same threads")
 
@@ -80,28 +82,6 @@ def native(kind: str, python: str, threads: int) -> VisionNative:
         env["PYTHONPATH"] = str(ROOT / "py") + os.pathsep + env.get("PYTHONPATH", "")
     return VisionNative(f"{'gpuport-auto' if kind == 'gpuport' else 'hf'}-{threads}t",
                         [python, str(PEERS / "vision_worker.py"), kind, str(CHECKPOINT), str(photos_dir())], env)
-
-
-class TjsVisionPage:
-    """transformers.js's CLIP in a page on `device`; `threads`: onnxruntime-web's wasm threads (None: its own)."""
-
-    def __init__(self, browser: Any, url: str, device: str, threads: int | None = None) -> None:
-        self.name = f"tjs-{device}" + (f"-{threads}t" if threads else "")
-        self.blocked: list[str] = []
-        self.context = browser.new_context()
-        _offline(self.context, [url + "/"], self.blocked)
-        self.page = self.context.new_page()
-        self.page.goto(f"{url}/vision.html")
-        self.page.wait_for_function("window.tjsReady === true", timeout=120_000)
-        self.info = _evaluate(self.page, "([d, t]) => window.tjsLoad({device: d, threads: t})", [device, threads],
-                              self.name)
-
-    def call(self, case: str, _: Any, embeddings: bool) -> dict[str, Any]:
-        return _evaluate(self.page, "([k, e]) => window.tjsRun(k, e)", [case, embeddings], self.name)
-
-    def close(self) -> None:
-        self.info["blocked_requests"] = self.blocked
-        self.context.close()
 
 
 GP_LOAD = """
@@ -298,8 +278,10 @@ def main() -> int:
                     meta["machine"][f"{lane}_version"] = browser.version
                     systems = []
                     for device in ("wasm", "webgpu") if args.tjs_webgpu else ("wasm",):
-                        systems += start(lambda: TjsVisionPage(browser, tjs_url, device), f"tjs-{device}", failures, log)
-                    systems += start(lambda: TjsVisionPage(browser, tjs_url, "wasm", 2), "tjs-wasm-2t", failures, log)
+                        systems += start(lambda: TjsPage(browser, tjs_url, device, **CLIP_PAGE), f"tjs-{device}",
+                                         failures, log)
+                    systems += start(lambda: TjsPage(browser, tjs_url, "wasm", 2, **CLIP_PAGE), "tjs-wasm-2t", failures,
+                                     log)
                     systems += start(lambda: GpuportVisionPage(browser, gp_url, photos), "gpuport-auto", failures, log)
                     lane_run(lane, systems)
                 finally:

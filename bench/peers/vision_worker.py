@@ -17,6 +17,8 @@ import sys
 import time
 from pathlib import Path
 
+from worker import serve
+
 INPUTS = json.loads((Path(__file__).resolve().parent / "vision_inputs.json").read_text())
 
 
@@ -102,20 +104,15 @@ def main(argv: list) -> int:
     table = cases(photos)
     info.update(pid=os.getpid(), python=sys.version.split()[0],
                 env={k: os.environ[k] for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS") if k in os.environ})
-    print(json.dumps({"ready": True, "info": info}), flush=True)
-    for line in sys.stdin:
-        if not line.strip():
-            break
-        req = json.loads(line)
-        if req.get("after"):
-            print(json.dumps({"after": after()}, default=str), flush=True)
-            continue
+
+    def call(req: dict) -> dict:
         images, texts = table[req["case"]]
         t = time.perf_counter()
         out = run(images, texts)
         ms = (time.perf_counter() - t) * 1000
-        print(json.dumps({"ms": ms, "embeddings": out.tolist() if req.get("embeddings") else None}), flush=True)
-    return 0
+        return {"ms": ms, "embeddings": out.tolist() if req.get("embeddings") else None}
+
+    return serve(info, after, call)
 
 
 if __name__ == "__main__":

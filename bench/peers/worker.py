@@ -15,6 +15,7 @@ import json
 import os
 import sys
 import time
+from typing import Any
 
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "LP_NUM_THREADS",
                "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
@@ -71,27 +72,35 @@ def gpuport_system(backend: str):
     return embed, info, after
 
 
-def main(argv: list) -> int:
-    embed, info, after = sentence_transformers_system() if argv[0] == "st" else gpuport_system(argv[1])
-    tokens = info.pop("tokens_fn", None)
-    info.update(pid=os.getpid(), python=sys.version.split()[0], blas=blas_info(),
-                env={k: os.environ[k] for k in THREAD_VARS if k in os.environ})
+def serve(info: dict, after: Any, call: Any) -> int:
+    """The worker protocol on stdin/stdout: a ready line with `info`, then one JSON reply per request line —
+    {"after": after()} for {"after": true}, else call(request)'s reply — until an empty line or EOF."""
     print(json.dumps({"ready": True, "info": info}), flush=True)
     for line in sys.stdin:
         if not line.strip():
             break
         req = json.loads(line)
-        if req.get("after"):
-            print(json.dumps({"after": after()}, default=str), flush=True)
-            continue
+        reply = {"after": after()} if req.get("after") else call(req)
+        print(json.dumps(reply, default=str), flush=True)
+    return 0
+
+
+def main(argv: list) -> int:
+    embed, info, after = sentence_transformers_system() if argv[0] == "st" else gpuport_system(argv[1])
+    tokens = info.pop("tokens_fn", None)
+    info.update(pid=os.getpid(), python=sys.version.split()[0], blas=blas_info(),
+                env={k: os.environ[k] for k in THREAD_VARS if k in os.environ})
+
+    def call(req: dict) -> dict:
         t = time.perf_counter()
         emb = embed(req["texts"])
         ms = (time.perf_counter() - t) * 1000
         reply = {"ms": ms, "embeddings": emb.tolist() if req.get("embeddings") else None}
         if req.get("embeddings") and tokens is not None:
             reply["tokens"] = tokens(req["texts"])
-        print(json.dumps(reply), flush=True)
-    return 0
+        return reply
+
+    return serve(info, after, call)
 
 
 if __name__ == "__main__":

@@ -306,19 +306,18 @@ class SimdKernels:
 
     def gelu(self, x: np.ndarray) -> np.ndarray:
         """Exact GELU, x/2 (1 + erf(x/sqrt2)), erf as the reference's (A&S 7.1.26)."""
-        lib = self._need("gelu")
-        x32 = _f32(x)
-        out = np.empty(x32.shape, np.float32)
-        lib.gp_gelu(self._at(x32), self._out(out), x32.size)
-        self._done()
-        return out
+        return self._elementwise("gelu", x)
 
     def quick_gelu(self, x: np.ndarray) -> np.ndarray:
         """QuickGELU, x sigmoid(1.702 x)."""
-        lib = self._need("quick_gelu")
+        return self._elementwise("quick_gelu", x)
+
+    def _elementwise(self, op: str, x: np.ndarray) -> np.ndarray:
+        """gp_<op>(x, out, n) on x as float32, into a new array of its shape."""
+        kernel = getattr(self._need(op), "gp_" + op)
         x32 = _f32(x)
         out = np.empty(x32.shape, np.float32)
-        lib.gp_quick_gelu(self._at(x32), self._out(out), x32.size)
+        kernel(self._at(x32), self._out(out), x32.size)
         self._done()
         return out
 

@@ -53,8 +53,8 @@ BYTE_TO_CHAR = bytes_to_unicode()
 CHAR_TO_BYTE = {c: b for b, c in BYTE_TO_CHAR.items()}
 
 
-@lru_cache(maxsize=4096)
-def _kind(ch: str) -> str:
+@lru_cache(maxsize=8192)
+def char_kind(ch: str) -> str:
     """'S' whitespace, 'L' letter, 'N' number, 'O' anything else (the regex's character classes)."""
     if ch in WHITE_SPACE:
         return "S"
@@ -66,7 +66,7 @@ def split_digits(text: str) -> list[str]:
     """Digits(individual_digits=True): each \\p{N} character becomes a piece, the text between stays whole."""
     pieces, start = [], 0
     for i, ch in enumerate(text):
-        if _kind(ch) == "N":
+        if char_kind(ch) == "N":
             if i > start:
                 pieces.append(text[start:i])
             pieces.append(ch)
@@ -86,16 +86,16 @@ def split_gpt2(text: str) -> list[str]:
                 pieces.append(hit)
                 i += len(hit)
                 continue
-        start, kind = i, _kind(text[i])
-        if text[i] == " " and i + 1 < n and _kind(text[i + 1]) != "S":
+        start, kind = i, char_kind(text[i])
+        if text[i] == " " and i + 1 < n and char_kind(text[i + 1]) != "S":
             i += 1                         # " ?" before a letter, number or other run
-            kind = _kind(text[i])
+            kind = char_kind(text[i])
         if kind != "S":
-            while i < n and _kind(text[i]) == kind:
+            while i < n and char_kind(text[i]) == kind:
                 i += 1
         else:
             end = i
-            while end < n and _kind(text[end]) == "S":
+            while end < n and char_kind(text[end]) == "S":
                 end += 1
             # \s+(?!\S): all of it at the end of the text, else all but the last (it goes with what follows);
             # a single whitespace before a non-space is \s+
@@ -299,5 +299,5 @@ CHAT_TEMPLATES = {
     "'\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}": "chatml",
 }
 
-__all__ = ["BPETokenizer", "CHAT_TEMPLATES", "PRE_TOKENIZERS", "StreamDecoder", "bytes_to_unicode", "merge",
+__all__ = ["BPETokenizer", "CHAT_TEMPLATES", "PRE_TOKENIZERS", "StreamDecoder", "bytes_to_unicode", "char_kind", "merge",
            "split_digits", "split_gpt2"]

@@ -26,20 +26,11 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from ..errors import LoadError
-from .bpe import BYTE_TO_CHAR, CHAR_TO_BYTE, CONTRACTIONS, WHITE_SPACE, merge, split_gpt2
+from .bpe import BYTE_TO_CHAR, CHAR_TO_BYTE, CONTRACTIONS, WHITE_SPACE, char_kind, merge, split_gpt2
 
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
 END_OF_WORD = "</w>"
 CONTEXT = 77                 # the text tower's positions: CLIP truncates every text to them
-
-
-@lru_cache(maxsize=8192)
-def _kind(ch: str) -> str:
-    """'S' whitespace (the regex's \\s), 'L' letter, 'N' number, 'O' anything else."""
-    if ch in WHITE_SPACE:
-        return "S"
-    cat = unicodedata.category(ch)
-    return "L" if cat[0] == "L" else "N" if cat[0] == "N" else "O"
 
 
 def normalize(text: str) -> str:
@@ -71,14 +62,14 @@ def split_clip(text: str) -> list[str]:
                 pieces.append(hit)
                 i += len(hit)
                 continue
-        kind = _kind(text[i])
+        kind = char_kind(text[i])
         if kind == "S":
             i += 1
             continue
         start = i
         i += 1
         if kind != "N":   # a letter run, or a run of what is neither space, letter nor number
-            while i < n and _kind(text[i]) == kind:
+            while i < n and char_kind(text[i]) == kind:
                 i += 1
         pieces.append(text[start:i])
     return pieces
