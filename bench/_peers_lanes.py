@@ -172,12 +172,15 @@ _i = rt.info()
 
 class GpuportPage:
     """gpuport's page on `backend`; `threads` is start({threads}) (None: its default, every core where the page
-    is cross-origin isolated)."""
+    is cross-origin isolated). MiniLM on `texts` unless another model's Python is given: `load` (run once),
+    `call_src` (a case, formatted with case and embeddings) and `info_src` (what the page says after)."""
 
     def __init__(self, browser: Any, url: str, backend: str, texts: dict[str, list[str]],
-                 threads: int | None = None) -> None:
+                 threads: int | None = None, *, load: str | None = None, call_src: str = GP_CALL,
+                 info_src: str = GP_INFO) -> None:
         self.name = f"gpuport-{backend}" + (f"-{threads}-thread" if threads else "")
         self.blocked: list[str] = []
+        self.call_src, self.info_src = call_src, info_src
         self.context = browser.new_context()
         _offline(self.context, [url + "/"], self.blocked)
         self.page = self.context.new_page()
@@ -187,17 +190,17 @@ class GpuportPage:
         query = ("table=0" + ("" if backend == "auto" else f"&precompile=off&backend={backend}")
                  + (f"&threads={threads}" if threads else ""))
         self.page.goto(f"{url}/?{query}")
-        self.info = self._run(GP_LOAD.format(texts=json.dumps(texts)))
+        self.info = self._run(GP_LOAD.format(texts=json.dumps(texts)) if load is None else load)
 
     def _run(self, src: str) -> Any:
         return _evaluate(self.page, "async (src) => (await window.gpuportReady).runPython(src)", src, self.name)
 
-    def call(self, case: str, texts: list[str], embeddings: bool) -> dict[str, Any]:
-        return self._run(GP_CALL.format(case=case, embeddings=embeddings))
+    def call(self, case: str, texts: Any, embeddings: bool) -> dict[str, Any]:
+        return self._run(self.call_src.format(case=case, embeddings=embeddings))
 
     def close(self) -> None:
         try:
-            self.info["after"] = self._run(GP_INFO)
+            self.info["after"] = self._run(self.info_src)
         except SystemFailed as exc:
             self.info["after"] = str(exc)
         self.info["blocked_requests"] = self.blocked

@@ -22,6 +22,7 @@ Needs `make setup` (the checkpoint) and `make bench-setup` (bench venv, the ONNX
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
 import subprocess
@@ -35,11 +36,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _harness import RESULTS, dev_server  # noqa: E402
 from _peers_lanes import (  # noqa: E402
     PEERS,
+    GpuportPage,
     NativeSystem,
-    SystemFailed,
     TjsPage,
-    _evaluate,
-    _offline,
     contention,
     cpu_jiffies,
     interleave,
@@ -115,33 +114,10 @@ _i = rt.info()
 """
 
 
-class GpuportVisionPage:
-    """gpuport's page (its default: auto), CLIP loaded from the dev server, the photographs handed over once."""
-
-    def __init__(self, browser: Any, url: str, photos: list[bytes]) -> None:
-        import base64
-        self.name = "gpuport-auto"
-        self.blocked: list[str] = []
-        self.context = browser.new_context()
-        _offline(self.context, [url + "/"], self.blocked)
-        self.page = self.context.new_page()
-        self.page.goto(f"{url}/?table=0")   # the page's defaults (the demo's kernel table off: start only)
-        self.info = self._run(GP_LOAD.format(inputs=json.dumps(INPUTS),
-                                             photos=[base64.b64encode(p).decode() for p in photos]))
-
-    def _run(self, src: str) -> Any:
-        return _evaluate(self.page, "async (src) => (await window.gpuportReady).runPython(src)", src, self.name)
-
-    def call(self, case: str, _: Any, embeddings: bool) -> dict[str, Any]:
-        return self._run(GP_CALL.format(case=case, embeddings=embeddings))
-
-    def close(self) -> None:
-        try:
-            self.info["after"] = self._run(GP_INFO)
-        except SystemFailed as exc:
-            self.info["after"] = str(exc)
-        self.info["blocked_requests"] = self.blocked
-        self.context.close()
+def gpuport_page(browser: Any, url: str, photos: list[bytes]) -> GpuportPage:
+    """gpuport's page at its defaults (auto), CLIP loaded from the dev server, the photographs handed over once."""
+    load = GP_LOAD.format(inputs=json.dumps(INPUTS), photos=[base64.b64encode(p).decode() for p in photos])
+    return GpuportPage(browser, url, "auto", {}, load=load, call_src=GP_CALL, info_src=GP_INFO)
 
 
 def ratios(results: Mapping[str, Any]) -> dict[str, dict[str, dict[str, dict[str, Any]]]]:
@@ -282,7 +258,7 @@ def main() -> int:
                                          failures, log)
                     systems += start(lambda: TjsPage(browser, tjs_url, "wasm", 2, **CLIP_PAGE), "tjs-wasm-2t", failures,
                                      log)
-                    systems += start(lambda: GpuportVisionPage(browser, gp_url, photos), "gpuport-auto", failures, log)
+                    systems += start(lambda: gpuport_page(browser, gp_url, photos), "gpuport-auto", failures, log)
                     lane_run(lane, systems)
                 finally:
                     browsers.close()
