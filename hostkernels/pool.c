@@ -118,11 +118,16 @@ void gp_parallel(int threads, int total, int parts, gp_part_fn fn, void *ctx) {
 /* The workers are Web Workers, each an instance of this module on the same shared memory: their statics
  * are shared, each has its own globals (web/threads.js gives each its own shadow stack). A worker that
  * finds no job sleeps in memory.atomic.wait32 (allowed in a worker); the caller only ever spins, so the
- * pool also serves a page's main thread, where waiting would trap. No clock in a freestanding module: the
- * spin is counted in polls: 2^18 of them last 1-2 ms in V8 on this machine (the native pool spins 0.5 ms;
- * measured by the CPU time a worker burns after one job). */
-#define SPIN_POLLS (1 << 18)
+ * pool also serves a page's main thread, where waiting would trap. The spin is timed by the one function
+ * the module imports, gp_clock_ms (performance.now(), checked every 1,024 polls): counted in polls it
+ * lasted 1-2 ms in V8 but a tenth of that in SpiderMonkey, whose workers then slept between a text's
+ * layers 20 times a call and missed half its phases (one CLIP text, Firefox: 2-thread layers at
+ * single-thread speed in 18 of 20 calls). SPIN_MS outlasts the Python between two layers of a page's
+ * forward; after a forward the worker sleeps within it. */
+#define SPIN_MS 2.0
 #define MAX_WORKERS 63
+
+__attribute__((import_module("env"), import_name("gp_clock_ms"))) double gp_clock_ms(void);
 
 struct job {
   gp_part_fn fn;
@@ -154,11 +159,11 @@ void gp_pool_worker(int slot) {
   __atomic_fetch_add(&workers, 1, __ATOMIC_SEQ_CST);
   int seen = __atomic_load_n(&generation, __ATOMIC_ACQUIRE);
   for (;;) {
-    int polls = 0;
-    while (__atomic_load_n(&generation, __ATOMIC_ACQUIRE) == seen) {
-      if (++polls >= SPIN_POLLS) {
+    double until = gp_clock_ms() + SPIN_MS;
+    for (int polls = 1; __atomic_load_n(&generation, __ATOMIC_ACQUIRE) == seen; polls++) {
+      if ((polls & 1023) == 0 && gp_clock_ms() > until) {
         __builtin_wasm_memory_atomic_wait32(&generation, seen, -1);
-        polls = 0;
+        until = gp_clock_ms() + SPIN_MS;
       }
     }
     seen = __atomic_load_n(&generation, __ATOMIC_ACQUIRE);

@@ -21,7 +21,8 @@ const START_MS = 10000;            // how long the workers may take to join befo
 // come as its first message, or, for a worker the page's thread made (poolWorker), over the port that message brings.
 const WORKER_SOURCE = `const start = async (data, reply) => {
   try {
-    const { exports } = await WebAssembly.instantiate(data.module, { env: { memory: data.memory } });
+    const env = { memory: data.memory, gp_clock_ms: () => performance.now() };
+    const { exports } = await WebAssembly.instantiate(data.module, { env });
     exports.__stack_pointer.value = data.stack;
     reply({ ok: true });
     exports.gp_pool_worker(data.slot);
@@ -90,7 +91,8 @@ export async function startPool(pyodide, bytes, threads = defaultThreads()) {
   try {
     module = await WebAssembly.compile(bytes);
     memory = new WebAssembly.Memory({ initial: 256, maximum: MAX_PAGES, shared: true });
-    ({ exports } = await WebAssembly.instantiate(module, { env: { memory } }));
+    // gp_clock_ms: what times a worker's spin before it sleeps (hostkernels/pool.c)
+    ({ exports } = await WebAssembly.instantiate(module, { env: { memory, gp_clock_ms: () => performance.now() } }));
   } catch (e) {
     return unavailable(`the threaded kernels do not load: ${e.message}`);
   }

@@ -8,7 +8,8 @@ segments, no memory for Emscripten's loader to reserve (dylink.0 memory size 0),
 host_abi's table with that row's WebAssembly type. `make setup` runs this on every build; tests run it on
 the artefact. Usage: `python -m gpuport.host.wasm_module web/gpuport_simd.wasm`.
 
-The threaded build owns its memory instead: it imports one shared memory and nothing else, and exports the
+The threaded build owns its memory instead: it imports one shared memory and a clock (gp_clock_ms, which times a
+worker's spin before it sleeps) and nothing else, and exports the
 ABI, the pool's functions (gp_pool_worker, gp_pool_workers, gp_pool_wake) and the globals web/threads.js sets and reads
 (__stack_pointer, each worker's own stack; __heap_base, where gpuport.host.wasm_threads' arena starts).
 """
@@ -29,6 +30,8 @@ THREADS_MODULE_NAME = "gpuport_simd_threads.wasm"   # relaxed SIMD and atomics, 
 POOL_EXPORTS: dict[str, Signature | str] = {"gp_pool_worker": (("i32",), ()), "gp_pool_workers": ((), ("i32",)),
                                             "gp_pool_wake": ((), ()),
                                             "__stack_pointer": "global", "__heap_base": "global"}
+# What the threaded build imports (web/threads.js gives both to every instance).
+THREADED_IMPORTS = {("env", "memory", "memory"), ("env", "gp_clock_ms", "func")}
 # What a position-independent side module may import: the shared memory and table, and its bases.
 ALLOWED_IMPORTS = {("env", "memory"), ("env", "__indirect_function_table"), ("env", "__memory_base"),
                    ("env", "__table_base")}
@@ -198,9 +201,9 @@ def _side_module_problems(mod: WasmModule) -> list[str]:
 
 def _threaded_problems(mod: WasmModule) -> list[str]:
     found = []
-    if mod.imports != [("env", "memory", "memory")]:
+    if sorted(mod.imports) != sorted(THREADED_IMPORTS):
         found.append(f"imports {', '.join(f'{m}.{n} ({k})' for m, n, k in mod.imports) or 'nothing'}: the threaded "
-                     f"build imports its memory and nothing else")
+                     f"build imports its memory and gp_clock_ms and nothing else")
     elif not mod.shared_memory:
         found.append("imports a memory that is not shared: the workers could not run on it")
     kinds = dict(mod.exports)
