@@ -536,6 +536,44 @@ def wasm_encoder_layer_hands_float32_overflow_to_numpy() -> None:
     assert H.calls()["encoder_layer"][engine] == before + 1, H.calls()
 
 
+
+@case
+def wasm_encoder_layers_keep_x_between_layers() -> None:
+    # A stack in one pass (x copied into the kernels' memory once, one call per layer) gives each layer's answer in
+    # turn to the bit (the same kernels on the same numbers), with a mask and without padding. A layer whose
+    # statistics overflow stops the pass; hostops then redoes the stack layer by layer: that one op by op (the
+    # reference's answer), the others fused.
+    r = rng(32)
+    stack = [_encoder_layer(r, 24, 40, pre_norm=True, activation="quick_gelu") for _ in range(3)]
+    x = r.standard_normal((2, 5, 24)).astype(np.float32)
+    mask = np.zeros((2, 5), np.float32)
+    mask[1, 3:] = -1e9
+    ls = np.array([2, 5, 3], np.int32)
+    flat = r.standard_normal((1, 10, 24)).astype(np.float32)
+    for inp, m, lengths in ((x, mask, None), (flat, None, ls)):
+        want = inp
+        for L in stack:
+            want, bad = W.ENGINE.encoder_layer(want, L, m, num_heads=2, eps=1e-5, threads=THREADS, lengths=lengths)
+            assert bad == 0
+        got, bad = W.ENGINE.encoder_layers(inp, stack, m, num_heads=2, eps=1e-5, threads=THREADS, lengths=lengths)
+        assert bad == 0 and np.array_equal(got, want), float(np.abs(got - want).max())
+        assert np.array_equal(H.encoder_layers(inp, stack, m, num_heads=2, eps=1e-5, lengths=lengths), want)
+    huge = dataclasses.replace(_encoder_layer(r, 64, 96), wqkv=_frozen(np.zeros((192, 64), np.float32)))
+    stack = [huge, _encoder_layer(r, 64, 96), _encoder_layer(r, 64, 96)]
+    x = r.standard_normal((1, 3, 64)).astype(np.float32)
+    x[0, 1] *= np.float32(1e20)   # as in the case above: the first layer's norm overflows in float32
+    _, bad = W.ENGINE.encoder_layers(x, stack, None, num_heads=4, eps=1e-12)
+    assert bad >= 1, bad
+    engine = H.layers()[0].name
+    before = dict(H.calls().get("encoder_layer", {}))
+    got = H.encoder_layers(x, stack, None, num_heads=4, eps=1e-12)
+    after = H.calls()["encoder_layer"]
+    assert after.get("ops", 0) == before.get("ops", 0) + 1 and after[engine] == before.get(engine, 0) + 2, after
+    want = x
+    for L in stack:
+        want = K.encoder_layer_ref(want, L, None, num_heads=4, eps=1e-12)
+    close(got, want, atol=2e-4, what="a stack whose first layer overflows")
+
 # -- quantized products and a whole llama block (hostkernels/quant.c, llama.c) ------------------------
 
 def _qweight(r: np.random.Generator, kind: str, n: int, k: int) -> QuantMatrix:

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -448,6 +448,35 @@ def layer_threads() -> dict[str, Any]:
     return report
 
 
+def encoder_layers(x: np.ndarray, stack: Sequence[EncoderLayer], mask: np.ndarray | None = None, *, num_heads: int,
+                   eps: float, causal: bool = False, lengths: np.ndarray | None = None) -> np.ndarray:
+    """x (B, S, H) through the layers of `stack` in turn (encoder_layer each): where the SIMD kernels take them, one
+    kernel call per layer on x kept in the kernels' memory (in a page no copy and no Python between two layers but
+    the call); a run with statistics or values that are not finite is redone layer by layer by encoder_layer."""
+    out = _fused_layers(x, stack, mask, num_heads=num_heads, eps=eps, causal=causal, lengths=lengths)
+    if out is not None:
+        return out
+    for layer in stack:
+        x = encoder_layer(x, layer, mask, num_heads=num_heads, eps=eps, causal=causal, lengths=lengths)
+    return x
+
+
+def _fused_layers(x: np.ndarray, stack: Sequence[EncoderLayer], mask: np.ndarray | None, **kw: Any) -> np.ndarray | None:
+    """x through `stack` in the SIMD kernels (layers()), or None where they do not take every layer (_layer_takes)
+    or a result is not finite."""
+    chosen = layers()
+    if chosen is None or kw["eps"] < 1e-12 or not all(_layer_takes(x, layer) for layer in stack):
+        return None
+    engine, threads = chosen
+    with np.errstate(over="ignore", invalid="ignore"):
+        out, bad = engine.encoder_layers(x, stack, mask, threads=threads, **kw)
+        if bad or not np.isfinite(out.sum()):
+            return None
+    tally = _CALLS["encoder_layer"]
+    tally[engine.name] = tally.get(engine.name, 0) + len(stack)
+    return out
+
+
 def encoder_layer(x: np.ndarray, layer: EncoderLayer, mask: np.ndarray | None = None, *, num_heads: int,
                   eps: float, causal: bool = False, lengths: np.ndarray | None = None) -> np.ndarray:
     """x (B, S, H) through one transformer encoder layer (references.EncoderLayer: post- or pre-norm, GELU or
@@ -457,15 +486,10 @@ def encoder_layer(x: np.ndarray, layer: EncoderLayer, mask: np.ndarray | None = 
     result with statistics or values that are not finite is redone op by op, where NumPy owns the IEEE edge
     cases. `lengths`: x (1, T, H) holds sequences of those lengths one after another (a batch without padding:
     each attends within itself; no mask)."""
-    tally, chosen = _CALLS["encoder_layer"], layers()
-    if chosen is not None and eps >= 1e-12 and _layer_takes(x, layer):
-        engine, threads = chosen
-        with np.errstate(over="ignore", invalid="ignore"):
-            out, bad = engine.encoder_layer(x, layer, mask, num_heads=num_heads, eps=eps, causal=causal,
-                                            threads=threads, lengths=lengths)
-            if not bad and np.isfinite(out.sum()):
-                tally[engine.name] = tally.get(engine.name, 0) + 1
-                return out
+    out = _fused_layers(x, (layer,), mask, num_heads=num_heads, eps=eps, causal=causal, lengths=lengths)
+    if out is not None:
+        return out
+    tally = _CALLS["encoder_layer"]
     tally["ops"] = tally.get("ops", 0) + 1
     batch, seq, h = x.shape
     x = x.reshape(batch * seq, h)

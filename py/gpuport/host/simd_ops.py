@@ -390,17 +390,24 @@ class SimdKernels:
     def encoder_layer(self, x: np.ndarray, layer: K.EncoderLayer, mask: np.ndarray | None = None, *,
                       num_heads: int, eps: float, causal: bool = False, threads: int = 1,
                       lengths: np.ndarray | None = None) -> tuple[np.ndarray, int]:
-        """x (B, S, H) through one encoder layer (references.EncoderLayer: post- or pre-norm, GELU or QuickGELU;
-        `causal` attention or not) in one kernel call, and the number of
-        rows whose layer-norm statistics were not finite (their values are not the reference's: redo the
-        layer op by op). `lengths`: x is (1, T, H), sequences of those lengths one after another (no padding,
-        no mask). Every weight must be read-only (it is packed once and cached). Natively the call
-        spreads over `threads` threads of the library's own pool (hostkernels/pool.c); a page has one."""
+        """encoder_layers with one layer."""
+        return self.encoder_layers(x, (layer,), mask, num_heads=num_heads, eps=eps, causal=causal, threads=threads,
+                                   lengths=lengths)
+
+    def encoder_layers(self, x: np.ndarray, layers: Sequence[K.EncoderLayer], mask: np.ndarray | None = None, *,
+                       num_heads: int, eps: float, causal: bool = False, threads: int = 1,
+                       lengths: np.ndarray | None = None) -> tuple[np.ndarray, int]:
+        """x (B, S, H) through `layers` in turn (references.EncoderLayer: post- or pre-norm, GELU or QuickGELU;
+        `causal` attention or not), one kernel call each on x where the kernels keep it: copied into their memory
+        once and back once (in a page a copy per layer cost an image's 11 layers 3 ms). Returns the output and
+        the number of rows of the first layer that reported any whose layer-norm statistics were not finite (0
+        when all is well; the layers after it are not run, and the output is not to be trusted: redo the layers
+        op by op). `lengths`: x is (1, T, H), sequences of those lengths one after another (no padding, no
+        mask). Every weight must be read-only (it is packed once and cached). Natively each call spreads over
+        `threads` threads of the library's own pool (hostkernels/pool.c); in a page over the pool's workers."""
         lib = self._need("encoder_layer")
         batch, seq, h = x.shape
-        prep = self._layers.get((id(layer), h, num_heads))
-        if prep is None or prep.ref() is not layer:
-            prep = self._encoder_prep(layer, h, num_heads)
+        preps = [self._encoder_prep(layer, h, num_heads) for layer in layers]
         out = np.array(x, dtype=np.float32, order="C")   # the kernel works in place
         m32 = None if mask is None else _f32(mask)
         rows = batch * seq
@@ -412,19 +419,27 @@ class SimdKernels:
                                  f"{seq} rows, x (1, T, H) without a mask; x is {x.shape}")
             batch, seq = len(l32), int(l32.max())
         threads = max(1, int(threads))
-        scratch = self._scratch(int(lib.gp_encoder_scratch(rows, seq, h, num_heads, prep.ffn, threads)))
-        bad = lib.gp_encoder_layer(self._io(out), batch, seq, h, num_heads, prep.ffn,
-                                   0 if m32 is None else self._at(m32), 0 if l32 is None else self._at(l32),
-                                   *(p.address for p in prep.packed),
-                                   *(prep.kept or [self._at(v) for v in prep.norms]), float(eps),
-                                   PRE_NORM * layer.pre_norm + QUICK_GELU * (layer.activation == "quick_gelu")
-                                   + CAUSAL * bool(causal), scratch, threads)
+        ffn = max((p.ffn for p in preps), default=0)
+        scratch = self._scratch(int(lib.gp_encoder_scratch(rows, seq, h, num_heads, ffn, threads)))
+        at, m_at, l_at = self._io(out), 0 if m32 is None else self._at(m32), 0 if l32 is None else self._at(l32)
+        bad = 0
+        for layer, prep in zip(layers, preps):
+            bad = lib.gp_encoder_layer(at, batch, seq, h, num_heads, prep.ffn, m_at, l_at,
+                                       *(p.address for p in prep.packed),
+                                       *(prep.kept or [self._at(v) for v in prep.norms]), float(eps),
+                                       PRE_NORM * layer.pre_norm + QUICK_GELU * (layer.activation == "quick_gelu")
+                                       + CAUSAL * bool(causal), scratch, threads)
+            if bad:
+                break
         self._done()
         return out, int(bad)
 
     def _encoder_prep(self, layer: K.EncoderLayer, h: int, num_heads: int) -> _EncoderPrep:
-        """Check a layer against x's width once, pack its weights and keep its norms (a model calls every layer
-        on every forward: in a page these checks cost more than a short sentence's kernel)."""
+        """A layer checked against x's width, its weights packed and its norms kept: made once (a model calls every
+        layer on every forward: in a page these checks cost more than a short sentence's kernel)."""
+        prep = self._layers.get((id(layer), h, num_heads))
+        if prep is not None and prep.ref() is layer:
+            return prep
         f = layer.wi.shape[0]
         if h % num_heads or layer.wqkv.shape != (3 * h, h) or layer.wi.shape != (f, h) or layer.wo2.shape != (h, f):
             raise ValueError(f"encoder_layer: x width {h}, wqkv {layer.wqkv.shape}, wi {layer.wi.shape}, "

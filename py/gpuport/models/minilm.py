@@ -257,7 +257,7 @@ class MiniLM:
 
     def forward_host(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """The forward of `forward` on host arrays with the host kernels, fused where it pays: each layer
-        one call into the SIMD kernels where they take it (hostops.encoder_layer), else Q, K, V as one
+        one call into the SIMD kernels where they take it (hostops.encoder_layers), else Q, K, V as one
         matmul, bias in the matmul, residuals added in place before each layer norm."""
         t0 = time.perf_counter()
         cfg = self.config
@@ -275,14 +275,12 @@ class MiniLM:
             # each text's tokens only, one after another (a padded key is masked to exactly 0 weight, so the
             # rows are the padded batch's): no padding row through the layers
             rows = np.concatenate([x[b, :n] for b, n in enumerate(lengths)])[None]
-            for L in layers:
-                rows = hostops.encoder_layer(rows, L, num_heads=cfg.num_attention_heads, eps=eps, lengths=lengths)
+            rows = hostops.encoder_layers(rows, layers, num_heads=cfg.num_attention_heads, eps=eps, lengths=lengths)
             x = np.zeros_like(x)
             x[pool > 0] = rows[0]
         else:   # padding not at the end of each row: the mask says which keys count
             key_mask = np.where(mask > 0, np.float32(0), np.float32(MASK_NEG)).astype(np.float32)
-            for L in layers:
-                x = hostops.encoder_layer(x, L, key_mask, num_heads=cfg.num_attention_heads, eps=eps)
+            x = hostops.encoder_layers(x, layers, key_mask, num_heads=cfg.num_attention_heads, eps=eps)
         pooled = OPS["mean_pool"].run_host([x, pool], {})
         out = hostops.l2_normalize(pooled)
         strategy = "native" if self.rt.device.is_host else "cpu"

@@ -8,7 +8,7 @@ classification (google/vit-base-patch16-224 and any ViTForImageClassification ch
 
 A tower runs in one of two ways, decided for the whole forward (placement's `whole`): op by op on the device
 (`rt.ops`: layer_norm, three linear layers, attention, add, the MLP with GELU or QuickGELU), or on the host with each
-layer one call into the C kernels (hostops.encoder_layer: pre-norm, the page's pool of workers or the native
+layer one call into the C kernels (hostops.encoder_layers: pre-norm, the page's pool of workers or the native
 library's threads). Under `auto` each tower is one placement decision, learned from how long each side took.
 """
 
@@ -157,7 +157,8 @@ def encoder_ops(h: int, f: int, layers: int, act: str, batch: int, seq: int) -> 
 
 class Encoder:
     """A tower's pre-norm transformer layers on one runtime: `forward` op by op on `rt.ops`, `forward_host` one C
-    call per layer (hostops.encoder_layer); `causal` attention for a text tower."""
+    call per layer (hostops.encoder_layers: x stays in the kernels' memory between them); `causal` attention for a
+    text tower."""
 
     def __init__(self, rt: Any, cfg: TowerConfig, ws: WeightSet, prefix: str, names: Mapping[str, str]) -> None:
         self.rt, self.cfg = rt, cfg
@@ -216,8 +217,8 @@ class Encoder:
             raise ValueError("forward_host: a weight lives only on the device (use forward)")
         c, rows = self.cfg, np.asarray(rows)
         trim = x.shape[0] * x.shape[1] - len(rows) >= TRIM_MIN_ROWS
-        for L in layers[:-1] if trim else layers:
-            x = hostops.encoder_layer(x, L, None, num_heads=c.heads, eps=c.eps, causal=causal, lengths=lengths)
+        x = hostops.encoder_layers(x, layers[:-1] if trim else layers, num_heads=c.heads, eps=c.eps, causal=causal,
+                                   lengths=lengths)
         flat = x.reshape(-1, x.shape[-1])
         lengths = np.full(x.shape[0], x.shape[1]) if lengths is None else np.asarray(lengths)
         if trim:

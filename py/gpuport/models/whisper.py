@@ -344,8 +344,7 @@ class Whisper:
         for (w, b, k), stride in zip(H["convs"], (1, 2)):                                 # (3000, width), (1500, width)
             x = hostops.gelu(hostops.product(hostops.conv1d_columns(x, k, stride=stride, padding=1), w, b))
         x = (x + H["pos"])[None]
-        for L in H["layers"]:
-            x = hostops.encoder_layer(x, L, num_heads=cfg.heads, eps=EPS)
+        x = hostops.encoder_layers(x, H["layers"], num_heads=cfg.heads, eps=EPS)
         kv = hostops.product(hostops.layer_norm(x[0], *H["ln"], eps=EPS), H["cross_w"], H["cross_b"])
         w = cfg.width
         out = [(np.ascontiguousarray(kv[:, 2 * i * w:(2 * i + 1) * w]), np.ascontiguousarray(kv[:, (2 * i + 1) * w:
