@@ -6,7 +6,7 @@
 #define GPUPORT_ABI_H
 
 /* Bumped whenever an exported signature changes; the Python wrapper refuses a module with another. */
-#define GP_ABI 8
+#define GP_ABI 9
 
 /* Only the functions declared here are exported (the builds are -fvisibility=hidden): by name in
  * WebAssembly, natively as the ELF symbols of the same names. */
@@ -67,7 +67,7 @@ void gp_attention(const float *q, const float *k, const float *v, int ld, const 
 GP_EXPORT(gp_encoder_scratch)
 int gp_encoder_scratch(int n, int S, int H, int heads, int F, int threads);
 
-/* One encoder layer on x (B, S, H) in place, or on B sequences of `lengths` one after another, post-norm or (flags 1) pre-norm, GELU or (2) QuickGELU, (4) causal; returns the rows with non-finite norm statistics. */
+/* One encoder layer on x (B, S, H) in place, or on B sequences of `lengths` one after another, post-norm or (flags 1) pre-norm, GELU or (2) QuickGELU, (4) causal, (8, 16) only each sequence's first or last row past the QKV product, returned as x's first B rows; returns the rows with non-finite norm statistics. */
 GP_EXPORT(gp_encoder_layer)
 int gp_encoder_layer(float *x, int B, int S, int H, int heads, int F, const float *mask, const int *lengths,
                      const float *wqkv, const float *wo, const float *wi, const float *wo2,

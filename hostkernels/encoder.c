@@ -17,7 +17,8 @@
  * the results are the same numbers the op-by-op path gives, however many threads share the work. */
 #include "simd.h"
 
-enum { GP_PRE_NORM = 1, GP_QUICK_GELU = 2, GP_CAUSAL = 4 };   /* gp_encoder_layer's flags */
+/* gp_encoder_layer's flags; GP_KEEP_FIRST and GP_KEEP_LAST: see keep_rows. */
+enum { GP_PRE_NORM = 1, GP_QUICK_GELU = 2, GP_CAUSAL = 4, GP_KEEP_FIRST = 8, GP_KEEP_LAST = 16 };
 
 /* Floats of scratch gp_encoder_layer needs for n = B * S tokens on `threads` threads. */
 int gp_encoder_scratch(int n, int S, int H, int heads, int F, int threads) {
@@ -151,15 +152,14 @@ static void product(int threads, const float *a, int M, int K, const float *pack
   gp_parallel(threads, panels, 4 * threads, product_cols, &P);
 }
 
-static int by_columns(struct layer *L, int threads) {
-  const int H = L->H, F = L->F, n = L->n, act = (L->flags & GP_QUICK_GELU) ? 2 : 1;
+/* What follows attention on the first `n` rows of x and a (attention's output): the output projection, residual and
+ * norm, the FFN, residual and norm, each product split by columns. */
+INLINE int tail_columns(struct layer *L, int threads, int n) {
+  const int H = L->H, F = L->F, act = (L->flags & GP_QUICK_GELU) ? 2 : 1;
   float *o = L->qkv;   /* free again once attention has read it */
   int bad = 0;
+  product(threads, L->a, n, H, L->wo, H, o, 0);
   if (L->flags & GP_PRE_NORM) {
-    bad += add_layer_norm(L->x, 0, L->ln1_g, L->ln1_b, L->a, n, H, L->eps);
-    product(threads, L->a, n, H, L->wqkv, 3 * H, L->qkv, 0);
-    gp_parallel(threads, L->heads, L->heads, attention_heads, L);
-    product(threads, L->a, n, H, L->wo, H, o, 0);
     add_rows(L->x, o, n * H);
     bad += add_layer_norm(L->x, 0, L->ln2_g, L->ln2_b, L->a, n, H, L->eps);
     product(threads, L->a, n, H, L->wi, F, L->f, act);
@@ -167,20 +167,55 @@ static int by_columns(struct layer *L, int threads) {
     add_rows(L->x, o, n * H);
     return bad;
   }
-  product(threads, L->x, n, H, L->wqkv, 3 * H, L->qkv, 0);
-  gp_parallel(threads, L->heads, L->heads, attention_heads, L);
-  product(threads, L->a, n, H, L->wo, H, o, 0);
   bad = add_layer_norm(o, L->x, L->ln1_g, L->ln1_b, L->x, n, H, L->eps);
   product(threads, L->x, n, H, L->wi, F, L->f, act);
   product(threads, L->f, n, F, L->wo2, H, o, 0);
   return bad + add_layer_norm(o, L->x, L->ln2_g, L->ln2_b, L->x, n, H, L->eps);
 }
 
+/* The QKV product of every row; pre-norm: of their first layer norm, made in a. */
+INLINE int qkv_columns(struct layer *L, int threads) {
+  int bad = 0;
+  const float *in = L->x;
+  if (L->flags & GP_PRE_NORM) {
+    bad = add_layer_norm(L->x, 0, L->ln1_g, L->ln1_b, L->a, L->n, L->H, L->eps);
+    in = L->a;
+  }
+  product(threads, in, L->n, L->H, L->wqkv, 3 * L->H, L->qkv, 0);
+  return bad;
+}
+
+INLINE int by_columns(struct layer *L, int threads) {
+  int bad = qkv_columns(L, threads);
+  gp_parallel(threads, L->heads, L->heads, attention_heads, L);
+  return bad + tail_columns(L, threads, L->n);
+}
+
+/* A tower's last layer, whose caller reads one row of each sequence (GP_KEEP_FIRST: its first, a class token;
+ * GP_KEEP_LAST: its last, with `lengths` a text's pooled end-of-text): every row's keys and values, then that row
+ * alone through attention (its own query, against the keys it sees) and the rest of the layer: an image's 50
+ * rows make 9/12 of the layer's products for one. The B rows come back as x's first B rows. */
+INLINE int keep_rows(struct layer *L, int threads) {
+  const int H = L->H, d = H / L->heads;
+  int bad = qkv_columns(L, threads);
+  for (int b = 0, start = 0, len; b < L->B; b++, start += len) {
+    len = L->lengths ? L->lengths[b] : L->S;
+    const int r = (L->flags & GP_KEEP_LAST) ? len - 1 : 0;
+    const float *seq = L->qkv + (long)start * 3 * H;
+    gp_attention(seq + (long)r * 3 * H, seq + H, seq + 2 * H, 3 * H, L->mask ? L->mask + (long)b * L->S : 0,
+                 L->a + (long)b * H, H, 1, 1, (L->flags & GP_CAUSAL) ? r + 1 : len, L->heads, d, 0, L->attn);
+    /* row start + r >= b: never one an earlier sequence's copy wrote */
+    for (int j = 0; j < H; j++) L->x[(long)b * H + j] = L->x[(long)(start + r) * H + j];
+  }
+  return bad + tail_columns(L, threads, L->B);
+}
+
 /* x (B, S, H) is replaced by the layer's output; or with `lengths` (B of them, none past S) x holds B sequences
  * of those lengths one after another (a batch without padding: no row is computed that nobody reads), and mask
- * must be NULL. Weights are packed (gp_pack_b, transposed, bias folded):
- * wqkv 3H x H, wo H x H, wi F x H, wo2 H x F. mask (B, S) additive or NULL; flags: GP_PRE_NORM, GP_QUICK_GELU,
- * GP_CAUSAL (above). Natively and in the threaded build the work is spread over `threads` threads (pool.c): in
+ * must be NULL. Weights are packed (gp_pack_b, transposed, bias folded): wqkv 3H x H, wo H x H, wi F x H,
+ * wo2 H x F. mask (B, S) additive or NULL; flags: GP_PRE_NORM, GP_QUICK_GELU, GP_CAUSAL (above), and
+ * GP_KEEP_FIRST or GP_KEEP_LAST: only each sequence's first or last row is made past the QKV product, and those
+ * B rows come back as x's first B rows (keep_rows). Natively and in the threaded build the work is spread over `threads` threads (pool.c): in
  * three phases (the QKV product by rows, attention by heads, the rest by rows), or up to COLUMN_ROWS rows each
  * product by columns (by_columns). Returns the number of rows whose layer-norm statistics were not finite (0 when
  * all is well); their values are not to be trusted and the caller recomputes the layer op by op, where NumPy owns
@@ -197,6 +232,7 @@ int gp_encoder_layer(float *x, int B, int S, int H, int heads, int F, const floa
   struct layer L = {x, scratch, scratch + n * 3 * H, scratch + n * 4 * H, scratch + n * (4 * H + F), B, S, H,
                     heads, F, n, gp_attention_scratch(S, H / heads), flags, lengths, mask, wqkv, wo, wi, wo2, ln1_g,
                     ln1_b, ln2_g, ln2_b, eps, 0};
+  if (flags & (GP_KEEP_FIRST | GP_KEEP_LAST)) return keep_rows(&L, threads);
   if (threads > 1 && n <= COLUMN_ROWS) return by_columns(&L, threads);
   /* Several parts per thread, taken as threads come free: a late or descheduled thread delays one small
    * part, not a share fixed in advance. Row parts are whole 4-row tiles, attention parts single heads. */

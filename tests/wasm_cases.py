@@ -574,6 +574,45 @@ def wasm_encoder_layers_keep_x_between_layers() -> None:
         want = K.encoder_layer_ref(want, L, None, num_heads=4, eps=1e-12)
     close(got, want, atol=2e-4, what="a stack whose first layer overflows")
 
+
+@case
+def wasm_encoder_layers_keep_one_row_per_sequence() -> None:
+    # keep="first" or "last" (a tower reading its class token or its pooled end-of-text): the last layer makes only
+    # those rows past its QKV product, and they are the full stack's rows: pre- and post-norm, causal or not, a
+    # padded batch and sequences without padding, a batch past encoder.c's COLUMN_ROWS. The same kernels on the same
+    # numbers (one query against the keys it sees, as in the full layer): atol 1e-5 of the rows' scale.
+    r = rng(33)
+    for pre_norm, causal, lengths, h in ((True, True, (2, 5, 1, 4), 24), (True, False, None, 24),
+                                         (False, False, (3, 7), 32), (True, True, (600, 450), 16)):
+        act = "quick_gelu" if pre_norm else "gelu"
+        stack = [_encoder_layer(r, h, 40, pre_norm=pre_norm, activation=act) for _ in range(2)]
+        ls = None if lengths is None else np.array(lengths, np.int32)
+        x = r.standard_normal((3, 6, h) if ls is None else (1, int(ls.sum()), h)).astype(np.float32)
+        full, bad = W.ENGINE.encoder_layers(x, stack, None, num_heads=2, eps=1e-5, causal=causal, threads=THREADS,
+                                            lengths=ls)
+        assert bad == 0
+        rows = full.reshape(-1, h)
+        ends = np.arange(1, 4) * 6 if ls is None else np.cumsum(ls)
+        sizes = np.full(3, 6) if ls is None else ls
+        scale = float(np.abs(rows).max())
+        for keep, at in (("first", ends - sizes), ("last", ends - 1)):
+            got, bad = W.ENGINE.encoder_layers(x, stack, None, num_heads=2, eps=1e-5, causal=causal, threads=THREADS,
+                                               lengths=ls, keep=keep)
+            assert bad == 0 and got.shape == (len(sizes), h), got.shape
+            close(got, rows[at], atol=1e-5 * scale, what=f"keep {keep}, {lengths}, pre_norm={pre_norm}")
+            close(H.encoder_layers(x, stack, None, num_heads=2, eps=1e-5, causal=causal, lengths=ls, keep=keep),
+                  rows[at], atol=1e-5 * scale, what=f"hostops keep {keep}, {lengths}")
+    # where the fused pass fails (an overflowing first layer) hostops runs the stack layer by layer and then picks
+    huge = dataclasses.replace(_encoder_layer(r, 64, 96), wqkv=_frozen(np.zeros((192, 64), np.float32)))
+    stack = [huge, _encoder_layer(r, 64, 96)]
+    x = r.standard_normal((2, 3, 64)).astype(np.float32)
+    x[0, 1] *= np.float32(1e20)
+    want = x
+    for L in stack:
+        want = K.encoder_layer_ref(want, L, None, num_heads=4, eps=1e-12)
+    close(H.encoder_layers(x, stack, None, num_heads=4, eps=1e-12, keep="last"), want[:, -1], atol=2e-4,
+          what="keep after a layer redone op by op")
+
 # -- quantized products and a whole llama block (hostkernels/quant.c, llama.c) ------------------------
 
 def _qweight(r: np.random.Generator, kind: str, n: int, k: int) -> QuantMatrix:

@@ -449,16 +449,24 @@ def layer_threads() -> dict[str, Any]:
 
 
 def encoder_layers(x: np.ndarray, stack: Sequence[EncoderLayer], mask: np.ndarray | None = None, *, num_heads: int,
-                   eps: float, causal: bool = False, lengths: np.ndarray | None = None) -> np.ndarray:
+                   eps: float, causal: bool = False, lengths: np.ndarray | None = None,
+                   keep: str | None = None) -> np.ndarray:
     """x (B, S, H) through the layers of `stack` in turn (encoder_layer each): where the SIMD kernels take them, one
     kernel call per layer on x kept in the kernels' memory (in a page no copy and no Python between two layers but
-    the call); a run with statistics or values that are not finite is redone layer by layer by encoder_layer."""
-    out = _fused_layers(x, stack, mask, num_heads=num_heads, eps=eps, causal=causal, lengths=lengths)
+    the call); a run with statistics or values that are not finite is redone layer by layer by encoder_layer.
+    `keep` ("first" or "last"): only each sequence's first or last row is wanted, (sequences, H): the kernels make
+    no other row of the last layer past its QKV product."""
+    out = _fused_layers(x, stack, mask, num_heads=num_heads, eps=eps, causal=causal, lengths=lengths, keep=keep)
     if out is not None:
         return out
     for layer in stack:
         x = encoder_layer(x, layer, mask, num_heads=num_heads, eps=eps, causal=causal, lengths=lengths)
-    return x
+    if keep is None:
+        return x
+    flat = x.reshape(-1, x.shape[-1])
+    ends = np.cumsum(lengths) if lengths is not None else np.arange(1, x.shape[0] + 1) * x.shape[1]
+    sizes = np.asarray(lengths) if lengths is not None else np.full(x.shape[0], x.shape[1])
+    return flat[ends - 1 if keep == "last" else ends - sizes]
 
 
 def _fused_layers(x: np.ndarray, stack: Sequence[EncoderLayer], mask: np.ndarray | None, **kw: Any) -> np.ndarray | None:

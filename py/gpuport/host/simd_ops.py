@@ -40,6 +40,7 @@ REFERENCES: dict[str, Callable[..., np.ndarray]] = {
     "layer_norm": K.layer_norm_ref, "attention": K.attention_ref}
 # gp_encoder_layer's flags (hostkernels/encoder.c)
 PRE_NORM, QUICK_GELU, CAUSAL = 1, 2, 4
+KEEP = {None: 0, "first": 8, "last": 16}   # gp_encoder_layer's GP_KEEP_FIRST, GP_KEEP_LAST
 
 
 def _type_id(kind: str) -> int:
@@ -396,15 +397,17 @@ class SimdKernels:
 
     def encoder_layers(self, x: np.ndarray, layers: Sequence[K.EncoderLayer], mask: np.ndarray | None = None, *,
                        num_heads: int, eps: float, causal: bool = False, threads: int = 1,
-                       lengths: np.ndarray | None = None) -> tuple[np.ndarray, int]:
+                       lengths: np.ndarray | None = None, keep: str | None = None) -> tuple[np.ndarray, int]:
         """x (B, S, H) through `layers` in turn (references.EncoderLayer: post- or pre-norm, GELU or QuickGELU;
         `causal` attention or not), one kernel call each on x where the kernels keep it: copied into their memory
         once and back once (in a page a copy per layer cost an image's 11 layers 3 ms). Returns the output and
         the number of rows of the first layer that reported any whose layer-norm statistics were not finite (0
         when all is well; the layers after it are not run, and the output is not to be trusted: redo the layers
         op by op). `lengths`: x is (1, T, H), sequences of those lengths one after another (no padding, no
-        mask). Every weight must be read-only (it is packed once and cached). Natively each call spreads over
-        `threads` threads of the library's own pool (hostkernels/pool.c); in a page over the pool's workers."""
+        mask). `keep` ("first" or "last"): the last layer makes only each sequence's first or last row past its
+        QKV product (a class token, a pooled end-of-text), and the output is those rows, (sequences, H). Every
+        weight must be read-only (it is packed once and cached). Natively each call spreads over `threads`
+        threads of the library's own pool (hostkernels/pool.c); in a page over the pool's workers."""
         lib = self._need("encoder_layer")
         batch, seq, h = x.shape
         preps = [self._encoder_prep(layer, h, num_heads) for layer in layers]
@@ -422,17 +425,20 @@ class SimdKernels:
         ffn = max((p.ffn for p in preps), default=0)
         scratch = self._scratch(int(lib.gp_encoder_scratch(rows, seq, h, num_heads, ffn, threads)))
         at, m_at, l_at = self._io(out), 0 if m32 is None else self._at(m32), 0 if l32 is None else self._at(l32)
+        if keep not in KEEP:
+            raise ValueError(f"encoder_layers: keep is 'first', 'last' or None, not {keep!r}")
         bad = 0
-        for layer, prep in zip(layers, preps):
+        for i, (layer, prep) in enumerate(zip(layers, preps)):
+            flags = (PRE_NORM * layer.pre_norm + QUICK_GELU * (layer.activation == "quick_gelu") + CAUSAL * bool(causal)
+                     + KEEP[keep] * (i == len(layers) - 1))
             bad = lib.gp_encoder_layer(at, batch, seq, h, num_heads, prep.ffn, m_at, l_at,
                                        *(p.address for p in prep.packed),
-                                       *(prep.kept or [self._at(v) for v in prep.norms]), float(eps),
-                                       PRE_NORM * layer.pre_norm + QUICK_GELU * (layer.activation == "quick_gelu")
-                                       + CAUSAL * bool(causal), scratch, threads)
+                                       *(prep.kept or [self._at(v) for v in prep.norms]), float(eps), flags, scratch,
+                                       threads)
             if bad:
                 break
         self._done()
-        return out, int(bad)
+        return (out if keep is None else out.reshape(-1, h)[:batch].copy()), int(bad)
 
     def _encoder_prep(self, layer: K.EncoderLayer, h: int, num_heads: int) -> _EncoderPrep:
         """A layer checked against x's width, its weights packed and its norms kept: made once (a model calls every

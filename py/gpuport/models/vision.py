@@ -30,10 +30,6 @@ from .images import ImageInput, ImageProcessor, Preprocessed
 
 OpShapes = tuple[tuple[str, tuple[tuple[int, ...], ...]], ...]
 DECODE_BUDGET = 64 << 20    # bytes an image may take decoded before it is decoded in strips (or scaled by libjpeg)
-# Rows the last layer must skip before it runs op by op for the read rows alone: below this the one fused call
-# costs less than the op-by-op calls (a page, one 7-token text: 0.8 ms fused, ~1.3 ms trimmed); an image's 49
-# unread rows save ~5 of its last layer's 7.6 ms.
-TRIM_MIN_ROWS = 32
 MAX_BATCH = 32              # images in one forward at most, wherever the tier's limits allow more
 
 
@@ -210,42 +206,18 @@ class Encoder:
         end-of-text) through every layer on the host, each layer one C call where the kernels take it. x is
         (B, S, H) float32, or with `lengths` (1, T, H): B sequences of those lengths one after another, no padding
         (rows[b] counted within its sequence). The other rows matter to the last layer only as keys and values:
-        past its QKV product it runs for the read rows alone (an image's 50 rows: 9/12 of its products not made)
-        where TRIM_MIN_ROWS rows or more go unread."""
+        where the rows read are each sequence's first or last (the class token, the pooled end-of-text) the kernels
+        make no other row of it past its QKV product (an image's 50 rows: 9/12 of its products not made)."""
         layers = self.host_layers()
         if layers is None:
             raise ValueError("forward_host: a weight lives only on the device (use forward)")
         c, rows = self.cfg, np.asarray(rows)
-        trim = x.shape[0] * x.shape[1] - len(rows) >= TRIM_MIN_ROWS
-        x = hostops.encoder_layers(x, layers[:-1] if trim else layers, num_heads=c.heads, eps=c.eps, causal=causal,
-                                   lengths=lengths)
-        flat = x.reshape(-1, x.shape[-1])
-        lengths = np.full(x.shape[0], x.shape[1]) if lengths is None else np.asarray(lengths)
-        if trim:
-            return _last_layer_rows(flat, layers[-1], rows, lengths, c.heads, c.eps, causal)
-        return flat[np.concatenate([[0], np.cumsum(lengths)[:-1]]) + rows]
-
-
-def _last_layer_rows(x: np.ndarray, L: EncoderLayer, rows: np.ndarray, lengths: np.ndarray, heads: int, eps: float,
-                     causal: bool) -> np.ndarray:
-    """A pre-norm layer's output at row rows[b] of each sequence b of x (T, H) (sequences of `lengths` one after
-    another): its query attends to its sequence's keys (`causal`: up to itself, as the full layer's row does),
-    with the same kernels as the fused layer."""
-    h = x.shape[-1]
-    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
-    qkv = hostops.product(hostops.layer_norm(x, L.ln1_g, L.ln1_b, eps=eps), L.wqkv, L.bqkv)
-    j = np.arange(int(lengths.max()))
-    keys = qkv[starts[:, None] + np.minimum(j, lengths[:, None] - 1)]   # (B, longest, 3H): each sequence's rows
-    seen = (j < lengths[:, None]) & ((j <= rows[:, None]) if causal else True)
-    mask = None if seen.all() else np.where(seen, np.float32(0), np.float32(-np.inf)).astype(np.float32)
-    at = starts + rows
-    a = hostops.attention(np.ascontiguousarray(qkv[at, None, :h]), keys[:, :, h:2 * h], keys[:, :, 2 * h:], mask,
-                          num_heads=heads).reshape(len(at), h)
-    out = x[at] + hostops.product(a, L.wo, L.bo)
-    f = hostops.product(hostops.layer_norm(out, L.ln2_g, L.ln2_b, eps=eps), L.wi, L.bi)
-    f = hostops.quick_gelu(f) if L.activation == "quick_gelu" else hostops.gelu(f)
-    out += hostops.product(f, L.wo2, L.bo2)
-    return out
+        sizes = np.full(x.shape[0], x.shape[1]) if lengths is None else np.asarray(lengths)
+        keep = "first" if not rows.any() else "last" if np.array_equal(rows, sizes - 1) else None
+        x = hostops.encoder_layers(x, layers, num_heads=c.heads, eps=c.eps, causal=causal, lengths=lengths, keep=keep)
+        if keep is not None:
+            return x
+        return x.reshape(-1, x.shape[-1])[np.concatenate([[0], np.cumsum(sizes)[:-1]]) + rows]
 
 
 def _host_layer(v: Mapping[str, np.ndarray], activation: str) -> EncoderLayer:
