@@ -44,6 +44,7 @@ WLLAMA_CONFIGS = {"wllama wasm 1 thread": {"gpu": False, "threads": 1},
 BROWSERS = {"chromium": "chromium-webgpu", "firefox": "firefox"}
 
 PAGE_LOAD = f"""
+import time
 from gpuport import models
 _t0 = time.perf_counter()
 _llm = await models.load({NAME!r}, rt)
