@@ -4,19 +4,28 @@ shows only when the bench runs (bench/generate.py's load script used `time` that
 
 import ast
 import builtins
+import importlib.util
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"
-sys.path.append(str(BENCH))
-import _peers_lanes  # noqa: E402
-import arrays  # noqa: E402
-import generate  # noqa: E402
-import model  # noqa: E402
-import page_minilm  # noqa: E402
-import vision  # noqa: E402
+sys.path.append(str(BENCH))   # for the benches' own helpers (_harness, _peers_lanes, ...)
+
+
+def _bench(name: str) -> ModuleType:
+    """bench/<name>.py as the module bench_<name>: a plain `generate` would shadow shaders/generate.py, which
+    tests/ops imports by that name in the same process."""
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_peers_lanes, arrays, generate, model, page_minilm, vision = (
+    _bench(n) for n in ("_peers_lanes", "arrays", "generate", "model", "page_minilm", "vision"))
 
 PAGE_NAMES = {"rt"}   # what gpuport's page defines for runPython
 
