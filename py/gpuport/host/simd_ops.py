@@ -408,6 +408,8 @@ class SimdKernels:
         QKV product (a class token, a pooled end-of-text), and the output is those rows, (sequences, H). Every
         weight must be read-only (it is packed once and cached). Natively each call spreads over `threads`
         threads of the library's own pool (hostkernels/pool.c); in a page over the pool's workers."""
+        if keep not in KEEP:
+            raise ValueError(f"encoder_layers: keep is 'first', 'last' or None, not {keep!r}")
         lib = self._need("encoder_layer")
         batch, seq, h = x.shape
         preps = [self._encoder_prep(layer, h, num_heads) for layer in layers]
@@ -425,8 +427,6 @@ class SimdKernels:
         ffn = max((p.ffn for p in preps), default=0)
         scratch = self._scratch(int(lib.gp_encoder_scratch(rows, seq, h, num_heads, ffn, threads)))
         at, m_at, l_at = self._io(out), 0 if m32 is None else self._at(m32), 0 if l32 is None else self._at(l32)
-        if keep not in KEEP:
-            raise ValueError(f"encoder_layers: keep is 'first', 'last' or None, not {keep!r}")
         bad = 0
         for i, (layer, prep) in enumerate(zip(layers, preps)):
             flags = (PRE_NORM * layer.pre_norm + QUICK_GELU * (layer.activation == "quick_gelu") + CAUSAL * bool(causal)

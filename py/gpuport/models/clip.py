@@ -139,7 +139,7 @@ class TextTower:
         lengths = at + 1
         positions = self.positions.known_values()
         x = np.concatenate([self.tokens[row[:n]] + positions[:n] for row, n in zip(ids, lengths)])
-        pooled = self.encoder.forward_host(np.ascontiguousarray(x[None], np.float32), at, causal=True,
+        pooled = self.encoder.forward_host(np.ascontiguousarray(x[None], np.float32), "last", causal=True,
                                            lengths=lengths.astype(np.int32))
         pooled = hostops.layer_norm(pooled, *(p.known_values() for p in self.final), eps=c.eps)
         return hostops.matmul(pooled, self.projection.known_values(), transpose_b=True)

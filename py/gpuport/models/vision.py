@@ -200,24 +200,19 @@ class Encoder:
             self._host = [_host_layer(v, self.cfg.activation) for v in values]
         return self._host
 
-    def forward_host(self, x: np.ndarray, rows: np.ndarray, causal: bool = False,
+    def forward_host(self, x: np.ndarray, keep: str, causal: bool = False,
                      lengths: np.ndarray | None = None) -> np.ndarray:
-        """The final states (B, H) of row rows[b] of each sequence b (a tower reads one: the class token, the pooled
-        end-of-text) through every layer on the host, each layer one C call where the kernels take it. x is
-        (B, S, H) float32, or with `lengths` (1, T, H): B sequences of those lengths one after another, no padding
-        (rows[b] counted within its sequence). The other rows matter to the last layer only as keys and values:
-        where the rows read are each sequence's first or last (the class token, the pooled end-of-text) the kernels
-        make no other row of it past its QKV product (an image's 50 rows: 9/12 of its products not made)."""
+        """The final states (B, H) of the one row a tower reads of each sequence b, its first (keep="first": the class
+        token) or its last (keep="last": the pooled end-of-text), through every layer on the host, each layer one C
+        call where the kernels take it. x is (B, S, H) float32, or with `lengths` (1, T, H): B sequences of those
+        lengths one after another, no padding. The other rows matter to the last layer only as keys and values:
+        the kernels make none of them past its QKV product (an image's 50 rows: 9/12 of its products not made)."""
         layers = self.host_layers()
         if layers is None:
             raise ValueError("forward_host: a weight lives only on the device (use forward)")
-        c, rows = self.cfg, np.asarray(rows)
-        sizes = np.full(x.shape[0], x.shape[1]) if lengths is None else np.asarray(lengths)
-        keep = "first" if not rows.any() else "last" if np.array_equal(rows, sizes - 1) else None
-        x = hostops.encoder_layers(x, layers, num_heads=c.heads, eps=c.eps, causal=causal, lengths=lengths, keep=keep)
-        if keep is not None:
-            return x
-        return x.reshape(-1, x.shape[-1])[np.concatenate([[0], np.cumsum(sizes)[:-1]]) + rows]
+        c = self.cfg
+        return hostops.encoder_layers(x, layers, num_heads=c.heads, eps=c.eps, causal=causal, lengths=lengths,
+                                      keep=keep)
 
 
 def _host_layer(v: Mapping[str, np.ndarray], activation: str) -> EncoderLayer:
@@ -323,7 +318,7 @@ class VisionTower:
         x = x.reshape(batch, t, c.hidden) + self.positions.known_values()
         if self.pre is not None:
             x = hostops.layer_norm(x, *(p.known_values() for p in self.pre), eps=c.eps)
-        x = self.encoder.forward_host(np.ascontiguousarray(x, np.float32), np.zeros(batch, np.intp))
+        x = self.encoder.forward_host(np.ascontiguousarray(x, np.float32), "first")
         return hostops.layer_norm(x, *(p.known_values() for p in self.final), eps=c.eps)
 
     def max_batch(self) -> int:
