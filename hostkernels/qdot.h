@@ -95,9 +95,7 @@ INLINE float hsum8(__m256 v) {
 
 /* Q4_1: one block's integer products as 8 int32 lanes: VNNI's vpdpbusd (unsigned nibbles times signed x, summed
  * in fours) where the build has it, else vpmaddubsw + vpmaddwd, as llama.cpp's. */
-INLINE __m256i q4_1_block(const uint8_t *w, __m256i x) {
-  __m128i raw = _mm_loadu_si128((const __m128i *)(w + 4));
-  __m256i wq = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), _mm256_set1_epi8(0x0F));
+INLINE __m256i q4_1_dot(__m256i wq, __m256i x) {
 #if defined(__AVX512VNNI__) && defined(__AVX512VL__)
   return _mm256_dpbusd_epi32(_mm256_setzero_si256(), wq, x);
 #elif defined(__AVXVNNI__)
@@ -106,6 +104,14 @@ INLINE __m256i q4_1_block(const uint8_t *w, __m256i x) {
   return _mm256_madd_epi16(_mm256_maddubs_epi16(wq, x), _mm256_set1_epi16(1));
 #endif
 }
+
+/* A Q4_1 block's 32 nibbles as bytes, in x's order (low nibbles, then high). */
+INLINE __m256i q4_1_unpack(const uint8_t *w) {
+  __m128i raw = _mm_loadu_si128((const __m128i *)(w + 4));
+  return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), _mm256_set1_epi8(0x0F));
+}
+
+INLINE __m256i q4_1_block(const uint8_t *w, __m256i x) { return q4_1_dot(q4_1_unpack(w), x); }
 
 /* Q4_1's (d_w d_x, m_w s_x) for one block in the low two lanes: its two f16 halves converted at once. */
 INLINE __m128 q4_1_scales(const uint8_t *w, const float *ds) {
@@ -149,6 +155,50 @@ INLINE float row_dot(int kind, const uint8_t *w, const int8_t *q, const float *d
   if (b < nb) q4_1_step(w, q, ds + 2 * b, &acc0, &off);
   return hsum8(_mm256_add_ps(acc0, acc1)) + _mm_cvtss_f32(_mm_shuffle_ps(off, off, 1));
 }
+
+/* One Q4_1 weight row against `rows` (2..4, a constant once inlined) activation rows K apart, their dots in y[0],
+ * y[ld], ...: each block's nibbles and halves unpacked once for all of them (a prompt's rows). */
+#define Q4_1_ROW(r, acc, off)                                                                                 \
+  do {                                                                                                        \
+    const __m128 s = _mm_mul_ps(dm, _mm_castpd_ps(_mm_load_sd((const double *)(ds + (r) * nb * 2 + 2 * b)))); \
+    const __m256i p = q4_1_dot(wq, _mm256_loadu_si256((const __m256i *)(q + (r) * K + b * QK)));               \
+    acc = _mm256_fmadd_ps(_mm256_broadcastss_ps(s), _mm256_cvtepi32_ps(p), acc);                              \
+    off = _mm_add_ps(off, s);                                                                                 \
+  } while (0)
+
+INLINE void q4_1_rows(const uint8_t *w, const int8_t *q, int K, const float *ds, int nb, const int rows, float *y,
+                      int ld) {
+  __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+  __m128 o0 = _mm_setzero_ps(), o1 = o0, o2 = o0, o3 = o0;
+  for (int b = 0; b < nb; b++, w += 20) {
+    int bits;
+    __builtin_memcpy(&bits, w, 4);
+    const __m128 dm = _mm_cvtph_ps(_mm_cvtsi32_si128(bits));
+    const __m256i wq = q4_1_unpack(w);
+    Q4_1_ROW(0, a0, o0);
+    Q4_1_ROW(1, a1, o1);
+    if (rows > 2) Q4_1_ROW(2, a2, o2);
+    if (rows > 3) Q4_1_ROW(3, a3, o3);
+  }
+  y[0] = hsum8(a0) + _mm_cvtss_f32(_mm_shuffle_ps(o0, o0, 1));
+  y[ld] = hsum8(a1) + _mm_cvtss_f32(_mm_shuffle_ps(o1, o1, 1));
+  if (rows > 2) y[2 * ld] = hsum8(a2) + _mm_cvtss_f32(_mm_shuffle_ps(o2, o2, 1));
+  if (rows > 3) y[3 * ld] = hsum8(a3) + _mm_cvtss_f32(_mm_shuffle_ps(o3, o3, 1));
+}
+#undef Q4_1_ROW
+
+/* One weight row against M activation rows (y[m * ld]): Q4_1's in fours, then the 1..3 left. */
+INLINE void rows_dot(int kind, const uint8_t *w, const int8_t *q, int K, const float *ds, int nb, int M, float *y,
+                     int ld) {
+  int m = 0;
+  if (kind == GGML_Q4_1) {
+    for (; m + 4 <= M; m += 4) q4_1_rows(w, q + m * K, K, ds + m * nb * 2, nb, 4, y + m * ld, ld);
+    if (M - m == 3) q4_1_rows(w, q + m * K, K, ds + m * nb * 2, nb, 3, y + m * ld, ld);
+    if (M - m == 2) q4_1_rows(w, q + m * K, K, ds + m * nb * 2, nb, 2, y + m * ld, ld);
+    if (M - m >= 2) return;
+  }
+  for (; m < M; m++) y[m * ld] = row_dot(kind, w, q + m * K, ds + m * nb * 2, nb);
+}
 #elif defined(__wasm_simd128__)
 /* sum(w * x) of 16 int8 pairs into the 4 lanes of acc (w the weight bytes: Q4_1's nibbles or Q8_0's int8). */
 INLINE v128_t dot16(v128_t w, v128_t x, v128_t acc) {
@@ -156,27 +206,57 @@ INLINE v128_t dot16(v128_t w, v128_t x, v128_t acc) {
   return wasm_i32x4_add(acc, wasm_i32x4_extadd_pairwise_i16x8(p));
 }
 
+/* IEEE halves in the low 16 bits of four u32 lanes -> floats: f16()'s arithmetic on the four at once. */
+INLINE v128_t f16x4(v128_t h) {
+  const v128_t two_w = wasm_i32x4_shl(h, 17);
+  const v128_t normal = wasm_f32x4_mul(wasm_i32x4_add(wasm_u32x4_shr(two_w, 4), wasm_i32x4_splat(0xE0 << 23)),
+                                       wasm_f32x4_splat(0x1.0p-112f));
+  const v128_t tiny = wasm_f32x4_sub(wasm_v128_or(wasm_u32x4_shr(two_w, 17), wasm_i32x4_splat(126 << 23)),
+                                     wasm_f32x4_splat(0.5f));
+  const v128_t sign = wasm_v128_and(wasm_i32x4_shl(h, 16), wasm_i32x4_splat((int32_t)0x80000000u));
+  return wasm_v128_or(wasm_v128_bitselect(tiny, normal, wasm_u32x4_lt(two_w, wasm_i32x4_splat(1 << 27))), sign);
+}
+
+/* One Q4_1 block's integer products as 4 int32 lanes. */
+INLINE v128_t q4_1_block(const uint8_t *w, const int8_t *q) {
+  v128_t raw = wasm_v128_load(w + 4);
+  v128_t lo = wasm_v128_and(raw, wasm_i8x16_splat(0x0F)), hi = wasm_u8x16_shr(raw, 4);
+  return dot16(lo, wasm_v128_load(q), dot16(hi, wasm_v128_load(q + 16), wasm_i32x4_splat(0)));
+}
+
 INLINE float row_dot(int kind, const uint8_t *w, const int8_t *q, const float *ds, int nb) {
-  v128_t acc = wasm_f32x4_splat(0.0f);
-  float offsets = 0.0f;
+  v128_t acc0 = wasm_f32x4_splat(0.0f), acc1 = acc0;
   if (kind == GGML_Q4_1) {
-    for (int b = 0; b < nb; b++, w += 20, q += QK) {
-      v128_t raw = wasm_v128_load(w + 4);
-      v128_t lo = wasm_v128_and(raw, wasm_i8x16_splat(0x0F)), hi = wasm_u8x16_shr(raw, 4);
-      v128_t x0 = wasm_v128_load(q), x1 = wasm_v128_load(q + 16);
-      v128_t p = dot16(lo, x0, dot16(hi, x1, wasm_i32x4_splat(0)));
-      acc = wasm_f32x4_add(acc, wasm_f32x4_mul(wasm_f32x4_convert_i32x4(p), wasm_f32x4_splat(f16(w) * ds[2 * b])));
+    /* Two blocks a step: their (d, m) halves converted as one vector and scaled by (d_x, s_x) of both, so the
+     * offsets m_w s_x gather in lanes 1 and 3 (a scalar f16() per half took a third of a step in V8) */
+    v128_t off = acc0;
+    int b = 0;
+    for (; b + 2 <= nb; b += 2, w += 40, q += 2 * QK) {
+      const v128_t dm = wasm_v128_load32_lane(w + 20, wasm_v128_load32_zero(w), 1);
+      const v128_t s = wasm_f32x4_mul(f16x4(wasm_u32x4_extend_low_u16x8(dm)), wasm_v128_load(ds + 2 * b));
+      acc0 = wasm_f32x4_add(acc0, wasm_f32x4_mul(wasm_f32x4_convert_i32x4(q4_1_block(w, q)),
+                                                 wasm_i32x4_shuffle(s, s, 0, 0, 0, 0)));
+      acc1 = wasm_f32x4_add(acc1, wasm_f32x4_mul(wasm_f32x4_convert_i32x4(q4_1_block(w + 20, q + QK)),
+                                                 wasm_i32x4_shuffle(s, s, 2, 2, 2, 2)));
+      off = wasm_f32x4_add(off, s);
+    }
+    float offsets = wasm_f32x4_extract_lane(off, 1) + wasm_f32x4_extract_lane(off, 3);
+    if (b < nb) {
+      acc0 = wasm_f32x4_add(acc0, wasm_f32x4_mul(wasm_f32x4_convert_i32x4(q4_1_block(w, q)),
+                                                 wasm_f32x4_splat(f16(w) * ds[2 * b])));
       offsets += f16(w + 2) * ds[2 * b + 1];
     }
-  } else {
-    for (int b = 0; b < nb; b++, w += 34, q += QK) {
-      v128_t p = dot16(wasm_v128_load(w + 2), wasm_v128_load(q),
-                       dot16(wasm_v128_load(w + 18), wasm_v128_load(q + 16), wasm_i32x4_splat(0)));
-      acc = wasm_f32x4_add(acc, wasm_f32x4_mul(wasm_f32x4_convert_i32x4(p), wasm_f32x4_splat(f16(w) * ds[2 * b])));
-    }
+    acc0 = wasm_f32x4_add(acc0, acc1);
+    return wasm_f32x4_extract_lane(acc0, 0) + wasm_f32x4_extract_lane(acc0, 1) + wasm_f32x4_extract_lane(acc0, 2) +
+           wasm_f32x4_extract_lane(acc0, 3) + offsets;
   }
-  return wasm_f32x4_extract_lane(acc, 0) + wasm_f32x4_extract_lane(acc, 1) + wasm_f32x4_extract_lane(acc, 2) +
-         wasm_f32x4_extract_lane(acc, 3) + offsets;
+  for (int b = 0; b < nb; b++, w += 34, q += QK) {
+    v128_t p = dot16(wasm_v128_load(w + 2), wasm_v128_load(q),
+                     dot16(wasm_v128_load(w + 18), wasm_v128_load(q + 16), wasm_i32x4_splat(0)));
+    acc0 = wasm_f32x4_add(acc0, wasm_f32x4_mul(wasm_f32x4_convert_i32x4(p), wasm_f32x4_splat(f16(w) * ds[2 * b])));
+  }
+  return wasm_f32x4_extract_lane(acc0, 0) + wasm_f32x4_extract_lane(acc0, 1) + wasm_f32x4_extract_lane(acc0, 2) +
+         wasm_f32x4_extract_lane(acc0, 3);
 }
 #else
 INLINE float row_dot(int kind, const uint8_t *w, const int8_t *q, const float *ds, int nb) {
@@ -194,6 +274,13 @@ INLINE float row_dot(int kind, const uint8_t *w, const int8_t *q, const float *d
     }
   }
   return acc;
+}
+#endif
+
+#if !defined(__AVX2__)
+INLINE void rows_dot(int kind, const uint8_t *w, const int8_t *q, int K, const float *ds, int nb, int M, float *y,
+                     int ld) {
+  for (int m = 0; m < M; m++) y[m * ld] = row_dot(kind, w, q + m * K, ds + m * nb * 2, nb);
 }
 #endif
 
@@ -215,9 +302,7 @@ struct qjob {
 /* Rows [n_lo, n_hi) of W against every row of X (a weight row stays in L1 across X's rows). */
 INLINE void qjob_range(const struct qjob *J, const uint8_t *w, int n_lo, int n_hi, float *y, int ld) {
   const int nb = J->K / QK, row = nb * q_block_bytes(J->kind);
-  for (int n = n_lo; n < n_hi; n++)
-    for (int m = 0; m < J->M; m++)
-      y[m * ld + n] = row_dot(J->kind, w + (long)n * row, J->q + m * J->K, J->ds + m * nb * 2, nb);
+  for (int n = n_lo; n < n_hi; n++) rows_dot(J->kind, w + (long)n * row, J->q, J->K, J->ds, nb, J->M, y + n, ld);
 }
 
 /* Weight rows [lo, hi) of the joined range (a part of gp_parallel). */

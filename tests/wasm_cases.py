@@ -644,6 +644,29 @@ def wasm_q_matmul_integer_dots() -> None:
 
 
 @case
+def wasm_q_matmul_every_half_scale() -> None:
+    # Q4_1's block scale d and offset m are halves, which the WebAssembly build converts four at a time by its own
+    # arithmetic (f16x4: no F16C) and the native build by F16C: every finite half (zeros, subnormals, negatives,
+    # 65504) as a block's d and as another's m, against the reference's NumPy float16, within its bound. Rows of
+    # 2 and 3 blocks: the paired and the single-block steps; 1, 3 and 6 activation rows: every native row group.
+    r = rng(24)
+    bits = np.arange(1 << 16, dtype=np.uint16)
+    finite = bits[np.isfinite(bits.view(np.float16))]
+    for blocks in (2, 3):
+        halves = np.concatenate([finite, r.permutation(finite)])
+        halves = np.concatenate([halves, finite[: -len(halves) % (2 * blocks)]]).reshape(-1, blocks, 2)
+        raw = np.concatenate([halves.view(np.uint8), r.integers(0, 256, (len(halves), blocks, 16), dtype=np.uint8)],
+                             axis=2)
+        n, k = len(halves), blocks * 32
+        w = QuantMatrix(raw.reshape(-1), "Q4_1", (n, k))
+        for m in (1, 3, 6):
+            x = r.standard_normal((m, k)).astype(np.float32)
+            want, bound = q8_matmul_ref(x, w)
+            close(W.q_matmul(x, w.raw, "Q4_1", (n, k), threads=THREADS), want, atol=bound + 1e-30,
+                  what=f"every half, {blocks} blocks, {m} rows")
+
+
+@case
 def wasm_q_matmul_non_finite_inputs_give_nan() -> None:
     # A NaN or an infinity in an activation block makes that row's every output NaN (never a finite wrong
     # answer); the other rows are untouched.
