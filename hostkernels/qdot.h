@@ -206,57 +206,27 @@ INLINE v128_t dot16(v128_t w, v128_t x, v128_t acc) {
   return wasm_i32x4_add(acc, wasm_i32x4_extadd_pairwise_i16x8(p));
 }
 
-/* IEEE halves in the low 16 bits of four u32 lanes -> floats: f16()'s arithmetic on the four at once. */
-INLINE v128_t f16x4(v128_t h) {
-  const v128_t two_w = wasm_i32x4_shl(h, 17);
-  const v128_t normal = wasm_f32x4_mul(wasm_i32x4_add(wasm_u32x4_shr(two_w, 4), wasm_i32x4_splat(0xE0 << 23)),
-                                       wasm_f32x4_splat(0x1.0p-112f));
-  const v128_t tiny = wasm_f32x4_sub(wasm_v128_or(wasm_u32x4_shr(two_w, 17), wasm_i32x4_splat(126 << 23)),
-                                     wasm_f32x4_splat(0.5f));
-  const v128_t sign = wasm_v128_and(wasm_i32x4_shl(h, 16), wasm_i32x4_splat((int32_t)0x80000000u));
-  return wasm_v128_or(wasm_v128_bitselect(tiny, normal, wasm_u32x4_lt(two_w, wasm_i32x4_splat(1 << 27))), sign);
-}
-
-/* One Q4_1 block's integer products as 4 int32 lanes. */
-INLINE v128_t q4_1_block(const uint8_t *w, const int8_t *q) {
-  v128_t raw = wasm_v128_load(w + 4);
-  v128_t lo = wasm_v128_and(raw, wasm_i8x16_splat(0x0F)), hi = wasm_u8x16_shr(raw, 4);
-  return dot16(lo, wasm_v128_load(q), dot16(hi, wasm_v128_load(q + 16), wasm_i32x4_splat(0)));
-}
-
 INLINE float row_dot(int kind, const uint8_t *w, const int8_t *q, const float *ds, int nb) {
-  v128_t acc0 = wasm_f32x4_splat(0.0f), acc1 = acc0;
+  v128_t acc = wasm_f32x4_splat(0.0f);
+  float offsets = 0.0f;
   if (kind == GGML_Q4_1) {
-    /* Two blocks a step: their (d, m) halves converted as one vector and scaled by (d_x, s_x) of both, so the
-     * offsets m_w s_x gather in lanes 1 and 3 (a scalar f16() per half took a third of a step in V8) */
-    v128_t off = acc0;
-    int b = 0;
-    for (; b + 2 <= nb; b += 2, w += 40, q += 2 * QK) {
-      const v128_t dm = wasm_v128_load32_lane(w + 20, wasm_v128_load32_zero(w), 1);
-      const v128_t s = wasm_f32x4_mul(f16x4(wasm_u32x4_extend_low_u16x8(dm)), wasm_v128_load(ds + 2 * b));
-      acc0 = wasm_f32x4_add(acc0, wasm_f32x4_mul(wasm_f32x4_convert_i32x4(q4_1_block(w, q)),
-                                                 wasm_i32x4_shuffle(s, s, 0, 0, 0, 0)));
-      acc1 = wasm_f32x4_add(acc1, wasm_f32x4_mul(wasm_f32x4_convert_i32x4(q4_1_block(w + 20, q + QK)),
-                                                 wasm_i32x4_shuffle(s, s, 2, 2, 2, 2)));
-      off = wasm_f32x4_add(off, s);
-    }
-    float offsets = wasm_f32x4_extract_lane(off, 1) + wasm_f32x4_extract_lane(off, 3);
-    if (b < nb) {
-      acc0 = wasm_f32x4_add(acc0, wasm_f32x4_mul(wasm_f32x4_convert_i32x4(q4_1_block(w, q)),
-                                                 wasm_f32x4_splat(f16(w) * ds[2 * b])));
+    for (int b = 0; b < nb; b++, w += 20, q += QK) {
+      v128_t raw = wasm_v128_load(w + 4);
+      v128_t lo = wasm_v128_and(raw, wasm_i8x16_splat(0x0F)), hi = wasm_u8x16_shr(raw, 4);
+      v128_t x0 = wasm_v128_load(q), x1 = wasm_v128_load(q + 16);
+      v128_t p = dot16(lo, x0, dot16(hi, x1, wasm_i32x4_splat(0)));
+      acc = wasm_f32x4_add(acc, wasm_f32x4_mul(wasm_f32x4_convert_i32x4(p), wasm_f32x4_splat(f16(w) * ds[2 * b])));
       offsets += f16(w + 2) * ds[2 * b + 1];
     }
-    acc0 = wasm_f32x4_add(acc0, acc1);
-    return wasm_f32x4_extract_lane(acc0, 0) + wasm_f32x4_extract_lane(acc0, 1) + wasm_f32x4_extract_lane(acc0, 2) +
-           wasm_f32x4_extract_lane(acc0, 3) + offsets;
+  } else {
+    for (int b = 0; b < nb; b++, w += 34, q += QK) {
+      v128_t p = dot16(wasm_v128_load(w + 2), wasm_v128_load(q),
+                       dot16(wasm_v128_load(w + 18), wasm_v128_load(q + 16), wasm_i32x4_splat(0)));
+      acc = wasm_f32x4_add(acc, wasm_f32x4_mul(wasm_f32x4_convert_i32x4(p), wasm_f32x4_splat(f16(w) * ds[2 * b])));
+    }
   }
-  for (int b = 0; b < nb; b++, w += 34, q += QK) {
-    v128_t p = dot16(wasm_v128_load(w + 2), wasm_v128_load(q),
-                     dot16(wasm_v128_load(w + 18), wasm_v128_load(q + 16), wasm_i32x4_splat(0)));
-    acc0 = wasm_f32x4_add(acc0, wasm_f32x4_mul(wasm_f32x4_convert_i32x4(p), wasm_f32x4_splat(f16(w) * ds[2 * b])));
-  }
-  return wasm_f32x4_extract_lane(acc0, 0) + wasm_f32x4_extract_lane(acc0, 1) + wasm_f32x4_extract_lane(acc0, 2) +
-         wasm_f32x4_extract_lane(acc0, 3);
+  return wasm_f32x4_extract_lane(acc, 0) + wasm_f32x4_extract_lane(acc, 1) + wasm_f32x4_extract_lane(acc, 2) +
+         wasm_f32x4_extract_lane(acc, 3) + offsets;
 }
 #else
 INLINE float row_dot(int kind, const uint8_t *w, const int8_t *q, const float *ds, int nb) {

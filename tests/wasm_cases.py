@@ -645,10 +645,11 @@ def wasm_q_matmul_integer_dots() -> None:
 
 @case
 def wasm_q_matmul_every_half_scale() -> None:
-    # Q4_1's block scale d and offset m are halves, which the WebAssembly build converts four at a time by its own
-    # arithmetic (f16x4: no F16C) and the native build by F16C: every finite half (zeros, subnormals, negatives,
-    # 65504) as a block's d and as another's m, against the reference's NumPy float16, within its bound. Rows of
-    # 2 and 3 blocks: the paired and the single-block steps; 1, 3 and 6 activation rows: every native row group.
+    # Q4_1's block scale d and offset m are halves, which the WebAssembly builds convert by their own arithmetic
+    # (f16(): no F16C there) and the native build by F16C, two at once: every finite half (zeros, subnormals,
+    # negatives, 65504) as a block's d and as another's m, against the reference's NumPy float16, within its bound.
+    # Rows of 2 and 3 blocks (the native loop's paired blocks and its odd one); 1, 3 and 6 activation rows (one
+    # row, three rows together, four together and two).
     r = rng(24)
     bits = np.arange(1 << 16, dtype=np.uint16)
     finite = bits[np.isfinite(bits.view(np.float16))]
