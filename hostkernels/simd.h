@@ -90,15 +90,22 @@ INLINE vt madd(vt a, vt b, vt acc) { return a * b + acc; }
     hi = madd(av, b1, hi);                                          \
   } while (0)
 
-/* C[0..rows, 0..w) = bias + A[0..rows, 0..K) @ panel, with `rows` (1..MR) a compile-time constant once
- * inlined: the dead rows fold away and the accumulators are named scalars, so they live in registers
- * (an array of them ended up on the shadow stack). A rows are `lda` floats apart, C rows `ldc`. */
-INLINE void tile(const int rows, const float *a, int lda, const float *panel, int K, float *c, int ldc,
+/* C[0..rows, 0..w) = bias + A[0..rows, 0..K) @ panel over k in [k0, k1): from the panel's bias row where k0 is 0,
+ * else from C's full rows (w == NR), which the range before left there. `rows` (1..MR) is a compile-time constant
+ * once inlined: the dead rows fold away and the accumulators are named scalars, so they live in registers (an
+ * array of them ended up on the shadow stack). A rows are `lda` floats apart, C rows `ldc`. */
+INLINE void tile(const int rows, const float *a, int lda, const float *panel, int k0, int k1, float *c, int ldc,
                  int w) {
   vt b0 = ld(panel), b1 = ld(panel + TW);
   vt c00 = b0, c01 = b1, c10 = b0, c11 = b1, c20 = b0, c21 = b1, c30 = b0, c31 = b1;
-  const float *bp = panel + NR;
-  for (int k = 0; k < K; k++, bp += NR) {
+  if (k0 > 0) {
+    c00 = ld(c), c01 = ld(c + TW);
+    if (rows > 1) c10 = ld(c + ldc), c11 = ld(c + ldc + TW);
+    if (rows > 2) c20 = ld(c + 2 * ldc), c21 = ld(c + 2 * ldc + TW);
+    if (rows > 3) c30 = ld(c + 3 * ldc), c31 = ld(c + 3 * ldc + TW);
+  }
+  const float *bp = panel + NR + k0 * NR;
+  for (int k = k0; k < k1; k++, bp += NR) {
     b0 = ld(bp);
     b1 = ld(bp + TW);
     TILE_ROW(0, c00, c01);
@@ -112,15 +119,38 @@ INLINE void tile(const int rows, const float *a, int lda, const float *panel, in
   if (rows > 3) st_row(c + 3 * ldc, c30, c31, w);
 }
 
-/* All rows of A against one panel: MR-row tiles, then the 1..MR-1 leftover rows. */
-INLINE void panel_rows(const float *a, int M, int lda, const float *panel, int K, float *c, int ldc, int w) {
+/* k steps a chunk where two or three tiles share a panel (5..12 rows: a sentence, a short text): every tile takes a
+ * chunk in turn, so the panel comes from memory in one steady stream, where tile after tile over the whole panel
+ * left the stream idle while the later tiles reread it from L1. Each output's sum keeps its order: the same numbers,
+ * to the bit. Node's V8, one thread, 24 products of 512 x 1536 streamed from memory, GFLOP/s before / after: 5 rows
+ * 24.9 / 36.8, 7 rows 33.3 / 42.4, 8 rows 37.6 / 43.6, 12 rows 39.7 / 45.5; 16 rows 43.7 / 41.6 (so not past 12),
+ * chunks of 64 and more gained less. Natively (AVX-512 here) chunks cost: MiniLM's sentence 1.39 -> 1.62 ms. */
+#define KC 32
+#if defined(__wasm__)
+#define CHUNKED 1
+#else
+#define CHUNKED 0
+#endif
+
+/* A's rows [0, M) (MR-row tiles, then the 1..MR-1 left) against one panel over k in [k0, k1). */
+INLINE void panel_tiles(const float *a, int M, int lda, const float *panel, int k0, int k1, float *c, int ldc,
+                        int w) {
   int m = 0;
-  for (; m + MR <= M; m += MR) tile(MR, a + m * lda, lda, panel, K, c + m * ldc, ldc, w);
+  for (; m + MR <= M; m += MR) tile(MR, a + m * lda, lda, panel, k0, k1, c + m * ldc, ldc, w);
   switch (M - m) {
-    case 1: tile(1, a + m * lda, lda, panel, K, c + m * ldc, ldc, w); break;
-    case 2: tile(2, a + m * lda, lda, panel, K, c + m * ldc, ldc, w); break;
-    case 3: tile(3, a + m * lda, lda, panel, K, c + m * ldc, ldc, w); break;
+    case 1: tile(1, a + m * lda, lda, panel, k0, k1, c + m * ldc, ldc, w); break;
+    case 2: tile(2, a + m * lda, lda, panel, k0, k1, c + m * ldc, ldc, w); break;
+    case 3: tile(3, a + m * lda, lda, panel, k0, k1, c + m * ldc, ldc, w); break;
     default: break;
+  }
+}
+
+/* All rows of A against one panel: in chunks of k where CHUNKED says so, else each tile over all of k. */
+INLINE void panel_rows(const float *a, int M, int lda, const float *panel, int K, float *c, int ldc, int w) {
+  if (CHUNKED && w == NR && M > MR && M <= 3 * MR && K > KC) {
+    for (int k0 = 0; k0 < K; k0 += KC) panel_tiles(a, M, lda, panel, k0, min_i(K, k0 + KC), c, ldc, w);
+  } else {
+    panel_tiles(a, M, lda, panel, 0, K, c, ldc, w);
   }
 }
 

@@ -93,6 +93,23 @@ def wasm_matmul_tile_edges() -> None:
 
 
 @case
+def wasm_matmul_k_in_chunks() -> None:
+    # 5..12 rows (two or three tiles) take a full panel's k in chunks of 32 in WebAssembly (simd.h KC): every row's
+    # sum keeps its order, so each row equals, to the bit, that row alone (one tile over all of k); k on and off
+    # the chunk boundary, a panel full and one partial, both layouts, with a bias and without
+    r = rng(5)
+    for m in (5, 7, 8, 12, 13):
+        for k in (33, 64, 65, 100):
+            for n in (8, 9, 17):
+                a, b, bias = _uniform(r, (m, k)), _uniform(r, (k, n)), _uniform(r, (n,))
+                for bb, tb, bi in ((b, False, bias), (np.ascontiguousarray(b.T), True, None)):
+                    check_matmul(a, bb, bi, transpose_b=tb, what=f"matmul {m}x{k}x{n} tb={tb}")
+                    whole = W.matmul(a, bb, bi, transpose_b=tb)
+                    alone = np.concatenate([W.matmul(a[i:i + 1], bb, bi, transpose_b=tb) for i in range(m)])
+                    assert np.array_equal(whole, alone), (m, k, n, tb, np.abs(whole - alone).max())
+
+
+@case
 def wasm_matmul_1x1() -> None:
     r = rng(2)
     check_matmul(_uniform(r, (1, 1)), _uniform(r, (1, 1)))
