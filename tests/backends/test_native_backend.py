@@ -88,3 +88,44 @@ def test_webgpu_requested_but_unavailable_fails_loudly(monkeypatch):
         gp.open_sync(backend="webgpu")
     with gp.open_sync() as fallback:   # auto steps down to NumPy and says why
         assert fallback.backend == "cpu" and "wgpu" in fallback.info()["note"]
+
+
+def test_threads_open_their_adapters_and_devices_one_at_a_time(monkeypatch):
+    # wgpu-native has aborted the process when two threads requested an adapter and a device at once: opening is
+    # serialized (backends/native.py _OPENING). Each request is stretched here so that threads would overlap.
+    import threading
+    import time
+
+    import wgpu
+
+    active, most, guard = [0], [0], threading.Lock()
+    original = wgpu.gpu.request_adapter_sync
+
+    def slow_request(**kwargs):
+        with guard:
+            active[0] += 1
+            most[0] = max(most[0], active[0])
+        try:
+            time.sleep(0.05)
+            return original(**kwargs)
+        finally:
+            with guard:
+                active[0] -= 1
+
+    monkeypatch.setattr(wgpu.gpu, "request_adapter_sync", slow_request)
+    results, errors = [], []
+
+    def own():
+        try:
+            with gp.open_sync(backend="webgpu") as mine:
+                results.append(mine.ops.scale(mine.tensor(np.ones(4, np.float32)), 2.0, 1.0).numpy().tolist())
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(repr(exc))
+
+    threads = [threading.Thread(target=own) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert results == [[3.0] * 4] * 4 and most[0] == 1, (results, most[0])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import threading
 import warnings
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -33,6 +34,10 @@ except ImportError:  # the package works without wgpu; only this backend needs i
 
 _BUFFER_TYPES = {"read": "read-only-storage", "rw": "storage", "error": "storage", "uniform": "uniform"}
 _WANTED_FEATURES = ("shader-f16", "subgroup", "timestamp-query")
+# One adapter-and-device request at a time in this process: two threads opening runtimes at once aborted the process
+# inside wgpu-native (a fresh clone's make test: request_adapter in one thread beside request_device in another;
+# upstream, gfx-rs/wgpu#10010 and #10234: concurrent adapter and device creation crashes on Vulkan).
+_OPENING = threading.Lock()
 
 
 def _kebab(name: str) -> str:
@@ -91,6 +96,10 @@ class NativeBackend(GPUBackend):
         return self._raw
 
     def _open(self) -> None:
+        with _OPENING:
+            self._open_alone()
+
+    def _open_alone(self) -> None:
         try:
             adapter = wgpu.gpu.request_adapter_sync(power_preference=self._power)
         except Exception as exc:  # wgpu-native raises a plain RuntimeError when no driver loads
