@@ -193,9 +193,11 @@ INLINE void rows_dot(int kind, const uint8_t *w, const int8_t *q, int K, const f
   int m = 0;
   if (kind == GGML_Q4_1) {
     for (; m + 4 <= M; m += 4) q4_1_rows(w, q + m * K, K, ds + m * nb * 2, nb, 4, y + m * ld, ld);
-    if (M - m == 3) q4_1_rows(w, q + m * K, K, ds + m * nb * 2, nb, 3, y + m * ld, ld);
-    if (M - m == 2) q4_1_rows(w, q + m * K, K, ds + m * nb * 2, nb, 2, y + m * ld, ld);
-    if (M - m >= 2) return;
+    switch (M - m) {
+      case 3: q4_1_rows(w, q + m * K, K, ds + m * nb * 2, nb, 3, y + m * ld, ld); return;
+      case 2: q4_1_rows(w, q + m * K, K, ds + m * nb * 2, nb, 2, y + m * ld, ld); return;
+      default: break;   /* one row (row_dot's two accumulators) or none */
+    }
   }
   for (; m < M; m++) y[m * ld] = row_dot(kind, w, q + m * K, ds + m * nb * 2, nb);
 }

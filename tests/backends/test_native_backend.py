@@ -1,8 +1,12 @@
 """The wgpu-py backend's own contract: browser-like limits, immediate typed errors, batched dispatches."""
 
+import threading
+import time
+
 import gpuport as gp
 import numpy as np
 import pytest
+import wgpu
 from gpuport.backends.capabilities import SPEC_DEFAULT_LIMITS
 
 
@@ -93,11 +97,6 @@ def test_webgpu_requested_but_unavailable_fails_loudly(monkeypatch):
 def test_threads_open_their_adapters_and_devices_one_at_a_time(monkeypatch):
     # wgpu-native has aborted the process when two threads requested an adapter and a device at once: opening is
     # serialized (backends/native.py _OPENING). Each request is stretched here so that threads would overlap.
-    import threading
-    import time
-
-    import wgpu
-
     active, most, guard = [0], [0], threading.Lock()
     original = wgpu.gpu.request_adapter_sync
 
