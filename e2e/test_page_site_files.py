@@ -67,3 +67,18 @@ def test_page_archives_are_used_and_an_altered_one_is_refused(browsers, server_u
         assert got["works"] == 5.0 and got["gpuport"] == "0.1.0" and got["later"] == 3.0, got   # installed by Pyodide
     finally:
         context.close()
+
+
+def test_a_worker_module_that_does_not_load_fails_start_saying_so(browsers, server_url):
+    """The Pyodide worker imports its modules as it starts (web/worker.js); one that does not load rejects start()
+    with the reason, never a boot that waits for ever."""
+    context = browsers.get("chromium-webgpu").new_context()
+    try:
+        context.route("**/wasm.js", lambda route: route.fulfill(status=404, body="not here"))
+        page = context.new_page()
+        page.goto(server_url + "/test.html")
+        said = page.evaluate("async () => { try { await window.gpuportReady; return 'started'; }"
+                             " catch (e) { return e.message; } }")
+        assert said.startswith("gpuport worker: its modules did not load (") and "wasm.js" in said, said
+    finally:
+        context.close()

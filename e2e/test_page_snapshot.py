@@ -45,6 +45,19 @@ ALTER_KEPT = """async (name) => {
   await writable.write(bytes);
   await writable.close();
 }"""
+# another tab of the site holding the kept file open through a worker's synchronous access handle (exclusive)
+HOLD_KEPT = """async (name) => {
+  const source = `onmessage = async ({ data }) => {
+    try {
+      const folder = await (await navigator.storage.getDirectory()).getDirectoryHandle("gpuport-snapshots");
+      self.held = await (await folder.getFileHandle(data)).createSyncAccessHandle();
+      postMessage("held");
+    } catch (e) { postMessage(String(e)); }
+  };`;
+  const worker = new Worker(URL.createObjectURL(new Blob([source], { type: "text/javascript" })));
+  window.holder = worker;
+  return await new Promise((ok) => { worker.onmessage = ({ data }) => ok(data); worker.postMessage(name); });
+}"""
 DRAW = ("async () => (await window.gpuportReady).runPython('import os, random, time\\n"
         "[random.random(), os.environ[\"LANG\"], time.timezone, list(time.tzname)]')")
 # the page's own: what a boot in this page would give
@@ -71,8 +84,10 @@ def test_a_first_visit_boots_from_the_sites_snapshot_which_is_kept_and_a_corrupt
                                                                                                kind):
     """A first visit boots from the site's snapshot, with this page's random state, locale and time zone (as a booted
     interpreter would), and makes none of its own. Once the page is idle the file is kept in the origin private file
-    system under its SHA-256; the next visit reads it from there; a kept copy altered on disk fails its check, is
-    deleted, never booted from, and the site's is fetched and kept again."""
+    system under its SHA-256; the next visit reads it from there (its worker, through a synchronous access handle),
+    and so does one while another tab holds that handle (through a File, or the site's is fetched: never deleted); a
+    kept copy altered on disk fails its check, is deleted, never booted from, and the site's is fetched and kept
+    again."""
     # a fresh profile, in another time zone and language than the machine that made the snapshot
     context = browsers.get(kind).new_context(timezone_id="America/New_York", locale="fr-FR")
     try:
@@ -98,6 +113,18 @@ def test_a_first_visit_boots_from_the_sites_snapshot_which_is_kept_and_a_corrupt
         second = _visit(page)
         assert second["booted"] == second["made"] == KEPT, second
         assert page.evaluate(DRAW)[0] != draw[0], "two visits drew the same random numbers: the snapshot's state"
+
+        # the kept copy held open by another tab: this visit reads it through a File or, where the lock forbids
+        # that, fetches the site's; either way it boots, says which, and leaves the copy in place
+        holder = context.new_page()
+        holder.goto(server_url + "/no-such-page")   # any document of the site's origin
+        assert holder.evaluate(HOLD_KEPT, f"{sha256}.bin") == "held"
+        page.reload()
+        locked = _visit(page)
+        assert locked["booted"] == KEPT or locked["booted"].startswith(
+            "restored from the site (the kept copy could not be read ("), locked
+        holder.close()
+        assert page.evaluate(KEPT_FILES) == kept
 
         page.evaluate(ALTER_KEPT, f"{sha256}.bin")
         page.reload()

@@ -5,7 +5,7 @@
 
 import { readAhead } from "./idb.js";
 import { chunkedFetch } from "./ranges.js";
-import { siteFile } from "./snapshot.js";
+import { keptCopy, siteFile } from "./snapshot.js";
 import { fetchArchive } from "./wheels.js";
 import { newWorker } from "./workers.js";
 
@@ -76,10 +76,19 @@ function viaWorker(worker, args, interpreter, onProgress) {
       worker.postMessage({ interpreter: { problem: `it could not be sent to the worker: ${e.message}` } });
     }
   });
-  // the site's snapshot, read (its copy kept in this browser, else fetched) and checked here as soon as the site's list
-  // says where it is (the worker would start 0.1 s later), its bytes moved to the worker
+  // the site's snapshot, fetched and checked here as soon as the site's list says where it is (the worker would
+  // start 0.1-0.2 s later), its bytes moved to the worker; a copy kept in this browser the worker reads itself
   if (args.snapshot && args.siteSnapshot) {
-    siteFile(args.siteSnapshot).then((fetched) => {
+    const site = args.siteSnapshot;
+    siteFile(site, undefined, { read: false }).then(async (fetched) => {
+      if (fetched.handle) {
+        try {
+          worker.postMessage({ siteSnapshot: fetched });
+          return;
+        } catch (e) {   // a browser that cannot send a file handle to a worker: read here
+          fetched = await keptCopy(site, fetched.handle);
+        }
+      }
       worker.postMessage({ siteSnapshot: fetched }, fetched.bytes ? [fetched.bytes.buffer] : []);
     });
     args = { ...args, snapshotFromPage: true };
@@ -228,7 +237,9 @@ export async function start(options = {}) {
   const folders = modelFolders(models, baseURL);
   const interpreter = compileInterpreter(pyodideURL);
   // the worker fetches and compiles its modules while the site's list is fetched (Firefox, warm: ~30 ms)
-  const pyodideWorker = worker ? newWorker(new URL("./worker.js", import.meta.url).href) : null;
+  const workerURL = new URL("./worker.js", import.meta.url);
+  workerURL.searchParams.set("pyodide", pyodideURL);
+  const pyodideWorker = worker ? newWorker(workerURL.href) : null;
   let site;
   try {
     site = await siteFiles(baseURL, options.wheelURL);

@@ -220,14 +220,17 @@ async function withInterpreter(interpreter, mark, load) {
   WebAssembly.instantiateStreaming = async (source, imports) => {
     const { module, problem } = await interpreter;
     mark.interpreter = module ? "compiled by the page" : `compiled by Pyodide: ${problem}`;
-    if (module) {
-      try {
-        return { module, instance: await WebAssembly.instantiate(module, imports) };
-      } catch (e) {
-        mark.interpreter = `compiled by Pyodide: the page's did not instantiate (${e.message})`;
-      }
+    if (!module) return own.call(WebAssembly, source, imports);
+    // Pyodide's own fetch of the same 10 MB is not needed: stopped (Chromium, warm: it read on for 0.3-0.5 s beside
+    // the boot), and made again should the page's module not instantiate
+    const response = await Promise.resolve(source).catch(() => null);
+    if (response && response.body) response.body.cancel().catch(() => {});
+    try {
+      return { module, instance: await WebAssembly.instantiate(module, imports) };
+    } catch (e) {
+      mark.interpreter = `compiled by Pyodide: the page's did not instantiate (${e.message})`;
+      return own.call(WebAssembly, response ? fetch(response.url) : source, imports);
     }
-    return own.call(WebAssembly, source, imports);
   };
   try {
     return await load();
@@ -265,6 +268,10 @@ export async function boot({ base = null, pyodideURL, wheelURL, chunked = {}, nu
   };
   // Pyodide's loader is asked for first: its interpreter is the longest path of the boot
   const pyodideModule = import(new URL("pyodide.mjs", pyodideURL).href);
+  // and the interpreter's JS (1.2 MB), which loadPyodide would import only once its loader is in; it defines
+  // globalThis._createPyodideModule, which loadPyodide then uses. Imported here rather than as the worker starts:
+  // evaluated before the boot's first step, it held back reading the snapshot (Firefox, warm).
+  import(new URL("pyodide.asm.js", pyodideURL).href).catch(() => {});
   const jsHalf = restOfTheJsHalf();
   serveRangesFromChunks(chunked);
   // The first adapter request of a page starts the browser's side of WebGPU (Firefox: 36-63 ms of the open stage

@@ -1,13 +1,12 @@
 // The dedicated Web Worker that runs Pyodide by default: a message pump around host.js.
-import { boot } from "./host.js";
-import { receiveAhead } from "./idb.js";
-// host.js's own imports (and theirs), named here too: a module graph is fetched a level at a time, each level a
-// round trip to revalidate, so these now come with host.js instead of two levels after it
-import "./ranges.js";
-import "./snapshot.js";
-import "./wasm.js";
-import "./wheels.js";
-import "./workers.js";
+// Its modules are imported when the worker starts, all at once (a module graph is fetched a level at a time, each
+// level a round trip to revalidate, so host.js's own imports are named here too), and so is Pyodide's loader
+// (gpuport.js names its folder in this file's ?pyodide=): statically imported, this file ran its first line once all
+// of these were in, and Pyodide's loader only began then (Firefox, warm: 0.1 s later).
+const pyodideURL = new URL(import.meta.url).searchParams.get("pyodide");
+if (pyodideURL) import(new URL("pyodide.mjs", pyodideURL).href).catch(() => {});
+const modules = Promise.all(["./host.js", "./idb.js", "./ranges.js", "./snapshot.js", "./wasm.js", "./wheels.js",
+                             "./workers.js"].map((file) => import(file)));
 
 let host = null;
 // Pool workers for web/threads.js, made by the page's thread (see poolWorker there): {port to talk to it, terminate}
@@ -34,7 +33,16 @@ const METHODS = new Set(["runPython", "info", "setArray", "getArray", "installWh
                          "calibrationStatus", "precompileStatus"]);
 const progress = (event) => self.postMessage({ progress: event });
 
+// messages wait for the modules, in the order they came
 self.onmessage = async ({ data }) => {
+  let boot, receiveAhead;
+  try {
+    [{ boot }, { receiveAhead }] = await modules;
+  } catch (e) {
+    const message = `gpuport worker: its modules did not load (${e.message})`;
+    if (data.id) self.postMessage({ id: data.id, ok: false, error: { name: "Error", message } });
+    return;
+  }
   if (data.interpreter) {
     awaited("interpreter").resolve(data.interpreter);
     return;
