@@ -14,8 +14,7 @@
  * Per target: AVX2 natively (vpmaddubsw + vpmaddwd as llama.cpp's kernels; VNNI's vpdpbusd where the build has it),
  * SIMD128 in WebAssembly (i16x8.extmul + i32x4.extadd_pairwise; the relaxed build too: relaxed SIMD's
  * i32x4.relaxed_dot_i8x16_i7x16_add_s would take Q4_1's nibbles as its 7-bit operand, but engines disagree on it:
- * Node 20's V8 returns twice the
- * sum that Chromium's returns for the same operands), plain C elsewhere. */
+ * Node 20's V8 returns twice the sum that Chromium's returns for the same operands), plain C elsewhere. */
 #ifndef GPUPORT_QDOT_H
 #define GPUPORT_QDOT_H
 

@@ -184,17 +184,20 @@ export async function siteFile(site, signal = undefined, { read = true } = {}) {
  * does not is deleted, one that cannot be read (locked by another tab) is left, and the site's file is fetched
  * instead, the reason in `dropped`. */
 export async function keptCopy(site, handle, signal = undefined) {
-  let bytes;
+  let bytes = null;
+  let dropped;
   try {
     bytes = await readKept(handle);
   } catch (e) {
-    return { ...(await idb.fetchChecked(site, signal)), kept: false, dropped: `the kept copy could not be read (${e.message})` };
+    dropped = `the kept copy could not be read (${e.message})`;
   }
-  const digests = await idb.sha256([bytes]);
-  if (digests && digests[0] === site.sha256) return { bytes, kept: true };
-  await forget(site.sha256);
-  const dropped = digests ? `the kept copy's sha256 is ${digests[0].slice(0, 12)}..., not ${site.sha256.slice(0, 12)}...`
-    : "the kept copy could not be checked";
+  if (bytes) {
+    const digests = await idb.sha256([bytes]);
+    if (digests && digests[0] === site.sha256) return { bytes, kept: true };
+    await forget(site.sha256);
+    dropped = digests ? `the kept copy's sha256 is ${digests[0].slice(0, 12)}..., not ${site.sha256.slice(0, 12)}...`
+      : "the kept copy could not be checked";
+  }
   return { ...(await idb.fetchChecked(site, signal)), kept: false, dropped };
 }
 
