@@ -269,8 +269,8 @@ export async function boot({ base = null, pyodideURL, wheelURL, chunked = {}, nu
   // Pyodide's loader is asked for first: its interpreter is the longest path of the boot
   const pyodideModule = import(new URL("pyodide.mjs", pyodideURL).href);
   // and the interpreter's JS (1.2 MB), which loadPyodide would import only once its loader is in; it defines
-  // globalThis._createPyodideModule, which loadPyodide then uses. Imported here rather than as the worker starts:
-  // evaluated before the boot's first step, it held back reading the snapshot (Firefox, warm).
+  // globalThis._createPyodideModule, which loadPyodide then uses (gpuport's worker imported both as it started: the
+  // same modules, not fetched again)
   import(new URL("pyodide.asm.js", pyodideURL).href).catch(() => {});
   const jsHalf = restOfTheJsHalf();
   serveRangesFromChunks(chunked);
