@@ -85,8 +85,13 @@ def notebook_run(browser, lite_url: str, notebook: str, code_cells: int, last_wo
     context = browser.new_context()
     requests: list[str] = []
     context.on("request", lambda request: requests.append(request.url))   # the kernel's worker's too
+    console: list[str] = []   # the page's and its workers' (the kernel's): what a run that fails said last
     try:
         page = context.new_page()
+        page.on("console", lambda message: console.append(f"page {message.type}: {message.text}"))
+        page.on("worker", lambda worker: worker.on(
+            "console", lambda message: console.append(f"worker {worker.url.rsplit('/', 1)[-1]} {message.type}: "
+                                                      f"{message.text}")))
         t0 = time.monotonic()
         page.goto(f"{lite_url}/notebooks/index.html?path={notebook}")
         cells = page.locator(".jp-Notebook .jp-CodeCell")
@@ -117,7 +122,12 @@ def notebook_run(browser, lite_url: str, notebook: str, code_cells: int, last_wo
         if problem is None and failed.count():
             problem = f"raised:\n{failed.first.text_content()}"
         if problem is not None:
-            pytest.fail(f"{notebook} {problem}\noutputs so far: {outputs}\n"
+            # each cell's prompt says which one ran ([n]), runs ([*]) or waits ([ ]); the last requests and
+            # console lines say what the kernel was doing
+            prompts = [cells.nth(i).locator(".jp-InputPrompt").text_content() for i in range(code_cells)]
+            said = "\n".join(console[-40:])
+            pytest.fail(f"{notebook} {problem}\noutputs so far: {outputs}\nprompts: {prompts}\n"
+                        f"the last requests: {requests[-12:]}\nthe last console lines:\n{said}\n"
                         f"requests off the site's origin: {_off_origin(requests, lite_url)}", pytrace=False)
         print(f"jupyterlite {notebook}: opened and ran all cells in {ran_s:.1f} s")
         off_origin = _off_origin(requests, lite_url)
