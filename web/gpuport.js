@@ -235,11 +235,12 @@ export async function start(options = {}) {
   const baseURL = absolute(base.endsWith("/") ? base : base + "/");
   const pyodideURL = absolute(options.pyodideURL || (cdn ? PYODIDE_CDN : absolute("pyodide/", baseURL)));
   const folders = modelFolders(models, baseURL);
-  const interpreter = compileInterpreter(pyodideURL);
-  // the worker fetches and compiles its modules while the site's list is fetched (Firefox, warm: ~30 ms)
+  // the worker fetches and compiles its modules while the site's list is fetched (Firefox, warm: ~30 ms); made
+  // before the interpreter's compile begins, whose threads would compete with its start
   const workerURL = new URL("./worker.js", import.meta.url);
   workerURL.searchParams.set("pyodide", pyodideURL);
   const pyodideWorker = worker ? newWorker(workerURL.href) : null;
+  const interpreter = compileInterpreter(pyodideURL);
   let site;
   try {
     site = await siteFiles(baseURL, options.wheelURL);
