@@ -11,8 +11,14 @@ if (pyodideURL) {
   import(new URL("pyodide.mjs", pyodideURL).href).catch(() => {});
   import(new URL("pyodide.asm.js", pyodideURL).href).catch(() => {});
 }
-const modules = Promise.all(["./host.js", "./idb.js", "./ranges.js", "./snapshot.js", "./wasm.js", "./wheels.js",
-                             "./workers.js"].map((file) => import(file)));
+// Every import that failed is named: a module whose own import failed (host.js when wasm.js is missing) fails too,
+// and which of the two rejected first varies from run to run.
+const modules = Promise.allSettled(["./host.js", "./idb.js", "./ranges.js", "./snapshot.js", "./wasm.js", "./wheels.js",
+                                    "./workers.js"].map((file) => import(file))).then((settled) => {
+  const failed = settled.filter(({ status }) => status === "rejected").map(({ reason }) => reason.message);
+  if (failed.length) throw new Error(failed.join("; "));
+  return settled.map(({ value }) => value);
+});
 
 let host = null;
 // Pool workers for web/threads.js, made by the page's thread (see poolWorker there): {port to talk to it, terminate}
