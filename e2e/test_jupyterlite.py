@@ -124,7 +124,9 @@ def notebook_run(browser, lite_url: str, notebook: str, code_cells: int, last_wo
         if problem is not None:
             # each cell's prompt says which one ran ([n]), runs ([*]) or waits ([ ]); the last requests and
             # console lines say what the kernel was doing
-            prompts = [cells.nth(i).locator(".jp-InputPrompt").text_content() for i in range(code_cells)]
+            # read from the DOM as it is: the notebook renders only the cells in view, so a locator may wait forever
+            prompts = page.evaluate("""() => [...document.querySelectorAll('.jp-Notebook .jp-CodeCell')].map(
+                (cell) => (cell.querySelector('.jp-InputPrompt') || {}).textContent ?? 'not rendered')""")
             said = "\n".join(console[-40:])
             pytest.fail(f"{notebook} {problem}\noutputs so far: {outputs}\nprompts: {prompts}\n"
                         f"the last requests: {requests[-12:]}\nthe last console lines:\n{said}\n"

@@ -3,8 +3,10 @@ beside the boot and checks its SHA-256 against wheels/latest.json. NumPy and gpu
 written from JS (web/wheels.js), and Pyodide counts them as installed (in the worker, only the shared libraries
 `import numpy` needs load at install); NumPy's bytecode is written over NumPy, so
 `import numpy` compiles nothing. An archive altered in transit is refused and the page does as before: Pyodide's
-loadPackage installs both, NumPy is compiled on import; timings say why. Chromium and Firefox, Pyodide in its Web
-Worker. (The Pyodide snapshot: test_page_snapshot.py.)"""
+loadPackage installs both, NumPy is compiled on import, and the site's snapshot (made with NumPy imported from that
+archive) is not booted from; timings say why. With the snapshot, NumPy comes imported and its libraries are linked
+back. Chromium and Firefox, Pyodide in its Web Worker and on the page's thread. (The Pyodide snapshot itself:
+test_page_snapshot.py.)"""
 
 from __future__ import annotations
 
@@ -31,7 +33,8 @@ def _start(context, url: str) -> dict:
     finally:
         page.close()
     return {"packages": timings["packages"], "bytecode": timings["numpy_bytecode"],
-            "libraries": timings.get("numpy_libraries"), "interpreter": timings.get("interpreter"), **out}
+            "libraries": timings.get("numpy_libraries"), "interpreter": timings.get("interpreter"),
+            "snapshot": timings["snapshot"], **out}
 
 
 def _altered(route):
@@ -44,27 +47,45 @@ def _altered(route):
 def test_page_archives_are_used_and_an_altered_one_is_refused(browsers, server_url, kind):
     context = browsers.get(kind).new_context()
     try:
+        # the site's snapshot holds NumPy imported: its libraries are linked back, the others load when imported
         got = _start(context, server_url + "/test.html")
-        # in the worker, NumPy's shared libraries that `import numpy` needs load at install, the others (fft's,
-        # random's) when imported; Pyodide's interpreter was compiled by the page from start() on (gpuport.js), not by
-        # the worker's loadPyodide, and the archives were inflated by the page too (and moved to the worker)
+        assert got.pop("snapshot").startswith("restored from the site"), got
+        assert got == {"packages": "NumPy imported in the snapshot, gpuport from the site's archive", "bytecode": "used",
+                       "works": 5.0, "gpuport": "0.1.0", "installer": "pyodide.loadPackage", "later": 3.0,
+                       "interpreter": "compiled by the page",
+                       "libraries": "3 linked back from the snapshot, the rest on import"}, got
+        # on the page's main thread the others load at start (no synchronous compile of a large module there)
+        got = _start(context, server_url + "/test.html?worker=0")
+        assert got["snapshot"].startswith("restored from the site"), got
+        assert (got["packages"], got["libraries"], got["works"], got["later"]) == \
+            ("NumPy imported in the snapshot, gpuport from the site's archive",
+             "3 linked back from the snapshot, the other 16 loaded", 5.0, 3.0), got
+
+        # without a snapshot, in the worker, NumPy's shared libraries that `import numpy` needs load at install, the
+        # others (fft's, random's) when imported; Pyodide's interpreter was compiled by the page from start() on
+        # (gpuport.js), not by the worker's loadPyodide, and the archives were inflated by the page too (and moved to
+        # the worker)
+        got = _start(context, server_url + "/test.html?snapshot=0")
+        assert got.pop("snapshot") == "off", got
         assert got == {"packages": "from the site's archives (inflated by the page's thread)", "bytecode": "used",
                        "works": 5.0, "gpuport": "0.1.0", "installer": "pyodide.loadPackage", "later": 3.0,
                        "interpreter": "compiled by the page",
                        "libraries": "3 of 19 at install (3 compiled beside the boot), the rest on import"}, got
 
-        # on the page's main thread every one loads at install (no synchronous compile of a large module there)
-        got = _start(context, server_url + "/test.html?worker=0")
+        # on the page's main thread every one loads at install
+        got = _start(context, server_url + "/test.html?worker=0&snapshot=0")
         assert (got["packages"], got["libraries"], got["works"], got["later"], got["interpreter"]) == \
             ("from the site's archives", "all 19 at install (3 compiled beside the boot)", 5.0, 3.0,
              "compiled by the page"), got
 
+        # an archive altered in transit: the snapshot, made with NumPy's, is not booted from either
         context.route("**/numpy-wheel-*.zip.gz", _altered)
         context.route("**/numpy-bytecode-*.zip.gz", _altered)
         got = _start(context, server_url + "/test.html")
         assert got["packages"].startswith("loadPackage: ") and "its sha256 is" in got["packages"], got
         assert got["bytecode"].startswith("not used: ") and "its sha256 is" in got["bytecode"], got
         assert got["works"] == 5.0 and got["gpuport"] == "0.1.0" and got["later"] == 3.0, got   # installed by Pyodide
+        assert "its NumPy cannot be linked back without NumPy's archive" in got["snapshot"], got
     finally:
         context.close()
 

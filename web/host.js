@@ -297,6 +297,7 @@ export async function boot({ base = null, pyodideURL, wheelURL, chunked = {}, nu
     if (readAheadOnPage) readAheadOnPage(); else idb.readAhead({ models, deliver: idb.receiveAhead });
   };
   let restoredFrom = null;
+  let numpyLinked = false;   // NumPy came imported with the snapshot: its files and libraries are in
   const pyodide = await stage("pyodide", "pyodide_ms", async () => {
     // The site's snapshot, its size listed, restores into memory made ready beside its fetch and check: loadPyodide
     // gets the interpreter ready meanwhile (the page's compiled module, else its own fetch and compile), held by
@@ -309,6 +310,19 @@ export async function boot({ base = null, pyodideURL, wheelURL, chunked = {}, nu
     const loadPyodide = (options) => withInterpreter(interpreter, mark, () => pyodideLoad(options));
     const restore = async (options) => {
       const restored = await loadPyodide({ indexURL: pyodideURL, ...options });
+      const { from, problems } = await found;
+      // the site's snapshot holds NumPy imported: its libraries are linked back before any Python runs that could
+      // reach NumPy's functions (snapshot.js linkNumpy); an interpreter that cannot take them is not booted from
+      if (from !== "stored" && siteSnapshot && siteSnapshot.numpy) {
+        const [numpy] = await archives;
+        if (!numpy.files) throw new Error(`its NumPy cannot be linked back without NumPy's archive (${numpy.problem})`);
+        if (siteSnapshot.numpy.archive_sha256 !== numpyArchive.sha256) {
+          throw new Error("it was made with another NumPy archive than the site lists");
+        }
+        await snapshots.linkNumpy(restored, numpy, numpyArchive.file_name, siteSnapshot.numpy,
+                                  { all: !wheels.LAZY_LIBRARIES });
+        numpyLinked = true;
+      }
       // a snapshot holds its maker's random state (every visit, and from the site's every user, would draw the
       // same numbers), locale and time zone (Node's C.UTF-8 and UTC for the site's): this page's, as a boot would
       // have them (Emscripten's own tzset, then the time module's constants from a fresh instance of it)
@@ -320,7 +334,6 @@ export async function boot({ base = null, pyodideURL, wheelURL, chunked = {}, nu
       // and its maker's engine (Node's: no JSPI, no wasm-gc): how Python calls C, and run_sync, as this engine's boot
       // would have them (snapshot.js), so that a synchronous read can wait for the GPU
       mark.as_booted = snapshots.asBooted(restored);
-      const { from, problems } = await found;
       restoredFrom = from;
       mark.snapshot = `${RESTORED[from]}${problems.length ? ` (${problems.join("; ")})` : ""}`;
       return restored;
@@ -353,7 +366,19 @@ export async function boot({ base = null, pyodideURL, wheelURL, chunked = {}, nu
   // installWheel needs it): from what was fetched beside the boot, else by Pyodide's loadPackage, both at once
   await stage("packages", "packages_ms", async () => {
     const [numpy, gpuport] = await archives;
-    if (numpy.files && gpuport.files) {
+    if (numpyLinked) {
+      if (gpuport.files) {
+        await wheels.install(pyodide, gpuport.files, { fileName: new URL(wheelURL).pathname.split("/").pop(),
+                                                       name: "gpuport", channel: wheelURL, source: wheelURL });
+      } else {
+        await pyodide.loadPackage([wheelURL], { messageCallback: () => {} });
+      }
+      mark.packages = `NumPy imported in the snapshot, gpuport ${gpuport.files ? "from the site's archive"
+        : `by loadPackage: ${gpuport.problem}`}`;
+      const linked = siteSnapshot.numpy.libraries.length;
+      mark.numpy_libraries = `${linked} linked back from the snapshot${wheels.LAZY_LIBRARIES ? ", the rest on import"
+        : `, the other ${Object.keys(numpy.files).filter((p) => p.endsWith(".so")).length - linked} loaded`}`;
+    } else if (numpy.files && gpuport.files) {
       const { loaded, of, early } = await wheels.install(
         pyodide, numpy.files, { fileName: numpyArchive.file_name, name: "numpy", channel: "default channel",
                                 source: "pyodide", libraries: wheels.LAZY_LIBRARIES ? numpyArchive.libraries || null : null,

@@ -7,6 +7,7 @@
 // SHA-256. Every snapshot is checked before use; one that fails the check or does not restore is not booted from
 // (a stored one is dropped), the interpreter boots as usual, and the page makes its own.
 import * as idb from "./idb.js";
+import * as wheels from "./wheels.js";
 import { newWorker } from "./workers.js";
 
 const STORE = "meta";
@@ -68,6 +69,77 @@ export function asBooted(pyodide) {
     return `C calls: ${calls}; run_sync: ${pyodide.runPython(RUN_SYNC_AS_BOOTED, { globals: scratch })}`;
   } finally {
     scratch.destroy();
+  }
+}
+
+// The site's snapshot holds NumPy imported (py/gpuport/site/pyodide_snapshot.py): a warm visit's `import numpy` (its
+// ~80 modules and its extension modules' set-up) was the larger part of the import stage. A snapshot cannot hold
+// a loaded shared library as such, only its data in memory; the libraries themselves (their code, and their places
+// in WebAssembly's function table, where C's function pointers point) are loaded again at the bases the snapshot's
+// maker recorded (wheels.js preload). That gives the same interpreter only when the restored one's function table
+// is as the maker's was before NumPy, so it is checked before, and the table's new entries after (their number and
+// a digest of what they are); a boot that fails either check does not use the snapshot.
+
+/** FNV-1a over what each function table entry from `from` on is (its function's index and arity): equal tables,
+ * equal digests, in Node and every browser. */
+function tableDigest(M, from) {
+  let hash = 0x811c9dc5;
+  for (let i = from; i < M.wasmTable.length; i += 1) {
+    const f = M.wasmTable.get(i);
+    const text = f ? `${f.name}/${f.length};` : "-;";
+    for (let j = 0; j < text.length; j += 1) hash = Math.imul(hash ^ text.charCodeAt(j), 0x01000193) >>> 0;
+  }
+  return hash.toString(16).padStart(8, "0");
+}
+
+/** The snapshot maker's side: install NumPy's archive ({files, modules}: wheels.fetchArchive; `bytecode`: its
+ * compiled modules, or null), load `libraries` recording their handles, `import numpy`; returns the record
+ * linkNumpy needs: {libraries: [[path, handle]], table: [entries before, after], digest, dlopened: {handle: path}}. */
+export async function importNumpy(pyodide, numpy, fileName, libraries, bytecode = null) {
+  const M = pyodide._module;
+  // where the engine has wasm-gc (the browsers), Pyodide's boot puts one function in the table first (its count-args
+  // helper: asBooted): its slot is kept here too, so that NumPy's entries have the same places in every engine
+  if (!M._PyEM_CountArgsPtr) M.wasmTable.grow(1);
+  const before = M.wasmTable.length;
+  const { handles } = await wheels.install(pyodide, numpy.files, { fileName, name: "numpy", source: "pyodide",
+                                                                   modules: numpy.modules,
+                                                                   libraries, link: "record" });
+  if (handles.length !== libraries.length) throw new Error(`${libraries.length - handles.length} of NumPy's libraries did not compile`);
+  if (bytecode) await wheels.install(pyodide, bytecode);
+  // frozen: a restored interpreter runs Python before NumPy's libraries are back (loadPyodide's own), and a
+  // collection then would call NumPy's functions through table entries that are not there yet
+  pyodide.runPython("import numpy, gc\ngc.collect()\ngc.freeze()");
+  // the handles Python's dlopen made for them: the loader answers a later dlsym through those
+  const dlopened = {};
+  for (const [handle, dso] of Object.entries(M.LDSO.loadedLibsByHandle)) if (Number(handle)) dlopened[handle] = dso.name;
+  return { libraries: handles, table: [before, M.wasmTable.length], digest: tableDigest(M, before), dlopened };
+}
+
+/** A restored interpreter's side: NumPy's archive installed and its libraries linked back as `linked` (importNumpy's
+ * record) says, then with `all` its other libraries loaded (a page's main thread, which may not compile them when an
+ * import asks: wheels.js LAZY_LIBRARIES); an Error saying what differs when the interpreter is not the one the
+ * snapshot's maker had. */
+export async function linkNumpy(pyodide, numpy, fileName, linked, { all = false } = {}) {
+  const M = pyodide._module;
+  // an engine without wasm-gc (WebKit here, Node) has no count-args helper: its slot stays empty
+  if (!M._PyEM_CountArgsPtr && M.wasmTable.length === linked.table[0] - 1) M.wasmTable.grow(1);
+  if (M.wasmTable.length !== linked.table[0]) {
+    throw new Error(`its NumPy cannot be linked back: the function table has ${M.wasmTable.length} entries, ` +
+                    `the snapshot's maker had ${linked.table[0]}`);
+  }
+  await wheels.install(pyodide, numpy.files, { fileName, name: "numpy", channel: "default channel", source: "pyodide",
+                                               modules: numpy.modules, link: linked.libraries });
+  const digest = tableDigest(M, linked.table[0]);
+  if (M.wasmTable.length !== linked.table[1] || digest !== linked.digest) {
+    throw new Error(`its NumPy linked back differently: ${M.wasmTable.length} function table entries (digest ` +
+                    `${digest}), the snapshot's maker had ${linked.table[1]} (${linked.digest})`);
+  }
+  for (const [handle, path] of Object.entries(linked.dlopened)) M.LDSO.loadedLibsByHandle[handle] = M.LDSO.loadedLibsByName[path];
+  if (all) {
+    const site = pyodide.runPython("import site\nsite.getsitepackages()[0]");
+    const done = new Set(linked.libraries.map(([path]) => path));
+    const rest = Object.keys(numpy.files).filter((path) => path.endsWith(".so") && !done.has(path));
+    await pyodide._api.loadDynlibsFromPackage({ file_name: fileName }, rest.map((path) => `${site}/${path}`));
   }
 }
 

@@ -70,35 +70,60 @@ export async function fetchArchive(file, compile = []) {
 // Libraries compiled ahead go in as Emscripten's own preload plugin puts a .so in: instantiated and linked by its
 // loadWebAssemblyModule (which takes a compiled module), its exports under preloadedWasm, where the dynamic loader
 // looks first (Pyodide's loadDynlib then only records it). One that did not compile is left to that loader.
-async function preload(M, site, paths, modules) {
-  if (typeof M.loadWebAssemblyModule !== "function" || !M.preloadedWasm) return 0;
-  let preloaded = 0;
-  for (const path of paths) {
+// With `link` each goes in with a handle, Emscripten's record of where a library's data and functions were put (its
+// memory and table bases: the loader's way of loading a library again in another thread at the same places):
+// "record" makes the handles (in Pyodide's memory, so a snapshot holds them); a list of [path, handle] from such a
+// snapshot loads each library at the bases its handle records, over memory that already holds the library's data as
+// the snapshot's interpreter left it: instantiating writes the library's initial data there, so that region is
+// copied first and put back after.
+async function preload(M, site, paths, modules, link) {
+  if (typeof M.loadWebAssemblyModule !== "function" || !M.preloadedWasm) return { early: 0, handles: [] };
+  const recorded = Array.isArray(link) ? new Map(link) : null;
+  const handles = [];
+  let early = 0;
+  for (const path of recorded ? [...recorded.keys()] : paths) {
     const module = await modules[path];
     const lib = `${site}/${path}`;
+    if (recorded && !module) throw new Error(`${path} did not compile`);
     if (module && !M.preloadedWasm[lib]) {
+      const handle = recorded ? recorded.get(path) : link === "record" ? M._calloc(HANDLE_BYTES, 1) : 0;
+      let kept = null;
+      if (recorded) {
+        if (M.HEAPU8[handle + 8] !== 1) throw new Error(`${path}: no bases recorded at ${handle}`);
+        const base = M.HEAPU32[(handle + 12) >>> 2];
+        kept = [base, M.HEAPU8.slice(base, base + M.HEAPU32[(handle + 16) >>> 2])];
+      }
       M.preloadedWasm[lib] = await M.loadWebAssemblyModule(module, { loadAsync: true, nodelete: true, allowUndefined: true },
-                                                           lib, {});
-      preloaded += 1;
+                                                           lib, {}, handle || undefined);
+      if (kept) M.HEAPU8.set(kept[1], kept[0]);
+      if (handle) handles.push([path, handle]);
+      early += 1;
     }
   }
-  return preloaded;
+  return { early, handles };
 }
+
+// Emscripten's handle (struct dso of its dynlink.c): a flag at +8 that the bases are recorded, then the memory base
+// and size, the table base and size; its loader reads the library's bytes from +28 and +32 when set (zero here).
+const HANDLE_BYTES = 36;
 
 /** Write `files` ({relative path: bytes}) under site-packages; for a wheel ({fileName, name, channel, source}), do
  * what loadPackage does after unpacking: record the installer and source, load its shared libraries (`libraries`:
  * the paths of those to load now, the others left to Python's import; null: all; `modules`: compiled ones, from
- * fetchArchive), and count it as loaded from `channel`. Returns how many shared libraries were loaded, how many there
- * are and how many of those loaded were compiled ahead: {loaded, of, early}. */
+ * fetchArchive), and count it as loaded from `channel` (not with link "record": a snapshot's maker must leave
+ * Pyodide's package list as it was). `link`: see preload. Returns how many shared libraries were loaded, how many
+ * there are, how many of those loaded were compiled ahead and, with `link`, the [path, handle] of each:
+ * {loaded, of, early, handles}. */
 export async function install(pyodide, files,
                               { fileName = null, name = null, channel = null, source = null, libraries = null,
-                                modules = {} } = {}) {
+                                modules = {}, link = null } = {}) {
   const FS = pyodide.FS;
   const site = pyodide.runPython("import site\nsite.getsitepackages()[0]");
   const dynlibs = Object.keys(files).filter((p) => p.endsWith(".so"));
-  const now = libraries ? dynlibs.filter((p) => libraries.includes(p)) : dynlibs;
+  const now = Array.isArray(link) ? link.map(([path]) => path)
+    : libraries ? dynlibs.filter((p) => libraries.includes(p)) : dynlibs;
   const made = new Set();
-  let early = 0;
+  let linked = { early: 0, handles: [] };
   for (const [path, bytes] of Object.entries(files)) {
     const dir = `${site}/${path}`.replace(/\/[^/]*$/, "");
     if (!made.has(dir)) {
@@ -113,12 +138,12 @@ export async function install(pyodide, files,
       FS.writeFile(`${site}/${distInfo}/INSTALLER`, "pyodide.loadPackage");
       FS.writeFile(`${site}/${distInfo}/PYODIDE_SOURCE`, source);
     }
-    early = await preload(pyodide._module, site, now, modules);
+    linked = await preload(pyodide._module, site, now, modules, link);
     await pyodide._api.loadDynlibsFromPackage({ file_name: fileName }, now.map((p) => `${site}/${p}`));
-    pyodide.loadedPackages[name] = channel;
+    if (link !== "record") pyodide.loadedPackages[name] = channel;
   }
   // the finder for site-packages lists it again on the next import (all finders would re-read the standard
   // library's zip index too: 60-80 ms)
   pyodide.runPython(`import sys\nsys.path_importer_cache.pop(${JSON.stringify(site)}, None)`);
-  return { loaded: fileName ? now.length : 0, of: dynlibs.length, early };
+  return { loaded: fileName ? now.length : 0, of: dynlibs.length, early: linked.early, handles: linked.handles };
 }

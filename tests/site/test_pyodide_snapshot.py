@@ -1,6 +1,8 @@
 """The site's Pyodide snapshot (gpuport/site/pyodide_snapshot.py): made under Node with web/snapshot.js's PRELOAD, once
 per Pyodide build and snapshot.js, named by its content; an interpreter restored from it has the preloaded modules
-and nothing of the machine that made it; without Node or a vendored Pyodide, the reason. The page's side (booted
+and nothing of the machine that made it; made with NumPy imported, its libraries link back (web/snapshot.js
+linkNumpy) and NumPy computes as natively, or an interpreter that cannot take them is refused saying why; without
+Node or a vendored Pyodide, the reason. The page's side (booted
 from on a first visit, checked, dropped when bad) is e2e/test_page_snapshot.py."""
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from gpuport.site import pyodide_snapshot
-from gpuport.site.distribution import default_dest, sha256_file
+from gpuport.site.distribution import default_dest, numpy_archive, numpy_bytecode, sha256_file
 from gpuport.site.pyodide_snapshot import (
     PAGE,
     SnapshotUnavailable,
@@ -43,7 +45,8 @@ json.dumps({"modules": sorted(sys.modules), "environ": dict(os.environ), "sum": 
 @pytest.fixture(scope="module")
 def made(tmp_path_factory) -> tuple[Path, str, Path, int]:
     cache, out = tmp_path_factory.mktemp("cache"), tmp_path_factory.mktemp("out")
-    path, digest, size = site_snapshot(PYODIDE, WEB, cache, out)
+    path, digest, size, linked = site_snapshot(PYODIDE, WEB, cache, out)
+    assert linked is None
     return path, digest, cache, size
 
 
@@ -58,7 +61,7 @@ def test_named_by_its_content_and_made_once(made, tmp_path, monkeypatch):
         raise AssertionError("made again")
 
     monkeypatch.setattr(pyodide_snapshot.subprocess, "run", no_node)
-    again, digest_again, size_again = site_snapshot(PYODIDE, WEB, cache, tmp_path)   # from the cache: same bytes
+    again, digest_again, size_again, _ = site_snapshot(PYODIDE, WEB, cache, tmp_path)   # from the cache: same bytes
     assert (again.name, digest_again, size_again) == (path.name, digest, size)
     assert [p.name for p in tmp_path.glob("pyodide-snapshot-*.bin")] == [path.name]
 
@@ -66,7 +69,8 @@ def test_named_by_its_content_and_made_once(made, tmp_path, monkeypatch):
 def test_the_key_follows_snapshot_js_and_pyodide(tmp_path):
     web = tmp_path / "web"
     web.mkdir()
-    shutil.copy2(WEB / "snapshot.js", web / "snapshot.js")
+    for name in ("snapshot.js", "wheels.js"):
+        shutil.copy2(WEB / name, web / name)
     same = snapshot_key(PYODIDE, web / "snapshot.js")
     assert same == snapshot_key(PYODIDE, WEB / "snapshot.js")
     (web / "snapshot.js").write_text((WEB / "snapshot.js").read_text() + "\n// another PRELOAD\n")
@@ -91,7 +95,7 @@ def test_restores_with_the_preloaded_modules_and_nothing_of_its_maker(made, tmp_
                               "process.stdout.write(PRELOAD)"], capture_output=True, text=True, timeout=60)
     wanted = [m.strip() for m in preload.stdout.removeprefix("import ").split(",")]
     assert len(wanted) > 30 and not set(wanted) - set(got["modules"]), set(wanted) - set(got["modules"])
-    assert not [m for m in got["modules"] if m.startswith("numpy")]   # no shared library in a snapshot
+    assert not [m for m in got["modules"] if m.startswith("numpy")]   # made without NumPy here (below: with it)
     assert got["environ"]["_"] == "./this.program", got["environ"]   # not the path of the script that made it
     assert str(REPO) not in json.dumps(got["environ"])
 
@@ -168,6 +172,8 @@ def test_without_node_pyodide_or_snapshot_js_the_reason(monkeypatch, tmp_path):
 def test_a_failed_make_says_why_and_leaves_nothing(monkeypatch, tmp_path):
     web = tmp_path / "web"
     web.mkdir()
+    for name in ("wheels.js", "idb.js"):
+        shutil.copy2(WEB / name, web / name)
     (web / "snapshot.js").write_text('export const PRELOAD = "import no_such_module_here";\n')
     with pytest.raises(SnapshotUnavailable, match="no_such_module_here"):
         site_snapshot(PYODIDE, web, tmp_path / "cache", tmp_path)
@@ -210,3 +216,87 @@ def test_zero_pages_are_left_out_and_expanded_back(tmp_path):
     assert got["longer"] == "Error: 1 bytes past the snapshot's last page"
     assert got["other"] == "Error: not a gpuport snapshot file"
     assert got["small"].startswith("Error: a snapshot of ")
+
+
+# Pyodide under Node boots from a snapshot made with NumPy imported, links NumPy's libraries back as a page does
+# (web/snapshot.js linkNumpy, from the page archive's files, compiled here) and computes; "grow" first adds an entry
+# to the function table, as an interpreter whose boot differs from the maker's would have.
+LINK = """
+import { pathToFileURL } from "node:url";
+import { readFileSync } from "node:fs";
+import { gunzipSync } from "node:zlib";
+const [pyodideDir, file, snapshotJs, archive, recordJson, how] = process.argv.slice(2);
+const { expand, linkNumpy } = await import(pathToFileURL(snapshotJs).href);
+const { storedEntries } = await import(new URL("wheels.js", pathToFileURL(snapshotJs)).href);
+const record = JSON.parse(recordJson);
+const files = storedEntries(new Uint8Array(gunzipSync(readFileSync(archive))));
+const modules = Object.fromEntries(record.libraries.map(([path]) => [path, WebAssembly.compile(files[path])]));
+const { loadPyodide } = await import(pathToFileURL(`${pyodideDir}/pyodide.mjs`).href);
+const pyodide = await loadPyodide({ indexURL: `${pyodideDir}/`, _loadSnapshot: expand(new Uint8Array(readFileSync(file))) });
+if (how === "grow") pyodide._module.wasmTable.grow(2);
+try {
+  await linkNumpy(pyodide, { files, modules }, "numpy-2.0.2-cp312-cp312-pyodide_2024_0_wasm32.whl", record);
+} catch (e) {
+  process.stdout.write(JSON.stringify({ refused: e.message }) + "\\n");
+  process.exit(0);
+}
+process.stdout.write(pyodide.runPython(`
+import gc, json, sys, pyodide_js
+imported = "numpy" in sys.modules   # before anything here imports it
+import numpy as np
+a = np.arange(1.0, 13.0).reshape(3, 4)
+gc.collect()   # through NumPy's objects' traverse functions, frozen or not
+json.dumps({"imported": imported, "loaded": sorted(pyodide_js.loadedPackages.object_keys()),
+            "sum": float(a.sum()), "gram": (a @ a.T).tolist(), "solve": np.linalg.solve(a[:, :3] + np.eye(3), a[:, 3]).tolist(),
+            "random": np.random.default_rng(7).random(3).tolist(), "fft": np.fft.rfft(a[0]).tolist().__repr__(),
+            "sorted": np.sort(np.array([3, 1, 2], dtype=np.int8)).tolist()})
+`) + "\\n");
+"""
+
+
+@pytest.fixture(scope="module")
+def with_numpy(tmp_path_factory) -> tuple[Path, dict, Path]:
+    cache, out = tmp_path_factory.mktemp("cache"), tmp_path_factory.mktemp("out")
+    archive, _, file_name, libraries = numpy_archive(PYODIDE, out)
+    bytecode, _ = numpy_bytecode(PYODIDE, cache / "bytecode", out)
+    numpy = {"archive": archive, "bytecode": bytecode, "file_name": file_name, "libraries": libraries}
+    path, _, _, linked = site_snapshot(PYODIDE, WEB, cache / "snapshot", out, numpy)
+    assert snapshot_key(PYODIDE, WEB / "snapshot.js", numpy) != snapshot_key(PYODIDE, WEB / "snapshot.js")
+    return path, linked, archive
+
+
+def _link(with_numpy, tmp_path, how: str = "") -> dict:
+    path, linked, archive = with_numpy
+    script = tmp_path / "link.mjs"
+    script.write_text(LINK)
+    run = subprocess.run(["node", "--no-warnings", str(script), str(PYODIDE), str(path), str(WEB / "snapshot.js"),
+                          str(archive), json.dumps(linked), how], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    return json.loads(run.stdout.strip().splitlines()[-1])
+
+
+def test_numpy_imported_in_the_snapshot_links_back_and_computes_as_natively(with_numpy, tmp_path):
+    import numpy as np
+
+    _, linked, _ = with_numpy
+    assert [path.rsplit("/", 1)[-1].split(".")[0] for path, _ in linked["libraries"]] == \
+        ["_multiarray_tests", "_multiarray_umath", "_umath_linalg"]   # as the archive lists them
+    assert linked["table"][1] > linked["table"][0] and len(linked["digest"]) == 8
+    assert sorted(linked["dlopened"].values()) == sorted(f"/lib/python3.12/site-packages/{p}"
+                                                         for p, _ in linked["libraries"])
+    got = _link(with_numpy, tmp_path)
+    a = np.arange(1.0, 13.0).reshape(3, 4)
+    assert got["imported"] and got["loaded"] == ["numpy"]
+    assert got["sum"] == 78.0 and got["gram"] == (a @ a.T).tolist()
+    # float64 solves and FFTs on another build of the same algorithms: equal to a few ulps
+    assert got["solve"] == pytest.approx(np.linalg.solve(a[:, :3] + np.eye(3), a[:, 3]).tolist(), rel=1e-12)
+    assert got["random"] == np.random.default_rng(7).random(3).tolist()   # PCG64 is bit-exact everywhere
+    assert got["fft"] == repr(np.fft.rfft(a[0]).tolist())   # random and fft: libraries loaded on import, after
+    assert got["sorted"] == [1, 2, 3]
+
+
+def test_an_interpreter_that_cannot_take_numpys_libraries_is_refused_saying_why(with_numpy, tmp_path):
+    _, linked, _ = with_numpy
+    got = _link(with_numpy, tmp_path, "grow")
+    assert got == {"refused": f"its NumPy cannot be linked back: the function table has {linked['table'][0] + 1} "
+                              f"entries, the snapshot's maker had {linked['table'][0]}"}

@@ -160,10 +160,10 @@ def test_latest_json_lists_the_snapshot_served_immutable(tmp_path, monkeypatch):
         assert "snapshot" not in c.get("/wheels/latest.json").json()   # this stand-in has no web/snapshot.js
     data = b"an interpreter's memory"
 
-    def made(pyodide, web, cache, out_dir):
+    def made(pyodide, web, cache, out_dir, numpy=None):
         path = out_dir / "pyodide-snapshot-0123456789abcdef.bin"
         path.write_bytes(data)
-        return path, hashlib.sha256(data).hexdigest(), 3 * len(data)
+        return path, hashlib.sha256(data).hexdigest(), 3 * len(data), None   # made without NumPy
 
     monkeypatch.setattr(site_files, "site_snapshot", made)
     with TestClient(create_app(repo), base_url=LOCAL) as c:

@@ -38,10 +38,16 @@ class SnapshotUnavailable(Exception):
     """No snapshot could be made here (no Node, no vendored Pyodide, or making it failed): the reason."""
 
 
-def snapshot_key(pyodide: Path, snapshot_js: Path) -> str:
+def snapshot_key(pyodide: Path, snapshot_js: Path, numpy: dict | None = None) -> str:
     digest = hashlib.sha256(MAGIC)
-    for path in [pyodide / name for name in _PYODIDE_FILES] + [snapshot_js, SCRIPT]:
+    web = snapshot_js.parent
+    for path in [pyodide / name for name in _PYODIDE_FILES] + [snapshot_js, web / "wheels.js", SCRIPT]:
         digest.update(path.name.encode() + b"\0" + sha256_file(path).encode())
+    if numpy is not None:   # what NumPy's import in it is made from
+        for name in ("archive", "bytecode"):
+            if numpy.get(name):
+                digest.update(name.encode() + b"\0" + sha256_file(Path(numpy[name])).encode())
+        digest.update(json.dumps([numpy["file_name"], numpy["libraries"]]).encode())
     return digest.hexdigest()[:32]
 
 
@@ -56,31 +62,39 @@ def without_zero_pages(raw: bytes) -> bytes:
                      *(page for page, keep in zip(pages, kept) if keep)])
 
 
-def site_snapshot(pyodide: Path, web: Path, cache: Path, out_dir: Path) -> tuple[Path, str, int]:
+def site_snapshot(pyodide: Path, web: Path, cache: Path, out_dir: Path,
+                  numpy: dict | None = None) -> tuple[Path, str, int, dict | None]:
     """The snapshot for `pyodide` and `web`'s snapshot.js in `out_dir` (older ones there removed), made once per
-    key in `cache`; returns (path, sha256 of the file, the snapshot's size). SnapshotUnavailable with the reason."""
+    key in `cache`; with `numpy` ({"archive": its page archive, "bytecode": its bytecode archive or None, "file_name":
+    the wheel's, "libraries": those `import numpy` loads}) NumPy is imported in it. Returns (path, sha256 of the file,
+    the snapshot's size, what a page needs to link NumPy's libraries back (web/snapshot.js linkNumpy), or None
+    without `numpy`). SnapshotUnavailable with the reason."""
     node = shutil.which("node")
     if node is None:
         raise SnapshotUnavailable("node is not on PATH")
     if not all((pyodide / name).is_file() for name in _PYODIDE_FILES):
         raise SnapshotUnavailable(f"no vendored Pyodide in {pyodide} (`gpuport pyodide` makes it)")
-    if not (web / "snapshot.js").is_file():
-        raise SnapshotUnavailable(f"no snapshot.js in {web}")
-    made = cache / f"{snapshot_key(pyodide, web / 'snapshot.js')}.bin"
-    if not made.is_file():
+    for name in ("snapshot.js", "wheels.js"):
+        if not (web / name).is_file():
+            raise SnapshotUnavailable(f"no {name} in {web}")
+    key = snapshot_key(pyodide, web / "snapshot.js", numpy)
+    made, record = cache / f"{key}.bin", cache / f"{key}.json"
+    if not (made.is_file() and record.is_file()):
         cache.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".snapshot-", dir=cache)
         os.close(fd)
         try:
-            run = subprocess.run([node, "--no-warnings", str(SCRIPT), str(pyodide), str(web / "snapshot.js"), tmp],
-                                 capture_output=True, text=True, timeout=300)
+            args = [json.dumps({k: str(v) if isinstance(v, Path) else v for k, v in numpy.items()})] if numpy else []
+            run = subprocess.run([node, "--no-warnings", str(SCRIPT), str(pyodide), str(web / "snapshot.js"), tmp,
+                                  *args], capture_output=True, text=True, timeout=300)
             if run.returncode != 0:
                 raise SnapshotUnavailable(f"making it with Pyodide under Node failed: {run.stderr.strip()[-1500:]}")
-            size = json.loads(run.stdout.strip().splitlines()[-1])["bytes"]
+            said = json.loads(run.stdout.strip().splitlines()[-1])
             raw = Path(tmp).read_bytes()
-            if size != len(raw):
-                raise SnapshotUnavailable(f"Node reported {size} bytes and wrote {len(raw)}")
+            if said["bytes"] != len(raw):
+                raise SnapshotUnavailable(f"Node reported {said['bytes']} bytes and wrote {len(raw)}")
             Path(tmp).write_bytes(without_zero_pages(raw))
+            record.write_text(json.dumps(said["numpy"]), encoding="utf-8")
             os.replace(tmp, made)   # atomic: a concurrent server made an equivalent one
         finally:
             if os.path.exists(tmp):
@@ -98,4 +112,4 @@ def site_snapshot(pyodide: Path, web: Path, cache: Path, out_dir: Path) -> tuple
             old.unlink()
     with open(final, "rb") as f:
         size = struct.unpack("<I", f.read(len(MAGIC) + 4)[len(MAGIC):])[0]
-    return final, digest, size
+    return final, digest, size, json.loads(record.read_text(encoding="utf-8"))

@@ -5,7 +5,9 @@ and `gpuport export` alike; each entry is {"url", "sha256"}, named by its conten
                        "libraries" its import loads)                                          written from JS
     "gpuport_archive"  the gpuport wheel as a page archive                                     written from JS
     "numpy_bytecode"   NumPy's modules compiled for the page's CPython (distribution.numpy_bytecode)
-    "snapshot"         the interpreter a first visit boots from (pyodide_snapshot.py; plus its size once expanded, "bytes")
+    "snapshot"         the interpreter a first visit boots from (pyodide_snapshot.py; plus its size once expanded,
+                       "bytes", and, as it holds NumPy imported, "numpy": the archive's sha256 and what a page needs
+                       to link NumPy's libraries back: web/snapshot.js linkNumpy)
 
 What cannot be made here is left out and said why (`notes`); the page then does without: Pyodide's loadPackage,
 compiling NumPy's modules, booting the interpreter and making its own snapshot.
@@ -28,9 +30,11 @@ def site_files(pyodide: Path, wheel: Path, web: Path, cache: Path, prefix: str =
     out_dir = wheel.parent
     entries: dict = {}
     notes: list[str] = []
+    numpy = None   # what the snapshot imports NumPy from
     try:
         made, digest, file_name, libraries = numpy_archive(pyodide, out_dir)
         entries["numpy"] = {"url": prefix + made.name, "sha256": digest, "file_name": file_name, "libraries": libraries}
+        numpy = {"archive": made, "bytecode": None, "file_name": file_name, "libraries": libraries}
         made, digest = wheel_archive(wheel, out_dir, GPUPORT_ARCHIVE)
         entries["gpuport_archive"] = {"url": prefix + made.name, "sha256": digest}
     except LoadError as exc:
@@ -38,11 +42,15 @@ def site_files(pyodide: Path, wheel: Path, web: Path, cache: Path, prefix: str =
     try:
         made, digest = numpy_bytecode(pyodide, cache / "bytecode", out_dir)
         entries["numpy_bytecode"] = {"url": prefix + made.name, "sha256": digest}
+        if numpy:
+            numpy["bytecode"] = made
     except BytecodeUnavailable as exc:
         notes.append(f"no NumPy bytecode (pages compile NumPy's modules): {exc}")
     try:
-        made, digest, size = site_snapshot(pyodide, web, cache / "snapshot", out_dir)
+        made, digest, size, linked = site_snapshot(pyodide, web, cache / "snapshot", out_dir, numpy)
         entries["snapshot"] = {"url": prefix + made.name, "sha256": digest, "bytes": size}
+        if linked:
+            entries["snapshot"]["numpy"] = {"archive_sha256": entries["numpy"]["sha256"], **linked}
     except SnapshotUnavailable as exc:
         notes.append(f"no Pyodide snapshot (pages make their own): {exc}")
     return entries, notes
