@@ -78,27 +78,32 @@ def site_snapshot(pyodide: Path, web: Path, cache: Path, out_dir: Path,
         if not (web / name).is_file():
             raise SnapshotUnavailable(f"no {name} in {web}")
     key = snapshot_key(pyodide, web / "snapshot.js", numpy)
-    made, record = cache / f"{key}.bin", cache / f"{key}.json"
-    if not (made.is_file() and record.is_file()):
+    # the snapshot and its NumPy record go together: one folder per key, renamed into place whole (a concurrent server
+    # that made an equivalent one first wins), so that a record never describes another run's snapshot
+    entry = cache / key
+    made, record = entry / "snapshot.bin", entry / "numpy.json"
+    if not entry.is_dir():
         cache.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".snapshot-", dir=cache)
-        os.close(fd)
+        tmp = Path(tempfile.mkdtemp(prefix=".snapshot-", dir=cache))
         try:
             args = [json.dumps({k: str(v) if isinstance(v, Path) else v for k, v in numpy.items()})] if numpy else []
-            run = subprocess.run([node, "--no-warnings", str(SCRIPT), str(pyodide), str(web / "snapshot.js"), tmp,
-                                  *args], capture_output=True, text=True, timeout=300)
+            run = subprocess.run([node, "--no-warnings", str(SCRIPT), str(pyodide), str(web / "snapshot.js"),
+                                  str(tmp / "snapshot.bin"), *args], capture_output=True, text=True, timeout=300)
             if run.returncode != 0:
                 raise SnapshotUnavailable(f"making it with Pyodide under Node failed: {run.stderr.strip()[-1500:]}")
             said = json.loads(run.stdout.strip().splitlines()[-1])
-            raw = Path(tmp).read_bytes()
+            raw = (tmp / "snapshot.bin").read_bytes()
             if said["bytes"] != len(raw):
                 raise SnapshotUnavailable(f"Node reported {said['bytes']} bytes and wrote {len(raw)}")
-            Path(tmp).write_bytes(without_zero_pages(raw))
-            record.write_text(json.dumps(said["numpy"]), encoding="utf-8")
-            os.replace(tmp, made)   # atomic: a concurrent server made an equivalent one
+            (tmp / "snapshot.bin").write_bytes(without_zero_pages(raw))
+            (tmp / "numpy.json").write_text(json.dumps(said["numpy"]), encoding="utf-8")
+            try:
+                os.rename(tmp, entry)
+            except OSError:
+                if not entry.is_dir():
+                    raise
         finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+            shutil.rmtree(tmp, ignore_errors=True)
     digest = sha256_file(made)
     final = out_dir / SNAPSHOT.format(digest[:16])
     if not final.is_file():
