@@ -5,7 +5,8 @@ written from JS (web/wheels.js), and Pyodide counts them as installed (in the wo
 `import numpy` compiles nothing. An archive altered in transit is refused and the page does as before: Pyodide's
 loadPackage installs both, NumPy is compiled on import, and the site's snapshot (made with NumPy imported from that
 archive) is not booted from; timings say why. With the snapshot, NumPy comes imported and its libraries are linked
-back. Chromium and Firefox, Pyodide in its Web Worker and on the page's thread. (The Pyodide snapshot itself:
+back. The host kernels' build that open() links is compiled from the wheel's archive beside the boot, as NumPy's
+libraries are. Chromium and Firefox, Pyodide in its Web Worker and on the page's thread. (The Pyodide snapshot itself:
 test_page_snapshot.py.)"""
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ def _start(context, url: str) -> dict:
         page.close()
     return {"packages": timings["packages"], "bytecode": timings["numpy_bytecode"],
             "libraries": timings.get("numpy_libraries"), "interpreter": timings.get("interpreter"),
-            "snapshot": timings["snapshot"], **out}
+            "snapshot": timings["snapshot"], "kernels": timings.get("host_kernels_compiled"), **out}
 
 
 def _altered(route):
@@ -52,14 +53,14 @@ def test_page_archives_are_used_and_an_altered_one_is_refused(browsers, server_u
         assert got.pop("snapshot").startswith("restored from the site"), got
         assert got == {"packages": "NumPy imported in the snapshot, gpuport from the site's archive", "bytecode": "used",
                        "works": 5.0, "gpuport": "0.1.0", "installer": "pyodide.loadPackage", "later": 3.0,
-                       "interpreter": "compiled by the page",
+                       "interpreter": "compiled by the page", "kernels": "beside the boot",
                        "libraries": "3 linked back from the snapshot, the rest on import"}, got
         # on the page's main thread the others load at start (no synchronous compile of a large module there)
         got = _start(context, server_url + "/test.html?worker=0")
         assert got["snapshot"].startswith("restored from the site"), got
-        assert (got["packages"], got["libraries"], got["works"], got["later"]) == \
+        assert (got["packages"], got["libraries"], got["works"], got["later"], got["kernels"]) == \
             ("NumPy imported in the snapshot, gpuport from the site's archive",
-             "3 linked back from the snapshot, the other 16 loaded", 5.0, 3.0), got
+             "3 linked back from the snapshot, the other 16 loaded", 5.0, 3.0, "beside the boot"), got
 
         # without a snapshot, in the worker, NumPy's shared libraries that `import numpy` needs load at install, the
         # others (fft's, random's) when imported; Pyodide's interpreter was compiled by the page from start() on
@@ -69,7 +70,7 @@ def test_page_archives_are_used_and_an_altered_one_is_refused(browsers, server_u
         assert got.pop("snapshot") == "off", got
         assert got == {"packages": "from the site's archives (inflated by the page's thread)", "bytecode": "used",
                        "works": 5.0, "gpuport": "0.1.0", "installer": "pyodide.loadPackage", "later": 3.0,
-                       "interpreter": "compiled by the page",
+                       "interpreter": "compiled by the page", "kernels": "beside the boot",
                        "libraries": "3 of 19 at install (3 compiled beside the boot), the rest on import"}, got
 
         # on the page's main thread every one loads at install
@@ -92,14 +93,15 @@ def test_page_archives_are_used_and_an_altered_one_is_refused(browsers, server_u
 
 def test_a_worker_module_that_does_not_load_fails_start_saying_so(browsers, server_url):
     """The Pyodide worker imports its modules as it starts (web/worker.js); one that does not load rejects start()
-    with the reason, never a boot that waits for ever."""
+    with the reason, never a boot that waits for ever. host.js: the one module of the worker's that the page's own
+    gpuport.js does not import (one it does would stop the page's script before start())."""
     context = browsers.get("chromium-webgpu").new_context()
     try:
-        context.route("**/wasm.js", lambda route: route.fulfill(status=404, body="not here"))
+        context.route("**/host.js", lambda route: route.fulfill(status=404, body="not here"))
         page = context.new_page()
         page.goto(server_url + "/test.html")
         said = page.evaluate("async () => { try { await window.gpuportReady; return 'started'; }"
                              " catch (e) { return e.message; } }")
-        assert said.startswith("gpuport worker: its modules did not load (") and "wasm.js" in said, said
+        assert said.startswith("gpuport worker: its modules did not load (") and "host.js" in said, said
     finally:
         context.close()

@@ -6,6 +6,7 @@
 import { readAhead } from "./idb.js";
 import { chunkedFetch } from "./ranges.js";
 import { keptCopy, siteFile } from "./snapshot.js";
+import { kernelFiles } from "./wasm.js";
 import { fetchArchive } from "./wheels.js";
 import { newWorker } from "./workers.js";
 
@@ -232,6 +233,7 @@ export async function start(options = {}) {
     precompile = "background", hostKernels = "auto", threads = "auto", snapshot = true, calibrate = "idle",
     models = [], onProgress = () => {},
   } = options;
+  const kernels = kernelFiles(hostKernels);   // a bad choice throws here, before anything loads
   const baseURL = absolute(base.endsWith("/") ? base : base + "/");
   const pyodideURL = absolute(options.pyodideURL || (cdn ? PYODIDE_CDN : absolute("pyodide/", baseURL)));
   const folders = modelFolders(models, baseURL);
@@ -248,6 +250,8 @@ export async function start(options = {}) {
     if (pyodideWorker) pyodideWorker.terminate();
     throw e;
   }
+  // the host kernels' build open() will link is compiled ahead from the wheel's archive, as NumPy's libraries are
+  if (site.wheelArchive) site.wheelArchive = { ...site.wheelArchive, libraries: kernels };
   const args = { base: baseURL, pyodideURL, ...site, models: folders,
                  backend, tier, limits, precompile, hostKernels, threads, snapshot, calibrate };
   const gp = await (worker ? viaWorker(pyodideWorker, args, interpreter, onProgress)

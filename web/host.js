@@ -284,7 +284,7 @@ export async function boot({ base = null, pyodideURL, wheelURL, chunked = {}, nu
   const archive = (key, file, compile = []) => (file ? archivesFetched(key) || wheels.fetchArchive(file, compile)
     : Promise.resolve({ problem: "the site has none" }));
   const archives = Promise.all([archive("numpyArchive", numpyArchive, (numpyArchive && numpyArchive.libraries) || []),
-                                archive("wheelArchive", wheelArchive)]);
+                                archive("wheelArchive", wheelArchive, (wheelArchive && wheelArchive.libraries) || [])]);
   const bytecode = archive("numpyBytecode", numpyBytecode);
   // The model chunks this page read last time, and those of `models` that storage lacks, read ahead beside the boot
   // (web/idb.js readAhead), here or, when this is the page's worker, on the page's thread (readAheadOnPage(): it
@@ -366,6 +366,7 @@ export async function boot({ base = null, pyodideURL, wheelURL, chunked = {}, nu
   // installWheel needs it): from what was fetched beside the boot, else by Pyodide's loadPackage, both at once
   await stage("packages", "packages_ms", async () => {
     const [numpy, gpuport] = await archives;
+    wasm.compiledAhead(gpuport.modules);   // the host kernels' build, for open() to link
     if (numpyLinked) {
       if (gpuport.files) {
         await wheels.install(pyodide, gpuport.files, { fileName: new URL(wheelURL).pathname.split("/").pop(),
@@ -416,6 +417,7 @@ export async function boot({ base = null, pyodideURL, wheelURL, chunked = {}, nu
       "rt = await gpuport.open(**_gpuport_open_args)\ndel _gpuport_open_args");
     mark.import_ms = pyodide.globals.get("_gpuport_import_ms");
     pyodide.globals.delete("_gpuport_import_ms");
+    mark.host_kernels_compiled = wasm.compiled();
   });
   // "await": the pipelines placement will send to the device (rt.precompile(): under auto, what this adapter ran
   // on the device before, from the IndexedDB manifest; on a fixed webgpu backend every op's) are built before

@@ -53,6 +53,28 @@ export function defaultSources(choice = "auto") {
   return table[choice];
 }
 
+/** The file of the build `choice` links first, as a path in the gpuport wheel (its page archive): what a page
+ * compiles ahead, beside the boot (gpuport.js, host.js), for loadWasmKernels to link without compiling. */
+export function kernelFiles(choice = "auto") {
+  return defaultSources(choice).slice(0, 1).map(({ source }) => `gpuport/web/${String(source).split("/").pop()}`);
+}
+
+// Kernel builds compiled ahead, by file name: {path in the wheel: promise of a WebAssembly.Module, or of null}.
+// Linked in place of the bytes Python hands over (the same file: the archive is the installed wheel's): in a warm
+// Firefox visit, compiling them inside gpuport.open() took ~100 ms of its start while the engine was still
+// optimising Pyodide's own code on both cores.
+const ahead = new Map();
+let linkedAhead = null;   // whether the build linked last came compiled ahead
+
+export function compiledAhead(modules) {
+  for (const [path, module] of Object.entries(modules || {})) ahead.set(path.split("/").pop(), module);
+}
+
+/** How the kernels were compiled, in words, once loadWasmKernels linked a build (null before). */
+export function compiled() {
+  return linkedAhead === null ? null : linkedAhead ? "beside the boot" : "when linked";
+}
+
 export function unavailable(reason, url = WASM_URL) {
   return { available: false, reason, url: String(url), variant: null, kernels: null };
 }
@@ -83,14 +105,15 @@ export async function loadWasmKernels(pyodide, sources = defaultSources()) {
   let url = WASM_URL;
   for (const { variant, source, url: named } of sources) {
     url = named || (source instanceof Uint8Array ? (variant === "relaxed-simd" ? RELAXED_URL : WASM_URL) : source);
+    const compiled = await ahead.get(String(url).split("/").pop());
     let bytes;
     try {
-      bytes = await fetchBytes(source);
+      bytes = compiled || await fetchBytes(source);
     } catch (e) {
       failures.push(`cannot load ${label(source)}: ${e.message}`);
       continue;
     }
-    if (!WebAssembly.validate(bytes)) {
+    if (!compiled && !WebAssembly.validate(bytes)) {
       failures.push(`${label(source)} is not a valid WebAssembly module`);
       continue;
     }
@@ -100,6 +123,7 @@ export async function loadWasmKernels(pyodide, sources = defaultSources()) {
     try {
       const kernels = await link(bytes, { loadAsync: true, nodelete: true }, String(url).split("/").pop(), {});
       const reason = failures.length ? `${variant} build used; ${failures.join("; ")}` : "";
+      linkedAhead = Boolean(compiled);
       return { available: true, reason, url: String(url), variant, kernels };
     } catch (e) {
       failures.push(`linking ${label(source)} into Pyodide's memory failed: ${e.message}`);
