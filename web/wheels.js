@@ -81,7 +81,7 @@ async function preload(M, site, paths, modules, link) {
   const recorded = Array.isArray(link) ? new Map(link) : null;
   const handles = [];
   let early = 0;
-  for (const path of recorded ? [...recorded.keys()] : paths) {
+  for (const path of paths) {   // with a recorded link, install() passes its paths in its order
     const module = await modules[path];
     const lib = `${site}/${path}`;
     if (recorded && !module) throw new Error(`${path} did not compile`);
