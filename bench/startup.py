@@ -261,6 +261,9 @@ def run_browser(p: Any, browser: str, trials: int, gp_url: str, tjs_url: str, lo
                   f"{last['warm']['calibration']} on the warm one; Pyodide: "
                   f"{last['warm']['timings'].get('snapshot')} on the warm visit)" if name.startswith("gpuport") else "")
         log(f"  {browser} trial {trial + 1} {name}: cold {shown(last['cold'])}, warm {shown(last['warm'])}{booted}")
+        if name.startswith("gpuport"):
+            for state in ("cold", "warm"):
+                log(f"    {state} stages: " + ", ".join(f"{k[:-3]} {v:.0f}" for k, v in gpuport_stages(last[state]).items()))
 
     runs = interleaved(systems, trials, f"gpuport-startup-{browser}-", said)
     pairs = [(g, t) for g, t in zip(runs["gpuport"]["cold"], runs["transformers.js"]["cold"]) if "failed" not in t]
@@ -282,6 +285,8 @@ def run_browser(p: Any, browser: str, trials: int, gp_url: str, tjs_url: str, lo
                       "no_snapshot_ms": plain_ms, "no_snapshot_over_transformers_js": ratio(plain_ms, tjs_ms),
                       "no_snapshot_stages_ms": plain_stages,
                       "gpuport_runs_ms": [round(r["first_ms"], 1) for r in runs["gpuport"][state]],
+                      "gpuport_visit_stages_ms": [{k: round(v, 1) for k, v in gpuport_stages(r).items()}
+                                                  for r in runs["gpuport"][state]],
                       "transformers_js_runs_ms": [r.get("first_ms") and round(r["first_ms"], 1)
                                                   for r in runs["transformers.js"][state]],
                       "transformers_js_failed": [r["failed"] for r in runs["transformers.js"][state] if "failed" in r]}

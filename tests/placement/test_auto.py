@@ -122,6 +122,25 @@ def test_a_whole_forward_counts_the_read_round_trip_then_learns_its_own_times(ca
         rt.close()
 
 
+def test_a_computations_first_run_on_a_side_is_not_learnt(cache):
+    """The first run of a computation on a side packs or uploads its weights (a page's first MiniLM forward
+    58-74 ms, ~10 after): that time says nothing of the next run, so only the runs after it are recorded."""
+    rt = gp.open_sync()
+    try:
+        auto = rt.placement.auto
+        ops = [("matmul", [(12, 384), (384, 1152)])]
+        bucket = lambda: auto.selector.get_performance_summary()["ops"].get("model.forward", {})  # noqa: E731
+        auto.record_whole("model.forward", ops, "cpu", 0.074)
+        auto.record_whole("model.forward", ops, "webgpu", 2.0)
+        assert bucket() == {}
+        auto.record_whole("model.forward", ops, "cpu", 0.01)
+        auto.record_whole("model.forward", [("matmul", [(40, 384), (384, 1152)])], "cpu", 0.02)   # another size
+        (one,) = [b["cpu"] for b in bucket().values() if b["cpu"]["mean_ms"] == 10.0]
+        assert one["count"] == 1 and sum(b["cpu"]["count"] for b in bucket().values()) == 2
+    finally:
+        rt.close()
+
+
 def test_gpu_resident_inputs_move_to_the_host_natively(cache):
     rt = gp.open_sync()
     try:

@@ -82,6 +82,18 @@ def test_exploration_is_bounded_and_skips_hopeless_backends():
     assert sel.decisions["explore"] <= 2
 
 
+def test_exploration_never_expects_to_cost_more_than_its_bound():
+    """A page's warm visit: the stored host sample of a whole MiniLM forward (the cold visit's first, 74 ms with
+    its weights packed) put the software adapter's estimate (0.29 s, weights' upload included) within 4x, and
+    exploring it made the first embedding 2 s. Within the ratio but more than explore_max_s worse: not explored;
+    a small call within both still is."""
+    sel = BackendSelector({"webgpu": SOFT_GPU, "cpu": NUMPY}, SelectorConfig(explore_budget=3, explore_ratio=4))
+    forward = WorkloadCharacteristics("minilm.forward", (), flops=1.1e9, bytes=9e7)
+    assert sel.choose(forward, {"webgpu": 0.29, "cpu": 0.074}) == "cpu"
+    assert sel.decisions == {**sel.decisions, "explore": 0, "model": 1}
+    assert sel.choose(mm(64), {"webgpu": 0.004, "cpu": 0.002}) == "webgpu" and sel.decisions["explore"] == 1
+
+
 def test_env_overrides_force_or_disable():
     forced = BackendSelector({"webgpu": REAL_GPU, "cpu": NUMPY}, SelectorConfig.from_env({"GPUPORT_BACKEND": "cpu"}))
     assert forced.select_backend(mm(4096, ("webgpu", "webgpu"))) == "cpu"

@@ -60,6 +60,7 @@ class AutoSelection:
         self._workloads: dict[tuple[Any, ...], tuple[WorkloadCharacteristics, bool]] = {}
         self._wholes: dict[tuple[Any, ...], tuple[WorkloadCharacteristics, dict[str, list]]] = {}
         self.pin: str | None = None   # set by pinned(): every call goes there (counted as forced)
+        self._warm: set[tuple[str, str]] = set()   # (computation, side) run once already: record_whole
 
     @property
     def host_only(self) -> bool:
@@ -188,7 +189,14 @@ class AutoSelection:
 
     def record_whole(self, name: str, ops: Sequence[tuple[str, Sequence[tuple[int, ...]]]], backend: str,
                      seconds: float) -> None:
-        """Learn from one timed whole computation (`prefers_host`'s), from its start to its result read."""
+        """Learn from one timed whole computation (`prefers_host`'s), from its start to its result read; but not
+        from the first of `name` on a side in this runtime, which pays what later ones do not (the weights packed
+        for the kernels or uploaded, pipelines compiled, a page's pool joining): a page's first MiniLM forward took
+        58-74 ms against ~10 after it, and once stored, that sample let the next visit explore the device for its
+        first embedding (2 s on SwiftShader)."""
+        if (name, backend) not in self._warm:
+            self._warm.add((name, backend))
+            return
         self.selector.record(self._whole(name, ops)[0], backend, seconds)
 
     def _whole(self, name: str, ops: Sequence[tuple[str, Sequence[tuple[int, ...]]]]

@@ -92,6 +92,7 @@ class SelectorConfig:
     min_samples: int = 3          # measurements before a backend's own timing replaces the model
     explore_ratio: float = 4.0    # explore an unmeasured backend only if its estimate is within this factor
     explore_budget: int = 3       # at most this many exploratory picks per (op, bucket, backend)
+    explore_max_s: float = 0.05   # ... each expected to cost at most this much more than the best
     alpha: float = 0.3            # weight of the newest measurement
     disabled: tuple[str, ...] = field(default_factory=tuple)
     forced: str | None = None
@@ -144,7 +145,8 @@ class BackendSelector:
         `estimates` (seconds per backend) standing in where it has too few samples, though never below
         what that backend was already measured at (one slow run outweighs a hopeful estimate); an
         under-sampled backend is explored a bounded number of times while it is within `explore_ratio` of
-        the best."""
+        the best and `explore_max_s` of it: what a wrong estimate costs to find out stays small beside the
+        call (an explored forward of a model whose weights the device lacks made a page's first result 2 s)."""
         op, bucket = workload.op, workload.bucket
         cost, measured_all = {}, True
         for b in self.backends:
@@ -161,7 +163,8 @@ class BackendSelector:
                 st = self._stats.get(key)
                 if (b != best and (st is None or st.count < self.config.min_samples)
                         and self._explored.get(key, 0) < self.config.explore_budget
-                        and cost[b] <= self.config.explore_ratio * cost[best]):
+                        and cost[b] <= self.config.explore_ratio * cost[best]
+                        and cost[b] - cost[best] <= self.config.explore_max_s):
                     self._explored[key] = self._explored.get(key, 0) + 1
                     self.decisions["explore"] += 1
                     return b
