@@ -5,7 +5,8 @@ written from JS (web/wheels.js), and Pyodide counts them as installed (in the wo
 `import numpy` compiles nothing. An archive altered in transit is refused and the page does as before: Pyodide's
 loadPackage installs both, NumPy is compiled on import, and the site's snapshot (made with NumPy imported from that
 archive) is not booted from; timings say why. With the snapshot, NumPy comes imported and its libraries are linked
-back. The host kernels' build that open() links is compiled from the wheel's archive beside the boot, as NumPy's
+back, and gpuport comes imported where its archive is the one the snapshot was made with (else the snapshot's
+gpuport is forgotten and the installed one imported). The host kernels' build that open() links is compiled from the wheel's archive beside the boot, as NumPy's
 libraries are. Chromium and Firefox, Pyodide in its Web Worker and on the page's thread. (The Pyodide snapshot itself:
 test_page_snapshot.py.)"""
 
@@ -13,9 +14,11 @@ from __future__ import annotations
 
 import pytest
 
+# "snapshot's gpuport": gpuport's functions are in the generation gc.freeze() keeps, as the snapshot's maker left them
 USED = """
-import importlib.metadata as md, numpy as np, gpuport
+import gc, importlib.metadata as md, numpy as np, gpuport
 {"works": float(np.linalg.norm([3.0, 4.0])), "gpuport": md.version("gpuport"),
+ "snapshot's gpuport": not any(o is gpuport.open for o in gc.get_objects()),
  "installer": md.distribution("numpy").read_text("INSTALLER"),
  "later": float(np.fft.fft([1.0, 1.0]).real[0]) + float(np.random.default_rng(0).random() < 1)}
 """
@@ -51,16 +54,17 @@ def test_page_archives_are_used_and_an_altered_one_is_refused(browsers, server_u
         # the site's snapshot holds NumPy imported: its libraries are linked back, the others load when imported
         got = _start(context, server_url + "/test.html")
         assert got.pop("snapshot").startswith("restored from the site"), got
-        assert got == {"packages": "NumPy imported in the snapshot, gpuport from the site's archive", "bytecode": "used",
+        assert got == {"packages": "NumPy and gpuport imported in the snapshot, gpuport's files from the site's archive",
+                       "bytecode": "used", "snapshot's gpuport": True,
                        "works": 5.0, "gpuport": "0.1.0", "installer": "pyodide.loadPackage", "later": 3.0,
                        "interpreter": "compiled by the page", "kernels": "beside the boot",
                        "libraries": "3 linked back from the snapshot, the rest on import"}, got
         # on the page's main thread the others load at start (no synchronous compile of a large module there)
         got = _start(context, server_url + "/test.html?worker=0")
         assert got["snapshot"].startswith("restored from the site"), got
-        assert (got["packages"], got["libraries"], got["works"], got["later"], got["kernels"]) == \
-            ("NumPy imported in the snapshot, gpuport from the site's archive",
-             "3 linked back from the snapshot, the other 16 loaded", 5.0, 3.0, "beside the boot"), got
+        assert (got["packages"], got["libraries"], got["works"], got["later"], got["kernels"], got["snapshot's gpuport"]) == \
+            ("NumPy and gpuport imported in the snapshot, gpuport's files from the site's archive",
+             "3 linked back from the snapshot, the other 16 loaded", 5.0, 3.0, "beside the boot", True), got
 
         # without a snapshot, in the worker, NumPy's shared libraries that `import numpy` needs load at install, the
         # others (fft's, random's) when imported; Pyodide's interpreter was compiled by the page from start() on
@@ -69,7 +73,7 @@ def test_page_archives_are_used_and_an_altered_one_is_refused(browsers, server_u
         got = _start(context, server_url + "/test.html?snapshot=0")
         assert got.pop("snapshot") == "off", got
         assert got == {"packages": "from the site's archives (inflated by the page's thread)", "bytecode": "used",
-                       "works": 5.0, "gpuport": "0.1.0", "installer": "pyodide.loadPackage", "later": 3.0,
+                       "snapshot's gpuport": False, "works": 5.0, "gpuport": "0.1.0", "installer": "pyodide.loadPackage", "later": 3.0,
                        "interpreter": "compiled by the page", "kernels": "beside the boot",
                        "libraries": "3 of 19 at install (3 compiled beside the boot), the rest on import"}, got
 
@@ -78,6 +82,16 @@ def test_page_archives_are_used_and_an_altered_one_is_refused(browsers, server_u
         assert (got["packages"], got["libraries"], got["works"], got["later"], got["interpreter"]) == \
             ("from the site's archives", "all 19 at install (3 compiled beside the boot)", 5.0, 3.0,
              "compiled by the page"), got
+
+        # gpuport's archive altered in transit: the wheel is installed instead and the snapshot's gpuport, imported
+        # from the archive, forgotten (NumPy's stays)
+        context.route("**/gpuport-wheel-*.zip.gz", _altered)
+        got = _start(context, server_url + "/test.html")
+        assert got["snapshot"].startswith("restored from the site"), got
+        assert got["packages"].startswith("NumPy imported in the snapshot, gpuport by loadPackage: ") and \
+            got["packages"].endswith("(the snapshot's gpuport, of another archive, forgotten)"), got
+        assert (got["snapshot's gpuport"], got["works"], got["gpuport"], got["later"]) == (False, 5.0, "0.1.0", 3.0), got
+        context.unroute("**/gpuport-wheel-*.zip.gz")
 
         # an archive altered in transit: the snapshot, made with NumPy's, is not booted from either
         context.route("**/numpy-wheel-*.zip.gz", _altered)

@@ -368,14 +368,21 @@ export async function boot({ base = null, pyodideURL, wheelURL, chunked = {}, nu
     const [numpy, gpuport] = await archives;
     wasm.compiledAhead(gpuport.modules);   // the host kernels' build, for open() to link
     if (numpyLinked) {
+      // gpuport came imported with the snapshot too: kept where this is the archive it was made with
+      const imported = siteSnapshot.gpuport ? Boolean(gpuport.files && wheelArchive
+                                                      && siteSnapshot.gpuport.archive_sha256 === wheelArchive.sha256)
+        : null;
+      if (imported === false) snapshots.forgetGpuport(pyodide);
       if (gpuport.files) {
         await wheels.install(pyodide, gpuport.files, { fileName: new URL(wheelURL).pathname.split("/").pop(),
                                                        name: "gpuport", channel: wheelURL, source: wheelURL });
       } else {
         await pyodide.loadPackage([wheelURL], { messageCallback: () => {} });
       }
-      mark.packages = `NumPy imported in the snapshot, gpuport ${gpuport.files ? "from the site's archive"
-        : `by loadPackage: ${gpuport.problem}`}`;
+      const how = gpuport.files ? "from the site's archive" : `by loadPackage: ${gpuport.problem}`;
+      mark.packages = imported ? `NumPy and gpuport imported in the snapshot, gpuport's files ${how}`
+        : `NumPy imported in the snapshot, gpuport ${how}${imported === false
+          ? " (the snapshot's gpuport, of another archive, forgotten)" : ""}`;
       const linked = siteSnapshot.numpy.libraries.length;
       mark.numpy_libraries = `${linked} linked back from the snapshot${wheels.LAZY_LIBRARIES ? ", the rest on import"
         : `, the other ${Object.keys(numpy.files).filter((p) => p.endsWith(".so")).length - linked} loaded`}`;

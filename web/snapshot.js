@@ -115,6 +115,30 @@ export async function importNumpy(pyodide, numpy, fileName, libraries, bytecode 
   return { libraries: handles, table: [before, M.wasmTable.length], digest: tableDigest(M, before), dlopened };
 }
 
+// gpuport's modules need no such care (pure Python): the maker writes gpuport's files and imports it after NumPy; a
+// restored interpreter is given the same files again (its later imports read them) and, where the page's archive is
+// not the one the snapshot was made with, forgets the modules it holds.
+const GPUPORT_MODULES = "[m for m in sys.modules if m.split('.')[0] == 'gpuport']";
+
+/** The snapshot maker's side, after importNumpy: gpuport's page archive's `files` written to site-packages and
+ * `import gpuport`; returns {modules: how many of gpuport's it imported}. */
+export async function importGpuport(pyodide, files) {
+  await wheels.install(pyodide, files);
+  return { modules: pyodide.runPython(`import gc, sys, gpuport\ngc.collect()\ngc.freeze()\nlen(${GPUPORT_MODULES})`) };
+}
+
+/** A restored interpreter whose snapshot imported a gpuport other than the page installs: its modules forgotten, so
+ * that `import gpuport` reads what was installed. Returns how many were. */
+export function forgetGpuport(pyodide) {
+  const scratch = pyodide.globals.get("dict")();
+  try {
+    return pyodide.runPython(`import sys\nforgotten = ${GPUPORT_MODULES}\nfor m in forgotten: del sys.modules[m]\n` +
+                             "len(forgotten)", { globals: scratch });
+  } finally {
+    scratch.destroy();
+  }
+}
+
 /** A restored interpreter's side: NumPy's archive installed and its libraries linked back as `linked` (importNumpy's
  * record) says, then with `all` its other libraries loaded (a page's main thread, which may not compile them when an
  * import asks: wheels.js LAZY_LIBRARIES); an Error saying what differs when the interpreter is not the one the

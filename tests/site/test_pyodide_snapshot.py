@@ -8,13 +8,15 @@ from on a first visit, checked, dropped when bad) is e2e/test_page_snapshot.py."
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 from gpuport.site import pyodide_snapshot
-from gpuport.site.distribution import default_dest, numpy_archive, numpy_bytecode, sha256_file
+from gpuport.site.distribution import GPUPORT_ARCHIVE, default_dest, gpuport_wheel, numpy_archive, numpy_bytecode, sha256_file
+from gpuport.site.page_archives import wheel_archive
 from gpuport.site.pyodide_snapshot import (
     PAGE,
     SnapshotUnavailable,
@@ -64,6 +66,23 @@ def test_named_by_its_content_and_made_once(made, tmp_path, monkeypatch):
     again, digest_again, size_again, _ = site_snapshot(PYODIDE, WEB, cache, tmp_path)   # from the cache: same bytes
     assert (again.name, digest_again, size_again) == (path.name, digest, size)
     assert [p.name for p in tmp_path.glob("pyodide-snapshot-*.bin")] == [path.name]
+
+
+def test_the_cache_keeps_the_snapshots_used_last(made, tmp_path, monkeypatch):
+    """A snapshot is made per build of the wheel (it holds gpuport imported): the cache keeps the KEPT used last, the
+    one just used among them whatever its age."""
+    path, digest, cache, size = made
+    (entry,) = [p for p in cache.iterdir() if p.is_dir()]
+    others = []
+    for i in range(pyodide_snapshot.KEPT + 1):
+        other = cache / f"other{i}"
+        other.mkdir()
+        os.utime(other, (1e9 + i, 1e9 + i))
+        others.append(other)
+    os.utime(entry, (1, 1))   # the oldest, until used again
+    monkeypatch.setattr(pyodide_snapshot.subprocess, "run", lambda *a, **k: pytest.fail("made again"))
+    site_snapshot(PYODIDE, WEB, cache, tmp_path)
+    assert sorted(p.name for p in cache.iterdir()) == sorted([entry.name] + [o.name for o in others[1 - pyodide_snapshot.KEPT:]])
 
 
 def test_the_key_follows_snapshot_js_and_pyodide(tmp_path):
@@ -225,9 +244,9 @@ LINK = """
 import { pathToFileURL } from "node:url";
 import { readFileSync } from "node:fs";
 import { gunzipSync } from "node:zlib";
-const [pyodideDir, file, snapshotJs, archive, recordJson, how] = process.argv.slice(2);
+const [pyodideDir, file, snapshotJs, archive, recordJson, how, gpuportArchive] = process.argv.slice(2);
 const { expand, linkNumpy } = await import(pathToFileURL(snapshotJs).href);
-const { storedEntries } = await import(new URL("wheels.js", pathToFileURL(snapshotJs)).href);
+const { install, storedEntries } = await import(new URL("wheels.js", pathToFileURL(snapshotJs)).href);
 const record = JSON.parse(recordJson);
 const files = storedEntries(new Uint8Array(gunzipSync(readFileSync(archive))));
 const modules = Object.fromEntries(record.libraries.map(([path]) => [path, WebAssembly.compile(files[path])]));
@@ -236,49 +255,62 @@ const pyodide = await loadPyodide({ indexURL: `${pyodideDir}/`, _loadSnapshot: e
 if (how === "grow") pyodide._module.wasmTable.grow(2);
 try {
   await linkNumpy(pyodide, { files, modules }, "numpy-2.0.2-cp312-cp312-pyodide_2024_0_wasm32.whl", record);
+  await install(pyodide, storedEntries(new Uint8Array(gunzipSync(readFileSync(gpuportArchive)))));
 } catch (e) {
   process.stdout.write(JSON.stringify({ refused: e.message }) + "\\n");
   process.exit(0);
 }
-process.stdout.write(pyodide.runPython(`
+process.stdout.write(await pyodide.runPythonAsync(`
 import gc, json, sys, pyodide_js
-imported = "numpy" in sys.modules   # before anything here imports it
+imported = "numpy" in sys.modules and "gpuport.runtime" in sys.modules   # before anything here imports them
 import numpy as np
+import gpuport
+from gpuport.host import hostops   # the host ops (their NumPy kernels: no WebAssembly kernels linked here)
+y = hostops.gelu(hostops.matmul(np.eye(2, dtype=np.float32), np.ones((2, 3), np.float32)))
+from gpuport.models import minilm   # a module the snapshot did not import, from the files installed
 a = np.arange(1.0, 13.0).reshape(3, 4)
 gc.collect()   # through NumPy's objects' traverse functions, frozen or not
 json.dumps({"imported": imported, "loaded": sorted(pyodide_js.loadedPackages.object_keys()),
             "sum": float(a.sum()), "gram": (a @ a.T).tolist(), "solve": np.linalg.solve(a[:, :3] + np.eye(3), a[:, 3]).tolist(),
             "random": np.random.default_rng(7).random(3).tolist(), "fft": np.fft.rfft(a[0]).tolist().__repr__(),
-            "sorted": np.sort(np.array([3, 1, 2], dtype=np.int8)).tolist()})
+            "sorted": np.sort(np.array([3, 1, 2], dtype=np.int8)).tolist(), "gpuport": y.tolist(),
+            "frozen": not any(o is gpuport.open for o in gc.get_objects())})
 `) + "\\n");
 """
 
 
 @pytest.fixture(scope="module")
-def with_numpy(tmp_path_factory) -> tuple[Path, dict, Path]:
+def with_numpy(tmp_path_factory) -> tuple[Path, dict, Path, Path]:
+    """A snapshot made with NumPy and gpuport imported (gpuport's page archive from the wheel the dev server builds)."""
     cache, out = tmp_path_factory.mktemp("cache"), tmp_path_factory.mktemp("out")
     archive, _, file_name, libraries = numpy_archive(PYODIDE, out)
     bytecode, _ = numpy_bytecode(PYODIDE, cache / "bytecode", out)
+    gpuport, _ = wheel_archive(gpuport_wheel(REPO, out / "wheel"), out, GPUPORT_ARCHIVE)
     numpy = {"archive": archive, "bytecode": bytecode, "file_name": file_name, "libraries": libraries}
+    without = snapshot_key(PYODIDE, WEB / "snapshot.js", numpy)
+    assert without != snapshot_key(PYODIDE, WEB / "snapshot.js")
+    numpy["gpuport"] = gpuport
+    assert snapshot_key(PYODIDE, WEB / "snapshot.js", numpy) != without
     path, _, _, linked = site_snapshot(PYODIDE, WEB, cache / "snapshot", out, numpy)
-    assert snapshot_key(PYODIDE, WEB / "snapshot.js", numpy) != snapshot_key(PYODIDE, WEB / "snapshot.js")
-    return path, linked, archive
+    return path, linked, archive, gpuport
 
 
 def _link(with_numpy, tmp_path, how: str = "") -> dict:
-    path, linked, archive = with_numpy
+    path, linked, archive, gpuport = with_numpy
     script = tmp_path / "link.mjs"
     script.write_text(LINK)
     run = subprocess.run(["node", "--no-warnings", str(script), str(PYODIDE), str(path), str(WEB / "snapshot.js"),
-                          str(archive), json.dumps(linked), how], capture_output=True, text=True, timeout=300)
+                          str(archive), json.dumps(linked), how, str(gpuport)], capture_output=True, text=True,
+                         timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     return json.loads(run.stdout.strip().splitlines()[-1])
 
 
-def test_numpy_imported_in_the_snapshot_links_back_and_computes_as_natively(with_numpy, tmp_path):
+def test_numpy_and_gpuport_imported_in_the_snapshot_link_back_and_compute_as_natively(with_numpy, tmp_path):
     import numpy as np
 
-    _, linked, _ = with_numpy
+    _, linked, _, _ = with_numpy
+    assert linked["gpuport"]["modules"] > 40   # gpuport's, imported after NumPy
     assert [path.rsplit("/", 1)[-1].split(".")[0] for path, _ in linked["libraries"]] == \
         ["_multiarray_tests", "_multiarray_umath", "_umath_linalg"]   # as the archive lists them
     assert linked["table"][1] > linked["table"][0] and len(linked["digest"]) == 8
@@ -293,10 +325,12 @@ def test_numpy_imported_in_the_snapshot_links_back_and_computes_as_natively(with
     assert got["random"] == np.random.default_rng(7).random(3).tolist()   # PCG64 is bit-exact everywhere
     assert got["fft"] == repr(np.fft.rfft(a[0]).tolist())   # random and fft: libraries loaded on import, after
     assert got["sorted"] == [1, 2, 3]
+    # gpuport imported in the snapshot (its objects frozen there) computes, and imports what it did not import then
+    assert got["frozen"] and np.allclose(got["gpuport"], 0.8413447 * np.ones((2, 3)), atol=1e-6)
 
 
 def test_an_interpreter_that_cannot_take_numpys_libraries_is_refused_saying_why(with_numpy, tmp_path):
-    _, linked, _ = with_numpy
+    _, linked, _, _ = with_numpy
     got = _link(with_numpy, tmp_path, "grow")
     assert got == {"refused": f"its NumPy cannot be linked back: the function table has {linked['table'][0] + 1} "
                               f"entries, the snapshot's maker had {linked['table'][0]}"}

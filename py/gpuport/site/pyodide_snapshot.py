@@ -3,6 +3,11 @@ under Node (pyodide_snapshot.mjs) by the dev server and `gpuport export`, listed
 from on a page's first visit (web/snapshot.js). Without it a first visit initialises the interpreter, 1.5-2 s of
 its Pyodide stage here; a browser restores the same snapshot Node made (its memory holds nothing of Node's).
 
+Made with NumPy's and gpuport's page archives, it holds both imported (a warm visit's `import gpuport` was 130-270 ms
+of its open stage in the page, 60 ms under Node): a page links NumPy's libraries back and, when its gpuport archive is
+the one the snapshot was made with, finds gpuport imported (web/host.js); the snapshot is then made once per build of
+the wheel (~6 s under Node).
+
 The file leaves out the snapshot's pages of zeros (MAGIC below). A snapshot is Pyodide's build's (its restore
 checks the build id) and PRELOAD's, so it is made once per distinct Pyodide, web/snapshot.js and script (kept in
 the cache by their hash) and named by its content (`pyodide-snapshot-<sha256[:16]>.bin`), which lets a server send
@@ -30,6 +35,7 @@ SNAPSHOT = "pyodide-snapshot-{}.bin"
 # follows), then those pages in order. web/snapshot.js expands it into zeroed memory.
 MAGIC = b"GPSNAP01"
 PAGE = 1 << 16
+KEPT = 4
 # what the snapshot is made from: the interpreter's build and standard library, and what it preloads
 _PYODIDE_FILES = ("pyodide.mjs", "pyodide.asm.js", "pyodide.asm.wasm", "python_stdlib.zip")
 
@@ -43,8 +49,8 @@ def snapshot_key(pyodide: Path, snapshot_js: Path, numpy: dict | None = None) ->
     web = snapshot_js.parent
     for path in [pyodide / name for name in _PYODIDE_FILES] + [snapshot_js, web / "wheels.js", SCRIPT]:
         digest.update(path.name.encode() + b"\0" + sha256_file(path).encode())
-    if numpy is not None:   # what NumPy's import in it is made from
-        for name in ("archive", "bytecode"):
+    if numpy is not None:   # what NumPy's import in it is made from, and gpuport's
+        for name in ("archive", "bytecode", "gpuport"):
             if numpy.get(name):
                 digest.update(name.encode() + b"\0" + sha256_file(Path(numpy[name])).encode())
         digest.update(json.dumps([numpy["file_name"], numpy["libraries"]]).encode())
@@ -66,9 +72,10 @@ def site_snapshot(pyodide: Path, web: Path, cache: Path, out_dir: Path,
                   numpy: dict | None = None) -> tuple[Path, str, int, dict | None]:
     """The snapshot for `pyodide` and `web`'s snapshot.js in `out_dir` (older ones there removed), made once per
     key in `cache`; with `numpy` ({"archive": its page archive, "bytecode": its bytecode archive or None, "file_name":
-    the wheel's, "libraries": those `import numpy` loads}) NumPy is imported in it. Returns (path, sha256 of the file,
-    the snapshot's size, what a page needs to link NumPy's libraries back (web/snapshot.js linkNumpy), or None
-    without `numpy`). SnapshotUnavailable with the reason."""
+    the wheel's, "libraries": those `import numpy` loads, optionally "gpuport": gpuport's page archive}) NumPy is
+    imported in it, and then gpuport. Returns (path, sha256 of the file, the snapshot's size, what a page needs to
+    link NumPy's libraries back (web/snapshot.js linkNumpy; with "gpuport": {"modules": how many of gpuport's are
+    imported} beside it), or None without `numpy`). SnapshotUnavailable with the reason."""
     node = shutil.which("node")
     if node is None:
         raise SnapshotUnavailable("node is not on PATH")
@@ -96,7 +103,8 @@ def site_snapshot(pyodide: Path, web: Path, cache: Path, out_dir: Path,
             if said["bytes"] != len(raw):
                 raise SnapshotUnavailable(f"Node reported {said['bytes']} bytes and wrote {len(raw)}")
             (tmp / "snapshot.bin").write_bytes(without_zero_pages(raw))
-            (tmp / "numpy.json").write_text(json.dumps(said["numpy"]), encoding="utf-8")
+            imported = said["numpy"] and {**said["numpy"], **({"gpuport": said["gpuport"]} if said["gpuport"] else {})}
+            (tmp / "numpy.json").write_text(json.dumps(imported), encoding="utf-8")
             try:
                 os.rename(tmp, entry)
             except OSError:
@@ -117,4 +125,16 @@ def site_snapshot(pyodide: Path, web: Path, cache: Path, out_dir: Path,
             old.unlink()
     with open(final, "rb") as f:
         size = struct.unpack("<I", f.read(len(MAGIC) + 4)[len(MAGIC):])[0]
-    return final, digest, size, json.loads(record.read_text(encoding="utf-8"))
+    imported = json.loads(record.read_text(encoding="utf-8"))
+    os.utime(entry)   # its last use, which _prune goes by
+    _prune(cache, entry)
+    return final, digest, size, imported
+
+
+def _prune(cache: Path, entry: Path) -> None:
+    """The cache keeps the KEPT snapshots used last (one is made per build of the wheel, ~24 MB each)."""
+    entries = sorted((p for p in cache.iterdir() if p.is_dir() and not p.name.startswith(".")),
+                     key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in entries[KEPT:]:
+        if old != entry:
+            shutil.rmtree(old, ignore_errors=True)

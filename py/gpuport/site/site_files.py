@@ -6,8 +6,9 @@ and `gpuport export` alike; each entry is {"url", "sha256"}, named by its conten
     "gpuport_archive"  the gpuport wheel as a page archive                                     written from JS
     "numpy_bytecode"   NumPy's modules compiled for the page's CPython (distribution.numpy_bytecode)
     "snapshot"         the interpreter a first visit boots from (pyodide_snapshot.py; plus its size once expanded,
-                       "bytes", and, as it holds NumPy imported, "numpy": the archive's sha256 and what a page needs
-                       to link NumPy's libraries back: web/snapshot.js linkNumpy)
+                       "bytes", and, as it holds NumPy and gpuport imported, "numpy": the archive's sha256 and what a
+                       page needs to link NumPy's libraries back: web/snapshot.js linkNumpy; "gpuport": the sha256 of
+                       the gpuport archive imported and how many modules)
 
 What cannot be made here is left out and said why (`notes`); the page then does without: Pyodide's loadPackage,
 compiling NumPy's modules, booting the interpreter and making its own snapshot.
@@ -37,6 +38,7 @@ def site_files(pyodide: Path, wheel: Path, web: Path, cache: Path, prefix: str =
         numpy = {"archive": made, "bytecode": None, "file_name": file_name, "libraries": libraries}
         made, digest = wheel_archive(wheel, out_dir, GPUPORT_ARCHIVE)
         entries["gpuport_archive"] = {"url": prefix + made.name, "sha256": digest}
+        numpy["gpuport"] = made
     except LoadError as exc:
         notes.append(f"NumPy and gpuport install with Pyodide's loadPackage: {exc}")
     try:
@@ -50,7 +52,10 @@ def site_files(pyodide: Path, wheel: Path, web: Path, cache: Path, prefix: str =
         made, digest, size, linked = site_snapshot(pyodide, web, cache / "snapshot", out_dir, numpy)
         entries["snapshot"] = {"url": prefix + made.name, "sha256": digest, "bytes": size}
         if linked:
+            gpuport = linked.pop("gpuport", None)
             entries["snapshot"]["numpy"] = {"archive_sha256": entries["numpy"]["sha256"], **linked}
+            if gpuport:
+                entries["snapshot"]["gpuport"] = {"archive_sha256": entries["gpuport_archive"]["sha256"], **gpuport}
     except SnapshotUnavailable as exc:
         notes.append(f"no Pyodide snapshot (pages make their own): {exc}")
     return entries, notes
