@@ -395,6 +395,18 @@ def test_a_load_records_the_chunks_it_read_for_the_next_visit(tiny):
     load(srv.url, cache=cache)
     new_sha = json.loads((folder / "manifest.json").read_text())["sha256"]
     assert all(k.startswith(new_sha + ":") for k in json.loads(cache.meta[key])["keys"])
+    # a load that reads a small file first (a model's config, its vocabulary) records it first: read ahead too
+    ld = L.ProgressiveModelLoader(srv.url, cache=cache, backoff_s=0.001)
+
+    async def config_then_tensors():
+        await ld.load_manifest()
+        await ld.read_text("config.json")
+        await ld.load_tensors(upload=False)
+    asyncio.run(config_then_tensors())
+    digest = json.loads((folder / "manifest.json").read_text())["files"]["config.json"]["sha256"]
+    keys = json.loads(cache.meta[key])["keys"]
+    assert keys[0] == f"file:{digest}" and f"file:{digest}" in cache.chunks and keys[1:] == [
+        f"{new_sha}:{i}" for i in range(len(keys) - 1)], keys
 
 
 def test_new_manifest_invalidates_old_chunks(tiny):

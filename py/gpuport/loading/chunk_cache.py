@@ -67,6 +67,7 @@ class ModelChunks:
         self._kept: dict[int, bytes] = {}          # chunks handed out with keep=True, handed out again once
         self._read_ahead: dict[int, bool] = {}
         self._read: dict[int, None] = {}           # every chunk this load has asked for, in order
+        self._files: dict[str, None] = {}          # the keys of the small files it read (config, vocabulary)
 
     def _key(self, i: int) -> str:
         return f"{self.m['sha256']}:{i}"
@@ -107,13 +108,14 @@ class ModelChunks:
             self._note("cache", 0, 0, note=f"falling back to memory: {reason}", memory_only=True)
 
     async def remember(self, need: Sequence[int]) -> None:
-        """Record that this load reads chunks `need` too (a GGUF's header, then its tensors): a page reads them all
-        ahead on its next visit, while it boots (web/idb.js readAhead; what it reads is verified here like any
-        record). Written when it changes, and at least daily (a model unread for a month is not read ahead)."""
+        """Record that this load reads chunks `need` too (a GGUF's header, then its tensors), after the small files it
+        read (get_file): a page reads them all ahead on its next visit, while it boots (web/idb.js readAhead; what it
+        reads is verified here like any record). Written when it changes, and at least daily (a model unread for a
+        month is not read ahead)."""
         if self.cache is None or self.memory_only:
             return
         self._read.update(dict.fromkeys(need))
-        key, keys = f"prefetch:{self.url}", [self._key(i) for i in self._read]
+        key, keys = f"prefetch:{self.url}", [*self._files, *(self._key(i) for i in self._read)]
         try:
             old = json.loads(await self.cache.get_meta(key) or "null")
             if isinstance(old, dict) and old.get("keys") == keys and time.time() * 1e3 - old.get("at", 0) < DAY_MS:
@@ -167,6 +169,7 @@ class ModelChunks:
 
     async def get_file(self, digest: str) -> bytes | None:
         """A small file by content (its sha256): a hit is verified, never stale."""
+        self._files[f"file:{digest}"] = None
         return (await self._get_verified(f"file:{digest}", digest))[0]
 
     async def put_file(self, digest: str, body: bytes) -> None:
