@@ -232,6 +232,7 @@ def test_auto_places_a_generation_by_its_prompt_and_its_tokens_as_measured(tmp_p
         auto.selector.costs = {"webgpu": BackendCosts(flops_per_s=1e13, bytes_per_s=1e12, overhead_s=1e-6),
                                "cpu": BackendCosts(flops_per_s=1e10, bytes_per_s=1e10, overhead_s=1e-6)}
         assert not llm.on_host(44, 16)          # the model alone: the device wins everything
+        llm.learn(44, False, 9.0)                # the first forward on the device uploads its weights: not learnt
         llm.learn(44, False, 0.5)                # measured on the device: a fast prompt...
         llm.learn(1, False, 0.3)                 # ...and slow tokens
         assert not llm.on_host(44, 1) and llm.on_host(44, 16)

@@ -122,6 +122,24 @@ def test_a_whole_forward_counts_the_read_round_trip_then_learns_its_own_times(ca
         rt.close()
 
 
+def test_a_whole_forward_costs_each_distinct_op_once_times_its_runs(cache):
+    """A model's layers repeat their ops: the forward's cost counts each distinct op and shapes once, times the runs,
+    and equals the sum over every run (what it was before the workloads were shared)."""
+    rt = gp.open_sync()
+    try:
+        auto = rt.placement.auto
+        layer = [("matmul", [(12, 384), (384, 1152)]), ("gelu", [(12, 1536)]), ("layer_norm", [(12, 384), (384,), (384,)])]
+        once, six = auto.whole_costs("one.layer", layer), auto.whole_costs("six.layers", layer * 6)
+        for b, c in once.items():
+            roundtrip = auto.selector.costs[b].roundtrip_s
+            assert six[b] == pytest.approx(roundtrip + 6 * (c - roundtrip), rel=1e-12), (b, once, six)
+        whole, parts = auto._whole("six.layers", layer * 6)
+        assert [n for *_, n in parts["cpu"]] == [6, 6, 6]
+        assert whole.flops == 6 * auto._whole("one.layer", layer)[0].flops
+    finally:
+        rt.close()
+
+
 def test_a_computations_first_run_on_a_side_is_not_learnt(cache):
     """The first run of a computation on a side packs or uploads its weights (a page's first MiniLM forward
     58-74 ms, ~10 after): that time says nothing of the next run, so only the runs after it are recorded."""
