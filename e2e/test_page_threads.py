@@ -46,7 +46,7 @@ def test_pool_started(lane_factory, lane):
     assert got["isolated"], f"{lane}: the page is not cross-origin isolated"
     assert got["available"], f"{lane}: no pool: {got['reason']}"
     assert got["threads"] == min(16, max(1, cores)), (got, cores)
-    assert got["info"] == {"engine": "wasm-threads", "threads": got["threads"]}, got
+    assert got["info"] == {"engine": "wasm-threads", "threads": got["threads"], "asleep": {}}, got
 
 
 
@@ -85,6 +85,12 @@ _after = dict(hostops.calls().get("encoder_layer", {}))
 _before_short = dict(hostops.calls().get("encoder_layer", {}))
 await _m.embed(["short"])
 _short = dict(hostops.calls().get("encoder_layer", {}))
+# sentences a quarter of a second apart: each begins with the workers asleep, and the pool tries both ways
+_sparse = []
+for _ in range(2 * wasm_threads.TRIES + 1):
+    await __import__("asyncio").sleep(0.25)
+    _sparse.append((await _m.embed(["short"]))[0])
+_asleep = hostops.layer_threads()["asleep"]
 # the one-thread build, on the same weights: the pool set aside for one call
 _engine = wasm_threads.ENGINE.lib
 wasm_threads.ENGINE.lib = None
@@ -92,7 +98,8 @@ try:
     _single = await _m.embed(_texts)
 finally:
     wasm_threads.ENGINE.lib = _engine
-{"pool_layers": _after.get("wasm-threads", 0) - _before.get("wasm-threads", 0),
+{"asleep": _asleep, "sparse_diff": float(np.abs(np.array(_sparse) - _sparse[0]).max()),
+ "pool_layers": _after.get("wasm-threads", 0) - _before.get("wasm-threads", 0),
  "short_on_pool": _short.get("wasm-threads", 0) - _before_short.get("wasm-threads", 0),
  "max_diff": float(np.abs(_pooled - _single).max()), "cos": [float(c) for c in (_pooled * _single).sum(1)]}
 """
@@ -101,10 +108,14 @@ finally:
 def test_minilm_runs_its_layers_on_the_pool(lane_factory):
     """The batch's six layers ran on the pool, and so did a lone short sentence's (its products split by the
     weights' columns), and the embeddings equal the one-thread build's: the same kernels, in the same order per
-    row (the pool splits rows, columns and heads, never a sum), so to rounding."""
+    row (the pool splits rows, columns and heads, never a sum), so to rounding. Sentences a quarter of a second
+    apart find the workers asleep: the pool tries waking them and running alone (PoolKernels.call)."""
     got = lane_factory("chromium-cpu").run(MINILM)
     assert got["pool_layers"] >= 6 and got["short_on_pool"] >= 6, got
     assert got["max_diff"] <= 1e-5, got
+    # a sentence begun with the workers asleep ran both ways (woken, and on this thread alone), to the same numbers
+    ways = {way: seen[1] for kind in got["asleep"].values() for way, seen in kind.items()}
+    assert ways.get("woken", 0) >= 2 and ways.get("alone", 0) >= 2 and got["sparse_diff"] <= 1e-5, got
 
 
 LLM = """
@@ -180,7 +191,7 @@ def test_webkit_cpu_lane_says_where_its_layers_run(lane_factory):
     SharedArrayBuffer: one thread, and that reason."""
     got = lane_factory("webkit-cpu").run(POOL)
     if got["available"]:
-        assert got["info"] == {"engine": "wasm-threads", "threads": got["threads"]}, got
+        assert got["info"] == {"engine": "wasm-threads", "threads": got["threads"], "asleep": {}}, got
     else:
         assert got["info"]["threads"] == 1 and got["info"]["reason"] == got["reason"] != "", got
 

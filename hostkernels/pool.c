@@ -142,6 +142,7 @@ static int generation;        /* bumped per job: what sleeping and spinning work
 static struct job job;        /* the one job (busy guards it): static, so no caller's stack is shared */
 static struct job *current;   /* &job while it runs, else NULL (atomic) */
 static int readers;           /* workers that may be reading *current (atomic) */
+static int awake;             /* workers not waiting in memory.atomic.wait32: spinning or running parts (atomic) */
 
 static void run_parts(struct job *j, int slot) {
   for (;;) {
@@ -156,13 +157,16 @@ static void run_parts(struct job *j, int slot) {
 GP_EXPORT(gp_pool_worker)
 void gp_pool_worker(int slot);
 void gp_pool_worker(int slot) {
+  __atomic_fetch_add(&awake, 1, __ATOMIC_SEQ_CST);
   __atomic_fetch_add(&workers, 1, __ATOMIC_SEQ_CST);
   int seen = __atomic_load_n(&generation, __ATOMIC_ACQUIRE);
   for (;;) {
     double until = gp_clock_ms() + SPIN_MS;
     for (int polls = 1; __atomic_load_n(&generation, __ATOMIC_ACQUIRE) == seen; polls++) {
       if ((polls & 1023) == 0 && gp_clock_ms() > until) {
+        __atomic_fetch_sub(&awake, 1, __ATOMIC_SEQ_CST);
         __builtin_wasm_memory_atomic_wait32(&generation, seen, -1);
+        __atomic_fetch_add(&awake, 1, __ATOMIC_SEQ_CST);
         until = gp_clock_ms() + SPIN_MS;
       }
     }
@@ -183,6 +187,12 @@ void gp_pool_wake(void) {
   __atomic_fetch_add(&generation, 1, __ATOMIC_ACQ_REL);
   __builtin_wasm_memory_atomic_notify(&generation, MAX_WORKERS);
 }
+
+/* Workers awake now (spinning for a job, or running one) rather than asleep in memory.atomic.wait32: a call that
+ * finds them awake uses them at once; asleep, whether to wake them is gpuport/host/wasm_threads.py's call. */
+GP_EXPORT(gp_pool_awake)
+int gp_pool_awake(void);
+int gp_pool_awake(void) { return __atomic_load_n(&awake, __ATOMIC_SEQ_CST); }
 
 /* Workers that have joined the pool: web/threads.js waits for all it started before it reports them. */
 GP_EXPORT(gp_pool_workers)

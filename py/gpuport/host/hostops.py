@@ -30,7 +30,8 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Any, Callable, Sequence
+from contextlib import nullcontext
+from typing import Any, Callable, ContextManager, Hashable, Sequence
 
 import numpy as np
 
@@ -430,21 +431,23 @@ def layers() -> tuple[SimdKernels, int] | None:
     return None if engine is None else (engine, _BLAS_THREADS)
 
 
-def wake_layers() -> None:
-    """A model call that may run whole layers begins: wake the page's pool now, so its workers are spinning by
-    the first layer (their wake-up overlaps tokenizing and embedding); nothing where there is no pool."""
-    if IN_PYODIDE:
-        wasm_threads.ENGINE.wake()
+def paced(kind: Hashable) -> ContextManager[None]:
+    """A model call's layers (`kind`: what they are and their size): in a page, on the pool's workers or on this
+    thread alone, as the pool decides from what such calls took each way (wasm_threads.PoolKernels.call)."""
+    return wasm_threads.ENGINE.call(kind) if IN_PYODIDE else nullcontext()
 
 
 def layer_threads() -> dict[str, Any]:
     """What layers() chose, for reports: {"engine", "threads"}, plus "reason" where a page runs them on one
-    thread (not cross-origin isolated, threads: 1, no workers)."""
+    thread (not cross-origin isolated, threads: 1, no workers), and "asleep": what calls begun with the pool's
+    workers asleep took woken and alone (PoolKernels.paced)."""
     chosen = layers()
     report: dict[str, Any] = {"engine": "numpy" if chosen is None else chosen[0].name,
                               "threads": 1 if chosen is None else chosen[1]}
     if IN_PYODIDE and not wasm_threads.available():
         report["reason"] = wasm_threads.reason()
+    elif IN_PYODIDE:
+        report["asleep"] = wasm_threads.ENGINE.paced()
     return report
 
 
@@ -456,7 +459,9 @@ def encoder_layers(x: np.ndarray, stack: Sequence[EncoderLayer], mask: np.ndarra
     the call); a run with statistics or values that are not finite is redone layer by layer by encoder_layer.
     `keep` ("first" or "last"): only each sequence's first or last row is wanted, (sequences, H): the kernels make
     no other row of the last layer past its QKV product."""
-    out = _fused_layers(x, stack, mask, num_heads=num_heads, eps=eps, causal=causal, lengths=lengths, keep=keep)
+    rows = x.size // max(x.shape[-1], 1)
+    with paced(("encoder", x.shape[-1], len(stack), rows.bit_length())):   # rows by powers of two
+        out = _fused_layers(x, stack, mask, num_heads=num_heads, eps=eps, causal=causal, lengths=lengths, keep=keep)
     if out is not None:
         return out
     for layer in stack:

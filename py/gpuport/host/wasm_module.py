@@ -28,7 +28,7 @@ RELAXED_MODULE_NAME = "gpuport_simd_relaxed.wasm"   # the same sources with rela
 THREADS_MODULE_NAME = "gpuport_simd_threads.wasm"   # relaxed SIMD and atomics, on a pool of workers (web/threads.js)
 # What the threaded build exports beyond the ABI table, with the WebAssembly types web/threads.js relies on.
 POOL_EXPORTS: dict[str, Signature | str] = {"gp_pool_worker": (("i32",), ()), "gp_pool_workers": ((), ("i32",)),
-                                            "gp_pool_wake": ((), ()),
+                                            "gp_pool_wake": ((), ()), "gp_pool_awake": ((), ("i32",)),
                                             "__stack_pointer": "global", "__heap_base": "global"}
 # What the threaded build imports (web/threads.js gives both to every instance).
 THREADED_IMPORTS = {("env", "memory", "memory"), ("env", "gp_clock_ms", "func")}

@@ -18,8 +18,12 @@ is the pool's size, the caller included.
 from __future__ import annotations
 
 import asyncio
+import statistics
+import time
 import weakref
-from typing import Any, Awaitable
+from collections import deque
+from contextlib import contextmanager
+from typing import Any, Awaitable, Hashable, Iterator
 
 import numpy as np
 
@@ -102,6 +106,31 @@ class _Block:
         weakref.finalize(self, arena.release, self.address)
 
 
+class _Paced:
+    """The milliseconds of one kind of call begun with the workers asleep and run one way (woken, or alone): the
+    median of the last RECENT (a woken call here takes either its two-thread time or more than its one-thread time,
+    by turns)."""
+
+    def __init__(self) -> None:
+        self.recent: deque[float] = deque(maxlen=RECENT)
+        self.count = 0
+
+    def add(self, ms: float) -> None:
+        self.recent.append(ms)
+        self.count += 1
+
+    @property
+    def ms(self) -> float:
+        return statistics.median(self.recent)
+
+
+# each way a kind of call can run when the workers are asleep is tried this many times before the faster is
+# chosen, and the other tried again every EXPLORE_EVERY calls (the machine's load changes); a call that takes
+# longer than ALONE_BELOW_MS woken is never tried alone: a worker's wake-up (up to 10 ms here) is small beside it,
+# and alone it would take nearly twice as long (MiniLM's 256 tokens: 32 ms woken, 58 alone)
+TRIES, EXPLORE_EVERY, RECENT, ALONE_BELOW_MS = 3, 16, 5, 25.0
+
+
 class _Shadow:
     """A KV cache's copy in the pool's memory: `valid` rows from the start match NumPy's."""
 
@@ -129,6 +158,9 @@ class PoolKernels(SimdKernels):
         self._scratch_bytes = 0
         self.cap: int | None = None
         self._starting: asyncio.Future | None = None
+        self._alone = False   # this call's layers run on this thread alone (call())
+        self._paced: dict[tuple[Hashable, str], _Paced] = {}
+        self._asked: dict[Hashable, int] = {}
 
     def start(self, pending: Awaitable[Any]) -> None:
         """Attach the pool `pending` (web/threads.js's startPool) answers, once it has: gpuport.open() waited
@@ -159,6 +191,8 @@ class PoolKernels(SimdKernels):
         """Use the pool web/threads.js started (or its reason for starting none)."""
         self._starting = None
         self.clear_cache()
+        self._paced.clear()
+        self._asked.clear()
         self._kept_at.clear()
         self._shadows.clear()
         self._scratch_block, self._scratch_bytes = None, 0
@@ -172,17 +206,54 @@ class PoolKernels(SimdKernels):
         self.arena = Arena(int(record.arenaStart), int(record.size()), record.grow) if self.pool else None
 
     def threads(self) -> int:
-        """Threads the pool runs a kernel on (this one and its workers, at most use_threads'); 1 without a pool."""
-        if not self.available():
+        """Threads the pool runs a kernel on (this one and its workers, at most use_threads'; 1 inside a call() that
+        runs alone); 1 without a pool."""
+        if not self.available() or self._alone:
             return 1
         return min(int(self.pool.threads), self.cap or int(self.pool.threads))
 
-    def wake(self) -> None:
-        """Wake the pool's sleeping workers to spin for the next job: before a batch of layers, so that their
-        wake-up overlaps this thread's work rather than the first layer's first phase. Not while layers run on this
-        thread alone (use_threads(1)): spinning workers would take a core from it."""
-        if self.threads() > 1:
-            self.lib.gp_pool_wake()
+    @contextmanager
+    def call(self, kind: Hashable) -> Iterator[None]:
+        """One model call's layers (`kind`: what they are and their size, e.g. an encoder's width, depth and rows):
+        on the workers where they are awake (spinning after a call just before); asleep, woken for it only where
+        calls of this kind that began so ran faster woken than on this thread alone (each way tried TRIES times,
+        then the faster, the other again every EXPLORE_EVERY calls). Here a worker asleep for a quarter of a second
+        took longer to wake than one sentence's six layers, and, woken, slowed this thread: MiniLM's sentence 9-11
+        ms woken against 6 alone, CLIP's one text 13-15 ms against 16 (Firefox and Chromium alike). A call that
+        takes ALONE_BELOW_MS or more woken is not tried alone."""
+        if self.threads() <= 1 or int(self.lib.gp_pool_awake()) > 0:
+            yield
+            return
+        way = self._way(kind)
+        if way == "woken":
+            self.lib.gp_pool_wake()   # now, so that the wake-up overlaps this thread's first phase
+        self._alone = way == "alone"
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self._alone = False
+        self._paced.setdefault((kind, way), _Paced()).add((time.perf_counter() - t0) * 1e3)
+
+    def _way(self, kind: Hashable) -> str:
+        """"woken" or "alone" for a call of `kind` begun with the workers asleep (see call)."""
+        woken, alone = self._paced.get((kind, "woken")), self._paced.get((kind, "alone"))
+        if woken is None or woken.count < TRIES:
+            return "woken"
+        if woken.ms >= ALONE_BELOW_MS:
+            return "woken"
+        if alone is None or alone.count < TRIES:
+            return "alone"
+        self._asked[kind] = asked = self._asked.get(kind, 0) + 1
+        best, other = ("woken", "alone") if woken.ms <= alone.ms else ("alone", "woken")   # type: ignore[union-attr]
+        return other if asked % EXPLORE_EVERY == 0 else best
+
+    def paced(self) -> dict[str, dict[str, list[float]]]:
+        """What call() measured: per kind of call, each way's mean ms and count (for reports)."""
+        out: dict[str, dict[str, list[float]]] = {}
+        for (kind, way), seen in self._paced.items():
+            out.setdefault(str(kind), {})[way] = [round(seen.ms, 2), seen.count]
+        return out
 
     def use_threads(self, n: int | None) -> None:
         """Run layers on at most `n` of the pool's threads from now on (None: all of them): to measure what the

@@ -243,7 +243,6 @@ class CLIP:
         out = np.zeros((len(texts), self.dim), np.float32)
         if not texts:
             return out
-        hostops.wake_layers()
         t0 = time.perf_counter()
         ids = self.tokenizer.batch(texts)
 

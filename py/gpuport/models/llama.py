@@ -361,12 +361,12 @@ class Llama:
         8-bit activations, tests/models/test_llama.py's tolerance); NumPy's float32 steps of llama_ref elsewhere, and
         for a forward whose kernel logits are not all finite (NumPy owns the IEEE cases)."""
         t0 = time.perf_counter()
-        hostops.wake_layers()
         c = self.config
         t, start = ids.size, cache.length
         cos, sin = ref.rope_angles(np.arange(start, start + t), c.head_dim, c.rope_theta)
-        kernels = hostops.layers()
-        logits = None if kernels is None else self._forward_kernels(*kernels, ids, cache, cos, sin)
+        with hostops.paced(("llama", c.n_layers, t.bit_length())):   # a prompt's rows, or one token's
+            kernels = hostops.layers()
+            logits = None if kernels is None else self._forward_kernels(*kernels, ids, cache, cos, sin)
         if logits is None or not np.isfinite(logits).all():
             if kernels is not None:   # the blocks below rewrite the rows the kernels wrote
                 kernels[0].rows_changed(cache.k)

@@ -323,7 +323,6 @@ class MiniLM:
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         if not texts:
             return out
-        hostops.wake_layers()
         enc = [self.tokenizer.encode(t, self.config.max_seq_length) for t in texts]
         pending = []
         for idx in self.plan_batches([len(e) for e in enc], batch_size, max_padding):

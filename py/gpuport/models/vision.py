@@ -310,7 +310,6 @@ class VisionTower:
 
     def forward_host(self, pixels: np.ndarray) -> np.ndarray:
         """forward() on the host: the gather and the patch product, then one C call per layer."""
-        hostops.wake_layers()   # here, not before the images' decoding: a worker's spin would be over by the layers
         c = self.cfg
         batch, t = pixels.shape[0], c.tokens
         rows = hostops.patchify(np.asarray(pixels, np.float32), patch=c.patch)
