@@ -166,7 +166,8 @@ _ms = (time.perf_counter() - _t) * 1000
 """
 GP_INFO = """
 _i = rt.info()
-{k: _i.get(k) for k in ("version", "backend", "tier", "adapter", "browser", "selection", "strategies", "note")}
+{k: _i.get(k) for k in ("version", "backend", "tier", "adapter", "browser", "selection", "strategies", "note",
+                         "host_threads")}
 """
 
 

@@ -126,9 +126,10 @@ class _Paced:
 
 # each way a kind of call can run when the workers are asleep is tried this many times before the faster is
 # chosen, and the other tried again every EXPLORE_EVERY calls (the machine's load changes); a call that takes
-# longer than ALONE_BELOW_MS woken is never tried alone: a worker's wake-up (up to 10 ms here) is small beside it,
-# and alone it would take nearly twice as long (MiniLM's 256 tokens: 32 ms woken, 58 alone)
-TRIES, EXPLORE_EVERY, RECENT, ALONE_BELOW_MS = 3, 16, 5, 25.0
+# ALONE_BELOW_MS or more woken is never tried alone: alone it takes nearly twice its two-thread time, more than a
+# worker's wake-up costs (8 sentences, the page's bench: 20-33 ms woken, 35-39 alone; at 25 ms its three tries
+# alone made the bench's median 29 -> 37 ms), where a sentence's layers take 5-14 woken and 8 alone
+TRIES, EXPLORE_EVERY, RECENT, ALONE_BELOW_MS = 3, 16, 5, 16.0
 
 
 class _Shadow:
