@@ -19,7 +19,7 @@ with warnings.catch_warnings():  # Starlette 1.10 prefers httpx2; httpx works th
     from starlette.testclient import TestClient
 
 from fake_repo import PACKAGES, REPO, make_repo
-from gpuport.site import server, site_files
+from gpuport.site import server, site_files, versioned
 from gpuport.site.distribution import is_complete
 from gpuport.site.server import IMMUTABLE, MODELS_CACHE, NO_CACHE, create_app, safe_path
 
@@ -112,9 +112,45 @@ def test_route_media_type_and_cache(client, path, media, cache):
     assert r.status_code == 200, path
     assert r.headers["content-type"] == media
     assert r.headers["cache-control"] == cache
-    assert r.headers["accept-ranges"] == "bytes"
+    # web/'s pages and modules are sent rewritten (versioned.py): whole, without Range
+    page = path == "/" or (path.count("/") == 1 and path.endswith(versioned.REWRITTEN_SUFFIXES))
+    assert r.headers.get("accept-ranges") == (None if page else "bytes")
     assert r.headers["etag"]
     assert int(r.headers["content-length"]) == len(r.content)
+
+
+def test_pages_and_modules_name_the_version_of_web_s_modules(tmp_path):
+    """A relative reference to one of web/'s modules names their version; a module asked for under it is immutable
+    (a second visit takes the module graph from the cache), without it or under another revalidated; an edit to any
+    module gives every reference a new version; references to what web/ lacks, and other files, are left alone."""
+    repo = make_repo(tmp_path / "repo")
+    web = repo / "web"
+    (web / "index.html").write_text('<link rel="modulepreload" href="./idb.js">\n'
+                                    '<script type="module">import { start } from "./gpuport.js";</script>\n')
+    (web / "gpuport.js").write_text("import { x } from './idb.js';\nconst w = new URL(\"./worker.js\", "
+                                    "import.meta.url);\nconst here = new URL(\"./\", import.meta.url);\n"
+                                    "import(\"./gone.js\");\n")
+    with TestClient(create_app(repo), base_url=LOCAL) as c:
+        page = c.get("/").text
+        version = page.split("?v=")[1][:16]
+        assert page == (f'<link rel="modulepreload" href="./idb.js?v={version}">\n'
+                        f'<script type="module">import {{ start }} from "./gpuport.js?v={version}";</script>\n')
+        module = c.get(f"/gpuport.js?v={version}")
+        assert module.headers["cache-control"] == IMMUTABLE
+        assert module.text == (f"import {{ x }} from './idb.js?v={version}';\nconst w = new URL(\"./worker.js?v={version}\", "
+                               "import.meta.url);\nconst here = new URL(\"./\", import.meta.url);\nimport(\"./gone.js\");\n")
+        assert c.get("/gpuport.js").headers["cache-control"] == NO_CACHE
+        assert c.get("/gpuport.js?v=0123456789abcdef").headers["cache-control"] == NO_CACHE
+        assert c.get(f"/index.html?v={version}").headers["cache-control"] == NO_CACHE   # a page is never fixed
+        again = c.get(f"/gpuport.js?v={version}", headers={"If-None-Match": module.headers["etag"]})
+        assert again.status_code == 304 and again.headers["cache-control"] == IMMUTABLE
+        (web / "idb.js").write_text("// edited\nexport const x = 2;\n")
+        later = (web / "idb.js").stat().st_mtime + 5
+        os.utime(web / "idb.js", (later, later))
+        edited = c.get("/").text.split("?v=")[1][:16]
+        assert edited != version
+        assert c.get(f"/gpuport.js?v={version}").headers["cache-control"] == NO_CACHE   # no longer the current one
+        assert f"./idb.js?v={edited}" in c.get(f"/gpuport.js?v={edited}").text
 
 
 def test_bodies_come_from_their_roots(client, repo):

@@ -4,7 +4,9 @@ install "gpuport[serve]"`, run from any directory) the page's files and shaders 
 distribution.site_dirs), the wheel is repacked from it, and <home> below is the gpuport cache directory.
 
     /                  web/index.html                no-cache (edits show on reload)
-    /<file>            any regular file directly in web/
+    /<file>            any regular file directly in web/                           no-cache; its pages and
+                       modules with their references to web/'s modules versioned, "./idb.js?v=<version>"
+                       (versioned.py), and a module asked for under the current version immutable
     /pyodide/<path>    the assembled distribution    immutable (versioned); where there is none and its
                        sources are not at hand (`gpuport pyodide` makes it), a 307 to the official CDN
     /wheels/latest.json  {"gpuport": "/wheels/<file>", plus the files site_files.py makes: {"url": "/wheels/<file>",
@@ -33,6 +35,7 @@ Binding a non-loopback address prints a warning naming what becomes reachable (`
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import ipaddress
 import sys
@@ -70,6 +73,7 @@ from .distribution import (
     sources_problem,
 )
 from .site_files import site_files
+from .versioned import QUERY, REWRITTEN_SUFFIXES, WebVersion
 
 MODEL_NAME = "minilm-l6-v2"
 
@@ -139,6 +143,22 @@ def file_response(request: Request, path: Path | None, cache_control: str) -> Re
         return Response(status_code=304, headers={"ETag": response.headers["etag"],
                                                   "Cache-Control": cache_control})
     return response
+
+
+def page_response(request: Request, path: Path | None, version: WebVersion) -> Response:
+    """A page or module of web/ with its references to web/'s modules versioned (versioned.py): immutable when
+    asked for under the current version, else revalidated; ETag of what is sent, If-None-Match -> 304."""
+    if path is None:
+        return PlainTextResponse("Not Found", status_code=404, headers={"Cache-Control": NO_CACHE})
+    body = version.rewrite(path.read_text(encoding="utf-8")).encode()
+    current, _ = version.current()
+    fixed = path.suffix != ".html" and request.query_params.get(QUERY) == current
+    headers = {"Cache-Control": IMMUTABLE if fixed else NO_CACHE,
+               "ETag": f'"{hashlib.sha256(body).hexdigest()[:32]}"'}
+    tags = request.headers.get("if-none-match")
+    if tags and (tags.strip() == "*" or headers["ETag"] in [t.strip().removeprefix("W/") for t in tags.split(",")]):
+        return Response(status_code=304, headers=headers)
+    return Response(body, media_type=media_type(path), headers=headers)
 
 
 def package_model_dir(name: str = MODEL_NAME) -> Path | None:
@@ -329,11 +349,16 @@ def create_app(root: Path | None = None, models_dir: Path | None = None,
         print(f"note: {note}", file=sys.stderr)
     by_content = {Path(entry["url"]).name for entry in site.values() if isinstance(entry, dict)}
 
+    version = WebVersion(web)
+
     async def index(request: Request) -> Response:
-        return file_response(request, safe_path(web, "index.html"), NO_CACHE)
+        return page_response(request, safe_path(web, "index.html"), version)
 
     async def web_file(request: Request) -> Response:
-        return file_response(request, safe_path(web, request.path_params["name"]), NO_CACHE)
+        path = safe_path(web, request.path_params["name"])
+        if path is not None and path.suffix in REWRITTEN_SUFFIXES:
+            return page_response(request, path, version)
+        return file_response(request, path, NO_CACHE)
 
     async def pyodide(request: Request) -> Response:
         if pyodide_note is not None:   # no vendored copy: the same files from the official CDN
@@ -409,4 +434,5 @@ def serve(host: str = "127.0.0.1", port: int = 8000, root: Path | None = None, m
 
 __all__ = ["IMMUTABLE", "LOOPBACK_HOSTS", "MEDIA_TYPES", "MODELS_CACHE", "NO_CACHE", "allowed_hosts",
            "bind_warning", "create_app", "default_model_dirs", "file_response", "host_name",
-           "is_loopback", "model_file", "model_notes", "package_model_dir", "pyodide_source", "media_type", "safe_path", "serve", "url_for"]
+           "is_loopback", "model_file", "model_notes", "package_model_dir", "page_response", "pyodide_source",
+           "media_type", "safe_path", "serve", "url_for"]
