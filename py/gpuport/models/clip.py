@@ -228,7 +228,7 @@ class CLIP:
         c = self.config.vision
         ops = (*vision.ops(len(pixels)), ("matmul", ((len(pixels), c.hidden), (c.hidden, self.dim))))
         (out,), where = await run_tower(self.rt, f"{self.name}.vision", ops, vision.host_ready(),
-                                        host_upload_bytes(vision.tensors()), device, host)
+                                        lambda: host_upload_bytes(vision.tensors()), device, host)
         return out, where
 
     # -- texts -----------------------------------------------------------------------------------------
@@ -253,7 +253,7 @@ class CLIP:
             return (text.forward_host(ids),)
 
         (out,), where = await run_tower(self.rt, f"{self.name}.text", text.ops(*ids.shape), text.host_ready(),
-                                     host_upload_bytes(text.tensors()), device, host)
+                                     lambda: host_upload_bytes(text.tensors()), device, host)
         self.last_stats.update(texts=len(texts), text_tokens=int(ids.shape[1]), text_ms=_ms(t0, time.perf_counter()),
                                text_ran=[where])
         return _normalized(out) if normalize else out

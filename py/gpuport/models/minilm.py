@@ -229,9 +229,9 @@ class MiniLM:
         """Whether a forward of this size runs as one fused host computation (placement's whole-forward
         decision: always on the cpu backend, under auto where the host is expected to win, never on an explicit
         webgpu backend or where a weight lives only on the device)."""
-        upload = sum(t.nbytes for t in self._weights() if t.on_host)
         return self.rt.placement.whole("minilm.forward", self._ops(batch, seq),
-                                       host_can=self._host_weights() is not None, upload=upload).on_host
+                                       host_can=self._host_weights() is not None,
+                                       upload=lambda: sum(t.nbytes for t in self._weights() if t.on_host)).on_host
 
     def _weights(self) -> Iterator[Tensor]:
         yield from (getattr(self, n) for n in _EMBEDDING)

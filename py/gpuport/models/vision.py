@@ -340,7 +340,7 @@ def preprocess(processor: ImageProcessor, images: Sequence[ImageInput], budget: 
     return [processor(image, budget) for image in images]
 
 
-async def run_tower(rt: Any, name: str, ops: OpShapes, host_can: bool, upload: int,
+async def run_tower(rt: Any, name: str, ops: OpShapes, host_can: bool, upload: Callable[[], int],
                     device: Callable[[], tuple[Tensor, ...]], host: Callable[[], tuple[np.ndarray, ...]]
                     ) -> tuple[tuple[np.ndarray, ...], str]:
     """One whole forward of a tower where placement puts it (`name`: the decision's key), timed for auto's

@@ -127,11 +127,13 @@ class Placement:
         return Decision(HOST, "cpu", f"{name} runs on the host: {why}")
 
     # -- whole computations of a model -----------------------------------------------------------------
-    def whole(self, name: str, ops: OpShapes, host_can: bool = True, upload: int = 0) -> Decision:
+    def whole(self, name: str, ops: OpShapes, host_can: bool = True,
+              upload: Callable[[], int] | None = None) -> Decision:
         """Where a model runs one computation (`ops` with their shapes: a forward) as a whole: the cpu
         backend's host; never the host on a fixed webgpu backend; under auto the side expected to finish
-        it sooner. `host_can`: the host has what it needs (every weight's values); `upload`: bytes the
-        device would have to receive first (weights only the host has), counted in its cost."""
+        it sooner. `host_can`: the host has what it needs (every weight's values); `upload()`: bytes the
+        device would have to receive first (weights only the host has), counted in its cost (asked only
+        where the device is weighed: summing a model's tensors took 0.17 ms of a 1.3 ms MiniLM call)."""
         if self.rt.device.is_host:
             return CPU_BACKEND
         if self.auto is None or not host_can:

@@ -162,16 +162,17 @@ class AutoSelection:
             costs[b] = max(est, sel.mean(whole, b)) if seen else est
         return costs
 
-    def prefers_host(self, name: str, ops: Sequence[tuple[str, Sequence[tuple[int, ...]]]], upload: int = 0) -> bool:
-        """Whether a whole computation (`whole_costs`, plus `upload` bytes the device must receive first) is
+    def prefers_host(self, name: str, ops: Sequence[tuple[str, Sequence[tuple[int, ...]]]],
+                     upload: Callable[[], int] | None = None) -> bool:
+        """Whether a whole computation (`whole_costs`, plus `upload()` bytes the device must receive first) is
         expected to finish sooner on the host; counted under `name` like an op (pinned or forced placement
         decides where there is one). Without the upload a page explored MiniLM's forward on the device with
         its 90 MB of weights still on the host: a warm visit's first embedding 57 ms -> 2.7 s."""
         def decide() -> str:
             whole, parts = self._whole(name, ops)
             costs = self._costs(whole, parts)
-            if upload and DEVICE in costs:
-                costs[DEVICE] += upload / self.selector.costs[DEVICE].transfer_bytes_per_s
+            if upload is not None and DEVICE in costs:
+                costs[DEVICE] += upload() / self.selector.costs[DEVICE].transfer_bytes_per_s
             return self.selector.choose(whole, costs)
         return self._host_wins(name, decide)
 
