@@ -124,12 +124,13 @@ class _Paced:
         return statistics.median(self.recent)
 
 
-# each way a kind of call can run when the workers are asleep is tried this many times before the faster is
-# chosen, and the other tried again every EXPLORE_EVERY calls (the machine's load changes); a call that takes
-# ALONE_BELOW_MS or more woken is never tried alone: alone it takes nearly twice its two-thread time, more than a
-# worker's wake-up costs (8 sentences, the page's bench: 20-33 ms woken, 35-39 alone; at 25 ms its three tries
-# alone made the bench's median 29 -> 37 ms), where a sentence's layers take 5-14 woken and 8 alone
-TRIES, EXPLORE_EVERY, RECENT, ALONE_BELOW_MS = 3, 16, 5, 16.0
+# a kind of call begun with the workers asleep runs woken TRIES times (woken, it takes its two-thread time or far
+# more, by turns), then alone ALONE_TRIES times (one thread, no wake-up: CLIP's one text took 15.4-16.1 ms in 3 tries
+# where woken it took 9.4-10.6, and those 3 tries were the median of the page bench's 7 calls), then the faster way,
+# the other tried again every EXPLORE_EVERY calls (the machine's load changes). A call that takes ALONE_BELOW_MS or
+# more woken is never tried alone: alone it takes nearly twice its two-thread time, more than a worker's wake-up
+# costs (8 sentences: 20-33 ms woken, 35-39 alone), where a sentence's layers take 5-14 ms woken and 8 alone.
+TRIES, ALONE_TRIES, EXPLORE_EVERY, RECENT, ALONE_BELOW_MS = 3, 1, 16, 5, 16.0
 
 
 class _Shadow:
@@ -217,8 +218,8 @@ class PoolKernels(SimdKernels):
     def call(self, kind: Hashable) -> Iterator[None]:
         """One model call's layers (`kind`: what they are and their size, e.g. an encoder's width, depth and rows):
         on the workers where they are awake (spinning after a call just before); asleep, woken for it only where
-        calls of this kind that began so ran faster woken than on this thread alone (each way tried TRIES times,
-        then the faster, the other again every EXPLORE_EVERY calls). Here a worker asleep for a quarter of a second
+        calls of this kind that began so ran faster woken than on this thread alone (woken TRIES times, alone
+        ALONE_TRIES, then the faster, the other again every EXPLORE_EVERY calls). Here a worker asleep for a quarter of a second
         took longer to wake than one sentence's six layers, and, woken, slowed this thread: MiniLM's sentence 9-11
         ms woken against 6 alone, CLIP's one text 13-15 ms against 16 (Firefox and Chromium alike). A call that
         takes ALONE_BELOW_MS or more woken is not tried alone."""
@@ -243,7 +244,7 @@ class PoolKernels(SimdKernels):
             return "woken"
         if woken.ms >= ALONE_BELOW_MS:
             return "woken"
-        if alone is None or alone.count < TRIES:
+        if alone is None or alone.count < ALONE_TRIES:
             return "alone"
         self._asked[kind] = asked = self._asked.get(kind, 0) + 1
         best, other = ("woken", "alone") if woken.ms <= alone.ms else ("alone", "woken")   # type: ignore[union-attr]
