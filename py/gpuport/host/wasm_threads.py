@@ -219,10 +219,10 @@ class PoolKernels(SimdKernels):
         """One model call's layers (`kind`: what they are and their size, e.g. an encoder's width, depth and rows):
         on the workers where they are awake (spinning after a call just before); asleep, woken for it only where
         calls of this kind that began so ran faster woken than on this thread alone (woken TRIES times, alone
-        ALONE_TRIES, then the faster, the other again every EXPLORE_EVERY calls). Here a worker asleep for a quarter of a second
-        took longer to wake than one sentence's six layers, and, woken, slowed this thread: MiniLM's sentence 9-11
-        ms woken against 6 alone, CLIP's one text 13-15 ms against 16 (Firefox and Chromium alike). A call that
-        takes ALONE_BELOW_MS or more woken is not tried alone."""
+        ALONE_TRIES, then the faster, the other again every EXPLORE_EVERY calls). Here a worker asleep for a quarter
+        of a second took longer to wake than one sentence's six layers, and, woken, slowed this thread: MiniLM's
+        sentence 9-11 ms woken against 6 alone (Firefox and Chromium alike). A call that takes ALONE_BELOW_MS or
+        more woken is not tried alone."""
         if self.threads() <= 1 or int(self.lib.gp_pool_awake()) > 0:
             yield
             return
@@ -251,7 +251,7 @@ class PoolKernels(SimdKernels):
         return other if asked % EXPLORE_EVERY == 0 else best
 
     def paced(self) -> dict[str, dict[str, list[float]]]:
-        """What call() measured: per kind of call, each way's mean ms and count (for reports)."""
+        """What call() measured: per kind of call, each way's median ms (of its last RECENT) and count (for reports)."""
         out: dict[str, dict[str, list[float]]] = {}
         for (kind, way), seen in self._paced.items():
             out.setdefault(str(kind), {})[way] = [round(seen.ms, 2), seen.count]

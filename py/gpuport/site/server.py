@@ -134,29 +134,35 @@ def safe_path(root: Path | None, rel: str) -> Path | None:
 def file_response(request: Request, path: Path | None, cache_control: str) -> Response:
     """FileResponse (Range, HEAD, ETag, Last-Modified) plus cache policy and If-None-Match -> 304."""
     if path is None:
-        return PlainTextResponse("Not Found", status_code=404, headers={"Cache-Control": NO_CACHE})
+        return _not_found()
     response = FileResponse(path, media_type=media_type(path), stat_result=path.stat(),
                             headers={"Cache-Control": cache_control})
-    tags = request.headers.get("if-none-match")
-    if tags and (tags.strip() == "*" or response.headers["etag"] in
-                 [t.strip().removeprefix("W/") for t in tags.split(",")]):
-        return Response(status_code=304, headers={"ETag": response.headers["etag"],
-                                                  "Cache-Control": cache_control})
+    if _still_valid(request, response.headers["etag"]):
+        return Response(status_code=304, headers={"ETag": response.headers["etag"], "Cache-Control": cache_control})
     return response
+
+
+def _not_found() -> Response:
+    return PlainTextResponse("Not Found", status_code=404, headers={"Cache-Control": NO_CACHE})
+
+
+def _still_valid(request: Request, etag: str) -> bool:
+    """The request's If-None-Match names `etag` (or "*"): a 304 answers it."""
+    tags = request.headers.get("if-none-match")
+    return bool(tags) and (tags.strip() == "*" or etag in [t.strip().removeprefix("W/") for t in tags.split(",")])
 
 
 def page_response(request: Request, path: Path | None, version: WebVersion) -> Response:
     """A page or module of web/ with its references to web/'s modules versioned (versioned.py): immutable when
     asked for under the current version, else revalidated; ETag of what is sent, If-None-Match -> 304."""
     if path is None:
-        return PlainTextResponse("Not Found", status_code=404, headers={"Cache-Control": NO_CACHE})
-    body = version.rewrite(path.read_text(encoding="utf-8")).encode()
-    current, _ = version.current()
+        return _not_found()
+    text, current = version.rewrite(path.read_text(encoding="utf-8"))
+    body = text.encode()
     fixed = path.suffix != ".html" and request.query_params.get(QUERY) == current
     headers = {"Cache-Control": IMMUTABLE if fixed else NO_CACHE,
                "ETag": f'"{hashlib.sha256(body).hexdigest()[:32]}"'}
-    tags = request.headers.get("if-none-match")
-    if tags and (tags.strip() == "*" or headers["ETag"] in [t.strip().removeprefix("W/") for t in tags.split(",")]):
+    if _still_valid(request, headers["ETag"]):
         return Response(status_code=304, headers=headers)
     return Response(body, media_type=media_type(path), headers=headers)
 

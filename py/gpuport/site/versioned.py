@@ -38,7 +38,7 @@ class WebVersion:
     def current(self) -> tuple[str, frozenset[str]]:
         """(version, the modules' file names)."""
         modules = self._modules()
-        seen = tuple((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in modules)
+        seen = tuple((p.name, st.st_size, st.st_mtime_ns) for p in modules for st in (p.stat(),))
         if seen != self._seen:
             digest = hashlib.sha256()
             for p in modules:
@@ -47,15 +47,15 @@ class WebVersion:
             self._names = frozenset(p.name for p in modules)
         return self._version, self._names
 
-    def rewrite(self, text: str) -> str:
-        """`text` (a page or module of web/) with its references to web/'s modules versioned."""
+    def rewrite(self, text: str) -> tuple[str, str]:
+        """`text` (a page or module of web/) with its references to web/'s modules versioned, and that version."""
         version, names = self.current()
 
         def versioned(match: re.Match[str]) -> str:
             quote, name = match.group(1), match.group(2)
             return f"{quote}./{name}?{QUERY}={version}{quote}" if name in names else match.group(0)
 
-        return _REFERENCE.sub(versioned, text)
+        return _REFERENCE.sub(versioned, text), version
 
 
 __all__ = ["MODULE_SUFFIXES", "QUERY", "REWRITTEN_SUFFIXES", "WebVersion"]
