@@ -13,7 +13,7 @@ from gpuport.formats.records import RecordWarning
 from gpuport.host import references as K
 from gpuport.ops.opspecs import reference
 from gpuport.ops.pipelines import PipelineManifest
-from gpuport.placement import calibration
+from gpuport.placement import HostBytes, calibration
 from gpuport.placement.selector import BackendCosts, read_record
 from gpuport.platform import sync_wait
 from gpuport.types import HOST
@@ -352,3 +352,19 @@ def test_device_costs_are_grown_out_of_a_polled_read(monkeypatch):
     seconds, ops = asyncio.run(calibration._above(run, 0.02))
     # the work now spans more than one poll: the per-op cost is known to within a poll over `ops`
     assert ops == 64 and (seconds - 0.02) / ops <= 0.001 <= seconds / ops, (seconds, ops)
+
+
+def test_host_bytes_counts_only_what_the_host_alone_holds_as_tensors_move(cache):
+    """A model's upload cost (HostBytes): sizes taken once, where each tensor lives asked at every call."""
+    rt = gp.open_sync()
+    try:
+        ts = [rt.tensor(np.ones(shape, np.float32)) for shape in ((3, 5), (7,), (1, 1, 4))]
+        upload = HostBytes(ts)
+        assert all(t.on_host for t in ts) and upload() == (15 + 7 + 4) * 4
+        rt.memory.to_device(ts[1])
+        assert not ts[1].on_host and upload() == (15 + 4) * 4
+        for t in (ts[0], ts[2]):
+            rt.memory.to_device(t)
+        assert upload() == 0
+    finally:
+        rt.close()

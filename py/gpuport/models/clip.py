@@ -38,11 +38,11 @@ from .vision import (
     CLIP_VISION,
     Encoder,
     OpShapes,
+    Tower,
     TowerConfig,
     VisionTower,
     WeightSet,
     decode_budget,
-    host_upload_bytes,
     layer_weight_names,
     preprocess,
     run_tower,
@@ -87,7 +87,7 @@ def weight_names(cfg: CLIPConfig) -> dict[str, list[str]]:
             "vision": [*vision_weight_names(cfg.vision, CLIP_VISION), "visual_projection.weight"]}
 
 
-class TextTower:
+class TextTower(Tower):
     """Token ids (B, S) -> the final norm of each text's pooled token (B, hidden), then the projection. The token
     table stays on the host: only B S of its rows are read per call, and on the device it would be 100-150 MB (past
     a 128 MiB binding for L/14) for one gather."""
@@ -100,6 +100,7 @@ class TextTower:
         self.final = (ws.take("text_model.final_layer_norm.weight", (h,)), ws.take("text_model.final_layer_norm.bias", (h,)))
         self.projection = ws.take("text_projection.weight", (cfg.projection, h))
         self.encoder = Encoder(rt, c, ws, "text_model.encoder.layers.", CLIP_LAYER)
+        self._weights_known()
 
     def tensors(self) -> Iterator[Tensor]:
         yield from (self.positions, *self.final, self.projection)
@@ -127,8 +128,6 @@ class TextTower:
         pooled = ops.embedding(rt.tensor(self.pooled_rows(ids)), x.reshape((batch * seq, c.hidden)))
         return ops.matmul(ops.layer_norm(pooled, *self.final, c.eps), self.projection, transpose_b=True)
 
-    def host_ready(self) -> bool:
-        return self.encoder.host_layers() is not None and all(v.known_values() is not None for v in self.tensors())
 
     def forward_host(self, ids: np.ndarray) -> np.ndarray:
         """forward() on the host, without the padding: each text's tokens up to its pooled one (causal attention:
@@ -228,7 +227,7 @@ class CLIP:
         c = self.config.vision
         ops = (*vision.ops(len(pixels)), ("matmul", ((len(pixels), c.hidden), (c.hidden, self.dim))))
         (out,), where = await run_tower(self.rt, f"{self.name}.vision", ops, vision.host_ready(),
-                                        lambda: host_upload_bytes(vision.tensors()), device, host)
+                                        vision.upload, device, host)
         return out, where
 
     # -- texts -----------------------------------------------------------------------------------------
@@ -253,7 +252,7 @@ class CLIP:
             return (text.forward_host(ids),)
 
         (out,), where = await run_tower(self.rt, f"{self.name}.text", text.ops(*ids.shape), text.host_ready(),
-                                     lambda: host_upload_bytes(text.tensors()), device, host)
+                                     text.upload, device, host)
         self.last_stats.update(texts=len(texts), text_tokens=int(ids.shape[1]), text_ms=_ms(t0, time.perf_counter()),
                                text_ran=[where])
         return _normalized(out) if normalize else out

@@ -21,6 +21,7 @@ from ..errors import LoadError
 from ..host import hostops
 from ..host.references import EncoderLayer
 from ..ops.opspecs import OPS
+from ..placement import HostBytes
 from ..platform import sync_wait
 from ..tensor.tensor import Tensor
 from ..types import HOST, Decision
@@ -184,6 +185,7 @@ class MiniLM:
             L.ln2_g = up(p + "output.LayerNorm.weight", (h,))
             L.ln2_b = up(p + "output.LayerNorm.bias", (h,))
             self.layers.append(L)
+        self._upload = HostBytes(self._weights())
 
     # -- forward ---------------------------------------------------------------------------------------
     def _linear(self, x: Tensor, w: Tensor, b: Tensor) -> Tensor:
@@ -231,7 +233,7 @@ class MiniLM:
         webgpu backend or where a weight lives only on the device)."""
         return self.rt.placement.whole("minilm.forward", self._ops(batch, seq),
                                        host_can=self._host_weights() is not None,
-                                       upload=lambda: sum(t.nbytes for t in self._weights() if t.on_host)).on_host
+                                       upload=self._upload).on_host
 
     def _weights(self) -> Iterator[Tensor]:
         yield from (getattr(self, n) for n in _EMBEDDING)

@@ -24,6 +24,7 @@ import numpy as np
 from ..errors import LoadError, UnsupportedFeature
 from ..host import hostops
 from ..host.references import ENCODER_ACTIVATIONS, EncoderLayer
+from ..placement import HostBytes
 from ..tensor.tensor import Tensor
 from ..types import HOST, Decision
 from .images import ImageInput, ImageProcessor, Preprocessed
@@ -260,7 +261,29 @@ def vision_weight_names(cfg: TowerConfig, names: VisionNames) -> list[str]:
     return out
 
 
-class VisionTower:
+class Tower:
+    """What placement asks of a tower before each forward: `upload` (its HostBytes) and `host_ready()`. A subclass sets
+    `encoder` and calls `_weights_known()` once its weights are all taken."""
+
+    encoder: Encoder
+
+    def tensors(self) -> Iterator[Tensor]:
+        raise NotImplementedError
+
+    def _weights_known(self) -> None:
+        self.upload = HostBytes(self.tensors())
+        self._ready = False
+
+    def host_ready(self) -> bool:
+        """Whether the host has every weight's values (forward_host can run). Once it has, it keeps them (a move to
+        the device and recovery keep them), so a yes is remembered: a text's placement asked 197 tensors per call."""
+        if not self._ready:
+            self._ready = (self.encoder.host_layers() is not None
+                           and all(t.known_values() is not None for t in self.tensors()))
+        return self._ready
+
+
+class VisionTower(Tower):
     """Pixels (B, C, H, W) -> the final norm of each image's class token (B, hidden): the patch embedding (patchify +
     one matmul; the class embedding, the convolution's bias and the positions folded into one table at load), the
     optional pre-norm, the encoder, the final norm on the class rows."""
@@ -279,6 +302,7 @@ class VisionTower:
             if names.pre_norm else None
         self.final = (ws.take(f"{names.final_norm}.weight", (h,)), ws.take(f"{names.final_norm}.bias", (h,)))
         self.encoder = Encoder(rt, cfg, ws, names.layers, names.layer_names)
+        self._weights_known()
 
     def tensors(self) -> Iterator[Tensor]:
         yield from (self.patch, self.positions, *self.final, *(self.pre or ()))
@@ -305,8 +329,6 @@ class VisionTower:
         cls = ops.embedding(first, x.reshape((batch * t, c.hidden)))
         return ops.layer_norm(cls, *self.final, c.eps)
 
-    def host_ready(self) -> bool:
-        return self.encoder.host_layers() is not None and all(v.known_values() is not None for v in self.tensors())
 
     def forward_host(self, pixels: np.ndarray) -> np.ndarray:
         """forward() on the host: the gather and the patch product, then one C call per layer."""
@@ -361,11 +383,6 @@ async def run_tower(rt: Any, name: str, ops: OpShapes, host_can: bool, upload: C
     return out, where
 
 
-def host_upload_bytes(tensors: Iterator[Tensor]) -> int:
-    """Bytes of `tensors` only the host has (what a device forward would upload first)."""
-    return sum(t.nbytes for t in tensors if t.on_host)
-
-
-__all__ = ["CLIP_LAYER", "CLIP_VISION", "DECODE_BUDGET", "Encoder", "MAX_BATCH", "ROLES", "TowerConfig",
+__all__ = ["CLIP_LAYER", "CLIP_VISION", "DECODE_BUDGET", "Encoder", "MAX_BATCH", "ROLES", "Tower", "TowerConfig",
            "VIT_LAYER", "VIT_VISION", "VisionNames", "VisionTower", "WeightSet", "decode_budget", "encoder_ops",
-           "host_upload_bytes", "layer_shapes", "layer_weight_names", "preprocess", "run_tower", "vision_weight_names"]
+           "layer_shapes", "layer_weight_names", "preprocess", "run_tower", "vision_weight_names"]

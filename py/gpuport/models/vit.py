@@ -31,7 +31,6 @@ from .vision import (
     VisionTower,
     WeightSet,
     decode_budget,
-    host_upload_bytes,
     preprocess,
     run_tower,
     vision_weight_names,
@@ -90,7 +89,7 @@ class ViT:
             ops = (*self.tower.ops(batch), ("matmul", ((batch, c.hidden), (c.hidden, len(self.labels)))))
             (cls[i:i + batch], logits[i:i + batch]), ran = await run_tower(
                 self.rt, f"{self.name}.vision", ops, self.tower.host_ready(),
-                lambda: host_upload_bytes(self.tower.tensors()),
+                self.tower.upload,
                 device, host)
             where.add(ran)
         self.last_stats.update(images=n, image_batch=step, preprocess_ms=round((t_pre - t0) * 1e3, 2),

@@ -22,7 +22,7 @@ Layer: above loading/; imports every layer below it. Its runtime is a type-only 
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
 
 from ..errors import OutOfMemory
 from ..types import DEFERRED, DEVICE, HOST, Decision, OpCall, Operand
@@ -32,6 +32,7 @@ from .telemetry import Telemetry
 
 if TYPE_CHECKING:
     from ..runtime import Runtime
+    from ..tensor.tensor import Tensor
 
 OpShapes = Sequence[tuple[str, Sequence[tuple[int, ...]]]]
 CPU_BACKEND = Decision(HOST, "native", "cpu backend: the host kernels are this runtime's kernels")
@@ -198,5 +199,20 @@ class Placement:
         return None if self.auto is None else self.auto.info()
 
 
-__all__ = ["CPU_BACKEND", "STRATEGIES", "AutoSelection", "Decision", "Placement", "Planner", "attach",
+class HostBytes:
+    """A model's `upload` for `Placement.whole`: the bytes of its weights that only the host holds (what a device
+    forward would upload first). Each weight's size is taken once and where it lives asked per call (a device forward
+    uploads it, recovery restores it): summing the sizes of MiniLM's 101 weights per call took 0.17 ms of a page's
+    10 ms sentence."""
+
+    __slots__ = ("_sized",)
+
+    def __init__(self, tensors: Iterable[Tensor]) -> None:
+        self._sized = tuple((t, t.nbytes) for t in tensors)
+
+    def __call__(self) -> int:
+        return sum(n for t, n in self._sized if t.storage.on_host)
+
+
+__all__ = ["CPU_BACKEND", "STRATEGIES", "AutoSelection", "Decision", "HostBytes", "Placement", "Planner", "attach",
            "over_budget_strategy"]
