@@ -368,3 +368,27 @@ def test_host_bytes_counts_only_what_the_host_alone_holds_as_tensors_move(cache)
         assert upload() == 0
     finally:
         rt.close()
+
+
+def test_device_costs_stay_physical_when_dispatches_cost_more_than_the_work(monkeypatch):
+    """SwiftShader in a page: each dispatch costs ~5 ms, a 96^3 matmul's own work a fraction of that, and two
+    measurements of the same dispatch differ by 10%. The matmul's rate must stay one its dispatches allow (before:
+    its time minus the separately timed dispatches was below zero, floored at 1 us: 1.4e13 FLOP/s, and auto sent
+    CLIP's image tower to SwiftShader). On a virtual clock."""
+    clock = [0.0]
+    monkeypatch.setattr(calibration, "time", SimpleNamespace(perf_counter=lambda: clock[0]))
+    cost = {"scale": 5.5e-3, "matmul": 5.2e-3}   # the matmul's dispatch timed 10% faster than the scale's
+
+    def on_device(call):
+        clock[0] += cost[call.op]
+        return [SimpleNamespace(buffer=None)]
+
+    async def download(*_):
+        clock[0] += 3.5e-3
+
+    rt = SimpleNamespace(device=SimpleNamespace(download=download),
+                         memory=SimpleNamespace(alloc_raw=lambda *a: SimpleNamespace(buffer=None)),
+                         executor=SimpleNamespace(on_device=on_device))
+    costs = asyncio.run(calibration._measure_device(rt))
+    assert 2 * 96 ** 3 / costs.flops_per_s >= 2.5e-3 and costs.overhead_s >= 2.5e-3, costs
+
