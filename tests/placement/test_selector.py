@@ -4,6 +4,7 @@ import asyncio
 import json
 import math
 import time
+from dataclasses import replace
 
 import pytest
 from gpuport.errors import GpuportError
@@ -92,6 +93,17 @@ def test_exploration_never_expects_to_cost_more_than_its_bound():
     assert sel.choose(forward, {"webgpu": 0.29, "cpu": 0.074}) == "cpu"
     assert sel.decisions == {**sel.decisions, "explore": 0, "model": 1}
     assert sel.choose(mm(64), {"webgpu": 0.004, "cpu": 0.002}) == "webgpu" and sel.decisions["explore"] == 1
+
+
+def test_exploration_counts_the_read_round_trip():
+    """Firefox answers a page's read at its ~100 ms poll: an op explored on the device is read back by the host's
+    next op and costs that poll (a 2,000-row PCA explored its subtract, matmul and setitem: 6x slower). The same
+    small call explored where reads take 5 ms (Chromium) is not explored where they take 100."""
+    for roundtrip, explored in ((0.005, True), (0.1, False)):
+        sel = BackendSelector({"webgpu": replace(SOFT_GPU, roundtrip_s=roundtrip), "cpu": NUMPY},
+                              SelectorConfig(explore_budget=3, explore_ratio=4))
+        picked = sel.choose(mm(64), {"webgpu": 0.004, "cpu": 0.002})
+        assert (picked == "webgpu") is explored and sel.decisions["explore"] == int(explored), roundtrip
 
 
 def test_env_overrides_force_or_disable():

@@ -145,8 +145,10 @@ class BackendSelector:
         `estimates` (seconds per backend) standing in where it has too few samples, though never below
         what that backend was already measured at (one slow run outweighs a hopeful estimate); an
         under-sampled backend is explored a bounded number of times while it is within `explore_ratio` of
-        the best and `explore_max_s` of it: what a wrong estimate costs to find out stays small beside the
-        call (an explored forward of a model whose weights the device lacks made a page's first result 2 s)."""
+        the best and `explore_max_s` of it, its read round trip counted: what a wrong estimate costs to find out
+        stays small beside the call (an explored forward of a model whose weights the device lacks made a page's
+        first result 2 s; ops explored on the device are read back by the host's next op, which in Firefox waits
+        for its ~100 ms poll: a 2,000-row PCA's subtract, matmul and setitem explored there made it 6x slower)."""
         op, bucket = workload.op, workload.bucket
         cost, measured_all = {}, True
         for b in self.backends:
@@ -164,7 +166,7 @@ class BackendSelector:
                 if (b != best and (st is None or st.count < self.config.min_samples)
                         and self._explored.get(key, 0) < self.config.explore_budget
                         and cost[b] <= self.config.explore_ratio * cost[best]
-                        and cost[b] - cost[best] <= self.config.explore_max_s):
+                        and cost[b] + self.costs[b].roundtrip_s - cost[best] <= self.config.explore_max_s):
                     self._explored[key] = self._explored.get(key, 0) + 1
                     self.decisions["explore"] += 1
                     return b
