@@ -165,37 +165,3 @@ def test_precompile_keeps_a_few_pipelines_in_flight(chromium_webgpu, server_url)
         assert got["peak"] == got["window"], got
     finally:
         context.close()
-
-
-RECORDS_AHEAD = """
-import gpuport_idb
-_ahead = await gpuport_idb.readRecordsAhead()   # what the boot read, before open()
-_key = lambda name: "meta\\u0000selector:" + name
-_had = [bool(_ahead) and _ahead.found.has(_key(n)) for n in ("kept", "probe", "gone", "absent")]
-_get = lambda name: gpuport_idb.get("meta", "selector:" + name)
-_kept = await _get("kept")
-_taken = _ahead.taken.has(_key("kept"))
-await gpuport_idb.put("meta", "selector:probe", "b")
-await gpuport_idb.remove("meta", "selector:gone")
-await gpuport_idb.put("meta", "selector:absent", "c")
-{"had": _had, "kept": _kept, "taken": _taken, "probe": await _get("probe"), "gone": await _get("gone"),
- "absent": await _get("absent")}
-"""
-
-
-def test_a_visit_reads_opens_records_ahead_and_never_hands_back_a_changed_one(chromium_webgpu, server_url):
-    """The records open() reads (pipeline manifests, auto's selector and adapter records) are read in one transaction
-    as the boot reads storage and taken from there: a record written or removed since, or stored since where there
-    was none, is read from storage instead."""
-    context = chromium_webgpu.new_context()   # a fresh profile
-    try:
-        page = context.new_page()
-        page.goto(server_url + "/?table=0&precompile=off")
-        _run(page, "import gpuport_idb\nfor k, v in (('kept', 'k'), ('probe', 'a'), ('gone', 'x')):\n"
-                   "    await gpuport_idb.put('meta', 'selector:' + k, v)\n"
-                   "await gpuport_idb.remove('meta', 'selector:absent')")
-        page.reload()
-        assert _run(page, RECORDS_AHEAD) == {"had": [True, True, True, False], "kept": "k", "taken": True,
-                                             "probe": "b", "gone": None, "absent": "c"}
-    finally:
-        context.close()

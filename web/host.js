@@ -293,7 +293,6 @@ export async function boot({ base = null, pyodideURL, wheelURL, chunked = {}, nu
   // warm: the Pyodide stage 0.7 -> 1.4 s when they were read together).
   const readAhead = () => {
     if (typeof indexedDB === "undefined") return;
-    idb.readRecordsAhead();   // what open() reads, before the chunks take the storage
     idb.expectAhead(models);
     if (readAheadOnPage) readAheadOnPage(); else idb.readAhead({ models, deliver: idb.receiveAhead });
   };

@@ -61,59 +61,11 @@ async function bytesOf(value) {
   return value instanceof Blob ? new Uint8Array(await value.arrayBuffer()) : value;
 }
 
-// The small records gpuport.open() reads (pipeline manifests; auto's selector and adapter records, under their
-// prefixes in "meta"), read in one transaction as the boot reads storage (readRecordsAhead) and taken from here once
-// each. Read by open() itself, each was a transaction of its own on a connection opened then, queued behind the
-// model chunks the page's thread was reading: open's manifest step took 19-62 ms of a warm visit. A key of those
-// ranges written or removed since is read from storage again.
-const RECORDS_AHEAD = [["manifests", ""], ["meta", "selector:"], ["meta", "adapter:"]];
-let recordsAhead = null;
-const recordKey = (store, key) => `${store}\u0000${key}`;
-
-/** Start reading the records open() will ask for (idempotent; never rejects: a failure only loses the head start). */
-export function readRecordsAhead() {
-  if (!recordsAhead) {
-    recordsAhead = database().then((db) => new Promise((resolve, reject) => {
-      const found = new Map();
-      const tx = db.transaction(["manifests", "meta"], "readonly");
-      for (const [store, prefix] of RECORDS_AHEAD) {
-        const range = IDBKeyRange.bound(prefix, `${prefix}\uffff`);
-        const s = tx.objectStore(store);
-        const keysOf = s.getAllKeys(range);
-        const values = s.getAll(range);   // answered after keysOf, in the same key order
-        values.onsuccess = () => keysOf.result.forEach((key, i) => found.set(recordKey(store, key), values.result[i]));
-      }
-      tx.oncomplete = () => resolve({ found, taken: new Set() });
-      tx.onerror = () => reject(tx.error);
-      tx.onabort = () => reject(tx.error || new Error("IndexedDB transaction aborted"));
-    })).catch(() => null);
-  }
-  return recordsAhead;
-}
-
-// The record as read ahead, or undefined where it was not (not one of those ranges, already taken, or changed since)
-async function takeAhead(store, key) {
-  const ahead = recordsAhead && await recordsAhead;
-  const k = recordKey(store, key);
-  if (!ahead || ahead.taken.has(k) || !RECORDS_AHEAD.some(([s, p]) => s === store && String(key).startsWith(p))) {
-    return undefined;
-  }
-  ahead.taken.add(k);
-  return ahead.found.has(k) ? ahead.found.get(k) : null;
-}
-
-function changed(store, key) {
-  if (recordsAhead) recordsAhead.then((ahead) => ahead && ahead.taken.add(recordKey(store, key)));
-}
-
-export async function get(store, key) {
-  const ahead = await takeAhead(store, key);
-  if (ahead !== undefined) return ahead === null ? null : bytesOf(ahead);
+export function get(store, key) {
   return request(store, "readonly", (s) => s.get(key)).then((v) => (v === undefined ? null : bytesOf(v)));
 }
 
 export function put(store, key, value) {
-  changed(store, key);
   return request(store, "readwrite", (s) => s.put(asStored(store, value), key));
 }
 
@@ -132,7 +84,6 @@ function putEach(db, store, entries) {
 }
 
 export function remove(store, key) {
-  changed(store, key);
   return request(store, "readwrite", (s) => s.delete(key));
 }
 
