@@ -128,7 +128,6 @@ class TextTower(Tower):
         pooled = ops.embedding(rt.tensor(self.pooled_rows(ids)), x.reshape((batch * seq, c.hidden)))
         return ops.matmul(ops.layer_norm(pooled, *self.final, c.eps), self.projection, transpose_b=True)
 
-
     def forward_host(self, ids: np.ndarray) -> np.ndarray:
         """forward() on the host, without the padding: each text's tokens up to its pooled one (causal attention:
         none after it reaches it), the texts one after another (16 texts of 5 to 11 tokens: 127 rows, not 176)."""

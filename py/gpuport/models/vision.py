@@ -329,7 +329,6 @@ class VisionTower(Tower):
         cls = ops.embedding(first, x.reshape((batch * t, c.hidden)))
         return ops.layer_norm(cls, *self.final, c.eps)
 
-
     def forward_host(self, pixels: np.ndarray) -> np.ndarray:
         """forward() on the host: the gather and the patch product, then one C call per layer."""
         c = self.cfg
