@@ -104,7 +104,9 @@ _ITEM_LANE: dict[str, tuple[str, str | None]] = {}
 @pytest.hookimpl(trylast=True)   # crash_log.enable: after pytest's own faulthandler
 def pytest_configure(config):
     os.environ.setdefault("PW_TEST_SCREENSHOT_NO_FONTS_READY", "1")
-    enable_crash_log("crash-e2e.txt")
+    # one file per process of `make test` (its JUnit XML names it: test-e2e.xml -> crash-e2e.txt)
+    junit = Path(config.getoption("xmlpath") or "test-e2e.xml")
+    enable_crash_log(f"crash-{junit.stem.removeprefix('test-')}.txt")
 
 
 # lane -> the node id of the last collected test that uses its page: the page is closed after that test
