@@ -206,9 +206,9 @@ demo: setup
 # its threads only contend (a NumPy llama forward took 34 s there, 1.7 s alone); tests of the native kernels' own
 # threads ask for their thread counts explicitly. It runs at a lower priority (nice 10): the browser run is the longer
 # of the two, so the cores go to it first and the unit run fills the time its pages wait.
-# The other hosts' e2e tests (E2E_HOSTS: the plugin on a user's project, JupyterLite, PyScript; they launch their own
-# browsers and use no lane) run after the unit tests in that same low-priority chain, not in the browser run: alone,
-# the browser run left one core idle half the time, and the suite then ran 14.5-15 minutes.
+# The other hosts' e2e tests (E2E_HOSTS: the plugin on a user's project, JupyterLite, PyScript, gpuport's JS half in
+# a bare Pyodide; they open their own pages and use no lane) run after the unit tests in that same low-priority chain,
+# not in the browser run: alone, the browser run left one core idle half the time, and the suite ran 14.5-15 minutes.
 # Each process writes its part of the coverage matrix and fails when a cell the design requires is empty; then the
 # merged matrix (e2e/report/coverage.md) and where the time went, per test file and per lane, come last, for CI's tail.
 # PYTEST_ARGS runs one pytest on a part instead, e.g. PYTEST_ARGS=tests/models/test_llama.py.
@@ -216,7 +216,7 @@ demo: setup
 CRASHED = for f in .cache/crash*.txt; do if [ -s $$f ]; then \
 	  echo "a pytest process crashed; its crashing thread, innermost frames first ($$f):"; head -25 $$f; fi; done
 
-E2E_HOSTS := e2e/test_user_project.py e2e/test_jupyterlite.py e2e/test_pyscript.py
+E2E_HOSTS := e2e/test_user_project.py e2e/test_jupyterlite.py e2e/test_pyscript.py e2e/test_page_jsmodules.py
 
 test: setup
 ifdef PYTEST_ARGS

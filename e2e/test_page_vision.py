@@ -20,7 +20,9 @@ sys.path.insert(0, str(ROOT / "tests"))
 from clip_files import PHOTOS, checkpoint, model_reference, photo_path, preprocessing_reference  # noqa: E402
 
 NAME = "clip-vit-base-patch32"
-PARITY_PHOTOS, PARITY_TEXTS = 2, 4   # of the fixture's: short texts (8 tokens), the GPU page's forward stays short
+# of the fixture's: short texts (8 tokens), and one photo pinned to the GPU (SwiftShader takes 2-3 s a photo), so
+# the GPU page's forward stays short
+PARITY_PHOTOS, PARITY_TEXTS = 2, 4
 SUBSAMPLED_JPEG = "retina.jpg"       # the one photograph whose chroma is subsampled (4:2:0)
 
 
@@ -34,27 +36,21 @@ from gpuport import models
 _photos = [base64.b64decode(b) for b in {photos!r}]
 _texts = {texts!r}
 _t0 = time.perf_counter()
-clip = await models.load("clip-vit-base-patch32", rt)
+clip = await models.load("clip-vit-base-patch32", rt, loader_options={{"cache": None}})   # its 600 MB kept out of IndexedDB
 _out = {{"load_s": time.perf_counter() - _t0, "load": clip.stats()["load"]}}
 _before = rt.info()["ran"]
 with rt.pinned("webgpu"):                     # the whole model on the page's GPU
     _t0 = time.perf_counter()
-    _out["webgpu"] = [(await clip.embed_images(_photos)).tolist(), (await clip.embed_texts(_texts)).tolist(),
+    _out["webgpu"] = [(await clip.embed_images(_photos[:1])).tolist(), (await clip.embed_texts(_texts)).tolist(),
                       clip.stats(), time.perf_counter() - _t0]
 _ran = {{op: {{k: n - _before.get(op, {{}}).get(k, 0) for k, n in per.items()}} for op, per in rt.info()["ran"].items()}}
 _out["webgpu_on_host"] = {{op: d for op, d in _ran.items() if d.get("cpu")}}
 _t0 = time.perf_counter()
 _out["auto"] = [(await clip.embed_images(_photos)).tolist(), (await clip.embed_texts(_texts)).tolist(), clip.stats(),
                 time.perf_counter() - _t0]
+_out["memory_only"] = clip.stats()["load"]["memory_only"]
 del clip
 gc.collect()
-# the lane's page goes on with other tests: its 600 MB of chunks leave IndexedDB
-import json, gpuport_idb
-from pyodide.http import pyfetch
-_sha = json.loads(await (await pyfetch("/models/clip-vit-base-patch32/manifest.json")).string())["sha256"]
-for _k in (await gpuport_idb.keys("chunks")).to_py():
-    if str(_k).startswith(_sha + ":"):
-        await gpuport_idb.remove("chunks", _k)
 _out
 """
 
@@ -74,7 +70,8 @@ def test_clip_b32_equals_transformers_in_the_page(lane_factory, lane):
     report = []
     for mode in ("webgpu", "auto"):
         images, texts, stats, seconds = got[mode]
-        for what, vec, rows in (("images", images, PARITY_PHOTOS), ("texts", texts, PARITY_TEXTS)):
+        for what, vec, rows in (("images", images, 1 if mode == "webgpu" else PARITY_PHOTOS), ("texts", texts,
+                                                                                             PARITY_TEXTS)):
             vec = np.asarray(vec, np.float32)
             cos = float((vec * want[what][:rows]).sum(-1).min())
             err = float(np.abs(vec - want[what][:rows]).max())
@@ -84,6 +81,7 @@ def test_clip_b32_equals_transformers_in_the_page(lane_factory, lane):
             assert stats["vision_ran"] == ["webgpu"] and stats["text_ran"] == ["webgpu"], stats
         report.append(f"{mode}: vision on {stats['vision_ran']}, text on {stats['text_ran']}, {seconds:.1f} s")
     assert not got["webgpu_on_host"], got["webgpu_on_host"]   # pinned: nothing answered on the host
+    assert got["memory_only"], got["load"]   # the lane's page goes on with other tests: no 600 MB left in IndexedDB
     print(f"\n{lane}: load {got['load_s']:.1f} s; " + "; ".join(report))
 
 
