@@ -36,7 +36,8 @@ from gpuport import models
 _photos = [base64.b64decode(b) for b in {photos!r}]
 _texts = {texts!r}
 _t0 = time.perf_counter()
-clip = await models.load("clip-vit-base-patch32", rt, loader_options={{"cache": None}})   # its 600 MB kept out of IndexedDB
+# memory only: the lane's page goes on with other tests, and its 600 MB stay out of IndexedDB
+clip = await models.load("clip-vit-base-patch32", rt, loader_options={{"cache": None}})
 _out = {{"load_s": time.perf_counter() - _t0, "load": clip.stats()["load"]}}
 _before = rt.info()["ran"]
 with rt.pinned("webgpu"):                     # the whole model on the page's GPU
@@ -81,7 +82,7 @@ def test_clip_b32_equals_transformers_in_the_page(lane_factory, lane):
             assert stats["vision_ran"] == ["webgpu"] and stats["text_ran"] == ["webgpu"], stats
         report.append(f"{mode}: vision on {stats['vision_ran']}, text on {stats['text_ran']}, {seconds:.1f} s")
     assert not got["webgpu_on_host"], got["webgpu_on_host"]   # pinned: nothing answered on the host
-    assert got["memory_only"], got["load"]   # the lane's page goes on with other tests: no 600 MB left in IndexedDB
+    assert got["memory_only"], got["load"]
     print(f"\n{lane}: load {got['load_s']:.1f} s; " + "; ".join(report))
 
 
