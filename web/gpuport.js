@@ -5,7 +5,7 @@
 
 import { readAhead } from "./idb.js";
 import { chunkedFetch } from "./ranges.js";
-import { siteFile } from "./snapshot.js";
+import { keptCopy, siteFile } from "./snapshot.js";
 import { kernelFiles } from "./wasm.js";
 import { fetchArchive } from "./wheels.js";
 import { newWorker } from "./workers.js";
@@ -69,7 +69,7 @@ function remoteError(error) {
   return Object.assign(new Error(error.message), { name: error.name });
 }
 
-function viaWorker(worker, args, interpreter, keptBy, onProgress) {
+function viaWorker(worker, args, interpreter, onProgress) {
   interpreter.then((compiled) => {
     try {
       worker.postMessage({ interpreter: compiled });
@@ -78,11 +78,18 @@ function viaWorker(worker, args, interpreter, keptBy, onProgress) {
     }
   });
   // the site's snapshot, fetched and checked here as soon as the site's list says where it is (the worker would
-  // start 0.1-0.2 s later), its bytes moved to the worker, unless the worker has the copy this browser keeps (keptBy:
-  // the kept file's name as the worker found it)
+  // start 0.1-0.2 s later), its bytes moved to the worker; a copy kept in this browser the worker reads itself
   if (args.snapshot && args.siteSnapshot) {
     const site = args.siteSnapshot;
-    siteFile(site, undefined, { keptBy }).then((fetched) => {
+    siteFile(site, undefined, { read: false }).then(async (fetched) => {
+      if (fetched.handle) {
+        try {
+          worker.postMessage({ siteSnapshot: fetched });
+          return;
+        } catch (e) {   // a browser that cannot send a file handle to a worker: read here
+          fetched = await keptCopy(site, fetched.handle);
+        }
+      }
       worker.postMessage({ siteSnapshot: fetched }, fetched.bytes ? [fetched.bytes.buffer] : []);
     });
     args = { ...args, snapshotFromPage: true };
@@ -133,7 +140,6 @@ function viaWorker(worker, args, interpreter, keptBy, onProgress) {
       spawned.delete(data.terminateWorker);
       return;
     }
-    if ("keptSnapshot" in data) return;   // keptBy's
     if (data.readAheadGo) {
       storageGo();
       return;
@@ -235,12 +241,7 @@ export async function start(options = {}) {
   // before the interpreter's compile begins, whose threads would compete with its start
   const workerURL = new URL("./worker.js", import.meta.url);
   workerURL.searchParams.set("pyodide", pyodideURL);
-  if (snapshot) workerURL.searchParams.set("kept", "1");
   const pyodideWorker = worker ? newWorker(workerURL.href) : null;
-  // the kept file's name (or null) as the worker looked it up, from its first message
-  const keptBy = pyodideWorker && snapshot ? new Promise((resolve) => {
-    pyodideWorker.addEventListener("message", ({ data }) => { if ("keptSnapshot" in data) resolve(data.keptSnapshot); });
-  }) : null;
   const interpreter = compileInterpreter(pyodideURL);
   let site;
   try {
@@ -253,7 +254,7 @@ export async function start(options = {}) {
   if (site.wheelArchive) site.wheelArchive = { ...site.wheelArchive, libraries: kernels };
   const args = { base: baseURL, pyodideURL, ...site, models: folders,
                  backend, tier, limits, precompile, hostKernels, threads, snapshot, calibrate };
-  const gp = await (worker ? viaWorker(pyodideWorker, args, interpreter, keptBy, onProgress)
+  const gp = await (worker ? viaWorker(pyodideWorker, args, interpreter, onProgress)
     : onMainThread(args, interpreter, onProgress));
   return { ...gp, base: baseURL };
 }

@@ -248,7 +248,6 @@ export async function boot({ base = null, pyodideURL, wheelURL, chunked = {}, nu
                              models = [], backend = "auto", tier = null,
                              limits = "default", precompile = "background", hostKernels = "auto", threads = "auto",
                              snapshot = true, calibrate = "idle", interpreter = null, siteSnapshotFetched = null,
-                             keptSnapshot = null,
                            archivesFetched = () => null },
                            progress = () => {}, readAheadOnPage = null) {
   wasm.defaultSources(hostKernels);   // a bad choice throws here, before anything loads
@@ -304,7 +303,7 @@ export async function boot({ base = null, pyodideURL, wheelURL, chunked = {}, nu
     // gets the interpreter ready meanwhile (the page's compiled module, else its own fetch and compile), held by
     // fsInit until the checked bytes are in. Memory that receives none stays zero, which loadPyodide refuses (no snapshot's magic number).
     const memory = snapshot && siteSnapshot && siteSnapshot.bytes ? new Uint8Array(siteSnapshot.bytes) : null;
-    const found = snapshot ? snapshots.find(pyodideURL, siteSnapshot, memory, siteSnapshotFetched, keptSnapshot)
+    const found = snapshot ? snapshots.find(pyodideURL, siteSnapshot, memory, siteSnapshotFetched)
       : Promise.resolve({ problems: [] });
     found.then(readAhead);
     const { loadPyodide: pyodideLoad } = await pyodideModule;
@@ -354,7 +353,6 @@ export async function boot({ base = null, pyodideURL, wheelURL, chunked = {}, nu
         return await (early && bytes.length === memory.length ? early : restore({ _loadSnapshot: bytes }));
       } catch (e) {
         if (from === "stored") await snapshots.drop(pyodideURL);
-        if (from === "kept") await snapshots.forgetKept(siteSnapshot);
         problems.push(`${from === "site" ? "the site's" : "it"} did not restore (${e.message})`);
       }
     }

@@ -7,7 +7,6 @@
 // SHA-256. Every snapshot is checked before use; one that fails the check or does not restore is not booted from
 // (a stored one is dropped), the interpreter boots as usual, and the page makes its own.
 import * as idb from "./idb.js";
-import * as kept from "./kept.js";
 import * as wheels from "./wheels.js";
 import { newWorker } from "./workers.js";
 
@@ -219,51 +218,94 @@ export async function load(pyodideURL) {
 }
 
 // The site's snapshot file is kept in the origin private file system (OPFS) once a visit has fetched it, named by its
-// SHA-256 (web/kept.js), and read from there on the next visits: in Firefox, warm, 17.5 MB came from the HTTP cache
-// 0.3 s after it was asked for and was checked 0.2 s after that, on a page thread busy with the rest of the boot. A
-// copy that fails its check is deleted.
+// SHA-256, and read from there on the next visits: in Firefox, warm, 17.5 MB came from the HTTP cache 0.3 s after it
+// was asked for and was checked 0.2 s after that, on a page thread busy with the rest of the boot; the kept copy reads in
+// 45-110 ms (probe, warm Firefox: getFile().arrayBuffer() on the page's thread). A copy that fails its check is deleted.
+const KEPT = "gpuport-snapshots";
+
+async function keptFolder(create) {
+  if (!globalThis.navigator || !navigator.storage || typeof navigator.storage.getDirectory !== "function") return null;
+  try {
+    return await (await navigator.storage.getDirectory()).getDirectoryHandle(KEPT, { create });
+  } catch (e) {
+    return null;   // none yet, or no OPFS here (a private window)
+  }
+}
+
+async function keptHandle(sha256) {
+  const folder = await keptFolder(false);
+  if (!folder) return null;
+  try {
+    return await folder.getFileHandle(`${sha256}.bin`);
+  } catch (e) {
+    return null;
+  }
+}
+
+// A kept copy's bytes. A dedicated worker (gpuport's Pyodide worker) reads them in one synchronous call: in Chromium,
+// warm, getFile().arrayBuffer() of 17.5 MB took 370 ms on a page thread busy with the boot's other files. Elsewhere,
+// or where another tab holds the file's synchronous handle, through a File.
+async function readKept(handle) {
+  if (typeof handle.createSyncAccessHandle === "function") {
+    let access = null;
+    try {
+      access = await handle.createSyncAccessHandle();
+      const bytes = new Uint8Array(access.getSize());
+      if (access.read(bytes, { at: 0 }) === bytes.length) return bytes;
+    } catch (e) {
+      // locked by another tab, or not a dedicated worker: read through a File below
+    } finally {
+      if (access) access.close();
+    }
+  }
+  return new Uint8Array(await (await handle.getFile()).arrayBuffer());
+}
 
 /** The site's snapshot file {url, sha256}: {bytes, kept: true} from the copy kept in OPFS when its SHA-256 checks
  * out (keptCopy), else fetched and checked ({bytes, kept: false} or {problem}). The fetch starts beside the lookup (a
- * first visit's OPFS is made then: Firefox) and is let go once a kept copy is found. `keptBy`, a promise of the kept
- * file's name as gpuport's Pyodide worker found it (worker.js reads it itself as it starts), replaces the lookup:
- * {inWorker: true} when it is this file's. */
-export async function siteFile(site, signal = undefined, { keptBy = null } = {}) {
+ * first visit's OPFS is made then: Firefox) and is let go once a kept copy is found. read: false answers {handle} for
+ * a kept copy instead, its file handle for the Pyodide worker to read (keptCopy there): in Firefox's worker the same
+ * lookup took 0.28 s (warm). */
+export async function siteFile(site, signal = undefined, { read = true } = {}) {
   const abort = new AbortController();
   if (signal) signal.addEventListener("abort", () => abort.abort());
   const fetched = idb.fetchChecked(site, abort.signal).then((got) => ({ ...got, kept: false }));
-  if (keptBy) {
-    if ((await keptBy) !== `${site.sha256}.bin`) return fetched;
-    abort.abort();
-    return { inWorker: true };
-  }
-  const handle = await kept.handleFor(site.sha256);
+  const handle = await keptHandle(site.sha256);
   if (!handle) return fetched;
   abort.abort();
-  return keptCopy(site, await kept.read(handle), signal);
+  return read ? keptCopy(site, handle, signal) : { handle };
 }
 
-/** The kept copy of the site's snapshot file, read (`read`: kept.read's {bytes, sha256} or {problem}): {bytes, kept:
- * true} when its SHA-256 checks out; one that does not is deleted, one that cannot be read (locked by another tab) is
- * left, and the site's file is fetched instead, the reason in `dropped`. */
-export async function keptCopy(site, read, signal = undefined) {
-  let dropped = read.problem;
-  if (read.bytes) {
-    if (read.sha256 === site.sha256) return { bytes: read.bytes, kept: true };
-    await kept.forget(site.sha256);
-    dropped = read.sha256 ? `the kept copy's sha256 is ${read.sha256.slice(0, 12)}..., not ${site.sha256.slice(0, 12)}...`
+/** The kept copy of the site's snapshot file (`handle`): {bytes, kept: true} when its SHA-256 checks out; one that
+ * does not is deleted, one that cannot be read (locked by another tab) is left, and the site's file is fetched
+ * instead, the reason in `dropped`. */
+export async function keptCopy(site, handle, signal = undefined) {
+  let bytes = null;
+  let dropped;
+  try {
+    bytes = await readKept(handle);
+  } catch (e) {
+    dropped = `the kept copy could not be read (${e.message})`;
+  }
+  if (bytes) {
+    const digests = await idb.sha256([bytes]);
+    if (digests && digests[0] === site.sha256) return { bytes, kept: true };
+    await forget(site.sha256);
+    dropped = digests ? `the kept copy's sha256 is ${digests[0].slice(0, 12)}..., not ${site.sha256.slice(0, 12)}...`
       : "the kept copy could not be checked";
   }
   return { ...(await idb.fetchChecked(site, signal)), kept: false, dropped };
 }
 
-/** Delete the kept copy of the site's snapshot file (one that did not restore). */
-export const forgetKept = (site) => kept.forget(site.sha256);
+async function forget(name) {
+  const folder = await keptFolder(false);
+  if (folder) await folder.removeEntry(`${name}.bin`).catch(() => {});
+}
 
 /** Keep the site's snapshot file in OPFS for the next visits (fetched again, from the HTTP cache, and checked before
  * it is written; any other kept file is deleted). Resolves to what was done, in words. */
 export async function keep(site) {
-  const folder = await kept.folder(true);
+  const folder = await keptFolder(true);
   if (!folder) return "not kept: no origin private file system here";
   const { bytes, problem } = await idb.fetchChecked(site);
   if (!bytes) return `not kept: ${problem}`;
@@ -273,55 +315,39 @@ export async function keep(site) {
     await writable.close();
     for await (const name of folder.keys()) if (name !== `${site.sha256}.bin`) await folder.removeEntry(name);
   } catch (e) {
-    await kept.forget(site.sha256);
+    await forget(site.sha256);
     return `not kept: ${e.message}`;
   }
   return "kept for the next visit";
 }
 
-/** The snapshot to boot from: the site's ({url, sha256} from wheels/latest.json: pyodide_snapshot.py) from the copy
- * this browser keeps when that checks out, else the one stored in IndexedDB (made by a visit the site's could not
- * serve), else the site's read (siteFile: the kept copy, else fetched and checked) beside the IndexedDB lookup (or by
- * the page: `fetchedElsewhere`, a promise of siteFile's answer) and let go when a stored one is there; then expanded
- * (into `into` when given: zeroed memory of its size). `keptEarly` is a promise of the kept file as gpuport's Pyodide
- * worker read it when it started (worker.js: {name, bytes, sha256}, {name, problem} or null). The kept copy goes
- * before IndexedDB, which a warm Chromium boot has open only 250-350 ms in; a kept copy that does not restore is
- * deleted (host.js), so a stored one of this page's own is then what follows.
+/** The snapshot to boot from: the one stored in IndexedDB (made by a visit the site's could not serve), else the
+ * site's ({url, sha256} from wheels/latest.json: pyodide_snapshot.py), read (siteFile: the kept copy, else fetched and
+ * checked) beside the IndexedDB lookup (or by the page: `fetchedElsewhere`, a promise of siteFile's answer) and let
+ * go when a stored one is there, then expanded (into `into` when given: zeroed memory of its size).
  * {bytes, from: "stored" | "kept" | "site", problems}, or {problems}: why a stored, kept or listed one is not used
  * (the caller reports them). */
-export async function find(pyodideURL, site, into = null, fetchedElsewhere = null, keptEarly = null) {
+export async function find(pyodideURL, site, into = null, fetchedElsewhere = null) {
   const abort = new AbortController();
-  const stored = load(pyodideURL);
-  const early = site && keptEarly ? await keptEarly : null;
-  const ours = Boolean(early && early.name === `${site.sha256}.bin`);
-  // the site's file: the worker's own read of the kept copy, else the page's thread's (gpuport.js) fetch beside the
-  // boot, else looked up and fetched here
-  const fetched = !site ? null : ours ? keptCopy(site, early, abort.signal)
-    : (fetchedElsewhere || siteFile(site, abort.signal, keptEarly ? { keptBy: Promise.resolve(null) } : {}));
-  const problems = [];
-  const expanded = ({ bytes, problem, kept: fromKept, dropped, inWorker }) => {
-    if (dropped) problems.push(dropped);
-    if (inWorker) problem = "the page left it to the worker, which could not read it";
-    if (!bytes) return { problems: [...problems, `the site's: ${problem}`] };
-    try {
-      return { bytes: expand(bytes, into), from: fromKept ? "kept" : "site", problems };
-    } catch (e) {
-      if (into) into.fill(0, 0, 16);   // no snapshot's magic number: loadPyodide refuses what was expanded so far
-      return { problems: [...problems, `the site's: ${e.message}`] };
-    }
-  };
-  if (ours) {
-    const got = await fetched;
-    if (got.kept) return expanded(got);
-  }
-  const own = await stored;
-  if (own && own.bytes) {
+  // the page's thread (gpuport.js) fetches the site's file beside the boot, or hands over a kept copy's handle
+  const fetched = site ? (fetchedElsewhere || siteFile(site, abort.signal))
+    .then((got) => (got.handle ? keptCopy(site, got.handle, abort.signal) : got)) : null;
+  const stored = await load(pyodideURL);
+  if (stored && stored.bytes) {
     abort.abort();
-    return { bytes: own.bytes, from: "stored", problems: [] };
+    return { bytes: stored.bytes, from: "stored", problems: [] };
   }
-  if (own) problems.push(own.problem);
+  const problems = stored ? [stored.problem] : [];
   if (!site) return { problems };
-  return expanded(await fetched);
+  const { bytes, problem, kept, dropped } = await fetched;
+  if (dropped) problems.push(dropped);
+  if (!bytes) return { problems: [...problems, `the site's: ${problem}`] };
+  try {
+    return { bytes: expand(bytes, into), from: kept ? "kept" : "site", problems };
+  } catch (e) {
+    if (into) into.fill(0, 0, 16);   // no snapshot's magic number: loadPyodide refuses what was expanded so far
+    return { problems: [...problems, `the site's: ${e.message}`] };
+  }
 }
 
 export async function drop(pyodideURL) {

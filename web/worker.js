@@ -6,20 +6,11 @@
 // which defines the globalThis._createPyodideModule loadPyodide uses) likewise: its evaluation was the boot's longest
 // wait once it began with the boot (Chromium, warm: 0.22 s from the boot's start to loadPyodide's first step; A/B,
 // 6 visits each: 1596 -> 1503 ms to the first embedding, Firefox unchanged).
-const params = new URL(import.meta.url).searchParams;
-const pyodideURL = params.get("pyodide");
+const pyodideURL = new URL(import.meta.url).searchParams.get("pyodide");
 if (pyodideURL) {
   import(new URL("pyodide.mjs", pyodideURL).href).catch(() => {});
   import(new URL("pyodide.asm.js", pyodideURL).href).catch(() => {});
 }
-// The copy of the site's snapshot this browser keeps (web/kept.js: why here), looked up, read and digested as the
-// worker starts (gpuport.js names kept=1 where the boot may restore one): {name, bytes, sha256}, {name, problem} or
-// null. The page's thread learns its name as soon as it is found, and then leaves the site's file unfetched.
-const keptFound = params.get("kept") ? import("./kept.js").then(async (kept) => ({ kept, found: await kept.lookup() }))
-  .catch(() => ({ found: null })) : null;
-if (keptFound) keptFound.then(({ found }) => self.postMessage({ keptSnapshot: found && found.name }));
-const keptSnapshot = keptFound && keptFound.then(async ({ kept, found }) => found && { name: found.name,
-                                                                                        ...(await kept.read(found.handle)) });
 // Every import that failed is named: a module whose own import failed (host.js when wasm.js is missing) fails too,
 // and which of the two rejected first varies from run to run.
 const modules = Promise.allSettled(["./host.js", "./idb.js", "./ranges.js", "./snapshot.js", "./wasm.js", "./wheels.js",
@@ -95,7 +86,6 @@ self.onmessage = async ({ data }) => {
       const go = args[0].readAheadOnPage ? () => self.postMessage({ readAheadGo: true }) : null;
       host = await boot({ ...args[0], interpreter: args[0].interpreterFromPage ? awaited("interpreter").promise : null,
                           siteSnapshotFetched: args[0].snapshotFromPage ? awaited("siteSnapshot").promise : null,
-                          keptSnapshot,
                           archivesFetched: (key) => (args[0].archivesFromPage.includes(key) ? awaited(key).promise : null) },
                    progress, go);
       value = host.timings;
