@@ -167,13 +167,6 @@ export async function readAhead({ models = [], deliver, fetchFn = globalThis.fet
   const fail = (error) => deliver({ error });
   const network = models.length ? planNetwork(models, fetchFn, fail).catch((e) => { fail(e.message); return []; })
     : Promise.resolve([]);
-  // what storage lacks is fetched as soon as it is planned, not once storage may be read: on a cold visit that was
-  // when the site's snapshot had come over the network (0.75-0.8 s in, Chromium), and the first result waited for the
-  // last chunks
-  const fetchedAll = network.then(async (plans) => {
-    deliver({ expect: plans.flatMap((plan) => plan.keys), manifests: plans.map((plan) => [plan.url, plan.text]) });
-    for (const plan of plans) await fetchPlan(plan, deliver, fetchFn);
-  });
   let stored = [];
   try {
     await storageGo;
@@ -181,13 +174,15 @@ export async function readAhead({ models = [], deliver, fetchFn = globalThis.fet
   } catch (e) {
     fail(String(e));
   }
-  // what the network fetches is what storage lacked when planned: the network delivers it
-  const fetched = new Set((await network).flatMap((plan) => plan.keys));
-  stored = stored.filter((key) => !fetched.has(key));
   deliver({ expect: stored });
+  const plans = await network;
+  const fetching = plans.flatMap((plan) => plan.keys);
+  deliver({ expect: fetching, manifests: plans.map((plan) => [plan.url, plan.text]) });
   deliver({ ready: true });
-  await readStored(stored, deliver).catch((e) => fail(`reading stored chunks: ${e}`));
-  await fetchedAll;
+  // what the network fetches is what storage lacked when planned: the network delivers it
+  const fetched = new Set(fetching);
+  await readStored(stored.filter((key) => !fetched.has(key)), deliver).catch((e) => fail(`reading stored chunks: ${e}`));
+  for (const plan of plans) await fetchPlan(plan, deliver, fetchFn);
 }
 
 // The stored chunks in one transaction, all asked for at once (one transaction and one request at a time: 87 chunks
