@@ -209,17 +209,24 @@ class GpuportPage:
 
 
 def interleave(systems: Sequence[Any], texts: dict[str, list[str]], reps: int, min_reps: int, budget_s: float,
-               log: Callable[[str], None] = print, gap_s: float = 0.0) -> tuple[dict, dict, dict]:
+               log: Callable[[str], None] = print, gap_s: float = 0.0, warmups: int = 1) -> tuple[dict, dict, dict]:
     """Time every system on every case, alternating systems within each repetition (the starting system
-    rotates), after one discarded warm-up each. A system stops early in a case once it has `min_reps`
+    rotates), after `warmups` discarded rounds over every case. A system stops early in a case once it has `min_reps`
     repetitions and has spent `budget_s` there. A failing system is dropped for the rest of the lane.
     `gap_s` of idle time before each call lets the previous system's spinning threads (OpenMP, OpenBLAS
     busy-wait after a call) go to sleep, so they do not take a core from the next one.
 
-    Returns ({case: {system: {"warmup_ms", "runs_ms"}}}, {case: {system: warm-up embeddings}}, {system: error}).
+    The warm-up rounds run every case before any is timed: a browser compiles a WebAssembly function again with its
+    optimising compiler once it is hot, on background threads that take a core from the next calls. With one warm-up
+    call per case, the first case timed (one sentence) had every system still tiering up: its first 7 timed calls
+    took 15.6 / 18.4 / 12.2 ms (transformers.js at 1 and 2 threads, gpuport) where the next 14 took 13.3 / 13.7 / 9.0
+    (Chromium, one run of 21), while the later cases, their code hot by then, showed no such drift.
+
+    Returns ({case: {system: {"warmup_ms", "runs_ms"}}}, {case: {system: warm-up embeddings}}, {system: error}):
+    warmup_ms and the embeddings are each system's first call of the case.
     """
-    results: dict[str, dict[str, dict[str, Any]]] = {}
-    embeddings: dict[str, dict[str, list]] = {}
+    results: dict[str, dict[str, dict[str, Any]]] = {case: {} for case in texts}
+    embeddings: dict[str, dict[str, list]] = {case: {} for case in texts}
     errors: dict[str, str] = {}
     live = list(systems)
 
@@ -233,13 +240,14 @@ def interleave(systems: Sequence[Any], texts: dict[str, list[str]], reps: int, m
             log(f"  {s.name} dropped: {exc}")
             return None
 
+    for round_ in range(max(1, warmups)):
+        for case in texts:
+            for s in list(live):
+                out = call(s, case, round_ == 0)
+                if out is not None and round_ == 0:
+                    results[case][s.name] = {"warmup_ms": out["ms"], "runs_ms": []}
+                    embeddings[case][s.name] = out["embeddings"]
     for case in texts:
-        results[case], embeddings[case] = {}, {}
-        for s in list(live):
-            out = call(s, case, True)
-            if out is not None:
-                results[case][s.name] = {"warmup_ms": out["ms"], "runs_ms": []}
-                embeddings[case][s.name] = out["embeddings"]
         spent = {s.name: 0.0 for s in live}
         for r in range(reps):
             k = r % max(1, len(live))

@@ -6,9 +6,10 @@
 - native: sentence-transformers (torch CPU) against gpuport auto and cpu, at 1 and at 2 threads (each
   system a worker process whose thread count is fixed by its environment).
 
-Cases: 1 sentence, 8 sentences, one text of 256 tokens (bench/peers/texts.json). Within each case the
-systems of a lane alternate repetition by repetition, after one discarded warm-up each; medians in ms and
-ratios peer / gpuport (>= 1.0: gpuport faster). Every system's warm-up embeddings are compared with
+Cases: 1 sentence, 8 sentences, one text of 256 tokens (bench/peers/texts.json). Every system first runs every
+case --warmups times (discarded: the browsers' WebAssembly tiers up meanwhile), then within each case the
+systems of a lane alternate repetition by repetition; medians in ms and
+ratios peer / gpuport (>= 1.0: gpuport faster). Every system's first embeddings are compared with
 sentence-transformers (cosine >= 0.9999 required of gpuport). Prints the table, writes
 bench/results/peers.json and bench/results/peers.png.
 
@@ -124,7 +125,8 @@ def machine_info() -> dict:
 def run_lane(lane: str, systems: list, texts: dict, args, log) -> dict:
     a, t0 = cpu_jiffies(os.getpid()), time.perf_counter()
     reps = args.native_reps if lane == "native" else args.reps
-    results, embeddings, errors = interleave(systems, texts, reps, args.min_reps, args.budget_s, log, args.gap_s)
+    results, embeddings, errors = interleave(systems, texts, reps, args.min_reps, args.budget_s, log, args.gap_s,
+                                             args.warmups)
     used = contention(a, cpu_jiffies(os.getpid()), time.perf_counter() - t0)
     for s in systems:   # closed before the next lane (and run) starts; what they say on closing goes into their info
         s.close()
@@ -135,7 +137,9 @@ def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="smoke run: 1 timed repetition per system and case")
     ap.add_argument("--lanes", default=",".join(LANES), help="comma-separated subset of " + ",".join(LANES))
-    ap.add_argument("--reps", type=int, default=7, help="timed repetitions per system and case (after a warm-up)")
+    ap.add_argument("--reps", type=int, default=7, help="timed repetitions per system and case (after the warm-ups)")
+    ap.add_argument("--warmups", type=int, default=3,
+                    help="discarded rounds over every case before any is timed (the browsers' WebAssembly tiers up)")
     ap.add_argument("--native-reps", type=int, default=25,
                     help="timed repetitions per native system and case (they take milliseconds)")
     ap.add_argument("--min-reps", type=int, default=3, help="repetitions a slow system gets even past --budget-s")
@@ -154,7 +158,7 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--out", default=None, help="JSON path (default bench/results/peers[-quick].json)")
     args = ap.parse_args()
     if args.quick:
-        args.reps = args.native_reps = args.min_reps = 1
+        args.reps = args.native_reps = args.min_reps = args.warmups = 1
     args.lane_list = [x for x in args.lanes.split(",") if x]
     unknown = set(args.lane_list) - set(LANES)
     if unknown:

@@ -9,8 +9,9 @@ would pick instead, in one run, interleaved.
 
 Cases (bench/peers/vision_inputs.json): 1 and 16 images (from their PNG/JPEG bytes: decoding and preprocessing are
 timed too), 1 and 16 texts, one 10-label zero-shot classification (the labels embedded every call: gpuport's label
-cache is cleared first). Within each case the systems of a lane alternate repetition by repetition, after one
-discarded warm-up each; medians in ms and ratios peer / gpuport (>= 1.0: gpuport faster). Every system's warm-up
+cache is cleared first). Every system first runs every case --warmups times (discarded: the browsers'
+WebAssembly tiers up meanwhile), then within each case the systems of a lane alternate repetition by repetition;
+medians in ms and ratios peer / gpuport (>= 1.0: gpuport faster). Every system's first
 output is compared with transformers' (cosine >= 0.9999 required of gpuport). Prints the table, writes
 bench/results/vision.json and bench/results/vision.png.
 
@@ -167,7 +168,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="smoke run: 1 timed repetition per system and case")
     ap.add_argument("--lanes", default=",".join(LANES), help="comma-separated subset of " + ",".join(LANES))
-    ap.add_argument("--reps", type=int, default=5, help="timed repetitions per system and case (after a warm-up)")
+    ap.add_argument("--reps", type=int, default=5, help="timed repetitions per system and case (after the warm-ups)")
+    ap.add_argument("--warmups", type=int, default=3,
+                    help="discarded rounds over every case before any is timed (the browsers' WebAssembly tiers up)")
     ap.add_argument("--native-reps", type=int, default=9, help="timed repetitions per native system and case")
     ap.add_argument("--min-reps", type=int, default=3, help="repetitions a slow system gets even past --budget-s")
     ap.add_argument("--budget-s", type=float, default=20.0,
@@ -179,7 +182,7 @@ def main() -> int:
     ap.add_argument("--out", default=None, help="JSON path (default bench/results/vision[-quick].json)")
     args = ap.parse_args()
     if args.quick:
-        args.reps = args.native_reps = args.min_reps = 1
+        args.reps = args.native_reps = args.min_reps = args.warmups = 1
     lanes = [x for x in args.lanes.split(",") if x]
     if set(lanes) - set(LANES):
         ap.error(f"unknown lanes {sorted(set(lanes) - set(LANES))}; choose from {LANES}")
@@ -217,7 +220,8 @@ def main() -> int:
     def lane_run(lane: str, systems: list) -> None:
         a, t0 = cpu_jiffies(os.getpid()), time.perf_counter()
         reps = args.native_reps if lane == "native" else args.reps
-        results, outputs, errors = interleave(systems, payload, reps, args.min_reps, args.budget_s, log, args.gap_s)
+        results, outputs, errors = interleave(systems, payload, reps, args.min_reps, args.budget_s, log, args.gap_s,
+                                              args.warmups)
         for s in systems:
             s.close()
             meta["systems"][f"{lane}/{s.name}"] = s.info

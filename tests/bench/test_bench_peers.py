@@ -111,6 +111,20 @@ def test_interleave_alternates_rotates_and_discards_warmups():
     assert emb["short"]["tjs-wasm"] == [[1.0, 0.0]] and errors == {}
 
 
+def test_interleave_warms_every_case_up_before_timing_any():
+    calls = []
+    a, b = Fake("tjs-wasm", 1.0, calls), Fake("gpuport-auto", 2.0, calls)
+    results, emb, _ = lanes.interleave([a, b], {"short": ["x"], "batch8": ["x", "y"]}, reps=1, min_reps=1, budget_s=60,
+                                       log=lambda m: None, warmups=2)
+    warm = [(s, c, e) for c, e in (("short", True), ("batch8", True), ("short", False), ("batch8", False))
+            for s in ("tjs-wasm", "gpuport-auto")]
+    assert calls[:8] == warm, calls   # two rounds over both cases, the first keeping the embeddings
+    assert calls[8:] == [("tjs-wasm", "short", False), ("gpuport-auto", "short", False),
+                         ("tjs-wasm", "batch8", False), ("gpuport-auto", "batch8", False)]
+    assert results["batch8"]["tjs-wasm"] == {"warmup_ms": 1.0, "runs_ms": [1.0]}
+    assert emb["batch8"]["gpuport-auto"] == [[1.0, 0.0]] * 2
+
+
 def test_interleave_budget_stops_slow_systems_at_min_reps():
     calls = []
     fast, slow = Fake("tjs-wasm", 10.0, calls), Fake("gpuport-webgpu", 5000.0, calls)
@@ -125,8 +139,10 @@ def test_interleave_drops_a_failing_system_and_goes_on():
     ok, bad = Fake("gpuport-cpu", 1.0, calls), Fake("tjs-webgpu", 1.0, calls, fail_on=("batch8", True))
     results, _, errors = lanes.interleave([ok, bad], {"short": ["x"], "batch8": ["x", "y"]}, reps=2, min_reps=2,
                                           budget_s=60, log=lambda m: None)
-    assert len(results["short"]["tjs-webgpu"]["runs_ms"]) == 2
+    # dropped in the warm-up round, before any case was timed: its first short call is all it has
+    assert results["short"]["tjs-webgpu"] == {"warmup_ms": 1.0, "runs_ms": []}
     assert "tjs-webgpu" not in results["batch8"] and len(results["batch8"]["gpuport-cpu"]["runs_ms"]) == 2
+    assert len(results["short"]["gpuport-cpu"]["runs_ms"]) == 2
     assert errors == {"tjs-webgpu": "tjs-webgpu: the page crashed"}
 
 
