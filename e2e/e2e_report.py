@@ -174,6 +174,11 @@ def write_report(states: dict[str, LaneState], browsers: Browsers | None) -> Non
         for n, c, e in failures:
             if not states[n].error:  # a lane that did not start fails every test for that one reason
                 md.append(f"- **{n}** `{c}`: {e.get('message', '')}")
+    restarted = [(n, s["restarted"]) for n, s in lanes.items() if s["restarted"]]
+    if restarted:
+        md += ["", "## Lanes started again", ""]
+        md += [f"- lane **{n}**: its page's renderer crashed as it started, and it was started once more: {headline(why)}"
+               for n, why in restarted]
     (REPORT_DIR / "compatibility.md").write_text("\n".join(md) + "\n")
 
 
@@ -187,4 +192,5 @@ def terminal_summary(tr, states: dict[str, LaneState], browsers: Browsers | None
         tr.write_line(f"{name:27} {str(s['backend']):6} {str(s['tier']):11} {c['passed']:3} passed {c['failed']:3} failed"
                       f"  page ready {s['open_s'] if s['open_s'] is not None else '-':>5} s"
                       f"  lane wall {s['wall_s'] if s['wall_s'] is not None else '-':>6} s"
-                      + (f"  {headline(s['error'])[:160]}" if s["error"] else ""))
+                      + (f"  {headline(s['error'])[:160]}" if s["error"] else "")
+                      + (f"  started again after: {headline(s['restarted'])[:120]}" if s["restarted"] else ""))

@@ -43,6 +43,7 @@ def lane_facts(state: LaneState) -> dict[str, Any]:
         "user_agent": (state.navigator or {}).get("userAgent"),
         "open_s": None if state.open_s is None else round(state.open_s, 2),
         "error": state.error,
+        "restarted": state.restarted,
     }
 
 
