@@ -8,6 +8,7 @@ browser that is missing or a page that does not start raises LaneError with the 
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
@@ -140,7 +141,8 @@ class PlaywrightLane(Lane):
                 raise LaneError(f"the page {url} did not load: HTTP {response.status} (is it a gpuport site?)")
             super().__init__(state)
         except BaseException:
-            self.context.close()   # a page that did not start leaves no context behind
+            with contextlib.suppress(Exception):   # a page that did not start leaves no context behind
+                self.context.close()
             raise
 
     def _ready(self) -> dict:
