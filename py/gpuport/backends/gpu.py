@@ -7,6 +7,7 @@ A WebGPU backend supplies only the raw device calls (`_create_buffer`, `_create_
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 import weakref
 from abc import abstractmethod
@@ -94,7 +95,7 @@ class GPUBackend(Backend):
             self.fault(point, nbytes)
 
     def alloc(self, shape: tuple[int, ...], dtype: np.dtype) -> Any:
-        nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+        nbytes = math.prod(shape) * np.dtype(dtype).itemsize
         self._check_size(nbytes, f"a {dtype} tensor of shape {shape}")
         self._fault("alloc", nbytes)
         return self._create_buffer(nbytes, None)
@@ -144,7 +145,7 @@ class GPUBackend(Backend):
                 raise type(error)(f"{what}: {error}")
 
     async def download(self, handle: Any, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-        count = int(np.prod(shape, dtype=np.int64))
+        count = math.prod(shape)
         if not count:
             return np.zeros(shape, dtype)
         self.flush()

@@ -4,6 +4,7 @@ tensors recovery restores after a device loss."""
 
 from __future__ import annotations
 
+import math
 import weakref
 from typing import TYPE_CHECKING, Sequence
 
@@ -65,7 +66,7 @@ class DeviceMemory:
             rt.recovery.recover()
         try:
             if self.budget_bytes is not None:
-                nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+                nbytes = math.prod(shape) * np.dtype(dtype).itemsize
                 used = self.device_bytes()
                 if used + nbytes > self.budget_bytes:
                     raise OutOfMemory(f"allocating {nbytes:,} bytes would exceed the runtime's memory budget of "
@@ -82,7 +83,7 @@ class DeviceMemory:
         """A tensor on the device: one buffer, or blocks of whole rows when it exceeds the binding budget."""
         rt, device = self.rt, self.rt.device
         dtype = np.dtype(dtype)
-        size = int(np.prod(shape, dtype=np.int64))
+        size = math.prod(shape)
         nbytes = size * dtype.itemsize
         if bounds is None and not self.needs_blocks(nbytes):
             buffer = device.upload(host) if host is not None else device.alloc(shape, dtype)

@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import inspect
+import math
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
@@ -277,7 +278,7 @@ class RecoveryManager:
         """An allocation failed: retry after releasing, then blocks (host data), then host residency."""
         rt = self.rt
         self._stats["oom_events"] += 1
-        nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+        nbytes = math.prod(shape) * np.dtype(dtype).itemsize
         self.event("out_of_memory", bytes=nbytes, error=str(exc)[:200])
         try:                                   # 1. release what Python dropped and retry once
             rt.device.flush()

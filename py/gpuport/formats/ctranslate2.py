@@ -11,6 +11,7 @@ table into the chunk manifest, which a page then trusts (every chunk it reads is
 
 from __future__ import annotations
 
+import math
 import mmap
 import os
 import struct
@@ -115,9 +116,9 @@ def read_index(f: BinaryIO, size: int, where: str) -> ModelBin:
         nbytes = c.u("I", f"{name!r}'s byte count")
         dtype = DTYPES[code]
         itemsize = NUMPY[dtype].itemsize if dtype in NUMPY else 2
-        if nbytes != itemsize * int(np.prod(shape, dtype=np.int64)):
+        if nbytes != itemsize * math.prod(shape):
             raise LoadError(f"{where}: variable {name!r} {dtype} {list(shape)} has {nbytes} bytes, expected "
-                            f"{itemsize * int(np.prod(shape, dtype=np.int64))}")
+                            f"{itemsize * math.prod(shape)}")
         offset = f.tell()
         if offset + nbytes > size:
             raise LoadError(f"{where}: truncated: variable {name!r} spans bytes {offset}..{offset + nbytes}, the "

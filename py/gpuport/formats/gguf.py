@@ -13,6 +13,7 @@ knowing its size in advance (the header of SmolLM2-135M is 1.8 MB: its vocabular
 
 from __future__ import annotations
 
+import math
 import os
 import struct
 from dataclasses import dataclass, field
@@ -70,7 +71,7 @@ class TensorInfo:
 
     @property
     def n_elements(self) -> int:
-        return int(np.prod(self.dims, dtype=np.int64))
+        return int(math.prod(self.dims))
 
 
 @dataclass
@@ -225,7 +226,7 @@ def _tensor_info(name: str, tname: str, dims: tuple[int, ...], ttype: int, rel: 
                         f"(the first must be a multiple of {block})")
     if rel % alignment:
         raise LoadError(f"{name}: tensor {tname!r}: offset {rel} is not a multiple of the alignment {alignment}")
-    n = int(np.prod(dims, dtype=np.int64))
+    n = int(math.prod(dims))
     return TensorInfo(tname, dims, ttype, data_offset + rel, n // block * block_bytes)
 
 

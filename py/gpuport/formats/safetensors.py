@@ -8,6 +8,7 @@ are relative to the first data byte (8 + N). Pure Python + NumPy, so it runs in 
 from __future__ import annotations
 
 import json
+import math
 import os
 import struct
 from typing import Any, BinaryIO
@@ -80,9 +81,9 @@ def _check_entry(key: str, info: Any, name: str) -> None:
             and 0 <= offs[0] <= offs[1]):
         raise LoadError(f"{name}: tensor {key!r}: bad data_offsets {offs!r}")
     dt = DTYPES.get(info["dtype"])
-    if dt is not None and offs[1] - offs[0] != int(np.prod(shape, dtype=np.int64)) * dt.itemsize:
+    if dt is not None and offs[1] - offs[0] != math.prod(shape) * dt.itemsize:
         raise LoadError(f"{name}: tensor {key!r}: data_offsets {offs} hold {offs[1] - offs[0]} bytes, "
-                        f"but {info['dtype']} {shape} needs {int(np.prod(shape, dtype=np.int64)) * dt.itemsize}")
+                        f"but {info['dtype']} {shape} needs {math.prod(shape) * dt.itemsize}")
 
 
 def tensor_entries(header: dict) -> dict[str, dict]:

@@ -372,7 +372,7 @@ async def load(name: str, rt: Any, source: str | None, progress: Callable[..., N
     model.load_stats = ckpt.stats
 
     def attach(component: str, tensors: dict[str, Any]) -> None:
-        uploaded, total = 0, sum(4 * int(np.prod(t.shape)) for t in tensors.values())
+        uploaded, total = 0, sum(4 * math.prod(t.shape) for t in tensors.values())
 
         def on_upload(tensor: str, nbytes: int) -> None:   # a local folder's arrays, uploaded here
             nonlocal uploaded

@@ -10,6 +10,7 @@ runs on native WebGPU, on NumPy, and inside a page. Weights go to the device onc
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import dataclass
 from functools import cache
@@ -383,7 +384,7 @@ async def load(name: str, rt: Any, source: str | None, progress: Callable[..., N
         weights = await files.load_tensors(weight_names(cfg), rt)
     else:
         weights = await files.load_weights(weight_names(cfg))
-    total = sum(int(np.asarray(w).nbytes) if isinstance(w, np.ndarray) else int(np.prod(w.shape)) * w.dtype.itemsize
+    total = sum(int(np.asarray(w).nbytes) if isinstance(w, np.ndarray) else math.prod(w.shape) * w.dtype.itemsize
                 for w in weights.values())
     done = 0
 

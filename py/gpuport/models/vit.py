@@ -14,6 +14,7 @@ of the class token), then the classifier; preprocessing is ViTImageProcessor's (
 from __future__ import annotations
 
 import json
+import math
 import time
 from typing import Any, Callable, Mapping, Sequence
 
@@ -162,7 +163,7 @@ async def load(name: str, rt: Any, source: str | None, progress: Callable[..., N
     made: list[ViT] = []
 
     def attach(component: str, tensors: dict[str, Any]) -> None:
-        uploaded, total = 0, sum(4 * int(np.prod(t.shape)) for t in tensors.values())
+        uploaded, total = 0, sum(4 * math.prod(t.shape) for t in tensors.values())
 
         def on_upload(tensor: str, nbytes: int) -> None:
             nonlocal uploaded

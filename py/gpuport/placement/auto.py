@@ -19,12 +19,11 @@ per op call and per whole computation; the placement module (placement/__init__.
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections import Counter
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
-
-import numpy as np
 
 from ..backends.io import RecordStore
 from ..formats.records import RecordError, report_bad_record
@@ -104,7 +103,7 @@ class AutoSelection:
         on, sizes = [], []
         host_ok = True
         for shape, w in zip(shapes_t, where):
-            nb = int(np.prod(shape, dtype=np.int64)) * 4
+            nb = math.prod(shape) * 4
             if w == 0:            # host only: moving it to the GPU costs a transfer
                 on.append("cpu")
                 sizes.append(nb)
@@ -114,8 +113,8 @@ class AutoSelection:
                 if not self.rt.device.can_block:
                     host_ok = False
             # w == 1: on the GPU and known on the host: free on either side
-        out = int(np.prod(out_shape, dtype=np.int64))
-        nbytes = sum(int(np.prod(s, dtype=np.int64)) for s in shapes_t) * 4 + out * 4
+        out = math.prod(out_shape)
+        nbytes = sum(math.prod(s) for s in shapes_t) * 4 + out * 4
         w = WorkloadCharacteristics(op, shapes_t, "float32", nbytes, flops(op, shapes_t), tuple(on),
                                     tuple(sizes))
         return w, host_ok

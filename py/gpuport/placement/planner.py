@@ -21,9 +21,8 @@ One method (`decide`) serves every question: a real call (`plan`), "what would t
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable, Mapping
-
-import numpy as np
 
 from ..backends.capabilities import SPEC_DEFAULT_LIMITS
 from ..errors import LimitExceeded, UnsupportedFeature
@@ -170,7 +169,7 @@ class Planner:
     def plan(self, call: OpCall) -> Decision:
         """The strategy for one call, with the reason."""
         blocked = [(n, t) for n, t in zip(call.names, call.inputs) if t is not None and t.blocked]
-        out_bytes = int(np.prod(call.out_shape, dtype=np.int64)) * 4
+        out_bytes = math.prod(call.out_shape) * 4
         over = None
         if blocked or (self.gpu and self.needs_blocks(out_bytes)):
             over = (f"{', '.join(n for n, _ in blocked) or 'the output'} over the {self.binding():,}-byte "

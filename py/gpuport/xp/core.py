@@ -9,6 +9,7 @@ this module cannot import them.
 
 from __future__ import annotations
 
+import math
 import operator
 import time
 from types import SimpleNamespace
@@ -108,7 +109,7 @@ class Array:
     @property
     def size(self) -> int:
         """The number of elements."""
-        return int(np.prod(self._data.shape, dtype=np.int64))
+        return math.prod(self._data.shape)
 
     @property
     def device(self) -> Runtime:

@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import math
 import operator
 from typing import Any
 
@@ -130,7 +131,7 @@ async def mask_take(x: Array, mask: Any, blocking: bool) -> Array:
     decision = place(x.device, "getitem", [x, mask], (x.size,))
     flat, _ = await true_positions(mask, blocking, decision.on_host)
     rest = x.shape[mask.ndim:]
-    merged = reshape(x, (int(np.prod(mask.shape, dtype=np.int64)),) + rest)   # the mask's axes as one
+    merged = reshape(x, (math.prod(mask.shape),) + rest)   # the mask's axes as one
     return _take_advanced(merged, [flat] + [slice(None)] * len(rest))
 
 

@@ -7,6 +7,7 @@ input through its own shifted view and selects by coordinate; tile and repeat re
 
 from __future__ import annotations
 
+import math
 import operator
 from typing import Any, Sequence
 
@@ -150,11 +151,11 @@ def _target_shape(shape: Sequence[int], size: int) -> tuple[int, ...]:
     if dims.count(-1) > 1:
         raise ValueError("reshape: at most one -1")
     if -1 in dims:
-        known = int(np.prod([d for d in dims if d != -1], dtype=np.int64))
+        known = math.prod([d for d in dims if d != -1])
         if known == 0 or size % known:
             raise ValueError(f"reshape: cannot reshape {size} elements to {tuple(shape)}")
         dims[dims.index(-1)] = size // known
-    if any(d < 0 for d in dims) or int(np.prod(dims, dtype=np.int64)) != size:
+    if any(d < 0 for d in dims) or math.prod(dims) != size:
         raise ValueError(f"reshape: cannot reshape {size} elements to {tuple(shape)}")
     return tuple(dims)
 

@@ -7,6 +7,7 @@ a copy; the division of a mean, the centring of a variance and the cast to the r
 from __future__ import annotations
 
 import builtins
+import math
 import operator
 import warnings
 from typing import Any, Callable, Sequence
@@ -52,8 +53,8 @@ def reduce_rows(x: Array, axes: tuple[int, ...], prologue: Callable[[Node], Node
     expr = Expr(root, x.shape)
     kept = tuple(a for a in range(x.ndim) if a not in axes)
     t = permute(x.shape, kept + axes)
-    rows = int(np.prod([x.shape[a] for a in kept], dtype=np.int64))
-    length = int(np.prod([x.shape[a] for a in axes], dtype=np.int64))
+    rows = math.prod([x.shape[a] for a in kept])
+    length = math.prod([x.shape[a] for a in axes])
     return t.expr(expr), rows, length
 
 
@@ -146,7 +147,7 @@ def _variance(name: str, x: Array, axis: Axis, correction: int | float, keepdims
     x = _floating(x, name)
     rt = x.device
     axes = normalize_axes(axis, x.ndim)
-    count = int(np.prod([x.shape[a] for a in axes], dtype=np.int64))
+    count = math.prod([x.shape[a] for a in axes])
     divisor = float(np.maximum(count - correction, 0))
     host_fn = np.std if root else np.var
     decision = place(rt, name, [x], _reduced_shape(x.shape, axes, keepdims))
