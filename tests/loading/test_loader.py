@@ -13,6 +13,7 @@ from pathlib import Path
 import gpuport as gp
 import numpy as np
 import pytest
+from gpuport.backends.io import ChunkView
 from gpuport.formats import chunk_manifest
 from gpuport.host.simd_ops import immutable
 from gpuport.loading import chunk_cache
@@ -469,9 +470,9 @@ def test_cached_chunks_are_read_a_window_at_a_time(tiny, monkeypatch):
             super().__init__()
             self.requests: list[list[int]] = []
 
-        async def get_many_with_digest(self, keys):
+        async def get_many_with_digest(self, keys, views=False):
             self.requests.append([int(k.split(":")[1]) for k in keys])
-            return await super().get_many_with_digest(keys)
+            return await super().get_many_with_digest(keys, views)
 
     cache = Counting()
     load(srv.url, cache=cache)
@@ -482,6 +483,52 @@ def test_cached_chunks_are_read_a_window_at_a_time(tiny, monkeypatch):
     n = len(json.loads((folder / "manifest.json").read_text())["chunks"])
     assert n == 6 and ld.stats()["cached_chunks"] == n and ld.stats()["fetched_chunks"] == 0, (n, ld.stats())
     assert cache.requests == [[0], [1], [2, 3], [4, 5]], cache.requests
+
+
+class BytesView(ChunkView):
+    """A cache's chunk handed over where the cache holds it (pageio.JsChunk in a page: a Uint8Array), here over bytes;
+    it counts what is copied out of it, and being turned into bytes fails the test."""
+
+    def __init__(self, data: memoryview, copied: list[int]) -> None:
+        self.data, self.copied = data, copied
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, part: slice) -> "BytesView":
+        return BytesView(self.data[part], self.copied)
+
+    def __bytes__(self) -> bytes:
+        raise AssertionError("the loader turned a chunk view into bytes: a second copy")
+
+    def copy_into(self, dest: memoryview) -> None:
+        dest[:] = self.data
+        self.copied.append(len(self.data))
+
+
+def test_cached_chunks_as_views_are_copied_once_into_their_tensors(tiny):
+    """A cache that hands chunks over as views (a page's: left in JS memory) has each tensor's slices copied straight
+    into the tensor, never through bytes; the tensors are the same, and each is its own writable array."""
+    srv, tensors, _ = tiny
+    copied: list[int] = []
+
+    class Views(chunk_cache.MemoryChunkCache):
+        async def get_many_with_digest(self, keys, views=False):
+            found = await super().get_many_with_digest(keys, views)
+            return [f if f is None or not views else (BytesView(memoryview(f[0]), copied), f[1]) for f in found]
+
+    cache = Views()
+    load(srv.url, cache=cache)
+    assert not copied   # the first load fetched every chunk: bytes from the network
+    out, _, ld = load(srv.url, cache=cache)
+    check_same(out, tensors)
+    assert ld.stats()["cached_chunks"] == len(ld.manifest["chunks"]) and ld.stats()["fetched_chunks"] == 0
+    # every tensor byte came through a view, but those in the header's chunk: read as bytes for the header, and kept
+    first = ld.manifest["chunks"][0]["end"]
+    in_first = sum(max(0, min(t["end"], first) - t["start"]) for t in ld.manifest["tensors"].values())
+    assert 0 < in_first and sum(copied) + in_first == sum(a.nbytes for a in out.values()), (sum(copied), in_first)
+    for arr in out.values():
+        assert arr.flags.writeable and arr.flags.owndata, arr.base
 
 
 class ReadAhead(chunk_cache.MemoryChunkCache):

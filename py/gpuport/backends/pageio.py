@@ -15,7 +15,7 @@ from pyodide.http import pyfetch
 from ..errors import NoAnswer
 from ..formats.chunk_manifest import sha256
 from ..platform import within
-from .io import ChunkCache, QuotaExceeded, Response, Transport, TransportError
+from .io import ChunkCache, ChunkView, QuotaExceeded, Response, Transport, TransportError
 
 RECORD_WAIT_S = 10.0   # a record read past it is treated as missing (open() goes on without the optimisation)
 
@@ -116,13 +116,18 @@ class IndexedDBChunkCache(ChunkCache):
         what web/idb.js read ahead while the page booted where it holds the key."""
         return self._handed(key, await idb.takeWithDigest("chunks", key))
 
-    async def get_many_with_digest(self, keys: Sequence[str]) -> list[tuple[bytes, str] | None]:
+    async def get_many_with_digest(self, keys: Sequence[str], views: bool = False
+                                   ) -> list[tuple[bytes | ChunkView, str] | None]:
         found = await idb.takeManyWithDigest("chunks", to_js(list(keys)))
-        return [self._handed(key, record) for key, record in zip(keys, found)]
+        return [self._handed(key, record, views) for key, record in zip(keys, found)]
 
-    def _handed(self, key: str, found: Any) -> tuple[bytes, str] | None:
-        blob = None if found is None else _bytes(found.value)
+    def _handed(self, key: str, found: Any, views: bool = False) -> tuple[bytes | ChunkView, str] | None:
+        value = None if found is None else found.value
         self._ahead.discard(key)
+        if views and found is not None and found.sha256 is not None and _is_bytes_view(value):
+            blob: bytes | ChunkView | None = JsChunk(value)
+        else:
+            blob = _bytes(value)
         if blob is None:
             return None
         if found.fetched:
@@ -155,6 +160,36 @@ class IndexedDBChunkCache(ChunkCache):
             await idb.put("meta", key, value)
         except JsException as exc:
             self._raise(exc)
+
+
+class JsChunk(ChunkView):
+    """A chunk left in the Uint8Array IndexedDB (or the page's read-ahead) handed over: each slice is copied once,
+    straight into Pyodide's memory where its tensor is."""
+
+    __slots__ = ("array",)
+
+    def __init__(self, array: Any) -> None:
+        self.array = array
+
+    def __len__(self) -> int:
+        return int(self.array.length)
+
+    def __getitem__(self, part: slice) -> "JsChunk":
+        start, stop, step = part.indices(len(self))
+        if step != 1:
+            raise ValueError("a chunk's slices are contiguous")
+        return JsChunk(self.array.subarray(start, max(start, stop)))
+
+    def __bytes__(self) -> bytes:
+        return self.array.to_bytes()
+
+    def copy_into(self, dest: memoryview) -> None:
+        self.array.assign_to(dest)
+
+
+def _is_bytes_view(value: Any) -> bool:
+    """Whether a stored record is a Uint8Array (what idb.js stores chunks as), which JsChunk slices without a copy."""
+    return value is not None and getattr(value, "BYTES_PER_ELEMENT", None) == 1 and hasattr(value, "subarray")
 
 
 def _bytes(value: Any) -> bytes | None:

@@ -11,7 +11,7 @@ import json
 import math
 import os
 import struct
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Sequence
 
 import numpy as np
 
@@ -111,9 +111,11 @@ def _dtype(key: str, info: dict, name: str) -> np.dtype:
     return DTYPES[dtype]
 
 
-def tensor_from_pieces(key: str, info: dict, pieces: list[memoryview], name: str = "safetensors") -> np.ndarray:
+def tensor_from_pieces(key: str, info: dict, pieces: Sequence[Any], name: str = "safetensors") -> np.ndarray:
     """One tensor whose bytes are `pieces` in order (a tensor over several chunks), copied once into an array that
-    owns its memory (nothing writable beneath it: simd_ops caches the packed form of such a weight)."""
+    owns its memory (nothing writable beneath it: simd_ops caches the packed form of such a weight). A piece is a
+    memoryview, or anything with a length and `copy_into(dest)` (a page's chunk left in JS memory:
+    backends.io.ChunkView)."""
     dt = _dtype(key, info, name)
     begin, end = info["data_offsets"]
     if sum(len(p) for p in pieces) != end - begin:
@@ -123,8 +125,12 @@ def tensor_from_pieces(key: str, info: dict, pieces: list[memoryview], name: str
         raise LoadError(f"{name}: tensor {key!r} has shape {info['shape']} ({arr.nbytes} bytes) but spans {end - begin}")
     flat, at = arr.reshape(-1).view(np.uint8), 0
     for piece in pieces:
-        flat[at:at + len(piece)] = np.frombuffer(piece, np.uint8)
-        at += len(piece)
+        n = len(piece)
+        if isinstance(piece, memoryview):
+            flat[at:at + n] = np.frombuffer(piece, np.uint8)
+        else:
+            piece.copy_into(memoryview(flat[at:at + n]))
+        at += n
     return arr.astype(dt.newbyteorder("="), copy=False)
 
 

@@ -10,7 +10,7 @@ import json
 import time
 from typing import Callable, Sequence
 
-from ..backends.io import ChunkCache, QuotaExceeded
+from ..backends.io import ChunkCache, ChunkView, QuotaExceeded
 
 DAY_MS = 24 * 3600 * 1000
 
@@ -132,16 +132,17 @@ class ModelChunks:
             self._kept[i] = blob
         return blob
 
-    async def get_many(self, indices: Sequence[int]) -> list[bytes | None]:
+    async def get_many(self, indices: Sequence[int], views: bool = False) -> list[bytes | ChunkView | None]:
         """get(i) of each of `indices`, in order, read from the cache in one request (in a page, one crossing
-        into JS for them all rather than an asyncio task and a crossing per chunk)."""
+        into JS for them all rather than an asyncio task and a crossing per chunk). `views`: a chunk may come as a
+        ChunkView (ChunkCache.get_many_with_digest)."""
         out: dict[int, bytes | None] = {i: self._kept.pop(i) for i in indices if i in self._kept}
         wanted = [i for i in indices if i not in out]
         keys = [self._key(i) for i in wanted]
         found: list = [None] * len(keys)   # what a cache that is absent or fails hands over
         if self.cache is not None and keys:
             try:
-                found = await self.cache.get_many_with_digest(keys)
+                found = await self.cache.get_many_with_digest(keys, views)
             except Exception:
                 pass
         for i, key, record in zip(wanted, keys, found):

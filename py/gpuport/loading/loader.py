@@ -46,7 +46,7 @@ from typing import Any, Awaitable, Callable, Mapping, Sequence
 
 import numpy as np
 
-from ..backends.io import ChunkCache, FetchError, Transport
+from ..backends.io import ChunkCache, ChunkView, FetchError, Transport
 from ..errors import LoadError
 from ..formats.chunk_manifest import (
     MANIFEST_CHUNK,
@@ -288,7 +288,7 @@ class ProgressiveModelLoader:
         st = self.state
         self.expect(names)
 
-        data: dict[int, bytes] = {}                   # verified chunk bytes, by index
+        data: dict[int, bytes | ChunkView] = {}       # verified chunks, by index
         out: dict[str, Any] = {}
         loop = asyncio.get_running_loop()
         done: dict[str, asyncio.Future] = {n: loop.create_future() for n in names}
@@ -302,7 +302,7 @@ class ProgressiveModelLoader:
             t = m["tensors"][n]
             # its bytes, in one chunk or over several, copied once into an array of its own (joining chunks, then
             # copying the joined bytes into an array took twice as long: 60 ms of MiniLM's load in Firefox, profiled)
-            pieces = [memoryview(data[i])[max(t["start"] - m["chunks"][i]["start"], 0):t["end"] - m["chunks"][i]["start"]]
+            pieces = [_view(data[i])[max(t["start"] - m["chunks"][i]["start"], 0):t["end"] - m["chunks"][i]["start"]]
                       for i in range(t["chunks"][0], t["chunks"][1] + 1)]
             return tensor_from_pieces(n, dict(entries[n], data_offsets=[0, t["end"] - t["start"]]), pieces,
                                       self.weights_url)
@@ -327,7 +327,7 @@ class ProgressiveModelLoader:
                     if all(n2 in out for n2 in owners[j]):
                         data.pop(j, None)
 
-        stream = asyncio.ensure_future(self.stream_chunks(need, arrived))
+        stream = asyncio.ensure_future(self.stream_chunks(need, arrived, views=True))
 
         async def component(key: str | None, part: Sequence[str]) -> None:
             for n in part:
@@ -366,10 +366,11 @@ class ProgressiveModelLoader:
         self.state.payload = sum(m["tensors"][n]["end"] - m["tensors"][n]["start"] for n in names)
         self._payload_of = payload_per_chunk(m, names)
 
-    async def stream_chunks(self, need: Sequence[int], arrived: Callable[[int, bytes], Any]) -> None:
+    async def stream_chunks(self, need: Sequence[int], arrived: Callable[[int, Any], Any], views: bool = False) -> None:
         """Chunks `need` (indices, in the order wanted: ascending, or components interleaved), each verified: from the cache, else fetched in spans of
         `chunk_size_mb`, `concurrency` at a time in file order; `arrived(i, blob)` the moment chunk i is
-        verified; fetched chunks are then cached. Progress counts the payload set by `expect`."""
+        verified; fetched chunks are then cached. Progress counts the payload set by `expect`. `views`: a cached chunk
+        may arrive as a ChunkView (only sliced and copied out: load_tensors), not bytes."""
         m = await self.load_manifest()
         st = self.state
         await self.chunks.prepare()
@@ -378,9 +379,9 @@ class ProgressiveModelLoader:
         cached = cached_bytes = ahead = 0
         for w in range(0, len(need), CACHE_READS):   # CACHE_READS reads in flight, handed on in order
             window = need[w:w + CACHE_READS]
-            for i, blob in zip(window, await self.chunks.get_many(window)):
+            for i, blob in zip(window, await self.chunks.get_many(window, views)):
                 if blob is not None and self._file_hash is not None:
-                    self._file_hash.add(i, blob)
+                    self._file_hash.add(i, bytes(blob))
                 if blob is None:
                     missing.append(i)
                     continue
@@ -609,6 +610,11 @@ def _default_transport(source: str) -> Transport:
         from ..backends.pageio import PyfetchTransport  # page-only: imports js
         return PyfetchTransport()
     return UrllibTransport() if source.startswith(("http://", "https://")) else FileTransport()
+
+
+def _view(blob: bytes | ChunkView) -> memoryview | ChunkView:
+    """A chunk to slice without copying: bytes as a memoryview, a cache's ChunkView as itself."""
+    return blob if isinstance(blob, ChunkView) else memoryview(blob)
 
 
 def _default_cache(source: str) -> ChunkCache | None:
