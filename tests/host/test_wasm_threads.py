@@ -102,8 +102,9 @@ def test_attach_reports_the_pool(pool):
 
 def test_a_call_begun_with_the_workers_asleep_wakes_them_only_where_that_ran_faster(pool, monkeypatch):
     """PoolKernels.call: workers awake are used at once; asleep, a kind of call runs woken TRIES times, alone
-    ALONE_TRIES, then the faster way, the other tried again every EXPLORE_EVERY calls; a kind of call of its own learns
-    on its own. The stand-in's clock: woken 10 ms; alone 6 for a sentence, 16 for CLIP's one text (this machine's)."""
+    ALONE_TRIES, then the faster way, the other tried again every EXPLORE_EVERY[other] calls (woken more often than
+    alone); a kind of call of its own learns on its own. The stand-in's clock: woken 10 ms; alone 6 for a sentence, 16
+    for CLIP's one text."""
     state = {"awake": 0, "woken": 0, "now": 0.0}
     monkeypatch.setattr(pool.kernels, "gp_pool_awake", lambda: state["awake"], raising=False)
     monkeypatch.setattr(pool.kernels, "gp_pool_wake", lambda: state.__setitem__("woken", state["woken"] + 1),
@@ -123,17 +124,19 @@ def test_a_call_begun_with_the_workers_asleep_wakes_them_only_where_that_ran_fas
     assert [call() for _ in range(3)] == ["awake"] * 3 and T.ENGINE.paced() == {}
     state["awake"] = 0
     tried = T.TRIES + T.ALONE_TRIES
-    ways = [call() for _ in range(tried + T.EXPLORE_EVERY)]   # woken 10 ms: under ALONE_BELOW_MS
+    every = T.EXPLORE_EVERY
+    assert every["woken"] < every["alone"]
+    ways = [call() for _ in range(tried + every["woken"])]   # woken 10 ms: under ALONE_BELOW_MS
     assert ways[:tried] == ["woken"] * T.TRIES + ["alone"] * T.ALONE_TRIES, ways
     rest = ways[tried:]
-    assert rest.count("woken") == 1 and rest[T.EXPLORE_EVERY - 1] == "woken" and set(rest) == {"alone", "woken"}, rest
+    assert rest.count("woken") == 1 and rest[every["woken"] - 1] == "woken" and set(rest) == {"alone", "woken"}, rest
     paced = T.ENGINE.paced()[str(sentence)]
-    assert paced["alone"] == [6.0, T.ALONE_TRIES + T.EXPLORE_EVERY - 1] and paced["woken"][1] == T.TRIES + 1, paced
+    assert paced["alone"] == [6.0, T.ALONE_TRIES + every["woken"] - 1] and paced["woken"][1] == T.TRIES + 1, paced
     assert T.threads() == 2   # after a call alone, the pool's threads again
-    # another kind learns afresh; where alone is slower, one try of it and then woken
-    ways = [call(text) for _ in range(tried + T.EXPLORE_EVERY)]
+    # another kind learns afresh; where alone is slower, one try of it and then woken, alone tried less often
+    ways = [call(text) for _ in range(tried + every["alone"])]
     assert ways[:tried] == ["woken"] * T.TRIES + ["alone"] * T.ALONE_TRIES, ways
-    assert ways[tried:].count("alone") == 1 and ways[tried + T.EXPLORE_EVERY - 1] == "alone", ways
+    assert ways[tried:].count("alone") == 1 and ways[tried + every["alone"] - 1] == "alone", ways
     # a call that takes ALONE_BELOW_MS woken (8 sentences: 20-33 ms here) is never tried alone
     long = ("encoder", 384, 6, 9)
     for _ in range(T.TRIES + 4):
@@ -141,6 +144,32 @@ def test_a_call_begun_with_the_workers_asleep_wakes_them_only_where_that_ran_fas
             assert T.threads() == 2
             state["now"] += T.ALONE_BELOW_MS / 1e3
     assert set(T.ENGINE.paced()[str(long)]) == {"woken"}
+
+
+def test_one_fast_try_of_the_slower_way_brings_the_calls_back_to_it(pool, monkeypatch):
+    """A spell of slow woken calls (the machine busy) makes a kind of call run alone; the first try of woken after it
+    that beats alone's time starts woken's record afresh, so the next calls are woken again (not only once the slow
+    spell's times have left the record); a try that does not beat it changes nothing."""
+    state = {"now": 0.0, "woken_ms": 12.0}
+    monkeypatch.setattr(pool.kernels, "gp_pool_awake", lambda: 0, raising=False)
+    monkeypatch.setattr(pool.kernels, "gp_pool_wake", lambda: None, raising=False)
+    monkeypatch.setattr(T.time, "perf_counter", lambda: state["now"])
+    kind = ("encoder", 384, 6, 4)
+
+    def call():
+        with T.ENGINE.call(kind):
+            way = "alone" if T.threads() == 1 else "woken"
+            state["now"] += (9.0 if way == "alone" else state["woken_ms"]) / 1e3
+        return way
+
+    every = T.EXPLORE_EVERY["woken"]
+    slow = [call() for _ in range(T.TRIES + T.ALONE_TRIES + every)]   # woken 12 ms, alone 9: alone wins
+    assert slow[-every:] == ["alone"] * (every - 1) + ["woken"], slow
+    assert [call() for _ in range(every)] == ["alone"] * (every - 1) + ["woken"]   # 12 again: no better
+    state["woken_ms"] = 6.0   # the spell is over
+    ways = [call() for _ in range(every + 3)]
+    assert ways == ["alone"] * (every - 1) + ["woken"] * 4, ways
+    assert T.ENGINE.paced()[str(kind)]["woken"][0] == 6.0
 
 
 def test_without_a_pool_it_says_why():
