@@ -147,9 +147,9 @@ def test_a_call_begun_with_the_workers_asleep_wakes_them_only_where_that_ran_fas
 
 
 def test_one_fast_try_of_the_slower_way_brings_the_calls_back_to_it(pool, monkeypatch):
-    """A spell of slow woken calls (the machine busy) makes a kind of call run alone; the first try of woken after it
-    that beats alone's time starts woken's record afresh, so the next calls are woken again (not only once the slow
-    spell's times have left the record); a try that does not beat it changes nothing."""
+    """A spell of slow woken calls (the machine busy) makes a kind of call run alone; each way is judged by its latest
+    call, so the first try of woken after the spell that beats alone brings the next calls back to woken (a median of
+    the last few would have waited for the spell's times to leave it); a try that does not beat it changes nothing."""
     state = {"now": 0.0, "woken_ms": 12.0}
     monkeypatch.setattr(pool.kernels, "gp_pool_awake", lambda: 0, raising=False)
     monkeypatch.setattr(pool.kernels, "gp_pool_wake", lambda: None, raising=False)

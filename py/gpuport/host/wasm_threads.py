@@ -19,10 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import math
-import statistics
 import time
 import weakref
-from collections import deque
 from contextlib import contextmanager
 from typing import Any, Awaitable, Hashable, Iterator
 
@@ -108,39 +106,30 @@ class _Block:
 
 
 class _Paced:
-    """The milliseconds of one kind of call begun with the workers asleep and run one way (woken, or alone): the
-    median of the last RECENT (a woken call here takes either its two-thread time or more than its one-thread time,
-    by turns)."""
+    """One kind of call begun with the workers asleep and run one way (woken, or alone): how many ran so, and the
+    milliseconds of the latest (a woken call here takes its two-thread time or more than its one-thread time, in
+    spells of a few calls: the latest says more about the next than a median of earlier ones)."""
 
     def __init__(self) -> None:
-        self.recent: deque[float] = deque(maxlen=RECENT)
+        self.ms = math.inf
         self.count = 0
 
     def add(self, ms: float) -> None:
-        self.recent.append(ms)
+        self.ms = ms
         self.count += 1
-
-    def restart(self) -> None:
-        """Forget the times before: what they measured has passed (a try just beat the other way)."""
-        self.recent.clear()
-
-    @property
-    def ms(self) -> float:
-        return statistics.median(self.recent)
 
 
 # a kind of call begun with the workers asleep runs woken TRIES times (woken, it takes its two-thread time or far
 # more, by turns), then alone ALONE_TRIES times (one thread, no wake-up: CLIP's one text took 15.4-16.1 ms in 3 tries
-# where woken it took 9.4-10.6, and those 3 tries were the median of the page bench's 7 calls), then the faster way,
-# the other tried again every EXPLORE_EVERY[other] calls (the machine's load changes): woken, whose time moves with
-# the machine's load, every 4; alone, steady, every 16. A try faster than the chosen way's median starts its way's
-# record afresh, so one fast woken call after a slow spell brings the calls back to two threads: with a record of 5
-# and a try every 16, a spell of slow woken calls (the page's calibration beside them, say) had kept a sentence alone
-# (8.9-10.5 ms a call) for the rest of the page bench's case in 4 of its 12 pages, where woken took 5.5-7.5 in most
-# calls. A call that takes ALONE_BELOW_MS or more woken is never tried alone: alone it takes nearly twice its
-# two-thread time, more than a worker's wake-up costs (8 sentences: 20-33 ms woken, 35-39 alone), where a sentence's
-# layers take 5-14 ms woken and 8 alone.
-TRIES, ALONE_TRIES, RECENT, ALONE_BELOW_MS = 3, 1, 5, 16.0
+# where woken it took 9.4-10.6, and those 3 tries were the median of the page bench's 7 calls), then the way whose
+# latest call was faster, the other tried again every EXPLORE_EVERY[other] calls (the machine's load changes):
+# woken, whose time moves with the machine's load, every 4; alone, steady, every 16. With medians of each way's
+# last 5 calls and a try every 16, a spell of slow woken calls (the page's calibration beside them, say) had kept a
+# sentence alone (8.9-10.5 ms a call) for the rest of the page bench's case in 4 of its 12 pages, where woken took
+# 5.5-7.5 in most calls. A call that takes ALONE_BELOW_MS or more woken is never tried alone: alone it takes nearly
+# twice its two-thread time, more than a worker's wake-up costs (8 sentences: 20-33 ms woken, 35-39 alone), where a
+# sentence's layers take 5-14 ms woken and 8 alone.
+TRIES, ALONE_TRIES, ALONE_BELOW_MS = 3, 1, 16.0
 EXPLORE_EVERY = {"woken": 4, "alone": 16}
 
 
@@ -230,15 +219,15 @@ class PoolKernels(SimdKernels):
         """One model call's layers (`kind`: what they are and their size, e.g. an encoder's width, depth and rows):
         on the workers where they are awake (spinning after a call just before); asleep, woken for it only where
         calls of this kind that began so ran faster woken than on this thread alone (woken TRIES times, alone
-        ALONE_TRIES, then the faster, the other again every EXPLORE_EVERY[other] calls; a try that beats the
-        faster way's median starts its record afresh). Here a worker asleep for a quarter
+        ALONE_TRIES, then the way whose latest call was faster, the other again every EXPLORE_EVERY[other] calls).
+        Here a worker asleep for a quarter
         of a second took longer to wake than one sentence's six layers, and, woken, slowed this thread: MiniLM's
         sentence 9-11 ms woken against 6 alone (Firefox and Chromium alike). A call that takes ALONE_BELOW_MS or
         more woken is not tried alone."""
         if self.threads() <= 1 or int(self.lib.gp_pool_awake()) > 0:
             yield
             return
-        way, to_beat = self._way(kind)
+        way = self._way(kind)
         if way == "woken":
             self.lib.gp_pool_wake()   # now, so that the wake-up overlaps this thread's first phase
         self._alone = way == "alone"
@@ -247,30 +236,23 @@ class PoolKernels(SimdKernels):
             yield
         finally:
             self._alone = False
-        ms = (time.perf_counter() - t0) * 1e3
-        paced = self._paced.setdefault((kind, way), _Paced())
-        if ms < to_beat:
-            paced.restart()
-        paced.add(ms)
+        self._paced.setdefault((kind, way), _Paced()).add((time.perf_counter() - t0) * 1e3)
 
-    def _way(self, kind: Hashable) -> tuple[str, float]:
-        """("woken" or "alone", for a call of `kind` begun with the workers asleep; and, where that is a try of the
-        slower way, the faster way's median ms, which the try must beat to start its record afresh, else inf)."""
+    def _way(self, kind: Hashable) -> str:
+        """"woken" or "alone" for a call of `kind` begun with the workers asleep (see call)."""
         woken, alone = self._paced.get((kind, "woken")), self._paced.get((kind, "alone"))
         if woken is None or woken.count < TRIES:
-            return "woken", math.inf
+            return "woken"
         if woken.ms >= ALONE_BELOW_MS:
-            return "woken", math.inf
+            return "woken"
         if alone is None or alone.count < ALONE_TRIES:
-            return "alone", math.inf
-        best, other = ("woken", "alone") if woken.ms <= alone.ms else ("alone", "woken")   # type: ignore[union-attr]
+            return "alone"
+        best, other = ("woken", "alone") if woken.ms <= alone.ms else ("alone", "woken")
         self._asked[kind] = asked = self._asked.get(kind, 0) + 1
-        if asked % EXPLORE_EVERY[other] == 0:
-            return other, (woken if best == "woken" else alone).ms   # type: ignore[union-attr]
-        return best, math.inf
+        return other if asked % EXPLORE_EVERY[other] == 0 else best
 
     def paced(self) -> dict[str, dict[str, list[float]]]:
-        """What call() measured: per kind of call, each way's median ms (of its last RECENT) and count (for reports)."""
+        """What call() measured: per kind of call, each way's latest ms and count (for reports)."""
         out: dict[str, dict[str, list[float]]] = {}
         for (kind, way), seen in self._paced.items():
             out.setdefault(str(kind), {})[way] = [round(seen.ms, 2), seen.count]
