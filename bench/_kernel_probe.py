@@ -112,14 +112,19 @@ def _reader(t):
     return read
 
 
-def roofs(rt, rng):
+def roofs(rt, rng, big=False):
+    """The roofs' three microbenchmarks. big: sized for a discrete GPU (a million FMA invocations, 128 MiB read
+    by half a million: more than its L2 holds and enough work in flight to fill it); else for the software
+    adapters and browsers (4 MiB, about a MiniLM weight and more)."""
     fma = rt.kernel(FMA_WGSL)
-    threads, iters = 64 * 512, 1024
+    fma_groups, iters = (16384 if big else 512), 1024
+    threads = 64 * fma_groups
     fma_out = rt.empty((threads, 4))
     read = rt.kernel(READ_WGSL)
-    n4 = 1 << 18                                    # 4 MiB read per pass: about a MiniLM weight and more
+    n4 = min(1 << 23, rt.device.limits["maxStorageBufferBindingSize"] // 16) if big else 1 << 18
     x = rt.tensor(rng.standard_normal((n4, 4)).astype(np.float32))
-    rthreads = 64 * 256
+    read_groups = 8192 if big else 256
+    rthreads = 64 * read_groups
     red_out = rt.empty((rthreads, 4))
     copy = rt.kernel(COPY_WGSL)
     y = rt.empty((n4, 4))
@@ -127,9 +132,9 @@ def roofs(rt, rng):
     gx = min(groups, 16384)
     return [
         Item("fma_peak", "roof", threads * iters * 8 * 4 * 2, 0,
-             lambda: fma.dispatch((512, 1, 1), fma_out, uniforms=[iters, 0.999]), _reader(fma_out)),
+             lambda: fma.dispatch((fma_groups, 1, 1), fma_out, uniforms=[iters, 0.999]), _reader(fma_out)),
         Item("read_bandwidth", "roof", 0, n4 * 16,
-             lambda: read.dispatch((256, 1, 1), x, red_out, uniforms=[n4 // rthreads, n4, 0, 0]), _reader(red_out)),
+             lambda: read.dispatch((read_groups, 1, 1), x, red_out, uniforms=[n4 // rthreads, n4, 0, 0]), _reader(red_out)),
         Item("copy_bandwidth", "roof", 0, 2 * n4 * 16,
              lambda: copy.dispatch((gx, groups // gx, 1), x, y, uniforms=[n4, 0, 0, 0]), _reader(y)),
     ]
@@ -208,14 +213,15 @@ def flops_per_load(key):
     return 8 * b.rows * b.cols / (b.rows + b.cols) if b.layout == "tb" else 32 * b.rows * b.cols / (b.rows + 4 * b.cols)
 
 
-async def run(rt, quick=False):
-    """Measure the roofs and every kernel on `rt`; returns plain data (JSON-able)."""
+async def run(rt, quick=False, big=False):
+    """Measure the roofs (sized for a discrete GPU where `big`) and every kernel on `rt`; returns plain data
+    (JSON-able)."""
     global MIN_S, ROUNDS
     if quick:
         MIN_S, ROUNDS = 0.1, 2
     rng = np.random.default_rng(0)
     tuning = await rt.precompile(ops=["matmul"])
-    items = roofs(rt, rng) + kernels(rt, rng)
+    items = roofs(rt, rng, big) + kernels(rt, rng)
     for _ in range(ROUNDS):
         for it in items:
             it.best = min(it.best, await timed(it.fn, it.read))

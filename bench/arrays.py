@@ -97,7 +97,10 @@ def fusion(rt: gp.Runtime, n: int) -> dict[str, Any]:
         steps = measure(lambda: _stepwise(x))
     finally:
         rt.device.timer = None
-    np.testing.assert_allclose(np.asarray(chain_xp(x)), chain_np(v), rtol=1e-5, atol=1e-5)
+    # The chain ends in sqrt(|d|) * 0.5: near d = 0 its error is the square root of d's (a few ulp of sin, and the
+    # cancellation in d), 1e-4 where d is 1e-8, which one of a few million elements reaches; squared, each value
+    # is |d| / 4 and carries d's own error.
+    np.testing.assert_allclose(np.asarray(chain_xp(x)) ** 2, chain_np(v) ** 2, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(np.asarray(arithmetic_xp(x)), arithmetic_np(v), rtol=1e-6, atol=1e-6)
     return {"elements": n, "one_function_dispatches": one[0], "one_function_device_ms": one[1],
             "arithmetic_dispatches": arithmetic[0], "arithmetic_device_ms": arithmetic[1],

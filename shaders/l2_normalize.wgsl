@@ -1,5 +1,8 @@
 // x / max(||x||_2, 1e-12) over the last axis (torch.nn.functional.normalize's eps), scale-safe: the
-// norm is max|x| * sqrt(sum((x / max|x|)^2)), so no finite row overflows or underflows its squares.
+// norm is sc * sqrt(sum((x / sc)^2)) with sc = 2^e, e the exponent of max|x|, so no finite row overflows or
+// underflows its squares. x / sc is two products by powers of two (exact), never a division by the peak: WGSL's
+// x / y is accurate only for |y| in [2^-126, 2^126], and NVIDIA's Vulkan driver, taking 1 / y first, flushes
+// beyond that.
 // A NaN anywhere in the row makes the row NaN (max is NaN-propagating here; WGSL's max need not be).
 const WG: u32 = 64u;
 const F32_MAX: f32 = 3.4028234e38;
@@ -16,6 +19,8 @@ fn is_nan(v: f32) -> bool { return (bitcast<u32>(v) & 0x7fffffffu) > 0x7f800000u
 fn max_nan(a: f32, b: f32) -> f32 { return select(max(a, b), a + b, is_nan(a) || is_nan(b)); }
 // inf or NaN, by the bits: arithmetic on them is not IEEE everywhere (SwiftShader folds 0 * NaN to 0)
 fn special(v: f32) -> bool { return (bitcast<u32>(v) & 0x7f800000u) == 0x7f800000u; }
+// 2^k, from its bits (k in [-126, 127])
+fn pow2(k: i32) -> f32 { return bitcast<f32>(u32(k + 127) << 23u); }
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -43,10 +48,15 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     return;
   }
   let scaled = peak > 0.0;   // an all-zero row: the norm is 0, clamped to eps
+  // peak = m 2^e, m in [0.5, 1) (a subnormal peak reads e = -126); x / sc = (x * s1) * s2: both factors <= 1
+  // when e > 0, >= 1 when e < 0, so the first product neither underflows where the second would not nor overflows
+  let e = select(0, i32((bitcast<u32>(peak) >> 23u) & 0xffu) - 126, scaled);
+  let s1 = pow2(-(e / 2));
+  let s2 = pow2(e / 2 - e);
 
   var s = 0.0;
   if (scaled) {
-    for (var j = li; j < p.n; j += WG) { let v = x[base + j] / peak; s += v * v; }
+    for (var j = li; j < p.n; j += WG) { let v = x[base + j] * s1 * s2; s += v * v; }
   }
   red[li] = s;
   workgroupBarrier();
@@ -54,18 +64,18 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     if (li < k) { red[li] = red[li] + red[li + k]; }
     workgroupBarrier();
   }
-  // x / norm as (x / peak) / root: peak * root itself may exceed float32 (two values of 3e38).
+  // x / norm as (x / sc) / root: sc * root itself may exceed float32 (two values of 3e38); root is in [0.5, sqrt(n)].
   let root = sqrt(red[0]);
   var by = root;
   var pre = scaled;
   if (!scaled) {
     by = 1e-12;                       // all zero: 0 / eps
-  } else if (peak * root < 1e-12) {
+  } else if (root / s1 / s2 < 1e-12) {   // the norm: e < 0 wherever this can hold, so no overflow
     by = 1e-12;                       // the eps clamp
     pre = false;
   }
   for (var j = li; j < p.n; j += WG) {
     let v = x[base + j];
-    out[base + j] = select(v, v / peak, pre) / by;
+    out[base + j] = select(v, v * s1 * s2, pre) / by;
   }
 }

@@ -1,7 +1,10 @@
 // LayerNorm over the last axis: (x - mean) / sqrt(var + eps) * gamma + beta, biased variance as in
-// PyTorch. Scale-safe: the row is divided by its peak |x| first (y = x / peak; the result is
-// (y - mean_y) / sqrt(var_y + eps / peak^2)), so no finite row overflows its squares; then two passes
+// PyTorch. Scale-safe: the row is scaled by sc = 2^e, e the exponent of its peak |x| (y = x / sc, |y| < 1; the
+// result is (y - mean_y) / sqrt(var_y + eps / sc^2)), so no finite row overflows its squares; then two passes
 // (mean, then centred squares) avoid E[x^2]-E[x]^2 cancellation. A NaN or inf in the row gives a NaN row.
+// The scaling is two products by powers of two (exact, each a normal float), never a division by the peak:
+// WGSL's x / y is accurate only for |y| in [2^-126, 2^126], and NVIDIA's Vulkan driver, taking 1 / y first,
+// flushed a row holding 3e38 to 0 / 0.
 // HAS_RES: the row is x + res, the residual added as it is read (a post-norm transformer's residual and
 // LayerNorm in one pass: no sum written and read back).
 override HAS_RES: bool = false;
@@ -26,6 +29,8 @@ fn max_nan(a: f32, b: f32) -> f32 { return select(max(a, b), a + b, is_nan(a) ||
 fn special(v: f32) -> bool { return (bitcast<u32>(v) & 0x7f800000u) == 0x7f800000u; }
 // the row's value at i: x, or x + residual (rounded to f32 once, as the reference adds them)
 fn z(i: u32) -> f32 { if (HAS_RES) { return x[i] + res[i]; } return x[i]; }
+// 2^k, from its bits (k in [-126, 127])
+fn pow2(k: i32) -> f32 { return bitcast<f32>(u32(k + 127) << 23u); }
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -48,10 +53,15 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     for (var j = li; j < p.n; j += WG) { out[base + j] = bitcast<f32>(0x7fc00000u | p._p0); }
     return;
   }
-  let sc = select(1.0, peak, peak > 0.0);   // an all-zero row stays unscaled
+  // peak = m 2^e with m in [0.5, 1) (a subnormal peak reads e = -126); an all-zero row stays unscaled (e = 0).
+  // y = (x * s1) * s2 with s1 s2 = 2^-e: both factors <= 1 when e > 0 and >= 1 when e < 0, so the first product
+  // neither underflows where y would not nor overflows.
+  let e = select(0, i32((bitcast<u32>(peak) >> 23u) & 0xffu) - 126, peak > 0.0);
+  let s1 = pow2(-(e / 2));
+  let s2 = pow2(e / 2 - e);
 
   var s = 0.0;
-  for (var j = li; j < p.n; j += WG) { s += z(base + j) / sc; }
+  for (var j = li; j < p.n; j += WG) { s += z(base + j) * s1 * s2; }
   red[li] = s;
   workgroupBarrier();
   for (var k = WG / 2u; k > 0u; k >>= 1u) {
@@ -62,7 +72,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   workgroupBarrier();
 
   var q = 0.0;
-  for (var j = li; j < p.n; j += WG) { let d = z(base + j) / sc - mean; q += d * d; }
+  for (var j = li; j < p.n; j += WG) { let d = z(base + j) * s1 * s2 - mean; q += d * d; }
   red[li] = q;
   workgroupBarrier();
   for (var k = WG / 2u; k > 0u; k >>= 1u) {
@@ -73,12 +83,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   // it and the factor is sc / sqrt(eps). A zero denominator with eps > 0 means every centred value is 0
   // too (0, not 0 * inf).
   let var_y = red[0] / f32(p.n);
-  let t = p.eps / sc / sc;
+  let t = p.eps * s1 * s2 * s1 * s2;
   let den = var_y + t;
   var inv = inverseSqrt(den);
-  if (t > F32_MAX) { inv = sc * inverseSqrt(p.eps); }
+  if (t > F32_MAX) { inv = inverseSqrt(p.eps) / s1 / s2; }   // e < 0 here: s1, s2 in [1, 2^63]
   if (den == 0.0 && p.eps > 0.0) { inv = 0.0; }
   for (var j = li; j < p.n; j += WG) {
-    out[base + j] = (z(base + j) / sc - mean) * inv * gamma[j] + beta[j];
+    out[base + j] = (z(base + j) * s1 * s2 - mean) * inv * gamma[j] + beta[j];
   }
 }

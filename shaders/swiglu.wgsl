@@ -1,5 +1,7 @@
-// SwiGLU, the llama feed-forward's gate: out = silu(gate) * up = gate / (1 + exp(-gate)) * up, elementwise.
-// exp(-gate) overflows to inf for gate < -88: gate / inf is -0, the limit.
+// SwiGLU, the llama feed-forward's gate: out = silu(gate) * up = gate sigmoid(gate) * up, elementwise. With
+// e = exp(-|gate|) <= 1 (never overflows), sigmoid is 1 / (1 + e) for gate >= 0 and e / (1 + e) below: every
+// division is by a number in [1, 2]. (gate / (1 + exp(-gate)) divides by up to inf; WGSL's x / y is accurate only
+// for |y| in [2^-126, 2^126], and NVIDIA's Vulkan driver, taking 1 / y first, flushed it to 0 beyond.)
 override WG: u32 = 256u;
 
 struct Params { n: u32, _p0: u32, _p1: u32, _p2: u32 }
@@ -15,5 +17,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   let i = (wid.y * nwg.x + wid.x) * WG + li;
   if (i >= p.n) { return; }
   let g = gate[i];
-  out[i] = g / (1.0 + exp(-g)) * up[i];
+  let e = exp(-abs(g));
+  let r = 1.0 / (1.0 + e);
+  // at -inf the product is -inf * 0: the limit is -0 (silu's), times up
+  out[i] = select(g * select(e * r, r, g >= 0.0), -0.0, g < -3.4028234e38) * up[i];
 }

@@ -71,8 +71,10 @@ def rts():
 
 
 def saxpy_bound(a, x, y):
-    ax = np.abs(np.float64(a) * x.astype(np.float64))
-    return 2 * U * (ax + np.abs(ax + y.astype(np.float64)))
+    """a*x + y rounded twice (NumPy) or once (a GPU contracting it to an FMA, as NVIDIA's driver does): they differ
+    by at most u|ax| + 2u|ax + y|."""
+    ax = np.float64(a) * x.astype(np.float64)
+    return 2 * U * (np.abs(ax) + np.abs(ax + y.astype(np.float64)))
 
 
 @pytest.mark.parametrize("n", [1, 7, 63, 65, 1000, 4099])

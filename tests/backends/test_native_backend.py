@@ -33,11 +33,13 @@ def test_unknown_limits_mode_is_refused():
         gp.open_sync(backend="webgpu", limits="huge")
 
 
-def test_info_names_the_lavapipe_adapter(rt):
+def test_info_names_the_adapter(rt):
+    # lavapipe here and in CI; a GPU where there is one (an NVIDIA H100 on a lent machine: "NVIDIA H100 80GB HBM3")
     info = rt.info()
     assert info["backend"] == "webgpu" and info["platform"] == "native"
-    assert "llvmpipe" in info["adapter"]["device"]
-    assert info["adapter"]["is_fallback"] is True
+    adapter = info["adapter"]
+    assert adapter["device"] and adapter["backend_type"] == "Vulkan"
+    assert ("llvmpipe" in adapter["device"]) == adapter["is_fallback"]
     assert info["tier"] == "full" and "shader-f16" in info["features"]
 
 

@@ -27,10 +27,10 @@ def test_doctor_json_is_valid(capsys, backend):
     report = json.loads(capsys.readouterr().out)
     validate(report)
     assert report["backend"] == backend
-    if backend == "webgpu":
-        assert report["adapter"]["vendor"] == "llvmpipe"
-        assert report["limits"]["maxStorageBufferBindingSize"] == 134217728
-        assert any(p["code"] == "software-adapter" for p in report["problems"])
+    if backend == "webgpu":   # lavapipe here and in CI, a GPU where there is one
+        software = report["adapter"]["vendor"] == "llvmpipe"
+        assert report["limits"]["maxStorageBufferBindingSize"] >= 134217728
+        assert any(p["code"] == "software-adapter" for p in report["problems"]) == software
 
 
 def test_doctor_markdown_reads_well(capsys):

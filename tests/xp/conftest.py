@@ -12,14 +12,18 @@ import gpuport as gp  # noqa: E402
 import pytest  # noqa: E402
 from gpuport import xp  # noqa: E402
 
+from oracle import expect_flushing, flushes_subnormals  # noqa: E402
+
 BACKENDS = ("cpu", "webgpu")
 _RUNTIMES: dict[str, gp.Runtime] = {}
+_FLUSHES: dict[str, bool] = {}
 
 
 def runtime(backend: str) -> gp.Runtime:
     """One runtime per backend for the session (opening lavapipe costs a second)."""
     if backend not in _RUNTIMES or _RUNTIMES[backend].closed:
         _RUNTIMES[backend] = gp.open_sync(backend=backend)
+        _FLUSHES[backend] = flushes_subnormals(_RUNTIMES[backend])
     return _RUNTIMES[backend]
 
 
@@ -28,6 +32,7 @@ def rt(request):
     """The backend's runtime, the namespace's default for the test."""
     r = runtime(request.param)
     xp.use(r)
+    expect_flushing(_FLUSHES[request.param])
     return r
 
 

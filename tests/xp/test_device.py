@@ -29,7 +29,9 @@ def test_a_chain_of_eight_element_wise_functions_on_a_million_elements_is_one_di
     assert after["elementwise"] == before["elementwise"] + 1 and sum(after.values()) == sum(before.values()) + 1
     assert xp.stats(rt)["fused_functions"] == fused + 8
     want = np.sqrt(np.abs(np.sin(v * 2 + 1) - v / 3)) * 0.5
-    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    # sqrt(|d|) * 0.5 carries the square root of d's error where d nears 0 (1.5e-5 from NVIDIA's sin, within WGSL's
+    # bound, where d was 4e-6); squared, each value is |d| / 4 and carries d's own error: sin's and the cancellation's
+    np.testing.assert_allclose(got.astype(np.float64) ** 2, want.astype(np.float64) ** 2, rtol=1e-5, atol=1e-6)
 
 
 def test_views_are_read_in_place_by_every_kernel_family():

@@ -144,3 +144,19 @@ def test_astype_converts_as_numpy_does_and_copy_false_keeps_the_array(rt):
     assert xp.astype(a, xp.float32, copy=False) is a
     with pytest.raises(gp.UnsupportedDType, match="float64"):
         xp.astype(a, xp.float64)
+
+
+def test_a_flushed_subnormal_passes_only_where_the_device_flushes():
+    from oracle import expect_flushing
+    want = np.array([3.3333333e-39, 1.0], np.float32)   # 1 / 3e38: NVIDIA's Vulkan driver reads 0
+    got = np.array([0.0, 1.0], np.float32)
+    try:
+        expect_flushing(True)
+        assert_same(got, want)
+        with pytest.raises(AssertionError):
+            assert_same(np.array([0.0, 0.0], np.float32), want)   # a normal result is never excused
+        expect_flushing(False)
+        with pytest.raises(AssertionError):
+            assert_same(got, want)
+    finally:
+        expect_flushing(False)

@@ -196,15 +196,23 @@ fn xp_atan2(y: f32, x: f32) -> f32 {
   if (xp_isinf(x)) { return xp_copysign(select(0.0, pi, x < 0.0), y); }
   return atan2(y, x);
 }""", "xp_base")
+# WGSL's x / y is accurate (2.5 ulp) only for |y| in [2^-126, 2^126], and a device may take 1 / y first: NVIDIA's Vulkan
+# driver does, so 1 / 3e38 flushed to 0 and inf / 3e38 read NaN, 10 / 3e38 read 0. Beyond 2^126 both operands are
+# scaled by 2^-4 first (exact, except for an `a` under 2^-122, whose quotient underflows anyway).
+_helper("xp_div", """
+fn xp_div(a: f32, b: f32) -> f32 {
+  let s = select(1.0, 0.0625, abs(b) > 8.507059e37);
+  return (a * s) / (b * s);
+}""")
 _helper("xp_hypot", """
 fn xp_hypot(a: f32, b: f32) -> f32 {
   if (xp_isinf(a) || xp_isinf(b)) { return xp_inf(); }
   if (xp_isnan(a) || xp_isnan(b)) { return xp_nan(); }
   let m = max(abs(a), abs(b));
   if (m == 0.0) { return 0.0; }
-  let r = min(abs(a), abs(b)) / m;
+  let r = xp_div(min(abs(a), abs(b)), m);
   return m * sqrt(1.0 + r * r);
-}""", "xp_base")
+}""", "xp_base", "xp_div")
 _helper("xp_logaddexp", """
 fn xp_logaddexp(a: f32, b: f32) -> f32 {
   if (xp_isnan(a) || xp_isnan(b)) { return xp_nan(); }
@@ -270,11 +278,11 @@ fn xp_fmod(x: f32, y: f32) -> f32 {
 _helper("xp_divmod", """
 fn xp_floordiv(a: f32, b: f32) -> f32 {
   if (xp_isnan(a) || xp_isnan(b)) { return xp_nan(); }
-  if (!xp_isfinite(a) || !xp_isfinite(b) || xp_iszero(b)) { return floor(a / b); }
+  if (!xp_isfinite(a) || !xp_isfinite(b) || xp_iszero(b)) { return floor(xp_div(a, b)); }
   var m = xp_fmod(a, b);
-  var d = (a - m) / b;
+  var d = xp_div(a - m, b);
   if (!xp_iszero(m) && ((b < 0.0) != (m < 0.0))) { d -= 1.0; }
-  if (xp_iszero(d)) { return xp_copysign(0.0, a / b); }
+  if (xp_iszero(d)) { return xp_copysign(0.0, xp_div(a, b)); }
   var f = floor(d);
   if (d - f > 0.5) { f += 1.0; }
   return f;
@@ -284,7 +292,7 @@ fn xp_remainder(a: f32, b: f32) -> f32 {
   let m = xp_fmod(a, b);
   if (xp_iszero(m)) { return xp_copysign(0.0, b); }
   return select(m, m + b, (b < 0.0) != (m < 0.0));
-}""", "xp_fmod")
+}""", "xp_fmod", "xp_div")
 _helper("xp_nextafter", """
 fn xp_nextafter(a: f32, b: f32) -> f32 {
   if (xp_isnan(a) || xp_isnan(b)) { return xp_nan(); }
@@ -304,9 +312,15 @@ fn xp_nextafter_h(a: f32, b: f32) -> f32 {
   return f32(bitcast<vec2<f16>>(h).x);
 }""", "xp_base")
 _helper("xp_minmax", """
-// branch-free: a SIMD device (lavapipe, SwiftShader) runs both sides of a branch its lanes disagree on
-fn xp_maximum(a: f32, b: f32) -> f32 { return select(select(b, a, a > b), xp_nan(), xp_isnan(a) || xp_isnan(b)); }
-fn xp_minimum(a: f32, b: f32) -> f32 { return select(select(b, a, a < b), xp_nan(), xp_isnan(a) || xp_isnan(b)); }
+// branch-free: a SIMD device (lavapipe, SwiftShader) runs both sides of a branch its lanes disagree on. The bits are
+// selected, not the floats: NVIDIA's driver turned select(b, a, a > b) into its max instruction, which answers +0
+// for (+0, -0) where NumPy (and this select) answer b.
+fn xp_maximum(a: f32, b: f32) -> f32 {
+  return select(bitcast<f32>(select(bitcast<u32>(b), bitcast<u32>(a), a > b)), xp_nan(), xp_isnan(a) || xp_isnan(b));
+}
+fn xp_minimum(a: f32, b: f32) -> f32 {
+  return select(bitcast<f32>(select(bitcast<u32>(b), bitcast<u32>(a), a < b)), xp_nan(), xp_isnan(a) || xp_isnan(b));
+}
 """, "xp_base")
 _helper("xp_sign", """
 fn xp_sign(x: f32) -> f32 {
@@ -404,7 +418,7 @@ def _arith(name: str, op: str, host: Callable[..., np.ndarray], kinds: dict[str,
 _arith("add", "+", np.add, _NUM)
 _arith("subtract", "-", np.subtract, _NUM)
 _arith("multiply", "*", np.multiply, _NUM)
-_op("divide", {"f": "({0} / {1})"}, np.true_divide, arity=2)
+_op("divide", {"f": "xp_div({0}, {1})"}, np.true_divide, widen=True, arity=2)
 _op("floor_divide", {"i": "xp_ifloordiv({0}, {1})", "u": "xp_ufloordiv({0}, {1})", "f": "xp_floordiv({0}, {1})"},
     _np_floor_divide, widen=True, wraps=True, arity=2)
 _op("remainder", {"i": "xp_iremainder({0}, {1})", "u": "xp_uremainder({0}, {1})", "f": "xp_remainder({0}, {1})"},
@@ -445,7 +459,7 @@ _op("logaddexp", {"f": "xp_logaddexp({0}, {1})"}, np.logaddexp, widen=True, arit
 _op("copysign", {"f": "xp_copysign({0}, {1})"}, np.copysign, widen=True, arity=2)
 _op("nextafter", {"f": "xp_nextafter({0}, {1})", "h": "xp_nextafter_h({0}, {1})"}, np.nextafter,
     widen=True, arity=2)
-_op("reciprocal", {"f": "(1.0 / {0})"}, np.reciprocal)
+_op("reciprocal", {"f": "xp_div(1.0, {0})"}, np.reciprocal, widen=True)
 _op("isnan", {"b": "false", "i": "false", "u": "false", "f": "xp_isnan({0})"}, np.isnan, widen=True)
 _op("isinf", {"b": "false", "i": "false", "u": "false", "f": "xp_isinf({0})"}, np.isinf, widen=True)
 _op("isfinite", {"b": "true", "i": "true", "u": "true", "f": "xp_isfinite({0})"}, np.isfinite,
