@@ -142,23 +142,21 @@ class AutoSelection:
 
     def whole_costs(self, name: str, ops: Sequence[tuple[str, Sequence[tuple[int, ...]]]]) -> dict[str, float]:
         """Seconds per backend of a whole computation (a model's forward: these ops with these shapes, every
-        operand resident, its result read back once): its measured mean once `record_whole` has enough of
-        them, else the sum of its ops' plus the device's read round trip, never below a time it was
-        already measured at."""
+        operand resident, its result read back once): its measured mean once `record_whole` has one (the
+        selector's rule: a measurement, slower or faster, outweighs the model), else the sum of its ops' plus the
+        device's read round trip."""
         return self._costs(*self._whole(name, ops))
 
     def _costs(self, whole: WorkloadCharacteristics,
                parts: dict[str, list[tuple[WorkloadCharacteristics, float, int]]]) -> dict[str, float]:
-        sel, enough = self.selector, self.selector.config.min_samples
+        sel = self.selector
         costs = {}
         for b in sel.backends:
-            seen = sel.samples(whole, b)
-            if seen >= enough:
+            if sel.samples(whole, b):
                 costs[b] = sel.mean(whole, b)
-                continue
-            est = sel.costs[b].roundtrip_s + sum(n * (sel.mean(w, b) if sel.samples(w, b) >= enough else e)
-                                                 for w, e, n in parts[b])
-            costs[b] = max(est, sel.mean(whole, b)) if seen else est
+            else:
+                costs[b] = sel.costs[b].roundtrip_s + sum(n * (sel.mean(w, b) if sel.samples(w, b) else e)
+                                                          for w, e, n in parts[b])
         return costs
 
     def prefers_host(self, name: str, ops: Sequence[tuple[str, Sequence[tuple[int, ...]]]],

@@ -142,8 +142,10 @@ class BackendSelector:
 
     def choose(self, workload: WorkloadCharacteristics, estimates: dict[str, float]) -> str:
         """The backend with the least measured mean time for the workload's (op, size bucket), the model's
-        `estimates` (seconds per backend) standing in where it has too few samples, though never below
-        what that backend was already measured at (one slow run outweighs a hopeful estimate); an
+        `estimates` (seconds per backend) standing in only where it has no sample yet: one slow run outweighs a
+        hopeful estimate, and one fast run a pessimistic one (an H100's 16-core host, estimated from NumPy's
+        matmul rate, was measured 4x faster than the GPU on MiniLM's 8 sentences by its explored runs, yet the
+        estimate kept every call on the GPU: the runs the exploration budget allowed never reached min_samples); an
         under-sampled backend is explored a bounded number of times while it is within `explore_ratio` of
         the best and `explore_max_s` of it, its read round trip counted: what a wrong estimate costs to find out
         stays small beside the call (an explored forward of a model whose weights the device lacks made a page's
@@ -157,7 +159,7 @@ class BackendSelector:
                 cost[b] = st.mean_s
             else:
                 measured_all = False
-                cost[b] = estimates[b] if st is None else max(estimates[b], st.mean_s)
+                cost[b] = estimates[b] if st is None or st.count == 0 else st.mean_s
         best = min(cost, key=cost.__getitem__)
         if not measured_all:
             for b in self.backends:
