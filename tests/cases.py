@@ -1484,6 +1484,24 @@ async def l2_normalize_propagates_nan_and_survives_huge_rows(rt):
           what="huge and tiny rows")
 
 
+@case(device=("layer_norm",))
+async def layer_norm_of_constant_and_huge_rows(rt):
+    # A row holding 3e38 beside small values: NVIDIA's driver divided it by its peak as 1 / 3e38 (flushed to 0),
+    # so the row was 0 / 0; now scaled by powers of two. A constant row's deviations are exactly 0 whatever its
+    # values' mantissas: with eps = 0 that is 0 / 0 (NaN, as the reference), with eps > 0 it is beta.
+    n = 11
+    g, b = np.linspace(0.5, 1.5, n).astype(np.float32), np.linspace(-1, 1, n).astype(np.float32)
+    huge = np.array([[3e38, 1e-3, -2e-3, 1.0, -1.0, 0.5, 7e-4, 1e-30, 0.0, -3.0, 2.0]], np.float32)
+    got = await rt.ops.layer_norm(rt.tensor(huge), rt.tensor(g), rt.tensor(b), eps=0.0).read()
+    close(got, K.layer_norm_ref(huge, g, b, eps=0.0), rtol=1e-5, atol=1e-5, what="a row holding 3e38")
+    const = np.full((2, n), 4.626519e16, np.float32)
+    const[1] = 0.1
+    nan_rows = await rt.ops.layer_norm(rt.tensor(const), rt.tensor(g), rt.tensor(b), eps=0.0).read()
+    assert np.isnan(nan_rows).all(), nan_rows
+    close(await rt.ops.layer_norm(rt.tensor(const), rt.tensor(g), rt.tensor(b), eps=1e-5).read(),
+          np.broadcast_to(b, (2, n)), what="constant rows with eps > 0")
+
+
 @case(device=("mean", "sum"))
 async def mean_and_sum_of_empty_rows_match_numpy(rt):
     x = rt.tensor(np.zeros((3, 0), np.float32))
