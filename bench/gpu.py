@@ -150,19 +150,13 @@ def gguf_checkpoint(models: Path, work: Path, seed: int = 0) -> Path:
 
 # ------------------------------------------------------------------------------------------------------- measuring
 
-def interleaved(calls: dict[str, Callable[[], Any]], reps: int, warm: int = 2) -> dict[str, float]:
-    """Median ms of each call, timed in turn repetition by repetition (the order rotating), after `warm` calls each."""
+def interleaved(calls: dict[str, Callable[[], Any]], reps: int) -> dict[str, float]:
+    """Median ms of each call, timed in turn repetition by repetition (the order rotating), after two calls each (the
+    first compiles and packs; bench/_arrays_workloads.interleaved_ms makes the second and times)."""
+    from _arrays_workloads import interleaved_ms
     for fn in calls.values():
-        for _ in range(warm):
-            fn()
-    names = list(calls)
-    times: dict[str, list[float]] = {n: [] for n in names}
-    for r in range(reps):
-        for n in names[r % len(names):] + names[:r % len(names)]:
-            t0 = time.perf_counter()
-            calls[n]()
-            times[n].append((time.perf_counter() - t0) * 1e3)
-    return {n: round(statistics.median(ts), 4) for n, ts in times.items()}
+        fn()
+    return {n: round(ms, 4) for n, ms in interleaved_ms(calls, reps).items()}
 
 
 def agreement(got: np.ndarray, ref: np.ndarray) -> dict[str, float]:

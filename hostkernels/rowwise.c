@@ -95,32 +95,37 @@ int add_layer_norm(const float *x, const float *res, const float *gamma, const f
 #define Z_W(i) (res ? load_w(x + (i)) + load_w(res + (i)) : load_w(x + (i)))
 #define Z_4(i) (res ? load_4(x + (i)) + load_4(res + (i)) : load_4(x + (i)))
 #define Z_1(i) (res ? x[i] + res[i] : x[i])
+    /* Deviations from the row's first value x0, not the values: a constant row's are exactly 0 (its output beta, as
+       PyTorch's; the mean of 11 values of 4.6e16 rounded, and the row read -gamma + beta to gamma + beta), and
+       there is less to cancel where the mean is far from 0. `mean` is the deviations' mean. */
+    const float x0 = n > 0 ? Z_1(0) : 0.0f;
     vw_t ws = splat_w(0.0f);
     v4_t qs = splat_4(0.0f);
     float ss = 0.0f;
     int i = 0;
-    for (; i + VW <= n; i += VW) ws += Z_W(i);
-    for (; i + 4 <= n; i += 4) qs += Z_4(i);
-    for (; i < n; i++) ss += Z_1(i);
+    for (; i + VW <= n; i += VW) ws += Z_W(i) - x0;
+    for (; i + 4 <= n; i += 4) qs += Z_4(i) - x0;
+    for (; i < n; i++) ss += Z_1(i) - x0;
     const float mean = (hsum_w(ws) + hsum_4(qs) + ss) / (float)n;
     ws = splat_w(0.0f);
     qs = splat_4(0.0f);
     ss = 0.0f;
     for (i = 0; i + VW <= n; i += VW) {
-      vw_t d = Z_W(i) - mean;
+      vw_t d = Z_W(i) - x0 - mean;
       ws += d * d;
     }
     for (; i + 4 <= n; i += 4) {
-      v4_t d = Z_4(i) - mean;
+      v4_t d = Z_4(i) - x0 - mean;
       qs += d * d;
     }
-    for (; i < n; i++) ss += (Z_1(i) - mean) * (Z_1(i) - mean);
+    for (; i < n; i++) ss += (Z_1(i) - x0 - mean) * (Z_1(i) - x0 - mean);
     const float var = (hsum_w(ws) + hsum_4(qs) + ss) / (float)n;
     bad += !(var - var == 0.0f && mean - mean == 0.0f);   /* false for an infinity or a NaN */
     const float inv = 1.0f / __builtin_sqrtf(var + eps);
-    for (i = 0; i + VW <= n; i += VW) store_w(y + i, (Z_W(i) - mean) * inv * load_w(gamma + i) + load_w(beta + i));
-    for (; i + 4 <= n; i += 4) store_4(y + i, (Z_4(i) - mean) * inv * load_4(gamma + i) + load_4(beta + i));
-    for (; i < n; i++) y[i] = (Z_1(i) - mean) * inv * gamma[i] + beta[i];
+    for (i = 0; i + VW <= n; i += VW)
+      store_w(y + i, (Z_W(i) - x0 - mean) * inv * load_w(gamma + i) + load_w(beta + i));
+    for (; i + 4 <= n; i += 4) store_4(y + i, (Z_4(i) - x0 - mean) * inv * load_4(gamma + i) + load_4(beta + i));
+    for (; i < n; i++) y[i] = (Z_1(i) - x0 - mean) * inv * gamma[i] + beta[i];
 #undef Z_W
 #undef Z_4
 #undef Z_1

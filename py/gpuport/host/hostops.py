@@ -131,7 +131,8 @@ def layer_norm_np(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, *, eps: fl
     reference (with eps >= 1e-12 the deviation is at least 1e-6: only eps ~ 0 meets the underflow)."""
     if x.shape[-1] == 0 or eps <= 0:   # eps = 0: a constant row is 0 / 0, which float32 rounding hides
         return layer_norm_ref(x, gamma, beta, eps=eps)
-    d = x - x.mean(axis=-1, keepdims=True)
+    d = x - x[..., :1]   # deviations from the first value: a constant row's are exactly 0 (rowwise.c says why)
+    d -= d.mean(axis=-1, keepdims=True)
     var = np.mean(np.square(d), axis=-1, keepdims=True)
     var += _F32(eps)
     np.sqrt(var, out=var)
