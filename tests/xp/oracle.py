@@ -17,6 +17,7 @@ fixture), a result NumPy gives as a nonzero subnormal may read as a zero; everyt
 from __future__ import annotations
 
 import numpy as np
+from gpuport import xp
 from gpuport.xp.elementwise import ACCEPTS
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -27,7 +28,6 @@ _FLUSH = {"on": False}
 
 def flushes_subnormals(rt) -> bool:
     """Whether `rt` flushes a subnormal float32 result to zero (WGSL allows it): 1e-38 * 0.5 reads 0."""
-    from gpuport import xp
     return float(np.asarray(xp.asarray(np.array([1e-38], np.float32), device=rt) * 0.5)[0]) == 0.0
 
 
