@@ -12,6 +12,7 @@ import warnings
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 with warnings.catch_warnings():  # Starlette 1.10 prefers httpx2; httpx works the same here
@@ -31,6 +32,8 @@ pytestmark = pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.te
 
 MODEL = bytes(range(256)) * 4  # 1024 bytes, every offset distinguishable
 SIZE = len(MODEL)
+# larger than the server's reads (server._File.chunk_size), and not a multiple of them
+BIG = np.random.default_rng(7).integers(0, 256, (3 << 20) + 12345, dtype=np.uint8).tobytes()
 
 
 @pytest.fixture(scope="module")
@@ -39,6 +42,7 @@ def repo(tmp_path_factory) -> Path:
     models = root / "models" / "tiny"        # served as /models/tiny/...
     (models / "1_Pooling").mkdir(parents=True)
     (models / "model.safetensors").write_bytes(MODEL)
+    (models / "big.safetensors").write_bytes(BIG)
     (models / "vocab.txt").write_text("[PAD]\n[UNK]\n")
     (models / "config.json").write_text("{}")
     (models / "1_Pooling" / "config.json").write_text("{}")
@@ -238,6 +242,21 @@ def test_range_206(client, spec, start, end):
     assert r.headers["content-length"] == str(end - start + 1)
     assert r.content == MODEL[start:end + 1]
     assert r.headers["cache-control"] == MODELS_CACHE
+
+
+@pytest.mark.parametrize("start,end", [
+    (0, len(BIG) - 1),                                     # all of it, in several reads
+    ((1 << 20) - 3, (1 << 20) + 2),                        # across one read's end
+    (12345, (2 << 20) + 999),                              # starting inside a read, spanning two ends
+    ((3 << 20) - 1, len(BIG) - 1),                         # the short last read
+])
+def test_range_of_a_file_larger_than_the_server_s_reads(client, start, end):
+    assert len(BIG) > 3 * server._File.chunk_size
+    r = client.get("/models/tiny/big.safetensors", headers={"Range": f"bytes={start}-{end}"})
+    assert r.status_code == 206 and r.headers["content-range"] == f"bytes {start}-{end}/{len(BIG)}"
+    assert r.content == BIG[start:end + 1]
+    whole = client.get("/models/tiny/big.safetensors")
+    assert whole.status_code == 200 and whole.content == BIG
 
 
 @pytest.mark.parametrize("spec", ["bytes=1024-", "bytes=5000-6000", "bytes=-0"])
