@@ -82,10 +82,11 @@ def check_matmul(a: np.ndarray, b: np.ndarray, bias: np.ndarray | None = None, *
 
 @case
 def wasm_matmul_tile_edges() -> None:
-    # every leftover-row count (1..3 after 4-row tiles) against every panel width (1..8 columns), both layouts
+    # every leftover-row count after the register tiles' rows (4 in WebAssembly and with AVX2, 8 with AVX-512: simd.h
+    # MR) against panel widths around the panel's columns (8, 16 or 32: NR), both layouts
     r = rng(1)
-    for m in (1, 2, 3, 4, 5, 6, 7, 9):
-        for n in (1, 2, 3, 4, 5, 7, 8, 9, 15, 17):
+    for m in (1, 2, 3, 4, 5, 6, 7, 8, 9, 11, 15, 16, 17):
+        for n in (1, 3, 4, 5, 8, 9, 15, 17, 31, 33):
             for k in (1, 3, 8, 13):
                 a, bias = _uniform(r, (m, k)), _uniform(r, (n,))
                 check_matmul(a, _uniform(r, (k, n)), bias, what=f"matmul {m}x{k}x{n}")
