@@ -117,6 +117,8 @@ def test_microphone_demo_transcribes_what_it_hears(browsers, server_url):
     finally:
         context.close()
     print(f"\nmicrophone: {text!r} ({figures})")
+    peak = float(figures.split("peak ")[1].split()[0])
+    assert peak > 0.05, f"the microphone delivered silence (its loudest sample {peak}): {figures}"
     words = {w.strip(".,").lower() for w in speech.reference_text("fox").split() if len(w) > 3}
     heard = [w for w in words if w in text]
     assert len(heard) >= 4, (words, text)          # the resampled live capture is not the file: its words are

@@ -20,6 +20,7 @@ function figuresText(r) {
   const f = r.figures;
   const parts = [];
   if (f.heard_s !== undefined) parts.push(`heard ${f.heard_s.toFixed(1)} s`);
+  if (f.peak !== undefined) parts.push(`peak ${f.peak.toFixed(2)}`);
   if (f.updates !== undefined) parts.push(`${f.updates} updates`);
   if (f.load_s !== undefined) parts.push(`model loaded in ${f.load_s.toFixed(1)} s`);
   parts.push(`backend ${r.backend}`, `tier ${r.tier}`);

@@ -5,6 +5,7 @@ Whisper once, transcribes the microphone's audio live as it arrives (Whisper.str
     speech.listen(48000)                      # the capture's sample rate; loading starts now
     speech.feed(samples)                      # float32 chunks as the page captures them
     speech.poll(0)                            # {"state", "events", "text", "partial", "figures", ...}
+                                              # figures: heard_s, peak (the loudest sample), updates, load_s
     speech.stop()                             # the last window is transcribed, then state "done"
 """
 
@@ -51,6 +52,9 @@ class SpeechDemo:
             raise RuntimeError("not listening: call listen() first")
         chunk = np.asarray(samples, dtype=np.float32).reshape(-1).copy()
         self.figures["heard_s"] = self.figures.get("heard_s", 0.0) + len(chunk) / self.figures["sample_rate"]
+        # the loudest sample so far (1.0: full scale): a microphone that delivers silence says so on the page
+        peak = float(np.abs(chunk).max()) if chunk.size else 0.0
+        self.figures["peak"] = max(self.figures.get("peak", 0.0), peak)
         self._queue.put_nowait(chunk)
 
     def stop(self) -> None:
