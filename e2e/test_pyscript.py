@@ -1,7 +1,7 @@
 """examples/pyscript/: PyScript (npm @pyscript/core) on the local Pyodide 0.27.7 installs gpuport with
 micropip, opens a runtime, runs a user WGSL kernel, reads gpuport.xp arrays of GPU values back synchronously
 (float(), bool(), boolean indexing, unique_values) and embeds sentences with MiniLM, on the page's main thread
-(index.html) and in a PyScript worker (worker.html), in Chromium and Firefox, with every request on the
+(index.html, in Chromium) and in a PyScript worker (worker.html, in Firefox), with every request on the
 example's own origin (no CDN)."""
 
 from __future__ import annotations
@@ -59,8 +59,10 @@ class PageLog:
         return "\n".join([what, *(f"PyScript error box: {box}" for box in boxes), *self.lines])
 
 
-@pytest.mark.parametrize("page_name", ["index.html", "worker.html"])
-@pytest.mark.parametrize("kind", ["chromium-webgpu", "firefox"])
+# Each browser and each of PyScript's two ways once (pairs, not the product): the page's thread in Chromium, a
+# PyScript worker in Firefox. Either browser's bare Pyodide runs from a worker and from the page's thread in the
+# lanes already (pyodide.html); what is PyScript's own here is its two boots, and each needs one browser.
+@pytest.mark.parametrize(("kind", "page_name"), [("chromium-webgpu", "index.html"), ("firefox", "worker.html")])
 def test_pyscript_page_runs_a_kernel_and_minilm(browsers, example_url, kind, page_name):
     from playwright.sync_api import expect
 
