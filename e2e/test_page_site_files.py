@@ -7,8 +7,8 @@ loadPackage installs both, NumPy is compiled on import, and the site's snapshot 
 archive) is not booted from; timings say why. With the snapshot, NumPy comes imported and its libraries are linked
 back, and gpuport comes imported where its archive is the one the snapshot was made with (else the snapshot's
 gpuport is forgotten and the installed one imported). The host kernels' build that open() links is compiled from the wheel's archive beside the boot, as NumPy's
-libraries are. Chromium and Firefox, Pyodide in its Web Worker and on the page's thread. (The Pyodide snapshot itself:
-test_page_snapshot.py.)"""
+libraries are. Pyodide in its Web Worker (Chromium and Firefox) and on the page's thread (Chromium). (The Pyodide
+snapshot itself: test_page_snapshot.py.)"""
 
 from __future__ import annotations
 
@@ -49,8 +49,12 @@ def _altered(route):
     route.fulfill(body=bytes(body), headers={"content-type": "application/gzip"})
 
 
+# Firefox boots the worker's two ways (from the site's snapshot, and without one). The page's own thread is where
+# Chromium refuses to compile a large module synchronously, and an altered archive is refused by the page's own
+# SHA-256 check before any engine sees it: those four boots run in Chromium.
 @pytest.mark.parametrize("kind", ["chromium-webgpu", "firefox"])
 def test_page_archives_are_used_and_an_altered_one_is_refused(browsers, server_url, kind):
+    every = kind == "chromium-webgpu"
     context = browsers.get(kind).new_context()
     try:
         # the site's snapshot holds NumPy imported: its libraries are linked back, the others load when imported
@@ -62,11 +66,13 @@ def test_page_archives_are_used_and_an_altered_one_is_refused(browsers, server_u
                        "interpreter": "compiled by the page", "kernels": "beside the boot",
                        "libraries": "3 linked back from the snapshot, the rest on import"}, got
         # on the page's main thread the others load at start (no synchronous compile of a large module there)
-        got = _start(context, server_url + "/test.html?worker=0")
-        assert got["snapshot"].startswith("restored from the site"), got
-        assert (got["packages"], got["libraries"], got["works"], got["later"], got["kernels"], got["snapshot's gpuport"]) == \
-            ("NumPy and gpuport imported in the snapshot, gpuport's files from the site's archive",
-             "3 linked back from the snapshot, the other 16 loaded", 5.0, 3.0, "beside the boot", True), got
+        if every:
+            got = _start(context, server_url + "/test.html?worker=0")
+            assert got["snapshot"].startswith("restored from the site"), got
+            assert (got["packages"], got["libraries"], got["works"], got["later"], got["kernels"],
+                    got["snapshot's gpuport"]) == \
+                ("NumPy and gpuport imported in the snapshot, gpuport's files from the site's archive",
+                 "3 linked back from the snapshot, the other 16 loaded", 5.0, 3.0, "beside the boot", True), got
 
         # without a snapshot, in the worker, NumPy's shared libraries that `import numpy` needs load at install, the
         # others (fft's, random's) when imported; Pyodide's interpreter was compiled by the page from start() on
@@ -79,6 +85,8 @@ def test_page_archives_are_used_and_an_altered_one_is_refused(browsers, server_u
                        "interpreter": "compiled by the page", "kernels": "beside the boot",
                        "libraries": "3 of 19 at install (3 compiled beside the boot), the rest on import"}, got
 
+        if not every:
+            return
         # on the page's main thread every one loads at install
         got = _start(context, server_url + "/test.html?worker=0&snapshot=0")
         assert (got["packages"], got["libraries"], got["works"], got["later"], got["interpreter"]) == \
