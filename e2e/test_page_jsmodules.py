@@ -28,8 +28,9 @@ raised
 """
 
 
-@pytest.mark.parametrize("marks,found", [({"VERSION": "0.0.1"}, "version 0.0.1"), ({}, "no VERSION")])
-@pytest.mark.parametrize("worker", ["1", "0"])
+# each stale mark and each thread once (pairs, not the product): the message names the mark, and the check runs
+# where Pyodide runs, in a worker or on the page's thread
+@pytest.mark.parametrize("marks,found,worker", [({"VERSION": "0.0.1"}, "version 0.0.1", "1"), ({}, "no VERSION", "0")])
 def test_a_stale_js_half_is_refused_by_name(chromium_webgpu, server_url, marks, found, worker):
     page = chromium_webgpu.new_page()
     try:
