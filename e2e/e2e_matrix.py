@@ -22,7 +22,7 @@ from coverage_matrix import BROWSER_ENGINES  # noqa: E402
 class LaneSpec:
     """What a lane loads, what it must detect, and which case list it runs: "webgpu" (the device parity list,
     on a runtime pinned to the GPU: each case proves from rt.info()["ran"] that its ops ran there), "auto"
-    (auto's own cases), "cpu", or a covering subset (tests/cases.py SUBSETS: "main", "constrained", "fallback") for a
+    (auto's own cases), "cpu", or a covering subset (tests/cases.py SUBSETS: "main", "thread", "constrained", "fallback") for a
     lane that shares its engine with one running a whole list."""
 
     browser: str          # a gpuport.testing.browsers.Browsers kind
@@ -59,7 +59,7 @@ LANES: dict[str, LaneSpec] = {
                                 adapter="swiftshader", note="Chromium/SwiftShader (Tint), pinned to the device, "
                                 "a bare Pyodide in a Web Worker, gpuport installed by micropip"),
     "chromium-webgpu-main": LaneSpec("chromium-webgpu", "backend=webgpu&worker=0", "webgpu", "core",
-                                     mode="main", adapter="swiftshader", page="pyodide.html", cases="main",
+                                     mode="main", adapter="swiftshader", page="pyodide.html", cases="thread",
                                      note="Chromium/SwiftShader, pinned to the device, a bare Pyodide on the main "
                                      "thread, gpuport installed by micropip"),
     "chromium-auto": LaneSpec("chromium-webgpu", "table=0&precompile=off", "webgpu", "core", adapter="swiftshader",
@@ -82,7 +82,7 @@ LANES: dict[str, LaneSpec] = {
                                "the device (WebDriver BiDi), a bare Pyodide in a Web Worker, gpuport installed "
                                "by micropip"),
     "firefox-webgpu-main": LaneSpec("firefox", "backend=webgpu&worker=0", "webgpu", "full", page="pyodide.html",
-                                    mode="main", cases="main", features=("shader-f16",), note="Firefox ESR/lavapipe, pinned to the "
+                                    mode="main", cases="thread", features=("shader-f16",), note="Firefox ESR/lavapipe, pinned to the "
                                     "device, a bare Pyodide on the main thread, gpuport installed by micropip"),
     "firefox-auto": LaneSpec("firefox", "table=0&precompile=off", "webgpu", "full", features=("shader-f16",),
                              cases="auto", note="Firefox ESR/lavapipe, backend auto: auto's own cases"),

@@ -1666,8 +1666,8 @@ async def llama_tiny_forward_matches_the_reference(rt):
 # greedy set cover, by measured time, of the coverage matrix's rows that its lanes proved running the whole list
 # (tests/coverage_matrix.py), plus the cases of the path itself; the matrix proves every run still fills them.
 SUBSETS = {
-    # the bridge driven from the page's own thread (chromium-webgpu-main, firefox-webgpu-main): every kernel variant
-    # and strategy once, and what the bridge does beside the kernels: batches, readback, errors, device loss
+    # a second lane of an engine whose first runs the whole device list (firefox-webgpu: naga, as natively): every
+    # kernel variant and strategy once, f16 included, and what the bridge does beside the kernels
     "main": ("chained_ops_queue_and_read_once", "rowwise_1x1", "log_mel_33x9_start5_rows10_end5", "add_7x13_by_13",
              "embedding_7_vocab13x5", "mul_7x13_by_7x13", "reshape_is_a_view_with_a_clear_error",
              "stft_power_5_n1_hop2", "conv1d_37x13_to_33_k5_s3_p2_bias_gelu", "profile_says_where_each_op_ran_and_how_long",
@@ -1683,6 +1683,16 @@ SUBSETS = {
              "embedding_ids_computed_on_the_gpu_raise_index_error", "device_destroyed_mid_workload_is_recovered",
              "use_after_close_is_refused", "ops_during_precompilation_match_the_reference", "quick_gelu_7x13",
              "patchify_2x3x12x8_p4", "attention_causal_b2_s7_h2_d8_masked", "attention_causal_b2_s65_h3_d7_masked"),
+    # the bridge driven from the page's own thread (chromium-webgpu-main, firefox-webgpu-main), its engine's kernels
+    # proven from the worker: a user kernel, the array namespace's families (tests/xp_cases.py), queued ops read once,
+    # batches, readback of a token id and of empty rows, errors, device loss, a model's forward with its KV cache
+    "thread": ("chained_ops_queue_and_read_once", "reshape_is_a_view_with_a_clear_error", "sample_token_greedy_v3",
+               "profile_says_where_each_op_ran_and_how_long", "user_kernel_with_override_constant",
+               "compile_error_names_line_and_column", "mean_and_sum_of_empty_rows_match_numpy",
+               "batch_of_dispatches_crosses_the_boundary_a_constant_number_of_times",
+               "failed_batch_outputs_raise_never_zeros", "embedding_ids_computed_on_the_gpu_raise_index_error",
+               "device_destroyed_mid_workload_is_recovered", "use_after_close_is_refused",
+               "ops_during_precompilation_match_the_reference", "llama_tiny_forward_matches_the_reference"),
     # the constrained tier as the page's own runtime (chromium-tier-constrained): each kernel its plans dispatch at
     # 64 invocations, each over-budget strategy, and the limits it reports
     "constrained": ("matmul_gelu_7x13_by_13x5_no_bias", "rowwise_1x1", "embedding_3x17_vocab101x33", "log_mel_7x5_start2",

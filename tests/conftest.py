@@ -1,4 +1,6 @@
+import atexit
 import os
+import shutil
 import tempfile
 
 import pytest
@@ -7,8 +9,11 @@ from crash_log import enable
 # The coverage matrix (docs/testing.md): the parity tests' proofs, checked with --require-coverage.
 pytest_plugins = ["coverage_plugin"]
 
-# Pipeline manifests and selector history go to a per-run directory, not the user's ~/.cache.
-os.environ.setdefault("GPUPORT_CACHE", tempfile.mkdtemp(prefix="gpuport-test-cache-"))
+# Pipeline manifests and selector history go to a per-run directory, not the user's ~/.cache; xdist's workers
+# inherit the variable, and the process that made the directory removes it.
+if "GPUPORT_CACHE" not in os.environ:
+    os.environ["GPUPORT_CACHE"] = tempfile.mkdtemp(prefix="gpuport-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["GPUPORT_CACHE"], ignore_errors=True)
 
 
 @pytest.hookimpl(trylast=True)

@@ -10,12 +10,13 @@ rt.info() and the fallback manager's counters) natively (tests/ops/test_kernels.
 (e2e/test_page.py), with the array namespace's cases of tests/xp_cases.py among them, and the WebAssembly kernel
 cases (e2e/test_page_wasm.py).
 
-The design requires: every kernel variant on the device once per GPU engine and per thread a page drives it from
-(f16 variants where the engine has shader-f16); every device strategy of the constrained tier in a browser and natively,
-and every kernel the constrained tier dispatches, at its small workgroups, once (Dawn);
-f16 step-down in each f16 engine; every host kernel once per WebAssembly engine and natively, and on the page's
-pool of workers in Chromium and Firefox. Lanes that share an
-engine prove only what their own path adds, never the whole list again.
+The design requires: every kernel variant on the device once per GPU engine (f16 variants where the engine has
+shader-f16); from each thread a page drives a browser's device from (its Web Worker, its own thread) a user kernel and
+each family of the array namespace's kernels, since the bridge differs by thread and the compiler does not; every
+device strategy of the constrained tier in a browser and natively, and every kernel the constrained tier dispatches,
+at its small workgroups, once (Dawn); f16 step-down in each f16 engine; every host kernel once per WebAssembly engine
+and natively, and on the page's pool of workers in Chromium and Firefox. Lanes that share an engine prove only what
+their own path adds, never the whole list again.
 
 `make test` runs both pytest processes with `--require-coverage`: each writes its part of the matrix under
 e2e/report/ and fails when a required cell of its engines is empty; e2e/e2e_coverage.py merges the parts into
@@ -45,23 +46,27 @@ HOST_ENGINES = {
 BROWSER_ENGINES = {"chromium": ("dawn", "v8"), "firefox": ("wgpu-firefox", "spidermonkey"),
                    "webkit": (None, "javascriptcore")}
 F16_ENGINES = ("wgpu-firefox", "wgpu-native")   # shader-f16: lavapipe has it, SwiftShader does not
-THREADS = {"dawn": ("worker", "main"), "wgpu-firefox": ("worker", "main"), "wgpu-native": ("main",)}
+# the threads a page drives a browser's device from, each proving the bridge's own kernels (required's `bridged`)
+THREADS = {"dawn": ("worker", "main"), "wgpu-firefox": ("worker", "main")}
 # The constrained tier's device strategies (placement/planner.py), in a browser and natively.
 CONSTRAINED = ("layer_decomposition", "tiled", "chunked_attention", "head_partitioning", "simplified_shader")
 
 REPORT_DIR = Path(__file__).resolve().parents[1] / "e2e" / "report"
 
 
-def required(kernels: Iterable[str], constrained: Iterable[str], host_ops: Iterable[str]) -> list[tuple[str, str]]:
+def required(kernels: Iterable[str], constrained: Iterable[str], host_ops: Iterable[str],
+             bridged: Iterable[str] = ("user",)) -> list[tuple[str, str]]:
     """The design's required cells as (row pattern, column pattern); a cell is filled when any proven cell
     matches both. `kernels`: every built-in kernel name (opspecs.KERNEL_DEFS); `constrained`: those the constrained
     tier's plans dispatch (the planner's answer: matmul_small, not the tiled or register-blocked matmuls); `host_ops`:
-    the SIMD host kernels."""
+    the SIMD host kernels; `bridged`: the kernels each thread a page drives its device from must dispatch (what the
+    bridge does differently there: a user's kernel compiled from the page's source, the array namespace's families)."""
     cells = []
-    for engine in DEVICE_ENGINES:
-        for thread in THREADS[engine]:   # a page's Web Worker and its own thread drive the device differently
-            cells += [(f"kernel:{name}", f"{engine}/{thread}/*") for name in [*kernels, "user"]
-                      if engine in F16_ENGINES or not name.endswith("_f16")]
+    for engine in DEVICE_ENGINES:   # a kernel compiles and computes alike whichever thread submits it
+        cells += [(f"kernel:{name}", f"{engine}/*/*") for name in [*kernels, "user"]
+                  if engine in F16_ENGINES or not name.endswith("_f16")]
+    for engine, threads in THREADS.items():   # a page's Web Worker and its own thread bridge to the device differently
+        cells += [(f"kernel:{name}", f"{engine}/{thread}/*") for thread in threads for name in bridged]
     for engine in ("dawn", "wgpu-native"):
         cells += [(f"strategy:{s}", f"{engine}/*/constrained") for s in CONSTRAINED]
     # the constrained tier specialises its kernels (64 invocations, 4 KiB of workgroup memory): each of them, once

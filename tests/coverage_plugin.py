@@ -38,8 +38,8 @@ def coverage_matrix() -> Matrix:
 
 def design() -> list[tuple[str, str]]:
     """The required cells for gpuport as it is now: every built-in kernel, each family of gpuport.xp's generated
-    kernels, those the constrained tier's plans dispatch (asked of a planner with its limits), and every SIMD host
-    kernel."""
+    kernels (those and a user kernel from each thread a page drives its device from), those the constrained tier's
+    plans dispatch (asked of a planner with its limits), and every SIMD host kernel."""
     from gpuport.backends.capabilities import CONSTRAINED_BUDGET, SPEC_DEFAULT_LIMITS
     from gpuport.host.simd_ops import SimdKernels
     from gpuport.ops.opspecs import KERNEL_DEFS, OPS
@@ -50,7 +50,7 @@ def design() -> list[tuple[str, str]]:
     constrained = sorted({spec.label for op in OPS for spec in planner.pipeline_specs(op)})
     host = [k for k in HOST_KERNELS if hasattr(SimdKernels, k)]
     generated = [f"xp_{family}" for family in FAMILIES]   # gpuport.xp's kernel families (tests/xp_cases.py)
-    return required(sorted(KERNEL_DEFS) + generated, constrained, host)
+    return required(sorted(KERNEL_DEFS) + generated, constrained, host, bridged=["user", *generated])
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -35,18 +35,21 @@ def test_the_case_that_dispatches_a_kernel_fills_its_required_cell(tmp_path):
 def test_removing_the_case_that_proves_a_kernel_fails_the_run_naming_the_cell(tmp_path):
     done = _parity_run(tmp_path, "-k", "webgpu-gelu_7x13")   # the run without the llama case
     assert done.returncode == 1 and "1 passed" in done.stdout, done.stdout[-3000:]
-    assert "MISSING kernel:kv_write on wgpu-native/main/*" in done.stdout, done.stdout[-2000:]
+    assert "MISSING kernel:kv_write on wgpu-native/*/*" in done.stdout, done.stdout[-2000:]
 
 
-def test_the_design_requires_every_kernel_on_every_engine_and_thread_that_can_run_it():
+def test_the_design_requires_every_kernel_on_every_engine_and_the_bridges_kernels_on_every_thread():
     cells = set(design())
-    columns = ("dawn/worker/*", "dawn/main/*", "wgpu-firefox/worker/*", "wgpu-firefox/main/*", "wgpu-native/main/*")
+    engines = ("dawn/*/*", "wgpu-firefox/*/*", "wgpu-native/*/*")
+    threads = ("dawn/worker/*", "dawn/main/*", "wgpu-firefox/worker/*", "wgpu-firefox/main/*")
     for name in KERNEL_DEFS:
-        for column in columns:
+        for column in engines:
             wanted = not name.endswith("_f16") or column.split("/")[0] in F16_ENGINES
             assert ((f"kernel:{name}", column) in cells) == wanted, (name, column)
-    for family in FAMILIES:   # gpuport.xp's generated kernels: a row per family, on every engine and thread
-        assert all((f"kernel:xp_{family}", column) in cells for column in columns), family
+        # the compiler does not differ by thread: a built-in kernel is not asked of each thread again
+        assert not any((f"kernel:{name}", column) in cells for column in threads), name
+    for row in ["kernel:user", *(f"kernel:xp_{family}" for family in FAMILIES)]:   # the bridge does differ
+        assert all((row, column) in cells for column in (*engines, *threads)), row
     constrained = {row for row, column in cells if column == "dawn/*/constrained"}
     # the tier's 64 invocations: the small matmul serves matmul, never the tiled or register-blocked ones
     assert "kernel:matmul_small" in constrained and "kernel:matmul" not in constrained
@@ -60,10 +63,11 @@ def test_a_cell_is_filled_by_any_proof_matching_it_and_missing_cells_are_named()
     m.record("t2", [{"tier": "cpu", "host": {"wasm": {"gelu": 1}}}], None, "v8", "worker")
     assert m.filled("kernel:softmax", "dawn/*/*") == ["t1"] and m.filled("host:gelu", "v8/*/*") == ["t2"]
     assert not m.filled("strategy:native", "*")   # "native" and "cpu" are no strategy to prove
-    cells = required(["softmax", "gelu_f16"], [], ["gelu"])
+    cells = required(["softmax", "gelu", "gelu_f16"], [], ["gelu"])
     missing = m.missing(cells, engines=["dawn", "v8"])
-    assert ("kernel:softmax", "dawn/main/*") in missing and ("kernel:softmax", "dawn/worker/*") not in missing
-    assert ("kernel:gelu_f16", "dawn/worker/*") not in missing   # SwiftShader has no shader-f16: not required there
+    assert ("kernel:softmax", "dawn/*/*") not in missing and ("kernel:gelu", "dawn/*/*") in missing
+    assert ("kernel:user", "dawn/main/*") in missing and ("kernel:user", "dawn/worker/*") in missing
+    assert ("kernel:gelu_f16", "dawn/*/*") not in missing   # SwiftShader has no shader-f16: not required there
     # a pipeline's label as its row: generated kernels by family (one pipeline per expression), user kernels as one
     assert kernel_row("xp_reduce:0123abcd45") == "kernel:xp_reduce" and kernel_row("main@1a2b3c4d") == "kernel:user"
     assert kernel_row("matmul_rb_tb16x8") == "kernel:matmul_rb_tb16x8"
