@@ -111,18 +111,20 @@ VICTIM = 40   # a chunk in the middle of the blocks
 
 
 def _corrupt_chunk(victim: int):
-    """Flip one byte of chunk `victim` in every Range answer that covers it."""
+    """Flip one byte of chunk `victim` in every Range answer that covers it; the others pass untouched (a body
+    fetched here crosses Playwright's pipe as base64 each way: every answer so took the test alone from 6.9 to 9.1 s)."""
+    at = MANIFEST["chunks"][victim]["start"] + 1234
+
     def handler(route):
         rng = route.request.headers.get("range") or ""
-        r = route.fetch()
         if not rng.startswith("bytes="):
-            return route.fulfill(response=r)
+            return route.continue_()
         start, end = (int(x) for x in rng[6:].split("-"))
-        at = MANIFEST["chunks"][victim]["start"] + 1234
+        if not start <= at <= end:
+            return route.continue_()
+        r = route.fetch()
         body = r.body()
-        if start <= at <= end:
-            body = body[:at - start] + bytes([body[at - start] ^ 0x5A]) + body[at - start + 1:]
-        return route.fulfill(response=r, body=body)
+        return route.fulfill(response=r, body=body[:at - start] + bytes([body[at - start] ^ 0x5A]) + body[at - start + 1:])
     return handler
 
 
