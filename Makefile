@@ -234,14 +234,15 @@ ifdef PYTEST_ARGS
 	@$(PY) -m pytest -q $(PYTEST_ARGS) || { rc=$$?; $(CRASHED); exit $$rc; }
 else
 	@rm -f .cache/crash*.txt .cache/test-*.xml .cache/test-*.log .cache/test-*.rc e2e/report/coverage-*.json; \
-	unit_cache=$$(mktemp -d); export OPENBLAS_NUM_THREADS=1; \
+	unit_cache=$$(mktemp -d); hosts_cache=$$(mktemp -d); e2e_cache=$$(mktemp -d); \
+	trap 'rm -rf "$$unit_cache" "$$hosts_cache" "$$e2e_cache"' EXIT; export OPENBLAS_NUM_THREADS=1; \
 	GPUPORT_CACHE=$$unit_cache $(PY) -c "import gpuport; gpuport.open_sync().close()"; \
 	{ GPUPORT_CACHE=$$unit_cache nice -n 10 $(PY) -m pytest -q --durations=15 --junitxml=.cache/test-unit.xml \
 	    --require-coverage=native tests > .cache/test-unit.log 2>&1; echo $$? > .cache/test-unit.rc; \
-	  OPENBLAS_NUM_THREADS= GPUPORT_CACHE=$$(mktemp -d) nice -n 10 $(PY) -m pytest -q --durations=10 \
+	  OPENBLAS_NUM_THREADS= GPUPORT_CACHE=$$hosts_cache nice -n 10 $(PY) -m pytest -q --durations=10 \
 	    --junitxml=.cache/test-hosts.xml --coverage-part=hosts $(E2E_HOSTS) > .cache/test-hosts.log 2>&1; \
 	  echo $$? > .cache/test-hosts.rc; } & chain=$$!; \
-	OPENBLAS_NUM_THREADS= GPUPORT_CACHE=$$(mktemp -d) $(PY) -m pytest -q --durations=25 --junitxml=.cache/test-e2e.xml \
+	OPENBLAS_NUM_THREADS= GPUPORT_CACHE=$$e2e_cache $(PY) -m pytest -q --durations=25 --junitxml=.cache/test-e2e.xml \
 	  --require-coverage=browsers $(addprefix --ignore=,$(E2E_HOSTS)) e2e 2>&1 | tee .cache/test-e2e.log; \
 	e2e=$${PIPESTATUS[0]}; wait $$chain; unit=$$(cat .cache/test-unit.rc || echo 1); hosts=$$(cat .cache/test-hosts.rc || echo 1); \
 	echo "== tests/ (unit tests, run beside e2e/) =="; cat .cache/test-unit.log; \
@@ -257,7 +258,8 @@ endif
 # make test-fast: a developer's inner loop in under 3 minutes, never CI's contract. The covering subset of
 # docs/testing.md: the architecture and the docs, every kernel's parity case natively (the device and the host), the
 # formats, loading, placement and engine units, and one browser lane (Chromium's main thread: the bridge, its errors,
-# a case per kernel family); no full-size model, no page archive or bytecode build, no second browser.
+# a user kernel and the array namespace's families); no full-size model, no page archive or bytecode build, no second
+# browser.
 FAST_UNIT := tests/test_architecture.py tests/test_errors.py tests/test_kernel.py tests/test_runtime.py \
              tests/ops tests/formats tests/loading tests/placement tests/engine tests/backends tests/host/test_quant.py \
              tests/host/test_native_kernels.py tests/models/test_bpe.py tests/models/test_tokenizer.py \
@@ -265,9 +267,10 @@ FAST_UNIT := tests/test_architecture.py tests/test_errors.py tests/test_kernel.p
 FAST_E2E  := e2e/test_page.py -k "chromium-webgpu-main"
 .PHONY: test-fast
 test-fast: setup
-	@GPUPORT_CACHE=$$(mktemp -d) $(PY) -m pytest -q -p no:cacheprovider --durations=5 $(FAST_UNIT) \
+	@unit_cache=$$(mktemp -d); e2e_cache=$$(mktemp -d); trap 'rm -rf "$$unit_cache" "$$e2e_cache"' EXIT; \
+	GPUPORT_CACHE=$$unit_cache $(PY) -m pytest -q -p no:cacheprovider --durations=5 $(FAST_UNIT) \
 	  --deselect tests/loading/test_loader.py::test_minilm_from_the_dev_server_matches_the_fixture && \
-	GPUPORT_CACHE=$$(mktemp -d) $(PY) -m pytest -q -p no:cacheprovider --durations=5 $(FAST_E2E)
+	GPUPORT_CACHE=$$e2e_cache $(PY) -m pytest -q -p no:cacheprovider --durations=5 $(FAST_E2E)
 
 # bench/peers.py: gpuport against transformers.js (both browsers) and sentence-transformers (native). Its peers
 # are bench-only (never gpuport dependencies) and live in $(BENCH_DIR), set up idempotently by
