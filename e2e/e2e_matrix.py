@@ -22,7 +22,7 @@ from coverage_matrix import BROWSER_ENGINES  # noqa: E402
 class LaneSpec:
     """What a lane loads, what it must detect, and which case list it runs: "webgpu" (the device parity list,
     on a runtime pinned to the GPU: each case proves from rt.info()["ran"] that its ops ran there), "auto"
-    (auto's own cases), "cpu", or a covering subset (tests/cases.py SUBSETS: "main", "thread", "constrained", "fallback") for a
+    (auto's own cases), "cpu", or a covering subset (tests/cases.py SUBSETS: "variants", "thread", "constrained", "fallback") for a
     lane that shares its engine with one running a whole list."""
 
     browser: str          # a gpuport.testing.browsers.Browsers kind
@@ -76,8 +76,8 @@ LANES: dict[str, LaneSpec] = {
                                 note="Chromium without --enable-unsafe-webgpu, a bare Pyodide (micropip): backend "
                                 "auto must fall back to the cpu tier and its WebAssembly kernels"),
     # naga compiles Firefox's WGSL as it does wgpu-py's, whose native lane runs every list: Firefox's own path
-    # (its WebGPU, the bridge from a worker) needs each kernel variant once, the covering "main" subset
-    "firefox-webgpu": LaneSpec("firefox", "backend=webgpu", "webgpu", "full", page="pyodide.html", cases="main",
+    # (its WebGPU, the bridge from a worker) needs each kernel variant once, the covering "variants" subset
+    "firefox-webgpu": LaneSpec("firefox", "backend=webgpu", "webgpu", "full", page="pyodide.html", cases="variants",
                                features=("shader-f16",), note="Firefox ESR/lavapipe (naga, shader-f16), pinned to "
                                "the device (WebDriver BiDi), a bare Pyodide in a Web Worker, gpuport installed "
                                "by micropip"),

@@ -1668,7 +1668,7 @@ async def llama_tiny_forward_matches_the_reference(rt):
 SUBSETS = {
     # a second lane of an engine whose first runs the whole device list (firefox-webgpu: naga, as natively): every
     # kernel variant and strategy once, f16 included, and what the bridge does beside the kernels
-    "main": ("chained_ops_queue_and_read_once", "rowwise_1x1", "log_mel_33x9_start5_rows10_end5", "add_7x13_by_13",
+    "variants": ("chained_ops_queue_and_read_once", "rowwise_1x1", "log_mel_33x9_start5_rows10_end5", "add_7x13_by_13",
              "embedding_7_vocab13x5", "mul_7x13_by_7x13", "reshape_is_a_view_with_a_clear_error",
              "stft_power_5_n1_hop2", "conv1d_37x13_to_33_k5_s3_p2_bias_gelu", "profile_says_where_each_op_ran_and_how_long",
              "matmul_rb_1x4_by_1x4_transposed", "matmul_rb_every_variant_on_this_device", "mean_pool_2x7x13",

@@ -4,7 +4,7 @@ installs this module beside cases.py). Each family of generated WGSL (element-wi
 scatter, the generic product) is dispatched on the lane's device and checked against NumPy, and every function of
 the element-wise table is compiled by each engine's compiler (naga, Tint); reads are awaited (`await xp.read(x)`),
 as a page must. Small shapes: in a browser a pipeline costs a compile, and these cases run in the GPU lanes (the
-device lists; the first two in the `main` and `thread` subsets too) and on the cpu lists.
+device lists; the first two in the `variants` and `thread` subsets too) and on the cpu lists.
 
 Tolerances: element-wise float32 +, -, * and comparisons are exact; exp within 4e-6 relative on [-2, 2] (WGSL's
 exp: 3 + 2|x| ULP); sin of arguments up to 6 (reduced exactly by 2 pi first) within WGSL's 2**-11 absolute; sums of
@@ -25,7 +25,7 @@ def _grew(rt, before: dict, family: str) -> int:
     return xp.stats(rt)["dispatches"][family] - before[family] if rt.backend == "webgpu" else 0
 
 
-@case(backends=("webgpu", "cpu", "main", "thread"), device=("xp.multiply", "xp.exp", "xp.add", "xp.less", "xp.where",
+@case(backends=("webgpu", "cpu", "variants", "thread"), device=("xp.multiply", "xp.exp", "xp.add", "xp.less", "xp.where",
                                                   "xp.sin", "xp.setitem"))
 async def xp_elementwise_chain_is_one_dispatch_and_writes_in_place(rt):
     xp.use(rt)
@@ -52,7 +52,7 @@ async def xp_elementwise_chain_is_one_dispatch_and_writes_in_place(rt):
         assert _grew(rt, before, "scatter") == 1, xp.stats(rt)
 
 
-@case(backends=("webgpu", "cpu", "main", "thread"), device=("xp.sum", "xp.argmax", "xp.cumulative_sum", "xp.sort",
+@case(backends=("webgpu", "cpu", "variants", "thread"), device=("xp.sum", "xp.argmax", "xp.cumulative_sum", "xp.sort",
                                                   "xp.searchsorted", "xp.matmul"))
 async def xp_reduce_scan_sort_search_matmul_kernels(rt):
     xp.use(rt)
