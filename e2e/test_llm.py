@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from gpuport.testing.pages import call_page
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 NAME = "smollm2-135m-instruct"
@@ -23,7 +25,7 @@ WEIGHTS = BASE + MANIFEST["file"]
 
 
 def _run(page, src):
-    return page.evaluate("async (src) => (await window.gpuportReady).runPython(src)", src)
+    return call_page(page, "runPython", src)
 
 
 def _oracle_hashes() -> dict[str, str]:
@@ -112,7 +114,8 @@ VICTIM = 40   # a chunk in the middle of the blocks
 
 def _corrupt_chunk(victim: int):
     """Flip one byte of chunk `victim` in every Range answer that covers it; the others pass untouched (a body
-    fetched here crosses Playwright's pipe as base64 each way: every answer so took the test alone from 6.9 to 9.1 s)."""
+    fetched here crosses Playwright's pipe as base64 each way: every answer fetched so took the test alone from 6.9
+    to 9.1 s)."""
     at = MANIFEST["chunks"][victim]["start"] + 1234
 
     def handler(route):
@@ -124,7 +127,8 @@ def _corrupt_chunk(victim: int):
             return route.continue_()
         r = route.fetch()
         body = r.body()
-        return route.fulfill(response=r, body=body[:at - start] + bytes([body[at - start] ^ 0x5A]) + body[at - start + 1:])
+        i = at - start
+        return route.fulfill(response=r, body=body[:i] + bytes([body[i] ^ 0x5A]) + body[i + 1:])
     return handler
 
 
@@ -215,7 +219,7 @@ def test_chat_demo_streams_tokens_with_its_figures(browsers, server_url, kind):
         reply = page.locator("#chat-log .msg.assistant")
         text, updates = reply.inner_text(), int(reply.get_attribute("data-updates"))
         figures = page.locator("#chat-figures").inner_text()
-        info = page.evaluate("async () => (await window.gpuportReady).info()")
+        info = call_page(page, "info")
         print(f"\n{kind}: {text!r} in {updates} updates; {figures}")
         assert page.locator("#chat-log .msg.user").inner_text() == "What is the capital of France? Answer in one sentence."
         assert "Paris" in text, text

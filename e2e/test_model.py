@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from gpuport.testing.pages import call_page
+
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE_TEXT = (ROOT / "tests" / "fixtures" / "minilm_reference.json").read_text(encoding="utf-8")
 MODEL_CASES = (ROOT / "tests" / "model_cases.py").read_text(encoding="utf-8")
@@ -103,7 +105,7 @@ len((await gpuport_idb.keys("chunks")).to_py())
 
 
 def _run(page, src):
-    return page.evaluate("async (src) => (await window.gpuportReady).runPython(src)", src)
+    return call_page(page, "runPython", src)
 
 
 def _loader(retries=1, cache="default"):

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import gpuport
 import pytest
+from gpuport.testing.pages import call_page
 
 BARE = "/pyodide.html?open=0"
-RUN = "async (src) => (await window.gpuportReady).runPython(src)"
 
 # A host that registered its own gpuport_bridge before the wheel's open(): another release's, or one
 # without a version mark at all.
@@ -35,7 +35,7 @@ def test_a_stale_js_half_is_refused_by_name(chromium_webgpu, server_url, marks, 
     page = chromium_webgpu.new_page()
     try:
         page.goto(f"{server_url}{BARE}&worker={worker}")
-        name, message, typed = page.evaluate(RUN, STALE.format(marks=marks))
+        name, message, typed = call_page(page, "runPython", STALE.format(marks=marks))
         assert name == "JsHalfMismatch" and typed, (name, message)
         assert "'gpuport_bridge'" in message and found in message and gpuport.__version__ in message, message
     finally:
@@ -60,7 +60,7 @@ def test_a_package_without_its_js_file_names_it(chromium_webgpu, server_url):
     page = chromium_webgpu.new_page()
     try:
         page.goto(server_url + BARE)
-        name, message = page.evaluate(RUN, MISSING)
+        name, message = call_page(page, "runPython", MISSING)
         assert name == "BackendUnavailable", (name, message)
         assert "gpuport/web/bridge.js is missing from the installed package" in message, message
     finally:
@@ -71,12 +71,12 @@ def test_open_twice_registers_once_and_both_runtimes_work(chromium_webgpu, serve
     page = chromium_webgpu.new_page()
     try:
         page.goto(server_url + BARE)
-        got = page.evaluate(RUN, "import gpuport, numpy as np\n"
-                            "a = await gpuport.open(backend='webgpu')\nb = await gpuport.open(backend='webgpu')\n"
-                            "import gpuport_bridge\n"
-                            "x = np.arange(6, dtype=np.float32)\n"
-                            "[(await a.ops.add(a.tensor(x), a.tensor(x)).read()).tolist(),"
-                            " (await b.ops.add(b.tensor(x), b.tensor(x)).read()).tolist(), gpuport_bridge.VERSION]")
+        got = call_page(page, "runPython", "import gpuport, numpy as np\n"
+                        "a = await gpuport.open(backend='webgpu')\nb = await gpuport.open(backend='webgpu')\n"
+                        "import gpuport_bridge\n"
+                        "x = np.arange(6, dtype=np.float32)\n"
+                        "[(await a.ops.add(a.tensor(x), a.tensor(x)).read()).tolist(),"
+                        " (await b.ops.add(b.tensor(x), b.tensor(x)).read()).tolist(), gpuport_bridge.VERSION]")
         assert got == [[0, 2, 4, 6, 8, 10]] * 2 + [gpuport.__version__], got
     finally:
         page.close()
@@ -98,8 +98,7 @@ def test_the_readme_lines_for_your_own_pyodide_run_as_written(chromium_webgpu, s
         wheel = page.evaluate("async () => (await (await fetch('/wheels/latest.json')).json()).gpuport")
         code = re.sub(r'"https://your\.host/wheels/[^"]+"', repr(server_url + wheel), PAGE_BLOCKS[0])
         assert code != PAGE_BLOCKS[0], "the README block no longer installs from https://your.host/wheels/"
-        got = page.evaluate("async (src) => (await window.gpuportReady).runPython(src)",
-                            code + "\n[rt.info()['backend'], rt.info()['tier']]")
+        got = call_page(page, "runPython", code + "\n[rt.info()['backend'], rt.info()['tier']]")
         assert got == ["webgpu", "core"], got
     finally:
         page.close()

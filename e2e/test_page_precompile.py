@@ -7,6 +7,8 @@ import json
 
 import numpy as np
 
+from gpuport.testing.pages import call_page
+
 SCOPE_AND_REPORT = """
 import json
 report = await rt_precompile
@@ -38,7 +40,7 @@ _text[:1]
 
 
 def _run(page, src):
-    return page.evaluate("async (src) => (await window.gpuportReady).runPython(src)", src)
+    return call_page(page, "runPython", src)
 
 
 def _wait_saved(page, entries: int) -> str:
@@ -57,7 +59,7 @@ text
 
 def _calibrated(page) -> str:
     """start()'s calibration, left to the first idle moment: how it went, once it has."""
-    return page.evaluate("async () => (await window.gpuportReady).calibrationStatus()")
+    return call_page(page, "calibrationStatus")
 
 
 ON_THE_DEVICE = """
@@ -93,7 +95,7 @@ def test_the_page_precompiles_what_ran_on_the_device_once_idle_and_repairs_corru
         page.goto(server_url + "/?table=0")   # the demo page's default: precompile in the background
         # nothing is built beside a call; once the page is idle, what ran on the device last time is
         assert _run(page, "import asyncio\nawait asyncio.sleep(1.5)\n'rt_precompile' in globals()") is False
-        assert page.evaluate("async () => (await window.gpuportReady).precompileStatus()") == "done"
+        assert call_page(page, "precompileStatus") == "done"
         second = _run(page, SCOPE_AND_REPORT)
         assert second["scope"] == first["scope"] and not second["report"]["failed"], second
         # tuning may choose another matmul variant on this adapter (timings on a loaded machine): its pipelines
@@ -109,7 +111,7 @@ def test_the_page_precompiles_what_ran_on_the_device_once_idle_and_repairs_corru
         page.goto(server_url + "/?table=0&precompile=await")
         third = _run(page, SCOPE_AND_REPORT)   # start-up survived
         assert third["report"]["from_manifest"] == 0 and not third["report"]["failed"], third
-        timings = page.evaluate("async () => (await window.gpuportReady).timings")
+        timings = call_page(page, "timings")
         assert timings["precompile_ms"] > 0   # "await": start() resolved once precompile() had
         repaired = json.loads(_wait_saved(page, 0))
         assert repaired["format"] == 1 and repaired["scope"] == first["scope"], repaired

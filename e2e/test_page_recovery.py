@@ -4,6 +4,8 @@ shows the compatibility report."""
 
 from __future__ import annotations
 
+from gpuport.testing.pages import call_page
+
 WORKLOAD = """
 import numpy as np, gpuport
 wrt = await gpuport.open(backend="webgpu")
@@ -31,7 +33,7 @@ result
 
 
 def _run(page, src):
-    return page.evaluate("async (src) => (await window.gpuportReady).runPython(src)", src)
+    return call_page(page, "runPython", src)
 
 
 def test_device_destroy_mid_workload_is_recovered_in_chromium(chromium_webgpu, server_url):

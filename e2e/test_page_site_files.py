@@ -16,6 +16,8 @@ from urllib.parse import urlparse
 
 import pytest
 
+from gpuport.testing.pages import call_page
+
 # "snapshot's gpuport": gpuport's functions are in the generation gc.freeze() keeps, as the snapshot's maker left them
 USED = """
 import gc, importlib.metadata as md, numpy as np, gpuport
@@ -34,8 +36,8 @@ def _start(context, url: str) -> dict:
     page = context.new_page()
     try:
         page.goto(url)
-        timings = page.evaluate("async () => (await window.gpuportReady).timings")
-        out = page.evaluate("async (src) => (await window.gpuportReady).runPython(src)", USED)
+        timings = call_page(page, "timings")
+        out = call_page(page, "runPython", USED)
     finally:
         page.close()
     return {"packages": timings["packages"], "bytecode": timings["numpy_bytecode"],

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import pytest
 
+from gpuport.testing.pages import call_page
+
 KEY = "async () => 'pyodide-snapshot:' + new URL('pyodide/', location.href).href"
 CORRUPT = """async (key) => {
   const db = await new Promise((ok, no) => { const r = indexedDB.open("gpuport"); r.onsuccess = () => ok(r.result); r.onerror = () => no(r.error); });
@@ -58,8 +60,7 @@ HOLD_KEPT = """async (name) => {
   window.holder = worker;
   return await new Promise((ok) => { worker.onmessage = ({ data }) => ok(data); worker.postMessage(name); });
 }"""
-DRAW = ("async () => (await window.gpuportReady).runPython('import os, random, time\\n"
-        "[random.random(), os.environ[\"LANG\"], time.timezone, list(time.tzname)]')")
+DRAW = "import os, random, time\n[random.random(), os.environ[\"LANG\"], time.timezone, list(time.tzname)]"
 # the page's own: what a boot in this page would give
 ZONE = """() => { const y = new Date().getFullYear(); const w = new Date(y, 0, 1), s = new Date(y, 6, 1);
   const name = (d) => d.toLocaleTimeString(undefined, {hour12: false, timeZoneName: "short"}).split(" ")[1];
@@ -72,9 +73,9 @@ x = rt.tensor(np.arange(6, dtype=np.float32).reshape(2, 3))
 
 
 def _visit(page) -> dict:
-    timings = page.evaluate("async () => (await window.gpuportReady).timings")
-    made = page.evaluate("async () => (await window.gpuportReady).snapshotStatus()")
-    result = page.evaluate("async (src) => (await window.gpuportReady).runPython(src)", WORKS)
+    timings = call_page(page, "timings")
+    made = call_page(page, "snapshotStatus")
+    result = call_page(page, "runPython", WORKS)
     assert result == [[1.0, 3.0, 5.0], [7.0, 9.0, 11.0]], result
     return {"booted": timings["snapshot"], "made": made, "pyodide_ms": timings["pyodide_ms"]}
 
@@ -97,14 +98,14 @@ def test_a_first_visit_boots_from_the_sites_snapshot_which_is_kept_and_a_corrupt
         first = _visit(page)
         assert (first["booted"], first["made"]) == ("restored from the site",
                                                     "restored from the site; kept for the next visit"), first
-        draw = page.evaluate(DRAW)
+        draw = call_page(page, "runPython", DRAW)
         assert draw[2:] == page.evaluate(ZONE) and draw[2] == 18000, draw
         booted = context.new_page()
         booted.goto(server_url + "/test.html?calibrate=idle&snapshot=0")
         assert _visit(booted)["booted"] == "off"
-        assert booted.evaluate(DRAW)[1:] == draw[1:], "a restored interpreter differs from a booted one"
+        assert call_page(booted, "runPython", DRAW)[1:] == draw[1:], "a restored interpreter differs from a booted one"
         booted.close()
-        page.evaluate("async () => (await window.gpuportReady).calibrationStatus()")   # what an idle page does
+        call_page(page, "calibrationStatus")   # what an idle page does
         assert not page.evaluate(STORED, page.evaluate(KEY)), "a snapshot of its own was made"
         kept = page.evaluate(KEPT_FILES)
         assert list(kept) == [f"{sha256}.bin"] and kept[f"{sha256}.bin"] > 1 << 20, kept
@@ -112,7 +113,8 @@ def test_a_first_visit_boots_from_the_sites_snapshot_which_is_kept_and_a_corrupt
         page.reload()
         second = _visit(page)
         assert second["booted"] == second["made"] == KEPT, second
-        assert page.evaluate(DRAW)[0] != draw[0], "two visits drew the same random numbers: the snapshot's state"
+        again = call_page(page, "runPython", DRAW)
+        assert again[0] != draw[0], "two visits drew the same random numbers: the snapshot's state"
 
         # the kept copy held open by another tab: this visit reads it through a File or, where the lock forbids
         # that, fetches the site's; either way it boots, says which, and leaves the copy in place

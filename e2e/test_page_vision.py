@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from gpuport.testing.pages import call_page
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
@@ -179,7 +181,7 @@ for _k in (await gpuport_idb.keys("chunks")).to_py():
 
 
 def _run(page, src):
-    return page.evaluate("async (src) => (await window.gpuportReady).runPython(src)", src)
+    return call_page(page, "runPython", src)
 
 
 def test_towers_load_in_turns_text_first_and_corrupt_chunks_of_both_are_refetched(chromium_webgpu, server_url):

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from e2e_matrix import lane_engines
+from gpuport.testing.pages import call_page
 from wasm_cases import CASES
 
 # One lane per WebAssembly engine: V8 (Chromium), SpiderMonkey (Firefox), JavaScriptCore (WebKitGTK); tests/host/
@@ -65,7 +66,6 @@ def test_wasm_parity(lane_factory, lane, case, coverage_matrix, request):
 # A bare Pyodide with the wheel installed and no runtime yet (web/pyodide.html?open=0): the test takes
 # files out of the installed package, then opens.
 BARE = "/pyodide.html?open=0&worker=0"
-RUN = "async (src) => (await window.gpuportReady).runPython(src)"
 WEB = "import pathlib, gpuport\nweb = pathlib.Path(gpuport.__file__).parent / 'web'\n"
 
 MISSING = WEB + """
@@ -91,7 +91,7 @@ def test_page_without_the_module_starts_and_says_why(chromium_webgpu, server_url
     page = chromium_webgpu.new_page()
     try:
         page.goto(server_url + BARE)
-        got = page.evaluate(RUN, MISSING)
+        got = call_page(page, "runPython", MISSING)
         assert got["available"] is False, got
         assert "gpuport/web/gpuport_simd.wasm" in got["reason"] and "missing" in got["reason"], got
         assert "make setup" in got["reason"] and got["reason"] in got["raised"], got
@@ -106,12 +106,12 @@ def test_page_without_the_relaxed_build_falls_back_to_simd128(chromium_webgpu, s
     page = chromium_webgpu.new_page()
     try:
         page.goto(server_url + BARE)
-        got = page.evaluate(RUN, WEB + "(web / 'gpuport_simd_relaxed.wasm').unlink()\n"
-                            "rt = await gpuport.open(backend='cpu')\n"
-                            "from gpuport.host import wasm_kernels as _w\n"
-                            "import numpy as np\n"
-                            "{'available': _w.available(), 'variant': _w.variant(), 'note': _w.note(),"
-                            " 'gelu': _w.gelu(np.zeros(8, np.float32)).tolist()}")
+        got = call_page(page, "runPython", WEB + "(web / 'gpuport_simd_relaxed.wasm').unlink()\n"
+                        "rt = await gpuport.open(backend='cpu')\n"
+                        "from gpuport.host import wasm_kernels as _w\n"
+                        "import numpy as np\n"
+                        "{'available': _w.available(), 'variant': _w.variant(), 'note': _w.note(),"
+                        " 'gelu': _w.gelu(np.zeros(8, np.float32)).tolist()}")
         assert got["available"] and got["variant"] == "simd128", got
         assert "gpuport/web/gpuport_simd_relaxed.wasm missing" in got["note"], got
         assert got["gelu"] == [0.0] * 8, got
@@ -126,11 +126,11 @@ def test_page_host_kernels_option(chromium_webgpu, server_url, choice, available
     page = chromium_webgpu.new_page()
     try:
         page.goto(server_url + f"/?backend=cpu&table=0&precompile=off&kernels={choice}")
-        got = page.evaluate("async (src) => (await window.gpuportReady).runPython(src)",
-                            "from gpuport.host import wasm_kernels as _w\n"
-                            "from gpuport.placement.telemetry import host_engine\n"
-                            "{'available': _w.available(), 'variant': _w.variant(), 'reason': _w.reason(),"
-                            " 'engine': host_engine()}")
+        got = call_page(page, "runPython",
+                        "from gpuport.host import wasm_kernels as _w\n"
+                        "from gpuport.placement.telemetry import host_engine\n"
+                        "{'available': _w.available(), 'variant': _w.variant(), 'reason': _w.reason(),"
+                        " 'engine': host_engine()}")
         assert (got["available"], got["variant"]) == (available, variant), got
         assert got["engine"] == (f"wasm-{variant}" if available else "numpy-wasm"), got
         assert available or "turned off" in got["reason"], got

@@ -76,8 +76,8 @@ _DEADLINE = """const deadline = (what, s, promise) => { let timer; return Promis
 _STARTING = "() => `start() (the page's status: ${(document.getElementById('status') || {}).textContent})`"
 _READY = (f"async (s) => {{ {_DEADLINE} const g = await deadline({_STARTING}, s, window.gpuportReady); "
           f"return {{ timings: g.timings, mode: g.mode, navigator: {_NAVIGATOR} }}; }}")
-_CALL = (f"async ([method, args, s]) => {{ {_DEADLINE} "
-         "return deadline(method, s, window.gpuportReady.then((g) => g[method](...args))); }")
+_CALL = (f"async ([method, args, s]) => {{ {_DEADLINE} return deadline(method, s, window.gpuportReady.then("
+         "(g) => (typeof g[method] === 'function' ? g[method](...args) : g[method]))); }")
 
 # execute_async_script: the last argument is the callback; errors travel back as data.
 _WEBDRIVER_CALL = "const NAVIGATOR = " + _NAVIGATOR + ";" + """
@@ -91,6 +91,14 @@ ready()
   .then((value) => done({ ok: true, value: value === undefined ? null : value }),
         (e) => done({ ok: false, name: String((e && e.name) || "Error"), message: String((e && e.message) || e) }));
 """
+
+
+def call_page(page: Any, name: str, *args: Any, timeout_s: float | None = None) -> Any:
+    """`name` of a Playwright page's start() object (`window.gpuportReady`): its method called with `args`, or its
+    attribute (`timings`, `mode`), the answer back as plain data. Held to a deadline (SCRIPT_TIMEOUT_S unless
+    `timeout_s`): a page that never answers fails the call naming it, where Playwright's evaluate would wait for
+    ever. For tests that load a page of their own; a lane's page is `Lane.call`."""
+    return page.evaluate(_CALL, [name, list(args), SCRIPT_TIMEOUT_S if timeout_s is None else timeout_s])
 
 
 class Lane:
@@ -154,7 +162,7 @@ class PlaywrightLane(Lane):
 
     def call(self, method: str, *args: Any) -> Any:
         try:
-            return self.page.evaluate(_CALL, [method, list(args), SCRIPT_TIMEOUT_S])
+            return call_page(self.page, method, *args)
         except PlaywrightError as exc:
             raise PageError(f"{exc.message}\npage errors: {self.errors}" if self.errors else exc.message) from None
 
