@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from gpuport.testing.pages import call_page
+from gpuport.testing.pages import call_page, evaluate_within
 
 KEY = "async () => 'pyodide-snapshot:' + new URL('pyodide/', location.href).href"
 CORRUPT = """async (key) => {
@@ -73,11 +73,9 @@ x = rt.tensor(np.arange(6, dtype=np.float32).reshape(2, 3))
 
 
 def _within(page, script: str, arg=None, s: int = 60):
-    """One of this module's storage scripts run in the page, held to `s` seconds: IndexedDB's open and the origin
-    private file system wait for ever where another connection or handle holds them."""
-    return page.evaluate(f"async (arg) => {{ const f = {script}; let t; return Promise.race([f(arg), new Promise("
-                         f"(_, no) => {{ t = setTimeout(() => no(new Error('no answer in {s} s')), {s * 1000}); }})])"
-                         ".finally(() => clearTimeout(t)); }", arg)
+    """One of this module's storage scripts, held to `s` seconds: IndexedDB's open and the origin private file system
+    wait for ever where another connection or handle holds them."""
+    return evaluate_within(page, script, arg, s)
 
 
 def _visit(page) -> dict:

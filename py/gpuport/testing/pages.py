@@ -93,6 +93,15 @@ ready()
 """
 
 
+def evaluate_within(page: Any, script: str, arg: Any = None, timeout_s: float | None = None) -> Any:
+    """A Playwright page's `evaluate` of `script` (a JS function of one argument) held to a deadline
+    (SCRIPT_TIMEOUT_S unless `timeout_s`), where Playwright's own would wait for ever: a storage call another
+    connection blocks, a promise nothing settles."""
+    s = SCRIPT_TIMEOUT_S if timeout_s is None else timeout_s
+    return page.evaluate(f"async ([arg, s]) => {{ {_DEADLINE} return deadline('the script', s, ({script})(arg)); }}",
+                         [arg, s])
+
+
 def call_page(page: Any, name: str, *args: Any, timeout_s: float | None = None) -> Any:
     """`name` of a Playwright page's start() object (`window.gpuportReady`): its method called with `args`, or its
     attribute (`timings`, `mode`), the answer back as plain data. Held to a deadline (SCRIPT_TIMEOUT_S unless
