@@ -206,6 +206,46 @@ def test_a_page_makes_its_own_snapshot_once_idle_the_next_visit_boots_from_it_an
         assert third["booted"].startswith("dropped: its sha256 is ") and third["booted"].endswith("; making one"), third
         assert "the site's: HTTP 404" in third["booted"], third   # the site's is tried once the stored one is dropped
         assert third["made"].startswith("made ("), third
-        print(f"\n{kind}: Pyodide stage {first['pyodide_ms']:.0f} ms booted, {second['pyodide_ms']:.0f} ms restored")
+        print(f"\n{kind}: Pyodide stage {first['pyodide_ms']:.0f} ms booted, {second['pyodide_ms']:.0f} ms restored;"
+              f" {first['made']}, then {third['made']}")   # a worker ended for stalling shows here
     finally:
         context.close()
+
+
+# Stand-ins for snapshot-worker.js: one that names a stage and then says nothing; one that does so on its first start
+# only (a count in IndexedDB) and answers on the next; one that fails
+STALLING = """async () => {
+  const snapshots = await import("/snapshot.js");
+  const worker = (source) => URL.createObjectURL(new Blob([source], { type: "text/javascript" }));
+  const silent = worker("self.onmessage = () => self.postMessage({ stage: 'booting Pyodide' });");
+  const once = worker(`self.onmessage = async () => {
+    self.postMessage({ stage: "booting Pyodide" });
+    const db = await new Promise((ok) => { const r = indexedDB.open("stalling");
+      r.onupgradeneeded = () => r.result.createObjectStore("n"); r.onsuccess = () => ok(r.result); });
+    const tx = db.transaction("n", "readwrite");
+    const q = tx.objectStore("n").get("n");
+    q.onsuccess = () => tx.objectStore("n").put((q.result || 0) + 1, "n");
+    tx.oncomplete = () => { if (q.result) self.postMessage({ ok: true, bytes: 7 }); };
+  };`);
+  const failing = worker("self.onmessage = () => self.postMessage({ ok: false, error: 'out of memory' });");
+  const outcome = (workerURL) => snapshots.makeInBackground("/pyodide/", { workerURL, stallS: 0.5 })
+    .then((made) => made, (e) => `rejected: ${e.message}`);
+  return [await outcome(silent), await outcome(once), await outcome(failing), snapshots.STALL_S];
+}"""
+
+
+def test_a_snapshot_worker_that_stalls_is_ended_and_tried_once_more(chromium_webgpu, server_url):
+    """A snapshot worker that says nothing for STALL_S after naming a stage is ended and a second one started; two
+    stalls reject naming the stage (the page's snapshotStatus says "not made: ..."), where the page would otherwise
+    wait for ever; an error is not retried."""
+    page = chromium_webgpu.new_page()
+    try:
+        page.goto(server_url + "/wheels/latest.json")   # any page of the site: no interpreter needed
+        silent, once, failing, stall_s = _within(page, STALLING)
+        stalled = 'the snapshot worker said nothing for 0.5 s after "booting Pyodide" and was ended'
+        assert silent == f"rejected: {stalled}; before it, {stalled}", silent
+        assert once == f"made (7 bytes; before it, {stalled})", once
+        assert failing == "rejected: out of memory", failing
+        assert stall_s == 60
+    finally:
+        page.close()

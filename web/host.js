@@ -466,7 +466,7 @@ export async function boot({ base = null, pyodideURL, wheelURL, chunked = {}, nu
   }
   if (snapshot && !restored) {
     host.snapshot = after.then(() => host.idle()).then(() => snapshots.makeInBackground(pyodideURL))
-      .then((bytes) => `made (${bytes} bytes)`, (e) => `not made: ${e.message}`);
+      .catch((e) => `not made: ${e.message}`);
   } else if (restoredFrom === "site") {
     // the site's, fetched: kept in this browser for the next visit
     host.snapshot = after.then(() => host.idle()).then(() => snapshots.keep(siteSnapshot))

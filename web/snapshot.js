@@ -358,18 +358,49 @@ export async function drop(pyodideURL) {
   }
 }
 
-/** Make and store a snapshot in a worker of its own; resolves to its size in bytes, rejects with the reason. */
-export function makeInBackground(pyodideURL) {
-  const worker = newWorker(new URL("./snapshot-worker.js", import.meta.url).href);
+// A snapshot worker that says nothing for this long is ended: each of its stages (below) takes 0.3-3 s here, and a
+// fresh clone's suite saw Firefox's sit for ever in one of them (2 of 5 runs, never alone: a host without this
+// deadline would report nothing and make none on every later visit either). The next worker usually gets through.
+export const STALL_S = 60;
+const TRIES = 2;
+
+class SnapshotStalled extends Error {}
+
+function makeOnce(pyodideURL, workerURL, stallS) {
+  const worker = newWorker(workerURL);
   return new Promise((resolve, reject) => {
+    let stage = "starting the worker";
+    let timer = null;
+    const end = (settle, value) => { clearTimeout(timer); worker.terminate(); settle(value); };
+    const watch = () => {
+      clearTimeout(timer);
+      timer = setTimeout(() => end(reject, new SnapshotStalled(
+        `the snapshot worker said nothing for ${stallS} s after "${stage}" and was ended`)), stallS * 1000);
+    };
     worker.onmessage = ({ data }) => {
-      worker.terminate();
-      if (data.ok) resolve(data.bytes); else reject(new Error(data.error));
+      if (data.stage) { stage = data.stage; watch(); return; }
+      if (data.ok) end(resolve, data.bytes); else end(reject, new Error(data.error));
     };
-    worker.onerror = (e) => {
-      worker.terminate();
-      reject(new Error(e.message || "the snapshot worker did not load"));
-    };
+    worker.onerror = (e) => end(reject, new Error(e.message || "the snapshot worker did not load"));
+    watch();
     worker.postMessage({ pyodideURL, key: key(pyodideURL), preload: PRELOAD, store: STORE });
   });
+}
+
+/** Make and store a snapshot in a worker of its own; resolves to what happened ("made (N bytes)", with any worker
+ * ended for stalling before it), rejects with the reason. `workerURL` and `stallS` are for tests. */
+export async function makeInBackground(pyodideURL, { workerURL = new URL("./snapshot-worker.js", import.meta.url).href,
+                                                     stallS = STALL_S } = {}) {
+  const stalled = [];
+  for (;;) {
+    try {
+      const bytes = await makeOnce(pyodideURL, workerURL, stallS);
+      return `made (${bytes} bytes${stalled.length ? `; before it, ${stalled.join("; ")}` : ""})`;
+    } catch (e) {
+      if (!(e instanceof SnapshotStalled) || stalled.length + 1 >= TRIES) {
+        throw stalled.length ? new Error(`${e.message}; before it, ${stalled.join("; ")}`) : e;
+      }
+      stalled.push(e.message);
+    }
+  }
 }
