@@ -209,51 +209,14 @@ demo: setup
 	$(VENV)/bin/gpuport demo
 	$(VENV)/bin/gpuport serve
 
-# make test: the unit tests (tests/) and the browser tests (e2e/) as two pytest processes side by side, each with a
-# fresh cache; the whole design is docs/testing.md. The unit process's cache is calibrated first, on the quiet machine:
-# auto's calibration measured beside a busy e2e run priced the host up to 400x too slow (OpenBLAS's threads on
-# oversubscribed cores), and the stored record then sent later auto tests (Whisper's) to lavapipe for 77-89 s each.
-# The unit process runs NumPy's BLAS on one thread (OPENBLAS_NUM_THREADS=1, its calibration too): beside the browsers
-# its threads only contend (a NumPy llama forward took 34 s there, 1.7 s alone); tests of the native kernels' own
-# threads ask for their thread counts explicitly. It runs at a lower priority (nice 10): the browser run is the longer
-# of the two, so the cores go to it first and the unit run fills the time its pages wait.
-# The other hosts' e2e tests (E2E_HOSTS: the plugin on a user's project, JupyterLite, PyScript, gpuport's JS half in
-# a bare Pyodide; they open their own pages and use no lane) run after the unit tests in that same low-priority chain,
-# not in the browser run: alone, the browser run left one core idle half the time, and the suite ran 14.5-15 minutes.
-# Each process writes its part of the coverage matrix and fails when a cell the design requires is empty; then the
+# make test: the unit tests (tests/), the browser lanes (e2e/) and the other hosts' tests (a user's project with the
+# pytest plugin, JupyterLite, PyScript, gpuport's JS half in a bare Pyodide), as pytest processes in two chains side
+# by side, each with a fresh cache: tests/suite.sh, whose comments and docs/testing.md say why each runs where. Each
+# process writes its part of the coverage matrix and fails when a cell the design requires is empty; then the
 # merged matrix (e2e/report/coverage.md) and where the time went, per test file and per lane, come last, for CI's tail.
 # PYTEST_ARGS runs one pytest on a part instead, e.g. PYTEST_ARGS=tests/models/test_llama.py.
-# Where a pytest process dies of a signal, the head of its crash dump (tests/crash_log.py) is printed last.
-CRASHED = for f in .cache/crash*.txt; do if [ -s $$f ]; then \
-	  echo "a pytest process crashed; its crashing thread, innermost frames first ($$f):"; head -25 $$f; fi; done
-
-E2E_HOSTS := e2e/test_user_project.py e2e/test_jupyterlite.py e2e/test_pyscript.py e2e/test_page_jsmodules.py
-
 test: setup
-ifdef PYTEST_ARGS
-	@$(PY) -m pytest -q $(PYTEST_ARGS) || { rc=$$?; $(CRASHED); exit $$rc; }
-else
-	@rm -f .cache/crash*.txt .cache/test-*.xml .cache/test-*.log .cache/test-*.rc e2e/report/coverage-*.json; \
-	unit_cache=$$(mktemp -d); hosts_cache=$$(mktemp -d); e2e_cache=$$(mktemp -d); \
-	trap 'rm -rf "$$unit_cache" "$$hosts_cache" "$$e2e_cache"' EXIT; export OPENBLAS_NUM_THREADS=1; \
-	GPUPORT_CACHE=$$unit_cache $(PY) -c "import gpuport; gpuport.open_sync().close()"; \
-	{ GPUPORT_CACHE=$$unit_cache nice -n 10 $(PY) -m pytest -q --durations=15 --junitxml=.cache/test-unit.xml \
-	    --require-coverage=native tests > .cache/test-unit.log 2>&1; echo $$? > .cache/test-unit.rc; \
-	  OPENBLAS_NUM_THREADS= GPUPORT_CACHE=$$hosts_cache nice -n 10 $(PY) -m pytest -q --durations=10 \
-	    --junitxml=.cache/test-hosts.xml --coverage-part=hosts $(E2E_HOSTS) > .cache/test-hosts.log 2>&1; \
-	  echo $$? > .cache/test-hosts.rc; } & chain=$$!; \
-	OPENBLAS_NUM_THREADS= GPUPORT_CACHE=$$e2e_cache $(PY) -m pytest -q --durations=25 --junitxml=.cache/test-e2e.xml \
-	  --require-coverage=browsers $(addprefix --ignore=,$(E2E_HOSTS)) e2e 2>&1 | tee .cache/test-e2e.log; \
-	e2e=$${PIPESTATUS[0]}; wait $$chain; unit=$$(cat .cache/test-unit.rc || echo 1); hosts=$$(cat .cache/test-hosts.rc || echo 1); \
-	echo "== tests/ (unit tests, run beside e2e/) =="; cat .cache/test-unit.log; \
-	echo "== $(E2E_HOSTS) (after tests/, beside e2e/) =="; cat .cache/test-hosts.log; \
-	echo "== e2e/, its last lines again (all of it: .cache/test-e2e.log) =="; tail -30 .cache/test-e2e.log; \
-	echo "== the coverage matrix =="; $(PY) e2e/e2e_coverage.py; cov=$$?; \
-	echo "== where the time went =="; $(PY) tests/time_table.py .cache/test-unit.xml .cache/test-e2e.xml \
-	  .cache/test-hosts.xml; \
-	echo "== make test: tests/ exit $$unit, e2e/ exit $$e2e, other hosts exit $$hosts, coverage matrix exit $$cov =="; \
-	if [ $$unit -ne 0 ] || [ $$e2e -ne 0 ] || [ $$hosts -ne 0 ] || [ $$cov -ne 0 ]; then $(CRASHED); exit 1; fi
-endif
+	@PY=$(PY) bash tests/suite.sh $(PYTEST_ARGS)
 
 # make test-fast: a developer's inner loop in under 3 minutes, never CI's contract. The covering subset of
 # docs/testing.md: the architecture and the docs, every kernel's parity case natively (the device and the host), the

@@ -18,7 +18,7 @@ from gpuport.testing.pages import call_page
 from wasm_cases import CASES
 
 # One lane per WebAssembly engine: V8 (Chromium), SpiderMonkey (Firefox), JavaScriptCore (WebKitGTK); tests/host/
-# test_wasm_node.py runs the same cases on both builds under Node without a browser.
+# test_wasm_node.py runs the same cases on the plain build under Node without a browser.
 WASM_LANES = ("chromium-cpu", "firefox-webgpu", "webkit-cpu")
 PAIRS = [(lane, case) for lane in WASM_LANES for case in CASES]
 

@@ -1,8 +1,8 @@
 """Where a test run's time went: wall time per test file and per browser lane, from the JUnit XML each pytest process
-of `make test` writes (.cache/test-unit.xml, test-e2e.xml, test-hosts.xml). A test's time is its setup, call and
+of `make test` writes (.cache/test-unit.xml, test-e2e.xml, test-hosts-*.xml). A test's time is its setup, call and
 teardown, so a lane's page boot counts in its first test.
 
-    .venv/bin/python tests/time_table.py .cache/test-unit.xml .cache/test-e2e.xml .cache/test-hosts.xml [--top 25]
+    .venv/bin/python tests/time_table.py .cache/test-unit.xml .cache/test-e2e.xml .cache/test-hosts-*.xml [--top 25]
 """
 
 from __future__ import annotations

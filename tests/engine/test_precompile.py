@@ -35,7 +35,7 @@ def expected_pipelines(report) -> int:
     return 11 + 2 * sum(report["tuning"][layout]["chosen"] != RB_DEFAULT[layout] for layout in RB_DEFAULT)
 
 
-def test_second_process_reuses_the_disk_manifest(tmp_path):
+def test_the_next_process_reuses_the_disk_manifest_and_a_corrupt_one_is_ignored_and_rewritten(tmp_path):
     first = run_process(tmp_path)
     assert first["from_manifest"] == 0 and first["pipelines"] == expected_pipelines(first), first
     assert first["pipelines"] - first.get("tuned", 0) == 11, first   # what tuning's choice added is counted apart
@@ -44,9 +44,6 @@ def test_second_process_reuses_the_disk_manifest(tmp_path):
     assert second["from_manifest"] == 11 and second["recorded_ms"] > 0, second
     assert not second["tuning"]["tb"]["measured"], second   # the choice came from the manifest
 
-
-def test_corrupt_manifest_file_is_ignored_and_rewritten(tmp_path):
-    run_process(tmp_path)
     (path,) = (tmp_path / "pipelines").glob("*.json")
     path.write_text("{corrupt")
     report = run_process(tmp_path)
