@@ -4,8 +4,8 @@
 # - the browser lanes (e2e/), at normal priority, streamed to the terminal;
 # - the unit tests (tests/) at nice 10: the cores go to the browsers first and the unit run fills the time their
 #   pages wait.
-# The other hosts' tests (they open their own pages and use no lane) come in two parts, each taken by whichever chain
-# is free first: the longer part first. A chain that ends early then keeps its core busy, where a fixed order left one
+# The other hosts' tests (they open their own pages and use no lane) come in three parts, each taken by whichever
+# chain is free first, the longest first. A chain that ends early then keeps its core busy, where a fixed order left one
 # core idle for minutes at the end (at a slow hour the unit chain ended 1 min before the browsers, and the hosts'
 # 4 1/2 min then ran alone, one core mostly idle).
 # Each process has a fresh gpuport cache, writes .cache/test-<name>.{log,xml,rc}, and its part of the coverage matrix;
@@ -27,15 +27,16 @@ if [ $# -gt 0 ]; then
   "$PY" -m pytest -q "$@" || { rc=$?; crashed; exit $rc; }
   exit 0
 fi
-HOSTS=(plugin pages)   # the parts, longest first
-declare -A PART=([plugin]="e2e/test_user_project.py"
-                 [pages]="e2e/test_jupyterlite.py e2e/test_pyscript.py e2e/test_page_jsmodules.py")
+HOSTS=(plugin jupyterlite pages)   # the parts, longest first (150, 70 and 60 s at a normal hour)
+declare -A PART=([plugin]="e2e/test_user_project.py" [jupyterlite]="e2e/test_jupyterlite.py"
+                 [pages]="e2e/test_pyscript.py e2e/test_page_jsmodules.py")
 
 rm -rf .cache/crash*.txt .cache/test-*.xml .cache/test-*.log .cache/test-*.rc .cache/test-claims e2e/report/coverage-*.json
 mkdir -p .cache/test-claims
 caches=$(mktemp -d)
 trap 'rm -rf "$caches"' EXIT
-mkdir "$caches/unit" "$caches/e2e" "$caches/plugin" "$caches/pages"
+mkdir "$caches/unit" "$caches/e2e"
+for part in "${HOSTS[@]}"; do mkdir "$caches/$part"; done
 
 # The unit process's cache is calibrated first, on the quiet machine: auto's calibration measured beside a busy e2e
 # run priced the host up to 400x too slow (OpenBLAS's threads on oversubscribed cores), and the stored record then
