@@ -81,10 +81,10 @@ echo "== e2e/, its last lines again (all of it: .cache/test-e2e.log) =="; tail -
 echo "== the coverage matrix =="; "$PY" e2e/e2e_coverage.py; cov=$?
 echo "== where the time went =="
 "$PY" tests/time_table.py .cache/test-unit.xml .cache/test-e2e.xml .cache/test-hosts-*.xml
-failed=0
-summary="tests/ exit $(status unit), e2e/ exit $(status e2e)"
-for name in unit e2e "${HOSTS[@]/#/hosts-}"; do [ "$(status "$name")" -eq 0 ] || failed=1; done
-for part in "${HOSTS[@]}"; do summary+=", hosts ($part) exit $(status "hosts-$part")"; done
-[ "$cov" -eq 0 ] || failed=1
-echo "== make test: $summary, coverage matrix exit $cov =="
+failed=$(( cov != 0 ))
+summary=""
+for name in unit e2e "${HOSTS[@]/#/hosts-}"; do
+  rc=$(status "$name"); [ "$rc" -eq 0 ] || failed=1; summary+="$name exit $rc, "
+done
+echo "== make test: ${summary}coverage matrix exit $cov =="
 if [ "$failed" -ne 0 ]; then crashed; exit 1; fi
