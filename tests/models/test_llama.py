@@ -8,8 +8,9 @@ differs, compounded over 30 blocks:
   ~35; a wrong step such as RoPE on the wrong pairs is off by more than 1);
 - greedy continuation: identical for 32 tokens up to the first step whose reference top-2 margin is below
   MARGIN = 0.01 (> 2 * LOGIT_TOL, so no argmax can flip before it; every step of the fixture is above it);
-  on webgpu (lavapipe, 0.6 s a token) and on NumPy 16 tokens of the first prompt and 4 of the others (every one of
-  the 32 steps of each prompt is checked teacher-forced on the host paths below).
+  on webgpu (lavapipe, 0.6 s a token) and on NumPy 8 tokens of the first prompt and 4 of the others, so the device's
+  decode runs over 5 to 46 cached positions (every one of the 32 steps of each prompt is checked teacher-forced on
+  the host paths below).
 
 Logic that does not depend on where the forward runs (streaming text, stop strings, freeing the cache, the context
 limit) is tested on the cpu backend only; the device proves its numbers and its own decode path.
@@ -100,7 +101,7 @@ def test_prompt_ids_logits_and_greedy_continuations(llm):
         steps = next((i for i, m in enumerate(ref["margins"]) if m < margin), len(ref["margins"]))
         assert steps == 32 or quantized(llm, len(ids))   # 8-bit activations: 4, 6 and 0 steps above Q_MARGIN
         if llm.rt.backend == "webgpu" or not quantized(llm, len(ids)) and llm.rt.backend == "cpu":
-            steps = min(steps, 4 if i else 16)   # lavapipe 0.6 s a token, NumPy's host forward alike
+            steps = min(steps, 4 if i else 8)   # lavapipe 0.6 s a token, NumPy's host forward alike
         compared.append(steps)
         if not steps:
             continue
