@@ -10,6 +10,7 @@ from __future__ import annotations
 import urllib.request
 
 import pytest
+from playwright.sync_api import Error as PlaywrightError
 
 from gpuport.testing.pages import call_page, evaluate_within
 
@@ -85,8 +86,19 @@ def _visit(page, made: bool = True) -> dict:
     timings = call_page(page, "timings")
     result = call_page(page, "runPython", WORKS)
     assert result == [[1.0, 3.0, 5.0], [7.0, 9.0, 11.0]], result
-    return {"booted": timings["snapshot"], "made": call_page(page, "snapshotStatus") if made else None,
+    return {"booted": timings["snapshot"], "made": _snapshot_status(page) if made else None,
             "pyodide_ms": timings["pyodide_ms"]}
+
+
+def _snapshot_status(page) -> str:
+    """snapshotStatus(); one that never settles fails naming what each of the page's background tasks was doing (the
+    snapshot waits for the calibration before it)."""
+    try:
+        return call_page(page, "snapshotStatus")
+    except PlaywrightError as exc:
+        unsettled = str(exc)
+    tasks = call_page(page, "background", timeout_s=10)
+    pytest.fail(f"{unsettled}; the page's background tasks then: {tasks}", pytrace=False)
 
 
 @pytest.mark.parametrize("kind", ["chromium-webgpu", "firefox"])
@@ -176,12 +188,26 @@ def test_a_sites_snapshot_altered_in_transit_is_not_booted_from(browsers, server
         context.close()
 
 
+# a call of 3 s that leaves the calibration after it a device that never answers, and 0.5 s to wait for one
+NEVER_ANSWERING_CALIBRATION = """
+import asyncio
+from gpuport.placement import auto
+async def _never(rt):
+    await asyncio.Future()
+auto.calibrate_device, auto.CALIBRATE_WAIT_S = _never, 0.5
+await asyncio.sleep(3)
+7
+"""
+
+
 @pytest.mark.parametrize("kind", ["chromium-webgpu", "firefox"])
 def test_a_page_makes_its_own_snapshot_once_idle_the_next_visit_boots_from_it_and_a_corrupt_one_is_dropped(
         browsers, server_url, kind):
     """Where the site's snapshot cannot serve (here: not found), the page makes its own, which boots a second
-    interpreter: while a call runs (a first result on a first visit) it waits (checked in Chromium); the next visit
-    boots from it; one altered in IndexedDB fails its SHA-256 check, is dropped, never used, and one is made again."""
+    interpreter: while a call runs (a first result on a first visit) it waits, and so does the calibration before it
+    (their states, background(), checked in Chromium, where the calibration then gets no answer from the device and is
+    ended at its deadline, the snapshot made all the same); the next visit boots from it; one altered in IndexedDB
+    fails its SHA-256 check, is dropped, never used, and one is made again."""
     context = browsers.get(kind).new_context()   # a fresh profile
     try:
         context.route(SITES, lambda route: route.fulfill(status=404, body="not here"))
@@ -189,11 +215,18 @@ def test_a_page_makes_its_own_snapshot_once_idle_the_next_visit_boots_from_it_an
         page.goto(server_url + "/test.html?calibrate=idle")
         key = page.evaluate(KEY)
         if kind == "chromium-webgpu":
-            _within(page, "async () => { const g = await window.gpuportReady;"
-                    " window.busy = g.runPython('import asyncio\\nawait asyncio.sleep(7)\\n7'); }", s=300)
-            page.wait_for_timeout(6000)   # long enough to make one (2-4 s here) had it started beside the call
+            _within(page, "async (src) => { const g = await window.gpuportReady; window.busy = g.runPython(src); }",
+                    NEVER_ANSWERING_CALIBRATION, s=300)
+            # 2.5 s is IDLE_MS five times over: a chain that did not wait would be measuring by now (the calibration
+            # comes first) or past it
+            page.wait_for_timeout(2500)
+            waiting = call_page(page, "background")
+            assert waiting == {"calibration": "waiting for an idle page", "precompile": "not in the background",
+                               "snapshot": "waiting for an idle page"}, waiting
             assert not _within(page, STORED, key), "the snapshot was made while a call ran"
             assert _within(page, "async () => await window.busy") == 7
+            assert call_page(page, "calibrationStatus") == ("not measured: NoAnswer: the device's calibration (its "
+                                                            "dispatches and reads): no answer in 0.5 s")
         first = _visit(page)
         assert first["booted"].startswith("dropped: the site's: HTTP 404 for "), first
         assert first["booted"].endswith("; making one") and first["made"].startswith("made ("), first

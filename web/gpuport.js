@@ -173,6 +173,7 @@ function viaWorker(worker, args, interpreter, onProgress) {
     snapshotStatus: () => call("snapshotStatus"),
     calibrationStatus: () => call("calibrationStatus"),
     precompileStatus: () => call("precompileStatus"),
+    background: () => call("background"),
     close: () => {
       worker.terminate();
       for (const entry of spawned.values()) stop(entry);
@@ -196,6 +197,7 @@ async function onMainThread(args, interpreter, onProgress) {
     snapshotStatus: () => host.snapshotStatus(),
     calibrationStatus: () => host.calibrationStatus(),
     precompileStatus: () => host.precompileStatus(),
+    background: async () => host.background(),
     close: () => {},
   };
 }
@@ -221,7 +223,8 @@ async function onMainThread(args, interpreter, onProgress) {
  * wheel), open, precompile) and {stage: "precompile", done, total}.
  * Resolves to {mode, timings, base, runPython(src), info(), setArray(name, typedArray, shape),
  * getArray(expr) -> {data, shape, dtype}, installWheel(url), addModule(name, source), snapshotStatus(),
- * calibrationStatus(), precompileStatus(), close()};
+ * calibrationStatus(), precompileStatus() (each resolves once its task has ended), background() (their states now,
+ * without waiting), close()};
  * timings.snapshot says how Pyodide booted ("restored from the site", "restored" (from IndexedDB), "making one",
  * "dropped: <why>; making one", "off"), timings.interpreter who compiled its WebAssembly ("compiled by the page" from
  * start() on, or "compiled by Pyodide: <why>"), timings.packages and timings.numpy_libraries how NumPy and the wheel

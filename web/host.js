@@ -46,6 +46,14 @@ function pythonError(e) {
   return Object.assign(new Error(e.message), { name: e.type || e.name || "Error" });
 }
 
+// A status's words for an error: a Python one's type and message (its traceback's last line), not the traceback.
+function reason(e) {
+  if (!e.type) return e.message;
+  const last = e.message.trim().split("\n").pop();
+  const at = last.indexOf(`${e.type}: `);
+  return `${e.type}: ${at >= 0 ? last.slice(at + e.type.length + 2) : last}`;
+}
+
 // typed array <-> NumPy dtype; getArray maps the buffer's struct format back.
 const DTYPES = {
   Float32Array: "float32", Float64Array: "float64", Int8Array: "int8", Int16Array: "int16", Int32Array: "int32",
@@ -93,6 +101,28 @@ export class Host {
     this.precompiled = Promise.resolve("not in the background");
     this.calls = 0;
     this.lastCall = performance.now();
+    // what each task that waits for an idle page (start(), below) is doing now, or how it ended: background()
+    this.tasks = { calibration: "at open", precompile: "not in the background", snapshot: timings.snapshot };
+  }
+
+  /** Each background task's state now, without waiting for it: {calibration, precompile, snapshot}, each
+   * "waiting for an idle page", what it is doing ("measuring", "making: <stage>", ...) or how it ended (what
+   * calibrationStatus(), precompileStatus() and snapshotStatus() resolve to). */
+  background() {
+    return { ...this.tasks };
+  }
+
+  /** Runs `task` as background task `name` once `after` has settled and the page is idle; its state shows in
+   * background() (`doing` while it runs), its result (or "<failed>: <why>") once it ends. */
+  _inBackground(name, after, doing, task, failed) {
+    this.tasks[name] = "waiting for an idle page";
+    return after.then(() => this.idle()).then(() => {
+      this.tasks[name] = doing;
+      return task();
+    }).then((r) => r, (e) => `${failed}: ${reason(e)}`).then((r) => {
+      this.tasks[name] = r;
+      return r;
+    });
   }
 
   /** Resolves once no call (runPython, setArray, getArray, installWheel) has run for `ms`. */
@@ -453,24 +483,26 @@ export async function boot({ base = null, pyodideURL, wheelURL, chunked = {}, nu
   let after = Promise.resolve();
   if (calibrate === "idle") {
     const rt = pyodide.globals.get("rt");
-    host.calibration = after.then(() => host.idle()).then(() => rt.calibrate())
-      .then((source) => source, (e) => `not measured: ${e.message}`).finally(() => rt.destroy());
+    host.calibration = host._inBackground("calibration", after, "measuring", () => rt.calibrate(), "not measured")
+      .finally(() => rt.destroy());
     after = host.calibration;
   }
   // Background precompilation, placed by the calibration: never beside a call (a first result, a forward on the
   // pool), and it stops starting pipelines while one runs: the browser compiles on the cores that call needs.
   if (precompile === "background") {
-    host.precompiled = after.then(() => host.idle()).then(() => precompileNow(() => host.idle(0)))
-      .then(() => "done", (e) => `failed: ${e.message}`);
+    host.precompiled = host._inBackground("precompile", after, "compiling",
+                                          () => precompileNow(() => host.idle(0)).then(() => "done"), "failed");
     after = host.precompiled;
   }
   if (snapshot && !restored) {
-    host.snapshot = after.then(() => host.idle()).then(() => snapshots.makeInBackground(pyodideURL))
-      .catch((e) => `not made: ${e.message}`);
+    const onStage = (stage) => { host.tasks.snapshot = `making: ${stage}`; };
+    host.snapshot = host._inBackground("snapshot", after, "making",
+                                       () => snapshots.makeInBackground(pyodideURL, { onStage }), "not made");
   } else if (restoredFrom === "site") {
     // the site's, fetched: kept in this browser for the next visit
-    host.snapshot = after.then(() => host.idle()).then(() => snapshots.keep(siteSnapshot))
-      .then((kept) => `${mark.snapshot}; ${kept}`);
+    host.snapshot = host._inBackground("snapshot", after, "keeping the site's",
+                                       () => snapshots.keep(siteSnapshot).then((kept) => `${mark.snapshot}; ${kept}`),
+                                       "not kept");
   }
   return host;
 }

@@ -366,7 +366,7 @@ const TRIES = 2;
 
 class SnapshotStalled extends Error {}
 
-function makeOnce(pyodideURL, workerURL, stallS) {
+function makeOnce(pyodideURL, workerURL, stallS, onStage) {
   const worker = newWorker(workerURL);
   return new Promise((resolve, reject) => {
     let stage = "starting the worker";
@@ -378,7 +378,7 @@ function makeOnce(pyodideURL, workerURL, stallS) {
         `the snapshot worker said nothing for ${stallS} s after "${stage}" and was ended`)), stallS * 1000);
     };
     worker.onmessage = ({ data }) => {
-      if (data.stage) { stage = data.stage; watch(); return; }
+      if (data.stage) { stage = data.stage; onStage(stage); watch(); return; }
       if (data.ok) end(resolve, data.bytes); else end(reject, new Error(data.error));
     };
     worker.onerror = (e) => end(reject, new Error(e.message || "the snapshot worker did not load"));
@@ -388,13 +388,14 @@ function makeOnce(pyodideURL, workerURL, stallS) {
 }
 
 /** Make and store a snapshot in a worker of its own; resolves to what happened ("made (N bytes)", with any worker
- * ended for stalling before it), rejects with the reason. `workerURL` and `stallS` are for tests. */
+ * ended for stalling before it), rejects with the reason. `onStage(stage)` hears each stage the worker begins;
+ * `workerURL` and `stallS` are for tests. */
 export async function makeInBackground(pyodideURL, { workerURL = new URL("./snapshot-worker.js", import.meta.url).href,
-                                                     stallS = STALL_S } = {}) {
+                                                     stallS = STALL_S, onStage = () => {} } = {}) {
   const stalled = [];
   for (;;) {
     try {
-      const bytes = await makeOnce(pyodideURL, workerURL, stallS);
+      const bytes = await makeOnce(pyodideURL, workerURL, stallS, onStage);
       return `made (${bytes} bytes${stalled.length ? `; before it, ${stalled.join("; ")}` : ""})`;
     } catch (e) {
       if (!(e instanceof SnapshotStalled) || stalled.length + 1 >= TRIES) {

@@ -42,7 +42,7 @@ const awaited = (key) => {
   return fromPage.get(key);
 };
 const METHODS = new Set(["runPython", "info", "setArray", "getArray", "installWheel", "addModule", "snapshotStatus",
-                         "calibrationStatus", "precompileStatus"]);
+                         "calibrationStatus", "precompileStatus", "background"]);
 const progress = (event) => self.postMessage({ progress: event });
 
 // messages wait for the modules, in the order they came
