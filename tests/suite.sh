@@ -4,7 +4,7 @@
 # - the browser lanes (e2e/), at normal priority, streamed to the terminal;
 # - the unit tests (tests/) at nice 10: the cores go to the browsers first and the unit run fills the time their
 #   pages wait.
-# The other hosts' tests (they open their own pages and use no lane) come in three parts, each taken by whichever
+# The other hosts' tests (they open their own pages and use no lane) come in four parts, each taken by whichever
 # chain is free first, the longest first. A chain that ends early then keeps its core busy, where a fixed order left one
 # core idle for minutes at the end (at a slow hour the unit chain ended 1 min before the browsers, and the hosts'
 # 4 1/2 min then ran alone, one core mostly idle).
@@ -27,9 +27,11 @@ if [ $# -gt 0 ]; then
   "$PY" -m pytest -q "$@" || { rc=$?; crashed; exit $rc; }
   exit 0
 fi
-HOSTS=(plugin jupyterlite pages)   # the parts, longest first (150, 70 and 60 s at a normal hour)
+# The parts, longest first (120-180, 80, 28 and 23 s): the last two are small so that the chains end close together
+# (as one part of 51 s, one chain ran it alone for 43 s after the other had ended).
+HOSTS=(plugin jupyterlite jsmodules pyscript)
 declare -A PART=([plugin]="e2e/test_user_project.py" [jupyterlite]="e2e/test_jupyterlite.py"
-                 [pages]="e2e/test_pyscript.py e2e/test_page_jsmodules.py")
+                 [jsmodules]="e2e/test_page_jsmodules.py" [pyscript]="e2e/test_pyscript.py")
 
 rm -rf .cache/crash*.txt .cache/test-*.xml .cache/test-*.log .cache/test-*.rc .cache/test-claims e2e/report/coverage-*.json
 mkdir -p .cache/test-claims
