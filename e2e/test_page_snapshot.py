@@ -191,10 +191,10 @@ def test_a_sites_snapshot_altered_in_transit_is_not_booted_from(browsers, server
 # a call of 3 s that leaves the calibration after it a device that never answers, and 0.5 s to wait for one
 NEVER_ANSWERING_CALIBRATION = """
 import asyncio
-from gpuport.placement import auto
+from gpuport.placement import calibration
 async def _never(rt):
     await asyncio.Future()
-auto.calibrate_device, auto.CALIBRATE_WAIT_S = _never, 0.5
+calibration._measure_device, calibration.CALIBRATE_WAIT_S = _never, 0.5
 await asyncio.sleep(3)
 7
 """

@@ -29,7 +29,6 @@ from ..backends.io import RecordStore
 from ..formats.records import RecordError, report_bad_record
 from ..loading.stores import store_for
 from ..ops.opspecs import flops
-from ..platform import within
 from ..types import DEVICE, HOST, OpCall
 from .calibration import PROVISIONAL, calibrate_device, calibrate_host, provisional
 from .selector import (
@@ -42,13 +41,6 @@ from .selector import (
 
 if TYPE_CHECKING:
     from .runtime import Runtime
-
-# A page's device calibration takes 0.8-2.2 s on the software adapters here. A read the browser never answered would
-# hold the page's later background tasks for ever (the snapshot waits behind it): a Firefox page's snapshotStatus
-# never settled in 3 of about 8 full suites, with the snapshot worker's own stall deadline never firing, so the
-# wait was before the worker, where this is the one step that waits on the device. Past this, the calibration ends
-# unmeasured and placement stays on the host.
-CALIBRATE_WAIT_S = 60.0
 
 
 class AutoSelection:
@@ -263,10 +255,7 @@ class AutoSelection:
         self.calibrated = "measuring"   # a second caller meanwhile does not measure again
         t0 = time.perf_counter()
         try:
-            device = calibrate_device(self.rt)
-            if not self.rt.device.can_block:   # a page: its reads are the browser's promises
-                device = within(device, CALIBRATE_WAIT_S, "the device's calibration (its dispatches and reads)")
-            costs = {"webgpu": await device, "cpu": await calibrate_host()}
+            costs = {"webgpu": await calibrate_device(self.rt), "cpu": await calibrate_host()}
         except BaseException:
             self.calibrated = PROVISIONAL
             raise

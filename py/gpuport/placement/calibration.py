@@ -13,12 +13,20 @@ import numpy as np
 
 from ..host import hostops
 from ..ops.opspecs import OPS
+from ..platform import within
 from ..types import OpCall
 from .selector import BackendCosts
 
 if TYPE_CHECKING:
     from .runtime import Runtime
 
+
+# A page's device calibration takes 0.8-2.2 s on the software adapters here. A read the browser never answered would
+# hold the page's later background tasks for ever (the snapshot waits behind it): a Firefox page's snapshotStatus
+# never settled in 3 of about 8 full suites, with the snapshot worker's own stall deadline never firing, so the
+# wait was before the worker, where this is the one step that waits on the device. Past this, the calibration ends
+# unmeasured (NoAnswer): at open in a page, open fails saying so; left to an idle moment, placement stays on the host.
+CALIBRATE_WAIT_S = 60.0
 
 PROVISIONAL = "provisional"   # the calibration's source while the costs are provisional()
 
@@ -90,7 +98,10 @@ async def calibrate_device(rt: "Runtime") -> BackendCosts:
     apart from the per-dispatch cost (a page reads once per batch, not once per op), and each cost from
     enough work to stand out of that round trip."""
     with rt.pipelines.unrecorded():   # measuring is no placement: the next start builds none of this ahead
-        return await _measure_device(rt)
+        if rt.device.can_block:   # natively every await completes at once
+            return await _measure_device(rt)
+        return await within(_measure_device(rt), CALIBRATE_WAIT_S,
+                            "the device's calibration (its dispatches and reads)")
 
 
 async def _measure_device(rt: "Runtime") -> BackendCosts:
