@@ -87,14 +87,39 @@ PAGE_BLOCKS = list(dict.fromkeys(block for page in [ROOT / "README.md", *sorted(
                                  for block in re.findall(r"```py\n(.*?)```", page.read_text(encoding="utf-8"), re.S)))
 
 
+# Every text the page's #status shows, in order (recorded from before the page's script runs).
+STATUS_HISTORY = """
+window.statusHistory = [];
+new MutationObserver((records) => {
+  for (const r of records) {
+    if (r.target.id !== "status") continue;
+    const text = [...r.addedNodes].map((n) => n.textContent).join("");
+    if (text && text !== window.statusHistory.at(-1)) window.statusHistory.push(text);
+  }
+}).observe(document, { subtree: true, childList: true });
+"""
+BOOT_STEPS = ["reading the wheel's name", "starting its worker", "loading Pyodide", "loading NumPy and micropip",
+              "installing gpuport with micropip"]
+
+
 @pytest.mark.parametrize("worker", ["1", "0"])
 def test_the_readme_lines_for_your_own_pyodide_run_as_written(chromium_webgpu, server_url, worker):
     """The guide's "gpuport in ... your own Pyodide" block (README and docs/page.md) in a bare Pyodide that has only NumPy and micropip,
-    with this server's wheel for "https://your.host/..."."""
+    with this server's wheel for "https://your.host/...". On the way the page's status names each step of its start in
+    turn (a lane whose start never ends reports the step it stopped in)."""
     assert len(PAGE_BLOCKS) == 1, PAGE_BLOCKS
     page = chromium_webgpu.new_page()
     try:
+        page.add_init_script(STATUS_HISTORY)
         page.goto(f"{server_url}/pyodide.html?open=0&worker={worker}")
+        call_page(page, "timings")
+        history = page.evaluate("window.statusHistory")
+        assert history[0] == "Starting…", history   # the page's own text, before its script runs
+        history = history[1:]
+        steps = [re.fullmatch(r"Starting: (.*) \(at \d+\.\d s\)…", text) for text in history[:-1]]
+        assert all(steps) and history[-1] == "Ready.", history
+        expected = BOOT_STEPS if worker == "1" else [s for s in BOOT_STEPS if "worker" not in s]
+        assert [m.group(1) for m in steps] == expected, history
         wheel = page.evaluate("async () => (await (await fetch('/wheels/latest.json')).json()).gpuport")
         code = re.sub(r'"https://your\.host/wheels/[^"]+"', repr(server_url + wheel), PAGE_BLOCKS[0])
         assert code != PAGE_BLOCKS[0], "the README block no longer installs from https://your.host/wheels/"
