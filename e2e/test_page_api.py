@@ -4,6 +4,7 @@ start-up stages and compatibility report as HTML tables that fit the page."""
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
@@ -148,5 +149,25 @@ def test_demo_page_shows_startup_stages_and_the_report_as_tables(chromium_webgpu
         expect(page.locator("#doctor")).to_be_visible()
         width = page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
         assert width[0] <= width[1], f"the page is {width[0]} px wide in a {width[1]} px window"
+    finally:
+        page.close()
+
+
+def test_a_worker_frozen_as_it_starts_fails_start_naming_the_stage(chromium_webgpu, server_url):
+    """gpuport's worker (web/worker.js) given a busy loop 1.5 s after it begins: its thread stops for good, as Firefox's
+    requestAdapter() has stopped one; start() notices the beats stopped and fails (WorkerFrozen) naming the stage."""
+    page = chromium_webgpu.new_page()
+    try:
+        def frozen_worker(route):
+            response = route.fetch()
+            route.fulfill(response=response, body=response.text() + "\nsetTimeout(() => { for (;;) {} }, 1500);\n")
+
+        page.route("**/worker.js*", frozen_worker)
+        page.goto(server_url + "/test.html?frozen=2")
+        got = page.evaluate("() => window.gpuportReady.then(() => null, (e) => [e.name, e.message])")
+        assert got is not None and got[0] == "WorkerFrozen", got
+        assert re.fullmatch(r"gpuport's Pyodide worker stopped answering for \d s in its (worker|pyodide|packages|open) "
+                            r"stage: its thread is blocked \(ended\)", got[1]), got
+        assert page.text_content("#status") == f"WorkerFrozen: {got[1]}"
     finally:
         page.close()

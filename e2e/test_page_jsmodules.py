@@ -127,3 +127,33 @@ def test_the_readme_lines_for_your_own_pyodide_run_as_written(chromium_webgpu, s
         assert got == ["webgpu", "core"], got
     finally:
         page.close()
+
+
+# The worker's source (a Blob of web/pyodide.html's boot) given a busy loop once it has begun loading Pyodide: its
+# thread then stops for good, as Firefox's requestAdapter() has stopped one.
+FREEZE_THE_WORKER = """
+const PlainBlob = Blob;
+window.Blob = class extends PlainBlob {
+  constructor(parts, options) {
+    const text = parts.length === 1 && typeof parts[0] === "string" ? parts[0] : "";
+    super(text.startsWith("const boot =") ? [text.replace('say("loading Pyodide");',
+      'say("loading Pyodide"); await new Promise((r) => setTimeout(r, 500)); for (;;) {}')] : parts, options);
+  }
+};
+"""
+
+
+def test_a_worker_frozen_as_it_starts_fails_the_start_naming_its_step(chromium_webgpu, server_url):
+    """A Pyodide worker whose thread stops while the page starts: the page notices its beats stopped and fails the
+    start (WorkerFrozen) naming the step, instead of waiting for ever."""
+    page = chromium_webgpu.new_page()
+    try:
+        page.add_init_script(FREEZE_THE_WORKER)
+        page.goto(f"{server_url}/pyodide.html?open=0&frozen=2")
+        got = page.evaluate("() => window.gpuportReady.then(() => null, (e) => [e.name, e.message])")
+        assert got is not None and got[0] == "WorkerFrozen", got
+        assert re.fullmatch(r"the Pyodide worker stopped answering for \d s while loading Pyodide: "
+                            r"its thread is blocked \(ended\)", got[1]), got
+        assert page.text_content("#status") == f"WorkerFrozen: {got[1]}"
+    finally:
+        page.close()

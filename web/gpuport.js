@@ -69,7 +69,10 @@ function remoteError(error) {
   return Object.assign(new Error(error.message), { name: error.name });
 }
 
-function viaWorker(worker, args, interpreter, onProgress) {
+// The worker beats once a second until its boot has ended (worker.js); beats that stop for `frozenS` mean its thread
+// stopped for good (Firefox's navigator.gpu.requestAdapter() in a worker has, beside another page's start in the same
+// browser), which no deadline inside the worker can catch: the start then fails, naming the stage (WorkerFrozen).
+function viaWorker(worker, args, interpreter, onProgress, frozenS) {
   interpreter.then((compiled) => {
     try {
       worker.postMessage({ interpreter: compiled });
@@ -126,7 +129,11 @@ function viaWorker(worker, args, interpreter, onProgress) {
     pool.terminate();
     URL.revokeObjectURL(url);
   };
+  let heard = performance.now();
+  let stage = "worker";
   worker.onmessage = ({ data }) => {
+    heard = performance.now();
+    if (data.beat) return;
     if (data.spawnWorker) {
       const { id, source, port } = data.spawnWorker;
       const url = URL.createObjectURL(new Blob([source], { type: "text/javascript" }));
@@ -145,6 +152,7 @@ function viaWorker(worker, args, interpreter, onProgress) {
       return;
     }
     if (data.progress) {
+      if (data.progress.state === "start") stage = data.progress.stage;
       onProgress(data.progress);
       return;
     }
@@ -161,7 +169,18 @@ function viaWorker(worker, args, interpreter, onProgress) {
     waiting.set(id, { resolve, reject });
     worker.postMessage({ id, op, args: callArgs }, transfer);
   });
-  return call("boot", [args]).then((timings) => ({
+  const booted = call("boot", [args]);
+  const watch = setInterval(() => {
+    const silent = (performance.now() - heard) / 1000;
+    if (silent < frozenS) return;
+    worker.terminate();
+    const frozen = new Error(`gpuport's Pyodide worker stopped answering for ${silent.toFixed(0)} s in its ${stage} `
+                             + "stage: its thread is blocked (ended)");
+    for (const entry of waiting.values()) entry.reject(Object.assign(frozen, { name: "WorkerFrozen" }));
+    waiting.clear();
+  }, 1000);
+  booted.finally(() => clearInterval(watch)).catch(() => {});
+  return booted.then((timings) => ({
     mode: "worker",
     timings,
     runPython: (src) => call("runPython", [src]),
@@ -219,6 +238,7 @@ async function onMainThread(args, interpreter, onProgress) {
  * as they come; in Python, `gpuport_idb.prefetchStatus()` says how it went and a load's stats count them
  * as downloaded), calibrate ("idle" (default): on an adapter without a stored calibration, backend "auto" places every op on the host until
  * the page has been idle, then measures both sides and stores it; "open": measure before resolving),
+ * frozenS (default 30: the worker's thread silent that long while it starts fails the start, WorkerFrozen),
  * onProgress({stage, index, total, state, ms}) for the start-up stages (pyodide, packages (NumPy and the gpuport
  * wheel), open, precompile) and {stage: "precompile", done, total}.
  * Resolves to {mode, timings, base, runPython(src), info(), setArray(name, typedArray, shape),
@@ -234,7 +254,7 @@ export async function start(options = {}) {
   const {
     base = HERE, worker = true, cdn = false, backend = "auto", tier = null, limits = "default",
     precompile = "background", hostKernels = "auto", threads = "auto", snapshot = true, calibrate = "idle",
-    models = [], onProgress = () => {},
+    models = [], onProgress = () => {}, frozenS = 30,
   } = options;
   const kernels = kernelFiles(hostKernels);   // a bad choice throws here, before anything loads
   const baseURL = absolute(base.endsWith("/") ? base : base + "/");
@@ -257,7 +277,7 @@ export async function start(options = {}) {
   if (site.wheelArchive) site.wheelArchive = { ...site.wheelArchive, libraries: kernels };
   const args = { base: baseURL, pyodideURL, ...site, models: folders,
                  backend, tier, limits, precompile, hostKernels, threads, snapshot, calibrate };
-  const gp = await (worker ? viaWorker(pyodideWorker, args, interpreter, onProgress)
+  const gp = await (worker ? viaWorker(pyodideWorker, args, interpreter, onProgress, frozenS)
     : onMainThread(args, interpreter, onProgress));
   return { ...gp, base: baseURL };
 }

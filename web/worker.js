@@ -20,6 +20,10 @@ const modules = Promise.allSettled(["./host.js", "./idb.js", "./ranges.js", "./s
   return settled.map(({ value }) => value);
 });
 
+// It beats once a second until its boot has ended: a thread that stops for good while it starts cannot say so itself,
+// and the page fails the start when the beats stop (gpuport.js viaWorker).
+const beat = setInterval(() => self.postMessage({ beat: true }), 1000);
+
 let host = null;
 // Pool workers for web/threads.js, made by the page's thread (see poolWorker there): {port to talk to it, terminate}
 let nextSpawn = 1;
@@ -51,6 +55,7 @@ self.onmessage = async ({ data }) => {
   try {
     [{ boot }, { receiveAhead }] = await modules;
   } catch (e) {
+    clearInterval(beat);
     const message = `gpuport worker: its modules did not load (${e.message})`;
     if (data.id) self.postMessage({ id: data.id, ok: false, error: { name: "Error", message } });
     return;
@@ -87,7 +92,7 @@ self.onmessage = async ({ data }) => {
       host = await boot({ ...args[0], interpreter: args[0].interpreterFromPage ? awaited("interpreter").promise : null,
                           siteSnapshotFetched: args[0].snapshotFromPage ? awaited("siteSnapshot").promise : null,
                           archivesFetched: (key) => (args[0].archivesFromPage.includes(key) ? awaited(key).promise : null) },
-                   progress, go);
+                   progress, go).finally(() => clearInterval(beat));
       value = host.timings;
     } else if (METHODS.has(op)) {
       value = await host[op](...args);

@@ -1,5 +1,5 @@
-"""LanePool (gpuport.testing.pages): a lane whose page's renderer crashed while it started is started once more and
-says so; any other failure, or a second crash, fails the lane with its reason. Fakes stand in for the browsers; real
+"""LanePool (gpuport.testing.pages): a lane whose page's renderer crashed, or whose Pyodide worker froze, while it
+started is started once more and says so; any other failure, or a second crash, fails the lane with its reason. Fakes stand in for the browsers; real
 pages: the e2e lanes."""
 
 from __future__ import annotations
@@ -40,6 +40,15 @@ def test_a_page_whose_renderer_crashed_as_it_started_is_started_once_more(monkey
     state = pool.state("chromium-tier-constrained")
     assert state.error is None and state.restarted == "PageError: Page.evaluate: Target crashed"
     assert lane_facts(state)["restarted"] == state.restarted   # what the reports print
+
+
+def test_a_page_whose_pyodide_worker_froze_as_it_started_is_started_once_more(monkeypatch):
+    frozen = pages.LaneError("the page did not start gpuport: Page.evaluate: WorkerFrozen: the Pyodide worker stopped "
+                             "answering for 30 s while opening gpuport: its thread is blocked (ended)")
+    pool, started = _pool(monkeypatch, [frozen])
+    pool.get("chromium-tier-constrained")
+    assert len(started) == 2
+    assert pool.state("chromium-tier-constrained").restarted == f"LaneError: {frozen}"
 
 
 def test_a_second_crash_or_any_other_failure_fails_the_lane(monkeypatch):

@@ -216,14 +216,16 @@ def _no_webgpu(spec: PageSpec, lane: Lane) -> str:
 
 
 # A browser's renderer process that died while the lane's page started ("Target crashed": Chromium's, once in a
-# fresh-clone `make test` on 2026-11-27, on a lane that then passed alone) is the browser's, not the page's: such a
-# lane's page is started once more in a fresh context, and the reports say so (LaneState.restarted). A page that
-# crashes twice fails the lane.
-_CRASHED = ("Target crashed", "Page crashed")
+# fresh-clone `make test` on 2026-11-27, on a lane that then passed alone) is the browser's, not the page's; so is a
+# Pyodide worker whose thread stopped for good as it started (WorkerFrozen, from web/pyodide.html and gpuport.js:
+# Firefox's navigator.gpu.requestAdapter() in a worker, in 3 of about 110 bare-page starts here, each beside another
+# page of the same browser starting too). Such a lane's page is started once more in a fresh context, and the reports say so
+# (LaneState.restarted). A page that fails so twice fails the lane.
+_BROWSER_FAULTS = ("Target crashed", "Page crashed", "the Pyodide worker stopped answering")
 
 
-def _renderer_crash(exc: BaseException) -> bool:
-    return any(words in str(exc) for words in _CRASHED)
+def _browser_fault(exc: BaseException) -> bool:
+    return any(words in str(exc) for words in _BROWSER_FAULTS)
 
 
 class LanePool:
@@ -270,7 +272,7 @@ class LanePool:
                     if lane is not None:
                         lane.close()
                         lane = None
-                    if _renderer_crash(exc) and state.restarted is None:
+                    if _browser_fault(exc) and state.restarted is None:
                         state.restarted = f"{type(exc).__name__}: {exc}"
                         continue
                     state.error = (f"lane {name}: {exc}" if isinstance(exc, LaneError)
