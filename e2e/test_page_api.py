@@ -169,5 +169,8 @@ def test_a_worker_frozen_as_it_starts_fails_start_naming_the_stage(chromium_webg
         assert re.fullmatch(r"gpuport's Pyodide worker stopped answering for \d s in its (worker|pyodide|packages|open) "
                             r"stage: its thread is blocked \(ended\)", got[1]), got
         assert page.text_content("#status") == f"WorkerFrozen: {got[1]}"
+        bad = page.evaluate("async () => (await import('./gpuport.js')).start({ frozenS: 0 }).then(() => null, "
+                            "(e) => [e.name, e.message])")
+        assert bad == ["TypeError", "gpuport: frozenS must be a number of seconds > 0, not 0"], bad
     finally:
         page.close()

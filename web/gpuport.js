@@ -257,6 +257,7 @@ export async function start(options = {}) {
     models = [], onProgress = () => {}, frozenS = 30,
   } = options;
   const kernels = kernelFiles(hostKernels);   // a bad choice throws here, before anything loads
+  if (!(typeof frozenS === "number" && frozenS > 0)) throw new TypeError(`gpuport: frozenS must be a number of seconds > 0, not ${frozenS}`);
   const baseURL = absolute(base.endsWith("/") ? base : base + "/");
   const pyodideURL = absolute(options.pyodideURL || (cdn ? PYODIDE_CDN : absolute("pyodide/", baseURL)));
   const folders = modelFolders(models, baseURL);
