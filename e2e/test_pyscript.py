@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import time
+from collections import deque
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -40,6 +42,8 @@ class PageLog:
     def __init__(self, page) -> None:
         self.origins: set[str] = set()
         self.lines: list[str] = []
+        self.last: deque[str] = deque(maxlen=12)
+        self.t0 = time.monotonic()
         page.on("request", self._request)
         page.on("pageerror", lambda e: self.lines.append(f"page error: {e}"))
         page.on("console", self._console)
@@ -53,10 +57,13 @@ class PageLog:
     def _console(self, message) -> None:
         if message.type in ("error", "warning"):
             self.lines.append(f"console {message.type}: {message.text}")
+        self.last.append(f"{time.monotonic() - self.t0:.1f} s, console {message.type}: {message.text[:300]}")
 
     def report(self, page, what: str) -> str:
         boxes = page.locator(".py-error").all_inner_texts()   # PyScript's error box, on the main thread
-        return "\n".join([what, *(f"PyScript error box: {box}" for box in boxes), *self.lines])
+        # the console's last lines of any kind (Pyodide's "Loading ...", gpuport's warnings): where a boot stopped
+        return "\n".join([what, *(f"PyScript error box: {box}" for box in boxes), *self.lines,
+                          "the console's last lines:", *self.last])
 
 
 # Each browser and each of PyScript's two ways once (pairs, not the product): the page's thread in Chromium, a

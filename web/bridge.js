@@ -69,6 +69,9 @@ export async function open(options = {}) {
   count("open");
   const gpu = globalThis.navigator && globalThis.navigator.gpu;
   if (!gpu) return { error: "navigator.gpu is not available (WebGPU disabled or unsupported here)" };
+  // console.debug (hidden at the console's default level): where a start stopped, in a host's log of every line (Firefox's
+  // requestAdapter() in a worker has blocked the worker's thread for good: docs/testing.md)
+  console.debug("gpuport: navigator.gpu.requestAdapter()");
   const adapter = await gpu.requestAdapter({ powerPreference: options.powerPreference || "high-performance" });
   if (!adapter) return { error: "navigator.gpu.requestAdapter() returned null (no usable adapter)" };
   const wanted = ["shader-f16", "subgroups", "timestamp-query"].filter((f) => adapter.features.has(f));
@@ -76,7 +79,9 @@ export async function open(options = {}) {
   if (options.limits === "adapter") {
     for (const key in adapter.limits) if (typeof adapter.limits[key] === "number") requiredLimits[key] = adapter.limits[key];
   }
+  console.debug("gpuport: adapter.requestDevice()");
   const device = await adapter.requestDevice({ requiredFeatures: wanted, requiredLimits });
+  console.debug("gpuport: the device is open");
   const info = adapter.info || {};
   const handle = nextDevice++;
   const s = { handle, device, buffers: new Map(), pipelines: new Map(), nextId: 1, pending: [], staging: [], lost: null };
