@@ -174,9 +174,9 @@ function viaWorker(worker, args, interpreter, onProgress, frozenS) {
     const silent = (performance.now() - heard) / 1000;
     if (silent < frozenS) return;
     worker.terminate();
-    const frozen = new Error(`gpuport's Pyodide worker stopped answering for ${silent.toFixed(0)} s in its ${stage} `
-                             + "stage: its thread is blocked (ended)");
-    for (const entry of waiting.values()) entry.reject(Object.assign(frozen, { name: "WorkerFrozen" }));
+    const frozen = Object.assign(new Error(`gpuport's Pyodide worker stopped answering for ${silent.toFixed(0)} s in its `
+                                           + `${stage} stage: its thread is blocked (ended)`), { name: "WorkerFrozen" });
+    for (const entry of waiting.values()) entry.reject(frozen);
     waiting.clear();
   }, 1000);
   booted.finally(() => clearInterval(watch)).catch(() => {});
