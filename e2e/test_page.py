@@ -22,6 +22,8 @@ assert set(OPS) <= set(ROWS), sorted(set(OPS) - set(ROWS))
 SYNC_SCRIPT = (Path(__file__).resolve().parents[1] / "tests" / "sync_reads_script.py").read_text(encoding="utf-8")
 
 PAIRS = [(lane, case) for lane in LANES for case in lane_cases(lane)]
+BARE_STEPS = ["loading Pyodide", "loading NumPy and micropip", "installing gpuport with micropip", "importing gpuport",
+              "opening gpuport"]
 
 
 @pytest.mark.parametrize("lane", list(LANES))
@@ -39,6 +41,9 @@ def test_lane_detects(lane_factory, lane):
     assert not missing, f"{lane}: adapter lacks {missing}; it offers {info['features']}"
     if spec.backend == "cpu":
         assert info["features"] == [] and info["adapter"]["vendor"] == "numpy", info
+    if spec.page == "pyodide.html":   # a bare Pyodide's start, step by step, with each step's time
+        steps = page.startup["steps"]
+        assert list(steps) == BARE_STEPS and all(ms > 0 for ms in steps.values()), steps
 
 
 @pytest.mark.parametrize("lane,case", PAIRS, ids=[f"{lane}-{case}" for lane, case in PAIRS])

@@ -136,8 +136,8 @@ const PlainBlob = Blob;
 window.Blob = class extends PlainBlob {
   constructor(parts, options) {
     const text = parts.length === 1 && typeof parts[0] === "string" ? parts[0] : "";
-    super(text.startsWith("const boot =") ? [text.replace('say("loading Pyodide");',
-      'say("loading Pyodide"); await new Promise((r) => setTimeout(r, 500)); for (;;) {}')] : parts, options);
+    super(text.startsWith("const boot =") ? [text.replace('step("loading Pyodide");',
+      'step("loading Pyodide"); await new Promise((r) => setTimeout(r, 500)); for (;;) {}')] : parts, options);
   }
 };
 """
