@@ -90,7 +90,7 @@ def test_pyscript_page_runs_a_kernel_and_minilm(browsers, example_url, kind, pag
         pytest.fail(str(exc), pytrace=False)
     # A worker frozen inside Firefox's requestAdapter() is the browser's fault, not the page's: the page is run once more
     # in a fresh context, saying so, as the plugin starts such a lane again; a second freeze fails the test.
-    for attempt in (1, 2):
+    for _ in range(2):
         if _run_page(browser, example_url, kind, page_name) != "frozen":
             return
         print(f"\n{page_name}: the worker froze in Firefox's requestAdapter() ({FROZEN_S} s without a console line "
@@ -98,7 +98,7 @@ def test_pyscript_page_runs_a_kernel_and_minilm(browsers, example_url, kind, pag
     pytest.fail(f"{page_name}: the worker froze in Firefox's requestAdapter() twice", pytrace=False)
 
 
-def _finished(page, log: PageLog, finished) -> bool | str:
+def _finished(log: PageLog, finished) -> bool | str:
     """Whether `finished` showed within DONE_TIMEOUT_MS, or "frozen" where the worker froze in requestAdapter()."""
     from playwright.sync_api import expect
 
@@ -121,7 +121,7 @@ def _run_page(browser, example_url: str, kind: str, page_name: str) -> str | Non
         page.goto(f"{example_url}/examples/pyscript/{page_name}")
         status = page.locator("#status")
         # main.py's last word in #status, or PyScript's error box where Python never ran
-        finished = _finished(page, log, page.locator("#status", has_not_text=LOADING).or_(page.locator(".py-error")).first)
+        finished = _finished(log, page.locator("#status", has_not_text=LOADING).or_(page.locator(".py-error")).first)
         if finished == "frozen":
             return "frozen"
         if not finished:
