@@ -75,8 +75,16 @@ class SpeechDemo:
         return self.poll()
 
     async def _chunks(self) -> AsyncIterator[np.ndarray]:
+        # what arrived while a window was being transcribed comes as one piece: the live text then keeps up with the
+        # microphone on a slow machine (one update per transcription), where one update per second of audio fell
+        # further behind with every second heard
         while (chunk := await self._queue.get()) is not None:
-            yield chunk
+            pieces = [chunk]
+            while not self._queue.empty() and (chunk := self._queue.get_nowait()) is not None:
+                pieces.append(chunk)
+            yield np.concatenate(pieces) if len(pieces) > 1 else pieces[0]
+            if chunk is None:
+                return
 
     async def _run(self, rate: int) -> None:
         try:
