@@ -1,6 +1,7 @@
 """The page's bytecode (gpuport/site/bytecode.py): the wheel a page installs carries a checked-hash .pyc of every
 module, compiled by Pyodide's own CPython; Pyodide imports gpuport from them without compiling, and still
-compiles a module whose source changed. Without Node or a vendored Pyodide the wheel goes without, saying why."""
+compiles a module whose source changed; NumPy imports from its own bytecode archive. Without Node or a vendored
+Pyodide the wheel goes without, saying why."""
 
 from __future__ import annotations
 
@@ -35,20 +36,25 @@ def counting(self, data, path, **kw):
 ext.SourceLoader.source_to_code = counting
 """
 
-# Pyodide under Node imports gpuport from an unpacked wheel and counts what importlib had to compile.
+# Pyodide under Node loads NumPy, unpacks NumPy's bytecode archive over it as start() does (where one is given),
+# imports NumPy and gpuport (from an unpacked wheel) and counts the sources importlib had to compile.
 IMPORT = """
 import { pathToFileURL } from "node:url";
-const [pyodideDir, siteDir] = process.argv.slice(2);
+import { readFileSync } from "node:fs";
+const [pyodideDir, siteDir, archive] = process.argv.slice(2);
 const { loadPyodide } = await import(pathToFileURL(`${pyodideDir}/pyodide.mjs`).href);
 const pyodide = await loadPyodide({ indexURL: `${pyodideDir}/` });
 await pyodide.loadPackage("numpy", { messageCallback: () => {} });
+const site = pyodide.runPython("import site\\nsite.getsitepackages()[0]");
+if (archive) pyodide.unpackArchive(new Uint8Array(readFileSync(archive)), "zip", { extractDir: site });
 pyodide.mountNodeFS("/site", siteDir);
 const out = pyodide.runPython(`
 """ + COUNTING + """
 sys.path.insert(0, "/site")
+import numpy
 import gpuport, gpuport.runtime, gpuport.models.minilm
-json.dumps({"compiled": sorted(p for p in compiled if "/site/gpuport/" in p),
-            "loaded": sorted(m for m in sys.modules if m.startswith("gpuport"))})
+json.dumps({"compiled": sorted(compiled),
+            "loaded": sorted(m for m in sys.modules if m.startswith(("gpuport", "numpy")))})
 `);
 process.stdout.write(out + "\\n");
 """
@@ -76,24 +82,39 @@ def test_every_module_has_checked_hash_bytecode_listed_in_record(wheel):
         assert len([n for n in names if n.endswith(".pyc")]) == len(sources)
 
 
-def test_pyodide_imports_gpuport_without_compiling_and_recompiles_a_changed_source(wheel, tmp_path):
+@pytest.fixture(scope="module")
+def numpy_archive(tmp_path_factory) -> tuple[Path, str, Path]:
+    """NumPy's bytecode archive (made once here), its digest and the folder it was written to."""
+    out = tmp_path_factory.mktemp("numpy-bytecode")
+    archive, digest = numpy_bytecode(PYODIDE, out / "cache", out)
+    return archive, digest, out
+
+
+def test_pyodide_imports_numpy_and_gpuport_without_compiling_and_recompiles_a_changed_source(wheel, numpy_archive,
+                                                                                              tmp_path):
+    """Two Pyodide boots: the wheel as built, without NumPy's archive (NumPy compiles, as every visit did before);
+    then with the archive and one of gpuport's sources changed after the build (only that source compiles)."""
     site = tmp_path / "site"
     with zipfile.ZipFile(wheel) as zf:
         zf.extractall(site)
+    stored = tmp_path / "bytecode.zip"   # a page archive (page_archives.py): a zip of stored entries, gzipped
+    stored.write_bytes(gzip.decompress(numpy_archive[0].read_bytes()))
     script = tmp_path / "import.mjs"
     script.write_text(IMPORT)
 
-    def imported() -> dict:
-        run = subprocess.run(["node", str(script), str(PYODIDE), str(site)], capture_output=True, text=True,
+    def imported(*archive: str) -> dict:
+        run = subprocess.run(["node", str(script), str(PYODIDE), str(site), *archive], capture_output=True, text=True,
                              timeout=300)
         assert run.returncode == 0, run.stderr[-3000:]
         return json.loads(run.stdout.strip().splitlines()[-1])
 
-    first = imported()
-    assert first["compiled"] == [] and "gpuport.runtime" in first["loaded"], first["compiled"][:5]
+    without = imported()
+    assert "gpuport.runtime" in without["loaded"] and len(without["compiled"]) > 50, without["compiled"][:5]
+    assert all("/site-packages/numpy/" in p for p in without["compiled"]), without["compiled"]   # NumPy only
     runtime = site / "gpuport" / "runtime.py"
     runtime.write_text(runtime.read_text() + "\n# changed after the build\n")
-    assert imported()["compiled"] == ["/site/gpuport/runtime.py"]
+    changed = imported(str(stored))
+    assert changed["compiled"] == ["/site/gpuport/runtime.py"] and changed["loaded"] == without["loaded"], changed
 
 
 def test_without_node_or_pyodide_no_bytecode_and_the_reason(monkeypatch, tmp_path):
@@ -115,48 +136,15 @@ def test_bytecode_is_cached_by_the_sources(tmp_path):
     assert bytecode.sources_key(one, PYODIDE_VERSION) != bytecode.sources_key(one, "0.28.0")
 
 
-# Pyodide under Node loads NumPy, unpacks the bytecode archive over it as start() does, and counts what
-# `import numpy` had to compile.
-IMPORT_NUMPY = """
-import { pathToFileURL } from "node:url";
-import { readFileSync } from "node:fs";
-const [pyodideDir, archive] = process.argv.slice(2);
-const { loadPyodide } = await import(pathToFileURL(`${pyodideDir}/pyodide.mjs`).href);
-const pyodide = await loadPyodide({ indexURL: `${pyodideDir}/` });
-await pyodide.loadPackage("numpy", { messageCallback: () => {} });
-const site = pyodide.runPython("import site\\nsite.getsitepackages()[0]");
-if (archive) pyodide.unpackArchive(new Uint8Array(readFileSync(archive)), "zip", { extractDir: site });
-const out = pyodide.runPython(`
-""" + COUNTING + """
-import numpy
-json.dumps({"compiled": sorted(compiled), "loaded": len([m for m in sys.modules if m.startswith("numpy")])})
-`);
-process.stdout.write(out + "\\n");
-"""
-
-
-def test_numpy_bytecode_is_named_by_its_content_and_spares_a_page_compiling_numpy(tmp_path):
-    archive, digest = numpy_bytecode(PYODIDE, tmp_path / "cache", tmp_path)
+def test_numpy_bytecode_is_named_by_its_content_and_holds_checked_pyc_of_what_numpy_imports(numpy_archive, tmp_path):
+    archive, digest, out = numpy_archive
     assert archive.name == f"numpy-bytecode-{digest[:16]}.zip.gz"
-    again, digest_again = numpy_bytecode(PYODIDE, tmp_path / "cache", tmp_path)   # same bytes, same name
-    assert (again, digest_again) == (archive, digest) and list(tmp_path.glob("numpy-bytecode-*")) == [archive]
-    stored = tmp_path / "bytecode.zip"   # a page archive (page_archives.py): a zip of stored entries, gzipped
+    again, digest_again = numpy_bytecode(PYODIDE, out / "cache", out)   # same bytes, same name
+    assert (again, digest_again) == (archive, digest) and list(out.glob("numpy-bytecode-*")) == [archive]
+    stored = tmp_path / "bytecode.zip"
     stored.write_bytes(gzip.decompress(archive.read_bytes()))
     with zipfile.ZipFile(stored) as zf:
         names = zf.namelist()
         assert all(n.startswith("numpy/") and "/__pycache__/" in n and n.endswith(".cpython-312.pyc") for n in names)
         assert not [n for n in names if n.startswith(("numpy/f2py/", "numpy/testing/"))]
         assert all(int.from_bytes(zf.read(n)[4:8], "little") == 0b11 for n in names)   # checked against the source
-    script = tmp_path / "numpy.mjs"
-    script.write_text(IMPORT_NUMPY)
-
-    def imported(*archive_arg: str) -> dict:
-        run = subprocess.run(["node", str(script), str(PYODIDE), *archive_arg], capture_output=True, text=True,
-                             timeout=300)
-        assert run.returncode == 0, run.stderr[-3000:]
-        return json.loads(run.stdout.strip().splitlines()[-1])
-
-    without = imported()
-    assert len(without["compiled"]) > 50, without   # what every visit compiled before
-    with_it = imported(str(stored))
-    assert with_it["compiled"] == [] and with_it["loaded"] == without["loaded"], with_it["compiled"][:5]
