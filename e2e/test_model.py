@@ -262,7 +262,7 @@ def test_models_named_to_start_are_fetched_beside_the_boot_verified_and_stored(c
     requests: list[tuple[str, str | None]] = []
     context.on("request", lambda r: requests.append((r.url, r.headers.get("range")))
                if "/models/" in r.url else None)
-    context.route("**" + WEIGHTS, _fault("corrupt", times=1))   # the read-ahead's span at 8 MiB: chunk 8 altered
+    context.route("**" + WEIGHTS, _faults({FAULT_START: "corrupt"}, times=1))   # the read-ahead's span at 8 MiB: chunk 8 altered
     try:
         page = context.new_page()
         page.goto(server_url + f"/?table=0&precompile=off&preload=minilm-l6-v2&worker={worker}")
@@ -455,16 +455,22 @@ def test_interrupted_load_resumes_and_new_manifest_invalidates(fresh, server_url
 
 
 FAULT_START = 8 << 20   # the span that starts at 8 MiB (chunks 8-11)
+SPAN = 4 << 20          # the loader's ranges: four 1 MiB chunks
+FAULTS = ("corrupt", "truncated", "500", "dropped")
 
 
-def _fault(kind: str, times: int):
-    left = {"n": times}
+def _faults(kinds: dict[int, str], times: int):
+    """A route handler: the first `times` requests of each span in `kinds` (its first byte -> a fault) are answered
+    with that fault; every other request goes through."""
+    left = dict.fromkeys(kinds, times)
 
     def handler(route):
         rng = route.request.headers.get("range") or ""
-        if left["n"] <= 0 or not rng.startswith(f"bytes={FAULT_START}-"):
+        start = next((s for s in kinds if rng.startswith(f"bytes={s}-")), None)
+        if start is None or left[start] <= 0:
             return route.continue_()
-        left["n"] -= 1
+        left[start] -= 1
+        kind = kinds[start]
         if kind == "500":
             return route.fulfill(status=500, body="boom")
         if kind == "dropped":
@@ -481,11 +487,11 @@ def _fault(kind: str, times: int):
     return handler
 
 
-@pytest.mark.parametrize("kind", ["corrupt", "truncated", "500", "dropped"])
-def test_faults_retry_then_fail_naming_the_chunk_and_nothing_corrupt_is_cached(fresh, kind):
+@pytest.mark.parametrize("kind", FAULTS)
+def test_a_persistent_fault_fails_naming_the_chunk_and_nothing_corrupt_is_cached(fresh, kind):
     context, page, _ = fresh
-    # persistent: 1 try + 1 retry, then LoadError naming the URL and the chunk; nothing bad cached
-    context.route("**" + WEIGHTS, _fault(kind, times=10**6))
+    # 1 try + 1 retry, then LoadError naming the URL and the chunk; nothing bad cached
+    context.route("**" + WEIGHTS, _faults({FAULT_START: kind}, times=10**6))
     failed = _run(page, _loader(retries=1) + LOAD_RAW)
     assert not failed["ok"], failed
     assert WEIGHTS in failed["error"] and "chunk" in failed["error"] and "after 2 attempts" in failed["error"], failed
@@ -493,13 +499,15 @@ def test_faults_retry_then_fail_naming_the_chunk_and_nothing_corrupt_is_cached(f
         assert "chunk 8 failed its sha256 check" in failed["error"], failed
     audit = _run(page, AUDIT_CACHE)
     assert audit["bad"] == [] and not set(audit["chunks"]) & {8, 9, 10, 11}, audit
-    context.unroute("**" + WEIGHTS)
-    # transient: one bad answer, the retry succeeds, the cache ends complete and clean
-    _run(page, CLEAR_CACHE)
-    context.route("**" + WEIGHTS, _fault(kind, times=1))
+
+
+def test_one_bad_answer_of_each_kind_is_retried_and_the_cache_ends_complete_and_clean(fresh):
+    """Each fault once, on four spans of one load (one full load rather than one per kind): each span's retry
+    succeeds."""
+    context, page, _ = fresh
+    context.route("**" + WEIGHTS, _faults({FAULT_START + i * SPAN: kind for i, kind in enumerate(FAULTS)}, times=1))
     ok = _run(page, _loader(retries=2) + LOAD_RAW)
-    context.unroute("**" + WEIGHTS)
-    assert ok["ok"] and ok["stats"]["retries"] == 1, ok
+    assert ok["ok"] and ok["stats"]["retries"] == len(FAULTS), ok
     assert _run(page, AUDIT_CACHE) == {"chunks": list(range(87)), "bad": [], "total": 87}
 
 
