@@ -155,7 +155,9 @@ def test_the_report_shows_the_matrix_in_a_browser(every_lane, browsers, tmp_path
             assert "Traceback" in page.locator(target).inner_text() or lane == "native"
             assert "assert sims[1, 1] == 0.5" in page.locator(target).inner_text()
             assert page.locator(f'#matrix td.passed[data-lane="{lane}"]').count() == 4
-            assert page.locator(f'#lanes tr[data-lane="{lane}"]').count() == 1
+            # a browser lane's page on one worker; the native lane on each worker its tests went to
+            rows = page.locator(f'#lanes tr[data-lane="{lane}"]').count()
+            assert rows == 1 or lane == "native" and 1 <= rows <= 2, (lane, rows)
         assert page.locator("#matrix td.passed").first.evaluate("e => getComputedStyle(e).backgroundColor") != \
             page.locator("#matrix td.failed").first.evaluate("e => getComputedStyle(e).backgroundColor")
     finally:
