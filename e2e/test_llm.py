@@ -256,16 +256,14 @@ def test_chat_cancel_stops_the_generation(chromium_webgpu, server_url):
 
 
 DEVICE_DECODE = """
-import gpuport
 from gpuport import models
-_rt = await gpuport.open(backend="webgpu")
-_llm = await models.load("smollm2-135m-instruct", _rt)
+_llm = await models.load("smollm2-135m-instruct", rt)   # the lane's runtime, backend webgpu: its pipelines serve
 _ids = {ids!r}
 _got = [t.id async for t in _llm.generate(_ids, max_new_tokens=3, ignore_eos=True)]
 _sampled = [t.id async for t in _llm.generate(_ids, max_new_tokens=2, temperature=0.8, top_k=20, top_p=0.9,
                                               repetition_penalty=1.3, seed=3, ignore_eos=True)]
 _out = {{"ids": _got, "stats": _llm.stats(), "sampled": _sampled, "vocab": _llm.config.vocab_size}}
-_rt.close()
+del _llm
 _out
 """
 
