@@ -83,6 +83,10 @@ def test_export_runs_the_demo_and_minilm_from_python_http_server(browsers, http_
         assert page.locator("#boot-stages li.done").count() >= 3   # start-up stages with their times
         summary = page.locator("#model-summary").inner_text()
         assert kind != "chromium-webgpu" or "(webgpu)" in summary, summary
+        if kind == "chromium-webgpu":   # MiniLM's kernels ran on the page's device
+            ran = page.evaluate("async () => (await (await window.gpuportReady).runPython("
+                                "'{op: n.get(\"webgpu\", 0) for op, n in rt.info()[\"ran\"].items()}'))")
+            assert ran.get("matmul") and ran.get("attention") and ran.get("layer_norm"), ran
     finally:
         context.close()
     elsewhere = [u for u in requests if not u.startswith(url) and not u.startswith(("data:", "blob:"))]
