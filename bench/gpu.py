@@ -333,9 +333,9 @@ def bench_arrays(rts: dict[str, Any], reps: int, quick: bool) -> dict:
 
 
 def checks(rt: Any) -> dict:
-    """What the first H100 run left unexplained, on this device: xp.remainder(int8 -1, 3) read 0 there (want 2); each
-    integer remainder and floor division against NumPy, the same through a hand-written WGSL kernel (naga's % and /
-    on i32 alone), and whether the device flushes subnormal results and copies."""
+    """Integer remainder and floor division against NumPy, the same through a hand-written WGSL kernel (naga's % and /
+    on i32 alone: NVIDIA's Vulkan driver took that % as unsigned on an H100 and an H200, -1 % 3 reading 0, so xp forms
+    the remainder from the division), and whether the device flushes subnormal results and copies."""
     from gpuport import xp
     xp.use(rt)
     rows = []

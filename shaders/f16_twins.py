@@ -146,8 +146,8 @@ and overflow hurt), the affine step in f16: y = f16(x_hat) * f16(gamma) + f16(be
 x_hat = (x - mean) * rstd is formed in f32 and is bounded by sqrt(n), so it never overflows f16.
 |error| <= 4 * 2^-11 * (|x_hat * gamma| + |beta|) + 1e-6.
 Same bindings as layer_norm.wgsl.""", (
-        Sub("out[base + j] = (z(base + j) * s1 * s2 - y0 - mean) * inv * gamma[j] + beta[j];",
-            "out[base + j] = f32(f16((z(base + j) * s1 * s2 - y0 - mean) * inv) * f16(gamma[j]) + f16(beta[j]));"),
+        Sub("out[base + j] = (z(base + j) * rs - y0 - mean) * inv * gamma[j] + beta[j];",
+            "out[base + j] = f32(f16((z(base + j) * rs - y0 - mean) * inv) * f16(gamma[j]) + f16(beta[j]));"),
     )),
     Twin("matmul", """
 The full tier's matmul (matmul.wgsl with f16 operands): A and B tiles are rounded to f16 in workgroup

@@ -1,8 +1,8 @@
 // x / max(||x||_2, 1e-12) over the last axis (torch.nn.functional.normalize's eps), scale-safe: the
 // norm is sc * sqrt(sum((x / sc)^2)) with sc = 2^e, e the exponent of max|x|, so no finite row overflows or
-// underflows its squares. x / sc is two products by powers of two (exact), never a division by the peak: WGSL's
-// x / y is accurate only for |y| in [2^-126, 2^126], and NVIDIA's Vulkan driver, taking 1 / y first, flushes
-// beyond that.
+// underflows its squares (e capped at 126). x / sc is one product by a normal power of two (exact), never a division
+// by the peak: WGSL's x / y is accurate only for |y| in [2^-126, 2^126], and NVIDIA's Vulkan driver, taking 1 / y
+// first, flushes beyond that.
 // A NaN anywhere in the row makes the row NaN (max is NaN-propagating here; WGSL's max need not be).
 const WG: u32 = 64u;
 const F32_MAX: f32 = 3.4028234e38;
@@ -48,15 +48,15 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     return;
   }
   let scaled = peak > 0.0;   // an all-zero row: the norm is 0, clamped to eps
-  // peak = m 2^e, m in [0.5, 1) (a subnormal peak reads e = -126); x / sc = (x * s1) * s2: both factors <= 1
-  // when e > 0, >= 1 when e < 0, so the first product neither underflows where the second would not nor overflows
-  let e = select(0, i32((bitcast<u32>(peak) >> 23u) & 0xffu) - 126, scaled);
-  let s1 = pow2(-(e / 2));
-  let s2 = pow2(e / 2 - e);
+  // peak = m 2^e, m in [0.5, 1) (a subnormal peak reads e = -126); x / sc = x * rs, rs = 2^-min(e, 126), one normal
+  // power of two (|x * rs| < 4). Never two factors whose product is subnormal (e > 126): NVIDIA's Vulkan driver
+  // multiplied them first and flushed the product to 0.
+  let e = min(select(0, i32((bitcast<u32>(peak) >> 23u) & 0xffu) - 126, scaled), 126);
+  let rs = pow2(-e);   // 1 / sc
 
   var s = 0.0;
   if (scaled) {
-    for (var j = li; j < p.n; j += WG) { let v = x[base + j] * s1 * s2; s += v * v; }
+    for (var j = li; j < p.n; j += WG) { let v = x[base + j] * rs; s += v * v; }
   }
   red[li] = s;
   workgroupBarrier();
@@ -64,18 +64,18 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     if (li < k) { red[li] = red[li] + red[li + k]; }
     workgroupBarrier();
   }
-  // x / norm as (x / sc) / root: sc * root itself may exceed float32 (two values of 3e38); root is in [0.5, sqrt(n)].
+  // x / norm as (x / sc) / root: sc * root itself may exceed float32 (two values of 3e38); root is in [0.5, 4 sqrt(n)].
   let root = sqrt(red[0]);
   var by = root;
   var pre = scaled;
   if (!scaled) {
     by = 1e-12;                       // all zero: 0 / eps
-  } else if (root / s1 / s2 < 1e-12) {   // the norm: e < 0 wherever this can hold, so no overflow
+  } else if (root * pow2(e) < 1e-12) {   // the norm (inf past float32, where e > 0: not below eps either)
     by = 1e-12;                       // the eps clamp
     pre = false;
   }
   for (var j = li; j < p.n; j += WG) {
     let v = x[base + j];
-    out[base + j] = select(v, v * s1 * s2, pre) / by;
+    out[base + j] = select(v, v * rs, pre) / by;
   }
 }

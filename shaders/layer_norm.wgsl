@@ -1,10 +1,10 @@
 // LayerNorm over the last axis: (x - mean) / sqrt(var + eps) * gamma + beta, biased variance as in
-// PyTorch. Scale-safe: the row is scaled by sc = 2^e, e the exponent of its peak |x| (y = x / sc, |y| < 1; the
-// result is (y - mean_y) / sqrt(var_y + eps / sc^2)), so no finite row overflows its squares; then two passes
-// (mean, then centred squares) avoid E[x^2]-E[x]^2 cancellation. A NaN or inf in the row gives a NaN row.
-// The scaling is two products by powers of two (exact, each a normal float), never a division by the peak:
-// WGSL's x / y is accurate only for |y| in [2^-126, 2^126], and NVIDIA's Vulkan driver, taking 1 / y first,
-// flushed a row holding 3e38 to 0 / 0.
+// PyTorch. Scale-safe: the row is scaled by sc = 2^e, e the exponent of its peak |x| capped at 126 (y = x / sc,
+// |y| < 4; the result is (y - mean_y) / sqrt(var_y + eps / sc^2)), so no finite row overflows its squares; then
+// two passes (mean, then centred squares) avoid E[x^2]-E[x]^2 cancellation. A NaN or inf in the row gives a NaN row.
+// The scaling is one product by a normal power of two (exact), never a division by the peak: WGSL's x / y is
+// accurate only for |y| in [2^-126, 2^126], and NVIDIA's Vulkan driver, taking 1 / y first, flushed a row holding
+// 3e38 to 0 / 0. Nor two factors whose product is subnormal: that driver multiplied them first and flushed it.
 // HAS_RES: the row is x + res, the residual added as it is read (a post-norm transformer's residual and
 // LayerNorm in one pass: no sum written and read back).
 override HAS_RES: bool = false;
@@ -54,17 +54,15 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     return;
   }
   // peak = m 2^e with m in [0.5, 1) (a subnormal peak reads e = -126); an all-zero row stays unscaled (e = 0).
-  // y = (x * s1) * s2 with s1 s2 = 2^-e: both factors <= 1 when e > 0 and >= 1 when e < 0, so the first product
-  // neither underflows where y would not nor overflows.
-  let e = select(0, i32((bitcast<u32>(peak) >> 23u) & 0xffu) - 126, peak > 0.0);
-  let s1 = pow2(-(e / 2));
-  let s2 = pow2(e / 2 - e);
+  // y = x * rs, rs = 1 / sc = 2^-min(e, 126): a normal float for every e.
+  let e = min(select(0, i32((bitcast<u32>(peak) >> 23u) & 0xffu) - 126, peak > 0.0), 126);
+  let rs = pow2(-e);
   // Deviations from the row's first value y0, not the values themselves: a constant row's are exactly 0 whatever
   // its values' mantissas (so with eps = 0 it is 0 / 0, NaN, as the reference's), and there is less to cancel.
-  let y0 = select(0.0, z(base) * s1 * s2, p.n > 0u);
+  let y0 = select(0.0, z(base) * rs, p.n > 0u);
 
   var s = 0.0;
-  for (var j = li; j < p.n; j += WG) { s += z(base + j) * s1 * s2 - y0; }
+  for (var j = li; j < p.n; j += WG) { s += z(base + j) * rs - y0; }
   red[li] = s;
   workgroupBarrier();
   for (var k = WG / 2u; k > 0u; k >>= 1u) {
@@ -75,23 +73,23 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   workgroupBarrier();
 
   var q = 0.0;
-  for (var j = li; j < p.n; j += WG) { let d = z(base + j) * s1 * s2 - y0 - mean; q += d * d; }
+  for (var j = li; j < p.n; j += WG) { let d = z(base + j) * rs - y0 - mean; q += d * d; }
   red[li] = q;
   workgroupBarrier();
   for (var k = WG / 2u; k > 0u; k >>= 1u) {
     if (li < k) { red[li] = red[li] + red[li + k]; }
     workgroupBarrier();
   }
-  // 1 / sqrt(var_y + eps / sc^2): where eps / sc^2 overflows (a tiny row), var_y <= 1 is negligible beside
+  // 1 / sqrt(var_y + eps / sc^2): where eps / sc^2 overflows (a tiny row), var_y <= 16 is negligible beside
   // it and the factor is sc / sqrt(eps). A zero denominator with eps > 0 means every centred value is 0
-  // too (0, not 0 * inf).
+  // too (0, not 0 * inf). eps = 0 is 0 even where rs * rs overflows (0 * inf, were it multiplied first).
   let var_y = red[0] / f32(p.n);
-  let t = p.eps * s1 * s2 * s1 * s2;
+  let t = select(p.eps * rs * rs, 0.0, p.eps == 0.0);
   let den = var_y + t;
   var inv = inverseSqrt(den);
-  if (t > F32_MAX) { inv = inverseSqrt(p.eps) / s1 / s2; }   // e < 0 here: s1, s2 in [1, 2^63]
+  if (t > F32_MAX) { inv = inverseSqrt(p.eps) * pow2(e); }   // e < 0 here, >= -126: 2^e is normal
   if (den == 0.0 && p.eps > 0.0) { inv = 0.0; }
   for (var j = li; j < p.n; j += WG) {
-    out[base + j] = (z(base + j) * s1 * s2 - y0 - mean) * inv * gamma[j] + beta[j];
+    out[base + j] = (z(base + j) * rs - y0 - mean) * inv * gamma[j] + beta[j];
   }
 }

@@ -7,7 +7,9 @@ Accuracy"): + - * and comparisons are correctly rounded: exact, as NumPy's; divi
 are reduced exactly first: exprs.xp_reduce); atan, atan2 4096 ULP; everything else is inherited from the formula
 that computes it. So: exact functions are compared exactly, the
 rest with rtol 1e-3 and atol 1e-5 on inputs in the domains drawn below (4096 ULP is 2.4e-4 relative; the
-inherited formulas compound a few such errors); float16 with its own epsilon in place of float32's.
+inherited formulas compound a few such errors); float16 with its own epsilon in place of float32's. floor_divide is
+exact where its quotient is below 2^24; past it every float32 is an integer and the floor is the rounded quotient,
+which WGSL's division gives to 2.5 ULP (an H200: 3e38 // -7 read one ULP from NumPy's), so there divide's tolerance.
 
 WGSL lets a device flush subnormal results to zero, and NVIDIA's Vulkan driver does (an H100: 1e-45 * 1 read 0,
 1 / 3e38 read 0). Where the runtime's device flushes (`flushes_subnormals`, probed once per runtime and set by the rt

@@ -97,7 +97,12 @@ def test_unary_special_values_follow_the_standard(rt, name):
 def test_binary_special_values_follow_the_standard(rt, name):
     a, b = np.meshgrid(SPECIALS, SPECIALS)
     got = np.asarray(getattr(xp, name)(xp.asarray(a), xp.asarray(b)))
-    _check_specials(got, expected(name, a, b), *tolerance(name, np.dtype(np.float32), rt.backend), name)
+    want = expected(name, a, b)
+    if name == "floor_divide":   # a quotient past 2^24 is its rounded division: divide's tolerance (oracle's docstring)
+        big = np.abs(want) >= 2.0 ** 24
+        _check_specials(got[big], want[big], *tolerance("divide", np.dtype(np.float32), rt.backend), name)
+        got, want = got[~big], want[~big]
+    _check_specials(got, want, *tolerance(name, np.dtype(np.float32), rt.backend), name)
 
 
 def test_clip_takes_scalars_arrays_and_none_and_propagates_nan(rt):

@@ -312,14 +312,21 @@ fn xp_nextafter_h(a: f32, b: f32) -> f32 {
   return f32(bitcast<vec2<f16>>(h).x);
 }""", "xp_base")
 _helper("xp_minmax", """
-// branch-free: a SIMD device (lavapipe, SwiftShader) runs both sides of a branch its lanes disagree on. The bits are
-// selected, not the floats: NVIDIA's driver turned select(b, a, a > b) into its max instruction, which answers +0
-// for (+0, -0) where NumPy (and this select) answer b.
+// branch-free: a SIMD device (lavapipe, SwiftShader) runs both sides of a branch its lanes disagree on. The order is
+// compared on the bits, not the floats: NVIDIA's driver turned select(b, a, a > b) into its max instruction, which
+// answers +0 for (+0, -0) where NumPy answers b, and did so through a select of the bitcast bits as well (an H200).
+// xp_after(a, b): a > b for non-NaN a, b, on keys whose signed order is the floats' (-0 below +0, equal as floats).
+fn xp_after(a: f32, b: f32) -> bool {
+  let ia = bitcast<i32>(a);
+  let ib = bitcast<i32>(b);
+  let both_zero = ((bitcast<u32>(a) | bitcast<u32>(b)) << 1u) == 0u;
+  return (ia ^ ((ia >> 31u) & 0x7fffffff)) > (ib ^ ((ib >> 31u) & 0x7fffffff)) && !both_zero;
+}
 fn xp_maximum(a: f32, b: f32) -> f32 {
-  return select(bitcast<f32>(select(bitcast<u32>(b), bitcast<u32>(a), a > b)), xp_nan(), xp_isnan(a) || xp_isnan(b));
+  return select(select(b, a, xp_after(a, b)), xp_nan(), xp_isnan(a) || xp_isnan(b));
 }
 fn xp_minimum(a: f32, b: f32) -> f32 {
-  return select(bitcast<f32>(select(bitcast<u32>(b), bitcast<u32>(a), a < b)), xp_nan(), xp_isnan(a) || xp_isnan(b));
+  return select(select(b, a, xp_after(b, a)), xp_nan(), xp_isnan(a) || xp_isnan(b));
 }
 """, "xp_base")
 _helper("xp_sign", """
@@ -328,17 +335,19 @@ fn xp_sign(x: f32) -> f32 {
   if (xp_iszero(x)) { return 0.0; }
   return select(1.0, -1.0, x < 0.0);
 }""", "xp_base")
-# integers: floor division and remainder as Python's (and NumPy's), 0 for a zero divisor; powers by squaring
+# integers: floor division and remainder as Python's (and NumPy's), 0 for a zero divisor; powers by squaring.
+# The truncated remainder is a - (a / b) * b, never naga's i32 %: NVIDIA's Vulkan driver (an H100 and an H200) took it
+# as an unsigned remainder (-1 % 3 read 0, 5 % -3 read 5) while its i32 division was right.
 _helper("xp_idivmod", """
 fn xp_ifloordiv(a: i32, b: i32) -> i32 {
   if (b == 0) { return 0; }
   if (b == -1) { return 0 - a; }
   let q = a / b;
-  return select(q, q - 1, (a % b != 0) && ((a < 0) != (b < 0)));
+  return select(q, q - 1, (a - q * b != 0) && ((a < 0) != (b < 0)));
 }
 fn xp_iremainder(a: i32, b: i32) -> i32 {
   if (b == 0 || b == -1) { return 0; }
-  let r = a % b;
+  let r = a - (a / b) * b;
   return select(r, r + b, r != 0 && ((r < 0) != (b < 0)));
 }
 fn xp_ufloordiv(a: u32, b: u32) -> u32 { if (b == 0u) { return 0u; } return a / b; }
