@@ -14,7 +14,8 @@ Measured, each median of --reps interleaved repetitions after warm-ups:
 - SmolLM2-135M (GGUF Q4_1) greedy generation, 40-token prompt, 32 new tokens: gpuport webgpu (memory levels 0 and 3),
   cpu and auto against transformers (dequantized, fp32) on CUDA; prompt logits against transformers on the CPU;
 - the array namespace (gpuport.xp on auto and webgpu) against NumPy and CuPy: element-wise chains, sum, sort, matmul
-  and a PCA; the fusion figure; the per-call cost.
+  and a PCA; the fusion figure; the per-call cost;
+- profile: cProfile's view of the host's share in a SmolLM2 decode on webgpu and in the array namespace's round trip.
 
     python bench/gpu.py prepare [--out .gpu/models]        # here: what the models need to travel
     python bench/gpu.py run --models .gpu/models [--quick] [--only checks,minilm,llm,...]   # there
@@ -332,6 +333,53 @@ def bench_arrays(rts: dict[str, Any], reps: int, quick: bool) -> dict:
     return {"rows": rows, "fusion": fused, "per_call": overhead}
 
 
+def profile(rt: Any, folder: Path, tokens: int = 16, round_trips: int = 300) -> dict:
+    """Where the host's time goes (cProfile) in a SmolLM2 decode on `rt` (memory level 0, `tokens` greedy tokens
+    after warm-up) and in xp's 4-element add read back: each one's functions with the largest own and cumulative
+    times. On the H200 both were host work: a decode step's 514 dispatches in wgpu-py's bind groups and the engine."""
+    import cProfile
+    import pstats
+
+    from gpuport import xp
+
+    def top(pr: Any, seconds: float, n: int = 12) -> dict:
+        st = pstats.Stats(pr).stats   # (file, line, name) -> (calls, primitive calls, tottime, cumtime, callers)
+        rows = [{"function": f"{Path(f).name}:{line}({name})", "calls": c[1], "own_s": round(c[2], 4),
+                 "cumulative_s": round(c[3], 4), "ours": "/gpuport/" in f or "/wgpu/" in f}
+                for (f, line, name), c in st.items()]
+        # cumulative: gpuport's and wgpu-py's functions (asyncio's and this file's wrappers hold everything)
+        return {"seconds": round(seconds, 4), "by_own": sorted(rows, key=lambda r: -r["own_s"])[:n],
+                "by_cumulative": sorted((r for r in rows if r["ours"]), key=lambda r: -r["cumulative_s"])[:n]}
+
+    def profiled(fn: Callable[[], Any]) -> dict:
+        pr = cProfile.Profile()
+        t0 = time.perf_counter()
+        pr.enable()
+        fn()
+        pr.disable()
+        return top(pr, time.perf_counter() - t0)
+    out: dict[str, Any] = {}
+    a = xp.asarray(np.ones(4, np.float32), device=rt)
+    for _ in range(20):
+        np.asarray(a + a)
+    out["round_trip"] = profiled(lambda: [np.asarray(a + a) for _ in range(round_trips)])
+    out["round_trip"]["calls"] = round_trips
+    runs = json.loads((ROOT / "tests/fixtures/smollm2_reference.json").read_text())["runs"]
+    ids = next(r for r in runs if r["kind"] == "chat")["prompt_ids"]
+    m = asyncio.run(gp.models.load(LLM, rt, source=str(folder)))
+
+    async def generate(n: int) -> list[int]:
+        return [t.id async for t in m.generate(ids, max_new_tokens=n, ignore_eos=True)]
+    asyncio.run(generate(4))
+    out["decode"] = profiled(lambda: asyncio.run(generate(tokens)))
+    out["decode"]["tokens"] = tokens
+    out["decode"]["per_step"] = m.stats()["per_decode_step"]
+    for k, v in out.items():
+        print(f"profile {k}: {v['seconds'] * 1e3:.1f} ms profiled; by cumulative: "
+              + ", ".join(f"{r['function']} {r['cumulative_s'] * 1e3:.0f}" for r in v["by_cumulative"][:8]), flush=True)
+    return out
+
+
 def checks(rt: Any) -> dict:
     """Integer remainder and floor division against NumPy, the same through a hand-written WGSL kernel (naga's % and /
     on i32 alone: NVIDIA's Vulkan driver took that % as unsigned on an H100 and an H200, -1 % 3 reading 0, so xp forms
@@ -385,6 +433,7 @@ def run(models: Path, out: Path, reps: int, quick: bool, only: set[str]) -> int:
         "minilm": lambda: bench_minilm(rts, minilm_checkpoint(models, work), reps),
         "llm": lambda: bench_llm(rts, gguf_checkpoint(models, work), 2 if quick else 3, 32),
         "arrays": lambda: bench_arrays({"auto": rts["auto"], "webgpu": rts["webgpu"]}, reps, quick),
+        "profile": lambda: profile(rts["webgpu"], gguf_checkpoint(models, work)),
     }
     failed = 0
     for name, step in steps.items():
@@ -416,7 +465,7 @@ def main() -> int:
     r.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "gpu")
     r.add_argument("--reps", type=int, default=9)
     r.add_argument("--quick", action="store_true")
-    r.add_argument("--only", default="", help="comma-separated: checks, kernels, minilm, llm, arrays")
+    r.add_argument("--only", default="", help="comma-separated: checks, kernels, minilm, llm, arrays, profile")
     a = ap.parse_args()
     if a.cmd == "prepare":
         prepare(a.out)
