@@ -1477,17 +1477,20 @@ async def embedding_ids_computed_on_the_gpu_raise_index_error(rt):
 
 @case(device=("l2_normalize",))
 async def l2_normalize_propagates_nan_and_survives_huge_rows(rt):
-    x = np.array([[np.nan, 1, 2, 3], [3e20, 4e20, 0, 0], [3e-30, 4e-30, 0, 0], [0, 0, 0, 0]], np.float32)
+    # 3e38's exponent is past 126: scaled by 2^-126, one normal factor (the product of two, 2^-64 each, was flushed
+    # to 0 where a driver multiplied them first)
+    x = np.array([[np.nan, 1, 2, 3], [3e20, 4e20, 0, 0], [3e-30, 4e-30, 0, 0], [0, 0, 0, 0], [3e38, 1e38, 0, 0]],
+                 np.float32)
     got = await rt.ops.l2_normalize(rt.tensor(x)).read()
     assert np.isnan(got[0]).all(), got[0]
-    close(got[1:], np.array([[0.6, 0.8, 0, 0], [3e-18, 4e-18, 0, 0], [0, 0, 0, 0]], np.float32), rtol=1e-5,
-          what="huge and tiny rows")
+    close(got[1:], np.array([[0.6, 0.8, 0, 0], [3e-18, 4e-18, 0, 0], [0, 0, 0, 0], [0.9486833, 0.31622776, 0, 0]],
+                            np.float32), rtol=1e-5, what="huge and tiny rows")
 
 
 @case(device=("layer_norm",))
 async def layer_norm_of_constant_and_huge_rows(rt):
     # A row holding 3e38 beside small values: NVIDIA's driver divided it by its peak as 1 / 3e38 (flushed to 0),
-    # so the row was 0 / 0; now scaled by powers of two. A constant row's deviations are exactly 0 whatever its
+    # so the row was 0 / 0; then by two powers of two whose product (2^-128) it formed first and flushed; now by one. A constant row's deviations are exactly 0 whatever its
     # values' mantissas: with eps = 0 that is 0 / 0 (NaN, as the reference), with eps > 0 it is beta.
     n = 11
     g, b = np.linspace(0.5, 1.5, n).astype(np.float32), np.linspace(-1, 1, n).astype(np.float32)
