@@ -1490,8 +1490,9 @@ async def l2_normalize_propagates_nan_and_survives_huge_rows(rt):
 @case(device=("layer_norm",))
 async def layer_norm_of_constant_and_huge_rows(rt):
     # A row holding 3e38 beside small values: NVIDIA's driver divided it by its peak as 1 / 3e38 (flushed to 0),
-    # so the row was 0 / 0; then by two powers of two whose product (2^-128) it formed first and flushed; now by one. A constant row's deviations are exactly 0 whatever its
-    # values' mantissas: with eps = 0 that is 0 / 0 (NaN, as the reference), with eps > 0 it is beta.
+    # so the row was 0 / 0; then by two powers of two whose product (2^-128) it formed first and flushed; now by
+    # one. A constant row's deviations are exactly 0 whatever its values' mantissas: with eps = 0 that is 0 / 0
+    # (NaN, as the reference), with eps > 0 it is beta.
     n = 11
     g, b = np.linspace(0.5, 1.5, n).astype(np.float32), np.linspace(-1, 1, n).astype(np.float32)
     huge = np.array([[3e38, 1e-3, -2e-3, 1.0, -1.0, 0.5, 7e-4, 1e-30, 0.0, -3.0, 2.0]], np.float32)
