@@ -427,13 +427,19 @@ def run(models: Path, out: Path, reps: int, quick: bool, only: set[str]) -> int:
     print("adapter:", json.dumps(info["adapter"]), "native kernels:", result["native_kernels"], flush=True)
     if info["adapter"].get("is_fallback"):
         print("warning: the adapter is a software fallback, not the GPU")
+    drawn: dict[str, Path] = {}
+
+    def llm_folder() -> Path:   # drawn once for the llm and profile steps (a ~100 MB file)
+        if "llm" not in drawn:
+            drawn["llm"] = gguf_checkpoint(models, work)
+        return drawn["llm"]
     steps = {
         "checks": lambda: checks(rts["webgpu"]),
         "kernels": lambda: bench_kernels(rts["webgpu"], quick),
         "minilm": lambda: bench_minilm(rts, minilm_checkpoint(models, work), reps),
-        "llm": lambda: bench_llm(rts, gguf_checkpoint(models, work), 2 if quick else 3, 32),
+        "llm": lambda: bench_llm(rts, llm_folder(), 2 if quick else 3, 32),
         "arrays": lambda: bench_arrays({"auto": rts["auto"], "webgpu": rts["webgpu"]}, reps, quick),
-        "profile": lambda: profile(rts["webgpu"], gguf_checkpoint(models, work)),
+        "profile": lambda: profile(rts["webgpu"], llm_folder()),
     }
     failed = 0
     for name, step in steps.items():
