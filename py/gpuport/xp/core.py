@@ -88,7 +88,7 @@ class Array:
         self._rt, self._data, self._fused = rt, data, fused
         if isinstance(data, Expr):
             for store in data.stores():
-                store.dependents[id(self)] = self
+                store.depend(self)
 
     # -- attributes ----------------------------------------------------------------------------------------------
     @property
@@ -229,7 +229,7 @@ class Array:
         if isinstance(self._data, Expr):   # nothing can alias a lazy array: rebinding is the write
             self._data, self._fused = result._data, result._fused
             for store in result._data.stores() if isinstance(result._data, Expr) else ():
-                store.dependents[id(self)] = self
+                store.depend(self)
         else:
             NS.setitem(self, (...,), result)
         return self
@@ -338,11 +338,11 @@ def from_host(rt: Runtime, values: np.ndarray, dtype: np.dtype | None = None) ->
     return Array(rt, View.whole(Store(rt, dt, flat.size, host=flat), values.shape))
 
 
-def adopt(rt: Runtime, values: Any, dtype: np.dtype) -> Array:
+def adopt(rt: Runtime, values: Any, dtype: np.dtype, fresh: bool = False) -> Array:
     """An array of host values a NumPy call just made (taken without a copy where they are fresh, C-contiguous and
-    of `dtype`)."""
+    of `dtype`; `fresh`: the caller vouches that nothing else holds them, as of a buffer from the host pool)."""
     values = np.asarray(values)
-    fresh = values.dtype == dtype and values.flags.c_contiguous and values.flags.owndata
+    fresh = values.dtype == dtype and values.flags.c_contiguous and (fresh or values.flags.owndata)
     flat = values.reshape(-1) if fresh else np.array(values, dtype=dtype, order="C", copy=True).reshape(-1)
     return Array(rt, View.whole(Store(rt, dtype, flat.size, host=flat), values.shape))
 

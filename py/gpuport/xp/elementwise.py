@@ -6,11 +6,14 @@ host the table's NumPy twin.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable
 
 import numpy as np
 
+from ..runtime import Runtime
 from . import dtypes as D
+from . import hostpool
 from .codegen import CAST
 from .core import Array, adopt, fit, host_array, lazy, node, now, place, ran, runtime_of, scalar
 from .exprs import TABLE
@@ -28,6 +31,8 @@ CATEGORIES = {
 
 def broadcast_shapes(*shapes: tuple[int, ...]) -> tuple[int, ...]:
     """The standard's broadcast of shapes (ValueError where they do not broadcast)."""
+    if all(s == shapes[0] for s in shapes):
+        return tuple(shapes[0]) if shapes else ()
     ndim = max((len(s) for s in shapes), default=0)
     out = []
     for axis in range(ndim):
@@ -47,6 +52,7 @@ def cast_node(n: Node, dtype: np.dtype) -> Node:
 ACCEPTS: dict[str, str] = {"clip": "real", "where": "any"}
 
 
+@functools.cache
 def _check(name: str, dtype: np.dtype, category: str) -> None:
     if not D.isdtype(dtype, CATEGORIES[category]):
         raise TypeError(f"{name} takes arrays of a {category} data type, not {dtype}")
@@ -78,15 +84,36 @@ def apply(name: str, args: tuple[Any, ...], category: str, out: np.dtype | None 
     if decision.on_host:
         values = [np.asarray(host_array(a, name), dtype=k) if isinstance(a, Array) else np.asarray(scalar(a, k).value, k)
                   for a, k in zip(args, kinds)]
-        with np.errstate(all="ignore"):
-            result = np.asarray(TABLE[name].host(*values)).astype(result_dtype, copy=False)
-        y = adopt(rt, result if result.shape == shape else np.broadcast_to(result, shape), result_dtype)
+        y = _on_host(rt, name, values, shape, result_dtype)
     else:
         fit(rt, arrays)
         nodes = [cast_node(node(a, shape), k) if isinstance(a, Array) else scalar(a, k) for a, k in zip(args, kinds)]
         y = lazy(rt, Op(name, tuple(nodes), result_dtype), shape, 1 + sum(a._fused for a in arrays))
     ran(rt, name, decision, t0, arrays)
     return y
+
+
+def _on_host(rt: Runtime, name: str, values: list[np.ndarray], shape: tuple[int, ...], dtype: np.dtype) -> Array:
+    """The table's NumPy twin on host values: a ufunc whose own result dtype is `dtype` writes into a kept buffer
+    of a dead array where one of the size is free (hostpool), anything else into fresh memory."""
+    fn = TABLE[name].host
+    out = hostpool.take(shape, dtype) if isinstance(fn, np.ufunc) and _natural(fn, values) == dtype else None
+    with np.errstate(all="ignore"):
+        if out is not None:
+            fn(*values, out=out)
+            return adopt(rt, out, dtype, fresh=True)
+        result = np.asarray(fn(*values)).astype(dtype, copy=False)
+    return adopt(rt, result if result.shape == shape else np.broadcast_to(result, shape), dtype)
+
+
+@functools.cache
+def _natural_of(fn: np.ufunc, dtypes: tuple[np.dtype, ...]) -> np.dtype | None:
+    return np.dtype(fn.resolve_dtypes((*dtypes, *(None,) * fn.nout))[-1]) if fn.nout == 1 else None
+
+
+def _natural(fn: np.ufunc, values: list[np.ndarray]) -> np.dtype | None:
+    """The dtype a ufunc gives these values by itself (its out= must be of it: the same loop, the same values)."""
+    return _natural_of(fn, tuple(v.dtype for v in values))
 
 
 def _unary(name: str, category: str, out: np.dtype | None = None) -> Callable[[Array], Array]:

@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
+from . import hostpool
+
 if TYPE_CHECKING:
     from ..runtime import Runtime
     from ..tensor.tensor import Tensor
@@ -46,15 +48,31 @@ def size_of(shape: Shape) -> int:
 class Store:
     """One flat allocation of `size` values of `dtype` (see the module docstring)."""
 
-    __slots__ = ("rt", "dtype", "size", "host", "tensor", "dependents", "__weakref__")
+    __slots__ = ("rt", "dtype", "size", "host", "tensor", "_dependents", "__weakref__")
 
     def __init__(self, rt: "Runtime", dtype: np.dtype, size: int, host: np.ndarray | None = None,
                  tensor: "Tensor | None" = None) -> None:
-        self.rt, self.dtype, self.size = rt, np.dtype(dtype), int(size)
         self.host = host          # flat, C-contiguous, `dtype`; None where only the device has the values
+        self.rt, self.dtype, self.size = rt, np.dtype(dtype), int(size)
         self.tensor = tensor      # flat device buffer of 32-bit words; None where only the host has them
-        # lazy arrays reading it, by id (arrays are unhashable, as the standard's == is element-wise)
-        self.dependents: "weakref.WeakValueDictionary[int, Any]" = weakref.WeakValueDictionary()
+        # lazy arrays reading it, by id (arrays are unhashable, as the standard's == is element-wise); made at the
+        # first one, as most stores (every host result's) never get one
+        self._dependents: "weakref.WeakValueDictionary[int, Any] | None" = None
+
+    def depend(self, array: Any) -> None:
+        """Note a lazy array that reads this store (a write evaluates it first)."""
+        if self._dependents is None:
+            self._dependents = weakref.WeakValueDictionary()
+        self._dependents[id(array)] = array
+
+    def dependents(self) -> list[Any]:
+        """The lazy arrays reading this store that are still alive."""
+        return [] if self._dependents is None else list(self._dependents.values())
+
+    def __del__(self) -> None:
+        # its host buffer to the pool (set first in __init__, so a store whose __init__ failed has it too)
+        if self.host is not None and self.host.nbytes >= hostpool.MIN_BYTES:
+            hostpool.give(self)
 
     def __repr__(self) -> str:
         where = "+".join(w for w, v in (("host", self.host), ("device", self.tensor)) if v is not None)

@@ -320,7 +320,7 @@ def _write(x: Array, view: View, key: Any, value: Any) -> None:
     rt = x.device
     store = view.store
     t0 = now()
-    for dependent in list(store.dependents.values()):   # lazy arrays keep the values they were made from
+    for dependent in store.dependents():   # lazy arrays keep the values they were made from
         if isinstance(dependent._data, Expr):
             concrete(dependent)
     if store.tensor is None:
