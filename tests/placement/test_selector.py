@@ -270,3 +270,38 @@ def test_one_fast_run_outweighs_a_pessimistic_estimate():
     assert sel.choose(forward, estimates) == "cpu" and sel.decisions["explore"] == 1   # within 4x and 50 ms
     sel.record(forward, "cpu", 0.005)
     assert [sel.choose(forward, estimates) for _ in range(5)] == ["cpu"] * 5
+
+
+def test_a_stale_loser_is_tried_again_ever_less_often():
+    """A stored record held a 2,000-row PCA's host product at 3.8 ms (three samples taken on a busy machine; it
+    takes 0.2) against lavapipe's 3.2: both measured, the host never chosen again, so never timed again, and the
+    product ran on the software adapter for good. A measured loser is now tried after 16 decisions, then 32, 64..."""
+    sel = BackendSelector({"webgpu": SOFT_GPU, "cpu": NUMPY}, SelectorConfig(refresh_after=16))
+    w = mm(128)
+    estimates = {"webgpu": 0.004, "cpu": 0.0003}
+    for _ in range(3):
+        sel.record(w, "cpu", 0.0038)
+        sel.record(w, "webgpu", 0.0032)
+    picks = [sel.choose(w, estimates) for _ in range(16)]
+    assert picks == ["webgpu"] * 15 + ["cpu"] and sel.decisions["refresh"] == 1
+    sel.record(w, "cpu", 0.0002)   # the host's real time: now the best (0.7 * 3.8 + 0.3 * 0.2 = 2.7 ms)
+    assert sel.choose(w, estimates) == "cpu"
+    # the GPU now the loser, still slower each time it is tried: tried after 16, 32, 64, 128 more decisions
+    tried = []
+    for i in range(1, 241):
+        if sel.choose(w, estimates) == "webgpu":
+            tried.append(i)
+            sel.record(w, "webgpu", 0.0032)
+    assert tried == [15, 47, 111, 239], tried
+
+
+def test_a_hopeless_or_costly_loser_is_never_tried_again():
+    for webgpu, roundtrip in ((0.05, 0.0), (0.0032, 0.1)):   # beyond 4x the best; within 4x but a 100 ms read
+        sel = BackendSelector({"webgpu": replace(SOFT_GPU, roundtrip_s=roundtrip), "cpu": NUMPY},
+                              SelectorConfig(refresh_after=4))
+        w = mm(128)
+        for _ in range(3):
+            sel.record(w, "cpu", 0.002)
+            sel.record(w, "webgpu", webgpu)
+        assert {sel.choose(w, {"webgpu": webgpu, "cpu": 0.002}) for _ in range(100)} == {"cpu"}
+        assert sel.decisions["refresh"] == 0
