@@ -4,18 +4,21 @@ The products run on the device: float32 matmul through gpuport's own tuned kerne
 counted as its calls are: "matmul" in rt.info()["ran"]), the other dtypes through the generated product kernel;
 vecdot, norms and traces are reductions of fused element-wise chains, diagonal is a view, outer and cross are lazy.
 The factorisations and solvers (cholesky, det, eigh, eigvalsh, inv, pinv, qr, slogdet, solve, svd, svdvals,
-matrix_rank, and the spectral matrix norms) have no device kernel: they run on the host (NumPy's LAPACK) wherever
-the arrays are, and placement says so (`rt.placement.host_only`, counted as xp.linalg.<name> on the cpu).
+matrix_rank, and the spectral matrix norms) have no device kernel: they run on the host (NumPy's LAPACK; svd SciPy's
+where it is installed) wherever the arrays are, and placement says so (`rt.placement.host_only`, counted as
+xp.linalg.<name> on the cpu).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import operator
 from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 
+from ..platform import IN_PYODIDE
 from ..tensor.tensor import Tensor
 from . import dtypes as D
 from . import kernels as K
@@ -387,10 +390,28 @@ def svd(x: Array, /, *, full_matrices: bool = True) -> SVDResult:
     """U, the singular values (descending) and Vh of each matrix."""
     t0 = now()
     decision, (v,) = _host("svd", x)
-    u, s, vh = np.linalg.svd(v, full_matrices=full_matrices)
+    scipy_svd = _scipy_svd() if v.ndim == 2 and v.size else None
+    if scipy_svd is not None and np.isfinite(v).all():
+        u, s, vh = scipy_svd(v, full_matrices=full_matrices, check_finite=False)
+    else:
+        u, s, vh = np.linalg.svd(v, full_matrices=full_matrices)
     rt = x.device
     return SVDResult(_done("svd", x, decision, t0, u, x.dtype), adopt(rt, s.astype(x.dtype), x.dtype),
                      adopt(rt, vh.astype(x.dtype), x.dtype))
+
+
+@functools.cache
+def _scipy_svd() -> Any:
+    """SciPy's svd where SciPy is installed natively (scikit-learn, the namespace's main user, needs it): the same
+    LAPACK routine (gesdd) as NumPy's, 2-3x faster on a 2,000 x 64 float32 matrix here (4.5 against 10 ms: a PCA's
+    whole fit). NumPy's stays for stacks, for what is not finite (its LinAlgError) and in Pyodide (not measured)."""
+    if IN_PYODIDE:
+        return None
+    try:
+        from scipy.linalg import svd as scipy_svd
+    except ImportError:
+        return None
+    return scipy_svd
 
 
 def svdvals(x: Array, /) -> Array:
