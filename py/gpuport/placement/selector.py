@@ -94,7 +94,7 @@ class SelectorConfig:
     explore_budget: int = 3       # at most this many exploratory picks per (op, bucket, backend)
     explore_max_s: float = 0.05   # ... each expected to cost at most this much more than the best
     alpha: float = 0.3            # weight of the newest measurement
-    refresh_after: int = 16       # a measured loser is tried again after this many decisions, then twice as many...
+    refresh_after: int = 16       # a measured loser is tried again after this many decisions (_refresh_due)
     disabled: tuple[str, ...] = field(default_factory=tuple)
     forced: str | None = None
 
@@ -118,7 +118,8 @@ class BackendSelector:
             raise GpuportError(f"{ENV_FORCE}={self.config.forced!r} is not one of {self.backends}")
         self._stats: dict[tuple[str, int, str], _Stat] = {}
         self._explored: dict[tuple[str, int, str], int] = {}
-        self._refresh: dict[tuple[str, int, str], list[int]] = {}   # a measured loser's [decisions left, interval]
+        # a measured loser's [decisions before its next try, the interval, tries left in this run]
+        self._refresh: dict[tuple[str, int, str], list[int]] = {}
         self.decisions = {"model": 0, "measured": 0, "explore": 0, "refresh": 0, "forced": 0, "preferred": 0}
 
     def estimate(self, w: WorkloadCharacteristics, backend: str) -> float:
@@ -177,25 +178,32 @@ class BackendSelector:
             self.decisions["model"] += 1
             return best
         for b in self.backends:
-            if b != best and self._refresh_due((op, bucket, b), min(cost[b], estimates[b]), cost[best]):
+            if b == best:
+                self._refresh.get((op, bucket, b), [0, 0, 0])[2] = 0   # a run of tries ends where it wins
+            elif self._refresh_due((op, bucket, b), min(cost[b], estimates[b]), cost[best]):
                 self.decisions["refresh"] += 1
                 return b
         self.decisions["measured"] += 1
         return best
 
     def _refresh_due(self, key: tuple[str, int, str], expected: float, best: float) -> bool:
-        """Whether a measured loser is tried again now. Its mean stops changing once it loses, and it may be stale
-        (timed under a busy machine, or with its inputs' reads in it: a stored 3.8 ms for a 2,000-row PCA's 0.2 ms
-        host product kept that product on lavapipe for good), so it is tried after `refresh_after` decisions of its
-        (op, size bucket), then after twice as many each time: a loser that stays one costs ever less. Only where
-        it is expected (its mean or, if lower, the model's estimate) within exploration's bounds of the best."""
-        left = self._refresh.setdefault(key, [self.config.refresh_after, self.config.refresh_after])
-        left[0] -= 1
-        if (left[0] > 0 or expected > self.config.explore_ratio * best
+        """Whether a measured loser is tried now. Its mean stops changing once it loses, and it may be stale (timed
+        under a busy machine: a stored 3.8 ms for a 2,000-row PCA's 0.2 ms host product kept that product on
+        lavapipe for good), so after `refresh_after` decisions of its (op, size bucket), then twice as many each
+        time (a loser that stays one costs ever less), it is tried for `min_samples` decisions in a row: the first
+        call after a while is a cold one (that product took 3.5 ms so, 0.15-0.2 after it), and one cold sample
+        would leave the stale mean standing. Only where it is expected (its mean or, if lower, the model's
+        estimate) within exploration's bounds of the best."""
+        state = self._refresh.setdefault(key, [self.config.refresh_after, self.config.refresh_after, 0])
+        if state[2] > 0:   # within a refresh's run of tries
+            state[2] -= 1
+            return True
+        state[0] -= 1
+        if (state[0] > 0 or expected > self.config.explore_ratio * best
                 or expected + self.costs[key[2]].roundtrip_s - best > self.config.explore_max_s):
             return False
-        left[1] *= 2
-        left[0] = left[1]
+        state[1] *= 2
+        state[0], state[2] = state[1], self.config.min_samples - 1
         return True
 
     def samples(self, workload: WorkloadCharacteristics, backend: str) -> int:
