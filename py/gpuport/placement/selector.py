@@ -191,8 +191,8 @@ class BackendSelector:
         under a busy machine: a stored 3.8 ms for a 2,000-row PCA's 0.2 ms host product kept that product on
         lavapipe for good), so after `refresh_after` decisions of its (op, size bucket), then twice as many each
         time (a loser that stays one costs ever less), it is tried for `min_samples` decisions in a row: the first
-        call after a while is a cold one (that product took 3.5 ms so, 0.15-0.2 after it), and one cold sample
-        would leave the stale mean standing. Only where it is expected (its mean or, if lower, the model's
+        call after a while may run cold (that product's first tries took 0.3-3.6 ms, the next ones 0.08-0.12), and
+        one cold sample would leave the stale mean standing. Only where it is expected (its mean or, if lower, the model's
         estimate) within exploration's bounds of the best."""
         state = self._refresh.setdefault(key, [self.config.refresh_after, self.config.refresh_after, 0])
         if state[2] > 0:   # within a refresh's run of tries
