@@ -179,7 +179,8 @@ class BackendSelector:
             return best
         for b in self.backends:
             if b == best:
-                self._refresh.get((op, bucket, b), [0, 0, 0])[2] = 0   # a run of tries ends where it wins
+                if (op, bucket, b) in self._refresh:   # a run of tries ends where it wins
+                    self._refresh[(op, bucket, b)][2] = 0
             elif self._refresh_due((op, bucket, b), min(cost[b], estimates[b]), cost[best]):
                 self.decisions["refresh"] += 1
                 return b
@@ -191,9 +192,9 @@ class BackendSelector:
         under a busy machine: a stored 3.8 ms for a 2,000-row PCA's 0.2 ms host product kept that product on
         lavapipe for good), so after `refresh_after` decisions of its (op, size bucket), then twice as many each
         time (a loser that stays one costs ever less), it is tried for `min_samples` decisions in a row: the first
-        call after a while may run cold (that product's first tries took 0.3-3.6 ms, the next ones 0.08-0.12), and
-        one cold sample would leave the stale mean standing. Only where it is expected (its mean or, if lower, the model's
-        estimate) within exploration's bounds of the best."""
+        call after a while may run cold (that product's first tries took 0.3-3.6 ms, the next ones 0.08-0.12),
+        and one cold sample would leave the stale mean standing. Only where it is expected (its mean or, if lower,
+        the model's estimate) within exploration's bounds of the best."""
         state = self._refresh.setdefault(key, [self.config.refresh_after, self.config.refresh_after, 0])
         if state[2] > 0:   # within a refresh's run of tries
             state[2] -= 1
