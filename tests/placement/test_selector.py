@@ -273,16 +273,21 @@ def test_one_fast_run_outweighs_a_pessimistic_estimate():
     assert [sel.choose(forward, estimates) for _ in range(5)] == ["cpu"] * 5
 
 
+def _measured_pair(cpu: float, webgpu: float):
+    """A selector with three timings of a 128 product on each side (a software adapter's model beside NumPy's)."""
+    sel = BackendSelector({"webgpu": SOFT_GPU, "cpu": NUMPY}, SelectorConfig(refresh_after=16))
+    w = mm(128)
+    for _ in range(3):
+        sel.record(w, "cpu", cpu)
+        sel.record(w, "webgpu", webgpu)
+    return sel, w, {"webgpu": 0.004, "cpu": 0.0003}
+
+
 def test_a_stale_loser_is_tried_again_ever_less_often():
     """A stored record held a 2,000-row PCA's host product at 3.8 ms (three samples taken on a busy machine; it
     takes 0.2) against lavapipe's 3.2: both measured, the host never chosen again, so never timed again, and the
     product ran on the software adapter for good. A measured loser is now tried after 16 decisions, then 32, 64..."""
-    sel = BackendSelector({"webgpu": SOFT_GPU, "cpu": NUMPY}, SelectorConfig(refresh_after=16))
-    w = mm(128)
-    estimates = {"webgpu": 0.004, "cpu": 0.0003}
-    for _ in range(3):
-        sel.record(w, "cpu", 0.0038)
-        sel.record(w, "webgpu", 0.0032)
+    sel, w, estimates = _measured_pair(cpu=0.0038, webgpu=0.0032)
     picks = [sel.choose(w, estimates) for _ in range(16)]
     assert picks == ["webgpu"] * 15 + ["cpu"] and sel.decisions["refresh"] == 1
     sel.record(w, "cpu", 0.0002)   # the host's real time: now the best (0.7 * 3.8 + 0.3 * 0.2 = 2.7 ms)
@@ -301,12 +306,7 @@ def test_a_refresh_sees_past_one_cold_try():
     """The host product of that PCA, tried after a while, took 3.5 ms, then 0.15-0.2: a single try would have
     left the stale 3.3 ms standing against lavapipe's 3.2 (3.36 after it); the next try in the run brings it to 2.4
     ms, and the host wins from there."""
-    sel = BackendSelector({"webgpu": SOFT_GPU, "cpu": NUMPY}, SelectorConfig(refresh_after=16))
-    w = mm(128)
-    estimates = {"webgpu": 0.004, "cpu": 0.0003}
-    for _ in range(3):
-        sel.record(w, "cpu", 0.0033)
-        sel.record(w, "webgpu", 0.0032)
+    sel, w, estimates = _measured_pair(cpu=0.0033, webgpu=0.0032)
     timings = itertools.chain([0.0035, 0.0002], itertools.repeat(0.00015))
     for _ in range(40):
         picked = sel.choose(w, estimates)
