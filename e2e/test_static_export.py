@@ -5,6 +5,8 @@ request staying on that origin. And a page on another origin embeds gpuport from
 
 from __future__ import annotations
 
+import json
+
 import shutil
 import socket
 import subprocess
@@ -84,9 +86,11 @@ def test_export_runs_the_demo_and_minilm_from_python_http_server(browsers, http_
         summary = page.locator("#model-summary").inner_text()
         assert kind != "chromium-webgpu" or "(webgpu)" in summary, summary
         if kind == "chromium-webgpu":   # MiniLM's kernels ran on the page's device
-            ran = page.evaluate("async () => (await (await window.gpuportReady).runPython("
-                                "'{op: n.get(\"webgpu\", 0) for op, n in rt.info()[\"ran\"].items()}'))")
-            assert ran.get("matmul") and ran.get("attention") and ran.get("layer_norm"), ran
+            got = page.evaluate("async () => (await (await window.gpuportReady).runPython("
+                                "'{\"ran\": rt.info()[\"ran\"], \"recovery\": rt.recovery.stats(), \"last\": str(rt.placement.last), \"tier\": rt.tier, \"mode\": rt.mode}'))")
+            on_device = {op: n.get("webgpu", 0) for op, n in got["ran"].items()}
+            assert on_device.get("matmul") and on_device.get("attention") and on_device.get("layer_norm"), \
+                json.dumps(got)
     finally:
         context.close()
     elsewhere = [u for u in requests if not u.startswith(url) and not u.startswith(("data:", "blob:"))]
