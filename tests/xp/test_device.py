@@ -4,7 +4,11 @@ one kernel binds, and the generated WGSL within the portable subset naga and Tin
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import subprocess
+import sys
 
 import numpy as np
 from conftest import runtime
@@ -92,3 +96,18 @@ def test_generated_wgsl_stays_in_the_portable_subset():
                     blocks.append(line.strip())
                 elif ch == "}":
                     blocks.pop()
+
+
+def test_the_namespaces_own_runtime_stores_what_it_learned_at_exit(tmp_path):
+    """A script that never names a runtime gets one opened by the namespace, closed at exit: the products it timed
+    are in the selector's record afterwards (before, only a runtime's close or its calibration wrote it)."""
+    script = ("import numpy as np\nfrom gpuport import xp\n"
+              "x = xp.asarray(np.ones((64, 64), np.float32))\n"
+              "for _ in range(5):\n    np.asarray(x @ x)\n")
+    env = {**os.environ, "GPUPORT_CACHE": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 0, done.stderr
+    records = list((tmp_path / "selector").glob("*.json"))
+    assert len(records) == 1, records
+    rows = json.loads(records[0].read_text())["stats"]
+    assert sum(r[4] for r in rows if r[0] == "matmul") >= 5, rows

@@ -118,3 +118,4 @@ def test_arrays_alive_at_exit_leave_quietly():
               "kept = [xp.asarray(np.ones(1 << 16, np.float32)) * 2.0 for _ in range(3)]\n")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and "Exception ignored" not in done.stderr, done.stderr
+

@@ -94,7 +94,8 @@ class SelectorConfig:
     explore_budget: int = 3       # at most this many exploratory picks per (op, bucket, backend)
     explore_max_s: float = 0.05   # ... each expected to cost at most this much more than the best
     alpha: float = 0.3            # weight of the newest measurement
-    refresh_after: int = 16       # a measured loser is tried again after this many decisions (_refresh_due)
+    refresh_first: int = 2        # a measured loser is tried at this decision of a process (_refresh_due) ...
+    refresh_after: int = 16       # ... then after this many more, and twice as many each time after that
     disabled: tuple[str, ...] = field(default_factory=tuple)
     forced: str | None = None
 
@@ -189,13 +190,14 @@ class BackendSelector:
 
     def _refresh_due(self, key: tuple[str, int, str], expected: float, best: float) -> bool:
         """Whether a measured loser is tried now. Its mean stops changing once it loses, and it may be stale (timed
-        under a busy machine: a stored 3.8 ms for a 2,000-row PCA's 0.2 ms host product kept that product on
-        lavapipe for good), so after `refresh_after` decisions of its (op, size bucket), then twice as many each
-        time (a loser that stays one costs ever less), it is tried for `min_samples` decisions in a row: the first
-        call after a while may run cold (that product's first tries took 0.3-3.6 ms, the next ones 0.08-0.12),
-        and one cold sample would leave the stale mean standing. Only where it is expected (its mean or, if lower,
-        the model's estimate) within exploration's bounds of the best."""
-        state = self._refresh.setdefault(key, [self.config.refresh_after, self.config.refresh_after, 0])
+        under a busy machine, or in another process: a stored 3.8 ms for a 2,000-row PCA's host product, which took
+        0.1-0.2 when tried in some later processes, had kept it on lavapipe in all of them). So at its (op, size
+        bucket)'s `refresh_first` decision in this process (a short script makes few), then after `refresh_after`
+        more, then twice as many each time (a loser that stays one costs ever less), it is tried for `min_samples`
+        decisions in a row: the first call after a while may run cold (that product's first tries took 0.3-3.6 ms,
+        the next ones 0.08-0.12), and one cold sample would leave the stale mean standing. Only where it is
+        expected (its mean or, if lower, the model's estimate) within exploration's bounds of the best."""
+        state = self._refresh.setdefault(key, [self.config.refresh_first, self.config.refresh_after // 2, 0])
         if state[2] > 0:   # within a refresh's run of tries
             state[2] -= 1
             return True

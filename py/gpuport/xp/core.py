@@ -9,6 +9,7 @@ this module cannot import them.
 
 from __future__ import annotations
 
+import atexit
 import math
 import operator
 import time
@@ -52,7 +53,11 @@ def default_runtime() -> Runtime:
     if IN_PYODIDE:
         raise UnsupportedFeature("gpuport.xp has no default device in a page (opening one awaits the browser): "
                                  "`xp.use(await gpuport.open())` first, or pass device=rt")
-    return use(open_sync())
+    rt = open_sync()
+    # the namespace's own runtime: closed at exit, which stores what auto learned in it (a process that never
+    # closes one keeps its selector's stale record for good: docs/tiers.md)
+    atexit.register(rt.close)
+    return use(rt)
 
 
 def runtime_of(*xs: Any, device: Any = None) -> Runtime:
