@@ -6,7 +6,6 @@ request staying on that origin. And a page on another origin embeds gpuport from
 from __future__ import annotations
 
 import json
-
 import shutil
 import socket
 import subprocess
@@ -87,7 +86,8 @@ def test_export_runs_the_demo_and_minilm_from_python_http_server(browsers, http_
         assert kind != "chromium-webgpu" or "(webgpu)" in summary, summary
         if kind == "chromium-webgpu":   # MiniLM's kernels ran on the page's device
             got = page.evaluate("async () => (await (await window.gpuportReady).runPython("
-                                "'{\"ran\": rt.info()[\"ran\"], \"recovery\": rt.recovery.stats(), \"last\": str(rt.placement.last), \"tier\": rt.tier, \"mode\": rt.mode}'))")
+                                "'{\"ran\": rt.info()[\"ran\"], \"recovery\": rt.recovery.stats(), "
+                                "\"last\": str(rt.placement.last), \"tier\": rt.tier, \"mode\": rt.mode}'))")
             on_device = {op: n.get("webgpu", 0) for op, n in got["ran"].items()}
             assert on_device.get("matmul") and on_device.get("attention") and on_device.get("layer_norm"), \
                 json.dumps(got)

@@ -343,11 +343,11 @@ def from_host(rt: Runtime, values: np.ndarray, dtype: np.dtype | None = None) ->
     return Array(rt, View.whole(Store(rt, dt, flat.size, host=flat), values.shape))
 
 
-def adopt(rt: Runtime, values: Any, dtype: np.dtype, fresh: bool = False) -> Array:
+def adopt(rt: Runtime, values: Any, dtype: np.dtype, owned: bool = False) -> Array:
     """An array of host values a NumPy call just made (taken without a copy where they are fresh, C-contiguous and
-    of `dtype`; `fresh`: the caller vouches that nothing else holds them, as of a buffer from the host pool)."""
+    of `dtype`; `owned`: the caller vouches that nothing else holds them, as of a buffer from the host pool)."""
     values = np.asarray(values)
-    fresh = values.dtype == dtype and values.flags.c_contiguous and (fresh or values.flags.owndata)
+    fresh = values.dtype == dtype and values.flags.c_contiguous and (owned or values.flags.owndata)
     flat = values.reshape(-1) if fresh else np.array(values, dtype=dtype, order="C", copy=True).reshape(-1)
     return Array(rt, View.whole(Store(rt, dtype, flat.size, host=flat), values.shape))
 

@@ -97,23 +97,21 @@ def _on_host(rt: Runtime, name: str, values: list[np.ndarray], shape: tuple[int,
     """The table's NumPy twin on host values: a ufunc whose own result dtype is `dtype` writes into a kept buffer
     of a dead array where one of the size is free (hostpool), anything else into fresh memory."""
     fn = TABLE[name].host
-    out = hostpool.take(shape, dtype) if isinstance(fn, np.ufunc) and _natural(fn, values) == dtype else None
+    natural = _natural(fn, tuple(v.dtype for v in values)) if isinstance(fn, np.ufunc) else None
+    out = hostpool.take(shape, dtype) if natural == dtype else None
     with np.errstate(all="ignore"):
         if out is not None:
             fn(*values, out=out)
-            return adopt(rt, out, dtype, fresh=True)
+            return adopt(rt, out, dtype, owned=True)
         result = np.asarray(fn(*values)).astype(dtype, copy=False)
     return adopt(rt, result if result.shape == shape else np.broadcast_to(result, shape), dtype)
 
 
 @functools.cache
-def _natural_of(fn: np.ufunc, dtypes: tuple[np.dtype, ...]) -> np.dtype | None:
+def _natural(fn: np.ufunc, dtypes: tuple[np.dtype, ...]) -> np.dtype | None:
+    """The dtype a ufunc gives operands of these dtypes by itself (its out= must be of it: the same loop, the same
+    values)."""
     return np.dtype(fn.resolve_dtypes((*dtypes, *(None,) * fn.nout))[-1]) if fn.nout == 1 else None
-
-
-def _natural(fn: np.ufunc, values: list[np.ndarray]) -> np.dtype | None:
-    """The dtype a ufunc gives these values by itself (its out= must be of it: the same loop, the same values)."""
-    return _natural_of(fn, tuple(v.dtype for v in values))
 
 
 def _unary(name: str, category: str, out: np.dtype | None = None) -> Callable[[Array], Array]:

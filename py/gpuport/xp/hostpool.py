@@ -70,6 +70,7 @@ def give(store: Any) -> None:
     """Keep a dying store's host buffer where nothing else refers to its memory (called by Store.__del__)."""
     if _SOLE is None or _owner(store.host) is None:
         return
+    # counted through the store, no local holding the arrays (it would be one more reference); taken after
     sole = _counts(store)[0] == _SOLE[0] if store.host.base is None else _counts(store) == _SOLE
     if not sole:
         return
