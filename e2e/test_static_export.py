@@ -55,6 +55,28 @@ def http_server(exported, tmp_path_factory):
     proc.wait(timeout=10)
 
 
+# In the page, after the demo's result: once none of MiniLM's ops has pipelines still compiling in the background
+# (asked from JS: the background compilation pauses while Python runs a call), one more forward, and the ops it ran on
+# the device (rt.info()'s counts before and after), with what says why where none did.
+SECOND_FORWARD = """async () => {
+  const gp = await window.gpuportReady;
+  const ops = ["embedding", "add", "layer_norm", "matmul", "attention", "mean_pool", "l2_normalize"];
+  const t0 = performance.now();
+  while (performance.now() - t0 < 120000) {
+    const busy = await gp.runPython("sorted(rt.pipelines.busy)");
+    if (!busy.some((op) => ops.includes(op))) break;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  const waited_s = (performance.now() - t0) / 1000;
+  return { waited_s, ...(await gp.runPython(`
+_before = {op: n.get("webgpu", 0) for op, n in rt.info()["ran"].items()}
+await _demo["model"].embed(["a forward once the pipelines are built"])
+{"on_device": [op for op, n in rt.info()["ran"].items() if n.get("webgpu", 0) > _before.get(op, 0)],
+ "busy": sorted(rt.pipelines.busy), "ran": rt.info()["ran"], "recovery": rt.recovery.stats(),
+ "last": str(rt.placement.last), "tier": rt.tier, "mode": rt.mode}`)) };
+}"""
+
+
 def _browser(browsers, kind: str):
     try:
         return browsers.get(kind)
@@ -84,13 +106,13 @@ def test_export_runs_the_demo_and_minilm_from_python_http_server(browsers, http_
         assert page.locator("#boot-stages li.done").count() >= 3   # start-up stages with their times
         summary = page.locator("#model-summary").inner_text()
         assert kind != "chromium-webgpu" or "(webgpu)" in summary, summary
-        if kind == "chromium-webgpu":   # MiniLM's kernels ran on the page's device
-            got = page.evaluate("async () => (await (await window.gpuportReady).runPython("
-                                "'{\"ran\": rt.info()[\"ran\"], \"recovery\": rt.recovery.stats(), "
-                                "\"last\": str(rt.placement.last), \"tier\": rt.tier, \"mode\": rt.mode}'))")
-            on_device = {op: n.get("webgpu", 0) for op, n in got["ran"].items()}
-            assert on_device.get("matmul") and on_device.get("attention") and on_device.get("layer_norm"), \
-                json.dumps(got)
+        if kind == "chromium-webgpu":
+            # MiniLM's kernels run on the page's device once their pipelines are built. The demo's own forward
+            # may come first: an op whose pipelines are still compiling in the background answers on NumPy (the
+            # planner's "pipelines still precompiling"), and the rest of that forward follows its host output
+            # (a loaded machine did that). So a forward once MiniLM's pipelines are built is the one counted.
+            got = page.evaluate(SECOND_FORWARD)
+            assert {"matmul", "attention", "layer_norm"} <= set(got["on_device"]), json.dumps(got)
     finally:
         context.close()
     elsewhere = [u for u in requests if not u.startswith(url) and not u.startswith(("data:", "blob:"))]
