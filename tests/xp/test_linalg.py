@@ -7,9 +7,12 @@ the factorisations compare invariants (reconstruction, orthogonality) at 1e-4, L
 
 from __future__ import annotations
 
+import tracemalloc
+
 import numpy as np
 import pytest
 from gpuport import xp
+from conftest import runtime
 from oracle import assert_same
 
 U = 2.0 ** -24
@@ -129,3 +132,24 @@ def test_host_factorisations_are_placed_on_the_host_and_said_so(rt):
     assert ran["xp.linalg.svd"] == {"cpu": svds + 1}
     if rt.backend == "webgpu":
         assert rt.placement.last is not None and "matmul" in ran and ran["matmul"].get("webgpu", 0) >= 2
+
+
+def test_a_host_float32_product_is_its_own_writable_array():
+    """Under auto with the product on the host, the float32 result is the host kernel's output taken as it is (a copy
+    of it cost 0.1-0.16 ms of a 512 x 512 product's 1.4): writable in place, shared with no operand and no other
+    product."""
+    rt = runtime("auto")
+    xp.use(rt)
+    a = xp.asarray(np.ones((300, 300), np.float32))
+    before = rt.info()["ran"].get("matmul", {}).get("cpu", 0)
+    with rt.pinned("cpu"):
+        tracemalloc.start()   # NumPy reports its allocations there: one result's, not a copy's besides
+        c1 = a @ a
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        c2 = a @ a
+    assert rt.info()["ran"]["matmul"]["cpu"] == before + 2
+    assert peak < 1.5 * 300 * 300 * 4, peak
+    c1[0, 0] = -1.0
+    assert float(c1[0, 0]) == -1.0 and float(c2[0, 0]) == 300.0 and float(a[0, 0]) == 1.0
+    assert not np.shares_memory(c1._data.store.host, c2._data.store.host)
