@@ -40,6 +40,18 @@ def test_model_sends_small_work_to_numpy_and_large_work_to_a_real_gpu():
     assert sel.select_backend(mm(4096, on=("webgpu", "webgpu"))) == "webgpu"
 
 
+def test_the_same_workload_is_estimated_again_when_a_backends_costs_change():
+    # estimates are kept per workload object: a calibration that replaces one backend's costs (in place in the
+    # dict, or the whole dict) must be seen by the next decision
+    sel = BackendSelector({"webgpu": SOFT_GPU, "cpu": NUMPY}, SelectorConfig(explore_budget=0))
+    w = mm(2048, on=("webgpu", "webgpu"))
+    assert sel.select_backend(w) == "cpu"
+    sel.costs["webgpu"] = REAL_GPU
+    assert sel.select_backend(w) == "webgpu"
+    sel.costs = {"webgpu": SOFT_GPU, "cpu": NUMPY}
+    assert sel.select_backend(w) == "cpu"
+
+
 def test_transfer_cost_counts_where_inputs_live():
     sel = BackendSelector({"webgpu": REAL_GPU, "cpu": NUMPY}, SelectorConfig(explore_budget=0))
     w_host = WorkloadCharacteristics.of("add", [(1 << 20,), (1 << 20,)], ("cpu", "cpu"))

@@ -36,6 +36,12 @@ if TYPE_CHECKING:
 
 OpShapes = Sequence[tuple[str, Sequence[tuple[int, ...]]]]
 CPU_BACKEND = Decision(HOST, "native", "cpu backend: the host kernels are this runtime's kernels")
+# an array call's decisions, made once and shared as CPU_BACKEND is (the namespace asks on every call)
+_NAMES = tuple(tuple(f"x{i}" for i in range(n)) for n in range(5))
+_PINNED_HOST, _SELECTED_HOST = Decision(HOST, "cpu", "pinned to the host"), Decision(HOST, "cpu", "selected")
+_PINNED_DEVICE = Decision(DEVICE, "native", "pinned to the device")
+_SELECTED_DEVICE = Decision(DEVICE, "native", "selected")
+_WEBGPU_ARRAYS = Decision(DEVICE, "native", "the webgpu backend runs every array call on the device")
 
 
 class Placement:
@@ -114,11 +120,12 @@ class Placement:
         if rt.device.is_host:
             return CPU_BACKEND
         if self.auto is not None:
-            call = OpCall(name, tuple(f"x{i}" for i in range(len(operands))), list(operands), tuple(out_shape))
+            call = OpCall(name, _NAMES[len(operands)] if len(operands) < len(_NAMES) else
+                          tuple(f"x{i}" for i in range(len(operands))), list(operands), tuple(out_shape))
             if self.auto.place(call) == HOST:
-                return Decision(HOST, "cpu", "pinned to the host" if self.auto.pin == HOST else "selected")
-            return Decision(DEVICE, "native", "pinned to the device" if self.auto.pin == DEVICE else "selected")
-        return Decision(DEVICE, "native", "the webgpu backend runs every array call on the device")
+                return _PINNED_HOST if self.auto.pin == HOST else _SELECTED_HOST
+            return _PINNED_DEVICE if self.auto.pin == DEVICE else _SELECTED_DEVICE
+        return _WEBGPU_ARRAYS
 
     def host_only(self, name: str, why: str) -> Decision:
         """A call of the array namespace the device has no kernel for (`why` says which): NumPy on the host, on

@@ -121,6 +121,7 @@ class BackendSelector:
         self._explored: dict[tuple[str, int, str], int] = {}
         # a measured loser's [decisions before its next try, the interval, tries left in this run]
         self._refresh: dict[tuple[str, int, str], list[int]] = {}
+        self._estimated: dict[int, tuple[WorkloadCharacteristics, tuple[int, ...], dict[str, float]]] = {}
         self.decisions = {"model": 0, "measured": 0, "explore": 0, "refresh": 0, "forced": 0, "preferred": 0}
 
     def estimate(self, w: WorkloadCharacteristics, backend: str) -> float:
@@ -142,7 +143,18 @@ class BackendSelector:
         if preferred_backend in self.backends:
             self.decisions["preferred"] += 1
             return preferred_backend
-        return self.choose(workload, {b: self.estimate(workload, b) for b in self.backends})
+        return self.choose(workload, self._estimates(workload))
+
+    def _estimates(self, w: WorkloadCharacteristics) -> dict[str, float]:
+        """`estimate` per backend, made once per workload (auto keeps one object per op, shapes and residence) and
+        set of costs (a backend's costs replaced, or the whole set, makes them anew): an array call asks on every
+        call."""
+        found, costs = self._estimated.get(id(w)), tuple(map(id, self.costs.values()))
+        if found is None or found[0] is not w or found[1] != costs:
+            if len(self._estimated) > 4096:
+                self._estimated.clear()
+            found = self._estimated[id(w)] = (w, costs, {b: self.estimate(w, b) for b in self.backends})
+        return found[2]
 
     def choose(self, workload: WorkloadCharacteristics, estimates: dict[str, float]) -> str:
         """The backend with the least measured mean time for the workload's (op, size bucket), the model's

@@ -9,6 +9,7 @@ fine (`xp.float64` exists, `result_type` and `finfo` answer for it), making an a
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -142,17 +143,28 @@ def _precision(dt: np.dtype) -> int:
 def result_type(*arrays_and_dtypes: Any) -> np.dtype:
     """The dtype the standard's promotion gives these arrays, dtypes and (2024.12) Python scalars: scalars take
     the arrays' dtype where they fit its kind (bool for bool, int for integers and floats, float for floats)."""
-    dtypes = [x if isinstance(x, np.dtype) else x.dtype for x in arrays_and_dtypes
-              if not isinstance(x, (bool, int, float, complex))]
-    dtypes = [dtype_of(d) for d in dtypes]
-    scalars = [x for x in arrays_and_dtypes if isinstance(x, (bool, int, float, complex))]
+    dtypes = tuple(x if isinstance(x, np.dtype) else x.dtype for x in arrays_and_dtypes
+                   if not isinstance(x, (bool, int, float, complex)))
+    try:
+        out = _promoted(dtypes)   # every element-wise call asks: checked and promoted once per combination
+    except TypeError:
+        if all(isinstance(d, np.dtype) for d in dtypes):
+            raise
+        out = _promoted.__wrapped__(dtypes)   # an unhashable "dtype": dtype_of's own error
+    for s in arrays_and_dtypes:
+        if isinstance(s, (bool, int, float, complex)):
+            out = scalar_dtype(s, out)
+    return out
+
+
+@functools.cache
+def _promoted(dtypes: tuple[Any, ...]) -> np.dtype:
+    """The standard's promotion of these dtypes (each checked by dtype_of)."""
     if not dtypes:
         raise ValueError("result_type: at least one array or dtype is needed")
-    out = dtypes[0]
+    out = dtype_of(dtypes[0])
     for dt in dtypes[1:]:
-        out = promote(out, dt)
-    for s in scalars:
-        out = scalar_dtype(s, out)
+        out = promote(out, dtype_of(dt))
     return out
 
 
