@@ -20,6 +20,7 @@ from .exprs import TABLE
 from .graph import Node, Op
 
 Scalar = (bool, int, float, complex)
+_ARGUMENTS = (Array, *Scalar)   # what a function of the table takes
 
 # the dtypes each function accepts (the standard's "should have a ... data type"), by category
 CATEGORIES = {
@@ -68,7 +69,7 @@ def apply(name: str, args: tuple[Any, ...], category: str, out: np.dtype | None 
     if not arrays:
         raise TypeError(f"{name}: at least one argument must be an array of gpuport.xp")
     for a in args:
-        if not isinstance(a, (Array, *Scalar)):
+        if not isinstance(a, _ARGUMENTS):
             raise TypeError(f"{name}: arguments must be arrays or Python scalars, got {type(a).__name__}")
     rt = runtime_of(*arrays)
     dtype = D.check_held(dtype or D.result_type(*args), rt)
