@@ -3,12 +3,15 @@ store), and the lazy gathers and concatenations, of stores and of lazy expressio
 
 from __future__ import annotations
 
+import tracemalloc
+
 import numpy as np
 import pytest
 from gpuport import xp
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+from conftest import runtime
 from oracle import assert_same
 
 SETTINGS = settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -56,6 +59,22 @@ def test_views_share_the_store_and_reshape_copies_only_when_strides_need(rt):
         xp.squeeze(a, axis=1)
     with pytest.raises(ValueError):
         xp.reshape(a, (5, 5))
+
+
+def test_a_host_copy_of_strided_values_is_made_once():
+    """On the host, reshape's and asarray(copy=True)'s copy of a transposed view is one row-major array (NumPy's
+    copy keeps a transpose's layout, which was then copied again to be row-major: twice the result's memory)."""
+    xp.use(runtime("cpu"))
+    v = np.random.default_rng(3).random((512, 300), dtype=np.float32)
+    a = xp.asarray(v)
+    for make, want in ((lambda: xp.reshape(a.T, (-1,)), v.T.reshape(-1)),
+                       (lambda: xp.asarray(a.T, copy=True), v.T), (lambda: xp.reshape(a.T, (300, 512), copy=True), v.T)):
+        tracemalloc.start()   # NumPy reports its allocations there
+        y = make()
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert peak < 1.5 * v.nbytes, peak
+        assert_same(np.asarray(y), want)
 
 
 @pytest.mark.parametrize("lazy", [False, True])

@@ -118,7 +118,7 @@ def _fill_like(x: Array, make, name: str) -> Array:
     t0 = now()
     decision = place(rt, name, [x], x.shape)
     if decision.on_host:
-        y = adopt(rt, np.array(host_array(x, name), copy=True), x.dtype)
+        y = adopt(rt, np.array(host_array(x, name), order="C", copy=True), x.dtype)
     else:
         y = lazy(rt, make(x.shape), x.shape, 1)
     ran(rt, name, decision, t0, [x])

@@ -189,7 +189,7 @@ def _copy(x: Array) -> Array:
     t0 = now()
     decision = place(rt, "copy", [x], x.shape)
     if decision.on_host:
-        y = adopt(rt, np.array(host_array(x, "copy"), copy=True), x.dtype)
+        y = adopt(rt, np.array(host_array(x, "copy"), order="C", copy=True), x.dtype)
     else:
         y = lazy(rt, node(x, x.shape), x.shape, 1 + x._fused)
     ran(rt, "copy", decision, t0, [x])
