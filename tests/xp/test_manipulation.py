@@ -67,8 +67,8 @@ def test_a_host_copy_of_strided_values_is_made_once():
     xp.use(runtime("cpu"))
     v = np.random.default_rng(3).random((512, 300), dtype=np.float32)
     a = xp.asarray(v)
-    for make, want in ((lambda: xp.reshape(a.T, (-1,)), v.T.reshape(-1)),
-                       (lambda: xp.asarray(a.T, copy=True), v.T), (lambda: xp.reshape(a.T, (300, 512), copy=True), v.T)):
+    for make, want in ((lambda: xp.reshape(a.T, (-1,)), v.T.reshape(-1)), (lambda: xp.asarray(a.T, copy=True), v.T),
+                       (lambda: xp.reshape(a.T, (300, 512), copy=True), v.T)):
         tracemalloc.start()   # NumPy reports its allocations there
         y = make()
         peak = tracemalloc.get_traced_memory()[1]
