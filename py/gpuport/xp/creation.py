@@ -81,7 +81,7 @@ def asarray(obj: Any, /, *, dtype: Any = None, device: Runtime | None = None, co
                 scalar(v, want)   # OverflowError for an int outside the dtype
         if copy is False:
             raise ValueError("asarray(copy=False) of Python scalars: making an array of them is a copy")
-        return from_host(rt, np.asarray(obj, dtype=want), want)
+        return adopt(rt, np.asarray(obj, dtype=want), want)   # made from Python objects: fresh
     values = np.asarray(obj) if not hasattr(obj, "__dlpack__") or isinstance(obj, np.ndarray) else np.from_dlpack(obj)
     if values.dtype == object:
         raise TypeError(f"asarray: cannot make an array of {type(obj).__name__}")
@@ -204,7 +204,7 @@ def arange(start: int | float, /, stop: int | float | None = None, step: int | f
     dt = D.dtype_of(dtype) if dtype is not None else (D.DEFAULT_FLOAT if float in kinds else D.DEFAULT_INT)
     D.check_held(dt, rt)
     values = np.arange(start, stop, step, dtype=np.float64 if dt.kind == "f" else None)
-    return from_host(rt, values.astype(dt), dt)
+    return adopt(rt, values.astype(dt), dt)   # fresh: taken as made, not copied again
 
 
 def linspace(start: int | float, stop: int | float, /, num: int, *, dtype: Any = None,
@@ -214,7 +214,7 @@ def linspace(start: int | float, stop: int | float, /, num: int, *, dtype: Any =
     if isinstance(start, complex) or isinstance(stop, complex):
         raise UnsupportedDType(D.complex64, "WGSL has no complex types")
     dt = D.check_held(D.dtype_of(dtype) if dtype is not None else D.DEFAULT_FLOAT, rt)
-    return from_host(rt, np.linspace(start, stop, operator.index(num), endpoint=endpoint).astype(dt), dt)
+    return adopt(rt, np.linspace(start, stop, operator.index(num), endpoint=endpoint).astype(dt), dt)
 
 
 def eye(n_rows: int, n_cols: int | None = None, /, *, k: int = 0, dtype: Any = None,
@@ -222,7 +222,7 @@ def eye(n_rows: int, n_cols: int | None = None, /, *, k: int = 0, dtype: Any = N
     """Ones on the k-th diagonal of an n_rows x n_cols matrix, zeros elsewhere."""
     rt = runtime_of(device=device)
     dt = D.check_held(D.dtype_of(dtype) if dtype is not None else D.DEFAULT_FLOAT, rt)
-    return from_host(rt, np.eye(n_rows, n_cols, k=k, dtype=dt), dt)
+    return adopt(rt, np.eye(n_rows, n_cols, k=k, dtype=dt), dt)
 
 
 def from_dlpack(x: Any, /, *, device: Runtime | None = None, copy: bool | None = None) -> Array:
