@@ -157,7 +157,7 @@ def result_type(*arrays_and_dtypes: Any) -> np.dtype:
     return out
 
 
-@functools.cache
+@functools.lru_cache(maxsize=1024)   # bounded: concat's keys grow with its number of arrays
 def _promoted(dtypes: tuple[Any, ...]) -> np.dtype:
     """The standard's promotion of these dtypes (each checked by dtype_of)."""
     if not dtypes:
