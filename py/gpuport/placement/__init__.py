@@ -21,6 +21,7 @@ Layer: above loading/; imports every layer below it. Its runtime is a type-only 
 
 from __future__ import annotations
 
+import functools
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
 
@@ -37,11 +38,16 @@ if TYPE_CHECKING:
 OpShapes = Sequence[tuple[str, Sequence[tuple[int, ...]]]]
 CPU_BACKEND = Decision(HOST, "native", "cpu backend: the host kernels are this runtime's kernels")
 # an array call's decisions, made once and shared as CPU_BACKEND is (the namespace asks on every call)
-_NAMES = tuple(tuple(f"x{i}" for i in range(n)) for n in range(5))
 _PINNED_HOST, _SELECTED_HOST = Decision(HOST, "cpu", "pinned to the host"), Decision(HOST, "cpu", "selected")
 _PINNED_DEVICE = Decision(DEVICE, "native", "pinned to the device")
 _SELECTED_DEVICE = Decision(DEVICE, "native", "selected")
 _WEBGPU_ARRAYS = Decision(DEVICE, "native", "the webgpu backend runs every array call on the device")
+
+
+@functools.cache
+def _names(n: int) -> tuple[str, ...]:
+    """The input names of an array call of n operands."""
+    return tuple(f"x{i}" for i in range(n))
 
 
 class Placement:
@@ -120,8 +126,7 @@ class Placement:
         if rt.device.is_host:
             return CPU_BACKEND
         if self.auto is not None:
-            call = OpCall(name, _NAMES[len(operands)] if len(operands) < len(_NAMES) else
-                          tuple(f"x{i}" for i in range(len(operands))), list(operands), tuple(out_shape))
+            call = OpCall(name, _names(len(operands)), list(operands), tuple(out_shape))
             if self.auto.place(call) == HOST:
                 return _PINNED_HOST if self.auto.pin == HOST else _SELECTED_HOST
             return _PINNED_DEVICE if self.auto.pin == DEVICE else _SELECTED_DEVICE

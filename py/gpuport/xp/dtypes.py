@@ -145,20 +145,15 @@ def result_type(*arrays_and_dtypes: Any) -> np.dtype:
     the arrays' dtype where they fit its kind (bool for bool, int for integers and floats, float for floats)."""
     dtypes = tuple(x if isinstance(x, np.dtype) else x.dtype for x in arrays_and_dtypes
                    if not isinstance(x, (bool, int, float, complex)))
-    try:
-        out = _promoted(dtypes)   # every element-wise call asks: checked and promoted once per combination
-    except TypeError:
-        if all(isinstance(d, np.dtype) for d in dtypes):
-            raise
-        out = _promoted.__wrapped__(dtypes)   # an unhashable "dtype": dtype_of's own error
+    # every element-wise call asks: dtypes are checked and promoted once per combination (anything else by dtype_of)
+    out = (_promoted if all(isinstance(d, np.dtype) for d in dtypes) else _promote)(dtypes)
     for s in arrays_and_dtypes:
         if isinstance(s, (bool, int, float, complex)):
             out = scalar_dtype(s, out)
     return out
 
 
-@functools.lru_cache(maxsize=1024)   # bounded: concat's keys grow with its number of arrays
-def _promoted(dtypes: tuple[Any, ...]) -> np.dtype:
+def _promote(dtypes: tuple[Any, ...]) -> np.dtype:
     """The standard's promotion of these dtypes (each checked by dtype_of)."""
     if not dtypes:
         raise ValueError("result_type: at least one array or dtype is needed")
@@ -166,6 +161,9 @@ def _promoted(dtypes: tuple[Any, ...]) -> np.dtype:
     for dt in dtypes[1:]:
         out = promote(out, dtype_of(dt))
     return out
+
+
+_promoted = functools.lru_cache(maxsize=1024)(_promote)   # bounded: concat's keys grow with its number of arrays
 
 
 def scalar_dtype(value: bool | int | float | complex, dtype: np.dtype) -> np.dtype:
