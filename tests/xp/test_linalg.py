@@ -136,8 +136,7 @@ def test_host_factorisations_are_placed_on_the_host_and_said_so(rt):
 
 def test_a_host_float32_product_is_its_own_writable_array():
     """Under auto with the product on the host, the float32 result is the host kernel's output taken as it is (a copy
-    of it cost 0.1-0.16 ms of a 512 x 512 product's 1.4): writable in place, shared with no operand and no other
-    product."""
+    of it took a second result's memory): writable in place, shared with no operand and no other product."""
     rt = runtime("auto")
     xp.use(rt)
     a = xp.asarray(np.ones((300, 300), np.float32))
