@@ -56,12 +56,15 @@ WASM_CFLAGS := --target=wasm32 -msimd128 -O3 -nostdlib -ffreestanding -fPIC -fvi
 # leaves it out), so it may use every instruction this CPU has (FMA, AVX2, AVX-512). -pthread: a whole
 # encoder layer spreads over the library's own threads (hostkernels/pool.c). -ffp-contract=fast turns the
 # kernels' mul + add into FMAs; no -ffast-math, which would let the compiler drop the NaN/infinity behaviour
-# hostops' fallback checks rely on. -fno-math-errno lets sqrtf inline.
+# hostops' fallback checks rely on. -fno-math-errno lets sqrtf inline. -mno-avx10.1-256 (x86-64 only): on some
+# virtual CPUs (an Intel Xeon reporting itself as Rocket Lake, 2026-11-29) clang 19's -march=native reads both the
+# AVX-512 features and AVX10.1-256 from CPUID, warns that the pair is invalid, and -Werror stops the build; the
+# kernels use no AVX10 instruction, and without it the AVX-512 features -march=native found stay on.
 NATIVE_LIB    := .cache/native/libgpuport_simd.so
 WHEELHOUSE    := .cache/wheelhouse
 NATIVE_OBJ    := $(patsubst hostkernels/%.c,.cache/native/%.o,$(HOST_SRC))
 NATIVE_CFLAGS := -O3 -march=native -ffp-contract=fast -fno-math-errno -fPIC -fvisibility=hidden -pthread -Wall -Wextra \
-                 -Wmissing-prototypes -Werror
+                 -Wmissing-prototypes -Werror $(if $(filter x86_64,$(shell uname -m)),-mno-avx10.1-256)
 SUDO      := $(shell if [ "$$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1; then echo sudo; fi)
 
 # wgpu/Vulkan (and the browsers) complain without a runtime dir.
