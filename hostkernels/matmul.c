@@ -13,23 +13,20 @@ void gp_pack_b(const float *b, int K, int N, int transpose_b, const float *bias,
   else pack(b, K, N, N, 1, 1.0f, bias, 1, packed);
 }
 
-/* Natively, k in near-equal blocks of at most KB steps: a panel's block (KB x NR floats, 24 KiB with AVX-512, within a
- * 32 KiB L1) stays in L1 across the row block's tiles, and the row block (mc x kb floats of A, 256 KiB) in L2, so a
+/* k in near-equal blocks of at most KB steps: a panel's block (KB x NR floats: 24 KiB with AVX-512, 6 KiB in
+ * WebAssembly) stays in L1 across the row block's tiles, and the row block (mc x kb floats of A, 256 KiB) in L2, so a
  * weight streams from memory once per row block of 256 or more rows. Before, a row block was mc x K of A (40 rows
- * where K is 1536), and a weight larger than L2 streamed again for each: MiniLM's six layers' products on 256 rows, one
- * thread of an Intel Xeon with AVX-512, interleaved: 125-141 -> 142-150 GFLOP/s (the same shapes one weight at a
- * time, from cache: 173, before and after). Each output's sum keeps its order (a tile reloads its
- * partial sums from C), so the numbers are the same to the bit. A tile reloads whole rows, so a last panel narrower
- * than NR runs over all of k at once. WebAssembly keeps all of k in one block: not measured there. */
-#if defined(__wasm__)
-#define KB (1 << 30)
-#else
+ * where K is 1536, 20 where it is 3072), and a weight larger than L2 streamed again for each: MiniLM's six layers'
+ * products on 256 rows, one thread of an Intel Xeon with AVX-512, interleaved: 125-141 -> 142-150 GFLOP/s (the same
+ * shapes one weight at a time, from cache: 173, before and after). Each output's sum keeps its order (a tile reloads
+ * its partial sums from C), so the numbers are the same to the bit. A tile reloads whole rows, so a last panel
+ * narrower than NR runs over all of k at once. Up to 3 * MR rows (a sentence, a text) B streams once anyway, and
+ * there WebAssembly's tiles take k in chunks together (panel_rows). */
 #define KB 192
-#endif
 
 /* C (M x N, row stride ldc) = A (M x K, row stride lda) @ packed. */
 void gp_matmul_packed(const float *a, int M, int K, int lda, const float *packed, int N, float *c, int ldc) {
-  const int blocks = K > KB ? (K + KB - 1) / KB : 1, kb = (K + blocks - 1) / blocks;
+  const int blocks = K > KB && M > 3 * MR ? (K + KB - 1) / KB : 1, kb = (K + blocks - 1) / blocks;
   int mc = (65536 / (kb > 0 ? kb : 1)) / MR * MR;
   if (mc < MR) mc = MR;
   for (int block = 0; block < blocks; block++) {

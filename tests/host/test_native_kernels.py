@@ -59,10 +59,10 @@ def _uniform(r: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
 
 def test_large_products(native):
     # Past the L2 row blocking (65536 / kb rows) and with a row count that is no multiple of the tile; k in blocks
-    # (more than 192 steps: two near-equal blocks, six, an uneven last one) with a last panel narrower than the
-    # tile's columns, which runs over all of k at once.
+    # (more than 192 steps and more than 3 tiles' rows: two near-equal blocks, six, an uneven last one) with a last
+    # panel narrower than the tile's columns, which runs over all of k at once.
     r = np.random.default_rng(20)
-    for m, k, n in ((1, 193, 65), (257, 1000, 67), (9, 385, 32)):
+    for m, k, n in ((25, 193, 65), (257, 1000, 67), (33, 385, 32)):
         check_matmul(_uniform(r, (m, k)), _uniform(r, (k, n)), _uniform(r, (n,)), what=f"{m}x{k}x{n}")
     a, w, b = _uniform(r, (300, 384)), _uniform(r, (384, 1536)), _uniform(r, (1536,))
     check_matmul(a, w, b, what="300x384x1536")
