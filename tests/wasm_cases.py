@@ -123,6 +123,8 @@ def wasm_matmul_odd_sizes() -> None:
     check_matmul(_uniform(r, (7, 13)), _uniform(r, (13, 5)))
     check_matmul(_uniform(r, (37, 129)), _uniform(r, (129, 65)), _uniform(r, (65,)))
     check_matmul(_uniform(r, (37, 129)), _uniform(r, (65, 129)), _uniform(r, (65,)), transpose_b=True)
+    # k in three uneven blocks (past 192 steps and 3 tiles' rows), the last panel one column wide
+    check_matmul(_uniform(r, (37, 385)), _uniform(r, (65, 385)), _uniform(r, (65,)), transpose_b=True)
 
 
 @case
