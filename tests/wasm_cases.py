@@ -897,6 +897,28 @@ def wasm_matmul_threads() -> None:
 
 
 @case
+def wasm_project_bf16() -> None:
+    # A vocabulary's logits from its bfloat16 copy: the kernel's sums against float64 ones of the same bfloat16 values
+    # within Higham's bound, 2 (K + 1) u sum |x_i h_i| (any order). Shapes: one of everything; K off the vectors
+    # (4-lane, 8 and 16 natively) and their four-accumulator runs; N off the threads' parts; Whisper's width.
+    r = rng(35)
+    for k, n in ((1, 1), (7, 5), (33, 70), (65, 3), (384, 4099)):
+        x = _uniform(r, (k,))
+        w = _frozen(((r.uniform(-1, 1, (n, k)).astype(np.float32).view(np.uint32) >> 16)).astype(np.uint16))
+        wf = (w.astype(np.uint32) << 16).view(np.float32).astype(np.float64)
+        got = W.ENGINE.project_bf16(x, w, threads=THREADS)
+        bound = 2 * (k + 1) * U * (np.abs(wf) @ np.abs(x.astype(np.float64))) + 1e-30
+        close(got, (wf @ x.astype(np.float64)).astype(np.float32), atol=bound, what=f"project_bf16 {k}x{n}")
+    for bad in (np.zeros((3, 4), np.float32), np.zeros((4, 3), np.uint16)):   # not uint16 (3, 4); x of 4 for K 3
+        try:
+            W.ENGINE.project_bf16(np.zeros(4, np.float32), _frozen(bad))
+        except ValueError as exc:
+            assert "project_bf16" in str(exc), exc
+        else:
+            raise AssertionError(f"project_bf16 took {bad.dtype} {bad.shape}")
+
+
+@case
 def wasm_greedy() -> None:
     # The token is the reference's (the first of equals); its log-probability within 1e-5 (float32 exp, ~1 ulp,
     # summed in double). NaN, +inf and an all -inf row are the reference's to decide: the kernel says None.

@@ -26,6 +26,7 @@ import speech_clips as speech
 from gpuport import models
 from gpuport.formats import ctranslate2
 from gpuport.formats.chunk_manifest import sha256
+from gpuport.host import hostops
 from gpuport.loading import chunk_cache
 from gpuport.models import audio
 from gpuport.models.whisper import Whisper
@@ -75,6 +76,28 @@ def test_tokens_equal_faster_whisper(asr, clip):
     assert got.text == asr.vocab.decode(got.tokens).strip() and got.text
     if clip == "long":
         assert len(got.segments) == 2 and got.segments[0].end == pytest.approx(30.0)
+
+
+@pytest.mark.parametrize("asr", ["cpu"], indirect=True)
+def test_steps_choose_from_the_bfloat16_vocabulary_and_keep_float32_results(asr):
+    """Where kernels run the steps, each step's token comes from the vocabulary's bfloat16 copy (host/vocab.py) and
+    the log-probabilities from one float32 product at the window's end: tokens and avg_logprob equal the float32
+    path's (summed in another order: 1e-6)."""
+    host = asr._host_decoder()
+    assert (host["vocab"] is not None) == (hostops.layers() is not None)
+    if host["vocab"] is None:
+        pytest.fail(f"no host kernels linked here ({hostops.reason()}): the bfloat16 path cannot be checked")
+    before = hostops.calls().get("project_bf16", {})
+    fast = run(asr.transcribe(speech.pcm("fox")))
+    after = hostops.calls().get("project_bf16", {})
+    assert sum(after.values()) - sum(before.values()) == len(fast.tokens)   # every step after the prompt's
+    vocab, host["vocab"] = host["vocab"], None
+    try:
+        exact = run(asr.transcribe(speech.pcm("fox")))
+    finally:
+        host["vocab"] = vocab
+    assert fast.tokens == exact.tokens == [t for s in speech.reference("fox") for t in s]
+    assert [s.avg_logprob for s in fast.segments] == pytest.approx([s.avg_logprob for s in exact.segments], abs=1e-6)
 
 
 def test_tokens_equal_faster_whisper_on_the_gpu():

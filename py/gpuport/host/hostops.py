@@ -605,6 +605,17 @@ def project(x: np.ndarray, w: np.ndarray) -> np.ndarray:
     return engine.matmul_threads(x, w, threads=threads)
 
 
+def project_bf16(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """x (K,) @ W^T for W (N, K) bfloat16 as uint16, on layers()'s threads (approximate: vocab.VocabGreedy bounds
+    it); NumPy where no kernels are linked."""
+    chosen = layers()
+    if chosen is None:
+        return (w.astype(np.uint32) << 16).view(np.float32) @ np.asarray(x, np.float32)
+    engine, threads = chosen
+    ran("project_bf16", engine.name)
+    return engine.project_bf16(x, w, threads=threads)
+
+
 def product(a: np.ndarray, w: np.ndarray, bias: np.ndarray | None = None) -> np.ndarray:
     """a @ w^T (+ bias) inside a model forward whose layers run on the kernels' own threads (encoder_layer): the SIMD
     kernel whenever kernels are linked, at any size (its packed weight cached), on layers()'s threads split by the

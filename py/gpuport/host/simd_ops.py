@@ -531,6 +531,19 @@ class SimdKernels:
         self._done()
         return out
 
+    def project_bf16(self, x: np.ndarray, w: np.ndarray, *, threads: int = 1) -> np.ndarray:
+        """x (K,) @ W^T for W (N, K) bfloat16 as uint16 (float32's high halves; read-only, an engine that copies it
+        keeps the copy while it lives): approximate logits, W's rows shared over `threads`."""
+        lib = self._need("project_bf16")
+        x32 = _f32(x)
+        if w.dtype != np.uint16 or w.ndim != 2 or not w.flags.c_contiguous or x32.shape != (w.shape[1],):
+            raise ValueError(f"project_bf16: x {x32.shape} by {w.dtype} {w.shape}: needs x (K,) and a C-contiguous "
+                             "uint16 (N, K)")
+        out = np.empty(w.shape[0], np.float32)
+        lib.gp_project_bf16(self._at(x32), w.shape[1], self._kept(w), w.shape[0], self._out(out), max(1, int(threads)))
+        self._done()
+        return out
+
     def greedy(self, logits: np.ndarray, bias: np.ndarray | None = None) -> tuple[int, float] | None:
         """references.greedy_ref in one pass over the logits: (token, log-probability), or None where a logit is NaN
         or +inf or none is finite (the reference decides those)."""

@@ -41,6 +41,7 @@ from ..host import hostops
 from ..loading.loader import ProgressiveModelLoader
 from ..platform import sync_wait
 from ..host.references import DecoderLayer, EncoderLayer
+from ..host.vocab import VocabGreedy
 from ..tensor.tensor import Tensor
 from ..types import DEVICE, HOST, Decision
 from . import audio
@@ -393,8 +394,11 @@ class Whisper:
                 layers.append(DecoderLayer(v["ln1_g"], v["ln1_b"], wqkv, bqkv, v["wo"], v["bo"], v["lnx_g"], v["lnx_b"],
                                            v["xq"], v["xbq"], v["xo"], v["xbo"], v["ln2_g"], v["ln2_b"], v["w1"],
                                            v["b1"], v["w2"], v["b2"]))
-            self._host = {"emb": self.embedding.known_values(), "pos": self.dec_pos.known_values(),
-                          "ln": [t.known_values() for t in self.dec_ln], "layers": layers}
+            emb = self.embedding.known_values()
+            self._host = {"emb": emb, "pos": self.dec_pos.known_values(),
+                          "ln": [t.known_values() for t in self.dec_ln], "layers": layers,
+                          # a step's choice from the vocabulary's bfloat16 copy where kernels run it (vocab.py)
+                          "vocab": VocabGreedy(emb) if hostops.layers() is not None else None}
         return self._host
 
     def step_host(self, ids: Sequence[int], cache: HostRowCache, cross: list[tuple[np.ndarray, np.ndarray]]
@@ -402,6 +406,11 @@ class Whisper:
         """`decode(ids)` on host arrays, fused: the decoder's layers in one host kernel call each (hostops.
         decoder_layers: a step is ~60 small ops otherwise), the vocabulary's product split over the host's threads.
         The logits (len(ids), vocab). `cross`: each layer's cross-attention keys and values, (audio_ctx, width)."""
+        return hostops.project(self.hidden_host(ids, cache, cross), self._host_decoder()["emb"])
+
+    def hidden_host(self, ids: Sequence[int], cache: HostRowCache, cross: list[tuple[np.ndarray, np.ndarray]]
+                    ) -> np.ndarray:
+        """step_host up to the vocabulary's product: the final layer norm's rows (len(ids), width)."""
         t0 = time.perf_counter()
         H, cfg, pos, t = self._host_decoder(), self.config, cache.length, len(ids)
         cache.reserve(t)
@@ -409,10 +418,10 @@ class Whisper:
         x = hostops.decoder_layers(x, pos, H["layers"], list(cache.k), list(cache.v), cross, num_heads=cfg.heads,
                                    eps=EPS)
         cache.length += t
-        logits = hostops.project(hostops.layer_norm(x, *H["ln"], eps=EPS), H["emb"])
+        x = hostops.layer_norm(x, *H["ln"], eps=EPS)
         self.rt.placement.ran("whisper.decode", Decision(HOST, "native" if self.rt.device.is_host else "cpu",
                                                          "fused host step"), t0)
-        return logits
+        return x
 
     # -- decoding -----------------------------------------------------------------------------------------
     def _pinned(self, side: str) -> Any:
@@ -464,25 +473,40 @@ class Whisper:
                 rt.placement.learn_whole("whisper.decode", decoder_ops(cfg, len(prompt), 0), side,
                                          time.perf_counter() - t0)
                 no_speech = float(_softmax(logits[0])[v.ids["no_speech"]])
-                last = logits[-1]
+                last: np.ndarray = logits[-1]   # the next step's logits, or with `vocab` its final row
+                vocab = self._host_decoder()["vocab"] if host_cross is not None else None
+                rows: list[np.ndarray] = []     # the rows `vocab` chose from, and their choices: their
+                chosen: list[int] = []          # log-probabilities come from one product at the end
                 tokens: list[int] = []
                 total = 0.0
                 for step in range(min(cfg.text_ctx // 2, cfg.text_ctx - len(prompt))):
-                    tok, logprob = hostops.greedy(last, self._bias[step == 0])
-                    total += logprob
+                    bias = self._bias[step == 0]
+                    tok = vocab.choose(last, bias) if step and vocab is not None else None
+                    if tok is not None:
+                        rows.append(last)
+                        chosen.append(tok)
+                    else:
+                        if step and vocab is not None:   # undecided from bfloat16: every float32 logit
+                            last = hostops.project(last[None], self._host_decoder()["emb"])[0]
+                        tok, logprob = hostops.greedy(last, bias)
+                        total += logprob
                     if tok == v.ids["eot"]:
                         break
                     tokens.append(tok)
                     if cache.length >= cfg.text_ctx:
                         break
                     t0 = time.perf_counter()
-                    if host_cross is not None:
+                    if vocab is not None:
+                        last = self.hidden_host([tok], cache, host_cross)[-1]   # type: ignore[arg-type]
+                    elif host_cross is not None:
                         last = self.step_host([tok], cache, host_cross)[-1]
                     else:
                         last = (await self.decode([tok], cache, cross).read())[-1]
                     if cache.length == len(prompt) + EXPECTED_TOKENS // 2:   # one step's time, at a typical length
                         rt.placement.learn_whole("whisper.decode", decoder_ops(cfg, 1, EXPECTED_TOKENS), side,
                                                  time.perf_counter() - t0)
+                if rows:
+                    total += sum(vocab.logprobs(np.stack(rows), chosen, self._bias[False]))   # type: ignore[union-attr]
         finally:
             cache.free()
         return tokens, total / (len(tokens) + 1), no_speech
