@@ -21,7 +21,8 @@ are seconds apart, so the machine's drift cancels; > 1 means gpuport is faster).
 checked against faster-whisper's at 1 thread, segment by segment; a mismatch is printed, carried in the JSON, and
 makes the exit status 1. Also: gpuport's own stage split (r.timings: features, windows), model load times, and
 one profiled call per gpuport system (rt.profile(): per op, split into features / encoder / cross-attention K,V
-/ decoder (the fused host steps timed as wholes), and the Python between them: the greedy choice and the loop).
+/ decoder (the fused host steps timed as wholes; on the host also the vocabulary's bfloat16 choice per step and the
+float32 log-probabilities per window, gpuport/host/vocab.py), and the Python between them: the loop).
 
 The webgpu backend (wgpu-py on lavapipe: a software Vulkan adapter on the CPU, not a GPU) transcribes ONE clip
 (--webgpu-clip, default short) once, without a warm-up (any first-use pipeline compilation included): it shows
@@ -63,7 +64,7 @@ QUICK_CLIPS = ("short", "fox")
 FW = "faster-whisper"
 NO_PAGE_PEER = ("page: no Whisper peer is available offline (transformers.js's Whisper needs ONNX weights this "
                 "machine does not hold): native only")
-PY_STAGE = "python (between stages)"   # the greedy choice (hostops.greedy) and the loop around the steps
+PY_STAGE = "python (between stages)"   # the loop around the steps (and hostops.greedy where it chooses)
 WEBGPU_LABEL = "gpuport webgpu (wgpu-py on lavapipe: a software Vulkan adapter on the CPU)"
 
 
@@ -169,9 +170,12 @@ def worker(kind: str, backend: str) -> int:
 
 
 # the model's stages, wrapped for a profiled call: decode runs op by op (the device), step_host a whole step per
-# kernel call (the host: its time is the stage's, with no op records under it)
-DECODE = ("decode", "step_host")
+# kernel call (the host: its time is the stage's, with no op records under it), hidden_host a host step up to the
+# vocabulary (the prompt's runs inside step_host, whose span holds it); and on the host the vocabulary's part of a
+# step, host/vocab.py's bfloat16 choice, and its float32 log-probabilities, one product a window
+DECODE = ("decode", "step_host", "hidden_host")
 WRAPPED = ("encode", "cross_kv", "encode_host", *DECODE)
+VOCAB_STAGES = {"choose": "vocabulary (bf16 choice)", "logprobs": "log-probabilities"}
 
 
 def _profile(rt: Any, asr: Any, loop: Any, pcm: Any) -> dict[str, Any]:
@@ -181,21 +185,26 @@ def _profile(rt: Any, asr: Any, loop: Any, pcm: Any) -> dict[str, Any]:
     spans: list[tuple[str, int, int, float]] = []
     prof_box: list[Any] = []
 
-    def wrap(name: str) -> Callable[..., Any]:
-        original = getattr(asr, name)
-
+    def wrap(name: str, original: Callable[..., Any]) -> Callable[..., Any]:
         def timed(*args: Any, **kwargs: Any) -> Any:
+            if name == "hidden_host" and len(args[0]) > 1:   # the prompt's, inside step_host's span
+                return original(*args, **kwargs)
             ops = prof_box[0].ops
             i0, t = len(ops), time.perf_counter()
             out = original(*args, **kwargs)
             stage = ("decoder (prompt)" if len(args[0]) > 1 else "decoder (steps)") if name in DECODE else \
+                VOCAB_STAGES.get(name) or \
                 {"encode": "encoder", "cross_kv": "cross K,V", "encode_host": "encoder + cross K,V (fused)"}[name]
             spans.append((stage, i0, len(ops), time.perf_counter() - t))
             return out
         return timed
 
+    from gpuport.host.vocab import VocabGreedy
+    saved = {name: VocabGreedy.__dict__[name] for name in VOCAB_STAGES}
     for name in WRAPPED:
-        setattr(asr, name, wrap(name))
+        setattr(asr, name, wrap(name, getattr(asr, name)))
+    for name in VOCAB_STAGES:   # on the class for this call: a model builds its VocabGreedy on its first host step
+        setattr(VocabGreedy, name, wrap(name, getattr(VocabGreedy, name)))
     try:
         with rt.profile() as prof:
             prof_box.append(prof)
@@ -205,6 +214,8 @@ def _profile(rt: Any, asr: Any, loop: Any, pcm: Any) -> dict[str, Any]:
     finally:
         for name in WRAPPED:
             delattr(asr, name)   # the class's methods again
+        for name, fn in saved.items():
+            setattr(VocabGreedy, name, fn)
     stage_of: dict[int, str] = {}
     for stage, i0, i1, _ in spans:
         for i in range(i0, i1):
