@@ -21,7 +21,7 @@ are seconds apart, so the machine's drift cancels; > 1 means gpuport is faster).
 checked against faster-whisper's at 1 thread, segment by segment; a mismatch is printed, carried in the JSON, and
 makes the exit status 1. Also: gpuport's own stage split (r.timings: features, windows), model load times, and
 one profiled call per gpuport system (rt.profile(): per op, split into features / encoder / cross-attention K,V
-/ decoder (the fused host steps timed as wholes; on the host also the vocabulary's bfloat16 choice per step and the
+/ decoder (the fused host steps timed as wholes; on the host also the vocabulary's int8 choice per step and the
 float32 log-probabilities per window, gpuport/host/vocab.py), and the Python between them: the loop).
 
 The webgpu backend (wgpu-py on lavapipe: a software Vulkan adapter on the CPU, not a GPU) transcribes ONE clip
@@ -172,10 +172,10 @@ def worker(kind: str, backend: str) -> int:
 # the model's stages, wrapped for a profiled call: decode runs op by op (the device), step_host a whole step per
 # kernel call (the host: its time is the stage's, with no op records under it), hidden_host a host step up to the
 # vocabulary (the prompt's runs inside step_host, whose span holds it); and on the host the vocabulary's part of a
-# step, host/vocab.py's bfloat16 choice, and its float32 log-probabilities, one product a window
+# step, host/vocab.py's int8 choice, and its float32 log-probabilities, one product a window
 DECODE = ("decode", "step_host", "hidden_host")
 WRAPPED = ("encode", "cross_kv", "encode_host", *DECODE)
-VOCAB_STAGES = {"choose": "vocabulary (bf16 choice)", "logprobs": "log-probabilities"}
+VOCAB_STAGES = {"choose": "vocabulary (int8 choice)", "logprobs": "log-probabilities"}
 
 
 def _profile(rt: Any, asr: Any, loop: Any, pcm: Any) -> dict[str, Any]:

@@ -6,7 +6,7 @@
 #define GPUPORT_ABI_H
 
 /* Bumped whenever an exported signature changes; the Python wrapper refuses a module with another. */
-#define GP_ABI 10
+#define GP_ABI 11
 
 /* Only the functions declared here are exported (the builds are -fvisibility=hidden): by name in
  * WebAssembly, natively as the ELF symbols of the same names. */
@@ -100,9 +100,9 @@ GP_EXPORT(gp_matmul_threads)
 void gp_matmul_threads(const float *a, int M, int K, const float *packed, int N, float *c, int ldc,
                        int threads);
 
-/* out (N) = x (K) W^T for W (N x K) in bfloat16 (float32's high halves), its rows shared over `threads`: a large weight read at half the bytes, for a choice its caller checks against the float32 rows. */
-GP_EXPORT(gp_project_bf16)
-void gp_project_bf16(const float *x, int K, const uint16_t *w, int N, float *out, int threads);
+/* out (N) = x (K) W^T for W (N x K) as int8 rows times their scales, its rows shared over `threads`: a large weight read at a quarter of its bytes, for a choice its caller checks against the float32 rows. */
+GP_EXPORT(gp_project_q8)
+void gp_project_q8(const float *x, int K, const int8_t *w, const float *scale, int N, float *out, int threads);
 
 /* Floats of scratch gp_decoder_layer needs for T new positions and at most S keys on `threads` threads. */
 GP_EXPORT(gp_decoder_scratch)

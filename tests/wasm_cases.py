@@ -897,25 +897,30 @@ def wasm_matmul_threads() -> None:
 
 
 @case
-def wasm_project_bf16() -> None:
-    # A vocabulary's logits from its bfloat16 copy: the kernel's sums against float64 ones of the same bfloat16 values
-    # within Higham's bound, 2 (K + 1) u sum |x_i h_i| (any order). Shapes: one of everything; K off the vectors
-    # (4-lane, 8 and 16 natively) and their four-accumulator runs; N off the threads' parts; Whisper's width.
+def wasm_project_q8() -> None:
+    # A vocabulary's logits from its int8 copy: the kernel's sums against float64 ones of the same int8 rows times
+    # their scales, within Higham's bound, 2 (K + 2) u s_j sum |x_i q_ji| (any order, and the scale's product).
+    # Shapes: one of everything; K off the vectors (4-lane, 8 and 16 natively) and their four-accumulator runs; N off
+    # the threads' parts; Whisper's width; every int8 value, -128 and 127 included.
     r = rng(35)
     for k, n in ((1, 1), (7, 5), (33, 70), (65, 3), (384, 4099)):
         x = _uniform(r, (k,))
-        w = _frozen(((r.uniform(-1, 1, (n, k)).astype(np.float32).view(np.uint32) >> 16)).astype(np.uint16))
-        wf = (w.astype(np.uint32) << 16).view(np.float32).astype(np.float64)
-        got = W.ENGINE.project_bf16(x, w, threads=THREADS)
-        bound = 2 * (k + 1) * U * (np.abs(wf) @ np.abs(x.astype(np.float64))) + 1e-30
-        close(got, (wf @ x.astype(np.float64)).astype(np.float32), atol=bound, what=f"project_bf16 {k}x{n}")
-    for bad in (np.zeros((3, 4), np.float32), np.zeros((4, 3), np.uint16)):   # not uint16 (3, 4); x of 4 for K 3
+        q = _frozen(r.integers(-128, 128, (n, k)).astype(np.int8))
+        scale = _frozen(r.uniform(1e-3, 1, n).astype(np.float32))
+        got = W.ENGINE.project_q8(x, q, scale, threads=THREADS)
+        w64, x64 = q.astype(np.float64) * scale[:, None], x.astype(np.float64)
+        bound = 2 * (k + 2) * U * (np.abs(w64) @ np.abs(x64)) + 1e-30
+        close(got, (w64 @ x64).astype(np.float32), atol=bound, what=f"project_q8 {k}x{n}")
+    ok_q, ok_s = _frozen(np.zeros((3, 4), np.int8)), _frozen(np.ones(3, np.float32))
+    for q, scale, x in ((_frozen(np.zeros((3, 4), np.float32)), ok_s, np.zeros(4, np.float32)),   # not int8
+                        (ok_q, ok_s, np.zeros(3, np.float32)),                                     # x of 3 for K 4
+                        (ok_q, _frozen(np.ones(4, np.float32)), np.zeros(4, np.float32))):         # 4 scales, 3 rows
         try:
-            W.ENGINE.project_bf16(np.zeros(4, np.float32), _frozen(bad))
+            W.ENGINE.project_q8(x, q, scale)
         except ValueError as exc:
-            assert "project_bf16" in str(exc), exc
+            assert "project_q8" in str(exc), exc
         else:
-            raise AssertionError(f"project_bf16 took {bad.dtype} {bad.shape}")
+            raise AssertionError(f"project_q8 took {q.dtype} {q.shape}, {scale.shape} scales, x {x.shape}")
 
 
 @case

@@ -1,5 +1,5 @@
-"""gpuport.host.vocab.VocabGreedy: the greedy choice from a vocabulary's bfloat16 copy is the float32 argmax, even
-where bfloat16 cannot tell the best rows apart, and its log-probabilities are the float32 logits' own.
+"""gpuport.host.vocab.VocabGreedy: the greedy choice from a vocabulary's int8 copy is the float32 argmax, even where
+the int8 copy orders the best rows the other way, and its log-probabilities are the float32 logits' own.
 
 The float32 answer is NumPy's float32 product (any summation order is within the bound VocabGreedy allows for);
 log-probabilities are held to 1e-5 against references.greedy_ref (float32 exp summed in double, as the kernel's) plus
@@ -31,16 +31,18 @@ def vocab() -> VocabGreedy:
     return VocabGreedy(frozen((r.standard_normal((5003, 96)) * 0.05).astype(np.float32)))
 
 
-def test_the_bf16_copy_is_rounded_to_nearest_and_the_bound_holds(vocab):
-    w = vocab.weight
-    back = (vocab.bf16.astype(np.uint32) << 16).view(np.float32)
-    assert np.all(np.abs(back - w) <= 2.0 ** -8 * np.abs(w))      # half a bfloat16 ulp at most
-    assert np.abs(back - w).max() > 2.0 ** -10 * np.abs(w).max()  # not float32 passed through
+def test_the_int8_copy_is_each_row_rounded_and_every_bound_holds(vocab):
+    w = vocab.weight.astype(np.float64)
+    back = vocab.q8.astype(np.float64) * vocab.scale[:, None]
+    # half a step at most, and the float32 quotient w / s a rounding off (127 u steps)
+    assert np.all(np.abs(back - w) <= (0.5 + 128 * 2.0 ** -24) * vocab.scale[:, None])
+    assert np.abs(vocab.q8).max() == 127 and vocab.q8.dtype == np.int8
     r = np.random.default_rng(8)
     for _ in range(20):
         x = (r.standard_normal(96) * r.uniform(0.1, 50)).astype(np.float32)
-        err = np.abs(hostops.project_bf16(x, vocab.bf16) - w @ x)
-        assert err.max() <= np.linalg.norm(x.astype(np.float64)) * vocab.bound
+        err = np.abs(hostops.project_q8(x, vocab.q8, vocab.scale) - vocab.weight @ x)
+        assert np.all(err <= np.linalg.norm(x.astype(np.float64)) * vocab.bound)
+        assert err.max() > 1e-3 * np.linalg.norm(x) * vocab.bound.max()   # not the float32 weight passed through
 
 
 def test_choices_equal_the_float32_argmax(vocab):
@@ -53,20 +55,21 @@ def test_choices_equal_the_float32_argmax(vocab):
         assert vocab.choose(x, b) == float32_choice(vocab.weight, x, b)
 
 
-def test_rows_bfloat16_orders_wrongly_are_decided_by_float32():
-    # bfloat16's step is 2^-8 between 0.5 and 1. Row 3's values all sit just below a midpoint (rounded down to 0.5),
-    # row 11's are 0.5 but one just above a midpoint (rounded up): in float32 row 3 leads by ~31 steps' worth of
-    # halves, in bfloat16 row 11 leads by one step. Without the exact check over the 2B margin (a margin of 0),
-    # row 11 would win.
+def test_rows_the_int8_copy_orders_wrongly_are_decided_by_float32():
+    # Both rows have 1.27 as their largest value (scale 0.01). Row 3's other values all sit just below a midpoint
+    # between int8 steps (rounded down to 0.5), row 11's are 0.5 but one just above a midpoint (rounded up): in float32
+    # row 3 leads by ~31 half-steps, in int8 row 11 leads by one step. Without the exact check within the rows' bounds
+    # (a margin of 0) row 11 would win.
     r = np.random.default_rng(10)
     w = (r.standard_normal((40, 64)) * 0.01).astype(np.float32)
-    step = 2.0 ** -8
+    step = 0.01
     w[3] = 0.5 + 0.49 * step
     w[11] = 0.5
-    w[11, 0] = 0.5 + 0.51 * step
+    w[11, 1] = 0.5 + 0.51 * step
+    w[3, 0] = w[11, 0] = 1.27
     vocab = VocabGreedy(frozen(w))
     x = np.ones(64, np.float32)
-    approx = hostops.project_bf16(x, vocab.bf16)
+    approx = hostops.project_q8(x, vocab.q8, vocab.scale)
     assert approx[11] > approx[3] and w[3] @ x > w[11] @ x
     assert vocab.choose(x) == 3 == float32_choice(w, x)
     bias = np.zeros(40, np.float32)
@@ -97,8 +100,11 @@ def test_what_the_copy_cannot_decide_is_left_to_the_float32_logits(vocab):
     assert vocab.choose(np.full(96, np.inf, np.float32)) is None
     assert vocab.choose(np.full(96, np.nan, np.float32)) is None
     assert vocab.choose(x, np.full(vocab.weight.shape[0], -np.inf, np.float32)) is None   # nothing finite
-    w = np.array(vocab.weight)
-    w[17, 3] = np.nan
-    assert VocabGreedy(frozen(w)).choose(x) is None
+    for bad in (np.nan, np.inf):
+        w = np.array(vocab.weight)
+        w[17, 3] = bad
+        assert VocabGreedy(frozen(w)).choose(x) is None
+    zero = VocabGreedy(frozen(np.zeros((4, 8), np.float32)))   # all-zero rows: scale 1, every logit 0, the first
+    assert zero.choose(np.ones(8, np.float32)) == 0
     with pytest.raises(ValueError, match="read-only float32"):
         VocabGreedy(np.zeros((4, 4), np.float32))

@@ -79,18 +79,19 @@ def test_tokens_equal_faster_whisper(asr, clip):
 
 
 @pytest.mark.parametrize("asr", ["cpu"], indirect=True)
-def test_steps_choose_from_the_bfloat16_vocabulary_and_keep_float32_results(asr):
-    """Where kernels run the steps, each step's token comes from the vocabulary's bfloat16 copy (host/vocab.py) and
+def test_steps_choose_from_the_int8_vocabulary_and_keep_float32_results(asr):
+    """Where kernels run the steps, each step's token comes from the vocabulary's int8 copy (host/vocab.py) and
     the log-probabilities from one float32 product at the window's end: tokens and avg_logprob equal the float32
     path's (summed in another order: 1e-6)."""
     host = asr._host_decoder()
     assert (host["vocab"] is not None) == (hostops.layers() is not None)
     if host["vocab"] is None:
-        pytest.fail(f"no host kernels linked here ({hostops.reason()}): the bfloat16 path cannot be checked")
-    before = hostops.calls().get("project_bf16", {})
+        pytest.fail(f"no host kernels linked here ({hostops.reason()}): the int8 path cannot be checked")
+    before = {op: sum(hostops.calls().get(op, {}).values()) for op in ("project_q8", "project")}
     fast = run(asr.transcribe(speech.pcm("fox")))
-    after = hostops.calls().get("project_bf16", {})
-    assert sum(after.values()) - sum(before.values()) == len(fast.tokens)   # every step after the prompt's
+    after = {op: sum(hostops.calls().get(op, {}).values()) for op in ("project_q8", "project")}
+    assert after["project_q8"] - before["project_q8"] == len(fast.tokens)   # every step after the prompt's
+    assert after["project"] - before["project"] == 2   # float32 logits: the prompt's, the window's log-probabilities
     vocab, host["vocab"] = host["vocab"], None
     try:
         exact = run(asr.transcribe(speech.pcm("fox")))

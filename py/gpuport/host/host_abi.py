@@ -16,7 +16,7 @@ import re
 import sys
 from dataclasses import dataclass
 
-ABI = 10  # what gp_abi() returns: bumped whenever a row below changes; a build with another is refused
+ABI = 11  # what gp_abi() returns: bumped whenever a row below changes; a build with another is refused
 
 HEADER = "hostkernels/abi.h"
 REGENERATE = f"python3 py/gpuport/host/host_abi.py > {HEADER}"
@@ -24,7 +24,7 @@ REGENERATE = f"python3 py/gpuport/host/host_abi.py > {HEADER}"
 # The C types the exports use, by how a value crosses into the kernels: a pointer is the address of a NumPy
 # buffer (an i32 in wasm32, where the module shares Pyodide's memory; a void pointer to ctypes).
 KINDS = {"void": "void", "int": "int", "float": "float", "float *": "pointer", "const float *": "pointer",
-         "const uint8_t *": "pointer", "const uint16_t *": "pointer", "const int *": "pointer"}
+         "const uint8_t *": "pointer", "const int8_t *": "pointer", "const int *": "pointer"}
 WASM_TYPES: dict[str, tuple[str, ...]] = {"void": (), "int": ("i32",), "float": ("f32",), "pointer": ("i32",)}
 _PARAM = re.compile(r"(?P<type>(?:const )?\w+(?: \*)?) ?(?P<name>\w+)")
 _WIDTH = 110  # the C sources' line length
@@ -151,9 +151,10 @@ EXPORTS: tuple[Export, ...] = (
     _export("void", "gp_matmul_threads",
             "const float *a, int M, int K, const float *packed, int N, float *c, int ldc, int threads",
             "C (M x N, rows ldc apart) = A (M x K) @ packed B (+ bias), its column panels shared over `threads`."),
-    _export("void", "gp_project_bf16", "const float *x, int K, const uint16_t *w, int N, float *out, int threads",
-            "out (N) = x (K) W^T for W (N x K) in bfloat16 (float32's high halves), its rows shared over `threads`: "
-            "a large weight read at half the bytes, for a choice its caller checks against the float32 rows."),
+    _export("void", "gp_project_q8",
+            "const float *x, int K, const int8_t *w, const float *scale, int N, float *out, int threads",
+            "out (N) = x (K) W^T for W (N x K) as int8 rows times their scales, its rows shared over `threads`: a "
+            "large weight read at a quarter of its bytes, for a choice its caller checks against the float32 rows."),
     _export("int", "gp_decoder_scratch", "int T, int S, int H, int F, int threads",
             "Floats of scratch gp_decoder_layer needs for T new positions and at most S keys on `threads` threads."),
     _export("void", "gp_decoder_layer",

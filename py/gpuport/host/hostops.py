@@ -605,15 +605,15 @@ def project(x: np.ndarray, w: np.ndarray) -> np.ndarray:
     return engine.matmul_threads(x, w, threads=threads)
 
 
-def project_bf16(x: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """x (K,) @ W^T for W (N, K) bfloat16 as uint16, on layers()'s threads (approximate: vocab.VocabGreedy bounds
-    it); NumPy where no kernels are linked."""
+def project_q8(x: np.ndarray, w: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """x (K,) @ W^T for W (N, K) as int8 rows times their scales, on layers()'s threads (approximate: vocab.VocabGreedy
+    bounds it); NumPy where no kernels are linked."""
     chosen = layers()
     if chosen is None:
-        return (w.astype(np.uint32) << 16).view(np.float32) @ np.asarray(x, np.float32)
+        return (w.astype(np.float32) @ np.asarray(x, np.float32)) * scale
     engine, threads = chosen
-    ran("project_bf16", engine.name)
-    return engine.project_bf16(x, w, threads=threads)
+    ran("project_q8", engine.name)
+    return engine.project_q8(x, w, scale, threads=threads)
 
 
 def product(a: np.ndarray, w: np.ndarray, bias: np.ndarray | None = None) -> np.ndarray:

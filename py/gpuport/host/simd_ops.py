@@ -531,16 +531,19 @@ class SimdKernels:
         self._done()
         return out
 
-    def project_bf16(self, x: np.ndarray, w: np.ndarray, *, threads: int = 1) -> np.ndarray:
-        """x (K,) @ W^T for W (N, K) bfloat16 as uint16 (float32's high halves; read-only, an engine that copies it
-        keeps the copy while it lives): approximate logits, W's rows shared over `threads`."""
-        lib = self._need("project_bf16")
+    def project_q8(self, x: np.ndarray, w: np.ndarray, scale: np.ndarray, *, threads: int = 1) -> np.ndarray:
+        """x (K,) @ W^T for W (N, K) as int8 rows times their float32 scales (N,) (both read-only; an engine that
+        copies them keeps the copies while they live): approximate logits, W's rows shared over `threads`."""
+        lib = self._need("project_q8")
         x32 = _f32(x)
-        if w.dtype != np.uint16 or w.ndim != 2 or not w.flags.c_contiguous or x32.shape != (w.shape[1],):
-            raise ValueError(f"project_bf16: x {x32.shape} by {w.dtype} {w.shape}: needs x (K,) and a C-contiguous "
-                             "uint16 (N, K)")
-        out = np.empty(w.shape[0], np.float32)
-        lib.gp_project_bf16(self._at(x32), w.shape[1], self._kept(w), w.shape[0], self._out(out), max(1, int(threads)))
+        n = w.shape[0] if w.ndim == 2 else -1
+        if (w.dtype != np.int8 or w.ndim != 2 or not w.flags.c_contiguous or x32.shape != (w.shape[1],)
+                or scale.dtype != np.float32 or scale.shape != (n,)):
+            raise ValueError(f"project_q8: x {x32.shape} by {w.dtype} {w.shape} with {scale.dtype} scales "
+                             f"{scale.shape}: needs x (K,), a C-contiguous int8 (N, K) and float32 (N,)")
+        out = np.empty(n, np.float32)
+        lib.gp_project_q8(self._at(x32), w.shape[1], self._kept(w), self._kept(scale), n, self._out(out),
+                          max(1, int(threads)))
         self._done()
         return out
 

@@ -1,15 +1,15 @@
-"""The greedy choice over a large vocabulary from half its bytes, still the float32 argmax.
+"""The greedy choice over a large vocabulary from a quarter of its bytes, still the float32 argmax.
 
 A decode step's vocabulary product reads the whole float32 weight (Whisper tiny's 51,864 x 384: 80 MB), and at one
-thread that read is most of a step. `VocabGreedy` reads a bfloat16 copy (each weight rounded to nearest) instead
-(hostkernels/decoder.c `gp_project_bf16`), then bounds what that changed. Rounding to bfloat16's 8 significant bits
-moves a weight by at most 2^-8 |w| (plus 2^-134 below float32's normal range), so by Cauchy-Schwarz
-|x.w_j - x.h_j| <= |x| (2^-8 |w_j| + sqrt(K) 2^-134); a float32 sum of K products errs by at most
-gamma_K |x| |w_j| in any order (gamma_K = K u / (1 - K u), u = 2^-24), |h_j| <= (1 + 2^-8) |w_j|. So the approximate
-logit and the float32 one differ by at most B = |x| c, c = max_j |w_j| (2^-8 + gamma_K (2 + 2^-8)) + sqrt(K) 2^-134,
-made once (1% to spare). Only a row within 2B of the largest approximate logit can be the float32 argmax; those
-rows (1 to 5 of 51,864 on Whisper's clips) are recomputed from the float32 weight and the largest chosen, the first
-of equals.
+thread that read is most of a step. `VocabGreedy` reads an int8 copy instead (each row w_j as q_j times a scale s_j,
+the largest |w_j| / 127; hostkernels/decoder.c `gp_project_q8`), then bounds what that changed, row by row. By
+Cauchy-Schwarz |x.w_j - x.(s_j q_j)| <= |x| r_j, with r_j = |w_j - s_j q_j| measured once; a float32 sum of
+K products errs by at most gamma |x| |w_j| in any order (gamma = (K + 1) u / (1 - (K + 1) u), u = 2^-24: one more
+rounding for the scale). So the approximate logit and the float32 one differ by at most B_j = |x| c_j,
+c_j = r_j + gamma (|w_j| + |s_j q_j|) (1% to spare). A row can be the float32 argmax only if its approximate logit
+plus B_j reaches the largest approximate logit minus its own bound; those rows (1 to 27 of 51,864 on Whisper's
+clips: a bound for all rows alike, the largest c_j, let up to 14,439 through) are recomputed from the float32 weight
+and the largest chosen, the first of equals.
 
 The log-probabilities need every logit: `logprobs` computes them for many steps afterwards in one product (the
 float32 weight streamed once for all of them, not once a step).
@@ -35,36 +35,52 @@ class VocabGreedy:
         if weight.dtype != np.float32 or weight.ndim != 2 or weight.flags.writeable:
             raise ValueError(f"VocabGreedy: a read-only float32 (N, K) weight, not {weight.dtype} {weight.shape}")
         n, k = weight.shape
-        gamma = k * _U / (1 - k * _U)
+        gamma = (k + 1) * _U / (1 - (k + 1) * _U)
         self.weight = weight
-        self.bf16 = np.empty((n, k), np.uint16)
-        squares = [0.0]
+        self.q8 = np.empty((n, k), np.int8)
+        self.scale = np.empty(n, np.float32)
+        self.bound = np.empty(n, np.float32)   # c_j: |approximate - float32 logit of row j| <= |x| c_j
         for r in range(0, n, _ROWS):
             w = weight[r:r + _ROWS]
-            u = w.view(np.uint32)
-            self.bf16[r:r + _ROWS] = (u + np.uint32(0x7FFF) + ((u >> 16) & 1)) >> 16   # round to nearest even
-            squares.append(float(np.einsum("ij,ij->i", w, w).max(initial=0.0)))
-        self.bf16.flags.writeable = False
-        # c: |approximate - float32 logit| <= |x| c for every row; a weight that is not finite (or a norm that
-        # overflows) makes it NaN or inf, and then choose() never decides
-        largest = math.sqrt(float(np.max(squares)))
-        self.bound = 1.01 * (largest * (2.0 ** -8 + gamma * (2 + 2.0 ** -8)) + math.sqrt(k) * 2.0 ** -134)
+            s = np.abs(w).max(axis=1, initial=0.0) / np.float32(127)
+            s[s == 0] = 1.0
+            q = np.clip(np.rint(w / s[:, None]), -127, 127)
+            self.q8[r:r + _ROWS], self.scale[r:r + _ROWS] = q, s
+            # in float32 (a page's NumPy is slow at float64): d = w - s q is off the true difference by at most
+            # u (|s q| + |d|) <= 256 u s a value, so r_j <= |d| + sqrt(K) 256 u s_j; |s_j q_j| <= |w_j| + r_j
+            d = w - s[:, None] * q
+            res = np.sqrt(np.einsum("ij,ij->i", d, d, dtype=np.float32)) + np.float32(np.sqrt(k) * 256 * _U) * s
+            norm = np.sqrt(np.einsum("ij,ij->i", w, w, dtype=np.float32))
+            self.bound[r:r + _ROWS] = 1.01 * (res + np.float32(gamma) * (2 * norm + res))   # 1%: the sums' rounding
+        for a in (self.q8, self.scale, self.bound):
+            a.flags.writeable = False
+        # a weight that is not finite gives a bound that is not: then choose() never decides
+        self.decides = bool(np.isfinite(self.bound).all())
+        self.widest = float(self.bound.max(initial=0.0)) if self.decides else math.inf
 
     def choose(self, x: np.ndarray, bias: np.ndarray | None = None) -> int | None:
         """The argmax of x (K,) @ W^T + bias (0 or -inf: suppressed tokens) as float32 logits give it; None where this
-        cannot decide (a non-finite x, logit or bound, or nothing finite): the caller computes every logit."""
-        z = hostops.project_bf16(x, self.bf16)
+        cannot decide (a weight or x that is not finite, nothing finite to choose): the caller computes every logit."""
+        norm = float(np.linalg.norm(x.astype(np.float64)))
+        if not (self.decides and np.isfinite(norm)):
+            return None
+        z = hostops.project_q8(x, self.q8, self.scale)
         if bias is not None:
             z += bias
         top = float(z.max())
-        margin = 2.0 * float(np.linalg.norm(x.astype(np.float64))) * self.bound
-        if not (np.isfinite(top) and np.isfinite(margin)):
+        if not np.isfinite(top):
             return None
-        rows = np.flatnonzero(z >= top - margin)
+        # first with the largest bound, in float32 (1% over 2 B covers the comparison's rounding): a few dozen rows
+        # of 51,864 pass; then each of those with its own bound, in float64, against the largest approximate logit
+        # less its bound among them: no higher than the whole vocabulary's, so no row that could win is dropped
+        rows = np.flatnonzero(z >= top - 2.02 * norm * self.widest)
+        near = z[rows].astype(np.float64)
+        margin = self.bound[rows] * norm
+        rows = rows[near + margin >= float((near - margin).max())]
         exact = self.weight[rows] @ x.astype(np.float32)
         if bias is not None:
             exact += bias[rows]
-        if not np.isfinite(exact).all():
+        if not rows.size or not np.isfinite(exact).all():
             return None
         return int(rows[int(np.argmax(exact))])
 

@@ -397,7 +397,7 @@ class Whisper:
             emb = self.embedding.known_values()
             self._host = {"emb": emb, "pos": self.dec_pos.known_values(),
                           "ln": [t.known_values() for t in self.dec_ln], "layers": layers,
-                          # a step's choice from the vocabulary's bfloat16 copy where kernels run it (vocab.py)
+                          # a step's choice from the vocabulary's int8 copy where kernels run it (vocab.py)
                           "vocab": VocabGreedy(emb) if hostops.layers() is not None else None}
         return self._host
 
@@ -486,7 +486,7 @@ class Whisper:
                         rows.append(last)
                         chosen.append(tok)
                     else:
-                        if step and vocab is not None:   # undecided from bfloat16: every float32 logit
+                        if step and vocab is not None:   # undecided from the int8 copy: every float32 logit
                             last = hostops.project(last[None], self._host_decoder()["emb"])[0]
                         tok, logprob = hostops.greedy(last, bias)
                         total += logprob
