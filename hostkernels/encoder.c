@@ -146,14 +146,20 @@ static void product_cols(void *ctx, int lo, int hi, int slot) {
   }
 }
 
-/* 12 parts a thread: the threads meet after every product, and the last part's time is what one waits for the other
- * (natively, 2 threads, worker processes alternating, 5 runs: MiniLM's sentence 4.8-5.2 -> 4.7-4.9 ms with 12
- * against 4, 8 sentences 11.4-13.2 -> 11.1-11.3; 256 tokens the same; 24 no better. CLIP in a Chromium page, runs
- * 12, 4, 12: 16 images 1622, 1703, 1669 ms, zero-shot 173, 186, 178). */
+/* Natively 12 parts a thread: the threads meet after every product, and the last part's time is what one waits for
+ * the other (2 threads, worker processes alternating, 5 runs: MiniLM's sentence 4.8-5.2 -> 4.7-4.9 ms with 12
+ * against 4, 8 sentences 11.4-13.2 -> 11.1-11.3; 256 tokens the same; 24 no better). In the page's pool 4: with 12,
+ * CLIP's runs moved within their spread (16 images 1622, 1703, 1669 ms for 12, 4, 12) and MiniLM's sentence took
+ * 7.2-12.6 ms (6.3-12 before), not an A/B either way. */
+#ifdef __wasm__
+#define PARTS_PER_THREAD 4
+#else
+#define PARTS_PER_THREAD 12
+#endif
 static void product(int threads, const float *a, int M, int K, const float *packed, int N, float *c, int act) {
   struct product P = {a, packed, c, M, K, N, act};
   const int panels = (N + NR - 1) / NR;
-  gp_parallel(threads, panels, 12 * threads, product_cols, &P);
+  gp_parallel(threads, panels, PARTS_PER_THREAD * threads, product_cols, &P);
 }
 
 /* What follows attention on the first `n` rows of x and a (attention's output): the output projection, residual and

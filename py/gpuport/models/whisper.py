@@ -480,6 +480,7 @@ class Whisper:
                 tokens: list[int] = []
                 total = 0.0
                 for step in range(min(cfg.text_ctx // 2, cfg.text_ctx - len(prompt))):
+                    t0 = time.perf_counter()   # a step: this token's choice and the next logits (or row)
                     bias = self._bias[step == 0]
                     tok = vocab.choose(last, bias) if step and vocab is not None else None
                     if tok is not None:
@@ -495,7 +496,6 @@ class Whisper:
                     tokens.append(tok)
                     if cache.length >= cfg.text_ctx:
                         break
-                    t0 = time.perf_counter()
                     if vocab is not None:
                         last = self.hidden_host([tok], cache, host_cross)[-1]   # type: ignore[arg-type]
                     elif host_cross is not None:
