@@ -6,7 +6,7 @@
 #define GPUPORT_ABI_H
 
 /* Bumped whenever an exported signature changes; the Python wrapper refuses a module with another. */
-#define GP_ABI 11
+#define GP_ABI 12
 
 /* Only the functions declared here are exported (the builds are -fvisibility=hidden): by name in
  * WebAssembly, natively as the ELF symbols of the same names. */
@@ -63,14 +63,14 @@ GP_EXPORT(gp_attention)
 void gp_attention(const float *q, const float *k, const float *v, int ld, const float *mask, float *out,
                   int ldo, int B, int Sq, int Sk, int heads, int d, int causal, float *scratch);
 
-/* Floats of scratch gp_encoder_layer needs for n = B * S tokens on `threads` threads. */
+/* Floats of scratch gp_encoder_layer needs for n tokens, sequences of S at most (a shared prefix's included), on `threads` threads. */
 GP_EXPORT(gp_encoder_scratch)
-int gp_encoder_scratch(int n, int S, int H, int heads, int F, int threads);
+int gp_encoder_scratch(int n, int S, int H, int heads, int F, int prefix, int threads);
 
-/* One encoder layer on x (B, S, H) in place, or on B sequences of `lengths` one after another, post-norm or (flags 1) pre-norm, GELU or (2) QuickGELU, (4) causal, (8, 16) only each sequence's first or last row past the QKV product, returned as x's first B rows; returns the rows with non-finite norm statistics. */
+/* One encoder layer on x (B, S, H) in place, or on B sequences of `lengths` one after another (after `prefix` rows each begins with, causal only), post-norm or (flags 1) pre-norm, GELU or (2) QuickGELU, (4) causal, (8, 16) only each sequence's first or last row past the QKV product, returned as x's first B rows; returns the rows with non-finite norm statistics. */
 GP_EXPORT(gp_encoder_layer)
 int gp_encoder_layer(float *x, int B, int S, int H, int heads, int F, const float *mask, const int *lengths,
-                     const float *wqkv, const float *wo, const float *wi, const float *wo2,
+                     int prefix, const float *wqkv, const float *wo, const float *wi, const float *wo2,
                      const float *ln1_g, const float *ln1_b, const float *ln2_g, const float *ln2_b,
                      float eps, int flags, float *scratch, int threads);
 

@@ -20,14 +20,21 @@
 /* gp_encoder_layer's flags; GP_KEEP_FIRST and GP_KEEP_LAST: see keep_rows. */
 enum { GP_PRE_NORM = 1, GP_QUICK_GELU = 2, GP_CAUSAL = 4, GP_KEEP_FIRST = 8, GP_KEEP_LAST = 16 };
 
-/* Floats of scratch gp_encoder_layer needs for n = B * S tokens on `threads` threads. */
-int gp_encoder_scratch(int n, int S, int H, int heads, int F, int threads) {
-  return n * (3 * H + H + F) + (threads > 1 ? threads : 1) * gp_attention_scratch(S, H / heads);
+/* A thread's attention scratch: gp_attention's, and with a shared prefix room for one sequence's rows of Q, K and V
+ * and its attention output (prefixed_heads). */
+static int attention_floats(int S, int H, int heads, int prefix) {
+  return gp_attention_scratch(S, H / heads) + (prefix ? 4 * S * H : 0);
+}
+
+/* Floats of scratch gp_encoder_layer needs for n tokens, sequences of S at most (a shared prefix's included), on
+ * `threads` threads. */
+int gp_encoder_scratch(int n, int S, int H, int heads, int F, int prefix, int threads) {
+  return n * (3 * H + H + F) + (threads > 1 ? threads : 1) * attention_floats(S, H, heads, prefix);
 }
 
 struct layer {
   float *x, *qkv, *a, *f, *attn;
-  int B, S, H, heads, F, n, attn_floats, flags;
+  int B, S, H, heads, F, n, attn_floats, flags, prefix;
   const int *lengths;
   const float *mask, *wqkv, *wo, *wi, *wo2, *ln1_g, *ln1_b, *ln2_g, *ln2_b;
   float eps;
@@ -71,9 +78,36 @@ static void qkv_rows(void *ctx, int lo, int hi, int slot) {
   gp_matmul_packed(in, m, L->H, L->H, L->wqkv, 3 * L->H, L->qkv + r0 * 3 * L->H, 3 * L->H);
 }
 
+/* With a shared prefix (texts that begin alike, causal): QKV rows of heads [lo, hi) of the prefix's P rows, then of
+ * the sequence's `len` rows from `start`, copied into one run of rows in buf (Q, K, V each w = (hi - lo) d wide),
+ * so the sequence's queries see the keys, in the order, they would in a sequence of its own: its attention gives
+ * the same numbers as without the sharing, to the bit. Returns the run's row width, 3 w. Inlined, as
+ * attention_heads is. */
+INLINE int prefixed_rows(const struct layer *L, long start, int len, int lo, int hi, float *buf) {
+  const int H = L->H, d = H / L->heads, off = lo * d, w = (hi - lo) * d;
+  for (int i = 0; i < L->prefix + len; i++) {
+    const float *src = L->qkv + (i < L->prefix ? i : start + i - L->prefix) * 3L * H + off;
+    float *dst = buf + (long)i * 3 * w;
+    for (int part = 0; part < 3; part++)
+      for (int j = 0; j < w; j++) dst[part * w + j] = src[part * H + j];
+  }
+  return 3 * w;
+}
+
+/* Heads [lo, hi) of sequence rows [start, start + len) after the shared prefix: the run of rows prefixed_rows makes
+ * through causal attention, its last len rows kept (the prefix's own were made once, in attention_heads). */
+INLINE void prefixed_heads(const struct layer *L, long start, int len, int lo, int hi, float *scratch) {
+  const int H = L->H, d = H / L->heads, w = (hi - lo) * d, S = L->prefix + len;
+  float *buf = scratch + gp_attention_scratch(L->S, d), *out = buf + 3L * L->S * H;
+  const int ld = prefixed_rows(L, start, len, lo, hi, buf);
+  gp_attention(buf, buf + w, buf + 2 * w, ld, 0, out, w, 1, S, S, hi - lo, d, 1, scratch);
+  for (int i = 0; i < len; i++)
+    for (int j = 0; j < w; j++) L->a[(start + i) * H + lo * d + j] = out[(long)(L->prefix + i) * w + j];
+}
+
 /* Heads [lo, hi) of every sequence: a range of heads is a range of columns. Sequences of their own lengths lie
- * one after another, each attending within itself. Always inlined: in the one-thread WebAssembly build a call
- * left out of line would keep the layer's struct on a shadow stack. */
+ * one after another, each attending within itself (and to the shared prefix before them). Always inlined: in the
+ * one-thread WebAssembly build a call left out of line would keep the layer's struct on a shadow stack. */
 INLINE void attention_heads(void *ctx, int lo, int hi, int slot) {
   struct layer *L = ctx;
   const int H = L->H, d = H / L->heads, off = lo * d, causal = (L->flags & GP_CAUSAL) != 0;
@@ -83,7 +117,14 @@ INLINE void attention_heads(void *ctx, int lo, int hi, int slot) {
                  L->S, hi - lo, d, causal, scratch);
     return;
   }
-  for (int b = 0, row = 0; b < L->B; row += L->lengths[b++]) {
+  if (L->prefix)
+    gp_attention(L->qkv + off, L->qkv + H + off, L->qkv + 2 * H + off, 3 * H, 0, L->a + off, H, 1, L->prefix,
+                 L->prefix, hi - lo, d, 1, scratch);
+  for (int b = 0, row = L->prefix; b < L->B; row += L->lengths[b++]) {
+    if (L->prefix) {
+      prefixed_heads(L, row, L->lengths[b], lo, hi, scratch);
+      continue;
+    }
     const float *qkv = L->qkv + (long)row * 3 * H + off;
     gp_attention(qkv, qkv + H, qkv + 2 * H, 3 * H, 0, L->a + (long)row * H + off, H, 1, L->lengths[b],
                  L->lengths[b], hi - lo, d, causal, scratch);
@@ -206,14 +247,20 @@ INLINE int by_columns(struct layer *L, int threads) {
  * alone through attention (its own query, against the keys it sees) and the rest of the layer: an image's 50
  * rows make 9/12 of the layer's products for one. The B rows come back as x's first B rows. */
 INLINE int keep_rows(struct layer *L, int threads) {
-  const int H = L->H, d = H / L->heads;
+  const int H = L->H, d = H / L->heads, P = L->prefix;
   int bad = qkv_columns(L, threads);
-  for (int b = 0, start = 0, len; b < L->B; b++, start += len) {
+  for (int b = 0, start = P, len; b < L->B; b++, start += len) {
     len = L->lengths ? L->lengths[b] : L->S;
     const int r = (L->flags & GP_KEEP_LAST) ? len - 1 : 0;
     const float *seq = L->qkv + (long)start * 3 * H;
-    gp_attention(seq + (long)r * 3 * H, seq + H, seq + 2 * H, 3 * H, L->mask ? L->mask + (long)b * L->S : 0,
-                 L->a + (long)b * H, H, 1, 1, (L->flags & GP_CAUSAL) ? r + 1 : len, L->heads, d, 0, L->attn);
+    int ld = 3 * H, w = H;
+    if (P) {   /* the prefix's keys and the sequence's in one run (prefixed_rows), the kept row at P + r of it */
+      seq = L->attn + gp_attention_scratch(L->S, d);
+      ld = prefixed_rows(L, start, r + 1, 0, L->heads, (float *)seq);
+      w = ld / 3;
+    }
+    gp_attention(seq + (long)(P + r) * ld, seq + w, seq + 2 * w, ld, L->mask ? L->mask + (long)b * L->S : 0,
+                 L->a + (long)b * H, H, 1, 1, (L->flags & GP_CAUSAL) ? P + r + 1 : len, L->heads, d, 0, L->attn);
     /* row start + r >= b: never one an earlier sequence's copy wrote */
     for (int j = 0; j < H; j++) L->x[(long)b * H + j] = L->x[(long)(start + r) * H + j];
   }
@@ -222,26 +269,30 @@ INLINE int keep_rows(struct layer *L, int threads) {
 
 /* x (B, S, H) is replaced by the layer's output; or with `lengths` (B of them, none past S) x holds B sequences
  * of those lengths one after another (a batch without padding: no row is computed that nobody reads), and mask
- * must be NULL. Weights are packed (gp_pack_b, transposed, bias folded): wqkv 3H x H, wo H x H, wi F x H,
- * wo2 H x F. mask (B, S) additive or NULL; flags: GP_PRE_NORM, GP_QUICK_GELU, GP_CAUSAL (above), and
+ * must be NULL; with `prefix` > 0 (causal only) x's first `prefix` rows are a start every sequence shares, made
+ * once (texts that begin alike: a template's words, every text's first token), the sequences after them, S at
+ * most prefix + the longest length. Weights are packed (gp_pack_b, transposed, bias folded): wqkv 3H x H, wo H x H,
+ * wi F x H, wo2 H x F. mask (B, S) additive or NULL; flags: GP_PRE_NORM, GP_QUICK_GELU, GP_CAUSAL (above), and
  * GP_KEEP_FIRST or GP_KEEP_LAST: only each sequence's first or last row is made past the QKV product, and those
- * B rows come back as x's first B rows (keep_rows). Natively and in the threaded build the work is spread over `threads` threads (pool.c): in
- * three phases (the QKV product by rows, attention by heads, the rest by rows), or up to COLUMN_ROWS rows each
- * product by columns (by_columns). Returns the number of rows whose layer-norm statistics were not finite (0 when
- * all is well); their values are not to be trusted and the caller recomputes the layer op by op, where NumPy owns
- * the IEEE edge cases. */
+ * B rows come back as x's first B rows (keep_rows). Natively and in the threaded build the work is spread over
+ * `threads` threads (pool.c): in three phases (the QKV product by rows, attention by heads, the rest by rows), or
+ * up to COLUMN_ROWS rows each product by columns (by_columns). Returns the number of rows whose layer-norm
+ * statistics were not finite (0 when all is well); their values are not to be trusted and the caller recomputes
+ * the layer op by op, where NumPy owns the IEEE edge cases. */
 int gp_encoder_layer(float *x, int B, int S, int H, int heads, int F, const float *mask, const int *lengths,
-                     const float *wqkv, const float *wo, const float *wi, const float *wo2, const float *ln1_g,
-                     const float *ln1_b, const float *ln2_g, const float *ln2_b, float eps, int flags, float *scratch,
-                     int threads) {
+                     int prefix, const float *wqkv, const float *wo, const float *wi, const float *wo2,
+                     const float *ln1_g, const float *ln1_b, const float *ln2_g, const float *ln2_b, float eps,
+                     int flags, float *scratch, int threads) {
   int n = B * S;
-  if (lengths)
-    for (int b = n = 0; b < B; b++) n += lengths[b];
+  if (lengths) {
+    n = prefix;
+    for (int b = 0; b < B; b++) n += lengths[b];
+  }
   const int tiles = (n + MR - 1) / MR;
   if (threads < 1) threads = 1;
   struct layer L = {x, scratch, scratch + n * 3 * H, scratch + n * 4 * H, scratch + n * (4 * H + F), B, S, H,
-                    heads, F, n, gp_attention_scratch(S, H / heads), flags, lengths, mask, wqkv, wo, wi, wo2, ln1_g,
-                    ln1_b, ln2_g, ln2_b, eps, 0};
+                    heads, F, n, attention_floats(S, H, heads, prefix), flags, prefix, lengths, mask, wqkv, wo, wi,
+                    wo2, ln1_g, ln1_b, ln2_g, ln2_b, eps, 0};
   if (flags & (GP_KEEP_FIRST | GP_KEEP_LAST)) return keep_rows(&L, threads);
   if (threads > 1 && n <= COLUMN_ROWS) return by_columns(&L, threads);
   /* Several parts per thread, taken as threads come free: a late or descheduled thread delays one small

@@ -110,6 +110,25 @@ def test_pooling_follows_both_eos_rules(small):
         text.cfg = model.config
 
 
+def test_texts_that_begin_alike_make_their_first_tokens_once(small, monkeypatch):
+    """A batch's shared first tokens (causal: the same rows in every text) are made once on the host, and the
+    embeddings are the unshared batch's within 1e-6 (each text's queries meet the same keys in the same order; the
+    prefix's rows, made against its own keys alone, may sum their softmax in another order: a float32 ulp)."""
+    loop, model = small
+    texts = [f"a photo of a {label}" for label in ("cat", "dog", "red fox", "cup of coffee")]
+    ids = model.tokenizer.batch(texts)
+    lengths = model.text.pooled_rows(ids) - np.arange(len(ids)) * ids.shape[1] + 1
+    assert C.shared_prefix(ids, lengths) == 5   # <|startoftext|> a photo of a
+    assert C.shared_prefix(ids[:1], lengths[:1]) == 0
+    assert C.shared_prefix(ids[[0, 0]], lengths[[0, 0]]) == lengths[0] - 1   # the same text twice: all but its last
+    for batch in (texts, texts[:1] * 2, ["a cat", "the cat"]):
+        shared = loop.run_until_complete(model.embed_texts(batch))
+        with monkeypatch.context() as m:
+            m.setattr(C, "shared_prefix", lambda ids, lengths: 0)
+            unshared = loop.run_until_complete(model.embed_texts(batch))
+        assert np.abs(shared - unshared).max() <= 1e-6, batch
+
+
 def test_classify_is_clips_softmax_and_labels_are_cached(small):
     loop, model = small
     ref = model_reference("clip-b32-small")

@@ -16,7 +16,7 @@ import re
 import sys
 from dataclasses import dataclass
 
-ABI = 11  # what gp_abi() returns: bumped whenever a row below changes; a build with another is refused
+ABI = 12  # what gp_abi() returns: bumped whenever a row below changes; a build with another is refused
 
 HEADER = "hostkernels/abi.h"
 REGENERATE = f"python3 py/gpuport/host/host_abi.py > {HEADER}"
@@ -124,15 +124,16 @@ EXPORTS: tuple[Export, ...] = (
             "int B, int Sq, int Sk, int heads, int d, int causal, float *scratch",
             "Multi-head softmax(q k^T / sqrt(d) + mask) v per batch and head (causal: query i sees keys 0..i); "
             "rows ld (out: ldo) floats apart."),
-    _export("int", "gp_encoder_scratch", "int n, int S, int H, int heads, int F, int threads",
-            "Floats of scratch gp_encoder_layer needs for n = B * S tokens on `threads` threads."),
+    _export("int", "gp_encoder_scratch", "int n, int S, int H, int heads, int F, int prefix, int threads",
+            "Floats of scratch gp_encoder_layer needs for n tokens, sequences of S at most (a shared prefix's "
+            "included), on `threads` threads."),
     _export("int", "gp_encoder_layer",
-            "float *x, int B, int S, int H, int heads, int F, const float *mask, const int *lengths, "
+            "float *x, int B, int S, int H, int heads, int F, const float *mask, const int *lengths, int prefix, "
             "const float *wqkv, const float *wo, const float *wi, const float *wo2, const float *ln1_g, "
             "const float *ln1_b, const float *ln2_g, const float *ln2_b, float eps, int flags, float *scratch, "
             "int threads",
-            "One encoder layer on x (B, S, H) in place, or on B sequences of `lengths` one after another, post-norm "
-            "or (flags 1) pre-norm, GELU or (2) QuickGELU, (4) causal, (8, 16) only each sequence's first or last row "
+            "One encoder layer on x (B, S, H) in place, or on B sequences of `lengths` one after another (after "
+            "`prefix` rows each begins with, causal only), post-norm or (flags 1) pre-norm, GELU or (2) QuickGELU, (4) causal, (8, 16) only each sequence's first or last row "
             "past the QKV product, returned as x's first B rows; returns the rows with non-finite norm statistics."),
     _export("int", "gp_q_scratch", "int M, int K",
             "Floats of scratch gp_q_matmul needs for M rows of K (their 8-bit quantized blocks)."),

@@ -454,25 +454,45 @@ def layer_threads() -> dict[str, Any]:
 
 def encoder_layers(x: np.ndarray, stack: Sequence[EncoderLayer], mask: np.ndarray | None = None, *, num_heads: int,
                    eps: float, causal: bool = False, lengths: np.ndarray | None = None,
-                   keep: str | None = None) -> np.ndarray:
+                   keep: str | None = None, prefix: int = 0) -> np.ndarray:
     """x (B, S, H) through the layers of `stack` in turn (encoder_layer each): where the SIMD kernels take them, one
     kernel call per layer on x kept in the kernels' memory (in a page no copy and no Python between two layers but
     the call); a run with statistics or values that are not finite is redone layer by layer by encoder_layer.
     `keep` ("first" or "last"): only each sequence's first or last row is wanted, (sequences, H): the kernels make
-    no other row of the last layer past its QKV product."""
+    no other row of the last layer past its QKV product. `prefix` (with `lengths`, causal): x's first `prefix` rows
+    begin every sequence, and the kernels make them once (SimdKernels.encoder_layers); op by op each sequence gets
+    its own copy of them."""
     rows = x.size // max(x.shape[-1], 1)
     with paced(("encoder", x.shape[-1], len(stack), rows.bit_length())):   # rows by powers of two
-        out = _fused_layers(x, stack, mask, num_heads=num_heads, eps=eps, causal=causal, lengths=lengths, keep=keep)
+        out = _fused_layers(x, stack, mask, num_heads=num_heads, eps=eps, causal=causal, lengths=lengths, keep=keep,
+                            prefix=prefix)
     if out is not None:
         return out
+    if prefix:
+        x, lengths = _unshared(x, lengths, prefix)
     for layer in stack:
         x = encoder_layer(x, layer, mask, num_heads=num_heads, eps=eps, causal=causal, lengths=lengths)
     if keep is None:
-        return x
+        return _reshared(x, lengths, prefix) if prefix else x
     flat = x.reshape(-1, x.shape[-1])
     ends = np.cumsum(lengths) if lengths is not None else np.arange(1, x.shape[0] + 1) * x.shape[1]
     sizes = np.asarray(lengths) if lengths is not None else np.full(x.shape[0], x.shape[1])
     return flat[ends - 1 if keep == "last" else ends - sizes]
+
+
+def _unshared(x: np.ndarray, lengths: Any, prefix: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sequences after a shared prefix (encoder_layers) as sequences of their own, each with a copy of it."""
+    flat = x.reshape(-1, x.shape[-1])
+    ends = prefix + np.cumsum(lengths)
+    parts = [np.concatenate([flat[:prefix], flat[e - n:e]]) for e, n in zip(ends, lengths)]
+    return np.concatenate(parts)[None], np.asarray(lengths, np.int32) + prefix
+
+
+def _reshared(x: np.ndarray, lengths: np.ndarray, prefix: int) -> np.ndarray:
+    """_unshared's layout back: the first sequence's prefix rows, then every sequence's own rows."""
+    flat = x.reshape(-1, x.shape[-1])
+    starts = np.cumsum(lengths) - lengths
+    return np.concatenate([flat[:prefix], *(flat[s + prefix:s + n] for s, n in zip(starts, lengths))])[None]
 
 
 def _fused_layers(x: np.ndarray, stack: Sequence[EncoderLayer], mask: np.ndarray | None, **kw: Any) -> np.ndarray | None:

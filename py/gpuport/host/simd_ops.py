@@ -397,14 +397,17 @@ class SimdKernels:
 
     def encoder_layers(self, x: np.ndarray, layers: Sequence[K.EncoderLayer], mask: np.ndarray | None = None, *,
                        num_heads: int, eps: float, causal: bool = False, threads: int = 1,
-                       lengths: np.ndarray | None = None, keep: str | None = None) -> tuple[np.ndarray, int]:
+                       lengths: np.ndarray | None = None, keep: str | None = None,
+                       prefix: int = 0) -> tuple[np.ndarray, int]:
         """x (B, S, H) through `layers` in turn (references.EncoderLayer: post- or pre-norm, GELU or QuickGELU;
         `causal` attention or not), one kernel call each on x where the kernels keep it: copied into their memory
         once and back once (in a page a copy per layer cost an image's 11 layers 3 ms). Returns the output and
         the number of rows of the first layer that reported any whose layer-norm statistics were not finite (0
         when all is well; the layers after it are not run, and the output is not to be trusted: redo the layers
         op by op). `lengths`: x is (1, T, H), sequences of those lengths one after another (no padding, no
-        mask). `keep` ("first" or "last"): the last layer makes only each sequence's first or last row past its
+        mask); with `prefix` (causal only) x's first `prefix` rows are a start every sequence shares, made once, the
+        sequences after them (their outputs equal, to the bit, those of each sequence with its own copy of the
+        start). `keep` ("first" or "last"): the last layer makes only each sequence's first or last row past its
         QKV product (a class token, a pooled end-of-text), and the output is those rows, (sequences, H). Every
         weight must be read-only (it is packed once and cached). Natively each call spreads over `threads`
         threads of the library's own pool (hostkernels/pool.c); in a page over the pool's workers."""
@@ -417,21 +420,26 @@ class SimdKernels:
         m32 = None if mask is None else _f32(mask)
         rows = batch * seq
         l32 = None
+        prefix = int(prefix)
+        if prefix and (lengths is None or not causal or keep == "first" or prefix < 0):
+            raise ValueError(f"encoder_layers: a shared prefix ({prefix} rows) needs lengths and causal attention, "
+                             f"and no keep='first' (the first row is the prefix's)")
         if lengths is not None:
             l32 = np.ascontiguousarray(lengths, np.int32)
-            if batch != 1 or mask is not None or l32.ndim != 1 or not len(l32) or l32.min() < 1 or l32.sum() != seq:
+            if (batch != 1 or mask is not None or l32.ndim != 1 or not len(l32) or l32.min() < 1
+                    or l32.sum() + prefix != seq):
                 raise ValueError(f"encoder_layer: lengths {l32.tolist()} must be positive and add up to x's "
-                                 f"{seq} rows, x (1, T, H) without a mask; x is {x.shape}")
-            batch, seq = len(l32), int(l32.max())
+                                 f"{seq} rows less the prefix's {prefix}, x (1, T, H) without a mask; x is {x.shape}")
+            batch, seq = len(l32), prefix + int(l32.max())
         threads = max(1, int(threads))
         ffn = max((p.ffn for p in preps), default=0)
-        scratch = self._scratch(int(lib.gp_encoder_scratch(rows, seq, h, num_heads, ffn, threads)))
+        scratch = self._scratch(int(lib.gp_encoder_scratch(rows, seq, h, num_heads, ffn, prefix, threads)))
         at, m_at, l_at = self._io(out), 0 if m32 is None else self._at(m32), 0 if l32 is None else self._at(l32)
         bad = 0
         for i, (layer, prep) in enumerate(zip(layers, preps)):
             flags = (PRE_NORM * layer.pre_norm + QUICK_GELU * (layer.activation == "quick_gelu") + CAUSAL * bool(causal)
                      + KEEP[keep] * (i == len(layers) - 1))
-            bad = lib.gp_encoder_layer(at, batch, seq, h, num_heads, prep.ffn, m_at, l_at,
+            bad = lib.gp_encoder_layer(at, batch, seq, h, num_heads, prep.ffn, m_at, l_at, prefix,
                                        *(p.address for p in prep.packed),
                                        *(prep.kept or [self._at(v) for v in prep.norms]), float(eps), flags, scratch,
                                        threads)

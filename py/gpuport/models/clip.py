@@ -130,17 +130,31 @@ class TextTower(Tower):
 
     def forward_host(self, ids: np.ndarray) -> np.ndarray:
         """forward() on the host, without the padding: each text's tokens up to its pooled one (causal attention:
-        none after it reaches it), the texts one after another (16 texts of 5 to 11 tokens: 127 rows, not 176)."""
+        none after it reaches it), the texts one after another (16 texts of 5 to 11 tokens: 127 rows, not 176),
+        and the tokens every text begins with made once (causal: they are the same rows in every text; the first
+        token at least, a zero-shot template's words: 10 labels' 70 rows become 25)."""
         c = self.cfg.text
         batch, seq = ids.shape
         at = self.pooled_rows(ids) - np.arange(batch) * seq   # each text's pooled position
         lengths = at + 1
+        prefix = shared_prefix(ids, lengths)
         positions = self.positions.known_values()
-        x = np.concatenate([self.tokens[row[:n]] + positions[:n] for row, n in zip(ids, lengths)])
+        x = np.concatenate([self.tokens[ids[0, :prefix]] + positions[:prefix]]
+                           + [self.tokens[row[prefix:n]] + positions[prefix:n] for row, n in zip(ids, lengths)])
         pooled = self.encoder.forward_host(np.ascontiguousarray(x[None], np.float32), "last", causal=True,
-                                           lengths=lengths.astype(np.int32))
+                                           lengths=(lengths - prefix).astype(np.int32), prefix=prefix)
         pooled = hostops.layer_norm(pooled, *(p.known_values() for p in self.final), eps=c.eps)
         return hostops.matmul(pooled, self.projection.known_values(), transpose_b=True)
+
+
+def shared_prefix(ids: np.ndarray, lengths: np.ndarray) -> int:
+    """How many first tokens every text of a batch (of two or more) shares, short of each text's last (its pooled
+    row is its own); 0 for one text."""
+    if len(ids) < 2:
+        return 0
+    limit = int(lengths.min()) - 1
+    same = (ids[:, :limit] == ids[:1, :limit]).all(axis=0)
+    return int(limit if same.all() else same.argmin())
 
 
 def _normalized(x: np.ndarray) -> np.ndarray:

@@ -202,18 +202,19 @@ class Encoder:
         return self._host
 
     def forward_host(self, x: np.ndarray, keep: str, causal: bool = False,
-                     lengths: np.ndarray | None = None) -> np.ndarray:
+                     lengths: np.ndarray | None = None, prefix: int = 0) -> np.ndarray:
         """The final states (B, H) of the one row a tower reads of each sequence b, its first (keep="first": the class
         token) or its last (keep="last": the pooled end-of-text), through every layer on the host, each layer one C
         call where the kernels take it. x is (B, S, H) float32, or with `lengths` (1, T, H): B sequences of those
         lengths one after another, no padding. The other rows matter to the last layer only as keys and values:
-        the kernels make none of them past its QKV product (an image's 50 rows: 9/12 of its products not made)."""
+        the kernels make none of them past its QKV product (an image's 50 rows: 9/12 of its products not made).
+        `prefix` (causal, with lengths): x's first rows begin every sequence (hostops.encoder_layers)."""
         layers = self.host_layers()
         if layers is None:
             raise ValueError("forward_host: a weight lives only on the device (use forward)")
         c = self.cfg
         return hostops.encoder_layers(x, layers, num_heads=c.heads, eps=c.eps, causal=causal, lengths=lengths,
-                                      keep=keep)
+                                      keep=keep, prefix=prefix)
 
 
 def _host_layer(v: Mapping[str, np.ndarray], activation: str) -> EncoderLayer:
