@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from clip_files import PHOTOS, PREPROCESSORS, photo_path, preprocessing_reference, sample_positions
 from gpuport.errors import LoadError, UnsupportedFeature
-from gpuport.models.images import ImageProcessor, pillow_coefficients
+from gpuport.models.images import ImageProcessor, pillow_coefficients, scaled
 from PIL import Image, ImageOps
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -38,6 +38,19 @@ def test_photographs_equal_transformers_to_the_bit(kind):
         assert list(x.shape) == want["shape"] and x.dtype == np.float32
         assert float(np.abs(x[sample_positions(x.shape)] - samples).max()) <= 1e-6, photo
         assert hashlib.sha256(x.tobytes()).hexdigest() == want["sha256"], f"{photo}: not transformers' tensor"
+
+
+@pytest.mark.parametrize("kind", sorted(PREPROCESSORS))
+def test_normalising_by_table_is_transformers_arithmetic(kind):
+    """normalized() looks each byte up in a table of its channel's 256 outputs: the same floats as rescaling and
+    normalising the image op by op (transformers' order), for every byte, odd sizes and no rescale."""
+    r = np.random.default_rng(5)
+    for proc in (_processor(kind), ImageProcessor(do_rescale=False), ImageProcessor(do_normalize=False)):
+        pixels = r.integers(0, 256, (7, 5, 3), dtype=np.uint8)
+        pixels[0, :3] = [[0, 0, 0], [255, 255, 255], [128, 1, 254]]
+        want = scaled(np.moveaxis(pixels, -1, 0), proc)
+        got = proc.normalized(pixels)
+        assert got.dtype == np.float32 and got.shape == (3, 7, 5) and np.array_equal(got, want)
 
 
 def test_inputs_bytes_path_array_and_pil_agree():

@@ -27,6 +27,7 @@ import os
 import struct
 import zlib
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Iterator, Mapping, Union
 
 import numpy as np
@@ -220,16 +221,31 @@ class ImageProcessor:
         return out[max(0, top):top + ch, max(0, left):left + cw]
 
     def normalized(self, pixels: np.ndarray) -> np.ndarray:
-        """(H, W, 3) uint8 -> (3, H, W) float32: rescale in float64 then float32, (x - mean) / std in float32."""
-        x = np.moveaxis(pixels, -1, 0)
-        if self.do_rescale:
-            x = (x.astype(np.float64) * self.rescale_factor).astype(np.float32)
-        else:
-            x = x.astype(np.float32)
-        if self.do_normalize:
-            mean, std = np.asarray(self.mean, np.float32), np.asarray(self.std, np.float32)
-            x = ((x.T - mean) / std).T
-        return np.ascontiguousarray(x, dtype=np.float32)
+        """(H, W, 3) uint8 -> (3, H, W) float32: rescale in float64 then float32, (x - mean) / std in float32. Each
+        output is a function of its channel and byte alone, so a table of the 3 x 256 made the same way gives it
+        (224 x 224 in Pyodide: 1.5 ms op by op, 0.5 indexing the table; np.take there took 1.2)."""
+        out = np.empty((3, *pixels.shape[:2]), np.float32)
+        table = self._table
+        for c in range(3):
+            out[c] = table[c][pixels[..., c]]
+        return out
+
+    @cached_property
+    def _table(self) -> np.ndarray:
+        return scaled(np.broadcast_to(np.arange(256, dtype=np.uint8), (3, 256)), self)
+
+
+def scaled(x: np.ndarray, processor: ImageProcessor) -> np.ndarray:
+    """Bytes (3, ...) channels first as transformers rescales and normalises them: times rescale_factor in float64,
+    then float32, then (x - mean) / std in float32."""
+    if processor.do_rescale:
+        x = (x.astype(np.float64) * processor.rescale_factor).astype(np.float32)
+    else:
+        x = x.astype(np.float32)
+    if processor.do_normalize:
+        mean, std = np.asarray(processor.mean, np.float32), np.asarray(processor.std, np.float32)
+        x = ((x.T - mean) / std).T
+    return np.ascontiguousarray(x, dtype=np.float32)
 
 
 @dataclass
