@@ -21,12 +21,14 @@ void gp_pack_b(const float *b, int K, int N, int transpose_b, const float *bias,
  * shapes one weight at a time, from cache: 173, before and after). Each output's sum keeps its order (a tile reloads
  * its partial sums from C), so the numbers are the same to the bit. A tile reloads whole rows, so a last panel
  * narrower than NR runs over all of k at once. Up to 3 * MR rows (a sentence, a text) B streams once anyway, and
- * there WebAssembly's tiles take k in chunks together (panel_rows). */
+ * there WebAssembly's tiles take k in chunks together (panel_stream); in WebAssembly each step touches the weight's
+ * lines a little ahead (touch, simd.h). */
 #define KB 192
 
 /* C (M x N, row stride ldc) = A (M x K, row stride lda) @ packed. */
 void gp_matmul_packed(const float *a, int M, int K, int lda, const float *packed, int N, float *c, int ldc) {
   const int blocks = K > KB && M > 3 * MR ? (K + KB - 1) / KB : 1, kb = (K + blocks - 1) / blocks;
+  const float *end = packed + (long)((N + NR - 1) / NR) * panel_floats(K);
   int mc = (65536 / (kb > 0 ? kb : 1)) / MR * MR;
   if (mc < MR) mc = MR;
   for (int block = 0; block < blocks; block++) {
@@ -36,12 +38,15 @@ void gp_matmul_packed(const float *a, int M, int K, int lda, const float *packed
       const float *panel = packed;
       for (int n0 = 0; n0 < N; n0 += NR, panel += panel_floats(K)) {
         const int w = min_i(NR, N - n0);
-        if (blocks == 1)
-          panel_rows(a + m0 * lda, rows, lda, panel, K, c + m0 * ldc + n0, ldc, w);
-        else if (w == NR)
+        if (blocks == 1) {
+          panel_stream(a + m0 * lda, rows, lda, panel, K, c + m0 * ldc + n0, ldc, w, end);
+        } else if (w == NR) {
+          if (m0 == 0)   /* the next panel's block, on its way while this one's tiles work */
+            touch(panel + panel_floats(K) + NR + k0 * NR, (k1 - k0) * NR, end);
           panel_tiles(a + m0 * lda, rows, lda, panel, k0, k1, c + m0 * ldc + n0, ldc, w);
-        else if (k0 == 0)
+        } else if (k0 == 0) {
           panel_tiles(a + m0 * lda, rows, lda, panel, 0, K, c + m0 * ldc + n0, ldc, w);
+        }
       }
     }
   }
