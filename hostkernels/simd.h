@@ -188,7 +188,8 @@ INLINE void panel_rows(const float *a, int M, int lda, const float *panel, int K
  * layers 7.8-8.3 -> 5.5-6.7 in Chromium. Earlier probes, Chromium, 2 pages each (without: 14.0-15.3): 1 or 2
  * chunks ahead 11.3-12.8, 4 to 16 chunks 12.1-13.7, 32 chunks 14.3-14.6; one float a chunk, not one a line,
  * 14.3-16.1. ViT-B's 50 rows (k in blocks, the next panel's block touched while the tiles work): Chromium
- * 97.6-102.2 -> 93.9-100.6 ms, faster in each pair; 800 rows and 25 unchanged. Natively the CPU's prefetchers and NumPy's huge pages do this. */
+ * 97.6-102.2 -> 93.9-100.6 ms, faster in each pair; 800 rows and 25 unchanged. Natively the CPU's prefetchers
+ * and NumPy's huge pages do this. */
 #define AHEAD (2 * KC * NR)
 INLINE void touch(const float *p, int n, const float *end) {
 #if defined(__wasm__)
