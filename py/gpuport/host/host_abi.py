@@ -133,8 +133,9 @@ EXPORTS: tuple[Export, ...] = (
             "const float *ln1_b, const float *ln2_g, const float *ln2_b, float eps, int flags, float *scratch, "
             "int threads",
             "One encoder layer on x (B, S, H) in place, or on B sequences of `lengths` one after another (after "
-            "`prefix` rows each begins with, causal only), post-norm or (flags 1) pre-norm, GELU or (2) QuickGELU, (4) causal, (8, 16) only each sequence's first or last row "
-            "past the QKV product, returned as x's first B rows; returns the rows with non-finite norm statistics."),
+            "`prefix` rows each begins with, causal only), post-norm or (flags 1) pre-norm, GELU or (2) QuickGELU, "
+            "(4) causal, (8, 16) only each sequence's first or last row past the QKV product, returned as x's first "
+            "B rows; returns the rows with non-finite norm statistics."),
     _export("int", "gp_q_scratch", "int M, int K",
             "Floats of scratch gp_q_matmul needs for M rows of K (their 8-bit quantized blocks)."),
     _export("void", "gp_q_matmul",

@@ -406,9 +406,10 @@ class SimdKernels:
         when all is well; the layers after it are not run, and the output is not to be trusted: redo the layers
         op by op). `lengths`: x is (1, T, H), sequences of those lengths one after another (no padding, no
         mask); with `prefix` (causal only) x's first `prefix` rows are a start every sequence shares, made once, the
-        sequences after them (their outputs equal, to the bit, those of each sequence with its own copy of the
-        start). `keep` ("first" or "last"): the last layer makes only each sequence's first or last row past its
-        QKV product (a class token, a pooled end-of-text), and the output is those rows, (sequences, H). Every
+        sequences after them (each sequence's queries meet the keys its own copy of the start would give, in the same
+        order; the start's rows, made against its keys alone, may round their softmax sums otherwise). `keep`
+        ("first" or "last"): the last layer makes only each sequence's first or last row past its QKV product (a
+        class token, a pooled end-of-text), and the output is those rows, (sequences, H). Every
         weight must be read-only (it is packed once and cached). Natively each call spreads over `threads`
         threads of the library's own pool (hostkernels/pool.c); in a page over the pool's workers."""
         if keep not in KEEP:
