@@ -80,9 +80,9 @@ static void qkv_rows(void *ctx, int lo, int hi, int slot) {
 
 /* With a shared prefix (texts that begin alike, causal): QKV rows of heads [lo, hi) of the prefix's P rows, then of
  * the sequence's `len` rows from `start`, copied into one run of rows in buf (Q, K, V each w = (hi - lo) d wide),
- * so the sequence's queries see the keys, in the order, they would in a sequence of its own: its attention gives
- * the same numbers as without the sharing, to the bit. Returns the run's row width, 3 w. Inlined, as
- * attention_heads is. */
+ * so the sequence's queries see the keys, in the order, they would in a sequence of its own: the same numbers for
+ * the same rows (the prefix's own rows, made against its keys alone, may round a softmax sum otherwise: within a
+ * float32 ulp). Returns the run's row width, 3 w. Inlined, as attention_heads is. */
 INLINE int prefixed_rows(const struct layer *L, long start, int len, int lo, int hi, float *buf) {
   const int H = L->H, d = H / L->heads, off = lo * d, w = (hi - lo) * d;
   for (int i = 0; i < L->prefix + len; i++) {
