@@ -255,8 +255,9 @@ INLINE int keep_rows(struct layer *L, int threads) {
     const float *seq = L->qkv + (long)start * 3 * H;
     int ld = 3 * H, w = H;
     if (P) {   /* the prefix's keys and the sequence's in one run (prefixed_rows), the kept row at P + r of it */
-      seq = L->attn + gp_attention_scratch(L->S, d);
-      ld = prefixed_rows(L, start, r + 1, 0, L->heads, (float *)seq);
+      float *run = L->attn + gp_attention_scratch(L->S, d);
+      ld = prefixed_rows(L, start, r + 1, 0, L->heads, run);
+      seq = run;
       w = ld / 3;
     }
     gp_attention(seq + (long)(P + r) * ld, seq + w, seq + 2 * w, ld, L->mask ? L->mask + (long)b * L->S : 0,
