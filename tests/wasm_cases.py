@@ -999,6 +999,53 @@ def wasm_greedy() -> None:
     assert H.greedy(np.array([0.0, np.nan], np.float32))[0] == K.greedy_ref(np.array([0.0, np.nan], np.float32))[0]
 
 
+def _cropped_through(resized: np.ndarray, window: tuple[int, int, int, int], table: np.ndarray) -> np.ndarray:
+    """The window of a resized image, zero bytes outside it, each byte through its channel's table row."""
+    x0, y0, cw, ch = window
+    h, w = resized.shape[:2]
+    padded = np.zeros((ch, cw, 3), np.uint8)
+    ys, xs = slice(max(0, y0), min(h, y0 + ch)), slice(max(0, x0), min(w, x0 + cw))
+    if ys.stop > ys.start and xs.stop > xs.start:
+        padded[ys.start - y0:ys.stop - y0, xs.start - x0:xs.stop - x0] = resized[ys, xs]
+    return np.stack([table[c][padded[..., c]] for c in range(3)])
+
+
+@case
+def wasm_resample_image() -> None:
+    # Pillow's resize to the bit (references.resample_ref: its integer arithmetic, checked against Pillow itself in
+    # tests/models/test_images.py), the crop and the table: exact equality, no tolerance. Shapes: 1x1 up to 224;
+    # one row and one column; odd sizes off the 4-byte pixel loads; an axis that keeps its size; a large downscale
+    # (27 taps); a crop inside, one padded on every side, one past the image on one side only; both filters and both
+    # pass orders. The source's last pixel is read byte by byte (its 4-byte load would leave the buffer): a source
+    # that ends at a page's end in WebAssembly would trap otherwise.
+    r = rng(36)
+    table = _frozen(r.uniform(-2, 2, (3, 256)).astype(np.float32))
+    shapes = (((1, 1), (224, 224), (0, 0, 224, 224)), ((1, 9), (5, 3), (0, 0, 5, 3)),
+              ((9, 1), (2, 7), (-3, -2, 8, 11)), ((7, 5), (7, 3), (0, 0, 7, 3)),
+              ((151, 149), (224, 225), (0, 1, 224, 224)), ((300, 451), (336, 224), (56, 0, 224, 224)),
+              ((1411, 1000), (224, 316), (0, 46, 224, 224)), ((60, 330), (224, 50), (-10, 3, 200, 40)),
+              ((225, 223), (223, 225), (0, 0, 223, 225)))
+    for (h, w), size, window in shapes:
+        rgb = r.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        for resample in (2, 3):
+            for vertical_first in (False, True):
+                got = W.ENGINE.resample_image(rgb, size, window, resample, table, vertical_first=vertical_first,
+                                              threads=THREADS)
+                resized = K.resample_ref(rgb, size, resample, vertical_first=vertical_first)
+                want = _cropped_through(resized, window, table)
+                assert got.shape == want.shape and np.array_equal(got, want), ((h, w), size, window, resample,
+                                                                              vertical_first)
+    rgb = np.zeros((4, 4, 3), np.uint8)
+    for bad in ((rgb.astype(np.float32), (2, 2), 3, table), (rgb[..., :2], (2, 2), 3, table),
+                (rgb, (0, 2), 3, table), (rgb, (2, 2), 1, table), (rgb, (2, 2), 3, table[:2])):
+        try:
+            W.ENGINE.resample_image(bad[0], bad[1], (0, 0, 2, 2), bad[2], bad[3])
+        except ValueError as exc:
+            assert "resample_image" in str(exc), exc
+        else:
+            raise AssertionError(f"resample_image took {bad[0].dtype} {bad[0].shape} to {bad[1]}, filter {bad[2]}")
+
+
 # -- the module itself ------------------------------------------------------------------------------
 
 @case

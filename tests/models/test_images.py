@@ -14,10 +14,23 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
+import PIL
 import pytest
-from clip_files import PHOTOS, PREPROCESSORS, photo_path, preprocessing_reference, sample_positions
+from clip_files import (
+    PHOTOS,
+    PREPROCESSORS,
+    photo_path,
+    preprocessing_reference,
+    sample_positions,
+)
 from gpuport.errors import LoadError, UnsupportedFeature
-from gpuport.models.images import ImageProcessor, pillow_coefficients, scaled
+from gpuport.host.references import resample_ref
+from gpuport.models.images import (
+    ImageProcessor,
+    pillow_coefficients,
+    scaled,
+    vertical_first,
+)
 from PIL import Image, ImageOps
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -68,6 +81,34 @@ def test_inputs_bytes_path_array_and_pil_agree():
         proc(b"not an image")
     with pytest.raises(TypeError, match="PIL image"):
         proc(3.5)
+
+
+def test_the_kernels_resize_as_this_pillow_does():
+    """Where the SIMD kernels are linked (natively here: make setup builds them) they resize, crop and normalise an
+    image in one call: the same tensor, to the bit, as Pillow's resize, the crop and the table. Shapes: 1x1, one row,
+    one column, odd sizes, sizes that keep an axis, a width that grows while the height shrinks (which Pillow 13 and
+    later resize vertically first), crops inside and crops padded; CLIP's, ViT's and two made-up processors."""
+    procs = [_processor(kind) for kind in sorted(PREPROCESSORS)] + [
+        ImageProcessor.from_config({"size": {"shortest_edge": 150}, "do_center_crop": True,
+                                    "crop_size": {"height": 200, "width": 180}}),
+        ImageProcessor.from_config({"image_processor_type": "ViTImageProcessor", "resample": 3,
+                                    "size": {"height": 100, "width": 300}, "do_center_crop": True,
+                                    "crop_size": {"height": 120, "width": 200}})]
+    r = np.random.default_rng(8)
+    orders = set()
+    for proc in procs:
+        for h, w in ((1, 1), (1, 9), (9, 1), (151, 149), (300, 451), (1000, 30), (30, 1000), (224, 224), (90, 50)):
+            rgb = r.integers(0, 256, (h, w, 3), dtype=np.uint8)
+            made = proc(rgb)
+            assert made.stats["resize"] == "native-simd", made.stats
+            want = proc.normalized(proc.pixels(rgb)[0])
+            assert made.pixels.shape == want.shape and np.array_equal(made.pixels, want), (proc, (h, w))
+            size = proc.resized(w, h)
+            first = vertical_first(w, h, size)
+            orders.add(first)
+            pil = np.asarray(Image.fromarray(rgb).resize(size, resample=proc.resample))
+            assert np.array_equal(resample_ref(rgb, size, proc.resample, vertical_first=first), pil), (proc, (h, w))
+    assert orders == ({False, True} if tuple(map(int, PIL.__version__.split(".")[:2])) >= (13, 0) else {False})
 
 
 def test_exif_orientation_applied_as_pil_does():

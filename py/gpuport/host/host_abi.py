@@ -16,7 +16,7 @@ import re
 import sys
 from dataclasses import dataclass
 
-ABI = 12  # what gp_abi() returns: bumped whenever a row below changes; a build with another is refused
+ABI = 13  # what gp_abi() returns: bumped whenever a row below changes; a build with another is refused
 
 HEADER = "hostkernels/abi.h"
 REGENERATE = f"python3 py/gpuport/host/host_abi.py > {HEADER}"
@@ -166,6 +166,15 @@ EXPORTS: tuple[Export, ...] = (
             "const float *ln2_b, const float *wi, const float *wo2, float *k_cache, float *v_cache, float *scratch, "
             "int threads",
             "One pre-norm decoder layer (self-attention on the caches, cross-attention, GELU FFN) on x (T, H) in place."),
+    _export("int", "gp_resample_scratch",
+            "int w, int h, int out_w, int out_h, int x0, int y0, int cw, int ch, int filter, int vertical_first",
+            "Floats of scratch gp_resample_image needs for that image, resize, crop, filter and order."),
+    _export("void", "gp_resample_image",
+            "const uint8_t *src, int w, int h, int out_w, int out_h, int x0, int y0, int cw, int ch, int filter, "
+            "int vertical_first, const float *table, float *out, float *scratch, int threads",
+            "src (h, w, 3) RGB bytes resized to out_w x out_h as Pillow resizes (filter 2 bilinear, 3 bicubic; "
+            "vertical_first: its vertical pass first), to the bit; the (ch, cw) crop from (x0, y0) (zero bytes "
+            "outside) through table (3 x 256) into out (3, ch, cw)."),
     _export("int", "gp_greedy", "const float *logits, const float *bias, int n, float *sumexp",
             "The argmax of logits + bias (-1: a NaN, +inf or nothing finite) and the sum of e^(z - max) at *sumexp."),
 )

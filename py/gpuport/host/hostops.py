@@ -636,6 +636,20 @@ def project_q8(x: np.ndarray, w: np.ndarray, scale: np.ndarray) -> np.ndarray:
     return engine.project_q8(x, w, scale, threads=threads)
 
 
+def resample_image(rgb: np.ndarray, size: tuple[int, int], window: tuple[int, int, int, int], resample: int,
+                   table: np.ndarray, *, vertical_first: bool = False) -> tuple[np.ndarray, str] | None:
+    """An image's model input made by the SIMD kernels on layers()'s threads (SimdKernels.resample_image: Pillow's
+    resize to the bit, the window cropped, each byte through `table`), and the engine's name; None where no kernels
+    are linked (the caller resizes with Pillow)."""
+    chosen = layers()
+    if chosen is None:
+        return None
+    engine, threads = chosen
+    ran("resample_image", engine.name)
+    return (engine.resample_image(rgb, size, window, resample, table, vertical_first=vertical_first, threads=threads),
+            engine.name)
+
+
 def product(a: np.ndarray, w: np.ndarray, bias: np.ndarray | None = None) -> np.ndarray:
     """a @ w^T (+ bias) inside a model forward whose layers run on the kernels' own threads (encoder_layer): the SIMD
     kernel whenever kernels are linked, at any size (its packed weight cached), on layers()'s threads split by the

@@ -344,6 +344,80 @@ def greedy_ref(logits: np.ndarray, bias: np.ndarray | None = None) -> tuple[int,
     return tok, float(z[tok] - m - np.log(np.sum(np.exp(z - m))))
 
 
+# --- images: Pillow's resampling (libImaging/Resample.c, 8 bits a channel), which the vision models' preprocessing
+# must reproduce to the bit ---------------------------------------------------------------------------------------
+
+BICUBIC, BILINEAR = 3, 2                          # Pillow's filters, as preprocessor_config.json names them
+PILLOW_SUPPORT = {BILINEAR: 1.0, BICUBIC: 2.0}    # their supports, in source pixels at scale 1
+PILLOW_PRECISION = 32 - 8 - 2                     # fractional bits of its fixed-point weights (PRECISION_BITS)
+
+
+def _pillow_filter(resample: int, x: float) -> float:
+    """Pillow's bilinear (triangle) and bicubic (a = -0.5) filters, in its own order of operations."""
+    if x < 0.0:
+        x = -x
+    if resample == BILINEAR:
+        return 1.0 - x if x < 1.0 else 0.0
+    if x < 1.0:
+        return ((-0.5 + 2.0) * x - (-0.5 + 3.0)) * x * x + 1
+    if x < 2.0:
+        return (((x - 5) * x + 8) * x - 4) * -0.5
+    return 0.0
+
+
+def pillow_coefficients(in_size: int, out_size: int, resample: int) -> tuple[list[int], list[int], np.ndarray]:
+    """Pillow's resampling weights along one axis (precompute_coeffs and normalize_coeffs_8bpc, in double
+    precision as it computes them): per output pixel its first source pixel, how many it reads, and their weights
+    in fixed point with PILLOW_PRECISION fractional bits."""
+    scale = in_size / out_size
+    filterscale = max(scale, 1.0)
+    support = PILLOW_SUPPORT[resample] * filterscale
+    ksize = int(math.ceil(support)) * 2 + 1
+    firsts, counts = [], []
+    fixed = np.zeros((out_size, ksize), np.int64)
+    for xx in range(out_size):
+        center = (xx + 0.5) * scale
+        ss = 1.0 / filterscale
+        xmin = max(int(center - support + 0.5), 0)
+        xmax = min(int(center + support + 0.5), in_size) - xmin
+        weights = [_pillow_filter(resample, (x + xmin - center + 0.5) * ss) for x in range(xmax)]
+        ww = 0.0
+        for w in weights:
+            ww += w
+        for x, w in enumerate(weights):
+            k = w / ww if ww != 0.0 else w
+            one = 1 << PILLOW_PRECISION
+            fixed[xx, x] = int(-0.5 + k * one) if k < 0 else int(0.5 + k * one)
+        firsts.append(xmin)
+        counts.append(xmax)
+    return firsts, counts, fixed
+
+
+def _resample_axis(x: np.ndarray, out_size: int, axis: int, resample: int) -> np.ndarray:
+    firsts, _, fixed = pillow_coefficients(x.shape[axis], out_size, resample)
+    index = np.minimum(np.asarray(firsts)[:, None] + np.arange(fixed.shape[1]), x.shape[axis] - 1)
+    shape = [1] * x.ndim
+    shape[axis] = out_size
+    acc = np.full(x.shape[:axis] + (out_size,) + x.shape[axis + 1:], 1 << (PILLOW_PRECISION - 1), np.int64)
+    for t in range(fixed.shape[1]):   # a tap past an output's count has weight 0
+        acc += fixed[:, t].reshape(shape) * np.take(x, index[:, t], axis=axis).astype(np.int64)
+    return np.clip(acc >> PILLOW_PRECISION, 0, 255).astype(np.uint8)
+
+
+def resample_ref(rgb: np.ndarray, size: tuple[int, int], resample: int, *, vertical_first: bool = False
+                 ) -> np.ndarray:
+    """Pillow's Image.resize of an (h, w, channels) uint8 image to size = (width, height), to the bit: the
+    horizontal pass first (the vertical one where `vertical_first`), each output the integer sum of Pillow's
+    weights rounded and clipped to a byte, then the other pass over those bytes (an axis whose size stays is left as
+    it is, which its weights would give too)."""
+    passes = [(size[0], 1), (size[1], 0)]
+    x = np.asarray(rgb, np.uint8)
+    for out, axis in passes[::-1] if vertical_first else passes:
+        if out != x.shape[axis]:
+            x = _resample_axis(x, out, axis, resample)
+    return x
+
+
 # --- the llama ops' references (float64, rounded once: the oracle the f32 kernels are bounded against) ----------
 
 def rms_norm_ref(x: np.ndarray, weight: np.ndarray, *, eps: float) -> np.ndarray:

@@ -1,8 +1,10 @@
 """Images for the vision models: PNG/JPEG bytes, a path, an HxWx3 uint8 NumPy array or a PIL image in, the pixel
 tensor Hugging Face's CLIPImageProcessor / ViTImageProcessor (their PIL backend) gives out, to the last bit.
 
-Pillow does the decoding and the resampling (natively `pip install gpuport[vision]`; in a page Pyodide's own Pillow,
-which gpuport's Pyodide distribution vendors), so a page and Python give the same pixels:
+Pillow does the decoding (natively `pip install gpuport[vision]`; in a page Pyodide's own Pillow, which gpuport's
+Pyodide distribution vendors). Where gpuport's SIMD kernels are linked (a page, and natively after `make setup`) they
+resize, crop and normalise in one call on their threads (hostkernels/resample.c: Pillow's integer arithmetic, to the
+bit, in the pass order of the Pillow beside them); else Pillow resizes. Either way:
 
 1. bytes and paths are opened as transformers' `load_image` opens them, and so are PIL images: the EXIF orientation
    applied (ImageOps.exif_transpose), then convert("RGB"); an array is taken as RGB as it is;
@@ -28,21 +30,29 @@ import struct
 import zlib
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, Iterator, Mapping, Union
+from typing import Any, Callable, Iterator, Mapping, Union
 
 import numpy as np
 
 from ..errors import LoadError, UnsupportedFeature
+from ..host import hostops
+from ..host.references import (
+    BICUBIC,
+    BILINEAR,
+    PILLOW_PRECISION,
+    PILLOW_SUPPORT,
+    pillow_coefficients,
+)
 from ..platform import IN_PYODIDE
 
 Image: Any = None      # PIL.Image and PIL.ImageOps once pillow() has imported them (an optional dependency)
 ImageOps: Any = None
 
 ImageInput = Union[bytes, bytearray, memoryview, str, os.PathLike, np.ndarray, Any]   # Any: a PIL image
+# what makes an output from a decoded image: (upright RGB source, stats, whether it is already resized)
+_Finish = Callable[[Any, dict[str, Any], bool], np.ndarray]
 
 RESCALE = 1 / 255
-BICUBIC, BILINEAR = 3, 2                       # PIL's resampling filters, as preprocessor_config.json names them
-_SUPPORT = {BILINEAR: 1.0, BICUBIC: 2.0}        # PIL's filter supports, in source pixels at scale 1
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 _PNG_BANDS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}    # IHDR colour type -> samples per pixel
 _PNG_MODES = {0: "L", 2: "RGB", 3: "P", 4: "LA", 6: "RGBA"}
@@ -120,7 +130,7 @@ class ImageProcessor:
             c = cfg.get("crop_size", 224)
             crop = (int(c), int(c)) if isinstance(c, int) else (int(c["height"]), int(c["width"]))
         resample = int(cfg.get("resample", BILINEAR if square else BICUBIC))
-        if resample not in _SUPPORT:
+        if resample not in PILLOW_SUPPORT:
             raise UnsupportedFeature(f"preprocessor_config.json: resample {resample} (only 2, bilinear, and 3, "
                                      "bicubic)")
         if not cfg.get("do_resize", True):
@@ -151,25 +161,31 @@ class ImageProcessor:
 
     def __call__(self, image: ImageInput, budget: int | None = None) -> "Preprocessed":
         """The image as the model's (3, H, W) float32 input. `budget`: bytes a decoded image may take before it
-        is decoded in strips or scaled down while decoding (None: always whole, transformers' own path)."""
-        pixels, stats = self.pixels(image, budget)
-        return Preprocessed(self.normalized(pixels), stats)
+        is decoded in strips or scaled down while decoding (None: always whole, transformers' own path). Where the
+        SIMD kernels are linked they resize it (Pillow's arithmetic, to the bit), crop and normalise it in one call
+        on the kernels' threads; `stats["resize"]` says what resized it."""
+        return Preprocessed(*self._made(image, budget, self._input))
 
     def pixels(self, image: ImageInput, budget: int | None = None) -> tuple[np.ndarray, dict[str, Any]]:
-        """The resized, cropped RGB image (H, W, 3) uint8, and how it was made."""
+        """The resized, cropped RGB image (H, W, 3) uint8 (Pillow's resize), and how it was made."""
+        return self._made(image, budget, self._pillow_pixels)
+
+    def _made(self, image: ImageInput, budget: int | None, finish: _Finish) -> tuple[np.ndarray, dict[str, Any]]:
+        """finish(source, stats, resized) on the image decoded: source is upright RGB, a PIL image or an (h, w, 3)
+        uint8 array, already resized where `resized` (decoded in strips)."""
         pillow()
         if isinstance(image, np.ndarray):
-            rgb = _array_image(image)
-            stats = {"path": "array", "source": [rgb.size[0], rgb.size[1]], "largest_buffer": image.nbytes}
-            return self._crop(np.asarray(self._resize(rgb))), stats
+            _check_array(image)
+            stats = {"path": "array", "source": [image.shape[1], image.shape[0]], "largest_buffer": image.nbytes}
+            return finish(image, stats, False), stats
         im = _open(image)
         try:
-            return self._pixels(im, budget)
+            return self._decoded(im, budget, finish)
         finally:
             if im is not image:
                 im.close()
 
-    def _pixels(self, im: Any, budget: int | None) -> tuple[np.ndarray, dict[str, Any]]:
+    def _decoded(self, im: Any, budget: int | None, finish: _Finish) -> tuple[np.ndarray, dict[str, Any]]:
         width, height = im.size
         whole = width * height * 3
         stats: dict[str, Any] = {"source": [width, height], "format": im.format}
@@ -177,7 +193,7 @@ class ImageProcessor:
             stats.update(path="whole", largest_buffer=whole)
             if budget is not None and whole > budget:
                 stats["note"] = f"Pillow decodes {im.format} images only whole"
-            return self._crop(np.asarray(self._resize(_upright(im)))), stats
+            return finish(_upright(im), stats, False), stats
         if im.format == "JPEG":
             orientation = int(im.getexif().get(_ORIENTATION, 1) or 1)
             target = self.resized(*((height, width) if orientation in _SWAPS_AXES else (width, height)))
@@ -185,13 +201,13 @@ class ImageProcessor:
             im.draft("RGB", target[::-1] if orientation in _SWAPS_AXES else target)
             stats.update(path="draft", orientation=orientation, decoded=list(im.size),
                          largest_buffer=im.size[0] * im.size[1] * 3)
-            return self._crop(np.asarray(self._resize(_upright(im)))), stats
+            return finish(_upright(im), stats, False), stats
         im.fp.seek(0)
         data = im.fp.read()
         strips = png_strips(data, budget)
         if strips is None:
             stats.update(path="whole", largest_buffer=whole, note="Pillow decodes this PNG only whole")
-            return self._crop(np.asarray(self._resize(_upright(im)))), stats
+            return finish(_upright(im), stats, False), stats
         orientation = png_orientation(data)
         target = self.resized(*((height, width) if orientation in _SWAPS_AXES else (width, height)))
         out_w, out_h = target[::-1] if orientation in _SWAPS_AXES else target
@@ -200,7 +216,37 @@ class ImageProcessor:
         if orientation != 1:
             resized.getexif()[_ORIENTATION] = orientation
             resized = ImageOps.exif_transpose(resized)
-        return self._crop(np.asarray(resized)), stats
+        return finish(resized, stats, True), stats
+
+    def _pillow_pixels(self, source: Any, stats: dict[str, Any], resized: bool) -> np.ndarray:
+        if not resized:
+            if isinstance(source, np.ndarray):
+                source = Image.fromarray(np.ascontiguousarray(source), mode="RGB")
+            source = self._resize(source)
+            stats["resize"] = "pillow"
+        return self._crop(np.asarray(source))
+
+    def _input(self, source: Any, stats: dict[str, Any], resized: bool) -> np.ndarray:
+        """The model's input from a decoded source: the kernels' resample where they are linked (not for strips,
+        which are resized as they come), else Pillow's resize, then the crop and the table."""
+        if resized or hostops.layers() is None:
+            return self.normalized(self._pillow_pixels(source, stats, resized))
+        rgb = np.asarray(source)
+        height, width = rgb.shape[:2]
+        size = self.resized(width, height)
+        made = hostops.resample_image(rgb, size, self.window(*size), self.resample, self._table,
+                                      vertical_first=vertical_first(width, height, size))
+        assert made is not None
+        stats["resize"] = made[1]
+        return made[0]
+
+    def window(self, width: int, height: int) -> tuple[int, int, int, int]:
+        """(left, top, width, height) of the model's input in a resized image of this size: transformers'
+        center_crop (its padding outside the image), or the whole image without a crop."""
+        if self.crop is None:
+            return 0, 0, width, height
+        ch, cw = self.crop
+        return (width - cw) // 2, (height - ch) // 2, cw, ch
 
     def _resize(self, im: Any) -> Any:
         return im.resize(self.resized(*im.size), resample=self.resample)
@@ -257,11 +303,20 @@ class Preprocessed:
     stats: dict[str, Any] = field(default_factory=dict)
 
 
-def _array_image(array: np.ndarray) -> Any:
-    pillow()
-    if array.dtype != np.uint8 or array.ndim != 3 or array.shape[2] != 3:
+def vertical_first(width: int, height: int, size: tuple[int, int]) -> bool:
+    """Whether the Pillow here resizes a (width, height) image to size = (width, height) with its vertical pass
+    first: from Pillow 13 on, where the height shrinks and the width grows (python-pillow/Pillow#9549; the order
+    changes the rounding between the passes)."""
+    return size[0] > width and size[1] < height and _pillow_version() >= (13, 0)
+
+
+def _pillow_version() -> tuple[int, ...]:
+    return tuple(int(part) for part in pillow().__version__.split(".")[:2])
+
+
+def _check_array(array: np.ndarray) -> None:
+    if array.dtype != np.uint8 or array.ndim != 3 or array.shape[2] != 3 or 0 in array.shape:
         raise ValueError(f"an image array must be (height, width, 3) uint8 RGB, got {array.dtype} {array.shape}")
-    return Image.fromarray(np.ascontiguousarray(array), mode="RGB")
 
 
 def _open(image: ImageInput) -> Any:
@@ -380,49 +435,6 @@ def _decode_strips(data: bytes, header: Mapping[str, int], row: int, rows_per_st
         yield strip.convert("RGB")
 
 
-def _filter(resample: int, x: float) -> float:
-    """PIL's bilinear (triangle) and bicubic (a = -0.5) filters, in its own order of operations."""
-    if x < 0.0:
-        x = -x
-    if resample == BILINEAR:
-        return 1.0 - x if x < 1.0 else 0.0
-    if x < 1.0:
-        return ((-0.5 + 2.0) * x - (-0.5 + 3.0)) * x * x + 1
-    if x < 2.0:
-        return (((x - 5) * x + 8) * x - 4) * -0.5
-    return 0.0
-
-
-def pillow_coefficients(in_size: int, out_size: int, resample: int) -> tuple[list[int], list[int], np.ndarray]:
-    """PIL's resampling coefficients along one axis (Resample.c precompute_coeffs and normalize_coeffs_8bpc, in
-    double precision as it computes them): per output pixel its first source pixel, how many it reads, and their
-    weights in fixed point with _PRECISION fractional bits."""
-    scale = in_size / out_size
-    filterscale = max(scale, 1.0)
-    support = _SUPPORT[resample] * filterscale
-    ksize = int(math.ceil(support)) * 2 + 1
-    firsts, counts = [], []
-    fixed = np.zeros((out_size, ksize), np.int64)
-    for xx in range(out_size):
-        center = (xx + 0.5) * scale
-        ss = 1.0 / filterscale
-        xmin = max(int(center - support + 0.5), 0)
-        xmax = min(int(center + support + 0.5), in_size) - xmin
-        weights = [_filter(resample, (x + xmin - center + 0.5) * ss) for x in range(xmax)]
-        ww = 0.0
-        for w in weights:
-            ww += w
-        for x, w in enumerate(weights):
-            k = w / ww if ww != 0.0 else w
-            fixed[xx, x] = int(-0.5 + k * (1 << _PRECISION)) if k < 0 else int(0.5 + k * (1 << _PRECISION))
-        firsts.append(xmin)
-        counts.append(xmax)
-    return firsts, counts, fixed
-
-
-_PRECISION = 32 - 8 - 2   # PIL's PRECISION_BITS for 8-bit images
-
-
 def _resize_strips(strips: Iterator[Any], width: int, height: int, out_w: int, out_h: int, resample: int
                    ) -> tuple[Any, int, int]:
     """PIL's resize of a whole (width, height) RGB image to (out_w, out_h), to the bit, from its strips as they
@@ -444,8 +456,8 @@ def _resize_strips(strips: Iterator[Any], width: int, height: int, out_w: int, o
         while yy < out_h and firsts[yy] + counts[yy] <= decoded:
             lo = firsts[yy] - held_from
             window = held[lo:lo + counts[yy]].astype(np.int64)
-            acc = np.tensordot(fixed[yy, :counts[yy]], window, axes=1) + (1 << (_PRECISION - 1))
-            out[yy] = np.clip(acc >> _PRECISION, 0, 255)
+            acc = np.tensordot(fixed[yy, :counts[yy]], window, axes=1) + (1 << (PILLOW_PRECISION - 1))
+            out[yy] = np.clip(acc >> PILLOW_PRECISION, 0, 255)
             yy += 1
         drop = (firsts[yy] if yy < out_h else decoded) - held_from
         held, held_from = held[drop:], held_from + drop
@@ -453,4 +465,4 @@ def _resize_strips(strips: Iterator[Any], width: int, height: int, out_w: int, o
 
 
 __all__ = ["BICUBIC", "BILINEAR", "ImageInput", "ImageProcessor", "Preprocessed", "ensure_pillow", "pillow",
-           "pillow_coefficients", "png_orientation", "png_strips"]
+           "pillow_coefficients", "png_orientation", "png_strips", "vertical_first"]
