@@ -1,12 +1,13 @@
 """CLIP in the page: the full-size ViT-B/32 checkpoint (tests/clip_files.py, served by the dev server from its packed
 folder) loaded once per browser engine, its image and text embeddings equal to transformers' with the whole model
-pinned to the page's GPU and under auto; the image preprocessing on Pyodide's own Pillow equal to transformers' on
-scikit-image's photographs; and the parallel multimodal loader in a page (clip-tiny): the towers' progress interleaved,
+pinned to the page's GPU and under auto; the image preprocessing in the page equal to transformers' on scikit-image's
+photographs (its JPEGs decoded by the browser); and the parallel multimodal loader in a page (clip-tiny): the towers' progress interleaved,
 the prioritised tower ready and used first, a corrupt chunk of either tower refetched and never cached."""
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import sys
 from pathlib import Path
@@ -25,7 +26,6 @@ NAME = "clip-vit-base-patch32"
 # of the fixture's: short texts (8 tokens), and fewer photos pinned to the GPU (SwiftShader takes 2-3 s a photo), so
 # the GPU page's forward stays short
 PARITY_PHOTOS, PARITY_TEXTS, PINNED_PHOTOS = 2, 4, 1
-SUBSAMPLED_JPEG = "retina.jpg"       # the one photograph whose chroma is subsampled (4:2:0)
 
 
 def _photos(names) -> list[str]:
@@ -91,44 +91,64 @@ def test_clip_b32_equals_transformers_in_the_page(lane_factory, lane):
 
 PREPROCESS = """
 import base64, hashlib
-from gpuport.models.images import ImageProcessor, ensure_pillow
+from gpuport.models.images import ImageProcessor, decode_in_page, ensure_pillow
 await ensure_pillow()
 import PIL
 from PIL import features
 _out = {{"pillow": PIL.__version__, "jpeg": [features.version("jpg"), features.check_feature("libjpeg_turbo")],
-         "tensors": {{}}}}
+         "tensors": {{}}, "corpus": {{}}}}
+async def _decoded(images):
+    picks, later = decode_in_page(images, None)
+    for i, image in zip(picks, await later):
+        images[i] = image
+    return images
+_photos = await _decoded([base64.b64decode(b) for b in {photos!r}.values()])
+_corpus = await _decoded([base64.b64decode(b) for b in {corpus!r}.values()])
 for _kind, _cfg in {configs!r}.items():
     _proc = ImageProcessor.from_config(_cfg)
-    for _name, _b64 in {photos!r}.items():
-        _x = _proc(base64.b64decode(_b64)).pixels
+    for _name, _image in zip({photos!r}, _photos):
+        _made = _proc(_image)
+        _x = _made.pixels
         _out["tensors"][_kind + ":" + _name] = [hashlib.sha256(_x.tobytes()).hexdigest(),
-                                                 base64.b64encode(_x.tobytes()).decode()]
+                                                 base64.b64encode(_x.tobytes()).decode(), _made.stats["path"]]
+    for _name, _image in zip({corpus!r}, _corpus):
+        _made = _proc(_image)
+        _out["corpus"][_kind + ":" + _name] = [hashlib.sha256(_made.pixels.tobytes()).hexdigest(), _made.stats["path"]]
 _out
 """
 
 
-def test_preprocessing_equals_transformers_on_pyodides_pillow(lane_factory):
-    from clip_files import PREPROCESSORS, sample_positions
-    page = lane_factory("chromium-auto")
-    got = page.run(PREPROCESS.format(configs=PREPROCESSORS, photos=dict(zip(PHOTOS, _photos(PHOTOS)))))
+@pytest.mark.parametrize("lane", ["chromium-auto", "firefox-auto"])
+def test_preprocessing_equals_transformers_in_the_page(lane_factory, lane):
+    """Every photograph's tensor is transformers' to the bit in the page. Its JPEGs are decoded by the browser
+    (Chromium's and Firefox's libjpeg-turbo, as the Pillow wheels transformers runs on): Pyodide's own Pillow links
+    IJG libjpeg 9, which upsamples a 4:2:0 file's chroma one level apart (retina.jpg). A corpus of JPEGs (every
+    subsampling Pillow writes, progressive, restart markers, greyscale, 1x1 and odd sizes) gives the tensors
+    ImageProcessor gives natively, to the bit."""
+    from clip_files import PREPROCESSORS, jpeg_corpus, sample_positions
+    from gpuport.models.images import ImageProcessor
+    corpus = jpeg_corpus()
+    page = lane_factory(lane)
+    got = page.run(PREPROCESS.format(configs=PREPROCESSORS, photos=dict(zip(PHOTOS, _photos(PHOTOS))),
+                                     corpus={k: base64.b64encode(v).decode() for k, v in corpus.items()}))
     ref = preprocessing_reference()["photos"]
     report = {}
-    for key, (digest, tensor) in got["tensors"].items():
+    for key, (digest, tensor, path) in got["tensors"].items():
         kind, name = key.split(":")
         want = ref[name][kind]
         x = np.frombuffer(base64.b64decode(tensor), np.float32).reshape(want["shape"])
         samples = np.frombuffer(base64.b64decode(want["samples"]), np.float32)
-        report[key] = (digest == want["sha256"], float(np.abs(x[sample_positions(x.shape)] - samples).max()))
-    print(f"\nPillow {got['pillow']}, libjpeg {got['jpeg']}: {report}")
+        report[key] = (digest == want["sha256"], float(np.abs(x[sample_positions(x.shape)] - samples).max()), path)
+    print(f"\n{lane}: Pillow {got['pillow']}, libjpeg {got['jpeg']}: {report}")
     assert len(report) == 2 * len(PHOTOS)
-    # Pyodide's Pillow links IJG libjpeg 9, native Pillow libjpeg-turbo: they upsample a JPEG's subsampled chroma
-    # differently (retina.jpg is 4:2:0; the others are PNG or 4:4:4 JPEG), at most one level of 255 apart
-    for key, (same, err) in report.items():
-        kind, name = key.split(":")
-        if name == SUBSAMPLED_JPEG:
-            assert err <= 1 / 255 / min(PREPROCESSORS[kind]["image_std"]) + 1e-6, (key, err)
-        else:
-            assert same, (key, err)
+    for key, (same, err, path) in report.items():
+        assert path == ("browser" if key.endswith(".jpg") else "whole"), (key, path)
+        assert same and err == 0.0, (key, err)
+    natively = {f"{kind}:{name}": hashlib.sha256(ImageProcessor.from_config(cfg)(data).pixels.tobytes()).hexdigest()
+                for kind, cfg in PREPROCESSORS.items() for name, data in corpus.items()}
+    differ = sorted(key for key, (digest, _) in got["corpus"].items() if digest != natively[key])
+    assert len(got["corpus"]) == len(natively) and not differ, differ
+    assert {path for _, path in got["corpus"].values()} == {"browser"}
 
 
 # -- the parallel multimodal loader in a page (clip-tiny) ------------------------------------------------------------

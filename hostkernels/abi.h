@@ -6,7 +6,7 @@
 #define GPUPORT_ABI_H
 
 /* Bumped whenever an exported signature changes; the Python wrapper refuses a module with another. */
-#define GP_ABI 13
+#define GP_ABI 14
 
 /* Only the functions declared here are exported (the builds are -fvisibility=hidden): by name in
  * WebAssembly, natively as the ELF symbols of the same names. */
@@ -122,11 +122,11 @@ GP_EXPORT(gp_resample_scratch)
 int gp_resample_scratch(int w, int h, int out_w, int out_h, int x0, int y0, int cw, int ch, int filter,
                         int vertical_first);
 
-/* src (h, w, 3) RGB bytes resized to out_w x out_h as Pillow resizes (filter 2 bilinear, 3 bicubic; vertical_first: its vertical pass first), to the bit; the (ch, cw) crop from (x0, y0) (zero bytes outside) through table (3 x 256) into out (3, ch, cw). */
+/* src (h, w, bpp) RGB or RGBA bytes resized to out_w x out_h as Pillow resizes (filter 2 bilinear, 3 bicubic; vertical_first: its vertical pass first), to the bit; the (ch, cw) crop from (x0, y0) (zero bytes outside) through table (3 x 256) into out (3, ch, cw). */
 GP_EXPORT(gp_resample_image)
-void gp_resample_image(const uint8_t *src, int w, int h, int out_w, int out_h, int x0, int y0, int cw, int ch,
-                       int filter, int vertical_first, const float *table, float *out, float *scratch,
-                       int threads);
+void gp_resample_image(const uint8_t *src, int w, int h, int bpp, int out_w, int out_h, int x0, int y0,
+                       int cw, int ch, int filter, int vertical_first, const float *table, float *out,
+                       float *scratch, int threads);
 
 /* The argmax of logits + bias (-1: a NaN, +inf or nothing finite) and the sum of e^(z - max) at *sumexp. */
 GP_EXPORT(gp_greedy)

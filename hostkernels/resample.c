@@ -10,7 +10,8 @@
  * of the source no kept row reads never resampled. Each output is a sum of the same integer products in the same
  * order as Pillow's, so the bytes are its bytes.
  *
- * A pixel's three channels are one vector (its fourth lane the next pixel's red, computed and dropped), so a tap
+ * The source's pixels are `bpp` bytes apart (3: RGB; 4: RGBA as a browser's canvas gives it, the fourth byte
+ * ignored). A pixel's three channels are one vector (its fourth lane the next byte, computed and dropped), so a tap
  * is one load, one multiply and one add where Pillow's C makes three of each. The passes split their rows over
  * the pool's threads. */
 #include "simd.h"
@@ -215,8 +216,8 @@ int gp_resample_scratch(int w, int h, int out_w, int out_h, int x0, int y0, int 
   return P.cols * (P.htaps + 2) + P.rows * (P.vtaps + 2) + P.src_rows * P.cols;
 }
 
-void gp_resample_image(const uint8_t *src, int w, int h, int out_w, int out_h, int x0, int y0, int cw, int ch,
-                       int filter, int vertical_first, const float *table, float *out, float *scratch,
+void gp_resample_image(const uint8_t *src, int w, int h, int bpp, int out_w, int out_h, int x0, int y0, int cw,
+                       int ch, int filter, int vertical_first, const float *table, float *out, float *scratch,
                        int threads) {
   const struct plan P = plan_of(w, h, out_w, out_h, x0, y0, cw, ch, filter, vertical_first);
   int *hb = (int *)scratch, *vb = hb + P.cols * (P.htaps + 2);
@@ -224,10 +225,10 @@ void gp_resample_image(const uint8_t *src, int w, int h, int out_w, int out_h, i
   weights(filter, P.w, P.out_w, P.col0, P.cols, P.htaps, hb, hk);
   weights(filter, P.h, P.out_h, P.row_first, P.rows, P.vtaps, vb, vk);
   for (int i = 0; i < P.rows; i++) vb[2 * i] -= P.row0;
-  const long row_bytes = 3L * w;
+  const long row_bytes = (long)bpp * w;
   struct resample R = {src, src + row_bytes * h, hb, vb, hk, vk, table, (uint8_t *)(vb + P.rows * (P.vtaps + 2)),
-                       out, vertical_first ? 3 : row_bytes, vertical_first ? 1 : cw, vertical_first ? cw : 1,
-                       (long)cw * ch, vertical_first ? (int)row_bytes : 3, P.row0, P.cols, P.htaps, P.vtaps,
+                       out, vertical_first ? bpp : row_bytes, vertical_first ? 1 : cw, vertical_first ? cw : 1,
+                       (long)cw * ch, vertical_first ? (int)row_bytes : bpp, P.row0, P.cols, P.htaps, P.vtaps,
                        P.x_in, P.y_in, P.rows, P.cw, P.ch};
   if (threads < 1) threads = 1;
   if (P.cols > 0) gp_parallel(threads, P.src_rows, 4 * threads, first_pass, &R);

@@ -18,6 +18,7 @@ import fcntl
 import gzip
 import hashlib
 import importlib.util
+import io
 import json
 import os
 import shutil
@@ -95,6 +96,30 @@ def photo_path(name: str) -> Path:
     spec = importlib.util.find_spec("skimage")
     assert spec is not None and spec.submodule_search_locations, "scikit-image is a test dependency: make setup"
     return Path(list(spec.submodule_search_locations)[0]) / "data" / name
+
+
+def jpeg_corpus() -> dict[str, bytes]:
+    """JPEGs made here by Pillow's libjpeg-turbo, for the page's decoding (its browser's decoder against Pillow's): the
+    chroma subsamplings Pillow writes (4:4:4, 4:2:2, 4:2:0), progressive, Huffman-optimised at a low quality,
+    restart-marked, greyscale; sizes 1x1, odd ones off the 8- and 16-pixel blocks, and a photo's. Seeded."""
+    from PIL import Image
+    r = np.random.default_rng(11)
+    out = {}
+    for h, w in ((1, 1), (9, 17), (64, 64), (333, 501)):
+        y, x = np.mgrid[0:h, 0:w]
+        smooth = np.stack([np.sin(x / 7 + c) * 80 + np.cos(y / 5 - c) * 60 + 128 for c in range(3)], -1)
+        image = Image.fromarray(np.clip(smooth + r.normal(0, 20, (h, w, 3)), 0, 255).astype(np.uint8))
+        for name, options in (("444", {"subsampling": 0}), ("422", {"subsampling": 1}), ("420", {"subsampling": 2}),
+                              ("progressive", {"subsampling": 2, "progressive": True}),
+                              ("optimised-q40", {"subsampling": 2, "optimize": True, "quality": 40}),
+                              ("restarts", {"subsampling": 2, "restart_marker_blocks": 3})):
+            buf = io.BytesIO()
+            image.save(buf, "JPEG", **options)
+            out[f"{h}x{w}-{name}.jpg"] = buf.getvalue()
+        buf = io.BytesIO()
+        image.convert("L").save(buf, "JPEG")
+        out[f"{h}x{w}-grey.jpg"] = buf.getvalue()
+    return out
 
 
 def sample_positions(shape: tuple[int, ...], seed: int = 0) -> tuple:

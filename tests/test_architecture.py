@@ -39,7 +39,7 @@ PACKAGE = ROOT / "py" / "gpuport"
 CORE = {"__init__.py", "__main__.py", "_version.py", "errors.py", "types.py", "platform.py", "runtime.py", "kernel.py"}
 MAX_FUNCTION_LINES = 90     # a screen: a reader sees a whole function at once
 MAX_MODULE_LINES = 1000     # past this a module holds two jobs, whatever its docstring says
-MAX_DEFERRED_IMPORTS = 22
+MAX_DEFERRED_IMPORTS = 23
 # What may be imported inside a function: optional dependencies (an extra, or absent on some platforms), the
 # page-only modules (they import js, which exists only in Pyodide), and the native-only and format readers that
 # `import gpuport` leaves out because a page's first result never needs them (each costs its import time there).

@@ -1,21 +1,30 @@
 """Page-only I/O (with browser.py and jsmodules.py, the only modules that import js/pyodide): IndexedDB record stores,
-the fetch transport and the IndexedDB chunk cache of the progressive model loader.
+the fetch transport and the IndexedDB chunk cache of the progressive model loader, and the browser's JPEG decoder.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Sequence
+from typing import Any, Awaitable, Sequence
 
 import gpuport_idb as idb  # web/idb.js, registered by jsmodules.register beside the bridge
 import js
+import numpy as np
+from pyodide.code import run_js
 from pyodide.ffi import JsException, to_js
 from pyodide.http import pyfetch
 
 from ..errors import NoAnswer
 from ..formats.chunk_manifest import sha256
 from ..platform import within
-from .io import ChunkCache, ChunkView, QuotaExceeded, Response, Transport, TransportError
+from .io import (
+    ChunkCache,
+    ChunkView,
+    QuotaExceeded,
+    Response,
+    Transport,
+    TransportError,
+)
 
 RECORD_WAIT_S = 10.0   # a record read past it is treated as missing (open() goes on without the optimisation)
 
@@ -200,3 +209,59 @@ def _bytes(value: Any) -> bytes | None:
         return value.to_bytes()
     except Exception:
         return js.Uint8Array.new(value).to_bytes()
+
+
+# The browser's JPEG decoder, every image at once: createImageBitmap decodes off this thread, then a 2D canvas hands
+# over the pixels (RGBA). colorSpaceConversion "none": the samples as coded, no ICC profile applied (Pillow applies
+# none). Chromium and Firefox decode with libjpeg-turbo's defaults (its accurate integer IDCT, its fancy chroma
+# upsampling), as the Pillow wheels Hugging Face's preprocessing runs on do: the same bytes (e2e/test_page_vision.py
+# checks a corpus of subsamplings, progressive and restart-marked files), where Pyodide's Pillow links IJG libjpeg 9,
+# whose chroma upsampling differs by one level on 4:2:0 files.
+_DECODE_JPEGS = """(list) => Promise.all(list.map(async (bytes) => {
+  try {
+    const bitmap = await createImageBitmap(new Blob([bytes], { type: "image/jpeg" }),
+                                           { colorSpaceConversion: "none", premultiplyAlpha: "none" });
+    const canvas = new OffscreenCanvas(bitmap.width, bitmap.height);
+    const context = canvas.getContext("2d", { willReadFrequently: true });
+    context.drawImage(bitmap, 0, 0);
+    bitmap.close();
+    return context.getImageData(0, 0, canvas.width, canvas.height);
+  } catch (e) {
+    return String((e && e.message) || e);
+  }
+}))"""
+_decoder: Any = None
+
+
+def decode_jpegs(images: Sequence[bytes]) -> Awaitable[list[np.ndarray | str]]:
+    """Each JPEG as (height, width, 4) uint8 RGBA from the browser's decoder (alpha 255), or the reason it could
+    not (no OffscreenCanvas here, a file it refuses). The decoding starts now, off this thread, all images at once:
+    await the result once this thread has done what it can meanwhile."""
+    global _decoder
+    try:
+        if _decoder is None:
+            _decoder = run_js(f"({_DECODE_JPEGS})")
+        started, failed = _decoder(to_js([bytes(image) for image in images])), ""
+    except JsException as exc:
+        started, failed = None, f"the browser's decoder: {exc}"
+
+    async def pixels() -> list[np.ndarray | str]:
+        try:
+            answers = await started if started is not None else None
+        except JsException as exc:
+            answers, why = None, f"the browser's decoder: {exc}"
+        else:
+            why = failed
+        if answers is None:
+            return [why] * len(images)
+        out: list[np.ndarray | str] = []
+        for answer in answers:
+            if isinstance(answer, str):
+                out.append(f"the browser's decoder: {answer}")
+                continue
+            rgba = np.empty((int(answer.height), int(answer.width), 4), np.uint8)
+            answer.data.assign_to(rgba)
+            out.append(rgba)
+        return out
+
+    return pixels()

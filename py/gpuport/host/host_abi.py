@@ -16,7 +16,7 @@ import re
 import sys
 from dataclasses import dataclass
 
-ABI = 13  # what gp_abi() returns: bumped whenever a row below changes; a build with another is refused
+ABI = 14  # what gp_abi() returns: bumped whenever a row below changes; a build with another is refused
 
 HEADER = "hostkernels/abi.h"
 REGENERATE = f"python3 py/gpuport/host/host_abi.py > {HEADER}"
@@ -170,9 +170,9 @@ EXPORTS: tuple[Export, ...] = (
             "int w, int h, int out_w, int out_h, int x0, int y0, int cw, int ch, int filter, int vertical_first",
             "Floats of scratch gp_resample_image needs for that image, resize, crop, filter and order."),
     _export("void", "gp_resample_image",
-            "const uint8_t *src, int w, int h, int out_w, int out_h, int x0, int y0, int cw, int ch, int filter, "
-            "int vertical_first, const float *table, float *out, float *scratch, int threads",
-            "src (h, w, 3) RGB bytes resized to out_w x out_h as Pillow resizes (filter 2 bilinear, 3 bicubic; "
+            "const uint8_t *src, int w, int h, int bpp, int out_w, int out_h, int x0, int y0, int cw, int ch, "
+            "int filter, int vertical_first, const float *table, float *out, float *scratch, int threads",
+            "src (h, w, bpp) RGB or RGBA bytes resized to out_w x out_h as Pillow resizes (filter 2 bilinear, 3 bicubic; "
             "vertical_first: its vertical pass first), to the bit; the (ch, cw) crop from (x0, y0) (zero bytes "
             "outside) through table (3 x 256) into out (3, ch, cw)."),
     _export("int", "gp_greedy", "const float *logits, const float *bias, int n, float *sumexp",

@@ -573,25 +573,26 @@ class SimdKernels:
     def resample_image(self, rgb: np.ndarray, size: tuple[int, int], window: tuple[int, int, int, int],
                        resample: int, table: np.ndarray, *, vertical_first: bool = False, threads: int = 1
                        ) -> np.ndarray:
-        """An (h, w, 3) uint8 RGB image resized to size = (width, height) as Pillow's Image.resize makes it
-        (`resample` 2 bilinear, 3 bicubic; its vertical pass first where `vertical_first`, as Pillow 13 orders
-        some), to the bit (references.resample_ref), then its window (x0, y0, width,
-        height), zero bytes where that leaves the resized image, through `table` (3, 256) float32 (read-only: kept
-        while it lives) by channel and byte: (3, height, width) float32. Rows are shared over `threads`."""
+        """An (h, w, 3) uint8 RGB image (or (h, w, 4) RGBA, its alpha ignored) resized to size = (width, height)
+        as Pillow's Image.resize makes it (`resample` 2 bilinear, 3 bicubic; its vertical pass first where
+        `vertical_first`, as Pillow 13 orders some), to the bit (references.resample_ref), then its window (x0, y0,
+        width, height), zero bytes where that leaves the resized image, through `table` (3, 256) float32 (read-only:
+        kept while it lives) by channel and byte: (3, height, width) float32. Rows are shared over `threads`."""
         lib = self._need("resample_image")
         (out_w, out_h), (x0, y0, cw, ch) = size, window
-        if (rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3 or 0 in rgb.shape or resample not in (2, 3)
-                or table.dtype != np.float32 or table.shape != (3, 256) or min(out_w, out_h, cw, ch) < 1):
+        if (rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] not in (3, 4) or 0 in rgb.shape
+                or resample not in (2, 3) or table.dtype != np.float32 or table.shape != (3, 256)
+                or min(out_w, out_h, cw, ch) < 1):
             raise ValueError(f"resample_image: {rgb.dtype} {rgb.shape} to {size}, window {window}, filter {resample}, "
-                             f"table {table.dtype} {table.shape}: needs (h, w, 3) uint8, sizes of at least 1, filter "
-                             "2 or 3 and a (3, 256) float32 table")
+                             f"table {table.dtype} {table.shape}: needs (h, w, 3 or 4) uint8, sizes of at least 1, "
+                             "filter 2 or 3 and a (3, 256) float32 table")
         if rgb.size >= 2 ** 31 or max(out_w, out_h, cw, ch) >= 2 ** 30:
             raise ValueError(f"resample_image: {rgb.shape} to {size} is past the kernel's 32-bit sizes")
         src = np.ascontiguousarray(rgb)
-        h, w = src.shape[:2]
+        h, w, bpp = src.shape
         out = np.empty((3, ch, cw), np.float32)
         words = int(lib.gp_resample_scratch(w, h, out_w, out_h, x0, y0, cw, ch, resample, int(vertical_first)))
-        lib.gp_resample_image(self._at(src), w, h, out_w, out_h, x0, y0, cw, ch, resample, int(vertical_first),
+        lib.gp_resample_image(self._at(src), w, h, bpp, out_w, out_h, x0, y0, cw, ch, resample, int(vertical_first),
                               self._kept(table), self._out(out), self._scratch(words), max(1, int(threads)))
         self._done()
         return out

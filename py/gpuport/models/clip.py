@@ -213,7 +213,7 @@ class CLIP:
         as the tier's limits allow (VisionTower.max_batch)."""
         vision = await self.tower("vision")
         t0 = time.perf_counter()
-        prepared = preprocess(self.processor, images, decode_budget(self.rt))
+        prepared = await preprocess(self.processor, images, decode_budget(self.rt))
         t_pre = time.perf_counter()
         out = np.zeros((len(prepared), self.dim), np.float32)
         where = set()

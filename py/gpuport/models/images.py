@@ -30,7 +30,7 @@ import struct
 import zlib
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, Callable, Iterator, Mapping, Union
+from typing import Any, Awaitable, Callable, Iterator, Mapping, Sequence, Union
 
 import numpy as np
 
@@ -174,6 +174,11 @@ class ImageProcessor:
         """finish(source, stats, resized) on the image decoded: source is upright RGB, a PIL image or an (h, w, 3)
         uint8 array, already resized where `resized` (decoded in strips)."""
         pillow()
+        if isinstance(image, Decoded):
+            pixels = image.pixels
+            stats = {"path": "browser", "format": "JPEG", "source": [pixels.shape[1], pixels.shape[0]],
+                     "largest_buffer": pixels.nbytes}
+            return finish(pixels, stats, False), stats
         if isinstance(image, np.ndarray):
             _check_array(image)
             stats = {"path": "array", "source": [image.shape[1], image.shape[0]], "largest_buffer": image.nbytes}
@@ -221,7 +226,7 @@ class ImageProcessor:
     def _pillow_pixels(self, source: Any, stats: dict[str, Any], resized: bool) -> np.ndarray:
         if not resized:
             if isinstance(source, np.ndarray):
-                source = Image.fromarray(np.ascontiguousarray(source), mode="RGB")
+                source = Image.fromarray(np.ascontiguousarray(source[..., :3]), mode="RGB")
             source = self._resize(source)
             stats["resize"] = "pillow"
         return self._crop(np.asarray(source))
@@ -292,6 +297,49 @@ def scaled(x: np.ndarray, processor: ImageProcessor) -> np.ndarray:
         mean, std = np.asarray(processor.mean, np.float32), np.asarray(processor.std, np.float32)
         x = ((x.T - mean) / std).T
     return np.ascontiguousarray(x, dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """An image a page's browser decoded (decode_in_page): (height, width, 4) uint8 RGBA, upright, alpha unused."""
+
+    pixels: np.ndarray
+
+
+def decode_in_page(images: Sequence[ImageInput], budget: int | None) -> tuple[list[int], Awaitable[list[Any]]]:
+    """In a page, starts the browser's decoder (pageio.decode_jpegs: all at once, off this thread) on each JPEG it
+    decodes as the Pillow wheels' libjpeg-turbo does: (their indices, an awaitable of each as a Decoded, or as it
+    was where the browser refused it: Pillow decodes it then). Natively, and without such a JPEG: none."""
+    picks = [i for i, image in enumerate(images) if IN_PYODIDE and _browser_decodes(image, budget)]
+    if not picks:
+        return [], _nothing()
+    from ..backends.pageio import decode_jpegs
+    started = decode_jpegs([images[i] for i in picks])
+
+    async def decoded() -> list[Any]:
+        return [Decoded(p) if isinstance(p, np.ndarray) else images[i] for i, p in zip(picks, await started)]
+
+    return picks, decoded()
+
+
+async def _nothing() -> list[Any]:
+    return []
+
+
+def _browser_decodes(image: Any, budget: int | None) -> bool:
+    """A JPEG (its bytes) whose pixels the browser gives as Pillow would: YCbCr or greyscale (not CMYK, which each
+    converts its own way), no EXIF rotation to apply, decoded whole within `budget` (past it Pillow's DCT scaling
+    decodes it smaller)."""
+    if not isinstance(image, (bytes, bytearray, memoryview)) or bytes(image[:3]) != b"\xff\xd8\xff":
+        return False
+    try:
+        with pillow().open(io.BytesIO(bytes(image))) as im:
+            width, height = im.size
+            return (im.format == "JPEG" and im.mode in ("RGB", "L")
+                    and int(im.getexif().get(_ORIENTATION, 1) or 1) == 1
+                    and (budget is None or width * height * 3 <= budget))
+    except (OSError, Image.UnidentifiedImageError):
+        return False
 
 
 @dataclass
@@ -464,5 +512,5 @@ def _resize_strips(strips: Iterator[Any], width: int, height: int, out_w: int, o
     return Image.fromarray(out, mode="RGB"), largest, count
 
 
-__all__ = ["BICUBIC", "BILINEAR", "ImageInput", "ImageProcessor", "Preprocessed", "ensure_pillow", "pillow",
-           "pillow_coefficients", "png_orientation", "png_strips", "vertical_first"]
+__all__ = ["BICUBIC", "BILINEAR", "Decoded", "ImageInput", "ImageProcessor", "Preprocessed", "decode_in_page",
+           "ensure_pillow", "pillow", "pillow_coefficients", "png_orientation", "png_strips", "vertical_first"]

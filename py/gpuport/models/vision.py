@@ -27,7 +27,7 @@ from ..host.references import ENCODER_ACTIVATIONS, EncoderLayer
 from ..placement import HostBytes
 from ..tensor.tensor import Tensor
 from ..types import HOST, Decision
-from .images import ImageInput, ImageProcessor, Preprocessed
+from .images import ImageInput, ImageProcessor, Preprocessed, decode_in_page
 
 OpShapes = tuple[tuple[str, tuple[tuple[int, ...], ...]], ...]
 DECODE_BUDGET = 64 << 20    # bytes an image may take decoded before it is decoded in strips (or scaled by libjpeg)
@@ -355,11 +355,17 @@ def decode_budget(rt: Any) -> int:
     return min(int(rt.binding_limit), DECODE_BUDGET)
 
 
-def preprocess(processor: ImageProcessor, images: Sequence[ImageInput], budget: int) -> list[Preprocessed]:
-    """Each image as its model input, decoded within `budget` bytes."""
+async def preprocess(processor: ImageProcessor, images: Sequence[ImageInput], budget: int) -> list[Preprocessed]:
+    """Each image as its model input, decoded within `budget` bytes (in a page its JPEGs by the browser while Pillow
+    decodes the others: images.decode_in_page)."""
     if isinstance(images, (str, bytes, bytearray, memoryview, np.ndarray)) or hasattr(images, "getexif"):
         raise TypeError("pass a list of images; wrap one image as [image]")
-    return [processor(image, budget) for image in images]
+    picks, decoded = decode_in_page(images, budget)
+    skip = set(picks)
+    out: list[Preprocessed | None] = [None if i in skip else processor(image, budget) for i, image in enumerate(images)]
+    for i, image in zip(picks, await decoded):   # the browser decoded these meanwhile
+        out[i] = processor(image, budget)
+    return out   # type: ignore[return-value]
 
 
 async def run_tower(rt: Any, name: str, ops: OpShapes, host_can: bool, upload: Callable[[], int],

@@ -68,7 +68,7 @@ class ViT:
         """(final class-token states (n, hidden), logits (n, labels)) of `images`, both from one forward, in batches
         as large as the tier's limits allow."""
         t0 = time.perf_counter()
-        prepared = preprocess(self.processor, images, decode_budget(self.rt))
+        prepared = await preprocess(self.processor, images, decode_budget(self.rt))
         t_pre = time.perf_counter()
         n, step = len(prepared), self.tower.max_batch()
         cls, logits = np.zeros((n, self.dim), np.float32), np.zeros((n, len(self.labels)), np.float32)
