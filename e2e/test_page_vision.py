@@ -1,8 +1,9 @@
 """CLIP in the page: the full-size ViT-B/32 checkpoint (tests/clip_files.py, served by the dev server from its packed
 folder) loaded once per browser engine, its image and text embeddings equal to transformers' with the whole model
-pinned to the page's GPU and under auto; the image preprocessing in the page equal to transformers' on scikit-image's
-photographs (its JPEGs decoded by the browser); and the parallel multimodal loader in a page (clip-tiny): the towers' progress interleaved,
-the prioritised tower ready and used first, a corrupt chunk of either tower refetched and never cached."""
+pinned to the page's GPU and under auto; the image preprocessing in the page equal to transformers' on
+scikit-image's photographs (its JPEGs decoded by the browser); and the parallel multimodal loader in a page
+(clip-tiny): the towers' progress interleaved, the prioritised tower ready and used first, a corrupt chunk of either
+tower refetched and never cached."""
 
 from __future__ import annotations
 

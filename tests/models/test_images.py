@@ -111,6 +111,31 @@ def test_the_kernels_resize_as_this_pillow_does():
     assert orders == ({False, True} if tuple(map(int, PIL.__version__.split(".")[:2])) >= (13, 0) else {False})
 
 
+def test_only_jpegs_the_browser_decodes_as_pillow_go_to_it():
+    """A page hands the browser's decoder YCbCr and greyscale JPEGs without an EXIF rotation whose RGBA fits the
+    budget (e2e/test_page_vision.py: those give Pillow's bytes); CMYK, rotated, too large, PNG and garbage stay with
+    Pillow. Natively nothing is handed over."""
+    from gpuport.models.images import _browser_decodes, decode_in_page
+    rgb = Image.fromarray(np.random.default_rng(3).integers(0, 256, (30, 40, 3), dtype=np.uint8))
+
+    def saved(image, fmt="JPEG", **kw):
+        buf = io.BytesIO()
+        image.save(buf, fmt, **kw)
+        return buf.getvalue()
+
+    rotated = Image.Exif()
+    rotated[0x0112] = 6
+    assert _browser_decodes(saved(rgb), None) == (30, 40)
+    assert _browser_decodes(bytearray(saved(rgb.convert("L"))), 30 * 40 * 4) == (30, 40)
+    for image, budget in ((saved(rgb), 30 * 40 * 4 - 1), (saved(rgb.convert("CMYK")), None),
+                          (saved(rgb, exif=rotated), None), (saved(rgb, "PNG"), None),
+                          (b"\xff\xd8\xff" + b"0" * 64, None), (np.asarray(rgb), None), (rgb, None)):
+        assert _browser_decodes(image, budget) is None
+    picks, later = decode_in_page([saved(rgb)], None)
+    assert picks == []
+    later.close()
+
+
 def test_exif_orientation_applied_as_pil_does():
     proc = _processor("clip")
     base = Image.open(photo_path("chelsea.png")).convert("RGB")

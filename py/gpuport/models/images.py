@@ -309,15 +309,18 @@ class Decoded:
 def decode_in_page(images: Sequence[ImageInput], budget: int | None) -> tuple[list[int], Awaitable[list[Any]]]:
     """In a page, starts the browser's decoder (pageio.decode_jpegs: all at once, off this thread) on each JPEG it
     decodes as the Pillow wheels' libjpeg-turbo does: (their indices, an awaitable of each as a Decoded, or as it
-    was where the browser refused it: Pillow decodes it then). Natively, and without such a JPEG: none."""
-    picks = [i for i, image in enumerate(images) if IN_PYODIDE and _browser_decodes(image, budget)]
-    if not picks:
+    was where the browser refused it or gave another size than its header's: Pillow decodes it then). Natively,
+    and without such a JPEG: none."""
+    sizes = {i: size for i, image in enumerate(images) if IN_PYODIDE and (size := _browser_decodes(image, budget))}
+    if not sizes:
         return [], _nothing()
     from ..backends.pageio import decode_jpegs
+    picks = list(sizes)
     started = decode_jpegs([images[i] for i in picks])
 
     async def decoded() -> list[Any]:
-        return [Decoded(p) if isinstance(p, np.ndarray) else images[i] for i, p in zip(picks, await started)]
+        return [Decoded(p) if isinstance(p, np.ndarray) and p.shape[:2] == sizes[i] else images[i]
+                for i, p in zip(picks, await started)]
 
     return picks, decoded()
 
@@ -326,20 +329,21 @@ async def _nothing() -> list[Any]:
     return []
 
 
-def _browser_decodes(image: Any, budget: int | None) -> bool:
-    """A JPEG (its bytes) whose pixels the browser gives as Pillow would: YCbCr or greyscale (not CMYK, which each
-    converts its own way), no EXIF rotation to apply, decoded whole within `budget` (past it Pillow's DCT scaling
-    decodes it smaller)."""
+def _browser_decodes(image: Any, budget: int | None) -> tuple[int, int] | None:
+    """(height, width) of a JPEG (its bytes) whose pixels the browser gives as Pillow would: YCbCr or greyscale (not
+    CMYK, which each converts its own way), no EXIF rotation to apply, its RGBA within `budget` (past it Pillow's
+    DCT scaling decodes it smaller); None for any other image."""
     if not isinstance(image, (bytes, bytearray, memoryview)) or bytes(image[:3]) != b"\xff\xd8\xff":
-        return False
+        return None
     try:
         with pillow().open(io.BytesIO(bytes(image))) as im:
             width, height = im.size
-            return (im.format == "JPEG" and im.mode in ("RGB", "L")
-                    and int(im.getexif().get(_ORIENTATION, 1) or 1) == 1
-                    and (budget is None or width * height * 3 <= budget))
+            takes = (im.format == "JPEG" and im.mode in ("RGB", "L")
+                     and int(im.getexif().get(_ORIENTATION, 1) or 1) == 1
+                     and (budget is None or width * height * 4 <= budget))
     except (OSError, Image.UnidentifiedImageError):
-        return False
+        return None
+    return (height, width) if takes else None
 
 
 @dataclass
