@@ -84,6 +84,7 @@ def test_clip_b32_equals_transformers_in_the_page(lane_factory, lane):
             assert cos >= 0.99999 and err <= 1e-5, (lane, mode, what, cos, err)
         if mode == "webgpu":
             assert stats["vision_ran"] == ["webgpu"] and stats["text_ran"] == ["webgpu"], stats
+        assert set(stats["resized_by"]) <= {"wasm", "wasm-threads"}, stats   # the page's kernels, never Pillow
         report.append(f"{mode}: vision on {stats['vision_ran']}, text on {stats['text_ran']}, {seconds:.1f} s")
     assert not got["webgpu_on_host"], got["webgpu_on_host"]   # pinned: nothing answered on the host
     assert got["memory_only"], got["load"]

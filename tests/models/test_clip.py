@@ -71,6 +71,8 @@ async def equal_to_transformers(name: str, backend: str, photos: int | None = No
 def test_vit_b32_equals_transformers(backend, photos, texts):
     stats = asyncio.run(equal_to_transformers("clip-vit-base-patch32", backend, photos, texts))
     assert stats["vision_ran"] == [backend] and stats["text_ran"] == [backend], stats
+    # the photographs decoded whole by Pillow and resized by the kernels (make setup builds them), whatever the tower
+    assert stats["decoded_by"] == ["whole"] and stats["resized_by"] == ["native-simd"], stats
 
 
 def test_l14_shape_equals_transformers():

@@ -45,6 +45,7 @@ from .vision import (
     decode_budget,
     layer_weight_names,
     preprocess,
+    preprocess_report,
     run_tower,
     vision_weight_names,
 )
@@ -224,7 +225,7 @@ class CLIP:
             where.add(ran)
         self.last_stats.update(images=len(prepared), image_batch=step, preprocess_ms=_ms(t0, t_pre),
                                vision_ms=_ms(t_pre, time.perf_counter()), vision_ran=sorted(where),
-                               largest_image_buffer=max((p.stats.get("largest_buffer", 0) for p in prepared), default=0))
+                               **preprocess_report(prepared))
         return _normalized(out) if normalize else out
 
     async def _vision_forward(self, vision: VisionTower, pixels: np.ndarray) -> tuple[np.ndarray, str]:
@@ -315,8 +316,8 @@ class CLIP:
         return sync_wait(self.embed_texts(texts), "CLIP.encode_texts")
 
     def stats(self) -> dict[str, Any]:
-        """The last calls' stages (ms), where each tower ran, the image batch size and the largest decoded image
-        buffer; the load's: when each tower was ready (ms from its start), its requests and bytes, and natively
+        """The last calls' stages (ms), where each tower ran, the image batch size, the largest decoded image
+        buffer and what decoded and resized the images (`decoded_by`, `resized_by`); the load's: when each tower was ready (ms from its start), its requests and bytes, and natively
         the process's peak resident memory once it finished (`peak_rss_bytes`)."""
         ready = dict(self.components.ready) if self.components is not None else {}
         return {**self.last_stats, "load": {**self.load_stats, "ready_ms": ready}, "backend": self.rt.backend,

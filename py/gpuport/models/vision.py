@@ -379,6 +379,14 @@ async def preprocess(processor: ImageProcessor, images: Sequence[ImageInput], bu
     return out   # type: ignore[return-value]
 
 
+def preprocess_report(prepared: Sequence[Preprocessed]) -> dict[str, Any]:
+    """What a call's images took, for a model's last_stats: the largest pixel buffer one held, how they were decoded
+    (whole, draft, strips, browser, array) and what resized them (pillow or the kernels' engine)."""
+    return {"largest_image_buffer": max((p.stats.get("largest_buffer", 0) for p in prepared), default=0),
+            "decoded_by": sorted({str(p.stats.get("path")) for p in prepared}),
+            "resized_by": sorted({str(p.stats.get("resize", "pillow")) for p in prepared})}
+
+
 async def run_tower(rt: Any, name: str, ops: OpShapes, host_can: bool, upload: Callable[[], int],
                     device: Callable[[], tuple[Tensor, ...]], host: Callable[[], tuple[np.ndarray, ...]]
                     ) -> tuple[tuple[np.ndarray, ...], str]:
@@ -402,4 +410,4 @@ async def run_tower(rt: Any, name: str, ops: OpShapes, host_can: bool, upload: C
 
 __all__ = ["CLIP_LAYER", "CLIP_VISION", "DECODE_BUDGET", "Encoder", "MAX_BATCH", "ROLES", "Tower", "TowerConfig",
            "VIT_LAYER", "VIT_VISION", "VisionNames", "VisionTower", "WeightSet", "decode_budget", "encoder_ops",
-           "layer_shapes", "layer_weight_names", "preprocess", "run_tower", "vision_weight_names"]
+           "layer_shapes", "layer_weight_names", "preprocess", "preprocess_report", "run_tower", "vision_weight_names"]

@@ -33,6 +33,7 @@ from .vision import (
     WeightSet,
     decode_budget,
     preprocess,
+    preprocess_report,
     run_tower,
     vision_weight_names,
 )
@@ -95,7 +96,7 @@ class ViT:
             where.add(ran)
         self.last_stats.update(images=n, image_batch=step, preprocess_ms=round((t_pre - t0) * 1e3, 2),
                                vision_ms=round((time.perf_counter() - t_pre) * 1e3, 2), vision_ran=sorted(where),
-                               largest_image_buffer=max((p.stats.get("largest_buffer", 0) for p in prepared), default=0))
+                               **preprocess_report(prepared))
         return cls, logits
 
     async def logits(self, images: Sequence[ImageInput]) -> np.ndarray:
