@@ -30,7 +30,7 @@ import struct
 import zlib
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, Awaitable, Callable, Iterator, Mapping, Sequence, Union
+from typing import Any, Callable, Coroutine, Iterator, Mapping, Sequence, Union
 
 import numpy as np
 
@@ -51,6 +51,7 @@ ImageOps: Any = None
 ImageInput = Union[bytes, bytearray, memoryview, str, os.PathLike, np.ndarray, Any]   # Any: a PIL image
 # what makes an output from a decoded image: (upright RGB source, stats, whether it is already resized)
 _Finish = Callable[[Any, dict[str, Any], bool], np.ndarray]
+_Later = Coroutine[Any, Any, list[Any]]   # decode_in_page's images, once the browser has decoded them
 
 RESCALE = 1 / 255
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -171,8 +172,8 @@ class ImageProcessor:
         return self._made(image, budget, self._pillow_pixels)
 
     def _made(self, image: ImageInput, budget: int | None, finish: _Finish) -> tuple[np.ndarray, dict[str, Any]]:
-        """finish(source, stats, resized) on the image decoded: source is upright RGB, a PIL image or an (h, w, 3)
-        uint8 array, already resized where `resized` (decoded in strips)."""
+        """finish(source, stats, resized) on the image decoded: source is upright, a PIL image (RGB) or an (h, w, 3)
+        RGB or (h, w, 4) RGBA uint8 array (the browser's), already resized where `resized` (decoded in strips)."""
         pillow()
         if isinstance(image, Decoded):
             pixels = image.pixels
@@ -306,7 +307,7 @@ class Decoded:
     pixels: np.ndarray
 
 
-def decode_in_page(images: Sequence[ImageInput], budget: int | None) -> tuple[list[int], Awaitable[list[Any]]]:
+def decode_in_page(images: Sequence[ImageInput], budget: int | None) -> tuple[list[int], _Later]:
     """In a page, starts the browser's decoder (pageio.decode_jpegs: all at once, off this thread) on each JPEG it
     decodes as the Pillow wheels' libjpeg-turbo does: (their indices, an awaitable of each as a Decoded, or as it
     was where the browser refused it or gave another size than its header's: Pillow decodes it then). Natively,
@@ -348,8 +349,9 @@ def _browser_decodes(image: Any, budget: int | None) -> tuple[int, int] | None:
 
 @dataclass
 class Preprocessed:
-    """One image's model input (3, H, W) float32, and how it was made (`path`: whole, draft, strips or array;
-    `largest_buffer`: bytes of the largest pixel buffer it held; `source`: the decoded size)."""
+    """One image's model input (3, H, W) float32, and how it was made (`path`: whole, draft, strips, browser or
+    array; `resize`: pillow or the kernels' engine; `largest_buffer`: bytes of the largest pixel buffer it held;
+    `source`: the decoded size)."""
 
     pixels: np.ndarray
     stats: dict[str, Any] = field(default_factory=dict)

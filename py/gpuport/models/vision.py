@@ -363,20 +363,20 @@ async def preprocess(processor: ImageProcessor, images: Sequence[ImageInput], bu
     if isinstance(images, (str, bytes, bytearray, memoryview, np.ndarray)) or hasattr(images, "getexif"):
         raise TypeError("pass a list of images; wrap one image as [image]")
     picks, decoded = decode_in_page(images, budget)
-    skip = set(picks)
-    rest = [(i, image) for i, image in enumerate(images) if i not in skip]
-    out: list[Preprocessed | None] = [None] * len(images)
-    threads = min(hostops.blas_threads(), len(rest))
-    if threads > 1:
-        with ThreadPoolExecutor(threads) as pool:
-            made = list(pool.map(lambda image: processor(image, budget), [image for _, image in rest]))
-    else:
-        made = [processor(image, budget) for _, image in rest]
-    for (i, _), one in zip(rest, made):
-        out[i] = one
-    for i, image in zip(picks, await decoded):   # the browser decoded these meanwhile
-        out[i] = processor(image, budget)
-    return out   # type: ignore[return-value]
+    chosen = set(picks)
+    rest = [image for i, image in enumerate(images) if i not in chosen]
+    try:
+        threads = min(hostops.blas_threads(), len(rest))
+        if threads > 1:
+            with ThreadPoolExecutor(threads) as pool:
+                made = iter(list(pool.map(lambda image: processor(image, budget), rest)))
+        else:
+            made = iter([processor(image, budget) for image in rest])
+    except BaseException:
+        decoded.close()   # the browser's work is dropped with the call
+        raise
+    browser = iter([processor(image, budget) for image in await decoded])   # decoded meanwhile
+    return [next(browser) if i in chosen else next(made) for i in range(len(images))]
 
 
 def preprocess_report(prepared: Sequence[Preprocessed]) -> dict[str, Any]:
