@@ -159,10 +159,12 @@ _bench_model = await models.load("minilm-l6-v2", rt)
 {{"load_ms": (time.perf_counter() - _t) * 1000}}
 """
 GP_CALL = """
+from gpuport.host import hostops as _hostops
 _t = time.perf_counter()
 _e = await _bench_model.embed(_bench_texts[{case!r}])
 _ms = (time.perf_counter() - _t) * 1000
-{{"ms": _ms, "embeddings": _e.tolist() if {embeddings} else None}}
+{{"ms": _ms, "embeddings": _e.tolist() if {embeddings} else None,
+  "stats": {{"pool": _hostops.layer_threads().get("last_call")}}}}
 """
 GP_INFO = """
 _i = rt.info()

@@ -104,10 +104,12 @@ async def _case(name):
 {{"load_ms": (time.perf_counter() - _t) * 1000}}
 """
 GP_CALL = """
+from gpuport.host import hostops as _hostops
 _t = time.perf_counter()
 _e = await _case({case!r})
 _ms = (time.perf_counter() - _t) * 1000
-{{"ms": _ms, "embeddings": _e.tolist() if {embeddings} else None, "stats": dict(_clip.last_stats)}}
+{{"ms": _ms, "embeddings": _e.tolist() if {embeddings} else None,
+  "stats": {{**_clip.last_stats, "pool": _hostops.layer_threads().get("last_call")}}}}
 """
 GP_INFO = """
 _i = rt.info()

@@ -96,10 +96,11 @@ _before_short = dict(hostops.calls().get("encoder_layer", {}))
 await _m.embed(["short"])
 _short = dict(hostops.calls().get("encoder_layer", {}))
 # sentences a quarter of a second apart: each begins with the workers asleep, and the pool tries both ways
-_sparse = []
+_sparse, _sparse_ways = [], []
 for _ in range(wasm_threads.TRIES + wasm_threads.ALONE_TRIES + 2):
     await __import__("asyncio").sleep(0.25)
     _sparse.append((await _m.embed(["short"]))[0])
+    _sparse_ways.append(hostops.layer_threads()["last_call"])
 _asleep = hostops.layer_threads()["asleep"]
 # the one-thread build, on the same weights: the pool set aside for one call
 _engine = wasm_threads.ENGINE.lib
@@ -108,7 +109,7 @@ try:
     _single = await _m.embed(_texts)
 finally:
     wasm_threads.ENGINE.lib = _engine
-{"asleep": _asleep, "sparse_diff": float(np.abs(np.array(_sparse) - _sparse[0]).max()),
+{"asleep": _asleep, "sparse_ways": _sparse_ways, "sparse_diff": float(np.abs(np.array(_sparse) - _sparse[0]).max()),
  "pool_layers": _after.get("wasm-threads", 0) - _before.get("wasm-threads", 0),
  "short_on_pool": _short.get("wasm-threads", 0) - _before_short.get("wasm-threads", 0),
  "max_diff": float(np.abs(_pooled - _single).max()), "cos": [float(c) for c in (_pooled * _single).sum(1)]}
@@ -126,6 +127,8 @@ def test_minilm_runs_its_layers_on_the_pool(lane_factory):
     # a sentence begun with the workers asleep ran both ways (woken, and on this thread alone), to the same numbers
     ways = {way: seen[1] for kind in got["asleep"].values() for way, seen in kind.items()}
     assert ways.get("woken", 0) >= wasm_threads.TRIES and ways.get("alone", 0) >= wasm_threads.ALONE_TRIES, got
+    # and each call's report says which way it went (rt.info()["host_threads"]["last_call"])
+    assert {"woken", "alone"} <= set(got["sparse_ways"]) <= {"woken", "alone", "awake"}, got
     assert got["sparse_diff"] <= 1e-5, got
 
 

@@ -440,8 +440,9 @@ def paced(kind: Hashable) -> ContextManager[None]:
 
 def layer_threads() -> dict[str, Any]:
     """What layers() chose, for reports: {"engine", "threads"}, plus "reason" where a page runs them on one
-    thread (not cross-origin isolated, threads: 1, no workers), and "asleep": what calls begun with the pool's
-    workers asleep took woken and alone (PoolKernels.paced)."""
+    thread (not cross-origin isolated, threads: 1, no workers), "asleep": what calls begun with the pool's
+    workers asleep took woken and alone (PoolKernels.paced), and "last_call": how the latest model call ran (its
+    workers awake already, woken, or this thread alone)."""
     chosen = layers()
     report: dict[str, Any] = {"engine": "numpy" if chosen is None else chosen[0].name,
                               "threads": 1 if chosen is None else chosen[1]}
@@ -449,6 +450,7 @@ def layer_threads() -> dict[str, Any]:
         report["reason"] = wasm_threads.reason()
     elif IN_PYODIDE:
         report["asleep"] = wasm_threads.ENGINE.paced()
+        report["last_call"] = wasm_threads.ENGINE.last_way
     return report
 
 

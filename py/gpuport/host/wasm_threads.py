@@ -161,6 +161,7 @@ class PoolKernels(SimdKernels):
         self.cap: int | None = None
         self._starting: asyncio.Future | None = None
         self._alone = False   # this call's layers run on this thread alone (call())
+        self.last_way = ""    # how the latest call() ran: awake, woken, alone or one thread
         self._paced: dict[tuple[Hashable, str], _Paced] = {}
         self._asked: dict[Hashable, int] = {}
 
@@ -225,9 +226,10 @@ class PoolKernels(SimdKernels):
         sentence 9-11 ms woken against 6 alone (Firefox and Chromium alike). A call that takes ALONE_BELOW_MS or
         more woken is not tried alone."""
         if self.threads() <= 1 or int(self.lib.gp_pool_awake()) > 0:
+            self.last_way = "one thread" if self.threads() <= 1 else "awake"
             yield
             return
-        way = self._way(kind)
+        way = self.last_way = self._way(kind)
         if way == "woken":
             self.lib.gp_pool_wake()   # now, so that the wake-up overlaps this thread's first phase
         self._alone = way == "alone"
