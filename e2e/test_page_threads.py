@@ -50,10 +50,12 @@ def test_pool_started(lane_factory, lane):
 
 
 def _assert_pool_info(got: dict) -> None:
-    """The pool's report: its engine, its threads, and what each kind of model call that found the workers asleep
-    took each way, [median ms, tries] (a lane's page is shared: earlier tests' calls are in it)."""
+    """The pool's report: its engine, its threads, what each kind of model call that found the workers asleep took
+    each way, [median ms, tries] (a lane's page is shared: earlier tests' calls are in it), and how the latest call
+    ran ("" before any)."""
     info = got["info"]
-    assert info.keys() == {"engine", "threads", "asleep"}, got
+    assert info.keys() == {"engine", "threads", "asleep", "last_call"}, got
+    assert info["last_call"] in ("", "awake", "woken", "alone", "one thread"), got
     assert info["engine"] == "wasm-threads" and info["threads"] == got["threads"], got
     for kind, ways in info["asleep"].items():
         assert ways and set(ways) <= {"woken", "alone"}, (kind, got)
