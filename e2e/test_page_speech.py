@@ -6,6 +6,7 @@ then answer every op); a clip's WAV bytes go in as the user's file would."""
 from __future__ import annotations
 
 import base64
+import re
 import sys
 from pathlib import Path
 
@@ -99,7 +100,7 @@ def test_microphone_demo_transcribes_what_it_hears(browsers, server_url):
     both components), transcribes as it listens, and finishes on Stop."""
     from playwright.sync_api import expect
 
-    wav = speech.clip_path(speech.CLIPS["fox"]).read_bytes()
+    wav = speech.clip_path(speech.CLIPS["short"]).read_bytes()
     context = browsers.get("chromium-webgpu").new_context()
     try:
         context.route("**/__microphone.wav", lambda route: route.fulfill(status=200, body=wav,
@@ -109,8 +110,8 @@ def test_microphone_demo_transcribes_what_it_hears(browsers, server_url):
         page.goto(server_url + "/?table=0&precompile=off&speech=1")
         section = page.locator("#speech")
         expect(section).to_have_attribute("data-state", "listening", timeout=180_000)
-        # 1.5 s of silence, the 6.6 s clip, then silence: let it play through, with live updates on the way
-        expect(page.locator("#speech-figures")).to_contain_text("heard 9.", timeout=60_000)
+        # 1.5 s of silence, the 1.3 s clip, then silence: let it play through, with live updates on the way
+        expect(page.locator("#speech-figures")).to_contain_text(re.compile(r"heard ([4-9]|\d\d)\."), timeout=60_000)
         page.click("#speech-stop")
         expect(section).to_have_attribute("data-state", "done", timeout=120_000)
         text = page.locator("#speech-text").inner_text().lower()
@@ -121,8 +122,7 @@ def test_microphone_demo_transcribes_what_it_hears(browsers, server_url):
     print(f"\nmicrophone: {text!r} ({figures})")
     peak = float(figures.split("peak ")[1].split()[0])
     assert peak > 0.05, f"the microphone delivered silence (its loudest sample {peak}): {figures}"
-    words = {w.strip(".,").lower() for w in speech.reference_text("fox").split() if len(w) > 3}
-    heard = [w for w in words if w in text]
-    assert len(heard) >= 4, (words, text)          # the resampled live capture is not the file: its words are
+    # what was said (faster-whisper hears the file as "The world, Lord."; the live capture is resampled)
+    assert "hello" in text and "world" in text, text
     assert {"encoder", "decoder"} <= set(components), components
     assert "updates" in figures, figures

@@ -83,11 +83,12 @@ def check_matmul(a: np.ndarray, b: np.ndarray, bias: np.ndarray | None = None, *
 @case
 def wasm_matmul_tile_edges() -> None:
     # every leftover-row count after the register tiles' rows (4 in WebAssembly and with AVX2, 8 with AVX-512: simd.h
-    # MR) against panel widths around the panel's columns (8, 16 or 32: NR), both layouts
+    # MR) against panel widths around the panel's columns (8, 16 or 32: NR), both layouts; k within one chunk (the
+    # chunks' edges: wasm_matmul_k_in_chunks), the shortest and an odd one
     r = rng(1)
     for m in (1, 2, 3, 4, 5, 6, 7, 8, 9, 11, 15, 16, 17):
         for n in (1, 3, 4, 5, 8, 9, 15, 17, 31, 33):
-            for k in (1, 3, 8, 13):
+            for k in (1, 13):
                 a, bias = _uniform(r, (m, k)), _uniform(r, (n,))
                 check_matmul(a, _uniform(r, (k, n)), bias, what=f"matmul {m}x{k}x{n}")
                 check_matmul(a, _uniform(r, (n, k)), None, transpose_b=True, what=f"matmul {m}x{k}x{n}^T")
