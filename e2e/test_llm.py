@@ -268,7 +268,8 @@ _out
 """
 
 
-# Firefox (lavapipe): about half of Dawn-on-SwiftShader's CPU time (14 against 25 CPU-s); sample_token is proven on Dawn by the parity lanes
+# Firefox (lavapipe): about half of Dawn-on-SwiftShader's CPU time (14 against 25 CPU-s); sample_token is proven
+# on Dawn by the parity lanes
 @pytest.mark.parametrize("lane", ["firefox-webgpu"])
 def test_device_decode_reads_back_one_token_id_per_step(lane_factory, lane):
     """Pinned to the page's WebGPU device: every decode step is one submit and one read of the 4-byte token id
