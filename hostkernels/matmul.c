@@ -24,13 +24,15 @@ void gp_pack_b(const float *b, int K, int N, int transpose_b, const float *bias,
  * tiles take k in chunks together (panel_stream); in WebAssembly each step touches the weight's lines a little ahead
  * (touch, simd.h).
  *
- * A row block runs through all of k before the next begins, and has at most CB / N rows (64 or more), so that its
- * partial sums in C (rows x N floats, 512 KiB) stay in L2 from one k block to the next. Taken k block by k block over
- * all rows, a wide product's C (ViT-B's 800 rows x 3072: 9.4 MiB) came back from L3 at each k block and each tile
- * waited for its sums. ViT-B's products on 800 rows, one thread of an Intel Xeon with AVX-512, interleaved, GFLOP/s:
- * 768 x 2304 125-134 -> 133-139, 768 x 3072 118-124 -> 134-136, 3072 x 768 128-130 -> 138-140 (MiniLM's, Whisper's
- * and 50 rows unchanged); its image tower on 16 images 1083-1109 -> 981-1029 ms. In WebAssembly (Node's V8, relaxed
- * SIMD): 768 x 2304 35.5-37 -> 42.4-43.7, 768 x 3072 35.4-36.9 -> 38.9-39.5. */
+ * A row block runs through all of k before the next begins. Where C is larger than L2 (2 MiB here), a row block has
+ * at most CB / N rows (64 or more), so that its partial sums (rows x N floats, 512 KiB) stay in L2 from one k block
+ * to the next: taken k block by k block over all rows, a wide product's C (ViT-B's 800 rows x 3072: 9.4 MiB) came
+ * back from L3 at each k block and each tile waited for its sums. ViT-B's products on 800 rows, one thread of an
+ * Intel Xeon with AVX-512, interleaved, GFLOP/s: 768 x 2304 125-134 -> 133-139, 768 x 3072 118-124 -> 134-136,
+ * 3072 x 768 128-130 -> 138-140 (MiniLM's, Whisper's and 50 rows unchanged); its image tower on 16 images
+ * 1083-1109 -> 981-1029 ms. In WebAssembly (Node's V8, relaxed SIMD) the same whole products: 768 x 2304
+ * 35.5-37 -> 42.4-43.7, 768 x 3072 35.4-36.9 -> 38.9-39.5; a page's pool splits them by columns (encoder.c), into
+ * parts too narrow for the cap. */
 #define KB 192
 #define CB 131072
 
@@ -39,7 +41,7 @@ void gp_matmul_packed(const float *a, int M, int K, int lda, const float *packed
   const int blocks = K > KB && M > 3 * MR ? (K + KB - 1) / KB : 1, kb = (K + blocks - 1) / blocks;
   const float *end = packed + (long)((N + NR - 1) / NR) * panel_floats(K);
   int mc = 65536 / (kb > 0 ? kb : 1);
-  if (blocks > 1 && CB / N < mc) mc = CB / N > 64 ? CB / N : 64;
+  if (blocks > 1 && (long)M * N > 4 * CB && CB / N < mc) mc = CB / N > 64 ? CB / N : 64;
   mc = mc / MR * MR;
   if (mc < MR) mc = MR;
   for (int m0 = 0; m0 < M; m0 += mc) {
