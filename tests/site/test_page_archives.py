@@ -119,8 +119,22 @@ const later = pyodide.runPython(`
 import numpy as np
 [float(np.random.default_rng(0).random()) < 1.0, float(np.fft.fft([1.0, 1.0]).real[0])]
 `).toJs();
+// the file system owns the archive's bytes (no copy): a file changed in place or grown changes only itself
+const names = Object.keys(files).filter((p) => p.endsWith(".py")).sort().slice(0, 3);
+const before = names.map((p) => Buffer.from(files[p]).toString("hex"));
+const owned = JSON.parse(pyodide.runPython(`
+import json, site
+root = site.getsitepackages()[0]
+names = ${JSON.stringify(names)}
+with open(f"{root}/{names[1]}", "r+b") as f:
+    f.write(b"# changed")
+with open(f"{root}/{names[1]}", "ab") as f:
+    f.write(b"# grown")
+json.dumps([open(f"{root}/{n}", "rb").read().hex() for n in names])
+`));
 process.stdout.write(JSON.stringify({ ...out, bad: bad.problem, missing: missing.problem, count, atInstall, afterImport,
-                                      later, end: libs().length, loaded: pyodide.loadedPackages.numpy }) + "\\n");
+                                      later, end: libs().length, loaded: pyodide.loadedPackages.numpy,
+                                      owned, before }) + "\\n");
 """ % WHEELS
 
 
@@ -150,6 +164,11 @@ def test_numpy_installed_from_its_archive_imports_as_if_loadpackage_had(served, 
     # none more; random and fft load theirs when imported
     assert got["afterImport"] == got["atInstall"], got
     assert got["later"] == [True, 2.0], got
+    # files read back as the archive has them; one changed in place and grown is that and only that
+    first, changed, third = (bytes.fromhex(h) for h in got["owned"])
+    was = [bytes.fromhex(h) for h in got["before"]]
+    assert (first, third) == (was[0], was[2])
+    assert changed == b"# changed" + was[1][len(b"# changed"):] + b"# grown"
     if lazy:
         assert got["count"] == {"loaded": 3, "of": 19, "early": 3, "handles": []} and len(got["atInstall"]) == 3, got
         assert [p.split("/site-packages/")[1] for p in got["atInstall"]] == libraries, got
