@@ -3,7 +3,6 @@
 // Every default URL resolves against this file's own location, not the page's: a page on any path or
 // origin loads gpuport from wherever its files are (a cross-origin host must send CORS headers).
 
-import * as digests from "./digests.js";
 import { readAhead } from "./idb.js";
 import { chunkedFetch } from "./ranges.js";
 import { keptCopy, siteFile } from "./snapshot.js";
@@ -63,17 +62,6 @@ function compileInterpreter(pyodideURL) {
     .then((module) => ({ module }), (e) => ({ problem: `the page could not compile it: ${e.message}` }));
 }
 
-// The page's hashing worker (digests.js): made by the first start() and kept for the page's life; this thread and
-// each Pyodide worker hash there (null: none could be made, each hashes itself)
-let hashing;
-
-function startHashing() {
-  if (hashing === undefined) {
-    hashing = digests.hashingWorker();
-    digests.use(hashing);
-  }
-}
-
 // The site's page archives, by their keys in start()'s arguments (siteFiles)
 const ARCHIVES = ["numpyArchive", "wheelArchive", "numpyBytecode"];
 
@@ -85,12 +73,6 @@ function remoteError(error) {
 // stopped for good (Firefox's navigator.gpu.requestAdapter() in a worker has, beside another page's start in the same
 // browser), which no deadline inside the worker can catch: the start then fails, naming the stage (WorkerFrozen).
 function viaWorker(worker, args, interpreter, onProgress, frozenS) {
-  if (hashing) {
-    const port = digests.portTo(hashing);
-    worker.postMessage({ digests: port }, [port]);
-    // a hashing worker that failed to start (a worker-src policy without blob:) tells no port: the worker hashes itself
-    hashing.addEventListener("error", () => worker.postMessage({ digests: false }));
-  }
   interpreter.then((compiled) => {
     try {
       worker.postMessage({ interpreter: compiled });
@@ -285,7 +267,6 @@ export async function start(options = {}) {
   workerURL.searchParams.set("pyodide", pyodideURL);
   const pyodideWorker = worker ? newWorker(workerURL.href) : null;
   const interpreter = compileInterpreter(pyodideURL);
-  startHashing();
   let site;
   try {
     site = await siteFiles(baseURL, options.wheelURL);

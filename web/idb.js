@@ -1,7 +1,6 @@
 // A small key-value store over IndexedDB, one object store per kind of data (manifests, chunks, timings),
 // and the browser's SHA-256, which verifies what goes into it and comes out of it.
 // Errors (quota, private mode, blocked) reject with the DOMException's name so Python can react.
-import { sha256 } from "./digests.js";
 
 export const VERSION = "0.1.0";   // gpuport's version: Python refuses a JS half of another release
 
@@ -98,11 +97,18 @@ export async function estimate() {
   return { usage, quota };
 }
 
+function hex(buffer) {
+  return Array.from(new Uint8Array(buffer), (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
 // The sha256 (hex) of each byte array, by the browser's native SHA-256 (crypto.subtle: a MiB in about a
-// millisecond, several times Pyodide's hashlib; on the hashing worker where start() made one: digests.js); null
-// where there is no crypto.subtle (a page served over plain http from another host is not a secure context), and
-// Python hashes itself.
-export { sha256 };
+// millisecond, several times Pyodide's hashlib); null where there is no crypto.subtle (a page served over plain
+// http from another host is not a secure context), and Python hashes itself.
+export async function sha256(arrays) {
+  const subtle = globalThis.crypto && globalThis.crypto.subtle;
+  if (!subtle) return null;
+  return Promise.all(Array.from(arrays, async (a) => hex(await subtle.digest("SHA-256", a))));
+}
 
 /** {bytes} of `url` when its SHA-256 is `sha256`, else {problem}; `signal` aborts the fetch. */
 export async function fetchChecked({ url, sha256: expected }, signal = undefined) {

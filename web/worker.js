@@ -13,8 +13,8 @@ if (pyodideURL) {
 }
 // Every import that failed is named: a module whose own import failed (host.js when wasm.js is missing) fails too,
 // and which of the two rejected first varies from run to run.
-const modules = Promise.allSettled(["./host.js", "./idb.js", "./digests.js", "./ranges.js", "./snapshot.js", "./wasm.js",
-                                    "./wheels.js", "./workers.js"].map((file) => import(file))).then((settled) => {
+const modules = Promise.allSettled(["./host.js", "./idb.js", "./ranges.js", "./snapshot.js", "./wasm.js", "./wheels.js",
+                                    "./workers.js"].map((file) => import(file))).then((settled) => {
   const failed = settled.filter(({ status }) => status === "rejected").map(({ reason }) => reason.message);
   if (failed.length) throw new Error(failed.join("; "));
   return settled.map(({ value }) => value);
@@ -51,17 +51,13 @@ const progress = (event) => self.postMessage({ progress: event });
 
 // messages wait for the modules, in the order they came
 self.onmessage = async ({ data }) => {
-  let boot, receiveAhead, digests;
+  let boot, receiveAhead;
   try {
-    [{ boot }, { receiveAhead }, digests] = await modules;
+    [{ boot }, { receiveAhead }] = await modules;
   } catch (e) {
     clearInterval(beat);
     const message = `gpuport worker: its modules did not load (${e.message})`;
     if (data.id) self.postMessage({ id: data.id, ok: false, error: { name: "Error", message } });
-    return;
-  }
-  if ("digests" in data) {   // a port to the page's hashing worker (web/digests.js), or false: none
-    digests.use(data.digests || null);
     return;
   }
   if (data.interpreter) {

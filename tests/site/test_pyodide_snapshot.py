@@ -191,7 +191,7 @@ def test_without_node_pyodide_or_snapshot_js_the_reason(monkeypatch, tmp_path):
 def test_a_failed_make_says_why_and_leaves_nothing(monkeypatch, tmp_path):
     web = tmp_path / "web"
     web.mkdir()
-    for name in ("wheels.js", "idb.js", "digests.js"):
+    for name in ("wheels.js", "idb.js"):
         shutil.copy2(WEB / name, web / name)
     (web / "snapshot.js").write_text('export const PRELOAD = "import no_such_module_here";\n')
     with pytest.raises(SnapshotUnavailable, match="no_such_module_here"):
