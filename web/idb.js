@@ -128,9 +128,9 @@ export function checkOf(bytes) {
     .map((h) => h.toString(16).padStart(8, "0")).join("");
 }
 
-// `entries` ([key, value, sha256]) in one read-write transaction on an open `db`, every put() issued before this returns:
-// IndexedDB copies a value as put() is called, so the caller may transfer the values right after. Resolves once
-// the transaction commits; rejects with why it did not (QuotaExceededError, ...).
+// `entries` ([key, value, sha256]) in one read-write transaction on an open `db`, every put() issued before this
+// returns: IndexedDB copies a value as put() is called, so the caller may transfer the values right after. Resolves
+// once the transaction commits; rejects with why it did not (QuotaExceededError, ...).
 function putEach(db, store, entries) {
   return new Promise((resolve, reject) => {
     const tx = db.transaction(store, "readwrite");
