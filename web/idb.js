@@ -55,15 +55,7 @@ function getEach(store, keys, each) {
 // where a typed array record comes through the storage backend: a warm visit's 87 MiniLM chunks (90 MB) read back
 // in 110-160 ms against 395 in Firefox (in Chromium 200-240 against 150-190, measured in a quiet browser). Records
 // stored as typed arrays read as before.
-// A chunk stored with the sha256 it was verified by carries that digest and a check of its bytes (checkOf) in its
-// Blob's type. Read back, the check is computed instead of the sha256: the SHA-256 of a warm visit's 90 MB of MiniLM
-// chunks took 170-210 ms of CPU (2 ms a MiB, Chromium and Firefox, on the thread that asks in Chromium), and with
-// those digests skipped a warm Chromium visit's first embedding came 120-260 ms sooner (3 interleaved pairs). The
-// check is 64 bits (two XXH32s, seeds 0 and 1, in one pass: 2 GB/s in V8): a stored record's flipped bit, torn
-// write or other chunk's bytes fail it as they fail the sha256; a download is still verified by its sha256.
-const CHUNK_TYPE = "application/x-gpuport-chunk";
-export const asStored = (store, value, sha256 = null) => (store === "chunks" && ArrayBuffer.isView(value)
-  ? new Blob([value], { type: sha256 ? `${CHUNK_TYPE}; sha256=${sha256}; check=${checkOf(value)}` : "" }) : value);
+const asStored = (store, value) => (store === "chunks" && ArrayBuffer.isView(value) ? new Blob([value]) : value);
 
 async function bytesOf(value) {
   return value instanceof Blob ? new Uint8Array(await value.arrayBuffer()) : value;
@@ -73,64 +65,13 @@ export function get(store, key) {
   return request(store, "readonly", (s) => s.get(key)).then((v) => (v === undefined ? null : bytesOf(v)));
 }
 
-/** Store `value` under `key`; `sha256`: a chunk's digest, verified, that its record carries (see asStored). */
-export function put(store, key, value, sha256 = null) {
-  return request(store, "readwrite", (s) => s.put(asStored(store, value, sha256), key));
+export function put(store, key, value) {
+  return request(store, "readwrite", (s) => s.put(asStored(store, value), key));
 }
 
-const P1 = 0x9e3779b1;
-const P2 = 0x85ebca77;
-const P3 = 0xc2b2ae3d;
-const P4 = 0x27d4eb2f;
-const P5 = 0x165667b1;
-const rotl = (x, r) => (x << r) | (x >>> (32 - r));
-
-function xxh32Tail(h, words, bytes, from) {
-  let i = from;
-  for (; i + 4 <= bytes.length; i += 4) h = Math.imul(rotl((h + Math.imul(words[i >>> 2], P3)) | 0, 17), P4);
-  for (; i < bytes.length; i += 1) h = Math.imul(rotl((h + Math.imul(bytes[i], P5)) | 0, 11), P1);
-  h = Math.imul(h ^ (h >>> 15), P2);
-  h = Math.imul(h ^ (h >>> 13), P3);
-  return (h ^ (h >>> 16)) >>> 0;
-}
-
-/** XXH32 of `bytes` with seeds 0 and 1 (the reference algorithm, little-endian words), computed in one pass: 16 hex
- * digits. */
-export function checkOf(bytes) {
-  const n = bytes.length;
-  if (bytes.byteOffset % 4) bytes = bytes.slice();   // its words, aligned
-  const words = new Uint32Array(bytes.buffer, bytes.byteOffset, n >>> 2);
-  let a, b;
-  if (n < 16) {
-    a = (P5 + n) | 0;
-    b = (1 + P5 + n) | 0;
-  } else {
-    let a1 = (P1 + P2) | 0, a2 = P2, a3 = 0, a4 = -P1 | 0;
-    let b1 = (1 + P1 + P2) | 0, b2 = (1 + P2) | 0, b3 = 1, b4 = (1 - P1) | 0;
-    const stripes = n >>> 4;
-    for (let s = 0, j = 0; s < stripes; s += 1, j += 4) {
-      const w1 = Math.imul(words[j], P2), w2 = Math.imul(words[j + 1], P2);
-      const w3 = Math.imul(words[j + 2], P2), w4 = Math.imul(words[j + 3], P2);
-      a1 = Math.imul(rotl((a1 + w1) | 0, 13), P1);
-      a2 = Math.imul(rotl((a2 + w2) | 0, 13), P1);
-      a3 = Math.imul(rotl((a3 + w3) | 0, 13), P1);
-      a4 = Math.imul(rotl((a4 + w4) | 0, 13), P1);
-      b1 = Math.imul(rotl((b1 + w1) | 0, 13), P1);
-      b2 = Math.imul(rotl((b2 + w2) | 0, 13), P1);
-      b3 = Math.imul(rotl((b3 + w3) | 0, 13), P1);
-      b4 = Math.imul(rotl((b4 + w4) | 0, 13), P1);
-    }
-    a = (rotl(a1, 1) + rotl(a2, 7) + rotl(a3, 12) + rotl(a4, 18) + n) | 0;
-    b = (rotl(b1, 1) + rotl(b2, 7) + rotl(b3, 12) + rotl(b4, 18) + n) | 0;
-  }
-  const from = n < 16 ? 0 : (n >>> 4) << 4;
-  return [xxh32Tail(a, words, bytes, from), xxh32Tail(b, words, bytes, from)]
-    .map((h) => h.toString(16).padStart(8, "0")).join("");
-}
-
-// `entries` ([key, value, sha256]) in one read-write transaction on an open `db`, every put() issued before this
-// returns: IndexedDB copies a value as put() is called, so the caller may transfer the values right after. Resolves
-// once the transaction commits; rejects with why it did not (QuotaExceededError, ...).
+// `entries` ([key, value]) in one read-write transaction on an open `db`, every put() issued before this returns:
+// IndexedDB copies a value as put() is called, so the caller may transfer the values right after. Resolves once
+// the transaction commits; rejects with why it did not (QuotaExceededError, ...).
 function putEach(db, store, entries) {
   return new Promise((resolve, reject) => {
     const tx = db.transaction(store, "readwrite");
@@ -138,7 +79,7 @@ function putEach(db, store, entries) {
     tx.onerror = () => reject(tx.error);
     tx.onabort = () => reject(tx.error || new Error("IndexedDB transaction aborted"));
     const s = tx.objectStore(store);
-    for (const [key, value, sha256] of entries) s.put(asStored(store, value, sha256), key);
+    for (const [key, value] of entries) s.put(asStored(store, value), key);
   });
 }
 
@@ -186,19 +127,12 @@ export async function fetchChecked({ url, sha256: expected }, signal = undefined
 
 // A record and its sha256 in one crossing: {value, sha256} (sha256 null: not bytes, or no crypto.subtle), or null.
 export async function getWithDigest(store, key) {
-  const record = await request(store, "readonly", (s) => s.get(key));
-  return withDigest(record === undefined ? null : record);
+  return withDigest(await get(store, key));
 }
 
-/** A stored record's bytes and their sha256: the one it carries where its check holds (asStored), else computed;
- * {value, sha256}, or null for no record. A record whose check fails answers a sha256 of "check failed": no
- * manifest's digest, so that the reader drops it and fetches the chunk again. */
-export async function withDigest(record) {
+async function withDigest(record) {
   if (record === null) return null;
   const value = await bytesOf(record);
-  const carried = record instanceof Blob && record.type.startsWith(CHUNK_TYPE)
-    ? /; sha256=([0-9a-f]{64}); check=([0-9a-f]{16})$/.exec(record.type) : null;
-  if (carried) return { value, sha256: checkOf(value) === carried[2] ? carried[1] : "check failed" };
   const digests = ArrayBuffer.isView(value) || value instanceof ArrayBuffer ? await sha256([value]) : null;
   return { value, sha256: digests ? digests[0] : null };
 }
@@ -359,7 +293,7 @@ async function fetchSpan({ m, file }, span, deliver, fetchFn) {
     else deliver({ key, found: null, error: `${file} chunk ${i}: its sha256 does not match the manifest` });
   }
   const db = good.length ? await database().catch((e) => e) : null;
-  const stored = storeSpan(db, good);   // copies them: deliver may transfer them
+  const stored = storeSpan(db, good.map(([key, value]) => [key, value]));   // copies them: deliver may transfer them
   for (const [key, value, digest] of good) deliver({ key, found: { value, sha256: digest, fetched: true } });
   const keys = good.map(([key]) => key);
   if (keys.length) {
