@@ -43,6 +43,7 @@ try:
     from selenium.webdriver.safari.options import Options as SafariOptions
     from selenium.webdriver.webkitgtk.options import Options as WebKitOptions
     from selenium.webdriver.webkitgtk.service import Service as WebKitService
+    from urllib3 import Timeout
 except ImportError:
     webdriver = None
 
@@ -62,7 +63,8 @@ FIREFOX_PREFS = {
 }
 START_TIMEOUT_S = 180
 SCRIPT_TIMEOUT_S = 300
-# A remote endpoint answers at once when it is there: an unreachable one fails in this time, not in minutes.
+# A remote endpoint answers at once when it is there: an unreachable one fails in this time, not in minutes. A
+# WebDriver endpoint's answers to a script wait for the script (up to SCRIPT_TIMEOUT_S): read for that long and this.
 CONNECT_TIMEOUT_S = 30
 
 # executable -> (environment variable, Debian's path, the Debian package that provides it)
@@ -296,7 +298,8 @@ class Browsers:
             options.add_argument("--automation")
         return self._webdriver(self.key(kind, remote), webdriver.Remote(
             command_executor=remote.url, options=options,
-            client_config=ClientConfig(remote_server_addr=remote.url, timeout=CONNECT_TIMEOUT_S)))
+            client_config=ClientConfig(remote_server_addr=remote.url, timeout=Timeout(
+                connect=CONNECT_TIMEOUT_S, read=SCRIPT_TIMEOUT_S + CONNECT_TIMEOUT_S))))
 
     def _webdriver(self, key: str, driver: Any) -> Any:
         """A started Selenium driver, set up as every WebDriver lane needs: timeouts, its version, closed last."""
