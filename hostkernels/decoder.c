@@ -168,8 +168,6 @@ INLINE void attend(int threads, const float *q, const float *k, const float *v, 
   gp_parallel(threads, T * heads, T * heads, attend_items, &A);
 }
 
-INLINE int max_i(int a, int b) { return a > b ? a : b; }
-
 int gp_decoder_scratch(int T, int S, int H, int F, int threads) {
   return T * (3 * H + H + H + F) + max_i(threads, 1) * S;
 }

@@ -93,8 +93,6 @@ INLINE void attn_items(void *ctx, int lo, int hi, int slot) {
   }
 }
 
-INLINE int max_i(int a, int b) { return a > b ? a : b; }
-
 int gp_llama_scratch(int T, int S, int dim, int ffn, int threads) {
   return 3 * T * dim + 2 * T * ffn + max_i(threads, 1) * S + q_act_floats(T, max_i(dim, ffn));
 }

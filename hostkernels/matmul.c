@@ -41,7 +41,7 @@ void gp_matmul_packed(const float *a, int M, int K, int lda, const float *packed
   const int blocks = K > KB && M > 3 * MR ? (K + KB - 1) / KB : 1, kb = (K + blocks - 1) / blocks;
   const float *end = packed + (long)((N + NR - 1) / NR) * panel_floats(K);
   int mc = 65536 / (kb > 0 ? kb : 1);
-  if (blocks > 1 && (long)M * N > 4 * CB) mc = min_i(mc, CB / N > 64 ? CB / N : 64);
+  if (blocks > 1 && (long)M * N > 4 * CB) mc = min_i(mc, max_i(CB / N, 64));
   mc = mc / MR * MR;
   if (mc < MR) mc = MR;
   for (int m0 = 0; m0 < M; m0 += mc) {

@@ -49,6 +49,7 @@ typedef float v4 __attribute__((vector_size(16)));
 #endif
 
 INLINE int min_i(int a, int b) { return a < b ? a : b; }
+INLINE int max_i(int a, int b) { return a > b ? a : b; }
 INLINE int panel_floats(int K) { return (K + 1) * NR; }
 
 INLINE vt ld(const float *p) {
