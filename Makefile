@@ -38,6 +38,9 @@ WASM_RELAXED := web/gpuport_simd_relaxed.wasm
 # has (exported: threads.js gives every worker its own), the heap above __heap_base is Python's to manage
 # (gpuport.host.wasm_threads). 1 MiB of stack for the calling thread; 2 GiB the most the memory may grow to.
 WASM_THREADS := web/gpuport_simd_threads.wasm
+# The check web/idb.js computes over a stored record (pagekernels/check.c): a standalone module with its own memory,
+# no imports, that the page's JS instantiates itself.
+CHECK_WASM  := web/gpuport_simd_check.wasm
 HOST_SRC    := $(wildcard hostkernels/*.c)
 # abi.h declares the exports, generated from their one table (py/gpuport/host/host_abi.py; committed, and
 # regenerated here when the table is newer). -Wmissing-prototypes: a non-static function that abi.h (or
@@ -84,7 +87,8 @@ export XDG_RUNTIME_DIR
 # JupyterLite build tools' own venv, on the system Python) run beside it.
 SETUP_FILES := $(VENV)/.gpuport-installed $(JLITE_TOOLS) node_modules/.gpuport-installed $(NATIVE_LIB) \
                $(WASM_OBJ) $(WASM_RELAXED_OBJ) $(WASM_THREADS_OBJ) $(VENV)/.gpuport-models vision-checkpoints \
-               model-manifest $(PROVISA_WHL) pyodide $(WASM) $(WASM_RELAXED) $(WASM_THREADS) $(WHEELHOUSE)/.filled \
+               model-manifest $(PROVISA_WHL) pyodide $(WASM) $(WASM_RELAXED) $(WASM_THREADS) $(CHECK_WASM) \
+               $(WHEELHOUSE)/.filled \
                jupyterlite
 .PHONY: setup-files
 setup: apt
@@ -153,7 +157,7 @@ $(JLITE_TOOLS): examples/jupyterlite/build-requirements.txt
 	$(PYTHON) examples/jupyterlite/tools.py
 
 jupyterlite: $(VENV)/.gpuport-installed $(JLITE_TOOLS) node_modules/.gpuport-installed $(PROVISA_WHL) pyodide $(WASM) \
-             $(WASM_RELAXED) $(WASM_THREADS)
+             $(WASM_RELAXED) $(WASM_THREADS) $(CHECK_WASM)
 	$(PY) examples/jupyterlite/build.py
 
 $(ABI_H): py/gpuport/host/host_abi.py
@@ -187,6 +191,14 @@ $(WASM_THREADS): $(WASM_THREADS_OBJ) | $(VENV)/.gpuport-installed
 	$(WASM_LD) --no-entry --import-memory --shared-memory --max-memory=2147483648 -z stack-size=1048576 \
 	  --export=__stack_pointer --export=__heap_base -o $@.tmp $^
 	PYTHONPATH=py $(PY) -m gpuport.host.wasm_module $@.tmp
+	mv $@.tmp $@
+
+.cache/check/check.o: pagekernels/check.c | apt
+	@mkdir -p $(@D)
+	$(CLANG) --target=wasm32 -msimd128 -O3 -nostdlib -ffreestanding -Wall -Wextra -Werror -c $< -o $@
+
+$(CHECK_WASM): .cache/check/check.o
+	$(WASM_LD) --no-entry -o $@.tmp $^
 	mv $@.tmp $@
 
 # The native host kernels (variables above). No `| apt` here, so a second `make $(NATIVE_LIB)` is silent:

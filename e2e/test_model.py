@@ -52,16 +52,27 @@ for _k in _keys:
 {"chunks": sorted(_idx), "bad": _bad, "total": len(_m["chunks"])}
 """
 
-# one cached chunk's record altered in IndexedDB (a flipped byte, as disk corruption or tampering would leave it)
+# one cached chunk's record altered in IndexedDB (a flipped byte, as disk corruption would leave it), the digest and
+# check it carries kept (web/idb.js asStored): its check, not a sha256, is what must catch it. Answers the key and the
+# record's type.
 CORRUPT_CACHED_CHUNK = """
-import gpuport_idb, js
+import gpuport_idb
+from pyodide.code import run_js
 _k = next(str(k) for k in (await gpuport_idb.keys("chunks")).to_py() if str(k).endswith(":{i}"))
-_b = bytearray((await gpuport_idb.get("chunks", _k)).to_bytes())
-_b[100] ^= 0xFF
-_a = js.Uint8Array.new(len(_b))
-_a.assign(bytes(_b))
-await gpuport_idb.put("chunks", _k, _a)
-_k
+_type = await run_js('''async (key) => {{
+  const db = await new Promise((ok, no) => {{ const q = indexedDB.open("gpuport"); q.onsuccess = () => ok(q.result);
+                                             q.onerror = () => no(q.error); }});
+  const record = await new Promise((ok) => {{ const q = db.transaction("chunks").objectStore("chunks").get(key);
+                                             q.onsuccess = () => ok(q.result); }});
+  const bytes = new Uint8Array(await record.arrayBuffer());
+  bytes[100] ^= 0xff;
+  await new Promise((ok, no) => {{ const tx = db.transaction("chunks", "readwrite");
+    tx.objectStore("chunks").put(new Blob([bytes], {{ type: record.type }}), key);
+    tx.oncomplete = ok; tx.onerror = () => no(tx.error); }});
+  db.close();
+  return record.type;
+}}''')(_k)
+[_k, _type]
 """
 
 # what web/idb.js read ahead while this visit booted, and how much of it the load took
@@ -227,7 +238,8 @@ def test_progress_timeline_second_load_from_cache_and_a_corrupt_cached_chunk_ref
     assert digests["browser"] is not None and digests["browser"] == digests["hashlib"], digests
 
     # a cached chunk altered on disk: the next visit drops it, fetches that chunk alone, and caches it again
-    assert _run(page, CORRUPT_CACHED_CHUNK.format(i=5)).endswith(":5")
+    key, kind = _run(page, CORRUPT_CACHED_CHUNK.format(i=5))
+    assert key.endswith(":5") and kind.startswith("application/x-gpuport-chunk; sha256="), (key, kind)
     requests.clear()
     page.reload()
     third = _run(page, LOAD)
@@ -527,14 +539,14 @@ class SmallDisk(IndexedDBChunkCache):
     async def estimate(self):
         return {"usage": self.used, "quota": self.quota} if self.use_estimate else None
 
-    async def put(self, key, data):
+    async def put(self, key, data, digest=None):
         if self.used + len(data) > self.quota:
             try:
                 await js.eval("Promise.reject(new DOMException('The quota has been exceeded.', 'QuotaExceededError'))")
             except JsException as exc:
                 self._raise(exc)
         self.used += len(data)
-        await super().put(key, data)
+        await super().put(key, data, digest)
 """
 
 

@@ -68,16 +68,19 @@ def test_a_package_without_its_js_file_names_it(chromium_webgpu, server_url):
 
 
 def test_open_twice_registers_once_and_both_runtimes_work(chromium_webgpu, server_url):
+    """...and the stored chunks' check module, which idb.js imported from a blob: URL cannot find beside it, is given
+    its bytes from the wheel (the check of no bytes: XXH32's of the empty input with seeds 0 and 1)."""
     page = chromium_webgpu.new_page()
     try:
         page.goto(server_url + BARE)
-        got = call_page(page, "runPython", "import gpuport, numpy as np\n"
+        got = call_page(page, "runPython", "import gpuport, js, numpy as np\n"
                         "a = await gpuport.open(backend='webgpu')\nb = await gpuport.open(backend='webgpu')\n"
-                        "import gpuport_bridge\n"
+                        "import gpuport_bridge, gpuport_idb\n"
                         "x = np.arange(6, dtype=np.float32)\n"
                         "[(await a.ops.add(a.tensor(x), a.tensor(x)).read()).tolist(),"
-                        " (await b.ops.add(b.tensor(x), b.tensor(x)).read()).tolist(), gpuport_bridge.VERSION]")
-        assert got == [[0, 2, 4, 6, 8, 10]] * 2 + [gpuport.__version__], got
+                        " (await b.ops.add(b.tensor(x), b.tensor(x)).read()).tolist(), gpuport_bridge.VERSION,"
+                        " gpuport_idb.checkOf(js.Uint8Array.new(0))]")
+        assert got == [[0, 2, 4, 6, 8, 10]] * 2 + [gpuport.__version__, "02cc5d050b2cb792"], got
     finally:
         page.close()
 

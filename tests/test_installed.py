@@ -135,7 +135,7 @@ def test_gpuport_serve_from_an_empty_directory(installed, tmp_path):
         assert unversioned(body) == (REPO / "web" / "gpuport.js").read_bytes()
         status, _, body = _get(server.port, "/shaders/matmul.wgsl")
         assert status == 200 and body == (REPO / "shaders" / "matmul.wgsl").read_bytes()
-        for build in ("gpuport_simd.wasm", "gpuport_simd_relaxed.wasm"):
+        for build in ("gpuport_simd.wasm", "gpuport_simd_relaxed.wasm", "gpuport_simd_check.wasm"):
             if (REPO / "web" / build).is_file():
                 status, headers, body = _get(server.port, "/" + build)
                 assert status == 200 and headers["content-type"] == "application/wasm", build

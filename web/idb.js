@@ -55,7 +55,22 @@ function getEach(store, keys, each) {
 // where a typed array record comes through the storage backend: a warm visit's 87 MiniLM chunks (90 MB) read back
 // in 110-160 ms against 395 in Firefox (in Chromium 200-240 against 150-190, measured in a quiet browser). Records
 // stored as typed arrays read as before.
-const asStored = (store, value) => (store === "chunks" && ArrayBuffer.isView(value) ? new Blob([value]) : value);
+// A chunk stored with the sha256 it was verified by carries that digest and a check of its bytes (checkOf) in its
+// Blob's type. Read back, the check is computed instead of the SHA-256: a warm visit's 90 MB of MiniLM chunks took
+// 120-180 ms of SHA-256 (crypto.subtle, on the thread that asks in Chromium), and with those digests skipped its first
+// embedding came 120-260 ms sooner (3 interleaved pairs). The check is 64 bits (XXH32 with seeds 0 and 1, one pass,
+// web/gpuport_simd_check.wasm from pagekernels/check.c): the same 87 MiB in 50-70 ms in a fresh Chromium page, 35
+// in Firefox, copies into its window included. A stored record's flipped bit, torn write or other record's bytes fail
+// it as they fail the sha256; a download is verified by its sha256 as before. Where the module is not loaded (a host
+// that imports this file from a blob: URL and gives it no bytes: useCheck) chunks are stored without a check and
+// hashed when read back, and a record that carries one is hashed too.
+const CHUNK_TYPE = "application/x-gpuport-chunk";
+const CARRIED = /^application\/x-gpuport-chunk; sha256=([0-9a-f]{64}); check=([0-9a-f]{16})$/;
+export const asStored = (store, value, sha256 = null) => {
+  if (store !== "chunks" || !ArrayBuffer.isView(value)) return value;
+  const check = sha256 ? checkOf(value) : null;
+  return new Blob([value], { type: check ? `${CHUNK_TYPE}; sha256=${sha256}; check=${check}` : "" });
+};
 
 async function bytesOf(value) {
   return value instanceof Blob ? new Uint8Array(await value.arrayBuffer()) : value;
@@ -65,13 +80,79 @@ export function get(store, key) {
   return request(store, "readonly", (s) => s.get(key)).then((v) => (v === undefined ? null : bytesOf(v)));
 }
 
-export function put(store, key, value) {
-  return request(store, "readwrite", (s) => s.put(asStored(store, value), key));
+/** Store `value` under `key`; `sha256`: a chunk's digest, verified, that its record carries (see asStored). */
+export async function put(store, key, value, sha256 = null) {
+  await checking;
+  return request(store, "readwrite", (s) => s.put(asStored(store, value, sha256), key));
 }
 
-// `entries` ([key, value]) in one read-write transaction on an open `db`, every put() issued before this returns:
-// IndexedDB copies a value as put() is called, so the caller may transfer the values right after. Resolves once
-// the transaction commits; rejects with why it did not (QuotaExceededError, ...).
+let checker = null;    // the check module's exports, once loaded
+let checking = null;   // its load: settles once it has loaded or failed to
+useCheck(siteFile("gpuport_simd_check.wasm"));
+
+function siteFile(name) {
+  try {
+    const url = new URL(name, import.meta.url);
+    return url.protocol === "blob:" || url.protocol === "data:" ? null : url;
+  } catch (e) {
+    return null;   // imported from a blob: URL, which nothing resolves against
+  }
+}
+
+/** Load the check module from `source` (its URL, or its bytes: a host that imported this file from a blob: URL
+ * hands them over; null: none), in place of any loaded before; resolves to whether it loaded. Until it has, and where
+ * it does not, chunks are stored without a check. */
+export function useCheck(source) {
+  checker = null;
+  const load = (async () => {
+    if (source === null || typeof WebAssembly !== "object") return false;
+    try {
+      const { instance } = source instanceof URL
+        ? await WebAssembly.instantiateStreaming(fetch(source))
+        : await WebAssembly.instantiate(source);
+      if (checking === load) checker = instance.exports;   // not when a later call replaced it
+      return checking === load;
+    } catch (e) {
+      return false;   // no such file (a site built without it), or no WebAssembly SIMD here
+    }
+  })();
+  checking = load;
+  return load;
+}
+
+/** checkOf(bytes) once the module's load has settled: null without it. */
+export async function checkWhenLoaded(bytes) {
+  await checking;
+  return checkOf(bytes);
+}
+
+const hex8 = (x) => x.toString(16).padStart(8, "0");
+
+/** XXH32 of `bytes` (a typed array or ArrayBuffer) with seeds 0 and 1: 16 hex digits, or null without the module. */
+export function checkOf(bytes) {
+  if (checker === null) return null;
+  const data = bytes instanceof Uint8Array ? bytes
+    : ArrayBuffer.isView(bytes) ? new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength)
+      : new Uint8Array(bytes);
+  const { memory, gp_check_window, gp_check_window_bytes, gp_check_begin, gp_check_stripes, gp_check_end } = checker;
+  const at = gp_check_window();
+  const size = gp_check_window_bytes();
+  const n = data.length;
+  const whole = n - (n % 16);
+  gp_check_begin();
+  for (let from = 0; from < whole; from += size) {
+    const part = Math.min(size, whole - from);
+    new Uint8Array(memory.buffer, at, part).set(data.subarray(from, from + part));
+    gp_check_stripes(part);
+  }
+  new Uint8Array(memory.buffer, at, n - whole).set(data.subarray(whole));
+  const out = new Uint32Array(memory.buffer, gp_check_end(n - whole, n >>> 0, n < 16 ? 1 : 0), 2);
+  return hex8(out[0]) + hex8(out[1]);
+}
+
+// `entries` ([key, value, sha256]) in one read-write transaction on an open `db`, every put() issued before this
+// returns: IndexedDB copies a value as put() is called, so the caller may transfer the values right after. Resolves
+// once the transaction commits; rejects with why it did not (QuotaExceededError, ...).
 function putEach(db, store, entries) {
   return new Promise((resolve, reject) => {
     const tx = db.transaction(store, "readwrite");
@@ -79,7 +160,7 @@ function putEach(db, store, entries) {
     tx.onerror = () => reject(tx.error);
     tx.onabort = () => reject(tx.error || new Error("IndexedDB transaction aborted"));
     const s = tx.objectStore(store);
-    for (const [key, value] of entries) s.put(asStored(store, value), key);
+    for (const [key, value, sha256] of entries) s.put(asStored(store, value, sha256), key);
   });
 }
 
@@ -127,12 +208,19 @@ export async function fetchChecked({ url, sha256: expected }, signal = undefined
 
 // A record and its sha256 in one crossing: {value, sha256} (sha256 null: not bytes, or no crypto.subtle), or null.
 export async function getWithDigest(store, key) {
-  return withDigest(await get(store, key));
+  const record = await request(store, "readonly", (s) => s.get(key));
+  return withDigest(record === undefined ? null : record);
 }
 
-async function withDigest(record) {
+/** A stored record's bytes and their sha256: the one it carries where its check holds (asStored), else computed;
+ * {value, sha256}, or null for no record. A record whose check fails answers a sha256 of "check failed": no
+ * manifest's digest, so that the reader drops it and fetches the chunk again. */
+export async function withDigest(record) {
   if (record === null) return null;
   const value = await bytesOf(record);
+  await checking;
+  const carried = record instanceof Blob && checker !== null ? CARRIED.exec(record.type) : null;
+  if (carried) return { value, sha256: checkOf(value) === carried[2] ? carried[1] : "check failed" };
   const digests = ArrayBuffer.isView(value) || value instanceof ArrayBuffer ? await sha256([value]) : null;
   return { value, sha256: digests ? digests[0] : null };
 }
@@ -293,7 +381,8 @@ async function fetchSpan({ m, file }, span, deliver, fetchFn) {
     else deliver({ key, found: null, error: `${file} chunk ${i}: its sha256 does not match the manifest` });
   }
   const db = good.length ? await database().catch((e) => e) : null;
-  const stored = storeSpan(db, good.map(([key, value]) => [key, value]));   // copies them: deliver may transfer them
+  await checking;   // so that what is stored carries its check
+  const stored = storeSpan(db, good);   // copies them: deliver may transfer them
   for (const [key, value, digest] of good) deliver({ key, found: { value, sha256: digest, fetched: true } });
   const keys = good.map(([key]) => key);
   if (keys.length) {

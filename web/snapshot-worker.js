@@ -1,4 +1,5 @@
-// Makes one Pyodide memory snapshot (see snapshot.js) and stores it in IndexedDB with its SHA-256, then is terminated.
+// Makes one Pyodide memory snapshot (see snapshot.js) and stores it in IndexedDB with its SHA-256 and check (idb.js),
+// then is terminated.
 import * as idb from "./idb.js";
 
 self.onmessage = async ({ data: { pyodideURL, key, preload, store } }) => {
@@ -17,7 +18,7 @@ self.onmessage = async ({ data: { pyodideURL, key, preload, store } }) => {
     const digests = await idb.sha256([bytes]);
     if (digests === null) throw new Error("no crypto.subtle to record its sha256 with");
     stage("storing it in IndexedDB");
-    await idb.put(store, key, { bytes, sha256: digests[0] });
+    await idb.put(store, key, { bytes, sha256: digests[0], check: await idb.checkWhenLoaded(bytes) });
     self.postMessage({ ok: true, bytes: bytes.length });
   } catch (e) {
     self.postMessage({ ok: false, error: String((e && e.message) || e) });

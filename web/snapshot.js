@@ -194,8 +194,9 @@ export function expand(file, into = null) {
   return out;
 }
 
-/** The stored snapshot's bytes when its SHA-256 checks out; {problem} when a record was there and is dropped;
- * null when there is none (or no IndexedDB, or no crypto.subtle to check one with). */
+/** The stored snapshot's bytes when its check (idb.checkOf, where the record has one and the module is loaded) or else
+ * its SHA-256 holds; {problem} when a record was there and is dropped; null when there is none (or no IndexedDB, or
+ * no crypto.subtle to check one with). */
 export async function load(pyodideURL) {
   let record;
   try {
@@ -208,9 +209,14 @@ export async function load(pyodideURL) {
   if (!record || !(record.bytes instanceof Uint8Array) || typeof record.sha256 !== "string") {
     problem = "not a snapshot record";
   } else {
-    const digests = await idb.sha256([record.bytes]);
-    if (digests === null) return null;
-    if (digests[0] !== record.sha256) problem = `its sha256 is ${digests[0].slice(0, 12)}..., not the recorded ${record.sha256.slice(0, 12)}...`;
+    const check = typeof record.check === "string" ? await idb.checkWhenLoaded(record.bytes) : null;
+    if (check !== null) {
+      if (check !== record.check) problem = `its check is ${check}, not the recorded ${record.check}`;
+    } else {
+      const digests = await idb.sha256([record.bytes]);
+      if (digests === null) return null;
+      if (digests[0] !== record.sha256) problem = `its sha256 is ${digests[0].slice(0, 12)}..., not the recorded ${record.sha256.slice(0, 12)}...`;
+    }
   }
   if (problem === null) return { bytes: record.bytes };
   await drop(pyodideURL);
@@ -218,9 +224,10 @@ export async function load(pyodideURL) {
 }
 
 // The site's snapshot file is kept in the origin private file system (OPFS) once a visit has fetched it, named by its
-// SHA-256, and read from there on the next visits: in Firefox, warm, 17.5 MB came from the HTTP cache 0.3 s after it
-// was asked for and was checked 0.2 s after that, on a page thread busy with the rest of the boot; the kept copy reads in
-// 45-110 ms (probe, warm Firefox: getFile().arrayBuffer() on the page's thread). A copy that fails its check is deleted.
+// SHA-256 and check (below), and read from there on the next visits: in Firefox, warm, 17.5 MB came from the HTTP
+// cache 0.3 s after it was asked for and was checked 0.2 s after that, on a page thread busy with the rest of the
+// boot; the kept copy reads in 45-110 ms (probe, warm Firefox: getFile().arrayBuffer() on the page's thread). A copy
+// that fails its check is deleted.
 const KEPT = "gpuport-snapshots";
 
 async function keptFolder(create) {
@@ -232,14 +239,24 @@ async function keptFolder(create) {
   }
 }
 
+// A kept copy is named by the site's SHA-256 and the check of its bytes (idb.checkOf), and read back the check is
+// computed instead of the SHA-256, which held the Pyodide worker 45-100 ms in Chromium (crypto.subtle holds the thread
+// that asks there) on the boot's path. Without the check module it is named by its SHA-256 alone and hashed.
+const keptName = (sha256, check) => (check ? `${sha256}.${check}.bin` : `${sha256}.bin`);
+const KEPT_NAME = /^([0-9a-f]{64})(?:\.([0-9a-f]{16}))?\.bin$/;
+
 async function keptHandle(sha256) {
   const folder = await keptFolder(false);
   if (!folder) return null;
   try {
-    return await folder.getFileHandle(`${sha256}.bin`);
+    for await (const [name, handle] of folder.entries()) {
+      const named = KEPT_NAME.exec(name);
+      if (named && named[1] === sha256 && handle.kind === "file") return handle;
+    }
   } catch (e) {
-    return null;
+    // the folder went away meanwhile
   }
+  return null;
 }
 
 // A kept copy's bytes. A dedicated worker (gpuport's Pyodide worker) reads them in one synchronous call: in Chromium,
@@ -261,7 +278,7 @@ async function readKept(handle) {
   return new Uint8Array(await (await handle.getFile()).arrayBuffer());
 }
 
-/** The site's snapshot file {url, sha256}: {bytes, kept: true} from the copy kept in OPFS when its SHA-256 checks
+/** The site's snapshot file {url, sha256}: {bytes, kept: true} from the copy kept in OPFS when its check holds
  * out (keptCopy), else fetched and checked ({bytes, kept: false} or {problem}). The fetch starts beside the lookup (a
  * first visit's OPFS is made then: Firefox) and is let go once a kept copy is found. read: false answers {handle} for
  * a kept copy instead, its file handle for the Pyodide worker to read (keptCopy there): in Firefox's worker the same
@@ -276,7 +293,7 @@ export async function siteFile(site, signal = undefined, { read = true } = {}) {
   return read ? keptCopy(site, handle, signal) : { handle };
 }
 
-/** The kept copy of the site's snapshot file (`handle`): {bytes, kept: true} when its SHA-256 checks out; one that
+/** The kept copy of the site's snapshot file (`handle`): {bytes, kept: true} when its check holds; one that
  * does not is deleted, one that cannot be read (locked by another tab) is left, and the site's file is fetched
  * instead, the reason in `dropped`. */
 export async function keptCopy(site, handle, signal = undefined) {
@@ -288,18 +305,25 @@ export async function keptCopy(site, handle, signal = undefined) {
     dropped = `the kept copy could not be read (${e.message})`;
   }
   if (bytes) {
-    const digests = await idb.sha256([bytes]);
-    if (digests && digests[0] === site.sha256) return { bytes, kept: true };
-    await forget(site.sha256);
-    dropped = digests ? `the kept copy's sha256 is ${digests[0].slice(0, 12)}..., not ${site.sha256.slice(0, 12)}...`
-      : "the kept copy could not be checked";
+    const kept = KEPT_NAME.exec(handle.name)[2];
+    const check = kept ? await idb.checkWhenLoaded(bytes) : null;
+    if (check !== null) {
+      if (check === kept) return { bytes, kept: true };
+      dropped = `the kept copy's check is ${check}, not the ${kept} it was kept with`;
+    } else {
+      const digests = await idb.sha256([bytes]);
+      if (digests && digests[0] === site.sha256) return { bytes, kept: true };
+      dropped = digests ? `the kept copy's sha256 is ${digests[0].slice(0, 12)}..., not ${site.sha256.slice(0, 12)}...`
+        : "the kept copy could not be checked";
+    }
+    await forget(handle.name);
   }
   return { ...(await idb.fetchChecked(site, signal)), kept: false, dropped };
 }
 
 async function forget(name) {
   const folder = await keptFolder(false);
-  if (folder) await folder.removeEntry(`${name}.bin`).catch(() => {});
+  if (folder) await folder.removeEntry(name).catch(() => {});
 }
 
 /** Keep the site's snapshot file in OPFS for the next visits (fetched again, from the HTTP cache, and checked before
@@ -309,13 +333,14 @@ export async function keep(site) {
   if (!folder) return "not kept: no origin private file system here";
   const { bytes, problem } = await idb.fetchChecked(site);
   if (!bytes) return `not kept: ${problem}`;
+  const name = keptName(site.sha256, await idb.checkWhenLoaded(bytes));
   try {
-    const writable = await (await folder.getFileHandle(`${site.sha256}.bin`, { create: true })).createWritable();
+    const writable = await (await folder.getFileHandle(name, { create: true })).createWritable();
     await writable.write(bytes);
     await writable.close();
-    for await (const name of folder.keys()) if (name !== `${site.sha256}.bin`) await folder.removeEntry(name);
+    for await (const other of folder.keys()) if (other !== name) await folder.removeEntry(other);
   } catch (e) {
-    await forget(site.sha256);
+    await forget(name);
     return `not kept: ${e.message}`;
   }
   return "kept for the next visit";

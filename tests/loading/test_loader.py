@@ -550,9 +550,9 @@ class ReadAhead(chunk_cache.MemoryChunkCache):
     def read_ahead(self, key):
         return key in self.fetched
 
-    async def put(self, key, data):
+    async def put(self, key, data, digest=None):
         self.puts.append(key)
-        await super().put(key, data)
+        await super().put(key, data, digest)
 
 
 def test_chunks_fetched_ahead_by_the_page_count_as_downloaded_and_are_left_to_it_to_store(tiny):

@@ -97,7 +97,9 @@ class ChunkCache:
         The loader counts those as downloaded, and does not store them."""
         return False
 
-    async def put(self, key: str, data: bytes) -> None:
+    async def put(self, key: str, data: bytes, digest: str | None = None) -> None:
+        """Store a verified record; `digest`: the sha256 it was verified by, which a cache may keep with it to check
+        the record more cheaply when it hands it back (a page's: web/idb.js asStored)."""
         raise NotImplementedError
 
     async def remove(self, key: str) -> None:

@@ -42,6 +42,9 @@ MODULES = {"gpuport_bridge": "bridge.js", "gpuport_idb": "idb.js", "gpuport_wasm
 WASM_FILES = {"simd128": "gpuport_simd.wasm", "relaxed-simd": "gpuport_simd_relaxed.wasm"}
 WASM_BUILD_ENV = "GPUPORT_WASM_KERNELS"   # start({hostKernels}) sets it: "auto" (default), "simd128", "relaxed-simd", "off"
 THREADS_FILE = "gpuport_simd_threads.wasm"
+# the check web/idb.js keeps with a stored chunk: from a blob: URL it cannot find the file beside it, so it is given
+# the bytes (without them it stores no check and hashes every record it reads back)
+CHECK_FILE = "gpuport_simd_check.wasm"
 THREADS_ENV = "GPUPORT_THREADS"   # start({threads}) sets it: "auto" (default: every core) or a count (1: no pool)
 MODULE_WAIT_S = 20.0   # an import of a module from the wheel's own bytes that has not settled by then never will
 
@@ -156,6 +159,8 @@ async def register() -> None:
         module = _registered(name)
         if module is None:
             module = await _load(file)
+            if name == "gpuport_idb" and (WEB / CHECK_FILE).is_file():
+                await module.useCheck(_bytes(WEB / CHECK_FILE))
             pyodide_js.registerJsModule(name, module)
         check_version(name, module)
         modules[name] = module

@@ -146,11 +146,11 @@ class IndexedDBChunkCache(ChunkCache):
     def read_ahead(self, key: str) -> bool:
         return key in self._ahead
 
-    async def put(self, key: str, data: bytes) -> None:
+    async def put(self, key: str, data: bytes, digest: str | None = None) -> None:
         arr = js.Uint8Array.new(len(data))
         arr.assign(data)
         try:
-            await idb.put("chunks", key, arr)
+            await idb.put("chunks", key, arr, digest)
         except JsException as exc:
             self._raise(exc)
 

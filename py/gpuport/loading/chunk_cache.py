@@ -32,7 +32,7 @@ class MemoryChunkCache(ChunkCache):
     async def get(self, key: str) -> bytes | None:
         return self.chunks.get(key)
 
-    async def put(self, key: str, data: bytes) -> None:
+    async def put(self, key: str, data: bytes, digest: str | None = None) -> None:
         if self.quota_bytes is not None and self.usage() + len(data) > self.quota_bytes:
             raise QuotaExceeded(f"memory cache quota {self.quota_bytes} bytes exceeded")
         self.chunks[key] = bytes(data)
@@ -162,7 +162,7 @@ class ModelChunks:
         if self.cache is None or self.memory_only:
             return
         try:
-            await self.cache.put(self._key(i), blob)
+            await self.cache.put(self._key(i), blob, self.m["chunks"][i]["sha256"] or None)
         except QuotaExceeded as exc:
             self.to_memory(f"quota exceeded while caching chunk {i}: {exc}")
         except Exception as exc:
@@ -176,7 +176,7 @@ class ModelChunks:
     async def put_file(self, digest: str, body: bytes) -> None:
         if self.cache is not None and not self.memory_only:
             try:
-                await self.cache.put(f"file:{digest}", body)
+                await self.cache.put(f"file:{digest}", body, digest)
             except Exception:
                 pass
 

@@ -74,8 +74,9 @@ class DiskChunkCache(ChunkCache):
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             return None
 
-    async def put(self, key: str, data: bytes) -> None:
-        """Atomically (temporary file, then rename); a full disk raises QuotaExceeded."""
+    async def put(self, key: str, data: bytes, digest: str | None = None) -> None:
+        """Atomically (temporary file, then rename); a full disk raises QuotaExceeded. Its records are hashed
+        when read back (`digest` unused)."""
         self._write(self.path(key), bytes(data))
 
     async def remove(self, key: str) -> None:
