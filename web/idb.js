@@ -1,5 +1,6 @@
-// A small key-value store over IndexedDB, one object store per kind of data (manifests, chunks, timings),
-// and the browser's SHA-256, which verifies what goes into it and comes out of it.
+// A small key-value store over IndexedDB, one object store per kind of data (manifests, chunks, timings), the
+// browser's SHA-256, which verifies what goes into it, and the check a stored record carries (checkOf), which
+// verifies what comes out of it.
 // Errors (quota, private mode, blocked) reject with the DOMException's name so Python can react.
 
 export const VERSION = "0.1.0";   // gpuport's version: Python refuses a JS half of another release
@@ -57,10 +58,10 @@ function getEach(store, keys, each) {
 // stored as typed arrays read as before.
 // A chunk stored with the sha256 it was verified by carries that digest and a check of its bytes (checkOf) in its
 // Blob's type. Read back, the check is computed instead of the SHA-256: a warm visit's 90 MB of MiniLM chunks took
-// 120-180 ms of SHA-256 (crypto.subtle, on the thread that asks in Chromium), and with those digests skipped its first
-// embedding came 120-260 ms sooner (3 interleaved pairs). The check is 64 bits (XXH32 with seeds 0 and 1, one pass,
-// web/gpuport_simd_check.wasm from pagekernels/check.c): the same 87 MiB in 50-70 ms in a fresh Chromium page, 35
-// in Firefox, copies into its window included. A stored record's flipped bit, torn write or other record's bytes fail
+// 120-180 ms of SHA-256 (crypto.subtle, which holds the thread that asks in Chromium). The check is 64 bits (XXH32
+// with seeds 0 and 1, one pass, web/gpuport_simd_check.wasm from pagekernels/check.c): the same 87 MiB in 50-70 ms in
+// a fresh Chromium page, 35 in Firefox, copies into its window included; a warm Chromium visit's read-ahead ends
+// 200 ms sooner (docs/page.md has what the visit gained). A stored record's flipped bit, torn write or other record's bytes fail
 // it as they fail the sha256; a download is verified by its sha256 as before. Where the module is not loaded (a host
 // that imports this file from a blob: URL and gives it no bytes: useCheck) chunks are stored without a check and
 // hashed when read back, and a record that carries one is hashed too.
