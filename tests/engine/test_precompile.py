@@ -8,8 +8,12 @@ import sys
 import textwrap
 
 import gpuport as gp
-from gpuport.engine.pipeline_cache import ShaderPrecompiler
+from gpuport.engine.pipeline_cache import PipelineCache, ShaderPrecompiler
+from gpuport.loading.stores import FileStore
+from gpuport.ops import kernels
 from gpuport.ops.kernels import RB_DEFAULT
+from gpuport.ops.opspecs import KERNEL_DEFS
+from gpuport.ops.pipelines import PipelineManifest, PipelineSpec
 
 SCRIPT = textwrap.dedent("""
     import asyncio, json, gpuport as gp
@@ -124,3 +128,25 @@ def test_under_auto_precompile_builds_what_placement_ran_on_the_device_before(tm
     assert "softmax" in second["ops"], second      # it ran on the device last time: built ahead now
     assert not {"conv1d", "rope", "stft_power"} & set(second["ops"]), second   # never ran there: never built
     assert second["paused"] == second["pipelines"] > 0, second
+
+
+def test_loading_a_manifest_reads_the_sources_of_the_kernels_it_names_only(tmp_path, monkeypatch):
+    """At open() the manifest's entries are checked against their kernels' current WGSL: an empty manifest (a software
+    adapter's, where the host wins and nothing is recorded) reads no shader file, one naming gelu reads gelu's alone,
+    and an entry whose source changed is still dropped (reading all 43 files cost a warm page's open() 23-45 ms)."""
+    read = []
+    source = kernels.shader_source
+    monkeypatch.setattr(kernels, "shader_source", lambda name: read.append(name) or source(name))
+    store = FileStore(tmp_path)
+    cache = PipelineCache(store, "test")
+    asyncio.run(cache.load())
+    assert read == [] and cache.manifest.entries == {}
+
+    gelu, matmul = KERNEL_DEFS["gelu"][1], KERNEL_DEFS["matmul"][1]
+    manifest = PipelineManifest(cache.scope)
+    manifest.record(PipelineSpec("gelu", source(gelu.shader), gelu.entry_point, (), gelu.bindings), 1.0)
+    manifest.record(PipelineSpec("matmul", "// an older matmul\n", matmul.entry_point, (), matmul.bindings), 1.0)
+    store.save_soon(cache.scope, manifest.to_json())
+    asyncio.run(cache.load())
+    assert sorted(read) == sorted({gelu.shader, matmul.shader})
+    assert [e.label for e in cache.manifest.ordered()] == ["gelu"]
