@@ -3,6 +3,7 @@ planning and execution, recovery, backend selection). The factories users call: 
 
 from __future__ import annotations
 
+import asyncio
 import math
 import operator
 import threading
@@ -407,18 +408,29 @@ async def open(backend: str = "auto", tier: str | None = None, limits: str = "de
         steps[name] = round((now - t) * 1e3, 1)
         t = now
 
-    await prepare_page()
+    # a page's host kernels link while its device opens: the browser makes the device in another process (warm
+    # visits: 7-60 ms of linking, 20-60 of the device, one after the other before)
+    kernels = await prepare_page()
     step("js_half")
     device, note = None, None
-    if backend != "cpu" and tier != "cpu":
-        try:
-            # auto opens the adapter only when placement first needs it (where its identity is stored):
-            # work that stays on the host never loads the GPU driver
-            device = await request_device(limits, store_for("adapter") if backend == "auto" else None)
-        except BackendUnavailable as exc:
-            if backend == "webgpu":   # asked for explicitly: fail loudly; auto steps down and says why
-                raise
-            note = f"webgpu unavailable: {exc}"
+    try:
+        if backend != "cpu" and tier != "cpu":
+            try:
+                # auto opens the adapter only when placement first needs it (where its identity is stored):
+                # work that stays on the host never loads the GPU driver
+                device = await request_device(limits, store_for("adapter") if backend == "auto" else None)
+            except BackendUnavailable as exc:
+                if backend == "webgpu":   # asked for explicitly: fail loudly; auto steps down and says why
+                    raise
+                note = f"webgpu unavailable: {exc}"
+        if kernels is not None:
+            await kernels
+    except BaseException:
+        if device is not None:
+            device.close()
+        if kernels is not None:   # linked (or failed) before open() fails: never left running behind it
+            await asyncio.gather(kernels, return_exceptions=True)
+        raise
     device = device or host_device()
     step("device")
     try:

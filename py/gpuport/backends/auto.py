@@ -6,6 +6,7 @@ without waiting (sync_wait drives it), in a page it awaits the browser's device.
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING
 
 from ..platform import IN_PYODIDE
@@ -16,12 +17,15 @@ if TYPE_CHECKING:
     from .io import RecordStore
 
 
-async def prepare_page() -> None:
-    """In a page, register gpuport's JS half from the installed wheel (once; any Pyodide, any host);
-    nothing natively. Raises JsHalfMismatch or BackendUnavailable (see jsmodules)."""
-    if IN_PYODIDE:
-        from .jsmodules import register  # page-only: imports js
-        await register()
+async def prepare_page() -> "asyncio.Task[None] | None":
+    """In a page, register gpuport's JS half from the installed wheel (once; any Pyodide, any host) and begin
+    linking the host kernels: the task to await, which runs beside the device request; nothing natively (None).
+    Raises JsHalfMismatch or BackendUnavailable (see jsmodules); the task, ValueError for a bad kernels choice."""
+    if not IN_PYODIDE:
+        return None
+    from .jsmodules import link_kernels, register  # page-only: imports js
+    await register()
+    return asyncio.ensure_future(link_kernels())
 
 
 async def request_device(limits: str = "default", adapters: "RecordStore | None" = None) -> Backend:

@@ -151,10 +151,9 @@ def _bytes(path: Path) -> Any:
 
 
 async def register() -> None:
-    """Make gpuport's JS modules and WebAssembly kernels available to this Pyodide (once; later calls return
-    at once). Raises JsHalfMismatch for a host-registered module of another version, BackendUnavailable when
-    the installed package lacks a file."""
-    modules = {}
+    """Make gpuport's JS modules available to this Pyodide (once; later calls return at once). Raises
+    JsHalfMismatch for a host-registered module of another version, BackendUnavailable when the installed package
+    lacks a file."""
     for name, file in MODULES.items():
         module = _registered(name)
         if module is None:
@@ -163,11 +162,16 @@ async def register() -> None:
                 await module.useCheck(_bytes(WEB / CHECK_FILE))
             pyodide_js.registerJsModule(name, module)
         check_version(name, module)
-        modules[name] = module
+
+
+async def link_kernels() -> None:
+    """Link the WebAssembly host kernels into this Pyodide and start their pool (once; after register())."""
     if not wasm_kernels.attached():
         choice = os.environ.get(WASM_BUILD_ENV, "auto")
-        wasm_kernels.attach(await _wasm_kernels(modules["gpuport_wasm"], choice))
-        wasm_threads.start(_pool(modules["gpuport_threads"], threads_wanted(os.environ.get(THREADS_ENV, "auto"))))
+        wasm_kernels.attach(await _wasm_kernels(importlib.import_module("gpuport_wasm"), choice))
+        wasm_threads.start(_pool(importlib.import_module("gpuport_threads"),
+                                 threads_wanted(os.environ.get(THREADS_ENV, "auto"))))
 
 
-__all__ = ["THREADS_ENV", "WASM_BUILD_ENV", "check_version", "load_package", "register", "threads_wanted"]
+__all__ = ["THREADS_ENV", "WASM_BUILD_ENV", "check_version", "link_kernels", "load_package", "register",
+           "threads_wanted"]
