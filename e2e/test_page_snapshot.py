@@ -1,9 +1,10 @@
-"""Pyodide's memory snapshot (web/snapshot.js). The dev server lists the site's (py/gpuport/site/pyodide_snapshot.py): even a
-first visit boots from it, with this page's random state, locale and time zone, and makes none of its own; one altered in transit
-fails its SHA-256 check and is not booted from. The site's is kept in the browser for the next visits, named by its SHA-256 and
-the check of its bytes; a kept copy altered on disk fails that check, is deleted and fetched again. Where the site's cannot serve,
-a first visit boots as usual and makes one beside the page; the next visit boots from it; a snapshot altered in IndexedDB fails
-its check, is dropped, never used, and made again. In Chromium and Firefox, with Pyodide in its Web Worker unless said."""
+"""Pyodide's memory snapshot (web/snapshot.js). The dev server lists the site's (py/gpuport/site/pyodide_snapshot.py):
+even a first visit boots from it, with this page's random state, locale and time zone, and makes none of its own;
+one altered in transit fails its SHA-256 check and is not booted from. The site's is kept in the browser for the
+next visits, named by its SHA-256 and the check of its bytes; a kept copy altered on disk fails that check, is
+deleted and fetched again. Where the site's cannot serve, a first visit boots as usual and makes one beside the
+page; the next visit boots from it; a snapshot altered in IndexedDB fails its check, is dropped, never used, and
+made again. In Chromium and Firefox, with Pyodide in its Web Worker unless said."""
 
 from __future__ import annotations
 

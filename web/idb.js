@@ -58,12 +58,12 @@ function getEach(store, keys, each) {
 // stored as typed arrays read as before.
 // A chunk stored with the sha256 it was verified by carries that digest and a check of its bytes (checkOf) in its
 // Blob's type. Read back, the check is computed instead of the SHA-256: a warm visit's 90 MB of MiniLM chunks took
-// 120-180 ms of SHA-256 (crypto.subtle, which holds the thread that asks in Chromium). The check is 64 bits (XXH32
-// with seeds 0 and 1, one pass, web/gpuport_simd_check.wasm from pagekernels/check.c): the same 87 MiB in 50-70 ms in
-// a fresh Chromium page, 35 in Firefox, copies into its window included; a warm Chromium visit's read-ahead ends
-// 200 ms sooner (docs/page.md has what the visit gained). A stored record's flipped bit, torn write or other record's bytes fail
-// it as they fail the sha256; a download is verified by its sha256 as before. Where the module is not loaded (a host
-// that imports this file from a blob: URL and gives it no bytes: useCheck) chunks are stored without a check and
+// 120-180 ms of SHA-256 (crypto.subtle, which holds the thread that asks in Chromium). The check is 64 bits (XXH32 with
+// seeds 0 and 1, one pass, web/gpuport_simd_check.wasm from pagekernels/check.c): the same 87 MiB in 50-70 ms in a
+// fresh Chromium page, 35 in Firefox, copies into its window included; a warm Chromium visit's read-ahead ends 200 ms
+// sooner (docs/page.md has what the visit gained). A stored record's flipped bit, torn write or other record's bytes
+// fail it as they fail the sha256; a download is verified by its sha256 as before. Where the module is not loaded (a
+// host that imports this file from a blob: URL and gives it no bytes: useCheck) chunks are stored without a check and
 // hashed when read back, and a record that carries one is hashed too.
 const CHUNK_TYPE = "application/x-gpuport-chunk";
 const CARRIED = /^application\/x-gpuport-chunk; sha256=([0-9a-f]{64}); check=([0-9a-f]{16})$/;

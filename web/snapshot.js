@@ -215,7 +215,9 @@ export async function load(pyodideURL) {
     } else {
       const digests = await idb.sha256([record.bytes]);
       if (digests === null) return null;
-      if (digests[0] !== record.sha256) problem = `its sha256 is ${digests[0].slice(0, 12)}..., not the recorded ${record.sha256.slice(0, 12)}...`;
+      if (digests[0] !== record.sha256) {
+        problem = `its sha256 is ${digests[0].slice(0, 12)}..., not the recorded ${record.sha256.slice(0, 12)}...`;
+      }
     }
   }
   if (problem === null) return { bytes: record.bytes };
@@ -279,7 +281,7 @@ async function readKept(handle) {
 }
 
 /** The site's snapshot file {url, sha256}: {bytes, kept: true} from the copy kept in OPFS when its check holds
- * out (keptCopy), else fetched and checked ({bytes, kept: false} or {problem}). The fetch starts beside the lookup (a
+ * (keptCopy), else fetched and checked ({bytes, kept: false} or {problem}). The fetch starts beside the lookup (a
  * first visit's OPFS is made then: Firefox) and is let go once a kept copy is found. read: false answers {handle} for
  * a kept copy instead, its file handle for the Pyodide worker to read (keptCopy there): in Firefox's worker the same
  * lookup took 0.28 s (warm). */

@@ -72,7 +72,8 @@ const unaligned = checkOf(padded.subarray(3, 1027));   // a view at an odd offse
 const buffer = checkOf(data(1024).buffer);
 const stored = asStored("chunks", bytes, sha);
 const intact = await withDigest(stored);
-const flipped = await new Blob([stored]).arrayBuffer().then((b) => { const a = new Uint8Array(b); a[100] ^= 1; return a; });
+const flipped = new Uint8Array(await new Blob([stored]).arrayBuffer());
+flipped[100] ^= 1;
 const corrupt = await withDigest(new Blob([flipped], { type: stored.type }));
 const plain = await withDigest(asStored("chunks", bytes));
 const elsewhere = await withDigest(new Blob([data(4999)], { type: stored.type }));   // another record's bytes
