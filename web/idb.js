@@ -87,6 +87,9 @@ export async function put(store, key, value, sha256 = null) {
   return request(store, "readwrite", (s) => s.put(asStored(store, value, sha256), key));
 }
 
+// Reads and writes wait for the module's load (it starts as this file is imported, long before the first), at most
+// CHECK_WAIT_MS: a server that has not answered for the .wasm by then leaves this page without it.
+const CHECK_WAIT_MS = 3000;
 let checker = null;    // the check module's exports, once loaded
 let checking = null;   // its load: settles once it has loaded or failed to
 useCheck(siteFile("gpuport_simd_check.wasm"));
@@ -109,7 +112,7 @@ export function useCheck(source) {
     if (source === null || typeof WebAssembly !== "object") return false;
     try {
       const { instance } = source instanceof URL
-        ? await WebAssembly.instantiateStreaming(fetch(source))
+        ? await WebAssembly.instantiateStreaming(fetch(source, { signal: AbortSignal.timeout(CHECK_WAIT_MS) }))
         : await WebAssembly.instantiate(source);
       if (checking === load) checker = instance.exports;   // not when a later call replaced it
       return checking === load;
