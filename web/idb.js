@@ -92,9 +92,10 @@ export async function put(store, key, value, sha256 = null) {
 const CHECK_WAIT_MS = 3000;
 let checker = null;    // the check module's exports, once loaded
 let checking = null;   // its load: settles once it has loaded or failed to
-useCheck(siteFile("gpuport_simd_check.wasm"));
+useCheck(beside("gpuport_simd_check.wasm"));
 
-function siteFile(name) {
+// Beside this module where it is served (as web/wasm.js finds its files); null from a blob: or data: URL
+function beside(name) {
   try {
     const url = new URL(name, import.meta.url);
     return url.protocol === "blob:" || url.protocol === "data:" ? null : url;
