@@ -31,6 +31,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from statistics import median
 from typing import Any, Mapping
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -46,6 +47,7 @@ from _peers_lanes import (  # noqa: E402
     peer_server,
 )
 from _peers_report import cosine_min, fmt_ms, medians  # noqa: E402
+from _roof import ROOF_WASM, vision_tower_flops, wasm_roof  # noqa: E402
 from peers import machine_info, start  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -166,6 +168,32 @@ def table(results: Mapping[str, Any], cosines: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def tower_rates(results: Mapping[str, Any], roofs: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """{lane: {case: ...}} for the image cases of each page lane: gpuport's vision tower in GFLOP/s (its FLOPs over
+    the median of its calls' own tower times, preprocessing left out) and as a fraction of the WebAssembly
+    multiply-add roof measured on two threads in the same browser in this run; transformers.js's whole call (its
+    preprocessing in) as the GFLOP/s its fastest configuration would need at least for the full model."""
+    out: dict[str, dict[str, Any]] = {}
+    for lane, roof in roofs.items():
+        top = max(r["gflops"][2] for r in roof.values())
+        for case, images in (("image1", 1), ("image16", 16)):
+            got = results.get(lane, {}).get(case, {})
+            gp = got.get("gpuport-auto", {}).get("stats") or []
+            tjs = {s: median(r["runs_ms"]) for s, r in got.items() if s.startswith("tjs-") and r.get("runs_ms")}
+            if not gp or not tjs:
+                continue
+            tower_ms = median(st["vision_ms"] for st in gp)
+            gflops = vision_tower_flops(images) / (tower_ms * 1e6)
+            peer = min(tjs, key=tjs.__getitem__)
+            full = vision_tower_flops(images, keep_all_rows=True)
+            out.setdefault(lane, {})[case] = {
+                "roof_gflops_2_threads": top, "gpuport_tower_ms": round(tower_ms, 1),
+                "gpuport_tower_gflops": round(gflops, 1), "gpuport_fraction_of_roof": round(gflops / top, 3),
+                "peer": peer, "peer_ms": round(tjs[peer], 1),
+                "peer_gflops_at_least": round(full / (tjs[peer] * 1e6), 1)}
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="smoke run: 1 timed repetition per system and case")
@@ -189,7 +217,7 @@ def main() -> int:
     if set(lanes) - set(LANES):
         ap.error(f"unknown lanes {sorted(set(lanes) - set(LANES))}; choose from {LANES}")
     bench_dir = Path(args.bench_dir)
-    for need in ("venv/bin/python", "models/clip-vit-base-patch32/onnx/vision_model.onnx",
+    for need in ("venv/bin/python", "models/clip-vit-base-patch32/onnx/vision_model.onnx", ROOF_WASM,
                  "js/node_modules/@huggingface/transformers", "clip_onnx_check.json"):
         if not (bench_dir / need).exists():
             print(f"{bench_dir / need} is missing: run `make bench-setup` first")
@@ -211,7 +239,7 @@ def main() -> int:
     meta = {"bench": "vision", "title": TITLE, "when": time.strftime("%Y-%m-%dT%H:%M:%S"), "machine": machine_info(),
             "args": {k: v for k, v in vars(args).items() if k != "out"}, "inputs": INPUTS,
             "onnx_check": json.loads((bench_dir / "clip_onnx_check.json").read_text()), "systems": {},
-            "failures": {}, "contention": {}}
+            "failures": {}, "contention": {}, "roof": {}}
     failures: dict[str, str] = {}
     bench_python = str(bench_dir / "venv" / "bin" / "python")
     log("reference: transformers on torch, 1 thread")
@@ -246,6 +274,16 @@ def main() -> int:
     else:
         ref_system.close()
 
+    def roof(browser: Any) -> dict[str, Any]:
+        context = browser.new_context()
+        try:
+            page = context.new_page()
+            got = wasm_roof(page, bench_dir)
+        finally:
+            context.close()
+        log(f"  WebAssembly FMA roof: {got['gflops']} GFLOP/s by threads ({got['accumulators']} accumulators)")
+        return got
+
     page_lanes = [x for x in lanes if x != "native"]
     if page_lanes:
         from gpuport.testing.browsers import Browsers
@@ -265,14 +303,19 @@ def main() -> int:
                     systems += start(lambda: TjsPage(browser, tjs_url, "wasm", 2, **CLIP_PAGE), "tjs-wasm-2t", failures,
                                      log)
                     systems += start(lambda: gpuport_page(browser, gp_url, photos), "gpuport-auto", failures, log)
+                    # the roof before the systems' calls and after them: the machine's speed drifts
+                    meta["roof"][lane] = {"before": roof(browser)}
                     lane_run(lane, systems)
+                    meta["roof"][lane]["after"] = roof(browser)
                 finally:
                     browsers.close()
 
     meta["failures"] = failures
     meta["wall_s"] = round(time.perf_counter() - t_start, 1)
+    rates = tower_rates(all_results, meta["roof"])
     doc = {**meta, "cases": CASES, "results": all_results, "median_ms": medians(all_results),
-           "ratios": ratios(all_results), "cosine_vs_transformers": cosines, "min_cosine_required": MIN_COSINE}
+           "ratios": ratios(all_results), "tower_vs_roof": rates, "cosine_vs_transformers": cosines,
+           "min_cosine_required": MIN_COSINE}
     RESULTS.mkdir(exist_ok=True)
     path = Path(args.out) if args.out else RESULTS / ("vision-quick.json" if args.quick else "vision.json")
     path.write_text(json.dumps(doc, indent=1))
@@ -282,6 +325,13 @@ def main() -> int:
            if s.startswith("gpuport-") and min(c.values()) < MIN_COSINE]
     print(f"outputs vs transformers: every gpuport system >= {MIN_COSINE}" if not low
           else "outputs BELOW the required cosine: " + "; ".join(low))
+    for lane, cases in rates.items():
+        for case, r in cases.items():
+            print(f"{lane} {CASES[case]}: gpuport's tower {r['gpuport_tower_ms']} ms, "
+                  f"{r['gpuport_tower_gflops']} GFLOP/s "
+                  f"= {r['gpuport_fraction_of_roof']:.0%} of WebAssembly's multiply-add roof on 2 threads here "
+                  f"({r['roof_gflops_2_threads']}); {r['peer']}'s whole call {r['peer_ms']} ms, at least "
+                  f"{r['peer_gflops_at_least']} GFLOP/s")
     for lane, c in meta["contention"].items():
         print(f"{lane}: {c['wall_s']} s, other processes used {c['foreign_cpu_s']} CPU-s meanwhile "
               f"(steal {c['steal_s']} s, this bench {c['bench_cpu_s']} CPU-s)")

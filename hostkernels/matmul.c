@@ -42,8 +42,8 @@ void gp_matmul_packed(const float *a, int M, int K, int lda, const float *packed
   const float *end = packed + (long)((N + NR - 1) / NR) * panel_floats(K);
   int mc = 65536 / (kb > 0 ? kb : 1);
   if (blocks > 1 && (long)M * N > 4 * CB) mc = min_i(mc, max_i(CB / N, 64));
-  mc = mc / MR * MR;
-  if (mc < MR) mc = MR;
+  mc = mc / MR_WIDE * MR_WIDE;
+  if (mc < MR_WIDE) mc = MR_WIDE;
   for (int m0 = 0; m0 < M; m0 += mc) {
     const int rows = min_i(mc, M - m0);
     for (int block = 0; block < blocks; block++) {

@@ -38,14 +38,28 @@ typedef float v4 __attribute__((vector_size(16)));
  * two tile vectors (8 columns in WebAssembly, 16 natively with AVX2): gp_packed_size tells callers. */
 #define NR (2 * TW)
 /* Rows per micro-tile: 4 rows x 2 vectors = 8 accumulators + 2 B vectors + 1 broadcast A value, within
- * the 16 vector registers of x86-64 (and of the engines' WebAssembly there). Measured in V8: 4 rows
- * 34 GFLOP/s, 5 or 6 rows 10-22 (spills). With AVX-512's 32 registers, 8 rows: 16 accumulators hide the FMA's
- * latency and halve the panel's loads per multiply-add (an Intel Xeon with AVX-512, one thread, interleaved
- * processes: products of 256 rows 97 -> 141 GFLOP/s, MiniLM's 256-token text 97 -> 61 ms, medians of 6). */
+ * the 16 vector registers of x86-64 (and of the engines' WebAssembly there). Measured in Node 20's V8: 4 rows
+ * 34 GFLOP/s, 5 or 6 rows 10-22 (spills; MR_WIDE below for the browsers). With AVX-512's 32 registers, 8 rows:
+ * 16 accumulators hide the FMA's latency and halve the panel's loads per multiply-add (an Intel Xeon with
+ * AVX-512, one thread, interleaved processes: products of 256 rows 97 -> 141 GFLOP/s, MiniLM's 256-token text
+ * 97 -> 61 ms, medians of 6). */
 #if TW == 16
 #define MR 8
 #else
 #define MR 4
+#endif
+/* Rows per micro-tile where a panel meets more than 3 * MR rows (an image's 50, a batch's, a long text's): in
+ * WebAssembly 6 rows x 2 vectors, 12 accumulators + 2 B vectors + 1 broadcast A value, 15 of the 16. Chromium's and
+ * Firefox's engines keep them in registers (Node 20's V8 spilled 5 and 6 rows), and 12 multiply-adds in flight come
+ * near the engines' roof where 8 do not: one thread, the two builds side by side in one page, interleaved,
+ * GFLOP/s 4 rows -> 6 rows: ViT-B's 800 x 768 x 2304 43.9 -> 49.4 (Chromium) and 44.7 -> 49.6 (Firefox), its pool's
+ * column parts 800 x 768 x 384 50.1 -> 53.9 and 49.1 -> 52.3, one image's 50 rows 45.6 -> 49.5 and 43.4 -> 46.5
+ * (bench/roof.c's loop: 57 on one thread in both). A text's 7 rows lost as 6 + 1 (44.9 -> 38.7): up to 3 * MR rows
+ * keep MR-row tiles. Each output's sum keeps its order either way: the same numbers to the bit. */
+#if defined(__wasm__)
+#define MR_WIDE 6
+#else
+#define MR_WIDE MR
 #endif
 
 INLINE int min_i(int a, int b) { return a < b ? a : b; }
@@ -98,7 +112,7 @@ INLINE vt madd(vt a, vt b, vt acc) { return a * b + acc; }
   } while (0)
 
 /* C[0..rows, 0..w) = bias + A[0..rows, 0..K) @ panel over k in [k0, k1): from the panel's bias row where k0 is 0,
- * else from C's full rows (w == NR), which the range before left there. `rows` (1..MR) is a compile-time constant
+ * else from C's full rows (w == NR), which the range before left there. `rows` (1..MR_WIDE) is a compile-time constant
  * once inlined: the dead rows fold away and the accumulators are named scalars, so they live in registers (an
  * array of them ended up on the shadow stack). A rows are `lda` floats apart, C rows `ldc`. */
 INLINE void tile(const int rows, const float *a, int lda, const float *panel, int k0, int k1, float *c, int ldc,
@@ -152,10 +166,13 @@ INLINE void tile(const int rows, const float *a, int lda, const float *panel, in
 #define CHUNKED 0
 #endif
 
-/* A's rows [0, M) (MR-row tiles, then the 1..MR-1 left) against one panel over k in [k0, k1). */
+/* A's rows [0, M) (MR_WIDE-row tiles past 3 * MR rows, then MR-row tiles, then the 1..MR-1 left) against one panel
+ * over k in [k0, k1). */
 INLINE void panel_tiles(const float *a, int M, int lda, const float *panel, int k0, int k1, float *c, int ldc,
                         int w) {
   int m = 0;
+  if (MR_WIDE != MR && M > 3 * MR)
+    for (; m + MR_WIDE <= M; m += MR_WIDE) tile(MR_WIDE, a + m * lda, lda, panel, k0, k1, c + m * ldc, ldc, w);
   for (; m + MR <= M; m += MR) tile(MR, a + m * lda, lda, panel, k0, k1, c + m * ldc, ldc, w);
   switch (M - m) {
     case 1: tile(1, a + m * lda, lda, panel, k0, k1, c + m * ldc, ldc, w); break;

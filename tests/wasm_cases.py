@@ -83,10 +83,11 @@ def check_matmul(a: np.ndarray, b: np.ndarray, bias: np.ndarray | None = None, *
 @case
 def wasm_matmul_tile_edges() -> None:
     # every leftover-row count after the register tiles' rows (4 in WebAssembly and with AVX2, 8 with AVX-512: simd.h
-    # MR) against panel widths around the panel's columns (8, 16 or 32: NR), both layouts; k within one chunk (the
-    # chunks' edges: wasm_matmul_k_in_chunks), the shortest and an odd one
+    # MR; past 12 rows WebAssembly's 6-row tiles first, then 4, then the rest: MR_WIDE) against panel widths around
+    # the panel's columns (8, 16 or 32: NR), both layouts; k within one chunk (the chunks' edges:
+    # wasm_matmul_k_in_chunks), the shortest and an odd one
     r = rng(1)
-    for m in (1, 2, 3, 4, 5, 6, 7, 8, 9, 11, 15, 16, 17):
+    for m in (1, 2, 3, 4, 5, 6, 7, 8, 9, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23):
         for n in (1, 3, 4, 5, 8, 9, 15, 17, 31, 33):
             for k in (1, 13):
                 a, bias = _uniform(r, (m, k)), _uniform(r, (n,))
@@ -109,6 +110,19 @@ def wasm_matmul_k_in_chunks() -> None:
                     whole = W.matmul(a, bb, bi, transpose_b=tb)
                     alone = np.concatenate([W.matmul(a[i:i + 1], bb, bi, transpose_b=tb) for i in range(m)])
                     assert np.array_equal(whole, alone), (m, k, n, tb, np.abs(whole - alone).max())
+
+
+@case
+def wasm_matmul_rows_alone() -> None:
+    # a row's output does not depend on the tile it fell in (6, 4 or fewer rows), nor on k taken in blocks past 192
+    # steps (simd.h, matmul.c KB): each row of a product equals, to the bit, the same row multiplied alone
+    r = rng(6)
+    for m, k, n in ((13, 40, 17), (19, 64, 8), (23, 200, 9), (50, 385, 33), (97, 96, 16)):
+        a, b, bias = _uniform(r, (m, k)), _uniform(r, (n, k)), _uniform(r, (n,))
+        whole = W.matmul(a, b, bias, transpose_b=True)
+        check_matmul(a, b, bias, transpose_b=True, what=f"matmul {m}x{k}x{n}^T")
+        alone = np.concatenate([W.matmul(a[i:i + 1], b, bias, transpose_b=True) for i in range(m)])
+        assert np.array_equal(whole, alone), (m, k, n, np.abs(whole - alone).max())
 
 
 @case
