@@ -112,10 +112,12 @@ for _kind, _cfg in {configs!r}.items():
         _made = _proc(_image)
         _x = _made.pixels
         _out["tensors"][_kind + ":" + _name] = [hashlib.sha256(_x.tobytes()).hexdigest(),
-                                                 base64.b64encode(_x.tobytes()).decode(), _made.stats["path"]]
+                                                 base64.b64encode(_x.tobytes()).decode(), _made.stats["path"],
+                                                 _made.stats.get("decoded_in")]
     for _name, _image in zip({corpus!r}, _corpus):
         _made = _proc(_image)
-        _out["corpus"][_kind + ":" + _name] = [hashlib.sha256(_made.pixels.tobytes()).hexdigest(), _made.stats["path"]]
+        _out["corpus"][_kind + ":" + _name] = [hashlib.sha256(_made.pixels.tobytes()).hexdigest(), _made.stats["path"],
+                                               _made.stats.get("decoded_in")]
 _out
 """
 
@@ -135,22 +137,53 @@ def test_preprocessing_equals_transformers_in_the_page(lane_factory, lane):
                                      corpus={k: base64.b64encode(v).decode() for k, v in corpus.items()}))
     ref = preprocessing_reference()["photos"]
     report = {}
-    for key, (digest, tensor, path) in got["tensors"].items():
+    for key, (digest, tensor, path, decoded_in) in got["tensors"].items():
         kind, name = key.split(":")
         want = ref[name][kind]
         x = np.frombuffer(base64.b64decode(tensor), np.float32).reshape(want["shape"])
         samples = np.frombuffer(base64.b64decode(want["samples"]), np.float32)
-        report[key] = (digest == want["sha256"], float(np.abs(x[sample_positions(x.shape)] - samples).max()), path)
+        report[key] = (digest == want["sha256"], float(np.abs(x[sample_positions(x.shape)] - samples).max()),
+                       path if decoded_in is None else f"{path} in {decoded_in}")
     print(f"\n{lane}: Pillow {got['pillow']}, libjpeg {got['jpeg']}: {report}")
     assert len(report) == 2 * len(PHOTOS)
     for key, (same, err, path) in report.items():
-        assert path == ("browser" if key.endswith(".jpg") else "whole"), (key, path)
+        assert path == ("browser in a worker" if key.endswith(".jpg") else "whole"), (key, path)
         assert same and err == 0.0, (key, err)
     natively = {f"{kind}:{name}": hashlib.sha256(ImageProcessor.from_config(cfg)(data).pixels.tobytes()).hexdigest()
                 for kind, cfg in PREPROCESSORS.items() for name, data in corpus.items()}
-    differ = sorted(key for key, (digest, _) in got["corpus"].items() if digest != natively[key])
+    differ = sorted(key for key, (digest, _, _) in got["corpus"].items() if digest != natively[key])
     assert len(got["corpus"]) == len(natively) and not differ, differ
-    assert {path for _, path in got["corpus"].values()} == {"browser"}
+    # decoded in the decoder's worker, off the thread Python runs on (pageio.decode_jpegs)
+    assert {(path, where) for _, path, where in got["corpus"].values()} == {("browser", "a worker")}
+
+
+# The decoder's worker made again with Worker taken away: the same JPEG decoded on Python's thread instead
+WITHOUT_A_WORKER = """
+import base64
+from pyodide.code import run_js
+from gpuport.backends import pageio
+from gpuport.models.images import decode_in_page
+_jpeg = base64.b64decode({jpeg!r})
+_saved, pageio._decoder = pageio._decoder, None
+run_js("globalThis.__savedWorker = globalThis.Worker; delete globalThis.Worker")
+try:
+    _picks, _later = decode_in_page([_jpeg], None)
+    _here = (await _later)[0]
+finally:
+    run_js("globalThis.Worker = globalThis.__savedWorker")
+    pageio._decoder = _saved
+_picks, _later = decode_in_page([_jpeg], None)
+_there = (await _later)[0]
+[_here.decoded_in, _there.decoded_in, bool((_here.pixels == _there.pixels).all()), list(_here.pixels.shape)]
+"""
+
+
+@pytest.mark.parametrize("lane", ["chromium-auto", "firefox-auto"])
+def test_jpegs_are_decoded_on_pythons_thread_where_no_worker_starts(lane_factory, lane):
+    from clip_files import jpeg_corpus
+    name, data = sorted(jpeg_corpus().items())[-1]
+    got = lane_factory(lane).run(WITHOUT_A_WORKER.format(jpeg=base64.b64encode(data).decode()))
+    assert got[:3] == ["this thread", "a worker", True], (name, got)
 
 
 # -- the parallel multimodal loader in a page (clip-tiny) ------------------------------------------------------------

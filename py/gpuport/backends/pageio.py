@@ -211,41 +211,81 @@ def _bytes(value: Any) -> bytes | None:
         return js.Uint8Array.new(value).to_bytes()
 
 
-# The browser's JPEG decoder, every image at once: createImageBitmap decodes off this thread, then a 2D canvas hands
-# over the pixels (RGBA). colorSpaceConversion "none": the samples as coded, no ICC profile applied (Pillow applies
-# none). Chromium and Firefox decode with libjpeg-turbo's defaults (its accurate integer IDCT, its fancy chroma
-# upsampling), as the Pillow wheels Hugging Face's preprocessing runs on do: the same bytes (e2e/test_page_vision.py
-# checks a corpus of subsamplings, progressive and restart-marked files), where Pyodide's Pillow links IJG libjpeg 9,
-# whose chroma upsampling differs by one level on 4:2:0 files.
-_DECODE_JPEGS = """(list) => Promise.all(list.map(async (bytes) => {
+# The browser's JPEG decoder, every image at once: createImageBitmap decodes, then a 2D canvas hands over the pixels
+# (RGBA). colorSpaceConversion "none": the samples as coded, no ICC profile applied (Pillow applies none). Chromium and
+# Firefox decode with libjpeg-turbo's defaults (its accurate integer IDCT, its fancy chroma upsampling), as the Pillow
+# wheels Hugging Face's preprocessing runs on do: the same bytes (e2e/test_page_vision.py checks a corpus of
+# subsamplings, progressive and restart-marked files), where Pyodide's Pillow links IJG libjpeg 9, whose chroma
+# upsampling differs by one level on 4:2:0 files. It all runs in a worker of its own, so this thread (Pillow's PNGs
+# meanwhile) and the decoding share the two cores: here Firefox decoded on the calling thread, and the canvas's
+# drawImage and getImageData ran on it in both browsers (27-48 ms for a batch's six photographs). Where no worker
+# starts (or one fails), the images are decoded here as before.
+_DECODE_JPEGS = """(() => {
+  const decode = async (bytes) => {
+    try {
+      const bitmap = await createImageBitmap(new Blob([bytes], { type: "image/jpeg" }),
+                                             { colorSpaceConversion: "none", premultiplyAlpha: "none" });
+      const canvas = new OffscreenCanvas(bitmap.width, bitmap.height);
+      const context = canvas.getContext("2d", { willReadFrequently: true });
+      context.drawImage(bitmap, 0, 0);
+      bitmap.close();
+      const image = context.getImageData(0, 0, canvas.width, canvas.height);
+      return { width: image.width, height: image.height, data: image.data, in: "this thread" };
+    } catch (e) {
+      return String((e && e.message) || e);
+    }
+  };
+  const waiting = new Map();   // id -> [resolve, bytes]
+  let worker = null, next = 0;
+  const here = () => {   // the worker is gone: what it held is decoded on this thread
+    worker = null;
+    for (const [resolve, bytes] of waiting.values()) decode(bytes).then(resolve);
+    waiting.clear();
+  };
   try {
-    const bitmap = await createImageBitmap(new Blob([bytes], { type: "image/jpeg" }),
-                                           { colorSpaceConversion: "none", premultiplyAlpha: "none" });
-    const canvas = new OffscreenCanvas(bitmap.width, bitmap.height);
-    const context = canvas.getContext("2d", { willReadFrequently: true });
-    context.drawImage(bitmap, 0, 0);
-    bitmap.close();
-    return context.getImageData(0, 0, canvas.width, canvas.height);
+    const source = `const decode = ${decode};
+onmessage = async ({ data: { id, bytes } }) => {
+  const got = await decode(bytes);
+  if (typeof got === "string") postMessage({ id, error: got });
+  else postMessage({ id, width: got.width, height: got.height, data: got.data, in: "a worker" }, [got.data.buffer]);
+};`;
+    worker = new Worker(URL.createObjectURL(new Blob([source], { type: "text/javascript" })));
+    worker.onmessage = ({ data }) => {
+      const [resolve] = waiting.get(data.id);
+      waiting.delete(data.id);
+      resolve(data.error === undefined ? data : data.error);
+    };
+    worker.onerror = (e) => { e.preventDefault(); here(); };
   } catch (e) {
-    return String((e && e.message) || e);
+    worker = null;
   }
-}))"""
+  return (list) => Promise.all(Array.from(list, (bytes) => {
+    if (!worker) return decode(bytes);
+    return new Promise((resolve) => {
+      const id = next++;
+      waiting.set(id, [resolve, bytes]);
+      const copy = bytes.slice();
+      worker.postMessage({ id, bytes: copy }, [copy.buffer]);
+    });
+  }));
+})()"""
 _decoder: Any = None
 
 
-def decode_jpegs(images: Sequence[bytes]) -> Awaitable[list[np.ndarray | str]]:
-    """Each JPEG as (height, width, 4) uint8 RGBA from the browser's decoder (alpha 255), or the reason it could
-    not (no OffscreenCanvas here, a file it refuses). The decoding starts now, off this thread, all images at once:
-    await the result once this thread has done what it can meanwhile."""
+def decode_jpegs(images: Sequence[bytes]) -> Awaitable[list[tuple[np.ndarray, str] | str]]:
+    """Each JPEG as (height, width, 4) uint8 RGBA from the browser's decoder (alpha 255) and where it was decoded
+    ("a worker", or "this thread" where none starts), or the reason it could not be (no OffscreenCanvas here, a
+    file it refuses). The decoding starts now, in the decoder's worker, all images at once: await the result once
+    this thread has done what it can meanwhile."""
     global _decoder
     try:
         if _decoder is None:
-            _decoder = run_js(f"({_DECODE_JPEGS})")
+            _decoder = run_js(_DECODE_JPEGS)
         started, failed = _decoder(to_js([bytes(image) for image in images])), ""
     except JsException as exc:
         started, failed = None, f"the browser's decoder: {exc}"
 
-    async def pixels() -> list[np.ndarray | str]:
+    async def pixels() -> list[tuple[np.ndarray, str] | str]:
         try:
             answers = await started if started is not None else None
         except JsException as exc:
@@ -254,14 +294,14 @@ def decode_jpegs(images: Sequence[bytes]) -> Awaitable[list[np.ndarray | str]]:
             why = failed
         if answers is None:
             return [why] * len(images)
-        out: list[np.ndarray | str] = []
+        out: list[tuple[np.ndarray, str] | str] = []
         for answer in answers:
             if isinstance(answer, str):
                 out.append(f"the browser's decoder: {answer}")
                 continue
             rgba = np.empty((int(answer.height), int(answer.width), 4), np.uint8)
             answer.data.assign_to(rgba)
-            out.append(rgba)
+            out.append((rgba, str(getattr(answer, "in"))))
         return out
 
     return pixels()

@@ -177,8 +177,8 @@ class ImageProcessor:
         pillow()
         if isinstance(image, Decoded):
             pixels = image.pixels
-            stats = {"path": "browser", "format": "JPEG", "source": [pixels.shape[1], pixels.shape[0]],
-                     "largest_buffer": pixels.nbytes}
+            stats = {"path": "browser", "decoded_in": image.decoded_in, "format": "JPEG",
+                     "source": [pixels.shape[1], pixels.shape[0]], "largest_buffer": pixels.nbytes}
             return finish(pixels, stats, False), stats
         if isinstance(image, np.ndarray):
             _check_array(image)
@@ -302,13 +302,15 @@ def scaled(x: np.ndarray, processor: ImageProcessor) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Decoded:
-    """An image a page's browser decoded (decode_in_page): (height, width, 4) uint8 RGBA, upright, alpha unused."""
+    """An image a page's browser decoded (decode_in_page): (height, width, 4) uint8 RGBA, upright, alpha unused;
+    `decoded_in`: "a worker" (the decoder's own), or "this thread" where none started."""
 
     pixels: np.ndarray
+    decoded_in: str = "a worker"
 
 
 def decode_in_page(images: Sequence[ImageInput], budget: int | None) -> tuple[list[int], _Later]:
-    """In a page, starts the browser's decoder (pageio.decode_jpegs: all at once, off this thread) on each JPEG it
+    """In a page, starts the browser's decoder (pageio.decode_jpegs: all at once, in its worker) on each JPEG it
     decodes as the Pillow wheels' libjpeg-turbo does: (their indices, an awaitable of each as a Decoded, or as it
     was where the browser refused it or gave another size than its header's: Pillow decodes it then). Natively,
     and without such a JPEG: none."""
@@ -320,7 +322,7 @@ def decode_in_page(images: Sequence[ImageInput], budget: int | None) -> tuple[li
     started = decode_jpegs([images[i] for i in picks])
 
     async def decoded() -> list[Any]:
-        return [Decoded(p) if isinstance(p, np.ndarray) and p.shape[:2] == sizes[i] else images[i]
+        return [Decoded(*p) if isinstance(p, tuple) and p[0].shape[:2] == sizes[i] else images[i]
                 for i, p in zip(picks, await started)]
 
     return picks, decoded()
