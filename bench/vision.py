@@ -12,8 +12,9 @@ timed too), 1 and 16 texts, one 10-label zero-shot classification (the labels em
 cache is cleared first). Every system first runs every case --warmups times (discarded: the browsers'
 WebAssembly tiers up meanwhile), then within each case the systems of a lane alternate repetition by repetition;
 medians in ms and ratios peer / gpuport (>= 1.0: gpuport faster). Every system's first
-output is compared with transformers' (cosine >= 0.9999 required of gpuport). Prints the table, writes
-bench/results/vision.json and bench/results/vision.png.
+output is compared with transformers' (cosine >= 0.9999 required of gpuport). In each browser WebAssembly's
+multiply-add roof (bench/roof.c, bench/_roof.py) is measured before and after its systems, and gpuport's image tower
+is reported in GFLOP/s against it. Prints the table, writes bench/results/vision.json and bench/results/vision.png.
 
 Needs `make setup` (the checkpoint) and `make bench-setup` (bench venv, the ONNX export, transformers.js under
 .cache/bench); downloads nothing. Run: `make bench-vision` (takes /tmp/gpuport-heavy.lock), or under that lock:
