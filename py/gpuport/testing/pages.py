@@ -224,7 +224,8 @@ def _no_webgpu(spec: PageSpec, lane: Lane) -> str:
 _BROWSER_FAULTS = ("Target crashed", "Page crashed", "the Pyodide worker stopped answering")
 
 
-def _browser_fault(exc: BaseException) -> bool:
+def browser_fault(exc: BaseException) -> bool:
+    """Whether `exc` is the browser's fault, not the page's (_BROWSER_FAULTS): what earns a page one more start."""
     return any(words in str(exc) for words in _BROWSER_FAULTS)
 
 
@@ -272,7 +273,7 @@ class LanePool:
                     if lane is not None:
                         lane.close()
                         lane = None
-                    if _browser_fault(exc) and state.restarted is None:
+                    if browser_fault(exc) and state.restarted is None:
                         state.restarted = f"{type(exc).__name__}: {exc}"
                         continue
                     state.error = (f"lane {name}: {exc}" if isinstance(exc, LaneError)
