@@ -112,9 +112,9 @@ INLINE vt madd(vt a, vt b, vt acc) { return a * b + acc; }
   } while (0)
 
 /* C[0..rows, 0..w) = bias + A[0..rows, 0..K) @ panel over k in [k0, k1): from the panel's bias row where k0 is 0,
- * else from C's full rows (w == NR), which the range before left there. `rows` (1..MR_WIDE) is a compile-time constant
- * once inlined: the dead rows fold away and the accumulators are named scalars, so they live in registers (an
- * array of them ended up on the shadow stack). A rows are `lda` floats apart, C rows `ldc`. */
+ * else from C's full rows (w == NR), which the range before left there. `rows` (1..MR_WIDE) is a compile-time
+ * constant once inlined: the dead rows fold away and the accumulators are named scalars, so they live in registers
+ * (an array of them ended up on the shadow stack). A rows are `lda` floats apart, C rows `ldc`. */
 INLINE void tile(const int rows, const float *a, int lda, const float *panel, int k0, int k1, float *c, int ldc,
                  int w) {
   vt b0 = ld(panel), b1 = ld(panel + TW);
