@@ -306,7 +306,7 @@ class Decoded:
     `decoded_in`: "a worker" (the decoder's own), or "this thread" where none started."""
 
     pixels: np.ndarray
-    decoded_in: str = "a worker"
+    decoded_in: str
 
 
 def decode_in_page(images: Sequence[ImageInput], budget: int | None) -> tuple[list[int], _Later]:
