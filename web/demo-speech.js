@@ -1,7 +1,7 @@
 // The microphone half of the demo page: Whisper tiny.en transcribing what it hears, live.
 // The logic is Python (gpuport.site.demo_speech.SpeechDemo, in the page's Pyodide); this file captures audio and draws:
-// it sends each half second of the microphone's samples (two bridge crossings: setArray, then feed) and polls
-// for the load's progress (per component: encoder, decoder) and the text.
+// it sends the microphone's samples at least half a second at a time, one send in flight (two bridge crossings:
+// setArray, then feed), and polls for the load's progress (per component: encoder, decoder) and the text.
 
 const $ = (id) => document.getElementById(id);
 
@@ -50,18 +50,31 @@ export function setupSpeechDemo(ready, params) {
     await gp.runPython(`_speech.listen(${context.sampleRate})`);
     section.dataset.state = "listening";
     stopButton.disabled = false;
-    let pending = [], frames = 0, sending = Promise.resolve();
-    node.port.onmessage = ({ data }) => {
-      pending.push(data);
-      frames += data.length;
-      if (frames < SEND_EVERY_S * context.sampleRate) return;
+    // One send at a time, and what was captured meanwhile goes in the next one: Python transcribes once per send
+    // that completes a second of audio, so while a transcription holds the worker the audio waits here as one block.
+    // Sends chained half a second each made every second heard cost a transcription of its own (a loaded machine
+    // fell further behind with each one, and Stop waited for all of them).
+    let pending = [], frames = 0, sending = null;
+    const send = () => {
       const block = new Float32Array(frames);
       let at = 0;
       for (const p of pending) { block.set(p, at); at += p.length; }
       pending = []; frames = 0;
-      sending = sending.then(() => gp.setArray("_mic", block)).then(() => gp.runPython("_speech.feed(_mic)"));
+      sending = gp.setArray("_mic", block).then(() => gp.runPython("_speech.feed(_mic)")).then(() => {
+        sending = null;
+        if (frames >= SEND_EVERY_S * context.sampleRate) send();
+      });
     };
-    capture = { stream, context, drained: () => sending };
+    node.port.onmessage = ({ data }) => {
+      pending.push(data);
+      frames += data.length;
+      if (sending === null && frames >= SEND_EVERY_S * context.sampleRate) send();
+    };
+    const drained = async () => {   // what is in flight, then the rest of the capture
+      while (sending !== null) await sending;
+      if (frames > 0) { send(); await sending; }
+    };
+    capture = { stream, context, drained };
     poll(gp);
   }
 
