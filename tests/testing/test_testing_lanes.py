@@ -42,8 +42,8 @@ def test_a_page_whose_renderer_crashed_as_it_started_is_started_once_more(monkey
     assert lane_facts(state)["restarted"] == state.restarted   # what the reports print
 
 
-# what each page says of a worker that froze: a bare Pyodide's (web/pyodide.html), gpuport.js's start() (the test page's,
-# the demo's, a user's page through the plugin: a WebKit lane whose worker compiled for 31 s in a loaded fresh-clone run)
+# what each page says of a worker that froze: a bare Pyodide's (web/pyodide.html), gpuport.js's start() (the test
+# page's, the demo's, a user's page through the plugin: a WebKit lane's worker, silent for 31 s in a loaded run)
 FROZEN = ["the Pyodide worker stopped answering for 30 s while opening gpuport: its thread is blocked (ended)",
           "gpuport's Pyodide worker stopped answering for 31 s in its pyodide stage: its thread is blocked (ended)"]
 
