@@ -21,8 +21,8 @@ void gp_pack_b(const float *b, int K, int N, int transpose_b, const float *bias,
  * weight at a time, from cache: 173, before and after). Each output's sum keeps its order (a tile reloads its partial
  * sums from C), so the numbers are the same to the bit. A tile reloads whole rows, so a last panel narrower than NR
  * runs over all of k at once. Up to 3 * MR rows (a sentence, a text) B streams once anyway, and there WebAssembly's
- * tiles take k in chunks together (panel_stream); in WebAssembly each step touches the weight's lines a little ahead
- * (touch, simd.h).
+ * tiles take k in chunks together (panel_rows); in WebAssembly a k block touches the next panel's lines ahead (touch,
+ * simd.h).
  *
  * A row block runs through all of k before the next begins. Where C is larger than L2 (2 MiB here), a row block has
  * at most CB / N rows (64 or more), so that its partial sums (rows x N floats, 512 KiB) stay in L2 from one k block
@@ -52,7 +52,7 @@ void gp_matmul_packed(const float *a, int M, int K, int lda, const float *packed
       for (int n0 = 0; n0 < N; n0 += NR, panel += panel_floats(K)) {
         const int w = min_i(NR, N - n0);
         if (blocks == 1) {
-          panel_stream(a + m0 * lda, rows, lda, panel, K, c + m0 * ldc + n0, ldc, w, end);
+          panel_rows(a + m0 * lda, rows, lda, panel, K, c + m0 * ldc + n0, ldc, w);
         } else if (w == NR) {
           if (m0 == 0)   /* the next panel's block, on its way while this one's tiles work */
             touch(panel + panel_floats(K) + NR + k0 * NR, (k1 - k0) * NR, end);

@@ -198,17 +198,20 @@ INLINE void panel_rows(const float *a, int M, int lda, const float *panel, int K
 }
 
 /* WebAssembly has no prefetch instruction and a page's memory no huge pages, so the hardware's prefetchers, which
- * stop at every 4 KiB page, left a weight streamed from memory to arrive line by line as the tiles asked for it.
+ * stop at every 4 KiB page, can leave a weight streamed from memory to arrive line by line as the tiles ask for it.
  * touch() reads one float of each cache line of the `n` floats at p, up to `end`: loads whose values nobody waits
- * for, so those lines are on their way while the tiles work on the lines before them. A page's CLIP text tower
- * (7 rows, 12 layers, 151 MB of weights; two threads; builds alternating page by page, 3 pairs in Chromium, 2 in
- * Firefox, medians of 9 calls): Chromium 13.9-14.0 -> 11.3-11.7 ms, Firefox 12.8-13.2 -> 11.2-11.6; its first 6
- * layers 7.8-8.3 -> 5.5-6.7 in Chromium. Earlier probes, Chromium, 2 pages each (without: 14.0-15.3): 1 or 2
- * chunks ahead 11.3-12.8, 4 to 16 chunks 12.1-13.7, 32 chunks 14.3-14.6; one float a chunk, not one a line,
- * 14.3-16.1. ViT-B's 50 rows (k in blocks, the next panel's block touched while the tiles work): Chromium
- * 97.6-102.2 -> 93.9-100.6 ms, faster in each pair; 800 rows and 25 unchanged. Natively the CPU's prefetchers
- * and NumPy's huge pages do this. */
-#define AHEAD (2 * KC * NR)
+ * for, so those lines are on their way while the tiles work on the lines before them. matmul.c touches the next
+ * panel's k block once per block (products past 3 * MR rows): ViT-B's 50 rows in Chromium 97.6-102.2 -> 93.9-100.6 ms
+ * (an Intel Xeon, two threads); on an AMD EPYC, one thread, builds side by side in one page, interleaved: 50 rows
+ * 26.3 -> 23.5 ms (Firefox 27.6 -> 25.0), 96 rows 33.1 -> 31.3, 200 rows 91.5 -> 89.1.
+ * A sentence's or a text's rows (up to 3 * MR, k in chunks: panel_rows) are not touched ahead. Touching every chunk
+ * there made a Xeon's two-thread CLIP text faster (Chromium 13.9-14.0 -> 11.3-11.7 ms), but on the AMD EPYC it made
+ * every such product slower, from cache as from memory (one thread, the two builds side by side in one page,
+ * interleaved, medians of 40: MiniLM's six layers' products on 7 rows 3.4 -> 5.0-5.7 ms, on 12 rows 6.6-6.9 ->
+ * 9.0-10.0; one layer's, 7 MB, 0.52 -> 0.68; CLIP's text tower on 7 rows 13.1-13.7 -> 19.3-23.2 in Chromium and
+ * Firefox): loads that must retire in order filled a smaller out-of-order window, where a prefetch would not have.
+ * The loss outweighed the gain, and the page cannot tell the CPUs apart. Natively the CPU's prefetchers and NumPy's
+ * huge pages do this. */
 INLINE void touch(const float *p, int n, const float *end) {
 #if defined(__wasm__)
   if (p + n > end) n = (int)(end - p);
@@ -216,22 +219,6 @@ INLINE void touch(const float *p, int n, const float *end) {
 #else
   (void)p, (void)n, (void)end;
 #endif
-}
-
-/* panel_rows for a weight streamed from memory whose panels end at `end`: where its rows go in chunks of k (5 to
- * 12 rows in WebAssembly: a sentence, a text), each chunk first touches the panel AHEAD floats on. One row in chunks,
- * touching likewise, was no faster (CLIP's text tower's last rows alone, 12 layers: Chromium 6.8-7.4 -> 6.7-6.9 ms,
- * Firefox 6.8-7.4 -> 7.7-8.2). */
-INLINE void panel_stream(const float *a, int M, int lda, const float *panel, int K, float *c, int ldc, int w,
-                         const float *end) {
-  if (!(CHUNKED && w == NR && M > MR && M <= 3 * MR && K > KC)) {
-    panel_rows(a, M, lda, panel, K, c, ldc, w);
-    return;
-  }
-  for (int k0 = 0; k0 < K; k0 += KC) {
-    touch(panel + NR + k0 * NR + AHEAD, KC * NR, end);
-    panel_tiles(a, M, lda, panel, k0, min_i(K, k0 + KC), c, ldc, w);
-  }
 }
 
 /* A parallel-for: fn(ctx, lo, hi, slot) for `parts` near-equal parts of 0..total, on up to `threads`
