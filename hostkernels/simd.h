@@ -209,9 +209,9 @@ INLINE void panel_rows(const float *a, int M, int lda, const float *panel, int K
  * every such product slower, from cache as from memory (one thread, the two builds side by side in one page,
  * interleaved, medians of 40: MiniLM's six layers' products on 7 rows 3.4 -> 5.0-5.7 ms, on 12 rows 6.6-6.9 ->
  * 9.0-10.0; one layer's, 7 MB, 0.52 -> 0.68; CLIP's text tower on 7 rows 13.1-13.7 -> 19.3-23.2 in Chromium and
- * Firefox): loads that must retire in order filled a smaller out-of-order window, where a prefetch would not have.
- * The loss outweighed the gain, and the page cannot tell the CPUs apart. Natively the CPU's prefetchers and NumPy's
- * huge pages do this. */
+ * Firefox). Why was not measured (loads, unlike a prefetch, retire in order, and a smaller out-of-order window may
+ * fill with them). The loss outweighed the gain, and the page cannot tell the CPUs apart. Natively the CPU's
+ * prefetchers and NumPy's huge pages do this. */
 INLINE void touch(const float *p, int n, const float *end) {
 #if defined(__wasm__)
   if (p + n > end) n = (int)(end - p);
