@@ -221,7 +221,8 @@ def _no_webgpu(spec: PageSpec, lane: Lane) -> str:
 # Firefox's navigator.gpu.requestAdapter() in a worker, in 3 of about 110 bare-page starts here, each beside another
 # page of the same browser starting too). Such a lane's page is started once more in a fresh context, and the reports say so
 # (LaneState.restarted). A page that fails so twice fails the lane.
-_BROWSER_FAULTS = ("Target crashed", "Page crashed", "Pyodide worker stopped answering")   # both pages' words
+# The frozen worker is matched by its error's name, which both pages give it, not by their wording (which differs).
+_BROWSER_FAULTS = ("Target crashed", "Page crashed", "WorkerFrozen")
 
 
 def browser_fault(exc: BaseException) -> bool:
