@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from gpuport.testing.browsers import Browsers, LaneError
 from gpuport.testing.pages import Lane, LanePool
+from gpuport.testing.plugin import rerun_on_crash
 
 ROOT = Path(__file__).resolve().parents[1]
 CASES_SOURCE = (ROOT / "tests" / "cases.py").read_text(encoding="utf-8")
@@ -127,7 +128,8 @@ def _lanes_used(item) -> set[str]:
 
 def pytest_collection_modifyitems(session, config, items):
     """Note each item's lane and case, and run each lane's tests back to back (detection first), so a
-    lane's wall time means something and its page is busy only while its tests run; note each lane's last user."""
+    lane's wall time means something and its page is busy only while its tests run; note each lane's last user;
+    a test that uses a lane runs once more if the browser loses the page during it (rerun_on_crash)."""
     slots, lane_items = [], []
     order = {name: i for i, name in enumerate(LANES)}
     for i, item in enumerate(items):
@@ -139,9 +141,14 @@ def pytest_collection_modifyitems(session, config, items):
     lane_items.sort(key=lambda it: order[_ITEM_LANE[it.nodeid][0]])  # stable: detection, then the cases
     for i, item in zip(slots, lane_items):
         items[i] = item
+    crash_marks = rerun_on_crash(config)
     for item in items:
-        for lane in _lanes_used(item):
+        used = _lanes_used(item)
+        for lane in used:
             _LAST_USER[lane] = item.nodeid
+        if used:
+            for mark in crash_marks:
+                item.add_marker(mark)
 
 
 def pytest_runtest_teardown(item, nextitem):

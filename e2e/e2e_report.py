@@ -22,7 +22,9 @@ def record(state: LaneState, case: str | None, report) -> None:
     entry = state.outcomes.setdefault(key, {"outcome": "passed", "duration_s": 0.0, "op": op_of(case) if case else
                                             "detect"})
     entry["duration_s"] += report.duration
-    if report.failed:
+    if report.outcome == "rerun":   # the browser lost the page during this try; the next one counts (rerun_on_crash)
+        entry["reruns"] = entry.get("reruns", 0) + 1
+    elif report.failed:
         entry["outcome"] = "failed"
         text = str(report.longrepr) if report.longrepr else ""
         crash = getattr(report.longrepr, "reprcrash", None)  # the exception itself, not the test's source
@@ -175,10 +177,13 @@ def write_report(states: dict[str, LaneState], browsers: Browsers | None) -> Non
             if not states[n].error:  # a lane that did not start fails every test for that one reason
                 md.append(f"- **{n}** `{c}`: {e.get('message', '')}")
     restarted = [(n, s["restarted"]) for n, s in lanes.items() if s["restarted"]]
-    if restarted:
+    lost = [(n, c, e["reruns"]) for n in order for c, e in states[n].outcomes.items() if e.get("reruns")]
+    if restarted or lost:
         md += ["", "## Lanes started again", ""]
         md += [f"- lane **{n}**: its page's renderer crashed as it started, and it was started once more: {headline(why)}"
                for n, why in restarted]
+        md += [f"- lane **{n}**: the browser lost its page during `{c}` ({'; '.join(lanes[n]['crashes'])}); "
+               f"a fresh page ran it again ({reruns}x) and the lane's later tests" for n, c, reruns in lost]
     (REPORT_DIR / "compatibility.md").write_text("\n".join(md) + "\n")
 
 

@@ -1,6 +1,7 @@
 """LanePool (gpuport.testing.pages): a lane whose page's renderer crashed, or whose Pyodide worker froze, while it
-started is started once more and says so; any other failure, or a second crash, fails the lane with its reason. Fakes stand in for the browsers; real
-pages: the e2e lanes."""
+started is started once more and says so; any other failure, or a second crash, fails the lane with its reason. A page
+the browser loses while it runs a test gets a fresh one at the lane's next use. Fakes stand in for the browsers; real
+pages: the e2e lanes (e2e/test_lane_crash.py loses a real Chromium page)."""
 
 from __future__ import annotations
 
@@ -27,6 +28,9 @@ def _pool(monkeypatch, failures: list[Exception]) -> tuple[pages.LanePool, list[
             if failures:
                 raise failures.pop(0)
             self.state, self.name, self.startup, self.mode, self.info, self.navigator = state, state.name, {}, "w", {}, {}
+
+        def call(self, method, *args):   # what a page that says `said` makes of it (PlaywrightLane.call)
+            raise self._failed(args[0])
 
     monkeypatch.setattr(pages, "PlaywrightLane", FakeLane)
     spec = pages.PageSpec("chromium", "test.html?tier=constrained")
@@ -69,3 +73,32 @@ def test_a_second_crash_or_any_other_failure_fails_the_lane(monkeypatch):
     with pytest.raises(pages.LaneError, match="no answer"):
         other.get("chromium-tier-constrained")
     assert len(started) == 1 and other.state("chromium-tier-constrained").restarted is None
+
+
+def test_a_page_lost_while_it_ran_fails_that_call_and_the_next_use_gets_a_fresh_page(monkeypatch):
+    pool, started = _pool(monkeypatch, [])
+    lane = pool.get("chromium-tier-constrained")
+    with pytest.raises(pages.PageError) as raised:   # the page's own error: the page stays
+        lane.run("ValueError: shape (3,) is not (4,)")
+    assert type(raised.value) is pages.PageError and lane.crashed is None
+    assert pool.get("chromium-tier-constrained") is lane and len(started) == 1
+    with pytest.raises(pages.PageCrashed, match="Target crashed"):
+        lane.run("Page.evaluate: Target crashed\npage errors: []")
+    fresh = pool.get("chromium-tier-constrained")
+    assert fresh is not lane and len(started) == 2
+    state = pool.state("chromium-tier-constrained")
+    assert state.crashes == ["Page.evaluate: Target crashed"] and state.error is None
+    assert lane_facts(state)["crashes"] == state.crashes and state.restarted is None
+
+
+def test_a_lane_that_keeps_losing_its_page_fails(monkeypatch):
+    pool, started = _pool(monkeypatch, [])
+    for _ in range(pages._MAX_CRASHES):
+        with pytest.raises(pages.PageCrashed):
+            pool.get("chromium-tier-constrained").run("Page.evaluate: Target crashed")
+    lane = pool.get("chromium-tier-constrained")
+    assert len(started) == pages._MAX_CRASHES + 1
+    lane.crashed = "Page crashed"   # Playwright's "crash" event, seen by a test that drove lane.page itself
+    with pytest.raises(pages.LaneError, match="lost its page 3 times"):
+        pool.get("chromium-tier-constrained")
+    assert len(started) == pages._MAX_CRASHES + 1

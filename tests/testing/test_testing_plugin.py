@@ -276,3 +276,41 @@ def test_xdist_keeps_each_lane_on_one_worker_and_outcomes_match_one_process(user
     assert [p["error"] for p in report["lane_pages"] if p["lane"] == "chromium"][0].startswith("lane chromium")
     assert report["browsers_launched"] == {}
     spread.stdout.fnmatch_lines(["native*1 failed, 3 passed*", "chromium*4 error*(gw?: lane chromium: *"])
+
+
+RERUN_CONFTEST = """
+from gpuport.testing.plugin import rerun_on_crash
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        for mark in rerun_on_crash(config):
+            item.add_marker(mark)
+"""
+
+RERUN_TESTS = """
+from gpuport.testing.pages import PageCrashed, PageError
+
+tries = {"lost": 0, "raw": 0}
+
+def test_lost_its_page_once():
+    tries["lost"] += 1
+    if tries["lost"] == 1:
+        raise PageCrashed("Page.evaluate: Target crashed")
+
+def test_saw_playwrights_own_words_once():   # a test that drives the page itself
+    tries["raw"] += 1
+    if tries["raw"] == 1:
+        raise RuntimeError("Page.evaluate: Target crashed")
+
+def test_the_page_raised():
+    raise PageError("ValueError: shape (3,) is not (4,)")
+"""
+
+
+def test_a_test_that_lost_its_page_runs_once_more_and_nothing_else_does(pytester, monkeypatch):
+    monkeypatch.setenv("PYTHONPATH", PY + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    pytester.makeconftest(RERUN_CONFTEST)
+    pytester.makepyfile(test_rerun=RERUN_TESTS)
+    result = pytester.runpytest_subprocess("-p", "gpuport.testing.plugin", "--gpuport-lanes=native")
+    assert result.parseoutcomes() == {"passed": 2, "failed": 1, "rerun": 2}
+    result.stdout.fnmatch_lines(["*FAILED test_rerun.py::test_the_page_raised*"])

@@ -39,6 +39,20 @@ def test_a_cell_keeps_the_first_thing_that_went_wrong_and_all_the_time():
     assert (skipped.outcome, skipped.message) == ("skipped", "Skipped: not in a page")
 
 
+def test_a_try_that_lost_its_page_is_counted_not_kept():
+    """pytest-rerunfailures reports the try it runs again as "rerun" (gpuport.testing.plugin.rerun_on_crash): the
+    cell is the last try's, and says how many went before it."""
+    cell = Cell()
+    for when, outcome in (("setup", "passed"), ("call", "rerun"), ("setup", "passed"), ("call", "passed"),
+                          ("teardown", "passed")):
+        cell.add(_report(when, outcome, "chromium", "t", longrepr="PageCrashed: Page.evaluate: Target crashed"))
+    assert (cell.outcome, cell.reruns, cell.message, cell.duration_s) == ("passed", 1, "", 2.5)
+    results = Results()
+    results.record(_report("call", "rerun", "chromium", "t"))
+    results.record(_report("call", "passed", "chromium", "t"))
+    assert report.build(results, ["chromium"])["tests"][0]["lanes"]["chromium"]["reruns"] == 1
+
+
 def test_headline_reads_pytest_and_page_failures():
     assert headline("def f():\n>   assert x\nE   assert 0\nE    +  where 0 = g()") == "+  where 0 = g()"
     assert headline("Failed: [chromium] the page failed: gpuport.testing.pages.PageError: boom") == \

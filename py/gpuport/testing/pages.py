@@ -27,6 +27,11 @@ class PageError(AssertionError):
     """Python in the page raised: the JS error name (the Python type) and message (the traceback)."""
 
 
+class PageCrashed(PageError):
+    """The browser lost the page while it ran something (its renderer process died, its Pyodide worker froze): the
+    browser's fault, not the page's. The lane's page is started again at its next use (LanePool.get)."""
+
+
 @dataclass(frozen=True)
 class PageSpec:
     """What a lane loads: a kind of browser (a `Browsers` kind), lent by `remote` if given, and a page
@@ -54,6 +59,7 @@ class LaneState:
     open_s: float | None = None
     error: str | None = None
     restarted: str | None = None   # why its page was started a second time (LanePool.get)
+    crashes: list[str] = field(default_factory=list)   # the pages it lost while they ran (PageCrashed): what each said
     startup: dict | None = None
     mode: str | None = None
     info: dict | None = None
@@ -112,7 +118,10 @@ def call_page(page: Any, name: str, *args: Any, timeout_s: float | None = None) 
 
 class Lane:
     """One loaded page. `run(src)`: Python in its Pyodide (top-level await allowed), the last expression
-    back as plain data; `call(method, *args)`: a method of the page's `start()` object."""
+    back as plain data; `call(method, *args)`: a method of the page's `start()` object. `crashed` says why the
+    browser lost the page, once it has."""
+
+    crashed: str | None = None
 
     def __init__(self, state: LaneState) -> None:
         self.state, self.name = state, state.name
@@ -141,6 +150,13 @@ class Lane:
     def close(self) -> None:
         pass
 
+    def _failed(self, text: str) -> PageError:
+        """The error of a call that failed saying `text`: PageCrashed, the page marked lost, if the browser lost it."""
+        if not browser_fault(text):
+            return PageError(text)
+        self.crashed = text
+        return PageCrashed(text)
+
 
 class PlaywrightLane(Lane):
     def __init__(self, state: LaneState, browser: Any, url: str) -> None:
@@ -149,6 +165,8 @@ class PlaywrightLane(Lane):
         self.errors: list[str] = []
         self.page.on("pageerror", lambda e: self.errors.append(str(e)))
         self.page.on("console", lambda m: self.errors.append(f"console.error: {m.text}") if m.type == "error" else None)
+        # a test that drives `lane.page` itself sees the crash as Playwright's error; the next get() still knows
+        self.page.on("crash", lambda _: setattr(self, "crashed", self.crashed or "Page crashed"))
         try:
             try:
                 response = self.page.goto(url)
@@ -173,7 +191,7 @@ class PlaywrightLane(Lane):
         try:
             return call_page(self.page, method, *args)
         except PlaywrightError as exc:
-            raise PageError(f"{exc.message}\npage errors: {self.errors}" if self.errors else exc.message) from None
+            raise self._failed(f"{exc.message}\npage errors: {self.errors}" if self.errors else exc.message) from None
 
     def close(self) -> None:
         self.context.close()
@@ -193,7 +211,7 @@ class WebDriverLane(Lane):
         if not isinstance(reply, dict) or "ok" not in reply:
             raise PageError(f"unexpected reply from the page: {reply!r}")
         if not reply["ok"]:
-            raise PageError(f"{reply['name']}: {reply['message']}")
+            raise self._failed(f"{reply['name']}: {reply['message']}")
         return reply.get("value")
 
     def _ready(self) -> dict:
@@ -222,12 +240,18 @@ def _no_webgpu(spec: PageSpec, lane: Lane) -> str:
 # page of the same browser starting too). Such a lane's page is started once more in a fresh context, and the reports say so
 # (LaneState.restarted). A page that fails so twice fails the lane.
 # The frozen worker is matched by its error's name, which both pages give it, not by their wording (which differs).
-_BROWSER_FAULTS = ("Target crashed", "Page crashed", "WorkerFrozen")
+# A page lost so while it ran a test (Chromium's renderer, once in CI on 2026-11-30, in the tier-constrained lane,
+# which then passed 12 times of 12 alone) fails that test with PageCrashed, and the lane's next test gets a fresh
+# page (LaneState.crashes) rather than the dead one; past _MAX_CRASHES lost pages the lane fails. RERUN_ON_CRASH
+# runs the test that lost its page once more.
+BROWSER_FAULTS = ("Target crashed", "Page crashed", "WorkerFrozen")
+_MAX_CRASHES = 2
 
 
-def browser_fault(exc: BaseException) -> bool:
-    """Whether `exc` is the browser's fault, not the page's (_BROWSER_FAULTS): what earns a page one more start."""
-    return any(words in str(exc) for words in _BROWSER_FAULTS)
+def browser_fault(what: BaseException | str) -> bool:
+    """Whether an error (or its text) is the browser's fault, not the page's (BROWSER_FAULTS): what earns a page one
+    more start."""
+    return any(words in str(what) for words in BROWSER_FAULTS)
 
 
 class LanePool:
@@ -254,6 +278,12 @@ class LanePool:
     def get(self, name: str) -> Lane:
         """The lane's loaded page; LaneError (naming the lane and the reason) if it cannot start."""
         state = self.state(name)
+        lost = self.lanes.get(name)
+        if lost is not None and lost.crashed:
+            state.crashes.append(lost.crashed.splitlines()[0])
+            self.close_lane(name)
+            if len(state.crashes) > _MAX_CRASHES:
+                state.error = f"lane {name}: the browser lost its page {len(state.crashes)} times: {state.crashes}"
         if state.error:
             raise LaneError(state.error)
         if name not in self.lanes:
@@ -291,10 +321,9 @@ class LanePool:
         lane = self.lanes.pop(name, None)
         if lane is None:
             return
-        try:
-            self.states[name].final_info = lane.run("rt.info()")
-        except Exception:  # a page that crashed has nothing more to say
-            pass
+        if not lane.crashed:
+            with contextlib.suppress(Exception):   # a page that cannot answer has nothing more to say
+                self.states[name].final_info = lane.run("rt.info()")
         try:
             lane.close()
         except Exception:

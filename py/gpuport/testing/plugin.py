@@ -24,6 +24,7 @@ import asyncio
 import inspect
 import json
 import platform
+import re
 import shutil
 import sys
 import tempfile
@@ -38,7 +39,7 @@ from ..runtime import Runtime
 from ..runtime import open as open_runtime
 from . import distribute, inpage, report
 from .browsers import Browsers, LaneError, Remote, missing, sync_playwright
-from .pages import Lane, LanePool, LaneState, PageError, PageSpec
+from .pages import BROWSER_FAULTS, Lane, LanePool, LaneState, PageError, PageSpec
 from .results import Results, row_of
 from .site import StaticServer, build_lane_site, build_project_wheel, project_of
 
@@ -174,7 +175,19 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         raise pytest.UsageError(f"{metafunc.definition.nodeid}: a @pytest.mark.gpuport test takes the gp_runtime "
                                 "fixture (the runtime of the lane it runs in)")
     lanes = metafunc.config.stash[_LANES_KEY]
-    metafunc.parametrize("gp_lane", lanes, ids=lanes, indirect=True)
+    marks = rerun_on_crash(metafunc.config)
+    metafunc.parametrize("gp_lane", [pytest.param(lane, marks=() if lane == NATIVE else marks) for lane in lanes],
+                         ids=lanes, indirect=True)
+
+
+def rerun_on_crash(config: pytest.Config) -> list[pytest.MarkDecorator]:
+    """The marks that run a browser lane's test once more, on a fresh page (pages.LanePool.get), when the browser
+    lost its page during it (pages.PageCrashed, or Playwright's own words where a test drives the page itself):
+    pytest-rerunfailures' `flaky` (the test extra brings it). Anything else the page raised fails at once; none where
+    that plugin is not loaded (`-p no:rerunfailures`)."""
+    if not config.pluginmanager.hasplugin("rerunfailures"):
+        return []
+    return [pytest.mark.flaky(reruns=1, only_rerun=["|".join(re.escape(words) for words in BROWSER_FAULTS)])]
 
 
 # -- fixtures ---------------------------------------------------------------------------------------------

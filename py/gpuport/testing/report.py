@@ -20,6 +20,8 @@ def build(results: Results, lanes: list[str]) -> dict[str, Any]:
         entry = {"outcome": cell.outcome, "duration_s": round(cell.duration_s, 3)}
         if cell.outcome != "passed":
             entry.update(message=cell.message, detail=cell.longrepr[-20000:])
+        if cell.reruns:
+            entry["reruns"] = cell.reruns
         rows.setdefault(row, {})[lane] = entry
     seen = [lane for lane in lanes if any(lane in cells for cells in rows.values())]
     return {
@@ -66,8 +68,11 @@ def _lane_row(page: dict) -> str:
         adapter_text += " (fallback adapter)"
     browser = f"{page['browser']} {page.get('browser_version') or '?'}"
     where = f"<br><span class=t>from {_e(page['remote'])}</span>" if page.get("remote") else ""
+    lost = "".join(f"<br><span class=t>{_e(why)}</span>" for why in
+                   ([f"started again after: {page['restarted']}"] if page.get("restarted") else [])
+                   + [f"page lost while running: {crash}" for crash in page.get("crashes") or []])
     state = (f"<td class=error>{_e(page['error'])}</td>" if page.get("error")
-             else f"<td>{_e(page.get('open_s'))} s</td>")
+             else f"<td>{_e(page.get('open_s'))} s{lost}</td>")
     features = ", ".join(page.get("features") or []) or "-"
     return (f"<tr data-lane=\"{_e(page['lane'])}\"><td>{_e(page['lane'])}</td><td>{_e(page.get('worker') or '-')}</td>"
             f"<td>{_e(browser)}{where}</td><td>{_e(page.get('mode') or '-')}</td>"
@@ -96,6 +101,8 @@ def render(data: dict[str, Any]) -> str:
                                "</section>")
             elif cell["outcome"] == "skipped":
                 text += f"<br><span class=t>{_e(cell['message'])}</span>"
+            if cell.get("reruns"):
+                text += f"<br><span class=t>run again {cell['reruns']}x: the browser lost its page</span>"
             cells.append(f"<td class={cell['outcome']} data-lane=\"{_e(lane)}\">{text}</td>")
         rows.append(f"<tr data-test=\"{_e(test['test'])}\"><th><code>{_e(test['test'])}</code></th>{''.join(cells)}</tr>")
     totals = "".join(

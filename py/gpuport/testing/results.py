@@ -44,6 +44,7 @@ def lane_facts(state: LaneState) -> dict[str, Any]:
         "open_s": None if state.open_s is None else round(state.open_s, 2),
         "error": state.error,
         "restarted": state.restarted,
+        "crashes": list(state.crashes),
     }
 
 
@@ -55,9 +56,13 @@ class Cell:
     duration_s: float = 0.0
     message: str = ""
     longrepr: str = ""
+    reruns: int = 0   # tries that lost their page and were run again (RERUN_ON_CRASH); the last try counts
 
     def add(self, report: Any) -> None:
         self.duration_s += report.duration
+        if report.outcome == "rerun":   # pytest-rerunfailures' word for a try that will be run again
+            self.reruns += 1
+            return
         if report.passed or self.outcome != "passed":   # the first thing that went wrong stands
             return
         if report.skipped:
