@@ -126,6 +126,13 @@ void gp_parallel(int threads, int total, int parts, gp_part_fn fn, void *ctx) {
  * forward; after a forward the worker sleeps within it. */
 #define SPIN_MS 2.0
 #define MAX_WORKERS 63
+/* After its spin a worker lingers before it sleeps for good: for LINGER_MS it sleeps in ticks of LINGER_TICK_NS on
+ * a word nobody notifies, so that it wakes on its own timer, on its own virtual CPU. Woken by a caller's notify
+ * instead, it was put on the caller's virtual CPU in about a third of the tries here (AMD EPYC, 2 vCPUs under KVM):
+ * the two took turns on one while the other idled, for 50-400 ms (docs/benchmarks.md, "Back on an AMD EPYC"),
+ * and a woken call ran slower than one alone. A lingering worker sees the next job within a tick instead. */
+#define LINGER_MS 1000.0
+#define LINGER_TICK_NS 500000LL
 
 __attribute__((import_module("env"), import_name("gp_clock_ms"))) double gp_clock_ms(void);
 
@@ -143,6 +150,7 @@ static struct job job;        /* the one job (busy guards it): static, so no cal
 static struct job *current;   /* &job while it runs, else NULL (atomic) */
 static int readers;           /* workers that may be reading *current (atomic) */
 static int awake;             /* workers not waiting in memory.atomic.wait32: spinning or running parts (atomic) */
+static int never_notified;    /* what lingering workers wait on, so that only their own timers wake them */
 
 static void run_parts(struct job *j, int slot) {
   for (;;) {
@@ -161,14 +169,18 @@ void gp_pool_worker(int slot) {
   __atomic_fetch_add(&workers, 1, __ATOMIC_SEQ_CST);
   int seen = __atomic_load_n(&generation, __ATOMIC_ACQUIRE);
   for (;;) {
-    double until = gp_clock_ms() + SPIN_MS;
+    double spin_until = gp_clock_ms() + SPIN_MS, linger_until = spin_until + LINGER_MS;
     for (int polls = 1; __atomic_load_n(&generation, __ATOMIC_ACQUIRE) == seen; polls++) {
-      if ((polls & 1023) == 0 && gp_clock_ms() > until) {
-        __atomic_fetch_sub(&awake, 1, __ATOMIC_SEQ_CST);
+      if ((polls & 1023) != 0) continue;
+      double now = gp_clock_ms();
+      if (now <= spin_until) continue;
+      __atomic_fetch_sub(&awake, 1, __ATOMIC_SEQ_CST);
+      if (now < linger_until) {
+        __builtin_wasm_memory_atomic_wait32(&never_notified, 0, LINGER_TICK_NS);
+      } else {
         __builtin_wasm_memory_atomic_wait32(&generation, seen, -1);
-        __atomic_fetch_add(&awake, 1, __ATOMIC_SEQ_CST);
-        until = gp_clock_ms() + SPIN_MS;
       }
+      __atomic_fetch_add(&awake, 1, __ATOMIC_SEQ_CST);
     }
     seen = __atomic_load_n(&generation, __ATOMIC_ACQUIRE);
     __atomic_fetch_add(&readers, 1, __ATOMIC_SEQ_CST);
