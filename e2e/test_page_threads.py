@@ -97,14 +97,18 @@ _after = dict(hostops.calls().get("encoder_layer", {}))
 _before_short = dict(hostops.calls().get("encoder_layer", {}))
 await _m.embed(["short"])
 _short = dict(hostops.calls().get("encoder_layer", {}))
-# sentences a quarter of a second apart: each begins with the workers asleep, and the pool tries both ways. A
+# a sentence a quarter of a second later finds the workers lingering (hostkernels/pool.c: LINGER_MS), so awake
+await __import__("asyncio").sleep(0.25)
+await _m.embed(["short"])
+_lingering_way = hostops.layer_threads()["last_call"]
+# sentences 1.1 s apart, past the linger: each begins with the workers asleep, and the pool tries both ways. A
 # woken call of ALONE_BELOW_MS or more is never tried alone (a slow hour made the sentence's woken calls that slow and
 # this test saw only woken ones): lifted here, so that both ways run whatever this machine's speed
 _sparse, _sparse_ways = [], []
 _below, wasm_threads.ALONE_BELOW_MS = wasm_threads.ALONE_BELOW_MS, float("inf")
 try:
     for _ in range(wasm_threads.TRIES + wasm_threads.ALONE_TRIES + 2):
-        await __import__("asyncio").sleep(0.25)
+        await __import__("asyncio").sleep(1.1)
         _sparse.append((await _m.embed(["short"]))[0])
         _sparse_ways.append(hostops.layer_threads()["last_call"])
 finally:
@@ -117,7 +121,7 @@ try:
     _single = await _m.embed(_texts)
 finally:
     wasm_threads.ENGINE.lib = _engine
-{"asleep": _asleep, "sparse_ways": _sparse_ways, "sparse_diff": float(np.abs(np.array(_sparse) - _sparse[0]).max()),
+{"asleep": _asleep, "lingering_way": _lingering_way, "sparse_ways": _sparse_ways, "sparse_diff": float(np.abs(np.array(_sparse) - _sparse[0]).max()),
  "pool_layers": _after.get("wasm-threads", 0) - _before.get("wasm-threads", 0),
  "short_on_pool": _short.get("wasm-threads", 0) - _before_short.get("wasm-threads", 0),
  "max_diff": float(np.abs(_pooled - _single).max()), "cos": [float(c) for c in (_pooled * _single).sum(1)]}
@@ -127,11 +131,13 @@ finally:
 def test_minilm_runs_its_layers_on_the_pool(lane_factory):
     """The batch's six layers ran on the pool, and so did a lone short sentence's (its products split by the
     weights' columns), and the embeddings equal the one-thread build's: the same kernels, in the same order per
-    row (the pool splits rows, columns and heads, never a sum), so to rounding. Sentences a quarter of a second
-    apart find the workers asleep: the pool tries waking them and running alone (PoolKernels.call)."""
+    row (the pool splits rows, columns and heads, never a sum), so to rounding. A sentence a quarter of a second
+    after another finds the workers lingering and uses them; sentences more than a second apart find them asleep:
+    the pool tries waking them and running alone (PoolKernels.call)."""
     got = lane_factory("chromium-cpu").run(MINILM)
     assert got["pool_layers"] >= 6 and got["short_on_pool"] >= 6, got
     assert got["max_diff"] <= 1e-5, got
+    assert got["lingering_way"] == "awake", got
     # a sentence begun with the workers asleep ran both ways (woken, and on this thread alone), to the same numbers
     ways = {way: seen[1] for kind in got["asleep"].values() for way, seen in kind.items()}
     assert ways.get("woken", 0) >= wasm_threads.TRIES and ways.get("alone", 0) >= wasm_threads.ALONE_TRIES, got

@@ -149,7 +149,7 @@ static int generation;        /* bumped per job: what sleeping and spinning work
 static struct job job;        /* the one job (busy guards it): static, so no caller's stack is shared */
 static struct job *current;   /* &job while it runs, else NULL (atomic) */
 static int readers;           /* workers that may be reading *current (atomic) */
-static int awake;             /* workers not waiting in memory.atomic.wait32: spinning or running parts (atomic) */
+static int awake;             /* workers not asleep for good: spinning, running parts or lingering (atomic) */
 static int never_notified;    /* what lingering workers wait on, so that only their own timers wake them */
 
 static void run_parts(struct job *j, int slot) {
@@ -174,12 +174,12 @@ void gp_pool_worker(int slot) {
       if ((polls & 1023) != 0) continue;
       double now = gp_clock_ms();
       if (now <= spin_until) continue;
-      __atomic_fetch_sub(&awake, 1, __ATOMIC_SEQ_CST);
       if (now < linger_until) {
         __builtin_wasm_memory_atomic_wait32(&never_notified, 0, LINGER_TICK_NS);
-      } else {
-        __builtin_wasm_memory_atomic_wait32(&generation, seen, -1);
+        continue;
       }
+      __atomic_fetch_sub(&awake, 1, __ATOMIC_SEQ_CST);
+      __builtin_wasm_memory_atomic_wait32(&generation, seen, -1);
       __atomic_fetch_add(&awake, 1, __ATOMIC_SEQ_CST);
     }
     seen = __atomic_load_n(&generation, __ATOMIC_ACQUIRE);
@@ -200,8 +200,9 @@ void gp_pool_wake(void) {
   __builtin_wasm_memory_atomic_notify(&generation, MAX_WORKERS);
 }
 
-/* Workers awake now (spinning for a job, or running one) rather than asleep in memory.atomic.wait32: a call that
- * finds them awake uses them at once; asleep, whether to wake them is gpuport/host/wasm_threads.py's call. */
+/* Workers awake now (spinning for a job, running one, or lingering: each sees a job within a tick) rather than
+ * asleep for good: a call that finds them awake uses them; asleep, whether to wake them is
+ * gpuport/host/wasm_threads.py's call. */
 GP_EXPORT(gp_pool_awake)
 int gp_pool_awake(void);
 int gp_pool_awake(void) { return __atomic_load_n(&awake, __ATOMIC_SEQ_CST); }

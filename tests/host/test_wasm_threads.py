@@ -101,7 +101,7 @@ def test_attach_reports_the_pool(pool):
 
 
 def test_a_call_begun_with_the_workers_asleep_wakes_them_only_where_that_ran_faster(pool, monkeypatch):
-    """PoolKernels.call: workers awake are used at once; asleep, a kind of call runs woken TRIES times, alone
+    """PoolKernels.call: workers awake (spinning or lingering) are used at once, and told so; asleep, a kind of call runs woken TRIES times, alone
     ALONE_TRIES, then the faster way, the other tried again every EXPLORE_EVERY[other] calls (woken more often than
     alone); a kind of call of its own learns on its own. The stand-in's clock: woken 10 ms; alone 6 for a sentence, 16
     for CLIP's one text."""
@@ -118,10 +118,10 @@ def test_a_call_begun_with_the_workers_asleep_wakes_them_only_where_that_ran_fas
         with T.ENGINE.call(kind):
             threads = T.threads()
             state["now"] += (alone_s[kind] if threads == 1 else 0.010) if state["awake"] == 0 else 0.004
-        return ("woken" if state["woken"] > before else "alone" if threads == 1 else "awake")
+        return "awake" if state["awake"] else "woken" if state["woken"] > before else "alone" if threads == 1 else "?"
 
-    state["awake"] = 1
-    assert [call() for _ in range(3)] == ["awake"] * 3 and T.ENGINE.paced() == {}
+    state["awake"] = 1   # spinning or lingering: used, and told at once (a lingering worker then spins)
+    assert [call() for _ in range(3)] == ["awake"] * 3 and T.ENGINE.paced() == {} and state["woken"] == 3
     state["awake"] = 0
     tried = T.TRIES + T.ALONE_TRIES
     every = T.EXPLORE_EVERY

@@ -218,15 +218,20 @@ class PoolKernels(SimdKernels):
     @contextmanager
     def call(self, kind: Hashable) -> Iterator[None]:
         """One model call's layers (`kind`: what they are and their size, e.g. an encoder's width, depth and rows):
-        on the workers where they are awake (spinning after a call just before); asleep, woken for it only where
+        on the workers where they are awake (spinning after a call just before, or lingering, up to a second after
+        it: hostkernels/pool.c), told at once so they spin by its first phase; asleep, woken for it only where
         calls of this kind that began so ran faster woken than on this thread alone (woken TRIES times, alone
         ALONE_TRIES, then the way whose latest call was faster, the other again every EXPLORE_EVERY[other] calls).
-        Here a worker asleep for a quarter
-        of a second took longer to wake than one sentence's six layers, and, woken, slowed this thread: MiniLM's
-        sentence 9-11 ms woken against 6 alone (Firefox and Chromium alike). A call that takes ALONE_BELOW_MS or
-        more woken is not tried alone."""
-        if self.threads() <= 1 or int(self.lib.gp_pool_awake()) > 0:
-            self.last_way = "one thread" if self.threads() <= 1 else "awake"
+        Here a worker asleep took longer to wake than one sentence's six layers, and, woken, slowed this thread:
+        MiniLM's sentence 9-11 ms woken against 6 alone (Firefox and Chromium alike). A call that takes
+        ALONE_BELOW_MS or more woken is not tried alone."""
+        if self.threads() <= 1:
+            self.last_way = "one thread"
+            yield
+            return
+        if int(self.lib.gp_pool_awake()) > 0:
+            self.last_way = "awake"
+            self.lib.gp_pool_wake()   # a lingering worker's next tick finds it and spins until the first phase
             yield
             return
         way = self.last_way = self._way(kind)
