@@ -121,7 +121,8 @@ try:
     _single = await _m.embed(_texts)
 finally:
     wasm_threads.ENGINE.lib = _engine
-{"asleep": _asleep, "lingering_way": _lingering_way, "sparse_ways": _sparse_ways, "sparse_diff": float(np.abs(np.array(_sparse) - _sparse[0]).max()),
+{"asleep": _asleep, "lingering_way": _lingering_way, "sparse_ways": _sparse_ways,
+ "sparse_diff": float(np.abs(np.array(_sparse) - _sparse[0]).max()),
  "pool_layers": _after.get("wasm-threads", 0) - _before.get("wasm-threads", 0),
  "short_on_pool": _short.get("wasm-threads", 0) - _before_short.get("wasm-threads", 0),
  "max_diff": float(np.abs(_pooled - _single).max()), "cos": [float(c) for c in (_pooled * _single).sum(1)]}

@@ -101,10 +101,10 @@ def test_attach_reports_the_pool(pool):
 
 
 def test_a_call_begun_with_the_workers_asleep_wakes_them_only_where_that_ran_faster(pool, monkeypatch):
-    """PoolKernels.call: workers awake (spinning or lingering) are used at once, and told so; asleep, a kind of call runs woken TRIES times, alone
-    ALONE_TRIES, then the faster way, the other tried again every EXPLORE_EVERY[other] calls (woken more often than
-    alone); a kind of call of its own learns on its own. The stand-in's clock: woken 10 ms; alone 6 for a sentence, 16
-    for CLIP's one text."""
+    """PoolKernels.call: workers awake (spinning or lingering) are used at once, and told so; asleep, a kind of call
+    runs woken TRIES times, alone ALONE_TRIES, then the faster way, the other tried again every EXPLORE_EVERY[other]
+    calls (woken more often than alone); a kind of call of its own learns on its own. The stand-in's clock: woken
+    10 ms; alone 6 for a sentence, 16 for CLIP's one text."""
     state = {"awake": 0, "woken": 0, "now": 0.0}
     monkeypatch.setattr(pool.kernels, "gp_pool_awake", lambda: state["awake"], raising=False)
     monkeypatch.setattr(pool.kernels, "gp_pool_wake", lambda: state.__setitem__("woken", state["woken"] + 1),

@@ -242,7 +242,7 @@ def _no_webgpu(spec: PageSpec, lane: Lane) -> str:
 # The frozen worker is matched by its error's name, which both pages give it, not by their wording (which differs).
 # A page lost so while it ran a test (Chromium's renderer, once in CI on 2026-11-30, in the tier-constrained lane,
 # which then passed 12 times of 12 alone) fails that test with PageCrashed, and the lane's next test gets a fresh
-# page (LaneState.crashes) rather than the dead one; past _MAX_CRASHES lost pages the lane fails. RERUN_ON_CRASH
+# page (LaneState.crashes) rather than the dead one; past _MAX_CRASHES lost pages the lane fails. plugin.rerun_on_crash
 # runs the test that lost its page once more.
 BROWSER_FAULTS = ("Target crashed", "Page crashed", "WorkerFrozen")
 _MAX_CRASHES = 2
