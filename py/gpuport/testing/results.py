@@ -56,7 +56,7 @@ class Cell:
     duration_s: float = 0.0
     message: str = ""
     longrepr: str = ""
-    reruns: int = 0   # tries that lost their page and were run again (RERUN_ON_CRASH); the last try counts
+    reruns: int = 0   # tries that lost their page and were run again (plugin.rerun_on_crash); the last counts
 
     def add(self, report: Any) -> None:
         self.duration_s += report.duration
